@@ -1,0 +1,350 @@
+"""The consumer SDK: fetch records through the hub (docs/protocol.md §2, §3).
+
+`HubClient` and `AsyncHubClient` share one sans-I/O core, `_Session`: it builds
+every request and parses every response as a generator that yields
+``httpx.Request`` objects and receives ``httpx.Response`` objects, so the two
+clients differ only in how they send.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Generator, Iterator
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, TypeVar
+from urllib.parse import quote
+
+import anyio
+import httpx
+from joserfc import jwt
+from joserfc.jwk import ECKey, OKPKey, RSAKey
+
+from ._errors import PROBLEM_PREFIX, HubUnavailable, OnceonlyError, error_for_status
+
+__all__ = ["AsyncHubClient", "HubClient", "Receipt", "RecordResult"]
+
+T = TypeVar("T")
+_Flow = Generator[httpx.Request, httpx.Response, T]
+SigningKey = ECKey | OKPKey | RSAKey
+
+_ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+_ASSERTION_LIFETIME = 60
+_TOKEN_MARGIN = 30.0
+_BACKOFF = 0.1
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """The hub's audit-log entry for an access: its index and base64 RFC 6962 leaf hash."""
+
+    index: int
+    leaf_hash: str
+
+
+@dataclass(frozen=True)
+class RecordResult:
+    """A record fetched through the hub, with the receipt of its audit entry."""
+
+    item: str
+    version: int
+    record: dict[str, Any]
+    receipt: Receipt
+    request_id: str | None
+
+
+@dataclass(frozen=True)
+class _Metadata:
+    issuer: str
+    token_endpoint: str
+
+
+class _Session:
+    """Discovery, token and query logic shared by both clients (no I/O here)."""
+
+    def __init__(self, hub_url: str, *, client_id: str, key: SigningKey) -> None:
+        self._hub_url = hub_url.rstrip("/")
+        self._client_id = client_id
+        self._key = key
+        self._metadata: _Metadata | None = None
+        self._token: str | None = None
+        self._token_expires = 0.0
+
+    def fetch_flow(self, item: str, subject: str, *, purpose: str) -> _Flow[RecordResult]:
+        """Get a token if needed, then query; on 401, drop the token and retry once."""
+        metadata = yield from self._metadata_flow()
+        for attempt in range(2):
+            token = yield from self._token_flow(metadata)
+            response = yield self._query_request(token, item=item, subject=subject, purpose=purpose)
+            if response.status_code != 401 or attempt == 1:
+                break
+            self._token = None
+        return _record_result(response)
+
+    def _metadata_flow(self) -> _Flow[_Metadata]:
+        if self._metadata is None:
+            url = self._hub_url + "/.well-known/oauth-authorization-server"
+            response = yield httpx.Request("GET", url)
+            body = _json_object(response)
+            issuer, endpoint = body.get("issuer"), body.get("token_endpoint")
+            if not isinstance(issuer, str) or not isinstance(endpoint, str):
+                raise _protocol_error(response, "the hub's metadata lacks issuer or token_endpoint")
+            self._metadata = _Metadata(issuer=issuer, token_endpoint=endpoint)
+        return self._metadata
+
+    def _token_flow(self, metadata: _Metadata) -> _Flow[str]:
+        """RFC 6749 §4.4 client credentials, authenticated per RFC 7523 §2.2."""
+        if self._token is not None and time.monotonic() < self._token_expires:
+            return self._token
+        form = {
+            "grant_type": "client_credentials",
+            "client_assertion_type": _ASSERTION_TYPE,
+            "client_assertion": self._assertion(metadata.issuer),
+        }
+        response = yield httpx.Request("POST", metadata.token_endpoint, data=form)
+        body = _json_object(response)
+        token, lifetime = body.get("access_token"), body.get("expires_in")
+        if not isinstance(token, str) or not isinstance(lifetime, int):
+            raise _protocol_error(response, "the token response lacks access_token or expires_in")
+        self._token, self._token_expires = token, time.monotonic() + lifetime - _TOKEN_MARGIN
+        return token
+
+    def _assertion(self, issuer: str) -> str:
+        now = int(time.time())
+        claims = {
+            "iss": self._client_id,
+            "sub": self._client_id,
+            "aud": issuer,
+            "iat": now,
+            "exp": now + _ASSERTION_LIFETIME,
+            "jti": uuid.uuid4().hex,
+        }
+        kid = self._key.kid or self._key.thumbprint()
+        return jwt.encode({"alg": _algorithm(self._key), "kid": kid}, claims, self._key)
+
+    def _query_request(self, token: str, *, item: str, subject: str, purpose: str) -> httpx.Request:
+        url = f"{self._hub_url}/v1/items/{quote(item, safe='')}/records/query"
+        headers = {"Authorization": f"Bearer {token}"}
+        body = {"subject": subject, "purpose": purpose}
+        return httpx.Request("POST", url, json=body, headers=headers)
+
+
+class _Retries:
+    """Retry connection errors and ``503`` with exponential backoff: queries are reads."""
+
+    def __init__(self, retries: int) -> None:
+        self._delays: Iterator[float] = (_BACKOFF * 2**n for n in range(retries))
+
+    def delay_after(self, outcome: httpx.Response | httpx.TransportError) -> float | None:
+        """Seconds to wait before trying again, or ``None`` to stop."""
+        if isinstance(outcome, httpx.Response) and outcome.status_code != 503:
+            return None
+        return next(self._delays, None)
+
+    @staticmethod
+    def settle(outcome: httpx.Response | httpx.TransportError) -> httpx.Response:
+        if isinstance(outcome, httpx.TransportError):
+            raise HubUnavailable(f"cannot reach the hub: {type(outcome).__name__}")
+        return outcome
+
+
+class HubClient:
+    """Fetch records through the hub, synchronously.
+
+    Example::
+
+        key = load_or_create_key("var/adapters/social-welfare/client-key.jwk")
+        with HubClient("https://hub.example.gov", client_id="social-welfare", key=key) as hub:
+            result = hub.fetch("person.residential-address", "38001085718",
+                               purpose="benefit-eligibility")
+            result.record["city"], result.receipt.index
+    """
+
+    def __init__(
+        self,
+        hub_url: str,
+        *,
+        client_id: str,
+        key: SigningKey,
+        timeout: float = 10.0,
+        retries: int = 2,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self._session = _Session(hub_url, client_id=client_id, key=key)
+        self._retries = retries
+        self._http = httpx.Client(timeout=timeout, transport=transport)
+
+    def fetch(self, item: str, subject: str, *, purpose: str) -> RecordResult:
+        """Fetch ``subject``'s record of ``item`` for ``purpose``.
+
+        :raises OnceonlyError: a subclass naming why (see the module ``_errors``).
+        """
+        return self._run(self._session.fetch_flow(item, subject, purpose=purpose))
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> HubClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _run(self, flow: _Flow[T]) -> T:
+        request = next(flow)
+        while True:
+            try:
+                request = flow.send(self._send(request))
+            except StopIteration as stop:
+                return stop.value  # type: ignore[no-any-return]
+
+    def _send(self, request: httpx.Request) -> httpx.Response:
+        retries = _Retries(self._retries)
+        while True:
+            try:
+                outcome: httpx.Response | httpx.TransportError = self._http.send(request)
+            except httpx.TransportError as error:
+                outcome = error
+            delay = retries.delay_after(outcome)
+            if delay is None:
+                return retries.settle(outcome)
+            time.sleep(delay)
+
+
+class AsyncHubClient:
+    """Fetch records through the hub, asynchronously; the same contract as `HubClient`.
+
+    Example::
+
+        async with AsyncHubClient(hub_url, client_id="social-welfare", key=key) as hub:
+            result = await hub.fetch("person.identity", "38001085718", purpose="benefits")
+    """
+
+    def __init__(
+        self,
+        hub_url: str,
+        *,
+        client_id: str,
+        key: SigningKey,
+        timeout: float = 10.0,
+        retries: int = 2,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self._session = _Session(hub_url, client_id=client_id, key=key)
+        self._retries = retries
+        self._http = httpx.AsyncClient(timeout=timeout, transport=transport)
+
+    async def fetch(self, item: str, subject: str, *, purpose: str) -> RecordResult:
+        """Fetch ``subject``'s record of ``item`` for ``purpose`` (see `HubClient.fetch`)."""
+        return await self._run(self._session.fetch_flow(item, subject, purpose=purpose))
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> AsyncHubClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def _run(self, flow: _Flow[T]) -> T:
+        request = next(flow)
+        while True:
+            try:
+                request = flow.send(await self._send(request))
+            except StopIteration as stop:
+                return stop.value  # type: ignore[no-any-return]
+
+    async def _send(self, request: httpx.Request) -> httpx.Response:
+        retries = _Retries(self._retries)
+        while True:
+            try:
+                outcome: httpx.Response | httpx.TransportError = await self._http.send(request)
+            except httpx.TransportError as error:
+                outcome = error
+            delay = retries.delay_after(outcome)
+            if delay is None:
+                return retries.settle(outcome)
+            await anyio.sleep(delay)
+
+
+def _algorithm(key: SigningKey) -> str:
+    if isinstance(key, ECKey):
+        return {"P-256": "ES256", "P-384": "ES384", "P-521": "ES512"}[key.curve_name]
+    return "EdDSA" if isinstance(key, OKPKey) else "PS256"
+
+
+def _json_object(response: httpx.Response) -> dict[str, Any]:
+    """The body of a ``200``; any other status raises the matching `OnceonlyError`."""
+    if response.status_code != 200:
+        raise _problem_error(response)
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        raise _protocol_error(response, "the hub answered with no JSON object")
+    return body
+
+
+def _record_result(response: httpx.Response) -> RecordResult:
+    body = _json_object(response)
+    try:
+        receipt = _typed(body, "receipt", dict)
+        return RecordResult(
+            item=_typed(body, "item", str),
+            version=_typed(body, "version", int),
+            record=_typed(body, "record", dict),
+            receipt=Receipt(
+                index=_typed(receipt, "index", int), leaf_hash=_typed(receipt, "leaf_hash", str)
+            ),
+            request_id=response.headers.get("x-request-id"),
+        )
+    except TypeError as error:
+        raise _protocol_error(response, f"the hub's answer lacks a valid {error}") from error
+
+
+def _typed(body: dict[str, Any], name: str, kind: type[T]) -> T:
+    value = body.get(name)
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise TypeError(name)
+    return value
+
+
+def _problem_error(response: httpx.Response) -> OnceonlyError:
+    """Map an RFC 9457 (or RFC 6749 §5.2) error response onto the error tree."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    body = body if isinstance(body, dict) else {}
+    problem, oauth_error = body.get("type"), body.get("error")
+    slug = problem.removeprefix(PROBLEM_PREFIX) if isinstance(problem, str) else None
+    if slug is None and isinstance(oauth_error, str):
+        slug = oauth_error
+    detail = body.get("detail") or body.get("error_description")
+    if not isinstance(detail, str):
+        detail = f"the hub answered {response.status_code}"
+    return error_for_status(response.status_code)(
+        detail,
+        status=response.status_code,
+        problem_type=slug,
+        request_id=response.headers.get("x-request-id"),
+    )
+
+
+def _protocol_error(response: httpx.Response, detail: str) -> OnceonlyError:
+    return OnceonlyError(
+        detail, status=response.status_code, request_id=response.headers.get("x-request-id")
+    )

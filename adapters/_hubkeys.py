@@ -1,0 +1,123 @@
+"""What an adapter reads from its hub's public endpoints, fetched lazily and cached:
+the issuer (RFC 8414 metadata), the signing keys (JWKS) and item schemas."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+from joserfc.errors import JoseError
+from joserfc.jwk import Key, KeySet
+from jsonschema import Draft202012Validator
+
+from ._errors import HubUnavailable, NotFound
+from ._validation import compile_validator
+
+__all__ = ["HubDirectory"]
+
+# An unknown kid makes us refetch the JWKS, but not more often than this, so that
+# tokens with made-up kids cannot make the adapter hammer its hub.
+_JWKS_REFRESH_INTERVAL = 10.0
+
+
+class HubDirectory:
+    """Cached reads of a hub's discovery document, JWKS and schemas.
+
+    Every method raises `HubUnavailable` when the hub cannot be reached or answers
+    something unexpected, and `NotFound` when the hub says the item does not exist.
+    """
+
+    def __init__(
+        self,
+        hub_url: str,
+        *,
+        http: httpx.AsyncClient,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._hub_url = hub_url.rstrip("/")
+        self._http = http
+        self._clock = clock
+        self._issuer: str | None = None
+        self._keys: KeySet | None = None
+        self._keys_fetched_at = -_JWKS_REFRESH_INTERVAL
+        self._keys_lock = asyncio.Lock()
+        self._validators: dict[tuple[str, int], Draft202012Validator] = {}
+
+    async def issuer(self) -> str:
+        if self._issuer is None:
+            metadata = await self._get("/.well-known/oauth-authorization-server")
+            issuer = metadata.get("issuer")
+            if not isinstance(issuer, str) or not issuer:
+                raise HubUnavailable("the hub's metadata has no issuer")
+            self._issuer = issuer
+        return self._issuer
+
+    async def signing_key(self, kid: str) -> Key | None:
+        """The hub key named ``kid``; the JWKS is refetched once if ``kid`` is unknown."""
+        key = self._find(kid)
+        if key is not None:
+            return key
+        async with self._keys_lock:
+            key = self._find(kid)
+            if key is None and self._clock() - self._keys_fetched_at >= _JWKS_REFRESH_INTERVAL:
+                await self._refresh_keys()
+                key = self._find(kid)
+        return key
+
+    async def validator(self, item: str, version: int) -> Draft202012Validator:
+        """The compiled schema of ``item`` at ``version``."""
+        cached = self._validators.get((item, version))
+        if cached is None:
+            cached = compile_validator(await self.schema(item, version))
+            self._validators[(item, version)] = cached
+        return cached
+
+    async def schema(self, item: str, version: int) -> dict[str, Any]:
+        body = await self._get(f"/v1/items/{quote(item, safe='')}/versions/{version}")
+        schema = body.get("schema")
+        if body.get("item") != item or body.get("version") != version:
+            raise HubUnavailable(f"the hub answered another item or version than {item} v{version}")
+        if not isinstance(schema, dict):
+            raise HubUnavailable(f"the hub's answer for {item} v{version} has no schema")
+        return schema
+
+    async def latest_version(self, item: str) -> int:
+        body = await self._get(f"/v1/items/{quote(item, safe='')}")
+        version = body.get("latest_version")
+        if not isinstance(version, int) or isinstance(version, bool):
+            raise HubUnavailable(f"the hub's entry for {item} has no latest_version")
+        return version
+
+    def _find(self, kid: str) -> Key | None:
+        if self._keys is None:
+            return None
+        return next((key for key in self._keys if key.kid == kid), None)
+
+    async def _refresh_keys(self) -> None:
+        self._keys_fetched_at = self._clock()
+        body = await self._get("/.well-known/jwks.json")
+        try:
+            self._keys = KeySet.import_key_set(body)  # type: ignore[arg-type]
+        except (JoseError, KeyError, TypeError, ValueError) as error:
+            raise HubUnavailable("the hub's JWKS cannot be read") from error
+
+    async def _get(self, path: str) -> dict[str, Any]:
+        try:
+            response = await self._http.get(self._hub_url + path)
+        except httpx.TransportError as error:
+            raise HubUnavailable(f"cannot reach the hub: {type(error).__name__}") from error
+        if response.status_code == 404:
+            raise NotFound(f"the hub has no {path}", problem_type="unknown-item")
+        if response.status_code != 200:
+            raise HubUnavailable(f"the hub answered {response.status_code} to GET {path}")
+        try:
+            body = response.json()
+        except ValueError as error:
+            raise HubUnavailable(f"the hub answered GET {path} with no JSON") from error
+        if not isinstance(body, dict):
+            raise HubUnavailable(f"the hub answered GET {path} with no JSON object")
+        return body

@@ -1,0 +1,63 @@
+"""The adapter client's signing key, kept as a private JWK on disk."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from joserfc.errors import JoseError
+from joserfc.jwk import ECKey, import_key
+
+from ._errors import ConfigError
+
+__all__ = ["load_or_create_key", "public_jwks"]
+
+
+def load_or_create_key(path: str | Path) -> ECKey:
+    """Load the private EC P-256 JWK at ``path``, or create one there.
+
+    A new key is written atomically with mode 0600 (parent directories are
+    created); its ``kid`` is its RFC 7638 thumbprint.
+
+    :raises ConfigError: the file exists but does not hold a private P-256 key.
+    """
+    path = Path(path)
+    if path.exists():
+        return _load(path)
+    key = ECKey.generate_key("P-256", auto_kid=True)
+    _write_private(path, json.dumps(key.as_dict(private=True)))
+    return key
+
+
+def public_jwks(key: ECKey) -> dict[str, Any]:
+    """The JWKS to register at the hub for a client that signs with ``key``."""
+    public = dict(key.as_dict(private=False))
+    public.update(kid=key.kid or key.thumbprint(), alg="ES256", use="sig")
+    return {"keys": [public]}
+
+
+def _load(path: Path) -> ECKey:
+    try:
+        key = import_key(json.loads(path.read_text(encoding="utf-8")), "EC")
+    except (OSError, ValueError, JoseError) as error:
+        raise ConfigError(f"{path}: not a private EC JWK: {error}") from error
+    if not key.is_private or key.curve_name != "P-256":
+        raise ConfigError(f"{path}: expected a private P-256 key")
+    key.ensure_kid()
+    return key
+
+
+def _write_private(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=".key-")
+    try:
+        os.fchmod(descriptor, 0o600)
+        with os.fdopen(descriptor, "w", encoding="utf-8") as file:
+            file.write(text)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise

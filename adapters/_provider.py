@@ -1,0 +1,286 @@
+"""The provider service: the HTTP endpoint the hub calls to fetch an owned record
+(docs/protocol.md §4)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import anyio.to_thread
+import httpx
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ._config import AdapterConfig
+from ._errors import (
+    PROBLEM_PREFIX,
+    AuthenticationFailed,
+    InvalidRequest,
+    NotFound,
+    OnceonlyError,
+    UpstreamError,
+)
+from ._hubkeys import HubDirectory
+from ._reqtoken import RequestClaims, RequestTokenVerifier, subject_digest
+from ._sources import RecordSource, StoreSource
+from ._store import RecordStore
+from ._validation import violation
+
+__all__ = ["create_provider_app", "problem_response"]
+
+logger = logging.getLogger("adapters.provider")
+
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+_MAX_BODY = 64 * 1024
+
+
+class _QueryBody(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    subject: str = Field(min_length=1, max_length=256)
+    purpose: str = Field(pattern=r"^[a-z0-9][a-z0-9.-]{0,63}$")
+    consumer: str = Field(min_length=1, max_length=128)
+    version: int = Field(ge=1)
+
+
+@dataclass
+class _Trail:
+    """What the served-log keeps about one request; filled in as it is learnt."""
+
+    request_id: str
+    item: str
+    consumer: str | None = None
+    purpose: str | None = None
+    subject_sha256: str | None = None
+
+
+def create_provider_app(
+    config: AdapterConfig,
+    *,
+    sources: dict[str, RecordSource] | None = None,
+    http_client: httpx.AsyncClient | None = None,
+) -> FastAPI:
+    """The provider service for ``config``'s department.
+
+    ``sources`` maps item ids to record sources; by default every item in
+    ``config.items`` reads the adapter-local record store. ``http_client`` (owned by
+    the caller) reaches the hub; by default the app makes and closes its own.
+
+    Example::
+
+        app = create_provider_app(load_config("civil-registry.toml"))
+        uvicorn.run(app, host="127.0.0.1", port=9101)
+    """
+    store = RecordStore(config.store_path)
+    http = http_client or httpx.AsyncClient(timeout=5.0)
+    directory = HubDirectory(config.hub_url, http=http)
+    provider = _Provider(
+        sources=sources if sources is not None else _store_sources(config, store),
+        store=store,
+        directory=directory,
+        verifier=RequestTokenVerifier(directory, audience=config.department),
+    )
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            if http_client is None:
+                await http.aclose()
+            store.close()
+
+    app = FastAPI(title=f"Onceonly adapter: {config.department}", lifespan=lifespan)
+    app.add_middleware(_RequestIdMiddleware)
+    app.add_exception_handler(HTTPException, _http_exception)
+    _add_routes(app, provider)
+    return app
+
+
+def _add_routes(app: FastAPI, provider: _Provider) -> None:
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.post("/v1/items/{item_id}/records/query")
+    async def query_record(item_id: str, request: Request) -> JSONResponse:
+        trail = _Trail(request_id=request.state.request_id, item=item_id)
+        try:
+            answer = await provider.answer(request, trail=trail)
+        except OnceonlyError as error:
+            await provider.log(trail, error=error)
+            return problem_response(error)
+        await provider.log(trail, error=None)
+        return JSONResponse(answer)
+
+
+def _store_sources(config: AdapterConfig, store: RecordStore) -> dict[str, RecordSource]:
+    source = StoreSource(store)
+    return {item: source for item, settings in config.items.items() if settings.source == "store"}
+
+
+class _Provider:
+    def __init__(
+        self,
+        *,
+        sources: dict[str, RecordSource],
+        store: RecordStore,
+        directory: HubDirectory,
+        verifier: RequestTokenVerifier,
+    ) -> None:
+        self._sources = sources
+        self._store = store
+        self._directory = directory
+        self._verifier = verifier
+
+    async def answer(self, request: Request, *, trail: _Trail) -> dict[str, Any]:
+        """Verify, fetch and validate; the answer body of a ``200``.
+
+        :raises OnceonlyError: a refusal, to render as a problem response.
+        """
+        claims = await self._verifier.verify(_bearer_token(request))
+        trail.consumer, trail.purpose = claims.consumer, claims.purpose
+        trail.subject_sha256 = claims.subject_sha256
+        query = _parse_body(await _read_body(request))
+        _check_claims_match(claims, item=trail.item, query=query)
+        record = await self._fetch(trail.item, query.subject)
+        await self._check_record(record, item=trail.item, version=query.version)
+        return {"item": trail.item, "version": query.version, "record": record}
+
+    async def log(self, trail: _Trail, *, error: OnceonlyError | None) -> None:
+        """Write the served-log entry and one log line; neither holds the subject."""
+        status = 200 if error is None else error.status or 500
+        outcome = "ok" if error is None else "refused" if status < 500 else "failed"
+        reason = None if error is None else error.problem_type
+        await anyio.to_thread.run_sync(
+            lambda: self._store.record_served(**asdict(trail), outcome=outcome, reason=reason)
+        )
+        logger.info(
+            "query request_id=%s item=%s consumer=%s purpose=%s outcome=%s reason=%s",
+            trail.request_id, trail.item, trail.consumer, trail.purpose, outcome, reason,
+        )  # fmt: skip
+
+    async def _fetch(self, item: str, subject: str) -> dict[str, Any]:
+        source = self._sources.get(item)
+        if source is None:
+            raise NotFound("no record for this subject")
+        try:
+            record = await source.fetch(item, subject)
+        except Exception as error:
+            logger.error("source for %s failed: %s", item, type(error).__name__)
+            raise UpstreamError(
+                "the record source failed", status=503, problem_type="source-unavailable"
+            ) from error
+        if record is None:
+            raise NotFound("no record for this subject")
+        return record
+
+    async def _check_record(self, record: object, *, item: str, version: int) -> None:
+        problem = violation(await self._directory.validator(item, version), record)
+        if problem is not None or not isinstance(record, dict):
+            raise UpstreamError(
+                f"the source's record does not match {item} v{version}: {problem}",
+                problem_type="source-invalid-record",
+            )
+
+
+def _bearer_token(request: Request) -> str:
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise AuthenticationFailed("a Bearer request token is required")
+    return token.strip()
+
+
+async def _read_body(request: Request) -> bytes:
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > _MAX_BODY:
+            raise InvalidRequest(
+                f"the body exceeds {_MAX_BODY} bytes", status=413, problem_type="payload-too-large"
+            )
+    return bytes(body)
+
+
+def _parse_body(body: bytes) -> _QueryBody:
+    try:
+        document = json.loads(body, object_pairs_hook=_refuse_duplicate_keys)
+    except (ValueError, RecursionError) as error:
+        raise InvalidRequest(f"the body is not a valid JSON document: {error}") from error
+    try:
+        return _QueryBody.model_validate(document)
+    except ValidationError as error:
+        fields = "; ".join(
+            f"{'.'.join(str(part) for part in problem['loc']) or 'body'}: {problem['msg']}"
+            for problem in error.errors(include_url=False, include_input=False)
+        )
+        raise InvalidRequest(f"the body is invalid: {fields}") from error
+
+
+def _refuse_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    document = dict(pairs)
+    if len(document) != len(pairs):
+        raise ValueError("duplicate key")
+    return document
+
+
+def _check_claims_match(claims: RequestClaims, *, item: str, query: _QueryBody) -> None:
+    expected = {
+        "item": (claims.item, item),
+        "purpose": (claims.purpose, query.purpose),
+        "version": (claims.version, query.version),
+        "sub": (claims.consumer, query.consumer),
+        "subject_sha256": (claims.subject_sha256, subject_digest(query.subject)),
+    }
+    for name, (claimed, actual) in expected.items():
+        if claimed != actual:
+            raise AuthenticationFailed(f"the request token's {name} does not match the request")
+
+
+def problem_response(error: OnceonlyError) -> JSONResponse:
+    """Render ``error`` as an RFC 9457 problem document."""
+    status = error.status or 500
+    slug = error.problem_type or "error"
+    body = {"type": PROBLEM_PREFIX + slug, "title": error.title, "status": status}
+    body["detail"] = error.detail
+    return JSONResponse(body, status_code=status, media_type="application/problem+json")
+
+
+async def _http_exception(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, HTTPException)
+    slug = "not-found" if exc.status_code == 404 else "invalid-request"
+    error = OnceonlyError(str(exc.detail), status=exc.status_code, problem_type=slug)
+    return problem_response(error)
+
+
+class _RequestIdMiddleware:
+    """Take the caller's ``X-Request-Id`` (or make one), expose it as
+    ``request.state.request_id`` and echo it on the response."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self._app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+        offered = Headers(scope=scope).get("x-request-id", "")
+        request_id = offered if _REQUEST_ID.fullmatch(offered) else uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                MutableHeaders(scope=message)["X-Request-Id"] = request_id
+            await send(message)
+
+        await self._app(scope, receive, send_with_id)

@@ -1,0 +1,148 @@
+"""Verification of the hub's request tokens (docs/protocol.md §4)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from joserfc import jws
+from joserfc.errors import JoseError
+
+from ._errors import AuthenticationFailed
+from ._hubkeys import HubDirectory
+
+__all__ = ["RequestClaims", "RequestTokenVerifier", "subject_digest"]
+
+REQUEST_TOKEN_TYPE = "onceonly-req+jwt"
+_SKEW = 10
+_MAX_LIFETIME = 120
+
+
+def subject_digest(subject: str) -> str:
+    """base64url (no padding) of SHA-256 of the UTF-8 subject: the token's
+    ``subject_sha256`` claim, and what the served-log keeps instead of a subject."""
+    digest = hashlib.sha256(subject.encode("utf-8")).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+
+
+@dataclass(frozen=True)
+class RequestClaims:
+    """The verified claims of one request token."""
+
+    consumer: str
+    item: str
+    purpose: str
+    version: int
+    subject_sha256: str
+    request_id: str | None
+
+
+class RequestTokenVerifier:
+    """Checks a request token's signature, type, issuer, audience, lifetime and
+    single use. Every refusal raises `AuthenticationFailed` (``invalid-token``).
+
+    Seen ``jti`` values are kept in memory until their token expires, which is
+    enough for one adapter process.
+    """
+
+    def __init__(
+        self,
+        directory: HubDirectory,
+        *,
+        audience: str,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._directory = directory
+        self._audience = audience
+        self._clock = clock
+        self._seen: dict[str, float] = {}
+
+    async def verify(self, token: str) -> RequestClaims:
+        claims = await self._verified_claims(token)
+        now = self._clock()
+        expires = self._check_time(claims, now)
+        self._check_identity(claims, await self._directory.issuer())
+        self._use_once(claims.get("jti"), expires=expires, now=now)
+        return _request_claims(claims)
+
+    async def _verified_claims(self, token: str) -> dict[str, Any]:
+        try:
+            compact = jws.extract_compact(token.encode("ascii"))
+        except (JoseError, UnicodeError, ValueError) as error:
+            raise AuthenticationFailed("the request token is not a compact JWS") from error
+        header = compact.headers()
+        if header.get("alg") != "ES256" or header.get("typ") != REQUEST_TOKEN_TYPE:
+            raise AuthenticationFailed(f"the request token must be ES256 {REQUEST_TOKEN_TYPE}")
+        kid = header.get("kid")
+        key = await self._directory.signing_key(kid) if isinstance(kid, str) else None
+        if key is None:
+            raise AuthenticationFailed("the request token's kid is not a hub key")
+        if not jws.validate_compact(compact, key, algorithms=["ES256"]):
+            raise AuthenticationFailed("the request token's signature is invalid")
+        return _payload(compact.payload)
+
+    def _check_time(self, claims: dict[str, Any], now: float) -> float:
+        """Return ``exp`` once ``iat`` and ``exp`` are acceptable at ``now`` (±10 s)."""
+        issued, expires = _number(claims, "iat"), _number(claims, "exp")
+        if issued > now + _SKEW:
+            raise AuthenticationFailed("the request token is issued in the future")
+        if expires <= now - _SKEW:
+            raise AuthenticationFailed("the request token has expired")
+        if not 0 < expires - issued <= _MAX_LIFETIME:
+            raise AuthenticationFailed("the request token's lifetime is out of bounds")
+        return expires
+
+    def _check_identity(self, claims: dict[str, Any], issuer: str) -> None:
+        if claims.get("iss") != issuer:
+            raise AuthenticationFailed("the request token's issuer is not the hub")
+        audience = claims.get("aud")
+        if audience != self._audience and audience != [self._audience]:
+            raise AuthenticationFailed("the request token is not addressed to this department")
+
+    def _use_once(self, jti: object, *, expires: float, now: float) -> None:
+        if not isinstance(jti, str) or not jti:
+            raise AuthenticationFailed("the request token has no jti")
+        self._seen = {seen: until for seen, until in self._seen.items() if until > now}
+        if jti in self._seen:
+            raise AuthenticationFailed("the request token was already used")
+        self._seen[jti] = expires + _SKEW
+
+
+def _payload(payload: bytes | None) -> dict[str, Any]:
+    try:
+        claims = json.loads(payload or b"")
+    except ValueError as error:
+        raise AuthenticationFailed("the request token's payload is not JSON") from error
+    if not isinstance(claims, dict):
+        raise AuthenticationFailed("the request token's payload is not a JSON object")
+    return claims
+
+
+def _request_claims(claims: dict[str, Any]) -> RequestClaims:
+    strings = ("sub", "item", "purpose", "subject_sha256")
+    version = claims.get("version")
+    if not all(isinstance(claims.get(name), str) for name in strings) or not (
+        isinstance(version, int) and not isinstance(version, bool)
+    ):
+        raise AuthenticationFailed("the request token lacks sub, item, purpose, version or hash")
+    request_id = claims.get("request_id")
+    return RequestClaims(
+        consumer=claims["sub"],
+        item=claims["item"],
+        purpose=claims["purpose"],
+        version=version,
+        subject_sha256=claims["subject_sha256"],
+        request_id=request_id if isinstance(request_id, str) else None,
+    )
+
+
+def _number(claims: dict[str, Any], name: str) -> float:
+    value = claims.get(name)
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        raise AuthenticationFailed(f"the request token needs a numeric {name}")
+    return float(value)

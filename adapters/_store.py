@@ -1,0 +1,387 @@
+"""The adapter-local record store: SQLite through SQLAlchemy Core.
+
+The store holds the department's own records (subjects in the clear: it is the
+department's data) and the adapter's trail of what it served, which keeps only a
+SHA-256 of each subject.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from ._errors import ImportFailed
+from ._validation import compile_validator, violation
+
+__all__ = ["ImportReport", "RecordStore", "RowError", "ServedEntry"]
+
+_metadata = sa.MetaData()
+
+_records = sa.Table(
+    "records",
+    _metadata,
+    sa.Column("item", sa.String(128), primary_key=True),
+    sa.Column("subject", sa.String(256), primary_key=True),
+    sa.Column("record", sa.JSON, nullable=False),
+    sa.Column("revision", sa.Integer, nullable=False),
+    sa.Column("updated_at", sa.String(32), nullable=False),
+)
+
+_served = sa.Table(
+    "served",
+    _metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("request_id", sa.String(64)),
+    sa.Column("time", sa.String(32), nullable=False),
+    sa.Column("item", sa.String(128), nullable=False),
+    sa.Column("consumer", sa.String(128)),
+    sa.Column("purpose", sa.String(64)),
+    sa.Column("subject_sha256", sa.String(64)),
+    sa.Column("outcome", sa.String(16), nullable=False),
+    sa.Column("reason", sa.String(64)),
+)
+
+_MAX_SUBJECT = 256
+
+
+@dataclass(frozen=True)
+class RowError:
+    """One refused row. ``row`` is 1-based: a CSV's header is row 1, a JSONL's first
+    line is row 1."""
+
+    row: int
+    subject: str | None
+    message: str
+
+
+@dataclass(frozen=True)
+class ImportReport:
+    """The outcome of an import: how many records were written, or why none were."""
+
+    imported: int
+    errors: list[RowError] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ServedEntry:
+    """One line of the adapter's own trail: a request it answered or refused."""
+
+    request_id: str | None
+    time: str
+    item: str
+    consumer: str | None
+    purpose: str | None
+    subject_sha256: str | None
+    outcome: str
+    reason: str | None
+
+
+@dataclass(frozen=True)
+class _Row:
+    row: int
+    subject: str | None
+    record: dict[str, Any] | None = None
+    error: str | None = None
+
+
+class RecordStore:
+    """Records a department publishes for the hub to fetch, in one SQLite file.
+
+    Example::
+
+        with RecordStore("var/adapters/civil-registry/records.db") as store:
+            store.put("person.identity", "38001085718", {"given_name": "Mari"})
+            store.get("person.identity", "38001085718")  # {"given_name": "Mari"}
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._engine = sa.create_engine(
+            f"sqlite:///{path}", connect_args={"check_same_thread": False}
+        )
+        _metadata.create_all(self._engine)
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+    def __enter__(self) -> RecordStore:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def put(self, item: str, subject: str, record: dict[str, Any]) -> None:
+        """Insert or replace a record; a replacement bumps its revision by one."""
+        with self._engine.begin() as connection:
+            _upsert(connection, item, records=[(subject, record)])
+
+    def get(self, item: str, subject: str) -> dict[str, Any] | None:
+        row = self._row(item, subject)
+        return None if row is None else row[0]
+
+    def revision(self, item: str, subject: str) -> int | None:
+        """The record's revision: 1 when first put, one more on each replacement."""
+        row = self._row(item, subject)
+        return None if row is None else row[1]
+
+    def delete(self, item: str, subject: str) -> bool:
+        """Remove a record; ``False`` when there was none."""
+        with self._engine.begin() as connection:
+            result = connection.execute(sa.delete(_records).where(*_key(item, subject)))
+        return result.rowcount > 0
+
+    def count(self, item: str) -> int:
+        query = sa.select(sa.func.count()).select_from(_records).where(_records.c.item == item)
+        with self._engine.connect() as connection:
+            return int(connection.execute(query).scalar_one())
+
+    def import_csv(self, item: str, path: str | Path, schema: dict[str, Any]) -> ImportReport:
+        """Import a CSV file, all or nothing.
+
+        Columns are ``subject`` and the record's property names; a dotted name
+        (``address.city``) builds a nested object. Cells are converted to the type
+        the schema declares for the property (integer, number, boolean, string);
+        an empty cell leaves the property out. Every record is validated against
+        ``schema`` (Draft 2020-12, formats checked).
+
+        :raises ImportFailed: any row is refused; nothing was written, and
+            ``error.report`` names every refused row.
+        """
+        return self._import(item, _csv_rows(Path(path), schema), schema)
+
+    def import_jsonl(self, item: str, path: str | Path, schema: dict[str, Any]) -> ImportReport:
+        """Import lines of ``{"subject": ..., "record": {...}}``, all or nothing,
+        validated as in `import_csv`."""
+        return self._import(item, _jsonl_rows(Path(path)), schema)
+
+    def import_records(
+        self, item: str, records: Iterable[tuple[str, dict[str, Any]]], schema: dict[str, Any]
+    ) -> ImportReport:
+        """Import ``(subject, record)`` pairs, all or nothing, validated as in
+        `import_csv`; rows are numbered from 1."""
+        rows = (
+            _Row(row=number, subject=subject, record=record)
+            for number, (subject, record) in enumerate(records, start=1)
+        )
+        return self._import(item, rows, schema)
+
+    def record_served(
+        self,
+        *,
+        request_id: str | None,
+        item: str,
+        consumer: str | None,
+        purpose: str | None,
+        subject_sha256: str | None,
+        outcome: str,
+        reason: str | None = None,
+    ) -> None:
+        """Append to the adapter's trail. Pass a subject's SHA-256, never the subject."""
+        values = {
+            "request_id": request_id,
+            "time": _now(),
+            "item": item,
+            "consumer": consumer,
+            "purpose": purpose,
+            "subject_sha256": subject_sha256,
+            "outcome": outcome,
+            "reason": reason,
+        }
+        with self._engine.begin() as connection:
+            connection.execute(sa.insert(_served).values(**values))
+
+    def served_entries(self) -> list[ServedEntry]:
+        """The whole trail, oldest first."""
+        columns = [column for column in _served.c if column.name != "id"]
+        with self._engine.connect() as connection:
+            rows = connection.execute(sa.select(*columns).order_by(_served.c.id)).all()
+        return [ServedEntry(**row._asdict()) for row in rows]
+
+    def _row(self, item: str, subject: str) -> tuple[dict[str, Any], int] | None:
+        query = sa.select(_records.c.record, _records.c.revision).where(*_key(item, subject))
+        with self._engine.connect() as connection:
+            row = connection.execute(query).first()
+        return None if row is None else (dict(row.record), int(row.revision))
+
+    def _import(self, item: str, rows: Iterable[_Row], schema: dict[str, Any]) -> ImportReport:
+        validator = compile_validator(schema)
+        accepted: dict[str, dict[str, Any]] = {}
+        first_row: dict[str, int] = {}
+        errors: list[RowError] = []
+        for row in rows:
+            message = row.error or _check_row(row, first_row)
+            if message is None and row.record is not None:
+                message = violation(validator, row.record)
+            if message is not None:
+                errors.append(RowError(row=row.row, subject=row.subject, message=message))
+            elif row.subject is not None and row.record is not None:
+                accepted[row.subject] = row.record
+        if errors:
+            report = ImportReport(imported=0, errors=errors)
+            raise ImportFailed(f"{len(errors)} row(s) refused; nothing imported", report=report)
+        with self._engine.begin() as connection:
+            _upsert(connection, item, records=list(accepted.items()))
+        return ImportReport(imported=len(accepted))
+
+
+def _check_row(row: _Row, first_row: dict[str, int]) -> str | None:
+    if not row.subject:
+        return "subject is missing"
+    if len(row.subject) > _MAX_SUBJECT:
+        return f"subject is longer than {_MAX_SUBJECT} characters"
+    if row.subject in first_row:
+        return f"subject repeats row {first_row[row.subject]}"
+    first_row[row.subject] = row.row
+    return None
+
+
+def _key(item: str, subject: str) -> tuple[sa.ColumnElement[bool], ...]:
+    return (_records.c.item == item, _records.c.subject == subject)
+
+
+def _upsert(
+    connection: sa.Connection, item: str, *, records: list[tuple[str, dict[str, Any]]]
+) -> None:
+    if not records:
+        return
+    now = _now()
+    statement = sqlite_insert(_records)
+    statement = statement.on_conflict_do_update(
+        index_elements=[_records.c.item, _records.c.subject],
+        set_={
+            "record": statement.excluded.record,
+            "revision": _records.c.revision + 1,
+            "updated_at": statement.excluded.updated_at,
+        },
+    )
+    parameters = [
+        {"item": item, "subject": subject, "record": record, "revision": 1, "updated_at": now}
+        for subject, record in records
+    ]
+    connection.execute(statement, parameters)
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+# --- CSV and JSONL parsing -------------------------------------------------------------
+
+
+def _csv_rows(path: Path, schema: dict[str, Any]) -> Iterator[_Row]:
+    with path.open(newline="", encoding="utf-8-sig") as file:
+        reader = csv.DictReader(file)
+        header_error = _check_header(reader.fieldnames)
+        if header_error is not None:
+            yield _Row(row=1, subject=None, error=header_error)
+            return
+        types = {name: _declared_type(schema, name) for name in reader.fieldnames or []}
+        for number, cells in enumerate(reader, start=2):
+            yield _csv_row(number, cells, types=types)
+
+
+def _check_header(columns: Sequence[str] | None) -> str | None:
+    if not columns or "subject" not in columns:
+        return "the header has no 'subject' column"
+    for column in columns:
+        for other in columns:
+            if other.startswith(column + "."):
+                return f"column {other!r} conflicts with column {column!r}"
+    if len(set(columns)) != len(columns):
+        return "the header repeats a column"
+    return None
+
+
+def _csv_row(number: int, cells: dict[str | Any, Any], *, types: dict[str, str | None]) -> _Row:
+    subject = cells.pop("subject", None) or None
+    if None in cells:
+        return _Row(row=number, subject=subject, error="the row has more cells than the header")
+    record: dict[str, Any] = {}
+    for column, text in cells.items():
+        if not text:
+            continue
+        try:
+            value = _coerce(text, types[column])
+        except ValueError:
+            message = f"column {column!r}: expected {types[column]}"
+            return _Row(row=number, subject=subject, error=message)
+        _place(record, column.split("."), value)
+    return _Row(row=number, subject=subject, record=record)
+
+
+def _declared_type(schema: dict[str, Any], column: str) -> str | None:
+    node: Any = schema
+    for part in column.split("."):
+        properties = node.get("properties") if isinstance(node, dict) else None
+        node = properties.get(part) if isinstance(properties, dict) else None
+    declared = node.get("type") if isinstance(node, dict) else None
+    if isinstance(declared, list):
+        declared = next((kind for kind in declared if kind != "null"), None)
+    return declared if isinstance(declared, str) else None
+
+
+def _coerce(text: str, kind: str | None) -> object:
+    if kind == "integer":
+        return int(text)
+    if kind == "number":
+        try:
+            return int(text)
+        except ValueError:
+            number = float(text)
+        if not math.isfinite(number):
+            raise ValueError("not a finite number")
+        return number
+    if kind == "boolean":
+        return _boolean(text)
+    return text
+
+
+def _boolean(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in {"true", "yes", "1"}:
+        return True
+    if lowered in {"false", "no", "0"}:
+        return False
+    raise ValueError("not a boolean")
+
+
+def _place(record: dict[str, Any], parts: list[str], value: object) -> None:
+    for part in parts[:-1]:
+        record = record.setdefault(part, {})
+    record[parts[-1]] = value
+
+
+def _jsonl_rows(path: Path) -> Iterator[_Row]:
+    with path.open(encoding="utf-8-sig") as file:
+        for number, line in enumerate(file, start=1):
+            if line.strip():
+                yield _jsonl_row(number, line)
+
+
+def _jsonl_row(number: int, line: str) -> _Row:
+    try:
+        document = json.loads(line)
+    except json.JSONDecodeError as error:
+        return _Row(row=number, subject=None, error=f"not JSON: {error.msg}")
+    if not isinstance(document, dict) or set(document) != {"subject", "record"}:
+        return _Row(row=number, subject=None, error="expected {'subject': ..., 'record': {...}}")
+    subject, record = document["subject"], document["record"]
+    if not isinstance(subject, str) or not isinstance(record, dict):
+        return _Row(row=number, subject=None, error="subject must be a string, record an object")
+    return _Row(row=number, subject=subject, record=record)

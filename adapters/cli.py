@@ -1,0 +1,153 @@
+"""``onceonly adapter …``: serve, register, and feed a department adapter.
+
+The ``onceonly`` command (``hub.cli``) calls `add_commands` and then
+``args.func(args)``, which returns the exit status.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from ._config import AdapterConfig, load_config
+from ._errors import ConfigError, ImportFailed, InvalidRequest, OnceonlyError
+from ._hubkeys import HubDirectory
+from ._keys import load_or_create_key, public_jwks
+from ._provider import create_provider_app
+from ._store import ImportReport, RecordStore
+
+__all__ = ["add_commands"]
+
+Command = Callable[[argparse.Namespace], int]
+
+
+def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register ``adapter`` and its subcommands on the ``onceonly`` parser."""
+    adapter = subparsers.add_parser("adapter", help="run and feed a department adapter")
+    commands = adapter.add_subparsers(dest="adapter_command", required=True, metavar="COMMAND")
+
+    serve = _command(
+        commands, "serve", help_text="serve the department's records to the hub", func=_serve
+    )
+    serve.description = "Creates the client key on first start."
+    _command(
+        commands,
+        "jwks",
+        help_text="print the public JWKS to register the client at the hub",
+        func=_jwks,
+    )
+
+    load = _command(
+        commands, "import", help_text="import records from a file, all or nothing", func=_import
+    )
+    load.add_argument("--item", required=True, help="data item id")
+    source = load.add_mutually_exclusive_group(required=True)
+    source.add_argument("--csv", type=Path, help="CSV: subject + property columns")
+    source.add_argument("--jsonl", type=Path, help='JSON lines: {"subject", "record"}')
+
+    put = _command(
+        commands, "put", help_text="store one record, validated like an import", func=_put
+    )
+    put.add_argument("--item", required=True, help="data item id")
+    put.add_argument("--subject", required=True, help="whom the record is about")
+    put.add_argument("--record", required=True, help="the record as a JSON object")
+
+
+def _command(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+    name: str,
+    *,
+    help_text: str,
+    func: Command,
+) -> argparse.ArgumentParser:
+    parser = commands.add_parser(name, help=help_text)
+    parser.add_argument("--config", required=True, type=Path, help="adapter TOML file")
+    parser.set_defaults(func=_reporting_errors(func))
+    return parser
+
+
+def _reporting_errors(func: Command) -> Command:
+    """Print an `OnceonlyError` as one line on stderr and exit 1, with no traceback."""
+
+    @wraps(func)
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return func(args)
+        except ImportFailed as error:
+            _print_failures(error.report)
+            print(f"error: {error.detail}", file=sys.stderr)
+        except (OnceonlyError, OSError) as error:
+            print(f"error: {error}", file=sys.stderr)
+        return 1
+
+    return run
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    config = load_config(args.config)
+    key = load_or_create_key(config.key_path)
+    print(f"adapter {config.department}: client key kid {key.kid}", file=sys.stderr)
+    uvicorn.run(create_provider_app(config), host=config.listen_host, port=config.listen_port)
+    return 0
+
+
+def _jwks(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    print(json.dumps(public_jwks(load_or_create_key(config.key_path)), indent=2))
+    return 0
+
+
+def _import(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    version, schema = _latest_schema(config, args.item)
+    with RecordStore(config.store_path) as store:
+        if args.csv is not None:
+            report = store.import_csv(args.item, args.csv, schema)
+        else:
+            report = store.import_jsonl(args.item, args.jsonl, schema)
+    print(f"imported {report.imported} record(s) of {args.item} v{version}")
+    return 0
+
+
+def _put(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    try:
+        record = json.loads(args.record)
+    except ValueError as error:
+        raise InvalidRequest(f"--record is not JSON: {error}") from error
+    if not isinstance(record, dict):
+        raise InvalidRequest("--record must be a JSON object")
+    version, schema = _latest_schema(config, args.item)
+    with RecordStore(config.store_path) as store:
+        store.import_records(args.item, [(args.subject, record)], schema)
+    print(f"stored 1 record of {args.item} v{version}")
+    return 0
+
+
+def _latest_schema(config: AdapterConfig, item: str) -> tuple[int, dict[str, Any]]:
+    """The item's latest version and schema, read from the hub's registry."""
+    if item not in config.items:
+        raise ConfigError(f"item {item!r} is not configured under [items] in the config file")
+
+    async def read() -> tuple[int, dict[str, Any]]:
+        async with httpx.AsyncClient(timeout=10.0) as http:
+            directory = HubDirectory(config.hub_url, http=http)
+            version = await directory.latest_version(item)
+            return version, await directory.schema(item, version)
+
+    return asyncio.run(read())
+
+
+def _print_failures(report: ImportReport) -> None:
+    for error in report.errors:
+        print(f"row {error.row}: {error.message}", file=sys.stderr)

@@ -1,0 +1,87 @@
+"""The hub application: wiring of settings, database, keys, audit writer and routes."""
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
+from fastapi import FastAPI
+
+from hub import __version__, errors, migrate
+from hub.access.endpoints import router as access_router
+from hub.audit.endpoints import router as audit_router
+from hub.audit.service import AuditLog
+from hub.auth.endpoints import router as auth_router
+from hub.config import Settings
+from hub.db import make_engine, session_factory
+from hub.exchange.endpoints import router as exchange_router
+from hub.keys import HubKeys
+from hub.kit import logs
+from hub.kit.asgi import RequestContextMiddleware
+from hub.ops.endpoints import router as ops_router
+from hub.registry.endpoints import admin as registry_admin_router
+from hub.registry.endpoints import catalogue as catalogue_router
+
+log = logging.getLogger("onceonly.hub")
+
+
+async def prepare_database(settings: Settings) -> None:
+    """Migrate (development default) or check that an operator did (production)."""
+    url = settings.resolved_database_url
+    if settings.should_migrate:
+        await asyncio.to_thread(migrate.upgrade, url)
+    elif not await asyncio.to_thread(migrate.is_current, url):
+        raise RuntimeError("the database schema is not current: run `onceonly migrate`")
+
+
+def create_app(settings: Settings | None = None, *, keys: HubKeys | None = None) -> FastAPI:
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await prepare_database(settings)
+        engine = make_engine(settings.resolved_database_url)
+        audit_log = AuditLog(engine, batch_size=settings.audit_batch_size)
+        app.state.settings = settings
+        app.state.keys = keys or HubKeys.load(settings.keys_dir, create=not settings.is_production)
+        app.state.engine = engine
+        app.state.sessions = session_factory(engine)
+        app.state.audit_log = audit_log
+        limits = httpx.Limits(max_connections=200, max_keepalive_connections=100)
+        async with httpx.AsyncClient(limits=limits, follow_redirects=False) as http:
+            app.state.http = http
+            await audit_log.start()
+            log.info("hub ready", extra={"issuer": settings.issuer, "mode": settings.mode})
+            try:
+                yield
+            finally:
+                await audit_log.stop()
+                await engine.dispose()
+
+    app = FastAPI(
+        title="Onceonly hub",
+        version=__version__,
+        summary="Collect a record once; share it under audited, purpose-bound permissions.",
+        lifespan=lifespan,
+    )
+    errors.install(app)
+    app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
+    for router in (
+        ops_router,
+        auth_router,
+        catalogue_router,
+        exchange_router,
+        registry_admin_router,
+        access_router,
+        audit_router,
+    ):
+        app.include_router(router)
+    return app
+
+
+def create_app_from_environment() -> FastAPI:
+    """The ASGI factory for ``uvicorn --factory hub.app:create_app_from_environment``."""
+    settings = Settings()
+    logs.configure(level=settings.log_level, as_json=settings.log_json)
+    return create_app(settings)

@@ -1,0 +1,31 @@
+"""The audit log table: one row per leaf, dense indexes from 0.
+
+The leaf bytes are the contract (RFC 8785 canonical JSON); the other columns are
+copies of leaf fields kept only so that auditors' queries can use indexes.
+"""
+
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlmodel import Field, SQLModel
+
+
+class AuditEntry(SQLModel, table=True):
+    __tablename__ = "audit_entries"
+    __table_args__ = (
+        sa.Index("ix_audit_subject", "subject", "idx"),
+        sa.Index("ix_audit_department", "department", "idx"),
+        sa.Index("ix_audit_item", "item", "idx"),
+        sa.Index("ix_audit_action", "action", "idx"),
+    )
+
+    idx: int = Field(sa_column=sa.Column("idx", sa.BigInteger, primary_key=True, autoincrement=False))
+    leaf: bytes = Field(sa_type=sa.LargeBinary)
+    leaf_hash: bytes = Field(sa_type=sa.LargeBinary)
+    time: datetime = Field(sa_type=sa.DateTime(timezone=True), index=True)
+    action: str = Field(max_length=64)
+    outcome: str = Field(max_length=16)
+    department: str | None = Field(default=None, max_length=64)
+    client: str | None = Field(default=None, max_length=128)
+    item: str | None = Field(default=None, max_length=128)
+    subject: str | None = Field(default=None, max_length=64)

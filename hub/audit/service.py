@@ -1,0 +1,253 @@
+"""Appending to the audit log, with group commit.
+
+Every request that must be audited hands its entry to :class:`AuditLog`. One writer
+task per process takes whatever entries are waiting (up to ``batch_size``), gives
+them the next dense indexes and commits them in one transaction; each waiting
+request then gets its receipt. The response that an entry audits is sent only
+after that commit: no audit entry, no data.
+
+Across processes the index is kept dense by the table's primary key: on
+PostgreSQL the writers also take a transaction-scoped advisory lock, on SQLite the
+database lock serializes them; a writer that loses a race retries its batch.
+"""
+
+import asyncio
+import json
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
+
+from hub.audit import leaves, repository
+from hub.audit.exceptions import AuditUnavailable, EntryNotFound
+from hub.audit.models import AuditEntry
+from hub.audit.schemas import EntryOut, EntryPage
+from hub.db import write_connection
+from hub.errors import HubError
+from hub.keys import HubKeys
+from hub.kit.clock import utcnow
+
+log = logging.getLogger("onceonly.audit")
+
+_RACE_RETRIES = 5
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """Where an entry stands in the log: its index and RFC 6962 leaf hash."""
+
+    index: int
+    leaf_hash: bytes
+
+    def as_json(self) -> dict[str, Any]:
+        return {"index": self.index, "leaf_hash": leaves.b64(self.leaf_hash)}
+
+
+@dataclass
+class _Pending:
+    entry: dict[str, Any]
+    leaf: bytes
+    done: asyncio.Future[Receipt]
+
+
+class AuditLog:
+    """The process's appender. ``start()`` in the lifespan, ``stop()`` drains it."""
+
+    def __init__(self, engine: AsyncEngine, *, batch_size: int = 256) -> None:
+        self._engine = engine
+        self._batch_size = batch_size
+        self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
+        self._writer: asyncio.Task[None] | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._writer is not None and not self._writer.done()
+
+    async def start(self) -> None:
+        self._writer = asyncio.create_task(self._run(), name="audit-writer")
+
+    async def stop(self) -> None:
+        if self._writer is None:
+            return
+        await self._queue.join()
+        self._writer.cancel()
+        self._writer = None
+
+    async def append(self, entry: dict[str, Any]) -> Receipt:
+        """Commit ``entry`` and return its receipt; raise AuditUnavailable if it cannot."""
+        if self._writer is None:
+            raise AuditUnavailable("the audit writer is not running")
+        pending = _Pending(entry, leaves.leaf_bytes(entry), asyncio.get_running_loop().create_future())
+        await self._queue.put(pending)
+        return await pending.done
+
+    async def _run(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            while len(batch) < self._batch_size and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            try:
+                await self._commit(batch)
+            finally:
+                for _ in batch:
+                    self._queue.task_done()
+
+    async def _commit(self, batch: list[_Pending]) -> None:
+        try:
+            receipts = await self._write_with_retry(batch)
+        except Exception:
+            log.exception("audit batch of %d entries could not be committed", len(batch))
+            for pending in batch:
+                if not pending.done.done():
+                    pending.done.set_exception(AuditUnavailable("the audit entry could not be committed"))
+            return
+        for pending, receipt in zip(batch, receipts, strict=True):
+            if not pending.done.done():
+                pending.done.set_result(receipt)
+
+    async def _write_with_retry(self, batch: list[_Pending]) -> list[Receipt]:
+        for attempt in range(_RACE_RETRIES):
+            try:
+                return await self._write(batch)
+            except (IntegrityError, DBAPIError) as error:
+                if attempt == _RACE_RETRIES - 1:
+                    raise
+                log.warning("audit append raced another writer (%s); retrying", type(error).__name__)
+                await asyncio.sleep(0.005 * (attempt + 1))
+        raise AssertionError("unreachable")
+
+    async def _write(self, batch: list[_Pending]) -> list[Receipt]:
+        async with write_connection(self._engine) as conn:
+            return await _append_rows(conn, [(p.entry, p.leaf) for p in batch])
+
+    async def append_within(self, session: AsyncSession, entry: dict[str, Any]) -> Receipt:
+        """Append inside the session's own transaction: for requests that change state,
+        so that the change and its audit entry commit together, or neither does."""
+        conn = await session.connection()
+        (receipt,) = await _append_rows(conn, [(entry, leaves.leaf_bytes(entry))])
+        return receipt
+
+
+async def _append_rows(
+    conn: AsyncConnection, entries: list[tuple[dict[str, Any], bytes]]
+) -> list[Receipt]:
+    await repository.lock_for_append(conn)
+    first = await repository.next_index(conn)
+    rows = [_row(first + offset, entry, leaf) for offset, (entry, leaf) in enumerate(entries)]
+    await repository.insert_rows(conn, rows)
+    return [Receipt(row["idx"], row["leaf_hash"]) for row in rows]
+
+
+def _row(index: int, entry: dict[str, Any], leaf: bytes) -> dict[str, Any]:
+    return {
+        "idx": index,
+        "leaf": leaf,
+        "leaf_hash": leaves.leaf_hash(leaf),
+        "time": datetime.fromisoformat(entry["time"]),
+        "action": entry["action"],
+        "outcome": entry["outcome"],
+        "department": entry.get("department"),
+        "client": entry.get("client"),
+        "item": entry.get("item"),
+        "subject": entry.get("subject"),
+    }
+
+
+@dataclass
+class AuditScope:
+    """What one audited request has learned so far, and whether it was written.
+
+    Endpoints of audited actions get one (``request.state.audit``); as the request
+    is understood (client, item, purpose, grant...), fields are noted here. It ends
+    with exactly one entry: :meth:`record_success`, or :meth:`record_failure` from
+    the error handler when the request is refused.
+    """
+
+    log: AuditLog
+    action: str
+    request_id: str
+    fields: dict[str, Any] = field(default_factory=dict)
+    recorded: bool = False
+
+    def note(self, **fields: Any) -> None:
+        self.fields.update(fields)
+
+    async def record_success(self, **fields: Any) -> Receipt:
+        """Audit a request that read only: through the group-commit writer."""
+        return await self.log.append(self._entry("ok", fields))
+
+    async def record_change(self, session: AsyncSession, **fields: Any) -> Receipt:
+        """Audit a request that changed state: in the same transaction as the change."""
+        return await self.log.append_within(session, self._entry("ok", fields))
+
+    async def record_failure(self, error: HubError) -> Receipt:
+        return await self.log.append(self._entry(error.outcome, {"reason": error.slug}))
+
+    def _entry(self, outcome: str, fields: dict[str, Any]) -> dict[str, Any]:
+        self.recorded = True
+        return leaves.build_entry(
+            time=utcnow(),
+            action=self.action,
+            outcome=outcome,
+            request_id=self.request_id,
+            **{**self.fields, **fields},
+        )
+
+
+async def entry_at(session: AsyncSession, index: int) -> EntryOut:
+    row = await repository.get_entry(session, index)
+    if row is None:
+        raise EntryNotFound(f"the log has no entry {index}")
+    return _entry_out(row)
+
+
+@dataclass(frozen=True)
+class EntryQuery:
+    """An auditor's filter; ``subject`` is the raw identifier, never stored as such."""
+
+    subject: str | None = None
+    department: str | None = None
+    item: str | None = None
+    action: str | None = None
+    outcome: str | None = None
+
+
+async def find(
+    session: AsyncSession,
+    *,
+    scope: AuditScope,
+    keys: HubKeys,
+    query: EntryQuery,
+    cursor: int | None,
+    limit: int,
+) -> EntryPage:
+    """Filtered, paged entries; the query itself is an audit entry."""
+    pseudonym = keys.pseudonym(query.subject) if query.subject is not None else None
+    where = repository.EntryFilter(
+        subject=pseudonym,
+        department=query.department,
+        item=query.item,
+        action=query.action,
+        outcome=query.outcome,
+    )
+    scope.note(subject=pseudonym, item=query.item)
+    rows = await repository.find_entries(session, where=where, after=cursor, limit=limit + 1)
+    await scope.record_success()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return EntryPage(
+        entries=[_entry_out(row) for row in rows],
+        next_cursor=str(rows[-1].idx) if more and rows else None,
+    )
+
+
+def _entry_out(row: AuditEntry) -> EntryOut:
+    return EntryOut(
+        index=row.idx,
+        leaf=leaves.b64(row.leaf),
+        leaf_hash=leaves.b64(row.leaf_hash),
+        entry=json.loads(row.leaf),
+    )

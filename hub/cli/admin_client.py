@@ -1,0 +1,130 @@
+"""A small HTTP client for the administrator's API, used by the CLI and the demo."""
+
+import json
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import httpx
+
+
+class AdminError(RuntimeError):
+    """The hub refused an administrative request; the message is its problem detail."""
+
+    def __init__(self, status: int, problem: dict[str, Any]) -> None:
+        self.status = status
+        self.problem = problem
+        super().__init__(f"HTTP {status}: {problem.get('title', '')}: {problem.get('detail', '')}")
+
+
+class AdminClient:
+    """Administrative calls over HTTP with the administrator's bearer token.
+
+    Example::
+
+        with AdminClient("http://127.0.0.1:8000", token) as admin:
+            admin.put_department("tax", name="Tax Board", adapter_url="https://...")
+    """
+
+    def __init__(self, hub_url: str, token: str, *, timeout: float = 10.0) -> None:
+        self._http = httpx.Client(
+            base_url=hub_url.rstrip("/"),
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=timeout,
+        )
+
+    def __enter__(self) -> "AdminClient":
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _call(self, method: str, path: str, body: Any = None, **params: Any) -> Any:
+        response = self._http.request(
+            method, path, json=body, params={k: v for k, v in params.items() if v is not None}
+        )
+        if response.status_code >= 400:
+            try:
+                problem = response.json()
+            except ValueError:
+                problem = {"detail": response.text[:200]}
+            raise AdminError(response.status_code, problem)
+        return response.json()
+
+    def put_department(
+        self, department_id: str, *, name: str, description: str = "", adapter_url: str | None = None
+    ) -> dict[str, Any]:
+        body = {"name": name, "description": description, "adapter_url": adapter_url}
+        return dict(self._call("PUT", f"/v1/admin/departments/{department_id}", body))
+
+    def put_client(self, client_id: str, *, department: str, jwks: dict[str, Any]) -> dict[str, Any]:
+        body = {"department": department, "jwks": jwks}
+        return dict(self._call("PUT", f"/v1/admin/clients/{client_id}", body))
+
+    def put_item(self, document: dict[str, Any]) -> dict[str, Any]:
+        return dict(self._call("PUT", f"/v1/admin/items/{document['id']}", document))
+
+    def create_grant(
+        self,
+        *,
+        consumer: str,
+        item: str,
+        purpose: str,
+        legal_basis: str,
+        fields: list[str] | None = None,
+        valid_until: str | None = None,
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "consumer": consumer,
+            "item": item,
+            "purpose": purpose,
+            "legal_basis": legal_basis,
+        }
+        if fields is not None:
+            body["fields"] = fields
+        if valid_until is not None:
+            body["valid_until"] = valid_until
+        return dict(self._call("POST", "/v1/admin/grants", body))
+
+    def revoke_grant(self, grant_id: str) -> dict[str, Any]:
+        return dict(self._call("POST", f"/v1/admin/grants/{grant_id}/revoke"))
+
+    def list_grants(self, *, consumer: str | None = None) -> list[dict[str, Any]]:
+        return list(self._call("GET", "/v1/admin/grants", consumer=consumer)["grants"])
+
+    def audit_entries(self, **filters: Any) -> dict[str, Any]:
+        return dict(self._call("GET", "/v1/audit/entries", **filters))
+
+    def import_catalogue(self, directory: Path) -> list[str]:
+        """Register the departments and items of a catalogue directory (schemas/)."""
+        departments = json.loads((directory / "departments.json").read_text())["departments"]
+        for department in departments:
+            if not self._exists(department["id"]):  # never reset a live department's adapter
+                self.put_department(
+                    department["id"],
+                    name=department["name"],
+                    description=department.get("description", ""),
+                )
+        imported = []
+        for path in sorted((directory / "items").glob("*.json")):
+            document = json.loads(path.read_text())
+            self.put_item(document)
+            imported.append(document["id"])
+        return imported
+
+    def _exists(self, department_id: str) -> bool:
+        try:
+            self._call("GET", f"/v1/admin/departments/{department_id}")
+        except AdminError as error:
+            if error.status == 404:
+                return False
+            raise
+        return True

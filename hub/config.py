@@ -1,0 +1,101 @@
+"""Settings: environment (``ONCEONLY_*``) over a TOML file over defaults.
+
+The embedded default needs no configuration at all. Production mode refuses, at
+start-up, every default that is only safe on a developer's machine.
+"""
+
+import os
+from pathlib import Path
+from typing import Annotated, Literal
+
+from fastapi import Depends, Request
+
+from pydantic import Field, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+CONFIG_ENV = "ONCEONLY_CONFIG"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ONCEONLY_", extra="forbid", frozen=True)
+
+    mode: Literal["development", "production"] = "development"
+    data_dir: Path = Path("var")
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy URL; default: SQLite file under data_dir"
+    )
+    issuer: str = Field(
+        default="http://127.0.0.1:8000",
+        description="The hub's public base URL: the OAuth issuer and token audience",
+    )
+    auto_migrate: bool | None = Field(
+        default=None, description="Apply migrations at start-up (default: yes in development)"
+    )
+    access_token_lifetime: int = Field(default=300, ge=30, le=3600)
+    request_token_lifetime: int = Field(default=60, ge=10, le=120)
+    clock_skew: int = Field(default=10, ge=0, le=60)
+    owner_timeout: float = Field(default=5.0, gt=0, le=60)
+    max_body_bytes: int = Field(default=64 * 1024, ge=1024, le=16 * 1024 * 1024)
+    max_json_depth: int = Field(default=32, ge=4, le=256)
+    audit_batch_size: int = Field(default=256, ge=1, le=10_000)
+    log_level: str = "INFO"
+    log_json: bool = True
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = os.environ.get(CONFIG_ENV)
+        if config_file:
+            if not Path(config_file).is_file():
+                raise ValueError(f"{CONFIG_ENV}={config_file}: no such file")
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config_file))
+        return tuple(sources)
+
+    @model_validator(mode="after")
+    def _refuse_insecure_production(self) -> "Settings":
+        if self.mode != "production":
+            return self
+        problems = []
+        if not self.issuer.startswith("https://"):
+            problems.append("issuer must be an https:// URL")
+        if self.database_url is None or self.database_url.startswith("sqlite"):
+            problems.append("database_url must name a PostgreSQL database")
+        if problems:
+            raise ValueError("production mode refuses insecure settings: " + "; ".join(problems))
+        return self
+
+    @property
+    def is_production(self) -> bool:
+        return self.mode == "production"
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'onceonly.db'}"
+
+    @property
+    def keys_dir(self) -> Path:
+        return self.data_dir / "keys"
+
+    @property
+    def should_migrate(self) -> bool:
+        return self.auto_migrate if self.auto_migrate is not None else not self.is_production
+
+
+def _settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+SettingsDep = Annotated[Settings, Depends(_settings)]

@@ -1,0 +1,156 @@
+"""One error base, one renderer: every failure leaves the hub as RFC 9457 problem JSON.
+
+Domain errors subclass :class:`HubError` beside the code that raises them, and set
+``status``, ``slug`` and ``title``. The handlers here render them, audit them when
+the request is an audited one, and make sure that no stack trace and no 500 for
+bad input ever reaches a caller.
+"""
+
+import logging
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger("onceonly.errors")
+
+PROBLEM_TYPE_PREFIX = "urn:onceonly:problem:"
+PROBLEM_CONTENT_TYPE = "application/problem+json"
+
+
+class HubError(Exception):
+    """Base of every error the hub answers with (RFC 9457 §3)."""
+
+    status: ClassVar[int] = 500
+    slug: ClassVar[str] = "internal-error"
+    title: ClassVar[str] = "Internal error"
+
+    def __init__(
+        self,
+        detail: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.headers = dict(headers or {})
+        self.extra = dict(extra or {})
+
+    @property
+    def outcome(self) -> str:
+        """How the audit log names this failure: the caller's fault or ours."""
+        return "refused" if self.status < 500 else "failed"
+
+
+class InvalidRequest(HubError):
+    status = 400
+    slug = "invalid-request"
+    title = "Invalid request"
+
+
+class PayloadTooLarge(HubError):
+    status = 413
+    slug = "payload-too-large"
+    title = "Payload too large"
+
+
+class NotFound(HubError):
+    status = 404
+    slug = "not-found"
+    title = "Not found"
+
+
+class Unavailable(HubError):
+    status = 503
+    slug = "unavailable"
+    title = "Service unavailable"
+
+
+def problem_response(
+    *,
+    status: int,
+    slug: str,
+    title: str,
+    detail: str,
+    headers: Mapping[str, str] | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> JSONResponse:
+    body: dict[str, Any] = {
+        "type": PROBLEM_TYPE_PREFIX + slug,
+        "title": title,
+        "status": status,
+        "detail": detail,
+        **(extra or {}),
+    }
+    return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_CONTENT_TYPE)
+
+
+def render(error: HubError) -> JSONResponse:
+    return problem_response(
+        status=error.status,
+        slug=error.slug,
+        title=error.title,
+        detail=error.detail,
+        headers=error.headers,
+        extra=error.extra,
+    )
+
+
+async def _audit_refusal(request: Request, error: HubError) -> JSONResponse:
+    """Write the refusal to the audit log when the request is audited; no entry, no answer."""
+    scope = getattr(request.state, "audit", None)
+    if scope is not None and not scope.recorded:
+        try:
+            await scope.record_failure(error)
+        except HubError as audit_error:
+            return render(audit_error)
+    return render(error)
+
+
+async def _on_hub_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, HubError)
+    return await _audit_refusal(request, exc)
+
+
+def _describe(errors: Any) -> str:
+    """Summarize validation errors without echoing the (possibly personal) input."""
+    parts = []
+    for error in list(errors)[:5]:
+        where = ".".join(str(p) for p in error.get("loc", ())) or "request"
+        parts.append(f"{where}: {error.get('msg', 'invalid')}")
+    return "; ".join(parts) or "the request is not valid"
+
+
+async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    return await _audit_refusal(request, InvalidRequest(_describe(exc.errors())))
+
+
+async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    titles = {404: ("not-found", "Not found"), 405: ("method-not-allowed", "Method not allowed")}
+    slug, title = titles.get(exc.status_code, ("http-error", "HTTP error"))
+    return problem_response(
+        status=exc.status_code,
+        slug=slug,
+        title=title,
+        detail=str(exc.detail),
+        headers=getattr(exc, "headers", None),
+    )
+
+
+async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unexpected error", extra={"request_id": getattr(request.state, "request_id", None)})
+    error = HubError("the hub could not complete the request; it has been logged")
+    return await _audit_refusal(request, error)
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(HubError, _on_hub_error)
+    app.add_exception_handler(RequestValidationError, _on_validation_error)
+    app.add_exception_handler(StarletteHTTPException, _on_http_error)
+    app.add_exception_handler(Exception, _on_unexpected)

@@ -1,0 +1,13 @@
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from hub.exchange.service import ExchangeContext
+
+
+def _context(request: Request) -> ExchangeContext:
+    state = request.app.state
+    return ExchangeContext(settings=state.settings, keys=state.keys, http=state.http)
+
+
+ExchangeContextDep = Annotated[ExchangeContext, Depends(_context)]

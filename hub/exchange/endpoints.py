@@ -1,0 +1,34 @@
+"""The record query route (docs/protocol.md §3)."""
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends
+
+from hub.audit.dependencies import CurrentAudit, audited
+from hub.auth.dependencies import CurrentCaller
+from hub.db import SessionDep
+from hub.exchange import service
+from hub.exchange.dependencies import ExchangeContextDep
+from hub.exchange.schemas import RecordAnswer, RecordQuery
+from hub.kit.jsonbody import json_body
+from hub.registry.endpoints import ItemId
+
+router = APIRouter(prefix="/v1/items", tags=["exchange"])
+
+
+@router.post(
+    "/{item_id}/records/query",
+    response_model=RecordAnswer,
+    dependencies=[Depends(audited("record.query"))],
+)
+async def query_record(
+    item_id: ItemId,
+    scope: CurrentAudit,
+    caller: CurrentCaller,
+    query: Annotated[RecordQuery, Depends(json_body(RecordQuery))],
+    session: SessionDep,
+    context: ExchangeContextDep,
+) -> RecordAnswer:
+    return await service.query_record(
+        session, caller=caller, item_id=item_id, query=query, context=context, scope=scope
+    )

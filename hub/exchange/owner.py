@@ -1,0 +1,60 @@
+"""Calling an owner's adapter over HTTPS (the hub's only outbound call on the hot path)."""
+
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from hub.exchange.exceptions import (
+    OwnerInvalidResponse,
+    OwnerTimeout,
+    OwnerUnavailable,
+    RecordNotFound,
+)
+
+log = logging.getLogger("onceonly.exchange")
+
+MAX_ANSWER_BYTES = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class OwnerCall:
+    adapter_url: str
+    item: str
+    token: str
+    request_id: str
+    body: dict[str, Any]
+
+
+async def fetch_record(client: httpx.AsyncClient, call: OwnerCall, *, timeout: float) -> dict[str, Any]:
+    """POST the query to the owner; the record, or the error the consumer should see."""
+    url = f"{call.adapter_url.rstrip('/')}/v1/items/{call.item}/records/query"
+    headers = {"Authorization": f"Bearer {call.token}", "X-Request-Id": call.request_id}
+    try:
+        response = await client.post(url, json=call.body, headers=headers, timeout=timeout)
+    except httpx.TimeoutException:
+        raise OwnerTimeout(f"the owner's adapter did not answer within {timeout:g} s") from None
+    except httpx.HTTPError as error:
+        log.warning("owner adapter unreachable: %s", type(error).__name__)
+        raise OwnerUnavailable("the owner's adapter cannot be reached") from None
+    return _read_answer(response, item=call.item)
+
+
+def _read_answer(response: httpx.Response, *, item: str) -> dict[str, Any]:
+    if response.status_code == 404:
+        raise RecordNotFound("the owner has no such record")
+    if response.status_code != 200:
+        log.warning("owner adapter answered HTTP %d", response.status_code)
+        raise OwnerUnavailable(f"the owner's adapter answered HTTP {response.status_code}")
+    if len(response.content) > MAX_ANSWER_BYTES:
+        raise OwnerInvalidResponse("the owner's answer is larger than allowed")
+    try:
+        answer = json.loads(response.content)
+    except ValueError:
+        raise OwnerInvalidResponse("the owner's answer is not JSON") from None
+    record = answer.get("record") if isinstance(answer, dict) else None
+    if not isinstance(record, dict) or answer.get("item") != item:
+        raise OwnerInvalidResponse("the owner's answer has no record of this item")
+    return record

@@ -1,0 +1,1 @@
+"""Domain-free helpers: canonical JSON, key files, bounded JSON parsing, time."""

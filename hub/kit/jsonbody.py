@@ -1,0 +1,81 @@
+"""Strict JSON request bodies: size, nesting depth and duplicate keys are limited.
+
+Python's ``json`` keeps the last of two duplicate keys, so ``{"purpose": "a",
+"purpose": "b"}`` could mean different things to a proxy and to us (RFC 8259 §4):
+duplicates are refused. Bodies are parsed here, not by the framework, so the same
+limits hold on every route.
+"""
+
+import json
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
+
+from fastapi import Request
+from pydantic import BaseModel, ValidationError
+
+from hub.errors import InvalidRequest, PayloadTooLarge
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise ValueError(f"duplicate key {key[:64]!r}")
+        result[key] = value
+    return result
+
+
+def _depth(value: Any) -> int:
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        node, level = stack.pop()
+        deepest = max(deepest, level)
+        if isinstance(node, dict):
+            stack.extend((child, level + 1) for child in node.values())
+        elif isinstance(node, list):
+            stack.extend((child, level + 1) for child in node)
+    return deepest
+
+
+def parse_json(raw: bytes, *, max_bytes: int, max_depth: int) -> Any:
+    """Parse a JSON body under the limits; raise InvalidRequest or PayloadTooLarge."""
+    if len(raw) > max_bytes:
+        raise PayloadTooLarge(f"the body is larger than {max_bytes} bytes")
+    try:
+        value = json.loads(raw, object_pairs_hook=_no_duplicates)
+    except RecursionError:
+        raise InvalidRequest(f"the JSON body is nested deeper than {max_depth} levels") from None
+    except (ValueError, UnicodeDecodeError) as error:
+        raise InvalidRequest(f"the body is not valid JSON: {str(error)[:200]}") from None
+    if _depth(value) > max_depth:
+        raise InvalidRequest(f"the JSON body is nested deeper than {max_depth} levels")
+    return value
+
+
+def describe_errors(error: ValidationError) -> str:
+    """Where and why a body is invalid, without echoing the (possibly personal) input."""
+    parts = []
+    for item in error.errors(include_input=False)[:5]:
+        where = ".".join(str(p) for p in item["loc"]) or "body"
+        parts.append(f"{where}: {item['msg']}")
+    return "; ".join(parts)
+
+
+def json_body(model: type[M]) -> Callable[[Request], Coroutine[Any, Any, M]]:
+    """A dependency that reads the request body as ``model`` under the hub's limits."""
+
+    async def read(request: Request) -> M:
+        media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if media_type != "application/json":
+            raise InvalidRequest("the body must be application/json")
+        settings = request.app.state.settings
+        raw = await request.body()
+        data = parse_json(raw, max_bytes=settings.max_body_bytes, max_depth=settings.max_json_depth)
+        try:
+            return model.model_validate(data)
+        except ValidationError as error:
+            raise InvalidRequest(describe_errors(error)) from None
+
+    return read

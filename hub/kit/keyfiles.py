@@ -1,0 +1,70 @@
+"""Secret files on disk: created once with mode 0600, then only read.
+
+A key that exists is never overwritten. A key that is missing is created only when
+the caller allows it (development); in production an operator provisions keys
+with ``onceonly keys init`` and a missing key stops the start-up.
+"""
+
+import json
+import os
+import secrets
+from pathlib import Path
+from typing import Any
+
+from joserfc.jwk import ECKey, OKPKey
+
+
+class MissingKeyError(RuntimeError):
+    """A key file that must exist does not."""
+
+
+def _write_secret(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+
+
+def _read_or_create(path: Path, *, create: bool, make: Any) -> bytes:
+    if path.exists():
+        return path.read_bytes()
+    if not create:
+        raise MissingKeyError(f"key file {path} is missing; run `onceonly keys init`")
+    data: bytes = make()
+    try:
+        _write_secret(path, data)
+    except FileExistsError:  # another process created it first: use theirs
+        return path.read_bytes()
+    return data
+
+
+def ec_signing_key(path: Path, *, create: bool) -> ECKey:
+    """Load (or create) an EC P-256 private JWK whose kid is its RFC 7638 thumbprint."""
+
+    def make() -> bytes:
+        key = ECKey.generate_key("P-256", auto_kid=True)
+        return json.dumps(key.as_dict(private=True)).encode()
+
+    return ECKey.import_key(json.loads(_read_or_create(path, create=create, make=make)))
+
+
+def ed25519_key(path: Path, *, create: bool) -> OKPKey:
+    """Load (or create) an Ed25519 private JWK (used to sign audit checkpoints)."""
+
+    def make() -> bytes:
+        key = OKPKey.generate_key("Ed25519", auto_kid=True)
+        return json.dumps(key.as_dict(private=True)).encode()
+
+    return OKPKey.import_key(json.loads(_read_or_create(path, create=create, make=make)))
+
+
+def random_secret(path: Path, *, create: bool, nbytes: int = 32) -> bytes:
+    """Load (or create) a random secret, stored hex-encoded."""
+    raw = _read_or_create(path, create=create, make=lambda: secrets.token_hex(nbytes).encode())
+    return bytes.fromhex(raw.decode().strip())
+
+
+def random_token(path: Path, *, create: bool, nbytes: int = 32) -> str:
+    """Load (or create) a random URL-safe token (a bearer secret)."""
+    raw = _read_or_create(path, create=create, make=lambda: secrets.token_urlsafe(nbytes).encode())
+    return raw.decode().strip()

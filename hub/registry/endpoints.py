@@ -1,0 +1,98 @@
+"""Registry routes: public catalogue reads, administrator writes."""
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path
+
+from hub.audit.dependencies import CurrentAudit, audited
+from hub.auth.dependencies import AdminDep
+from hub.db import SessionDep, WriteSessionDep
+from hub.kit.jsonbody import json_body
+from hub.registry import service
+from hub.registry.schemas import (
+    CLIENT_ID_PATTERN,
+    DEPARTMENT_ID_PATTERN,
+    ITEM_ID_PATTERN,
+    ClientIn,
+    ClientOut,
+    DepartmentIn,
+    DepartmentOut,
+    ItemDocument,
+    ItemList,
+    ItemOut,
+    ItemVersionOut,
+)
+
+ItemId = Annotated[str, Path(pattern=ITEM_ID_PATTERN, max_length=128)]
+DepartmentId = Annotated[str, Path(pattern=DEPARTMENT_ID_PATTERN)]
+ClientId = Annotated[str, Path(pattern=CLIENT_ID_PATTERN)]
+
+catalogue = APIRouter(prefix="/v1/items", tags=["registry"])
+admin = APIRouter(prefix="/v1/admin", tags=["administration"])
+
+
+@catalogue.get("", response_model=ItemList)
+async def list_items(session: SessionDep) -> ItemList:
+    return await service.list_items(session)
+
+
+@catalogue.get("/{item_id}", response_model=ItemOut)
+async def get_item(item_id: ItemId, session: SessionDep) -> ItemOut:
+    return await service.describe_item(session, item_id)
+
+
+@catalogue.get("/{item_id}/versions/{version}", response_model=ItemVersionOut, response_model_by_alias=True)
+async def get_version(
+    item_id: ItemId, version: Annotated[int, Path(ge=1, le=1_000_000)], session: SessionDep
+) -> ItemVersionOut:
+    return await service.describe_version(session, item_id, version)
+
+
+@admin.get("/departments/{department_id}", response_model=DepartmentOut)
+async def get_department(department_id: DepartmentId, session: SessionDep, _: AdminDep) -> DepartmentOut:
+    return await service.get_department(session, department_id)
+
+
+@admin.put(
+    "/departments/{department_id}",
+    response_model=DepartmentOut,
+    dependencies=[Depends(audited("registry.department.put"))],
+)
+async def put_department(
+    department_id: DepartmentId,
+    body: Annotated[DepartmentIn, Depends(json_body(DepartmentIn))],
+    session: WriteSessionDep,
+    _: AdminDep,
+    scope: CurrentAudit,
+) -> DepartmentOut:
+    return await service.put_department(session, department_id=department_id, body=body, scope=scope)
+
+
+@admin.put(
+    "/clients/{client_id}",
+    response_model=ClientOut,
+    dependencies=[Depends(audited("registry.client.put"))],
+)
+async def put_client(
+    client_id: ClientId,
+    body: Annotated[ClientIn, Depends(json_body(ClientIn))],
+    session: WriteSessionDep,
+    _: AdminDep,
+    scope: CurrentAudit,
+) -> ClientOut:
+    return await service.put_client(session, client_id=client_id, body=body, scope=scope)
+
+
+@admin.put(
+    "/items/{item_id}",
+    response_model=ItemOut,
+    dependencies=[Depends(audited("registry.item.put"))],
+)
+async def put_item(
+    item_id: ItemId,
+    document: Annotated[ItemDocument, Depends(json_body(ItemDocument))],
+    session: WriteSessionDep,
+    _: AdminDep,
+    scope: CurrentAudit,
+) -> ItemOut:
+    return await service.put_item(session, item_id=item_id, document=document, scope=scope)

@@ -1,0 +1,51 @@
+from hub.errors import HubError
+
+
+class UnknownItem(HubError):
+    status = 404
+    slug = "unknown-item"
+    title = "Unknown data item"
+
+
+class UnknownVersion(HubError):
+    status = 404
+    slug = "unknown-version"
+    title = "Unknown item version"
+
+
+class UnknownDepartment(HubError):
+    status = 404
+    slug = "unknown-department"
+    title = "Unknown department"
+
+
+class UnknownClient(HubError):
+    status = 404
+    slug = "unknown-client"
+    title = "Unknown client"
+
+
+class InvalidSchema(HubError):
+    """The uploaded JSON Schema is refused; ``detail`` names the JSON pointer."""
+
+    status = 422
+    slug = "invalid-schema"
+    title = "Schema refused"
+
+
+class InvalidJwks(HubError):
+    status = 422
+    slug = "invalid-jwks"
+    title = "Client keys refused"
+
+
+class RegistryConflict(HubError):
+    status = 409
+    slug = "registry-conflict"
+    title = "Conflicts with the registry"
+
+
+class ItemRetired(HubError):
+    status = 410
+    slug = "item-retired"
+    title = "Data item retired"

@@ -1,0 +1,61 @@
+"""Checking a client's public keys before they are registered. Pure, no I/O.
+
+A client registers public keys only (no private members), of the kinds that our
+client assertion algorithms use (RFC 7518 §3.4/§3.5, RFC 8037): EC P-256, OKP
+Ed25519, RSA of at least 2048 bits. Each key's kid is its RFC 7638 thumbprint
+unless the client names it.
+"""
+
+from typing import Any
+
+from joserfc.jwk import ECKey, KeySet, OKPKey, RSAKey
+
+from hub.registry.exceptions import InvalidJwks
+
+MAX_KEYS = 5
+_PRIVATE_MEMBERS = {"d", "p", "q", "dp", "dq", "qi", "oth", "k"}
+
+
+def _import(jwk: dict[str, Any]) -> ECKey | OKPKey | RSAKey:
+    kty = jwk.get("kty")
+    if kty == "EC" and jwk.get("crv") == "P-256":
+        return ECKey.import_key(jwk)
+    if kty == "OKP" and jwk.get("crv") == "Ed25519":
+        return OKPKey.import_key(jwk)
+    if kty == "RSA":
+        key = RSAKey.import_key(jwk)
+        if key.raw_value.key_size < 2048:
+            raise ValueError("RSA keys must have at least 2048 bits")
+        return key
+    raise ValueError("only EC P-256, OKP Ed25519 and RSA keys are accepted")
+
+
+def normalize_jwks(jwks: dict[str, Any]) -> dict[str, Any]:
+    """The JWKS as the hub stores it (each key with a kid), or InvalidJwks."""
+    keys = jwks.get("keys")
+    if not isinstance(keys, list) or not 1 <= len(keys) <= MAX_KEYS:
+        raise InvalidJwks(f"jwks must be {{\"keys\": [...]}} with 1 to {MAX_KEYS} keys")
+    normalized = []
+    for position, jwk in enumerate(keys):
+        if not isinstance(jwk, dict):
+            raise InvalidJwks(f"/keys/{position}: not a JSON object")
+        if _PRIVATE_MEMBERS & jwk.keys():
+            raise InvalidJwks(f"/keys/{position}: private key material must never be sent")
+        try:
+            key = _import(jwk)
+        except (ValueError, TypeError, KeyError) as error:
+            raise InvalidJwks(f"/keys/{position}: {error}") from None
+        public = key.as_dict(private=False)
+        public["kid"] = str(jwk.get("kid") or key.thumbprint())
+        for member in ("alg", "use"):
+            if member in jwk:
+                public[member] = jwk[member]
+        normalized.append(public)
+    kids = [k["kid"] for k in normalized]
+    if len(set(kids)) != len(kids):
+        raise InvalidJwks("two keys share one kid")
+    return {"keys": normalized}
+
+
+def key_set(jwks: dict[str, Any]) -> KeySet:
+    return KeySet.import_key_set(jwks)  # type: ignore[arg-type]

@@ -1,0 +1,35 @@
+"""All SQL of the registry."""
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from hub.registry.models import Client, Department, Item, ItemVersion
+
+
+async def get_department(session: AsyncSession, department_id: str) -> Department | None:
+    return await session.get(Department, department_id)
+
+
+async def get_client(session: AsyncSession, client_id: str) -> Client | None:
+    return await session.get(Client, client_id)
+
+
+async def get_item(session: AsyncSession, item_id: str) -> Item | None:
+    return await session.get(Item, item_id)
+
+
+async def get_version(session: AsyncSession, item_id: str, version: int) -> ItemVersion | None:
+    return await session.get(ItemVersion, (item_id, version))
+
+
+async def list_items(session: AsyncSession) -> list[Item]:
+    return list((await session.execute(sa.select(Item).order_by(Item.id))).scalars())  # type: ignore[arg-type]
+
+
+async def list_versions(session: AsyncSession, item_ids: list[str]) -> list[ItemVersion]:
+    query = sa.select(ItemVersion).where(ItemVersion.item_id.in_(item_ids))  # type: ignore[attr-defined]
+    return list((await session.execute(query)).scalars())
+
+
+def add(session: AsyncSession, row: Department | Client | Item | ItemVersion) -> None:
+    session.add(row)

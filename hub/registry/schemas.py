@@ -1,0 +1,100 @@
+"""Registry API bodies, and the item document that schemas/ files hold."""
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+ITEM_ID_PATTERN = r"^[a-z][a-z0-9-]*(\.[a-z][a-z0-9-]*)+$"
+DEPARTMENT_ID_PATTERN = r"^[a-z][a-z0-9-]{1,62}[a-z0-9]$"
+CLIENT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+
+SharingClass = Literal["unconditional", "conditional", "none"]
+Classification = Literal["public", "internal", "personal", "sensitive-personal"]
+Compatibility = Literal[
+    "BACKWARD",
+    "BACKWARD_TRANSITIVE",
+    "FORWARD",
+    "FORWARD_TRANSITIVE",
+    "FULL",
+    "FULL_TRANSITIVE",
+    "NONE",
+]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DepartmentIn(_Strict):
+    name: str = Field(min_length=1, max_length=200)
+    description: str = Field(default="", max_length=2000)
+    adapter_url: str | None = Field(default=None, max_length=500, pattern=r"^https?://[^\s]+$")
+
+
+class DepartmentOut(BaseModel):
+    id: str
+    name: str
+    description: str
+    adapter_url: str | None
+
+
+class ClientIn(_Strict):
+    department: str = Field(pattern=DEPARTMENT_ID_PATTERN)
+    jwks: dict[str, Any]
+
+
+class ClientOut(BaseModel):
+    client_id: str
+    department: str
+    status: str
+    kids: list[str]
+
+
+class LegalBasis(_Strict):
+    text: str = Field(min_length=1, max_length=2000)
+    reference: str = Field(default="", max_length=500)
+
+
+class ItemDocument(_Strict):
+    """A data item as a steward writes it: metadata, schema and examples."""
+
+    id: str = Field(pattern=ITEM_ID_PATTERN, max_length=128)
+    title: str = Field(min_length=1, max_length=200)
+    description: str = Field(default="", max_length=4000)
+    owner: str = Field(pattern=DEPARTMENT_ID_PATTERN)
+    sharing_class: SharingClass
+    classification: Classification
+    legal_basis: LegalBasis
+    retention: str = Field(default="", max_length=32)
+    tags: list[str] = Field(default_factory=list, max_length=20)
+    compatibility: Compatibility = "BACKWARD"
+    json_schema: dict[str, Any] = Field(alias="schema")
+    examples: list[dict[str, Any]] = Field(default_factory=list, max_length=20)
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class ItemOut(BaseModel):
+    id: str
+    title: str
+    description: str
+    owner: str
+    sharing_class: str
+    classification: str
+    legal_basis: LegalBasis
+    retention: str
+    tags: list[str]
+    compatibility: str
+    lifecycle: str
+    latest_version: int
+    personal_fields: list[str]
+
+
+class ItemList(BaseModel):
+    items: list[ItemOut]
+
+
+class ItemVersionOut(BaseModel):
+    item: str
+    version: int
+    json_schema: dict[str, Any] = Field(serialization_alias="schema")

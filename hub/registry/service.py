@@ -1,0 +1,228 @@
+"""Registry rules: who owns what, which schemas are acceptable, what the catalogue says."""
+
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from hub.audit.service import AuditScope
+from hub.registry import jwks as jwks_rules
+from hub.registry import repository, schema_rules, validation
+from hub.registry.exceptions import (
+    InvalidSchema,
+    ItemRetired,
+    RegistryConflict,
+    UnknownDepartment,
+    UnknownItem,
+    UnknownVersion,
+)
+from hub.registry.models import Client, Department, Item, ItemVersion
+from hub.registry.schemas import (
+    ClientIn,
+    ClientOut,
+    DepartmentIn,
+    DepartmentOut,
+    ItemDocument,
+    ItemList,
+    ItemOut,
+    ItemVersionOut,
+    LegalBasis,
+)
+
+
+@dataclass(frozen=True)
+class ServedItem:
+    """An item as the exchange needs it: the row and the version to validate against."""
+
+    item: Item
+    version: ItemVersion
+
+
+def _department_out(row: Department) -> DepartmentOut:
+    return DepartmentOut(
+        id=row.id, name=row.name, description=row.description, adapter_url=row.adapter_url
+    )
+
+
+def _client_out(row: Client) -> ClientOut:
+    kids = [str(key.get("kid")) for key in row.jwks.get("keys", [])]
+    return ClientOut(client_id=row.client_id, department=row.department_id, status=row.status, kids=kids)
+
+
+def _item_out(row: Item, latest: ItemVersion) -> ItemOut:
+    return ItemOut(
+        id=row.id,
+        title=row.title,
+        description=row.description,
+        owner=row.owner_id,
+        sharing_class=row.sharing_class,
+        classification=row.classification,
+        legal_basis=LegalBasis(text=row.legal_basis_text or "-", reference=row.legal_basis_reference),
+        retention=row.retention,
+        tags=list(row.tags),
+        compatibility=row.compatibility,
+        lifecycle=row.lifecycle,
+        latest_version=row.latest_version,
+        personal_fields=list(latest.personal_fields),
+    )
+
+
+async def put_department(
+    session: AsyncSession, *, department_id: str, body: DepartmentIn, scope: AuditScope
+) -> DepartmentOut:
+    row = await repository.get_department(session, department_id)
+    if row is None:
+        row = Department(id=department_id, name=body.name)
+        repository.add(session, row)
+    row.name, row.description, row.adapter_url = body.name, body.description, body.adapter_url
+    await session.flush()
+    scope.note(department=department_id)
+    await scope.record_change(session)
+    return _department_out(row)
+
+
+async def put_client(
+    session: AsyncSession, *, client_id: str, body: ClientIn, scope: AuditScope
+) -> ClientOut:
+    """Register a client, or replace its keys (a department rotates keys this way)."""
+    scope.note(client=client_id, department=body.department)
+    if await repository.get_department(session, body.department) is None:
+        raise UnknownDepartment(f"no department {body.department!r}; register it first")
+    normalized = jwks_rules.normalize_jwks(body.jwks)
+    row = await repository.get_client(session, client_id)
+    if row is None:
+        row = Client(client_id=client_id, department_id=body.department, jwks=normalized)
+        repository.add(session, row)
+    elif row.department_id != body.department:
+        raise RegistryConflict(f"client {client_id!r} belongs to another department")
+    row.jwks = normalized
+    await session.flush()
+    await scope.record_change(session)
+    return _client_out(row)
+
+
+def _check_document(document: ItemDocument) -> None:
+    schema_rules.check_schema(document.json_schema)
+    validator = validation.validator_for(
+        document.json_schema, validation.fingerprint(document.json_schema)
+    )
+    for position, example in enumerate(document.examples):
+        errors = validation.record_errors(validator, example)
+        if errors:
+            raise InvalidSchema(f"/examples/{position} does not match the schema: {errors[0]}")
+
+
+async def put_item(
+    session: AsyncSession, *, item_id: str, document: ItemDocument, scope: AuditScope
+) -> ItemOut:
+    """Register an item with its first schema version, or update its metadata.
+
+    The schema of an existing item never changes here: a different schema is a new
+    version, which must pass the item's compatibility check.
+    """
+    scope.note(item=item_id, department=document.owner)
+    if document.id != item_id:
+        raise RegistryConflict(f"the document's id {document.id!r} differs from the URL's {item_id!r}")
+    if await repository.get_department(session, document.owner) is None:
+        raise UnknownDepartment(f"no department {document.owner!r}; register it first")
+    _check_document(document)
+    fingerprint = validation.fingerprint(document.json_schema)
+    row = await repository.get_item(session, document.id)
+    if row is None:
+        row = Item(id=document.id, title=document.title, owner_id=document.owner,
+                   sharing_class=document.sharing_class, classification=document.classification)
+        repository.add(session, row)
+        latest = ItemVersion(
+            item_id=document.id,
+            version=1,
+            schema_=document.json_schema,
+            fingerprint=fingerprint,
+            personal_fields=schema_rules.personal_fields(document.json_schema),
+        )
+        await session.flush()
+        repository.add(session, latest)
+    else:
+        latest = await _latest(session, row)
+        _refuse_takeover_or_new_schema(row, latest, document, fingerprint)
+    _apply_metadata(row, document)
+    await session.flush()
+    await scope.record_change(session, version=row.latest_version)
+    return _item_out(row, latest)
+
+
+def _refuse_takeover_or_new_schema(
+    row: Item, latest: ItemVersion, document: ItemDocument, fingerprint: str
+) -> None:
+    if row.owner_id != document.owner:
+        raise RegistryConflict(f"item {row.id!r} is owned by {row.owner_id!r}")
+    if latest.fingerprint != fingerprint:
+        raise RegistryConflict(
+            f"item {row.id!r} already has a different schema (version {row.latest_version}); "
+            "a changed schema must be registered as a new version"
+        )
+
+
+def _apply_metadata(row: Item, document: ItemDocument) -> None:
+    row.title = document.title
+    row.description = document.description
+    row.sharing_class = document.sharing_class
+    row.classification = document.classification
+    row.legal_basis_text = document.legal_basis.text
+    row.legal_basis_reference = document.legal_basis.reference
+    row.retention = document.retention
+    row.tags = list(document.tags)
+    row.compatibility = document.compatibility
+
+
+async def _latest(session: AsyncSession, row: Item) -> ItemVersion:
+    version = await repository.get_version(session, row.id, row.latest_version)
+    if version is None:  # the schema guarantees it; a broken database is a 500
+        raise RuntimeError(f"item {row.id} has no version {row.latest_version}")
+    return version
+
+
+async def list_items(session: AsyncSession) -> ItemList:
+    rows = await repository.list_items(session)
+    versions = {
+        (v.item_id, v.version): v for v in await repository.list_versions(session, [r.id for r in rows])
+    }
+    return ItemList(items=[_item_out(r, versions[(r.id, r.latest_version)]) for r in rows])
+
+
+async def describe_item(session: AsyncSession, item_id: str) -> ItemOut:
+    row = await repository.get_item(session, item_id)
+    if row is None:
+        raise UnknownItem(f"there is no data item {item_id!r}")
+    return _item_out(row, await _latest(session, row))
+
+
+async def describe_version(session: AsyncSession, item_id: str, version: int) -> ItemVersionOut:
+    row = await repository.get_version(session, item_id, version)
+    if row is None:
+        if await repository.get_item(session, item_id) is None:
+            raise UnknownItem(f"there is no data item {item_id!r}")
+        raise UnknownVersion(f"data item {item_id!r} has no version {version}")
+    return ItemVersionOut(item=item_id, version=version, json_schema=row.schema_)
+
+
+async def item_for_exchange(session: AsyncSession, item_id: str) -> ServedItem:
+    """The item and its latest version, if it can be served at all."""
+    row = await repository.get_item(session, item_id)
+    if row is None:
+        raise UnknownItem(f"there is no data item {item_id!r}")
+    if row.lifecycle == "retired":
+        raise ItemRetired(f"data item {item_id!r} is retired and no longer served")
+    return ServedItem(item=row, version=await _latest(session, row))
+
+
+async def department(session: AsyncSession, department_id: str) -> Department:
+    row = await repository.get_department(session, department_id)
+    if row is None:
+        raise UnknownDepartment(f"there is no department {department_id!r}")
+    return row
+
+
+async def get_department(session: AsyncSession, department_id: str) -> DepartmentOut:
+    return _department_out(await department(session, department_id))
+
+
+

@@ -1,0 +1,57 @@
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import pytest
+from adapter_testing import ITEM, HubDouble
+from joserfc.jwk import ECKey
+
+from adapters import HubUnavailable, NotFound
+from adapters._hubkeys import HubDirectory
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_refetches_the_jwks_for_a_kid_it_has_not_seen(hub: HubDouble) -> None:
+    clock = Clock()
+    rotated = ECKey.generate_key("P-256", auto_kid=True)
+
+    async def scenario() -> tuple[bool, bool, bool]:
+        async with httpx.AsyncClient() as http:
+            directory = HubDirectory(hub.url, http=http, clock=clock)
+            known = await directory.signing_key(str(hub.keys[0].kid)) is not None
+            hub.keys.append(rotated)
+            clock.now += 1  # too soon: an unknown kid does not trigger a refetch yet
+            too_soon = await directory.signing_key(str(rotated.kid)) is not None
+            clock.now += 10
+            later = await directory.signing_key(str(rotated.kid)) is not None
+            return known, too_soon, later
+
+    assert asyncio.run(scenario()) == (True, False, True)
+
+
+def test_caches_the_compiled_schema_per_item_and_version(hub: HubDouble) -> None:
+    async def scenario() -> bool:
+        async with httpx.AsyncClient() as http:
+            directory = HubDirectory(hub.url, http=http)
+            return await directory.validator(ITEM, 1) is await directory.validator(ITEM, 1)
+
+    assert asyncio.run(scenario())
+
+
+def test_reports_an_unknown_item_and_an_unreachable_hub(hub: HubDouble) -> None:
+    async def schema(url: str, item: str) -> None:
+        async with httpx.AsyncClient() as http:
+            await HubDirectory(url, http=http).schema(item, 1)
+
+    with pytest.raises(NotFound):
+        asyncio.run(schema(hub.url, "no.such-item"))
+    with pytest.raises(HubUnavailable):
+        asyncio.run(schema("http://127.0.0.1:9", ITEM))

@@ -1,0 +1,265 @@
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from adapter_testing import (
+    CONSUMER,
+    ITEM,
+    PURPOSE,
+    RECORD,
+    SUBJECT,
+    HubDouble,
+    serve,
+    sha256_b64url,
+    write_config,
+)
+from joserfc.jwk import ECKey
+
+from adapters import CallableSource, RecordStore, create_provider_app, load_config
+
+INVALID_SUBJECT = "49002124277"
+OTHER_ITEM = "person.identity"
+
+
+@dataclass
+class Provider:
+    url: str
+    store: RecordStore
+    http: httpx.Client
+
+    def query(
+        self, token: str | None, body: Any = None, *, item: str = ITEM, **headers: str
+    ) -> httpx.Response:
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
+        if body is None:
+            body = {"subject": SUBJECT, "purpose": PURPOSE, "consumer": CONSUMER, "version": 1}
+        return self.http.post(
+            f"{self.url}/v1/items/{item}/records/query", json=body, headers=headers
+        )
+
+
+@pytest.fixture
+def provider(tmp_path: Path, hub: HubDouble) -> Iterator[Provider]:
+    config = load_config(write_config(tmp_path, hub_url=hub.url, items=(ITEM, OTHER_ITEM)))
+    with RecordStore(config.store_path) as store, httpx.Client() as http:
+        store.put(ITEM, SUBJECT, RECORD)
+        store.put(
+            ITEM, INVALID_SUBJECT, {"street": "Pikk 1", "city": "Tallinn", "postal_code": "1"}
+        )
+        with serve(create_provider_app(config)) as url:
+            yield Provider(url=url, store=store, http=http)
+
+
+def assert_problem(response: httpx.Response, status: int, slug: str) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    body: dict[str, Any] = response.json()
+    assert body["type"] == f"urn:onceonly:problem:{slug}"
+    assert body["status"] == status
+    assert body["title"]
+    assert body["detail"]
+    return body
+
+
+def test_answers_the_record_for_a_valid_request_token(provider: Provider, hub: HubDouble) -> None:
+    response = provider.query(hub.request_token(), **{"X-Request-Id": "req-1"})
+
+    assert response.status_code == 200
+    assert response.json() == {"item": ITEM, "version": 1, "record": RECORD}
+    assert response.headers["X-Request-Id"] == "req-1"
+
+
+def test_served_log_records_the_request_without_the_subject(
+    provider: Provider, hub: HubDouble
+) -> None:
+    provider.query(hub.request_token(), **{"X-Request-Id": "req-1"})
+    provider.query(
+        hub.request_token(subject="nobody"),
+        {"subject": "nobody", "purpose": PURPOSE, "consumer": CONSUMER, "version": 1},
+    )
+
+    ok, missing = provider.store.served_entries()
+    assert (ok.request_id, ok.item, ok.consumer, ok.purpose, ok.outcome) == (
+        "req-1", ITEM, CONSUMER, PURPOSE, "ok",
+    )  # fmt: skip
+    assert ok.subject_sha256 == sha256_b64url(SUBJECT)
+    assert (missing.outcome, missing.reason) == ("refused", "record-not-found")
+    assert SUBJECT not in repr(provider.store.served_entries())
+
+
+def test_refuses_a_request_without_a_token(provider: Provider) -> None:
+    assert_problem(provider.query(None), 401, "invalid-token")
+
+
+def test_refuses_a_token_signed_by_another_key(provider: Provider, hub: HubDouble) -> None:
+    impostor = ECKey.generate_key("P-256", parameters={"kid": hub.keys[0].kid})
+
+    assert_problem(provider.query(hub.request_token(key=impostor)), 401, "invalid-token")
+
+
+def test_refuses_a_token_addressed_to_another_department(
+    provider: Provider, hub: HubDouble
+) -> None:
+    assert_problem(provider.query(hub.request_token(aud="tax")), 401, "invalid-token")
+
+
+def test_refuses_a_token_from_another_issuer(provider: Provider, hub: HubDouble) -> None:
+    token = hub.request_token(iss="https://evil.example")
+
+    assert_problem(provider.query(token), 401, "invalid-token")
+
+
+def test_refuses_an_expired_request_token(provider: Provider, hub: HubDouble) -> None:
+    issued = int(time.time()) - 100
+    token = hub.request_token(iat=issued, exp=issued + 60)
+
+    body = assert_problem(provider.query(token), 401, "invalid-token")
+    assert "expired" in body["detail"]
+
+
+def test_refuses_a_request_token_that_lives_too_long(provider: Provider, hub: HubDouble) -> None:
+    now = int(time.time())
+
+    assert_problem(provider.query(hub.request_token(exp=now + 3600)), 401, "invalid-token")
+
+
+def test_refuses_replayed_request_token(provider: Provider, hub: HubDouble) -> None:
+    token = hub.request_token()
+
+    assert provider.query(token).status_code == 200
+    body = assert_problem(provider.query(token), 401, "invalid-token")
+    assert "already used" in body["detail"]
+
+
+def test_refuses_a_token_whose_subject_hash_does_not_match(
+    provider: Provider, hub: HubDouble
+) -> None:
+    token = hub.request_token(subject="someone-else")
+
+    body = assert_problem(provider.query(token), 401, "invalid-token")
+    assert "subject_sha256" in body["detail"]
+
+
+def test_refuses_a_token_for_another_purpose(provider: Provider, hub: HubDouble) -> None:
+    token = hub.request_token(purpose="tax-audit")
+
+    body = assert_problem(provider.query(token), 401, "invalid-token")
+    assert "purpose" in body["detail"]
+
+
+def test_refuses_a_token_for_another_item(provider: Provider, hub: HubDouble) -> None:
+    token = hub.request_token(item=OTHER_ITEM)
+
+    assert_problem(provider.query(token), 401, "invalid-token")
+
+
+def test_answers_not_found_for_an_item_it_does_not_serve(
+    provider: Provider, hub: HubDouble
+) -> None:
+    token = hub.request_token(item="vehicle.registration")
+
+    response = provider.query(token, item="vehicle.registration")
+
+    assert_problem(response, 404, "record-not-found")
+
+
+def test_answers_not_found_when_the_store_has_no_record(provider: Provider, hub: HubDouble) -> None:
+    token = hub.request_token(subject="nobody")
+    body = {"subject": "nobody", "purpose": PURPOSE, "consumer": CONSUMER, "version": 1}
+
+    assert_problem(provider.query(token, body), 404, "record-not-found")
+
+
+def test_answers_bad_gateway_for_a_stored_record_that_fails_the_schema(
+    provider: Provider, hub: HubDouble
+) -> None:
+    token = hub.request_token(subject=INVALID_SUBJECT)
+    body = {"subject": INVALID_SUBJECT, "purpose": PURPOSE, "consumer": CONSUMER, "version": 1}
+
+    problem = assert_problem(provider.query(token, body), 502, "source-invalid-record")
+    assert "/postal_code" in problem["detail"]
+    assert '"1"' not in problem["detail"]
+    assert "'1'" not in problem["detail"]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "not json",
+        {"subject": SUBJECT, "purpose": PURPOSE, "consumer": CONSUMER},
+        {"subject": SUBJECT, "purpose": PURPOSE, "consumer": CONSUMER, "version": "1"},
+        {"subject": SUBJECT, "purpose": PURPOSE, "consumer": CONSUMER, "version": 1, "x": 1},
+        {"subject": "", "purpose": PURPOSE, "consumer": CONSUMER, "version": 1},
+    ],
+)
+def test_refuses_a_malformed_body(provider: Provider, hub: HubDouble, body: Any) -> None:
+    problem = assert_problem(provider.query(hub.request_token(), body), 400, "invalid-request")
+    assert SUBJECT not in problem["detail"]
+
+
+def test_refuses_a_body_with_duplicate_keys(provider: Provider, hub: HubDouble) -> None:
+    content = (
+        f'{{"subject": "{SUBJECT}", "subject": "x", "purpose": "{PURPOSE}",'
+        f' "consumer": "{CONSUMER}", "version": 1}}'
+    )
+    response = provider.http.post(
+        f"{provider.url}/v1/items/{ITEM}/records/query",
+        content=content,
+        headers={"Authorization": f"Bearer {hub.request_token()}"},
+    )
+
+    assert_problem(response, 400, "invalid-request")
+
+
+def test_refuses_an_oversized_body(provider: Provider, hub: HubDouble) -> None:
+    body = {"subject": "x" * 70_000, "purpose": PURPOSE, "consumer": CONSUMER, "version": 1}
+
+    assert_problem(provider.query(hub.request_token(), body), 413, "payload-too-large")
+
+
+def test_health_check_answers_ok(provider: Provider) -> None:
+    response = provider.http.get(f"{provider.url}/healthz")
+
+    assert response.json() == {"status": "ok"}
+    assert response.headers["X-Request-Id"]
+
+
+def test_unknown_route_answers_a_problem(provider: Provider) -> None:
+    assert_problem(provider.http.get(f"{provider.url}/nope"), 404, "not-found")
+
+
+def test_serves_records_from_a_callable_source(tmp_path: Path, hub: HubDouble) -> None:
+    async def lookup(item: str, subject: str) -> dict[str, Any] | None:
+        return {"street": "Callable 1", "city": subject}
+
+    config = load_config(write_config(tmp_path, hub_url=hub.url))
+    app = create_provider_app(config, sources={ITEM: CallableSource(lookup)})
+    with serve(app) as url, httpx.Client() as http:
+        provider = Provider(url=url, store=RecordStore(config.store_path), http=http)
+        response = provider.query(hub.request_token())
+        provider.store.close()
+
+    assert response.json()["record"] == {"street": "Callable 1", "city": SUBJECT}
+
+
+def test_answers_source_unavailable_when_the_source_fails(tmp_path: Path, hub: HubDouble) -> None:
+    def broken(item: str, subject: str) -> dict[str, Any] | None:
+        raise ConnectionError("legacy system down")
+
+    config = load_config(write_config(tmp_path, hub_url=hub.url))
+    app = create_provider_app(config, sources={ITEM: CallableSource(broken)})
+    with serve(app) as url, httpx.Client() as http:
+        response = http.post(
+            f"{url}/v1/items/{ITEM}/records/query",
+            json={"subject": SUBJECT, "purpose": PURPOSE, "consumer": CONSUMER, "version": 1},
+            headers={"Authorization": f"Bearer {hub.request_token()}"},
+        )
+
+    assert_problem(response, 503, "source-unavailable")

@@ -1,0 +1,152 @@
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from adapter_testing import ITEM, RECORD, SCHEMA, SUBJECT
+
+from adapters import ImportFailed, RecordStore
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[RecordStore]:
+    with RecordStore(tmp_path / "records.db") as store:
+        yield store
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_put_then_get_returns_the_record(store: RecordStore) -> None:
+    store.put(ITEM, SUBJECT, RECORD)
+
+    assert store.get(ITEM, SUBJECT) == RECORD
+    assert store.get(ITEM, "someone-else") is None
+    assert store.count(ITEM) == 1
+
+
+def test_replacing_a_record_bumps_its_revision(store: RecordStore) -> None:
+    store.put(ITEM, SUBJECT, RECORD)
+    store.put(ITEM, SUBJECT, {**RECORD, "city": "Tartu"})
+
+    assert store.revision(ITEM, SUBJECT) == 2
+    assert store.get(ITEM, SUBJECT) == {**RECORD, "city": "Tartu"}
+    assert store.count(ITEM) == 1
+
+
+def test_delete_reports_whether_a_record_existed(store: RecordStore) -> None:
+    store.put(ITEM, SUBJECT, RECORD)
+
+    assert store.delete(ITEM, SUBJECT) is True
+    assert store.delete(ITEM, SUBJECT) is False
+    assert store.count(ITEM) == 0
+
+
+def test_csv_import_converts_cells_to_the_declared_types(
+    store: RecordStore, tmp_path: Path
+) -> None:
+    csv_file = write(
+        tmp_path / "in.csv",
+        "subject,street,city,postal_code,floor,verified,moved_in\n"
+        "1,Pikk 1,Tallinn,10123,3,yes,2020-01-31\n"
+        "2,Rüütli 2,Tartu,,,false,\n",
+    )
+
+    report = store.import_csv(ITEM, csv_file, SCHEMA)
+
+    assert report.imported == 2
+    assert report.errors == []
+    assert store.get(ITEM, "1") == {
+        "street": "Pikk 1", "city": "Tallinn", "postal_code": "10123",
+        "floor": 3, "verified": True, "moved_in": "2020-01-31",
+    }  # fmt: skip
+    assert store.get(ITEM, "2") == {"street": "Rüütli 2", "city": "Tartu", "verified": False}
+
+
+def test_csv_import_builds_nested_objects_from_dotted_columns(
+    store: RecordStore, tmp_path: Path
+) -> None:
+    csv_file = write(
+        tmp_path / "in.csv", "subject,street,city,geo.lat,geo.lon\n1,Pikk 1,Tallinn,59.4,24\n"
+    )
+
+    store.import_csv(ITEM, csv_file, SCHEMA)
+
+    record = store.get(ITEM, "1")
+    assert record is not None
+    assert record["geo"] == {"lat": 59.4, "lon": 24}
+
+
+def test_csv_import_with_one_bad_row_imports_nothing_and_names_the_row(
+    store: RecordStore, tmp_path: Path
+) -> None:
+    csv_file = write(
+        tmp_path / "in.csv",
+        "subject,street,city,floor,moved_in\n"
+        "1,Pikk 1,Tallinn,3,2020-01-31\n"
+        "2,Pikk 2,Tallinn,third,2020-01-31\n"
+        "3,Pikk 3,Tallinn,1,31.01.2020\n",
+    )
+
+    with pytest.raises(ImportFailed) as caught:
+        store.import_csv(ITEM, csv_file, SCHEMA)
+
+    errors = caught.value.report.errors
+    assert [(error.row, error.subject) for error in errors] == [(3, "2"), (4, "3")]
+    assert errors[0].message == "column 'floor': expected integer"
+    assert errors[1].message == "/moved_in: fails 'format' 'date'"
+    assert "31.01.2020" not in errors[1].message
+    assert store.count(ITEM) == 0
+
+
+def test_csv_import_refuses_a_repeated_subject(store: RecordStore, tmp_path: Path) -> None:
+    csv_file = write(tmp_path / "in.csv", "subject,street,city\n1,A,B\n1,C,D\n")
+
+    with pytest.raises(ImportFailed) as caught:
+        store.import_csv(ITEM, csv_file, SCHEMA)
+
+    assert caught.value.report.errors[0].message == "subject repeats row 2"
+
+
+def test_csv_import_refuses_a_header_without_subject(store: RecordStore, tmp_path: Path) -> None:
+    csv_file = write(tmp_path / "in.csv", "id,street,city\n1,A,B\n")
+
+    with pytest.raises(ImportFailed) as caught:
+        store.import_csv(ITEM, csv_file, SCHEMA)
+
+    assert caught.value.report.errors[0].row == 1
+
+
+def test_jsonl_import_writes_every_line(store: RecordStore, tmp_path: Path) -> None:
+    lines = [{"subject": str(n), "record": {**RECORD, "floor": n}} for n in range(3)]
+    jsonl = write(tmp_path / "in.jsonl", "\n".join(json.dumps(line) for line in lines) + "\n")
+
+    report = store.import_jsonl(ITEM, jsonl, SCHEMA)
+
+    assert report.imported == 3
+    assert store.get(ITEM, "2") == {**RECORD, "floor": 2}
+
+
+def test_jsonl_import_refuses_a_line_that_is_not_json(store: RecordStore, tmp_path: Path) -> None:
+    good = json.dumps({"subject": "1", "record": RECORD})
+    jsonl = write(tmp_path / "in.jsonl", f"{good}\n{{oops\n")
+
+    with pytest.raises(ImportFailed) as caught:
+        store.import_jsonl(ITEM, jsonl, SCHEMA)
+
+    assert caught.value.report.errors[0].row == 2
+    assert store.count(ITEM) == 0
+
+
+def test_served_log_keeps_entries_in_order(store: RecordStore) -> None:
+    for outcome in ("ok", "refused"):
+        store.record_served(
+            request_id="r1", item=ITEM, consumer="tax", purpose="p",
+            subject_sha256="abc", outcome=outcome,
+        )  # fmt: skip
+
+    assert [entry.outcome for entry in store.served_entries()] == ["ok", "refused"]

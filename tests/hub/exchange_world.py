@@ -1,0 +1,64 @@
+"""A small exchange world for hub tests: a hub, the civil registry's adapter with
+records, and the social-welfare department as a consumer with its own key."""
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from joserfc.jwk import ECKey
+
+from adapters import AdapterConfig, HubClient, ItemSource, RecordStore, create_provider_app, public_jwks
+from hub_testing import CATALOGUE, RunningHub, running_hub, serve
+
+OWNER = "civil-registry"
+CONSUMER = "social-welfare"
+CONSUMER_CLIENT = "social-welfare-adapter"
+ADDRESS = "person.residential-address"
+IDENTITY = "person.identity"
+PURPOSE = "benefit-eligibility"
+SUBJECT = "38001085718"
+ADDRESS_RECORD = {
+    "street": "Pikk 1",
+    "city": "Tallinn",
+    "postal_code": "10123",
+    "country": "ND",
+    "municipality": "Tallinn",
+    "registered_since": "2019-05-01",
+}
+
+
+@dataclass
+class World:
+    hub: RunningHub
+    consumer_key: ECKey
+    owner_store: RecordStore
+    owner_url: str
+
+    def client(self, **kwargs: object) -> HubClient:
+        return HubClient(self.hub.url, client_id=CONSUMER_CLIENT, key=self.consumer_key, retries=0, **kwargs)  # type: ignore[arg-type]
+
+
+@contextmanager
+def exchange_world(*, database_url: str, tmp_path: Path) -> Iterator[World]:
+    with running_hub(database_url=database_url, data_dir=tmp_path / "hub") as hub:
+        admin = hub.admin()
+        admin.import_catalogue(CATALOGUE)
+        consumer_key = ECKey.generate_key("P-256", auto_kid=True)
+        admin.put_client(CONSUMER_CLIENT, department=CONSUMER, jwks=public_jwks(consumer_key))
+        config = AdapterConfig(
+            department=OWNER,
+            hub_url=hub.url,
+            data_dir=tmp_path / "owner",
+            items={ADDRESS: ItemSource(), IDENTITY: ItemSource()},
+        )
+        with RecordStore(config.store_path) as store:
+            store.put(ADDRESS, SUBJECT, ADDRESS_RECORD)
+        with serve(create_provider_app(config)) as owner_url:
+            admin.put_department(OWNER, name="Civil Registry Office", adapter_url=owner_url)
+            admin.create_grant(
+                consumer=CONSUMER, item=ADDRESS, purpose=PURPOSE, legal_basis="Social Welfare Act §12"
+            )
+            with RecordStore(config.store_path) as owner_store:
+                yield World(hub=hub, consumer_key=consumer_key, owner_store=owner_store, owner_url=owner_url)
+            admin.close()
