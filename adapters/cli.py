@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import sys
 from collections.abc import Callable
 from functools import wraps
@@ -96,6 +97,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     config = load_config(args.config)
     key = load_or_create_key(config.key_path)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s %(message)s")
     print(f"adapter {config.department}: client key kid {key.kid}", file=sys.stderr)
     uvicorn.run(create_provider_app(config), host=config.listen_host, port=config.listen_port)
     return 0

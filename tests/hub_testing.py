@@ -4,9 +4,6 @@
 """
 
 import json
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -14,44 +11,15 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import uvicorn
-from fastapi import FastAPI
 
 from hub.app import create_app
 from hub.cli.admin_client import AdminClient
+from hub.cli.servers import loopback_socket, serve_in_thread
 from hub.config import Settings
 from hub.keys import HubKeys
 
+serve = serve_in_thread
 CATALOGUE = Path(__file__).resolve().parent.parent / "schemas"
-
-
-def free_socket() -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    return sock
-
-
-@contextmanager
-def serve(app: FastAPI, sock: socket.socket | None = None) -> Iterator[str]:
-    """Run ``app`` under uvicorn in a thread on a loopback socket; yield its base URL."""
-    sock = sock or free_socket()
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(app, log_level="warning", lifespan="on", ws="none")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("the server did not start")
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
 
 
 @dataclass
@@ -66,7 +34,7 @@ class RunningHub:
 
 @contextmanager
 def running_hub(*, database_url: str, data_dir: Path, **overrides: Any) -> Iterator[RunningHub]:
-    sock = free_socket()
+    sock = loopback_socket()
     settings = Settings(
         data_dir=data_dir,
         database_url=database_url,
@@ -75,7 +43,7 @@ def running_hub(*, database_url: str, data_dir: Path, **overrides: Any) -> Itera
         **overrides,
     )
     keys = HubKeys.load(settings.keys_dir, create=True)
-    with serve(create_app(settings, keys=keys), sock) as url:
+    with serve_in_thread(create_app(settings, keys=keys), sock) as url:
         yield RunningHub(url=url, settings=settings, keys=keys)
 
 

@@ -1,0 +1,226 @@
+"""The ``onceonly`` command: run the hub, administer it, run a department adapter, play the demo.
+
+Every subcommand is a function ``(args) -> exit status``; ``main`` dispatches.
+Administrative subcommands talk to a running hub over HTTP with the administrator
+token, so that every change goes through the same rules and the same audit log.
+"""
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+Command = Callable[[argparse.Namespace], int]
+
+
+def _hub_url(args: argparse.Namespace) -> str:
+    from hub.config import Settings
+
+    return str(args.hub or os.environ.get("ONCEONLY_HUB_URL") or Settings().issuer)
+
+
+def _admin_token() -> str:
+    from hub.config import Settings
+
+    token = os.environ.get("ONCEONLY_ADMIN_TOKEN")
+    if token:
+        return token
+    path = Settings().keys_dir / "admin-token"
+    if not path.is_file():
+        raise SystemExit(f"no administrator token: set ONCEONLY_ADMIN_TOKEN or create {path}")
+    return path.read_text().strip()
+
+
+def _admin_call(args: argparse.Namespace, call: Callable[[Any], Any]) -> int:
+    from hub.cli.admin_client import AdminClient, AdminError
+
+    try:
+        with AdminClient(_hub_url(args), _admin_token()) as admin:
+            result = call(admin)
+    except AdminError as error:
+        print(f"refused: {error}", file=sys.stderr)
+        return 1
+    except OSError as error:
+        print(f"cannot reach the hub at {_hub_url(args)}: {error}", file=sys.stderr)
+        return 2
+    print(json.dumps(result, indent=2, ensure_ascii=False))
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    if "ONCEONLY_ISSUER" not in os.environ and not os.environ.get("ONCEONLY_CONFIG"):
+        os.environ["ONCEONLY_ISSUER"] = f"http://{args.host}:{args.port}"
+    uvicorn.run(
+        "hub.app:create_app_from_environment",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_level="warning",
+        proxy_headers=args.proxy_headers,
+    )
+    return 0
+
+
+def _migrate(_: argparse.Namespace) -> int:
+    from hub import migrate
+    from hub.config import Settings
+
+    settings = Settings()
+    migrate.upgrade(settings.resolved_database_url)
+    print(f"database is at the newest schema: {settings.resolved_database_url.split('@')[-1]}")
+    return 0
+
+
+def _keys_init(_: argparse.Namespace) -> int:
+    from hub.config import Settings
+    from hub.keys import HubKeys
+
+    settings = Settings()
+    keys = HubKeys.load(settings.keys_dir, create=True)
+    print(f"keys are in {settings.keys_dir} (signing key id {keys.kid})")
+    return 0
+
+
+def _catalogue_import(args: argparse.Namespace) -> int:
+    return _admin_call(args, lambda admin: admin.import_catalogue(Path(args.directory)))
+
+
+def _department_put(args: argparse.Namespace) -> int:
+    return _admin_call(
+        args,
+        lambda admin: admin.put_department(
+            args.id, name=args.name, description=args.description, adapter_url=args.adapter_url
+        ),
+    )
+
+
+def _client_put(args: argparse.Namespace) -> int:
+    jwks = json.loads(Path(args.jwks).read_text())
+    return _admin_call(args, lambda admin: admin.put_client(args.client_id, department=args.department, jwks=jwks))
+
+
+def _grant_create(args: argparse.Namespace) -> int:
+    fields = args.fields.split(",") if args.fields else None
+    return _admin_call(
+        args,
+        lambda admin: admin.create_grant(
+            consumer=args.consumer,
+            item=args.item,
+            purpose=args.purpose,
+            legal_basis=args.legal_basis,
+            fields=fields,
+            valid_until=args.valid_until,
+        ),
+    )
+
+
+def _grant_list(args: argparse.Namespace) -> int:
+    return _admin_call(args, lambda admin: admin.list_grants(consumer=args.consumer))
+
+
+def _grant_revoke(args: argparse.Namespace) -> int:
+    return _admin_call(args, lambda admin: admin.revoke_grant(args.grant_id))
+
+
+def _audit_entries(args: argparse.Namespace) -> int:
+    filters = {k: getattr(args, k) for k in ("subject", "department", "item", "action", "outcome")}
+    return _admin_call(args, lambda admin: admin.audit_entries(**filters, cursor=args.cursor, limit=args.limit))
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from hub.cli import demo
+
+    return demo.run(keep=args.keep, hub_url=args.hub, root=Path(args.data_dir))
+
+
+def _add(sub: Any, name: str, func: Command, help_text: str) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = sub.add_parser(name, help=help_text, description=help_text)
+    parser.set_defaults(func=func)
+    return parser
+
+
+def _with_hub(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    parser.add_argument("--hub", help="hub base URL (default: $ONCEONLY_HUB_URL or the issuer)")
+    return parser
+
+
+def _hub_commands(sub: Any) -> None:
+    serve = _add(sub, "serve", _serve, "run the hub (settings from ONCEONLY_* and $ONCEONLY_CONFIG)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=1)
+    serve.add_argument("--proxy-headers", action="store_true", help="trust X-Forwarded-* from the proxy")
+    _add(sub, "migrate", _migrate, "bring the database schema up to date")
+    keys = sub.add_parser("keys", help="the hub's keys").add_subparsers(dest="keys_command", required=True)
+    _add(keys, "init", _keys_init, "create the hub's keys where missing (mode 0600)")
+
+
+def _admin_commands(sub: Any) -> None:
+    catalogue = sub.add_parser("catalogue", help="the data item catalogue").add_subparsers(
+        dest="catalogue_command", required=True
+    )
+    imported = _with_hub(_add(catalogue, "import", _catalogue_import, "register departments and items from a directory"))
+    imported.add_argument("directory", nargs="?", default="schemas")
+
+    department = sub.add_parser("department", help="departments").add_subparsers(dest="dept_command", required=True)
+    put = _with_hub(_add(department, "put", _department_put, "register or update a department"))
+    put.add_argument("id")
+    put.add_argument("--name", required=True)
+    put.add_argument("--description", default="")
+    put.add_argument("--adapter-url")
+
+    client = sub.add_parser("client", help="department clients").add_subparsers(dest="client_command", required=True)
+    cput = _with_hub(_add(client, "put", _client_put, "register a client or replace its public keys"))
+    cput.add_argument("client_id")
+    cput.add_argument("--department", required=True)
+    cput.add_argument("--jwks", required=True, help="file with the public JWKS (onceonly adapter jwks)")
+
+    grants = sub.add_parser("grant", help="grants").add_subparsers(dest="grant_command", required=True)
+    create = _with_hub(_add(grants, "create", _grant_create, "grant a department an item for a purpose"))
+    create.add_argument("--consumer", required=True)
+    create.add_argument("--item", required=True)
+    create.add_argument("--purpose", required=True)
+    create.add_argument("--legal-basis", required=True)
+    create.add_argument("--fields", help="comma-separated top-level fields (default: all)")
+    create.add_argument("--valid-until", help="RFC 3339 time")
+    listing = _with_hub(_add(grants, "list", _grant_list, "list grants"))
+    listing.add_argument("--consumer")
+    revoke = _with_hub(_add(grants, "revoke", _grant_revoke, "revoke a grant at once"))
+    revoke.add_argument("grant_id")
+
+    audit = sub.add_parser("audit", help="the audit log").add_subparsers(dest="audit_command", required=True)
+    entries = _with_hub(_add(audit, "entries", _audit_entries, "query audit entries"))
+    for name in ("subject", "department", "item", "action", "outcome", "cursor"):
+        entries.add_argument(f"--{name}")
+    entries.add_argument("--limit", type=int, default=100)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from adapters.cli import add_commands
+
+    parser = argparse.ArgumentParser(prog="onceonly", description=__doc__.splitlines()[0] if __doc__ else None)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _hub_commands(sub)
+    _admin_commands(sub)
+    demo = _add(sub, "demo", _demo, "play the whole story on loopback: a hub and three departments")
+    demo.add_argument("--keep", action="store_true", help="leave the services running afterwards")
+    demo.add_argument("--hub", help="play the story against a running hub at this URL")
+    demo.add_argument("--data-dir", default="var/demo", help="where the demo keeps its data")
+    add_commands(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    status: int = args.func(args)
+    return status
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

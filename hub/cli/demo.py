@@ -1,0 +1,292 @@
+"""``onceonly demo``: the whole story on loopback, narrated, checked at every step.
+
+A hub and three departments (civil registry, tax, social welfare) run as real HTTP
+services in this process. The story: the catalogue is registered, departments
+connect, owners publish their records once, social welfare is granted what the
+law allows, fetches it, is refused what it has no grant for, and an auditor reads
+the citizen's trail and checks a receipt against the log.
+"""
+
+import base64
+import hashlib
+import json
+import os
+import shutil
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any, TextIO
+
+import httpx
+from joserfc.jwk import ECKey
+
+from adapters import (
+    AccessDenied,
+    AdapterConfig,
+    HubClient,
+    ItemSource,
+    RecordStore,
+    create_provider_app,
+    load_or_create_key,
+    public_jwks,
+)
+from hub.app import create_app
+from hub.cli.admin_client import AdminClient
+from hub.cli.servers import loopback_socket, serve_in_thread, url_of
+from hub.config import Settings
+from hub.keys import HubKeys
+from hub.kit import logs
+
+CIVIL, TAX, WELFARE = "civil-registry", "tax", "social-welfare"
+IDENTITY, ADDRESS, INCOME = "person.identity", "person.residential-address", "tax.annual-income-statement"
+PURPOSE = "benefit-eligibility"
+DEPARTMENT_ITEMS = {CIVIL: [IDENTITY, ADDRESS], TAX: [INCOME], WELFARE: []}
+
+
+@dataclass
+class Department:
+    id: str
+    url: str
+    key: ECKey
+    store_path: Path
+
+    @property
+    def client_id(self) -> str:
+        return f"{self.id}-adapter"
+
+
+@dataclass
+class Story:
+    """Prints each step and remembers whether every one of them succeeded."""
+
+    out: TextIO
+    failures: list[str] = field(default_factory=list)
+
+    @contextmanager
+    def step(self, title: str) -> Iterator[None]:
+        self.out.write(f"\n==> {title}\n")
+        try:
+            yield
+        except Exception as error:  # the demo reports every failure and goes on
+            self.failures.append(title)
+            self.out.write(f"    FAILED: {type(error).__name__}: {error}\n")
+
+    def say(self, text: str) -> None:
+        self.out.write(f"    {text}\n")
+
+
+def catalogue_dir() -> Path:
+    for candidate in (Path.cwd() / "schemas", Path(__file__).resolve().parents[2] / "schemas"):
+        if (candidate / "departments.json").is_file():
+            return candidate
+    raise FileNotFoundError("the starter catalogue (schemas/) was not found; run from the repository")
+
+
+def _examples(item_id: str) -> list[dict[str, Any]]:
+    document = json.loads((catalogue_dir() / "items" / f"{item_id}.json").read_text())
+    return list(document["examples"])
+
+
+def sample_records() -> dict[str, dict[str, dict[str, Any]]]:
+    """item -> subject -> record, from the catalogue's own examples."""
+    people = _examples(IDENTITY)
+    addresses = _examples(ADDRESS)
+    return {
+        IDENTITY: {p["personal_code"]: p for p in people},
+        ADDRESS: {p["personal_code"]: a for p, a in zip(people, addresses, strict=False)},
+        INCOME: {s["personal_code"]: s for s in _examples(INCOME)},
+    }
+
+
+def start_department(stack: ExitStack, *, department: str, hub_url: str, root: Path) -> Department:
+    config = AdapterConfig(
+        department=department,
+        hub_url=hub_url,
+        data_dir=root / department,
+        items={item: ItemSource() for item in DEPARTMENT_ITEMS[department]},
+    )
+    key = load_or_create_key(config.key_path)
+    url = stack.enter_context(serve_in_thread(create_provider_app(config)))
+    return Department(id=department, url=url, key=key, store_path=config.store_path)
+
+
+def play(story: Story, *, hub_url: str, admin_token: str, departments: dict[str, Department]) -> None:
+    with AdminClient(hub_url, admin_token) as admin:
+        _register(story, admin, departments)
+        _publish(story, departments)
+        _grant(story, admin)
+        subject, receipt = _fetch(story, hub_url, departments[WELFARE])
+        _refuse(story, hub_url, departments)
+        _audit(story, admin, hub_url, subject=subject, receipt=receipt)
+
+
+def _register(story: Story, admin: AdminClient, departments: dict[str, Department]) -> None:
+    with story.step("The registry: departments and data items are registered"):
+        items = admin.import_catalogue(catalogue_dir())
+        story.say(f"{len(items)} data items registered, among them {IDENTITY}, {ADDRESS}, {INCOME}")
+    with story.step("Departments connect their adapters and register their client keys"):
+        names = {CIVIL: "Civil Registry Office", TAX: "Tax and Customs Board", WELFARE: "Social Welfare Board"}
+        for department in departments.values():
+            admin.put_department(department.id, name=names[department.id], adapter_url=department.url)
+            admin.put_client(department.client_id, department=department.id, jwks=public_jwks(department.key))
+            story.say(f"{department.id:15} adapter {department.url}  client {department.client_id}")
+
+
+def _publish(story: Story, departments: dict[str, Department]) -> None:
+    with story.step("Owners publish their records once, into their own adapters"):
+        owners = {IDENTITY: CIVIL, ADDRESS: CIVIL, INCOME: TAX}
+        for item, records in sample_records().items():
+            with RecordStore(departments[owners[item]].store_path) as store:
+                for subject, record in records.items():
+                    store.put(item, subject, record)
+            story.say(f"{owners[item]:15} {item}: {len(records)} records (they never leave its zone unasked)")
+
+
+def _grant(story: Story, admin: AdminClient) -> None:
+    with story.step("Social welfare is granted what the law allows, for one purpose"):
+        admin.create_grant(
+            consumer=WELFARE, item=ADDRESS, purpose=PURPOSE, legal_basis="Social Welfare Act §37(2)"
+        )
+        admin.create_grant(
+            consumer=WELFARE,
+            item=INCOME,
+            purpose=PURPOSE,
+            legal_basis="Social Welfare Act §37(4)",
+            fields=["year", "status", "total_income_cents"],
+        )
+        story.say(f"{WELFARE} may read {ADDRESS} (all fields) for '{PURPOSE}'")
+        story.say(f"{WELFARE} may read {INCOME} (year, status, total income only) for '{PURPOSE}'")
+
+
+def _client(hub_url: str, department: Department) -> HubClient:
+    return HubClient(hub_url, client_id=department.client_id, key=department.key, retries=1)
+
+
+def _fetch(story: Story, hub_url: str, welfare: Department) -> tuple[str, dict[str, Any]]:
+    subject = next(iter(sample_records()[ADDRESS]))
+    receipt: dict[str, Any] = {}
+    with story.step(f"Social welfare asks for a citizen's address (subject {subject[:3]}…)"), _client(
+        hub_url, welfare
+    ) as client:
+        address = client.fetch(ADDRESS, subject, purpose=PURPOSE)
+        story.say(f"record:  {json.dumps(address.record, ensure_ascii=False)}")
+        story.say(f"receipt: audit entry #{address.receipt.index}, leaf hash {address.receipt.leaf_hash}")
+        receipt = {"index": address.receipt.index, "leaf_hash": address.receipt.leaf_hash}
+        income = client.fetch(INCOME, subject, purpose=PURPOSE)
+        if set(income.record) != {"year", "status", "total_income_cents"}:
+            raise AssertionError(f"fields outside the grant were delivered: {sorted(income.record)}")
+        story.say(f"income, minimized to the grant: {json.dumps(income.record)}")
+    return subject, receipt
+
+
+def _refuse(story: Story, hub_url: str, departments: dict[str, Department]) -> None:
+    subject = next(iter(sample_records()[IDENTITY]))
+    attempts = [
+        (departments[WELFARE], IDENTITY, PURPOSE, "social welfare asks for identity data it holds no grant for"),
+        (departments[TAX], ADDRESS, "marketing", "tax asks for an address for a purpose nobody granted"),
+    ]
+    with story.step("Refusals: no grant, no data (and the refusal is audited)"):
+        for department, item, purpose, what in attempts:
+            with _client(hub_url, department) as client:
+                try:
+                    client.fetch(item, subject, purpose=purpose)
+                except AccessDenied as refused:
+                    story.say(f"{what}: refused ({refused.problem_type.rsplit(':', 1)[-1]})")
+                else:
+                    raise AssertionError(f"{what}: the hub answered with data")
+
+
+def _audit(
+    story: Story, admin: AdminClient, hub_url: str, *, subject: str, receipt: dict[str, Any]
+) -> None:
+    with story.step("An auditor reads the citizen's trail: who asked, what, why, and the outcome"):
+        entries = admin.audit_entries(subject=subject)["entries"]
+        for row in entries:
+            entry = row["entry"]
+            story.say(
+                f"#{row['index']:<3} {entry['time']}  {entry.get('department', '-'):15} "
+                f"{entry['action']:13} {entry.get('item', '-'):28} {entry.get('purpose', '-'):20} "
+                f"{entry['outcome']}{' (' + entry['reason'] + ')' if 'reason' in entry else ''}"
+            )
+        if not any(e["entry"]["outcome"] == "refused" for e in entries):
+            raise AssertionError("the refused fetch is missing from the trail")
+    with story.step("The receipt matches the log: SHA-256(0x00 ‖ leaf) recomputed here"):
+        published = httpx.get(f"{hub_url}/v1/audit/entries/{receipt['index']}").json()
+        leaf = base64.b64decode(published["leaf"])
+        recomputed = base64.b64encode(hashlib.sha256(b"\x00" + leaf).digest()).decode()
+        if recomputed != receipt["leaf_hash"]:
+            raise AssertionError("the leaf hash does not match the receipt")
+        story.say(f"entry #{receipt['index']} leaf hash {recomputed} = receipt")
+
+
+def _admin_token(hub_url: str, root: Path) -> str:
+    """$ONCEONLY_ADMIN_TOKEN, else the token of a demo hub or a local hub under var/."""
+    token = os.environ.get("ONCEONLY_ADMIN_TOKEN")
+    for path in (root / "hub" / "keys" / "admin-token", Path("var/keys/admin-token")):
+        if token is None and path.is_file():
+            token = path.read_text().strip()
+    if token is None:
+        raise SystemExit(f"no administrator token for {hub_url}: set ONCEONLY_ADMIN_TOKEN")
+    return token
+
+
+def _wait_for_signal() -> None:
+    def stop(_signum: int, _frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+
+
+def run(*, keep: bool, hub_url: str | None, root: Path, out: TextIO = sys.stdout) -> int:
+    """Play the story; 0 when every step succeeded, 1 otherwise."""
+    logs.configure(level="WARNING", as_json=False)
+    story = Story(out)
+    with ExitStack() as stack:
+        if hub_url is None:
+            shutil.rmtree(root, ignore_errors=True)
+            hub_url = _start_hub(stack, root)
+            adapters_root = root
+            out.write(f"Onceonly demo: a hub and three departments on loopback (data in {root})\n")
+        else:
+            adapters_root = root / f"replay-{time.time_ns()}"
+            out.write(f"Onceonly demo against the hub at {hub_url}\n")
+        admin_token = _admin_token(hub_url, root)
+        departments = {
+            d: start_department(stack, department=d, hub_url=hub_url, root=adapters_root)
+            for d in DEPARTMENT_ITEMS
+        }
+        play(story, hub_url=hub_url, admin_token=admin_token, departments=departments)
+        _summarize(story, out)
+        if keep and not story.failures:
+            out.write(f"hub: {hub_url}\n")
+            for department in departments.values():
+                out.write(f"{department.id}: {department.url}\n")
+            out.flush()
+            sys.stderr.write("Services keep running; press Ctrl-C to stop them.\n")
+            _wait_for_signal()
+    return 1 if story.failures else 0
+
+
+def _start_hub(stack: ExitStack, root: Path) -> str:
+    sock = loopback_socket()
+    settings = Settings(data_dir=root / "hub", issuer=url_of(sock), log_json=False, log_level="WARNING")
+    keys = HubKeys.load(settings.keys_dir, create=True)
+    return stack.enter_context(serve_in_thread(create_app(settings, keys=keys), sock))
+
+
+def _summarize(story: Story, out: TextIO) -> None:
+    if story.failures:
+        out.write(f"\nThe demo FAILED at: {'; '.join(story.failures)}\n")
+    else:
+        out.write("\nEvery step succeeded: collected once, shared under a grant, refused without one, audited.\n")
+    out.flush()
