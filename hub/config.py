@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 from fastapi import Depends, Request
-
 from pydantic import Field, model_validator
 from pydantic_settings import (
     BaseSettings,

@@ -31,7 +31,9 @@ def async_url(url: str) -> str:
         parsed.get_backend_name()
     )
     if driver is None:
-        raise ValueError(f"unsupported database {parsed.get_backend_name()!r}: use SQLite or PostgreSQL")
+        raise ValueError(
+            f"unsupported database {parsed.get_backend_name()!r}: use SQLite or PostgreSQL"
+        )
     return parsed.set(drivername=driver).render_as_string(hide_password=False)
 
 

@@ -144,7 +144,9 @@ async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
-    log.exception("unexpected error", extra={"request_id": getattr(request.state, "request_id", None)})
+    log.exception(
+        "unexpected error", extra={"request_id": getattr(request.state, "request_id", None)}
+    )
     error = HubError("the hub could not complete the request; it has been logged")
     return await _audit_refusal(request, error)
 

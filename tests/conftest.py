@@ -16,7 +16,9 @@ import sqlalchemy as sa
 from hub.db import make_sync_engine
 from hub.migrate import upgrade
 
-POSTGRES_ADMIN_URL = os.environ.get("ONCEONLY_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+POSTGRES_ADMIN_URL = os.environ.get(
+    "ONCEONLY_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test"
+)
 
 
 @pytest.fixture
@@ -51,7 +53,10 @@ def _empty_postgres(url: str) -> None:
     engine = make_sync_engine(url)
     with engine.begin() as conn:
         tables = conn.execute(
-            sa.text("SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename <> 'alembic_version'")
+            sa.text(
+                "SELECT tablename FROM pg_tables"
+                " WHERE schemaname = 'public' AND tablename <> 'alembic_version'"
+            )
         ).scalars()
         names = ", ".join(f'"{t}"' for t in tables)
         if names:

@@ -1,6 +1,5 @@
 """Access rules: deny by default; a grant names consumer, item, purpose, fields and period."""
 
-
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.access import repository
@@ -68,7 +67,11 @@ async def create_grant(session: AsyncSession, *, body: GrantIn, scope: AuditScop
     existing = await repository.active_grant(
         session, consumer=body.consumer, item=body.item, purpose=body.purpose, now=now
     )
-    if existing is not None and existing.fields == body.fields and existing.valid_until == body.valid_until:
+    if (
+        existing is not None
+        and existing.fields == body.fields
+        and existing.valid_until == body.valid_until
+    ):
         grant = existing
     else:
         grant = Grant(
@@ -97,7 +100,9 @@ def _check_fields(fields: list[str] | None, schema: dict[str, object]) -> None:
 
 
 async def list_grants(session: AsyncSession, *, consumer: str | None) -> GrantList:
-    return GrantList(grants=[_grant_out(g) for g in await repository.list_grants(session, consumer=consumer)])
+    return GrantList(
+        grants=[_grant_out(g) for g in await repository.list_grants(session, consumer=consumer)]
+    )
 
 
 async def revoke_grant(session: AsyncSession, *, grant_id: str, scope: AuditScope) -> GrantOut:
@@ -111,5 +116,3 @@ async def revoke_grant(session: AsyncSession, *, grant_id: str, scope: AuditScop
         await session.flush()
     await scope.record_change(session)
     return _grant_out(grant)
-
-

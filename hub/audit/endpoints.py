@@ -19,9 +19,7 @@ async def get_entry(index: Annotated[int, Path(ge=0, le=2**62)], session: Sessio
     return await service.entry_at(session, index)
 
 
-@router.get(
-    "/entries", response_model=EntryPage, dependencies=[Depends(audited("audit.query"))]
-)
+@router.get("/entries", response_model=EntryPage, dependencies=[Depends(audited("audit.query"))])
 async def find_entries(
     session: SessionDep,
     _admin: AdminDep,
@@ -45,4 +43,3 @@ async def find_entries(
         cursor=int(cursor) if cursor else None,
         limit=limit,
     )
-

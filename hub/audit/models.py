@@ -19,7 +19,9 @@ class AuditEntry(SQLModel, table=True):
         sa.Index("ix_audit_action", "action", "idx"),
     )
 
-    idx: int = Field(sa_column=sa.Column("idx", sa.BigInteger, primary_key=True, autoincrement=False))
+    idx: int = Field(
+        sa_column=sa.Column("idx", sa.BigInteger, primary_key=True, autoincrement=False)
+    )
     leaf: bytes = Field(sa_type=sa.LargeBinary)
     leaf_hash: bytes = Field(sa_type=sa.LargeBinary)
     time: datetime = Field(sa_type=sa.DateTime(timezone=True), index=True)

@@ -6,6 +6,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlmodel import col, select
 
 from hub.audit.models import AuditEntry
 
@@ -44,12 +45,12 @@ class EntryFilter:
 async def find_entries(
     session: AsyncSession, *, where: EntryFilter, after: int | None, limit: int
 ) -> list[AuditEntry]:
-    query = sa.select(AuditEntry)
+    query = select(AuditEntry)
     for column in ("subject", "department", "item", "action", "outcome"):
         value = getattr(where, column)
         if value is not None:
             query = query.where(getattr(AuditEntry, column) == value)
     if after is not None:
-        query = query.where(AuditEntry.idx > after)  # type: ignore[arg-type]
-    query = query.order_by(AuditEntry.idx).limit(limit)  # type: ignore[arg-type]
+        query = query.where(col(AuditEntry.idx) > after)
+    query = query.order_by(col(AuditEntry.idx)).limit(limit)
     return list((await session.execute(query)).scalars())

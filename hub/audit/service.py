@@ -80,7 +80,9 @@ class AuditLog:
         """Commit ``entry`` and return its receipt; raise AuditUnavailable if it cannot."""
         if self._writer is None:
             raise AuditUnavailable("the audit writer is not running")
-        pending = _Pending(entry, leaves.leaf_bytes(entry), asyncio.get_running_loop().create_future())
+        pending = _Pending(
+            entry, leaves.leaf_bytes(entry), asyncio.get_running_loop().create_future()
+        )
         await self._queue.put(pending)
         return await pending.done
 
@@ -102,7 +104,9 @@ class AuditLog:
             log.exception("audit batch of %d entries could not be committed", len(batch))
             for pending in batch:
                 if not pending.done.done():
-                    pending.done.set_exception(AuditUnavailable("the audit entry could not be committed"))
+                    pending.done.set_exception(
+                        AuditUnavailable("the audit entry could not be committed")
+                    )
             return
         for pending, receipt in zip(batch, receipts, strict=True):
             if not pending.done.done():
@@ -115,7 +119,9 @@ class AuditLog:
             except (IntegrityError, DBAPIError) as error:
                 if attempt == _RACE_RETRIES - 1:
                     raise
-                log.warning("audit append raced another writer (%s); retrying", type(error).__name__)
+                log.warning(
+                    "audit append raced another writer (%s); retrying", type(error).__name__
+                )
                 await asyncio.sleep(0.005 * (attempt + 1))
         raise AssertionError("unreachable")
 

@@ -12,7 +12,9 @@ from hub.db import SessionDep
 from hub.keys import KeysDep
 
 
-async def _caller(request: Request, session: SessionDep, settings: SettingsDep, keys: KeysDep) -> Caller:
+async def _caller(
+    request: Request, session: SessionDep, settings: SettingsDep, keys: KeysDep
+) -> Caller:
     return await service.caller_from_token(
         session,
         authorization=request.headers.get("authorization"),

@@ -25,7 +25,12 @@ async def token(
 ) -> JSONResponse:
     form = service.parse_token_form(await request.body(), request.headers.get("content-type", ""))
     answer = await service.issue_token(
-        session, engine=request.app.state.engine, form=form, settings=settings, keys=keys, scope=scope
+        session,
+        engine=request.app.state.engine,
+        form=form,
+        settings=settings,
+        keys=keys,
+        scope=scope,
     )
     return _no_store(answer)
 

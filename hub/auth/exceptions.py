@@ -76,7 +76,9 @@ class InsufficientScope(HubError):
         super().__init__(
             f"the access token does not carry the scope {scope}",
             headers={
-                "WWW-Authenticate": f'Bearer realm="onceonly", error="insufficient_scope", scope="{scope}"'
+                "WWW-Authenticate": (
+                    f'Bearer realm="onceonly", error="insufficient_scope", scope="{scope}"'
+                )
             },
         )
 

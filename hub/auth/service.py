@@ -74,7 +74,9 @@ async def issue_token(
     if form.get("grant_type") != "client_credentials":
         raise UnsupportedGrantType("only the client_credentials grant is supported")
     now = int(time.time())
-    client = await _authenticate_client(session, engine=engine, form=form, settings=settings, now=now)
+    client = await _authenticate_client(
+        session, engine=engine, form=form, settings=settings, now=now
+    )
     scope.note(client=client.client_id, department=client.department_id)
     granted = await access.scopes_for(session, department=client.department_id)
     scopes = _requested_scopes(form.get("scope"), granted)
@@ -107,7 +109,12 @@ def _requested_scopes(requested: str | None, granted: frozenset[str]) -> frozens
 
 
 async def _authenticate_client(
-    session: AsyncSession, *, engine: AsyncEngine, form: dict[str, str], settings: Settings, now: int
+    session: AsyncSession,
+    *,
+    engine: AsyncEngine,
+    form: dict[str, str],
+    settings: Settings,
+    now: int,
 ) -> Client:
     if form.get("client_assertion_type") != CLIENT_ASSERTION_TYPE:
         raise InvalidClient("authenticate with private_key_jwt (client_assertion_type jwt-bearer)")

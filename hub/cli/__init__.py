@@ -102,7 +102,9 @@ def _department_put(args: argparse.Namespace) -> int:
 
 def _client_put(args: argparse.Namespace) -> int:
     jwks = json.loads(Path(args.jwks).read_text())
-    return _admin_call(args, lambda admin: admin.put_client(args.client_id, department=args.department, jwks=jwks))
+    return _admin_call(
+        args, lambda admin: admin.put_client(args.client_id, department=args.department, jwks=jwks)
+    )
 
 
 def _grant_create(args: argparse.Namespace) -> int:
@@ -130,7 +132,9 @@ def _grant_revoke(args: argparse.Namespace) -> int:
 
 def _audit_entries(args: argparse.Namespace) -> int:
     filters = {k: getattr(args, k) for k in ("subject", "department", "item", "action", "outcome")}
-    return _admin_call(args, lambda admin: admin.audit_entries(**filters, cursor=args.cursor, limit=args.limit))
+    return _admin_call(
+        args, lambda admin: admin.audit_entries(**filters, cursor=args.cursor, limit=args.limit)
+    )
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -151,13 +155,19 @@ def _with_hub(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 
 def _hub_commands(sub: Any) -> None:
-    serve = _add(sub, "serve", _serve, "run the hub (settings from ONCEONLY_* and $ONCEONLY_CONFIG)")
+    serve = _add(
+        sub, "serve", _serve, "run the hub (settings from ONCEONLY_* and $ONCEONLY_CONFIG)"
+    )
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--workers", type=int, default=1)
-    serve.add_argument("--proxy-headers", action="store_true", help="trust X-Forwarded-* from the proxy")
+    serve.add_argument(
+        "--proxy-headers", action="store_true", help="trust X-Forwarded-* from the proxy"
+    )
     _add(sub, "migrate", _migrate, "bring the database schema up to date")
-    keys = sub.add_parser("keys", help="the hub's keys").add_subparsers(dest="keys_command", required=True)
+    keys = sub.add_parser("keys", help="the hub's keys").add_subparsers(
+        dest="keys_command", required=True
+    )
     _add(keys, "init", _keys_init, "create the hub's keys where missing (mode 0600)")
 
 
@@ -165,24 +175,43 @@ def _admin_commands(sub: Any) -> None:
     catalogue = sub.add_parser("catalogue", help="the data item catalogue").add_subparsers(
         dest="catalogue_command", required=True
     )
-    imported = _with_hub(_add(catalogue, "import", _catalogue_import, "register departments and items from a directory"))
+    imported = _with_hub(
+        _add(
+            catalogue,
+            "import",
+            _catalogue_import,
+            "register departments and items from a directory",
+        )
+    )
     imported.add_argument("directory", nargs="?", default="schemas")
 
-    department = sub.add_parser("department", help="departments").add_subparsers(dest="dept_command", required=True)
+    department = sub.add_parser("department", help="departments").add_subparsers(
+        dest="dept_command", required=True
+    )
     put = _with_hub(_add(department, "put", _department_put, "register or update a department"))
     put.add_argument("id")
     put.add_argument("--name", required=True)
     put.add_argument("--description", default="")
     put.add_argument("--adapter-url")
 
-    client = sub.add_parser("client", help="department clients").add_subparsers(dest="client_command", required=True)
-    cput = _with_hub(_add(client, "put", _client_put, "register a client or replace its public keys"))
+    client = sub.add_parser("client", help="department clients").add_subparsers(
+        dest="client_command", required=True
+    )
+    cput = _with_hub(
+        _add(client, "put", _client_put, "register a client or replace its public keys")
+    )
     cput.add_argument("client_id")
     cput.add_argument("--department", required=True)
-    cput.add_argument("--jwks", required=True, help="file with the public JWKS (onceonly adapter jwks)")
+    cput.add_argument(
+        "--jwks", required=True, help="file with the public JWKS (onceonly adapter jwks)"
+    )
 
-    grants = sub.add_parser("grant", help="grants").add_subparsers(dest="grant_command", required=True)
-    create = _with_hub(_add(grants, "create", _grant_create, "grant a department an item for a purpose"))
+    grants = sub.add_parser("grant", help="grants").add_subparsers(
+        dest="grant_command", required=True
+    )
+    create = _with_hub(
+        _add(grants, "create", _grant_create, "grant a department an item for a purpose")
+    )
     create.add_argument("--consumer", required=True)
     create.add_argument("--item", required=True)
     create.add_argument("--purpose", required=True)
@@ -194,7 +223,9 @@ def _admin_commands(sub: Any) -> None:
     revoke = _with_hub(_add(grants, "revoke", _grant_revoke, "revoke a grant at once"))
     revoke.add_argument("grant_id")
 
-    audit = sub.add_parser("audit", help="the audit log").add_subparsers(dest="audit_command", required=True)
+    audit = sub.add_parser("audit", help="the audit log").add_subparsers(
+        dest="audit_command", required=True
+    )
     entries = _with_hub(_add(audit, "entries", _audit_entries, "query audit entries"))
     for name in ("subject", "department", "item", "action", "outcome", "cursor"):
         entries.add_argument(f"--{name}")
@@ -204,7 +235,9 @@ def _admin_commands(sub: Any) -> None:
 def build_parser() -> argparse.ArgumentParser:
     from adapters.cli import add_commands
 
-    parser = argparse.ArgumentParser(prog="onceonly", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser = argparse.ArgumentParser(
+        prog="onceonly", description=__doc__.splitlines()[0] if __doc__ else None
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _hub_commands(sub)
     _admin_commands(sub)

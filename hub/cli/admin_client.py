@@ -60,12 +60,19 @@ class AdminClient:
         return response.json()
 
     def put_department(
-        self, department_id: str, *, name: str, description: str = "", adapter_url: str | None = None
+        self,
+        department_id: str,
+        *,
+        name: str,
+        description: str = "",
+        adapter_url: str | None = None,
     ) -> dict[str, Any]:
         body = {"name": name, "description": description, "adapter_url": adapter_url}
         return dict(self._call("PUT", f"/v1/admin/departments/{department_id}", body))
 
-    def put_client(self, client_id: str, *, department: str, jwks: dict[str, Any]) -> dict[str, Any]:
+    def put_client(
+        self, client_id: str, *, department: str, jwks: dict[str, Any]
+    ) -> dict[str, Any]:
         body = {"department": department, "jwks": jwks}
         return dict(self._call("PUT", f"/v1/admin/clients/{client_id}", body))
 

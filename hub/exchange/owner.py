@@ -28,7 +28,9 @@ class OwnerCall:
     body: dict[str, Any]
 
 
-async def fetch_record(client: httpx.AsyncClient, call: OwnerCall, *, timeout: float) -> dict[str, Any]:
+async def fetch_record(
+    client: httpx.AsyncClient, call: OwnerCall, *, timeout: float
+) -> dict[str, Any]:
     """POST the query to the owner; the record, or the error the consumer should see."""
     url = f"{call.adapter_url.rstrip('/')}/v1/items/{call.item}/records/query"
     headers = {"Authorization": f"Bearer {call.token}", "X-Request-Id": call.request_id}

@@ -85,7 +85,9 @@ async def query_record(
     validator = validation.validator_for(served.version.schema_, served.version.fingerprint)
     errors = validation.record_errors(validator, record)
     if errors:
-        raise OwnerInvalidResponse(f"the owner's record does not match version {version}: {errors[0]}")
+        raise OwnerInvalidResponse(
+            f"the owner's record does not match version {version}: {errors[0]}"
+        )
     delivered = minimize(record, grant.fields)
     receipt = await scope.record_success(fields=sorted(delivered), digest=data_digest(delivered))
     return RecordAnswer(

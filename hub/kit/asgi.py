@@ -80,7 +80,7 @@ class RequestContextMiddleware:
 def _request_id(scope: Scope) -> str:
     for name, value in scope.get("headers", []):
         if name == b"x-request-id":
-            candidate = value.decode("latin-1")
+            candidate = bytes(value).decode("latin-1")
             if _REQUEST_ID.match(candidate):
                 return candidate
     return uuid.uuid4().hex
@@ -108,7 +108,7 @@ async def _too_large(scope: Scope, receive: Receive, send: Send, limit: int) -> 
 
 def _route_name(scope: Scope) -> str:
     route: Any = scope.get("route")
-    return getattr(route, "path", "unmatched")
+    return str(getattr(route, "path", "unmatched"))
 
 
 def _observe(scope: Scope, status: int, seconds: float, request_id: str) -> None:

@@ -13,7 +13,9 @@ def utcnow() -> datetime:
 
 def rfc3339_ms(moment: datetime) -> str:
     """Format as RFC 3339 in UTC with millisecond precision (``2026-01-02T03:04:05.678Z``)."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    return (
+        moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    )
 
 
 def created_at() -> Any:

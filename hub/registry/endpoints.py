@@ -41,7 +41,9 @@ async def get_item(item_id: ItemId, session: SessionDep) -> ItemOut:
     return await service.describe_item(session, item_id)
 
 
-@catalogue.get("/{item_id}/versions/{version}", response_model=ItemVersionOut, response_model_by_alias=True)
+@catalogue.get(
+    "/{item_id}/versions/{version}", response_model=ItemVersionOut, response_model_by_alias=True
+)
 async def get_version(
     item_id: ItemId, version: Annotated[int, Path(ge=1, le=1_000_000)], session: SessionDep
 ) -> ItemVersionOut:
@@ -49,7 +51,9 @@ async def get_version(
 
 
 @admin.get("/departments/{department_id}", response_model=DepartmentOut)
-async def get_department(department_id: DepartmentId, session: SessionDep, _: AdminDep) -> DepartmentOut:
+async def get_department(
+    department_id: DepartmentId, session: SessionDep, _: AdminDep
+) -> DepartmentOut:
     return await service.get_department(session, department_id)
 
 
@@ -65,7 +69,9 @@ async def put_department(
     _: AdminDep,
     scope: CurrentAudit,
 ) -> DepartmentOut:
-    return await service.put_department(session, department_id=department_id, body=body, scope=scope)
+    return await service.put_department(
+        session, department_id=department_id, body=body, scope=scope
+    )
 
 
 @admin.put(

@@ -34,7 +34,7 @@ def normalize_jwks(jwks: dict[str, Any]) -> dict[str, Any]:
     """The JWKS as the hub stores it (each key with a kid), or InvalidJwks."""
     keys = jwks.get("keys")
     if not isinstance(keys, list) or not 1 <= len(keys) <= MAX_KEYS:
-        raise InvalidJwks(f"jwks must be {{\"keys\": [...]}} with 1 to {MAX_KEYS} keys")
+        raise InvalidJwks(f'jwks must be {{"keys": [...]}} with 1 to {MAX_KEYS} keys')
     normalized = []
     for position, jwk in enumerate(keys):
         if not isinstance(jwk, dict):

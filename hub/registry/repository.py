@@ -1,7 +1,7 @@
 """All SQL of the registry."""
 
-import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col, select
 
 from hub.registry.models import Client, Department, Item, ItemVersion
 
@@ -23,11 +23,11 @@ async def get_version(session: AsyncSession, item_id: str, version: int) -> Item
 
 
 async def list_items(session: AsyncSession) -> list[Item]:
-    return list((await session.execute(sa.select(Item).order_by(Item.id))).scalars())  # type: ignore[arg-type]
+    return list((await session.execute(select(Item).order_by(col(Item.id)))).scalars())
 
 
 async def list_versions(session: AsyncSession, item_ids: list[str]) -> list[ItemVersion]:
-    query = sa.select(ItemVersion).where(ItemVersion.item_id.in_(item_ids))  # type: ignore[attr-defined]
+    query = select(ItemVersion).where(col(ItemVersion.item_id).in_(item_ids))
     return list((await session.execute(query)).scalars())
 
 

@@ -24,7 +24,9 @@ def _pointer(path: tuple[str | int, ...]) -> str:
     return "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in path) or "/"
 
 
-def _walk(node: Any, path: tuple[str | int, ...] = ()) -> Iterator[tuple[tuple[str | int, ...], Any]]:
+def _walk(
+    node: Any, path: tuple[str | int, ...] = ()
+) -> Iterator[tuple[tuple[str | int, ...], Any]]:
     yield path, node
     if isinstance(node, dict):
         for key, value in node.items():
@@ -41,7 +43,9 @@ def check_schema(schema: dict[str, Any]) -> None:
     if schema.get("$schema") != DRAFT_2020_12:
         raise InvalidSchema(f"/$schema: must be {DRAFT_2020_12} (Draft 2020-12 only)")
     if schema.get("type") != "object":
-        raise InvalidSchema('/type: a data item\'s schema must describe an object ("type": "object")')
+        raise InvalidSchema(
+            '/type: a data item\'s schema must describe an object ("type": "object")'
+        )
     for path, node in _walk(schema):
         if len(path) > MAX_SCHEMA_DEPTH:
             raise InvalidSchema(f"{_pointer(path)}: nested deeper than {MAX_SCHEMA_DEPTH} levels")
@@ -64,7 +68,8 @@ def _check_keywords(node: dict[str, Any], path: tuple[str | int, ...]) -> None:
     ref = node.get("$ref")
     if ref is not None and (not isinstance(ref, str) or not ref.startswith("#/")):
         raise InvalidSchema(
-            f"{_pointer((*path, '$ref'))}: only local references (#/...) are allowed; nothing is fetched"
+            f"{_pointer((*path, '$ref'))}: only local references (#/...) are allowed;"
+            " nothing is fetched"
         )
     personal = node.get("x-personal")
     if personal is not None and not isinstance(personal, bool):

@@ -45,7 +45,9 @@ def _department_out(row: Department) -> DepartmentOut:
 
 def _client_out(row: Client) -> ClientOut:
     kids = [str(key.get("kid")) for key in row.jwks.get("keys", [])]
-    return ClientOut(client_id=row.client_id, department=row.department_id, status=row.status, kids=kids)
+    return ClientOut(
+        client_id=row.client_id, department=row.department_id, status=row.status, kids=kids
+    )
 
 
 def _item_out(row: Item, latest: ItemVersion) -> ItemOut:
@@ -56,7 +58,9 @@ def _item_out(row: Item, latest: ItemVersion) -> ItemOut:
         owner=row.owner_id,
         sharing_class=row.sharing_class,
         classification=row.classification,
-        legal_basis=LegalBasis(text=row.legal_basis_text or "-", reference=row.legal_basis_reference),
+        legal_basis=LegalBasis(
+            text=row.legal_basis_text or "-", reference=row.legal_basis_reference
+        ),
         retention=row.retention,
         tags=list(row.tags),
         compatibility=row.compatibility,
@@ -121,15 +125,22 @@ async def put_item(
     """
     scope.note(item=item_id, department=document.owner)
     if document.id != item_id:
-        raise RegistryConflict(f"the document's id {document.id!r} differs from the URL's {item_id!r}")
+        raise RegistryConflict(
+            f"the document's id {document.id!r} differs from the URL's {item_id!r}"
+        )
     if await repository.get_department(session, document.owner) is None:
         raise UnknownDepartment(f"no department {document.owner!r}; register it first")
     _check_document(document)
     fingerprint = validation.fingerprint(document.json_schema)
     row = await repository.get_item(session, document.id)
     if row is None:
-        row = Item(id=document.id, title=document.title, owner_id=document.owner,
-                   sharing_class=document.sharing_class, classification=document.classification)
+        row = Item(
+            id=document.id,
+            title=document.title,
+            owner_id=document.owner,
+            sharing_class=document.sharing_class,
+            classification=document.classification,
+        )
         repository.add(session, row)
         latest = ItemVersion(
             item_id=document.id,
@@ -183,7 +194,8 @@ async def _latest(session: AsyncSession, row: Item) -> ItemVersion:
 async def list_items(session: AsyncSession) -> ItemList:
     rows = await repository.list_items(session)
     versions = {
-        (v.item_id, v.version): v for v in await repository.list_versions(session, [r.id for r in rows])
+        (v.item_id, v.version): v
+        for v in await repository.list_versions(session, [r.id for r in rows])
     }
     return ItemList(items=[_item_out(r, versions[(r.id, r.latest_version)]) for r in rows])
 
@@ -223,6 +235,3 @@ async def department(session: AsyncSession, department_id: str) -> Department:
 
 async def get_department(session: AsyncSession, department_id: str) -> DepartmentOut:
     return _department_out(await department(session, department_id))
-
-
-

@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from adapter_testing import CLIENT_ID, HubDouble, serve
 from joserfc.jwk import ECKey
+
+from adapter_testing import CLIENT_ID, HubDouble, serve
 
 
 @pytest.fixture(scope="session")

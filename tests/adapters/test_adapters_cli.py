@@ -5,10 +5,11 @@ import json
 from pathlib import Path
 
 import pytest
-from adapter_testing import ITEM, RECORD, SUBJECT, HubDouble, write_config
 
 from adapters import RecordStore, load_config
 from adapters.cli import add_commands
+
+from adapter_testing import ITEM, RECORD, SUBJECT, HubDouble, write_config
 
 
 def run(*argv: str) -> int:

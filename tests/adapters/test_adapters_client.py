@@ -4,7 +4,6 @@ import asyncio
 import socket
 
 import pytest
-from adapter_testing import CLIENT_ID, ITEM, PURPOSE, RECORD, SUBJECT, HubDouble
 from joserfc.jwk import ECKey
 
 from adapters import (
@@ -17,6 +16,8 @@ from adapters import (
     RecordResult,
     UpstreamError,
 )
+
+from adapter_testing import CLIENT_ID, ITEM, PURPOSE, RECORD, SUBJECT, HubDouble
 
 
 def client(hub: HubDouble, key: ECKey, **options: int) -> HubClient:

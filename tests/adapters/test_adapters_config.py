@@ -5,9 +5,10 @@ import stat
 from pathlib import Path
 
 import pytest
-from adapter_testing import ITEM, write_config
 
 from adapters import ConfigError, load_config, load_or_create_key, public_jwks
+
+from adapter_testing import ITEM, write_config
 
 
 def test_load_config_resolves_data_dir_against_the_config_file(tmp_path: Path) -> None:

@@ -4,11 +4,12 @@ import asyncio
 
 import httpx
 import pytest
-from adapter_testing import ITEM, HubDouble
 from joserfc.jwk import ECKey
 
 from adapters import HubUnavailable, NotFound
 from adapters._hubkeys import HubDirectory
+
+from adapter_testing import ITEM, HubDouble
 
 
 class Clock:

@@ -8,6 +8,10 @@ from typing import Any
 
 import httpx
 import pytest
+from joserfc.jwk import ECKey
+
+from adapters import CallableSource, RecordStore, create_provider_app, load_config
+
 from adapter_testing import (
     CONSUMER,
     ITEM,
@@ -19,9 +23,6 @@ from adapter_testing import (
     sha256_b64url,
     write_config,
 )
-from joserfc.jwk import ECKey
-
-from adapters import CallableSource, RecordStore, create_provider_app, load_config
 
 INVALID_SUBJECT = "49002124277"
 OTHER_ITEM = "person.identity"

@@ -5,9 +5,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from adapter_testing import ITEM, RECORD, SCHEMA, SUBJECT
 
 from adapters import ImportFailed, RecordStore
+
+from adapter_testing import ITEM, RECORD, SCHEMA, SUBJECT
 
 
 @pytest.fixture

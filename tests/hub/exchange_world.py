@@ -8,7 +8,15 @@ from pathlib import Path
 
 from joserfc.jwk import ECKey
 
-from adapters import AdapterConfig, HubClient, ItemSource, RecordStore, create_provider_app, public_jwks
+from adapters import (
+    AdapterConfig,
+    HubClient,
+    ItemSource,
+    RecordStore,
+    create_provider_app,
+    public_jwks,
+)
+
 from hub_testing import CATALOGUE, RunningHub, running_hub, serve
 
 OWNER = "civil-registry"
@@ -36,7 +44,9 @@ class World:
     owner_url: str
 
     def client(self, **kwargs: object) -> HubClient:
-        return HubClient(self.hub.url, client_id=CONSUMER_CLIENT, key=self.consumer_key, retries=0, **kwargs)  # type: ignore[arg-type]
+        return HubClient(
+            self.hub.url, client_id=CONSUMER_CLIENT, key=self.consumer_key, retries=0, **kwargs
+        )  # type: ignore[arg-type]
 
 
 @contextmanager
@@ -57,8 +67,13 @@ def exchange_world(*, database_url: str, tmp_path: Path) -> Iterator[World]:
         with serve(create_provider_app(config)) as owner_url:
             admin.put_department(OWNER, name="Civil Registry Office", adapter_url=owner_url)
             admin.create_grant(
-                consumer=CONSUMER, item=ADDRESS, purpose=PURPOSE, legal_basis="Social Welfare Act §12"
+                consumer=CONSUMER,
+                item=ADDRESS,
+                purpose=PURPOSE,
+                legal_basis="Social Welfare Act §12",
             )
             with RecordStore(config.store_path) as owner_store:
-                yield World(hub=hub, consumer_key=consumer_key, owner_store=owner_store, owner_url=owner_url)
+                yield World(
+                    hub=hub, consumer_key=consumer_key, owner_store=owner_store, owner_url=owner_url
+                )
             admin.close()

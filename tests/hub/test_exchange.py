@@ -16,6 +16,7 @@ from fastapi import FastAPI
 from joserfc import jwt
 
 from adapters import AccessDenied, AuthenticationFailed, HubClient, NotFound, UpstreamError
+
 from exchange_world import (
     ADDRESS,
     ADDRESS_RECORD,
@@ -66,7 +67,9 @@ def token_for(world: World, scope: str | None = None) -> str:
 def query(world: World, item: str, token: str | None, **body: Any) -> httpx.Response:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     payload = {"subject": SUBJECT, "purpose": PURPOSE, **body}
-    return httpx.post(f"{world.hub.url}/v1/items/{item}/records/query", json=payload, headers=headers)
+    return httpx.post(
+        f"{world.hub.url}/v1/items/{item}/records/query", json=payload, headers=headers
+    )
 
 
 def last_entry(world: World) -> dict[str, Any]:
@@ -216,7 +219,11 @@ def test_answers_502_when_the_owner_answers_data_outside_the_schema(world: World
 def test_grant_with_fields_delivers_only_those_fields(world: World) -> None:
     with world.hub.admin() as admin:
         admin.create_grant(
-            consumer=CONSUMER, item=ADDRESS, purpose="statistics", legal_basis="test", fields=["city", "country"]
+            consumer=CONSUMER,
+            item=ADDRESS,
+            purpose="statistics",
+            legal_basis="test",
+            fields=["city", "country"],
         )
     with world.client() as client:
         result = client.fetch(ADDRESS, SUBJECT, purpose="statistics")

@@ -1,0 +1,129 @@
+"""The benchmark's servers: the hub and the owner's adapter, each a separate process
+on a free 127.0.0.1 port, and (optionally) a fresh PostgreSQL database for the hub."""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import psycopg
+from psycopg import sql
+
+BENCH_DIR = Path(__file__).resolve().parent
+_START_TIMEOUT = 30.0
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+@dataclass(frozen=True)
+class Server:
+    """A server process and the base URL it answers on."""
+
+    name: str
+    url: str
+    process: subprocess.Popen[bytes]
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+
+def free_port() -> int:
+    with closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of a process (Linux ``/proc``), or None elsewhere."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+
+
+@contextmanager
+def running(name: str, command: list[str], *, port: int, env: dict[str, str]) -> Iterator[Server]:
+    """Start ``command``, wait until ``/healthz`` answers, stop it when the block ends."""
+    log_path = env["BENCH_LOG_DIR"] + f"/{name}.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+    server = Server(name=name, url=f"http://127.0.0.1:{port}", process=process)
+    try:
+        _wait_healthy(server, log_path)
+        yield server
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _wait_healthy(server: Server, log_path: str) -> None:
+    deadline = time.monotonic() + _START_TIMEOUT
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            raise RuntimeError(f"{server.name} exited at start; see {log_path}")
+        try:
+            if httpx.get(server.url + "/healthz", timeout=1.0).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{server.name} did not answer within {_START_TIMEOUT:g} s; see {log_path}")
+
+
+def hub_command(port: int) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "--factory",
+        "hub.app:create_app_from_environment",
+        "--host=127.0.0.1",
+        f"--port={port}",
+        "--no-access-log",
+        "--log-level=warning",
+    ]
+
+
+def hub_environment(*, port: int, data_dir: Path, database_url: str | None) -> dict[str, str]:
+    env = {
+        **os.environ,
+        "ONCEONLY_DATA_DIR": str(data_dir),
+        "ONCEONLY_ISSUER": f"http://127.0.0.1:{port}",
+        "ONCEONLY_LOG_LEVEL": "WARNING",
+        "BENCH_LOG_DIR": str(data_dir.parent),
+    }
+    env.pop("ONCEONLY_CONFIG", None)
+    if database_url is not None:
+        env["ONCEONLY_DATABASE_URL"] = database_url
+    return env
+
+
+def adapter_command(config_path: Path) -> list[str]:
+    return [sys.executable, str(BENCH_DIR / "_serve.py"), str(config_path)]
+
+
+@contextmanager
+def fresh_postgres_database(admin_url: str) -> Iterator[str]:
+    """Create an empty database on the server of ``admin_url``; drop it afterwards."""
+    name = f"onceonly_bench_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield admin_url.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )

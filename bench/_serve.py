@@ -1,0 +1,27 @@
+"""Serve one department adapter for the benchmark: ``python bench/_serve.py CONFIG``.
+
+The same provider app as ``onceonly adapter serve``, but under uvicorn with log level
+warning and no access log, like the hub in the benchmark, so that neither side pays
+for a log line per request that the other does not.
+"""
+
+import sys
+
+import uvicorn
+
+from adapters import create_provider_app, load_config
+
+
+def main(config_path: str) -> None:
+    config = load_config(config_path)
+    uvicorn.run(
+        create_provider_app(config),
+        host=config.listen_host,
+        port=config.listen_port,
+        log_level="warning",
+        access_log=False,
+    )
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
