@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 _FRAME = re.compile(r"^(?P<function>.*?) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")
-_PROJECT = ("/hub/", "/adapters/")
+_PROJECT = ("hub/", "adapters/")
 
 
 @dataclass(frozen=True)
@@ -26,6 +26,7 @@ class Summary:
     self_top: list[tuple[str, int]]
     project_inclusive: list[tuple[str, int]]
     libraries: list[tuple[str, int]]
+    callees: list[tuple[str, int]]
 
 
 def py_spy() -> str | None:
@@ -34,7 +35,12 @@ def py_spy() -> str | None:
 
 @contextmanager
 def recording(pid: int, *, output: Path, seconds: float) -> Iterator[None]:
-    """Sample ``pid`` for ``seconds`` at 200 Hz while the block runs."""
+    """Sample ``pid`` for ``seconds`` at 200 Hz while the block runs.
+
+    ``--gil`` keeps only the thread that holds the GIL: the event loop's Python
+    work. Without it, threads blocked in C (aiosqlite's worker in ``queue.get``,
+    uvloop in ``epoll_wait``) are wrongly counted as busy.
+    """
     executable = py_spy()
     if executable is None:
         raise RuntimeError("py-spy is not installed (pip install py-spy)")
@@ -44,6 +50,7 @@ def recording(pid: int, *, output: Path, seconds: float) -> Iterator[None]:
         f"--pid={pid}",
         "--format=raw",
         "--rate=200",
+        "--gil",
         "--nonblocking",
         f"--duration={max(1, round(seconds))}",
         f"--output={output}",
@@ -61,6 +68,7 @@ def summarize(collapsed: Path, *, top: int = 15) -> Summary:
     self_time: Counter[str] = Counter()
     inclusive: Counter[str] = Counter()
     libraries: Counter[str] = Counter()
+    callees: Counter[str] = Counter()
     samples = 0
     for line in collapsed.read_text().splitlines():
         stack, _, count_text = line.rpartition(" ")
@@ -71,6 +79,7 @@ def summarize(collapsed: Path, *, top: int = 15) -> Summary:
         samples += count
         self_time[_label(*frames[-1])] += count
         libraries[_library(frames)] += count
+        callees[_callee(frames)] += count
         for name in {_label(f, path) for f, path in frames if _in_project(path)}:
             inclusive[name] += count
     return Summary(
@@ -78,6 +87,7 @@ def summarize(collapsed: Path, *, top: int = 15) -> Summary:
         self_top=self_time.most_common(top),
         project_inclusive=inclusive.most_common(top),
         libraries=libraries.most_common(top),
+        callees=callees.most_common(top),
     )
 
 
@@ -93,25 +103,30 @@ def _label(function: str, path: str) -> str:
 
 
 def _short(path: str) -> str:
-    if "/site-packages/" in path:
-        return path.split("/site-packages/", 1)[1]
-    for marker in _PROJECT:
-        if marker in path:
-            return marker.strip("/") + "/" + path.split(marker, 1)[1]
-    return path.rsplit("/", 1)[-1] if "/lib/python3" in path else path
+    """py-spy names files relative to their sys.path entry (``hub/db.py``) already."""
+    return path.split("/site-packages/", 1)[-1]
 
 
 def _in_project(path: str) -> bool:
-    return any(marker in path for marker in _PROJECT) and "/site-packages/" not in path
+    return _short(path).startswith(_PROJECT)
+
+
+def _package(path: str) -> str:
+    return _short(path).split("/", 1)[0].removesuffix(".py") or "(no Python frame)"
 
 
 def _library(frames: list[tuple[str, str]]) -> str:
-    """Who holds the CPU: the top-level package of the innermost frame's file."""
-    _, path = frames[-1]
-    if "/site-packages/" in path:
-        return path.split("/site-packages/", 1)[1].split("/", 1)[0].removesuffix(".py")
-    if _in_project(path):
-        return "project code (hub/, adapters/)"
-    if "/lib/python3" in path:
-        return "stdlib: " + path.rsplit("/", 1)[-1].removesuffix(".py")
-    return path or "(native)"
+    """Who holds the CPU: the top-level package (or module) of the innermost frame."""
+    return _package(frames[-1][1])
+
+
+def _callee(frames: list[tuple[str, str]]) -> str:
+    """Which library the innermost project function called into (the frame after it),
+    so that SQLAlchemy's time counts as SQLAlchemy's however deep it goes; stacks
+    with no project frame are the server framework's own."""
+    last = max((i for i, (_, path) in enumerate(frames) if _in_project(path)), default=None)
+    if last is None:
+        return f"framework: {_package(frames[-1][1])} (no project frame)"
+    if last == len(frames) - 1:
+        return f"project code: {_label(*frames[last])}"
+    return f"{_package(frames[last + 1][1])} called by {_label(*frames[last])}"

@@ -11,15 +11,21 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
+import sqlalchemy as sa
 
 from hub.app import create_app
 from hub.cli.admin_client import AdminClient
 from hub.cli.servers import loopback_socket, serve_in_thread
 from hub.config import Settings
+from hub.db import make_sync_engine
 from hub.keys import HubKeys
+from hub.migrate import upgrade
 
 serve = serve_in_thread
 CATALOGUE = Path(__file__).resolve().parent.parent / "schemas"
+DATABASES = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+"""Parameters of a module-scoped fixture that runs a whole module on each database."""
 
 
 @dataclass
@@ -55,3 +61,51 @@ def load_item(item_id: str) -> dict[str, Any]:
 def problem_type(response: httpx.Response) -> str:
     assert response.headers["content-type"].startswith("application/problem+json"), response.text
     return str(response.json()["type"]).removeprefix("urn:onceonly:problem:")
+
+
+def module_database(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> str:
+    """A migrated, empty database for a module-scoped fixture parametrized by DATABASES.
+
+    Like conftest's ``database_url``, but once per module: a world built once can
+    serve many read-mostly tests.
+    """
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path_factory.mktemp('db') / 'hub.db'}"
+        upgrade(url)
+        return url
+    url = str(request.getfixturevalue("postgres_url"))
+    empty_postgres(url)
+    return url
+
+
+def empty_postgres(url: str) -> None:
+    """Truncate every table but Alembic's: a fresh database without re-migrating."""
+    engine = make_sync_engine(url)
+    with engine.begin() as conn:
+        tables = conn.execute(
+            sa.text(
+                "SELECT tablename FROM pg_tables"
+                " WHERE schemaname = 'public' AND tablename <> 'alembic_version'"
+            )
+        ).scalars()
+        names = ", ".join(f'"{t}"' for t in tables)
+        if names:
+            conn.execute(sa.text(f"TRUNCATE {names} CASCADE"))
+    engine.dispose()
+
+
+def audit_entry_for(hub: RunningHub, response: httpx.Response, *, action: str) -> dict[str, Any]:
+    """The audit entry of the request that ``response`` answered (by its X-Request-Id)."""
+    request_id = response.headers["x-request-id"]
+    with hub.admin() as admin:
+        cursor = None
+        while True:
+            page = admin.audit_entries(action=action, limit=1000, cursor=cursor)
+            for found in page["entries"]:
+                if found["entry"].get("request_id") == request_id:
+                    return dict(found["entry"])
+            cursor = page["next_cursor"]
+            if cursor is None:
+                raise AssertionError(f"no {action} audit entry for request {request_id}")

@@ -1,0 +1,59 @@
+"""Audit leaves: RFC 8785 canonical bytes and RFC 6962 leaf hashes."""
+
+import hashlib
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from hub.audit import leaves
+from hub.kit.jcs import canonical_json
+
+JCS = Path(__file__).resolve().parents[3] / "shared" / "testdata" / "jcs" / "testdata"
+
+
+def _vectors() -> list[str]:
+    if not (JCS / "input").is_dir():
+        return []
+    return sorted(p.name for p in (JCS / "input").glob("*.json"))
+
+
+@pytest.mark.skipif(not _vectors(), reason=f"RFC 8785 vectors not found at {JCS} (../shared)")
+@pytest.mark.parametrize("name", _vectors())
+def test_canonical_json_matches_the_rfc8785_vectors(name: str) -> None:
+    import json
+
+    value = json.loads((JCS / "input" / name).read_text(encoding="utf-8"))
+    expected = (JCS / "output" / name).read_bytes()
+    assert canonical_json(value) == expected
+
+
+def test_leaf_hash_is_sha256_of_zero_byte_and_leaf() -> None:
+    leaf = b'{"a":1}'
+    assert leaves.leaf_hash(leaf) == hashlib.sha256(b"\x00" + leaf).digest()
+
+
+def test_entry_leaves_out_members_without_value_and_refuses_unknown_ones() -> None:
+    moment = datetime(2026, 1, 2, 3, 4, 5, 678_000, tzinfo=UTC)
+    entry = leaves.build_entry(
+        time=moment, action="record.query", outcome="ok", item=None, purpose="p"
+    )
+    assert entry == {
+        "v": 1,
+        "time": "2026-01-02T03:04:05.678Z",
+        "action": "record.query",
+        "outcome": "ok",
+        "purpose": "p",
+    }
+    with pytest.raises(ValueError, match="unknown audit entry fields"):
+        leaves.build_entry(time=moment, action="x", outcome="ok", subject_raw="38001085718")
+
+
+def test_leaf_bytes_do_not_depend_on_member_order() -> None:
+    assert leaves.leaf_bytes({"b": 1, "a": [1, "é"]}) == leaves.leaf_bytes({"a": [1, "é"], "b": 1})
+
+
+def test_data_digest_is_over_canonical_json() -> None:
+    digest = leaves.data_digest({"city": "Tallinn", "street": "Pikk 1"})
+    expected = hashlib.sha256(b'{"city":"Tallinn","street":"Pikk 1"}').hexdigest()
+    assert digest == f"sha256:{expected}"

@@ -1,0 +1,102 @@
+"""The audit writer: dense, ordered, durable, and correct with several writers.
+
+Two ``AuditLog`` instances on separate engines stand for two hub processes
+sharing one database.
+"""
+
+import asyncio
+from datetime import UTC, datetime
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from hub.audit import leaves
+from hub.audit.exceptions import AuditUnavailable
+from hub.audit.service import AuditLog
+from hub.db import make_engine
+
+pytestmark = pytest.mark.anyio
+
+
+def _entry(n: int) -> dict[str, object]:
+    return leaves.build_entry(
+        time=datetime.now(UTC), action="record.query", outcome="ok", request_id=f"r{n}"
+    )
+
+
+async def _stored(engine: AsyncEngine) -> list[tuple[int, bytes, bytes]]:
+    async with engine.connect() as conn:
+        rows = await conn.execute(
+            sa.text("SELECT idx, leaf, leaf_hash FROM audit_entries ORDER BY idx")
+        )
+        return [(int(r[0]), bytes(r[1]), bytes(r[2])) for r in rows]
+
+
+async def test_concurrent_appends_get_dense_indexes_and_their_own_receipts(
+    database_url: str,
+) -> None:
+    engine = make_engine(database_url)
+    log = AuditLog(engine, batch_size=50)
+    await log.start()
+    try:
+        receipts = await asyncio.gather(*(log.append(_entry(n)) for n in range(300)))
+    finally:
+        await log.stop()
+    stored = await _stored(engine)
+    await engine.dispose()
+    assert [row[0] for row in stored] == list(range(300))
+    assert sorted(r.index for r in receipts) == list(range(300))
+    by_index = {idx: (leaf, leaf_hash) for idx, leaf, leaf_hash in stored}
+    for receipt in receipts:
+        leaf, leaf_hash = by_index[receipt.index]
+        assert receipt.leaf_hash == leaf_hash == leaves.leaf_hash(leaf)
+
+
+async def test_two_writers_sharing_one_database_keep_the_log_dense(database_url: str) -> None:
+    engines = [make_engine(database_url), make_engine(database_url)]
+    logs = [AuditLog(engine, batch_size=20) for engine in engines]
+    for log in logs:
+        await log.start()
+    try:
+        receipts = await asyncio.gather(*(logs[n % 2].append(_entry(n)) for n in range(200)))
+    finally:
+        for log in logs:
+            await log.stop()
+    stored = await _stored(engines[0])
+    for engine in engines:
+        await engine.dispose()
+    assert [row[0] for row in stored] == list(range(200))
+    assert len({r.index for r in receipts}) == 200
+    request_ids = {leaves_request_id(leaf) for _, leaf, _ in stored}
+    assert request_ids == {f"r{n}" for n in range(200)}
+
+
+def leaves_request_id(leaf: bytes) -> str:
+    import json
+
+    return str(json.loads(leaf)["request_id"])
+
+
+async def test_append_fails_loudly_when_the_database_is_gone(database_url: str) -> None:
+    engine = make_engine(database_url)
+    log = AuditLog(engine, batch_size=10)
+    await log.start()
+    async with engine.begin() as conn:
+        await conn.execute(sa.text("ALTER TABLE audit_entries RENAME TO audit_entries_away"))
+    try:
+        with pytest.raises(AuditUnavailable):
+            await log.append(_entry(1))
+    finally:
+        async with engine.begin() as conn:
+            await conn.execute(sa.text("ALTER TABLE audit_entries_away RENAME TO audit_entries"))
+        await log.stop()
+        await engine.dispose()
+
+
+async def test_append_refuses_when_the_writer_is_not_running(database_url: str) -> None:
+    engine = make_engine(database_url)
+    log = AuditLog(engine)
+    with pytest.raises(AuditUnavailable):
+        await log.append(_entry(1))
+    await engine.dispose()

@@ -1,0 +1,110 @@
+"""Settings refuse what is unsafe at start-up; keys are made once, private, and kept."""
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from hub.config import Settings
+from hub.keys import HubKeys
+from hub.kit.keyfiles import MissingKeyError
+
+
+def test_embedded_default_needs_no_configuration(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path)
+    assert settings.resolved_database_url == f"sqlite:///{tmp_path / 'onceonly.db'}"
+    assert settings.should_migrate
+
+
+@pytest.mark.parametrize(
+    ("overrides", "complaint"),
+    [
+        ({"issuer": "http://hub.example.gov"}, "issuer must be an https:// URL"),
+        ({"database_url": None}, "database_url must name a PostgreSQL database"),
+        ({"database_url": "sqlite:///x.db"}, "database_url must name a PostgreSQL database"),
+    ],
+)
+def test_production_refuses_insecure_settings(overrides: dict[str, object], complaint: str) -> None:
+    values: dict[str, object] = {
+        "mode": "production",
+        "issuer": "https://hub.example.gov",
+        "database_url": "postgresql://hub@db/onceonly",
+        **overrides,
+    }
+    with pytest.raises(ValidationError, match=complaint):
+        Settings(**values)
+
+
+def test_production_does_not_migrate_by_default() -> None:
+    settings = Settings(
+        mode="production", issuer="https://hub.example.gov", database_url="postgresql://h@db/o"
+    )
+    assert not settings.should_migrate
+
+
+def test_settings_come_from_the_toml_file_and_the_environment_wins(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tmp_path / "hub.toml"
+    config.write_text('issuer = "http://file.example"\nowner_timeout = 2.5\n')
+    monkeypatch.setenv("ONCEONLY_CONFIG", str(config))
+    monkeypatch.setenv("ONCEONLY_OWNER_TIMEOUT", "7")
+    settings = Settings()
+    assert (settings.issuer, settings.owner_timeout) == ("http://file.example", 7.0)
+
+
+def test_unknown_setting_in_the_file_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tmp_path / "hub.toml"
+    config.write_text("isuer = 'typo'\n")
+    monkeypatch.setenv("ONCEONLY_CONFIG", str(config))
+    with pytest.raises(ValidationError, match="isuer"):
+        Settings()
+
+
+def test_missing_config_file_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ONCEONLY_CONFIG", "/nonexistent/hub.toml")
+    with pytest.raises(ValueError, match=r"/nonexistent/hub\.toml"):
+        Settings()
+
+
+def test_keys_are_created_private_and_kept(tmp_path: Path) -> None:
+    first = HubKeys.load(tmp_path, create=True)
+    for name in ("signing.jwk", "pseudonym.key", "admin-token"):
+        mode = stat.S_IMODE(os.stat(tmp_path / name).st_mode)
+        assert mode == 0o600, name
+    again = HubKeys.load(tmp_path, create=True)
+    assert (again.kid, again.admin_token) == (first.kid, first.admin_token)
+    assert again.pseudonym("38001085718") == first.pseudonym("38001085718")
+
+
+def test_signing_key_id_is_its_rfc7638_thumbprint(tmp_path: Path) -> None:
+    keys = HubKeys.load(tmp_path, create=True)
+    assert keys.kid == keys.signing.thumbprint()
+    (public,) = keys.public_jwks()["keys"]
+    assert "d" not in public
+    assert public["kid"] == keys.kid
+
+
+def test_missing_keys_stop_start_up_when_creation_is_not_allowed(tmp_path: Path) -> None:
+    with pytest.raises(MissingKeyError, match="onceonly keys init"):
+        HubKeys.load(tmp_path, create=False)
+
+
+def test_pseudonyms_depend_on_the_secret_and_hide_the_identifier(tmp_path: Path) -> None:
+    one = HubKeys.load(tmp_path / "a", create=True)
+    other = HubKeys.load(tmp_path / "b", create=True)
+    subject = "38001085718"
+    assert one.pseudonym(subject) != other.pseudonym(subject)
+    assert subject not in one.pseudonym(subject)
+    assert len(one.pseudonym(subject)) == 64
+
+
+def test_admin_token_comparison_accepts_only_the_token(tmp_path: Path) -> None:
+    keys = HubKeys.load(tmp_path, create=True)
+    assert keys.is_admin_token(keys.admin_token)
+    assert not keys.is_admin_token(keys.admin_token[:-1])
+    assert not keys.is_admin_token("")

@@ -1,0 +1,85 @@
+"""Operators' endpoints, and problem responses for whatever a caller gets wrong."""
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from hub_testing import RunningHub, problem_type, running_hub
+
+
+@pytest.fixture
+def hub(database_url: str, tmp_path: Path) -> Iterator[RunningHub]:
+    with running_hub(database_url=database_url, data_dir=tmp_path) as running:
+        yield running
+
+
+def test_health_readiness_and_metrics(hub: RunningHub) -> None:
+    assert httpx.get(f"{hub.url}/healthz").json() == {"status": "ok"}
+    assert httpx.get(f"{hub.url}/readyz").json() == {"status": "ready"}
+    metrics = httpx.get(f"{hub.url}/metrics")
+    assert metrics.status_code == 200
+    assert "onceonly_http_requests_total" in metrics.text
+
+
+def test_every_response_carries_a_request_id_and_echoes_a_valid_one(hub: RunningHub) -> None:
+    assert len(httpx.get(f"{hub.url}/healthz").headers["x-request-id"]) == 32
+    echoed = httpx.get(f"{hub.url}/healthz", headers={"X-Request-Id": "abc-123"})
+    assert echoed.headers["x-request-id"] == "abc-123"
+    replaced = httpx.get(f"{hub.url}/healthz", headers={"X-Request-Id": "bad id\t!"})
+    assert replaced.headers["x-request-id"] != "bad id\t!"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status", "slug"),
+    [
+        ("GET", "/no/such/route", 404, "not-found"),
+        ("DELETE", "/healthz", 405, "method-not-allowed"),
+        ("GET", "/v1/audit/entries/12345", 404, "entry-not-found"),
+        ("GET", "/v1/audit/entries/-1", 400, "invalid-request"),
+        ("GET", "/v1/items/Not..An..Id", 400, "invalid-request"),
+        ("GET", "/v1/items/person.identity/versions/0", 400, "invalid-request"),
+    ],
+)
+def test_bad_requests_get_problem_json(
+    hub: RunningHub, method: str, path: str, status: int, slug: str
+) -> None:
+    response = httpx.request(method, f"{hub.url}{path}")
+    assert response.status_code == status
+    assert problem_type(response) == slug
+    assert response.json()["status"] == status
+
+
+def test_oversized_body_is_refused_before_it_is_read(hub: RunningHub) -> None:
+    response = httpx.post(
+        f"{hub.url}/v1/items/person.identity/records/query",
+        content=b"x" * (hub.settings.max_body_bytes + 1),
+        headers={"Content-Type": "application/json"},
+    )
+    assert response.status_code == 413
+    assert problem_type(response) == "payload-too-large"
+
+
+def test_audit_query_needs_the_administrator_and_is_itself_audited(hub: RunningHub) -> None:
+    refused = httpx.get(f"{hub.url}/v1/audit/entries")
+    assert refused.status_code == 401
+    with hub.admin() as admin:
+        first = admin.audit_entries()
+        second = admin.audit_entries(action="audit.query")
+    actions = [e["entry"]["action"] for e in first["entries"]]
+    assert actions.count("audit.query") == 1  # the refused query
+    outcomes = [e["entry"]["outcome"] for e in second["entries"]]
+    assert outcomes == ["refused", "ok"]
+
+
+def test_audit_entries_page_with_a_cursor(hub: RunningHub) -> None:
+    with hub.admin() as admin:
+        for _ in range(5):
+            admin.audit_entries(limit=1)
+        page = admin.audit_entries(action="audit.query", limit=2)
+        assert len(page["entries"]) == 2
+        following = admin.audit_entries(action="audit.query", limit=2, cursor=page["next_cursor"])
+    first_indexes = [e["index"] for e in page["entries"]]
+    next_indexes = [e["index"] for e in following["entries"]]
+    assert max(first_indexes) < min(next_indexes)
