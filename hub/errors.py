@@ -58,12 +58,6 @@ class PayloadTooLarge(HubError):
     title = "Payload too large"
 
 
-class NotFound(HubError):
-    status = 404
-    slug = "not-found"
-    title = "Not found"
-
-
 class Unavailable(HubError):
     status = 503
     slug = "unavailable"

@@ -71,8 +71,7 @@ async def issue_token(
     scope: AuditScope,
 ) -> TokenResponse:
     """The client credentials grant (RFC 6749 §4.4) with private_key_jwt (RFC 7523 §2.2)."""
-    if form.get("grant_type") != "client_credentials":
-        raise UnsupportedGrantType("only the client_credentials grant is supported")
+    _check_grant_type(form.get("grant_type"))
     now = int(time.time())
     client = await _authenticate_client(
         session, engine=engine, form=form, settings=settings, now=now
@@ -96,6 +95,15 @@ async def issue_token(
         expires_in=settings.access_token_lifetime,
         scope=" ".join(sorted(scopes)),
     )
+
+
+def _check_grant_type(grant_type: str | None) -> None:
+    """RFC 6749 §5.2: a missing parameter is ``invalid_request``; an unknown grant,
+    ``unsupported_grant_type``."""
+    if not grant_type:
+        raise InvalidTokenRequest("the grant_type parameter is required")
+    if grant_type != "client_credentials":
+        raise UnsupportedGrantType("only the client_credentials grant is supported")
 
 
 def _requested_scopes(requested: str | None, granted: frozenset[str]) -> frozenset[str]:

@@ -40,13 +40,20 @@ class AssertionClaims:
 
 
 def peek_header_and_claims(compact: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Header and claims of a compact JWS *without* verifying it (to find the key)."""
+    """Header and claims of a compact JWS *without* verifying it (to find the key).
+
+    Anything that is not a compact JWS (RFC 7515 §7.1) raises ValueError, whatever
+    part of it fails to decode.
+    """
     if len(compact) > MAX_JWT_BYTES:
         raise ValueError(f"the JWT is longer than {MAX_JWT_BYTES} bytes")
     parts = compact.split(".")
     if len(parts) != 3:
         raise ValueError("not a compact JWS")
-    obj = jws.extract_compact(compact.encode())
+    try:
+        obj = jws.extract_compact(compact.encode())
+    except JoseError as error:
+        raise ValueError(f"not a compact JWS ({_reason(error)})") from None
     claims = json.loads(obj.payload)
     if not isinstance(claims, dict):
         raise ValueError("the JWT claims are not a JSON object")

@@ -47,6 +47,8 @@ async def fetch_record(
 def _read_answer(response: httpx.Response, *, item: str) -> dict[str, Any]:
     if response.status_code == 404:
         raise RecordNotFound("the owner has no such record")
+    if response.status_code == 502:  # the adapter found its own source's record invalid
+        raise OwnerInvalidResponse("the owner's adapter found its record invalid for the schema")
     if response.status_code != 200:
         log.warning("owner adapter answered HTTP %d", response.status_code)
         raise OwnerUnavailable(f"the owner's adapter answered HTTP {response.status_code}")

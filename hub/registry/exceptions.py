@@ -19,12 +19,6 @@ class UnknownDepartment(HubError):
     title = "Unknown department"
 
 
-class UnknownClient(HubError):
-    status = 404
-    slug = "unknown-client"
-    title = "Unknown client"
-
-
 class InvalidSchema(HubError):
     """The uploaded JSON Schema is refused; ``detail`` names the JSON pointer."""
 
