@@ -8,8 +8,8 @@ with ``onceonly keys init`` and a missing key stops the start-up.
 import json
 import os
 import secrets
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from joserfc.jwk import ECKey, OKPKey
 
@@ -25,12 +25,12 @@ def _write_secret(path: Path, data: bytes) -> None:
         handle.write(data)
 
 
-def _read_or_create(path: Path, *, create: bool, make: Any) -> bytes:
+def _read_or_create(path: Path, *, create: bool, make: Callable[[], bytes]) -> bytes:
     if path.exists():
         return path.read_bytes()
     if not create:
         raise MissingKeyError(f"key file {path} is missing; run `onceonly keys init`")
-    data: bytes = make()
+    data = make()
     try:
         _write_secret(path, data)
     except FileExistsError:  # another process created it first: use theirs

@@ -6,7 +6,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
 
-from hub.kit.clock import created_at
+from hub.kit.columns import created_at
 
 
 class Department(SQLModel, table=True):

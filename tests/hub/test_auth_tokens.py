@@ -98,10 +98,17 @@ def assertion_claims(world: TokenWorld, **changes: Any) -> Claims:
     return {name: value for name, value in claims.items() if value is not None}
 
 
-def assertion(world: TokenWorld, *, key: ECKey | None = None, **changes: Any) -> str:
+def assertion(
+    world: TokenWorld,
+    *,
+    key: ECKey | None = None,
+    header: Claims | None = None,
+    **changes: Any,
+) -> str:
+    """An ES256 assertion naming the client's kid, signed by ``key`` (the client's)."""
     signer = key or world.client_key
-    header = {"alg": "ES256", "kid": world.client_key.kid}
-    return jwt.encode(header, assertion_claims(world, **changes), signer)
+    protected = {"alg": "ES256", "kid": world.client_key.kid, **(header or {})}
+    return jwt.encode(protected, assertion_claims(world, **changes), signer)
 
 
 def token_form(signed: str, /, **changes: str | None) -> dict[str, str]:
@@ -232,6 +239,23 @@ def _same_kid_other_key(world: TokenWorld) -> str:
     return assertion(world, key=ECKey.generate_key("P-256", auto_kid=True))
 
 
+def _attacker_key_in_header(member: str) -> Callable[[TokenWorld], str]:
+    """The assertion points at (``jku``) or embeds (``jwk``) the attacker's own key."""
+
+    def build(world: TokenWorld) -> str:
+        attacker = ECKey.generate_key("P-256", auto_kid=True)
+        where: Any = (
+            "https://evil.example/jwks.json" if member == "jku" else attacker.as_dict(private=False)
+        )
+        return assertion(world, key=attacker, header={"kid": attacker.kid, member: where})
+
+    return build
+
+
+def _hub_token_as_assertion(world: TokenWorld) -> str:
+    return hub_signed(world, typ="JWT", aud=world.issuer, jti=uuid.uuid4().hex)
+
+
 def _expired(world: TokenWorld) -> str:
     now = int(time.time())
     return assertion(world, iat=now - 300, exp=now - SKEW - 60)
@@ -255,10 +279,19 @@ ASSERTION_ATTACKS: dict[str, Callable[[TokenWorld], str]] = {
     "hs256-keyed-by-public-jwk-json": _hmac_keyed_by(_public_jwk_json),
     "hs256-keyed-by-public-pem": _hmac_keyed_by(_public_pem),
     "other-key-same-kid": _same_kid_other_key,
+    "unknown-kid": lambda world: assertion(world, header={"kid": "no-such-key"}),
+    "attacker-key-by-jku": _attacker_key_in_header("jku"),
+    "attacker-key-embedded-jwk": _attacker_key_in_header("jwk"),
+    "hub-token-as-assertion": _hub_token_as_assertion,
     "missing-jti": lambda world: assertion(world, jti=None),
     "missing-exp": lambda world: assertion(world, exp=None),
+    "exp-as-string": lambda world: assertion(world, exp=str(int(time.time()) + 60)),
+    "jti-not-a-string": lambda world: assertion(world, jti=12345),
+    "jti-too-long": lambda world: assertion(world, jti="j" * 300),
     "aud-token-endpoint": lambda world: assertion(world, aud=f"{world.issuer}/oauth/token"),
-    "aud-two-audiences": lambda world: assertion(world, aud=[world.issuer, "https://other.example"]),
+    "aud-two-audiences": lambda world: assertion(
+        world, aud=[world.issuer, "https://other.example"]
+    ),
     "expired": _expired,
     "exp-beyond-120s": _too_long_lived,
     "iat-in-the-future": _issued_in_the_future,
@@ -380,8 +413,24 @@ def _expired_access(world: TokenWorld) -> str:
     return hub_signed(world, iat=now - 400, exp=now - SKEW - 60)
 
 
+def _access_token_alg_none(world: TokenWorld) -> str:
+    claims = jwt.decode(hub_signed(world), world.hub.keys.signing).claims
+    return compact({"alg": "none", "typ": "at+jwt"}, claims, lambda _: b"")
+
+
+def _access_token_keyed_by_hub_public_key(world: TokenWorld) -> str:
+    claims = jwt.decode(hub_signed(world), world.hub.keys.signing).claims
+    secret = json.dumps(world.hub.keys.public_jwks()["keys"][0]).encode()
+    header = {"alg": "HS256", "typ": "at+jwt", "kid": world.hub.keys.kid}
+    return compact(header, claims, lambda data: hmac.new(secret, data, hashlib.sha256).digest())
+
+
 ACCESS_TOKEN_ATTACKS: dict[str, Callable[[TokenWorld], str]] = {
     "typ-jwt": lambda world: hub_signed(world, typ="JWT"),
+    "alg-none": _access_token_alg_none,
+    "hs256-keyed-by-hub-public-key": _access_token_keyed_by_hub_public_key,
+    "no-exp": lambda world: hub_signed(world, exp=None),
+    "garbage": lambda world: "a.b.c",
     "expired": _expired_access,
     "other-issuer-key": _other_hub,
     "other-issuer-claim": lambda world: hub_signed(world, iss="https://other-hub.example"),
@@ -392,9 +441,7 @@ ACCESS_TOKEN_ATTACKS: dict[str, Callable[[TokenWorld], str]] = {
 }
 
 
-@pytest.mark.parametrize(
-    "attack", ACCESS_TOKEN_ATTACKS.values(), ids=ACCESS_TOKEN_ATTACKS.keys()
-)
+@pytest.mark.parametrize("attack", ACCESS_TOKEN_ATTACKS.values(), ids=ACCESS_TOKEN_ATTACKS.keys())
 def test_bad_access_token_is_refused(
     world: TokenWorld, attack: Callable[[TokenWorld], str]
 ) -> None:
@@ -457,4 +504,3 @@ def test_jwks_has_only_public_members_and_thumbprint_kids(world: TokenWorld) -> 
         assert set(jwk) <= {"kty", "crv", "x", "y", "kid", "alg", "use"}
         assert (jwk["kty"], jwk["alg"], jwk["use"]) == ("EC", "ES256", "sig")
         assert jwk["kid"] == _rfc7638_thumbprint(jwk)
-
