@@ -29,7 +29,10 @@ def url_of(sock: socket.socket) -> str:
 def serve_in_thread(app: FastAPI, sock: socket.socket | None = None) -> Iterator[str]:
     """Serve ``app`` until the block ends; yield its base URL once it accepts requests."""
     sock = sock or loopback_socket()
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on", ws="none"))
+    config = uvicorn.Config(
+        app, log_level="warning", lifespan="on", ws="none", timeout_graceful_shutdown=2
+    )
+    server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30

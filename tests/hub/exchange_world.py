@@ -50,8 +50,8 @@ class World:
 
 
 @contextmanager
-def exchange_world(*, database_url: str, tmp_path: Path) -> Iterator[World]:
-    with running_hub(database_url=database_url, data_dir=tmp_path / "hub") as hub:
+def exchange_world(*, database_url: str, tmp_path: Path, **settings: object) -> Iterator[World]:
+    with running_hub(database_url=database_url, data_dir=tmp_path / "hub", **settings) as hub:
         admin = hub.admin()
         admin.import_catalogue(CATALOGUE)
         consumer_key = ECKey.generate_key("P-256", auto_kid=True)

@@ -4,6 +4,7 @@ The hub and the owner's adapter run as real servers on loopback; the consumer is
 the adapters SDK or raw HTTP, as a department written in another language would be.
 """
 
+import asyncio
 import time
 import uuid
 from collections.abc import Iterator
@@ -214,6 +215,32 @@ def test_answers_502_when_the_owner_answers_data_outside_the_schema(world: World
             client.fetch(ADDRESS, SUBJECT, purpose=PURPOSE)
     assert failed.value.status == 502
     assert last_entry(world)["reason"] == "owner-invalid-response"
+
+
+def _slow_owner() -> FastAPI:
+    app = FastAPI()
+
+    @app.post("/v1/items/{item}/records/query")
+    async def answer(item: str) -> dict[str, Any]:
+        await asyncio.sleep(1.5)
+        return {"item": item, "version": 1, "record": ADDRESS_RECORD}
+
+    return app
+
+
+def test_answers_504_when_the_owner_is_too_slow(database_url: str, tmp_path: Path) -> None:
+    with (
+        exchange_world(database_url=database_url, tmp_path=tmp_path, owner_timeout=0.3) as world,
+        serve(_slow_owner()) as slow,
+        world.hub.admin() as admin,
+    ):
+        admin.put_department(OWNER, name="Civil Registry Office", adapter_url=slow)
+        started = time.monotonic()
+        with world.client() as client, pytest.raises(UpstreamError) as failed:
+            client.fetch(ADDRESS, SUBJECT, purpose=PURPOSE)
+        assert time.monotonic() - started < 1.2
+        assert failed.value.status == 504
+        assert last_entry(world)["reason"] == "owner-timeout"
 
 
 def test_grant_with_fields_delivers_only_those_fields(world: World) -> None:
