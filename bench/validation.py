@@ -12,6 +12,7 @@ Run: ``python bench/validation.py [--number 20000] [--repeat 5]``.
 """
 
 import argparse
+import functools
 import json
 import time
 from collections.abc import Callable
@@ -54,10 +55,12 @@ def main() -> None:
     print(f"{'record':22}{'record_errors':>15}{'is_valid':>10}")
     for name, record in cases(document).items():
         errors = best_us(
-            lambda r=record: record_errors(validator, r), number=args.number, repeat=args.repeat
+            functools.partial(record_errors, validator, record),
+            number=args.number,
+            repeat=args.repeat,
         )
         valid = best_us(
-            lambda r=record: validator.is_valid(r), number=args.number, repeat=args.repeat
+            functools.partial(validator.is_valid, record), number=args.number, repeat=args.repeat
         )
         print(f"{name:22}{errors:>15.1f}{valid:>10.1f}")
 
