@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import heapq
 import json
 import time
 from collections.abc import Callable
@@ -60,7 +61,8 @@ class RequestTokenVerifier:
         self._directory = directory
         self._audience = audience
         self._clock = clock
-        self._seen: dict[str, float] = {}
+        self._seen: set[str] = set()
+        self._expiry: list[tuple[float, str]] = []  # heap of (forget after, jti)
 
     async def verify(self, token: str) -> RequestClaims:
         claims = await self._verified_claims(token)
@@ -107,10 +109,13 @@ class RequestTokenVerifier:
     def _use_once(self, jti: object, *, expires: float, now: float) -> None:
         if not isinstance(jti, str) or not jti:
             raise AuthenticationFailed("the request token has no jti")
-        self._seen = {seen: until for seen, until in self._seen.items() if until > now}
+        while self._expiry and self._expiry[0][0] <= now:  # forget from the oldest end only
+            _, old = heapq.heappop(self._expiry)
+            self._seen.discard(old)
         if jti in self._seen:
             raise AuthenticationFailed("the request token was already used")
-        self._seen[jti] = expires + _SKEW
+        self._seen.add(jti)
+        heapq.heappush(self._expiry, (expires + _SKEW, jti))
 
 
 def _payload(payload: bytes | None) -> dict[str, Any]:

@@ -92,7 +92,7 @@ class Settings(BaseSettings):
         return self.auto_migrate if self.auto_migrate is not None else not self.is_production
 
 
-def _settings(request: Request) -> Settings:
+async def _settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 

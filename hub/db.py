@@ -132,10 +132,3 @@ SessionDep = Annotated[AsyncSession, Depends(_session, scope="function")]
 # For routes that change state: the change and its audit entry commit together.
 WriteSessionDep = Annotated[AsyncSession, Depends(_write_session, scope="function")]
 
-
-async def release_connection(session: AsyncSession) -> None:
-    """End a read-only transaction before slow outbound I/O, so no pooled connection
-    is held while the hub waits on another system. Only for sessions that wrote nothing."""
-    session.expunge_all()  # keep what was loaded: a rollback would expire it
-    if session.in_transaction():
-        await session.rollback()

@@ -55,7 +55,7 @@ class HubKeys:
         return hmac.compare_digest(presented.encode(), self.admin_token.encode())
 
 
-def _keys(request: Request) -> HubKeys:
+async def _keys(request: Request) -> HubKeys:
     keys: HubKeys = request.app.state.keys
     return keys
 

@@ -1,21 +1,21 @@
 """Dependencies that make a route an audited one."""
 
-from collections.abc import Callable
-from typing import Annotated
+from collections.abc import Callable, Coroutine
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
 from hub.audit.service import AuditLog, AuditScope
 
 
-def audited(action: str) -> Callable[[Request], AuditScope]:
+def audited(action: str) -> Callable[[Request], Coroutine[Any, Any, AuditScope]]:
     """A route dependency that opens the request's audit scope for ``action``.
 
     Put it in the route's ``dependencies`` so it runs before authentication: then a
     refusal at any later step (no token, bad body, no grant) is audited too.
     """
 
-    def open_scope(request: Request) -> AuditScope:
+    async def open_scope(request: Request) -> AuditScope:
         scope = AuditScope(
             log=request.app.state.audit_log, action=action, request_id=request.state.request_id
         )
@@ -25,12 +25,12 @@ def audited(action: str) -> Callable[[Request], AuditScope]:
     return open_scope
 
 
-def _current_scope(request: Request) -> AuditScope:
+async def _current_scope(request: Request) -> AuditScope:
     scope: AuditScope = request.state.audit
     return scope
 
 
-def _audit_log(request: Request) -> AuditLog:
+async def _audit_log(request: Request) -> AuditLog:
     log: AuditLog = request.app.state.audit_log
     return log
 

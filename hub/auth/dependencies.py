@@ -24,7 +24,7 @@ async def _caller(
     )
 
 
-def _administrator(request: Request, keys: KeysDep) -> None:
+async def _administrator(request: Request, keys: KeysDep) -> None:
     """The bootstrap administrator: ``Authorization: Bearer <var/keys/admin-token>``."""
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not keys.is_admin_token(token.strip()):
@@ -36,5 +36,18 @@ def _administrator(request: Request, keys: KeysDep) -> None:
         audit.note(client="administrator")
 
 
+async def _bearer(request: Request, settings: SettingsDep, keys: KeysDep) -> Caller:
+    return service.caller_from_bearer(
+        authorization=request.headers.get("authorization"),
+        settings=settings,
+        keys=keys,
+        scope=getattr(request.state, "audit", None),
+    )
+
+
+# A valid token whose client is still active (one registry read).
 CurrentCaller = Annotated[Caller, Depends(_caller)]
+# A valid token only: the route must itself call service.require_active_client
+# (the exchange does, within its single query).
+BearerCaller = Annotated[Caller, Depends(_bearer)]
 AdminDep = Annotated[None, Depends(_administrator)]

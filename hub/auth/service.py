@@ -152,15 +152,15 @@ async def _authenticate_client(
     return client
 
 
-async def caller_from_token(
-    session: AsyncSession,
-    *,
-    authorization: str | None,
-    settings: Settings,
-    keys: HubKeys,
-    scope: AuditScope | None,
+def caller_from_bearer(
+    *, authorization: str | None, settings: Settings, keys: HubKeys, scope: AuditScope | None
 ) -> Caller:
-    """Recognize the caller of a resource request (RFC 6750 §2.1)."""
+    """The caller named by a valid access token (RFC 6750 §2.1), checked without I/O.
+
+    The token proves who the client was when it was issued; whether the client is
+    still active is the caller's check (``caller_from_token``, or the exchange's
+    own query).
+    """
     if not authorization:
         raise InvalidToken("an access token is required", token_sent=False)
     kind, _, token = authorization.partition(" ")
@@ -175,10 +175,34 @@ async def caller_from_token(
     )
     if scope is not None:
         scope.note(client=claims.client_id, department=claims.department)
-    client = await registry.get_client(session, claims.client_id)
-    if client is None or client.status != "active" or client.department_id != claims.department:
-        raise InvalidToken("the token's client is no longer active")
     return Caller(client_id=claims.client_id, department=claims.department, scopes=claims.scopes)
+
+
+def require_active_client(caller: Caller, *, department: str | None, status: str | None) -> None:
+    """Refuse a token whose client was disabled or moved since the token was issued."""
+    if status != "active" or department != caller.department:
+        raise InvalidToken("the token's client is no longer active")
+
+
+async def caller_from_token(
+    session: AsyncSession,
+    *,
+    authorization: str | None,
+    settings: Settings,
+    keys: HubKeys,
+    scope: AuditScope | None,
+) -> Caller:
+    """The caller of a resource request, with its client checked in the registry."""
+    caller = caller_from_bearer(
+        authorization=authorization, settings=settings, keys=keys, scope=scope
+    )
+    client = await registry.get_client(session, caller.client_id)
+    require_active_client(
+        caller,
+        department=client.department_id if client else None,
+        status=client.status if client else None,
+    )
+    return caller
 
 
 async def server_metadata(session: AsyncSession, *, settings: Settings) -> ServerMetadata:

@@ -5,9 +5,11 @@ from fastapi import Depends, Request
 from hub.exchange.service import ExchangeContext
 
 
-def _context(request: Request) -> ExchangeContext:
+async def _context(request: Request) -> ExchangeContext:
     state = request.app.state
-    return ExchangeContext(settings=state.settings, keys=state.keys, http=state.http)
+    return ExchangeContext(
+        settings=state.settings, keys=state.keys, http=state.http, engine=state.engine
+    )
 
 
 ExchangeContextDep = Annotated[ExchangeContext, Depends(_context)]

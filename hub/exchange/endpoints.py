@@ -5,8 +5,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends
 
 from hub.audit.dependencies import CurrentAudit, audited
-from hub.auth.dependencies import CurrentCaller
-from hub.db import SessionDep
+from hub.auth.dependencies import BearerCaller
 from hub.exchange import service
 from hub.exchange.dependencies import ExchangeContextDep
 from hub.exchange.schemas import RecordAnswer, RecordQuery
@@ -24,11 +23,10 @@ router = APIRouter(prefix="/v1/items", tags=["exchange"])
 async def query_record(
     item_id: ItemId,
     scope: CurrentAudit,
-    caller: CurrentCaller,
+    caller: BearerCaller,
     query: Annotated[RecordQuery, Depends(json_body(RecordQuery))],
-    session: SessionDep,
     context: ExchangeContextDep,
 ) -> RecordAnswer:
     return await service.query_record(
-        session, caller=caller, item_id=item_id, query=query, context=context, scope=scope
+        caller=caller, item_id=item_id, query=query, context=context, scope=scope
     )

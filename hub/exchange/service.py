@@ -8,35 +8,33 @@ import time
 from dataclasses import dataclass
 
 import httpx
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from hub.access import service as access
 from hub.access.minimization import minimize
 from hub.audit.leaves import data_digest
 from hub.audit.service import AuditScope
 from hub.auth.service import Caller
 from hub.config import Settings
-from hub.db import release_connection
-from hub.exchange import owner
+from hub.exchange import owner, policy, repository
 from hub.exchange.exceptions import OwnerInvalidResponse, OwnerUnavailable
 from hub.exchange.request_tokens import mint_request_token
 from hub.exchange.schemas import ReceiptOut, RecordAnswer, RecordQuery
 from hub.keys import HubKeys
-from hub.registry import service as registry
+from hub.kit.clock import utcnow
 from hub.registry import validation
 
 
 @dataclass(frozen=True)
 class ExchangeContext:
-    """What the exchange needs from the process: settings, keys, the outbound client."""
+    """What the exchange needs from the process: settings, keys, database, outbound client."""
 
     settings: Settings
     keys: HubKeys
     http: httpx.AsyncClient
+    engine: AsyncEngine
 
 
 async def query_record(
-    session: AsyncSession,
     *,
     caller: Caller,
     item_id: str,
@@ -45,54 +43,68 @@ async def query_record(
     scope: AuditScope,
 ) -> RecordAnswer:
     scope.note(item=item_id, subject=context.keys.pseudonym(query.subject), purpose=query.purpose)
-    served = await registry.item_for_exchange(session, item_id)
-    version = served.version.version
-    scope.note(version=version)
-    caller.require_scope(access.read_scope(item_id))
-    grant = await access.grant_for(
-        session, consumer=caller.department, item=item_id, purpose=query.purpose
-    )
-    scope.note(grant=grant.id)
-    owner_department = await registry.department(session, served.item.owner_id)
-    await release_connection(session)
-    if not owner_department.adapter_url:
-        raise OwnerUnavailable("the owner department has no adapter registered")
-    call = owner.OwnerCall(
-        adapter_url=owner_department.adapter_url,
-        item=item_id,
-        token=mint_request_token(
-            key=context.keys.signing,
-            issuer=context.settings.issuer,
-            owner=owner_department.id,
+    async with context.engine.connect() as conn:  # one read, released before the owner call
+        found = await repository.exchange_facts(
+            conn,
+            item_id=item_id,
+            client_id=caller.client_id,
             consumer=caller.department,
-            item=item_id,
-            version=version,
             purpose=query.purpose,
-            subject=query.subject,
-            request_id=scope.request_id,
-            now=int(time.time()),
-            lifetime=context.settings.request_token_lifetime,
-        ),
+            now=utcnow(),
+        )
+    if found is not None:
+        scope.note(version=found.version, grant=found.grant_id)
+    facts = policy.admit(found, caller=caller, item_id=item_id, purpose=query.purpose)
+    record = await _ask_owner(facts, caller=caller, query=query, context=context, scope=scope)
+    validator = validation.validator_for(facts.schema, facts.fingerprint)
+    errors = validation.record_errors(validator, record)
+    if errors:
+        raise OwnerInvalidResponse(
+            f"the owner's record does not match version {facts.version}: {errors[0]}"
+        )
+    delivered = minimize(record, facts.grant_fields)
+    receipt = await scope.record_success(fields=sorted(delivered), digest=data_digest(delivered))
+    return RecordAnswer(
+        item=item_id,
+        version=facts.version,
+        record=delivered,
+        receipt=ReceiptOut(**receipt.as_json()),
+    )
+
+
+async def _ask_owner(
+    facts: repository.ExchangeFacts,
+    *,
+    caller: Caller,
+    query: RecordQuery,
+    context: ExchangeContext,
+    scope: AuditScope,
+) -> dict[str, object]:
+    if not facts.adapter_url:
+        raise OwnerUnavailable("the owner department has no adapter registered")
+    token = mint_request_token(
+        key=context.keys.signing,
+        issuer=context.settings.issuer,
+        owner=facts.owner,
+        consumer=caller.department,
+        item=facts.item_id,
+        version=facts.version,
+        purpose=query.purpose,
+        subject=query.subject,
+        request_id=scope.request_id,
+        now=int(time.time()),
+        lifetime=context.settings.request_token_lifetime,
+    )
+    call = owner.OwnerCall(
+        adapter_url=facts.adapter_url,
+        item=facts.item_id,
+        token=token,
         request_id=scope.request_id,
         body={
             "subject": query.subject,
             "purpose": query.purpose,
             "consumer": caller.department,
-            "version": version,
+            "version": facts.version,
         },
     )
-    record = await owner.fetch_record(context.http, call, timeout=context.settings.owner_timeout)
-    validator = validation.validator_for(served.version.schema_, served.version.fingerprint)
-    errors = validation.record_errors(validator, record)
-    if errors:
-        raise OwnerInvalidResponse(
-            f"the owner's record does not match version {version}: {errors[0]}"
-        )
-    delivered = minimize(record, grant.fields)
-    receipt = await scope.record_success(fields=sorted(delivered), digest=data_digest(delivered))
-    return RecordAnswer(
-        item=item_id,
-        version=version,
-        record=delivered,
-        receipt=ReceiptOut(**receipt.as_json()),
-    )
+    return await owner.fetch_record(context.http, call, timeout=context.settings.owner_timeout)

@@ -1,4 +1,10 @@
-"""Registry routes: public catalogue reads, administrator writes."""
+"""Registry routes: public catalogue reads, administrator writes.
+
+In the write routes ``AdminDep`` comes before the body: dependencies run in the
+order they are declared, so a caller without the administrator token learns
+nothing about how its body would have been judged (RFC 6750 §3.1: authenticate
+first).
+"""
 
 from typing import Annotated
 
@@ -64,9 +70,9 @@ async def get_department(
 )
 async def put_department(
     department_id: DepartmentId,
+    _: AdminDep,
     body: Annotated[DepartmentIn, Depends(json_body(DepartmentIn))],
     session: WriteSessionDep,
-    _: AdminDep,
     scope: CurrentAudit,
 ) -> DepartmentOut:
     return await service.put_department(
@@ -81,9 +87,9 @@ async def put_department(
 )
 async def put_client(
     client_id: ClientId,
+    _: AdminDep,
     body: Annotated[ClientIn, Depends(json_body(ClientIn))],
     session: WriteSessionDep,
-    _: AdminDep,
     scope: CurrentAudit,
 ) -> ClientOut:
     return await service.put_client(session, client_id=client_id, body=body, scope=scope)
@@ -96,9 +102,9 @@ async def put_client(
 )
 async def put_item(
     item_id: ItemId,
+    _: AdminDep,
     document: Annotated[ItemDocument, Depends(json_body(ItemDocument))],
     session: WriteSessionDep,
-    _: AdminDep,
     scope: CurrentAudit,
 ) -> ItemOut:
     return await service.put_item(session, item_id=item_id, document=document, scope=scope)

@@ -6,6 +6,7 @@ Ed25519, RSA of at least 2048 bits. Each key's kid is its RFC 7638 thumbprint
 unless the client names it.
 """
 
+from base64 import urlsafe_b64decode
 from typing import Any
 
 from joserfc.jwk import ECKey, KeySet, OKPKey, RSAKey
@@ -13,7 +14,22 @@ from joserfc.jwk import ECKey, KeySet, OKPKey, RSAKey
 from hub.registry.exceptions import InvalidJwks
 
 MAX_KEYS = 5
+MIN_RSA_BITS = 2048
 _PRIVATE_MEMBERS = {"d", "p", "q", "dp", "dq", "qi", "oth", "k"}
+
+
+def _check_rsa_size(jwk: dict[str, Any]) -> None:
+    """RFC 7518 §3.5: PS256 needs a modulus of 2048 bits or more.
+
+    Measured on ``n`` (RFC 7518 §6.3.1.1) before the key is built, so that a weak
+    key is refused without ever being loaded.
+    """
+    n = jwk.get("n")
+    if not isinstance(n, str):
+        raise ValueError("an RSA key needs its modulus n")
+    modulus = int.from_bytes(urlsafe_b64decode(n + "=" * (-len(n) % 4)), "big")
+    if modulus.bit_length() < MIN_RSA_BITS:
+        raise ValueError(f"RSA keys must have at least {MIN_RSA_BITS} bits")
 
 
 def _import(jwk: dict[str, Any]) -> ECKey | OKPKey | RSAKey:
@@ -23,10 +39,8 @@ def _import(jwk: dict[str, Any]) -> ECKey | OKPKey | RSAKey:
     if kty == "OKP" and jwk.get("crv") == "Ed25519":
         return OKPKey.import_key(jwk)
     if kty == "RSA":
-        key = RSAKey.import_key(jwk)
-        if key.raw_value.key_size < 2048:
-            raise ValueError("RSA keys must have at least 2048 bits")
-        return key
+        _check_rsa_size(jwk)
+        return RSAKey.import_key(jwk)
     raise ValueError("only EC P-256, OKP Ed25519 and RSA keys are accepted")
 
 
