@@ -39,15 +39,15 @@ class ExchangeFacts:
     grant_fields: list[str] | None
 
 
-def _facts_query(
-    *, item_id: str, client_id: str, consumer: str, purpose: str, now: datetime
-) -> Any:
+def _facts_query() -> Any:
+    """Built once: bound parameters keep it in SQLAlchemy's compiled cache."""
+    now = sa.bindparam("now", type_=sa.DateTime(timezone=True))
     grant = (
         sa.select(_grants.c.id, _grants.c.fields)
         .where(
-            _grants.c.consumer_id == consumer,
-            _grants.c.item_id == item_id,
-            _grants.c.purpose == purpose,
+            _grants.c.consumer_id == sa.bindparam("consumer"),
+            _grants.c.item_id == sa.bindparam("item_id"),
+            _grants.c.purpose == sa.bindparam("purpose"),
             _grants.c.status == "active",
             _grants.c.valid_from <= now,
             sa.or_(_grants.c.valid_until.is_(None), _grants.c.valid_until > now),
@@ -58,7 +58,7 @@ def _facts_query(
     )
     client = (
         sa.select(_clients.c.department_id, _clients.c.status)
-        .where(_clients.c.client_id == client_id)
+        .where(_clients.c.client_id == sa.bindparam("client_id"))
         .subquery("client")
     )
     return (
@@ -85,8 +85,11 @@ def _facts_query(
         .join(_departments, _departments.c.id == _items.c.owner_id)
         .outerjoin(client, sa.true())
         .outerjoin(grant, sa.true())
-        .where(_items.c.id == item_id)
+        .where(_items.c.id == sa.bindparam("item_id"))
     )
+
+
+_FACTS = _facts_query()
 
 
 async def exchange_facts(
@@ -99,10 +102,14 @@ async def exchange_facts(
     now: datetime,
 ) -> ExchangeFacts | None:
     """The facts of one query, or ``None`` when the item does not exist."""
-    query = _facts_query(
-        item_id=item_id, client_id=client_id, consumer=consumer, purpose=purpose, now=now
-    )
-    row = (await conn.execute(query)).first()
+    params = {
+        "item_id": item_id,
+        "client_id": client_id,
+        "consumer": consumer,
+        "purpose": purpose,
+        "now": now,
+    }
+    row = (await conn.execute(_FACTS, params)).first()
     if row is None:
         return None
     return ExchangeFacts(

@@ -105,7 +105,7 @@ def assertion(
     header: Claims | None = None,
     **changes: Any,
 ) -> str:
-    """An ES256 assertion naming the client's kid, signed by ``key`` (the client's)."""
+    """An ES256 assertion naming the client's kid, signed by ``key`` (default: the client's)."""
     signer = key or world.client_key
     protected = {"alg": "ES256", "kid": world.client_key.kid, **(header or {})}
     return jwt.encode(protected, assertion_claims(world, **changes), signer)
@@ -135,7 +135,8 @@ def access_token(world: TokenWorld, **form: str) -> str:
 def hub_signed(
     world: TokenWorld, *, key: ECKey | None = None, typ: str = "at+jwt", **changes: Any
 ) -> str:
-    """An access token as the hub would issue it, with ``changes`` to its claims."""
+    """An access token as the hub would issue it, with ``changes`` to its claims (a
+    change to ``None`` sends the claim as JSON null)."""
     signer = key or world.hub.keys.signing
     now = int(time.time())
     claims: Claims = {
@@ -253,7 +254,7 @@ def _attacker_key_in_header(member: str) -> Callable[[TokenWorld], str]:
 
 
 def _hub_token_as_assertion(world: TokenWorld) -> str:
-    return hub_signed(world, typ="JWT", aud=world.issuer, jti=uuid.uuid4().hex)
+    return hub_signed(world, typ="JWT")  # iss is the hub, not the client
 
 
 def _expired(world: TokenWorld) -> str:
@@ -364,6 +365,11 @@ def test_parameter_sent_twice_is_invalid_request(world: TokenWorld) -> None:
 
 def test_json_body_is_invalid_request(world: TokenWorld) -> None:
     response = httpx.post(f"{world.hub.url}/oauth/token", json=token_form(assertion(world)))
+    assert_token_refused(world, response, status=400, error="invalid_request")
+
+
+def test_oversized_form_is_invalid_request(world: TokenWorld) -> None:
+    response = ask_token(world, token_form(assertion(world), padding="p" * 20_000))
     assert_token_refused(world, response, status=400, error="invalid_request")
 
 
