@@ -13,8 +13,9 @@ from collections.abc import Iterator
 import pytest
 import sqlalchemy as sa
 
-from hub.db import make_sync_engine
 from hub.migrate import upgrade
+
+from hub_testing import empty_postgres
 
 POSTGRES_ADMIN_URL = os.environ.get(
     "ONCEONLY_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test"
@@ -49,21 +50,6 @@ def postgres_url() -> Iterator[str]:
     admin.dispose()
 
 
-def _empty_postgres(url: str) -> None:
-    engine = make_sync_engine(url)
-    with engine.begin() as conn:
-        tables = conn.execute(
-            sa.text(
-                "SELECT tablename FROM pg_tables"
-                " WHERE schemaname = 'public' AND tablename <> 'alembic_version'"
-            )
-        ).scalars()
-        names = ", ".join(f'"{t}"' for t in tables)
-        if names:
-            conn.execute(sa.text(f"TRUNCATE {names} CASCADE"))
-    engine.dispose()
-
-
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
     """A migrated, empty database: SQLite or PostgreSQL."""
@@ -72,5 +58,5 @@ def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
         upgrade(url)
         return url
     url: str = request.getfixturevalue("postgres_url")
-    _empty_postgres(url)
+    empty_postgres(url)
     return url
