@@ -14,7 +14,7 @@ def _config() -> Config:
     return config
 
 
-def upgrade(url: str, revision: str = "head") -> None:
+def upgrade(url: str, revision: str = "heads") -> None:
     engine = make_sync_engine(url)
     try:
         with engine.begin() as connection:
