@@ -1,27 +1,59 @@
-"""The adapter's TOML configuration file."""
+"""The adapter's TOML configuration file.
+
+Each ``[items."<id>"]`` table names its ``source`` ("store", the default, "sql",
+"rest" or "python") and that source's settings; the settings models live beside
+their sources (``_sources``, ``_sql``, ``_rest``) and are put together here.
+"""
 
 from __future__ import annotations
 
 import re
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+)
 
 from ._errors import ConfigError
+from ._rest import RestItem
+from ._sources import PythonItem, RecordSource, StoreItem
+from ._sql import SqlItem
+from ._store import RecordStore
 
-__all__ = ["AdapterConfig", "ItemSource", "load_config"]
+__all__ = ["AdapterConfig", "ItemSettings", "ItemSource", "load_config"]
 
 _ID_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,127}$"
+_SOURCES = ("store", "sql", "rest", "python")
 
 
-class ItemSource(BaseModel):
-    """Where the adapter reads one data item's records (``[items."<id>"]``)."""
+def _source_kind(value: object) -> str:
+    source = value.get("source", "store") if isinstance(value, dict) else None
+    return str(getattr(value, "source", source))
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
-    source: Literal["store"] = "store"
+ItemSettings = Annotated[
+    Annotated[StoreItem, Tag("store")]
+    | Annotated[SqlItem, Tag("sql")]
+    | Annotated[RestItem, Tag("rest")]
+    | Annotated[PythonItem, Tag("python")],
+    Discriminator(
+        _source_kind,
+        custom_error_type="invalid_source",
+        custom_error_message=f"source must be one of {', '.join(map(repr, _SOURCES))}",
+    ),
+]
+"""Where the adapter reads one data item's records (``[items."<id>"]``)."""
+
+ItemSource = StoreItem
+"""The first name of `StoreItem`, kept for callers that write ``ItemSource()``."""
 
 
 class AdapterConfig(BaseModel):
@@ -41,7 +73,7 @@ class AdapterConfig(BaseModel):
     listen_port: int = Field(default=9100, ge=0, le=65535)
     data_dir: Path
     client_id: str | None = Field(default=None, min_length=1, max_length=256)
-    items: dict[str, ItemSource] = Field(default_factory=dict)
+    items: dict[str, ItemSettings] = Field(default_factory=dict)
 
     @field_validator("hub_url")
     @classmethod
@@ -50,7 +82,7 @@ class AdapterConfig(BaseModel):
 
     @field_validator("items")
     @classmethod
-    def _check_item_ids(cls, value: dict[str, ItemSource]) -> dict[str, ItemSource]:
+    def _check_item_ids(cls, value: dict[str, ItemSettings]) -> dict[str, ItemSettings]:
         for item in value:
             if not _valid_id(item):
                 raise ValueError(f"{item!r} is not a valid item id")
@@ -65,6 +97,23 @@ class AdapterConfig(BaseModel):
     def store_path(self) -> Path:
         """The SQLite file of the adapter-local record store and served-log."""
         return self.data_dir / "records.db"
+
+    def open_sources(self, *, store: RecordStore) -> dict[str, RecordSource]:
+        """A source per configured item, reading ``store`` where ``source = "store"``.
+
+        Sources connect lazily, at their first fetch; close them with
+        `close_sources`.
+
+        :raises ConfigError: a source cannot be made (an environment variable is
+            unset, a callable cannot be imported, a database driver is missing).
+        """
+        sources: dict[str, RecordSource] = {}
+        for item, settings in self.items.items():
+            try:
+                sources[item] = settings.open(store=store)
+            except ConfigError as error:
+                raise ConfigError(f"items.{_quoted(item)}.{error.detail}") from error
+        return sources
 
 
 def load_config(path: str | Path) -> AdapterConfig:
@@ -85,6 +134,7 @@ def load_config(path: str | Path) -> AdapterConfig:
         raw["listen_host"], raw["listen_port"] = _split_listen(raw.pop("listen"), path=path)
     if isinstance(raw.get("data_dir"), str):
         raw["data_dir"] = (path.parent / raw["data_dir"]).resolve()
+    _resolve_schema_files(raw.get("items"), base=path.parent)
     try:
         return AdapterConfig.model_validate(raw)
     except ValidationError as error:
@@ -98,13 +148,34 @@ def _split_listen(value: object, *, path: Path) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def _resolve_schema_files(items: object, *, base: Path) -> None:
+    for settings in items.values() if isinstance(items, dict) else ():
+        if isinstance(settings, dict) and isinstance(settings.get("schema_file"), str):
+            settings["schema_file"] = (base / settings["schema_file"]).resolve()
+
+
 def _valid_id(value: str) -> bool:
     return re.fullmatch(_ID_PATTERN, value) is not None
 
 
 def _describe(error: ValidationError) -> str:
     problems = []
-    for item in error.errors(include_url=False):
-        field = ".".join(str(part) for part in item["loc"]) or "(top level)"
-        problems.append(f"{field}: {item['msg']}")
+    for problem in error.errors(include_url=False):
+        field = _field_name(problem["loc"]) or "(top level)"
+        message = problem["msg"].removeprefix("Value error, ")
+        problems.append(f"{field}: {message}")
     return "; ".join(problems)
+
+
+def _field_name(loc: tuple[int | str, ...]) -> str:
+    """``items."person.identity".query``: TOML's spelling, without the union's tag."""
+    parts = list(loc)
+    if len(parts) >= 2 and parts[0] == "items":
+        parts[1] = _quoted(str(parts[1]))
+        if len(parts) >= 3 and parts[2] in _SOURCES:
+            del parts[2]
+    return ".".join(str(part) for part in parts)
+
+
+def _quoted(key: str) -> str:
+    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else f'"{key}"'

@@ -10,7 +10,7 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio.to_thread
 import httpx
@@ -32,9 +32,12 @@ from ._errors import (
 )
 from ._hubkeys import HubDirectory
 from ._reqtoken import RequestClaims, RequestTokenVerifier, subject_digest
-from ._sources import RecordSource, StoreSource
+from ._sources import RecordSource, SourceError, close_sources
 from ._store import RecordStore
 from ._validation import violation
+
+if TYPE_CHECKING:
+    from ._events import EventHandler
 
 __all__ = ["create_provider_app", "problem_response"]
 
@@ -69,12 +72,16 @@ def create_provider_app(
     *,
     sources: dict[str, RecordSource] | None = None,
     http_client: httpx.AsyncClient | None = None,
+    on_event: EventHandler | None = None,
 ) -> FastAPI:
     """The provider service for ``config``'s department.
 
-    ``sources`` maps item ids to record sources; by default every item in
-    ``config.items`` reads the adapter-local record store. ``http_client`` (owned by
+    ``sources`` maps item ids to record sources; by default each item in
+    ``config.items`` reads the source its settings name (opened here, so that a bad
+    setting fails now, and closed with the app). ``http_client`` (owned by
     the caller) reaches the hub; by default the app makes and closes its own.
+    ``on_event`` is called (once per event id) with each change event the hub
+    delivers to this department.
 
     Example::
 
@@ -82,10 +89,11 @@ def create_provider_app(
         uvicorn.run(app, host="127.0.0.1", port=9101)
     """
     store = RecordStore(config.store_path)
+    owned = config.open_sources(store=store) if sources is None else {}
     http = http_client or httpx.AsyncClient(timeout=5.0)
     directory = HubDirectory(config.hub_url, http=http)
     provider = _Provider(
-        sources=sources if sources is not None else _store_sources(config, store),
+        sources=sources if sources is not None else owned,
         store=store,
         directory=directory,
         verifier=RequestTokenVerifier(directory, audience=config.department),
@@ -96,6 +104,7 @@ def create_provider_app(
         try:
             yield
         finally:
+            await close_sources(owned.values())
             if http_client is None:
                 await http.aclose()
             store.close()
@@ -104,6 +113,12 @@ def create_provider_app(
     app.add_middleware(_RequestIdMiddleware)
     app.add_exception_handler(HTTPException, _http_exception)
     _add_routes(app, provider)
+    from ._events import EVENT_TOKEN_TYPE, add_event_routes  # it imports this module
+
+    events = RequestTokenVerifier(
+        directory, audience=config.department, token_type=EVENT_TOKEN_TYPE
+    )
+    add_event_routes(app, verifier=events, store=store, handler=on_event)
     return app
 
 
@@ -122,11 +137,6 @@ def _add_routes(app: FastAPI, provider: _Provider) -> None:
             return problem_response(error)
         await provider.log(trail, error=None)
         return JSONResponse(answer)
-
-
-def _store_sources(config: AdapterConfig, store: RecordStore) -> dict[str, RecordSource]:
-    source = StoreSource(store)
-    return {item: source for item, settings in config.items.items() if settings.source == "store"}
 
 
 class _Provider:
@@ -176,6 +186,9 @@ class _Provider:
             raise NotFound("no record for this subject")
         try:
             record = await source.fetch(item, subject)
+        except SourceError as error:
+            logger.error("source for %s failed: %s", item, error.detail)
+            raise
         except Exception as error:
             logger.error("source for %s failed: %s", item, type(error).__name__)
             raise UpstreamError(

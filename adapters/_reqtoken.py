@@ -56,21 +56,27 @@ class RequestTokenVerifier:
         directory: HubDirectory,
         *,
         audience: str,
+        token_type: str = REQUEST_TOKEN_TYPE,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._directory = directory
         self._audience = audience
+        self._token_type = token_type
         self._clock = clock
         self._seen: set[str] = set()
         self._expiry: list[tuple[float, str]] = []  # heap of (forget after, jti)
 
     async def verify(self, token: str) -> RequestClaims:
+        return _request_claims(await self.verify_claims(token))
+
+    async def verify_claims(self, token: str) -> dict[str, Any]:
+        """The claims of a hub-signed token of this verifier's type, once checked."""
         claims = await self._verified_claims(token)
         now = self._clock()
         expires = self._check_time(claims, now)
         self._check_identity(claims, await self._directory.issuer())
         self._use_once(claims.get("jti"), expires=expires, now=now)
-        return _request_claims(claims)
+        return claims
 
     async def _verified_claims(self, token: str) -> dict[str, Any]:
         try:
@@ -78,8 +84,8 @@ class RequestTokenVerifier:
         except (JoseError, UnicodeError, ValueError) as error:
             raise AuthenticationFailed("the request token is not a compact JWS") from error
         header = compact.headers()
-        if header.get("alg") != "ES256" or header.get("typ") != REQUEST_TOKEN_TYPE:
-            raise AuthenticationFailed(f"the request token must be ES256 {REQUEST_TOKEN_TYPE}")
+        if header.get("alg") != "ES256" or header.get("typ") != self._token_type:
+            raise AuthenticationFailed(f"the token must be ES256 {self._token_type}")
         kid = header.get("kid")
         key = await self._directory.signing_key(kid) if isinstance(kid, str) else None
         if key is None:

@@ -1,19 +1,67 @@
-"""Where a provider adapter reads records: one-method source connectors."""
+"""Where a provider adapter reads records: the `RecordSource` interface, its errors,
+and the sources that need no connector of their own (store, Python callable).
+
+The SQL and REST connectors live in ``_sql`` and ``_rest``. Each kind of source also
+has a settings model (``StoreItem``, ``PythonItem``, ``SqlItem``, ``RestItem``) whose
+``open()`` makes the source; ``_config`` puts them together. Errors::
+
+    UpstreamError
+    └── SourceError              a source failed; the provider renders it as is
+        ├── SourceUnavailable    503 source-unavailable: down, timed out, refused
+        └── InvalidSourceRecord  502 source-invalid-record: answered, but not one record
+"""
 
 from __future__ import annotations
 
+import importlib
 import inspect
-from collections.abc import Awaitable, Callable
-from typing import Any, Protocol, cast, runtime_checkable
+import re
+from collections.abc import Awaitable, Callable, Iterable
+from pathlib import Path
+from typing import Any, Literal, Protocol, cast, runtime_checkable
 
 import anyio.to_thread
+from pydantic import BaseModel, ConfigDict, Field
 
+from ._errors import ConfigError, UpstreamError
 from ._store import RecordStore
 
-__all__ = ["CallableSource", "RecordSource", "StoreSource"]
+__all__ = [
+    "CallableSource",
+    "InvalidSourceRecord",
+    "ItemBase",
+    "ProbedSource",
+    "PythonItem",
+    "RecordSource",
+    "SourceError",
+    "SourceUnavailable",
+    "StoreItem",
+    "StoreSource",
+    "close_sources",
+]
 
 Record = dict[str, Any]
 RecordFunction = Callable[[str, str], Record | Awaitable[Record | None] | None]
+
+
+class SourceError(UpstreamError):
+    """A record source failed. ``detail`` never holds the subject."""
+
+
+class SourceUnavailable(SourceError):
+    """The source is down, timed out, or refused the adapter (HTTP 503)."""
+
+    default_status = 503
+    default_problem_type = "source-unavailable"
+    title = "Record source unavailable"
+
+
+class InvalidSourceRecord(SourceError):
+    """The source answered something that is not one record (HTTP 502)."""
+
+    default_status = 502
+    default_problem_type = "source-invalid-record"
+    title = "Invalid record from source"
 
 
 @runtime_checkable
@@ -21,8 +69,8 @@ class RecordSource(Protocol):
     """The one thing a provider needs from a department system.
 
     ``fetch`` returns the subject's record of ``item`` as a JSON object, or ``None``
-    when there is none. It may raise; the provider then answers 503
-    ``source-unavailable`` and logs the exception's type only.
+    when there is none. A `SourceError` is answered as it says (503 or 502); any
+    other exception as 503 ``source-unavailable``, and only its type is logged.
 
     Example::
 
@@ -32,6 +80,15 @@ class RecordSource(Protocol):
     """
 
     async def fetch(self, item: str, subject: str) -> Record | None: ...
+
+
+@runtime_checkable
+class ProbedSource(Protocol):
+    """A source that ``onceonly adapter check`` can try without a real subject."""
+
+    async def probe(self, item: str) -> str:
+        """A short note on what answered; raises `SourceError` when it does not."""
+        ...
 
 
 class StoreSource:
@@ -47,6 +104,10 @@ class StoreSource:
 
     async def fetch(self, item: str, subject: str) -> Record | None:
         return await anyio.to_thread.run_sync(self.store.get, item, subject)
+
+    async def probe(self, item: str) -> str:
+        count = await anyio.to_thread.run_sync(self.store.count, item)
+        return f"{count} record(s) of {item} in the store"
 
 
 class CallableSource:
@@ -71,3 +132,62 @@ class CallableSource:
         if inspect.isawaitable(result):
             result = await result
         return cast("Record | None", result)
+
+
+async def close_sources(sources: Iterable[object]) -> None:
+    """Close every source that holds connections (``aclose()``), each once."""
+    for source in {id(source): source for source in sources}.values():
+        aclose = getattr(source, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
+class ItemBase(BaseModel):
+    """Settings every ``[items."<id>"]`` table may have, whatever its source."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    schema_file: Path | None = None
+    """A local copy of the item's JSON Schema, compared with the hub's by ``check``."""
+
+
+class StoreItem(ItemBase):
+    """``source = "store"`` (the default): the adapter-local record store."""
+
+    source: Literal["store"] = "store"
+
+    def open(self, *, store: RecordStore) -> RecordSource:
+        return StoreSource(store)
+
+
+class PythonItem(ItemBase):
+    """``source = "python"``: ``callable = "package.module:function"``, called as
+    ``function(item, subject)`` and returning a dict or ``None`` (sync or async)."""
+
+    source: Literal["python"]
+    callable: str = Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+
+    def open(self, *, store: RecordStore) -> RecordSource:
+        return CallableSource(import_callable(self.callable))
+
+
+def import_callable(reference: str) -> RecordFunction:
+    """The object that ``"package.module:attribute"`` names.
+
+    :raises ConfigError: the module cannot be imported, or the name is not callable.
+    """
+    module_name, _, attribute = reference.partition(":")
+    try:
+        found: object = importlib.import_module(module_name)
+        for name in attribute.split("."):
+            found = getattr(found, name)
+    except (ImportError, AttributeError) as error:
+        raise ConfigError(f"callable: cannot import {reference!r}: {error}") from error
+    if not callable(found):
+        raise ConfigError(f"callable: {reference!r} is not callable")
+    return cast(RecordFunction, found)
+
+
+def subject_free(text: str, subject: str) -> str:
+    """``text`` with any occurrence of ``subject`` blanked out, for error details."""
+    return re.sub(re.escape(subject), "<subject>", text) if subject else text

@@ -8,6 +8,7 @@ SHA-256 of each subject.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 from collections.abc import Iterable, Iterator, Sequence
@@ -51,7 +52,53 @@ _served = sa.Table(
     sa.Column("reason", sa.String(64)),
 )
 
+# The change outbox: written in the same transaction as the record it announces,
+# drained by the adapter service, which publishes each change to the hub.
+_changes = sa.Table(
+    "changes",
+    _metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("item", sa.String(128), nullable=False),
+    sa.Column("subject", sa.String(256), nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("time", sa.String(32), nullable=False),
+)
+
+# Change events received from the hub, by event id: the de-duplication register.
+_received = sa.Table(
+    "received_events",
+    _metadata,
+    sa.Column("event_id", sa.String(64), primary_key=True),
+    sa.Column("item", sa.String(128), nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("owner", sa.String(128), nullable=False),
+    sa.Column("subject_sha256", sa.String(64), nullable=False),
+    sa.Column("received_at", sa.String(32), nullable=False),
+)
+
 _MAX_SUBJECT = 256
+
+
+@dataclass(frozen=True)
+class Change:
+    """A record that changed in this store and must be announced to the hub."""
+
+    id: int
+    item: str
+    subject: str
+    kind: str
+
+
+@dataclass(frozen=True)
+class ReceivedEvent:
+    """A change event the hub delivered to this department (de-duplicated by id)."""
+
+    event_id: str
+    item: str
+    kind: str
+    owner: str
+    subject_sha256: str
+    received_at: str
 
 
 @dataclass(frozen=True)
@@ -155,7 +202,35 @@ class RecordStore:
         """Remove a record; ``False`` when there was none."""
         with self._engine.begin() as connection:
             result = connection.execute(sa.delete(_records).where(*_key(item, subject)))
+            if result.rowcount > 0:
+                _note_changes(connection, item, subjects=[subject], kind="deleted")
         return result.rowcount > 0
+
+    def pending_changes(self, limit: int = 100) -> list[Change]:
+        """Changes not yet announced to the hub, oldest first."""
+        query = sa.select(_changes.c.id, _changes.c.item, _changes.c.subject, _changes.c.kind)
+        with self._engine.connect() as connection:
+            rows = connection.execute(query.order_by(_changes.c.id).limit(limit)).all()
+        return [Change(**row._asdict()) for row in rows]
+
+    def forget_changes(self, ids: Sequence[int]) -> None:
+        """Drop changes the hub has accepted."""
+        with self._engine.begin() as connection:
+            connection.execute(sa.delete(_changes).where(_changes.c.id.in_(list(ids))))
+
+    def record_received_event(self, event: ReceivedEvent) -> bool:
+        """Remember a delivered event; ``False`` if it was received before (a redelivery)."""
+        statement = sqlite_insert(_received).on_conflict_do_nothing(
+            index_elements=[_received.c.event_id]
+        )
+        with self._engine.begin() as connection:
+            result = connection.execute(statement, [dataclasses.asdict(event)])
+        return result.rowcount > 0
+
+    def received_events(self) -> list[ReceivedEvent]:
+        with self._engine.connect() as connection:
+            rows = connection.execute(sa.select(_received).order_by(_received.c.received_at)).all()
+        return [ReceivedEvent(**row._asdict()) for row in rows]
 
     def count(self, item: str) -> int:
         query = sa.select(sa.func.count()).select_from(_records).where(_records.c.item == item)
@@ -286,6 +361,13 @@ def _upsert(
         for subject, record in records
     ]
     connection.execute(statement, parameters)
+    _note_changes(connection, item, subjects=[subject for subject, _ in records], kind="changed")
+
+
+def _note_changes(connection: sa.Connection, item: str, *, subjects: list[str], kind: str) -> None:
+    now = _now()
+    rows = [{"item": item, "subject": s, "kind": kind, "time": now} for s in subjects]
+    connection.execute(sa.insert(_changes), rows)
 
 
 def _now() -> str:

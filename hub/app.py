@@ -10,11 +10,15 @@ from fastapi import FastAPI
 
 from hub import __version__, errors, migrate
 from hub.access.endpoints import router as access_router
+from hub.audit.checkpoints import Checkpointer, load_signer
 from hub.audit.endpoints import router as audit_router
 from hub.audit.service import AuditLog
 from hub.auth.endpoints import router as auth_router
 from hub.config import Settings
 from hub.db import make_engine, session_factory
+from hub.events.delivery import Deliverer
+from hub.events.endpoints import admin as events_admin_router
+from hub.events.endpoints import router as events_router
 from hub.exchange.endpoints import router as exchange_router
 from hub.keys import HubKeys
 from hub.kit import logs
@@ -48,14 +52,35 @@ def create_app(settings: Settings | None = None, *, keys: HubKeys | None = None)
         app.state.engine = engine
         app.state.sessions = session_factory(engine)
         app.state.audit_log = audit_log
+        app.state.checkpointer = Checkpointer(  # audit checkpoints (issue 6)
+            engine,
+            signer=load_signer(
+                keys_dir=settings.keys_dir,
+                origin=settings.resolved_audit_origin,
+                create=not settings.is_production,
+            ),
+            interval=settings.checkpoint_interval,
+        )
         limits = httpx.Limits(max_connections=200, max_keepalive_connections=100)
         async with httpx.AsyncClient(limits=limits, follow_redirects=False) as http:
             app.state.http = http
+            deliverer = Deliverer(
+                engine=engine,
+                http=http,
+                keys=app.state.keys,
+                settings=settings,
+                audit_log=audit_log,
+            )
+            app.state.deliverer = deliverer
             await audit_log.start()
+            await app.state.checkpointer.start()
+            await deliverer.start()
             log.info("hub ready", extra={"issuer": settings.issuer, "mode": settings.mode})
             try:
                 yield
             finally:
+                await deliverer.stop()
+                await app.state.checkpointer.stop()
                 await audit_log.stop()
                 await engine.dispose()
 
@@ -75,6 +100,8 @@ def create_app(settings: Settings | None = None, *, keys: HubKeys | None = None)
         registry_admin_router,
         access_router,
         audit_router,
+        events_router,
+        events_admin_router,
     ):
         app.include_router(router)
     return app

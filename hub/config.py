@@ -7,6 +7,7 @@ start-up, every default that is only safe on a developer's machine.
 import os
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from fastapi import Depends, Request
 from pydantic import Field, model_validator
@@ -42,6 +43,42 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=64 * 1024, ge=1024, le=16 * 1024 * 1024)
     max_json_depth: int = Field(default=32, ge=4, le=256)
     audit_batch_size: int = Field(default=256, ge=1, le=10_000)
+    # --- audit checkpoints (issue 6) ---
+    checkpoint_interval: float = Field(
+        default=1.0, gt=0, le=3600, description="Seconds between signed audit checkpoints"
+    )
+    audit_origin: str | None = Field(
+        default=None,
+        pattern=r"^[^\s+]+$",
+        description="The audit log's checkpoint origin; default: the issuer's host + /audit",
+    )
+    # --- end audit checkpoints ---
+    # --- change events ---
+    event_poll_interval: float = Field(default=0.5, gt=0, le=60)
+    event_batch_size: int = Field(default=50, ge=1, le=1000)
+    event_max_attempts: int = Field(default=10, ge=1, le=100)
+    event_retry_base: float = Field(default=1.0, gt=0, le=3600)
+    event_retry_cap: float = Field(default=300.0, gt=0, le=86400)
+    event_lease: float = Field(default=30.0, gt=0, le=3600)
+    # --- end change events ---
+    # --- authorization (issue 4) ---
+    require_dpop: bool = Field(
+        default=True,
+        description="Record and event endpoints accept only sender-constrained tokens (RFC 9449)",
+    )
+    dpop_nonce: bool = Field(
+        default=False, description="Require server-provided DPoP nonces (RFC 9449 §8, §9)"
+    )
+    dpop_nonce_lifetime: int = Field(default=300, ge=30, le=3600)
+    dpop_proof_lifetime: int = Field(default=60, ge=5, le=300)
+    tls_client_cert_header: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9-]{1,64}$",
+        description="Header with the client certificate (URL-encoded PEM) set by the TLS proxy;"
+        " enables RFC 8705 self_signed_tls_client_auth and certificate-bound tokens",
+    )
+    signing_key_reload_interval: float = Field(default=5.0, gt=0, le=60)
+    # --- end authorization ---
     log_level: str = "INFO"
     log_json: bool = True
 
@@ -82,6 +119,14 @@ class Settings(BaseSettings):
     @property
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.data_dir / 'onceonly.db'}"
+
+    @property
+    def resolved_audit_origin(self) -> str:
+        """The C2SP checkpoint origin (and key name): a schema-less URL, no spaces or '+'."""
+        if self.audit_origin:
+            return self.audit_origin
+        parts = urlsplit(self.issuer)
+        return f"{parts.netloc}{parts.path.rstrip('/')}/audit"
 
     @property
     def keys_dir(self) -> Path:

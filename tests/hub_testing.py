@@ -41,13 +41,14 @@ class RunningHub:
 @contextmanager
 def running_hub(*, database_url: str, data_dir: Path, **overrides: Any) -> Iterator[RunningHub]:
     sock = loopback_socket()
-    settings = Settings(
-        data_dir=data_dir,
-        database_url=database_url,
-        issuer=f"http://127.0.0.1:{sock.getsockname()[1]}",
-        log_json=False,
+    values: dict[str, Any] = {
+        "data_dir": data_dir,
+        "database_url": database_url,
+        "issuer": f"http://127.0.0.1:{sock.getsockname()[1]}",
+        "log_json": False,
         **overrides,
-    )
+    }
+    settings = Settings(**values)
     keys = HubKeys.load(settings.keys_dir, create=True)
     with serve_in_thread(create_app(settings, keys=keys), sock) as url:
         yield RunningHub(url=url, settings=settings, keys=keys)

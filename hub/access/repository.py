@@ -40,6 +40,11 @@ async def granted_items(session: AsyncSession, *, consumer: str, now: datetime) 
     return set((await session.execute(query)).scalars())
 
 
+async def owned_items(session: AsyncSession, *, owner: str) -> list[str]:
+    query = select(Item.id).where(col(Item.owner_id) == owner, col(Item.lifecycle) != "retired")
+    return list((await session.execute(query)).scalars())
+
+
 async def shared_item_ids(session: AsyncSession) -> list[str]:
     query = select(Item.id).where(col(Item.sharing_class) != "none").order_by(col(Item.id))
     return list((await session.execute(query)).scalars())

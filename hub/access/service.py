@@ -12,6 +12,7 @@ from hub.kit.clock import utcnow
 from hub.registry import service as registry
 
 READ_SCOPE_PREFIX = "read:"
+PUBLISH_SCOPE_PREFIX = "publish:"
 
 
 def read_scope(item_id: str) -> str:
@@ -30,13 +31,23 @@ async def grant_for(session: AsyncSession, *, consumer: str, item: str, purpose:
     return grant
 
 
+def publish_scope(item_id: str) -> str:
+    return PUBLISH_SCOPE_PREFIX + item_id
+
+
 async def scopes_for(session: AsyncSession, *, department: str) -> frozenset[str]:
-    items = await repository.granted_items(session, consumer=department, now=utcnow())
-    return frozenset(read_scope(item) for item in items)
+    """``read:`` for items under an active grant, ``publish:`` for items it owns."""
+    granted = await repository.granted_items(session, consumer=department, now=utcnow())
+    owned = await repository.owned_items(session, owner=department)
+    return frozenset(read_scope(item) for item in granted) | frozenset(
+        publish_scope(item) for item in owned
+    )
 
 
 async def all_read_scopes(session: AsyncSession) -> list[str]:
-    return [read_scope(item) for item in await repository.shared_item_ids(session)]
+    """The scopes a token can carry: reading and publishing changes of shared items."""
+    shared = await repository.shared_item_ids(session)
+    return [read_scope(item) for item in shared] + [publish_scope(item) for item in shared]
 
 
 def _grant_out(row: Grant) -> GrantOut:

@@ -5,6 +5,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
+from hub.audit.checkpoints import Checkpointer
 from hub.audit.service import AuditLog, AuditScope
 
 
@@ -35,5 +36,11 @@ async def _audit_log(request: Request) -> AuditLog:
     return log
 
 
+async def _checkpointer(request: Request) -> Checkpointer:
+    checkpointer: Checkpointer = request.app.state.checkpointer
+    return checkpointer
+
+
 CurrentAudit = Annotated[AuditScope, Depends(_current_scope)]
 AuditLogDep = Annotated[AuditLog, Depends(_audit_log)]
+CheckpointerDep = Annotated[Checkpointer, Depends(_checkpointer)]

@@ -1,17 +1,77 @@
-"""Audit routes. The Merkle proofs and checkpoints join these in the audit issue."""
+"""Audit routes (DESIGN.md, "Audit log (contract)").
+
+The checkpoint, verifier key, single entries, consecutive entries and proofs are
+public: an auditor outside the hub needs nothing but the verifier key (see
+docs/audit.md for why that reveals nothing personal). The filtered query is for
+administrators and is itself audited.
+"""
 
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query
+from fastapi.responses import PlainTextResponse
 
-from hub.audit import service
-from hub.audit.dependencies import CurrentAudit, audited
-from hub.audit.schemas import EntryOut, EntryPage
+from hub.audit import checkpoints, service
+from hub.audit.dependencies import CheckpointerDep, CurrentAudit, audited
+from hub.audit.schemas import CheckpointPage, EntryOut, EntryPage, ProofOut
 from hub.auth.dependencies import AdminDep
 from hub.db import SessionDep
 from hub.keys import KeysDep
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
+
+
+MAX_SIZE = 2**62
+Size = Annotated[int, Query(ge=0, le=MAX_SIZE)]
+NOTE_TYPE = "text/plain; charset=utf-8"
+
+
+@router.get("/checkpoint", response_class=PlainTextResponse)
+async def get_checkpoint(session: SessionDep, checkpointer: CheckpointerDep) -> PlainTextResponse:
+    """The latest signed checkpoint (C2SP tlog-checkpoint in a C2SP signed note)."""
+    note = await checkpoints.latest_note(session, checkpointer.signer)
+    return PlainTextResponse(note, media_type=NOTE_TYPE)
+
+
+@router.get("/verifier-key", response_class=PlainTextResponse)
+async def get_verifier_key(checkpointer: CheckpointerDep) -> PlainTextResponse:
+    """The signed-note verifier key of the checkpoints: ``<name>+<key ID>+<key>``."""
+    return PlainTextResponse(f"{checkpointer.signer.verifier}\n", media_type=NOTE_TYPE)
+
+
+@router.get("/checkpoints", response_model=CheckpointPage)
+async def list_checkpoints(
+    session: SessionDep,
+    since_size: Size = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> CheckpointPage:
+    return await checkpoints.history(session, since_size=since_size, limit=limit)
+
+
+@router.get("/proof/inclusion", response_model=ProofOut)
+async def get_inclusion_proof(session: SessionDep, index: Size, tree_size: Size) -> ProofOut:
+    """RFC 9162 §2.1.3: the audit path of entry ``index`` in the tree of ``tree_size``."""
+    return await service.inclusion(session, index=index, tree_size=tree_size)
+
+
+@router.get("/proof/consistency", response_model=ProofOut)
+async def get_consistency_proof(
+    session: SessionDep,
+    old_size: Annotated[int, Query(alias="from", ge=0, le=MAX_SIZE)],
+    new_size: Annotated[int, Query(alias="to", ge=0, le=MAX_SIZE)],
+) -> ProofOut:
+    """RFC 9162 §2.1.4: proof that the tree of size ``to`` extends the one of ``from``."""
+    return await service.consistency(session, old_size=old_size, new_size=new_size)
+
+
+@router.get("/leaves", response_model=EntryPage)
+async def get_leaves(
+    session: SessionDep,
+    start: Size = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 1000,
+) -> EntryPage:
+    """Consecutive entries from ``start``, for auditors who recompute the whole tree."""
+    return await service.entries_from(session, start=start, limit=limit)
 
 
 @router.get("/entries/{index}", response_model=EntryOut)

@@ -13,3 +13,11 @@ class EntryNotFound(HubError):
     status = 404
     slug = "entry-not-found"
     title = "No such audit entry"
+
+
+class InvalidTreeRequest(HubError):
+    """A proof or root asked of a tree the log does not have (RFC 9162 §2.1.3, §2.1.4)."""
+
+    status = 400
+    slug = "invalid-tree-request"
+    title = "No such tree or proof"

@@ -9,6 +9,7 @@ import hashlib
 from datetime import datetime
 from typing import Any
 
+from hub.audit import merkle
 from hub.kit.clock import rfc3339_ms
 from hub.kit.jcs import canonical_json
 
@@ -29,6 +30,8 @@ ENTRY_FIELDS = (
     "time",
     "request_id",
     "digest",
+    "event",  # the change event an entry is about (publish, delivery, replay)
+    "target",  # what an administrative change acted on (e.g. a client id)
 )
 
 
@@ -48,7 +51,7 @@ def leaf_bytes(entry: dict[str, Any]) -> bytes:
 
 
 def leaf_hash(leaf: bytes) -> bytes:
-    return hashlib.sha256(b"\x00" + leaf).digest()
+    return merkle.hash_leaf(leaf)
 
 
 def data_digest(data: Any) -> str:

@@ -31,3 +31,35 @@ class AuditEntry(SQLModel, table=True):
     client: str | None = Field(default=None, max_length=128)
     item: str | None = Field(default=None, max_length=128)
     subject: str | None = Field(default=None, max_length=64)
+
+
+class AuditNode(SQLModel, table=True):
+    """The hash of a perfect subtree of the log (RFC 9162 §2.1.1), for ``level`` ≥ 1.
+
+    Node ``(level, idx)`` covers leaves ``[idx * 2**level, (idx + 1) * 2**level)``;
+    level 0 is ``audit_entries.leaf_hash``. Written in the transaction that appends
+    the leaf completing it, never changed.
+    """
+
+    __tablename__ = "audit_nodes"
+
+    level: int = Field(
+        sa_column=sa.Column("level", sa.SmallInteger, primary_key=True, autoincrement=False)
+    )
+    idx: int = Field(
+        sa_column=sa.Column("idx", sa.BigInteger, primary_key=True, autoincrement=False)
+    )
+    hash: bytes = Field(sa_type=sa.LargeBinary)
+
+
+class AuditCheckpoint(SQLModel, table=True):
+    """A signed checkpoint (C2SP tlog-checkpoint): one per tree size, the first one wins."""
+
+    __tablename__ = "audit_checkpoints"
+
+    tree_size: int = Field(
+        sa_column=sa.Column("tree_size", sa.BigInteger, primary_key=True, autoincrement=False)
+    )
+    root: bytes = Field(sa_type=sa.LargeBinary)
+    note: str = Field(sa_type=sa.Text)
+    time: datetime = Field(sa_type=sa.DateTime(timezone=True))

@@ -1,16 +1,22 @@
 """All SQL of the audit log."""
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlmodel import col, select
 
-from hub.audit.models import AuditEntry
+from hub.audit.merkle import Node
+from hub.audit.models import AuditCheckpoint, AuditEntry, AuditNode
 
 _table = AuditEntry.__table__  # type: ignore[attr-defined]
+_nodes = AuditNode.__table__  # type: ignore[attr-defined]
+_checkpoints = AuditCheckpoint.__table__  # type: ignore[attr-defined]
+
+Executor = AsyncConnection | AsyncSession
 
 
 async def lock_for_append(conn: AsyncConnection) -> None:
@@ -19,7 +25,8 @@ async def lock_for_append(conn: AsyncConnection) -> None:
         await conn.execute(sa.text("SELECT pg_advisory_xact_lock(6962)"))
 
 
-async def next_index(conn: AsyncConnection) -> int:
+async def next_index(conn: Executor) -> int:
+    """The number of committed entries: the tree size."""
     result = await conn.execute(sa.select(sa.func.max(_table.c.idx)))
     last = result.scalar_one_or_none()
     return 0 if last is None else int(last) + 1
@@ -27,6 +34,62 @@ async def next_index(conn: AsyncConnection) -> int:
 
 async def insert_rows(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
     await conn.execute(sa.insert(_table), list(rows))
+
+
+async def insert_nodes(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
+    if rows:
+        await conn.execute(sa.insert(_nodes), list(rows))
+
+
+async def fetch_nodes(conn: Executor, nodes: Collection[Node]) -> dict[Node, bytes]:
+    """The hashes of ``nodes`` in one query: level 0 from the leaves, the rest stored."""
+    leaves = [idx for level, idx in nodes if level == 0]
+    inner = [node for node in nodes if node[0] > 0]
+    parts: list[sa.Select[Any]] = []
+    if leaves:
+        parts.append(
+            sa.select(sa.literal(0).label("level"), _table.c.idx, _table.c.leaf_hash).where(
+                _table.c.idx.in_(leaves)
+            )
+        )
+    if inner:
+        parts.append(
+            sa.select(_nodes.c.level, _nodes.c.idx, _nodes.c.hash).where(
+                sa.tuple_(_nodes.c.level, _nodes.c.idx).in_(inner)
+            )
+        )
+    if not parts:
+        return {}
+    query = parts[0] if len(parts) == 1 else sa.union_all(*parts)
+    rows = await conn.execute(query)
+    return {(int(level), int(idx)): bytes(value) for level, idx, value in rows}
+
+
+async def get_entries(session: AsyncSession, *, start: int, limit: int) -> list[AuditEntry]:
+    query = select(AuditEntry).where(col(AuditEntry.idx) >= start)
+    query = query.order_by(col(AuditEntry.idx)).limit(limit)
+    return list((await session.execute(query)).scalars())
+
+
+async def latest_checkpoint(conn: Executor) -> AuditCheckpoint | None:
+    query = sa.select(_checkpoints).order_by(_checkpoints.c.tree_size.desc()).limit(1)
+    row = (await conn.execute(query)).mappings().first()
+    return AuditCheckpoint(**row) if row is not None else None
+
+
+async def insert_checkpoint(conn: AsyncConnection, checkpoint: AuditCheckpoint) -> None:
+    """Store a checkpoint unless one of that size exists (another process was first)."""
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    statement = dialect.insert(_checkpoints).values(checkpoint.model_dump())
+    await conn.execute(statement.on_conflict_do_nothing(index_elements=["tree_size"]))
+
+
+async def checkpoints_from(
+    session: AsyncSession, *, since_size: int, limit: int
+) -> list[AuditCheckpoint]:
+    query = select(AuditCheckpoint).where(col(AuditCheckpoint.tree_size) >= since_size)
+    query = query.order_by(col(AuditCheckpoint.tree_size)).limit(limit)
+    return list((await session.execute(query)).scalars())
 
 
 async def get_entry(session: AsyncSession, index: int) -> AuditEntry | None:

@@ -1,5 +1,6 @@
 """Audit API bodies (DESIGN.md, "Audit log": a contract)."""
 
+from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel
@@ -15,3 +16,21 @@ class EntryOut(BaseModel):
 class EntryPage(BaseModel):
     entries: list[EntryOut]
     next_cursor: str | None
+
+
+class ProofOut(BaseModel):
+    """A Merkle proof: base64 hashes in RFC 9162 §2.1.3 / §2.1.4 order."""
+
+    hashes: list[str]
+
+
+class CheckpointOut(BaseModel):
+    tree_size: int
+    root: str
+    note: str
+    time: datetime
+
+
+class CheckpointPage(BaseModel):
+    checkpoints: list[CheckpointOut]
+    next_since_size: int | None

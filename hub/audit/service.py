@@ -21,10 +21,10 @@ from typing import Any
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
-from hub.audit import leaves, repository
+from hub.audit import leaves, repository, tree
 from hub.audit.exceptions import AuditUnavailable, EntryNotFound
 from hub.audit.models import AuditEntry
-from hub.audit.schemas import EntryOut, EntryPage
+from hub.audit.schemas import EntryOut, EntryPage, ProofOut
 from hub.db import write_connection
 from hub.errors import HubError
 from hub.keys import HubKeys
@@ -140,10 +140,14 @@ class AuditLog:
 async def _append_rows(
     conn: AsyncConnection, entries: list[tuple[dict[str, Any], bytes]]
 ) -> list[Receipt]:
+    """Append leaves and the tree nodes they complete, in the caller's transaction."""
     await repository.lock_for_append(conn)
     first = await repository.next_index(conn)
     rows = [_row(first + offset, entry, leaf) for offset, (entry, leaf) in enumerate(entries)]
+    frontier = await tree.frontier_at(conn, first)
+    nodes = tree.node_rows(frontier, [row["leaf_hash"] for row in rows])
     await repository.insert_rows(conn, rows)
+    await repository.insert_nodes(conn, nodes)
     return [Receipt(row["idx"], row["leaf_hash"]) for row in rows]
 
 
@@ -256,4 +260,24 @@ def _entry_out(row: AuditEntry) -> EntryOut:
         leaf=leaves.b64(row.leaf),
         leaf_hash=leaves.b64(row.leaf_hash),
         entry=json.loads(row.leaf),
+    )
+
+
+async def inclusion(session: AsyncSession, *, index: int, tree_size: int) -> ProofOut:
+    hashes = await tree.inclusion_proof(session, index=index, tree_size=tree_size)
+    return ProofOut(hashes=[leaves.b64(h) for h in hashes])
+
+
+async def consistency(session: AsyncSession, *, old_size: int, new_size: int) -> ProofOut:
+    hashes = await tree.consistency_proof(session, old_size=old_size, new_size=new_size)
+    return ProofOut(hashes=[leaves.b64(h) for h in hashes])
+
+
+async def entries_from(session: AsyncSession, *, start: int, limit: int) -> EntryPage:
+    """Consecutive entries from ``start``: what an auditor downloads to recompute the root."""
+    rows = await repository.get_entries(session, start=start, limit=limit)
+    more = len(rows) == limit
+    return EntryPage(
+        entries=[_entry_out(row) for row in rows],
+        next_cursor=str(rows[-1].idx + 1) if more else None,
     )

@@ -137,6 +137,18 @@ def _audit_entries(args: argparse.Namespace) -> int:
     )
 
 
+def _audit_verify(args: argparse.Namespace) -> int:
+    from hub.cli import audit_verify
+
+    return audit_verify.run(
+        hub=_hub_url(args),
+        key=args.key,
+        state_path=Path(args.state) if args.state else None,
+        compare=[Path(p) for p in args.compare],
+        full=args.full,
+    )
+
+
 def _demo(args: argparse.Namespace) -> int:
     from hub.cli import demo
 
@@ -230,6 +242,33 @@ def _admin_commands(sub: Any) -> None:
     for name in ("subject", "department", "item", "action", "outcome", "cursor"):
         entries.add_argument(f"--{name}")
     entries.add_argument("--limit", type=int, default=100)
+    verify = _with_hub(
+        _add(
+            audit,
+            "verify",
+            _audit_verify,
+            "verify the audit log with its public key: signature, no fork or shrink, entries"
+            " (exit 0 verified, 1 tampering detected, 2 could not verify)",
+        )
+    )
+    verify.add_argument(
+        "--key", required=True, help="the pinned verifier key (GET /v1/audit/verifier-key)"
+    )
+    verify.add_argument(
+        "--state",
+        help="file with the last verified checkpoint"
+        " (default: ~/.local/state/onceonly/audit-<origin>.json)",
+    )
+    verify.add_argument(
+        "--compare",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="a checkpoint (or state file) another auditor verified; repeatable",
+    )
+    verify.add_argument(
+        "--full", action="store_true", help="download every entry and recompute the root"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -107,6 +107,15 @@ class AdminClient:
     def list_grants(self, *, consumer: str | None = None) -> list[dict[str, Any]]:
         return list(self._call("GET", "/v1/admin/grants", consumer=consumer)["grants"])
 
+    def dead_letters(self) -> list[dict[str, Any]]:
+        """Event deliveries that failed every retry."""
+        return list(self._call("GET", "/v1/admin/events/deliveries", status="dead")["deliveries"])
+
+    def replay_delivery(self, delivery_id: str) -> None:
+        response = self._http.post(f"/v1/admin/events/deliveries/{delivery_id}/replay")
+        if response.status_code != 204:
+            raise AdminError(response.status_code, response.json())
+
     def audit_entries(self, **filters: Any) -> dict[str, Any]:
         return dict(self._call("GET", "/v1/audit/entries", **filters))
 

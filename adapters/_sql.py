@@ -1,0 +1,233 @@
+"""The SQL source: one parameterized query per item, on any SQLAlchemy database.
+
+The engine is synchronous and runs in a worker thread: every SQLAlchemy dialect has
+a synchronous driver, while many systems a department runs (Oracle, SQL Server,
+DB2) have no asyncio one. A query that outlives ``timeout`` is abandoned and
+answered as 503; its thread finishes on its own.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import os
+import uuid
+from collections.abc import Mapping, Sequence
+from decimal import Decimal
+from typing import Any, Literal
+
+import anyio
+import anyio.to_thread
+import sqlalchemy as sa
+from pydantic import Field, field_validator, model_validator
+
+from ._errors import ConfigError
+from ._mapping import MISSING, ManyMapping, assemble, check_paths
+from ._sources import InvalidSourceRecord, ItemBase, RecordSource, SourceUnavailable
+from ._store import RecordStore
+
+__all__ = ["SqlItem", "SqlSource"]
+
+Record = dict[str, Any]
+Row = Mapping[str, Any]
+
+_PROBE_SUBJECT = "onceonly-check"
+
+
+class SqlItem(ItemBase):
+    """``source = "sql"``: the settings of one item's `SqlSource`.
+
+    Example (TOML)::
+
+        [items."person.residential-address"]
+        source = "sql"
+        url_env = "CIVIL_REGISTRY_DB"   # or url = "sqlite:////srv/registry.db"
+        query = "SELECT line1, town FROM addresses WHERE person_code = :subject"
+        [items."person.residential-address".columns]
+        street = "line1"
+        city = "town"
+    """
+
+    source: Literal["sql"]
+    url: str | None = Field(default=None, min_length=1)
+    url_env: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    query: str = Field(min_length=1)
+    columns: dict[str, str] | None = None
+    many: bool = False
+    max_rows: int = Field(default=1000, ge=1, le=100_000)
+    keep_nulls: bool = False
+    timeout: float = Field(default=5.0, gt=0, le=300)
+
+    @field_validator("query")
+    @classmethod
+    def _binds_only_subject(cls, query: str) -> str:
+        binds = set(sa.text(query).compile().params)
+        if binds != {"subject"}:
+            found = ", ".join(sorted(f":{name}" for name in binds)) or "none"
+            raise ValueError(f"the query must bind exactly :subject (found {found})")
+        return query
+
+    @field_validator("url")
+    @classmethod
+    def _no_password_in_file(cls, url: str) -> str:
+        try:
+            parsed = sa.make_url(url)
+        except sa.exc.ArgumentError as error:
+            raise ValueError(f"not an SQLAlchemy URL: {error}") from error
+        if parsed.password is not None:
+            raise ValueError("holds a password: name an environment variable in url_env instead")
+        return url
+
+    @model_validator(mode="after")
+    def _check(self) -> SqlItem:
+        if (self.url is None) == (self.url_env is None):
+            raise ValueError("give exactly one of url and url_env")
+        if self.many and not self.columns:
+            raise ValueError("many = true needs a columns table")
+        check_paths(self.columns or {}, many=self.many)
+        return self
+
+    def open(self, *, store: RecordStore) -> RecordSource:
+        return SqlSource(
+            _engine(self._resolved_url()),
+            query=self.query,
+            columns=self.columns,
+            many=self.many,
+            max_rows=self.max_rows,
+            keep_nulls=self.keep_nulls,
+            timeout=self.timeout,
+        )
+
+    def _resolved_url(self) -> str:
+        if self.url is not None:
+            return self.url
+        assert self.url_env is not None
+        url = os.environ.get(self.url_env)
+        if not url:
+            raise ConfigError(f"url_env: the environment variable {self.url_env} is not set")
+        return url
+
+
+def _engine(url: str) -> sa.Engine:
+    try:
+        return sa.create_engine(url, pool_pre_ping=True)
+    except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, ImportError) as error:
+        raise ConfigError(f"url: cannot make a database engine: {error}") from error
+
+
+class SqlSource:
+    """Reads a record with one parameterized query; ``:subject`` is bound, never
+    formatted into the SQL.
+
+    ``columns`` maps property paths to column names (unmapped columns are ignored);
+    without it every column becomes the property its label names. A NULL leaves
+    the property out, unless ``keep_nulls``. The query must find at most one row;
+    with ``many``, every row adds an element to the one ``name[].field`` array.
+
+    Example::
+
+        engine = sqlalchemy.create_engine("postgresql+psycopg://registry@db/registry")
+        source = SqlSource(
+            engine,
+            query="SELECT line1, town FROM addresses WHERE person_code = :subject",
+            columns={"street": "line1", "city": "town"},
+        )
+        await source.fetch("person.residential-address", "38001085718")
+    """
+
+    def __init__(
+        self,
+        engine: sa.Engine,
+        *,
+        query: str,
+        columns: Mapping[str, str] | None = None,
+        many: bool = False,
+        max_rows: int = 1000,
+        keep_nulls: bool = False,
+        timeout: float = 5.0,
+    ) -> None:
+        self._engine = engine
+        self._query = sa.text(query)
+        self._columns = columns
+        self._many = ManyMapping(columns) if many and columns else None
+        self._limit = max_rows + 1 if many else 2
+        self._keep_nulls = keep_nulls
+        self._timeout = timeout
+
+    async def fetch(self, item: str, subject: str) -> Record | None:
+        rows = await self._in_thread(self._rows, subject)
+        if self._many is not None:
+            if len(rows) == self._limit:
+                raise InvalidSourceRecord(f"the query found more than {self._limit - 1} rows")
+            return self._many.assemble([_reader(row) for row in rows], keep_nulls=self._keep_nulls)
+        if len(rows) > 1:
+            raise InvalidSourceRecord("the query found more than one row for the subject")
+        return self._record(rows[0]) if rows else None
+
+    async def probe(self, item: str) -> str:
+        """Run the query with a made-up subject and check the mapped columns exist."""
+        found = await self._in_thread(self._result_columns, quote_errors=True)
+        missing = sorted(set((self._columns or {}).values()) - set(found))
+        if missing:
+            raise InvalidSourceRecord(f"the query has no column {', '.join(missing)}")
+        return f"the query runs on {self._engine.dialect.name} ({len(found)} columns)"
+
+    async def aclose(self) -> None:
+        self._engine.dispose()
+
+    def _rows(self, subject: str) -> Sequence[Row]:
+        with self._engine.connect() as connection:
+            result = connection.execute(self._query, {"subject": subject})
+            return result.mappings().fetchmany(self._limit)
+
+    def _result_columns(self) -> list[str]:
+        with self._engine.connect() as connection:
+            result = connection.execute(self._query, {"subject": _PROBE_SUBJECT})
+            columns = list(result.keys())
+            result.close()
+            connection.rollback()
+        return columns
+
+    def _record(self, row: Row) -> Record:
+        if self._columns is None:
+            return assemble({name: name for name in row}, _reader(row), keep_nulls=self._keep_nulls)
+        return assemble(self._columns, _reader(row), keep_nulls=self._keep_nulls)
+
+    async def _in_thread(self, function: Any, *args: Any, quote_errors: bool = False) -> Any:
+        """Run ``function`` in a worker thread under the timeout. The database's own
+        message is passed on only with ``quote_errors`` (no real subject was bound)."""
+        try:
+            with anyio.fail_after(self._timeout):
+                return await anyio.to_thread.run_sync(function, *args, abandon_on_cancel=True)
+        except TimeoutError as error:
+            raise SourceUnavailable(f"the database did not answer in {self._timeout} s") from error
+        except sa.exc.SQLAlchemyError as error:
+            # The message may quote the bound subject: only the types are passed on.
+            cause = getattr(error, "orig", None) or error
+            first_line = next(iter(str(cause).strip().splitlines()), "")
+            said = f": {first_line}" if quote_errors and first_line else ""
+            raise SourceUnavailable(
+                f"the database query failed ({type(cause).__name__}{said})"
+            ) from error
+
+
+def _reader(row: Row) -> Any:
+    def read(column: str) -> object:
+        return _json_value(column, row[column]) if column in row else MISSING
+
+    return read
+
+
+def _json_value(column: str, value: object) -> object:
+    """The JSON form of a column value: dates as ISO 8601, decimals as numbers."""
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, float) and math.isfinite(value):
+        return value
+    if isinstance(value, Decimal) and value.is_finite():
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, dt.date | dt.time):  # datetime is a date
+        return value.isoformat()
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    raise InvalidSourceRecord(f"column {column!r} holds a {type(value).__name__}, not JSON")

@@ -1,0 +1,104 @@
+"""Signed checkpoints of the audit log (C2SP tlog-checkpoint as a C2SP signed note).
+
+One :class:`Checkpointer` task per hub process signs the tree every
+``checkpoint_interval`` seconds when it has grown since the last stored
+checkpoint. Processes sharing one database may race: the tree of a given size is
+the same for all of them, Ed25519 signatures are deterministic, and the size is the
+table's primary key with conflicts ignored, so one size never has two checkpoints.
+"""
+
+import asyncio
+import logging
+from pathlib import Path
+
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+
+from hub.audit import leaves, repository, tree
+from hub.audit.models import AuditCheckpoint
+from hub.audit.notes import Checkpoint, Signer
+from hub.audit.schemas import CheckpointOut, CheckpointPage
+from hub.db import write_connection
+from hub.kit.clock import utcnow
+from hub.kit.keyfiles import ed25519_key
+
+log = logging.getLogger("onceonly.audit")
+
+KEY_FILE = "checkpoint.jwk"
+
+
+def load_signer(*, keys_dir: Path, origin: str, create: bool) -> Signer:
+    """The checkpoint signer: the Ed25519 key in ``<keys_dir>/checkpoint.jwk``, named
+    after the log's origin (tlog-checkpoint: the key name SHOULD be the origin)."""
+    key = ed25519_key(keys_dir / KEY_FILE, create=create)
+    return Signer(origin, key.private_key)  # type: ignore[arg-type]
+
+
+async def sign_current(conn: repository.Executor, signer: Signer) -> AuditCheckpoint:
+    """A signed checkpoint of the tree as it is now (not stored)."""
+    size = await tree.current_size(conn)
+    root = await tree.root_at(conn, size)
+    note = signer.sign(Checkpoint(signer.name, size, root).text())
+    return AuditCheckpoint(tree_size=size, root=root, note=note, time=utcnow())
+
+
+class Checkpointer:
+    """The process's checkpoint task. ``start()`` in the lifespan, ``stop()`` at the end."""
+
+    def __init__(self, engine: AsyncEngine, *, signer: Signer, interval: float) -> None:
+        self.signer = signer
+        self._engine = engine
+        self._interval = interval
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="audit-checkpointer")
+
+    async def stop(self) -> None:
+        if self._task is None:
+            return
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+        self._task = None
+
+    async def checkpoint(self) -> AuditCheckpoint | None:
+        """Sign and store the tree if it grew since the last checkpoint (or none exists)."""
+        async with self._engine.connect() as conn:
+            latest = await repository.latest_checkpoint(conn)
+            current = await sign_current(conn, self.signer)
+        if latest is not None and current.tree_size <= latest.tree_size:
+            return None
+        async with write_connection(self._engine) as conn:
+            await repository.insert_checkpoint(conn, current)
+        return current
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.checkpoint()
+            except Exception:  # a passing database fault must not stop the checkpoints
+                log.exception("audit checkpoint failed; retrying in %.1f s", self._interval)
+            await asyncio.sleep(self._interval)
+
+
+async def latest_note(session: AsyncSession, signer: Signer) -> str:
+    """The newest stored checkpoint; before the first one, the current tree signed now."""
+    latest = await repository.latest_checkpoint(session)
+    if latest is None:
+        latest = await sign_current(session, signer)
+    return latest.note
+
+
+async def history(session: AsyncSession, *, since_size: int, limit: int) -> CheckpointPage:
+    """Stored checkpoints of size ≥ ``since_size``, oldest first."""
+    rows = await repository.checkpoints_from(session, since_size=since_size, limit=limit + 1)
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return CheckpointPage(
+        checkpoints=[
+            CheckpointOut(
+                tree_size=row.tree_size, root=leaves.b64(row.root), note=row.note, time=row.time
+            )
+            for row in rows
+        ],
+        next_since_size=rows[-1].tree_size + 1 if more else None,
+    )

@@ -1,0 +1,68 @@
+"""The stored Merkle tree: roots and proofs from stored subtree hashes.
+
+Each answer reads the tree size and then, in one query, the O(log n) perfect
+subtrees it needs (:mod:`hub.audit.merkle` says which). Appends extend the tree
+from its frontier (the right-edge subtrees) without reading anything else.
+"""
+
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from hub.audit import merkle, repository
+from hub.audit.exceptions import InvalidTreeRequest
+from hub.audit.repository import Executor
+
+
+async def current_size(conn: Executor) -> int:
+    return await repository.next_index(conn)
+
+
+async def root_at(conn: Executor, size: int) -> bytes:
+    """MTH(D[0:size]) (RFC 9162 §2.1.1) from at most log2(size) + 1 stored nodes."""
+    nodes = merkle.perfect_subtrees(0, size)
+    found = await repository.fetch_nodes(conn, nodes)
+    return merkle.fold([found[node] for node in nodes])
+
+
+async def inclusion_proof(conn: Executor, *, index: int, tree_size: int) -> list[bytes]:
+    """The audit path of leaf ``index`` in the tree of ``tree_size`` (RFC 9162 §2.1.3.1)."""
+    await _check_size(conn, tree_size)
+    if index >= tree_size:
+        raise InvalidTreeRequest(f"index {index} is not in a tree of size {tree_size}")
+    return await _hashes(conn, merkle.inclusion_ranges(index, tree_size))
+
+
+async def consistency_proof(conn: Executor, *, old_size: int, new_size: int) -> list[bytes]:
+    """The consistency proof between two tree sizes (RFC 9162 §2.1.4.1)."""
+    await _check_size(conn, new_size)
+    if old_size > new_size:
+        raise InvalidTreeRequest(f"from ({old_size}) must not be larger than to ({new_size})")
+    return await _hashes(conn, merkle.consistency_ranges(old_size, new_size))
+
+
+async def _check_size(conn: Executor, tree_size: int) -> None:
+    size = await current_size(conn)
+    if tree_size > size:
+        raise InvalidTreeRequest(f"the log has {size} entries, not {tree_size}")
+
+
+async def _hashes(conn: Executor, ranges: list[merkle.Range]) -> list[bytes]:
+    found = await repository.fetch_nodes(conn, merkle.nodes_for(ranges))
+    return merkle.range_hashes(ranges, found)
+
+
+async def frontier_at(conn: AsyncConnection, size: int) -> merkle.Frontier:
+    """The right edge of the tree of ``size`` leaves, read in one query."""
+    return merkle.Frontier.of(
+        size, await repository.fetch_nodes(conn, merkle.perfect_subtrees(0, size))
+    )
+
+
+def node_rows(frontier: merkle.Frontier, leaf_hashes: list[bytes]) -> list[dict[str, Any]]:
+    """Append leaf hashes to ``frontier``; the rows of the nodes they complete."""
+    rows: list[dict[str, Any]] = []
+    for leaf_hash in leaf_hashes:
+        for (level, idx), value in frontier.append(leaf_hash):
+            rows.append({"level": level, "idx": idx, "hash": value})
+    return rows

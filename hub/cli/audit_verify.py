@@ -1,0 +1,271 @@
+"""``onceonly audit verify``: check a hub's audit log from outside, with its public API only.
+
+1. Fetch the latest checkpoint; check its signature with the pinned verifier key
+   and that its origin is the key's log (C2SP signed-note, tlog-checkpoint).
+2. Compare it with the last checkpoint this auditor verified (the state file) and
+   with checkpoints other auditors saw (``--compare``): same size and another
+   root, a smaller size, or a failed consistency proof (RFC 9162 §2.1.4) is a fork
+   or a shrink, i.e. the log's history was changed.
+3. With ``--full``, download every entry, check each leaf hash and recompute the
+   root (RFC 9162 §2.1.1): a changed, removed, reordered or inserted entry shows.
+
+Exit status: 0 verified, 1 verification failed (evidence of tampering), 2 the
+verification could not be done (usage, network, unexpected answers).
+"""
+
+import base64
+import binascii
+import json
+import os
+import re
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from hub.audit import merkle
+from hub.audit.notes import Checkpoint, NoteError, Verifier, open_checkpoint
+
+EXIT_OK, EXIT_FAILED, EXIT_CANNOT = 0, 1, 2
+PAGE = 1000
+
+Say = Callable[[str], None]
+
+
+class VerificationFailed(Exception):
+    """The log is not what its signed checkpoints say: exit 1."""
+
+
+class CannotVerify(Exception):
+    """The verification could not be carried out: exit 2."""
+
+
+@dataclass(frozen=True)
+class Seen:
+    """A verified signed checkpoint and where it came from."""
+
+    checkpoint: Checkpoint
+    note: str
+    source: str
+
+
+@dataclass
+class State:
+    """What the state file remembers: the newest checkpoint this auditor verified."""
+
+    origin: str
+    tree_size: int
+    root: str
+    checkpoint: str
+    verified_at: str
+
+
+def default_state_path(origin: str) -> Path:
+    """``$XDG_STATE_HOME/onceonly/audit-<origin>.json`` (``~/.local/state`` by default)."""
+    base = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
+    return base / "onceonly" / f"audit-{re.sub(r'[^A-Za-z0-9.]+', '-', origin)}.json"
+
+
+def run(
+    *,
+    hub: str,
+    key: str,
+    state_path: Path | None = None,
+    compare: list[Path] | None = None,
+    full: bool = False,
+    say: Say = print,
+) -> int:
+    """Verify and report; the exit status for the command line."""
+    try:
+        _verify(hub, key, state_path, compare or [], full, say)
+    except VerificationFailed as failure:
+        print(f"VERIFICATION FAILED: {failure}", file=sys.stderr)
+        return EXIT_FAILED
+    except CannotVerify as problem:
+        print(f"cannot verify: {problem}", file=sys.stderr)
+        return EXIT_CANNOT
+    return EXIT_OK
+
+
+def _verify(
+    hub: str, key: str, state_path: Path | None, compare: list[Path], full: bool, say: Say
+) -> None:
+    try:
+        verifier = Verifier.parse(key)
+    except NoteError as error:
+        raise CannotVerify(f"--key: {error}") from error
+    state_path = state_path or default_state_path(verifier.name)
+    with _Hub(hub) as client:
+        current = _signed(client.text("/v1/audit/checkpoint"), verifier, source=f"hub {hub}")
+        say(f"checkpoint of {verifier.name}: {current.checkpoint.size} entries, signature good")
+        for earlier in _earlier(state_path, compare, verifier):
+            _check_consistent(client, earlier, current)
+            say(f"consistent with {earlier.source} ({earlier.checkpoint.size} entries)")
+        if full:
+            _check_entries(client, current.checkpoint)
+            say(f"all {current.checkpoint.size} entries recomputed to the signed root")
+    _save(state_path, current)
+    say(f"OK: the log is consistent with every checkpoint seen; state in {state_path}")
+
+
+def _signed(note: str, verifier: Verifier, *, source: str) -> Seen:
+    try:
+        return Seen(open_checkpoint(note, verifier), note, source)
+    except NoteError as error:
+        raise VerificationFailed(
+            f"the checkpoint from {source} is not validly signed by the pinned key: {error}"
+        ) from error
+
+
+def _earlier(state_path: Path, compare: list[Path], verifier: Verifier) -> Iterator[Seen]:
+    """The state file's checkpoint, then every ``--compare`` file's (notes or state files)."""
+    files = ([state_path] if state_path.exists() else []) + compare
+    for path in files:
+        try:
+            text = path.read_text()
+        except OSError as error:
+            raise CannotVerify(f"cannot read {path}: {error}") from error
+        if text.lstrip().startswith("{"):
+            text = str(json.loads(text).get("checkpoint", ""))
+        try:
+            yield Seen(open_checkpoint(text, verifier), text, f"the checkpoint in {path}")
+        except NoteError as error:
+            raise CannotVerify(f"{path} holds no checkpoint signed by the pinned key") from error
+
+
+def _check_consistent(client: "_Hub", earlier: Seen, current: Seen) -> None:
+    """RFC 9162 §2.1.4: the earlier tree must be a prefix of the current one."""
+    old, new = earlier.checkpoint, current.checkpoint
+    if old.size > new.size:
+        raise VerificationFailed(
+            f"SHRINK: the log now has {new.size} entries, but {earlier.source} has "
+            f"{old.size}, signed with the same key: entries were removed.\n"
+            + _evidence(earlier, current)
+        )
+    if old.size == new.size and old.root != new.root:
+        raise VerificationFailed(
+            f"FORK: two different logs of {new.size} entries are signed with the same key "
+            f"(the hub's and {earlier.source}): history was rewritten.\n"
+            + _evidence(earlier, current)
+        )
+    if old.size == new.size:
+        return
+    proof = client.proof(f"/v1/audit/proof/consistency?from={old.size}&to={new.size}")
+    if not merkle.verify_consistency(
+        old_size=old.size, new_size=new.size, old_root=old.root, new_root=new.root, proof=proof
+    ):
+        raise VerificationFailed(
+            f"FORK: the log of {new.size} entries does not extend {earlier.source} "
+            f"({old.size} entries): earlier entries were changed, removed or reordered.\n"
+            + _evidence(earlier, current)
+        )
+
+
+def _evidence(earlier: Seen, current: Seen) -> str:
+    return (
+        f"Keep both signed checkpoints as evidence:\n--- {earlier.source}\n{earlier.note}"
+        f"--- {current.source}\n{current.note}"
+    )
+
+
+def _check_entries(client: "_Hub", checkpoint: Checkpoint) -> None:
+    """Download entries 0..size-1, check each leaf hash, recompute the signed root."""
+    frontier = merkle.Frontier()
+    while frontier.size < checkpoint.size:
+        page = client.json(f"/v1/audit/leaves?start={frontier.size}&limit={PAGE}")
+        entries = page.get("entries") or []
+        if not entries:
+            raise VerificationFailed(
+                f"entry {frontier.size} is missing: the log has fewer entries than its "
+                f"signed checkpoint ({checkpoint.size})"
+            )
+        for item in entries[: checkpoint.size - frontier.size]:
+            frontier.append(_checked_leaf_hash(item, expected=frontier.size))
+    if frontier.root() != checkpoint.root:
+        raise VerificationFailed(
+            f"the {checkpoint.size} entries do not add up to the signed root: an entry was "
+            "changed, removed, reordered or inserted after it was signed"
+        )
+
+
+def _checked_leaf_hash(item: dict[str, Any], *, expected: int) -> bytes:
+    index = item.get("index")
+    if index != expected:
+        raise VerificationFailed(f"entry {expected} is missing (the next entry is {index})")
+    try:
+        leaf = base64.b64decode(str(item["leaf"]), validate=True)
+        stated = base64.b64decode(str(item["leaf_hash"]), validate=True)
+    except (KeyError, binascii.Error) as error:
+        raise VerificationFailed(f"entry {index} is malformed") from error
+    leaf_hash = merkle.hash_leaf(leaf)
+    if leaf_hash != stated:
+        raise VerificationFailed(f"entry {index}: its content does not match its leaf hash")
+    if json.loads(leaf) != item.get("entry"):
+        raise VerificationFailed(f"entry {index}: the decoded entry is not its leaf")
+    return leaf_hash
+
+
+def _save(path: Path, seen: Seen) -> None:
+    checkpoint = seen.checkpoint
+    state = State(
+        origin=checkpoint.origin,
+        tree_size=checkpoint.size,
+        root=base64.b64encode(checkpoint.root).decode(),
+        checkpoint=seen.note,
+        verified_at=datetime.now(UTC).isoformat(timespec="seconds"),
+    )
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_suffix(".tmp")
+        temporary.write_text(json.dumps(asdict(state), indent=2) + "\n")
+        temporary.replace(path)
+    except OSError as error:
+        raise CannotVerify(f"verified, but cannot write the state file {path}: {error}") from error
+
+
+class _Hub:
+    """The hub's public audit API; transport faults and odd answers are CannotVerify."""
+
+    def __init__(self, url: str) -> None:
+        self._client = httpx.Client(base_url=url.rstrip("/"), timeout=30.0)
+
+    def __enter__(self) -> "_Hub":
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._client.close()
+
+    def _get(self, path: str) -> httpx.Response:
+        try:
+            response = self._client.get(path)
+        except httpx.HTTPError as error:
+            raise CannotVerify(f"cannot reach the hub ({path}): {error}") from error
+        if response.status_code == 400 and "/proof/" in path:
+            raise VerificationFailed(
+                f"the hub refuses to prove {path} for sizes it signed: {response.text}"
+            )
+        if response.status_code != 200:
+            raise CannotVerify(f"the hub answered {response.status_code} to {path}")
+        return response
+
+    def text(self, path: str) -> str:
+        return self._get(path).text
+
+    def json(self, path: str) -> dict[str, Any]:
+        try:
+            body = self._get(path).json()
+        except ValueError as error:
+            raise CannotVerify(f"the hub's answer to {path} is not JSON") from error
+        if not isinstance(body, dict):
+            raise CannotVerify(f"the hub's answer to {path} is not a JSON object")
+        return body
+
+    def proof(self, path: str) -> list[bytes]:
+        try:
+            return [base64.b64decode(h, validate=True) for h in self.json(path)["hashes"]]
+        except (KeyError, TypeError, binascii.Error) as error:
+            raise VerificationFailed(f"the hub's proof {path} is malformed") from error

@@ -1,0 +1,13 @@
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from hub.events.delivery import Deliverer
+
+
+async def _deliverer(request: Request) -> Deliverer:
+    deliverer: Deliverer = request.app.state.deliverer
+    return deliverer
+
+
+DelivererDep = Annotated[Deliverer, Depends(_deliverer)]

@@ -1,0 +1,92 @@
+"""Change event routes: owners publish, consumers subscribe, operators replay dead letters."""
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, BackgroundTasks, Depends, Path, Query, Response
+
+from hub.audit.dependencies import CurrentAudit, audited
+from hub.auth.dependencies import AdminDep, CurrentCaller
+from hub.db import SessionDep, WriteSessionDep
+from hub.events import service
+from hub.events.dependencies import DelivererDep
+from hub.events.schemas import DeliveryList, EventAccepted, EventIn, SubscriptionOut
+from hub.keys import KeysDep
+from hub.kit.jsonbody import json_body
+from hub.registry.endpoints import ItemId
+
+router = APIRouter(prefix="/v1/items", tags=["events"])
+admin = APIRouter(prefix="/v1/admin/events", tags=["administration"])
+
+
+@router.post(
+    "/{item_id}/events",
+    response_model=EventAccepted,
+    status_code=202,
+    dependencies=[Depends(audited("event.publish"))],
+)
+async def publish(
+    item_id: ItemId,
+    scope: CurrentAudit,
+    caller: CurrentCaller,
+    event: Annotated[EventIn, Depends(json_body(EventIn))],
+    session: WriteSessionDep,
+    keys: KeysDep,
+    deliverer: DelivererDep,
+    tasks: BackgroundTasks,
+) -> EventAccepted:
+    accepted = await service.publish(
+        session, caller=caller, item_id=item_id, event=event, keys=keys, scope=scope
+    )
+    tasks.add_task(deliverer.wake)  # after the commit: deliver now rather than at the next poll
+    return accepted
+
+
+@router.put(
+    "/{item_id}/subscription",
+    response_model=SubscriptionOut,
+    dependencies=[Depends(audited("event.subscribe"))],
+)
+async def subscribe(
+    item_id: ItemId, scope: CurrentAudit, caller: CurrentCaller, session: WriteSessionDep
+) -> SubscriptionOut:
+    return await service.subscribe(session, caller=caller, item_id=item_id, scope=scope)
+
+
+@router.delete(
+    "/{item_id}/subscription",
+    status_code=204,
+    dependencies=[Depends(audited("event.unsubscribe"))],
+)
+async def unsubscribe(
+    item_id: ItemId, scope: CurrentAudit, caller: CurrentCaller, session: WriteSessionDep
+) -> Response:
+    await service.unsubscribe(session, caller=caller, item_id=item_id, scope=scope)
+    return Response(status_code=204)
+
+
+@admin.get("/deliveries", response_model=DeliveryList)
+async def deliveries(
+    session: SessionDep,
+    _: AdminDep,
+    status: Literal["pending", "delivered", "dead", "cancelled"] = "dead",
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> DeliveryList:
+    return await service.deliveries(session, status=status, limit=limit)
+
+
+@admin.post(
+    "/deliveries/{delivery_id}/replay",
+    status_code=204,
+    dependencies=[Depends(audited("event.replay"))],
+)
+async def replay(
+    delivery_id: Annotated[str, Path(pattern=r"^[0-9a-f]{32}$")],
+    scope: CurrentAudit,
+    _: AdminDep,
+    session: WriteSessionDep,
+    deliverer: DelivererDep,
+    tasks: BackgroundTasks,
+) -> Response:
+    await service.replay(session, delivery_id=delivery_id, scope=scope)
+    tasks.add_task(deliverer.wake)
+    return Response(status_code=204)

@@ -1,0 +1,59 @@
+"""Change events: the outbox, one delivery row per subscriber, and subscriptions.
+
+An event says only "subject X of item Y changed (or was deleted)": no record
+data. The raw subject is kept only while a delivery still needs it (the pseudonym
+stays for the audit trail); it is erased once every delivery has succeeded.
+"""
+
+from datetime import datetime
+from uuid import uuid4
+
+import sqlalchemy as sa
+from sqlmodel import Field, SQLModel
+
+from hub.kit.columns import created_at
+
+
+def _id() -> str:
+    return uuid4().hex
+
+
+class Event(SQLModel, table=True):
+    __tablename__ = "events"
+
+    id: str = Field(default_factory=_id, primary_key=True, max_length=32)
+    item_id: str = Field(foreign_key="items.id", index=True, max_length=128)
+    owner_id: str = Field(foreign_key="departments.id", max_length=64)
+    kind: str = Field(max_length=16)
+    subject: str | None = Field(default=None, max_length=256)
+    subject_pseudonym: str = Field(max_length=64)
+    published_at: datetime = created_at()
+
+
+class Delivery(SQLModel, table=True):
+    __tablename__ = "event_deliveries"
+    __table_args__ = (
+        sa.Index("ix_deliveries_due", "status", "next_attempt_at"),
+        sa.UniqueConstraint("event_id", "department_id", name="uq_delivery_event_department"),
+    )
+
+    id: str = Field(default_factory=_id, primary_key=True, max_length=32)
+    event_id: str = Field(foreign_key="events.id", index=True, max_length=32)
+    department_id: str = Field(foreign_key="departments.id", max_length=64)
+    status: str = Field(default="pending", max_length=16)  # pending, delivered, dead
+    attempts: int = Field(default=0)
+    next_attempt_at: datetime = created_at()
+    lease_until: datetime | None = Field(default=None, sa_type=sa.DateTime(timezone=True))
+    lease_token: str | None = Field(default=None, max_length=32)
+    last_error: str | None = Field(default=None, max_length=300)
+    delivered_at: datetime | None = Field(default=None, sa_type=sa.DateTime(timezone=True))
+
+
+class Subscription(SQLModel, table=True):
+    """A department asks to be told when records of an item change."""
+
+    __tablename__ = "subscriptions"
+
+    department_id: str = Field(foreign_key="departments.id", primary_key=True, max_length=64)
+    item_id: str = Field(foreign_key="items.id", primary_key=True, max_length=128)
+    created_at: datetime = created_at()

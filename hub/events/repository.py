@@ -1,0 +1,220 @@
+"""All SQL of change events: the outbox, deliveries, subscriptions."""
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import uuid4
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+
+from hub.access.models import Grant
+from hub.events.models import Delivery, Event, Subscription
+from hub.registry.models import Department
+
+_events = Event.__table__  # type: ignore[attr-defined]
+_deliveries = Delivery.__table__  # type: ignore[attr-defined]
+_subscriptions = Subscription.__table__  # type: ignore[attr-defined]
+_grants = Grant.__table__  # type: ignore[attr-defined]
+_departments = Department.__table__  # type: ignore[attr-defined]
+
+
+def _active_grant_exists(department: Any, item: Any, now: datetime) -> Any:
+    return sa.exists().where(
+        _grants.c.consumer_id == department,
+        _grants.c.item_id == item,
+        _grants.c.status == "active",
+        _grants.c.valid_from <= now,
+        sa.or_(_grants.c.valid_until.is_(None), _grants.c.valid_until > now),
+    )
+
+
+async def subscribers(session: AsyncSession, *, item_id: str, now: datetime) -> list[str]:
+    """Departments subscribed to ``item_id`` that hold an active grant for it now."""
+    query = (
+        sa.select(_subscriptions.c.department_id)
+        .where(_subscriptions.c.item_id == item_id)
+        .where(_active_grant_exists(_subscriptions.c.department_id, item_id, now))
+        .order_by(_subscriptions.c.department_id)
+    )
+    return list((await session.execute(query)).scalars())
+
+
+async def has_active_grant(
+    session: AsyncSession, *, department: str, item_id: str, now: datetime
+) -> bool:
+    query = sa.select(_active_grant_exists(department, item_id, now))
+    return bool((await session.execute(query)).scalar())
+
+
+async def insert_event(
+    session: AsyncSession, *, event: dict[str, Any], departments: list[str]
+) -> None:
+    await session.execute(sa.insert(_events).values(**event))
+    if departments:
+        rows = [
+            {
+                "id": uuid4().hex,
+                "event_id": event["id"],
+                "department_id": department,
+                "status": "pending",
+                "attempts": 0,
+                "next_attempt_at": event["published_at"],
+            }
+            for department in departments
+        ]
+        await session.execute(sa.insert(_deliveries), rows)
+
+
+async def get_subscription(
+    session: AsyncSession, *, department: str, item_id: str
+) -> Subscription | None:
+    return await session.get(Subscription, (department, item_id))
+
+
+def add(session: AsyncSession, row: Subscription) -> None:
+    session.add(row)
+
+
+async def delete_subscription(session: AsyncSession, *, department: str, item_id: str) -> bool:
+    result = await session.execute(
+        sa.delete(_subscriptions).where(
+            _subscriptions.c.department_id == department, _subscriptions.c.item_id == item_id
+        )
+    )
+    return bool(getattr(result, "rowcount", 0))
+
+
+@dataclass(frozen=True)
+class DueDelivery:
+    """A delivery claimed by this process until ``lease_until``."""
+
+    id: str
+    lease_token: str
+    attempts: int
+    event_id: str
+    item_id: str
+    owner_id: str
+    kind: str
+    subject: str | None
+    subject_pseudonym: str
+    published_at: datetime
+    department_id: str
+    adapter_url: str | None
+    granted: bool
+
+
+def _due_ids(now: datetime, limit: int, dialect: str) -> Any:
+    query = (
+        sa.select(_deliveries.c.id)
+        .where(_deliveries.c.status == "pending", _deliveries.c.next_attempt_at <= now)
+        .where(sa.or_(_deliveries.c.lease_until.is_(None), _deliveries.c.lease_until < now))
+        .order_by(_deliveries.c.next_attempt_at)
+        .limit(limit)
+    )
+    if dialect == "postgresql":  # replicas take disjoint batches without waiting
+        query = query.with_for_update(skip_locked=True)
+    return query
+
+
+async def claim_due(
+    conn: AsyncConnection, *, now: datetime, lease_until: datetime, token: str, limit: int
+) -> list[DueDelivery]:
+    """Lease up to ``limit`` due deliveries to this process (in the caller's write transaction)."""
+    ids = list((await conn.execute(_due_ids(now, limit, conn.dialect.name))).scalars())
+    if not ids:
+        return []
+    await conn.execute(
+        sa.update(_deliveries)
+        .where(_deliveries.c.id.in_(ids))
+        .values(lease_until=lease_until, lease_token=token)
+    )
+    query = (
+        sa.select(
+            _deliveries.c.id,
+            _deliveries.c.attempts,
+            _deliveries.c.department_id,
+            _events.c.id.label("event_id"),
+            _events.c.item_id,
+            _events.c.owner_id,
+            _events.c.kind,
+            _events.c.subject,
+            _events.c.subject_pseudonym,
+            _events.c.published_at,
+            _departments.c.adapter_url,
+            _active_grant_exists(_deliveries.c.department_id, _events.c.item_id, now).label(
+                "granted"
+            ),
+        )
+        .join(_events, _events.c.id == _deliveries.c.event_id)
+        .join(_departments, _departments.c.id == _deliveries.c.department_id)
+        .where(_deliveries.c.id.in_(ids))
+    )
+    rows = (await conn.execute(query)).all()
+    return [DueDelivery(lease_token=token, **row._asdict()) for row in rows]
+
+
+async def settle(conn: AsyncConnection, *, delivery: DueDelivery, values: dict[str, Any]) -> bool:
+    """Record the outcome of a delivery, unless this process's lease was lost meanwhile."""
+    result = await conn.execute(
+        sa.update(_deliveries)
+        .where(_deliveries.c.id == delivery.id, _deliveries.c.lease_token == delivery.lease_token)
+        .values(lease_until=None, lease_token=None, **values)
+    )
+    return bool(getattr(result, "rowcount", 0))
+
+
+async def forget_subject_when_done(conn: AsyncConnection, *, event_id: str) -> None:
+    """Erase the raw subject once no delivery of the event can need it any more."""
+    unfinished = sa.exists().where(
+        _deliveries.c.event_id == event_id, _deliveries.c.status.in_(("pending", "dead"))
+    )
+    await conn.execute(
+        sa.update(_events).where(_events.c.id == event_id, ~unfinished).values(subject=None)
+    )
+
+
+async def list_deliveries(
+    session: AsyncSession, *, status: str, limit: int
+) -> list[dict[str, Any]]:
+    query = (
+        sa.select(
+            _deliveries.c.id,
+            _deliveries.c.event_id,
+            _events.c.item_id.label("item"),
+            _deliveries.c.department_id.label("department"),
+            _events.c.kind,
+            _deliveries.c.status,
+            _deliveries.c.attempts,
+            _deliveries.c.last_error,
+            _deliveries.c.next_attempt_at,
+        )
+        .join(_events, _events.c.id == _deliveries.c.event_id)
+        .where(_deliveries.c.status == status)
+        .order_by(_deliveries.c.next_attempt_at)
+        .limit(limit)
+    )
+    return [dict(row._asdict()) for row in (await session.execute(query)).all()]
+
+
+async def requeue(
+    session: AsyncSession, *, delivery_id: str, now: datetime
+) -> dict[str, Any] | None:
+    """Put a dead letter back in the queue, due now; None if there is no such dead letter."""
+    result = await session.execute(
+        sa.update(_deliveries)
+        .where(_deliveries.c.id == delivery_id, _deliveries.c.status == "dead")
+        .values(
+            status="pending", next_attempt_at=now, attempts=0, lease_until=None, lease_token=None
+        )
+    )
+    if not getattr(result, "rowcount", 0):
+        return None
+    row = (
+        await session.execute(
+            sa.select(_deliveries.c.event_id, _deliveries.c.department_id).where(
+                _deliveries.c.id == delivery_id
+            )
+        )
+    ).first()
+    return dict(row._asdict()) if row else None

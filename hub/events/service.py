@@ -1,0 +1,98 @@
+"""Event rules: only owners publish; only subscribers under an active grant receive."""
+
+from uuid import uuid4
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from hub.access.exceptions import NoGrant
+from hub.access.service import publish_scope, read_scope
+from hub.audit.service import AuditScope
+from hub.auth.service import Caller
+from hub.events import repository
+from hub.events.exceptions import DeliveryNotFound, NotOwner
+from hub.events.models import Subscription
+from hub.events.schemas import DeliveryList, DeliveryOut, EventAccepted, EventIn, SubscriptionOut
+from hub.exchange.schemas import ReceiptOut
+from hub.keys import HubKeys
+from hub.kit.clock import utcnow
+from hub.registry import service as registry
+
+
+async def publish(
+    session: AsyncSession,
+    *,
+    caller: Caller,
+    item_id: str,
+    event: EventIn,
+    keys: HubKeys,
+    scope: AuditScope,
+) -> EventAccepted:
+    """Store the event and one delivery per subscriber, with its audit entry, atomically."""
+    pseudonym = keys.pseudonym(event.subject)
+    scope.note(item=item_id, subject=pseudonym)
+    served = await registry.item_for_exchange(session, item_id)
+    caller.require_scope(publish_scope(item_id))
+    if served.item.owner_id != caller.department:
+        raise NotOwner(f"department {caller.department!r} does not own {item_id!r}")
+    now = utcnow()
+    departments = await repository.subscribers(session, item_id=item_id, now=now)
+    event_id = uuid4().hex
+    row = {
+        "id": event_id,
+        "item_id": item_id,
+        "owner_id": caller.department,
+        "kind": event.kind,
+        "subject": event.subject,
+        "subject_pseudonym": pseudonym,
+        "published_at": now,
+    }
+    await repository.insert_event(session, event=row, departments=departments)
+    receipt = await scope.record_change(session, event=event_id)
+    return EventAccepted(
+        event_id=event_id, subscribers=len(departments), receipt=ReceiptOut(**receipt.as_json())
+    )
+
+
+async def subscribe(
+    session: AsyncSession, *, caller: Caller, item_id: str, scope: AuditScope
+) -> SubscriptionOut:
+    """Subscribe the caller's department to changes of an item it holds a grant for."""
+    scope.note(item=item_id)
+    await registry.item_for_exchange(session, item_id)
+    caller.require_scope(read_scope(item_id))
+    now = utcnow()
+    if not await repository.has_active_grant(
+        session, department=caller.department, item_id=item_id, now=now
+    ):
+        raise NoGrant(f"department {caller.department!r} holds no active grant for {item_id!r}")
+    row = await repository.get_subscription(session, department=caller.department, item_id=item_id)
+    if row is None:
+        row = Subscription(department_id=caller.department, item_id=item_id, created_at=now)
+        repository.add(session, row)
+        await session.flush()
+    await scope.record_change(session)
+    return SubscriptionOut(
+        department=row.department_id, item=row.item_id, created_at=row.created_at
+    )
+
+
+async def unsubscribe(
+    session: AsyncSession, *, caller: Caller, item_id: str, scope: AuditScope
+) -> None:
+    scope.note(item=item_id)
+    await repository.delete_subscription(session, department=caller.department, item_id=item_id)
+    await scope.record_change(session)
+
+
+async def deliveries(session: AsyncSession, *, status: str, limit: int) -> DeliveryList:
+    rows = await repository.list_deliveries(session, status=status, limit=limit)
+    return DeliveryList(deliveries=[DeliveryOut(**row) for row in rows])
+
+
+async def replay(session: AsyncSession, *, delivery_id: str, scope: AuditScope) -> None:
+    """Send a dead letter again from the start of its retry schedule."""
+    requeued = await repository.requeue(session, delivery_id=delivery_id, now=utcnow())
+    if requeued is None:
+        raise DeliveryNotFound(f"there is no dead letter {delivery_id!r}")
+    scope.note(target=requeued["department_id"], event=requeued["event_id"])
+    await scope.record_change(session)

@@ -1,0 +1,230 @@
+"""The hub's signing keys and their rotation, shared by every replica through the keys
+directory.
+
+Layout (``<data_dir>/keys/signing/``, files mode 0600)::
+
+    <kid>.jwk      an EC P-256 private JWK; kid = RFC 7638 thumbprint
+    state.json     {"keys": [{"kid": ..., "active_from": <unix s>, "retire_at": <unix s> | null}]}
+
+A key is **published** (in the JWKS, accepted on verification) from the moment it is
+in ``state.json`` until ``retire_at``; it **signs** from ``active_from`` until the
+next key's ``active_from``. ``rotate`` therefore publishes a new key at once, lets it
+sign only after a delay (so that every cache of the JWKS, the hub's replicas' and the
+adapters', has seen it), and sets the old key's ``retire_at`` to when the last token
+it signed has expired. Every replica re-reads ``state.json`` at a short interval, and
+at once when a token names a kid it does not know.
+
+Decision: docs/decisions/0010-hub-signing-key-rotation.md.
+"""
+
+import fcntl
+import json
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from joserfc.jwk import ECKey, KeySet
+
+from hub.kit.keyfiles import MissingKeyError
+
+STATE_FILE = "state.json"
+_LEGACY_FILE = "signing.jwk"  # the single key of hubs before rotation existed
+_UNKNOWN_KID_RELOAD = 1.0  # at most one forced re-read per second
+
+
+@dataclass(frozen=True)
+class KeyEntry:
+    kid: str
+    active_from: int
+    retire_at: int | None = None
+
+    def published(self, now: float) -> bool:
+        return self.retire_at is None or now < self.retire_at
+
+
+def read_state(directory: Path) -> list[KeyEntry]:
+    path = directory / STATE_FILE
+    if not path.exists():
+        return []
+    document = json.loads(path.read_text())
+    return [KeyEntry(**entry) for entry in document["keys"]]
+
+
+def signing_entry(entries: list[KeyEntry], now: float) -> KeyEntry:
+    """The key that signs at ``now``: the newest whose ``active_from`` has come."""
+    active = [e for e in entries if e.active_from <= now and e.published(now)]
+    if not active:
+        raise MissingKeyError("no hub signing key is active; run `onceonly keys rotate`")
+    return max(active, key=lambda e: e.active_from)
+
+
+def rotate(directory: Path, *, activate_after: int, retire_margin: int, now: int) -> KeyEntry:
+    """Publish a new key now, signing from ``now + activate_after``; retire the keys it
+    supersedes ``retire_margin`` seconds after that (their last tokens' lifetime)."""
+    with _locked(directory):
+        entries = [e for e in read_state(directory) if e.published(now)]
+        latest = max((e.active_from for e in entries), default=now)
+        key = ECKey.generate_key("P-256", auto_kid=True)
+        new = KeyEntry(kid=str(key.kid), active_from=max(now + activate_after, latest + 1))
+        _write_key(directory, key)
+        retire_at = new.active_from + retire_margin
+        kept = [e if e.retire_at is not None else _retired(e, retire_at) for e in entries]
+        _write_state(directory, [*kept, new])
+        _remove_unlisted(directory, {e.kid for e in kept} | {new.kid})
+    return new
+
+
+def ensure(directory: Path, *, create: bool, now: int) -> None:
+    """Make sure a first key exists: adopt a legacy ``keys/signing.jwk``, or (when
+    allowed) create one that signs at once."""
+    if (directory / STATE_FILE).exists():
+        return
+    legacy = directory.parent / _LEGACY_FILE
+    if not legacy.exists() and not create:
+        raise MissingKeyError(f"no hub signing key in {directory}; run `onceonly keys init`")
+    with _locked(directory):
+        if (directory / STATE_FILE).exists():
+            return  # another process created it first
+        if legacy.exists():
+            key = ECKey.import_key(json.loads(legacy.read_text()))
+            key.ensure_kid()
+        else:
+            key = ECKey.generate_key("P-256", auto_kid=True)
+        _write_key(directory, key)
+        _write_state(directory, [KeyEntry(kid=str(key.kid), active_from=0)])
+
+
+def _retired(entry: KeyEntry, retire_at: int) -> KeyEntry:
+    return KeyEntry(kid=entry.kid, active_from=entry.active_from, retire_at=retire_at)
+
+
+@contextmanager
+def _locked(directory: Path) -> Iterator[None]:
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with open(directory / ".lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _write_key(directory: Path, key: ECKey) -> None:
+    _write_atomically(directory / f"{key.kid}.jwk", json.dumps(key.as_dict(private=True)))
+
+
+def _write_state(directory: Path, entries: list[KeyEntry]) -> None:
+    document = {"keys": [asdict(e) for e in entries]}
+    _write_atomically(directory / STATE_FILE, json.dumps(document, indent=2))
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    try:
+        os.fchmod(descriptor, 0o600)
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(text)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def _remove_unlisted(directory: Path, kids: set[str]) -> None:
+    for path in directory.glob("*.jwk"):
+        if path.stem not in kids:
+            path.unlink(missing_ok=True)
+
+
+class SigningKeys:
+    """The keys as one process sees them: cheap to ask on every request.
+
+    ``state.json`` is re-read when it changed, checked at most every
+    ``reload_interval`` seconds, or at once (at most once a second) for an unknown kid.
+    """
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        reload_interval: float = 5.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._directory = directory
+        self._reload_interval = reload_interval
+        self._clock = clock
+        self._stamp: tuple[int, int] | None = None
+        self._next_check = 0.0
+        self._forced_at = -_UNKNOWN_KID_RELOAD
+        self._entries: list[KeyEntry] = []
+        self._keys: dict[str, ECKey] = {}
+        self._valid_until = 0.0
+        self.reload()
+
+    @property
+    def directory(self) -> Path:
+        return self._directory
+
+    def signing(self) -> ECKey:
+        self._refresh()
+        return self._signing
+
+    def verification_keys(self, kid: str | None = None) -> KeySet:
+        """The published keys; re-read first if ``kid`` is one we do not know."""
+        self._refresh()
+        if kid is not None and kid not in self._published_kids:
+            now = time.monotonic()
+            if now - self._forced_at >= _UNKNOWN_KID_RELOAD:
+                self._forced_at = now
+                self.reload()
+        return self._key_set
+
+    def public_jwks(self) -> dict[str, Any]:
+        self._refresh()
+        return self._jwks
+
+    def reload(self) -> None:
+        """Re-read ``state.json`` and the key files it names, if it changed."""
+        path = self._directory / STATE_FILE
+        info = path.stat()
+        stamp = (info.st_mtime_ns, info.st_size)
+        if stamp != self._stamp:
+            entries = read_state(self._directory)
+            self._keys = {e.kid: self._load_key(e.kid) for e in entries}
+            self._entries, self._stamp = entries, stamp
+        self._derive(self._clock())
+        self._next_check = time.monotonic() + self._reload_interval
+
+    def _load_key(self, kid: str) -> ECKey:
+        cached = self._keys.get(kid)
+        if cached is not None:
+            return cached
+        key = ECKey.import_key(json.loads((self._directory / f"{kid}.jwk").read_text()))
+        key.ensure_kid()
+        return key
+
+    def _refresh(self) -> None:
+        if time.monotonic() >= self._next_check:
+            self.reload()
+        elif self._clock() >= self._valid_until:
+            self._derive(self._clock())
+
+    def _derive(self, now: float) -> None:
+        """The views valid at ``now``, and until when they stay valid."""
+        published = [e for e in self._entries if e.published(now)]
+        self._signing = self._keys[signing_entry(self._entries, now).kid]
+        self._published_kids = {e.kid for e in published}
+        self._key_set = KeySet([self._keys[e.kid] for e in published])
+        self._jwks = {"keys": [_public_jwk(self._keys[e.kid]) for e in published]}
+        moments = [e.active_from for e in self._entries if e.active_from > now]
+        moments += [e.retire_at for e in published if e.retire_at is not None]
+        self._valid_until = min(moments, default=float("inf"))
+
+
+def _public_jwk(key: ECKey) -> dict[str, Any]:
+    return {**key.as_dict(private=False), "kid": str(key.kid), "alg": "ES256", "use": "sig"}

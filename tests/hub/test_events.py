@@ -1,0 +1,252 @@
+"""Change events end to end: an owner publishes, the hub delivers, subscribers receive.
+
+The hub and both departments' adapters run as real servers on loopback, on
+SQLite and PostgreSQL.
+"""
+
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import sqlalchemy as sa
+from joserfc import jwt
+from joserfc.jwk import ECKey
+
+from adapters import AdapterConfig, create_provider_app, public_jwks
+from adapters._events import DeliveredEvent
+from hub.db import make_sync_engine
+
+from hub_testing import CATALOGUE, RunningHub, problem_type, running_hub, serve
+
+OWNER, CONSUMER = "civil-registry", "social-welfare"
+ADDRESS = "person.residential-address"
+SUBJECT = "38001085718"
+FAST_RETRIES = {"event_retry_base": 0.05, "event_retry_cap": 0.2, "event_poll_interval": 0.05}
+
+
+def token(hub: RunningHub, client_id: str, key: ECKey) -> str:
+    now = int(time.time())
+    claims = {
+        "iss": client_id,
+        "sub": client_id,
+        "aud": hub.settings.issuer,
+        "iat": now,
+        "exp": now + 60,
+        "jti": uuid.uuid4().hex,
+    }
+    form = {
+        "grant_type": "client_credentials",
+        "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+        "client_assertion": jwt.encode({"alg": "ES256", "kid": key.kid}, claims, key),
+    }
+    response = httpx.post(f"{hub.url}/oauth/token", data=form)
+    assert response.status_code == 200, response.text
+    return str(response.json()["access_token"])
+
+
+@dataclass
+class EventWorld:
+    hub: RunningHub
+    owner_key: ECKey
+    consumer_key: ECKey
+    received: list[DeliveredEvent] = field(default_factory=list)
+
+    def owner_token(self) -> str:
+        return token(self.hub, f"{OWNER}-adapter", self.owner_key)
+
+    def consumer_token(self) -> str:
+        return token(self.hub, f"{CONSUMER}-adapter", self.consumer_key)
+
+    def publish(self, subject: str = SUBJECT, kind: str = "changed") -> httpx.Response:
+        return httpx.post(
+            f"{self.hub.url}/v1/items/{ADDRESS}/events",
+            json={"subject": subject, "kind": kind},
+            headers={"Authorization": f"Bearer {self.owner_token()}"},
+        )
+
+    def subscribe(self) -> httpx.Response:
+        return httpx.put(
+            f"{self.hub.url}/v1/items/{ADDRESS}/subscription",
+            headers={"Authorization": f"Bearer {self.consumer_token()}"},
+        )
+
+    def entries(self, action: str) -> list[dict[str, Any]]:
+        with self.hub.admin() as admin:
+            return [e["entry"] for e in admin.audit_entries(action=action)["entries"]]
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+@contextmanager
+def consumer_adapter(world: EventWorld, tmp_path: Path) -> Iterator[str]:
+    config = AdapterConfig(
+        department=CONSUMER, hub_url=world.hub.url, data_dir=tmp_path / "consumer"
+    )
+    app = create_provider_app(config, on_event=world.received.append)
+    with serve(app) as url:
+        yield url
+
+
+@contextmanager
+def event_world(database_url: str, tmp_path: Path, **settings: Any) -> Iterator[EventWorld]:
+    with running_hub(database_url=database_url, data_dir=tmp_path / "hub", **settings) as hub:
+        world = EventWorld(
+            hub=hub,
+            owner_key=ECKey.generate_key("P-256", auto_kid=True),
+            consumer_key=ECKey.generate_key("P-256", auto_kid=True),
+        )
+        with hub.admin() as admin:
+            admin.import_catalogue(CATALOGUE)
+            for department, key in ((OWNER, world.owner_key), (CONSUMER, world.consumer_key)):
+                admin.put_client(
+                    f"{department}-adapter", department=department, jwks=public_jwks(key)
+                )
+            admin.create_grant(
+                consumer=CONSUMER, item=ADDRESS, purpose="benefit-eligibility", legal_basis="test"
+            )
+        yield world
+
+
+def _point(world: EventWorld, url: str) -> None:
+    with world.hub.admin() as admin:
+        admin.put_department(CONSUMER, name="Social Welfare Board", adapter_url=url)
+
+
+def test_subscriber_receives_a_signed_event_and_the_hub_audits_it(
+    database_url: str, tmp_path: Path
+) -> None:
+    with event_world(database_url, tmp_path) as world, consumer_adapter(world, tmp_path) as url:
+        _point(world, url)
+        assert world.subscribe().status_code == 200
+        accepted = world.publish()
+        assert accepted.status_code == 202, accepted.text
+        assert accepted.json()["subscribers"] == 1
+        wait_for(lambda: len(world.received) == 1)
+        event = world.received[0]
+        assert (event.item, event.kind, event.subject, event.owner) == (
+            ADDRESS,
+            "changed",
+            SUBJECT,
+            OWNER,
+        )
+        wait_for(lambda: len(world.entries("event.deliver")) == 1)
+        (publish,) = world.entries("event.publish")
+        (deliver,) = world.entries("event.deliver")
+        assert publish["event"] == deliver["event"] == event.event_id
+        assert (deliver["department"], deliver["outcome"]) == (CONSUMER, "ok")
+        assert SUBJECT not in str(publish) + str(deliver)
+
+
+def test_delivered_event_no_longer_keeps_the_raw_subject(database_url: str, tmp_path: Path) -> None:
+    with event_world(database_url, tmp_path) as world, consumer_adapter(world, tmp_path) as url:
+        _point(world, url)
+        world.subscribe()
+        world.publish()
+        wait_for(lambda: len(world.received) == 1)
+        engine = make_sync_engine(database_url)
+
+        def subject_erased() -> bool:
+            with engine.connect() as conn:
+                return conn.execute(sa.text("SELECT subject FROM events")).scalar() is None
+
+        wait_for(subject_erased)
+        engine.dispose()
+
+
+def test_only_the_owner_publishes(database_url: str, tmp_path: Path) -> None:
+    with event_world(database_url, tmp_path) as world:
+        response = httpx.post(
+            f"{world.hub.url}/v1/items/{ADDRESS}/events",
+            json={"subject": SUBJECT, "kind": "changed"},
+            headers={"Authorization": f"Bearer {world.consumer_token()}"},
+        )
+        assert response.status_code == 403
+        assert problem_type(response) == "insufficient-scope"
+        (entry,) = world.entries("event.publish")
+        assert entry["outcome"] == "refused"
+
+
+def test_subscribing_needs_a_grant(database_url: str, tmp_path: Path) -> None:
+    with event_world(database_url, tmp_path) as world:
+        response = httpx.put(
+            f"{world.hub.url}/v1/items/person.identity/subscription",
+            headers={"Authorization": f"Bearer {world.consumer_token()}"},
+        )
+        assert response.status_code == 403
+
+
+def test_failing_subscriber_becomes_a_dead_letter_that_can_be_replayed(
+    database_url: str, tmp_path: Path
+) -> None:
+    settings = {**FAST_RETRIES, "event_max_attempts": 3}
+    with event_world(database_url, tmp_path, **settings) as world:
+        _point(world, "http://127.0.0.1:9")  # nothing listens there
+        world.subscribe()
+        world.publish()
+        with world.hub.admin() as admin:
+            wait_for(lambda: len(admin.dead_letters()) == 1)
+            (dead,) = admin.dead_letters()
+            assert dead["attempts"] == 3
+            assert world.entries("event.deliver")[-1]["reason"] == "dead-letter"
+            with consumer_adapter(world, tmp_path) as url:
+                _point(world, url)
+                admin.replay_delivery(dead["id"])
+                wait_for(lambda: len(world.received) == 1)
+            assert admin.dead_letters() == []
+
+
+def test_redelivered_event_is_handled_once(database_url: str, tmp_path: Path) -> None:
+    with event_world(database_url, tmp_path) as world, consumer_adapter(world, tmp_path) as url:
+        _point(world, url)
+        world.subscribe()
+        world.publish()
+        wait_for(lambda: len(world.received) == 1)
+        engine = make_sync_engine(database_url)
+        with engine.begin() as conn:  # as if the acknowledgement had been lost
+            conn.execute(sa.text("UPDATE event_deliveries SET status = 'pending', attempts = 1"))
+            conn.execute(sa.text("UPDATE events SET subject = :s"), {"s": SUBJECT})
+        engine.dispose()
+        wait_for(lambda: len(world.entries("event.deliver")) == 2)
+        assert len(world.received) == 1
+
+
+def test_revoked_grant_cancels_pending_deliveries(database_url: str, tmp_path: Path) -> None:
+    with event_world(database_url, tmp_path, **FAST_RETRIES) as world:
+        _point(world, "http://127.0.0.1:9")
+        world.subscribe()
+        with world.hub.admin() as admin:
+            grant = admin.list_grants(consumer=CONSUMER)[0]
+            world.publish()
+            admin.revoke_grant(grant["id"])
+        wait_for(lambda: any(e["outcome"] == "refused" for e in world.entries("event.deliver")))
+        assert world.received == []
+
+
+def test_two_hub_replicas_deliver_every_event_once(database_url: str, tmp_path: Path) -> None:
+    if not database_url.startswith("postgresql"):
+        pytest.skip("replicas share a PostgreSQL database")
+    with (
+        event_world(database_url, tmp_path) as world,
+        running_hub(  # a replica: the same database, keys and issuer
+            database_url=database_url, data_dir=tmp_path / "hub", issuer=world.hub.settings.issuer
+        ),
+        consumer_adapter(world, tmp_path) as url,
+    ):
+        _point(world, url)
+        world.subscribe()
+        for n in range(20):
+            assert world.publish(subject=f"3800108{n:04d}").status_code == 202
+        wait_for(lambda: len(world.entries("event.deliver")) == 20, timeout=20)
+        ids = [event.event_id for event in world.received]
+        assert len(ids) == len(set(ids)) == 20
