@@ -14,6 +14,7 @@ from hub.audit.checkpoints import Checkpointer, load_signer
 from hub.audit.endpoints import router as audit_router
 from hub.audit.service import AuditLog
 from hub.auth.endpoints import router as auth_router
+from hub.citizen.endpoints import router as citizen_router
 from hub.config import Settings
 from hub.db import make_engine, session_factory
 from hub.events.delivery import Deliverer
@@ -102,6 +103,7 @@ def create_app(settings: Settings | None = None, *, keys: HubKeys | None = None)
         audit_router,
         events_router,
         events_admin_router,
+        citizen_router,
     ):
         app.include_router(router)
     return app

@@ -61,6 +61,10 @@ class Settings(BaseSettings):
     event_retry_cap: float = Field(default=300.0, gt=0, le=86400)
     event_lease: float = Field(default=30.0, gt=0, le=3600)
     # --- end change events ---
+    citizen_portal_clients: list[str] = Field(
+        default_factory=list,
+        description="Client ids allowed to read a citizen's access log (the citizen view)",
+    )
     # --- authorization (issue 4) ---
     require_dpop: bool = Field(
         default=True,

@@ -5,7 +5,6 @@ SQLite and PostgreSQL.
 """
 
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -15,39 +14,18 @@ from typing import Any
 import httpx
 import pytest
 import sqlalchemy as sa
-from joserfc import jwt
 from joserfc.jwk import ECKey
 
 from adapters import AdapterConfig, create_provider_app, public_jwks
 from adapters._events import DeliveredEvent
 from hub.db import make_sync_engine
 
-from hub_testing import CATALOGUE, RunningHub, problem_type, running_hub, serve
+from hub_testing import CATALOGUE, RunningHub, client_token, problem_type, running_hub, serve
 
 OWNER, CONSUMER = "civil-registry", "social-welfare"
 ADDRESS = "person.residential-address"
 SUBJECT = "38001085718"
 FAST_RETRIES = {"event_retry_base": 0.05, "event_retry_cap": 0.2, "event_poll_interval": 0.05}
-
-
-def token(hub: RunningHub, client_id: str, key: ECKey) -> str:
-    now = int(time.time())
-    claims = {
-        "iss": client_id,
-        "sub": client_id,
-        "aud": hub.settings.issuer,
-        "iat": now,
-        "exp": now + 60,
-        "jti": uuid.uuid4().hex,
-    }
-    form = {
-        "grant_type": "client_credentials",
-        "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
-        "client_assertion": jwt.encode({"alg": "ES256", "kid": key.kid}, claims, key),
-    }
-    response = httpx.post(f"{hub.url}/oauth/token", data=form)
-    assert response.status_code == 200, response.text
-    return str(response.json()["access_token"])
 
 
 @dataclass
@@ -58,10 +36,10 @@ class EventWorld:
     received: list[DeliveredEvent] = field(default_factory=list)
 
     def owner_token(self) -> str:
-        return token(self.hub, f"{OWNER}-adapter", self.owner_key)
+        return client_token(self.hub, f"{OWNER}-adapter", self.owner_key)
 
     def consumer_token(self) -> str:
-        return token(self.hub, f"{CONSUMER}-adapter", self.consumer_key)
+        return client_token(self.hub, f"{CONSUMER}-adapter", self.consumer_key)
 
     def publish(self, subject: str = SUBJECT, kind: str = "changed") -> httpx.Response:
         return httpx.post(

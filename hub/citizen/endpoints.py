@@ -1,0 +1,32 @@
+"""The citizen portal's route."""
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends
+
+from hub.audit.dependencies import CurrentAudit, audited
+from hub.auth.dependencies import CurrentCaller
+from hub.citizen import service
+from hub.citizen.schemas import AccessLog, AccessLogQuery
+from hub.config import SettingsDep
+from hub.db import SessionDep
+from hub.keys import KeysDep
+from hub.kit.jsonbody import json_body
+
+router = APIRouter(prefix="/v1/citizen", tags=["citizen"])
+
+
+@router.post(
+    "/access-log", response_model=AccessLog, dependencies=[Depends(audited("citizen.query"))]
+)
+async def access_log(
+    scope: CurrentAudit,
+    caller: CurrentCaller,
+    query: Annotated[AccessLogQuery, Depends(json_body(AccessLogQuery))],
+    session: SessionDep,
+    settings: SettingsDep,
+    keys: KeysDep,
+) -> AccessLog:
+    return await service.access_log(
+        session, caller=caller, query=query, settings=settings, keys=keys, scope=scope
+    )

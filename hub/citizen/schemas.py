@@ -1,0 +1,27 @@
+"""Citizen view bodies: what a citizen portal may show, and nothing internal."""
+
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class AccessLogQuery(BaseModel):
+    """POSTed, so that the identifier never appears in a URL or an access log."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    subject: str = Field(min_length=1, max_length=256)
+    limit: int = Field(default=200, ge=1, le=1000)
+
+
+class Access(BaseModel):
+    time: datetime
+    department: str
+    department_name: str
+    item: str
+    item_title: str
+    purpose: str
+
+
+class AccessLog(BaseModel):
+    accesses: list[Access]

@@ -1,0 +1,80 @@
+"""The citizen view: a portal sees who read a person's records, when and why."""
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from joserfc.jwk import ECKey
+
+from adapters import AccessDenied, public_jwks
+
+from exchange_world import (
+    ADDRESS,
+    ADDRESS_RECORD,
+    CONSUMER,
+    CONSUMER_CLIENT,
+    PURPOSE,
+    SUBJECT,
+    World,
+    exchange_world,
+)
+from hub_testing import client_token, problem_type
+
+PORTAL = "citizen-portal"
+
+
+@pytest.fixture
+def world(database_url: str, tmp_path: Path) -> Iterator[World]:
+    settings = {"citizen_portal_clients": [PORTAL]}
+    with exchange_world(database_url=database_url, tmp_path=tmp_path, **settings) as built:
+        yield built
+
+
+def _portal_token(world: World) -> str:
+    key = ECKey.generate_key("P-256", auto_kid=True)
+    with world.hub.admin() as admin:
+        admin.put_department("portal", name="State portal")
+        admin.put_client(PORTAL, department="portal", jwks=public_jwks(key))
+    return client_token(world.hub, PORTAL, key)
+
+
+def _ask(world: World, bearer: str, subject: str = SUBJECT) -> httpx.Response:
+    return httpx.post(
+        f"{world.hub.url}/v1/citizen/access-log",
+        json={"subject": subject},
+        headers={"Authorization": f"Bearer {bearer}"},
+    )
+
+
+def test_portal_sees_which_department_read_what_and_why(world: World) -> None:
+    world.owner_store.put(ADDRESS, "49403136515", ADDRESS_RECORD)
+    with world.client() as client:
+        client.fetch(ADDRESS, SUBJECT, purpose=PURPOSE)
+        client.fetch(ADDRESS, "49403136515", purpose=PURPOSE)  # someone else: not shown
+    response = _ask(world, _portal_token(world))
+    assert response.status_code == 200, response.text
+    (access,) = response.json()["accesses"]
+    assert (access["department"], access["item"], access["purpose"]) == (CONSUMER, ADDRESS, PURPOSE)
+    assert access["item_title"] == "Residential address"
+    assert set(access) == {"time", "department", "department_name", "item", "item_title", "purpose"}
+
+
+def test_refused_queries_are_not_accesses(world: World) -> None:
+    with world.client() as client, pytest.raises(AccessDenied):
+        client.fetch(ADDRESS, SUBJECT, purpose="marketing")
+    assert _ask(world, _portal_token(world)).json()["accesses"] == []
+
+
+def test_only_configured_portals_may_ask_and_every_question_is_audited(world: World) -> None:
+    with world.client() as client:
+        client.fetch(ADDRESS, SUBJECT, purpose=PURPOSE)
+    consumer = client_token(world.hub, CONSUMER_CLIENT, world.consumer_key)
+    refused = _ask(world, consumer)
+    assert refused.status_code == 403
+    assert problem_type(refused) == "not-citizen-portal"
+    assert _ask(world, _portal_token(world)).status_code == 200
+    with world.hub.admin() as admin:
+        entries = [e["entry"] for e in admin.audit_entries(action="citizen.query")["entries"]]
+    assert [e["outcome"] for e in entries] == ["refused", "ok"]
+    assert all(SUBJECT not in str(e) for e in entries)
