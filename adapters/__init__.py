@@ -6,7 +6,8 @@ This package speaks only the wire contracts of docs/protocol.md; it never import
 """
 
 from ._client import AsyncHubClient, HubClient, Receipt, RecordResult
-from ._config import AdapterConfig, ItemSource, load_config
+from ._config import AdapterConfig, ItemSettings, load_config
+from ._dpop import DPoPKey
 from ._errors import (
     AccessDenied,
     AuthenticationFailed,
@@ -20,7 +21,18 @@ from ._errors import (
 )
 from ._keys import load_or_create_key, public_jwks
 from ._provider import create_provider_app
-from ._sources import CallableSource, RecordSource, StoreSource
+from ._rest import RestItem, RestSource
+from ._sources import (
+    CallableSource,
+    InvalidSourceRecord,
+    PythonItem,
+    RecordSource,
+    SourceError,
+    SourceUnavailable,
+    StoreItem,
+    StoreSource,
+)
+from ._sql import SqlItem, SqlSource
 from ._store import ImportReport, RecordStore, RowError, ServedEntry
 
 __all__ = [
@@ -30,20 +42,30 @@ __all__ = [
     "AuthenticationFailed",
     "CallableSource",
     "ConfigError",
+    "DPoPKey",
     "HubClient",
     "HubUnavailable",
     "ImportFailed",
     "ImportReport",
     "InvalidRequest",
-    "ItemSource",
+    "InvalidSourceRecord",
+    "ItemSettings",
     "NotFound",
     "OnceonlyError",
+    "PythonItem",
     "Receipt",
     "RecordResult",
     "RecordSource",
     "RecordStore",
+    "RestItem",
+    "RestSource",
     "RowError",
     "ServedEntry",
+    "SourceError",
+    "SourceUnavailable",
+    "SqlItem",
+    "SqlSource",
+    "StoreItem",
     "StoreSource",
     "UpstreamError",
     "create_provider_app",

@@ -1,17 +1,24 @@
 """The consumer SDK: fetch records through the hub (docs/protocol.md §2, §3).
 
 `HubClient` and `AsyncHubClient` share one sans-I/O core, `_Session`: it builds
-every request and parses every response as a generator that yields
-``httpx.Request`` objects and receives ``httpx.Response`` objects, so the two
-clients differ only in how they send.
+every request and parses every response as a generator that yields request
+builders and receives ``httpx.Response`` objects, so the two clients differ only
+in how they send. A builder is called for every attempt, so that a retried request
+carries a fresh DPoP proof and a fresh client assertion (both are single-use).
+
+What the session does for a department: discovery (RFC 8414), client assertions
+(``private_key_jwt``, RFC 7523), DPoP proofs on every token and resource request
+(RFC 9449, with ``ath`` and server nonces: one retry on ``use_dpop_nonce``), token
+caching and refresh, and rotation of the client's own key with no failed request.
 """
 
 from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
+from functools import partial
 from types import TracebackType
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -19,15 +26,16 @@ from urllib.parse import quote
 import anyio
 import httpx
 from joserfc import jwt
-from joserfc.jwk import ECKey, OKPKey, RSAKey
 
+from ._dpop import DPoPKey
 from ._errors import PROBLEM_PREFIX, HubUnavailable, OnceonlyError, error_for_status
+from ._keys import SigningKey, algorithm_of, public_jwks
 
 __all__ = ["AsyncHubClient", "HubClient", "Receipt", "RecordResult"]
 
 T = TypeVar("T")
-_Flow = Generator[httpx.Request, httpx.Response, T]
-SigningKey = ECKey | OKPKey | RSAKey
+_Build = Callable[[], httpx.Request]
+_Flow = Generator[_Build, httpx.Response, T]
 
 _ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 _ASSERTION_LIFETIME = 60
@@ -63,29 +71,72 @@ class _Metadata:
 class _Session:
     """Discovery, token and query logic shared by both clients (no I/O here)."""
 
-    def __init__(self, hub_url: str, *, client_id: str, key: SigningKey) -> None:
+    def __init__(
+        self, hub_url: str, *, client_id: str, key: SigningKey, dpop_key: DPoPKey | None
+    ) -> None:
         self._hub_url = hub_url.rstrip("/")
         self._client_id = client_id
         self._key = key
+        self._dpop = dpop_key or DPoPKey.generate()
+        self._nonce: str | None = None
         self._metadata: _Metadata | None = None
-        self._token: str | None = None
+        self._token: tuple[str, str] | None = None  # (scheme, token)
         self._token_expires = 0.0
 
     def fetch_flow(self, item: str, subject: str, *, purpose: str) -> _Flow[RecordResult]:
-        """Get a token if needed, then query; on 401, drop the token and retry once."""
+        url = f"{self._hub_url}/v1/items/{quote(item, safe='')}/records/query"
+        body = {"subject": subject, "purpose": purpose}
+        response = yield from self._resource_flow("POST", url, body)
+        return _record_result(response)
+
+    def rotate_key_flow(self, new_key: SigningKey) -> _Flow[list[str]]:
+        """Register ``new_key`` beside the old one, sign with it, then retire the old."""
+        yield from self.register_keys_flow(public_jwks(self._key, new_key))
+        self._key = new_key
+        return (yield from self.register_keys_flow(public_jwks(new_key)))
+
+    def register_keys_flow(self, jwks: dict[str, Any]) -> _Flow[list[str]]:
+        response = yield from self._resource_flow(
+            "PUT", f"{self._hub_url}/v1/clients/self/jwks", jwks
+        )
+        kids = _json_object(response).get("kids")
+        if not isinstance(kids, list):
+            raise _protocol_error(response, "the hub's answer lacks the registered kids")
+        return [str(kid) for kid in kids]
+
+    def use_key(self, key: SigningKey) -> None:
+        self._key = key
+
+    def _resource_flow(self, method: str, url: str, body: dict[str, Any]) -> _Flow[httpx.Response]:
+        """Get a token if needed, then send; on 401, drop the token and retry once."""
         metadata = yield from self._metadata_flow()
         for attempt in range(2):
-            token = yield from self._token_flow(metadata)
-            response = yield self._query_request(token, item=item, subject=subject, purpose=purpose)
+            scheme, token = yield from self._token_flow(metadata)
+            build = partial(self._resource_request, method, url, body, scheme=scheme, token=token)
+            response = yield from self._with_nonce(build)
             if response.status_code != 401 or attempt == 1:
                 break
             self._token = None
-        return _record_result(response)
+        return response
+
+    def _with_nonce(self, build: _Build) -> _Flow[httpx.Response]:
+        """Send; if the hub asks for its DPoP nonce (RFC 9449 §8, §9), send once more."""
+        response = yield build
+        if self._remember_nonce(response) and _asks_for_nonce(response):
+            response = yield build
+            self._remember_nonce(response)
+        return response
+
+    def _remember_nonce(self, response: httpx.Response) -> bool:
+        nonce = response.headers.get("dpop-nonce")
+        if nonce:
+            self._nonce = nonce
+        return bool(nonce)
 
     def _metadata_flow(self) -> _Flow[_Metadata]:
         if self._metadata is None:
             url = self._hub_url + "/.well-known/oauth-authorization-server"
-            response = yield httpx.Request("GET", url)
+            response = yield lambda: httpx.Request("GET", url)
             body = _json_object(response)
             issuer, endpoint = body.get("issuer"), body.get("token_endpoint")
             if not isinstance(issuer, str) or not isinstance(endpoint, str):
@@ -93,22 +144,35 @@ class _Session:
             self._metadata = _Metadata(issuer=issuer, token_endpoint=endpoint)
         return self._metadata
 
-    def _token_flow(self, metadata: _Metadata) -> _Flow[str]:
-        """RFC 6749 §4.4 client credentials, authenticated per RFC 7523 §2.2."""
+    def _token_flow(self, metadata: _Metadata) -> _Flow[tuple[str, str]]:
+        """RFC 6749 §4.4 client credentials, authenticated per RFC 7523 §2.2, bound to
+        the DPoP key (RFC 9449 §5). If the client's key changed while the request was
+        on its way (a rotation), it is sent once more, signed with the new key."""
         if self._token is not None and time.monotonic() < self._token_expires:
             return self._token
+        signed_with = self._key
+        response = yield from self._with_nonce(lambda: self._token_request(metadata))
+        if response.status_code == 401 and signed_with is not self._key:
+            response = yield from self._with_nonce(lambda: self._token_request(metadata))
+        body = _json_object(response)
+        token, lifetime = body.get("access_token"), body.get("expires_in")
+        if not isinstance(token, str) or not isinstance(lifetime, int):
+            raise _protocol_error(response, "the token response lacks access_token or expires_in")
+        scheme = "DPoP" if str(body.get("token_type", "")).lower() == "dpop" else "Bearer"
+        self._token, self._token_expires = (
+            (scheme, token),
+            time.monotonic() + lifetime - _TOKEN_MARGIN,
+        )
+        return self._token
+
+    def _token_request(self, metadata: _Metadata) -> httpx.Request:
         form = {
             "grant_type": "client_credentials",
             "client_assertion_type": _ASSERTION_TYPE,
             "client_assertion": self._assertion(metadata.issuer),
         }
-        response = yield httpx.Request("POST", metadata.token_endpoint, data=form)
-        body = _json_object(response)
-        token, lifetime = body.get("access_token"), body.get("expires_in")
-        if not isinstance(token, str) or not isinstance(lifetime, int):
-            raise _protocol_error(response, "the token response lacks access_token or expires_in")
-        self._token, self._token_expires = token, time.monotonic() + lifetime - _TOKEN_MARGIN
-        return token
+        proof = self._dpop.proof("POST", metadata.token_endpoint, nonce=self._nonce)
+        return httpx.Request("POST", metadata.token_endpoint, data=form, headers={"DPoP": proof})
 
     def _assertion(self, issuer: str) -> str:
         now = int(time.time())
@@ -120,14 +184,18 @@ class _Session:
             "exp": now + _ASSERTION_LIFETIME,
             "jti": uuid.uuid4().hex,
         }
-        kid = self._key.kid or self._key.thumbprint()
-        return jwt.encode({"alg": _algorithm(self._key), "kid": kid}, claims, self._key)
+        key = self._key
+        header = {"alg": algorithm_of(key), "kid": key.kid or key.thumbprint()}
+        return jwt.encode(header, claims, key, algorithms=[header["alg"]])
 
-    def _query_request(self, token: str, *, item: str, subject: str, purpose: str) -> httpx.Request:
-        url = f"{self._hub_url}/v1/items/{quote(item, safe='')}/records/query"
-        headers = {"Authorization": f"Bearer {token}"}
-        body = {"subject": subject, "purpose": purpose}
-        return httpx.Request("POST", url, json=body, headers=headers)
+    def _resource_request(
+        self, method: str, url: str, body: dict[str, Any], *, scheme: str, token: str
+    ) -> httpx.Request:
+        if scheme == "DPoP":
+            headers = self._dpop.headers(method, url, token, nonce=self._nonce)
+        else:
+            headers = {"Authorization": f"Bearer {token}"}
+        return httpx.Request(method, url, json=body, headers=headers)
 
 
 class _Retries:
@@ -170,8 +238,9 @@ class HubClient:
         timeout: float = 10.0,
         retries: int = 2,
         transport: httpx.BaseTransport | None = None,
+        dpop_key: DPoPKey | None = None,
     ) -> None:
-        self._session = _Session(hub_url, client_id=client_id, key=key)
+        self._session = _Session(hub_url, client_id=client_id, key=key, dpop_key=dpop_key)
         self._retries = retries
         self._http = httpx.Client(timeout=timeout, transport=transport)
 
@@ -181,6 +250,21 @@ class HubClient:
         :raises OnceonlyError: a subclass naming why (see the module ``_errors``).
         """
         return self._run(self._session.fetch_flow(item, subject, purpose=purpose))
+
+    def rotate_key(self, new_key: SigningKey) -> list[str]:
+        """Replace the client's key with no failed request: register ``new_key`` beside
+        the old one, sign with it from now on, then retire the old one. Returns the kids
+        now registered. Save ``new_key`` (e.g. with `load_or_create_key`) first.
+        """
+        return self._run(self._session.rotate_key_flow(new_key))
+
+    def register_keys(self, jwks: dict[str, Any]) -> list[str]:
+        """Replace the client's registered public keys (``PUT /v1/clients/self/jwks``)."""
+        return self._run(self._session.register_keys_flow(jwks))
+
+    def use_key(self, key: SigningKey) -> None:
+        """Sign client assertions with ``key`` from now on (it must be registered)."""
+        self._session.use_key(key)
 
     def close(self) -> None:
         self._http.close()
@@ -197,18 +281,18 @@ class HubClient:
         self.close()
 
     def _run(self, flow: _Flow[T]) -> T:
-        request = next(flow)
+        build = next(flow)
         while True:
             try:
-                request = flow.send(self._send(request))
+                build = flow.send(self._send(build))
             except StopIteration as stop:
                 return stop.value  # type: ignore[no-any-return]
 
-    def _send(self, request: httpx.Request) -> httpx.Response:
+    def _send(self, build: _Build) -> httpx.Response:
         retries = _Retries(self._retries)
         while True:
             try:
-                outcome: httpx.Response | httpx.TransportError = self._http.send(request)
+                outcome: httpx.Response | httpx.TransportError = self._http.send(build())
             except httpx.TransportError as error:
                 outcome = error
             delay = retries.delay_after(outcome)
@@ -235,14 +319,27 @@ class AsyncHubClient:
         timeout: float = 10.0,
         retries: int = 2,
         transport: httpx.AsyncBaseTransport | None = None,
+        dpop_key: DPoPKey | None = None,
     ) -> None:
-        self._session = _Session(hub_url, client_id=client_id, key=key)
+        self._session = _Session(hub_url, client_id=client_id, key=key, dpop_key=dpop_key)
         self._retries = retries
         self._http = httpx.AsyncClient(timeout=timeout, transport=transport)
 
     async def fetch(self, item: str, subject: str, *, purpose: str) -> RecordResult:
         """Fetch ``subject``'s record of ``item`` for ``purpose`` (see `HubClient.fetch`)."""
         return await self._run(self._session.fetch_flow(item, subject, purpose=purpose))
+
+    async def rotate_key(self, new_key: SigningKey) -> list[str]:
+        """See `HubClient.rotate_key`."""
+        return await self._run(self._session.rotate_key_flow(new_key))
+
+    async def register_keys(self, jwks: dict[str, Any]) -> list[str]:
+        """See `HubClient.register_keys`."""
+        return await self._run(self._session.register_keys_flow(jwks))
+
+    def use_key(self, key: SigningKey) -> None:
+        """See `HubClient.use_key`."""
+        self._session.use_key(key)
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -259,18 +356,18 @@ class AsyncHubClient:
         await self.aclose()
 
     async def _run(self, flow: _Flow[T]) -> T:
-        request = next(flow)
+        build = next(flow)
         while True:
             try:
-                request = flow.send(await self._send(request))
+                build = flow.send(await self._send(build))
             except StopIteration as stop:
                 return stop.value  # type: ignore[no-any-return]
 
-    async def _send(self, request: httpx.Request) -> httpx.Response:
+    async def _send(self, build: _Build) -> httpx.Response:
         retries = _Retries(self._retries)
         while True:
             try:
-                outcome: httpx.Response | httpx.TransportError = await self._http.send(request)
+                outcome: httpx.Response | httpx.TransportError = await self._http.send(build())
             except httpx.TransportError as error:
                 outcome = error
             delay = retries.delay_after(outcome)
@@ -279,10 +376,18 @@ class AsyncHubClient:
             await anyio.sleep(delay)
 
 
-def _algorithm(key: SigningKey) -> str:
-    if isinstance(key, ECKey):
-        return {"P-256": "ES256", "P-384": "ES384", "P-521": "ES512"}[key.curve_name]
-    return "EdDSA" if isinstance(key, OKPKey) else "PS256"
+def _asks_for_nonce(response: httpx.Response) -> bool:
+    """RFC 9449 §8 (400 ``use_dpop_nonce`` from the token endpoint) or §9 (401 with
+    ``error="use_dpop_nonce"`` in the DPoP challenge)."""
+    if response.status_code == 401:
+        return "use_dpop_nonce" in response.headers.get("www-authenticate", "")
+    if response.status_code == 400:
+        try:
+            body = response.json()
+        except ValueError:
+            return False
+        return isinstance(body, dict) and body.get("error") == "use_dpop_nonce"
+    return False
 
 
 def _json_object(response: httpx.Response) -> dict[str, Any]:

@@ -28,7 +28,7 @@ from ._sources import PythonItem, RecordSource, StoreItem
 from ._sql import SqlItem
 from ._store import RecordStore
 
-__all__ = ["AdapterConfig", "ItemSettings", "ItemSource", "load_config"]
+__all__ = ["AdapterConfig", "ItemSettings", "load_config"]
 
 _ID_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,127}$"
 _SOURCES = ("store", "sql", "rest", "python")
@@ -51,9 +51,6 @@ ItemSettings = Annotated[
     ),
 ]
 """Where the adapter reads one data item's records (``[items."<id>"]``)."""
-
-ItemSource = StoreItem
-"""The first name of `StoreItem`, kept for callers that write ``ItemSource()``."""
 
 
 class AdapterConfig(BaseModel):

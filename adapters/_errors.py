@@ -12,6 +12,9 @@ render any refusal as a problem response with one handler::
     ├── NotFound                  404: unknown item, or no record for the subject
     ├── InvalidRequest            400, 413, 422: the request was malformed
     ├── UpstreamError             502, 503, 504: the record's owner or source failed
+    │   └── SourceError           (provider side, in _sources) the department's source failed
+    │       ├── SourceUnavailable       503: down, timed out, or answered an error
+    │       └── InvalidSourceRecord     502: answered a record the schema refuses
     └── ImportFailed              a CSV/JSONL import was refused; carries the report
 
 ``problem_type`` is the slug of the problem type (``no-grant`` for

@@ -9,11 +9,13 @@ from pathlib import Path
 from typing import Any
 
 from joserfc.errors import JoseError
-from joserfc.jwk import ECKey, import_key
+from joserfc.jwk import ECKey, OKPKey, RSAKey, import_key
 
 from ._errors import ConfigError
 
-__all__ = ["load_or_create_key", "public_jwks"]
+__all__ = ["SigningKey", "algorithm_of", "load_or_create_key", "public_jwks"]
+
+SigningKey = ECKey | OKPKey | RSAKey
 
 
 def load_or_create_key(path: str | Path) -> ECKey:
@@ -32,11 +34,25 @@ def load_or_create_key(path: str | Path) -> ECKey:
     return key
 
 
-def public_jwks(key: ECKey) -> dict[str, Any]:
-    """The JWKS to register at the hub for a client that signs with ``key``."""
+def public_jwks(*keys: SigningKey) -> dict[str, Any]:
+    """The JWKS to register at the hub for a client that signs with ``keys`` (two of
+    them while it rotates from one to the other)."""
+    return {"keys": [_public_jwk(key) for key in keys]}
+
+
+def algorithm_of(key: SigningKey) -> str:
+    """The JWS algorithm the hub accepts for ``key``: ES256, EdDSA or PS256."""
+    if isinstance(key, ECKey):
+        if key.curve_name != "P-256":
+            raise ConfigError("EC client keys must be on the P-256 curve")
+        return "ES256"
+    return "EdDSA" if isinstance(key, OKPKey) else "PS256"
+
+
+def _public_jwk(key: SigningKey) -> dict[str, Any]:
     public = dict(key.as_dict(private=False))
-    public.update(kid=key.kid or key.thumbprint(), alg="ES256", use="sig")
-    return {"keys": [public]}
+    public.update(kid=key.kid or key.thumbprint(), alg=algorithm_of(key), use="sig")
+    return public
 
 
 def _load(path: Path) -> ECKey:

@@ -89,7 +89,11 @@ def create_provider_app(
         uvicorn.run(app, host="127.0.0.1", port=9101)
     """
     store = RecordStore(config.store_path)
-    owned = config.open_sources(store=store) if sources is None else {}
+    try:
+        owned = config.open_sources(store=store) if sources is None else {}
+    except OnceonlyError:
+        store.close()
+        raise
     http = http_client or httpx.AsyncClient(timeout=5.0)
     directory = HubDirectory(config.hub_url, http=http)
     provider = _Provider(

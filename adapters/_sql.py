@@ -29,7 +29,7 @@ from ._store import RecordStore
 __all__ = ["SqlItem", "SqlSource"]
 
 Record = dict[str, Any]
-Row = Mapping[str, Any]
+Row = sa.RowMapping
 
 _PROBE_SUBJECT = "onceonly-check"
 

@@ -1,4 +1,4 @@
-"""``onceonly adapter …``: serve, register, and feed a department adapter.
+"""``onceonly adapter …``: serve, register, feed and check a department adapter.
 
 The ``onceonly`` command (``hub.cli``) calls `add_commands` and then
 ``args.func(args)``, which returns the exit status.
@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 
+from ._check import CheckResult, run_checks
 from ._config import AdapterConfig, load_config
 from ._errors import ConfigError, ImportFailed, InvalidRequest, OnceonlyError
 from ._hubkeys import HubDirectory
@@ -61,6 +62,14 @@ def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
     put.add_argument("--subject", required=True, help="whom the record is about")
     put.add_argument("--record", required=True, help="the record as a JSON object")
 
+    check = _command(
+        commands,
+        "check",
+        help_text="check the hub, the client key, each source and each schema",
+        func=_check,
+    )
+    check.description = "One line per check, ok or FAILED; exits 0 only if all pass."
+
 
 def _command(
     commands: argparse._SubParsersAction[argparse.ArgumentParser],
@@ -98,9 +107,26 @@ def _serve(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     key = load_or_create_key(config.key_path)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s %(message)s")
+    try:
+        app = create_provider_app(config)
+    except ConfigError as error:
+        raise ConfigError(f"{args.config}: {error.detail}") from error
     print(f"adapter {config.department}: client key kid {key.kid}", file=sys.stderr)
-    uvicorn.run(create_provider_app(config), host=config.listen_host, port=config.listen_port)
+    uvicorn.run(app, host=config.listen_host, port=config.listen_port)
     return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+
+    async def checks() -> list[CheckResult]:
+        async with httpx.AsyncClient(timeout=10.0) as http:
+            return await run_checks(config, http=http)
+
+    results = asyncio.run(checks())
+    for result in results:
+        print(result.line())
+    return 0 if all(result.ok for result in results) else 1
 
 
 def _jwks(args: argparse.Namespace) -> int:
@@ -140,6 +166,9 @@ def _latest_schema(config: AdapterConfig, item: str) -> tuple[int, dict[str, Any
     """The item's latest version and schema, read from the hub's registry."""
     if item not in config.items:
         raise ConfigError(f"item {item!r} is not configured under [items] in the config file")
+    if config.items[item].source != "store":
+        source = config.items[item].source
+        raise ConfigError(f"item {item!r} reads its {source} source: only store items are fed")
 
     async def read() -> tuple[int, dict[str, Any]]:
         async with httpx.AsyncClient(timeout=10.0) as http:

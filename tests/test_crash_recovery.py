@@ -20,9 +20,9 @@ from joserfc.jwk import ECKey
 from adapters import (
     AdapterConfig,
     HubClient,
-    ItemSource,
     OnceonlyError,
     RecordStore,
+    StoreItem,
     create_provider_app,
     public_jwks,
 )
@@ -86,7 +86,7 @@ def test_sigkill_during_a_burst_loses_no_answered_entry(database_url: str, tmp_p
         department="civil-registry",
         hub_url=url,
         data_dir=tmp_path / "owner",
-        items={ADDRESS: ItemSource()},
+        items={ADDRESS: StoreItem()},
     )
     with RecordStore(config.store_path) as store:
         store.put(ADDRESS, "38001085718", RECORD)
@@ -132,4 +132,3 @@ def test_sigkill_during_a_burst_loses_no_answered_entry(database_url: str, tmp_p
     finally:
         hub.kill()
         hub.wait(timeout=10)
-

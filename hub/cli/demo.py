@@ -29,8 +29,8 @@ from adapters import (
     AccessDenied,
     AdapterConfig,
     HubClient,
-    ItemSource,
     RecordStore,
+    StoreItem,
     create_provider_app,
     load_or_create_key,
     public_jwks,
@@ -114,7 +114,7 @@ def start_department(stack: ExitStack, *, department: str, hub_url: str, root: P
         department=department,
         hub_url=hub_url,
         data_dir=root / department,
-        items={item: ItemSource() for item in DEPARTMENT_ITEMS[department]},
+        items={item: StoreItem() for item in DEPARTMENT_ITEMS[department]},
     )
     key = load_or_create_key(config.key_path)
     url = stack.enter_context(serve_in_thread(create_provider_app(config)))

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -9,7 +10,7 @@ import pytest
 from adapters import RecordStore, load_config
 from adapters.cli import add_commands
 
-from adapter_testing import ITEM, RECORD, SUBJECT, HubDouble, write_config
+from adapter_testing import ITEM, RECORD, SCHEMA, SUBJECT, HubDouble, write_config
 
 
 def run(*argv: str) -> int:
@@ -88,3 +89,105 @@ def test_put_refuses_an_item_missing_from_the_config(
 
     assert code == 1
     assert "not configured" in capsys.readouterr().err
+
+
+def test_import_refuses_an_item_read_from_another_source(
+    tmp_path: Path, hub: HubDouble, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write_config(tmp_path, hub_url=hub.url, items=())
+    path.write_text(
+        path.read_text() + f'[items."{ITEM}"]\nsource = "python"\ncallable = "json:loads"\n'
+    )
+    csv_file = tmp_path / "in.csv"
+    csv_file.write_text(f"subject,street,city\n{SUBJECT},Pikk 1,Tallinn\n")
+
+    code = run("import", "--config", str(path), "--item", ITEM, "--csv", str(csv_file))
+
+    assert code == 1
+    assert "reads its python source: only store items are fed" in capsys.readouterr().err
+
+
+def test_import_jsonl_failure_reports_every_refused_row(
+    config_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lines = [
+        {"subject": "1", "record": RECORD},
+        {"subject": "2", "record": {"street": "Pikk 2"}},
+        {"subject": "1", "record": RECORD},
+    ]
+    jsonl = tmp_path / "in.jsonl"
+    jsonl.write_text("\n".join(json.dumps(line) for line in lines) + "\nnot json\n")
+
+    code = run("import", "--config", str(config_path), "--item", ITEM, "--jsonl", str(jsonl))
+
+    err = capsys.readouterr().err.splitlines()
+    assert code == 1
+    assert [line.split(":")[0] for line in err] == ["row 2", "row 3", "row 4", "error"]
+    assert "missing required property 'city'" in err[0]
+    assert "error: 3 row(s) refused; nothing imported" in err[-1]
+    assert stored(config_path, "1") is None
+
+
+def test_check_passes_when_hub_key_sources_and_schemas_are_in_order(
+    tmp_path: Path, hub: HubDouble, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "address.json").write_text(json.dumps(SCHEMA))
+    path = write_config(tmp_path, hub_url=hub.url)
+    path.write_text(path.read_text() + 'schema_file = "address.json"\n')
+    run("jwks", "--config", str(path))
+    capsys.readouterr()
+
+    code = run("check", "--config", str(path))
+
+    lines = capsys.readouterr().out.splitlines()
+    assert code == 0, lines
+    assert [line.split(": ")[0] for line in lines] == [
+        f"hub {hub.url}",
+        f"client key {load_config(path).key_path}",
+        f"source {ITEM} (store)",
+        f"schema {ITEM}",
+    ]
+    assert all(": ok" in line for line in lines)
+    assert lines[2].endswith(f"(0 record(s) of {ITEM} in the store)")
+    assert lines[3].endswith("(address.json matches the hub's v1)")
+
+
+def test_check_reports_each_failure_on_its_own_line_and_exits_1(
+    tmp_path: Path, hub: HubDouble, capsys: pytest.CaptureFixture[str]
+) -> None:
+    changed = {**SCHEMA, "required": ["street"]}
+    (tmp_path / "address.json").write_text(json.dumps(changed))
+    legacy_db = tmp_path / "legacy.db"
+    sqlite3.connect(legacy_db).close()
+    path = write_config(tmp_path, hub_url=hub.url, items=())
+    path.write_text(
+        path.read_text()
+        + f'[items."{ITEM}"]\nschema_file = "address.json"\nsource = "sql"\n'
+        + f'url = "sqlite:///{legacy_db}"\nquery = "SELECT * FROM people WHERE c = :subject"\n'
+        + '[items."x.unknown"]\nsource = "rest"\nurl = "http://127.0.0.1:1/p/{subject}"\n'
+    )
+
+    code = run("check", "--config", str(path))
+
+    lines = capsys.readouterr().out.splitlines()
+    assert code == 1
+    assert lines[0] == f"hub {hub.url}: ok (issuer {hub.url})"
+    assert lines[1].endswith("FAILED: missing; `onceonly adapter jwks` creates it")
+    assert lines[2].startswith(f"source {ITEM} (sql): FAILED: the database query failed")
+    assert "no such table: people" in lines[2]
+    assert lines[3].endswith("address.json differs from the hub's v1 at /required/1")
+    assert lines[4].startswith("source x.unknown (rest): FAILED: cannot reach http://127.0.0.1:1/")
+    assert lines[5] == "schema x.unknown: FAILED: the hub's registry has no such item"
+
+
+def test_check_reports_a_hub_that_does_not_answer(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write_config(tmp_path, hub_url="http://127.0.0.1:1")
+
+    code = run("check", "--config", str(path))
+
+    lines = capsys.readouterr().out.splitlines()
+    assert code == 1
+    assert lines[0] == "hub http://127.0.0.1:1: FAILED: cannot reach the hub: ConnectError"
+    assert lines[3].startswith(f"schema {ITEM}: FAILED: cannot reach the hub")

@@ -11,8 +11,8 @@ from joserfc.jwk import ECKey
 from adapters import (
     AdapterConfig,
     HubClient,
-    ItemSource,
     RecordStore,
+    StoreItem,
     create_provider_app,
     public_jwks,
 )
@@ -60,7 +60,7 @@ def exchange_world(*, database_url: str, tmp_path: Path, **settings: object) -> 
             department=OWNER,
             hub_url=hub.url,
             data_dir=tmp_path / "owner",
-            items={ADDRESS: ItemSource(), IDENTITY: ItemSource()},
+            items={ADDRESS: StoreItem(), IDENTITY: StoreItem()},
         )
         with RecordStore(config.store_path) as store:
             store.put(ADDRESS, SUBJECT, ADDRESS_RECORD)
