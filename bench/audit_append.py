@@ -22,12 +22,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from _processes import fresh_postgres_database
-
 from hub.audit import leaves, merkle, tree
 from hub.audit.service import AuditLog
 from hub.db import make_engine
 from hub.migrate import upgrade
+
+from _processes import fresh_postgres_database
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -132,9 +132,7 @@ def database(options: Options) -> Iterator[str]:
 def parse_options(argv: list[str] | None = None) -> Options:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--database", choices=["sqlite", "postgres"], default="sqlite")
-    parser.add_argument(
-        "--postgres-url", default="postgresql://postgres@127.0.0.1:5432/postgres"
-    )
+    parser.add_argument("--postgres-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
     parser.add_argument("--appenders", type=int, default=512)
     parser.add_argument("--writers", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=1024)

@@ -130,6 +130,75 @@ def _grant_revoke(args: argparse.Namespace) -> int:
     return _admin_call(args, lambda admin: admin.revoke_grant(args.grant_id))
 
 
+def _read_json_file(name: str) -> Any:
+    try:
+        return json.loads(Path(name).read_text(encoding="utf-8"))
+    except OSError as error:
+        raise SystemExit(f"cannot read {name}: {error.strerror}") from None
+    except ValueError as error:
+        raise SystemExit(f"{name} is not valid JSON: {error}") from None
+
+
+def _items_register(args: argparse.Namespace) -> int:
+    document = _read_json_file(args.file)
+    return _admin_call(args, lambda admin: admin.put_item(document))
+
+
+def _items_version(args: argparse.Namespace) -> int:
+    """FILE is ``{"schema": ..., "examples": [...]}``, or a whole item document."""
+    document = _read_json_file(args.file)
+    if not isinstance(document, dict) or "schema" not in document:
+        raise SystemExit(f'{args.file} must hold {{"schema": {{...}}, "examples": [...]}}')
+    body = {"schema": document["schema"], "examples": document.get("examples", [])}
+    return _admin_call(args, lambda admin: admin.add_version(args.item, body))
+
+
+def _items_list(args: argparse.Namespace) -> int:
+    names = ("q", "owner", "tag", "classification", "sharing_class", "lifecycle")
+    criteria = {name: getattr(args, name) for name in names}
+    return _admin_call(args, lambda admin: admin.list_items(**criteria))
+
+
+def _items_show(args: argparse.Namespace) -> int:
+    return _admin_call(args, lambda admin: admin.describe_item(args.item))
+
+
+def _items_deprecate(args: argparse.Namespace) -> int:
+    return _admin_call(args, lambda admin: admin.deprecate_item(args.item))
+
+
+def _items_retire(args: argparse.Namespace) -> int:
+    return _admin_call(args, lambda admin: admin.retire_item(args.item))
+
+
+def _items_commands(sub: Any) -> None:
+    items = sub.add_parser("items", help="data items and their schema versions").add_subparsers(
+        dest="items_command", required=True
+    )
+    register = _with_hub(
+        _add(items, "register", _items_register, "register an item (or update its metadata)")
+    )
+    register.add_argument("file", help="item document: metadata, schema, examples")
+    version = _with_hub(
+        _add(items, "version", _items_version, "add a schema version, checked for compatibility")
+    )
+    version.add_argument("item")
+    version.add_argument("file", help='{"schema": ..., "examples": [...]} or an item document')
+    listing = _with_hub(_add(items, "list", _items_list, "search the catalogue"))
+    listing.add_argument("--q", help="text in the id, title or description")
+    listing.add_argument("--owner")
+    listing.add_argument("--tag")
+    listing.add_argument("--classification")
+    listing.add_argument("--sharing-class", dest="sharing_class")
+    listing.add_argument("--lifecycle")
+    for name, func, help_text in (
+        ("show", _items_show, "show an item and its versions"),
+        ("deprecate", _items_deprecate, "mark an item deprecated (still served)"),
+        ("retire", _items_retire, "retire an item: refused from now on (final)"),
+    ):
+        _with_hub(_add(items, name, func, help_text)).add_argument("item")
+
+
 def _audit_entries(args: argparse.Namespace) -> int:
     filters = {k: getattr(args, k) for k in ("subject", "department", "item", "action", "outcome")}
     return _admin_call(
@@ -280,6 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _hub_commands(sub)
     _admin_commands(sub)
+    _items_commands(sub)
     demo = _add(sub, "demo", _demo, "play the whole story on loopback: a hub and three departments")
     demo.add_argument("--keep", action="store_true", help="leave the services running afterwards")
     demo.add_argument("--hub", help="play the story against a running hub at this URL")
