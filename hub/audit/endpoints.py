@@ -6,15 +6,16 @@ docs/audit.md for why that reveals nothing personal). The filtered query is for
 administrators and is itself audited.
 """
 
-from typing import Annotated
+from datetime import UTC, datetime
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Path, Query
-from fastapi.responses import PlainTextResponse
+from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi.responses import PlainTextResponse, StreamingResponse
 
 from hub.audit import checkpoints, service
 from hub.audit.dependencies import CheckpointerDep, CurrentAudit, audited
 from hub.audit.schemas import CheckpointPage, EntryOut, EntryPage, ProofOut
-from hub.auth.dependencies import AdminDep
+from hub.auth.dependencies import AdminDep, CurrentCaller
 from hub.db import SessionDep
 from hub.keys import KeysDep
 
@@ -79,17 +80,44 @@ async def get_entry(index: Annotated[int, Path(ge=0, le=2**62)], session: Sessio
     return await service.entry_at(session, index)
 
 
+async def _entry_query(
+    subject: str | None = Query(default=None, max_length=256),
+    department: str | None = Query(default=None, max_length=64),
+    item: str | None = Query(default=None, max_length=128),
+    action: str | None = Query(default=None, max_length=64),
+    outcome: str | None = Query(default=None, max_length=16),
+    since: Annotated[datetime | None, Query(description="RFC 3339; at or after")] = None,
+    until: Annotated[datetime | None, Query(description="RFC 3339; before")] = None,
+) -> service.EntryQuery:
+    """The auditor's filter, shared by the query and the export."""
+    return service.EntryQuery(
+        subject=subject,
+        department=department,
+        item=item,
+        action=action,
+        outcome=outcome,
+        since=_aware(since),
+        until=_aware(until),
+    )
+
+
+def _aware(moment: datetime | None) -> datetime | None:
+    """A time without an offset is read as UTC."""
+    if moment is None or moment.tzinfo is not None:
+        return moment
+    return moment.replace(tzinfo=UTC)
+
+
+EntryQueryDep = Annotated[service.EntryQuery, Depends(_entry_query)]
+
+
 @router.get("/entries", response_model=EntryPage, dependencies=[Depends(audited("audit.query"))])
 async def find_entries(
     session: SessionDep,
     _admin: AdminDep,
     scope: CurrentAudit,
     keys: KeysDep,
-    subject: str | None = Query(default=None, max_length=256),
-    department: str | None = Query(default=None, max_length=64),
-    item: str | None = Query(default=None, max_length=128),
-    action: str | None = Query(default=None, max_length=64),
-    outcome: str | None = Query(default=None, max_length=16),
+    query: EntryQueryDep,
     cursor: str | None = Query(default=None, max_length=20, pattern=r"^[0-9]+$"),
     limit: int = Query(default=100, ge=1, le=1000),
 ) -> EntryPage:
@@ -97,9 +125,51 @@ async def find_entries(
         session,
         scope=scope,
         keys=keys,
-        query=service.EntryQuery(
-            subject=subject, department=department, item=item, action=action, outcome=outcome
-        ),
+        query=query,
         cursor=int(cursor) if cursor else None,
         limit=limit,
+    )
+
+
+@router.get(
+    "/department-entries",
+    response_model=EntryPage,
+    dependencies=[Depends(audited("audit.department-query"))],
+)
+async def department_entries(
+    session: SessionDep,
+    caller: CurrentCaller,
+    scope: CurrentAudit,
+    cursor: str | None = Query(default=None, max_length=20, pattern=r"^[0-9]+$"),
+    limit: int = Query(default=1000, ge=1, le=1000),
+) -> EntryPage:
+    """For a department's client: the record queries it made, and those made of its items."""
+    return await service.department_entries(
+        session,
+        department=caller.department,
+        scope=scope,
+        cursor=int(cursor) if cursor else None,
+        limit=limit,
+    )
+
+
+_EXPORT_TYPES = {"jsonl": "application/jsonl", "csv": "text/csv; charset=utf-8"}
+
+
+@router.get("/export", dependencies=[Depends(audited("audit.export"))])
+async def export_entries(
+    request: Request,
+    _admin: AdminDep,
+    scope: CurrentAudit,
+    keys: KeysDep,
+    query: EntryQueryDep,
+    format: Literal["jsonl", "csv"] = "jsonl",
+) -> StreamingResponse:
+    """Every matching entry as JSON Lines or CSV, streamed; the export is itself audited."""
+    where = await service.start_export(scope=scope, keys=keys, query=query)
+    lines = service.export_lines(request.app.state.sessions, where=where, format=format)
+    return StreamingResponse(
+        lines,
+        media_type=_EXPORT_TYPES[format],
+        headers={"Content-Disposition": f'attachment; filename="audit-entries.{format}"'},
     )

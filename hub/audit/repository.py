@@ -2,6 +2,7 @@
 
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -11,6 +12,7 @@ from sqlmodel import col, select
 
 from hub.audit.merkle import Node
 from hub.audit.models import AuditCheckpoint, AuditEntry, AuditNode
+from hub.registry.models import Item
 
 _table = AuditEntry.__table__  # type: ignore[attr-defined]
 _nodes = AuditNode.__table__  # type: ignore[attr-defined]
@@ -103,6 +105,23 @@ class EntryFilter:
     item: str | None = None
     action: str | None = None
     outcome: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+async def department_entries(
+    session: AsyncSession, *, department: str, after: int | None, limit: int
+) -> list[AuditEntry]:
+    """Record queries a department made, or that were made of the items it owns."""
+    owned = select(col(Item.id)).where(col(Item.owner_id) == department)
+    query = select(AuditEntry).where(
+        col(AuditEntry.action) == "record.query",
+        sa.or_(col(AuditEntry.department) == department, col(AuditEntry.item).in_(owned)),
+    )
+    if after is not None:
+        query = query.where(col(AuditEntry.idx) > after)
+    query = query.order_by(col(AuditEntry.idx)).limit(limit)
+    return list((await session.execute(query)).scalars())
 
 
 async def find_entries(
@@ -113,6 +132,10 @@ async def find_entries(
         value = getattr(where, column)
         if value is not None:
             query = query.where(getattr(AuditEntry, column) == value)
+    if where.since is not None:
+        query = query.where(col(AuditEntry.time) >= where.since)
+    if where.until is not None:
+        query = query.where(col(AuditEntry.time) < where.until)
     if after is not None:
         query = query.where(col(AuditEntry.idx) > after)
     query = query.order_by(col(AuditEntry.idx)).limit(limit)

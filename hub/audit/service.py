@@ -12,14 +12,22 @@ database lock serializes them; a writer that loses a race retries its batch.
 """
 
 import asyncio
+import csv
+import io
 import json
 import logging
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy.exc import DBAPIError, IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
+from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+)
 
 from hub.audit import leaves, repository, tree
 from hub.audit.exceptions import AuditUnavailable, EntryNotFound
@@ -127,17 +135,17 @@ class AuditLog:
 
     async def _write(self, batch: list[_Pending]) -> list[Receipt]:
         async with write_connection(self._engine) as conn:
-            return await _append_rows(conn, [(p.entry, p.leaf) for p in batch])
+            return await append_rows(conn, [(p.entry, p.leaf) for p in batch])
 
     async def append_within(self, session: AsyncSession, entry: dict[str, Any]) -> Receipt:
         """Append inside the session's own transaction: for requests that change state,
         so that the change and its audit entry commit together, or neither does."""
         conn = await session.connection()
-        (receipt,) = await _append_rows(conn, [(entry, leaves.leaf_bytes(entry))])
+        (receipt,) = await append_rows(conn, [(entry, leaves.leaf_bytes(entry))])
         return receipt
 
 
-async def _append_rows(
+async def append_rows(
     conn: AsyncConnection, entries: list[tuple[dict[str, Any], bytes]]
 ) -> list[Receipt]:
     """Append leaves and the tree nodes they complete, in the caller's transaction."""
@@ -223,6 +231,20 @@ class EntryQuery:
     item: str | None = None
     action: str | None = None
     outcome: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+    def where(self, keys: HubKeys) -> repository.EntryFilter:
+        """The stored form of the filter: the subject becomes its pseudonym."""
+        return repository.EntryFilter(
+            subject=keys.pseudonym(self.subject) if self.subject is not None else None,
+            department=self.department,
+            item=self.item,
+            action=self.action,
+            outcome=self.outcome,
+            since=self.since,
+            until=self.until,
+        )
 
 
 async def find(
@@ -235,15 +257,8 @@ async def find(
     limit: int,
 ) -> EntryPage:
     """Filtered, paged entries; the query itself is an audit entry."""
-    pseudonym = keys.pseudonym(query.subject) if query.subject is not None else None
-    where = repository.EntryFilter(
-        subject=pseudonym,
-        department=query.department,
-        item=query.item,
-        action=query.action,
-        outcome=query.outcome,
-    )
-    scope.note(subject=pseudonym, item=query.item)
+    where = query.where(keys)
+    scope.note(subject=where.subject, item=query.item)
     rows = await repository.find_entries(session, where=where, after=cursor, limit=limit + 1)
     await scope.record_success()
     more = len(rows) > limit
@@ -252,6 +267,92 @@ async def find(
         entries=[_entry_out(row) for row in rows],
         next_cursor=str(rows[-1].idx) if more and rows else None,
     )
+
+
+async def department_entries(
+    session: AsyncSession, *, department: str, scope: AuditScope, cursor: int | None, limit: int
+) -> EntryPage:
+    """The hub's side of a department's two-sided evidence (``onceonly adapter reconcile``)."""
+    rows = await repository.department_entries(
+        session, department=department, after=cursor, limit=limit + 1
+    )
+    await scope.record_success()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return EntryPage(
+        entries=[_entry_out(row) for row in rows],
+        next_cursor=str(rows[-1].idx) if more and rows else None,
+    )
+
+
+EXPORT_COLUMNS = (
+    "index",
+    "time",
+    "action",
+    "outcome",
+    "reason",
+    "client",
+    "department",
+    "item",
+    "version",
+    "subject",
+    "purpose",
+    "grant",
+    "fields",
+    "digest",
+    "request_id",
+    "event",
+    "target",
+    "leaf_hash",
+)
+_EXPORT_PAGE = 1000
+
+
+async def start_export(
+    *, scope: AuditScope, keys: HubKeys, query: EntryQuery
+) -> repository.EntryFilter:
+    """Audit the export before a byte of it is sent; the filter to stream."""
+    where = query.where(keys)
+    scope.note(subject=where.subject, item=query.item)
+    await scope.record_success()
+    return where
+
+
+async def export_lines(
+    sessions: async_sessionmaker[AsyncSession], *, where: repository.EntryFilter, format: str
+) -> AsyncIterator[str]:
+    """Every matching entry, page by page, as JSON Lines or CSV (RFC 4180)."""
+    if format == "csv":
+        yield _csv_line(EXPORT_COLUMNS)
+    after: int | None = None
+    while True:
+        async with sessions() as session:
+            rows = await repository.find_entries(
+                session, where=where, after=after, limit=_EXPORT_PAGE
+            )
+        for row in rows:
+            yield _export_line(row, format=format)
+        if len(rows) < _EXPORT_PAGE:
+            return
+        after = rows[-1].idx
+
+
+def _export_line(row: AuditEntry, *, format: str) -> str:
+    entry = json.loads(row.leaf)
+    if format == "jsonl":
+        record = {"index": row.idx, "leaf_hash": leaves.b64(row.leaf_hash), "entry": entry}
+        return json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n"
+    values = {**entry, "index": row.idx, "leaf_hash": leaves.b64(row.leaf_hash)}
+    cells = [values.get(column) for column in EXPORT_COLUMNS]
+    return _csv_line(
+        [" ".join(v) if isinstance(v, list) else "" if v is None else str(v) for v in cells]
+    )
+
+
+def _csv_line(cells: Sequence[str]) -> str:
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\r\n").writerow(cells)
+    return buffer.getvalue()
 
 
 def _entry_out(row: AuditEntry) -> EntryOut:

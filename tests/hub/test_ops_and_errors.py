@@ -1,5 +1,8 @@
 """Operators' endpoints, and problem responses for whatever a caller gets wrong."""
 
+import csv
+import io
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -83,3 +86,35 @@ def test_audit_entries_page_with_a_cursor(hub: RunningHub) -> None:
     first_indexes = [e["index"] for e in page["entries"]]
     next_indexes = [e["index"] for e in following["entries"]]
     assert max(first_indexes) < min(next_indexes)
+
+
+def test_audit_entries_filter_by_time_range(hub: RunningHub) -> None:
+    with hub.admin() as admin:
+        admin.audit_entries()
+        everything = admin.audit_entries(action="audit.query")["entries"]
+        first = everything[0]["entry"]["time"]
+        later = admin.audit_entries(action="audit.query", since="2999-01-01T00:00:00Z")
+        earlier = admin.audit_entries(action="audit.query", until=first)
+        window = admin.audit_entries(action="audit.query", since=first, until="2999-01-01T00:00:00")
+    assert later["entries"] == []
+    assert earlier["entries"] == []
+    assert window["entries"][0]["entry"]["time"] == first
+
+
+def test_audit_export_streams_jsonl_and_csv_and_is_itself_audited(hub: RunningHub) -> None:
+    headers = {"Authorization": f"Bearer {hub.keys.admin_token}"}
+    with hub.admin() as admin:
+        for _ in range(3):
+            admin.audit_entries()
+    jsonl = httpx.get(
+        f"{hub.url}/v1/audit/export", params={"action": "audit.query"}, headers=headers
+    )
+    assert jsonl.headers["content-type"].startswith("application/jsonl")
+    lines = [json.loads(line) for line in jsonl.text.splitlines()]
+    assert [line["entry"]["action"] for line in lines] == ["audit.query"] * 3
+    csv_export = httpx.get(f"{hub.url}/v1/audit/export", params={"format": "csv"}, headers=headers)
+    rows = list(csv.reader(io.StringIO(csv_export.text)))
+    assert rows[0][:4] == ["index", "time", "action", "outcome"]
+    assert [row[2] for row in rows[1:]] == ["audit.query"] * 3 + ["audit.export"] * 2
+    refused = httpx.get(f"{hub.url}/v1/audit/export")
+    assert refused.status_code == 401
