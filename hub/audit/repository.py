@@ -56,8 +56,10 @@ async def fetch_nodes(conn: Executor, nodes: Collection[Node]) -> dict[Node, byt
         )
     if inner:
         parts.append(
+            # OR of key equalities, not a row-value IN: SQLite plans the latter as a scan
+            # of the whole table, the former as one primary-key lookup per node.
             sa.select(_nodes.c.level, _nodes.c.idx, _nodes.c.hash).where(
-                sa.tuple_(_nodes.c.level, _nodes.c.idx).in_(inner)
+                sa.or_(*(sa.and_(_nodes.c.level == lv, _nodes.c.idx == ix) for lv, ix in inner))
             )
         )
     if not parts:
