@@ -1,12 +1,13 @@
 """Per-record validation cost with the hub's compiled validator, in µs per record.
 
 Method: the person.residential-address schema and its catalogue examples; the
-validator comes from ``hub.registry.validation.validator_for`` (compiled once,
-cached by fingerprint), and each record goes through ``record_errors``, exactly as
-the exchange does after the owner answers. Each example is validated ``--number``
-times per repeat; the best of ``--repeat`` repeats is reported (the least disturbed
-by other work on a shared machine). ``is_valid`` is shown for comparison: it is the
-floor for any ``jsonschema`` check of this schema.
+validator comes from ``hub.registry.validation.validator_for`` (jsonschema-rs,
+compiled once, cached by fingerprint), and each record goes through
+``record_errors``, exactly as the exchange does after the owner answers. Each
+example is validated ``--number`` times per repeat; the best of ``--repeat``
+repeats is reported (the least disturbed by other work on a shared machine).
+``is_valid`` is the floor of the hub's validator; the last column is the
+reference, Python's ``jsonschema`` (what the hub used before), for comparison.
 
 Run: ``python bench/validation.py [--number 20000] [--repeat 5]``.
 """
@@ -18,6 +19,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from jsonschema import Draft202012Validator
 
 from hub.registry.validation import fingerprint, record_errors, validator_for
 
@@ -51,18 +54,22 @@ def main() -> None:
     document = json.loads((CATALOGUE / "items" / f"{ITEM}.json").read_text())
     schema = document["schema"]
     validator = validator_for(schema, fingerprint(schema))
+    reference = Draft202012Validator(schema, format_checker=Draft202012Validator.FORMAT_CHECKER)
     print(f"{ITEM}: µs per record (best of {args.repeat} x {args.number})")
-    print(f"{'record':22}{'record_errors':>15}{'is_valid':>10}")
+    print(f"{'record':22}{'record_errors':>15}{'is_valid':>10}{'jsonschema':>12}")
     for name, record in cases(document).items():
-        errors = best_us(
-            functools.partial(record_errors, validator, record),
-            number=args.number,
-            repeat=args.repeat,
+        timings = [
+            best_us(check, number=args.number, repeat=args.repeat)
+            for check in (
+                functools.partial(record_errors, validator, record),
+                functools.partial(validator.is_valid, record),
+                functools.partial(reference.is_valid, record),
+            )
+        ]
+        print(
+            f"{name:22}"
+            + "".join(f"{t:>{w}.2f}" for t, w in zip(timings, (15, 10, 12), strict=True))
         )
-        valid = best_us(
-            functools.partial(validator.is_valid, record), number=args.number, repeat=args.repeat
-        )
-        print(f"{name:22}{errors:>15.1f}{valid:>10.1f}")
 
 
 if __name__ == "__main__":

@@ -72,6 +72,13 @@ async def create_grant(session: AsyncSession, *, body: GrantIn, scope: AuditScop
     if served.item.sharing_class == "none":
         raise NotShared(f"data item {body.item!r} has sharing class 'none' and is never shared")
     _check_fields(body.fields, served.version.schema_)
+    # "All fields" means those of the version granted: a later version's new fields
+    # are never delivered under this grant (docs/registry.md).
+    fields = (
+        sorted(body.fields)
+        if body.fields is not None
+        else registry.version_fields(served.version.schema_)
+    )
     now = utcnow()
     if body.valid_until is not None and body.valid_until <= now:
         raise InvalidRequest("valid_until must lie in the future")
@@ -80,7 +87,7 @@ async def create_grant(session: AsyncSession, *, body: GrantIn, scope: AuditScop
     )
     if (
         existing is not None
-        and existing.fields == body.fields
+        and existing.fields == fields
         and existing.valid_until == body.valid_until
     ):
         grant = existing
@@ -90,7 +97,7 @@ async def create_grant(session: AsyncSession, *, body: GrantIn, scope: AuditScop
             item_id=body.item,
             purpose=body.purpose,
             legal_basis=body.legal_basis,
-            fields=sorted(body.fields) if body.fields is not None else None,
+            fields=fields,
             valid_from=now,
             valid_until=body.valid_until,
         )

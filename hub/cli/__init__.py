@@ -87,6 +87,38 @@ def _keys_init(_: argparse.Namespace) -> int:
     return 0
 
 
+def _keys_rotate(args: argparse.Namespace) -> int:
+    """Publish a new signing key now; it signs after the delay (docs/decisions/0010)."""
+    import time
+
+    from hub import signing_keys
+    from hub.config import Settings
+    from hub.keys import HubKeys
+
+    settings = Settings()
+    HubKeys.load(settings.keys_dir, create=not settings.is_production)
+    margin = signing_keys.retire_margin(settings)
+    delay = margin if args.activate_after is None else args.activate_after
+    now = int(time.time())
+    entry = signing_keys.rotate(
+        settings.keys_dir / "signing", activate_after=delay, retire_margin=margin, now=now
+    )
+    print(
+        f"new signing key {entry.kid}: published now, signs from {entry.active_from} (+{delay} s)"
+    )
+    print(f"the key it replaces stays published until {entry.active_from + margin}")
+    return 0
+
+
+def _keys_show(_: argparse.Namespace) -> int:
+    from hub import signing_keys
+    from hub.config import Settings
+
+    entries = signing_keys.read_state(Settings().keys_dir / "signing")
+    print(json.dumps({"keys": [entry.__dict__ for entry in entries]}, indent=2))
+    return 0
+
+
 def _catalogue_import(args: argparse.Namespace) -> int:
     return _admin_call(args, lambda admin: admin.import_catalogue(Path(args.directory)))
 
@@ -250,6 +282,14 @@ def _hub_commands(sub: Any) -> None:
         dest="keys_command", required=True
     )
     _add(keys, "init", _keys_init, "create the hub's keys where missing (mode 0600)")
+    rotate = _add(keys, "rotate", _keys_rotate, "publish a new signing key; sign with it later")
+    rotate.add_argument(
+        "--activate-after",
+        type=int,
+        metavar="SECONDS",
+        help="delay before the new key signs (default: token lifetimes + clock skew + reload)",
+    )
+    _add(keys, "show", _keys_show, "the signing keys and when each signs and retires")
 
 
 def _admin_commands(sub: Any) -> None:

@@ -79,6 +79,26 @@ class AdminClient:
     def put_item(self, document: dict[str, Any]) -> dict[str, Any]:
         return dict(self._call("PUT", f"/v1/admin/items/{document['id']}", document))
 
+    def add_version(self, item_id: str, document: dict[str, Any]) -> dict[str, Any]:
+        """Register the next schema version (``{"schema": ..., "examples": [...]}``)."""
+        return dict(self._call("POST", f"/v1/admin/items/{item_id}/versions", document))
+
+    def deprecate_item(self, item_id: str) -> dict[str, Any]:
+        return dict(self._call("POST", f"/v1/admin/items/{item_id}/deprecate"))
+
+    def retire_item(self, item_id: str) -> dict[str, Any]:
+        return dict(self._call("POST", f"/v1/admin/items/{item_id}/retire"))
+
+    def list_items(self, **criteria: str | None) -> list[dict[str, Any]]:
+        """The catalogue, filtered by q, owner, tag, classification, sharing_class, lifecycle."""
+        return list(self._call("GET", "/v1/items", **criteria)["items"])
+
+    def describe_item(self, item_id: str) -> dict[str, Any]:
+        """The item with its versions."""
+        item = dict(self._call("GET", f"/v1/items/{item_id}"))
+        item["versions"] = self._call("GET", f"/v1/items/{item_id}/versions")["versions"]
+        return item
+
     def create_grant(
         self,
         *,
@@ -133,6 +153,8 @@ class AdminClient:
         for path in sorted((directory / "items").glob("*.json")):
             document = json.loads(path.read_text())
             self.put_item(document)
+            for version in _later_versions(directory, document["id"]):
+                self.add_version(document["id"], json.loads(version.read_text()))
             imported.append(document["id"])
         return imported
 
@@ -144,3 +166,13 @@ class AdminClient:
                 return False
             raise
         return True
+
+
+def _later_versions(directory: Path, item_id: str) -> list[Path]:
+    """``versions/<item>.v<N>.json`` (N = 2, 3, ...) in version order."""
+    numbered = []
+    for path in (directory / "versions").glob(f"{item_id}.v*.json"):
+        number = path.name.removeprefix(f"{item_id}.v").removesuffix(".json")
+        if number.isdigit():
+            numbered.append((int(number), path))
+    return [path for _, path in sorted(numbered)]

@@ -8,7 +8,7 @@ first).
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path
+from fastapi import APIRouter, Depends, Path, Query
 
 from hub.audit.dependencies import CurrentAudit, audited
 from hub.auth.dependencies import AdminDep
@@ -19,6 +19,7 @@ from hub.registry.schemas import (
     CLIENT_ID_PATTERN,
     DEPARTMENT_ID_PATTERN,
     ITEM_ID_PATTERN,
+    Classification,
     ClientIn,
     ClientOut,
     DepartmentIn,
@@ -26,7 +27,12 @@ from hub.registry.schemas import (
     ItemDocument,
     ItemList,
     ItemOut,
+    ItemQuery,
     ItemVersionOut,
+    Lifecycle,
+    SharingClass,
+    VersionDocument,
+    VersionList,
 )
 
 ItemId = Annotated[str, Path(pattern=ITEM_ID_PATTERN, max_length=128)]
@@ -38,13 +44,35 @@ admin = APIRouter(prefix="/v1/admin", tags=["administration"])
 
 
 @catalogue.get("", response_model=ItemList)
-async def list_items(session: SessionDep) -> ItemList:
-    return await service.list_items(session)
+async def list_items(
+    session: SessionDep,
+    q: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
+    owner: Annotated[str | None, Query(pattern=DEPARTMENT_ID_PATTERN)] = None,
+    tag: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
+    classification: Classification | None = None,
+    sharing_class: SharingClass | None = None,
+    lifecycle: Lifecycle | None = None,
+) -> ItemList:
+    """The catalogue; every given criterion must hold (``q``: text in id, title, description)."""
+    query = ItemQuery(
+        q=q,
+        owner=owner,
+        tag=tag,
+        classification=classification,
+        sharing_class=sharing_class,
+        lifecycle=lifecycle,
+    )
+    return await service.list_items(session, query)
 
 
 @catalogue.get("/{item_id}", response_model=ItemOut)
 async def get_item(item_id: ItemId, session: SessionDep) -> ItemOut:
     return await service.describe_item(session, item_id)
+
+
+@catalogue.get("/{item_id}/versions", response_model=VersionList)
+async def list_versions(item_id: ItemId, session: SessionDep) -> VersionList:
+    return await service.list_versions(session, item_id)
 
 
 @catalogue.get(
@@ -108,3 +136,44 @@ async def put_item(
     scope: CurrentAudit,
 ) -> ItemOut:
     return await service.put_item(session, item_id=item_id, document=document, scope=scope)
+
+
+@admin.post(
+    "/items/{item_id}/versions",
+    response_model=ItemOut,
+    dependencies=[Depends(audited("registry.item.version"))],
+)
+async def add_version(
+    item_id: ItemId,
+    _: AdminDep,
+    document: Annotated[VersionDocument, Depends(json_body(VersionDocument))],
+    session: WriteSessionDep,
+    scope: CurrentAudit,
+) -> ItemOut:
+    return await service.add_version(session, item_id=item_id, document=document, scope=scope)
+
+
+@admin.post(
+    "/items/{item_id}/deprecate",
+    response_model=ItemOut,
+    dependencies=[Depends(audited("registry.item.deprecate"))],
+)
+async def deprecate_item(
+    item_id: ItemId, _: AdminDep, session: WriteSessionDep, scope: CurrentAudit
+) -> ItemOut:
+    return await service.change_lifecycle(
+        session, item_id=item_id, lifecycle="deprecated", scope=scope
+    )
+
+
+@admin.post(
+    "/items/{item_id}/retire",
+    response_model=ItemOut,
+    dependencies=[Depends(audited("registry.item.retire"))],
+)
+async def retire_item(
+    item_id: ItemId, _: AdminDep, session: WriteSessionDep, scope: CurrentAudit
+) -> ItemOut:
+    return await service.change_lifecycle(
+        session, item_id=item_id, lifecycle="retired", scope=scope
+    )

@@ -43,3 +43,27 @@ class ItemRetired(HubError):
     status = 410
     slug = "item-retired"
     title = "Data item retired"
+
+
+class IncompatibleVersion(HubError):
+    """A new version breaks the item's compatibility mode; ``detail`` says where and why."""
+
+    status = 409
+    slug = "incompatible-version"
+    title = "Version breaks the item's compatibility mode"
+
+
+class CompatibilityNotJudged(HubError):
+    """The checker cannot judge a change; ``detail`` names the construct and its pointer."""
+
+    status = 422
+    slug = "compatibility-not-judged"
+    title = "Compatibility cannot be judged"
+
+
+class NotSteward(HubError):
+    """The acting principal does not steward the item's owner department."""
+
+    status = 403
+    slug = "not-steward"
+    title = "Not a steward of the owner department"

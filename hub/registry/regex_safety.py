@@ -230,7 +230,7 @@ def _check_branches_disjoint(branches: Sequence[Sequence[tuple[Any, Any]]]) -> N
 
 def _check_repeat(value: Any) -> None:
     low, high, body = value
-    if high != _UNBOUNDED and high > MAX_REPEAT_COUNT or low > MAX_REPEAT_COUNT:
+    if (high != _UNBOUNDED and high > MAX_REPEAT_COUNT) or low > MAX_REPEAT_COUNT:
         raise UnsafePattern(f"a counted repetition above {MAX_REPEAT_COUNT}")
     if high <= 1:
         return

@@ -1,9 +1,11 @@
 """All SQL of the registry."""
 
+import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
 from hub.registry.models import Client, Department, Item, ItemVersion
+from hub.registry.schemas import ItemQuery
 
 
 async def get_department(session: AsyncSession, department_id: str) -> Department | None:
@@ -22,8 +24,53 @@ async def get_version(session: AsyncSession, item_id: str, version: int) -> Item
     return await session.get(ItemVersion, (item_id, version))
 
 
+async def get_item_for_update(session: AsyncSession, item_id: str) -> Item | None:
+    """The item, locked until the transaction ends (PostgreSQL), so versions are numbered
+    one at a time; SQLite's writers are serialized already."""
+    return await session.get(Item, item_id, with_for_update=True)
+
+
 async def list_items(session: AsyncSession) -> list[Item]:
     return list((await session.execute(select(Item).order_by(col(Item.id)))).scalars())
+
+
+def _like(text: str) -> str:
+    escaped = text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+async def search_items(session: AsyncSession, query: ItemQuery) -> list[Item]:
+    """Items matching every criterion but ``tag`` (tags are a JSON list: the service filters)."""
+    statement = select(Item).order_by(col(Item.id))
+    for column, value in (
+        (Item.owner_id, query.owner),
+        (Item.classification, query.classification),
+        (Item.sharing_class, query.sharing_class),
+        (Item.lifecycle, query.lifecycle),
+    ):
+        if value is not None:
+            statement = statement.where(col(column) == value)
+    if query.q:
+        pattern = _like(query.q)
+        statement = statement.where(
+            sa.or_(
+                *(
+                    sa.func.lower(col(column)).like(pattern, escape="\\")
+                    for column in (Item.id, Item.title, Item.description)
+                )
+            )
+        )
+    return list((await session.execute(statement)).scalars())
+
+
+async def item_versions(session: AsyncSession, item_id: str) -> list[ItemVersion]:
+    """Every version of an item, oldest first."""
+    query = (
+        select(ItemVersion)
+        .where(col(ItemVersion.item_id) == item_id)
+        .order_by(col(ItemVersion.version))
+    )
+    return list((await session.execute(query)).scalars())
 
 
 async def list_versions(session: AsyncSession, item_ids: list[str]) -> list[ItemVersion]:

@@ -1,44 +1,130 @@
 """What the registry accepts as a data item's JSON Schema. Pure checks, no I/O.
 
-Each refusal names the JSON pointer (RFC 6901) of the offending part. The checks:
-Draft 2020-12 only; a valid schema (the metaschema check); no ``$id`` and no ``$ref``
-outside this document (nothing is ever fetched); size and nesting limits; the root
-describes an object; ``x-personal`` only as a boolean.
+Each refusal names the JSON pointer (RFC 6901) of the offending part. The checks, in
+order: size; Draft 2020-12 only; the root describes an object; then, over every
+subschema (the walk knows which keywords hold schemas, so data inside ``enum``,
+``const``, ``default`` or ``examples`` is never read as a schema):
+
+- nesting deeper than :data:`MAX_SCHEMA_DEPTH` subschemas;
+- only the keywords of :data:`ALLOWED_KEYWORDS`, annotations starting with ``x-``,
+  and ``x-personal`` only as a boolean; ``$id``, ``$anchor`` and the dynamic
+  keywords are refused (they would let a ``$ref`` leave the document);
+- ``$ref`` only to a subschema of the same document (``#`` or ``#/...``): nothing
+  is ever fetched, and a reference that points at nothing, or at data, is refused;
+- no loop through ``$ref`` that makes no progress into the instance, such as
+  ``{"$defs": {"a": {"$ref": "#/$defs/a"}}}`` (a loop through ``properties`` or
+  ``items`` is a recursive structure, and fine);
+- ``format`` only from :data:`ALLOWED_FORMATS` (the ones the hub checks);
+- every ``pattern`` and ``patternProperties`` key safe (see :mod:`regex_safety`);
+
+and last the metaschema check (``jsonschema``, the reference implementation).
 """
 
 import json
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import unquote
 
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 
 from hub.registry.exceptions import InvalidSchema
+from hub.registry.regex_safety import UnsafePattern, check_pattern
 
 DRAFT_2020_12 = "https://json-schema.org/draft/2020-12/schema"
 MAX_SCHEMA_BYTES = 64 * 1024
 MAX_SCHEMA_DEPTH = 32
 
+Path = tuple[str, ...]
 
-def _pointer(path: tuple[str | int, ...]) -> str:
+# Keywords whose value is one subschema, a list of them, or a map of name → subschema.
+SCHEMA_KEYWORDS = frozenset(
+    {"not", "if", "then", "else", "additionalProperties", "propertyNames", "items", "contains"}
+)
+SCHEMA_LIST_KEYWORDS = frozenset({"allOf", "anyOf", "oneOf", "prefixItems"})
+SCHEMA_MAP_KEYWORDS = frozenset({"properties", "patternProperties", "$defs", "dependentSchemas"})
+# Keywords that apply a subschema to the same instance: a $ref loop through only
+# these never gets anywhere.
+IN_PLACE_KEYWORDS = frozenset(
+    {"not", "if", "then", "else", "allOf", "anyOf", "oneOf", "dependentSchemas"}
+)
+ALLOWED_KEYWORDS = (
+    SCHEMA_KEYWORDS
+    | SCHEMA_LIST_KEYWORDS
+    | SCHEMA_MAP_KEYWORDS
+    | {
+        "$schema", "$ref", "$comment",
+        "type", "enum", "const", "multipleOf",
+        "maximum", "exclusiveMaximum", "minimum", "exclusiveMinimum",
+        "maxLength", "minLength", "pattern", "format",
+        "maxItems", "minItems", "uniqueItems", "maxContains", "minContains",
+        "maxProperties", "minProperties", "required", "dependentRequired",
+        "title", "description", "default", "deprecated", "readOnly", "writeOnly", "examples",
+        "x-personal",
+    }
+)  # fmt: skip
+ALLOWED_FORMATS = frozenset(
+    {
+        "date",
+        "date-time",
+        "time",
+        "duration",
+        "email",
+        "hostname",
+        "ipv4",
+        "ipv6",
+        "uri",
+        "uri-reference",
+        "uuid",
+    }
+)
+_IDENTITY_KEYWORDS = ("$id", "$anchor", "$dynamicRef", "$dynamicAnchor", "$vocabulary")
+
+
+def pointer(path: tuple[str | int, ...]) -> str:
+    """The RFC 6901 JSON pointer of a path (``/`` for the root, as people read it)."""
     return "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in path) or "/"
 
 
-def _walk(
-    node: Any, path: tuple[str | int, ...] = ()
-) -> Iterator[tuple[tuple[str | int, ...], Any]]:
+def _refuse(path: tuple[str | int, ...], message: str) -> InvalidSchema:
+    return InvalidSchema(f"{pointer(path)}: {message}")
+
+
+def subschemas(node: Any, path: Path = ()) -> Iterator[tuple[Path, Any]]:
+    """Every subschema of ``node`` with its path, the root first; stops at the depth limit."""
     yield path, node
-    if isinstance(node, dict):
-        for key, value in node.items():
-            yield from _walk(value, (*path, key))
-    elif isinstance(node, list):
-        for index, value in enumerate(node):
-            yield from _walk(value, (*path, index))
+    if not isinstance(node, dict) or len(path) > 2 * MAX_SCHEMA_DEPTH:
+        return
+    for keyword, value in node.items():
+        yield from _children(keyword, value, (*path, keyword))
+
+
+def _children(keyword: str, value: Any, path: Path) -> Iterator[tuple[Path, Any]]:
+    if keyword in SCHEMA_KEYWORDS:
+        yield from subschemas(value, path)
+    elif keyword in SCHEMA_LIST_KEYWORDS and isinstance(value, list):
+        for index, child in enumerate(value):
+            yield from subschemas(child, (*path, str(index)))
+    elif keyword in SCHEMA_MAP_KEYWORDS and isinstance(value, dict):
+        for name, child in value.items():
+            yield from subschemas(child, (*path, name))
+
+
+def _depth(path: Path) -> int:
+    """How many subschemas deep a path is (a map or list keyword adds one step)."""
+    depth, skip = 0, False
+    for token in path:
+        if skip:
+            skip = False
+            continue
+        depth += 1
+        skip = token in SCHEMA_LIST_KEYWORDS or token in SCHEMA_MAP_KEYWORDS
+    return depth
 
 
 def check_schema(schema: dict[str, Any]) -> None:
     """Raise InvalidSchema (with a JSON pointer) unless the registry can accept ``schema``."""
-    if len(json.dumps(schema)) > MAX_SCHEMA_BYTES:
+    if len(json.dumps(schema).encode()) > MAX_SCHEMA_BYTES:
         raise InvalidSchema(f"/: the schema is larger than {MAX_SCHEMA_BYTES} bytes")
     if schema.get("$schema") != DRAFT_2020_12:
         raise InvalidSchema(f"/$schema: must be {DRAFT_2020_12} (Draft 2020-12 only)")
@@ -46,34 +132,120 @@ def check_schema(schema: dict[str, Any]) -> None:
         raise InvalidSchema(
             '/type: a data item\'s schema must describe an object ("type": "object")'
         )
-    for path, node in _walk(schema):
-        if len(path) > MAX_SCHEMA_DEPTH:
-            raise InvalidSchema(f"{_pointer(path)}: nested deeper than {MAX_SCHEMA_DEPTH} levels")
-        if not isinstance(node, dict):
-            continue
-        _check_keywords(node, path)
+    locations = dict(subschemas(schema))
+    for path, node in locations.items():
+        if _depth(path) > MAX_SCHEMA_DEPTH:
+            raise _refuse(path, f"nested deeper than {MAX_SCHEMA_DEPTH} levels")
+        if isinstance(node, dict):
+            _check_node(node, path, locations)
+    _check_ref_loops(locations)
     try:
         Draft202012Validator.check_schema(schema)
     except SchemaError as error:
-        where = _pointer(tuple(error.absolute_path))
-        raise InvalidSchema(f"{where}: {error.message[:300]}") from None
+        raise _refuse(tuple(error.absolute_path), error.message[:300]) from None
 
 
-def _check_keywords(node: dict[str, Any], path: tuple[str | int, ...]) -> None:
-    in_properties = len(path) > 0 and path[-1] in ("properties", "$defs")
-    if in_properties:
-        return  # the keys here are property names, not keywords
-    if "$id" in node or "$anchor" in node or "$dynamicRef" in node:
-        raise InvalidSchema(f"{_pointer(path)}: $id, $anchor and $dynamicRef are not allowed")
-    ref = node.get("$ref")
-    if ref is not None and (not isinstance(ref, str) or not ref.startswith("#/")):
-        raise InvalidSchema(
-            f"{_pointer((*path, '$ref'))}: only local references (#/...) are allowed;"
-            " nothing is fetched"
-        )
+def _check_node(node: dict[str, Any], path: Path, locations: dict[Path, Any]) -> None:
+    _check_keywords(node, path)
+    if "$ref" in node:
+        ref_target(node["$ref"], path, locations)
     personal = node.get("x-personal")
     if personal is not None and not isinstance(personal, bool):
-        raise InvalidSchema(f"{_pointer((*path, 'x-personal'))}: must be true or false")
+        raise _refuse((*path, "x-personal"), "must be true or false")
+    format_ = node.get("format")
+    if format_ is not None and format_ not in ALLOWED_FORMATS:
+        raise _refuse(
+            (*path, "format"),
+            f"format {str(format_)[:40]!r} is not one the hub checks"
+            f" (allowed: {', '.join(sorted(ALLOWED_FORMATS))})",
+        )
+    _check_patterns(node, path)
+
+
+def _check_keywords(node: dict[str, Any], path: Path) -> None:
+    if any(keyword in node for keyword in _IDENTITY_KEYWORDS):
+        raise _refuse(path, "$id, $anchor, $dynamicRef and $vocabulary are not allowed")
+    for keyword in node:
+        if keyword not in ALLOWED_KEYWORDS and not keyword.startswith("x-"):
+            raise _refuse(
+                (*path, keyword),
+                f"keyword {keyword[:40]!r} is not allowed (unknown, a typo, or unsupported)",
+            )
+    if "$schema" in node and path:
+        raise _refuse((*path, "$schema"), "$schema is allowed only at the root")
+
+
+def _check_patterns(node: dict[str, Any], path: Path) -> None:
+    pattern = node.get("pattern")
+    if isinstance(pattern, str):
+        _check_one_pattern(pattern, (*path, "pattern"))
+    pattern_properties = node.get("patternProperties")
+    if isinstance(pattern_properties, dict):
+        for key in pattern_properties:
+            _check_one_pattern(key, (*path, "patternProperties", key))
+
+
+def _check_one_pattern(pattern: str, path: Path) -> None:
+    try:
+        check_pattern(pattern)
+    except UnsafePattern as error:
+        raise _refuse(path, f"regular expression refused: {error}") from None
+
+
+def ref_target(ref: Any, path: Path, locations: dict[Path, Any]) -> Path:
+    """The path of the subschema a local ``$ref`` names, or InvalidSchema."""
+    where = (*path, "$ref")
+    if not isinstance(ref, str) or not (ref == "#" or ref.startswith("#/")):
+        raise _refuse(where, "only local references (# or #/...) are allowed; nothing is fetched")
+    tokens = tuple(
+        token.replace("~1", "/").replace("~0", "~") for token in unquote(ref[2:]).split("/")
+    )
+    target = () if ref == "#" else tokens
+    if target not in locations:
+        raise _refuse(where, f"{ref[:100]!r} does not point at a subschema of this document")
+    return target
+
+
+def _in_place(path: Path, locations: dict[Path, Any]) -> Iterator[tuple[Path, Path]]:
+    """(where, target) for each subschema that applies to the same instance as ``path``."""
+    node = locations[path]
+    if not isinstance(node, dict):
+        return
+    if "$ref" in node:
+        yield (*path, "$ref"), ref_target(node["$ref"], path, locations)
+    for keyword in IN_PLACE_KEYWORDS & node.keys():
+        value = node[keyword]
+        if isinstance(value, list):
+            children = [(*path, keyword, str(i)) for i in range(len(value))]
+        elif isinstance(value, dict) and keyword in SCHEMA_MAP_KEYWORDS:
+            children = [(*path, keyword, name) for name in value]
+        else:
+            children = [(*path, keyword)]
+        yield from ((child, child) for child in children if child in locations)
+
+
+def _check_ref_loops(locations: dict[Path, Any]) -> None:
+    """Iterative depth-first search for a cycle of in-place applications (a ``$ref`` loop)."""
+    done: set[Path] = set()
+    for start in locations:
+        if start in done:
+            continue
+        active = {start}
+        stack = [(start, _in_place(start, locations))]
+        while stack:
+            path, edges = stack[-1]
+            step = next(edges, None)
+            if step is None:
+                stack.pop()
+                active.discard(path)
+                done.add(path)
+                continue
+            where, target = step
+            if target in active:
+                raise _refuse(where, "loops through $ref without ever reaching into the data")
+            if target not in done:
+                active.add(target)
+                stack.append((target, _in_place(target, locations)))
 
 
 def personal_fields(schema: dict[str, Any]) -> list[str]:

@@ -1,5 +1,6 @@
 """Registry API bodies, and the item document that schemas/ files hold."""
 
+from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -10,6 +11,7 @@ CLIENT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 
 SharingClass = Literal["unconditional", "conditional", "none"]
 Classification = Literal["public", "internal", "personal", "sensitive-personal"]
+Lifecycle = Literal["active", "deprecated", "retired"]
 Compatibility = Literal[
     "BACKWARD",
     "BACKWARD_TRANSITIVE",
@@ -74,6 +76,15 @@ class ItemDocument(_Strict):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
 
+class VersionDocument(_Strict):
+    """A new schema version of an existing item, with examples that must validate."""
+
+    json_schema: dict[str, Any] = Field(alias="schema")
+    examples: list[dict[str, Any]] = Field(default_factory=list, max_length=20)
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
 class ItemOut(BaseModel):
     id: str
     title: str
@@ -98,3 +109,28 @@ class ItemVersionOut(BaseModel):
     item: str
     version: int
     json_schema: dict[str, Any] = Field(serialization_alias="schema")
+
+
+class VersionSummary(BaseModel):
+    version: int
+    fingerprint: str
+    personal_fields: list[str]
+    fields: list[str]
+    created_at: datetime
+
+
+class VersionList(BaseModel):
+    item: str
+    latest_version: int
+    versions: list[VersionSummary]
+
+
+class ItemQuery(BaseModel):
+    """Catalogue search: every given criterion must hold (``q`` in id, title or description)."""
+
+    q: str | None = None
+    owner: str | None = None
+    tag: str | None = None
+    classification: Classification | None = None
+    sharing_class: SharingClass | None = None
+    lifecycle: Lifecycle | None = None

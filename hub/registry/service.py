@@ -1,15 +1,19 @@
 """Registry rules: who owns what, which schemas are acceptable, what the catalogue says."""
 
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.audit.service import AuditScope
+from hub.registry import compat, repository, schema_rules, validation
 from hub.registry import jwks as jwks_rules
-from hub.registry import repository, schema_rules, validation
 from hub.registry.exceptions import (
+    CompatibilityNotJudged,
+    IncompatibleVersion,
     InvalidSchema,
     ItemRetired,
+    NotSteward,
     RegistryConflict,
     UnknownDepartment,
     UnknownItem,
@@ -24,9 +28,34 @@ from hub.registry.schemas import (
     ItemDocument,
     ItemList,
     ItemOut,
+    ItemQuery,
     ItemVersionOut,
     LegalBasis,
+    VersionDocument,
+    VersionList,
+    VersionSummary,
 )
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who changes the registry. ``departments=None``: every department (the administrator).
+
+    Stewards (issue 5) will be actors with the departments they steward; the rules
+    below already ask :func:`require_steward` before every change of an item.
+    """
+
+    name: str
+    departments: frozenset[str] | None = None
+
+
+ADMINISTRATOR = Actor(name="administrator")
+
+
+def require_steward(actor: Actor, department: str) -> None:
+    """Stewards manage only their own department's items."""
+    if actor.departments is not None and department not in actor.departments:
+        raise NotSteward(f"{actor.name!r} is not a steward of department {department!r}")
 
 
 @dataclass(frozen=True)
@@ -104,19 +133,23 @@ async def put_client(
     return _client_out(row)
 
 
-def _check_document(document: ItemDocument) -> None:
-    schema_rules.check_schema(document.json_schema)
-    validator = validation.validator_for(
-        document.json_schema, validation.fingerprint(document.json_schema)
-    )
-    for position, example in enumerate(document.examples):
+def _check_document(schema: dict[str, Any], examples: list[dict[str, Any]]) -> None:
+    """The schema is acceptable and every example is valid under it (refusals name a pointer)."""
+    schema_rules.check_schema(schema)
+    validator = validation.validator_for(schema, validation.fingerprint(schema))
+    for position, example in enumerate(examples):
         errors = validation.record_errors(validator, example)
         if errors:
             raise InvalidSchema(f"/examples/{position} does not match the schema: {errors[0]}")
 
 
 async def put_item(
-    session: AsyncSession, *, item_id: str, document: ItemDocument, scope: AuditScope
+    session: AsyncSession,
+    *,
+    item_id: str,
+    document: ItemDocument,
+    scope: AuditScope,
+    actor: Actor = ADMINISTRATOR,
 ) -> ItemOut:
     """Register an item with its first schema version, or update its metadata.
 
@@ -128,11 +161,12 @@ async def put_item(
         raise RegistryConflict(
             f"the document's id {document.id!r} differs from the URL's {item_id!r}"
         )
+    require_steward(actor, document.owner)
     if await repository.get_department(session, document.owner) is None:
         raise UnknownDepartment(f"no department {document.owner!r}; register it first")
-    _check_document(document)
+    _check_document(document.json_schema, document.examples)
     fingerprint = validation.fingerprint(document.json_schema)
-    row = await repository.get_item(session, document.id)
+    row = await repository.get_item_for_update(session, document.id)
     if row is None:
         row = Item(
             id=document.id,
@@ -153,7 +187,8 @@ async def put_item(
         repository.add(session, latest)
     else:
         latest = await _latest(session, row)
-        _refuse_takeover_or_new_schema(row, latest, document, fingerprint)
+        known = {v.fingerprint for v in await repository.item_versions(session, row.id)}
+        _refuse_takeover_or_new_schema(row, known, document, fingerprint)
     _apply_metadata(row, document)
     await session.flush()
     await scope.record_change(session, version=row.latest_version)
@@ -161,11 +196,13 @@ async def put_item(
 
 
 def _refuse_takeover_or_new_schema(
-    row: Item, latest: ItemVersion, document: ItemDocument, fingerprint: str
+    row: Item, known: set[str], document: ItemDocument, fingerprint: str
 ) -> None:
+    """Metadata may change; the owner may not, and the schema must be one of the versions
+    (so that re-importing a catalogue whose items have later versions changes nothing)."""
     if row.owner_id != document.owner:
         raise RegistryConflict(f"item {row.id!r} is owned by {row.owner_id!r}")
-    if latest.fingerprint != fingerprint:
+    if fingerprint not in known:
         raise RegistryConflict(
             f"item {row.id!r} already has a different schema (version {row.latest_version}); "
             "a changed schema must be registered as a new version"
@@ -191,8 +228,11 @@ async def _latest(session: AsyncSession, row: Item) -> ItemVersion:
     return version
 
 
-async def list_items(session: AsyncSession) -> ItemList:
-    rows = await repository.list_items(session)
+async def list_items(session: AsyncSession, query: ItemQuery | None = None) -> ItemList:
+    """The catalogue, or the items matching every criterion of ``query``."""
+    rows = await repository.search_items(session, query or ItemQuery())
+    if query is not None and query.tag is not None:
+        rows = [row for row in rows if query.tag in row.tags]
     versions = {
         (v.item_id, v.version): v
         for v in await repository.list_versions(session, [r.id for r in rows])
@@ -235,3 +275,125 @@ async def department(session: AsyncSession, department_id: str) -> Department:
 
 async def get_department(session: AsyncSession, department_id: str) -> DepartmentOut:
     return _department_out(await department(session, department_id))
+
+
+async def _item_to_change(session: AsyncSession, item_id: str, actor: Actor) -> Item:
+    row = await repository.get_item_for_update(session, item_id)
+    if row is None:
+        raise UnknownItem(f"there is no data item {item_id!r}")
+    require_steward(actor, row.owner_id)
+    return row
+
+
+async def add_version(
+    session: AsyncSession,
+    *,
+    item_id: str,
+    document: VersionDocument,
+    scope: AuditScope,
+    actor: Actor = ADMINISTRATOR,
+) -> ItemOut:
+    """Register the next schema version, if the item's compatibility mode allows it.
+
+    Sending the latest version's schema again changes nothing (a retried upload).
+    """
+    scope.note(item=item_id)
+    row = await _item_to_change(session, item_id, actor)
+    scope.note(department=row.owner_id)
+    if row.lifecycle == "retired":
+        raise ItemRetired(f"data item {item_id!r} is retired; it takes no new versions")
+    _check_document(document.json_schema, document.examples)
+    earlier = await repository.item_versions(session, item_id)
+    fingerprint = validation.fingerprint(document.json_schema)
+    if earlier[-1].fingerprint != fingerprint:
+        _check_compatibility(row, document.json_schema, [v.schema_ for v in earlier])
+        row.latest_version = earlier[-1].version + 1
+        latest = ItemVersion(
+            item_id=item_id,
+            version=row.latest_version,
+            schema_=document.json_schema,
+            fingerprint=fingerprint,
+            personal_fields=schema_rules.personal_fields(document.json_schema),
+        )
+        repository.add(session, latest)
+    else:
+        latest = earlier[-1]
+    await session.flush()
+    await scope.record_change(session, version=row.latest_version)
+    return _item_out(row, latest)
+
+
+def _check_compatibility(row: Item, schema: dict[str, Any], earlier: list[dict[str, Any]]) -> None:
+    mode: compat.Mode = row.compatibility  # type: ignore[assignment]  # checked on the way in
+    try:
+        compat.check_compatible(schema, earlier, mode)
+    except compat.Incompatible as error:
+        raise IncompatibleVersion(
+            f"version {len(earlier) + 1} of {row.id!r} is {error} (mode {mode})"
+        ) from None
+    except compat.CannotJudge as error:
+        raise CompatibilityNotJudged(
+            f"{error} (mode {mode}); the registry refuses a change it cannot judge"
+        ) from None
+
+
+_TRANSITIONS = {
+    "deprecated": {"active", "deprecated"},
+    "retired": {"active", "deprecated", "retired"},
+}
+
+
+async def change_lifecycle(
+    session: AsyncSession,
+    *,
+    item_id: str,
+    lifecycle: str,
+    scope: AuditScope,
+    actor: Actor = ADMINISTRATOR,
+) -> ItemOut:
+    """Deprecate (still served, marked as such) or retire (refused from now on) an item.
+
+    Retiring is final; asking for the state an item is already in changes nothing.
+    """
+    scope.note(item=item_id)
+    row = await _item_to_change(session, item_id, actor)
+    scope.note(department=row.owner_id)
+    if row.lifecycle not in _TRANSITIONS[lifecycle]:
+        raise RegistryConflict(
+            f"data item {item_id!r} is {row.lifecycle}; it cannot become {lifecycle}"
+        )
+    row.lifecycle = lifecycle
+    await session.flush()
+    await scope.record_change(session, version=row.latest_version)
+    return _item_out(row, await _latest(session, row))
+
+
+def _fields(schema: dict[str, Any]) -> list[str]:
+    properties = schema.get("properties")
+    return sorted(properties) if isinstance(properties, dict) else []
+
+
+async def list_versions(session: AsyncSession, item_id: str) -> VersionList:
+    row = await repository.get_item(session, item_id)
+    if row is None:
+        raise UnknownItem(f"there is no data item {item_id!r}")
+    versions = await repository.item_versions(session, item_id)
+    return VersionList(
+        item=item_id,
+        latest_version=row.latest_version,
+        versions=[
+            VersionSummary(
+                version=v.version,
+                fingerprint=v.fingerprint,
+                personal_fields=list(v.personal_fields),
+                fields=_fields(v.schema_),
+                created_at=v.created_at,
+            )
+            for v in versions
+        ],
+    )
+
+
+def version_fields(schema: dict[str, Any]) -> list[str]:
+    """The top-level fields a version defines (what a grant for "all fields" covers)."""
+    return _fields(schema)

@@ -1,0 +1,85 @@
+"""Reading a record in an earlier version of its item: drop what that version does not
+define. Pure, no I/O.
+
+The exchange asks the owner for the record (always in the latest version), then,
+when the consumer asked for version N, projects it onto N's schema and validates
+the result against N. Projection only removes members: it never invents a value,
+so a record that lacks something N requires stays invalid under N and is refused.
+"""
+
+import re
+from typing import Any
+
+from hub.registry.schema_rules import MAX_SCHEMA_DEPTH
+
+
+def project_to_version(record: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
+    """``record`` without the members ``schema`` does not define.
+
+    At the top level, only the properties the schema names are kept (grants name
+    top-level fields, so an undefined one is never delivered). Deeper down, an
+    object loses the members its subschema would refuse anyway: those that are
+    neither in ``properties`` nor matched by ``patternProperties`` where
+    ``additionalProperties`` is ``false``. Arrays are projected element by
+    element through ``items``; local ``$ref`` are followed.
+    """
+    properties = schema.get("properties")
+    names = properties if isinstance(properties, dict) else {}
+    return {
+        name: _project(value, schema, names[name], MAX_SCHEMA_DEPTH)
+        for name, value in record.items()
+        if name in names
+    }
+
+
+def _resolve(root: dict[str, Any], node: Any) -> Any:
+    seen: set[str] = set()
+    while isinstance(node, dict) and isinstance(node.get("$ref"), str):
+        ref = node["$ref"]
+        if ref in seen or not (ref == "#" or ref.startswith("#/")):
+            return True
+        seen.add(ref)
+        node = _target(root, ref)
+    return node
+
+
+def _target(root: dict[str, Any], ref: str) -> Any:
+    target: Any = root
+    tokens = [] if ref == "#" else ref[2:].split("/")
+    for token in tokens:
+        token = token.replace("~1", "/").replace("~0", "~")
+        if isinstance(target, dict) and token in target:
+            target = target[token]
+        elif isinstance(target, list) and token.isdigit() and int(token) < len(target):
+            target = target[int(token)]
+        else:
+            return True  # the registry never stores such a schema; keep the value as is
+    return target
+
+
+def _project(value: Any, root: dict[str, Any], node: Any, depth: int) -> Any:
+    node = _resolve(root, node)
+    if depth <= 0 or not isinstance(node, dict):
+        return value
+    if isinstance(value, dict):
+        return _project_object(value, root, node, depth)
+    if isinstance(value, list) and "items" in node:
+        return [_project(element, root, node["items"], depth - 1) for element in value]
+    return value
+
+
+def _project_object(
+    value: dict[str, Any], root: dict[str, Any], node: dict[str, Any], depth: int
+) -> dict[str, Any]:
+    properties = node.get("properties", {})
+    patterns = list(node.get("patternProperties", {}))
+    closed = node.get("additionalProperties") is False
+    result = {}
+    for name, member in value.items():
+        if name in properties:
+            result[name] = _project(member, root, properties[name], depth - 1)
+        elif closed and not any(re.search(p, name) for p in patterns):
+            continue
+        else:
+            result[name] = member
+    return result

@@ -1,0 +1,234 @@
+"""What the registry refuses in a schema (pure checks), which regular expressions it
+judges unsafe, and how a record is projected onto an earlier version."""
+
+import re
+import time
+from typing import Any
+
+import pytest
+
+from hub.registry.exceptions import InvalidSchema
+from hub.registry.projection import project_to_version
+from hub.registry.regex_safety import UnsafePattern, check_pattern
+from hub.registry.schema_rules import check_schema
+from hub.registry.validation import compile_schema
+
+Json = Any
+DRAFT = "https://json-schema.org/draft/2020-12/schema"
+
+
+def schema(**members: Json) -> Json:
+    return {"$schema": DRAFT, "type": "object", **members}
+
+
+def refusal(document: Json) -> str:
+    with pytest.raises(InvalidSchema) as refused:
+        check_schema(document)
+    return refused.value.detail
+
+
+REFUSED: dict[str, tuple[Json, str]] = {
+    "ref-to-itself": (schema(**{"$defs": {"a": {"$ref": "#/$defs/a"}}}), "/$defs/a/$ref"),
+    "ref-loop-through-allOf": (
+        schema(**{"$defs": {"a": {"$ref": "#/$defs/b"}, "b": {"allOf": [{"$ref": "#/$defs/a"}]}}}),
+        "/$defs/b/allOf/0/$ref",
+    ),
+    "root-ref-to-root": (schema(**{"$ref": "#"}), "/$ref"),
+    "ref-to-nothing": (
+        schema(properties={"x": {"$ref": "#/$defs/missing"}}),
+        "/properties/x/$ref",
+    ),
+    "ref-into-enum-data": (
+        schema(enum=[{"$ref": "https://evil.example"}], properties={"x": {"$ref": "#/enum/0"}}),
+        "/properties/x/$ref",
+    ),
+    "unknown-keyword": (schema(properties={"x": {"requird": ["a"]}}), "/properties/x/requird"),
+    "unevaluated": (schema(unevaluatedProperties=False), "/unevaluatedProperties"),
+    "dynamic-ref": (schema(properties={"x": {"$dynamicRef": "#a"}}), "/properties/x"),
+    "nested-$schema": (schema(properties={"x": {"$schema": DRAFT}}), "/properties/x/$schema"),
+    "unchecked-format": (schema(properties={"x": {"format": "regex"}}), "/properties/x/format"),
+    "redos-pattern": (
+        schema(properties={"x": {"type": "string", "pattern": "^(a+)+$"}}),
+        "/properties/x/pattern",
+    ),
+    "redos-pattern-property": (
+        schema(patternProperties={"^(a|a)*$": {}}),
+        "/patternProperties/^(a|a)*$",
+    ),
+    "pattern-that-does-not-compile": (
+        schema(properties={"x": {"pattern": "(unclosed"}}),
+        "/properties/x/pattern",
+    ),
+    "pattern-in-a-ref-target": (
+        schema(**{"$defs": {"p": {"pattern": "(a*)*b"}}}),
+        "/$defs/p/pattern",
+    ),
+}
+
+
+@pytest.mark.parametrize(("document", "pointer"), REFUSED.values(), ids=REFUSED.keys())
+def test_refusals_name_the_json_pointer(document: Json, pointer: str) -> None:
+    assert refusal(document).startswith(pointer + ":")
+
+
+def test_nesting_is_limited() -> None:
+    deep: Json = {}
+    for _ in range(40):
+        deep = {"items": deep}
+    detail = refusal(schema(properties={"x": deep}))
+    assert detail.startswith("/properties/x/items/items/")
+    assert detail.endswith("nested deeper than 32 levels")
+
+
+def test_keywords_inside_data_are_not_read_as_schemas() -> None:
+    check_schema(
+        schema(
+            properties={"x": {"enum": [{"$id": "x", "pattern": "(a+)+"}], "default": {"$ref": 1}}}
+        )
+    )
+
+
+def test_recursive_structures_and_refs_with_escapes_are_accepted() -> None:
+    check_schema(
+        schema(
+            **{
+                "$defs": {"node": {"type": "object", "properties": {"next": {"$ref": "#"}}}},
+                "properties": {
+                    "a/b~c": {"type": "array", "items": {"type": "string"}},
+                    "first": {"$ref": "#/$defs/node"},
+                    "tags": {"$ref": "#/properties/a~1b~0c/items"},
+                },
+            }
+        )
+    )
+
+
+def test_a_long_ref_chain_is_checked_without_recursion() -> None:
+    chain = {f"d{i}": {"$ref": f"#/$defs/d{i + 1}"} for i in range(1500)}
+    chain["d1500"] = {"$ref": "#/$defs/d0"}
+    started = time.perf_counter()
+    assert "loops through $ref" in refusal(schema(**{"$defs": chain}))
+    assert time.perf_counter() - started < 2.0
+
+
+def test_a_large_enum_within_the_size_limit_is_checked_quickly() -> None:
+    started = time.perf_counter()
+    check_schema(schema(properties={"x": {"enum": list(range(9_000))}}))
+    assert time.perf_counter() - started < 2.0
+    assert refusal(schema(properties={"x": {"enum": list(range(20_000))}})).startswith(
+        "/: the schema is larger"
+    )
+
+
+# --- regular expressions --------------------------------------------------------------------
+
+SAFE_PATTERNS = [
+    "^[0-9]{11}$",
+    "^[A-Z]{2}[0-9]{6}$",
+    "^[0-9]{2}(\\.[0-9][0-9])?$",
+    "^([0-9]{8}|[0-9]{11})$",
+    "^(cat|dog)*$",
+    "^[a-z]+\\.[a-z]+$",
+    "^[^@]+@[^@]+$",
+    "^P(?!$)([0-9]+Y)?([0-9]+M)?$",
+]
+UNSAFE_PATTERNS = {
+    "^(a+)+$": "contains another quantifier",
+    "(a|a)*": "can match nothing",
+    "(a|ab)*c": "can match nothing",
+    "^(ab|[a-c]c)+$": "begin with the same character",
+    "^(a|b?)+$": "contains another quantifier",
+    "^([0-9]{2})*$": "contains another quantifier",
+    "\\d+\\d+x": "two unbounded quantifiers",
+    "^.*a.*$": "two unbounded quantifiers",
+    "(?P<n>a)": "named groups",
+    "(?i)a": "inline flags",
+    "(?#note)a": "comments",
+    "(?>a)": "atomic groups",
+    "a*+": "possessive",
+    "\\Aa\\Z": "ECMA-262",
+    "(a)\\1": "backreferences",
+    "a{5000}": "counted repetition",
+    "(": "does not compile",
+    "a" * 1001: "longer than",
+}
+
+
+@pytest.mark.parametrize("pattern", SAFE_PATTERNS)
+def test_safe_patterns_are_accepted(pattern: str) -> None:
+    check_pattern(pattern)
+
+
+@pytest.mark.parametrize(("pattern", "reason"), UNSAFE_PATTERNS.items(), ids=range(18))
+def test_unsafe_patterns_are_refused_with_the_reason(pattern: str, reason: str) -> None:
+    with pytest.raises(UnsafePattern, match=re.escape(reason)):
+        check_pattern(pattern)
+
+
+def test_the_hub_validator_never_backtracks_even_on_a_hostile_record() -> None:
+    """Linear-time matching: a pattern that is exponential for Python's re costs nothing."""
+    validator = compile_schema({"type": "string", "pattern": "^(a+)+$"})
+    started = time.perf_counter()
+    assert not validator.is_valid("a" * 5000 + "!")
+    assert time.perf_counter() - started < 0.5
+
+
+# --- projection onto an earlier version ---------------------------------------------------
+
+V1 = schema(
+    **{
+        "$defs": {
+            "address": {
+                "type": "object",
+                "properties": {"street": {"type": "string"}},
+                "additionalProperties": False,
+            }
+        },
+        "properties": {
+            "name": {"type": "string"},
+            "home": {"$ref": "#/$defs/address"},
+            "history": {"type": "array", "items": {"$ref": "#/$defs/address"}},
+            "open": {"type": "object", "properties": {"a": {"type": "string"}}},
+        },
+        "additionalProperties": False,
+    }
+)
+
+
+def test_projection_drops_what_the_version_does_not_define() -> None:
+    record = {
+        "name": "Mari",
+        "nickname": "M",
+        "home": {"street": "Pikk 1", "apartment": "4"},
+        "history": [{"street": "Lai 2", "apartment": "1"}, {"street": "Vana 3"}],
+        "open": {"a": "x", "b": "kept: the subschema allows it"},
+    }
+    assert project_to_version(record, V1) == {
+        "name": "Mari",
+        "home": {"street": "Pikk 1"},
+        "history": [{"street": "Lai 2"}, {"street": "Vana 3"}],
+        "open": {"a": "x", "b": "kept: the subschema allows it"},
+    }
+    assert compile_schema(V1).is_valid(project_to_version(record, V1))
+
+
+def test_projection_never_invents_values() -> None:
+    assert project_to_version({"nickname": "M"}, V1) == {}
+    assert project_to_version({"name": None, "home": "not an object"}, V1) == {
+        "name": None,
+        "home": "not an object",
+    }
+
+
+def test_projection_keeps_pattern_properties_of_a_closed_object() -> None:
+    version = schema(
+        properties={
+            "codes": {
+                "type": "object",
+                "patternProperties": {"^x-": {"type": "string"}},
+                "additionalProperties": False,
+            }
+        }
+    )
+    projected = project_to_version({"codes": {"x-a": "1", "y": "2"}}, version)
+    assert projected == {"codes": {"x-a": "1"}}
