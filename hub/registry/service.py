@@ -117,7 +117,7 @@ async def put_client(
     session: AsyncSession, *, client_id: str, body: ClientIn, scope: AuditScope
 ) -> ClientOut:
     """Register a client, or replace its keys (a department rotates keys this way)."""
-    scope.note(client=client_id, department=body.department)
+    scope.note(target=client_id, department=body.department)
     if await repository.get_department(session, body.department) is None:
         raise UnknownDepartment(f"no department {body.department!r}; register it first")
     normalized = jwks_rules.normalize_jwks(body.jwks)

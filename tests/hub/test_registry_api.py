@@ -459,7 +459,12 @@ def test_accepted_client_keys_get_thumbprint_kids(hub: RunningHub, jwk: Json) ->
         "kids": [expected_kid],
     }
     entry = audit_entry_for(hub, response, action="registry.client.put")
-    assert (entry["outcome"], entry["client"], entry["department"]) == ("ok", client_id, CONSUMER)
+    assert (entry["outcome"], entry["client"], entry["department"]) == (
+        "ok",
+        "administrator",
+        CONSUMER,
+    )
+    assert entry["target"] == client_id
 
 
 def test_a_client_rotates_its_keys_by_putting_new_ones(hub: RunningHub) -> None:
