@@ -3,7 +3,8 @@
 The hub runs as its own process (``onceonly serve``) on SQLite or PostgreSQL; the
 owner's adapter and the consumers run here. After the kill, the restarted hub's
 log holds an entry, with the receipt's leaf hash, for every request that got an
-answer, and its indexes are still dense.
+answer, its indexes are still dense, and ``onceonly audit verify --full`` accepts
+the whole log against the hub's published key.
 """
 
 import os
@@ -26,6 +27,7 @@ from adapters import (
     create_provider_app,
     public_jwks,
 )
+from hub.cli import main
 from hub.cli.admin_client import AdminClient
 from hub.cli.servers import loopback_socket
 
@@ -129,6 +131,9 @@ def test_sigkill_during_a_burst_loses_no_answered_entry(database_url: str, tmp_p
                 last = max(index for _, index, _ in answers)
                 for index in range(last + 1):  # dense: no gap below the last answered entry
                     assert http.get(f"/v1/audit/entries/{index}").status_code == 200
+                key = http.get("/v1/audit/verifier-key").text.strip()
+            verify = ["audit", "verify", "--hub", url, "--key", key, "--full"]
+            assert main([*verify, "--state", str(tmp_path / "auditor.json")]) == 0
     finally:
         hub.kill()
         hub.wait(timeout=10)
