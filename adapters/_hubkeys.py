@@ -21,7 +21,10 @@ __all__ = ["HubDirectory"]
 
 # An unknown kid makes us refetch the JWKS, but not more often than this, so that
 # tokens with made-up kids cannot make the adapter hammer its hub.
-_JWKS_REFRESH_INTERVAL = 10.0
+_JWKS_REFRESH_INTERVAL = 2.0
+# Keys are refetched at this age in any case: a hub publishes a new signing key long
+# before it signs with it (docs/decisions/0010), so the adapter knows it in time.
+_JWKS_MAX_AGE = 60.0
 
 
 class HubDirectory:
@@ -57,7 +60,11 @@ class HubDirectory:
         return self._issuer
 
     async def signing_key(self, kid: str) -> Key | None:
-        """The hub key named ``kid``; the JWKS is refetched once if ``kid`` is unknown."""
+        """The hub key named ``kid``; the JWKS is refetched once if ``kid`` is unknown,
+        and whenever it is older than a minute (a stale copy serves if the hub is down)."""
+        if self._keys is not None and self._clock() - self._keys_fetched_at >= _JWKS_MAX_AGE:
+            async with self._keys_lock:
+                await self._refresh_keys_if_reachable()
         key = self._find(kid)
         if key is not None:
             return key
@@ -96,6 +103,14 @@ class HubDirectory:
         if self._keys is None:
             return None
         return next((key for key in self._keys if key.kid == kid), None)
+
+    async def _refresh_keys_if_reachable(self) -> None:
+        if self._clock() - self._keys_fetched_at < _JWKS_MAX_AGE:
+            return  # another task refreshed them while we waited for the lock
+        try:
+            await self._refresh_keys()
+        except HubUnavailable:
+            pass  # keep the keys we have; the next request tries again
 
     async def _refresh_keys(self) -> None:
         self._keys_fetched_at = self._clock()

@@ -41,12 +41,12 @@ def public_jwks(*keys: SigningKey) -> dict[str, Any]:
 
 
 def algorithm_of(key: SigningKey) -> str:
-    """The JWS algorithm the hub accepts for ``key``: ES256, EdDSA or PS256."""
+    """The JWS algorithm the hub accepts for ``key``: ES256, Ed25519 or PS256."""
     if isinstance(key, ECKey):
         if key.curve_name != "P-256":
             raise ConfigError("EC client keys must be on the P-256 curve")
         return "ES256"
-    return "EdDSA" if isinstance(key, OKPKey) else "PS256"
+    return "Ed25519" if isinstance(key, OKPKey) else "PS256"  # RFC 9864 §2.2
 
 
 def _public_jwk(key: SigningKey) -> dict[str, Any]:

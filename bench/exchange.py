@@ -47,7 +47,7 @@ import httpx
 from joserfc import jwt
 from joserfc.jwk import ECKey
 
-from adapters import RecordStore, public_jwks
+from adapters import DPoPKey, RecordStore, public_jwks
 from hub.cli.admin_client import AdminClient
 from hub.exchange.request_tokens import mint_request_token
 from hub.keys import HubKeys
@@ -84,6 +84,7 @@ class Options:
     database: str
     postgres_url: str
     profile: bool
+    bearer: bool = False
 
 
 @dataclass(frozen=True)
@@ -166,8 +167,9 @@ def world(options: Options, root: Path) -> Iterator[World]:
 # -- the two paths -----------------------------------------------------------------
 
 
-def access_token(world: World) -> str:
-    """A client-credentials access token, authenticated with private_key_jwt."""
+def access_token(world: World, dpop: DPoPKey | None) -> str:
+    """A client-credentials access token, authenticated with private_key_jwt and bound
+    to ``dpop`` (RFC 9449 §5)."""
     now = int(time.time())
     claims = {
         "iss": CONSUMER_CLIENT,
@@ -185,17 +187,31 @@ def access_token(world: World) -> str:
         "client_assertion_type": ASSERTION_TYPE,
         "client_assertion": assertion,
     }
-    response = httpx.post(world.hub.url + "/oauth/token", data=form)
+    url = world.hub.url + "/oauth/token"
+    headers = {"DPoP": dpop.proof("POST", url)} if dpop else {}
+    response = httpx.post(url, data=form, headers=headers)
     response.raise_for_status()
     return str(response.json()["access_token"])
 
 
-def through_hub(world: World) -> Send:
+def through_hub(world: World, *, bearer: bool = False) -> Send:
+    """Each request carries its own DPoP proof (signed here, as a consumer would), or
+    with ``bearer`` an unbound token (the hub then runs with require_dpop=false)."""
     url = world.hub.url + QUERY_PATH
-    headers = {"Authorization": f"Bearer {access_token(world)}"}
+    dpop = DPoPKey.generate()
+    token = access_token(world, None if bearer else dpop)
+    if bearer:
+        headers = {"Authorization": f"Bearer {token}"}
+
+        async def send_bearer(client: httpx.AsyncClient, subject: str) -> int:
+            body = {"subject": subject, "purpose": PURPOSE}
+            return (await client.post(url, json=body, headers=headers)).status_code
+
+        return send_bearer
 
     async def send(client: httpx.AsyncClient, subject: str) -> int:
         body = {"subject": subject, "purpose": PURPOSE}
+        headers = dpop.headers("POST", url, token)
         return (await client.post(url, json=body, headers=headers)).status_code
 
     return send
@@ -272,7 +288,11 @@ class Runner:
         if path == "direct":
             expected = max(self.direct_rate, 500.0) * 1.5 * (warmup + duration) + 200
             self.tokens.fill(round(expected), self.world.subjects, seed=number)
-        send = direct(self.world, self.tokens) if path == "direct" else through_hub(self.world)
+        send = (
+            direct(self.world, self.tokens)
+            if path == "direct"
+            else through_hub(self.world, bearer=self.options.bearer)
+        )
         result = await run_round(
             send,
             path=path,
@@ -443,11 +463,18 @@ def parse_options(argv: list[str] | None = None) -> Options:
         help="server where a fresh database is created and dropped (--database postgres)",
     )
     parser.add_argument("--profile", action="store_true", help="py-spy an extra hub round")
+    parser.add_argument(
+        "--bearer",
+        action="store_true",
+        help="unbound Bearer tokens on a hub with require_dpop=false (the cost of DPoP)",
+    )
     return Options(**vars(parser.parse_args(argv)))
 
 
 def main(argv: list[str] | None = None) -> int:
     options = parse_options(argv)
+    if options.bearer:  # inherited by the hub process (hub_environment)
+        os.environ["ONCEONLY_REQUIRE_DPOP"] = "false"
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     RESULTS.mkdir(parents=True, exist_ok=True)
     print(f"exchange bench: {options}", flush=True)

@@ -14,6 +14,7 @@ from hub.audit.checkpoints import Checkpointer, load_signer
 from hub.audit.endpoints import router as audit_router
 from hub.audit.service import AuditLog
 from hub.auth.endpoints import router as auth_router
+from hub.auth.jti_register import JtiRegister
 from hub.citizen.endpoints import router as citizen_router
 from hub.config import Settings
 from hub.db import make_engine, session_factory
@@ -49,7 +50,12 @@ def create_app(settings: Settings | None = None, *, keys: HubKeys | None = None)
         engine = make_engine(settings.resolved_database_url)
         audit_log = AuditLog(engine, batch_size=settings.audit_batch_size)
         app.state.settings = settings
-        app.state.keys = keys or HubKeys.load(settings.keys_dir, create=not settings.is_production)
+        app.state.keys = keys or HubKeys.load(
+            settings.keys_dir,
+            create=not settings.is_production,
+            reload_interval=settings.signing_key_reload_interval,
+        )
+        app.state.jti_register = JtiRegister(engine)  # single-use jtis, group commit (issue 4)
         app.state.engine = engine
         app.state.sessions = session_factory(engine)
         app.state.audit_log = audit_log
@@ -74,6 +80,7 @@ def create_app(settings: Settings | None = None, *, keys: HubKeys | None = None)
             )
             app.state.deliverer = deliverer
             await audit_log.start()
+            await app.state.jti_register.start()
             await app.state.checkpointer.start()
             await deliverer.start()
             log.info("hub ready", extra={"issuer": settings.issuer, "mode": settings.mode})
@@ -82,6 +89,7 @@ def create_app(settings: Settings | None = None, *, keys: HubKeys | None = None)
             finally:
                 await deliverer.stop()
                 await app.state.checkpointer.stop()
+                await app.state.jti_register.stop()
                 await audit_log.stop()
                 await engine.dispose()
 

@@ -131,4 +131,3 @@ async def _write_session(request: Request) -> AsyncIterator[AsyncSession]:
 SessionDep = Annotated[AsyncSession, Depends(_session, scope="function")]
 # For routes that change state: the change and its audit entry commit together.
 WriteSessionDep = Annotated[AsyncSession, Depends(_write_session, scope="function")]
-

@@ -19,6 +19,7 @@ Decision: docs/decisions/0010-hub-signing-key-rotation.md.
 
 import fcntl
 import json
+import math
 import os
 import tempfile
 import time
@@ -26,7 +27,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from joserfc.jwk import ECKey, KeySet
 
@@ -61,6 +62,27 @@ def signing_entry(entries: list[KeyEntry], now: float) -> KeyEntry:
     if not active:
         raise MissingKeyError("no hub signing key is active; run `onceonly keys rotate`")
     return max(active, key=lambda e: e.active_from)
+
+
+class _Lifetimes(Protocol):
+    @property
+    def access_token_lifetime(self) -> int: ...
+    @property
+    def request_token_lifetime(self) -> int: ...
+    @property
+    def clock_skew(self) -> int: ...
+    @property
+    def signing_key_reload_interval(self) -> float: ...
+
+
+def retire_margin(settings: _Lifetimes) -> int:
+    """The default delay of a rotation, both before the new key signs and before the old
+    one leaves the JWKS: an access token's and a request token's lifetime, the clock
+    skew and the replicas' reload interval. Every JWKS cache (replicas: 5 s, adapters:
+    60 s) has refreshed before the new key signs, and every token the old key signed
+    has expired before it is dropped."""
+    lifetimes = settings.access_token_lifetime + settings.request_token_lifetime
+    return lifetimes + settings.clock_skew + math.ceil(settings.signing_key_reload_interval)
 
 
 def rotate(directory: Path, *, activate_after: int, retire_margin: int, now: int) -> KeyEntry:
@@ -106,12 +128,12 @@ def _retired(entry: KeyEntry, retire_at: int) -> KeyEntry:
 @contextmanager
 def _locked(directory: Path) -> Iterator[None]:
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-    with open(directory / ".lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    descriptor = os.open(directory / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(descriptor)  # releases the lock
 
 
 def _write_key(directory: Path, key: ECKey) -> None:

@@ -2,26 +2,63 @@
 
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Response
 
-from hub.auth import service
+from hub.auth import callers, service
+from hub.auth.callers import Caller, ResourceRequest
 from hub.auth.exceptions import NotAdministrator
-from hub.auth.service import Caller
-from hub.config import SettingsDep
+from hub.config import Settings, SettingsDep
 from hub.db import SessionDep
-from hub.keys import KeysDep
+from hub.keys import HubKeys, KeysDep
+
+
+def resource_request(request: Request, settings: Settings) -> ResourceRequest:
+    """The request as authentication reads it; ``htu`` is judged against the issuer's
+    public URL, so that a TLS proxy in front of the hub changes nothing."""
+    header = settings.tls_client_cert_header
+    return ResourceRequest(
+        authorization=request.headers.get("authorization"),
+        dpop_proofs=request.headers.getlist("dpop"),
+        method=request.method,
+        url=settings.issuer.rstrip("/") + request.url.path,
+        certificate=request.headers.get(header) if header else None,
+    )
+
+
+def _offer_nonce(response: Response, settings: Settings, keys: HubKeys) -> None:
+    response.headers.update(service.dpop_nonce_header(settings, keys))
 
 
 async def _caller(
-    request: Request, session: SessionDep, settings: SettingsDep, keys: KeysDep
+    request: Request,
+    response: Response,
+    session: SessionDep,
+    settings: SettingsDep,
+    keys: KeysDep,
 ) -> Caller:
-    return await service.caller_from_token(
+    caller = await callers.caller_from_token(
         session,
-        authorization=request.headers.get("authorization"),
+        jtis=request.app.state.jti_register,
+        request=resource_request(request, settings),
         settings=settings,
         keys=keys,
         scope=getattr(request.state, "audit", None),
     )
+    _offer_nonce(response, settings, keys)
+    return caller
+
+
+async def _token_caller(
+    request: Request, response: Response, settings: SettingsDep, keys: KeysDep
+) -> Caller:
+    caller = callers.caller_from_request(
+        resource_request(request, settings),
+        settings=settings,
+        keys=keys,
+        scope=getattr(request.state, "audit", None),
+    )
+    _offer_nonce(response, settings, keys)
+    return caller
 
 
 async def _administrator(request: Request, keys: KeysDep) -> None:
@@ -36,18 +73,10 @@ async def _administrator(request: Request, keys: KeysDep) -> None:
         audit.note(client="administrator")
 
 
-async def _bearer(request: Request, settings: SettingsDep, keys: KeysDep) -> Caller:
-    return service.caller_from_bearer(
-        authorization=request.headers.get("authorization"),
-        settings=settings,
-        keys=keys,
-        scope=getattr(request.state, "audit", None),
-    )
-
-
-# A valid token whose client is still active (one registry read).
+# A valid, correctly presented token (DPoP-bound when require_dpop) whose client is
+# still active and which is not revoked (one query); its DPoP proof spent.
 CurrentCaller = Annotated[Caller, Depends(_caller)]
-# A valid token only: the route must itself call service.require_active_client
-# (the exchange does, within its single query).
-BearerCaller = Annotated[Caller, Depends(_bearer)]
+# The same checks without I/O: the route must check the client's standing, the
+# revocation and the proof's single use itself (the exchange does, with its one read).
+TokenCaller = Annotated[Caller, Depends(_token_caller)]
 AdminDep = Annotated[None, Depends(_administrator)]

@@ -1,20 +1,41 @@
-"""OAuth routes: token endpoint (RFC 6749 §3.2), metadata (RFC 8414), JWKS (RFC 7517)."""
+"""OAuth routes: token (RFC 6749 §3.2), introspection (RFC 7662), revocation (RFC 7009),
+metadata (RFC 8414), JWKS (RFC 7517), and a client's own registration."""
 
-from typing import Any
+from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 
 from hub.audit.dependencies import CurrentAudit, audited
 from hub.auth import service
-from hub.auth.schemas import ServerMetadata, TokenResponse
-from hub.config import SettingsDep
-from hub.db import SessionDep
+from hub.auth.dependencies import CurrentCaller
+from hub.auth.schemas import (
+    IntrospectionResponse,
+    JwksIn,
+    OwnClientOut,
+    ServerMetadata,
+    TokenResponse,
+)
+from hub.config import Settings, SettingsDep
+from hub.db import SessionDep, WriteSessionDep
 from hub.keys import KeysDep
+from hub.kit.jsonbody import json_body
 
 router = APIRouter(tags=["oauth"])
 
 _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}  # RFC 6749 §5.1
+_JWKS_CACHE = {"Cache-Control": "public, max-age=60"}  # well below a rotation's delay
+
+
+async def _endpoint_request(request: Request, settings: Settings) -> service.EndpointRequest:
+    form = service.parse_token_form(await request.body(), request.headers.get("content-type", ""))
+    header = settings.tls_client_cert_header
+    return service.EndpointRequest(
+        form=form,
+        url=settings.issuer.rstrip("/") + request.url.path,
+        dpop_proofs=request.headers.getlist("dpop"),
+        certificate=request.headers.get(header) if header else None,
+    )
 
 
 @router.post(
@@ -23,20 +44,55 @@ _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}  # RFC 6749 §5.
 async def token(
     request: Request, session: SessionDep, settings: SettingsDep, keys: KeysDep, scope: CurrentAudit
 ) -> JSONResponse:
-    form = service.parse_token_form(await request.body(), request.headers.get("content-type", ""))
     answer = await service.issue_token(
         session,
-        engine=request.app.state.engine,
-        form=form,
+        jtis=request.app.state.jti_register,
+        request=await _endpoint_request(request, settings),
         settings=settings,
         keys=keys,
         scope=scope,
     )
-    return _no_store(answer)
+    headers = _NO_STORE | service.dpop_nonce_header(settings, keys)
+    return JSONResponse(answer.model_dump(), headers=headers)
 
 
-def _no_store(answer: TokenResponse) -> JSONResponse:
-    return JSONResponse(answer.model_dump(), headers=_NO_STORE)
+@router.post(
+    "/oauth/introspect",
+    response_model=IntrospectionResponse,
+    dependencies=[Depends(audited("token.introspect"))],
+)
+async def introspect(
+    request: Request, session: SessionDep, settings: SettingsDep, keys: KeysDep, scope: CurrentAudit
+) -> JSONResponse:
+    answer = await service.introspect(
+        session,
+        jtis=request.app.state.jti_register,
+        request=await _endpoint_request(request, settings),
+        settings=settings,
+        keys=keys,
+        scope=scope,
+    )
+    return JSONResponse(answer.model_dump(exclude_none=True), headers=_NO_STORE)
+
+
+@router.post("/oauth/revoke", dependencies=[Depends(audited("token.revoke"))])
+async def revoke(
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    keys: KeysDep,
+    scope: CurrentAudit,
+) -> Response:
+    await service.revoke(
+        session,
+        engine=request.app.state.engine,
+        jtis=request.app.state.jti_register,
+        request=await _endpoint_request(request, settings),
+        settings=settings,
+        keys=keys,
+        scope=scope,
+    )
+    return Response(status_code=200, headers=_NO_STORE)
 
 
 @router.get("/.well-known/oauth-authorization-server", response_model=ServerMetadata)
@@ -45,5 +101,28 @@ async def metadata(session: SessionDep, settings: SettingsDep) -> ServerMetadata
 
 
 @router.get("/.well-known/jwks.json")
-async def jwks(keys: KeysDep) -> dict[str, Any]:
-    return keys.public_jwks()
+async def jwks(keys: KeysDep) -> JSONResponse:
+    return JSONResponse(keys.public_jwks(), headers=_JWKS_CACHE)
+
+
+@router.get("/v1/clients/self", response_model=OwnClientOut, tags=["clients"])
+async def own_client(caller: CurrentCaller, session: SessionDep) -> OwnClientOut:
+    return await service.describe_own_client(session, caller=caller)
+
+
+@router.put(
+    "/v1/clients/self/jwks",
+    response_model=OwnClientOut,
+    tags=["clients"],
+    dependencies=[Depends(audited("client.keys.put"))],
+)
+async def replace_own_jwks(
+    caller: CurrentCaller,
+    body: Annotated[JwksIn, Depends(json_body(JwksIn))],
+    session: WriteSessionDep,
+    scope: CurrentAudit,
+) -> OwnClientOut:
+    kids = await service.replace_own_jwks(
+        session, caller=caller, jwks=body.model_dump(), scope=scope
+    )
+    return OwnClientOut(client_id=caller.client_id, department=caller.department, kids=kids)

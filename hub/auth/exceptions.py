@@ -49,20 +49,80 @@ class InvalidScope(OAuthError):
     title = "Invalid scope"
 
 
+DPOP_ALGORITHMS = ("ES256", "Ed25519", "EdDSA", "PS256")
+
+
+def challenge(scheme: str, *, error: str | None = None, detail: str = "") -> str:
+    """An RFC 6750 §3 / RFC 9449 §7.1 ``WWW-Authenticate`` challenge."""
+    parts = ['realm="onceonly"']
+    if scheme == "DPoP":
+        parts.append(f'algs="{" ".join(DPOP_ALGORITHMS)}"')
+    if error:
+        quoted = detail.replace('"', "'").replace("\\", "/")
+        parts += [f'error="{error}"', f'error_description="{quoted}"']
+    return f"{scheme} " + ", ".join(parts)
+
+
 class InvalidToken(HubError):
-    """No usable access token (RFC 6750 §3.1 ``invalid_token``): 401."""
+    """No usable access token (RFC 6750 §3.1, RFC 9449 §7.1 ``invalid_token``): 401.
+
+    ``scheme`` names the challenge: ``DPoP`` where sender-constrained tokens are
+    required or a DPoP token was sent, ``Bearer`` otherwise.
+    """
 
     status = 401
     slug = "invalid-token"
     title = "Invalid or missing access token"
 
-    def __init__(self, detail: str, *, token_sent: bool = True) -> None:
+    def __init__(self, detail: str, *, token_sent: bool = True, scheme: str = "Bearer") -> None:
         # RFC 6750 §3.1: with no token at all, the challenge carries no error code.
-        challenge = 'Bearer realm="onceonly"'
-        if token_sent:
-            quoted = detail.replace('"', "'").replace("\\", "/")
-            challenge += f', error="invalid_token", error_description="{quoted}"'
-        super().__init__(detail, headers={"WWW-Authenticate": challenge})
+        error = "invalid_token" if token_sent else None
+        super().__init__(
+            detail, headers={"WWW-Authenticate": challenge(scheme, error=error, detail=detail)}
+        )
+
+
+class InvalidDpopProof(HubError):
+    """A missing or bad DPoP proof at a resource (RFC 9449 §7.1 ``invalid_dpop_proof``)."""
+
+    status = 401
+    slug = "invalid-dpop-proof"
+    title = "Invalid DPoP proof"
+
+    def __init__(self, detail: str) -> None:
+        header = challenge("DPoP", error="invalid_dpop_proof", detail=detail)
+        super().__init__(detail, headers={"WWW-Authenticate": header})
+
+
+class UseDpopNonce(HubError):
+    """The resource wants a proof with the server's nonce (RFC 9449 §9): 401."""
+
+    status = 401
+    slug = "use-dpop-nonce"
+    title = "DPoP nonce required"
+
+    def __init__(self, detail: str, *, nonce: str) -> None:
+        header = challenge("DPoP", error="use_dpop_nonce", detail=detail)
+        super().__init__(detail, headers={"WWW-Authenticate": header, "DPoP-Nonce": nonce})
+
+
+class InvalidDpopProofGrant(OAuthError):
+    """A bad DPoP proof at the token endpoint (RFC 9449 §5): 400 ``invalid_dpop_proof``."""
+
+    error = "invalid_dpop_proof"
+    slug = "oauth-invalid-dpop-proof"
+    title = "Invalid DPoP proof"
+
+
+class UseDpopNonceGrant(OAuthError):
+    """The token endpoint wants a proof with its nonce (RFC 9449 §8): 400."""
+
+    error = "use_dpop_nonce"
+    slug = "oauth-use-dpop-nonce"
+    title = "DPoP nonce required"
+
+    def __init__(self, detail: str, *, nonce: str) -> None:
+        super().__init__(detail, headers={"DPoP-Nonce": nonce, "Cache-Control": "no-store"})
 
 
 class InsufficientScope(HubError):
@@ -72,12 +132,12 @@ class InsufficientScope(HubError):
     slug = "insufficient-scope"
     title = "Insufficient scope"
 
-    def __init__(self, scope: str) -> None:
+    def __init__(self, scope: str, *, scheme: str = "Bearer") -> None:
         super().__init__(
             f"the access token does not carry the scope {scope}",
             headers={
                 "WWW-Authenticate": (
-                    f'Bearer realm="onceonly", error="insufficient_scope", scope="{scope}"'
+                    f'{scheme} realm="onceonly", error="insufficient_scope", scope="{scope}"'
                 )
             },
         )

@@ -1,35 +1,84 @@
-"""All SQL of authentication: spending single-use identifiers."""
+"""All SQL of authentication: revoked tokens, a client's standing and its own keys (the
+single-use identifiers are spent by ``hub.auth.jti_register``)."""
 
 import hashlib
-import random
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from hub.auth.models import UsedJti
+from hub.auth.models import RevokedToken, UsedJti
 from hub.db import write_connection
+from hub.registry.models import Client
 
-_table = UsedJti.__table__  # type: ignore[attr-defined]
-_PURGE_PROBABILITY = 0.01
+_used = UsedJti.__table__  # type: ignore[attr-defined]
+_revoked = RevokedToken.__table__  # type: ignore[attr-defined]
+_clients = Client.__table__  # type: ignore[attr-defined]
+PURGE_PROBABILITY = 0.01
 
 
 def jti_key(*, kind: str, issuer: str, jti: str) -> str:
     return hashlib.sha256(f"{kind}\x00{issuer}\x00{jti}".encode()).hexdigest()
 
 
-async def spend_jti(engine: AsyncEngine, *, key: str, expires_at: datetime, now: datetime) -> bool:
-    """Record a jti as used, in its own committed transaction; False if it was used before.
+def purge_used_statement() -> Any:
+    return sa.delete(_used).where(_used.c.expires_at < sa.bindparam("now"))
 
-    It commits at once, apart from the request: an identifier once presented is
-    spent even if the request fails later, and every replica sees it.
-    """
-    try:
-        async with write_connection(engine) as conn:
-            await conn.execute(sa.insert(_table).values(key=key, expires_at=expires_at))
-            if random.random() < _PURGE_PROBABILITY:
-                await conn.execute(sa.delete(_table).where(_table.c.expires_at < now))
-    except IntegrityError:
-        return False
-    return True
+
+def used_table() -> Any:
+    """The register of spent single-use identifiers (written by ``jti_register``)."""
+    return _used
+
+
+def revoked_clause(jti: Any) -> Any:
+    """``EXISTS`` a revocation of the token ``jti``: for any query that admits a token."""
+    return sa.exists(sa.select(_revoked.c.jti).where(_revoked.c.jti == jti))
+
+
+@dataclass(frozen=True)
+class Standing:
+    department: str
+    status: str
+    revoked: bool
+
+
+_STANDING = sa.select(
+    _clients.c.department_id,
+    _clients.c.status,
+    revoked_clause(sa.bindparam("jti")).label("revoked"),
+).where(_clients.c.client_id == sa.bindparam("client_id"))
+
+
+async def client_standing(
+    session: AsyncSession, *, client_id: str, token_jti: str
+) -> Standing | None:
+    """The client's department and status, and whether this token was revoked: one query."""
+    row = (await session.execute(_STANDING, {"client_id": client_id, "jti": token_jti})).first()
+    if row is None:
+        return None
+    return Standing(department=row.department_id, status=row.status, revoked=bool(row.revoked))
+
+
+async def is_revoked(session: AsyncSession, jti: str) -> bool:
+    query = sa.select(revoked_clause(sa.bindparam("jti")))
+    return bool((await session.execute(query, {"jti": jti})).scalar())
+
+
+async def revoke(engine: AsyncEngine, *, jti: str, expires_at: datetime, now: datetime) -> None:
+    """Keep ``jti`` refused until ``expires_at`` (RFC 7009 §2.2), committed at once so
+    that every replica refuses it from now on; idempotent."""
+    async with write_connection(engine) as conn:
+        await conn.execute(sa.delete(_revoked).where(_revoked.c.expires_at < now))
+        dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+        insert = dialect.insert(_revoked).values(jti=jti, expires_at=expires_at)
+        await conn.execute(insert.on_conflict_do_nothing())
+
+
+async def set_client_jwks(session: AsyncSession, *, client_id: str, jwks: dict[str, Any]) -> None:
+    """Replace the public keys of one client (its own key rotation)."""
+    await session.execute(
+        sa.update(_clients).where(_clients.c.client_id == client_id).values(jwks=jwks)
+    )

@@ -1,6 +1,9 @@
-"""Token endpoint and discovery bodies (RFC 6749 §5.1, RFC 8414 §2)."""
+"""Bodies of the OAuth endpoints (RFC 6749 §5.1, RFC 7662 §2.2, RFC 8414 §2) and of a
+client's own registration."""
 
-from pydantic import BaseModel
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
 
 
 class TokenResponse(BaseModel):
@@ -10,6 +13,23 @@ class TokenResponse(BaseModel):
     scope: str
 
 
+class IntrospectionResponse(BaseModel):
+    """RFC 7662 §2.2; members without a value are left out of the JSON."""
+
+    active: bool
+    scope: str | None = None
+    client_id: str | None = None
+    token_type: str | None = None
+    exp: int | None = None
+    iat: int | None = None
+    sub: str | None = None
+    aud: str | None = None
+    iss: str | None = None
+    jti: str | None = None
+    department: str | None = None
+    cnf: dict[str, str] | None = None
+
+
 class ServerMetadata(BaseModel):
     issuer: str
     token_endpoint: str
@@ -17,6 +37,28 @@ class ServerMetadata(BaseModel):
     grant_types_supported: list[str]
     token_endpoint_auth_methods_supported: list[str]
     token_endpoint_auth_signing_alg_values_supported: list[str]
+    introspection_endpoint: str
+    introspection_endpoint_auth_methods_supported: list[str]
+    introspection_endpoint_auth_signing_alg_values_supported: list[str]
+    revocation_endpoint: str
+    revocation_endpoint_auth_methods_supported: list[str]
+    revocation_endpoint_auth_signing_alg_values_supported: list[str]
+    dpop_signing_alg_values_supported: list[str]
+    tls_client_certificate_bound_access_tokens: bool
     response_types_supported: list[str]
     scopes_supported: list[str]
     service_documentation: str
+
+
+class JwksIn(BaseModel):
+    """A JSON Web Key Set (RFC 7517 §5): the client's public keys."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    keys: list[dict[str, Any]]
+
+
+class OwnClientOut(BaseModel):
+    client_id: str
+    department: str
+    kids: list[str]

@@ -1,24 +1,43 @@
-"""Authentication rules: issue access tokens to clients, recognize them on requests."""
+"""Authorization server rules: client authentication, the token endpoint, introspection,
+revocation, metadata, and a client's own keys.
+
+- Client authentication: ``private_key_jwt`` (RFC 7523 §2.2) always;
+  ``self_signed_tls_client_auth`` (RFC 8705 §2.2) when a TLS proxy forwards
+  certificates (``tls_client_cert_header``).
+- Token endpoint: client credentials (RFC 6749 §4.4), tokens bound to a DPoP key
+  (RFC 9449 §5) or to the client's certificate (RFC 8705 §3).
+- Introspection (RFC 7662) and revocation (RFC 7009), for the caller's own
+  department's tokens only.
+"""
 
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 from urllib.parse import parse_qsl
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from hub.access import service as access
 from hub.audit.service import AuditScope
-from hub.auth import repository, tokens
+from hub.auth import callers, certificates, dpop, nonces, repository, tokens
+from hub.auth.callers import Caller as Caller
+from hub.auth.callers import require_active_client as require_active_client
 from hub.auth.exceptions import (
-    InsufficientScope,
     InvalidClient,
+    InvalidDpopProofGrant,
     InvalidScope,
     InvalidToken,
     InvalidTokenRequest,
     UnsupportedGrantType,
 )
-from hub.auth.schemas import ServerMetadata, TokenResponse
+from hub.auth.jti_register import JtiRegister
+from hub.auth.schemas import (
+    IntrospectionResponse,
+    OwnClientOut,
+    ServerMetadata,
+    TokenResponse,
+)
 from hub.config import Settings
 from hub.keys import HubKeys
 from hub.registry import jwks as jwks_rules
@@ -26,33 +45,36 @@ from hub.registry import repository as registry
 from hub.registry.models import Client
 
 CLIENT_ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
-SIGNING_ALGORITHMS = ["ES256", "EdDSA", "PS256"]
+SIGNING_ALGORITHMS = ["ES256", "Ed25519", "EdDSA", "PS256"]
 _MAX_FORM_BYTES = 16 * 1024
 
 
 @dataclass(frozen=True)
-class Caller:
-    """A client recognized by its access token."""
+class EndpointRequest:
+    """What the token, introspection and revocation endpoints read from HTTP."""
 
-    client_id: str
-    department: str
-    scopes: frozenset[str]
+    form: dict[str, str]
+    url: str  # issuer + path: what a DPoP proof's htu must name
+    dpop_proofs: list[str]
+    certificate: str | None = None
 
-    def require_scope(self, scope: str) -> None:
-        if scope not in self.scopes:
-            raise InsufficientScope(scope)
+
+@dataclass(frozen=True)
+class AuthenticatedClient:
+    client: Client
+    certificate_x5t: str | None = None  # set when it authenticated with its certificate
 
 
 def parse_token_form(raw: bytes, content_type: str) -> dict[str, str]:
     """RFC 6749 §3.2: form-encoded, and no parameter may be sent twice."""
     if content_type.split(";")[0].strip().lower() != "application/x-www-form-urlencoded":
-        raise InvalidTokenRequest("the token request must be application/x-www-form-urlencoded")
+        raise InvalidTokenRequest("the request must be application/x-www-form-urlencoded")
     if len(raw) > _MAX_FORM_BYTES:
-        raise InvalidTokenRequest(f"the token request is larger than {_MAX_FORM_BYTES} bytes")
+        raise InvalidTokenRequest(f"the request is larger than {_MAX_FORM_BYTES} bytes")
     try:
         pairs = parse_qsl(raw.decode(), keep_blank_values=True, strict_parsing=bool(raw))
     except (UnicodeDecodeError, ValueError):
-        raise InvalidTokenRequest("the token request is not a valid form") from None
+        raise InvalidTokenRequest("the request is not a valid form") from None
     form: dict[str, str] = {}
     for name, value in pairs:
         if name in form:
@@ -61,37 +83,45 @@ def parse_token_form(raw: bytes, content_type: str) -> dict[str, str]:
     return form
 
 
+# --- the token endpoint ----------------------------------------------------------------
+
+
 async def issue_token(
     session: AsyncSession,
     *,
-    engine: AsyncEngine,
-    form: dict[str, str],
+    jtis: JtiRegister,
+    request: EndpointRequest,
     settings: Settings,
     keys: HubKeys,
     scope: AuditScope,
 ) -> TokenResponse:
-    """The client credentials grant (RFC 6749 §4.4) with private_key_jwt (RFC 7523 §2.2)."""
-    _check_grant_type(form.get("grant_type"))
-    now = int(time.time())
-    client = await _authenticate_client(
-        session, engine=engine, form=form, settings=settings, now=now
+    """The client credentials grant (RFC 6749 §4.4), sender-constrained."""
+    _check_grant_type(request.form.get("grant_type"))
+    proof = _token_proof(request, settings=settings, keys=keys)
+    authenticated = await authenticate_client(
+        session, jtis=jtis, request=request, settings=settings
     )
+    client = authenticated.client
     scope.note(client=client.client_id, department=client.department_id)
+    confirmation = _confirmation(proof, authenticated, settings=settings)
+    if proof is not None:
+        await _spend_token_proof(jtis, proof, settings=settings)
     granted = await access.scopes_for(session, department=client.department_id)
-    scopes = _requested_scopes(form.get("scope"), granted)
+    scopes = _requested_scopes(request.form.get("scope"), granted)
     token = tokens.issue_access_token(
         key=keys.signing,
         issuer=settings.issuer,
         client_id=client.client_id,
         department=client.department_id,
         scopes=scopes,
-        now=now,
+        now=int(time.time()),
         lifetime=settings.access_token_lifetime,
+        confirmation=confirmation,
     )
     await scope.record_success()
     return TokenResponse(
         access_token=token,
-        token_type="Bearer",
+        token_type="DPoP" if "jkt" in confirmation else "Bearer",
         expires_in=settings.access_token_lifetime,
         scope=" ".join(sorted(scopes)),
     )
@@ -106,6 +136,44 @@ def _check_grant_type(grant_type: str | None) -> None:
         raise UnsupportedGrantType("only the client_credentials grant is supported")
 
 
+def _token_proof(
+    request: EndpointRequest, *, settings: Settings, keys: HubKeys
+) -> dpop.Proof | None:
+    """RFC 9449 §5: the proof of a token request (no ``ath``), or None if none was sent."""
+    if not request.dpop_proofs:
+        return None
+    return callers.check_proof(
+        request.dpop_proofs,
+        method="POST",
+        url=request.url,
+        access_token=None,
+        settings=settings,
+        keys=keys,
+        error=InvalidDpopProofGrant,
+    )
+
+
+def _confirmation(
+    proof: dpop.Proof | None, authenticated: AuthenticatedClient, *, settings: Settings
+) -> dict[str, str]:
+    """The token's ``cnf``: the DPoP key, the certificate, or (only when the hub does
+    not require sender-constrained tokens) nothing."""
+    confirmation: dict[str, str] = {}
+    if proof is not None:
+        confirmation["jkt"] = proof.jkt
+    if authenticated.certificate_x5t is not None:
+        confirmation["x5t#S256"] = authenticated.certificate_x5t
+    if not confirmation and settings.require_dpop:
+        raise InvalidDpopProofGrant("this hub issues only DPoP-bound tokens: send a DPoP proof")
+    return confirmation
+
+
+async def _spend_token_proof(jtis: JtiRegister, proof: dpop.Proof, *, settings: Settings) -> None:
+    key, expires = callers.proof_jti_key(proof), callers.proof_expiry(proof, settings)
+    if not await jtis.spend(key, expires_at=expires):
+        raise InvalidDpopProofGrant("the DPoP proof was used before (jti replay)")
+
+
 def _requested_scopes(requested: str | None, granted: frozenset[str]) -> frozenset[str]:
     if requested is None:
         return granted
@@ -116,14 +184,37 @@ def _requested_scopes(requested: str | None, granted: frozenset[str]) -> frozens
     return wanted
 
 
-async def _authenticate_client(
-    session: AsyncSession,
-    *,
-    engine: AsyncEngine,
-    form: dict[str, str],
-    settings: Settings,
-    now: int,
+def dpop_nonce_header(settings: Settings, keys: HubKeys) -> dict[str, str]:
+    """The current nonce on every answer when nonces are on (RFC 9449 §8.2, §9)."""
+    if not settings.dpop_nonce:
+        return {}
+    now = int(time.time())
+    nonce = nonces.current_nonce(
+        keys.dpop_nonce_secret, now=now, lifetime=settings.dpop_nonce_lifetime
+    )
+    return {"DPoP-Nonce": nonce}
+
+
+# --- client authentication -------------------------------------------------------------
+
+
+async def authenticate_client(
+    session: AsyncSession, *, jtis: JtiRegister, request: EndpointRequest, settings: Settings
+) -> AuthenticatedClient:
+    """``private_key_jwt`` if an assertion is sent, else a forwarded certificate."""
+    form = request.form
+    if "client_assertion_type" in form or "client_assertion" in form:
+        client = await _private_key_jwt(session, jtis=jtis, form=form, settings=settings)
+        return AuthenticatedClient(client=client)
+    if settings.tls_client_cert_header is not None and request.certificate:
+        return await _self_signed_tls(session, form=form, certificate=request.certificate)
+    raise InvalidClient("authenticate with private_key_jwt (client_assertion_type jwt-bearer)")
+
+
+async def _private_key_jwt(
+    session: AsyncSession, *, jtis: JtiRegister, form: dict[str, str], settings: Settings
 ) -> Client:
+    """RFC 7523 §2.2, §3, with the assertion's jti spent in the database."""
     if form.get("client_assertion_type") != CLIENT_ASSERTION_TYPE:
         raise InvalidClient("authenticate with private_key_jwt (client_assertion_type jwt-bearer)")
     assertion = form.get("client_assertion", "")
@@ -134,87 +225,204 @@ async def _authenticate_client(
     client_id = unverified.get("sub")
     if not isinstance(client_id, str) or form.get("client_id", client_id) != client_id:
         raise InvalidClient("the assertion's sub must be the client id")
-    client = await registry.get_client(session, client_id)
-    if client is None or client.status != "active":
-        raise InvalidClient("unknown or disabled client")
+    client = await _active_client(session, client_id)
     claims = tokens.verify_client_assertion(
         assertion,
         client_id=client_id,
         client_keys=jwks_rules.key_set(client.jwks),
         issuer=settings.issuer,
-        now=now,
+        now=int(time.time()),
         skew=settings.clock_skew,
     )
     key = repository.jti_key(kind="assertion", issuer=client_id, jti=claims.jti)
     expires = datetime.fromtimestamp(claims.expires_at + settings.clock_skew, UTC)
-    if not await repository.spend_jti(engine, key=key, expires_at=expires, now=datetime.now(UTC)):
+    if not await jtis.spend(key, expires_at=expires):
         raise InvalidClient("the client assertion was used before (jti replay)")
     return client
 
 
-def caller_from_bearer(
-    *, authorization: str | None, settings: Settings, keys: HubKeys, scope: AuditScope | None
-) -> Caller:
-    """The caller named by a valid access token (RFC 6750 §2.1), checked without I/O.
-
-    The token proves who the client was when it was issued; whether the client is
-    still active is the caller's check (``caller_from_token``, or the exchange's
-    own query).
-    """
-    if not authorization:
-        raise InvalidToken("an access token is required", token_sent=False)
-    kind, _, token = authorization.partition(" ")
-    if kind.lower() != "bearer" or not token.strip():
-        raise InvalidToken("use the Authorization: Bearer scheme")
-    claims = tokens.verify_access_token(
-        token.strip(),
-        keys=keys.verification_keys(),
-        issuer=settings.issuer,
-        now=int(time.time()),
-        skew=settings.clock_skew,
-    )
-    if scope is not None:
-        scope.note(client=claims.client_id, department=claims.department)
-    return Caller(client_id=claims.client_id, department=claims.department, scopes=claims.scopes)
+async def _self_signed_tls(
+    session: AsyncSession, *, form: dict[str, str], certificate: str
+) -> AuthenticatedClient:
+    """RFC 8705 §2.2: the certificate holds a public key registered for the client."""
+    client_id = form.get("client_id")
+    if not client_id:
+        raise InvalidClient("with certificate authentication, send client_id")
+    client = await _active_client(session, client_id)
+    try:
+        parsed = certificates.parse_forwarded(certificate)
+        thumbprint = certificates.public_key_thumbprint(parsed)
+    except certificates.CertificateError as error:
+        raise InvalidClient(str(error)) from None
+    registered = {key.thumbprint() for key in jwks_rules.key_set(client.jwks)}
+    if thumbprint not in registered:
+        raise InvalidClient("the certificate's key is not registered for this client")
+    return AuthenticatedClient(client=client, certificate_x5t=certificates.x5t_s256(parsed))
 
 
-def require_active_client(caller: Caller, *, department: str | None, status: str | None) -> None:
-    """Refuse a token whose client was disabled or moved since the token was issued."""
-    if status != "active" or department != caller.department:
-        raise InvalidToken("the token's client is no longer active")
+async def _active_client(session: AsyncSession, client_id: str) -> Client:
+    client = await registry.get_client(session, client_id)
+    if client is None or client.status != "active":
+        raise InvalidClient("unknown or disabled client")
+    return client
 
 
-async def caller_from_token(
+# --- introspection and revocation ------------------------------------------------------
+
+
+async def introspect(
     session: AsyncSession,
     *,
-    authorization: str | None,
+    jtis: JtiRegister,
+    request: EndpointRequest,
     settings: Settings,
     keys: HubKeys,
-    scope: AuditScope | None,
-) -> Caller:
-    """The caller of a resource request, with its client checked in the registry."""
-    caller = caller_from_bearer(
-        authorization=authorization, settings=settings, keys=keys, scope=scope
+    scope: AuditScope,
+) -> IntrospectionResponse:
+    """RFC 7662 §2: ``active`` only for a live, unrevoked token of the caller's own
+    department; any other token is simply ``{"active": false}`` (§2.2)."""
+    client = await _authenticated_caller(
+        session, jtis=jtis, request=request, settings=settings, scope=scope
     )
-    client = await registry.get_client(session, caller.client_id)
-    require_active_client(
-        caller,
-        department=client.department_id if client else None,
-        status=client.status if client else None,
+    claims = _own_token(request.form, department=client.department_id, settings=settings, keys=keys)
+    active = claims is not None and not await repository.is_revoked(session, claims.jti)
+    await scope.record_success()
+    if claims is None or not active:
+        return IntrospectionResponse(active=False)
+    return _introspection(claims, settings=settings)
+
+
+def _introspection(claims: tokens.AccessClaims, *, settings: Settings) -> IntrospectionResponse:
+    cnf: dict[str, str] = {}
+    if claims.jkt:
+        cnf["jkt"] = claims.jkt
+    if claims.x5t:
+        cnf["x5t#S256"] = claims.x5t
+    return IntrospectionResponse(
+        active=True,
+        scope=" ".join(sorted(claims.scopes)),
+        client_id=claims.client_id,
+        token_type=claims.token_type,
+        exp=claims.expires_at,
+        iat=claims.issued_at,
+        sub=claims.client_id,
+        aud=settings.issuer,
+        iss=settings.issuer,
+        jti=claims.jti,
+        department=claims.department,
+        cnf=cnf or None,
     )
-    return caller
+
+
+async def revoke(
+    session: AsyncSession,
+    *,
+    engine: AsyncEngine,
+    jtis: JtiRegister,
+    request: EndpointRequest,
+    settings: Settings,
+    keys: HubKeys,
+    scope: AuditScope,
+) -> None:
+    """RFC 7009 §2.1: revoke an access token of the caller's own department. An invalid,
+    expired or foreign token is answered the same way (§2.2: 200), so the endpoint
+    tells nobody whether another department's token exists."""
+    client = await _authenticated_caller(
+        session, jtis=jtis, request=request, settings=settings, scope=scope
+    )
+    claims = _own_token(request.form, department=client.department_id, settings=settings, keys=keys)
+    if claims is not None:
+        expires = datetime.fromtimestamp(claims.expires_at + settings.clock_skew, UTC)
+        await repository.revoke(engine, jti=claims.jti, expires_at=expires, now=datetime.now(UTC))
+    await scope.record_success(**({"reason": "not-revoked"} if claims is None else {}))
+
+
+async def _authenticated_caller(
+    session: AsyncSession,
+    *,
+    jtis: JtiRegister,
+    request: EndpointRequest,
+    settings: Settings,
+    scope: AuditScope,
+) -> Client:
+    authenticated = await authenticate_client(
+        session, jtis=jtis, request=request, settings=settings
+    )
+    client = authenticated.client
+    scope.note(client=client.client_id, department=client.department_id)
+    if not request.form.get("token"):
+        raise InvalidTokenRequest("the token parameter is required")
+    return client
+
+
+def _own_token(
+    form: dict[str, str], *, department: str, settings: Settings, keys: HubKeys
+) -> tokens.AccessClaims | None:
+    """The token's claims if it is a valid access token of ``department``; else None.
+
+    ``token_type_hint`` (RFC 7662 §2.1, RFC 7009 §2.1) is only a hint: we hold
+    nothing but access tokens, so it is ignored.
+    """
+    token = form["token"]
+    try:
+        kid = tokens.peek_header_and_claims(token)[0].get("kid")
+        claims = tokens.verify_access_token(
+            token,
+            keys=keys.verification_keys(kid if isinstance(kid, str) else None),
+            issuer=settings.issuer,
+            now=int(time.time()),
+            skew=settings.clock_skew,
+        )
+    except (InvalidToken, ValueError):
+        return None
+    return claims if claims.department == department else None
+
+
+# --- a client's own keys (RFC 7591 §2 jwks, managed in the spirit of RFC 7592) ----------
+
+
+async def describe_own_client(session: AsyncSession, *, caller: Caller) -> OwnClientOut:
+    """What the hub holds about the calling client, and nothing about any other."""
+    client = await _active_client(session, caller.client_id)
+    kids = [str(key["kid"]) for key in client.jwks.get("keys", [])]
+    return OwnClientOut(client_id=client.client_id, department=client.department_id, kids=kids)
+
+
+async def replace_own_jwks(
+    session: AsyncSession, *, caller: Caller, jwks: dict[str, Any], scope: AuditScope
+) -> list[str]:
+    """Replace the calling client's public keys; the kids now registered."""
+    normalized = jwks_rules.normalize_jwks(jwks)
+    await repository.set_client_jwks(session, client_id=caller.client_id, jwks=normalized)
+    kids = [str(key["kid"]) for key in normalized["keys"]]
+    await scope.record_change(session, target=caller.client_id)
+    return kids
+
+
+# --- discovery -------------------------------------------------------------------------
 
 
 async def server_metadata(session: AsyncSession, *, settings: Settings) -> ServerMetadata:
-    """RFC 8414 §2 metadata, complete for what this hub supports."""
+    """RFC 8414 §2 metadata, with RFC 9449 §5.1 and RFC 8705 §3.3 members."""
     issuer = settings.issuer.rstrip("/")
+    methods = ["private_key_jwt"]
+    if settings.tls_client_cert_header is not None:
+        methods.append("self_signed_tls_client_auth")
     return ServerMetadata(
         issuer=settings.issuer,
         token_endpoint=f"{issuer}/oauth/token",
         jwks_uri=f"{issuer}/.well-known/jwks.json",
         grant_types_supported=["client_credentials"],
-        token_endpoint_auth_methods_supported=["private_key_jwt"],
+        token_endpoint_auth_methods_supported=methods,
         token_endpoint_auth_signing_alg_values_supported=SIGNING_ALGORITHMS,
+        introspection_endpoint=f"{issuer}/oauth/introspect",
+        introspection_endpoint_auth_methods_supported=methods,
+        introspection_endpoint_auth_signing_alg_values_supported=SIGNING_ALGORITHMS,
+        revocation_endpoint=f"{issuer}/oauth/revoke",
+        revocation_endpoint_auth_methods_supported=methods,
+        revocation_endpoint_auth_signing_alg_values_supported=SIGNING_ALGORITHMS,
+        dpop_signing_alg_values_supported=SIGNING_ALGORITHMS,
+        tls_client_certificate_bound_access_tokens=settings.tls_client_cert_header is not None,
         response_types_supported=[],
         scopes_supported=await access.all_read_scopes(session),
         service_documentation=f"{issuer}/docs",

@@ -16,7 +16,8 @@ from joserfc.jwk import ECKey, KeySet
 
 from hub.auth.exceptions import InvalidClient, InvalidToken
 
-CLIENT_ALGORITHMS = ("ES256", "EdDSA", "PS256")
+# RFC 9864: "Ed25519" is the fully specified name; "EdDSA" stays accepted (deprecated).
+CLIENT_ALGORITHMS = ("ES256", "Ed25519", "EdDSA", "PS256")
 ACCESS_TOKEN_TYPE = "at+jwt"
 MAX_JWT_BYTES = 8192
 MAX_ASSERTION_LIFETIME = 120
@@ -30,6 +31,13 @@ class AccessClaims:
     scopes: frozenset[str]
     jti: str
     expires_at: int
+    issued_at: int
+    jkt: str | None = None  # RFC 9449 §6.1: bound to a DPoP key
+    x5t: str | None = None  # RFC 8705 §3.1: bound to a client certificate
+
+    @property
+    def token_type(self) -> str:
+        return "DPoP" if self.jkt else "Bearer"
 
 
 @dataclass(frozen=True)
@@ -39,7 +47,9 @@ class AssertionClaims:
     expires_at: int
 
 
-def peek_header_and_claims(compact: str) -> tuple[dict[str, Any], dict[str, Any]]:
+def peek_header_and_claims(
+    compact: str, *, registry: jws.JWSRegistry | None = None
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """Header and claims of a compact JWS *without* verifying it (to find the key).
 
     Anything that is not a compact JWS (RFC 7515 §7.1) raises ValueError, whatever
@@ -51,7 +61,7 @@ def peek_header_and_claims(compact: str) -> tuple[dict[str, Any], dict[str, Any]
     if len(parts) != 3:
         raise ValueError("not a compact JWS")
     try:
-        obj = jws.extract_compact(compact.encode())
+        obj = jws.extract_compact(compact.encode(), registry=registry)
     except JoseError as error:
         raise ValueError(f"not a compact JWS ({_reason(error)})") from None
     claims = json.loads(obj.payload)
@@ -121,10 +131,13 @@ def issue_access_token(
     scopes: frozenset[str],
     now: int,
     lifetime: int,
+    confirmation: dict[str, str] | None = None,
 ) -> str:
-    """An RFC 9068 access token: typ ``at+jwt`` (§2.1), the §2.2 claims, our ``department``."""
+    """An RFC 9068 access token: typ ``at+jwt`` (§2.1), the §2.2 claims, our ``department``,
+    and ``cnf`` (RFC 7800 §3.1) when it is sender-constrained (``jkt``: RFC 9449 §6.1;
+    ``x5t#S256``: RFC 8705 §3.1)."""
     header = {"typ": ACCESS_TOKEN_TYPE, "alg": "ES256", "kid": key.kid}
-    claims = {
+    claims: dict[str, Any] = {
         "iss": issuer,
         "aud": issuer,
         "sub": client_id,
@@ -135,6 +148,8 @@ def issue_access_token(
         "iat": now,
         "exp": now + lifetime,
     }
+    if confirmation:
+        claims["cnf"] = confirmation
     return jwt.encode(header, claims, key, algorithms=["ES256"])
 
 
@@ -152,12 +167,18 @@ def verify_access_token(
             raise ValueError("wrong issuer or audience")
         exp = _expect(claims, "exp", int)
         scope = claims.get("scope", "")
+        cnf = claims.get("cnf") or {}
+        if not isinstance(cnf, dict):
+            raise ValueError("cnf must be an object")
         result = AccessClaims(
             client_id=_expect(claims, "client_id", str),
             department=_expect(claims, "department", str),
             scopes=frozenset(scope.split()) if isinstance(scope, str) else frozenset(),
             jti=_expect(claims, "jti", str),
             expires_at=exp,
+            issued_at=_expect(claims, "iat", int),
+            jkt=_optional_string(cnf, "jkt"),
+            x5t=_optional_string(cnf, "x5t#S256"),
         )
     except _DECODE_ERRORS as error:
         raise InvalidToken(f"the access token is not valid: {_reason(error)}") from None
@@ -167,6 +188,13 @@ def verify_access_token(
     if isinstance(iat, int) and iat > now + skew:
         raise InvalidToken("the access token was issued in the future")
     return result
+
+
+def _optional_string(claims: dict[str, Any], name: str) -> str | None:
+    value = claims.get(name)
+    if value is not None and not isinstance(value, str):
+        raise ValueError(f"cnf.{name} must be a string")
+    return value
 
 
 def _reason(error: Exception) -> str:

@@ -8,7 +8,11 @@ from hub.exchange.service import ExchangeContext
 async def _context(request: Request) -> ExchangeContext:
     state = request.app.state
     return ExchangeContext(
-        settings=state.settings, keys=state.keys, http=state.http, engine=state.engine
+        settings=state.settings,
+        keys=state.keys,
+        http=state.http,
+        engine=state.engine,
+        jtis=state.jti_register,
     )
 
 

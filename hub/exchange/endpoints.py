@@ -5,7 +5,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends
 
 from hub.audit.dependencies import CurrentAudit, audited
-from hub.auth.dependencies import BearerCaller
+from hub.auth.dependencies import TokenCaller
 from hub.exchange import service
 from hub.exchange.dependencies import ExchangeContextDep
 from hub.exchange.schemas import RecordAnswer, RecordQuery
@@ -23,7 +23,7 @@ router = APIRouter(prefix="/v1/items", tags=["exchange"])
 async def query_record(
     item_id: ItemId,
     scope: CurrentAudit,
-    caller: BearerCaller,
+    caller: TokenCaller,
     query: Annotated[RecordQuery, Depends(json_body(RecordQuery))],
     context: ExchangeContextDep,
 ) -> RecordAnswer:

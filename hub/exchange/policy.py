@@ -1,30 +1,39 @@
 """Whether one record query may go ahead: a pure decision over the facts, no I/O.
 
 The checks run in the order of the exchange (auth → registry → access), so that a
-caller learns nothing about an item's grants before its own token holds, and the
-first failing check is the one reported and audited.
+caller learns nothing about an item or its grants before its own token and proof
+hold, and the first failing check is the one reported and audited.
 """
 
 from hub.access.exceptions import NoGrant
 from hub.access.service import read_scope
+from hub.auth.exceptions import InvalidDpopProof
 from hub.auth.service import Caller, require_active_client
-from hub.exchange.repository import ExchangeFacts
+from hub.exchange.repository import ExchangeFacts, QueryFacts
 from hub.registry.exceptions import ItemRetired, UnknownItem
 
 
 def admit(
-    facts: ExchangeFacts | None, *, caller: Caller, item_id: str, purpose: str
+    facts: QueryFacts, *, caller: Caller, proof_fresh: bool, item_id: str, purpose: str
 ) -> ExchangeFacts:
-    """The facts, if the query is allowed; otherwise the refusal as a HubError."""
-    if facts is None:
+    """The item's facts, if the query is allowed; otherwise the refusal as a HubError."""
+    if not proof_fresh:  # RFC 9449 §11.1
+        raise InvalidDpopProof("the DPoP proof was used before (jti replay)")
+    require_active_client(
+        caller,
+        department=facts.client_department,
+        status=facts.client_status,
+        revoked=facts.revoked,
+    )
+    item = facts.item
+    if item is None:
         raise UnknownItem(f"there is no data item {item_id!r}")
-    require_active_client(caller, department=facts.client_department, status=facts.client_status)
-    if facts.lifecycle == "retired":
+    if item.lifecycle == "retired":
         raise ItemRetired(f"data item {item_id!r} is retired and no longer served")
     caller.require_scope(read_scope(item_id))
-    if facts.grant_id is None:
+    if item.grant_id is None:
         raise NoGrant(
             f"department {caller.department!r} holds no active grant for {item_id!r}"
             f" with purpose {purpose!r}"
         )
-    return facts
+    return item

@@ -1,8 +1,10 @@
 """All SQL of the exchange: everything one record query needs, in one round trip.
 
-The hot path reads client, item, latest version, owner and the matching grant
-with a single Core query (no ORM objects), so that a query costs one database
-call before the owner is asked, and one audit append after.
+The hot path reads client, item, latest version, owner, the matching grant and
+whether the access token was revoked with a single Core query (no ORM objects).
+A query thus costs this one read before the owner is asked (the DPoP proof's jti
+is spent meanwhile, in a group commit: ``hub.auth.jti_register``), and one audit
+append after.
 """
 
 from dataclasses import dataclass
@@ -10,9 +12,10 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from hub.access.models import Grant
+from hub.auth import repository as auth_repository
 from hub.registry.models import Client, Department, Item, ItemVersion
 
 _items = Item.__table__  # type: ignore[attr-defined]
@@ -24,7 +27,7 @@ _clients = Client.__table__  # type: ignore[attr-defined]
 
 @dataclass(frozen=True)
 class ExchangeFacts:
-    """What the registry and the grants say about one query; ``None`` members are absent."""
+    """What the registry and the grants say about one existing item; ``None`` = no grant."""
 
     item_id: str
     lifecycle: str
@@ -33,14 +36,26 @@ class ExchangeFacts:
     fingerprint: str
     owner: str
     adapter_url: str | None
-    client_department: str | None
-    client_status: str | None
     grant_id: str | None
     grant_fields: list[str] | None
 
 
+@dataclass(frozen=True)
+class QueryFacts:
+    """Everything the admission policy judges: the caller's standing and the item's facts."""
+
+    item: ExchangeFacts | None  # None: no such item
+    client_department: str | None
+    client_status: str | None
+    revoked: bool
+
+
 def _facts_query() -> Any:
-    """Built once: bound parameters keep it in SQLAlchemy's compiled cache."""
+    """Built once: bound parameters keep it in SQLAlchemy's compiled cache.
+
+    It always returns one row (the anchor), so that the caller's standing is known
+    even when the item does not exist.
+    """
     now = sa.bindparam("now", type_=sa.DateTime(timezone=True))
     grant = (
         sa.select(_grants.c.id, _grants.c.fields)
@@ -61,6 +76,7 @@ def _facts_query() -> Any:
         .where(_clients.c.client_id == sa.bindparam("client_id"))
         .subquery("client")
     )
+    anchor = sa.select(sa.literal(1).label("one")).subquery("anchor")
     return (
         sa.select(
             _items.c.id,
@@ -74,54 +90,65 @@ def _facts_query() -> Any:
             client.c.status.label("client_status"),
             grant.c.id.label("grant_id"),
             grant.c.fields.label("grant_fields"),
+            auth_repository.revoked_clause(sa.bindparam("token_jti")).label("revoked"),
         )
-        .select_from(_items)
-        .join(
+        .select_from(anchor)
+        .outerjoin(_items, _items.c.id == sa.bindparam("item_id"))
+        .outerjoin(
             _versions,
             sa.and_(
                 _versions.c.item_id == _items.c.id, _versions.c.version == _items.c.latest_version
             ),
         )
-        .join(_departments, _departments.c.id == _items.c.owner_id)
+        .outerjoin(_departments, _departments.c.id == _items.c.owner_id)
         .outerjoin(client, sa.true())
         .outerjoin(grant, sa.true())
-        .where(_items.c.id == sa.bindparam("item_id"))
     )
 
 
 _FACTS = _facts_query()
 
 
-async def exchange_facts(
-    conn: AsyncConnection,
+async def query_facts(
+    engine: AsyncEngine,
     *,
     item_id: str,
     client_id: str,
     consumer: str,
     purpose: str,
+    token_jti: str,
     now: datetime,
-) -> ExchangeFacts | None:
-    """The facts of one query, or ``None`` when the item does not exist."""
+) -> QueryFacts:
+    """The facts of one query: one read, released before the owner is called."""
     params = {
         "item_id": item_id,
         "client_id": client_id,
         "consumer": consumer,
         "purpose": purpose,
+        "token_jti": token_jti,
         "now": now,
     }
-    row = (await conn.execute(_FACTS, params)).first()
-    if row is None:
-        return None
-    return ExchangeFacts(
-        item_id=row.id,
-        lifecycle=row.lifecycle,
-        version=row.version,
-        schema=row.schema,
-        fingerprint=row.fingerprint,
-        owner=row.owner,
-        adapter_url=row.adapter_url,
+    async with engine.connect() as conn:
+        return _facts((await conn.execute(_FACTS, params)).one())
+
+
+def _facts(row: Any) -> QueryFacts:
+    item = None
+    if row.id is not None:
+        item = ExchangeFacts(
+            item_id=row.id,
+            lifecycle=row.lifecycle,
+            version=row.version,
+            schema=row.schema,
+            fingerprint=row.fingerprint,
+            owner=row.owner,
+            adapter_url=row.adapter_url,
+            grant_id=row.grant_id,
+            grant_fields=row.grant_fields,
+        )
+    return QueryFacts(
+        item=item,
         client_department=row.client_department,
         client_status=row.client_status,
-        grant_id=row.grant_id,
-        grant_fields=row.grant_fields,
+        revoked=bool(row.revoked),
     )

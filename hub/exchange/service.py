@@ -4,6 +4,7 @@ Every step that refuses raises a HubError; the error handler writes the refusal 
 the audit log with all that the steps had noted so far.
 """
 
+import asyncio
 import time
 from dataclasses import dataclass
 
@@ -13,6 +14,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from hub.access.minimization import minimize
 from hub.audit.leaves import data_digest
 from hub.audit.service import AuditScope
+from hub.auth.callers import spend_proof
+from hub.auth.jti_register import JtiRegister
 from hub.auth.service import Caller
 from hub.config import Settings
 from hub.exchange import owner, policy, repository
@@ -32,6 +35,7 @@ class ExchangeContext:
     keys: HubKeys
     http: httpx.AsyncClient
     engine: AsyncEngine
+    jtis: JtiRegister
 
 
 async def query_record(
@@ -43,18 +47,23 @@ async def query_record(
     scope: AuditScope,
 ) -> RecordAnswer:
     scope.note(item=item_id, subject=context.keys.pseudonym(query.subject), purpose=query.purpose)
-    async with context.engine.connect() as conn:  # one read, released before the owner call
-        found = await repository.exchange_facts(
-            conn,
+    found, proof_fresh = await asyncio.gather(  # one read and the proof's jti, together
+        repository.query_facts(
+            context.engine,
             item_id=item_id,
             client_id=caller.client_id,
             consumer=caller.department,
             purpose=query.purpose,
+            token_jti=caller.token_jti,
             now=utcnow(),
-        )
-    if found is not None:
-        scope.note(version=found.version, grant=found.grant_id)
-    facts = policy.admit(found, caller=caller, item_id=item_id, purpose=query.purpose)
+        ),
+        spend_proof(context.jtis, caller),
+    )
+    if found.item is not None:
+        scope.note(version=found.item.version, grant=found.item.grant_id)
+    facts = policy.admit(
+        found, caller=caller, proof_fresh=proof_fresh, item_id=item_id, purpose=query.purpose
+    )
     record = await _ask_owner(facts, caller=caller, query=query, context=context, scope=scope)
     validator = validation.validator_for(facts.schema, facts.fingerprint)
     errors = validation.record_errors(validator, record)

@@ -99,7 +99,9 @@ class HubDouble:
     issued: dict[str, str] = field(default_factory=dict)
     scripted: list[tuple[int, str]] = field(default_factory=list)
     token_requests: int = 0
+    token_type: str = "Bearer"
     queries: list[str] = field(default_factory=list)
+    proofs: list[str | None] = field(default_factory=list)  # the DPoP header of each request
     seen_jti: set[str] = field(default_factory=set)
 
     def reset(self) -> None:
@@ -165,6 +167,7 @@ class HubDouble:
         @app.post("/oauth/token")
         async def token(request: Request) -> JSONResponse:
             self.token_requests += 1
+            self.proofs.append(request.headers.get("dpop"))
             form = {
                 name: values[0]
                 for name, values in parse_qs((await request.body()).decode()).items()
@@ -176,7 +179,7 @@ class HubDouble:
             self.issued[access_token] = client_id
             body = {
                 "access_token": access_token,
-                "token_type": "Bearer",
+                "token_type": self.token_type,
                 "expires_in": self.token_lifetime,
             }
             return JSONResponse(body)
@@ -202,8 +205,10 @@ class HubDouble:
         @app.post("/v1/items/{item}/records/query")
         async def query(item: str, request: Request) -> JSONResponse:
             authorization = request.headers.get("authorization", "")
-            self.queries.append(authorization.partition(" ")[0])
-            if not authorization.startswith("Bearer ") or authorization[7:] not in self.issued:
+            scheme, _, presented = authorization.partition(" ")
+            self.queries.append(scheme)
+            self.proofs.append(request.headers.get("dpop"))
+            if scheme != self.token_type or presented not in self.issued:
                 return problem(401, "invalid-token")
             if self.scripted:
                 status, slug = self.scripted.pop(0)

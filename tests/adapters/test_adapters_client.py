@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import socket
 
 import pytest
@@ -17,7 +19,7 @@ from adapters import (
     UpstreamError,
 )
 
-from adapter_testing import CLIENT_ID, ITEM, PURPOSE, RECORD, SUBJECT, HubDouble
+from adapter_testing import CLIENT_ID, ITEM, PURPOSE, RECORD, SUBJECT, HubDouble, sha256_b64url
 
 
 def client(hub: HubDouble, key: ECKey, **options: int) -> HubClient:
@@ -162,3 +164,36 @@ def test_async_client_fetches_and_maps_errors_like_the_sync_one(
 
     assert result.record == RECORD
     assert hub.token_requests == 2
+
+
+def _claims(proof: str | None) -> dict[str, object]:
+    assert proof is not None
+    header, payload, _ = proof.split(".")
+    assert json.loads(base64.urlsafe_b64decode(header + "=="))["typ"] == "dpop+jwt"
+    return dict(json.loads(base64.urlsafe_b64decode(payload + "==")))
+
+
+def test_sends_a_dpop_proof_with_the_token_request_and_each_query(
+    hub: HubDouble, client_key: ECKey
+) -> None:
+    hub.token_type = "DPoP"
+    with client(hub, client_key) as hub_client:
+        hub_client.fetch(ITEM, SUBJECT, purpose=PURPOSE)
+
+    token_proof, query_proof = (_claims(proof) for proof in hub.proofs)
+    assert (token_proof["htm"], token_proof["htu"]) == ("POST", f"{hub.url}/oauth/token")
+    assert "ath" not in token_proof
+    assert query_proof["htu"] == f"{hub.url}/v1/items/{ITEM}/records/query"
+    (token,) = hub.issued
+    assert query_proof["ath"] == sha256_b64url(token)
+    assert hub.queries == ["DPoP"]
+
+
+def test_a_retried_request_carries_a_fresh_proof(hub: HubDouble, client_key: ECKey) -> None:
+    hub.token_type = "DPoP"
+    hub.scripted = [(503, "owner-unavailable")]
+    with client(hub, client_key) as hub_client:
+        hub_client.fetch(ITEM, SUBJECT, purpose=PURPOSE)
+
+    first, retried = (_claims(proof)["jti"] for proof in hub.proofs[1:])
+    assert first != retried

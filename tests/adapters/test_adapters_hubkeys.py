@@ -56,3 +56,26 @@ def test_reports_an_unknown_item_and_an_unreachable_hub(hub: HubDouble) -> None:
         asyncio.run(schema(hub.url, "no.such-item"))
     with pytest.raises(HubUnavailable):
         asyncio.run(schema("http://127.0.0.1:9", ITEM))
+
+
+def test_refetches_the_jwks_when_it_is_a_minute_old_and_keeps_it_if_the_hub_is_down(
+    hub: HubDouble,
+) -> None:
+    clock = Clock()
+    published_ahead = ECKey.generate_key("P-256", auto_kid=True)
+
+    async def scenario() -> tuple[bool, bool]:
+        async with httpx.AsyncClient() as http:
+            directory = HubDirectory(hub.url, http=http, clock=clock)
+            await directory.signing_key(str(hub.keys[0].kid))
+            hub.keys.append(published_ahead)  # a rotation publishes the next key early
+            clock.now += 61
+            await directory.signing_key(str(hub.keys[0].kid))  # refreshed on the way
+            clock.now += 1  # unknown-kid refetches are rate-limited; it is known already
+            known_in_time = await directory.signing_key(str(published_ahead.kid)) is not None
+            down = HubDirectory("http://127.0.0.1:9", http=http, clock=clock)
+            down._keys, down._keys_fetched_at = directory._keys, clock.now - 120
+            still_served = await down.signing_key(str(hub.keys[0].kid)) is not None
+            return known_in_time, still_served
+
+    assert asyncio.run(scenario()) == (True, True)

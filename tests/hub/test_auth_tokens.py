@@ -21,7 +21,7 @@ import pytest
 from joserfc import jwt
 from joserfc.jwk import ECKey, KeySet
 
-from adapters import public_jwks
+from adapters import DPoPKey, public_jwks
 
 from hub_testing import (
     CATALOGUE,
@@ -41,6 +41,7 @@ NOT_SHARED = "tax.audit-risk-assessment"
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 SKEW = 10  # the hub's default clock_skew
 Claims = dict[str, Any]
+DPOP = DPoPKey.generate()  # the client's proof-of-possession key (RFC 9449)
 
 
 @dataclass
@@ -122,8 +123,11 @@ def token_form(signed: str, /, **changes: str | None) -> dict[str, str]:
     return {name: value for name, value in form.items() if value is not None}
 
 
-def ask_token(world: TokenWorld, form: dict[str, str]) -> httpx.Response:
-    return httpx.post(f"{world.hub.url}/oauth/token", data=form)
+def ask_token(world: TokenWorld, form: dict[str, str], *, proof: bool = True) -> httpx.Response:
+    """A token request, with a DPoP proof (RFC 9449 §5) unless ``proof`` is false."""
+    url = f"{world.hub.url}/oauth/token"
+    headers = {"DPoP": DPOP.proof("POST", url)} if proof else {}
+    return httpx.post(url, data=form, headers=headers)
 
 
 def access_token(world: TokenWorld, **form: str) -> str:
@@ -149,6 +153,7 @@ def hub_signed(
         "jti": uuid.uuid4().hex,
         "iat": now,
         "exp": now + 300,
+        "cnf": {"jkt": DPOP.thumbprint},
         **changes,
     }
     return jwt.encode({"alg": "ES256", "typ": typ, "kid": signer.kid}, claims, signer)
@@ -173,7 +178,7 @@ def test_valid_assertion_gets_an_rfc9068_access_token(world: TokenWorld) -> None
     assert response.status_code == 200, response.text
     assert response.headers["cache-control"] == "no-store"
     body = response.json()
-    assert (body["token_type"], body["expires_in"]) == ("Bearer", 300)
+    assert (body["token_type"], body["expires_in"]) == ("DPoP", 300)
     assert set(body["scope"].split()) == {f"read:{ADDRESS}", f"read:{IDENTITY}"}
     jwks = httpx.get(f"{world.hub.url}/.well-known/jwks.json").json()
     token = jwt.decode(body["access_token"], KeySet.import_key_set(jwks), algorithms=["ES256"])
@@ -185,6 +190,7 @@ def test_valid_assertion_gets_an_rfc9068_access_token(world: TokenWorld) -> None
     assert claims["scope"] == body["scope"]
     assert claims["exp"] - claims["iat"] == 300
     assert claims["jti"]
+    assert claims["cnf"] == {"jkt": DPOP.thumbprint}
     entry = audit_entry_for(world.hub, response, action="token.issue")
     assert (entry["outcome"], entry["client"], entry["department"]) == ("ok", CLIENT, DEPARTMENT)
 
@@ -385,26 +391,45 @@ def test_form_that_is_not_utf8_is_invalid_request(world: TokenWorld) -> None:
 # --- access tokens at a resource (RFC 6750, RFC 9068 §4) ------------------------------------
 
 
-def query(world: TokenWorld, item: str, *, authorization: str | None) -> httpx.Response:
+def query_url(world: TokenWorld, item: str) -> str:
+    return f"{world.hub.url}/v1/items/{item}/records/query"
+
+
+def query(
+    world: TokenWorld, item: str, *, authorization: str | None, proof: str | None = None
+) -> httpx.Response:
     headers = {"Authorization": authorization} if authorization is not None else {}
+    if proof is not None:
+        headers["DPoP"] = proof
     return httpx.post(
-        f"{world.hub.url}/v1/items/{item}/records/query",
+        query_url(world, item),
         json={"subject": "38001085718", "purpose": "benefit-eligibility"},
         headers=headers,
     )
 
 
-def assert_query_refused(world: TokenWorld, response: httpx.Response) -> None:
+def dpop_query(world: TokenWorld, item: str, token: str) -> httpx.Response:
+    """A query with the token as RFC 9449 §7.1 wants it: DPoP scheme, proof with ath."""
+    return httpx.post(
+        query_url(world, item),
+        json={"subject": "38001085718", "purpose": "benefit-eligibility"},
+        headers=DPOP.headers("POST", query_url(world, item), token),
+    )
+
+
+def assert_query_refused(
+    world: TokenWorld, response: httpx.Response, *, slug: str = "invalid-token"
+) -> None:
     assert response.status_code == 401, response.text
-    assert problem_type(response) == "invalid-token"
-    assert response.headers["www-authenticate"].startswith("Bearer")
+    assert problem_type(response) == slug
+    assert response.headers["www-authenticate"].startswith("DPoP")
     entry = audit_entry_for(world.hub, response, action="record.query")
-    assert (entry["outcome"], entry["reason"]) == ("refused", "invalid-token")
+    assert (entry["outcome"], entry["reason"]) == ("refused", slug)
 
 
 def test_issued_token_passes_authentication_at_a_resource(world: TokenWorld) -> None:
     token = access_token(world, scope=f"read:{IDENTITY}")
-    response = query(world, ADDRESS, authorization=f"Bearer {token}")
+    response = dpop_query(world, ADDRESS, token)
     assert response.status_code == 403  # authenticated; refused by scope, not by identity
     assert problem_type(response) == "insufficient-scope"
 
@@ -451,7 +476,7 @@ ACCESS_TOKEN_ATTACKS: dict[str, Callable[[TokenWorld], str]] = {
 def test_bad_access_token_is_refused(
     world: TokenWorld, attack: Callable[[TokenWorld], str]
 ) -> None:
-    assert_query_refused(world, query(world, ADDRESS, authorization=f"Bearer {attack(world)}"))
+    assert_query_refused(world, dpop_query(world, ADDRESS, attack(world)))
 
 
 @pytest.mark.parametrize(
@@ -488,11 +513,19 @@ def test_server_metadata_follows_rfc8414(world: TokenWorld) -> None:
     assert metadata["jwks_uri"] == f"{world.issuer}/.well-known/jwks.json"
     assert metadata["grant_types_supported"] == ["client_credentials"]
     assert metadata["token_endpoint_auth_methods_supported"] == ["private_key_jwt"]
+    for endpoint, path in (("introspection", "introspect"), ("revocation", "revoke")):
+        assert metadata[f"{endpoint}_endpoint"] == f"{world.issuer}/oauth/{path}"
+        assert metadata[f"{endpoint}_endpoint_auth_methods_supported"] == ["private_key_jwt"]
+    assert metadata["dpop_signing_alg_values_supported"] == ["ES256", "Ed25519", "EdDSA", "PS256"]
+    assert metadata["tls_client_certificate_bound_access_tokens"] is False
     assert "none" not in metadata["token_endpoint_auth_signing_alg_values_supported"]
     assert not any(
         alg.startswith("HS") for alg in metadata["token_endpoint_auth_signing_alg_values_supported"]
     )
-    assert set(metadata["scopes_supported"]) == {f"read:{item}" for item in _shared_items()}
+    shared = _shared_items()
+    assert set(metadata["scopes_supported"]) == {
+        f"{verb}:{item}" for item in shared for verb in ("read", "publish")
+    }
     assert f"read:{NOT_SHARED}" not in metadata["scopes_supported"]
     assert httpx.get(metadata["jwks_uri"]).status_code == 200
 

@@ -16,7 +16,14 @@ import pytest
 from fastapi import FastAPI
 from joserfc import jwt
 
-from adapters import AccessDenied, AuthenticationFailed, HubClient, NotFound, UpstreamError
+from adapters import (
+    AccessDenied,
+    AuthenticationFailed,
+    DPoPKey,
+    HubClient,
+    NotFound,
+    UpstreamError,
+)
 
 from exchange_world import (
     ADDRESS,
@@ -39,7 +46,11 @@ def world(database_url: str, tmp_path: Path) -> Iterator[World]:
         yield built
 
 
+DPOP = DPoPKey.generate()  # the raw-HTTP consumer's proof-of-possession key
+
+
 def token_for(world: World, scope: str | None = None) -> str:
+    """A DPoP-bound access token, requested as docs/protocol.md §2 says."""
     now = int(time.time())
     assertion = jwt.encode(
         {"alg": "ES256", "kid": world.consumer_key.kid},
@@ -60,17 +71,18 @@ def token_for(world: World, scope: str | None = None) -> str:
     }
     if scope is not None:
         form["scope"] = scope
-    response = httpx.post(f"{world.hub.url}/oauth/token", data=form)
+    url = f"{world.hub.url}/oauth/token"
+    response = httpx.post(url, data=form, headers={"DPoP": DPOP.proof("POST", url)})
     assert response.status_code == 200, response.text
+    assert response.json()["token_type"] == "DPoP"
     return str(response.json()["access_token"])
 
 
 def query(world: World, item: str, token: str | None, **body: Any) -> httpx.Response:
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    url = f"{world.hub.url}/v1/items/{item}/records/query"
+    headers = DPOP.headers("POST", url, token) if token else {}
     payload = {"subject": SUBJECT, "purpose": PURPOSE, **body}
-    return httpx.post(
-        f"{world.hub.url}/v1/items/{item}/records/query", json=payload, headers=headers
-    )
+    return httpx.post(url, json=payload, headers=headers)
 
 
 def last_entry(world: World) -> dict[str, Any]:
@@ -105,7 +117,7 @@ def test_refuses_query_without_token(world: World) -> None:
     response = query(world, ADDRESS, None)
     assert response.status_code == 401
     assert problem_type(response) == "invalid-token"
-    assert response.headers["www-authenticate"].startswith("Bearer")
+    assert response.headers["www-authenticate"].startswith("DPoP")
     assert last_entry(world)["reason"] == "invalid-token"
 
 
@@ -270,11 +282,9 @@ def test_grant_with_fields_delivers_only_those_fields(world: World) -> None:
     ],
 )
 def test_malformed_bodies_get_problem_responses(world: World, body: bytes, status: int) -> None:
-    response = httpx.post(
-        f"{world.hub.url}/v1/items/{ADDRESS}/records/query",
-        content=body,
-        headers={"Authorization": f"Bearer {token_for(world)}", "Content-Type": "application/json"},
-    )
+    url = f"{world.hub.url}/v1/items/{ADDRESS}/records/query"
+    headers = DPOP.headers("POST", url, token_for(world)) | {"Content-Type": "application/json"}
+    response = httpx.post(url, content=body, headers=headers)
     assert response.status_code == status
     assert response.headers["content-type"].startswith("application/problem+json")
 

@@ -1,0 +1,176 @@
+"""DPoP proofs (RFC 9449): checked here without I/O; replay is the caller's job.
+
+The checks follow RFC 9449 §4.3 in order: one well-formed JWT (step 2), ``typ``
+``dpop+jwt`` (4), an asymmetric algorithm we support (5), a public ``jwk`` (7) whose
+signature verifies (6), ``htm`` (8), ``htu`` without query and fragment (9), ``iat``
+within the window (11), and ``ath`` when an access token is presented (12). The
+``nonce`` (10) and ``jti`` (§11.1) are returned for the caller to judge.
+"""
+
+import base64
+import hashlib
+import json
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+from urllib.parse import urlsplit
+
+from joserfc import jws
+from joserfc.errors import JoseError
+from joserfc.jwk import ECKey, OKPKey, RSAKey
+
+from hub.auth.tokens import MAX_JWT_BYTES, peek_header_and_claims
+
+PROOF_TYPE = "dpop+jwt"
+ALGORITHMS = ("ES256", "Ed25519", "EdDSA", "PS256")
+MIN_RSA_BITS = 2048
+_PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
+_KEY_KINDS: dict[str, tuple[str, str | None]] = {
+    "ES256": ("EC", "P-256"),
+    "Ed25519": ("OKP", "Ed25519"),
+    "EdDSA": ("OKP", "Ed25519"),
+    "PS256": ("RSA", None),
+}
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+# A proof's header carries the public key: an RSA 2048 JWK needs more than joserfc's
+# default 512 bytes of header.
+_REGISTRY = jws.JWSRegistry(algorithms=list(ALGORITHMS))
+_REGISTRY.max_header_length = 2048
+ProofKey = ECKey | OKPKey | RSAKey
+
+
+class ProofError(ValueError):
+    """Why a proof is refused; the caller turns it into the error of its endpoint."""
+
+
+@dataclass(frozen=True)
+class Proof:
+    """What a valid proof establishes: the key's RFC 7638 thumbprint, and what the
+    caller must still check (``jti`` single use, ``nonce``)."""
+
+    jkt: str
+    jti: str
+    iat: int
+    nonce: str | None
+
+
+def b64url_sha256(text: str) -> str:
+    """base64url (no padding) of SHA-256 of the ASCII text: ``ath`` (RFC 9449 §4.2)."""
+    digest = hashlib.sha256(text.encode("ascii")).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+
+
+def normalize_url(url: str) -> str:
+    """Scheme, host, port (default dropped) and path, as RFC 9449 §4.3 step 9 compares
+    them (RFC 3986 §6.2.2, §6.2.3 normalization); query and fragment ignored."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        raise ProofError("htu is not a URL") from None
+    scheme, host = parts.scheme.lower(), (parts.hostname or "").lower()
+    if not scheme or not host:
+        raise ProofError("htu must be an absolute URL")
+    authority = host if port in (None, _DEFAULT_PORTS.get(scheme)) else f"{host}:{port}"
+    return f"{scheme}://{authority}{parts.path or '/'}"
+
+
+def verify_proof(
+    proof: str,
+    *,
+    method: str,
+    url: str,
+    now: int,
+    max_age: int,
+    skew: int,
+    access_token: str | None = None,
+) -> Proof:
+    """Check one DPoP proof for a request of ``method`` to ``url``; raise ProofError."""
+    header, claims = _peek(proof)
+    key, jkt = _proof_key(header)
+    try:
+        jws.deserialize_compact(proof, key, registry=_REGISTRY)
+    except (JoseError, ValueError, TypeError):
+        raise ProofError("the DPoP proof's signature does not verify with its jwk") from None
+    _check_claims(claims, method=method, url=url, now=now, max_age=max_age, skew=skew)
+    _check_ath(claims, access_token)
+    nonce = claims.get("nonce")
+    return Proof(
+        jkt=jkt,
+        jti=claims["jti"],
+        iat=claims["iat"],
+        nonce=nonce if isinstance(nonce, str) else None,
+    )
+
+
+def _peek(proof: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    if len(proof) > MAX_JWT_BYTES:
+        raise ProofError(f"the DPoP proof is longer than {MAX_JWT_BYTES} bytes")
+    try:
+        header, claims = peek_header_and_claims(proof, registry=_REGISTRY)
+    except (ValueError, TypeError, UnicodeError):
+        raise ProofError("the DPoP proof is not a compact JWS") from None
+    if str(header.get("typ", "")).lower() != PROOF_TYPE:
+        raise ProofError(f"the DPoP proof's typ must be {PROOF_TYPE}")
+    if header.get("alg") not in ALGORITHMS:
+        raise ProofError(f"the DPoP proof's alg must be one of {', '.join(ALGORITHMS)}")
+    return header, claims
+
+
+def _proof_key(header: dict[str, Any]) -> tuple[ProofKey, str]:
+    jwk = header.get("jwk")
+    if not isinstance(jwk, dict):
+        raise ProofError("the DPoP proof has no jwk header")
+    if _PRIVATE_MEMBERS & jwk.keys():
+        raise ProofError("the DPoP proof's jwk must be a public key")
+    kty, crv = _KEY_KINDS[header["alg"]]
+    if jwk.get("kty") != kty or (crv is not None and jwk.get("crv") != crv):
+        raise ProofError(f"alg {header['alg']} needs a {kty} {crv or ''} key".replace("  ", " "))
+    try:
+        return _import_public(json.dumps(jwk, sort_keys=True))
+    except (JoseError, ValueError, TypeError, KeyError):
+        raise ProofError("the DPoP proof's jwk is not a valid public key") from None
+
+
+@lru_cache(maxsize=1024)
+def _import_public(canonical: str) -> tuple[ProofKey, str]:
+    """The key and its RFC 7638 thumbprint; cached, as a client reuses its key."""
+    jwk = json.loads(canonical)
+    key: ProofKey
+    if jwk["kty"] == "EC":
+        key = ECKey.import_key(jwk)
+    elif jwk["kty"] == "OKP":
+        key = OKPKey.import_key(jwk)
+    else:
+        n = base64.urlsafe_b64decode(jwk["n"] + "=" * (-len(jwk["n"]) % 4))
+        if int.from_bytes(n, "big").bit_length() < MIN_RSA_BITS:
+            raise ValueError("RSA key too small")
+        key = RSAKey.import_key(jwk)
+    return key, key.thumbprint()
+
+
+def _check_claims(
+    claims: dict[str, Any], *, method: str, url: str, now: int, max_age: int, skew: int
+) -> None:
+    jti, iat = claims.get("jti"), claims.get("iat")
+    if not isinstance(jti, str) or not 1 <= len(jti) <= 256:
+        raise ProofError("the DPoP proof needs a jti of 1 to 256 characters")
+    if not isinstance(iat, int) or isinstance(iat, bool):
+        raise ProofError("the DPoP proof needs a numeric iat")
+    if claims.get("htm") != method:
+        raise ProofError(f"the DPoP proof is for another method than {method}")
+    htu = claims.get("htu")
+    if not isinstance(htu, str) or normalize_url(htu) != normalize_url(url):
+        raise ProofError("the DPoP proof is for another URL (htu)")
+    if iat > now + skew:
+        raise ProofError("the DPoP proof was issued in the future")
+    if iat < now - max_age - skew:
+        raise ProofError("the DPoP proof is too old")
+
+
+def _check_ath(claims: dict[str, Any], access_token: str | None) -> None:
+    """RFC 9449 §4.3 step 12: with an access token, ``ath`` must be its hash."""
+    if access_token is None:
+        return
+    if claims.get("ath") != b64url_sha256(access_token):
+        raise ProofError("the DPoP proof's ath does not match the access token")
