@@ -19,6 +19,7 @@ from ._errors import (
     OnceonlyError,
     UpstreamError,
 )
+from ._events import DeliveredEvent, EventHandler
 from ._keys import load_or_create_key, public_jwks
 from ._provider import create_provider_app
 from ._rest import RestItem, RestSource
@@ -33,7 +34,7 @@ from ._sources import (
     StoreSource,
 )
 from ._sql import SqlItem, SqlSource
-from ._store import ImportReport, RecordStore, RowError, ServedEntry
+from ._store import ImportReport, ReceiptRow, RecordStore, RowError, ServedEntry
 
 __all__ = [
     "AccessDenied",
@@ -43,6 +44,8 @@ __all__ = [
     "CallableSource",
     "ConfigError",
     "DPoPKey",
+    "DeliveredEvent",
+    "EventHandler",
     "HubClient",
     "HubUnavailable",
     "ImportFailed",
@@ -54,6 +57,7 @@ __all__ = [
     "OnceonlyError",
     "PythonItem",
     "Receipt",
+    "ReceiptRow",
     "RecordResult",
     "RecordSource",
     "RecordStore",

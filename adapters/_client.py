@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass
 from functools import partial
 from types import TracebackType
@@ -24,12 +24,15 @@ from typing import Any, TypeVar
 from urllib.parse import quote
 
 import anyio
+import anyio.to_thread
 import httpx
 from joserfc import jwt
 
 from ._dpop import DPoPKey
 from ._errors import PROBLEM_PREFIX, HubUnavailable, OnceonlyError, error_for_status
 from ._keys import SigningKey, algorithm_of, public_jwks
+from ._reqtoken import subject_digest
+from ._store import ReceiptRow, RecordStore
 
 __all__ = ["AsyncHubClient", "HubClient", "Receipt", "RecordResult"]
 
@@ -89,6 +92,30 @@ class _Session:
         response = yield from self._resource_flow("POST", url, body)
         return _record_result(response)
 
+    def publish_flow(self, item: str, subject: str, *, kind: str) -> _Flow[str]:
+        """Announce that ``subject``'s record of ``item`` changed (docs/events.md)."""
+        url = f"{self._hub_url}/v1/items/{quote(item, safe='')}/events"
+        response = yield from self._resource_flow("POST", url, {"subject": subject, "kind": kind})
+        if response.status_code != 202:
+            raise _problem_error(response)
+        return _typed(response.json(), "event_id", str)
+
+    def subscription_flow(self, item: str, *, subscribe: bool) -> _Flow[None]:
+        url = f"{self._hub_url}/v1/items/{quote(item, safe='')}/subscription"
+        response = yield from self._resource_flow("PUT" if subscribe else "DELETE", url, None)
+        if response.status_code not in (200, 204):
+            raise _problem_error(response)
+        return None
+
+    def get_flow(self, path: str, params: dict[str, str]) -> _Flow[dict[str, Any]]:
+        """An authenticated GET of a hub route that answers a JSON object."""
+        url = str(httpx.URL(f"{self._hub_url}{path}", params=params))
+        return _json_object((yield from self._resource_flow("GET", url, None)))
+
+    def post_flow(self, path: str, body: dict[str, Any]) -> _Flow[dict[str, Any]]:
+        """An authenticated POST of a JSON body to a hub route that answers a JSON object."""
+        return _json_object((yield from self._resource_flow("POST", self._hub_url + path, body)))
+
     def rotate_key_flow(self, new_key: SigningKey) -> _Flow[list[str]]:
         """Register ``new_key`` beside the old one, sign with it, then retire the old."""
         yield from self.register_keys_flow(public_jwks(self._key, new_key))
@@ -107,7 +134,9 @@ class _Session:
     def use_key(self, key: SigningKey) -> None:
         self._key = key
 
-    def _resource_flow(self, method: str, url: str, body: dict[str, Any]) -> _Flow[httpx.Response]:
+    def _resource_flow(
+        self, method: str, url: str, body: dict[str, Any] | None
+    ) -> _Flow[httpx.Response]:
         """Get a token if needed, then send; on 401, drop the token and retry once."""
         metadata = yield from self._metadata_flow()
         for attempt in range(2):
@@ -189,7 +218,7 @@ class _Session:
         return jwt.encode(header, claims, key, algorithms=[header["alg"]])
 
     def _resource_request(
-        self, method: str, url: str, body: dict[str, Any], *, scheme: str, token: str
+        self, method: str, url: str, body: dict[str, Any] | None, *, scheme: str, token: str
     ) -> httpx.Request:
         if scheme == "DPoP":
             headers = self._dpop.headers(method, url, token, nonce=self._nonce)
@@ -239,17 +268,62 @@ class HubClient:
         retries: int = 2,
         transport: httpx.BaseTransport | None = None,
         dpop_key: DPoPKey | None = None,
+        trail: RecordStore | None = None,
     ) -> None:
         self._session = _Session(hub_url, client_id=client_id, key=key, dpop_key=dpop_key)
         self._retries = retries
         self._http = httpx.Client(timeout=timeout, transport=transport)
+        self._trail = trail  # where receipts are kept, for onceonly adapter reconcile
 
     def fetch(self, item: str, subject: str, *, purpose: str) -> RecordResult:
         """Fetch ``subject``'s record of ``item`` for ``purpose``.
 
         :raises OnceonlyError: a subclass naming why (see the module ``_errors``).
         """
-        return self._run(self._session.fetch_flow(item, subject, purpose=purpose))
+        result = self._run(self._session.fetch_flow(item, subject, purpose=purpose))
+        self._remember(result, subject=subject, purpose=purpose)
+        return result
+
+    def fetch_many(
+        self, item: str, subjects: Iterable[str], *, purpose: str
+    ) -> dict[str, RecordResult | OnceonlyError]:
+        """Fetch many subjects' records in one call: each subject's result, or the error
+        that refused it (one refusal does not stop the others)."""
+        results: dict[str, RecordResult | OnceonlyError] = {}
+        for subject in subjects:
+            try:
+                results[subject] = self.fetch(item, subject, purpose=purpose)
+            except OnceonlyError as error:
+                results[subject] = error
+        return results
+
+    def publish(self, item: str, subject: str, *, kind: str = "changed") -> str:
+        """Tell the hub that ``subject``'s record of ``item`` (owned by this department)
+        ``changed`` or was ``deleted``; returns the event id. No record data is sent."""
+        return self._run(self._session.publish_flow(item, subject, kind=kind))
+
+    def subscribe(self, item: str) -> None:
+        """Be told of changes to ``item``'s records (needs an active grant)."""
+        self._run(self._session.subscription_flow(item, subscribe=True))
+
+    def unsubscribe(self, item: str) -> None:
+        self._run(self._session.subscription_flow(item, subscribe=False))
+
+    def department_entries(self, *, cursor: str | None = None) -> dict[str, Any]:
+        """The hub's audit entries of this department's record queries and of those made
+        of its items: one page (``{"entries": [...], "next_cursor": ...}``)."""
+        params = {"cursor": cursor} if cursor else {}
+        return self._run(self._session.get_flow("/v1/audit/department-entries", params))
+
+    def citizen_access_log(self, subject: str, *, limit: int = 200) -> list[dict[str, Any]]:
+        """For a citizen portal's client: who read this person's records, when and why."""
+        body = {"subject": subject, "limit": limit}
+        answer = self._run(self._session.post_flow("/v1/citizen/access-log", body))
+        return list(answer.get("accesses", []))
+
+    def _remember(self, result: RecordResult, *, subject: str, purpose: str) -> None:
+        if self._trail is not None:
+            self._trail.record_receipt(_receipt_row(result, subject=subject, purpose=purpose))
 
     def rotate_key(self, new_key: SigningKey) -> list[str]:
         """Replace the client's key with no failed request: register ``new_key`` beside
@@ -320,14 +394,51 @@ class AsyncHubClient:
         retries: int = 2,
         transport: httpx.AsyncBaseTransport | None = None,
         dpop_key: DPoPKey | None = None,
+        trail: RecordStore | None = None,
     ) -> None:
         self._session = _Session(hub_url, client_id=client_id, key=key, dpop_key=dpop_key)
         self._retries = retries
         self._http = httpx.AsyncClient(timeout=timeout, transport=transport)
+        self._trail = trail
 
     async def fetch(self, item: str, subject: str, *, purpose: str) -> RecordResult:
         """Fetch ``subject``'s record of ``item`` for ``purpose`` (see `HubClient.fetch`)."""
-        return await self._run(self._session.fetch_flow(item, subject, purpose=purpose))
+        result = await self._run(self._session.fetch_flow(item, subject, purpose=purpose))
+        if self._trail is not None:
+            row = _receipt_row(result, subject=subject, purpose=purpose)
+            await anyio.to_thread.run_sync(self._trail.record_receipt, row)
+        return result
+
+    async def fetch_many(
+        self, item: str, subjects: Iterable[str], *, purpose: str, concurrency: int = 8
+    ) -> dict[str, RecordResult | OnceonlyError]:
+        """Fetch many subjects' records in one call, ``concurrency`` at a time (see
+        `HubClient.fetch_many`)."""
+        results: dict[str, RecordResult | OnceonlyError] = {}
+        limit = anyio.Semaphore(concurrency)
+
+        async def one(subject: str) -> None:
+            async with limit:
+                try:
+                    results[subject] = await self.fetch(item, subject, purpose=purpose)
+                except OnceonlyError as error:
+                    results[subject] = error
+
+        async with anyio.create_task_group() as group:
+            for subject in subjects:
+                group.start_soon(one, subject)
+        return results
+
+    async def publish(self, item: str, subject: str, *, kind: str = "changed") -> str:
+        """See `HubClient.publish`."""
+        return await self._run(self._session.publish_flow(item, subject, kind=kind))
+
+    async def subscribe(self, item: str) -> None:
+        """See `HubClient.subscribe`."""
+        await self._run(self._session.subscription_flow(item, subscribe=True))
+
+    async def unsubscribe(self, item: str) -> None:
+        await self._run(self._session.subscription_flow(item, subscribe=False))
 
     async def rotate_key(self, new_key: SigningKey) -> list[str]:
         """See `HubClient.rotate_key`."""
@@ -374,6 +485,17 @@ class AsyncHubClient:
             if delay is None:
                 return retries.settle(outcome)
             await anyio.sleep(delay)
+
+
+def _receipt_row(result: RecordResult, *, subject: str, purpose: str) -> ReceiptRow:
+    return ReceiptRow(
+        request_id=result.request_id or "",
+        item=result.item,
+        purpose=purpose,
+        subject_sha256=subject_digest(subject),
+        index=result.receipt.index,
+        leaf_hash=result.receipt.leaf_hash,
+    )
 
 
 def _asks_for_nonce(response: httpx.Response) -> bool:

@@ -15,18 +15,27 @@ import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
+import anyio
+import anyio.to_thread
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ._errors import AuthenticationFailed, InvalidRequest, OnceonlyError
+from ._client import AsyncHubClient
+from ._errors import AccessDenied, AuthenticationFailed, InvalidRequest, NotFound, OnceonlyError
 from ._provider import _bearer_token as bearer_token
 from ._provider import _read_body as read_json_body
 from ._provider import problem_response
 from ._reqtoken import RequestTokenVerifier, subject_digest
 from ._store import ReceivedEvent, RecordStore
 
-__all__ = ["EVENT_TOKEN_TYPE", "DeliveredEvent", "EventHandler", "add_event_routes"]
+__all__ = [
+    "EVENT_TOKEN_TYPE",
+    "ChangePublisher",
+    "DeliveredEvent",
+    "EventHandler",
+    "add_event_routes",
+]
 
 EVENT_TOKEN_TYPE = "onceonly-event+jwt"
 log = logging.getLogger("onceonly.adapter.events")
@@ -111,3 +120,46 @@ def add_event_routes(
             return JSONResponse(await receiver.receive(request))
         except OnceonlyError as error:
             return problem_response(error)
+
+
+class ChangePublisher:
+    """Announces the store's changes to the hub, at least once.
+
+    Every `RecordStore.put`, `delete` and import row notes a change in the store's
+    outbox, in the same transaction as the record. This task publishes them in
+    order and forgets each one the hub accepted. While the hub cannot be reached
+    or refuses the client (not registered yet), changes wait and are tried again;
+    a change the hub refuses for good (an item this department does not own, say)
+    is dropped with a warning, so that it cannot block the ones behind it.
+    """
+
+    def __init__(
+        self, store: RecordStore, client: AsyncHubClient, *, interval: float = 1.0
+    ) -> None:
+        self._store, self._client, self._interval = store, client, interval
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.publish_pending()
+            except Exception:  # keep announcing whatever happened to one round
+                log.exception("publishing changes failed; will retry")
+            await anyio.sleep(self._interval)
+
+    async def publish_pending(self, limit: int = 100) -> int:
+        """Publish up to ``limit`` waiting changes; how many the hub accepted."""
+        changes = await anyio.to_thread.run_sync(self._store.pending_changes, limit)
+        settled: list[int] = []
+        accepted = 0
+        for change in changes:
+            try:
+                await self._client.publish(change.item, change.subject, kind=change.kind)
+                accepted += 1
+            except (AccessDenied, NotFound, InvalidRequest) as refused:
+                log.warning("change dropped: %s", refused.problem_type, extra={"item": change.item})
+            except OnceonlyError:
+                break  # the hub is down or does not know us yet: try again later
+            settled.append(change.id)
+        if settled:
+            await anyio.to_thread.run_sync(self._store.forget_changes, settled)
+        return accepted

@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
+import anyio
 import anyio.to_thread
 import httpx
 from fastapi import FastAPI, Request
@@ -106,7 +107,8 @@ def create_provider_app(
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         try:
-            yield
+            async with _announcing_changes(config, store):
+                yield
         finally:
             await close_sources(owned.values())
             if http_client is None:
@@ -124,6 +126,26 @@ def create_provider_app(
     )
     add_event_routes(app, verifier=events, store=store, handler=on_event)
     return app
+
+
+@asynccontextmanager
+async def _announcing_changes(config: AdapterConfig, store: RecordStore) -> AsyncIterator[None]:
+    """With a client id configured, publish the store's changes to the hub meanwhile."""
+    if config.client_id is None:
+        yield
+        return
+    from ._client import AsyncHubClient
+    from ._events import ChangePublisher
+    from ._keys import load_or_create_key
+
+    key = load_or_create_key(config.key_path)
+    async with (
+        AsyncHubClient(config.hub_url, client_id=config.client_id, key=key, retries=0) as client,
+        anyio.create_task_group() as group,
+    ):
+        group.start_soon(ChangePublisher(store, client).run)
+        yield
+        group.cancel_scope.cancel()
 
 
 def _add_routes(app: FastAPI, provider: _Provider) -> None:

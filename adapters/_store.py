@@ -76,7 +76,34 @@ _received = sa.Table(
     sa.Column("received_at", sa.String(32), nullable=False),
 )
 
+# Receipts of records this department fetched through the hub: its side of the
+# two-sided evidence that `onceonly adapter reconcile` compares with the hub's log.
+_receipts = sa.Table(
+    "receipts",
+    _metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("request_id", sa.String(64), nullable=False),
+    sa.Column("time", sa.String(32), nullable=False),
+    sa.Column("item", sa.String(128), nullable=False),
+    sa.Column("purpose", sa.String(64), nullable=False),
+    sa.Column("subject_sha256", sa.String(64), nullable=False),
+    sa.Column("log_index", sa.Integer, nullable=False),
+    sa.Column("leaf_hash", sa.String(64), nullable=False),
+)
+
 _MAX_SUBJECT = 256
+
+
+@dataclass(frozen=True)
+class ReceiptRow:
+    """The hub's receipt of one record this department fetched (never the subject)."""
+
+    request_id: str
+    item: str
+    purpose: str
+    subject_sha256: str
+    index: int
+    leaf_hash: str
 
 
 @dataclass(frozen=True)
@@ -226,6 +253,23 @@ class RecordStore:
         with self._engine.begin() as connection:
             result = connection.execute(statement, [dataclasses.asdict(event)])
         return result.rowcount > 0
+
+    def record_receipt(self, receipt: ReceiptRow) -> None:
+        values = dataclasses.asdict(receipt)
+        values["log_index"] = values.pop("index")
+        with self._engine.begin() as connection:
+            connection.execute(sa.insert(_receipts).values(time=_now(), **values))
+
+    def receipts(self) -> list[ReceiptRow]:
+        columns = [c for c in _receipts.c if c.name not in ("id", "time")]
+        with self._engine.connect() as connection:
+            rows = connection.execute(sa.select(*columns).order_by(_receipts.c.id)).all()
+        return [
+            ReceiptRow(
+                **{("index" if k == "log_index" else k): v for k, v in row._asdict().items()}
+            )
+            for row in rows
+        ]
 
     def received_events(self) -> list[ReceivedEvent]:
         with self._engine.connect() as connection:

@@ -4,8 +4,6 @@
 """
 
 import json
-import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -15,8 +13,6 @@ from typing import Any
 import httpx
 import pytest
 import sqlalchemy as sa
-from joserfc import jwt
-from joserfc.jwk import ECKey
 
 from hub.app import create_app
 from hub.cli.admin_client import AdminClient
@@ -56,29 +52,6 @@ def running_hub(*, database_url: str, data_dir: Path, **overrides: Any) -> Itera
     keys = HubKeys.load(settings.keys_dir, create=True)
     with serve_in_thread(create_app(settings, keys=keys), sock) as url:
         yield RunningHub(url=url, settings=settings, keys=keys)
-
-
-def client_token(hub: RunningHub, client_id: str, key: ECKey, scope: str | None = None) -> str:
-    """An access token for a registered client, obtained as docs/protocol.md §2 says."""
-    now = int(time.time())
-    claims = {
-        "iss": client_id,
-        "sub": client_id,
-        "aud": hub.settings.issuer,
-        "iat": now,
-        "exp": now + 60,
-        "jti": uuid.uuid4().hex,
-    }
-    form = {
-        "grant_type": "client_credentials",
-        "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
-        "client_assertion": jwt.encode({"alg": "ES256", "kid": key.kid}, claims, key),
-    }
-    if scope is not None:
-        form["scope"] = scope
-    response = httpx.post(f"{hub.url}/oauth/token", data=form)
-    assert response.status_code == 200, response.text
-    return str(response.json()["access_token"])
 
 
 def load_item(item_id: str) -> dict[str, Any]:

@@ -3,23 +3,20 @@
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 from joserfc.jwk import ECKey
 
-from adapters import AccessDenied, public_jwks
+from adapters import AccessDenied, HubClient, public_jwks
 
 from exchange_world import (
     ADDRESS,
     ADDRESS_RECORD,
     CONSUMER,
-    CONSUMER_CLIENT,
     PURPOSE,
     SUBJECT,
     World,
     exchange_world,
 )
-from hub_testing import client_token, problem_type
 
 PORTAL = "citizen-portal"
 
@@ -31,20 +28,12 @@ def world(database_url: str, tmp_path: Path) -> Iterator[World]:
         yield built
 
 
-def _portal_token(world: World) -> str:
+def _portal(world: World) -> HubClient:
     key = ECKey.generate_key("P-256", auto_kid=True)
     with world.hub.admin() as admin:
         admin.put_department("portal", name="State portal")
         admin.put_client(PORTAL, department="portal", jwks=public_jwks(key))
-    return client_token(world.hub, PORTAL, key)
-
-
-def _ask(world: World, bearer: str, subject: str = SUBJECT) -> httpx.Response:
-    return httpx.post(
-        f"{world.hub.url}/v1/citizen/access-log",
-        json={"subject": subject},
-        headers={"Authorization": f"Bearer {bearer}"},
-    )
+    return HubClient(world.hub.url, client_id=PORTAL, key=key, retries=0)
 
 
 def test_portal_sees_which_department_read_what_and_why(world: World) -> None:
@@ -52,9 +41,8 @@ def test_portal_sees_which_department_read_what_and_why(world: World) -> None:
     with world.client() as client:
         client.fetch(ADDRESS, SUBJECT, purpose=PURPOSE)
         client.fetch(ADDRESS, "49403136515", purpose=PURPOSE)  # someone else: not shown
-    response = _ask(world, _portal_token(world))
-    assert response.status_code == 200, response.text
-    (access,) = response.json()["accesses"]
+    with _portal(world) as portal:
+        (access,) = portal.citizen_access_log(SUBJECT)
     assert (access["department"], access["item"], access["purpose"]) == (CONSUMER, ADDRESS, PURPOSE)
     assert access["item_title"] == "Residential address"
     assert set(access) == {"time", "department", "department_name", "item", "item_title", "purpose"}
@@ -63,17 +51,18 @@ def test_portal_sees_which_department_read_what_and_why(world: World) -> None:
 def test_refused_queries_are_not_accesses(world: World) -> None:
     with world.client() as client, pytest.raises(AccessDenied):
         client.fetch(ADDRESS, SUBJECT, purpose="marketing")
-    assert _ask(world, _portal_token(world)).json()["accesses"] == []
+    with _portal(world) as portal:
+        assert portal.citizen_access_log(SUBJECT) == []
 
 
 def test_only_configured_portals_may_ask_and_every_question_is_audited(world: World) -> None:
     with world.client() as client:
         client.fetch(ADDRESS, SUBJECT, purpose=PURPOSE)
-    consumer = client_token(world.hub, CONSUMER_CLIENT, world.consumer_key)
-    refused = _ask(world, consumer)
-    assert refused.status_code == 403
-    assert problem_type(refused) == "not-citizen-portal"
-    assert _ask(world, _portal_token(world)).status_code == 200
+        with pytest.raises(AccessDenied) as refused:
+            client.citizen_access_log(SUBJECT)
+    assert refused.value.problem_type == "not-citizen-portal"
+    with _portal(world) as portal:
+        assert len(portal.citizen_access_log(SUBJECT)) == 1
     with world.hub.admin() as admin:
         entries = [e["entry"] for e in admin.audit_entries(action="citizen.query")["entries"]]
     assert [e["outcome"] for e in entries] == ["refused", "ok"]

@@ -11,16 +11,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import sqlalchemy as sa
 from joserfc.jwk import ECKey
 
-from adapters import AdapterConfig, create_provider_app, public_jwks
-from adapters._events import DeliveredEvent
+from adapters import (
+    AccessDenied,
+    AdapterConfig,
+    DeliveredEvent,
+    HubClient,
+    RecordStore,
+    StoreItem,
+    create_provider_app,
+    load_or_create_key,
+    public_jwks,
+)
 from hub.db import make_sync_engine
 
-from hub_testing import CATALOGUE, RunningHub, client_token, problem_type, running_hub, serve
+from hub_testing import CATALOGUE, RunningHub, running_hub, serve
 
 OWNER, CONSUMER = "civil-registry", "social-welfare"
 ADDRESS = "person.residential-address"
@@ -35,24 +43,21 @@ class EventWorld:
     consumer_key: ECKey
     received: list[DeliveredEvent] = field(default_factory=list)
 
-    def owner_token(self) -> str:
-        return client_token(self.hub, f"{OWNER}-adapter", self.owner_key)
+    def owner(self) -> HubClient:
+        return HubClient(self.hub.url, client_id=f"{OWNER}-adapter", key=self.owner_key, retries=0)
 
-    def consumer_token(self) -> str:
-        return client_token(self.hub, f"{CONSUMER}-adapter", self.consumer_key)
-
-    def publish(self, subject: str = SUBJECT, kind: str = "changed") -> httpx.Response:
-        return httpx.post(
-            f"{self.hub.url}/v1/items/{ADDRESS}/events",
-            json={"subject": subject, "kind": kind},
-            headers={"Authorization": f"Bearer {self.owner_token()}"},
+    def consumer(self) -> HubClient:
+        return HubClient(
+            self.hub.url, client_id=f"{CONSUMER}-adapter", key=self.consumer_key, retries=0
         )
 
-    def subscribe(self) -> httpx.Response:
-        return httpx.put(
-            f"{self.hub.url}/v1/items/{ADDRESS}/subscription",
-            headers={"Authorization": f"Bearer {self.consumer_token()}"},
-        )
+    def publish(self, subject: str = SUBJECT, kind: str = "changed") -> str:
+        with self.owner() as owner:
+            return owner.publish(ADDRESS, subject, kind=kind)
+
+    def subscribe(self, item: str = ADDRESS) -> None:
+        with self.consumer() as consumer:
+            consumer.subscribe(item)
 
     def entries(self, action: str) -> list[dict[str, Any]]:
         with self.hub.admin() as admin:
@@ -106,10 +111,8 @@ def test_subscriber_receives_a_signed_event_and_the_hub_audits_it(
 ) -> None:
     with event_world(database_url, tmp_path) as world, consumer_adapter(world, tmp_path) as url:
         _point(world, url)
-        assert world.subscribe().status_code == 200
-        accepted = world.publish()
-        assert accepted.status_code == 202, accepted.text
-        assert accepted.json()["subscribers"] == 1
+        world.subscribe()
+        event_id = world.publish()
         wait_for(lambda: len(world.received) == 1)
         event = world.received[0]
         assert (event.item, event.kind, event.subject, event.owner) == (
@@ -121,7 +124,7 @@ def test_subscriber_receives_a_signed_event_and_the_hub_audits_it(
         wait_for(lambda: len(world.entries("event.deliver")) == 1)
         (publish,) = world.entries("event.publish")
         (deliver,) = world.entries("event.deliver")
-        assert publish["event"] == deliver["event"] == event.event_id
+        assert publish["event"] == deliver["event"] == event.event_id == event_id
         assert (deliver["department"], deliver["outcome"]) == (CONSUMER, "ok")
         assert SUBJECT not in str(publish) + str(deliver)
 
@@ -143,25 +146,43 @@ def test_delivered_event_no_longer_keeps_the_raw_subject(database_url: str, tmp_
 
 
 def test_only_the_owner_publishes(database_url: str, tmp_path: Path) -> None:
-    with event_world(database_url, tmp_path) as world:
-        response = httpx.post(
-            f"{world.hub.url}/v1/items/{ADDRESS}/events",
-            json={"subject": SUBJECT, "kind": "changed"},
-            headers={"Authorization": f"Bearer {world.consumer_token()}"},
-        )
-        assert response.status_code == 403
-        assert problem_type(response) == "insufficient-scope"
+    with event_world(database_url, tmp_path) as world, world.consumer() as consumer:
+        with pytest.raises(AccessDenied) as refused:
+            consumer.publish(ADDRESS, SUBJECT)
+        assert refused.value.problem_type == "insufficient-scope"
         (entry,) = world.entries("event.publish")
         assert entry["outcome"] == "refused"
 
 
 def test_subscribing_needs_a_grant(database_url: str, tmp_path: Path) -> None:
-    with event_world(database_url, tmp_path) as world:
-        response = httpx.put(
-            f"{world.hub.url}/v1/items/person.identity/subscription",
-            headers={"Authorization": f"Bearer {world.consumer_token()}"},
+    with event_world(database_url, tmp_path) as world, pytest.raises(AccessDenied):
+        world.subscribe("person.identity")
+
+
+def test_the_owners_adapter_announces_changes_to_its_store_by_itself(
+    database_url: str, tmp_path: Path
+) -> None:
+    with event_world(database_url, tmp_path) as world, consumer_adapter(world, tmp_path) as url:
+        _point(world, url)
+        world.subscribe()
+        config = AdapterConfig(
+            department=OWNER,
+            hub_url=world.hub.url,
+            data_dir=tmp_path / "owner",
+            client_id=f"{OWNER}-adapter",
+            items={ADDRESS: StoreItem()},
         )
-        assert response.status_code == 403
+        key = load_or_create_key(config.key_path)  # the adapter's own client key
+        with world.hub.admin() as admin:
+            admin.put_client(f"{OWNER}-adapter", department=OWNER, jwks=public_jwks(key))
+        moved = {"street": "Uus 2", "city": "Tartu", "postal_code": "51003", "country": "ND"}
+        with serve(create_provider_app(config)), RecordStore(config.store_path) as store:
+            store.put(ADDRESS, SUBJECT, moved)
+            wait_for(lambda: len(world.received) == 1)
+            store.delete(ADDRESS, SUBJECT)
+            wait_for(lambda: len(world.received) == 2)
+            assert store.pending_changes() == []
+        assert [event.kind for event in world.received] == ["changed", "deleted"]
 
 
 def test_failing_subscriber_becomes_a_dead_letter_that_can_be_replayed(
@@ -224,7 +245,7 @@ def test_two_hub_replicas_deliver_every_event_once(database_url: str, tmp_path: 
         _point(world, url)
         world.subscribe()
         for n in range(20):
-            assert world.publish(subject=f"3800108{n:04d}").status_code == 202
+            world.publish(subject=f"3800108{n:04d}")
         wait_for(lambda: len(world.entries("event.deliver")) == 20, timeout=20)
         ids = [event.event_id for event in world.received]
         assert len(ids) == len(set(ids)) == 20
