@@ -211,10 +211,17 @@ class RecordStore:
     ) -> None:
         self.close()
 
-    def put(self, item: str, subject: str, record: dict[str, Any]) -> None:
-        """Insert or replace a record; a replacement bumps its revision by one."""
+    def put(
+        self, item: str, subject: str, record: dict[str, Any], *, announce: bool = True
+    ) -> None:
+        """Insert or replace a record; a replacement bumps its revision by one.
+
+        With ``announce`` (the default) the change is noted, in the same transaction,
+        for the adapter to publish to the hub's subscribers; an initial load may
+        pass ``announce=False``.
+        """
         with self._engine.begin() as connection:
-            _upsert(connection, item, records=[(subject, record)])
+            _upsert(connection, item, records=[(subject, record)], announce=announce)
 
     def get(self, item: str, subject: str) -> dict[str, Any] | None:
         row = self._row(item, subject)
@@ -281,7 +288,9 @@ class RecordStore:
         with self._engine.connect() as connection:
             return int(connection.execute(query).scalar_one())
 
-    def import_csv(self, item: str, path: str | Path, schema: dict[str, Any]) -> ImportReport:
+    def import_csv(
+        self, item: str, path: str | Path, schema: dict[str, Any], *, announce: bool = True
+    ) -> ImportReport:
         """Import a CSV file, all or nothing.
 
         Columns are ``subject`` and the record's property names; a dotted name
@@ -293,15 +302,22 @@ class RecordStore:
         :raises ImportFailed: any row is refused; nothing was written, and
             ``error.report`` names every refused row.
         """
-        return self._import(item, _csv_rows(Path(path), schema), schema)
+        return self._import(item, _csv_rows(Path(path), schema), schema, announce=announce)
 
-    def import_jsonl(self, item: str, path: str | Path, schema: dict[str, Any]) -> ImportReport:
+    def import_jsonl(
+        self, item: str, path: str | Path, schema: dict[str, Any], *, announce: bool = True
+    ) -> ImportReport:
         """Import lines of ``{"subject": ..., "record": {...}}``, all or nothing,
         validated as in `import_csv`."""
-        return self._import(item, _jsonl_rows(Path(path)), schema)
+        return self._import(item, _jsonl_rows(Path(path)), schema, announce=announce)
 
     def import_records(
-        self, item: str, records: Iterable[tuple[str, dict[str, Any]]], schema: dict[str, Any]
+        self,
+        item: str,
+        records: Iterable[tuple[str, dict[str, Any]]],
+        schema: dict[str, Any],
+        *,
+        announce: bool = True,
     ) -> ImportReport:
         """Import ``(subject, record)`` pairs, all or nothing, validated as in
         `import_csv`; rows are numbered from 1."""
@@ -309,7 +325,7 @@ class RecordStore:
             _Row(row=number, subject=subject, record=record)
             for number, (subject, record) in enumerate(records, start=1)
         )
-        return self._import(item, rows, schema)
+        return self._import(item, rows, schema, announce=announce)
 
     def record_served(
         self,
@@ -349,7 +365,9 @@ class RecordStore:
             row = connection.execute(query).first()
         return None if row is None else (dict(row.record), int(row.revision))
 
-    def _import(self, item: str, rows: Iterable[_Row], schema: dict[str, Any]) -> ImportReport:
+    def _import(
+        self, item: str, rows: Iterable[_Row], schema: dict[str, Any], *, announce: bool
+    ) -> ImportReport:
         validator = compile_validator(schema)
         accepted: dict[str, dict[str, Any]] = {}
         first_row: dict[str, int] = {}
@@ -366,7 +384,7 @@ class RecordStore:
             report = ImportReport(imported=0, errors=errors)
             raise ImportFailed(f"{len(errors)} row(s) refused; nothing imported", report=report)
         with self._engine.begin() as connection:
-            _upsert(connection, item, records=list(accepted.items()))
+            _upsert(connection, item, records=list(accepted.items()), announce=announce)
         return ImportReport(imported=len(accepted))
 
 
@@ -386,7 +404,11 @@ def _key(item: str, subject: str) -> tuple[sa.ColumnElement[bool], ...]:
 
 
 def _upsert(
-    connection: sa.Connection, item: str, *, records: list[tuple[str, dict[str, Any]]]
+    connection: sa.Connection,
+    item: str,
+    *,
+    records: list[tuple[str, dict[str, Any]]],
+    announce: bool,
 ) -> None:
     if not records:
         return
@@ -405,7 +427,8 @@ def _upsert(
         for subject, record in records
     ]
     connection.execute(statement, parameters)
-    _note_changes(connection, item, subjects=[subject for subject, _ in records], kind="changed")
+    if announce:
+        _note_changes(connection, item, subjects=[s for s, _ in records], kind="changed")
 
 
 def _note_changes(connection: sa.Connection, item: str, *, subjects: list[str], kind: str) -> None:

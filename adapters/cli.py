@@ -53,6 +53,11 @@ def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
     load.add_argument("--item", required=True, help="data item id")
     source = load.add_mutually_exclusive_group(required=True)
     source.add_argument("--csv", type=Path, help="CSV: subject + property columns")
+    load.add_argument(
+        "--no-announce",
+        action="store_true",
+        help="do not publish change events for these records (an initial load)",
+    )
     source.add_argument("--jsonl", type=Path, help='JSON lines: {"subject", "record"}')
 
     put = _command(
@@ -140,9 +145,11 @@ def _import(args: argparse.Namespace) -> int:
     version, schema = _latest_schema(config, args.item)
     with RecordStore(config.store_path) as store:
         if args.csv is not None:
-            report = store.import_csv(args.item, args.csv, schema)
+            report = store.import_csv(args.item, args.csv, schema, announce=not args.no_announce)
         else:
-            report = store.import_jsonl(args.item, args.jsonl, schema)
+            report = store.import_jsonl(
+                args.item, args.jsonl, schema, announce=not args.no_announce
+            )
     print(f"imported {report.imported} record(s) of {args.item} v{version}")
     return 0
 

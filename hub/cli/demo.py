@@ -28,6 +28,7 @@ from joserfc.jwk import ECKey
 from adapters import (
     AccessDenied,
     AdapterConfig,
+    DeliveredEvent,
     HubClient,
     RecordStore,
     StoreItem,
@@ -58,6 +59,7 @@ class Department:
     url: str
     key: ECKey
     store_path: Path
+    events: list[DeliveredEvent] = field(default_factory=list)  # delivered by the hub
 
     @property
     def client_id(self) -> str:
@@ -114,11 +116,14 @@ def start_department(stack: ExitStack, *, department: str, hub_url: str, root: P
         department=department,
         hub_url=hub_url,
         data_dir=root / department,
+        client_id=f"{department}-adapter",  # so that its store's changes are announced
         items={item: StoreItem() for item in DEPARTMENT_ITEMS[department]},
     )
     key = load_or_create_key(config.key_path)
-    url = stack.enter_context(serve_in_thread(create_provider_app(config)))
-    return Department(id=department, url=url, key=key, store_path=config.store_path)
+    events: list[DeliveredEvent] = []
+    app = create_provider_app(config, on_event=events.append)
+    url = stack.enter_context(serve_in_thread(app))
+    return Department(id=department, url=url, key=key, store_path=config.store_path, events=events)
 
 
 def play(
@@ -130,6 +135,7 @@ def play(
         _grant(story, admin)
         subject, receipt = _fetch(story, hub_url, departments[WELFARE])
         _refuse(story, hub_url, departments)
+        _move(story, hub_url, departments, subject=subject)
         _audit(story, admin, hub_url, subject=subject, receipt=receipt)
 
 
@@ -159,7 +165,7 @@ def _publish(story: Story, departments: dict[str, Department]) -> None:
         for item, records in sample_records().items():
             with RecordStore(departments[owners[item]].store_path) as store:
                 for subject, record in records.items():
-                    store.put(item, subject, record)
+                    store.put(item, subject, record, announce=False)  # the initial load
             story.say(f"{owners[item]:15} {item}: {len(records)} records, kept in the owner's zone")
 
 
@@ -230,6 +236,39 @@ def _refuse(story: Story, hub_url: str, departments: dict[str, Department]) -> N
                     story.say(f"{what}: refused ({refused.problem_type})")
                 else:
                     raise AssertionError(f"{what}: the hub answered with data")
+
+
+NEW_ADDRESS = {
+    "street": "Vabaduse 5-12",
+    "city": "Valmera",
+    "postal_code": "10146",
+    "country": "ND",
+    "municipality": "Valmera city",
+    "registered_since": "2026-11-27",
+}
+
+
+def _move(story: Story, hub_url: str, departments: dict[str, Department], *, subject: str) -> None:
+    welfare, civil = departments[WELFARE], departments[CIVIL]
+    with story.step("The citizen moves: the civil registry's change reaches social welfare"):
+        with _client(hub_url, welfare) as client:
+            client.subscribe(ADDRESS)
+            story.say(f"{WELFARE} subscribes to changes of {ADDRESS} (it holds a grant)")
+            seen = len(welfare.events)
+            with RecordStore(civil.store_path) as store:
+                store.put(ADDRESS, subject, NEW_ADDRESS)
+            story.say(f"{CIVIL} records the new address once, in its own store")
+            deadline = time.monotonic() + 20
+            while len(welfare.events) == seen:
+                if time.monotonic() > deadline:
+                    raise AssertionError("the change event did not arrive within 20 s")
+                time.sleep(0.05)
+            event = welfare.events[-1]
+            story.say(f"{WELFARE}'s adapter got a signed event: {event.item} {event.kind}")
+            fresh = client.fetch(event.item, event.subject, purpose=PURPOSE)
+            if fresh.record != NEW_ADDRESS:
+                raise AssertionError("the fetched record is not the new address")
+            story.say(f"and fetches it again under its grant: {fresh.record['street']}, ...")
 
 
 def _audit(
