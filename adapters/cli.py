@@ -75,6 +75,14 @@ def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
     )
     check.description = "One line per check, ok or FAILED; exits 0 only if all pass."
 
+    reconcile = _command(
+        commands,
+        "reconcile",
+        help_text="compare what this adapter served and received with the hub's audit log",
+        func=_reconcile,
+    )
+    reconcile.description = "One line per difference; exits 0 only if the two sides agree."
+
 
 def _command(
     commands: argparse._SubParsersAction[argparse.ArgumentParser],
@@ -132,6 +140,32 @@ def _check(args: argparse.Namespace) -> int:
     for result in results:
         print(result.line())
     return 0 if all(result.ok for result in results) else 1
+
+
+def _reconcile(args: argparse.Namespace) -> int:
+    from ._client import HubClient
+    from ._reconcile import reconcile
+
+    config = load_config(args.config)
+    if config.client_id is None:
+        raise ConfigError(f"{args.config}: client_id is needed to ask the hub for its log")
+    key = load_or_create_key(config.key_path)
+    with (
+        RecordStore(config.store_path) as store,
+        HubClient(config.hub_url, client_id=config.client_id, key=key) as hub,
+    ):
+        differences = reconcile(
+            hub=hub,
+            served=store.served_entries(),
+            receipts=store.receipts(),
+            owned_items=set(config.items),
+        )
+        served, receipts = len(store.served_entries()), len(store.receipts())
+    for difference in differences:
+        print(difference.line())
+    verdict = "agree" if not differences else f"{len(differences)} difference(s)"
+    print(f"{served} served, {receipts} receipts compared with the hub's log: {verdict}")
+    return 0 if not differences else 1
 
 
 def _jwks(args: argparse.Namespace) -> int:

@@ -41,6 +41,7 @@ class World:
     hub: RunningHub
     consumer_key: ECKey
     owner_store: RecordStore
+    owner_store_path: Path
     owner_url: str
 
     def client(self, **kwargs: object) -> HubClient:
@@ -74,6 +75,10 @@ def exchange_world(*, database_url: str, tmp_path: Path, **settings: object) -> 
             )
             with RecordStore(config.store_path) as owner_store:
                 yield World(
-                    hub=hub, consumer_key=consumer_key, owner_store=owner_store, owner_url=owner_url
+                    hub=hub,
+                    consumer_key=consumer_key,
+                    owner_store=owner_store,
+                    owner_store_path=config.store_path,
+                    owner_url=owner_url,
                 )
             admin.close()

@@ -1,0 +1,123 @@
+"""Two-sided evidence: the adapters' own trails agree with the hub's audit log, and
+every kind of disagreement is reported."""
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from joserfc.jwk import ECKey
+
+from adapters import HubClient, RecordStore, load_or_create_key, public_jwks
+from adapters._reconcile import reconcile
+from hub.cli import main
+from hub.db import make_sync_engine
+
+from exchange_world import (
+    ADDRESS,
+    ADDRESS_RECORD,
+    CONSUMER_CLIENT,
+    IDENTITY,
+    OWNER,
+    PURPOSE,
+    World,
+    exchange_world,
+)
+
+SUBJECTS = ["38001085718", "49403136515", "61506230020"]
+OWNER_CLIENT = f"{OWNER}-adapter"
+
+
+@pytest.fixture
+def world(database_url: str, tmp_path: Path) -> Iterator[World]:
+    with exchange_world(database_url=database_url, tmp_path=tmp_path) as built:
+        yield built
+
+
+def _exchange(world: World, trail: RecordStore) -> None:
+    for subject in SUBJECTS:
+        world.owner_store.put(ADDRESS, subject, ADDRESS_RECORD, announce=False)
+    with HubClient(
+        world.hub.url, client_id=CONSUMER_CLIENT, key=world.consumer_key, trail=trail
+    ) as consumer:
+        for subject in SUBJECTS:
+            consumer.fetch(ADDRESS, subject, purpose=PURPOSE)
+
+
+def _owner(world: World) -> HubClient:
+    key = ECKey.generate_key("P-256", auto_kid=True)
+    with world.hub.admin() as admin:
+        admin.put_client(OWNER_CLIENT, department=OWNER, jwks=public_jwks(key))
+    return HubClient(world.hub.url, client_id=OWNER_CLIENT, key=key)
+
+
+def _sides(world: World, trail: RecordStore) -> tuple[list[str], list[str]]:
+    with _owner(world) as owner, world.client() as consumer:
+        owner_side = reconcile(
+            hub=owner,
+            served=world.owner_store.served_entries(),
+            receipts=[],
+            owned_items={ADDRESS, IDENTITY},
+        )
+        consumer_side = reconcile(
+            hub=consumer, served=[], receipts=trail.receipts(), owned_items=set()
+        )
+    return [d.kind for d in owner_side], [d.kind for d in consumer_side]
+
+
+def test_both_sides_agree_with_the_hub_after_honest_exchanges(world: World, tmp_path: Path) -> None:
+    with RecordStore(tmp_path / "consumer.db") as trail:
+        _exchange(world, trail)
+        assert len(trail.receipts()) == 3
+        assert _sides(world, trail) == ([], [])
+
+
+def test_a_receipt_that_does_not_match_the_log_is_reported(world: World, tmp_path: Path) -> None:
+    with RecordStore(tmp_path / "consumer.db") as trail:
+        _exchange(world, trail)
+        engine = sa.create_engine(f"sqlite:///{tmp_path / 'consumer.db'}")
+        with engine.begin() as conn:
+            conn.execute(sa.text("UPDATE receipts SET leaf_hash = 'forged' WHERE id = 2"))
+        engine.dispose()
+        assert _sides(world, trail) == ([], ["receipt-mismatch"])
+
+
+def test_an_entry_removed_from_the_hub_shows_on_both_sides(
+    world: World, tmp_path: Path, database_url: str
+) -> None:
+    with RecordStore(tmp_path / "consumer.db") as trail:
+        _exchange(world, trail)
+        victim = trail.receipts()[0].index
+        engine = make_sync_engine(database_url)
+        with engine.begin() as conn:
+            conn.execute(sa.text("DELETE FROM audit_entries WHERE idx = :i"), {"i": victim})
+        engine.dispose()
+        assert _sides(world, trail) == (["served-not-logged"], ["receipt-not-logged"])
+
+
+def test_a_delivery_the_owner_never_served_is_reported(world: World, tmp_path: Path) -> None:
+    with RecordStore(tmp_path / "consumer.db") as trail:
+        _exchange(world, trail)
+        engine = sa.create_engine(f"sqlite:///{world.owner_store_path}")
+        with engine.begin() as conn:
+            conn.execute(sa.text("DELETE FROM served WHERE id = 1"))
+        engine.dispose()
+        assert _sides(world, trail) == (["logged-not-served"], [])
+
+
+def test_the_reconcile_command_reports_agreement(
+    world: World, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with RecordStore(tmp_path / "consumer.db") as trail:
+        _exchange(world, trail)
+    config = tmp_path / "owner.toml"
+    config.write_text(
+        f'department = "{OWNER}"\nhub_url = "{world.hub.url}"\n'
+        f'data_dir = "{world.owner_store_path.parent}"\nclient_id = "{OWNER_CLIENT}"\n'
+        f'[items."{ADDRESS}"]\nsource = "store"\n'
+    )
+    key = load_or_create_key(world.owner_store_path.parent / "client-key.jwk")
+    with world.hub.admin() as admin:
+        admin.put_client(OWNER_CLIENT, department=OWNER, jwks=public_jwks(key))
+    assert main(["adapter", "reconcile", "--config", str(config)]) == 0
+    assert "3 served, 0 receipts compared with the hub's log: agree" in capsys.readouterr().out
