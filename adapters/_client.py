@@ -63,6 +63,7 @@ class RecordResult:
     record: dict[str, Any]
     receipt: Receipt
     request_id: str | None
+    deprecated: bool = False  # the hub marked the item deprecated (``Deprecation`` header)
 
 
 @dataclass(frozen=True)
@@ -86,9 +87,13 @@ class _Session:
         self._token: tuple[str, str] | None = None  # (scheme, token)
         self._token_expires = 0.0
 
-    def fetch_flow(self, item: str, subject: str, *, purpose: str) -> _Flow[RecordResult]:
+    def fetch_flow(
+        self, item: str, subject: str, *, purpose: str, version: int | None = None
+    ) -> _Flow[RecordResult]:
         url = f"{self._hub_url}/v1/items/{quote(item, safe='')}/records/query"
-        body = {"subject": subject, "purpose": purpose}
+        body: dict[str, Any] = {"subject": subject, "purpose": purpose}
+        if version is not None:
+            body["version"] = version
         response = yield from self._resource_flow("POST", url, body)
         return _record_result(response)
 
@@ -275,12 +280,16 @@ class HubClient:
         self._http = httpx.Client(timeout=timeout, transport=transport)
         self._trail = trail  # where receipts are kept, for onceonly adapter reconcile
 
-    def fetch(self, item: str, subject: str, *, purpose: str) -> RecordResult:
-        """Fetch ``subject``'s record of ``item`` for ``purpose``.
+    def fetch(
+        self, item: str, subject: str, *, purpose: str, version: int | None = None
+    ) -> RecordResult:
+        """Fetch ``subject``'s record of ``item`` for ``purpose`` (in an earlier
+        ``version`` of the item, if given: fields it does not define are dropped).
 
         :raises OnceonlyError: a subclass naming why (see the module ``_errors``).
         """
-        result = self._run(self._session.fetch_flow(item, subject, purpose=purpose))
+        flow = self._session.fetch_flow(item, subject, purpose=purpose, version=version)
+        result = self._run(flow)
         self._remember(result, subject=subject, purpose=purpose)
         return result
 
@@ -401,9 +410,12 @@ class AsyncHubClient:
         self._http = httpx.AsyncClient(timeout=timeout, transport=transport)
         self._trail = trail
 
-    async def fetch(self, item: str, subject: str, *, purpose: str) -> RecordResult:
+    async def fetch(
+        self, item: str, subject: str, *, purpose: str, version: int | None = None
+    ) -> RecordResult:
         """Fetch ``subject``'s record of ``item`` for ``purpose`` (see `HubClient.fetch`)."""
-        result = await self._run(self._session.fetch_flow(item, subject, purpose=purpose))
+        flow = self._session.fetch_flow(item, subject, purpose=purpose, version=version)
+        result = await self._run(flow)
         if self._trail is not None:
             row = _receipt_row(result, subject=subject, purpose=purpose)
             await anyio.to_thread.run_sync(self._trail.record_receipt, row)
@@ -537,6 +549,7 @@ def _record_result(response: httpx.Response) -> RecordResult:
                 index=_typed(receipt, "index", int), leaf_hash=_typed(receipt, "leaf_hash", str)
             ),
             request_id=response.headers.get("x-request-id"),
+            deprecated="deprecation" in response.headers,
         )
     except TypeError as error:
         raise _protocol_error(response, f"the hub's answer lacks a valid {error}") from error

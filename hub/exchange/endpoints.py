@@ -2,7 +2,7 @@
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Response
 
 from hub.audit.dependencies import CurrentAudit, audited
 from hub.auth.dependencies import TokenCaller
@@ -26,7 +26,11 @@ async def query_record(
     caller: TokenCaller,
     query: Annotated[RecordQuery, Depends(json_body(RecordQuery))],
     context: ExchangeContextDep,
+    response: Response,
 ) -> RecordAnswer:
-    return await service.query_record(
+    outcome = await service.query_record(
         caller=caller, item_id=item_id, query=query, context=context, scope=scope
     )
+    if outcome.deprecated:
+        response.headers["Deprecation"] = "true"  # RFC 9745 §2 (no date recorded yet)
+    return outcome.answer

@@ -152,3 +152,17 @@ def _facts(row: Any) -> QueryFacts:
         client_status=row.client_status,
         revoked=bool(row.revoked),
     )
+
+
+_VERSION = sa.select(_versions.c.schema, _versions.c.fingerprint).where(
+    _versions.c.item_id == sa.bindparam("item_id"), _versions.c.version == sa.bindparam("version")
+)
+
+
+async def version_schema(
+    engine: AsyncEngine, *, item_id: str, version: int
+) -> tuple[dict[str, Any], str] | None:
+    """An earlier version's schema and fingerprint, for a consumer that asks for it."""
+    async with engine.connect() as conn:
+        row = (await conn.execute(_VERSION, {"item_id": item_id, "version": version})).first()
+    return None if row is None else (row.schema, row.fingerprint)

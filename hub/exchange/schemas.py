@@ -12,6 +12,9 @@ class RecordQuery(BaseModel):
 
     subject: str = Field(min_length=1, max_length=256)
     purpose: str = Field(pattern=PURPOSE_PATTERN)
+    version: int | None = Field(
+        default=None, ge=1, le=1_000_000, description="an earlier version to read the record in"
+    )
 
 
 class ReceiptOut(BaseModel):

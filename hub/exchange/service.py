@@ -7,6 +7,7 @@ the audit log with all that the steps had noted so far.
 import asyncio
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -25,6 +26,8 @@ from hub.exchange.schemas import ReceiptOut, RecordAnswer, RecordQuery
 from hub.keys import HubKeys
 from hub.kit.clock import utcnow
 from hub.registry import validation
+from hub.registry.exceptions import UnknownVersion
+from hub.registry.projection import project_to_version
 
 
 @dataclass(frozen=True)
@@ -45,7 +48,7 @@ async def query_record(
     query: RecordQuery,
     context: ExchangeContext,
     scope: AuditScope,
-) -> RecordAnswer:
+) -> "ExchangeOutcome":
     scope.note(item=item_id, subject=context.keys.pseudonym(query.subject), purpose=query.purpose)
     found, proof_fresh = await asyncio.gather(  # one read and the proof's jti, together
         repository.query_facts(
@@ -64,21 +67,59 @@ async def query_record(
     facts = policy.admit(
         found, caller=caller, proof_fresh=proof_fresh, item_id=item_id, purpose=query.purpose
     )
+    wanted = await _wanted_version(facts, query=query, context=context, scope=scope)
     record = await _ask_owner(facts, caller=caller, query=query, context=context, scope=scope)
-    validator = validation.validator_for(facts.schema, facts.fingerprint)
-    errors = validation.record_errors(validator, record)
-    if errors:
-        raise OwnerInvalidResponse(
-            f"the owner's record does not match version {facts.version}: {errors[0]}"
-        )
+    _check(record, schema=facts.schema, fingerprint=facts.fingerprint, version=facts.version)
+    if wanted is not None:
+        version, schema, fingerprint = wanted
+        record = project_to_version(record, schema)
+        _check(record, schema=schema, fingerprint=fingerprint, version=version)
     delivered = minimize(record, facts.grant_fields)
     receipt = await scope.record_success(fields=sorted(delivered), digest=data_digest(delivered))
-    return RecordAnswer(
+    answer = RecordAnswer(
         item=item_id,
-        version=facts.version,
+        version=wanted[0] if wanted is not None else facts.version,
         record=delivered,
         receipt=ReceiptOut(**receipt.as_json()),
     )
+    return ExchangeOutcome(answer=answer, deprecated=facts.lifecycle == "deprecated")
+
+
+@dataclass(frozen=True)
+class ExchangeOutcome:
+    answer: RecordAnswer
+    deprecated: bool  # the item is deprecated: the answer says so (Deprecation header)
+
+
+async def _wanted_version(
+    facts: repository.ExchangeFacts,
+    *,
+    query: RecordQuery,
+    context: ExchangeContext,
+    scope: AuditScope,
+) -> tuple[int, dict[str, Any], str] | None:
+    """An earlier version the consumer asked for: (version, schema, fingerprint)."""
+    if query.version is None or query.version == facts.version:
+        return None
+    if query.version > facts.version:
+        raise UnknownVersion(f"data item {facts.item_id!r} has no version {query.version}")
+    found = await repository.version_schema(
+        context.engine, item_id=facts.item_id, version=query.version
+    )
+    if found is None:
+        raise UnknownVersion(f"data item {facts.item_id!r} has no version {query.version}")
+    scope.note(version=query.version)
+    return query.version, found[0], found[1]
+
+
+def _check(
+    record: dict[str, Any], *, schema: dict[str, Any], fingerprint: str, version: int
+) -> None:
+    errors = validation.record_errors(validation.validator_for(schema, fingerprint), record)
+    if errors:
+        raise OwnerInvalidResponse(
+            f"the owner's record does not match version {version}: {errors[0]}"
+        )
 
 
 async def _ask_owner(
