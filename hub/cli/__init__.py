@@ -232,7 +232,8 @@ def _items_commands(sub: Any) -> None:
 
 
 def _audit_entries(args: argparse.Namespace) -> int:
-    filters = {k: getattr(args, k) for k in ("subject", "department", "item", "action", "outcome")}
+    names = ("subject", "department", "item", "action", "outcome", "since", "until")
+    filters = {name: getattr(args, name) for name in names}
     return _admin_call(
         args, lambda admin: admin.audit_entries(**filters, cursor=args.cursor, limit=args.limit)
     )
@@ -348,7 +349,7 @@ def _admin_commands(sub: Any) -> None:
         dest="audit_command", required=True
     )
     entries = _with_hub(_add(audit, "entries", _audit_entries, "query audit entries"))
-    for name in ("subject", "department", "item", "action", "outcome", "cursor"):
+    for name in ("subject", "department", "item", "action", "outcome", "since", "until", "cursor"):
         entries.add_argument(f"--{name}")
     entries.add_argument("--limit", type=int, default=100)
     verify = _with_hub(
