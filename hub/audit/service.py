@@ -37,6 +37,7 @@ from hub.db import write_connection
 from hub.errors import HubError
 from hub.keys import HubKeys
 from hub.kit.clock import utcnow
+from hub.kit.group_commit import GroupCommit
 
 log = logging.getLogger("onceonly.audit")
 
@@ -54,76 +55,37 @@ class Receipt:
         return {"index": self.index, "leaf_hash": leaves.b64(self.leaf_hash)}
 
 
-@dataclass
-class _Pending:
-    entry: dict[str, Any]
-    leaf: bytes
-    done: asyncio.Future[Receipt]
-
-
 class AuditLog:
     """The process's appender. ``start()`` in the lifespan, ``stop()`` drains it."""
 
     def __init__(self, engine: AsyncEngine, *, batch_size: int = 256) -> None:
         self._engine = engine
-        self._batch_size = batch_size
-        self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
-        self._writer: asyncio.Task[None] | None = None
+        self._writer: GroupCommit[tuple[dict[str, Any], bytes], Receipt] = GroupCommit(
+            self._write_with_retry,
+            name="audit-writer",
+            batch_size=batch_size,
+            failure=lambda: AuditUnavailable("the audit entry could not be committed"),
+        )
 
     @property
     def running(self) -> bool:
-        return self._writer is not None and not self._writer.done()
+        return self._writer.running
 
     async def start(self) -> None:
-        self._writer = asyncio.create_task(self._run(), name="audit-writer")
+        await self._writer.start()
 
     async def stop(self) -> None:
-        if self._writer is None:
-            return
-        await self._queue.join()
-        self._writer.cancel()
-        self._writer = None
+        await self._writer.stop()
 
     async def append(self, entry: dict[str, Any]) -> Receipt:
         """Commit ``entry`` and return its receipt; raise AuditUnavailable if it cannot."""
-        if self._writer is None:
-            raise AuditUnavailable("the audit writer is not running")
-        pending = _Pending(
-            entry, leaves.leaf_bytes(entry), asyncio.get_running_loop().create_future()
-        )
-        await self._queue.put(pending)
-        return await pending.done
+        return await self._writer.submit((entry, leaves.leaf_bytes(entry)))
 
-    async def _run(self) -> None:
-        while True:
-            batch = [await self._queue.get()]
-            while len(batch) < self._batch_size and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
-            try:
-                await self._commit(batch)
-            finally:
-                for _ in batch:
-                    self._queue.task_done()
-
-    async def _commit(self, batch: list[_Pending]) -> None:
-        try:
-            receipts = await self._write_with_retry(batch)
-        except Exception:
-            log.exception("audit batch of %d entries could not be committed", len(batch))
-            for pending in batch:
-                if not pending.done.done():
-                    pending.done.set_exception(
-                        AuditUnavailable("the audit entry could not be committed")
-                    )
-            return
-        for pending, receipt in zip(batch, receipts, strict=True):
-            if not pending.done.done():
-                pending.done.set_result(receipt)
-
-    async def _write_with_retry(self, batch: list[_Pending]) -> list[Receipt]:
+    async def _write_with_retry(self, batch: list[tuple[dict[str, Any], bytes]]) -> list[Receipt]:
         for attempt in range(_RACE_RETRIES):
             try:
-                return await self._write(batch)
+                async with write_connection(self._engine) as conn:
+                    return await append_rows(conn, batch)
             except (IntegrityError, DBAPIError) as error:
                 if attempt == _RACE_RETRIES - 1:
                     raise
@@ -132,10 +94,6 @@ class AuditLog:
                 )
                 await asyncio.sleep(0.005 * (attempt + 1))
         raise AssertionError("unreachable")
-
-    async def _write(self, batch: list[_Pending]) -> list[Receipt]:
-        async with write_connection(self._engine) as conn:
-            return await append_rows(conn, [(p.entry, p.leaf) for p in batch])
 
     async def append_within(self, session: AsyncSession, entry: dict[str, Any]) -> Receipt:
         """Append inside the session's own transaction: for requests that change state,
