@@ -219,12 +219,7 @@ async def find(
     scope.note(subject=where.subject, item=query.item)
     rows = await repository.find_entries(session, where=where, after=cursor, limit=limit + 1)
     await scope.record_success()
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return EntryPage(
-        entries=[_entry_out(row) for row in rows],
-        next_cursor=str(rows[-1].idx) if more and rows else None,
-    )
+    return _page(rows, limit)
 
 
 async def department_entries(
@@ -235,12 +230,7 @@ async def department_entries(
         session, department=department, after=cursor, limit=limit + 1
     )
     await scope.record_success()
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return EntryPage(
-        entries=[_entry_out(row) for row in rows],
-        next_cursor=str(rows[-1].idx) if more and rows else None,
-    )
+    return _page(rows, limit)
 
 
 EXPORT_COLUMNS = (
@@ -311,6 +301,16 @@ def _csv_line(cells: Sequence[str]) -> str:
     buffer = io.StringIO()
     csv.writer(buffer, lineterminator="\r\n").writerow(cells)
     return buffer.getvalue()
+
+
+def _page(rows: list[AuditEntry], limit: int) -> EntryPage:
+    """A page from ``limit + 1`` rows read: the extra row only says that more follow."""
+    page = rows[:limit]
+    more = len(rows) > limit and bool(page)
+    return EntryPage(
+        entries=[_entry_out(row) for row in page],
+        next_cursor=str(page[-1].idx) if more else None,
+    )
 
 
 def _entry_out(row: AuditEntry) -> EntryOut:
