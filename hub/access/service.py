@@ -13,6 +13,7 @@ from hub.registry import service as registry
 
 READ_SCOPE_PREFIX = "read:"
 PUBLISH_SCOPE_PREFIX = "publish:"
+AUDIT_READ_SCOPE = "audit:read"
 
 
 def read_scope(item_id: str) -> str:
@@ -36,18 +37,19 @@ def publish_scope(item_id: str) -> str:
 
 
 async def scopes_for(session: AsyncSession, *, department: str) -> frozenset[str]:
-    """``read:`` for items under an active grant, ``publish:`` for items it owns."""
+    """``read:`` for items under an active grant, ``publish:`` for items it owns, and
+    ``audit:read`` (the hub's entries about the department's own requests)."""
     granted = await repository.granted_items(session, consumer=department, now=utcnow())
     owned = await repository.owned_items(session, owner=department)
-    return frozenset(read_scope(item) for item in granted) | frozenset(
-        publish_scope(item) for item in owned
-    )
+    reads = frozenset(read_scope(item) for item in granted)
+    return reads | frozenset(publish_scope(item) for item in owned) | {AUDIT_READ_SCOPE}
 
 
 async def all_read_scopes(session: AsyncSession) -> list[str]:
     """The scopes a token can carry: reading and publishing changes of shared items."""
     shared = await repository.shared_item_ids(session)
-    return [read_scope(item) for item in shared] + [publish_scope(item) for item in shared]
+    items = [read_scope(item) for item in shared] + [publish_scope(item) for item in shared]
+    return [*items, AUDIT_READ_SCOPE]
 
 
 def _grant_out(row: Grant) -> GrantOut:

@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import PlainTextResponse, StreamingResponse
 
+from hub.access.service import AUDIT_READ_SCOPE
 from hub.audit import checkpoints, service
 from hub.audit.dependencies import CheckpointerDep, CurrentAudit, audited
 from hub.audit.schemas import CheckpointPage, EntryOut, EntryPage, ProofOut
@@ -144,6 +145,7 @@ async def department_entries(
     limit: int = Query(default=1000, ge=1, le=1000),
 ) -> EntryPage:
     """For a department's client: the record queries it made, and those made of its items."""
+    caller.require_scope(AUDIT_READ_SCOPE)
     return await service.department_entries(
         session,
         department=caller.department,

@@ -102,7 +102,7 @@ def test_introspection_describes_an_own_token(world: World) -> None:
         "DPoP",
     )
     assert body["cnf"] == {"jkt": dpop.thumbprint}
-    assert body["scope"] == f"read:{ADDRESS}"
+    assert body["scope"] == f"audit:read read:{ADDRESS}"
     assert body["iss"] == world.hub.settings.issuer
     assert body["exp"] > body["iat"]
     entry = audit_entry_for(world.hub, response, action="token.introspect")

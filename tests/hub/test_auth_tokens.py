@@ -179,7 +179,7 @@ def test_valid_assertion_gets_an_rfc9068_access_token(world: TokenWorld) -> None
     assert response.headers["cache-control"] == "no-store"
     body = response.json()
     assert (body["token_type"], body["expires_in"]) == ("DPoP", 300)
-    assert set(body["scope"].split()) == {f"read:{ADDRESS}", f"read:{IDENTITY}"}
+    assert set(body["scope"].split()) == {f"read:{ADDRESS}", f"read:{IDENTITY}", "audit:read"}
     jwks = httpx.get(f"{world.hub.url}/.well-known/jwks.json").json()
     token = jwt.decode(body["access_token"], KeySet.import_key_set(jwks), algorithms=["ES256"])
     assert token.header["typ"] == "at+jwt"
@@ -525,7 +525,7 @@ def test_server_metadata_follows_rfc8414(world: TokenWorld) -> None:
     shared = _shared_items()
     assert set(metadata["scopes_supported"]) == {
         f"{verb}:{item}" for item in shared for verb in ("read", "publish")
-    }
+    } | {"audit:read"}
     assert f"read:{NOT_SHARED}" not in metadata["scopes_supported"]
     assert httpx.get(metadata["jwks_uri"]).status_code == 200
 
