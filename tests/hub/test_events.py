@@ -249,3 +249,25 @@ def test_two_hub_replicas_deliver_every_event_once(database_url: str, tmp_path: 
         wait_for(lambda: len(world.entries("event.deliver")) == 20, timeout=20)
         ids = [event.event_id for event in world.received]
         assert len(ids) == len(set(ids)) == 20
+
+
+def test_delivery_resumes_after_the_hub_restarts(database_url: str, tmp_path: Path) -> None:
+    with event_world(database_url, tmp_path, **FAST_RETRIES) as world:
+        _point(world, "http://127.0.0.1:9")  # the subscriber is down: the delivery waits
+        world.subscribe()
+        world.publish()
+        engine = make_sync_engine(database_url)
+
+        def attempted() -> bool:
+            with engine.connect() as conn:
+                query = sa.text("SELECT attempts FROM event_deliveries WHERE status = 'pending'")
+                return (conn.execute(query).scalar() or 0) > 0
+
+        wait_for(attempted)
+        engine.dispose()
+    with running_hub(database_url=database_url, data_dir=tmp_path / "hub", **FAST_RETRIES) as hub:
+        again = EventWorld(hub=hub, owner_key=world.owner_key, consumer_key=world.consumer_key)
+        with consumer_adapter(again, tmp_path) as url:
+            _point(again, url)
+            wait_for(lambda: len(again.received) == 1)
+        assert again.received[0].subject == SUBJECT
