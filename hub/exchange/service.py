@@ -41,6 +41,12 @@ class ExchangeContext:
     jtis: JtiRegister
 
 
+@dataclass(frozen=True)
+class ExchangeOutcome:
+    answer: RecordAnswer
+    deprecated: bool  # the item is deprecated: the answer says so (Deprecation header)
+
+
 async def query_record(
     *,
     caller: Caller,
@@ -48,7 +54,7 @@ async def query_record(
     query: RecordQuery,
     context: ExchangeContext,
     scope: AuditScope,
-) -> "ExchangeOutcome":
+) -> ExchangeOutcome:
     scope.note(item=item_id, subject=context.keys.pseudonym(query.subject), purpose=query.purpose)
     found, proof_fresh = await asyncio.gather(  # one read and the proof's jti, together
         repository.query_facts(
@@ -83,12 +89,6 @@ async def query_record(
         receipt=ReceiptOut(**receipt.as_json()),
     )
     return ExchangeOutcome(answer=answer, deprecated=facts.lifecycle == "deprecated")
-
-
-@dataclass(frozen=True)
-class ExchangeOutcome:
-    answer: RecordAnswer
-    deprecated: bool  # the item is deprecated: the answer says so (Deprecation header)
 
 
 async def _wanted_version(
