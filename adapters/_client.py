@@ -63,7 +63,12 @@ class RecordResult:
     record: dict[str, Any]
     receipt: Receipt
     request_id: str | None
-    deprecated: bool = False  # the hub marked the item deprecated (``Deprecation`` header)
+    deprecation: str | None = None  # the ``Deprecation`` header (RFC 9745), e.g. "@1767225600"
+
+    @property
+    def deprecated(self) -> bool:
+        """The hub marked the item deprecated: plan to move to its successor."""
+        return self.deprecation is not None
 
 
 @dataclass(frozen=True)
@@ -549,7 +554,7 @@ def _record_result(response: httpx.Response) -> RecordResult:
                 index=_typed(receipt, "index", int), leaf_hash=_typed(receipt, "leaf_hash", str)
             ),
             request_id=response.headers.get("x-request-id"),
-            deprecated="deprecation" in response.headers,
+            deprecation=response.headers.get("deprecation"),
         )
     except TypeError as error:
         raise _protocol_error(response, f"the hub's answer lacks a valid {error}") from error

@@ -31,6 +31,6 @@ async def query_record(
     outcome = await service.query_record(
         caller=caller, item_id=item_id, query=query, context=context, scope=scope
     )
-    if outcome.deprecated:
-        response.headers["Deprecation"] = "true"  # RFC 9745 §2 (no date recorded yet)
+    if outcome.deprecated is not None:
+        response.headers["Deprecation"] = outcome.deprecated  # RFC 9745 §2
     return outcome.answer

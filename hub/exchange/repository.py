@@ -31,6 +31,7 @@ class ExchangeFacts:
 
     item_id: str
     lifecycle: str
+    deprecated_at: datetime | None
     version: int
     schema: dict[str, Any]
     fingerprint: str
@@ -81,6 +82,7 @@ def _facts_query() -> Any:
         sa.select(
             _items.c.id,
             _items.c.lifecycle,
+            _items.c.deprecated_at,
             _versions.c.version,
             _versions.c.schema,
             _versions.c.fingerprint,
@@ -138,6 +140,7 @@ def _facts(row: Any) -> QueryFacts:
         item = ExchangeFacts(
             item_id=row.id,
             lifecycle=row.lifecycle,
+            deprecated_at=row.deprecated_at,
             version=row.version,
             schema=row.schema,
             fingerprint=row.fingerprint,

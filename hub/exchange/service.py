@@ -44,7 +44,7 @@ class ExchangeContext:
 @dataclass(frozen=True)
 class ExchangeOutcome:
     answer: RecordAnswer
-    deprecated: bool  # the item is deprecated: the answer says so (Deprecation header)
+    deprecated: str | None  # RFC 9745 Deprecation header value, if the item is deprecated
 
 
 async def query_record(
@@ -88,7 +88,15 @@ async def query_record(
         record=delivered,
         receipt=ReceiptOut(**receipt.as_json()),
     )
-    return ExchangeOutcome(answer=answer, deprecated=facts.lifecycle == "deprecated")
+    return ExchangeOutcome(answer=answer, deprecated=deprecation(facts))
+
+
+def deprecation(facts: repository.ExchangeFacts) -> str | None:
+    """RFC 9745 §2.1: ``@<epoch seconds>`` (a structured-field date) of the deprecation."""
+    if facts.lifecycle != "deprecated":
+        return None
+    moment = facts.deprecated_at or utcnow()  # deprecated before the date was recorded
+    return f"@{int(moment.timestamp())}"
 
 
 async def _wanted_version(

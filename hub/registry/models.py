@@ -48,6 +48,8 @@ class Item(SQLModel, table=True):
     tags: list[str] = Field(default_factory=list, sa_type=sa.JSON)
     compatibility: str = Field(default="BACKWARD", max_length=32)
     lifecycle: str = Field(default="active", max_length=16)
+    # When the item was deprecated: the exchange's Deprecation header (RFC 9745) says so.
+    deprecated_at: datetime | None = Field(default=None, sa_type=sa.DateTime(timezone=True))
     latest_version: int = Field(default=1)
     created_at: datetime = created_at()
 

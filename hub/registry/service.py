@@ -6,6 +6,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.audit.service import AuditScope
+from hub.kit.clock import utcnow
 from hub.registry import compat, repository, schema_rules, validation
 from hub.registry import jwks as jwks_rules
 from hub.registry.exceptions import (
@@ -362,6 +363,8 @@ async def change_lifecycle(
         raise RegistryConflict(
             f"data item {item_id!r} is {row.lifecycle}; it cannot become {lifecycle}"
         )
+    if row.lifecycle != lifecycle and lifecycle == "deprecated":
+        row.deprecated_at = utcnow()
     row.lifecycle = lifecycle
     await session.flush()
     await scope.record_change(session, version=row.latest_version)

@@ -1,6 +1,7 @@
 """Reading a record in an earlier version of its item, and deprecated items."""
 
 import copy
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -83,3 +84,14 @@ def test_a_deprecated_item_is_served_with_a_deprecation_header(world: World) -> 
     with world.client() as client:
         result = client.fetch(ADDRESS, SUBJECT, purpose=PURPOSE)
     assert result.deprecated
+
+
+def test_the_deprecation_header_is_an_rfc9745_date(world: World) -> None:
+    before = int(time.time())
+    with world.hub.admin() as admin:
+        admin.deprecate_item(ADDRESS)
+    with world.client() as client:
+        deprecation = client.fetch(ADDRESS, SUBJECT, purpose=PURPOSE).deprecation
+    assert deprecation is not None
+    assert deprecation.startswith("@")
+    assert before <= int(deprecation[1:]) <= int(time.time())
