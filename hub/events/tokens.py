@@ -4,10 +4,9 @@ Like the request token of an exchange, it binds the delivery: which event, for
 which department, about which item and kind, and the subject by its SHA-256 only.
 """
 
-from joserfc import jwt
 from joserfc.jwk import ECKey
 
-from hub.exchange.request_tokens import subject_sha256
+from hub.exchange.request_tokens import sign_hub_token, subject_sha256
 
 EVENT_TOKEN_TYPE = "onceonly-event+jwt"
 
@@ -25,7 +24,6 @@ def mint_event_token(
     now: int,
     lifetime: int,
 ) -> str:
-    header = {"typ": EVENT_TOKEN_TYPE, "alg": "ES256", "kid": key.kid}
     claims = {
         "iss": issuer,
         "aud": subscriber,
@@ -34,8 +32,6 @@ def mint_event_token(
         "item": item,
         "kind": kind,
         "subject_sha256": subject_sha256(subject),
-        "jti": f"{event_id}.{subscriber}.{now}",
-        "iat": now,
-        "exp": now + lifetime,
     }
-    return jwt.encode(header, claims, key, algorithms=["ES256"])
+    # Every attempt gets its own jti: a retry must not look like a replay to the adapter.
+    return sign_hub_token(key, typ=EVENT_TOKEN_TYPE, claims=claims, now=now, lifetime=lifetime)

@@ -7,6 +7,7 @@ which adapters may log). Pure: no I/O.
 
 import base64
 import hashlib
+from collections.abc import Mapping
 from uuid import uuid4
 
 from joserfc import jwt
@@ -34,7 +35,6 @@ def mint_request_token(
     now: int,
     lifetime: int,
 ) -> str:
-    header = {"typ": REQUEST_TOKEN_TYPE, "alg": "ES256", "kid": key.kid}
     claims = {
         "iss": issuer,
         "aud": owner,
@@ -44,8 +44,15 @@ def mint_request_token(
         "purpose": purpose,
         "subject_sha256": subject_sha256(subject),
         "request_id": request_id,
-        "jti": uuid4().hex,
-        "iat": now,
-        "exp": now + lifetime,
     }
-    return jwt.encode(header, claims, key, algorithms=["ES256"])
+    return sign_hub_token(key, typ=REQUEST_TOKEN_TYPE, claims=claims, now=now, lifetime=lifetime)
+
+
+def sign_hub_token(
+    key: ECKey, *, typ: str, claims: Mapping[str, object], now: int, lifetime: int
+) -> str:
+    """A short-lived ES256 token the hub sends to an adapter (a request or an event
+    delivery): ``claims`` plus a fresh single-use ``jti``, ``iat`` and ``exp``."""
+    header = {"typ": typ, "alg": "ES256", "kid": key.kid}
+    timed = {**claims, "jti": uuid4().hex, "iat": now, "exp": now + lifetime}
+    return jwt.encode(header, timed, key, algorithms=["ES256"])

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from joserfc import jwt
 from joserfc.jwk import ECKey
 
 from adapters import (
@@ -27,6 +28,7 @@ from adapters import (
     public_jwks,
 )
 from hub.db import make_sync_engine
+from hub.events.tokens import mint_event_token
 
 from hub_testing import CATALOGUE, RunningHub, running_hub, serve
 
@@ -271,3 +273,23 @@ def test_delivery_resumes_after_the_hub_restarts(database_url: str, tmp_path: Pa
             _point(again, url)
             wait_for(lambda: len(again.received) == 1)
         assert again.received[0].subject == SUBJECT
+
+
+def test_each_delivery_attempt_gets_its_own_jti() -> None:
+    """Two attempts in the same second must not look like a replay to the adapter."""
+    key = ECKey.generate_key("P-256", auto_kid=True)
+    values = {
+        "key": key,
+        "issuer": "https://hub.test",
+        "subscriber": CONSUMER,
+        "owner": OWNER,
+        "event_id": "e1",
+        "item": ADDRESS,
+        "kind": "changed",
+        "subject": SUBJECT,
+        "now": 1_800_000_000,
+        "lifetime": 60,
+    }
+    first, second = (jwt.decode(mint_event_token(**values), key) for _ in range(2))
+    assert first.claims["jti"] != second.claims["jti"]
+    assert first.claims["iat"] == second.claims["iat"]
