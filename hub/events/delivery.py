@@ -123,16 +123,21 @@ class Deliverer:
         """One round: lease due deliveries, attempt each, record the outcomes."""
         now = utcnow()
         lease = now + timedelta(seconds=self._settings.event_lease)
+        token = uuid4().hex
         async with write_connection(self._engine) as conn:
             due = await repository.claim_due(
-                conn,
-                now=now,
-                lease_until=lease,
-                token=uuid4().hex,
-                limit=self._settings.event_batch_size,
+                conn, now=now, lease_until=lease, token=token, limit=self._settings.event_batch_size
             )
-        await asyncio.gather(*(self._attempt(delivery) for delivery in due))
+        try:
+            await asyncio.gather(*(self._attempt(delivery) for delivery in due))
+        except asyncio.CancelledError:  # stopping mid-round: others may take these now
+            await asyncio.shield(self._release(token))
+            raise
         return len(due)
+
+    async def _release(self, token: str) -> None:
+        async with write_connection(self._engine) as conn:
+            await repository.release_leases(conn, tokens=[token])
 
     async def _attempt(self, delivery: DueDelivery) -> None:
         error = "no active grant" if not delivery.granted else await self._send(delivery)

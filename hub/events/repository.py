@@ -164,6 +164,15 @@ async def settle(conn: AsyncConnection, *, delivery: DueDelivery, values: dict[s
     return bool(getattr(result, "rowcount", 0))
 
 
+async def release_leases(conn: AsyncConnection, *, tokens: list[str]) -> None:
+    """Give back deliveries this process leased but did not settle (it is stopping)."""
+    await conn.execute(
+        sa.update(_deliveries)
+        .where(_deliveries.c.lease_token.in_(tokens), _deliveries.c.status == "pending")
+        .values(lease_until=None, lease_token=None)
+    )
+
+
 async def forget_subject_when_done(conn: AsyncConnection, *, event_id: str) -> None:
     """Erase the raw subject once no delivery of the event can need it any more."""
     unfinished = sa.exists().where(
