@@ -13,7 +13,9 @@ from typing import Any
 import httpx
 import pytest
 import sqlalchemy as sa
+from joserfc.jwk import ECKey
 
+from adapters import public_jwks
 from hub.app import create_app
 from hub.cli.admin_client import AdminClient
 from hub.cli.servers import loopback_socket, serve_in_thread
@@ -52,6 +54,30 @@ def running_hub(*, database_url: str, data_dir: Path, **overrides: Any) -> Itera
     keys = HubKeys.load(settings.keys_dir, create=True)
     with serve_in_thread(create_app(settings, keys=keys), sock) as url:
         yield RunningHub(url=url, settings=settings, keys=keys)
+
+
+@contextmanager
+def granted_client_hub(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    *,
+    client_id: str,
+    department: str,
+    items: tuple[str, ...],
+) -> Iterator[tuple[RunningHub, ECKey]]:
+    """A hub on the module's database with the catalogue, one client (its key is
+    returned) and grants for ``items`` with purpose ``benefit-eligibility``."""
+    database_url = module_database(request, tmp_path_factory)
+    data_dir = tmp_path_factory.mktemp("hub")
+    with running_hub(database_url=database_url, data_dir=data_dir) as hub, hub.admin() as admin:
+        admin.import_catalogue(CATALOGUE)
+        key = ECKey.generate_key("P-256", auto_kid=True)
+        admin.put_client(client_id, department=department, jwks=public_jwks(key))
+        for item in items:
+            admin.create_grant(
+                consumer=department, item=item, purpose="benefit-eligibility", legal_basis="test"
+            )
+        yield hub, key
 
 
 def load_item(item_id: str) -> dict[str, Any]:

@@ -21,16 +21,14 @@ import pytest
 from joserfc import jws, jwt
 from joserfc.jwk import ECKey
 
-from adapters import DPoPKey, public_jwks
+from adapters import DPoPKey
 
 from hub_testing import (
-    CATALOGUE,
     DATABASES,
     RunningHub,
     audit_entry_for,
-    module_database,
+    granted_client_hub,
     problem_type,
-    running_hub,
 )
 
 CLIENT, DEPARTMENT = "social-welfare-adapter", "social-welfare"
@@ -57,16 +55,13 @@ class World:
 def world(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[World]:
-    database_url = module_database(request, tmp_path_factory)
-    data_dir = tmp_path_factory.mktemp("dpop")
-    with running_hub(database_url=database_url, data_dir=data_dir) as hub, hub.admin() as admin:
-        admin.import_catalogue(CATALOGUE)
-        key = ECKey.generate_key("P-256", auto_kid=True)
-        admin.put_client(CLIENT, department=DEPARTMENT, jwks=public_jwks(key))
-        for item in (ADDRESS, IDENTITY):
-            admin.create_grant(
-                consumer=DEPARTMENT, item=item, purpose="benefit-eligibility", legal_basis="test"
-            )
+    with granted_client_hub(
+        request,
+        tmp_path_factory,
+        client_id=CLIENT,
+        department=DEPARTMENT,
+        items=(ADDRESS, IDENTITY),
+    ) as (hub, key):
         yield World(hub=hub, client_key=key, dpop=DPoPKey.generate())
 
 

@@ -28,9 +28,8 @@ from hub_testing import (
     DATABASES,
     RunningHub,
     audit_entry_for,
-    module_database,
+    granted_client_hub,
     problem_type,
-    running_hub,
 )
 
 CLIENT = "social-welfare-adapter"
@@ -58,16 +57,13 @@ class TokenWorld:
 def world(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[TokenWorld]:
-    database_url = module_database(request, tmp_path_factory)
-    data_dir = tmp_path_factory.mktemp("tokens")
-    with running_hub(database_url=database_url, data_dir=data_dir) as hub, hub.admin() as admin:
-        admin.import_catalogue(CATALOGUE)
-        key = ECKey.generate_key("P-256", auto_kid=True)
-        admin.put_client(CLIENT, department=DEPARTMENT, jwks=public_jwks(key))
-        for item in (ADDRESS, IDENTITY):
-            admin.create_grant(
-                consumer=DEPARTMENT, item=item, purpose="benefit-eligibility", legal_basis="test"
-            )
+    with granted_client_hub(
+        request,
+        tmp_path_factory,
+        client_id=CLIENT,
+        department=DEPARTMENT,
+        items=(ADDRESS, IDENTITY),
+    ) as (hub, key):
         yield TokenWorld(hub=hub, client_key=key)
 
 
