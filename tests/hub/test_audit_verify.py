@@ -83,9 +83,15 @@ def execute(url: str, *statements: str, **params: Any) -> None:
 def rewrite(url: str, entries: list[dict[str, Any]]) -> None:
     """What an operator with the key could do: replace the log, its nodes and its
     checkpoints; the hub then signs the new tree."""
-    execute(url, "DELETE FROM audit_checkpoints", "DELETE FROM audit_nodes")
-    execute(url, "DELETE FROM audit_entries")
+    # One transaction: the running checkpointer must never see entries without nodes
+    # (it would sign that tree, and never sign the smaller rewritten one after it).
+    execute(
+        url, "DELETE FROM audit_checkpoints", "DELETE FROM audit_nodes", "DELETE FROM audit_entries"
+    )
     append(url, entries)
+    # ...and any checkpoint the running checkpointer stored meanwhile (it may have read
+    # the old tree just before the delete): from here the hub signs only the new tree.
+    execute(url, "DELETE FROM audit_checkpoints")
 
 
 def checkpoint_size(hub: RunningHub) -> int:
