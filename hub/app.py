@@ -26,6 +26,8 @@ from hub.keys import HubKeys
 from hub.kit import logs
 from hub.kit.asgi import RequestContextMiddleware
 from hub.ops.endpoints import router as ops_router
+from hub.people.endpoints import admin as people_admin_router
+from hub.people.endpoints import router as people_router
 from hub.registry.endpoints import admin as registry_admin_router
 from hub.registry.endpoints import catalogue as catalogue_router
 
@@ -112,6 +114,8 @@ def create_app(settings: Settings | None = None, *, keys: HubKeys | None = None)
         events_router,
         events_admin_router,
         citizen_router,
+        people_router,
+        people_admin_router,
     ):
         app.include_router(router)
     return app

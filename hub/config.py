@@ -5,6 +5,7 @@ start-up, every default that is only safe on a developer's machine.
 """
 
 import os
+from datetime import date
 from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
@@ -83,6 +84,42 @@ class Settings(BaseSettings):
     )
     signing_key_reload_interval: float = Field(default=5.0, gt=0, le=60)
     # --- end authorization ---
+    # --- people and access requests (issue 5) ---
+    session_lifetime: int = Field(
+        default=3600, ge=60, le=12 * 3600, description="Seconds a person's sign-in lasts"
+    )
+    sign_in_max_failures: int = Field(
+        default=5, ge=1, le=100, description="Failed sign-ins of one account within the window"
+    )
+    sign_in_address_max_failures: int = Field(
+        default=50,
+        ge=1,
+        le=10_000,
+        description="Failed sign-ins from one address within the window",
+    )
+    sign_in_window: int = Field(default=900, ge=10, le=86400, description="Seconds")
+    break_glass_token: bool = Field(
+        default=True,
+        description="Accept the bootstrap administrator token (keys/admin-token) as the"
+        " break-glass credential; turn off once people administer the hub",
+    )
+    purposes_file: Path | None = Field(
+        default=None,
+        description="TOML list of purpose codes; default: config/purposes.toml of the project",
+    )
+    answer_working_days: int = Field(
+        default=10, ge=1, le=250, description="Working days an owner has to answer a request"
+    )
+    holidays: list[date] = Field(
+        default_factory=list, description="Public holidays that are not working days"
+    )
+    oidc_issuer: str | None = Field(
+        default=None,
+        description="OpenID Connect provider's issuer URL, for people's sign-in in production",
+    )
+    oidc_client_id: str | None = Field(default=None, max_length=255)
+    oidc_client_secret: str | None = Field(default=None, max_length=1000)
+    # --- end people and access requests ---
     log_level: str = "INFO"
     log_json: bool = True
 

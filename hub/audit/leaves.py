@@ -17,6 +17,7 @@ ENTRY_VERSION = 1
 # The members an entry may carry, in the order DESIGN.md lists them.
 ENTRY_FIELDS = (
     "client",
+    "person",  # the signed-in person (a staff username, never a citizen) who acted
     "department",
     "action",
     "item",

@@ -240,6 +240,7 @@ EXPORT_COLUMNS = (
     "outcome",
     "reason",
     "client",
+    "person",
     "department",
     "item",
     "version",

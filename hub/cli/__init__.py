@@ -22,23 +22,12 @@ def _hub_url(args: argparse.Namespace) -> str:
     return str(args.hub or os.environ.get("ONCEONLY_HUB_URL") or Settings().issuer)
 
 
-def _admin_token() -> str:
-    from hub.config import Settings
-
-    token = os.environ.get("ONCEONLY_ADMIN_TOKEN")
-    if token:
-        return token
-    path = Settings().keys_dir / "admin-token"
-    if not path.is_file():
-        raise SystemExit(f"no administrator token: set ONCEONLY_ADMIN_TOKEN or create {path}")
-    return path.read_text().strip()
-
-
 def _admin_call(args: argparse.Namespace, call: Callable[[Any], Any]) -> int:
     from hub.cli.admin_client import AdminClient, AdminError
+    from hub.cli.session import credential
 
     try:
-        with AdminClient(_hub_url(args), _admin_token()) as admin:
+        with AdminClient(_hub_url(args), credential(_hub_url(args))) as admin:
             result = call(admin)
     except AdminError as error:
         print(f"refused: {error}", file=sys.stderr)

@@ -12,3 +12,8 @@ def rfc3339_ms(moment: datetime) -> str:
     return (
         moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
     )
+
+
+def aware(moment: datetime) -> datetime:
+    """A stored time as UTC: SQLite gives back timezone-naive values (stored in UTC)."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)

@@ -1,0 +1,1 @@
+"""People: stewards, auditors and administrators, their accounts, roles and sign-in."""

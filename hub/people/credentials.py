@@ -1,0 +1,116 @@
+"""Passwords (argon2id), TOTP one-time codes (RFC 6238) and sealed TOTP secrets. Pure.
+
+Password hashes use argon2-cffi's RFC 9106 "low memory" profile (argon2id, t=3,
+m=64 MiB, p=4): the second recommended option of RFC 9106 §4, within what a hub
+replica can afford for sign-ins. TOTP secrets must be readable to check a code, so
+they are stored sealed with AES-256-GCM under a key derived from the hub's secret.
+"""
+
+import base64
+import hashlib
+import hmac
+import os
+import secrets
+import struct
+from urllib.parse import quote
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+from argon2.profiles import RFC_9106_LOW_MEMORY
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+MIN_PASSWORD_LENGTH = 12
+_HASHER = PasswordHasher.from_parameters(RFC_9106_LOW_MEMORY)
+# Verified when the account does not exist, so that the answer takes as long.
+_DUMMY_HASH = _HASHER.hash(secrets.token_urlsafe(16))
+
+TOTP_PERIOD = 30
+TOTP_DIGITS = 6
+_TOTP_SEAL_LABEL = b"onceonly totp-seal v1"
+
+
+def hash_password(password: str) -> str:
+    return _HASHER.hash(password)
+
+
+def verify_password(stored: str | None, password: str) -> bool:
+    """Whether ``password`` matches; with no stored hash, spend the same time and say no."""
+    try:
+        return _HASHER.verify(stored or _DUMMY_HASH, password) and stored is not None
+    except (VerifyMismatchError, VerificationError, InvalidHashError):
+        return False
+
+
+def password_problem(password: str, *, username: str) -> str | None:
+    """Why a new password is not acceptable (NIST SP 800-63B §5.1.1.2), or None."""
+    if len(password) < MIN_PASSWORD_LENGTH:
+        return f"a password needs at least {MIN_PASSWORD_LENGTH} characters"
+    if len(password) > 256:
+        return "a password may have at most 256 characters"
+    if username.lower() in password.lower():
+        return "a password must not contain the username"
+    if len(set(password)) < 4:
+        return "a password must not repeat the same few characters"
+    return None
+
+
+def new_totp_secret() -> str:
+    """A random 160-bit secret, base32 without padding (RFC 4226 §4 recommends 160 bits)."""
+    return base64.b32encode(secrets.token_bytes(20)).decode().rstrip("=")
+
+
+def _secret_bytes(secret: str) -> bytes:
+    return base64.b32decode(secret + "=" * (-len(secret) % 8), casefold=True)
+
+
+def hotp(secret: bytes, counter: int, *, digits: int = TOTP_DIGITS, digest: str = "sha1") -> str:
+    """RFC 4226 §5.3: HOTP value of ``counter``."""
+    mac = hmac.new(secret, struct.pack(">Q", counter), digest).digest()
+    offset = mac[-1] & 0x0F
+    code = struct.unpack(">I", mac[offset : offset + 4])[0] & 0x7FFFFFFF
+    return str(code % 10**digits).zfill(digits)
+
+
+def totp_step(unix_time: float) -> int:
+    return int(unix_time // TOTP_PERIOD)
+
+
+def totp_match(secret: str, code: str, *, unix_time: float, after_step: int | None) -> int | None:
+    """The time step that ``code`` is valid for (now, or one step either side for clock
+    drift, RFC 6238 §5.2), if that step is later than ``after_step``: a code is used once."""
+    if not (code.isdigit() and len(code) == TOTP_DIGITS):
+        return None
+    key = _secret_bytes(secret)
+    now = totp_step(unix_time)
+    for step in (now - 1, now, now + 1):
+        if after_step is not None and step <= after_step:
+            continue
+        if hmac.compare_digest(hotp(key, step), code):
+            return step
+    return None
+
+
+def totp_uri(secret: str, *, username: str, issuer: str) -> str:
+    """The ``otpauth://`` URI authenticator apps read (as a QR code)."""
+    label = quote(f"{issuer}:{username}")
+    return (
+        f"otpauth://totp/{label}?secret={secret}&issuer={quote(issuer)}"
+        f"&algorithm=SHA1&digits={TOTP_DIGITS}&period={TOTP_PERIOD}"
+    )
+
+
+def _seal_key(hub_secret: bytes) -> bytes:
+    return hmac.new(hub_secret, _TOTP_SEAL_LABEL, hashlib.sha256).digest()
+
+
+def seal(hub_secret: bytes, secret: str, *, person_id: str) -> str:
+    """AES-256-GCM, the person's id as associated data (a sealed secret moved to another
+    account does not open)."""
+    nonce = os.urandom(12)
+    box = AESGCM(_seal_key(hub_secret)).encrypt(nonce, secret.encode(), person_id.encode())
+    return base64.urlsafe_b64encode(nonce + box).decode()
+
+
+def unseal(hub_secret: bytes, sealed: str, *, person_id: str) -> str:
+    raw = base64.urlsafe_b64decode(sealed)
+    return AESGCM(_seal_key(hub_secret)).decrypt(raw[:12], raw[12:], person_id.encode()).decode()

@@ -1,0 +1,64 @@
+"""Route dependencies for people: who is signed in, and with which role.
+
+A person presents ``Authorization: Bearer oop_…`` (from ``POST /v1/people/sign-in``
+or the OpenID Connect sign-in). The break-glass token is accepted where
+``break_glass_token`` is on. Machine clients' access tokens are never accepted here:
+a machine never gets a person's powers.
+"""
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from hub.config import SettingsDep
+from hub.db import SessionDep
+from hub.keys import KeysDep
+from hub.people import service
+from hub.people.exceptions import NotSignedIn
+from hub.people.principal import Principal
+
+_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="onceonly-people"'}
+
+
+def bearer(request: Request) -> str | None:
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    token = token.strip()
+    return token if scheme.lower() == "bearer" and token else None
+
+
+async def _principal(
+    request: Request, session: SessionDep, settings: SettingsDep, keys: KeysDep
+) -> Principal:
+    audit = getattr(request.state, "audit", None)
+    token = bearer(request)
+    if token is None:
+        raise NotSignedIn("sign in first (onceonly login)", headers=_CHALLENGE)
+    if settings.break_glass_token and keys.is_admin_token(token):
+        principal = Principal.emergency()
+        if audit is not None:
+            audit.note(client="administrator", person=principal.name)
+        return principal
+    principal_or_none = await service.principal_for_token(session, token)
+    if principal_or_none is None:
+        raise NotSignedIn(
+            "the sign-in is not valid: it expired, was ended, or the account is disabled",
+            headers=_CHALLENGE,
+        )
+    if audit is not None:
+        audit.note(person=principal_or_none.name)
+    return principal_or_none
+
+
+async def _administrator(principal: "PrincipalDep") -> Principal:
+    principal.require_administrator()
+    return principal
+
+
+async def _auditor(principal: "PrincipalDep") -> Principal:
+    principal.require_auditor()
+    return principal
+
+
+PrincipalDep = Annotated[Principal, Depends(_principal)]
+AdministratorDep = Annotated[Principal, Depends(_administrator)]
+AuditorDep = Annotated[Principal, Depends(_auditor)]

@@ -1,0 +1,147 @@
+"""People routes: sign-in and one's own account (``/v1/people``), accounts
+(``/v1/admin/people``, administrators)."""
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path, Request, Response
+
+from hub.audit.dependencies import CurrentAudit, audited
+from hub.config import SettingsDep
+from hub.db import SessionDep, WriteSessionDep
+from hub.keys import KeysDep
+from hub.kit.jsonbody import json_body
+from hub.people import service
+from hub.people.dependencies import AdministratorDep, PrincipalDep, bearer
+from hub.people.schemas import (
+    USERNAME_PATTERN,
+    PasswordIn,
+    PersonIn,
+    PersonList,
+    PersonOut,
+    SessionOut,
+    SignInIn,
+    TotpConfirmIn,
+    TotpEnrolment,
+)
+
+router = APIRouter(prefix="/v1/people", tags=["people"])
+admin = APIRouter(prefix="/v1/admin/people", tags=["administration"])
+Username = Annotated[str, Path(pattern=USERNAME_PATTERN)]
+_NO_STORE = {"Cache-Control": "no-store"}
+
+
+@router.post(
+    "/sign-in",
+    response_model=SessionOut,
+    dependencies=[Depends(audited("person.sign-in"))],
+)
+async def sign_in(
+    request: Request,
+    response: Response,
+    body: Annotated[SignInIn, Depends(json_body(SignInIn))],
+    settings: SettingsDep,
+    keys: KeysDep,
+    scope: CurrentAudit,
+) -> SessionOut:
+    response.headers.update(_NO_STORE)
+    address = request.client.host if request.client else "unknown"
+    return await service.sign_in(
+        request.app.state.sessions,
+        engine=request.app.state.engine,
+        keys=keys,
+        settings=settings,
+        body=body,
+        address=address,
+        scope=scope,
+    )
+
+
+@router.post("/sign-out", status_code=204, dependencies=[Depends(audited("person.sign-out"))])
+async def sign_out(
+    request: Request, principal: PrincipalDep, session: WriteSessionDep, scope: CurrentAudit
+) -> Response:
+    token = bearer(request)
+    if token is not None and principal.person_id is not None:
+        await service.sign_out(session, token=token, scope=scope)
+    else:
+        await scope.record_change(session)
+    return Response(status_code=204)
+
+
+@router.get("/me", response_model=PersonOut)
+async def me(principal: PrincipalDep, session: SessionDep) -> PersonOut:
+    return await service.me(session, principal)
+
+
+@router.post("/me/password", status_code=204, dependencies=[Depends(audited("person.password"))])
+async def change_password(
+    principal: PrincipalDep,
+    body: Annotated[PasswordIn, Depends(json_body(PasswordIn))],
+    session: WriteSessionDep,
+    scope: CurrentAudit,
+) -> Response:
+    await service.change_password(session, principal=principal, body=body, scope=scope)
+    return Response(status_code=204)
+
+
+@router.post(
+    "/me/totp", response_model=TotpEnrolment, dependencies=[Depends(audited("person.totp"))]
+)
+async def enrol_totp(
+    response: Response,
+    principal: PrincipalDep,
+    session: WriteSessionDep,
+    keys: KeysDep,
+    settings: SettingsDep,
+    scope: CurrentAudit,
+) -> TotpEnrolment:
+    response.headers.update(_NO_STORE)
+    return await service.enrol_totp(
+        session, principal=principal, keys=keys, settings=settings, scope=scope
+    )
+
+
+@router.post(
+    "/me/totp/confirm",
+    response_model=PersonOut,
+    dependencies=[Depends(audited("person.totp-confirm"))],
+)
+async def confirm_totp(
+    principal: PrincipalDep,
+    body: Annotated[TotpConfirmIn, Depends(json_body(TotpConfirmIn))],
+    session: WriteSessionDep,
+    keys: KeysDep,
+    scope: CurrentAudit,
+) -> PersonOut:
+    return await service.confirm_totp(
+        session, principal=principal, code=body.code, keys=keys, scope=scope
+    )
+
+
+@admin.get("", response_model=PersonList)
+async def list_people(_: AdministratorDep, session: SessionDep) -> PersonList:
+    return await service.list_people(session)
+
+
+@admin.get("/{username}", response_model=PersonOut)
+async def get_person(username: Username, _: AdministratorDep, session: SessionDep) -> PersonOut:
+    return await service.get_person(session, username)
+
+
+@admin.put("/{username}", response_model=PersonOut, dependencies=[Depends(audited("person.put"))])
+async def put_person(
+    username: Username,
+    principal: AdministratorDep,
+    body: Annotated[PersonIn, Depends(json_body(PersonIn))],
+    session: WriteSessionDep,
+    settings: SettingsDep,
+    scope: CurrentAudit,
+) -> PersonOut:
+    return await service.put_person(
+        session,
+        principal=principal,
+        username=username,
+        body=body,
+        settings=settings,
+        scope=scope,
+    )

@@ -1,0 +1,115 @@
+"""All SQL of people, roles, sessions and failed sign-ins."""
+
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlmodel import col, delete, select
+
+from hub.people.models import Person, PersonRole, PersonSession, SignInFailure
+
+
+async def person_by_username(session: AsyncSession, username: str) -> Person | None:
+    query = select(Person).where(col(Person.username) == username)
+    return (await session.execute(query)).scalars().first()
+
+
+async def person_by_oidc(session: AsyncSession, *, issuer: str, subject: str) -> Person | None:
+    query = select(Person).where(
+        col(Person.oidc_issuer) == issuer, col(Person.oidc_subject) == subject
+    )
+    return (await session.execute(query)).scalars().first()
+
+
+async def list_people(session: AsyncSession) -> list[Person]:
+    return list((await session.execute(select(Person).order_by(col(Person.username)))).scalars())
+
+
+async def roles_of(session: AsyncSession, person_id: str) -> list[PersonRole]:
+    query = select(PersonRole).where(col(PersonRole.person_id) == person_id)
+    return list((await session.execute(query)).scalars())
+
+
+async def roles_of_many(session: AsyncSession, person_ids: list[str]) -> list[PersonRole]:
+    query = select(PersonRole).where(col(PersonRole.person_id).in_(person_ids))
+    return list((await session.execute(query)).scalars())
+
+
+async def replace_roles(session: AsyncSession, person_id: str, roles: list[PersonRole]) -> None:
+    await session.execute(delete(PersonRole).where(col(PersonRole.person_id) == person_id))
+    session.add_all(roles)
+
+
+async def live_session(
+    session: AsyncSession, *, token_hash: str, now: datetime
+) -> tuple[PersonSession, Person, list[PersonRole]] | None:
+    """The unexpired, unrevoked session with this token hash, its active person and
+    that person's roles as they are now (two queries)."""
+    query = (
+        select(PersonSession, Person)
+        .join(Person, col(Person.id) == col(PersonSession.person_id))
+        .where(
+            col(PersonSession.token_hash) == token_hash,
+            col(PersonSession.expires_at) > now,
+            col(PersonSession.revoked_at).is_(None),
+            col(Person.status) == "active",
+        )
+    )
+    row = (await session.execute(query)).first()
+    if row is None:
+        return None
+    found, person = row
+    return found, person, await roles_of(session, person.id)
+
+
+async def revoke_sessions(session: AsyncSession, *, person_id: str, now: datetime) -> None:
+    await session.execute(
+        sa.update(PersonSession)
+        .where(col(PersonSession.person_id) == person_id, col(PersonSession.revoked_at).is_(None))
+        .values(revoked_at=now)
+    )
+
+
+async def revoke_session(session: AsyncSession, *, token_hash: str, now: datetime) -> None:
+    await session.execute(
+        sa.update(PersonSession)
+        .where(col(PersonSession.token_hash) == token_hash, col(PersonSession.revoked_at).is_(None))
+        .values(revoked_at=now)
+    )
+
+
+async def spend_totp_step(session: AsyncSession, *, person_id: str, step: int) -> bool:
+    """Record ``step`` as used, unless it (or a later one) already was: a code counts once."""
+    result = await session.execute(
+        sa.update(Person)
+        .where(
+            col(Person.id) == person_id,
+            sa.or_(col(Person.totp_last_step).is_(None), col(Person.totp_last_step) < step),
+        )
+        .values(totp_last_step=step)
+    )
+    return bool(getattr(result, "rowcount", 0))
+
+
+async def failures_since(
+    conn: AsyncConnection, *, keys: list[str], since: datetime
+) -> list[tuple[str, datetime]]:
+    """(key, time) of every failure under ``keys`` since ``since``."""
+    query = sa.select(SignInFailure.key, SignInFailure.at).where(  # type: ignore[call-overload]
+        col(SignInFailure.key).in_(keys), col(SignInFailure.at) >= since
+    )
+    return [(row[0], row[1]) for row in (await conn.execute(query)).all()]
+
+
+async def add_failures(conn: AsyncConnection, *, keys: list[str], at: datetime) -> None:
+    await conn.execute(sa.insert(SignInFailure), [{"key": key, "at": at} for key in keys])
+
+
+async def forget_failures(conn: AsyncConnection, *, key: str) -> None:
+    """A successful sign-in clears the account's failures."""
+    await conn.execute(sa.delete(SignInFailure).where(col(SignInFailure.key) == key))
+
+
+async def purge_failures(conn: AsyncConnection, *, before: datetime) -> None:
+    """Failures older than the window count for nothing: keep the table small."""
+    await conn.execute(sa.delete(SignInFailure).where(col(SignInFailure.at) < before))

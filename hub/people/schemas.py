@@ -1,0 +1,91 @@
+"""People API bodies."""
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from hub.registry.schemas import DEPARTMENT_ID_PATTERN
+
+USERNAME_PATTERN = r"^[a-z][a-z0-9._-]{1,63}$"
+
+
+class RoleIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    role: Literal["administrator", "steward", "auditor"]
+    department: str | None = Field(default=None, pattern=DEPARTMENT_ID_PATTERN)
+
+    @model_validator(mode="after")
+    def _department_for_stewards_only(self) -> "RoleIn":
+        if (self.role == "steward") != (self.department is not None):
+            raise ValueError("a steward names a department; other roles do not")
+        return self
+
+
+class RoleOut(BaseModel):
+    role: str
+    department: str | None = None
+
+
+class PersonIn(BaseModel):
+    """An account, as an administrator creates or changes it. A password (local sign-in)
+    or an OpenID Connect identity (or both); roles replace the person's roles."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    display_name: str = Field(default="", max_length=200)
+    password: str | None = Field(default=None, min_length=1, max_length=256)
+    oidc_subject: str | None = Field(default=None, min_length=1, max_length=255)
+    roles: list[RoleIn] = Field(default_factory=list, max_length=50)
+    status: Literal["active", "disabled"] = "active"
+    reset_totp: bool = Field(
+        default=False, description="Remove the person's one-time-code enrolment (lost device)"
+    )
+
+
+class PersonOut(BaseModel):
+    username: str
+    display_name: str
+    status: str
+    roles: list[RoleOut]
+    sign_in: list[str]  # "password", "totp", "oidc"
+
+
+class PersonList(BaseModel):
+    people: list[PersonOut]
+
+
+class SignInIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    username: str = Field(min_length=1, max_length=64)
+    password: str = Field(min_length=1, max_length=256)
+    totp: str | None = Field(default=None, max_length=10)
+
+
+class SessionOut(BaseModel):
+    """A sign-in: the bearer token (shown once) and until when it holds."""
+
+    token: str
+    token_type: Literal["Bearer"] = "Bearer"
+    expires_at: datetime
+    person: PersonOut
+
+
+class PasswordIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    current_password: str = Field(min_length=1, max_length=256)
+    new_password: str = Field(min_length=1, max_length=256)
+
+
+class TotpEnrolment(BaseModel):
+    secret: str
+    otpauth_uri: str
+
+
+class TotpConfirmIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    code: str = Field(min_length=6, max_length=10)

@@ -1,0 +1,362 @@
+"""People's accounts, roles and sign-in.
+
+A sign-in is a random bearer token (``oop_…``), stored only as its SHA-256, that
+lasts ``session_lifetime`` seconds. Every request with it reads the session, the
+account and its roles afresh: disabling a person or changing their roles takes
+effect on their very next request, on every replica.
+"""
+
+import asyncio
+import hashlib
+import hmac
+import secrets
+import time
+from datetime import timedelta
+
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from hub.audit.service import AuditScope
+from hub.config import Settings
+from hub.db import WRITE_OPTION, write_connection
+from hub.errors import InvalidRequest
+from hub.keys import HubKeys
+from hub.kit.clock import aware, utcnow
+from hub.people import credentials, repository
+from hub.people.exceptions import (
+    PersonConflict,
+    PersonNotFound,
+    SignInFailed,
+    SignInThrottled,
+)
+from hub.people.models import Person, PersonRole, PersonSession
+from hub.people.principal import Forbidden, Principal
+from hub.people.schemas import (
+    PasswordIn,
+    PersonIn,
+    PersonList,
+    PersonOut,
+    RoleIn,
+    RoleOut,
+    SessionOut,
+    SignInIn,
+    TotpEnrolment,
+)
+from hub.registry import service as registry
+
+TOKEN_PREFIX = "oop_"
+_FAILURE_LABEL = b"onceonly sign-in-failure v1"
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def principal_of(person: Person, roles: list[PersonRole]) -> Principal:
+    kinds = {role.role for role in roles}
+    return Principal(
+        name=person.username,
+        person_id=person.id,
+        administrator="administrator" in kinds,
+        auditor="auditor" in kinds,
+        stewards=frozenset(r.department_id for r in roles if r.role == "steward"),
+    )
+
+
+async def principal_for_token(session: AsyncSession, token: str) -> Principal | None:
+    if not token.startswith(TOKEN_PREFIX) or len(token) > 200:
+        return None
+    found = await repository.live_session(session, token_hash=token_hash(token), now=utcnow())
+    if found is None:
+        return None
+    _, person, roles = found
+    return principal_of(person, roles)
+
+
+def _person_out(person: Person, roles: list[PersonRole]) -> PersonOut:
+    methods = []
+    if person.password_hash:
+        methods.append("password")
+    if person.totp_confirmed_at is not None:
+        methods.append("totp")
+    if person.oidc_subject:
+        methods.append("oidc")
+    return PersonOut(
+        username=person.username,
+        display_name=person.display_name,
+        status=person.status,
+        roles=[
+            RoleOut(role=r.role, department=r.department_id or None)
+            for r in sorted(roles, key=lambda r: (r.role, r.department_id))
+        ],
+        sign_in=methods,
+    )
+
+
+# --- sign-in -----------------------------------------------------------------------
+
+
+def _failure_key(keys: HubKeys, kind: str, value: str) -> str:
+    """A keyed hash: the failures table names no account and no address in clear."""
+    message = _FAILURE_LABEL + b"\0" + kind.encode() + b"\0" + value.encode()
+    return hmac.new(keys.pseudonym_secret, message, hashlib.sha256).hexdigest()
+
+
+async def _check_throttle(
+    engine: AsyncEngine, *, settings: Settings, account: str, address: str
+) -> None:
+    now = utcnow()
+    since = now - timedelta(seconds=settings.sign_in_window)
+    async with write_connection(engine) as conn:
+        await repository.purge_failures(conn, before=since)
+        failures = await repository.failures_since(conn, keys=[account, address], since=since)
+    for key, limit in (
+        (account, settings.sign_in_max_failures),
+        (address, settings.sign_in_address_max_failures),
+    ):
+        times = sorted(aware(at) for k, at in failures if k == key)
+        if len(times) >= limit:
+            oldest = times[-limit]
+            wait = max(1, int((oldest - since).total_seconds()) + 1)
+            raise SignInThrottled(
+                f"too many failed sign-ins; try again in {wait} seconds",
+                headers={"Retry-After": str(wait)},
+            )
+
+
+async def _count_failure(engine: AsyncEngine, *, account: str, address: str) -> None:
+    async with write_connection(engine) as conn:
+        await repository.add_failures(conn, keys=[account, address], at=utcnow())
+
+
+async def sign_in(
+    sessions: async_sessionmaker[AsyncSession],
+    *,
+    engine: AsyncEngine,
+    keys: HubKeys,
+    settings: Settings,
+    body: SignInIn,
+    address: str,
+    scope: AuditScope,
+) -> SessionOut:
+    """Password (and a one-time code when the account has enrolled one) for a session.
+
+    Every failure is counted (per account and per address, in a transaction of its
+    own so that the refusal does not roll it back) and audited; past the limits the
+    hub answers 429 without looking at the password. The password hash is checked
+    off the event loop (argon2id takes a fifth of a second by design).
+    """
+    username = body.username.strip().lower()
+    account = _failure_key(keys, "account", username)
+    network = _failure_key(keys, "address", address)
+    await _check_throttle(engine, settings=settings, account=account, address=network)
+    async with sessions() as session:
+        person = await repository.person_by_username(session, username)
+    if person is not None:
+        scope.note(person=person.username)
+    stored = person.password_hash if person is not None else None
+    ok = await asyncio.to_thread(credentials.verify_password, stored, body.password)
+    step = _second_factor(person, body.totp, keys=keys) if person is not None else None
+    if person is None or not ok or person.status != "active" or step is False:
+        await _count_failure(engine, account=account, address=network)
+        raise SignInFailed("the username, password or one-time code is not right")
+    async with sessions() as session:
+        await session.connection(execution_options={WRITE_OPTION: True})
+        if isinstance(step, int) and not await repository.spend_totp_step(
+            session, person_id=person.id, step=step
+        ):  # the same code, used twice at once
+            await session.rollback()
+            await _count_failure(engine, account=account, address=network)
+            raise SignInFailed("the username, password or one-time code is not right")
+        await repository.forget_failures(await session.connection(), key=account)
+        method = "totp" if step is not None else "password"
+        out = await start_session(
+            session, person=person, method=method, settings=settings, scope=scope
+        )
+        await session.commit()
+    return out
+
+
+def _second_factor(person: Person, code: str | None, *, keys: HubKeys) -> int | bool | None:
+    """None: the account has no one-time codes; False: the code is missing or wrong;
+    otherwise the code's time step (to be spent once)."""
+    if person.totp_confirmed_at is None or person.totp_secret is None:
+        return None
+    if code is None:
+        return False
+    secret = credentials.unseal(keys.pseudonym_secret, person.totp_secret, person_id=person.id)
+    step = credentials.totp_match(
+        secret, code.strip(), unix_time=time.time(), after_step=person.totp_last_step
+    )
+    return False if step is None else step
+
+
+async def start_session(
+    session: AsyncSession, *, person: Person, method: str, settings: Settings, scope: AuditScope
+) -> SessionOut:
+    """A new sign-in for ``person`` (after a password, or an OpenID Connect provider)."""
+    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    now = utcnow()
+    row = PersonSession(
+        token_hash=token_hash(token),
+        person_id=person.id,
+        method=method,
+        created_at=now,
+        expires_at=now + timedelta(seconds=settings.session_lifetime),
+    )
+    session.add(row)
+    await session.flush()
+    await scope.record_change(session, person=person.username, reason=method)
+    roles = await repository.roles_of(session, person.id)
+    return SessionOut(token=token, expires_at=row.expires_at, person=_person_out(person, roles))
+
+
+async def sign_out(session: AsyncSession, *, token: str, scope: AuditScope) -> None:
+    await repository.revoke_session(session, token_hash=token_hash(token), now=utcnow())
+    await scope.record_change(session)
+
+
+async def me(session: AsyncSession, principal: Principal) -> PersonOut:
+    person = await _own_account(session, principal)
+    return _person_out(person, await repository.roles_of(session, person.id))
+
+
+async def _own_account(session: AsyncSession, principal: Principal) -> Person:
+    if principal.person_id is None:
+        raise Forbidden("the break-glass token is not a person's account")
+    person = await session.get(Person, principal.person_id)
+    if person is None:
+        raise PersonNotFound("the signed-in account no longer exists")
+    return person
+
+
+async def change_password(
+    session: AsyncSession, *, principal: Principal, body: PasswordIn, scope: AuditScope
+) -> None:
+    person = await _own_account(session, principal)
+    if not credentials.verify_password(person.password_hash, body.current_password):
+        raise SignInFailed("the current password is not right")
+    _require_good_password(body.new_password, username=person.username)
+    person.password_hash = credentials.hash_password(body.new_password)
+    await session.flush()
+    await scope.record_change(session)
+
+
+async def enrol_totp(
+    session: AsyncSession,
+    *,
+    principal: Principal,
+    keys: HubKeys,
+    settings: Settings,
+    scope: AuditScope,
+) -> TotpEnrolment:
+    """A new secret for an authenticator app; it counts once a code is confirmed."""
+    person = await _own_account(session, principal)
+    if person.totp_confirmed_at is not None:
+        raise PersonConflict(
+            "one-time codes are already set up; an administrator can reset them (reset_totp)"
+        )
+    secret = credentials.new_totp_secret()
+    person.totp_secret = credentials.seal(keys.pseudonym_secret, secret, person_id=person.id)
+    await session.flush()
+    await scope.record_change(session)
+    uri = credentials.totp_uri(secret, username=person.username, issuer="Onceonly")
+    return TotpEnrolment(secret=secret, otpauth_uri=uri)
+
+
+async def confirm_totp(
+    session: AsyncSession, *, principal: Principal, code: str, keys: HubKeys, scope: AuditScope
+) -> PersonOut:
+    person = await _own_account(session, principal)
+    if person.totp_secret is None or person.totp_confirmed_at is not None:
+        raise PersonConflict("there is no one-time-code enrolment waiting for confirmation")
+    secret = credentials.unseal(keys.pseudonym_secret, person.totp_secret, person_id=person.id)
+    step = credentials.totp_match(secret, code.strip(), unix_time=time.time(), after_step=None)
+    if step is None:
+        raise InvalidRequest("the one-time code is not right; check the device's clock")
+    person.totp_confirmed_at, person.totp_last_step = utcnow(), step
+    await session.flush()
+    await scope.record_change(session)
+    return _person_out(person, await repository.roles_of(session, person.id))
+
+
+# --- administration ----------------------------------------------------------------
+
+
+def _require_good_password(password: str, *, username: str) -> None:
+    problem = credentials.password_problem(password, username=username)
+    if problem is not None:
+        raise InvalidRequest(problem)
+
+
+def _check_roles(roles: list[RoleIn]) -> None:
+    """Roles kept apart: administrator, auditor and steward are never held together."""
+    kinds = {role.role for role in roles}
+    if len(kinds) > 1:
+        raise InvalidRequest(
+            "roles are kept apart: a person is an administrator, an auditor or a steward,"
+            f" not several ({', '.join(sorted(kinds))})"
+        )
+
+
+async def put_person(
+    session: AsyncSession,
+    *,
+    principal: Principal,
+    username: str,
+    body: PersonIn,
+    settings: Settings,
+    scope: AuditScope,
+) -> PersonOut:
+    """Create or change an account (administrators). Roles given replace the old ones."""
+    scope.note(target=username)
+    _check_roles(body.roles)
+    for role in body.roles:
+        if role.department is not None:
+            await registry.department(session, role.department)
+    person = await repository.person_by_username(session, username)
+    if person is not None and person.id == principal.person_id:
+        raise Forbidden("administrators do not change their own account; another one does")
+    if person is None:
+        if body.password is None and body.oidc_subject is None:
+            raise InvalidRequest("a new account needs a password or an OpenID Connect subject")
+        person = Person(username=username)
+        session.add(person)
+    if body.password is not None:
+        _require_good_password(body.password, username=username)
+        person.password_hash = credentials.hash_password(body.password)
+    if body.oidc_subject is not None:
+        issuer = settings.oidc_issuer
+        if issuer is None:
+            raise InvalidRequest("the hub has no OpenID Connect provider configured (oidc_issuer)")
+        person.oidc_issuer, person.oidc_subject = issuer, body.oidc_subject
+    if body.reset_totp:
+        person.totp_secret = person.totp_confirmed_at = person.totp_last_step = None
+    person.display_name = body.display_name or person.display_name
+    person.status = body.status
+    await session.flush()
+    roles = [
+        PersonRole(person_id=person.id, role=r.role, department_id=r.department or "")
+        for r in body.roles
+    ]
+    await repository.replace_roles(session, person.id, roles)
+    if body.status != "active":
+        await repository.revoke_sessions(session, person_id=person.id, now=utcnow())
+    await session.flush()
+    await scope.record_change(session)
+    return _person_out(person, roles)
+
+
+async def list_people(session: AsyncSession) -> PersonList:
+    people = await repository.list_people(session)
+    roles = await repository.roles_of_many(session, [p.id for p in people])
+    by_person: dict[str, list[PersonRole]] = {}
+    for role in roles:
+        by_person.setdefault(role.person_id, []).append(role)
+    return PersonList(people=[_person_out(p, by_person.get(p.id, [])) for p in people])
+
+
+async def get_person(session: AsyncSession, username: str) -> PersonOut:
+    person = await repository.person_by_username(session, username)
+    if person is None:
+        raise PersonNotFound(f"there is no account {username!r}")
+    return _person_out(person, await repository.roles_of(session, person.id))
