@@ -16,9 +16,10 @@ from hub.access.service import AUDIT_READ_SCOPE
 from hub.audit import checkpoints, service
 from hub.audit.dependencies import CheckpointerDep, CurrentAudit, audited
 from hub.audit.schemas import CheckpointPage, EntryOut, EntryPage, ProofOut
-from hub.auth.dependencies import AdminDep, CurrentCaller
+from hub.auth.dependencies import CurrentCaller
 from hub.db import SessionDep
 from hub.keys import KeysDep
+from hub.people.dependencies import AuditorDep
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
 
@@ -115,7 +116,7 @@ EntryQueryDep = Annotated[service.EntryQuery, Depends(_entry_query)]
 @router.get("/entries", response_model=EntryPage, dependencies=[Depends(audited("audit.query"))])
 async def find_entries(
     session: SessionDep,
-    _admin: AdminDep,
+    _auditor: AuditorDep,
     scope: CurrentAudit,
     keys: KeysDep,
     query: EntryQueryDep,
@@ -161,7 +162,7 @@ _EXPORT_TYPES = {"jsonl": "application/jsonl", "csv": "text/csv; charset=utf-8"}
 @router.get("/export", dependencies=[Depends(audited("audit.export"))])
 async def export_entries(
     request: Request,
-    _admin: AdminDep,
+    _auditor: AuditorDep,
     scope: CurrentAudit,
     keys: KeysDep,
     query: EntryQueryDep,

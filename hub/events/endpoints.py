@@ -5,13 +5,14 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, BackgroundTasks, Depends, Path, Query, Response
 
 from hub.audit.dependencies import CurrentAudit, audited
-from hub.auth.dependencies import AdminDep, CurrentCaller
+from hub.auth.dependencies import CurrentCaller
 from hub.db import SessionDep, WriteSessionDep
 from hub.events import service
 from hub.events.dependencies import DelivererDep
 from hub.events.schemas import DeliveryList, EventAccepted, EventIn, SubscriptionOut
 from hub.keys import KeysDep
 from hub.kit.jsonbody import json_body
+from hub.people.dependencies import AdministratorDep
 from hub.registry.endpoints import ItemId
 
 router = APIRouter(prefix="/v1/items", tags=["events"])
@@ -67,7 +68,7 @@ async def unsubscribe(
 @admin.get("/deliveries", response_model=DeliveryList)
 async def deliveries(
     session: SessionDep,
-    _: AdminDep,
+    _: AdministratorDep,
     status: Literal["pending", "delivered", "dead", "cancelled"] = "dead",
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> DeliveryList:
@@ -82,7 +83,7 @@ async def deliveries(
 async def replay(
     delivery_id: Annotated[str, Path(pattern=r"^[0-9a-f]{32}$")],
     scope: CurrentAudit,
-    _: AdminDep,
+    _: AdministratorDep,
     session: WriteSessionDep,
     deliverer: DelivererDep,
     tasks: BackgroundTasks,

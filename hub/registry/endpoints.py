@@ -1,9 +1,9 @@
-"""Registry routes: public catalogue reads, administrator writes.
+"""Registry routes: public catalogue reads; departments and clients by administrators;
+items by the stewards of their owner department (docs/access.md, "Roles").
 
-In the write routes ``AdminDep`` comes before the body: dependencies run in the
-order they are declared, so a caller without the administrator token learns
-nothing about how its body would have been judged (RFC 6750 §3.1: authenticate
-first).
+In the write routes the principal comes before the body: dependencies run in the
+order they are declared, so a caller who is not signed in learns nothing about how
+its body would have been judged (RFC 6750 §3.1: authenticate first).
 """
 
 from typing import Annotated
@@ -11,9 +11,10 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Query
 
 from hub.audit.dependencies import CurrentAudit, audited
-from hub.auth.dependencies import AdminDep
 from hub.db import SessionDep, WriteSessionDep
 from hub.kit.jsonbody import json_body
+from hub.people.dependencies import AdministratorDep, PrincipalDep
+from hub.people.principal import Principal
 from hub.registry import service
 from hub.registry.schemas import (
     CLIENT_ID_PATTERN,
@@ -38,6 +39,12 @@ from hub.registry.schemas import (
 ItemId = Annotated[str, Path(pattern=ITEM_ID_PATTERN, max_length=128)]
 DepartmentId = Annotated[str, Path(pattern=DEPARTMENT_ID_PATTERN)]
 ClientId = Annotated[str, Path(pattern=CLIENT_ID_PATTERN)]
+
+
+def _actor(principal: Principal) -> service.Actor:
+    """Items are changed by the stewards of their owner department (break-glass: any)."""
+    return service.Actor(name=principal.name, departments=principal.steward_departments)
+
 
 catalogue = APIRouter(prefix="/v1/items", tags=["registry"])
 admin = APIRouter(prefix="/v1/admin", tags=["administration"])
@@ -86,7 +93,7 @@ async def get_version(
 
 @admin.get("/departments/{department_id}", response_model=DepartmentOut)
 async def get_department(
-    department_id: DepartmentId, session: SessionDep, _: AdminDep
+    department_id: DepartmentId, session: SessionDep, _: AdministratorDep
 ) -> DepartmentOut:
     return await service.get_department(session, department_id)
 
@@ -98,7 +105,7 @@ async def get_department(
 )
 async def put_department(
     department_id: DepartmentId,
-    _: AdminDep,
+    _: AdministratorDep,
     body: Annotated[DepartmentIn, Depends(json_body(DepartmentIn))],
     session: WriteSessionDep,
     scope: CurrentAudit,
@@ -115,7 +122,7 @@ async def put_department(
 )
 async def put_client(
     client_id: ClientId,
-    _: AdminDep,
+    _: AdministratorDep,
     body: Annotated[ClientIn, Depends(json_body(ClientIn))],
     session: WriteSessionDep,
     scope: CurrentAudit,
@@ -130,12 +137,14 @@ async def put_client(
 )
 async def put_item(
     item_id: ItemId,
-    _: AdminDep,
+    principal: PrincipalDep,
     document: Annotated[ItemDocument, Depends(json_body(ItemDocument))],
     session: WriteSessionDep,
     scope: CurrentAudit,
 ) -> ItemOut:
-    return await service.put_item(session, item_id=item_id, document=document, scope=scope)
+    return await service.put_item(
+        session, item_id=item_id, document=document, scope=scope, actor=_actor(principal)
+    )
 
 
 @admin.post(
@@ -145,12 +154,14 @@ async def put_item(
 )
 async def add_version(
     item_id: ItemId,
-    _: AdminDep,
+    principal: PrincipalDep,
     document: Annotated[VersionDocument, Depends(json_body(VersionDocument))],
     session: WriteSessionDep,
     scope: CurrentAudit,
 ) -> ItemOut:
-    return await service.add_version(session, item_id=item_id, document=document, scope=scope)
+    return await service.add_version(
+        session, item_id=item_id, document=document, scope=scope, actor=_actor(principal)
+    )
 
 
 @admin.post(
@@ -159,10 +170,10 @@ async def add_version(
     dependencies=[Depends(audited("registry.item.deprecate"))],
 )
 async def deprecate_item(
-    item_id: ItemId, _: AdminDep, session: WriteSessionDep, scope: CurrentAudit
+    item_id: ItemId, principal: PrincipalDep, session: WriteSessionDep, scope: CurrentAudit
 ) -> ItemOut:
     return await service.change_lifecycle(
-        session, item_id=item_id, lifecycle="deprecated", scope=scope
+        session, item_id=item_id, lifecycle="deprecated", scope=scope, actor=_actor(principal)
     )
 
 
@@ -172,8 +183,8 @@ async def deprecate_item(
     dependencies=[Depends(audited("registry.item.retire"))],
 )
 async def retire_item(
-    item_id: ItemId, _: AdminDep, session: WriteSessionDep, scope: CurrentAudit
+    item_id: ItemId, principal: PrincipalDep, session: WriteSessionDep, scope: CurrentAudit
 ) -> ItemOut:
     return await service.change_lifecycle(
-        session, item_id=item_id, lifecycle="retired", scope=scope
+        session, item_id=item_id, lifecycle="retired", scope=scope, actor=_actor(principal)
     )

@@ -40,17 +40,11 @@ from hub.registry.schemas import (
 
 @dataclass(frozen=True)
 class Actor:
-    """Who changes the registry. ``departments=None``: every department (the administrator).
-
-    Stewards (issue 5) will be actors with the departments they steward; the rules
-    below already ask :func:`require_steward` before every change of an item.
-    """
+    """Who changes the registry: a person with the departments they steward, or
+    ``departments=None`` for every department (the break-glass token)."""
 
     name: str
     departments: frozenset[str] | None = None
-
-
-ADMINISTRATOR = Actor(name="administrator")
 
 
 def require_steward(actor: Actor, department: str) -> None:
@@ -150,7 +144,7 @@ async def put_item(
     item_id: str,
     document: ItemDocument,
     scope: AuditScope,
-    actor: Actor = ADMINISTRATOR,
+    actor: Actor,
 ) -> ItemOut:
     """Register an item with its first schema version, or update its metadata.
 
@@ -292,7 +286,7 @@ async def add_version(
     item_id: str,
     document: VersionDocument,
     scope: AuditScope,
-    actor: Actor = ADMINISTRATOR,
+    actor: Actor,
 ) -> ItemOut:
     """Register the next schema version, if the item's compatibility mode allows it.
 
@@ -350,7 +344,7 @@ async def change_lifecycle(
     item_id: str,
     lifecycle: str,
     scope: AuditScope,
-    actor: Actor = ADMINISTRATOR,
+    actor: Actor,
 ) -> ItemOut:
     """Deprecate (still served, marked as such) or retire (refused from now on) an item.
 

@@ -199,11 +199,11 @@ def test_admin_routes_need_the_administrator_token(
     headers = {"Authorization": authorization.strip()} if authorization else {}
     response = httpx.request(method, f"{hub.url}/v1/admin/{path}", json=body, headers=headers)
     assert response.status_code == 401, response.text
-    assert problem_type(response) == "not-administrator"
+    assert problem_type(response) == "not-signed-in"
     assert response.headers["www-authenticate"].startswith("Bearer")
     if action is not None:
         entry = audit_entry_for(hub, response, action=action)
-        assert (entry["outcome"], entry["reason"]) == ("refused", "not-administrator")
+        assert (entry["outcome"], entry["reason"]) == ("refused", "not-signed-in")
 
 
 def test_admin_token_is_checked_before_the_body_is_read(hub: RunningHub) -> None:
@@ -213,7 +213,7 @@ def test_admin_token_is_checked_before_the_body_is_read(hub: RunningHub) -> None
         headers={"Content-Type": "application/json"},
     )
     assert response.status_code == 401
-    assert problem_type(response) == "not-administrator"
+    assert problem_type(response) == "not-signed-in"
 
 
 # --- items: schemas the registry refuses --------------------------------------------------

@@ -185,14 +185,14 @@ def test_version_of_an_unknown_item_is_404(hub: RunningHub) -> None:
 
 
 @pytest.mark.parametrize("path", ["versions", "deprecate", "retire"])
-def test_lifecycle_and_version_routes_need_the_administrator(hub: RunningHub, path: str) -> None:
+def test_lifecycle_and_version_routes_need_a_sign_in(hub: RunningHub, path: str) -> None:
     response = httpx.post(
         f"{hub.url}/v1/admin/items/person.identity/{path}",
         json={"schema": {}},
         headers={"Authorization": "Bearer nope"},
     )
     assert response.status_code == 401
-    assert problem_type(response) == "not-administrator"
+    assert problem_type(response) == "not-signed-in"
 
 
 def test_the_catalogue_import_registers_later_versions_and_can_run_again(hub: RunningHub) -> None:
