@@ -136,3 +136,26 @@ def audit_entry_for(hub: RunningHub, response: httpx.Response, *, action: str) -
             cursor = page["next_cursor"]
             if cursor is None:
                 raise AssertionError(f"no {action} audit entry for request {request_id}")
+
+
+TEST_PASSWORD = "correct horse battery staple"
+
+
+def signed_in(hub: RunningHub, username: str, *roles: dict[str, str]) -> dict[str, str]:
+    """Create (or reset) a person with ``roles`` via the break-glass token, sign them in,
+    and return their Authorization header."""
+    with hub.admin() as admin:
+        admin.call(
+            "PUT",
+            f"/v1/admin/people/{username}",
+            {"password": TEST_PASSWORD, "roles": list(roles)},
+        )
+    response = httpx.post(
+        f"{hub.url}/v1/people/sign-in", json={"username": username, "password": TEST_PASSWORD}
+    )
+    response.raise_for_status()
+    return {"Authorization": f"Bearer {response.json()['token']}"}
+
+
+def steward(department: str) -> dict[str, str]:
+    return {"role": "steward", "department": department}

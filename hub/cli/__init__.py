@@ -1,8 +1,9 @@
 """The ``onceonly`` command: run the hub, administer it, run a department adapter, play the demo.
 
 Every subcommand is a function ``(args) -> exit status``; ``main`` dispatches.
-Administrative subcommands talk to a running hub over HTTP with the administrator
-token, so that every change goes through the same rules and the same audit log.
+Administrative subcommands talk to a running hub over HTTP as the person signed in
+with ``onceonly login`` (or with the break-glass administrator token), so that every
+change goes through the same rules, role checks and audit log.
 """
 
 import argparse
@@ -372,6 +373,7 @@ def _admin_commands(sub: Any) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from adapters.cli import add_commands
+    from hub.cli import people_commands
 
     parser = argparse.ArgumentParser(
         prog="onceonly", description=__doc__.splitlines()[0] if __doc__ else None
@@ -384,6 +386,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--keep", action="store_true", help="leave the services running afterwards")
     demo.add_argument("--hub", help="play the story against a running hub at this URL")
     demo.add_argument("--data-dir", default="var/demo", help="where the demo keeps its data")
+    people_commands.register(sub)
     add_commands(sub)
     return parser
 

@@ -47,6 +47,10 @@ class AdminClient:
     def close(self) -> None:
         self._http.close()
 
+    def call(self, method: str, path: str, body: Any = None, **params: Any) -> Any:
+        """Any route of the hub's API with this client's token; problems raise AdminError."""
+        return self._call(method, path, body, **params)
+
     def _call(self, method: str, path: str, body: Any = None, **params: Any) -> Any:
         response = self._http.request(
             method, path, json=body, params={k: v for k, v in params.items() if v is not None}
@@ -57,6 +61,8 @@ class AdminClient:
             except ValueError:
                 problem = {"detail": response.text[:200]}
             raise AdminError(response.status_code, problem)
+        if response.status_code == 204:
+            return {}
         return response.json()
 
     def put_department(

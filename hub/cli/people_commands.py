@@ -1,0 +1,184 @@
+"""``onceonly login|logout|whoami`` and ``onceonly people ...``: people's accounts.
+
+Passwords are read with a prompt that does not echo (or from standard input with
+``--password-stdin``), sent once to the hub and never stored; the CLI keeps only the
+short-lived session token (hub/cli/session.py).
+"""
+
+import argparse
+import getpass
+import json
+import sys
+from typing import Any
+
+from hub.cli import session as stored
+
+
+def _hub(args: argparse.Namespace) -> str:
+    from hub.cli import _hub_url
+
+    return _hub_url(args)
+
+
+def _read_password(args: argparse.Namespace, prompt: str) -> str:
+    if args.password_stdin:
+        return sys.stdin.readline().rstrip("\n")
+    return getpass.getpass(prompt)
+
+
+def _print(result: Any) -> None:
+    print(json.dumps(result, indent=2, ensure_ascii=False))
+
+
+def _login(args: argparse.Namespace) -> int:
+    from hub.cli.admin_client import AdminClient, AdminError
+
+    hub_url = _hub(args)
+    try:
+        if args.oidc:
+            from hub.cli.oidc_login import oidc_login
+
+            signed_in = oidc_login(hub_url)
+        else:
+            username = args.username or input("username: ")
+            body: dict[str, Any] = {
+                "username": username,
+                "password": _read_password(args, "password: "),
+            }
+            if args.totp:
+                body["totp"] = args.totp
+            with AdminClient(hub_url, "") as client:
+                signed_in = client.call("POST", "/v1/people/sign-in", body)
+    except AdminError as error:
+        print(f"refused: {error}", file=sys.stderr)
+        return 1
+    except OSError as error:
+        print(f"cannot reach the hub at {hub_url}: {error}", file=sys.stderr)
+        return 2
+    stored.store(hub_url, signed_in)
+    person = signed_in["person"]
+    roles = ", ".join(
+        r["role"] + (f" of {r['department']}" if r.get("department") else "")
+        for r in person["roles"]
+    )
+    print(
+        f"signed in as {person['username']} ({roles or 'no roles'}) until {signed_in['expires_at']}"
+    )
+    return 0
+
+
+def _logout(args: argparse.Namespace) -> int:
+    from hub.cli.admin_client import AdminClient, AdminError
+
+    hub_url = _hub(args)
+    token = stored.forget(hub_url)
+    if token is None:
+        print("not signed in")
+        return 0
+    try:
+        with AdminClient(hub_url, token) as client:
+            client.call("POST", "/v1/people/sign-out")
+    except (AdminError, OSError) as error:  # the local copy is gone either way
+        print(f"signed out here; the hub did not confirm: {error}", file=sys.stderr)
+        return 0
+    print("signed out")
+    return 0
+
+
+def _call(args: argparse.Namespace, method: str, path: str, body: Any = None) -> int:
+    from hub.cli import _admin_call
+
+    return _admin_call(args, lambda client: client.call(method, path, body))
+
+
+def _whoami(args: argparse.Namespace) -> int:
+    return _call(args, "GET", "/v1/people/me")
+
+
+def _people_list(args: argparse.Namespace) -> int:
+    return _call(args, "GET", "/v1/admin/people")
+
+
+def _people_show(args: argparse.Namespace) -> int:
+    return _call(args, "GET", f"/v1/admin/people/{args.username}")
+
+
+def _role(text: str) -> dict[str, str]:
+    role, _, department = text.partition(":")
+    if role not in ("administrator", "auditor", "steward"):
+        raise argparse.ArgumentTypeError("a role is administrator, auditor or steward:DEPARTMENT")
+    return {"role": role, "department": department} if department else {"role": role}
+
+
+def _people_put(args: argparse.Namespace) -> int:
+    body: dict[str, Any] = {"roles": args.role, "status": "disabled" if args.disable else "active"}
+    if args.display_name:
+        body["display_name"] = args.display_name
+    if args.set_password:
+        body["password"] = _read_password(args, f"new password for {args.username}: ")
+    if args.oidc_subject:
+        body["oidc_subject"] = args.oidc_subject
+    if args.reset_totp:
+        body["reset_totp"] = True
+    return _call(args, "PUT", f"/v1/admin/people/{args.username}", body)
+
+
+def _password(args: argparse.Namespace) -> int:
+    current = _read_password(args, "current password: ")
+    new = _read_password(args, "new password: ")
+    body = {"current_password": current, "new_password": new}
+    return _call(args, "POST", "/v1/people/me/password", body)
+
+
+def _totp_enrol(args: argparse.Namespace) -> int:
+    return _call(args, "POST", "/v1/people/me/totp")
+
+
+def _totp_confirm(args: argparse.Namespace) -> int:
+    return _call(args, "POST", "/v1/people/me/totp/confirm", {"code": args.code})
+
+
+def register(sub: Any) -> None:
+    from hub.cli import _add, _with_hub
+
+    login = _with_hub(_add(sub, "login", _login, "sign in as a person; keeps a short-lived token"))
+    login.add_argument("--username")
+    login.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    login.add_argument("--totp", metavar="CODE", help="the one-time code, if the account has one")
+    login.add_argument("--oidc", action="store_true", help="sign in with the OpenID provider")
+    _with_hub(_add(sub, "logout", _logout, "end the sign-in here and at the hub"))
+    _with_hub(_add(sub, "whoami", _whoami, "who is signed in, with which roles"))
+
+    people = sub.add_parser("people", help="people's accounts and roles").add_subparsers(
+        dest="people_command", required=True
+    )
+    _with_hub(_add(people, "list", _people_list, "every account (administrators)"))
+    _with_hub(_add(people, "show", _people_show, "one account (administrators)")).add_argument(
+        "username"
+    )
+    put = _with_hub(
+        _add(people, "put", _people_put, "create or change an account; roles replace the old")
+    )
+    put.add_argument("username")
+    put.add_argument(
+        "--role",
+        type=_role,
+        action="append",
+        default=[],
+        metavar="ROLE",
+        help="administrator, auditor or steward:DEPARTMENT; repeatable",
+    )
+    put.add_argument("--display-name")
+    put.add_argument("--set-password", action="store_true", help="prompt for a password")
+    put.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    put.add_argument("--oidc-subject", help="the person's subject at the OpenID provider")
+    put.add_argument(
+        "--reset-totp", action="store_true", help="remove one-time codes (lost device)"
+    )
+    put.add_argument("--disable", action="store_true", help="disable the account (ends sign-ins)")
+    password = _with_hub(_add(people, "password", _password, "change your own password"))
+    password.add_argument("--password-stdin", action="store_true", help="two lines: current, new")
+    _with_hub(_add(people, "totp-enrol", _totp_enrol, "set up one-time codes (prints the secret)"))
+    _with_hub(
+        _add(people, "totp-confirm", _totp_confirm, "confirm one-time codes with a first code")
+    ).add_argument("code")
