@@ -29,7 +29,7 @@ class AdminClient:
     def __init__(self, hub_url: str, token: str, *, timeout: float = 10.0) -> None:
         self._http = httpx.Client(
             base_url=hub_url.rstrip("/"),
-            headers={"Authorization": f"Bearer {token}"},
+            headers={"Authorization": f"Bearer {token}"} if token else {},
             timeout=timeout,
         )
 
