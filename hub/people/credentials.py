@@ -83,8 +83,8 @@ def totp_match(secret: str, code: str, *, unix_time: float, after_step: int | No
     key = _secret_bytes(secret)
     now = totp_step(unix_time)
     for step in (now - 1, now, now + 1):
-        if after_step is not None and step <= after_step:
-            continue
+        if step < 0 or (after_step is not None and step <= after_step):
+            continue  # RFC 4226 counters are unsigned; a spent step counts no more
         if hmac.compare_digest(hotp(key, step), code):
             return step
     return None
