@@ -28,6 +28,7 @@ from hub.kit.asgi import RequestContextMiddleware
 from hub.ops.endpoints import router as ops_router
 from hub.people.endpoints import admin as people_admin_router
 from hub.people.endpoints import router as people_router
+from hub.people.oidc_endpoints import router as people_oidc_router
 from hub.registry.endpoints import admin as registry_admin_router
 from hub.registry.endpoints import catalogue as catalogue_router
 
@@ -115,6 +116,7 @@ def create_app(settings: Settings | None = None, *, keys: HubKeys | None = None)
         events_admin_router,
         citizen_router,
         people_router,
+        people_oidc_router,
         people_admin_router,
     ):
         app.include_router(router)

@@ -1,0 +1,614 @@
+"""People's sign-in with an external OpenID Connect provider: the authorization code
+flow (OpenID Connect Core 1.0 §3.1) with PKCE (RFC 7636, S256), ``state`` and ``nonce``.
+
+Where each piece of state lives, so that any replica can serve any step:
+
+1. :func:`start`: a fresh ``state``, ``nonce`` and PKCE verifier are sealed (AES-256-GCM,
+   10 minutes) into a cookie that only the callback receives; the browser goes to the
+   provider. No table: the cookie is the login's memory, and binds it to the browser
+   that started it (a callback URL sent to someone else finds no cookie).
+2. :func:`finish`: the cookie opens, its ``state`` equals the query's and is spent in
+   the single-use register (``used_jtis``, shared by every replica); the code is
+   exchanged with Authlib's client; the ID token is checked against the provider's
+   JWKS (§3.1.3.7); the (issuer, ``sub``) pair must belong to a registered, active
+   person (no accounts are made here); a hub session starts (``method = "oidc"``).
+3. For the CLI (a loopback redirect, RFC 8252 §7.3) the session is sealed into a
+   one-time code that lives 60 seconds and whose ``jti`` is spent when :func:`redeem`
+   trades it: the session token itself never appears in a URL.
+
+Errors (RFC 9457, audited on the callback and the code exchange)::
+
+    HubError
+    ├── OidcNotConfigured         404  no provider configured
+    ├── OidcStateInvalid          400  cookie missing, tampered, expired, or state reused
+    ├── OidcProviderRefused       401  the provider said no (error=…, invalid_grant)
+    ├── OidcProviderUnavailable   502  discovery, JWKS or token endpoint failed
+    ├── OidcIdTokenInvalid        401  signature, alg, iss, aud, exp, iat or nonce wrong
+    ├── OidcAccountNotLinked      403  no account for this (issuer, sub)
+    ├── OidcAccountDisabled       403  the account is disabled
+    └── OidcCodeInvalid           400  one-time code tampered, expired or already used
+"""
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import time
+import warnings
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlencode
+
+import httpx
+from authlib.deprecate import AuthlibDeprecationWarning  # type: ignore[import-untyped]
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from joserfc import jwt
+from joserfc.errors import InvalidKeyIdError, JoseError
+from joserfc.jwk import Key, KeySet
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from hub.audit.service import AuditScope
+from hub.auth.jti_register import JtiRegister
+from hub.auth.tokens import peek_header_and_claims
+from hub.config import Settings
+from hub.db import WRITE_OPTION
+from hub.errors import HubError
+from hub.keys import HubKeys
+from hub.people import repository, service
+from hub.people.models import Person
+from hub.people.schemas import SessionOut
+
+with warnings.catch_warnings():
+    # Authlib 1.9 prefers the httpx2 fork and warns, once, when it runs on httpx.
+    warnings.simplefilter("ignore", AuthlibDeprecationWarning)
+    from authlib.integrations.base_client import OAuthError  # type: ignore[import-untyped]
+    from authlib.integrations.httpx_client import (  # type: ignore[import-untyped]
+        AsyncOAuth2Client,
+    )
+
+CALLBACK_PATH = "/v1/people/oidc/callback"
+LOGIN_COOKIE = "onceonly_oidc_login"
+LOGIN_LIFETIME = 600
+CODE_LIFETIME = 60
+METADATA_TTL = 300.0
+ID_TOKEN_ALGORITHMS = ("RS256", "ES256")
+_MIN_KEY_REFRESH = 10.0  # an unknown kid refetches the JWKS at most this often
+_LOGIN_LABEL = b"onceonly oidc-login v1"
+_CODE_LABEL = b"onceonly oidc-code v1"
+_MAX_SEALED = 4096
+
+
+# --- errors ------------------------------------------------------------------------
+
+
+class OidcNotConfigured(HubError):
+    status = 404
+    slug = "oidc-not-configured"
+    title = "OpenID Connect sign-in is not configured"
+
+
+class OidcStateInvalid(HubError):
+    status = 400
+    slug = "oidc-state-invalid"
+    title = "Sign-in state not valid"
+
+
+class OidcProviderRefused(HubError):
+    status = 401
+    slug = "oidc-provider-refused"
+    title = "The OpenID Connect provider refused the sign-in"
+
+
+class OidcProviderUnavailable(HubError):
+    status = 502
+    slug = "oidc-provider-unavailable"
+    title = "The OpenID Connect provider did not answer properly"
+
+
+class OidcIdTokenInvalid(HubError):
+    status = 401
+    slug = "oidc-id-token-invalid"
+    title = "ID token not valid"
+
+
+class OidcAccountNotLinked(HubError):
+    status = 403
+    slug = "oidc-account-not-linked"
+    title = "No account for this identity"
+
+
+class OidcAccountDisabled(HubError):
+    status = 403
+    slug = "oidc-account-disabled"
+    title = "Account disabled"
+
+
+class OidcCodeInvalid(HubError):
+    status = 400
+    slug = "oidc-code-invalid"
+    title = "Sign-in code not valid"
+
+
+class OidcCodeIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    code: str = Field(min_length=1, max_length=_MAX_SEALED)
+
+
+# --- sealed values (the login cookie, the one-time code) ------------------------------
+
+
+def _derived_key(keys: HubKeys, label: bytes) -> bytes:
+    """A key of its own per use, derived from the hub's secret like the DPoP nonce key."""
+    return hmac.new(keys.pseudonym_secret, label, hashlib.sha256).digest()
+
+
+def _seal(keys: HubKeys, label: bytes, payload: dict[str, Any]) -> str:
+    """AES-256-GCM with the label as associated data; base64url, no padding."""
+    nonce = os.urandom(12)
+    plain = json.dumps(payload, separators=(",", ":")).encode()
+    box = AESGCM(_derived_key(keys, label)).encrypt(nonce, plain, label)
+    return base64.urlsafe_b64encode(nonce + box).rstrip(b"=").decode()
+
+
+def _unseal(keys: HubKeys, label: bytes, sealed: str) -> dict[str, Any] | None:
+    """The payload, or None for anything that was not sealed by this hub for ``label``."""
+    if len(sealed) > _MAX_SEALED:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(sealed + "=" * (-len(sealed) % 4))
+        plain = AESGCM(_derived_key(keys, label)).decrypt(raw[:12], raw[12:], label)
+        payload = json.loads(plain)
+    except (ValueError, InvalidTag, binascii.Error):
+        return None
+    return payload if isinstance(payload, dict) else None
+
+
+def _spend_key(kind: str, value: str) -> str:
+    """The single-use register's key (64 hex characters), never the value itself."""
+    return hashlib.sha256(f"oidc-{kind}\0{value}".encode()).hexdigest()
+
+
+def _at(unix_time: int) -> datetime:
+    return datetime.fromtimestamp(unix_time, UTC)
+
+
+@dataclass(frozen=True)
+class LoginState:
+    """What the callback must know of the login that :func:`start` began."""
+
+    state: str
+    nonce: str
+    verifier: str
+    cli_port: int | None
+    expires: int
+    cli_state: str | None = None  # echoed to the CLI's listener (RFC 8252 §8.9)
+
+    @classmethod
+    def new(cls, *, cli_port: int | None, cli_state: str | None, now: int) -> "LoginState":
+        return cls(
+            state=secrets.token_urlsafe(32),
+            nonce=secrets.token_urlsafe(32),
+            verifier=secrets.token_urlsafe(48),  # 64 characters (RFC 7636 §4.1: 43 to 128)
+            cli_port=cli_port,
+            expires=now + LOGIN_LIFETIME,
+            cli_state=cli_state,
+        )
+
+    def seal(self, keys: HubKeys) -> str:
+        payload = {
+            "state": self.state,
+            "nonce": self.nonce,
+            "verifier": self.verifier,
+            "cli_port": self.cli_port,
+            "cli_state": self.cli_state,
+            "exp": self.expires,
+        }
+        return _seal(keys, _LOGIN_LABEL, payload)
+
+    @classmethod
+    def open(
+        cls, sealed: str | None, *, state: str | None, keys: HubKeys, now: int
+    ) -> "LoginState":
+        """The login of this browser whose ``state`` the provider sent back."""
+        payload = _unseal(keys, _LOGIN_LABEL, sealed) if sealed else None
+        if payload is None:
+            raise OidcStateInvalid(
+                "this browser has no sign-in in progress with the hub (the sign-in cookie is"
+                " missing or not valid); start again, from the hub's public address"
+            )
+        login = cls(
+            state=str(payload["state"]),
+            nonce=str(payload["nonce"]),
+            verifier=str(payload["verifier"]),
+            cli_port=payload["cli_port"],
+            expires=int(payload["exp"]),
+            cli_state=payload["cli_state"],
+        )
+        if state is None or not hmac.compare_digest(state.encode(), login.state.encode()):
+            raise OidcStateInvalid("the state does not match this browser's sign-in")
+        if login.expires <= now:
+            raise OidcStateInvalid(f"the sign-in took longer than {LOGIN_LIFETIME} s; start again")
+        return login
+
+
+def one_time_code(session: SessionOut, *, keys: HubKeys, now: int) -> str:
+    """The session, sealed for the CLI's loopback listener: 60 seconds, single use."""
+    payload = {
+        "jti": secrets.token_urlsafe(16),
+        "exp": now + CODE_LIFETIME,
+        "session": session.model_dump(mode="json"),
+    }
+    return _seal(keys, _CODE_LABEL, payload)
+
+
+# --- the provider: discovery, keys, token exchange -----------------------------------
+
+
+@dataclass(frozen=True)
+class ProviderMetadata:
+    """The parts of the discovery document the hub uses (OpenID Connect Discovery §3)."""
+
+    issuer: str
+    authorization_endpoint: str
+    token_endpoint: str
+    jwks_uri: str
+
+
+class Provider:
+    """The configured provider. Its discovery document and JWKS are fetched with the
+    hub's HTTP client and kept for ``ttl`` seconds; an ID token signed with a key id
+    the cached JWKS lacks refetches it (the provider rotated its keys)."""
+
+    def __init__(
+        self,
+        *,
+        issuer: str,
+        client_id: str,
+        client_secret: str | None,
+        http: httpx.AsyncClient,
+        require_https: bool,
+        ttl: float = METADATA_TTL,
+    ) -> None:
+        self.issuer = issuer
+        self.client_id = client_id
+        self.client_secret = client_secret
+        self._http = http
+        self._require_https = require_https
+        self._ttl = ttl
+        self._metadata: tuple[float, ProviderMetadata] | None = None
+        self._keys: tuple[float, KeySet] | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, http: httpx.AsyncClient) -> "Provider":
+        if not settings.oidc_issuer or not settings.oidc_client_id:
+            raise OidcNotConfigured(
+                "this hub has no OpenID Connect provider (oidc_issuer, oidc_client_id)"
+            )
+        return cls(
+            issuer=settings.oidc_issuer,
+            client_id=settings.oidc_client_id,
+            client_secret=settings.oidc_client_secret,
+            http=http,
+            require_https=settings.is_production,
+        )
+
+    def oauth_client(self, *, redirect_uri: str) -> Any:
+        """Authlib's client for this provider (an ``httpx.AsyncClient``: use it in
+        ``async with``). With a secret, it authenticates with ``client_secret_basic``;
+        without, it is a public client and PKCE alone binds the code."""
+        return AsyncOAuth2Client(
+            client_id=self.client_id,
+            client_secret=self.client_secret,
+            scope="openid",
+            redirect_uri=redirect_uri,
+            code_challenge_method="S256",
+            timeout=10.0,
+            follow_redirects=False,
+        )
+
+    async def metadata(self) -> ProviderMetadata:
+        if self._metadata is not None and self._metadata[0] > time.monotonic():
+            return self._metadata[1]
+        url = self.issuer.rstrip("/") + "/.well-known/openid-configuration"
+        document = await self._get_json(url)
+        metadata = _metadata_from(document, issuer=self.issuer, require_https=self._require_https)
+        self._metadata = (time.monotonic() + self._ttl, metadata)
+        return metadata
+
+    async def key_for(self, kid: str | None) -> Key:
+        """The provider's key with this id (or its only key when the token names none)."""
+        keys = await self._key_set(refresh=False)
+        try:
+            return keys.get_by_kid(kid)
+        except InvalidKeyIdError:
+            pass
+        try:
+            return (await self._key_set(refresh=True)).get_by_kid(kid)
+        except InvalidKeyIdError:
+            raise OidcIdTokenInvalid(
+                "the ID token names a key the provider does not publish"
+            ) from None
+
+    async def _key_set(self, *, refresh: bool) -> KeySet:
+        now = time.monotonic()
+        if self._keys is not None:
+            fetched_at, cached = self._keys
+            fresh_enough = now - fetched_at < (_MIN_KEY_REFRESH if refresh else self._ttl)
+            if fresh_enough:
+                return cached
+        document = await self._get_json((await self.metadata()).jwks_uri)
+        try:
+            keys = KeySet.import_key_set(document)  # type: ignore[arg-type]
+        except (JoseError, ValueError, KeyError, TypeError):
+            raise OidcProviderUnavailable("the provider's JWKS is not a valid key set") from None
+        self._keys = (now, keys)
+        return keys
+
+    async def _get_json(self, url: str) -> dict[str, Any]:
+        try:
+            response = await self._http.get(url, timeout=10.0)
+            response.raise_for_status()
+            document = response.json()
+        except (httpx.HTTPError, ValueError) as error:
+            raise OidcProviderUnavailable(
+                f"the provider did not answer {url} properly ({type(error).__name__})"
+            ) from None
+        if not isinstance(document, dict):
+            raise OidcProviderUnavailable(f"the provider's {url} is not a JSON object")
+        return document
+
+
+def _metadata_from(
+    document: dict[str, Any], *, issuer: str, require_https: bool
+) -> ProviderMetadata:
+    """OpenID Connect Discovery §4.3: the document's issuer is exactly the one configured."""
+    if document.get("issuer") != issuer:
+        raise OidcProviderUnavailable("the discovery document names another issuer")
+    endpoints: dict[str, str] = {}
+    for name in ("authorization_endpoint", "token_endpoint", "jwks_uri"):
+        value = document.get(name)
+        if not isinstance(value, str) or not value.startswith(("https://", "http://")):
+            raise OidcProviderUnavailable(f"the discovery document has no valid {name}")
+        if require_https and not value.startswith("https://"):
+            raise OidcProviderUnavailable(f"the provider's {name} is not an https:// URL")
+        endpoints[name] = value
+    return ProviderMetadata(issuer=issuer, **endpoints)
+
+
+def callback_uri(settings: Settings) -> str:
+    """The redirect URI to register at the provider."""
+    return settings.issuer.rstrip("/") + CALLBACK_PATH
+
+
+# --- the ID token (pure) ---------------------------------------------------------------
+
+
+def _algorithm_of(key: Key) -> str:
+    """The one algorithm the key is for: its ``alg``, or the one its type implies."""
+    declared = key.get("alg")
+    if declared is None:
+        declared = {"RSA": "RS256", "EC": "ES256"}.get(key.key_type)
+        if key.key_type == "EC" and key.get("crv") != "P-256":
+            declared = None
+    if declared not in ID_TOKEN_ALGORITHMS:
+        raise OidcIdTokenInvalid(
+            f"the provider's key is not for {' or '.join(ID_TOKEN_ALGORITHMS)}"
+        )
+    return str(declared)
+
+
+def verify_id_token(
+    id_token: str,
+    *,
+    key: Key,
+    issuer: str,
+    client_id: str,
+    nonce: str,
+    now: int,
+    skew: int,
+) -> str:
+    """The ``sub`` of a valid ID token (OpenID Connect Core §3.1.3.7): signed by ``key``
+    with the algorithm the key is for (item 6), ``iss`` exactly the issuer (item 2),
+    ``aud`` containing the client id and ``azp`` naming it when there are several
+    audiences (items 3-5), unexpired (item 9), issued neither in the future nor before
+    the login began (item 10), with the login's ``nonce`` (item 11)."""
+    claims_registry = jwt.JWTClaimsRegistry(
+        now=now,
+        leeway=skew,
+        iss={"essential": True, "value": issuer},
+        aud={"essential": True, "value": client_id},
+        sub={"essential": True},
+        exp={"essential": True},
+        iat={"essential": True},
+        nonce={"essential": True, "value": nonce},
+    )
+    algorithm = _algorithm_of(key)
+    try:
+        claims = jwt.decode(id_token, key, algorithms=[algorithm]).claims
+        claims_registry.validate(claims)
+    except (JoseError, ValueError, TypeError) as error:
+        reason = error.error if isinstance(error, JoseError) else type(error).__name__
+        raise OidcIdTokenInvalid(f"the ID token is not valid ({reason})") from None
+    audiences = claims["aud"] if isinstance(claims["aud"], list) else [claims["aud"]]
+    if len(audiences) > 1 and claims.get("azp") != client_id:
+        raise OidcIdTokenInvalid("the ID token has several audiences and azp is not this hub")
+    if claims["iat"] < now - LOGIN_LIFETIME - skew:
+        raise OidcIdTokenInvalid("the ID token was issued before this sign-in began")
+    subject = claims["sub"]
+    if not isinstance(subject, str) or not 1 <= len(subject) <= 255:
+        raise OidcIdTokenInvalid("the ID token's sub is not a string of 1 to 255 characters")
+    return subject
+
+
+# --- the flow ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CallbackQuery:
+    """What the provider sent back (RFC 6749 §4.1.2 and §4.1.2.1)."""
+
+    state: str | None
+    code: str | None
+    error: str | None
+
+
+@dataclass(frozen=True)
+class SignedIn:
+    session: SessionOut
+    cli_redirect: str | None  # the CLI's loopback URL with a one-time code, or None
+
+
+async def start(
+    provider: Provider,
+    *,
+    keys: HubKeys,
+    settings: Settings,
+    cli_port: int | None,
+    cli_state: str | None,
+) -> tuple[str, str]:
+    """The provider's authorization URL and the sealed login for the cookie."""
+    login = LoginState.new(cli_port=cli_port, cli_state=cli_state, now=int(time.time()))
+    metadata = await provider.metadata()
+    async with provider.oauth_client(redirect_uri=callback_uri(settings)) as client:
+        url, _ = client.create_authorization_url(
+            metadata.authorization_endpoint,
+            state=login.state,
+            code_verifier=login.verifier,
+            nonce=login.nonce,
+        )
+    return str(url), login.seal(keys)
+
+
+async def finish(
+    provider: Provider,
+    *,
+    cookie: str | None,
+    query: CallbackQuery,
+    sessions: async_sessionmaker[AsyncSession],
+    jti_register: JtiRegister,
+    keys: HubKeys,
+    settings: Settings,
+    scope: AuditScope,
+) -> SignedIn:
+    """The callback: check the login, exchange the code, check the ID token, start a
+    session for the linked person. Every refusal raises (and is audited)."""
+    now = int(time.time())
+    login = LoginState.open(cookie, state=query.state, keys=keys, now=now)
+    if not await jti_register.spend(
+        _spend_key("state", login.state), expires_at=_at(login.expires)
+    ):
+        raise OidcStateInvalid("this sign-in was already completed; start again")
+    if query.error is not None:
+        raise OidcProviderRefused(f"the provider refused the sign-in ({_safe(query.error)})")
+    if not query.code:
+        raise OidcProviderRefused("the provider sent back neither a code nor an error")
+    id_token = await _exchange(provider, settings=settings, login=login, code=query.code)
+    subject = await _verified_subject(provider, id_token, login=login, settings=settings)
+    person = await _linked_person(sessions, issuer=provider.issuer, subject=subject, scope=scope)
+    async with sessions() as session:
+        await session.connection(execution_options={WRITE_OPTION: True})
+        out = await service.start_session(
+            session, person=person, method="oidc", settings=settings, scope=scope
+        )
+        await session.commit()
+    if login.cli_port is None:
+        return SignedIn(session=out, cli_redirect=None)
+    query_string = urlencode({"code": one_time_code(out, keys=keys, now=now)})
+    if login.cli_state is not None:
+        query_string += "&" + urlencode({"state": login.cli_state})
+    return SignedIn(out, f"http://127.0.0.1:{login.cli_port}/callback?{query_string}")
+
+
+def _safe(error: str) -> str:
+    """RFC 6749 §4.1.2.1 error codes are short ASCII; anything else is not echoed."""
+    cleaned = "".join(c for c in error[:64] if c.isalnum() or c in "_-.")
+    return cleaned or "unnamed error"
+
+
+async def _exchange(provider: Provider, *, settings: Settings, login: LoginState, code: str) -> str:
+    """RFC 6749 §4.1.3 with the PKCE verifier (RFC 7636 §4.5): the ID token."""
+    metadata = await provider.metadata()
+    try:
+        async with provider.oauth_client(redirect_uri=callback_uri(settings)) as client:
+            token = await client.fetch_token(
+                metadata.token_endpoint,
+                grant_type="authorization_code",
+                code=code,
+                code_verifier=login.verifier,
+            )
+    except OAuthError as error:
+        raise OidcProviderRefused(
+            f"the provider's token endpoint refused the code ({_safe(str(error.error))})"
+        ) from None
+    except (httpx.HTTPError, ValueError) as error:
+        raise OidcProviderUnavailable(
+            f"the provider's token endpoint did not answer properly ({type(error).__name__})"
+        ) from None
+    id_token = token.get("id_token")
+    if not isinstance(id_token, str):
+        raise OidcProviderRefused("the provider's token response has no ID token")
+    return id_token
+
+
+async def _verified_subject(
+    provider: Provider, id_token: str, *, login: LoginState, settings: Settings
+) -> str:
+    try:
+        header, _ = peek_header_and_claims(id_token)
+    except ValueError:
+        raise OidcIdTokenInvalid("the ID token is not a signed JWT") from None
+    kid = header.get("kid")
+    key = await provider.key_for(kid if isinstance(kid, str) else None)
+    return verify_id_token(
+        id_token,
+        key=key,
+        issuer=provider.issuer,
+        client_id=provider.client_id,
+        nonce=login.nonce,
+        now=int(time.time()),
+        skew=settings.clock_skew,
+    )
+
+
+async def _linked_person(
+    sessions: async_sessionmaker[AsyncSession], *, issuer: str, subject: str, scope: AuditScope
+) -> Person:
+    """Only identities an administrator linked sign in: no account is made here."""
+    async with sessions() as session:
+        person = await repository.person_by_oidc(session, issuer=issuer, subject=subject)
+    if person is None:
+        raise OidcAccountNotLinked(
+            f"no account on this hub is linked to your identity at the provider (subject"
+            f" {subject!r}); give it to an administrator, who links it to your account"
+        )
+    scope.note(person=person.username)
+    if person.status != "active":
+        raise OidcAccountDisabled("the account is disabled")
+    return person
+
+
+async def redeem(
+    code: str, *, keys: HubKeys, jti_register: JtiRegister, scope: AuditScope
+) -> SessionOut:
+    """The session a one-time code carries: once, within 60 seconds."""
+    payload = _unseal(keys, _CODE_LABEL, code)
+    if payload is None:
+        raise OidcCodeInvalid("the sign-in code is not one this hub issued")
+    session = SessionOut.model_validate(payload["session"])
+    scope.note(person=session.person.username)
+    expires = int(payload["exp"])
+    if expires <= int(time.time()):
+        raise OidcCodeInvalid(f"the sign-in code is older than {CODE_LIFETIME} s; sign in again")
+    if not await jti_register.spend(
+        _spend_key("code", str(payload["jti"])), expires_at=_at(expires)
+    ):
+        raise OidcCodeInvalid("the sign-in code was already used")
+    await scope.record_success()
+    return session

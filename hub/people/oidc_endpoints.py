@@ -1,0 +1,132 @@
+"""People's sign-in with an OpenID Connect provider (``/v1/people/oidc``).
+
+``GET /start`` sends the browser to the provider, ``GET /callback`` brings it back
+(a page with the session token, or, for the CLI, a redirect to its loopback listener
+with a one-time code and the CLI's own ``cli_state``), and ``POST /token`` trades that
+code for the session.
+"""
+
+from html import escape
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.responses import HTMLResponse, RedirectResponse
+
+from hub.audit.dependencies import CurrentAudit, audited
+from hub.config import SettingsDep
+from hub.keys import KeysDep
+from hub.kit.jsonbody import json_body
+from hub.people import oidc
+from hub.people.schemas import SessionOut
+
+router = APIRouter(prefix="/v1/people/oidc", tags=["people"])
+_NO_STORE = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
+_PAGE_POLICY = {"Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'"}
+QueryValue = Annotated[str | None, Query(max_length=2048)]
+
+
+async def _provider(request: Request, settings: SettingsDep) -> oidc.Provider:
+    """The configured provider, made on first use and kept for the app's lifetime (it
+    holds the cached discovery document and keys)."""
+    provider: oidc.Provider | None = getattr(request.app.state, "oidc_provider", None)
+    if provider is None:
+        provider = oidc.Provider.from_settings(settings, http=request.app.state.http)
+        request.app.state.oidc_provider = provider
+    return provider
+
+
+ProviderDep = Annotated[oidc.Provider, Depends(_provider)]
+
+
+@router.get("/start", status_code=302, response_class=RedirectResponse)
+async def start(
+    provider: ProviderDep,
+    settings: SettingsDep,
+    keys: KeysDep,
+    cli_port: Annotated[int | None, Query(ge=1024, le=65535)] = None,
+    cli_state: Annotated[str | None, Query(pattern=r"^[A-Za-z0-9_-]{16,128}$")] = None,
+) -> Response:
+    url, sealed_login = await oidc.start(
+        provider, keys=keys, settings=settings, cli_port=cli_port, cli_state=cli_state
+    )
+    response = RedirectResponse(url, status_code=302, headers=_NO_STORE)
+    response.set_cookie(
+        oidc.LOGIN_COOKIE,
+        sealed_login,
+        max_age=oidc.LOGIN_LIFETIME,
+        path=oidc.CALLBACK_PATH,
+        secure=settings.issuer.startswith("https://"),
+        httponly=True,
+        samesite="lax",  # the provider's redirect back is a top-level cross-site GET
+    )
+    return response
+
+
+@router.get(
+    "/callback",
+    response_class=HTMLResponse,
+    dependencies=[Depends(audited("person.sign-in"))],
+)
+async def callback(
+    request: Request,
+    provider: ProviderDep,
+    settings: SettingsDep,
+    keys: KeysDep,
+    scope: CurrentAudit,
+    state: QueryValue = None,
+    code: QueryValue = None,
+    error: QueryValue = None,
+) -> Response:
+    signed_in = await oidc.finish(
+        provider,
+        cookie=request.cookies.get(oidc.LOGIN_COOKIE),
+        query=oidc.CallbackQuery(state=state, code=code, error=error),
+        sessions=request.app.state.sessions,
+        jti_register=request.app.state.jti_register,
+        keys=keys,
+        settings=settings,
+        scope=scope,
+    )
+    response: Response
+    if signed_in.cli_redirect is not None:
+        response = RedirectResponse(signed_in.cli_redirect, status_code=302, headers=_NO_STORE)
+    else:
+        page = _token_page(signed_in.session)
+        response = HTMLResponse(page, headers={**_NO_STORE, **_PAGE_POLICY})
+    response.delete_cookie(oidc.LOGIN_COOKIE, path=oidc.CALLBACK_PATH)
+    return response
+
+
+@router.post(
+    "/token",
+    response_model=SessionOut,
+    dependencies=[Depends(audited("person.sign-in-code"))],
+)
+async def token(
+    request: Request,
+    response: Response,
+    _: ProviderDep,
+    body: Annotated[oidc.OidcCodeIn, Depends(json_body(oidc.OidcCodeIn))],
+    keys: KeysDep,
+    scope: CurrentAudit,
+) -> SessionOut:
+    response.headers.update(_NO_STORE)
+    return await oidc.redeem(
+        body.code, keys=keys, jti_register=request.app.state.jti_register, scope=scope
+    )
+
+
+def _token_page(session: SessionOut) -> str:
+    """The session token for copy and paste, shown once (the page is not cached)."""
+    username = escape(session.person.username)
+    until = escape(session.expires_at.isoformat(timespec="seconds"))
+    return (
+        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        "<title>Signed in to Onceonly</title></head><body>"
+        f"<h1>Signed in as {username}</h1>"
+        f"<p>Your sign-in token, valid until {until}. Copy it now: it is shown only once."
+        " Use it as <code>Authorization: Bearer &lt;token&gt;</code>, or set"
+        " <code>ONCEONLY_TOKEN</code> for the <code>onceonly</code> command"
+        " (or run <code>onceonly login --oidc</code> instead).</p>"
+        f'<pre id="token">{escape(session.token)}</pre></body></html>'
+    )
