@@ -149,8 +149,16 @@ class Settings(BaseSettings):
             problems.append("issuer must be an https:// URL")
         if self.database_url is None or self.database_url.startswith("sqlite"):
             problems.append("database_url must name a PostgreSQL database")
+        if self.oidc_issuer is not None and not self.oidc_issuer.startswith("https://"):
+            problems.append("oidc_issuer must be an https:// URL")
         if problems:
             raise ValueError("production mode refuses insecure settings: " + "; ".join(problems))
+        return self
+
+    @model_validator(mode="after")
+    def _oidc_needs_a_client(self) -> "Settings":
+        if self.oidc_issuer is not None and not self.oidc_client_id:
+            raise ValueError("oidc_issuer is set but oidc_client_id is not")
         return self
 
     @property

@@ -14,7 +14,6 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
-from oidc_provider import CLIENT_ID, CLIENT_SECRET, Behaviour, Provider, running_provider
 
 from hub.cli.admin_client import AdminError
 from hub.cli.oidc_login import oidc_login
@@ -29,6 +28,7 @@ from hub_testing import (
     problem_type,
     running_hub,
 )
+from oidc_provider import CLIENT_ID, CLIENT_SECRET, Behaviour, Provider, running_provider
 
 CLI_PORT = 65000  # nobody listens: tests that stop at the loopback redirect never follow it
 CLI_STATE = "the-cli-state-of-these-tests"
