@@ -9,6 +9,9 @@ import httpx
 from fastapi import FastAPI
 
 from hub import __version__, errors, migrate
+from hub.access.endpoints import grants as grants_router
+from hub.access.endpoints import purposes as purposes_router
+from hub.access.endpoints import requests as access_requests_router
 from hub.access.endpoints import router as access_router
 from hub.audit.checkpoints import Checkpointer, load_signer
 from hub.audit.endpoints import router as audit_router
@@ -111,6 +114,9 @@ def create_app(settings: Settings | None = None, *, keys: HubKeys | None = None)
         exchange_router,
         registry_admin_router,
         access_router,
+        access_requests_router,
+        grants_router,
+        purposes_router,
         audit_router,
         events_router,
         events_admin_router,

@@ -1,48 +1,202 @@
-"""Grant routes (administrator, until the access-request workflow arrives)."""
+"""Access routes: the purpose list (public), access requests and grants (people),
+and the break-glass grant routes (``/v1/admin/grants``).
+
+The principal comes before the body in every route: dependencies run in the order
+they are declared, so a caller who is not signed in learns nothing about how its
+body would have been judged (RFC 6750 §3.1: authenticate first).
+"""
 
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query
 
-from hub.access import service
-from hub.access.schemas import GrantIn, GrantList, GrantOut
+from hub.access import service, workflow
+from hub.access.purposes import purposes_for
+from hub.access.schemas import (
+    AccessRequestIn,
+    AccessRequestList,
+    AccessRequestOut,
+    ApproveIn,
+    Box,
+    GrantIn,
+    GrantList,
+    GrantOut,
+    PurposeListOut,
+    PurposeOut,
+    RefuseIn,
+    RequestStatus,
+    RevokeIn,
+)
 from hub.audit.dependencies import CurrentAudit, audited
-from hub.auth.dependencies import AdminDep
+from hub.config import SettingsDep
 from hub.db import SessionDep, WriteSessionDep
 from hub.kit.jsonbody import json_body
-from hub.registry.schemas import DEPARTMENT_ID_PATTERN
+from hub.people.dependencies import PrincipalDep
+from hub.registry.schemas import DEPARTMENT_ID_PATTERN, ITEM_ID_PATTERN
 
 router = APIRouter(prefix="/v1/admin/grants", tags=["administration"])
+requests = APIRouter(prefix="/v1/access-requests", tags=["access"])
+grants = APIRouter(prefix="/v1/grants", tags=["access"])
+purposes = APIRouter(prefix="/v1/purposes", tags=["access"])
+
+RowId = Annotated[str, Path(pattern=r"^[0-9a-f]{32}$")]
+DepartmentFilter = Annotated[str | None, Query(pattern=DEPARTMENT_ID_PATTERN)]
+ItemFilter = Annotated[str | None, Query(pattern=ITEM_ID_PATTERN, max_length=128)]
+
+
+@purposes.get("", response_model=PurposeListOut)
+async def list_purposes(settings: SettingsDep) -> PurposeListOut:
+    """The purposes a query or request may name (``config/purposes.toml``)."""
+    listed = purposes_for(settings).purposes
+    return PurposeListOut(
+        purposes=[PurposeOut(code=p.code, title=p.title, description=p.description) for p in listed]
+    )
+
+
+@requests.post(
+    "",
+    response_model=AccessRequestOut,
+    status_code=201,
+    dependencies=[Depends(audited("access.request"))],
+)
+async def request_access(
+    principal: PrincipalDep,
+    body: Annotated[AccessRequestIn, Depends(json_body(AccessRequestIn))],
+    session: WriteSessionDep,
+    settings: SettingsDep,
+    scope: CurrentAudit,
+) -> AccessRequestOut:
+    return await workflow.request_access(
+        session, principal=principal, body=body, settings=settings, scope=scope
+    )
+
+
+@requests.get("", response_model=AccessRequestList)
+async def list_requests(
+    principal: PrincipalDep,
+    session: SessionDep,
+    status: RequestStatus | None = None,
+    box: Box | None = None,
+    department: DepartmentFilter = None,
+    item: ItemFilter = None,
+    overdue: bool | None = None,
+) -> AccessRequestList:
+    query = workflow.RequestQuery(
+        status=status, box=box, department=department, item=item, overdue=overdue
+    )
+    return await workflow.list_requests(session, principal=principal, query=query)
+
+
+@requests.get("/{request_id}", response_model=AccessRequestOut)
+async def get_request(
+    request_id: RowId, principal: PrincipalDep, session: SessionDep
+) -> AccessRequestOut:
+    return await workflow.get_request(session, principal=principal, request_id=request_id)
+
+
+@requests.post(
+    "/{request_id}/approve",
+    response_model=AccessRequestOut,
+    dependencies=[Depends(audited("access.approve"))],
+)
+async def approve(
+    request_id: RowId,
+    principal: PrincipalDep,
+    body: Annotated[ApproveIn, Depends(json_body(ApproveIn))],
+    session: WriteSessionDep,
+    scope: CurrentAudit,
+) -> AccessRequestOut:
+    return await workflow.approve(
+        session, principal=principal, request_id=request_id, body=body, scope=scope
+    )
+
+
+@requests.post(
+    "/{request_id}/refuse",
+    response_model=AccessRequestOut,
+    dependencies=[Depends(audited("access.refuse"))],
+)
+async def refuse(
+    request_id: RowId,
+    principal: PrincipalDep,
+    body: Annotated[RefuseIn, Depends(json_body(RefuseIn))],
+    session: WriteSessionDep,
+    scope: CurrentAudit,
+) -> AccessRequestOut:
+    return await workflow.refuse(
+        session, principal=principal, request_id=request_id, body=body, scope=scope
+    )
+
+
+@requests.post(
+    "/{request_id}/withdraw",
+    response_model=AccessRequestOut,
+    dependencies=[Depends(audited("access.withdraw"))],
+)
+async def withdraw(
+    request_id: RowId, principal: PrincipalDep, session: WriteSessionDep, scope: CurrentAudit
+) -> AccessRequestOut:
+    return await workflow.withdraw(session, principal=principal, request_id=request_id, scope=scope)
+
+
+@grants.get("", response_model=GrantList)
+async def list_grants(
+    principal: PrincipalDep,
+    session: SessionDep,
+    consumer: DepartmentFilter = None,
+    item: ItemFilter = None,
+) -> GrantList:
+    return await service.list_grants(session, principal=principal, consumer=consumer, item=item)
+
+
+@grants.get("/{grant_id}", response_model=GrantOut)
+async def get_grant(grant_id: RowId, principal: PrincipalDep, session: SessionDep) -> GrantOut:
+    return await service.get_grant(session, principal=principal, grant_id=grant_id)
+
+
+@grants.post(
+    "/{grant_id}/revoke", response_model=GrantOut, dependencies=[Depends(audited("grant.revoke"))]
+)
+async def revoke(
+    grant_id: RowId,
+    principal: PrincipalDep,
+    body: Annotated[RevokeIn, Depends(json_body(RevokeIn))],
+    session: WriteSessionDep,
+    scope: CurrentAudit,
+) -> GrantOut:
+    return await service.revoke(
+        session, principal=principal, grant_id=grant_id, body=body, scope=scope
+    )
 
 
 @router.post(
     "", response_model=GrantOut, status_code=201, dependencies=[Depends(audited("grant.create"))]
 )
 async def create_grant(
+    principal: PrincipalDep,
     body: Annotated[GrantIn, Depends(json_body(GrantIn))],
     session: WriteSessionDep,
-    _: AdminDep,
     scope: CurrentAudit,
 ) -> GrantOut:
+    service.require_break_glass(principal)
     return await service.create_grant(session, body=body, scope=scope)
 
 
 @router.get("", response_model=GrantList)
-async def list_grants(
-    session: SessionDep,
-    _: AdminDep,
-    consumer: Annotated[str | None, Query(pattern=DEPARTMENT_ID_PATTERN)] = None,
+async def list_all_grants(
+    principal: PrincipalDep, session: SessionDep, consumer: DepartmentFilter = None
 ) -> GrantList:
-    return await service.list_grants(session, consumer=consumer)
+    service.require_break_glass(principal)
+    return await service.list_all_grants(session, consumer=consumer)
 
 
 @router.post(
     "/{grant_id}/revoke", response_model=GrantOut, dependencies=[Depends(audited("grant.revoke"))]
 )
-async def revoke_grant(
-    grant_id: Annotated[str, Path(pattern=r"^[0-9a-f]{32}$")],
-    session: WriteSessionDep,
-    _: AdminDep,
-    scope: CurrentAudit,
+async def revoke_with_break_glass(
+    grant_id: RowId, principal: PrincipalDep, session: WriteSessionDep, scope: CurrentAudit
 ) -> GrantOut:
-    return await service.revoke_grant(session, grant_id=grant_id, scope=scope)
+    service.require_break_glass(principal)
+    return await service.revoke_with_break_glass(
+        session, principal=principal, grant_id=grant_id, scope=scope
+    )

@@ -1,13 +1,21 @@
-"""All SQL of grants."""
+"""All SQL of grants and access requests.
 
+State changes of a request or a grant are compare-and-set (``UPDATE … WHERE id = :id
+AND status = :expected``): of two transactions that race, the second one's update
+matches no row (PostgreSQL re-reads the row after the first commits; SQLite's
+writers are serialized), and the caller learns it from the row count.
+"""
+
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
-from hub.access.models import Grant
-from hub.registry.models import Item
+from hub.access.models import AccessRequest, Grant
+from hub.registry.models import Item, ItemVersion
 
 
 def _active(now: datetime) -> list[sa.ColumnElement[bool]]:
@@ -50,16 +58,155 @@ async def shared_item_ids(session: AsyncSession) -> list[str]:
     return list((await session.execute(query)).scalars())
 
 
-async def get_grant(session: AsyncSession, grant_id: str) -> Grant | None:
-    return await session.get(Grant, grant_id)
+async def get_grant(session: AsyncSession, grant_id: str) -> tuple[Grant, str] | None:
+    """The grant and its item's owner department."""
+    query = (
+        select(Grant, Item.owner_id)
+        .join(Item, col(Item.id) == col(Grant.item_id))
+        .where(col(Grant.id) == grant_id)
+    )
+    row = (await session.execute(query)).first()
+    return (row[0], row[1]) if row is not None else None
 
 
-async def list_grants(session: AsyncSession, *, consumer: str | None) -> list[Grant]:
-    query = select(Grant).order_by(col(Grant.created_at))
-    if consumer is not None:
-        query = query.where(col(Grant.consumer_id) == consumer)
+@dataclass(frozen=True)
+class GrantFilter:
+    """``departments``: grants where one of them is consumer or owner (None: all)."""
+
+    departments: frozenset[str] | None = None
+    consumer: str | None = None
+    item: str | None = None
+
+
+async def list_grants(session: AsyncSession, where: GrantFilter) -> list[tuple[Grant, str]]:
+    query = select(Grant, Item.owner_id).join(Item, col(Item.id) == col(Grant.item_id))
+    if where.departments is not None:
+        mine = list(where.departments)
+        query = query.where(sa.or_(col(Grant.consumer_id).in_(mine), col(Item.owner_id).in_(mine)))
+    if where.consumer is not None:
+        query = query.where(col(Grant.consumer_id) == where.consumer)
+    if where.item is not None:
+        query = query.where(col(Grant.item_id) == where.item)
+    query = query.order_by(col(Grant.created_at), col(Grant.id))
+    return [(row[0], row[1]) for row in await session.execute(query)]
+
+
+async def revoke_grant(
+    session: AsyncSession, *, grant_id: str, at: datetime, by: str, reason: str | None
+) -> bool:
+    """Compare-and-set active → revoked; False if the grant was not active."""
+    statement = (
+        sa.update(Grant)
+        .where(col(Grant.id) == grant_id, col(Grant.status) == "active")
+        .values(status="revoked", revoked_at=at, revoked_by=by, revoke_reason=reason)
+        .execution_options(synchronize_session=False)
+    )
+    result: Any = await session.execute(statement)
+    return bool(result.rowcount == 1)
+
+
+def add(session: AsyncSession, row: Grant | AccessRequest) -> None:
+    session.add(row)
+
+
+async def item_for_request(session: AsyncSession, item_id: str) -> Item | None:
+    """The item, locked until the transaction ends (PostgreSQL), so that two requests
+    for it are judged one after the other (SQLite's writers are serialized already)."""
+    return await session.get(Item, item_id, with_for_update=True)
+
+
+async def get_version(session: AsyncSession, item_id: str, version: int) -> ItemVersion | None:
+    return await session.get(ItemVersion, (item_id, version))
+
+
+async def versions(
+    session: AsyncSession, keys: set[tuple[str, int]]
+) -> dict[tuple[str, int], ItemVersion]:
+    if not keys:
+        return {}
+    items = {item for item, _ in keys}
+    query = select(ItemVersion).where(col(ItemVersion.item_id).in_(items))
+    rows = (await session.execute(query)).scalars()
+    return {(v.item_id, v.version): v for v in rows if (v.item_id, v.version) in keys}
+
+
+async def get_request(session: AsyncSession, request_id: str) -> AccessRequest | None:
+    return await session.get(AccessRequest, request_id, populate_existing=True)
+
+
+async def pending_request(
+    session: AsyncSession, *, consumer: str, item: str, purpose: str
+) -> AccessRequest | None:
+    query = select(AccessRequest).where(
+        col(AccessRequest.consumer_id) == consumer,
+        col(AccessRequest.item_id) == item,
+        col(AccessRequest.purpose) == purpose,
+        col(AccessRequest.status) == "pending",
+    )
+    return (await session.execute(query.limit(1))).scalars().first()
+
+
+@dataclass(frozen=True)
+class RequestFilter:
+    """``visible_to``: requests where one of them is consumer or owner (None: all)."""
+
+    visible_to: frozenset[str] | None = None
+    owners: frozenset[str] | None = None
+    consumers: frozenset[str] | None = None
+    department: str | None = None
+    item: str | None = None
+    status: str | None = None
+    overdue_at: datetime | None = None
+
+
+def _request_conditions(where: RequestFilter) -> list[sa.ColumnElement[bool]]:
+    consumer, owner = col(AccessRequest.consumer_id), col(AccessRequest.owner_id)
+    conditions: list[sa.ColumnElement[bool]] = []
+    if where.visible_to is not None:
+        mine = list(where.visible_to)
+        conditions.append(sa.or_(consumer.in_(mine), owner.in_(mine)))
+    if where.owners is not None:
+        conditions.append(owner.in_(list(where.owners)))
+    if where.consumers is not None:
+        conditions.append(consumer.in_(list(where.consumers)))
+    if where.department is not None:
+        conditions.append(sa.or_(consumer == where.department, owner == where.department))
+    if where.item is not None:
+        conditions.append(col(AccessRequest.item_id) == where.item)
+    if where.status is not None:
+        conditions.append(col(AccessRequest.status) == where.status)
+    if where.overdue_at is not None:
+        conditions.append(col(AccessRequest.status) == "pending")
+        conditions.append(col(AccessRequest.answer_due) < where.overdue_at)
+    return conditions
+
+
+async def list_requests(
+    session: AsyncSession, where: RequestFilter, *, limit: int
+) -> list[AccessRequest]:
+    query = (
+        select(AccessRequest)
+        .where(*_request_conditions(where))
+        .order_by(col(AccessRequest.requested_at), col(AccessRequest.id))
+        .limit(limit)
+    )
     return list((await session.execute(query)).scalars())
 
 
-def add(session: AsyncSession, grant: Grant) -> None:
-    session.add(grant)
+async def settle_request(
+    session: AsyncSession, *, request_id: str, status: str, **values: Any
+) -> bool:
+    """Compare-and-set pending → ``status`` with ``values``; False if no longer pending."""
+    statement = (
+        sa.update(AccessRequest)
+        .where(col(AccessRequest.id) == request_id, col(AccessRequest.status) == "pending")
+        .values(status=status, **values)
+        .execution_options(synchronize_session=False)
+    )
+    result: Any = await session.execute(statement)
+    return bool(result.rowcount == 1)
+
+
+async def request_status(session: AsyncSession, request_id: str) -> str | None:
+    query = select(AccessRequest.status).where(col(AccessRequest.id) == request_id)
+    return (await session.execute(query)).scalars().first()

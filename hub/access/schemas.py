@@ -1,12 +1,17 @@
-"""Grant API bodies."""
+"""Access API bodies: grants, access requests and the purpose list."""
 
 from datetime import datetime
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from hub.registry.schemas import DEPARTMENT_ID_PATTERN, ITEM_ID_PATTERN
 
 PURPOSE_PATTERN = r"^[a-z0-9][a-z0-9.-]{0,63}$"
+
+RequestStatus = Literal["pending", "approved", "refused", "withdrawn"]
+GrantStatus = Literal["active", "expired", "revoked"]
+Box = Literal["inbox", "outbox"]
 
 
 class GrantIn(BaseModel):
@@ -21,8 +26,11 @@ class GrantIn(BaseModel):
 
 
 class GrantOut(BaseModel):
+    """A grant; ``status`` is computed: ``expired`` once ``valid_until`` has passed."""
+
     id: str
     consumer: str
+    owner: str | None = None
     item: str
     purpose: str
     legal_basis: str
@@ -30,7 +38,94 @@ class GrantOut(BaseModel):
     valid_from: datetime
     valid_until: datetime | None
     status: str
+    request_id: str | None = None
+    revoked_at: datetime | None = None
+    revoked_by: str | None = None
+    revoke_reason: str | None = None
 
 
 class GrantList(BaseModel):
     grants: list[GrantOut]
+
+
+class RevokeIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = Field(min_length=1, max_length=2000)
+
+
+class AccessRequestIn(BaseModel):
+    """A consumer department's request. ``fields``: None asks for every field of the
+    item's current version (never the fields a later version adds)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    consumer: str = Field(pattern=DEPARTMENT_ID_PATTERN)
+    item: str = Field(pattern=ITEM_ID_PATTERN, max_length=128)
+    purpose: str = Field(pattern=PURPOSE_PATTERN)
+    purpose_text: str = Field(min_length=1, max_length=2000)
+    legal_basis: str = Field(min_length=1, max_length=2000)
+    fields: list[str] | None = Field(default=None, min_length=1, max_length=200)
+    valid_until: AwareDatetime | None = None
+
+
+class ApproveIn(BaseModel):
+    """The owner's approval: a subset of the requested fields, a period not longer
+    than requested (both default to what was asked)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    fields: list[str] | None = Field(default=None, min_length=1, max_length=200)
+    valid_until: AwareDatetime | None = None
+    reason: str | None = Field(default=None, min_length=1, max_length=2000)
+
+
+class RefuseIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = Field(min_length=1, max_length=2000)
+
+
+class Decision(BaseModel):
+    by: str
+    at: datetime
+    reason: str | None
+    fields: list[str] | None = None
+    valid_until: datetime | None = None
+
+
+class AccessRequestOut(BaseModel):
+    id: str
+    consumer: str
+    owner: str
+    item: str
+    version: int
+    purpose: str
+    purpose_text: str
+    legal_basis: str
+    fields: list[str] | None = Field(description="As asked; None: all fields of the version")
+    requested_fields: list[str] = Field(description="The fields asked for, spelled out")
+    personal_fields: list[str] = Field(description="Those of requested_fields marked x-personal")
+    valid_from: datetime
+    valid_until: datetime | None
+    status: RequestStatus
+    requested_by: str
+    requested_at: datetime
+    answer_due: datetime
+    overdue: bool = Field(description="Still pending after answer_due")
+    decision: Decision | None
+    grant_id: str | None
+
+
+class AccessRequestList(BaseModel):
+    requests: list[AccessRequestOut]
+
+
+class PurposeOut(BaseModel):
+    code: str
+    title: str
+    description: str
+
+
+class PurposeListOut(BaseModel):
+    purposes: list[PurposeOut]

@@ -1,14 +1,21 @@
-"""Access rules: deny by default; a grant names consumer, item, purpose, fields and period."""
+"""Access rules: deny by default; a grant names consumer, item, purpose, fields and period.
+
+Grants are made by approving an access request (:mod:`hub.access.workflow`) or,
+in bootstrap and emergencies, with the break-glass token (:func:`create_grant`).
+"""
+
+from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from hub.access import repository
-from hub.access.exceptions import GrantNotFound, NoGrant, NotShared
+from hub.access import policy, repository
+from hub.access.exceptions import GrantNotActive, GrantNotFound, NoGrant, NotShared
 from hub.access.models import Grant
-from hub.access.schemas import GrantIn, GrantList, GrantOut
+from hub.access.schemas import GrantIn, GrantList, GrantOut, RevokeIn
 from hub.audit.service import AuditScope
 from hub.errors import InvalidRequest
-from hub.kit.clock import utcnow
+from hub.kit.clock import aware, utcnow
+from hub.people.principal import Forbidden, Principal
 from hub.registry import service as registry
 
 READ_SCOPE_PREFIX = "read:"
@@ -52,28 +59,53 @@ async def all_read_scopes(session: AsyncSession) -> list[str]:
     return [*items, AUDIT_READ_SCOPE]
 
 
-def _grant_out(row: Grant) -> GrantOut:
+def grant_status(row: Grant, now: datetime) -> str:
+    """``revoked``, ``expired`` (valid_until has passed) or ``active``."""
+    if row.status != "active":
+        return row.status
+    if row.valid_until is not None and aware(row.valid_until) <= now:
+        return "expired"
+    return "active"
+
+
+def grant_out(row: Grant, *, owner: str | None, now: datetime | None = None) -> GrantOut:
     return GrantOut(
         id=row.id,
         consumer=row.consumer_id,
+        owner=owner,
         item=row.item_id,
         purpose=row.purpose,
         legal_basis=row.legal_basis,
         fields=row.fields,
-        valid_from=row.valid_from,
-        valid_until=row.valid_until,
-        status=row.status,
+        valid_from=aware(row.valid_from),
+        valid_until=aware(row.valid_until) if row.valid_until is not None else None,
+        status=grant_status(row, now or utcnow()),
+        request_id=row.request_id,
+        revoked_at=aware(row.revoked_at) if row.revoked_at is not None else None,
+        revoked_by=row.revoked_by,
+        revoke_reason=row.revoke_reason,
     )
 
 
+def check_fields(fields: list[str] | None, schema: dict[str, object]) -> None:
+    """Every named field is a top-level property of ``schema``."""
+    if fields is None:
+        return
+    properties = schema.get("properties")
+    known = set(properties) if isinstance(properties, dict) else set()
+    unknown = sorted(set(fields) - known)
+    if unknown:
+        raise InvalidRequest(f"fields not defined by the item's schema: {', '.join(unknown)}")
+
+
 async def create_grant(session: AsyncSession, *, body: GrantIn, scope: AuditScope) -> GrantOut:
-    """An administrator's grant. Asking again for the same active grant returns it."""
+    """A break-glass grant. Asking again for the same active grant returns it."""
     scope.note(department=body.consumer, item=body.item, purpose=body.purpose)
     await registry.department(session, body.consumer)
     served = await registry.item_for_exchange(session, body.item)
     if served.item.sharing_class == "none":
         raise NotShared(f"data item {body.item!r} has sharing class 'none' and is never shared")
-    _check_fields(body.fields, served.version.schema_)
+    check_fields(body.fields, served.version.schema_)
     # "All fields" means those of the version granted: a later version's new fields
     # are never delivered under this grant (docs/registry.md).
     fields = (
@@ -106,33 +138,118 @@ async def create_grant(session: AsyncSession, *, body: GrantIn, scope: AuditScop
         repository.add(session, grant)
         await session.flush()
     await scope.record_change(session, grant=grant.id, fields=grant.fields)
-    return _grant_out(grant)
+    return grant_out(grant, owner=served.item.owner_id, now=now)
 
 
-def _check_fields(fields: list[str] | None, schema: dict[str, object]) -> None:
-    if fields is None:
-        return
-    properties = schema.get("properties")
-    known = set(properties) if isinstance(properties, dict) else set()
-    unknown = sorted(set(fields) - known)
-    if unknown:
-        raise InvalidRequest(f"fields not defined by the item's schema: {', '.join(unknown)}")
+async def list_grants(
+    session: AsyncSession,
+    *,
+    principal: Principal,
+    consumer: str | None = None,
+    item: str | None = None,
+) -> GrantList:
+    """The grants the principal may see: stewards those of their departments (as
+    consumer or owner), auditors and break-glass all of them."""
+    policy.require_reader(principal)
+    where = repository.GrantFilter(
+        departments=policy.visible_departments(principal), consumer=consumer, item=item
+    )
+    now = utcnow()
+    rows = await repository.list_grants(session, where)
+    return GrantList(grants=[grant_out(grant, owner=owner, now=now) for grant, owner in rows])
 
 
-async def list_grants(session: AsyncSession, *, consumer: str | None) -> GrantList:
-    return GrantList(
-        grants=[_grant_out(g) for g in await repository.list_grants(session, consumer=consumer)]
+async def _visible_grant(
+    session: AsyncSession, principal: Principal, grant_id: str
+) -> tuple[Grant, str]:
+    found = await repository.get_grant(session, grant_id)
+    if found is None or not policy.may_see(
+        principal, consumer=found[0].consumer_id, owner=found[1]
+    ):
+        raise GrantNotFound(f"there is no grant {grant_id!r}")
+    return found
+
+
+async def get_grant(session: AsyncSession, *, principal: Principal, grant_id: str) -> GrantOut:
+    policy.require_reader(principal)
+    grant, owner = await _visible_grant(session, principal, grant_id)
+    return grant_out(grant, owner=owner)
+
+
+async def revoke(
+    session: AsyncSession,
+    *,
+    principal: Principal,
+    grant_id: str,
+    body: RevokeIn,
+    scope: AuditScope,
+) -> GrantOut:
+    """A steward's revocation, effective on the next request on every replica.
+
+    Compare-and-set: revoking a grant that is no longer active (twice, or two stewards
+    at once) is refused with ``grant-not-active``, naming who revoked it and when.
+    """
+    policy.require_actor(principal)
+    grant, owner = await _visible_grant(session, principal, grant_id)
+    _note_grant(scope, grant)
+    policy.require_grant_party(principal, consumer=grant.consumer_id, owner=owner)
+    now = utcnow()
+    revoked = await repository.revoke_grant(
+        session, grant_id=grant.id, at=now, by=principal.name, reason=body.reason
+    )
+    if not revoked:
+        raise GrantNotActive(_revoked_detail(grant))
+    await scope.record_change(session, reason=body.reason)
+    found = await repository.get_grant(session, grant_id)
+    assert found is not None  # updated in this transaction
+    await session.refresh(found[0])
+    return grant_out(found[0], owner=owner, now=now)
+
+
+def _note_grant(scope: AuditScope, grant: Grant) -> None:
+    scope.note(
+        department=grant.consumer_id,
+        item=grant.item_id,
+        purpose=grant.purpose,
+        grant=grant.id,
+        target=grant.request_id,
     )
 
 
-async def revoke_grant(session: AsyncSession, *, grant_id: str, scope: AuditScope) -> GrantOut:
-    """Revoke at once: the next request that would use the grant is refused."""
-    grant = await repository.get_grant(session, grant_id)
-    if grant is None:
+def _revoked_detail(grant: Grant) -> str:
+    if grant.revoked_at is None:
+        return f"grant {grant.id!r} is no longer active"
+    by = f" by {grant.revoked_by!r}" if grant.revoked_by else ""
+    return f"grant {grant.id!r} was already revoked{by} at {aware(grant.revoked_at).isoformat()}"
+
+
+async def revoke_with_break_glass(
+    session: AsyncSession, *, principal: Principal, grant_id: str, scope: AuditScope
+) -> GrantOut:
+    """The break-glass revocation (``/v1/admin/grants``): revoking twice changes nothing."""
+    found = await repository.get_grant(session, grant_id)
+    if found is None:
         raise GrantNotFound(f"there is no grant {grant_id!r}")
-    scope.note(department=grant.consumer_id, item=grant.item_id, grant=grant.id)
-    if grant.status == "active":
-        grant.status, grant.revoked_at = "revoked", utcnow()
-        await session.flush()
+    grant, owner = found
+    _note_grant(scope, grant)
+    await repository.revoke_grant(
+        session, grant_id=grant.id, at=utcnow(), by=principal.name, reason=None
+    )
     await scope.record_change(session)
-    return _grant_out(grant)
+    await session.refresh(grant)
+    return grant_out(grant, owner=owner)
+
+
+def require_break_glass(principal: Principal) -> None:
+    """The ``/v1/admin/grants`` routes: the break-glass token only; people use requests."""
+    if not principal.break_glass:
+        raise Forbidden(
+            "grants are made by approving access requests (/v1/access-requests);"
+            " /v1/admin/grants takes only the break-glass token"
+        )
+
+
+async def list_all_grants(session: AsyncSession, *, consumer: str | None) -> GrantList:
+    now = utcnow()
+    rows = await repository.list_grants(session, repository.GrantFilter(consumer=consumer))
+    return GrantList(grants=[grant_out(grant, owner=owner, now=now) for grant, owner in rows])
