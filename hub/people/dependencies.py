@@ -15,7 +15,7 @@ from hub.db import SessionDep
 from hub.keys import KeysDep
 from hub.people import service
 from hub.people.exceptions import NotSignedIn
-from hub.people.principal import Principal
+from hub.people.principal import Forbidden, Principal
 
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="onceonly-people"'}
 
@@ -59,6 +59,23 @@ async def _auditor(principal: "PrincipalDep") -> Principal:
     return principal
 
 
+async def _steward(principal: "PrincipalDep") -> Principal:
+    """A steward of some department (which one is the object-level check, later)."""
+    if not (principal.break_glass or principal.stewards):
+        raise Forbidden(f"{principal.name!r} is not a steward of any department")
+    return principal
+
+
+async def _break_glass(principal: "PrincipalDep") -> Principal:
+    if not principal.break_glass:
+        raise Forbidden("only the break-glass token may do this; people use access requests")
+    return principal
+
+
 PrincipalDep = Annotated[Principal, Depends(_principal)]
 AdministratorDep = Annotated[Principal, Depends(_administrator)]
 AuditorDep = Annotated[Principal, Depends(_auditor)]
+# Role checks that come before the body is read: a caller without the role learns
+# nothing about how its body would have been judged.
+StewardDep = Annotated[Principal, Depends(_steward)]
+BreakGlassDep = Annotated[Principal, Depends(_break_glass)]

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Depends, Path, Query
 from hub.audit.dependencies import CurrentAudit, audited
 from hub.db import SessionDep, WriteSessionDep
 from hub.kit.jsonbody import json_body
-from hub.people.dependencies import AdministratorDep, PrincipalDep
+from hub.people.dependencies import AdministratorDep, StewardDep
 from hub.people.principal import Principal
 from hub.registry import service
 from hub.registry.schemas import (
@@ -137,7 +137,7 @@ async def put_client(
 )
 async def put_item(
     item_id: ItemId,
-    principal: PrincipalDep,
+    principal: StewardDep,
     document: Annotated[ItemDocument, Depends(json_body(ItemDocument))],
     session: WriteSessionDep,
     scope: CurrentAudit,
@@ -154,7 +154,7 @@ async def put_item(
 )
 async def add_version(
     item_id: ItemId,
-    principal: PrincipalDep,
+    principal: StewardDep,
     document: Annotated[VersionDocument, Depends(json_body(VersionDocument))],
     session: WriteSessionDep,
     scope: CurrentAudit,
@@ -170,7 +170,7 @@ async def add_version(
     dependencies=[Depends(audited("registry.item.deprecate"))],
 )
 async def deprecate_item(
-    item_id: ItemId, principal: PrincipalDep, session: WriteSessionDep, scope: CurrentAudit
+    item_id: ItemId, principal: StewardDep, session: WriteSessionDep, scope: CurrentAudit
 ) -> ItemOut:
     return await service.change_lifecycle(
         session, item_id=item_id, lifecycle="deprecated", scope=scope, actor=_actor(principal)
@@ -183,7 +183,7 @@ async def deprecate_item(
     dependencies=[Depends(audited("registry.item.retire"))],
 )
 async def retire_item(
-    item_id: ItemId, principal: PrincipalDep, session: WriteSessionDep, scope: CurrentAudit
+    item_id: ItemId, principal: StewardDep, session: WriteSessionDep, scope: CurrentAudit
 ) -> ItemOut:
     return await service.change_lifecycle(
         session, item_id=item_id, lifecycle="retired", scope=scope, actor=_actor(principal)
