@@ -23,7 +23,15 @@ def _onceonly(*args: str, env: dict[str, str] | None = None) -> subprocess.Compl
 def test_demo_tells_the_whole_story_and_exits_zero(tmp_path: Path) -> None:
     done = _onceonly("demo", "--data-dir", str(tmp_path / "demo"))
     assert done.returncode == 0, done.stdout + done.stderr
-    for step in ("registered", "receipt:", "refused (", "leaf hash", "Every step succeeded"):
+    for step in (
+        "registered",
+        "cecilia approves person.residential-address without registered_since",
+        "receipt:",
+        "refused (",
+        "same token: refused (no-grant)",
+        "leaf hash",
+        "Every step succeeded",
+    ):
         assert step in done.stdout
     assert "38001085718" not in done.stdout  # the demo shows subjects shortened
 

@@ -1,16 +1,20 @@
 """``onceonly demo``: the whole story on loopback, narrated, checked at every step.
 
 A hub and three departments (civil registry, tax, social welfare) run as real HTTP
-services in this process. The story: the catalogue is registered, departments
-connect, owners publish their records once, social welfare is granted what the
-law allows, fetches it, is refused what it has no grant for, and an auditor reads
-the citizen's trail and checks a receipt against the log.
+services in this process. The story: the catalogue is registered, people get their
+accounts and sign in, departments connect, owners publish their records once, social
+welfare's steward asks for what the law allows and the owners' stewards approve it
+(the civil registry with fewer fields than asked), social welfare fetches, is
+refused what it has no grant for, follows a citizen's move, loses its access when
+the civil registry revokes it, and an auditor reads the citizen's trail and checks
+a receipt against the log.
 """
 
 import base64
 import hashlib
 import json
 import os
+import secrets
 import shutil
 import signal
 import sys
@@ -18,6 +22,7 @@ import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType
 from typing import Any, TextIO
@@ -37,7 +42,7 @@ from adapters import (
     public_jwks,
 )
 from hub.app import create_app
-from hub.cli.admin_client import AdminClient
+from hub.cli.admin_client import AdminClient, AdminError
 from hub.cli.servers import loopback_socket, serve_in_thread, url_of
 from hub.config import Settings
 from hub.keys import HubKeys
@@ -51,6 +56,17 @@ IDENTITY, ADDRESS, INCOME = (
 )
 PURPOSE = "benefit-eligibility"
 DEPARTMENT_ITEMS = {CIVIL: [IDENTITY, ADDRESS], TAX: [INCOME], WELFARE: []}
+# The civil registry approves the address without the date of registration.
+ADDRESS_APPROVED = ["city", "country", "municipality", "postal_code", "street"]
+INCOME_ASKED = ["status", "total_income_cents", "year"]
+# username -> (display name, role, department)
+PEOPLE = {
+    "ada": ("Ada Administrator", "administrator", None),
+    "cecilia": ("Cecilia, civil registry data steward", "steward", CIVIL),
+    "tiina": ("Tiina, tax board data steward", "steward", TAX),
+    "walter": ("Walter, social welfare data steward", "steward", WELFARE),
+    "aurora": ("Aurora, auditor", "auditor", None),
+}
 
 
 @dataclass
@@ -129,21 +145,59 @@ def start_department(stack: ExitStack, *, department: str, hub_url: str, root: P
 def play(
     story: Story, *, hub_url: str, admin_token: str, departments: dict[str, Department]
 ) -> None:
-    with AdminClient(hub_url, admin_token) as admin:
-        _register(story, admin, departments)
+    with AdminClient(hub_url, admin_token) as break_glass:
+        _register(story, break_glass)
+        signed_in = _people(story, break_glass, hub_url)
+    with ExitStack() as stack:
+        people = {
+            name: stack.enter_context(AdminClient(hub_url, token))
+            for name, token in signed_in.items()
+        }
+        _connect(story, people["ada"], departments)
         _publish(story, departments)
-        _grant(story, admin)
+        grant = _request_access(story, people)
         subject, receipt = _fetch(story, hub_url, departments[WELFARE])
         _refuse(story, hub_url, departments)
         _move(story, hub_url, departments, subject=subject)
-        _audit(story, admin, hub_url, subject=subject, receipt=receipt)
+        _revoke(
+            story, hub_url, people["cecilia"], departments[WELFARE], grant=grant, subject=subject
+        )
+        _audit(story, people["aurora"], hub_url, subject=subject, receipt=receipt)
 
 
-def _register(story: Story, admin: AdminClient, departments: dict[str, Department]) -> None:
-    with story.step("The registry: departments and data items are registered"):
+def _register(story: Story, admin: AdminClient) -> None:
+    with story.step("Setting up: the operator loads the catalogue with the break-glass token"):
         items = admin.import_catalogue(catalogue_dir())
         story.say(f"{len(items)} data items registered, among them {IDENTITY}, {ADDRESS}, {INCOME}")
-    with story.step("Departments connect their adapters and register their client keys"):
+
+
+def _people(story: Story, break_glass: AdminClient, hub_url: str) -> dict[str, str]:
+    """Accounts: the first administrator by break-glass, the others by that administrator;
+    each person signs in (argon2id password) and acts with their own short-lived token."""
+    tokens: dict[str, str] = {}
+    with story.step("People get accounts and sign in: roles kept apart"):
+        for username, (name, role, department) in PEOPLE.items():
+            password = secrets.token_urlsafe(18)  # a one-off demo password, never shown
+            roles = [{"role": role, "department": department}] if department else [{"role": role}]
+            body = {"display_name": name, "password": password, "roles": roles}
+            if username == "ada":
+                break_glass.call("PUT", f"/v1/admin/people/{username}", body)
+            else:
+                with AdminClient(hub_url, tokens["ada"]) as ada:
+                    ada.call("PUT", f"/v1/admin/people/{username}", body)
+            with AdminClient(hub_url, "") as anonymous:
+                session = anonymous.call(
+                    "POST", "/v1/people/sign-in", {"username": username, "password": password}
+                )
+            tokens[username] = session["token"]
+            what = f"{role} of {department}" if department else role
+            made_by = "the break-glass token" if username == "ada" else "ada"
+            story.say(f"{username:8} {what:26} account made by {made_by}; signed in")
+    return tokens
+
+
+def _connect(story: Story, admin: AdminClient, departments: dict[str, Department]) -> None:
+    with story.step("The administrator connects the departments' adapters and client keys"):
         names = {
             CIVIL: "Civil Registry Office",
             TAX: "Tax and Customs Board",
@@ -169,20 +223,64 @@ def _publish(story: Story, departments: dict[str, Department]) -> None:
             story.say(f"{owners[item]:15} {item}: {len(records)} records, kept in the owner's zone")
 
 
-def _grant(story: Story, admin: AdminClient) -> None:
-    with story.step("Social welfare is granted what the law allows, for one purpose"):
-        admin.create_grant(
-            consumer=WELFARE, item=ADDRESS, purpose=PURPOSE, legal_basis="Social Welfare Act §37(2)"
+def _request_access(story: Story, people: dict[str, AdminClient]) -> str:
+    """Social welfare asks; the owners' stewards answer. The address grant's id."""
+    walter, cecilia, tiina = people["walter"], people["cecilia"], people["tiina"]
+    asks = {
+        ADDRESS: ("Social Welfare Act §37(2)", None),
+        INCOME: ("Social Welfare Act §37(4)", INCOME_ASKED),
+    }
+    with story.step(f"Social welfare's steward asks for access, for one purpose: '{PURPOSE}'"):
+        requested = {}
+        for item, (law, fields) in asks.items():
+            body = {
+                "consumer": WELFARE,
+                "item": item,
+                "purpose": PURPOSE,
+                "purpose_text": "Deciding subsistence benefit applications",
+                "legal_basis": law,
+                "fields": fields,
+                "valid_until": _years_from_now(2),
+            }
+            request = walter.call("POST", "/v1/access-requests", body)
+            requested[item] = request["id"]
+            story.say(
+                f"walter asks for {item} ({', '.join(fields) if fields else 'all fields'});"
+                f" {request['owner']} must answer by {request['answer_due'][:10]}"
+            )
+    with story.step("The owners' stewards answer: the civil registry approves fewer fields"):
+        inbox = cecilia.call("GET", "/v1/access-requests", box="inbox", status="pending")
+        waiting = [r for r in inbox["requests"] if r["id"] == requested[ADDRESS]]
+        if not waiting:
+            raise AssertionError("the request is not in the civil registry's inbox")
+        story.say(
+            f"cecilia's inbox: {ADDRESS} from {WELFARE}, personal fields:"
+            f" {', '.join(waiting[0]['personal_fields'])}"
         )
-        admin.create_grant(
-            consumer=WELFARE,
-            item=INCOME,
-            purpose=PURPOSE,
-            legal_basis="Social Welfare Act §37(4)",
-            fields=["year", "status", "total_income_cents"],
+        approved = cecilia.call(
+            "POST",
+            f"/v1/access-requests/{requested[ADDRESS]}/approve",
+            {
+                "fields": ADDRESS_APPROVED,
+                "valid_until": _years_from_now(1),
+                "reason": "the date of registration is not needed to decide a benefit",
+            },
         )
-        story.say(f"{WELFARE} may read {ADDRESS} (all fields) for '{PURPOSE}'")
-        story.say(f"{WELFARE} may read {INCOME} (year, status, total income only) for '{PURPOSE}'")
+        story.say(f"cecilia approves {ADDRESS} without registered_since, for one year (not two)")
+        tiina.call("POST", f"/v1/access-requests/{requested[INCOME]}/approve", {})
+        story.say(f"tiina approves {INCOME} as asked: {', '.join(INCOME_ASKED)}")
+        try:
+            walter.call("POST", f"/v1/access-requests/{requested[ADDRESS]}/approve", {})
+        except AdminError as refused:
+            reason = str(refused.problem.get("type", "")).rsplit(":", 1)[-1]
+            story.say(f"walter cannot approve his own department's request: {reason}")
+        else:
+            raise AssertionError("a steward approved a request for another department's item")
+    return str(approved["grant_id"])
+
+
+def _years_from_now(years: int) -> str:
+    return (datetime.now(UTC) + timedelta(days=365 * years)).isoformat()
 
 
 def _client(hub_url: str, department: Department) -> HubClient:
@@ -197,13 +295,17 @@ def _fetch(story: Story, hub_url: str, welfare: Department) -> tuple[str, dict[s
         _client(hub_url, welfare) as client,
     ):
         address = client.fetch(ADDRESS, subject, purpose=PURPOSE)
+        if sorted(address.record) != ADDRESS_APPROVED:
+            raise AssertionError(
+                f"fields outside the grant were delivered: {sorted(address.record)}"
+            )
         story.say(f"record:  {json.dumps(address.record, ensure_ascii=False)}")
         story.say(
             f"receipt: audit entry #{address.receipt.index}, leaf hash {address.receipt.leaf_hash}"
         )
         receipt = {"index": address.receipt.index, "leaf_hash": address.receipt.leaf_hash}
         income = client.fetch(INCOME, subject, purpose=PURPOSE)
-        if set(income.record) != {"year", "status", "total_income_cents"}:
+        if sorted(income.record) != INCOME_ASKED:
             raise AssertionError(
                 f"fields outside the grant were delivered: {sorted(income.record)}"
             )
@@ -266,16 +368,42 @@ def _move(story: Story, hub_url: str, departments: dict[str, Department], *, sub
             event = welfare.events[-1]
             story.say(f"{WELFARE}'s adapter got a signed event: {event.item} {event.kind}")
             fresh = client.fetch(event.item, event.subject, purpose=PURPOSE)
-            if fresh.record != NEW_ADDRESS:
+            if fresh.record != {k: v for k, v in NEW_ADDRESS.items() if k in ADDRESS_APPROVED}:
                 raise AssertionError("the fetched record is not the new address")
             story.say(f"and fetches it again under its grant: {fresh.record['street']}, ...")
 
 
-def _audit(
-    story: Story, admin: AdminClient, hub_url: str, *, subject: str, receipt: dict[str, Any]
+def _revoke(
+    story: Story,
+    hub_url: str,
+    cecilia: AdminClient,
+    welfare: Department,
+    *,
+    grant: str,
+    subject: str,
 ) -> None:
-    with story.step("An auditor reads the citizen's trail: who asked, what, why, and the outcome"):
-        entries = admin.audit_entries(subject=subject)["entries"]
+    with story.step("The civil registry revokes the grant: the very next request is refused"):
+        with _client(hub_url, welfare) as client:
+            client.fetch(ADDRESS, subject, purpose=PURPOSE)  # the token is fetched and cached
+            cecilia.call(
+                "POST", f"/v1/grants/{grant}/revoke", {"reason": "the benefit scheme ended"}
+            )
+            story.say(f"cecilia revokes grant {grant[:8]}… ({ADDRESS} for {WELFARE})")
+            try:
+                client.fetch(ADDRESS, subject, purpose=PURPOSE)
+            except AccessDenied as refused:
+                story.say(
+                    f"social welfare asks again, same token: refused ({refused.problem_type})"
+                )
+            else:
+                raise AssertionError("the hub answered under a revoked grant")
+
+
+def _audit(
+    story: Story, auditor: AdminClient, hub_url: str, *, subject: str, receipt: dict[str, Any]
+) -> None:
+    with story.step("The auditor reads the citizen's trail: who asked, what, why, and the outcome"):
+        entries = auditor.audit_entries(subject=subject)["entries"]
         for row in entries:
             entry = row["entry"]
             story.say(
