@@ -1,9 +1,11 @@
 """Access routes: the purpose list (public), access requests and grants (people),
 and the break-glass grant routes (``/v1/admin/grants``).
 
-The principal comes before the body in every route: dependencies run in the order
-they are declared, so a caller who is not signed in learns nothing about how its
-body would have been judged (RFC 6750 §3.1: authenticate first).
+The principal and its role (``StewardDep``, ``BreakGlassDep``) come before the body
+in every route: dependencies run in the order they are declared, so a caller without
+the role learns nothing about how its body would have been judged (RFC 6750 §3.1:
+authenticate first). Which department's objects a steward may touch is checked in
+:mod:`hub.access.policy`.
 """
 
 from typing import Annotated
@@ -31,7 +33,7 @@ from hub.audit.dependencies import CurrentAudit, audited
 from hub.config import SettingsDep
 from hub.db import SessionDep, WriteSessionDep
 from hub.kit.jsonbody import json_body
-from hub.people.dependencies import PrincipalDep
+from hub.people.dependencies import BreakGlassDep, PrincipalDep, StewardDep
 from hub.registry.schemas import DEPARTMENT_ID_PATTERN, ITEM_ID_PATTERN
 
 router = APIRouter(prefix="/v1/admin/grants", tags=["administration"])
@@ -60,7 +62,7 @@ async def list_purposes(settings: SettingsDep) -> PurposeListOut:
     dependencies=[Depends(audited("access.request"))],
 )
 async def request_access(
-    principal: PrincipalDep,
+    principal: StewardDep,
     body: Annotated[AccessRequestIn, Depends(json_body(AccessRequestIn))],
     session: WriteSessionDep,
     settings: SettingsDep,
@@ -101,7 +103,7 @@ async def get_request(
 )
 async def approve(
     request_id: RowId,
-    principal: PrincipalDep,
+    principal: StewardDep,
     body: Annotated[ApproveIn, Depends(json_body(ApproveIn))],
     session: WriteSessionDep,
     scope: CurrentAudit,
@@ -118,7 +120,7 @@ async def approve(
 )
 async def refuse(
     request_id: RowId,
-    principal: PrincipalDep,
+    principal: StewardDep,
     body: Annotated[RefuseIn, Depends(json_body(RefuseIn))],
     session: WriteSessionDep,
     scope: CurrentAudit,
@@ -134,7 +136,7 @@ async def refuse(
     dependencies=[Depends(audited("access.withdraw"))],
 )
 async def withdraw(
-    request_id: RowId, principal: PrincipalDep, session: WriteSessionDep, scope: CurrentAudit
+    request_id: RowId, principal: StewardDep, session: WriteSessionDep, scope: CurrentAudit
 ) -> AccessRequestOut:
     return await workflow.withdraw(session, principal=principal, request_id=request_id, scope=scope)
 
@@ -159,7 +161,7 @@ async def get_grant(grant_id: RowId, principal: PrincipalDep, session: SessionDe
 )
 async def revoke(
     grant_id: RowId,
-    principal: PrincipalDep,
+    principal: StewardDep,
     body: Annotated[RevokeIn, Depends(json_body(RevokeIn))],
     session: WriteSessionDep,
     scope: CurrentAudit,
@@ -173,20 +175,18 @@ async def revoke(
     "", response_model=GrantOut, status_code=201, dependencies=[Depends(audited("grant.create"))]
 )
 async def create_grant(
-    principal: PrincipalDep,
+    _: BreakGlassDep,
     body: Annotated[GrantIn, Depends(json_body(GrantIn))],
     session: WriteSessionDep,
     scope: CurrentAudit,
 ) -> GrantOut:
-    service.require_break_glass(principal)
     return await service.create_grant(session, body=body, scope=scope)
 
 
 @router.get("", response_model=GrantList)
 async def list_all_grants(
-    principal: PrincipalDep, session: SessionDep, consumer: DepartmentFilter = None
+    _: BreakGlassDep, session: SessionDep, consumer: DepartmentFilter = None
 ) -> GrantList:
-    service.require_break_glass(principal)
     return await service.list_all_grants(session, consumer=consumer)
 
 
@@ -194,9 +194,8 @@ async def list_all_grants(
     "/{grant_id}/revoke", response_model=GrantOut, dependencies=[Depends(audited("grant.revoke"))]
 )
 async def revoke_with_break_glass(
-    grant_id: RowId, principal: PrincipalDep, session: WriteSessionDep, scope: CurrentAudit
+    grant_id: RowId, principal: BreakGlassDep, session: WriteSessionDep, scope: CurrentAudit
 ) -> GrantOut:
-    service.require_break_glass(principal)
     return await service.revoke_with_break_glass(
         session, principal=principal, grant_id=grant_id, scope=scope
     )

@@ -15,7 +15,7 @@ from hub.access.schemas import GrantIn, GrantList, GrantOut, RevokeIn
 from hub.audit.service import AuditScope
 from hub.errors import InvalidRequest
 from hub.kit.clock import aware, utcnow
-from hub.people.principal import Forbidden, Principal
+from hub.people.principal import Principal
 from hub.registry import service as registry
 
 READ_SCOPE_PREFIX = "read:"
@@ -238,15 +238,6 @@ async def revoke_with_break_glass(
     await scope.record_change(session)
     await session.refresh(grant)
     return grant_out(grant, owner=owner)
-
-
-def require_break_glass(principal: Principal) -> None:
-    """The ``/v1/admin/grants`` routes: the break-glass token only; people use requests."""
-    if not principal.break_glass:
-        raise Forbidden(
-            "grants are made by approving access requests (/v1/access-requests);"
-            " /v1/admin/grants takes only the break-glass token"
-        )
 
 
 async def list_all_grants(session: AsyncSession, *, consumer: str | None) -> GrantList:
