@@ -101,13 +101,31 @@ async def failures_since(
     return [(row[0], row[1]) for row in (await conn.execute(query)).all()]
 
 
-async def add_failures(conn: AsyncConnection, *, keys: list[str], at: datetime) -> None:
-    await conn.execute(sa.insert(SignInFailure), [{"key": key, "at": at} for key in keys])
+async def lock_failures(conn: AsyncConnection) -> None:
+    """Serialize sign-in attempts' check-and-count across processes sharing one
+    PostgreSQL (SQLite's BEGIN IMMEDIATE serializes writers itself)."""
+    if conn.dialect.name == "postgresql":
+        await conn.execute(sa.text("SELECT pg_advisory_xact_lock(4226)"))
 
 
-async def forget_failures(conn: AsyncConnection, *, key: str) -> None:
-    """A successful sign-in clears the account's failures."""
-    await conn.execute(sa.delete(SignInFailure).where(col(SignInFailure.key) == key))
+async def add_failures(conn: AsyncConnection, *, keys: list[str], at: datetime) -> list[int]:
+    """One failure under each of ``keys``; the new rows' ids."""
+    ids = []
+    for key in keys:
+        insert = sa.insert(SignInFailure).values(key=key, at=at)
+        result = await conn.execute(insert.returning(sa.column("id", sa.Integer)))
+        ids.append(int(result.scalar_one()))
+    return ids
+
+
+async def forget_failures(conn: AsyncConnection, *, key: str, ids: list[int]) -> None:
+    """A successful sign-in clears the account's failures, and takes back the count of
+    its own attempt (``ids``) under the address."""
+    await conn.execute(
+        sa.delete(SignInFailure).where(
+            sa.or_(col(SignInFailure.key) == key, col(SignInFailure.id).in_(ids))
+        )
+    )
 
 
 async def purge_failures(conn: AsyncConnection, *, before: datetime) -> None:

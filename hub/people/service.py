@@ -11,7 +11,7 @@ import hashlib
 import hmac
 import secrets
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -101,31 +101,42 @@ def _failure_key(keys: HubKeys, kind: str, value: str) -> str:
     return hmac.new(keys.pseudonym_secret, message, hashlib.sha256).hexdigest()
 
 
-async def _check_throttle(
+async def _count_attempt(
     engine: AsyncEngine, *, settings: Settings, account: str, address: str
-) -> None:
+) -> list[int]:
+    """Refuse past the limits, else count this attempt as a failure (the ids of its
+    rows): one serialized transaction, before the password is checked, so that
+    concurrent guesses cannot all pass the check before any of them is counted."""
     now = utcnow()
     since = now - timedelta(seconds=settings.sign_in_window)
     async with write_connection(engine) as conn:
+        await repository.lock_failures(conn)
         await repository.purge_failures(conn, before=since)
         failures = await repository.failures_since(conn, keys=[account, address], since=since)
-    for key, limit in (
-        (account, settings.sign_in_max_failures),
-        (address, settings.sign_in_address_max_failures),
-    ):
+        limits = {
+            account: settings.sign_in_max_failures,
+            address: settings.sign_in_address_max_failures,
+        }
+        wait = _throttled_for(failures, limits=limits, since=since)
+        if wait is None:
+            return await repository.add_failures(conn, keys=[account, address], at=now)
+    raise SignInThrottled(
+        f"too many failed sign-ins; try again in {wait} seconds",
+        headers={"Retry-After": str(wait)},
+    )
+
+
+def _throttled_for(
+    failures: list[tuple[str, datetime]], *, limits: dict[str, int], since: datetime
+) -> int | None:
+    """Seconds until every key is under its limit of failures since ``since`` (the
+    window's start), or None if they all are now."""
+    for key, limit in limits.items():
         times = sorted(aware(at) for k, at in failures if k == key)
         if len(times) >= limit:
             oldest = times[-limit]
-            wait = max(1, int((oldest - since).total_seconds()) + 1)
-            raise SignInThrottled(
-                f"too many failed sign-ins; try again in {wait} seconds",
-                headers={"Retry-After": str(wait)},
-            )
-
-
-async def _count_failure(engine: AsyncEngine, *, account: str, address: str) -> None:
-    async with write_connection(engine) as conn:
-        await repository.add_failures(conn, keys=[account, address], at=utcnow())
+            return max(1, int((oldest - since).total_seconds()) + 1)
+    return None
 
 
 async def sign_in(
@@ -140,15 +151,16 @@ async def sign_in(
 ) -> SessionOut:
     """Password (and a one-time code when the account has enrolled one) for a session.
 
-    Every failure is counted (per account and per address, in a transaction of its
-    own so that the refusal does not roll it back) and audited; past the limits the
-    hub answers 429 without looking at the password. The password hash is checked
-    off the event loop (argon2id takes a fifth of a second by design).
+    Every attempt is counted as a failure (per account and per address, in a
+    transaction of its own so that the refusal does not roll it back) before the
+    password is checked, and a success takes its count back; failures are audited.
+    Past the limits the hub answers 429 without looking at the password. The password
+    hash is checked off the event loop (argon2id takes a fifth of a second by design).
     """
     username = body.username.strip().lower()
     account = _failure_key(keys, "account", username)
     network = _failure_key(keys, "address", address)
-    await _check_throttle(engine, settings=settings, account=account, address=network)
+    attempt = await _count_attempt(engine, settings=settings, account=account, address=network)
     async with sessions() as session:
         person = await repository.person_by_username(session, username)
     if person is not None:
@@ -157,7 +169,6 @@ async def sign_in(
     ok = await asyncio.to_thread(credentials.verify_password, stored, body.password)
     step = _second_factor(person, body.totp, keys=keys) if person is not None else None
     if person is None or not ok or person.status != "active" or step is False:
-        await _count_failure(engine, account=account, address=network)
         raise SignInFailed("the username, password or one-time code is not right")
     async with sessions() as session:
         await session.connection(execution_options={WRITE_OPTION: True})
@@ -165,9 +176,8 @@ async def sign_in(
             session, person_id=person.id, step=step
         ):  # the same code, used twice at once
             await session.rollback()
-            await _count_failure(engine, account=account, address=network)
             raise SignInFailed("the username, password or one-time code is not right")
-        await repository.forget_failures(await session.connection(), key=account)
+        await repository.forget_failures(await session.connection(), key=account, ids=attempt)
         method = "totp" if step is not None else "password"
         out = await start_session(
             session, person=person, method=method, settings=settings, scope=scope

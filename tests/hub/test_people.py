@@ -14,6 +14,7 @@ import logging
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -307,6 +308,18 @@ def test_an_account_is_throttled_after_too_many_failures_even_with_the_right_pas
     assert throttled.status_code == 429
     assert 0 < int(throttled.headers["retry-after"]) <= WINDOW
     assert_refused_sign_in(hub, throttled, slug="sign-in-throttled")
+
+
+def test_concurrent_guesses_get_no_more_tries_than_the_limit(hub: RunningHub) -> None:
+    username, password = person(hub)
+    guesses = 4 * MAX_FAILURES
+    with ThreadPoolExecutor(guesses) as pool:
+        answers = list(
+            pool.map(lambda n: Desk(hub).sign_in(username, f"guess-{n}"), range(guesses))
+        )
+    statuses = sorted(answer.status_code for answer in answers)
+    assert statuses == [401] * MAX_FAILURES + [429] * (guesses - MAX_FAILURES)
+    assert Desk(hub).sign_in(username, password).status_code == 429
 
 
 def test_an_address_is_throttled_after_too_many_failures_across_accounts(
