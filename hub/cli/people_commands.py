@@ -111,7 +111,11 @@ def _role(text: str) -> dict[str, str]:
 
 
 def _people_put(args: argparse.Namespace) -> int:
-    body: dict[str, Any] = {"roles": args.role, "status": "disabled" if args.disable else "active"}
+    body: dict[str, Any] = {}
+    if args.role:
+        body["roles"] = args.role
+    if args.disable or args.enable:
+        body["status"] = "disabled" if args.disable else "active"
     if args.display_name:
         body["display_name"] = args.display_name
     if args.set_password:
@@ -166,7 +170,8 @@ def register(sub: Any) -> None:
         action="append",
         default=[],
         metavar="ROLE",
-        help="administrator, auditor or steward:DEPARTMENT; repeatable",
+        help="administrator, auditor or steward:DEPARTMENT; repeatable; replaces the roles"
+        " (left out: the roles stay)",
     )
     put.add_argument("--display-name")
     put.add_argument("--set-password", action="store_true", help="prompt for a password")
@@ -176,6 +181,7 @@ def register(sub: Any) -> None:
         "--reset-totp", action="store_true", help="remove one-time codes (lost device)"
     )
     put.add_argument("--disable", action="store_true", help="disable the account (ends sign-ins)")
+    put.add_argument("--enable", action="store_true", help="enable a disabled account")
     password = _with_hub(_add(people, "password", _password, "change your own password"))
     password.add_argument("--password-stdin", action="store_true", help="two lines: current, new")
     _with_hub(_add(people, "totp-enrol", _totp_enrol, "set up one-time codes (prints the secret)"))

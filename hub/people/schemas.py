@@ -30,15 +30,16 @@ class RoleOut(BaseModel):
 
 class PersonIn(BaseModel):
     """An account, as an administrator creates or changes it. A password (local sign-in)
-    or an OpenID Connect identity (or both); roles replace the person's roles."""
+    or an OpenID Connect identity (or both). Members left out keep their value (a new
+    account: no roles, active); ``roles`` given replace the person's roles."""
 
     model_config = ConfigDict(extra="forbid")
 
     display_name: str = Field(default="", max_length=200)
     password: str | None = Field(default=None, min_length=1, max_length=256)
     oidc_subject: str | None = Field(default=None, min_length=1, max_length=255)
-    roles: list[RoleIn] = Field(default_factory=list, max_length=50)
-    status: Literal["active", "disabled"] = "active"
+    roles: list[RoleIn] | None = Field(default=None, max_length=50)
+    status: Literal["active", "disabled"] | None = None
     reset_totp: bool = Field(
         default=False, description="Remove the person's one-time-code enrolment (lost device)"
     )

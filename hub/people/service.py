@@ -243,10 +243,12 @@ async def change_password(
     session: AsyncSession, *, principal: Principal, body: PasswordIn, scope: AuditScope
 ) -> None:
     person = await _own_account(session, principal)
-    if not credentials.verify_password(person.password_hash, body.current_password):
+    if not await asyncio.to_thread(
+        credentials.verify_password, person.password_hash, body.current_password
+    ):
         raise SignInFailed("the current password is not right")
     _require_good_password(body.new_password, username=person.username)
-    person.password_hash = credentials.hash_password(body.new_password)
+    person.password_hash = await asyncio.to_thread(credentials.hash_password, body.new_password)
     await session.flush()
     await scope.record_change(session)
 
@@ -317,10 +319,11 @@ async def put_person(
     settings: Settings,
     scope: AuditScope,
 ) -> PersonOut:
-    """Create or change an account (administrators). Roles given replace the old ones."""
+    """Create or change an account (administrators). What the body leaves out stays as
+    it is; roles given replace the old ones."""
     scope.note(target=username)
-    _check_roles(body.roles)
-    for role in body.roles:
+    _check_roles(body.roles or [])
+    for role in body.roles or []:
         if role.department is not None:
             await registry.department(session, role.department)
     person = await repository.person_by_username(session, username)
@@ -333,7 +336,7 @@ async def put_person(
         session.add(person)
     if body.password is not None:
         _require_good_password(body.password, username=username)
-        person.password_hash = credentials.hash_password(body.password)
+        person.password_hash = await asyncio.to_thread(credentials.hash_password, body.password)
     if body.oidc_subject is not None:
         issuer = settings.oidc_issuer
         if issuer is None:
@@ -342,14 +345,17 @@ async def put_person(
     if body.reset_totp:
         person.totp_secret = person.totp_confirmed_at = person.totp_last_step = None
     person.display_name = body.display_name or person.display_name
-    person.status = body.status
+    person.status = body.status or person.status or "active"
     await session.flush()
-    roles = [
-        PersonRole(person_id=person.id, role=r.role, department_id=r.department or "")
-        for r in body.roles
-    ]
-    await repository.replace_roles(session, person.id, roles)
-    if body.status != "active":
+    if body.roles is None:
+        roles = await repository.roles_of(session, person.id)
+    else:
+        roles = [
+            PersonRole(person_id=person.id, role=r.role, department_id=r.department or "")
+            for r in body.roles
+        ]
+        await repository.replace_roles(session, person.id, roles)
+    if person.status != "active":
         await repository.revoke_sessions(session, person_id=person.id, now=utcnow())
     await session.flush()
     await scope.record_change(session)

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 
 import httpx
 import pytest
-from access_world import AccessWorld, access_world
 
 from adapters import AccessDenied
 
+from access_world import AccessWorld, access_world
 from exchange_world import ADDRESS, ADDRESS_RECORD, SUBJECT
 from hub_testing import DATABASES, module_database, problem_type
 

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from access_world import AccessWorld, Person, access_world
 
 from adapters import AccessDenied
 from hub import cli
@@ -23,6 +22,7 @@ from hub.access.exceptions import PurposesUnavailable, UnknownPurpose
 from hub.cli import access_commands
 from hub.config import Settings
 
+from access_world import AccessWorld, Person, access_world
 from exchange_world import ADDRESS, ADDRESS_RECORD, CONSUMER, IDENTITY, OWNER, SUBJECT
 from hub_testing import DATABASES, audit_entry_for, module_database, problem_type
 

@@ -451,6 +451,16 @@ def test_a_change_of_roles_holds_from_the_next_request(hub: RunningHub) -> None:
     assert desk.get("/v1/admin/people").status_code == 403
 
 
+def test_a_change_that_leaves_roles_and_status_out_keeps_them(hub: RunningHub) -> None:
+    roles = [{"role": "steward", "department": DEPARTMENT}]
+    desk, username = signed_in(hub, roles=roles)
+    assert put_person(hub, username, status="disabled").status_code == 200
+    changed = put_person(hub, username, reset_totp=True, display_name="Lost Phone")
+    assert changed.status_code == 200, changed.text
+    assert changed.json()["roles"] == roles  # a device reset takes no roles away
+    assert changed.json()["status"] == "disabled"  # and enables no one
+
+
 def test_roles_are_kept_apart(hub: RunningHub) -> None:
     username = new_username()
     roles = [{"role": "administrator"}, {"role": "steward", "department": DEPARTMENT}]
