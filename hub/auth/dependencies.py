@@ -6,7 +6,6 @@ from fastapi import Depends, Request, Response
 
 from hub.auth import callers, service
 from hub.auth.callers import Caller, ResourceRequest
-from hub.auth.exceptions import NotAdministrator
 from hub.config import Settings, SettingsDep
 from hub.db import SessionDep
 from hub.keys import HubKeys, KeysDep
@@ -61,22 +60,9 @@ async def _token_caller(
     return caller
 
 
-async def _administrator(request: Request, keys: KeysDep) -> None:
-    """The bootstrap administrator: ``Authorization: Bearer <var/keys/admin-token>``."""
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not keys.is_admin_token(token.strip()):
-        raise NotAdministrator(
-            "this route needs the administrator token", headers={"WWW-Authenticate": "Bearer"}
-        )
-    audit = getattr(request.state, "audit", None)
-    if audit is not None:
-        audit.note(client="administrator")
-
-
 # A valid, correctly presented token (DPoP-bound when require_dpop) whose client is
 # still active and which is not revoked (one query); its DPoP proof spent.
 CurrentCaller = Annotated[Caller, Depends(_caller)]
 # The same checks without I/O: the route must check the client's standing, the
 # revocation and the proof's single use itself (the exchange does, with its one read).
 TokenCaller = Annotated[Caller, Depends(_token_caller)]
-AdminDep = Annotated[None, Depends(_administrator)]

@@ -141,9 +141,3 @@ class InsufficientScope(HubError):
                 )
             },
         )
-
-
-class NotAdministrator(HubError):
-    status = 401
-    slug = "not-administrator"
-    title = "Administrator credentials required"

@@ -64,7 +64,7 @@ def test_oversized_body_is_refused_before_it_is_read(hub: RunningHub) -> None:
     assert problem_type(response) == "payload-too-large"
 
 
-def test_audit_query_needs_the_administrator_and_is_itself_audited(hub: RunningHub) -> None:
+def test_audit_query_needs_an_auditor_and_is_itself_audited(hub: RunningHub) -> None:
     refused = httpx.get(f"{hub.url}/v1/audit/entries")
     assert refused.status_code == 401
     with hub.admin() as admin:

@@ -453,7 +453,7 @@ def test_a_change_of_roles_holds_from_the_next_request(hub: RunningHub) -> None:
 
 def test_a_change_that_leaves_roles_and_status_out_keeps_them(hub: RunningHub) -> None:
     roles = [{"role": "steward", "department": DEPARTMENT}]
-    desk, username = signed_in(hub, roles=roles)
+    _, username = signed_in(hub, roles=roles)
     assert put_person(hub, username, status="disabled").status_code == 200
     changed = put_person(hub, username, reset_totp=True, display_name="Lost Phone")
     assert changed.status_code == 200, changed.text

@@ -188,7 +188,7 @@ ADMIN_ROUTES = [
     [None, "Bearer not-the-admin-token", "Bearer ", "Basic YWRtaW46YWRtaW4="],
     ids=["none", "wrong-token", "empty-bearer", "basic"],
 )
-def test_admin_routes_need_the_administrator_token(
+def test_admin_routes_need_a_sign_in(
     hub: RunningHub,
     method: str,
     path: str,
