@@ -10,6 +10,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from hub.audit.service import AuditScope
 from hub.config import SettingsDep
 from hub.db import SessionDep
 from hub.keys import KeysDep
@@ -26,17 +27,34 @@ def bearer(request: Request) -> str | None:
     return token if scheme.lower() == "bearer" and token else None
 
 
+def _audit_scope(request: Request) -> AuditScope:
+    """The request's audit scope. Routes that only read have none of their own; they get
+    one that writes an entry only if the request is refused (every refusal is audited):
+    action ``route.refused``, the route in ``target``."""
+    audit: AuditScope | None = getattr(request.state, "audit", None)
+    if audit is None:
+        route = request.scope.get("route")
+        template = getattr(route, "path", request.url.path)
+        audit = AuditScope(
+            log=request.app.state.audit_log,
+            action="route.refused",
+            request_id=request.state.request_id,
+        )
+        audit.note(target=f"{request.method} {template}")
+        request.state.audit = audit
+    return audit
+
+
 async def _principal(
     request: Request, session: SessionDep, settings: SettingsDep, keys: KeysDep
 ) -> Principal:
-    audit = getattr(request.state, "audit", None)
+    audit = _audit_scope(request)
     token = bearer(request)
     if token is None:
         raise NotSignedIn("sign in first (onceonly login)", headers=_CHALLENGE)
     if settings.break_glass_token and keys.is_admin_token(token):
         principal = Principal.emergency()
-        if audit is not None:
-            audit.note(client="administrator", person=principal.name)
+        audit.note(client="administrator", person=principal.name)
         return principal
     principal_or_none = await service.principal_for_token(session, token)
     if principal_or_none is None:
@@ -44,8 +62,7 @@ async def _principal(
             "the sign-in is not valid: it expired, was ended, or the account is disabled",
             headers=_CHALLENGE,
         )
-    if audit is not None:
-        audit.note(person=principal_or_none.name)
+    audit.note(person=principal_or_none.name)
     return principal_or_none
 
 

@@ -18,6 +18,7 @@ from hub_testing import (
     CATALOGUE,
     DATABASES,
     RunningHub,
+    audit_entry_for,
     module_database,
     problem_type,
     running_hub,
@@ -222,3 +223,14 @@ def test_the_break_glass_token_may_set_up_but_is_refused_when_turned_off(
         )
         assert response.status_code == 401
         assert problem_type(response) == "not-signed-in"
+
+
+def test_a_refused_read_is_audited_too(hub: RunningHub, people: dict[str, dict[str, str]]) -> None:
+    response = httpx.get(f"{hub.url}/v1/admin/people", headers=people["steward"])
+    assert response.status_code == 403
+    entry = audit_entry_for(hub, response, action="route.refused")
+    assert (entry["outcome"], entry["reason"]) == ("refused", "forbidden")
+    assert (entry["person"], entry["target"]) == ("matrix-steward", "GET /v1/admin/people")
+    anonymous = httpx.get(f"{hub.url}/v1/grants")
+    entry = audit_entry_for(hub, anonymous, action="route.refused")
+    assert (entry["reason"], entry["target"]) == ("not-signed-in", "GET /v1/grants")
