@@ -15,11 +15,11 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
-from adapters import AccessDenied
+from adapters import AccessDenied, HubClient
 
 from access_world import AccessWorld, access_world
-from exchange_world import ADDRESS, ADDRESS_RECORD, SUBJECT
-from hub_testing import DATABASES, module_database, problem_type
+from exchange_world import ADDRESS, ADDRESS_RECORD, CONSUMER_CLIENT, SUBJECT
+from hub_testing import DATABASES, module_database, problem_type, running_hub
 
 ROUNDS = 4
 
@@ -170,3 +170,52 @@ def test_revoke_while_exchanges_are_in_flight(aw: AccessWorld) -> None:
     after = [a for a in every if a.started > committed]
     assert after
     assert all(a.record is None for a in after)
+
+
+class Balancer(httpx.BaseTransport):
+    """A load balancer in front of hub replicas that share one issuer: every request
+    goes to ``backend`` (the URL, and so the DPoP ``htu``, stays the issuer's)."""
+
+    def __init__(self, backend: str) -> None:
+        self._inner = httpx.HTTPTransport()
+        self.backend = httpx.URL(backend)
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        request.url = request.url.copy_with(host=self.backend.host, port=self.backend.port)
+        return self._inner.handle_request(request)
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+def test_a_revocation_on_one_replica_holds_on_the_next_request_to_another(
+    aw: AccessWorld,
+) -> None:
+    """Two hub processes behind one issuer, on one database and one key directory: the
+    grant is revoked through the first, and the consumer's very next query, which the
+    balancer sends to the second, is refused."""
+    purpose = "housing-benefit"
+    request_id = aw.pending(item=ADDRESS, purpose=purpose, fields=["city", "street"])
+    grant_id = aw.people["rita.registry"].act(request_id, "approve", {}).json()["grant_id"]
+    first = aw.world.hub
+    settings = first.settings
+    with running_hub(
+        database_url=str(settings.database_url), data_dir=settings.data_dir, issuer=settings.issuer
+    ) as second:
+        balancer = Balancer(second.url)
+        with HubClient(
+            first.url,
+            client_id=CONSUMER_CLIENT,
+            key=aw.world.consumer_key,
+            retries=0,
+            transport=balancer,
+        ) as client:
+            record = client.fetch(ADDRESS, SUBJECT, purpose=purpose).record
+            assert record == {"city": ADDRESS_RECORD["city"], "street": ADDRESS_RECORD["street"]}
+            revoked = aw.people["rita.registry"].call(  # to the first replica
+                "POST", f"/v1/grants/{grant_id}/revoke", {"reason": "moved to another scheme"}
+            )
+            assert revoked.status_code == 200, revoked.text
+            with pytest.raises(AccessDenied) as refused:
+                client.fetch(ADDRESS, SUBJECT, purpose=purpose)  # same token, second replica
+            assert refused.value.problem_type == "no-grant"
