@@ -6,15 +6,18 @@ database serves the module; each test sets the provider's behaviour afresh.
 """
 
 import html
+import json
 import re
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
 
+from hub.cli import main
 from hub.cli.admin_client import AdminError
 from hub.cli.oidc_login import oidc_login
 from hub.people import oidc
@@ -182,6 +185,27 @@ def test_cli_signs_in_through_the_browser(
     assert "/v1/people/oidc/start?cli_port=" in printed
     assert signed_in["token"] not in printed
     assert "code=" not in printed
+
+
+def test_onceonly_login_oidc_keeps_the_sign_in(
+    hub: RunningHub,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The command a person types: the browser part done by httpx, the rest as shipped."""
+
+    def open_browser(url: str) -> None:
+        with browser() as client:
+            assert client.get(url).status_code == 200
+
+    monkeypatch.setitem(oidc_login.__kwdefaults__, "open_browser", open_browser)
+    monkeypatch.setenv("ONCEONLY_SESSION_FILE", str(tmp_path / "session.json"))
+    monkeypatch.delenv("ONCEONLY_TOKEN", raising=False)
+    assert main(["login", "--oidc", "--hub", hub.url]) == 0
+    assert "signed in as alice" in capsys.readouterr().out
+    kept = json.loads((tmp_path / "session.json").read_text())[hub.url]
+    assert me(hub, kept["token"]).status_code == 200
 
 
 def test_cli_ignores_a_code_without_its_state(hub: RunningHub) -> None:
