@@ -43,6 +43,17 @@ class AccessRequest(SQLModel, table=True):
     __table_args__ = (
         sa.Index("ix_access_requests_owner_status", "owner_id", "status"),
         sa.Index("ix_access_requests_consumer_status", "consumer_id", "status"),
+        # At most one pending request per consumer, item and purpose, kept by the
+        # database itself (the workflow checks first, to answer with the existing id).
+        sa.Index(
+            "uq_access_requests_pending",
+            "consumer_id",
+            "item_id",
+            "purpose",
+            unique=True,
+            postgresql_where=sa.text("status = 'pending'"),
+            sqlite_where=sa.text("status = 'pending'"),
+        ),
     )
 
     id: str = Field(default_factory=lambda: uuid4().hex, primary_key=True, max_length=32)

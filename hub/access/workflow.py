@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from uuid import uuid4
 
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.access import policy, repository
@@ -177,7 +178,12 @@ async def request_access(
         grant = _grant(row, fields=requested_fields(row, version), until=row.valid_until, now=now)
         _settle_in_memory(row, grant)
         repository.add(session, grant)
-    await session.flush()
+    try:
+        await session.flush()
+    except IntegrityError:  # the database's own guard (uq_access_requests_pending)
+        raise DuplicateRequest(
+            "a request for the same item and purpose is pending already"
+        ) from None
     await scope.record_change(
         session, target=row.id, grant=row.grant_id, fields=requested_fields(row, version)
     )

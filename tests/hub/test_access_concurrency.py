@@ -14,8 +14,10 @@ from dataclasses import dataclass
 
 import httpx
 import pytest
+import sqlalchemy as sa
 
 from adapters import AccessDenied, HubClient
+from hub.db import make_sync_engine
 
 from access_world import AccessWorld, access_world
 from exchange_world import ADDRESS, ADDRESS_RECORD, CONSUMER_CLIENT, SUBJECT
@@ -219,3 +221,24 @@ def test_a_revocation_on_one_replica_holds_on_the_next_request_to_another(
             with pytest.raises(AccessDenied) as refused:
                 client.fetch(ADDRESS, SUBJECT, purpose=purpose)  # same token, second replica
             assert refused.value.problem_type == "no-grant"
+
+
+def test_the_database_itself_keeps_one_pending_request_per_item_and_purpose(
+    aw: AccessWorld,
+) -> None:
+    request_id = aw.pending(purpose="tax-audit")
+    engine = make_sync_engine(aw.database_url)
+    try:
+        with pytest.raises(sa.exc.IntegrityError), engine.begin() as conn:
+            conn.execute(
+                sa.text(
+                    "INSERT INTO access_requests (id, consumer_id, owner_id, item_id, version,"
+                    " purpose, purpose_text, legal_basis, valid_from, status, requested_by,"
+                    " requested_at, answer_due) SELECT :id, consumer_id, owner_id, item_id,"
+                    " version, purpose, purpose_text, legal_basis, valid_from, status,"
+                    " requested_by, requested_at, answer_due FROM access_requests WHERE id = :old"
+                ),
+                {"id": "f" * 32, "old": request_id},
+            )
+    finally:
+        engine.dispose()
