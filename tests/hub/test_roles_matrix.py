@@ -206,9 +206,26 @@ def test_people_routes_refuse_every_other_role(
 def test_machine_routes_refuse_a_persons_token(
     hub: RunningHub, people: dict[str, dict[str, str]], route: tuple[str, str]
 ) -> None:
+    """Resource routes refuse it as an access token; the OAuth endpoints, which
+    authenticate clients by a signed assertion, refuse it as one."""
+    path = route[1]
     for headers in people.values():
-        response = call(hub, route, headers)
-        assert response.status_code in (400, 401), response.text
+        if path.startswith("/oauth/"):
+            token = headers["Authorization"].removeprefix("Bearer ")
+            form = {
+                "grant_type": "client_credentials",
+                "client_id": "social-welfare-adapter",
+                "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                "client_assertion": token,
+                "token": token,
+            }
+            response = httpx.post(hub.url + path, data=form, headers=headers)
+            assert response.status_code == 401, response.text
+            assert problem_type(response) == "oauth-invalid-client"
+        else:
+            response = call(hub, route, headers)
+            assert response.status_code == 401, response.text
+            assert problem_type(response) == "invalid-token"
 
 
 def test_the_break_glass_token_may_set_up_but_is_refused_when_turned_off(
