@@ -78,10 +78,10 @@ def grant_out(row: Grant, *, owner: str | None, now: datetime | None = None) -> 
         legal_basis=row.legal_basis,
         fields=row.fields,
         valid_from=aware(row.valid_from),
-        valid_until=aware(row.valid_until) if row.valid_until is not None else None,
+        valid_until=aware(row.valid_until),
         status=grant_status(row, now or utcnow()),
         request_id=row.request_id,
-        revoked_at=aware(row.revoked_at) if row.revoked_at is not None else None,
+        revoked_at=aware(row.revoked_at),
         revoked_by=row.revoked_by,
         revoke_reason=row.revoke_reason,
     )

@@ -68,10 +68,6 @@ class RequestQuery:
     overdue: bool | None = None
 
 
-def _optional(moment: datetime | None) -> datetime | None:
-    return aware(moment) if moment is not None else None
-
-
 def requested_fields(row: AccessRequest, version: ItemVersion) -> list[str]:
     """The fields asked for, spelled out (all: those of the version requested)."""
     return list(row.fields) if row.fields is not None else registry.version_fields(version.schema_)
@@ -87,7 +83,7 @@ def request_out(row: AccessRequest, version: ItemVersion, now: datetime) -> Acce
             at=aware(row.decided_at),
             reason=row.reason,
             fields=row.granted_fields,
-            valid_until=_optional(row.granted_until),
+            valid_until=aware(row.granted_until),
         )
     answer_due = aware(row.answer_due)
     return AccessRequestOut(
@@ -103,7 +99,7 @@ def request_out(row: AccessRequest, version: ItemVersion, now: datetime) -> Acce
         requested_fields=fields,
         personal_fields=[name for name in fields if name in personal],
         valid_from=aware(row.valid_from),
-        valid_until=_optional(row.valid_until),
+        valid_until=aware(row.valid_until),
         status=row.status,
         requested_by=row.requested_by,
         requested_at=aware(row.requested_at),
@@ -308,7 +304,7 @@ def _approved_fields(body: ApproveIn, requested: list[str]) -> list[str]:
 
 
 def _approved_until(body: ApproveIn, row: AccessRequest, now: datetime) -> datetime | None:
-    asked = _optional(row.valid_until)
+    asked = aware(row.valid_until)
     if body.valid_until is not None and asked is not None and body.valid_until > asked:
         raise InvalidRequest(f"valid_until must not be later than requested ({asked.isoformat()})")
     until = body.valid_until or asked

@@ -6,7 +6,7 @@ docs/audit.md for why that reveals nothing personal). The filtered query is for
 administrators and is itself audited.
 """
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request
@@ -19,6 +19,7 @@ from hub.audit.schemas import CheckpointPage, EntryOut, EntryPage, ProofOut
 from hub.auth.dependencies import CurrentCaller
 from hub.db import SessionDep
 from hub.keys import KeysDep
+from hub.kit.clock import aware
 from hub.people.dependencies import AuditorDep
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
@@ -98,16 +99,9 @@ async def _entry_query(
         item=item,
         action=action,
         outcome=outcome,
-        since=_aware(since),
-        until=_aware(until),
+        since=aware(since),
+        until=aware(until),
     )
-
-
-def _aware(moment: datetime | None) -> datetime | None:
-    """A time without an offset is read as UTC."""
-    if moment is None or moment.tzinfo is not None:
-        return moment
-    return moment.replace(tzinfo=UTC)
 
 
 EntryQueryDep = Annotated[service.EntryQuery, Depends(_entry_query)]

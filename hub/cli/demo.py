@@ -44,6 +44,7 @@ from adapters import (
 from hub.app import create_app
 from hub.cli.admin_client import AdminClient, AdminError
 from hub.cli.servers import loopback_socket, serve_in_thread, url_of
+from hub.cli.session import break_glass_token
 from hub.config import Settings
 from hub.keys import HubKeys
 from hub.kit import logs
@@ -423,13 +424,13 @@ def _audit(
 
 
 def _admin_token(hub_url: str, root: Path) -> str:
-    """$ONCEONLY_ADMIN_TOKEN, else the token of a demo hub or a local hub under var/."""
-    token = os.environ.get("ONCEONLY_ADMIN_TOKEN")
-    for path in (root / "hub" / "keys" / "admin-token", Path("var/keys/admin-token")):
-        if token is None and path.is_file():
-            token = path.read_text().strip()
+    """The break-glass token: $ONCEONLY_ADMIN_TOKEN, else a demo hub's, else the local hub's."""
+    demo_token = root / "hub" / "keys" / "admin-token"
+    token = os.environ.get("ONCEONLY_ADMIN_TOKEN") or (
+        demo_token.read_text().strip() if demo_token.is_file() else break_glass_token()
+    )
     if token is None:
-        raise SystemExit(f"no administrator token for {hub_url}: set ONCEONLY_ADMIN_TOKEN")
+        raise SystemExit(f"no break-glass token for {hub_url}: set ONCEONLY_ADMIN_TOKEN")
     return token
 
 

@@ -10,9 +10,11 @@ the break-glass administrator token (``$ONCEONLY_ADMIN_TOKEN`` or the hub's
 
 import json
 import os
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+from hub.kit.clock import aware, utcnow
 
 
 def session_file() -> Path:
@@ -71,12 +73,10 @@ def stored(hub_url: str) -> dict[str, Any] | None:
     if not isinstance(entry, dict):
         return None
     try:
-        expires = datetime.fromisoformat(str(entry["expires_at"]).replace("Z", "+00:00"))
+        expires = aware(datetime.fromisoformat(str(entry["expires_at"]).replace("Z", "+00:00")))
     except (KeyError, ValueError):
         return None
-    if expires.tzinfo is None:
-        expires = expires.replace(tzinfo=UTC)
-    return entry if expires > datetime.now(UTC) else None
+    return entry if expires > utcnow() else None
 
 
 def break_glass_token() -> str | None:

@@ -1,6 +1,7 @@
 """Time as the hub sees it: always UTC, always timezone-aware."""
 
 from datetime import UTC, datetime
+from typing import overload
 
 
 def utcnow() -> datetime:
@@ -14,6 +15,13 @@ def rfc3339_ms(moment: datetime) -> str:
     )
 
 
-def aware(moment: datetime) -> datetime:
-    """A stored time as UTC: SQLite gives back timezone-naive values (stored in UTC)."""
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+@overload
+def aware(moment: datetime) -> datetime: ...
+@overload
+def aware(moment: None) -> None: ...
+def aware(moment: datetime | None) -> datetime | None:
+    """A time without an offset read as UTC (SQLite gives stored times back without one;
+    auditors may write one without); None stays None."""
+    if moment is None or moment.tzinfo is not None:
+        return moment
+    return moment.replace(tzinfo=UTC)
