@@ -95,7 +95,7 @@ async def failures_since(
     conn: AsyncConnection, *, keys: list[str], since: datetime
 ) -> list[tuple[str, datetime]]:
     """(key, time) of every failure under ``keys`` since ``since``."""
-    query = sa.select(SignInFailure.key, SignInFailure.at).where(  # type: ignore[call-overload]
+    query = sa.select(col(SignInFailure.key), col(SignInFailure.at)).where(
         col(SignInFailure.key).in_(keys), col(SignInFailure.at) >= since
     )
     return [(row[0], row[1]) for row in (await conn.execute(query)).all()]
