@@ -254,7 +254,13 @@ def test_two_hub_replicas_deliver_every_event_once(database_url: str, tmp_path: 
 
 
 def test_delivery_resumes_after_the_hub_restarts(database_url: str, tmp_path: Path) -> None:
-    with event_world(database_url, tmp_path, **FAST_RETRIES) as world:
+    # Both hubs keep retrying while the subscriber is unreachable (the first while it
+    # stops, the second until the subscriber is pointed at a live adapter). With ten
+    # attempts 0.2 s apart, a slow restart on a busy CI machine turned the delivery into
+    # a dead letter before the adapter was up. A minute of retries, at most a second
+    # apart, leaves only a lost delivery to fail this test.
+    patient = {**FAST_RETRIES, "event_retry_cap": 1.0, "event_max_attempts": 100}
+    with event_world(database_url, tmp_path, **patient) as world:
         _point(world, "http://127.0.0.1:9")  # the subscriber is down: the delivery waits
         world.subscribe()
         world.publish()
@@ -267,11 +273,11 @@ def test_delivery_resumes_after_the_hub_restarts(database_url: str, tmp_path: Pa
 
         wait_for(attempted)
         engine.dispose()
-    with running_hub(database_url=database_url, data_dir=tmp_path / "hub", **FAST_RETRIES) as hub:
+    with running_hub(database_url=database_url, data_dir=tmp_path / "hub", **patient) as hub:
         again = EventWorld(hub=hub, owner_key=world.owner_key, consumer_key=world.consumer_key)
         with consumer_adapter(again, tmp_path) as url:
             _point(again, url)
-            wait_for(lambda: len(again.received) == 1)
+            wait_for(lambda: len(again.received) == 1, timeout=20)
         assert again.received[0].subject == SUBJECT
 
 
