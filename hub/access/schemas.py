@@ -55,8 +55,9 @@ class RevokeIn(BaseModel):
 
 
 class AccessRequestIn(BaseModel):
-    """A consumer department's request. ``fields``: None asks for every field of the
-    item's current version (never the fields a later version adds)."""
+    """A consumer department's request. ``fields``: None asks for the fields of the
+    item's current version that are not personal (never those a later version adds);
+    personal fields must be named one by one."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -103,7 +104,9 @@ class AccessRequestOut(BaseModel):
     purpose: str
     purpose_text: str
     legal_basis: str
-    fields: list[str] | None = Field(description="As asked; None: all fields of the version")
+    fields: list[str] | None = Field(
+        description="As asked; None: the version's fields that are not personal"
+    )
     requested_fields: list[str] = Field(description="The fields asked for, spelled out")
     personal_fields: list[str] = Field(description="Those of requested_fields marked x-personal")
     valid_from: datetime

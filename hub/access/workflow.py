@@ -68,9 +68,16 @@ class RequestQuery:
     overdue: bool | None = None
 
 
+def default_fields(version: ItemVersion) -> list[str]:
+    """What a request that names no fields asks for: the version's fields that are not
+    personal. Personal fields are granted only when a request names them one by one."""
+    personal = set(version.personal_fields)
+    return [name for name in registry.version_fields(version.schema_) if name not in personal]
+
+
 def requested_fields(row: AccessRequest, version: ItemVersion) -> list[str]:
-    """The fields asked for, spelled out (all: those of the version requested)."""
-    return list(row.fields) if row.fields is not None else registry.version_fields(version.schema_)
+    """The fields asked for, spelled out (none named: :func:`default_fields`)."""
+    return list(row.fields) if row.fields is not None else default_fields(version)
 
 
 def request_out(row: AccessRequest, version: ItemVersion, now: datetime) -> AccessRequestOut:
@@ -132,6 +139,11 @@ async def _requestable(session: AsyncSession, body: AccessRequestIn) -> tuple[It
     if version is None:
         raise RuntimeError(f"item {item.id} has no version {item.latest_version}")
     check_fields(body.fields, version.schema_)
+    if body.fields is None and not default_fields(version):
+        raise InvalidRequest(
+            f"every field of {body.item!r} is personal: name the fields needed "
+            f"({', '.join(version.personal_fields)})"
+        )
     return item, version
 
 

@@ -142,7 +142,11 @@ def register(sub: Any) -> None:
     request.add_argument("--purpose", required=True, help="a code of `onceonly access purposes`")
     request.add_argument("--purpose-text", required=True, help="why, in words")
     request.add_argument("--legal-basis", required=True)
-    request.add_argument("--fields", help="comma-separated top-level fields (default: all)")
+    request.add_argument(
+        "--fields",
+        help="comma-separated top-level fields (default: those not personal; "
+        "personal fields are granted only when named)",
+    )
     request.add_argument("--valid-until", help="RFC 3339 time with a time zone")
     approve = _add(access, "approve", _approve, "approve a request (owner's steward)")
     approve.add_argument("id")

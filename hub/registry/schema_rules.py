@@ -249,10 +249,32 @@ def _check_ref_loops(locations: dict[Path, Any]) -> None:
 
 
 def personal_fields(schema: dict[str, Any]) -> list[str]:
-    """Top-level properties marked ``"x-personal": true``."""
+    """Top-level properties that hold personal data: marked ``"x-personal": true``
+    themselves, or holding a marked part anywhere inside (nested properties, array
+    items, local ``$ref`` targets). Grants allow top-level fields, so a field with one
+    personal part inside is personal as a whole. ``schema`` has passed
+    :func:`check_schema` (references are local and resolvable)."""
     properties = schema.get("properties", {})
-    return sorted(
-        name
-        for name, prop in properties.items()
-        if isinstance(prop, dict) and prop.get("x-personal") is True
-    )
+    if not isinstance(properties, dict):
+        return []
+    locations = dict(subschemas(schema))
+    return sorted(name for name in properties if _holds_personal(("properties", name), locations))
+
+
+def _holds_personal(start: Path, locations: dict[Path, Any]) -> bool:
+    """Whether the subschema at ``start``, or one it reaches, is marked ``x-personal``."""
+    seen: set[Path] = set()
+    stack = [start]
+    while stack:
+        path = stack.pop()
+        if path in seen or path not in locations:
+            continue
+        seen.add(path)
+        for inner, node in subschemas(locations[path], path):
+            if not isinstance(node, dict):
+                continue
+            if node.get("x-personal") is True:
+                return True
+            if "$ref" in node:
+                stack.append(ref_target(node["$ref"], inner, locations))
+    return False

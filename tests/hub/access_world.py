@@ -21,6 +21,15 @@ from exchange_world import CONSUMER, OWNER, World, exchange_world
 
 PASSWORD = "a long and quiet passphrase 7"
 OTHER = "tax"
+# person.identity: every field is personal, so a request names the fields it needs
+IDENTITY_FIELDS = [
+    "citizenship",
+    "date_of_birth",
+    "family_name",
+    "given_name",
+    "personal_code",
+    "sex",
+]
 
 # username → roles (one kind of role per person; a steward may steward several)
 PEOPLE: dict[str, list[dict[str, str]]] = {
@@ -56,18 +65,28 @@ class Person:
         )
 
     def request(self, **overrides: Any) -> httpx.Response:
-        """File an access request (social welfare asks the civil registry by default)."""
+        """File an access request (social welfare asks the civil registry by default).
+        Unless ``fields`` is given, it names every field of the item's latest version
+        (the civil registry's items are all personal: naming none asks for nothing)."""
+        if "item" in overrides and "fields" not in overrides:
+            overrides["fields"] = self.every_field(overrides["item"])
         body = {
             "consumer": CONSUMER,
             "item": "person.identity",
             "purpose": "benefit-eligibility",
             "purpose_text": "checking the applicant's identity for a benefit",
             "legal_basis": "Social Welfare Act §12",
-            "fields": None,
+            "fields": IDENTITY_FIELDS,
             "valid_until": None,
             **overrides,
         }
         return self.call("POST", "/v1/access-requests", body)
+
+    def every_field(self, item: str) -> list[str]:
+        response = self.call("GET", f"/v1/items/{item}/versions")
+        if response.status_code != 200:  # an unknown item: let the request be refused
+            return ["personal_code"]
+        return list(response.json()["versions"][-1]["fields"])
 
     def act(self, request_id: str, verb: str, body: Any = None) -> httpx.Response:
         return self.call("POST", f"/v1/access-requests/{request_id}/{verb}", body)

@@ -22,7 +22,7 @@ from hub.access.exceptions import PurposesUnavailable, UnknownPurpose
 from hub.cli import access_commands
 from hub.config import Settings
 
-from access_world import AccessWorld, Person, access_world
+from access_world import IDENTITY_FIELDS, AccessWorld, Person, access_world
 from exchange_world import ADDRESS, ADDRESS_RECORD, CONSUMER, IDENTITY, OWNER, SUBJECT
 from hub_testing import DATABASES, audit_entry_for, module_database, problem_type
 
@@ -146,22 +146,35 @@ def test_every_step_is_audited_with_department_item_purpose_grant_and_request(
     assert "sam.welfare" in again.json()["detail"]
 
 
-def test_request_for_all_fields_is_granted_the_snapshot_of_the_version(aw: AccessWorld) -> None:
+def test_personal_fields_are_granted_only_when_named(aw: AccessWorld) -> None:
+    sam = person(aw, "sam.welfare")
+    # person.identity: every field is personal, so naming none asks for nothing
+    refused = sam.request(purpose="pension-calculation", fields=None)
+    assert refused.status_code == 400, refused.text
+    assert problem_type(refused) == "invalid-request"
+    assert "every field of 'person.identity' is personal" in refused.json()["detail"]
+    assert "given_name" in refused.json()["detail"]
+    # vehicle.registration: naming none asks for the fields that are not personal
+    filed = sam.request(item="vehicle.registration", purpose="benefit-eligibility", fields=None)
+    assert filed.status_code == 201, filed.text
+    body = filed.json()
+    assert body["fields"] is None
+    assert "owner" not in body["requested_fields"]
+    assert body["personal_fields"] == []
+    not_personal = ["registration_number", "vin", "make", "model", "category", "fuel"]
+    not_personal += ["first_registered_on", "status", "inspection_valid_until"]
+    assert body["requested_fields"] == sorted(not_personal)
+
+
+def test_request_naming_every_field_is_granted_exactly_those(aw: AccessWorld) -> None:
     request_id = aw.pending(purpose="pension-calculation")
     decided = person(aw, "rita.registry").act(request_id, "approve", {}).json()
-    assert decided["fields"] is None
-    expected = [
-        "citizenship",
-        "date_of_birth",
-        "family_name",
-        "given_name",
-        "personal_code",
-        "sex",
-    ]
-    assert decided["requested_fields"] == expected
-    assert decided["decision"]["fields"] == expected
+    assert decided["fields"] == IDENTITY_FIELDS
+    assert decided["requested_fields"] == IDENTITY_FIELDS
+    assert decided["personal_fields"] == IDENTITY_FIELDS
+    assert decided["decision"]["fields"] == IDENTITY_FIELDS
     grant = person(aw, "sam.welfare").call("GET", f"/v1/grants/{decided['grant_id']}").json()
-    assert grant["fields"] == expected
+    assert grant["fields"] == IDENTITY_FIELDS
 
 
 def test_unconditional_item_is_granted_at_once_by_the_hub(aw: AccessWorld) -> None:

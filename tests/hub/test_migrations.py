@@ -1,5 +1,7 @@
 """The migrations build exactly the tables the models describe, on both databases."""
 
+import json
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -25,10 +27,36 @@ def test_database_is_at_the_newest_revision(database_url: str) -> None:
     assert is_current(database_url)
 
 
-@pytest.mark.parametrize("revision", ["0001", "0002", "0003", "0004", "0005", "0006"])
+@pytest.mark.parametrize("revision", ["0001", "0002", "0003", "0004", "0005", "0006", "0007"])
 def test_an_older_database_upgrades_to_the_newest(revision: str, tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'step.db'}"
     upgrade(url, revision)
     assert not is_current(url)
     upgrade(url)
     assert is_current(url)
+
+
+def test_upgrade_counts_fields_with_a_personal_part_inside_as_personal(tmp_path: Path) -> None:
+    """Migration 0008 recomputes the personal fields of versions stored before it."""
+    path = tmp_path / "step.db"
+    upgrade(f"sqlite:///{path}", "0007")
+    schema = {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "type": "object",
+        "properties": {
+            "code": {"type": "string"},
+            "holder": {"type": "object", "properties": {"name": {"$ref": "#/$defs/name"}}},
+            "marked": {"type": "string", "x-personal": True},
+        },
+        "$defs": {"name": {"type": "string", "x-personal": True}},
+    }
+    with sqlite3.connect(path) as conn:  # foreign keys are not enforced on a bare connection
+        conn.execute(
+            "INSERT INTO item_versions (item_id, version, schema, fingerprint, personal_fields,"
+            " created_at) VALUES ('x.item', 1, ?, 'f', ?, '2026-01-01 00:00:00')",
+            (json.dumps(schema), json.dumps(["marked"])),
+        )
+    upgrade(f"sqlite:///{path}")
+    with sqlite3.connect(path) as conn:
+        (stored,) = conn.execute("SELECT personal_fields FROM item_versions").fetchone()
+    assert json.loads(stored) == ["holder", "marked"]

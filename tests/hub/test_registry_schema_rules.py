@@ -10,7 +10,7 @@ import pytest
 from hub.registry.exceptions import InvalidSchema
 from hub.registry.projection import project_to_version
 from hub.registry.regex_safety import UnsafePattern, check_pattern
-from hub.registry.schema_rules import check_schema
+from hub.registry.schema_rules import check_schema, personal_fields
 from hub.registry.validation import compile_schema
 
 Json = Any
@@ -232,3 +232,34 @@ def test_projection_keeps_pattern_properties_of_a_closed_object() -> None:
     )
     projected = project_to_version({"codes": {"x-a": "1", "y": "2"}}, version)
     assert projected == {"codes": {"x-a": "1"}}
+
+
+PERSONAL = {"type": "string", "x-personal": True}
+
+
+def test_a_field_with_a_personal_part_inside_is_personal_as_a_whole() -> None:
+    document = schema(
+        properties={
+            "marked": PERSONAL,
+            "nested": {"type": "object", "properties": {"name": PERSONAL}},
+            "listed": {"type": "array", "items": {"anyOf": [{"type": "null"}, PERSONAL]}},
+            "referenced": {"$ref": "#/$defs/holder"},
+            "recursive": {"$ref": "#/$defs/node"},
+            "plain": {"type": "object", "properties": {"code": {"type": "string"}}},
+            "unmarked-ref": {"$ref": "#/$defs/code"},
+            "false-mark": {"type": "string", "x-personal": False},
+        },
+        **{
+            "$defs": {
+                "holder": {"type": "object", "properties": {"id": {"$ref": "#/$defs/id"}}},
+                "id": PERSONAL,
+                "code": {"type": "string"},
+                "node": {
+                    "type": "object",
+                    "properties": {"next": {"$ref": "#/$defs/node"}, "who": PERSONAL},
+                },
+            }
+        },
+    )
+    check_schema(document)
+    assert personal_fields(document) == ["listed", "marked", "nested", "recursive", "referenced"]
