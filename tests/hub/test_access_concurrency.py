@@ -153,12 +153,18 @@ def test_revoke_while_exchanges_are_in_flight(aw: AccessWorld) -> None:
     for thread in threads:
         thread.start()
     barrier.wait()
-    time.sleep(0.5)
+
+    def until(condition: Callable[[], bool]) -> None:  # bounded: a stuck worker fails below
+        deadline = time.monotonic() + 30
+        while not condition() and time.monotonic() < deadline and not failures:
+            time.sleep(0.02)
+
+    until(lambda: all(any(a.record is not None for a in mine) for mine in attempts))
     revoked = aw.people["sam.welfare"].call(
         "POST", f"/v1/grants/{grant_id}/revoke", {"reason": "survey finished"}
     )
     committed = time.monotonic()
-    time.sleep(0.5)
+    until(lambda: all(sum(a.started > committed for a in mine) >= 3 for mine in attempts))
     stop.set()
     for thread in threads:
         thread.join(timeout=60)

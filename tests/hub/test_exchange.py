@@ -234,7 +234,7 @@ def _slow_owner() -> FastAPI:
 
     @app.post("/v1/items/{item}/records/query")
     async def answer(item: str) -> dict[str, Any]:
-        await asyncio.sleep(1.5)
+        await asyncio.sleep(3.0)
         return {"item": item, "version": 1, "record": ADDRESS_RECORD}
 
     return app
@@ -250,7 +250,7 @@ def test_answers_504_when_the_owner_is_too_slow(database_url: str, tmp_path: Pat
         started = time.monotonic()
         with world.client() as client, pytest.raises(UpstreamError) as failed:
             client.fetch(ADDRESS, SUBJECT, purpose=PURPOSE)
-        assert time.monotonic() - started < 1.2
+        assert time.monotonic() - started < 2.5  # the hub did not wait for the 3 s answer
         assert failed.value.status == 504
         assert last_entry(world)["reason"] == "owner-timeout"
 
