@@ -1,7 +1,7 @@
 """Access API bodies: grants, access requests and the purpose list."""
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
@@ -12,6 +12,7 @@ PURPOSE_PATTERN = r"^[a-z0-9][a-z0-9.-]{0,63}$"
 RequestStatus = Literal["pending", "approved", "refused", "withdrawn"]
 GrantStatus = Literal["active", "expired", "revoked"]
 Box = Literal["inbox", "outbox"]
+FieldList = Annotated[list[str], Field(min_length=1, max_length=200)]
 
 
 class GrantIn(BaseModel):
@@ -55,9 +56,11 @@ class RevokeIn(BaseModel):
 
 
 class AccessRequestIn(BaseModel):
-    """A consumer department's request. ``fields``: None asks for the fields of the
-    item's current version that are not personal (never those a later version adds);
-    personal fields must be named one by one."""
+    """A consumer department's request. ``fields``: a subset of the top-level fields;
+    ``"all"``: every field of the item's current version, personal ones included;
+    None: the current version's fields that are not personal. Each is read against the
+    version current at the time of the request, so a later version's new fields are
+    never included."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -66,7 +69,7 @@ class AccessRequestIn(BaseModel):
     purpose: str = Field(pattern=PURPOSE_PATTERN)
     purpose_text: str = Field(min_length=1, max_length=2000)
     legal_basis: str = Field(min_length=1, max_length=2000)
-    fields: list[str] | None = Field(default=None, min_length=1, max_length=200)
+    fields: FieldList | Literal["all"] | None = None
     valid_until: AwareDatetime | None = None
 
 

@@ -124,8 +124,11 @@ async def _version(session: AsyncSession, row: AccessRequest) -> ItemVersion:
     return version
 
 
-async def _requestable(session: AsyncSession, body: AccessRequestIn) -> tuple[Item, ItemVersion]:
-    """The item, locked, if a department other than its owner may ask for it."""
+async def _requestable(
+    session: AsyncSession, body: AccessRequestIn
+) -> tuple[Item, ItemVersion, list[str] | None]:
+    """The item, locked, if a department other than its owner may ask for it; its
+    current version; the fields asked for (``"all"`` spelled out, None: none named)."""
     item = await repository.item_for_request(session, body.item)
     if item is None:
         raise UnknownItem(f"there is no data item {body.item!r}")
@@ -138,13 +141,15 @@ async def _requestable(session: AsyncSession, body: AccessRequestIn) -> tuple[It
     version = await repository.get_version(session, item.id, item.latest_version)
     if version is None:
         raise RuntimeError(f"item {item.id} has no version {item.latest_version}")
+    if body.fields == "all":
+        return item, version, registry.version_fields(version.schema_)
     check_fields(body.fields, version.schema_)
     if body.fields is None and not default_fields(version):
         raise InvalidRequest(
             f"every field of {body.item!r} is personal: name the fields needed "
-            f"({', '.join(version.personal_fields)})"
+            f"({', '.join(version.personal_fields)}), or ask for \"all\""
         )
-    return item, version
+    return item, version, body.fields
 
 
 async def request_access(
@@ -157,11 +162,12 @@ async def request_access(
 ) -> AccessRequestOut:
     """File a request (see the module's docstring for what happens next)."""
     policy.require_actor(principal)
-    scope.note(department=body.consumer, item=body.item, purpose=body.purpose, fields=body.fields)
+    named = body.fields if isinstance(body.fields, list) else None
+    scope.note(department=body.consumer, item=body.item, purpose=body.purpose, fields=named)
     policy.require_consumer_steward(principal, body.consumer)
     purposes_for(settings).get(body.purpose)
     await registry.department(session, body.consumer)
-    item, version = await _requestable(session, body)
+    item, version, asked = await _requestable(session, body)
     now = utcnow()
     if body.valid_until is not None and body.valid_until <= now:
         raise InvalidRequest("valid_until must lie in the future")
@@ -174,7 +180,7 @@ async def request_access(
         purpose=body.purpose,
         purpose_text=body.purpose_text,
         legal_basis=body.legal_basis,
-        fields=sorted(set(body.fields)) if body.fields is not None else None,
+        fields=sorted(set(asked)) if asked is not None else None,
         valid_from=now,
         valid_until=body.valid_until,
         requested_by=principal.name,

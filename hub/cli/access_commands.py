@@ -76,7 +76,7 @@ def _request(args: argparse.Namespace) -> int:
         "purpose": args.purpose,
         "purpose_text": args.purpose_text,
         "legal_basis": args.legal_basis,
-        "fields": _fields(args.fields),
+        "fields": "all" if args.fields == "all" else _fields(args.fields),
         "valid_until": args.valid_until,
     }
     return _run(args, lambda http: _call(http, "POST", REQUESTS, body))
@@ -144,8 +144,8 @@ def register(sub: Any) -> None:
     request.add_argument("--legal-basis", required=True)
     request.add_argument(
         "--fields",
-        help="comma-separated top-level fields (default: those not personal; "
-        "personal fields are granted only when named)",
+        help="comma-separated top-level fields, or 'all' (default: the fields that are "
+        "not personal; personal fields are granted only when named or with 'all')",
     )
     request.add_argument("--valid-until", help="RFC 3339 time with a time zone")
     approve = _add(access, "approve", _approve, "approve a request (owner's steward)")

@@ -166,6 +166,25 @@ def test_personal_fields_are_granted_only_when_named(aw: AccessWorld) -> None:
     assert body["requested_fields"] == sorted(not_personal)
 
 
+def test_request_for_all_fields_is_granted_the_snapshot_of_the_version(aw: AccessWorld) -> None:
+    filed = person(aw, "sam.welfare").request(purpose="pension-calculation", fields="all")
+    assert filed.status_code == 201, filed.text
+    assert filed.json()["fields"] == IDENTITY_FIELDS  # "all" is stored spelled out
+    assert filed.json()["personal_fields"] == IDENTITY_FIELDS  # what the owner weighs
+    entry = audit_entry_for(aw.world.hub, filed, action="access.request")
+    assert entry["fields"] == IDENTITY_FIELDS
+    decided = person(aw, "rita.registry").act(filed.json()["id"], "approve", {}).json()
+    assert decided["decision"]["fields"] == IDENTITY_FIELDS
+
+
+@pytest.mark.parametrize("fields", ["ALL", "every", [], ["all", 1]])
+def test_fields_are_a_list_or_all(aw: AccessWorld, fields: object) -> None:
+    response = person(aw, "sam.welfare").request(purpose="pension-calculation", fields=fields)
+    assert response.status_code == 400, response.text
+    assert problem_type(response) == "invalid-request"
+    assert "fields" in response.json()["detail"]
+
+
 def test_request_naming_every_field_is_granted_exactly_those(aw: AccessWorld) -> None:
     request_id = aw.pending(purpose="pension-calculation")
     decided = person(aw, "rita.registry").act(request_id, "approve", {}).json()
