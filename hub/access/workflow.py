@@ -147,7 +147,7 @@ async def _requestable(
     if body.fields is None and not default_fields(version):
         raise InvalidRequest(
             f"every field of {body.item!r} is personal: name the fields needed "
-            f"({', '.join(version.personal_fields)}), or ask for \"all\""
+            f'({", ".join(version.personal_fields)}), or ask for "all"'
         )
     return item, version, body.fields
 
