@@ -606,3 +606,29 @@ def test_cli_refusal_exits_1_with_the_problem_and_unreachable_exits_2(
     monkeypatch.setenv("ONCEONLY_HUB_URL", "http://127.0.0.1:9")
     assert onceonly("sam.welfare", "list") == 2
     assert "cannot reach" in capsys.readouterr().err
+
+
+def test_every_refusal_in_the_lifecycle_is_audited_with_its_reason(aw: AccessWorld) -> None:
+    """Deny by default, and say so in the log: each refused step leaves an entry."""
+    sam, rita, tina = (person(aw, name) for name in ("sam.welfare", "rita.registry", "tina.tax"))
+    request_id = aw.pending(purpose="statistics")
+    refusals = [
+        # (response, action, reason)
+        (sam.act(request_id, "approve", {}), "access.approve", "forbidden"),
+        (
+            tina.act(request_id, "refuse", {"reason": "not mine"}),
+            "access.refuse",
+            "request-not-found",
+        ),
+        (rita.act(request_id, "withdraw"), "access.withdraw", "forbidden"),
+        (sam.request(purpose="statistics"), "access.request", "duplicate-request"),
+        (sam.request(item="tax.audit-risk-assessment"), "access.request", "item-not-shared"),
+        (tina.request(purpose="statistics"), "access.request", "forbidden"),
+        (sam.request(purpose="tax-audit", fields=None), "access.request", "invalid-request"),
+    ]
+    for response, action, reason in refusals:
+        assert response.status_code >= 400, response.text
+        assert problem_type(response) == reason
+        entry = audit_entry_for(aw.world.hub, response, action=action)
+        assert (entry["outcome"], entry["reason"]) == ("refused", reason), action
+    assert sam.act(request_id, "withdraw").status_code == 200
