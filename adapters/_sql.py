@@ -110,7 +110,8 @@ class SqlItem(ItemBase):
 
 def _engine(url: str) -> sa.Engine:
     try:
-        return sa.create_engine(url, pool_pre_ping=True)
+        # hide_parameters: a database error must not carry the subject into a log
+        return sa.create_engine(url, pool_pre_ping=True, hide_parameters=True)
     except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, ImportError) as error:
         raise ConfigError(f"url: cannot make a database engine: {error}") from error
 

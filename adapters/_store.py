@@ -192,7 +192,7 @@ class RecordStore:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         self._engine = sa.create_engine(
-            f"sqlite:///{path}", connect_args={"check_same_thread": False}
+            f"sqlite:///{path}", connect_args={"check_same_thread": False}, hide_parameters=True
         )
         sa.event.listen(self._engine, "connect", _tune)
         _metadata.create_all(self._engine)

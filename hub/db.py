@@ -82,15 +82,21 @@ def make_engine(url: str) -> AsyncEngine:
         path = make_url(url).database
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(async_url(url))
+        engine = create_async_engine(async_url(url), hide_parameters=True)
         event.listen(engine.sync_engine, "connect", _tune_sqlite)
         event.listen(engine.sync_engine, "begin", _begin_sqlite)
         return engine
-    return create_async_engine(async_url(url), pool_size=10, max_overflow=10, pool_pre_ping=True)
+    return create_async_engine(
+        async_url(url),
+        pool_size=10,
+        max_overflow=10,
+        pool_pre_ping=True,
+        hide_parameters=True,  # an error message must not carry a subject or a token hash
+    )
 
 
 def make_sync_engine(url: str) -> sa.Engine:
-    engine = sa.create_engine(sync_url(url))
+    engine = sa.create_engine(sync_url(url), hide_parameters=True)
     if make_url(url).get_backend_name() == "sqlite":
         path = make_url(url).database
         if path and path != ":memory:":
