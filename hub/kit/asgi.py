@@ -1,4 +1,4 @@
-"""ASGI middleware: request ids, a hard body-size limit, access logs and metrics.
+"""ASGI middleware: request ids, a hard body-size limit, no NUL in URLs, access logs, metrics.
 
 Pure ASGI (not BaseHTTPMiddleware) so that it adds no task per request and can
 stop an oversized body while it streams in.
@@ -13,7 +13,8 @@ from typing import Any
 from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from hub.errors import problem_response
+from hub.errors import InvalidRequest, problem_response
+from hub.kit.nul import NUL_DETAIL, url_has_nul
 
 log = logging.getLogger("onceonly.access")
 
@@ -53,6 +54,9 @@ class RequestContextMiddleware:
             await send(message)
 
         try:
+            if url_has_nul(scope.get("path", ""), scope.get("query_string", b"")):
+                await _nul_in_url(scope, receive, send_with_id)  # before any route sees it
+                return
             if _declared_length(scope) > self.max_body_bytes:
                 await _too_large(scope, receive, send_with_id, self.max_body_bytes)
                 return
@@ -102,6 +106,16 @@ async def _too_large(scope: Scope, receive: Receive, send: Send, limit: int) -> 
         slug="payload-too-large",
         title="Payload too large",
         detail=f"the body is larger than {limit} bytes",
+    )
+    await response(scope, receive, send)
+
+
+async def _nul_in_url(scope: Scope, receive: Receive, send: Send) -> None:
+    response = problem_response(
+        status=InvalidRequest.status,
+        slug=InvalidRequest.slug,
+        title=InvalidRequest.title,
+        detail=f"{NUL_DETAIL}: in the URL's path or query string",
     )
     await response(scope, receive, send)
 

@@ -1,4 +1,4 @@
-"""Strict JSON request bodies: size, nesting depth and duplicate keys are limited.
+"""Strict JSON request bodies: size, nesting depth and duplicate keys are limited, NUL refused.
 
 Python's ``json`` keeps the last of two duplicate keys, so ``{"purpose": "a",
 "purpose": "b"}`` could mean different things to a proxy and to us (RFC 8259 §4):
@@ -14,6 +14,7 @@ from fastapi import Request
 from pydantic import BaseModel, ValidationError
 
 from hub.errors import InvalidRequest, PayloadTooLarge
+from hub.kit.nul import body_nul
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -43,6 +44,9 @@ def parse_json(raw: bytes, *, max_bytes: int, max_depth: int) -> Any:
     """Parse a JSON body under the limits; raise InvalidRequest or PayloadTooLarge."""
     if len(raw) > max_bytes:
         raise PayloadTooLarge(f"the body is larger than {max_bytes} bytes")
+    nul = body_nul(raw)  # PostgreSQL text cannot hold U+0000; refused before parsing
+    if nul is not None:
+        raise InvalidRequest(nul)
     try:
         value = json.loads(raw, object_pairs_hook=_no_duplicates)
     except RecursionError:
