@@ -29,6 +29,9 @@ class Grant(SQLModel, table=True):
     request_id: str | None = Field(default=None, max_length=32)
     revoked_by: str | None = Field(default=None, max_length=64)
     revoke_reason: str | None = Field(default=None, max_length=2000)
+    # The item's version the grant was decided on (None: granted before versions were
+    # recorded). A later version's new members, nested ones too, are never delivered.
+    version: int | None = Field(default=None)
 
 
 class AccessRequest(SQLModel, table=True):

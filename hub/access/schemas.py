@@ -23,7 +23,7 @@ class GrantIn(BaseModel):
     purpose: str = Field(pattern=PURPOSE_PATTERN)
     legal_basis: str = Field(min_length=1, max_length=2000)
     fields: list[str] | None = Field(default=None, max_length=200)
-    valid_until: datetime | None = None
+    valid_until: AwareDatetime | None = None
 
 
 class GrantOut(BaseModel):
@@ -36,6 +36,10 @@ class GrantOut(BaseModel):
     purpose: str
     legal_basis: str
     fields: list[str] | None
+    version: int | None = Field(
+        description="The item's version the grant was decided on: members a later "
+        "version adds, inside granted fields too, are not delivered under it"
+    )
     valid_from: datetime
     valid_until: datetime | None
     status: str

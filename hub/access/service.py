@@ -77,6 +77,7 @@ def grant_out(row: Grant, *, owner: str | None, now: datetime | None = None) -> 
         purpose=row.purpose,
         legal_basis=row.legal_basis,
         fields=row.fields,
+        version=row.version,
         valid_from=aware(row.valid_from),
         valid_until=aware(row.valid_until),
         status=grant_status(row, now or utcnow()),
@@ -123,6 +124,7 @@ async def create_grant(session: AsyncSession, *, body: GrantIn, scope: AuditScop
         existing is not None
         and existing.fields == fields
         and existing.valid_until == body.valid_until
+        and existing.version == served.version.version
     ):
         grant = existing
     else:
@@ -134,6 +136,7 @@ async def create_grant(session: AsyncSession, *, body: GrantIn, scope: AuditScop
             fields=fields,
             valid_from=now,
             valid_until=body.valid_until,
+            version=served.version.version,
         )
         repository.add(session, grant)
         await session.flush()

@@ -228,6 +228,7 @@ def _grant(
         valid_from=now,
         valid_until=until,
         request_id=row.id,
+        version=row.version,
     )
 
 

@@ -15,6 +15,7 @@ from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, KeySet
 
 from hub.auth.exceptions import InvalidClient, InvalidToken
+from hub.kit.nul import body_nul
 
 # RFC 9864: "Ed25519" is the fully specified name; "EdDSA" stays accepted (deprecated).
 CLIENT_ALGORITHMS = ("ES256", "Ed25519", "EdDSA", "PS256")
@@ -64,10 +65,15 @@ def peek_header_and_claims(
         obj = jws.extract_compact(compact.encode(), registry=registry)
     except JoseError as error:
         raise ValueError(f"not a compact JWS ({_reason(error)})") from None
+    if body_nul(obj.payload) is not None:  # no database column takes U+0000
+        raise ValueError("the JWT claims hold a NUL character (U+0000)")
     claims = json.loads(obj.payload)
     if not isinstance(claims, dict):
         raise ValueError("the JWT claims are not a JSON object")
-    return dict(obj.headers()), claims
+    headers = dict(obj.headers())
+    if any("\x00" in str(value) for value in headers.values()):
+        raise ValueError("the JWS header holds a NUL character (U+0000)")
+    return headers, claims
 
 
 def _expect(claims: dict[str, Any], name: str, kind: type) -> Any:

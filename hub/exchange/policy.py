@@ -5,7 +5,7 @@ caller learns nothing about an item or its grants before its own token and proof
 hold, and the first failing check is the one reported and audited.
 """
 
-from hub.access.exceptions import NoGrant
+from hub.access.exceptions import NoGrant, NotShared
 from hub.access.service import read_scope
 from hub.auth.exceptions import InvalidDpopProof
 from hub.auth.service import Caller, require_active_client
@@ -31,6 +31,8 @@ def admit(
     if item.lifecycle == "retired":
         raise ItemRetired(f"data item {item_id!r} is retired and no longer served")
     caller.require_scope(read_scope(item_id))
+    if item.sharing_class == "none":  # made unshareable after grants were made
+        raise NotShared(f"data item {item_id!r} has sharing class 'none' and is never shared")
     if item.grant_id is None:
         raise NoGrant(
             f"department {caller.department!r} holds no active grant for {item_id!r}"

@@ -7,6 +7,7 @@ is spent meanwhile, in a group commit: ``hub.auth.jti_register``), and one audit
 append after.
 """
 
+import weakref
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -37,8 +38,10 @@ class ExchangeFacts:
     fingerprint: str
     owner: str
     adapter_url: str | None
+    sharing_class: str
     grant_id: str | None
     grant_fields: list[str] | None
+    grant_version: int | None
 
 
 @dataclass(frozen=True)
@@ -59,7 +62,7 @@ def _facts_query() -> Any:
     """
     now = sa.bindparam("now", type_=sa.DateTime(timezone=True))
     grant = (
-        sa.select(_grants.c.id, _grants.c.fields)
+        sa.select(_grants.c.id, _grants.c.fields, _grants.c.version)
         .where(
             _grants.c.consumer_id == sa.bindparam("consumer"),
             _grants.c.item_id == sa.bindparam("item_id"),
@@ -83,6 +86,7 @@ def _facts_query() -> Any:
             _items.c.id,
             _items.c.lifecycle,
             _items.c.deprecated_at,
+            _items.c.sharing_class,
             _versions.c.version,
             _versions.c.schema,
             _versions.c.fingerprint,
@@ -92,6 +96,7 @@ def _facts_query() -> Any:
             client.c.status.label("client_status"),
             grant.c.id.label("grant_id"),
             grant.c.fields.label("grant_fields"),
+            grant.c.version.label("grant_version"),
             auth_repository.revoked_clause(sa.bindparam("token_jti")).label("revoked"),
         )
         .select_from(anchor)
@@ -146,8 +151,10 @@ def _facts(row: Any) -> QueryFacts:
             fingerprint=row.fingerprint,
             owner=row.owner,
             adapter_url=row.adapter_url,
+            sharing_class=row.sharing_class,
             grant_id=row.grant_id,
             grant_fields=row.grant_fields,
+            grant_version=row.grant_version,
         )
     return QueryFacts(
         item=item,
@@ -162,10 +169,28 @@ _VERSION = sa.select(_versions.c.schema, _versions.c.fingerprint).where(
 )
 
 
+# Versions never change once stored, so each engine (each database) keeps the ones it
+# has read: a grant decided on an earlier version is served without a second query.
+_KNOWN_VERSIONS: "weakref.WeakKeyDictionary[AsyncEngine, dict[tuple[str, int], Any]]" = (
+    weakref.WeakKeyDictionary()
+)
+_KNOWN_VERSIONS_MAX = 4096
+
+
 async def version_schema(
     engine: AsyncEngine, *, item_id: str, version: int
 ) -> tuple[dict[str, Any], str] | None:
-    """An earlier version's schema and fingerprint, for a consumer that asks for it."""
+    """A version's schema and fingerprint (an earlier one a consumer asks for, or the
+    one a grant was decided on); None if the item has no such version."""
+    known = _KNOWN_VERSIONS.setdefault(engine, {})
+    found: tuple[dict[str, Any], str] | None = known.get((item_id, version))
+    if found is not None:
+        return found
     async with engine.connect() as conn:
         row = (await conn.execute(_VERSION, {"item_id": item_id, "version": version})).first()
-    return None if row is None else (row.schema, row.fingerprint)
+    if row is None:
+        return None
+    if len(known) >= _KNOWN_VERSIONS_MAX:
+        known.clear()
+    known[(item_id, version)] = found = (row.schema, row.fingerprint)
+    return found

@@ -80,11 +80,15 @@ async def query_record(
         version, schema, fingerprint = wanted
         record = project_to_version(record, schema)
         _check(record, schema=schema, fingerprint=fingerprint, version=version)
+    if facts.grant_version is not None and facts.grant_version != facts.version:
+        # the owner answered in a later version than the one the grant was decided on
+        record = await _as_granted(record, facts=facts, context=context)
+    served = wanted[0] if wanted is not None else facts.version
     delivered = minimize(record, facts.grant_fields)
     receipt = await scope.record_success(fields=sorted(delivered), digest=data_digest(delivered))
     answer = RecordAnswer(
         item=item_id,
-        version=wanted[0] if wanted is not None else facts.version,
+        version=served,
         record=delivered,
         receipt=ReceiptOut(**receipt.as_json()),
     )
@@ -118,6 +122,21 @@ async def _wanted_version(
         raise UnknownVersion(f"data item {facts.item_id!r} has no version {query.version}")
     scope.note(version=query.version)
     return query.version, found[0], found[1]
+
+
+async def _as_granted(
+    record: dict[str, Any], *, facts: repository.ExchangeFacts, context: ExchangeContext
+) -> dict[str, Any]:
+    """The record cut down to what the version the grant was decided on describes, so
+    that a later version never widens a grant, not even inside a granted field (a new
+    nested member, personal or not, needs a new grant)."""
+    assert facts.grant_version is not None
+    found = await repository.version_schema(
+        context.engine, item_id=facts.item_id, version=facts.grant_version
+    )
+    if found is None:  # versions are never deleted; a broken database is a 500
+        raise RuntimeError(f"item {facts.item_id} has no version {facts.grant_version}")
+    return project_to_version(record, found[0], strict=True)
 
 
 def _check(

@@ -13,7 +13,9 @@ from typing import Any
 from hub.registry.schema_rules import MAX_SCHEMA_DEPTH
 
 
-def project_to_version(record: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
+def project_to_version(
+    record: dict[str, Any], schema: dict[str, Any], *, strict: bool = False
+) -> dict[str, Any]:
     """``record`` without the members ``schema`` does not define.
 
     At the top level, only the properties the schema names are kept (grants name
@@ -22,11 +24,17 @@ def project_to_version(record: dict[str, Any], schema: dict[str, Any]) -> dict[s
     neither in ``properties`` nor matched by ``patternProperties`` where
     ``additionalProperties`` is ``false``. Arrays are projected element by
     element through ``items``; local ``$ref`` are followed.
+
+    ``strict`` (cutting a record down to the version a grant was decided on): an
+    object whose subschema lists ``properties`` or ``patternProperties`` and says
+    nothing of ``additionalProperties`` is read as closed, so members a later version
+    added inside it are dropped too. An explicit ``additionalProperties`` schema (a
+    map by design) keeps its members.
     """
     properties = schema.get("properties")
     names = properties if isinstance(properties, dict) else {}
     return {
-        name: _project(value, schema, names[name], MAX_SCHEMA_DEPTH)
+        name: _project(value, schema, names[name], MAX_SCHEMA_DEPTH, strict)
         for name, value in record.items()
         if name in names
     }
@@ -57,27 +65,31 @@ def _target(root: dict[str, Any], ref: str) -> Any:
     return target
 
 
-def _project(value: Any, root: dict[str, Any], node: Any, depth: int) -> Any:
+def _project(value: Any, root: dict[str, Any], node: Any, depth: int, strict: bool) -> Any:
     node = _resolve(root, node)
     if depth <= 0 or not isinstance(node, dict):
         return value
     if isinstance(value, dict):
-        return _project_object(value, root, node, depth)
+        return _project_object(value, root, node, depth, strict)
     if isinstance(value, list) and "items" in node:
-        return [_project(element, root, node["items"], depth - 1) for element in value]
+        return [_project(element, root, node["items"], depth - 1, strict) for element in value]
     return value
 
 
 def _project_object(
-    value: dict[str, Any], root: dict[str, Any], node: dict[str, Any], depth: int
+    value: dict[str, Any], root: dict[str, Any], node: dict[str, Any], depth: int, strict: bool
 ) -> dict[str, Any]:
     properties = node.get("properties", {})
     patterns = list(node.get("patternProperties", {}))
-    closed = node.get("additionalProperties") is False
+    closed = node.get("additionalProperties") is False or (
+        strict
+        and "additionalProperties" not in node
+        and ("properties" in node or "patternProperties" in node)
+    )
     result = {}
     for name, member in value.items():
         if name in properties:
-            result[name] = _project(member, root, properties[name], depth - 1)
+            result[name] = _project(member, root, properties[name], depth - 1, strict)
         elif closed and not any(re.search(p, name) for p in patterns):
             continue
         else:

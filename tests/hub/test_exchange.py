@@ -5,6 +5,7 @@ the adapters SDK or raw HTTP, as a department written in another language would 
 """
 
 import asyncio
+import json
 import time
 import uuid
 from collections.abc import Iterator
@@ -22,6 +23,7 @@ from adapters import (
     DPoPKey,
     HubClient,
     NotFound,
+    OnceonlyError,
     UpstreamError,
 )
 
@@ -37,7 +39,7 @@ from exchange_world import (
     World,
     exchange_world,
 )
-from hub_testing import problem_type, serve
+from hub_testing import CATALOGUE, problem_type, serve
 
 
 @pytest.fixture
@@ -296,3 +298,17 @@ def test_unknown_client_cannot_get_a_token(world: World) -> None:
     with world.hub.admin() as admin:
         entry = admin.audit_entries(action="token.issue")["entries"][-1]["entry"]
     assert (entry["outcome"], entry["reason"]) == ("refused", "oauth-invalid-client")
+
+
+def test_an_item_made_unshareable_refuses_queries_under_earlier_grants(world: World) -> None:
+    """Sharing class ``none`` means never shared: grants made before do not outlive it."""
+    with world.client() as client:
+        assert client.fetch(ADDRESS, SUBJECT, purpose=PURPOSE).record
+    document = json.loads((CATALOGUE / "items" / f"{ADDRESS}.json").read_text())
+    with world.hub.admin() as admin:
+        admin.put_item({**document, "sharing_class": "none"})
+    with world.client() as client, pytest.raises(OnceonlyError) as refused:
+        client.fetch(ADDRESS, SUBJECT, purpose=PURPOSE)
+    assert (refused.value.status, refused.value.problem_type) == (409, "item-not-shared")
+    entry = last_entry(world)
+    assert (entry["outcome"], entry["reason"]) == ("refused", "item-not-shared")

@@ -253,3 +253,73 @@ def test_a_field_added_later_is_not_delivered_under_an_all_fields_grant_made_bef
     assert result.version == 2
     assert result.record == {"street": "Pikk 1", "city": "Tallinn"}
     assert exchange.audit_entry(result.receipt.index)["fields"] == ["city", "street"]
+
+
+def _register_nested(
+    exchange: Exchange, v1: Json, v2: Json, record: Json, fields: list[str]
+) -> str:
+    """An item with schema ``v1``, granted ``fields``, then given version ``v2``."""
+    item = f"grant.n{uuid.uuid4().hex[:12]}"
+    document = {
+        "id": item,
+        "title": "Generated item",
+        "owner": OWNER,
+        "sharing_class": "conditional",
+        "classification": "personal",
+        "legal_basis": {"text": "Property-based test"},
+        "compatibility": "NONE",  # a steward may choose it; the grant must hold anyway
+        "schema": v1,
+    }
+    with exchange.hub.admin() as admin:
+        admin.put_item(document)
+        grant = admin.create_grant(
+            consumer=CONSUMER, item=item, purpose=PURPOSE, legal_basis="test", fields=fields
+        )
+        assert grant["version"] == 1
+        admin.add_version(item, {"schema": v2})
+    exchange.records[item] = record
+    exchange.sources[item] = CallableSource(exchange.owners_record)
+    return item
+
+
+def _object(properties: dict[str, Json], **more: Json) -> Json:
+    return {"type": "object", "properties": properties, **more}
+
+
+def test_a_member_added_later_inside_a_granted_field_is_not_delivered(
+    exchange: Exchange,
+) -> None:
+    """A later version that adds a (personal) member inside a granted field, an open
+    object in the version the grant was decided on, does not widen the grant."""
+    town = {"type": "string"}
+    code = {"type": "string", "x-personal": True}
+    v1 = {"$schema": DRAFT, **_object({"code": code, "place": _object({"town": town})})}
+    v2 = {
+        "$schema": DRAFT,
+        **_object(
+            {
+                "code": code,
+                "place": _object({"town": town, "occupant": {"$ref": "#/$defs/occupant"}}),
+            }
+        ),
+        "$defs": {"occupant": _object({"id": code})},
+    }
+    record = {"code": "49002124277", "place": {"town": "Tartu", "occupant": {"id": "4900"}}}
+    item = _register_nested(exchange, v1, v2, record, fields=["place"])
+    with exchange.hub.admin() as admin:
+        assert admin.call("GET", f"/v1/items/{item}")["personal_fields"] == ["code", "place"]
+    for version in (None, 2, 1):
+        result = fetch(exchange, item, version=version)
+        assert result.record == {"place": {"town": "Tartu"}}, version
+        assert exchange.audit_entry(result.receipt.index)["fields"] == ["place"]
+
+
+def test_a_map_in_the_granted_version_keeps_its_members(exchange: Exchange) -> None:
+    """Members of an object the granted version declares a map (an explicit
+    ``additionalProperties`` schema) are the field's content, not later additions."""
+    scores = _object({}, additionalProperties={"type": "integer"})
+    v1 = {"$schema": DRAFT, **_object({"scores": scores})}
+    v2 = {"$schema": DRAFT, **_object({"scores": scores, "note": {"type": "string"}})}
+    record = {"scores": {"math": 5, "art": 4}, "note": "new"}
+    item = _register_nested(exchange, v1, v2, record, fields=["scores"])
+    assert fetch(exchange, item).record == {"scores": {"math": 5, "art": 4}}

@@ -6,12 +6,16 @@ Every test runs on SQLite and PostgreSQL.
 """
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from uuid import uuid4
 
 import httpx
 import pytest
+from joserfc import jwt
+from joserfc.jwk import ECKey
 
 from hub.kit.nul import NUL_DETAIL, body_nul
 
@@ -177,3 +181,27 @@ def test_what_the_check_refuses_is_what_json_would_decode_to_a_nul() -> None:
     for raw in (b'"\\\\u0000"', b'"\\\\\\u0000"', b'"\\\\\\\\u0000"', b'"\\\\\\\\\\u0000"'):
         decoded: Any = json.loads(raw)
         assert (body_nul(raw) is not None) == ("\x00" in decoded)
+
+
+@pytest.mark.parametrize("claim", ["sub", "iss", "jti"])
+def test_client_assertion_with_nul_in_a_claim_is_an_invalid_client(
+    hub: RunningHub, claim: str
+) -> None:
+    """The claims are base64url inside the JWT, so no byte check of the request sees
+    them: the token endpoint refuses them itself (before, PostgreSQL answered 500)."""
+    key = ECKey.generate_key("P-256", auto_kid=True)
+    token_url = f"{hub.settings.issuer}/oauth/token"
+    claims = {"iss": "a-client", "sub": "a-client", "aud": token_url, "jti": uuid4().hex}
+    claims |= {"iat": int(time.time()), "exp": int(time.time()) + 60}
+    claims[claim] = "a-cl\u0000ient"
+    assertion = jwt.encode({"alg": "ES256", "kid": key.kid}, claims, key)
+    response = httpx.post(
+        f"{hub.url}/oauth/token",
+        data={
+            "grant_type": "client_credentials",
+            "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            "client_assertion": assertion,
+        },
+    )
+    assert response.status_code in (400, 401), response.text
+    assert problem_type(response) == "oauth-invalid-client"

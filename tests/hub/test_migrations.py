@@ -27,7 +27,9 @@ def test_database_is_at_the_newest_revision(database_url: str) -> None:
     assert is_current(database_url)
 
 
-@pytest.mark.parametrize("revision", ["0001", "0002", "0003", "0004", "0005", "0006", "0007"])
+@pytest.mark.parametrize(
+    "revision", ["0001", "0002", "0003", "0004", "0005", "0006", "0007", "0008"]
+)
 def test_an_older_database_upgrades_to_the_newest(revision: str, tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'step.db'}"
     upgrade(url, revision)
