@@ -135,7 +135,8 @@ def _password(args: argparse.Namespace) -> int:
 
 
 def _totp_enrol(args: argparse.Namespace) -> int:
-    return _call(args, "POST", "/v1/people/me/totp")
+    body = {"password": _read_password(args, "password: ")}  # the hub asks for it again
+    return _call(args, "POST", "/v1/people/me/totp", body)
 
 
 def _totp_confirm(args: argparse.Namespace) -> int:
@@ -184,7 +185,10 @@ def register(sub: Any) -> None:
     put.add_argument("--enable", action="store_true", help="enable a disabled account")
     password = _with_hub(_add(people, "password", _password, "change your own password"))
     password.add_argument("--password-stdin", action="store_true", help="two lines: current, new")
-    _with_hub(_add(people, "totp-enrol", _totp_enrol, "set up one-time codes (prints the secret)"))
+    enrol = _with_hub(
+        _add(people, "totp-enrol", _totp_enrol, "set up one-time codes (prints the secret)")
+    )
+    enrol.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
     _with_hub(
         _add(people, "totp-confirm", _totp_confirm, "confirm one-time codes with a first code")
     ).add_argument("code")

@@ -21,6 +21,7 @@ from hub.people.schemas import (
     SessionOut,
     SignInIn,
     TotpConfirmIn,
+    TotpEnrolIn,
     TotpEnrolment,
 )
 
@@ -28,6 +29,11 @@ router = APIRouter(prefix="/v1/people", tags=["people"])
 admin = APIRouter(prefix="/v1/admin/people", tags=["administration"])
 Username = Annotated[str, Path(pattern=USERNAME_PATTERN)]
 _NO_STORE = {"Cache-Control": "no-store"}
+
+
+def _address(request: Request) -> str:
+    """The caller's network address, as the sign-in throttle counts it."""
+    return request.client.host if request.client else "unknown"
 
 
 @router.post(
@@ -44,14 +50,13 @@ async def sign_in(
     scope: CurrentAudit,
 ) -> SessionOut:
     response.headers.update(_NO_STORE)
-    address = request.client.host if request.client else "unknown"
     return await service.sign_in(
         request.app.state.sessions,
         engine=request.app.state.engine,
         keys=keys,
         settings=settings,
         body=body,
-        address=address,
+        address=_address(request),
         scope=scope,
     )
 
@@ -73,14 +78,29 @@ async def me(principal: PrincipalDep, session: SessionDep) -> PersonOut:
     return await service.me(session, principal)
 
 
+# The password and enrolment routes check a password under the sign-in throttle, which
+# counts each attempt in a transaction of its own before the check: they open their
+# own sessions rather than hold a write transaction (and SQLite's lock) across it.
 @router.post("/me/password", status_code=204, dependencies=[Depends(audited("person.password"))])
 async def change_password(
+    request: Request,
     principal: PrincipalDep,
     body: Annotated[PasswordIn, Depends(json_body(PasswordIn))],
-    session: WriteSessionDep,
+    settings: SettingsDep,
+    keys: KeysDep,
     scope: CurrentAudit,
 ) -> Response:
-    await service.change_password(session, principal=principal, body=body, scope=scope)
+    await service.change_password(
+        request.app.state.sessions,
+        engine=request.app.state.engine,
+        keys=keys,
+        settings=settings,
+        principal=principal,
+        token=bearer(request) or "",
+        body=body,
+        address=_address(request),
+        scope=scope,
+    )
     return Response(status_code=204)
 
 
@@ -88,16 +108,24 @@ async def change_password(
     "/me/totp", response_model=TotpEnrolment, dependencies=[Depends(audited("person.totp"))]
 )
 async def enrol_totp(
+    request: Request,
     response: Response,
     principal: PrincipalDep,
-    session: WriteSessionDep,
+    body: Annotated[TotpEnrolIn, Depends(json_body(TotpEnrolIn))],
     keys: KeysDep,
     settings: SettingsDep,
     scope: CurrentAudit,
 ) -> TotpEnrolment:
     response.headers.update(_NO_STORE)
     return await service.enrol_totp(
-        session, principal=principal, keys=keys, settings=settings, scope=scope
+        request.app.state.sessions,
+        engine=request.app.state.engine,
+        keys=keys,
+        settings=settings,
+        principal=principal,
+        body=body,
+        address=_address(request),
+        scope=scope,
     )
 
 

@@ -62,12 +62,16 @@ async def live_session(
     return found, person, await roles_of(session, person.id)
 
 
-async def revoke_sessions(session: AsyncSession, *, person_id: str, now: datetime) -> None:
-    await session.execute(
-        sa.update(PersonSession)
-        .where(col(PersonSession.person_id) == person_id, col(PersonSession.revoked_at).is_(None))
-        .values(revoked_at=now)
+async def revoke_sessions(
+    session: AsyncSession, *, person_id: str, now: datetime, keep: str | None = None
+) -> None:
+    """End every session of the person, except the one whose token hash is ``keep``."""
+    query = sa.update(PersonSession).where(
+        col(PersonSession.person_id) == person_id, col(PersonSession.revoked_at).is_(None)
     )
+    if keep is not None:
+        query = query.where(col(PersonSession.token_hash) != keep)
+    await session.execute(query.values(revoked_at=now))
 
 
 async def revoke_session(session: AsyncSession, *, token_hash: str, now: datetime) -> None:

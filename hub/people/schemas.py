@@ -8,6 +8,13 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from hub.registry.schemas import DEPARTMENT_ID_PATTERN
 
 USERNAME_PATTERN = r"^[a-z][a-z0-9._-]{1,63}$"
+# Names the hub itself records as who acted (``decided_by``, ``revoked_by``, the audit
+# log's ``person``): "hub" for automatic approvals (hub.access.workflow.HUB_DECIDER),
+# "break-glass" for the emergency token (hub.people.principal.BREAK_GLASS). No person
+# may be given one, so that a record naming one of them always means the hub or that
+# token. "system" and "administrator" (the break-glass token's audited client name)
+# are kept back too.
+RESERVED_USERNAMES = frozenset({"hub", "break-glass", "system", "administrator"})
 
 
 class RoleIn(BaseModel):
@@ -79,6 +86,14 @@ class PasswordIn(BaseModel):
 
     current_password: str = Field(min_length=1, max_length=256)
     new_password: str = Field(min_length=1, max_length=256)
+
+
+class TotpEnrolIn(BaseModel):
+    """Setting up one-time codes needs the password, not only a session."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    password: str = Field(min_length=1, max_length=256)
 
 
 class TotpEnrolment(BaseModel):

@@ -31,6 +31,7 @@ from hub.people.exceptions import (
 from hub.people.models import Person, PersonRole, PersonSession
 from hub.people.principal import Forbidden, Principal
 from hub.people.schemas import (
+    RESERVED_USERNAMES,
     PasswordIn,
     PersonIn,
     PersonList,
@@ -39,6 +40,7 @@ from hub.people.schemas import (
     RoleOut,
     SessionOut,
     SignInIn,
+    TotpEnrolIn,
     TotpEnrolment,
 )
 from hub.registry import service as registry
@@ -239,38 +241,111 @@ async def _own_account(session: AsyncSession, principal: Principal) -> Person:
     return person
 
 
-async def change_password(
-    session: AsyncSession, *, principal: Principal, body: PasswordIn, scope: AuditScope
-) -> None:
-    person = await _own_account(session, principal)
-    if not await asyncio.to_thread(
-        credentials.verify_password, person.password_hash, body.current_password
-    ):
-        raise SignInFailed("the current password is not right")
-    _require_good_password(body.new_password, username=person.username)
-    person.password_hash = await asyncio.to_thread(credentials.hash_password, body.new_password)
-    await session.flush()
-    await scope.record_change(session)
-
-
-async def enrol_totp(
-    session: AsyncSession,
+async def _verify_own_password(
+    person: Person,
+    password: str,
     *,
-    principal: Principal,
+    engine: AsyncEngine,
     keys: HubKeys,
     settings: Settings,
+    address: str,
+) -> tuple[str, list[int]]:
+    """A signed-in person proves they know their password, under the sign-in throttle.
+
+    Exactly as :func:`sign_in`: the attempt is counted as a failure of the account (the
+    same key as signing in) and of the address, in a serialized transaction of its own,
+    before the password is checked; past the limits the answer is 429 without looking
+    at it. A stolen session is therefore no way to guess the password without limit.
+    Returns the account's failure key and this attempt's rows, for the caller to
+    forget in the transaction that makes its change (a success takes its count back).
+    """
+    if person.password_hash is None:
+        raise PersonConflict("this account has no password; it signs in with OpenID Connect")
+    account = _failure_key(keys, "account", person.username)
+    network = _failure_key(keys, "address", address)
+    attempt = await _count_attempt(engine, settings=settings, account=account, address=network)
+    if not await asyncio.to_thread(credentials.verify_password, person.password_hash, password):
+        raise SignInFailed("the password is not right")
+    return account, attempt
+
+
+async def change_password(
+    sessions: async_sessionmaker[AsyncSession],
+    *,
+    engine: AsyncEngine,
+    keys: HubKeys,
+    settings: Settings,
+    principal: Principal,
+    token: str,
+    body: PasswordIn,
+    address: str,
     scope: AuditScope,
-) -> TotpEnrolment:
-    """A new secret for an authenticator app; it counts once a code is confirmed."""
-    person = await _own_account(session, principal)
+) -> None:
+    """A new password, given the current one (throttled as a sign-in). Every other
+    session of the person ends: whoever else held one must sign in with the new
+    password. The session ``token`` that made the change stays."""
+    async with sessions() as session:
+        person = await _own_account(session, principal)
+    # A weak new password is refused first: it is no guess of the current one.
+    _require_good_password(body.new_password, username=person.username)
+    account, attempt = await _verify_own_password(
+        person, body.current_password, engine=engine, keys=keys, settings=settings, address=address
+    )
+    new_hash = await asyncio.to_thread(credentials.hash_password, body.new_password)
+    async with sessions() as session:
+        connection = await session.connection(execution_options={WRITE_OPTION: True})
+        verified, person = person.password_hash, await _own_account(session, principal)
+        if person.password_hash != verified:  # e.g. an administrator's reset, meanwhile
+            raise PersonConflict("the password was changed meanwhile; sign in again")
+        person.password_hash = new_hash
+        await repository.forget_failures(connection, key=account, ids=attempt)
+        await repository.revoke_sessions(
+            session, person_id=person.id, now=utcnow(), keep=token_hash(token)
+        )
+        await session.flush()
+        await scope.record_change(session)
+        await session.commit()
+
+
+def _refuse_if_confirmed(person: Person) -> None:
     if person.totp_confirmed_at is not None:
         raise PersonConflict(
             "one-time codes are already set up; an administrator can reset them (reset_totp)"
         )
+
+
+async def enrol_totp(
+    sessions: async_sessionmaker[AsyncSession],
+    *,
+    engine: AsyncEngine,
+    keys: HubKeys,
+    settings: Settings,
+    principal: Principal,
+    body: TotpEnrolIn,
+    address: str,
+    scope: AuditScope,
+) -> TotpEnrolment:
+    """A new secret for an authenticator app; it counts once a code is confirmed.
+
+    It needs the password (throttled as a sign-in), not only a session: whoever holds
+    a stolen session must not be able to put their own authenticator on the account.
+    """
+    async with sessions() as session:
+        person = await _own_account(session, principal)
+    _refuse_if_confirmed(person)
+    account, attempt = await _verify_own_password(
+        person, body.password, engine=engine, keys=keys, settings=settings, address=address
+    )
     secret = credentials.new_totp_secret()
-    person.totp_secret = credentials.seal(keys.pseudonym_secret, secret, person_id=person.id)
-    await session.flush()
-    await scope.record_change(session)
+    async with sessions() as session:
+        connection = await session.connection(execution_options={WRITE_OPTION: True})
+        person = await _own_account(session, principal)
+        _refuse_if_confirmed(person)  # confirmed by another request meanwhile
+        person.totp_secret = credentials.seal(keys.pseudonym_secret, secret, person_id=person.id)
+        await repository.forget_failures(connection, key=account, ids=attempt)
+        await session.flush()
+        await scope.record_change(session)
+        await session.commit()
     uri = credentials.totp_uri(secret, username=person.username, issuer="Onceonly")
     return TotpEnrolment(secret=secret, otpauth_uri=uri)
 
@@ -329,7 +404,15 @@ async def put_person(
     person = await repository.person_by_username(session, username)
     if person is not None and person.id == principal.person_id:
         raise Forbidden("administrators do not change their own account; another one does")
+    # A new credential, set by an administrator, ends whatever sessions the old ones
+    # opened (a password reset after a leak, a lost or stolen device).
+    credentials_reset = person is not None and (body.password is not None or body.reset_totp)
     if person is None:
+        if username in RESERVED_USERNAMES:
+            raise InvalidRequest(
+                f"the username {username!r} is reserved: the hub records it as who acted"
+                " for its own decisions or for the break-glass token"
+            )
         if body.password is None and body.oidc_subject is None:
             raise InvalidRequest("a new account needs a password or an OpenID Connect subject")
         person = Person(username=username)
@@ -355,7 +438,7 @@ async def put_person(
             for r in body.roles
         ]
         await repository.replace_roles(session, person.id, roles)
-    if person.status != "active":
+    if person.status != "active" or credentials_reset:
         await repository.revoke_sessions(session, person_id=person.id, now=utcnow())
     await session.flush()
     await scope.record_change(session)

@@ -102,3 +102,44 @@ def test_a_wrong_password_is_refused_and_nothing_is_stored(
     assert status == 1
     assert "sign-in failed" in err.lower()
     assert not cli.exists()
+
+
+def test_totp_enrol_asks_for_the_password(
+    hub: RunningHub,
+    cli: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("ONCEONLY_ADMIN_TOKEN", hub.keys.admin_token)
+    status, _, err = run(
+        ["people", "put", "tiina", "--role", "auditor", "--set-password", "--password-stdin"],
+        monkeypatch,
+        capsys,
+        stdin=PASSWORD + "\n",
+    )
+    assert status == 0, err
+    monkeypatch.delenv("ONCEONLY_ADMIN_TOKEN")
+    status, _, err = run(
+        ["login", "--username", "tiina", "--password-stdin"], monkeypatch, capsys, stdin=PASSWORD
+    )
+    assert status == 0, err
+
+    status, out, err = run(
+        ["people", "totp-enrol", "--password-stdin"], monkeypatch, capsys, stdin="not it\n"
+    )
+    assert (status, out) == (1, "")
+    assert "HTTP 401" in err
+
+    prompts: list[str] = []
+
+    def getpass(prompt: str = "") -> str:
+        prompts.append(prompt)
+        return PASSWORD
+
+    monkeypatch.setattr("getpass.getpass", getpass)
+    status, out, err = run(["people", "totp-enrol"], monkeypatch, capsys)
+    assert status == 0, err
+    assert prompts == ["password: "]
+    enrolment = json.loads(out)
+    assert enrolment["otpauth_uri"].startswith("otpauth://totp/")
+    assert f"secret={enrolment['secret']}" in enrolment["otpauth_uri"]

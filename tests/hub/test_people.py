@@ -26,10 +26,13 @@ from joserfc import jwt
 from joserfc.jwk import ECKey
 
 from adapters import DPoPKey, public_jwks
+from hub.access.workflow import HUB_DECIDER
 from hub.db import make_sync_engine
 from hub.kit.clock import utcnow
 from hub.people import credentials
 from hub.people.models import PersonSession
+from hub.people.principal import BREAK_GLASS
+from hub.people.schemas import RESERVED_USERNAMES
 from hub.people.service import token_hash
 
 from hub_testing import (
@@ -149,6 +152,15 @@ def assert_refused_sign_in(hub: RunningHub, response: httpx.Response, *, slug: s
     assert (entry["outcome"], entry["reason"]) == ("refused", slug)
 
 
+def assert_refused(
+    hub: RunningHub, response: httpx.Response, *, action: str, slug: str, person: str
+) -> None:
+    """The answer is the ``slug`` problem, audited under ``action`` for ``person``."""
+    assert problem_type(response) == slug, response.text
+    entry = audit_entry_for(hub, response, action=action)
+    assert (entry["outcome"], entry["reason"], entry["person"]) == ("refused", slug, person)
+
+
 # --- credentials, pure ----------------------------------------------------------------
 
 RFC6238_SHA1_KEY = b"12345678901234567890"
@@ -245,6 +257,110 @@ def test_a_person_changes_their_password_and_signs_in_with_the_new_one(hub: Runn
     assert desk.post("/v1/people/me/password", body).status_code == 204
     assert Desk(hub).sign_in(username, password).status_code == 401
     assert Desk(hub).sign_in(username, changed).status_code == 200
+
+
+def test_wrong_current_passwords_are_throttled_like_sign_ins(hub: RunningHub) -> None:
+    """A stolen session is no way around the sign-in throttle: each wrong current
+    password counts against the account, and past the limit even the right one is
+    refused without being looked at."""
+    username, password = person(hub)
+    desk = Desk(hub)
+    assert desk.sign_in(username, password).status_code == 200
+    for attempt in range(MAX_FAILURES):
+        body = {"current_password": f"guess-{attempt}", "new_password": new_password()}
+        guess = desk.post("/v1/people/me/password", body)
+        assert guess.status_code == 401
+        assert_refused(hub, guess, action="person.password", slug="sign-in-failed", person=username)
+    right = {"current_password": password, "new_password": new_password()}
+    throttled = desk.post("/v1/people/me/password", right)
+    assert throttled.status_code == 429
+    assert 0 < int(throttled.headers["retry-after"]) <= WINDOW
+    assert_refused(
+        hub, throttled, action="person.password", slug="sign-in-throttled", person=username
+    )
+    # The same count as signing in: the account is throttled there too.
+    assert_refused_sign_in(hub, Desk(hub).sign_in(username, password), slug="sign-in-throttled")
+    assert desk.get("/v1/people/me").status_code == 200  # the session itself still holds
+
+
+def test_concurrent_guesses_of_the_current_password_get_no_more_tries_than_the_limit(
+    hub: RunningHub,
+) -> None:
+    username, password = person(hub)
+    desk = Desk(hub)
+    assert desk.sign_in(username, password).status_code == 200
+    guesses = 4 * MAX_FAILURES
+    url = hub.url + "/v1/people/me/password"
+
+    with httpx.Client(headers=desk.headers(), timeout=60) as client:  # one, shared by threads
+
+        def guess(n: int) -> httpx.Response:
+            body = {"current_password": f"guess-{n}", "new_password": new_password()}
+            return client.post(url, json=body)
+
+        with ThreadPoolExecutor(guesses) as pool:
+            answers = list(pool.map(guess, range(guesses)))
+    statuses = sorted(answer.status_code for answer in answers)
+    assert statuses == [401] * MAX_FAILURES + [429] * (guesses - MAX_FAILURES)
+
+
+def test_a_password_change_clears_the_accounts_failures_as_a_sign_in_does(
+    hub: RunningHub,
+) -> None:
+    username, password = person(hub)
+    desk = Desk(hub)
+    assert desk.sign_in(username, password).status_code == 200
+    wrong = {"current_password": "not-the-password", "new_password": new_password()}
+    assert desk.post("/v1/people/me/password", wrong).status_code == 401
+    changed = new_password()
+    right = {"current_password": password, "new_password": changed}
+    assert desk.post("/v1/people/me/password", right).status_code == 204
+    for attempt in range(MAX_FAILURES - 1):
+        assert Desk(hub).sign_in(username, f"wrong-{attempt}").status_code == 401
+    assert Desk(hub).sign_in(username, changed).status_code == 200
+
+
+def test_changing_ones_password_ends_every_other_session(hub: RunningHub) -> None:
+    username, password = person(hub)
+    here, elsewhere = Desk(hub), Desk(hub)
+    assert here.sign_in(username, password).status_code == 200
+    assert elsewhere.sign_in(username, password).status_code == 200
+    body = {"current_password": password, "new_password": new_password()}
+    assert here.post("/v1/people/me/password", body).status_code == 204
+    assert here.get("/v1/people/me").status_code == 200  # the session that changed it
+    ended = elsewhere.get("/v1/people/me")
+    assert (ended.status_code, problem_type(ended)) == (401, "not-signed-in")
+
+
+def test_an_administrators_password_or_code_reset_ends_every_session(hub: RunningHub) -> None:
+    username, password = person(hub)
+    desk = Desk(hub)
+    assert desk.sign_in(username, password).status_code == 200
+    assert put_person(hub, username, display_name="Unchanged Sessions").status_code == 200
+    assert desk.get("/v1/people/me").status_code == 200  # no credential changed
+    reset = new_password()
+    assert put_person(hub, username, password=reset).status_code == 200
+    ended = desk.get("/v1/people/me")
+    assert (ended.status_code, problem_type(ended)) == (401, "not-signed-in")
+    assert desk.sign_in(username, reset).status_code == 200
+    assert put_person(hub, username, reset_totp=True).status_code == 200
+    ended = desk.get("/v1/people/me")
+    assert (ended.status_code, problem_type(ended)) == (401, "not-signed-in")
+    assert desk.sign_in(username, reset).status_code == 200  # a new sign-in works
+
+
+def test_the_names_the_hub_records_as_actors_are_reserved() -> None:
+    assert {HUB_DECIDER, BREAK_GLASS} <= RESERVED_USERNAMES
+
+
+@pytest.mark.parametrize("username", sorted(RESERVED_USERNAMES))
+def test_an_account_with_a_reserved_username_is_refused(hub: RunningHub, username: str) -> None:
+    response = put_person(hub, username, password=new_password())
+    assert (response.status_code, problem_type(response)) == (400, "invalid-request")
+    assert "reserved" in response.json()["detail"]
+    entry = audit_entry_for(hub, response, action="person.put")
+    assert (entry["outcome"], entry["reason"]) == ("refused", "invalid-request")
+    assert get_person(hub, username).status_code == 404
 
 
 # --- signing in -------------------------------------------------------------------------
@@ -394,7 +510,7 @@ def test_one_time_codes_enrolled_are_required_used_once_and_reset_by_an_administ
     username, password = person(hub)
     desk = Desk(hub)
     assert desk.sign_in(username, password).status_code == 200
-    enrolment = desk.post("/v1/people/me/totp")
+    enrolment = desk.post("/v1/people/me/totp", {"password": password})
     assert enrolment.status_code == 200, enrolment.text
     secret = enrolment.json()["secret"]
     assert f"secret={secret}" in enrolment.json()["otpauth_uri"]
@@ -423,6 +539,41 @@ def test_one_time_codes_enrolled_are_required_used_once_and_reset_by_an_administ
     after_reset = Desk(hub).sign_in(username, password)
     assert after_reset.status_code == 200, after_reset.text
     assert after_reset.json()["person"]["sign_in"] == ["password"]
+
+
+def test_enrolling_one_time_codes_needs_the_password_throttled_like_sign_ins(
+    hub: RunningHub,
+) -> None:
+    """A stolen session cannot set up its holder's authenticator on the account."""
+    username, password = person(hub)
+    desk = Desk(hub)
+    assert desk.sign_in(username, password).status_code == 200
+    without = desk.post("/v1/people/me/totp", {})
+    assert (without.status_code, problem_type(without)) == (400, "invalid-request")
+    for attempt in range(MAX_FAILURES):
+        guess = desk.post("/v1/people/me/totp", {"password": f"guess-{attempt}"})
+        assert guess.status_code == 401
+        assert_refused(hub, guess, action="person.totp", slug="sign-in-failed", person=username)
+        assert "secret" not in guess.json()
+    throttled = desk.post("/v1/people/me/totp", {"password": password})
+    assert throttled.status_code == 429
+    assert int(throttled.headers["retry-after"]) > 0
+    assert_refused(hub, throttled, action="person.totp", slug="sign-in-throttled", person=username)
+    assert desk.get("/v1/people/me").json()["sign_in"] == ["password"]
+    assert_refused_sign_in(hub, Desk(hub).sign_in(username, password), slug="sign-in-throttled")
+
+
+def test_enrolling_once_codes_are_confirmed_is_refused_even_with_the_password(
+    hub: RunningHub,
+) -> None:
+    username, password = person(hub)
+    desk = Desk(hub)
+    assert desk.sign_in(username, password).status_code == 200
+    secret = desk.post("/v1/people/me/totp", {"password": password}).json()["secret"]
+    code = code_at(secret, credentials.totp_step(time.time()))
+    assert desk.post("/v1/people/me/totp/confirm", {"code": code}).status_code == 200
+    again = desk.post("/v1/people/me/totp", {"password": password})
+    assert (again.status_code, problem_type(again)) == (409, "person-conflict")
 
 
 # --- sessions ---------------------------------------------------------------------------
