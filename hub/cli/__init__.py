@@ -34,6 +34,9 @@ def _admin_call(args: argparse.Namespace, call: Callable[[Any], Any]) -> int:
         print(f"refused: {error}", file=sys.stderr)
         return 1
     except OSError as error:
+        if error.filename is not None:  # a local file or directory, not the hub
+            print(f"cannot read {error.filename}: {error.strerror}", file=sys.stderr)
+            return 1
         print(f"cannot reach the hub at {_hub_url(args)}: {error}", file=sys.stderr)
         return 2
     print(json.dumps(result, indent=2, ensure_ascii=False))

@@ -1,11 +1,11 @@
 """Event API bodies (docs/protocol.md §7)."""
 
-from datetime import datetime
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from hub.exchange.schemas import ReceiptOut
+from hub.kit.clock import UtcDatetime
 
 
 class EventIn(BaseModel):
@@ -24,7 +24,7 @@ class EventAccepted(BaseModel):
 class SubscriptionOut(BaseModel):
     department: str
     item: str
-    created_at: datetime
+    created_at: UtcDatetime
 
 
 class DeliveryOut(BaseModel):
@@ -36,7 +36,7 @@ class DeliveryOut(BaseModel):
     status: str
     attempts: int
     last_error: str | None
-    next_attempt_at: datetime
+    next_attempt_at: UtcDatetime
 
 
 class DeliveryList(BaseModel):

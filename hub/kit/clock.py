@@ -1,7 +1,9 @@
 """Time as the hub sees it: always UTC, always timezone-aware."""
 
 from datetime import UTC, datetime
-from typing import overload
+from typing import Annotated, overload
+
+from pydantic import AfterValidator
 
 
 def utcnow() -> datetime:
@@ -25,3 +27,8 @@ def aware(moment: datetime | None) -> datetime | None:
     if moment is None or moment.tzinfo is not None:
         return moment
     return moment.replace(tzinfo=UTC)
+
+
+# A response model's time: one stored without an offset (SQLite) is read as UTC, so
+# every time the API shows carries its offset.
+UtcDatetime = Annotated[datetime, AfterValidator(aware)]

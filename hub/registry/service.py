@@ -6,7 +6,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.audit.service import AuditScope
-from hub.kit.clock import utcnow
+from hub.kit.clock import aware, utcnow
 from hub.registry import compat, repository, schema_rules, validation
 from hub.registry import jwks as jwks_rules
 from hub.registry.exceptions import (
@@ -384,7 +384,7 @@ async def list_versions(session: AsyncSession, item_id: str) -> VersionList:
                 fingerprint=v.fingerprint,
                 personal_fields=list(v.personal_fields),
                 fields=_fields(v.schema_),
-                created_at=v.created_at,
+                created_at=aware(v.created_at),
             )
             for v in versions
         ],

@@ -10,6 +10,7 @@ import copy
 import json
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -559,3 +560,17 @@ def test_admin_body_must_be_json(hub: RunningHub) -> None:
     )
     assert response.status_code == 400
     assert problem_type(response) == "invalid-request"
+
+
+def test_catalogue_import_of_a_missing_directory_names_the_path_not_the_hub(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from hub.cli import main
+
+    monkeypatch.setenv("ONCEONLY_TOKEN", "any")
+    missing = tmp_path / "schemas"
+    status = main(["catalogue", "import", str(missing), "--hub", "http://127.0.0.1:9"])
+    error = capsys.readouterr().err
+    assert status == 1
+    assert f"cannot read {missing / 'departments.json'}" in error
+    assert "cannot reach the hub" not in error

@@ -95,6 +95,8 @@ def test_a_compatible_version_is_registered_audited_and_listed(hub: RunningHub) 
     assert [v["version"] for v in listed["versions"]] == [1, 2]
     assert "floor" in listed["versions"][1]["fields"]
     assert "floor" not in listed["versions"][0]["fields"]
+    # every time carries its offset, on SQLite too (which stores none)
+    assert all(v["created_at"].endswith(("Z", "+00:00")) for v in listed["versions"])
     served = httpx.get(f"{hub.url}/v1/items/{document['id']}/versions/2").json()
     assert served["schema"] == schema
 
