@@ -8,6 +8,7 @@ short-lived session token (hub/cli/session.py).
 import argparse
 import getpass
 import json
+import os
 import sys
 from typing import Any
 
@@ -92,6 +93,10 @@ def _call(args: argparse.Namespace, method: str, path: str, body: Any = None) ->
 
 
 def _whoami(args: argparse.Namespace) -> int:
+    if not os.environ.get("ONCEONLY_TOKEN") and stored.stored(_hub(args)) is None:
+        using = " (commands use the break-glass token)" if stored.break_glass_token() else ""
+        print(f"not signed in{using}: run `onceonly login`", file=sys.stderr)
+        return 1
     return _call(args, "GET", "/v1/people/me")
 
 
@@ -118,7 +123,7 @@ def _people_put(args: argparse.Namespace) -> int:
         body["status"] = "disabled" if args.disable else "active"
     if args.display_name:
         body["display_name"] = args.display_name
-    if args.set_password:
+    if args.set_password or args.password_stdin:  # --password-stdin alone sets it too
         body["password"] = _read_password(args, f"new password for {args.username}: ")
     if args.oidc_subject:
         body["oidc_subject"] = args.oidc_subject
@@ -176,7 +181,9 @@ def register(sub: Any) -> None:
     )
     put.add_argument("--display-name")
     put.add_argument("--set-password", action="store_true", help="prompt for a password")
-    put.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    put.add_argument(
+        "--password-stdin", action="store_true", help="set the password, read from stdin"
+    )
     put.add_argument("--oidc-subject", help="the person's subject at the OpenID provider")
     put.add_argument(
         "--reset-totp", action="store_true", help="remove one-time codes (lost device)"
