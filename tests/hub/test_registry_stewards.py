@@ -2,6 +2,7 @@
 and clients, not items; auditors change nothing. Every refusal is audited."""
 
 import copy
+import json
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -140,3 +141,40 @@ def test_audit_queries_are_the_auditors(hub: RunningHub, people: dict[str, dict[
         response = httpx.get(url, headers=people[who])
         assert response.status_code == 403
         assert problem_type(response) == "forbidden"
+
+
+EXAMPLES = CATALOGUE.parent / "docs" / "examples" / "registry"
+
+
+def test_the_walk_through_in_docs_registry_md_answers_as_written(
+    hub: RunningHub, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The files docs/registry.md walks a new steward through, with the CLI."""
+    from hub.cli import main
+
+    erik = signed_in(hub, "erik", steward("education"))["Authorization"].split()[1]
+    monkeypatch.setenv("ONCEONLY_TOKEN", erik)
+
+    def onceonly(*argv: str) -> tuple[int, str, str]:
+        status = main([*argv, "--hub", hub.url])
+        out, err = capsys.readouterr()
+        return status, out, err
+
+    status, out, err = onceonly("items", "register", str(EXAMPLES / "library-card.json"))
+    assert status == 0, err
+    assert json.loads(out)["personal_fields"] == ["personal_code"]
+    status, out, err = onceonly(
+        "items", "version", "education.library-card", str(EXAMPLES / "v2.json")
+    )
+    assert (status, json.loads(out)["latest_version"]) == (0, 2), err
+    status, _, err = onceonly(
+        "items", "version", "education.library-card", str(EXAMPLES / "v3-required-branch.json")
+    )
+    assert status == 1
+    assert "requires property 'branch', version 2 does not" in err
+    status, _, err = onceonly(
+        "items", "version", "education.library-card", str(EXAMPLES / "v3-hostile.json")
+    )
+    assert status == 1
+    assert "/properties/card_number/pattern" in err
+    assert "catastrophic backtracking" in err
