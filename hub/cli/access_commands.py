@@ -62,7 +62,12 @@ def _run(args: argparse.Namespace, call: Call) -> int:
 
 
 def _fields(text: str | None) -> list[str] | None:
-    return [name.strip() for name in text.split(",") if name.strip()] if text else None
+    if text is None:
+        return None
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if not names:  # an empty --fields must not quietly mean "as asked"
+        raise SystemExit("--fields needs at least one field name")
+    return names
 
 
 def _purposes(args: argparse.Namespace) -> int:

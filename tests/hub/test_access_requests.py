@@ -599,6 +599,8 @@ def test_cli_refusal_exits_1_with_the_problem_and_unreachable_exits_2(
     request_id = aw.pending(purpose="housing-benefit", item="person.family-relations")
     assert onceonly("sam.welfare", "approve", request_id) == 1
     assert capsys.readouterr().err.startswith("refused: ")
+    with pytest.raises(SystemExit, match="--fields needs at least one field name"):
+        onceonly("rita.registry", "approve", request_id, "--fields", " , ")
     assert onceonly("rita.registry", "refuse", request_id, "--reason", "not needed") == 0
     capsys.readouterr()
     assert onceonly("sam.welfare", "withdraw", request_id) == 1
