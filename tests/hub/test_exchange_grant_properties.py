@@ -154,6 +154,20 @@ def test_minimized_projection_holds_only_granted_fields(case: Case) -> None:
 # --- the real exchange -------------------------------------------------------------------
 
 
+def item_document(item: str, schema: Json, *, compatibility: str) -> Json:
+    """A conditional item of the civil registry with ``schema`` as version 1."""
+    return {
+        "id": item,
+        "title": "Generated item",
+        "owner": OWNER,
+        "sharing_class": "conditional",
+        "classification": "personal",
+        "legal_basis": {"text": "Property-based test"},
+        "compatibility": compatibility,
+        "schema": schema,
+    }
+
+
 @dataclass
 class Exchange:
     hub: RunningHub
@@ -164,16 +178,7 @@ class Exchange:
     def register(self, case: Case, *, compatibility: str = "NONE") -> str:
         """A fresh item for ``case``, granted to the consumer; its id."""
         item = f"grant.p{uuid.uuid4().hex[:12]}"
-        document = {
-            "id": item,
-            "title": "Generated item",
-            "owner": OWNER,
-            "sharing_class": "conditional",
-            "classification": "personal",
-            "legal_basis": {"text": "Property-based test"},
-            "compatibility": compatibility,
-            "schema": case.schema(case.fields),
-        }
+        document = item_document(item, case.schema(case.fields), compatibility=compatibility)
         with self.hub.admin() as admin:
             admin.put_item(document)
             admin.create_grant(
@@ -260,16 +265,8 @@ def _register_nested(
 ) -> str:
     """An item with schema ``v1``, granted ``fields``, then given version ``v2``."""
     item = f"grant.n{uuid.uuid4().hex[:12]}"
-    document = {
-        "id": item,
-        "title": "Generated item",
-        "owner": OWNER,
-        "sharing_class": "conditional",
-        "classification": "personal",
-        "legal_basis": {"text": "Property-based test"},
-        "compatibility": "NONE",  # a steward may choose it; the grant must hold anyway
-        "schema": v1,
-    }
+    # compatibility NONE: a steward may choose it, and the grant must hold anyway
+    document = item_document(item, v1, compatibility="NONE")
     with exchange.hub.admin() as admin:
         admin.put_item(document)
         grant = admin.create_grant(
