@@ -405,8 +405,13 @@ async def put_person(
     if person is not None and person.id == principal.person_id:
         raise Forbidden("administrators do not change their own account; another one does")
     # A new credential, set by an administrator, ends whatever sessions the old ones
-    # opened (a password reset after a leak, a lost or stolen device).
-    credentials_reset = person is not None and (body.password is not None or body.reset_totp)
+    # opened (a password reset after a leak, a lost or stolen device, an account linked
+    # to another OpenID Connect subject).
+    credentials_reset = person is not None and (
+        body.password is not None
+        or body.reset_totp
+        or (body.oidc_subject is not None and body.oidc_subject != person.oidc_subject)
+    )
     if person is None:
         if username in RESERVED_USERNAMES:
             raise InvalidRequest(

@@ -25,6 +25,7 @@ from hub.people.schemas import PersonOut, SessionOut
 
 from hub_testing import (
     DATABASES,
+    TEST_PASSWORD,
     RunningHub,
     audit_entry_for,
     module_database,
@@ -397,3 +398,21 @@ def test_refuses_everything_when_no_provider_is_configured(
         assert_refused(
             plain, called_back, slug="oidc-not-configured", status=404, action="person.sign-in"
         )
+
+
+def test_linking_another_subject_ends_the_accounts_sessions(hub: RunningHub) -> None:
+    """Whoever signed in before the account was linked to another identity at the
+    provider (a reassigned or compromised one) is signed out, as after a password reset."""
+    with hub.admin() as admin:
+        body = {"password": TEST_PASSWORD, "oidc_subject": "sub-carol"}
+        body["roles"] = [{"role": "auditor"}]
+        admin.call("PUT", "/v1/admin/people/carol", body)
+        signed = httpx.post(
+            f"{hub.url}/v1/people/sign-in", json={"username": "carol", "password": TEST_PASSWORD}
+        )
+        assert signed.status_code == 200, signed.text
+        token = signed.json()["token"]
+        admin.call("PUT", "/v1/admin/people/carol", {"oidc_subject": "sub-carol"})  # unchanged
+        assert me(hub, token).status_code == 200
+        admin.call("PUT", "/v1/admin/people/carol", {"oidc_subject": "sub-carol-new"})
+    assert me(hub, token).status_code == 401
