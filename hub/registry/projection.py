@@ -69,6 +69,8 @@ def _project(value: Any, root: dict[str, Any], node: Any, depth: int, strict: bo
     node = _resolve(root, node)
     if depth <= 0 or not isinstance(node, dict):
         return value
+    if strict:
+        node = _flatten(root, node)
     if isinstance(value, dict):
         return _project_object(value, root, node, depth, strict)
     if isinstance(value, list) and "items" in node:
@@ -84,7 +86,7 @@ def _project_object(
     closed = node.get("additionalProperties") is False or (
         strict
         and "additionalProperties" not in node
-        and ("properties" in node or "patternProperties" in node)
+        and bool(node.get("properties") or node.get("patternProperties"))
     )
     result = {}
     for name, member in value.items():
@@ -95,3 +97,51 @@ def _project_object(
         else:
             result[name] = member
     return result
+
+
+_BRANCHES = ("allOf", "anyOf", "oneOf")
+
+
+def _flatten(root: dict[str, Any], node: dict[str, Any]) -> dict[str, Any]:
+    """For ``strict``: what ``node`` and the ``allOf``/``anyOf``/``oneOf`` branches it
+    reaches (``$ref`` followed) declare of an instance, as one subschema: every
+    property (the first subschema found for a name), every pattern, the first
+    ``items``; ``additionalProperties: true`` (a map, members kept) when any part
+    allows other members by schema or by ``true``."""
+    properties: dict[str, Any] = {}
+    patterns: dict[str, Any] = {}
+    items: Any = None
+    is_map = False
+    stack: list[Any] = [node]
+    for _ in range(4 * MAX_SCHEMA_DEPTH):  # bounded: the registry refused $ref loops
+        if not stack:
+            break
+        part = _resolve(root, stack.pop())
+        if not isinstance(part, dict):
+            is_map = is_map or part is True
+            continue
+        for name, subschema in _members(part, "properties"):
+            properties.setdefault(name, subschema)
+        for pattern, subschema in _members(part, "patternProperties"):
+            patterns.setdefault(pattern, subschema)
+        extra = part.get("additionalProperties")
+        is_map = is_map or (extra is not None and extra is not False)
+        if items is None and "items" in part:
+            items = part["items"]
+        for keyword in _BRANCHES:
+            branches = part.get(keyword)
+            if isinstance(branches, list):
+                stack.extend(reversed(branches))
+    flat: dict[str, Any] = {"properties": properties, "patternProperties": patterns}
+    if items is not None:
+        flat["items"] = items
+    if is_map:
+        flat["additionalProperties"] = True
+    elif node.get("additionalProperties") is False:
+        flat["additionalProperties"] = False
+    return flat
+
+
+def _members(part: dict[str, Any], keyword: str) -> list[tuple[str, Any]]:
+    found = part.get(keyword)
+    return list(found.items()) if isinstance(found, dict) else []

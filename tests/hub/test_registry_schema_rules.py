@@ -263,3 +263,39 @@ def test_a_field_with_a_personal_part_inside_is_personal_as_a_whole() -> None:
     )
     check_schema(document)
     assert personal_fields(document) == ["listed", "marked", "nested", "recursive", "referenced"]
+
+
+def test_strict_projection_keeps_only_what_the_granted_version_declares() -> None:
+    """Cutting a record down to the version a grant was decided on: objects that list
+    their members (themselves or through allOf/anyOf/oneOf and $ref) are read as closed;
+    maps keep their members; the lenient projection keeps what an open object allows."""
+    name = {"type": "string"}
+    granted = schema(
+        properties={
+            "open": {"type": "object", "properties": {"town": name}},
+            "composed": {"allOf": [{"$ref": "#/$defs/place"}, {"properties": {"zip": name}}]},
+            "either": {"anyOf": [{"type": "null"}, {"type": "object", "properties": {"a": name}}]},
+            "listed": {"allOf": [{"type": "array"}, {"items": {"$ref": "#/$defs/place"}}]},
+            "map": {"type": "object", "additionalProperties": {"type": "integer"}},
+            "free": {"type": "object"},
+        },
+        **{"$defs": {"place": {"type": "object", "properties": {"town": name}}}},
+    )
+    check_schema(granted)
+    record = {
+        "open": {"town": "Tartu", "occupant": "49002124277"},
+        "composed": {"town": "Tartu", "zip": "50090", "occupant": "4900"},
+        "either": {"a": "x", "b": "added later"},
+        "listed": [{"town": "Tartu", "occupant": "4900"}],
+        "map": {"math": 5, "art": 4},
+        "free": {"anything": 1},
+    }
+    assert project_to_version(record, granted, strict=True) == {
+        "open": {"town": "Tartu"},
+        "composed": {"town": "Tartu", "zip": "50090"},
+        "either": {"a": "x"},
+        "listed": [{"town": "Tartu"}],
+        "map": {"math": 5, "art": 4},
+        "free": {"anything": 1},
+    }
+    assert project_to_version(record, granted) == record  # open objects allow the rest
