@@ -33,6 +33,7 @@ from hub.keys import HubKeys
 from hub.kit.clock import rfc3339_ms, utcnow
 
 log = logging.getLogger("onceonly.events")
+STOP_MARGIN = 5.0  # seconds a stopping round may take beyond its attempts' timeout
 
 
 @dataclass(frozen=True)
@@ -88,31 +89,52 @@ class Deliverer:
         self._settings, self._audit = settings, audit_log
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
+        self._held: set[str] = set()  # lease tokens of rounds not settled yet
+        self._stopping = False
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="event-deliverer")
 
     async def stop(self) -> None:
-        if self._task is not None:
+        """End the loop between rounds: the round under way finishes (its attempts are
+        bounded by ``owner_timeout``) and settles what it leased, so no database
+        operation is cut off half-way (a claim cancelled mid-transaction could leave
+        its deliveries leased, or on PostgreSQL row-locked, and a restarted hub would
+        wait for them). Only a round that does not finish in time is cancelled; what
+        it had leased is then given back."""
+        if self._task is None:
+            return
+        self._stopping = True
+        self._wake.set()
+        grace = self._settings.owner_timeout + STOP_MARGIN
+        try:
+            await asyncio.wait_for(asyncio.shield(self._task), grace)
+        except TimeoutError:
             self._task.cancel()
             try:
                 await self._task
             except asyncio.CancelledError:
                 pass
-            self._task = None
+            if self._held:
+                try:
+                    await asyncio.wait_for(self._release(sorted(self._held)), STOP_MARGIN)
+                except Exception:
+                    log.exception("could not give back leased deliveries; taken at lease end")
+        self._held.clear()
+        self._task = None
 
     def wake(self) -> None:
         """Look for due deliveries now (called after an event is published here)."""
         self._wake.set()
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             try:
                 handled = await self.deliver_due()
             except Exception:
                 log.exception("event delivery round failed; retrying")
                 handled = 0
-            if handled == 0:
+            if handled == 0 and not self._stopping:
                 try:
                     await asyncio.wait_for(self._wake.wait(), self._settings.event_poll_interval)
                 except TimeoutError:
@@ -124,20 +146,29 @@ class Deliverer:
         now = utcnow()
         lease = now + timedelta(seconds=self._settings.event_lease)
         token = uuid4().hex
-        async with write_connection(self._engine) as conn:
-            due = await repository.claim_due(
-                conn, now=now, lease_until=lease, token=token, limit=self._settings.event_batch_size
-            )
+        self._held.add(token)  # before the claim: a stop during it still gives it back
         try:
+            async with write_connection(self._engine) as conn:
+                due = await repository.claim_due(
+                    conn,
+                    now=now,
+                    lease_until=lease,
+                    token=token,
+                    limit=self._settings.event_batch_size,
+                )
             await asyncio.gather(*(self._attempt(delivery) for delivery in due))
-        except asyncio.CancelledError:  # stopping mid-round: others may take these now
-            await asyncio.shield(self._release(token))
+        except asyncio.CancelledError:  # cut off by stop(): it gives the leases back
             raise
+        except Exception:  # a failed round: others may take its deliveries at once
+            await self._release([token])
+            self._held.discard(token)
+            raise
+        self._held.discard(token)  # every delivery of the round is settled
         return len(due)
 
-    async def _release(self, token: str) -> None:
+    async def _release(self, tokens: list[str]) -> None:
         async with write_connection(self._engine) as conn:
-            await repository.release_leases(conn, tokens=[token])
+            await repository.release_leases(conn, tokens=tokens)
 
     async def _attempt(self, delivery: DueDelivery) -> None:
         error = "no active grant" if not delivery.granted else await self._send(delivery)
