@@ -82,7 +82,9 @@ async def query_record(
         _check(record, schema=schema, fingerprint=fingerprint, version=version)
     if facts.grant_version is not None and facts.grant_version != facts.version:
         # the owner answered in a later version than the one the grant was decided on
-        record = await _as_granted(record, facts=facts, context=context)
+        record = await _as_granted(
+            record, item_id=facts.item_id, version=facts.grant_version, context=context
+        )
     served = wanted[0] if wanted is not None else facts.version
     delivered = minimize(record, facts.grant_fields)
     receipt = await scope.record_success(fields=sorted(delivered), digest=data_digest(delivered))
@@ -125,17 +127,14 @@ async def _wanted_version(
 
 
 async def _as_granted(
-    record: dict[str, Any], *, facts: repository.ExchangeFacts, context: ExchangeContext
+    record: dict[str, Any], *, item_id: str, version: int, context: ExchangeContext
 ) -> dict[str, Any]:
     """The record cut down to what the version the grant was decided on describes, so
     that a later version never widens a grant, not even inside a granted field (a new
     nested member, personal or not, needs a new grant)."""
-    assert facts.grant_version is not None
-    found = await repository.version_schema(
-        context.engine, item_id=facts.item_id, version=facts.grant_version
-    )
+    found = await repository.version_schema(context.engine, item_id=item_id, version=version)
     if found is None:  # versions are never deleted; a broken database is a 500
-        raise RuntimeError(f"item {facts.item_id} has no version {facts.grant_version}")
+        raise RuntimeError(f"item {item_id} has no version {version}")
     return project_to_version(record, found[0], strict=True)
 
 

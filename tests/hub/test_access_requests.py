@@ -634,3 +634,19 @@ def test_every_refusal_in_the_lifecycle_is_audited_with_its_reason(aw: AccessWor
         entry = audit_entry_for(aw.world.hub, response, action=action)
         assert (entry["outcome"], entry["reason"]) == ("refused", reason), action
     assert sam.act(request_id, "withdraw").status_code == 200
+
+
+@pytest.mark.parametrize("until", ["2099-01-01T00:00:00", "next year", 20990101])
+def test_break_glass_grant_needs_a_time_with_its_offset(aw: AccessWorld, until: object) -> None:
+    """A time without an offset was compared with an aware one: a 500, before."""
+    body = {
+        "consumer": CONSUMER,
+        "item": IDENTITY,
+        "purpose": "statistics",
+        "legal_basis": "test",
+        "valid_until": until,
+    }
+    response = aw.break_glass().call("POST", "/v1/admin/grants", body)
+    assert response.status_code == 400, response.text
+    assert problem_type(response) == "invalid-request"
+    assert "valid_until" in response.json()["detail"]
