@@ -2,14 +2,34 @@
 
 A caller submits an item and awaits its result; the writer takes whatever is
 waiting (up to ``batch_size``), hands the batch to ``commit`` (one database
-transaction), and resolves each caller with its result, or with the ``failure``
-error when the batch could not be committed. Callers pay a share of one commit
-instead of a commit each. Used by the audit log and the single-use jti register.
+transaction), and resolves each caller with its result. Callers pay a share of one
+commit instead of a commit each. Used by the audit log and the single-use jti
+register.
+
+Nobody waits forever (STYLE habit 14):
+
+- A batch that cannot be committed (``commit`` raises anything, a cancellation of
+  its own included, or returns a result list of the wrong length) fails every
+  caller of that batch with ``failure()``. The writer logs it, reports itself
+  unhealthy (``healthy`` is False) and goes on with the next batch: a database blip
+  must not take the hub down. It is healthy again once a batch commits or, while
+  nothing is waiting, once ``probe`` (a cheap check of the write path, tried every
+  ``probe_interval`` seconds) succeeds.
+- If the writer task itself ends (a bug, a cancellation from outside), that is
+  logged as an error; every caller still queued or in the batch gets ``failure()``,
+  and ``submit`` refuses new work at once with ``failure()``.
+- The queue is bounded: at most ``max_queued`` items wait (default: ten batches,
+  10 x ``batch_size``). A caller beyond that waits for room (back-pressure), or gets
+  ``failure()`` as soon as the writer ends.
+- ``stop()`` refuses new work and commits what is queued for up to
+  ``drain_timeout`` seconds; then it cancels the writer and fails whatever is left.
+  It returns within ``drain_timeout`` plus a few seconds, whether the writer was
+  running, stuck or dead.
 """
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -19,6 +39,12 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 log = logging.getLogger("onceonly.group_commit")
+
+_CANCEL_GRACE = 5.0  # seconds a cancelled writer gets to end, once stop() gave up draining
+
+
+class _ResultCountMismatch(RuntimeError):
+    """``commit`` answered a batch with a result list of another length."""
 
 
 @dataclass
@@ -37,54 +63,178 @@ class GroupCommit(Generic[T, R]):
         name: str,
         batch_size: int,
         failure: Callable[[], HubError],
+        max_queued: int | None = None,
+        probe: Callable[[], Awaitable[None]] | None = None,
+        probe_interval: float = 1.0,
+        drain_timeout: float = 10.0,
     ) -> None:
         self._commit, self._name, self._batch_size = commit, name, batch_size
-        self._failure = failure
-        self._queue: asyncio.Queue[_Waiting[T, R]] = asyncio.Queue()
+        self._failure, self._probe, self._probe_interval = failure, probe, probe_interval
+        self._drain_timeout = drain_timeout
+        self._queue: asyncio.Queue[_Waiting[T, R]] = asyncio.Queue(
+            maxsize=10 * batch_size if max_queued is None else max_queued
+        )
         self._writer: asyncio.Task[None] | None = None
+        self._batch: list[_Waiting[T, R]] = []
+        self._stopping = False
+        self._last_batch_failed = False
 
     @property
     def running(self) -> bool:
         return self._writer is not None and not self._writer.done()
 
+    @property
+    def healthy(self) -> bool:
+        """Running, and its last batch (or, since, its probe) committed."""
+        return self.running and not self._last_batch_failed
+
     async def start(self) -> None:
+        if self.running:
+            raise RuntimeError(f"{self._name} is already running")
+        self._stopping, self._last_batch_failed = False, False
         self._writer = asyncio.create_task(self._run(), name=self._name)
+        self._writer.add_done_callback(self._writer_ended)
 
     async def stop(self) -> None:
-        if self._writer is None:
+        writer = self._writer
+        if writer is None:
             return
-        await self._queue.join()
-        self._writer.cancel()
+        self._stopping = True
+        if not writer.done():
+            await self._drain(writer)
+        if not writer.done():
+            writer.cancel()
+            await asyncio.wait((writer,), timeout=_CANCEL_GRACE)
+        if not writer.done():
+            log.error("%s: the writer did not end when cancelled; failing its batch", self._name)
+        self._fail(self._batch)
+        self._fail_queued()
         self._writer = None
 
     async def submit(self, item: T) -> R:
         """The item's result once its batch committed; ``failure()`` if it could not."""
-        if self._writer is None:
+        writer = self._writer
+        if writer is None or writer.done() or self._stopping:
             raise self._failure()
         waiting: _Waiting[T, R] = _Waiting(item, asyncio.get_running_loop().create_future())
-        await self._queue.put(waiting)
+        if self._queue.full():
+            await self._wait_for_room(waiting, writer)
+        else:
+            self._queue.put_nowait(waiting)
         return await waiting.done
+
+    async def _wait_for_room(self, waiting: _Waiting[T, R], writer: asyncio.Task[None]) -> None:
+        put = asyncio.ensure_future(self._queue.put(waiting))
+        try:
+            await asyncio.wait((put, writer), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not put.done():
+                put.cancel()
+        if not put.done():
+            raise self._failure()
+        if writer.done():  # it got in as the writer ended: nobody would take it
+            self._fail_queued()
+
+    async def _drain(self, writer: asyncio.Task[None]) -> None:
+        joined = asyncio.ensure_future(self._queue.join())
+        try:
+            await asyncio.wait(
+                (joined, writer), timeout=self._drain_timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            drained = joined.done()
+            joined.cancel()
+        if not drained and not writer.done():
+            log.error(
+                "%s: what was queued was not committed within %ss", self._name, self._drain_timeout
+            )
 
     async def _run(self) -> None:
         while True:
-            batch = [await self._queue.get()]
-            while len(batch) < self._batch_size and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
+            first = await self._next()
+            if first is None:
+                await self._recheck()
+                continue
+            self._batch = [first]
+            while len(self._batch) < self._batch_size and not self._queue.empty():
+                self._batch.append(self._queue.get_nowait())
             try:
-                await self._settle(batch)
+                await self._settle(self._batch)
             finally:
-                for _ in batch:
+                for _ in self._batch:
                     self._queue.task_done()
+                self._batch = []
+
+    async def _next(self) -> _Waiting[T, R] | None:
+        """The next waiting item; None when it is time to probe an unhealthy writer."""
+        if not self._last_batch_failed or self._probe is None:
+            return await self._queue.get()
+        try:
+            async with asyncio.timeout(self._probe_interval):
+                return await self._queue.get()
+        except TimeoutError:
+            return None
 
     async def _settle(self, batch: list[_Waiting[T, R]]) -> None:
         try:
             results = await self._commit([waiting.item for waiting in batch])
-        except Exception:
-            log.exception("%s: a batch of %d could not be committed", self._name, len(batch))
-            for waiting in batch:
-                if not waiting.done.done():
-                    waiting.done.set_exception(self._failure())
+            if len(results) != len(batch):
+                raise _ResultCountMismatch(f"{len(results)} results for a batch of {len(batch)}")
+        except BaseException as error:
+            self._last_batch_failed = True
+            log.error(
+                "%s: a batch of %d could not be committed", self._name, len(batch), exc_info=error
+            )
+            self._fail(batch)
+            if not _survivable(error):
+                raise
             return
+        self._last_batch_failed = False
         for waiting, result in zip(batch, results, strict=True):
             if not waiting.done.done():
                 waiting.done.set_result(result)
+
+    async def _recheck(self) -> None:
+        if self._probe is None:
+            return
+        try:
+            await self._probe()
+        except BaseException as error:
+            if not _survivable(error):
+                raise
+            log.debug("%s: the probe failed too (%s)", self._name, type(error).__name__)
+            return
+        self._last_batch_failed = False
+        log.warning("%s: the write path answers again", self._name)
+
+    def _writer_ended(self, writer: asyncio.Task[None]) -> None:
+        error = None if writer.cancelled() else writer.exception()
+        if not self._stopping:
+            log.error(
+                "%s: the writer task ended (%s); refusing new work",
+                self._name,
+                "cancelled" if error is None else type(error).__name__,
+                exc_info=error,
+            )
+        self._fail(self._batch)
+        self._fail_queued()
+
+    def _fail_queued(self) -> None:
+        while not self._queue.empty():
+            waiting = self._queue.get_nowait()
+            self._queue.task_done()
+            self._fail([waiting])
+
+    def _fail(self, waiters: Iterable[_Waiting[T, R]]) -> None:
+        for waiting in waiters:
+            if not waiting.done.done():
+                waiting.done.set_exception(self._failure())
+
+
+def _survivable(error: BaseException) -> bool:
+    """Whether the writer outlives ``error``: any Exception, and a cancellation that the
+    commit raised on its own (nobody asked the writer task itself to stop)."""
+    if isinstance(error, asyncio.CancelledError):
+        task = asyncio.current_task()
+        return task is not None and task.cancelling() == 0
+    return isinstance(error, Exception)
