@@ -65,11 +65,23 @@ class AuditLog:
             name="audit-writer",
             batch_size=batch_size,
             failure=lambda: AuditUnavailable("the audit entry could not be committed"),
+            probe=self._can_append,
         )
 
     @property
     def running(self) -> bool:
         return self._writer.running
+
+    @property
+    def healthy(self) -> bool:
+        """Running, and its last commit (or probe since) succeeded: what /readyz reports."""
+        return self._writer.healthy
+
+    async def _can_append(self) -> None:
+        """The write path answers (the append lock, the log's size); nothing is written."""
+        async with write_connection(self._engine) as conn:
+            await repository.lock_for_append(conn)
+            await repository.next_index(conn)
 
     async def start(self) -> None:
         await self._writer.start()
