@@ -7,13 +7,18 @@ to the subscriber's adapter, and records the outcome under its lease. A
 delivery that keeps failing becomes a dead letter that operators can inspect
 and replay. Receivers de-duplicate by event id, since "at least once" means a
 retry after a lost acknowledgement delivers twice.
+
+Deliveries fail closed, like the exchange (DESIGN.md, step 6 and 7): the attempt's
+``event.deliver`` entry is committed before the subscriber is called, and an attempt
+whose entry cannot be committed is not made (see :func:`judge` for the entries of
+one delivery).
 """
 
 import asyncio
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -23,7 +28,8 @@ import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from hub.audit import leaves
-from hub.audit.service import AuditLog
+from hub.audit.exceptions import AuditUnavailable
+from hub.audit.service import AuditLog, append_rows
 from hub.config import Settings
 from hub.db import write_connection
 from hub.events import repository
@@ -38,11 +44,16 @@ STOP_MARGIN = 5.0  # seconds a stopping round may take beyond its attempts' time
 
 @dataclass(frozen=True)
 class Outcome:
-    """What became of one attempt: the new row values and the audit entry's outcome."""
+    """What becomes of a delivery: its new row values, and the ``event.deliver`` entry
+    (outcome and reason) committed in the same transaction, if any."""
 
     values: dict[str, Any]
     audit_outcome: str | None
     reason: str | None = None
+
+
+NO_GRANT = Outcome({"status": "cancelled", "last_error": "no active grant"}, "refused", "no-grant")
+"""A delivery whose subscriber lost its grant is cancelled without calling it."""
 
 
 def backoff(attempts: int, *, base: float, cap: float, jitter: Callable[[], float]) -> float:
@@ -53,22 +64,53 @@ def backoff(attempts: int, *, base: float, cap: float, jitter: Callable[[], floa
 
 
 def judge(
-    delivery: DueDelivery, *, error: str | None, now: datetime, settings: Settings
+    delivery: DueDelivery,
+    *,
+    error: str | None,
+    now: datetime,
+    settings: Settings,
+    jitter: Callable[[], float] = random.random,
 ) -> Outcome:
-    """The next state of a delivery after an attempt (``error`` None: it succeeded). Pure."""
+    """The next state of a delivery after an attempt (``error`` None: the subscriber
+    acknowledged it), and the entry committed with that state. Pure, given ``jitter``.
+
+    The ``event.deliver`` entries of one delivery, each with the department, item,
+    subject pseudonym, event id and the delivery id as ``request_id``:
+
+    - before each call to the subscriber, outcome ``ok``, committed through the audit
+      writer before the call is made; if it cannot be committed the call is not made,
+      the attempt is not counted and the delivery waits (:func:`postpone`);
+    - after a call that was acknowledged: no further entry (the ``ok`` entry stands);
+    - after a call that failed (any answer but ``2xx``, or none), or an attempt that
+      could not be made (no adapter registered: no call, so no ``ok`` entry), outcome
+      ``failed`` with reason ``delivery-failed``, or ``dead-letter`` when it was the
+      last attempt, committed together with the new state;
+    - a delivery whose subscriber holds no active grant any more: one entry, outcome
+      ``refused``, reason ``no-grant`` (:data:`NO_GRANT`), and no call.
+    """
     if error is None:
-        return Outcome({"status": "delivered", "delivered_at": now, "last_error": None}, "ok")
+        return Outcome({"status": "delivered", "delivered_at": now, "last_error": None}, None)
     attempts = delivery.attempts + 1
     if attempts >= settings.event_max_attempts:
         values = {"status": "dead", "attempts": attempts, "last_error": error[:300]}
         return Outcome(values, "failed", "dead-letter")
     delay = backoff(
-        attempts, base=settings.event_retry_base, cap=settings.event_retry_cap, jitter=random.random
+        attempts, base=settings.event_retry_base, cap=settings.event_retry_cap, jitter=jitter
     )
     values = {
         "attempts": attempts,
         "last_error": error[:300],
         "next_attempt_at": now + timedelta(seconds=delay),
+    }
+    return Outcome(values, "failed", "delivery-failed")
+
+
+def postpone(*, now: datetime, settings: Settings) -> Outcome:
+    """A delivery whose attempt was not made because its audit entry could not be
+    committed: due again after ``event_retry_base``, its attempts not counted. Pure."""
+    values = {
+        "last_error": "audit log unavailable",
+        "next_attempt_at": now + timedelta(seconds=settings.event_retry_base),
     }
     return Outcome(values, None)
 
@@ -156,7 +198,7 @@ class Deliverer:
                     token=token,
                     limit=self._settings.event_batch_size,
                 )
-            await asyncio.gather(*(self._attempt(delivery) for delivery in due))
+            await _all_settled(self._attempt(delivery) for delivery in due)
         except asyncio.CancelledError:  # cut off by stop(): it gives the leases back
             raise
         except Exception:  # a failed round: others may take its deliveries at once
@@ -171,22 +213,45 @@ class Deliverer:
             await repository.release_leases(conn, tokens=tokens)
 
     async def _attempt(self, delivery: DueDelivery) -> None:
-        error = "no active grant" if not delivery.granted else await self._send(delivery)
         if not delivery.granted:
-            outcome = Outcome({"status": "cancelled", "last_error": error}, "refused", "no-grant")
-        else:
-            outcome = judge(delivery, error=error, now=utcnow(), settings=self._settings)
-        async with write_connection(self._engine) as conn:
-            settled = await repository.settle(conn, delivery=delivery, values=outcome.values)
-            if settled and outcome.values.get("status") in ("delivered", "cancelled"):
-                await repository.forget_subject_when_done(conn, event_id=delivery.event_id)
-        if settled and outcome.audit_outcome is not None:
-            await self._audit.append(_entry(delivery, outcome))
-
-    async def _send(self, delivery: DueDelivery) -> str | None:
-        """POST the event to the subscriber's adapter; None on success, else why not."""
+            await self._settle(delivery, NO_GRANT)
+            return
+        error: str | None
         if not delivery.adapter_url or delivery.subject is None:
-            return "the subscriber has no adapter registered"
+            error = "the subscriber has no adapter registered"  # no call, so no ok entry
+        elif await self._audit_call(delivery):
+            error = await self._send(delivery, url=delivery.adapter_url, subject=delivery.subject)
+        else:
+            await self._settle(delivery, postpone(now=utcnow(), settings=self._settings))
+            return
+        await self._settle(
+            delivery, judge(delivery, error=error, now=utcnow(), settings=self._settings)
+        )
+
+    async def _audit_call(self, delivery: DueDelivery) -> bool:
+        """Commit the ``ok`` entry of the call about to be made; False if it cannot be."""
+        try:
+            await self._audit.append(_entry(delivery, outcome="ok"))
+        except AuditUnavailable:
+            log.warning("audit log unavailable: delivery %s waits", delivery.id)
+            return False
+        return True
+
+    async def _settle(self, delivery: DueDelivery, outcome: Outcome) -> None:
+        """Record the outcome and its audit entry in one transaction, unless the lease
+        was lost meanwhile (the new holder then settles and audits its own attempt)."""
+        async with write_connection(self._engine) as conn:
+            if not await repository.settle(conn, delivery=delivery, values=outcome.values):
+                return
+            if outcome.values.get("status") in ("delivered", "cancelled"):
+                await repository.forget_subject_when_done(conn, event_id=delivery.event_id)
+            if outcome.audit_outcome is not None:
+                entry = _entry(delivery, outcome=outcome.audit_outcome, reason=outcome.reason)
+                await append_rows(conn, [(entry, leaves.leaf_bytes(entry))])
+
+    async def _send(self, delivery: DueDelivery, *, url: str, subject: str) -> str | None:
+        """POST the event to the subscriber's adapter at ``url``; None on success, else
+        why not."""
         now = int(time.time())
         token = mint_event_token(
             key=self._keys.signing,
@@ -196,7 +261,7 @@ class Deliverer:
             event_id=delivery.event_id,
             item=delivery.item_id,
             kind=delivery.kind,
-            subject=delivery.subject,
+            subject=subject,
             now=now,
             lifetime=self._settings.request_token_lifetime,
         )
@@ -204,14 +269,13 @@ class Deliverer:
             "event_id": delivery.event_id,
             "item": delivery.item_id,
             "kind": delivery.kind,
-            "subject": delivery.subject,
+            "subject": subject,
             "owner": delivery.owner_id,
             "published_at": rfc3339_ms(delivery.published_at),
         }
-        url = f"{delivery.adapter_url.rstrip('/')}/v1/events"
         try:
             response = await self._http.post(
-                url,
+                f"{url.rstrip('/')}/v1/events",
                 json=body,
                 headers={"Authorization": f"Bearer {token}", "X-Request-Id": delivery.id},
                 timeout=self._settings.owner_timeout,
@@ -221,12 +285,21 @@ class Deliverer:
         return None if 200 <= response.status_code < 300 else f"HTTP {response.status_code}"
 
 
-def _entry(delivery: DueDelivery, outcome: Outcome) -> dict[str, Any]:
+async def _all_settled(attempts: Iterable[Awaitable[None]]) -> None:
+    """Await every attempt, then raise the first failure: a failed round gives back its
+    leases, and must not give back those of attempts still under way."""
+    results = await asyncio.gather(*attempts, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+
+
+def _entry(delivery: DueDelivery, *, outcome: str, reason: str | None = None) -> dict[str, Any]:
     return leaves.build_entry(
         time=utcnow(),
         action="event.deliver",
-        outcome=outcome.audit_outcome or "ok",
-        reason=outcome.reason,
+        outcome=outcome,
+        reason=reason,
         department=delivery.department_id,
         item=delivery.item_id,
         subject=delivery.subject_pseudonym,

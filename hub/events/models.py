@@ -2,7 +2,9 @@
 
 An event says only "subject X of item Y changed (or was deleted)": no record
 data. The raw subject is kept only while a delivery still needs it (the pseudonym
-stays for the audit trail); it is erased once every delivery has succeeded.
+stays for the audit trail): an event without deliveries never stores it, and it is
+erased once every delivery is delivered or cancelled. A dead letter keeps it, since
+a replay sends it again.
 """
 
 from datetime import datetime
@@ -40,7 +42,7 @@ class Delivery(SQLModel, table=True):
     id: str = Field(default_factory=_id, primary_key=True, max_length=32)
     event_id: str = Field(foreign_key="events.id", index=True, max_length=32)
     department_id: str = Field(foreign_key="departments.id", max_length=64)
-    status: str = Field(default="pending", max_length=16)  # pending, delivered, dead
+    status: str = Field(default="pending", max_length=16)  # pending, delivered, dead, cancelled
     attempts: int = Field(default=0)
     next_attempt_at: datetime = created_at()
     lease_until: datetime | None = Field(default=None, sa_type=sa.DateTime(timezone=True))

@@ -174,7 +174,8 @@ async def release_leases(conn: AsyncConnection, *, tokens: list[str]) -> None:
 
 
 async def forget_subject_when_done(conn: AsyncConnection, *, event_id: str) -> None:
-    """Erase the raw subject once no delivery of the event can need it any more."""
+    """Erase the raw subject once no delivery of the event can need it any more: none
+    is pending, and none is a dead letter (which a replay would send again)."""
     unfinished = sa.exists().where(
         _deliveries.c.event_id == event_id, _deliveries.c.status.in_(("pending", "dead"))
     )

@@ -27,7 +27,10 @@ async def publish(
     keys: HubKeys,
     scope: AuditScope,
 ) -> EventAccepted:
-    """Store the event and one delivery per subscriber, with its audit entry, atomically."""
+    """Store the event and one delivery per subscriber, with its audit entry, atomically.
+
+    The raw subject is stored only for the deliveries that will send it: an event
+    nobody subscribes to keeps only the pseudonym."""
     pseudonym = keys.pseudonym(event.subject)
     scope.note(item=item_id, subject=pseudonym)
     served = await registry.item_for_exchange(session, item_id)
@@ -42,7 +45,7 @@ async def publish(
         "item_id": item_id,
         "owner_id": caller.department,
         "kind": event.kind,
-        "subject": event.subject,
+        "subject": event.subject if departments else None,
         "subject_pseudonym": pseudonym,
         "published_at": now,
     }
