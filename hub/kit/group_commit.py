@@ -22,9 +22,9 @@ Nobody waits forever (STYLE habit 14):
   10 x ``batch_size``). A caller beyond that waits for room (back-pressure), or gets
   ``failure()`` as soon as the writer ends.
 - ``stop()`` refuses new work and commits what is queued for up to
-  ``drain_timeout`` seconds; then it cancels the writer and fails whatever is left.
-  It returns within ``drain_timeout`` plus a few seconds, whether the writer was
-  running, stuck or dead.
+  ``drain_timeout`` seconds; then it cancels the writer, gives it as long again to
+  end, and fails whatever is left. It returns within twice ``drain_timeout``
+  whether the writer was running, stuck in a commit or dead.
 """
 
 import asyncio
@@ -39,8 +39,6 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 log = logging.getLogger("onceonly.group_commit")
-
-_CANCEL_GRACE = 5.0  # seconds a cancelled writer gets to end, once stop() gave up draining
 
 
 class _ResultCountMismatch(RuntimeError):
@@ -104,7 +102,7 @@ class GroupCommit(Generic[T, R]):
             await self._drain(writer)
         if not writer.done():
             writer.cancel()
-            await asyncio.wait((writer,), timeout=_CANCEL_GRACE)
+            await asyncio.wait((writer,), timeout=self._drain_timeout)
         if not writer.done():
             log.error("%s: the writer did not end when cancelled; failing its batch", self._name)
         self._fail(self._batch)

@@ -1,0 +1,289 @@
+"""The group-commit writer: every caller hears how its batch ended; nobody waits forever.
+
+Tier 1: pure asyncio, no database. The commit functions here answer item ``n`` with
+``10 * n``. Every wait is bounded by ``asyncio.wait_for`` so that a regression fails
+a test instead of hanging the suite.
+"""
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
+
+import pytest
+
+from hub.errors import HubError
+from hub.kit.group_commit import GroupCommit
+
+pytestmark = pytest.mark.anyio
+
+BOUND = 5.0  # seconds: generous; only a hang reaches it
+NAME = "test-writer"
+
+Commit = Callable[[list[int]], Awaitable[list[int]]]
+
+
+class WriterDown(HubError):
+    status = 503
+    slug = "writer-down"
+    title = "Writer down"
+
+
+def group_commit(commit: Commit, *, batch_size: int = 10, **options: Any) -> GroupCommit[int, int]:
+    return GroupCommit(
+        commit,
+        name=NAME,
+        batch_size=batch_size,
+        failure=lambda: WriterDown("the test writer failed"),
+        **options,
+    )
+
+
+async def tens(batch: list[int]) -> list[int]:
+    return [10 * item for item in batch]
+
+
+def first_batch_fails(error: BaseException) -> Commit:
+    batches = 0
+
+    async def commit(batch: list[int]) -> list[int]:
+        nonlocal batches
+        batches += 1
+        if batches == 1:
+            raise error
+        return await tens(batch)
+
+    return commit
+
+
+def first_batch_miscounts(extra: int) -> Commit:
+    """A commit that answers its first batch with ``extra`` results too many (or few)."""
+    batches = 0
+
+    async def commit(batch: list[int]) -> list[int]:
+        nonlocal batches
+        batches += 1
+        results = await tens(batch)
+        if batches > 1:
+            return results
+        return results[: len(batch) + extra] + [0] * max(extra, 0)
+
+    return commit
+
+
+class Gated:
+    """A commit that records its batches and holds each one until ``gate`` opens."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[int]] = []
+        self.gate = asyncio.Event()
+        self.started = asyncio.Event()
+
+    async def __call__(self, batch: list[int]) -> list[int]:
+        self.batches.append(batch)
+        self.started.set()
+        await self.gate.wait()
+        return await tens(batch)
+
+
+def the_writer_task() -> asyncio.Task[Any]:
+    (writer,) = [task for task in asyncio.all_tasks() if task.get_name() == NAME]
+    return writer
+
+
+async def eventually(condition: Callable[[], bool]) -> None:
+    async def poll() -> None:
+        while not condition():
+            await asyncio.sleep(0.01)
+
+    await asyncio.wait_for(poll(), BOUND)
+
+
+async def settle(*pending: "asyncio.Future[int]") -> list[int | BaseException]:
+    return await asyncio.wait_for(asyncio.gather(*pending, return_exceptions=True), BOUND)
+
+
+@pytest.fixture
+def writer_log(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
+    logger = logging.getLogger("onceonly.group_commit")
+    logger.addHandler(caplog.handler)  # also when the hub's logging stops propagation
+    try:
+        with caplog.at_level(logging.ERROR, logger="onceonly.group_commit"):
+            yield caplog
+    finally:
+        logger.removeHandler(caplog.handler)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [RuntimeError("a database blip"), asyncio.CancelledError()],
+    ids=["exception", "cancelled-inside"],
+)
+async def test_a_batch_that_raises_fails_each_caller_and_the_next_batch_commits(
+    error: BaseException,
+) -> None:
+    writer = group_commit(first_batch_fails(error))
+    await writer.start()
+    outcomes = await settle(*(asyncio.ensure_future(writer.submit(n)) for n in (1, 2, 3)))
+    assert [type(outcome) for outcome in outcomes] == [WriterDown] * 3
+    assert writer.running
+    assert not writer.healthy
+    assert await asyncio.wait_for(writer.submit(4), BOUND) == 40
+    assert writer.healthy
+    await asyncio.wait_for(writer.stop(), BOUND)
+
+
+@pytest.mark.parametrize("extra", [-1, 1], ids=["too-few", "too-many"])
+async def test_a_wrong_number_of_results_fails_the_batch_and_the_writer_goes_on(
+    extra: int,
+) -> None:
+    writer = group_commit(first_batch_miscounts(extra))
+    await writer.start()
+    outcomes = await settle(*(asyncio.ensure_future(writer.submit(n)) for n in (1, 2, 3)))
+    assert [type(outcome) for outcome in outcomes] == [WriterDown] * 3
+    assert not writer.healthy
+    assert await asyncio.wait_for(writer.submit(4), BOUND) == 40
+    assert writer.healthy
+    await asyncio.wait_for(writer.stop(), BOUND)
+
+
+async def test_a_writer_cancelled_from_outside_fails_its_batch_and_queue_and_says_so(
+    writer_log: pytest.LogCaptureFixture,
+) -> None:
+    commit = Gated()  # the gate never opens: batch [1] is in flight, 2 and 3 queued
+    writer = group_commit(commit, batch_size=1)
+    await writer.start()
+    callers = [asyncio.ensure_future(writer.submit(n)) for n in (1, 2, 3)]
+    await asyncio.wait_for(commit.started.wait(), BOUND)
+    the_writer_task().cancel()
+    outcomes = await settle(*callers)
+    assert [type(outcome) for outcome in outcomes] == [WriterDown] * 3
+    assert not writer.running
+    assert not writer.healthy
+    with pytest.raises(WriterDown):
+        await asyncio.wait_for(writer.submit(4), BOUND)
+    await asyncio.wait_for(writer.stop(), BOUND)
+    ended = [r for r in writer_log.records if "writer task ended" in r.getMessage()]
+    assert {record.levelno for record in ended} == {logging.ERROR}  # reported, not silent
+
+
+async def test_submit_after_the_writer_died_refuses_at_once() -> None:
+    writer = group_commit(tens)
+    await writer.start()
+    await asyncio.sleep(0)  # the writer waits for work
+    task = the_writer_task()
+    task.cancel()
+    await asyncio.wait((task,), timeout=BOUND)
+    with pytest.raises(WriterDown):
+        await asyncio.wait_for(writer.submit(1), BOUND)
+    await asyncio.wait_for(writer.stop(), BOUND)
+    with pytest.raises(WriterDown):
+        await asyncio.wait_for(writer.submit(2), BOUND)
+
+
+async def test_stop_commits_what_is_queued_and_refuses_new_work_meanwhile() -> None:
+    commit = Gated()
+    writer = group_commit(commit, batch_size=1)
+    await writer.start()
+    callers = [asyncio.ensure_future(writer.submit(n)) for n in (1, 2, 3)]
+    await asyncio.wait_for(commit.started.wait(), BOUND)
+    stopping = asyncio.ensure_future(writer.stop())
+    await asyncio.sleep(0)
+    with pytest.raises(WriterDown):
+        await asyncio.wait_for(writer.submit(4), BOUND)
+    commit.gate.set()
+    await asyncio.wait_for(stopping, BOUND)
+    assert await settle(*callers) == [10, 20, 30]
+    assert commit.batches == [[1], [2], [3]]
+    assert not writer.running
+
+
+async def test_stop_returns_and_fails_the_callers_when_a_commit_never_ends() -> None:
+    commit = Gated()  # the gate never opens
+    writer = group_commit(commit, batch_size=1, drain_timeout=0.1)
+    await writer.start()
+    callers = [asyncio.ensure_future(writer.submit(n)) for n in (1, 2)]
+    await asyncio.wait_for(commit.started.wait(), BOUND)
+    await asyncio.wait_for(writer.stop(), BOUND)
+    outcomes = await settle(*callers)
+    assert [type(outcome) for outcome in outcomes] == [WriterDown] * 2
+    assert not writer.running
+
+
+async def test_stop_returns_even_when_the_commit_ignores_cancellation() -> None:
+    release = asyncio.Event()
+    entered = asyncio.Event()
+
+    async def stubborn(batch: list[int]) -> list[int]:
+        entered.set()
+        while not release.is_set():
+            try:
+                await release.wait()
+            except asyncio.CancelledError:
+                continue
+        return await tens(batch)
+
+    writer = group_commit(stubborn, drain_timeout=0.1)
+    await writer.start()
+    caller = asyncio.ensure_future(writer.submit(1))
+    await asyncio.wait_for(entered.wait(), BOUND)
+    task = the_writer_task()
+    await asyncio.wait_for(writer.stop(), BOUND)
+    assert [type(outcome) for outcome in await settle(caller)] == [WriterDown]
+    release.set()  # let the stubborn writer go, and end it for good
+    await asyncio.sleep(0.05)
+    task.cancel()
+    await asyncio.wait((task,), timeout=BOUND)
+    assert task.done()
+
+
+async def test_a_full_queue_makes_submitters_wait_for_room() -> None:
+    commit = Gated()
+    writer = group_commit(commit, batch_size=10, max_queued=2)
+    await writer.start()
+    first = asyncio.ensure_future(writer.submit(1))
+    await asyncio.wait_for(commit.started.wait(), BOUND)  # [1] in flight: the queue is empty
+    queued = [asyncio.ensure_future(writer.submit(n)) for n in (2, 3)]  # the queue is full
+    waiting = asyncio.ensure_future(writer.submit(4))
+    await asyncio.sleep(0.05)
+    assert not any(call.done() for call in (first, *queued, waiting))
+    commit.gate.set()
+    assert await settle(first, *queued, waiting) == [10, 20, 30, 40]
+    # 4 got in only once the writer had taken 2 and 3: it could not join their batch.
+    assert commit.batches == [[1], [2, 3], [4]]
+    await asyncio.wait_for(writer.stop(), BOUND)
+
+
+async def test_a_submitter_waiting_for_room_is_refused_when_the_writer_dies() -> None:
+    commit = Gated()  # the gate never opens
+    writer = group_commit(commit, batch_size=1, max_queued=1)
+    await writer.start()
+    callers = [asyncio.ensure_future(writer.submit(1))]
+    await asyncio.wait_for(commit.started.wait(), BOUND)
+    callers += [asyncio.ensure_future(writer.submit(n)) for n in (2, 3)]  # 2 queued, 3 waits
+    await asyncio.sleep(0.05)
+    the_writer_task().cancel()
+    outcomes = await settle(*callers)
+    assert [type(outcome) for outcome in outcomes] == [WriterDown] * 3
+    await asyncio.wait_for(writer.stop(), BOUND)
+
+
+async def test_the_probe_makes_an_idle_writer_healthy_again_once_the_write_path_answers() -> None:
+    answers = False
+    probes = 0
+
+    async def probe() -> None:
+        nonlocal probes
+        probes += 1
+        if not answers:
+            raise RuntimeError("still down")
+
+    writer = group_commit(first_batch_fails(RuntimeError("down")), probe=probe, probe_interval=0.01)
+    await writer.start()
+    assert [type(o) for o in await settle(asyncio.ensure_future(writer.submit(1)))] == [WriterDown]
+    await eventually(lambda: probes >= 3)
+    assert not writer.healthy
+    answers = True
+    await eventually(lambda: writer.healthy)
+    assert await asyncio.wait_for(writer.submit(2), BOUND) == 20
+    await asyncio.wait_for(writer.stop(), BOUND)
