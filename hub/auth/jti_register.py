@@ -12,6 +12,7 @@ import logging
 import random
 from datetime import UTC, datetime
 
+import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -33,7 +34,17 @@ class JtiRegister:
             name="jti-register",
             batch_size=batch_size,
             failure=lambda: Unavailable("the single-use register failed"),
+            probe=self._can_spend,
         )
+
+    @property
+    def running(self) -> bool:
+        return self._writer.running
+
+    @property
+    def healthy(self) -> bool:
+        """Running, and its last commit (or probe since) succeeded: what /readyz reports."""
+        return self._writer.healthy
 
     async def start(self) -> None:
         await self._writer.start()
@@ -56,6 +67,11 @@ class JtiRegister:
             results.append(key in fresh and key not in seen)
             seen.add(key)
         return results
+
+    async def _can_spend(self) -> None:
+        """The write path answers (a write transaction reads the register); nothing is spent."""
+        async with write_connection(self._engine) as conn:
+            await conn.execute(sa.select(repository.used_table().c.key).limit(1))
 
 
 async def _insert_returning(conn: AsyncConnection, rows: dict[str, datetime]) -> set[str]:
