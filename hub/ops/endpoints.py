@@ -4,6 +4,8 @@ from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
+from hub.audit.service import AuditLog
+from hub.auth.jti_register import JtiRegister
 from hub.errors import Unavailable
 
 router = APIRouter(tags=["operations"])
@@ -17,15 +19,23 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz")
 async def readyz(request: Request) -> dict[str, str]:
-    """The process can serve: the database answers and the audit writer runs."""
+    """The process can serve: the database answers, and the audit writer and the
+    single-use register run and can commit (their last commit, or probe, succeeded)."""
     try:
         async with request.app.state.engine.connect() as conn:
             await conn.execute(text("SELECT 1"))
     except Exception:
         raise Unavailable("the database does not answer") from None
-    if not request.app.state.audit_log.running:
-        raise Unavailable("the audit writer is not running")
+    _check_writer(request.app.state.audit_log, "the audit writer")
+    _check_writer(request.app.state.jti_register, "the single-use register")
     return {"status": "ready"}
+
+
+def _check_writer(writer: AuditLog | JtiRegister, name: str) -> None:
+    if not writer.running:
+        raise Unavailable(f"{name} is not running")
+    if not writer.healthy:
+        raise Unavailable(f"{name} cannot commit")
 
 
 @router.get("/metrics")

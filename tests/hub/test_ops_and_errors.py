@@ -3,11 +3,15 @@
 import csv
 import io
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+import sqlalchemy as sa
+
+from hub.db import make_sync_engine
 
 from hub_testing import RunningHub, problem_type, running_hub
 
@@ -24,6 +28,41 @@ def test_health_readiness_and_metrics(hub: RunningHub) -> None:
     metrics = httpx.get(f"{hub.url}/metrics")
     assert metrics.status_code == 200
     assert "onceonly_http_requests_total" in metrics.text
+
+
+def _rename_table(database_url: str, old: str, new: str) -> None:
+    engine = make_sync_engine(database_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(sa.text(f"ALTER TABLE {old} RENAME TO {new}"))
+    finally:
+        engine.dispose()
+
+
+def _ready_within(url: str, *, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while httpx.get(f"{url}/readyz").status_code != 200:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
+def test_readyz_is_not_ready_while_the_audit_writer_cannot_commit_and_ready_once_it_can(
+    hub: RunningHub, database_url: str
+) -> None:
+    _rename_table(database_url, "audit_entries", "audit_entries_away")
+    try:
+        refused = httpx.post(f"{hub.url}/oauth/token", data={})  # audited: its entry fails
+        assert problem_type(refused) == "audit-unavailable"
+        not_ready = httpx.get(f"{hub.url}/readyz")
+        assert not_ready.status_code == 503
+        assert problem_type(not_ready) == "unavailable"
+        assert not_ready.json()["detail"] == "the audit writer cannot commit"
+    finally:
+        _rename_table(database_url, "audit_entries_away", "audit_entries")
+    assert _ready_within(hub.url, seconds=10)  # the writer's probe finds its table again
+    assert httpx.post(f"{hub.url}/oauth/token", data={}).status_code == 400  # audited again
 
 
 def test_every_response_carries_a_request_id_and_echoes_a_valid_one(hub: RunningHub) -> None:
