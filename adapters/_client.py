@@ -28,6 +28,7 @@ import anyio.to_thread
 import httpx
 from joserfc import jwt
 
+from . import _commitment
 from ._dpop import DPoPKey
 from ._errors import PROBLEM_PREFIX, HubUnavailable, OnceonlyError, error_for_status
 from ._keys import SigningKey, algorithm_of, public_jwks
@@ -48,10 +49,15 @@ _BACKOFF = 0.1
 
 @dataclass(frozen=True)
 class Receipt:
-    """The hub's audit-log entry for an access: its index and base64 RFC 6962 leaf hash."""
+    """The hub's audit-log entry for an access: its index and base64 RFC 6962 leaf hash,
+    and for a record, the entry's commitment to it with the one key that opens it (keep
+    the key with the record to prove later what was delivered; the hub does not keep it).
+    """
 
     index: int
     leaf_hash: str
+    commitment: str | None = None
+    commitment_key: str | None = None
 
 
 @dataclass(frozen=True)
@@ -512,6 +518,8 @@ def _receipt_row(result: RecordResult, *, subject: str, purpose: str) -> Receipt
         subject_sha256=subject_digest(subject),
         index=result.receipt.index,
         leaf_hash=result.receipt.leaf_hash,
+        commitment=result.receipt.commitment,
+        commitment_key=result.receipt.commitment_key,
     )
 
 
@@ -546,18 +554,27 @@ def _record_result(response: httpx.Response) -> RecordResult:
     body = _json_object(response)
     try:
         receipt = _typed(body, "receipt", dict)
-        return RecordResult(
+        result = RecordResult(
             item=_typed(body, "item", str),
             version=_typed(body, "version", int),
             record=_typed(body, "record", dict),
             receipt=Receipt(
-                index=_typed(receipt, "index", int), leaf_hash=_typed(receipt, "leaf_hash", str)
+                index=_typed(receipt, "index", int),
+                leaf_hash=_typed(receipt, "leaf_hash", str),
+                commitment=_typed(receipt, "commitment", str),
+                commitment_key=_typed(receipt, "commitment_key", str),
             ),
             request_id=response.headers.get("x-request-id"),
             deprecation=response.headers.get("deprecation"),
         )
     except TypeError as error:
         raise _protocol_error(response, f"the hub's answer lacks a valid {error}") from error
+    given = result.receipt
+    if not _commitment.opens(
+        given.commitment or "", key=given.commitment_key or "", record=result.record
+    ):
+        raise _protocol_error(response, "the hub's audit commitment does not match the record")
+    return result
 
 
 def _typed(body: dict[str, Any], name: str, kind: type[T]) -> T:

@@ -22,6 +22,7 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from . import _commitment
 from ._config import AdapterConfig
 from ._errors import (
     PROBLEM_PREFIX,
@@ -66,6 +67,8 @@ class _Trail:
     consumer: str | None = None
     purpose: str | None = None
     subject_sha256: str | None = None
+    commitment: str | None = None
+    commitment_key: str | None = None
 
 
 def create_provider_app(
@@ -191,6 +194,8 @@ class _Provider:
         _check_claims_match(claims, item=trail.item, query=query)
         record = await self._fetch(trail.item, query.subject)
         await self._check_record(record, item=trail.item, version=query.version)
+        trail.commitment_key = _commitment.new_key()
+        trail.commitment = _commitment.commit(trail.commitment_key, record)
         return {"item": trail.item, "version": query.version, "record": record}
 
     async def log(self, trail: _Trail, *, error: OnceonlyError | None) -> None:

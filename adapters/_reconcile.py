@@ -89,6 +89,12 @@ def _receipt_differences(
                 f"receipt says entry {receipt.index}, the log has {found['index']}"
                 " or another leaf hash",
             )
+        elif receipt.commitment and found["entry"].get("commitment") != receipt.commitment:
+            yield Difference(
+                "receipt-mismatch",
+                receipt.request_id,
+                f"entry {receipt.index} commits to another record than the one delivered here",
+            )
 
 
 def reconcile(

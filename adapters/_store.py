@@ -50,6 +50,9 @@ _served = sa.Table(
     sa.Column("subject_sha256", sa.String(64)),
     sa.Column("outcome", sa.String(16), nullable=False),
     sa.Column("reason", sa.String(64)),
+    # What was served, committed to under a key of this adapter's own (adapters._commitment)
+    sa.Column("commitment", sa.String(64)),
+    sa.Column("commitment_key", sa.String(64)),
 )
 
 # The change outbox: written in the same transaction as the record it announces,
@@ -89,6 +92,9 @@ _receipts = sa.Table(
     sa.Column("subject_sha256", sa.String(64), nullable=False),
     sa.Column("log_index", sa.Integer, nullable=False),
     sa.Column("leaf_hash", sa.String(64), nullable=False),
+    # The audit entry's commitment to the record and the key the hub gave to open it
+    sa.Column("commitment", sa.String(64)),
+    sa.Column("commitment_key", sa.String(64)),
 )
 
 _MAX_SUBJECT = 256
@@ -104,6 +110,8 @@ class ReceiptRow:
     subject_sha256: str
     index: int
     leaf_hash: str
+    commitment: str | None = None
+    commitment_key: str | None = None
 
 
 @dataclass(frozen=True)
@@ -158,6 +166,8 @@ class ServedEntry:
     subject_sha256: str | None
     outcome: str
     reason: str | None
+    commitment: str | None = None
+    commitment_key: str | None = None
 
 
 @dataclass(frozen=True)
@@ -196,6 +206,7 @@ class RecordStore:
         )
         sa.event.listen(self._engine, "connect", _tune)
         _metadata.create_all(self._engine)
+        _add_missing_columns(self._engine)
 
     def close(self) -> None:
         self._engine.dispose()
@@ -337,9 +348,13 @@ class RecordStore:
         subject_sha256: str | None,
         outcome: str,
         reason: str | None = None,
+        commitment: str | None = None,
+        commitment_key: str | None = None,
     ) -> None:
         """Append to the adapter's trail. Pass a subject's SHA-256, never the subject."""
         values = {
+            "commitment": commitment,
+            "commitment_key": commitment_key,
             "request_id": request_id,
             "time": _now(),
             "item": item,
@@ -545,3 +560,18 @@ def _jsonl_row(number: int, line: str) -> _Row:
     if not isinstance(subject, str) or not isinstance(record, dict):
         return _Row(row=number, subject=None, error="subject must be a string, record an object")
     return _Row(row=number, subject=subject, record=record)
+
+
+def _add_missing_columns(engine: sa.Engine) -> None:
+    """Stores written by earlier versions lack the newer (nullable) trail columns: add
+    them, so that an upgraded adapter keeps its trail."""
+    inspector = sa.inspect(engine)
+    with engine.begin() as connection:
+        for table in _metadata.sorted_tables:
+            present = {column["name"] for column in inspector.get_columns(table.name)}
+            for column in table.columns:
+                if column.name not in present:
+                    kind = column.type.compile(dialect=engine.dialect)
+                    connection.exec_driver_sql(
+                        f'ALTER TABLE "{table.name}" ADD COLUMN "{column.name}" {kind}'
+                    )

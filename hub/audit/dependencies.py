@@ -3,10 +3,18 @@
 from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Response
 
+from hub.access.service import AUDIT_READ_SCOPE
+from hub.audit import repository
 from hub.audit.checkpoints import Checkpointer
+from hub.audit.readers import AUDITOR, PUBLIC, Reader
 from hub.audit.service import AuditLog, AuditScope
+from hub.auth.dependencies import current_caller
+from hub.config import SettingsDep
+from hub.db import SessionDep
+from hub.keys import KeysDep
+from hub.people.dependencies import current_principal
 
 
 def audited(action: str) -> Callable[[Request], Coroutine[Any, Any, AuditScope]]:
@@ -44,3 +52,46 @@ async def _checkpointer(request: Request) -> Checkpointer:
 CurrentAudit = Annotated[AuditScope, Depends(_current_scope)]
 AuditLogDep = Annotated[AuditLog, Depends(_audit_log)]
 CheckpointerDep = Annotated[Checkpointer, Depends(_checkpointer)]
+
+
+def _is_machine_token(authorization: str) -> bool:
+    """Machine clients present a JWT access token (``DPoP`` scheme, or ``Bearer`` where
+    DPoP is not required); people present their opaque session token."""
+    scheme, _, token = authorization.partition(" ")
+    return scheme.lower() == "dpop" or token.strip().count(".") == 2
+
+
+async def _reader(
+    request: Request,
+    response: Response,
+    session: SessionDep,
+    settings: SettingsDep,
+    keys: KeysDep,
+) -> Reader:
+    """Who reads the log (hub.audit.readers). No credentials: the public, who see leaf
+    hashes only. Credentials that do not hold are refused (401/403), never read as
+    anonymous; the read, or its refusal, is then an ``audit.read`` entry."""
+    authorization = request.headers.get("authorization")
+    if authorization is None:
+        return PUBLIC
+    request.state.audit = AuditScope(
+        log=request.app.state.audit_log, action="audit.read", request_id=request.state.request_id
+    )
+    if _is_machine_token(authorization):
+        caller = await current_caller(request, response, session, settings, keys)
+        caller.require_scope(AUDIT_READ_SCOPE)
+        owned = await repository.owned_items(session, department=caller.department)
+        return Reader(department=caller.department, owned_items=owned)
+    principal = await current_principal(request, session, settings, keys)
+    principal.require_auditor()
+    return AUDITOR
+
+
+async def _read_scope(request: Request) -> AuditScope | None:
+    scope: AuditScope | None = getattr(request.state, "audit", None)
+    return scope
+
+
+AuditReaderDep = Annotated[Reader, Depends(_reader)]
+# The audit scope of a read by a caller who presented credentials (None for the public).
+ReadScope = Annotated[AuditScope | None, Depends(_read_scope)]

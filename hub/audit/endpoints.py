@@ -1,9 +1,10 @@
-"""Audit routes (DESIGN.md, "Audit log (contract)").
+"""Audit routes (DESIGN.md, "Audit log (contract)"): public in shape, private in content.
 
-The checkpoint, verifier key, single entries, consecutive entries and proofs are
-public: an auditor outside the hub needs nothing but the verifier key (see
-docs/audit.md for why that reveals nothing personal). The filtered query is for
-administrators and is itself audited.
+Checkpoints, their history, the verifier key, proofs and leaf hashes (one by one and
+in ranges) are public: a monitor outside the hub needs nothing but the verifier key.
+Entry content goes only to callers entitled to it (hub.audit.readers; the matrix is in
+docs/audit.md): auditors, and a department's clients for the entries that name it.
+Every read of content, every query and every export is itself an audit entry.
 """
 
 from datetime import datetime
@@ -14,7 +15,13 @@ from fastapi.responses import PlainTextResponse, StreamingResponse
 
 from hub.access.service import AUDIT_READ_SCOPE
 from hub.audit import checkpoints, service
-from hub.audit.dependencies import CheckpointerDep, CurrentAudit, audited
+from hub.audit.dependencies import (
+    AuditReaderDep,
+    CheckpointerDep,
+    CurrentAudit,
+    ReadScope,
+    audited,
+)
 from hub.audit.schemas import CheckpointPage, EntryOut, EntryPage, ProofOut
 from hub.auth.dependencies import CurrentCaller
 from hub.db import SessionDep
@@ -28,6 +35,8 @@ router = APIRouter(prefix="/v1/audit", tags=["audit"])
 MAX_SIZE = 2**62
 Size = Annotated[int, Query(ge=0, le=MAX_SIZE)]
 NOTE_TYPE = "text/plain; charset=utf-8"
+# The index of the last entry of the previous page (``next_cursor``).
+Cursor = Annotated[int | None, Query(ge=0, le=MAX_SIZE)]
 
 
 @router.get("/checkpoint", response_class=PlainTextResponse)
@@ -68,19 +77,28 @@ async def get_consistency_proof(
     return await service.consistency(session, old_size=old_size, new_size=new_size)
 
 
-@router.get("/leaves", response_model=EntryPage)
+@router.get("/leaves", response_model=EntryPage, response_model_exclude_none=True)
 async def get_leaves(
     session: SessionDep,
+    reader: AuditReaderDep,
+    scope: ReadScope,
     start: Size = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 1000,
 ) -> EntryPage:
-    """Consecutive entries from ``start``, for auditors who recompute the whole tree."""
-    return await service.entries_from(session, start=start, limit=limit)
+    """Consecutive leaf hashes from ``start``, for monitors that recompute every root;
+    with the content of the entries the caller is entitled to."""
+    return await service.entries_from(session, start=start, limit=limit, reader=reader, scope=scope)
 
 
-@router.get("/entries/{index}", response_model=EntryOut)
-async def get_entry(index: Annotated[int, Path(ge=0, le=2**62)], session: SessionDep) -> EntryOut:
-    return await service.entry_at(session, index)
+@router.get("/entries/{index}", response_model=EntryOut, response_model_exclude_none=True)
+async def get_entry(
+    index: Annotated[int, Path(ge=0, le=MAX_SIZE)],
+    session: SessionDep,
+    reader: AuditReaderDep,
+    scope: ReadScope,
+) -> EntryOut:
+    """The entry's leaf hash; its leaf and content for a caller entitled to them."""
+    return await service.entry_at(session, index=index, reader=reader, scope=scope)
 
 
 async def _entry_query(
@@ -114,7 +132,7 @@ async def find_entries(
     scope: CurrentAudit,
     keys: KeysDep,
     query: EntryQueryDep,
-    cursor: str | None = Query(default=None, max_length=20, pattern=r"^[0-9]+$"),
+    cursor: Cursor = None,
     limit: int = Query(default=100, ge=1, le=1000),
 ) -> EntryPage:
     return await service.find(
@@ -122,7 +140,7 @@ async def find_entries(
         scope=scope,
         keys=keys,
         query=query,
-        cursor=int(cursor) if cursor else None,
+        cursor=cursor,
         limit=limit,
     )
 
@@ -136,7 +154,7 @@ async def department_entries(
     session: SessionDep,
     caller: CurrentCaller,
     scope: CurrentAudit,
-    cursor: str | None = Query(default=None, max_length=20, pattern=r"^[0-9]+$"),
+    cursor: Cursor = None,
     limit: int = Query(default=1000, ge=1, le=1000),
 ) -> EntryPage:
     """For a department's client: the record queries it made, and those made of its items."""
@@ -145,7 +163,7 @@ async def department_entries(
         session,
         department=caller.department,
         scope=scope,
-        cursor=int(cursor) if cursor else None,
+        cursor=cursor,
         limit=limit,
     )
 
@@ -163,7 +181,7 @@ async def export_entries(
     format: Literal["jsonl", "csv"] = "jsonl",
 ) -> StreamingResponse:
     """Every matching entry as JSON Lines or CSV, streamed; the export is itself audited."""
-    where = await service.start_export(scope=scope, keys=keys, query=query)
+    where = await service.start_export(scope=scope, keys=keys, query=query, format=format)
     lines = service.export_lines(request.app.state.sessions, where=where, format=format)
     return StreamingResponse(
         lines,

@@ -2,18 +2,36 @@
 
 RFC 6962 §2.1: the leaf hash is SHA-256(0x00 ‖ leaf). The leaf is the RFC 8785
 canonical JSON of the entry (DESIGN.md, "Audit log").
+
+Entries of version 2 (``"v": 2``) are private in content and public in shape:
+
+- every entry carries ``salt``, 128 random bits, so that its leaf hash says nothing
+  about its content however guessable that content is (a leaf hash of an unsalted
+  entry could be tested against every candidate entry);
+- a record delivered to a consumer is committed to as ``commitment``, an HMAC-SHA-256
+  of its canonical JSON under a key made for that one exchange, which the hub hands to
+  the consumer with the receipt and does not keep: only a holder of the key can test
+  a record against the commitment (see :func:`commitment`).
+
+Entries of version 1 (before salts) stay as they were written: the log is append-only.
 """
 
 import base64
 import hashlib
+import hmac
+import os
 from datetime import datetime
 from typing import Any
 
 from hub.audit import merkle
+from hub.kit import base64url
 from hub.kit.clock import rfc3339_ms
 from hub.kit.jcs import canonical_json
 
-ENTRY_VERSION = 1
+ENTRY_VERSION = 2
+SALT_BYTES = 16  # 128 bits
+COMMITMENT_KEY_BYTES = 32
+COMMITMENT_PREFIX = "hmac-sha256:"
 # The members an entry may carry, in the order DESIGN.md lists them.
 ENTRY_FIELDS = (
     "client",
@@ -30,20 +48,22 @@ ENTRY_FIELDS = (
     "reason",
     "time",
     "request_id",
-    "digest",
+    "commitment",
+    "query",  # what an auditor asked: every filter of a query or an export
     "event",  # the change event an entry is about (publish, delivery, replay)
     "target",  # what an administrative change acted on (e.g. a client id)
 )
 
 
 def build_entry(*, time: datetime, action: str, outcome: str, **fields: Any) -> dict[str, Any]:
-    """The entry as a JSON object; members without a value are left out."""
+    """The entry as a JSON object, salted; members without a value are left out."""
     unknown = set(fields) - set(ENTRY_FIELDS)
     if unknown:
         raise ValueError(f"unknown audit entry fields: {sorted(unknown)}")
     entry: dict[str, Any] = {"v": ENTRY_VERSION, "time": rfc3339_ms(time), "action": action}
     entry["outcome"] = outcome
     entry.update({k: v for k, v in fields.items() if v is not None})
+    entry["salt"] = base64url.encode(os.urandom(SALT_BYTES))
     return entry
 
 
@@ -55,9 +75,16 @@ def leaf_hash(leaf: bytes) -> bytes:
     return merkle.hash_leaf(leaf)
 
 
-def data_digest(data: Any) -> str:
-    """``sha256:<hex>`` of the canonical JSON of data returned to a caller."""
-    return "sha256:" + hashlib.sha256(canonical_json(data)).hexdigest()
+def new_commitment_key() -> bytes:
+    """A fresh secret for one exchange: given to the consumer, never stored by the hub."""
+    return os.urandom(COMMITMENT_KEY_BYTES)
+
+
+def commitment(key: bytes, data: Any) -> str:
+    """``hmac-sha256:<base64url>``: HMAC-SHA-256 (RFC 2104) under ``key`` of the RFC 8785
+    canonical JSON of ``data``. Without ``key`` nobody can test a guess of ``data``."""
+    mac = hmac.new(key, canonical_json(data), hashlib.sha256).digest()
+    return COMMITMENT_PREFIX + base64url.encode(mac)
 
 
 def b64(raw: bytes) -> str:

@@ -7,10 +7,13 @@ from pydantic import BaseModel
 
 
 class EntryOut(BaseModel):
+    """One entry: its index and leaf hash for anyone; for a caller entitled to its
+    content also the exact leaf bytes (base64) and the decoded entry."""
+
     index: int
-    leaf: str
     leaf_hash: str
-    entry: dict[str, Any]
+    leaf: str | None = None
+    entry: dict[str, Any] | None = None
 
 
 class EntryPage(BaseModel):

@@ -28,7 +28,7 @@ def _offer_nonce(response: Response, settings: Settings, keys: HubKeys) -> None:
     response.headers.update(service.dpop_nonce_header(settings, keys))
 
 
-async def _caller(
+async def current_caller(
     request: Request,
     response: Response,
     session: SessionDep,
@@ -62,7 +62,7 @@ async def _token_caller(
 
 # A valid, correctly presented token (DPoP-bound when require_dpop) whose client is
 # still active and which is not revoked (one query); its DPoP proof spent.
-CurrentCaller = Annotated[Caller, Depends(_caller)]
+CurrentCaller = Annotated[Caller, Depends(current_caller)]
 # The same checks without I/O: the route must check the client's standing, the
 # revocation and the proof's single use itself (the exchange does, with its one read).
 TokenCaller = Annotated[Caller, Depends(_token_caller)]

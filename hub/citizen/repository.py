@@ -16,6 +16,7 @@ _items = Item.__table__  # type: ignore[attr-defined]
 
 @dataclass(frozen=True)
 class AccessRow:
+    index: int
     time: datetime
     department: str
     department_name: str | None
@@ -28,6 +29,7 @@ async def accesses(session: AsyncSession, *, pseudonym: str, limit: int) -> list
     """Newest first; uses the (subject, idx) index."""
     query = (
         sa.select(
+            _entries.c.idx.label("index"),
             _entries.c.time,
             _entries.c.department,
             _departments.c.name.label("department_name"),

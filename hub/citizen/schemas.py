@@ -15,6 +15,7 @@ class AccessLogQuery(BaseModel):
 
 
 class Access(BaseModel):
+    index: int = Field(description="the audit entry's index: its inclusion proof is public")
     time: datetime
     department: str
     department_name: str

@@ -36,6 +36,7 @@ async def access_log(
     return AccessLog(
         accesses=[
             Access(
+                index=row.index,
                 time=row.time,
                 department=row.department,
                 department_name=row.department_name or row.department,

@@ -6,8 +6,9 @@
    with checkpoints other auditors saw (``--compare``): same size and another
    root, a smaller size, or a failed consistency proof (RFC 9162 §2.1.4) is a fork
    or a shrink, i.e. the log's history was changed.
-3. With ``--full``, download every entry, check each leaf hash and recompute the
-   root (RFC 9162 §2.1.1): a changed, removed, reordered or inserted entry shows.
+3. With ``--full``, download every leaf hash and recompute the root (RFC 9162
+   §2.1.1): a changed, removed, reordered or inserted entry shows. With an auditor's
+   credential (``token``), also check every entry's content against its leaf hash.
 
 Exit status: 0 verified, 1 verification failed (evidence of tampering), 2 the
 verification could not be done (usage, network, unexpected answers).
@@ -77,11 +78,13 @@ def run(
     state_path: Path | None = None,
     compare: list[Path] | None = None,
     full: bool = False,
+    token: str | None = None,
     say: Say = print,
 ) -> int:
-    """Verify and report; the exit status for the command line."""
+    """Verify and report; the exit status for the command line. ``token``: an auditor's
+    credential, with which ``full`` also checks each entry's content."""
     try:
-        _verify(hub, key, state_path, compare or [], full, say)
+        _verify(hub, key, state_path, compare or [], full, say, token)
     except VerificationFailed as failure:
         print(f"VERIFICATION FAILED: {failure}", file=sys.stderr)
         return EXIT_FAILED
@@ -92,22 +95,32 @@ def run(
 
 
 def _verify(
-    hub: str, key: str, state_path: Path | None, compare: list[Path], full: bool, say: Say
+    hub: str,
+    key: str,
+    state_path: Path | None,
+    compare: list[Path],
+    full: bool,
+    say: Say,
+    token: str | None,
 ) -> None:
     try:
         verifier = Verifier.parse(key)
     except NoteError as error:
         raise CannotVerify(f"--key: {error}") from error
     state_path = state_path or default_state_path(verifier.name)
-    with _Hub(hub) as client:
+    with _Hub(hub, token=token) as client:
         current = _signed(client.text("/v1/audit/checkpoint"), verifier, source=f"hub {hub}")
         say(f"checkpoint of {verifier.name}: {current.checkpoint.size} entries, signature good")
         for earlier in _earlier(state_path, compare, verifier):
             _check_consistent(client, earlier, current)
             say(f"consistent with {earlier.source} ({earlier.checkpoint.size} entries)")
         if full:
-            _check_entries(client, current.checkpoint)
-            say(f"all {current.checkpoint.size} entries recomputed to the signed root")
+            _check_entries(client, current.checkpoint, contents=token is not None)
+            say(f"all {current.checkpoint.size} leaf hashes recomputed to the signed root")
+            if token is None:
+                say("entry contents not checked: sign in as an auditor to check them too")
+            else:
+                say(f"all {current.checkpoint.size} entries' contents match their leaf hashes")
     _save(state_path, current)
     say(f"OK: the log is consistent with every checkpoint seen; state in {state_path}")
 
@@ -172,8 +185,9 @@ def _evidence(earlier: Seen, current: Seen) -> str:
     )
 
 
-def _check_entries(client: "_Hub", checkpoint: Checkpoint) -> None:
-    """Download entries 0..size-1, check each leaf hash, recompute the signed root."""
+def _check_entries(client: "_Hub", checkpoint: Checkpoint, *, contents: bool) -> None:
+    """Download leaf hashes 0..size-1 and recompute the signed root; with ``contents``
+    (an auditor's credential), check every entry's leaf against its hash too."""
     frontier = merkle.Frontier()
     while frontier.size < checkpoint.size:
         page = client.json(f"/v1/audit/leaves?start={frontier.size}&limit={PAGE}")
@@ -184,7 +198,7 @@ def _check_entries(client: "_Hub", checkpoint: Checkpoint) -> None:
                 f"signed checkpoint ({checkpoint.size})"
             )
         for item in entries[: checkpoint.size - frontier.size]:
-            frontier.append(_checked_leaf_hash(item, expected=frontier.size))
+            frontier.append(_checked_leaf_hash(item, expected=frontier.size, contents=contents))
     if frontier.root() != checkpoint.root:
         raise VerificationFailed(
             f"the {checkpoint.size} entries do not add up to the signed root: an entry was "
@@ -192,21 +206,36 @@ def _check_entries(client: "_Hub", checkpoint: Checkpoint) -> None:
         )
 
 
-def _checked_leaf_hash(item: dict[str, Any], *, expected: int) -> bytes:
+def _checked_leaf_hash(item: dict[str, Any], *, expected: int, contents: bool) -> bytes:
     index = item.get("index")
     if index != expected:
         raise VerificationFailed(f"entry {expected} is missing (the next entry is {index})")
     try:
-        leaf = base64.b64decode(str(item["leaf"]), validate=True)
         stated = base64.b64decode(str(item["leaf_hash"]), validate=True)
     except (KeyError, binascii.Error) as error:
         raise VerificationFailed(f"entry {index} is malformed") from error
-    leaf_hash = merkle.hash_leaf(leaf)
-    if leaf_hash != stated:
+    if len(stated) != merkle.HASH_SIZE:
+        raise VerificationFailed(f"entry {index}: its leaf hash is not {merkle.HASH_SIZE} bytes")
+    if contents:
+        _check_content(item, index=expected, stated=stated)
+    return stated
+
+
+def _check_content(item: dict[str, Any], *, index: int, stated: bytes) -> None:
+    if "leaf" not in item:
+        raise CannotVerify(
+            f"the hub shows no content of entry {index} to this credential: sign in as an"
+            " auditor (onceonly login) to check contents"
+        )
+    try:
+        leaf = base64.b64decode(str(item["leaf"]), validate=True)
+        decoded = json.loads(leaf)
+    except (binascii.Error, ValueError) as error:
+        raise VerificationFailed(f"entry {index} is malformed") from error
+    if merkle.hash_leaf(leaf) != stated:
         raise VerificationFailed(f"entry {index}: its content does not match its leaf hash")
-    if json.loads(leaf) != item.get("entry"):
+    if decoded != item.get("entry"):
         raise VerificationFailed(f"entry {index}: the decoded entry is not its leaf")
-    return leaf_hash
 
 
 def _save(path: Path, seen: Seen) -> None:
@@ -230,8 +259,9 @@ def _save(path: Path, seen: Seen) -> None:
 class _Hub:
     """The hub's public audit API; transport faults and odd answers are CannotVerify."""
 
-    def __init__(self, url: str) -> None:
-        self._client = httpx.Client(base_url=url.rstrip("/"), timeout=30.0)
+    def __init__(self, url: str, *, token: str | None = None) -> None:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._client = httpx.Client(base_url=url.rstrip("/"), timeout=30.0, headers=headers)
 
     def __enter__(self) -> "_Hub":
         return self
@@ -247,6 +277,11 @@ class _Hub:
         if response.status_code == 400 and "/proof/" in path:
             raise VerificationFailed(
                 f"the hub refuses to prove {path} for sizes it signed: {response.text}"
+            )
+        if response.status_code in (401, 403):
+            raise CannotVerify(
+                f"the hub refuses this credential ({response.status_code} to {path}): sign in"
+                " again as an auditor, or verify without one (leaf hashes only)"
             )
         if response.status_code != 200:
             raise CannotVerify(f"the hub answered {response.status_code} to {path}")

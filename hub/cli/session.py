@@ -89,15 +89,21 @@ def break_glass_token() -> str | None:
     return path.read_text().strip() if path.is_file() else None
 
 
-def credential(hub_url: str) -> str:
-    """The bearer token for a command against ``hub_url`` (see the module's docstring)."""
+def optional_credential(hub_url: str) -> str | None:
+    """The bearer token for a command against ``hub_url`` (see the module's docstring),
+    or None when there is none."""
     token = os.environ.get("ONCEONLY_TOKEN")
     if token:
         return token
     signed_in = stored(hub_url)
     if signed_in is not None:
         return str(signed_in["token"])
-    emergency = break_glass_token()
-    if emergency:
-        return emergency
-    raise SystemExit("not signed in: run `onceonly login` (or set ONCEONLY_TOKEN)")
+    return break_glass_token()
+
+
+def credential(hub_url: str) -> str:
+    """The bearer token for a command against ``hub_url``; exit if there is none."""
+    token = optional_credential(hub_url)
+    if token is None:
+        raise SystemExit("not signed in: run `onceonly login` (or set ONCEONLY_TOKEN)")
+    return token

@@ -18,12 +18,22 @@ class RecordQuery(BaseModel):
 
 
 class ReceiptOut(BaseModel):
+    """Where the request's audit entry stands in the log (docs/audit.md, "Receipts")."""
+
     index: int
     leaf_hash: str
+
+
+class RecordReceiptOut(ReceiptOut):
+    """A record query's receipt: also the entry's commitment to the delivered record and
+    the one key that opens it, which the hub does not keep (docs/audit.md)."""
+
+    commitment: str = Field(description="hmac-sha256:<base64url>, as in the audit entry")
+    commitment_key: str = Field(description="base64url; HMAC key of the commitment")
 
 
 class RecordAnswer(BaseModel):
     item: str
     version: int
     record: dict[str, Any]
-    receipt: ReceiptOut
+    receipt: RecordReceiptOut

@@ -13,7 +13,7 @@ import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from hub.access.minimization import minimize
-from hub.audit.leaves import data_digest
+from hub.audit import leaves
 from hub.audit.service import AuditScope
 from hub.auth.callers import spend_proof
 from hub.auth.jti_register import JtiRegister
@@ -22,8 +22,9 @@ from hub.config import Settings
 from hub.exchange import owner, policy, repository
 from hub.exchange.exceptions import OwnerInvalidResponse, OwnerUnavailable
 from hub.exchange.request_tokens import mint_request_token
-from hub.exchange.schemas import ReceiptOut, RecordAnswer, RecordQuery
+from hub.exchange.schemas import RecordAnswer, RecordQuery, RecordReceiptOut
 from hub.keys import HubKeys
+from hub.kit import base64url
 from hub.kit.clock import utcnow
 from hub.registry import validation
 from hub.registry.exceptions import UnknownVersion
@@ -87,12 +88,16 @@ async def query_record(
         )
     served = wanted[0] if wanted is not None else facts.version
     delivered = minimize(record, facts.grant_fields)
-    receipt = await scope.record_success(fields=sorted(delivered), digest=data_digest(delivered))
+    key = leaves.new_commitment_key()  # the consumer's alone: the hub forgets it
+    commitment = leaves.commitment(key, delivered)
+    receipt = await scope.record_success(fields=sorted(delivered), commitment=commitment)
     answer = RecordAnswer(
         item=item_id,
         version=served,
         record=delivered,
-        receipt=ReceiptOut(**receipt.as_json()),
+        receipt=RecordReceiptOut(
+            **receipt.as_json(), commitment=commitment, commitment_key=base64url.encode(key)
+        ),
     )
     return ExchangeOutcome(answer=answer, deprecated=deprecation(facts))
 

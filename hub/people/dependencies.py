@@ -45,7 +45,7 @@ def _audit_scope(request: Request) -> AuditScope:
     return audit
 
 
-async def _principal(
+async def current_principal(
     request: Request, session: SessionDep, settings: SettingsDep, keys: KeysDep
 ) -> Principal:
     audit = _audit_scope(request)
@@ -89,7 +89,7 @@ async def _break_glass(principal: "PrincipalDep") -> Principal:
     return principal
 
 
-PrincipalDep = Annotated[Principal, Depends(_principal)]
+PrincipalDep = Annotated[Principal, Depends(current_principal)]
 AdministratorDep = Annotated[Principal, Depends(_administrator)]
 AuditorDep = Annotated[Principal, Depends(_auditor)]
 # Role checks that come before the body is read: a caller without the role learns

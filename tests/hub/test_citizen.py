@@ -39,13 +39,15 @@ def _portal(world: World) -> HubClient:
 def test_portal_sees_which_department_read_what_and_why(world: World) -> None:
     world.owner_store.put(ADDRESS, "49403136515", ADDRESS_RECORD)
     with world.client() as client:
-        client.fetch(ADDRESS, SUBJECT, purpose=PURPOSE)
+        fetched = client.fetch(ADDRESS, SUBJECT, purpose=PURPOSE)
         client.fetch(ADDRESS, "49403136515", purpose=PURPOSE)  # someone else: not shown
     with _portal(world) as portal:
         (access,) = portal.citizen_access_log(SUBJECT)
     assert (access["department"], access["item"], access["purpose"]) == (CONSUMER, ADDRESS, PURPOSE)
     assert access["item_title"] == "Residential address"
-    assert set(access) == {"time", "department", "department_name", "item", "item_title", "purpose"}
+    fields = {"index", "time", "department", "department_name", "item", "item_title", "purpose"}
+    assert set(access) == fields
+    assert access["index"] == fetched.receipt.index  # its inclusion proof is public
 
 
 def test_refused_queries_are_not_accesses(world: World) -> None:

@@ -26,6 +26,8 @@ from adapters import (
     OnceonlyError,
     UpstreamError,
 )
+from hub.audit import leaves
+from hub.kit import base64url
 
 from exchange_world import (
     ADDRESS,
@@ -98,13 +100,16 @@ def test_consumer_receives_record_with_receipt_of_committed_audit_entry(world: W
         result = client.fetch(ADDRESS, SUBJECT, purpose=PURPOSE)
     assert result.record == ADDRESS_RECORD
     assert result.version == 1
-    response = httpx.get(f"{world.hub.url}/v1/audit/entries/{result.receipt.index}")
-    entry = response.json()
-    assert entry["leaf_hash"] == result.receipt.leaf_hash
-    assert entry["entry"]["outcome"] == "ok"
-    assert entry["entry"]["department"] == CONSUMER
-    assert entry["entry"]["purpose"] == PURPOSE
-    assert entry["entry"]["digest"].startswith("sha256:")
+    url = f"{world.hub.url}/v1/audit/entries/{result.receipt.index}"
+    public = httpx.get(url).json()
+    assert public == {"index": result.receipt.index, "leaf_hash": result.receipt.leaf_hash}
+    response = httpx.get(url, headers={"Authorization": f"Bearer {world.hub.keys.admin_token}"})
+    entry = response.json()["entry"]
+    assert (entry["outcome"], entry["department"], entry["purpose"]) == ("ok", CONSUMER, PURPOSE)
+    assert "digest" not in entry
+    key = base64url.decode(result.receipt.commitment_key or "")
+    assert entry["commitment"] == result.receipt.commitment
+    assert entry["commitment"] == leaves.commitment(key, ADDRESS_RECORD)
     assert SUBJECT not in response.text  # only the pseudonym is kept
 
 

@@ -1,0 +1,55 @@
+"""Keyed commitments to records: evidence of what was delivered that only a key holder
+can open (docs/audit.md, "Receipts").
+
+The hub's audit entry of a record query commits to the delivered record as
+``hmac-sha256:<base64url>``: HMAC-SHA-256 under a key made for that one exchange of the
+record's RFC 8785 canonical JSON. The hub gives the key to the consumer with the
+receipt and keeps none; an owner's adapter commits to what it served the same way,
+under a key of its own. Whoever holds a key and the record can show what was handed
+over; nobody else can test a guess against the log.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import os
+from typing import Any
+
+import rfc8785
+
+__all__ = ["commit", "new_key", "opens"]
+
+_PREFIX = "hmac-sha256:"
+
+
+def _b64url(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+def new_key() -> str:
+    """A fresh 256-bit key, base64url."""
+    return _b64url(os.urandom(32))
+
+
+def commit(key: str, record: Any) -> str:
+    """``hmac-sha256:<base64url>`` of ``record``'s canonical JSON under ``key`` (base64url)."""
+    mac = hmac.new(_key_bytes(key), rfc8785.dumps(record), hashlib.sha256).digest()
+    return _PREFIX + _b64url(mac)
+
+
+def opens(commitment: str, *, key: str, record: Any) -> bool:
+    """Whether ``commitment`` is the commitment to ``record`` under ``key``."""
+    try:
+        return hmac.compare_digest(commit(key, record), commitment)
+    except ValueError:
+        return False
+
+
+def _key_bytes(key: str) -> bytes:
+    try:
+        return base64.urlsafe_b64decode(key + "=" * (-len(key) % 4))
+    except (binascii.Error, ValueError) as error:
+        raise ValueError("a commitment key is base64url") from error
