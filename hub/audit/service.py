@@ -32,11 +32,12 @@ from sqlalchemy.ext.asyncio import (
 from hub.audit import leaves, repository, tree
 from hub.audit.exceptions import AuditUnavailable, EntryNotFound
 from hub.audit.models import AuditEntry
+from hub.audit.readers import AUDITOR, Reader
 from hub.audit.schemas import EntryOut, EntryPage, ProofOut
 from hub.db import write_connection
 from hub.errors import HubError
 from hub.keys import HubKeys
-from hub.kit.clock import utcnow
+from hub.kit.clock import rfc3339_ms, utcnow
 from hub.kit.group_commit import GroupCommit
 
 log = logging.getLogger("onceonly.audit")
@@ -185,11 +186,22 @@ class AuditScope:
         )
 
 
-async def entry_at(session: AsyncSession, index: int) -> EntryOut:
+async def entry_at(
+    session: AsyncSession, *, index: int, reader: Reader, scope: "AuditScope | None"
+) -> EntryOut:
+    """One entry: its content only for a reader entitled to it (hub.audit.readers)."""
     row = await repository.get_entry(session, index)
     if row is None:
         raise EntryNotFound(f"the log has no entry {index}")
-    return _entry_out(row)
+    await _record_read(scope, reader, {"index": index})
+    return _entry_out(row, reader)
+
+
+async def _record_read(scope: "AuditScope | None", reader: Reader, asked: dict[str, Any]) -> None:
+    """A read by a caller who could see content is an audit entry of its own, committed
+    before the answer; anonymous reads see no content and are not logged."""
+    if scope is not None and not reader.anonymous:
+        await scope.record_success(query=asked)
 
 
 @dataclass(frozen=True)
@@ -203,6 +215,20 @@ class EntryQuery:
     outcome: str | None = None
     since: datetime | None = None
     until: datetime | None = None
+
+    def asked(self, **extra: Any) -> dict[str, Any]:
+        """What the auditor asked, for the query's own audit entry: every filter but the
+        subject (the entry keeps its pseudonym as ``subject``), with times in RFC 3339."""
+        filters: dict[str, Any] = {
+            "department": self.department,
+            "item": self.item,
+            "action": self.action,
+            "outcome": self.outcome,
+            "since": rfc3339_ms(self.since) if self.since is not None else None,
+            "until": rfc3339_ms(self.until) if self.until is not None else None,
+            **extra,
+        }
+        return {name: value for name, value in filters.items() if value is not None}
 
     def where(self, keys: HubKeys) -> repository.EntryFilter:
         """The stored form of the filter: the subject becomes its pseudonym."""
@@ -226,12 +252,12 @@ async def find(
     cursor: int | None,
     limit: int,
 ) -> EntryPage:
-    """Filtered, paged entries; the query itself is an audit entry."""
+    """Filtered, paged entries; the query itself, with every filter, is an audit entry."""
     where = query.where(keys)
     scope.note(subject=where.subject, item=query.item)
     rows = await repository.find_entries(session, where=where, after=cursor, limit=limit + 1)
-    await scope.record_success()
-    return _page(rows, limit)
+    await scope.record_success(query=query.asked(cursor=cursor, limit=limit))
+    return _page(rows, limit, reader=AUDITOR)
 
 
 async def department_entries(
@@ -241,8 +267,9 @@ async def department_entries(
     rows = await repository.department_entries(
         session, department=department, after=cursor, limit=limit + 1
     )
-    await scope.record_success()
-    return _page(rows, limit)
+    await scope.record_success(query={"cursor": cursor, "limit": limit})
+    owned = await repository.owned_items(session, department=department)
+    return _page(rows, limit, reader=Reader(department=department, owned_items=owned))
 
 
 EXPORT_COLUMNS = (
@@ -260,7 +287,8 @@ EXPORT_COLUMNS = (
     "purpose",
     "grant",
     "fields",
-    "digest",
+    "commitment",
+    "digest",  # entries of version 1 (before commitments)
     "request_id",
     "event",
     "target",
@@ -270,12 +298,13 @@ _EXPORT_PAGE = 1000
 
 
 async def start_export(
-    *, scope: AuditScope, keys: HubKeys, query: EntryQuery
+    *, scope: AuditScope, keys: HubKeys, query: EntryQuery, format: str
 ) -> repository.EntryFilter:
-    """Audit the export before a byte of it is sent; the filter to stream."""
+    """Audit the export, with every filter and its format, before a byte of it is sent;
+    the filter to stream."""
     where = query.where(keys)
     scope.note(subject=where.subject, item=query.item)
-    await scope.record_success()
+    await scope.record_success(query=query.asked(format=format))
     return where
 
 
@@ -304,10 +333,27 @@ def _export_line(row: AuditEntry, *, format: str) -> str:
         record = {"index": row.idx, "leaf_hash": leaves.b64(row.leaf_hash), "entry": entry}
         return json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n"
     values = {**entry, "index": row.idx, "leaf_hash": leaves.b64(row.leaf_hash)}
-    cells = [values.get(column) for column in EXPORT_COLUMNS]
-    return _csv_line(
-        [" ".join(v) if isinstance(v, list) else "" if v is None else str(v) for v in cells]
-    )
+    cells = [_cell(values.get(column)) for column in EXPORT_COLUMNS]
+    return _csv_line([neutralize_formula(cell) for cell in cells])
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, list):
+        return " ".join(str(v) for v in value)
+    if isinstance(value, dict):
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+    return str(value)
+
+
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def neutralize_formula(cell: str) -> str:
+    """A cell that a spreadsheet would run as a formula gets a leading apostrophe
+    (OWASP, "CSV Injection"): free text in entries comes from callers."""
+    return "'" + cell if cell.startswith(_FORMULA_STARTS) else cell
 
 
 def _csv_line(cells: Sequence[str]) -> str:
@@ -316,22 +362,22 @@ def _csv_line(cells: Sequence[str]) -> str:
     return buffer.getvalue()
 
 
-def _page(rows: list[AuditEntry], limit: int) -> EntryPage:
+def _page(rows: list[AuditEntry], limit: int, *, reader: Reader) -> EntryPage:
     """A page from ``limit + 1`` rows read: the extra row only says that more follow."""
     page = rows[:limit]
     more = len(rows) > limit and bool(page)
     return EntryPage(
-        entries=[_entry_out(row) for row in page],
+        entries=[_entry_out(row, reader) for row in page],
         next_cursor=str(page[-1].idx) if more else None,
     )
 
 
-def _entry_out(row: AuditEntry) -> EntryOut:
+def _entry_out(row: AuditEntry, reader: Reader) -> EntryOut:
+    leaf_hash = leaves.b64(row.leaf_hash)
+    if not reader.may_read(department=row.department, action=row.action, item=row.item):
+        return EntryOut(index=row.idx, leaf_hash=leaf_hash)
     return EntryOut(
-        index=row.idx,
-        leaf=leaves.b64(row.leaf),
-        leaf_hash=leaves.b64(row.leaf_hash),
-        entry=json.loads(row.leaf),
+        index=row.idx, leaf_hash=leaf_hash, leaf=leaves.b64(row.leaf), entry=json.loads(row.leaf)
     )
 
 
@@ -345,11 +391,15 @@ async def consistency(session: AsyncSession, *, old_size: int, new_size: int) ->
     return ProofOut(hashes=[leaves.b64(h) for h in hashes])
 
 
-async def entries_from(session: AsyncSession, *, start: int, limit: int) -> EntryPage:
-    """Consecutive entries from ``start``: what an auditor downloads to recompute the root."""
+async def entries_from(
+    session: AsyncSession, *, start: int, limit: int, reader: Reader, scope: "AuditScope | None"
+) -> EntryPage:
+    """Consecutive entries from ``start``: what a monitor downloads to recompute the root
+    (leaf hashes), with the content of those entries the reader may see."""
     rows = await repository.get_entries(session, start=start, limit=limit)
+    await _record_read(scope, reader, {"start": start, "limit": limit})
     more = len(rows) == limit
     return EntryPage(
-        entries=[_entry_out(row) for row in rows],
+        entries=[_entry_out(row, reader) for row in rows],
         next_cursor=str(rows[-1].idx + 1) if more else None,
     )

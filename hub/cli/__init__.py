@@ -233,7 +233,7 @@ def _audit_entries(args: argparse.Namespace) -> int:
 
 
 def _audit_verify(args: argparse.Namespace) -> int:
-    from hub.cli import audit_verify
+    from hub.cli import audit_verify, session
 
     return audit_verify.run(
         hub=_hub_url(args),
@@ -241,6 +241,7 @@ def _audit_verify(args: argparse.Namespace) -> int:
         state_path=Path(args.state) if args.state else None,
         compare=[Path(p) for p in args.compare],
         full=args.full,
+        token=session.optional_credential(_hub_url(args)) if args.full else None,
     )
 
 
@@ -370,7 +371,10 @@ def _admin_commands(sub: Any) -> None:
         help="a checkpoint (or state file) another auditor verified; repeatable",
     )
     verify.add_argument(
-        "--full", action="store_true", help="download every entry and recompute the root"
+        "--full",
+        action="store_true",
+        help="download every leaf hash and recompute the root; signed in as an auditor,"
+        " also check every entry's content",
     )
 
 
