@@ -4,6 +4,7 @@ The hub and both departments' adapters run as real servers on loopback, on
 SQLite and PostgreSQL.
 """
 
+import json
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -13,6 +14,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from fastapi import FastAPI, Response
 from joserfc import jwt
 from joserfc.jwk import ECKey
 
@@ -74,12 +76,24 @@ def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> None:
 
 
 @contextmanager
-def consumer_adapter(world: EventWorld, tmp_path: Path) -> Iterator[str]:
+def consumer_adapter(
+    world: EventWorld,
+    tmp_path: Path,
+    *,
+    on_event: Callable[[DeliveredEvent], None] | None = None,
+) -> Iterator[str]:
+    """The subscriber's adapter: each event it receives goes to ``on_event``, then
+    into ``world.received``."""
+
+    def receive(event: DeliveredEvent) -> None:
+        if on_event is not None:
+            on_event(event)
+        world.received.append(event)
+
     config = AdapterConfig(
         department=CONSUMER, hub_url=world.hub.url, data_dir=tmp_path / "consumer"
     )
-    app = create_provider_app(config, on_event=world.received.append)
-    with serve(app) as url:
+    with serve(create_provider_app(config, on_event=receive)) as url:
         yield url
 
 
@@ -302,3 +316,138 @@ def test_each_delivery_attempt_gets_its_own_jti() -> None:
     first, second = (jwt.decode(mint_event_token(**values), key) for _ in range(2))
     assert first.claims["jti"] != second.claims["jti"]
     assert first.claims["iat"] == second.claims["iat"]
+
+
+# Fail closed: no audit entry, no delivery (docs/events.md, "Audit: no entry, no delivery").
+
+REFUSE_DELIVERY_ENTRIES = {
+    "sqlite": [
+        "CREATE TRIGGER refuse_event_deliver BEFORE INSERT ON audit_entries"
+        " WHEN NEW.action = 'event.deliver'"
+        " BEGIN SELECT RAISE(ABORT, 'the audit log refuses'); END"
+    ],
+    "postgresql": [
+        "CREATE FUNCTION refuse_audit_entry() RETURNS trigger LANGUAGE plpgsql"
+        " AS $$ BEGIN RAISE EXCEPTION 'the audit log refuses'; END $$",
+        "CREATE TRIGGER refuse_event_deliver BEFORE INSERT ON audit_entries FOR EACH ROW"
+        " WHEN (NEW.action = 'event.deliver') EXECUTE FUNCTION refuse_audit_entry()",
+    ],
+}
+ACCEPT_DELIVERY_ENTRIES = {
+    "sqlite": ["DROP TRIGGER refuse_event_deliver"],
+    "postgresql": [
+        "DROP TRIGGER refuse_event_deliver ON audit_entries",
+        "DROP FUNCTION refuse_audit_entry()",
+    ],
+}
+
+
+@pytest.fixture
+def db(database_url: str) -> Iterator[sa.Engine]:
+    """The hub's database, read by the tests and by subscribers that check the log."""
+    engine = make_sync_engine(database_url)
+    yield engine
+    engine.dispose()
+
+
+@contextmanager
+def audit_log_refusing_deliveries(db: sa.Engine) -> Iterator[None]:
+    """The database refuses ``event.deliver`` entries, so the hub's real audit writer
+    cannot commit them (as with a full disk) until the block ends; other entries, such
+    as the publisher's, still commit."""
+    for statement in REFUSE_DELIVERY_ENTRIES[db.dialect.name]:
+        with db.begin() as conn:
+            conn.execute(sa.text(statement))
+    try:
+        yield
+    finally:
+        for statement in ACCEPT_DELIVERY_ENTRIES[db.dialect.name]:
+            with db.begin() as conn:
+                conn.execute(sa.text(statement))
+
+
+def delivery_entries(db: sa.Engine) -> list[dict[str, Any]]:
+    """The committed ``event.deliver`` entries, in log order, read from the database."""
+    with db.connect() as conn:
+        query = "SELECT leaf FROM audit_entries WHERE action = 'event.deliver' ORDER BY idx"
+        return [json.loads(leaf) for leaf in conn.execute(sa.text(query)).scalars()]
+
+
+def the_delivery(db: sa.Engine) -> tuple[str, int, str | None]:
+    """Status, attempts and last error of the world's only delivery."""
+    with db.connect() as conn:
+        query = "SELECT status, attempts, last_error FROM event_deliveries"
+        status, attempts, last_error = conn.execute(sa.text(query)).one()
+    return status, attempts, last_error
+
+
+def the_delivery_id(db: sa.Engine) -> str:
+    with db.connect() as conn:
+        return str(conn.execute(sa.text("SELECT id FROM event_deliveries")).scalar_one())
+
+
+def test_no_delivery_while_its_audit_entry_cannot_be_committed(
+    database_url: str, tmp_path: Path, db: sa.Engine
+) -> None:
+    logged_on_arrival: list[list[str]] = []  # events with a deliver entry, as each arrived
+
+    def read_the_log(_event: DeliveredEvent) -> None:
+        logged_on_arrival.append([entry["event"] for entry in delivery_entries(db)])
+
+    settings = {**FAST_RETRIES, "event_max_attempts": 2}
+    with (
+        event_world(database_url, tmp_path, **settings) as world,
+        consumer_adapter(world, tmp_path, on_event=read_the_log) as url,
+    ):
+        _point(world, url)
+        world.subscribe()
+        with audit_log_refusing_deliveries(db):
+            event_id = world.publish()
+            wait_for(lambda: bool(world.received) or the_delivery(db)[2] is not None)
+            time.sleep(0.5)  # ten retry periods: two counted attempts would make a dead letter
+            assert world.received == []
+            assert the_delivery(db) == ("pending", 0, "audit log unavailable")
+        wait_for(lambda: the_delivery(db)[0] == "delivered")
+        assert [event.event_id for event in world.received] == [event_id]
+        assert logged_on_arrival == [[event_id]]
+        assert the_delivery(db)[1] == 0
+        (entry,) = world.entries("event.deliver")
+        assert (entry["event"], entry["outcome"], entry["department"]) == (event_id, "ok", CONSUMER)
+
+
+def test_each_call_is_audited_before_it_is_made_and_each_failure_after_it(
+    database_url: str, tmp_path: Path, db: sa.Engine
+) -> None:
+    logged_at_call: list[list[tuple[str, str | None]]] = []
+    refusing = FastAPI()
+
+    @refusing.post("/v1/events")
+    def refuse() -> Response:
+        logged_at_call.append([(e["outcome"], e.get("reason")) for e in delivery_entries(db)])
+        return Response(status_code=503)
+
+    settings = {**FAST_RETRIES, "event_max_attempts": 2}
+    with event_world(database_url, tmp_path, **settings) as world, serve(refusing) as url:
+        _point(world, url)
+        world.subscribe()
+        world.publish()
+        with world.hub.admin() as admin:
+            wait_for(lambda: len(admin.dead_letters()) == 1)
+        ok, failed, dead = ("ok", None), ("failed", "delivery-failed"), ("failed", "dead-letter")
+        assert logged_at_call == [[ok], [ok, failed, ok]]
+        entries = world.entries("event.deliver")
+        assert [(e["outcome"], e.get("reason")) for e in entries] == [ok, failed, ok, dead]
+        assert {e["request_id"] for e in entries} == {the_delivery_id(db)}
+        with db.connect() as conn:  # a dead letter may be replayed: it keeps the subject
+            assert conn.execute(sa.text("SELECT subject FROM events")).scalar() == SUBJECT
+
+
+def test_event_nobody_subscribes_to_keeps_no_raw_subject(
+    database_url: str, tmp_path: Path, db: sa.Engine
+) -> None:
+    with event_world(database_url, tmp_path) as world:
+        event_id = world.publish()
+        with db.connect() as conn:
+            query = "SELECT id, subject, subject_pseudonym FROM events"
+            stored = tuple(conn.execute(sa.text(query)).one())
+        assert stored == (event_id, None, world.hub.keys.pseudonym(SUBJECT))

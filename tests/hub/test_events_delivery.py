@@ -1,0 +1,109 @@
+"""The deliverer's pure decisions, as tables: retry delays, and what becomes of a
+delivery (and which audit entry is committed with it) after an attempt."""
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from hub.config import Settings
+from hub.events.delivery import Outcome, backoff, judge, postpone
+from hub.events.repository import DueDelivery
+
+NOW = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)
+SETTINGS = Settings(event_max_attempts=3, event_retry_base=1.0, event_retry_cap=10.0)
+
+
+def due(attempts: int) -> DueDelivery:
+    return DueDelivery(
+        id="d1",
+        lease_token="t1",
+        attempts=attempts,
+        event_id="e1",
+        item_id="person.residential-address",
+        owner_id="civil-registry",
+        kind="changed",
+        subject="38001085718",
+        subject_pseudonym="p1",
+        published_at=NOW,
+        department_id="social-welfare",
+        adapter_url="http://127.0.0.1:9",
+        granted=True,
+    )
+
+
+@pytest.mark.parametrize(
+    ("attempts", "jitter", "seconds"),
+    [
+        (0, 0.0, 0.5),  # before any failure: as after the first
+        (1, 0.0, 0.5),  # base, halved by the smallest jitter factor
+        (1, 0.5, 0.75),
+        (2, 0.0, 1.0),
+        (4, 0.5, 6.0),  # base * 2^3, times 0.75
+        (5, 0.0, 5.0),  # 16 capped at 10, halved
+        (30, 0.999, 9.995),  # far past the cap: the cap, times almost 1
+    ],
+)
+def test_backoff_doubles_up_to_the_cap_with_jitter(
+    attempts: int, jitter: float, seconds: float
+) -> None:
+    delay = backoff(attempts, base=1.0, cap=10.0, jitter=lambda: jitter)
+    assert delay == pytest.approx(seconds)
+
+
+DELIVERED = {"status": "delivered", "delivered_at": NOW, "last_error": None}
+
+
+@pytest.mark.parametrize(
+    ("attempts", "error", "expected"),
+    [
+        (0, None, Outcome(DELIVERED, None)),  # the ok entry, committed before the call, stands
+        (2, None, Outcome(DELIVERED, None)),
+        (
+            0,
+            "HTTP 503",
+            Outcome(
+                {
+                    "attempts": 1,
+                    "last_error": "HTTP 503",
+                    "next_attempt_at": NOW + timedelta(seconds=0.5),
+                },
+                "failed",
+                "delivery-failed",
+            ),
+        ),
+        (
+            1,
+            "ConnectError",
+            Outcome(
+                {
+                    "attempts": 2,
+                    "last_error": "ConnectError",
+                    "next_attempt_at": NOW + timedelta(seconds=1.0),
+                },
+                "failed",
+                "delivery-failed",
+            ),
+        ),
+        (
+            2,
+            "x" * 400,
+            Outcome(
+                {"status": "dead", "attempts": 3, "last_error": "x" * 300}, "failed", "dead-letter"
+            ),
+        ),
+    ],
+)
+def test_judge_settles_an_attempt_with_its_audit_entry(
+    attempts: int, error: str | None, expected: Outcome
+) -> None:
+    outcome = judge(due(attempts), error=error, now=NOW, settings=SETTINGS, jitter=lambda: 0.0)
+    assert outcome == expected
+
+
+def test_a_delivery_waiting_for_the_audit_log_is_not_counted_and_comes_back_soon() -> None:
+    outcome = postpone(now=NOW, settings=SETTINGS)
+    assert outcome.values == {
+        "last_error": "audit log unavailable",
+        "next_attempt_at": NOW + timedelta(seconds=SETTINGS.event_retry_base),
+    }
+    assert (outcome.audit_outcome, outcome.reason) == (None, None)
