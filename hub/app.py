@@ -29,6 +29,7 @@ from hub.keys import HubKeys
 from hub.kit import logs
 from hub.kit.asgi import RequestContextMiddleware
 from hub.ops.endpoints import router as ops_router
+from hub.people import service as people_service
 from hub.people.endpoints import admin as people_admin_router
 from hub.people.endpoints import router as people_router
 from hub.people.oidc_endpoints import router as people_oidc_router
@@ -61,6 +62,7 @@ def create_app(settings: Settings | None = None, *, keys: HubKeys | None = None)
             create=not settings.is_production,
             reload_interval=settings.signing_key_reload_interval,
         )
+        await people_service.reseal_totp_secrets(engine, keys=app.state.keys)  # decision 0017
         app.state.jti_register = JtiRegister(engine)  # single-use jtis, group commit (issue 4)
         app.state.engine = engine
         app.state.sessions = session_factory(engine)

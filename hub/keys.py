@@ -3,8 +3,15 @@
 - ``signing/``: the EC P-256 keys that sign access tokens and adapter request tokens,
   with their rotation state (see ``hub.signing_keys``); kid = RFC 7638 thumbprint.
 - ``pseudonym.key``: the HMAC-SHA-256 secret that turns subject identifiers into
-  pseudonyms for the audit log (and, under a label of its own, the DPoP nonce key).
+  pseudonyms for the audit log, and for nothing else.
+- ``derivation.key``: the root of every other key the hub derives (HKDF-SHA-256, one
+  :class:`KeyLabel` each), rotated with ``onceonly keys rotate-derivation``; the root
+  it replaced stays in ``derivation.key.previous`` (see ``hub.kit.derivation``).
 - ``admin-token``: the bootstrap administrator's bearer secret (until people sign in).
+
+Derived keys never come from the pseudonym key: a pseudonym is published (in audit
+entries) for any subject a department asks about, so a key computed like a pseudonym
+would be published to whoever asks about its label (docs/decisions/0017).
 
 In development missing keys are created (mode 0600); in production they must have
 been provisioned with ``onceonly keys init``.
@@ -14,7 +21,7 @@ import hashlib
 import hmac
 import time
 from dataclasses import dataclass
-from functools import cached_property
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -22,9 +29,19 @@ from fastapi import Depends, Request
 from joserfc.jwk import ECKey, KeySet
 
 from hub import signing_keys
-from hub.kit import keyfiles
+from hub.kit import derivation, keyfiles
 
-_DPOP_NONCE_LABEL = b"onceonly dpop-nonce v1"
+DERIVATION_FILE = "derivation.key"
+
+
+class KeyLabel(Enum):
+    """Every key the hub derives from ``derivation.key``: the HKDF ``info`` of each."""
+
+    DPOP_NONCE = b"onceonly/v1/dpop-nonce"
+    TOTP_SEAL = b"onceonly/v1/totp-seal"
+    OIDC_LOGIN = b"onceonly/v1/oidc-login"
+    OIDC_CODE = b"onceonly/v1/oidc-code"
+    SIGN_IN_FAILURES = b"onceonly/v1/sign-in-failures"
 
 
 @dataclass(frozen=True)
@@ -32,6 +49,7 @@ class HubKeys:
     ring: signing_keys.SigningKeys
     pseudonym_secret: bytes
     admin_token: str
+    derivation_root: derivation.RootFile
 
     @classmethod
     def load(cls, keys_dir: Path, *, create: bool, reload_interval: float = 5.0) -> "HubKeys":
@@ -41,6 +59,9 @@ class HubKeys:
             ring=signing_keys.SigningKeys(directory, reload_interval=reload_interval),
             pseudonym_secret=keyfiles.random_secret(keys_dir / "pseudonym.key", create=create),
             admin_token=keyfiles.random_token(keys_dir / "admin-token", create=create),
+            derivation_root=derivation.RootFile(
+                keys_dir / DERIVATION_FILE, create=create, reload_interval=reload_interval
+            ),
         )
 
     @property
@@ -62,11 +83,21 @@ class HubKeys:
         """HMAC-SHA-256 of the subject under the hub's secret, hex: what logs keep instead."""
         return hmac.new(self.pseudonym_secret, subject.encode(), hashlib.sha256).hexdigest()
 
-    @cached_property
-    def dpop_nonce_secret(self) -> bytes:
-        """A key of its own for stateless DPoP nonces, derived so that every replica
-        holds it without one more file to provision (HMAC as a KDF, RFC 5869 §2.2 style)."""
-        return hmac.new(self.pseudonym_secret, _DPOP_NONCE_LABEL, hashlib.sha256).digest()
+    def root(self, root_id: str | None = None) -> derivation.Root:
+        """The derivation root in use now or, for a value that names the root that sealed
+        it, the current or previous root with ``root_id`` (else ``UnknownRoot``)."""
+        if root_id is None:
+            return self.derivation_root.current()
+        return self.derivation_root.by_id(root_id)
+
+    def derived(self, label: KeyLabel, *, root: derivation.Root | None = None) -> bytes:
+        """The key for ``label``: HKDF-SHA-256 of the current root (or of ``root``),
+        derived once per root. Every replica derives the same keys from the shared file."""
+        return (root or self.root()).derive(label.value)
+
+    def rotate_derivation(self) -> derivation.Root:
+        """A new derivation root; the current one is kept as the previous (the new root)."""
+        return self.derivation_root.rotate()
 
     def is_admin_token(self, presented: str) -> bool:
         return hmac.compare_digest(presented.encode(), self.admin_token.encode())

@@ -27,7 +27,7 @@ from hub.auth.exceptions import (
 )
 from hub.auth.jti_register import JtiRegister
 from hub.config import Settings
-from hub.keys import HubKeys
+from hub.keys import HubKeys, KeyLabel
 
 
 @dataclass(frozen=True)
@@ -176,7 +176,7 @@ def check_nonce(
     """RFC 9449 §8 (token endpoint) and §9 (resource): a fresh server nonce, if required."""
     if not settings.dpop_nonce:
         return
-    secret, lifetime = keys.dpop_nonce_secret, settings.dpop_nonce_lifetime
+    secret, lifetime = keys.derived(KeyLabel.DPOP_NONCE), settings.dpop_nonce_lifetime
     if nonces.is_fresh(proof.nonce, secret, now=now, lifetime=lifetime):
         return
     nonce = nonces.current_nonce(secret, now=now, lifetime=lifetime)

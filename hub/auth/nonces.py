@@ -3,7 +3,9 @@
 A nonce names a time window and carries an HMAC of it under the hub's nonce key:
 ``base64url(window (8 bytes, big-endian) ‖ HMAC-SHA-256(key, window)[:16])``. A
 nonce is accepted in its own window and the next one, so it lives between one and
-two windows; no replica stores anything, and a restarted replica still agrees.
+two windows; no replica stores anything, and a restarted replica still agrees. The key
+is derived from the hub's derivation root (``KeyLabel.DPOP_NONCE``): rotating the root
+ends every nonce handed out before, and clients are asked for a new one (§8.2).
 """
 
 import base64

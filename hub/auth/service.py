@@ -39,7 +39,7 @@ from hub.auth.schemas import (
     TokenResponse,
 )
 from hub.config import Settings
-from hub.keys import HubKeys
+from hub.keys import HubKeys, KeyLabel
 from hub.registry import jwks as jwks_rules
 from hub.registry import repository as registry
 from hub.registry.models import Client
@@ -190,7 +190,7 @@ def dpop_nonce_header(settings: Settings, keys: HubKeys) -> dict[str, str]:
         return {}
     now = int(time.time())
     nonce = nonces.current_nonce(
-        keys.dpop_nonce_secret, now=now, lifetime=settings.dpop_nonce_lifetime
+        keys.derived(KeyLabel.DPOP_NONCE), now=now, lifetime=settings.dpop_nonce_lifetime
     )
     return {"DPoP-Nonce": nonce}
 

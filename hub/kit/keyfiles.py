@@ -1,14 +1,18 @@
 """Secret files on disk: created once with mode 0600, then only read.
 
-A key that exists is never overwritten. A key that is missing is created only when
-the caller allows it (development); in production an operator provisions keys
-with ``onceonly keys init`` and a missing key stops the start-up.
+A key that exists is never overwritten, except by :func:`rotate_secret`, which keeps
+the one it replaces. A key that is missing is created only when the caller allows it
+(development); in production an operator provisions keys with ``onceonly keys init``
+and a missing key stops the start-up.
 """
 
+import fcntl
 import json
 import os
 import secrets
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from joserfc.jwk import ECKey, OKPKey
@@ -62,6 +66,47 @@ def random_secret(path: Path, *, create: bool, nbytes: int = 32) -> bytes:
     """Load (or create) a random secret, stored hex-encoded."""
     raw = _read_or_create(path, create=create, make=lambda: secrets.token_hex(nbytes).encode())
     return bytes.fromhex(raw.decode().strip())
+
+
+def rotate_secret(path: Path, *, previous: Path, nbytes: int = 32) -> None:
+    """Replace the random secret in ``path`` with a new one, keeping the one it replaces
+    in ``previous``. Each file is replaced atomically (written, flushed to disk, then
+    renamed), ``previous`` first: a crash in between leaves the old secret in both, never
+    a secret lost. One rotation at a time (a lock file beside ``path``)."""
+    with _locked(path.with_name(f".{path.name}.lock")):
+        if not path.exists():
+            raise MissingKeyError(f"key file {path} is missing; run `onceonly keys init`")
+        _replace_atomically(previous, path.read_bytes())
+        _replace_atomically(path, secrets.token_hex(nbytes).encode())
+
+
+@contextmanager
+def _locked(lock: Path) -> Iterator[None]:
+    descriptor = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(descriptor)  # releases the lock
+
+
+def _replace_atomically(path: Path, data: bytes) -> None:
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    try:
+        os.fchmod(descriptor, 0o600)
+        with os.fdopen(descriptor, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)  # the rename itself survives a crash
+    finally:
+        os.close(directory)
 
 
 def random_token(path: Path, *, create: bool, nbytes: int = 32) -> str:

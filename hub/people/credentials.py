@@ -3,7 +3,14 @@
 Password hashes use argon2-cffi's RFC 9106 "low memory" profile (argon2id, t=3,
 m=64 MiB, p=4): the second recommended option of RFC 9106 §4, within what a hub
 replica can afford for sign-ins. TOTP secrets must be readable to check a code, so
-they are stored sealed with AES-256-GCM under a key derived from the hub's secret.
+they are stored sealed with AES-256-GCM under a key derived from the hub's derivation
+root, as ``v2.<root id>.<base64url(nonce ‖ ciphertext ‖ tag)>``: the root id says which
+root sealed it, so that a value sealed before a rotation opens until it is re-sealed.
+
+Values sealed before decision 0017 are plain base64 under the legacy key, HMAC-SHA-256
+of the pseudonym key and a label: a key that the audit log published to anyone who
+queried that label as a subject. :func:`legacy_seal_key` stays only so that the hub can
+open them once, to re-seal them.
 """
 
 import base64
@@ -26,7 +33,8 @@ _DUMMY_HASH = _HASHER.hash(secrets.token_urlsafe(16))
 
 TOTP_PERIOD = 30
 TOTP_DIGITS = 6
-_TOTP_SEAL_LABEL = b"onceonly totp-seal v1"
+_SEALED_VERSION = "v2"
+_LEGACY_SEAL_LABEL = b"onceonly totp-seal v1"
 
 
 def hash_password(password: str) -> str:
@@ -99,18 +107,35 @@ def totp_uri(secret: str, *, username: str, issuer: str) -> str:
     )
 
 
-def _seal_key(hub_secret: bytes) -> bytes:
-    return hmac.new(hub_secret, _TOTP_SEAL_LABEL, hashlib.sha256).digest()
+def sealed_prefix(root_id: str) -> str:
+    """How every value sealed under the root ``root_id`` begins."""
+    return f"{_SEALED_VERSION}.{root_id}."
 
 
-def seal(hub_secret: bytes, secret: str, *, person_id: str) -> str:
-    """AES-256-GCM, the person's id as associated data (a sealed secret moved to another
-    account does not open)."""
+def sealed_root(sealed: str) -> str | None:
+    """The id of the root that sealed ``sealed``; None if it is a legacy value."""
+    version, _, rest = sealed.partition(".")
+    root_id, dot, _ = rest.partition(".")
+    return root_id if version == _SEALED_VERSION and dot else None
+
+
+def legacy_seal_key(pseudonym_secret: bytes) -> bytes:
+    """The key that sealed TOTP secrets before decision 0017 (to open them, never to seal)."""
+    return hmac.new(pseudonym_secret, _LEGACY_SEAL_LABEL, hashlib.sha256).digest()
+
+
+def seal(key: bytes, secret: str, *, root_id: str, person_id: str) -> str:
+    """AES-256-GCM under ``key`` (derived from the root ``root_id``), the person's id as
+    associated data (a sealed secret moved to another account does not open)."""
     nonce = os.urandom(12)
-    box = AESGCM(_seal_key(hub_secret)).encrypt(nonce, secret.encode(), person_id.encode())
-    return base64.urlsafe_b64encode(nonce + box).decode()
+    box = AESGCM(key).encrypt(nonce, secret.encode(), person_id.encode())
+    body = base64.urlsafe_b64encode(nonce + box).rstrip(b"=").decode()
+    return sealed_prefix(root_id) + body
 
 
-def unseal(hub_secret: bytes, sealed: str, *, person_id: str) -> str:
-    raw = base64.urlsafe_b64decode(sealed)
-    return AESGCM(_seal_key(hub_secret)).decrypt(raw[:12], raw[12:], person_id.encode()).decode()
+def unseal(key: bytes, sealed: str, *, person_id: str) -> str:
+    """The secret in ``sealed`` (either format), given the key of the root that sealed it.
+    ``InvalidTag`` for the wrong key or person, ``ValueError`` for a malformed value."""
+    body = sealed.rpartition(".")[2]
+    raw = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
+    return AESGCM(key).decrypt(raw[:12], raw[12:], person_id.encode()).decode()

@@ -59,7 +59,7 @@ from hub.auth.tokens import peek_header_and_claims
 from hub.config import Settings
 from hub.db import WRITE_OPTION
 from hub.errors import HubError
-from hub.keys import HubKeys
+from hub.keys import HubKeys, KeyLabel
 from hub.people import repository, service
 from hub.people.models import Person
 from hub.people.schemas import SessionOut
@@ -79,8 +79,6 @@ CODE_LIFETIME = 60
 METADATA_TTL = 300.0
 ID_TOKEN_ALGORITHMS = ("RS256", "ES256")
 _MIN_KEY_REFRESH = 10.0  # an unknown kid refetches the JWKS at most this often
-_LOGIN_LABEL = b"onceonly oidc-login v1"
-_CODE_LABEL = b"onceonly oidc-code v1"
 _MAX_SEALED = 4096
 
 
@@ -144,26 +142,22 @@ class OidcCodeIn(BaseModel):
 # --- sealed values (the login cookie, the one-time code) ------------------------------
 
 
-def _derived_key(keys: HubKeys, label: bytes) -> bytes:
-    """A key of its own per use, derived from the hub's secret like the DPoP nonce key."""
-    return hmac.new(keys.pseudonym_secret, label, hashlib.sha256).digest()
-
-
-def _seal(keys: HubKeys, label: bytes, payload: dict[str, Any]) -> str:
-    """AES-256-GCM with the label as associated data; base64url, no padding."""
+def _seal(keys: HubKeys, label: KeyLabel, payload: dict[str, Any]) -> str:
+    """AES-256-GCM under the key derived for ``label``, which is also the associated
+    data; base64url, no padding. A rotation of the derivation root ends what it sealed."""
     nonce = os.urandom(12)
     plain = json.dumps(payload, separators=(",", ":")).encode()
-    box = AESGCM(_derived_key(keys, label)).encrypt(nonce, plain, label)
+    box = AESGCM(keys.derived(label)).encrypt(nonce, plain, label.value)
     return base64.urlsafe_b64encode(nonce + box).rstrip(b"=").decode()
 
 
-def _unseal(keys: HubKeys, label: bytes, sealed: str) -> dict[str, Any] | None:
+def _unseal(keys: HubKeys, label: KeyLabel, sealed: str) -> dict[str, Any] | None:
     """The payload, or None for anything that was not sealed by this hub for ``label``."""
     if len(sealed) > _MAX_SEALED:
         return None
     try:
         raw = base64.urlsafe_b64decode(sealed + "=" * (-len(sealed) % 4))
-        plain = AESGCM(_derived_key(keys, label)).decrypt(raw[:12], raw[12:], label)
+        plain = AESGCM(keys.derived(label)).decrypt(raw[:12], raw[12:], label.value)
         payload = json.loads(plain)
     except (ValueError, InvalidTag, binascii.Error):
         return None
@@ -210,14 +204,14 @@ class LoginState:
             "cli_state": self.cli_state,
             "exp": self.expires,
         }
-        return _seal(keys, _LOGIN_LABEL, payload)
+        return _seal(keys, KeyLabel.OIDC_LOGIN, payload)
 
     @classmethod
     def open(
         cls, sealed: str | None, *, state: str | None, keys: HubKeys, now: int
     ) -> "LoginState":
         """The login of this browser whose ``state`` the provider sent back."""
-        payload = _unseal(keys, _LOGIN_LABEL, sealed) if sealed else None
+        payload = _unseal(keys, KeyLabel.OIDC_LOGIN, sealed) if sealed else None
         if payload is None:
             raise OidcStateInvalid(
                 "this browser has no sign-in in progress with the hub (the sign-in cookie is"
@@ -245,7 +239,7 @@ def one_time_code(session: SessionOut, *, keys: HubKeys, now: int) -> str:
         "exp": now + CODE_LIFETIME,
         "session": session.model_dump(mode="json"),
     }
-    return _seal(keys, _CODE_LABEL, payload)
+    return _seal(keys, KeyLabel.OIDC_CODE, payload)
 
 
 # --- the provider: discovery, keys, token exchange -----------------------------------
@@ -598,7 +592,7 @@ async def redeem(
     code: str, *, keys: HubKeys, jti_register: JtiRegister, scope: AuditScope
 ) -> SessionOut:
     """The session a one-time code carries: once, within 60 seconds."""
-    payload = _unseal(keys, _CODE_LABEL, code)
+    payload = _unseal(keys, KeyLabel.OIDC_CODE, code)
     if payload is None:
         raise OidcCodeInvalid("the sign-in code is not one this hub issued")
     session = SessionOut.model_validate(payload["session"])

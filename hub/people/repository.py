@@ -95,6 +95,29 @@ async def spend_totp_step(session: AsyncSession, *, person_id: str, step: int) -
     return bool(getattr(result, "rowcount", 0))
 
 
+async def totp_secrets_not_sealed_with(
+    conn: AsyncConnection, *, prefix: str
+) -> list[tuple[str, str, str]]:
+    """(person id, username, sealed secret) of every stored TOTP secret that does not
+    begin with ``prefix``."""
+    query = sa.select(col(Person.id), col(Person.username), col(Person.totp_secret)).where(
+        col(Person.totp_secret).is_not(None),
+        sa.not_(col(Person.totp_secret).startswith(prefix, autoescape=True)),
+    )
+    return [(row[0], row[1], str(row[2])) for row in (await conn.execute(query)).all()]
+
+
+async def replace_totp_secret(conn: AsyncConnection, *, person_id: str, old: str, new: str) -> int:
+    """Put ``new`` in place of the person's sealed secret if it still is ``old`` (1), else
+    leave it (0): a change made meanwhile wins."""
+    result = await conn.execute(
+        sa.update(Person)
+        .where(col(Person.id) == person_id, col(Person.totp_secret) == old)
+        .values(totp_secret=new)
+    )
+    return int(getattr(result, "rowcount", 0))
+
+
 async def failures_since(
     conn: AsyncConnection, *, keys: list[str], since: datetime
 ) -> list[tuple[str, datetime]]:

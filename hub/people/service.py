@@ -4,23 +4,31 @@ A sign-in is a random bearer token (``oop_…``), stored only as its SHA-256, th
 lasts ``session_lifetime`` seconds. Every request with it reads the session, the
 account and its roles afresh: disabling a person or changing their roles takes
 effect on their very next request, on every replica.
+
+TOTP secrets are sealed under a key derived from the hub's derivation root, and say
+which root sealed them; :func:`reseal_totp_secrets` moves every one that another root
+(the previous one, or the legacy key of earlier versions) sealed to the current root.
 """
 
 import asyncio
 import hashlib
 import hmac
+import logging
 import secrets
 import time
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from cryptography.exceptions import InvalidTag
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from hub.audit.service import AuditScope
 from hub.config import Settings
 from hub.db import WRITE_OPTION, write_connection
 from hub.errors import InvalidRequest
-from hub.keys import HubKeys
+from hub.keys import HubKeys, KeyLabel
 from hub.kit.clock import aware, utcnow
+from hub.kit.derivation import Root, UnknownRoot
 from hub.people import credentials, repository
 from hub.people.exceptions import (
     PersonConflict,
@@ -45,8 +53,8 @@ from hub.people.schemas import (
 )
 from hub.registry import service as registry
 
+log = logging.getLogger("onceonly.people")
 TOKEN_PREFIX = "oop_"
-_FAILURE_LABEL = b"onceonly sign-in-failure v1"
 
 
 def token_hash(token: str) -> str:
@@ -98,9 +106,11 @@ def _person_out(person: Person, roles: list[PersonRole]) -> PersonOut:
 
 
 def _failure_key(keys: HubKeys, kind: str, value: str) -> str:
-    """A keyed hash: the failures table names no account and no address in clear."""
-    message = _FAILURE_LABEL + b"\0" + kind.encode() + b"\0" + value.encode()
-    return hmac.new(keys.pseudonym_secret, message, hashlib.sha256).hexdigest()
+    """A keyed hash: the failures table names no account and no address in clear. (A
+    rotation of the derivation root changes every key: the counts start again.)"""
+    message = kind.encode() + b"\0" + value.encode()
+    key = keys.derived(KeyLabel.SIGN_IN_FAILURES)
+    return hmac.new(key, message, hashlib.sha256).hexdigest()
 
 
 async def _count_attempt(
@@ -195,7 +205,10 @@ def _second_factor(person: Person, code: str | None, *, keys: HubKeys) -> int | 
         return None
     if code is None:
         return False
-    secret = credentials.unseal(keys.pseudonym_secret, person.totp_secret, person_id=person.id)
+    secret = _open_totp(keys, person_id=person.id, sealed=person.totp_secret)
+    if secret is None:
+        log.error("a person's one-time-code secret does not open: an administrator must reset it")
+        return False
     step = credentials.totp_match(
         secret, code.strip(), unix_time=time.time(), after_step=person.totp_last_step
     )
@@ -341,7 +354,7 @@ async def enrol_totp(
         connection = await session.connection(execution_options={WRITE_OPTION: True})
         person = await _own_account(session, principal)
         _refuse_if_confirmed(person)  # confirmed by another request meanwhile
-        person.totp_secret = credentials.seal(keys.pseudonym_secret, secret, person_id=person.id)
+        person.totp_secret = _seal_totp(keys, secret, person_id=person.id, root=keys.root())
         await repository.forget_failures(connection, key=account, ids=attempt)
         await session.flush()
         await scope.record_change(session)
@@ -356,7 +369,9 @@ async def confirm_totp(
     person = await _own_account(session, principal)
     if person.totp_secret is None or person.totp_confirmed_at is not None:
         raise PersonConflict("there is no one-time-code enrolment waiting for confirmation")
-    secret = credentials.unseal(keys.pseudonym_secret, person.totp_secret, person_id=person.id)
+    secret = _open_totp(keys, person_id=person.id, sealed=person.totp_secret)
+    if secret is None:
+        raise PersonConflict("the enrolment no longer opens (the hub's keys changed); enrol again")
     step = credentials.totp_match(secret, code.strip(), unix_time=time.time(), after_step=None)
     if step is None:
         raise InvalidRequest("the one-time code is not right; check the device's clock")
@@ -364,6 +379,83 @@ async def confirm_totp(
     await session.flush()
     await scope.record_change(session)
     return _person_out(person, await repository.roles_of(session, person.id))
+
+
+# --- sealed TOTP secrets and the derivation root ----------------------------------------
+
+
+def _seal_totp(keys: HubKeys, secret: str, *, person_id: str, root: Root) -> str:
+    key = keys.derived(KeyLabel.TOTP_SEAL, root=root)
+    return credentials.seal(key, secret, root_id=root.id, person_id=person_id)
+
+
+def _open_totp(keys: HubKeys, *, person_id: str, sealed: str) -> str | None:
+    """The secret, under the root that ``sealed`` names (the current or the previous) or,
+    sealed by an earlier version, under the legacy key; None if it does not open."""
+    root_id = credentials.sealed_root(sealed)
+    try:
+        if root_id is None:
+            key = credentials.legacy_seal_key(keys.pseudonym_secret)
+        else:
+            key = keys.derived(KeyLabel.TOTP_SEAL, root=keys.root(root_id))
+        return credentials.unseal(key, sealed, person_id=person_id)
+    except (UnknownRoot, InvalidTag, ValueError):
+        return None
+
+
+@dataclass(frozen=True)
+class Resealed:
+    """What :func:`reseal_totp_secrets` did: how many secrets it sealed under the current
+    root ``root_id``, and whose secrets do not open (they need a reset)."""
+
+    root_id: str
+    count: int
+    unopened: list[str]
+
+
+async def reseal_totp_secrets(engine: AsyncEngine, *, keys: HubKeys) -> Resealed:
+    """Seal under the current derivation root every TOTP secret that it did not seal
+    (the previous root did, or the legacy key of versions before decision 0017), in one
+    transaction. Idempotent: the hub runs it at every start-up, ``onceonly keys
+    rotate-derivation`` around its rotation. A secret changed meanwhile (a new
+    enrolment) is left as the change made it; one that does not open is left, named."""
+    root = keys.root()
+    count, unopened = 0, []
+    async with write_connection(engine) as conn:
+        stale = await repository.totp_secrets_not_sealed_with(
+            conn, prefix=credentials.sealed_prefix(root.id)
+        )
+        for person_id, username, sealed in stale:
+            secret = _open_totp(keys, person_id=person_id, sealed=sealed)
+            if secret is None:
+                unopened.append(username)
+                continue
+            new = _seal_totp(keys, secret, person_id=person_id, root=root)
+            count += await repository.replace_totp_secret(
+                conn, person_id=person_id, old=sealed, new=new
+            )
+    if count:
+        log.info("one-time-code secrets re-sealed", extra={"count": count, "root": root.id})
+    if unopened:
+        log.error(
+            "one-time-code secrets that do not open: an administrator must reset them",
+            extra={"count": len(unopened)},
+        )
+    return Resealed(root_id=root.id, count=count, unopened=unopened)
+
+
+async def rotate_derivation(engine: AsyncEngine, *, keys: HubKeys) -> Resealed:
+    """A new derivation root (docs/decisions/0017), and every TOTP secret under it.
+
+    First what an earlier, interrupted rotation left is finished (every secret sealed
+    under the current root); then the root file is rotated (the current root kept as
+    the previous one); then every secret is re-sealed under the new root, in one
+    transaction. Until that commits every secret opens under the current or previous
+    root, so a crash anywhere is recovered by running this again.
+    """
+    await reseal_totp_secrets(engine, keys=keys)
+    keys.rotate_derivation()
+    return await reseal_totp_secrets(engine, keys=keys)
 
 
 # --- administration ----------------------------------------------------------------

@@ -74,7 +74,7 @@ def test_missing_config_file_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_keys_are_created_private_and_kept(tmp_path: Path) -> None:
     first = HubKeys.load(tmp_path, create=True)
     signing = [str(p.relative_to(tmp_path)) for p in (tmp_path / "signing").iterdir()]
-    for name in [*signing, "pseudonym.key", "admin-token"]:
+    for name in [*signing, "pseudonym.key", "derivation.key", "admin-token"]:
         mode = stat.S_IMODE(os.stat(tmp_path / name).st_mode)
         assert mode == 0o600, name
     again = HubKeys.load(tmp_path, create=True)

@@ -212,15 +212,18 @@ def test_totp_match_at_the_first_time_step_does_not_fail() -> None:
     )
 
 
-def test_a_sealed_secret_opens_only_for_its_person_under_the_hubs_secret() -> None:
-    hub_secret = b"k" * 32
+def test_a_sealed_secret_names_its_root_and_opens_only_for_its_person_under_its_key() -> None:
+    key = b"k" * 32
     secret = credentials.new_totp_secret()
-    sealed = credentials.seal(hub_secret, secret, person_id="alice")
+    sealed = credentials.seal(key, secret, root_id="0a1b2c3d", person_id="alice")
     assert secret not in sealed
-    assert credentials.unseal(hub_secret, sealed, person_id="alice") == secret
-    assert credentials.seal(hub_secret, secret, person_id="alice") != sealed  # fresh nonce
+    assert sealed.startswith(credentials.sealed_prefix("0a1b2c3d"))
+    assert credentials.sealed_root(sealed) == "0a1b2c3d"
+    assert credentials.unseal(key, sealed, person_id="alice") == secret
+    again = credentials.seal(key, secret, root_id="0a1b2c3d", person_id="alice")
+    assert again != sealed  # fresh nonce
     with pytest.raises(InvalidTag):
-        credentials.unseal(hub_secret, sealed, person_id="mallory")
+        credentials.unseal(key, sealed, person_id="mallory")
     with pytest.raises(InvalidTag):
         credentials.unseal(b"j" * 32, sealed, person_id="alice")
 
