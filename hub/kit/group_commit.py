@@ -66,12 +66,13 @@ class GroupCommit(Generic[T, R]):
         probe_interval: float = 1.0,
         drain_timeout: float = 10.0,
     ) -> None:
+        max_queued = 10 * batch_size if max_queued is None else max_queued
+        if batch_size < 1 or max_queued < 1:  # asyncio.Queue(maxsize=0) would be unbounded
+            raise ValueError(f"{name}: batch_size and max_queued must be at least 1")
         self._commit, self._name, self._batch_size = commit, name, batch_size
         self._failure, self._probe, self._probe_interval = failure, probe, probe_interval
         self._drain_timeout = drain_timeout
-        self._queue: asyncio.Queue[_Waiting[T, R]] = asyncio.Queue(
-            maxsize=10 * batch_size if max_queued is None else max_queued
-        )
+        self._queue: asyncio.Queue[_Waiting[T, R]] = asyncio.Queue(maxsize=max_queued)
         self._writer: asyncio.Task[None] | None = None
         self._batch: list[_Waiting[T, R]] = []
         self._stopping = False
@@ -207,7 +208,7 @@ class GroupCommit(Generic[T, R]):
 
     def _writer_ended(self, writer: asyncio.Task[None]) -> None:
         error = None if writer.cancelled() else writer.exception()
-        if not self._stopping:
+        if error is not None or not self._stopping:  # only stop() may end it quietly
             log.error(
                 "%s: the writer task ended (%s); refusing new work",
                 self._name,

@@ -287,3 +287,11 @@ async def test_the_probe_makes_an_idle_writer_healthy_again_once_the_write_path_
     await eventually(lambda: writer.healthy)
     assert await asyncio.wait_for(writer.submit(2), BOUND) == 20
     await asyncio.wait_for(writer.stop(), BOUND)
+
+
+@pytest.mark.parametrize(("batch_size", "max_queued"), [(1, 0), (0, None), (10, -1)])
+def test_a_queue_without_room_is_refused_at_construction(
+    batch_size: int, max_queued: int | None
+) -> None:
+    with pytest.raises(ValueError, match="at least 1"):
+        group_commit(tens, batch_size=batch_size, max_queued=max_queued)
