@@ -335,6 +335,11 @@ class HubClient:
         params = {"cursor": cursor} if cursor else {}
         return self._run(self._session.get_flow("/v1/audit/department-entries", params))
 
+    def audit_entry(self, index: int) -> dict[str, Any]:
+        """One entry of the hub's audit log: its ``leaf_hash`` for anyone, and its ``leaf``
+        and decoded ``entry`` when it names this department (docs/audit.md)."""
+        return self._run(self._session.get_flow(f"/v1/audit/entries/{int(index)}", {}))
+
     def citizen_access_log(self, subject: str, *, limit: int = 200) -> list[dict[str, Any]]:
         """For a citizen portal's client: who read this person's records, when and why."""
         body = {"subject": subject, "limit": limit}

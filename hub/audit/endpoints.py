@@ -26,7 +26,7 @@ from hub.audit.schemas import CheckpointPage, EntryOut, EntryPage, ProofOut
 from hub.auth.dependencies import CurrentCaller
 from hub.db import SessionDep
 from hub.keys import KeysDep
-from hub.kit.clock import aware
+from hub.kit.clock import as_utc
 from hub.people.dependencies import AuditorDep
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
@@ -117,8 +117,8 @@ async def _entry_query(
         item=item,
         action=action,
         outcome=outcome,
-        since=aware(since),
-        until=aware(until),
+        since=as_utc(since),
+        until=as_utc(until),
     )
 
 

@@ -241,7 +241,9 @@ def _audit_verify(args: argparse.Namespace) -> int:
         state_path=Path(args.state) if args.state else None,
         compare=[Path(p) for p in args.compare],
         full=args.full,
-        token=session.optional_credential(_hub_url(args)) if args.full else None,
+        token=(
+            session.optional_credential(_hub_url(args), break_glass=False) if args.full else None
+        ),
     )
 
 

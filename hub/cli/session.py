@@ -89,16 +89,16 @@ def break_glass_token() -> str | None:
     return path.read_text().strip() if path.is_file() else None
 
 
-def optional_credential(hub_url: str) -> str | None:
+def optional_credential(hub_url: str, *, break_glass: bool = True) -> str | None:
     """The bearer token for a command against ``hub_url`` (see the module's docstring),
-    or None when there is none."""
+    or None when there is none; ``break_glass=False``: only a person's own."""
     token = os.environ.get("ONCEONLY_TOKEN")
     if token:
         return token
     signed_in = stored(hub_url)
     if signed_in is not None:
         return str(signed_in["token"])
-    return break_glass_token()
+    return break_glass_token() if break_glass else None
 
 
 def credential(hub_url: str) -> str:

@@ -29,6 +29,17 @@ def aware(moment: datetime | None) -> datetime | None:
     return moment.replace(tzinfo=UTC)
 
 
+@overload
+def as_utc(moment: datetime) -> datetime: ...
+@overload
+def as_utc(moment: None) -> None: ...
+def as_utc(moment: datetime | None) -> datetime | None:
+    """The same instant in UTC (one without an offset read as UTC): what both databases
+    compare correctly with stored times (SQLite compares them as text)."""
+    moment = aware(moment)
+    return None if moment is None else moment.astimezone(UTC)
+
+
 # A response model's time: one stored without an offset (SQLite) is read as UTC, so
 # every time the API shows carries its offset.
 UtcDatetime = Annotated[datetime, AfterValidator(aware)]

@@ -110,17 +110,29 @@ def verifier_key(hub: RunningHub) -> str:
 
 
 class Auditor:
-    """Runs the command as an auditor would, with a state file of their own."""
+    """Runs the command as an auditor would, with a state file of their own; without a
+    credential (an outside monitor: public routes only) unless ``token`` is given."""
 
-    def __init__(self, capsys: pytest.CaptureFixture[str], state: Path, key: str) -> None:
-        self.capsys, self.state, self.key = capsys, state, key
+    def __init__(
+        self, capsys: pytest.CaptureFixture[str], state: Path, key: str, token: str = ""
+    ) -> None:
+        self.capsys, self.state, self.key, self.token = capsys, state, key, token
 
     def verify(self, hub: RunningHub, *options: str) -> tuple[int, str]:
         self.capsys.readouterr()
         args = ["audit", "verify", "--hub", hub.url, "--key", self.key]
-        status = main([*args, "--state", str(self.state), *options])
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("ONCEONLY_SESSION_FILE", str(self.state.with_suffix(".session")))
+            if self.token:
+                patch.setenv("ONCEONLY_TOKEN", self.token)
+            else:
+                patch.delenv("ONCEONLY_TOKEN", raising=False)
+            status = main([*args, "--state", str(self.state), *options])
         captured = self.capsys.readouterr()
         return status, captured.out + captured.err
+
+    def signed_in(self, token: str) -> "Auditor":
+        return Auditor(self.capsys, self.state, self.key, token)
 
 
 @pytest.fixture
@@ -157,8 +169,20 @@ def test_an_honest_log_verifies_and_keeps_verifying_as_it_grows(
     status, output = auditor.verify(hub, "--full")
     assert status == 0, output
     assert f"consistent with the checkpoint in {auditor.state} ({SIZE} entries)" in output
-    assert f"all {SIZE + 25} entries recomputed" in output
+    assert f"all {SIZE + 25} leaf hashes recomputed" in output
+    assert "entry contents not checked" in output
     assert json.loads(auditor.state.read_text())["tree_size"] == SIZE + 25
+    status, output = auditor.signed_in(hub.keys.admin_token).verify(hub, "--full")
+    assert status == 0, output
+    assert f"all {SIZE + 25} entries' contents match their leaf hashes" in output
+
+
+def test_a_credential_that_is_no_auditors_cannot_check_contents(
+    hub: RunningHub, auditor: Auditor, verified: list[dict[str, Any]]
+) -> None:
+    status, output = auditor.signed_in("oop_not-a-session").verify(hub, "--full")
+    assert status == 2
+    assert "the hub refuses this credential (401" in output
 
 
 def test_an_entry_edited_in_place_is_detected(
@@ -179,9 +203,11 @@ def test_an_entry_edited_in_place_is_detected(
 def test_an_entry_whose_leaf_no_longer_matches_its_hash_is_named(
     hub: RunningHub, auditor: Auditor, verified: list[dict[str, Any]], database_url: str
 ) -> None:
+    """Only a reader of contents can see this: the public leaf hashes are unchanged."""
     forged = leaves.leaf_bytes({**verified[3], "outcome": "refused"})
     execute(database_url, "UPDATE audit_entries SET leaf = :leaf WHERE idx = 3", leaf=forged)
-    status, output = auditor.verify(hub, "--full")
+    assert auditor.verify(hub, "--full")[0] == 0
+    status, output = auditor.signed_in(hub.keys.admin_token).verify(hub, "--full")
     assert status == 1
     assert "entry 3: its content does not match its leaf hash" in output
 
