@@ -103,6 +103,43 @@ def _keys_rotate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _keys_rotate_derivation(_: argparse.Namespace) -> int:
+    """A new derivation root, every TOTP secret re-sealed under it (docs/decisions/0017)."""
+    import asyncio
+
+    from hub.app import prepare_database
+    from hub.config import Settings
+    from hub.db import make_engine
+    from hub.keys import HubKeys
+    from hub.people import service
+
+    settings = Settings()
+
+    async def rotate(keys: HubKeys) -> "service.Resealed":
+        await prepare_database(settings)
+        engine = make_engine(settings.resolved_database_url)
+        try:
+            return await service.rotate_derivation(engine, keys=keys)
+        finally:
+            await engine.dispose()
+
+    try:
+        keys = HubKeys.load(settings.keys_dir, create=not settings.is_production)
+        resealed = asyncio.run(rotate(keys))
+    except RuntimeError as error:  # a key file missing, or the schema not current (production)
+        print(f"not rotated: {error}", file=sys.stderr)
+        return 1
+    print(f"new derivation root {resealed.root_id}; the one it replaced is kept as previous")
+    print(f"{resealed.count} one-time-code secrets re-sealed under it")
+    if resealed.unopened:
+        print(
+            "these people's one-time-code secrets do not open; reset them"
+            f" (onceonly people put NAME --reset-totp): {', '.join(sorted(resealed.unopened))}",
+            file=sys.stderr,
+        )
+    return 0
+
+
 def _keys_show(_: argparse.Namespace) -> int:
     from hub import signing_keys
     from hub.config import Settings
@@ -285,6 +322,12 @@ def _hub_commands(sub: Any) -> None:
         type=int,
         metavar="SECONDS",
         help="delay before the new key signs (default: token lifetimes + clock skew + reload)",
+    )
+    _add(
+        keys,
+        "rotate-derivation",
+        _keys_rotate_derivation,
+        "new root for derived keys; re-seal one-time-code secrets under it",
     )
     _add(keys, "show", _keys_show, "the signing keys and when each signs and retires")
 
