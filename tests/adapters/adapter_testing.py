@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import json
+import os
 import threading
 import time
 import uuid
@@ -18,6 +20,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
+import rfc8785
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -105,6 +108,7 @@ class HubDouble:
     token_lifetime: int = 300
     issued: dict[str, str] = field(default_factory=dict)
     scripted: list[tuple[int, str]] = field(default_factory=list)
+    commit_to_other: bool = False  # a receipt whose commitment is not to the record sent
     token_requests: int = 0
     token_type: str = "Bearer"
     queries: list[str] = field(default_factory=list)
@@ -227,9 +231,22 @@ class HubDouble:
             receipt = {
                 "index": len(self.queries),
                 "leaf_hash": "q1WQ0b6bN3n9G8tm4B0uS2yK8m1G9hQm2JYk7wS2P0c=",
+                **commitment_of(record if not self.commit_to_other else {"other": 1}),
             }
             answer = {"item": item, "version": 1, "record": record, "receipt": receipt}
             return JSONResponse(answer, headers={"X-Request-Id": "hub-" + uuid.uuid4().hex[:8]})
+
+
+def commitment_of(record: dict[str, Any]) -> dict[str, str]:
+    """The receipt's commitment as docs/protocol.md states it: HMAC-SHA-256 under a fresh
+    key of the record's RFC 8785 canonical JSON, both base64url."""
+    key = os.urandom(32)
+    mac = hmac.new(key, rfc8785.dumps(record), hashlib.sha256).digest()
+    return {"commitment": "hmac-sha256:" + _b64url(mac), "commitment_key": _b64url(key)}
+
+
+def _b64url(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
 
 
 def write_config(directory: Path, *, hub_url: str, items: tuple[str, ...] = (ITEM,)) -> Path:

@@ -15,6 +15,7 @@ from adapters import (
     HubClient,
     HubUnavailable,
     NotFound,
+    OnceonlyError,
     RecordResult,
     UpstreamError,
 )
@@ -34,9 +35,20 @@ def test_fetches_a_record_with_its_audit_receipt(hub: HubDouble, client_key: ECK
     assert (result.item, result.version, result.record) == (ITEM, 1, RECORD)
     assert result.receipt.index == 1
     assert result.receipt.leaf_hash
+    assert result.receipt.commitment
+    assert result.receipt.commitment_key
     assert result.request_id is not None
     assert result.request_id.startswith("hub-")
     assert hub.queries == ["Bearer"]
+
+
+def test_refuses_a_receipt_whose_commitment_is_not_to_the_record(
+    hub: HubDouble, client_key: ECKey
+) -> None:
+    """The hub's log must commit to what it delivered: the SDK checks it on every fetch."""
+    hub.commit_to_other = True
+    with client(hub, client_key) as hub_client, pytest.raises(OnceonlyError, match="commitment"):
+        hub_client.fetch(ITEM, SUBJECT, purpose=PURPOSE)
 
 
 def test_reuses_the_access_token_until_it_nears_expiry(hub: HubDouble, client_key: ECKey) -> None:

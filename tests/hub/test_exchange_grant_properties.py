@@ -194,7 +194,8 @@ class Exchange:
         return self.records.get(item) if subject == SUBJECT else None
 
     def audit_entry(self, index: int) -> dict[str, Json]:
-        response = httpx.get(f"{self.hub.url}/v1/audit/entries/{index}")
+        auditor = {"Authorization": f"Bearer {self.hub.keys.admin_token}"}
+        response = httpx.get(f"{self.hub.url}/v1/audit/entries/{index}", headers=auditor)
         assert response.status_code == 200, response.text
         entry: dict[str, Json] = response.json()["entry"]
         return entry
