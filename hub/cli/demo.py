@@ -42,12 +42,13 @@ from adapters import (
     public_jwks,
 )
 from hub.app import create_app
+from hub.audit import leaves
 from hub.cli.admin_client import AdminClient, AdminError
 from hub.cli.servers import loopback_socket, serve_in_thread, url_of
 from hub.cli.session import break_glass_token
 from hub.config import Settings
 from hub.keys import HubKeys
-from hub.kit import logs
+from hub.kit import base64url, logs
 
 CIVIL, TAX, WELFARE = "civil-registry", "tax", "social-welfare"
 IDENTITY, ADDRESS, INCOME = (
@@ -306,7 +307,12 @@ def _fetch(story: Story, hub_url: str, welfare: Department) -> tuple[str, dict[s
         story.say(
             f"receipt: audit entry #{address.receipt.index}, leaf hash {address.receipt.leaf_hash}"
         )
-        receipt = {"index": address.receipt.index, "leaf_hash": address.receipt.leaf_hash}
+        receipt = {
+            "index": address.receipt.index,
+            "leaf_hash": address.receipt.leaf_hash,
+            "commitment_key": address.receipt.commitment_key,
+            "record": address.record,
+        }
         income = client.fetch(INCOME, subject, purpose=PURPOSE)
         if sorted(income.record) != INCOME_ASKED:
             raise AssertionError(
@@ -416,13 +422,25 @@ def _audit(
             )
         if not any(e["entry"]["outcome"] == "refused" for e in entries):
             raise AssertionError("the refused fetch is missing from the trail")
+    with story.step("Anyone sees the log's shape, not its content: a leaf hash, no entry"):
+        public = httpx.get(f"{hub_url}/v1/audit/entries/{receipt['index']}").json()
+        if set(public) != {"index", "leaf_hash"}:
+            raise AssertionError(f"the public sees entry content: {sorted(public)}")
+        story.say(f"GET /v1/audit/entries/{receipt['index']} without a sign-in: {public}")
     with story.step("The receipt matches the log: SHA-256(0x00 ‖ leaf) recomputed here"):
-        published = httpx.get(f"{hub_url}/v1/audit/entries/{receipt['index']}").json()
-        leaf = base64.b64decode(published["leaf"])
+        seen = auditor.call("GET", f"/v1/audit/entries/{receipt['index']}")
+        leaf = base64.b64decode(seen["leaf"])
         recomputed = base64.b64encode(hashlib.sha256(b"\x00" + leaf).digest()).decode()
         if recomputed != receipt["leaf_hash"]:
             raise AssertionError("the leaf hash does not match the receipt")
         story.say(f"entry #{receipt['index']} leaf hash {recomputed} = receipt")
+        key = base64url.decode(receipt["commitment_key"])
+        if seen["entry"]["commitment"] != leaves.commitment(key, receipt["record"]):
+            raise AssertionError("the entry's commitment does not open on the delivered record")
+        story.say(
+            "the entry commits to the delivered record; only social welfare's key opens it"
+            f" ({seen['entry']['commitment'][:24]}…)"
+        )
 
 
 def _admin_token(hub_url: str, root: Path) -> str:
