@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -151,3 +152,32 @@ def test_served_log_keeps_entries_in_order(store: RecordStore) -> None:
         )  # fmt: skip
 
     assert [entry.outcome for entry in store.served_entries()] == ["ok", "refused"]
+
+
+def test_a_store_written_before_commitments_keeps_its_trail_and_gains_the_columns(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as old:
+        old.execute(
+            "CREATE TABLE served (id INTEGER PRIMARY KEY AUTOINCREMENT, request_id VARCHAR(64),"
+            " time VARCHAR(32) NOT NULL, item VARCHAR(128) NOT NULL, consumer VARCHAR(128),"
+            " purpose VARCHAR(64), subject_sha256 VARCHAR(64), outcome VARCHAR(16) NOT NULL,"
+            " reason VARCHAR(64))"
+        )
+        old.execute(
+            "INSERT INTO served (request_id, time, item, outcome) VALUES ('r1', 't', 'i', 'ok')"
+        )
+    with RecordStore(path) as store:
+        store.record_served(
+            request_id="r2",
+            item=ITEM,
+            consumer="tax",
+            purpose="p",
+            subject_sha256=None,
+            outcome="ok",
+            commitment="hmac-sha256:x",
+            commitment_key="k",
+        )
+        trail = store.served_entries()
+    assert [(e.request_id, e.commitment) for e in trail] == [("r1", None), ("r2", "hmac-sha256:x")]

@@ -1,6 +1,7 @@
 """Two-sided evidence: the adapters' own trails agree with the hub's audit log, and
 every kind of disagreement is reported."""
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,8 +11,10 @@ from joserfc.jwk import ECKey
 
 from adapters import HubClient, RecordStore, load_or_create_key, public_jwks
 from adapters._reconcile import reconcile
+from hub.audit import leaves
 from hub.cli import main
 from hub.db import make_sync_engine
+from hub.kit import base64url
 
 from exchange_world import (
     ADDRESS,
@@ -80,6 +83,40 @@ def test_a_receipt_that_does_not_match_the_log_is_reported(world: World, tmp_pat
             conn.execute(sa.text("UPDATE receipts SET leaf_hash = 'forged' WHERE id = 2"))
         engine.dispose()
         assert _sides(world, trail) == ([], ["receipt-mismatch"])
+
+
+def test_an_entry_whose_commitment_was_changed_is_reported_by_the_consumer(
+    world: World, tmp_path: Path, database_url: str
+) -> None:
+    """An operator rewrites the record an entry commits to and leaves its leaf hash alone
+    (a public monitor sees nothing); the consumer's key and its receipt see it."""
+    with RecordStore(tmp_path / "consumer.db") as trail:
+        _exchange(world, trail)
+        victim = trail.receipts()[1].index
+        engine = make_sync_engine(database_url)
+        with engine.begin() as conn:
+            leaf = conn.execute(
+                sa.text("SELECT leaf FROM audit_entries WHERE idx = :i"), {"i": victim}
+            ).scalar_one()
+            entry = {**json.loads(bytes(leaf)), "commitment": "hmac-sha256:forged"}
+            conn.execute(
+                sa.text("UPDATE audit_entries SET leaf = :leaf WHERE idx = :i"),
+                {"leaf": leaves.leaf_bytes(entry), "i": victim},
+            )
+        engine.dispose()
+        assert _sides(world, trail) == ([], ["receipt-mismatch"])
+
+
+def test_each_side_can_open_its_own_commitment_and_no_other(world: World, tmp_path: Path) -> None:
+    with RecordStore(tmp_path / "consumer.db") as trail:
+        _exchange(world, trail)
+        receipts = trail.receipts()
+    served = [s for s in world.owner_store.served_entries() if s.outcome == "ok"]
+    assert len(served) == len(receipts) == len(SUBJECTS)
+    for mine in (*receipts, *served):
+        key = base64url.decode(mine.commitment_key or "")
+        assert mine.commitment == leaves.commitment(key, ADDRESS_RECORD)
+    assert len({r.commitment for r in receipts} | {s.commitment for s in served}) == 6
 
 
 def test_an_entry_removed_from_the_hub_shows_on_both_sides(
