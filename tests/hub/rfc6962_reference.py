@@ -32,6 +32,18 @@ def mth(leaves: list[bytes]) -> bytes:
     return sha256(b"\x01" + mth(leaves[:k]) + mth(leaves[k:]))
 
 
+def mth_of_leaf_hashes(hashes: list[bytes]) -> bytes:
+    """MTH as above when only the leaf hashes SHA-256(0x00 || d) are known (what a
+    public monitor reads): the recursion is the same, the leaf step is given."""
+    n = len(hashes)
+    if n == 0:
+        return sha256(b"")
+    if n == 1:
+        return hashes[0]
+    k = largest_power_of_two_smaller_than(n)
+    return sha256(b"\x01" + mth_of_leaf_hashes(hashes[:k]) + mth_of_leaf_hashes(hashes[k:]))
+
+
 def path(m: int, leaves: list[bytes]) -> list[bytes]:
     """RFC 6962 §2.1.1: PATH(m, D[n])."""
     n = len(leaves)
