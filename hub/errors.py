@@ -19,6 +19,8 @@ log = logging.getLogger("onceonly.errors")
 
 PROBLEM_TYPE_PREFIX = "urn:onceonly:problem:"
 PROBLEM_CONTENT_TYPE = "application/problem+json"
+# The members RFC 9457 §3.1 defines; an extension member never takes their place.
+PROBLEM_MEMBERS = frozenset({"type", "title", "status", "detail", "instance"})
 
 
 class HubError(Exception):
@@ -73,13 +75,19 @@ def problem_response(
     headers: Mapping[str, str] | None = None,
     extra: Mapping[str, Any] | None = None,
 ) -> JSONResponse:
+    """An RFC 9457 problem document. ``extra`` adds extension members (§3.2); it can
+    never replace a member the RFC defines (§3.1: ``type``, ``title``, ``status``,
+    ``detail``, ``instance``), so ``status`` is always the HTTP status code."""
     body: dict[str, Any] = {
         "type": PROBLEM_TYPE_PREFIX + slug,
         "title": title,
         "status": status,
         "detail": detail,
-        **(extra or {}),
     }
+    clashing = sorted(set(extra or {}) & PROBLEM_MEMBERS)
+    if clashing:
+        log.error("problem extension members dropped: %s", ", ".join(clashing))
+    body.update((k, v) for k, v in (extra or {}).items() if k not in PROBLEM_MEMBERS)
     return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_CONTENT_TYPE)
 
 

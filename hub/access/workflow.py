@@ -299,7 +299,7 @@ async def _not_pending(session: AsyncSession, row: AccessRequest) -> RequestNotP
     by = f" by {row.decided_by!r}" if row.decided_by else ""
     return RequestNotPending(
         f"access request {row.id} is {row.status}{by}; only a pending request changes",
-        extra={"status": row.status},
+        extra={"state": row.status},
     )
 
 

@@ -272,8 +272,21 @@ def test_owner_refuses_with_a_reason(aw: AccessWorld) -> None:
     late = rita.act(request_id, "approve", {})
     assert late.status_code == 409
     assert problem_type(late) == "request-not-pending"
-    assert late.json()["status"] == "refused"
+    assert (late.json()["status"], late.json()["state"]) == (409, "refused")
     assert "refused" in late.json()["detail"]
+
+
+def test_approving_an_approved_request_answers_409_with_the_state_as_an_extension(
+    aw: AccessWorld,
+) -> None:
+    """RFC 9457: ``status`` is the HTTP status; the request's state is ``state``."""
+    request_id = aw.pending(purpose="pension-calculation")
+    rita = person(aw, "rita.registry")
+    assert rita.act(request_id, "approve", {}).status_code == 200
+    again = rita.act(request_id, "approve", {})
+    assert again.status_code == 409
+    assert problem_type(again) == "request-not-pending"
+    assert (again.json()["status"], again.json()["state"]) == (409, "approved")
 
 
 def test_consumer_withdraws_and_nothing_more_happens(aw: AccessWorld) -> None:
@@ -284,7 +297,11 @@ def test_consumer_withdraws_and_nothing_more_happens(aw: AccessWorld) -> None:
     assert withdrawn.json()["status"] == "withdrawn"
     assert withdrawn.json()["decision"]["by"] == "sam.welfare"
     again = sam.act(request_id, "withdraw")
-    assert (again.status_code, again.json()["status"]) == (409, "withdrawn")
+    assert (again.status_code, again.json()["status"], again.json()["state"]) == (
+        409,
+        409,
+        "withdrawn",
+    )
     refused = person(aw, "rita.registry").act(request_id, "refuse", {"reason": "late"})
     assert problem_type(refused) == "request-not-pending"
 
