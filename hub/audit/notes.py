@@ -8,10 +8,12 @@ SHA-256(key name ‖ 0x0A ‖ 0x01 ‖ public key); the verifier key is
 ``<name>+<8 hex key ID>+<base64(0x01 ‖ public key)>``. A checkpoint is a note whose
 text is ``<origin>\\n<tree size>\\n<base64 root hash>\\n``. Shared with
 ``onceonly audit verify``, which must not depend on the hub.
+
+Notes are read as strictly as Go's reference, ``golang.org/x/mod/sumdb/note.Open``:
+a note that Go refuses is refused here too, whatever signature it also carries.
 """
 
 import base64
-import binascii
 import hashlib
 import re
 from dataclasses import dataclass
@@ -25,7 +27,16 @@ ED25519 = 0x01
 SIGNATURE_PREFIX = "\u2014 "  # em dash, space
 MAX_NOTE_BYTES = 1 << 20
 MAX_SIGNATURES = 100
+"""Go's note.Open refuses more ("avoid spending forever parsing a note")."""
 _SIZE = re.compile(r"0|[1-9][0-9]{0,18}")
+# Padded standard base64 (RFC 4648 §4), as Go's base64.StdEncoding decodes it: Python's
+# decoder also takes "AAAA=" and "AAAA====", which Go refuses.
+_BASE64 = re.compile(r"(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?")
+# Unicode White_Space, what Go's unicode.IsSpace matches: a key name contains none.
+_SPACES = frozenset(
+    "\t\n\v\f\r \x85\xa0\u1680\u2028\u2029\u202f\u205f\u3000"
+    + "".join(chr(c) for c in range(0x2000, 0x200B))
+)
 
 
 class NoteError(ValueError):
@@ -33,10 +44,27 @@ class NoteError(ValueError):
 
 
 def check_key_name(name: str) -> str:
-    """A key name is non-empty, without Unicode spaces or ``+`` (signed-note, "Signatures")."""
-    if not name or "+" in name or any(ch.isspace() for ch in name):
+    """A key name is non-empty UTF-8 without Unicode spaces or ``+`` (signed-note,
+    "Signatures"; Go's ``isValidName``)."""
+    if not name or "+" in name or not _SPACES.isdisjoint(name) or not _is_utf8(name):
         raise NoteError(f"invalid key name {name!r}: empty, or contains a space or '+'")
     return name
+
+
+def _is_utf8(text: str) -> bool:
+    """False for a str that no UTF-8 bytes decode to (lone surrogates)."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def decode_base64(encoded: str) -> bytes:
+    """Padded standard base64, strictly (RFC 4648 §4; Go's ``base64.StdEncoding``)."""
+    if not _BASE64.fullmatch(encoded):
+        raise NoteError("not padded standard base64")
+    return base64.b64decode(encoded)
 
 
 def key_id(name: str, public_key: bytes) -> bytes:
@@ -66,9 +94,9 @@ class Verifier:
         name, _, rest = text.strip().partition("+")
         hex_id, _, encoded = rest.partition("+")
         try:
-            raw = base64.b64decode(encoded, validate=True)
+            raw = decode_base64(encoded)
             expected_id = bytes.fromhex(hex_id)
-        except (binascii.Error, ValueError) as error:
+        except ValueError as error:
             raise NoteError("the verifier key is not <name>+<hex id>+<base64 key>") from error
         if len(hex_id) != 8 or len(raw) != 33 or raw[0] != ED25519:
             raise NoteError("the verifier key is not an Ed25519 signed-note verifier key")
@@ -114,23 +142,30 @@ def check_text(text: str) -> None:
         raise NoteError("a note text must end in a newline and contain no control characters")
 
 
-def open_note(note: str, verifier: Verifier) -> str:
+def open_note(note: str | bytes, verifier: Verifier) -> str:
     """The text of ``note`` if ``verifier``'s key signed it; NoteError otherwise.
 
-    Signature lines from other keys are ignored; the one from the pinned key (same
-    name and key ID) must verify (signed-note, "Verifying").
+    As Go's ``note.Open``: the note is UTF-8 without control characters but newlines,
+    ends in a newline, and after its last blank line holds 1 to 100 signature lines,
+    every one of them well-formed. Lines of other keys are ignored; the first line of
+    the pinned key (same name and key ID) decides, and later ones are not consulted
+    (signed-note, "Verifying").
     """
-    if len(note.encode()) > MAX_NOTE_BYTES:
+    raw = _note_bytes(note)
+    if len(raw) > MAX_NOTE_BYTES:
         raise NoteError("the note is too large")
-    split = note.rfind("\n\n")
-    if split < 0 or not note.endswith("\n"):
-        raise NoteError("the note has no signature block")
-    text, lines = note[: split + 1], note[split + 2 : -1].split("\n")
-    check_text(text)
+    whole = _note_text(raw)
+    split = whole.rfind("\n\n")
+    if split < 0:
+        raise NoteError("malformed note: no blank line before the signatures")
+    text, block = whole[: split + 1], whole[split + 2 :]
+    if not block.endswith("\n"):
+        raise NoteError("malformed note: no signature lines, or no newline after the last")
+    lines = block[:-1].split("\n")
     if len(lines) > MAX_SIGNATURES:
-        raise NoteError("the note has too many signatures")
-    for line in lines:
-        name, signature = _signature_line(line)
+        raise NoteError(f"malformed note: more than {MAX_SIGNATURES} signatures")
+    signatures = [_signature_line(number, line) for number, line in enumerate(lines, 1)]
+    for name, signature in signatures:
         if name == verifier.name and signature[:4] == verifier.key_id:
             if not verifier.accepts(text.encode(), signature[4:]):
                 raise NoteError(f"the signature by {name} does not verify: the note was altered")
@@ -138,16 +173,37 @@ def open_note(note: str, verifier: Verifier) -> str:
     raise NoteError(f"the note is not signed by the pinned key {verifier.name}")
 
 
-def _signature_line(line: str) -> tuple[str, bytes]:
-    if not line.startswith(SIGNATURE_PREFIX):
-        raise NoteError("malformed signature line")
-    name, _, encoded = line[len(SIGNATURE_PREFIX) :].rpartition(" ")
+def _note_bytes(note: str | bytes) -> bytes:
+    if isinstance(note, bytes):
+        return note
+    if not _is_utf8(note):
+        raise NoteError("malformed note: not UTF-8")
+    return note.encode()
+
+
+def _note_text(raw: bytes) -> str:
     try:
-        signature = base64.b64decode(encoded, validate=True)
-    except binascii.Error as error:
-        raise NoteError("malformed signature line") from error
-    if not name or len(signature) < 5:
-        raise NoteError("malformed signature line")
+        whole = raw.decode()
+    except UnicodeDecodeError as error:
+        raise NoteError("malformed note: not UTF-8") from error
+    if any(ch < " " and ch != "\n" for ch in whole):
+        raise NoteError("malformed note: a control character other than newline")
+    return whole
+
+
+def _signature_line(number: int, line: str) -> tuple[str, bytes]:
+    """``— <key name> <base64>``: the name ends at the first space (Go's ``chop``), the
+    rest is padded base64 of at least 5 bytes (a key ID and a signature)."""
+    name, _, encoded = line.removeprefix(SIGNATURE_PREFIX).partition(" ")
+    try:
+        if not line.startswith(SIGNATURE_PREFIX):
+            raise NoteError("it does not start with an em dash and a space")
+        check_key_name(name)
+        signature = decode_base64(encoded)
+        if len(signature) < 5:
+            raise NoteError("its signature is shorter than a key ID and a signature")
+    except NoteError as error:
+        raise NoteError(f"malformed note: signature line {number}: {error}") from error
     return name, signature
 
 
@@ -171,8 +227,8 @@ class Checkpoint:
         if not _SIZE.fullmatch(lines[1]):
             raise NoteError(f"invalid checkpoint tree size {lines[1]!r}")
         try:
-            root = base64.b64decode(lines[2], validate=True)
-        except binascii.Error as error:
+            root = decode_base64(lines[2])
+        except NoteError as error:
             raise NoteError("the checkpoint root hash is not base64") from error
         if len(root) != 32:
             raise NoteError("the checkpoint root hash is not a SHA-256 hash")

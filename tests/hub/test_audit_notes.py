@@ -17,6 +17,7 @@ from hub.audit.notes import (
     NoteError,
     Signer,
     Verifier,
+    decode_base64,
     open_checkpoint,
     open_note,
 )
@@ -115,3 +116,100 @@ def test_checkpoint_round_trip_and_origin_check() -> None:
 def test_malformed_checkpoints_are_refused(text: str) -> None:
     with pytest.raises(NoteError):
         Checkpoint.parse(text)
+
+
+GO_SIGNATURE = GO_NOTE.rsplit("\n\n", 1)[1]  # "— PeterNeumann x08go…=\n"
+GO_BLOB = GO_SIGNATURE.split(" ")[2].rstrip("\n")
+OTHER = Signer("EnochRoot", Ed25519PrivateKey.generate())
+OTHER_SIGNATURE = OTHER.sign(GO_TEXT).rsplit("\n\n", 1)[1]
+
+
+def _then(line: str) -> str:
+    """The valid Go note with one more line after its valid signature."""
+    return GO_NOTE + line + "\n"
+
+
+DASH = "\u2014 "
+
+
+@pytest.mark.parametrize(
+    "note",
+    [
+        pytest.param(_then(DASH + "PeterNeumann"), id="line without signature"),
+        pytest.param(_then(DASH + "PeterNeumann "), id="empty signature"),
+        pytest.param(_then("not a signature line"), id="no em dash"),
+        pytest.param(_then("- PeterNeumann " + GO_BLOB), id="hyphen, not em dash"),
+        pytest.param(_then("\u2014PeterNeumann " + GO_BLOB), id="no space after dash"),
+        pytest.param(_then(DASH + "PeterNeumann !!!!"), id="not base64"),
+        pytest.param(_then(DASH + "PeterNeumann AAAA"), id="shorter than 5 bytes"),
+        pytest.param(_then(DASH + "PeterNeumann AAAAAAA"), id="unpadded base64"),
+        pytest.param(_then(DASH + "PeterNeumann AAAAAA=="), id="4 bytes"),
+        pytest.param(_then(DASH + "Peter+Neumann " + GO_BLOB), id="plus in name"),
+        pytest.param(_then(DASH + "Peter\u00a0Neumann " + GO_BLOB), id="nbsp in name"),
+        pytest.param(_then(DASH + "PeterNeumann  " + GO_BLOB), id="two spaces"),
+        pytest.param(_then(DASH + f"PeterNeumann {GO_BLOB} x"), id="trailing field"),
+        pytest.param(_then(DASH + f"PeterNeumann {GO_BLOB}\r"), id="carriage return"),
+        pytest.param(_then(DASH + "EnochRoot " + GO_BLOB + "=="), id="bad padding"),
+        pytest.param(_then(DASH + " " + GO_BLOB), id="empty name"),
+        pytest.param(GO_NOTE + OTHER_SIGNATURE * 100, id="101 signatures"),
+        pytest.param(GO_NOTE.replace("problem,\n", "problem,\t\n"), id="tab in the text"),
+        pytest.param(GO_NOTE.rstrip("\n"), id="no final newline"),
+        pytest.param(GO_TEXT + "\n", id="no signature lines"),
+        pytest.param(GO_TEXT, id="no blank line"),
+        pytest.param(GO_NOTE + "\u2014 x\ud800 " + GO_BLOB + "\n", id="lone surrogate"),
+    ],
+)
+def test_a_malformed_note_is_refused_whatever_valid_signature_it_carries(note: str) -> None:
+    """Go's note.Open refuses each of these; so does the verifier."""
+    with pytest.raises(NoteError, match="malformed"):
+        open_note(note, Verifier.parse(GO_VKEY))
+
+
+@pytest.mark.parametrize(
+    "note",
+    [
+        pytest.param(GO_NOTE.encode() + b"\xff\n", id="bytes that are not UTF-8"),
+        pytest.param(GO_NOTE.encode() + b"\x00\n", id="NUL"),
+    ],
+)
+def test_a_malformed_note_in_bytes_is_refused(note: bytes) -> None:
+    with pytest.raises(NoteError, match="malformed"):
+        open_note(note, Verifier.parse(GO_VKEY))
+
+
+def test_an_empty_line_among_the_signatures_hides_those_before_it() -> None:
+    """The signatures start after the last blank line (Go: bytes.LastIndex): the
+    pinned key's line before an empty line is text, and the note is not its."""
+    note = GO_NOTE + "\n" + OTHER_SIGNATURE
+    with pytest.raises(NoteError, match="not signed by the pinned key"):
+        open_note(note, Verifier.parse(GO_VKEY))
+
+
+@pytest.mark.parametrize(
+    "note",
+    [
+        pytest.param(GO_NOTE + OTHER_SIGNATURE, id="another key after"),
+        pytest.param(GO_TEXT + "\n" + OTHER_SIGNATURE + GO_SIGNATURE, id="another key before"),
+        pytest.param(GO_NOTE + OTHER_SIGNATURE * 99, id="100 signatures"),
+        pytest.param(GO_NOTE + GO_SIGNATURE, id="the same signature twice"),
+        pytest.param(GO_NOTE.encode(), id="bytes"),
+        # Go consults only the first line of a key; a repeat is dropped unverified.
+        pytest.param(
+            GO_NOTE + GO_SIGNATURE.replace("x08go/ZJ", "x08go/ZK"), id="a bad repeat after"
+        ),
+    ],
+)
+def test_well_formed_notes_open_as_in_go(note: str | bytes) -> None:
+    assert open_note(note, Verifier.parse(GO_VKEY)) == GO_TEXT
+
+
+def test_the_first_signature_of_the_pinned_key_decides() -> None:
+    altered = GO_SIGNATURE.replace("x08go/ZJ", "x08go/ZK")
+    with pytest.raises(NoteError, match="does not verify"):
+        open_note(GO_TEXT + "\n" + altered + GO_SIGNATURE, Verifier.parse(GO_VKEY))
+
+
+@pytest.mark.parametrize("encoded", ["AAAA=", "AAAA====", "AA==AA==", "AAA", " AAAA", "AAAA\n"])
+def test_base64_is_read_as_strictly_as_go(encoded: str) -> None:
+    with pytest.raises(NoteError):
+        decode_base64(encoded)
