@@ -33,6 +33,7 @@ from hub.audit.dependencies import CurrentAudit, audited
 from hub.config import SettingsDep
 from hub.db import SessionDep, WriteSessionDep
 from hub.kit.jsonbody import json_body
+from hub.kit.strict import QueryBool
 from hub.people.dependencies import BreakGlassDep, PrincipalDep, StewardDep
 from hub.registry.schemas import DEPARTMENT_ID_PATTERN, ITEM_ID_PATTERN
 
@@ -81,7 +82,7 @@ async def list_requests(
     box: Box | None = None,
     department: DepartmentFilter = None,
     item: ItemFilter = None,
-    overdue: bool | None = None,
+    overdue: QueryBool | None = None,
 ) -> AccessRequestList:
     query = workflow.RequestQuery(
         status=status, box=box, department=department, item=item, overdue=overdue

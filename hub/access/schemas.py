@@ -3,8 +3,9 @@
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
+from hub.kit.strict import STRICT_INPUT, Rfc3339
 from hub.registry.schemas import DEPARTMENT_ID_PATTERN, ITEM_ID_PATTERN
 
 PURPOSE_PATTERN = r"^[a-z0-9][a-z0-9.-]{0,63}$"
@@ -16,14 +17,14 @@ FieldList = Annotated[list[str], Field(min_length=1, max_length=200)]
 
 
 class GrantIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT_INPUT
 
     consumer: str = Field(pattern=DEPARTMENT_ID_PATTERN)
     item: str = Field(pattern=ITEM_ID_PATTERN, max_length=128)
     purpose: str = Field(pattern=PURPOSE_PATTERN)
     legal_basis: str = Field(min_length=1, max_length=2000)
     fields: list[str] | None = Field(default=None, max_length=200)
-    valid_until: AwareDatetime | None = None
+    valid_until: Rfc3339 | None = None
 
 
 class GrantOut(BaseModel):
@@ -54,7 +55,7 @@ class GrantList(BaseModel):
 
 
 class RevokeIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT_INPUT
 
     reason: str = Field(min_length=1, max_length=2000)
 
@@ -66,7 +67,7 @@ class AccessRequestIn(BaseModel):
     version current at the time of the request, so a later version's new fields are
     never included."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT_INPUT
 
     consumer: str = Field(pattern=DEPARTMENT_ID_PATTERN)
     item: str = Field(pattern=ITEM_ID_PATTERN, max_length=128)
@@ -74,22 +75,22 @@ class AccessRequestIn(BaseModel):
     purpose_text: str = Field(min_length=1, max_length=2000)
     legal_basis: str = Field(min_length=1, max_length=2000)
     fields: FieldList | Literal["all"] | None = None
-    valid_until: AwareDatetime | None = None
+    valid_until: Rfc3339 | None = None
 
 
 class ApproveIn(BaseModel):
     """The owner's approval: a subset of the requested fields, a period not longer
     than requested (both default to what was asked)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT_INPUT
 
     fields: list[str] | None = Field(default=None, min_length=1, max_length=200)
-    valid_until: AwareDatetime | None = None
+    valid_until: Rfc3339 | None = None
     reason: str | None = Field(default=None, min_length=1, max_length=2000)
 
 
 class RefuseIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT_INPUT
 
     reason: str = Field(min_length=1, max_length=2000)
 

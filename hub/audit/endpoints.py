@@ -7,7 +7,6 @@ docs/audit.md): auditors, and a department's clients for the entries that name i
 Every read of content, every query and every export is itself an audit entry.
 """
 
-from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request
@@ -27,16 +26,19 @@ from hub.auth.dependencies import CurrentCaller
 from hub.db import SessionDep
 from hub.keys import KeysDep
 from hub.kit.clock import as_utc
+from hub.kit.strict import QueryInt, Rfc3339
 from hub.people.dependencies import AuditorDep
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
 
 
 MAX_SIZE = 2**62
-Size = Annotated[int, Query(ge=0, le=MAX_SIZE)]
+# Query parameters are strict (hub.kit.strict): decimal integers, RFC 3339 times.
+Limit = Annotated[QueryInt, Query(ge=1, le=1000)]
+Size = Annotated[QueryInt, Query(ge=0, le=MAX_SIZE)]
 NOTE_TYPE = "text/plain; charset=utf-8"
 # The index of the last entry of the previous page (``next_cursor``).
-Cursor = Annotated[int | None, Query(ge=0, le=MAX_SIZE)]
+Cursor = Annotated[QueryInt | None, Query(ge=0, le=MAX_SIZE)]
 
 
 @router.get("/checkpoint", response_class=PlainTextResponse)
@@ -56,7 +58,7 @@ async def get_verifier_key(checkpointer: CheckpointerDep) -> PlainTextResponse:
 async def list_checkpoints(
     session: SessionDep,
     since_size: Size = 0,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    limit: Limit = 100,
 ) -> CheckpointPage:
     return await checkpoints.history(session, since_size=since_size, limit=limit)
 
@@ -70,8 +72,8 @@ async def get_inclusion_proof(session: SessionDep, index: Size, tree_size: Size)
 @router.get("/proof/consistency", response_model=ProofOut)
 async def get_consistency_proof(
     session: SessionDep,
-    old_size: Annotated[int, Query(alias="from", ge=0, le=MAX_SIZE)],
-    new_size: Annotated[int, Query(alias="to", ge=0, le=MAX_SIZE)],
+    old_size: Annotated[QueryInt, Query(alias="from", ge=0, le=MAX_SIZE)],
+    new_size: Annotated[QueryInt, Query(alias="to", ge=0, le=MAX_SIZE)],
 ) -> ProofOut:
     """RFC 9162 §2.1.4: proof that the tree of size ``to`` extends the one of ``from``."""
     return await service.consistency(session, old_size=old_size, new_size=new_size)
@@ -83,7 +85,7 @@ async def get_leaves(
     reader: AuditReaderDep,
     scope: ReadScope,
     start: Size = 0,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 1000,
+    limit: Limit = 1000,
 ) -> EntryPage:
     """Consecutive leaf hashes from ``start``, for monitors that recompute every root;
     with the content of the entries the caller is entitled to."""
@@ -92,7 +94,7 @@ async def get_leaves(
 
 @router.get("/entries/{index}", response_model=EntryOut, response_model_exclude_none=True)
 async def get_entry(
-    index: Annotated[int, Path(ge=0, le=MAX_SIZE)],
+    index: Annotated[QueryInt, Path(ge=0, le=MAX_SIZE)],
     session: SessionDep,
     reader: AuditReaderDep,
     scope: ReadScope,
@@ -107,8 +109,8 @@ async def _entry_query(
     item: str | None = Query(default=None, max_length=128),
     action: str | None = Query(default=None, max_length=64),
     outcome: str | None = Query(default=None, max_length=16),
-    since: Annotated[datetime | None, Query(description="RFC 3339; at or after")] = None,
-    until: Annotated[datetime | None, Query(description="RFC 3339; before")] = None,
+    since: Annotated[Rfc3339 | None, Query(description="RFC 3339; at or after")] = None,
+    until: Annotated[Rfc3339 | None, Query(description="RFC 3339; before")] = None,
 ) -> service.EntryQuery:
     """The auditor's filter, shared by the query and the export."""
     return service.EntryQuery(
@@ -133,7 +135,7 @@ async def find_entries(
     keys: KeysDep,
     query: EntryQueryDep,
     cursor: Cursor = None,
-    limit: int = Query(default=100, ge=1, le=1000),
+    limit: Limit = 100,
 ) -> EntryPage:
     return await service.find(
         session,
@@ -155,7 +157,7 @@ async def department_entries(
     caller: CurrentCaller,
     scope: CurrentAudit,
     cursor: Cursor = None,
-    limit: int = Query(default=1000, ge=1, le=1000),
+    limit: Limit = 1000,
 ) -> EntryPage:
     """For a department's client: the record queries it made, and those made of its items."""
     caller.require_scope(AUDIT_READ_SCOPE)

@@ -2,13 +2,16 @@
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from hub.access.schemas import PURPOSE_PATTERN
+from hub.kit.strict import STRICT_INPUT
 
 
 class RecordQuery(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """A record query's body: ``version`` a JSON integer (not ``true``, ``"1"`` or ``1.0``)."""
+
+    model_config = STRICT_INPUT
 
     subject: str = Field(min_length=1, max_length=256)
     purpose: str = Field(pattern=PURPOSE_PATTERN)

@@ -13,6 +13,7 @@ from fastapi import APIRouter, Depends, Path, Query
 from hub.audit.dependencies import CurrentAudit, audited
 from hub.db import SessionDep, WriteSessionDep
 from hub.kit.jsonbody import json_body
+from hub.kit.strict import QueryInt
 from hub.people.dependencies import AdministratorDep, StewardDep
 from hub.people.principal import Principal
 from hub.registry import service
@@ -86,7 +87,7 @@ async def list_versions(item_id: ItemId, session: SessionDep) -> VersionList:
     "/{item_id}/versions/{version}", response_model=ItemVersionOut, response_model_by_alias=True
 )
 async def get_version(
-    item_id: ItemId, version: Annotated[int, Path(ge=1, le=1_000_000)], session: SessionDep
+    item_id: ItemId, version: Annotated[QueryInt, Path(ge=1, le=1_000_000)], session: SessionDep
 ) -> ItemVersionOut:
     return await service.describe_version(session, item_id, version)
 

@@ -5,6 +5,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from hub.kit.strict import STRICT_INPUT
+
 ITEM_ID_PATTERN = r"^[a-z][a-z0-9-]*(\.[a-z][a-z0-9-]*)+$"
 DEPARTMENT_ID_PATTERN = r"^[a-z][a-z0-9-]{1,62}[a-z0-9]$"
 CLIENT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
@@ -24,7 +26,9 @@ Compatibility = Literal[
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """A request body: no unknown members, no coercion (hub.kit.strict)."""
+
+    model_config = STRICT_INPUT
 
 
 class DepartmentIn(_Strict):
@@ -73,7 +77,7 @@ class ItemDocument(_Strict):
     json_schema: dict[str, Any] = Field(alias="schema")
     examples: list[dict[str, Any]] = Field(default_factory=list, max_length=20)
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", strict=True, populate_by_name=True)
 
 
 class VersionDocument(_Strict):
@@ -82,7 +86,7 @@ class VersionDocument(_Strict):
     json_schema: dict[str, Any] = Field(alias="schema")
     examples: list[dict[str, Any]] = Field(default_factory=list, max_length=20)
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", strict=True, populate_by_name=True)
 
 
 class ItemOut(BaseModel):

@@ -134,7 +134,9 @@ def test_audit_entries_filter_by_time_range(hub: RunningHub) -> None:
         first = everything[0]["entry"]["time"]
         later = admin.audit_entries(action="audit.query", since="2999-01-01T00:00:00Z")
         earlier = admin.audit_entries(action="audit.query", until=first)
-        window = admin.audit_entries(action="audit.query", since=first, until="2999-01-01T00:00:00")
+        window = admin.audit_entries(
+            action="audit.query", since=first, until="2999-01-01T00:00:00Z"
+        )
     assert later["entries"] == []
     assert earlier["entries"] == []
     assert window["entries"][0]["entry"]["time"] == first
