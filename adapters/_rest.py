@@ -179,7 +179,7 @@ class RestSource:
         parts = urlsplit(self._url)
         base = f"{parts.scheme}://{parts.netloc}/"
         try:
-            response = await self._http.get(base)
+            response = await self._within_deadline(self._http.build_request("GET", base))
         except httpx.HTTPError as error:
             raise SourceUnavailable(f"cannot reach {base} ({type(error).__name__})") from error
         if response.status_code >= 500:
@@ -208,7 +208,7 @@ class RestSource:
     async def _try(self, request: httpx.Request) -> httpx.Response | SourceUnavailable:
         """The response, or the retryable failure; other failures raise."""
         try:
-            response = await self._http.send(request)
+            response = await self._within_deadline(request)
         except _RETRIED as error:
             return SourceUnavailable(f"cannot reach the system ({type(error).__name__})")
         except httpx.TimeoutException as error:
@@ -218,6 +218,19 @@ class RestSource:
         if response.status_code >= 500:
             return SourceUnavailable(f"the system answered HTTP {response.status_code}")
         return response
+
+    async def _within_deadline(self, request: httpx.Request) -> httpx.Response:
+        """Send ``request`` and read the whole answer within ``timeout`` in all.
+
+        httpx's timeout bounds each read, not the whole answer: a system that sends
+        one byte a second would otherwise hold the adapter as long as it likes."""
+        try:
+            with anyio.fail_after(self._timeout):
+                return await self._http.send(request)
+        except TimeoutError:
+            raise httpx.TimeoutException(
+                f"no whole answer within {self._timeout:g} s", request=request
+            ) from None
 
     def _record(self, answer: object) -> Record:
         if self._fields is None:

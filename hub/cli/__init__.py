@@ -26,12 +26,16 @@ def _hub_url(args: argparse.Namespace) -> str:
 def _admin_call(args: argparse.Namespace, call: Callable[[Any], Any]) -> int:
     from hub.cli.admin_client import AdminClient, AdminError
     from hub.cli.session import credential
+    from hub.kit.jsonbody import UnsafeJson
 
     try:
         with AdminClient(_hub_url(args), credential(_hub_url(args))) as admin:
             result = call(admin)
     except AdminError as error:
         print(f"refused: {error}", file=sys.stderr)
+        return 1
+    except UnsafeJson as error:  # a file the command reads (catalogue import)
+        print(error, file=sys.stderr)
         return 1
     except OSError as error:
         if error.filename is not None:  # a local file or directory, not the hub
@@ -163,7 +167,7 @@ def _department_put(args: argparse.Namespace) -> int:
 
 
 def _client_put(args: argparse.Namespace) -> int:
-    jwks = json.loads(Path(args.jwks).read_text())
+    jwks = _read_json_file(args.jwks)
     return _admin_call(
         args, lambda admin: admin.put_client(args.client_id, department=args.department, jwks=jwks)
     )
@@ -193,12 +197,14 @@ def _grant_revoke(args: argparse.Namespace) -> int:
 
 
 def _read_json_file(name: str) -> Any:
+    from hub.cli.admin_client import read_json_file
+
     try:
-        return json.loads(Path(name).read_text(encoding="utf-8"))
+        return read_json_file(Path(name))
     except OSError as error:
         raise SystemExit(f"cannot read {name}: {error.strerror}") from None
-    except ValueError as error:
-        raise SystemExit(f"{name} is not valid JSON: {error}") from None
+    except ValueError as error:  # not JSON, or nested too deep: one line, no traceback
+        raise SystemExit(str(error)) from None
 
 
 def _items_register(args: argparse.Namespace) -> int:

@@ -1,11 +1,16 @@
 """A small HTTP client for the administrator's API, used by the CLI and the demo."""
 
-import json
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import httpx
+
+from hub.kit.jsonbody import UnsafeJson, load_json
+
+# The deepest JSON any hub takes (hub.config: max_json_depth is at most 256). The hub
+# applies its own limit; this one keeps a hostile file from crashing the client.
+MAX_FILE_DEPTH = 256
 
 
 class AdminError(RuntimeError):
@@ -147,7 +152,7 @@ class AdminClient:
 
     def import_catalogue(self, directory: Path) -> list[str]:
         """Register the departments and items of a catalogue directory (schemas/)."""
-        departments = json.loads((directory / "departments.json").read_text())["departments"]
+        departments = read_json_file(directory / "departments.json")["departments"]
         for department in departments:
             if not self._exists(department["id"]):  # never reset a live department's adapter
                 self.put_department(
@@ -157,10 +162,10 @@ class AdminClient:
                 )
         imported = []
         for path in sorted((directory / "items").glob("*.json")):
-            document = json.loads(path.read_text())
+            document = read_json_file(path)
             self.put_item(document)
             for version in _later_versions(directory, document["id"]):
-                self.add_version(document["id"], json.loads(version.read_text()))
+                self.add_version(document["id"], read_json_file(version))
             imported.append(document["id"])
         return imported
 
@@ -172,6 +177,17 @@ class AdminClient:
                 return False
             raise
         return True
+
+
+def read_json_file(path: Path) -> Any:
+    """A JSON file given to the command line, parsed as the hub parses what it did not
+    write (hub.kit.jsonbody). Raise OSError when it cannot be read, and UnsafeJson (a
+    ValueError that names the file) when it is not JSON, or too deeply nested."""
+    raw = path.read_bytes()
+    try:
+        return load_json(raw, max_depth=MAX_FILE_DEPTH)
+    except UnsafeJson as error:
+        raise UnsafeJson(f"{path} is {error}") from None
 
 
 def _later_versions(directory: Path, item_id: str) -> list[Path]:

@@ -37,6 +37,7 @@ from hub.events.repository import DueDelivery
 from hub.events.tokens import mint_event_token
 from hub.keys import HubKeys
 from hub.kit.clock import rfc3339_ms, utcnow
+from hub.kit.deadline import post_within
 
 log = logging.getLogger("onceonly.events")
 STOP_MARGIN = 5.0  # seconds a stopping round may take beyond its attempts' timeout
@@ -274,11 +275,12 @@ class Deliverer:
             "published_at": rfc3339_ms(delivery.published_at),
         }
         try:
-            response = await self._http.post(
+            response = await post_within(
+                self._http,
                 f"{url.rstrip('/')}/v1/events",
+                seconds=self._settings.owner_timeout,
                 json=body,
                 headers={"Authorization": f"Bearer {token}", "X-Request-Id": delivery.id},
-                timeout=self._settings.owner_timeout,
             )
         except httpx.HTTPError as error:
             return f"{type(error).__name__}"

@@ -1,6 +1,5 @@
 """Calling an owner's adapter over HTTPS (the hub's only outbound call on the hot path)."""
 
-import json
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -13,10 +12,15 @@ from hub.exchange.exceptions import (
     OwnerUnavailable,
     RecordNotFound,
 )
+from hub.kit.deadline import post_within
+from hub.kit.jsonbody import JsonTooDeep, UnsafeJson, load_json
 
 log = logging.getLogger("onceonly.exchange")
 
 MAX_ANSWER_BYTES = 1024 * 1024
+# A record of a registered item, wrapped once; deeper answers are refused as invalid
+# (hub.kit.jsonbody), never parsed into a RecursionError.
+MAX_ANSWER_DEPTH = 64
 
 
 @dataclass(frozen=True)
@@ -31,11 +35,13 @@ class OwnerCall:
 async def fetch_record(
     client: httpx.AsyncClient, call: OwnerCall, *, timeout: float
 ) -> dict[str, Any]:
-    """POST the query to the owner; the record, or the error the consumer should see."""
+    """POST the query to the owner; the record, or the error the consumer should see.
+
+    ``timeout`` is the whole call's deadline, reading the answer included."""
     url = f"{call.adapter_url.rstrip('/')}/v1/items/{call.item}/records/query"
     headers = {"Authorization": f"Bearer {call.token}", "X-Request-Id": call.request_id}
     try:
-        response = await client.post(url, json=call.body, headers=headers, timeout=timeout)
+        response = await post_within(client, url, seconds=timeout, json=call.body, headers=headers)
     except httpx.TimeoutException:
         raise OwnerTimeout(f"the owner's adapter did not answer within {timeout:g} s") from None
     except httpx.HTTPError as error:
@@ -55,8 +61,10 @@ def _read_answer(response: httpx.Response, *, item: str) -> dict[str, Any]:
     if len(response.content) > MAX_ANSWER_BYTES:
         raise OwnerInvalidResponse("the owner's answer is larger than allowed")
     try:
-        answer = json.loads(response.content)
-    except ValueError:
+        answer = load_json(response.content, max_depth=MAX_ANSWER_DEPTH)
+    except JsonTooDeep as error:
+        raise OwnerInvalidResponse(f"the owner's answer is {error}") from None
+    except UnsafeJson:
         raise OwnerInvalidResponse("the owner's answer is not JSON") from None
     record = answer.get("record") if isinstance(answer, dict) else None
     if not isinstance(record, dict) or answer.get("item") != item:

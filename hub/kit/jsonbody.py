@@ -1,9 +1,11 @@
-"""Strict JSON request bodies: size, nesting depth and duplicate keys are limited, NUL refused.
+"""Strict JSON: size, nesting depth and duplicate keys are limited, NUL refused in bodies.
 
 Python's ``json`` keeps the last of two duplicate keys, so ``{"purpose": "a",
 "purpose": "b"}`` could mean different things to a proxy and to us (RFC 8259 §4):
 duplicates are refused. Bodies are parsed here, not by the framework, so the same
-limits hold on every route.
+limits hold on every route. :func:`load_json` is the one parser for JSON the hub
+did not write (request bodies, owners' answers, files given to the CLI): nesting
+deeper than its limit is refused, never a RecursionError.
 """
 
 import json
@@ -40,6 +42,29 @@ def _depth(value: Any) -> int:
     return deepest
 
 
+class UnsafeJson(ValueError):
+    """Not JSON, or JSON refused: nested deeper than allowed, or with a duplicate key."""
+
+
+class JsonTooDeep(UnsafeJson):
+    pass
+
+
+def load_json(raw: bytes | str, *, max_depth: int) -> Any:
+    """Parse JSON that the hub did not write: duplicate keys and nesting deeper than
+    ``max_depth`` are refused. Raise :class:`UnsafeJson` (a ValueError), or
+    :class:`JsonTooDeep` for nesting."""
+    try:
+        value = json.loads(raw, object_pairs_hook=_no_duplicates)
+    except RecursionError:  # the C parser recurses: far too deep to finish
+        raise JsonTooDeep(f"nested deeper than {max_depth} levels") from None
+    except (ValueError, UnicodeDecodeError) as error:
+        raise UnsafeJson(f"not valid JSON: {str(error)[:200]}") from None
+    if _depth(value) > max_depth:
+        raise JsonTooDeep(f"nested deeper than {max_depth} levels")
+    return value
+
+
 def parse_json(raw: bytes, *, max_bytes: int, max_depth: int) -> Any:
     """Parse a JSON body under the limits; raise InvalidRequest or PayloadTooLarge."""
     if len(raw) > max_bytes:
@@ -48,14 +73,11 @@ def parse_json(raw: bytes, *, max_bytes: int, max_depth: int) -> Any:
     if nul is not None:
         raise InvalidRequest(nul)
     try:
-        value = json.loads(raw, object_pairs_hook=_no_duplicates)
-    except RecursionError:
-        raise InvalidRequest(f"the JSON body is nested deeper than {max_depth} levels") from None
-    except (ValueError, UnicodeDecodeError) as error:
-        raise InvalidRequest(f"the body is not valid JSON: {str(error)[:200]}") from None
-    if _depth(value) > max_depth:
-        raise InvalidRequest(f"the JSON body is nested deeper than {max_depth} levels")
-    return value
+        return load_json(raw, max_depth=max_depth)
+    except JsonTooDeep as error:
+        raise InvalidRequest(f"the JSON body is {error}") from None
+    except UnsafeJson as error:
+        raise InvalidRequest(f"the body is {error}") from None
 
 
 def describe_errors(error: ValidationError) -> str:

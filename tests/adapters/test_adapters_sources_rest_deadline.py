@@ -1,0 +1,63 @@
+"""The REST source's ``timeout`` is a deadline for the whole answer, not per read.
+
+A legacy system on loopback sends its headers at once, then one byte every half
+second: each read is quick, so httpx's timeout alone never fires.
+"""
+
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import anyio
+import pytest
+from fastapi import FastAPI
+from fastapi.responses import StreamingResponse
+
+from adapters import RestSource, SourceUnavailable
+
+from adapter_testing import serve
+
+pytestmark = pytest.mark.anyio
+
+TRICKLE = 6.0  # seconds the system takes to finish its (valid) answer
+
+
+def trickling() -> FastAPI:
+    app = FastAPI()
+
+    async def body() -> AsyncIterator[bytes]:
+        for _ in range(int(TRICKLE / 0.5)):
+            yield b" "
+            await anyio.sleep(0.5)
+        yield b'{"street": "Pikk 1"}'
+
+    @app.get("/{path:path}")
+    async def anything(path: str) -> StreamingResponse:
+        return StreamingResponse(body(), media_type="application/json")
+
+    return app
+
+
+@pytest.fixture(scope="module")
+def system() -> Iterator[str]:
+    with serve(trickling()) as url:
+        yield url
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda source: source.fetch("x.y", "38001085718"),
+        lambda source: source.probe("x.y"),
+    ],
+    ids=["fetch", "probe"],
+)
+async def test_a_system_trickling_its_answer_is_cut_off_at_the_timeout(
+    system: str, call: Any
+) -> None:
+    source = RestSource(f"{system}/people/{{subject}}", timeout=1.0, retries=2)
+    try:
+        with anyio.fail_after(1.0 + 1.5):  # the deadline, and a margin for a busy machine
+            with pytest.raises(SourceUnavailable):
+                await call(source)
+    finally:
+        await source.aclose()

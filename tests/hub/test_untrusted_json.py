@@ -1,0 +1,114 @@
+"""JSON the hub did not write is parsed under a depth limit (hub.kit.jsonbody.load_json):
+an owner's answer, a file given to the command line. Nesting 100,000 levels deep is
+refused with a clear error, never a RecursionError (a 500, or a traceback)."""
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi import FastAPI, Response
+
+from adapters import UpstreamError
+from hub.kit.jsonbody import JsonTooDeep, UnsafeJson, load_json
+
+from exchange_world import ADDRESS, OWNER, PURPOSE, SUBJECT, World, exchange_world
+from hub_testing import serve
+
+DEEP = 100_000
+
+
+def nested(levels: int) -> bytes:
+    return b"[" * levels + b"]" * levels
+
+
+@pytest.mark.parametrize(
+    ("raw", "refusal"),
+    [
+        (nested(DEEP), JsonTooDeep),
+        (b'{"a":' * DEEP + b"1" + b"}" * DEEP, JsonTooDeep),
+        (nested(33), JsonTooDeep),  # parses, then fails the depth check
+        (b'{"a": 1, "a": 2}', UnsafeJson),
+        (b"{not json", UnsafeJson),
+        (b"\xff\xfe\x00", UnsafeJson),
+    ],
+    ids=["deep-arrays", "deep-objects", "just-too-deep", "duplicate-key", "not-json", "bytes"],
+)
+def test_load_json_refuses_what_it_cannot_take(raw: bytes, refusal: type[Exception]) -> None:
+    with pytest.raises(refusal):
+        load_json(raw, max_depth=32)
+
+
+def test_load_json_takes_json_at_the_limit() -> None:
+    assert isinstance(load_json(nested(32), max_depth=32), list)
+    assert load_json(b'{"a": [1, {"b": null}]}', max_depth=4) == {"a": [1, {"b": None}]}
+
+
+def deep_owner() -> FastAPI:
+    app = FastAPI()
+
+    @app.post("/v1/items/{item}/records/query")
+    async def answer(item: str) -> Response:
+        record = b'{"street": ' + nested(DEEP) + b"}"
+        body = b'{"item": "' + item.encode() + b'", "version": 1, "record": ' + record + b"}"
+        return Response(body, media_type="application/json")
+
+    return app
+
+
+@pytest.fixture
+def world(database_url: str, tmp_path: Path) -> Iterator[World]:
+    with exchange_world(database_url=database_url, tmp_path=tmp_path) as built:
+        yield built
+
+
+def test_an_owner_answer_nested_100000_deep_is_an_invalid_response(world: World) -> None:
+    with serve(deep_owner()) as owner, world.hub.admin() as admin:
+        admin.put_department(OWNER, name="Civil Registry Office", adapter_url=owner)
+        with world.client() as client, pytest.raises(UpstreamError) as failed:
+            client.fetch(ADDRESS, SUBJECT, purpose=PURPOSE)
+        last = admin.audit_entries(action="record.query")["entries"][-1]["entry"]
+    assert failed.value.status == 502
+    assert failed.value.problem_type == "owner-invalid-response"
+    assert "nested deeper than" in str(failed.value)
+    assert (last["outcome"], last["reason"]) == ("failed", "owner-invalid-response")
+
+
+def onceonly(*args: str) -> subprocess.CompletedProcess[str]:
+    """The command as an operator runs it; nothing listens at the hub URL (a file
+    that cannot be read must be refused before the hub is asked)."""
+    environment = {**os.environ, "ONCEONLY_HUB_URL": "http://127.0.0.1:9", "ONCEONLY_TOKEN": "t"}
+    command = [sys.executable, "-m", "hub", *args]
+    return subprocess.run(
+        command, capture_output=True, text=True, env=environment, timeout=60, check=False
+    )
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["items", "register", "{file}"],
+        ["items", "version", "person.identity", "{file}"],
+        ["client", "put", "x-adapter", "--department", "tax", "--jwks", "{file}"],
+    ],
+    ids=["items-register", "items-version", "client-put"],
+)
+def test_the_cli_refuses_a_deeply_nested_file_in_one_line(
+    tmp_path: Path, command: list[str]
+) -> None:
+    deep = tmp_path / "deep.json"
+    deep.write_bytes(nested(DEEP))
+    done = onceonly(*(part.replace("{file}", str(deep)) for part in command))
+    assert done.returncode == 1
+    assert done.stderr.strip() == f"{deep} is nested deeper than 256 levels"
+
+
+def test_a_catalogue_with_a_deeply_nested_file_is_refused_in_one_line(tmp_path: Path) -> None:
+    (tmp_path / "departments.json").write_bytes(b'{"departments": ' + nested(DEEP) + b"}")
+    done = onceonly("catalogue", "import", str(tmp_path))
+    assert done.returncode == 1
+    assert (
+        done.stderr.strip() == f"{tmp_path / 'departments.json'} is nested deeper than 256 levels"
+    )
