@@ -35,7 +35,8 @@ def world(
 def _signed_checkpoint(url: str) -> tuple[int, bytes]:
     """The checkpoint's size and root, its signature checked against the verifier key
     (C2SP signed-note: key hash = SHA-256(name ‖ "\\n" ‖ 0x01 ‖ key)[:4])."""
-    name, key_hash, key = httpx.get(f"{url}/v1/audit/verifier-key").text.strip().split("+")
+    verifier_key = httpx.get(f"{url}/v1/audit/verifier-key").text.strip()
+    name, key_hash, key = verifier_key.split("+", 2)  # base64 may hold "+" too
     raw_key = base64.b64decode(key)
     assert raw_key[0] == 0x01  # Ed25519
     note = httpx.get(f"{url}/v1/audit/checkpoint").text
