@@ -21,3 +21,13 @@ class InvalidTreeRequest(HubError):
     status = 400
     slug = "invalid-tree-request"
     title = "No such tree or proof"
+
+
+class AuditLogDamaged(HubError):
+    """A stored leaf or subtree hash that a root or proof needs is missing: the log is
+    damaged, which is the operators' fault, never the caller's (``onceonly audit
+    check-nodes`` finds the damage)."""
+
+    status = 500
+    slug = "audit-log-damaged"
+    title = "The audit log is damaged"

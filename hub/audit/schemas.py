@@ -1,9 +1,10 @@
 """Audit API bodies (DESIGN.md, "Audit log": a contract)."""
 
-from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel
+
+from hub.kit.clock import UtcDatetime
 
 
 class EntryOut(BaseModel):
@@ -31,7 +32,7 @@ class CheckpointOut(BaseModel):
     tree_size: int
     root: str
     note: str
-    time: datetime
+    time: UtcDatetime  # SQLite gives it back without its offset
 
 
 class CheckpointPage(BaseModel):

@@ -2,16 +2,21 @@
 
 Each answer reads the tree size and then, in one query, the O(log n) perfect
 subtrees it needs (:mod:`hub.audit.merkle` says which). Appends extend the tree
-from its frontier (the right-edge subtrees) without reading anything else.
+from its frontier (the right-edge subtrees) without reading anything else. A needed
+leaf or node that is not stored is :class:`AuditLogDamaged`, logged, never a KeyError.
 """
 
+import logging
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from hub.audit import merkle, repository
-from hub.audit.exceptions import InvalidTreeRequest
+from hub.audit.exceptions import AuditLogDamaged, InvalidTreeRequest
 from hub.audit.repository import Executor
+
+log = logging.getLogger("onceonly.audit")
 
 
 async def current_size(conn: Executor) -> int:
@@ -21,7 +26,7 @@ async def current_size(conn: Executor) -> int:
 async def root_at(conn: Executor, size: int) -> bytes:
     """MTH(D[0:size]) (RFC 9162 §2.1.1) from at most log2(size) + 1 stored nodes."""
     nodes = merkle.perfect_subtrees(0, size)
-    found = await repository.fetch_nodes(conn, nodes)
+    found = await _fetch(conn, nodes)
     return merkle.fold([found[node] for node in nodes])
 
 
@@ -48,15 +53,32 @@ async def _check_size(conn: Executor, tree_size: int) -> None:
 
 
 async def _hashes(conn: Executor, ranges: list[merkle.Range]) -> list[bytes]:
-    found = await repository.fetch_nodes(conn, merkle.nodes_for(ranges))
+    found = await _fetch(conn, merkle.nodes_for(ranges))
     return merkle.range_hashes(ranges, found)
+
+
+async def _fetch(conn: Executor, nodes: Collection[merkle.Node]) -> Mapping[merkle.Node, bytes]:
+    """The stored hashes of ``nodes``, every one of them, or AuditLogDamaged."""
+    found = await repository.fetch_nodes(conn, nodes)
+    missing = sorted(set(nodes) - found.keys())
+    if missing:
+        names = ", ".join(describe(node) for node in missing[:5])
+        log.error("the audit log is damaged: %s not stored (onceonly audit check-nodes)", names)
+        raise AuditLogDamaged(f"the stored log lacks {names}; the operators have been alerted")
+    return found
+
+
+def describe(node: merkle.Node) -> str:
+    """``entry 12``, or ``the subtree (3, 1) of entries 8-15``."""
+    level, index = node
+    if level == 0:
+        return f"entry {index}"
+    return f"the subtree {node} of entries {index << level}-{((index + 1) << level) - 1}"
 
 
 async def frontier_at(conn: AsyncConnection, size: int) -> merkle.Frontier:
     """The right edge of the tree of ``size`` leaves, read in one query."""
-    return merkle.Frontier.of(
-        size, await repository.fetch_nodes(conn, merkle.perfect_subtrees(0, size))
-    )
+    return merkle.Frontier.of(size, await _fetch(conn, merkle.perfect_subtrees(0, size)))
 
 
 def node_rows(frontier: merkle.Frontier, leaf_hashes: list[bytes]) -> list[dict[str, Any]]:

@@ -7,17 +7,24 @@
    root, a smaller size, or a failed consistency proof (RFC 9162 §2.1.4) is a fork
    or a shrink, i.e. the log's history was changed.
 3. With ``--full``, download every leaf hash and recompute the root (RFC 9162
-   §2.1.1): a changed, removed, reordered or inserted entry shows. With an auditor's
-   credential (``token``), also check every entry's content against its leaf hash.
+   §2.1.1): a changed, removed, reordered or inserted entry shows. Then check the
+   proofs the hub serves against the signed root and the downloaded leaf hashes
+   (RFC 9162 §2.1.3.2, §2.1.4.2): the inclusion proof of every entry and the
+   consistency proof from every size, or of a random sample of them on a larger log,
+   which the hub cannot know in advance. With an auditor's credential (``token``),
+   also check every entry's content against its leaf hash.
 
-Exit status: 0 verified, 1 verification failed (evidence of tampering), 2 the
-verification could not be done (usage, network, unexpected answers).
+Exit status: 0 verified, 1 verification failed (evidence of tampering, or a hub that
+cannot prove what it signed: a proof it refuses with 4xx or 5xx), 2 the verification
+could not be done (usage, transport errors such as a refused connection or a timeout,
+other unexpected answers).
 """
 
 import base64
 import binascii
 import json
 import os
+import random
 import re
 import sys
 from collections.abc import Callable, Iterator
@@ -33,6 +40,9 @@ from hub.audit.notes import Checkpoint, NoteError, Verifier, open_checkpoint
 
 EXIT_OK, EXIT_FAILED, EXIT_CANNOT = 0, 1, 2
 PAGE = 1000
+PROOF_SAMPLE = 256
+"""``--full`` checks the proofs of every entry and size up to this many, else of this
+many chosen at random (the hub cannot tell which it will be asked for)."""
 
 Say = Callable[[str], None]
 
@@ -115,12 +125,7 @@ def _verify(
             _check_consistent(client, earlier, current)
             say(f"consistent with {earlier.source} ({earlier.checkpoint.size} entries)")
         if full:
-            _check_entries(client, current.checkpoint, contents=token is not None)
-            say(f"all {current.checkpoint.size} leaf hashes recomputed to the signed root")
-            if token is None:
-                say("entry contents not checked: sign in as an auditor to check them too")
-            else:
-                say(f"all {current.checkpoint.size} entries' contents match their leaf hashes")
+            _check_full(client, current.checkpoint, contents=token is not None, say=say)
     _save(state_path, current)
     say(f"OK: the log is consistent with every checkpoint seen; state in {state_path}")
 
@@ -185,10 +190,45 @@ def _evidence(earlier: Seen, current: Seen) -> str:
     )
 
 
-def _check_entries(client: "_Hub", checkpoint: Checkpoint, *, contents: bool) -> None:
+def _check_full(client: "_Hub", checkpoint: Checkpoint, *, contents: bool, say: Say) -> None:
+    size = checkpoint.size
+    sample = proof_sample(size)
+    downloaded = _check_entries(client, checkpoint, contents=contents, sample=sample)
+    say(f"all {size} leaf hashes recomputed to the signed root")
+    if contents:
+        say(f"all {size} entries' contents match their leaf hashes")
+    else:
+        say("entry contents not checked: sign in as an auditor to check them too")
+    _check_proofs(client, checkpoint, downloaded)
+    which = "every entry and size" if len(sample) == size else f"{len(sample)} random entries"
+    say(f"the hub's inclusion and consistency proofs of {which} lead to the signed root")
+
+
+def proof_sample(size: int) -> list[int]:
+    """The entries whose inclusion proofs (and the sizes just after them, whose
+    consistency proofs) ``--full`` checks: all on a small log, else a random sample
+    from the operating system's generator, which the hub cannot predict."""
+    if size <= PROOF_SAMPLE:
+        return list(range(size))
+    return sorted(random.SystemRandom().sample(range(size), PROOF_SAMPLE))
+
+
+@dataclass(frozen=True)
+class Downloaded:
+    """What ``--full`` kept of the leaves to check proofs with: the leaf hashes of the
+    sampled entries, and the roots it computed of the trees that end with them."""
+
+    leaf_hashes: dict[int, bytes]
+    roots: dict[int, bytes]
+
+
+def _check_entries(
+    client: "_Hub", checkpoint: Checkpoint, *, contents: bool, sample: list[int]
+) -> Downloaded:
     """Download leaf hashes 0..size-1 and recompute the signed root; with ``contents``
     (an auditor's credential), check every entry's leaf against its hash too."""
-    frontier = merkle.Frontier()
+    frontier, kept = merkle.Frontier(), Downloaded({}, {})
+    wanted = set(sample)
     while frontier.size < checkpoint.size:
         page = client.json(f"/v1/audit/leaves?start={frontier.size}&limit={PAGE}")
         entries = page.get("entries") or []
@@ -198,12 +238,44 @@ def _check_entries(client: "_Hub", checkpoint: Checkpoint, *, contents: bool) ->
                 f"signed checkpoint ({checkpoint.size})"
             )
         for item in entries[: checkpoint.size - frontier.size]:
-            frontier.append(_checked_leaf_hash(item, expected=frontier.size, contents=contents))
+            index = frontier.size
+            leaf_hash = _checked_leaf_hash(item, expected=index, contents=contents)
+            frontier.append(leaf_hash)
+            if index in wanted:
+                kept.leaf_hashes[index], kept.roots[index + 1] = leaf_hash, frontier.root()
     if frontier.root() != checkpoint.root:
         raise VerificationFailed(
             f"the {checkpoint.size} entries do not add up to the signed root: an entry was "
             "changed, removed, reordered or inserted after it was signed"
         )
+    return kept
+
+
+def _check_proofs(client: "_Hub", checkpoint: Checkpoint, downloaded: Downloaded) -> None:
+    """The hub's proofs against the signed root (RFC 9162 §2.1.3.2, §2.1.4.2): a proof
+    that fails, while the leaves add up to the root, means a damaged stored tree."""
+    size, root = checkpoint.size, checkpoint.root
+    for index, leaf_hash in downloaded.leaf_hashes.items():
+        proof = client.proof(f"/v1/audit/proof/inclusion?index={index}&tree_size={size}")
+        if not merkle.verify_inclusion(
+            leaf_hash=leaf_hash, index=index, size=size, proof=proof, root=root
+        ):
+            raise VerificationFailed(
+                f"entry {index}: the hub's inclusion proof does not lead to the signed root"
+                f" of {size} entries, though the entries do: the hub's stored tree is damaged"
+            )
+    for old_size, old_root in downloaded.roots.items():
+        if old_size == size:
+            continue
+        proof = client.proof(f"/v1/audit/proof/consistency?from={old_size}&to={size}")
+        if not merkle.verify_consistency(
+            old_size=old_size, new_size=size, old_root=old_root, new_root=root, proof=proof
+        ):
+            raise VerificationFailed(
+                f"the hub's consistency proof from {old_size} to {size} entries does not"
+                " hold, though the entries add up to the signed root: the hub's stored tree"
+                " is damaged"
+            )
 
 
 def _checked_leaf_hash(item: dict[str, Any], *, expected: int, contents: bool) -> bytes:
@@ -274,9 +346,11 @@ class _Hub:
             response = self._client.get(path)
         except httpx.HTTPError as error:
             raise CannotVerify(f"cannot reach the hub ({path}): {error}") from error
-        if response.status_code == 400 and "/proof/" in path:
+        if "/proof/" in path and (response.status_code == 400 or response.status_code >= 500):
+            # Every proof asked for is of sizes the hub signed: it owes the answer.
             raise VerificationFailed(
-                f"the hub refuses to prove {path} for sizes it signed: {response.text}"
+                f"the hub cannot prove {path} for sizes it signed: it answered"
+                f" {response.status_code} {response.text[:300]}"
             )
         if response.status_code in (401, 403):
             raise CannotVerify(

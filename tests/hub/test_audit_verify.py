@@ -11,6 +11,7 @@ import asyncio
 import base64
 import hashlib
 import json
+import logging
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -375,3 +376,108 @@ def test_proofs_and_history_are_public(hub: RunningHub, database_url: str) -> No
     sizes = [c["tree_size"] for c in history["checkpoints"]]
     assert sizes == sorted(set(sizes))
     assert sizes[-1] == 5
+
+
+@pytest.fixture
+def hub_log(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
+    """The hub's log records of ERROR and above (also when its logging stops propagation)."""
+    logger = logging.getLogger("onceonly")
+    logger.addHandler(caplog.handler)
+    try:
+        with caplog.at_level(logging.ERROR, logger="onceonly"):
+            yield caplog
+    finally:
+        logger.removeHandler(caplog.handler)
+
+
+@pytest.mark.parametrize(
+    ("damage", "query", "named"),
+    [
+        (
+            "DELETE FROM audit_entries WHERE idx = 2",
+            "proof/inclusion?index=3&tree_size=8",
+            "entry 2",
+        ),
+        (
+            "DELETE FROM audit_entries WHERE idx = 2",
+            "proof/consistency?from=3&to=8",
+            "entry 2",
+        ),
+        (
+            "DELETE FROM audit_nodes WHERE level = 1 AND idx = 0",
+            "proof/inclusion?index=3&tree_size=8",
+            "the subtree (1, 0) of entries 0-1",
+        ),
+    ],
+)
+def test_a_proof_that_needs_a_lost_hash_is_a_damaged_log_problem(
+    hub: RunningHub,
+    database_url: str,
+    hub_log: pytest.LogCaptureFixture,
+    damage: str,
+    query: str,
+    named: str,
+) -> None:
+    append(database_url, [_entry(n) for n in range(8)])
+    wait_for_checkpoint(hub, 8)
+    execute(database_url, damage)
+    response = httpx.get(f"{hub.url}/v1/audit/{query}")
+    assert response.status_code == 500
+    assert problem_type(response) == "audit-log-damaged"
+    assert named in response.json()["detail"]
+    assert "KeyError" not in response.text
+    damaged = [r for r in hub_log.records if "audit log is damaged" in r.getMessage()]
+    assert damaged, hub_log.text
+    assert named in damaged[0].getMessage()
+    assert not any(r.exc_info for r in hub_log.records), "no traceback"
+
+
+def test_a_hub_that_cannot_prove_a_size_it_signed_fails_verification(
+    hub: RunningHub, auditor: Auditor, verified: list[dict[str, Any]], database_url: str
+) -> None:
+    """A 5xx to a proof of signed sizes is the hub failing to prove what it signed."""
+    append(database_url, [_entry(n) for n in range(SIZE, SIZE + 25)])
+    wait_for_checkpoint(hub, SIZE + 25)
+    # (3, 4), entries 32-39, is in the proof from 40 to 65 but not in the root of 65.
+    execute(database_url, "DELETE FROM audit_nodes WHERE level = 3 AND idx = 4")
+    status, output = auditor.verify(hub)
+    assert status == 1, output
+    assert f"cannot prove /v1/audit/proof/consistency?from={SIZE}&to={SIZE + 25}" in output
+    assert "500" in output
+    assert json.loads(auditor.state.read_text())["tree_size"] == SIZE  # evidence kept
+
+
+def test_full_checks_the_proofs_the_hub_serves_not_only_the_root(
+    hub: RunningHub, auditor: Auditor, verified: list[dict[str, Any]], database_url: str
+) -> None:
+    """A corrupted stored subtree that the root of 40 does not use (the root is made of
+    (5, 0) and (3, 4)): the leaves still add up, the hub's proofs do not."""
+    execute(
+        database_url,
+        "UPDATE audit_nodes SET hash = :forged WHERE level = 1 AND idx = 0",
+        forged=hashlib.sha256(b"forged").digest(),
+    )
+    assert auditor.verify(hub)[0] == 0  # the quick check sees nothing
+    status, output = auditor.verify(hub, "--full")
+    assert status == 1, output
+    assert f"all {SIZE} leaf hashes recomputed" in output
+    assert f"entry 2: the hub's inclusion proof does not lead to the signed root of {SIZE}" in (
+        output
+    )
+
+
+def test_full_reports_the_proofs_it_checked(
+    hub: RunningHub, auditor: Auditor, verified: list[dict[str, Any]]
+) -> None:
+    status, output = auditor.verify(hub, "--full")
+    assert status == 0, output
+    assert "inclusion and consistency proofs of every entry and size lead to the signed" in (output)
+
+
+def test_checkpoint_times_carry_their_offset(hub: RunningHub, database_url: str) -> None:
+    append(database_url, [_entry(n) for n in range(3)])
+    wait_for_checkpoint(hub, 3)
+    history = httpx.get(f"{hub.url}/v1/audit/checkpoints").json()["checkpoints"]
+    assert history
+    for checkpoint in history:
+        assert datetime.fromisoformat(checkpoint["time"]).utcoffset() is not None, checkpoint
