@@ -113,6 +113,13 @@ class Settings(BaseSettings):
     holidays: list[date] = Field(
         default_factory=list, description="Public holidays that are not working days"
     )
+    grant_max_days: int = Field(
+        default=365,
+        ge=0,
+        le=3650,
+        description="Days a grant lasts at most from its approval (valid_until is capped);"
+        " 0: no maximum, refused in production (docs/access.md)",
+    )
     oidc_issuer: str | None = Field(
         default=None,
         description="OpenID Connect provider's issuer URL, for people's sign-in in production",
@@ -151,6 +158,8 @@ class Settings(BaseSettings):
             problems.append("database_url must name a PostgreSQL database")
         if self.oidc_issuer is not None and not self.oidc_issuer.startswith("https://"):
             problems.append("oidc_issuer must be an https:// URL")
+        if self.grant_max_days == 0:
+            problems.append("grant_max_days must be at least 1 (grants must expire)")
         if problems:
             raise ValueError("production mode refuses insecure settings: " + "; ".join(problems))
         return self

@@ -26,6 +26,7 @@ from hub.access.schemas import (
     PurposeListOut,
     PurposeOut,
     RefuseIn,
+    RenewIn,
     RequestStatus,
     RevokeIn,
 )
@@ -107,10 +108,16 @@ async def approve(
     principal: StewardDep,
     body: Annotated[ApproveIn, Depends(json_body(ApproveIn))],
     session: WriteSessionDep,
+    settings: SettingsDep,
     scope: CurrentAudit,
 ) -> AccessRequestOut:
     return await workflow.approve(
-        session, principal=principal, request_id=request_id, body=body, scope=scope
+        session,
+        principal=principal,
+        request_id=request_id,
+        body=body,
+        settings=settings,
+        scope=scope,
     )
 
 
@@ -172,6 +179,31 @@ async def revoke(
     )
 
 
+@grants.post(
+    "/{grant_id}/renew",
+    response_model=AccessRequestOut,
+    status_code=201,
+    dependencies=[Depends(audited("grant.renew"))],
+)
+async def renew(
+    grant_id: RowId,
+    principal: StewardDep,
+    body: Annotated[RenewIn, Depends(json_body(RenewIn))],
+    session: WriteSessionDep,
+    settings: SettingsDep,
+    scope: CurrentAudit,
+) -> AccessRequestOut:
+    """The consumer's steward asks to renew a grant: a new access request (docs/access.md)."""
+    return await workflow.renew(
+        session,
+        principal=principal,
+        grant_id=grant_id,
+        body=body,
+        settings=settings,
+        scope=scope,
+    )
+
+
 @router.post(
     "", response_model=GrantOut, status_code=201, dependencies=[Depends(audited("grant.create"))]
 )
@@ -179,9 +211,10 @@ async def create_grant(
     _: BreakGlassDep,
     body: Annotated[GrantIn, Depends(json_body(GrantIn))],
     session: WriteSessionDep,
+    settings: SettingsDep,
     scope: CurrentAudit,
 ) -> GrantOut:
-    return await service.create_grant(session, body=body, scope=scope)
+    return await service.create_grant(session, body=body, settings=settings, scope=scope)
 
 
 @router.get("", response_model=GrantList)

@@ -89,6 +89,15 @@ class ApproveIn(BaseModel):
     reason: str | None = Field(default=None, min_length=1, max_length=2000)
 
 
+class RenewIn(BaseModel):
+    """Renewing a grant: its terms are kept; the words and the end may be new."""
+
+    model_config = STRICT_INPUT
+
+    purpose_text: str | None = Field(default=None, min_length=1, max_length=2000)
+    valid_until: Rfc3339 | None = None
+
+
 class RefuseIn(BaseModel):
     model_config = STRICT_INPUT
 

@@ -4,7 +4,7 @@ Grants are made by approving an access request (:mod:`hub.access.workflow`) or,
 in bootstrap and emergencies, with the break-glass token (:func:`create_grant`).
 """
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -13,8 +13,9 @@ from hub.access.exceptions import GrantNotActive, GrantNotFound, NoGrant, NotSha
 from hub.access.models import Grant
 from hub.access.schemas import GrantIn, GrantList, GrantOut, RevokeIn
 from hub.audit.service import AuditScope
+from hub.config import Settings
 from hub.errors import InvalidRequest
-from hub.kit.clock import aware, utcnow
+from hub.kit.clock import as_utc, aware, utcnow
 from hub.people.principal import Principal
 from hub.registry import service as registry
 
@@ -59,6 +60,15 @@ async def all_read_scopes(session: AsyncSession) -> list[str]:
     return [*items, AUDIT_READ_SCOPE]
 
 
+def capped_until(asked: datetime | None, *, now: datetime, max_days: int) -> datetime | None:
+    """A grant's end: what was asked, never later than ``max_days`` from ``now``
+    (``grant_max_days``; 0: no maximum, development only). In UTC, as stored."""
+    if max_days == 0:
+        return as_utc(asked)
+    latest = now + timedelta(days=max_days)
+    return as_utc(latest if asked is None or asked > latest else asked)
+
+
 def grant_status(row: Grant, now: datetime) -> str:
     """``revoked``, ``expired`` (valid_until has passed) or ``active``."""
     if row.status != "active":
@@ -99,8 +109,11 @@ def check_fields(fields: list[str] | None, schema: dict[str, object]) -> None:
         raise InvalidRequest(f"fields not defined by the item's schema: {', '.join(unknown)}")
 
 
-async def create_grant(session: AsyncSession, *, body: GrantIn, scope: AuditScope) -> GrantOut:
-    """A break-glass grant. Asking again for the same active grant returns it."""
+async def create_grant(
+    session: AsyncSession, *, body: GrantIn, settings: Settings, scope: AuditScope
+) -> GrantOut:
+    """A break-glass grant, for at most ``grant_max_days``. Asking again for the same
+    active grant returns it (without ``valid_until``: whatever its end)."""
     scope.note(department=body.consumer, item=body.item, purpose=body.purpose)
     await registry.department(session, body.consumer)
     served = await registry.item_for_exchange(session, body.item)
@@ -117,13 +130,14 @@ async def create_grant(session: AsyncSession, *, body: GrantIn, scope: AuditScop
     now = utcnow()
     if body.valid_until is not None and body.valid_until <= now:
         raise InvalidRequest("valid_until must lie in the future")
+    until = capped_until(body.valid_until, now=now, max_days=settings.grant_max_days)
     existing = await repository.active_grant(
         session, consumer=body.consumer, item=body.item, purpose=body.purpose, now=now
     )
     if (
         existing is not None
         and existing.fields == fields
-        and existing.valid_until == body.valid_until
+        and (body.valid_until is None or aware(existing.valid_until) == until)
         and existing.version == served.version.version
     ):
         grant = existing
@@ -135,7 +149,7 @@ async def create_grant(session: AsyncSession, *, body: GrantIn, scope: AuditScop
             legal_basis=body.legal_basis,
             fields=fields,
             valid_from=now,
-            valid_until=body.valid_until,
+            valid_until=until,
             version=served.version.version,
         )
         repository.add(session, grant)
@@ -162,7 +176,7 @@ async def list_grants(
     return GrantList(grants=[grant_out(grant, owner=owner, now=now) for grant, owner in rows])
 
 
-async def _visible_grant(
+async def visible_grant(
     session: AsyncSession, principal: Principal, grant_id: str
 ) -> tuple[Grant, str]:
     found = await repository.get_grant(session, grant_id)
@@ -175,7 +189,7 @@ async def _visible_grant(
 
 async def get_grant(session: AsyncSession, *, principal: Principal, grant_id: str) -> GrantOut:
     policy.require_reader(principal)
-    grant, owner = await _visible_grant(session, principal, grant_id)
+    grant, owner = await visible_grant(session, principal, grant_id)
     return grant_out(grant, owner=owner)
 
 
@@ -193,7 +207,7 @@ async def revoke(
     at once) is refused with ``grant-not-active``, naming who revoked it and when.
     """
     policy.require_actor(principal)
-    grant, owner = await _visible_grant(session, principal, grant_id)
+    grant, owner = await visible_grant(session, principal, grant_id)
     _note_grant(scope, grant)
     policy.require_grant_party(principal, consumer=grant.consumer_id, owner=owner)
     now = utcnow()

@@ -21,10 +21,11 @@ from uuid import uuid4
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from hub.access import policy, repository
+from hub.access import policy, repository, service
 from hub.access.deadlines import add_working_days
 from hub.access.exceptions import (
     DuplicateRequest,
+    GrantNotActive,
     NotShared,
     RequestNotFound,
     RequestNotPending,
@@ -39,13 +40,14 @@ from hub.access.schemas import (
     Box,
     Decision,
     RefuseIn,
+    RenewIn,
     RequestStatus,
 )
-from hub.access.service import check_fields
+from hub.access.service import capped_until, check_fields
 from hub.audit.service import AuditScope
 from hub.config import Settings
 from hub.errors import InvalidRequest
-from hub.kit.clock import aware, utcnow
+from hub.kit.clock import as_utc, aware, utcnow
 from hub.people.principal import Principal
 from hub.registry import service as registry
 from hub.registry.exceptions import ItemRetired, UnknownItem
@@ -182,14 +184,15 @@ async def request_access(
         legal_basis=body.legal_basis,
         fields=sorted(set(asked)) if asked is not None else None,
         valid_from=now,
-        valid_until=body.valid_until,
+        valid_until=as_utc(body.valid_until),
         requested_by=principal.name,
         requested_at=now,
         answer_due=add_working_days(now, settings.answer_working_days, settings.holidays),
     )
     repository.add(session, row)
     if item.sharing_class == "unconditional":
-        grant = _grant(row, fields=requested_fields(row, version), until=row.valid_until, now=now)
+        until = capped_until(row.valid_until, now=now, max_days=settings.grant_max_days)
+        grant = _grant(row, fields=requested_fields(row, version), until=until, now=now)
         _settle_in_memory(row, grant)
         repository.add(session, grant)
     try:
@@ -198,10 +201,53 @@ async def request_access(
         raise DuplicateRequest(
             "a request for the same item and purpose is pending already"
         ) from None
-    await scope.record_change(
-        session, target=row.id, grant=row.grant_id, fields=requested_fields(row, version)
-    )
+    made = {"grant": row.grant_id} if row.grant_id else {}  # a renewal notes the old grant
+    await scope.record_change(session, target=row.id, fields=requested_fields(row, version), **made)
     return request_out(row, version, now)
+
+
+async def renew(
+    session: AsyncSession,
+    *,
+    principal: Principal,
+    grant_id: str,
+    body: RenewIn,
+    settings: Settings,
+    scope: AuditScope,
+) -> AccessRequestOut:
+    """Ask, before a grant expires, for a new one: an access request for the same item,
+    purpose, legal basis and fields, which the owner decides like any other. The old
+    grant runs until its own end; the audit entry names it (``grant``) and the new
+    request (``target``)."""
+    policy.require_actor(principal)
+    grant, _ = await service.visible_grant(session, principal, grant_id)
+    scope.note(grant=grant.id)
+    policy.require_consumer_steward(principal, grant.consumer_id)
+    status = service.grant_status(grant, utcnow())
+    if status != "active":
+        raise GrantNotActive(f"grant {grant.id!r} is {status}; ask with a new access request")
+    return await request_access(
+        session,
+        principal=principal,
+        body=await _renewal(session, grant, body),
+        settings=settings,
+        scope=scope,
+    )
+
+
+async def _renewal(session: AsyncSession, grant: Grant, body: RenewIn) -> AccessRequestIn:
+    """The request a renewal files: the grant's terms, the first request's words."""
+    first = await repository.get_request(session, grant.request_id) if grant.request_id else None
+    words = first.purpose_text if first is not None and first.purpose_text else None
+    return AccessRequestIn(
+        consumer=grant.consumer_id,
+        item=grant.item_id,
+        purpose=grant.purpose,
+        purpose_text=body.purpose_text or words or f"renewal of grant {grant.id}",
+        legal_basis=grant.legal_basis or "as in the grant it renews",
+        fields=list(grant.fields) if grant.fields is not None else "all",
+        valid_until=body.valid_until,
+    )
 
 
 async def _refuse_duplicate(session: AsyncSession, body: AccessRequestIn) -> None:
@@ -322,14 +368,17 @@ def _approved_fields(body: ApproveIn, requested: list[str]) -> list[str]:
     return sorted(set(body.fields))
 
 
-def _approved_until(body: ApproveIn, row: AccessRequest, now: datetime) -> datetime | None:
+def _approved_until(
+    body: ApproveIn, row: AccessRequest, *, now: datetime, max_days: int
+) -> datetime | None:
+    """What was asked or less, and never more than ``grant_max_days`` from now."""
     asked = aware(row.valid_until)
     if body.valid_until is not None and asked is not None and body.valid_until > asked:
         raise InvalidRequest(f"valid_until must not be later than requested ({asked.isoformat()})")
     until = body.valid_until or asked
     if until is not None and until <= now:
         raise InvalidRequest("valid_until must lie in the future")
-    return until
+    return capped_until(until, now=now, max_days=max_days)
 
 
 async def approve(
@@ -338,9 +387,11 @@ async def approve(
     principal: Principal,
     request_id: str,
     body: ApproveIn,
+    settings: Settings,
     scope: AuditScope,
 ) -> AccessRequestOut:
-    """Approve, with the requested fields or fewer and the requested period or shorter."""
+    """Approve, with the requested fields or fewer and the requested period or shorter
+    (and never longer than ``grant_max_days``)."""
     row = await _pending(session, principal, request_id, scope)
     policy.require_decider(principal, row)
     if row.status != "pending":
@@ -351,7 +402,8 @@ async def approve(
     version = await _version(session, row)
     now = utcnow()
     fields = _approved_fields(body, requested_fields(row, version))
-    grant = _grant(row, fields=fields, until=_approved_until(body, row, now), now=now)
+    until = _approved_until(body, row, now=now, max_days=settings.grant_max_days)
+    grant = _grant(row, fields=fields, until=until, now=now)
     settled = await repository.settle_request(
         session,
         request_id=row.id,

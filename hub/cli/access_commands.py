@@ -108,6 +108,12 @@ def _revoke(args: argparse.Namespace) -> int:
     return _run(args, lambda http: _call(http, "POST", f"{GRANTS}/{args.grant_id}/revoke", body))
 
 
+def _renew(args: argparse.Namespace) -> int:
+    body = {"purpose_text": args.purpose_text, "valid_until": args.valid_until}
+    body = {k: v for k, v in body.items() if v is not None}
+    return _run(args, lambda http: _call(http, "POST", f"{GRANTS}/{args.grant_id}/renew", body))
+
+
 def _list(args: argparse.Namespace) -> int:
     filters = {
         "status": args.status,
@@ -165,6 +171,10 @@ def register(sub: Any) -> None:
     revoke = _add(access, "revoke", _revoke, "revoke a grant at once")
     revoke.add_argument("grant_id")
     revoke.add_argument("--reason", required=True)
+    renew = _add(access, "renew", _renew, "ask to renew a grant before it ends (consumer)")
+    renew.add_argument("grant_id")
+    renew.add_argument("--purpose-text", help="why, in words (default: as first asked)")
+    renew.add_argument("--valid-until", help="RFC 3339 time with a time zone")
     listing = _add(access, "list", _list, "list the requests you may see")
     listing.add_argument("--status", choices=("pending", "approved", "refused", "withdrawn"))
     listing.add_argument("--box", choices=("inbox", "outbox"))

@@ -603,6 +603,12 @@ def test_cli_request_approve_exchange_revoke(
     ]
     assert onceonly("sam.welfare", "grants") == 0
     assert grant_id in capsys.readouterr().out
+    assert onceonly("sam.welfare", "renew", grant_id, "--purpose-text", "one more year") == 0
+    renewal = json.loads(capsys.readouterr().out)
+    assert (renewal["status"], renewal["purpose_text"]) == ("pending", "one more year")
+    assert renewal["requested_fields"] == ["family_name", "given_name"]
+    assert onceonly("sam.welfare", "withdraw", renewal["id"]) == 0
+    capsys.readouterr()
     assert onceonly("rita.registry", "revoke", grant_id, "--reason", "done") == 0
     assert json.loads(capsys.readouterr().out)["status"] == "revoked"
 

@@ -74,6 +74,7 @@ ROUTES: dict[tuple[str, str], str | frozenset[str]] = {
     ("GET", "/v1/grants"): STEWARDS_AND_AUDITORS,
     ("GET", "/v1/grants/{grant_id}"): STEWARDS_AND_AUDITORS,
     ("POST", "/v1/grants/{grant_id}/revoke"): STEWARDS,
+    ("POST", "/v1/grants/{grant_id}/renew"): STEWARDS,
     ("GET", "/v1/purposes"): PUBLIC,
     ("GET", "/v1/audit/checkpoint"): PUBLIC,
     ("GET", "/v1/audit/verifier-key"): PUBLIC,
