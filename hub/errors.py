@@ -60,6 +60,14 @@ class PayloadTooLarge(HubError):
     title = "Payload too large"
 
 
+class RequestHeadersTooLarge(HubError):
+    """RFC 6585 §5: the request's header fields are too large, in total."""
+
+    status = 431
+    slug = "request-header-fields-too-large"
+    title = "Request header fields too large"
+
+
 class Unavailable(HubError):
     status = 503
     slug = "unavailable"
@@ -145,10 +153,17 @@ async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
-async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
-    log.exception(
-        "unexpected error", extra={"request_id": getattr(request.state, "request_id", None)}
-    )
+async def render_unexpected(request: Request, exc: Exception) -> JSONResponse:
+    """The 500 for an exception that no handler took: one log record (with the
+    traceback, and the request id), an audit entry when the request is audited, and
+    a problem that tells nothing of the cause.
+
+    hub.kit.asgi's middleware calls it and answers, so the connection stays open and
+    nothing else prints the traceback; Starlette's own last resort (installed below,
+    for a fault in the middleware itself) would re-raise, and the server would then
+    print a second traceback and close the connection."""
+    request_id = getattr(request.state, "request_id", None)
+    log.error("unexpected error", exc_info=exc, extra={"request_id": request_id})
     error = HubError("the hub could not complete the request; it has been logged")
     return await _audit_refusal(request, error)
 
@@ -157,4 +172,4 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(HubError, _on_hub_error)
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(StarletteHTTPException, _on_http_error)
-    app.add_exception_handler(Exception, _on_unexpected)
+    app.add_exception_handler(Exception, render_unexpected)

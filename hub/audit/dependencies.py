@@ -28,6 +28,7 @@ def audited(action: str) -> Callable[[Request], Coroutine[Any, Any, AuditScope]]
         scope = AuditScope(
             log=request.app.state.audit_log, action=action, request_id=request.state.request_id
         )
+        scope.note(client_request_id=request.state.client_request_id)  # hub.kit.asgi
         request.state.audit = scope
         return scope
 
@@ -77,6 +78,7 @@ async def _reader(
     request.state.audit = AuditScope(
         log=request.app.state.audit_log, action="audit.read", request_id=request.state.request_id
     )
+    request.state.audit.note(client_request_id=request.state.client_request_id)
     if _is_machine_token(authorization):
         caller = await current_caller(request, response, session, settings, keys)
         caller.require_scope(AUDIT_READ_SCOPE)

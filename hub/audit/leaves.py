@@ -48,6 +48,7 @@ ENTRY_FIELDS = (
     "reason",
     "time",
     "request_id",
+    "client_request_id",  # the X-Request-Id the client sent, if well-formed (not unique)
     "commitment",
     "query",  # what an auditor asked: every filter of a query or an export
     "event",  # the change event an entry is about (publish, delivery, replay)

@@ -290,6 +290,7 @@ EXPORT_COLUMNS = (
     "commitment",
     "digest",  # entries of version 1 (before commitments)
     "request_id",
+    "client_request_id",
     "event",
     "target",
     "leaf_hash",

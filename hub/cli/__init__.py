@@ -50,6 +50,8 @@ def _admin_call(args: argparse.Namespace, call: Callable[[Any], Any]) -> int:
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from hub.cli.servers import server_options
+
     if "ONCEONLY_ISSUER" not in os.environ and not os.environ.get("ONCEONLY_CONFIG"):
         os.environ["ONCEONLY_ISSUER"] = f"http://{args.host}:{args.port}"
     uvicorn.run(
@@ -60,6 +62,7 @@ def _serve(args: argparse.Namespace) -> int:
         workers=args.workers,
         log_level="warning",
         proxy_headers=args.proxy_headers,
+        **server_options(),
     )
     return 0
 

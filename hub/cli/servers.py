@@ -1,6 +1,14 @@
-"""Run ASGI apps under uvicorn in background threads, on loopback sockets.
+"""How the hub is served under uvicorn, and ASGI apps in background threads on loopback.
 
-Used by ``onceonly demo`` (one process, four real HTTP services) and by tests.
+:func:`server_options` are the settings of every hub server (``onceonly serve``, the
+demo, tests). uvicorn's httptools protocol buffers a request head (request line and
+header fields) without any bound; :class:`BoundedHttpToolsProtocol` refuses one
+larger than :data:`MAX_HEAD_BYTES` before it is all in memory, with 431 (RFC 6585
+§5). The middleware's tighter limit (hub.kit.asgi.MAX_HEADER_BYTES) answers first,
+as a problem with the request id, for any head that fits under this one.
+
+``serve_in_thread`` is used by ``onceonly demo`` (one process, four real HTTP
+services) and by tests.
 """
 
 import socket
@@ -8,9 +16,64 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from hub.errors import RequestHeadersTooLarge, render
+from hub.kit.asgi import MAX_HEADER_BYTES
+
+MAX_HEAD_BYTES = 2 * MAX_HEADER_BYTES
+_END_OF_HEAD = b"\r\n\r\n"
+
+
+def _head_too_large() -> bytes:
+    """The whole 431 answer, written by the protocol itself (no app has run)."""
+    detail = f"the request head is larger than {MAX_HEAD_BYTES} bytes"
+    response = render(RequestHeadersTooLarge(detail))
+    head = [b"HTTP/1.1 431 Request Header Fields Too Large"]
+    head += [name + b": " + value for name, value in response.raw_headers]
+    return b"\r\n".join([*head, b"connection: close", b"", bytes(response.body)])
+
+
+class BoundedHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with a bound on each request head."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._head: int | None = 0  # bytes of the head read so far; None in a body
+        self._tail = b""  # the last bytes read, to find an end of head split in two
+
+    def data_received(self, data: bytes) -> None:
+        if self._head is not None:
+            window = self._tail + data
+            end = window.find(_END_OF_HEAD)
+            self._head += len(data) if end < 0 else max(0, end + 4 - len(self._tail))
+            self._tail = window[-3:]
+            if self._head > MAX_HEAD_BYTES:
+                self._refuse_head()
+                return
+        super().data_received(data)
+
+    def on_headers_complete(self) -> None:
+        self._head = None
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self._head, self._tail = 0, b""
+        super().on_message_complete()
+
+    def _refuse_head(self) -> None:
+        if self.cycle is None or self.cycle.response_complete:  # no answer under way
+            self.transport.write(_head_too_large())
+        self.transport.close()
+
+
+def server_options() -> dict[str, Any]:
+    """uvicorn settings of every hub server; h11 (if chosen) bounds its heads too."""
+    return {"http": BoundedHttpToolsProtocol, "h11_max_incomplete_event_size": MAX_HEAD_BYTES}
 
 
 def loopback_socket(port: int = 0) -> socket.socket:
@@ -30,7 +93,12 @@ def serve_in_thread(app: FastAPI, sock: socket.socket | None = None) -> Iterator
     """Serve ``app`` until the block ends; yield its base URL once it accepts requests."""
     sock = sock or loopback_socket()
     config = uvicorn.Config(
-        app, log_level="warning", lifespan="on", ws="none", timeout_graceful_shutdown=2
+        app,
+        log_level="warning",
+        lifespan="on",
+        ws="none",
+        timeout_graceful_shutdown=2,
+        **server_options(),
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)

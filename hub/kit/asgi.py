@@ -1,7 +1,14 @@
-"""ASGI middleware: request ids, a hard body-size limit, no NUL in URLs, access logs, metrics.
+"""ASGI middleware: request ids, hard header and body size limits, no NUL in URLs, the
+500 for unexpected errors, access logs, metrics.
 
 Pure ASGI (not BaseHTTPMiddleware) so that it adds no task per request and can
 stop an oversized body while it streams in.
+
+Request ids: the hub makes its own for every request (``X-Request-Id`` on the
+answer, ``request_id`` in the audit entry, sent on to an owner's adapter). A
+well-formed ``X-Request-Id`` from the client is kept beside it, as
+``client_request_id`` in the scope's state and the audit entry: a client's id is
+not unique, so it never names an entry.
 """
 
 import logging
@@ -11,9 +18,17 @@ import uuid
 from typing import Any
 
 from prometheus_client import Counter, Histogram
+from starlette.requests import Request
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from hub.errors import InvalidRequest, problem_response
+from hub.errors import (
+    InvalidRequest,
+    RequestHeadersTooLarge,
+    problem_response,
+    render,
+    render_unexpected,
+)
 from hub.kit.nul import NUL_DETAIL, url_has_nul
 
 log = logging.getLogger("onceonly.access")
@@ -26,6 +41,9 @@ LATENCY = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+# Request header fields in total, names and values (docs/operations.md). The server
+# (hub.cli.servers) refuses a request head twice this size before it is buffered.
+MAX_HEADER_BYTES = 32 * 1024
 
 
 class _BodyTooLarge(Exception):
@@ -41,30 +59,42 @@ class RequestContextMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = _request_id(scope)
-        scope.setdefault("state", {})["request_id"] = request_id
+        request_id = uuid.uuid4().hex
+        state = scope.setdefault("state", {})
+        state["request_id"], state["client_request_id"] = request_id, _client_request_id(scope)
         started = time.perf_counter()
-        status = {"code": 500}
+        status = {"code": 500, "sent": False}
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
-                status["code"] = message["status"]
+                status["code"], status["sent"] = message["status"], True
                 message.setdefault("headers", [])
                 message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
             await send(message)
 
         try:
-            if url_has_nul(scope.get("path", ""), scope.get("query_string", b"")):
-                await _nul_in_url(scope, receive, send_with_id)  # before any route sees it
-                return
-            if _declared_length(scope) > self.max_body_bytes:
-                await _too_large(scope, receive, send_with_id, self.max_body_bytes)
+            refusal = self._refusal(scope)  # before any route sees the request
+            if refusal is not None:
+                await refusal(scope, receive, send_with_id)
                 return
             await self.app(scope, self._limited(receive), send_with_id)
         except _BodyTooLarge:
             await _too_large(scope, receive, send_with_id, self.max_body_bytes)
+        except Exception as error:
+            await _unexpected(scope, receive, send_with_id, error, answered=bool(status["sent"]))
         finally:
-            _observe(scope, status["code"], time.perf_counter() - started, request_id)
+            _observe(scope, int(status["code"]), time.perf_counter() - started, request_id)
+
+    def _refusal(self, scope: Scope) -> Response | None:
+        """The answer to a request refused on its head alone, or None."""
+        if _header_bytes(scope) > MAX_HEADER_BYTES:
+            detail = f"the request's header fields are larger than {MAX_HEADER_BYTES} bytes"
+            return render(RequestHeadersTooLarge(detail))
+        if url_has_nul(scope.get("path", ""), scope.get("query_string", b"")):
+            return _nul_in_url()
+        if _declared_length(scope) > self.max_body_bytes:
+            return _too_large_response(self.max_body_bytes)
+        return None
 
     def _limited(self, receive: Receive) -> Receive:
         seen = 0
@@ -81,13 +111,17 @@ class RequestContextMiddleware:
         return limited
 
 
-def _request_id(scope: Scope) -> str:
+def _client_request_id(scope: Scope) -> str | None:
+    """The client's ``X-Request-Id``, if it sent a well-formed one."""
     for name, value in scope.get("headers", []):
         if name == b"x-request-id":
             candidate = bytes(value).decode("latin-1")
-            if _REQUEST_ID.match(candidate):
-                return candidate
-    return uuid.uuid4().hex
+            return candidate if _REQUEST_ID.match(candidate) else None
+    return None
+
+
+def _header_bytes(scope: Scope) -> int:
+    return sum(len(name) + len(value) for name, value in scope.get("headers", []))
 
 
 def _declared_length(scope: Scope) -> int:
@@ -100,23 +134,46 @@ def _declared_length(scope: Scope) -> int:
     return 0
 
 
-async def _too_large(scope: Scope, receive: Receive, send: Send, limit: int) -> None:
-    response = problem_response(
+def _too_large_response(limit: int) -> Response:
+    return problem_response(
         status=413,
         slug="payload-too-large",
         title="Payload too large",
         detail=f"the body is larger than {limit} bytes",
     )
-    await response(scope, receive, send)
 
 
-async def _nul_in_url(scope: Scope, receive: Receive, send: Send) -> None:
-    response = problem_response(
+async def _too_large(scope: Scope, receive: Receive, send: Send, limit: int) -> None:
+    await _too_large_response(limit)(scope, receive, send)
+
+
+def _nul_in_url() -> Response:
+    return problem_response(
         status=InvalidRequest.status,
         slug=InvalidRequest.slug,
         title=InvalidRequest.title,
         detail=f"{NUL_DETAIL}: in the URL's path or query string",
     )
+
+
+async def _unexpected(
+    scope: Scope, receive: Receive, send: Send, error: Exception, *, answered: bool
+) -> None:
+    """Answer an exception no handler took with the 500 problem (hub.errors), here
+    rather than in Starlette's ServerErrorMiddleware, which re-raises: the server
+    would print a second traceback and close the keep-alive connection. Once an
+    answer has begun it cannot be replaced: the error is logged once and the answer
+    left incomplete, so the server ends the connection (a truncated answer must not
+    look whole)."""
+    request = Request(scope, receive)
+    if answered:
+        log.error(
+            "unexpected error after the answer began",
+            exc_info=error,
+            extra={"request_id": request.state.request_id},
+        )
+        return
+    response = await render_unexpected(request, error)
     await response(scope, receive, send)
 
 

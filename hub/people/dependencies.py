@@ -40,7 +40,10 @@ def _audit_scope(request: Request) -> AuditScope:
             action="route.refused",
             request_id=request.state.request_id,
         )
-        audit.note(target=f"{request.method} {template}")
+        audit.note(
+            target=f"{request.method} {template}",
+            client_request_id=request.state.client_request_id,  # hub.kit.asgi
+        )
         request.state.audit = audit
     return audit
 

@@ -1,0 +1,217 @@
+"""Request edges over real HTTP on loopback, on SQLite and PostgreSQL: an unexpected
+error is one JSON log record and a 500 problem on a connection that stays open;
+oversized request headers get 431; the hub's request ids are its own.
+"""
+
+import csv
+import io
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from hub.cli.servers import MAX_HEAD_BYTES
+from hub.keys import HubKeys
+from hub.kit.asgi import MAX_HEADER_BYTES
+
+from hub_testing import RunningHub, problem_type, running_hub
+
+# A hub served as `onceonly serve` serves it (JSON logs on stderr, uvicorn at warning),
+# with one audited route that fails in a way no handler expects.
+FAILING_HUB = """
+import uvicorn
+from fastapi import Depends
+
+from hub.app import create_app_from_environment
+from hub.audit.dependencies import audited
+from hub.cli.servers import loopback_socket, server_options
+
+app = create_app_from_environment()
+
+
+@app.get("/test/fails", dependencies=[Depends(audited("test.fails"))])
+async def fails() -> None:
+    raise RuntimeError("a fault that no handler takes")
+
+
+sock = loopback_socket()
+print(sock.getsockname()[1], flush=True)
+uvicorn.Server(uvicorn.Config(app, log_level="warning", **server_options())).run(sockets=[sock])
+"""
+
+
+def started(url: str) -> None:
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(f"{url}/healthz").status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, "the hub did not start"
+        time.sleep(0.1)
+
+
+@pytest.fixture
+def failing_hub(database_url: str, tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    environment = {
+        **os.environ,
+        "ONCEONLY_DATA_DIR": str(tmp_path),
+        "ONCEONLY_DATABASE_URL": database_url,
+        "ONCEONLY_LOG_LEVEL": "WARNING",
+        "ONCEONLY_LOG_JSON": "true",
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-c", FAILING_HUB],
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        url = f"http://127.0.0.1:{process.stdout.readline().strip()}"
+        started(url)
+        yield url, process
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            process.wait(timeout=30)
+        for pipe in (process.stdout, process.stderr):
+            if pipe is not None:
+                pipe.close()
+
+
+def local_port(response: httpx.Response) -> int:
+    """The client's port of the connection that carried ``response``."""
+    stream = response.extensions["network_stream"]
+    return int(stream.get_extra_info("client_addr")[1])
+
+
+def test_an_unexpected_error_is_one_json_record_and_keeps_the_connection(
+    failing_hub: tuple[str, subprocess.Popen[str]], tmp_path: Path
+) -> None:
+    url, process = failing_hub
+    with httpx.Client(base_url=url) as client:
+        failed = client.get("/test/fails")
+        failed_on = local_port(failed)
+        after = client.get("/healthz")
+        assert local_port(after) == failed_on  # the same keep-alive connection
+    assert failed.status_code == 500
+    assert problem_type(failed) == "internal-error"
+    assert "fault" not in failed.text  # nothing of the cause reaches the caller
+    assert failed.headers.get("connection") != "close"
+    assert after.status_code == 200
+
+    admin = {"Authorization": f"Bearer {HubKeys.load(tmp_path / 'keys', create=False).admin_token}"}
+    entries = httpx.get(f"{url}/v1/audit/entries", params={"limit": 1000}, headers=admin).json()
+    (entry,) = [e["entry"] for e in entries["entries"] if e["entry"]["action"] == "test.fails"]
+    assert (entry["outcome"], entry["reason"]) == ("failed", "internal-error")
+
+    process.terminate()
+    _, stderr = process.communicate(timeout=30)
+    (line,) = stderr.splitlines()  # one record: no second, plain traceback
+    record = json.loads(line)
+    assert (record["level"], record["message"]) == ("error", "unexpected error")
+    assert record["request_id"] == failed.headers["x-request-id"] == entry["request_id"]
+    assert "RuntimeError: a fault that no handler takes" in record["exception"]
+
+
+@pytest.fixture
+def hub(database_url: str, tmp_path: Path) -> Iterator[RunningHub]:
+    with running_hub(database_url=database_url, data_dir=tmp_path) as running:
+        yield running
+
+
+def test_request_headers_over_the_limit_get_431_before_any_route(hub: RunningHub) -> None:
+    fits = {"X-Padding": "a" * (MAX_HEADER_BYTES - 1024)}
+    assert httpx.get(f"{hub.url}/healthz", headers=fits).status_code == 200
+    headers = {f"X-Padding-{n}": "a" * 1000 for n in range(40)}  # 40 KB in all
+    refused = httpx.post(f"{hub.url}/oauth/token", data={}, headers=headers)
+    assert refused.status_code == 431
+    assert problem_type(refused) == "request-header-fields-too-large"
+    assert len(refused.headers["x-request-id"]) == 32
+    with hub.admin() as admin:  # refused before the (audited) route ran: no entry
+        assert admin.audit_entries(action="token.request")["entries"] == []
+
+
+def raw_exchange(url: str, head: bytes) -> bytes:
+    """Send ``head`` on a new connection; what came back before the server closed it
+    (b"" if it reset the connection before answering)."""
+    host, port = url.removeprefix("http://").split(":")
+    answer = b""
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        try:
+            sock.sendall(head)
+            while chunk := sock.recv(65536):
+                answer += chunk
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+    return answer
+
+
+def test_a_head_far_over_the_limit_is_refused_by_the_server_itself(hub: RunningHub) -> None:
+    padding = b"a" * (MAX_HEAD_BYTES + 1024)
+    answer = raw_exchange(hub.url, b"GET /healthz HTTP/1.1\r\nHost: hub\r\nX-Padding: " + padding)
+    assert answer.startswith(b"HTTP/1.1 431 ")  # the head was not even finished
+    body = json.loads(answer.partition(b"\r\n\r\n")[2])
+    assert body["type"] == "urn:onceonly:problem:request-header-fields-too-large"
+
+
+def test_eight_megabytes_of_headers_are_never_taken(hub: RunningHub) -> None:
+    padding = b"a" * (8 * 1024 * 1024)
+    head = b"GET /healthz HTTP/1.1\r\nHost: hub\r\nX-Padding: " + padding + b"\r\n\r\n"
+    answer = raw_exchange(hub.url, head)
+    assert answer == b"" or answer.startswith(b"HTTP/1.1 431 ")
+    assert httpx.get(f"{hub.url}/healthz").status_code == 200  # and the server goes on
+
+
+def entries_with(hub: RunningHub, client_request_id: str) -> list[dict[str, Any]]:
+    with hub.admin() as admin:
+        page = admin.audit_entries(limit=1000)
+    return [
+        e["entry"]
+        for e in page["entries"]
+        if e["entry"].get("client_request_id") == client_request_id
+    ]
+
+
+def test_the_hub_makes_its_own_request_ids_and_keeps_the_clients_beside_them(
+    hub: RunningHub,
+) -> None:
+    offered = {"X-Request-Id": "batch-7.retry_1"}
+    answers = [httpx.post(f"{hub.url}/oauth/token", data={}, headers=offered) for _ in range(2)]
+    assert [answer.status_code for answer in answers] == [400, 400]
+    ours = [answer.headers["x-request-id"] for answer in answers]
+    assert len(set(ours)) == 2
+    assert "batch-7.retry_1" not in ours
+    entries = entries_with(hub, "batch-7.retry_1")
+    assert [entry["request_id"] for entry in entries] == ours
+
+    malformed = httpx.post(f"{hub.url}/oauth/token", data={}, headers={"X-Request-Id": "a b"})
+    with hub.admin() as admin:
+        page = admin.audit_entries(limit=1000)
+    (entry,) = [
+        e["entry"]
+        for e in page["entries"]
+        if e["entry"]["request_id"] == malformed.headers["x-request-id"]
+    ]
+    assert "client_request_id" not in entry  # only a well-formed id is kept
+
+    export = httpx.get(
+        f"{hub.url}/v1/audit/export",
+        params={"format": "csv"},
+        headers={"Authorization": f"Bearer {hub.keys.admin_token}"},
+    )
+    rows = list(csv.DictReader(io.StringIO(export.text)))
+    assert [
+        row["request_id"] for row in rows if row["client_request_id"] == "batch-7.retry_1"
+    ] == ours
