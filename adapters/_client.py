@@ -14,6 +14,7 @@ caching and refresh, and rotation of the client's own key with no failed request
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from collections.abc import Callable, Generator, Iterable, Iterator
@@ -45,6 +46,8 @@ _ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 _ASSERTION_LIFETIME = 60
 _TOKEN_MARGIN = 30.0
 _BACKOFF = 0.1
+# What the hub takes inside the Idempotency-Key sf-string (docs/events.md)
+_IDEMPOTENCY_KEY = re.compile(r"[A-Za-z0-9._~:+/=-]{1,128}")
 
 
 @dataclass(frozen=True)
@@ -108,11 +111,16 @@ class _Session:
         response = yield from self._resource_flow("POST", url, body)
         return _record_result(response)
 
-    def publish_flow(self, item: str, subject: str, *, kind: str) -> _Flow[str]:
-        """Announce that ``subject``'s record of ``item`` changed (docs/events.md)."""
+    def publish_flow(self, item: str, subject: str, *, kind: str, key: str) -> _Flow[str]:
+        """Announce that ``subject``'s record of ``item`` changed (docs/events.md). Every
+        attempt carries the same ``Idempotency-Key`` (an sf-string, as in
+        draft-ietf-httpapi-idempotency-key-header): the hub makes one event of them all,
+        answering ``202`` for the first and ``200`` with the same event for a repeat."""
         url = f"{self._hub_url}/v1/items/{quote(item, safe='')}/events"
-        response = yield from self._resource_flow("POST", url, {"subject": subject, "kind": kind})
-        if response.status_code != 202:
+        body = {"subject": subject, "kind": kind}
+        headers = {"Idempotency-Key": f'"{key}"'}
+        response = yield from self._resource_flow("POST", url, body, headers=headers)
+        if response.status_code not in (200, 202):
             raise _problem_error(response)
         return _typed(response.json(), "event_id", str)
 
@@ -151,13 +159,20 @@ class _Session:
         self._key = key
 
     def _resource_flow(
-        self, method: str, url: str, body: dict[str, Any] | None
+        self,
+        method: str,
+        url: str,
+        body: dict[str, Any] | None,
+        *,
+        headers: dict[str, str] | None = None,
     ) -> _Flow[httpx.Response]:
         """Get a token if needed, then send; on 401, drop the token and retry once."""
         metadata = yield from self._metadata_flow()
         for attempt in range(2):
             scheme, token = yield from self._token_flow(metadata)
-            build = partial(self._resource_request, method, url, body, scheme=scheme, token=token)
+            build = partial(
+                self._resource_request, method, url, body, scheme=scheme, token=token, extra=headers
+            )
             response = yield from self._with_nonce(build)
             if response.status_code != 401 or attempt == 1:
                 break
@@ -234,13 +249,20 @@ class _Session:
         return jwt.encode(header, claims, key, algorithms=[header["alg"]])
 
     def _resource_request(
-        self, method: str, url: str, body: dict[str, Any] | None, *, scheme: str, token: str
+        self,
+        method: str,
+        url: str,
+        body: dict[str, Any] | None,
+        *,
+        scheme: str,
+        token: str,
+        extra: dict[str, str] | None,
     ) -> httpx.Request:
         if scheme == "DPoP":
             headers = self._dpop.headers(method, url, token, nonce=self._nonce)
         else:
             headers = {"Authorization": f"Bearer {token}"}
-        return httpx.Request(method, url, json=body, headers=headers)
+        return httpx.Request(method, url, json=body, headers={**(extra or {}), **headers})
 
 
 class _Retries:
@@ -317,10 +339,24 @@ class HubClient:
                 results[subject] = error
         return results
 
-    def publish(self, item: str, subject: str, *, kind: str = "changed") -> str:
+    def publish(
+        self,
+        item: str,
+        subject: str,
+        *,
+        kind: str = "changed",
+        idempotency_key: str | None = None,
+    ) -> str:
         """Tell the hub that ``subject``'s record of ``item`` (owned by this department)
-        ``changed`` or was ``deleted``; returns the event id. No record data is sent."""
-        return self._run(self._session.publish_flow(item, subject, kind=kind))
+        ``changed`` or was ``deleted``; returns the event id. No record data is sent.
+
+        Publishing again with the same ``idempotency_key`` (1 to 128 of
+        ``A-Z a-z 0-9 . _ ~ : + / = -``; anything else is a ``ValueError``) gives the same
+        event id and no second event; keep the key with the change until the hub
+        accepted it. Without one, a key is made for this call, so that its own retries
+        never make two events."""
+        key = _idempotency_key(idempotency_key)
+        return self._run(self._session.publish_flow(item, subject, kind=kind, key=key))
 
     def subscribe(self, item: str) -> None:
         """Be told of changes to ``item``'s records (needs an active grant)."""
@@ -457,9 +493,17 @@ class AsyncHubClient:
                 group.start_soon(one, subject)
         return results
 
-    async def publish(self, item: str, subject: str, *, kind: str = "changed") -> str:
+    async def publish(
+        self,
+        item: str,
+        subject: str,
+        *,
+        kind: str = "changed",
+        idempotency_key: str | None = None,
+    ) -> str:
         """See `HubClient.publish`."""
-        return await self._run(self._session.publish_flow(item, subject, kind=kind))
+        key = _idempotency_key(idempotency_key)
+        return await self._run(self._session.publish_flow(item, subject, kind=kind, key=key))
 
     async def subscribe(self, item: str) -> None:
         """See `HubClient.subscribe`."""
@@ -513,6 +557,18 @@ class AsyncHubClient:
             if delay is None:
                 return retries.settle(outcome)
             await anyio.sleep(delay)
+
+
+def _idempotency_key(given: str | None) -> str:
+    """The key to publish with: ``given``, or a new one for this call.
+
+    :raises ValueError: ``given`` is not 1 to 128 of ``A-Z a-z 0-9 . _ ~ : + / = -``.
+    """
+    if given is None:
+        return uuid.uuid4().hex
+    if not _IDEMPOTENCY_KEY.fullmatch(given):
+        raise ValueError("an idempotency key is 1 to 128 of A-Z a-z 0-9 . _ ~ : + / = -")
+    return given
 
 
 def _receipt_row(result: RecordResult, *, subject: str, purpose: str) -> ReceiptRow:

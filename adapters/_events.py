@@ -127,7 +127,10 @@ class ChangePublisher:
 
     Every `RecordStore.put`, `delete` and import row notes a change in the store's
     outbox, in the same transaction as the record. This task publishes them in
-    order and forgets each one the hub accepted. While the hub cannot be reached
+    order and forgets each one the hub accepted. Each change carries its own
+    idempotency key, sent with every attempt: a change published again because the
+    hub's answer was lost (or the adapter stopped before forgetting it) is the same
+    event at the hub, never a second one. While the hub cannot be reached
     or refuses the client (not registered yet), changes wait and are tried again;
     a change the hub refuses for good (an item this department does not own, say)
     is dropped with a warning, so that it cannot block the ones behind it.
@@ -153,7 +156,12 @@ class ChangePublisher:
         accepted = 0
         for change in changes:
             try:
-                await self._client.publish(change.item, change.subject, kind=change.kind)
+                await self._client.publish(
+                    change.item,
+                    change.subject,
+                    kind=change.kind,
+                    idempotency_key=change.idempotency_key,
+                )
                 accepted += 1
             except (AccessDenied, NotFound, InvalidRequest) as refused:
                 log.warning("change dropped: %s", refused.problem_type, extra={"item": change.item})

@@ -11,6 +11,7 @@ import csv
 import dataclasses
 import json
 import math
+import secrets
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -65,6 +66,9 @@ _changes = sa.Table(
     sa.Column("subject", sa.String(256), nullable=False),
     sa.Column("kind", sa.String(16), nullable=False),
     sa.Column("time", sa.String(32), nullable=False),
+    # The publish's Idempotency-Key, random: not the id, which SQLite gives again once
+    # the outbox is empty (and a new store starts again at 1)
+    sa.Column("idempotency_key", sa.String(32)),
 )
 
 # Change events received from the hub, by event id: the de-duplication register.
@@ -122,6 +126,7 @@ class Change:
     item: str
     subject: str
     kind: str
+    idempotency_key: str  # the same for every attempt to publish this change
 
 
 @dataclass(frozen=True)
@@ -207,6 +212,7 @@ class RecordStore:
         sa.event.listen(self._engine, "connect", _tune)
         _metadata.create_all(self._engine)
         _add_missing_columns(self._engine)
+        _key_earlier_changes(self._engine)
 
     def close(self) -> None:
         self._engine.dispose()
@@ -253,7 +259,13 @@ class RecordStore:
 
     def pending_changes(self, limit: int = 100) -> list[Change]:
         """Changes not yet announced to the hub, oldest first."""
-        query = sa.select(_changes.c.id, _changes.c.item, _changes.c.subject, _changes.c.kind)
+        query = sa.select(
+            _changes.c.id,
+            _changes.c.item,
+            _changes.c.subject,
+            _changes.c.kind,
+            _changes.c.idempotency_key,
+        )
         with self._engine.connect() as connection:
             rows = connection.execute(query.order_by(_changes.c.id).limit(limit)).all()
         return [Change(**row._asdict()) for row in rows]
@@ -448,8 +460,15 @@ def _upsert(
 
 def _note_changes(connection: sa.Connection, item: str, *, subjects: list[str], kind: str) -> None:
     now = _now()
-    rows = [{"item": item, "subject": s, "kind": kind, "time": now} for s in subjects]
+    rows = [
+        {"item": item, "subject": s, "kind": kind, "time": now, "idempotency_key": _new_key()}
+        for s in subjects
+    ]
     connection.execute(sa.insert(_changes), rows)
+
+
+def _new_key() -> str:
+    return secrets.token_hex(16)
 
 
 def _now() -> str:
@@ -575,3 +594,14 @@ def _add_missing_columns(engine: sa.Engine) -> None:
                     connection.exec_driver_sql(
                         f'ALTER TABLE "{table.name}" ADD COLUMN "{column.name}" {kind}'
                     )
+
+
+def _key_earlier_changes(engine: sa.Engine) -> None:
+    """Changes noted before publishes carried an idempotency key get one each, random
+    (SQLite evaluates ``randomblob`` once per row), before any of them is published."""
+    with engine.begin() as connection:
+        connection.execute(
+            sa.update(_changes)
+            .where(_changes.c.idempotency_key.is_(None))
+            .values(idempotency_key=sa.func.lower(sa.func.hex(sa.func.randomblob(16))))
+        )

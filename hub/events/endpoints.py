@@ -2,14 +2,21 @@
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, BackgroundTasks, Depends, Path, Query, Response
+from fastapi import APIRouter, BackgroundTasks, Depends, Header, Path, Query, Response
 
 from hub.audit.dependencies import CurrentAudit, audited
 from hub.auth.dependencies import CurrentCaller
 from hub.db import SessionDep, WriteSessionDep
 from hub.events import service
 from hub.events.dependencies import DelivererDep
-from hub.events.schemas import DeliveryList, EventAccepted, EventIn, SubscriptionOut
+from hub.events.schemas import (
+    IDEMPOTENCY_KEY_PATTERN,
+    DeliveryList,
+    EventAccepted,
+    EventIn,
+    SubscriptionOut,
+    idempotency_key,
+)
 from hub.keys import KeysDep
 from hub.kit.jsonbody import json_body
 from hub.people.dependencies import AdministratorDep
@@ -17,6 +24,17 @@ from hub.registry.endpoints import ItemId
 
 router = APIRouter(prefix="/v1/items", tags=["events"])
 admin = APIRouter(prefix="/v1/admin/events", tags=["administration"])
+
+
+async def _idempotency_key(
+    value: Annotated[
+        str | None, Header(alias="Idempotency-Key", pattern=IDEMPOTENCY_KEY_PATTERN)
+    ] = None,
+) -> str | None:
+    return idempotency_key(value)
+
+
+IdempotencyKey = Annotated[str | None, Depends(_idempotency_key)]
 
 
 @router.post(
@@ -34,12 +52,24 @@ async def publish(
     keys: KeysDep,
     deliverer: DelivererDep,
     tasks: BackgroundTasks,
+    key: IdempotencyKey,
+    response: Response,
 ) -> EventAccepted:
-    accepted = await service.publish(
-        session, caller=caller, item_id=item_id, event=event, keys=keys, scope=scope
+    """``202`` for a new event; ``200`` with the same answer for a repeat (same key)."""
+    published = await service.publish(
+        session,
+        caller=caller,
+        item_id=item_id,
+        event=event,
+        idempotency_key=key,
+        keys=keys,
+        scope=scope,
     )
-    tasks.add_task(deliverer.wake)  # after the commit: deliver now rather than at the next poll
-    return accepted
+    if published.repeated:
+        response.status_code = 200
+    else:  # after the commit: deliver now rather than at the next poll
+        tasks.add_task(deliverer.wake)
+    return published.accepted
 
 
 @router.put(

@@ -5,6 +5,9 @@ data. The raw subject is kept only while a delivery still needs it (the pseudony
 stays for the audit trail): an event without deliveries never stores it, and it is
 erased once every delivery is delivered or cancelled. A dead letter keeps it, since
 a replay sends it again.
+
+An owner may send an idempotency key with each publish: a publish repeated with the
+same key is the same event, never a second one (docs/events.md, "Publishing again").
 """
 
 from datetime import datetime
@@ -22,6 +25,11 @@ def _id() -> str:
 
 class Event(SQLModel, table=True):
     __tablename__ = "events"
+    __table_args__ = (
+        # One event per key and publishing department; events without a key (NULL)
+        # never collide.
+        sa.Index("uq_events_owner_idempotency_key", "owner_id", "idempotency_key", unique=True),
+    )
 
     id: str = Field(default_factory=_id, primary_key=True, max_length=32)
     item_id: str = Field(foreign_key="items.id", index=True, max_length=128)
@@ -30,6 +38,9 @@ class Event(SQLModel, table=True):
     subject: str | None = Field(default=None, max_length=256)
     subject_pseudonym: str = Field(max_length=64)
     published_at: datetime = created_at()
+    idempotency_key: str | None = Field(default=None, max_length=128)
+    # The index of the event's ``event.publish`` entry: the receipt a repeat answers with
+    audit_index: int | None = Field(default=None, sa_type=sa.BigInteger)
 
 
 class Delivery(SQLModel, table=True):

@@ -6,6 +6,7 @@ from typing import Any
 from uuid import uuid4
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from hub.access.models import Grant
@@ -47,10 +48,27 @@ async def has_active_grant(
     return bool((await session.execute(query)).scalar())
 
 
+def _insert_new_key(dialect: str) -> Any:
+    """INSERT that does nothing when the publisher's idempotency key is taken. On
+    PostgreSQL a publish under way with the same key is waited for: if it commits,
+    this one inserts nothing; if it rolls back, this one inserts."""
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    return (
+        insert(_events)
+        .on_conflict_do_nothing(index_elements=["owner_id", "idempotency_key"])
+        .returning(_events.c.id)  # psycopg's rowcount of such an INSERT is -1
+    )
+
+
 async def insert_event(
     session: AsyncSession, *, event: dict[str, Any], departments: list[str]
-) -> None:
-    await session.execute(sa.insert(_events).values(**event))
+) -> bool:
+    """Store the event and its deliveries; False (nothing stored) when its owner already
+    published an event under the same idempotency key."""
+    dialect = (await session.connection()).dialect.name
+    result = await session.execute(_insert_new_key(dialect).values(**event))
+    if result.first() is None:
+        return False
     if departments:
         rows = [
             {
@@ -64,6 +82,44 @@ async def insert_event(
             for department in departments
         ]
         await session.execute(sa.insert(_deliveries), rows)
+    return True
+
+
+async def set_audit_index(session: AsyncSession, *, event_id: str, index: int) -> None:
+    await session.execute(
+        sa.update(_events).where(_events.c.id == event_id).values(audit_index=index)
+    )
+
+
+@dataclass(frozen=True)
+class KeyedEvent:
+    """An event published under an idempotency key, as a repeat of its publish sees it."""
+
+    id: str
+    item_id: str
+    kind: str
+    subject_pseudonym: str
+    audit_index: int | None
+    subscribers: int
+
+
+async def event_with_key(session: AsyncSession, *, owner: str, key: str) -> KeyedEvent | None:
+    subscribers = (
+        sa.select(sa.func.count())
+        .where(_deliveries.c.event_id == _events.c.id)
+        .scalar_subquery()
+        .label("subscribers")
+    )
+    query = sa.select(
+        _events.c.id,
+        _events.c.item_id,
+        _events.c.kind,
+        _events.c.subject_pseudonym,
+        _events.c.audit_index,
+        subscribers,
+    ).where(_events.c.owner_id == owner, _events.c.idempotency_key == key)
+    row = (await session.execute(query)).first()
+    return None if row is None else KeyedEvent(**row._asdict())
 
 
 async def get_subscription(

@@ -7,6 +7,16 @@ from pydantic import BaseModel, ConfigDict, Field
 from hub.exchange.schemas import ReceiptOut
 from hub.kit.clock import UtcDatetime
 
+# draft-ietf-httpapi-idempotency-key-header §2.1: an sf-string (RFC 8941 §3.3.3), here
+# of 1 to 128 characters that need no escape; the bare form (no quotes) is taken too.
+_KEY = r"[A-Za-z0-9._~:+/=-]{1,128}"
+IDEMPOTENCY_KEY_PATTERN = rf'^(?:"{_KEY}"|{_KEY})$'
+
+
+def idempotency_key(header: str | None) -> str | None:
+    """The key of an ``Idempotency-Key`` header matching IDEMPOTENCY_KEY_PATTERN."""
+    return None if header is None else header.strip('"')
+
 
 class EventIn(BaseModel):
     model_config = ConfigDict(extra="forbid")

@@ -1,13 +1,17 @@
 """Event rules: only owners publish; only subscribers under an active grant receive."""
 
+from dataclasses import dataclass
+from typing import Any
 from uuid import uuid4
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.access.exceptions import NoGrant
 from hub.access.service import publish_scope, read_scope
-from hub.audit.service import AuditScope
+from hub.audit import repository as audit_repository
+from hub.audit.service import AuditScope, Receipt
 from hub.auth.service import Caller
+from hub.errors import HubError
 from hub.events import repository
 from hub.events.exceptions import DeliveryNotFound, NotOwner
 from hub.events.models import Subscription
@@ -18,19 +22,39 @@ from hub.kit.clock import utcnow
 from hub.registry import service as registry
 
 
+class IdempotencyKeyReused(HubError):
+    """The owner's idempotency key names an event that announced another change
+    (draft-ietf-httpapi-idempotency-key-header §2.7: a key reused for another payload)."""
+
+    status = 422
+    slug = "idempotency-key-reused"
+    title = "Idempotency key used for another event"
+
+
+@dataclass(frozen=True)
+class Publication:
+    """The answer to a publish, and whether it repeats an earlier one (same key)."""
+
+    accepted: EventAccepted
+    repeated: bool = False
+
+
 async def publish(
     session: AsyncSession,
     *,
     caller: Caller,
     item_id: str,
     event: EventIn,
+    idempotency_key: str | None,
     keys: HubKeys,
     scope: AuditScope,
-) -> EventAccepted:
+) -> Publication:
     """Store the event and one delivery per subscriber, with its audit entry, atomically.
 
     The raw subject is stored only for the deliveries that will send it: an event
-    nobody subscribes to keeps only the pseudonym."""
+    nobody subscribes to keeps only the pseudonym. A publish repeated with the
+    ``idempotency_key`` of an earlier one of the caller's department answers with that
+    event and its receipt; it stores nothing and writes no entry (it decides nothing)."""
     pseudonym = keys.pseudonym(event.subject)
     scope.note(item=item_id, subject=pseudonym)
     served = await registry.item_for_exchange(session, item_id)
@@ -48,12 +72,44 @@ async def publish(
         "subject": event.subject if departments else None,
         "subject_pseudonym": pseudonym,
         "published_at": now,
+        "idempotency_key": idempotency_key,
     }
-    await repository.insert_event(session, event=row, departments=departments)
+    if not await repository.insert_event(session, event=row, departments=departments):
+        assert idempotency_key is not None  # only a key can collide
+        return await _earlier(session, caller=caller, key=idempotency_key, row=row)
     receipt = await scope.record_change(session, event=event_id)
-    return EventAccepted(
-        event_id=event_id, subscribers=len(departments), receipt=ReceiptOut(**receipt.as_json())
+    await repository.set_audit_index(session, event_id=event_id, index=receipt.index)
+    return Publication(
+        EventAccepted(
+            event_id=event_id, subscribers=len(departments), receipt=ReceiptOut(**receipt.as_json())
+        )
     )
+
+
+async def _earlier(
+    session: AsyncSession, *, caller: Caller, key: str, row: dict[str, Any]
+) -> Publication:
+    """The event first published under ``key``, if ``row`` announces the same change
+    (item, kind and subject, compared by pseudonym: the raw subject may be erased)."""
+    found = await repository.event_with_key(session, owner=caller.department, key=key)
+    if found is None or found.audit_index is None:  # the key's event is committed with both
+        raise RuntimeError("an idempotency key collided with no committed event")
+    if (found.item_id, found.kind, found.subject_pseudonym) != (
+        row["item_id"],
+        row["kind"],
+        row["subject_pseudonym"],
+    ):
+        raise IdempotencyKeyReused(
+            f"idempotency key {key!r} was used for another event (item, kind or subject)"
+        )
+    entry = await audit_repository.get_entry(session, found.audit_index)
+    if entry is None:
+        raise RuntimeError(f"event {found.id} names no audit entry {found.audit_index}")
+    receipt = Receipt(entry.idx, entry.leaf_hash)
+    accepted = EventAccepted(
+        event_id=found.id, subscribers=found.subscribers, receipt=ReceiptOut(**receipt.as_json())
+    )
+    return Publication(accepted, repeated=True)
 
 
 async def subscribe(

@@ -181,3 +181,36 @@ def test_a_store_written_before_commitments_keeps_its_trail_and_gains_the_column
         )
         trail = store.served_entries()
     assert [(e.request_id, e.commitment) for e in trail] == [("r1", None), ("r2", "hmac-sha256:x")]
+
+
+def test_each_change_carries_its_own_idempotency_key(store: RecordStore) -> None:
+    store.put(ITEM, SUBJECT, RECORD)
+    store.put(ITEM, SUBJECT, RECORD)
+    store.delete(ITEM, SUBJECT)
+    keys = [change.idempotency_key for change in store.pending_changes()]
+    assert len(set(keys)) == 3
+    assert all(len(key) == 32 for key in keys)
+    assert [c.idempotency_key for c in store.pending_changes()] == keys  # kept, not remade
+
+
+def test_changes_noted_before_keys_get_one_each_once(tmp_path: Path) -> None:
+    """An outbox from before idempotency keys: each waiting change gets its own key when
+    the store opens, and keeps it across openings (so that its publishes are one event)."""
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as old:
+        old.execute(
+            "CREATE TABLE changes (id INTEGER PRIMARY KEY AUTOINCREMENT,"
+            " item VARCHAR(128) NOT NULL, subject VARCHAR(256) NOT NULL,"
+            " kind VARCHAR(16) NOT NULL, time VARCHAR(32) NOT NULL)"
+        )
+        for subject in ("a", "b"):
+            old.execute(
+                "INSERT INTO changes (item, subject, kind, time) VALUES (?, ?, 'changed', 't')",
+                (ITEM, subject),
+            )
+    with RecordStore(path) as store:
+        keys = [change.idempotency_key for change in store.pending_changes()]
+    with RecordStore(path) as store:
+        assert [change.idempotency_key for change in store.pending_changes()] == keys
+    assert len(set(keys)) == 2
+    assert all(len(key) == 32 for key in keys)
