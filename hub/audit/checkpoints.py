@@ -5,6 +5,12 @@ One :class:`Checkpointer` task per hub process signs the tree every
 checkpoint. Processes sharing one database may race: the tree of a given size is
 the same for all of them, Ed25519 signatures are deterministic, and the size is the
 table's primary key with conflicts ignored, so one size never has two checkpoints.
+
+A checkpoint is a promise that cannot be taken back, so before signing a size the
+task proves, from the stored tree, that it extends the latest stored checkpoint (RFC
+9162 §2.1.4). If it does not (a stored entry or subtree hash was changed or lost),
+it signs nothing, raises :attr:`Checkpointer.alarm` for ``/readyz`` and logs the
+problem once, until the tree extends that checkpoint again.
 """
 
 import asyncio
@@ -14,6 +20,7 @@ from pathlib import Path
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from hub.audit import leaves, repository, tree
+from hub.audit.exceptions import AuditLogDamaged
 from hub.audit.models import AuditCheckpoint
 from hub.audit.notes import Checkpoint, Signer
 from hub.audit.schemas import CheckpointOut, CheckpointPage
@@ -36,7 +43,10 @@ def load_signer(*, keys_dir: Path, origin: str, create: bool) -> Signer:
 async def sign_current(conn: repository.Executor, signer: Signer) -> AuditCheckpoint:
     """A signed checkpoint of the tree as it is now (not stored)."""
     size = await tree.current_size(conn)
-    root = await tree.root_at(conn, size)
+    return _signed(signer, size, await tree.root_at(conn, size))
+
+
+def _signed(signer: Signer, size: int, root: bytes) -> AuditCheckpoint:
     note = signer.sign(Checkpoint(signer.name, size, root).text())
     return AuditCheckpoint(tree_size=size, root=root, note=note, time=utcnow())
 
@@ -49,6 +59,13 @@ class Checkpointer:
         self._engine = engine
         self._interval = interval
         self._task: asyncio.Task[None] | None = None
+        self._alarm: str | None = None
+
+    @property
+    def alarm(self) -> str | None:
+        """Why the task refuses to sign (the log does not extend its latest checkpoint),
+        or None: what ``/readyz`` reports."""
+        return self._alarm
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="audit-checkpointer")
@@ -61,15 +78,48 @@ class Checkpointer:
         self._task = None
 
     async def checkpoint(self) -> AuditCheckpoint | None:
-        """Sign and store the tree if it grew since the last checkpoint (or none exists)."""
+        """Sign and store the tree if it grew since the last checkpoint (or none exists)
+        and extends it; check that it still does even when it did not grow."""
         async with self._engine.connect() as conn:
-            latest = await repository.latest_checkpoint(conn)
-            current = await sign_current(conn, self.signer)
-        if latest is not None and current.tree_size <= latest.tree_size:
+            latest = await repository.latest_checkpoint(conn)  # before the size: ≤ it
+            size = await tree.current_size(conn)
+            problem, root = await self._check(conn, latest, size)
+        self._raise_alarm(problem)
+        if problem is not None or (latest is not None and size <= latest.tree_size):
             return None
+        assert root is not None
+        current = _signed(self.signer, size, root)
         async with write_connection(self._engine) as conn:
             await repository.insert_checkpoint(conn, current)
         return current
+
+    async def _check(
+        self, conn: repository.Executor, latest: AuditCheckpoint | None, size: int
+    ) -> tuple[str | None, bytes | None]:
+        """The problem that forbids signing, if any, and the root of ``size``."""
+        if latest is not None and size < latest.tree_size:
+            return f"the log has fewer entries than its checkpoint of {latest.tree_size}", None
+        try:
+            root = await tree.root_at(conn, size)
+            if latest is None or await tree.extends(
+                conn, old_size=latest.tree_size, old_root=latest.root, new_size=size, new_root=root
+            ):
+                return None, root
+        except AuditLogDamaged as damage:
+            return f"the stored tree is damaged: {damage.detail}", None
+        return (
+            f"the stored tree does not extend the checkpoint of {latest.tree_size} entries: a"
+            " stored entry or subtree hash was changed (onceonly audit check-nodes finds it)"
+        ), None
+
+    def _raise_alarm(self, problem: str | None) -> None:
+        """Log once per distinct problem, and once when it is over."""
+        if problem != self._alarm:
+            if problem is not None:
+                log.error("audit checkpoints stopped, nothing is signed: %s", problem)
+            elif self._alarm is not None:
+                log.warning("audit checkpoints resumed: the log extends its checkpoint again")
+        self._alarm = problem
 
     async def _run(self) -> None:
         while True:

@@ -3,7 +3,8 @@
 Each answer reads the tree size and then, in one query, the O(log n) perfect
 subtrees it needs (:mod:`hub.audit.merkle` says which). Appends extend the tree
 from its frontier (the right-edge subtrees) without reading anything else. A needed
-leaf or node that is not stored is :class:`AuditLogDamaged`, logged, never a KeyError.
+leaf or node that is not stored is :class:`AuditLogDamaged`, never a KeyError; a proof
+refused for it is logged (the checkpointer logs what it finds itself, once).
 """
 
 import logging
@@ -35,7 +36,7 @@ async def inclusion_proof(conn: Executor, *, index: int, tree_size: int) -> list
     await _check_size(conn, tree_size)
     if index >= tree_size:
         raise InvalidTreeRequest(f"index {index} is not in a tree of size {tree_size}")
-    return await _hashes(conn, merkle.inclusion_ranges(index, tree_size))
+    return await _proof(conn, merkle.inclusion_ranges(index, tree_size))
 
 
 async def consistency_proof(conn: Executor, *, old_size: int, new_size: int) -> list[bytes]:
@@ -43,13 +44,37 @@ async def consistency_proof(conn: Executor, *, old_size: int, new_size: int) -> 
     await _check_size(conn, new_size)
     if old_size > new_size:
         raise InvalidTreeRequest(f"from ({old_size}) must not be larger than to ({new_size})")
-    return await _hashes(conn, merkle.consistency_ranges(old_size, new_size))
+    return await _proof(conn, merkle.consistency_ranges(old_size, new_size))
+
+
+async def extends(
+    conn: Executor, *, old_size: int, old_root: bytes, new_size: int, new_root: bytes
+) -> bool:
+    """Whether the stored tree of ``new_size`` leaves, of root ``new_root``, extends the
+    tree of ``old_size`` leaves that had ``old_root`` (RFC 9162 §2.1.4.2, with the proof
+    made of stored nodes); ``old_size`` ≤ ``new_size``."""
+    ranges = merkle.consistency_ranges(old_size, new_size)
+    return merkle.verify_consistency(
+        old_size=old_size,
+        new_size=new_size,
+        old_root=old_root,
+        new_root=new_root,
+        proof=await _hashes(conn, ranges),
+    )
 
 
 async def _check_size(conn: Executor, tree_size: int) -> None:
     size = await current_size(conn)
     if tree_size > size:
         raise InvalidTreeRequest(f"the log has {size} entries, not {tree_size}")
+
+
+async def _proof(conn: Executor, ranges: list[merkle.Range]) -> list[bytes]:
+    try:
+        return await _hashes(conn, ranges)
+    except AuditLogDamaged as damage:
+        log.error("a proof was refused, the audit log is damaged: %s", damage.detail)
+        raise
 
 
 async def _hashes(conn: Executor, ranges: list[merkle.Range]) -> list[bytes]:
@@ -63,8 +88,9 @@ async def _fetch(conn: Executor, nodes: Collection[merkle.Node]) -> Mapping[merk
     missing = sorted(set(nodes) - found.keys())
     if missing:
         names = ", ".join(describe(node) for node in missing[:5])
-        log.error("the audit log is damaged: %s not stored (onceonly audit check-nodes)", names)
-        raise AuditLogDamaged(f"the stored log lacks {names}; the operators have been alerted")
+        raise AuditLogDamaged(
+            f"the stored log lacks {names} (onceonly audit check-nodes finds all damage)"
+        )
     return found
 
 

@@ -4,6 +4,7 @@ from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
+from hub.audit.checkpoints import Checkpointer
 from hub.audit.service import AuditLog
 from hub.auth.jti_register import JtiRegister
 from hub.errors import Unavailable
@@ -19,8 +20,9 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz")
 async def readyz(request: Request) -> dict[str, str]:
-    """The process can serve: the database answers, and the audit writer and the
-    single-use register run and can commit (their last commit, or probe, succeeded)."""
+    """The process can serve: the database answers, the audit writer and the
+    single-use register run and can commit (their last commit, or probe, succeeded),
+    and the audit checkpointer signs (the log extends its latest checkpoint)."""
     try:
         async with request.app.state.engine.connect() as conn:
             await conn.execute(text("SELECT 1"))
@@ -28,6 +30,7 @@ async def readyz(request: Request) -> dict[str, str]:
         raise Unavailable("the database does not answer") from None
     _check_writer(request.app.state.audit_log, "the audit writer")
     _check_writer(request.app.state.jti_register, "the single-use register")
+    _check_checkpointer(request.app.state.checkpointer)
     return {"status": "ready"}
 
 
@@ -36,6 +39,11 @@ def _check_writer(writer: AuditLog | JtiRegister, name: str) -> None:
         raise Unavailable(f"{name} is not running")
     if not writer.healthy:
         raise Unavailable(f"{name} cannot commit")
+
+
+def _check_checkpointer(checkpointer: Checkpointer) -> None:
+    if checkpointer.alarm is not None:
+        raise Unavailable(f"the audit checkpointer refuses to sign: {checkpointer.alarm}")
 
 
 @router.get("/metrics")
