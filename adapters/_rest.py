@@ -170,6 +170,8 @@ class RestSource:
             raise SourceUnavailable(f"the system answered HTTP {response.status_code}")
         try:
             answer = response.json()
+        except RecursionError:  # as the provider parses bodies: too deep is not JSON here
+            raise InvalidSourceRecord("the system's answer is nested too deeply") from None
         except ValueError as error:
             raise InvalidSourceRecord("the system's answer is not JSON") from error
         return self._record(answer)

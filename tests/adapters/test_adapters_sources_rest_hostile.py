@@ -1,7 +1,9 @@
-"""The REST source's ``timeout`` is a deadline for the whole answer, not per read.
+"""The REST source against a legacy system on loopback that answers badly.
 
-A legacy system on loopback sends its headers at once, then one byte every half
-second: each read is quick, so httpx's timeout alone never fires.
+Its ``timeout`` is a deadline for the whole answer, not per read: the system sends
+its headers at once, then one byte every half second, so each read is quick and
+httpx's timeout alone never fires. An answer nested 100,000 levels deep is an
+invalid record, not a RecursionError.
 """
 
 from collections.abc import AsyncIterator, Iterator
@@ -9,10 +11,10 @@ from typing import Any
 
 import anyio
 import pytest
-from fastapi import FastAPI
+from fastapi import FastAPI, Response
 from fastapi.responses import StreamingResponse
 
-from adapters import RestSource, SourceUnavailable
+from adapters import InvalidSourceRecord, RestSource, SourceUnavailable
 
 from adapter_testing import serve
 
@@ -29,6 +31,10 @@ def trickling() -> FastAPI:
             yield b" "
             await anyio.sleep(0.5)
         yield b'{"street": "Pikk 1"}'
+
+    @app.get("/deep/{subject}")
+    async def deep(subject: str) -> Response:
+        return Response(b"[" * 100_000 + b"]" * 100_000, media_type="application/json")
 
     @app.get("/{path:path}")
     async def anything(path: str) -> StreamingResponse:
@@ -59,5 +65,14 @@ async def test_a_system_trickling_its_answer_is_cut_off_at_the_timeout(
         with anyio.fail_after(1.0 + 1.5):  # the deadline, and a margin for a busy machine
             with pytest.raises(SourceUnavailable):
                 await call(source)
+    finally:
+        await source.aclose()
+
+
+async def test_an_answer_nested_100000_deep_is_an_invalid_record(system: str) -> None:
+    source = RestSource(f"{system}/deep/{{subject}}")
+    try:
+        with pytest.raises(InvalidSourceRecord, match="nested too deeply"):
+            await source.fetch("x.y", "38001085718")
     finally:
         await source.aclose()
