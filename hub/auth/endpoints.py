@@ -7,8 +7,10 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 
 from hub.audit.dependencies import CurrentAudit, audited
+from hub.audit.service import AuditScope
 from hub.auth import service
 from hub.auth.dependencies import CurrentCaller
+from hub.auth.exceptions import InvalidTokenRequest
 from hub.auth.schemas import (
     IntrospectionResponse,
     JwksIn,
@@ -27,27 +29,44 @@ _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}  # RFC 6749 §5.
 _JWKS_CACHE = {"Cache-Control": "public, max-age=60"}  # well below a rotation's delay
 
 
-async def _endpoint_request(request: Request, settings: Settings) -> service.EndpointRequest:
-    form = service.parse_token_form(await request.body(), request.headers.get("content-type", ""))
+async def _endpoint_request(
+    request: Request, settings: Settings, *, action: str
+) -> tuple[service.EndpointRequest, AuditScope]:
+    """The request as the OAuth endpoints read it, and its audit scope.
+
+    A request that names no client (no ``client_id``, no client assertion that names
+    one), or whose form cannot be read, is a decision about nobody: it is answered
+    and counted, never audited. From the moment it names a client, every refusal is.
+    """
+    endpoint = request.url.path
+    try:
+        form = service.parse_token_form(
+            await request.body(), request.headers.get("content-type", "")
+        )
+    except InvalidTokenRequest:
+        service.count_unnamed(endpoint)
+        raise
+    if service.named_client(form) is None:
+        raise service.refuse_unnamed(endpoint)
     header = settings.tls_client_cert_header
-    return service.EndpointRequest(
+    endpoint_request = service.EndpointRequest(
         form=form,
-        url=settings.issuer.rstrip("/") + request.url.path,
+        url=settings.issuer.rstrip("/") + endpoint,
         dpop_proofs=request.headers.getlist("dpop"),
         certificate=request.headers.get(header) if header else None,
     )
+    return endpoint_request, await audited(action)(request)
 
 
-@router.post(
-    "/oauth/token", response_model=TokenResponse, dependencies=[Depends(audited("token.issue"))]
-)
+@router.post("/oauth/token", response_model=TokenResponse)
 async def token(
-    request: Request, session: SessionDep, settings: SettingsDep, keys: KeysDep, scope: CurrentAudit
+    request: Request, session: SessionDep, settings: SettingsDep, keys: KeysDep
 ) -> JSONResponse:
+    endpoint_request, scope = await _endpoint_request(request, settings, action="token.issue")
     answer = await service.issue_token(
         session,
         jtis=request.app.state.jti_register,
-        request=await _endpoint_request(request, settings),
+        request=endpoint_request,
         settings=settings,
         keys=keys,
         scope=scope,
@@ -56,18 +75,15 @@ async def token(
     return JSONResponse(answer.model_dump(), headers=headers)
 
 
-@router.post(
-    "/oauth/introspect",
-    response_model=IntrospectionResponse,
-    dependencies=[Depends(audited("token.introspect"))],
-)
+@router.post("/oauth/introspect", response_model=IntrospectionResponse)
 async def introspect(
-    request: Request, session: SessionDep, settings: SettingsDep, keys: KeysDep, scope: CurrentAudit
+    request: Request, session: SessionDep, settings: SettingsDep, keys: KeysDep
 ) -> JSONResponse:
+    endpoint_request, scope = await _endpoint_request(request, settings, action="token.introspect")
     answer = await service.introspect(
         session,
         jtis=request.app.state.jti_register,
-        request=await _endpoint_request(request, settings),
+        request=endpoint_request,
         settings=settings,
         keys=keys,
         scope=scope,
@@ -75,19 +91,16 @@ async def introspect(
     return JSONResponse(answer.model_dump(exclude_none=True), headers=_NO_STORE)
 
 
-@router.post("/oauth/revoke", dependencies=[Depends(audited("token.revoke"))])
+@router.post("/oauth/revoke")
 async def revoke(
-    request: Request,
-    session: SessionDep,
-    settings: SettingsDep,
-    keys: KeysDep,
-    scope: CurrentAudit,
+    request: Request, session: SessionDep, settings: SettingsDep, keys: KeysDep
 ) -> Response:
+    endpoint_request, scope = await _endpoint_request(request, settings, action="token.revoke")
     await service.revoke(
         session,
         engine=request.app.state.engine,
         jtis=request.app.state.jti_register,
-        request=await _endpoint_request(request, settings),
+        request=endpoint_request,
         settings=settings,
         keys=keys,
         scope=scope,

@@ -37,6 +37,50 @@ class InvalidClient(OAuthError):
     title = "Client authentication failed"
 
 
+# The one answer to every failure that could tell whether a client id exists.
+CLIENT_NOT_AUTHENTICATED = "the client could not be authenticated"
+
+
+class ClientNotAuthenticated(HubError):
+    """Why a client was not authenticated, for the audit log only: never an answer.
+
+    An unknown client, a disabled one, and a signature or certificate that does not
+    match the client's keys are all answered with one :class:`InvalidClient` (same
+    status, type, title and detail: :meth:`answer`), so that the token endpoint tells
+    nobody which client ids exist. The audit entry keeps the cause: its ``reason`` is
+    the subclass's ``slug`` (RFC 6749 §5.2 leaves ``error_description`` to the
+    server).
+    """
+
+    status = 401
+    slug = "client-not-authenticated"
+    title = "Client not authenticated"
+
+    def answer(self) -> InvalidClient:
+        return InvalidClient(CLIENT_NOT_AUTHENTICATED)
+
+
+class UnknownClient(ClientNotAuthenticated):
+    slug = "client-unknown"
+
+
+class DisabledClient(ClientNotAuthenticated):
+    slug = "client-disabled"
+
+
+class ClientSignatureInvalid(ClientNotAuthenticated):
+    """The assertion does not verify with any of the client's keys (or is no JWS an
+    allowed algorithm signs)."""
+
+    slug = "client-signature-invalid"
+
+
+class ClientCertificateUnregistered(ClientNotAuthenticated):
+    """The TLS client certificate's key is not one of the client's (RFC 8705 §2.2)."""
+
+    slug = "client-certificate-unregistered"
+
+
 class UnsupportedGrantType(OAuthError):
     error = "unsupported_grant_type"
     slug = "oauth-unsupported-grant-type"

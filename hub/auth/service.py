@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl
 
+from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from hub.access import service as access
@@ -24,11 +25,16 @@ from hub.auth import callers, certificates, dpop, nonces, repository, tokens
 from hub.auth.callers import Caller as Caller
 from hub.auth.callers import require_active_client as require_active_client
 from hub.auth.exceptions import (
+    ClientCertificateUnregistered,
+    ClientNotAuthenticated,
+    ClientSignatureInvalid,
+    DisabledClient,
     InvalidClient,
     InvalidDpopProofGrant,
     InvalidScope,
     InvalidToken,
     InvalidTokenRequest,
+    UnknownClient,
     UnsupportedGrantType,
 )
 from hub.auth.jti_register import JtiRegister
@@ -47,6 +53,11 @@ from hub.registry.models import Client
 CLIENT_ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 SIGNING_ALGORITHMS = ["ES256", "Ed25519", "EdDSA", "PS256"]
 _MAX_FORM_BYTES = 16 * 1024
+UNNAMED_REQUESTS = Counter(
+    "onceonly_oauth_unnamed_requests_total",
+    "OAuth endpoint requests refused before they named a client (answered, not audited)",
+    ["endpoint"],
+)
 
 
 @dataclass(frozen=True)
@@ -83,6 +94,31 @@ def parse_token_form(raw: bytes, content_type: str) -> dict[str, str]:
     return form
 
 
+def named_client(form: dict[str, str]) -> str | None:
+    """The client a request names: its ``client_id``, or the (unverified) ``sub`` or
+    ``iss`` of its client assertion; None if it names none."""
+    if form.get("client_id"):
+        return form["client_id"]
+    try:
+        _, claims = tokens.peek_header_and_claims(form.get("client_assertion", ""))
+    except ValueError:
+        return None
+    named = claims.get("sub") or claims.get("iss")
+    return named if isinstance(named, str) and named else None
+
+
+def count_unnamed(endpoint: str) -> None:
+    """A request refused before it named a client is a decision about nobody: counted
+    (``onceonly_oauth_unnamed_requests_total``), never audited."""
+    UNNAMED_REQUESTS.labels(endpoint).inc()
+
+
+def refuse_unnamed(endpoint: str) -> InvalidClient:
+    """The answer to a well-formed request that names no client, counted."""
+    count_unnamed(endpoint)
+    return InvalidClient("authenticate with private_key_jwt (client_assertion_type jwt-bearer)")
+
+
 # --- the token endpoint ----------------------------------------------------------------
 
 
@@ -99,10 +135,9 @@ async def issue_token(
     _check_grant_type(request.form.get("grant_type"))
     proof = _token_proof(request, settings=settings, keys=keys)
     authenticated = await authenticate_client(
-        session, jtis=jtis, request=request, settings=settings
+        session, jtis=jtis, request=request, settings=settings, scope=scope
     )
     client = authenticated.client
-    scope.note(client=client.client_id, department=client.department_id)
     confirmation = _confirmation(proof, authenticated, settings=settings)
     if proof is not None:
         await _spend_token_proof(jtis, proof, settings=settings)
@@ -199,72 +234,136 @@ def dpop_nonce_header(settings: Settings, keys: HubKeys) -> dict[str, str]:
 
 
 async def authenticate_client(
-    session: AsyncSession, *, jtis: JtiRegister, request: EndpointRequest, settings: Settings
+    session: AsyncSession,
+    *,
+    jtis: JtiRegister,
+    request: EndpointRequest,
+    settings: Settings,
+    scope: AuditScope,
 ) -> AuthenticatedClient:
-    """``private_key_jwt`` if an assertion is sent, else a forwarded certificate."""
+    """``private_key_jwt`` if an assertion is sent, else a forwarded certificate.
+
+    An unknown client, a disabled one, and a signature or certificate that does not
+    match are one answer (:data:`~hub.auth.exceptions.CLIENT_NOT_AUTHENTICATED`), so
+    that nobody learns which client ids exist; the audit entry, written here, keeps
+    the cause as its reason, and names the client when it is registered.
+    """
+    try:
+        return await _authenticate(
+            session, jtis=jtis, request=request, settings=settings, scope=scope
+        )
+    except ClientNotAuthenticated as refusal:
+        await scope.record_failure(refusal)
+        raise refusal.answer() from None
+
+
+async def _authenticate(
+    session: AsyncSession,
+    *,
+    jtis: JtiRegister,
+    request: EndpointRequest,
+    settings: Settings,
+    scope: AuditScope,
+) -> AuthenticatedClient:
     form = request.form
     if "client_assertion_type" in form or "client_assertion" in form:
-        client = await _private_key_jwt(session, jtis=jtis, form=form, settings=settings)
+        client = await _private_key_jwt(
+            session, jtis=jtis, form=form, settings=settings, scope=scope
+        )
         return AuthenticatedClient(client=client)
     if settings.tls_client_cert_header is not None and request.certificate:
-        return await _self_signed_tls(session, form=form, certificate=request.certificate)
+        return await _self_signed_tls(
+            session, form=form, certificate=request.certificate, scope=scope
+        )
     raise InvalidClient("authenticate with private_key_jwt (client_assertion_type jwt-bearer)")
 
 
 async def _private_key_jwt(
-    session: AsyncSession, *, jtis: JtiRegister, form: dict[str, str], settings: Settings
+    session: AsyncSession,
+    *,
+    jtis: JtiRegister,
+    form: dict[str, str],
+    settings: Settings,
+    scope: AuditScope,
 ) -> Client:
-    """RFC 7523 §2.2, §3, with the assertion's jti spent in the database."""
+    """RFC 7523 §2.2, §3, with the assertion's jti spent in the database. The signature
+    is checked whatever the client's standing (against a decoy key when there is no
+    active client), so that an unknown client is answered as late as a bad signature."""
     if form.get("client_assertion_type") != CLIENT_ASSERTION_TYPE:
         raise InvalidClient("authenticate with private_key_jwt (client_assertion_type jwt-bearer)")
     assertion = form.get("client_assertion", "")
     try:
-        _, unverified = tokens.peek_header_and_claims(assertion)
+        header, unverified = tokens.peek_header_and_claims(assertion)
     except ValueError as error:
         raise InvalidClient(f"the client assertion is not a JWT: {error}") from None
     client_id = unverified.get("sub")
     if not isinstance(client_id, str) or form.get("client_id", client_id) != client_id:
         raise InvalidClient("the assertion's sub must be the client id")
-    client = await _active_client(session, client_id)
-    claims = tokens.verify_client_assertion(
-        assertion,
-        client_id=client_id,
-        client_keys=jwks_rules.key_set(client.jwks),
-        issuer=settings.issuer,
-        now=int(time.time()),
-        skew=settings.clock_skew,
-    )
+    row = await _registered_client(session, client_id, scope=scope)
+    active = _active(row)
+    client_keys = jwks_rules.key_set(active.jwks) if active is not None else None
+    try:
+        claims = tokens.verify_client_assertion(
+            assertion,
+            client_id=client_id,
+            client_keys=tokens.assertion_keys(client_keys, header),
+            issuer=settings.issuer,
+            now=int(time.time()),
+            skew=settings.clock_skew,
+        )
+    except ClientSignatureInvalid as bad_signature:
+        raise (bad_signature if active is not None else _inactive(row)) from None
+    if active is None:  # no assertion verifies with a decoy key: the rule said twice
+        raise _inactive(row)
     key = repository.jti_key(kind="assertion", issuer=client_id, jti=claims.jti)
     expires = datetime.fromtimestamp(claims.expires_at + settings.clock_skew, UTC)
     if not await jtis.spend(key, expires_at=expires):
         raise InvalidClient("the client assertion was used before (jti replay)")
-    return client
+    return active
 
 
 async def _self_signed_tls(
-    session: AsyncSession, *, form: dict[str, str], certificate: str
+    session: AsyncSession, *, form: dict[str, str], certificate: str, scope: AuditScope
 ) -> AuthenticatedClient:
     """RFC 8705 §2.2: the certificate holds a public key registered for the client."""
     client_id = form.get("client_id")
     if not client_id:
         raise InvalidClient("with certificate authentication, send client_id")
-    client = await _active_client(session, client_id)
     try:
         parsed = certificates.parse_forwarded(certificate)
         thumbprint = certificates.public_key_thumbprint(parsed)
     except certificates.CertificateError as error:
         raise InvalidClient(str(error)) from None
-    registered = {key.thumbprint() for key in jwks_rules.key_set(client.jwks)}
+    row = await _registered_client(session, client_id, scope=scope)
+    active = _active(row)
+    if active is None:
+        raise _inactive(row)
+    registered = {key.thumbprint() for key in jwks_rules.key_set(active.jwks)}
     if thumbprint not in registered:
-        raise InvalidClient("the certificate's key is not registered for this client")
-    return AuthenticatedClient(client=client, certificate_x5t=certificates.x5t_s256(parsed))
+        raise ClientCertificateUnregistered("the certificate's key is not registered")
+    return AuthenticatedClient(client=active, certificate_x5t=certificates.x5t_s256(parsed))
 
 
-async def _active_client(session: AsyncSession, client_id: str) -> Client:
-    client = await registry.get_client(session, client_id)
-    if client is None or client.status != "active":
-        raise InvalidClient("unknown or disabled client")
-    return client
+async def _registered_client(
+    session: AsyncSession, client_id: str, *, scope: AuditScope
+) -> Client | None:
+    """The client row, whatever its status; a registered one is named in the audit
+    entry (an unknown id is not: it is whatever the caller wrote)."""
+    row = await registry.get_client(session, client_id)
+    if row is not None:
+        scope.note(client=row.client_id, department=row.department_id)
+    return row
+
+
+def _active(row: Client | None) -> Client | None:
+    return row if row is not None and row.status == "active" else None
+
+
+def _inactive(row: Client | None) -> ClientNotAuthenticated:
+    """Why a client that is not active cannot authenticate, whatever it sends."""
+    if row is None:
+        return UnknownClient("no such client")
+    return DisabledClient(f"the client is {row.status}")
 
 
 # --- introspection and revocation ------------------------------------------------------
@@ -280,16 +379,36 @@ async def introspect(
     scope: AuditScope,
 ) -> IntrospectionResponse:
     """RFC 7662 §2: ``active`` only for a live, unrevoked token of the caller's own
-    department; any other token is simply ``{"active": false}`` (§2.2)."""
+    department whose client is still active (the token a resource would accept); any
+    other token is simply ``{"active": false}`` (§2.2)."""
     client = await _authenticated_caller(
         session, jtis=jtis, request=request, settings=settings, scope=scope
     )
     claims = _own_token(request.form, department=client.department_id, settings=settings, keys=keys)
-    active = claims is not None and not await repository.is_revoked(session, claims.jti)
+    active = claims is not None and await _accepted(session, claims)
     await scope.record_success()
     if claims is None or not active:
         return IntrospectionResponse(active=False)
     return _introspection(claims, settings=settings)
+
+
+async def _accepted(session: AsyncSession, claims: tokens.AccessClaims) -> bool:
+    """Whether a resource would accept the token now: not revoked, and its client
+    active in its department (one query, as ``callers.caller_from_token`` reads it)."""
+    standing = await repository.client_standing(
+        session, client_id=claims.client_id, token_jti=claims.jti
+    )
+    holder = Caller(client_id=claims.client_id, department=claims.department, scopes=claims.scopes)
+    try:
+        require_active_client(
+            holder,
+            department=standing.department if standing else None,
+            status=standing.status if standing else None,
+            revoked=standing.revoked if standing else False,
+        )
+    except InvalidToken:
+        return False
+    return True
 
 
 def _introspection(claims: tokens.AccessClaims, *, settings: Settings) -> IntrospectionResponse:
@@ -346,10 +465,9 @@ async def _authenticated_caller(
     scope: AuditScope,
 ) -> Client:
     authenticated = await authenticate_client(
-        session, jtis=jtis, request=request, settings=settings
+        session, jtis=jtis, request=request, settings=settings, scope=scope
     )
     client = authenticated.client
-    scope.note(client=client.client_id, department=client.department_id)
     if not request.form.get("token"):
         raise InvalidTokenRequest("the token parameter is required")
     return client
@@ -383,7 +501,9 @@ def _own_token(
 
 async def describe_own_client(session: AsyncSession, *, caller: Caller) -> OwnClientOut:
     """What the hub holds about the calling client, and nothing about any other."""
-    client = await _active_client(session, caller.client_id)
+    client = await registry.get_client(session, caller.client_id)
+    if client is None:  # CurrentCaller checked its standing; gone since
+        raise InvalidToken("the token's client is no longer registered", scheme=caller.scheme)
     kids = [str(key["kid"]) for key in client.jwks.get("keys", [])]
     return OwnClientOut(client_id=client.client_id, department=client.department_id, kids=kids)
 

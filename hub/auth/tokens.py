@@ -5,20 +5,24 @@
 - Access tokens: RFC 9068 (JWT profile for OAuth 2.0 access tokens).
 """
 
+import functools
 import json
+import math
 from dataclasses import dataclass
 from typing import Any
 from uuid import uuid4
 
 from joserfc import jws, jwt
 from joserfc.errors import JoseError
-from joserfc.jwk import ECKey, KeySet
+from joserfc.jwk import ECKey, KeySet, OKPKey, RSAKey
 
-from hub.auth.exceptions import InvalidClient, InvalidToken
+from hub.auth.exceptions import ClientSignatureInvalid, InvalidClient, InvalidToken
 from hub.kit.nul import body_nul
 
 # RFC 9864: "Ed25519" is the fully specified name; "EdDSA" stays accepted (deprecated).
 CLIENT_ALGORITHMS = ("ES256", "Ed25519", "EdDSA", "PS256")
+# The key type each algorithm verifies with (RFC 7518 §3.4, §3.5; RFC 8037 §3.1).
+_KEY_TYPES = {"ES256": "EC", "Ed25519": "OKP", "EdDSA": "OKP", "PS256": "RSA"}
 ACCESS_TOKEN_TYPE = "at+jwt"
 MAX_JWT_BYTES = 8192
 MAX_ASSERTION_LIFETIME = 120
@@ -88,6 +92,40 @@ def _audience_is(claims: dict[str, Any], expected: str) -> bool:
     return aud == expected or aud == [expected]
 
 
+def assertion_keys(client_keys: KeySet | None, header: dict[str, Any]) -> KeySet:
+    """The keys to check a client assertion with: the client's, when one of them is for
+    the header's ``kid`` and ``alg``; otherwise a decoy of the kind ``alg`` names, under
+    that ``kid``, which no assertion verifies with.
+
+    So every assertion costs one signature check: an unknown or disabled client
+    (``client_keys`` None) or an unknown kid takes as long as a bad signature, and
+    the time of the answer does not tell which client ids exist.
+    """
+    alg, kid = header.get("alg"), header.get("kid")
+    kid = kid if isinstance(kid, str) else None
+    kty = _KEY_TYPES.get(alg, "EC") if isinstance(alg, str) else "EC"
+    if client_keys is not None:
+        try:
+            key = client_keys.get_by_kid(kid, {"alg": alg} if isinstance(alg, str) else None)
+        except (JoseError, ValueError):
+            key = None
+        if key is not None and key.key_type == kty:
+            return client_keys
+    decoy = _decoy(kty).as_dict(private=False)
+    decoy["kid"] = kid if kid is not None else decoy.get("kid", "decoy")
+    return KeySet.import_key_set({"keys": [decoy]})
+
+
+@functools.cache
+def _decoy(kty: str) -> ECKey | OKPKey | RSAKey:
+    """One key pair of each type per process; its private half is never used."""
+    if kty == "OKP":
+        return OKPKey.generate_key("Ed25519", auto_kid=True)
+    if kty == "RSA":
+        return RSAKey.generate_key(2048, auto_kid=True)
+    return ECKey.generate_key("P-256", auto_kid=True)
+
+
 def verify_client_assertion(
     assertion: str,
     *,
@@ -97,35 +135,54 @@ def verify_client_assertion(
     now: int,
     skew: int,
 ) -> AssertionClaims:
-    """Check a ``private_key_jwt`` assertion (RFC 7523 §3); raise InvalidClient if bad.
+    """Check a ``private_key_jwt`` assertion (RFC 7523 §3).
 
-    §3 items 1-2: ``iss`` and ``sub`` are the client id; item 3: ``aud`` is the
-    issuer, and only the issuer; item 4: ``exp`` present, in the future, and (our
-    rule) at most 120 s ahead; item 7: ``jti`` present (single use is the caller's
-    job, since it needs storage); item 9: the signature, with an asymmetric
-    algorithm that the client's registered key supports.
+    Item 9 first: the signature, with an asymmetric algorithm that the client's
+    registered key supports; if it does not verify, :class:`ClientSignatureInvalid`
+    (answered like an unknown client). Then, for the holder of the client's key,
+    InvalidClient with the reason: items 1-2, ``iss`` and ``sub`` are the client id;
+    item 3, ``aud`` is the issuer, and only the issuer; item 4, ``exp`` present, in
+    the future, and (our rule) at most 120 s ahead; item 5, ``nbf``, if present, not
+    in the future; item 6, ``iat``, if present, not in the future; item 7, ``jti``
+    present (our rule; single use is the caller's job, since it needs storage).
+    "The future" allows ``skew`` seconds of clock difference.
     """
     try:
-        token = jwt.decode(assertion, client_keys, algorithms=list(CLIENT_ALGORITHMS))
-        claims = token.claims
+        claims = jwt.decode(assertion, client_keys, algorithms=list(CLIENT_ALGORITHMS)).claims
+    except _DECODE_ERRORS as error:
+        detail = f"the client assertion does not verify: {_reason(error)}"
+        raise ClientSignatureInvalid(detail) from None
+    try:
         if claims.get("iss") != client_id or claims.get("sub") != client_id:
             raise ValueError("iss and sub must both be the client id")
         if not _audience_is(claims, issuer):
             raise ValueError("aud must be the hub's issuer identifier")
         exp = _expect(claims, "exp", int)
         jti = _expect(claims, "jti", str)
-    except _DECODE_ERRORS as error:
+        not_before, issued = _numeric_date(claims, "nbf"), _numeric_date(claims, "iat")
+    except ValueError as error:
         raise InvalidClient(f"the client assertion is not valid: {_reason(error)}") from None
     if exp <= now - skew:
         raise InvalidClient("the client assertion has expired")
     if exp > now + MAX_ASSERTION_LIFETIME + skew:
         raise InvalidClient(f"the client assertion lives longer than {MAX_ASSERTION_LIFETIME} s")
-    iat = claims.get("iat")
-    if isinstance(iat, int) and iat > now + skew:
+    if not_before is not None and not_before > now + skew:
+        raise InvalidClient("the client assertion is not valid yet (nbf is in the future)")
+    if issued is not None and issued > now + skew:
         raise InvalidClient("the client assertion was issued in the future")
     if not 1 <= len(jti) <= 256:
         raise InvalidClient("the client assertion's jti must be 1 to 256 characters")
     return AssertionClaims(client_id=client_id, jti=jti, expires_at=exp)
+
+
+def _numeric_date(claims: dict[str, Any], name: str) -> float | None:
+    """An optional NumericDate claim (RFC 7519 §2): absent, or a finite JSON number."""
+    if name not in claims:
+        return None
+    value = claims[name]
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError(f"claim {name} is not a NumericDate")
+    return float(value)
 
 
 def issue_access_token(

@@ -123,11 +123,19 @@ def test_introspection_of_anything_else_is_inactive(world: World, what: str) -> 
 
 
 def test_introspection_needs_client_authentication(world: World) -> None:
+    """Without credentials the request names no client: refused, and not audited (a
+    decision about nobody); naming a client that fails is audited."""
     access = token(world, CONSUMER_CLIENT, world.consumer_key, DPoPKey.generate())
     response = httpx.post(f"{world.hub.url}/oauth/introspect", data={"token": access})
     assert response.status_code == 401
     assert response.json()["error"] == "invalid_client"
-    entry = audit_entry_for(world.hub, response, action="token.introspect")
+    with pytest.raises(AssertionError, match=r"no token\.introspect audit entry"):
+        audit_entry_for(world.hub, response, action="token.introspect")
+    named = httpx.post(
+        f"{world.hub.url}/oauth/introspect", data={"token": access, "client_id": CONSUMER_CLIENT}
+    )
+    assert named.status_code == 401
+    entry = audit_entry_for(world.hub, named, action="token.introspect")
     assert (entry["outcome"], entry["reason"]) == ("refused", "oauth-invalid-client")
 
 

@@ -155,15 +155,42 @@ def hub_signed(
     return jwt.encode({"alg": "ES256", "typ": typ, "kid": signer.kid}, claims, signer)
 
 
+NOT_AUDITED = "not audited"
+
+
 def assert_token_refused(
-    world: TokenWorld, response: httpx.Response, *, status: int, error: str
+    world: TokenWorld,
+    response: httpx.Response,
+    *,
+    status: int,
+    error: str,
+    reason: str | None = None,
 ) -> None:
+    """The RFC 6749 §5.2 error as a problem, and a ``refused`` audit entry whose reason
+    is ``reason`` (by default the problem type); ``NOT_AUDITED``: no entry at all."""
     assert response.status_code == status, response.text
     assert problem_type(response) == "oauth-" + error.replace("_", "-")
     assert response.json()["error"] == error
     assert response.json()["error_description"]
+    if reason == NOT_AUDITED:
+        assert_not_audited(world, response)
+        return
     entry = audit_entry_for(world.hub, response, action="token.issue")
-    assert (entry["outcome"], entry["reason"]) == ("refused", problem_type(response))
+    assert (entry["outcome"], entry["reason"]) == ("refused", reason or problem_type(response))
+
+
+def assert_not_audited(world: TokenWorld, response: httpx.Response) -> None:
+    """No entry of any action holds the request id of ``response``."""
+    request_id = response.headers["x-request-id"]
+    with world.hub.admin() as admin:
+        cursor = None
+        while True:
+            page = admin.audit_entries(limit=1000, cursor=cursor)
+            found = [e for e in page["entries"] if e["entry"].get("request_id") == request_id]
+            assert found == [], found
+            cursor = page["next_cursor"]
+            if cursor is None:
+                return
 
 
 # --- a good assertion ----------------------------------------------------------------
@@ -277,42 +304,104 @@ def _oversized(world: TokenWorld) -> str:
     return assertion(world, padding="x" * 9000)
 
 
-ASSERTION_ATTACKS: dict[str, Callable[[TokenWorld], str]] = {
-    "alg-none": _alg_none,
-    "hs256-keyed-by-public-jwk-json": _hmac_keyed_by(_public_jwk_json),
-    "hs256-keyed-by-public-pem": _hmac_keyed_by(_public_pem),
-    "other-key-same-kid": _same_kid_other_key,
-    "unknown-kid": lambda world: assertion(world, header={"kid": "no-such-key"}),
-    "attacker-key-by-jku": _attacker_key_in_header("jku"),
-    "attacker-key-embedded-jwk": _attacker_key_in_header("jwk"),
-    "hub-token-as-assertion": _hub_token_as_assertion,
-    "missing-jti": lambda world: assertion(world, jti=None),
-    "missing-exp": lambda world: assertion(world, exp=None),
-    "exp-as-string": lambda world: assertion(world, exp=str(int(time.time()) + 60)),
-    "jti-not-a-string": lambda world: assertion(world, jti=12345),
-    "jti-too-long": lambda world: assertion(world, jti="j" * 300),
-    "aud-token-endpoint": lambda world: assertion(world, aud=f"{world.issuer}/oauth/token"),
-    "aud-two-audiences": lambda world: assertion(
-        world, aud=[world.issuer, "https://other.example"]
+def _not_before(seconds: int) -> Callable[[TokenWorld], str]:
+    return lambda world: assertion(world, nbf=int(time.time()) + seconds)
+
+
+def _nbf_null(world: TokenWorld) -> str:
+    claims = {**assertion_claims(world), "nbf": None}
+    return jwt.encode({"alg": "ES256", "kid": world.client_key.kid}, claims, world.client_key)
+
+
+# The reasons an auditor reads: a signature that does not verify and an unknown client
+# are answered alike, but logged apart; a request naming no client is not logged.
+SIGNATURE = "client-signature-invalid"
+CLAIMS = "oauth-invalid-client"
+ASSERTION_ATTACKS: dict[str, tuple[Callable[[TokenWorld], str], str]] = {
+    "alg-none": (_alg_none, SIGNATURE),
+    "hs256-keyed-by-public-jwk-json": (_hmac_keyed_by(_public_jwk_json), SIGNATURE),
+    "hs256-keyed-by-public-pem": (_hmac_keyed_by(_public_pem), SIGNATURE),
+    "other-key-same-kid": (_same_kid_other_key, SIGNATURE),
+    "unknown-kid": (lambda world: assertion(world, header={"kid": "no-such-key"}), SIGNATURE),
+    "attacker-key-by-jku": (_attacker_key_in_header("jku"), SIGNATURE),
+    "attacker-key-embedded-jwk": (_attacker_key_in_header("jwk"), SIGNATURE),
+    "hub-token-as-assertion": (_hub_token_as_assertion, SIGNATURE),
+    "missing-jti": (lambda world: assertion(world, jti=None), CLAIMS),
+    "missing-exp": (lambda world: assertion(world, exp=None), CLAIMS),
+    "exp-as-string": (lambda world: assertion(world, exp=str(int(time.time()) + 60)), CLAIMS),
+    "jti-not-a-string": (lambda world: assertion(world, jti=12345), CLAIMS),
+    "jti-too-long": (lambda world: assertion(world, jti="j" * 300), CLAIMS),
+    "aud-token-endpoint": (
+        lambda world: assertion(world, aud=f"{world.issuer}/oauth/token"),
+        CLAIMS,
     ),
-    "expired": _expired,
-    "exp-beyond-120s": _too_long_lived,
-    "iat-in-the-future": _issued_in_the_future,
-    "iss-not-sub": lambda world: assertion(world, iss="tax-adapter"),
-    "unknown-client": lambda world: assertion(world, iss="nobody", sub="nobody"),
-    "oversized": _oversized,
-    "garbage": lambda world: "a.b.c",
-    "not-a-jws": lambda world: "not-a-jwt",
-    "empty": lambda world: "",
+    "aud-two-audiences": (
+        lambda world: assertion(world, aud=[world.issuer, "https://other.example"]),
+        CLAIMS,
+    ),
+    "expired": (_expired, CLAIMS),
+    "exp-beyond-120s": (_too_long_lived, CLAIMS),
+    "iat-in-the-future": (_issued_in_the_future, CLAIMS),
+    "iat-as-string": (lambda world: assertion(world, iat=str(int(time.time()))), CLAIMS),
+    "nbf-an-hour-ahead": (_not_before(3600), CLAIMS),
+    "nbf-beyond-the-skew": (_not_before(SKEW + 30), CLAIMS),
+    "nbf-as-string": (lambda world: assertion(world, nbf=str(int(time.time()))), CLAIMS),
+    "nbf-null": (_nbf_null, CLAIMS),
+    "iss-not-sub": (lambda world: assertion(world, iss="tax-adapter"), CLAIMS),
+    "unknown-client": (
+        lambda world: assertion(world, iss="nobody", sub="nobody"),
+        "client-unknown",
+    ),
+    "oversized": (_oversized, NOT_AUDITED),
+    "garbage": (lambda world: "a.b.c", NOT_AUDITED),
+    "not-a-jws": (lambda world: "not-a-jwt", NOT_AUDITED),
+    "empty": (lambda world: "", NOT_AUDITED),
 }
 
 
-@pytest.mark.parametrize("attack", ASSERTION_ATTACKS.values(), ids=ASSERTION_ATTACKS.keys())
+@pytest.mark.parametrize(
+    ("attack", "reason"), ASSERTION_ATTACKS.values(), ids=ASSERTION_ATTACKS.keys()
+)
 def test_bad_client_assertion_is_invalid_client(
-    world: TokenWorld, attack: Callable[[TokenWorld], str]
+    world: TokenWorld, attack: Callable[[TokenWorld], str], reason: str
 ) -> None:
     response = ask_token(world, token_form(attack(world)))
-    assert_token_refused(world, response, status=401, error="invalid_client")
+    assert_token_refused(world, response, status=401, error="invalid_client", reason=reason)
+
+
+def test_an_assertion_not_valid_before_a_moment_within_the_skew_is_accepted(
+    world: TokenWorld,
+) -> None:
+    """RFC 7523 §3 item 5: nbf is honoured, with the hub's clock skew."""
+    now = int(time.time())
+    for nbf in (now - 30, now, now + SKEW - 3):
+        response = ask_token(world, token_form(assertion(world, nbf=nbf)))
+        assert response.status_code == 200, (nbf, response.text)
+
+
+def test_a_not_yet_valid_assertion_says_so_to_its_signer(world: TokenWorld) -> None:
+    response = ask_token(world, token_form(_not_before(3600)(world)))
+    assert response.status_code == 401
+    assert "nbf" in response.json()["error_description"]
+
+
+def test_unknown_client_and_bad_signature_get_one_answer_but_two_reasons(
+    world: TokenWorld,
+) -> None:
+    """The answer tells nobody whether a client id exists; the audit log tells an
+    auditor what happened."""
+    unknown = ask_token(world, token_form(assertion(world, iss="nobody", sub="nobody")))
+    forged = ask_token(world, token_form(_same_kid_other_key(world)))
+    answers = [unknown, forged]
+    assert {a.status_code for a in answers} == {401}
+    assert len({json.dumps(a.json(), sort_keys=True) for a in answers}) == 1
+    assert {a.headers["content-type"] for a in answers} == {"application/problem+json"}
+    reasons = [audit_entry_for(world.hub, a, action="token.issue") for a in answers]
+    assert [(r["reason"], r.get("client")) for r in reasons] == [
+        ("client-unknown", None),
+        ("client-signature-invalid", CLIENT),
+    ]
+    assert reasons[1]["department"] == DEPARTMENT
 
 
 def test_assertion_is_accepted_once_only(world: TokenWorld) -> None:
@@ -337,7 +426,38 @@ def test_other_client_authentication_is_invalid_client(
     world: TokenWorld, changes: dict[str, str | None]
 ) -> None:
     response = ask_token(world, token_form(assertion(world), **changes))
-    assert_token_refused(world, response, status=401, error="invalid_client")
+    named = changes != {"client_assertion": None}  # else nothing names the client
+    reason = None if named else NOT_AUDITED
+    assert_token_refused(world, response, status=401, error="invalid_client", reason=reason)
+
+
+@pytest.mark.parametrize(
+    "form",
+    [
+        {"grant_type": "client_credentials"},
+        {"client_assertion_type": ASSERTION_TYPE},
+        {"grant_type": "client_credentials", "scope": f"read:{ADDRESS}"},
+        {"grant_type": "client_credentials", "client_assertion": "a.b.c"},
+    ],
+    ids=["no-credentials", "assertion-type-only", "scope-only", "unreadable-assertion"],
+)
+def test_a_token_request_that_names_no_client_is_answered_and_not_audited(
+    world: TokenWorld, form: dict[str, str]
+) -> None:
+    """Anonymous requests (scanners, probes, misconfigured clients) are a decision
+    about nobody: 401 invalid_client, counted in a metric, and no audit entry."""
+    before = unnamed_count(world, "/oauth/token")
+    response = ask_token(world, form)
+    assert_token_refused(world, response, status=401, error="invalid_client", reason=NOT_AUDITED)
+    assert unnamed_count(world, "/oauth/token") == before + 1
+
+
+def unnamed_count(world: TokenWorld, endpoint: str) -> float:
+    """The hub's count of OAuth requests that named no client, from /metrics."""
+    text = httpx.get(f"{world.hub.url}/metrics").text
+    line = f'onceonly_oauth_unnamed_requests_total{{endpoint="{endpoint}"}} '
+    values = [float(row.removeprefix(line)) for row in text.splitlines() if row.startswith(line)]
+    return values[0] if values else 0.0
 
 
 # --- the request itself (RFC 6749 §3.2, §4.4.2) -------------------------------------------
@@ -361,18 +481,18 @@ def test_parameter_sent_twice_is_invalid_request(world: TokenWorld) -> None:
         content=str(form),
         headers={"Content-Type": "application/x-www-form-urlencoded"},
     )
-    assert_token_refused(world, response, status=400, error="invalid_request")
+    assert_token_refused(world, response, status=400, error="invalid_request", reason=NOT_AUDITED)
     assert "more than once" in response.json()["error_description"]
 
 
 def test_json_body_is_invalid_request(world: TokenWorld) -> None:
     response = httpx.post(f"{world.hub.url}/oauth/token", json=token_form(assertion(world)))
-    assert_token_refused(world, response, status=400, error="invalid_request")
+    assert_token_refused(world, response, status=400, error="invalid_request", reason=NOT_AUDITED)
 
 
 def test_oversized_form_is_invalid_request(world: TokenWorld) -> None:
     response = ask_token(world, token_form(assertion(world), padding="p" * 20_000))
-    assert_token_refused(world, response, status=400, error="invalid_request")
+    assert_token_refused(world, response, status=400, error="invalid_request", reason=NOT_AUDITED)
 
 
 def test_form_that_is_not_utf8_is_invalid_request(world: TokenWorld) -> None:
@@ -381,7 +501,7 @@ def test_form_that_is_not_utf8_is_invalid_request(world: TokenWorld) -> None:
         content=b"grant_type=\xff\xfe",
         headers={"Content-Type": "application/x-www-form-urlencoded"},
     )
-    assert_token_refused(world, response, status=400, error="invalid_request")
+    assert_token_refused(world, response, status=400, error="invalid_request", reason=NOT_AUDITED)
 
 
 # --- access tokens at a resource (RFC 6750, RFC 9068 §4) ------------------------------------
