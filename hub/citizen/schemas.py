@@ -1,8 +1,8 @@
 """Citizen view bodies: what a citizen portal may show, and nothing internal."""
 
-from datetime import datetime
-
 from pydantic import BaseModel, ConfigDict, Field
+
+from hub.kit.clock import UtcDatetime
 
 
 class AccessLogQuery(BaseModel):
@@ -16,7 +16,7 @@ class AccessLogQuery(BaseModel):
 
 class Access(BaseModel):
     index: int = Field(description="the audit entry's index: its inclusion proof is public")
-    time: datetime
+    time: UtcDatetime  # with its offset: SQLite gives stored times back without one
     department: str
     department_name: str
     item: str

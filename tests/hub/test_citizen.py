@@ -1,6 +1,7 @@
 """The citizen view: a portal sees who read a person's records, when and why."""
 
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -48,6 +49,17 @@ def test_portal_sees_which_department_read_what_and_why(world: World) -> None:
     fields = {"index", "time", "department", "department_name", "item", "item_title", "purpose"}
     assert set(access) == fields
     assert access["index"] == fetched.receipt.index  # its inclusion proof is public
+
+
+def test_every_time_the_portal_sees_carries_its_offset(world: World) -> None:
+    """RFC 3339 times: on SQLite, which keeps times without an offset, too."""
+    with world.client() as client:
+        client.fetch(ADDRESS, SUBJECT, purpose=PURPOSE)
+    with _portal(world) as portal:
+        (access,) = portal.citizen_access_log(SUBJECT)
+    shown = datetime.fromisoformat(access["time"])
+    assert shown.utcoffset() == timedelta(0), access["time"]
+    assert abs(datetime.now(UTC) - shown) < timedelta(minutes=5)
 
 
 def test_refused_queries_are_not_accesses(world: World) -> None:
