@@ -7,14 +7,17 @@ leaf or node that is not stored is :class:`AuditLogDamaged`, never a KeyError; a
 refused for it is logged (the checkpointer logs what it finds itself, once).
 """
 
+import bisect
 import logging
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
 from hub.audit import merkle, repository
 from hub.audit.exceptions import AuditLogDamaged, InvalidTreeRequest
+from hub.audit.models import AuditEntry
 from hub.audit.repository import Executor
 
 log = logging.getLogger("onceonly.audit")
@@ -114,3 +117,90 @@ def node_rows(frontier: merkle.Frontier, leaf_hashes: list[bytes]) -> list[dict[
         for (level, idx), value in frontier.append(leaf_hash):
             rows.append({"level": level, "idx": idx, "hash": value})
     return rows
+
+
+CHECK_PAGE = 128
+"""Entries read at a time by :func:`check_nodes`, and about as many nodes fetched in one
+query (SQLite refuses expressions more than 1,000 deep, a long OR chain among them)."""
+
+
+@dataclass(frozen=True)
+class NodeCheck:
+    """What :func:`check_nodes` went through, and how many problems it reported."""
+
+    entries: int
+    nodes: int
+    damaged: int
+
+
+async def check_nodes(
+    sessions: async_sessionmaker[AsyncSession],
+    *,
+    report: Callable[[str], None],
+    page: int = CHECK_PAGE,
+) -> NodeCheck:
+    """Recompute every stored subtree hash from the leaves (RFC 9162 §2.1.1), in log
+    order, and ``report`` one line for each entry that is missing or whose ``leaf_hash``
+    is not the hash of its leaf, and for each node that is missing or holds another hash
+    than its entries give. Roots and proofs are made of these nodes: a bad one makes the
+    hub serve proofs that fail, though the leaves still add up to the signed root.
+    """
+    async with sessions() as session:
+        size = await current_size(session)
+    recomputed, nodes, damaged = _Recomputed(), 0, 0
+    for start in range(0, size, page):
+        async with sessions() as session:
+            rows = await repository.get_entries(session, start=start, limit=page)
+            problems, expected = recomputed.add(rows, end=min(start + page, size))
+            stored = await repository.fetch_nodes(session, expected.keys())
+        problems += _node_problems(expected, stored)
+        for line in problems:
+            report(line)
+        nodes, damaged = nodes + len(expected), damaged + len(problems)
+    return NodeCheck(entries=size, nodes=nodes, damaged=damaged)
+
+
+@dataclass
+class _Recomputed:
+    """The tree recomputed from the leaves read so far, and the entries found missing."""
+
+    frontier: merkle.Frontier = field(default_factory=merkle.Frontier)
+    missing: list[int] = field(default_factory=list)
+
+    def add(
+        self, rows: Sequence[AuditEntry], *, end: int
+    ) -> tuple[list[str], dict[merkle.Node, bytes]]:
+        """Append the leaves up to ``end`` from ``rows``: the entries' problems, and the
+        nodes they complete that can be recomputed (none over a missing entry)."""
+        problems, completed = [], {}
+        found = {row.idx: row for row in rows}
+        for index in range(self.frontier.size, end):
+            row = found.get(index)
+            if row is None:
+                problems.append(f"entry {index}: missing")
+                self.missing.append(index)
+            elif merkle.hash_leaf(row.leaf) != row.leaf_hash:
+                problems.append(f"entry {index}: its leaf_hash is not the hash of its leaf")
+            # The stored leaf hash, which the nodes were made of; a placeholder if missing.
+            leaf_hash = bytes(merkle.HASH_SIZE) if row is None else row.leaf_hash
+            for node, value in self.frontier.append(leaf_hash):
+                if not self._over_missing(node):
+                    completed[node] = value
+        return problems, completed
+
+    def _over_missing(self, node: merkle.Node) -> bool:
+        level, index = node
+        first = bisect.bisect_left(self.missing, index << level)
+        return first < len(self.missing) and self.missing[first] < (index + 1) << level
+
+
+def _node_problems(
+    expected: Mapping[merkle.Node, bytes], stored: Mapping[merkle.Node, bytes]
+) -> list[str]:
+    problems = []
+    for node, value in expected.items():
+        if node not in stored:
+            problems.append(f"{describe(node)}: missing")
+        elif stored[node] != value:
+            problems.append(f"{describe(node)}: its stored hash is not the one its entries give")
+    return problems

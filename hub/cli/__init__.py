@@ -293,6 +293,39 @@ def _audit_verify(args: argparse.Namespace) -> int:
     )
 
 
+def _audit_check_nodes(_: argparse.Namespace) -> int:
+    """Read the hub's database (its settings) and recompute every stored subtree hash
+    of the audit log from the leaves; one line per bad entry or node."""
+    import asyncio
+
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from hub.audit import tree
+    from hub.config import Settings
+    from hub.db import make_engine, session_factory
+
+    url = Settings().resolved_database_url
+
+    async def check() -> tree.NodeCheck:
+        engine = make_engine(url)
+        try:
+            return await tree.check_nodes(session_factory(engine), report=print)
+        finally:
+            await engine.dispose()
+
+    try:
+        checked = asyncio.run(check())
+    except SQLAlchemyError as error:
+        reason = str(error).splitlines()[0]
+        print(f"cannot check: the audit log in {url.split('@')[-1]}: {reason}", file=sys.stderr)
+        return 2
+    if checked.damaged:
+        print(f"DAMAGED: {checked.damaged} problems in the stored audit log", file=sys.stderr)
+        return 1
+    print(f"OK: {checked.nodes} stored subtree hashes recomputed from {checked.entries} entries")
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from hub.cli import demo
 
@@ -427,8 +460,15 @@ def _admin_commands(sub: Any) -> None:
     verify.add_argument(
         "--full",
         action="store_true",
-        help="download every leaf hash and recompute the root; signed in as an auditor,"
-        " also check every entry's content",
+        help="download every leaf hash and recompute the root, and check the hub's proofs;"
+        " signed in as an auditor, also check every entry's content",
+    )
+    _add(
+        audit,
+        "check-nodes",
+        _audit_check_nodes,
+        "for operators, with the hub's settings: recompute every stored subtree hash of the"
+        " audit log from its entries (exit 0 sound, 1 damaged, 2 could not check)",
     )
 
 

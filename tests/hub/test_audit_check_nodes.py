@@ -1,0 +1,150 @@
+"""`onceonly audit check-nodes`: an operator recomputes every stored subtree hash from
+the entries, on SQLite and PostgreSQL, and gets one line per bad entry or node.
+"""
+
+import asyncio
+import hashlib
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from hub.audit import leaves
+from hub.audit.service import AuditLog
+from hub.cli import main
+from hub.db import make_engine, make_sync_engine
+
+SIZE = 300  # several pages of tree.CHECK_PAGE entries
+NODES = SIZE - bin(SIZE).count("1")  # the perfect subtrees of level ≥ 1
+FORGED = hashlib.sha256(b"forged").digest()
+DIFFERS = "its stored hash is not the one its entries give"
+
+
+def _append(url: str, count: int) -> None:
+    async def run() -> None:
+        engine = make_engine(url)
+        log = AuditLog(engine, batch_size=64)
+        await log.start()
+        try:
+            await asyncio.gather(
+                *(
+                    log.append(
+                        leaves.build_entry(
+                            time=datetime.now(UTC),
+                            action="record.query",
+                            outcome="ok",
+                            request_id=f"r{n}",
+                        )
+                    )
+                    for n in range(count)
+                )
+            )
+        finally:
+            await log.stop()
+            await engine.dispose()
+
+    asyncio.run(run())
+
+
+def _execute(url: str, statement: str, **params: Any) -> None:
+    engine = make_sync_engine(url)
+    with engine.begin() as conn:
+        conn.execute(sa.text(statement), params)
+    engine.dispose()
+
+
+def _check_nodes(
+    url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> tuple[int, list[str], str]:
+    """Run the command with the hub's settings from the environment: status, the lines
+    it printed on standard output, and what it printed on standard error."""
+    capsys.readouterr()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("ONCEONLY_DATABASE_URL", url)
+        patch.setenv("ONCEONLY_DATA_DIR", str(tmp_path))
+        patch.delenv("ONCEONLY_CONFIG", raising=False)
+        status = main(["audit", "check-nodes"])
+    captured = capsys.readouterr()
+    return status, captured.out.splitlines(), captured.err
+
+
+@pytest.fixture
+def url(database_url: str) -> str:
+    _append(database_url, SIZE)
+    return database_url
+
+
+def test_a_sound_log_checks_out(
+    url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, lines, _ = _check_nodes(url, tmp_path, capsys)
+    assert status == 0
+    assert lines == [f"OK: {NODES} stored subtree hashes recomputed from {SIZE} entries"]
+
+
+def test_each_corrupted_or_lost_node_is_one_line(
+    url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    update = "UPDATE audit_nodes SET hash = :forged WHERE level = :level AND idx = :idx"
+    _execute(url, update, forged=FORGED, level=1, idx=0)
+    _execute(url, update, forged=FORGED, level=5, idx=7)
+    _execute(url, "DELETE FROM audit_nodes WHERE level = 3 AND idx = 20")
+    status, lines, err = _check_nodes(url, tmp_path, capsys)
+    assert status == 1
+    assert lines == [  # in log order
+        f"the subtree (1, 0) of entries 0-1: {DIFFERS}",
+        "the subtree (3, 20) of entries 160-167: missing",
+        f"the subtree (5, 7) of entries 224-255: {DIFFERS}",
+    ]
+    assert "DAMAGED: 3 problems" in err
+
+
+def test_an_entry_rewritten_with_its_leaf_hash_shows_in_every_node_above_it(
+    url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    forged = b'{"forged":true}'
+    _execute(
+        url,
+        "UPDATE audit_entries SET leaf = :leaf, leaf_hash = :hash WHERE idx = 7",
+        leaf=forged,
+        hash=leaves.leaf_hash(forged),
+    )
+    status, lines, _ = _check_nodes(url, tmp_path, capsys)
+    assert status == 1
+    above_7 = ["(1, 3) of entries 6-7", "(2, 1) of entries 4-7"] + [
+        f"({level}, 0) of entries 0-{(1 << level) - 1}" for level in range(3, 9)
+    ]
+    assert lines == [f"the subtree {node}: {DIFFERS}" for node in above_7]
+
+
+def test_an_entry_changed_under_its_leaf_hash_is_named(
+    url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _execute(url, "UPDATE audit_entries SET leaf = :leaf WHERE idx = 7", leaf=b'{"forged":1}')
+    status, lines, _ = _check_nodes(url, tmp_path, capsys)
+    assert status == 1
+    assert lines == ["entry 7: its leaf_hash is not the hash of its leaf"]
+
+
+def test_a_lost_entry_is_named_once_not_in_every_node_above_it(
+    url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _execute(url, "DELETE FROM audit_entries WHERE idx IN (5, 130)")
+    status, lines, _ = _check_nodes(url, tmp_path, capsys)
+    assert status == 1
+    assert lines == ["entry 5: missing", "entry 130: missing"]
+
+
+def test_a_database_without_the_log_cannot_be_checked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, lines, err = _check_nodes(f"sqlite:///{tmp_path / 'empty.db'}", tmp_path, capsys)
+    assert status == 2
+    assert lines == []
+    assert err.startswith("cannot check: the audit log in")
+    unreachable = "postgresql://hub@127.0.0.1:9/onceonly"
+    status, _, err = _check_nodes(unreachable, tmp_path, capsys)
+    assert status == 2
+    assert "127.0.0.1:9/onceonly" in err
