@@ -6,6 +6,9 @@ import sys
 from typing import Any
 
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
+# The server's own records (a request it could not parse, an answer left unfinished)
+# go the same way as the hub's, so that standard error holds JSON lines only.
+_SERVER_LOGGERS = ("uvicorn", "uvicorn.access")
 
 
 class JsonFormatter(logging.Formatter):
@@ -32,3 +35,6 @@ def configure(*, level: str, as_json: bool) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     root.propagate = False
+    if as_json:  # after uvicorn configured its loggers: their levels stay its own
+        for name in _SERVER_LOGGERS:
+            logging.getLogger(name).handlers[:] = [handler]

@@ -28,23 +28,36 @@ from hub_testing import RunningHub, problem_type, running_hub
 # with one audited route that fails in a way no handler expects.
 FAILING_HUB = """
 import uvicorn
-from fastapi import Depends
+from fastapi import Depends, FastAPI
+from fastapi.responses import StreamingResponse
 
 from hub.app import create_app_from_environment
 from hub.audit.dependencies import audited
 from hub.cli.servers import loopback_socket, server_options
 
-app = create_app_from_environment()
 
+def failing_hub() -> FastAPI:  # a factory, loaded after uvicorn set up its logging
+    app = create_app_from_environment()
 
-@app.get("/test/fails", dependencies=[Depends(audited("test.fails"))])
-async def fails() -> None:
-    raise RuntimeError("a fault that no handler takes")
+    @app.get("/test/fails", dependencies=[Depends(audited("test.fails"))])
+    async def fails() -> None:
+        raise RuntimeError("a fault that no handler takes")
+
+    @app.get("/test/fails-midway")
+    async def fails_midway() -> StreamingResponse:
+        async def lines():
+            yield b"the first line\\n"
+            raise RuntimeError("a fault in the middle of an answer")
+
+        return StreamingResponse(lines())
+
+    return app
 
 
 sock = loopback_socket()
 print(sock.getsockname()[1], flush=True)
-uvicorn.Server(uvicorn.Config(app, log_level="warning", **server_options())).run(sockets=[sock])
+config = uvicorn.Config(failing_hub, factory=True, log_level="warning", **server_options())
+uvicorn.Server(config).run(sockets=[sock])
 """
 
 
@@ -123,6 +136,21 @@ def test_an_unexpected_error_is_one_json_record_and_keeps_the_connection(
     assert (record["level"], record["message"]) == ("error", "unexpected error")
     assert record["request_id"] == failed.headers["x-request-id"] == entry["request_id"]
     assert "RuntimeError: a fault that no handler takes" in record["exception"]
+
+
+def test_an_error_in_the_middle_of_an_answer_ends_the_connection_and_logs_json_only(
+    failing_hub: tuple[str, subprocess.Popen[str]],
+) -> None:
+    url, process = failing_hub
+    with httpx.Client(base_url=url) as client, pytest.raises(httpx.RemoteProtocolError):
+        client.get("/test/fails-midway")  # a truncated answer must not look whole
+    assert httpx.get(f"{url}/healthz").status_code == 200
+
+    process.terminate()
+    _, stderr = process.communicate(timeout=30)
+    records = [json.loads(line) for line in stderr.splitlines()]  # JSON lines only
+    (traceback,) = [record["exception"] for record in records if "exception" in record]
+    assert "RuntimeError: a fault in the middle of an answer" in traceback
 
 
 @pytest.fixture
