@@ -20,6 +20,8 @@ from pydantic_settings import (
 )
 
 CONFIG_ENV = "ONCEONLY_CONFIG"
+AUDIT_ORIGIN_FILE = "audit-origin"
+"""Under ``keys_dir``: the origin a development hub's audit log was first given."""
 
 
 class Settings(BaseSettings):
@@ -51,7 +53,9 @@ class Settings(BaseSettings):
     audit_origin: str | None = Field(
         default=None,
         pattern=r"^[^\s+]+$",
-        description="The audit log's checkpoint origin; default: the issuer's host + /audit",
+        description="The audit log's checkpoint origin, fixed for the log's life (auditors pin"
+        " it); required in production. Development default: the origin the data directory's"
+        " log was first given, or the issuer's host (no port) and path + /audit",
     )
     # --- end audit checkpoints ---
     # --- change events ---
@@ -180,11 +184,26 @@ class Settings(BaseSettings):
 
     @property
     def resolved_audit_origin(self) -> str:
-        """The C2SP checkpoint origin (and key name): a schema-less URL, no spaces or '+'."""
+        """The C2SP checkpoint origin (and key name), a schema-less URL without spaces or
+        '+': fixed configuration, never the address the hub happens to listen on.
+
+        ``audit_origin`` if set; production refuses to start without it. In development,
+        the origin this data directory's log was first given (``<keys_dir>/audit-origin``,
+        written by the checkpoint signer), else the issuer's host, without its port, and
+        path + ``/audit``.
+        """
         if self.audit_origin:
             return self.audit_origin
+        if self.is_production:
+            raise RuntimeError(
+                "production needs audit_origin (ONCEONLY_AUDIT_ORIGIN): the audit log's"
+                " fixed name, which auditors pin, such as hub.example.gov/audit"
+            )
+        kept = self.keys_dir / AUDIT_ORIGIN_FILE
+        if kept.is_file():
+            return kept.read_text(encoding="utf-8").strip()
         parts = urlsplit(self.issuer)
-        return f"{parts.netloc}{parts.path.rstrip('/')}/audit"
+        return f"{parts.hostname}{parts.path.rstrip('/')}/audit"
 
     @property
     def keys_dir(self) -> Path:

@@ -15,6 +15,7 @@ problem once, until the tree extends that checkpoint again.
 
 import asyncio
 import logging
+import tempfile
 from pathlib import Path
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
@@ -24,6 +25,7 @@ from hub.audit.exceptions import AuditLogDamaged
 from hub.audit.models import AuditCheckpoint
 from hub.audit.notes import Checkpoint, Signer
 from hub.audit.schemas import CheckpointOut, CheckpointPage
+from hub.config import AUDIT_ORIGIN_FILE
 from hub.db import write_connection
 from hub.kit.clock import utcnow
 from hub.kit.keyfiles import ed25519_key
@@ -35,9 +37,32 @@ KEY_FILE = "checkpoint.jwk"
 
 def load_signer(*, keys_dir: Path, origin: str, create: bool) -> Signer:
     """The checkpoint signer: the Ed25519 key in ``<keys_dir>/checkpoint.jwk``, named
-    after the log's origin (tlog-checkpoint: the key name SHOULD be the origin)."""
+    after the log's origin (tlog-checkpoint: the key name SHOULD be the origin).
+
+    Where keys may be created (development), the origin is also kept beside the key
+    (``audit-origin``), so that the log keeps its name when the hub is restarted on
+    another address (Settings.resolved_audit_origin reads it back).
+    """
     key = ed25519_key(keys_dir / KEY_FILE, create=create)
+    if create:
+        _keep_origin(keys_dir / AUDIT_ORIGIN_FILE, origin)
     return Signer(origin, key.private_key)  # type: ignore[arg-type]
+
+
+def _keep_origin(path: Path, origin: str) -> None:
+    kept = path.read_text(encoding="utf-8").strip() if path.is_file() else None
+    if kept == origin:
+        return
+    if kept is not None:
+        log.warning(
+            "the audit log's origin changes from %s to %s (audit_origin): auditors must pin"
+            " the new verifier key",
+            kept,
+            origin,
+        )
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False) as temporary:
+        temporary.write(origin + "\n")
+    Path(temporary.name).replace(path)  # whole, even with several processes starting
 
 
 async def sign_current(conn: repository.Executor, signer: Signer) -> AuditCheckpoint:

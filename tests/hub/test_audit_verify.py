@@ -481,3 +481,31 @@ def test_checkpoint_times_carry_their_offset(hub: RunningHub, database_url: str)
     assert history
     for checkpoint in history:
         assert datetime.fromisoformat(checkpoint["time"]).utcoffset() is not None, checkpoint
+
+
+def test_a_development_hub_keeps_its_origin_when_restarted_elsewhere(
+    database_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No audit_origin: the origin is derived once and kept with the data directory, so
+    the same log, served from another port and host name, still verifies."""
+    data_dir = tmp_path / "hub"
+    with running_hub(database_url=database_url, data_dir=data_dir, checkpoint_interval=0.02) as hub:
+        key = verifier_key(hub)
+        append(database_url, [_entry(n) for n in range(SIZE)])
+        wait_for_checkpoint(hub, SIZE)
+        auditor = Auditor(capsys, tmp_path / "auditor.json", key)
+        status, output = auditor.verify(hub, "--full")
+        assert status == 0, output
+    with running_hub(
+        database_url=database_url,
+        data_dir=data_dir,
+        checkpoint_interval=0.02,
+        issuer="http://localhost:8443",  # another port and host name than the first
+    ) as moved:
+        assert moved.url != hub.url
+        assert verifier_key(moved) == key
+        append(database_url, [_entry(n) for n in range(SIZE, SIZE + 5)])
+        wait_for_checkpoint(moved, SIZE + 5)
+        status, output = auditor.verify(moved, "--full")
+    assert status == 0, output
+    assert f"consistent with the checkpoint in {auditor.state} ({SIZE} entries)" in output

@@ -1,5 +1,6 @@
 """Settings refuse what is unsafe at start-up; keys are made once, private, and kept."""
 
+import logging
 import os
 import stat
 from pathlib import Path
@@ -7,6 +8,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from hub.audit.checkpoints import load_signer
 from hub.config import Settings
 from hub.keys import HubKeys
 from hub.kit.keyfiles import MissingKeyError
@@ -109,3 +111,47 @@ def test_admin_token_comparison_accepts_only_the_token(tmp_path: Path) -> None:
     assert keys.is_admin_token(keys.admin_token)
     assert not keys.is_admin_token(keys.admin_token[:-1])
     assert not keys.is_admin_token("")
+
+
+PRODUCTION: dict[str, object] = {
+    "mode": "production",
+    "issuer": "https://hub.example.gov",
+    "database_url": "postgresql://hub@db/onceonly",
+}
+
+
+def test_production_needs_a_fixed_audit_origin() -> None:
+    with pytest.raises(RuntimeError, match="production needs audit_origin") as refused:
+        Settings(**PRODUCTION).resolved_audit_origin  # noqa: B018
+    assert "\n" not in str(refused.value)
+    named = Settings(**PRODUCTION, audit_origin="hub.example.gov/audit")
+    assert named.resolved_audit_origin == "hub.example.gov/audit"
+
+
+def test_a_development_origin_ignores_the_port_and_is_kept_beside_the_key(
+    tmp_path: Path,
+) -> None:
+    first = Settings(data_dir=tmp_path, issuer="http://127.0.0.1:8123")
+    assert first.resolved_audit_origin == "127.0.0.1/audit"
+    signer = load_signer(keys_dir=first.keys_dir, origin=first.resolved_audit_origin, create=True)
+    moved = Settings(data_dir=tmp_path, issuer="http://localhost:9000/hub")
+    assert moved.resolved_audit_origin == "127.0.0.1/audit"
+    again = load_signer(keys_dir=moved.keys_dir, origin=moved.resolved_audit_origin, create=True)
+    assert str(again.verifier) == str(signer.verifier)
+
+
+def test_a_configured_origin_wins_and_is_kept(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    derived = Settings(data_dir=tmp_path)
+    load_signer(keys_dir=derived.keys_dir, origin=derived.resolved_audit_origin, create=True)
+    named = Settings(data_dir=tmp_path, audit_origin="hub.example.gov/audit")
+    logger = logging.getLogger("onceonly")
+    logger.addHandler(caplog.handler)
+    try:
+        with caplog.at_level(logging.WARNING, logger="onceonly"):
+            load_signer(keys_dir=named.keys_dir, origin=named.resolved_audit_origin, create=True)
+    finally:
+        logger.removeHandler(caplog.handler)
+    assert "auditors must pin the new verifier key" in caplog.text
+    assert Settings(data_dir=tmp_path).resolved_audit_origin == "hub.example.gov/audit"
