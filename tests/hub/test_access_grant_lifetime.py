@@ -4,6 +4,7 @@ from before (without an end) get one from migration 0011. Over real HTTP on SQLi
 PostgreSQL; the cap as a table; the migration on SQLite.
 """
 
+import sqlite3
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -13,6 +14,7 @@ from pydantic import ValidationError
 
 from hub.access.service import capped_until
 from hub.config import Settings
+from hub.migrate import upgrade
 
 from access_world import AccessWorld, access_world
 from exchange_world import ADDRESS, CONSUMER
@@ -203,3 +205,34 @@ def test_a_revoked_grant_is_not_renewed(aw: AccessWorld) -> None:
     sam.call("POST", f"/v1/grants/{first['grant']}/revoke", {"reason": "no longer needed"})
     response = sam.call("POST", f"/v1/grants/{first['grant']}/renew", {})
     assert (response.status_code, problem_type(response)) == (409, "grant-not-active")
+
+
+# --- grants from before ----------------------------------------------------------------
+
+
+def test_the_upgrade_gives_grants_without_an_end_the_default_maximum(tmp_path: Path) -> None:
+    path = tmp_path / "step.db"
+    upgrade(f"sqlite:///{path}", "0010")
+    far = "2099-01-01 00:00:00.000000"
+    soon = (datetime.now(UTC) + timedelta(days=3)).strftime("%Y-%m-%d %H:%M:%S.%f")
+    with sqlite3.connect(path) as conn:  # foreign keys are not enforced on a bare connection
+        for grant_id, until, status in (
+            ("a" * 32, None, "active"),
+            ("b" * 32, far, "active"),
+            ("c" * 32, soon, "active"),
+            ("d" * 32, None, "revoked"),
+        ):
+            conn.execute(
+                "INSERT INTO grants (id, consumer_id, item_id, purpose, legal_basis, valid_from,"
+                " valid_until, status, created_at) VALUES (?, 'tax', 'x.item', 'statistics', '',"
+                " '2026-01-01 00:00:00', ?, ?, '2026-01-01 00:00:00')",
+                (grant_id, until, status),
+            )
+    upgrade(f"sqlite:///{path}")
+    with sqlite3.connect(path) as conn:
+        ends = dict(conn.execute("SELECT id, valid_until FROM grants").fetchall())
+    year = datetime.now(UTC).replace(tzinfo=None) + timedelta(days=365)
+    for grant_id in ("a" * 32, "b" * 32):
+        assert abs(datetime.fromisoformat(ends[grant_id]) - year) < timedelta(minutes=5)
+    assert ends["c" * 32] == soon
+    assert ends["d" * 32] is None  # a revoked grant has ended already
