@@ -1,5 +1,7 @@
 """Registry routes: public catalogue reads; departments and clients by administrators;
-items by the stewards of their owner department (docs/access.md, "Roles").
+items by the stewards of their owner department (docs/access.md, "Roles"); a change
+that one steward may not make alone waits for an administrator's decision
+(``/v1/admin/registry-changes``, docs/registry.md).
 
 In the write routes the principal comes before the body: dependencies run in the
 order they are declared, so a caller who is not signed in learns nothing about how
@@ -9,18 +11,21 @@ its body would have been judged (RFC 6750 §3.1: authenticate first).
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query
+from fastapi.responses import JSONResponse
 
 from hub.audit.dependencies import CurrentAudit, audited
 from hub.db import SessionDep, WriteSessionDep
 from hub.kit.jsonbody import json_body
 from hub.kit.strict import QueryInt
-from hub.people.dependencies import AdministratorDep, StewardDep
-from hub.people.principal import Principal
+from hub.people.dependencies import AdministratorDep, PrincipalDep, StewardDep
+from hub.people.principal import Forbidden, Principal
 from hub.registry import service
 from hub.registry.schemas import (
     CLIENT_ID_PATTERN,
     DEPARTMENT_ID_PATTERN,
     ITEM_ID_PATTERN,
+    ApproveChangeIn,
+    ChangeStatus,
     Classification,
     ClientIn,
     ClientOut,
@@ -32,6 +37,9 @@ from hub.registry.schemas import (
     ItemQuery,
     ItemVersionOut,
     Lifecycle,
+    RefuseChangeIn,
+    RegistryChangeList,
+    RegistryChangeOut,
     SharingClass,
     VersionDocument,
     VersionList,
@@ -40,6 +48,7 @@ from hub.registry.schemas import (
 ItemId = Annotated[str, Path(pattern=ITEM_ID_PATTERN, max_length=128)]
 DepartmentId = Annotated[str, Path(pattern=DEPARTMENT_ID_PATTERN)]
 ClientId = Annotated[str, Path(pattern=CLIENT_ID_PATTERN)]
+ChangeId = Annotated[str, Path(pattern=r"^[0-9a-f]{32}$")]
 
 
 def _actor(principal: Principal) -> service.Actor:
@@ -134,6 +143,7 @@ async def put_client(
 @admin.put(
     "/items/{item_id}",
     response_model=ItemOut,
+    responses={202: {"model": RegistryChangeOut, "description": "waits for an administrator"}},
     dependencies=[Depends(audited("registry.item.put"))],
 )
 async def put_item(
@@ -142,9 +152,18 @@ async def put_item(
     document: Annotated[ItemDocument, Depends(json_body(ItemDocument))],
     session: WriteSessionDep,
     scope: CurrentAudit,
-) -> ItemOut:
-    return await service.put_item(
+) -> ItemOut | JSONResponse:
+    """200 with the item; 202 with the pending change when part of the document needs a
+    second person (the rest is applied)."""
+    result = await service.put_item(
         session, item_id=item_id, document=document, scope=scope, actor=_actor(principal)
+    )
+    if result.change is None:
+        return result.item
+    return JSONResponse(
+        result.change.model_dump(mode="json"),
+        status_code=202,
+        headers={"Location": f"/v1/admin/registry-changes/{result.change.id}"},
     )
 
 
@@ -188,4 +207,75 @@ async def retire_item(
 ) -> ItemOut:
     return await service.change_lifecycle(
         session, item_id=item_id, lifecycle="retired", scope=scope, actor=_actor(principal)
+    )
+
+
+def _reader_of_changes(principal: Principal) -> None:
+    """Pending changes name people: administrators, auditors and stewards read them."""
+    if not (principal.administrator or principal.auditor or principal.stewards):
+        raise Forbidden(f"{principal.name!r} has no role that reads registry changes")
+
+
+@admin.get("/registry-changes", response_model=RegistryChangeList)
+async def list_changes(
+    principal: PrincipalDep,
+    session: SessionDep,
+    status: ChangeStatus | None = None,
+    item: Annotated[str | None, Query(pattern=ITEM_ID_PATTERN, max_length=128)] = None,
+) -> RegistryChangeList:
+    _reader_of_changes(principal)
+    return await service.list_changes(session, status=status, item=item)
+
+
+@admin.get("/registry-changes/{change_id}", response_model=RegistryChangeOut)
+async def get_change(
+    change_id: ChangeId, principal: PrincipalDep, session: SessionDep
+) -> RegistryChangeOut:
+    _reader_of_changes(principal)
+    return await service.get_change(session, change_id)
+
+
+@admin.post(
+    "/registry-changes/{change_id}/approve",
+    response_model=RegistryChangeOut,
+    dependencies=[Depends(audited("registry.change.approve"))],
+)
+async def approve_change(
+    change_id: ChangeId,
+    principal: AdministratorDep,
+    body: Annotated[ApproveChangeIn, Depends(json_body(ApproveChangeIn))],
+    session: WriteSessionDep,
+    scope: CurrentAudit,
+) -> RegistryChangeOut:
+    principal.require_person()
+    return await service.decide_change(
+        session,
+        change_id=change_id,
+        approve=True,
+        decider=principal.name,
+        reason=body.reason,
+        scope=scope,
+    )
+
+
+@admin.post(
+    "/registry-changes/{change_id}/refuse",
+    response_model=RegistryChangeOut,
+    dependencies=[Depends(audited("registry.change.refuse"))],
+)
+async def refuse_change(
+    change_id: ChangeId,
+    principal: AdministratorDep,
+    body: Annotated[RefuseChangeIn, Depends(json_body(RefuseChangeIn))],
+    session: WriteSessionDep,
+    scope: CurrentAudit,
+) -> RegistryChangeOut:
+    principal.require_person()
+    return await service.decide_change(
+        session,
+        change_id=change_id,
+        approve=False,
+        decider=principal.name,
+        reason=body.reason,
+        scope=scope,
     )

@@ -67,3 +67,25 @@ class NotSteward(HubError):
     status = 403
     slug = "not-steward"
     title = "Not a steward of the owner department"
+
+
+class RegistryChangeNotFound(HubError):
+    status = 404
+    slug = "registry-change-not-found"
+    title = "No such registry change"
+
+
+class RegistryChangeNotPending(HubError):
+    """The change was approved or refused already; ``state`` says which."""
+
+    status = 409
+    slug = "registry-change-not-pending"
+    title = "Registry change is no longer pending"
+
+
+class NotSecondPerson(HubError):
+    """The person who asked for a dangerous change does not approve it."""
+
+    status = 403
+    slug = "not-second-person"
+    title = "A second person must decide this change"

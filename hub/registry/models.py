@@ -1,7 +1,9 @@
-"""Registry tables: departments, their clients, data items and item versions."""
+"""Registry tables: departments, their clients, data items, item versions, and changes
+that wait for a second person."""
 
 from datetime import datetime
 from typing import Any
+from uuid import uuid4
 
 import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
@@ -65,3 +67,32 @@ class ItemVersion(SQLModel, table=True):
     fingerprint: str = Field(max_length=64)
     personal_fields: list[str] = Field(default_factory=list, sa_type=sa.JSON)
     created_at: datetime = created_at()
+
+
+class RegistryChange(SQLModel, table=True):
+    """A change of an item that one steward may not make alone (docs/registry.md, "Two
+    people for dangerous changes"): it waits here until an administrator approves or
+    refuses it. ``changes`` maps each member to ``{"from": ..., "to": ...}``.
+    ``status``: pending → approved | refused (each final)."""
+
+    __tablename__ = "registry_changes"
+    __table_args__ = (
+        # At most one pending change per item, kept by the database itself.
+        sa.Index(
+            "uq_registry_changes_pending",
+            "item_id",
+            unique=True,
+            postgresql_where=sa.text("status = 'pending'"),
+            sqlite_where=sa.text("status = 'pending'"),
+        ),
+    )
+
+    id: str = Field(default_factory=lambda: uuid4().hex, primary_key=True, max_length=32)
+    item_id: str = Field(foreign_key="items.id", max_length=128)
+    changes: dict[str, Any] = Field(sa_type=sa.JSON)
+    status: str = Field(default="pending", max_length=16)
+    requested_by: str = Field(max_length=64)
+    requested_at: datetime = created_at()
+    decided_by: str | None = Field(default=None, max_length=64)
+    decided_at: datetime | None = Field(default=None, sa_type=sa.DateTime(timezone=True))
+    reason: str | None = Field(default=None, max_length=2000)

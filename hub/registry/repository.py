@@ -1,10 +1,12 @@
 """All SQL of the registry."""
 
+from typing import Any
+
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
-from hub.registry.models import Client, Department, Item, ItemVersion
+from hub.registry.models import Client, Department, Item, ItemVersion, RegistryChange
 from hub.registry.schemas import ItemQuery
 
 
@@ -78,5 +80,47 @@ async def list_versions(session: AsyncSession, item_ids: list[str]) -> list[Item
     return list((await session.execute(query)).scalars())
 
 
-def add(session: AsyncSession, row: Department | Client | Item | ItemVersion) -> None:
+def add(
+    session: AsyncSession, row: Department | Client | Item | ItemVersion | RegistryChange
+) -> None:
     session.add(row)
+
+
+async def get_change(session: AsyncSession, change_id: str) -> RegistryChange | None:
+    return await session.get(RegistryChange, change_id, populate_existing=True)
+
+
+async def pending_change(session: AsyncSession, item_id: str) -> RegistryChange | None:
+    query = select(RegistryChange).where(
+        col(RegistryChange.item_id) == item_id, col(RegistryChange.status) == "pending"
+    )
+    return (await session.execute(query.limit(1))).scalars().first()
+
+
+async def list_changes(
+    session: AsyncSession, *, status: str | None, item: str | None, limit: int
+) -> list[tuple[RegistryChange, str]]:
+    """Changes and their item's owner, oldest first."""
+    query = select(RegistryChange, Item.owner_id).join(
+        Item, col(Item.id) == col(RegistryChange.item_id)
+    )
+    if status is not None:
+        query = query.where(col(RegistryChange.status) == status)
+    if item is not None:
+        query = query.where(col(RegistryChange.item_id) == item)
+    query = query.order_by(col(RegistryChange.requested_at), col(RegistryChange.id)).limit(limit)
+    return [(row[0], row[1]) for row in await session.execute(query)]
+
+
+async def settle_change(
+    session: AsyncSession, *, change_id: str, status: str, **values: Any
+) -> bool:
+    """Compare-and-set pending → ``status``; False if the change was no longer pending."""
+    statement = (
+        sa.update(RegistryChange)
+        .where(col(RegistryChange.id) == change_id, col(RegistryChange.status) == "pending")
+        .values(status=status, **values)
+        .execution_options(synchronize_session=False)
+    )
+    result: Any = await session.execute(statement)
+    return bool(result.rowcount == 1)

@@ -5,6 +5,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from hub.kit.clock import UtcDatetime
 from hub.kit.strict import STRICT_INPUT
 
 ITEM_ID_PATTERN = r"^[a-z][a-z0-9-]*(\.[a-z][a-z0-9-]*)+$"
@@ -12,6 +13,7 @@ DEPARTMENT_ID_PATTERN = r"^[a-z][a-z0-9-]{1,62}[a-z0-9]$"
 CLIENT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 
 SharingClass = Literal["unconditional", "conditional", "none"]
+ChangeStatus = Literal["pending", "approved", "refused"]
 Classification = Literal["public", "internal", "personal", "sensitive-personal"]
 Lifecycle = Literal["active", "deprecated", "retired"]
 Compatibility = Literal[
@@ -138,3 +140,32 @@ class ItemQuery(BaseModel):
     classification: Classification | None = None
     sharing_class: SharingClass | None = None
     lifecycle: Lifecycle | None = None
+
+
+class RegistryChangeOut(BaseModel):
+    """A change that waits for (or got) a second person's decision."""
+
+    id: str
+    item: str
+    owner: str
+    changes: dict[str, dict[str, str]] = Field(
+        description='Each member changed: {"from": ..., "to": ...}'
+    )
+    status: ChangeStatus
+    requested_by: str
+    requested_at: UtcDatetime
+    decided_by: str | None
+    decided_at: UtcDatetime | None
+    reason: str | None
+
+
+class RegistryChangeList(BaseModel):
+    changes: list[RegistryChangeOut]
+
+
+class ApproveChangeIn(_Strict):
+    reason: str | None = Field(default=None, min_length=1, max_length=2000)
+
+
+class RefuseChangeIn(_Strict):
+    reason: str = Field(min_length=1, max_length=2000)

@@ -3,6 +3,7 @@
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hub.audit.service import AuditScope
@@ -14,13 +15,16 @@ from hub.registry.exceptions import (
     IncompatibleVersion,
     InvalidSchema,
     ItemRetired,
+    NotSecondPerson,
     NotSteward,
+    RegistryChangeNotFound,
+    RegistryChangeNotPending,
     RegistryConflict,
     UnknownDepartment,
     UnknownItem,
     UnknownVersion,
 )
-from hub.registry.models import Client, Department, Item, ItemVersion
+from hub.registry.models import Client, Department, Item, ItemVersion, RegistryChange
 from hub.registry.schemas import (
     ClientIn,
     ClientOut,
@@ -32,6 +36,8 @@ from hub.registry.schemas import (
     ItemQuery,
     ItemVersionOut,
     LegalBasis,
+    RegistryChangeList,
+    RegistryChangeOut,
     VersionDocument,
     VersionList,
     VersionSummary,
@@ -45,6 +51,15 @@ class Actor:
 
     name: str
     departments: frozenset[str] | None = None
+
+
+@dataclass(frozen=True)
+class PutResult:
+    """What a PUT of an item did: the item as it is now, and the change that waits for
+    a second person (None: everything was applied)."""
+
+    item: ItemOut
+    change: RegistryChangeOut | None = None
 
 
 def require_steward(actor: Actor, department: str) -> None:
@@ -145,11 +160,13 @@ async def put_item(
     document: ItemDocument,
     scope: AuditScope,
     actor: Actor,
-) -> ItemOut:
+) -> PutResult:
     """Register an item with its first schema version, or update its metadata.
 
     The schema of an existing item never changes here: a different schema is a new
-    version, which must pass the item's compatibility check.
+    version, which must pass the item's compatibility check. A change that one steward
+    may not make alone (:func:`dangerous_changes`) is kept as a pending change for an
+    administrator; the rest of the document is applied at once.
     """
     scope.note(item=item_id, department=document.owner)
     if document.id != item_id:
@@ -180,14 +197,19 @@ async def put_item(
         )
         await session.flush()
         repository.add(session, latest)
+        proposed = {}
     else:
         latest = await _latest(session, row)
         known = {v.fingerprint for v in await repository.item_versions(session, row.id)}
         _refuse_takeover_or_new_schema(row, known, document, fingerprint)
+        proposed = dangerous_changes(row, document, personal=bool(latest.personal_fields))
     _apply_metadata(row, document)
+    for member, change in proposed.items():  # these wait for an administrator
+        setattr(row, member, change["from"])
     await session.flush()
+    waiting = await _propose(session, row=row, changes=proposed, actor=actor, scope=scope)
     await scope.record_change(session, version=row.latest_version)
-    return _item_out(row, latest)
+    return PutResult(item=_item_out(row, latest), change=waiting)
 
 
 def _refuse_takeover_or_new_schema(
@@ -394,3 +416,177 @@ async def list_versions(session: AsyncSession, item_id: str) -> VersionList:
 def version_fields(schema: dict[str, Any]) -> list[str]:
     """The top-level fields a version defines (what a grant for "all fields" covers)."""
     return _fields(schema)
+
+
+# --- two people for dangerous changes (docs/registry.md) -------------------------------
+
+# How open each sharing class is: opening an item with personal fields needs two people.
+SHARING_OPENNESS = {"none": 0, "conditional": 1, "unconditional": 2}
+# What each compatibility mode checks: its directions, and whether against every earlier
+# version (transitive) or the latest only.
+MODE_CHECKS: dict[str, tuple[frozenset[str], bool]] = {
+    "NONE": (frozenset(), False),
+    "BACKWARD": (frozenset({"backward"}), False),
+    "BACKWARD_TRANSITIVE": (frozenset({"backward"}), True),
+    "FORWARD": (frozenset({"forward"}), False),
+    "FORWARD_TRANSITIVE": (frozenset({"forward"}), True),
+    "FULL": (frozenset({"backward", "forward"}), False),
+    "FULL_TRANSITIVE": (frozenset({"backward", "forward"}), True),
+}
+
+
+def loosens_compatibility(old: str, new: str) -> bool:
+    """Whether ``new`` leaves out a check that ``old`` makes: one of its directions, or
+    the comparison with every earlier version. FULL → BACKWARD → NONE loosens;
+    BACKWARD → FORWARD loosens too (backward is no longer checked)."""
+    old_directions, old_transitive = MODE_CHECKS[old]
+    new_directions, new_transitive = MODE_CHECKS[new]
+    if not old_directions <= new_directions:
+        return True
+    return bool(old_directions) and old_transitive and not new_transitive
+
+
+def dangerous_changes(
+    row: Item, document: ItemDocument, *, personal: bool
+) -> dict[str, dict[str, str]]:
+    """The members of ``document`` that one steward may not change alone: a more open
+    sharing class of an item with personal fields, a looser compatibility mode."""
+    changes: dict[str, dict[str, str]] = {}
+    opens = SHARING_OPENNESS[document.sharing_class] > SHARING_OPENNESS[row.sharing_class]
+    if personal and opens:
+        changes["sharing_class"] = {"from": row.sharing_class, "to": document.sharing_class}
+    if loosens_compatibility(row.compatibility, document.compatibility):
+        changes["compatibility"] = {"from": row.compatibility, "to": document.compatibility}
+    return changes
+
+
+def describe_changes(changes: dict[str, Any]) -> str:
+    return ", ".join(f"{name} {c['from']} → {c['to']}" for name, c in sorted(changes.items()))
+
+
+def _change_out(change: RegistryChange, owner: str) -> RegistryChangeOut:
+    return RegistryChangeOut(
+        id=change.id,
+        item=change.item_id,
+        owner=owner,
+        changes=change.changes,
+        status=change.status,
+        requested_by=change.requested_by,
+        requested_at=change.requested_at,
+        decided_by=change.decided_by,
+        decided_at=change.decided_at,
+        reason=change.reason,
+    )
+
+
+async def _propose(
+    session: AsyncSession,
+    *,
+    row: Item,
+    changes: dict[str, dict[str, str]],
+    actor: Actor,
+    scope: AuditScope,
+) -> RegistryChangeOut | None:
+    """Keep ``changes`` for an administrator. The same change asked again is the one that
+    waits already (a retried upload); another one waits its turn."""
+    if not changes:
+        return None
+    change = await repository.pending_change(session, row.id)
+    if change is not None and change.changes != changes:
+        raise RegistryConflict(
+            f"change {change.id} of {row.id!r} ({describe_changes(change.changes)}) waits for"
+            " an administrator; it must be decided first"
+        )
+    if change is None:
+        change = RegistryChange(item_id=row.id, changes=changes, requested_by=actor.name)
+        repository.add(session, change)
+        try:
+            await session.flush()
+        except IntegrityError:  # the database's own guard (uq_registry_changes_pending)
+            raise RegistryConflict(f"another change of {row.id!r} waits already") from None
+    scope.note(
+        target=change.id,
+        fields=sorted(changes),
+        reason=f"waits for a second person: {describe_changes(changes)}",
+    )
+    return _change_out(change, row.owner_id)
+
+
+async def list_changes(
+    session: AsyncSession, *, status: str | None, item: str | None
+) -> RegistryChangeList:
+    rows = await repository.list_changes(session, status=status, item=item, limit=1000)
+    return RegistryChangeList(changes=[_change_out(change, owner) for change, owner in rows])
+
+
+async def _change(session: AsyncSession, change_id: str) -> RegistryChange:
+    change = await repository.get_change(session, change_id)
+    if change is None:
+        raise RegistryChangeNotFound(f"there is no registry change {change_id!r}")
+    return change
+
+
+async def get_change(session: AsyncSession, change_id: str) -> RegistryChangeOut:
+    change = await _change(session, change_id)
+    item = await repository.get_item(session, change.item_id)
+    assert item is not None  # a foreign key
+    return _change_out(change, item.owner_id)
+
+
+async def decide_change(
+    session: AsyncSession,
+    *,
+    change_id: str,
+    approve: bool,
+    decider: str,
+    reason: str | None,
+    scope: AuditScope,
+) -> RegistryChangeOut:
+    """An administrator approves (the item changes now) or refuses a pending change; not
+    the person who asked for it. Compare-and-set: of two decisions, one wins."""
+    scope.note(target=change_id)
+    change = await _change(session, change_id)
+    row = await repository.get_item_for_update(session, change.item_id)
+    assert row is not None  # a foreign key
+    scope.note(item=row.id, department=row.owner_id, fields=sorted(change.changes))
+    if change.status != "pending":
+        raise _not_pending(change)
+    if decider == change.requested_by:
+        raise NotSecondPerson(
+            f"{decider!r} asked for change {change.id}; another person decides it"
+        )
+    if approve:
+        _apply_change(row, change)
+    settled = await repository.settle_change(
+        session,
+        change_id=change.id,
+        status="approved" if approve else "refused",
+        decided_by=decider,
+        decided_at=utcnow(),
+        reason=reason,
+    )
+    if not settled:
+        raise _not_pending(await _change(session, change_id))
+    await session.flush()
+    await scope.record_change(session, version=row.latest_version, reason=reason)
+    return _change_out(await _change(session, change_id), row.owner_id)
+
+
+def _not_pending(change: RegistryChange) -> RegistryChangeNotPending:
+    by = f" by {change.decided_by!r}" if change.decided_by else ""
+    return RegistryChangeNotPending(
+        f"registry change {change.id} was {change.status}{by}; only a pending change is decided",
+        extra={"state": change.status},
+    )
+
+
+def _apply_change(row: Item, change: RegistryChange) -> None:
+    """The item must still be as the change found it (else it is stale: refuse it)."""
+    for member, values in change.changes.items():
+        if getattr(row, member) != values["from"]:
+            raise RegistryConflict(
+                f"{row.id!r} has {member} {getattr(row, member)} now, not {values['from']};"
+                f" change {change.id} is stale: refuse it"
+            )
+    for member, values in change.changes.items():
+        setattr(row, member, values["to"])
