@@ -159,16 +159,21 @@ def hub(database_url: str, tmp_path: Path) -> Iterator[RunningHub]:
         yield running
 
 
+NAMED = {"grant_type": "client_credentials", "client_id": "nobody-adapter"}  # audited refusal
+
+
 def test_request_headers_over_the_limit_get_431_before_any_route(hub: RunningHub) -> None:
     fits = {"X-Padding": "a" * (MAX_HEADER_BYTES - 1024)}
     assert httpx.get(f"{hub.url}/healthz", headers=fits).status_code == 200
     headers = {f"X-Padding-{n}": "a" * 1000 for n in range(40)}  # 40 KB in all
-    refused = httpx.post(f"{hub.url}/oauth/token", data={}, headers=headers)
+    refused = httpx.post(f"{hub.url}/oauth/token", data=NAMED, headers=headers)
     assert refused.status_code == 431
     assert problem_type(refused) == "request-header-fields-too-large"
     assert len(refused.headers["x-request-id"]) == 32
+    audited = httpx.post(f"{hub.url}/oauth/token", data=NAMED)  # the same, within the limit
     with hub.admin() as admin:  # refused before the (audited) route ran: no entry
-        assert admin.audit_entries(action="token.request")["entries"] == []
+        (entry,) = [e["entry"] for e in admin.audit_entries(action="token.issue")["entries"]]
+    assert entry["request_id"] == audited.headers["x-request-id"]
 
 
 def raw_exchange(url: str, head: bytes) -> bytes:
@@ -216,15 +221,15 @@ def test_the_hub_makes_its_own_request_ids_and_keeps_the_clients_beside_them(
     hub: RunningHub,
 ) -> None:
     offered = {"X-Request-Id": "batch-7.retry_1"}
-    answers = [httpx.post(f"{hub.url}/oauth/token", data={}, headers=offered) for _ in range(2)]
-    assert [answer.status_code for answer in answers] == [400, 400]
+    answers = [httpx.post(f"{hub.url}/oauth/token", data=NAMED, headers=offered) for _ in range(2)]
+    assert [answer.status_code for answer in answers] == [401, 401]  # no such client
     ours = [answer.headers["x-request-id"] for answer in answers]
     assert len(set(ours)) == 2
     assert "batch-7.retry_1" not in ours
     entries = entries_with(hub, "batch-7.retry_1")
     assert [entry["request_id"] for entry in entries] == ours
 
-    malformed = httpx.post(f"{hub.url}/oauth/token", data={}, headers={"X-Request-Id": "a b"})
+    malformed = httpx.post(f"{hub.url}/oauth/token", data=NAMED, headers={"X-Request-Id": "a b"})
     with hub.admin() as admin:
         page = admin.audit_entries(limit=1000)
     (entry,) = [
