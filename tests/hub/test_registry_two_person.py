@@ -4,7 +4,9 @@ did not ask for it; tightening changes take one step. The rules as tables; the r
 over real HTTP on SQLite and PostgreSQL, each step audited.
 """
 
+import argparse
 import copy
+import json
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -12,6 +14,8 @@ from typing import Any
 import httpx
 import pytest
 
+from hub import cli
+from hub.cli import registry_commands
 from hub.registry.service import MODE_CHECKS, loosens_compatibility
 
 from hub_testing import (
@@ -295,3 +299,50 @@ def test_reading_changes_needs_a_role(hub: RunningHub) -> None:
         f"{hub.url}{CHANGES}/{'0' * 32}", headers=signed_in(hub, "ari", {"role": "auditor"})
     )
     assert (missing.status_code, problem_type(missing)) == (404, "registry-change-not-found")
+
+
+# --- the command line -------------------------------------------------------------------
+
+
+@pytest.fixture
+def onceonly(hub: RunningHub, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """``onceonly`` against the module's hub, as the person whose headers are given."""
+    build = cli.build_parser
+
+    def with_registry() -> argparse.ArgumentParser:
+        parser = build()
+        commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        if "registry" not in commands.choices:  # until hub/cli/__init__.py registers it
+            registry_commands.register(commands)
+        return parser
+
+    monkeypatch.setattr(cli, "build_parser", with_registry)
+    monkeypatch.setenv("ONCEONLY_HUB_URL", hub.url)
+
+    def run(headers: dict[str, str], *argv: str) -> int:
+        monkeypatch.setenv("ONCEONLY_TOKEN", headers["Authorization"].removeprefix("Bearer "))
+        return cli.main(["registry", *argv])
+
+    return run
+
+
+def test_cli_lists_approves_and_refuses_changes(
+    hub: RunningHub,
+    people: dict[str, dict[str, str]],
+    onceonly: Any,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    document = new_item(hub, people)
+    change_id = put(hub, {**document, "compatibility": "NONE"}, people["steward"]).json()["id"]
+    admin = people["admin"]
+    assert onceonly(admin, "changes", "--status", "pending", "--item", document["id"]) == 0
+    assert [c["id"] for c in json.loads(capsys.readouterr().out)["changes"]] == [change_id]
+    assert onceonly(people["steward"], "approve", change_id) == 1
+    assert capsys.readouterr().err.startswith("refused: HTTP 403")
+    assert onceonly(admin, "approve", change_id, "--reason", "agreed") == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert (shown["status"], shown["decided_by"], shown["reason"]) == ("approved", "ada", "agreed")
+    assert onceonly(admin, "refuse", change_id, "--reason", "late") == 1
+    assert "registry change" in capsys.readouterr().err
+    assert onceonly(people["auditor"], "show", change_id) == 0
+    assert json.loads(capsys.readouterr().out)["status"] == "approved"
