@@ -1,9 +1,10 @@
 """OAuth routes: token (RFC 6749 §3.2), introspection (RFC 7662), revocation (RFC 7009),
-metadata (RFC 8414), JWKS (RFC 7517), and a client's own registration."""
+metadata (RFC 8414), JWKS (RFC 7517), a client's own registration, and an
+administrator's disabling (and enabling) of a client."""
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Path, Request, Response
 from fastapi.responses import JSONResponse
 
 from hub.audit.dependencies import CurrentAudit, audited
@@ -22,8 +23,11 @@ from hub.config import Settings, SettingsDep
 from hub.db import SessionDep, WriteSessionDep
 from hub.keys import KeysDep
 from hub.kit.jsonbody import json_body
+from hub.people.dependencies import AdministratorDep
+from hub.registry.schemas import CLIENT_ID_PATTERN, ClientOut
 
 router = APIRouter(tags=["oauth"])
+ClientId = Annotated[str, Path(pattern=CLIENT_ID_PATTERN)]
 
 _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}  # RFC 6749 §5.1
 _JWKS_CACHE = {"Cache-Control": "public, max-age=60"}  # well below a rotation's delay
@@ -139,3 +143,40 @@ async def replace_own_jwks(
         session, caller=caller, jwks=body.model_dump(), scope=scope
     )
     return OwnClientOut(client_id=caller.client_id, department=caller.department, kids=kids)
+
+
+@router.post(
+    "/v1/admin/clients/{client_id}/disable",
+    response_model=ClientOut,
+    tags=["administration"],
+    dependencies=[Depends(audited("registry.client.disable"))],
+)
+async def disable_client(
+    client_id: ClientId,
+    _: AdministratorDep,
+    session: WriteSessionDep,
+    settings: SettingsDep,
+    scope: CurrentAudit,
+) -> ClientOut:
+    return await service.set_client_standing(
+        session, client_id=client_id, active=False, settings=settings, scope=scope
+    )
+
+
+@router.post(
+    "/v1/admin/clients/{client_id}/enable",
+    response_model=ClientOut,
+    tags=["administration"],
+    dependencies=[Depends(audited("registry.client.enable"))],
+)
+async def enable_client(
+    client_id: ClientId,
+    _: AdministratorDep,
+    session: WriteSessionDep,
+    settings: SettingsDep,
+    scope: CurrentAudit,
+) -> ClientOut:
+    """409 ``client-tokens-outstanding`` while tokens it held when disabled may live."""
+    return await service.set_client_standing(
+        session, client_id=client_id, active=True, settings=settings, scope=scope
+    )

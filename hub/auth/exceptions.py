@@ -93,6 +93,23 @@ class InvalidScope(OAuthError):
     title = "Invalid scope"
 
 
+class ClientNotFound(HubError):
+    """An administrator named a client that is not registered."""
+
+    status = 404
+    slug = "client-not-found"
+    title = "No such client"
+
+
+class ClientTokensOutstanding(HubError):
+    """A client disabled so recently that access tokens it held then may still live:
+    it is enabled once they have expired (``Retry-After`` says when)."""
+
+    status = 409
+    slug = "client-tokens-outstanding"
+    title = "The client's earlier tokens are still alive"
+
+
 DPOP_ALGORITHMS = ("ES256", "Ed25519", "EdDSA", "PS256")
 
 

@@ -22,3 +22,13 @@ class RevokedToken(SQLModel, table=True):
 
     jti: str = Field(primary_key=True, max_length=64)
     expires_at: datetime = Field(sa_type=sa.DateTime(timezone=True), index=True)
+
+
+class ClientDisablement(SQLModel, table=True):
+    """When an administrator last disabled a client. It is enabled again only once
+    every access token it held then has expired, so that none of them comes back."""
+
+    __tablename__ = "client_disablements"
+
+    client_id: str = Field(primary_key=True, foreign_key="clients.client_id", max_length=128)
+    disabled_at: datetime = Field(sa_type=sa.DateTime(timezone=True))

@@ -1,5 +1,5 @@
-"""All SQL of authentication: revoked tokens, a client's standing and its own keys (the
-single-use identifiers are spent by ``hub.auth.jti_register``)."""
+"""All SQL of authentication: revoked tokens, a client's standing, its own keys and
+when it was disabled (the single-use identifiers are spent by ``hub.auth.jti_register``)."""
 
 import hashlib
 from dataclasses import dataclass
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from hub.auth.models import RevokedToken, UsedJti
+from hub.auth.models import ClientDisablement, RevokedToken, UsedJti
 from hub.db import write_connection
 from hub.registry.models import Client
 
@@ -82,3 +82,16 @@ async def set_client_jwks(session: AsyncSession, *, client_id: str, jwks: dict[s
     await session.execute(
         sa.update(_clients).where(_clients.c.client_id == client_id).values(jwks=jwks)
     )
+
+
+async def last_disabled(session: AsyncSession, client_id: str) -> datetime | None:
+    row = await session.get(ClientDisablement, client_id)
+    return row.disabled_at if row is not None else None
+
+
+async def record_disablement(session: AsyncSession, *, client_id: str, at: datetime) -> None:
+    row = await session.get(ClientDisablement, client_id)
+    if row is None:
+        session.add(ClientDisablement(client_id=client_id, disabled_at=at))
+    else:
+        row.disabled_at = at

@@ -10,9 +10,10 @@ revocation, metadata, and a client's own keys.
   department's tokens only.
 """
 
+import math
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -27,7 +28,9 @@ from hub.auth.callers import require_active_client as require_active_client
 from hub.auth.exceptions import (
     ClientCertificateUnregistered,
     ClientNotAuthenticated,
+    ClientNotFound,
     ClientSignatureInvalid,
+    ClientTokensOutstanding,
     DisabledClient,
     InvalidClient,
     InvalidDpopProofGrant,
@@ -46,9 +49,11 @@ from hub.auth.schemas import (
 )
 from hub.config import Settings
 from hub.keys import HubKeys, KeyLabel
+from hub.kit.clock import aware, rfc3339_ms, utcnow
 from hub.registry import jwks as jwks_rules
 from hub.registry import repository as registry
 from hub.registry.models import Client
+from hub.registry.schemas import ClientOut
 
 CLIENT_ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 SIGNING_ALGORITHMS = ["ES256", "Ed25519", "EdDSA", "PS256"]
@@ -517,6 +522,62 @@ async def replace_own_jwks(
     kids = [str(key["kid"]) for key in normalized["keys"]]
     await scope.record_change(session, target=caller.client_id)
     return kids
+
+
+# --- a client's standing, set by an administrator ---------------------------------------
+
+
+async def set_client_standing(
+    session: AsyncSession,
+    *,
+    client_id: str,
+    active: bool,
+    settings: Settings,
+    scope: AuditScope,
+) -> ClientOut:
+    """Disable a client, or enable it again. A disabled client gets no token (its
+    attempts are answered as an unknown client's), and the access tokens it holds are
+    refused from its next request on, on every replica: every route reads the
+    client's standing with the token (``callers.caller_from_token``, and the
+    exchange's one read). It is enabled again only once those tokens have expired
+    (:func:`_require_tokens_expired`). Keys and department stay as they are."""
+    scope.note(target=client_id)
+    row = await registry.get_client(session, client_id)
+    if row is None:
+        raise ClientNotFound(f"there is no client {client_id!r}")
+    scope.note(department=row.department_id)
+    if active:
+        await _require_tokens_expired(session, client_id=client_id, settings=settings)
+    elif row.status == "active":
+        await repository.record_disablement(session, client_id=client_id, at=utcnow())
+    row.status = "active" if active else "disabled"
+    await session.flush()
+    await scope.record_change(session)
+    kids = [str(key.get("kid")) for key in row.jwks.get("keys", [])]
+    return ClientOut(
+        client_id=row.client_id, department=row.department_id, status=row.status, kids=kids
+    )
+
+
+async def _require_tokens_expired(
+    session: AsyncSession, *, client_id: str, settings: Settings
+) -> None:
+    """Refuse to enable a client while a token it held when disabled may live: access
+    tokens are checked against the client's standing, not against when it changed, so
+    an early enabling would give them back."""
+    disabled_at = await repository.last_disabled(session, client_id)
+    if disabled_at is None:
+        return
+    until = aware(disabled_at) + timedelta(
+        seconds=settings.access_token_lifetime + settings.clock_skew
+    )
+    wait = math.ceil((until - utcnow()).total_seconds())
+    if wait > 0:
+        raise ClientTokensOutstanding(
+            f"access tokens issued before the client was disabled live until"
+            f" {rfc3339_ms(until)}; enable it after that",
+            headers={"Retry-After": str(wait)},
+        )
 
 
 # --- discovery -------------------------------------------------------------------------

@@ -176,6 +176,16 @@ def _client_put(args: argparse.Namespace) -> int:
     )
 
 
+def _client_disable(args: argparse.Namespace) -> int:
+    return _admin_call(args, lambda admin: admin.disable_client(args.client_id))
+
+
+def _client_enable(args: argparse.Namespace) -> int:
+    return _admin_call(
+        args, lambda admin: admin.call("POST", f"/v1/admin/clients/{args.client_id}/enable")
+    )
+
+
 def _grant_create(args: argparse.Namespace) -> int:
     fields = args.fields.split(",") if args.fields else None
     return _admin_call(
@@ -408,6 +418,24 @@ def _admin_commands(sub: Any) -> None:
     cput.add_argument(
         "--jwks", required=True, help="file with the public JWKS (onceonly adapter jwks)"
     )
+    disable = _with_hub(
+        _add(
+            client,
+            "disable",
+            _client_disable,
+            "disable a client: its access tokens end at once, and it gets no new one",
+        )
+    )
+    disable.add_argument("client_id")
+    enable = _with_hub(
+        _add(
+            client,
+            "enable",
+            _client_enable,
+            "enable a disabled client again (once the tokens it held have expired)",
+        )
+    )
+    enable.add_argument("client_id")
 
     grants = sub.add_parser("grant", help="grants").add_subparsers(
         dest="grant_command", required=True

@@ -87,6 +87,10 @@ class AdminClient:
         body = {"department": department, "jwks": jwks}
         return dict(self._call("PUT", f"/v1/admin/clients/{client_id}", body))
 
+    def disable_client(self, client_id: str) -> dict[str, Any]:
+        """Its access tokens end at once and it gets no new one (docs/protocol.md, 2.8)."""
+        return dict(self._call("POST", f"/v1/admin/clients/{client_id}/disable"))
+
     def put_item(self, document: dict[str, Any]) -> dict[str, Any]:
         return dict(self._call("PUT", f"/v1/admin/items/{document['id']}", document))
 

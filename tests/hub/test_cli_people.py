@@ -8,7 +8,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from joserfc.jwk import ECKey
 
+from adapters import public_jwks
 from hub.cli import main
 
 from hub_testing import CATALOGUE, RunningHub, running_hub
@@ -144,3 +146,24 @@ def test_totp_enrol_asks_for_the_password(
     enrolment = json.loads(out)
     assert enrolment["otpauth_uri"].startswith("otpauth://totp/")
     assert f"secret={enrolment['secret']}" in enrolment["otpauth_uri"]
+
+
+def test_an_administrator_disables_and_enables_a_client(
+    hub: RunningHub,
+    cli: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    key = ECKey.generate_key("P-256", auto_kid=True)
+    with hub.admin() as admin:
+        admin.put_client("tax-cli-adapter", department="tax", jwks=public_jwks(key))
+    monkeypatch.setenv("ONCEONLY_ADMIN_TOKEN", hub.keys.admin_token)
+    status, out, err = run(["client", "disable", "tax-cli-adapter"], monkeypatch, capsys)
+    assert status == 0, err
+    assert json.loads(out)["status"] == "disabled"
+    status, _, err = run(["client", "enable", "tax-cli-adapter"], monkeypatch, capsys)
+    assert status == 1  # tokens it held when disabled may still live
+    assert "HTTP 409" in err
+    assert "enable it after" in err
+    status, _, err = run(["client", "disable", "no-such-client"], monkeypatch, capsys)
+    assert (status, "HTTP 404" in err) == (1, True)
