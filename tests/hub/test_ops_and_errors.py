@@ -53,7 +53,7 @@ def test_readyz_is_not_ready_while_the_audit_writer_cannot_commit_and_ready_once
 ) -> None:
     _rename_table(database_url, "audit_entries", "audit_entries_away")
     try:
-        refused = httpx.post(f"{hub.url}/oauth/token", data={})  # audited: its entry fails
+        refused = httpx.get(f"{hub.url}/v1/audit/entries")  # a refusal: its entry fails
         assert problem_type(refused) == "audit-unavailable"
         not_ready = httpx.get(f"{hub.url}/readyz")
         assert not_ready.status_code == 503
@@ -62,7 +62,7 @@ def test_readyz_is_not_ready_while_the_audit_writer_cannot_commit_and_ready_once
     finally:
         _rename_table(database_url, "audit_entries_away", "audit_entries")
     assert _ready_within(hub.url, seconds=10)  # the writer's probe finds its table again
-    assert httpx.post(f"{hub.url}/oauth/token", data={}).status_code == 400  # audited again
+    assert httpx.get(f"{hub.url}/v1/audit/entries").status_code == 401  # audited again
 
 
 def test_every_response_carries_the_hubs_own_request_id(hub: RunningHub) -> None:
