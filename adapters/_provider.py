@@ -67,6 +67,7 @@ class _Trail:
     consumer: str | None = None
     purpose: str | None = None
     subject_sha256: str | None = None
+    subject_pseudonym: str | None = None  # as the hub's audit entry keeps it
     commitment: str | None = None
     commitment_key: str | None = None
 
@@ -189,7 +190,10 @@ class _Provider:
         """
         claims = await self._verifier.verify(_bearer_token(request))
         trail.consumer, trail.purpose = claims.consumer, claims.purpose
-        trail.subject_sha256 = claims.subject_sha256
+        trail.subject_sha256, trail.subject_pseudonym = (
+            claims.subject_sha256,
+            claims.subject_pseudonym,
+        )
         query = _parse_body(await _read_body(request))
         _check_claims_match(claims, item=trail.item, query=query)
         record = await self._fetch(trail.item, query.subject)

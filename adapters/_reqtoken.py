@@ -41,6 +41,8 @@ class RequestClaims:
     version: int
     subject_sha256: str
     request_id: str | None
+    # The pseudonym the hub's audit entry keeps for the subject (hubs before it: None)
+    subject_pseudonym: str | None = None
 
 
 class RequestTokenVerifier:
@@ -141,7 +143,9 @@ def _request_claims(claims: dict[str, Any]) -> RequestClaims:
         isinstance(version, int) and not isinstance(version, bool)
     ):
         raise AuthenticationFailed("the request token lacks sub, item, purpose, version or hash")
-    request_id = claims.get("request_id")
+    request_id, pseudonym = claims.get("request_id"), claims.get("subject_pseudonym")
+    if pseudonym is not None and not isinstance(pseudonym, str):
+        raise AuthenticationFailed("the request token's subject_pseudonym is not a string")
     return RequestClaims(
         consumer=claims["sub"],
         item=claims["item"],
@@ -149,6 +153,7 @@ def _request_claims(claims: dict[str, Any]) -> RequestClaims:
         version=version,
         subject_sha256=claims["subject_sha256"],
         request_id=request_id if isinstance(request_id, str) else None,
+        subject_pseudonym=pseudonym,
     )
 
 

@@ -2,7 +2,7 @@
 
 The store holds the department's own records (subjects in the clear: it is the
 department's data) and the adapter's trail of what it served, which keeps only a
-SHA-256 of each subject.
+SHA-256 of each subject and the pseudonym the hub's audit log keeps for it.
 """
 
 from __future__ import annotations
@@ -54,6 +54,9 @@ _served = sa.Table(
     # What was served, committed to under a key of this adapter's own (adapters._commitment)
     sa.Column("commitment", sa.String(64)),
     sa.Column("commitment_key", sa.String(64)),
+    # The pseudonym the hub's audit entry keeps for the subject, as its request token
+    # said: what `onceonly adapter reconcile` compares with the entry's ``subject``
+    sa.Column("subject_pseudonym", sa.String(64)),
 )
 
 # The change outbox: written in the same transaction as the record it announces,
@@ -116,6 +119,7 @@ class ReceiptRow:
     leaf_hash: str
     commitment: str | None = None
     commitment_key: str | None = None
+    time: str | None = None  # when it was recorded here (RFC 3339, UTC); None: now
 
 
 @dataclass(frozen=True)
@@ -173,6 +177,7 @@ class ServedEntry:
     reason: str | None
     commitment: str | None = None
     commitment_key: str | None = None
+    subject_pseudonym: str | None = None
 
 
 @dataclass(frozen=True)
@@ -287,11 +292,12 @@ class RecordStore:
     def record_receipt(self, receipt: ReceiptRow) -> None:
         values = dataclasses.asdict(receipt)
         values["log_index"] = values.pop("index")
+        values["time"] = receipt.time or _now()
         with self._engine.begin() as connection:
-            connection.execute(sa.insert(_receipts).values(time=_now(), **values))
+            connection.execute(sa.insert(_receipts).values(**values))
 
     def receipts(self) -> list[ReceiptRow]:
-        columns = [c for c in _receipts.c if c.name not in ("id", "time")]
+        columns = [c for c in _receipts.c if c.name != "id"]
         with self._engine.connect() as connection:
             rows = connection.execute(sa.select(*columns).order_by(_receipts.c.id)).all()
         return [
@@ -362,11 +368,14 @@ class RecordStore:
         reason: str | None = None,
         commitment: str | None = None,
         commitment_key: str | None = None,
+        subject_pseudonym: str | None = None,
     ) -> None:
-        """Append to the adapter's trail. Pass a subject's SHA-256, never the subject."""
+        """Append to the adapter's trail. Pass a subject's SHA-256, never the subject,
+        and the pseudonym the hub's request token named for it."""
         values = {
             "commitment": commitment,
             "commitment_key": commitment_key,
+            "subject_pseudonym": subject_pseudonym,
             "request_id": request_id,
             "time": _now(),
             "item": item,

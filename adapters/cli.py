@@ -159,6 +159,7 @@ def _reconcile(args: argparse.Namespace) -> int:
             served=store.served_entries(),
             receipts=store.receipts(),
             owned_items=set(config.items),
+            department=config.department,
         )
         served, receipts = len(store.served_entries()), len(store.receipts())
     for difference in differences:

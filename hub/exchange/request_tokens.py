@@ -2,7 +2,9 @@
 
 It binds the request: who asks (``sub``), for which item, version and purpose, and
 about whom (``subject_sha256``, so that the raw identifier stays out of the token,
-which adapters may log). Pure: no I/O.
+which adapters may log). It also tells the owner the pseudonym the hub's audit entry
+will keep for the subject (``subject_pseudonym``), so that the owner's trail can be
+compared with the entry (docs/audit.md, "Both sides keep evidence"). Pure: no I/O.
 """
 
 import base64
@@ -31,6 +33,7 @@ def mint_request_token(
     version: int,
     purpose: str,
     subject: str,
+    subject_pseudonym: str | None = None,
     request_id: str,
     now: int,
     lifetime: int,
@@ -45,6 +48,8 @@ def mint_request_token(
         "subject_sha256": subject_sha256(subject),
         "request_id": request_id,
     }
+    if subject_pseudonym is not None:
+        claims["subject_pseudonym"] = subject_pseudonym
     return sign_hub_token(key, typ=REQUEST_TOKEN_TYPE, claims=claims, now=now, lifetime=lifetime)
 
 

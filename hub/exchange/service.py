@@ -172,6 +172,7 @@ async def _ask_owner(
         version=facts.version,
         purpose=query.purpose,
         subject=query.subject,
+        subject_pseudonym=context.keys.pseudonym(query.subject),  # as the entry keeps it
         request_id=scope.request_id,
         now=int(time.time()),
         lifetime=context.settings.request_token_lifetime,

@@ -95,6 +95,25 @@ def test_served_log_records_the_request_without_the_subject(
     assert SUBJECT not in repr(provider.store.served_entries())
 
 
+def test_served_log_keeps_the_pseudonym_the_hubs_token_names(
+    provider: Provider, hub: HubDouble
+) -> None:
+    """The hub's audit entry keeps a pseudonym of the subject; its request token says
+    which, and the trail keeps it for reconcile. A token from a hub before that claim
+    is still served, the trail then holding none."""
+    pseudonym = "5f" * 32
+    provider.query(hub.request_token(subject_pseudonym=pseudonym))
+    provider.query(hub.request_token())
+    assert [e.subject_pseudonym for e in provider.store.served_entries()] == [pseudonym, None]
+    assert [e.outcome for e in provider.store.served_entries()] == ["ok", "ok"]
+
+
+def test_refuses_a_token_whose_pseudonym_is_not_a_string(
+    provider: Provider, hub: HubDouble
+) -> None:
+    assert_problem(provider.query(hub.request_token(subject_pseudonym=7)), 401, "invalid-token")
+
+
 def test_refuses_a_request_without_a_token(provider: Provider) -> None:
     assert_problem(provider.query(None), 401, "invalid-token")
 

@@ -181,6 +181,7 @@ def test_a_store_written_before_commitments_keeps_its_trail_and_gains_the_column
         )
         trail = store.served_entries()
     assert [(e.request_id, e.commitment) for e in trail] == [("r1", None), ("r2", "hmac-sha256:x")]
+    assert [e.subject_pseudonym for e in trail] == [None, None]  # the column was added too
 
 
 def test_each_change_carries_its_own_idempotency_key(store: RecordStore) -> None:

@@ -4,6 +4,7 @@ every kind of disagreement is reported."""
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -19,6 +20,7 @@ from hub.kit import base64url
 from exchange_world import (
     ADDRESS,
     ADDRESS_RECORD,
+    CONSUMER,
     CONSUMER_CLIENT,
     IDENTITY,
     OWNER,
@@ -29,6 +31,7 @@ from exchange_world import (
 
 SUBJECTS = ["38001085718", "49403136515", "61506230020"]
 OWNER_CLIENT = f"{OWNER}-adapter"
+Kind = tuple[str, str | None]  # a difference's kind and member
 
 
 @pytest.fixture
@@ -85,26 +88,132 @@ def test_a_receipt_that_does_not_match_the_log_is_reported(world: World, tmp_pat
         assert _sides(world, trail) == ([], ["receipt-mismatch"])
 
 
+def _edit_entry(
+    database_url: str, index: int, change: dict[str, Any], *, rehash: bool = False
+) -> None:
+    """An operator rewrites entry ``index`` in the hub's database; with ``rehash``, its
+    stored leaf hash too, so that the hub's answers are consistent with themselves."""
+    engine = make_sync_engine(database_url)
+    with engine.begin() as conn:
+        leaf = conn.execute(
+            sa.text("SELECT leaf FROM audit_entries WHERE idx = :i"), {"i": index}
+        ).scalar_one()
+        forged = leaves.leaf_bytes({**json.loads(bytes(leaf)), **change})
+        values: dict[str, Any] = {"leaf": forged, "i": index}
+        update = "UPDATE audit_entries SET leaf = :leaf WHERE idx = :i"
+        if rehash:
+            update = "UPDATE audit_entries SET leaf = :leaf, leaf_hash = :hash WHERE idx = :i"
+            values["hash"] = leaves.leaf_hash(forged)
+        conn.execute(sa.text(update), values)
+    engine.dispose()
+
+
+def _differences(world: World, trail: RecordStore) -> tuple[list[Kind], list[Kind]]:
+    """Each side's differences as (kind, member)."""
+    with _owner(world) as owner, world.client() as consumer:
+        owner_side = reconcile(
+            hub=owner,
+            served=world.owner_store.served_entries(),
+            receipts=[],
+            owned_items={ADDRESS, IDENTITY},
+        )
+        consumer_side = reconcile(
+            hub=consumer,
+            served=[],
+            receipts=trail.receipts(),
+            owned_items=set(),
+            department=CONSUMER,
+        )
+    return [(d.kind, d.member) for d in owner_side], [(d.kind, d.member) for d in consumer_side]
+
+
 def test_an_entry_whose_commitment_was_changed_is_reported_by_the_consumer(
     world: World, tmp_path: Path, database_url: str
 ) -> None:
     """An operator rewrites the record an entry commits to and leaves its leaf hash alone
-    (a public monitor sees nothing); the consumer's key and its receipt see it."""
+    (a public monitor sees nothing); the consumer's key and its receipt see it, and the
+    owner sees that the entry no longer hashes to its leaf hash."""
+    with RecordStore(tmp_path / "consumer.db") as trail:
+        _exchange(world, trail)
+        _edit_entry(database_url, trail.receipts()[1].index, {"commitment": "hmac-sha256:x"})
+        assert _sides(world, trail) == (["entry-differs"], ["receipt-mismatch"])
+
+
+HASH_KEPT_OR_REDONE = pytest.mark.parametrize("rehash", [False, True], ids=["kept", "redone"])
+
+
+@HASH_KEPT_OR_REDONE
+def test_an_entry_whose_purpose_was_changed_is_reported_by_both_sides(
+    world: World, tmp_path: Path, database_url: str, rehash: bool
+) -> None:
+    """Each side checks the entry's members against what it knows itself, whether or
+    not the leaf hash was forged to match."""
     with RecordStore(tmp_path / "consumer.db") as trail:
         _exchange(world, trail)
         victim = trail.receipts()[1].index
-        engine = make_sync_engine(database_url)
-        with engine.begin() as conn:
-            leaf = conn.execute(
-                sa.text("SELECT leaf FROM audit_entries WHERE idx = :i"), {"i": victim}
-            ).scalar_one()
-            entry = {**json.loads(bytes(leaf)), "commitment": "hmac-sha256:forged"}
-            conn.execute(
-                sa.text("UPDATE audit_entries SET leaf = :leaf WHERE idx = :i"),
-                {"leaf": leaves.leaf_bytes(entry), "i": victim},
-            )
-        engine.dispose()
-        assert _sides(world, trail) == ([], ["receipt-mismatch"])
+        _edit_entry(database_url, victim, {"purpose": "tax-assessment"}, rehash=rehash)
+        owner_side, consumer_side = _differences(world, trail)
+    expected_owner = [("entry-differs", "purpose")]
+    if not rehash:
+        expected_owner.insert(0, ("entry-differs", "leaf"))
+    assert owner_side == expected_owner
+    assert consumer_side == [("receipt-mismatch", None), ("entry-differs", "purpose")]
+
+
+@HASH_KEPT_OR_REDONE
+def test_an_entry_about_another_subject_is_reported_by_the_owner(
+    world: World, tmp_path: Path, database_url: str, rehash: bool
+) -> None:
+    """The hub told the owner, in its request token, the pseudonym the entry would
+    keep; the owner's trail holds it and compares."""
+    with RecordStore(tmp_path / "consumer.db") as trail:
+        _exchange(world, trail)
+        someone_else = world.hub.keys.pseudonym("49002124277")
+        _edit_entry(
+            database_url, trail.receipts()[0].index, {"subject": someone_else}, rehash=rehash
+        )
+        owner_side, consumer_side = _differences(world, trail)
+    expected_owner = [("entry-differs", "subject")]
+    if not rehash:
+        expected_owner.insert(0, ("entry-differs", "leaf"))
+    assert owner_side == expected_owner
+    assert consumer_side == [("receipt-mismatch", None)]  # its receipt: the entry changed
+
+
+@pytest.mark.parametrize(
+    ("change", "owner_sees", "consumer_sees"),
+    [
+        ({"item": IDENTITY}, ["item"], ["item"]),
+        ({"time": "2026-01-01T00:00:00.000Z"}, ["time"], ["time"]),
+        ({"department": "tax"}, ["department"], ["department"]),
+    ],
+    ids=["item", "time", "department"],
+)
+def test_each_member_a_side_knows_is_compared(
+    world: World,
+    tmp_path: Path,
+    database_url: str,
+    change: dict[str, str],
+    owner_sees: list[str],
+    consumer_sees: list[str],
+) -> None:
+    with RecordStore(tmp_path / "consumer.db") as trail:
+        _exchange(world, trail)
+        _edit_entry(database_url, trail.receipts()[2].index, change, rehash=True)
+        owner_side, consumer_side = _differences(world, trail)
+    assert owner_side == [("entry-differs", member) for member in owner_sees]
+    assert consumer_side == [("receipt-mismatch", None)] + [
+        ("entry-differs", member) for member in consumer_sees
+    ]
+
+
+def test_the_owners_trail_keeps_the_pseudonym_the_entry_keeps(world: World, tmp_path: Path) -> None:
+    with RecordStore(tmp_path / "consumer.db") as trail:
+        _exchange(world, trail)
+    served = [s for s in world.owner_store.served_entries() if s.outcome == "ok"]
+    assert [s.subject_pseudonym for s in served] == [
+        world.hub.keys.pseudonym(subject) for subject in SUBJECTS
+    ]
 
 
 def test_each_side_can_open_its_own_commitment_and_no_other(world: World, tmp_path: Path) -> None:
