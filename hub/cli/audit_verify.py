@@ -37,8 +37,10 @@ import httpx
 
 from hub.audit import merkle
 from hub.audit.notes import Checkpoint, NoteError, Verifier, open_checkpoint
+from hub.kit.jsonbody import load_json
 
 EXIT_OK, EXIT_FAILED, EXIT_CANNOT = 0, 1, 2
+_MAX_DEPTH = 64  # the hub's answers are read as untrusted: a hostile hub cannot crash this
 PAGE = 1000
 PROOF_SAMPLE = 256
 """``--full`` checks the proofs of every entry and size up to this many, else of this
@@ -148,7 +150,10 @@ def _earlier(state_path: Path, compare: list[Path], verifier: Verifier) -> Itera
         except OSError as error:
             raise CannotVerify(f"cannot read {path}: {error}") from error
         if text.lstrip().startswith("{"):
-            text = str(json.loads(text).get("checkpoint", ""))
+            try:
+                text = str(load_json(text, max_depth=_MAX_DEPTH).get("checkpoint", ""))
+            except (ValueError, AttributeError) as error:
+                raise CannotVerify(f"{path} is not a state file or a checkpoint") from error
         try:
             yield Seen(open_checkpoint(text, verifier), text, f"the checkpoint in {path}")
         except NoteError as error:
@@ -301,7 +306,7 @@ def _check_content(item: dict[str, Any], *, index: int, stated: bytes) -> None:
         )
     try:
         leaf = base64.b64decode(str(item["leaf"]), validate=True)
-        decoded = json.loads(leaf)
+        decoded = load_json(leaf, max_depth=_MAX_DEPTH)
     except (binascii.Error, ValueError) as error:
         raise VerificationFailed(f"entry {index} is malformed") from error
     if merkle.hash_leaf(leaf) != stated:
@@ -366,7 +371,7 @@ class _Hub:
 
     def json(self, path: str) -> dict[str, Any]:
         try:
-            body = self._get(path).json()
+            body = load_json(self._get(path).content, max_depth=_MAX_DEPTH)
         except ValueError as error:
             raise CannotVerify(f"the hub's answer to {path} is not JSON") from error
         if not isinstance(body, dict):

@@ -60,6 +60,7 @@ from hub.config import Settings
 from hub.db import WRITE_OPTION
 from hub.errors import HubError
 from hub.keys import HubKeys, KeyLabel
+from hub.kit.jsonbody import load_json
 from hub.people import repository, service
 from hub.people.models import Person
 from hub.people.schemas import SessionOut
@@ -349,7 +350,7 @@ class Provider:
         try:
             response = await self._http.get(url, timeout=10.0)
             response.raise_for_status()
-            document = response.json()
+            document = load_json(response.content, max_depth=32)
         except (httpx.HTTPError, ValueError) as error:
             raise OidcProviderUnavailable(
                 f"the provider did not answer {url} properly ({type(error).__name__})"

@@ -509,3 +509,13 @@ def test_a_development_hub_keeps_its_origin_when_restarted_elsewhere(
         status, output = auditor.verify(moved, "--full")
     assert status == 0, output
     assert f"consistent with the checkpoint in {auditor.state} ({SIZE} entries)" in output
+
+
+def test_a_hostile_state_file_nested_deep_cannot_crash_the_verifier(
+    hub: RunningHub, auditor: Auditor, tmp_path: Path
+) -> None:
+    auditor.state.write_text("{" + '"a":[' * 100_000 + "]" * 100_000 + "}")
+    status, output = auditor.verify(hub)
+    assert status == 2
+    assert "is not a state file or a checkpoint" in output
+    assert "RecursionError" not in output
