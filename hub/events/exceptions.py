@@ -13,3 +13,12 @@ class DeliveryNotFound(HubError):
     status = 404
     slug = "delivery-not-found"
     title = "No such delivery"
+
+
+class IdempotencyKeyReused(HubError):
+    """The owner's idempotency key names an event that announced another change
+    (draft-ietf-httpapi-idempotency-key-header §2.7: a key reused for another payload)."""
+
+    status = 422
+    slug = "idempotency-key-reused"
+    title = "Idempotency key used for another event"

@@ -11,24 +11,14 @@ from hub.access.service import publish_scope, read_scope
 from hub.audit import repository as audit_repository
 from hub.audit.service import AuditScope, Receipt
 from hub.auth.service import Caller
-from hub.errors import HubError
 from hub.events import repository
-from hub.events.exceptions import DeliveryNotFound, NotOwner
+from hub.events.exceptions import DeliveryNotFound, IdempotencyKeyReused, NotOwner
 from hub.events.models import Subscription
 from hub.events.schemas import DeliveryList, DeliveryOut, EventAccepted, EventIn, SubscriptionOut
 from hub.exchange.schemas import ReceiptOut
 from hub.keys import HubKeys
 from hub.kit.clock import utcnow
 from hub.registry import service as registry
-
-
-class IdempotencyKeyReused(HubError):
-    """The owner's idempotency key names an event that announced another change
-    (draft-ietf-httpapi-idempotency-key-header §2.7: a key reused for another payload)."""
-
-    status = 422
-    slug = "idempotency-key-reused"
-    title = "Idempotency key used for another event"
 
 
 @dataclass(frozen=True)
