@@ -502,7 +502,7 @@ def _admin_commands(sub: Any) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from adapters.cli import add_commands
-    from hub.cli import access_commands, people_commands
+    from hub.cli import access_commands, people_commands, registry_commands
 
     parser = argparse.ArgumentParser(
         prog="onceonly", description=__doc__.splitlines()[0] if __doc__ else None
@@ -517,6 +517,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--data-dir", default="var/demo", help="where the demo keeps its data")
     people_commands.register(sub)
     access_commands.register(sub)
+    registry_commands.register(sub)
     add_commands(sub)
     return parser
 
