@@ -4,7 +4,6 @@ did not ask for it; tightening changes take one step. The rules as tables; the r
 over real HTTP on SQLite and PostgreSQL, each step audited.
 """
 
-import argparse
 import copy
 import json
 import uuid
@@ -15,7 +14,6 @@ import httpx
 import pytest
 
 from hub import cli
-from hub.cli import registry_commands
 from hub.registry.service import MODE_CHECKS, loosens_compatibility
 
 from hub_testing import (
@@ -307,16 +305,6 @@ def test_reading_changes_needs_a_role(hub: RunningHub) -> None:
 @pytest.fixture
 def onceonly(hub: RunningHub, monkeypatch: pytest.MonkeyPatch) -> Any:
     """``onceonly`` against the module's hub, as the person whose headers are given."""
-    build = cli.build_parser
-
-    def with_registry() -> argparse.ArgumentParser:
-        parser = build()
-        commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-        if "registry" not in commands.choices:  # until hub/cli/__init__.py registers it
-            registry_commands.register(commands)
-        return parser
-
-    monkeypatch.setattr(cli, "build_parser", with_registry)
     monkeypatch.setenv("ONCEONLY_HUB_URL", hub.url)
 
     def run(headers: dict[str, str], *argv: str) -> int:
