@@ -35,12 +35,13 @@ _JWKS_CACHE = {"Cache-Control": "public, max-age=60"}  # well below a rotation's
 
 async def _endpoint_request(
     request: Request, settings: Settings, *, action: str
-) -> tuple[service.EndpointRequest, AuditScope]:
+) -> tuple[service.EndpointRequest, AuditScope | None]:
     """The request as the OAuth endpoints read it, and its audit scope.
 
     A request that names no client (no ``client_id``, no client assertion that names
-    one), or whose form cannot be read, is a decision about nobody: it is answered
-    and counted, never audited. From the moment it names a client, every refusal is.
+    one), or whose form cannot be read, is a decision about nobody: it is answered as
+    any other and counted, but not audited (no scope). Every request that names a
+    client is audited, whatever its answer.
     """
     endpoint = request.url.path
     try:
@@ -50,8 +51,6 @@ async def _endpoint_request(
     except InvalidTokenRequest:
         service.count_unnamed(endpoint)
         raise
-    if service.named_client(form) is None:
-        raise service.refuse_unnamed(endpoint)
     header = settings.tls_client_cert_header
     endpoint_request = service.EndpointRequest(
         form=form,
@@ -59,6 +58,9 @@ async def _endpoint_request(
         dpop_proofs=request.headers.getlist("dpop"),
         certificate=request.headers.get(header) if header else None,
     )
+    if service.named_client(form) is None:
+        service.count_unnamed(endpoint)
+        return endpoint_request, None
     return endpoint_request, await audited(action)(request)
 
 

@@ -113,15 +113,18 @@ def named_client(form: dict[str, str]) -> str | None:
 
 
 def count_unnamed(endpoint: str) -> None:
-    """A request refused before it named a client is a decision about nobody: counted
-    (``onceonly_oauth_unnamed_requests_total``), never audited."""
+    """A request that names no client is a decision about nobody: it is answered as
+    any other, counted (``onceonly_oauth_unnamed_requests_total``), never audited."""
     UNNAMED_REQUESTS.labels(endpoint).inc()
 
 
-def refuse_unnamed(endpoint: str) -> InvalidClient:
-    """The answer to a well-formed request that names no client, counted."""
-    count_unnamed(endpoint)
-    return InvalidClient("authenticate with private_key_jwt (client_assertion_type jwt-bearer)")
+def _named(scope: AuditScope | None) -> AuditScope:
+    """The audit scope of a request that authenticated a client. Every request that
+    names a client has one (the endpoint opens it); one that names none never gets
+    past authentication."""
+    if scope is None:
+        raise InvalidClient("authenticate with private_key_jwt (client_assertion_type jwt-bearer)")
+    return scope
 
 
 # --- the token endpoint ----------------------------------------------------------------
@@ -134,15 +137,16 @@ async def issue_token(
     request: EndpointRequest,
     settings: Settings,
     keys: HubKeys,
-    scope: AuditScope,
+    scope: AuditScope | None,
 ) -> TokenResponse:
-    """The client credentials grant (RFC 6749 §4.4), sender-constrained."""
+    """The client credentials grant (RFC 6749 §4.4), sender-constrained; audited in
+    ``scope`` (None: the request names no client, and is not audited)."""
     _check_grant_type(request.form.get("grant_type"))
     proof = _token_proof(request, settings=settings, keys=keys)
     authenticated = await authenticate_client(
         session, jtis=jtis, request=request, settings=settings, scope=scope
     )
-    client = authenticated.client
+    client, audit = authenticated.client, _named(scope)
     confirmation = _confirmation(proof, authenticated, settings=settings)
     if proof is not None:
         await _spend_token_proof(jtis, proof, settings=settings)
@@ -158,7 +162,7 @@ async def issue_token(
         lifetime=settings.access_token_lifetime,
         confirmation=confirmation,
     )
-    await scope.record_success()
+    await audit.record_success()
     return TokenResponse(
         access_token=token,
         token_type="DPoP" if "jkt" in confirmation else "Bearer",
@@ -244,7 +248,7 @@ async def authenticate_client(
     jtis: JtiRegister,
     request: EndpointRequest,
     settings: Settings,
-    scope: AuditScope,
+    scope: AuditScope | None,
 ) -> AuthenticatedClient:
     """``private_key_jwt`` if an assertion is sent, else a forwarded certificate.
 
@@ -258,7 +262,8 @@ async def authenticate_client(
             session, jtis=jtis, request=request, settings=settings, scope=scope
         )
     except ClientNotAuthenticated as refusal:
-        await scope.record_failure(refusal)
+        if scope is not None:
+            await scope.record_failure(refusal)
         raise refusal.answer() from None
 
 
@@ -268,7 +273,7 @@ async def _authenticate(
     jtis: JtiRegister,
     request: EndpointRequest,
     settings: Settings,
-    scope: AuditScope,
+    scope: AuditScope | None,
 ) -> AuthenticatedClient:
     form = request.form
     if "client_assertion_type" in form or "client_assertion" in form:
@@ -289,7 +294,7 @@ async def _private_key_jwt(
     jtis: JtiRegister,
     form: dict[str, str],
     settings: Settings,
-    scope: AuditScope,
+    scope: AuditScope | None,
 ) -> Client:
     """RFC 7523 §2.2, §3, with the assertion's jti spent in the database. The signature
     is checked whatever the client's standing (against a decoy key when there is no
@@ -328,7 +333,7 @@ async def _private_key_jwt(
 
 
 async def _self_signed_tls(
-    session: AsyncSession, *, form: dict[str, str], certificate: str, scope: AuditScope
+    session: AsyncSession, *, form: dict[str, str], certificate: str, scope: AuditScope | None
 ) -> AuthenticatedClient:
     """RFC 8705 §2.2: the certificate holds a public key registered for the client."""
     client_id = form.get("client_id")
@@ -350,12 +355,12 @@ async def _self_signed_tls(
 
 
 async def _registered_client(
-    session: AsyncSession, client_id: str, *, scope: AuditScope
+    session: AsyncSession, client_id: str, *, scope: AuditScope | None
 ) -> Client | None:
     """The client row, whatever its status; a registered one is named in the audit
     entry (an unknown id is not: it is whatever the caller wrote)."""
     row = await registry.get_client(session, client_id)
-    if row is not None:
+    if row is not None and scope is not None:
         scope.note(client=row.client_id, department=row.department_id)
     return row
 
@@ -381,17 +386,17 @@ async def introspect(
     request: EndpointRequest,
     settings: Settings,
     keys: HubKeys,
-    scope: AuditScope,
+    scope: AuditScope | None,
 ) -> IntrospectionResponse:
     """RFC 7662 §2: ``active`` only for a live, unrevoked token of the caller's own
     department whose client is still active (the token a resource would accept); any
     other token is simply ``{"active": false}`` (§2.2)."""
-    client = await _authenticated_caller(
+    client, audit = await _authenticated_caller(
         session, jtis=jtis, request=request, settings=settings, scope=scope
     )
     claims = _own_token(request.form, department=client.department_id, settings=settings, keys=keys)
     active = claims is not None and await _accepted(session, claims)
-    await scope.record_success()
+    await audit.record_success()
     if claims is None or not active:
         return IntrospectionResponse(active=False)
     return _introspection(claims, settings=settings)
@@ -446,19 +451,19 @@ async def revoke(
     request: EndpointRequest,
     settings: Settings,
     keys: HubKeys,
-    scope: AuditScope,
+    scope: AuditScope | None,
 ) -> None:
     """RFC 7009 §2.1: revoke an access token of the caller's own department. An invalid,
     expired or foreign token is answered the same way (§2.2: 200), so the endpoint
     tells nobody whether another department's token exists."""
-    client = await _authenticated_caller(
+    client, audit = await _authenticated_caller(
         session, jtis=jtis, request=request, settings=settings, scope=scope
     )
     claims = _own_token(request.form, department=client.department_id, settings=settings, keys=keys)
     if claims is not None:
         expires = datetime.fromtimestamp(claims.expires_at + settings.clock_skew, UTC)
         await repository.revoke(engine, jti=claims.jti, expires_at=expires, now=datetime.now(UTC))
-    await scope.record_success(**({"reason": "not-revoked"} if claims is None else {}))
+    await audit.record_success(**({"reason": "not-revoked"} if claims is None else {}))
 
 
 async def _authenticated_caller(
@@ -467,15 +472,15 @@ async def _authenticated_caller(
     jtis: JtiRegister,
     request: EndpointRequest,
     settings: Settings,
-    scope: AuditScope,
-) -> Client:
+    scope: AuditScope | None,
+) -> tuple[Client, AuditScope]:
     authenticated = await authenticate_client(
         session, jtis=jtis, request=request, settings=settings, scope=scope
     )
-    client = authenticated.client
+    audit = _named(scope)
     if not request.form.get("token"):
         raise InvalidTokenRequest("the token parameter is required")
-    return client
+    return authenticated.client, audit
 
 
 def _own_token(

@@ -435,7 +435,7 @@ def test_other_client_authentication_is_invalid_client(
     "form",
     [
         {"grant_type": "client_credentials"},
-        {"client_assertion_type": ASSERTION_TYPE},
+        {"grant_type": "client_credentials", "client_assertion_type": ASSERTION_TYPE},
         {"grant_type": "client_credentials", "scope": f"read:{ADDRESS}"},
         {"grant_type": "client_credentials", "client_assertion": "a.b.c"},
     ],
