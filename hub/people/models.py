@@ -57,11 +57,12 @@ class PersonSession(SQLModel, table=True):
 
 
 class SignInFailure(SQLModel, table=True):
-    """A failed sign-in, counted per account and per network address (keyed hashes)."""
+    """The failed sign-ins counted under one key (a keyed hash of an account, of a
+    source address, or of both) and when the latest was; forgotten after
+    ``sign_in_window`` without one (docs/people.md, "Signing in with a password")."""
 
     __tablename__ = "sign_in_failures"
-    __table_args__ = (sa.Index("ix_sign_in_failures_key_at", "key", "at"),)
 
-    id: int | None = Field(default=None, primary_key=True)
-    key: str = Field(max_length=64)
-    at: datetime = Field(sa_type=sa.DateTime(timezone=True))
+    key: str = Field(primary_key=True, max_length=64)
+    failures: int = Field(default=0)
+    last_failure_at: datetime = Field(sa_type=sa.DateTime(timezone=True), index=True)

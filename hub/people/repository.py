@@ -3,6 +3,7 @@
 from datetime import datetime
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlmodel import col, delete, select
 
@@ -118,14 +119,17 @@ async def replace_totp_secret(conn: AsyncConnection, *, person_id: str, old: str
     return int(getattr(result, "rowcount", 0))
 
 
-async def failures_since(
-    conn: AsyncConnection, *, keys: list[str], since: datetime
-) -> list[tuple[str, datetime]]:
-    """(key, time) of every failure under ``keys`` since ``since``."""
-    query = sa.select(col(SignInFailure.key), col(SignInFailure.at)).where(
-        col(SignInFailure.key).in_(keys), col(SignInFailure.at) >= since
+_failures = SignInFailure.__table__  # type: ignore[attr-defined]
+
+
+async def failure_counts(
+    conn: AsyncConnection, *, keys: list[str]
+) -> dict[str, tuple[int, datetime]]:
+    """key: (failures, the latest failure's time) for each of ``keys`` that has any."""
+    query = sa.select(_failures.c.key, _failures.c.failures, _failures.c.last_failure_at).where(
+        _failures.c.key.in_(keys)
     )
-    return [(row[0], row[1]) for row in (await conn.execute(query)).all()]
+    return {row[0]: (row[1], row[2]) for row in (await conn.execute(query)).all()}
 
 
 async def lock_failures(conn: AsyncConnection) -> None:
@@ -135,26 +139,33 @@ async def lock_failures(conn: AsyncConnection) -> None:
         await conn.execute(sa.text("SELECT pg_advisory_xact_lock(4226)"))
 
 
-async def add_failures(conn: AsyncConnection, *, keys: list[str], at: datetime) -> list[int]:
-    """One failure under each of ``keys``; the new rows' ids."""
-    ids = []
-    for key in keys:
-        insert = sa.insert(SignInFailure).values(key=key, at=at)
-        result = await conn.execute(insert.returning(sa.column("id", sa.Integer)))
-        ids.append(int(result.scalar_one()))
-    return ids
-
-
-async def forget_failures(conn: AsyncConnection, *, key: str, ids: list[int]) -> None:
-    """A successful sign-in clears the account's failures, and takes back the count of
-    its own attempt (``ids``) under the address."""
+async def add_failures(conn: AsyncConnection, *, keys: list[str], at: datetime) -> None:
+    """One more failure, at ``at``, under each of ``keys`` (distinct)."""
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    insert = dialect.insert(_failures).values(
+        [{"key": key, "failures": 1, "last_failure_at": at} for key in keys]
+    )
     await conn.execute(
-        sa.delete(SignInFailure).where(
-            sa.or_(col(SignInFailure.key) == key, col(SignInFailure.id).in_(ids))
+        insert.on_conflict_do_update(
+            index_elements=[_failures.c.key],
+            set_={
+                "failures": _failures.c.failures + 1,
+                "last_failure_at": insert.excluded.last_failure_at,
+            },
         )
     )
 
 
+async def forget_failures(conn: AsyncConnection, *, key: str, take_back: list[str]) -> None:
+    """Forget every failure under ``key``, and one under each of ``take_back``."""
+    await conn.execute(sa.delete(_failures).where(_failures.c.key == key))
+    await conn.execute(
+        sa.update(_failures)
+        .where(_failures.c.key.in_(take_back), _failures.c.failures > 0)
+        .values(failures=_failures.c.failures - 1)
+    )
+
+
 async def purge_failures(conn: AsyncConnection, *, before: datetime) -> None:
-    """Failures older than the window count for nothing: keep the table small."""
-    await conn.execute(sa.delete(SignInFailure).where(col(SignInFailure.at) < before))
+    """Counts whose latest failure is older than ``before`` count for nothing."""
+    await conn.execute(sa.delete(_failures).where(_failures.c.last_failure_at < before))

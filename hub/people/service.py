@@ -13,14 +13,16 @@ which root sealed them; :func:`reseal_totp_secrets` moves every one that another
 import asyncio
 import hashlib
 import hmac
+import ipaddress
 import logging
+import math
 import secrets
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from cryptography.exceptions import InvalidTag
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
 from hub.audit.service import AuditScope
 from hub.config import Settings
@@ -113,42 +115,121 @@ def _failure_key(keys: HubKeys, kind: str, value: str) -> str:
     return hmac.new(key, message, hashlib.sha256).hexdigest()
 
 
+# Each source adds at most its own allowance to an account's count, so an account's
+# ceiling is reached only by failures from this many sources at least: never by one.
+ACCOUNT_SOURCES = 10
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One attempt, counted as a failure before its password is checked, under these
+    keys: the account from this source (``pair``), the source (``address``), and the
+    account (``account``, None when the source had used up its allowance already)."""
+
+    pair: str
+    address: str
+    account: str | None
+
+
+def throttle_wait(
+    failures: int, last: datetime | None, *, allowance: int, now: datetime, max_delay: int
+) -> int:
+    """Seconds before the next attempt under one key may be made (0: now).
+
+    ``allowance`` failures are free; past them each attempt waits 2, 4, 8... seconds
+    (2^k, k the failures past the allowance, plus one) after the key's latest failure,
+    at most ``max_delay``. Only counted attempts (not the ones refused here) move it.
+    """
+    if failures < allowance or last is None:
+        return 0
+    delay = min(max_delay, 1 << min(failures - allowance + 1, 30))
+    return max(0, math.ceil((aware(last) - now).total_seconds() + delay))
+
+
+def source_of(address: str) -> str:
+    """The source the throttle counts: an IPv4 address, or an IPv6 address's /64 (one
+    host commonly holds a whole /64); anything else as it is."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is None:
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) else ip)
+
+
+def _attempt_keys(keys: HubKeys, *, username: str, address: str) -> dict[str, str]:
+    source = source_of(address)
+    return {
+        "pair": _failure_key(keys, "account-source", f"{username}\0{source}"),
+        "account": _failure_key(keys, "account", username),
+        "address": _failure_key(keys, "address", source),
+    }
+
+
 async def _count_attempt(
-    engine: AsyncEngine, *, settings: Settings, account: str, address: str
-) -> list[int]:
-    """Refuse past the limits, else count this attempt as a failure (the ids of its
-    rows): one serialized transaction, before the password is checked, so that
-    concurrent guesses cannot all pass the check before any of them is counted."""
+    engine: AsyncEngine, *, keys: HubKeys, settings: Settings, username: str, address: str
+) -> Attempt:
+    """Refuse an attempt that must wait (429 with ``Retry-After``), else count it as a
+    failure: one serialized transaction, before the password is checked, so that
+    concurrent guesses cannot all pass the check before any of them is counted.
+
+    Three counts, each forgotten after ``sign_in_window`` without a failure under it:
+    the account from this source (``sign_in_max_failures`` free), the source across
+    accounts (``sign_in_address_max_failures`` free), and the account from every
+    source (``ACCOUNT_SOURCES`` times ``sign_in_max_failures`` free, to which a source
+    adds only its own free failures). Past its allowance a count makes every attempt
+    under it wait (:func:`throttle_wait`), up to half the window. So one attacker,
+    from one source, only slows their own guesses: the account's owner, from another
+    source, signs in; many sources together slow everyone's attempts on the account.
+    """
+    named = _attempt_keys(keys, username=username, address=address)
+    allowances = {
+        "pair": settings.sign_in_max_failures,
+        "account": ACCOUNT_SOURCES * settings.sign_in_max_failures,
+        "address": settings.sign_in_address_max_failures,
+    }
     now = utcnow()
-    since = now - timedelta(seconds=settings.sign_in_window)
     async with write_connection(engine) as conn:
         await repository.lock_failures(conn)
-        await repository.purge_failures(conn, before=since)
-        failures = await repository.failures_since(conn, keys=[account, address], since=since)
-        limits = {
-            account: settings.sign_in_max_failures,
-            address: settings.sign_in_address_max_failures,
-        }
-        wait = _throttled_for(failures, limits=limits, since=since)
-        if wait is None:
-            return await repository.add_failures(conn, keys=[account, address], at=now)
+        await repository.purge_failures(
+            conn, before=now - timedelta(seconds=settings.sign_in_window)
+        )
+        counts = await repository.failure_counts(conn, keys=list(named.values()))
+        wait = max(
+            throttle_wait(
+                *counts.get(named[kind], (0, None)),
+                allowance=allowance,
+                now=now,
+                max_delay=settings.sign_in_window // 2,
+            )
+            for kind, allowance in allowances.items()
+        )
+        if wait == 0:
+            own = counts.get(named["pair"], (0, None))[0] < allowances["pair"]
+            attempt = Attempt(
+                pair=named["pair"],
+                address=named["address"],
+                account=named["account"] if own else None,
+            )
+            await repository.add_failures(conn, keys=_counted(attempt), at=now)
+            return attempt
     raise SignInThrottled(
         f"too many failed sign-ins; try again in {wait} seconds",
         headers={"Retry-After": str(wait)},
     )
 
 
-def _throttled_for(
-    failures: list[tuple[str, datetime]], *, limits: dict[str, int], since: datetime
-) -> int | None:
-    """Seconds until every key is under its limit of failures since ``since`` (the
-    window's start), or None if they all are now."""
-    for key, limit in limits.items():
-        times = sorted(aware(at) for k, at in failures if k == key)
-        if len(times) >= limit:
-            oldest = times[-limit]
-            return max(1, int((oldest - since).total_seconds()) + 1)
-    return None
+def _counted(attempt: Attempt) -> list[str]:
+    return [attempt.pair, attempt.address] + ([attempt.account] if attempt.account else [])
+
+
+async def _take_back(conn: AsyncConnection, attempt: Attempt) -> None:
+    """A right password: the source's failures for the account are forgotten, and
+    this attempt's count is taken back from the source's and the account's."""
+    await repository.forget_failures(
+        conn, key=attempt.pair, take_back=[k for k in _counted(attempt) if k != attempt.pair]
+    )
 
 
 async def sign_in(
@@ -163,16 +244,16 @@ async def sign_in(
 ) -> SessionOut:
     """Password (and a one-time code when the account has enrolled one) for a session.
 
-    Every attempt is counted as a failure (per account and per address, in a
-    transaction of its own so that the refusal does not roll it back) before the
-    password is checked, and a success takes its count back; failures are audited.
-    Past the limits the hub answers 429 without looking at the password. The password
-    hash is checked off the event loop (argon2id takes a fifth of a second by design).
+    Every attempt is counted as a failure (:func:`_count_attempt`, in a transaction of
+    its own so that the refusal does not roll it back) before the password is checked,
+    and a success takes its count back; failures are audited. An attempt that must
+    wait is answered 429 without looking at the password. The password hash is
+    checked off the event loop (argon2id takes a fifth of a second by design).
     """
     username = body.username.strip().lower()
-    account = _failure_key(keys, "account", username)
-    network = _failure_key(keys, "address", address)
-    attempt = await _count_attempt(engine, settings=settings, account=account, address=network)
+    attempt = await _count_attempt(
+        engine, keys=keys, settings=settings, username=username, address=address
+    )
     async with sessions() as session:
         person = await repository.person_by_username(session, username)
     if person is not None:
@@ -189,7 +270,7 @@ async def sign_in(
         ):  # the same code, used twice at once
             await session.rollback()
             raise SignInFailed("the username, password or one-time code is not right")
-        await repository.forget_failures(await session.connection(), key=account, ids=attempt)
+        await _take_back(await session.connection(), attempt)
         method = "totp" if step is not None else "password"
         out = await start_session(
             session, person=person, method=method, settings=settings, scope=scope
@@ -262,24 +343,23 @@ async def _verify_own_password(
     keys: HubKeys,
     settings: Settings,
     address: str,
-) -> tuple[str, list[int]]:
+) -> Attempt:
     """A signed-in person proves they know their password, under the sign-in throttle.
 
-    Exactly as :func:`sign_in`: the attempt is counted as a failure of the account (the
-    same key as signing in) and of the address, in a serialized transaction of its own,
-    before the password is checked; past the limits the answer is 429 without looking
-    at it. A stolen session is therefore no way to guess the password without limit.
-    Returns the account's failure key and this attempt's rows, for the caller to
-    forget in the transaction that makes its change (a success takes its count back).
+    Exactly as :func:`sign_in`, under the same counts: the attempt is counted as a
+    failure in a serialized transaction of its own before the password is checked; one
+    that must wait is answered 429 without looking at it. A stolen session is
+    therefore no way to guess the password without limit. Returns the attempt, for the
+    caller to take back in the transaction that makes its change.
     """
     if person.password_hash is None:
         raise PersonConflict("this account has no password; it signs in with OpenID Connect")
-    account = _failure_key(keys, "account", person.username)
-    network = _failure_key(keys, "address", address)
-    attempt = await _count_attempt(engine, settings=settings, account=account, address=network)
+    attempt = await _count_attempt(
+        engine, keys=keys, settings=settings, username=person.username, address=address
+    )
     if not await asyncio.to_thread(credentials.verify_password, person.password_hash, password):
         raise SignInFailed("the password is not right")
-    return account, attempt
+    return attempt
 
 
 async def change_password(
@@ -301,7 +381,7 @@ async def change_password(
         person = await _own_account(session, principal)
     # A weak new password is refused first: it is no guess of the current one.
     _require_good_password(body.new_password, username=person.username)
-    account, attempt = await _verify_own_password(
+    attempt = await _verify_own_password(
         person, body.current_password, engine=engine, keys=keys, settings=settings, address=address
     )
     new_hash = await asyncio.to_thread(credentials.hash_password, body.new_password)
@@ -311,7 +391,7 @@ async def change_password(
         if person.password_hash != verified:  # e.g. an administrator's reset, meanwhile
             raise PersonConflict("the password was changed meanwhile; sign in again")
         person.password_hash = new_hash
-        await repository.forget_failures(connection, key=account, ids=attempt)
+        await _take_back(connection, attempt)
         await repository.revoke_sessions(
             session, person_id=person.id, now=utcnow(), keep=token_hash(token)
         )
@@ -346,7 +426,7 @@ async def enrol_totp(
     async with sessions() as session:
         person = await _own_account(session, principal)
     _refuse_if_confirmed(person)
-    account, attempt = await _verify_own_password(
+    attempt = await _verify_own_password(
         person, body.password, engine=engine, keys=keys, settings=settings, address=address
     )
     secret = credentials.new_totp_secret()
@@ -355,7 +435,7 @@ async def enrol_totp(
         person = await _own_account(session, principal)
         _refuse_if_confirmed(person)  # confirmed by another request meanwhile
         person.totp_secret = _seal_totp(keys, secret, person_id=person.id, root=keys.root())
-        await repository.forget_failures(connection, key=account, ids=attempt)
+        await _take_back(connection, attempt)
         await session.flush()
         await scope.record_change(session)
         await session.commit()
