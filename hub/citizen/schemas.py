@@ -1,14 +1,15 @@
 """Citizen view bodies: what a citizen portal may show, and nothing internal."""
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from hub.kit.clock import UtcDatetime
+from hub.kit.strict import STRICT_INPUT
 
 
 class AccessLogQuery(BaseModel):
     """POSTed, so that the identifier never appears in a URL or an access log."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT_INPUT
 
     subject: str = Field(min_length=1, max_length=256)
     limit: int = Field(default=200, ge=1, le=1000)

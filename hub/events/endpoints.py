@@ -19,6 +19,7 @@ from hub.events.schemas import (
 )
 from hub.keys import KeysDep
 from hub.kit.jsonbody import json_body
+from hub.kit.strict import QueryInt
 from hub.people.dependencies import AdministratorDep
 from hub.registry.endpoints import ItemId
 
@@ -100,7 +101,7 @@ async def deliveries(
     session: SessionDep,
     _: AdministratorDep,
     status: Literal["pending", "delivered", "dead", "cancelled"] = "dead",
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    limit: Annotated[QueryInt, Query(ge=1, le=1000)] = 100,
 ) -> DeliveryList:
     return await service.deliveries(session, status=status, limit=limit)
 

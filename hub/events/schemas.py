@@ -2,10 +2,11 @@
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from hub.exchange.schemas import ReceiptOut
 from hub.kit.clock import UtcDatetime
+from hub.kit.strict import STRICT_INPUT
 
 # draft-ietf-httpapi-idempotency-key-header §2.1: an sf-string (RFC 8941 §3.3.3), here
 # of 1 to 128 characters that need no escape; the bare form (no quotes) is taken too.
@@ -19,7 +20,7 @@ def idempotency_key(header: str | None) -> str | None:
 
 
 class EventIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT_INPUT
 
     subject: str = Field(min_length=1, max_length=256)
     kind: Literal["changed", "deleted"]

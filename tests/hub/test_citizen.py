@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from joserfc.jwk import ECKey
 
-from adapters import AccessDenied, HubClient, public_jwks
+from adapters import AccessDenied, HubClient, OnceonlyError, public_jwks
 
 from exchange_world import (
     ADDRESS,
@@ -81,3 +81,10 @@ def test_only_configured_portals_may_ask_and_every_question_is_audited(world: Wo
         entries = [e["entry"] for e in admin.audit_entries(action="citizen.query")["entries"]]
     assert [e["outcome"] for e in entries] == ["refused", "ok"]
     assert all(SUBJECT not in str(e) for e in entries)
+
+
+@pytest.mark.parametrize("limit", [True, "1", 1.0])
+def test_a_limit_that_is_no_json_integer_is_refused(world: World, limit: object) -> None:
+    with _portal(world) as portal, pytest.raises(OnceonlyError) as refused:
+        portal.citizen_access_log(SUBJECT, limit=limit)  # type: ignore[arg-type]
+    assert (refused.value.status, refused.value.problem_type) == (400, "invalid-request")

@@ -186,6 +186,14 @@ def test_audit_entries_limit_and_cursor_are_decimal_digits(aw: AccessWorld, valu
     refused_as_invalid(auditor.call("GET", "/v1/audit/entries", cursor=value))
 
 
+@pytest.mark.parametrize("value", NOT_QUERY_INTEGERS, ids=repr)
+def test_dead_letter_listing_limit_is_decimal_digits(aw: AccessWorld, value: str) -> None:
+    administrator = aw.break_glass()
+    refused_as_invalid(administrator.call("GET", "/v1/admin/events/deliveries", limit=value))
+    listed = administrator.call("GET", "/v1/admin/events/deliveries", limit="5")
+    assert listed.status_code == 200, listed.text
+
+
 @pytest.mark.parametrize("value", ["1.0", "+1", "1_0", "1e0"])
 def test_path_integers_are_decimal_digits(aw: AccessWorld, value: str) -> None:
     refused_as_invalid(httpx.get(f"{aw.url}/v1/items/{ADDRESS}/versions/{value}"))
