@@ -157,8 +157,11 @@ class AdminClient:
     def import_catalogue(self, directory: Path) -> list[str]:
         """Register the departments and items of a catalogue directory (schemas/)."""
         departments = read_json_file(directory / "departments.json")["departments"]
+        # One listing, not a read per department: a read of a department that does not
+        # exist yet would be refused (404), and every refusal is an audit entry.
+        existing = {d["id"] for d in self._call("GET", "/v1/admin/departments")["departments"]}
         for department in departments:
-            if not self._exists(department["id"]):  # never reset a live department's adapter
+            if department["id"] not in existing:  # never reset a live department's adapter
                 self.put_department(
                     department["id"],
                     name=department["name"],
@@ -172,15 +175,6 @@ class AdminClient:
                 self.add_version(document["id"], read_json_file(version))
             imported.append(document["id"])
         return imported
-
-    def _exists(self, department_id: str) -> bool:
-        try:
-            self._call("GET", f"/v1/admin/departments/{department_id}")
-        except AdminError as error:
-            if error.status == 404:
-                return False
-            raise
-        return True
 
 
 def read_json_file(path: Path) -> Any:

@@ -30,6 +30,7 @@ from hub.registry.schemas import (
     ClientIn,
     ClientOut,
     DepartmentIn,
+    DepartmentList,
     DepartmentOut,
     ItemDocument,
     ItemList,
@@ -99,6 +100,12 @@ async def get_version(
     item_id: ItemId, version: Annotated[QueryInt, Path(ge=1, le=1_000_000)], session: SessionDep
 ) -> ItemVersionOut:
     return await service.describe_version(session, item_id, version)
+
+
+@admin.get("/departments", response_model=DepartmentList)
+async def list_departments(session: SessionDep, _: AdministratorDep) -> DepartmentList:
+    """Every department, by id: what a catalogue import checks before it creates one."""
+    return await service.list_departments(session)
 
 
 @admin.get("/departments/{department_id}", response_model=DepartmentOut)

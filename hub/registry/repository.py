@@ -14,6 +14,11 @@ async def get_department(session: AsyncSession, department_id: str) -> Departmen
     return await session.get(Department, department_id)
 
 
+async def list_departments(session: AsyncSession) -> list[Department]:
+    query = select(Department).order_by(col(Department.id))
+    return list((await session.execute(query)).scalars())
+
+
 async def get_client(session: AsyncSession, client_id: str) -> Client | None:
     return await session.get(Client, client_id)
 

@@ -46,6 +46,10 @@ class DepartmentOut(BaseModel):
     adapter_url: str | None
 
 
+class DepartmentList(BaseModel):
+    departments: list[DepartmentOut]
+
+
 class ClientIn(_Strict):
     department: str = Field(pattern=DEPARTMENT_ID_PATTERN)
     jwks: dict[str, Any]

@@ -29,6 +29,7 @@ from hub.registry.schemas import (
     ClientIn,
     ClientOut,
     DepartmentIn,
+    DepartmentList,
     DepartmentOut,
     ItemDocument,
     ItemList,
@@ -288,6 +289,11 @@ async def department(session: AsyncSession, department_id: str) -> Department:
     if row is None:
         raise UnknownDepartment(f"there is no department {department_id!r}")
     return row
+
+
+async def list_departments(session: AsyncSession) -> DepartmentList:
+    rows = await repository.list_departments(session)
+    return DepartmentList(departments=[_department_out(row) for row in rows])
 
 
 async def get_department(session: AsyncSession, department_id: str) -> DepartmentOut:
