@@ -198,7 +198,7 @@ async def put_item(
         )
         await session.flush()
         repository.add(session, latest)
-        proposed = {}
+        proposed = _opening_a_new_item(document, personal=bool(latest.personal_fields))
     else:
         latest = await _latest(session, row)
         known = {v.fingerprint for v in await repository.item_versions(session, row.id)}
@@ -330,6 +330,7 @@ async def add_version(
     fingerprint = validation.fingerprint(document.json_schema)
     if earlier[-1].fingerprint != fingerprint:
         _check_compatibility(row, document.json_schema, [v.schema_ for v in earlier])
+        _refuse_personal_fields_into_unconditional(row, document.json_schema, earlier[-1])
         row.latest_version = earlier[-1].version + 1
         latest = ItemVersion(
             item_id=item_id,
@@ -464,6 +465,28 @@ def dangerous_changes(
     if loosens_compatibility(row.compatibility, document.compatibility):
         changes["compatibility"] = {"from": row.compatibility, "to": document.compatibility}
     return changes
+
+
+def _opening_a_new_item(document: ItemDocument, *, personal: bool) -> dict[str, dict[str, str]]:
+    """A new item with personal fields registered ``unconditional`` starts
+    ``conditional``; its opening waits for an administrator like any other."""
+    if personal and document.sharing_class == "unconditional":
+        return {"sharing_class": {"from": "conditional", "to": "unconditional"}}
+    return {}
+
+
+def _refuse_personal_fields_into_unconditional(
+    row: Item, schema: dict[str, Any], latest: ItemVersion
+) -> None:
+    """A version may not bring personal fields into an item that every department reads
+    without asking: that would open them by one steward's hand. Make the item
+    ``conditional`` first (one step: it tightens), then add the version."""
+    added = set(schema_rules.personal_fields(schema)) - set(latest.personal_fields)
+    if row.sharing_class == "unconditional" and added:
+        raise RegistryConflict(
+            f"data item {row.id!r} is unconditional: a version cannot add personal fields"
+            f" ({', '.join(sorted(added))}); make it conditional first, then add the version"
+        )
 
 
 def describe_changes(changes: dict[str, Any]) -> str:

@@ -102,11 +102,17 @@ def people(hub: RunningHub) -> dict[str, dict[str, str]]:
 
 
 def new_item(hub: RunningHub, people: dict[str, dict[str, str]], **members: Any) -> Json:
-    """A conditional item with personal fields (a copy of person.death), registered."""
+    """An item with personal fields (a copy of person.death), registered as ``members``
+    say (opened to unconditional with an administrator's approval, as it must be)."""
     document = copy.deepcopy(load_item("person.death"))
     document["id"] = f"test.item-{uuid.uuid4().hex[:8]}"
     document.update(members)
-    assert put(hub, document, people["steward"]).status_code == 200
+    registered = put(hub, document, people["steward"])
+    if registered.status_code == 202:
+        approved = decide(hub, registered.json()["id"], "approve", people["admin"])
+        assert approved.status_code == 200, approved.text
+    assert registered.status_code in (200, 202), registered.text
+    assert item(hub, document["id"])["sharing_class"] == document["sharing_class"]
     return document
 
 
@@ -215,6 +221,39 @@ def test_opening_an_item_without_personal_fields_takes_one_step(
     answered = put(hub, {**document, "sharing_class": "unconditional"}, people["steward"])
     assert answered.status_code == 200, answered.text
     assert item(hub, document["id"])["sharing_class"] == "unconditional"
+
+
+def test_a_new_personal_item_registered_unconditional_starts_conditional_and_waits(
+    hub: RunningHub, people: dict[str, dict[str, str]]
+) -> None:
+    document = copy.deepcopy(load_item("person.death"))
+    document.update(id=f"test.new-{uuid.uuid4().hex[:8]}", sharing_class="unconditional")
+    asked = put(hub, document, people["steward"])
+    assert asked.status_code == 202, asked.text
+    assert asked.json()["changes"] == {
+        "sharing_class": {"from": "conditional", "to": "unconditional"}
+    }
+    assert item(hub, document["id"])["sharing_class"] == "conditional"
+
+
+def test_a_version_cannot_add_personal_fields_to_an_unconditional_item(
+    hub: RunningHub, people: dict[str, dict[str, str]]
+) -> None:
+    document = copy.deepcopy(load_item("business.registration"))
+    document.update(id=f"test.open-{uuid.uuid4().hex[:8]}", owner="civil-registry")
+    document.update(sharing_class="unconditional", compatibility="NONE")
+    assert put(hub, document, people["steward"]).status_code == 200
+    schema = copy.deepcopy(document["schema"])
+    schema["properties"]["contact_person"] = {"type": "string", "x-personal": True}
+    url = f"{hub.url}/v1/admin/items/{document['id']}/versions"
+    refused = httpx.post(url, json={"schema": schema}, headers=people["steward"])
+    assert (refused.status_code, problem_type(refused)) == (409, "registry-conflict")
+    assert "contact_person" in refused.json()["detail"]
+    tightened = put(hub, {**document, "sharing_class": "conditional"}, people["steward"])
+    assert tightened.status_code == 200, tightened.text
+    added = httpx.post(url, json={"schema": schema}, headers=people["steward"])
+    assert added.status_code in (200, 201), added.text
+    assert item(hub, document["id"])["personal_fields"] == ["contact_person"]
 
 
 def test_who_asked_does_not_approve_even_as_an_administrator(
