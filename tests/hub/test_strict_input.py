@@ -186,6 +186,19 @@ def test_audit_entries_limit_and_cursor_are_decimal_digits(aw: AccessWorld, valu
     refused_as_invalid(auditor.call("GET", "/v1/audit/entries", cursor=value))
 
 
+@pytest.mark.parametrize("value", [str(2**63), str(2**64), "9" * 20])
+def test_audit_cursors_beyond_any_index_are_a_400_not_a_500(aw: AccessWorld, value: str) -> None:
+    """Past 2^63 a cursor no longer fits the databases' BIGINT (a 500 once)."""
+    auditor = aw.people["alma.auditor"]
+    refused_as_invalid(auditor.call("GET", "/v1/audit/entries", cursor=value))
+    with aw.world.client() as department:
+        with pytest.raises(OnceonlyError) as refused:
+            department.department_entries(cursor=value)
+    assert (refused.value.status, refused.value.problem_type) == (400, "invalid-request")
+    for path in (f"/v1/audit/entries/{value}", f"/v1/audit/leaves?start={value}"):
+        refused_as_invalid(httpx.get(aw.url + path))
+
+
 @pytest.mark.parametrize("value", NOT_QUERY_INTEGERS, ids=repr)
 def test_dead_letter_listing_limit_is_decimal_digits(aw: AccessWorld, value: str) -> None:
     administrator = aw.break_glass()
