@@ -62,11 +62,6 @@ async def client_standing(
     return Standing(department=row.department_id, status=row.status, revoked=bool(row.revoked))
 
 
-async def is_revoked(session: AsyncSession, jti: str) -> bool:
-    query = sa.select(revoked_clause(sa.bindparam("jti")))
-    return bool((await session.execute(query, {"jti": jti})).scalar())
-
-
 async def revoke(engine: AsyncEngine, *, jti: str, expires_at: datetime, now: datetime) -> None:
     """Keep ``jti`` refused until ``expires_at`` (RFC 7009 §2.2), committed at once so
     that every replica refuses it from now on; idempotent."""

@@ -60,7 +60,7 @@ SIGNING_ALGORITHMS = ["ES256", "Ed25519", "EdDSA", "PS256"]
 _MAX_FORM_BYTES = 16 * 1024
 UNNAMED_REQUESTS = Counter(
     "onceonly_oauth_unnamed_requests_total",
-    "OAuth endpoint requests refused before they named a client (answered, not audited)",
+    "OAuth endpoint requests that named no client (answered, not audited)",
     ["endpoint"],
 )
 
