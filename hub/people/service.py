@@ -184,11 +184,6 @@ async def _count_attempt(
     source, signs in; many sources together slow everyone's attempts on the account.
     """
     named = _attempt_keys(keys, username=username, address=address)
-    allowances = {
-        "pair": settings.sign_in_max_failures,
-        "account": ACCOUNT_SOURCES * settings.sign_in_max_failures,
-        "address": settings.sign_in_address_max_failures,
-    }
     now = utcnow()
     async with write_connection(engine) as conn:
         await repository.lock_failures(conn)
@@ -196,27 +191,54 @@ async def _count_attempt(
             conn, before=now - timedelta(seconds=settings.sign_in_window)
         )
         counts = await repository.failure_counts(conn, keys=list(named.values()))
-        wait = max(
-            throttle_wait(
-                *counts.get(named[kind], (0, None)),
-                allowance=allowance,
-                now=now,
-                max_delay=settings.sign_in_window // 2,
-            )
-            for kind, allowance in allowances.items()
-        )
+        wait = _longest_wait(counts, named, settings=settings, now=now)
         if wait == 0:
-            own = counts.get(named["pair"], (0, None))[0] < allowances["pair"]
-            attempt = Attempt(
-                pair=named["pair"],
-                address=named["address"],
-                account=named["account"] if own else None,
-            )
+            attempt = _attempt(counts, named, settings=settings)
             await repository.add_failures(conn, keys=_counted(attempt), at=now)
             return attempt
     raise SignInThrottled(
         f"too many failed sign-ins; try again in {wait} seconds",
         headers={"Retry-After": str(wait)},
+    )
+
+
+def _allowances(settings: Settings) -> dict[str, int]:
+    return {
+        "pair": settings.sign_in_max_failures,
+        "account": ACCOUNT_SOURCES * settings.sign_in_max_failures,
+        "address": settings.sign_in_address_max_failures,
+    }
+
+
+def _longest_wait(
+    counts: dict[str, tuple[int, datetime]],
+    named: dict[str, str],
+    *,
+    settings: Settings,
+    now: datetime,
+) -> int:
+    """Seconds the attempt must wait: the longest that any of its counts asks."""
+    return max(
+        throttle_wait(
+            *counts.get(named[kind], (0, None)),
+            allowance=allowance,
+            now=now,
+            max_delay=settings.sign_in_window // 2,
+        )
+        for kind, allowance in _allowances(settings).items()
+    )
+
+
+def _attempt(
+    counts: dict[str, tuple[int, datetime]], named: dict[str, str], *, settings: Settings
+) -> Attempt:
+    """The keys an attempt is counted under: the account's only while the source is
+    within its own allowance for the account."""
+    within = counts.get(named["pair"], (0, None))[0] < settings.sign_in_max_failures
+    return Attempt(
+        pair=named["pair"],
+        address=named["address"],
+        account=named["account"] if within else None,
     )
 
 
