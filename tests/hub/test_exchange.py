@@ -302,7 +302,7 @@ def test_unknown_client_cannot_get_a_token(world: World) -> None:
         stranger.fetch(ADDRESS, SUBJECT, purpose=PURPOSE)
     with world.hub.admin() as admin:
         entry = admin.audit_entries(action="token.issue")["entries"][-1]["entry"]
-    assert (entry["outcome"], entry["reason"]) == ("refused", "oauth-invalid-client")
+    assert (entry["outcome"], entry["reason"]) == ("refused", "client-unknown")
 
 
 def test_an_item_made_unshareable_refuses_queries_under_earlier_grants(world: World) -> None:
