@@ -6,7 +6,6 @@
 """
 
 import functools
-import json
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +16,7 @@ from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, KeySet, OKPKey, RSAKey
 
 from hub.auth.exceptions import ClientSignatureInvalid, InvalidClient, InvalidToken
+from hub.kit.jsonbody import load_json
 from hub.kit.nul import body_nul
 
 # RFC 9864: "Ed25519" is the fully specified name; "EdDSA" stays accepted (deprecated).
@@ -25,6 +25,7 @@ CLIENT_ALGORITHMS = ("ES256", "Ed25519", "EdDSA", "PS256")
 _KEY_TYPES = {"ES256": "EC", "Ed25519": "OKP", "EdDSA": "OKP", "PS256": "RSA"}
 ACCESS_TOKEN_TYPE = "at+jwt"
 MAX_JWT_BYTES = 8192
+MAX_CLAIMS_DEPTH = 16  # claims are flat; a deep one is an attack on the parser
 MAX_ASSERTION_LIFETIME = 120
 _DECODE_ERRORS = (JoseError, ValueError, KeyError, TypeError)
 
@@ -69,9 +70,11 @@ def peek_header_and_claims(
         obj = jws.extract_compact(compact.encode(), registry=registry)
     except JoseError as error:
         raise ValueError(f"not a compact JWS ({_reason(error)})") from None
+    except RecursionError:  # a header nested too deep for the JSON parser
+        raise ValueError("the JWS header is nested too deeply") from None
     if body_nul(obj.payload) is not None:  # no database column takes U+0000
         raise ValueError("the JWT claims hold a NUL character (U+0000)")
-    claims = json.loads(obj.payload)
+    claims = load_json(obj.payload, max_depth=MAX_CLAIMS_DEPTH)  # UnsafeJson is a ValueError
     if not isinstance(claims, dict):
         raise ValueError("the JWT claims are not a JSON object")
     headers = dict(obj.headers())

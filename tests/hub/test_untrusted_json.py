@@ -2,12 +2,14 @@
 an owner's answer, a file given to the command line. Nesting 100,000 levels deep is
 refused with a clear error, never a RecursionError (a 500, or a traceback)."""
 
+import base64
 import os
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from fastapi import FastAPI, Response
 
@@ -112,3 +114,34 @@ def test_a_catalogue_with_a_deeply_nested_file_is_refused_in_one_line(tmp_path: 
     assert (
         done.stderr.strip() == f"{tmp_path / 'departments.json'} is nested deeper than 256 levels"
     )
+
+
+def _b64url(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+@pytest.mark.parametrize("part", ["claims", "header"])
+def test_a_client_assertion_or_token_nested_deep_is_refused_not_a_500(
+    world: World, part: str
+) -> None:
+    """A JWT of 2,500 levels fits the 8 KiB a JWT may have, and no client is needed to
+    send one: to the token endpoint as a client assertion, to any route as a token."""
+    deep = b'{"a":' + nested(2_500) + b"}"
+    header, claims = (deep, b"{}") if part == "header" else (b'{"alg":"ES256"}', deep)
+    jwt = f"{_b64url(header)}.{_b64url(claims)}.{_b64url(b'signature')}"
+    token = httpx.post(
+        f"{world.hub.url}/oauth/token",
+        data={
+            "grant_type": "client_credentials",
+            "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            "client_assertion": jwt,
+        },
+    )
+    assert token.status_code in (400, 401), token.text
+    assert token.headers["content-type"].startswith("application/problem+json")
+    record = httpx.post(
+        f"{world.hub.url}/v1/items/{ADDRESS}/records/query",
+        json={"subject": SUBJECT, "purpose": PURPOSE},
+        headers={"Authorization": f"DPoP {jwt}", "DPoP": jwt},
+    )
+    assert record.status_code == 401, record.text
