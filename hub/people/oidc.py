@@ -50,7 +50,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from joserfc import jwt
 from joserfc.errors import InvalidKeyIdError, JoseError
 from joserfc.jwk import Key, KeySet
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from hub.audit.service import AuditScope
@@ -61,6 +61,7 @@ from hub.db import WRITE_OPTION
 from hub.errors import HubError
 from hub.keys import HubKeys, KeyLabel
 from hub.kit.jsonbody import load_json
+from hub.kit.strict import STRICT_INPUT
 from hub.people import repository, service
 from hub.people.models import Person
 from hub.people.schemas import SessionOut
@@ -135,7 +136,7 @@ class OidcCodeInvalid(HubError):
 
 
 class OidcCodeIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT_INPUT
 
     code: str = Field(min_length=1, max_length=_MAX_SEALED)
 

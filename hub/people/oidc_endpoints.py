@@ -16,6 +16,7 @@ from hub.audit.dependencies import CurrentAudit, audited
 from hub.config import SettingsDep
 from hub.keys import KeysDep
 from hub.kit.jsonbody import json_body
+from hub.kit.strict import QueryInt
 from hub.people import oidc
 from hub.people.schemas import SessionOut
 
@@ -43,7 +44,7 @@ async def start(
     provider: ProviderDep,
     settings: SettingsDep,
     keys: KeysDep,
-    cli_port: Annotated[int | None, Query(ge=1024, le=65535)] = None,
+    cli_port: Annotated[QueryInt | None, Query(ge=1024, le=65535)] = None,
     cli_state: Annotated[str | None, Query(pattern=r"^[A-Za-z0-9_-]{16,128}$")] = None,
 ) -> Response:
     url, sealed_login = await oidc.start(

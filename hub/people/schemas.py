@@ -3,8 +3,9 @@
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, Field, model_validator
 
+from hub.kit.strict import STRICT_INPUT
 from hub.registry.schemas import DEPARTMENT_ID_PATTERN
 
 USERNAME_PATTERN = r"^[a-z][a-z0-9._-]{1,63}$"
@@ -18,7 +19,7 @@ RESERVED_USERNAMES = frozenset({"hub", "break-glass", "system", "administrator"}
 
 
 class RoleIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT_INPUT
 
     role: Literal["administrator", "steward", "auditor"]
     department: str | None = Field(default=None, pattern=DEPARTMENT_ID_PATTERN)
@@ -40,7 +41,7 @@ class PersonIn(BaseModel):
     or an OpenID Connect identity (or both). Members left out keep their value (a new
     account: no roles, active); ``roles`` given replace the person's roles."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT_INPUT
 
     display_name: str = Field(default="", max_length=200)
     password: str | None = Field(default=None, min_length=1, max_length=256)
@@ -65,7 +66,7 @@ class PersonList(BaseModel):
 
 
 class SignInIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT_INPUT
 
     username: str = Field(min_length=1, max_length=64)
     password: str = Field(min_length=1, max_length=256)
@@ -82,7 +83,7 @@ class SessionOut(BaseModel):
 
 
 class PasswordIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT_INPUT
 
     current_password: str = Field(min_length=1, max_length=256)
     new_password: str = Field(min_length=1, max_length=256)
@@ -91,7 +92,7 @@ class PasswordIn(BaseModel):
 class TotpEnrolIn(BaseModel):
     """Setting up one-time codes needs the password, not only a session."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT_INPUT
 
     password: str = Field(min_length=1, max_length=256)
 
@@ -102,6 +103,6 @@ class TotpEnrolment(BaseModel):
 
 
 class TotpConfirmIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = STRICT_INPUT
 
     code: str = Field(min_length=6, max_length=10)

@@ -199,6 +199,16 @@ def test_audit_cursors_beyond_any_index_are_a_400_not_a_500(aw: AccessWorld, val
         refused_as_invalid(httpx.get(aw.url + path))
 
 
+@pytest.mark.parametrize("value", [1, "true", "yes", None])
+def test_an_accounts_reset_totp_must_be_a_json_boolean(aw: AccessWorld, value: Any) -> None:
+    administrator = aw.break_glass()
+    body = {"password": "correct horse battery staple", "reset_totp": value}
+    refused_as_invalid(administrator.call("PUT", "/v1/admin/people/strict.person", body))
+    body["reset_totp"] = False
+    created = administrator.call("PUT", "/v1/admin/people/strict.person", body)
+    assert created.status_code in (200, 201), created.text
+
+
 @pytest.mark.parametrize("value", NOT_QUERY_INTEGERS, ids=repr)
 def test_dead_letter_listing_limit_is_decimal_digits(aw: AccessWorld, value: str) -> None:
     administrator = aw.break_glass()
