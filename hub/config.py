@@ -93,7 +93,11 @@ class Settings(BaseSettings):
         default=3600, ge=60, le=12 * 3600, description="Seconds a person's sign-in lasts"
     )
     sign_in_max_failures: int = Field(
-        default=5, ge=1, le=100, description="Failed sign-ins of one account within the window"
+        default=5,
+        ge=1,
+        le=100,
+        description="Free failed sign-ins of one account from one source within the window;"
+        " then each attempt from there waits (docs/people.md, Throttling)",
     )
     sign_in_address_max_failures: int = Field(
         default=50,
