@@ -6,7 +6,6 @@ from typing import Annotated, Any
 from fastapi import Depends, Request, Response
 
 from hub.access.service import AUDIT_READ_SCOPE
-from hub.audit import repository
 from hub.audit.checkpoints import Checkpointer
 from hub.audit.readers import AUDITOR, PUBLIC, Reader
 from hub.audit.service import AuditLog, AuditScope
@@ -82,8 +81,7 @@ async def _reader(
     if _is_machine_token(authorization):
         caller = await current_caller(request, response, session, settings, keys)
         caller.require_scope(AUDIT_READ_SCOPE)
-        owned = await repository.owned_items(session, department=caller.department)
-        return Reader(department=caller.department, owned_items=owned)
+        return Reader(department=caller.department)
     principal = await current_principal(request, session, settings, keys)
     principal.require_auditor()
     return AUDITOR

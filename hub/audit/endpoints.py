@@ -32,7 +32,9 @@ from hub.people.dependencies import AuditorDep
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
 
 
-MAX_SIZE = 2**62
+# Sizes and indexes stay within I-JSON's exact integers (RFC 7493 §2.2): they are
+# written into audit entries (what was asked), and RFC 8785 takes no larger one.
+MAX_SIZE = 2**53 - 1
 # Query parameters are strict (hub.kit.strict): decimal integers, RFC 3339 times.
 Limit = Annotated[QueryInt, Query(ge=1, le=1000)]
 Size = Annotated[QueryInt, Query(ge=0, le=MAX_SIZE)]

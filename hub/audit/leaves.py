@@ -37,6 +37,7 @@ ENTRY_FIELDS = (
     "client",
     "person",  # the signed-in person (a staff username, never a citizen) who acted
     "department",
+    "owner",  # the department whose adapter the hub asked for the record
     "action",
     "item",
     "version",

@@ -6,19 +6,20 @@ Its content (who, about whom, why) is personal data:
 
 - an **auditor** (a person with the auditor role) reads every entry;
 - a **department**, through a client with ``audit:read``, reads the entries that name
-  it: those it is the acting department of, and the record queries made of the items
-  it owns (it served them);
+  it: what its own clients did, the events delivered to it, and the record queries
+  its adapter was asked to answer (see :meth:`Reader.may_read`);
 - the **citizen portal** reads a subject's own accesses through ``/v1/citizen``;
 - anyone else reads leaf hashes only.
 
 docs/audit.md has the whole matrix, route by caller.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Any
 
-# Entry actions whose content the owner of the entry's item may read: the owner's
-# adapter served the record, so the entry is about its own act.
-OWNER_VISIBLE_ACTIONS = frozenset({"record.query"})
+# What a department's clients do themselves carries their client id; of the hub's acts
+# toward a department without one, only a delivery of an event to it is its to read.
+ACTS_TOWARD_THE_DEPARTMENT = frozenset({"event.deliver"})
 
 
 @dataclass(frozen=True)
@@ -27,21 +28,29 @@ class Reader:
 
     auditor: bool = False
     department: str | None = None
-    owned_items: frozenset[str] = field(default_factory=frozenset)
 
     @property
     def anonymous(self) -> bool:
         return not self.auditor and self.department is None
 
-    def may_read(self, *, department: str | None, action: str, item: str | None) -> bool:
-        """Whether this reader may see the content of an entry with these columns."""
+    def may_read(self, entry: dict[str, Any]) -> bool:
+        """Whether this reader may see the content of ``entry`` (the decoded leaf).
+
+        A department reads what its own clients did (the entry names the department
+        and a client, and no person: every entry a client's request makes names both,
+        and a person's, the break-glass token's included, names the person), the events
+        delivered to it, and the record queries its adapter was asked to answer
+        (``owner``: the hub notes it when it calls the owner, so a query refused
+        before that never names the owner). It never reads what people did about it
+        (access requests, registry changes), whose entries name staff and carry
+        their free text."""
         if self.auditor:
             return True
         if self.department is None:
             return False
-        if department == self.department:
-            return True
-        return action in OWNER_VISIBLE_ACTIONS and item in self.owned_items
+        if entry.get("department") == self.department and "person" not in entry:
+            return "client" in entry or entry.get("action") in ACTS_TOWARD_THE_DEPARTMENT
+        return entry.get("action") == "record.query" and entry.get("owner") == self.department
 
 
 PUBLIC = Reader()

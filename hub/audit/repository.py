@@ -111,12 +111,6 @@ class EntryFilter:
     until: datetime | None = None
 
 
-async def owned_items(session: AsyncSession, *, department: str) -> frozenset[str]:
-    """The items a department owns: the record queries made of them name it."""
-    rows = await session.execute(select(col(Item.id)).where(col(Item.owner_id) == department))
-    return frozenset(rows.scalars())
-
-
 async def department_entries(
     session: AsyncSession, *, department: str, after: int | None, limit: int
 ) -> list[AuditEntry]:

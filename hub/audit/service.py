@@ -268,8 +268,7 @@ async def department_entries(
         session, department=department, after=cursor, limit=limit + 1
     )
     await scope.record_success(query={"cursor": cursor, "limit": limit})
-    owned = await repository.owned_items(session, department=department)
-    return _page(rows, limit, reader=Reader(department=department, owned_items=owned))
+    return _page(rows, limit, reader=Reader(department=department), readable_only=True)
 
 
 EXPORT_COLUMNS = (
@@ -363,23 +362,28 @@ def _csv_line(cells: Sequence[str]) -> str:
     return buffer.getvalue()
 
 
-def _page(rows: list[AuditEntry], limit: int, *, reader: Reader) -> EntryPage:
-    """A page from ``limit + 1`` rows read: the extra row only says that more follow."""
+def _page(
+    rows: list[AuditEntry], limit: int, *, reader: Reader, readable_only: bool = False
+) -> EntryPage:
+    """A page from ``limit + 1`` rows read: the extra row only says that more follow.
+    ``readable_only``: leave out the rows whose content the reader may not see (the
+    cursor still moves past them)."""
     page = rows[:limit]
     more = len(rows) > limit and bool(page)
-    return EntryPage(
-        entries=[_entry_out(row, reader) for row in page],
-        next_cursor=str(page[-1].idx) if more else None,
-    )
+    entries = [_entry_out(row, reader) for row in page]
+    if readable_only:
+        entries = [entry for entry in entries if entry.entry is not None]
+    return EntryPage(entries=entries, next_cursor=str(page[-1].idx) if more else None)
 
 
 def _entry_out(row: AuditEntry, reader: Reader) -> EntryOut:
     leaf_hash = leaves.b64(row.leaf_hash)
-    if not reader.may_read(department=row.department, action=row.action, item=row.item):
+    if reader.anonymous:
         return EntryOut(index=row.idx, leaf_hash=leaf_hash)
-    return EntryOut(
-        index=row.idx, leaf_hash=leaf_hash, leaf=leaves.b64(row.leaf), entry=json.loads(row.leaf)
-    )
+    entry = json.loads(row.leaf)
+    if not reader.may_read(entry):
+        return EntryOut(index=row.idx, leaf_hash=leaf_hash)
+    return EntryOut(index=row.idx, leaf_hash=leaf_hash, leaf=leaves.b64(row.leaf), entry=entry)
 
 
 async def inclusion(session: AsyncSession, *, index: int, tree_size: int) -> ProofOut:

@@ -163,6 +163,7 @@ async def _ask_owner(
 ) -> dict[str, object]:
     if not facts.adapter_url:
         raise OwnerUnavailable("the owner department has no adapter registered")
+    scope.note(owner=facts.owner)  # from here the owner is party to the query
     token = mint_request_token(
         key=context.keys.signing,
         issuer=context.settings.issuer,

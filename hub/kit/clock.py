@@ -12,9 +12,8 @@ def utcnow() -> datetime:
 
 def rfc3339_ms(moment: datetime) -> str:
     """Format as RFC 3339 in UTC with millisecond precision (``2026-01-02T03:04:05.678Z``)."""
-    return (
-        moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
-    )
+    utc = moment.astimezone(UTC)  # %Y would write year 1 as "1", not "0001"
+    return f"{utc.year:04d}-" + utc.strftime("%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
 
 
 @overload

@@ -11,7 +11,7 @@ text, so its integers (and a path's) are :data:`QueryInt` (decimal digits, not
 """
 
 import re
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated
 
 from pydantic import AwareDatetime, BeforeValidator, ConfigDict
@@ -31,7 +31,12 @@ def _rfc3339(value: object) -> object:
         return value
     if not isinstance(value, str) or not _DATE_TIME.match(value):
         raise ValueError("must be an RFC 3339 date-time with an offset, e.g. 2027-01-31T12:00:00Z")
-    return datetime.fromisoformat(value.upper())
+    moment = datetime.fromisoformat(value.upper())
+    try:  # the hub keeps UTC: an instant that has none (year 1 at +01:00) is no time for it
+        moment.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("must be a time between the years 1 and 9999 in UTC") from None
+    return moment
 
 
 def _decimal(value: object) -> object:
