@@ -16,7 +16,7 @@ import csv
 import io
 import json
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -166,14 +166,15 @@ class AuditScope:
 
     async def record_success(self, **fields: Any) -> Receipt:
         """Audit a request that read only: through the group-commit writer."""
-        return await self.log.append(self._entry("ok", fields))
+        return await self._recorded(self.log.append(self._entry("ok", fields)))
 
     async def record_change(self, session: AsyncSession, **fields: Any) -> Receipt:
         """Audit a request that changed state: in the same transaction as the change."""
-        return await self.log.append_within(session, self._entry("ok", fields))
+        return await self._recorded(self.log.append_within(session, self._entry("ok", fields)))
 
     async def record_failure(self, error: HubError) -> Receipt:
-        return await self.log.append(self._entry(error.outcome, {"reason": error.slug}))
+        entry = self._entry(error.outcome, {"reason": error.slug})
+        return await self._recorded(self.log.append(entry))
 
     def _entry(self, outcome: str, fields: dict[str, Any]) -> dict[str, Any]:
         self.recorded = True
@@ -184,6 +185,19 @@ class AuditScope:
             request_id=self.request_id,
             **{**self.fields, **fields},
         )
+
+    async def _recorded(self, append: Awaitable[Receipt]) -> Receipt:
+        """The receipt of an entry handed to the log. An entry the log could not even
+        take (it would not serialize) counts as not recorded, so that the error
+        handler still writes the request's failure; one the log took but could not
+        commit (AuditUnavailable) was recorded as far as this request goes."""
+        try:
+            return await append
+        except AuditUnavailable:
+            raise
+        except Exception:
+            self.recorded = False
+            raise
 
 
 async def entry_at(

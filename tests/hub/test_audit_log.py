@@ -5,6 +5,7 @@ sharing one database.
 """
 
 import asyncio
+import json
 from datetime import UTC, datetime
 
 import pytest
@@ -13,8 +14,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from hub.audit import leaves
 from hub.audit.exceptions import AuditUnavailable
-from hub.audit.service import AuditLog
+from hub.audit.service import AuditLog, AuditScope
 from hub.db import make_engine
+from hub.errors import HubError
 
 pytestmark = pytest.mark.anyio
 
@@ -100,3 +102,25 @@ async def test_append_refuses_when_the_writer_is_not_running(database_url: str) 
     with pytest.raises(AuditUnavailable):
         await log.append(_entry(1))
     await engine.dispose()
+
+
+async def test_an_entry_that_will_not_serialize_leaves_the_failure_to_be_recorded(
+    database_url: str,
+) -> None:
+    """RFC 8785 takes no integer past 2^53; such an entry never reaches the log, so the
+    request's scope must still write its failure (no refusal goes unaudited)."""
+    engine = make_engine(database_url)
+    log = AuditLog(engine, batch_size=10)
+    await log.start()
+    try:
+        scope = AuditScope(log=log, action="audit.query", request_id="r-big")
+        with pytest.raises(ValueError, match="2"):
+            await scope.record_success(query={"cursor": 2**60})
+        assert not scope.recorded
+        receipt = await scope.record_failure(HubError("the entry would not serialize"))
+        assert scope.recorded
+        (row,) = [r for r in await _stored(engine) if r[0] == receipt.index]
+        assert json.loads(row[1])["outcome"] == "failed"
+    finally:
+        await log.stop()
+        await engine.dispose()
