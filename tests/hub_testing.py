@@ -80,6 +80,19 @@ def granted_client_hub(
         yield hub, key
 
 
+@contextmanager
+def catalogue_hub(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningHub]:
+    """A hub on the module's database (a fixture parametrized by DATABASES) with the
+    starter catalogue imported."""
+    database_url = module_database(request, tmp_path_factory)
+    with running_hub(database_url=database_url, data_dir=tmp_path_factory.mktemp("hub")) as hub:
+        with hub.admin() as admin:
+            admin.import_catalogue(CATALOGUE)
+        yield hub
+
+
 def load_item(item_id: str) -> dict[str, Any]:
     document: dict[str, Any] = json.loads((CATALOGUE / "items" / f"{item_id}.json").read_text())
     return document

@@ -15,10 +15,9 @@ from hub_testing import (
     DATABASES,
     RunningHub,
     audit_entry_for,
+    catalogue_hub,
     load_item,
-    module_database,
     problem_type,
-    running_hub,
     signed_in,
     steward,
 )
@@ -30,10 +29,7 @@ Json = dict[str, Any]
 def hub(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[RunningHub]:
-    database_url = module_database(request, tmp_path_factory)
-    with running_hub(database_url=database_url, data_dir=tmp_path_factory.mktemp("hub")) as hub:
-        with hub.admin() as admin:
-            admin.import_catalogue(CATALOGUE)
+    with catalogue_hub(request, tmp_path_factory) as hub:
         yield hub
 
 

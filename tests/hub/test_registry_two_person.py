@@ -17,14 +17,12 @@ from hub import cli
 from hub.registry.service import MODE_CHECKS, loosens_compatibility
 
 from hub_testing import (
-    CATALOGUE,
     DATABASES,
     RunningHub,
     audit_entry_for,
+    catalogue_hub,
     load_item,
-    module_database,
     problem_type,
-    running_hub,
     signed_in,
     steward,
 )
@@ -85,10 +83,7 @@ def test_every_pair_of_modes_is_classified() -> None:
 def hub(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[RunningHub]:
-    database_url = module_database(request, tmp_path_factory)
-    with running_hub(database_url=database_url, data_dir=tmp_path_factory.mktemp("hub")) as hub:
-        with hub.admin() as admin:
-            admin.import_catalogue(CATALOGUE)
+    with catalogue_hub(request, tmp_path_factory) as hub:
         yield hub
 
 

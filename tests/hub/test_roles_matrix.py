@@ -15,11 +15,10 @@ import pytest
 from hub.app import create_app
 
 from hub_testing import (
-    CATALOGUE,
     DATABASES,
     RunningHub,
     audit_entry_for,
-    module_database,
+    catalogue_hub,
     problem_type,
     running_hub,
     signed_in,
@@ -156,10 +155,7 @@ def test_every_route_is_classified() -> None:
 def hub(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[RunningHub]:
-    database_url = module_database(request, tmp_path_factory)
-    with running_hub(database_url=database_url, data_dir=tmp_path_factory.mktemp("hub")) as hub:
-        with hub.admin() as admin:
-            admin.import_catalogue(CATALOGUE)
+    with catalogue_hub(request, tmp_path_factory) as hub:
         yield hub
 
 
