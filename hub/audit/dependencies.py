@@ -8,6 +8,7 @@ from fastapi import Depends, Request, Response
 from hub.access.service import AUDIT_READ_SCOPE
 from hub.audit.checkpoints import Checkpointer
 from hub.audit.readers import AUDITOR, PUBLIC, Reader
+from hub.audit.request_scope import open_audit_scope
 from hub.audit.service import AuditLog, AuditScope
 from hub.auth.dependencies import current_caller
 from hub.config import SettingsDep
@@ -24,12 +25,7 @@ def audited(action: str) -> Callable[[Request], Coroutine[Any, Any, AuditScope]]
     """
 
     async def open_scope(request: Request) -> AuditScope:
-        scope = AuditScope(
-            log=request.app.state.audit_log, action=action, request_id=request.state.request_id
-        )
-        scope.note(client_request_id=request.state.client_request_id)  # hub.kit.asgi
-        request.state.audit = scope
-        return scope
+        return open_audit_scope(request, action)
 
     return open_scope
 
@@ -74,10 +70,7 @@ async def _reader(
     authorization = request.headers.get("authorization")
     if authorization is None:
         return PUBLIC
-    request.state.audit = AuditScope(
-        log=request.app.state.audit_log, action="audit.read", request_id=request.state.request_id
-    )
-    request.state.audit.note(client_request_id=request.state.client_request_id)
+    open_audit_scope(request, "audit.read")
     if _is_machine_token(authorization):
         caller = await current_caller(request, response, session, settings, keys)
         caller.require_scope(AUDIT_READ_SCOPE)

@@ -10,6 +10,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from hub.audit.request_scope import open_audit_scope
 from hub.audit.service import AuditScope
 from hub.config import SettingsDep
 from hub.db import SessionDep
@@ -35,16 +36,8 @@ def _audit_scope(request: Request) -> AuditScope:
     if audit is None:
         route = request.scope.get("route")
         template = getattr(route, "path", request.url.path)
-        audit = AuditScope(
-            log=request.app.state.audit_log,
-            action="route.refused",
-            request_id=request.state.request_id,
-        )
-        audit.note(
-            target=f"{request.method} {template}",
-            client_request_id=request.state.client_request_id,  # hub.kit.asgi
-        )
-        request.state.audit = audit
+        audit = open_audit_scope(request, "route.refused")
+        audit.note(target=f"{request.method} {template}")
     return audit
 
 
