@@ -2,7 +2,6 @@
 an owner's answer, a file given to the command line. Nesting 100,000 levels deep is
 refused with a clear error, never a RecursionError (a 500, or a traceback)."""
 
-import base64
 import os
 import subprocess
 import sys
@@ -14,6 +13,7 @@ import pytest
 from fastapi import FastAPI, Response
 
 from adapters import UpstreamError
+from hub.kit import base64url
 from hub.kit.jsonbody import JsonTooDeep, UnsafeJson, load_json
 
 from exchange_world import ADDRESS, OWNER, PURPOSE, SUBJECT, World, exchange_world
@@ -116,10 +116,6 @@ def test_a_catalogue_with_a_deeply_nested_file_is_refused_in_one_line(tmp_path: 
     )
 
 
-def _b64url(raw: bytes) -> str:
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
-
-
 @pytest.mark.parametrize("part", ["claims", "header"])
 def test_a_client_assertion_or_token_nested_deep_is_refused_not_a_500(
     world: World, part: str
@@ -128,7 +124,7 @@ def test_a_client_assertion_or_token_nested_deep_is_refused_not_a_500(
     send one: to the token endpoint as a client assertion, to any route as a token."""
     deep = b'{"a":' + nested(2_500) + b"}"
     header, claims = (deep, b"{}") if part == "header" else (b'{"alg":"ES256"}', deep)
-    jwt = f"{_b64url(header)}.{_b64url(claims)}.{_b64url(b'signature')}"
+    jwt = f"{base64url.encode(header)}.{base64url.encode(claims)}.{base64url.encode(b'signature')}"
     token = httpx.post(
         f"{world.hub.url}/oauth/token",
         data={
