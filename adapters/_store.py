@@ -51,7 +51,8 @@ _served = sa.Table(
     sa.Column("subject_sha256", sa.String(64)),
     sa.Column("outcome", sa.String(16), nullable=False),
     sa.Column("reason", sa.String(64)),
-    # What was served, committed to under a key of this adapter's own (adapters._commitment)
+    # What was served, committed to under a key of this adapter's own
+    # (onceonly.adapters._commitment)
     sa.Column("commitment", sa.String(64)),
     sa.Column("commitment_key", sa.String(64)),
     # The pseudonym the hub's audit entry keeps for the subject, as its request token

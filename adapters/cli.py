@@ -1,6 +1,6 @@
 """``onceonly adapter …``: serve, register, feed and check a department adapter.
 
-The ``onceonly`` command (``hub.cli``) calls `add_commands` and then
+The ``onceonly`` command (``onceonly.hub.cli``) calls `add_commands` and then
 ``args.func(args)``, which returns the exit status.
 """
 

@@ -88,7 +88,7 @@ def hub_command(port: int) -> list[str]:
         "-m",
         "uvicorn",
         "--factory",
-        "hub.app:create_app_from_environment",
+        "onceonly.hub.app:create_app_from_environment",
         "--host=127.0.0.1",
         f"--port={port}",
         "--no-access-log",

@@ -8,8 +8,7 @@ for a log line per request that the other does not.
 import sys
 
 import uvicorn
-
-from adapters import create_provider_app, load_config
+from onceonly.adapters import create_provider_app, load_config
 
 
 def main(config_path: str) -> None:

@@ -22,10 +22,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from hub.audit import leaves, merkle, tree
-from hub.audit.service import AuditLog
-from hub.db import make_engine
-from hub.migrate import upgrade
+from onceonly.hub.audit import leaves, merkle, tree
+from onceonly.hub.audit.service import AuditLog
+from onceonly.hub.db import make_engine
+from onceonly.hub.migrate import upgrade
 
 from _processes import fresh_postgres_database
 

@@ -29,15 +29,14 @@ from typing import Any
 
 import httpx
 import sqlalchemy as sa
-
-from hub.app import create_app
-from hub.audit import leaves
-from hub.audit.service import append_rows
-from hub.cli.servers import loopback_socket, serve_in_thread, url_of
-from hub.config import Settings
-from hub.db import make_engine, make_sync_engine, write_connection
-from hub.keys import HubKeys
-from hub.migrate import upgrade
+from onceonly.hub.app import create_app
+from onceonly.hub.audit import leaves
+from onceonly.hub.audit.service import append_rows
+from onceonly.hub.cli.servers import loopback_socket, serve_in_thread, url_of
+from onceonly.hub.config import Settings
+from onceonly.hub.db import make_engine, make_sync_engine, write_connection
+from onceonly.hub.keys import HubKeys
+from onceonly.hub.migrate import upgrade
 
 from _processes import fresh_postgres_database
 

@@ -1,6 +1,6 @@
 """Exchange throughput and latency through the hub, against a direct baseline.
 
-Method. The hub (``uvicorn --factory hub.app:create_app_from_environment``, a fresh
+Method. The hub (``uvicorn --factory onceonly.hub.app:create_app_from_environment``, a fresh
 SQLite data dir or a fresh PostgreSQL database) and the owner's adapter (the
 civil registry, ``adapters.create_provider_app`` with 1,000 address records) run
 as two separate server processes on 127.0.0.1. This process is the consumer (the
@@ -46,11 +46,10 @@ from typing import Any
 import httpx
 from joserfc import jwt
 from joserfc.jwk import ECKey
-
-from adapters import DPoPKey, RecordStore, public_jwks
-from hub.cli.admin_client import AdminClient
-from hub.exchange.request_tokens import mint_request_token
-from hub.keys import HubKeys
+from onceonly.adapters import DPoPKey, RecordStore, public_jwks
+from onceonly.hub.cli.admin_client import AdminClient
+from onceonly.hub.exchange.request_tokens import mint_request_token
+from onceonly.hub.keys import HubKeys
 
 from _load import RoundResult, Send, run_round
 from _processes import (

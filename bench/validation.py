@@ -1,7 +1,7 @@
 """Per-record validation cost with the hub's compiled validator, in µs per record.
 
 Method: the person.residential-address schema and its catalogue examples; the
-validator comes from ``hub.registry.validation.validator_for`` (jsonschema-rs,
+validator comes from ``onceonly.hub.registry.validation.validator_for`` (jsonschema-rs,
 compiled once, cached by fingerprint), and each record goes through
 ``record_errors``, exactly as the exchange does after the owner answers. Each
 example is validated ``--number`` times per repeat; the best of ``--repeat``
@@ -21,8 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from jsonschema import Draft202012Validator
-
-from hub.registry.validation import fingerprint, record_errors, validator_for
+from onceonly.hub.registry.validation import fingerprint, record_errors, validator_for
 
 ITEM = "person.residential-address"
 CATALOGUE = Path(__file__).resolve().parent.parent / "schemas"

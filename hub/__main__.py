@@ -1,3 +1,3 @@
-from hub.cli import main
+from onceonly.hub.cli import main
 
 raise SystemExit(main())

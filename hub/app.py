@@ -8,33 +8,33 @@ from contextlib import asynccontextmanager
 import httpx
 from fastapi import FastAPI
 
-from hub import __version__, errors, migrate
-from hub.access.endpoints import grants as grants_router
-from hub.access.endpoints import purposes as purposes_router
-from hub.access.endpoints import requests as access_requests_router
-from hub.access.endpoints import router as access_router
-from hub.audit.checkpoints import Checkpointer, load_signer
-from hub.audit.endpoints import router as audit_router
-from hub.audit.service import AuditLog
-from hub.auth.endpoints import router as auth_router
-from hub.auth.jti_register import JtiRegister
-from hub.citizen.endpoints import router as citizen_router
-from hub.config import Settings
-from hub.db import make_engine, session_factory
-from hub.events.delivery import Deliverer
-from hub.events.endpoints import admin as events_admin_router
-from hub.events.endpoints import router as events_router
-from hub.exchange.endpoints import router as exchange_router
-from hub.keys import HubKeys
-from hub.kit import logs
-from hub.kit.asgi import RequestContextMiddleware
-from hub.ops.endpoints import router as ops_router
-from hub.people import service as people_service
-from hub.people.endpoints import admin as people_admin_router
-from hub.people.endpoints import router as people_router
-from hub.people.oidc_endpoints import router as people_oidc_router
-from hub.registry.endpoints import admin as registry_admin_router
-from hub.registry.endpoints import catalogue as catalogue_router
+from onceonly.hub import __version__, errors, migrate
+from onceonly.hub.access.endpoints import grants as grants_router
+from onceonly.hub.access.endpoints import purposes as purposes_router
+from onceonly.hub.access.endpoints import requests as access_requests_router
+from onceonly.hub.access.endpoints import router as access_router
+from onceonly.hub.audit.checkpoints import Checkpointer, load_signer
+from onceonly.hub.audit.endpoints import router as audit_router
+from onceonly.hub.audit.service import AuditLog
+from onceonly.hub.auth.endpoints import router as auth_router
+from onceonly.hub.auth.jti_register import JtiRegister
+from onceonly.hub.citizen.endpoints import router as citizen_router
+from onceonly.hub.config import Settings
+from onceonly.hub.db import make_engine, session_factory
+from onceonly.hub.events.delivery import Deliverer
+from onceonly.hub.events.endpoints import admin as events_admin_router
+from onceonly.hub.events.endpoints import router as events_router
+from onceonly.hub.exchange.endpoints import router as exchange_router
+from onceonly.hub.keys import HubKeys
+from onceonly.hub.kit import logs
+from onceonly.hub.kit.asgi import RequestContextMiddleware
+from onceonly.hub.ops.endpoints import router as ops_router
+from onceonly.hub.people import service as people_service
+from onceonly.hub.people.endpoints import admin as people_admin_router
+from onceonly.hub.people.endpoints import router as people_router
+from onceonly.hub.people.oidc_endpoints import router as people_oidc_router
+from onceonly.hub.registry.endpoints import admin as registry_admin_router
+from onceonly.hub.registry.endpoints import catalogue as catalogue_router
 
 log = logging.getLogger("onceonly.hub")
 
@@ -132,7 +132,7 @@ def create_app(settings: Settings | None = None, *, keys: HubKeys | None = None)
 
 
 def create_app_from_environment() -> FastAPI:
-    """The ASGI factory for ``uvicorn --factory hub.app:create_app_from_environment``."""
+    """The ASGI factory for ``uvicorn --factory onceonly.hub.app:create_app_from_environment``."""
     settings = Settings()
     logs.configure(level=settings.log_level, as_json=settings.log_json)
     return create_app(settings)

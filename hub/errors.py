@@ -158,7 +158,7 @@ async def render_unexpected(request: Request, exc: Exception) -> JSONResponse:
     traceback, and the request id), an audit entry when the request is audited, and
     a problem that tells nothing of the cause.
 
-    hub.kit.asgi's middleware calls it and answers, so the connection stays open and
+    onceonly.hub.kit.asgi's middleware calls it and answers, so the connection stays open and
     nothing else prints the traceback; Starlette's own last resort (installed below,
     for a fault in the middleware itself) would re-raise, and the server would then
     print a second traceback and close the connection."""

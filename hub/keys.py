@@ -1,12 +1,12 @@
 """The hub's keys, under ``<data_dir>/keys`` (shared by every replica).
 
 - ``signing/``: the EC P-256 keys that sign access tokens and adapter request tokens,
-  with their rotation state (see ``hub.signing_keys``); kid = RFC 7638 thumbprint.
+  with their rotation state (see ``onceonly.hub.signing_keys``); kid = RFC 7638 thumbprint.
 - ``pseudonym.key``: the HMAC-SHA-256 secret that turns subject identifiers into
   pseudonyms for the audit log, and for nothing else.
 - ``derivation.key``: the root of every other key the hub derives (HKDF-SHA-256, one
   :class:`KeyLabel` each), rotated with ``onceonly keys rotate-derivation``; the root
-  it replaced stays in ``derivation.key.previous`` (see ``hub.kit.derivation``).
+  it replaced stays in ``derivation.key.previous`` (see ``onceonly.hub.kit.derivation``).
 - ``admin-token``: the bootstrap administrator's bearer secret (until people sign in).
 
 Derived keys never come from the pseudonym key: a pseudonym is published (in audit
@@ -28,8 +28,8 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 from joserfc.jwk import ECKey, KeySet
 
-from hub import signing_keys
-from hub.kit import derivation, keyfiles
+from onceonly.hub import signing_keys
+from onceonly.hub.kit import derivation, keyfiles
 
 DERIVATION_FILE = "derivation.key"
 

@@ -5,7 +5,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
-from hub.db import MIGRATIONS_DIR, make_sync_engine
+from onceonly.hub.db import MIGRATIONS_DIR, make_sync_engine
 
 
 def _config() -> Config:

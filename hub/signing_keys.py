@@ -31,7 +31,7 @@ from typing import Any, Protocol
 
 from joserfc.jwk import ECKey, KeySet
 
-from hub.kit.keyfiles import MissingKeyError
+from onceonly.hub.kit.keyfiles import MissingKeyError
 
 STATE_FILE = "state.json"
 _LEGACY_FILE = "signing.jwk"  # the single key of hubs before rotation existed

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import pytest
 import sqlalchemy as sa
 
-from hub.migrate import upgrade
+from onceonly.hub.migrate import upgrade
 
 from hub_testing import empty_postgres
 

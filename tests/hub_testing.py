@@ -15,14 +15,14 @@ import pytest
 import sqlalchemy as sa
 from joserfc.jwk import ECKey
 
-from adapters import public_jwks
-from hub.app import create_app
-from hub.cli.admin_client import AdminClient
-from hub.cli.servers import loopback_socket, serve_in_thread
-from hub.config import Settings
-from hub.db import make_sync_engine
-from hub.keys import HubKeys
-from hub.migrate import upgrade
+from onceonly.adapters import public_jwks
+from onceonly.hub.app import create_app
+from onceonly.hub.cli.admin_client import AdminClient
+from onceonly.hub.cli.servers import loopback_socket, serve_in_thread
+from onceonly.hub.config import Settings
+from onceonly.hub.db import make_sync_engine
+from onceonly.hub.keys import HubKeys
+from onceonly.hub.migrate import upgrade
 
 serve = serve_in_thread
 CATALOGUE = Path(__file__).resolve().parent.parent / "schemas"

@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 from joserfc.jwk import ECKey
 
-from adapters import (
+from onceonly.adapters import (
     AdapterConfig,
     HubClient,
     OnceonlyError,
@@ -27,9 +27,9 @@ from adapters import (
     create_provider_app,
     public_jwks,
 )
-from hub.cli import main
-from hub.cli.admin_client import AdminClient
-from hub.cli.servers import loopback_socket
+from onceonly.hub.cli import main
+from onceonly.hub.cli.admin_client import AdminClient
+from onceonly.hub.cli.servers import loopback_socket
 
 from hub_testing import CATALOGUE, serve
 
@@ -46,7 +46,7 @@ def _start_hub(data_dir: Path, database_url: str, port: int) -> subprocess.Popen
         "ONCEONLY_LOG_LEVEL": "WARNING",
     }
     hub = subprocess.Popen(
-        [sys.executable, "-m", "hub", "serve", "--port", str(port)],
+        [sys.executable, "-m", "onceonly.hub", "serve", "--port", str(port)],
         cwd=ROOT,
         env=env,
         stdout=subprocess.DEVNULL,

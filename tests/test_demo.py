@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def _onceonly(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "hub", *args],
+        [sys.executable, "-m", "onceonly.hub", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -38,7 +38,10 @@ def test_demo_tells_the_whole_story_and_exits_zero(tmp_path: Path) -> None:
 
 def test_demo_keeps_services_running_and_replays_against_them(tmp_path: Path) -> None:
     with subprocess.Popen(
-        [sys.executable, "-m", "hub", "demo", "--keep", "--data-dir", str(tmp_path / "kept")],
+        [
+            *(sys.executable, "-m", "onceonly.hub", "demo", "--keep"),
+            *("--data-dir", str(tmp_path / "kept")),
+        ],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,

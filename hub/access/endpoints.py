@@ -5,16 +5,16 @@ The principal and its role (``StewardDep``, ``BreakGlassDep``) come before the b
 in every route: dependencies run in the order they are declared, so a caller without
 the role learns nothing about how its body would have been judged (RFC 6750 §3.1:
 authenticate first). Which department's objects a steward may touch is checked in
-:mod:`hub.access.policy`.
+:mod:`onceonly.hub.access.policy`.
 """
 
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query
 
-from hub.access import service, workflow
-from hub.access.purposes import purposes_for
-from hub.access.schemas import (
+from onceonly.hub.access import service, workflow
+from onceonly.hub.access.purposes import purposes_for
+from onceonly.hub.access.schemas import (
     AccessRequestIn,
     AccessRequestList,
     AccessRequestOut,
@@ -30,13 +30,13 @@ from hub.access.schemas import (
     RequestStatus,
     RevokeIn,
 )
-from hub.audit.dependencies import CurrentAudit, audited
-from hub.config import SettingsDep
-from hub.db import SessionDep, WriteSessionDep
-from hub.kit.jsonbody import json_body
-from hub.kit.strict import QueryBool
-from hub.people.dependencies import BreakGlassDep, PrincipalDep, StewardDep
-from hub.registry.schemas import DEPARTMENT_ID_PATTERN, ITEM_ID_PATTERN
+from onceonly.hub.audit.dependencies import CurrentAudit, audited
+from onceonly.hub.config import SettingsDep
+from onceonly.hub.db import SessionDep, WriteSessionDep
+from onceonly.hub.kit.jsonbody import json_body
+from onceonly.hub.kit.strict import QueryBool
+from onceonly.hub.people.dependencies import BreakGlassDep, PrincipalDep, StewardDep
+from onceonly.hub.registry.schemas import DEPARTMENT_ID_PATTERN, ITEM_ID_PATTERN
 
 router = APIRouter(prefix="/v1/admin/grants", tags=["administration"])
 requests = APIRouter(prefix="/v1/access-requests", tags=["access"])

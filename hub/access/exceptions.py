@@ -14,7 +14,7 @@
     └── DuplicateRequest (409)     the same request is already pending
 """
 
-from hub.errors import HubError
+from onceonly.hub.errors import HubError
 
 
 class NoGrant(HubError):

@@ -7,7 +7,7 @@ from uuid import uuid4
 import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
 
-from hub.kit.columns import created_at
+from onceonly.hub.kit.columns import created_at
 
 
 class Grant(SQLModel, table=True):

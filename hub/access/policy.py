@@ -12,8 +12,8 @@
   consumer department: no one approves a request on both sides.
 """
 
-from hub.access.models import AccessRequest
-from hub.people.principal import Forbidden, Principal
+from onceonly.hub.access.models import AccessRequest
+from onceonly.hub.people.principal import Forbidden, Principal
 
 _NO_ROLE = (
     "access requests and grants are for stewards and auditors; {name!r} has neither role here"

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-from hub.access.exceptions import PurposesUnavailable, UnknownPurpose
-from hub.config import Settings
+from onceonly.hub.access.exceptions import PurposesUnavailable, UnknownPurpose
+from onceonly.hub.config import Settings
 
 PURPOSE_CODE = re.compile(r"^[a-z0-9][a-z0-9.-]{0,63}$")
 DEFAULT_NAME = Path("config") / "purposes.toml"

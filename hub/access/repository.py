@@ -14,8 +14,8 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
-from hub.access.models import AccessRequest, Grant
-from hub.registry.models import Item, ItemVersion
+from onceonly.hub.access.models import AccessRequest, Grant
+from onceonly.hub.registry.models import Item, ItemVersion
 
 
 def _active(now: datetime) -> list[sa.ColumnElement[bool]]:

@@ -5,8 +5,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field
 
-from hub.kit.strict import STRICT_INPUT, Rfc3339
-from hub.registry.schemas import DEPARTMENT_ID_PATTERN, ITEM_ID_PATTERN
+from onceonly.hub.kit.strict import STRICT_INPUT, Rfc3339
+from onceonly.hub.registry.schemas import DEPARTMENT_ID_PATTERN, ITEM_ID_PATTERN
 
 PURPOSE_PATTERN = r"^[a-z0-9][a-z0-9.-]{0,63}$"
 

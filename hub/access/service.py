@@ -1,6 +1,6 @@
 """Access rules: deny by default; a grant names consumer, item, purpose, fields and period.
 
-Grants are made by approving an access request (:mod:`hub.access.workflow`) or,
+Grants are made by approving an access request (:mod:`onceonly.hub.access.workflow`) or,
 in bootstrap and emergencies, with the break-glass token (:func:`create_grant`).
 """
 
@@ -8,16 +8,16 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from hub.access import policy, repository
-from hub.access.exceptions import GrantNotActive, GrantNotFound, NoGrant, NotShared
-from hub.access.models import Grant
-from hub.access.schemas import GrantIn, GrantList, GrantOut, RevokeIn
-from hub.audit.service import AuditScope
-from hub.config import Settings
-from hub.errors import InvalidRequest
-from hub.kit.clock import as_utc, aware, utcnow
-from hub.people.principal import Principal
-from hub.registry import service as registry
+from onceonly.hub.access import policy, repository
+from onceonly.hub.access.exceptions import GrantNotActive, GrantNotFound, NoGrant, NotShared
+from onceonly.hub.access.models import Grant
+from onceonly.hub.access.schemas import GrantIn, GrantList, GrantOut, RevokeIn
+from onceonly.hub.audit.service import AuditScope
+from onceonly.hub.config import Settings
+from onceonly.hub.errors import InvalidRequest
+from onceonly.hub.kit.clock import as_utc, aware, utcnow
+from onceonly.hub.people.principal import Principal
+from onceonly.hub.registry import service as registry
 
 READ_SCOPE_PREFIX = "read:"
 PUBLISH_SCOPE_PREFIX = "publish:"

@@ -9,9 +9,9 @@
 Every state is final but ``pending``. A request for an ``unconditional`` item is
 approved at once by the hub; one for a ``none`` item is refused with
 ``item-not-shared``. Every change is compare-and-set on ``status = 'pending'``
-(:func:`hub.access.repository.settle_request`): of two decisions that race, exactly
+(:func:`onceonly.hub.access.repository.settle_request`): of two decisions that race, exactly
 one wins and the other is refused with ``request-not-pending`` naming the state the
-first one left. Who may do what: :mod:`hub.access.policy`.
+first one left. Who may do what: :mod:`onceonly.hub.access.policy`.
 """
 
 from dataclasses import dataclass
@@ -21,18 +21,18 @@ from uuid import uuid4
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from hub.access import policy, repository, service
-from hub.access.deadlines import add_working_days
-from hub.access.exceptions import (
+from onceonly.hub.access import policy, repository, service
+from onceonly.hub.access.deadlines import add_working_days
+from onceonly.hub.access.exceptions import (
     DuplicateRequest,
     GrantNotActive,
     NotShared,
     RequestNotFound,
     RequestNotPending,
 )
-from hub.access.models import AccessRequest, Grant
-from hub.access.purposes import purposes_for
-from hub.access.schemas import (
+from onceonly.hub.access.models import AccessRequest, Grant
+from onceonly.hub.access.purposes import purposes_for
+from onceonly.hub.access.schemas import (
     AccessRequestIn,
     AccessRequestList,
     AccessRequestOut,
@@ -43,15 +43,15 @@ from hub.access.schemas import (
     RenewIn,
     RequestStatus,
 )
-from hub.access.service import capped_until, check_fields
-from hub.audit.service import AuditScope
-from hub.config import Settings
-from hub.errors import InvalidRequest
-from hub.kit.clock import as_utc, aware, utcnow
-from hub.people.principal import Principal
-from hub.registry import service as registry
-from hub.registry.exceptions import ItemRetired, UnknownItem
-from hub.registry.models import Item, ItemVersion
+from onceonly.hub.access.service import capped_until, check_fields
+from onceonly.hub.audit.service import AuditScope
+from onceonly.hub.config import Settings
+from onceonly.hub.errors import InvalidRequest
+from onceonly.hub.kit.clock import as_utc, aware, utcnow
+from onceonly.hub.people.principal import Principal
+from onceonly.hub.registry import service as registry
+from onceonly.hub.registry.exceptions import ItemRetired, UnknownItem
+from onceonly.hub.registry.models import Item, ItemVersion
 
 HUB_DECIDER = "hub"
 UNCONDITIONAL_REASON = "unconditional item"

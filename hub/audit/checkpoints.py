@@ -20,15 +20,15 @@ from pathlib import Path
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from hub.audit import leaves, repository, tree
-from hub.audit.exceptions import AuditLogDamaged
-from hub.audit.models import AuditCheckpoint
-from hub.audit.notes import Checkpoint, Signer
-from hub.audit.schemas import CheckpointOut, CheckpointPage
-from hub.config import AUDIT_ORIGIN_FILE
-from hub.db import write_connection
-from hub.kit.clock import utcnow
-from hub.kit.keyfiles import ed25519_key
+from onceonly.hub.audit import leaves, repository, tree
+from onceonly.hub.audit.exceptions import AuditLogDamaged
+from onceonly.hub.audit.models import AuditCheckpoint
+from onceonly.hub.audit.notes import Checkpoint, Signer
+from onceonly.hub.audit.schemas import CheckpointOut, CheckpointPage
+from onceonly.hub.config import AUDIT_ORIGIN_FILE
+from onceonly.hub.db import write_connection
+from onceonly.hub.kit.clock import utcnow
+from onceonly.hub.kit.keyfiles import ed25519_key
 
 log = logging.getLogger("onceonly.audit")
 

@@ -5,16 +5,16 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Request, Response
 
-from hub.access.service import AUDIT_READ_SCOPE
-from hub.audit.checkpoints import Checkpointer
-from hub.audit.readers import AUDITOR, PUBLIC, Reader
-from hub.audit.request_scope import open_audit_scope
-from hub.audit.service import AuditLog, AuditScope
-from hub.auth.dependencies import current_caller
-from hub.config import SettingsDep
-from hub.db import SessionDep
-from hub.keys import KeysDep
-from hub.people.dependencies import current_principal
+from onceonly.hub.access.service import AUDIT_READ_SCOPE
+from onceonly.hub.audit.checkpoints import Checkpointer
+from onceonly.hub.audit.readers import AUDITOR, PUBLIC, Reader
+from onceonly.hub.audit.request_scope import open_audit_scope
+from onceonly.hub.audit.service import AuditLog, AuditScope
+from onceonly.hub.auth.dependencies import current_caller
+from onceonly.hub.config import SettingsDep
+from onceonly.hub.db import SessionDep
+from onceonly.hub.keys import KeysDep
+from onceonly.hub.people.dependencies import current_principal
 
 
 def audited(action: str) -> Callable[[Request], Coroutine[Any, Any, AuditScope]]:
@@ -64,7 +64,7 @@ async def _reader(
     settings: SettingsDep,
     keys: KeysDep,
 ) -> Reader:
-    """Who reads the log (hub.audit.readers). No credentials: the public, who see leaf
+    """Who reads the log (onceonly.hub.audit.readers). No credentials: the public, who see leaf
     hashes only. Credentials that do not hold are refused (401/403), never read as
     anonymous; the read, or its refusal, is then an ``audit.read`` entry."""
     authorization = request.headers.get("authorization")

@@ -2,7 +2,7 @@
 
 Checkpoints, their history, the verifier key, proofs and leaf hashes (one by one and
 in ranges) are public: a monitor outside the hub needs nothing but the verifier key.
-Entry content goes only to callers entitled to it (hub.audit.readers; the matrix is in
+Entry content goes only to callers entitled to it (onceonly.hub.audit.readers; the matrix is in
 docs/audit.md): auditors, and a department's clients for the entries that name it.
 Every read of content, every query and every export is itself an audit entry.
 """
@@ -12,22 +12,22 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import PlainTextResponse, StreamingResponse
 
-from hub.access.service import AUDIT_READ_SCOPE
-from hub.audit import checkpoints, service
-from hub.audit.dependencies import (
+from onceonly.hub.access.service import AUDIT_READ_SCOPE
+from onceonly.hub.audit import checkpoints, service
+from onceonly.hub.audit.dependencies import (
     AuditReaderDep,
     CheckpointerDep,
     CurrentAudit,
     ReadScope,
     audited,
 )
-from hub.audit.schemas import CheckpointPage, EntryOut, EntryPage, ProofOut
-from hub.auth.dependencies import CurrentCaller
-from hub.db import SessionDep
-from hub.keys import KeysDep
-from hub.kit.clock import as_utc
-from hub.kit.strict import QueryInt, Rfc3339
-from hub.people.dependencies import AuditorDep
+from onceonly.hub.audit.schemas import CheckpointPage, EntryOut, EntryPage, ProofOut
+from onceonly.hub.auth.dependencies import CurrentCaller
+from onceonly.hub.db import SessionDep
+from onceonly.hub.keys import KeysDep
+from onceonly.hub.kit.clock import as_utc
+from onceonly.hub.kit.strict import QueryInt, Rfc3339
+from onceonly.hub.people.dependencies import AuditorDep
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
 
@@ -35,7 +35,7 @@ router = APIRouter(prefix="/v1/audit", tags=["audit"])
 # Sizes and indexes stay within I-JSON's exact integers (RFC 7493 §2.2): they are
 # written into audit entries (what was asked), and RFC 8785 takes no larger one.
 MAX_SIZE = 2**53 - 1
-# Query parameters are strict (hub.kit.strict): decimal integers, RFC 3339 times.
+# Query parameters are strict (onceonly.hub.kit.strict): decimal integers, RFC 3339 times.
 Limit = Annotated[QueryInt, Query(ge=1, le=1000)]
 Size = Annotated[QueryInt, Query(ge=0, le=MAX_SIZE)]
 NOTE_TYPE = "text/plain; charset=utf-8"

@@ -23,10 +23,10 @@ import os
 from datetime import datetime
 from typing import Any
 
-from hub.audit import merkle
-from hub.kit import base64url
-from hub.kit.clock import rfc3339_ms
-from hub.kit.jcs import canonical_json
+from onceonly.hub.audit import merkle
+from onceonly.hub.kit import base64url
+from onceonly.hub.kit.clock import rfc3339_ms
+from onceonly.hub.kit.jcs import canonical_json
 
 ENTRY_VERSION = 2
 SALT_BYTES = 16  # 128 bits

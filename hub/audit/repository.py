@@ -10,9 +10,9 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlmodel import col, select
 
-from hub.audit.merkle import Node
-from hub.audit.models import AuditCheckpoint, AuditEntry, AuditNode
-from hub.registry.models import Item
+from onceonly.hub.audit.merkle import Node
+from onceonly.hub.audit.models import AuditCheckpoint, AuditEntry, AuditNode
+from onceonly.hub.registry.models import Item
 
 _table = AuditEntry.__table__  # type: ignore[attr-defined]
 _nodes = AuditNode.__table__  # type: ignore[attr-defined]

@@ -1,14 +1,14 @@
 """The one way a request opens its audit scope (imported by every route dependency that
-audits: hub.audit.dependencies and hub.people.dependencies)."""
+audits: onceonly.hub.audit.dependencies and onceonly.hub.people.dependencies)."""
 
 from starlette.requests import Request
 
-from hub.audit.service import AuditScope
+from onceonly.hub.audit.service import AuditScope
 
 
 def open_audit_scope(request: Request, action: str) -> AuditScope:
     """The request's audit scope for ``action``: the hub's request id, and the caller's
-    own id beside it (hub.kit.asgi puts both in the request's state)."""
+    own id beside it (onceonly.hub.kit.asgi puts both in the request's state)."""
     scope = AuditScope(
         log=request.app.state.audit_log, action=action, request_id=request.state.request_id
     )

@@ -4,7 +4,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from hub.kit.clock import UtcDatetime
+from onceonly.hub.kit.clock import UtcDatetime
 
 
 class EntryOut(BaseModel):

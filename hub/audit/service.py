@@ -29,16 +29,16 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
 )
 
-from hub.audit import leaves, repository, tree
-from hub.audit.exceptions import AuditUnavailable, EntryNotFound
-from hub.audit.models import AuditEntry
-from hub.audit.readers import AUDITOR, Reader
-from hub.audit.schemas import EntryOut, EntryPage, ProofOut
-from hub.db import write_connection
-from hub.errors import HubError
-from hub.keys import HubKeys
-from hub.kit.clock import rfc3339_ms, utcnow
-from hub.kit.group_commit import GroupCommit
+from onceonly.hub.audit import leaves, repository, tree
+from onceonly.hub.audit.exceptions import AuditUnavailable, EntryNotFound
+from onceonly.hub.audit.models import AuditEntry
+from onceonly.hub.audit.readers import AUDITOR, Reader
+from onceonly.hub.audit.schemas import EntryOut, EntryPage, ProofOut
+from onceonly.hub.db import write_connection
+from onceonly.hub.errors import HubError
+from onceonly.hub.keys import HubKeys
+from onceonly.hub.kit.clock import rfc3339_ms, utcnow
+from onceonly.hub.kit.group_commit import GroupCommit
 
 log = logging.getLogger("onceonly.audit")
 
@@ -203,7 +203,7 @@ class AuditScope:
 async def entry_at(
     session: AsyncSession, *, index: int, reader: Reader, scope: "AuditScope | None"
 ) -> EntryOut:
-    """One entry: its content only for a reader entitled to it (hub.audit.readers)."""
+    """One entry: its content only for a reader entitled to it (onceonly.hub.audit.readers)."""
     row = await repository.get_entry(session, index)
     if row is None:
         raise EntryNotFound(f"the log has no entry {index}")

@@ -1,7 +1,7 @@
 """The stored Merkle tree: roots and proofs from stored subtree hashes.
 
 Each answer reads the tree size and then, in one query, the O(log n) perfect
-subtrees it needs (:mod:`hub.audit.merkle` says which). Appends extend the tree
+subtrees it needs (:mod:`onceonly.hub.audit.merkle` says which). Appends extend the tree
 from its frontier (the right-edge subtrees) without reading anything else. A needed
 leaf or node that is not stored is :class:`AuditLogDamaged`, never a KeyError; a proof
 refused for it is logged (the checkpointer logs what it finds itself, once).
@@ -15,10 +15,10 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
-from hub.audit import merkle, repository
-from hub.audit.exceptions import AuditLogDamaged, InvalidTreeRequest
-from hub.audit.models import AuditEntry
-from hub.audit.repository import Executor
+from onceonly.hub.audit import merkle, repository
+from onceonly.hub.audit.exceptions import AuditLogDamaged, InvalidTreeRequest
+from onceonly.hub.audit.models import AuditEntry
+from onceonly.hub.audit.repository import Executor
 
 log = logging.getLogger("onceonly.audit")
 

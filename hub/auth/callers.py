@@ -16,18 +16,18 @@ from datetime import UTC, datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from hub.audit.service import AuditScope
-from hub.auth import certificates, dpop, nonces, repository, tokens
-from hub.auth.exceptions import (
+from onceonly.hub.audit.service import AuditScope
+from onceonly.hub.auth import certificates, dpop, nonces, repository, tokens
+from onceonly.hub.auth.exceptions import (
     InsufficientScope,
     InvalidDpopProof,
     InvalidToken,
     UseDpopNonce,
     UseDpopNonceGrant,
 )
-from hub.auth.jti_register import JtiRegister
-from hub.config import Settings
-from hub.keys import HubKeys, KeyLabel
+from onceonly.hub.auth.jti_register import JtiRegister
+from onceonly.hub.config import Settings
+from onceonly.hub.keys import HubKeys, KeyLabel
 
 
 @dataclass(frozen=True)

@@ -4,11 +4,11 @@ from typing import Annotated
 
 from fastapi import Depends, Request, Response
 
-from hub.auth import callers, service
-from hub.auth.callers import Caller, ResourceRequest
-from hub.config import Settings, SettingsDep
-from hub.db import SessionDep
-from hub.keys import HubKeys, KeysDep
+from onceonly.hub.auth import callers, service
+from onceonly.hub.auth.callers import Caller, ResourceRequest
+from onceonly.hub.config import Settings, SettingsDep
+from onceonly.hub.db import SessionDep
+from onceonly.hub.keys import HubKeys, KeysDep
 
 
 def resource_request(request: Request, settings: Settings) -> ResourceRequest:

@@ -7,24 +7,24 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Request, Response
 from fastapi.responses import JSONResponse
 
-from hub.audit.dependencies import CurrentAudit, audited
-from hub.audit.service import AuditScope
-from hub.auth import service
-from hub.auth.dependencies import CurrentCaller
-from hub.auth.exceptions import InvalidTokenRequest
-from hub.auth.schemas import (
+from onceonly.hub.audit.dependencies import CurrentAudit, audited
+from onceonly.hub.audit.service import AuditScope
+from onceonly.hub.auth import service
+from onceonly.hub.auth.dependencies import CurrentCaller
+from onceonly.hub.auth.exceptions import InvalidTokenRequest
+from onceonly.hub.auth.schemas import (
     IntrospectionResponse,
     JwksIn,
     OwnClientOut,
     ServerMetadata,
     TokenResponse,
 )
-from hub.config import Settings, SettingsDep
-from hub.db import SessionDep, WriteSessionDep
-from hub.keys import KeysDep
-from hub.kit.jsonbody import json_body
-from hub.people.dependencies import AdministratorDep
-from hub.registry.schemas import CLIENT_ID_PATTERN, ClientOut
+from onceonly.hub.config import Settings, SettingsDep
+from onceonly.hub.db import SessionDep, WriteSessionDep
+from onceonly.hub.keys import KeysDep
+from onceonly.hub.kit.jsonbody import json_body
+from onceonly.hub.people.dependencies import AdministratorDep
+from onceonly.hub.registry.schemas import CLIENT_ID_PATTERN, ClientOut
 
 router = APIRouter(tags=["oauth"])
 ClientId = Annotated[str, Path(pattern=CLIENT_ID_PATTERN)]

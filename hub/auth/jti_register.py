@@ -16,10 +16,10 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from hub.auth import repository
-from hub.db import write_connection
-from hub.errors import Unavailable
-from hub.kit.group_commit import GroupCommit
+from onceonly.hub.auth import repository
+from onceonly.hub.db import write_connection
+from onceonly.hub.errors import Unavailable
+from onceonly.hub.kit.group_commit import GroupCommit
 
 log = logging.getLogger("onceonly.auth")
 

@@ -1,5 +1,6 @@
 """All SQL of authentication: revoked tokens, a client's standing, its own keys and
-when it was disabled (the single-use identifiers are spent by ``hub.auth.jti_register``)."""
+when it was disabled (the single-use identifiers are spent by
+``onceonly.hub.auth.jti_register``)."""
 
 import hashlib
 from dataclasses import dataclass
@@ -10,9 +11,9 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from hub.auth.models import ClientDisablement, RevokedToken, UsedJti
-from hub.db import write_connection
-from hub.registry.models import Client
+from onceonly.hub.auth.models import ClientDisablement, RevokedToken, UsedJti
+from onceonly.hub.db import write_connection
+from onceonly.hub.registry.models import Client
 
 _used = UsedJti.__table__  # type: ignore[attr-defined]
 _revoked = RevokedToken.__table__  # type: ignore[attr-defined]

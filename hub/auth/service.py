@@ -20,12 +20,12 @@ from urllib.parse import parse_qsl
 from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from hub.access import service as access
-from hub.audit.service import AuditScope
-from hub.auth import callers, certificates, dpop, nonces, repository, tokens
-from hub.auth.callers import Caller as Caller
-from hub.auth.callers import require_active_client as require_active_client
-from hub.auth.exceptions import (
+from onceonly.hub.access import service as access
+from onceonly.hub.audit.service import AuditScope
+from onceonly.hub.auth import callers, certificates, dpop, nonces, repository, tokens
+from onceonly.hub.auth.callers import Caller as Caller
+from onceonly.hub.auth.callers import require_active_client as require_active_client
+from onceonly.hub.auth.exceptions import (
     ClientCertificateUnregistered,
     ClientNotAuthenticated,
     ClientNotFound,
@@ -40,20 +40,20 @@ from hub.auth.exceptions import (
     UnknownClient,
     UnsupportedGrantType,
 )
-from hub.auth.jti_register import JtiRegister
-from hub.auth.schemas import (
+from onceonly.hub.auth.jti_register import JtiRegister
+from onceonly.hub.auth.schemas import (
     IntrospectionResponse,
     OwnClientOut,
     ServerMetadata,
     TokenResponse,
 )
-from hub.config import Settings
-from hub.keys import HubKeys, KeyLabel
-from hub.kit.clock import aware, rfc3339_ms, utcnow
-from hub.registry import jwks as jwks_rules
-from hub.registry import repository as registry
-from hub.registry.models import Client
-from hub.registry.schemas import ClientOut
+from onceonly.hub.config import Settings
+from onceonly.hub.keys import HubKeys, KeyLabel
+from onceonly.hub.kit.clock import aware, rfc3339_ms, utcnow
+from onceonly.hub.registry import jwks as jwks_rules
+from onceonly.hub.registry import repository as registry
+from onceonly.hub.registry.models import Client
+from onceonly.hub.registry.schemas import ClientOut
 
 CLIENT_ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 SIGNING_ALGORITHMS = ["ES256", "Ed25519", "EdDSA", "PS256"]
@@ -253,7 +253,7 @@ async def authenticate_client(
     """``private_key_jwt`` if an assertion is sent, else a forwarded certificate.
 
     An unknown client, a disabled one, and a signature or certificate that does not
-    match are one answer (:data:`~hub.auth.exceptions.CLIENT_NOT_AUTHENTICATED`), so
+    match are one answer (:data:`~onceonly.hub.auth.exceptions.CLIENT_NOT_AUTHENTICATED`), so
     that nobody learns which client ids exist; the audit entry, written here, keeps
     the cause as its reason, and names the client when it is registered.
     """

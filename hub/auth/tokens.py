@@ -15,9 +15,9 @@ from joserfc import jws, jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, KeySet, OKPKey, RSAKey
 
-from hub.auth.exceptions import ClientSignatureInvalid, InvalidClient, InvalidToken
-from hub.kit.jsonbody import load_json
-from hub.kit.nul import body_nul
+from onceonly.hub.auth.exceptions import ClientSignatureInvalid, InvalidClient, InvalidToken
+from onceonly.hub.kit.jsonbody import load_json
+from onceonly.hub.kit.nul import body_nul
 
 # RFC 9864: "Ed25519" is the fully specified name; "EdDSA" stays accepted (deprecated).
 CLIENT_ALGORITHMS = ("ES256", "Ed25519", "EdDSA", "PS256")

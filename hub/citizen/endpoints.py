@@ -4,14 +4,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends
 
-from hub.audit.dependencies import CurrentAudit, audited
-from hub.auth.dependencies import CurrentCaller
-from hub.citizen import service
-from hub.citizen.schemas import AccessLog, AccessLogQuery
-from hub.config import SettingsDep
-from hub.db import SessionDep
-from hub.keys import KeysDep
-from hub.kit.jsonbody import json_body
+from onceonly.hub.audit.dependencies import CurrentAudit, audited
+from onceonly.hub.auth.dependencies import CurrentCaller
+from onceonly.hub.citizen import service
+from onceonly.hub.citizen.schemas import AccessLog, AccessLogQuery
+from onceonly.hub.config import SettingsDep
+from onceonly.hub.db import SessionDep
+from onceonly.hub.keys import KeysDep
+from onceonly.hub.kit.jsonbody import json_body
 
 router = APIRouter(prefix="/v1/citizen", tags=["citizen"])
 

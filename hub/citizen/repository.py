@@ -6,8 +6,8 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from hub.audit.models import AuditEntry
-from hub.registry.models import Department, Item
+from onceonly.hub.audit.models import AuditEntry
+from onceonly.hub.registry.models import Department, Item
 
 _entries = AuditEntry.__table__  # type: ignore[attr-defined]
 _departments = Department.__table__  # type: ignore[attr-defined]

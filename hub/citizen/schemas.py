@@ -2,8 +2,8 @@
 
 from pydantic import BaseModel, Field
 
-from hub.kit.clock import UtcDatetime
-from hub.kit.strict import STRICT_INPUT
+from onceonly.hub.kit.clock import UtcDatetime
+from onceonly.hub.kit.strict import STRICT_INPUT
 
 
 class AccessLogQuery(BaseModel):

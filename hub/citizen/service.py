@@ -9,13 +9,13 @@ import json
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from hub.audit.service import AuditScope
-from hub.auth.service import Caller
-from hub.citizen import repository
-from hub.citizen.exceptions import NotCitizenPortal
-from hub.citizen.schemas import Access, AccessLog, AccessLogQuery
-from hub.config import Settings
-from hub.keys import HubKeys
+from onceonly.hub.audit.service import AuditScope
+from onceonly.hub.auth.service import Caller
+from onceonly.hub.citizen import repository
+from onceonly.hub.citizen.exceptions import NotCitizenPortal
+from onceonly.hub.citizen.schemas import Access, AccessLog, AccessLogQuery
+from onceonly.hub.config import Settings
+from onceonly.hub.keys import HubKeys
 
 
 async def access_log(

@@ -18,15 +18,15 @@ Command = Callable[[argparse.Namespace], int]
 
 
 def _hub_url(args: argparse.Namespace) -> str:
-    from hub.config import Settings
+    from onceonly.hub.config import Settings
 
     return str(args.hub or os.environ.get("ONCEONLY_HUB_URL") or Settings().issuer)
 
 
 def _admin_call(args: argparse.Namespace, call: Callable[[Any], Any]) -> int:
-    from hub.cli.admin_client import AdminClient, AdminError
-    from hub.cli.session import credential
-    from hub.kit.jsonbody import UnsafeJson
+    from onceonly.hub.cli.admin_client import AdminClient, AdminError
+    from onceonly.hub.cli.session import credential
+    from onceonly.hub.kit.jsonbody import UnsafeJson
 
     try:
         with AdminClient(_hub_url(args), credential(_hub_url(args))) as admin:
@@ -50,12 +50,12 @@ def _admin_call(args: argparse.Namespace, call: Callable[[Any], Any]) -> int:
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from hub.cli.servers import server_options
+    from onceonly.hub.cli.servers import server_options
 
     if "ONCEONLY_ISSUER" not in os.environ and not os.environ.get("ONCEONLY_CONFIG"):
         os.environ["ONCEONLY_ISSUER"] = f"http://{args.host}:{args.port}"
     uvicorn.run(
-        "hub.app:create_app_from_environment",
+        "onceonly.hub.app:create_app_from_environment",
         factory=True,
         host=args.host,
         port=args.port,
@@ -68,8 +68,8 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _migrate(_: argparse.Namespace) -> int:
-    from hub import migrate
-    from hub.config import Settings
+    from onceonly.hub import migrate
+    from onceonly.hub.config import Settings
 
     settings = Settings()
     migrate.upgrade(settings.resolved_database_url)
@@ -78,8 +78,8 @@ def _migrate(_: argparse.Namespace) -> int:
 
 
 def _keys_init(_: argparse.Namespace) -> int:
-    from hub.config import Settings
-    from hub.keys import HubKeys
+    from onceonly.hub.config import Settings
+    from onceonly.hub.keys import HubKeys
 
     settings = Settings()
     keys = HubKeys.load(settings.keys_dir, create=True)
@@ -91,9 +91,9 @@ def _keys_rotate(args: argparse.Namespace) -> int:
     """Publish a new signing key now; it signs after the delay (docs/decisions/0010)."""
     import time
 
-    from hub import signing_keys
-    from hub.config import Settings
-    from hub.keys import HubKeys
+    from onceonly.hub import signing_keys
+    from onceonly.hub.config import Settings
+    from onceonly.hub.keys import HubKeys
 
     settings = Settings()
     HubKeys.load(settings.keys_dir, create=not settings.is_production)
@@ -114,11 +114,11 @@ def _keys_rotate_derivation(_: argparse.Namespace) -> int:
     """A new derivation root, every TOTP secret re-sealed under it (docs/decisions/0017)."""
     import asyncio
 
-    from hub.app import prepare_database
-    from hub.config import Settings
-    from hub.db import make_engine
-    from hub.keys import HubKeys
-    from hub.people import service
+    from onceonly.hub.app import prepare_database
+    from onceonly.hub.config import Settings
+    from onceonly.hub.db import make_engine
+    from onceonly.hub.keys import HubKeys
+    from onceonly.hub.people import service
 
     settings = Settings()
 
@@ -148,8 +148,8 @@ def _keys_rotate_derivation(_: argparse.Namespace) -> int:
 
 
 def _keys_show(_: argparse.Namespace) -> int:
-    from hub import signing_keys
-    from hub.config import Settings
+    from onceonly.hub import signing_keys
+    from onceonly.hub.config import Settings
 
     entries = signing_keys.read_state(Settings().keys_dir / "signing")
     print(json.dumps({"keys": [entry.__dict__ for entry in entries]}, indent=2))
@@ -210,7 +210,7 @@ def _grant_revoke(args: argparse.Namespace) -> int:
 
 
 def _read_json_file(name: str) -> Any:
-    from hub.cli.admin_client import read_json_file
+    from onceonly.hub.cli.admin_client import read_json_file
 
     try:
         return read_json_file(Path(name))
@@ -289,7 +289,7 @@ def _audit_entries(args: argparse.Namespace) -> int:
 
 
 def _audit_verify(args: argparse.Namespace) -> int:
-    from hub.cli import audit_verify, session
+    from onceonly.hub.cli import audit_verify, session
 
     return audit_verify.run(
         hub=_hub_url(args),
@@ -310,9 +310,9 @@ def _audit_check_nodes(_: argparse.Namespace) -> int:
 
     from sqlalchemy.exc import SQLAlchemyError
 
-    from hub.audit import tree
-    from hub.config import Settings
-    from hub.db import make_engine, session_factory
+    from onceonly.hub.audit import tree
+    from onceonly.hub.config import Settings
+    from onceonly.hub.db import make_engine, session_factory
 
     url = Settings().resolved_database_url
 
@@ -337,7 +337,7 @@ def _audit_check_nodes(_: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from hub.cli import demo
+    from onceonly.hub.cli import demo
 
     return demo.run(keep=args.keep, hub_url=args.hub, root=Path(args.data_dir))
 
@@ -501,8 +501,8 @@ def _admin_commands(sub: Any) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from adapters.cli import add_commands
-    from hub.cli import access_commands, people_commands, registry_commands
+    from onceonly.adapters.cli import add_commands
+    from onceonly.hub.cli import access_commands, people_commands, registry_commands
 
     parser = argparse.ArgumentParser(
         prog="onceonly", description=__doc__.splitlines()[0] if __doc__ else None

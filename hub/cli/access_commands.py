@@ -1,6 +1,6 @@
 """``onceonly access``: access requests and grants, as a signed-in steward or auditor.
 
-The credential is the one every command uses (:func:`hub.cli.session.credential`:
+The credential is the one every command uses (:func:`onceonly.hub.cli.session.credential`:
 ``$ONCEONLY_TOKEN``, the sign-in of ``onceonly login``, or break-glass). Results are
 printed as JSON; a refusal prints ``refused: <problem detail>`` to stderr and exits
 1; a hub that cannot be reached exits 2. See docs/access.md for an example session.
@@ -43,8 +43,8 @@ Call = Callable[[httpx.Client], Any]
 
 
 def _run(args: argparse.Namespace, call: Call) -> int:
-    from hub.cli import _hub_url
-    from hub.cli.session import credential
+    from onceonly.hub.cli import _hub_url
+    from onceonly.hub.cli.session import credential
 
     hub_url = _hub_url(args)
     headers = {"Authorization": f"Bearer {credential(hub_url)}"}

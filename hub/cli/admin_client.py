@@ -6,9 +6,9 @@ from typing import Any
 
 import httpx
 
-from hub.kit.jsonbody import UnsafeJson, load_json
+from onceonly.hub.kit.jsonbody import UnsafeJson, load_json
 
-# The deepest JSON any hub takes (hub.config: max_json_depth is at most 256). The hub
+# The deepest JSON any hub takes (onceonly.hub.config: max_json_depth is at most 256). The hub
 # applies its own limit; this one keeps a hostile file from crashing the client.
 MAX_FILE_DEPTH = 256
 
@@ -179,7 +179,7 @@ class AdminClient:
 
 def read_json_file(path: Path) -> Any:
     """A JSON file given to the command line, parsed as the hub parses what it did not
-    write (hub.kit.jsonbody). Raise OSError when it cannot be read, and UnsafeJson (a
+    write (onceonly.hub.kit.jsonbody). Raise OSError when it cannot be read, and UnsafeJson (a
     ValueError that names the file) when it is not JSON, or too deeply nested."""
     raw = path.read_bytes()
     try:

@@ -30,7 +30,7 @@ from typing import Any, TextIO
 import httpx
 from joserfc.jwk import ECKey
 
-from adapters import (
+from onceonly.adapters import (
     AccessDenied,
     AdapterConfig,
     DeliveredEvent,
@@ -41,14 +41,14 @@ from adapters import (
     load_or_create_key,
     public_jwks,
 )
-from hub.app import create_app
-from hub.audit import leaves
-from hub.cli.admin_client import AdminClient, AdminError
-from hub.cli.servers import loopback_socket, serve_in_thread, url_of
-from hub.cli.session import break_glass_token
-from hub.config import Settings
-from hub.keys import HubKeys
-from hub.kit import base64url, logs
+from onceonly.hub.app import create_app
+from onceonly.hub.audit import leaves
+from onceonly.hub.cli.admin_client import AdminClient, AdminError
+from onceonly.hub.cli.servers import loopback_socket, serve_in_thread, url_of
+from onceonly.hub.cli.session import break_glass_token
+from onceonly.hub.config import Settings
+from onceonly.hub.keys import HubKeys
+from onceonly.hub.kit import base64url, logs
 
 CIVIL, TAX, WELFARE = "civil-registry", "tax", "social-welfare"
 IDENTITY, ADDRESS, INCOME = (

@@ -19,7 +19,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 
-from hub.cli.admin_client import AdminError
+from onceonly.hub.cli.admin_client import AdminError
 
 _DONE_PAGE = (
     b'<!doctype html><html lang="en"><head><meta charset="utf-8">'

@@ -12,11 +12,11 @@ import os
 import sys
 from typing import Any
 
-from hub.cli import session as stored
+from onceonly.hub.cli import session as stored
 
 
 def _hub(args: argparse.Namespace) -> str:
-    from hub.cli import _hub_url
+    from onceonly.hub.cli import _hub_url
 
     return _hub_url(args)
 
@@ -32,12 +32,12 @@ def _print(result: Any) -> None:
 
 
 def _login(args: argparse.Namespace) -> int:
-    from hub.cli.admin_client import AdminClient, AdminError
+    from onceonly.hub.cli.admin_client import AdminClient, AdminError
 
     hub_url = _hub(args)
     try:
         if args.oidc:
-            from hub.cli.oidc_login import oidc_login
+            from onceonly.hub.cli.oidc_login import oidc_login
 
             signed_in = oidc_login(hub_url)
         else:
@@ -69,7 +69,7 @@ def _login(args: argparse.Namespace) -> int:
 
 
 def _logout(args: argparse.Namespace) -> int:
-    from hub.cli.admin_client import AdminClient, AdminError
+    from onceonly.hub.cli.admin_client import AdminClient, AdminError
 
     hub_url = _hub(args)
     token = stored.forget(hub_url)
@@ -87,7 +87,7 @@ def _logout(args: argparse.Namespace) -> int:
 
 
 def _call(args: argparse.Namespace, method: str, path: str, body: Any = None) -> int:
-    from hub.cli import _admin_call
+    from onceonly.hub.cli import _admin_call
 
     return _admin_call(args, lambda client: client.call(method, path, body))
 
@@ -149,7 +149,7 @@ def _totp_confirm(args: argparse.Namespace) -> int:
 
 
 def register(sub: Any) -> None:
-    from hub.cli import _add, _with_hub
+    from onceonly.hub.cli import _add, _with_hub
 
     login = _with_hub(_add(sub, "login", _login, "sign in as a person; keeps a short-lived token"))
     login.add_argument("--username")

@@ -9,7 +9,7 @@ exits 1; an unreachable hub exits 2.
 import argparse
 from typing import Any
 
-from hub.cli.access_commands import _add, _call, _run
+from onceonly.hub.cli.access_commands import _add, _call, _run
 
 CHANGES = "/v1/admin/registry-changes"
 

@@ -14,7 +14,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from hub.kit.clock import aware, utcnow
+from onceonly.hub.kit.clock import aware, utcnow
 
 
 def session_file() -> Path:
@@ -80,7 +80,7 @@ def stored(hub_url: str) -> dict[str, Any] | None:
 
 
 def break_glass_token() -> str | None:
-    from hub.config import Settings
+    from onceonly.hub.config import Settings
 
     token = os.environ.get("ONCEONLY_ADMIN_TOKEN")
     if token:

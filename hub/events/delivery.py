@@ -27,17 +27,17 @@ from uuid import uuid4
 import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from hub.audit import leaves
-from hub.audit.exceptions import AuditUnavailable
-from hub.audit.service import AuditLog, append_rows
-from hub.config import Settings
-from hub.db import write_connection
-from hub.events import repository
-from hub.events.repository import DueDelivery
-from hub.events.tokens import mint_event_token
-from hub.keys import HubKeys
-from hub.kit.clock import rfc3339_ms, utcnow
-from hub.kit.deadline import post_within
+from onceonly.hub.audit import leaves
+from onceonly.hub.audit.exceptions import AuditUnavailable
+from onceonly.hub.audit.service import AuditLog, append_rows
+from onceonly.hub.config import Settings
+from onceonly.hub.db import write_connection
+from onceonly.hub.events import repository
+from onceonly.hub.events.repository import DueDelivery
+from onceonly.hub.events.tokens import mint_event_token
+from onceonly.hub.keys import HubKeys
+from onceonly.hub.kit.clock import rfc3339_ms, utcnow
+from onceonly.hub.kit.deadline import post_within
 
 log = logging.getLogger("onceonly.events")
 STOP_MARGIN = 5.0  # seconds a stopping round may take beyond its attempts' timeout

@@ -2,7 +2,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from hub.events.delivery import Deliverer
+from onceonly.hub.events.delivery import Deliverer
 
 
 async def _deliverer(request: Request) -> Deliverer:

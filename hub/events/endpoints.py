@@ -4,12 +4,12 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, BackgroundTasks, Depends, Header, Path, Query, Response
 
-from hub.audit.dependencies import CurrentAudit, audited
-from hub.auth.dependencies import CurrentCaller
-from hub.db import SessionDep, WriteSessionDep
-from hub.events import service
-from hub.events.dependencies import DelivererDep
-from hub.events.schemas import (
+from onceonly.hub.audit.dependencies import CurrentAudit, audited
+from onceonly.hub.auth.dependencies import CurrentCaller
+from onceonly.hub.db import SessionDep, WriteSessionDep
+from onceonly.hub.events import service
+from onceonly.hub.events.dependencies import DelivererDep
+from onceonly.hub.events.schemas import (
     IDEMPOTENCY_KEY_PATTERN,
     DeliveryList,
     EventAccepted,
@@ -17,11 +17,11 @@ from hub.events.schemas import (
     SubscriptionOut,
     idempotency_key,
 )
-from hub.keys import KeysDep
-from hub.kit.jsonbody import json_body
-from hub.kit.strict import QueryInt
-from hub.people.dependencies import AdministratorDep
-from hub.registry.endpoints import ItemId
+from onceonly.hub.keys import KeysDep
+from onceonly.hub.kit.jsonbody import json_body
+from onceonly.hub.kit.strict import QueryInt
+from onceonly.hub.people.dependencies import AdministratorDep
+from onceonly.hub.registry.endpoints import ItemId
 
 router = APIRouter(prefix="/v1/items", tags=["events"])
 admin = APIRouter(prefix="/v1/admin/events", tags=["administration"])

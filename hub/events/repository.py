@@ -9,9 +9,9 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from hub.access.models import Grant
-from hub.events.models import Delivery, Event, Subscription
-from hub.registry.models import Department
+from onceonly.hub.access.models import Grant
+from onceonly.hub.events.models import Delivery, Event, Subscription
+from onceonly.hub.registry.models import Department
 
 _events = Event.__table__  # type: ignore[attr-defined]
 _deliveries = Delivery.__table__  # type: ignore[attr-defined]

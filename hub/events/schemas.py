@@ -4,9 +4,9 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from hub.exchange.schemas import ReceiptOut
-from hub.kit.clock import UtcDatetime
-from hub.kit.strict import STRICT_INPUT
+from onceonly.hub.exchange.schemas import ReceiptOut
+from onceonly.hub.kit.clock import UtcDatetime
+from onceonly.hub.kit.strict import STRICT_INPUT
 
 # draft-ietf-httpapi-idempotency-key-header §2.1: an sf-string (RFC 8941 §3.3.3), here
 # of 1 to 128 characters that need no escape; the bare form (no quotes) is taken too.

@@ -6,19 +6,25 @@ from uuid import uuid4
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from hub.access.exceptions import NoGrant
-from hub.access.service import publish_scope, read_scope
-from hub.audit import repository as audit_repository
-from hub.audit.service import AuditScope, Receipt
-from hub.auth.service import Caller
-from hub.events import repository
-from hub.events.exceptions import DeliveryNotFound, IdempotencyKeyReused, NotOwner
-from hub.events.models import Subscription
-from hub.events.schemas import DeliveryList, DeliveryOut, EventAccepted, EventIn, SubscriptionOut
-from hub.exchange.schemas import ReceiptOut
-from hub.keys import HubKeys
-from hub.kit.clock import utcnow
-from hub.registry import service as registry
+from onceonly.hub.access.exceptions import NoGrant
+from onceonly.hub.access.service import publish_scope, read_scope
+from onceonly.hub.audit import repository as audit_repository
+from onceonly.hub.audit.service import AuditScope, Receipt
+from onceonly.hub.auth.service import Caller
+from onceonly.hub.events import repository
+from onceonly.hub.events.exceptions import DeliveryNotFound, IdempotencyKeyReused, NotOwner
+from onceonly.hub.events.models import Subscription
+from onceonly.hub.events.schemas import (
+    DeliveryList,
+    DeliveryOut,
+    EventAccepted,
+    EventIn,
+    SubscriptionOut,
+)
+from onceonly.hub.exchange.schemas import ReceiptOut
+from onceonly.hub.keys import HubKeys
+from onceonly.hub.kit.clock import utcnow
+from onceonly.hub.registry import service as registry
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from hub.exchange.service import ExchangeContext
+from onceonly.hub.exchange.service import ExchangeContext
 
 
 async def _context(request: Request) -> ExchangeContext:

@@ -4,13 +4,13 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Response
 
-from hub.audit.dependencies import CurrentAudit, audited
-from hub.auth.dependencies import TokenCaller
-from hub.exchange import service
-from hub.exchange.dependencies import ExchangeContextDep
-from hub.exchange.schemas import RecordAnswer, RecordQuery
-from hub.kit.jsonbody import json_body
-from hub.registry.endpoints import ItemId
+from onceonly.hub.audit.dependencies import CurrentAudit, audited
+from onceonly.hub.auth.dependencies import TokenCaller
+from onceonly.hub.exchange import service
+from onceonly.hub.exchange.dependencies import ExchangeContextDep
+from onceonly.hub.exchange.schemas import RecordAnswer, RecordQuery
+from onceonly.hub.kit.jsonbody import json_body
+from onceonly.hub.registry.endpoints import ItemId
 
 router = APIRouter(prefix="/v1/items", tags=["exchange"])
 

@@ -6,20 +6,20 @@ from typing import Any
 
 import httpx
 
-from hub.exchange.exceptions import (
+from onceonly.hub.exchange.exceptions import (
     OwnerInvalidResponse,
     OwnerTimeout,
     OwnerUnavailable,
     RecordNotFound,
 )
-from hub.kit.deadline import post_within
-from hub.kit.jsonbody import JsonTooDeep, UnsafeJson, load_json
+from onceonly.hub.kit.deadline import post_within
+from onceonly.hub.kit.jsonbody import JsonTooDeep, UnsafeJson, load_json
 
 log = logging.getLogger("onceonly.exchange")
 
 MAX_ANSWER_BYTES = 1024 * 1024
 # A record of a registered item, wrapped once; deeper answers are refused as invalid
-# (hub.kit.jsonbody), never parsed into a RecursionError.
+# (onceonly.hub.kit.jsonbody), never parsed into a RecursionError.
 MAX_ANSWER_DEPTH = 64
 
 

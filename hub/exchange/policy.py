@@ -5,12 +5,12 @@ caller learns nothing about an item or its grants before its own token and proof
 hold, and the first failing check is the one reported and audited.
 """
 
-from hub.access.exceptions import NoGrant, NotShared
-from hub.access.service import read_scope
-from hub.auth.exceptions import InvalidDpopProof
-from hub.auth.service import Caller, require_active_client
-from hub.exchange.repository import ExchangeFacts, QueryFacts
-from hub.registry.exceptions import ItemRetired, UnknownItem
+from onceonly.hub.access.exceptions import NoGrant, NotShared
+from onceonly.hub.access.service import read_scope
+from onceonly.hub.auth.exceptions import InvalidDpopProof
+from onceonly.hub.auth.service import Caller, require_active_client
+from onceonly.hub.exchange.repository import ExchangeFacts, QueryFacts
+from onceonly.hub.registry.exceptions import ItemRetired, UnknownItem
 
 
 def admit(

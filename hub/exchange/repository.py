@@ -3,7 +3,7 @@
 The hot path reads client, item, latest version, owner, the matching grant and
 whether the access token was revoked with a single Core query (no ORM objects).
 A query thus costs this one read before the owner is asked (the DPoP proof's jti
-is spent meanwhile, in a group commit: ``hub.auth.jti_register``), and one audit
+is spent meanwhile, in a group commit: ``onceonly.hub.auth.jti_register``), and one audit
 append after.
 """
 
@@ -15,9 +15,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from hub.access.models import Grant
-from hub.auth import repository as auth_repository
-from hub.registry.models import Client, Department, Item, ItemVersion
+from onceonly.hub.access.models import Grant
+from onceonly.hub.auth import repository as auth_repository
+from onceonly.hub.registry.models import Client, Department, Item, ItemVersion
 
 _items = Item.__table__  # type: ignore[attr-defined]
 _versions = ItemVersion.__table__  # type: ignore[attr-defined]

@@ -4,8 +4,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from hub.access.schemas import PURPOSE_PATTERN
-from hub.kit.strict import STRICT_INPUT
+from onceonly.hub.access.schemas import PURPOSE_PATTERN
+from onceonly.hub.kit.strict import STRICT_INPUT
 
 
 class RecordQuery(BaseModel):

@@ -12,23 +12,23 @@ from typing import Any
 import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from hub.access.minimization import minimize
-from hub.audit import leaves
-from hub.audit.service import AuditScope
-from hub.auth.callers import spend_proof
-from hub.auth.jti_register import JtiRegister
-from hub.auth.service import Caller
-from hub.config import Settings
-from hub.exchange import owner, policy, repository
-from hub.exchange.exceptions import OwnerInvalidResponse, OwnerUnavailable
-from hub.exchange.request_tokens import mint_request_token
-from hub.exchange.schemas import RecordAnswer, RecordQuery, RecordReceiptOut
-from hub.keys import HubKeys
-from hub.kit import base64url
-from hub.kit.clock import utcnow
-from hub.registry import validation
-from hub.registry.exceptions import UnknownVersion
-from hub.registry.projection import project_to_version
+from onceonly.hub.access.minimization import minimize
+from onceonly.hub.audit import leaves
+from onceonly.hub.audit.service import AuditScope
+from onceonly.hub.auth.callers import spend_proof
+from onceonly.hub.auth.jti_register import JtiRegister
+from onceonly.hub.auth.service import Caller
+from onceonly.hub.config import Settings
+from onceonly.hub.exchange import owner, policy, repository
+from onceonly.hub.exchange.exceptions import OwnerInvalidResponse, OwnerUnavailable
+from onceonly.hub.exchange.request_tokens import mint_request_token
+from onceonly.hub.exchange.schemas import RecordAnswer, RecordQuery, RecordReceiptOut
+from onceonly.hub.keys import HubKeys
+from onceonly.hub.kit import base64url
+from onceonly.hub.kit.clock import utcnow
+from onceonly.hub.registry import validation
+from onceonly.hub.registry.exceptions import UnknownVersion
+from onceonly.hub.registry.projection import project_to_version
 
 
 @dataclass(frozen=True)

@@ -22,14 +22,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from hub.errors import (
+from onceonly.hub.errors import (
     InvalidRequest,
     RequestHeadersTooLarge,
     problem_response,
     render,
     render_unexpected,
 )
-from hub.kit.nul import NUL_DETAIL, url_has_nul
+from onceonly.hub.kit.nul import NUL_DETAIL, url_has_nul
 
 log = logging.getLogger("onceonly.access")
 
@@ -42,7 +42,7 @@ LATENCY = Histogram(
 )
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 # Request header fields in total, names and values (docs/operations.md). The server
-# (hub.cli.servers) refuses a request head twice this size before it is buffered.
+# (onceonly.hub.cli.servers) refuses a request head twice this size before it is buffered.
 MAX_HEADER_BYTES = 32 * 1024
 
 
@@ -159,7 +159,7 @@ def _nul_in_url() -> Response:
 async def _unexpected(
     scope: Scope, receive: Receive, send: Send, error: Exception, *, answered: bool
 ) -> None:
-    """Answer an exception no handler took with the 500 problem (hub.errors), here
+    """Answer an exception no handler took with the 500 problem (onceonly.hub.errors), here
     rather than in Starlette's ServerErrorMiddleware, which re-raises: the server
     would print a second traceback and close the keep-alive connection. Once an
     answer has begun it cannot be replaced: the error is logged once and the answer

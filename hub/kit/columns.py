@@ -5,7 +5,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import Field
 
-from hub.kit.clock import utcnow
+from onceonly.hub.kit.clock import utcnow
 
 
 def created_at() -> Any:

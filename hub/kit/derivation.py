@@ -18,7 +18,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from hub.kit import keyfiles
+from onceonly.hub.kit import keyfiles
 
 ROOT_ID_INFO = b"onceonly/v1/root-id"
 KEY_BYTES = 32

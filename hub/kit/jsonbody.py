@@ -15,8 +15,8 @@ from typing import Any, TypeVar
 from fastapi import Request
 from pydantic import BaseModel, ValidationError
 
-from hub.errors import InvalidRequest, PayloadTooLarge
-from hub.kit.nul import body_nul
+from onceonly.hub.errors import InvalidRequest, PayloadTooLarge
+from onceonly.hub.kit.nul import body_nul
 
 M = TypeVar("M", bound=BaseModel)
 

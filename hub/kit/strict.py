@@ -1,6 +1,6 @@
 """Strict input types: what a caller sends is read as what it says, never coerced.
 
-Request bodies are parsed by :mod:`hub.kit.jsonbody` and then validated in pydantic's
+Request bodies are parsed by :mod:`onceonly.hub.kit.jsonbody` and then validated in pydantic's
 Python mode, so a body model sets :data:`STRICT_INPUT` (``strict=True``): an integer
 member takes a JSON integer only (not ``true``, ``"1"`` or ``1.0``), a string member a
 JSON string only. Times are :data:`Rfc3339`, in bodies and query strings alike: an

@@ -1,9 +1,9 @@
-"""Alembic environment: the hub's tables, on a sync connection handed in by hub.migrate."""
+"""Alembic environment: the hub's tables, on a sync connection handed in by onceonly.hub.migrate."""
 
 from alembic import context
 from sqlmodel import SQLModel
 
-import hub.models  # noqa: F401  (registers every table on SQLModel.metadata)
+import onceonly.hub.models  # noqa: F401  (registers every table on SQLModel.metadata)
 
 target_metadata = SQLModel.metadata
 
@@ -11,7 +11,7 @@ target_metadata = SQLModel.metadata
 def run() -> None:
     connection = context.config.attributes.get("connection")
     if connection is None:
-        raise RuntimeError("run migrations through `onceonly migrate` (hub.migrate)")
+        raise RuntimeError("run migrations through `onceonly migrate` (onceonly.hub.migrate)")
     context.configure(
         connection=connection,
         target_metadata=target_metadata,

@@ -4,10 +4,10 @@ from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
-from hub.audit.checkpoints import Checkpointer
-from hub.audit.service import AuditLog
-from hub.auth.jti_register import JtiRegister
-from hub.errors import Unavailable
+from onceonly.hub.audit.checkpoints import Checkpointer
+from onceonly.hub.audit.service import AuditLog
+from onceonly.hub.auth.jti_register import JtiRegister
+from onceonly.hub.errors import Unavailable
 
 router = APIRouter(tags=["operations"])
 

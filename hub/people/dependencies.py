@@ -10,14 +10,14 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from hub.audit.request_scope import open_audit_scope
-from hub.audit.service import AuditScope
-from hub.config import SettingsDep
-from hub.db import SessionDep
-from hub.keys import KeysDep
-from hub.people import service
-from hub.people.exceptions import NotSignedIn
-from hub.people.principal import Forbidden, Principal
+from onceonly.hub.audit.request_scope import open_audit_scope
+from onceonly.hub.audit.service import AuditScope
+from onceonly.hub.config import SettingsDep
+from onceonly.hub.db import SessionDep
+from onceonly.hub.keys import KeysDep
+from onceonly.hub.people import service
+from onceonly.hub.people.exceptions import NotSignedIn
+from onceonly.hub.people.principal import Forbidden, Principal
 
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="onceonly-people"'}
 

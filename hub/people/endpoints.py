@@ -5,14 +5,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Request, Response
 
-from hub.audit.dependencies import CurrentAudit, audited
-from hub.config import SettingsDep
-from hub.db import SessionDep, WriteSessionDep
-from hub.keys import KeysDep
-from hub.kit.jsonbody import json_body
-from hub.people import service
-from hub.people.dependencies import AdministratorDep, PrincipalDep, bearer
-from hub.people.schemas import (
+from onceonly.hub.audit.dependencies import CurrentAudit, audited
+from onceonly.hub.config import SettingsDep
+from onceonly.hub.db import SessionDep, WriteSessionDep
+from onceonly.hub.keys import KeysDep
+from onceonly.hub.kit.jsonbody import json_body
+from onceonly.hub.people import service
+from onceonly.hub.people.dependencies import AdministratorDep, PrincipalDep, bearer
+from onceonly.hub.people.schemas import (
     USERNAME_PATTERN,
     PasswordIn,
     PersonIn,

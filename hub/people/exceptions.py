@@ -1,4 +1,4 @@
-from hub.errors import HubError
+from onceonly.hub.errors import HubError
 
 
 class NotSignedIn(HubError):

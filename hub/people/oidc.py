@@ -53,18 +53,18 @@ from joserfc.jwk import Key, KeySet
 from pydantic import BaseModel, Field
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from hub.audit.service import AuditScope
-from hub.auth.jti_register import JtiRegister
-from hub.auth.tokens import peek_header_and_claims
-from hub.config import Settings
-from hub.db import WRITE_OPTION
-from hub.errors import HubError
-from hub.keys import HubKeys, KeyLabel
-from hub.kit.jsonbody import load_json
-from hub.kit.strict import STRICT_INPUT
-from hub.people import repository, service
-from hub.people.models import Person
-from hub.people.schemas import SessionOut
+from onceonly.hub.audit.service import AuditScope
+from onceonly.hub.auth.jti_register import JtiRegister
+from onceonly.hub.auth.tokens import peek_header_and_claims
+from onceonly.hub.config import Settings
+from onceonly.hub.db import WRITE_OPTION
+from onceonly.hub.errors import HubError
+from onceonly.hub.keys import HubKeys, KeyLabel
+from onceonly.hub.kit.jsonbody import load_json
+from onceonly.hub.kit.strict import STRICT_INPUT
+from onceonly.hub.people import repository, service
+from onceonly.hub.people.models import Person
+from onceonly.hub.people.schemas import SessionOut
 
 with warnings.catch_warnings():
     # Authlib 1.9 prefers the httpx2 fork and warns, once, when it runs on httpx.

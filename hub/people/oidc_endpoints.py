@@ -12,13 +12,13 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 
-from hub.audit.dependencies import CurrentAudit, audited
-from hub.config import SettingsDep
-from hub.keys import KeysDep
-from hub.kit.jsonbody import json_body
-from hub.kit.strict import QueryInt
-from hub.people import oidc
-from hub.people.schemas import SessionOut
+from onceonly.hub.audit.dependencies import CurrentAudit, audited
+from onceonly.hub.config import SettingsDep
+from onceonly.hub.keys import KeysDep
+from onceonly.hub.kit.jsonbody import json_body
+from onceonly.hub.kit.strict import QueryInt
+from onceonly.hub.people import oidc
+from onceonly.hub.people.schemas import SessionOut
 
 router = APIRouter(prefix="/v1/people/oidc", tags=["people"])
 _NO_STORE = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}

@@ -7,7 +7,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlmodel import col, delete, select
 
-from hub.people.models import Person, PersonRole, PersonSession, SignInFailure
+from onceonly.hub.people.models import Person, PersonRole, PersonSession, SignInFailure
 
 
 async def person_by_username(session: AsyncSession, username: str) -> Person | None:

@@ -5,13 +5,13 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, model_validator
 
-from hub.kit.strict import STRICT_INPUT
-from hub.registry.schemas import DEPARTMENT_ID_PATTERN
+from onceonly.hub.kit.strict import STRICT_INPUT
+from onceonly.hub.registry.schemas import DEPARTMENT_ID_PATTERN
 
 USERNAME_PATTERN = r"^[a-z][a-z0-9._-]{1,63}$"
 # Names the hub itself records as who acted (``decided_by``, ``revoked_by``, the audit
-# log's ``person``): "hub" for automatic approvals (hub.access.workflow.HUB_DECIDER),
-# "break-glass" for the emergency token (hub.people.principal.BREAK_GLASS). No person
+# log's ``person``): "hub" for automatic approvals (onceonly.hub.access.workflow.HUB_DECIDER),
+# "break-glass" for the emergency token (onceonly.hub.people.principal.BREAK_GLASS). No person
 # may be given one, so that a record naming one of them always means the hub or that
 # token. "system" and "administrator" (the break-glass token's audited client name)
 # are kept back too.

@@ -24,23 +24,23 @@ from datetime import datetime, timedelta
 from cryptography.exceptions import InvalidTag
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
-from hub.audit.service import AuditScope
-from hub.config import Settings
-from hub.db import WRITE_OPTION, write_connection
-from hub.errors import InvalidRequest
-from hub.keys import HubKeys, KeyLabel
-from hub.kit.clock import aware, utcnow
-from hub.kit.derivation import Root, UnknownRoot
-from hub.people import credentials, repository
-from hub.people.exceptions import (
+from onceonly.hub.audit.service import AuditScope
+from onceonly.hub.config import Settings
+from onceonly.hub.db import WRITE_OPTION, write_connection
+from onceonly.hub.errors import InvalidRequest
+from onceonly.hub.keys import HubKeys, KeyLabel
+from onceonly.hub.kit.clock import aware, utcnow
+from onceonly.hub.kit.derivation import Root, UnknownRoot
+from onceonly.hub.people import credentials, repository
+from onceonly.hub.people.exceptions import (
     PersonConflict,
     PersonNotFound,
     SignInFailed,
     SignInThrottled,
 )
-from hub.people.models import Person, PersonRole, PersonSession
-from hub.people.principal import Forbidden, Principal
-from hub.people.schemas import (
+from onceonly.hub.people.models import Person, PersonRole, PersonSession
+from onceonly.hub.people.principal import Forbidden, Principal
+from onceonly.hub.people.schemas import (
     RESERVED_USERNAMES,
     PasswordIn,
     PersonIn,
@@ -53,7 +53,7 @@ from hub.people.schemas import (
     TotpEnrolIn,
     TotpEnrolment,
 )
-from hub.registry import service as registry
+from onceonly.hub.registry import service as registry
 
 log = logging.getLogger("onceonly.people")
 TOKEN_PREFIX = "oop_"

@@ -38,9 +38,9 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from hub.kit.jcs import canonical_json
-from hub.registry import validation
-from hub.registry.schema_rules import pointer
+from onceonly.hub.kit.jcs import canonical_json
+from onceonly.hub.registry import validation
+from onceonly.hub.registry.schema_rules import pointer
 
 Mode = Literal[
     "BACKWARD",

@@ -13,14 +13,14 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Query
 from fastapi.responses import JSONResponse
 
-from hub.audit.dependencies import CurrentAudit, audited
-from hub.db import SessionDep, WriteSessionDep
-from hub.kit.jsonbody import json_body
-from hub.kit.strict import QueryInt
-from hub.people.dependencies import AdministratorDep, PrincipalDep, StewardDep
-from hub.people.principal import Forbidden, Principal
-from hub.registry import service
-from hub.registry.schemas import (
+from onceonly.hub.audit.dependencies import CurrentAudit, audited
+from onceonly.hub.db import SessionDep, WriteSessionDep
+from onceonly.hub.kit.jsonbody import json_body
+from onceonly.hub.kit.strict import QueryInt
+from onceonly.hub.people.dependencies import AdministratorDep, PrincipalDep, StewardDep
+from onceonly.hub.people.principal import Forbidden, Principal
+from onceonly.hub.registry import service
+from onceonly.hub.registry.schemas import (
     CLIENT_ID_PATTERN,
     DEPARTMENT_ID_PATTERN,
     ITEM_ID_PATTERN,

@@ -11,7 +11,7 @@ from typing import Any
 
 from joserfc.jwk import ECKey, KeySet, OKPKey, RSAKey
 
-from hub.registry.exceptions import InvalidJwks
+from onceonly.hub.registry.exceptions import InvalidJwks
 
 MAX_KEYS = 5
 MIN_RSA_BITS = 2048

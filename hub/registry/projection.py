@@ -10,7 +10,7 @@ so a record that lacks something N requires stays invalid under N and is refused
 import re
 from typing import Any
 
-from hub.registry.schema_rules import MAX_SCHEMA_DEPTH
+from onceonly.hub.registry.schema_rules import MAX_SCHEMA_DEPTH
 
 
 def project_to_version(

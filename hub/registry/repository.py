@@ -6,8 +6,8 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
-from hub.registry.models import Client, Department, Item, ItemVersion, RegistryChange
-from hub.registry.schemas import ItemQuery
+from onceonly.hub.registry.models import Client, Department, Item, ItemVersion, RegistryChange
+from onceonly.hub.registry.schemas import ItemQuery
 
 
 async def get_department(session: AsyncSession, department_id: str) -> Department | None:

@@ -28,8 +28,8 @@ from urllib.parse import unquote
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 
-from hub.registry.exceptions import InvalidSchema
-from hub.registry.regex_safety import UnsafePattern, check_pattern
+from onceonly.hub.registry.exceptions import InvalidSchema
+from onceonly.hub.registry.regex_safety import UnsafePattern, check_pattern
 
 DRAFT_2020_12 = "https://json-schema.org/draft/2020-12/schema"
 MAX_SCHEMA_BYTES = 64 * 1024

@@ -5,8 +5,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from hub.kit.clock import UtcDatetime
-from hub.kit.strict import STRICT_INPUT
+from onceonly.hub.kit.clock import UtcDatetime
+from onceonly.hub.kit.strict import STRICT_INPUT
 
 ITEM_ID_PATTERN = r"^[a-z][a-z0-9-]*(\.[a-z][a-z0-9-]*)+$"
 DEPARTMENT_ID_PATTERN = r"^[a-z][a-z0-9-]{1,62}[a-z0-9]$"
@@ -28,7 +28,7 @@ Compatibility = Literal[
 
 
 class _Strict(BaseModel):
-    """A request body: no unknown members, no coercion (hub.kit.strict)."""
+    """A request body: no unknown members, no coercion (onceonly.hub.kit.strict)."""
 
     model_config = STRICT_INPUT
 

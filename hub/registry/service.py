@@ -6,11 +6,11 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from hub.audit.service import AuditScope
-from hub.kit.clock import aware, utcnow
-from hub.registry import compat, repository, schema_rules, validation
-from hub.registry import jwks as jwks_rules
-from hub.registry.exceptions import (
+from onceonly.hub.audit.service import AuditScope
+from onceonly.hub.kit.clock import aware, utcnow
+from onceonly.hub.registry import compat, repository, schema_rules, validation
+from onceonly.hub.registry import jwks as jwks_rules
+from onceonly.hub.registry.exceptions import (
     CompatibilityNotJudged,
     IncompatibleVersion,
     InvalidSchema,
@@ -24,8 +24,8 @@ from hub.registry.exceptions import (
     UnknownItem,
     UnknownVersion,
 )
-from hub.registry.models import Client, Department, Item, ItemVersion, RegistryChange
-from hub.registry.schemas import (
+from onceonly.hub.registry.models import Client, Department, Item, ItemVersion, RegistryChange
+from onceonly.hub.registry.schemas import (
     ClientIn,
     ClientOut,
     DepartmentIn,

@@ -16,8 +16,8 @@ from typing import Any
 
 import jsonschema_rs
 
-from hub.kit.jcs import canonical_json
-from hub.registry.exceptions import InvalidSchema
+from onceonly.hub.kit.jcs import canonical_json
+from onceonly.hub.registry.exceptions import InvalidSchema
 
 Validator = jsonschema_rs.Draft202012Validator
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from adapters import RecordStore, load_config
-from adapters.cli import add_commands
+from onceonly.adapters import RecordStore, load_config
+from onceonly.adapters.cli import add_commands
 
 from adapter_testing import ITEM, RECORD, SCHEMA, SUBJECT, HubDouble, write_config
 

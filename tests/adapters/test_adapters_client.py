@@ -8,7 +8,7 @@ import socket
 import pytest
 from joserfc.jwk import ECKey
 
-from adapters import (
+from onceonly.adapters import (
     AccessDenied,
     AsyncHubClient,
     AuthenticationFailed,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from adapters import (
+from onceonly.adapters import (
     ConfigError,
     RecordStore,
     StoreItem,

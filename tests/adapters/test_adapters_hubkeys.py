@@ -6,8 +6,8 @@ import httpx
 import pytest
 from joserfc.jwk import ECKey
 
-from adapters import HubUnavailable, NotFound
-from adapters._hubkeys import HubDirectory
+from onceonly.adapters import HubUnavailable, NotFound
+from onceonly.adapters._hubkeys import HubDirectory
 
 from adapter_testing import ITEM, HubDouble
 

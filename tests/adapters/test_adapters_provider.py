@@ -10,7 +10,7 @@ import httpx
 import pytest
 from joserfc.jwk import ECKey
 
-from adapters import CallableSource, RecordStore, create_provider_app, load_config
+from onceonly.adapters import CallableSource, RecordStore, create_provider_app, load_config
 
 from adapter_testing import (
     CONSUMER,

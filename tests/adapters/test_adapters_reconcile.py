@@ -1,5 +1,5 @@
 """Reconcile's comparison, as tables: what each side knows of a request, against the
-hub's entry (adapters._reconcile.compare is pure)."""
+hub's entry (onceonly.adapters._reconcile.compare is pure)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from adapters._reconcile import TIME_TOLERANCE, compare
-from adapters._store import ReceiptRow, ServedEntry
+from onceonly.adapters._reconcile import TIME_TOLERANCE, compare
+from onceonly.adapters._store import ReceiptRow, ServedEntry
 
 ITEM, CONSUMER, OWNER = "person.residential-address", "social-welfare", "civil-registry"
 PSEUDONYM = "a1" * 32

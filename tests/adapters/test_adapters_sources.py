@@ -13,7 +13,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
-from adapters import RecordStore, create_provider_app, load_config
+from onceonly.adapters import RecordStore, create_provider_app, load_config
 
 from adapter_testing import CONSUMER, ITEM, OWNER, PURPOSE, RECORD, SUBJECT, HubDouble, serve
 

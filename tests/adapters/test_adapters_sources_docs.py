@@ -17,9 +17,9 @@ import sqlalchemy as sa
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from adapters import AdapterConfig, RecordSource, RecordStore, load_config
-from adapters._sources import close_sources
-from adapters._validation import compile_validator, violation
+from onceonly.adapters import AdapterConfig, RecordSource, RecordStore, load_config
+from onceonly.adapters._sources import close_sources
+from onceonly.adapters._validation import compile_validator, violation
 
 from adapter_testing import serve
 

@@ -14,7 +14,7 @@ import pytest
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 
-from adapters import (
+from onceonly.adapters import (
     ConfigError,
     InvalidSourceRecord,
     RecordStore,
@@ -22,8 +22,8 @@ from adapters import (
     RestSource,
     SourceUnavailable,
 )
-from adapters._mapping import MISSING
-from adapters._rest import resolve_pointer
+from onceonly.adapters._mapping import MISSING
+from onceonly.adapters._rest import resolve_pointer
 
 from adapter_testing import serve
 

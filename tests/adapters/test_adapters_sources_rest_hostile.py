@@ -14,7 +14,7 @@ import pytest
 from fastapi import FastAPI, Response
 from fastapi.responses import StreamingResponse
 
-from adapters import InvalidSourceRecord, RestSource, SourceUnavailable
+from onceonly.adapters import InvalidSourceRecord, RestSource, SourceUnavailable
 
 from adapter_testing import serve
 

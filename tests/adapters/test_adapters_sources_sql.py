@@ -13,8 +13,14 @@ import anyio
 import pytest
 import sqlalchemy as sa
 
-from adapters import InvalidSourceRecord, RecordStore, SourceUnavailable, SqlItem, SqlSource
-from adapters._sources import close_sources
+from onceonly.adapters import (
+    InvalidSourceRecord,
+    RecordStore,
+    SourceUnavailable,
+    SqlItem,
+    SqlSource,
+)
+from onceonly.adapters._sources import close_sources
 
 pytestmark = pytest.mark.anyio
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from adapters import ImportFailed, RecordStore
+from onceonly.adapters import ImportFailed, RecordStore
 
 from adapter_testing import ITEM, RECORD, SCHEMA, SUBJECT
 

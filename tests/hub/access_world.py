@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import sqlalchemy as sa
 
-from hub.db import make_sync_engine
+from onceonly.hub.db import make_sync_engine
 
 from exchange_world import CONSUMER, OWNER, World, exchange_world
 

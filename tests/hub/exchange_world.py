@@ -8,7 +8,7 @@ from pathlib import Path
 
 from joserfc.jwk import ECKey
 
-from adapters import (
+from onceonly.adapters import (
     AdapterConfig,
     HubClient,
     RecordStore,

@@ -22,7 +22,7 @@ from fastapi.responses import JSONResponse, RedirectResponse
 from joserfc import jwt
 from joserfc.jwk import RSAKey
 
-from hub.cli.servers import loopback_socket, serve_in_thread, url_of
+from onceonly.hub.cli.servers import loopback_socket, serve_in_thread, url_of
 
 CLIENT_ID = "onceonly-hub"
 CLIENT_SECRET = "a-client-secret-for-tests"

@@ -1,6 +1,6 @@
 """An independent RFC 6962 / RFC 9162 reference, written from the RFC text only.
 
-Deliberately naive and recursive, sharing no code with ``hub.audit``: MTH, PATH
+Deliberately naive and recursive, sharing no code with ``onceonly.hub.audit``: MTH, PATH
 and PROOF exactly as RFC 6962 §2.1 defines them over the list of leaves, and the
 verification algorithms of RFC 9162 §2.1.3.2 and §2.1.4.2 step by step.
 """

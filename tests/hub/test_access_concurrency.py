@@ -16,8 +16,8 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from adapters import AccessDenied, HubClient
-from hub.db import make_sync_engine
+from onceonly.adapters import AccessDenied, HubClient
+from onceonly.hub.db import make_sync_engine
 
 from access_world import AccessWorld, access_world
 from exchange_world import ADDRESS, ADDRESS_RECORD, CONSUMER_CLIENT, SUBJECT

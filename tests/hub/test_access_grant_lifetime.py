@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from hub.access.service import capped_until
-from hub.config import Settings
-from hub.migrate import upgrade
+from onceonly.hub.access.service import capped_until
+from onceonly.hub.config import Settings
+from onceonly.hub.migrate import upgrade
 
 from access_world import AccessWorld, access_world
 from exchange_world import ADDRESS, CONSUMER

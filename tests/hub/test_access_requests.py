@@ -15,12 +15,12 @@ from typing import Any
 
 import pytest
 
-from adapters import AccessDenied
-from hub import cli
-from hub.access import deadlines, purposes
-from hub.access.exceptions import PurposesUnavailable, UnknownPurpose
-from hub.cli import access_commands
-from hub.config import Settings
+from onceonly.adapters import AccessDenied
+from onceonly.hub import cli
+from onceonly.hub.access import deadlines, purposes
+from onceonly.hub.access.exceptions import PurposesUnavailable, UnknownPurpose
+from onceonly.hub.cli import access_commands
+from onceonly.hub.config import Settings
 
 from access_world import IDENTITY_FIELDS, AccessWorld, Person, access_world
 from exchange_world import ADDRESS, ADDRESS_RECORD, CONSUMER, IDENTITY, OWNER, SUBJECT

@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from hub.audit import leaves
-from hub.audit.service import AuditLog
-from hub.cli import main
-from hub.db import make_engine, make_sync_engine
+from onceonly.hub.audit import leaves
+from onceonly.hub.audit.service import AuditLog
+from onceonly.hub.cli import main
+from onceonly.hub.db import make_engine, make_sync_engine
 
 SIZE = 300  # several pages of tree.CHECK_PAGE entries
 NODES = SIZE - bin(SIZE).count("1")  # the perfect subtrees of level ≥ 1

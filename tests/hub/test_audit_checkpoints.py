@@ -17,10 +17,10 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from hub.audit import leaves
-from hub.audit.checkpoints import Checkpointer, load_signer
-from hub.audit.service import AuditLog
-from hub.db import make_engine, make_sync_engine
+from onceonly.hub.audit import leaves
+from onceonly.hub.audit.checkpoints import Checkpointer, load_signer
+from onceonly.hub.audit.service import AuditLog
+from onceonly.hub.db import make_engine, make_sync_engine
 
 from hub_testing import RunningHub, running_hub
 

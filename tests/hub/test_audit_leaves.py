@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from hub.audit import leaves
-from hub.kit import base64url
-from hub.kit.jcs import canonical_json
+from onceonly.hub.audit import leaves
+from onceonly.hub.kit import base64url
+from onceonly.hub.kit.jcs import canonical_json
 
 JCS = Path(__file__).resolve().parents[3] / "shared" / "testdata" / "jcs" / "testdata"
 

@@ -12,11 +12,11 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from hub.audit import leaves
-from hub.audit.exceptions import AuditUnavailable
-from hub.audit.service import AuditLog, AuditScope
-from hub.db import make_engine
-from hub.errors import HubError
+from onceonly.hub.audit import leaves
+from onceonly.hub.audit.exceptions import AuditUnavailable
+from onceonly.hub.audit.service import AuditLog, AuditScope
+from onceonly.hub.db import make_engine
+from onceonly.hub.errors import HubError
 
 pytestmark = pytest.mark.anyio
 

@@ -11,7 +11,7 @@ import rfc6962_reference as ref
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hub.audit import merkle
+from onceonly.hub.audit import merkle
 
 MAX_SIZE = 1000
 LEAVES = [f"leaf {n}".encode() for n in range(MAX_SIZE)]

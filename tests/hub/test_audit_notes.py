@@ -11,8 +11,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from hub.audit import merkle
-from hub.audit.notes import (
+from onceonly.hub.audit import merkle
+from onceonly.hub.audit.notes import (
     Checkpoint,
     NoteError,
     Signer,

@@ -16,11 +16,11 @@ import httpx
 import pytest
 from joserfc.jwk import ECKey
 
-from adapters import AccessDenied, HubClient, public_jwks
-from hub.audit import leaves
-from hub.audit.service import neutralize_formula
-from hub.kit import base64url
-from hub.kit.jcs import canonical_json
+from onceonly.adapters import AccessDenied, HubClient, public_jwks
+from onceonly.hub.audit import leaves
+from onceonly.hub.audit.service import neutralize_formula
+from onceonly.hub.kit import base64url
+from onceonly.hub.kit.jcs import canonical_json
 
 from exchange_world import (
     ADDRESS,

@@ -1,7 +1,7 @@
 """A monitor outside the hub, with nothing but the public routes and the verifier key,
 checks the whole log with an independent RFC 6962 / RFC 9162 reference
 (tests/hub/rfc6962_reference.py) and an Ed25519 check of the C2SP signed note written
-here from the C2SP text: no code of hub.audit is used to verify."""
+here from the C2SP text: no code of onceonly.hub.audit is used to verify."""
 
 import base64
 import hashlib

@@ -19,13 +19,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from hub.audit import leaves, merkle, tree
-from hub.audit.checkpoints import Checkpointer, load_signer
-from hub.audit.exceptions import InvalidTreeRequest
-from hub.audit.notes import Checkpoint, open_note
-from hub.audit.service import AuditLog
-from hub.db import WRITE_OPTION, make_engine, session_factory
-from hub.migrate import upgrade
+from onceonly.hub.audit import leaves, merkle, tree
+from onceonly.hub.audit.checkpoints import Checkpointer, load_signer
+from onceonly.hub.audit.exceptions import InvalidTreeRequest
+from onceonly.hub.audit.notes import Checkpoint, open_note
+from onceonly.hub.audit.service import AuditLog
+from onceonly.hub.db import WRITE_OPTION, make_engine, session_factory
+from onceonly.hub.migrate import upgrade
 
 from hub_testing import DATABASES, module_database
 

@@ -23,12 +23,12 @@ import pytest
 import sqlalchemy as sa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from hub.audit import leaves
-from hub.audit.notes import Signer
-from hub.audit.service import AuditLog
-from hub.cli import main
-from hub.db import make_engine, make_sync_engine
-from hub.migrate import upgrade
+from onceonly.hub.audit import leaves
+from onceonly.hub.audit.notes import Signer
+from onceonly.hub.audit.service import AuditLog
+from onceonly.hub.cli import main
+from onceonly.hub.db import make_engine, make_sync_engine
+from onceonly.hub.migrate import upgrade
 
 from hub_testing import RunningHub, problem_type, running_hub
 

@@ -16,10 +16,10 @@ import sqlalchemy as sa
 from joserfc import jwt
 from joserfc.jwk import ECKey
 
-from adapters import DPoPKey, public_jwks
-from hub.auth.models import ClientDisablement
-from hub.db import make_sync_engine
-from hub.kit.clock import utcnow
+from onceonly.adapters import DPoPKey, public_jwks
+from onceonly.hub.auth.models import ClientDisablement
+from onceonly.hub.db import make_sync_engine
+from onceonly.hub.kit.clock import utcnow
 
 from exchange_world import ADDRESS, CONSUMER, PURPOSE, SUBJECT, World, exchange_world
 from hub_testing import (

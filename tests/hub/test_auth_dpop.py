@@ -21,7 +21,7 @@ import pytest
 from joserfc import jws, jwt
 from joserfc.jwk import ECKey
 
-from adapters import DPoPKey
+from onceonly.adapters import DPoPKey
 
 from hub_testing import (
     DATABASES,

@@ -16,10 +16,10 @@ import pytest
 from joserfc import jwt
 from joserfc.jwk import ECKey, OKPKey, RSAKey
 
-from adapters import DPoPKey, HubClient, public_jwks
-from hub import signing_keys
-from hub.cli import main
-from hub.signing_keys import SigningKeys
+from onceonly.adapters import DPoPKey, HubClient, public_jwks
+from onceonly.hub import signing_keys
+from onceonly.hub.cli import main
+from onceonly.hub.signing_keys import SigningKeys
 
 from exchange_world import (
     ADDRESS,

@@ -15,7 +15,7 @@ from cryptography.x509.oid import NameOID
 from joserfc import jwt
 from joserfc.jwk import ECKey
 
-from adapters import public_jwks
+from onceonly.adapters import public_jwks
 
 from exchange_world import ADDRESS, CONSUMER_CLIENT, PURPOSE, SUBJECT, World, exchange_world
 from hub_testing import audit_entry_for, problem_type

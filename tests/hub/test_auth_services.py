@@ -16,7 +16,7 @@ import pytest
 from joserfc import jwt
 from joserfc.jwk import ECKey
 
-from adapters import AuthenticationFailed, DPoPKey, HubClient, public_jwks
+from onceonly.adapters import AuthenticationFailed, DPoPKey, HubClient, public_jwks
 
 from exchange_world import (
     ADDRESS,

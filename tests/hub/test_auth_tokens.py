@@ -21,7 +21,7 @@ import pytest
 from joserfc import jwt
 from joserfc.jwk import ECKey, KeySet
 
-from adapters import DPoPKey, public_jwks
+from onceonly.adapters import DPoPKey, public_jwks
 
 from hub_testing import (
     CATALOGUE,

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from joserfc.jwk import ECKey
 
-from adapters import AccessDenied, HubClient, OnceonlyError, public_jwks
+from onceonly.adapters import AccessDenied, HubClient, OnceonlyError, public_jwks
 
 from exchange_world import (
     ADDRESS,

@@ -10,8 +10,8 @@ import httpx
 import pytest
 from joserfc.jwk import ECKey
 
-from adapters import public_jwks
-from hub.cli import main
+from onceonly.adapters import public_jwks
+from onceonly.hub.cli import main
 
 from hub_testing import CATALOGUE, RunningHub, running_hub
 

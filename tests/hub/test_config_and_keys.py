@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from hub.audit.checkpoints import load_signer
-from hub.config import Settings
-from hub.keys import HubKeys
-from hub.kit.keyfiles import MissingKeyError
+from onceonly.hub.audit.checkpoints import load_signer
+from onceonly.hub.config import Settings
+from onceonly.hub.keys import HubKeys
+from onceonly.hub.kit.keyfiles import MissingKeyError
 
 
 def test_embedded_default_needs_no_configuration(tmp_path: Path) -> None:

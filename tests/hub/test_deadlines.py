@@ -20,8 +20,8 @@ from fastapi import FastAPI
 from fastapi.responses import StreamingResponse
 from joserfc.jwk import ECKey
 
-from adapters import HubClient, UpstreamError, public_jwks
-from hub.db import make_sync_engine
+from onceonly.adapters import HubClient, UpstreamError, public_jwks
+from onceonly.hub.db import make_sync_engine
 
 from exchange_world import ADDRESS, ADDRESS_RECORD, OWNER, PURPOSE, SUBJECT, World, exchange_world
 from hub_testing import serve

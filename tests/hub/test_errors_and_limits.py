@@ -18,9 +18,9 @@ from typing import Any
 import httpx
 import pytest
 
-from hub.cli.servers import MAX_HEAD_BYTES
-from hub.keys import HubKeys
-from hub.kit.asgi import MAX_HEADER_BYTES
+from onceonly.hub.cli.servers import MAX_HEAD_BYTES
+from onceonly.hub.keys import HubKeys
+from onceonly.hub.kit.asgi import MAX_HEADER_BYTES
 
 from hub_testing import RunningHub, problem_type, running_hub
 
@@ -31,9 +31,9 @@ import uvicorn
 from fastapi import Depends, FastAPI
 from fastapi.responses import StreamingResponse
 
-from hub.app import create_app_from_environment
-from hub.audit.dependencies import audited
-from hub.cli.servers import loopback_socket, server_options
+from onceonly.hub.app import create_app_from_environment
+from onceonly.hub.audit.dependencies import audited
+from onceonly.hub.cli.servers import loopback_socket, server_options
 
 
 def failing_hub() -> FastAPI:  # a factory, loaded after uvicorn set up its logging

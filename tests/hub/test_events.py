@@ -18,7 +18,7 @@ from fastapi import FastAPI, Response
 from joserfc import jwt
 from joserfc.jwk import ECKey
 
-from adapters import (
+from onceonly.adapters import (
     AccessDenied,
     AdapterConfig,
     DeliveredEvent,
@@ -29,8 +29,8 @@ from adapters import (
     load_or_create_key,
     public_jwks,
 )
-from hub.db import make_sync_engine
-from hub.events.tokens import mint_event_token
+from onceonly.hub.db import make_sync_engine
+from onceonly.hub.events.tokens import mint_event_token
 
 from hub_testing import CATALOGUE, RunningHub, running_hub, serve
 

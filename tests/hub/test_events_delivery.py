@@ -5,9 +5,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from hub.config import Settings
-from hub.events.delivery import Outcome, backoff, judge, postpone
-from hub.events.repository import DueDelivery
+from onceonly.hub.config import Settings
+from onceonly.hub.events.delivery import Outcome, backoff, judge, postpone
+from onceonly.hub.events.repository import DueDelivery
 
 NOW = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)
 SETTINGS = Settings(event_max_attempts=3, event_retry_base=1.0, event_retry_cap=10.0)

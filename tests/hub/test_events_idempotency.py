@@ -13,15 +13,15 @@ import pytest
 import sqlalchemy as sa
 from joserfc.jwk import ECKey
 
-from adapters import (
+from onceonly.adapters import (
     AsyncHubClient,
     HubClient,
     InvalidRequest,
     RecordStore,
     public_jwks,
 )
-from adapters._events import ChangePublisher
-from hub.db import make_sync_engine
+from onceonly.adapters._events import ChangePublisher
+from onceonly.hub.db import make_sync_engine
 
 from exchange_world import ADDRESS, OWNER, SUBJECT, World, exchange_world
 

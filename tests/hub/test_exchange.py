@@ -17,7 +17,7 @@ import pytest
 from fastapi import FastAPI
 from joserfc import jwt
 
-from adapters import (
+from onceonly.adapters import (
     AccessDenied,
     AuthenticationFailed,
     DPoPKey,
@@ -26,8 +26,8 @@ from adapters import (
     OnceonlyError,
     UpstreamError,
 )
-from hub.audit import leaves
-from hub.kit import base64url
+from onceonly.hub.audit import leaves
+from onceonly.hub.kit import base64url
 
 from exchange_world import (
     ADDRESS,

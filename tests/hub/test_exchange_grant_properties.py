@@ -24,10 +24,16 @@ from hypothesis import event, given, settings
 from hypothesis import strategies as st
 from joserfc.jwk import ECKey
 
-from adapters import AdapterConfig, CallableSource, HubClient, RecordSource, create_provider_app
-from adapters import public_jwks as jwks_of
-from hub.access.minimization import minimize
-from hub.registry.projection import project_to_version
+from onceonly.adapters import (
+    AdapterConfig,
+    CallableSource,
+    HubClient,
+    RecordSource,
+    create_provider_app,
+)
+from onceonly.adapters import public_jwks as jwks_of
+from onceonly.hub.access.minimization import minimize
+from onceonly.hub.registry.projection import project_to_version
 
 from hub_testing import DATABASES, RunningHub, module_database, running_hub, serve
 

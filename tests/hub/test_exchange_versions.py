@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from adapters import NotFound
+from onceonly.adapters import NotFound
 
 from exchange_world import (
     ADDRESS,

@@ -17,7 +17,7 @@ import pytest
 from joserfc import jwt
 from joserfc.jwk import ECKey
 
-from hub.kit.nul import NUL_DETAIL, body_nul
+from onceonly.hub.kit.nul import NUL_DETAIL, body_nul
 
 from hub_testing import (
     CATALOGUE,

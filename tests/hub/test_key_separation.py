@@ -24,16 +24,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlmodel import col
 
-from adapters import DPoPKey, OnceonlyError
-from hub.app import create_app
-from hub.cli import main
-from hub.cli.servers import loopback_socket, serve_in_thread
-from hub.config import Settings
-from hub.db import make_engine, make_sync_engine
-from hub.keys import HubKeys, KeyLabel
-from hub.kit.clock import utcnow
-from hub.people import credentials, oidc, service
-from hub.people.models import Person
+from onceonly.adapters import DPoPKey, OnceonlyError
+from onceonly.hub.app import create_app
+from onceonly.hub.cli import main
+from onceonly.hub.cli.servers import loopback_socket, serve_in_thread
+from onceonly.hub.config import Settings
+from onceonly.hub.db import make_engine, make_sync_engine
+from onceonly.hub.keys import HubKeys, KeyLabel
+from onceonly.hub.kit.clock import utcnow
+from onceonly.hub.people import credentials, oidc, service
+from onceonly.hub.people.models import Person
 
 from exchange_world import ADDRESS, PURPOSE, World, exchange_world
 from hub_testing import TEST_PASSWORD, RunningHub, audit_entry_for, running_hub

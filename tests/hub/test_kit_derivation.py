@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from hub.kit import derivation
-from hub.kit.derivation import RootFile, UnknownRoot
-from hub.kit.keyfiles import MissingKeyError
+from onceonly.hub.kit import derivation
+from onceonly.hub.kit.derivation import RootFile, UnknownRoot
+from onceonly.hub.kit.keyfiles import MissingKeyError
 
 
 class Clock:

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from hub.errors import HubError
-from hub.kit.group_commit import GroupCommit
+from onceonly.hub.errors import HubError
+from onceonly.hub.kit.group_commit import GroupCommit
 
 pytestmark = pytest.mark.anyio
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from adapters import AccessDenied
+from onceonly.adapters import AccessDenied
 
 from access_world import PASSWORD, access_world
 from exchange_world import ADDRESS, PURPOSE, SUBJECT

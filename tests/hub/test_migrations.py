@@ -9,9 +9,9 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlmodel import SQLModel
 
-import hub.models  # noqa: F401  (every table on SQLModel.metadata)
-from hub.db import MIGRATIONS_DIR, make_sync_engine
-from hub.migrate import is_current, upgrade
+import onceonly.hub.models  # noqa: F401  (every table on SQLModel.metadata)
+from onceonly.hub.db import MIGRATIONS_DIR, make_sync_engine
+from onceonly.hub.migrate import is_current, upgrade
 
 
 def test_migrated_database_matches_the_models(database_url: str) -> None:

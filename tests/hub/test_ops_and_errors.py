@@ -11,7 +11,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from hub.db import make_sync_engine
+from onceonly.hub.db import make_sync_engine
 
 from hub_testing import RunningHub, problem_type, running_hub
 

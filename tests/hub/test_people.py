@@ -25,15 +25,15 @@ from cryptography.exceptions import InvalidTag
 from joserfc import jwt
 from joserfc.jwk import ECKey
 
-from adapters import DPoPKey, public_jwks
-from hub.access.workflow import HUB_DECIDER
-from hub.db import make_sync_engine
-from hub.kit.clock import utcnow
-from hub.people import credentials
-from hub.people.models import PersonSession
-from hub.people.principal import BREAK_GLASS
-from hub.people.schemas import RESERVED_USERNAMES
-from hub.people.service import token_hash
+from onceonly.adapters import DPoPKey, public_jwks
+from onceonly.hub.access.workflow import HUB_DECIDER
+from onceonly.hub.db import make_sync_engine
+from onceonly.hub.kit.clock import utcnow
+from onceonly.hub.people import credentials
+from onceonly.hub.people.models import PersonSession
+from onceonly.hub.people.principal import BREAK_GLASS
+from onceonly.hub.people.schemas import RESERVED_USERNAMES
+from onceonly.hub.people.service import token_hash
 
 from hub_testing import (
     DATABASES,

@@ -17,11 +17,11 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
-from hub.cli import main
-from hub.cli.admin_client import AdminError
-from hub.cli.oidc_login import oidc_login
-from hub.people import oidc
-from hub.people.schemas import PersonOut, SessionOut
+from onceonly.hub.cli import main
+from onceonly.hub.cli.admin_client import AdminError
+from onceonly.hub.cli.oidc_login import oidc_login
+from onceonly.hub.people import oidc
+from onceonly.hub.people.schemas import PersonOut, SessionOut
 
 from hub_testing import (
     DATABASES,

@@ -16,9 +16,9 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from hub.db import make_sync_engine
-from hub.people.models import SignInFailure
-from hub.people.service import ACCOUNT_SOURCES, source_of, throttle_wait
+from onceonly.hub.db import make_sync_engine
+from onceonly.hub.people.models import SignInFailure
+from onceonly.hub.people.service import ACCOUNT_SOURCES, source_of, throttle_wait
 
 from hub_testing import (
     DATABASES,

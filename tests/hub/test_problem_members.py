@@ -9,15 +9,15 @@ from typing import Any
 
 import pytest
 
-from hub.access.exceptions import DuplicateRequest, RequestNotPending
-from hub.auth.exceptions import (
+from onceonly.hub.access.exceptions import DuplicateRequest, RequestNotPending
+from onceonly.hub.auth.exceptions import (
     InvalidClient,
     InvalidScope,
     InvalidTokenRequest,
     OAuthError,
     UnsupportedGrantType,
 )
-from hub.errors import HubError, render
+from onceonly.hub.errors import HubError, render
 
 
 class Clashing(HubError):

@@ -10,12 +10,12 @@ import pytest
 import sqlalchemy as sa
 from joserfc.jwk import ECKey
 
-from adapters import HubClient, RecordStore, load_or_create_key, public_jwks
-from adapters._reconcile import reconcile
-from hub.audit import leaves
-from hub.cli import main
-from hub.db import make_sync_engine
-from hub.kit import base64url
+from onceonly.adapters import HubClient, RecordStore, load_or_create_key, public_jwks
+from onceonly.adapters._reconcile import reconcile
+from onceonly.hub.audit import leaves
+from onceonly.hub.cli import main
+from onceonly.hub.db import make_sync_engine
+from onceonly.hub.kit import base64url
 
 from exchange_world import (
     ADDRESS,

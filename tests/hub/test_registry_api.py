@@ -18,7 +18,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 from joserfc.jwk import ECKey, KeySet, OctKey, OKPKey, RSAKey
 
-from adapters import public_jwks
+from onceonly.adapters import public_jwks
 
 from hub_testing import (
     CATALOGUE,
@@ -565,7 +565,7 @@ def test_admin_body_must_be_json(hub: RunningHub) -> None:
 def test_catalogue_import_of_a_missing_directory_names_the_path_not_the_hub(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from hub.cli import main
+    from onceonly.hub.cli import main
 
     monkeypatch.setenv("ONCEONLY_TOKEN", "any")
     missing = tmp_path / "schemas"

@@ -5,7 +5,12 @@ from typing import Any
 
 import pytest
 
-from hub.registry.compat import CannotJudge, Incompatible, check_compatible, subsumption_problem
+from onceonly.hub.registry.compat import (
+    CannotJudge,
+    Incompatible,
+    check_compatible,
+    subsumption_problem,
+)
 
 Json = Any
 STRING = {"type": "string"}

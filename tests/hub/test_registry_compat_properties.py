@@ -17,8 +17,8 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
-from hub.registry import compat
-from hub.registry.validation import compile_schema
+from onceonly.hub.registry import compat
+from onceonly.hub.registry.validation import compile_schema
 
 Json = Any
 NAMES = ["a", "b", "c"]

@@ -7,11 +7,11 @@ from typing import Any
 
 import pytest
 
-from hub.registry.exceptions import InvalidSchema
-from hub.registry.projection import project_to_version
-from hub.registry.regex_safety import UnsafePattern, check_pattern
-from hub.registry.schema_rules import check_schema, personal_fields
-from hub.registry.validation import compile_schema
+from onceonly.hub.registry.exceptions import InvalidSchema
+from onceonly.hub.registry.projection import project_to_version
+from onceonly.hub.registry.regex_safety import UnsafePattern, check_pattern
+from onceonly.hub.registry.schema_rules import check_schema, personal_fields
+from onceonly.hub.registry.validation import compile_schema
 
 Json = Any
 DRAFT = "https://json-schema.org/draft/2020-12/schema"

@@ -146,7 +146,7 @@ def test_the_walk_through_in_docs_registry_md_answers_as_written(
     hub: RunningHub, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """The files docs/registry.md walks a new steward through, with the CLI."""
-    from hub.cli import main
+    from onceonly.hub.cli import main
 
     erik = signed_in(hub, "erik", steward("education"))["Authorization"].split()[1]
     monkeypatch.setenv("ONCEONLY_TOKEN", erik)

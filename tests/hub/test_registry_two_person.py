@@ -13,8 +13,8 @@ from typing import Any
 import httpx
 import pytest
 
-from hub import cli
-from hub.registry.service import MODE_CHECKS, loosens_compatibility
+from onceonly.hub import cli
+from onceonly.hub.registry.service import MODE_CHECKS, loosens_compatibility
 
 from hub_testing import (
     DATABASES,

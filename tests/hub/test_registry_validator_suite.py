@@ -2,7 +2,7 @@
 
 Every file of the suite for a keyword the registry allows, and the optional
 format files for every format it allows, run through
-``hub.registry.validation.compile_schema``: the validator the exchange uses.
+``onceonly.hub.registry.validation.compile_schema``: the validator the exchange uses.
 The hub asserts formats, so the main ``format.json`` (annotation-only
 behaviour) is replaced by the optional format files.
 """
@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from hub.registry.schema_rules import ALLOWED_FORMATS, ALLOWED_KEYWORDS
-from hub.registry.validation import compile_schema
+from onceonly.hub.registry.schema_rules import ALLOWED_FORMATS, ALLOWED_KEYWORDS
+from onceonly.hub.registry.validation import compile_schema
 
 SUITE = Path(__file__).resolve().parents[3] / "shared/testdata/json-schema-test-suite/tests"
 DRAFT = SUITE / "draft2020-12"

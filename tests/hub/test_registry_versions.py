@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from hub.cli import main
+from onceonly.hub.cli import main
 
 from hub_testing import (
     CATALOGUE,

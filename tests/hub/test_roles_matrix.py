@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from hub.app import create_app
+from onceonly.hub.app import create_app
 
 from hub_testing import (
     DATABASES,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from adapters import AsyncHubClient, NotFound, RecordResult
+from onceonly.adapters import AsyncHubClient, NotFound, RecordResult
 
 from exchange_world import ADDRESS, ADDRESS_RECORD, CONSUMER_CLIENT, PURPOSE, World, exchange_world
 

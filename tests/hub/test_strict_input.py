@@ -1,4 +1,4 @@
-"""Strict input (hub.kit.strict): an integer is a JSON integer, a time an RFC 3339
+"""Strict input (onceonly.hub.kit.strict): an integer is a JSON integer, a time an RFC 3339
 string with an offset, a query parameter's integer decimal digits and its boolean
 ``true`` or ``false``. Each wrong value is refused with 400 ``invalid-request``; the
 right ones still work. Over real HTTP, on SQLite and PostgreSQL.
@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from adapters import OnceonlyError
+from onceonly.adapters import OnceonlyError
 
 from access_world import AccessWorld, Person, access_world
 from exchange_world import ADDRESS, PURPOSE, SUBJECT

@@ -1,4 +1,4 @@
-"""JSON the hub did not write is parsed under a depth limit (hub.kit.jsonbody.load_json):
+"""JSON the hub did not write is parsed under a depth limit (onceonly.hub.kit.jsonbody.load_json):
 an owner's answer, a file given to the command line. Nesting 100,000 levels deep is
 refused with a clear error, never a RecursionError (a 500, or a traceback)."""
 
@@ -12,9 +12,9 @@ import httpx
 import pytest
 from fastapi import FastAPI, Response
 
-from adapters import UpstreamError
-from hub.kit import base64url
-from hub.kit.jsonbody import JsonTooDeep, UnsafeJson, load_json
+from onceonly.adapters import UpstreamError
+from onceonly.hub.kit import base64url
+from onceonly.hub.kit.jsonbody import JsonTooDeep, UnsafeJson, load_json
 
 from exchange_world import ADDRESS, OWNER, PURPOSE, SUBJECT, World, exchange_world
 from hub_testing import serve
@@ -82,7 +82,7 @@ def onceonly(*args: str) -> subprocess.CompletedProcess[str]:
     """The command as an operator runs it; nothing listens at the hub URL (a file
     that cannot be read must be refused before the hub is asked)."""
     environment = {**os.environ, "ONCEONLY_HUB_URL": "http://127.0.0.1:9", "ONCEONLY_TOKEN": "t"}
-    command = [sys.executable, "-m", "hub", *args]
+    command = [sys.executable, "-m", "onceonly.hub", *args]
     return subprocess.run(
         command, capture_output=True, text=True, env=environment, timeout=60, check=False
     )

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from hub.cli.admin_client import _later_versions
-from hub.registry import compat, schema_rules
-from hub.registry.validation import compile_schema
+from onceonly.hub.cli.admin_client import _later_versions
+from onceonly.hub.registry import compat, schema_rules
+from onceonly.hub.registry.validation import compile_schema
 
 SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
 ITEM_FILES = sorted((SCHEMAS / "items").glob("*.json"))

@@ -44,7 +44,7 @@ def upgrade() -> None:
 
 def _backfill_nodes() -> None:
     """Store the nodes of entries appended before this revision (frozen copy of the
-    frontier algorithm in hub.audit.merkle, so this migration never changes)."""
+    frontier algorithm in onceonly.hub.audit.merkle, so this migration never changes)."""
     bind = op.get_bind()
     nodes = sa.table(
         'audit_nodes', sa.column('level'), sa.column('idx'), sa.column('hash')

@@ -1,7 +1,7 @@
 """item_versions: a field with a personal part inside counts as personal
 
 Recomputes ``personal_fields`` of every stored version with the rule of
-``hub.registry.schema_rules.personal_fields``: a top-level field is personal when it,
+``onceonly.hub.registry.schema_rules.personal_fields``: a top-level field is personal when it,
 or anything inside it (nested properties, array items, local ``$ref`` targets), is
 marked ``"x-personal": true``. Before, only fields marked at the top level counted,
 so a request naming no fields could be granted a field with personal data inside.
@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-from hub.registry.schema_rules import personal_fields
+from onceonly.hub.registry.schema_rules import personal_fields
 
 revision: str = "0008"
 down_revision: str | None = "0007"
