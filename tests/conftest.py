@@ -15,7 +15,7 @@ import sqlalchemy as sa
 
 from onceonly.hub.migrate import upgrade
 
-from hub_testing import empty_postgres
+from tests.hub_testing import empty_postgres
 
 POSTGRES_ADMIN_URL = os.environ.get(
     "ONCEONLY_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test"

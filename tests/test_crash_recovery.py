@@ -31,7 +31,7 @@ from onceonly.hub.cli import main
 from onceonly.hub.cli.admin_client import AdminClient
 from onceonly.hub.cli.servers import loopback_socket
 
-from hub_testing import CATALOGUE, serve
+from tests.hub_testing import CATALOGUE, serve
 
 ADDRESS = "person.residential-address"
 RECORD = {"street": "Pikk 1", "city": "Tallinn", "postal_code": "10123", "country": "ND"}

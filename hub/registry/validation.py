@@ -2,7 +2,7 @@
 
 The hub validates with jsonschema-rs (a Rust implementation): it passes the
 official JSON-Schema-Test-Suite cases for every keyword and format the registry
-allows (tests/hub/test_registry_validator_suite.py), including the format cases
+allows (tests/hub/registry/test_registry_validator_suite.py), including the format cases
 that Python's jsonschema skips without optional packages, and costs about 1 µs
 per record instead of about 45 (docs/performance.md). ``jsonschema`` stays the
 reference: the registry checks uploads against the metaschema with it.

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 from joserfc.jwk import ECKey
 
-from adapter_testing import CLIENT_ID, HubDouble, serve
+from tests.adapters.adapter_testing import CLIENT_ID, HubDouble, serve
 
 
 @pytest.fixture(scope="session")

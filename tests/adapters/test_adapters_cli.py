@@ -10,7 +10,7 @@ import pytest
 from onceonly.adapters import RecordStore, load_config
 from onceonly.adapters.cli import add_commands
 
-from adapter_testing import ITEM, RECORD, SCHEMA, SUBJECT, HubDouble, write_config
+from tests.adapters.adapter_testing import ITEM, RECORD, SCHEMA, SUBJECT, HubDouble, write_config
 
 
 def run(*argv: str) -> int:

@@ -20,7 +20,15 @@ from onceonly.adapters import (
     UpstreamError,
 )
 
-from adapter_testing import CLIENT_ID, ITEM, PURPOSE, RECORD, SUBJECT, HubDouble, sha256_b64url
+from tests.adapters.adapter_testing import (
+    CLIENT_ID,
+    ITEM,
+    PURPOSE,
+    RECORD,
+    SUBJECT,
+    HubDouble,
+    sha256_b64url,
+)
 
 
 def client(hub: HubDouble, key: ECKey, **options: int) -> HubClient:

@@ -15,7 +15,7 @@ from onceonly.adapters import (
     public_jwks,
 )
 
-from adapter_testing import ITEM, write_config
+from tests.adapters.adapter_testing import ITEM, write_config
 
 
 def test_load_config_resolves_data_dir_against_the_config_file(tmp_path: Path) -> None:

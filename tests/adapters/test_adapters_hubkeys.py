@@ -9,7 +9,7 @@ from joserfc.jwk import ECKey
 from onceonly.adapters import HubUnavailable, NotFound
 from onceonly.adapters._hubkeys import HubDirectory
 
-from adapter_testing import ITEM, HubDouble
+from tests.adapters.adapter_testing import ITEM, HubDouble
 
 
 class Clock:

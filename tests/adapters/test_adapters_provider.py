@@ -12,7 +12,7 @@ from joserfc.jwk import ECKey
 
 from onceonly.adapters import CallableSource, RecordStore, create_provider_app, load_config
 
-from adapter_testing import (
+from tests.adapters.adapter_testing import (
     CONSUMER,
     ITEM,
     PURPOSE,

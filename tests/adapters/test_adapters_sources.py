@@ -15,7 +15,16 @@ from fastapi.responses import JSONResponse
 
 from onceonly.adapters import RecordStore, create_provider_app, load_config
 
-from adapter_testing import CONSUMER, ITEM, OWNER, PURPOSE, RECORD, SUBJECT, HubDouble, serve
+from tests.adapters.adapter_testing import (
+    CONSUMER,
+    ITEM,
+    OWNER,
+    PURPOSE,
+    RECORD,
+    SUBJECT,
+    HubDouble,
+    serve,
+)
 
 INVALID = "49002124277"  # a record that fails the item's schema
 BROKEN = "50001010006"  # the source fails for this subject

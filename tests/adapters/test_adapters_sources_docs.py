@@ -21,7 +21,7 @@ from onceonly.adapters import AdapterConfig, RecordSource, RecordStore, load_con
 from onceonly.adapters._sources import close_sources
 from onceonly.adapters._validation import compile_validator, violation
 
-from adapter_testing import serve
+from tests.adapters.adapter_testing import serve
 
 pytestmark = pytest.mark.anyio
 

@@ -25,7 +25,7 @@ from onceonly.adapters import (
 from onceonly.adapters._mapping import MISSING
 from onceonly.adapters._rest import resolve_pointer
 
-from adapter_testing import serve
+from tests.adapters.adapter_testing import serve
 
 pytestmark = pytest.mark.anyio
 

@@ -16,7 +16,7 @@ from fastapi.responses import StreamingResponse
 
 from onceonly.adapters import InvalidSourceRecord, RestSource, SourceUnavailable
 
-from adapter_testing import serve
+from tests.adapters.adapter_testing import serve
 
 pytestmark = pytest.mark.anyio
 

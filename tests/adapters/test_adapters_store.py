@@ -9,7 +9,7 @@ import pytest
 
 from onceonly.adapters import ImportFailed, RecordStore
 
-from adapter_testing import ITEM, RECORD, SCHEMA, SUBJECT
+from tests.adapters.adapter_testing import ITEM, RECORD, SCHEMA, SUBJECT
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 
 from onceonly.hub.db import make_sync_engine
 
-from exchange_world import CONSUMER, OWNER, World, exchange_world
+from tests.hub.exchange_world import CONSUMER, OWNER, World, exchange_world
 
 PASSWORD = "a long and quiet passphrase 7"
 OTHER = "tax"

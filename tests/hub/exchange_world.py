@@ -17,7 +17,7 @@ from onceonly.adapters import (
     public_jwks,
 )
 
-from hub_testing import CATALOGUE, RunningHub, running_hub, serve
+from tests.hub_testing import CATALOGUE, RunningHub, running_hub, serve
 
 OWNER = "civil-registry"
 CONSUMER = "social-welfare"

@@ -22,7 +22,7 @@ from onceonly.hub.cli.servers import MAX_HEAD_BYTES
 from onceonly.hub.keys import HubKeys
 from onceonly.hub.kit.asgi import MAX_HEADER_BYTES
 
-from hub_testing import RunningHub, problem_type, running_hub
+from tests.hub_testing import RunningHub, problem_type, running_hub
 
 # A hub served as `onceonly serve` serves it (JSON logs on stderr, uvicorn at warning),
 # with one audited route that fails in a way no handler expects.

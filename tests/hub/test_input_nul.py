@@ -19,7 +19,7 @@ from joserfc.jwk import ECKey
 
 from onceonly.hub.kit.nul import NUL_DETAIL, body_nul
 
-from hub_testing import (
+from tests.hub_testing import (
     CATALOGUE,
     TEST_PASSWORD,
     RunningHub,

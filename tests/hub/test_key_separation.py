@@ -35,8 +35,8 @@ from onceonly.hub.kit.clock import utcnow
 from onceonly.hub.people import credentials, oidc, service
 from onceonly.hub.people.models import Person
 
-from exchange_world import ADDRESS, PURPOSE, World, exchange_world
-from hub_testing import TEST_PASSWORD, RunningHub, audit_entry_for, running_hub
+from tests.hub.exchange_world import ADDRESS, PURPOSE, World, exchange_world
+from tests.hub_testing import TEST_PASSWORD, RunningHub, audit_entry_for, running_hub
 
 # The labels under which earlier versions computed keys as HMAC(pseudonym key, label),
 # that is, as the pseudonym of the label (the sign-in failure label began a message).

@@ -17,8 +17,8 @@ import pytest
 
 from onceonly.adapters import AccessDenied
 
-from access_world import PASSWORD, access_world
-from exchange_world import ADDRESS, PURPOSE, SUBJECT
+from tests.hub.access_world import PASSWORD, access_world
+from tests.hub.exchange_world import ADDRESS, PURPOSE, SUBJECT
 
 
 def _written(record: logging.LogRecord) -> bool:

@@ -13,9 +13,9 @@ import pytest
 
 from onceonly.adapters import OnceonlyError
 
-from access_world import AccessWorld, Person, access_world
-from exchange_world import ADDRESS, PURPOSE, SUBJECT
-from hub_testing import DATABASES, module_database, problem_type
+from tests.hub.access_world import AccessWorld, Person, access_world
+from tests.hub.exchange_world import ADDRESS, PURPOSE, SUBJECT
+from tests.hub_testing import DATABASES, module_database, problem_type
 
 # Read as 1 (or as a time in 1970) by a lax parser; none of them is a JSON integer.
 NOT_JSON_INTEGERS: list[Any] = [True, "1", 1.0, "1.0"]

@@ -16,8 +16,8 @@ from onceonly.adapters import UpstreamError
 from onceonly.hub.kit import base64url
 from onceonly.hub.kit.jsonbody import JsonTooDeep, UnsafeJson, load_json
 
-from exchange_world import ADDRESS, OWNER, PURPOSE, SUBJECT, World, exchange_world
-from hub_testing import serve
+from tests.hub.exchange_world import ADDRESS, OWNER, PURPOSE, SUBJECT, World, exchange_world
+from tests.hub_testing import serve
 
 DEEP = 100_000
 

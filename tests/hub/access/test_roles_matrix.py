@@ -1,0 +1,258 @@
+"""Every route of the hub, classified: public, for machine clients, or for people with
+the roles that may use it. The matrix is checked against the running hub on both
+databases, and a route that is not classified here fails the test: a new route must
+say who may call it.
+
+Object-level checks (one department's requests, grants and items) are tested where
+the objects are: test_access_requests.py, test_registry_stewards.py.
+"""
+
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from onceonly.hub.app import create_app
+
+from tests.hub_testing import (
+    DATABASES,
+    RunningHub,
+    audit_entry_for,
+    catalogue_hub,
+    problem_type,
+    running_hub,
+    signed_in,
+    steward,
+)
+
+NO_ID = "0" * 32
+PUBLIC = "public"
+MACHINE = "machine"
+ANY_PERSON = frozenset({"administrator", "auditor", "steward"})
+STEWARDS = frozenset({"steward"})
+AUDITORS = frozenset({"auditor"})
+ADMINISTRATORS = frozenset({"administrator"})
+STEWARDS_AND_AUDITORS = frozenset({"steward", "auditor"})
+BREAK_GLASS_ONLY: frozenset[str] = frozenset()
+
+# (method, path) -> PUBLIC, MACHINE, or the roles that may call it. "steward" means
+# a steward of *some* department: which department's objects they may touch is the
+# object-level check, tested beside the objects.
+ROUTES: dict[tuple[str, str], str | frozenset[str]] = {
+    ("GET", "/healthz"): PUBLIC,
+    ("GET", "/readyz"): PUBLIC,
+    ("GET", "/metrics"): PUBLIC,
+    ("POST", "/oauth/token"): MACHINE,
+    ("POST", "/oauth/introspect"): MACHINE,
+    ("POST", "/oauth/revoke"): MACHINE,
+    ("GET", "/.well-known/oauth-authorization-server"): PUBLIC,
+    ("GET", "/.well-known/jwks.json"): PUBLIC,
+    ("GET", "/v1/clients/self"): MACHINE,
+    ("PUT", "/v1/clients/self/jwks"): MACHINE,
+    ("GET", "/v1/items"): PUBLIC,
+    ("GET", "/v1/items/{item_id}"): PUBLIC,
+    ("GET", "/v1/items/{item_id}/versions"): PUBLIC,
+    ("GET", "/v1/items/{item_id}/versions/{version}"): PUBLIC,
+    ("POST", "/v1/items/{item_id}/records/query"): MACHINE,
+    ("GET", "/v1/admin/departments"): ADMINISTRATORS,
+    ("GET", "/v1/admin/departments/{department_id}"): ADMINISTRATORS,
+    ("PUT", "/v1/admin/departments/{department_id}"): ADMINISTRATORS,
+    ("PUT", "/v1/admin/clients/{client_id}"): ADMINISTRATORS,
+    ("POST", "/v1/admin/clients/{client_id}/disable"): ADMINISTRATORS,
+    ("POST", "/v1/admin/clients/{client_id}/enable"): ADMINISTRATORS,
+    ("PUT", "/v1/admin/items/{item_id}"): STEWARDS,
+    ("POST", "/v1/admin/items/{item_id}/versions"): STEWARDS,
+    ("POST", "/v1/admin/items/{item_id}/deprecate"): STEWARDS,
+    ("POST", "/v1/admin/items/{item_id}/retire"): STEWARDS,
+    ("GET", "/v1/admin/registry-changes"): ANY_PERSON,
+    ("GET", "/v1/admin/registry-changes/{change_id}"): ANY_PERSON,
+    ("POST", "/v1/admin/registry-changes/{change_id}/approve"): ADMINISTRATORS,
+    ("POST", "/v1/admin/registry-changes/{change_id}/refuse"): ADMINISTRATORS,
+    ("GET", "/v1/admin/grants"): BREAK_GLASS_ONLY,
+    ("POST", "/v1/admin/grants"): BREAK_GLASS_ONLY,
+    ("POST", "/v1/admin/grants/{grant_id}/revoke"): BREAK_GLASS_ONLY,
+    ("GET", "/v1/access-requests"): STEWARDS_AND_AUDITORS,
+    ("POST", "/v1/access-requests"): STEWARDS,
+    ("GET", "/v1/access-requests/{request_id}"): STEWARDS_AND_AUDITORS,
+    ("POST", "/v1/access-requests/{request_id}/approve"): STEWARDS,
+    ("POST", "/v1/access-requests/{request_id}/refuse"): STEWARDS,
+    ("POST", "/v1/access-requests/{request_id}/withdraw"): STEWARDS,
+    ("GET", "/v1/grants"): STEWARDS_AND_AUDITORS,
+    ("GET", "/v1/grants/{grant_id}"): STEWARDS_AND_AUDITORS,
+    ("POST", "/v1/grants/{grant_id}/revoke"): STEWARDS,
+    ("POST", "/v1/grants/{grant_id}/renew"): STEWARDS,
+    ("GET", "/v1/purposes"): PUBLIC,
+    ("GET", "/v1/audit/checkpoint"): PUBLIC,
+    ("GET", "/v1/audit/verifier-key"): PUBLIC,
+    ("GET", "/v1/audit/checkpoints"): PUBLIC,
+    ("GET", "/v1/audit/proof/inclusion"): PUBLIC,
+    ("GET", "/v1/audit/proof/consistency"): PUBLIC,
+    ("GET", "/v1/audit/leaves"): PUBLIC,
+    ("GET", "/v1/audit/entries/{index}"): PUBLIC,
+    ("GET", "/v1/audit/entries"): AUDITORS,
+    ("GET", "/v1/audit/department-entries"): MACHINE,
+    ("GET", "/v1/audit/export"): AUDITORS,
+    ("POST", "/v1/items/{item_id}/events"): MACHINE,
+    ("PUT", "/v1/items/{item_id}/subscription"): MACHINE,
+    ("DELETE", "/v1/items/{item_id}/subscription"): MACHINE,
+    ("GET", "/v1/admin/events/deliveries"): ADMINISTRATORS,
+    ("POST", "/v1/admin/events/deliveries/{delivery_id}/replay"): ADMINISTRATORS,
+    ("POST", "/v1/citizen/access-log"): MACHINE,
+    ("POST", "/v1/people/sign-in"): PUBLIC,
+    ("POST", "/v1/people/sign-out"): ANY_PERSON,
+    ("GET", "/v1/people/me"): ANY_PERSON,
+    ("POST", "/v1/people/me/password"): ANY_PERSON,
+    ("POST", "/v1/people/me/totp"): ANY_PERSON,
+    ("POST", "/v1/people/me/totp/confirm"): ANY_PERSON,
+    ("GET", "/v1/people/oidc/start"): PUBLIC,
+    ("GET", "/v1/people/oidc/callback"): PUBLIC,
+    ("POST", "/v1/people/oidc/token"): PUBLIC,
+    ("GET", "/v1/admin/people"): ADMINISTRATORS,
+    ("GET", "/v1/admin/people/{username}"): ADMINISTRATORS,
+    ("PUT", "/v1/admin/people/{username}"): ADMINISTRATORS,
+}
+PARAMETERS = {
+    "item_id": "person.identity",
+    "version": "1",
+    "department_id": "tax",
+    "client_id": "no-such-client",
+    "grant_id": NO_ID,
+    "request_id": NO_ID,
+    "change_id": NO_ID,
+    "delivery_id": NO_ID,
+    "index": "0",
+    "username": "no-such-person",
+}
+PEOPLE_ROUTES = sorted(
+    (route, roles) for route, roles in ROUTES.items() if isinstance(roles, frozenset)
+)
+# Signing out would end the shared sign-ins of the other cases; tested in test_people.py.
+SIGN_OUT = ("POST", "/v1/people/sign-out")
+MACHINE_ROUTES = sorted(route for route, kind in ROUTES.items() if kind == MACHINE)
+
+
+def route_id(value: object) -> str:
+    """Stable test ids (a frozenset's order differs between xdist workers)."""
+    if isinstance(value, tuple):
+        return f"{value[0]} {value[1]}"
+    return "-".join(sorted(value)) if isinstance(value, frozenset) else str(value)
+
+
+def concrete(path: str) -> str:
+    for name, value in PARAMETERS.items():
+        path = path.replace("{" + name + "}", value)
+    return path
+
+
+def test_every_route_is_classified() -> None:
+    paths = create_app().openapi()["paths"]
+    served = {(method.upper(), path) for path, ops in paths.items() for method in ops}
+    assert served - set(ROUTES) == set(), "classify these routes in ROUTES"
+    assert set(ROUTES) - served == set(), "these classified routes no longer exist"
+
+
+@pytest.fixture(scope="module", params=DATABASES)
+def hub(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningHub]:
+    with catalogue_hub(request, tmp_path_factory) as hub:
+        yield hub
+
+
+@pytest.fixture(scope="module")
+def people(hub: RunningHub) -> dict[str, dict[str, str]]:
+    """One person per role; the steward stewards a department that no object here has."""
+    return {
+        "administrator": signed_in(hub, "matrix-admin", {"role": "administrator"}),
+        "auditor": signed_in(hub, "matrix-auditor", {"role": "auditor"}),
+        "steward": signed_in(hub, "matrix-steward", steward("education")),
+    }
+
+
+def call(
+    hub: RunningHub, route: tuple[str, str], headers: dict[str, str] | None = None
+) -> httpx.Response:
+    method, path = route
+    body = {} if method in ("POST", "PUT") else None
+    return httpx.request(method, hub.url + concrete(path), json=body, headers=headers or {})
+
+
+@pytest.mark.parametrize(("route", "roles"), PEOPLE_ROUTES, ids=route_id)
+def test_people_routes_refuse_callers_who_are_not_signed_in(
+    hub: RunningHub, route: tuple[str, str], roles: frozenset[str]
+) -> None:
+    for headers in ({}, {"Authorization": "Bearer oop_forged"}, {"Authorization": "Basic eDp5"}):
+        response = call(hub, route, headers)
+        assert response.status_code == 401, (headers, response.text)
+        assert problem_type(response) == "not-signed-in"
+
+
+@pytest.mark.parametrize(
+    ("route", "roles"), [case for case in PEOPLE_ROUTES if case[0] != SIGN_OUT], ids=route_id
+)
+def test_people_routes_refuse_every_other_role(
+    hub: RunningHub,
+    people: dict[str, dict[str, str]],
+    route: tuple[str, str],
+    roles: frozenset[str],
+) -> None:
+    for role, headers in people.items():
+        response = call(hub, route, headers)
+        if role in roles:  # past the role check; a department's objects are checked later
+            assert response.status_code != 401, (role, response.text)
+            if response.status_code == 403:
+                assert problem_type(response) == "not-steward", (role, response.text)
+        else:
+            assert response.status_code == 403, (role, response.text)
+            assert problem_type(response) in ("forbidden", "not-steward")
+
+
+@pytest.mark.parametrize("route", MACHINE_ROUTES, ids=route_id)
+def test_machine_routes_refuse_a_persons_token(
+    hub: RunningHub, people: dict[str, dict[str, str]], route: tuple[str, str]
+) -> None:
+    """Resource routes refuse it as an access token; the OAuth endpoints, which
+    authenticate clients by a signed assertion, refuse it as one."""
+    path = route[1]
+    for headers in people.values():
+        if path.startswith("/oauth/"):
+            token = headers["Authorization"].removeprefix("Bearer ")
+            form = {
+                "grant_type": "client_credentials",
+                "client_id": "social-welfare-adapter",
+                "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                "client_assertion": token,
+                "token": token,
+            }
+            response = httpx.post(hub.url + path, data=form, headers=headers)
+            assert response.status_code == 401, response.text
+            assert problem_type(response) == "oauth-invalid-client"
+        else:
+            response = call(hub, route, headers)
+            assert response.status_code == 401, response.text
+            assert problem_type(response) == "invalid-token"
+
+
+def test_the_break_glass_token_may_set_up_but_is_refused_when_turned_off(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    data_dir = tmp_path_factory.mktemp("off")
+    url = f"sqlite:///{data_dir / 'hub.db'}"
+    with running_hub(database_url=url, data_dir=data_dir, break_glass_token=False) as hub:
+        response = httpx.get(
+            f"{hub.url}/v1/admin/people",
+            headers={"Authorization": f"Bearer {hub.keys.admin_token}"},
+        )
+        assert response.status_code == 401
+        assert problem_type(response) == "not-signed-in"
+
+
+def test_a_refused_read_is_audited_too(hub: RunningHub, people: dict[str, dict[str, str]]) -> None:
+    response = httpx.get(f"{hub.url}/v1/admin/people", headers=people["steward"])
+    assert response.status_code == 403
+    entry = audit_entry_for(hub, response, action="route.refused")
+    assert (entry["outcome"], entry["reason"]) == ("refused", "forbidden")
+    assert (entry["person"], entry["target"]) == ("matrix-steward", "GET /v1/admin/people")
+    anonymous = httpx.get(f"{hub.url}/v1/grants")
+    entry = audit_entry_for(hub, anonymous, action="route.refused")
+    assert (entry["reason"], entry["target"]) == ("not-signed-in", "GET /v1/grants")

@@ -1,0 +1,212 @@
+"""The checkpointer signs only a tree that extends its latest checkpoint, on SQLite and
+PostgreSQL: a stored subtree hash changed or lost stops the signing, raises the alarm
+that /readyz reports, is logged once, and the signing resumes once the tree is repaired.
+"""
+
+import asyncio
+import hashlib
+import logging
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from onceonly.hub.audit import leaves
+from onceonly.hub.audit.checkpoints import Checkpointer, load_signer
+from onceonly.hub.audit.service import AuditLog
+from onceonly.hub.db import make_engine, make_sync_engine
+
+from tests.hub_testing import RunningHub, running_hub
+
+ORIGIN = "hub.test/audit"
+FORGED = hashlib.sha256(b"forged").digest()
+
+
+def _entry(n: int) -> dict[str, Any]:
+    return leaves.build_entry(
+        time=datetime.now(UTC), action="record.query", outcome="ok", request_id=f"r{n}"
+    )
+
+
+async def _append(engine: AsyncEngine, count: int) -> None:
+    log = AuditLog(engine, batch_size=16)
+    await log.start()
+    try:
+        for n in range(count):
+            await log.append(_entry(n))
+    finally:
+        await log.stop()
+
+
+def _append_sync(url: str, count: int) -> None:
+    """Append through a writer of its own: another hub process sharing the database."""
+
+    async def run() -> None:
+        engine = make_engine(url)
+        try:
+            await _append(engine, count)
+        finally:
+            await engine.dispose()
+
+    asyncio.run(run())
+
+
+def _execute(url: str, statement: str, **params: Any) -> Any:
+    engine = make_sync_engine(url)
+    with engine.begin() as conn:
+        result = conn.execute(sa.text(statement), params)
+        rows = result.all() if result.returns_rows else None
+    engine.dispose()
+    return rows
+
+
+def _node(url: str, level: int, idx: int) -> bytes:
+    rows = _execute(
+        url, "SELECT hash FROM audit_nodes WHERE level = :l AND idx = :i", l=level, i=idx
+    )
+    return bytes(rows[0][0])
+
+
+def _set_node(url: str, level: int, idx: int, value: bytes) -> None:
+    _execute(
+        url,
+        "UPDATE audit_nodes SET hash = :h WHERE level = :l AND idx = :i",
+        h=value,
+        l=level,
+        i=idx,
+    )
+
+
+def _sizes(url: str) -> list[int]:
+    return [int(r[0]) for r in _execute(url, "SELECT tree_size FROM audit_checkpoints")]
+
+
+@pytest.fixture
+def hub_log(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
+    """The hub's log records, each once (whether or not its logging propagates)."""
+    logger = logging.getLogger("onceonly")
+    propagate, logger.propagate = logger.propagate, False
+    logger.addHandler(caplog.handler)
+    try:
+        with caplog.at_level(logging.WARNING, logger="onceonly"):
+            yield caplog
+    finally:
+        logger.removeHandler(caplog.handler)
+        logger.propagate = propagate
+
+
+@pytest.mark.anyio
+async def test_the_checkpointer_refuses_a_tree_that_does_not_extend_its_checkpoint(
+    database_url: str, tmp_path: Path
+) -> None:
+    engine = make_engine(database_url)
+    signer = load_signer(keys_dir=tmp_path, origin=ORIGIN, create=True)
+    checkpointer = Checkpointer(engine, signer=signer, interval=1)
+    try:
+        await _append(engine, 8)
+        assert (await checkpointer.checkpoint()) is not None
+        assert checkpointer.alarm is None
+        honest = _node(database_url, 3, 0)  # entries 0-7: the root of 8
+        _set_node(database_url, 3, 0, FORGED)
+        assert await checkpointer.checkpoint() is None  # even before the log grows
+        assert "does not extend the checkpoint of 8 entries" in str(checkpointer.alarm)
+        await _append(engine, 4)
+        assert await checkpointer.checkpoint() is None
+        assert _sizes(database_url) == [8]
+        _set_node(database_url, 3, 0, honest)
+        signed = await checkpointer.checkpoint()
+        assert signed is not None
+        assert signed.tree_size == 12
+        assert checkpointer.alarm is None
+    finally:
+        await engine.dispose()
+
+
+@pytest.mark.parametrize(
+    ("damage", "appended", "alarm"),
+    [
+        pytest.param(
+            "DELETE FROM audit_nodes WHERE level = 3 AND idx = 0",
+            0,
+            "the stored log lacks the subtree (3, 0) of entries 0-7",
+            id="a node of the root lost",
+        ),
+        pytest.param(
+            "DELETE FROM audit_entries WHERE idx = 8",
+            0,
+            "the log has fewer entries than its checkpoint of 9",
+            id="the last entry lost",
+        ),
+        pytest.param(
+            "DELETE FROM audit_entries WHERE idx = 8",
+            7,
+            "the stored tree does not extend the checkpoint of 9 entries",
+            id="the last entry replaced",
+        ),
+    ],
+)
+@pytest.mark.anyio
+async def test_a_lost_or_replaced_entry_or_node_stops_the_checkpoints(
+    database_url: str, tmp_path: Path, damage: str, appended: int, alarm: str
+) -> None:
+    engine = make_engine(database_url)
+    signer = load_signer(keys_dir=tmp_path, origin=ORIGIN, create=True)
+    checkpointer = Checkpointer(engine, signer=signer, interval=1)
+    try:
+        await _append(engine, 9)
+        await checkpointer.checkpoint()
+        _execute(database_url, damage)
+        await _append(engine, appended)
+        assert await checkpointer.checkpoint() is None
+        assert alarm in str(checkpointer.alarm)
+        assert _sizes(database_url) == [9]
+    finally:
+        await engine.dispose()
+
+
+def _wait(condition: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + 10
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.02)
+
+
+def _checkpoint_size(hub: RunningHub) -> int:
+    return int(httpx.get(f"{hub.url}/v1/audit/checkpoint").text.split("\n")[1])
+
+
+def test_a_hub_whose_tree_no_longer_extends_its_checkpoint_is_not_ready(
+    database_url: str, tmp_path: Path, hub_log: pytest.LogCaptureFixture
+) -> None:
+    with running_hub(
+        database_url=database_url,
+        data_dir=tmp_path / "hub",
+        checkpoint_interval=0.02,
+        audit_origin=ORIGIN,
+    ) as hub:
+        _append_sync(database_url, 8)
+        _wait(lambda: _checkpoint_size(hub) == 8, "no checkpoint of 8")
+        assert httpx.get(f"{hub.url}/readyz").status_code == 200
+        honest = _node(database_url, 3, 0)
+        _set_node(database_url, 3, 0, FORGED)
+        _append_sync(database_url, 4)
+        _wait(lambda: httpx.get(f"{hub.url}/readyz").status_code == 503, "still ready")
+        readiness = httpx.get(f"{hub.url}/readyz").json()
+        assert "the audit checkpointer refuses to sign" in readiness["detail"]
+        time.sleep(0.5)  # some 25 rounds of the checkpointer
+        assert _checkpoint_size(hub) == 8
+        assert max(_sizes(database_url)) == 8
+        stopped = [r for r in hub_log.records if "checkpoints stopped" in r.getMessage()]
+        assert len(stopped) == 1, "logged once, not every round"
+        assert stopped[0].levelno == logging.ERROR
+
+        _set_node(database_url, 3, 0, honest)
+        _wait(lambda: _checkpoint_size(hub) == 12, "no checkpoint of 12 after the repair")
+        assert httpx.get(f"{hub.url}/readyz").status_code == 200
+        assert any("checkpoints resumed" in r.getMessage() for r in hub_log.records)

@@ -1,0 +1,521 @@
+"""`onceonly audit verify` against a real hub on loopback, on SQLite and PostgreSQL.
+
+Two kinds of tampering are tried. *In place*: someone edits the stored rows and
+leaves the signed checkpoints alone; ``--full`` finds it by recomputing the root.
+*Rewritten*: an operator who holds the signing key rebuilds the whole log (nodes
+and checkpoints too) and lets the hub sign it; the auditor's remembered checkpoint
+(the state file), or another auditor's, exposes the fork or the shrink.
+"""
+
+import asyncio
+import base64
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import sqlalchemy as sa
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from onceonly.hub.audit import leaves
+from onceonly.hub.audit.notes import Signer
+from onceonly.hub.audit.service import AuditLog
+from onceonly.hub.cli import main
+from onceonly.hub.db import make_engine, make_sync_engine
+from onceonly.hub.migrate import upgrade
+
+from tests.hub_testing import RunningHub, problem_type, running_hub
+
+ORIGIN = "hub.test/audit"
+SIZE = 40
+
+
+def _entry(n: int) -> dict[str, Any]:
+    return leaves.build_entry(
+        time=datetime.now(UTC),
+        action="record.query",
+        outcome="ok",
+        request_id=f"r{n}",
+        subject=hashlib.sha256(f"s{n}".encode()).hexdigest(),
+        purpose="benefit-eligibility",
+    )
+
+
+def append(url: str, entries: list[dict[str, Any]]) -> None:
+    """Append through a writer of its own: another hub process sharing the database."""
+
+    async def run() -> None:
+        engine = make_engine(url)
+        log = AuditLog(engine, batch_size=16)
+        await log.start()
+        try:
+            for entry in entries:  # one by one: the order is the list's
+                await log.append(entry)
+        finally:
+            await log.stop()
+            await engine.dispose()
+
+    asyncio.run(run())
+
+
+def stored_entries(url: str) -> list[dict[str, Any]]:
+    engine = make_sync_engine(url)
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text("SELECT leaf FROM audit_entries ORDER BY idx"))
+        found = [json.loads(bytes(row[0])) for row in rows]
+    engine.dispose()
+    return found
+
+
+def execute(url: str, *statements: str, **params: Any) -> None:
+    engine = make_sync_engine(url)
+    with engine.begin() as conn:
+        for statement in statements:
+            conn.execute(sa.text(statement), params)
+    engine.dispose()
+
+
+def rewrite(url: str, entries: list[dict[str, Any]]) -> None:
+    """What an operator with the key could do: replace the log, its nodes and its
+    checkpoints; the hub then signs the new tree."""
+    # One transaction: the running checkpointer must never see entries without nodes
+    # (it would sign that tree, and never sign the smaller rewritten one after it).
+    execute(
+        url, "DELETE FROM audit_checkpoints", "DELETE FROM audit_nodes", "DELETE FROM audit_entries"
+    )
+    append(url, entries)
+    # ...and any checkpoint the running checkpointer stored meanwhile (it may have read
+    # the old tree just before the delete): from here the hub signs only the new tree.
+    execute(url, "DELETE FROM audit_checkpoints")
+
+
+def checkpoint_size(hub: RunningHub) -> int:
+    return int(httpx.get(f"{hub.url}/v1/audit/checkpoint").text.split("\n")[1])
+
+
+def wait_for_checkpoint(hub: RunningHub, size: int) -> None:
+    deadline = time.monotonic() + 10
+    while checkpoint_size(hub) != size:
+        assert time.monotonic() < deadline, f"no checkpoint of size {size}"
+        time.sleep(0.02)
+
+
+def verifier_key(hub: RunningHub) -> str:
+    return httpx.get(f"{hub.url}/v1/audit/verifier-key").text.strip()
+
+
+class Auditor:
+    """Runs the command as an auditor would, with a state file of their own; without a
+    credential (an outside monitor: public routes only) unless ``token`` is given."""
+
+    def __init__(
+        self, capsys: pytest.CaptureFixture[str], state: Path, key: str, token: str = ""
+    ) -> None:
+        self.capsys, self.state, self.key, self.token = capsys, state, key, token
+
+    def verify(self, hub: RunningHub, *options: str) -> tuple[int, str]:
+        self.capsys.readouterr()
+        args = ["audit", "verify", "--hub", hub.url, "--key", self.key]
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("ONCEONLY_SESSION_FILE", str(self.state.with_suffix(".session")))
+            if self.token:
+                patch.setenv("ONCEONLY_TOKEN", self.token)
+            else:
+                patch.delenv("ONCEONLY_TOKEN", raising=False)
+            status = main([*args, "--state", str(self.state), *options])
+        captured = self.capsys.readouterr()
+        return status, captured.out + captured.err
+
+    def signed_in(self, token: str) -> "Auditor":
+        return Auditor(self.capsys, self.state, self.key, token)
+
+
+@pytest.fixture
+def hub(database_url: str, tmp_path: Path) -> Iterator[RunningHub]:
+    with running_hub(
+        database_url=database_url,
+        data_dir=tmp_path / "hub",
+        checkpoint_interval=0.02,
+        audit_origin=ORIGIN,
+    ) as running:
+        yield running
+
+
+@pytest.fixture
+def auditor(hub: RunningHub, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> Auditor:
+    return Auditor(capsys, tmp_path / "auditor.json", verifier_key(hub))
+
+
+@pytest.fixture
+def verified(hub: RunningHub, auditor: Auditor, database_url: str) -> list[dict[str, Any]]:
+    """A log of SIZE entries that the auditor has verified once (state file written)."""
+    append(database_url, [_entry(n) for n in range(SIZE)])
+    wait_for_checkpoint(hub, SIZE)
+    status, output = auditor.verify(hub, "--full")
+    assert status == 0, output
+    return stored_entries(database_url)
+
+
+def test_an_honest_log_verifies_and_keeps_verifying_as_it_grows(
+    hub: RunningHub, auditor: Auditor, verified: list[dict[str, Any]], database_url: str
+) -> None:
+    append(database_url, [_entry(n) for n in range(SIZE, SIZE + 25)])
+    wait_for_checkpoint(hub, SIZE + 25)
+    status, output = auditor.verify(hub, "--full")
+    assert status == 0, output
+    assert f"consistent with the checkpoint in {auditor.state} ({SIZE} entries)" in output
+    assert f"all {SIZE + 25} leaf hashes recomputed" in output
+    assert "entry contents not checked" in output
+    assert json.loads(auditor.state.read_text())["tree_size"] == SIZE + 25
+    status, output = auditor.signed_in(hub.keys.admin_token).verify(hub, "--full")
+    assert status == 0, output
+    assert f"all {SIZE + 25} entries' contents match their leaf hashes" in output
+
+
+def test_a_credential_that_is_no_auditors_cannot_check_contents(
+    hub: RunningHub, auditor: Auditor, verified: list[dict[str, Any]]
+) -> None:
+    status, output = auditor.signed_in("oop_not-a-session").verify(hub, "--full")
+    assert status == 2
+    assert "the hub refuses this credential (401" in output
+
+
+def test_an_entry_edited_in_place_is_detected(
+    hub: RunningHub, auditor: Auditor, verified: list[dict[str, Any]], database_url: str
+) -> None:
+    forged = leaves.leaf_bytes({**verified[7], "purpose": "curiosity"})
+    execute(
+        database_url,
+        "UPDATE audit_entries SET leaf = :leaf, leaf_hash = :hash WHERE idx = 7",
+        leaf=forged,
+        hash=leaves.leaf_hash(forged),
+    )
+    status, output = auditor.verify(hub, "--full")
+    assert status == 1
+    assert "do not add up to the signed root" in output
+
+
+def test_an_entry_whose_leaf_no_longer_matches_its_hash_is_named(
+    hub: RunningHub, auditor: Auditor, verified: list[dict[str, Any]], database_url: str
+) -> None:
+    """Only a reader of contents can see this: the public leaf hashes are unchanged."""
+    forged = leaves.leaf_bytes({**verified[3], "outcome": "refused"})
+    execute(database_url, "UPDATE audit_entries SET leaf = :leaf WHERE idx = 3", leaf=forged)
+    assert auditor.verify(hub, "--full")[0] == 0
+    status, output = auditor.signed_in(hub.keys.admin_token).verify(hub, "--full")
+    assert status == 1
+    assert "entry 3: its content does not match its leaf hash" in output
+
+
+def test_an_edited_history_re_signed_by_the_operator_is_a_fork(
+    hub: RunningHub, auditor: Auditor, verified: list[dict[str, Any]], database_url: str
+) -> None:
+    edited = [*verified[:7], {**verified[7], "purpose": "curiosity"}, *verified[8:]]
+    rewrite(database_url, [*edited, _entry(100), _entry(101)])
+    wait_for_checkpoint(hub, SIZE + 2)
+    status, output = auditor.verify(hub)
+    assert status == 1
+    assert f"FORK: the log of {SIZE + 2} entries does not extend" in output
+    assert "Keep both signed checkpoints as evidence" in output
+
+
+def test_a_deleted_entry_is_detected(
+    hub: RunningHub, auditor: Auditor, verified: list[dict[str, Any]], database_url: str
+) -> None:
+    execute(database_url, "DELETE FROM audit_entries WHERE idx = 12")
+    status, output = auditor.verify(hub, "--full")
+    assert status == 1
+    assert "entry 12 is missing" in output
+
+    rewrite(database_url, verified[:12] + verified[13:])
+    wait_for_checkpoint(hub, SIZE - 1)
+    status, output = auditor.verify(hub)
+    assert status == 1
+    assert f"SHRINK: the log now has {SIZE - 1} entries" in output
+
+
+def test_two_swapped_entries_are_detected(
+    hub: RunningHub, auditor: Auditor, verified: list[dict[str, Any]], database_url: str
+) -> None:
+    execute(
+        database_url,
+        "UPDATE audit_entries SET idx = -1 WHERE idx = 5",
+        "UPDATE audit_entries SET idx = 5 WHERE idx = 6",
+        "UPDATE audit_entries SET idx = 6 WHERE idx = -1",
+    )
+    status, output = auditor.verify(hub, "--full")
+    assert status == 1
+    assert "do not add up to the signed root" in output
+
+    swapped = [*verified[:5], verified[6], verified[5], *verified[7:]]
+    rewrite(database_url, swapped)
+    wait_for_checkpoint(hub, SIZE)
+    status, output = auditor.verify(hub)
+    assert status == 1
+    assert f"FORK: two different logs of {SIZE} entries" in output
+
+
+def test_a_truncated_tail_is_detected(
+    hub: RunningHub, auditor: Auditor, verified: list[dict[str, Any]], database_url: str
+) -> None:
+    execute(database_url, "DELETE FROM audit_entries WHERE idx >= 30")
+    status, output = auditor.verify(hub, "--full")
+    assert status == 1
+    assert "entry 30 is missing" in output
+
+    rewrite(database_url, verified[:30])
+    wait_for_checkpoint(hub, 30)
+    status, output = auditor.verify(hub)
+    assert status == 1
+    assert f"SHRINK: the log now has 30 entries, but the checkpoint in {auditor.state}" in output
+
+
+def test_two_auditors_shown_different_trees_detect_the_fork_by_comparing(
+    hub: RunningHub,
+    database_url: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A second hub with the same key and origin but another log: each auditor alone
+    is satisfied; comparing their checkpoints shows the fork."""
+    other_url = f"sqlite:///{tmp_path / 'other.db'}"
+    upgrade(other_url)
+    append(database_url, [_entry(n) for n in range(SIZE)])
+    append(other_url, [_entry(n + 1000) for n in range(SIZE)])
+    with running_hub(
+        database_url=other_url,
+        data_dir=tmp_path / "hub",  # the same keys
+        checkpoint_interval=0.02,
+        audit_origin=ORIGIN,
+    ) as other:
+        wait_for_checkpoint(hub, SIZE)
+        wait_for_checkpoint(other, SIZE)
+        key = verifier_key(hub)
+        assert verifier_key(other) == key
+        first = Auditor(capsys, tmp_path / "first.json", key)
+        second = Auditor(capsys, tmp_path / "second.json", key)
+        assert first.verify(hub, "--full")[0] == 0
+        assert second.verify(other, "--full")[0] == 0
+        status, output = second.verify(other, "--compare", str(first.state))
+    assert status == 1
+    assert f"FORK: two different logs of {SIZE} entries" in output
+
+
+def test_a_checkpoint_not_signed_by_the_pinned_key_is_refused(
+    hub: RunningHub, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    impostor = Signer(ORIGIN, Ed25519PrivateKey.generate()).verifier
+    status, output = Auditor(capsys, tmp_path / "s.json", str(impostor)).verify(hub)
+    assert status == 1
+    assert "not validly signed by the pinned key" in output
+    assert not (tmp_path / "s.json").exists()
+
+
+def test_usage_and_network_problems_exit_2(
+    hub: RunningHub, auditor: Auditor, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    status, output = Auditor(capsys, tmp_path / "s.json", "not a key").verify(hub)
+    assert status == 2
+    assert "--key" in output
+    gone = RunningHub(url="http://127.0.0.1:9", settings=hub.settings, keys=hub.keys)
+    status, output = auditor.verify(gone)
+    assert status == 2
+    assert "cannot reach the hub" in output
+
+
+def test_the_empty_log_has_a_signed_checkpoint_of_size_zero(hub: RunningHub) -> None:
+    note = httpx.get(f"{hub.url}/v1/audit/checkpoint")
+    assert note.headers["content-type"].startswith("text/plain")
+    empty_root = base64.b64encode(hashlib.sha256(b"").digest()).decode()
+    assert note.text.startswith(f"{ORIGIN}\n0\n{empty_root}\n\n\u2014 {ORIGIN} ")
+    assert verifier_key(hub).startswith(f"{ORIGIN}+")
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "proof/inclusion?index=3&tree_size=3",
+        "proof/inclusion?index=0&tree_size=4",
+        "proof/inclusion?index=-1&tree_size=2",
+        "proof/inclusion?index=x&tree_size=2",
+        "proof/inclusion?index=0",
+        "proof/consistency?from=3&to=2",
+        "proof/consistency?from=1&to=4",
+        "proof/consistency?from=0&to=99999999999999999999999999",
+        "proof/consistency?from=1.5&to=2",
+        "checkpoints?since_size=-4",
+        "leaves?start=0&limit=100000",
+    ],
+)
+def test_bad_proof_parameters_are_a_400_problem(
+    hub: RunningHub, database_url: str, query: str
+) -> None:
+    append(database_url, [_entry(n) for n in range(3)])
+    response = httpx.get(f"{hub.url}/v1/audit/{query}")
+    assert response.status_code == 400
+    assert problem_type(response) in ("invalid-request", "invalid-tree-request")
+
+
+def test_proofs_and_history_are_public(hub: RunningHub, database_url: str) -> None:
+    append(database_url, [_entry(n) for n in range(5)])
+    wait_for_checkpoint(hub, 5)
+    for path in (
+        "proof/inclusion?index=2&tree_size=5",
+        "proof/consistency?from=2&to=5",
+        "entries/4",
+        "leaves?start=3",
+    ):
+        assert httpx.get(f"{hub.url}/v1/audit/{path}").status_code == 200, path
+    history = httpx.get(f"{hub.url}/v1/audit/checkpoints?since_size=1").json()
+    sizes = [c["tree_size"] for c in history["checkpoints"]]
+    assert sizes == sorted(set(sizes))
+    assert sizes[-1] == 5
+
+
+@pytest.fixture
+def hub_log(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
+    """The hub's log records of ERROR and above (also when its logging stops propagation)."""
+    logger = logging.getLogger("onceonly")
+    logger.addHandler(caplog.handler)
+    try:
+        with caplog.at_level(logging.ERROR, logger="onceonly"):
+            yield caplog
+    finally:
+        logger.removeHandler(caplog.handler)
+
+
+@pytest.mark.parametrize(
+    ("damage", "query", "named"),
+    [
+        (
+            "DELETE FROM audit_entries WHERE idx = 2",
+            "proof/inclusion?index=3&tree_size=8",
+            "entry 2",
+        ),
+        (
+            "DELETE FROM audit_entries WHERE idx = 2",
+            "proof/consistency?from=3&to=8",
+            "entry 2",
+        ),
+        (
+            "DELETE FROM audit_nodes WHERE level = 1 AND idx = 0",
+            "proof/inclusion?index=3&tree_size=8",
+            "the subtree (1, 0) of entries 0-1",
+        ),
+    ],
+)
+def test_a_proof_that_needs_a_lost_hash_is_a_damaged_log_problem(
+    hub: RunningHub,
+    database_url: str,
+    hub_log: pytest.LogCaptureFixture,
+    damage: str,
+    query: str,
+    named: str,
+) -> None:
+    append(database_url, [_entry(n) for n in range(8)])
+    wait_for_checkpoint(hub, 8)
+    execute(database_url, damage)
+    response = httpx.get(f"{hub.url}/v1/audit/{query}")
+    assert response.status_code == 500
+    assert problem_type(response) == "audit-log-damaged"
+    assert named in response.json()["detail"]
+    assert "KeyError" not in response.text
+    damaged = [r for r in hub_log.records if "audit log is damaged" in r.getMessage()]
+    assert damaged, hub_log.text
+    assert named in damaged[0].getMessage()
+    assert not any(r.exc_info for r in hub_log.records), "no traceback"
+
+
+def test_a_hub_that_cannot_prove_a_size_it_signed_fails_verification(
+    hub: RunningHub, auditor: Auditor, verified: list[dict[str, Any]], database_url: str
+) -> None:
+    """A 5xx to a proof of signed sizes is the hub failing to prove what it signed."""
+    append(database_url, [_entry(n) for n in range(SIZE, SIZE + 25)])
+    wait_for_checkpoint(hub, SIZE + 25)
+    # (3, 4), entries 32-39, is in the proof from 40 to 65 but not in the root of 65.
+    execute(database_url, "DELETE FROM audit_nodes WHERE level = 3 AND idx = 4")
+    status, output = auditor.verify(hub)
+    assert status == 1, output
+    assert f"cannot prove /v1/audit/proof/consistency?from={SIZE}&to={SIZE + 25}" in output
+    assert "500" in output
+    assert json.loads(auditor.state.read_text())["tree_size"] == SIZE  # evidence kept
+
+
+def test_full_checks_the_proofs_the_hub_serves_not_only_the_root(
+    hub: RunningHub, auditor: Auditor, verified: list[dict[str, Any]], database_url: str
+) -> None:
+    """A corrupted stored subtree that the root of 40 does not use (the root is made of
+    (5, 0) and (3, 4)): the leaves still add up, the hub's proofs do not."""
+    execute(
+        database_url,
+        "UPDATE audit_nodes SET hash = :forged WHERE level = 1 AND idx = 0",
+        forged=hashlib.sha256(b"forged").digest(),
+    )
+    assert auditor.verify(hub)[0] == 0  # the quick check sees nothing
+    status, output = auditor.verify(hub, "--full")
+    assert status == 1, output
+    assert f"all {SIZE} leaf hashes recomputed" in output
+    assert f"entry 2: the hub's inclusion proof does not lead to the signed root of {SIZE}" in (
+        output
+    )
+
+
+def test_full_reports_the_proofs_it_checked(
+    hub: RunningHub, auditor: Auditor, verified: list[dict[str, Any]]
+) -> None:
+    status, output = auditor.verify(hub, "--full")
+    assert status == 0, output
+    assert "inclusion and consistency proofs of every entry and size lead to the signed" in (output)
+
+
+def test_checkpoint_times_carry_their_offset(hub: RunningHub, database_url: str) -> None:
+    append(database_url, [_entry(n) for n in range(3)])
+    wait_for_checkpoint(hub, 3)
+    history = httpx.get(f"{hub.url}/v1/audit/checkpoints").json()["checkpoints"]
+    assert history
+    for checkpoint in history:
+        assert datetime.fromisoformat(checkpoint["time"]).utcoffset() is not None, checkpoint
+
+
+def test_a_development_hub_keeps_its_origin_when_restarted_elsewhere(
+    database_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No audit_origin: the origin is derived once and kept with the data directory, so
+    the same log, served from another port and host name, still verifies."""
+    data_dir = tmp_path / "hub"
+    with running_hub(database_url=database_url, data_dir=data_dir, checkpoint_interval=0.02) as hub:
+        key = verifier_key(hub)
+        append(database_url, [_entry(n) for n in range(SIZE)])
+        wait_for_checkpoint(hub, SIZE)
+        auditor = Auditor(capsys, tmp_path / "auditor.json", key)
+        status, output = auditor.verify(hub, "--full")
+        assert status == 0, output
+    with running_hub(
+        database_url=database_url,
+        data_dir=data_dir,
+        checkpoint_interval=0.02,
+        issuer="http://localhost:8443",  # another port and host name than the first
+    ) as moved:
+        assert moved.url != hub.url
+        assert verifier_key(moved) == key
+        append(database_url, [_entry(n) for n in range(SIZE, SIZE + 5)])
+        wait_for_checkpoint(moved, SIZE + 5)
+        status, output = auditor.verify(moved, "--full")
+    assert status == 0, output
+    assert f"consistent with the checkpoint in {auditor.state} ({SIZE} entries)" in output
+
+
+def test_a_hostile_state_file_nested_deep_cannot_crash_the_verifier(
+    hub: RunningHub, auditor: Auditor, tmp_path: Path
+) -> None:
+    auditor.state.write_text("{" + '"a":[' * 100_000 + "]" * 100_000 + "}")
+    status, output = auditor.verify(hub)
+    assert status == 2
+    assert "is not a state file or a checkpoint" in output
+    assert "RecursionError" not in output

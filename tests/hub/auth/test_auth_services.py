@@ -1,0 +1,316 @@
+"""Token services: introspection (RFC 7662), revocation (RFC 7009), server nonces
+(RFC 9449 §8, §9), a client's own registration; on SQLite and PostgreSQL.
+
+Departments only ever see their own: OWASP API1 (object level authorization) and
+API5 (function level authorization) are asserted here too.
+"""
+
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from joserfc import jwt
+from joserfc.jwk import ECKey
+
+from onceonly.adapters import AuthenticationFailed, DPoPKey, HubClient, public_jwks
+
+from tests.hub.exchange_world import (
+    ADDRESS,
+    CONSUMER,
+    CONSUMER_CLIENT,
+    PURPOSE,
+    SUBJECT,
+    World,
+    exchange_world,
+)
+from tests.hub_testing import audit_entry_for, problem_type
+
+ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+OTHER_CLIENT, OTHER_DEPARTMENT = "tax-adapter", "tax"
+
+
+@pytest.fixture
+def world(database_url: str, tmp_path: Path) -> Iterator[World]:
+    with exchange_world(database_url=database_url, tmp_path=tmp_path) as built:
+        yield built
+
+
+def client_form(world: World, client_id: str, key: ECKey, **form: str) -> dict[str, str]:
+    """Form parameters authenticating ``client_id`` with private_key_jwt."""
+    now = int(time.time())
+    claims = {
+        "iss": client_id,
+        "sub": client_id,
+        "aud": world.hub.settings.issuer,
+        "iat": now,
+        "exp": now + 60,
+        "jti": uuid.uuid4().hex,
+    }
+    signed = jwt.encode({"alg": "ES256", "kid": key.kid}, claims, key)
+    return {"client_assertion_type": ASSERTION_TYPE, "client_assertion": signed, **form}
+
+
+def token(world: World, client_id: str, key: ECKey, dpop: DPoPKey) -> str:
+    url = f"{world.hub.url}/oauth/token"
+    form = client_form(world, client_id, key, grant_type="client_credentials")
+    response = httpx.post(url, data=form, headers={"DPoP": dpop.proof("POST", url)})
+    assert response.status_code == 200, response.text
+    return str(response.json()["access_token"])
+
+
+def other_department(world: World) -> ECKey:
+    key = ECKey.generate_key("P-256", auto_kid=True)
+    with world.hub.admin() as admin:
+        admin.put_client(OTHER_CLIENT, department=OTHER_DEPARTMENT, jwks=public_jwks(key))
+    return key
+
+
+def introspect(world: World, client_id: str, key: ECKey, subject_token: str) -> httpx.Response:
+    form = client_form(world, client_id, key, token=subject_token)
+    return httpx.post(f"{world.hub.url}/oauth/introspect", data=form)
+
+
+def revoke(world: World, client_id: str, key: ECKey, subject_token: str) -> httpx.Response:
+    form = client_form(world, client_id, key, token=subject_token, token_type_hint="access_token")
+    return httpx.post(f"{world.hub.url}/oauth/revoke", data=form)
+
+
+def query(world: World, access_token: str, dpop: DPoPKey) -> httpx.Response:
+    url = f"{world.hub.url}/v1/items/{ADDRESS}/records/query"
+    body = {"subject": SUBJECT, "purpose": PURPOSE}
+    return httpx.post(url, json=body, headers=dpop.headers("POST", url, access_token))
+
+
+# --- introspection (RFC 7662) -----------------------------------------------------------
+
+
+def test_introspection_describes_an_own_token(world: World) -> None:
+    dpop = DPoPKey.generate()
+    access = token(world, CONSUMER_CLIENT, world.consumer_key, dpop)
+    response = introspect(world, CONSUMER_CLIENT, world.consumer_key, access)
+    assert response.status_code == 200, response.text
+    assert response.headers["cache-control"] == "no-store"
+    body = response.json()
+    assert body["active"] is True
+    assert (body["client_id"], body["department"], body["token_type"]) == (
+        CONSUMER_CLIENT,
+        CONSUMER,
+        "DPoP",
+    )
+    assert body["cnf"] == {"jkt": dpop.thumbprint}
+    assert body["scope"] == f"audit:read read:{ADDRESS}"
+    assert body["iss"] == world.hub.settings.issuer
+    assert body["exp"] > body["iat"]
+    entry = audit_entry_for(world.hub, response, action="token.introspect")
+    assert (entry["outcome"], entry["client"]) == ("ok", CONSUMER_CLIENT)
+
+
+@pytest.mark.parametrize("what", ["garbage", "expired-forgery", "another-departments-token"])
+def test_introspection_of_anything_else_is_inactive(world: World, what: str) -> None:
+    other_key = other_department(world)
+    subject_token = {
+        "garbage": "a.b.c",
+        "expired-forgery": jwt.encode({"alg": "ES256"}, {"exp": 1}, other_key),
+        "another-departments-token": token(world, OTHER_CLIENT, other_key, DPoPKey.generate()),
+    }[what]
+    response = introspect(world, CONSUMER_CLIENT, world.consumer_key, subject_token)
+    assert response.status_code == 200, response.text
+    assert response.json() == {"active": False}
+
+
+def test_introspection_needs_client_authentication(world: World) -> None:
+    """Without credentials the request names no client: refused, and not audited (a
+    decision about nobody); naming a client that fails is audited."""
+    access = token(world, CONSUMER_CLIENT, world.consumer_key, DPoPKey.generate())
+    response = httpx.post(f"{world.hub.url}/oauth/introspect", data={"token": access})
+    assert response.status_code == 401
+    assert response.json()["error"] == "invalid_client"
+    with pytest.raises(AssertionError, match=r"no token\.introspect audit entry"):
+        audit_entry_for(world.hub, response, action="token.introspect")
+    named = httpx.post(
+        f"{world.hub.url}/oauth/introspect", data={"token": access, "client_id": CONSUMER_CLIENT}
+    )
+    assert named.status_code == 401
+    entry = audit_entry_for(world.hub, named, action="token.introspect")
+    assert (entry["outcome"], entry["reason"]) == ("refused", "oauth-invalid-client")
+
+
+def test_introspection_without_a_token_parameter_is_invalid_request(world: World) -> None:
+    form = client_form(world, CONSUMER_CLIENT, world.consumer_key)
+    response = httpx.post(f"{world.hub.url}/oauth/introspect", data=form)
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid_request"
+
+
+# --- revocation (RFC 7009) --------------------------------------------------------------
+
+
+def test_revoked_token_is_refused_at_once_and_inactive(world: World) -> None:
+    dpop = DPoPKey.generate()
+    access = token(world, CONSUMER_CLIENT, world.consumer_key, dpop)
+    assert query(world, access, dpop).status_code == 200
+    response = revoke(world, CONSUMER_CLIENT, world.consumer_key, access)
+    assert response.status_code == 200, response.text
+    entry = audit_entry_for(world.hub, response, action="token.revoke")
+    assert (entry["outcome"], entry["client"]) == ("ok", CONSUMER_CLIENT)
+    refused = query(world, access, dpop)
+    assert refused.status_code == 401
+    assert problem_type(refused) == "invalid-token"
+    assert "revoked" in refused.json()["detail"]
+    introspected = introspect(world, CONSUMER_CLIENT, world.consumer_key, access).json()
+    assert introspected == {"active": False}
+    assert revoke(world, CONSUMER_CLIENT, world.consumer_key, access).status_code == 200
+
+
+def test_a_department_cannot_revoke_another_departments_token(world: World) -> None:
+    dpop = DPoPKey.generate()
+    access = token(world, CONSUMER_CLIENT, world.consumer_key, dpop)
+    other_key = other_department(world)
+    response = revoke(world, OTHER_CLIENT, other_key, access)
+    assert response.status_code == 200  # RFC 7009 §2.2: says nothing about the token
+    assert query(world, access, dpop).status_code == 200
+    entry = audit_entry_for(world.hub, response, action="token.revoke")
+    assert (entry["client"], entry["reason"]) == (OTHER_CLIENT, "not-revoked")
+
+
+def test_revoked_token_is_refused_by_client_endpoints_too(world: World) -> None:
+    dpop = DPoPKey.generate()
+    access = token(world, CONSUMER_CLIENT, world.consumer_key, dpop)
+    url = f"{world.hub.url}/v1/clients/self"
+    assert httpx.get(url, headers=dpop.headers("GET", url, access)).status_code == 200
+    revoke(world, CONSUMER_CLIENT, world.consumer_key, access)
+    response = httpx.get(url, headers=dpop.headers("GET", url, access))
+    assert response.status_code == 401
+    assert problem_type(response) == "invalid-token"
+
+
+# --- a client's own registration --------------------------------------------------------
+
+
+def test_a_client_reads_its_own_registration(world: World) -> None:
+    dpop = DPoPKey.generate()
+    access = token(world, CONSUMER_CLIENT, world.consumer_key, dpop)
+    url = f"{world.hub.url}/v1/clients/self"
+    body = httpx.get(url, headers=dpop.headers("GET", url, access)).json()
+    assert body == {
+        "client_id": CONSUMER_CLIENT,
+        "department": CONSUMER,
+        "kids": [world.consumer_key.kid],
+    }
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("PUT", f"/v1/clients/{OTHER_CLIENT}/jwks"),
+        ("GET", f"/v1/clients/{OTHER_CLIENT}"),
+        ("PUT", f"/v1/admin/clients/{OTHER_CLIENT}"),
+        ("GET", "/v1/admin/grants"),
+        ("POST", "/v1/admin/grants"),
+    ],
+)
+def test_a_client_cannot_reach_another_departments_clients_or_grants(
+    world: World, method: str, path: str
+) -> None:
+    other_department(world)
+    dpop = DPoPKey.generate()
+    access = token(world, CONSUMER_CLIENT, world.consumer_key, dpop)
+    url = world.hub.url + path
+    body: dict[str, Any] = (
+        {"consumer": CONSUMER, "item": ADDRESS, "purpose": "any", "legal_basis": "none"}
+        if path.endswith("grants")
+        else {"department": OTHER_DEPARTMENT, "jwks": public_jwks(world.consumer_key)}
+    )
+    response = httpx.request(method, url, json=body, headers=dpop.headers(method, url, access))
+    assert response.status_code in (401, 404, 405), response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+
+
+def test_a_client_replaces_its_own_keys_and_the_old_one_stops_working(world: World) -> None:
+    new_key = ECKey.generate_key("P-256", auto_kid=True)
+    with world.client() as client:
+        kids = client.rotate_key(new_key)
+        assert kids == [new_key.kid]
+        assert client.fetch(ADDRESS, SUBJECT, purpose=PURPOSE).record
+    stale = HubClient(world.hub.url, client_id=CONSUMER_CLIENT, key=world.consumer_key, retries=0)
+    with stale, pytest.raises(AuthenticationFailed):
+        stale.fetch(ADDRESS, SUBJECT, purpose=PURPOSE)
+    with world.hub.admin() as admin:
+        entries = admin.audit_entries(action="client.keys.put")["entries"]
+    assert [e["entry"]["target"] for e in entries] == [CONSUMER_CLIENT, CONSUMER_CLIENT]
+
+
+@pytest.mark.parametrize(
+    "jwks",
+    [
+        {"keys": []},
+        {"keys": [{"kty": "oct", "k": "c2VjcmV0"}]},
+        {"keys": [{**ECKey.generate_key("P-256").as_dict(private=True)}]},
+        {"keys": [{"kty": "EC", "crv": "P-256", "x": "AAAA", "y": "AAAA"}]},
+    ],
+    ids=["empty", "symmetric", "private", "not-on-the-curve"],
+)
+def test_a_client_cannot_register_bad_keys(world: World, jwks: dict[str, Any]) -> None:
+    with world.client() as client, pytest.raises(Exception) as refused:  # noqa: PT011
+        client.register_keys(jwks)
+    assert getattr(refused.value, "status", None) == 422
+    with world.client() as client:  # the old key still works
+        assert client.fetch(ADDRESS, SUBJECT, purpose=PURPOSE).record
+
+
+# --- server-provided nonces (RFC 9449 §8, §9) -------------------------------------------
+
+
+@pytest.fixture
+def nonce_world(database_url: str, tmp_path: Path) -> Iterator[World]:
+    with exchange_world(database_url=database_url, tmp_path=tmp_path, dpop_nonce=True) as built:
+        yield built
+
+
+def test_token_endpoint_asks_for_its_nonce_first(nonce_world: World) -> None:
+    world, dpop = nonce_world, DPoPKey.generate()
+    url = f"{world.hub.url}/oauth/token"
+    form = client_form(world, CONSUMER_CLIENT, world.consumer_key, grant_type="client_credentials")
+    first = httpx.post(url, data=form, headers={"DPoP": dpop.proof("POST", url)})
+    assert first.status_code == 400
+    assert first.json()["error"] == "use_dpop_nonce"
+    nonce = first.headers["dpop-nonce"]
+    form = client_form(world, CONSUMER_CLIENT, world.consumer_key, grant_type="client_credentials")
+    second = httpx.post(url, data=form, headers={"DPoP": dpop.proof("POST", url, nonce=nonce)})
+    assert second.status_code == 200, second.text
+    assert second.headers["dpop-nonce"]
+
+
+def test_resource_asks_for_its_nonce_and_accepts_it(nonce_world: World) -> None:
+    world, dpop = nonce_world, DPoPKey.generate()
+    url = f"{world.hub.url}/oauth/token"
+    form = client_form(world, CONSUMER_CLIENT, world.consumer_key, grant_type="client_credentials")
+    nonce = httpx.post(url, data=form, headers={"DPoP": dpop.proof("POST", url)}).headers[
+        "dpop-nonce"
+    ]
+    form = client_form(world, CONSUMER_CLIENT, world.consumer_key, grant_type="client_credentials")
+    proof = dpop.proof("POST", url, nonce=nonce)
+    access = httpx.post(url, data=form, headers={"DPoP": proof}).json()["access_token"]
+    query_url = f"{world.hub.url}/v1/items/{ADDRESS}/records/query"
+    body = {"subject": SUBJECT, "purpose": PURPOSE}
+    refused = httpx.post(query_url, json=body, headers=dpop.headers("POST", query_url, access))
+    assert refused.status_code == 401
+    assert 'error="use_dpop_nonce"' in refused.headers["www-authenticate"]
+    assert problem_type(refused) == "use-dpop-nonce"
+    headers = dpop.headers("POST", query_url, access, nonce=refused.headers["dpop-nonce"])
+    assert httpx.post(query_url, json=body, headers=headers).status_code == 200
+
+
+def test_sdk_retries_once_with_the_hubs_nonce(nonce_world: World) -> None:
+    with nonce_world.client() as client:
+        assert client.fetch(ADDRESS, SUBJECT, purpose=PURPOSE).record
+        assert client.fetch(ADDRESS, SUBJECT, purpose=PURPOSE).record
+    with nonce_world.hub.admin() as admin:
+        tokens = admin.audit_entries(action="token.issue")["entries"]
+        queries = admin.audit_entries(action="record.query")["entries"]
+    assert [e["entry"]["outcome"] for e in tokens] == ["refused", "ok"]
+    assert [e["entry"]["outcome"] for e in queries] == ["ok", "ok"]  # the nonce came along

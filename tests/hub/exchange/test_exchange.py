@@ -1,0 +1,319 @@
+"""One record exchange end to end, and every refusal, on SQLite and PostgreSQL.
+
+The hub and the owner's adapter run as real servers on loopback; the consumer is
+the adapters SDK or raw HTTP, as a department written in another language would be.
+"""
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from joserfc import jwt
+
+from onceonly.adapters import (
+    AccessDenied,
+    AuthenticationFailed,
+    DPoPKey,
+    HubClient,
+    NotFound,
+    OnceonlyError,
+    UpstreamError,
+)
+from onceonly.hub.audit import leaves
+from onceonly.hub.kit import base64url
+
+from tests.hub.exchange_world import (
+    ADDRESS,
+    ADDRESS_RECORD,
+    CONSUMER,
+    CONSUMER_CLIENT,
+    IDENTITY,
+    OWNER,
+    PURPOSE,
+    SUBJECT,
+    World,
+    exchange_world,
+)
+from tests.hub_testing import CATALOGUE, problem_type, serve
+
+
+@pytest.fixture
+def world(database_url: str, tmp_path: Path) -> Iterator[World]:
+    with exchange_world(database_url=database_url, tmp_path=tmp_path) as built:
+        yield built
+
+
+DPOP = DPoPKey.generate()  # the raw-HTTP consumer's proof-of-possession key
+
+
+def token_for(world: World, scope: str | None = None) -> str:
+    """A DPoP-bound access token, requested as docs/protocol.md §2 says."""
+    now = int(time.time())
+    assertion = jwt.encode(
+        {"alg": "ES256", "kid": world.consumer_key.kid},
+        {
+            "iss": CONSUMER_CLIENT,
+            "sub": CONSUMER_CLIENT,
+            "aud": world.hub.settings.issuer,
+            "iat": now,
+            "exp": now + 60,
+            "jti": uuid.uuid4().hex,
+        },
+        world.consumer_key,
+    )
+    form = {
+        "grant_type": "client_credentials",
+        "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+        "client_assertion": assertion,
+    }
+    if scope is not None:
+        form["scope"] = scope
+    url = f"{world.hub.url}/oauth/token"
+    response = httpx.post(url, data=form, headers={"DPoP": DPOP.proof("POST", url)})
+    assert response.status_code == 200, response.text
+    assert response.json()["token_type"] == "DPoP"
+    return str(response.json()["access_token"])
+
+
+def query(world: World, item: str, token: str | None, **body: Any) -> httpx.Response:
+    url = f"{world.hub.url}/v1/items/{item}/records/query"
+    headers = DPOP.headers("POST", url, token) if token else {}
+    payload = {"subject": SUBJECT, "purpose": PURPOSE, **body}
+    return httpx.post(url, json=payload, headers=headers)
+
+
+def last_entry(world: World) -> dict[str, Any]:
+    with world.hub.admin() as admin:
+        page = admin.audit_entries(action="record.query", limit=1000)
+    return dict(page["entries"][-1]["entry"])
+
+
+def test_consumer_receives_record_with_receipt_of_committed_audit_entry(world: World) -> None:
+    with world.client() as client:
+        result = client.fetch(ADDRESS, SUBJECT, purpose=PURPOSE)
+    assert result.record == ADDRESS_RECORD
+    assert result.version == 1
+    url = f"{world.hub.url}/v1/audit/entries/{result.receipt.index}"
+    public = httpx.get(url).json()
+    assert public == {"index": result.receipt.index, "leaf_hash": result.receipt.leaf_hash}
+    response = httpx.get(url, headers={"Authorization": f"Bearer {world.hub.keys.admin_token}"})
+    entry = response.json()["entry"]
+    assert (entry["outcome"], entry["department"], entry["purpose"]) == ("ok", CONSUMER, PURPOSE)
+    assert "digest" not in entry
+    key = base64url.decode(result.receipt.commitment_key or "")
+    assert entry["commitment"] == result.receipt.commitment
+    assert entry["commitment"] == leaves.commitment(key, ADDRESS_RECORD)
+    assert SUBJECT not in response.text  # only the pseudonym is kept
+
+
+def test_owner_adapter_keeps_its_own_trail_of_what_it_served(world: World) -> None:
+    with world.client() as client:
+        client.fetch(ADDRESS, SUBJECT, purpose=PURPOSE)
+    served = world.owner_store.served_entries()
+    assert [(s.item, s.consumer, s.outcome) for s in served] == [(ADDRESS, CONSUMER, "ok")]
+
+
+def test_refuses_query_without_token(world: World) -> None:
+    response = query(world, ADDRESS, None)
+    assert response.status_code == 401
+    assert problem_type(response) == "invalid-token"
+    assert response.headers["www-authenticate"].startswith("DPoP")
+    assert last_entry(world)["reason"] == "invalid-token"
+
+
+def test_refuses_query_with_forged_token(world: World) -> None:
+    good = token_for(world)
+    header, payload, signature = good.split(".")
+    forged = f"{header}.{payload}.{signature[::-1]}"
+    response = query(world, ADDRESS, forged)
+    assert response.status_code == 401
+    assert problem_type(response) == "invalid-token"
+    assert last_entry(world)["outcome"] == "refused"
+
+
+def test_refuses_token_signed_by_the_client_instead_of_the_hub(world: World) -> None:
+    now = int(time.time())
+    claims = {
+        "iss": world.hub.settings.issuer,
+        "aud": world.hub.settings.issuer,
+        "sub": CONSUMER_CLIENT,
+        "client_id": CONSUMER_CLIENT,
+        "department": CONSUMER,
+        "scope": f"read:{ADDRESS}",
+        "jti": "x",
+        "iat": now,
+        "exp": now + 60,
+    }
+    self_made = jwt.encode(
+        {"alg": "ES256", "typ": "at+jwt", "kid": world.hub.keys.kid}, claims, world.consumer_key
+    )
+    response = query(world, ADDRESS, self_made)
+    assert response.status_code == 401
+
+
+def test_refuses_query_outside_the_tokens_scope(world: World) -> None:
+    with world.hub.admin() as admin:
+        admin.create_grant(consumer=CONSUMER, item=IDENTITY, purpose=PURPOSE, legal_basis="test")
+    token = token_for(world, scope=f"read:{IDENTITY}")
+    response = query(world, ADDRESS, token)
+    assert response.status_code == 403
+    assert problem_type(response) == "insufficient-scope"
+    assert last_entry(world)["reason"] == "insufficient-scope"
+
+
+def test_refuses_item_the_department_holds_no_grant_for(world: World) -> None:
+    with world.client() as client, pytest.raises(AccessDenied) as refused:
+        client.fetch(IDENTITY, SUBJECT, purpose=PURPOSE)
+    assert refused.value.problem_type.endswith("insufficient-scope")
+    entry = last_entry(world)
+    assert (entry["item"], entry["outcome"], entry["department"]) == (IDENTITY, "refused", CONSUMER)
+
+
+def test_refuses_query_for_another_purpose_than_granted(world: World) -> None:
+    with world.client() as client, pytest.raises(AccessDenied) as refused:
+        client.fetch(ADDRESS, SUBJECT, purpose="tax-assessment")
+    assert refused.value.problem_type.endswith("no-grant")
+    assert last_entry(world)["purpose"] == "tax-assessment"
+
+
+def test_revoked_grant_refuses_the_next_query_even_with_a_live_token(world: World) -> None:
+    token = token_for(world)
+    assert query(world, ADDRESS, token).status_code == 200
+    with world.hub.admin() as admin:
+        grant = admin.list_grants(consumer=CONSUMER)[0]
+        admin.revoke_grant(grant["id"])
+    response = query(world, ADDRESS, token)
+    assert response.status_code == 403
+    assert problem_type(response) == "no-grant"
+
+
+def test_refuses_unknown_item(world: World) -> None:
+    response = query(world, "person.favourite-colour", token_for(world))
+    assert response.status_code == 404
+    assert problem_type(response) == "unknown-item"
+    assert last_entry(world)["reason"] == "unknown-item"
+
+
+def test_missing_record_is_not_found_only_after_authorization(world: World) -> None:
+    with world.client() as client, pytest.raises(NotFound):
+        client.fetch(ADDRESS, "49002124277", purpose=PURPOSE)
+    assert last_entry(world)["reason"] == "record-not-found"
+
+
+def test_answers_503_when_the_owner_adapter_is_down(world: World) -> None:
+    with world.hub.admin() as admin:
+        admin.put_department(OWNER, name="Civil Registry Office", adapter_url="http://127.0.0.1:9")
+    with world.client() as client, pytest.raises(UpstreamError) as failed:
+        client.fetch(ADDRESS, SUBJECT, purpose=PURPOSE)
+    assert failed.value.status == 503
+    entry = last_entry(world)
+    assert (entry["outcome"], entry["reason"]) == ("failed", "owner-unavailable")
+
+
+def _lying_owner() -> FastAPI:
+    app = FastAPI()
+
+    @app.post("/v1/items/{item}/records/query")
+    async def answer(item: str) -> dict[str, Any]:
+        return {"item": item, "version": 1, "record": {"street": 42, "city": "Tallinn"}}
+
+    return app
+
+
+def test_answers_502_when_the_owner_answers_data_outside_the_schema(world: World) -> None:
+    with serve(_lying_owner()) as liar, world.hub.admin() as admin:
+        admin.put_department(OWNER, name="Civil Registry Office", adapter_url=liar)
+        with world.client() as client, pytest.raises(UpstreamError) as failed:
+            client.fetch(ADDRESS, SUBJECT, purpose=PURPOSE)
+    assert failed.value.status == 502
+    assert last_entry(world)["reason"] == "owner-invalid-response"
+
+
+def _slow_owner() -> FastAPI:
+    app = FastAPI()
+
+    @app.post("/v1/items/{item}/records/query")
+    async def answer(item: str) -> dict[str, Any]:
+        await asyncio.sleep(3.0)
+        return {"item": item, "version": 1, "record": ADDRESS_RECORD}
+
+    return app
+
+
+def test_answers_504_when_the_owner_is_too_slow(database_url: str, tmp_path: Path) -> None:
+    with (
+        exchange_world(database_url=database_url, tmp_path=tmp_path, owner_timeout=0.3) as world,
+        serve(_slow_owner()) as slow,
+        world.hub.admin() as admin,
+    ):
+        admin.put_department(OWNER, name="Civil Registry Office", adapter_url=slow)
+        started = time.monotonic()
+        with world.client() as client, pytest.raises(UpstreamError) as failed:
+            client.fetch(ADDRESS, SUBJECT, purpose=PURPOSE)
+        assert time.monotonic() - started < 2.5  # the hub did not wait for the 3 s answer
+        assert failed.value.status == 504
+        assert last_entry(world)["reason"] == "owner-timeout"
+
+
+def test_grant_with_fields_delivers_only_those_fields(world: World) -> None:
+    with world.hub.admin() as admin:
+        admin.create_grant(
+            consumer=CONSUMER,
+            item=ADDRESS,
+            purpose="statistics",
+            legal_basis="test",
+            fields=["city", "country"],
+        )
+    with world.client() as client:
+        result = client.fetch(ADDRESS, SUBJECT, purpose="statistics")
+    assert result.record == {"city": "Tallinn", "country": "ND"}
+    assert last_entry(world)["fields"] == ["city", "country"]
+
+
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        (b'{"subject": "1", "purpose": "a", "purpose": "b"}', 400),
+        (b"[" * 40 + b"]" * 40, 400),
+        (b"not json", 400),
+        (b'{"subject": "1"}', 400),
+        (b'{"subject": "1", "purpose": "benefit-eligibility", "extra": 1}', 400),
+        (b'{"subject": "' + b"x" * 70_000 + b'", "purpose": "p"}', 413),
+    ],
+)
+def test_malformed_bodies_get_problem_responses(world: World, body: bytes, status: int) -> None:
+    url = f"{world.hub.url}/v1/items/{ADDRESS}/records/query"
+    headers = DPOP.headers("POST", url, token_for(world)) | {"Content-Type": "application/json"}
+    response = httpx.post(url, content=body, headers=headers)
+    assert response.status_code == status
+    assert response.headers["content-type"].startswith("application/problem+json")
+
+
+def test_unknown_client_cannot_get_a_token(world: World) -> None:
+    stranger = HubClient(world.hub.url, client_id="nobody", key=world.consumer_key, retries=0)
+    with stranger, pytest.raises(AuthenticationFailed):
+        stranger.fetch(ADDRESS, SUBJECT, purpose=PURPOSE)
+    with world.hub.admin() as admin:
+        entry = admin.audit_entries(action="token.issue")["entries"][-1]["entry"]
+    assert (entry["outcome"], entry["reason"]) == ("refused", "client-unknown")
+
+
+def test_an_item_made_unshareable_refuses_queries_under_earlier_grants(world: World) -> None:
+    """Sharing class ``none`` means never shared: grants made before do not outlive it."""
+    with world.client() as client:
+        assert client.fetch(ADDRESS, SUBJECT, purpose=PURPOSE).record
+    document = json.loads((CATALOGUE / "items" / f"{ADDRESS}.json").read_text())
+    with world.hub.admin() as admin:
+        admin.put_item({**document, "sharing_class": "none"})
+    with world.client() as client, pytest.raises(OnceonlyError) as refused:
+        client.fetch(ADDRESS, SUBJECT, purpose=PURPOSE)
+    assert (refused.value.status, refused.value.problem_type) == (409, "item-not-shared")
+    entry = last_entry(world)
+    assert (entry["outcome"], entry["reason"]) == ("refused", "item-not-shared")

@@ -1,0 +1,120 @@
+"""The hub's outbound calls end by a total deadline, not a per-read timeout.
+
+A server on loopback sends its headers at once and then one byte every half second:
+each read is quick, so httpx's timeout alone never fires and the whole answer takes
+as long as the server likes. The owner's query and an event delivery must end within
+``owner_timeout`` (plus a small margin) and be audited as failed. On SQLite and
+PostgreSQL.
+"""
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from fastapi import FastAPI
+from fastapi.responses import StreamingResponse
+from joserfc.jwk import ECKey
+
+from onceonly.adapters import HubClient, UpstreamError, public_jwks
+from onceonly.hub.db import make_sync_engine
+
+from tests.hub.exchange_world import (
+    ADDRESS,
+    ADDRESS_RECORD,
+    OWNER,
+    PURPOSE,
+    SUBJECT,
+    World,
+    exchange_world,
+)
+from tests.hub_testing import serve
+
+OWNER_TIMEOUT = 1.0
+MARGIN = 1.5  # scheduling on a busy two-core machine, and the hub's own work
+TRICKLE = 6.0  # how long the trickling server takes to finish an answer
+
+
+def trickling(answer: dict[str, Any]) -> FastAPI:
+    """Answers every POST with its headers at once, then a space every 0.5 s for
+    ``TRICKLE`` seconds, then ``answer``: valid JSON, just slow."""
+    app = FastAPI()
+
+    async def body() -> AsyncIterator[bytes]:
+        for _ in range(int(TRICKLE / 0.5)):
+            yield b" "
+            await asyncio.sleep(0.5)
+        yield json.dumps(answer).encode()
+
+    @app.post("/{path:path}")
+    async def anything(path: str) -> StreamingResponse:
+        return StreamingResponse(body(), media_type="application/json")
+
+    return app
+
+
+@pytest.fixture
+def world(database_url: str, tmp_path: Path) -> Iterator[World]:
+    settings = {"owner_timeout": OWNER_TIMEOUT, "event_max_attempts": 1}
+    with exchange_world(
+        database_url=database_url, tmp_path=tmp_path, event_poll_interval=0.05, **settings
+    ) as built:
+        yield built
+
+
+def test_an_owner_trickling_its_answer_is_cut_off_at_owner_timeout(world: World) -> None:
+    answer = {"item": ADDRESS, "version": 1, "record": ADDRESS_RECORD}
+    with serve(trickling(answer)) as owner, world.hub.admin() as admin, world.client() as client:
+        client.fetch(ADDRESS, SUBJECT, purpose=PURPOSE)  # from the real owner: a token, warm
+        admin.put_department(OWNER, name="Civil Registry Office", adapter_url=owner)
+        started = time.monotonic()
+        with pytest.raises(UpstreamError) as failed:
+            client.fetch(ADDRESS, SUBJECT, purpose=PURPOSE)
+        elapsed = time.monotonic() - started
+        entries = admin.audit_entries(action="record.query")["entries"]
+    assert failed.value.status == 504
+    assert failed.value.problem_type == "owner-timeout"
+    assert elapsed < OWNER_TIMEOUT + MARGIN
+    last = entries[-1]["entry"]
+    assert (last["outcome"], last["reason"]) == ("failed", "owner-timeout")
+
+
+def wait_for(condition: Callable[[], bool], *, within: float) -> float:
+    """Seconds until ``condition`` held; fails after ``within``."""
+    started = time.monotonic()
+    while not condition():
+        assert time.monotonic() - started < within, "timed out"
+        time.sleep(0.05)
+    return time.monotonic() - started
+
+
+def test_a_subscriber_trickling_its_acknowledgement_is_cut_off_at_owner_timeout(
+    world: World, database_url: str
+) -> None:
+    owner_key = ECKey.generate_key("P-256", auto_kid=True)
+    engine = make_sync_engine(database_url)
+
+    def delivery() -> tuple[str, str | None]:
+        with engine.connect() as conn:
+            query = "SELECT status, last_error FROM event_deliveries"
+            row = conn.execute(sa.text(query)).one_or_none()
+        return (row[0], row[1]) if row else ("none", None)
+
+    with serve(trickling({"ok": True})) as subscriber, world.hub.admin() as admin:
+        admin.put_client(f"{OWNER}-adapter", department=OWNER, jwks=public_jwks(owner_key))
+        admin.put_department("social-welfare", name="Social Welfare Board", adapter_url=subscriber)
+        with world.client() as consumer:
+            consumer.subscribe(ADDRESS)
+        with HubClient(world.hub.url, client_id=f"{OWNER}-adapter", key=owner_key) as owner:
+            owner.publish(ADDRESS, SUBJECT)
+        wait_for(lambda: delivery()[0] in ("dead", "delivered"), within=OWNER_TIMEOUT + MARGIN)
+        status, last_error = delivery()
+        entries = admin.audit_entries(action="event.deliver")["entries"]
+    engine.dispose()
+    assert (status, last_error) == ("dead", "TimeoutException")
+    outcomes = [(e["entry"]["outcome"], e["entry"].get("reason")) for e in entries]
+    assert outcomes == [("ok", None), ("failed", "dead-letter")]

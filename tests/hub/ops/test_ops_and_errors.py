@@ -1,0 +1,161 @@
+"""Operators' endpoints, and problem responses for whatever a caller gets wrong."""
+
+import csv
+import io
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import sqlalchemy as sa
+
+from onceonly.hub.db import make_sync_engine
+
+from tests.hub_testing import RunningHub, problem_type, running_hub
+
+
+@pytest.fixture
+def hub(database_url: str, tmp_path: Path) -> Iterator[RunningHub]:
+    with running_hub(database_url=database_url, data_dir=tmp_path) as running:
+        yield running
+
+
+def test_health_readiness_and_metrics(hub: RunningHub) -> None:
+    assert httpx.get(f"{hub.url}/healthz").json() == {"status": "ok"}
+    assert httpx.get(f"{hub.url}/readyz").json() == {"status": "ready"}
+    metrics = httpx.get(f"{hub.url}/metrics")
+    assert metrics.status_code == 200
+    assert "onceonly_http_requests_total" in metrics.text
+
+
+def _rename_table(database_url: str, old: str, new: str) -> None:
+    engine = make_sync_engine(database_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(sa.text(f"ALTER TABLE {old} RENAME TO {new}"))
+    finally:
+        engine.dispose()
+
+
+def _ready_within(url: str, *, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while httpx.get(f"{url}/readyz").status_code != 200:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
+def test_readyz_is_not_ready_while_the_audit_writer_cannot_commit_and_ready_once_it_can(
+    hub: RunningHub, database_url: str
+) -> None:
+    _rename_table(database_url, "audit_entries", "audit_entries_away")
+    try:
+        refused = httpx.get(f"{hub.url}/v1/audit/entries")  # a refusal: its entry fails
+        assert problem_type(refused) == "audit-unavailable"
+        not_ready = httpx.get(f"{hub.url}/readyz")
+        assert not_ready.status_code == 503
+        assert problem_type(not_ready) == "unavailable"
+        assert not_ready.json()["detail"] == "the audit writer cannot commit"
+    finally:
+        _rename_table(database_url, "audit_entries_away", "audit_entries")
+    assert _ready_within(hub.url, seconds=10)  # the writer's probe finds its table again
+    assert httpx.get(f"{hub.url}/v1/audit/entries").status_code == 401  # audited again
+
+
+def test_every_response_carries_the_hubs_own_request_id(hub: RunningHub) -> None:
+    assert len(httpx.get(f"{hub.url}/healthz").headers["x-request-id"]) == 32
+    for offered in ("abc-123", "bad id\t!"):  # a client's id, well-formed or not, is not used
+        answered = httpx.get(f"{hub.url}/healthz", headers={"X-Request-Id": offered})
+        assert answered.headers["x-request-id"] != offered
+        assert len(answered.headers["x-request-id"]) == 32
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status", "slug"),
+    [
+        ("GET", "/no/such/route", 404, "not-found"),
+        ("DELETE", "/healthz", 405, "method-not-allowed"),
+        ("GET", "/v1/audit/entries/12345", 404, "entry-not-found"),
+        ("GET", "/v1/audit/entries/-1", 400, "invalid-request"),
+        ("GET", "/v1/items/Not..An..Id", 400, "invalid-request"),
+        ("GET", "/v1/items/person.identity/versions/0", 400, "invalid-request"),
+    ],
+)
+def test_bad_requests_get_problem_json(
+    hub: RunningHub, method: str, path: str, status: int, slug: str
+) -> None:
+    response = httpx.request(method, f"{hub.url}{path}")
+    assert response.status_code == status
+    assert problem_type(response) == slug
+    assert response.json()["status"] == status
+
+
+def test_oversized_body_is_refused_before_it_is_read(hub: RunningHub) -> None:
+    response = httpx.post(
+        f"{hub.url}/v1/items/person.identity/records/query",
+        content=b"x" * (hub.settings.max_body_bytes + 1),
+        headers={"Content-Type": "application/json"},
+    )
+    assert response.status_code == 413
+    assert problem_type(response) == "payload-too-large"
+
+
+def test_audit_query_needs_an_auditor_and_is_itself_audited(hub: RunningHub) -> None:
+    refused = httpx.get(f"{hub.url}/v1/audit/entries")
+    assert refused.status_code == 401
+    with hub.admin() as admin:
+        first = admin.audit_entries()
+        second = admin.audit_entries(action="audit.query")
+    actions = [e["entry"]["action"] for e in first["entries"]]
+    assert actions.count("audit.query") == 1  # the refused query
+    outcomes = [e["entry"]["outcome"] for e in second["entries"]]
+    assert outcomes == ["refused", "ok"]
+
+
+def test_audit_entries_page_with_a_cursor(hub: RunningHub) -> None:
+    with hub.admin() as admin:
+        for _ in range(5):
+            admin.audit_entries(limit=1)
+        page = admin.audit_entries(action="audit.query", limit=2)
+        assert len(page["entries"]) == 2
+        following = admin.audit_entries(action="audit.query", limit=2, cursor=page["next_cursor"])
+    first_indexes = [e["index"] for e in page["entries"]]
+    next_indexes = [e["index"] for e in following["entries"]]
+    assert max(first_indexes) < min(next_indexes)
+
+
+def test_audit_entries_filter_by_time_range(hub: RunningHub) -> None:
+    with hub.admin() as admin:
+        admin.audit_entries()
+        everything = admin.audit_entries(action="audit.query")["entries"]
+        first = everything[0]["entry"]["time"]
+        later = admin.audit_entries(action="audit.query", since="2999-01-01T00:00:00Z")
+        earlier = admin.audit_entries(action="audit.query", until=first)
+        window = admin.audit_entries(
+            action="audit.query", since=first, until="2999-01-01T00:00:00Z"
+        )
+    assert later["entries"] == []
+    assert earlier["entries"] == []
+    assert window["entries"][0]["entry"]["time"] == first
+
+
+def test_audit_export_streams_jsonl_and_csv_and_is_itself_audited(hub: RunningHub) -> None:
+    headers = {"Authorization": f"Bearer {hub.keys.admin_token}"}
+    with hub.admin() as admin:
+        for _ in range(3):
+            admin.audit_entries()
+    jsonl = httpx.get(
+        f"{hub.url}/v1/audit/export", params={"action": "audit.query"}, headers=headers
+    )
+    assert jsonl.headers["content-type"].startswith("application/jsonl")
+    lines = [json.loads(line) for line in jsonl.text.splitlines()]
+    assert [line["entry"]["action"] for line in lines] == ["audit.query"] * 3
+    csv_export = httpx.get(f"{hub.url}/v1/audit/export", params={"format": "csv"}, headers=headers)
+    rows = list(csv.reader(io.StringIO(csv_export.text)))
+    assert rows[0][:4] == ["index", "time", "action", "outcome"]
+    assert [row[2] for row in rows[1:]] == ["audit.query"] * 3 + ["audit.export"] * 2
+    refused = httpx.get(f"{hub.url}/v1/audit/export")
+    assert refused.status_code == 401
