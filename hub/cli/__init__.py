@@ -78,12 +78,21 @@ def _migrate(_: argparse.Namespace) -> int:
 
 
 def _keys_init(_: argparse.Namespace) -> int:
+    """Create every key the hub loads at start-up (what exists is kept, never replaced)."""
+    from onceonly.hub.audit.checkpoints import load_signer
     from onceonly.hub.config import Settings
     from onceonly.hub.keys import HubKeys
 
     settings = Settings()
+    try:
+        origin = settings.resolved_audit_origin  # production: ONCEONLY_AUDIT_ORIGIN
+    except RuntimeError as error:
+        print(f"no keys created: {error}", file=sys.stderr)
+        return 1
     keys = HubKeys.load(settings.keys_dir, create=True)
+    signer = load_signer(keys_dir=settings.keys_dir, origin=origin, create=True)
     print(f"keys are in {settings.keys_dir} (signing key id {keys.kid})")
+    print(f"audit log {origin}; verifier key for auditors: {signer.verifier}")
     return 0
 
 
