@@ -1,13 +1,83 @@
-"""Time as the hub sees it: always UTC, always timezone-aware."""
+"""Time as the hub sees it: always UTC, always timezone-aware, and read from one
+injected :class:`Clock` (STYLE.md habit 15), so that tests move time instead of
+sleeping.
 
-from datetime import UTC, datetime
-from typing import Annotated, overload
+The hub reads wall time through the clock its state holds (``Hub.clock``); elapsed
+time for timeouts and intervals is ``Clock.monotonic``. ``utcnow`` is the system
+clock's wall time, for code that runs outside a hub (the CLI, migrations) and for
+defaults of rows that a service did not stamp itself.
+"""
+
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Protocol, overload
 
 from pydantic import AfterValidator
 
 
+class Clock(Protocol):
+    """Where the hub reads time. ``now`` and ``time`` are the same wall-clock instant
+    (an aware UTC datetime, epoch seconds); ``monotonic`` only measures elapsed time."""
+
+    def now(self) -> datetime: ...
+    def time(self) -> float: ...
+    def monotonic(self) -> float: ...
+
+
+class SystemClock:
+    """The machine's clock."""
+
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+    def time(self) -> float:
+        return time.time()
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+
+class ManualClock:
+    """A clock that stands still until a test moves it (thread-safe: a hub served in
+    another thread reads it while the test advances it).
+
+    >>> clock = ManualClock(datetime(2030, 1, 2, tzinfo=UTC))
+    >>> clock.advance(90)
+    >>> clock.now().isoformat()
+    '2030-01-02T00:01:30+00:00'
+    """
+
+    def __init__(self, start: datetime | None = None) -> None:
+        self._lock = threading.Lock()
+        self._now = (start or datetime.now(UTC)).astimezone(UTC)
+        self._elapsed = 0.0
+
+    def now(self) -> datetime:
+        with self._lock:
+            return self._now
+
+    def time(self) -> float:
+        return self.now().timestamp()
+
+    def monotonic(self) -> float:
+        with self._lock:
+            return self._elapsed
+
+    def advance(self, seconds: float) -> None:
+        """Move wall time and elapsed time forward by ``seconds``."""
+        if seconds < 0:
+            raise ValueError("a clock does not go back")
+        with self._lock:
+            self._now += timedelta(seconds=seconds)
+            self._elapsed += seconds
+
+
+SYSTEM_CLOCK = SystemClock()
+
+
 def utcnow() -> datetime:
-    return datetime.now(UTC)
+    return SYSTEM_CLOCK.now()
 
 
 def rfc3339_ms(moment: datetime) -> str:
