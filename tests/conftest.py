@@ -1,7 +1,8 @@
 """Fixtures shared by the whole suite: both databases, and real servers on loopback.
 
-Every storage-touching test runs twice: on SQLite (a file per test) and on
-PostgreSQL (one database per test session, emptied between tests). Outside CI the
+Every storage-touching test runs twice: on SQLite (a file per test, copied from a
+template migrated once per test process) and on PostgreSQL (one database per test
+process, migrated once and emptied between tests). Outside CI the
 PostgreSQL runs skip, with the reason, when no server answers; in CI (``CI=true``)
 they fail instead, so a missing database can never pass unnoticed.
 """
@@ -9,13 +10,14 @@ they fail instead, so a missing database can never pass unnoticed.
 import os
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
 from onceonly.hub.migrate import upgrade
 
-from tests.hub_testing import empty_postgres
+from tests.hub_testing import empty_postgres, migrated_sqlite
 
 POSTGRES_ADMIN_URL = os.environ.get(
     "ONCEONLY_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test"
@@ -50,13 +52,20 @@ def postgres_url() -> Iterator[str]:
     admin.dispose()
 
 
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite database migrated once per test process; tests get copies of it."""
+    path = tmp_path_factory.mktemp("template") / "hub.db"
+    upgrade(f"sqlite:///{path}")
+    return path
+
+
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
     """A migrated, empty database: SQLite or PostgreSQL."""
     if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path_factory.mktemp('db') / 'hub.db'}"
-        upgrade(url)
-        return url
+        template: Path = request.getfixturevalue("sqlite_template")
+        return migrated_sqlite(template, tmp_path_factory.mktemp("db"))
     url: str = request.getfixturevalue("postgres_url")
     empty_postgres(url)
     return url

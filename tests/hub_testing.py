@@ -4,6 +4,7 @@
 """
 
 import json
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -22,7 +23,6 @@ from onceonly.hub.cli.servers import loopback_socket, serve_in_thread
 from onceonly.hub.config import Settings
 from onceonly.hub.db import make_sync_engine
 from onceonly.hub.keys import HubKeys
-from onceonly.hub.migrate import upgrade
 
 serve = serve_in_thread
 CATALOGUE = Path(__file__).resolve().parent.parent / "schemas"
@@ -112,12 +112,23 @@ def module_database(
     serve many read-mostly tests.
     """
     if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path_factory.mktemp('db') / 'hub.db'}"
-        upgrade(url)
-        return url
+        return migrated_sqlite(
+            request.getfixturevalue("sqlite_template"), tmp_path_factory.mktemp("db")
+        )
     url = str(request.getfixturevalue("postgres_url"))
     empty_postgres(url)
     return url
+
+
+def migrated_sqlite(template: Path, directory: Path) -> str:
+    """A migrated, empty SQLite database in ``directory``: a copy of the template that
+    conftest migrates once per test process (a millisecond instead of an Alembic
+    upgrade's 0.75 s). The template's engine is disposed, so WAL is checkpointed
+    into the one file."""
+    assert not template.with_name(template.name + "-wal").exists(), "template not checkpointed"
+    path = directory / "hub.db"
+    shutil.copyfile(template, path)
+    return f"sqlite:///{path}"
 
 
 def empty_postgres(url: str) -> None:
