@@ -29,6 +29,7 @@ from onceonly.hub.keys import HubKeys
 from onceonly.hub.kit import logs
 from onceonly.hub.kit.asgi import RequestContextMiddleware
 from onceonly.hub.ops.endpoints import router as ops_router
+from onceonly.hub.people import credentials
 from onceonly.hub.people import service as people_service
 from onceonly.hub.people.endpoints import admin as people_admin_router
 from onceonly.hub.people.endpoints import router as people_router
@@ -50,6 +51,9 @@ async def prepare_database(settings: Settings) -> None:
 
 def create_app(settings: Settings | None = None, *, keys: HubKeys | None = None) -> FastAPI:
     settings = settings or Settings()
+    credentials.configure_password_hashing(
+        time_cost=settings.password_time_cost, memory_kib=settings.password_memory_kib
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -106,6 +106,13 @@ class Settings(BaseSettings):
         description="Failed sign-ins from one address within the window",
     )
     sign_in_window: int = Field(default=900, ge=10, le=86400, description="Seconds")
+    # RFC 9106 §4, second recommended option (argon2id, t=3, m=64 MiB): production's floor.
+    password_time_cost: int = Field(
+        default=3, ge=1, le=20, description="argon2id passes over memory for a password hash"
+    )
+    password_memory_kib: int = Field(
+        default=65536, ge=64, le=4 * 1024 * 1024, description="argon2id memory (KiB) per hash"
+    )
     break_glass_token: bool = Field(
         default=True,
         description="Accept the bootstrap administrator token (keys/admin-token) as the"
@@ -168,6 +175,8 @@ class Settings(BaseSettings):
             problems.append("oidc_issuer must be an https:// URL")
         if self.grant_max_days == 0:
             problems.append("grant_max_days must be at least 1 (grants must expire)")
+        if self.password_time_cost < 3 or self.password_memory_kib < 65536:
+            problems.append("password hashing needs at least argon2id t=3, m=65536 KiB")
         if problems:
             raise ValueError("production mode refuses insecure settings: " + "; ".join(problems))
         return self

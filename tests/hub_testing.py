@@ -48,6 +48,9 @@ def running_hub(*, database_url: str, data_dir: Path, **overrides: Any) -> Itera
         "database_url": database_url,
         "issuer": f"http://127.0.0.1:{sock.getsockname()[1]}",
         "log_json": False,
+        # The lowest argon2id cost: tests sign many people in; production refuses it.
+        "password_time_cost": 1,
+        "password_memory_kib": 64,
         **overrides,
     }
     settings = Settings(**values)

@@ -2,10 +2,13 @@
 
 Password hashes use argon2-cffi's RFC 9106 "low memory" profile (argon2id, t=3,
 m=64 MiB, p=4): the second recommended option of RFC 9106 §4, within what a hub
-replica can afford for sign-ins. TOTP secrets must be readable to check a code, so
-they are stored sealed with AES-256-GCM under a key derived from the hub's derivation
-root, as ``v2.<root id>.<base64url(nonce ‖ ciphertext ‖ tag)>``: the root id says which
-root sealed it, so that a value sealed before a rotation opens until it is re-sealed.
+replica can afford for sign-ins. Time and memory cost are settings, so that tests
+can lower them; production mode refuses less than this profile.
+
+TOTP secrets must be readable to check a code, so they are stored sealed with
+AES-256-GCM under a key derived from the hub's derivation root, as
+``v2.<root id>.<base64url(nonce ‖ ciphertext ‖ tag)>``: the root id says which root
+sealed it, so that a value sealed before a rotation opens until it is re-sealed.
 
 Values sealed before decision 0017 are plain base64 under the legacy key, HMAC-SHA-256
 of the pseudonym key and a label: a key that the audit log published to anyone who
@@ -14,6 +17,7 @@ open them once, to re-seal them.
 """
 
 import base64
+import dataclasses
 import hashlib
 import hmac
 import os
@@ -30,6 +34,21 @@ MIN_PASSWORD_LENGTH = 12
 _HASHER = PasswordHasher.from_parameters(RFC_9106_LOW_MEMORY)
 # Verified when the account does not exist, so that the answer takes as long.
 _DUMMY_HASH = _HASHER.hash(secrets.token_urlsafe(16))
+
+
+def configure_password_hashing(*, time_cost: int, memory_kib: int) -> None:
+    """Hash new passwords with this argon2id cost (Settings ``password_time_cost`` and
+    ``password_memory_kib``; production refuses less than RFC 9106's low-memory
+    profile). Process-wide, as the hub's start-up sets it; hashes made at another cost
+    still verify, since each hash carries its parameters."""
+    global _HASHER, _DUMMY_HASH
+    parameters = dataclasses.replace(
+        RFC_9106_LOW_MEMORY, time_cost=time_cost, memory_cost=memory_kib
+    )
+    if (parameters.time_cost, parameters.memory_cost) != (_HASHER.time_cost, _HASHER.memory_cost):
+        _HASHER = PasswordHasher.from_parameters(parameters)
+        _DUMMY_HASH = _HASHER.hash(secrets.token_urlsafe(16))
+
 
 TOTP_PERIOD = 30
 TOTP_DIGITS = 6

@@ -26,6 +26,8 @@ def test_embedded_default_needs_no_configuration(tmp_path: Path) -> None:
         ({"issuer": "http://hub.example.gov"}, "issuer must be an https:// URL"),
         ({"database_url": None}, "database_url must name a PostgreSQL database"),
         ({"database_url": "sqlite:///x.db"}, "database_url must name a PostgreSQL database"),
+        ({"password_time_cost": 2}, "password hashing needs at least argon2id t=3"),
+        ({"password_memory_kib": 32768}, "password hashing needs at least argon2id t=3"),
     ],
 )
 def test_production_refuses_insecure_settings(overrides: dict[str, object], complaint: str) -> None:
