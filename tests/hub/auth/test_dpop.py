@@ -1,0 +1,171 @@
+"""RFC 9449 §4.3: the DPoP attack table against ``dpop.verify_proof`` itself, no server.
+
+Each row is one way to forge, replay elsewhere or mangle a proof, and the check that
+must refuse it; the wire-level tests (test_auth_dpop.py) show what a client sees.
+"""
+
+import hashlib
+import hmac
+import json
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
+from joserfc import jws
+from joserfc.jwk import ECKey, OKPKey, RSAKey
+
+from onceonly.hub.auth.dpop import ProofError, b64url_sha256, verify_proof
+from onceonly.hub.kit import base64url
+
+NOW, MAX_AGE, SKEW = 1_800_000_000, 60, 5
+URL = "https://hub.example.gov/v1/items/person.identity/records/query"
+TOKEN = "an-access-token"
+KEY = ECKey.generate_key("P-256")
+OTHER = ECKey.generate_key("P-256")
+
+
+def claims(**changes: Any) -> dict[str, Any]:
+    base = {"jti": "j-1", "htm": "POST", "htu": URL, "iat": NOW, "ath": b64url_sha256(TOKEN)}
+    return {name: value for name, value in {**base, **changes}.items() if value is not None}
+
+
+def signed(
+    payload: dict[str, Any],
+    *,
+    key: Any = KEY,
+    alg: str = "ES256",
+    jwk: Any = None,
+    **header: Any,
+) -> str:
+    public = (jwk or key).as_dict(private=False)
+    protected = {"typ": "dpop+jwt", "alg": alg, "jwk": public, **header}
+    protected = {name: value for name, value in protected.items() if value is not None}
+    return jws.serialize_compact(protected, json.dumps(payload).encode(), key, algorithms=[alg])
+
+
+def forged(header: dict[str, Any], payload: dict[str, Any], signature: bytes = b"") -> str:
+    head = base64url.encode(json.dumps(header).encode())
+    body = base64url.encode(json.dumps(payload).encode())
+    return f"{head}.{body}.{base64url.encode(signature)}"
+
+
+def verify(proof: str, *, method: str = "POST", url: str = URL, token: str | None = TOKEN) -> Any:
+    return verify_proof(
+        proof, method=method, url=url, now=NOW, max_age=MAX_AGE, skew=SKEW, access_token=token
+    )
+
+
+def test_a_valid_proof_names_its_keys_thumbprint_jti_and_nonce() -> None:
+    proof = verify(signed(claims(nonce="n-1")))
+    assert (proof.jkt, proof.jti, proof.iat, proof.nonce) == (KEY.thumbprint(), "j-1", NOW, "n-1")
+
+
+@pytest.mark.parametrize(
+    ("key", "alg"),
+    [
+        (OKPKey.generate_key("Ed25519"), "Ed25519"),
+        (RSAKey.generate_key(2048), "PS256"),
+    ],
+    ids=["Ed25519", "PS256"],
+)
+def test_every_supported_algorithm_verifies(key: Any, alg: str) -> None:
+    assert verify(signed(claims(), key=key, alg=alg)).jkt == key.thumbprint()
+
+
+@pytest.mark.parametrize(
+    ("url", "htu"),
+    [
+        (URL + "?page=2#top", URL),  # query and fragment are not compared (step 9)
+        (URL, URL.replace("https://hub.example.gov", "HTTPS://Hub.Example.GOV:443")),
+    ],
+    ids=["query-and-fragment", "case-and-default-port"],
+)
+def test_htu_is_compared_after_normalization(url: str, htu: str) -> None:
+    assert verify(signed(claims(htu=htu)), url=url).jti == "j-1"
+
+
+def test_without_an_access_token_ath_is_not_required() -> None:
+    assert verify(signed(claims(ath=None)), token=None).jti == "j-1"
+
+
+@pytest.mark.parametrize("iat", [NOW + SKEW, NOW - MAX_AGE - SKEW], ids=["skew", "max-age"])
+def test_iat_at_the_edges_of_the_window_is_accepted(iat: int) -> None:
+    assert verify(signed(claims(iat=iat))).iat == iat
+
+
+def _hs256(payload: dict[str, Any]) -> str:
+    header = {"typ": "dpop+jwt", "alg": "HS256", "jwk": {"kty": "oct", "k": "c2VjcmV0"}}
+    text = forged(header, payload).rsplit(".", 1)[0]
+    return f"{text}.{base64url.encode(hmac.new(b'secret', text.encode(), hashlib.sha256).digest())}"
+
+
+def _rsa_1024() -> dict[str, str]:
+    numbers = rsa.generate_private_key(public_exponent=65537, key_size=1024).public_key()
+    n = numbers.public_numbers().n.to_bytes(128, "big")
+    return {"kty": "RSA", "n": base64url.encode(n), "e": "AQAB"}
+
+
+ATTACKS: list[tuple[str, Any, dict[str, Any], str]] = [
+    ("not a JWS", lambda: "not.a-proof", {}, "not a compact JWS"),
+    ("oversized", lambda: "a" * 9000, {}, "longer than"),
+    ("typ jwt", lambda: signed(claims(), typ="JWT"), {}, "typ must be dpop"),
+    ("typ missing", lambda: signed(claims(), typ=None), {}, "typ must be dpop"),
+    ("alg none", lambda: forged({"typ": "dpop+jwt", "alg": "none"}, claims()), {}, "alg must"),
+    ("alg HS256", lambda: _hs256(claims()), {}, "alg must"),
+    ("no jwk", lambda: forged({"typ": "dpop+jwt", "alg": "ES256"}, claims()), {}, "no jwk"),
+    (
+        "private jwk",
+        lambda: forged(
+            {"typ": "dpop+jwt", "alg": "ES256", "jwk": KEY.as_dict(private=True)}, claims()
+        ),
+        {},
+        "must be a public key",
+    ),
+    (
+        "EC key for EdDSA",
+        lambda: forged(
+            {"typ": "dpop+jwt", "alg": "EdDSA", "jwk": KEY.as_dict(private=False)}, claims()
+        ),
+        {},
+        "needs a OKP",
+    ),
+    ("signed by another key", lambda: signed(claims(), key=OTHER, jwk=KEY), {}, "does not verify"),
+    (
+        "RSA below 2048 bits",
+        lambda: forged({"typ": "dpop+jwt", "alg": "PS256", "jwk": _rsa_1024()}, claims()),
+        {},
+        "not a valid public key",
+    ),
+    ("no jti", lambda: signed(claims(jti=None)), {}, "needs a jti"),
+    ("jti too long", lambda: signed(claims(jti="j" * 257)), {}, "needs a jti"),
+    ("iat missing", lambda: signed(claims(iat=None)), {}, "numeric iat"),
+    ("iat a string", lambda: signed(claims(iat=str(NOW))), {}, "numeric iat"),
+    ("iat a boolean", lambda: signed(claims(iat=True)), {}, "numeric iat"),
+    ("other method", lambda: signed(claims(htm="GET")), {}, "another method"),
+    ("other URL", lambda: signed(claims(htu=URL + "/x")), {}, "another URL"),
+    ("other host", lambda: signed(claims(htu=URL.replace("hub.", "evil."))), {}, "another URL"),
+    (
+        "other port",
+        lambda: signed(claims(htu=URL.replace(".gov/", ".gov:8443/"))),
+        {},
+        "another URL",
+    ),
+    ("htu relative", lambda: signed(claims(htu="/v1/items")), {}, "absolute URL"),
+    ("from the future", lambda: signed(claims(iat=NOW + SKEW + 1)), {}, "in the future"),
+    ("too old", lambda: signed(claims(iat=NOW - MAX_AGE - SKEW - 1)), {}, "too old"),
+    ("ath missing", lambda: signed(claims(ath=None)), {}, "ath does not match"),
+    ("ath of another token", lambda: signed(claims(ath=b64url_sha256("other"))), {}, "ath"),
+    ("proof for a GET used on POST", lambda: signed(claims()), {"method": "GET"}, "another method"),
+]
+
+
+@pytest.mark.parametrize(
+    ("make", "request_changes", "refusal"),
+    [attack[1:] for attack in ATTACKS],
+    ids=[attack[0] for attack in ATTACKS],
+)
+def test_a_forged_or_misused_proof_is_refused(
+    make: Any, request_changes: dict[str, Any], refusal: str
+) -> None:
+    with pytest.raises(ProofError, match=refusal):
+        verify(make(), **request_changes)
