@@ -69,3 +69,38 @@ def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
     url: str = request.getfixturevalue("postgres_url")
     empty_postgres(url)
     return url
+
+
+# --- tiers (tests/README.md) -------------------------------------------------------
+# A test is "wire" when its module starts servers on loopback or subprocesses, "db"
+# when it needs a migrated database and no server, "unit" otherwise: pure calls.
+_WIRE_NAMES = frozenset(
+    {
+        "running_hub",
+        "serve",
+        "serve_in_thread",
+        "exchange_world",
+        "access_world",
+        "granted_client_hub",
+        "catalogue_hub",
+        "running_provider",
+        "HubDouble",
+        "subprocess",
+    }
+)
+
+
+def _tier(item: pytest.Item) -> str:
+    module = getattr(item, "module", None)
+    names = set(vars(module)) if module is not None else set()
+    fixtures = set(getattr(item, "fixturenames", ()))
+    if names & _WIRE_NAMES or "hub_server" in fixtures:  # the adapters' hub double
+        return "wire"
+    if "database_url" in fixtures or "postgres_url" in fixtures or "module_database" in names:
+        return "db"
+    return "unit"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        item.add_marker(_tier(item))

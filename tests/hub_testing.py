@@ -5,7 +5,8 @@
 
 import json
 import shutil
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -186,3 +187,13 @@ def signed_in(hub: RunningHub, username: str, *roles: dict[str, str]) -> dict[st
 
 def steward(department: str) -> dict[str, str]:
     return {"role": "steward", "department": department}
+
+
+def wait_until(condition: Callable[[], object], *, within: float = 10.0, what: str = "") -> float:
+    """Poll ``condition`` until it holds (background work on real threads: the audit
+    writer, the checkpointer, the deliverer); seconds it took. Fails after ``within``."""
+    started = time.monotonic()
+    while not condition():
+        assert time.monotonic() - started < within, f"timed out waiting for {what or condition}"
+        time.sleep(0.02)
+    return time.monotonic() - started

@@ -7,7 +7,7 @@ import asyncio
 import hashlib
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,7 @@ from onceonly.hub.audit.checkpoints import Checkpointer, load_signer
 from onceonly.hub.audit.service import AuditLog
 from onceonly.hub.db import make_engine, make_sync_engine
 
-from tests.hub_testing import RunningHub, running_hub
+from tests.hub_testing import RunningHub, running_hub, wait_until
 
 ORIGIN = "hub.test/audit"
 FORGED = hashlib.sha256(b"forged").digest()
@@ -170,13 +170,6 @@ async def test_a_lost_or_replaced_entry_or_node_stops_the_checkpoints(
         await engine.dispose()
 
 
-def _wait(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + 10
-    while not condition():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.02)
-
-
 def _checkpoint_size(hub: RunningHub) -> int:
     return int(httpx.get(f"{hub.url}/v1/audit/checkpoint").text.split("\n")[1])
 
@@ -191,12 +184,12 @@ def test_a_hub_whose_tree_no_longer_extends_its_checkpoint_is_not_ready(
         audit_origin=ORIGIN,
     ) as hub:
         _append_sync(database_url, 8)
-        _wait(lambda: _checkpoint_size(hub) == 8, "no checkpoint of 8")
+        wait_until(lambda: _checkpoint_size(hub) == 8, what="no checkpoint of 8")
         assert httpx.get(f"{hub.url}/readyz").status_code == 200
         honest = _node(database_url, 3, 0)
         _set_node(database_url, 3, 0, FORGED)
         _append_sync(database_url, 4)
-        _wait(lambda: httpx.get(f"{hub.url}/readyz").status_code == 503, "still ready")
+        wait_until(lambda: httpx.get(f"{hub.url}/readyz").status_code == 503, what="still ready")
         readiness = httpx.get(f"{hub.url}/readyz").json()
         assert "the audit checkpointer refuses to sign" in readiness["detail"]
         time.sleep(0.5)  # some 25 rounds of the checkpointer
@@ -207,6 +200,6 @@ def test_a_hub_whose_tree_no_longer_extends_its_checkpoint_is_not_ready(
         assert stopped[0].levelno == logging.ERROR
 
         _set_node(database_url, 3, 0, honest)
-        _wait(lambda: _checkpoint_size(hub) == 12, "no checkpoint of 12 after the repair")
+        wait_until(lambda: _checkpoint_size(hub) == 12, what="no checkpoint of 12 after the repair")
         assert httpx.get(f"{hub.url}/readyz").status_code == 200
         assert any("checkpoints resumed" in r.getMessage() for r in hub_log.records)

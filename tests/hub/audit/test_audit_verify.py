@@ -12,7 +12,6 @@ import base64
 import hashlib
 import json
 import logging
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,7 +29,7 @@ from onceonly.hub.cli import main
 from onceonly.hub.db import make_engine, make_sync_engine
 from onceonly.hub.migrate import upgrade
 
-from tests.hub_testing import RunningHub, problem_type, running_hub
+from tests.hub_testing import RunningHub, problem_type, running_hub, wait_until
 
 ORIGIN = "hub.test/audit"
 SIZE = 40
@@ -100,10 +99,7 @@ def checkpoint_size(hub: RunningHub) -> int:
 
 
 def wait_for_checkpoint(hub: RunningHub, size: int) -> None:
-    deadline = time.monotonic() + 10
-    while checkpoint_size(hub) != size:
-        assert time.monotonic() < deadline, f"no checkpoint of size {size}"
-        time.sleep(0.02)
+    wait_until(lambda: checkpoint_size(hub) == size, what=f"a checkpoint of size {size}")
 
 
 def verifier_key(hub: RunningHub) -> str:

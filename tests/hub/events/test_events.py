@@ -32,7 +32,7 @@ from onceonly.adapters import (
 from onceonly.hub.db import make_sync_engine
 from onceonly.hub.events.tokens import mint_event_token
 
-from tests.hub_testing import CATALOGUE, RunningHub, running_hub, serve
+from tests.hub_testing import CATALOGUE, RunningHub, running_hub, serve, wait_until
 
 OWNER, CONSUMER = "civil-registry", "social-welfare"
 ADDRESS = "person.residential-address"
@@ -66,13 +66,6 @@ class EventWorld:
     def entries(self, action: str) -> list[dict[str, Any]]:
         with self.hub.admin() as admin:
             return [e["entry"] for e in admin.audit_entries(action=action)["entries"]]
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
 
 
 @contextmanager
@@ -129,7 +122,7 @@ def test_subscriber_receives_a_signed_event_and_the_hub_audits_it(
         _point(world, url)
         world.subscribe()
         event_id = world.publish()
-        wait_for(lambda: len(world.received) == 1)
+        wait_until(lambda: len(world.received) == 1)
         event = world.received[0]
         assert (event.item, event.kind, event.subject, event.owner) == (
             ADDRESS,
@@ -137,7 +130,7 @@ def test_subscriber_receives_a_signed_event_and_the_hub_audits_it(
             SUBJECT,
             OWNER,
         )
-        wait_for(lambda: len(world.entries("event.deliver")) == 1)
+        wait_until(lambda: len(world.entries("event.deliver")) == 1)
         (publish,) = world.entries("event.publish")
         (deliver,) = world.entries("event.deliver")
         assert publish["event"] == deliver["event"] == event.event_id == event_id
@@ -150,14 +143,14 @@ def test_delivered_event_no_longer_keeps_the_raw_subject(database_url: str, tmp_
         _point(world, url)
         world.subscribe()
         world.publish()
-        wait_for(lambda: len(world.received) == 1)
+        wait_until(lambda: len(world.received) == 1)
         engine = make_sync_engine(database_url)
 
         def subject_erased() -> bool:
             with engine.connect() as conn:
                 return conn.execute(sa.text("SELECT subject FROM events")).scalar() is None
 
-        wait_for(subject_erased)
+        wait_until(subject_erased)
         engine.dispose()
 
 
@@ -194,9 +187,9 @@ def test_the_owners_adapter_announces_changes_to_its_store_by_itself(
         moved = {"street": "Uus 2", "city": "Tartu", "postal_code": "51003", "country": "ND"}
         with serve(create_provider_app(config)), RecordStore(config.store_path) as store:
             store.put(ADDRESS, SUBJECT, moved)
-            wait_for(lambda: len(world.received) == 1)
+            wait_until(lambda: len(world.received) == 1)
             store.delete(ADDRESS, SUBJECT)
-            wait_for(lambda: len(world.received) == 2)
+            wait_until(lambda: len(world.received) == 2)
             assert store.pending_changes() == []
         assert [event.kind for event in world.received] == ["changed", "deleted"]
 
@@ -210,14 +203,14 @@ def test_failing_subscriber_becomes_a_dead_letter_that_can_be_replayed(
         world.subscribe()
         world.publish()
         with world.hub.admin() as admin:
-            wait_for(lambda: len(admin.dead_letters()) == 1)
+            wait_until(lambda: len(admin.dead_letters()) == 1)
             (dead,) = admin.dead_letters()
             assert dead["attempts"] == 3
             assert world.entries("event.deliver")[-1]["reason"] == "dead-letter"
             with consumer_adapter(world, tmp_path) as url:
                 _point(world, url)
                 admin.replay_delivery(dead["id"])
-                wait_for(lambda: len(world.received) == 1)
+                wait_until(lambda: len(world.received) == 1)
             assert admin.dead_letters() == []
 
 
@@ -226,13 +219,13 @@ def test_redelivered_event_is_handled_once(database_url: str, tmp_path: Path) ->
         _point(world, url)
         world.subscribe()
         world.publish()
-        wait_for(lambda: len(world.received) == 1)
+        wait_until(lambda: len(world.received) == 1)
         engine = make_sync_engine(database_url)
         with engine.begin() as conn:  # as if the acknowledgement had been lost
             conn.execute(sa.text("UPDATE event_deliveries SET status = 'pending', attempts = 1"))
             conn.execute(sa.text("UPDATE events SET subject = :s"), {"s": SUBJECT})
         engine.dispose()
-        wait_for(lambda: len(world.entries("event.deliver")) == 2)
+        wait_until(lambda: len(world.entries("event.deliver")) == 2)
         assert len(world.received) == 1
 
 
@@ -244,7 +237,7 @@ def test_revoked_grant_cancels_pending_deliveries(database_url: str, tmp_path: P
             grant = admin.list_grants(consumer=CONSUMER)[0]
             world.publish()
             admin.revoke_grant(grant["id"])
-        wait_for(lambda: any(e["outcome"] == "refused" for e in world.entries("event.deliver")))
+        wait_until(lambda: any(e["outcome"] == "refused" for e in world.entries("event.deliver")))
         assert world.received == []
 
 
@@ -262,7 +255,7 @@ def test_two_hub_replicas_deliver_every_event_once(database_url: str, tmp_path: 
         world.subscribe()
         for n in range(20):
             world.publish(subject=f"3800108{n:04d}")
-        wait_for(lambda: len(world.entries("event.deliver")) == 20, timeout=20)
+        wait_until(lambda: len(world.entries("event.deliver")) == 20, within=20)
         ids = [event.event_id for event in world.received]
         assert len(ids) == len(set(ids)) == 20
 
@@ -285,7 +278,7 @@ def test_delivery_resumes_after_the_hub_restarts(database_url: str, tmp_path: Pa
                 query = sa.text("SELECT attempts FROM event_deliveries WHERE status = 'pending'")
                 return (conn.execute(query).scalar() or 0) > 0
 
-        wait_for(attempted)
+        wait_until(attempted)
     with engine.connect() as conn:  # the hub stopped between rounds: nothing stays leased
         query = "SELECT count(*) FROM event_deliveries WHERE lease_token IS NOT NULL"
         assert conn.execute(sa.text(query)).scalar() == 0
@@ -294,7 +287,7 @@ def test_delivery_resumes_after_the_hub_restarts(database_url: str, tmp_path: Pa
         again = EventWorld(hub=hub, owner_key=world.owner_key, consumer_key=world.consumer_key)
         with consumer_adapter(again, tmp_path) as url:
             _point(again, url)
-            wait_for(lambda: len(again.received) == 1, timeout=20)
+            wait_until(lambda: len(again.received) == 1, within=20)
         assert again.received[0].subject == SUBJECT
 
 
@@ -403,11 +396,11 @@ def test_no_delivery_while_its_audit_entry_cannot_be_committed(
         world.subscribe()
         with audit_log_refusing_deliveries(db):
             event_id = world.publish()
-            wait_for(lambda: bool(world.received) or the_delivery(db)[2] is not None)
+            wait_until(lambda: bool(world.received) or the_delivery(db)[2] is not None)
             time.sleep(0.5)  # ten retry periods: two counted attempts would make a dead letter
             assert world.received == []
             assert the_delivery(db) == ("pending", 0, "audit log unavailable")
-        wait_for(lambda: the_delivery(db)[0] == "delivered")
+        wait_until(lambda: the_delivery(db)[0] == "delivered")
         assert [event.event_id for event in world.received] == [event_id]
         assert logged_on_arrival == [[event_id]]
         assert the_delivery(db)[1] == 0
@@ -432,7 +425,7 @@ def test_each_call_is_audited_before_it_is_made_and_each_failure_after_it(
         world.subscribe()
         world.publish()
         with world.hub.admin() as admin:
-            wait_for(lambda: len(admin.dead_letters()) == 1)
+            wait_until(lambda: len(admin.dead_letters()) == 1)
         ok, failed, dead = ("ok", None), ("failed", "delivery-failed"), ("failed", "dead-letter")
         assert logged_at_call == [[ok], [ok, failed, ok]]
         entries = world.entries("event.deliver")

@@ -10,7 +10,7 @@ PostgreSQL.
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,7 @@ from tests.hub.exchange_world import (
     World,
     exchange_world,
 )
-from tests.hub_testing import serve
+from tests.hub_testing import serve, wait_until
 
 OWNER_TIMEOUT = 1.0
 MARGIN = 1.5  # scheduling on a busy two-core machine, and the hub's own work
@@ -83,15 +83,6 @@ def test_an_owner_trickling_its_answer_is_cut_off_at_owner_timeout(world: World)
     assert (last["outcome"], last["reason"]) == ("failed", "owner-timeout")
 
 
-def wait_for(condition: Callable[[], bool], *, within: float) -> float:
-    """Seconds until ``condition`` held; fails after ``within``."""
-    started = time.monotonic()
-    while not condition():
-        assert time.monotonic() - started < within, "timed out"
-        time.sleep(0.05)
-    return time.monotonic() - started
-
-
 def test_a_subscriber_trickling_its_acknowledgement_is_cut_off_at_owner_timeout(
     world: World, database_url: str
 ) -> None:
@@ -111,7 +102,7 @@ def test_a_subscriber_trickling_its_acknowledgement_is_cut_off_at_owner_timeout(
             consumer.subscribe(ADDRESS)
         with HubClient(world.hub.url, client_id=f"{OWNER}-adapter", key=owner_key) as owner:
             owner.publish(ADDRESS, SUBJECT)
-        wait_for(lambda: delivery()[0] in ("dead", "delivered"), within=OWNER_TIMEOUT + MARGIN)
+        wait_until(lambda: delivery()[0] in ("dead", "delivered"), within=OWNER_TIMEOUT + MARGIN)
         status, last_error = delivery()
         entries = admin.audit_entries(action="event.deliver")["entries"]
     engine.dispose()
