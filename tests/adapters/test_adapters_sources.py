@@ -74,7 +74,8 @@ def items_table(kind: str, tmp_path: Path, legacy_url: str) -> str:
     if kind == "store":
         return header + 'source = "store"\n'
     if kind == "python":
-        return header + 'source = "python"\ncallable = "test_adapters_sources:address_record"\n'
+        callable_ = f"{__name__}:{address_record.__name__}"
+        return header + f'source = "python"\ncallable = "{callable_}"\n'
     if kind == "sql":
         url = sql_database(tmp_path / "legacy.db")
         return header + (

@@ -32,13 +32,13 @@ def test_a_days_work_logs_no_personal_code_token_or_password(
     with caplog.at_level(logging.DEBUG):
         with access_world(database_url=database_url, tmp_path=tmp_path, log_level="DEBUG") as aw:
             url = aw.world.hub.url
-            with aw.world.client() as client:
+            presented = TokenRecorder()
+            with aw.world.client(transport=presented) as client:
                 assert client.fetch(ADDRESS, SUBJECT, purpose=PURPOSE).record
                 with pytest.raises(AccessDenied):
                     client.fetch(ADDRESS, SUBJECT, purpose="tax-audit")
-                held = client._session._token  # (scheme, the machine's access token)
-                assert held is not None
-                secrets.append(held[1])
+                assert presented.tokens
+                secrets.extend(presented.tokens)
             wrong = httpx.post(
                 f"{url}/v1/people/sign-in",
                 json={"username": "sam.welfare", "password": PASSWORD + "x"},
@@ -61,3 +61,17 @@ def test_a_days_work_logs_no_personal_code_token_or_password(
     assert any(r.name == "onceonly.access" for r in caplog.records if _written(r))
     leaked = [(s[:6], line) for s in secrets for line in hub_lines if s in line]
     assert leaked == []
+
+
+class TokenRecorder(httpx.HTTPTransport):
+    """A real transport that notes each access token the client presents."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tokens: list[str] = []
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        _, _, token = request.headers.get("authorization", "").partition(" ")
+        if token:
+            self.tokens.append(token)
+        return super().handle_request(request)

@@ -9,7 +9,8 @@ import html
 import json
 import re
 import time
-from collections.abc import Iterator
+import webbrowser
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -196,17 +197,40 @@ def test_onceonly_login_oidc_keeps_the_sign_in(
 ) -> None:
     """The command a person types: the browser part done by httpx, the rest as shipped."""
 
-    def open_browser(url: str) -> None:
+    opened: list[str] = []
+
+    def follow(url: str) -> None:
+        opened.append(url)
         with browser() as client:
             assert client.get(url).status_code == 200
 
-    monkeypatch.setitem(oidc_login.__kwdefaults__, "open_browser", open_browser)
+    # The standard library's own extension point: the browser that webbrowser.open uses.
+    webbrowser.register(TEST_BROWSER, None, _Browser(follow), preferred=True)
     monkeypatch.setenv("ONCEONLY_SESSION_FILE", str(tmp_path / "session.json"))
     monkeypatch.delenv("ONCEONLY_TOKEN", raising=False)
     assert main(["login", "--oidc", "--hub", hub.url]) == 0
     assert "signed in as alice" in capsys.readouterr().out
     kept = json.loads((tmp_path / "session.json").read_text())[hub.url]
     assert me(hub, kept["token"]).status_code == 200
+    assert len(opened) == 1
+
+
+TEST_BROWSER = "onceonly-test-browser"
+
+
+class _Browser(webbrowser.BaseBrowser):
+    """A browser for webbrowser.open that follows the URL with httpx, once: after
+    that it refuses, so that no later test can open a page through it unnoticed."""
+
+    def __init__(self, follow: Callable[[str], None]) -> None:
+        super().__init__(TEST_BROWSER)
+        self._follow: Callable[[str], None] | None = follow
+
+    def open(self, url: str, new: int = 0, autoraise: bool = True) -> bool:
+        follow, self._follow = self._follow, None
+        assert follow is not None, f"a second browser opened {url}"
+        follow(url)
+        return True
 
 
 def test_cli_ignores_a_code_without_its_state(hub: RunningHub) -> None:
