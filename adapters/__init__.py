@@ -14,9 +14,11 @@ from ._errors import (
     ConfigError,
     HubUnavailable,
     ImportFailed,
+    ImportReport,
     InvalidRequest,
     NotFound,
     OnceonlyError,
+    RowError,
     UpstreamError,
 )
 from ._events import DeliveredEvent, EventHandler
@@ -34,7 +36,7 @@ from ._sources import (
     StoreSource,
 )
 from ._sql import SqlItem, SqlSource
-from ._store import ImportReport, ReceiptRow, RecordStore, RowError, ServedEntry
+from ._store import ReceiptRow, RecordStore, ServedEntry
 
 __all__ = [
     "AccessDenied",

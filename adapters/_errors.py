@@ -23,10 +23,8 @@ render any refusal as a problem response with one handler::
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar
-
-if TYPE_CHECKING:
-    from ._store import ImportReport
+from dataclasses import dataclass, field
+from typing import ClassVar
 
 __all__ = [
     "PROBLEM_PREFIX",
@@ -35,9 +33,11 @@ __all__ = [
     "ConfigError",
     "HubUnavailable",
     "ImportFailed",
+    "ImportReport",
     "InvalidRequest",
     "NotFound",
     "OnceonlyError",
+    "RowError",
     "UpstreamError",
     "error_for_status",
 ]
@@ -107,6 +107,24 @@ class InvalidRequest(OnceonlyError):
 class UpstreamError(OnceonlyError):
     default_status = 502
     title = "Upstream error"
+
+
+@dataclass(frozen=True)
+class RowError:
+    """One refused row. ``row`` is 1-based: a CSV's header is row 1, a JSONL's first
+    line is row 1."""
+
+    row: int
+    subject: str | None
+    message: str
+
+
+@dataclass(frozen=True)
+class ImportReport:
+    """The outcome of an import: how many records were written, or why none were."""
+
+    imported: int
+    errors: list[RowError] = field(default_factory=list)
 
 
 class ImportFailed(OnceonlyError):

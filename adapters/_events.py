@@ -23,9 +23,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ._client import AsyncHubClient
 from ._errors import AccessDenied, AuthenticationFailed, InvalidRequest, NotFound, OnceonlyError
-from ._provider import _bearer_token as bearer_token
-from ._provider import _read_body as read_json_body
-from ._provider import problem_response
+from ._http import bearer_token, problem_response
+from ._http import read_body as read_json_body
 from ._reqtoken import RequestTokenVerifier, subject_digest
 from ._store import ReceivedEvent, RecordStore
 

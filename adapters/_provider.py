@@ -10,7 +10,7 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import anyio
 import anyio.to_thread
@@ -25,28 +25,25 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from . import _commitment
 from ._config import AdapterConfig
 from ._errors import (
-    PROBLEM_PREFIX,
     AuthenticationFailed,
     InvalidRequest,
     NotFound,
     OnceonlyError,
     UpstreamError,
 )
+from ._events import EVENT_TOKEN_TYPE, ChangePublisher, EventHandler, add_event_routes
+from ._http import bearer_token, problem_response, read_body
 from ._hubkeys import HubDirectory
 from ._reqtoken import RequestClaims, RequestTokenVerifier, subject_digest
 from ._sources import RecordSource, SourceError, close_sources
 from ._store import RecordStore
 from ._validation import violation
 
-if TYPE_CHECKING:
-    from ._events import EventHandler
-
 __all__ = ["create_provider_app", "problem_response"]
 
 logger = logging.getLogger("adapters.provider")
 
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
-_MAX_BODY = 64 * 1024
 
 
 class _QueryBody(BaseModel):
@@ -123,7 +120,6 @@ def create_provider_app(
     app.add_middleware(_RequestIdMiddleware)
     app.add_exception_handler(HTTPException, _http_exception)
     _add_routes(app, provider)
-    from ._events import EVENT_TOKEN_TYPE, add_event_routes  # it imports this module
 
     events = RequestTokenVerifier(
         directory, audience=config.department, token_type=EVENT_TOKEN_TYPE
@@ -139,7 +135,6 @@ async def _announcing_changes(config: AdapterConfig, store: RecordStore) -> Asyn
         yield
         return
     from ._client import AsyncHubClient
-    from ._events import ChangePublisher
     from ._keys import load_or_create_key
 
     key = load_or_create_key(config.key_path)
@@ -188,13 +183,13 @@ class _Provider:
 
         :raises OnceonlyError: a refusal, to render as a problem response.
         """
-        claims = await self._verifier.verify(_bearer_token(request))
+        claims = await self._verifier.verify(bearer_token(request))
         trail.consumer, trail.purpose = claims.consumer, claims.purpose
         trail.subject_sha256, trail.subject_pseudonym = (
             claims.subject_sha256,
             claims.subject_pseudonym,
         )
-        query = _parse_body(await _read_body(request))
+        query = _parse_body(await read_body(request))
         _check_claims_match(claims, item=trail.item, query=query)
         record = await self._fetch(trail.item, query.subject)
         await self._check_record(record, item=trail.item, version=query.version)
@@ -242,24 +237,6 @@ class _Provider:
             )
 
 
-def _bearer_token(request: Request) -> str:
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise AuthenticationFailed("a Bearer request token is required")
-    return token.strip()
-
-
-async def _read_body(request: Request) -> bytes:
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > _MAX_BODY:
-            raise InvalidRequest(
-                f"the body exceeds {_MAX_BODY} bytes", status=413, problem_type="payload-too-large"
-            )
-    return bytes(body)
-
-
 def _parse_body(body: bytes) -> _QueryBody:
     try:
         document = json.loads(body, object_pairs_hook=_refuse_duplicate_keys)
@@ -293,15 +270,6 @@ def _check_claims_match(claims: RequestClaims, *, item: str, query: _QueryBody) 
     for name, (claimed, actual) in expected.items():
         if claimed != actual:
             raise AuthenticationFailed(f"the request token's {name} does not match the request")
-
-
-def problem_response(error: OnceonlyError) -> JSONResponse:
-    """Render ``error`` as an RFC 9457 problem document."""
-    status = error.status or 500
-    slug = error.problem_type or "error"
-    body = {"type": PROBLEM_PREFIX + slug, "title": error.title, "status": status}
-    body["detail"] = error.detail
-    return JSONResponse(body, status_code=status, media_type="application/problem+json")
 
 
 async def _http_exception(_: Request, exc: Exception) -> JSONResponse:

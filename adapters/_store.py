@@ -13,7 +13,7 @@ import json
 import math
 import secrets
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
@@ -22,10 +22,10 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from ._errors import ImportFailed
+from ._errors import ImportFailed, ImportReport, RowError
 from ._validation import compile_validator, violation
 
-__all__ = ["ImportReport", "RecordStore", "RowError", "ServedEntry"]
+__all__ = ["RecordStore", "ServedEntry"]
 
 _metadata = sa.MetaData()
 
@@ -144,24 +144,6 @@ class ReceivedEvent:
     owner: str
     subject_sha256: str
     received_at: str
-
-
-@dataclass(frozen=True)
-class RowError:
-    """One refused row. ``row`` is 1-based: a CSV's header is row 1, a JSONL's first
-    line is row 1."""
-
-    row: int
-    subject: str | None
-    message: str
-
-
-@dataclass(frozen=True)
-class ImportReport:
-    """The outcome of an import: how many records were written, or why none were."""
-
-    imported: int
-    errors: list[RowError] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

@@ -20,11 +20,11 @@ import httpx
 
 from ._check import CheckResult, run_checks
 from ._config import AdapterConfig, load_config
-from ._errors import ConfigError, ImportFailed, InvalidRequest, OnceonlyError
+from ._errors import ConfigError, ImportFailed, ImportReport, InvalidRequest, OnceonlyError
 from ._hubkeys import HubDirectory
 from ._keys import load_or_create_key, public_jwks
 from ._provider import create_provider_app
-from ._store import ImportReport, RecordStore
+from ._store import RecordStore
 
 __all__ = ["add_commands"]
 

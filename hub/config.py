@@ -7,10 +7,9 @@ start-up, every default that is only safe on a developer's machine.
 import os
 from datetime import date
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Literal
 from urllib.parse import urlsplit
 
-from fastapi import Depends, Request
 from pydantic import Field, model_validator
 from pydantic_settings import (
     BaseSettings,
@@ -225,11 +224,3 @@ class Settings(BaseSettings):
     @property
     def should_migrate(self) -> bool:
         return self.auto_migrate if self.auto_migrate is not None else not self.is_production
-
-
-async def _settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
-
-
-SettingsDep = Annotated[Settings, Depends(_settings)]

@@ -7,10 +7,8 @@ Services never commit; the request's session dependency does, once, at the end.
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Annotated
 
 import sqlalchemy as sa
-from fastapi import Depends, Request
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import (
@@ -116,24 +114,3 @@ async def write_connection(engine: AsyncEngine) -> AsyncIterator[AsyncConnection
         await conn.execution_options(**{WRITE_OPTION: True})
         async with conn.begin():
             yield conn
-
-
-async def _session(request: Request) -> AsyncIterator[AsyncSession]:
-    factory: async_sessionmaker[AsyncSession] = request.app.state.sessions
-    async with factory() as session:
-        yield session
-        await session.commit()
-
-
-async def _write_session(request: Request) -> AsyncIterator[AsyncSession]:
-    factory: async_sessionmaker[AsyncSession] = request.app.state.sessions
-    async with factory() as session:
-        await session.connection(execution_options={WRITE_OPTION: True})
-        yield session
-        await session.commit()
-
-
-# scope="function": the commit happens before the response is sent, never after.
-SessionDep = Annotated[AsyncSession, Depends(_session, scope="function")]
-# For routes that change state: the change and its audit entry commit together.
-WriteSessionDep = Annotated[AsyncSession, Depends(_write_session, scope="function")]

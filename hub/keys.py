@@ -23,9 +23,8 @@ import time
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import Depends, Request
 from joserfc.jwk import ECKey, KeySet
 
 from onceonly.hub import signing_keys
@@ -101,11 +100,3 @@ class HubKeys:
 
     def is_admin_token(self, presented: str) -> bool:
         return hmac.compare_digest(presented.encode(), self.admin_token.encode())
-
-
-async def _keys(request: Request) -> HubKeys:
-    keys: HubKeys = request.app.state.keys
-    return keys
-
-
-KeysDep = Annotated[HubKeys, Depends(_keys)]

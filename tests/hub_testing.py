@@ -24,6 +24,7 @@ from onceonly.hub.cli.servers import loopback_socket, serve_in_thread
 from onceonly.hub.config import Settings
 from onceonly.hub.db import make_sync_engine
 from onceonly.hub.keys import HubKeys
+from onceonly.hub.kit.clock import SYSTEM_CLOCK, Clock
 
 serve = serve_in_thread
 CATALOGUE = Path(__file__).resolve().parent.parent / "schemas"
@@ -42,7 +43,11 @@ class RunningHub:
 
 
 @contextmanager
-def running_hub(*, database_url: str, data_dir: Path, **overrides: Any) -> Iterator[RunningHub]:
+def running_hub(
+    *, database_url: str, data_dir: Path, clock: Clock = SYSTEM_CLOCK, **overrides: Any
+) -> Iterator[RunningHub]:
+    """A hub served on loopback in a thread; ``clock`` is where it reads time (pass a
+    ManualClock and advance it instead of sleeping)."""
     sock = loopback_socket()
     values: dict[str, Any] = {
         "data_dir": data_dir,
@@ -56,7 +61,7 @@ def running_hub(*, database_url: str, data_dir: Path, **overrides: Any) -> Itera
     }
     settings = Settings(**values)
     keys = HubKeys.load(settings.keys_dir, create=True)
-    with serve_in_thread(create_app(settings, keys=keys), sock) as url:
+    with serve_in_thread(create_app(settings, keys=keys, clock=clock), sock) as url:
         yield RunningHub(url=url, settings=settings, keys=keys)
 
 

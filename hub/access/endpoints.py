@@ -31,8 +31,7 @@ from onceonly.hub.access.schemas import (
     RevokeIn,
 )
 from onceonly.hub.audit.dependencies import CurrentAudit, audited
-from onceonly.hub.config import SettingsDep
-from onceonly.hub.db import SessionDep, WriteSessionDep
+from onceonly.hub.dependencies import ClockDep, SessionDep, SettingsDep, WriteSessionDep
 from onceonly.hub.kit.jsonbody import json_body
 from onceonly.hub.kit.strict import QueryBool
 from onceonly.hub.people.dependencies import BreakGlassDep, PrincipalDep, StewardDep
@@ -69,9 +68,10 @@ async def request_access(
     session: WriteSessionDep,
     settings: SettingsDep,
     scope: CurrentAudit,
+    clock: ClockDep,
 ) -> AccessRequestOut:
     return await workflow.request_access(
-        session, principal=principal, body=body, settings=settings, scope=scope
+        session, principal=principal, body=body, settings=settings, scope=scope, clock=clock
     )
 
 
@@ -79,6 +79,7 @@ async def request_access(
 async def list_requests(
     principal: PrincipalDep,
     session: SessionDep,
+    clock: ClockDep,
     status: RequestStatus | None = None,
     box: Box | None = None,
     department: DepartmentFilter = None,
@@ -88,14 +89,16 @@ async def list_requests(
     query = workflow.RequestQuery(
         status=status, box=box, department=department, item=item, overdue=overdue
     )
-    return await workflow.list_requests(session, principal=principal, query=query)
+    return await workflow.list_requests(session, principal=principal, query=query, clock=clock)
 
 
 @requests.get("/{request_id}", response_model=AccessRequestOut)
 async def get_request(
-    request_id: RowId, principal: PrincipalDep, session: SessionDep
+    request_id: RowId, principal: PrincipalDep, session: SessionDep, clock: ClockDep
 ) -> AccessRequestOut:
-    return await workflow.get_request(session, principal=principal, request_id=request_id)
+    return await workflow.get_request(
+        session, principal=principal, request_id=request_id, clock=clock
+    )
 
 
 @requests.post(
@@ -110,6 +113,7 @@ async def approve(
     session: WriteSessionDep,
     settings: SettingsDep,
     scope: CurrentAudit,
+    clock: ClockDep,
 ) -> AccessRequestOut:
     return await workflow.approve(
         session,
@@ -118,6 +122,7 @@ async def approve(
         body=body,
         settings=settings,
         scope=scope,
+        clock=clock,
     )
 
 
@@ -132,9 +137,10 @@ async def refuse(
     body: Annotated[RefuseIn, Depends(json_body(RefuseIn))],
     session: WriteSessionDep,
     scope: CurrentAudit,
+    clock: ClockDep,
 ) -> AccessRequestOut:
     return await workflow.refuse(
-        session, principal=principal, request_id=request_id, body=body, scope=scope
+        session, principal=principal, request_id=request_id, body=body, scope=scope, clock=clock
     )
 
 
@@ -144,24 +150,35 @@ async def refuse(
     dependencies=[Depends(audited("access.withdraw"))],
 )
 async def withdraw(
-    request_id: RowId, principal: StewardDep, session: WriteSessionDep, scope: CurrentAudit
+    request_id: RowId,
+    principal: StewardDep,
+    session: WriteSessionDep,
+    scope: CurrentAudit,
+    clock: ClockDep,
 ) -> AccessRequestOut:
-    return await workflow.withdraw(session, principal=principal, request_id=request_id, scope=scope)
+    return await workflow.withdraw(
+        session, principal=principal, request_id=request_id, scope=scope, clock=clock
+    )
 
 
 @grants.get("", response_model=GrantList)
 async def list_grants(
     principal: PrincipalDep,
     session: SessionDep,
+    clock: ClockDep,
     consumer: DepartmentFilter = None,
     item: ItemFilter = None,
 ) -> GrantList:
-    return await service.list_grants(session, principal=principal, consumer=consumer, item=item)
+    return await service.list_grants(
+        session, principal=principal, consumer=consumer, item=item, clock=clock
+    )
 
 
 @grants.get("/{grant_id}", response_model=GrantOut)
-async def get_grant(grant_id: RowId, principal: PrincipalDep, session: SessionDep) -> GrantOut:
-    return await service.get_grant(session, principal=principal, grant_id=grant_id)
+async def get_grant(
+    grant_id: RowId, principal: PrincipalDep, session: SessionDep, clock: ClockDep
+) -> GrantOut:
+    return await service.get_grant(session, principal=principal, grant_id=grant_id, clock=clock)
 
 
 @grants.post(
@@ -173,9 +190,10 @@ async def revoke(
     body: Annotated[RevokeIn, Depends(json_body(RevokeIn))],
     session: WriteSessionDep,
     scope: CurrentAudit,
+    clock: ClockDep,
 ) -> GrantOut:
     return await service.revoke(
-        session, principal=principal, grant_id=grant_id, body=body, scope=scope
+        session, principal=principal, grant_id=grant_id, body=body, scope=scope, clock=clock
     )
 
 
@@ -192,6 +210,7 @@ async def renew(
     session: WriteSessionDep,
     settings: SettingsDep,
     scope: CurrentAudit,
+    clock: ClockDep,
 ) -> AccessRequestOut:
     """The consumer's steward asks to renew a grant: a new access request (docs/access.md)."""
     return await workflow.renew(
@@ -201,6 +220,7 @@ async def renew(
         body=body,
         settings=settings,
         scope=scope,
+        clock=clock,
     )
 
 
@@ -213,23 +233,30 @@ async def create_grant(
     session: WriteSessionDep,
     settings: SettingsDep,
     scope: CurrentAudit,
+    clock: ClockDep,
 ) -> GrantOut:
-    return await service.create_grant(session, body=body, settings=settings, scope=scope)
+    return await service.create_grant(
+        session, body=body, settings=settings, scope=scope, clock=clock
+    )
 
 
 @router.get("", response_model=GrantList)
 async def list_all_grants(
-    _: BreakGlassDep, session: SessionDep, consumer: DepartmentFilter = None
+    _: BreakGlassDep, session: SessionDep, clock: ClockDep, consumer: DepartmentFilter = None
 ) -> GrantList:
-    return await service.list_all_grants(session, consumer=consumer)
+    return await service.list_all_grants(session, consumer=consumer, clock=clock)
 
 
 @router.post(
     "/{grant_id}/revoke", response_model=GrantOut, dependencies=[Depends(audited("grant.revoke"))]
 )
 async def revoke_with_break_glass(
-    grant_id: RowId, principal: BreakGlassDep, session: WriteSessionDep, scope: CurrentAudit
+    grant_id: RowId,
+    principal: BreakGlassDep,
+    session: WriteSessionDep,
+    scope: CurrentAudit,
+    clock: ClockDep,
 ) -> GrantOut:
     return await service.revoke_with_break_glass(
-        session, principal=principal, grant_id=grant_id, scope=scope
+        session, principal=principal, grant_id=grant_id, scope=scope, clock=clock
     )

@@ -14,7 +14,7 @@
     └── DuplicateRequest (409)     the same request is already pending
 """
 
-from onceonly.hub.errors import HubError
+from onceonly.hub.kit.problems import HubError
 
 
 class NoGrant(HubError):

@@ -13,25 +13,20 @@ from onceonly.hub.access.exceptions import GrantNotActive, GrantNotFound, NoGran
 from onceonly.hub.access.models import Grant
 from onceonly.hub.access.schemas import GrantIn, GrantList, GrantOut, RevokeIn
 from onceonly.hub.audit.service import AuditScope
+from onceonly.hub.auth.scopes import AUDIT_READ_SCOPE, publish_scope, read_scope
 from onceonly.hub.config import Settings
-from onceonly.hub.errors import InvalidRequest
-from onceonly.hub.kit.clock import as_utc, aware, utcnow
+from onceonly.hub.kit.clock import Clock, as_utc, aware
+from onceonly.hub.kit.problems import InvalidRequest
 from onceonly.hub.people.principal import Principal
 from onceonly.hub.registry import service as registry
 
-READ_SCOPE_PREFIX = "read:"
-PUBLISH_SCOPE_PREFIX = "publish:"
-AUDIT_READ_SCOPE = "audit:read"
 
-
-def read_scope(item_id: str) -> str:
-    return READ_SCOPE_PREFIX + item_id
-
-
-async def grant_for(session: AsyncSession, *, consumer: str, item: str, purpose: str) -> Grant:
+async def grant_for(
+    session: AsyncSession, *, consumer: str, item: str, purpose: str, clock: Clock
+) -> Grant:
     """The active grant that allows ``consumer`` to read ``item`` for ``purpose``, or NoGrant."""
     grant = await repository.active_grant(
-        session, consumer=consumer, item=item, purpose=purpose, now=utcnow()
+        session, consumer=consumer, item=item, purpose=purpose, now=clock.now()
     )
     if grant is None:
         raise NoGrant(
@@ -40,14 +35,10 @@ async def grant_for(session: AsyncSession, *, consumer: str, item: str, purpose:
     return grant
 
 
-def publish_scope(item_id: str) -> str:
-    return PUBLISH_SCOPE_PREFIX + item_id
-
-
-async def scopes_for(session: AsyncSession, *, department: str) -> frozenset[str]:
+async def scopes_for(session: AsyncSession, *, department: str, clock: Clock) -> frozenset[str]:
     """``read:`` for items under an active grant, ``publish:`` for items it owns, and
     ``audit:read`` (the hub's entries about the department's own requests)."""
-    granted = await repository.granted_items(session, consumer=department, now=utcnow())
+    granted = await repository.granted_items(session, consumer=department, now=clock.now())
     owned = await repository.owned_items(session, owner=department)
     reads = frozenset(read_scope(item) for item in granted)
     return reads | frozenset(publish_scope(item) for item in owned) | {AUDIT_READ_SCOPE}
@@ -78,7 +69,7 @@ def grant_status(row: Grant, now: datetime) -> str:
     return "active"
 
 
-def grant_out(row: Grant, *, owner: str | None, now: datetime | None = None) -> GrantOut:
+def grant_out(row: Grant, *, owner: str | None, now: datetime) -> GrantOut:
     return GrantOut(
         id=row.id,
         consumer=row.consumer_id,
@@ -90,7 +81,7 @@ def grant_out(row: Grant, *, owner: str | None, now: datetime | None = None) -> 
         version=row.version,
         valid_from=aware(row.valid_from),
         valid_until=aware(row.valid_until),
-        status=grant_status(row, now or utcnow()),
+        status=grant_status(row, now),
         request_id=row.request_id,
         revoked_at=aware(row.revoked_at),
         revoked_by=row.revoked_by,
@@ -110,7 +101,7 @@ def check_fields(fields: list[str] | None, schema: dict[str, object]) -> None:
 
 
 async def create_grant(
-    session: AsyncSession, *, body: GrantIn, settings: Settings, scope: AuditScope
+    session: AsyncSession, *, body: GrantIn, settings: Settings, scope: AuditScope, clock: Clock
 ) -> GrantOut:
     """A break-glass grant, for at most ``grant_max_days``. Asking again for the same
     active grant returns it (without ``valid_until``: whatever its end)."""
@@ -127,7 +118,7 @@ async def create_grant(
         if body.fields is not None
         else registry.version_fields(served.version.schema_)
     )
-    now = utcnow()
+    now = clock.now()
     if body.valid_until is not None and body.valid_until <= now:
         raise InvalidRequest("valid_until must lie in the future")
     until = capped_until(body.valid_until, now=now, max_days=settings.grant_max_days)
@@ -164,6 +155,7 @@ async def list_grants(
     principal: Principal,
     consumer: str | None = None,
     item: str | None = None,
+    clock: Clock,
 ) -> GrantList:
     """The grants the principal may see: stewards those of their departments (as
     consumer or owner), auditors and break-glass all of them."""
@@ -171,7 +163,7 @@ async def list_grants(
     where = repository.GrantFilter(
         departments=policy.visible_departments(principal), consumer=consumer, item=item
     )
-    now = utcnow()
+    now = clock.now()
     rows = await repository.list_grants(session, where)
     return GrantList(grants=[grant_out(grant, owner=owner, now=now) for grant, owner in rows])
 
@@ -187,10 +179,12 @@ async def visible_grant(
     return found
 
 
-async def get_grant(session: AsyncSession, *, principal: Principal, grant_id: str) -> GrantOut:
+async def get_grant(
+    session: AsyncSession, *, principal: Principal, grant_id: str, clock: Clock
+) -> GrantOut:
     policy.require_reader(principal)
     grant, owner = await visible_grant(session, principal, grant_id)
-    return grant_out(grant, owner=owner)
+    return grant_out(grant, owner=owner, now=clock.now())
 
 
 async def revoke(
@@ -200,6 +194,7 @@ async def revoke(
     grant_id: str,
     body: RevokeIn,
     scope: AuditScope,
+    clock: Clock,
 ) -> GrantOut:
     """A steward's revocation, effective on the next request on every replica.
 
@@ -210,7 +205,7 @@ async def revoke(
     grant, owner = await visible_grant(session, principal, grant_id)
     _note_grant(scope, grant)
     policy.require_grant_party(principal, consumer=grant.consumer_id, owner=owner)
-    now = utcnow()
+    now = clock.now()
     revoked = await repository.revoke_grant(
         session, grant_id=grant.id, at=now, by=principal.name, reason=body.reason
     )
@@ -241,7 +236,12 @@ def _revoked_detail(grant: Grant) -> str:
 
 
 async def revoke_with_break_glass(
-    session: AsyncSession, *, principal: Principal, grant_id: str, scope: AuditScope
+    session: AsyncSession,
+    *,
+    principal: Principal,
+    grant_id: str,
+    scope: AuditScope,
+    clock: Clock,
 ) -> GrantOut:
     """The break-glass revocation (``/v1/admin/grants``): revoking twice changes nothing."""
     found = await repository.get_grant(session, grant_id)
@@ -249,15 +249,18 @@ async def revoke_with_break_glass(
         raise GrantNotFound(f"there is no grant {grant_id!r}")
     grant, owner = found
     _note_grant(scope, grant)
+    now = clock.now()
     await repository.revoke_grant(
-        session, grant_id=grant.id, at=utcnow(), by=principal.name, reason=None
+        session, grant_id=grant.id, at=now, by=principal.name, reason=None
     )
     await scope.record_change(session)
     await session.refresh(grant)
-    return grant_out(grant, owner=owner)
+    return grant_out(grant, owner=owner, now=now)
 
 
-async def list_all_grants(session: AsyncSession, *, consumer: str | None) -> GrantList:
-    now = utcnow()
+async def list_all_grants(
+    session: AsyncSession, *, consumer: str | None, clock: Clock
+) -> GrantList:
+    now = clock.now()
     rows = await repository.list_grants(session, repository.GrantFilter(consumer=consumer))
     return GrantList(grants=[grant_out(grant, owner=owner, now=now) for grant, owner in rows])

@@ -46,8 +46,8 @@ from onceonly.hub.access.schemas import (
 from onceonly.hub.access.service import capped_until, check_fields
 from onceonly.hub.audit.service import AuditScope
 from onceonly.hub.config import Settings
-from onceonly.hub.errors import InvalidRequest
-from onceonly.hub.kit.clock import as_utc, aware, utcnow
+from onceonly.hub.kit.clock import Clock, as_utc, aware
+from onceonly.hub.kit.problems import InvalidRequest
 from onceonly.hub.people.principal import Principal
 from onceonly.hub.registry import service as registry
 from onceonly.hub.registry.exceptions import ItemRetired, UnknownItem
@@ -161,6 +161,7 @@ async def request_access(
     body: AccessRequestIn,
     settings: Settings,
     scope: AuditScope,
+    clock: Clock,
 ) -> AccessRequestOut:
     """File a request (see the module's docstring for what happens next)."""
     policy.require_actor(principal)
@@ -170,7 +171,7 @@ async def request_access(
     purposes_for(settings).get(body.purpose)
     await registry.department(session, body.consumer)
     item, version, asked = await _requestable(session, body)
-    now = utcnow()
+    now = clock.now()
     if body.valid_until is not None and body.valid_until <= now:
         raise InvalidRequest("valid_until must lie in the future")
     await _refuse_duplicate(session, body)
@@ -214,6 +215,7 @@ async def renew(
     body: RenewIn,
     settings: Settings,
     scope: AuditScope,
+    clock: Clock,
 ) -> AccessRequestOut:
     """Ask, before a grant expires, for a new one: an access request for the same item,
     purpose, legal basis and fields, which the owner decides like any other. The old
@@ -223,7 +225,7 @@ async def renew(
     grant, _ = await service.visible_grant(session, principal, grant_id)
     scope.note(grant=grant.id)
     policy.require_consumer_steward(principal, grant.consumer_id)
-    status = service.grant_status(grant, utcnow())
+    status = service.grant_status(grant, clock.now())
     if status != "active":
         raise GrantNotActive(f"grant {grant.id!r} is {status}; ask with a new access request")
     return await request_access(
@@ -232,6 +234,7 @@ async def renew(
         body=await _renewal(session, grant, body),
         settings=settings,
         scope=scope,
+        clock=clock,
     )
 
 
@@ -286,12 +289,12 @@ def _settle_in_memory(row: AccessRequest, grant: Grant) -> None:
 
 
 async def list_requests(
-    session: AsyncSession, *, principal: Principal, query: RequestQuery
+    session: AsyncSession, *, principal: Principal, query: RequestQuery, clock: Clock
 ) -> AccessRequestList:
     """The requests the principal may see (never the others), filtered by ``query``."""
     policy.require_reader(principal)
     visible = policy.visible_departments(principal)
-    now = utcnow()
+    now = clock.now()
     where = repository.RequestFilter(
         visible_to=visible,
         department=query.department,
@@ -328,11 +331,11 @@ async def _visible_request(
 
 
 async def get_request(
-    session: AsyncSession, *, principal: Principal, request_id: str
+    session: AsyncSession, *, principal: Principal, request_id: str, clock: Clock
 ) -> AccessRequestOut:
     policy.require_reader(principal)
     row = await _visible_request(session, principal, request_id)
-    return request_out(row, await _version(session, row), utcnow())
+    return request_out(row, await _version(session, row), clock.now())
 
 
 def _note(scope: AuditScope, row: AccessRequest) -> None:
@@ -389,6 +392,7 @@ async def approve(
     body: ApproveIn,
     settings: Settings,
     scope: AuditScope,
+    clock: Clock,
 ) -> AccessRequestOut:
     """Approve, with the requested fields or fewer and the requested period or shorter
     (and never longer than ``grant_max_days``)."""
@@ -400,7 +404,7 @@ async def approve(
     if served.item.sharing_class == "none":
         raise NotShared(f"data item {row.item_id!r} is no longer shared")
     version = await _version(session, row)
-    now = utcnow()
+    now = clock.now()
     fields = _approved_fields(body, requested_fields(row, version))
     until = _approved_until(body, row, now=now, max_days=settings.grant_max_days)
     grant = _grant(row, fields=fields, until=until, now=now)
@@ -431,21 +435,28 @@ async def refuse(
     request_id: str,
     body: RefuseIn,
     scope: AuditScope,
+    clock: Clock,
 ) -> AccessRequestOut:
     row = await _pending(session, principal, request_id, scope)
     policy.require_decider(principal, row)
     return await _settle(
-        session, row, status="refused", by=principal.name, reason=body.reason, scope=scope
+        session,
+        row,
+        status="refused",
+        by=principal.name,
+        reason=body.reason,
+        scope=scope,
+        clock=clock,
     )
 
 
 async def withdraw(
-    session: AsyncSession, *, principal: Principal, request_id: str, scope: AuditScope
+    session: AsyncSession, *, principal: Principal, request_id: str, scope: AuditScope, clock: Clock
 ) -> AccessRequestOut:
     row = await _pending(session, principal, request_id, scope)
     policy.require_consumer_steward(principal, row.consumer_id)
     return await _settle(
-        session, row, status="withdrawn", by=principal.name, reason=None, scope=scope
+        session, row, status="withdrawn", by=principal.name, reason=None, scope=scope, clock=clock
     )
 
 
@@ -457,11 +468,12 @@ async def _settle(
     by: str,
     reason: str | None,
     scope: AuditScope,
+    clock: Clock,
 ) -> AccessRequestOut:
     """End a pending request without a grant (refused or withdrawn)."""
     if row.status != "pending":
         raise await _not_pending(session, row)
-    now = utcnow()
+    now = clock.now()
     settled = await repository.settle_request(
         session, request_id=row.id, status=status, decided_by=by, decided_at=now, reason=reason
     )

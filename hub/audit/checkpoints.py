@@ -16,6 +16,7 @@ problem once, until the tree extends that checkpoint again.
 import asyncio
 import logging
 import tempfile
+from datetime import datetime
 from pathlib import Path
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
@@ -27,7 +28,7 @@ from onceonly.hub.audit.notes import Checkpoint, Signer
 from onceonly.hub.audit.schemas import CheckpointOut, CheckpointPage
 from onceonly.hub.config import AUDIT_ORIGIN_FILE
 from onceonly.hub.db import write_connection
-from onceonly.hub.kit.clock import utcnow
+from onceonly.hub.kit.clock import SYSTEM_CLOCK, Clock
 from onceonly.hub.kit.keyfiles import ed25519_key
 
 log = logging.getLogger("onceonly.audit")
@@ -65,23 +66,33 @@ def _keep_origin(path: Path, origin: str) -> None:
     Path(temporary.name).replace(path)  # whole, even with several processes starting
 
 
-async def sign_current(conn: repository.Executor, signer: Signer) -> AuditCheckpoint:
+async def sign_current(
+    conn: repository.Executor, signer: Signer, *, now: datetime
+) -> AuditCheckpoint:
     """A signed checkpoint of the tree as it is now (not stored)."""
     size = await tree.current_size(conn)
-    return _signed(signer, size, await tree.root_at(conn, size))
+    return _signed(signer, size, await tree.root_at(conn, size), now=now)
 
 
-def _signed(signer: Signer, size: int, root: bytes) -> AuditCheckpoint:
+def _signed(signer: Signer, size: int, root: bytes, *, now: datetime) -> AuditCheckpoint:
     note = signer.sign(Checkpoint(signer.name, size, root).text())
-    return AuditCheckpoint(tree_size=size, root=root, note=note, time=utcnow())
+    return AuditCheckpoint(tree_size=size, root=root, note=note, time=now)
 
 
 class Checkpointer:
     """The process's checkpoint task. ``start()`` in the lifespan, ``stop()`` at the end."""
 
-    def __init__(self, engine: AsyncEngine, *, signer: Signer, interval: float) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        signer: Signer,
+        interval: float,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
         self.signer = signer
         self._engine = engine
+        self._clock = clock
         self._interval = interval
         self._task: asyncio.Task[None] | None = None
         self._alarm: str | None = None
@@ -113,7 +124,7 @@ class Checkpointer:
         if problem is not None or (latest is not None and size <= latest.tree_size):
             return None
         assert root is not None
-        current = _signed(self.signer, size, root)
+        current = _signed(self.signer, size, root, now=self._clock.now())
         async with write_connection(self._engine) as conn:
             await repository.insert_checkpoint(conn, current)
         return current
@@ -154,13 +165,12 @@ class Checkpointer:
                 log.exception("audit checkpoint failed; retrying in %.1f s", self._interval)
             await asyncio.sleep(self._interval)
 
-
-async def latest_note(session: AsyncSession, signer: Signer) -> str:
-    """The newest stored checkpoint; before the first one, the current tree signed now."""
-    latest = await repository.latest_checkpoint(session)
-    if latest is None:
-        latest = await sign_current(session, signer)
-    return latest.note
+    async def latest_note(self, session: AsyncSession) -> str:
+        """The newest stored checkpoint; before the first one, the current tree signed now."""
+        latest = await repository.latest_checkpoint(session)
+        if latest is None:
+            latest = await sign_current(session, self.signer, now=self._clock.now())
+        return latest.note
 
 
 async def history(session: AsyncSession, *, since_size: int, limit: int) -> CheckpointPage:

@@ -9,25 +9,24 @@ Every read of content, every query and every export is itself an audit entry.
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Depends, Path, Query
 from fastapi.responses import PlainTextResponse, StreamingResponse
 
-from onceonly.hub.access.service import AUDIT_READ_SCOPE
 from onceonly.hub.audit import checkpoints, service
 from onceonly.hub.audit.dependencies import (
     AuditReaderDep,
-    CheckpointerDep,
     CurrentAudit,
     ReadScope,
     audited,
 )
 from onceonly.hub.audit.schemas import CheckpointPage, EntryOut, EntryPage, ProofOut
 from onceonly.hub.auth.dependencies import CurrentCaller
-from onceonly.hub.db import SessionDep
-from onceonly.hub.keys import KeysDep
+from onceonly.hub.auth.scopes import AUDIT_READ_SCOPE
+from onceonly.hub.dependencies import CheckpointerDep, KeysDep, SessionDep, SessionsDep
 from onceonly.hub.kit.clock import as_utc
 from onceonly.hub.kit.strict import QueryInt, Rfc3339
 from onceonly.hub.people.dependencies import AuditorDep
+from onceonly.hub.registry import repository as registry
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
 
@@ -46,7 +45,7 @@ Cursor = Annotated[QueryInt | None, Query(ge=0, le=MAX_SIZE)]
 @router.get("/checkpoint", response_class=PlainTextResponse)
 async def get_checkpoint(session: SessionDep, checkpointer: CheckpointerDep) -> PlainTextResponse:
     """The latest signed checkpoint (C2SP tlog-checkpoint in a C2SP signed note)."""
-    note = await checkpoints.latest_note(session, checkpointer.signer)
+    note = await checkpointer.latest_note(session)
     return PlainTextResponse(note, media_type=NOTE_TYPE)
 
 
@@ -166,6 +165,7 @@ async def department_entries(
     return await service.department_entries(
         session,
         department=caller.department,
+        owned=await registry.owned_item_ids(session, owner=caller.department),
         scope=scope,
         cursor=cursor,
         limit=limit,
@@ -177,16 +177,16 @@ _EXPORT_TYPES = {"jsonl": "application/jsonl", "csv": "text/csv; charset=utf-8"}
 
 @router.get("/export", dependencies=[Depends(audited("audit.export"))])
 async def export_entries(
-    request: Request,
     _auditor: AuditorDep,
     scope: CurrentAudit,
     keys: KeysDep,
+    sessions: SessionsDep,
     query: EntryQueryDep,
     format: Literal["jsonl", "csv"] = "jsonl",
 ) -> StreamingResponse:
     """Every matching entry as JSON Lines or CSV, streamed; the export is itself audited."""
     where = await service.start_export(scope=scope, keys=keys, query=query, format=format)
-    lines = service.export_lines(request.app.state.sessions, where=where, format=format)
+    lines = service.export_lines(sessions, where=where, format=format)
     return StreamingResponse(
         lines,
         media_type=_EXPORT_TYPES[format],

@@ -12,7 +12,6 @@ from sqlmodel import col, select
 
 from onceonly.hub.audit.merkle import Node
 from onceonly.hub.audit.models import AuditCheckpoint, AuditEntry, AuditNode
-from onceonly.hub.registry.models import Item
 
 _table = AuditEntry.__table__  # type: ignore[attr-defined]
 _nodes = AuditNode.__table__  # type: ignore[attr-defined]
@@ -112,10 +111,14 @@ class EntryFilter:
 
 
 async def department_entries(
-    session: AsyncSession, *, department: str, after: int | None, limit: int
+    session: AsyncSession,
+    *,
+    department: str,
+    owned: Collection[str],
+    after: int | None,
+    limit: int,
 ) -> list[AuditEntry]:
-    """Record queries a department made, or that were made of the items it owns."""
-    owned = select(col(Item.id)).where(col(Item.owner_id) == department)
+    """Record queries a department made, or that were made of the items it ``owned``."""
     query = select(AuditEntry).where(
         col(AuditEntry.action) == "record.query",
         sa.or_(col(AuditEntry.department) == department, col(AuditEntry.item).in_(owned)),

@@ -3,15 +3,14 @@ audits: onceonly.hub.audit.dependencies and onceonly.hub.people.dependencies).""
 
 from starlette.requests import Request
 
-from onceonly.hub.audit.service import AuditScope
+from onceonly.hub.audit.service import AuditLog, AuditScope
 
 
-def open_audit_scope(request: Request, action: str) -> AuditScope:
-    """The request's audit scope for ``action``: the hub's request id, and the caller's
-    own id beside it (onceonly.hub.kit.asgi puts both in the request's state)."""
-    scope = AuditScope(
-        log=request.app.state.audit_log, action=action, request_id=request.state.request_id
-    )
+def open_audit_scope(request: Request, action: str, *, log: AuditLog) -> AuditScope:
+    """The request's audit scope for ``action``, written to ``log``: the hub's request id,
+    and the caller's own id beside it (onceonly.hub.middleware puts both in the request's
+    state)."""
+    scope = AuditScope(log=log, action=action, request_id=request.state.request_id)
     scope.note(client_request_id=request.state.client_request_id)
     request.state.audit = scope
     return scope

@@ -7,6 +7,13 @@ from pydantic import BaseModel
 from onceonly.hub.kit.clock import UtcDatetime
 
 
+class ReceiptOut(BaseModel):
+    """Where the request's audit entry stands in the log (docs/audit.md, "Receipts")."""
+
+    index: int
+    leaf_hash: str
+
+
 class EntryOut(BaseModel):
     """One entry: its index and leaf hash for anyone; for a caller entitled to its
     content also the exact leaf bytes (base64) and the decoded entry."""

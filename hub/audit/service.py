@@ -16,7 +16,7 @@ import csv
 import io
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -35,10 +35,10 @@ from onceonly.hub.audit.models import AuditEntry
 from onceonly.hub.audit.readers import AUDITOR, Reader
 from onceonly.hub.audit.schemas import EntryOut, EntryPage, ProofOut
 from onceonly.hub.db import write_connection
-from onceonly.hub.errors import HubError
 from onceonly.hub.keys import HubKeys
-from onceonly.hub.kit.clock import rfc3339_ms, utcnow
+from onceonly.hub.kit.clock import SYSTEM_CLOCK, Clock, rfc3339_ms
 from onceonly.hub.kit.group_commit import GroupCommit
+from onceonly.hub.kit.problems import HubError
 
 log = logging.getLogger("onceonly.audit")
 
@@ -59,8 +59,11 @@ class Receipt:
 class AuditLog:
     """The process's appender. ``start()`` in the lifespan, ``stop()`` drains it."""
 
-    def __init__(self, engine: AsyncEngine, *, batch_size: int = 256) -> None:
+    def __init__(
+        self, engine: AsyncEngine, *, batch_size: int = 256, clock: Clock = SYSTEM_CLOCK
+    ) -> None:
         self._engine = engine
+        self.clock = clock  # the time of every entry written through a scope
         self._writer: GroupCommit[tuple[dict[str, Any], bytes], Receipt] = GroupCommit(
             self._write_with_retry,
             name="audit-writer",
@@ -179,7 +182,7 @@ class AuditScope:
     def _entry(self, outcome: str, fields: dict[str, Any]) -> dict[str, Any]:
         self.recorded = True
         return leaves.build_entry(
-            time=utcnow(),
+            time=self.log.clock.now(),
             action=self.action,
             outcome=outcome,
             request_id=self.request_id,
@@ -275,11 +278,18 @@ async def find(
 
 
 async def department_entries(
-    session: AsyncSession, *, department: str, scope: AuditScope, cursor: int | None, limit: int
+    session: AsyncSession,
+    *,
+    department: str,
+    owned: Collection[str],
+    scope: AuditScope,
+    cursor: int | None,
+    limit: int,
 ) -> EntryPage:
-    """The hub's side of a department's two-sided evidence (``onceonly adapter reconcile``)."""
+    """The hub's side of a department's two-sided evidence (``onceonly adapter reconcile``):
+    the record queries it made, and those made of the items it ``owned``."""
     rows = await repository.department_entries(
-        session, department=department, after=cursor, limit=limit + 1
+        session, department=department, owned=owned, after=cursor, limit=limit + 1
     )
     await scope.record_success(query={"cursor": cursor, "limit": limit})
     return _page(rows, limit, reader=Reader(department=department), readable_only=True)

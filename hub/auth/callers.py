@@ -9,7 +9,6 @@ alongside its own query (the exchange: standing in its one read, the proof spent
 concurrently through the group-commit register).
 """
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -28,6 +27,8 @@ from onceonly.hub.auth.exceptions import (
 from onceonly.hub.auth.jti_register import JtiRegister
 from onceonly.hub.config import Settings
 from onceonly.hub.keys import HubKeys, KeyLabel
+from onceonly.hub.kit.clock import Clock
+from onceonly.hub.kit.jws import peek_header_and_claims
 
 
 @dataclass(frozen=True)
@@ -59,12 +60,17 @@ class Caller:
 
 
 def caller_from_request(
-    request: ResourceRequest, *, settings: Settings, keys: HubKeys, scope: AuditScope | None
+    request: ResourceRequest,
+    *,
+    settings: Settings,
+    keys: HubKeys,
+    scope: AuditScope | None,
+    clock: Clock,
 ) -> Caller:
     """The caller named by a valid, correctly presented access token; no I/O."""
     default_scheme = "DPoP" if settings.require_dpop else "Bearer"
     scheme, token = _split_authorization(request.authorization, default_scheme)
-    claims = _verify_token(token, scheme=scheme, settings=settings, keys=keys)
+    claims = _verify_token(token, scheme=scheme, settings=settings, keys=keys, clock=clock)
     if scope is not None:
         scope.note(client=claims.client_id, department=claims.department)
     caller = Caller(
@@ -76,7 +82,7 @@ def caller_from_request(
     )
     if scheme == "DPoP":
         return _with_proof(
-            caller, request, claims=claims, token=token, settings=settings, keys=keys
+            caller, request, claims=claims, token=token, settings=settings, keys=keys, clock=clock
         )
     _check_bearer_binding(request, claims=claims, settings=settings)
     return caller
@@ -94,10 +100,10 @@ def _split_authorization(authorization: str | None, default_scheme: str) -> tupl
 
 
 def _verify_token(
-    token: str, *, scheme: str, settings: Settings, keys: HubKeys
+    token: str, *, scheme: str, settings: Settings, keys: HubKeys, clock: Clock
 ) -> tokens.AccessClaims:
     try:
-        kid = tokens.peek_header_and_claims(token)[0].get("kid")
+        kid = peek_header_and_claims(token)[0].get("kid")
     except ValueError:
         kid = None
     try:
@@ -105,7 +111,7 @@ def _verify_token(
             token,
             keys=keys.verification_keys(kid if isinstance(kid, str) else None),
             issuer=settings.issuer,
-            now=int(time.time()),
+            now=int(clock.time()),
             skew=settings.clock_skew,
         )
     except InvalidToken as error:
@@ -120,6 +126,7 @@ def _with_proof(
     token: str,
     settings: Settings,
     keys: HubKeys,
+    clock: Clock,
 ) -> Caller:
     """RFC 9449 §7.1: a DPoP-bound token, with one valid proof by the bound key."""
     if claims.jkt is None:
@@ -132,6 +139,7 @@ def _with_proof(
         settings=settings,
         keys=keys,
         error=InvalidDpopProof,
+        clock=clock,
     )
     if proof.jkt != claims.jkt:
         raise InvalidDpopProof("the DPoP proof is signed by another key than the token's cnf.jkt")
@@ -149,11 +157,12 @@ def check_proof(
     settings: Settings,
     keys: HubKeys,
     error: Callable[[str], Exception],
+    clock: Clock,
 ) -> dpop.Proof:
     """One valid proof (RFC 9449 §4.3), with the server's nonce when nonces are on."""
     if len(proofs) != 1:
         raise error("exactly one DPoP header is required")
-    now = int(time.time())
+    now = int(clock.time())
     try:
         proof = dpop.verify_proof(
             proofs[0],
@@ -239,9 +248,10 @@ async def caller_from_token(
     settings: Settings,
     keys: HubKeys,
     scope: AuditScope | None,
+    clock: Clock,
 ) -> Caller:
     """The caller of a resource request, with its standing checked and its proof spent."""
-    caller = caller_from_request(request, settings=settings, keys=keys, scope=scope)
+    caller = caller_from_request(request, settings=settings, keys=keys, scope=scope, clock=clock)
     standing = await repository.client_standing(
         session, client_id=caller.client_id, token_jti=caller.token_jti
     )

@@ -1,4 +1,11 @@
-"""Who is asking: typed dependencies for routes."""
+"""Who is asking: the one authentication layer, typed dependencies for routes.
+
+A machine client becomes a :class:`~onceonly.hub.auth.callers.Caller` (its access
+token and proof checked here), a person or the break-glass token a
+:class:`~onceonly.hub.people.principal.Principal` (onceonly.hub.people.dependencies);
+:class:`Authenticator` accepts one kind or both and gives either as an
+:class:`~onceonly.hub.auth.principal.AuthPrincipal`.
+"""
 
 from typing import Annotated
 
@@ -6,9 +13,12 @@ from fastapi import Depends, Request, Response
 
 from onceonly.hub.auth import callers, service
 from onceonly.hub.auth.callers import Caller, ResourceRequest
-from onceonly.hub.config import Settings, SettingsDep
-from onceonly.hub.db import SessionDep
-from onceonly.hub.keys import HubKeys, KeysDep
+from onceonly.hub.auth.principal import AuthPrincipal
+from onceonly.hub.config import Settings
+from onceonly.hub.dependencies import HubDep, SessionDep
+from onceonly.hub.keys import HubKeys
+from onceonly.hub.kit.clock import Clock
+from onceonly.hub.people.dependencies import current_principal
 
 
 def resource_request(request: Request, settings: Settings) -> ResourceRequest:
@@ -24,40 +34,67 @@ def resource_request(request: Request, settings: Settings) -> ResourceRequest:
     )
 
 
-def _offer_nonce(response: Response, settings: Settings, keys: HubKeys) -> None:
-    response.headers.update(service.dpop_nonce_header(settings, keys))
+def _offer_nonce(response: Response, settings: Settings, keys: HubKeys, clock: Clock) -> None:
+    response.headers.update(service.dpop_nonce_header(settings, keys, clock=clock))
 
 
 async def current_caller(
-    request: Request,
-    response: Response,
-    session: SessionDep,
-    settings: SettingsDep,
-    keys: KeysDep,
+    request: Request, response: Response, session: SessionDep, hub: HubDep
 ) -> Caller:
+    """The machine client of a resource request: standing checked, proof spent."""
     caller = await callers.caller_from_token(
         session,
-        jtis=request.app.state.jti_register,
-        request=resource_request(request, settings),
-        settings=settings,
-        keys=keys,
+        jtis=hub.jti_register,
+        request=resource_request(request, hub.settings),
+        settings=hub.settings,
+        keys=hub.keys,
         scope=getattr(request.state, "audit", None),
+        clock=hub.clock,
     )
-    _offer_nonce(response, settings, keys)
+    _offer_nonce(response, hub.settings, hub.keys, hub.clock)
     return caller
 
 
-async def _token_caller(
-    request: Request, response: Response, settings: SettingsDep, keys: KeysDep
-) -> Caller:
+async def _token_caller(request: Request, response: Response, hub: HubDep) -> Caller:
     caller = callers.caller_from_request(
-        resource_request(request, settings),
-        settings=settings,
-        keys=keys,
+        resource_request(request, hub.settings),
+        settings=hub.settings,
+        keys=hub.keys,
         scope=getattr(request.state, "audit", None),
+        clock=hub.clock,
     )
-    _offer_nonce(response, settings, keys)
+    _offer_nonce(response, hub.settings, hub.keys, hub.clock)
     return caller
+
+
+def is_machine_credential(authorization: str) -> bool:
+    """Machine clients present a JWT access token (``DPoP`` scheme, or ``Bearer`` where
+    DPoP is not required); people present their opaque session token."""
+    scheme, _, token = authorization.partition(" ")
+    return scheme.lower() == "dpop" or token.strip().count(".") == 2
+
+
+class Authenticator:
+    """A route dependency that recognizes the caller as an :class:`AuthPrincipal`.
+
+    With ``clients`` and ``people`` both on, the credential's shape decides which
+    check runs (a JWT access token: a machine client; anything else: a person's
+    session or the break-glass token); with one of them, only that check runs, so a
+    machine never gets a person's powers nor a person a client's.
+    """
+
+    def __init__(self, *, clients: bool = False, people: bool = False) -> None:
+        if not (clients or people):
+            raise ValueError("an authenticator accepts clients, people, or both")
+        self._clients, self._people = clients, people
+
+    async def __call__(
+        self, request: Request, response: Response, session: SessionDep, hub: HubDep
+    ) -> AuthPrincipal:
+        authorization = request.headers.get("authorization") or ""
+        if self._clients and not (self._people and not is_machine_credential(authorization)):
+            return AuthPrincipal(client=await current_caller(request, response, session, hub))
+        return AuthPrincipal(person=await current_principal(request, session, hub))
 
 
 # A valid, correctly presented token (DPoP-bound when require_dpop) whose client is

@@ -19,7 +19,7 @@ from joserfc import jws
 from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, OKPKey, RSAKey
 
-from onceonly.hub.auth.tokens import MAX_JWT_BYTES, peek_header_and_claims
+from onceonly.hub.kit.jws import MAX_JWT_BYTES, peek_header_and_claims
 
 PROOF_TYPE = "dpop+jwt"
 ALGORITHMS = ("ES256", "Ed25519", "EdDSA", "PS256")

@@ -7,8 +7,10 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Request, Response
 from fastapi.responses import JSONResponse
 
+from onceonly.hub.access import service as access
 from onceonly.hub.audit.dependencies import CurrentAudit, audited
-from onceonly.hub.audit.service import AuditScope
+from onceonly.hub.audit.request_scope import open_audit_scope
+from onceonly.hub.audit.service import AuditLog, AuditScope
 from onceonly.hub.auth import service
 from onceonly.hub.auth.dependencies import CurrentCaller
 from onceonly.hub.auth.exceptions import InvalidTokenRequest
@@ -19,9 +21,15 @@ from onceonly.hub.auth.schemas import (
     ServerMetadata,
     TokenResponse,
 )
-from onceonly.hub.config import Settings, SettingsDep
-from onceonly.hub.db import SessionDep, WriteSessionDep
-from onceonly.hub.keys import KeysDep
+from onceonly.hub.config import Settings
+from onceonly.hub.dependencies import (
+    ClockDep,
+    HubDep,
+    KeysDep,
+    SessionDep,
+    SettingsDep,
+    WriteSessionDep,
+)
 from onceonly.hub.kit.jsonbody import json_body
 from onceonly.hub.people.dependencies import AdministratorDep
 from onceonly.hub.registry.schemas import CLIENT_ID_PATTERN, ClientOut
@@ -34,7 +42,7 @@ _JWKS_CACHE = {"Cache-Control": "public, max-age=60"}  # well below a rotation's
 
 
 async def _endpoint_request(
-    request: Request, settings: Settings, *, action: str
+    request: Request, settings: Settings, *, action: str, log: AuditLog
 ) -> tuple[service.EndpointRequest, AuditScope | None]:
     """The request as the OAuth endpoints read it, and its audit scope.
 
@@ -61,62 +69,72 @@ async def _endpoint_request(
     if service.named_client(form) is None:
         service.count_unnamed(endpoint)
         return endpoint_request, None
-    return endpoint_request, await audited(action)(request)
+    return endpoint_request, open_audit_scope(request, action, log=log)
 
 
 @router.post("/oauth/token", response_model=TokenResponse)
 async def token(
-    request: Request, session: SessionDep, settings: SettingsDep, keys: KeysDep
+    request: Request, session: SessionDep, hub: HubDep, clock: ClockDep
 ) -> JSONResponse:
-    endpoint_request, scope = await _endpoint_request(request, settings, action="token.issue")
+    settings, keys = hub.settings, hub.keys
+    endpoint_request, scope = await _endpoint_request(
+        request, settings, action="token.issue", log=hub.audit_log
+    )
     answer = await service.issue_token(
         session,
-        jtis=request.app.state.jti_register,
+        jtis=hub.jti_register,
         request=endpoint_request,
         settings=settings,
         keys=keys,
         scope=scope,
+        clock=clock,
+        scopes_of=lambda department: access.scopes_for(session, department=department, clock=clock),
     )
-    headers = _NO_STORE | service.dpop_nonce_header(settings, keys)
+    headers = _NO_STORE | service.dpop_nonce_header(settings, keys, clock=clock)
     return JSONResponse(answer.model_dump(), headers=headers)
 
 
 @router.post("/oauth/introspect", response_model=IntrospectionResponse)
 async def introspect(
-    request: Request, session: SessionDep, settings: SettingsDep, keys: KeysDep
+    request: Request, session: SessionDep, hub: HubDep, clock: ClockDep
 ) -> JSONResponse:
-    endpoint_request, scope = await _endpoint_request(request, settings, action="token.introspect")
+    endpoint_request, scope = await _endpoint_request(
+        request, hub.settings, action="token.introspect", log=hub.audit_log
+    )
     answer = await service.introspect(
         session,
-        jtis=request.app.state.jti_register,
+        jtis=hub.jti_register,
         request=endpoint_request,
-        settings=settings,
-        keys=keys,
+        settings=hub.settings,
+        keys=hub.keys,
         scope=scope,
+        clock=clock,
     )
     return JSONResponse(answer.model_dump(exclude_none=True), headers=_NO_STORE)
 
 
 @router.post("/oauth/revoke")
-async def revoke(
-    request: Request, session: SessionDep, settings: SettingsDep, keys: KeysDep
-) -> Response:
-    endpoint_request, scope = await _endpoint_request(request, settings, action="token.revoke")
+async def revoke(request: Request, session: SessionDep, hub: HubDep, clock: ClockDep) -> Response:
+    endpoint_request, scope = await _endpoint_request(
+        request, hub.settings, action="token.revoke", log=hub.audit_log
+    )
     await service.revoke(
         session,
-        engine=request.app.state.engine,
-        jtis=request.app.state.jti_register,
+        engine=hub.engine,
+        jtis=hub.jti_register,
         request=endpoint_request,
-        settings=settings,
-        keys=keys,
+        settings=hub.settings,
+        keys=hub.keys,
         scope=scope,
+        clock=clock,
     )
     return Response(status_code=200, headers=_NO_STORE)
 
 
 @router.get("/.well-known/oauth-authorization-server", response_model=ServerMetadata)
 async def metadata(session: SessionDep, settings: SettingsDep) -> ServerMetadata:
-    return await service.server_metadata(session, settings=settings)
+    scopes = await access.all_read_scopes(session)
+    return service.server_metadata(settings=settings, scopes_supported=scopes)
 
 
 @router.get("/.well-known/jwks.json")
@@ -159,9 +177,10 @@ async def disable_client(
     session: WriteSessionDep,
     settings: SettingsDep,
     scope: CurrentAudit,
+    clock: ClockDep,
 ) -> ClientOut:
     return await service.set_client_standing(
-        session, client_id=client_id, active=False, settings=settings, scope=scope
+        session, client_id=client_id, active=False, settings=settings, scope=scope, clock=clock
     )
 
 
@@ -177,8 +196,9 @@ async def enable_client(
     session: WriteSessionDep,
     settings: SettingsDep,
     scope: CurrentAudit,
+    clock: ClockDep,
 ) -> ClientOut:
     """409 ``client-tokens-outstanding`` while tokens it held when disabled may live."""
     return await service.set_client_standing(
-        session, client_id=client_id, active=True, settings=settings, scope=scope
+        session, client_id=client_id, active=True, settings=settings, scope=scope, clock=clock
     )

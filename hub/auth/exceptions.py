@@ -8,7 +8,7 @@ inside the RFC 9457 problem body. Resource errors carry an RFC 6750 §3
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from onceonly.hub.errors import HubError
+from onceonly.hub.kit.problems import HubError
 
 
 class OAuthError(HubError):

@@ -10,7 +10,7 @@ own, the way audit entries are appended (docs/decisions/0003).
 
 import logging
 import random
-from datetime import UTC, datetime
+from datetime import datetime
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -18,8 +18,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from onceonly.hub.auth import repository
 from onceonly.hub.db import write_connection
-from onceonly.hub.errors import Unavailable
+from onceonly.hub.kit.clock import SYSTEM_CLOCK, Clock
 from onceonly.hub.kit.group_commit import GroupCommit
+from onceonly.hub.kit.problems import Unavailable
 
 log = logging.getLogger("onceonly.auth")
 
@@ -27,8 +28,11 @@ log = logging.getLogger("onceonly.auth")
 class JtiRegister:
     """The process's spender. ``start()`` in the lifespan, ``stop()`` drains it."""
 
-    def __init__(self, engine: AsyncEngine, *, batch_size: int = 256) -> None:
+    def __init__(
+        self, engine: AsyncEngine, *, batch_size: int = 256, clock: Clock = SYSTEM_CLOCK
+    ) -> None:
         self._engine = engine
+        self._clock = clock
         self._writer: GroupCommit[tuple[str, datetime], bool] = GroupCommit(
             self._spend_batch,
             name="jti-register",
@@ -61,7 +65,7 @@ class JtiRegister:
         async with write_connection(self._engine) as conn:
             fresh = await _insert_returning(conn, rows)
             if random.random() < repository.PURGE_PROBABILITY * len(batch):
-                await conn.execute(repository.purge_used_statement(), {"now": datetime.now(UTC)})
+                await conn.execute(repository.purge_used_statement(), {"now": self._clock.now()})
         results, seen = [], set()
         for key, _ in batch:  # within one batch, the first of two equal keys wins
             results.append(key in fresh and key not in seen)

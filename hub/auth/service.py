@@ -11,7 +11,6 @@ revocation, metadata, and a client's own keys.
 """
 
 import math
-import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -20,7 +19,6 @@ from urllib.parse import parse_qsl
 from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from onceonly.hub.access import service as access
 from onceonly.hub.audit.service import AuditScope
 from onceonly.hub.auth import callers, certificates, dpop, nonces, repository, tokens
 from onceonly.hub.auth.callers import Caller as Caller
@@ -47,9 +45,11 @@ from onceonly.hub.auth.schemas import (
     ServerMetadata,
     TokenResponse,
 )
+from onceonly.hub.auth.scopes import ScopesOf
 from onceonly.hub.config import Settings
 from onceonly.hub.keys import HubKeys, KeyLabel
-from onceonly.hub.kit.clock import aware, rfc3339_ms, utcnow
+from onceonly.hub.kit.clock import Clock, aware, rfc3339_ms
+from onceonly.hub.kit.jws import peek_header_and_claims
 from onceonly.hub.registry import jwks as jwks_rules
 from onceonly.hub.registry import repository as registry
 from onceonly.hub.registry.models import Client
@@ -105,7 +105,7 @@ def named_client(form: dict[str, str]) -> str | None:
     if form.get("client_id"):
         return form["client_id"]
     try:
-        _, claims = tokens.peek_header_and_claims(form.get("client_assertion", ""))
+        _, claims = peek_header_and_claims(form.get("client_assertion", ""))
     except ValueError:
         return None
     named = claims.get("sub") or claims.get("iss")
@@ -138,19 +138,21 @@ async def issue_token(
     settings: Settings,
     keys: HubKeys,
     scope: AuditScope | None,
+    clock: Clock,
+    scopes_of: ScopesOf,
 ) -> TokenResponse:
     """The client credentials grant (RFC 6749 §4.4), sender-constrained; audited in
     ``scope`` (None: the request names no client, and is not audited)."""
     _check_grant_type(request.form.get("grant_type"))
-    proof = _token_proof(request, settings=settings, keys=keys)
+    proof = _token_proof(request, settings=settings, keys=keys, clock=clock)
     authenticated = await authenticate_client(
-        session, jtis=jtis, request=request, settings=settings, scope=scope
+        session, jtis=jtis, request=request, settings=settings, scope=scope, clock=clock
     )
     client, audit = authenticated.client, _named(scope)
     confirmation = _confirmation(proof, authenticated, settings=settings)
     if proof is not None:
         await _spend_token_proof(jtis, proof, settings=settings)
-    granted = await access.scopes_for(session, department=client.department_id)
+    granted = await scopes_of(client.department_id)
     scopes = _requested_scopes(request.form.get("scope"), granted)
     token = tokens.issue_access_token(
         key=keys.signing,
@@ -158,7 +160,7 @@ async def issue_token(
         client_id=client.client_id,
         department=client.department_id,
         scopes=scopes,
-        now=int(time.time()),
+        now=int(clock.time()),
         lifetime=settings.access_token_lifetime,
         confirmation=confirmation,
     )
@@ -181,7 +183,7 @@ def _check_grant_type(grant_type: str | None) -> None:
 
 
 def _token_proof(
-    request: EndpointRequest, *, settings: Settings, keys: HubKeys
+    request: EndpointRequest, *, settings: Settings, keys: HubKeys, clock: Clock
 ) -> dpop.Proof | None:
     """RFC 9449 §5: the proof of a token request (no ``ath``), or None if none was sent."""
     if not request.dpop_proofs:
@@ -194,6 +196,7 @@ def _token_proof(
         settings=settings,
         keys=keys,
         error=InvalidDpopProofGrant,
+        clock=clock,
     )
 
 
@@ -228,11 +231,11 @@ def _requested_scopes(requested: str | None, granted: frozenset[str]) -> frozens
     return wanted
 
 
-def dpop_nonce_header(settings: Settings, keys: HubKeys) -> dict[str, str]:
+def dpop_nonce_header(settings: Settings, keys: HubKeys, *, clock: Clock) -> dict[str, str]:
     """The current nonce on every answer when nonces are on (RFC 9449 §8.2, §9)."""
     if not settings.dpop_nonce:
         return {}
-    now = int(time.time())
+    now = int(clock.time())
     nonce = nonces.current_nonce(
         keys.derived(KeyLabel.DPOP_NONCE), now=now, lifetime=settings.dpop_nonce_lifetime
     )
@@ -249,6 +252,7 @@ async def authenticate_client(
     request: EndpointRequest,
     settings: Settings,
     scope: AuditScope | None,
+    clock: Clock,
 ) -> AuthenticatedClient:
     """``private_key_jwt`` if an assertion is sent, else a forwarded certificate.
 
@@ -259,7 +263,7 @@ async def authenticate_client(
     """
     try:
         return await _authenticate(
-            session, jtis=jtis, request=request, settings=settings, scope=scope
+            session, jtis=jtis, request=request, settings=settings, scope=scope, clock=clock
         )
     except ClientNotAuthenticated as refusal:
         if scope is not None:
@@ -274,11 +278,12 @@ async def _authenticate(
     request: EndpointRequest,
     settings: Settings,
     scope: AuditScope | None,
+    clock: Clock,
 ) -> AuthenticatedClient:
     form = request.form
     if "client_assertion_type" in form or "client_assertion" in form:
         client = await _private_key_jwt(
-            session, jtis=jtis, form=form, settings=settings, scope=scope
+            session, jtis=jtis, form=form, settings=settings, scope=scope, clock=clock
         )
         return AuthenticatedClient(client=client)
     if settings.tls_client_cert_header is not None and request.certificate:
@@ -295,6 +300,7 @@ async def _private_key_jwt(
     form: dict[str, str],
     settings: Settings,
     scope: AuditScope | None,
+    clock: Clock,
 ) -> Client:
     """RFC 7523 §2.2, §3, with the assertion's jti spent in the database. The signature
     is checked whatever the client's standing (against a decoy key when there is no
@@ -303,7 +309,7 @@ async def _private_key_jwt(
         raise InvalidClient("authenticate with private_key_jwt (client_assertion_type jwt-bearer)")
     assertion = form.get("client_assertion", "")
     try:
-        header, unverified = tokens.peek_header_and_claims(assertion)
+        header, unverified = peek_header_and_claims(assertion)
     except ValueError as error:
         raise InvalidClient(f"the client assertion is not a JWT: {error}") from None
     client_id = unverified.get("sub")
@@ -318,7 +324,7 @@ async def _private_key_jwt(
             client_id=client_id,
             client_keys=tokens.assertion_keys(client_keys, header),
             issuer=settings.issuer,
-            now=int(time.time()),
+            now=int(clock.time()),
             skew=settings.clock_skew,
         )
     except ClientSignatureInvalid as bad_signature:
@@ -387,14 +393,17 @@ async def introspect(
     settings: Settings,
     keys: HubKeys,
     scope: AuditScope | None,
+    clock: Clock,
 ) -> IntrospectionResponse:
     """RFC 7662 §2: ``active`` only for a live, unrevoked token of the caller's own
     department whose client is still active (the token a resource would accept); any
     other token is simply ``{"active": false}`` (§2.2)."""
     client, audit = await _authenticated_caller(
-        session, jtis=jtis, request=request, settings=settings, scope=scope
+        session, jtis=jtis, request=request, settings=settings, scope=scope, clock=clock
     )
-    claims = _own_token(request.form, department=client.department_id, settings=settings, keys=keys)
+    claims = _own_token(
+        request.form, department=client.department_id, settings=settings, keys=keys, clock=clock
+    )
     active = claims is not None and await _accepted(session, claims)
     await audit.record_success()
     if claims is None or not active:
@@ -452,17 +461,20 @@ async def revoke(
     settings: Settings,
     keys: HubKeys,
     scope: AuditScope | None,
+    clock: Clock,
 ) -> None:
     """RFC 7009 §2.1: revoke an access token of the caller's own department. An invalid,
     expired or foreign token is answered the same way (§2.2: 200), so the endpoint
     tells nobody whether another department's token exists."""
     client, audit = await _authenticated_caller(
-        session, jtis=jtis, request=request, settings=settings, scope=scope
+        session, jtis=jtis, request=request, settings=settings, scope=scope, clock=clock
     )
-    claims = _own_token(request.form, department=client.department_id, settings=settings, keys=keys)
+    claims = _own_token(
+        request.form, department=client.department_id, settings=settings, keys=keys, clock=clock
+    )
     if claims is not None:
         expires = datetime.fromtimestamp(claims.expires_at + settings.clock_skew, UTC)
-        await repository.revoke(engine, jti=claims.jti, expires_at=expires, now=datetime.now(UTC))
+        await repository.revoke(engine, jti=claims.jti, expires_at=expires, now=clock.now())
     await audit.record_success(**({"reason": "not-revoked"} if claims is None else {}))
 
 
@@ -473,9 +485,10 @@ async def _authenticated_caller(
     request: EndpointRequest,
     settings: Settings,
     scope: AuditScope | None,
+    clock: Clock,
 ) -> tuple[Client, AuditScope]:
     authenticated = await authenticate_client(
-        session, jtis=jtis, request=request, settings=settings, scope=scope
+        session, jtis=jtis, request=request, settings=settings, scope=scope, clock=clock
     )
     audit = _named(scope)
     if not request.form.get("token"):
@@ -484,7 +497,7 @@ async def _authenticated_caller(
 
 
 def _own_token(
-    form: dict[str, str], *, department: str, settings: Settings, keys: HubKeys
+    form: dict[str, str], *, department: str, settings: Settings, keys: HubKeys, clock: Clock
 ) -> tokens.AccessClaims | None:
     """The token's claims if it is a valid access token of ``department``; else None.
 
@@ -493,12 +506,12 @@ def _own_token(
     """
     token = form["token"]
     try:
-        kid = tokens.peek_header_and_claims(token)[0].get("kid")
+        kid = peek_header_and_claims(token)[0].get("kid")
         claims = tokens.verify_access_token(
             token,
             keys=keys.verification_keys(kid if isinstance(kid, str) else None),
             issuer=settings.issuer,
-            now=int(time.time()),
+            now=int(clock.time()),
             skew=settings.clock_skew,
         )
     except (InvalidToken, ValueError):
@@ -539,6 +552,7 @@ async def set_client_standing(
     active: bool,
     settings: Settings,
     scope: AuditScope,
+    clock: Clock,
 ) -> ClientOut:
     """Disable a client, or enable it again. A disabled client gets no token (its
     attempts are answered as an unknown client's), and the access tokens it holds are
@@ -552,9 +566,9 @@ async def set_client_standing(
         raise ClientNotFound(f"there is no client {client_id!r}")
     scope.note(department=row.department_id)
     if active:
-        await _require_tokens_expired(session, client_id=client_id, settings=settings)
+        await _require_tokens_expired(session, client_id=client_id, settings=settings, clock=clock)
     elif row.status == "active":
-        await repository.record_disablement(session, client_id=client_id, at=utcnow())
+        await repository.record_disablement(session, client_id=client_id, at=clock.now())
     row.status = "active" if active else "disabled"
     await session.flush()
     await scope.record_change(session)
@@ -565,7 +579,7 @@ async def set_client_standing(
 
 
 async def _require_tokens_expired(
-    session: AsyncSession, *, client_id: str, settings: Settings
+    session: AsyncSession, *, client_id: str, settings: Settings, clock: Clock
 ) -> None:
     """Refuse to enable a client while a token it held when disabled may live: access
     tokens are checked against the client's standing, not against when it changed, so
@@ -576,7 +590,7 @@ async def _require_tokens_expired(
     until = aware(disabled_at) + timedelta(
         seconds=settings.access_token_lifetime + settings.clock_skew
     )
-    wait = math.ceil((until - utcnow()).total_seconds())
+    wait = math.ceil((until - clock.now()).total_seconds())
     if wait > 0:
         raise ClientTokensOutstanding(
             f"access tokens issued before the client was disabled live until"
@@ -588,7 +602,7 @@ async def _require_tokens_expired(
 # --- discovery -------------------------------------------------------------------------
 
 
-async def server_metadata(session: AsyncSession, *, settings: Settings) -> ServerMetadata:
+def server_metadata(*, settings: Settings, scopes_supported: list[str]) -> ServerMetadata:
     """RFC 8414 §2 metadata, with RFC 9449 §5.1 and RFC 8705 §3.3 members."""
     issuer = settings.issuer.rstrip("/")
     methods = ["private_key_jwt"]
@@ -610,6 +624,6 @@ async def server_metadata(session: AsyncSession, *, settings: Settings) -> Serve
         dpop_signing_alg_values_supported=SIGNING_ALGORITHMS,
         tls_client_certificate_bound_access_tokens=settings.tls_client_cert_header is not None,
         response_types_supported=[],
-        scopes_supported=await access.all_read_scopes(session),
+        scopes_supported=scopes_supported,
         service_documentation=f"{issuer}/docs",
     )

@@ -11,21 +11,18 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import uuid4
 
-from joserfc import jws, jwt
+from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, KeySet, OKPKey, RSAKey
 
 from onceonly.hub.auth.exceptions import ClientSignatureInvalid, InvalidClient, InvalidToken
-from onceonly.hub.kit.jsonbody import load_json
-from onceonly.hub.kit.nul import body_nul
+from onceonly.hub.kit.jws import peek_header_and_claims, safe_reason
 
 # RFC 9864: "Ed25519" is the fully specified name; "EdDSA" stays accepted (deprecated).
 CLIENT_ALGORITHMS = ("ES256", "Ed25519", "EdDSA", "PS256")
 # The key type each algorithm verifies with (RFC 7518 §3.4, §3.5; RFC 8037 §3.1).
 _KEY_TYPES = {"ES256": "EC", "Ed25519": "OKP", "EdDSA": "OKP", "PS256": "RSA"}
 ACCESS_TOKEN_TYPE = "at+jwt"
-MAX_JWT_BYTES = 8192
-MAX_CLAIMS_DEPTH = 16  # claims are flat; a deep one is an attack on the parser
 MAX_ASSERTION_LIFETIME = 120
 _DECODE_ERRORS = (JoseError, ValueError, KeyError, TypeError)
 
@@ -51,36 +48,6 @@ class AssertionClaims:
     client_id: str
     jti: str
     expires_at: int
-
-
-def peek_header_and_claims(
-    compact: str, *, registry: jws.JWSRegistry | None = None
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Header and claims of a compact JWS *without* verifying it (to find the key).
-
-    Anything that is not a compact JWS (RFC 7515 §7.1) raises ValueError, whatever
-    part of it fails to decode.
-    """
-    if len(compact) > MAX_JWT_BYTES:
-        raise ValueError(f"the JWT is longer than {MAX_JWT_BYTES} bytes")
-    parts = compact.split(".")
-    if len(parts) != 3:
-        raise ValueError("not a compact JWS")
-    try:
-        obj = jws.extract_compact(compact.encode(), registry=registry)
-    except JoseError as error:
-        raise ValueError(f"not a compact JWS ({_reason(error)})") from None
-    except RecursionError:  # a header nested too deep for the JSON parser
-        raise ValueError("the JWS header is nested too deeply") from None
-    if body_nul(obj.payload) is not None:  # no database column takes U+0000
-        raise ValueError("the JWT claims hold a NUL character (U+0000)")
-    claims = load_json(obj.payload, max_depth=MAX_CLAIMS_DEPTH)  # UnsafeJson is a ValueError
-    if not isinstance(claims, dict):
-        raise ValueError("the JWT claims are not a JSON object")
-    headers = dict(obj.headers())
-    if any("\x00" in str(value) for value in headers.values()):
-        raise ValueError("the JWS header holds a NUL character (U+0000)")
-    return headers, claims
 
 
 def _expect(claims: dict[str, Any], name: str, kind: type) -> Any:
@@ -153,7 +120,7 @@ def verify_client_assertion(
     try:
         claims = jwt.decode(assertion, client_keys, algorithms=list(CLIENT_ALGORITHMS)).claims
     except _DECODE_ERRORS as error:
-        detail = f"the client assertion does not verify: {_reason(error)}"
+        detail = f"the client assertion does not verify: {safe_reason(error)}"
         raise ClientSignatureInvalid(detail) from None
     try:
         if claims.get("iss") != client_id or claims.get("sub") != client_id:
@@ -164,7 +131,7 @@ def verify_client_assertion(
         jti = _expect(claims, "jti", str)
         not_before, issued = _numeric_date(claims, "nbf"), _numeric_date(claims, "iat")
     except ValueError as error:
-        raise InvalidClient(f"the client assertion is not valid: {_reason(error)}") from None
+        raise InvalidClient(f"the client assertion is not valid: {safe_reason(error)}") from None
     if exp <= now - skew:
         raise InvalidClient("the client assertion has expired")
     if exp > now + MAX_ASSERTION_LIFETIME + skew:
@@ -247,7 +214,7 @@ def verify_access_token(
             x5t=_optional_string(cnf, "x5t#S256"),
         )
     except _DECODE_ERRORS as error:
-        raise InvalidToken(f"the access token is not valid: {_reason(error)}") from None
+        raise InvalidToken(f"the access token is not valid: {safe_reason(error)}") from None
     if exp <= now - skew:
         raise InvalidToken("the access token has expired")
     iat = claims.get("iat")
@@ -261,10 +228,3 @@ def _optional_string(claims: dict[str, Any], name: str) -> str | None:
     if value is not None and not isinstance(value, str):
         raise ValueError(f"cnf.{name} must be a string")
     return value
-
-
-def _reason(error: Exception) -> str:
-    """A short, safe reason: never the token itself."""
-    if isinstance(error, JoseError):
-        return error.error or type(error).__name__
-    return str(error)[:200]

@@ -8,9 +8,7 @@ from onceonly.hub.audit.dependencies import CurrentAudit, audited
 from onceonly.hub.auth.dependencies import CurrentCaller
 from onceonly.hub.citizen import service
 from onceonly.hub.citizen.schemas import AccessLog, AccessLogQuery
-from onceonly.hub.config import SettingsDep
-from onceonly.hub.db import SessionDep
-from onceonly.hub.keys import KeysDep
+from onceonly.hub.dependencies import KeysDep, SessionDep, SettingsDep
 from onceonly.hub.kit.jsonbody import json_body
 
 router = APIRouter(prefix="/v1/citizen", tags=["citizen"])

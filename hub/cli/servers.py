@@ -4,7 +4,7 @@
 demo, tests). uvicorn's httptools protocol buffers a request head (request line and
 header fields) without any bound; :class:`BoundedHttpToolsProtocol` refuses one
 larger than :data:`MAX_HEAD_BYTES` before it is all in memory, with 431 (RFC 6585
-§5). The middleware's tighter limit (onceonly.hub.kit.asgi.MAX_HEADER_BYTES) answers first,
+§5). The middleware's tighter limit (onceonly.hub.middleware.MAX_HEADER_BYTES) answers first,
 as a problem with the request id, for any head that fits under this one.
 
 ``serve_in_thread`` is used by ``onceonly demo`` (one process, four real HTTP
@@ -22,8 +22,8 @@ import uvicorn
 from fastapi import FastAPI
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from onceonly.hub.errors import RequestHeadersTooLarge, render
-from onceonly.hub.kit.asgi import MAX_HEADER_BYTES
+from onceonly.hub.kit.problems import RequestHeadersTooLarge, render
+from onceonly.hub.middleware import MAX_HEADER_BYTES
 
 MAX_HEAD_BYTES = 2 * MAX_HEADER_BYTES
 _END_OF_HEAD = b"\r\n\r\n"

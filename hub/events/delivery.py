@@ -17,7 +17,6 @@ one delivery).
 import asyncio
 import logging
 import random
-import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -36,7 +35,7 @@ from onceonly.hub.events import repository
 from onceonly.hub.events.repository import DueDelivery
 from onceonly.hub.events.tokens import mint_event_token
 from onceonly.hub.keys import HubKeys
-from onceonly.hub.kit.clock import rfc3339_ms, utcnow
+from onceonly.hub.kit.clock import SYSTEM_CLOCK, Clock, rfc3339_ms
 from onceonly.hub.kit.deadline import post_within
 
 log = logging.getLogger("onceonly.events")
@@ -127,8 +126,10 @@ class Deliverer:
         keys: HubKeys,
         settings: Settings,
         audit_log: AuditLog,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self._engine, self._http, self._keys = engine, http, keys
+        self._clock = clock
         self._settings, self._audit = settings, audit_log
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
@@ -186,7 +187,7 @@ class Deliverer:
 
     async def deliver_due(self) -> int:
         """One round: lease due deliveries, attempt each, record the outcomes."""
-        now = utcnow()
+        now = self._clock.now()
         lease = now + timedelta(seconds=self._settings.event_lease)
         token = uuid4().hex
         self._held.add(token)  # before the claim: a stop during it still gives it back
@@ -223,16 +224,16 @@ class Deliverer:
         elif await self._audit_call(delivery):
             error = await self._send(delivery, url=delivery.adapter_url, subject=delivery.subject)
         else:
-            await self._settle(delivery, postpone(now=utcnow(), settings=self._settings))
+            await self._settle(delivery, postpone(now=self._clock.now(), settings=self._settings))
             return
         await self._settle(
-            delivery, judge(delivery, error=error, now=utcnow(), settings=self._settings)
+            delivery, judge(delivery, error=error, now=self._clock.now(), settings=self._settings)
         )
 
     async def _audit_call(self, delivery: DueDelivery) -> bool:
         """Commit the ``ok`` entry of the call about to be made; False if it cannot be."""
         try:
-            await self._audit.append(_entry(delivery, outcome="ok"))
+            await self._audit.append(_entry(delivery, at=self._clock.now(), outcome="ok"))
         except AuditUnavailable:
             log.warning("audit log unavailable: delivery %s waits", delivery.id)
             return False
@@ -247,13 +248,18 @@ class Deliverer:
             if outcome.values.get("status") in ("delivered", "cancelled"):
                 await repository.forget_subject_when_done(conn, event_id=delivery.event_id)
             if outcome.audit_outcome is not None:
-                entry = _entry(delivery, outcome=outcome.audit_outcome, reason=outcome.reason)
+                entry = _entry(
+                    delivery,
+                    at=self._clock.now(),
+                    outcome=outcome.audit_outcome,
+                    reason=outcome.reason,
+                )
                 await append_rows(conn, [(entry, leaves.leaf_bytes(entry))])
 
     async def _send(self, delivery: DueDelivery, *, url: str, subject: str) -> str | None:
         """POST the event to the subscriber's adapter at ``url``; None on success, else
         why not."""
-        now = int(time.time())
+        now = int(self._clock.time())
         token = mint_event_token(
             key=self._keys.signing,
             issuer=self._settings.issuer,
@@ -296,9 +302,11 @@ async def _all_settled(attempts: Iterable[Awaitable[None]]) -> None:
             raise result
 
 
-def _entry(delivery: DueDelivery, *, outcome: str, reason: str | None = None) -> dict[str, Any]:
+def _entry(
+    delivery: DueDelivery, *, at: datetime, outcome: str, reason: str | None = None
+) -> dict[str, Any]:
     return leaves.build_entry(
-        time=utcnow(),
+        time=at,
         action="event.deliver",
         outcome=outcome,
         reason=reason,

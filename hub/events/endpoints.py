@@ -6,9 +6,8 @@ from fastapi import APIRouter, BackgroundTasks, Depends, Header, Path, Query, Re
 
 from onceonly.hub.audit.dependencies import CurrentAudit, audited
 from onceonly.hub.auth.dependencies import CurrentCaller
-from onceonly.hub.db import SessionDep, WriteSessionDep
+from onceonly.hub.dependencies import ClockDep, DelivererDep, KeysDep, SessionDep, WriteSessionDep
 from onceonly.hub.events import service
-from onceonly.hub.events.dependencies import DelivererDep
 from onceonly.hub.events.schemas import (
     IDEMPOTENCY_KEY_PATTERN,
     DeliveryList,
@@ -17,11 +16,10 @@ from onceonly.hub.events.schemas import (
     SubscriptionOut,
     idempotency_key,
 )
-from onceonly.hub.keys import KeysDep
 from onceonly.hub.kit.jsonbody import json_body
 from onceonly.hub.kit.strict import QueryInt
 from onceonly.hub.people.dependencies import AdministratorDep
-from onceonly.hub.registry.endpoints import ItemId
+from onceonly.hub.registry.schemas import ItemId
 
 router = APIRouter(prefix="/v1/items", tags=["events"])
 admin = APIRouter(prefix="/v1/admin/events", tags=["administration"])
@@ -55,6 +53,7 @@ async def publish(
     tasks: BackgroundTasks,
     key: IdempotencyKey,
     response: Response,
+    clock: ClockDep,
 ) -> EventAccepted:
     """``202`` for a new event; ``200`` with the same answer for a repeat (same key)."""
     published = await service.publish(
@@ -65,6 +64,7 @@ async def publish(
         idempotency_key=key,
         keys=keys,
         scope=scope,
+        clock=clock,
     )
     if published.repeated:
         response.status_code = 200
@@ -79,9 +79,15 @@ async def publish(
     dependencies=[Depends(audited("event.subscribe"))],
 )
 async def subscribe(
-    item_id: ItemId, scope: CurrentAudit, caller: CurrentCaller, session: WriteSessionDep
+    item_id: ItemId,
+    scope: CurrentAudit,
+    caller: CurrentCaller,
+    session: WriteSessionDep,
+    clock: ClockDep,
 ) -> SubscriptionOut:
-    return await service.subscribe(session, caller=caller, item_id=item_id, scope=scope)
+    return await service.subscribe(
+        session, caller=caller, item_id=item_id, scope=scope, clock=clock
+    )
 
 
 @router.delete(
@@ -118,7 +124,8 @@ async def replay(
     session: WriteSessionDep,
     deliverer: DelivererDep,
     tasks: BackgroundTasks,
+    clock: ClockDep,
 ) -> Response:
-    await service.replay(session, delivery_id=delivery_id, scope=scope)
+    await service.replay(session, delivery_id=delivery_id, scope=scope, clock=clock)
     tasks.add_task(deliverer.wake)
     return Response(status_code=204)

@@ -4,7 +4,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from onceonly.hub.exchange.schemas import ReceiptOut
+from onceonly.hub.audit.schemas import ReceiptOut
 from onceonly.hub.kit.clock import UtcDatetime
 from onceonly.hub.kit.strict import STRICT_INPUT
 

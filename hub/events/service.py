@@ -7,9 +7,10 @@ from uuid import uuid4
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from onceonly.hub.access.exceptions import NoGrant
-from onceonly.hub.access.service import publish_scope, read_scope
 from onceonly.hub.audit import repository as audit_repository
+from onceonly.hub.audit.schemas import ReceiptOut
 from onceonly.hub.audit.service import AuditScope, Receipt
+from onceonly.hub.auth.scopes import publish_scope, read_scope
 from onceonly.hub.auth.service import Caller
 from onceonly.hub.events import repository
 from onceonly.hub.events.exceptions import DeliveryNotFound, IdempotencyKeyReused, NotOwner
@@ -21,9 +22,8 @@ from onceonly.hub.events.schemas import (
     EventIn,
     SubscriptionOut,
 )
-from onceonly.hub.exchange.schemas import ReceiptOut
 from onceonly.hub.keys import HubKeys
-from onceonly.hub.kit.clock import utcnow
+from onceonly.hub.kit.clock import Clock
 from onceonly.hub.registry import service as registry
 
 
@@ -44,6 +44,7 @@ async def publish(
     idempotency_key: str | None,
     keys: HubKeys,
     scope: AuditScope,
+    clock: Clock,
 ) -> Publication:
     """Store the event and one delivery per subscriber, with its audit entry, atomically.
 
@@ -57,7 +58,7 @@ async def publish(
     caller.require_scope(publish_scope(item_id))
     if served.item.owner_id != caller.department:
         raise NotOwner(f"department {caller.department!r} does not own {item_id!r}")
-    now = utcnow()
+    now = clock.now()
     departments = await repository.subscribers(session, item_id=item_id, now=now)
     event_id = uuid4().hex
     row = {
@@ -109,13 +110,13 @@ async def _earlier(
 
 
 async def subscribe(
-    session: AsyncSession, *, caller: Caller, item_id: str, scope: AuditScope
+    session: AsyncSession, *, caller: Caller, item_id: str, scope: AuditScope, clock: Clock
 ) -> SubscriptionOut:
     """Subscribe the caller's department to changes of an item it holds a grant for."""
     scope.note(item=item_id)
     await registry.item_for_exchange(session, item_id)
     caller.require_scope(read_scope(item_id))
-    now = utcnow()
+    now = clock.now()
     if not await repository.has_active_grant(
         session, department=caller.department, item_id=item_id, now=now
     ):
@@ -144,9 +145,11 @@ async def deliveries(session: AsyncSession, *, status: str, limit: int) -> Deliv
     return DeliveryList(deliveries=[DeliveryOut(**row) for row in rows])
 
 
-async def replay(session: AsyncSession, *, delivery_id: str, scope: AuditScope) -> None:
+async def replay(
+    session: AsyncSession, *, delivery_id: str, scope: AuditScope, clock: Clock
+) -> None:
     """Send a dead letter again from the start of its retry schedule."""
-    requeued = await repository.requeue(session, delivery_id=delivery_id, now=utcnow())
+    requeued = await repository.requeue(session, delivery_id=delivery_id, now=clock.now())
     if requeued is None:
         raise DeliveryNotFound(f"there is no dead letter {delivery_id!r}")
     scope.note(target=requeued["department_id"], event=requeued["event_id"])

@@ -6,7 +6,7 @@ which department, about which item and kind, and the subject by its SHA-256 only
 
 from joserfc.jwk import ECKey
 
-from onceonly.hub.exchange.request_tokens import sign_hub_token, subject_sha256
+from onceonly.hub.adapter_tokens import sign_hub_token, subject_sha256
 
 EVENT_TOKEN_TYPE = "onceonly-event+jwt"
 

@@ -1,18 +1,18 @@
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends
 
+from onceonly.hub.dependencies import HubDep
 from onceonly.hub.exchange.service import ExchangeContext
 
 
-async def _context(request: Request) -> ExchangeContext:
-    state = request.app.state
+async def _context(hub: HubDep) -> ExchangeContext:
     return ExchangeContext(
-        settings=state.settings,
-        keys=state.keys,
-        http=state.http,
-        engine=state.engine,
-        jtis=state.jti_register,
+        settings=hub.settings,
+        keys=hub.keys,
+        http=hub.http,
+        engine=hub.engine,
+        jtis=hub.jti_register,
     )
 
 

@@ -6,11 +6,12 @@ from fastapi import APIRouter, Depends, Response
 
 from onceonly.hub.audit.dependencies import CurrentAudit, audited
 from onceonly.hub.auth.dependencies import TokenCaller
+from onceonly.hub.dependencies import ClockDep
 from onceonly.hub.exchange import service
 from onceonly.hub.exchange.dependencies import ExchangeContextDep
 from onceonly.hub.exchange.schemas import RecordAnswer, RecordQuery
 from onceonly.hub.kit.jsonbody import json_body
-from onceonly.hub.registry.endpoints import ItemId
+from onceonly.hub.registry.schemas import ItemId
 
 router = APIRouter(prefix="/v1/items", tags=["exchange"])
 
@@ -27,9 +28,10 @@ async def query_record(
     query: Annotated[RecordQuery, Depends(json_body(RecordQuery))],
     context: ExchangeContextDep,
     response: Response,
+    clock: ClockDep,
 ) -> RecordAnswer:
     outcome = await service.query_record(
-        caller=caller, item_id=item_id, query=query, context=context, scope=scope
+        caller=caller, item_id=item_id, query=query, context=context, scope=scope, clock=clock
     )
     if outcome.deprecated is not None:
         response.headers["Deprecation"] = outcome.deprecated  # RFC 9745 §2

@@ -1,4 +1,4 @@
-from onceonly.hub.errors import HubError
+from onceonly.hub.kit.problems import HubError
 
 
 class RecordNotFound(HubError):

@@ -6,8 +6,8 @@ hold, and the first failing check is the one reported and audited.
 """
 
 from onceonly.hub.access.exceptions import NoGrant, NotShared
-from onceonly.hub.access.service import read_scope
 from onceonly.hub.auth.exceptions import InvalidDpopProof
+from onceonly.hub.auth.scopes import read_scope
 from onceonly.hub.auth.service import Caller, require_active_client
 from onceonly.hub.exchange.repository import ExchangeFacts, QueryFacts
 from onceonly.hub.registry.exceptions import ItemRetired, UnknownItem

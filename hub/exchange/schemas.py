@@ -5,6 +5,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from onceonly.hub.access.schemas import PURPOSE_PATTERN
+from onceonly.hub.audit.schemas import ReceiptOut
 from onceonly.hub.kit.strict import STRICT_INPUT
 
 
@@ -18,13 +19,6 @@ class RecordQuery(BaseModel):
     version: int | None = Field(
         default=None, ge=1, le=1_000_000, description="an earlier version to read the record in"
     )
-
-
-class ReceiptOut(BaseModel):
-    """Where the request's audit entry stands in the log (docs/audit.md, "Receipts")."""
-
-    index: int
-    leaf_hash: str
 
 
 class RecordReceiptOut(ReceiptOut):

@@ -5,7 +5,6 @@ the audit log with all that the steps had noted so far.
 """
 
 import asyncio
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,7 +24,7 @@ from onceonly.hub.exchange.request_tokens import mint_request_token
 from onceonly.hub.exchange.schemas import RecordAnswer, RecordQuery, RecordReceiptOut
 from onceonly.hub.keys import HubKeys
 from onceonly.hub.kit import base64url
-from onceonly.hub.kit.clock import utcnow
+from onceonly.hub.kit.clock import Clock
 from onceonly.hub.registry import validation
 from onceonly.hub.registry.exceptions import UnknownVersion
 from onceonly.hub.registry.projection import project_to_version
@@ -55,6 +54,7 @@ async def query_record(
     query: RecordQuery,
     context: ExchangeContext,
     scope: AuditScope,
+    clock: Clock,
 ) -> ExchangeOutcome:
     scope.note(item=item_id, subject=context.keys.pseudonym(query.subject), purpose=query.purpose)
     found, proof_fresh = await asyncio.gather(  # one read and the proof's jti, together
@@ -65,7 +65,7 @@ async def query_record(
             consumer=caller.department,
             purpose=query.purpose,
             token_jti=caller.token_jti,
-            now=utcnow(),
+            now=clock.now(),
         ),
         spend_proof(context.jtis, caller),
     )
@@ -75,7 +75,9 @@ async def query_record(
         found, caller=caller, proof_fresh=proof_fresh, item_id=item_id, purpose=query.purpose
     )
     wanted = await _wanted_version(facts, query=query, context=context, scope=scope)
-    record = await _ask_owner(facts, caller=caller, query=query, context=context, scope=scope)
+    record = await _ask_owner(
+        facts, caller=caller, query=query, context=context, scope=scope, clock=clock
+    )
     _check(record, schema=facts.schema, fingerprint=facts.fingerprint, version=facts.version)
     if wanted is not None:
         version, schema, fingerprint = wanted
@@ -99,14 +101,14 @@ async def query_record(
             **receipt.as_json(), commitment=commitment, commitment_key=base64url.encode(key)
         ),
     )
-    return ExchangeOutcome(answer=answer, deprecated=deprecation(facts))
+    return ExchangeOutcome(answer=answer, deprecated=deprecation(facts, clock=clock))
 
 
-def deprecation(facts: repository.ExchangeFacts) -> str | None:
+def deprecation(facts: repository.ExchangeFacts, *, clock: Clock) -> str | None:
     """RFC 9745 §2.1: ``@<epoch seconds>`` (a structured-field date) of the deprecation."""
     if facts.lifecycle != "deprecated":
         return None
-    moment = facts.deprecated_at or utcnow()  # deprecated before the date was recorded
+    moment = facts.deprecated_at or clock.now()  # deprecated before the date was recorded
     return f"@{int(moment.timestamp())}"
 
 
@@ -160,6 +162,7 @@ async def _ask_owner(
     query: RecordQuery,
     context: ExchangeContext,
     scope: AuditScope,
+    clock: Clock,
 ) -> dict[str, object]:
     if not facts.adapter_url:
         raise OwnerUnavailable("the owner department has no adapter registered")
@@ -175,7 +178,7 @@ async def _ask_owner(
         subject=query.subject,
         subject_pseudonym=context.keys.pseudonym(query.subject),  # as the entry keeps it
         request_id=scope.request_id,
-        now=int(time.time()),
+        now=int(clock.time()),
         lifetime=context.settings.request_token_lifetime,
     )
     call = owner.OwnerCall(

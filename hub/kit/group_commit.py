@@ -33,7 +33,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from onceonly.hub.errors import HubError
+from onceonly.hub.kit.problems import HubError
 
 T = TypeVar("T")
 R = TypeVar("R")

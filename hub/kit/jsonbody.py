@@ -10,15 +10,28 @@ deeper than its limit is refused, never a RecursionError.
 
 import json
 from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from fastapi import Request
 from pydantic import BaseModel, ValidationError
 
-from onceonly.hub.errors import InvalidRequest, PayloadTooLarge
 from onceonly.hub.kit.nul import body_nul
+from onceonly.hub.kit.problems import InvalidRequest, PayloadTooLarge
 
 M = TypeVar("M", bound=BaseModel)
+
+
+@dataclass(frozen=True)
+class JsonLimits:
+    """The limits :func:`json_body` applies: the application's lifespan puts them in
+    every request's state under :data:`LIMITS_STATE`."""
+
+    max_bytes: int
+    max_depth: int
+
+
+LIMITS_STATE = "json_limits"
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -96,9 +109,9 @@ def json_body(model: type[M]) -> Callable[[Request], Coroutine[Any, Any, M]]:
         media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if media_type != "application/json":
             raise InvalidRequest("the body must be application/json")
-        settings = request.app.state.settings
+        limits: JsonLimits = getattr(request.state, LIMITS_STATE)
         raw = await request.body()
-        data = parse_json(raw, max_bytes=settings.max_body_bytes, max_depth=settings.max_json_depth)
+        data = parse_json(raw, max_bytes=limits.max_bytes, max_depth=limits.max_depth)
         try:
             return model.model_validate(data)
         except ValidationError as error:

@@ -1,13 +1,14 @@
 """Operators' routes: liveness, readiness, Prometheus metrics."""
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
 from onceonly.hub.audit.checkpoints import Checkpointer
 from onceonly.hub.audit.service import AuditLog
 from onceonly.hub.auth.jti_register import JtiRegister
-from onceonly.hub.errors import Unavailable
+from onceonly.hub.dependencies import HubDep
+from onceonly.hub.kit.problems import Unavailable
 
 router = APIRouter(tags=["operations"])
 
@@ -19,18 +20,18 @@ async def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz")
-async def readyz(request: Request) -> dict[str, str]:
+async def readyz(hub: HubDep) -> dict[str, str]:
     """The process can serve: the database answers, the audit writer and the
     single-use register run and can commit (their last commit, or probe, succeeded),
     and the audit checkpointer signs (the log extends its latest checkpoint)."""
     try:
-        async with request.app.state.engine.connect() as conn:
+        async with hub.engine.connect() as conn:
             await conn.execute(text("SELECT 1"))
     except Exception:
         raise Unavailable("the database does not answer") from None
-    _check_writer(request.app.state.audit_log, "the audit writer")
-    _check_writer(request.app.state.jti_register, "the single-use register")
-    _check_checkpointer(request.app.state.checkpointer)
+    _check_writer(hub.audit_log, "the audit writer")
+    _check_writer(hub.jti_register, "the single-use register")
+    _check_checkpointer(hub.checkpointer)
     return {"status": "ready"}
 
 

@@ -11,10 +11,8 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from onceonly.hub.audit.request_scope import open_audit_scope
-from onceonly.hub.audit.service import AuditScope
-from onceonly.hub.config import SettingsDep
-from onceonly.hub.db import SessionDep
-from onceonly.hub.keys import KeysDep
+from onceonly.hub.audit.service import AuditLog, AuditScope
+from onceonly.hub.dependencies import HubDep, SessionDep
 from onceonly.hub.people import service
 from onceonly.hub.people.exceptions import NotSignedIn
 from onceonly.hub.people.principal import Forbidden, Principal
@@ -28,7 +26,7 @@ def bearer(request: Request) -> str | None:
     return token if scheme.lower() == "bearer" and token else None
 
 
-def _audit_scope(request: Request) -> AuditScope:
+def _audit_scope(request: Request, log: AuditLog) -> AuditScope:
     """The request's audit scope. Routes that only read have none of their own; they get
     one that writes an entry only if the request is refused (every refusal is audited):
     action ``route.refused``, the route in ``target``."""
@@ -36,23 +34,22 @@ def _audit_scope(request: Request) -> AuditScope:
     if audit is None:
         route = request.scope.get("route")
         template = getattr(route, "path", request.url.path)
-        audit = open_audit_scope(request, "route.refused")
+        audit = open_audit_scope(request, "route.refused", log=log)
         audit.note(target=f"{request.method} {template}")
     return audit
 
 
-async def current_principal(
-    request: Request, session: SessionDep, settings: SettingsDep, keys: KeysDep
-) -> Principal:
-    audit = _audit_scope(request)
+async def current_principal(request: Request, session: SessionDep, hub: HubDep) -> Principal:
+    """The signed-in person (or the break-glass token) of a people's route."""
+    audit = _audit_scope(request, hub.audit_log)
     token = bearer(request)
     if token is None:
         raise NotSignedIn("sign in first (onceonly login)", headers=_CHALLENGE)
-    if settings.break_glass_token and keys.is_admin_token(token):
+    if hub.settings.break_glass_token and hub.keys.is_admin_token(token):
         principal = Principal.emergency()
         audit.note(client="administrator", person=principal.name)
         return principal
-    principal_or_none = await service.principal_for_token(session, token)
+    principal_or_none = await service.principal_for_token(session, token, clock=hub.clock)
     if principal_or_none is None:
         raise NotSignedIn(
             "the sign-in is not valid: it expired, was ended, or the account is disabled",

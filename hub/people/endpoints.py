@@ -6,9 +6,15 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Request, Response
 
 from onceonly.hub.audit.dependencies import CurrentAudit, audited
-from onceonly.hub.config import SettingsDep
-from onceonly.hub.db import SessionDep, WriteSessionDep
-from onceonly.hub.keys import KeysDep
+from onceonly.hub.dependencies import (
+    ClockDep,
+    EngineDep,
+    KeysDep,
+    SessionDep,
+    SessionsDep,
+    SettingsDep,
+    WriteSessionDep,
+)
 from onceonly.hub.kit.jsonbody import json_body
 from onceonly.hub.people import service
 from onceonly.hub.people.dependencies import AdministratorDep, PrincipalDep, bearer
@@ -48,26 +54,34 @@ async def sign_in(
     settings: SettingsDep,
     keys: KeysDep,
     scope: CurrentAudit,
+    clock: ClockDep,
+    sessions: SessionsDep,
+    engine: EngineDep,
 ) -> SessionOut:
     response.headers.update(_NO_STORE)
     return await service.sign_in(
-        request.app.state.sessions,
-        engine=request.app.state.engine,
+        sessions,
+        engine=engine,
         keys=keys,
         settings=settings,
         body=body,
         address=_address(request),
         scope=scope,
+        clock=clock,
     )
 
 
 @router.post("/sign-out", status_code=204, dependencies=[Depends(audited("person.sign-out"))])
 async def sign_out(
-    request: Request, principal: PrincipalDep, session: WriteSessionDep, scope: CurrentAudit
+    request: Request,
+    principal: PrincipalDep,
+    session: WriteSessionDep,
+    scope: CurrentAudit,
+    clock: ClockDep,
 ) -> Response:
     token = bearer(request)
     if token is not None and principal.person_id is not None:
-        await service.sign_out(session, token=token, scope=scope)
+        await service.sign_out(session, token=token, scope=scope, clock=clock)
     else:
         await scope.record_change(session)
     return Response(status_code=204)
@@ -89,10 +103,13 @@ async def change_password(
     settings: SettingsDep,
     keys: KeysDep,
     scope: CurrentAudit,
+    clock: ClockDep,
+    sessions: SessionsDep,
+    engine: EngineDep,
 ) -> Response:
     await service.change_password(
-        request.app.state.sessions,
-        engine=request.app.state.engine,
+        sessions,
+        engine=engine,
         keys=keys,
         settings=settings,
         principal=principal,
@@ -100,6 +117,7 @@ async def change_password(
         body=body,
         address=_address(request),
         scope=scope,
+        clock=clock,
     )
     return Response(status_code=204)
 
@@ -115,17 +133,21 @@ async def enrol_totp(
     keys: KeysDep,
     settings: SettingsDep,
     scope: CurrentAudit,
+    clock: ClockDep,
+    sessions: SessionsDep,
+    engine: EngineDep,
 ) -> TotpEnrolment:
     response.headers.update(_NO_STORE)
     return await service.enrol_totp(
-        request.app.state.sessions,
-        engine=request.app.state.engine,
+        sessions,
+        engine=engine,
         keys=keys,
         settings=settings,
         principal=principal,
         body=body,
         address=_address(request),
         scope=scope,
+        clock=clock,
     )
 
 
@@ -140,9 +162,10 @@ async def confirm_totp(
     session: WriteSessionDep,
     keys: KeysDep,
     scope: CurrentAudit,
+    clock: ClockDep,
 ) -> PersonOut:
     return await service.confirm_totp(
-        session, principal=principal, code=body.code, keys=keys, scope=scope
+        session, principal=principal, code=body.code, keys=keys, scope=scope, clock=clock
     )
 
 
@@ -164,6 +187,7 @@ async def put_person(
     session: WriteSessionDep,
     settings: SettingsDep,
     scope: CurrentAudit,
+    clock: ClockDep,
 ) -> PersonOut:
     return await service.put_person(
         session,
@@ -172,4 +196,5 @@ async def put_person(
         body=body,
         settings=settings,
         scope=scope,
+        clock=clock,
     )

@@ -54,13 +54,14 @@ from pydantic import BaseModel, Field
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from onceonly.hub.audit.service import AuditScope
-from onceonly.hub.auth.jti_register import JtiRegister
-from onceonly.hub.auth.tokens import peek_header_and_claims
 from onceonly.hub.config import Settings
 from onceonly.hub.db import WRITE_OPTION
-from onceonly.hub.errors import HubError
 from onceonly.hub.keys import HubKeys, KeyLabel
+from onceonly.hub.kit.clock import Clock
 from onceonly.hub.kit.jsonbody import load_json
+from onceonly.hub.kit.jws import peek_header_and_claims
+from onceonly.hub.kit.problems import HubError
+from onceonly.hub.kit.single_use import SingleUseRegister
 from onceonly.hub.kit.strict import STRICT_INPUT
 from onceonly.hub.people import repository, service
 from onceonly.hub.people.models import Person
@@ -468,9 +469,10 @@ async def start(
     settings: Settings,
     cli_port: int | None,
     cli_state: str | None,
+    clock: Clock,
 ) -> tuple[str, str]:
     """The provider's authorization URL and the sealed login for the cookie."""
-    login = LoginState.new(cli_port=cli_port, cli_state=cli_state, now=int(time.time()))
+    login = LoginState.new(cli_port=cli_port, cli_state=cli_state, now=int(clock.time()))
     metadata = await provider.metadata()
     async with provider.oauth_client(redirect_uri=callback_uri(settings)) as client:
         url, _ = client.create_authorization_url(
@@ -488,14 +490,15 @@ async def finish(
     cookie: str | None,
     query: CallbackQuery,
     sessions: async_sessionmaker[AsyncSession],
-    jti_register: JtiRegister,
+    jti_register: SingleUseRegister,
     keys: HubKeys,
     settings: Settings,
     scope: AuditScope,
+    clock: Clock,
 ) -> SignedIn:
     """The callback: check the login, exchange the code, check the ID token, start a
     session for the linked person. Every refusal raises (and is audited)."""
-    now = int(time.time())
+    now = int(clock.time())
     login = LoginState.open(cookie, state=query.state, keys=keys, now=now)
     if not await jti_register.spend(
         _spend_key("state", login.state), expires_at=_at(login.expires)
@@ -506,12 +509,14 @@ async def finish(
     if not query.code:
         raise OidcProviderRefused("the provider sent back neither a code nor an error")
     id_token = await _exchange(provider, settings=settings, login=login, code=query.code)
-    subject = await _verified_subject(provider, id_token, login=login, settings=settings)
+    subject = await _verified_subject(
+        provider, id_token, login=login, settings=settings, clock=clock
+    )
     person = await _linked_person(sessions, issuer=provider.issuer, subject=subject, scope=scope)
     async with sessions() as session:
         await session.connection(execution_options={WRITE_OPTION: True})
         out = await service.start_session(
-            session, person=person, method="oidc", settings=settings, scope=scope
+            session, person=person, method="oidc", settings=settings, scope=scope, clock=clock
         )
         await session.commit()
     if login.cli_port is None:
@@ -554,7 +559,7 @@ async def _exchange(provider: Provider, *, settings: Settings, login: LoginState
 
 
 async def _verified_subject(
-    provider: Provider, id_token: str, *, login: LoginState, settings: Settings
+    provider: Provider, id_token: str, *, login: LoginState, settings: Settings, clock: Clock
 ) -> str:
     try:
         header, _ = peek_header_and_claims(id_token)
@@ -568,7 +573,7 @@ async def _verified_subject(
         issuer=provider.issuer,
         client_id=provider.client_id,
         nonce=login.nonce,
-        now=int(time.time()),
+        now=int(clock.time()),
         skew=settings.clock_skew,
     )
 
@@ -591,7 +596,7 @@ async def _linked_person(
 
 
 async def redeem(
-    code: str, *, keys: HubKeys, jti_register: JtiRegister, scope: AuditScope
+    code: str, *, keys: HubKeys, jti_register: SingleUseRegister, scope: AuditScope, clock: Clock
 ) -> SessionOut:
     """The session a one-time code carries: once, within 60 seconds."""
     payload = _unseal(keys, KeyLabel.OIDC_CODE, code)
@@ -600,7 +605,7 @@ async def redeem(
     session = SessionOut.model_validate(payload["session"])
     scope.note(person=session.person.username)
     expires = int(payload["exp"])
-    if expires <= int(time.time()):
+    if expires <= int(clock.time()):
         raise OidcCodeInvalid(f"the sign-in code is older than {CODE_LIFETIME} s; sign in again")
     if not await jti_register.spend(
         _spend_key("code", str(payload["jti"])), expires_at=_at(expires)

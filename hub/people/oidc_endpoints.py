@@ -13,8 +13,14 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 
 from onceonly.hub.audit.dependencies import CurrentAudit, audited
-from onceonly.hub.config import SettingsDep
-from onceonly.hub.keys import KeysDep
+from onceonly.hub.dependencies import (
+    ClockDep,
+    HubDep,
+    JtiRegisterDep,
+    KeysDep,
+    SessionsDep,
+    SettingsDep,
+)
 from onceonly.hub.kit.jsonbody import json_body
 from onceonly.hub.kit.strict import QueryInt
 from onceonly.hub.people import oidc
@@ -26,14 +32,12 @@ _PAGE_POLICY = {"Content-Security-Policy": "default-src 'none'; frame-ancestors 
 QueryValue = Annotated[str | None, Query(max_length=2048)]
 
 
-async def _provider(request: Request, settings: SettingsDep) -> oidc.Provider:
-    """The configured provider, made on first use and kept for the app's lifetime (it
-    holds the cached discovery document and keys)."""
-    provider: oidc.Provider | None = getattr(request.app.state, "oidc_provider", None)
-    if provider is None:
-        provider = oidc.Provider.from_settings(settings, http=request.app.state.http)
-        request.app.state.oidc_provider = provider
-    return provider
+async def _provider(hub: HubDep) -> oidc.Provider:
+    """The configured provider, made at start and kept for the app's lifetime (it holds
+    the cached discovery document and keys); refused when none is configured."""
+    if hub.oidc_provider is None:
+        return oidc.Provider.from_settings(hub.settings, http=hub.http)  # refuses, saying why
+    return hub.oidc_provider
 
 
 ProviderDep = Annotated[oidc.Provider, Depends(_provider)]
@@ -44,11 +48,12 @@ async def start(
     provider: ProviderDep,
     settings: SettingsDep,
     keys: KeysDep,
+    clock: ClockDep,
     cli_port: Annotated[QueryInt | None, Query(ge=1024, le=65535)] = None,
     cli_state: Annotated[str | None, Query(pattern=r"^[A-Za-z0-9_-]{16,128}$")] = None,
 ) -> Response:
     url, sealed_login = await oidc.start(
-        provider, keys=keys, settings=settings, cli_port=cli_port, cli_state=cli_state
+        provider, keys=keys, settings=settings, cli_port=cli_port, cli_state=cli_state, clock=clock
     )
     response = RedirectResponse(url, status_code=302, headers=_NO_STORE)
     response.set_cookie(
@@ -74,6 +79,9 @@ async def callback(
     settings: SettingsDep,
     keys: KeysDep,
     scope: CurrentAudit,
+    clock: ClockDep,
+    sessions: SessionsDep,
+    jti_register: JtiRegisterDep,
     state: QueryValue = None,
     code: QueryValue = None,
     error: QueryValue = None,
@@ -82,11 +90,12 @@ async def callback(
         provider,
         cookie=request.cookies.get(oidc.LOGIN_COOKIE),
         query=oidc.CallbackQuery(state=state, code=code, error=error),
-        sessions=request.app.state.sessions,
-        jti_register=request.app.state.jti_register,
+        sessions=sessions,
+        jti_register=jti_register,
         keys=keys,
         settings=settings,
         scope=scope,
+        clock=clock,
     )
     response: Response
     if signed_in.cli_redirect is not None:
@@ -110,10 +119,12 @@ async def token(
     body: Annotated[oidc.OidcCodeIn, Depends(json_body(oidc.OidcCodeIn))],
     keys: KeysDep,
     scope: CurrentAudit,
+    clock: ClockDep,
+    jti_register: JtiRegisterDep,
 ) -> SessionOut:
     response.headers.update(_NO_STORE)
     return await oidc.redeem(
-        body.code, keys=keys, jti_register=request.app.state.jti_register, scope=scope
+        body.code, keys=keys, jti_register=jti_register, scope=scope, clock=clock
     )
 
 

@@ -16,7 +16,7 @@ requests (those are people's decisions) and every use is audited as such.
 from dataclasses import dataclass, field
 from typing import Literal
 
-from onceonly.hub.errors import HubError
+from onceonly.hub.kit.problems import HubError
 
 Role = Literal["administrator", "steward", "auditor"]
 ROLES: tuple[Role, ...] = ("administrator", "steward", "auditor")

@@ -17,7 +17,6 @@ import ipaddress
 import logging
 import math
 import secrets
-import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -27,10 +26,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, a
 from onceonly.hub.audit.service import AuditScope
 from onceonly.hub.config import Settings
 from onceonly.hub.db import WRITE_OPTION, write_connection
-from onceonly.hub.errors import InvalidRequest
 from onceonly.hub.keys import HubKeys, KeyLabel
-from onceonly.hub.kit.clock import aware, utcnow
+from onceonly.hub.kit.clock import Clock, aware
 from onceonly.hub.kit.derivation import Root, UnknownRoot
+from onceonly.hub.kit.problems import InvalidRequest
 from onceonly.hub.people import credentials, repository
 from onceonly.hub.people.exceptions import (
     PersonConflict,
@@ -74,10 +73,12 @@ def principal_of(person: Person, roles: list[PersonRole]) -> Principal:
     )
 
 
-async def principal_for_token(session: AsyncSession, token: str) -> Principal | None:
+async def principal_for_token(
+    session: AsyncSession, token: str, *, clock: Clock
+) -> Principal | None:
     if not token.startswith(TOKEN_PREFIX) or len(token) > 200:
         return None
-    found = await repository.live_session(session, token_hash=token_hash(token), now=utcnow())
+    found = await repository.live_session(session, token_hash=token_hash(token), now=clock.now())
     if found is None:
         return None
     _, person, roles = found
@@ -168,7 +169,13 @@ def _attempt_keys(keys: HubKeys, *, username: str, address: str) -> dict[str, st
 
 
 async def _count_attempt(
-    engine: AsyncEngine, *, keys: HubKeys, settings: Settings, username: str, address: str
+    engine: AsyncEngine,
+    *,
+    keys: HubKeys,
+    settings: Settings,
+    username: str,
+    address: str,
+    clock: Clock,
 ) -> Attempt:
     """Refuse an attempt that must wait (429 with ``Retry-After``), else count it as a
     failure: one serialized transaction, before the password is checked, so that
@@ -184,7 +191,7 @@ async def _count_attempt(
     source, signs in; many sources together slow everyone's attempts on the account.
     """
     named = _attempt_keys(keys, username=username, address=address)
-    now = utcnow()
+    now = clock.now()
     async with write_connection(engine) as conn:
         await repository.lock_failures(conn)
         await repository.purge_failures(
@@ -263,6 +270,7 @@ async def sign_in(
     body: SignInIn,
     address: str,
     scope: AuditScope,
+    clock: Clock,
 ) -> SessionOut:
     """Password (and a one-time code when the account has enrolled one) for a session.
 
@@ -274,7 +282,7 @@ async def sign_in(
     """
     username = body.username.strip().lower()
     attempt = await _count_attempt(
-        engine, keys=keys, settings=settings, username=username, address=address
+        engine, keys=keys, settings=settings, username=username, address=address, clock=clock
     )
     async with sessions() as session:
         person = await repository.person_by_username(session, username)
@@ -282,7 +290,7 @@ async def sign_in(
         scope.note(person=person.username)
     stored = person.password_hash if person is not None else None
     ok = await asyncio.to_thread(credentials.verify_password, stored, body.password)
-    step = _second_factor(person, body.totp, keys=keys) if person is not None else None
+    step = _second_factor(person, body.totp, keys=keys, clock=clock) if person is not None else None
     if person is None or not ok or person.status != "active" or step is False:
         raise SignInFailed("the username, password or one-time code is not right")
     async with sessions() as session:
@@ -295,13 +303,15 @@ async def sign_in(
         await _take_back(await session.connection(), attempt)
         method = "totp" if step is not None else "password"
         out = await start_session(
-            session, person=person, method=method, settings=settings, scope=scope
+            session, person=person, method=method, settings=settings, scope=scope, clock=clock
         )
         await session.commit()
     return out
 
 
-def _second_factor(person: Person, code: str | None, *, keys: HubKeys) -> int | bool | None:
+def _second_factor(
+    person: Person, code: str | None, *, keys: HubKeys, clock: Clock
+) -> int | bool | None:
     """None: the account has no one-time codes; False: the code is missing or wrong;
     otherwise the code's time step (to be spent once)."""
     if person.totp_confirmed_at is None or person.totp_secret is None:
@@ -313,17 +323,23 @@ def _second_factor(person: Person, code: str | None, *, keys: HubKeys) -> int | 
         log.error("a person's one-time-code secret does not open: an administrator must reset it")
         return False
     step = credentials.totp_match(
-        secret, code.strip(), unix_time=time.time(), after_step=person.totp_last_step
+        secret, code.strip(), unix_time=clock.time(), after_step=person.totp_last_step
     )
     return False if step is None else step
 
 
 async def start_session(
-    session: AsyncSession, *, person: Person, method: str, settings: Settings, scope: AuditScope
+    session: AsyncSession,
+    *,
+    person: Person,
+    method: str,
+    settings: Settings,
+    scope: AuditScope,
+    clock: Clock,
 ) -> SessionOut:
     """A new sign-in for ``person`` (after a password, or an OpenID Connect provider)."""
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-    now = utcnow()
+    now = clock.now()
     row = PersonSession(
         token_hash=token_hash(token),
         person_id=person.id,
@@ -338,8 +354,8 @@ async def start_session(
     return SessionOut(token=token, expires_at=row.expires_at, person=_person_out(person, roles))
 
 
-async def sign_out(session: AsyncSession, *, token: str, scope: AuditScope) -> None:
-    await repository.revoke_session(session, token_hash=token_hash(token), now=utcnow())
+async def sign_out(session: AsyncSession, *, token: str, scope: AuditScope, clock: Clock) -> None:
+    await repository.revoke_session(session, token_hash=token_hash(token), now=clock.now())
     await scope.record_change(session)
 
 
@@ -365,6 +381,7 @@ async def _verify_own_password(
     keys: HubKeys,
     settings: Settings,
     address: str,
+    clock: Clock,
 ) -> Attempt:
     """A signed-in person proves they know their password, under the sign-in throttle.
 
@@ -377,7 +394,7 @@ async def _verify_own_password(
     if person.password_hash is None:
         raise PersonConflict("this account has no password; it signs in with OpenID Connect")
     attempt = await _count_attempt(
-        engine, keys=keys, settings=settings, username=person.username, address=address
+        engine, keys=keys, settings=settings, username=person.username, address=address, clock=clock
     )
     if not await asyncio.to_thread(credentials.verify_password, person.password_hash, password):
         raise SignInFailed("the password is not right")
@@ -395,6 +412,7 @@ async def change_password(
     body: PasswordIn,
     address: str,
     scope: AuditScope,
+    clock: Clock,
 ) -> None:
     """A new password, given the current one (throttled as a sign-in). Every other
     session of the person ends: whoever else held one must sign in with the new
@@ -404,7 +422,13 @@ async def change_password(
     # A weak new password is refused first: it is no guess of the current one.
     _require_good_password(body.new_password, username=person.username)
     attempt = await _verify_own_password(
-        person, body.current_password, engine=engine, keys=keys, settings=settings, address=address
+        person,
+        body.current_password,
+        engine=engine,
+        keys=keys,
+        settings=settings,
+        address=address,
+        clock=clock,
     )
     new_hash = await asyncio.to_thread(credentials.hash_password, body.new_password)
     async with sessions() as session:
@@ -415,7 +439,7 @@ async def change_password(
         person.password_hash = new_hash
         await _take_back(connection, attempt)
         await repository.revoke_sessions(
-            session, person_id=person.id, now=utcnow(), keep=token_hash(token)
+            session, person_id=person.id, now=clock.now(), keep=token_hash(token)
         )
         await session.flush()
         await scope.record_change(session)
@@ -439,6 +463,7 @@ async def enrol_totp(
     body: TotpEnrolIn,
     address: str,
     scope: AuditScope,
+    clock: Clock,
 ) -> TotpEnrolment:
     """A new secret for an authenticator app; it counts once a code is confirmed.
 
@@ -449,7 +474,13 @@ async def enrol_totp(
         person = await _own_account(session, principal)
     _refuse_if_confirmed(person)
     attempt = await _verify_own_password(
-        person, body.password, engine=engine, keys=keys, settings=settings, address=address
+        person,
+        body.password,
+        engine=engine,
+        keys=keys,
+        settings=settings,
+        address=address,
+        clock=clock,
     )
     secret = credentials.new_totp_secret()
     async with sessions() as session:
@@ -466,7 +497,13 @@ async def enrol_totp(
 
 
 async def confirm_totp(
-    session: AsyncSession, *, principal: Principal, code: str, keys: HubKeys, scope: AuditScope
+    session: AsyncSession,
+    *,
+    principal: Principal,
+    code: str,
+    keys: HubKeys,
+    scope: AuditScope,
+    clock: Clock,
 ) -> PersonOut:
     person = await _own_account(session, principal)
     if person.totp_secret is None or person.totp_confirmed_at is not None:
@@ -474,10 +511,10 @@ async def confirm_totp(
     secret = _open_totp(keys, person_id=person.id, sealed=person.totp_secret)
     if secret is None:
         raise PersonConflict("the enrolment no longer opens (the hub's keys changed); enrol again")
-    step = credentials.totp_match(secret, code.strip(), unix_time=time.time(), after_step=None)
+    step = credentials.totp_match(secret, code.strip(), unix_time=clock.time(), after_step=None)
     if step is None:
         raise InvalidRequest("the one-time code is not right; check the device's clock")
-    person.totp_confirmed_at, person.totp_last_step = utcnow(), step
+    person.totp_confirmed_at, person.totp_last_step = clock.now(), step
     await session.flush()
     await scope.record_change(session)
     return _person_out(person, await repository.roles_of(session, person.id))
@@ -587,6 +624,7 @@ async def put_person(
     body: PersonIn,
     settings: Settings,
     scope: AuditScope,
+    clock: Clock,
 ) -> PersonOut:
     """Create or change an account (administrators). What the body leaves out stays as
     it is; roles given replace the old ones."""
@@ -638,7 +676,7 @@ async def put_person(
         ]
         await repository.replace_roles(session, person.id, roles)
     if person.status != "active" or credentials_reset:
-        await repository.revoke_sessions(session, person_id=person.id, now=utcnow())
+        await repository.revoke_sessions(session, person_id=person.id, now=clock.now())
     await session.flush()
     await scope.record_change(session)
     return _person_out(person, roles)

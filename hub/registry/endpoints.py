@@ -14,7 +14,7 @@ from fastapi import APIRouter, Depends, Path, Query
 from fastapi.responses import JSONResponse
 
 from onceonly.hub.audit.dependencies import CurrentAudit, audited
-from onceonly.hub.db import SessionDep, WriteSessionDep
+from onceonly.hub.dependencies import ClockDep, SessionDep, WriteSessionDep
 from onceonly.hub.kit.jsonbody import json_body
 from onceonly.hub.kit.strict import QueryInt
 from onceonly.hub.people.dependencies import AdministratorDep, PrincipalDep, StewardDep
@@ -33,6 +33,7 @@ from onceonly.hub.registry.schemas import (
     DepartmentList,
     DepartmentOut,
     ItemDocument,
+    ItemId,
     ItemList,
     ItemOut,
     ItemQuery,
@@ -46,7 +47,6 @@ from onceonly.hub.registry.schemas import (
     VersionList,
 )
 
-ItemId = Annotated[str, Path(pattern=ITEM_ID_PATTERN, max_length=128)]
 DepartmentId = Annotated[str, Path(pattern=DEPARTMENT_ID_PATTERN)]
 ClientId = Annotated[str, Path(pattern=CLIENT_ID_PATTERN)]
 ChangeId = Annotated[str, Path(pattern=r"^[0-9a-f]{32}$")]
@@ -197,10 +197,19 @@ async def add_version(
     dependencies=[Depends(audited("registry.item.deprecate"))],
 )
 async def deprecate_item(
-    item_id: ItemId, principal: StewardDep, session: WriteSessionDep, scope: CurrentAudit
+    item_id: ItemId,
+    principal: StewardDep,
+    session: WriteSessionDep,
+    scope: CurrentAudit,
+    clock: ClockDep,
 ) -> ItemOut:
     return await service.change_lifecycle(
-        session, item_id=item_id, lifecycle="deprecated", scope=scope, actor=_actor(principal)
+        session,
+        item_id=item_id,
+        lifecycle="deprecated",
+        scope=scope,
+        actor=_actor(principal),
+        clock=clock,
     )
 
 
@@ -210,10 +219,19 @@ async def deprecate_item(
     dependencies=[Depends(audited("registry.item.retire"))],
 )
 async def retire_item(
-    item_id: ItemId, principal: StewardDep, session: WriteSessionDep, scope: CurrentAudit
+    item_id: ItemId,
+    principal: StewardDep,
+    session: WriteSessionDep,
+    scope: CurrentAudit,
+    clock: ClockDep,
 ) -> ItemOut:
     return await service.change_lifecycle(
-        session, item_id=item_id, lifecycle="retired", scope=scope, actor=_actor(principal)
+        session,
+        item_id=item_id,
+        lifecycle="retired",
+        scope=scope,
+        actor=_actor(principal),
+        clock=clock,
     )
 
 
@@ -253,6 +271,7 @@ async def approve_change(
     body: Annotated[ApproveChangeIn, Depends(json_body(ApproveChangeIn))],
     session: WriteSessionDep,
     scope: CurrentAudit,
+    clock: ClockDep,
 ) -> RegistryChangeOut:
     principal.require_person()
     return await service.decide_change(
@@ -262,6 +281,7 @@ async def approve_change(
         decider=principal.name,
         reason=body.reason,
         scope=scope,
+        clock=clock,
     )
 
 
@@ -276,6 +296,7 @@ async def refuse_change(
     body: Annotated[RefuseChangeIn, Depends(json_body(RefuseChangeIn))],
     session: WriteSessionDep,
     scope: CurrentAudit,
+    clock: ClockDep,
 ) -> RegistryChangeOut:
     principal.require_person()
     return await service.decide_change(
@@ -285,4 +306,5 @@ async def refuse_change(
         decider=principal.name,
         reason=body.reason,
         scope=scope,
+        clock=clock,
     )

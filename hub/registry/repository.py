@@ -37,6 +37,12 @@ async def get_item_for_update(session: AsyncSession, item_id: str) -> Item | Non
     return await session.get(Item, item_id, with_for_update=True)
 
 
+async def owned_item_ids(session: AsyncSession, *, owner: str) -> list[str]:
+    """The ids of every item ``owner`` owns, in any lifecycle state."""
+    query = select(Item.id).where(col(Item.owner_id) == owner)
+    return list((await session.execute(query)).scalars())
+
+
 async def list_items(session: AsyncSession) -> list[Item]:
     return list((await session.execute(select(Item).order_by(col(Item.id)))).scalars())
 

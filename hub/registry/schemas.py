@@ -1,14 +1,17 @@
 """Registry API bodies, and the item document that schemas/ files hold."""
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
+from fastapi import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from onceonly.hub.kit.clock import UtcDatetime
 from onceonly.hub.kit.strict import STRICT_INPUT
 
 ITEM_ID_PATTERN = r"^[a-z][a-z0-9-]*(\.[a-z][a-z0-9-]*)+$"
+# An item id in a route's path.
+ItemId = Annotated[str, Path(pattern=ITEM_ID_PATTERN, max_length=128)]
 DEPARTMENT_ID_PATTERN = r"^[a-z][a-z0-9-]{1,62}[a-z0-9]$"
 CLIENT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 

@@ -7,7 +7,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from onceonly.hub.audit.service import AuditScope
-from onceonly.hub.kit.clock import aware, utcnow
+from onceonly.hub.kit.clock import Clock, aware
 from onceonly.hub.registry import compat, repository, schema_rules, validation
 from onceonly.hub.registry import jwks as jwks_rules
 from onceonly.hub.registry.exceptions import (
@@ -374,6 +374,7 @@ async def change_lifecycle(
     lifecycle: str,
     scope: AuditScope,
     actor: Actor,
+    clock: Clock,
 ) -> ItemOut:
     """Deprecate (still served, marked as such) or retire (refused from now on) an item.
 
@@ -387,7 +388,7 @@ async def change_lifecycle(
             f"data item {item_id!r} is {row.lifecycle}; it cannot become {lifecycle}"
         )
     if row.lifecycle != lifecycle and lifecycle == "deprecated":
-        row.deprecated_at = utcnow()
+        row.deprecated_at = clock.now()
     row.lifecycle = lifecycle
     await session.flush()
     await scope.record_change(session, version=row.latest_version)
@@ -570,6 +571,7 @@ async def decide_change(
     decider: str,
     reason: str | None,
     scope: AuditScope,
+    clock: Clock,
 ) -> RegistryChangeOut:
     """An administrator approves (the item changes now) or refuses a pending change; not
     the person who asked for it. Compare-and-set: of two decisions, one wins."""
@@ -591,7 +593,7 @@ async def decide_change(
         change_id=change.id,
         status="approved" if approve else "refused",
         decided_by=decider,
-        decided_at=utcnow(),
+        decided_at=clock.now(),
         reason=reason,
     )
     if not settled:

@@ -20,7 +20,7 @@ import pytest
 
 from onceonly.hub.cli.servers import MAX_HEAD_BYTES
 from onceonly.hub.keys import HubKeys
-from onceonly.hub.kit.asgi import MAX_HEADER_BYTES
+from onceonly.hub.middleware import MAX_HEADER_BYTES
 
 from tests.hub_testing import RunningHub, problem_type, running_hub
 

@@ -432,6 +432,7 @@ def test_production_needs_keys_init_to_create_the_derivation_root(
     monkeypatch.setenv("ONCEONLY_MODE", "production")
     monkeypatch.setenv("ONCEONLY_ISSUER", "https://hub.example.gov")
     monkeypatch.setenv("ONCEONLY_DATABASE_URL", "postgresql://hub@127.0.0.1:9/unused")
+    monkeypatch.setenv("ONCEONLY_AUDIT_ORIGIN", "hub.example.gov/audit")
     assert main(["keys", "rotate-derivation"]) == 1
     assert "run `onceonly keys init`" in capsys.readouterr().err
     assert main(["keys", "init"]) == 0

@@ -17,7 +17,7 @@ from onceonly.hub.auth.exceptions import (
     OAuthError,
     UnsupportedGrantType,
 )
-from onceonly.hub.errors import HubError, render
+from onceonly.hub.kit.problems import HubError, render
 
 
 class Clashing(HubError):

@@ -16,7 +16,7 @@ from onceonly.hub.audit import leaves
 from onceonly.hub.audit.exceptions import AuditUnavailable
 from onceonly.hub.audit.service import AuditLog, AuditScope
 from onceonly.hub.db import make_engine
-from onceonly.hub.errors import HubError
+from onceonly.hub.kit.problems import HubError
 
 pytestmark = pytest.mark.anyio
 

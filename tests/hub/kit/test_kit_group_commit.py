@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from onceonly.hub.errors import HubError
 from onceonly.hub.kit.group_commit import GroupCommit
+from onceonly.hub.kit.problems import HubError
 
 pytestmark = pytest.mark.anyio
 

@@ -22,14 +22,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from onceonly.hub.errors import (
+from onceonly.hub.errors import render_unexpected
+from onceonly.hub.kit.nul import NUL_DETAIL, url_has_nul
+from onceonly.hub.kit.problems import (
     InvalidRequest,
     RequestHeadersTooLarge,
     problem_response,
     render,
-    render_unexpected,
 )
-from onceonly.hub.kit.nul import NUL_DETAIL, url_has_nul
 
 log = logging.getLogger("onceonly.access")
 

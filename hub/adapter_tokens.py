@@ -1,0 +1,29 @@
+"""What every token the hub signs for an adapter has in common (docs/protocol.md §4, §7):
+a type, fresh single-use ``jti``, ``iat`` and ``exp``, and a subject by its SHA-256 only.
+
+The request token (onceonly.hub.exchange.request_tokens) and the event delivery token
+(onceonly.hub.events.tokens) are built on it. Pure: no I/O.
+"""
+
+import hashlib
+from collections.abc import Mapping
+from uuid import uuid4
+
+from joserfc import jwt
+from joserfc.jwk import ECKey
+
+from onceonly.hub.kit import base64url
+
+
+def subject_sha256(subject: str) -> str:
+    return base64url.encode(hashlib.sha256(subject.encode()).digest())
+
+
+def sign_hub_token(
+    key: ECKey, *, typ: str, claims: Mapping[str, object], now: int, lifetime: int
+) -> str:
+    """A short-lived ES256 token the hub sends to an adapter (a request or an event
+    delivery): ``claims`` plus a fresh single-use ``jti``, ``iat`` and ``exp``."""
+    header = {"typ": typ, "alg": "ES256", "kid": key.kid}
+    timed = {**claims, "jti": uuid4().hex, "iat": now, "exp": now + lifetime}
+    return jwt.encode(header, timed, key, algorithms=["ES256"])

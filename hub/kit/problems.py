@@ -1,0 +1,106 @@
+"""RFC 9457 problem details: the one error base and the document every failure becomes.
+
+Domain errors subclass :class:`HubError` beside the code that raises them, and set
+``status``, ``slug`` and ``title``; :func:`render` turns one into the problem JSON.
+The handlers that catch them, and audit them, are in onceonly.hub.errors.
+"""
+
+import logging
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+from fastapi.responses import JSONResponse
+
+log = logging.getLogger("onceonly.errors")
+
+PROBLEM_TYPE_PREFIX = "urn:onceonly:problem:"
+PROBLEM_CONTENT_TYPE = "application/problem+json"
+# The members RFC 9457 §3.1 defines; an extension member never takes their place.
+PROBLEM_MEMBERS = frozenset({"type", "title", "status", "detail", "instance"})
+
+
+class HubError(Exception):
+    """Base of every error the hub answers with (RFC 9457 §3)."""
+
+    status: ClassVar[int] = 500
+    slug: ClassVar[str] = "internal-error"
+    title: ClassVar[str] = "Internal error"
+
+    def __init__(
+        self,
+        detail: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.headers = dict(headers or {})
+        self.extra = dict(extra or {})
+
+    @property
+    def outcome(self) -> str:
+        """How the audit log names this failure: the caller's fault or ours."""
+        return "refused" if self.status < 500 else "failed"
+
+
+class InvalidRequest(HubError):
+    status = 400
+    slug = "invalid-request"
+    title = "Invalid request"
+
+
+class PayloadTooLarge(HubError):
+    status = 413
+    slug = "payload-too-large"
+    title = "Payload too large"
+
+
+class RequestHeadersTooLarge(HubError):
+    """RFC 6585 §5: the request's header fields are too large, in total."""
+
+    status = 431
+    slug = "request-header-fields-too-large"
+    title = "Request header fields too large"
+
+
+class Unavailable(HubError):
+    status = 503
+    slug = "unavailable"
+    title = "Service unavailable"
+
+
+def problem_response(
+    *,
+    status: int,
+    slug: str,
+    title: str,
+    detail: str,
+    headers: Mapping[str, str] | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> JSONResponse:
+    """An RFC 9457 problem document. ``extra`` adds extension members (§3.2); it can
+    never replace a member the RFC defines (§3.1: ``type``, ``title``, ``status``,
+    ``detail``, ``instance``), so ``status`` is always the HTTP status code."""
+    body: dict[str, Any] = {
+        "type": PROBLEM_TYPE_PREFIX + slug,
+        "title": title,
+        "status": status,
+        "detail": detail,
+    }
+    clashing = sorted(set(extra or {}) & PROBLEM_MEMBERS)
+    if clashing:
+        log.error("problem extension members dropped: %s", ", ".join(clashing))
+    body.update((k, v) for k, v in (extra or {}).items() if k not in PROBLEM_MEMBERS)
+    return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_CONTENT_TYPE)
+
+
+def render(error: HubError) -> JSONResponse:
+    return problem_response(
+        status=error.status,
+        slug=error.slug,
+        title=error.title,
+        detail=error.detail,
+        headers=error.headers,
+        extra=error.extra,
+    )

@@ -1,0 +1,120 @@
+"""What a running hub holds: one typed object, built and torn down in one place.
+
+The lifespan (onceonly.hub.app) enters :func:`running` and stores the :class:`Hub` it
+yields on the application with :func:`install`; routes reach it only through the
+typed dependencies of onceonly.hub.dependencies, middleware and the lifespan through
+:func:`hub_of`. Nothing else reads ``app.state``.
+
+The background workers start through one ``AsyncExitStack`` (onceonly.hub.kit.workers)
+and stop in reverse order: the deliverer first (it writes audit entries and uses the
+HTTP client), the audit writer last; then the HTTP client closes and the engine is
+disposed.
+"""
+
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+
+import httpx
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from starlette.applications import Starlette
+
+from onceonly.hub.audit.checkpoints import Checkpointer, load_signer
+from onceonly.hub.audit.service import AuditLog
+from onceonly.hub.auth.jti_register import JtiRegister
+from onceonly.hub.config import Settings
+from onceonly.hub.db import make_engine, session_factory
+from onceonly.hub.events.delivery import Deliverer
+from onceonly.hub.keys import HubKeys
+from onceonly.hub.kit.clock import Clock
+from onceonly.hub.kit.workers import start_all
+from onceonly.hub.people import oidc
+from onceonly.hub.people import service as people_service
+
+_HTTP_LIMITS = httpx.Limits(max_connections=200, max_keepalive_connections=100)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Hub:
+    """Everything a request of this process may use; made once per process."""
+
+    settings: Settings
+    keys: HubKeys
+    clock: Clock
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    http: httpx.AsyncClient  # shared by the exchange, event delivery and sign-in
+    audit_log: AuditLog  # the group-commit audit writer
+    jti_register: JtiRegister  # single-use jtis, group commit (issue 4)
+    checkpointer: Checkpointer  # audit checkpoints (issue 6)
+    deliverer: Deliverer
+    oidc_provider: oidc.Provider | None  # None: no OpenID Connect provider configured
+
+
+def install(app: Starlette, hub: Hub) -> None:
+    app.state.hub = hub
+
+
+def hub_of(app: Starlette) -> Hub:
+    """The running hub of ``app`` (the one accessor of ``app.state``)."""
+    hub: Hub = app.state.hub
+    return hub
+
+
+@asynccontextmanager
+async def running(settings: Settings, *, keys: HubKeys | None, clock: Clock) -> AsyncIterator[Hub]:
+    """A hub on a migrated database with its workers started; stopped on exit."""
+    async with AsyncExitStack() as stack:
+        engine = make_engine(settings.resolved_database_url)
+        stack.push_async_callback(engine.dispose)
+        keys = keys or HubKeys.load(
+            settings.keys_dir,
+            create=not settings.is_production,
+            reload_interval=settings.signing_key_reload_interval,
+        )
+        await people_service.reseal_totp_secrets(engine, keys=keys)  # decision 0017
+        http = await stack.enter_async_context(
+            httpx.AsyncClient(limits=_HTTP_LIMITS, follow_redirects=False)
+        )
+        hub = _assemble(settings, keys=keys, clock=clock, engine=engine, http=http)
+        await start_all(stack, [hub.audit_log, hub.jti_register, hub.checkpointer, hub.deliverer])
+        yield hub
+
+
+def _assemble(
+    settings: Settings,
+    *,
+    keys: HubKeys,
+    clock: Clock,
+    engine: AsyncEngine,
+    http: httpx.AsyncClient,
+) -> Hub:
+    audit_log = AuditLog(engine, batch_size=settings.audit_batch_size, clock=clock)
+    signer = load_signer(
+        keys_dir=settings.keys_dir,
+        origin=settings.resolved_audit_origin,
+        create=not settings.is_production,
+    )
+    configured = bool(settings.oidc_issuer and settings.oidc_client_id)
+    return Hub(
+        settings=settings,
+        keys=keys,
+        clock=clock,
+        engine=engine,
+        sessions=session_factory(engine),
+        http=http,
+        audit_log=audit_log,
+        jti_register=JtiRegister(engine, clock=clock),
+        checkpointer=Checkpointer(
+            engine, signer=signer, interval=settings.checkpoint_interval, clock=clock
+        ),
+        deliverer=Deliverer(
+            engine=engine,
+            http=http,
+            keys=keys,
+            settings=settings,
+            audit_log=audit_log,
+            clock=clock,
+        ),
+        oidc_provider=oidc.Provider.from_settings(settings, http=http) if configured else None,
+    )
