@@ -12,13 +12,16 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_every_folder_with_python_code_is_a_listed_package() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())
     listed = set(project["tool"]["setuptools"]["packages"])
+    data = {"onceonly.config", "onceonly.schemas", "onceonly.schemas.items"}
+    data |= {"onceonly.schemas.versions"}  # folders of data only (catalogue, example config)
+    assert data <= listed
     folders = {
         "onceonly." + ".".join(path.parent.relative_to(ROOT).parts)
         for top in ("hub", "adapters")
         for path in (ROOT / top).rglob("*.py")
         if "__pycache__" not in path.parts
     }
-    assert listed == folders
+    assert listed - data == folders
 
 
 def test_only_the_namespaced_names_are_importable(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ a receipt against the log.
 
 import base64
 import hashlib
+import importlib.resources
 import json
 import os
 import secrets
@@ -105,14 +106,26 @@ class Story:
     def say(self, text: str) -> None:
         self.out.write(f"    {text}\n")
 
+    def needs_what_came_before(self) -> None:
+        """Stop the story when a step failed whose result the next steps use."""
+        if self.failures:
+            raise StoryStopped(self.failures[-1])
+
+
+class StoryStopped(Exception):
+    """A step failed that later steps depend on; the demo ends there."""
+
 
 def catalogue_dir() -> Path:
-    for candidate in (Path.cwd() / "schemas", Path(__file__).resolve().parents[2] / "schemas"):
+    """The starter catalogue: ``./schemas`` when run in a checkout, else the copy the
+    package installs (onceonly.schemas), so an installed wheel runs the demo too."""
+    # a data package without __init__.py: resolve a file in it, then take its folder
+    marker = importlib.resources.files("onceonly.schemas").joinpath("departments.json")
+    installed = Path(str(marker)).parent
+    for candidate in (Path.cwd() / "schemas", installed):
         if (candidate / "departments.json").is_file():
             return candidate
-    raise FileNotFoundError(
-        "the starter catalogue (schemas/) was not found; run from the repository"
-    )
+    raise FileNotFoundError("the starter catalogue (onceonly.schemas) is not installed")
 
 
 def _examples(item_id: str) -> list[dict[str, Any]]:
@@ -152,6 +165,7 @@ def play(
     with AdminClient(hub_url, admin_token) as break_glass:
         _register(story, break_glass)
         signed_in = _people(story, break_glass, hub_url)
+    story.needs_what_came_before()
     with ExitStack() as stack:
         people = {
             name: stack.enter_context(AdminClient(hub_url, token))
@@ -161,6 +175,7 @@ def play(
         _publish(story, departments)
         grant = _request_access(story, people)
         subject, receipt = _fetch(story, hub_url, departments[WELFARE])
+        story.needs_what_came_before()
         _refuse(story, hub_url, departments)
         _move(story, hub_url, departments, subject=subject)
         _revoke(
@@ -280,6 +295,7 @@ def _request_access(story: Story, people: dict[str, AdminClient]) -> str:
             story.say(f"walter cannot approve his own department's request: {reason}")
         else:
             raise AssertionError("a steward approved a request for another department's item")
+    story.needs_what_came_before()
     return str(approved["grant_id"])
 
 
@@ -484,7 +500,10 @@ def run(*, keep: bool, hub_url: str | None, root: Path, out: TextIO = sys.stdout
             d: start_department(stack, department=d, hub_url=hub_url, root=adapters_root)
             for d in DEPARTMENT_ITEMS
         }
-        play(story, hub_url=hub_url, admin_token=admin_token, departments=departments)
+        try:
+            play(story, hub_url=hub_url, admin_token=admin_token, departments=departments)
+        except StoryStopped as stopped:
+            out.write(f"\nThe demo stops: the steps after '{stopped}' need what it did.\n")
         _summarize(story, out)
         if keep and not story.failures:
             out.write(f"hub: {hub_url}\n")
