@@ -1,0 +1,140 @@
+"""Backup and restore, drilled (issue 15): a backup taken while the hub writes restores
+into an empty database, the restored hub serves a log that verifies, and an auditor
+who saw a later checkpoint rightly reports the entries the backup could not hold."""
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import sqlalchemy as sa
+
+from onceonly.hub import backup
+from onceonly.hub.cli import audit_verify
+from onceonly.hub.db import make_sync_engine
+
+from tests.conftest import POSTGRES_ADMIN_URL
+from tests.hub_testing import CATALOGUE, RunningHub, running_hub, wait_until
+
+
+@pytest.fixture
+def empty_database(database_url: str, tmp_path: Path) -> Iterator[str]:
+    """A database of the same kind as ``database_url``, with no tables at all: where a
+    restore goes."""
+    if database_url.startswith("sqlite"):
+        yield f"sqlite:///{tmp_path / 'restored' / 'hub.db'}"
+        return
+    admin = sa.create_engine(
+        POSTGRES_ADMIN_URL.replace("postgresql://", "postgresql+psycopg://"),
+        isolation_level="AUTOCOMMIT",
+    )
+    name = f"onceonly_restore_{uuid.uuid4().hex[:10]}"
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    yield POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def _checkpointed(hub: RunningHub) -> int:
+    """Wait until the latest checkpoint covers every entry; its size."""
+    sizes: list[int] = []
+
+    def covered() -> bool:
+        engine = make_sync_engine(hub.settings.resolved_database_url)
+        with engine.connect() as conn:
+            total = conn.execute(sa.text("SELECT count(*) FROM audit_entries")).scalar_one()
+        engine.dispose()
+        signed = httpx.get(f"{hub.url}/v1/audit/checkpoint").text.splitlines()[1]
+        sizes.append(int(signed))
+        return int(signed) == total and total > 0
+
+    wait_until(covered, what="a checkpoint of every entry")
+    return sizes[-1]
+
+
+def _verify(hub: RunningHub, state: Path, *, full: bool = False) -> tuple[int, list[str]]:
+    said: list[str] = []
+    key = httpx.get(f"{hub.url}/v1/audit/verifier-key").text.strip()
+    code = audit_verify.run(hub=hub.url, key=key, state_path=state, full=full, say=said.append)
+    return code, said
+
+
+def test_a_backup_taken_while_the_hub_writes_restores_and_verifies(
+    database_url: str,
+    empty_database: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    auditor = tmp_path / "auditor.json"
+    data_dir = tmp_path / "hub"
+    with running_hub(database_url=database_url, data_dir=data_dir, checkpoint_interval=0.1) as hub:
+        with hub.admin() as admin:
+            admin.import_catalogue(CATALOGUE)
+        at_backup = _checkpointed(hub)
+        assert _verify(hub, auditor)[0] == 0
+
+        manifest = backup.backup(database_url, hub.settings.keys_dir, tmp_path / "backup")
+        assert manifest.audit_entries_at_least >= at_backup
+
+        # The hub goes on: entries acknowledged after the backup, and an auditor sees them.
+        with hub.admin() as admin:
+            for item in ("person.identity", "person.residential-address"):
+                admin.create_grant(
+                    consumer="tax", item=item, purpose="benefit-eligibility", legal_basis="t"
+                )
+        later = _checkpointed(hub)
+        assert later > at_backup
+        assert _verify(hub, auditor)[0] == 0
+
+    saved = tmp_path / "backup"
+    assert {p.name for p in saved.iterdir()} == {
+        "manifest.json",
+        "keys",
+        backup.SQLITE_FILE if database_url.startswith("sqlite") else backup.PGDUMP_FILE,
+    }
+    assert all(p.stat().st_mode & 0o077 == 0 for p in saved.rglob("*"))  # secrets inside
+
+    # Restore on another machine: an empty database, an empty key directory.
+    restored_dir = tmp_path / "restored-hub"
+    backup.restore(saved, empty_database, restored_dir / "keys")
+    with pytest.raises(backup.BackupError, match=r"not empty|exists"):
+        backup.restore(saved, empty_database, restored_dir / "keys")  # never over data
+
+    with running_hub(
+        database_url=empty_database, data_dir=restored_dir, checkpoint_interval=0.1
+    ) as restored:
+        assert httpx.get(f"{restored.url}/readyz").status_code == 200
+        # The restored log is sound in itself, to a new auditor, in full.
+        code, said = _verify(restored, tmp_path / "new-auditor.json", full=True)
+        assert code == 0, said
+        assert f"{at_backup} entries" in said[0]
+        # The auditor who saw the later checkpoint is told the log lost entries.
+        capsys.readouterr()
+        code, _ = _verify(restored, auditor)
+        assert code == audit_verify.EXIT_FAILED
+        assert f"SHRINK: the log now has {at_backup} entries" in capsys.readouterr().err
+
+
+def test_a_restore_refuses_keys_that_are_not_the_backups(tmp_path: Path) -> None:
+    data_dir = tmp_path / "hub"
+    url = f"sqlite:///{tmp_path / 'hub.db'}"
+    with running_hub(database_url=url, data_dir=data_dir):
+        pass
+    saved = backup.backup(url, data_dir / "keys", tmp_path / "backup")
+    assert saved.database == "sqlite"
+    with pytest.raises(backup.BackupError, match="exists; a backup goes into a new directory"):
+        backup.backup(url, data_dir / "keys", tmp_path / "backup")
+
+    other_keys = tmp_path / "other" / "keys"
+    other_keys.mkdir(parents=True)
+    (other_keys / "pseudonym.key").write_bytes(b"not the backup's secret")
+    target = tmp_path / "restored.db"
+    with pytest.raises(backup.BackupError, match="differs from the backup's"):
+        backup.restore(tmp_path / "backup", f"sqlite:///{target}", other_keys)
+    assert not target.exists()  # refused before the database was touched
+
+    with pytest.raises(backup.BackupError, match="not an onceonly backup"):
+        backup.restore(tmp_path, f"sqlite:///{target}", tmp_path / "k")
