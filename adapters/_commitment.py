@@ -11,8 +11,6 @@ over; nobody else can test a guess against the log.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import hmac
 import os
@@ -20,24 +18,22 @@ from typing import Any
 
 import rfc8785
 
+from . import _b64
+
 __all__ = ["commit", "new_key", "opens"]
 
 _PREFIX = "hmac-sha256:"
 
 
-def _b64url(raw: bytes) -> str:
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
-
-
 def new_key() -> str:
     """A fresh 256-bit key, base64url."""
-    return _b64url(os.urandom(32))
+    return _b64.encode(os.urandom(32))
 
 
 def commit(key: str, record: Any) -> str:
     """``hmac-sha256:<base64url>`` of ``record``'s canonical JSON under ``key`` (base64url)."""
     mac = hmac.new(_key_bytes(key), rfc8785.dumps(record), hashlib.sha256).digest()
-    return _PREFIX + _b64url(mac)
+    return _PREFIX + _b64.encode(mac)
 
 
 def opens(commitment: str, *, key: str, record: Any) -> bool:
@@ -50,6 +46,6 @@ def opens(commitment: str, *, key: str, record: Any) -> bool:
 
 def _key_bytes(key: str) -> bytes:
     try:
-        return base64.urlsafe_b64decode(key + "=" * (-len(key) % 4))
-    except (binascii.Error, ValueError) as error:
+        return _b64.decode(key)
+    except ValueError as error:
         raise ValueError("a commitment key is base64url") from error

@@ -6,7 +6,6 @@ the hub over raw HTTP (tests, other tools).
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import time
@@ -17,6 +16,7 @@ from urllib.parse import urlsplit, urlunsplit
 from joserfc import jws
 from joserfc.jwk import ECKey
 
+from . import _b64
 from ._keys import SigningKey, algorithm_of
 
 __all__ = ["DPoPKey"]
@@ -25,7 +25,7 @@ __all__ = ["DPoPKey"]
 def access_token_hash(token: str) -> str:
     """``ath`` (RFC 9449 §4.2): base64url SHA-256 of the ASCII access token."""
     digest = hashlib.sha256(token.encode("ascii")).digest()
-    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+    return _b64.encode(digest)
 
 
 class DPoPKey:

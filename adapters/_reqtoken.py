@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import heapq
 import json
@@ -14,6 +13,7 @@ from typing import Any
 from joserfc import jws
 from joserfc.errors import JoseError
 
+from . import _b64
 from ._errors import AuthenticationFailed
 from ._hubkeys import HubDirectory
 
@@ -28,7 +28,7 @@ def subject_digest(subject: str) -> str:
     """base64url (no padding) of SHA-256 of the UTF-8 subject: the token's
     ``subject_sha256`` claim, and what the served-log keeps instead of a subject."""
     digest = hashlib.sha256(subject.encode("utf-8")).digest()
-    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+    return _b64.encode(digest)
 
 
 @dataclass(frozen=True)

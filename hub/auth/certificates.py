@@ -6,13 +6,14 @@ header only when ``tls_client_cert_header`` is configured, which an operator doe
 only behind a proxy that always overwrites it.
 """
 
-import base64
 import hashlib
 from urllib.parse import unquote
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from joserfc.jwk import import_key
+
+from onceonly.hub.kit import base64url
 
 MAX_CERTIFICATE_BYTES = 16 * 1024
 
@@ -34,7 +35,7 @@ def parse_forwarded(value: str) -> x509.Certificate:
 def x5t_s256(certificate: x509.Certificate) -> str:
     """base64url SHA-256 of the DER certificate: ``cnf.x5t#S256`` (RFC 8705 §3.1)."""
     digest = hashlib.sha256(certificate.public_bytes(Encoding.DER)).digest()
-    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+    return base64url.encode(digest)
 
 
 def public_key_thumbprint(certificate: x509.Certificate) -> str:

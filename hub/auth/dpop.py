@@ -7,7 +7,6 @@ within the window (11), and ``ath`` when an access token is presented (12). The
 ``nonce`` (10) and ``jti`` (§11.1) are returned for the caller to judge.
 """
 
-import base64
 import hashlib
 import json
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from joserfc import jws
 from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, OKPKey, RSAKey
 
+from onceonly.hub.kit import base64url
 from onceonly.hub.kit.jws import MAX_JWT_BYTES, peek_header_and_claims
 
 PROOF_TYPE = "dpop+jwt"
@@ -57,7 +57,7 @@ class Proof:
 def b64url_sha256(text: str) -> str:
     """base64url (no padding) of SHA-256 of the ASCII text: ``ath`` (RFC 9449 §4.2)."""
     digest = hashlib.sha256(text.encode("ascii")).digest()
-    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+    return base64url.encode(digest)
 
 
 def normalize_url(url: str) -> str:
@@ -142,7 +142,7 @@ def _import_public(canonical: str) -> tuple[ProofKey, str]:
     elif jwk["kty"] == "OKP":
         key = OKPKey.import_key(jwk)
     else:
-        n = base64.urlsafe_b64decode(jwk["n"] + "=" * (-len(jwk["n"]) % 4))
+        n = base64url.decode(jwk["n"])
         if int.from_bytes(n, "big").bit_length() < MIN_RSA_BITS:
             raise ValueError("RSA key too small")
         key = RSAKey.import_key(jwk)

@@ -8,10 +8,10 @@ is derived from the hub's derivation root (``KeyLabel.DPOP_NONCE``): rotating th
 ends every nonce handed out before, and clients are asked for a new one (§8.2).
 """
 
-import base64
-import binascii
 import hashlib
 import hmac
+
+from onceonly.hub.kit import base64url
 
 _MAC_BYTES = 16
 
@@ -24,7 +24,7 @@ def current_nonce(secret: bytes, *, now: int, lifetime: int) -> str:
     """The nonce that the hub hands out at ``now``."""
     window = now // lifetime
     raw = window.to_bytes(8, "big") + _mac(secret, window)
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+    return base64url.encode(raw)
 
 
 def is_fresh(nonce: str | None, secret: bytes, *, now: int, lifetime: int) -> bool:
@@ -32,8 +32,8 @@ def is_fresh(nonce: str | None, secret: bytes, *, now: int, lifetime: int) -> bo
     if not nonce or len(nonce) > 64:
         return False
     try:
-        raw = base64.urlsafe_b64decode(nonce + "=" * (-len(nonce) % 4))
-    except (binascii.Error, ValueError):
+        raw = base64url.decode(nonce)
+    except ValueError:
         return False
     if len(raw) != 8 + _MAC_BYTES:
         return False

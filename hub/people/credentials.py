@@ -30,6 +30,8 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 from argon2.profiles import RFC_9106_LOW_MEMORY
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from onceonly.hub.kit import base64url
+
 MIN_PASSWORD_LENGTH = 12
 _HASHER = PasswordHasher.from_parameters(RFC_9106_LOW_MEMORY)
 # Verified when the account does not exist, so that the answer takes as long.
@@ -148,7 +150,7 @@ def seal(key: bytes, secret: str, *, root_id: str, person_id: str) -> str:
     associated data (a sealed secret moved to another account does not open)."""
     nonce = os.urandom(12)
     box = AESGCM(key).encrypt(nonce, secret.encode(), person_id.encode())
-    body = base64.urlsafe_b64encode(nonce + box).rstrip(b"=").decode()
+    body = base64url.encode(nonce + box)
     return sealed_prefix(root_id) + body
 
 
@@ -156,5 +158,7 @@ def unseal(key: bytes, sealed: str, *, person_id: str) -> str:
     """The secret in ``sealed`` (either format), given the key of the root that sealed it.
     ``InvalidTag`` for the wrong key or person, ``ValueError`` for a malformed value."""
     body = sealed.rpartition(".")[2]
-    raw = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
+    # A legacy value is padded (the writer before decision 0017 kept the "="): the same
+    # bytes as the unpadded text without it.
+    raw = base64url.decode(body.rstrip("="))
     return AESGCM(key).decrypt(raw[:12], raw[12:], person_id.encode()).decode()

@@ -29,8 +29,6 @@ Errors (RFC 9457, audited on the callback and the code exchange)::
     └── OidcCodeInvalid           400  one-time code tampered, expired or already used
 """
 
-import base64
-import binascii
 import hashlib
 import hmac
 import json
@@ -57,6 +55,7 @@ from onceonly.hub.audit.service import AuditScope
 from onceonly.hub.config import Settings
 from onceonly.hub.db import WRITE_OPTION
 from onceonly.hub.keys import HubKeys, KeyLabel
+from onceonly.hub.kit import base64url
 from onceonly.hub.kit.clock import Clock
 from onceonly.hub.kit.jsonbody import load_json
 from onceonly.hub.kit.jws import peek_header_and_claims
@@ -151,7 +150,7 @@ def _seal(keys: HubKeys, label: KeyLabel, payload: dict[str, Any]) -> str:
     nonce = os.urandom(12)
     plain = json.dumps(payload, separators=(",", ":")).encode()
     box = AESGCM(keys.derived(label)).encrypt(nonce, plain, label.value)
-    return base64.urlsafe_b64encode(nonce + box).rstrip(b"=").decode()
+    return base64url.encode(nonce + box)
 
 
 def _unseal(keys: HubKeys, label: KeyLabel, sealed: str) -> dict[str, Any] | None:
@@ -159,10 +158,10 @@ def _unseal(keys: HubKeys, label: KeyLabel, sealed: str) -> dict[str, Any] | Non
     if len(sealed) > _MAX_SEALED:
         return None
     try:
-        raw = base64.urlsafe_b64decode(sealed + "=" * (-len(sealed) % 4))
+        raw = base64url.decode(sealed)
         plain = AESGCM(keys.derived(label)).decrypt(raw[:12], raw[12:], label.value)
         payload = json.loads(plain)
-    except (ValueError, InvalidTag, binascii.Error):
+    except (ValueError, InvalidTag):
         return None
     return payload if isinstance(payload, dict) else None
 

@@ -6,11 +6,11 @@ Ed25519, RSA of at least 2048 bits. Each key's kid is its RFC 7638 thumbprint
 unless the client names it.
 """
 
-from base64 import urlsafe_b64decode
 from typing import Any
 
 from joserfc.jwk import ECKey, KeySet, OKPKey, RSAKey
 
+from onceonly.hub.kit import base64url
 from onceonly.hub.registry.exceptions import InvalidJwks
 
 MAX_KEYS = 5
@@ -27,7 +27,7 @@ def _check_rsa_size(jwk: dict[str, Any]) -> None:
     n = jwk.get("n")
     if not isinstance(n, str):
         raise ValueError("an RSA key needs its modulus n")
-    modulus = int.from_bytes(urlsafe_b64decode(n + "=" * (-len(n) % 4)), "big")
+    modulus = int.from_bytes(base64url.decode(n), "big")
     if modulus.bit_length() < MIN_RSA_BITS:
         raise ValueError(f"RSA keys must have at least {MIN_RSA_BITS} bits")
 

@@ -1,0 +1,28 @@
+"""Unpadded base64url (RFC 4648 §5, as JOSE and DPoP use it, RFC 7515 §2).
+
+The SDK never imports the hub, so this is its one copy of ``onceonly.hub.kit.base64url``:
+the same contract, kept in step by ``tests/adapters/test_b64.py``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+
+_FROM_URLSAFE = str.maketrans("-_", "+/")
+
+
+def encode(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+def decode(text: str) -> bytes:
+    """The bytes of unpadded base64url ``text``; ValueError for anything else
+    (padding, characters outside the alphabet)."""
+    if "=" in text or "+" in text or "/" in text:
+        raise ValueError("not unpadded base64url")
+    try:
+        padded = text.translate(_FROM_URLSAFE) + "=" * (-len(text) % 4)
+        return base64.b64decode(padded, validate=True)
+    except (binascii.Error, ValueError) as error:
+        raise ValueError("not unpadded base64url") from error
