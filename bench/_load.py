@@ -59,14 +59,18 @@ class RoundResult:
         return self.requests / self.seconds
 
 
-def _cpu_snapshot(pids: dict[str, int]) -> dict[str, float | None]:
+Watched = dict[str, int | Callable[[], float | None]]
+"""What to sample: a process id, or a function that sums a group of processes."""
+
+
+def _cpu_snapshot(watched: Watched) -> dict[str, float | None]:
     times = os.times()
     return {"loadgen": times.user + times.system} | {
-        name: cpu_seconds(pid) for name, pid in pids.items()
+        name: what() if callable(what) else cpu_seconds(what) for name, what in watched.items()
     }
 
 
-async def _snapshot_at(moment: float, pids: dict[str, int], into: dict[str, float | None]) -> None:
+async def _snapshot_at(moment: float, pids: Watched, into: dict[str, float | None]) -> None:
     await asyncio.sleep(max(0.0, moment - time.perf_counter()))
     into.update(_cpu_snapshot(pids))
 
@@ -95,7 +99,7 @@ async def run_round(
     concurrency: int,
     warmup: float,
     duration: float,
-    watched: dict[str, int],
+    watched: Watched,
 ) -> RoundResult:
     """One closed-loop round of ``send`` against random ``subjects``."""
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)

@@ -7,7 +7,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -127,3 +127,25 @@ def fresh_postgres_database(admin_url: str) -> Iterator[str]:
             conn.execute(
                 sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
             )
+
+
+def postgres_cpu_seconds(database_url: str) -> Callable[[], float | None]:
+    """A sampler of the CPU the PostgreSQL server spends for ``database_url``: its
+    backends for that database plus the server's WAL writer, background writer and
+    checkpointer (shared with other databases of the server: on a busy shared server
+    this over-counts). Backends that end between two samples are not counted."""
+
+    def sample() -> float | None:
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            pids = [
+                row[0]
+                for row in conn.execute(
+                    "SELECT pid FROM pg_stat_activity WHERE pid <> pg_backend_pid() AND"
+                    " (datname = current_database() OR backend_type IN"
+                    " ('walwriter', 'background writer', 'checkpointer'))"
+                )
+            ]
+        times = [cpu_seconds(pid) for pid in pids]
+        return sum(t for t in times if t is not None) if pids else None
+
+    return sample

@@ -36,7 +36,7 @@ import tempfile
 import time
 import uuid
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -51,7 +51,7 @@ from onceonly.hub.cli.admin_client import AdminClient
 from onceonly.hub.exchange.request_tokens import mint_request_token
 from onceonly.hub.keys import HubKeys
 
-from _load import RoundResult, Send, run_round
+from _load import RoundResult, Send, Watched, run_round
 from _processes import (
     Server,
     adapter_command,
@@ -59,6 +59,7 @@ from _processes import (
     fresh_postgres_database,
     hub_command,
     hub_environment,
+    postgres_cpu_seconds,
     running,
 )
 from _profile import Summary, py_spy, recording, summarize
@@ -93,10 +94,17 @@ class World:
     hub_keys: HubKeys
     consumer_key: ECKey
     subjects: list[str]
+    postgres_cpu: Callable[[], float | None] | None = None
 
     @property
-    def watched(self) -> dict[str, int]:
+    def servers(self) -> dict[str, int]:
         return {"hub": self.hub.pid, "adapter": self.adapter.pid}
+
+    @property
+    def watched(self) -> Watched:
+        if self.postgres_cpu is None:
+            return dict(self.servers)
+        return {**self.servers, "postgres": self.postgres_cpu}
 
 
 # -- the world: two servers, a catalogue, a grant, records ------------------------
@@ -160,7 +168,8 @@ def world(options: Options, root: Path) -> Iterator[World]:
         consumer_key = ECKey.generate_key("P-256", auto_kid=True)
         with AdminClient(hub.url, keys.admin_token) as admin:
             register(admin, adapter_url=adapter.url, consumer_key=consumer_key)
-        yield World(hub, adapter, keys, consumer_key, subjects)
+        sampler = None if database_url is None else postgres_cpu_seconds(database_url)
+        yield World(hub, adapter, keys, consumer_key, subjects, sampler)
 
 
 # -- the two paths -----------------------------------------------------------------
@@ -367,17 +376,31 @@ def print_round(result: RoundResult) -> None:
 def print_table(summary: dict[str, dict[str, Any]], ratio: float) -> None:
     print(
         f"\n{'path':8}{'req/s':>10}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'errors':>8}"
-        f"   CPU ms/request (hub, adapter, loadgen)"
+        f"   CPU ms/request (hub, adapter, loadgen, postgres)"
     )
     for path, row in summary.items():
         latency, cpu = row["latency_ms"], row["cpu_ms_per_request"]
-        cpu_text = ", ".join(str(cpu.get(name, "-")) for name in ("hub", "adapter", "loadgen"))
+        names = ("hub", "adapter", "loadgen", "postgres")
+        cpu_text = ", ".join(str(cpu.get(name, "-")) for name in names)
         print(
             f"{path:8}{row['throughput']:>10.1f}{latency['p50']:>9.2f}{latency['p95']:>9.2f}"
             f"{latency['p99']:>9.2f}{row['errors']:>8}   {cpu_text}"
         )
     verdict = "meets" if ratio >= 0.5 else "is below"
     print(f"\nhub/direct throughput: {ratio:.2f}x ({verdict} the >= 0.5x goal)")
+    for name, rate in sizing(summary).items():
+        print(f"sizing: one {name} core carries about {rate:.0f} exchanges/s")
+
+
+def sizing(summary: dict[str, dict[str, Any]]) -> dict[str, float]:
+    """Exchanges per second one core of each process kind carries at this CPU cost
+    (1000 / CPU ms per exchange on the hub path): the numbers to size a deployment."""
+    cpu = summary["hub"]["cpu_ms_per_request"]
+    return {
+        {"hub": "hub process", "postgres": "PostgreSQL"}[name]: 1000.0 / cpu[name]
+        for name in ("hub", "postgres")
+        if cpu.get(name)
+    }
 
 
 def print_profile(name: str, summary: Summary, path: Path) -> None:
@@ -412,7 +435,7 @@ async def profile_round(runner: Runner, stamp: str) -> dict[str, Any]:
     seconds = runner.options.warmup + runner.options.duration
     outputs = {name: RESULTS / f"exchange-{stamp}-{name}.txt" for name in ("hub", "adapter")}
     with ExitStack() as stack:
-        for name, pid in runner.world.watched.items():
+        for name, pid in runner.world.servers.items():
             stack.enter_context(recording(pid, output=outputs[name], seconds=seconds))
         result = await runner.round(
             "hub", 99, warmup=runner.options.warmup, duration=runner.options.duration
@@ -436,6 +459,7 @@ async def bench(options: Options, world_: World, stamp: str) -> dict[str, Any]:
     report: dict[str, Any] = {
         "summary": summary,
         "ratio_hub_over_direct": round(ratio, 3),
+        "sizing_exchanges_per_core_second": {k: round(v, 1) for k, v in sizing(summary).items()},
         "request_token_mint_us": round(runner.tokens.mint_us, 1),
         "inline_minted_tokens": runner.inline_mints,
         "rounds": [asdict(r) for r in results],
