@@ -2,17 +2,25 @@
 
 The embedded default needs no configuration at all. Production mode refuses, at
 start-up, every default that is only safe on a developer's machine.
+
+A list setting is written in the environment the way an operator writes it in an
+environment file, ``ONCEONLY_HOLIDAYS=2026-12-24,2026-12-25`` (commas, spaces or
+both between the values), or as a JSON array, ``["2026-12-24", "2026-12-25"]``; in
+the TOML file it is a TOML array.
 """
 
+import json
 import os
+import re
 from datetime import date
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
@@ -65,7 +73,7 @@ class Settings(BaseSettings):
     event_retry_cap: float = Field(default=300.0, gt=0, le=86400)
     event_lease: float = Field(default=30.0, gt=0, le=3600)
     # --- end change events ---
-    citizen_portal_clients: list[str] = Field(
+    citizen_portal_clients: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="Client ids allowed to read a citizen's access log (the citizen view)",
     )
@@ -124,7 +132,7 @@ class Settings(BaseSettings):
     answer_working_days: int = Field(
         default=10, ge=1, le=250, description="Working days an owner has to answer a request"
     )
-    holidays: list[date] = Field(
+    holidays: Annotated[list[date], NoDecode] = Field(
         default_factory=list, description="Public holidays that are not working days"
     )
     grant_max_days: int = Field(
@@ -160,6 +168,20 @@ class Settings(BaseSettings):
                 raise ValueError(f"{CONFIG_ENV}={config_file}: no such file")
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config_file))
         return tuple(sources)
+
+    @field_validator("citizen_portal_clients", "holidays", mode="before")
+    @classmethod
+    def _split_list(cls, value: Any) -> Any:
+        """A list from the environment: a JSON array, or values between commas or spaces."""
+        if not isinstance(value, str):
+            return value  # from TOML or from code: already a list
+        text = value.strip()
+        if text.startswith("["):
+            try:
+                return json.loads(text)
+            except ValueError:
+                raise ValueError("neither a JSON array nor values separated by commas") from None
+        return [item for item in re.split(r"[,\s]+", text) if item]
 
     @model_validator(mode="after")
     def _refuse_insecure_production(self) -> "Settings":

@@ -1,5 +1,11 @@
-"""A small HTTP client for the administrator's API, used by the CLI and the demo."""
+"""A small HTTP client for the administrator's API, used by the CLI and the demo.
 
+Every answer of the hub is read as JSON it did not write (onceonly.hub.kit.jsonbody):
+a refusal is an RFC 9457 problem, turned into :class:`AdminError` by
+:func:`problem_of`, the one reader of problems in the command line.
+"""
+
+import ssl
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -9,8 +15,9 @@ import httpx
 from onceonly.hub.kit.jsonbody import UnsafeJson, load_json
 
 # The deepest JSON any hub takes (onceonly.hub.config: max_json_depth is at most 256). The hub
-# applies its own limit; this one keeps a hostile file from crashing the client.
+# applies its own limit; this one keeps a hostile file (or answer) from crashing the client.
 MAX_FILE_DEPTH = 256
+_SHOWN = 200  # characters of an answer that is not a problem, shown in the error
 
 
 class AdminError(RuntimeError):
@@ -20,6 +27,36 @@ class AdminError(RuntimeError):
         self.status = status
         self.problem = problem
         super().__init__(f"HTTP {status}: {problem.get('title', '')}: {problem.get('detail', '')}")
+
+    @classmethod
+    def from_response(cls, response: httpx.Response) -> "AdminError":
+        return cls(response.status_code, problem_of(response))
+
+
+def problem_of(response: httpx.Response) -> dict[str, Any]:
+    """The problem (RFC 9457 §3) in a refusal; an answer that is not a JSON object
+    (a proxy's HTML page, say) becomes ``{"detail": <its first characters>}``."""
+    try:
+        problem = load_json(response.content, max_depth=MAX_FILE_DEPTH)
+    except UnsafeJson:
+        problem = None
+    if isinstance(problem, dict):
+        return problem
+    return {"detail": response.text[:_SHOWN]}
+
+
+def answer_of(response: httpx.Response) -> Any:
+    """The JSON of a successful answer (``{}`` for 204); AdminError for a refusal."""
+    if response.status_code >= 400:
+        raise AdminError.from_response(response)
+    if response.status_code == 204:
+        return {}
+    try:
+        return load_json(response.content, max_depth=MAX_FILE_DEPTH)
+    except UnsafeJson as error:
+        raise AdminError(
+            response.status_code, {"title": "not JSON", "detail": f"the hub's answer is {error}"}
+        ) from None
 
 
 class AdminClient:
@@ -31,11 +68,21 @@ class AdminClient:
             admin.put_department("tax", name="Tax Board", adapter_url="https://...")
     """
 
-    def __init__(self, hub_url: str, token: str, *, timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        hub_url: str,
+        token: str,
+        *,
+        timeout: float = 10.0,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
+        """``tls``: whom to trust and what certificate to present (default: the usual
+        certificate authorities, no client certificate)."""
         self._http = httpx.Client(
             base_url=hub_url.rstrip("/"),
             headers={"Authorization": f"Bearer {token}"} if token else {},
             timeout=timeout,
+            verify=tls if tls is not None else True,
         )
 
     def __enter__(self) -> "AdminClient":
@@ -53,22 +100,15 @@ class AdminClient:
         self._http.close()
 
     def call(self, method: str, path: str, body: Any = None, **params: Any) -> Any:
-        """Any route of the hub's API with this client's token; problems raise AdminError."""
+        """Any route of the hub's API with this client's token (``params`` that are None
+        are left out); problems raise AdminError."""
         return self._call(method, path, body, **params)
 
     def _call(self, method: str, path: str, body: Any = None, **params: Any) -> Any:
         response = self._http.request(
             method, path, json=body, params={k: v for k, v in params.items() if v is not None}
         )
-        if response.status_code >= 400:
-            try:
-                problem = response.json()
-            except ValueError:
-                problem = {"detail": response.text[:200]}
-            raise AdminError(response.status_code, problem)
-        if response.status_code == 204:
-            return {}
-        return response.json()
+        return answer_of(response)
 
     def put_department(
         self,
@@ -147,9 +187,7 @@ class AdminClient:
         return list(self._call("GET", "/v1/admin/events/deliveries", status="dead")["deliveries"])
 
     def replay_delivery(self, delivery_id: str) -> None:
-        response = self._http.post(f"/v1/admin/events/deliveries/{delivery_id}/replay")
-        if response.status_code != 204:
-            raise AdminError(response.status_code, response.json())
+        self._call("POST", f"/v1/admin/events/deliveries/{delivery_id}/replay")
 
     def audit_entries(self, **filters: Any) -> dict[str, Any]:
         return dict(self._call("GET", "/v1/audit/entries", **filters))

@@ -26,6 +26,7 @@ import json
 import os
 import random
 import re
+import ssl
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
@@ -92,11 +93,13 @@ def run(
     full: bool = False,
     token: str | None = None,
     say: Say = print,
+    tls: ssl.SSLContext | None = None,
 ) -> int:
     """Verify and report; the exit status for the command line. ``token``: an auditor's
-    credential, with which ``full`` also checks each entry's content."""
+    credential, with which ``full`` also checks each entry's content; ``tls``: whom to
+    trust and what to present (default: the usual certificate authorities)."""
     try:
-        _verify(hub, key, state_path, compare or [], full, say, token)
+        _verify(hub, key, state_path, compare or [], full, say, token, tls)
     except VerificationFailed as failure:
         print(f"VERIFICATION FAILED: {failure}", file=sys.stderr)
         return EXIT_FAILED
@@ -114,13 +117,14 @@ def _verify(
     full: bool,
     say: Say,
     token: str | None,
+    tls: ssl.SSLContext | None,
 ) -> None:
     try:
         verifier = Verifier.parse(key)
     except NoteError as error:
         raise CannotVerify(f"--key: {error}") from error
     state_path = state_path or default_state_path(verifier.name)
-    with _Hub(hub, token=token) as client:
+    with _Hub(hub, token=token, tls=tls) as client:
         current = _signed(client.text("/v1/audit/checkpoint"), verifier, source=f"hub {hub}")
         say(f"checkpoint of {verifier.name}: {current.checkpoint.size} entries, signature good")
         for earlier in _earlier(state_path, compare, verifier):
@@ -336,9 +340,14 @@ def _save(path: Path, seen: Seen) -> None:
 class _Hub:
     """The hub's public audit API; transport faults and odd answers are CannotVerify."""
 
-    def __init__(self, url: str, *, token: str | None = None) -> None:
+    def __init__(self, url: str, *, token: str | None, tls: ssl.SSLContext | None) -> None:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self._client = httpx.Client(base_url=url.rstrip("/"), timeout=30.0, headers=headers)
+        self._client = httpx.Client(
+            base_url=url.rstrip("/"),
+            timeout=30.0,
+            headers=headers,
+            verify=tls if tls is not None else True,
+        )
 
     def __enter__(self) -> "_Hub":
         return self

@@ -10,6 +10,7 @@ neither the code nor the token is printed.
 
 import hmac
 import secrets
+import ssl
 import threading
 import webbrowser
 from collections.abc import Callable
@@ -19,7 +20,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 
-from onceonly.hub.cli.admin_client import AdminError
+from onceonly.hub.cli.admin_client import answer_of
 
 _DONE_PAGE = (
     b'<!doctype html><html lang="en"><head><meta charset="utf-8">'
@@ -75,8 +76,10 @@ def oidc_login(
     *,
     open_browser: Callable[[str], object] = webbrowser.open,
     timeout: float = 300,
+    tls: ssl.SSLContext | None = None,
 ) -> dict[str, Any]:
-    """Sign in with the browser; the hub's ``SessionOut`` as a dict.
+    """Sign in with the browser; the hub's ``SessionOut`` as a dict. ``tls``: as for
+    :class:`~onceonly.hub.cli.admin_client.AdminClient`.
 
     Raises TimeoutError when no sign-in comes back within ``timeout`` seconds, and
     AdminError when the hub refuses the one-time code.
@@ -100,16 +103,12 @@ def oidc_login(
             catcher.shutdown()
             listener.join(timeout=5)
     assert catcher.code is not None
-    return _redeem(hub, catcher.code)
+    return _redeem(hub, catcher.code, tls=tls)
 
 
-def _redeem(hub: str, code: str) -> dict[str, Any]:
-    response = httpx.post(f"{hub}/v1/people/oidc/token", json={"code": code}, timeout=30.0)
-    if response.status_code >= 400:
-        try:
-            problem = response.json()
-        except ValueError:
-            problem = {"detail": response.text[:200]}
-        raise AdminError(response.status_code, problem)
-    signed_in: dict[str, Any] = response.json()
+def _redeem(hub: str, code: str, *, tls: ssl.SSLContext | None) -> dict[str, Any]:
+    verify = tls if tls is not None else True
+    with httpx.Client(timeout=30.0, verify=verify) as http:
+        response = http.post(f"{hub}/v1/people/oidc/token", json={"code": code})
+    signed_in: dict[str, Any] = answer_of(response)
     return signed_in

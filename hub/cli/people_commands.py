@@ -7,18 +7,20 @@ short-lived session token (hub/cli/session.py).
 
 import argparse
 import getpass
-import json
 import os
 import sys
 from typing import Any
 
 from onceonly.hub.cli import session as stored
-
-
-def _hub(args: argparse.Namespace) -> str:
-    from onceonly.hub.cli import _hub_url
-
-    return _hub_url(args)
+from onceonly.hub.cli.common import (
+    CommandFailed,
+    Hub,
+    add_hub_command,
+    call_hub,
+    hub_of,
+    hub_url,
+    talking_to,
+)
 
 
 def _read_password(args: argparse.Namespace, prompt: str) -> str:
@@ -27,36 +29,28 @@ def _read_password(args: argparse.Namespace, prompt: str) -> str:
     return getpass.getpass(prompt)
 
 
-def _print(result: Any) -> None:
-    print(json.dumps(result, indent=2, ensure_ascii=False))
+def _sign_in(args: argparse.Namespace, hub: Hub) -> dict[str, Any]:
+    if args.oidc:
+        from onceonly.hub.cli.oidc_login import oidc_login
+
+        try:
+            return oidc_login(hub.url, tls=hub.tls)
+        except TimeoutError as error:  # the browser's sign-in never came back
+            raise CommandFailed(str(error), status=1) from None
+    username = args.username or input("username: ")
+    body: dict[str, Any] = {"username": username, "password": _read_password(args, "password: ")}
+    if args.totp:
+        body["totp"] = args.totp
+    with hub.client("") as client:
+        signed_in: dict[str, Any] = client.call("POST", "/v1/people/sign-in", body)
+    return signed_in
 
 
 def _login(args: argparse.Namespace) -> int:
-    from onceonly.hub.cli.admin_client import AdminClient, AdminError
-
-    hub_url = _hub(args)
-    try:
-        if args.oidc:
-            from onceonly.hub.cli.oidc_login import oidc_login
-
-            signed_in = oidc_login(hub_url)
-        else:
-            username = args.username or input("username: ")
-            body: dict[str, Any] = {
-                "username": username,
-                "password": _read_password(args, "password: "),
-            }
-            if args.totp:
-                body["totp"] = args.totp
-            with AdminClient(hub_url, "") as client:
-                signed_in = client.call("POST", "/v1/people/sign-in", body)
-    except AdminError as error:
-        print(f"refused: {error}", file=sys.stderr)
-        return 1
-    except OSError as error:
-        print(f"cannot reach the hub at {hub_url}: {error}", file=sys.stderr)
-        return 2
-    stored.store(hub_url, signed_in)
+    hub = hub_of(args)
+    with talking_to(hub.url):
+        signed_in = _sign_in(args, hub)
+    stored.store(hub.url, signed_in)
     person = signed_in["person"]
     roles = ", ".join(
         r["role"] + (f" of {r['department']}" if r.get("department") else "")
@@ -69,17 +63,15 @@ def _login(args: argparse.Namespace) -> int:
 
 
 def _logout(args: argparse.Namespace) -> int:
-    from onceonly.hub.cli.admin_client import AdminClient, AdminError
-
-    hub_url = _hub(args)
-    token = stored.forget(hub_url)
+    hub = hub_of(args)
+    token = stored.forget(hub.url)
     if token is None:
         print("not signed in")
         return 0
     try:
-        with AdminClient(hub_url, token) as client:
+        with talking_to(hub.url), hub.client(token) as client:
             client.call("POST", "/v1/people/sign-out")
-    except (AdminError, OSError) as error:  # the local copy is gone either way
+    except CommandFailed as error:  # the local copy is gone either way
         print(f"signed out here; the hub did not confirm: {error}", file=sys.stderr)
         return 0
     print("signed out")
@@ -87,13 +79,11 @@ def _logout(args: argparse.Namespace) -> int:
 
 
 def _call(args: argparse.Namespace, method: str, path: str, body: Any = None) -> int:
-    from onceonly.hub.cli import _admin_call
-
-    return _admin_call(args, lambda client: client.call(method, path, body))
+    return call_hub(args, lambda client: client.call(method, path, body))
 
 
 def _whoami(args: argparse.Namespace) -> int:
-    if not os.environ.get("ONCEONLY_TOKEN") and stored.stored(_hub(args)) is None:
+    if not os.environ.get("ONCEONLY_TOKEN") and stored.stored(hub_url(args)) is None:
         using = " (commands use the break-glass token)" if stored.break_glass_token() else ""
         print(f"not signed in{using}: run `onceonly login`", file=sys.stderr)
         return 1
@@ -149,25 +139,24 @@ def _totp_confirm(args: argparse.Namespace) -> int:
 
 
 def register(sub: Any) -> None:
-    from onceonly.hub.cli import _add, _with_hub
-
-    login = _with_hub(_add(sub, "login", _login, "sign in as a person; keeps a short-lived token"))
+    """Add ``login``, ``logout``, ``whoami`` and ``people …`` to the subcommands ``sub``."""
+    login = add_hub_command(sub, "login", _login, "sign in as a person; keeps a short-lived token")
     login.add_argument("--username")
     login.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
     login.add_argument("--totp", metavar="CODE", help="the one-time code, if the account has one")
     login.add_argument("--oidc", action="store_true", help="sign in with the OpenID provider")
-    _with_hub(_add(sub, "logout", _logout, "end the sign-in here and at the hub"))
-    _with_hub(_add(sub, "whoami", _whoami, "who is signed in, with which roles"))
+    add_hub_command(sub, "logout", _logout, "end the sign-in here and at the hub")
+    add_hub_command(sub, "whoami", _whoami, "who is signed in, with which roles")
 
     people = sub.add_parser("people", help="people's accounts and roles").add_subparsers(
         dest="people_command", required=True
     )
-    _with_hub(_add(people, "list", _people_list, "every account (administrators)"))
-    _with_hub(_add(people, "show", _people_show, "one account (administrators)")).add_argument(
+    add_hub_command(people, "list", _people_list, "every account (administrators)")
+    add_hub_command(people, "show", _people_show, "one account (administrators)").add_argument(
         "username"
     )
-    put = _with_hub(
-        _add(people, "put", _people_put, "create or change an account; roles replace the old")
+    put = add_hub_command(
+        people, "put", _people_put, "create or change an account; roles replace the old"
     )
     put.add_argument("username")
     put.add_argument(
@@ -190,12 +179,12 @@ def register(sub: Any) -> None:
     )
     put.add_argument("--disable", action="store_true", help="disable the account (ends sign-ins)")
     put.add_argument("--enable", action="store_true", help="enable a disabled account")
-    password = _with_hub(_add(people, "password", _password, "change your own password"))
+    password = add_hub_command(people, "password", _password, "change your own password")
     password.add_argument("--password-stdin", action="store_true", help="two lines: current, new")
-    enrol = _with_hub(
-        _add(people, "totp-enrol", _totp_enrol, "set up one-time codes (prints the secret)")
+    enrol = add_hub_command(
+        people, "totp-enrol", _totp_enrol, "set up one-time codes (prints the secret)"
     )
     enrol.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
-    _with_hub(
-        _add(people, "totp-confirm", _totp_confirm, "confirm one-time codes with a first code")
+    add_hub_command(
+        people, "totp-confirm", _totp_confirm, "confirm one-time codes with a first code"
     ).add_argument("code")

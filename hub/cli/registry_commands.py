@@ -9,28 +9,28 @@ exits 1; an unreachable hub exits 2.
 import argparse
 from typing import Any
 
-from onceonly.hub.cli.access_commands import _add, _call, _run
+from onceonly.hub.cli.common import add_hub_command, call_hub
 
 CHANGES = "/v1/admin/registry-changes"
 
 
 def _changes(args: argparse.Namespace) -> int:
     filters = {"status": args.status, "item": args.item}
-    return _run(args, lambda http: _call(http, "GET", CHANGES, **filters))
+    return call_hub(args, lambda admin: admin.call("GET", CHANGES, **filters))
 
 
 def _show(args: argparse.Namespace) -> int:
-    return _run(args, lambda http: _call(http, "GET", f"{CHANGES}/{args.id}"))
+    return call_hub(args, lambda admin: admin.call("GET", f"{CHANGES}/{args.id}"))
 
 
 def _approve(args: argparse.Namespace) -> int:
     body = {"reason": args.reason} if args.reason else {}
-    return _run(args, lambda http: _call(http, "POST", f"{CHANGES}/{args.id}/approve", body))
+    return call_hub(args, lambda admin: admin.call("POST", f"{CHANGES}/{args.id}/approve", body))
 
 
 def _refuse(args: argparse.Namespace) -> int:
     body = {"reason": args.reason}
-    return _run(args, lambda http: _call(http, "POST", f"{CHANGES}/{args.id}/refuse", body))
+    return call_hub(args, lambda admin: admin.call("POST", f"{CHANGES}/{args.id}/refuse", body))
 
 
 def register(sub: Any) -> None:
@@ -38,13 +38,15 @@ def register(sub: Any) -> None:
     registry = sub.add_parser(
         "registry", help="registry changes that wait for an administrator"
     ).add_subparsers(dest="registry_command", required=True)
-    listing = _add(registry, "changes", _changes, "list registry changes")
+    listing = add_hub_command(registry, "changes", _changes, "list registry changes")
     listing.add_argument("--status", choices=("pending", "approved", "refused"))
     listing.add_argument("--item")
-    _add(registry, "show", _show, "show one registry change").add_argument("id")
-    approve = _add(registry, "approve", _approve, "approve a change (administrator)")
+    add_hub_command(registry, "show", _show, "show one registry change").add_argument("id")
+    approve = add_hub_command(registry, "approve", _approve, "approve a change (administrator)")
     approve.add_argument("id")
     approve.add_argument("--reason")
-    refuse = _add(registry, "refuse", _refuse, "refuse a change, with a reason (administrator)")
+    refuse = add_hub_command(
+        registry, "refuse", _refuse, "refuse a change, with a reason (administrator)"
+    )
     refuse.add_argument("id")
     refuse.add_argument("--reason", required=True)

@@ -80,12 +80,12 @@ def stored(hub_url: str) -> dict[str, Any] | None:
 
 
 def break_glass_token() -> str | None:
-    from onceonly.hub.config import Settings
+    from onceonly.hub.cli.startup import load_settings
 
     token = os.environ.get("ONCEONLY_ADMIN_TOKEN")
     if token:
         return token
-    path = Settings().keys_dir / "admin-token"
+    path = load_settings().keys_dir / "admin-token"
     return path.read_text().strip() if path.is_file() else None
 
 

@@ -1,0 +1,200 @@
+"""``onceonly catalogue|department|client|grant|items``: the registry and grants, over
+the hub's HTTP API with the command's credential (:func:`onceonly.hub.cli.common.call_hub`):
+JSON on stdout; a refusal exits 1, an unreachable hub 2, each with one line on stderr.
+"""
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from onceonly.hub.cli.common import add_hub_command, call_hub, read_json_argument
+
+
+def _catalogue_import(args: argparse.Namespace) -> int:
+    return call_hub(args, lambda admin: admin.import_catalogue(Path(args.directory)))
+
+
+def _department_put(args: argparse.Namespace) -> int:
+    return call_hub(
+        args,
+        lambda admin: admin.put_department(
+            args.id, name=args.name, description=args.description, adapter_url=args.adapter_url
+        ),
+    )
+
+
+def _client_put(args: argparse.Namespace) -> int:
+    jwks = read_json_argument(args.jwks)
+    return call_hub(
+        args, lambda admin: admin.put_client(args.client_id, department=args.department, jwks=jwks)
+    )
+
+
+def _client_disable(args: argparse.Namespace) -> int:
+    return call_hub(args, lambda admin: admin.disable_client(args.client_id))
+
+
+def _client_enable(args: argparse.Namespace) -> int:
+    return call_hub(
+        args, lambda admin: admin.call("POST", f"/v1/admin/clients/{args.client_id}/enable")
+    )
+
+
+def _grant_create(args: argparse.Namespace) -> int:
+    fields = args.fields.split(",") if args.fields else None
+    return call_hub(
+        args,
+        lambda admin: admin.create_grant(
+            consumer=args.consumer,
+            item=args.item,
+            purpose=args.purpose,
+            legal_basis=args.legal_basis,
+            fields=fields,
+            valid_until=args.valid_until,
+        ),
+    )
+
+
+def _grant_list(args: argparse.Namespace) -> int:
+    return call_hub(args, lambda admin: admin.list_grants(consumer=args.consumer))
+
+
+def _grant_revoke(args: argparse.Namespace) -> int:
+    return call_hub(args, lambda admin: admin.revoke_grant(args.grant_id))
+
+
+def _items_register(args: argparse.Namespace) -> int:
+    document = read_json_argument(args.file)
+    return call_hub(args, lambda admin: admin.put_item(document))
+
+
+def _items_version(args: argparse.Namespace) -> int:
+    """FILE is ``{"schema": ..., "examples": [...]}``, or a whole item document."""
+    document = read_json_argument(args.file)
+    if not isinstance(document, dict) or "schema" not in document:
+        line = f'{args.file} must hold {{"schema": {{...}}, "examples": [...]}}'
+        raise SystemExit(line)
+    body = {"schema": document["schema"], "examples": document.get("examples", [])}
+    return call_hub(args, lambda admin: admin.add_version(args.item, body))
+
+
+def _items_list(args: argparse.Namespace) -> int:
+    names = ("q", "owner", "tag", "classification", "sharing_class", "lifecycle")
+    criteria = {name: getattr(args, name) for name in names}
+    return call_hub(args, lambda admin: admin.list_items(**criteria))
+
+
+def _items_show(args: argparse.Namespace) -> int:
+    return call_hub(args, lambda admin: admin.describe_item(args.item))
+
+
+def _items_deprecate(args: argparse.Namespace) -> int:
+    return call_hub(args, lambda admin: admin.deprecate_item(args.item))
+
+
+def _items_retire(args: argparse.Namespace) -> int:
+    return call_hub(args, lambda admin: admin.retire_item(args.item))
+
+
+def _register_items(sub: Any) -> None:
+    items = sub.add_parser("items", help="data items and their schema versions").add_subparsers(
+        dest="items_command", required=True
+    )
+    register = add_hub_command(
+        items, "register", _items_register, "register an item (or update its metadata)"
+    )
+    register.add_argument("file", help="item document: metadata, schema, examples")
+    version = add_hub_command(
+        items, "version", _items_version, "add a schema version, checked for compatibility"
+    )
+    version.add_argument("item")
+    version.add_argument("file", help='{"schema": ..., "examples": [...]} or an item document')
+    listing = add_hub_command(items, "list", _items_list, "search the catalogue")
+    listing.add_argument("--q", help="text in the id, title or description")
+    listing.add_argument("--owner")
+    listing.add_argument("--tag")
+    listing.add_argument("--classification")
+    listing.add_argument("--sharing-class", dest="sharing_class")
+    listing.add_argument("--lifecycle")
+    for name, func, help_text in (
+        ("show", _items_show, "show an item and its versions"),
+        ("deprecate", _items_deprecate, "mark an item deprecated (still served)"),
+        ("retire", _items_retire, "retire an item: refused from now on (final)"),
+    ):
+        add_hub_command(items, name, func, help_text).add_argument("item")
+
+
+def _register_catalogue(sub: Any) -> None:
+    catalogue = sub.add_parser("catalogue", help="the data item catalogue").add_subparsers(
+        dest="catalogue_command", required=True
+    )
+    imported = add_hub_command(
+        catalogue,
+        "import",
+        _catalogue_import,
+        "register departments and items from a directory",
+    )
+    imported.add_argument("directory", nargs="?", default="schemas")
+    department = sub.add_parser("department", help="departments").add_subparsers(
+        dest="dept_command", required=True
+    )
+    put = add_hub_command(department, "put", _department_put, "register or update a department")
+    put.add_argument("id")
+    put.add_argument("--name", required=True)
+    put.add_argument("--description", default="")
+    put.add_argument("--adapter-url")
+
+
+def _register_clients(sub: Any) -> None:
+    client = sub.add_parser("client", help="department clients").add_subparsers(
+        dest="client_command", required=True
+    )
+    cput = add_hub_command(
+        client, "put", _client_put, "register a client or replace its public keys"
+    )
+    cput.add_argument("client_id")
+    cput.add_argument("--department", required=True)
+    cput.add_argument(
+        "--jwks", required=True, help="file with the public JWKS (onceonly adapter jwks)"
+    )
+    disable = add_hub_command(
+        client,
+        "disable",
+        _client_disable,
+        "disable a client: its access tokens end at once, and it gets no new one",
+    )
+    disable.add_argument("client_id")
+    enable = add_hub_command(
+        client,
+        "enable",
+        _client_enable,
+        "enable a disabled client again (once the tokens it held have expired)",
+    )
+    enable.add_argument("client_id")
+
+
+def _register_grants(sub: Any) -> None:
+    grants = sub.add_parser("grant", help="grants").add_subparsers(
+        dest="grant_command", required=True
+    )
+    create = add_hub_command(
+        grants, "create", _grant_create, "grant a department an item for a purpose"
+    )
+    create.add_argument("--consumer", required=True)
+    create.add_argument("--item", required=True)
+    create.add_argument("--purpose", required=True)
+    create.add_argument("--legal-basis", required=True)
+    create.add_argument("--fields", help="comma-separated top-level fields (default: all)")
+    create.add_argument("--valid-until", help="RFC 3339 time")
+    listing = add_hub_command(grants, "list", _grant_list, "list grants")
+    listing.add_argument("--consumer")
+    revoke = add_hub_command(grants, "revoke", _grant_revoke, "revoke a grant at once")
+    revoke.add_argument("grant_id")
+
+
+def register(sub: Any) -> None:
+    """Add ``catalogue``, ``department``, ``client``, ``grant`` and ``items``."""
+    _register_catalogue(sub)
+    _register_clients(sub)
+    _register_grants(sub)
+    _register_items(sub)

@@ -1,0 +1,199 @@
+"""What the ``onceonly`` command's modules share.
+
+- :func:`add_command` adds a subcommand; :func:`add_hub_command` one with the
+  options of every command that talks to a hub (:func:`with_hub`): ``--hub``
+  (``$ONCEONLY_HUB_URL``, else the issuer), ``--ca-file`` (``$ONCEONLY_CA_FILE``:
+  trust this certificate authority instead of the usual ones), ``--client-cert`` and
+  ``--client-key`` (``$ONCEONLY_CLIENT_CERT``, ``$ONCEONLY_CLIENT_KEY``: present this
+  certificate);
+- :func:`hub_of` is the hub a command talks to, and how;
+- :func:`call_hub` runs one call against the hub with the command's credential and
+  prints the JSON result; :func:`talking_to` turns what can go wrong into
+  :class:`CommandFailed`: exit 1 for a refusal (or a local file that cannot be read),
+  exit 2 when the hub cannot be reached. ``main`` prints its one line. A wrong
+  argument (a file that cannot be read, a certificate that does not load) ends the
+  command as argparse does, with SystemExit and its one line (exit 1).
+"""
+
+import argparse
+import json
+import os
+import ssl
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from onceonly.hub.cli.admin_client import AdminClient, AdminError, read_json_file
+from onceonly.hub.kit.jsonbody import UnsafeJson
+
+Command = Callable[[argparse.Namespace], int]
+EXIT_REFUSED, EXIT_UNREACHABLE = 1, 2
+TIMEOUT = 30.0
+
+
+class CommandFailed(Exception):
+    """A command ends with ``status`` and one line on standard error."""
+
+    def __init__(self, line: str, *, status: int) -> None:
+        self.status = status
+        super().__init__(line)
+
+
+def add_command(sub: Any, name: str, func: Command, help_text: str) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = sub.add_parser(name, help=help_text, description=help_text)
+    parser.set_defaults(func=func)
+    return parser
+
+
+def add_hub_command(sub: Any, name: str, func: Command, help_text: str) -> argparse.ArgumentParser:
+    """A subcommand that talks to a hub: :func:`add_command` with :func:`with_hub`."""
+    return with_hub(add_command(sub, name, func, help_text))
+
+
+def with_hub(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The options of a command that talks to a hub over HTTP."""
+    parser.add_argument("--hub", help="hub base URL (default: $ONCEONLY_HUB_URL or the issuer)")
+    parser.add_argument(
+        "--ca-file",
+        metavar="PEM",
+        help="trust the hub's certificate only if this CA issued it ($ONCEONLY_CA_FILE)",
+    )
+    parser.add_argument(
+        "--client-cert", metavar="PEM", help="present this certificate ($ONCEONLY_CLIENT_CERT)"
+    )
+    parser.add_argument(
+        "--client-key",
+        metavar="PEM",
+        help="its private key, if not in the certificate file ($ONCEONLY_CLIENT_KEY)",
+    )
+    return parser
+
+
+@dataclass(frozen=True)
+class Hub:
+    """The hub a command talks to: its URL, and the TLS context (None: the defaults)."""
+
+    url: str
+    tls: ssl.SSLContext | None
+
+    def client(self, token: str) -> AdminClient:
+        return AdminClient(self.url, token, timeout=TIMEOUT, tls=self.tls)
+
+
+def hub_of(args: argparse.Namespace) -> Hub:
+    return Hub(hub_url(args), tls_context(args))
+
+
+def hub_url(args: argparse.Namespace) -> str:
+    """``--hub``, else ``$ONCEONLY_HUB_URL``, else the issuer of the hub's settings."""
+    explicit = getattr(args, "hub", None) or os.environ.get("ONCEONLY_HUB_URL")
+    if explicit:
+        return str(explicit)
+    from onceonly.hub.cli.startup import load_settings
+
+    return load_settings().issuer
+
+
+def _option(args: argparse.Namespace, name: str) -> str | None:
+    value = getattr(args, name, None) or os.environ.get(f"ONCEONLY_{name.upper()}")
+    return str(value) if value else None
+
+
+def tls_context(args: argparse.Namespace) -> ssl.SSLContext | None:
+    """The TLS context of ``--ca-file``, ``--client-cert`` and ``--client-key`` (or their
+    environment variables); None when none is given."""
+    ca_file, cert, key = (_option(args, n) for n in ("ca_file", "client_cert", "client_key"))
+    if key and not cert:
+        raise SystemExit("--client-key needs --client-cert")
+    if not (ca_file or cert):
+        return None
+    try:
+        context = ssl.create_default_context(cafile=ca_file) if ca_file else None
+    except (OSError, ssl.SSLError) as error:
+        raise SystemExit(f"cannot use the CA file {ca_file}: {_reason(error)}") from None
+    context = context or httpx.create_ssl_context()
+    if cert:
+        try:
+            context.load_cert_chain(cert, key)
+        except (OSError, ssl.SSLError) as error:
+            what = f"{cert} and {key}" if key else cert
+            raise SystemExit(
+                f"cannot use the client certificate {what}: {_reason(error)}"
+            ) from None
+    return context
+
+
+def _reason(error: OSError) -> str:
+    if isinstance(error, ssl.SSLError):
+        return f"not a PEM certificate or key ({error.reason or error})"
+    return error.strerror or str(error)
+
+
+@contextmanager
+def talking_to(url: str) -> Iterator[None]:
+    """Turn what goes wrong with a call to the hub at ``url`` into CommandFailed."""
+    try:
+        yield
+    except AdminError as error:
+        raise CommandFailed(f"refused: {error}", status=EXIT_REFUSED) from None
+    except UnsafeJson as error:  # a file the command reads (catalogue import)
+        raise CommandFailed(str(error), status=EXIT_REFUSED) from None
+    except (httpx.TransportError, httpx.InvalidURL) as error:
+        raise unreachable(url, error) from None
+    except OSError as error:
+        if error.filename is None:
+            raise unreachable(url, error) from None
+        line = f"cannot read {error.filename}: {error.strerror}"  # a local file, not the hub
+        raise CommandFailed(line, status=EXIT_REFUSED) from None
+
+
+def unreachable(url: str, error: Exception) -> CommandFailed:
+    """Exit 2: the hub at ``url`` cannot be reached, in one line that says why."""
+    untrusted = _certificate_error(error)
+    if untrusted is not None:
+        reason = (
+            f"its TLS certificate is not trusted ({untrusted.verify_message}): give the"
+            " certificate authority that issued it with --ca-file or ONCEONLY_CA_FILE"
+        )
+    else:
+        reason = " ".join(str(error).split()) or type(error).__name__
+    return CommandFailed(f"cannot reach the hub at {url}: {reason}", status=EXIT_UNREACHABLE)
+
+
+def _certificate_error(error: BaseException | None) -> ssl.SSLCertVerificationError | None:
+    seen = 0
+    while error is not None and seen < 10:  # httpx wraps the ssl module's error
+        if isinstance(error, ssl.SSLCertVerificationError):
+            return error
+        error, seen = error.__cause__ or error.__context__, seen + 1
+    return None
+
+
+def call_hub(args: argparse.Namespace, call: Callable[[AdminClient], Any]) -> int:
+    """Run ``call`` against the hub with the command's credential; print its JSON."""
+    from onceonly.hub.cli.session import credential
+
+    hub = hub_of(args)
+    with talking_to(hub.url), hub.client(credential(hub.url)) as admin:
+        result = call(admin)
+    print_json(result)
+    return 0
+
+
+def print_json(result: Any) -> None:
+    print(json.dumps(result, indent=2, ensure_ascii=False))
+
+
+def read_json_argument(name: str) -> Any:
+    """The JSON in the file ``name`` given on the command line; exit 1 in one line when
+    it cannot be read or is not JSON (or is nested too deep)."""
+    try:
+        return read_json_file(Path(name))
+    except OSError as error:
+        raise SystemExit(f"cannot read {name}: {error.strerror}") from None
+    except ValueError as error:  # not JSON, or nested too deep
+        raise SystemExit(str(error)) from None

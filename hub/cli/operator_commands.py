@@ -1,0 +1,207 @@
+"""``onceonly serve|migrate|keys|config``: on the hub's own machine, with its settings.
+
+A start-up failure of ``serve``, ``migrate`` or ``keys init`` (a setting that does not
+parse, a key file missing, the database unreachable or behind) is one line on
+standard error, in the format of the hub's logs, and exit status 1
+(:mod:`onceonly.hub.cli.startup`).
+"""
+
+import argparse
+import json
+import os
+import sys
+from typing import Any
+
+from onceonly.hub.cli import startup
+from onceonly.hub.cli.common import add_command
+from onceonly.hub.cli.startup import StartupFailure, database_name, load_settings
+from onceonly.hub.kit import logs
+
+
+def _serve(args: argparse.Namespace) -> int:
+    """Check what the hub needs first (startup.check), then serve with uvicorn."""
+    import uvicorn
+
+    from onceonly.hub.cli.servers import server_options
+
+    if "ONCEONLY_ISSUER" not in os.environ and not os.environ.get("ONCEONLY_CONFIG"):
+        os.environ["ONCEONLY_ISSUER"] = f"http://{args.host}:{args.port}"
+    try:
+        startup.ensure_startable(load_settings())
+    except StartupFailure as failure:
+        raise StartupFailure([f"the hub cannot start: {failure}"]) from None
+    uvicorn.run(
+        "onceonly.hub.app:create_app_from_environment",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_level="warning",
+        proxy_headers=args.proxy_headers,
+        **server_options(),
+    )
+    return 0
+
+
+def _migrate(_: argparse.Namespace) -> int:
+    from alembic.util.exc import CommandError
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from onceonly.hub import migrate
+
+    url = load_settings().resolved_database_url
+    unreachable = startup.database_unreachable(url)
+    if unreachable:
+        raise StartupFailure([f"cannot reach the database {database_name(url)}: {unreachable}"])
+    try:
+        migrate.upgrade(url)
+    except (SQLAlchemyError, CommandError) as error:
+        reason = startup.database_error(error)
+        raise StartupFailure([f"cannot migrate {database_name(url)}: {reason}"]) from None
+    print(f"database is at the newest schema: {database_name(url)}")
+    return 0
+
+
+def _keys_init(_: argparse.Namespace) -> int:
+    """Create every key the hub loads at start-up (what exists is kept, never replaced)."""
+    from onceonly.hub.audit.checkpoints import load_signer
+    from onceonly.hub.keys import HubKeys
+
+    settings = load_settings()
+    try:
+        origin = settings.resolved_audit_origin  # production: ONCEONLY_AUDIT_ORIGIN
+        keys = HubKeys.load(settings.keys_dir, create=True)
+        signer = load_signer(keys_dir=settings.keys_dir, origin=origin, create=True)
+    except (RuntimeError, OSError, ValueError) as error:
+        raise StartupFailure([f"no keys created: {logs.one_line(error)}"]) from None
+    print(f"keys are in {settings.keys_dir} (signing key id {keys.kid})")
+    print(f"audit log {origin}; verifier key for auditors: {signer.verifier}")
+    return 0
+
+
+def _keys_rotate(args: argparse.Namespace) -> int:
+    """Publish a new signing key now; it signs after the delay (docs/decisions/0010)."""
+    import time
+
+    from onceonly.hub import signing_keys
+    from onceonly.hub.keys import HubKeys
+
+    settings = load_settings()
+    HubKeys.load(settings.keys_dir, create=not settings.is_production)
+    margin = signing_keys.retire_margin(settings)
+    delay = margin if args.activate_after is None else args.activate_after
+    now = int(time.time())
+    entry = signing_keys.rotate(
+        settings.keys_dir / "signing", activate_after=delay, retire_margin=margin, now=now
+    )
+    print(
+        f"new signing key {entry.kid}: published now, signs from {entry.active_from} (+{delay} s)"
+    )
+    print(f"the key it replaces stays published until {entry.active_from + margin}")
+    return 0
+
+
+def _keys_rotate_derivation(_: argparse.Namespace) -> int:
+    """A new derivation root, every TOTP secret re-sealed under it (docs/decisions/0017)."""
+    import asyncio
+
+    from onceonly.hub.app import prepare_database
+    from onceonly.hub.db import make_engine
+    from onceonly.hub.keys import HubKeys
+    from onceonly.hub.people import service
+
+    settings = load_settings()
+
+    async def rotate(keys: HubKeys) -> "service.Resealed":
+        await prepare_database(settings)
+        engine = make_engine(settings.resolved_database_url)
+        try:
+            return await service.rotate_derivation(engine, keys=keys)
+        finally:
+            await engine.dispose()
+
+    try:
+        keys = HubKeys.load(settings.keys_dir, create=not settings.is_production)
+        resealed = asyncio.run(rotate(keys))
+    except RuntimeError as error:  # a key file missing, or the schema not current (production)
+        print(f"not rotated: {error}", file=sys.stderr)
+        return 1
+    print(f"new derivation root {resealed.root_id}; the one it replaced is kept as previous")
+    print(f"{resealed.count} one-time-code secrets re-sealed under it")
+    if resealed.unopened:
+        print(
+            "these people's one-time-code secrets do not open; reset them"
+            f" (onceonly people put NAME --reset-totp): {', '.join(sorted(resealed.unopened))}",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def _keys_show(_: argparse.Namespace) -> int:
+    from onceonly.hub import signing_keys
+
+    entries = signing_keys.read_state(load_settings().keys_dir / "signing")
+    print(json.dumps({"keys": [entry.__dict__ for entry in entries]}, indent=2))
+    return 0
+
+
+def _config_check(_: argparse.Namespace) -> int:
+    """Every problem on its own line (stderr, exit 1), or a short summary (exit 0)."""
+    try:
+        settings = load_settings()
+    except StartupFailure as failure:
+        problems, notes = failure.problems, []
+    else:
+        checked = startup.check(settings)
+        problems = checked.problems
+        notes = [f"settings: {settings.mode} mode, issuer {settings.issuer}", *checked.notes]
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    if problems:
+        return 1
+    print("\n".join(f"ok {note}" for note in notes))
+    return 0
+
+
+def register(sub: Any) -> None:
+    """Add ``serve``, ``migrate``, ``keys …`` and ``config …`` to the subcommands ``sub``."""
+    serve = add_command(
+        sub, "serve", _serve, "run the hub (settings from ONCEONLY_* and $ONCEONLY_CONFIG)"
+    )
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=1)
+    serve.add_argument(
+        "--proxy-headers", action="store_true", help="trust X-Forwarded-* from the proxy"
+    )
+    add_command(sub, "migrate", _migrate, "bring the database schema up to date")
+    keys = sub.add_parser("keys", help="the hub's keys").add_subparsers(
+        dest="keys_command", required=True
+    )
+    add_command(keys, "init", _keys_init, "create the hub's keys where missing (mode 0600)")
+    rotate = add_command(
+        keys, "rotate", _keys_rotate, "publish a new signing key; sign with it later"
+    )
+    rotate.add_argument(
+        "--activate-after",
+        type=int,
+        metavar="SECONDS",
+        help="delay before the new key signs (default: token lifetimes + clock skew + reload)",
+    )
+    add_command(
+        keys,
+        "rotate-derivation",
+        _keys_rotate_derivation,
+        "new root for derived keys; re-seal one-time-code secrets under it",
+    )
+    add_command(keys, "show", _keys_show, "the signing keys and when each signs and retires")
+    config = sub.add_parser("config", help="the hub's settings").add_subparsers(
+        dest="config_command", required=True
+    )
+    add_command(
+        config,
+        "check",
+        _config_check,
+        "check the settings, keys and database as `serve` would use them"
+        " (exit 0 all well, 1 one line per problem)",
+    )

@@ -1,0 +1,276 @@
+"""What the hub needs before it serves, checked before it does: one line per problem.
+
+``onceonly config check`` reports every problem it finds and changes nothing;
+``onceonly serve`` runs the same checks before it listens, and ``serve``, ``migrate``
+and ``keys init`` stop on a problem with :class:`StartupFailure`, which the command
+line writes as one line on standard error (a JSON record when logs are JSON), never
+a traceback. What is checked:
+
+- the settings (environment, then ``$ONCEONLY_CONFIG``), as ``serve`` reads them;
+- the keys under ``<data_dir>/keys``: present (in production: development creates
+  them), readable, not open to group or others, loadable;
+- the database: reachable, its schema the newest this code knows (unless the hub
+  migrates at start-up, as it does in development).
+"""
+
+import json
+import os
+import stat
+import tomllib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import TypeAdapter, ValidationError
+from pydantic_core import ErrorDetails
+
+from onceonly.hub.config import CONFIG_ENV, Settings
+from onceonly.hub.kit import logs
+from onceonly.hub.kit.keyfiles import MissingKeyError
+
+ENV_PREFIX = "ONCEONLY_"
+LOGGER = "onceonly.hub.cli"
+CONNECT_TIMEOUT = 5  # seconds to wait for the database to answer a check
+# Every key file the hub loads at start-up, under keys_dir (onceonly.hub.keys,
+# onceonly.hub.audit.checkpoints); the signing keys themselves are named in signing/state.json.
+KEY_FILES = (
+    "signing/state.json",
+    "pseudonym.key",
+    "derivation.key",
+    "admin-token",
+    "checkpoint.jwk",
+)
+_NOT_KEYS = {"audit-origin"}  # under keys_dir, public: any mode will do
+
+
+class StartupFailure(Exception):
+    """The hub cannot start (or a command cannot run) as configured; ``problems`` are
+    one line each."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(problems))
+
+
+@dataclass(frozen=True)
+class Checked:
+    """What :func:`check` found: ``problems`` (empty when all is well) and ``notes``,
+    one line each, on what is fine or will be done at start-up."""
+
+    problems: list[str]
+    notes: list[str]
+
+
+def load_settings() -> Settings:
+    """The settings as ``onceonly serve`` reads them; StartupFailure names each problem."""
+    try:
+        return Settings()
+    except ValidationError as error:
+        raise StartupFailure([_setting_problem(detail) for detail in error.errors()]) from None
+    except (ValueError, OSError) as error:  # unparsable values, the TOML file itself
+        raise StartupFailure([f"settings: {logs.one_line(error)}"]) from None
+
+
+def _setting_problem(detail: ErrorDetails) -> str:
+    """One line for one invalid setting; never its value, which may be a secret."""
+    message = detail["msg"].removeprefix("Value error, ")
+    if not detail["loc"]:  # a rule about several settings (production mode)
+        return f"settings: {message}"
+    name, *where = (str(part) for part in detail["loc"])
+    position = f" (value {int(where[0]) + 1})" if where and where[0].isdigit() else ""
+    if detail["type"] == "extra_forbidden":
+        return f"{name} in {os.environ.get(CONFIG_ENV)}: not a setting"
+    return f"{_source(name)}{position}: {message}"
+
+
+def _source(name: str) -> str:
+    variable = ENV_PREFIX + name.upper()
+    if variable in {key.upper() for key in os.environ}:
+        return variable
+    return f"{name} in {os.environ.get(CONFIG_ENV) or 'the settings'}"
+
+
+def logs_as_json() -> bool:
+    """Whether logs are JSON, even when the settings do not load (a failure to load them
+    is reported in the format the operator asked for): ``ONCEONLY_LOG_JSON``, else
+    ``log_json`` in the TOML file, else the default."""
+    default = bool(Settings.model_fields["log_json"].default)
+    raw: object = os.environ.get(f"{ENV_PREFIX}LOG_JSON")
+    if raw is None and os.environ.get(CONFIG_ENV):
+        try:
+            raw = tomllib.loads(Path(os.environ[CONFIG_ENV]).read_text()).get("log_json")
+        except (OSError, ValueError):
+            raw = None
+    try:
+        return default if raw is None else TypeAdapter(bool).validate_python(raw)
+    except ValidationError:
+        return default
+
+
+def report(failure: StartupFailure) -> int:
+    """Write ``failure`` as one line on standard error; the exit status (1)."""
+    logs.fatal(str(failure), as_json=logs_as_json(), logger=LOGGER)
+    return 1
+
+
+# --- the checks ---------------------------------------------------------------------
+
+
+def check(settings: Settings) -> Checked:
+    """Everything ``serve`` needs, checked without changing anything."""
+    keys = _check_keys(settings)
+    database = _check_database(settings)
+    return Checked(problems=keys.problems + database.problems, notes=keys.notes + database.notes)
+
+
+def ensure_startable(settings: Settings) -> None:
+    """StartupFailure with every problem :func:`check` finds."""
+    problems = check(settings).problems
+    if problems:
+        raise StartupFailure(problems)
+
+
+def _check_keys(settings: Settings) -> Checked:
+    directory = settings.keys_dir
+    problems = [*_origin_problems(settings), *_mode_problems(directory)]
+    missing = [name for name in _key_files(directory) if not (directory / name).is_file()]
+    if missing and not settings.is_production:
+        note = f"keys: {len(missing)} of the key files are created at the first start"
+        return Checked(problems, [note])
+    if missing:
+        names = ", ".join(missing)
+        problems.append(f"key files missing in {directory}: {names}: run `onceonly keys init`")
+    if not problems:
+        problems += _load_problems(settings)
+    return Checked(problems, [] if problems else [f"keys: loaded from {directory}"])
+
+
+def _origin_problems(settings: Settings) -> list[str]:
+    try:
+        settings.resolved_audit_origin  # noqa: B018 (production: ONCEONLY_AUDIT_ORIGIN)
+    except (RuntimeError, OSError) as error:
+        return [logs.one_line(error)]
+    return []
+
+
+def _key_files(directory: Path) -> list[str]:
+    """The key files the hub loads: the fixed ones and the signing keys in the state."""
+    names = list(KEY_FILES)
+    try:
+        entries = json.loads((directory / "signing" / "state.json").read_text())["keys"]
+        names += [f"signing/{entry['kid']}.jwk" for entry in entries]
+    except (OSError, ValueError, KeyError, TypeError):
+        pass  # missing or unreadable: reported as such, or when the keys are loaded
+    return names
+
+
+def _mode_problems(directory: Path) -> list[str]:
+    """Every file under ``directory`` that group or others may use, or that this user
+    cannot read."""
+    problems = []
+    for path in sorted(_files(directory)):
+        try:
+            mode = path.stat().st_mode
+            with path.open("rb"):
+                pass
+        except OSError as error:
+            problems.append(f"key file {path} cannot be read: {error.strerror}")
+            continue
+        if mode & 0o077 and path.name not in _NOT_KEYS:
+            problems.append(
+                f"key file {path} is open to others (mode {stat.S_IMODE(mode):04o}): chmod 600"
+            )
+    return problems
+
+
+def _files(directory: Path) -> Iterable[Path]:
+    if not directory.is_dir():
+        return []
+    return (
+        path
+        for path in directory.rglob("*")
+        if path.is_file() and not path.name.startswith(".")  # locks, temporary files
+    )
+
+
+def _load_problems(settings: Settings) -> list[str]:
+    """Load the keys as the hub does at start-up, creating nothing."""
+    from onceonly.hub.audit.checkpoints import load_signer
+    from onceonly.hub.keys import HubKeys
+
+    try:
+        HubKeys.load(settings.keys_dir, create=False)
+        load_signer(keys_dir=settings.keys_dir, origin=settings.resolved_audit_origin, create=False)
+    except MissingKeyError as error:
+        return [logs.one_line(error)]
+    except Exception as error:  # a damaged file: any parser's error
+        return [f"the keys in {settings.keys_dir} do not load: {logs.one_line(error)}"]
+    return []
+
+
+def database_name(url: str) -> str:
+    """The database URL without its password, for messages."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "the configured database (database_url does not parse)"
+
+
+def _check_database(settings: Settings) -> Checked:
+    url = settings.resolved_database_url
+    name = database_name(url)
+    if url.startswith("sqlite") and not _sqlite_file(url).exists():
+        if settings.should_migrate:
+            return Checked([], [f"database: {name} is created at the first start"])
+        return Checked([f"the database {name} does not exist: run `onceonly migrate`"], [])
+    unreachable = database_unreachable(url)
+    if unreachable:
+        return Checked([f"cannot reach the database {name}: {unreachable}"], [])
+    if _is_current(url):
+        return Checked([], [f"database: {name}, schema at the newest revision"])
+    if settings.should_migrate:
+        return Checked([], [f"database: {name}, migrated to the newest schema at start-up"])
+    return Checked([f"the database schema of {name} is not the newest: run `onceonly migrate`"], [])
+
+
+def _sqlite_file(url: str) -> Path:
+    from sqlalchemy.engine import make_url
+
+    return Path(make_url(url).database or "")
+
+
+def database_unreachable(url: str) -> str | None:
+    """Why the database does not answer, or None when it does."""
+    import sqlalchemy as sa
+
+    from onceonly.hub.db import sync_url
+
+    try:
+        options = {} if url.startswith("sqlite") else {"connect_timeout": CONNECT_TIMEOUT}
+        engine = sa.create_engine(sync_url(url), connect_args=options, hide_parameters=True)
+    except (sa.exc.ArgumentError, ValueError, ImportError) as error:
+        return logs.one_line(error)
+    try:
+        with engine.connect() as connection:
+            connection.execute(sa.text("SELECT 1"))
+    except sa.exc.SQLAlchemyError as error:
+        return database_error(error)
+    finally:
+        engine.dispose()
+    return None
+
+
+def database_error(error: Exception) -> str:
+    """The driver's first line, without SQLAlchemy's wrapping."""
+    original = getattr(error, "orig", None) or error
+    lines = str(original).strip().splitlines()
+    return lines[0] if lines else type(original).__name__
+
+
+def _is_current(url: str) -> bool:
+    from onceonly.hub import migrate
+
+    return migrate.is_current(url)
