@@ -21,6 +21,7 @@ import yaml
 from onceonly.adapters import load_config
 from onceonly.hub.cli import build_parser
 from onceonly.hub.config import Settings
+from onceonly.hub.keys import HubKeys
 
 from tests.deploy.dockerfile import ROOT, stages
 
@@ -304,3 +305,17 @@ def test_production_pins_the_image_and_never_ships_a_placeholder(
             assert tag not in {"", "latest"}, name
     assert one(production, "Deployment", "onceonly-hub")["spec"]["replicas"] >= 2
     assert "example.invalid" not in yaml.safe_dump_all(production)
+
+
+def test_a_hub_refuses_to_load_the_placeholder_keys(tmp_path: Path) -> None:
+    secrets = {d["metadata"]["name"]: d for d in render(KUSTOMIZATIONS["base"])}
+    keys_dir = tmp_path / "keys"
+    for name, directory in (
+        ("onceonly-hub-keys", keys_dir),
+        ("onceonly-hub-signing-keys", keys_dir / "signing"),
+    ):
+        directory.mkdir(parents=True)
+        for file_name, value in secrets[name]["stringData"].items():
+            (directory / file_name).write_text(value, encoding="utf-8")
+    with pytest.raises(ValueError, match="Expecting value"):  # not JSON: the start-up stops
+        HubKeys.load(keys_dir, create=False)
