@@ -5,22 +5,21 @@ m=64 MiB, p=4): the second recommended option of RFC 9106 §4, within what a hub
 replica can afford for sign-ins. Time and memory cost are settings, so that tests
 can lower them; production mode refuses less than this profile.
 
-TOTP secrets must be readable to check a code, so they are stored sealed with
-AES-256-GCM under a key derived from the hub's derivation root, as
-``v2.<root id>.<base64url(nonce ‖ ciphertext ‖ tag)>``: the root id says which root
-sealed it, so that a value sealed before a rotation opens until it is re-sealed.
+TOTP secrets must be readable to check a code, so they are stored sealed
+(``onceonly.hub.kit.sealing``, AES-256-GCM) under a key derived from the hub's
+derivation root, as ``v2.<root id>.<sealed>``: the root id says which root sealed it,
+so that a value sealed before a rotation opens until it is re-sealed.
 
-Values sealed before decision 0017 are plain base64 under the legacy key, HMAC-SHA-256
-of the pseudonym key and a label: a key that the audit log published to anyone who
-queried that label as a subject. :func:`legacy_seal_key` stays only so that the hub can
-open them once, to re-seal them.
+Values sealed before decision 0017 have no prefix and keep base64url's padding, under
+the legacy key, HMAC-SHA-256 of the pseudonym key and a label: a key that the audit log
+published to anyone who queried that label as a subject. :func:`legacy_seal_key` and
+:func:`unseal_legacy` stay only so that the hub can open them once, to re-seal them.
 """
 
 import base64
 import dataclasses
 import hashlib
 import hmac
-import os
 import secrets
 import struct
 from urllib.parse import quote
@@ -28,9 +27,8 @@ from urllib.parse import quote
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 from argon2.profiles import RFC_9106_LOW_MEMORY
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from onceonly.hub.kit import base64url
+from onceonly.hub.kit import sealing
 
 MIN_PASSWORD_LENGTH = 12
 _HASHER = PasswordHasher.from_parameters(RFC_9106_LOW_MEMORY)
@@ -146,19 +144,23 @@ def legacy_seal_key(pseudonym_secret: bytes) -> bytes:
 
 
 def seal(key: bytes, secret: str, *, root_id: str, person_id: str) -> str:
-    """AES-256-GCM under ``key`` (derived from the root ``root_id``), the person's id as
+    """Sealed under ``key`` (derived from the root ``root_id``), the person's id as
     associated data (a sealed secret moved to another account does not open)."""
-    nonce = os.urandom(12)
-    box = AESGCM(key).encrypt(nonce, secret.encode(), person_id.encode())
-    body = base64url.encode(nonce + box)
-    return sealed_prefix(root_id) + body
+    return sealed_prefix(root_id) + sealing.seal(key, secret.encode(), aad=person_id.encode())
 
 
 def unseal(key: bytes, sealed: str, *, person_id: str) -> str:
-    """The secret in ``sealed`` (either format), given the key of the root that sealed it.
+    """The secret in ``v2.<root id>.<sealed>``, given the key of the root that sealed it.
     ``InvalidTag`` for the wrong key or person, ``ValueError`` for a malformed value."""
-    body = sealed.rpartition(".")[2]
-    # A legacy value is padded (the writer before decision 0017 kept the "="): the same
-    # bytes as the unpadded text without it.
-    raw = base64url.decode(body.rstrip("="))
-    return AESGCM(key).decrypt(raw[:12], raw[12:], person_id.encode()).decode()
+    return _opened(key, sealed.rpartition(".")[2], person_id=person_id)
+
+
+def unseal_legacy(key: bytes, sealed: str, *, person_id: str) -> str:
+    """The secret in a value sealed before decision 0017 (no prefix, padded base64url:
+    the same bytes as the unpadded text without its "="), under :func:`legacy_seal_key`.
+    To re-seal it, never to seal."""
+    return _opened(key, sealed.rstrip("="), person_id=person_id)
+
+
+def _opened(key: bytes, body: str, *, person_id: str) -> str:
+    return sealing.unseal(key, body, aad=person_id.encode()).decode()

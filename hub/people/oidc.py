@@ -32,7 +32,6 @@ Errors (RFC 9457, audited on the callback and the code exchange)::
 import hashlib
 import hmac
 import json
-import os
 import secrets
 import time
 import warnings
@@ -44,7 +43,6 @@ from urllib.parse import urlencode
 import httpx
 from authlib.deprecate import AuthlibDeprecationWarning  # type: ignore[import-untyped]
 from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from joserfc import jwt
 from joserfc.errors import InvalidKeyIdError, JoseError
 from joserfc.jwk import Key, KeySet
@@ -55,7 +53,7 @@ from onceonly.hub.audit.service import AuditScope
 from onceonly.hub.config import Settings
 from onceonly.hub.db import WRITE_OPTION
 from onceonly.hub.keys import HubKeys, KeyLabel
-from onceonly.hub.kit import base64url
+from onceonly.hub.kit import sealing
 from onceonly.hub.kit.clock import Clock
 from onceonly.hub.kit.jsonbody import load_json
 from onceonly.hub.kit.jws import peek_header_and_claims
@@ -145,12 +143,10 @@ class OidcCodeIn(BaseModel):
 
 
 def _seal(keys: HubKeys, label: KeyLabel, payload: dict[str, Any]) -> str:
-    """AES-256-GCM under the key derived for ``label``, which is also the associated
-    data; base64url, no padding. A rotation of the derivation root ends what it sealed."""
-    nonce = os.urandom(12)
+    """Sealed (onceonly.hub.kit.sealing) under the key derived for ``label``, which is
+    also the associated data. A rotation of the derivation root ends what it sealed."""
     plain = json.dumps(payload, separators=(",", ":")).encode()
-    box = AESGCM(keys.derived(label)).encrypt(nonce, plain, label.value)
-    return base64url.encode(nonce + box)
+    return sealing.seal(keys.derived(label), plain, aad=label.value)
 
 
 def _unseal(keys: HubKeys, label: KeyLabel, sealed: str) -> dict[str, Any] | None:
@@ -158,9 +154,7 @@ def _unseal(keys: HubKeys, label: KeyLabel, sealed: str) -> dict[str, Any] | Non
     if len(sealed) > _MAX_SEALED:
         return None
     try:
-        raw = base64url.decode(sealed)
-        plain = AESGCM(keys.derived(label)).decrypt(raw[:12], raw[12:], label.value)
-        payload = json.loads(plain)
+        payload = json.loads(sealing.unseal(keys.derived(label), sealed, aad=label.value))
     except (ValueError, InvalidTag):
         return None
     return payload if isinstance(payload, dict) else None
