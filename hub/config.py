@@ -39,6 +39,13 @@ class Settings(BaseSettings):
     database_url: str | None = Field(
         default=None, description="SQLAlchemy URL; default: SQLite file under data_dir"
     )
+    read_database_url: str | None = Field(
+        default=None,
+        description=(
+            "A read replica of database_url (a PostgreSQL streaming standby) for auditors'"
+            " entry searches and exports; default: database_url itself"
+        ),
+    )
     issuer: str = Field(
         default="http://127.0.0.1:8000",
         description="The hub's public base URL: the OAuth issuer and token audience",
@@ -192,6 +199,10 @@ class Settings(BaseSettings):
             problems.append("issuer must be an https:// URL")
         if self.database_url is None or self.database_url.startswith("sqlite"):
             problems.append("database_url must name a PostgreSQL database")
+        if self.read_database_url is not None and not self.read_database_url.startswith(
+            "postgresql"
+        ):
+            problems.append("read_database_url must name a PostgreSQL standby")
         if self.oidc_issuer is not None and not self.oidc_issuer.startswith("https://"):
             problems.append("oidc_issuer must be an https:// URL")
         if self.grant_max_days == 0:

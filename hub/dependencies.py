@@ -52,6 +52,10 @@ async def _sessions(hub: HubDep) -> async_sessionmaker[AsyncSession]:
     return hub.sessions
 
 
+async def _read_sessions(hub: HubDep) -> async_sessionmaker[AsyncSession]:
+    return hub.read_sessions
+
+
 async def _http(hub: HubDep) -> httpx.AsyncClient:
     return hub.http
 
@@ -78,6 +82,8 @@ ClockDep = Annotated[Clock, Depends(_clock)]
 EngineDep = Annotated[AsyncEngine, Depends(_engine)]
 # For services that open their own sessions (a transaction of their own per step).
 SessionsDep = Annotated[async_sessionmaker[AsyncSession], Depends(_sessions)]
+# Auditors' searches and exports: the read replica when one is configured.
+ReadSessionsDep = Annotated[async_sessionmaker[AsyncSession], Depends(_read_sessions)]
 HttpDep = Annotated[httpx.AsyncClient, Depends(_http)]
 JtiRegisterDep = Annotated[JtiRegister, Depends(_jti_register)]
 AuditLogDep = Annotated[AuditLog, Depends(_audit_log)]
@@ -98,7 +104,14 @@ async def _write_session(hub: HubDep) -> AsyncIterator[AsyncSession]:
         await session.commit()
 
 
+async def _read_session(hub: HubDep) -> AsyncIterator[AsyncSession]:
+    async with hub.read_sessions() as session:
+        yield session
+
+
 # scope="function": the commit happens before the response is sent, never after.
 SessionDep = Annotated[AsyncSession, Depends(_session, scope="function")]
 # For routes that change state: the change and its audit entry commit together.
 WriteSessionDep = Annotated[AsyncSession, Depends(_write_session, scope="function")]
+# Reads only, possibly from a replica a moment behind the primary (read_database_url).
+ReadSessionDep = Annotated[AsyncSession, Depends(_read_session, scope="function")]

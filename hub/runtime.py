@@ -43,6 +43,8 @@ class Hub:
     clock: Clock
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
+    # auditors' searches and exports: a read replica when one is configured, else sessions
+    read_sessions: async_sessionmaker[AsyncSession]
     http: httpx.AsyncClient  # shared by the exchange, event delivery and sign-in
     audit_log: AuditLog  # the group-commit audit writer
     jti_register: JtiRegister  # single-use jtis, group commit (issue 4)
@@ -76,7 +78,13 @@ async def running(settings: Settings, *, keys: HubKeys | None, clock: Clock) -> 
         http = await stack.enter_async_context(
             httpx.AsyncClient(limits=_HTTP_LIMITS, follow_redirects=False)
         )
-        hub = _assemble(settings, keys=keys, clock=clock, engine=engine, http=http)
+        read_engine = engine
+        if settings.read_database_url is not None:
+            read_engine = make_engine(settings.read_database_url)
+            stack.push_async_callback(read_engine.dispose)
+        hub = _assemble(
+            settings, keys=keys, clock=clock, engine=engine, read_engine=read_engine, http=http
+        )
         await start_all(stack, [hub.audit_log, hub.jti_register, hub.checkpointer, hub.deliverer])
         yield hub
 
@@ -87,6 +95,7 @@ def _assemble(
     keys: HubKeys,
     clock: Clock,
     engine: AsyncEngine,
+    read_engine: AsyncEngine,
     http: httpx.AsyncClient,
 ) -> Hub:
     audit_log = AuditLog(engine, batch_size=settings.audit_batch_size, clock=clock)
@@ -102,6 +111,7 @@ def _assemble(
         clock=clock,
         engine=engine,
         sessions=session_factory(engine),
+        read_sessions=session_factory(read_engine),
         http=http,
         audit_log=audit_log,
         jti_register=JtiRegister(engine, clock=clock),

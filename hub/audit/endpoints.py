@@ -22,7 +22,13 @@ from onceonly.hub.audit.dependencies import (
 from onceonly.hub.audit.schemas import CheckpointPage, EntryOut, EntryPage, ProofOut
 from onceonly.hub.auth.dependencies import CurrentCaller
 from onceonly.hub.auth.scopes import AUDIT_READ_SCOPE
-from onceonly.hub.dependencies import CheckpointerDep, KeysDep, SessionDep, SessionsDep
+from onceonly.hub.dependencies import (
+    CheckpointerDep,
+    KeysDep,
+    ReadSessionDep,
+    ReadSessionsDep,
+    SessionDep,
+)
 from onceonly.hub.kit.clock import as_utc
 from onceonly.hub.kit.strict import QueryInt, Rfc3339
 from onceonly.hub.people.dependencies import AuditorDep
@@ -130,7 +136,7 @@ EntryQueryDep = Annotated[service.EntryQuery, Depends(_entry_query)]
 
 @router.get("/entries", response_model=EntryPage, dependencies=[Depends(audited("audit.query"))])
 async def find_entries(
-    session: SessionDep,
+    session: ReadSessionDep,
     _auditor: AuditorDep,
     scope: CurrentAudit,
     keys: KeysDep,
@@ -180,7 +186,7 @@ async def export_entries(
     _auditor: AuditorDep,
     scope: CurrentAudit,
     keys: KeysDep,
-    sessions: SessionsDep,
+    sessions: ReadSessionsDep,
     query: EntryQueryDep,
     format: Literal["jsonl", "csv"] = "jsonl",
 ) -> StreamingResponse:
