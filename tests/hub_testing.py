@@ -156,9 +156,24 @@ def empty_postgres(url: str) -> None:
     engine.dispose()
 
 
-def audit_entry_for(hub: RunningHub, response: httpx.Response, *, action: str) -> dict[str, Any]:
-    """The audit entry of the request that ``response`` answered (by its X-Request-Id)."""
-    request_id = response.headers["x-request-id"]
+def request_id_of(answer: httpx.Response | str | object) -> str:
+    """The hub's id of the request behind ``answer``: a response (its X-Request-Id), a
+    request id itself, or what the SDK gives back (a RecordResult, an OnceonlyError)."""
+    if isinstance(answer, httpx.Response):
+        return answer.headers["x-request-id"]
+    if isinstance(answer, str):
+        return answer
+    request_id = getattr(answer, "request_id", None)
+    assert isinstance(request_id, str), f"{answer!r} carries no request id"
+    return request_id
+
+
+def audit_entry_for(
+    hub: RunningHub, answer: httpx.Response | str | object, *, action: str
+) -> dict[str, Any]:
+    """The audit entry of the request that ``answer`` answered (see ``request_id_of``):
+    how a test on a world shared by its module finds its own entry among the others'."""
+    request_id = request_id_of(answer)
     with hub.admin() as admin:
         cursor = None
         while True:

@@ -6,6 +6,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
 from joserfc.jwk import ECKey
 
 from onceonly.adapters import (
@@ -17,7 +18,7 @@ from onceonly.adapters import (
     public_jwks,
 )
 
-from tests.hub_testing import CATALOGUE, RunningHub, running_hub, serve
+from tests.hub_testing import CATALOGUE, RunningHub, module_database, running_hub, serve
 
 OWNER = "civil-registry"
 CONSUMER = "social-welfare"
@@ -82,3 +83,18 @@ def exchange_world(*, database_url: str, tmp_path: Path, **settings: object) -> 
                     owner_url=owner_url,
                 )
             admin.close()
+
+
+@contextmanager
+def module_exchange_world(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, **settings: object
+) -> Iterator[World]:
+    """The exchange world built once for a module, on the module's database (for a
+    module-scoped fixture parametrized by DATABASES). Its tests find their own audit
+    entries by request id (``audit_entry_for``), use grants and clients of their own,
+    and put back what they change; a test that must change the world for good takes a
+    fresh ``exchange_world`` instead."""
+    database_url = module_database(request, tmp_path_factory)
+    tmp_path = tmp_path_factory.mktemp("world")
+    with exchange_world(database_url=database_url, tmp_path=tmp_path, **settings) as built:
+        yield built

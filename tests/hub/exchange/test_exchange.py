@@ -6,9 +6,11 @@ the adapters SDK or raw HTTP, as a department written in another language would 
 
 import asyncio
 import json
+import threading
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -40,12 +42,26 @@ from tests.hub.exchange_world import (
     SUBJECT,
     World,
     exchange_world,
+    module_exchange_world,
 )
-from tests.hub_testing import CATALOGUE, problem_type, serve
+from tests.hub_testing import CATALOGUE, DATABASES, audit_entry_for, problem_type, serve
+
+# A world per module and database: each test finds its audit entries by request id,
+# queries under a grant no other test changes, and puts back the owner's adapter.
+FAMILY = "person.family-relations"  # an owner's item granted only for the scope test
+
+
+@pytest.fixture(scope="module", params=DATABASES)
+def world(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[World]:
+    with module_exchange_world(request, tmp_path_factory) as built:
+        yield built
 
 
 @pytest.fixture
-def world(database_url: str, tmp_path: Path) -> Iterator[World]:
+def fresh_world(database_url: str, tmp_path: Path) -> Iterator[World]:
+    """A world of its own, for a test that changes the item everyone queries."""
     with exchange_world(database_url=database_url, tmp_path=tmp_path) as built:
         yield built
 
@@ -89,10 +105,20 @@ def query(world: World, item: str, token: str | None, **body: Any) -> httpx.Resp
     return httpx.post(url, json=payload, headers=headers)
 
 
-def last_entry(world: World) -> dict[str, Any]:
+def query_entry(world: World, answer: object) -> dict[str, Any]:
+    """The record query's audit entry (``answer``: a response, result or error)."""
+    return audit_entry_for(world.hub, answer, action="record.query")
+
+
+@contextmanager
+def owner_served_at(world: World, adapter_url: str) -> Iterator[None]:
+    """The owner's adapter registered at ``adapter_url`` for the block, then put back."""
     with world.hub.admin() as admin:
-        page = admin.audit_entries(action="record.query", limit=1000)
-    return dict(page["entries"][-1]["entry"])
+        admin.put_department(OWNER, name="Civil Registry Office", adapter_url=adapter_url)
+        try:
+            yield
+        finally:
+            admin.put_department(OWNER, name="Civil Registry Office", adapter_url=world.owner_url)
 
 
 def test_consumer_receives_record_with_receipt_of_committed_audit_entry(world: World) -> None:
@@ -115,8 +141,8 @@ def test_consumer_receives_record_with_receipt_of_committed_audit_entry(world: W
 
 def test_owner_adapter_keeps_its_own_trail_of_what_it_served(world: World) -> None:
     with world.client() as client:
-        client.fetch(ADDRESS, SUBJECT, purpose=PURPOSE)
-    served = world.owner_store.served_entries()
+        result = client.fetch(ADDRESS, SUBJECT, purpose=PURPOSE)
+    served = [s for s in world.owner_store.served_entries() if s.request_id == result.request_id]
     assert [(s.item, s.consumer, s.outcome) for s in served] == [(ADDRESS, CONSUMER, "ok")]
 
 
@@ -125,7 +151,7 @@ def test_refuses_query_without_token(world: World) -> None:
     assert response.status_code == 401
     assert problem_type(response) == "invalid-token"
     assert response.headers["www-authenticate"].startswith("DPoP")
-    assert last_entry(world)["reason"] == "invalid-token"
+    assert query_entry(world, response)["reason"] == "invalid-token"
 
 
 def test_refuses_query_with_forged_token(world: World) -> None:
@@ -135,7 +161,7 @@ def test_refuses_query_with_forged_token(world: World) -> None:
     response = query(world, ADDRESS, forged)
     assert response.status_code == 401
     assert problem_type(response) == "invalid-token"
-    assert last_entry(world)["outcome"] == "refused"
+    assert query_entry(world, response)["outcome"] == "refused"
 
 
 def test_refuses_token_signed_by_the_client_instead_of_the_hub(world: World) -> None:
@@ -160,19 +186,19 @@ def test_refuses_token_signed_by_the_client_instead_of_the_hub(world: World) -> 
 
 def test_refuses_query_outside_the_tokens_scope(world: World) -> None:
     with world.hub.admin() as admin:
-        admin.create_grant(consumer=CONSUMER, item=IDENTITY, purpose=PURPOSE, legal_basis="test")
-    token = token_for(world, scope=f"read:{IDENTITY}")
+        admin.create_grant(consumer=CONSUMER, item=FAMILY, purpose=PURPOSE, legal_basis="test")
+    token = token_for(world, scope=f"read:{FAMILY}")
     response = query(world, ADDRESS, token)
     assert response.status_code == 403
     assert problem_type(response) == "insufficient-scope"
-    assert last_entry(world)["reason"] == "insufficient-scope"
+    assert query_entry(world, response)["reason"] == "insufficient-scope"
 
 
 def test_refuses_item_the_department_holds_no_grant_for(world: World) -> None:
     with world.client() as client, pytest.raises(AccessDenied) as refused:
         client.fetch(IDENTITY, SUBJECT, purpose=PURPOSE)
     assert refused.value.problem_type.endswith("insufficient-scope")
-    entry = last_entry(world)
+    entry = query_entry(world, refused.value)
     assert (entry["item"], entry["outcome"], entry["department"]) == (IDENTITY, "refused", CONSUMER)
 
 
@@ -180,16 +206,20 @@ def test_refuses_query_for_another_purpose_than_granted(world: World) -> None:
     with world.client() as client, pytest.raises(AccessDenied) as refused:
         client.fetch(ADDRESS, SUBJECT, purpose="tax-assessment")
     assert refused.value.problem_type.endswith("no-grant")
-    assert last_entry(world)["purpose"] == "tax-assessment"
+    assert query_entry(world, refused.value)["purpose"] == "tax-assessment"
 
 
 def test_revoked_grant_refuses_the_next_query_even_with_a_live_token(world: World) -> None:
-    token = token_for(world)
-    assert query(world, ADDRESS, token).status_code == 200
+    purpose = "housing-benefit"  # a grant of this test's own, so that others keep theirs
     with world.hub.admin() as admin:
-        grant = admin.list_grants(consumer=CONSUMER)[0]
+        grant = admin.create_grant(
+            consumer=CONSUMER, item=ADDRESS, purpose=purpose, legal_basis="test"
+        )
+    token = token_for(world)
+    assert query(world, ADDRESS, token, purpose=purpose).status_code == 200
+    with world.hub.admin() as admin:
         admin.revoke_grant(grant["id"])
-    response = query(world, ADDRESS, token)
+    response = query(world, ADDRESS, token, purpose=purpose)
     assert response.status_code == 403
     assert problem_type(response) == "no-grant"
 
@@ -198,22 +228,24 @@ def test_refuses_unknown_item(world: World) -> None:
     response = query(world, "person.favourite-colour", token_for(world))
     assert response.status_code == 404
     assert problem_type(response) == "unknown-item"
-    assert last_entry(world)["reason"] == "unknown-item"
+    assert query_entry(world, response)["reason"] == "unknown-item"
 
 
 def test_missing_record_is_not_found_only_after_authorization(world: World) -> None:
-    with world.client() as client, pytest.raises(NotFound):
+    with world.client() as client, pytest.raises(NotFound) as missing:
         client.fetch(ADDRESS, "49002124277", purpose=PURPOSE)
-    assert last_entry(world)["reason"] == "record-not-found"
+    assert query_entry(world, missing.value)["reason"] == "record-not-found"
 
 
 def test_answers_503_when_the_owner_adapter_is_down(world: World) -> None:
-    with world.hub.admin() as admin:
-        admin.put_department(OWNER, name="Civil Registry Office", adapter_url="http://127.0.0.1:9")
-    with world.client() as client, pytest.raises(UpstreamError) as failed:
+    with (
+        owner_served_at(world, "http://127.0.0.1:9"),
+        world.client() as client,
+        pytest.raises(UpstreamError) as failed,
+    ):
         client.fetch(ADDRESS, SUBJECT, purpose=PURPOSE)
     assert failed.value.status == 503
-    entry = last_entry(world)
+    entry = query_entry(world, failed.value)
     assert (entry["outcome"], entry["reason"]) == ("failed", "owner-unavailable")
 
 
@@ -228,29 +260,33 @@ def _lying_owner() -> FastAPI:
 
 
 def test_answers_502_when_the_owner_answers_data_outside_the_schema(world: World) -> None:
-    with serve(_lying_owner()) as liar, world.hub.admin() as admin:
-        admin.put_department(OWNER, name="Civil Registry Office", adapter_url=liar)
+    with serve(_lying_owner()) as liar, owner_served_at(world, liar):
         with world.client() as client, pytest.raises(UpstreamError) as failed:
             client.fetch(ADDRESS, SUBJECT, purpose=PURPOSE)
     assert failed.value.status == 502
-    assert last_entry(world)["reason"] == "owner-invalid-response"
+    assert query_entry(world, failed.value)["reason"] == "owner-invalid-response"
 
 
-def _slow_owner() -> FastAPI:
+def _slow_owner(released: threading.Event) -> FastAPI:
+    """An owner that answers after 3 s, or as soon as the test has seen enough (so that
+    its server need not wait out the answer when it stops)."""
     app = FastAPI()
 
     @app.post("/v1/items/{item}/records/query")
     async def answer(item: str) -> dict[str, Any]:
-        await asyncio.sleep(3.0)
+        deadline = time.monotonic() + 3.0
+        while time.monotonic() < deadline and not released.is_set():
+            await asyncio.sleep(0.01)
         return {"item": item, "version": 1, "record": ADDRESS_RECORD}
 
     return app
 
 
 def test_answers_504_when_the_owner_is_too_slow(database_url: str, tmp_path: Path) -> None:
+    released = threading.Event()
     with (
         exchange_world(database_url=database_url, tmp_path=tmp_path, owner_timeout=0.3) as world,
-        serve(_slow_owner()) as slow,
+        serve(_slow_owner(released)) as slow,
         world.hub.admin() as admin,
     ):
         admin.put_department(OWNER, name="Civil Registry Office", adapter_url=slow)
@@ -259,7 +295,8 @@ def test_answers_504_when_the_owner_is_too_slow(database_url: str, tmp_path: Pat
             client.fetch(ADDRESS, SUBJECT, purpose=PURPOSE)
         assert time.monotonic() - started < 2.5  # the hub did not wait for the 3 s answer
         assert failed.value.status == 504
-        assert last_entry(world)["reason"] == "owner-timeout"
+        assert query_entry(world, failed.value)["reason"] == "owner-timeout"
+        released.set()
 
 
 def test_grant_with_fields_delivers_only_those_fields(world: World) -> None:
@@ -274,7 +311,7 @@ def test_grant_with_fields_delivers_only_those_fields(world: World) -> None:
     with world.client() as client:
         result = client.fetch(ADDRESS, SUBJECT, purpose="statistics")
     assert result.record == {"city": "Tallinn", "country": "ND"}
-    assert last_entry(world)["fields"] == ["city", "country"]
+    assert query_entry(world, result)["fields"] == ["city", "country"]
 
 
 @pytest.mark.parametrize(
@@ -298,15 +335,17 @@ def test_malformed_bodies_get_problem_responses(world: World, body: bytes, statu
 
 def test_unknown_client_cannot_get_a_token(world: World) -> None:
     stranger = HubClient(world.hub.url, client_id="nobody", key=world.consumer_key, retries=0)
-    with stranger, pytest.raises(AuthenticationFailed):
+    with stranger, pytest.raises(AuthenticationFailed) as refused:
         stranger.fetch(ADDRESS, SUBJECT, purpose=PURPOSE)
-    with world.hub.admin() as admin:
-        entry = admin.audit_entries(action="token.issue")["entries"][-1]["entry"]
+    entry = audit_entry_for(world.hub, refused.value, action="token.issue")
     assert (entry["outcome"], entry["reason"]) == ("refused", "client-unknown")
 
 
-def test_an_item_made_unshareable_refuses_queries_under_earlier_grants(world: World) -> None:
+def test_an_item_made_unshareable_refuses_queries_under_earlier_grants(
+    fresh_world: World,
+) -> None:
     """Sharing class ``none`` means never shared: grants made before do not outlive it."""
+    world = fresh_world
     with world.client() as client:
         assert client.fetch(ADDRESS, SUBJECT, purpose=PURPOSE).record
     document = json.loads((CATALOGUE / "items" / f"{ADDRESS}.json").read_text())
@@ -315,5 +354,5 @@ def test_an_item_made_unshareable_refuses_queries_under_earlier_grants(world: Wo
     with world.client() as client, pytest.raises(OnceonlyError) as refused:
         client.fetch(ADDRESS, SUBJECT, purpose=PURPOSE)
     assert (refused.value.status, refused.value.problem_type) == (409, "item-not-shared")
-    entry = last_entry(world)
+    entry = query_entry(world, refused.value)
     assert (entry["outcome"], entry["reason"]) == ("refused", "item-not-shared")
