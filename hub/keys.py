@@ -11,7 +11,12 @@
 
 Derived keys never come from the pseudonym key: a pseudonym is published (in audit
 entries) for any subject a department asks about, so a key computed like a pseudonym
-would be published to whoever asks about its label (docs/decisions/0017).
+would be published to whoever asks about its label (docs/decisions/0017). Versions
+before that decision did compute keys so; the one whose values are still stored, the
+TOTP seal key, is kept as :meth:`HubKeys.legacy_totp_seal_key`, to open them only.
+
+Every key the hub uses comes from here: a module that needs one takes it from
+:class:`HubKeys`, never derives one of its own.
 
 In development missing keys are created (mode 0600); in production they must have
 been provisioned with ``onceonly keys init``.
@@ -31,6 +36,8 @@ from onceonly.hub import signing_keys
 from onceonly.hub.kit import derivation, keyfiles
 
 DERIVATION_FILE = "derivation.key"
+# Versions before decision 0017 sealed TOTP secrets under the pseudonym of this label.
+_LEGACY_TOTP_SEAL_LABEL = "onceonly totp-seal v1"
 
 
 class KeyLabel(Enum):
@@ -81,6 +88,12 @@ class HubKeys:
     def pseudonym(self, subject: str) -> str:
         """HMAC-SHA-256 of the subject under the hub's secret, hex: what logs keep instead."""
         return hmac.new(self.pseudonym_secret, subject.encode(), hashlib.sha256).hexdigest()
+
+    def legacy_totp_seal_key(self) -> bytes:
+        """The key that sealed TOTP secrets before decision 0017: the pseudonym of a label,
+        so published by the audit log to whoever asked about it. To open those secrets,
+        once, to re-seal them (``people.service.reseal_totp_secrets``); never to seal."""
+        return bytes.fromhex(self.pseudonym(_LEGACY_TOTP_SEAL_LABEL))
 
     def root(self, root_id: str | None = None) -> derivation.Root:
         """The derivation root in use now or, for a value that names the root that sealed

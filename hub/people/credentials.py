@@ -11,14 +11,12 @@ derivation root, as ``v2.<root id>.<sealed>``: the root id says which root seale
 so that a value sealed before a rotation opens until it is re-sealed.
 
 Values sealed before decision 0017 have no prefix and keep base64url's padding, under
-the legacy key, HMAC-SHA-256 of the pseudonym key and a label: a key that the audit log
-published to anyone who queried that label as a subject. :func:`legacy_seal_key` and
-:func:`unseal_legacy` stay only so that the hub can open them once, to re-seal them.
+a key that the audit log published (``HubKeys.legacy_totp_seal_key``):
+:func:`unseal_legacy` stays only so that the hub can open them once, to re-seal them.
 """
 
 import base64
 import dataclasses
-import hashlib
 import hmac
 import secrets
 import struct
@@ -53,7 +51,6 @@ def configure_password_hashing(*, time_cost: int, memory_kib: int) -> None:
 TOTP_PERIOD = 30
 TOTP_DIGITS = 6
 _SEALED_VERSION = "v2"
-_LEGACY_SEAL_LABEL = b"onceonly totp-seal v1"
 
 
 def hash_password(password: str) -> str:
@@ -138,11 +135,6 @@ def sealed_root(sealed: str) -> str | None:
     return root_id if version == _SEALED_VERSION and dot else None
 
 
-def legacy_seal_key(pseudonym_secret: bytes) -> bytes:
-    """The key that sealed TOTP secrets before decision 0017 (to open them, never to seal)."""
-    return hmac.new(pseudonym_secret, _LEGACY_SEAL_LABEL, hashlib.sha256).digest()
-
-
 def seal(key: bytes, secret: str, *, root_id: str, person_id: str) -> str:
     """Sealed under ``key`` (derived from the root ``root_id``), the person's id as
     associated data (a sealed secret moved to another account does not open)."""
@@ -157,8 +149,8 @@ def unseal(key: bytes, sealed: str, *, person_id: str) -> str:
 
 def unseal_legacy(key: bytes, sealed: str, *, person_id: str) -> str:
     """The secret in a value sealed before decision 0017 (no prefix, padded base64url:
-    the same bytes as the unpadded text without its "="), under :func:`legacy_seal_key`.
-    To re-seal it, never to seal."""
+    the same bytes as the unpadded text without its "="), under the legacy key
+    (``HubKeys.legacy_totp_seal_key``). To re-seal it, never to seal."""
     return _opened(key, sealed.rstrip("="), person_id=person_id)
 
 

@@ -534,7 +534,7 @@ def _open_totp(keys: HubKeys, *, person_id: str, sealed: str) -> str | None:
     root_id = credentials.sealed_root(sealed)
     try:
         if root_id is None:
-            legacy = credentials.legacy_seal_key(keys.pseudonym_secret)
+            legacy = keys.legacy_totp_seal_key()
             return credentials.unseal_legacy(legacy, sealed, person_id=person_id)
         key = keys.derived(KeyLabel.TOTP_SEAL, root=keys.root(root_id))
         return credentials.unseal(key, sealed, person_id=person_id)

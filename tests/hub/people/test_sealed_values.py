@@ -46,7 +46,7 @@ def test_a_totp_secret_sealed_before_decision_0017_opens_under_the_legacy_key(
     keys: HubKeys, secret: str, sealed: str
 ) -> None:
     assert credentials.sealed_root(sealed) is None
-    legacy = credentials.legacy_seal_key(keys.pseudonym_secret)
+    legacy = keys.legacy_totp_seal_key()
     assert credentials.unseal_legacy(legacy, sealed, person_id=PERSON_ID) == secret
 
 
