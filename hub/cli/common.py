@@ -161,6 +161,9 @@ def unreachable(url: str, error: Exception) -> CommandFailed:
         )
     else:
         reason = " ".join(str(error).split()) or type(error).__name__
+    if url.startswith("https:") and isinstance(error, httpx.RemoteProtocolError | httpx.ReadError):
+        # TLS 1.3: a server that wants a client certificate hangs up after the handshake
+        reason += " (if the hub asks for a client certificate: --client-cert, --client-key)"
     return CommandFailed(f"cannot reach the hub at {url}: {reason}", status=EXIT_UNREACHABLE)
 
 

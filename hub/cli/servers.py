@@ -8,14 +8,17 @@ larger than :data:`MAX_HEAD_BYTES` before it is all in memory, with 431 (RFC 658
 as a problem with the request id, for any head that fits under this one.
 
 ``serve_in_thread`` is used by ``onceonly demo`` (one process, four real HTTP
-services) and by tests.
+services) and by tests, over TLS when given a :class:`ServerTLS`.
 """
 
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -84,13 +87,37 @@ def loopback_socket(port: int = 0) -> socket.socket:
     return sock
 
 
-def url_of(sock: socket.socket) -> str:
-    return f"http://127.0.0.1:{sock.getsockname()[1]}"
+def url_of(sock: socket.socket, *, scheme: str = "http") -> str:
+    return f"{scheme}://127.0.0.1:{sock.getsockname()[1]}"
+
+
+@dataclass(frozen=True)
+class ServerTLS:
+    """TLS for :func:`serve_in_thread`: the server's certificate chain and key (PEM
+    files) and, to ask clients for a certificate, the CA that must have issued it."""
+
+    certfile: Path
+    keyfile: Path
+    client_ca: Path | None = None
+
+    def options(self) -> dict[str, Any]:
+        """uvicorn's settings for this."""
+        if self.client_ca is None:
+            return {"ssl_certfile": str(self.certfile), "ssl_keyfile": str(self.keyfile)}
+        return {
+            "ssl_certfile": str(self.certfile),
+            "ssl_keyfile": str(self.keyfile),
+            "ssl_ca_certs": str(self.client_ca),
+            "ssl_cert_reqs": ssl.CERT_REQUIRED,
+        }
 
 
 @contextmanager
-def serve_in_thread(app: FastAPI, sock: socket.socket | None = None) -> Iterator[str]:
-    """Serve ``app`` until the block ends; yield its base URL once it accepts requests."""
+def serve_in_thread(
+    app: FastAPI, sock: socket.socket | None = None, *, tls: ServerTLS | None = None
+) -> Iterator[str]:
+    """Serve ``app`` until the block ends; yield its base URL once it accepts requests
+    (``https://`` with ``tls``)."""
     sock = sock or loopback_socket()
     config = uvicorn.Config(
         app,
@@ -99,6 +126,7 @@ def serve_in_thread(app: FastAPI, sock: socket.socket | None = None) -> Iterator
         ws="none",
         timeout_graceful_shutdown=2,
         **server_options(),
+        **(tls.options() if tls is not None else {}),
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
@@ -109,7 +137,7 @@ def serve_in_thread(app: FastAPI, sock: socket.socket | None = None) -> Iterator
             raise RuntimeError("the service did not start (see the log above)")
         time.sleep(0.01)
     try:
-        yield url_of(sock)
+        yield url_of(sock, scheme="https" if tls is not None else "http")
     finally:
         server.should_exit = True
         thread.join(timeout=10)
