@@ -168,22 +168,44 @@ def request_id_of(answer: httpx.Response | str | object) -> str:
     return request_id
 
 
+def audit_entries(hub: RunningHub, *, action: str) -> Iterator[dict[str, Any]]:
+    """Every audit entry of ``action`` as the log lists them (``index``, ``entry``), all
+    pages."""
+    with hub.admin() as admin:
+        cursor = None
+        while True:
+            page = admin.audit_entries(action=action, limit=1000, cursor=cursor)
+            yield from page["entries"]
+            cursor = page["next_cursor"]
+            if cursor is None:
+                return
+
+
 def audit_entry_for(
     hub: RunningHub, answer: httpx.Response | str | object, *, action: str
 ) -> dict[str, Any]:
     """The audit entry of the request that ``answer`` answered (see ``request_id_of``):
     how a test on a world shared by its module finds its own entry among the others'."""
     request_id = request_id_of(answer)
-    with hub.admin() as admin:
-        cursor = None
-        while True:
-            page = admin.audit_entries(action=action, limit=1000, cursor=cursor)
-            for found in page["entries"]:
-                if found["entry"].get("request_id") == request_id:
-                    return dict(found["entry"])
-            cursor = page["next_cursor"]
-            if cursor is None:
-                raise AssertionError(f"no {action} audit entry for request {request_id}")
+    for found in audit_entries(hub, action=action):
+        if found["entry"].get("request_id") == request_id:
+            return dict(found["entry"])
+    raise AssertionError(f"no {action} audit entry for request {request_id}")
+
+
+@contextmanager
+def added_audit_entries(hub: RunningHub, *, action: str) -> Iterator[list[dict[str, Any]]]:
+    """The entries of ``action`` that the block adds to the log, in order (filled in when
+    the block ends): on a world shared by a module, what this test's requests left,
+    including those whose request id the test never sees (an SDK's retries)."""
+    before = {found["index"] for found in audit_entries(hub, action=action)}
+    added: list[dict[str, Any]] = []
+    yield added
+    added.extend(
+        dict(found["entry"])
+        for found in audit_entries(hub, action=action)
+        if found["index"] not in before
+    )
 
 
 TEST_PASSWORD = "correct horse battery staple"

@@ -8,7 +8,6 @@ API5 (function level authorization) are asserted here too.
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -25,18 +24,29 @@ from tests.hub.exchange_world import (
     PURPOSE,
     SUBJECT,
     World,
-    exchange_world,
+    module_exchange_world,
 )
-from tests.hub_testing import audit_entry_for, problem_type
+from tests.hub_testing import DATABASES, added_audit_entries, audit_entry_for, problem_type
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 OTHER_CLIENT, OTHER_DEPARTMENT = "tax-adapter", "tax"
 
 
-@pytest.fixture
-def world(database_url: str, tmp_path: Path) -> Iterator[World]:
-    with exchange_world(database_url=database_url, tmp_path=tmp_path) as built:
+@pytest.fixture(scope="module", params=DATABASES)
+def world(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[World]:
+    """One world per module and database: tests find their audit entries by request id,
+    and a test that changes a client's keys does it to a client of its own."""
+    with module_exchange_world(request, tmp_path_factory) as built:
         yield built
+
+
+def consumer_client(world: World, client_id: str, key: ECKey) -> HubClient:
+    """A new client of the consumer department (its grants are the department's)."""
+    with world.hub.admin() as admin:
+        admin.put_client(client_id, department=CONSUMER, jwks=public_jwks(key))
+    return HubClient(world.hub.url, client_id=client_id, key=key, retries=0)
 
 
 def client_form(world: World, client_id: str, key: ECKey, **form: str) -> dict[str, str]:
@@ -231,17 +241,19 @@ def test_a_client_cannot_reach_another_departments_clients_or_grants(
 
 
 def test_a_client_replaces_its_own_keys_and_the_old_one_stops_working(world: World) -> None:
-    new_key = ECKey.generate_key("P-256", auto_kid=True)
-    with world.client() as client:
+    rotating = "social-welfare-rotating"  # its own client: the others keep their keys
+    old_key, new_key = (ECKey.generate_key("P-256", auto_kid=True) for _ in range(2))
+    with (
+        added_audit_entries(world.hub, action="client.keys.put") as keys_put,
+        consumer_client(world, rotating, old_key) as client,
+    ):
         kids = client.rotate_key(new_key)
         assert kids == [new_key.kid]
         assert client.fetch(ADDRESS, SUBJECT, purpose=PURPOSE).record
-    stale = HubClient(world.hub.url, client_id=CONSUMER_CLIENT, key=world.consumer_key, retries=0)
+    stale = HubClient(world.hub.url, client_id=rotating, key=old_key, retries=0)
     with stale, pytest.raises(AuthenticationFailed):
         stale.fetch(ADDRESS, SUBJECT, purpose=PURPOSE)
-    with world.hub.admin() as admin:
-        entries = admin.audit_entries(action="client.keys.put")["entries"]
-    assert [e["entry"]["target"] for e in entries] == [CONSUMER_CLIENT, CONSUMER_CLIENT]
+    assert [entry["target"] for entry in keys_put] == [rotating, rotating]
 
 
 @pytest.mark.parametrize(
@@ -265,9 +277,11 @@ def test_a_client_cannot_register_bad_keys(world: World, jwks: dict[str, Any]) -
 # --- server-provided nonces (RFC 9449 §8, §9) -------------------------------------------
 
 
-@pytest.fixture
-def nonce_world(database_url: str, tmp_path: Path) -> Iterator[World]:
-    with exchange_world(database_url=database_url, tmp_path=tmp_path, dpop_nonce=True) as built:
+@pytest.fixture(scope="module", params=DATABASES)
+def nonce_world(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[World]:
+    with module_exchange_world(request, tmp_path_factory, dpop_nonce=True) as built:
         yield built
 
 
@@ -306,11 +320,12 @@ def test_resource_asks_for_its_nonce_and_accepts_it(nonce_world: World) -> None:
 
 
 def test_sdk_retries_once_with_the_hubs_nonce(nonce_world: World) -> None:
-    with nonce_world.client() as client:
+    with (
+        added_audit_entries(nonce_world.hub, action="token.issue") as tokens,
+        added_audit_entries(nonce_world.hub, action="record.query") as queries,
+        nonce_world.client() as client,
+    ):
         assert client.fetch(ADDRESS, SUBJECT, purpose=PURPOSE).record
         assert client.fetch(ADDRESS, SUBJECT, purpose=PURPOSE).record
-    with nonce_world.hub.admin() as admin:
-        tokens = admin.audit_entries(action="token.issue")["entries"]
-        queries = admin.audit_entries(action="record.query")["entries"]
-    assert [e["entry"]["outcome"] for e in tokens] == ["refused", "ok"]
-    assert [e["entry"]["outcome"] for e in queries] == ["ok", "ok"]  # the nonce came along
+    assert [entry["outcome"] for entry in tokens] == ["refused", "ok"]
+    assert [entry["outcome"] for entry in queries] == ["ok", "ok"]  # the nonce came along
