@@ -36,12 +36,15 @@ import functools
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple, get_args
 
 from onceonly.hub.kit.jcs import canonical_json
 from onceonly.hub.registry import validation
 from onceonly.hub.registry.schema_rules import pointer
 
+# The registry's compatibility modes (Confluent's names), spelled here only: the item
+# document's ``compatibility`` (registry.schemas) is this type, and what each mode checks
+# is read from its name (:data:`MODE_CHECKS`).
 Mode = Literal[
     "BACKWARD",
     "BACKWARD_TRANSITIVE",
@@ -51,6 +54,30 @@ Mode = Literal[
     "FULL_TRANSITIVE",
     "NONE",
 ]
+Direction = Literal["backward", "forward"]
+
+
+class ModeChecks(NamedTuple):
+    """What a mode checks: its directions, and whether against every earlier version
+    (transitive) or the latest only."""
+
+    directions: frozenset[Direction]
+    transitive: bool
+
+
+def _checks(mode: Mode) -> ModeChecks:
+    base, _, transitive = mode.partition("_")
+    directions: dict[str, frozenset[Direction]] = {
+        "BACKWARD": frozenset({"backward"}),
+        "FORWARD": frozenset({"forward"}),
+        "FULL": frozenset({"backward", "forward"}),
+        "NONE": frozenset(),
+    }
+    return ModeChecks(directions[base], transitive == "TRANSITIVE")
+
+
+MODE_CHECKS: dict[Mode, ModeChecks] = {mode: _checks(mode) for mode in get_args(Mode)}
+
 Path = tuple[str, ...]
 # Placeholders for the two schemas' names in reasons, filled in by subsumption_problem.
 A, B = "\x00A\x00", "\x00B\x00"
@@ -498,19 +525,29 @@ def check_compatible(new: Any, earlier: Sequence[Any], mode: Mode) -> None:
     compare with every earlier version, the others with the latest only; NONE
     checks nothing.
     """
-    if mode == "NONE" or not earlier:
-        return
+    directions, transitive = MODE_CHECKS[mode]
     compared = list(enumerate(earlier, start=1))
-    if not mode.endswith("_TRANSITIVE"):
+    if not transitive:
         compared = compared[-1:]
     for number, old in reversed(compared):
         old_name = f"version {number}"
-        if mode.startswith(("BACKWARD", "FULL")):
+        if "backward" in directions:
             problem = subsumption_problem(old, new, names=(old_name, "the new version"))
             _require(problem, f"BACKWARD-compatible with {old_name}", old_name, "the new version")
-        if mode.startswith(("FORWARD", "FULL")):
+        if "forward" in directions:
             problem = subsumption_problem(new, old, names=("the new version", old_name))
             _require(problem, f"FORWARD-compatible with {old_name}", "the new version", old_name)
+
+
+def loosens_compatibility(old: Mode, new: Mode) -> bool:
+    """Whether ``new`` leaves out a check that ``old`` makes: one of its directions, or
+    the comparison with every earlier version. FULL → BACKWARD → NONE loosens;
+    BACKWARD → FORWARD loosens too (backward is no longer checked)."""
+    old_directions, old_transitive = MODE_CHECKS[old]
+    new_directions, new_transitive = MODE_CHECKS[new]
+    if not old_directions <= new_directions:
+        return True
+    return bool(old_directions) and old_transitive and not new_transitive
 
 
 def _require(problem: str | None, what: str, source: str, target: str) -> None:

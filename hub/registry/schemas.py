@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from onceonly.hub.kit.clock import UtcDatetime
 from onceonly.hub.kit.strict import STRICT_INPUT
+from onceonly.hub.registry.compat import Mode
 
 ITEM_ID_PATTERN = r"^[a-z][a-z0-9-]*(\.[a-z][a-z0-9-]*)+$"
 # An item id in a route's path.
@@ -19,15 +20,6 @@ SharingClass = Literal["unconditional", "conditional", "none"]
 ChangeStatus = Literal["pending", "approved", "refused"]
 Classification = Literal["public", "internal", "personal", "sensitive-personal"]
 Lifecycle = Literal["active", "deprecated", "retired"]
-Compatibility = Literal[
-    "BACKWARD",
-    "BACKWARD_TRANSITIVE",
-    "FORWARD",
-    "FORWARD_TRANSITIVE",
-    "FULL",
-    "FULL_TRANSITIVE",
-    "NONE",
-]
 
 
 class _Strict(BaseModel):
@@ -82,7 +74,7 @@ class ItemDocument(_Strict):
     legal_basis: LegalBasis
     retention: str = Field(default="", max_length=32)
     tags: list[str] = Field(default_factory=list, max_length=20)
-    compatibility: Compatibility = "BACKWARD"
+    compatibility: Mode = "BACKWARD"
     json_schema: dict[str, Any] = Field(alias="schema")
     examples: list[dict[str, Any]] = Field(default_factory=list, max_length=20)
 

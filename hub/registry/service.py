@@ -347,8 +347,12 @@ async def add_version(
     return _item_out(row, latest)
 
 
+def _mode(row: Item) -> compat.Mode:
+    return row.compatibility  # type: ignore[return-value]  # a Mode, checked on the way in
+
+
 def _check_compatibility(row: Item, schema: dict[str, Any], earlier: list[dict[str, Any]]) -> None:
-    mode: compat.Mode = row.compatibility  # type: ignore[assignment]  # checked on the way in
+    mode = _mode(row)
     try:
         compat.check_compatible(schema, earlier, mode)
     except compat.Incompatible as error:
@@ -430,28 +434,6 @@ def version_fields(schema: dict[str, Any]) -> list[str]:
 
 # How open each sharing class is: opening an item with personal fields needs two people.
 SHARING_OPENNESS = {"none": 0, "conditional": 1, "unconditional": 2}
-# What each compatibility mode checks: its directions, and whether against every earlier
-# version (transitive) or the latest only.
-MODE_CHECKS: dict[str, tuple[frozenset[str], bool]] = {
-    "NONE": (frozenset(), False),
-    "BACKWARD": (frozenset({"backward"}), False),
-    "BACKWARD_TRANSITIVE": (frozenset({"backward"}), True),
-    "FORWARD": (frozenset({"forward"}), False),
-    "FORWARD_TRANSITIVE": (frozenset({"forward"}), True),
-    "FULL": (frozenset({"backward", "forward"}), False),
-    "FULL_TRANSITIVE": (frozenset({"backward", "forward"}), True),
-}
-
-
-def loosens_compatibility(old: str, new: str) -> bool:
-    """Whether ``new`` leaves out a check that ``old`` makes: one of its directions, or
-    the comparison with every earlier version. FULL → BACKWARD → NONE loosens;
-    BACKWARD → FORWARD loosens too (backward is no longer checked)."""
-    old_directions, old_transitive = MODE_CHECKS[old]
-    new_directions, new_transitive = MODE_CHECKS[new]
-    if not old_directions <= new_directions:
-        return True
-    return bool(old_directions) and old_transitive and not new_transitive
 
 
 def dangerous_changes(
@@ -463,7 +445,7 @@ def dangerous_changes(
     opens = SHARING_OPENNESS[document.sharing_class] > SHARING_OPENNESS[row.sharing_class]
     if personal and opens:
         changes["sharing_class"] = {"from": row.sharing_class, "to": document.sharing_class}
-    if loosens_compatibility(row.compatibility, document.compatibility):
+    if compat.loosens_compatibility(_mode(row), document.compatibility):
         changes["compatibility"] = {"from": row.compatibility, "to": document.compatibility}
     return changes
 

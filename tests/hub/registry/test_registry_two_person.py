@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from onceonly.hub import cli
-from onceonly.hub.registry.service import MODE_CHECKS, loosens_compatibility
+from onceonly.hub.registry.compat import MODE_CHECKS, loosens_compatibility
 
 from tests.hub_testing import (
     DATABASES,
