@@ -5,6 +5,7 @@ code sends the same key twice. On SQLite and PostgreSQL, real servers on loopbac
 """
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,24 +24,62 @@ from onceonly.adapters import (
 from onceonly.adapters._events import ChangePublisher
 from onceonly.hub.db import make_sync_engine
 
-from tests.hub.exchange_world import ADDRESS, OWNER, SUBJECT, World, exchange_world
+from tests.hub.exchange_world import ADDRESS, OWNER, SUBJECT, World, module_exchange_world
+from tests.hub_testing import DATABASES
 
 OWNER_CLIENT = f"{OWNER}-adapter"
 OTHER_OWNER, OTHER_ITEM = "tax", "tax.debt-status"
 
 
-@pytest.fixture
-def world(database_url: str, tmp_path: Path) -> Iterator[World]:
-    with exchange_world(database_url=database_url, tmp_path=tmp_path) as built:
+@pytest.fixture(scope="module", params=DATABASES)
+def world(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[World]:
+    """One world per module and database; each test counts what it added (``Added``)
+    and publishes under idempotency keys no other test uses."""
+    with module_exchange_world(request, tmp_path_factory) as built:
         with built.client() as consumer:
             consumer.subscribe(ADDRESS)  # so that an event also makes a delivery
         yield built
 
 
+@dataclass
+class Added:
+    """What the hub's database gained since the test began."""
+
+    db: sa.Engine
+    earlier_events: set[str]
+    earlier_entries: int  # the next audit index when the test began
+
+    def events(self) -> list[sa.Row[Any]]:
+        """The new events (id, audit_index), in the order they were published."""
+        with self.db.connect() as conn:
+            rows = conn.execute(sa.text("SELECT id, audit_index FROM events ORDER BY audit_index"))
+            return [row for row in rows if row.id not in self.earlier_events]
+
+    def deliveries(self) -> int:
+        new = {event.id for event in self.events()}
+        with self.db.connect() as conn:
+            rows = conn.execute(sa.text("SELECT event_id FROM event_deliveries")).scalars()
+            return sum(1 for event_id in rows if event_id in new)
+
+    def publish_entries(self) -> list[str]:
+        """The outcomes of the new committed ``event.publish`` entries, in log order."""
+        with self.db.connect() as conn:
+            query = (
+                "SELECT outcome FROM audit_entries"
+                " WHERE action = 'event.publish' AND idx >= :since ORDER BY idx"
+            )
+            return list(conn.execute(sa.text(query), {"since": self.earlier_entries}).scalars())
+
+
 @pytest.fixture
-def db(database_url: str) -> Iterator[sa.Engine]:
-    engine = make_sync_engine(database_url)
-    yield engine
+def added(world: World) -> Iterator[Added]:
+    engine = make_sync_engine(str(world.hub.settings.database_url))
+    with engine.connect() as conn:
+        events = set(conn.execute(sa.text("SELECT id FROM events")).scalars())
+        entries = conn.execute(sa.text("SELECT count(*) FROM audit_entries")).scalar_one()
+    yield Added(engine, events, int(entries))
     engine.dispose()
 
 
@@ -49,22 +88,6 @@ def _register(world: World, client_id: str, department: str) -> ECKey:
     with world.hub.admin() as admin:
         admin.put_client(client_id, department=department, jwks=public_jwks(key))
     return key
-
-
-def _count(db: sa.Engine, query: str) -> int:
-    with db.connect() as conn:
-        return int(conn.execute(sa.text(query)).scalar_one())
-
-
-def _events(db: sa.Engine) -> int:
-    return _count(db, "SELECT count(*) FROM events")
-
-
-def _publish_entries(db: sa.Engine) -> list[str]:
-    """The outcomes of the committed ``event.publish`` entries, in log order."""
-    with db.connect() as conn:
-        query = "SELECT outcome FROM audit_entries WHERE action = 'event.publish' ORDER BY idx"
-        return list(conn.execute(sa.text(query)).scalars())
 
 
 class Recording(httpx.HTTPTransport):
@@ -124,7 +147,7 @@ class AsyncLosingFirstAnswer(httpx.AsyncHTTPTransport):
 
 
 def test_a_publish_repeated_with_its_key_answers_the_first_event(
-    world: World, db: sa.Engine
+    world: World, added: Added
 ) -> None:
     key = _register(world, OWNER_CLIENT, OWNER)
     transport = Recording()
@@ -136,16 +159,14 @@ def test_a_publish_repeated_with_its_key_answers_the_first_event(
     assert (created, repeated) == (202, 200)
     assert same_body == body  # the same event id, subscriber count and receipt
     assert body["subscribers"] == 1
-    assert _events(db) == 1
-    assert _count(db, "SELECT count(*) FROM event_deliveries") == 1
-    assert _publish_entries(db) == ["ok"]  # a repeat decides nothing: no second entry
-    with db.connect() as conn:
-        index = conn.execute(sa.text("SELECT audit_index FROM events")).scalar_one()
-    assert body["receipt"]["index"] == index
+    (event,) = added.events()
+    assert added.deliveries() == 1
+    assert added.publish_entries() == ["ok"]  # a repeat decides nothing: no second entry
+    assert body["receipt"]["index"] == event.audit_index
 
 
 def test_the_sdk_retrying_a_publish_whose_answer_was_lost_makes_one_event(
-    world: World, db: sa.Engine
+    world: World, added: Added
 ) -> None:
     key = _register(world, OWNER_CLIENT, OWNER)
     transport = LosingFirstAnswer()
@@ -154,15 +175,13 @@ def test_the_sdk_retrying_a_publish_whose_answer_was_lost_makes_one_event(
     ) as owner:
         event_id = owner.publish(ADDRESS, SUBJECT)  # no key given: the SDK makes one per call
     assert transport.lost == 1
-    assert _events(db) == 1
-    with db.connect() as conn:
-        assert conn.execute(sa.text("SELECT id FROM events")).scalar_one() == event_id
-    assert _publish_entries(db) == ["ok"]
+    assert [event.id for event in added.events()] == [event_id]
+    assert added.publish_entries() == ["ok"]
 
 
 @pytest.mark.anyio
 async def test_the_adapters_outbox_publishing_again_makes_one_event(
-    world: World, db: sa.Engine, tmp_path: Path
+    world: World, added: Added, tmp_path: Path
 ) -> None:
     """The hub commits the event, its answer is lost, the change stays in the outbox
     and is published again in the next round: still one event."""
@@ -178,11 +197,11 @@ async def test_the_adapters_outbox_publishing_again_makes_one_event(
             assert len(store.pending_changes()) == 1
             assert await publisher.publish_pending() == 1
             assert store.pending_changes() == []
-    assert _events(db) == 1
-    assert _publish_entries(db) == ["ok"]
+    assert len(added.events()) == 1
+    assert added.publish_entries() == ["ok"]
 
 
-def test_the_same_key_for_another_change_is_refused(world: World, db: sa.Engine) -> None:
+def test_the_same_key_for_another_change_is_refused(world: World, added: Added) -> None:
     key = _register(world, OWNER_CLIENT, OWNER)
     with HubClient(world.hub.url, client_id=OWNER_CLIENT, key=key, retries=0) as owner:
         owner.publish(ADDRESS, SUBJECT, idempotency_key="k-2")
@@ -201,11 +220,11 @@ def test_the_same_key_for_another_change_is_refused(world: World, db: sa.Engine)
                 422,
                 "idempotency-key-reused",
             )
-    assert _events(db) == 1
-    assert _publish_entries(db) == ["ok", "refused", "refused", "refused"]
+    assert len(added.events()) == 1
+    assert added.publish_entries() == ["ok", "refused", "refused", "refused"]
 
 
-def test_keys_are_kept_per_publishing_department(world: World, db: sa.Engine) -> None:
+def test_keys_are_kept_per_publishing_department(world: World, added: Added) -> None:
     mine = _register(world, OWNER_CLIENT, OWNER)
     theirs = _register(world, f"{OTHER_OWNER}-adapter", OTHER_OWNER)
     with (
@@ -215,11 +234,11 @@ def test_keys_are_kept_per_publishing_department(world: World, db: sa.Engine) ->
         first = owner.publish(ADDRESS, SUBJECT, idempotency_key="shared")
         second = other.publish(OTHER_ITEM, SUBJECT, idempotency_key="shared")
     assert first != second
-    assert _events(db) == 2
+    assert len(added.events()) == 2
 
 
 @pytest.mark.parametrize("header", ['"has space"', '"' + "x" * 129 + '"', '"k-4', '"a\\"b"'])
-def test_a_malformed_key_is_refused(world: World, db: sa.Engine, header: str) -> None:
+def test_a_malformed_key_is_refused(world: World, added: Added, header: str) -> None:
     key = _register(world, OWNER_CLIENT, OWNER)
     transport = Recording(rewrite=True, header=header)
     with (
@@ -228,7 +247,7 @@ def test_a_malformed_key_is_refused(world: World, db: sa.Engine, header: str) ->
     ):
         owner.publish(ADDRESS, SUBJECT, idempotency_key="k-4")
     assert (refused.value.status, refused.value.problem_type) == (400, "invalid-request")
-    assert _events(db) == 0
+    assert len(added.events()) == 0
 
 
 @pytest.mark.parametrize("bad", ["has space", "x" * 129, 'quo"te', "ümlaut", ""])
@@ -241,7 +260,7 @@ def test_the_sdk_refuses_a_key_the_hub_would_refuse(bad: str) -> None:
         owner.publish(ADDRESS, SUBJECT, idempotency_key=bad)
 
 
-def test_a_publish_without_a_key_is_a_new_event_each_time(world: World, db: sa.Engine) -> None:
+def test_a_publish_without_a_key_is_a_new_event_each_time(world: World, added: Added) -> None:
     """A client that sends no key (one written before keys) keeps the old meaning."""
     key = _register(world, OWNER_CLIENT, OWNER)
     transport = Recording(rewrite=True, header=None)
@@ -250,4 +269,4 @@ def test_a_publish_without_a_key_is_a_new_event_each_time(world: World, db: sa.E
         second = owner.publish(ADDRESS, SUBJECT, idempotency_key="k-3")
     assert first != second
     assert [status for status, _ in transport.answers] == [202, 202]
-    assert _events(db) == 2
+    assert len(added.events()) == 2
