@@ -160,6 +160,8 @@ def _config_check(_: argparse.Namespace) -> int:
     if problems:
         return 1
     print("\n".join(f"ok {note}" for note in notes))
+    for name in startup.unknown_variables():  # not refused: other tools may use the prefix
+        print(f"note: {name} is not a setting of the hub; it is ignored")
     return 0
 
 

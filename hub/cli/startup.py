@@ -90,6 +90,33 @@ def _source(name: str) -> str:
     return f"{name} in {os.environ.get(CONFIG_ENV) or 'the settings'}"
 
 
+# ONCEONLY_* variables that are not settings: the command line's own.
+CLI_VARIABLES = frozenset(
+    f"{ENV_PREFIX}{name}"
+    for name in (
+        "CONFIG",
+        "HUB_URL",
+        "TOKEN",
+        "ADMIN_TOKEN",
+        "SESSION_FILE",
+        "CA_FILE",
+        "CLIENT_CERT",
+        "CLIENT_KEY",
+    )
+)
+
+
+def unknown_variables() -> list[str]:
+    """``ONCEONLY_*`` variables of the environment that the hub ignores: neither a
+    setting nor the command line's (a misspelt name, most likely)."""
+    settings = {f"{ENV_PREFIX}{name.upper()}" for name in Settings.model_fields}
+    return sorted(
+        name
+        for name in (key.upper() for key in os.environ)
+        if name.startswith(ENV_PREFIX) and name not in settings | CLI_VARIABLES
+    )
+
+
 def logs_as_json() -> bool:
     """Whether logs are JSON, even when the settings do not load (a failure to load them
     is reported in the format the operator asked for): ``ONCEONLY_LOG_JSON``, else

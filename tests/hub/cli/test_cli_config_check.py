@@ -2,6 +2,7 @@
 and its schema; one line per problem (exit 1) or a short summary (exit 0). And list
 settings written the way an operator writes them in hub.env (issue 15)."""
 
+import os
 import sqlite3
 from collections.abc import Callable
 from datetime import date
@@ -23,9 +24,8 @@ def check(
     """`onceonly config check` with ``ONCEONLY_*`` = the keyword arguments only."""
 
     def run(**settings: str) -> tuple[int, list[str], str]:
-        for name in Settings.model_fields:
-            monkeypatch.delenv(f"ONCEONLY_{name.upper()}", raising=False)
-        monkeypatch.delenv("ONCEONLY_CONFIG", raising=False)
+        for variable in [v for v in os.environ if v.upper().startswith("ONCEONLY_")]:
+            monkeypatch.delenv(variable)
         monkeypatch.setenv("ONCEONLY_DATA_DIR", str(tmp_path / "data"))
         for name, value in settings.items():
             monkeypatch.setenv(f"ONCEONLY_{name.upper()}", value)
@@ -221,3 +221,9 @@ def test_a_schema_behind_when_the_hub_does_not_migrate(check: Check, tmp_path: P
 def test_config_check_changes_nothing(check: Check, tmp_path: Path) -> None:
     assert check()[0] == 0
     assert not (tmp_path / "data").exists()
+
+
+def test_a_misspelt_variable_is_noted(check: Check) -> None:
+    status, problems, out = check(isuer="https://hub.example.gov")
+    assert (status, problems) == (0, [])
+    assert out.splitlines()[-1] == "note: ONCEONLY_ISUER is not a setting of the hub; it is ignored"
