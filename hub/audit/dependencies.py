@@ -1,17 +1,21 @@
-"""Dependencies that make a route an audited one."""
+"""Dependencies of the audit routes: what makes a route an audited one, who reads the
+log, and an auditor's filter."""
 
 from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
-from fastapi import Depends, Request, Response
+from fastapi import Depends, Query, Request, Response
 
 from onceonly.hub.audit.readers import AUDITOR, PUBLIC, Reader
+from onceonly.hub.audit.repository import EntryFilter
 from onceonly.hub.audit.request_scope import open_audit_scope
 from onceonly.hub.audit.service import AuditScope
 from onceonly.hub.auth.dependencies import Authenticator
 from onceonly.hub.auth.principal import AuthPrincipal
 from onceonly.hub.auth.scopes import AUDIT_READ_SCOPE
-from onceonly.hub.dependencies import AuditLogDep, HubDep, SessionDep
+from onceonly.hub.dependencies import AuditLogDep, HubDep, KeysDep, SessionDep
+from onceonly.hub.kit.clock import as_utc
+from onceonly.hub.kit.strict import Rfc3339
 
 
 def audited(action: str) -> Callable[..., Coroutine[Any, Any, AuditScope]]:
@@ -67,3 +71,29 @@ async def _read_scope(request: Request) -> AuditScope | None:
 AuditReaderDep = Annotated[Reader, Depends(_reader)]
 # The audit scope of a read by a caller who presented credentials (None for the public).
 ReadScope = Annotated[AuditScope | None, Depends(_read_scope)]
+
+
+async def _entry_filter(
+    keys: KeysDep,
+    subject: str | None = Query(default=None, max_length=256),
+    department: str | None = Query(default=None, max_length=64),
+    item: str | None = Query(default=None, max_length=128),
+    action: str | None = Query(default=None, max_length=64),
+    outcome: str | None = Query(default=None, max_length=16),
+    since: Annotated[Rfc3339 | None, Query(description="RFC 3339; at or after")] = None,
+    until: Annotated[Rfc3339 | None, Query(description="RFC 3339; before")] = None,
+) -> EntryFilter:
+    """The auditor's filter, shared by the query and the export. The subject is turned
+    into its pseudonym here, so the identifier goes no further than the query string."""
+    return EntryFilter(
+        subject=keys.pseudonym(subject) if subject is not None else None,
+        department=department,
+        item=item,
+        action=action,
+        outcome=outcome,
+        since=as_utc(since),
+        until=as_utc(until),
+    )
+
+
+EntryFilterDep = Annotated[EntryFilter, Depends(_entry_filter)]

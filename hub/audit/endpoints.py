@@ -16,6 +16,7 @@ from onceonly.hub.audit import checkpoints, service
 from onceonly.hub.audit.dependencies import (
     AuditReaderDep,
     CurrentAudit,
+    EntryFilterDep,
     ReadScope,
     audited,
 )
@@ -24,13 +25,11 @@ from onceonly.hub.auth.dependencies import CurrentCaller
 from onceonly.hub.auth.scopes import AUDIT_READ_SCOPE
 from onceonly.hub.dependencies import (
     CheckpointerDep,
-    KeysDep,
     ReadSessionDep,
     ReadSessionsDep,
     SessionDep,
 )
-from onceonly.hub.kit.clock import as_utc
-from onceonly.hub.kit.strict import QueryInt, Rfc3339
+from onceonly.hub.kit.strict import QueryInt
 from onceonly.hub.people.dependencies import AuditorDep
 from onceonly.hub.registry import repository as registry
 
@@ -110,48 +109,16 @@ async def get_entry(
     return await service.entry_at(session, index=index, reader=reader, scope=scope)
 
 
-async def _entry_query(
-    subject: str | None = Query(default=None, max_length=256),
-    department: str | None = Query(default=None, max_length=64),
-    item: str | None = Query(default=None, max_length=128),
-    action: str | None = Query(default=None, max_length=64),
-    outcome: str | None = Query(default=None, max_length=16),
-    since: Annotated[Rfc3339 | None, Query(description="RFC 3339; at or after")] = None,
-    until: Annotated[Rfc3339 | None, Query(description="RFC 3339; before")] = None,
-) -> service.EntryQuery:
-    """The auditor's filter, shared by the query and the export."""
-    return service.EntryQuery(
-        subject=subject,
-        department=department,
-        item=item,
-        action=action,
-        outcome=outcome,
-        since=as_utc(since),
-        until=as_utc(until),
-    )
-
-
-EntryQueryDep = Annotated[service.EntryQuery, Depends(_entry_query)]
-
-
 @router.get("/entries", response_model=EntryPage, dependencies=[Depends(audited("audit.query"))])
 async def find_entries(
     session: ReadSessionDep,
     _auditor: AuditorDep,
     scope: CurrentAudit,
-    keys: KeysDep,
-    query: EntryQueryDep,
+    where: EntryFilterDep,
     cursor: Cursor = None,
     limit: Limit = 100,
 ) -> EntryPage:
-    return await service.find(
-        session,
-        scope=scope,
-        keys=keys,
-        query=query,
-        cursor=cursor,
-        limit=limit,
-    )
+    return await service.find(session, scope=scope, where=where, cursor=cursor, limit=limit)
 
 
 @router.get(
@@ -185,13 +152,12 @@ _EXPORT_TYPES = {"jsonl": "application/jsonl", "csv": "text/csv; charset=utf-8"}
 async def export_entries(
     _auditor: AuditorDep,
     scope: CurrentAudit,
-    keys: KeysDep,
     sessions: ReadSessionsDep,
-    query: EntryQueryDep,
+    where: EntryFilterDep,
     format: Literal["jsonl", "csv"] = "jsonl",
 ) -> StreamingResponse:
     """Every matching entry as JSON Lines or CSV, streamed; the export is itself audited."""
-    where = await service.start_export(scope=scope, keys=keys, query=query, format=format)
+    await service.start_export(scope=scope, where=where, format=format)
     lines = service.export_lines(sessions, where=where, format=format)
     return StreamingResponse(
         lines,

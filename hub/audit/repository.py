@@ -101,6 +101,9 @@ async def get_entry(session: AsyncSession, index: int) -> AuditEntry | None:
 
 @dataclass(frozen=True)
 class EntryFilter:
+    """Which entries an auditor asks for, each given criterion to hold, in the log's own
+    terms: ``subject`` is the pseudonym that entries keep, never the identifier."""
+
     subject: str | None = None
     department: str | None = None
     item: str | None = None

@@ -33,9 +33,9 @@ from onceonly.hub.audit import leaves, repository, tree
 from onceonly.hub.audit.exceptions import AuditUnavailable, EntryNotFound
 from onceonly.hub.audit.models import AuditEntry
 from onceonly.hub.audit.readers import AUDITOR, Reader
+from onceonly.hub.audit.repository import EntryFilter
 from onceonly.hub.audit.schemas import EntryOut, EntryPage, ProofOut
 from onceonly.hub.db import write_connection
-from onceonly.hub.keys import HubKeys
 from onceonly.hub.kit.clock import SYSTEM_CLOCK, Clock, rfc3339_ms
 from onceonly.hub.kit.group_commit import GroupCommit
 from onceonly.hub.kit.problems import HubError
@@ -221,59 +221,33 @@ async def _record_read(scope: "AuditScope | None", reader: Reader, asked: dict[s
         await scope.record_success(query=asked)
 
 
-@dataclass(frozen=True)
-class EntryQuery:
-    """An auditor's filter; ``subject`` is the raw identifier, never stored as such."""
-
-    subject: str | None = None
-    department: str | None = None
-    item: str | None = None
-    action: str | None = None
-    outcome: str | None = None
-    since: datetime | None = None
-    until: datetime | None = None
-
-    def asked(self, **extra: Any) -> dict[str, Any]:
-        """What the auditor asked, for the query's own audit entry: every filter but the
-        subject (the entry keeps its pseudonym as ``subject``), with times in RFC 3339."""
-        filters: dict[str, Any] = {
-            "department": self.department,
-            "item": self.item,
-            "action": self.action,
-            "outcome": self.outcome,
-            "since": rfc3339_ms(self.since) if self.since is not None else None,
-            "until": rfc3339_ms(self.until) if self.until is not None else None,
-            **extra,
-        }
-        return {name: value for name, value in filters.items() if value is not None}
-
-    def where(self, keys: HubKeys) -> repository.EntryFilter:
-        """The stored form of the filter: the subject becomes its pseudonym."""
-        return repository.EntryFilter(
-            subject=keys.pseudonym(self.subject) if self.subject is not None else None,
-            department=self.department,
-            item=self.item,
-            action=self.action,
-            outcome=self.outcome,
-            since=self.since,
-            until=self.until,
-        )
+def _asked(where: EntryFilter, **extra: Any) -> dict[str, Any]:
+    """What the auditor asked, for the query's own audit entry: every filter but the
+    subject (the entry keeps its pseudonym as ``subject``), with times in RFC 3339."""
+    filters: dict[str, Any] = {
+        "department": where.department,
+        "item": where.item,
+        "action": where.action,
+        "outcome": where.outcome,
+        "since": rfc3339_ms(where.since) if where.since is not None else None,
+        "until": rfc3339_ms(where.until) if where.until is not None else None,
+        **extra,
+    }
+    return {name: value for name, value in filters.items() if value is not None}
 
 
 async def find(
     session: AsyncSession,
     *,
     scope: AuditScope,
-    keys: HubKeys,
-    query: EntryQuery,
+    where: EntryFilter,
     cursor: int | None,
     limit: int,
 ) -> EntryPage:
     """Filtered, paged entries; the query itself, with every filter, is an audit entry."""
-    where = query.where(keys)
-    scope.note(subject=where.subject, item=query.item)
+    scope.note(subject=where.subject, item=where.item)
     rows = await repository.find_entries(session, where=where, after=cursor, limit=limit + 1)
-    await scope.record_success(query=query.asked(cursor=cursor, limit=limit))
+    await scope.record_success(query=_asked(where, cursor=cursor, limit=limit))
     return _page(rows, limit, reader=AUDITOR)
 
 
@@ -321,19 +295,14 @@ EXPORT_COLUMNS = (
 _EXPORT_PAGE = 1000
 
 
-async def start_export(
-    *, scope: AuditScope, keys: HubKeys, query: EntryQuery, format: str
-) -> repository.EntryFilter:
-    """Audit the export, with every filter and its format, before a byte of it is sent;
-    the filter to stream."""
-    where = query.where(keys)
-    scope.note(subject=where.subject, item=query.item)
-    await scope.record_success(query=query.asked(format=format))
-    return where
+async def start_export(*, scope: AuditScope, where: EntryFilter, format: str) -> None:
+    """Audit the export, with every filter and its format, before a byte of it is sent."""
+    scope.note(subject=where.subject, item=where.item)
+    await scope.record_success(query=_asked(where, format=format))
 
 
 async def export_lines(
-    sessions: async_sessionmaker[AsyncSession], *, where: repository.EntryFilter, format: str
+    sessions: async_sessionmaker[AsyncSession], *, where: EntryFilter, format: str
 ) -> AsyncIterator[str]:
     """Every matching entry, page by page, as JSON Lines or CSV (RFC 4180)."""
     if format == "csv":
