@@ -2,7 +2,8 @@
 
 Every storage-touching test runs twice: on SQLite (a file per test, copied from a
 template migrated once per test process) and on PostgreSQL (one database per test
-process, migrated once and emptied between tests). Outside CI the
+process, migrated once and emptied between tests; a module-scoped world gets a copy
+of a migrated template database of its own). Outside CI the
 PostgreSQL runs skip, with the reason, when no server answers; in CI (``CI=true``)
 they fail instead, so a missing database can never pass unnoticed.
 """
@@ -17,7 +18,7 @@ import sqlalchemy as sa
 
 from onceonly.hub.migrate import upgrade
 
-from tests.hub_testing import empty_postgres, migrated_sqlite
+from tests.hub_testing import database_name, empty_postgres, migrated_sqlite, postgres_admin
 
 POSTGRES_ADMIN_URL = os.environ.get(
     "ONCEONLY_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test"
@@ -50,6 +51,20 @@ def postgres_url() -> Iterator[str]:
     with admin.connect() as conn:
         conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def postgres_template(postgres_url: str) -> Iterator[str]:
+    """A PostgreSQL database migrated once per test process that nothing connects to:
+    module-scoped worlds get their own copies of it (``module_database``), so they never
+    meet the tests that empty ``postgres_url``."""
+    url = postgres_url + "_template"
+    with postgres_admin(postgres_url) as admin:
+        admin.execute(sa.text(f'CREATE DATABASE "{database_name(url)}"'))
+    upgrade(url)
+    yield url
+    with postgres_admin(postgres_url) as admin:
+        admin.execute(sa.text(f'DROP DATABASE IF EXISTS "{database_name(url)}" WITH (FORCE)'))
 
 
 @pytest.fixture(scope="session")

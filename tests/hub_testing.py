@@ -6,6 +6,7 @@
 import json
 import shutil
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -118,15 +119,45 @@ def module_database(
     """A migrated, empty database for a module-scoped fixture parametrized by DATABASES.
 
     Like conftest's ``database_url``, but once per module: a world built once can
-    serve many read-mostly tests.
+    serve many read-mostly tests. On PostgreSQL it is a database of its own, copied
+    from conftest's migrated template and dropped with the fixture, so two worlds of
+    one module, and the module's tests that take a fresh ``database_url``, never
+    empty each other's tables.
     """
     if request.param == "sqlite":
         return migrated_sqlite(
             request.getfixturevalue("sqlite_template"), tmp_path_factory.mktemp("db")
         )
-    url = str(request.getfixturevalue("postgres_url"))
-    empty_postgres(url)
+    template = str(request.getfixturevalue("postgres_template"))
+    url = f"{template}_{uuid.uuid4().hex[:8]}"
+    with postgres_admin(template) as admin:
+        admin.execute(
+            sa.text(f'CREATE DATABASE "{database_name(url)}" TEMPLATE "{database_name(template)}"')
+        )
+
+    def drop() -> None:
+        with postgres_admin(template) as admin:
+            admin.execute(sa.text(f'DROP DATABASE IF EXISTS "{database_name(url)}" WITH (FORCE)'))
+
+    request.addfinalizer(drop)
     return url
+
+
+def database_name(url: str) -> str:
+    return url.rsplit("/", 1)[1]
+
+
+@contextmanager
+def postgres_admin(url: str) -> Iterator[sa.Connection]:
+    """A connection to the server of ``url`` for CREATE and DROP DATABASE (to its
+    maintenance database, so that none of ours is in use)."""
+    server = url.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
+    engine = sa.create_engine(f"{server}/postgres", isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            yield conn
+    finally:
+        engine.dispose()
 
 
 def migrated_sqlite(template: Path, directory: Path) -> str:

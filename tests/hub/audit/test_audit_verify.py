@@ -29,7 +29,14 @@ from onceonly.hub.cli import main
 from onceonly.hub.db import make_engine, make_sync_engine
 from onceonly.hub.migrate import upgrade
 
-from tests.hub_testing import RunningHub, problem_type, running_hub, wait_until
+from tests.hub_testing import (
+    DATABASES,
+    RunningHub,
+    module_database,
+    problem_type,
+    running_hub,
+    wait_until,
+)
 
 ORIGIN = "hub.test/audit"
 SIZE = 40
@@ -333,6 +340,23 @@ def test_the_empty_log_has_a_signed_checkpoint_of_size_zero(hub: RunningHub) -> 
     assert verifier_key(hub).startswith(f"{ORIGIN}+")
 
 
+@pytest.fixture(scope="module", params=DATABASES)
+def three_entries(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningHub]:
+    """A hub whose log holds three entries, shared by the tests that only read it (a
+    refused proof or listing adds no entry)."""
+    database_url = module_database(request, tmp_path_factory)
+    with running_hub(
+        database_url=database_url,
+        data_dir=tmp_path_factory.mktemp("hub"),
+        checkpoint_interval=0.02,
+        audit_origin=ORIGIN,
+    ) as running:
+        append(database_url, [_entry(n) for n in range(3)])
+        yield running
+
+
 @pytest.mark.parametrize(
     "query",
     [
@@ -349,11 +373,8 @@ def test_the_empty_log_has_a_signed_checkpoint_of_size_zero(hub: RunningHub) -> 
         "leaves?start=0&limit=100000",
     ],
 )
-def test_bad_proof_parameters_are_a_400_problem(
-    hub: RunningHub, database_url: str, query: str
-) -> None:
-    append(database_url, [_entry(n) for n in range(3)])
-    response = httpx.get(f"{hub.url}/v1/audit/{query}")
+def test_bad_proof_parameters_are_a_400_problem(three_entries: RunningHub, query: str) -> None:
+    response = httpx.get(f"{three_entries.url}/v1/audit/{query}")
     assert response.status_code == 400
     assert problem_type(response) in ("invalid-request", "invalid-tree-request")
 
