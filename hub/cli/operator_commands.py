@@ -1,4 +1,5 @@
-"""``onceonly serve|migrate|keys|config``: on the hub's own machine, with its settings.
+"""``onceonly serve|migrate|keys|config|backup|restore``: on the hub's own machine,
+with its settings.
 
 A start-up failure of ``serve``, ``migrate`` or ``keys init`` (a setting that does not
 parse, a key file missing, the database unreachable or behind) is one line on
@@ -10,6 +11,7 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 from onceonly.hub.cli import startup
@@ -165,6 +167,39 @@ def _config_check(_: argparse.Namespace) -> int:
     return 0
 
 
+def _backup(args: argparse.Namespace) -> int:
+    """A consistent backup of the database and the keys, taken while the hub runs."""
+    from onceonly.hub import backup
+
+    settings = load_settings()
+    try:
+        made = backup.backup(settings.resolved_database_url, settings.keys_dir, args.directory)
+    except backup.BackupError as error:
+        raise StartupFailure([f"no backup made: {error}"]) from None
+    print(
+        f"backup of the {made.database} database and the keys in {args.directory}"
+        f" ({made.audit_entries_at_least} audit entries or more); keep it as secret as the keys"
+    )
+    return 0
+
+
+def _restore(args: argparse.Namespace) -> int:
+    """Into an empty database and key directory only; then `onceonly migrate`."""
+    from onceonly.hub import backup
+
+    settings = load_settings()
+    try:
+        made = backup.restore(args.directory, settings.resolved_database_url, settings.keys_dir)
+    except backup.BackupError as error:
+        raise StartupFailure([f"nothing restored: {error}"]) from None
+    target = database_name(settings.resolved_database_url)
+    print(
+        f"restored the backup of {made.taken_at} into {target} and {settings.keys_dir};"
+        " run `onceonly migrate`, then start the hub"
+    )
+    return 0
+
+
 def register(sub: Any) -> None:
     """Add ``serve``, ``migrate``, ``keys …`` and ``config …`` to the subcommands ``sub``."""
     serve = add_command(
@@ -207,3 +242,17 @@ def register(sub: Any) -> None:
         "check the settings, keys and database as `serve` would use them"
         " (exit 0 all well, 1 one line per problem)",
     )
+    backup = add_command(
+        sub,
+        "backup",
+        _backup,
+        "back up the database and the keys into a new directory, while the hub runs",
+    )
+    backup.add_argument("directory", type=Path, help="a new directory (never overwritten)")
+    restore = add_command(
+        sub,
+        "restore",
+        _restore,
+        "restore a backup into an empty database and key directory (then: onceonly migrate)",
+    )
+    restore.add_argument("directory", type=Path, help="a directory made by onceonly backup")
