@@ -64,7 +64,12 @@ def postgres_template(postgres_url: str) -> Iterator[str]:
     upgrade(url)
     yield url
     with postgres_admin(postgres_url) as admin:
-        admin.execute(sa.text(f'DROP DATABASE IF EXISTS "{database_name(url)}" WITH (FORCE)'))
+        copies = admin.execute(
+            sa.text("SELECT datname FROM pg_database WHERE starts_with(datname, :name)"),
+            {"name": database_name(url)},
+        ).scalars()
+        for name in list(copies):  # the template and its copies for modules
+            admin.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @pytest.fixture(scope="session")

@@ -24,8 +24,9 @@ from tests.hub.exchange_world import (
     SUBJECT,
     World,
     exchange_world,
+    module_exchange_world,
 )
-from tests.hub_testing import audit_entry_for, problem_type
+from tests.hub_testing import DATABASES, audit_entry_for, problem_type
 
 HEADER = "X-Client-Cert"
 
@@ -58,11 +59,13 @@ def joserfc_key(private: ec.EllipticCurvePrivateKey) -> ECKey:
     return key
 
 
-@pytest.fixture
-def world(database_url: str, tmp_path: Path) -> Iterator[World]:
-    with exchange_world(
-        database_url=database_url, tmp_path=tmp_path, tls_client_cert_header=HEADER
-    ) as built:
+@pytest.fixture(scope="module", params=DATABASES)
+def world(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[World]:
+    """One world per module and database; every test registers its own certificate key
+    for the consumer's client (``certificate_key``) and finds its entries by request id."""
+    with module_exchange_world(request, tmp_path_factory, tls_client_cert_header=HEADER) as built:
         yield built
 
 
