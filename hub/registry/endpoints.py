@@ -14,7 +14,7 @@ from fastapi import APIRouter, Depends, Path, Query
 from fastapi.responses import JSONResponse
 
 from onceonly.hub.audit.dependencies import CurrentAudit, audited
-from onceonly.hub.dependencies import ClockDep, SessionDep, WriteSessionDep
+from onceonly.hub.dependencies import ClockDep, SessionDep, SettingsDep, WriteSessionDep
 from onceonly.hub.kit.jsonbody import json_body
 from onceonly.hub.kit.strict import QueryInt
 from onceonly.hub.people.dependencies import AdministratorDep, PrincipalDep, StewardDep
@@ -126,9 +126,14 @@ async def put_department(
     body: Annotated[DepartmentIn, Depends(json_body(DepartmentIn))],
     session: WriteSessionDep,
     scope: CurrentAudit,
+    settings: SettingsDep,
 ) -> DepartmentOut:
     return await service.put_department(
-        session, department_id=department_id, body=body, scope=scope
+        session,
+        department_id=department_id,
+        body=body,
+        scope=scope,
+        require_https=settings.is_production,
     )
 
 

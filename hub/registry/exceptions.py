@@ -19,6 +19,14 @@ class UnknownDepartment(HubError):
     title = "Unknown department"
 
 
+class AdapterUrlNotHttps(HubError):
+    """A production hub calls departments' adapters over HTTPS only (deploy/README.md)."""
+
+    status = 400
+    slug = "adapter-url-not-https"
+    title = "The adapter URL must be an https:// URL"
+
+
 class InvalidSchema(HubError):
     """The uploaded JSON Schema is refused; ``detail`` names the JSON pointer."""
 

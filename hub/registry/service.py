@@ -2,6 +2,7 @@
 
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -11,6 +12,7 @@ from onceonly.hub.kit.clock import Clock, aware
 from onceonly.hub.registry import compat, repository, schema_rules, validation
 from onceonly.hub.registry import jwks as jwks_rules
 from onceonly.hub.registry.exceptions import (
+    AdapterUrlNotHttps,
     CompatibilityNotJudged,
     IncompatibleVersion,
     InvalidSchema,
@@ -111,15 +113,27 @@ def _item_out(row: Item, latest: ItemVersion) -> ItemOut:
 
 
 async def put_department(
-    session: AsyncSession, *, department_id: str, body: DepartmentIn, scope: AuditScope
+    session: AsyncSession,
+    *,
+    department_id: str,
+    body: DepartmentIn,
+    scope: AuditScope,
+    require_https: bool,
 ) -> DepartmentOut:
+    """Register a department, or change it. With ``require_https`` (a production hub) its
+    adapter URL must be https://: the hub sends subjects and records to it."""
+    scope.note(department=department_id)
+    if require_https and body.adapter_url and urlsplit(body.adapter_url).scheme != "https":
+        raise AdapterUrlNotHttps(
+            f"adapter_url {body.adapter_url!r} is not https://: a production hub calls"
+            " adapters over HTTPS only; put the adapter behind a TLS proxy"
+        )
     row = await repository.get_department(session, department_id)
     if row is None:
         row = Department(id=department_id, name=body.name)
         repository.add(session, row)
     row.name, row.description, row.adapter_url = body.name, body.description, body.adapter_url
     await session.flush()
-    scope.note(department=department_id)
     await scope.record_change(session)
     return _department_out(row)
 
