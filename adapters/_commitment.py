@@ -26,12 +26,13 @@ _PREFIX = "hmac-sha256:"
 
 
 def new_key() -> str:
-    """A fresh 256-bit key, base64url."""
+    """A fresh 256-bit key, unpadded base64url."""
     return _b64.encode(os.urandom(32))
 
 
 def commit(key: str, record: Any) -> str:
-    """``hmac-sha256:<base64url>`` of ``record``'s canonical JSON under ``key`` (base64url)."""
+    """``hmac-sha256:<base64url>`` of ``record``'s canonical JSON under ``key``: unpadded
+    base64url, as the hub's receipts carry it (ValueError for anything else)."""
     mac = hmac.new(_key_bytes(key), rfc8785.dumps(record), hashlib.sha256).digest()
     return _PREFIX + _b64.encode(mac)
 
