@@ -5,6 +5,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -129,23 +130,35 @@ def fresh_postgres_database(admin_url: str) -> Iterator[str]:
             )
 
 
-def postgres_cpu_seconds(database_url: str) -> Callable[[], float | None]:
+@contextmanager
+def postgres_cpu_seconds(database_url: str, every: float = 0.25) -> Iterator[Callable[[], float]]:
     """A sampler of the CPU the PostgreSQL server spends for ``database_url``: its
     backends for that database plus the server's WAL writer, background writer and
     checkpointer (shared with other databases of the server: on a busy shared server
-    this over-counts). Backends that end between two samples are not counted."""
+    this over-counts). Connections come and go, so a thread polls every ``every``
+    seconds and keeps each backend's last CPU time: a backend that ends is counted up
+    to its last poll, and the total never goes back."""
+    seen: dict[int, float] = {}
+    stop = threading.Event()
 
-    def sample() -> float | None:
+    def poll() -> None:
         with psycopg.connect(database_url, autocommit=True) as conn:
-            pids = [
-                row[0]
-                for row in conn.execute(
+            while not stop.is_set():
+                rows = conn.execute(
                     "SELECT pid FROM pg_stat_activity WHERE pid <> pg_backend_pid() AND"
                     " (datname = current_database() OR backend_type IN"
                     " ('walwriter', 'background writer', 'checkpointer'))"
-                )
-            ]
-        times = [cpu_seconds(pid) for pid in pids]
-        return sum(t for t in times if t is not None) if pids else None
+                ).fetchall()
+                for (pid,) in rows:
+                    cpu = cpu_seconds(pid)
+                    if cpu is not None:
+                        seen[pid] = max(cpu, seen.get(pid, 0.0))
+                stop.wait(every)
 
-    return sample
+    poller = threading.Thread(target=poll, name="postgres-cpu", daemon=True)
+    poller.start()
+    try:
+        yield lambda: sum(seen.values())
+    finally:
+        stop.set()
+        poller.join(timeout=5)

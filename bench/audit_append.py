@@ -27,7 +27,7 @@ from onceonly.hub.audit.service import AuditLog
 from onceonly.hub.db import make_engine
 from onceonly.hub.migrate import upgrade
 
-from _processes import fresh_postgres_database
+from _processes import fresh_postgres_database, postgres_cpu_seconds
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -44,7 +44,7 @@ class Options:
 
 
 def sample_entries(count: int) -> list[dict[str, Any]]:
-    """Entries shaped like a record query's (pseudonym, purpose, grant, digest)."""
+    """Entries shaped like a record query's (pseudonym, purpose, grant, commitment)."""
     return [
         leaves.build_entry(
             time=datetime.now(UTC),
@@ -58,7 +58,7 @@ def sample_entries(count: int) -> list[dict[str, Any]]:
             subject=f"{n * 7919:064x}",
             purpose="benefit-eligibility",
             grant=f"g{n % 50:031d}",
-            digest="sha256:" + f"{n:064x}",
+            commitment="hmac-sha256:" + f"{n:064x}",
         )
         for n in range(count)
     ]
@@ -83,12 +83,18 @@ async def measure(url: str, options: Options) -> dict[str, Any]:
         asyncio.create_task(appender(logs[i % len(logs)], entries, counts))
         for i in range(options.appenders)
     ]
-    await asyncio.sleep(options.warmup)
-    start_count, start = counts[0], time.perf_counter()
-    cpu = time.process_time()
-    await asyncio.sleep(options.duration)
-    appended, elapsed = counts[0] - start_count, time.perf_counter() - start
-    cpu = time.process_time() - cpu
+    with contextlib.ExitStack() as stack:
+        server_cpu = None
+        if url.startswith("postgresql"):
+            server_cpu = stack.enter_context(postgres_cpu_seconds(url))
+        await asyncio.sleep(options.warmup)
+        start_count, start = counts[0], time.perf_counter()
+        cpu = time.process_time()
+        postgres_start = server_cpu() if server_cpu else 0.0
+        await asyncio.sleep(options.duration)
+        appended, elapsed = counts[0] - start_count, time.perf_counter() - start
+        cpu = time.process_time() - cpu
+        postgres = server_cpu() - postgres_start if server_cpu else None
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
@@ -100,6 +106,10 @@ async def measure(url: str, options: Options) -> dict[str, Any]:
     return {
         "entries_per_second": round(appended / elapsed),
         "cpu_ms_per_entry": round(cpu * 1000 / max(appended, 1), 4),
+        # PostgreSQL's own CPU per appended entry (None on SQLite: it runs in-process)
+        "postgres_cpu_ms_per_entry": (
+            None if postgres is None else round(postgres * 1000 / max(appended, 1), 4)
+        ),
         "tree_size": size,
         "root_from_nodes_matches_leaves": stored_root == leaf_root,
     }

@@ -168,7 +168,9 @@ def world(options: Options, root: Path) -> Iterator[World]:
         consumer_key = ECKey.generate_key("P-256", auto_kid=True)
         with AdminClient(hub.url, keys.admin_token) as admin:
             register(admin, adapter_url=adapter.url, consumer_key=consumer_key)
-        sampler = None if database_url is None else postgres_cpu_seconds(database_url)
+        sampler = None
+        if database_url is not None:
+            sampler = stack.enter_context(postgres_cpu_seconds(database_url))
         yield World(hub, adapter, keys, consumer_key, subjects, sampler)
 
 
