@@ -21,12 +21,17 @@ PSEUDONYM = "c28a693961ec9a16469ef748a70ab7831f989430736fb3955cdc658b3935e51f"
 LEGACY_TOTP_SEAL = "8dd0bcf277ba0f909c48073c4d76dd2779cebaef19970637e5033531a4b852db"
 
 
-@pytest.fixture(scope="module")
-def keys(tmp_path_factory: pytest.TempPathFactory) -> HubKeys:
-    directory: Path = tmp_path_factory.mktemp("keys")
+def fixed_keys(directory: Path) -> HubKeys:
+    """The hub's keys from fixed key files in ``directory``: the keys that every value
+    pinned in these tests (and in tests/hub/people/test_sealed_values.py) was made under."""
     (directory / "pseudonym.key").write_text(bytes(range(32)).hex())
     (directory / "derivation.key").write_text(bytes(range(32, 64)).hex())
     return HubKeys.load(directory, create=True)
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory: pytest.TempPathFactory) -> HubKeys:
+    return fixed_keys(tmp_path_factory.mktemp("keys"))
 
 
 def test_every_label_derives_the_key_it_always_derived(keys: HubKeys) -> None:

@@ -1,14 +1,14 @@
 """Values the hub sealed before it had one sealer (kit.sealing) still open: TOTP secrets
 in the database, in both formats, and the OpenID Connect login cookie a browser may
 hold across an upgrade. Each value below was written by the earlier code, under the
-keys these fixed key files give."""
-
-from pathlib import Path
+keys that fixed key files give (tests.hub.test_keys.fixed_keys)."""
 
 import pytest
 
 from onceonly.hub.keys import HubKeys, KeyLabel
 from onceonly.hub.people import credentials, oidc
+
+from tests.hub.test_keys import fixed_keys
 
 PERSON_ID = "6f1c0d2a9b8e4c7f8a3d5e6f7a8b9c0d"
 # Sealed before decision 0017: no prefix, padded base64url, under the legacy key.
@@ -35,10 +35,7 @@ COOKIE_EXPIRES = 1_900_000_000
 
 @pytest.fixture(scope="module")
 def keys(tmp_path_factory: pytest.TempPathFactory) -> HubKeys:
-    directory: Path = tmp_path_factory.mktemp("keys")
-    (directory / "pseudonym.key").write_text(bytes(range(32)).hex())
-    (directory / "derivation.key").write_text(bytes(range(32, 64)).hex())
-    return HubKeys.load(directory, create=True)
+    return fixed_keys(tmp_path_factory.mktemp("keys"))
 
 
 @pytest.mark.parametrize(("secret", "sealed"), LEGACY.items())
