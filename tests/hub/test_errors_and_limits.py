@@ -22,7 +22,14 @@ from onceonly.hub.cli.servers import MAX_HEAD_BYTES
 from onceonly.hub.keys import HubKeys
 from onceonly.hub.middleware import MAX_HEADER_BYTES
 
-from tests.hub_testing import RunningHub, problem_type, running_hub
+from tests.hub_testing import (
+    DATABASES,
+    RunningHub,
+    added_audit_entries,
+    module_database,
+    problem_type,
+    running_hub,
+)
 
 # A hub served as `onceonly serve` serves it (JSON logs on stderr, uvicorn at warning),
 # with one audited route that fails in a way no handler expects.
@@ -153,10 +160,14 @@ def test_an_error_in_the_middle_of_an_answer_ends_the_connection_and_logs_json_o
     assert "RuntimeError: a fault in the middle of an answer" in traceback
 
 
-@pytest.fixture
-def hub(database_url: str, tmp_path: Path) -> Iterator[RunningHub]:
-    with running_hub(database_url=database_url, data_dir=tmp_path) as running:
-        yield running
+@pytest.fixture(scope="module", params=DATABASES)
+def hub(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningHub]:
+    """One hub per module and database: each test finds the entries its requests left."""
+    database_url = module_database(request, tmp_path_factory)
+    with running_hub(database_url=database_url, data_dir=tmp_path_factory.mktemp("hub")) as hub:
+        yield hub
 
 
 NAMED = {"grant_type": "client_credentials", "client_id": "nobody-adapter"}  # audited refusal
@@ -166,13 +177,13 @@ def test_request_headers_over_the_limit_get_431_before_any_route(hub: RunningHub
     fits = {"X-Padding": "a" * (MAX_HEADER_BYTES - 1024)}
     assert httpx.get(f"{hub.url}/healthz", headers=fits).status_code == 200
     headers = {f"X-Padding-{n}": "a" * 1000 for n in range(40)}  # 40 KB in all
-    refused = httpx.post(f"{hub.url}/oauth/token", data=NAMED, headers=headers)
-    assert refused.status_code == 431
-    assert problem_type(refused) == "request-header-fields-too-large"
-    assert len(refused.headers["x-request-id"]) == 32
-    audited = httpx.post(f"{hub.url}/oauth/token", data=NAMED)  # the same, within the limit
-    with hub.admin() as admin:  # refused before the (audited) route ran: no entry
-        (entry,) = [e["entry"] for e in admin.audit_entries(action="token.issue")["entries"]]
+    with added_audit_entries(hub, action="token.issue") as entries:
+        refused = httpx.post(f"{hub.url}/oauth/token", data=NAMED, headers=headers)
+        assert refused.status_code == 431
+        assert problem_type(refused) == "request-header-fields-too-large"
+        assert len(refused.headers["x-request-id"]) == 32
+        audited = httpx.post(f"{hub.url}/oauth/token", data=NAMED)  # the same, within limits
+    (entry,) = entries  # refused before the (audited) route ran: no entry
     assert entry["request_id"] == audited.headers["x-request-id"]
 
 
