@@ -14,24 +14,17 @@ the format of the hub's logs).
 import argparse
 import sys
 from collections.abc import Sequence
-from importlib.metadata import PackageNotFoundError, version
-
-DISTRIBUTION = "onceonly"
 
 
-def _version() -> str:
-    try:
-        return f"{DISTRIBUTION} {version(DISTRIBUTION)}"
-    except PackageNotFoundError:  # run from a source tree that is not installed
-        return f"{DISTRIBUTION} (not installed)"
-
-
-def build_parser() -> argparse.ArgumentParser:
-    from onceonly.adapters.cli import add_commands
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The whole parser; given the ``argv`` it will parse, ``adapter`` is mounted only
+    when it is the command (importing the adapters loads their web and database stack,
+    which ``onceonly --help`` must not wait for: decision 0025)."""
     from onceonly.hub.cli import (
         access_commands,
         admin_commands,
         audit_commands,
+        common,
         demo_commands,
         operator_commands,
         people_commands,
@@ -41,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="onceonly", description=__doc__.splitlines()[0] if __doc__ else None
     )
-    parser.add_argument("--version", action="version", version=_version())
+    parser.add_argument("--version", action=common.ShowVersion)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in (
         operator_commands,
@@ -53,15 +46,15 @@ def build_parser() -> argparse.ArgumentParser:
         audit_commands,
     ):
         module.register(sub)
-    add_commands(sub)
+    common.add_adapter_commands(sub, mounted=argv is None or common.command_of(argv) == "adapter")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser(sys.argv[1:] if argv is None else argv).parse_args(argv)
     from onceonly.hub.cli.common import CommandFailed
     from onceonly.hub.cli.startup import StartupFailure, report
 
-    args = build_parser().parse_args(argv)
     try:
         status: int = args.func(args)
     except CommandFailed as failure:

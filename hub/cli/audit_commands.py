@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Any
 
 from onceonly.hub.cli.common import add_command, add_hub_command, call_hub, hub_of
-from onceonly.hub.cli.startup import database_name, load_settings
 
 
 def _entries(args: argparse.Namespace) -> int:
@@ -40,6 +39,7 @@ def _check_nodes(_: argparse.Namespace) -> int:
     from sqlalchemy.exc import SQLAlchemyError
 
     from onceonly.hub.audit import tree
+    from onceonly.hub.cli.startup import database_name, load_settings
     from onceonly.hub.db import make_engine, session_factory
 
     url = load_settings().resolved_database_url

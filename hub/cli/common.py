@@ -18,17 +18,16 @@
 import argparse
 import json
 import os
-import ssl
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
+if TYPE_CHECKING:  # imported where used: `onceonly --help` loads no TLS, HTTP or web stack
+    import ssl
 
-from onceonly.hub.cli.admin_client import AdminClient, AdminError, read_json_file
-from onceonly.hub.kit.jsonbody import UnsafeJson
+    from onceonly.hub.cli.admin_client import AdminClient
 
 Command = Callable[[argparse.Namespace], int]
 EXIT_REFUSED, EXIT_UNREACHABLE = 1, 2
@@ -73,14 +72,68 @@ def with_hub(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     return parser
 
 
+DISTRIBUTION = "onceonly"
+
+
+def installed_version() -> str:
+    """``onceonly <version>`` of the installed distribution (decision 0023, 8)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return f"{DISTRIBUTION} {version(DISTRIBUTION)}"
+    except PackageNotFoundError:  # run from a source tree that is not installed
+        return f"{DISTRIBUTION} (not installed)"
+
+
+class ShowVersion(argparse.Action):
+    """``--version``: print :func:`installed_version` and exit 0, as argparse's own
+    action does, but read the distribution's metadata only then (it costs a tenth of
+    a second of every start otherwise)."""
+
+    def __init__(self, option_strings: list[str], dest: str) -> None:
+        super().__init__(
+            option_strings,
+            dest=argparse.SUPPRESS,
+            default=argparse.SUPPRESS,
+            nargs=0,
+            help="show the installed version and exit",
+        )
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: object) -> None:
+        print(installed_version())
+        parser.exit()
+
+
+ADAPTER_HELP = "run and feed a department adapter"
+
+
+def command_of(argv: Sequence[str]) -> str | None:
+    """The subcommand ``argv`` names: its first word that is not an option (the
+    top-level options, ``--help`` and ``--version``, take no value)."""
+    return next((word for word in argv if not word.startswith("-")), None)
+
+
+def add_adapter_commands(sub: Any, *, mounted: bool) -> None:
+    """``onceonly adapter …`` (onceonly.adapters.cli); unless ``mounted``, only its name
+    and help line, for the top-level ``--help`` and for the other commands."""
+    if mounted:
+        from onceonly.adapters.cli import add_commands
+
+        add_commands(sub)
+    else:
+        sub.add_parser("adapter", help=ADAPTER_HELP)
+
+
 @dataclass(frozen=True)
 class Hub:
     """The hub a command talks to: its URL, and the TLS context (None: the defaults)."""
 
     url: str
-    tls: ssl.SSLContext | None
+    tls: "ssl.SSLContext | None"
 
-    def client(self, token: str) -> AdminClient:
+    def client(self, token: str) -> "AdminClient":
+        from onceonly.hub.cli.admin_client import AdminClient
+
         return AdminClient(self.url, token, timeout=TIMEOUT, tls=self.tls)
 
 
@@ -103,9 +156,13 @@ def _option(args: argparse.Namespace, name: str) -> str | None:
     return str(value) if value else None
 
 
-def tls_context(args: argparse.Namespace) -> ssl.SSLContext | None:
+def tls_context(args: argparse.Namespace) -> "ssl.SSLContext | None":
     """The TLS context of ``--ca-file``, ``--client-cert`` and ``--client-key`` (or their
     environment variables); None when none is given."""
+    import ssl
+
+    import httpx
+
     ca_file, cert, key = (_option(args, n) for n in ("ca_file", "client_cert", "client_key"))
     if key and not cert:
         raise SystemExit("--client-key needs --client-cert")
@@ -128,6 +185,8 @@ def tls_context(args: argparse.Namespace) -> ssl.SSLContext | None:
 
 
 def _reason(error: OSError) -> str:
+    import ssl
+
     if isinstance(error, ssl.SSLError):
         return f"not a PEM certificate or key ({error.reason or error})"
     return error.strerror or str(error)
@@ -136,6 +195,11 @@ def _reason(error: OSError) -> str:
 @contextmanager
 def talking_to(url: str) -> Iterator[None]:
     """Turn what goes wrong with a call to the hub at ``url`` into CommandFailed."""
+    import httpx
+
+    from onceonly.hub.cli.admin_client import AdminError
+    from onceonly.hub.kit.jsonbody import UnsafeJson
+
     try:
         yield
     except AdminError as error:
@@ -153,6 +217,8 @@ def talking_to(url: str) -> Iterator[None]:
 
 def unreachable(url: str, error: Exception) -> CommandFailed:
     """Exit 2: the hub at ``url`` cannot be reached, in one line that says why."""
+    import httpx
+
     untrusted = _certificate_error(error)
     if untrusted is not None:
         reason = (
@@ -167,7 +233,9 @@ def unreachable(url: str, error: Exception) -> CommandFailed:
     return CommandFailed(f"cannot reach the hub at {url}: {reason}", status=EXIT_UNREACHABLE)
 
 
-def _certificate_error(error: BaseException | None) -> ssl.SSLCertVerificationError | None:
+def _certificate_error(error: BaseException | None) -> "ssl.SSLCertVerificationError | None":
+    import ssl
+
     seen = 0
     while error is not None and seen < 10:  # httpx wraps the ssl module's error
         if isinstance(error, ssl.SSLCertVerificationError):
@@ -176,7 +244,7 @@ def _certificate_error(error: BaseException | None) -> ssl.SSLCertVerificationEr
     return None
 
 
-def call_hub(args: argparse.Namespace, call: Callable[[AdminClient], Any]) -> int:
+def call_hub(args: argparse.Namespace, call: Callable[["AdminClient"], Any]) -> int:
     """Run ``call`` against the hub with the command's credential; print its JSON."""
     from onceonly.hub.cli.session import credential
 
@@ -194,6 +262,8 @@ def print_json(result: Any) -> None:
 def read_json_argument(name: str) -> Any:
     """The JSON in the file ``name`` given on the command line; exit 1 in one line when
     it cannot be read or is not JSON (or is nested too deep)."""
+    from onceonly.hub.cli.admin_client import read_json_file
+
     try:
         return read_json_file(Path(name))
     except OSError as error:

@@ -14,24 +14,22 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from onceonly.hub.cli import startup
 from onceonly.hub.cli.common import add_command
-from onceonly.hub.cli.startup import StartupFailure, database_name, load_settings
-from onceonly.hub.kit import logs
 
 
 def _serve(args: argparse.Namespace) -> int:
     """Check what the hub needs first (startup.check), then serve with uvicorn."""
     import uvicorn
 
+    from onceonly.hub.cli import startup
     from onceonly.hub.cli.servers import server_options
 
     if "ONCEONLY_ISSUER" not in os.environ and not os.environ.get("ONCEONLY_CONFIG"):
         os.environ["ONCEONLY_ISSUER"] = f"http://{args.host}:{args.port}"
     try:
-        startup.ensure_startable(load_settings())
-    except StartupFailure as failure:
-        raise StartupFailure([f"the hub cannot start: {failure}"]) from None
+        startup.ensure_startable(startup.load_settings())
+    except startup.StartupFailure as failure:
+        raise startup.StartupFailure([f"the hub cannot start: {failure}"]) from None
     uvicorn.run(
         "onceonly.hub.app:create_app_from_environment",
         factory=True,
@@ -50,32 +48,39 @@ def _migrate(_: argparse.Namespace) -> int:
     from sqlalchemy.exc import SQLAlchemyError
 
     from onceonly.hub import migrate
+    from onceonly.hub.cli import startup
 
-    url = load_settings().resolved_database_url
+    url = startup.load_settings().resolved_database_url
     unreachable = startup.database_unreachable(url)
     if unreachable:
-        raise StartupFailure([f"cannot reach the database {database_name(url)}: {unreachable}"])
+        raise startup.StartupFailure(
+            [f"cannot reach the database {startup.database_name(url)}: {unreachable}"]
+        )
     try:
         migrate.upgrade(url)
     except (SQLAlchemyError, CommandError) as error:
         reason = startup.database_error(error)
-        raise StartupFailure([f"cannot migrate {database_name(url)}: {reason}"]) from None
-    print(f"database is at the newest schema: {database_name(url)}")
+        raise startup.StartupFailure(
+            [f"cannot migrate {startup.database_name(url)}: {reason}"]
+        ) from None
+    print(f"database is at the newest schema: {startup.database_name(url)}")
     return 0
 
 
 def _keys_init(_: argparse.Namespace) -> int:
     """Create every key the hub loads at start-up (what exists is kept, never replaced)."""
     from onceonly.hub.audit.checkpoints import load_signer
+    from onceonly.hub.cli import startup
     from onceonly.hub.keys import HubKeys
+    from onceonly.hub.kit import logs
 
-    settings = load_settings()
+    settings = startup.load_settings()
     try:
         origin = settings.resolved_audit_origin  # production: ONCEONLY_AUDIT_ORIGIN
         keys = HubKeys.load(settings.keys_dir, create=True)
         signer = load_signer(keys_dir=settings.keys_dir, origin=origin, create=True)
     except (RuntimeError, OSError, ValueError) as error:
-        raise StartupFailure([f"no keys created: {logs.one_line(error)}"]) from None
+        raise startup.StartupFailure([f"no keys created: {logs.one_line(error)}"]) from None
     print(f"keys are in {settings.keys_dir} (signing key id {keys.kid})")
     print(f"audit log {origin}; verifier key for auditors: {signer.verifier}")
     return 0
@@ -86,9 +91,10 @@ def _keys_rotate(args: argparse.Namespace) -> int:
     import time
 
     from onceonly.hub import signing_keys
+    from onceonly.hub.cli import startup
     from onceonly.hub.keys import HubKeys
 
-    settings = load_settings()
+    settings = startup.load_settings()
     HubKeys.load(settings.keys_dir, create=not settings.is_production)
     margin = signing_keys.retire_margin(settings)
     delay = margin if args.activate_after is None else args.activate_after
@@ -108,11 +114,12 @@ def _keys_rotate_derivation(_: argparse.Namespace) -> int:
     import asyncio
 
     from onceonly.hub.app import prepare_database
+    from onceonly.hub.cli import startup
     from onceonly.hub.db import make_engine
     from onceonly.hub.keys import HubKeys
     from onceonly.hub.people import service
 
-    settings = load_settings()
+    settings = startup.load_settings()
 
     async def rotate(keys: HubKeys) -> "service.Resealed":
         await prepare_database(settings)
@@ -141,17 +148,20 @@ def _keys_rotate_derivation(_: argparse.Namespace) -> int:
 
 def _keys_show(_: argparse.Namespace) -> int:
     from onceonly.hub import signing_keys
+    from onceonly.hub.cli import startup
 
-    entries = signing_keys.read_state(load_settings().keys_dir / "signing")
+    entries = signing_keys.read_state(startup.load_settings().keys_dir / "signing")
     print(json.dumps({"keys": [entry.__dict__ for entry in entries]}, indent=2))
     return 0
 
 
 def _config_check(_: argparse.Namespace) -> int:
     """Every problem on its own line (stderr, exit 1), or a short summary (exit 0)."""
+    from onceonly.hub.cli import startup
+
     try:
-        settings = load_settings()
-    except StartupFailure as failure:
+        settings = startup.load_settings()
+    except startup.StartupFailure as failure:
         problems, notes = failure.problems, []
     else:
         checked = startup.check(settings)
@@ -170,12 +180,13 @@ def _config_check(_: argparse.Namespace) -> int:
 def _backup(args: argparse.Namespace) -> int:
     """A consistent backup of the database and the keys, taken while the hub runs."""
     from onceonly.hub import backup
+    from onceonly.hub.cli import startup
 
-    settings = load_settings()
+    settings = startup.load_settings()
     try:
         made = backup.backup(settings.resolved_database_url, settings.keys_dir, args.directory)
     except backup.BackupError as error:
-        raise StartupFailure([f"no backup made: {error}"]) from None
+        raise startup.StartupFailure([f"no backup made: {error}"]) from None
     print(
         f"backup of the {made.database} database and the keys in {args.directory}"
         f" ({made.audit_entries_at_least} audit entries or more); keep it as secret as the keys"
@@ -186,13 +197,14 @@ def _backup(args: argparse.Namespace) -> int:
 def _restore(args: argparse.Namespace) -> int:
     """Into an empty database and key directory only; then `onceonly migrate`."""
     from onceonly.hub import backup
+    from onceonly.hub.cli import startup
 
-    settings = load_settings()
+    settings = startup.load_settings()
     try:
         made = backup.restore(args.directory, settings.resolved_database_url, settings.keys_dir)
     except backup.BackupError as error:
-        raise StartupFailure([f"nothing restored: {error}"]) from None
-    target = database_name(settings.resolved_database_url)
+        raise startup.StartupFailure([f"nothing restored: {error}"]) from None
+    target = startup.database_name(settings.resolved_database_url)
     print(
         f"restored the backup of {made.taken_at} into {target} and {settings.keys_dir};"
         " run `onceonly migrate`, then start the hub"

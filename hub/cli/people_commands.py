@@ -11,7 +11,6 @@ import os
 import sys
 from typing import Any
 
-from onceonly.hub.cli import session as stored
 from onceonly.hub.cli.common import (
     CommandFailed,
     Hub,
@@ -47,6 +46,8 @@ def _sign_in(args: argparse.Namespace, hub: Hub) -> dict[str, Any]:
 
 
 def _login(args: argparse.Namespace) -> int:
+    from onceonly.hub.cli import session as stored
+
     hub = hub_of(args)
     with talking_to(hub.url):
         signed_in = _sign_in(args, hub)
@@ -63,6 +64,8 @@ def _login(args: argparse.Namespace) -> int:
 
 
 def _logout(args: argparse.Namespace) -> int:
+    from onceonly.hub.cli import session as stored
+
     hub = hub_of(args)
     token = stored.forget(hub.url)
     if token is None:
@@ -83,6 +86,8 @@ def _call(args: argparse.Namespace, method: str, path: str, body: Any = None) ->
 
 
 def _whoami(args: argparse.Namespace) -> int:
+    from onceonly.hub.cli import session as stored
+
     if not os.environ.get("ONCEONLY_TOKEN") and stored.stored(hub_url(args)) is None:
         using = " (commands use the break-glass token)" if stored.break_glass_token() else ""
         print(f"not signed in{using}: run `onceonly login`", file=sys.stderr)

@@ -33,7 +33,7 @@ def test_no_cli_module_imports_a_private_name(path: Path) -> None:
 def test_the_package_only_builds_the_parser_and_runs_main() -> None:
     tree = ast.parse((CLI / "__init__.py").read_text())
     functions = {node.name for node in tree.body if isinstance(node, ast.FunctionDef)}
-    assert functions == {"build_parser", "main", "_version"}
+    assert functions == {"build_parser", "main"}
 
 
 PROBLEM = {"type": "urn:onceonly:problem:no-grant", "title": "No grant", "detail": "none"}
