@@ -26,6 +26,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         audit_commands,
         common,
         demo_commands,
+        events_commands,
         operator_commands,
         people_commands,
         registry_commands,
@@ -43,6 +44,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         people_commands,
         access_commands,
         registry_commands,
+        events_commands,
         audit_commands,
     ):
         module.register(sub)

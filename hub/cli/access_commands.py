@@ -2,17 +2,37 @@
 
 The credential is the one every command uses (:func:`onceonly.hub.cli.session.credential`:
 ``$ONCEONLY_TOKEN``, the sign-in of ``onceonly login``, or break-glass). Results are
-printed as JSON; a refusal prints ``refused: <problem detail>`` to stderr and exits
-1; a hub that cannot be reached exits 2. See docs/access.md for an example session.
+shown in the ``--output`` form (JSON when standard output is not a terminal); a
+refusal prints ``refused: <problem detail>`` to stderr and exits 1; a hub that cannot
+be reached exits 2. See docs/access.md for an example session.
 """
 
 import argparse
 from typing import Any
 
 from onceonly.hub.cli.common import add_hub_command, call_hub
+from onceonly.hub.cli.output import Shape
 
 REQUESTS = "/v1/access-requests"
 GRANTS = "/v1/grants"
+REQUEST_ROWS = Shape(
+    rows="requests",
+    columns=(
+        "id",
+        "consumer",
+        "item",
+        "purpose",
+        "status",
+        "requested_by",
+        "requested_at",
+        "answer_due",
+        "overdue",
+    ),
+)
+GRANT_ROWS = Shape(
+    rows="grants",
+    columns=("id", "consumer", "item", "purpose", "fields", "valid_from", "valid_until", "status"),
+)
 
 
 def _fields(text: str | None) -> list[str] | None:
@@ -25,7 +45,8 @@ def _fields(text: str | None) -> list[str] | None:
 
 
 def _purposes(args: argparse.Namespace) -> int:
-    return call_hub(args, lambda admin: admin.call("GET", "/v1/purposes"))
+    shape = Shape(rows="purposes", columns=("code", "title"))
+    return call_hub(args, lambda admin: admin.call("GET", "/v1/purposes"), shape=shape)
 
 
 def _request(args: argparse.Namespace) -> int:
@@ -78,7 +99,7 @@ def _list(args: argparse.Namespace) -> int:
         "item": args.item,
         "overdue": "true" if args.overdue else None,
     }
-    return call_hub(args, lambda admin: admin.call("GET", REQUESTS, **filters))
+    return call_hub(args, lambda admin: admin.call("GET", REQUESTS, **filters), shape=REQUEST_ROWS)
 
 
 def _show(args: argparse.Namespace) -> int:
@@ -87,7 +108,7 @@ def _show(args: argparse.Namespace) -> int:
 
 def _grants(args: argparse.Namespace) -> int:
     filters = {"consumer": args.consumer, "item": args.item}
-    return call_hub(args, lambda admin: admin.call("GET", GRANTS, **filters))
+    return call_hub(args, lambda admin: admin.call("GET", GRANTS, **filters), shape=GRANT_ROWS)
 
 
 def register(sub: Any) -> None:

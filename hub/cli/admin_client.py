@@ -6,6 +6,8 @@ a refusal is an RFC 9457 problem, turned into :class:`AdminError` by
 """
 
 import ssl
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -192,8 +194,22 @@ class AdminClient:
     def audit_entries(self, **filters: Any) -> dict[str, Any]:
         return dict(self._call("GET", "/v1/audit/entries", **filters))
 
-    def import_catalogue(self, directory: Path) -> list[str]:
-        """Register the departments and items of a catalogue directory (schemas/)."""
+    @contextmanager
+    def download(self, path: str, **params: Any) -> Iterator[Iterator[bytes]]:
+        """The body of a GET as it arrives (an audit export); a refusal raises AdminError
+        before any of it is given."""
+        query = {k: v for k, v in params.items() if v is not None}
+        with self._http.stream("GET", path, params=query) as response:
+            if response.status_code >= 400:
+                response.read()
+                raise AdminError.from_response(response)
+            yield response.iter_bytes()
+
+    def import_catalogue(
+        self, directory: Path, *, on_item: Callable[[str], None] | None = None
+    ) -> list[str]:
+        """Register the departments and items of a catalogue directory (schemas/);
+        ``on_item`` is told each item's id once it and its versions are registered."""
         departments = read_json_file(directory / "departments.json")["departments"]
         # One listing, not a read per department: a read of a department that does not
         # exist yet would be refused (404), and every refusal is an audit entry.
@@ -212,6 +228,8 @@ class AdminClient:
             for version in _later_versions(directory, document["id"]):
                 self.add_version(document["id"], read_json_file(version))
             imported.append(document["id"])
+            if on_item is not None:
+                on_item(document["id"])
         return imported
 
 

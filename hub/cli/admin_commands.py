@@ -1,17 +1,71 @@
 """``onceonly catalogue|department|client|grant|items``: the registry and grants, over
 the hub's HTTP API with the command's credential (:func:`onceonly.hub.cli.common.call_hub`):
-JSON on stdout; a refusal exits 1, an unreachable hub 2, each with one line on stderr.
+the answer in the ``--output`` form on stdout; a refusal exits 1, an unreachable hub 2,
+each with one line on stderr. ``items list`` and ``items show`` read the public
+catalogue: they need no sign-in (decision 0006).
 """
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from onceonly.hub.cli.common import add_hub_command, call_hub, read_json_argument
+from onceonly.hub.cli.output import Shape, human
+
+if TYPE_CHECKING:
+    from onceonly.hub.cli.admin_client import AdminClient
+
+DEPARTMENTS = "/v1/admin/departments"
+ITEMS = Shape(
+    columns=(
+        "id",
+        "owner",
+        "title",
+        "classification",
+        "sharing_class",
+        "lifecycle",
+        "latest_version",
+    ),
+    what="items",
+)
+GRANTS = Shape(
+    columns=("id", "consumer", "item", "purpose", "fields", "valid_from", "valid_until", "status"),
+    what="grants",
+)
+
+
+def _versions_cell(versions: Any) -> str:
+    """``v1 (2026-03-01T10:15:02+01:00), v2 (…)``: an item's versions in a table."""
+    return ", ".join(
+        f"v{v.get('version')} ({human(v.get('created_at'))})"
+        for v in versions
+        if isinstance(v, dict)
+    )
+
+
+ITEM = Shape(cells={"versions": _versions_cell})
 
 
 def _catalogue_import(args: argparse.Namespace) -> int:
-    return call_hub(args, lambda admin: admin.import_catalogue(Path(args.directory)))
+    from onceonly.hub.cli.progress import Progress
+
+    directory = Path(args.directory)
+    total = len(list((directory / "items").glob("*.json")))
+
+    def register(admin: "AdminClient") -> list[str]:
+        with Progress("items registered", total=total) as progress:
+            return admin.import_catalogue(directory, on_item=lambda _: progress.advance())
+
+    return call_hub(args, register, shape=Shape(scalar="item", what="items"))
+
+
+def _department_list(args: argparse.Namespace) -> int:
+    shape = Shape(rows="departments", columns=("id", "name", "adapter_url"))
+    return call_hub(args, lambda admin: admin.call("GET", DEPARTMENTS), shape=shape)
+
+
+def _department_show(args: argparse.Namespace) -> int:
+    return call_hub(args, lambda admin: admin.call("GET", f"{DEPARTMENTS}/{args.id}"))
 
 
 def _department_put(args: argparse.Namespace) -> int:
@@ -56,7 +110,7 @@ def _grant_create(args: argparse.Namespace) -> int:
 
 
 def _grant_list(args: argparse.Namespace) -> int:
-    return call_hub(args, lambda admin: admin.list_grants(consumer=args.consumer))
+    return call_hub(args, lambda admin: admin.list_grants(consumer=args.consumer), shape=GRANTS)
 
 
 def _grant_revoke(args: argparse.Namespace) -> int:
@@ -81,11 +135,11 @@ def _items_version(args: argparse.Namespace) -> int:
 def _items_list(args: argparse.Namespace) -> int:
     names = ("q", "owner", "tag", "classification", "sharing_class", "lifecycle")
     criteria = {name: getattr(args, name) for name in names}
-    return call_hub(args, lambda admin: admin.list_items(**criteria))
+    return call_hub(args, lambda admin: admin.list_items(**criteria), shape=ITEMS, public=True)
 
 
 def _items_show(args: argparse.Namespace) -> int:
-    return call_hub(args, lambda admin: admin.describe_item(args.item))
+    return call_hub(args, lambda admin: admin.describe_item(args.item), shape=ITEM, public=True)
 
 
 def _items_deprecate(args: argparse.Namespace) -> int:
@@ -109,7 +163,7 @@ def _register_items(sub: Any) -> None:
     )
     version.add_argument("item")
     version.add_argument("file", help='{"schema": ..., "examples": [...]} or an item document')
-    listing = add_hub_command(items, "list", _items_list, "search the catalogue")
+    listing = add_hub_command(items, "list", _items_list, "search the catalogue (no sign-in)")
     listing.add_argument("--q", help="text in the id, title or description")
     listing.add_argument("--owner")
     listing.add_argument("--tag")
@@ -117,7 +171,7 @@ def _register_items(sub: Any) -> None:
     listing.add_argument("--sharing-class", dest="sharing_class")
     listing.add_argument("--lifecycle")
     for name, func, help_text in (
-        ("show", _items_show, "show an item and its versions"),
+        ("show", _items_show, "show an item and its versions (no sign-in)"),
         ("deprecate", _items_deprecate, "mark an item deprecated (still served)"),
         ("retire", _items_retire, "retire an item: refused from now on (final)"),
     ):
@@ -138,6 +192,10 @@ def _register_catalogue(sub: Any) -> None:
     department = sub.add_parser("department", help="departments").add_subparsers(
         dest="dept_command", required=True
     )
+    add_hub_command(department, "list", _department_list, "every department (administrators)")
+    add_hub_command(
+        department, "show", _department_show, "one department (administrators)"
+    ).add_argument("id")
     put = add_hub_command(department, "put", _department_put, "register or update a department")
     put.add_argument("id")
     put.add_argument("--name", required=True)

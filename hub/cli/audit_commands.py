@@ -1,19 +1,99 @@
-"""``onceonly audit entries|verify|check-nodes``: query, verify and check the audit log."""
+"""``onceonly audit entries|export|verify|check-nodes``: query, export, verify and check
+the audit log.
+
+``entries`` and ``export`` are for auditors; an entry names a subject only by its
+pseudonym, and the command never prints the identifier given to ``--subject``.
+``export`` streams the hub's JSON Lines or CSV export (GET /v1/audit/export) to a new
+file (written aside and renamed when complete: a file that exists is never a partial
+export) or to standard output.
+"""
 
 import argparse
+import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
-from onceonly.hub.cli.common import add_command, add_hub_command, call_hub, hub_of
+from onceonly.hub.cli.common import (
+    CommandFailed,
+    add_command,
+    add_hub_command,
+    call_hub,
+    hub_of,
+    talking_to,
+)
+from onceonly.hub.cli.output import Shape
+
+FILTERS = ("subject", "department", "item", "action", "outcome", "since", "until")
+ENTRIES = Shape(
+    rows="entries",
+    columns=(
+        "index",
+        "entry.time",
+        "entry.action",
+        "entry.outcome",
+        "entry.department",
+        "entry.owner",
+        "entry.item",
+        "entry.purpose",
+        "entry.person",
+    ),
+    more=("next_cursor", "--cursor"),
+)
 
 
 def _entries(args: argparse.Namespace) -> int:
-    names = ("subject", "department", "item", "action", "outcome", "since", "until")
-    filters = {name: getattr(args, name) for name in names}
+    filters = {name: getattr(args, name) for name in FILTERS}
     return call_hub(
-        args, lambda admin: admin.audit_entries(**filters, cursor=args.cursor, limit=args.limit)
+        args,
+        lambda admin: admin.audit_entries(**filters, cursor=args.cursor, limit=args.limit),
+        shape=ENTRIES,
     )
+
+
+def _export(args: argparse.Namespace) -> int:
+    from onceonly.hub.cli.progress import Progress
+    from onceonly.hub.cli.session import credential
+
+    filters = {name: getattr(args, name) for name in FILTERS}
+    target = Path(args.file) if args.file else None
+    if target is not None and target.exists():
+        raise CommandFailed(f"{target} exists: name a new file", status=1)
+    hub = hub_of(args)
+    with (
+        hub.client(credential(hub.url)) as admin,
+        talking_to(hub.url),
+        admin.download("/v1/audit/export", format=args.format, **filters) as chunks,
+        Progress("lines exported") as progress,
+        _written(target) as out,
+    ):
+        for chunk in chunks:
+            out.write(chunk)
+            progress.advance(chunk.count(b"\n"))
+    return 0
+
+
+@contextmanager
+def _written(target: Path | None) -> Iterator[IO[bytes]]:
+    """Standard output, or ``target`` written under a temporary name in its directory
+    and renamed when the export is complete (removed when it is not)."""
+    if target is None:
+        yield sys.stdout.buffer
+        sys.stdout.buffer.flush()
+        return
+    partial = target.with_name(f".{target.name}.partial")
+    try:
+        file = partial.open("wb")
+    except OSError as error:
+        raise CommandFailed(f"cannot write {target}: {error.strerror}", status=1) from None
+    try:
+        with file:
+            yield file
+        os.replace(partial, target)
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 def _verify(args: argparse.Namespace) -> int:
@@ -64,15 +144,35 @@ def _check_nodes(_: argparse.Namespace) -> int:
     return 0
 
 
+def _add_filters(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--subject", help="whom the entries are about (sent to the hub only)")
+    parser.add_argument("--department", help="a department the entries name")
+    parser.add_argument("--item")
+    parser.add_argument("--action", help="e.g. record.query, grant.revoke")
+    parser.add_argument("--outcome", help="e.g. ok, denied")
+    parser.add_argument("--since", help="RFC 3339 time: at or after")
+    parser.add_argument("--until", help="RFC 3339 time: before")
+
+
 def register(sub: Any) -> None:
     """Add ``onceonly audit …`` to the top-level subcommands ``sub``."""
     audit = sub.add_parser("audit", help="the audit log").add_subparsers(
         dest="audit_command", required=True
     )
-    entries = add_hub_command(audit, "entries", _entries, "query audit entries")
-    for name in ("subject", "department", "item", "action", "outcome", "since", "until", "cursor"):
-        entries.add_argument(f"--{name}")
-    entries.add_argument("--limit", type=int, default=100)
+    entries = add_hub_command(audit, "entries", _entries, "query audit entries (auditors)")
+    _add_filters(entries)
+    entries.add_argument("--cursor", help="the next page: what the last page named")
+    entries.add_argument("--limit", type=int, default=100, help="entries per page (1-1000)")
+    export = add_hub_command(
+        audit,
+        "export",
+        _export,
+        "every matching entry as JSON Lines or CSV, to a new file or stdout (auditors)",
+        output=False,
+    )
+    _add_filters(export)
+    export.add_argument("--format", choices=("jsonl", "csv"), default="jsonl")
+    export.add_argument("--file", metavar="FILE", help="a new file (default: standard output)")
     verify = add_hub_command(
         audit,
         "verify",

@@ -38,6 +38,7 @@ import httpx
 
 from onceonly.hub.audit import merkle
 from onceonly.hub.audit.notes import Checkpoint, NoteError, Verifier, open_checkpoint
+from onceonly.hub.cli.progress import Progress
 from onceonly.hub.kit.jsonbody import load_json
 
 EXIT_OK, EXIT_FAILED, EXIT_CANNOT = 0, 1, 2
@@ -238,20 +239,10 @@ def _check_entries(
     (an auditor's credential), check every entry's leaf against its hash too."""
     frontier, kept = merkle.Frontier(), Downloaded({}, {})
     wanted = set(sample)
-    while frontier.size < checkpoint.size:
-        page = client.json(f"/v1/audit/leaves?start={frontier.size}&limit={PAGE}")
-        entries = page.get("entries") or []
-        if not entries:
-            raise VerificationFailed(
-                f"entry {frontier.size} is missing: the log has fewer entries than its "
-                f"signed checkpoint ({checkpoint.size})"
-            )
-        for item in entries[: checkpoint.size - frontier.size]:
-            index = frontier.size
-            leaf_hash = _checked_leaf_hash(item, expected=index, contents=contents)
-            frontier.append(leaf_hash)
-            if index in wanted:
-                kept.leaf_hashes[index], kept.roots[index + 1] = leaf_hash, frontier.root()
+    with Progress("leaf hashes downloaded", total=checkpoint.size) as progress:
+        while frontier.size < checkpoint.size:
+            _add_page(client, checkpoint, frontier, kept, wanted=wanted, contents=contents)
+            progress.advance(frontier.size - progress.done)
     if frontier.root() != checkpoint.root:
         raise VerificationFailed(
             f"the {checkpoint.size} entries do not add up to the signed root: an entry was "
@@ -260,9 +251,43 @@ def _check_entries(
     return kept
 
 
+def _add_page(
+    client: "_Hub",
+    checkpoint: Checkpoint,
+    frontier: merkle.Frontier,
+    kept: Downloaded,
+    *,
+    wanted: set[int],
+    contents: bool,
+) -> None:
+    """The next page of leaf hashes, checked and added to ``frontier``."""
+    page = client.json(f"/v1/audit/leaves?start={frontier.size}&limit={PAGE}")
+    entries = page.get("entries") or []
+    if not entries:
+        raise VerificationFailed(
+            f"entry {frontier.size} is missing: the log has fewer entries than its "
+            f"signed checkpoint ({checkpoint.size})"
+        )
+    for item in entries[: checkpoint.size - frontier.size]:
+        index = frontier.size
+        leaf_hash = _checked_leaf_hash(item, expected=index, contents=contents)
+        frontier.append(leaf_hash)
+        if index in wanted:
+            kept.leaf_hashes[index], kept.roots[index + 1] = leaf_hash, frontier.root()
+
+
 def _check_proofs(client: "_Hub", checkpoint: Checkpoint, downloaded: Downloaded) -> None:
     """The hub's proofs against the signed root (RFC 9162 §2.1.3.2, §2.1.4.2): a proof
     that fails, while the leaves add up to the root, means a damaged stored tree."""
+    total = len(downloaded.leaf_hashes) + len(downloaded.roots)
+    with Progress("proofs checked", total=total) as progress:
+        _check_inclusion_proofs(client, checkpoint, downloaded, progress)
+        _check_consistency_proofs(client, checkpoint, downloaded, progress)
+
+
+def _check_inclusion_proofs(
+    client: "_Hub", checkpoint: Checkpoint, downloaded: Downloaded, progress: Progress
+) -> None:
     size, root = checkpoint.size, checkpoint.root
     for index, leaf_hash in downloaded.leaf_hashes.items():
         proof = client.proof(f"/v1/audit/proof/inclusion?index={index}&tree_size={size}")
@@ -273,7 +298,15 @@ def _check_proofs(client: "_Hub", checkpoint: Checkpoint, downloaded: Downloaded
                 f"entry {index}: the hub's inclusion proof does not lead to the signed root"
                 f" of {size} entries, though the entries do: the hub's stored tree is damaged"
             )
+        progress.advance()
+
+
+def _check_consistency_proofs(
+    client: "_Hub", checkpoint: Checkpoint, downloaded: Downloaded, progress: Progress
+) -> None:
+    size, root = checkpoint.size, checkpoint.root
     for old_size, old_root in downloaded.roots.items():
+        progress.advance()
         if old_size == size:
             continue
         proof = client.proof(f"/v1/audit/proof/consistency?from={old_size}&to={size}")

@@ -7,8 +7,9 @@
   ``--client-key`` (``$ONCEONLY_CLIENT_CERT``, ``$ONCEONLY_CLIENT_KEY``: present this
   certificate);
 - :func:`hub_of` is the hub a command talks to, and how;
-- :func:`call_hub` runs one call against the hub with the command's credential and
-  prints the JSON result; :func:`talking_to` turns what can go wrong into
+- :func:`call_hub` runs one call against the hub with the command's credential (or
+  none, for the public catalogue) and shows the answer in the form ``--output`` asks
+  for (:mod:`onceonly.hub.cli.output`); :func:`talking_to` turns what can go wrong into
   :class:`CommandFailed`: exit 1 for a refusal (or a local file that cannot be read),
   exit 2 when the hub cannot be reached. ``main`` prints its one line. A wrong
   argument (a file that cannot be read, a certificate that does not load) ends the
@@ -16,13 +17,14 @@
 """
 
 import argparse
-import json
 import os
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from onceonly.hub.cli.output import Shape, add_output_option, form_of, show
 
 if TYPE_CHECKING:  # imported where used: `onceonly --help` loads no TLS, HTTP or web stack
     import ssl
@@ -48,9 +50,13 @@ def add_command(sub: Any, name: str, func: Command, help_text: str) -> argparse.
     return parser
 
 
-def add_hub_command(sub: Any, name: str, func: Command, help_text: str) -> argparse.ArgumentParser:
-    """A subcommand that talks to a hub: :func:`add_command` with :func:`with_hub`."""
-    return with_hub(add_command(sub, name, func, help_text))
+def add_hub_command(
+    sub: Any, name: str, func: Command, help_text: str, *, output: bool = True
+) -> argparse.ArgumentParser:
+    """A subcommand that talks to a hub: :func:`add_command` with :func:`with_hub`, and
+    ``--output`` when it prints data (``output``)."""
+    parser = with_hub(add_command(sub, name, func, help_text))
+    return add_output_option(parser) if output else parser
 
 
 def with_hub(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -244,19 +250,23 @@ def _certificate_error(error: BaseException | None) -> "ssl.SSLCertVerificationE
     return None
 
 
-def call_hub(args: argparse.Namespace, call: Callable[["AdminClient"], Any]) -> int:
-    """Run ``call`` against the hub with the command's credential; print its JSON."""
+def call_hub(
+    args: argparse.Namespace,
+    call: Callable[["AdminClient"], Any],
+    *,
+    shape: Shape | None = None,
+    public: bool = False,
+) -> int:
+    """Run ``call`` against the hub with the command's credential (none for a
+    ``public`` read: decision 0006) and show its answer in the ``--output`` form."""
     from onceonly.hub.cli.session import credential
 
     hub = hub_of(args)
-    with talking_to(hub.url), hub.client(credential(hub.url)) as admin:
+    form = form_of(args)
+    with talking_to(hub.url), hub.client("" if public else credential(hub.url)) as admin:
         result = call(admin)
-    print_json(result)
+    show(result, form=form, shape=shape)
     return 0
-
-
-def print_json(result: Any) -> None:
-    print(json.dumps(result, indent=2, ensure_ascii=False))
 
 
 def read_json_argument(name: str) -> Any:

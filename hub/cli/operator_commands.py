@@ -8,13 +8,13 @@ standard error, in the format of the hub's logs, and exit status 1
 """
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
 from typing import Any
 
 from onceonly.hub.cli.common import add_command
+from onceonly.hub.cli.output import Shape, add_output_option, form_of, show
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -146,12 +146,14 @@ def _keys_rotate_derivation(_: argparse.Namespace) -> int:
     return 0
 
 
-def _keys_show(_: argparse.Namespace) -> int:
+def _keys_show(args: argparse.Namespace) -> int:
     from onceonly.hub import signing_keys
     from onceonly.hub.cli import startup
 
     entries = signing_keys.read_state(startup.load_settings().keys_dir / "signing")
-    print(json.dumps({"keys": [entry.__dict__ for entry in entries]}, indent=2))
+    shape = Shape(rows="keys", epoch=frozenset({"active_from", "retire_at"}))
+    answer = {"keys": [entry.__dict__ for entry in entries]}
+    show(answer, form=form_of(args), shape=shape)
     return 0
 
 
@@ -243,7 +245,9 @@ def register(sub: Any) -> None:
         _keys_rotate_derivation,
         "new root for derived keys; re-seal one-time-code secrets under it",
     )
-    add_command(keys, "show", _keys_show, "the signing keys and when each signs and retires")
+    add_output_option(
+        add_command(keys, "show", _keys_show, "the signing keys and when each signs and retires")
+    )
     config = sub.add_parser("config", help="the hub's settings").add_subparsers(
         dest="config_command", required=True
     )

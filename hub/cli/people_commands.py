@@ -20,6 +20,14 @@ from onceonly.hub.cli.common import (
     hub_url,
     talking_to,
 )
+from onceonly.hub.cli.output import Shape, role_cell
+
+PERSON = Shape(cells={"roles": role_cell})
+PEOPLE = Shape(
+    rows="people",
+    columns=("username", "display_name", "status", "roles", "sign_in"),
+    cells={"roles": role_cell},
+)
 
 
 def _read_password(args: argparse.Namespace, prompt: str) -> str:
@@ -81,8 +89,10 @@ def _logout(args: argparse.Namespace) -> int:
     return 0
 
 
-def _call(args: argparse.Namespace, method: str, path: str, body: Any = None) -> int:
-    return call_hub(args, lambda client: client.call(method, path, body))
+def _call(
+    args: argparse.Namespace, method: str, path: str, body: Any = None, *, shape: Shape = PERSON
+) -> int:
+    return call_hub(args, lambda client: client.call(method, path, body), shape=shape)
 
 
 def _whoami(args: argparse.Namespace) -> int:
@@ -96,7 +106,7 @@ def _whoami(args: argparse.Namespace) -> int:
 
 
 def _people_list(args: argparse.Namespace) -> int:
-    return _call(args, "GET", "/v1/admin/people")
+    return _call(args, "GET", "/v1/admin/people", shape=PEOPLE)
 
 
 def _people_show(args: argparse.Namespace) -> int:
@@ -145,12 +155,14 @@ def _totp_confirm(args: argparse.Namespace) -> int:
 
 def register(sub: Any) -> None:
     """Add ``login``, ``logout``, ``whoami`` and ``people …`` to the subcommands ``sub``."""
-    login = add_hub_command(sub, "login", _login, "sign in as a person; keeps a short-lived token")
+    login = add_hub_command(
+        sub, "login", _login, "sign in as a person; keeps a short-lived token", output=False
+    )
     login.add_argument("--username")
     login.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
     login.add_argument("--totp", metavar="CODE", help="the one-time code, if the account has one")
     login.add_argument("--oidc", action="store_true", help="sign in with the OpenID provider")
-    add_hub_command(sub, "logout", _logout, "end the sign-in here and at the hub")
+    add_hub_command(sub, "logout", _logout, "end the sign-in here and at the hub", output=False)
     add_hub_command(sub, "whoami", _whoami, "who is signed in, with which roles")
 
     people = sub.add_parser("people", help="people's accounts and roles").add_subparsers(

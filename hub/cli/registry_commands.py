@@ -2,7 +2,7 @@
 (docs/registry.md, "Two people for dangerous changes").
 
 Over HTTP with the credential every command uses, exactly like ``onceonly access``:
-results are JSON on stdout; a refusal prints ``refused: <problem>`` to stderr and
+results on stdout in the ``--output`` form; a refusal prints ``refused: <problem>`` to stderr and
 exits 1; an unreachable hub exits 2.
 """
 
@@ -10,13 +10,18 @@ import argparse
 from typing import Any
 
 from onceonly.hub.cli.common import add_hub_command, call_hub
+from onceonly.hub.cli.output import Shape
 
 CHANGES = "/v1/admin/registry-changes"
+CHANGE_ROWS = Shape(
+    rows="changes",
+    columns=("id", "item", "owner", "status", "requested_by", "requested_at", "decided_by"),
+)
 
 
 def _changes(args: argparse.Namespace) -> int:
     filters = {"status": args.status, "item": args.item}
-    return call_hub(args, lambda admin: admin.call("GET", CHANGES, **filters))
+    return call_hub(args, lambda admin: admin.call("GET", CHANGES, **filters), shape=CHANGE_ROWS)
 
 
 def _show(args: argparse.Namespace) -> int:
