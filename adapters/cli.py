@@ -1,7 +1,10 @@
 """``onceonly adapter …``: serve, register, feed and check a department adapter.
 
 The ``onceonly`` command (``onceonly.hub.cli``) calls `add_commands` and then
-``args.func(args)``, which returns the exit status.
+``args.func(args)``, which returns the exit status. Every command that calls the hub
+takes ``--hub URL`` in place of the configuration's ``hub_url``, as the hub's own
+commands do; ``import`` says what it is doing on standard error while it works, when
+standard error is a terminal.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable
 from functools import wraps
@@ -17,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from pydantic import ValidationError
 
 from ._check import CheckResult, run_checks
 from ._config import AdapterConfig, load_config
@@ -37,7 +42,11 @@ def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
     commands = adapter.add_subparsers(dest="adapter_command", required=True, metavar="COMMAND")
 
     serve = _command(
-        commands, "serve", help_text="serve the department's records to the hub", func=_serve
+        commands,
+        "serve",
+        help_text="serve the department's records to the hub",
+        func=_serve,
+        hub=True,
     )
     serve.description = "Creates the client key on first start."
     _command(
@@ -48,7 +57,11 @@ def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
     )
 
     load = _command(
-        commands, "import", help_text="import records from a file, all or nothing", func=_import
+        commands,
+        "import",
+        help_text="import records from a file, all or nothing",
+        func=_import,
+        hub=True,
     )
     load.add_argument("--item", required=True, help="data item id")
     source = load.add_mutually_exclusive_group(required=True)
@@ -61,7 +74,7 @@ def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
     source.add_argument("--jsonl", type=Path, help='JSON lines: {"subject", "record"}')
 
     put = _command(
-        commands, "put", help_text="store one record, validated like an import", func=_put
+        commands, "put", help_text="store one record, validated like an import", func=_put, hub=True
     )
     put.add_argument("--item", required=True, help="data item id")
     put.add_argument("--subject", required=True, help="whom the record is about")
@@ -72,6 +85,7 @@ def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
         "check",
         help_text="check the hub, the client key, each source and each schema",
         func=_check,
+        hub=True,
     )
     check.description = "One line per check, ok or FAILED; exits 0 only if all pass."
 
@@ -80,6 +94,7 @@ def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
         "reconcile",
         help_text="compare what this adapter served and received with the hub's audit log",
         func=_reconcile,
+        hub=True,
     )
     reconcile.description = "One line per difference; exits 0 only if the two sides agree."
 
@@ -90,11 +105,34 @@ def _command(
     *,
     help_text: str,
     func: Command,
+    hub: bool = False,
 ) -> argparse.ArgumentParser:
     parser = commands.add_parser(name, help=help_text)
     parser.add_argument("--config", required=True, type=Path, help="adapter TOML file")
+    if hub:
+        parser.add_argument("--hub", metavar="URL", help="the hub (default: hub_url of the file)")
     parser.set_defaults(func=_reporting_errors(func))
     return parser
+
+
+def _config(args: argparse.Namespace) -> AdapterConfig:
+    """The configuration file, with ``--hub`` (if given) as its hub."""
+    config = load_config(args.config)
+    hub = getattr(args, "hub", None)
+    if not hub:
+        return config
+    try:
+        return AdapterConfig.model_validate({**config.model_dump(), "hub_url": hub})
+    except ValidationError as error:
+        raise ConfigError(f"--hub {hub}: not an http(s) URL") from error
+
+
+def _working(line: str | None) -> None:
+    """What a long command is doing, on one line of a terminal's stderr (None: done)."""
+    if not (sys.stderr.isatty() and os.environ.get("TERM") != "dumb"):
+        return
+    sys.stderr.write("\r\x1b[K" + (line or ""))
+    sys.stderr.flush()
 
 
 def _reporting_errors(func: Command) -> Command:
@@ -117,7 +155,7 @@ def _reporting_errors(func: Command) -> Command:
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    config = load_config(args.config)
+    config = _config(args)
     key = load_or_create_key(config.key_path)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s %(message)s")
     try:
@@ -130,7 +168,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    config = load_config(args.config)
+    config = _config(args)
 
     async def checks() -> list[CheckResult]:
         async with httpx.AsyncClient(timeout=10.0) as http:
@@ -146,7 +184,7 @@ def _reconcile(args: argparse.Namespace) -> int:
     from ._client import HubClient
     from ._reconcile import reconcile
 
-    config = load_config(args.config)
+    config = _config(args)
     if config.client_id is None:
         raise ConfigError(f"{args.config}: client_id is needed to ask the hub for its log")
     key = load_or_create_key(config.key_path)
@@ -176,21 +214,29 @@ def _jwks(args: argparse.Namespace) -> int:
 
 
 def _import(args: argparse.Namespace) -> int:
-    config = load_config(args.config)
-    version, schema = _latest_schema(config, args.item)
-    with RecordStore(config.store_path) as store:
-        if args.csv is not None:
-            report = store.import_csv(args.item, args.csv, schema, announce=not args.no_announce)
-        else:
-            report = store.import_jsonl(
-                args.item, args.jsonl, schema, announce=not args.no_announce
-            )
+    config = _config(args)
+    source = args.csv if args.csv is not None else args.jsonl
+    _working(f"reading the schema of {args.item} from {config.hub_url}")
+    try:
+        version, schema = _latest_schema(config, args.item)
+        _working(f"validating and importing {source} (all or nothing)")
+        with RecordStore(config.store_path) as store:
+            if args.csv is not None:
+                report = store.import_csv(
+                    args.item, args.csv, schema, announce=not args.no_announce
+                )
+            else:
+                report = store.import_jsonl(
+                    args.item, args.jsonl, schema, announce=not args.no_announce
+                )
+    finally:
+        _working(None)
     print(f"imported {report.imported} record(s) of {args.item} v{version}")
     return 0
 
 
 def _put(args: argparse.Namespace) -> int:
-    config = load_config(args.config)
+    config = _config(args)
     try:
         record = json.loads(args.record)
     except ValueError as error:
