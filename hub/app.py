@@ -13,7 +13,9 @@ from onceonly.hub.access.endpoints import grants as grants_router
 from onceonly.hub.access.endpoints import purposes as purposes_router
 from onceonly.hub.access.endpoints import requests as access_requests_router
 from onceonly.hub.access.endpoints import router as access_router
+from onceonly.hub.audit.dependencies import AuditReaderDep, CurrentAudit
 from onceonly.hub.audit.endpoints import router as audit_router
+from onceonly.hub.auth.dependencies import CurrentCaller, TokenCaller
 from onceonly.hub.auth.endpoints import router as auth_router
 from onceonly.hub.citizen.endpoints import router as citizen_router
 from onceonly.hub.config import Settings
@@ -25,8 +27,16 @@ from onceonly.hub.kit import logs
 from onceonly.hub.kit.clock import SYSTEM_CLOCK, Clock
 from onceonly.hub.kit.jsonbody import LIMITS_STATE, JsonLimits
 from onceonly.hub.middleware import RequestContextMiddleware
+from onceonly.hub.ops import openapi
 from onceonly.hub.ops.endpoints import router as ops_router
 from onceonly.hub.people import credentials
+from onceonly.hub.people.dependencies import (
+    AdministratorDep,
+    AuditorDep,
+    BreakGlassDep,
+    PrincipalDep,
+    StewardDep,
+)
 from onceonly.hub.people.endpoints import admin as people_admin_router
 from onceonly.hub.people.endpoints import router as people_router
 from onceonly.hub.people.oidc_endpoints import router as people_oidc_router
@@ -34,6 +44,11 @@ from onceonly.hub.registry.endpoints import admin as registry_admin_router
 from onceonly.hub.registry.endpoints import catalogue as catalogue_router
 
 log = logging.getLogger("onceonly.hub")
+_DESCRIPTION = (
+    "The wire contracts are described in docs/protocol.md; every problem type in "
+    "docs/problems.md. Each data item's record query, with the record's own schema per "
+    "version, has a document of its own: `GET /v1/items/{item_id}/openapi.json`."
+)
 
 
 async def prepare_database(settings: Settings) -> None:
@@ -70,7 +85,10 @@ def create_app(
         version=__version__,
         summary="Collect a record once; share it under audited, purpose-bound permissions.",
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
+    _install_openapi(app)
     errors.install(app)
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
     for router in (
@@ -93,6 +111,28 @@ def create_app(
     ):
         app.include_router(router)
     return app
+
+
+_AUTHENTICATION = openapi.Authentication(
+    machine=(CurrentCaller, TokenCaller),
+    person=PrincipalDep,
+    roles=(AdministratorDep, AuditorDep, StewardDep, BreakGlassDep),
+    reader=AuditReaderDep,
+    audited=CurrentAudit,
+)
+
+
+def _install_openapi(app: FastAPI) -> None:
+    """``/openapi.json`` as onceonly.hub.ops.openapi completes it, built once."""
+
+    def document() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = openapi.hub_document(
+                app, description=_DESCRIPTION, authentication=_AUTHENTICATION
+            )
+        return app.openapi_schema
+
+    app.openapi = document  # type: ignore[method-assign]
 
 
 def create_app_from_environment() -> FastAPI:

@@ -13,6 +13,16 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Query
 
 from onceonly.hub.access import service, workflow
+from onceonly.hub.access.exceptions import (
+    DuplicateRequest,
+    GrantNotActive,
+    GrantNotFound,
+    NotShared,
+    PurposesUnavailable,
+    RequestNotFound,
+    RequestNotPending,
+    UnknownPurpose,
+)
 from onceonly.hub.access.purposes import purposes_for
 from onceonly.hub.access.schemas import (
     AccessRequestIn,
@@ -33,8 +43,11 @@ from onceonly.hub.access.schemas import (
 from onceonly.hub.audit.dependencies import CurrentAudit, audited
 from onceonly.hub.dependencies import ClockDep, SessionDep, SettingsDep, WriteSessionDep
 from onceonly.hub.kit.jsonbody import json_body
+from onceonly.hub.kit.problems import problems
 from onceonly.hub.kit.strict import QueryBool
 from onceonly.hub.people.dependencies import BreakGlassDep, PrincipalDep, StewardDep
+from onceonly.hub.people.principal import Forbidden
+from onceonly.hub.registry.exceptions import ItemRetired, UnknownDepartment, UnknownItem
 from onceonly.hub.registry.schemas import DEPARTMENT_ID_PATTERN, ITEM_ID_PATTERN
 
 router = APIRouter(prefix="/v1/admin/grants", tags=["administration"])
@@ -47,7 +60,7 @@ DepartmentFilter = Annotated[str | None, Query(pattern=DEPARTMENT_ID_PATTERN)]
 ItemFilter = Annotated[str | None, Query(pattern=ITEM_ID_PATTERN, max_length=128)]
 
 
-@purposes.get("", response_model=PurposeListOut)
+@purposes.get("", response_model=PurposeListOut, responses=problems(PurposesUnavailable))
 async def list_purposes(settings: SettingsDep) -> PurposeListOut:
     """The purposes a query or request may name (``config/purposes.toml``)."""
     listed = purposes_for(settings).purposes
@@ -60,6 +73,15 @@ async def list_purposes(settings: SettingsDep) -> PurposeListOut:
     "",
     response_model=AccessRequestOut,
     status_code=201,
+    responses=problems(
+        Forbidden,
+        UnknownItem,
+        ItemRetired,
+        NotShared,
+        UnknownPurpose,
+        DuplicateRequest,
+        PurposesUnavailable,
+    ),
     dependencies=[Depends(audited("access.request"))],
 )
 async def request_access(
@@ -75,7 +97,7 @@ async def request_access(
     )
 
 
-@requests.get("", response_model=AccessRequestList)
+@requests.get("", response_model=AccessRequestList, responses=problems(Forbidden))
 async def list_requests(
     principal: PrincipalDep,
     session: SessionDep,
@@ -92,7 +114,11 @@ async def list_requests(
     return await workflow.list_requests(session, principal=principal, query=query, clock=clock)
 
 
-@requests.get("/{request_id}", response_model=AccessRequestOut)
+@requests.get(
+    "/{request_id}",
+    response_model=AccessRequestOut,
+    responses=problems(Forbidden, RequestNotFound),
+)
 async def get_request(
     request_id: RowId, principal: PrincipalDep, session: SessionDep, clock: ClockDep
 ) -> AccessRequestOut:
@@ -104,6 +130,7 @@ async def get_request(
 @requests.post(
     "/{request_id}/approve",
     response_model=AccessRequestOut,
+    responses=problems(RequestNotFound, RequestNotPending, NotShared),
     dependencies=[Depends(audited("access.approve"))],
 )
 async def approve(
@@ -129,6 +156,7 @@ async def approve(
 @requests.post(
     "/{request_id}/refuse",
     response_model=AccessRequestOut,
+    responses=problems(RequestNotFound, RequestNotPending),
     dependencies=[Depends(audited("access.refuse"))],
 )
 async def refuse(
@@ -147,6 +175,7 @@ async def refuse(
 @requests.post(
     "/{request_id}/withdraw",
     response_model=AccessRequestOut,
+    responses=problems(RequestNotFound, RequestNotPending),
     dependencies=[Depends(audited("access.withdraw"))],
 )
 async def withdraw(
@@ -161,7 +190,7 @@ async def withdraw(
     )
 
 
-@grants.get("", response_model=GrantList)
+@grants.get("", response_model=GrantList, responses=problems(Forbidden))
 async def list_grants(
     principal: PrincipalDep,
     session: SessionDep,
@@ -174,7 +203,7 @@ async def list_grants(
     )
 
 
-@grants.get("/{grant_id}", response_model=GrantOut)
+@grants.get("/{grant_id}", response_model=GrantOut, responses=problems(Forbidden, GrantNotFound))
 async def get_grant(
     grant_id: RowId, principal: PrincipalDep, session: SessionDep, clock: ClockDep
 ) -> GrantOut:
@@ -182,7 +211,10 @@ async def get_grant(
 
 
 @grants.post(
-    "/{grant_id}/revoke", response_model=GrantOut, dependencies=[Depends(audited("grant.revoke"))]
+    "/{grant_id}/revoke",
+    response_model=GrantOut,
+    responses=problems(GrantNotFound, GrantNotActive),
+    dependencies=[Depends(audited("grant.revoke"))],
 )
 async def revoke(
     grant_id: RowId,
@@ -201,6 +233,9 @@ async def revoke(
     "/{grant_id}/renew",
     response_model=AccessRequestOut,
     status_code=201,
+    responses=problems(
+        GrantNotFound, GrantNotActive, DuplicateRequest, UnknownPurpose, PurposesUnavailable
+    ),
     dependencies=[Depends(audited("grant.renew"))],
 )
 async def renew(
@@ -225,7 +260,13 @@ async def renew(
 
 
 @router.post(
-    "", response_model=GrantOut, status_code=201, dependencies=[Depends(audited("grant.create"))]
+    "",
+    response_model=GrantOut,
+    status_code=201,
+    responses=problems(
+        UnknownItem, UnknownDepartment, NotShared, UnknownPurpose, PurposesUnavailable
+    ),
+    dependencies=[Depends(audited("grant.create"))],
 )
 async def create_grant(
     _: BreakGlassDep,
@@ -248,7 +289,10 @@ async def list_all_grants(
 
 
 @router.post(
-    "/{grant_id}/revoke", response_model=GrantOut, dependencies=[Depends(audited("grant.revoke"))]
+    "/{grant_id}/revoke",
+    response_model=GrantOut,
+    responses=problems(GrantNotFound, GrantNotActive),
+    dependencies=[Depends(audited("grant.revoke"))],
 )
 async def revoke_with_break_glass(
     grant_id: RowId,

@@ -20,8 +20,10 @@ from onceonly.hub.audit.dependencies import (
     ReadScope,
     audited,
 )
+from onceonly.hub.audit.exceptions import AuditLogDamaged, EntryNotFound, InvalidTreeRequest
 from onceonly.hub.audit.schemas import CheckpointPage, EntryOut, EntryPage, ProofOut
 from onceonly.hub.auth.dependencies import CurrentCaller
+from onceonly.hub.auth.exceptions import InsufficientScope
 from onceonly.hub.auth.scopes import AUDIT_READ_SCOPE
 from onceonly.hub.dependencies import (
     CheckpointerDep,
@@ -29,7 +31,9 @@ from onceonly.hub.dependencies import (
     ReadSessionsDep,
     SessionDep,
 )
+from onceonly.hub.kit.problems import problems
 from onceonly.hub.kit.strict import QueryInt
+from onceonly.hub.ops.openapi import MACHINE_SCHEME
 from onceonly.hub.people.dependencies import AuditorDep
 from onceonly.hub.registry import repository as registry
 
@@ -69,13 +73,21 @@ async def list_checkpoints(
     return await checkpoints.history(session, since_size=since_size, limit=limit)
 
 
-@router.get("/proof/inclusion", response_model=ProofOut)
+@router.get(
+    "/proof/inclusion",
+    response_model=ProofOut,
+    responses=problems(InvalidTreeRequest, AuditLogDamaged),
+)
 async def get_inclusion_proof(session: SessionDep, index: Size, tree_size: Size) -> ProofOut:
     """RFC 9162 §2.1.3: the audit path of entry ``index`` in the tree of ``tree_size``."""
     return await service.inclusion(session, index=index, tree_size=tree_size)
 
 
-@router.get("/proof/consistency", response_model=ProofOut)
+@router.get(
+    "/proof/consistency",
+    response_model=ProofOut,
+    responses=problems(InvalidTreeRequest, AuditLogDamaged),
+)
 async def get_consistency_proof(
     session: SessionDep,
     old_size: Annotated[QueryInt, Query(alias="from", ge=0, le=MAX_SIZE)],
@@ -85,7 +97,7 @@ async def get_consistency_proof(
     return await service.consistency(session, old_size=old_size, new_size=new_size)
 
 
-@router.get("/leaves", response_model=EntryPage, response_model_exclude_none=True)
+@router.get("/leaves", response_model=EntryPage)
 async def get_leaves(
     session: SessionDep,
     reader: AuditReaderDep,
@@ -98,7 +110,11 @@ async def get_leaves(
     return await service.entries_from(session, start=start, limit=limit, reader=reader, scope=scope)
 
 
-@router.get("/entries/{index}", response_model=EntryOut, response_model_exclude_none=True)
+@router.get(
+    "/entries/{index}",
+    response_model=EntryOut,
+    responses=problems(EntryNotFound),
+)
 async def get_entry(
     index: Annotated[QueryInt, Path(ge=0, le=MAX_SIZE)],
     session: SessionDep,
@@ -124,6 +140,8 @@ async def find_entries(
 @router.get(
     "/department-entries",
     response_model=EntryPage,
+    responses=problems(InsufficientScope),
+    openapi_extra={"security": [{MACHINE_SCHEME: [AUDIT_READ_SCOPE]}]},
     dependencies=[Depends(audited("audit.department-query"))],
 )
 async def department_entries(
@@ -146,9 +164,17 @@ async def department_entries(
 
 
 _EXPORT_TYPES = {"jsonl": "application/jsonl", "csv": "text/csv; charset=utf-8"}
+_EXPORT_CONTENT = {
+    "application/jsonl": {"schema": {"type": "string"}},
+    "text/csv": {"schema": {"type": "string"}},
+}
 
 
-@router.get("/export", dependencies=[Depends(audited("audit.export"))])
+@router.get(
+    "/export",
+    responses={200: {"description": "every matching entry", "content": _EXPORT_CONTENT}},
+    dependencies=[Depends(audited("audit.export"))],
+)
 async def export_entries(
     _auditor: AuditorDep,
     scope: CurrentAudit,

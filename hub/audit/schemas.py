@@ -2,7 +2,7 @@
 
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from onceonly.hub.kit.clock import UtcDatetime
 
@@ -14,19 +14,24 @@ class ReceiptOut(BaseModel):
     leaf_hash: str
 
 
+def _absent(value: object) -> bool:
+    return value is None
+
+
 class EntryOut(BaseModel):
     """One entry: its index and leaf hash for anyone; for a caller entitled to its
-    content also the exact leaf bytes (base64) and the decoded entry."""
+    content also the exact leaf bytes (base64) and the decoded entry (members left
+    out, not null, for a caller who may not read them)."""
 
     index: int
     leaf_hash: str
-    leaf: str | None = None
-    entry: dict[str, Any] | None = None
+    leaf: str | None = Field(default=None, exclude_if=_absent)
+    entry: dict[str, Any] | None = Field(default=None, exclude_if=_absent)
 
 
 class EntryPage(BaseModel):
     entries: list[EntryOut]
-    next_cursor: str | None
+    next_cursor: str | None  # null on the last page, never left out
 
 
 class ProofOut(BaseModel):

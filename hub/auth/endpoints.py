@@ -9,17 +9,31 @@ from fastapi.responses import JSONResponse
 
 from onceonly.hub.access import service as access
 from onceonly.hub.audit.dependencies import CurrentAudit, audited
+from onceonly.hub.audit.exceptions import AuditUnavailable
 from onceonly.hub.audit.request_scope import open_audit_scope
 from onceonly.hub.audit.service import AuditLog, AuditScope
 from onceonly.hub.auth import service
 from onceonly.hub.auth.dependencies import CurrentCaller
-from onceonly.hub.auth.exceptions import InvalidTokenRequest
+from onceonly.hub.auth.exceptions import (
+    ClientNotFound,
+    ClientTokensOutstanding,
+    InvalidClient,
+    InvalidDpopProofGrant,
+    InvalidScope,
+    InvalidTokenRequest,
+    UnsupportedGrantType,
+    UseDpopNonceGrant,
+)
 from onceonly.hub.auth.schemas import (
+    TOKEN_FORM,
+    TOKEN_HOLDER_FORM,
     IntrospectionResponse,
     JwksIn,
+    JwksOut,
     OwnClientOut,
     ServerMetadata,
     TokenResponse,
+    form_body,
 )
 from onceonly.hub.config import Settings
 from onceonly.hub.dependencies import (
@@ -31,7 +45,9 @@ from onceonly.hub.dependencies import (
     WriteSessionDep,
 )
 from onceonly.hub.kit.jsonbody import json_body
+from onceonly.hub.kit.problems import problems
 from onceonly.hub.people.dependencies import AdministratorDep
+from onceonly.hub.registry.exceptions import InvalidJwks
 from onceonly.hub.registry.schemas import CLIENT_ID_PATTERN, ClientOut
 
 router = APIRouter(tags=["oauth"])
@@ -72,7 +88,20 @@ async def _endpoint_request(
     return endpoint_request, open_audit_scope(request, action, log=log)
 
 
-@router.post("/oauth/token", response_model=TokenResponse)
+@router.post(
+    "/oauth/token",
+    response_model=TokenResponse,
+    responses=problems(
+        InvalidTokenRequest,
+        UnsupportedGrantType,
+        InvalidScope,
+        InvalidDpopProofGrant,
+        UseDpopNonceGrant,
+        InvalidClient,
+        AuditUnavailable,
+    ),
+    openapi_extra=form_body(TOKEN_FORM),
+)
 async def token(
     request: Request, session: SessionDep, hub: HubDep, clock: ClockDep
 ) -> JSONResponse:
@@ -94,7 +123,12 @@ async def token(
     return JSONResponse(answer.model_dump(), headers=headers)
 
 
-@router.post("/oauth/introspect", response_model=IntrospectionResponse)
+@router.post(
+    "/oauth/introspect",
+    response_model=IntrospectionResponse,
+    responses=problems(InvalidTokenRequest, InvalidClient, AuditUnavailable),
+    openapi_extra=form_body(TOKEN_HOLDER_FORM),
+)
 async def introspect(
     request: Request, session: SessionDep, hub: HubDep, clock: ClockDep
 ) -> JSONResponse:
@@ -113,7 +147,14 @@ async def introspect(
     return JSONResponse(answer.model_dump(exclude_none=True), headers=_NO_STORE)
 
 
-@router.post("/oauth/revoke")
+@router.post(
+    "/oauth/revoke",
+    responses={
+        200: {"description": "revoked, or nothing to revoke (RFC 7009 §2.2)", "content": {}},
+        **problems(InvalidTokenRequest, InvalidClient, AuditUnavailable),
+    },
+    openapi_extra=form_body(TOKEN_HOLDER_FORM),
+)
 async def revoke(request: Request, session: SessionDep, hub: HubDep, clock: ClockDep) -> Response:
     endpoint_request, scope = await _endpoint_request(
         request, hub.settings, action="token.revoke", log=hub.audit_log
@@ -137,7 +178,7 @@ async def metadata(session: SessionDep, settings: SettingsDep) -> ServerMetadata
     return service.server_metadata(settings=settings, scopes_supported=scopes)
 
 
-@router.get("/.well-known/jwks.json")
+@router.get("/.well-known/jwks.json", response_model=JwksOut)
 async def jwks(keys: KeysDep) -> JSONResponse:
     return JSONResponse(keys.public_jwks(), headers=_JWKS_CACHE)
 
@@ -151,6 +192,7 @@ async def own_client(caller: CurrentCaller, session: SessionDep) -> OwnClientOut
     "/v1/clients/self/jwks",
     response_model=OwnClientOut,
     tags=["clients"],
+    responses=problems(InvalidJwks),
     dependencies=[Depends(audited("client.keys.put"))],
 )
 async def replace_own_jwks(
@@ -169,6 +211,7 @@ async def replace_own_jwks(
     "/v1/admin/clients/{client_id}/disable",
     response_model=ClientOut,
     tags=["administration"],
+    responses=problems(ClientNotFound),
     dependencies=[Depends(audited("registry.client.disable"))],
 )
 async def disable_client(
@@ -188,6 +231,7 @@ async def disable_client(
     "/v1/admin/clients/{client_id}/enable",
     response_model=ClientOut,
     tags=["administration"],
+    responses=problems(ClientNotFound, ClientTokensOutstanding),
     dependencies=[Depends(audited("registry.client.enable"))],
 )
 async def enable_client(

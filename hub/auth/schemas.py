@@ -62,3 +62,48 @@ class OwnClientOut(BaseModel):
     client_id: str
     department: str
     kids: list[str]
+
+
+class JwksOut(BaseModel):
+    """The hub's public signing keys (RFC 7517 §5)."""
+
+    keys: list[dict[str, Any]]
+
+
+# The OAuth endpoints read their form themselves (duplicate parameters refused,
+# RFC 6749 §3.2); these describe it for the OpenAPI document.
+_CLIENT_AUTHENTICATION: dict[str, Any] = {
+    "client_assertion_type": {
+        "type": "string",
+        "const": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+    },
+    "client_assertion": {"type": "string", "description": "RFC 7523 §2.2: a signed JWT"},
+    "client_id": {
+        "type": "string",
+        "description": "with certificate authentication (RFC 8705) instead of an assertion",
+    },
+}
+TOKEN_FORM: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "grant_type": {"type": "string", "const": "client_credentials"},
+        "scope": {"type": "string", "description": "space-separated; default: every scope held"},
+        **_CLIENT_AUTHENTICATION,
+    },
+    "required": ["grant_type"],
+}
+TOKEN_HOLDER_FORM: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "token": {"type": "string"},
+        "token_type_hint": {"type": "string", "description": "accepted and ignored"},
+        **_CLIENT_AUTHENTICATION,
+    },
+    "required": ["token"],
+}
+
+
+def form_body(schema: dict[str, Any]) -> dict[str, Any]:
+    """A route's ``openapi_extra``: its body is this form."""
+    media_type = "application/x-www-form-urlencoded"
+    return {"requestBody": {"required": True, "content": {media_type: {"schema": schema}}}}

@@ -7,15 +7,20 @@ from fastapi import APIRouter, Depends
 from onceonly.hub.audit.dependencies import CurrentAudit, audited
 from onceonly.hub.auth.dependencies import CurrentCaller
 from onceonly.hub.citizen import service
+from onceonly.hub.citizen.exceptions import NotCitizenPortal
 from onceonly.hub.citizen.schemas import AccessLog, AccessLogQuery
 from onceonly.hub.dependencies import KeysDep, SessionDep, SettingsDep
 from onceonly.hub.kit.jsonbody import json_body
+from onceonly.hub.kit.problems import problems
 
 router = APIRouter(prefix="/v1/citizen", tags=["citizen"])
 
 
 @router.post(
-    "/access-log", response_model=AccessLog, dependencies=[Depends(audited("citizen.query"))]
+    "/access-log",
+    response_model=AccessLog,
+    responses=problems(NotCitizenPortal),
+    dependencies=[Depends(audited("citizen.query"))],
 )
 async def access_log(
     scope: CurrentAudit,

@@ -4,10 +4,12 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, BackgroundTasks, Depends, Header, Path, Query, Response
 
+from onceonly.hub.access.exceptions import NoGrant
 from onceonly.hub.audit.dependencies import CurrentAudit, audited
 from onceonly.hub.auth.dependencies import CurrentCaller
 from onceonly.hub.dependencies import ClockDep, DelivererDep, KeysDep, SessionDep, WriteSessionDep
 from onceonly.hub.events import service
+from onceonly.hub.events.exceptions import DeliveryNotFound, IdempotencyKeyReused, NotOwner
 from onceonly.hub.events.schemas import (
     IDEMPOTENCY_KEY_PATTERN,
     DeliveryList,
@@ -17,8 +19,10 @@ from onceonly.hub.events.schemas import (
     idempotency_key,
 )
 from onceonly.hub.kit.jsonbody import json_body
+from onceonly.hub.kit.problems import problems
 from onceonly.hub.kit.strict import QueryInt
 from onceonly.hub.people.dependencies import AdministratorDep
+from onceonly.hub.registry.exceptions import ItemRetired, UnknownItem
 from onceonly.hub.registry.schemas import ItemId
 
 router = APIRouter(prefix="/v1/items", tags=["events"])
@@ -40,6 +44,10 @@ IdempotencyKey = Annotated[str | None, Depends(_idempotency_key)]
     "/{item_id}/events",
     response_model=EventAccepted,
     status_code=202,
+    responses={
+        200: {"model": EventAccepted, "description": "a repeat (same Idempotency-Key)"},
+        **problems(NotOwner, UnknownItem, ItemRetired, IdempotencyKeyReused),
+    },
     dependencies=[Depends(audited("event.publish"))],
 )
 async def publish(
@@ -76,6 +84,7 @@ async def publish(
 @router.put(
     "/{item_id}/subscription",
     response_model=SubscriptionOut,
+    responses=problems(UnknownItem, NoGrant),
     dependencies=[Depends(audited("event.subscribe"))],
 )
 async def subscribe(
@@ -93,6 +102,7 @@ async def subscribe(
 @router.delete(
     "/{item_id}/subscription",
     status_code=204,
+    responses=problems(UnknownItem),
     dependencies=[Depends(audited("event.unsubscribe"))],
 )
 async def unsubscribe(
@@ -115,6 +125,7 @@ async def deliveries(
 @admin.post(
     "/deliveries/{delivery_id}/replay",
     status_code=204,
+    responses=problems(DeliveryNotFound),
     dependencies=[Depends(audited("event.replay"))],
 )
 async def replay(

@@ -4,13 +4,23 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Response
 
+from onceonly.hub.access.exceptions import NoGrant, NotShared
 from onceonly.hub.audit.dependencies import CurrentAudit, audited
 from onceonly.hub.auth.dependencies import TokenCaller
+from onceonly.hub.auth.exceptions import InsufficientScope
 from onceonly.hub.dependencies import ClockDep
 from onceonly.hub.exchange import service
 from onceonly.hub.exchange.dependencies import ExchangeContextDep
+from onceonly.hub.exchange.exceptions import (
+    OwnerInvalidResponse,
+    OwnerTimeout,
+    OwnerUnavailable,
+    RecordNotFound,
+)
 from onceonly.hub.exchange.schemas import RecordAnswer, RecordQuery
 from onceonly.hub.kit.jsonbody import json_body
+from onceonly.hub.kit.problems import problems
+from onceonly.hub.registry.exceptions import ItemRetired, UnknownItem, UnknownVersion
 from onceonly.hub.registry.schemas import ItemId
 
 router = APIRouter(prefix="/v1/items", tags=["exchange"])
@@ -19,6 +29,18 @@ router = APIRouter(prefix="/v1/items", tags=["exchange"])
 @router.post(
     "/{item_id}/records/query",
     response_model=RecordAnswer,
+    responses=problems(
+        InsufficientScope,
+        NoGrant,
+        NotShared,
+        UnknownItem,
+        UnknownVersion,
+        RecordNotFound,
+        ItemRetired,
+        OwnerInvalidResponse,
+        OwnerUnavailable,
+        OwnerTimeout,
+    ),
     dependencies=[Depends(audited("record.query"))],
 )
 async def query_record(

@@ -9,9 +9,8 @@ deeper than its limit is refused, never a RecursionError.
 """
 
 import json
-from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 from fastapi import Request
 from pydantic import BaseModel, ValidationError
@@ -102,19 +101,30 @@ def describe_errors(error: ValidationError) -> str:
     return "; ".join(parts)
 
 
-def json_body(model: type[M]) -> Callable[[Request], Coroutine[Any, Any, M]]:
-    """A dependency that reads the request body as ``model`` under the hub's limits."""
+class JsonBody(Generic[M]):
+    """A dependency that reads the request body as ``model`` under the hub's limits.
 
-    async def read(request: Request) -> M:
+    A class rather than a closure so that the OpenAPI document can name the body it
+    reads (``model``): the framework never parses these bodies itself."""
+
+    media_type = "application/json"
+
+    def __init__(self, model: type[M]) -> None:
+        self.model = model
+
+    async def __call__(self, request: Request) -> M:
         media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if media_type != "application/json":
+        if media_type != self.media_type:
             raise InvalidRequest("the body must be application/json")
         limits: JsonLimits = getattr(request.state, LIMITS_STATE)
         raw = await request.body()
         data = parse_json(raw, max_bytes=limits.max_bytes, max_depth=limits.max_depth)
         try:
-            return model.model_validate(data)
+            return self.model.model_validate(data)
         except ValidationError as error:
             raise InvalidRequest(describe_errors(error)) from None
 
-    return read
+
+def json_body(model: type[M]) -> JsonBody[M]:
+    """A dependency that reads the request body as ``model`` under the hub's limits."""
+    return JsonBody(model)

@@ -104,3 +104,45 @@ def render(error: HubError) -> JSONResponse:
         headers=error.headers,
         extra=error.extra,
     )
+
+
+# OpenAPI: how a route declares the problems it answers with (``responses=``), and
+# the schema they share. The document's builder (onceonly.hub.ops.openapi) adds the
+# problems every route of a kind can answer (a body, a sign-in) and the schema.
+PROBLEM_SCHEMA_REF = "#/components/schemas/Problem"
+PROBLEM_TYPES_MEMBER = "x-problem-types"
+PROBLEM_SCHEMA: dict[str, Any] = {
+    "title": "Problem",
+    "description": (
+        "RFC 9457 problem details. Compare `type`; `title` is stable per type; `detail` "
+        "is for people. Extension members (RFC 9457 §3.2) carry a problem's own facts."
+    ),
+    "type": "object",
+    "properties": {
+        "type": {"type": "string", "description": PROBLEM_TYPE_PREFIX + "<slug>"},
+        "title": {"type": "string"},
+        "status": {"type": "integer", "minimum": 400, "maximum": 599},
+        "detail": {"type": "string"},
+        "instance": {"type": "string"},
+    },
+    "required": ["type", "title", "status", "detail"],
+    "additionalProperties": True,
+}
+
+
+def problem_response_document(slugs: list[str]) -> dict[str, Any]:
+    """The OpenAPI response object of a status answered with the problems ``slugs``."""
+    unique = sorted(set(slugs))
+    return {
+        "description": "Problem: " + ", ".join(f"`{slug}`" for slug in unique),
+        "content": {PROBLEM_CONTENT_TYPE: {"schema": {"$ref": PROBLEM_SCHEMA_REF}}},
+        PROBLEM_TYPES_MEMBER: [PROBLEM_TYPE_PREFIX + slug for slug in unique],
+    }
+
+
+def problems(*errors: type[HubError]) -> dict[int | str, dict[str, Any]]:
+    """A route's ``responses=``: one problem response per status of ``errors``."""
+    by_status: dict[int, list[str]] = {}
+    for error in errors:
+        by_status.setdefault(error.status, []).append(error.slug)
+    return {status: problem_response_document(slugs) for status, slugs in by_status.items()}

@@ -1,6 +1,7 @@
 """Operators' routes: liveness, readiness, Prometheus metrics."""
 
 from fastapi import APIRouter, Response
+from fastapi.responses import PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
@@ -8,7 +9,7 @@ from onceonly.hub.audit.checkpoints import Checkpointer
 from onceonly.hub.audit.service import AuditLog
 from onceonly.hub.auth.jti_register import JtiRegister
 from onceonly.hub.dependencies import HubDep
-from onceonly.hub.kit.problems import Unavailable
+from onceonly.hub.kit.problems import Unavailable, problems
 
 router = APIRouter(tags=["operations"])
 
@@ -19,7 +20,7 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+@router.get("/readyz", responses=problems(Unavailable))
 async def readyz(hub: HubDep) -> dict[str, str]:
     """The process can serve: the database answers, the audit writer and the
     single-use register run and can commit (their last commit, or probe, succeeded),
@@ -47,6 +48,6 @@ def _check_checkpointer(checkpointer: Checkpointer) -> None:
         raise Unavailable(f"the audit checkpointer refuses to sign: {checkpointer.alarm}")
 
 
-@router.get("/metrics")
+@router.get("/metrics", response_class=PlainTextResponse)
 async def metrics() -> Response:
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

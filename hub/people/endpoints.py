@@ -16,8 +16,16 @@ from onceonly.hub.dependencies import (
     WriteSessionDep,
 )
 from onceonly.hub.kit.jsonbody import json_body
+from onceonly.hub.kit.problems import problems
 from onceonly.hub.people import service
 from onceonly.hub.people.dependencies import AdministratorDep, PrincipalDep, bearer
+from onceonly.hub.people.exceptions import (
+    PersonConflict,
+    PersonNotFound,
+    SignInFailed,
+    SignInThrottled,
+)
+from onceonly.hub.people.principal import Forbidden
 from onceonly.hub.people.schemas import (
     USERNAME_PATTERN,
     PasswordIn,
@@ -35,6 +43,8 @@ router = APIRouter(prefix="/v1/people", tags=["people"])
 admin = APIRouter(prefix="/v1/admin/people", tags=["administration"])
 Username = Annotated[str, Path(pattern=USERNAME_PATTERN)]
 _NO_STORE = {"Cache-Control": "no-store"}
+# Checked against the current password, under the sign-in throttle.
+_PASSWORD_PROBLEMS = problems(Forbidden, PersonConflict, SignInFailed, SignInThrottled)
 
 
 def _address(request: Request) -> str:
@@ -45,6 +55,7 @@ def _address(request: Request) -> str:
 @router.post(
     "/sign-in",
     response_model=SessionOut,
+    responses=problems(SignInFailed, SignInThrottled),
     dependencies=[Depends(audited("person.sign-in"))],
 )
 async def sign_in(
@@ -87,7 +98,7 @@ async def sign_out(
     return Response(status_code=204)
 
 
-@router.get("/me", response_model=PersonOut)
+@router.get("/me", response_model=PersonOut, responses=problems(Forbidden, PersonNotFound))
 async def me(principal: PrincipalDep, session: SessionDep) -> PersonOut:
     return await service.me(session, principal)
 
@@ -95,7 +106,12 @@ async def me(principal: PrincipalDep, session: SessionDep) -> PersonOut:
 # The password and enrolment routes check a password under the sign-in throttle, which
 # counts each attempt in a transaction of its own before the check: they open their
 # own sessions rather than hold a write transaction (and SQLite's lock) across it.
-@router.post("/me/password", status_code=204, dependencies=[Depends(audited("person.password"))])
+@router.post(
+    "/me/password",
+    status_code=204,
+    responses=_PASSWORD_PROBLEMS,
+    dependencies=[Depends(audited("person.password"))],
+)
 async def change_password(
     request: Request,
     principal: PrincipalDep,
@@ -123,7 +139,10 @@ async def change_password(
 
 
 @router.post(
-    "/me/totp", response_model=TotpEnrolment, dependencies=[Depends(audited("person.totp"))]
+    "/me/totp",
+    response_model=TotpEnrolment,
+    responses=_PASSWORD_PROBLEMS,
+    dependencies=[Depends(audited("person.totp"))],
 )
 async def enrol_totp(
     request: Request,
@@ -154,6 +173,7 @@ async def enrol_totp(
 @router.post(
     "/me/totp/confirm",
     response_model=PersonOut,
+    responses=problems(Forbidden, PersonConflict),
     dependencies=[Depends(audited("person.totp-confirm"))],
 )
 async def confirm_totp(
@@ -174,7 +194,7 @@ async def list_people(_: AdministratorDep, session: SessionDep) -> PersonList:
     return await service.list_people(session)
 
 
-@admin.get("/{username}", response_model=PersonOut)
+@admin.get("/{username}", response_model=PersonOut, responses=problems(PersonNotFound))
 async def get_person(username: Username, _: AdministratorDep, session: SessionDep) -> PersonOut:
     return await service.get_person(session, username)
 

@@ -22,6 +22,7 @@ from onceonly.hub.dependencies import (
     SettingsDep,
 )
 from onceonly.hub.kit.jsonbody import json_body
+from onceonly.hub.kit.problems import problems
 from onceonly.hub.kit.strict import QueryInt
 from onceonly.hub.people import oidc
 from onceonly.hub.people.schemas import SessionOut
@@ -43,7 +44,12 @@ async def _provider(hub: HubDep) -> oidc.Provider:
 ProviderDep = Annotated[oidc.Provider, Depends(_provider)]
 
 
-@router.get("/start", status_code=302, response_class=RedirectResponse)
+@router.get(
+    "/start",
+    status_code=302,
+    response_class=RedirectResponse,
+    responses=problems(oidc.OidcNotConfigured, oidc.OidcProviderUnavailable),
+)
 async def start(
     provider: ProviderDep,
     settings: SettingsDep,
@@ -71,6 +77,18 @@ async def start(
 @router.get(
     "/callback",
     response_class=HTMLResponse,
+    responses={
+        302: {"description": "to the CLI's loopback listener, with a one-time code"},
+        **problems(
+            oidc.OidcNotConfigured,
+            oidc.OidcStateInvalid,
+            oidc.OidcProviderRefused,
+            oidc.OidcProviderUnavailable,
+            oidc.OidcIdTokenInvalid,
+            oidc.OidcAccountNotLinked,
+            oidc.OidcAccountDisabled,
+        ),
+    },
     dependencies=[Depends(audited("person.sign-in"))],
 )
 async def callback(
@@ -110,6 +128,7 @@ async def callback(
 @router.post(
     "/token",
     response_model=SessionOut,
+    responses=problems(oidc.OidcNotConfigured, oidc.OidcCodeInvalid),
     dependencies=[Depends(audited("person.sign-in-code"))],
 )
 async def token(

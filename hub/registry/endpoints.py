@@ -16,10 +16,27 @@ from fastapi.responses import JSONResponse
 from onceonly.hub.audit.dependencies import CurrentAudit, audited
 from onceonly.hub.dependencies import ClockDep, SessionDep, SettingsDep, WriteSessionDep
 from onceonly.hub.kit.jsonbody import json_body
+from onceonly.hub.kit.problems import problems
 from onceonly.hub.kit.strict import QueryInt
 from onceonly.hub.people.dependencies import AdministratorDep, PrincipalDep, StewardDep
 from onceonly.hub.people.principal import Forbidden, Principal
 from onceonly.hub.registry import service
+from onceonly.hub.registry.exceptions import (
+    AdapterUrlNotHttps,
+    CompatibilityNotJudged,
+    IncompatibleVersion,
+    InvalidJwks,
+    InvalidSchema,
+    ItemRetired,
+    NotSecondPerson,
+    NotSteward,
+    RegistryChangeNotFound,
+    RegistryChangeNotPending,
+    RegistryConflict,
+    UnknownDepartment,
+    UnknownItem,
+    UnknownVersion,
+)
 from onceonly.hub.registry.schemas import (
     CLIENT_ID_PATTERN,
     DEPARTMENT_ID_PATTERN,
@@ -50,6 +67,9 @@ from onceonly.hub.registry.schemas import (
 DepartmentId = Annotated[str, Path(pattern=DEPARTMENT_ID_PATTERN)]
 ClientId = Annotated[str, Path(pattern=CLIENT_ID_PATTERN)]
 ChangeId = Annotated[str, Path(pattern=r"^[0-9a-f]{32}$")]
+_DECISION_PROBLEMS = problems(
+    RegistryChangeNotFound, RegistryChangeNotPending, NotSecondPerson, RegistryConflict
+)
 
 
 def _actor(principal: Principal) -> service.Actor:
@@ -83,18 +103,21 @@ async def list_items(
     return await service.list_items(session, query)
 
 
-@catalogue.get("/{item_id}", response_model=ItemOut)
+@catalogue.get("/{item_id}", response_model=ItemOut, responses=problems(UnknownItem))
 async def get_item(item_id: ItemId, session: SessionDep) -> ItemOut:
     return await service.describe_item(session, item_id)
 
 
-@catalogue.get("/{item_id}/versions", response_model=VersionList)
+@catalogue.get("/{item_id}/versions", response_model=VersionList, responses=problems(UnknownItem))
 async def list_versions(item_id: ItemId, session: SessionDep) -> VersionList:
     return await service.list_versions(session, item_id)
 
 
 @catalogue.get(
-    "/{item_id}/versions/{version}", response_model=ItemVersionOut, response_model_by_alias=True
+    "/{item_id}/versions/{version}",
+    response_model=ItemVersionOut,
+    response_model_by_alias=True,
+    responses=problems(UnknownItem, UnknownVersion),
 )
 async def get_version(
     item_id: ItemId, version: Annotated[QueryInt, Path(ge=1, le=1_000_000)], session: SessionDep
@@ -108,7 +131,11 @@ async def list_departments(session: SessionDep, _: AdministratorDep) -> Departme
     return await service.list_departments(session)
 
 
-@admin.get("/departments/{department_id}", response_model=DepartmentOut)
+@admin.get(
+    "/departments/{department_id}",
+    response_model=DepartmentOut,
+    responses=problems(UnknownDepartment),
+)
 async def get_department(
     department_id: DepartmentId, session: SessionDep, _: AdministratorDep
 ) -> DepartmentOut:
@@ -118,6 +145,7 @@ async def get_department(
 @admin.put(
     "/departments/{department_id}",
     response_model=DepartmentOut,
+    responses=problems(AdapterUrlNotHttps),
     dependencies=[Depends(audited("registry.department.put"))],
 )
 async def put_department(
@@ -140,6 +168,7 @@ async def put_department(
 @admin.put(
     "/clients/{client_id}",
     response_model=ClientOut,
+    responses=problems(UnknownDepartment, RegistryConflict, InvalidJwks),
     dependencies=[Depends(audited("registry.client.put"))],
 )
 async def put_client(
@@ -155,7 +184,10 @@ async def put_client(
 @admin.put(
     "/items/{item_id}",
     response_model=ItemOut,
-    responses={202: {"model": RegistryChangeOut, "description": "waits for an administrator"}},
+    responses={
+        202: {"model": RegistryChangeOut, "description": "waits for an administrator"},
+        **problems(NotSteward, UnknownDepartment, RegistryConflict, InvalidSchema),
+    },
     dependencies=[Depends(audited("registry.item.put"))],
 )
 async def put_item(
@@ -182,6 +214,14 @@ async def put_item(
 @admin.post(
     "/items/{item_id}/versions",
     response_model=ItemOut,
+    responses=problems(
+        NotSteward,
+        UnknownItem,
+        ItemRetired,
+        IncompatibleVersion,
+        CompatibilityNotJudged,
+        InvalidSchema,
+    ),
     dependencies=[Depends(audited("registry.item.version"))],
 )
 async def add_version(
@@ -199,6 +239,7 @@ async def add_version(
 @admin.post(
     "/items/{item_id}/deprecate",
     response_model=ItemOut,
+    responses=problems(NotSteward, UnknownItem, RegistryConflict),
     dependencies=[Depends(audited("registry.item.deprecate"))],
 )
 async def deprecate_item(
@@ -221,6 +262,7 @@ async def deprecate_item(
 @admin.post(
     "/items/{item_id}/retire",
     response_model=ItemOut,
+    responses=problems(NotSteward, UnknownItem, RegistryConflict),
     dependencies=[Depends(audited("registry.item.retire"))],
 )
 async def retire_item(
@@ -246,7 +288,7 @@ def _reader_of_changes(principal: Principal) -> None:
         raise Forbidden(f"{principal.name!r} has no role that reads registry changes")
 
 
-@admin.get("/registry-changes", response_model=RegistryChangeList)
+@admin.get("/registry-changes", response_model=RegistryChangeList, responses=problems(Forbidden))
 async def list_changes(
     principal: PrincipalDep,
     session: SessionDep,
@@ -257,7 +299,11 @@ async def list_changes(
     return await service.list_changes(session, status=status, item=item)
 
 
-@admin.get("/registry-changes/{change_id}", response_model=RegistryChangeOut)
+@admin.get(
+    "/registry-changes/{change_id}",
+    response_model=RegistryChangeOut,
+    responses=problems(Forbidden, RegistryChangeNotFound),
+)
 async def get_change(
     change_id: ChangeId, principal: PrincipalDep, session: SessionDep
 ) -> RegistryChangeOut:
@@ -268,6 +314,7 @@ async def get_change(
 @admin.post(
     "/registry-changes/{change_id}/approve",
     response_model=RegistryChangeOut,
+    responses=_DECISION_PROBLEMS,
     dependencies=[Depends(audited("registry.change.approve"))],
 )
 async def approve_change(
@@ -293,6 +340,7 @@ async def approve_change(
 @admin.post(
     "/registry-changes/{change_id}/refuse",
     response_model=RegistryChangeOut,
+    responses=_DECISION_PROBLEMS,
     dependencies=[Depends(audited("registry.change.refuse"))],
 )
 async def refuse_change(

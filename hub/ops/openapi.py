@@ -1,0 +1,285 @@
+"""The hub's OpenAPI documents (decision 0024): ``/openapi.json`` and one per data item.
+
+FastAPI writes the document from the routes; it cannot see what the hub does beside
+the framework, so this module completes it from the routes' dependencies, which are
+what the hub really runs:
+
+- a body read by :class:`~onceonly.hub.kit.jsonbody.JsonBody` becomes the operation's
+  ``requestBody`` (the hub parses it itself, strictly; the framework never does);
+- who may call comes from the authentication dependency the route takes: a machine
+  client (OAuth 2.0 client credentials, ``private_key_jwt`` and DPoP), a person's
+  session (HTTP bearer), either (the audit reads, also open to the public), or nobody
+  (``security: []``);
+- the problems (RFC 9457) a route answers: those its decorator declares
+  (:func:`~onceonly.hub.kit.problems.problems`), those of its dependencies, and
+  those the middleware answers on any route (a NUL in the URL, a body or header
+  fields over the limits);
+- FastAPI's ``422 HTTPValidationError`` is removed: the hub answers invalid input with
+  ``400 invalid-request`` (docs/problems.md).
+"""
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any, get_args
+
+from fastapi import FastAPI, routing
+from fastapi.dependencies.models import Dependant
+from fastapi.openapi.utils import get_openapi
+from fastapi.routing import APIRoute
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
+from onceonly.hub.audit.exceptions import AuditUnavailable
+from onceonly.hub.auth.exceptions import (
+    InsufficientScope,
+    InvalidDpopProof,
+    InvalidToken,
+    UseDpopNonce,
+)
+from onceonly.hub.kit.jsonbody import JsonBody
+from onceonly.hub.kit.problems import (
+    PROBLEM_SCHEMA,
+    PROBLEM_TYPE_PREFIX,
+    PROBLEM_TYPES_MEMBER,
+    HubError,
+    InvalidRequest,
+    PayloadTooLarge,
+    RequestHeadersTooLarge,
+    problem_response_document,
+)
+from onceonly.hub.people.exceptions import NotSignedIn
+from onceonly.hub.people.principal import Forbidden
+
+SCHEMAS_REF = "#/components/schemas/"
+MACHINE_SCHEME, SESSION_SCHEME = "machineClient", "personSession"
+TOKEN_PATH = "/oauth/token"
+
+SECURITY_SCHEMES: dict[str, Any] = {
+    MACHINE_SCHEME: {
+        "type": "oauth2",
+        "description": (
+            "A department's system client (docs/protocol.md §2): the client credentials "
+            "grant at the token endpoint, the client authenticated by `private_key_jwt` "
+            "(RFC 7523 §2.2, a signed assertion in the form, not a secret), the token "
+            "sender-constrained with DPoP (RFC 9449). Send `Authorization: DPoP <token>` "
+            "and a fresh `DPoP` proof (with `ath`) on every request; a hub that asks for "
+            "nonces answers `401 use-dpop-nonce` with the nonce in `DPoP-Nonce`."
+        ),
+        "flows": {
+            "clientCredentials": {
+                "tokenUrl": TOKEN_PATH,
+                "scopes": {
+                    "read:{item_id}": "fetch records of one data item (under an active grant)",
+                    "publish:{item_id}": "publish change events of an item one's department owns",
+                    "audit:read": "read the audit entries that name one's department",
+                },
+            }
+        },
+    },
+    SESSION_SCHEME: {
+        "type": "http",
+        "scheme": "bearer",
+        "bearerFormat": "oop_ session token",
+        "description": (
+            "A person's sign-in (`POST /v1/people/sign-in` or OpenID Connect), or the "
+            "operator's break-glass token where it is enabled (docs/people.md). "
+            "Machine access tokens are never accepted here."
+        ),
+    },
+}
+MACHINE: list[dict[str, list[str]]] = [{MACHINE_SCHEME: []}]
+PERSON: list[dict[str, list[str]]] = [{SESSION_SCHEME: []}]
+# The audit reads: anyone; with credentials, a department's client or an auditor.
+ANYONE_OR_SIGNED: list[dict[str, list[str]]] = [{}, *MACHINE, *PERSON]
+
+# Every route: the middleware refuses a NUL in the URL, a body announced over the
+# limit and header fields over the limit before any route runs (docs/problems.md).
+_EVERY_ROUTE: tuple[type[HubError], ...] = (
+    InvalidRequest,
+    PayloadTooLarge,
+    RequestHeadersTooLarge,
+)
+_MACHINE_REFUSALS = (InvalidToken, InvalidDpopProof, UseDpopNonce)
+
+
+def _dependency(alias: Any) -> Any:
+    """The callable of an ``Annotated[..., Depends(callable)]`` alias."""
+    return get_args(alias)[1].dependency
+
+
+@dataclass(frozen=True)
+class Authentication:
+    """The route dependencies (``Annotated[..., Depends(...)]`` aliases) that say who a
+    route lets in. The application names them (only the web layer imports route
+    dependencies); the document reads each route's dependencies for them."""
+
+    machine: tuple[Any, ...]  # a department's client: access token and DPoP proof
+    person: Any  # a signed-in person (or the break-glass token)
+    roles: tuple[Any, ...]  # a role a person must have
+    reader: Any  # the audit reads: anyone, or credentials that must hold
+    audited: Any  # the request's audit scope: a refusal is audited too
+
+    def calls(self) -> "_Calls":
+        return _Calls(
+            machine=frozenset(_dependency(alias) for alias in self.machine),
+            person=_dependency(self.person),
+            roles=frozenset(_dependency(alias) for alias in self.roles),
+            reader=_dependency(self.reader),
+            audited=_dependency(self.audited),
+        )
+
+
+@dataclass(frozen=True)
+class _Calls:
+    machine: frozenset[Any]
+    person: Any
+    roles: frozenset[Any]
+    reader: Any
+    audited: Any
+
+
+def _calls(dependant: Dependant) -> Iterator[Any]:
+    for sub in dependant.dependencies:
+        yield sub.call
+        yield from _calls(sub)
+
+
+def _body_of(calls: Iterable[Any]) -> JsonBody[Any] | None:
+    return next((call for call in calls if isinstance(call, JsonBody)), None)
+
+
+def _security_and_problems(
+    calls: set[Any], known: _Calls
+) -> tuple[list[Any], list[type[HubError]]]:
+    """Who may call a route with these dependencies, and what refusing them answers."""
+    refusals: list[type[HubError]] = list(_EVERY_ROUTE)
+    security: list[Any] = []
+    if calls & known.machine:
+        security = MACHINE
+        refusals += _MACHINE_REFUSALS
+    if known.person in calls:
+        security = PERSON
+        refusals += [NotSignedIn, AuditUnavailable]  # a refused sign-in is audited
+    if calls & known.roles:
+        refusals.append(Forbidden)
+    if known.reader in calls:
+        security = ANYONE_OR_SIGNED
+        refusals += [*_MACHINE_REFUSALS, NotSignedIn, Forbidden, InsufficientScope]
+        refusals.append(AuditUnavailable)
+    if known.audited in calls:
+        refusals.append(AuditUnavailable)
+    return security, refusals
+
+
+def _merge_problems(responses: dict[str, Any], refusals: list[type[HubError]]) -> None:
+    """Add ``refusals`` to the operation's problem responses, one per status."""
+    slugs: dict[str, list[str]] = {}
+    for error in refusals:
+        slugs.setdefault(str(error.status), []).append(error.slug)
+    for status, declared in responses.items():
+        for urn in declared.get(PROBLEM_TYPES_MEMBER, []):
+            slugs.setdefault(status, []).append(urn.removeprefix(PROBLEM_TYPE_PREFIX))
+    for status, names in slugs.items():
+        responses[status] = problem_response_document(names)
+
+
+def _drop_validation_error(responses: dict[str, Any]) -> None:
+    """FastAPI's 422 for invalid parameters: the hub answers them with 400."""
+    phantom = responses.get("422", {}).get("content", {}).get("application/json", {})
+    if phantom.get("schema", {}).get("$ref") == SCHEMAS_REF + "HTTPValidationError":
+        del responses["422"]
+
+
+def _complete(
+    operation: dict[str, Any], route: Any, *, bodies: dict[type, Any], known: _Calls
+) -> None:
+    calls = set(_calls(route.dependant))
+    security, refusals = _security_and_problems(calls, known)
+    body = _body_of(calls)
+    if body is not None:
+        operation["requestBody"] = {
+            "required": True,
+            "content": {body.media_type: {"schema": bodies[body.model]}},
+        }
+    operation.setdefault("security", security)
+    responses: dict[str, Any] = operation.setdefault("responses", {})
+    _drop_validation_error(responses)
+    _merge_problems(responses, refusals)
+    operation["responses"] = dict(sorted(responses.items()))
+
+
+def _rename_refs(node: Any, renamed: dict[str, str]) -> Any:
+    if isinstance(node, dict):
+        return {
+            key: (
+                SCHEMAS_REF + renamed.get(value.removeprefix(SCHEMAS_REF), "")
+                if key == "$ref"
+                and isinstance(value, str)
+                and value.removeprefix(SCHEMAS_REF) in renamed
+                else _rename_refs(value, renamed)
+            )
+            for key, value in node.items()
+        }
+    if isinstance(node, list):
+        return [_rename_refs(value, renamed) for value in node]
+    return node
+
+
+def _body_schemas(
+    models: list[type[BaseModel]], schemas: dict[str, Any]
+) -> dict[type, dict[str, Any]]:
+    """The request bodies' schemas (as the hub validates them: strict, no extra
+    members), added to ``schemas``; a name FastAPI already uses for another shape
+    gets ``-Input``. Returns each model's reference."""
+    refs, definitions = models_json_schema(
+        [(model, "validation") for model in models], ref_template=SCHEMAS_REF + "{model}"
+    )
+    found = definitions.get("$defs", {})
+    renamed = {
+        name: f"{name}-Input"
+        for name, schema in found.items()
+        if name in schemas and schemas[name] != schema
+    }
+    for name, schema in found.items():
+        schemas.setdefault(renamed.get(name, name), _rename_refs(schema, renamed))
+    return {model: _rename_refs(refs[(model, "validation")], renamed) for model in models}
+
+
+def _api_routes(app: FastAPI) -> list[Any]:
+    """The operations as FastAPI documents them (routers' prefixes and dependencies in)."""
+    return [
+        context
+        for context in routing.iter_route_contexts(app.routes)
+        if isinstance(context.original_route, APIRoute) and context.include_in_schema
+    ]
+
+
+def hub_document(
+    app: FastAPI, *, description: str, authentication: Authentication
+) -> dict[str, Any]:
+    """``/openapi.json``: FastAPI's document, completed as this module's docstring says."""
+    document = get_openapi(
+        title=app.title,
+        version=app.version,
+        summary=app.summary,
+        description=description,
+        routes=app.routes,
+    )
+    components = document.setdefault("components", {})
+    schemas: dict[str, Any] = components.setdefault("schemas", {})
+    routes = _api_routes(app)
+    models = sorted(
+        {body.model for r in routes if (body := _body_of(_calls(r.dependant))) is not None},
+        key=lambda model: model.__name__,
+    )
+    bodies = _body_schemas(models, schemas)
+    for route in routes:
+        for method in sorted(route.methods):
+            operation = document["paths"][route.path_format][method.lower()]
+            _complete(operation, route, bodies=bodies, known=authentication.calls())
+    for name in ("HTTPValidationError", "ValidationError"):
+        schemas.pop(name, None)
+    schemas["Problem"] = PROBLEM_SCHEMA
+    components["schemas"] = dict(sorted(schemas.items()))
+    components["securitySchemes"] = SECURITY_SCHEMES
+    return document
