@@ -8,7 +8,6 @@ Every test runs on SQLite and PostgreSQL.
 import json
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
@@ -21,9 +20,11 @@ from onceonly.hub.kit.nul import NUL_DETAIL, body_nul
 
 from tests.hub_testing import (
     CATALOGUE,
+    DATABASES,
     TEST_PASSWORD,
     RunningHub,
     audit_entry_for,
+    module_database,
     problem_type,
     running_hub,
     signed_in,
@@ -31,10 +32,14 @@ from tests.hub_testing import (
 )
 
 
-@pytest.fixture
-def hub(database_url: str, tmp_path: Path) -> Iterator[RunningHub]:
-    with running_hub(database_url=database_url, data_dir=tmp_path) as running:
-        yield running
+@pytest.fixture(scope="module", params=DATABASES)
+def hub(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningHub]:
+    """One hub per module and database: each test finds its entries by request id."""
+    database_url = module_database(request, tmp_path_factory)
+    with running_hub(database_url=database_url, data_dir=tmp_path_factory.mktemp("hub")) as hub:
+        yield hub
 
 
 def assert_nul_refused(response: httpx.Response) -> str:
