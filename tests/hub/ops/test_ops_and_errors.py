@@ -13,16 +13,28 @@ import sqlalchemy as sa
 
 from onceonly.hub.db import make_sync_engine
 
-from tests.hub_testing import RunningHub, problem_type, running_hub
+from tests.hub_testing import DATABASES, RunningHub, module_database, problem_type, running_hub
 
 
 @pytest.fixture
 def hub(database_url: str, tmp_path: Path) -> Iterator[RunningHub]:
+    """A hub of its own: for the tests that count what its log holds, or break it."""
     with running_hub(database_url=database_url, data_dir=tmp_path) as running:
         yield running
 
 
-def test_health_readiness_and_metrics(hub: RunningHub) -> None:
+@pytest.fixture(scope="module", params=DATABASES)
+def shared_hub(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningHub]:
+    """One hub per module and database, for the tests that only look at answers."""
+    database_url = module_database(request, tmp_path_factory)
+    with running_hub(database_url=database_url, data_dir=tmp_path_factory.mktemp("hub")) as hub:
+        yield hub
+
+
+def test_health_readiness_and_metrics(shared_hub: RunningHub) -> None:
+    hub = shared_hub
     assert httpx.get(f"{hub.url}/healthz").json() == {"status": "ok"}
     assert httpx.get(f"{hub.url}/readyz").json() == {"status": "ready"}
     metrics = httpx.get(f"{hub.url}/metrics")
@@ -65,7 +77,8 @@ def test_readyz_is_not_ready_while_the_audit_writer_cannot_commit_and_ready_once
     assert httpx.get(f"{hub.url}/v1/audit/entries").status_code == 401  # audited again
 
 
-def test_every_response_carries_the_hubs_own_request_id(hub: RunningHub) -> None:
+def test_every_response_carries_the_hubs_own_request_id(shared_hub: RunningHub) -> None:
+    hub = shared_hub
     assert len(httpx.get(f"{hub.url}/healthz").headers["x-request-id"]) == 32
     for offered in ("abc-123", "bad id\t!"):  # a client's id, well-formed or not, is not used
         answered = httpx.get(f"{hub.url}/healthz", headers={"X-Request-Id": offered})
@@ -85,15 +98,17 @@ def test_every_response_carries_the_hubs_own_request_id(hub: RunningHub) -> None
     ],
 )
 def test_bad_requests_get_problem_json(
-    hub: RunningHub, method: str, path: str, status: int, slug: str
+    shared_hub: RunningHub, method: str, path: str, status: int, slug: str
 ) -> None:
+    hub = shared_hub
     response = httpx.request(method, f"{hub.url}{path}")
     assert response.status_code == status
     assert problem_type(response) == slug
     assert response.json()["status"] == status
 
 
-def test_oversized_body_is_refused_before_it_is_read(hub: RunningHub) -> None:
+def test_oversized_body_is_refused_before_it_is_read(shared_hub: RunningHub) -> None:
+    hub = shared_hub
     response = httpx.post(
         f"{hub.url}/v1/items/person.identity/records/query",
         content=b"x" * (hub.settings.max_body_bytes + 1),
