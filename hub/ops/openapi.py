@@ -283,3 +283,98 @@ def hub_document(
     components["schemas"] = dict(sorted(schemas.items()))
     components["securitySchemes"] = SECURITY_SCHEMES
     return document
+
+
+RECORD_QUERY_PATH = "/v1/items/{item_id}/records/query"
+
+
+def _embedded(schema: dict[str, Any], name: str) -> dict[str, Any]:
+    """An item's JSON Schema as ``components.schemas[name]``: its local references
+    (``#/...``, the only ones the registry takes) re-rooted there; without
+    ``$schema`` (OpenAPI 3.1 schemas are 2020-12 already); and without a top-level
+    ``required``, since a grant may deliver only some of the fields."""
+
+    def rebase(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {
+                key: (
+                    SCHEMAS_REF + name + value[1:]
+                    if key == "$ref" and isinstance(value, str) and value.startswith("#")
+                    else rebase(value)
+                )
+                for key, value in node.items()
+            }
+        if isinstance(node, list):
+            return [rebase(value) for value in node]
+        return node
+
+    embedded = {k: v for k, v in schema.items() if k not in ("$schema", "required")}
+    return dict(rebase(embedded))
+
+
+def _answer(item_id: str, version: int, name: str) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": ["item", "version", "record", "receipt"],
+        "properties": {
+            "item": {"const": item_id},
+            "version": {"const": version},
+            "record": {"$ref": SCHEMAS_REF + name},
+            "receipt": {"$ref": SCHEMAS_REF + "RecordReceiptOut"},
+        },
+    }
+
+
+def item_document(
+    hub: dict[str, Any], *, item_id: str, title: str, schemas: dict[int, dict[str, Any]]
+) -> dict[str, Any]:
+    """The OpenAPI document of one item's record query (``GET
+    /v1/items/{item_id}/openapi.json``): the query's body, security and problems as in
+    the hub's document ``hub``, and a 200 answer per version whose ``record`` is that
+    version's own schema (``components.schemas["<item>.v<N>"]``)."""
+    query = hub["paths"][RECORD_QUERY_PATH]["post"]
+    names = {version: f"{item_id}.v{version}" for version in sorted(schemas)}
+    body = dict(hub["components"]["schemas"]["RecordQuery"])
+    body["properties"] = {**body["properties"], "version": {"enum": sorted(schemas)}}
+    problems = {s: r for s, r in query["responses"].items() if int(s) >= 400}
+    answers = [_answer(item_id, version, name) for version, name in names.items()]
+    return {
+        "openapi": hub["openapi"],
+        "info": {
+            "title": f"Onceonly record query: {item_id}",
+            "version": hub["info"]["version"],
+            "description": (
+                f"{title}. `version` in the body selects the schema of the answer's record "
+                "(default: the latest); fields the caller's grant does not cover are "
+                "left out (docs/protocol.md §3)."
+            ),
+        },
+        "paths": {
+            RECORD_QUERY_PATH.replace("{item_id}", item_id): {
+                "post": {
+                    "operationId": "queryRecord",
+                    "summary": f"Fetch a record of {item_id}",
+                    "security": query["security"],
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": body}},
+                    },
+                    "responses": {
+                        "200": {
+                            "description": "the record, and the receipt of its audit entry",
+                            "content": {"application/json": {"schema": {"oneOf": answers}}},
+                        },
+                        **problems,
+                    },
+                }
+            }
+        },
+        "components": {
+            "schemas": {
+                **{name: _embedded(schemas[v], name) for v, name in names.items()},
+                "RecordReceiptOut": hub["components"]["schemas"]["RecordReceiptOut"],
+                "Problem": PROBLEM_SCHEMA,
+            },
+            "securitySchemes": SECURITY_SCHEMES,
+        },
+    }

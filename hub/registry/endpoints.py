@@ -10,7 +10,7 @@ its body would have been judged (RFC 6750 §3.1: authenticate first).
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse
 
 from onceonly.hub.audit.dependencies import CurrentAudit, audited
@@ -18,6 +18,7 @@ from onceonly.hub.dependencies import ClockDep, SessionDep, SettingsDep, WriteSe
 from onceonly.hub.kit.jsonbody import json_body
 from onceonly.hub.kit.problems import problems
 from onceonly.hub.kit.strict import QueryInt
+from onceonly.hub.ops import openapi
 from onceonly.hub.people.dependencies import AdministratorDep, PrincipalDep, StewardDep
 from onceonly.hub.people.principal import Forbidden, Principal
 from onceonly.hub.registry import service
@@ -123,6 +124,29 @@ async def get_version(
     item_id: ItemId, version: Annotated[QueryInt, Path(ge=1, le=1_000_000)], session: SessionDep
 ) -> ItemVersionOut:
     return await service.describe_version(session, item_id, version)
+
+
+@catalogue.get(
+    "/{item_id}/openapi.json",
+    responses={
+        200: {"description": "an OpenAPI 3.1 document", "content": {"application/json": {}}},
+        **problems(UnknownItem),
+    },
+)
+async def get_item_openapi(item_id: ItemId, request: Request, session: SessionDep) -> JSONResponse:
+    """The record query of this item, with the record's own schema per version, for
+    generating a typed client (decision 0024). Public, as the catalogue is."""
+    item = await service.describe_item(session, item_id)
+    if item.lifecycle == "retired":
+        raise UnknownItem(f"data item {item_id!r} is retired: it has no record query")
+    schemas = {
+        version: (await service.describe_version(session, item_id, version)).json_schema
+        for version in range(1, item.latest_version + 1)
+    }
+    document = openapi.item_document(
+        request.app.openapi(), item_id=item_id, title=item.title, schemas=schemas
+    )
+    return JSONResponse(document)
 
 
 @admin.get("/departments", response_model=DepartmentList)
