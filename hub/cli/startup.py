@@ -203,20 +203,31 @@ def _mode_problems(directory: Path) -> list[str]:
         except OSError as error:
             problems.append(f"key file {path} cannot be read: {error.strerror}")
             continue
-        if mode & 0o077 and path.name not in _NOT_KEYS:
+        if _too_open(mode) and path.name not in _NOT_KEYS:
             problems.append(
                 f"key file {path} is open to others (mode {stat.S_IMODE(mode):04o}): chmod 600"
             )
     return problems
 
 
+def _too_open(mode: int) -> bool:
+    """Others may use it, or its group may change it. A read-only file its group may
+    read (0440) is accepted: a Kubernetes Secret mounted for the pod's fsGroup."""
+    if mode & 0o037:
+        return True
+    return bool(mode & 0o040) and bool(mode & 0o222)
+
+
 def _files(directory: Path) -> Iterable[Path]:
+    """The key files under ``directory``; hidden names (locks, temporary files, and the
+    ``..data`` and ``..<time>`` folders a Kubernetes Secret mount keeps) left out."""
     if not directory.is_dir():
         return []
     return (
         path
         for path in directory.rglob("*")
-        if path.is_file() and not path.name.startswith(".")  # locks, temporary files
+        if path.is_file()
+        and not any(part.startswith(".") for part in path.relative_to(directory).parts)
     )
 
 
@@ -241,9 +252,34 @@ def database_name(url: str) -> str:
     from sqlalchemy.exc import ArgumentError
 
     try:
-        return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
+        parsed = make_url(url)
+        # no password, and no query either: a password may hide there too (?password=)
+        shown = parsed.set(password=None, query={}).render_as_string(hide_password=True)
+        return without_secrets(shown, url)
+    except (ArgumentError, ValueError):
         return "the configured database (database_url does not parse)"
+
+
+def without_secrets(message: str, url: str) -> str:
+    """``message`` with ``url``'s password blanked, also the parts of one holding an
+    unescaped ``@`` (a driver's error may quote the host it parsed out of it), and
+    query values that carry a secret (``?password=``, ``sslpassword``, ``sslkey``...)."""
+    _, _, rest = url.partition("://")
+    authority = rest.split("/", 1)[0].split("?", 1)[0]
+    secrets: set[str] = set()
+    if "@" in authority:
+        userinfo = authority.rsplit("@", 1)[0]
+        password = userinfo.partition(":")[2]
+        secrets.update([password, *password.split("@")])
+        secrets.update(authority.split(":", 1)[1].rsplit("@", 1)[0].split("@")[1:])
+    _, _, query = rest.partition("?")
+    for pair in query.split("&"):
+        name, _, value = pair.partition("=")
+        if any(word in name.lower() for word in ("pass", "secret", "key", "token")):
+            secrets.add(value)
+    for secret in sorted((s for s in secrets if len(s) >= 3), key=len, reverse=True):
+        message = message.replace(secret, "***")
+    return message
 
 
 def _check_database(settings: Settings) -> Checked:
@@ -279,12 +315,12 @@ def database_unreachable(url: str) -> str | None:
         options = {} if url.startswith("sqlite") else {"connect_timeout": CONNECT_TIMEOUT}
         engine = sa.create_engine(sync_url(url), connect_args=options, hide_parameters=True)
     except (sa.exc.ArgumentError, ValueError, ImportError) as error:
-        return logs.one_line(error)
+        return without_secrets(logs.one_line(error), url)
     try:
         with engine.connect() as connection:
             connection.execute(sa.text("SELECT 1"))
     except sa.exc.SQLAlchemyError as error:
-        return database_error(error)
+        return without_secrets(database_error(error), url)
     finally:
         engine.dispose()
     return None
