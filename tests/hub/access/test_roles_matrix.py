@@ -53,6 +53,7 @@ ROUTES: dict[tuple[str, str], str | frozenset[str]] = {
     ("GET", "/v1/items/{item_id}"): PUBLIC,
     ("GET", "/v1/items/{item_id}/versions"): PUBLIC,
     ("GET", "/v1/items/{item_id}/versions/{version}"): PUBLIC,
+    ("GET", "/v1/items/{item_id}/openapi.json"): PUBLIC,
     ("POST", "/v1/items/{item_id}/records/query"): MACHINE,
     ("GET", "/v1/admin/departments"): ADMINISTRATORS,
     ("GET", "/v1/admin/departments/{department_id}"): ADMINISTRATORS,
