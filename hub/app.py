@@ -85,8 +85,6 @@ def create_app(
         version=__version__,
         summary="Collect a record once; share it under audited, purpose-bound permissions.",
         lifespan=lifespan,
-        docs_url=None,
-        redoc_url=None,
     )
     _install_openapi(app)
     errors.install(app)
