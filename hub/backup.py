@@ -24,7 +24,6 @@ import os
 import shutil
 import sqlite3
 import subprocess
-import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
@@ -33,9 +32,11 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, make_url
 
-from onceonly.hub.db import make_sync_engine
+from onceonly.hub.db import sync_url
+from onceonly.hub.keys import key_file_names
 
 SQLITE_FILE, PGDUMP_FILE, MANIFEST = "database.sqlite3", "database.pgdump", "manifest.json"
+_CONNECT_TIMEOUT = 10  # seconds to reach PostgreSQL before giving up
 _TOOL_TIMEOUT = 3600.0  # a large database takes a while; a hung tool does not hang forever
 
 
@@ -56,40 +57,48 @@ class Manifest:
 
 def backup(database_url: str, keys_dir: Path, destination: Path) -> Manifest:
     """Write a backup of the database at ``database_url`` and of ``keys_dir`` into the
-    new directory ``destination`` (it must not exist: nothing is overwritten)."""
-    if destination.exists():
-        raise BackupError(f"{destination} exists; a backup goes into a new directory")
-    if not keys_dir.is_dir():
-        raise BackupError(f"no key directory at {keys_dir}; run onceonly keys init")
+    new directory ``destination`` (made here: an existing one is never used)."""
+    try:
+        return _backup(database_url, keys_dir, destination)
+    except (OSError, ValueError) as error:  # a path, a permission, a URL that won't parse
+        raise BackupError(f"{type(error).__name__}: {error}") from error
+
+
+def _backup(database_url: str, keys_dir: Path, destination: Path) -> Manifest:
+    missing = _missing_keys(keys_dir)
+    if missing:
+        raise BackupError(
+            f"the key directory {keys_dir} lacks {', '.join(missing)}; a backup without"
+            " every key cannot be restored (onceonly keys init makes them)"
+        )
     url = make_url(database_url)
     kind = url.get_backend_name()
+    if kind not in ("sqlite", "postgresql"):
+        raise BackupError(f"unsupported database {kind!r}")
     entries = _count_entries(database_url)
-    # Build beside the destination, then rename: a failed backup leaves nothing that
-    # looks like a backup.
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{destination.name}-", dir=destination.parent))
+    try:
+        destination.mkdir(mode=0o700)  # atomic: fails when anything is there already
+    except FileExistsError:
+        raise BackupError(f"{destination} exists; a backup goes into a new directory") from None
     try:
         if kind == "sqlite":
-            _sqlite_backup(_sqlite_path(url), work / SQLITE_FILE)
-        elif kind == "postgresql":
-            _run(
-                ["pg_dump", "--format=custom", "--no-owner", "--file", str(work / PGDUMP_FILE)], url
-            )
+            _sqlite_backup(_sqlite_path(url), destination / SQLITE_FILE)
         else:
-            raise BackupError(f"unsupported database {kind!r}")
-        _copy_keys(keys_dir, work / "keys")
+            dump = ["pg_dump", "--format=custom", "--no-owner", "--no-privileges"]
+            _run([*dump, "--file", str(destination / PGDUMP_FILE)], url)
+        _copy_keys(keys_dir, destination / "keys")
         manifest = Manifest(
             taken_at=datetime.now(UTC).isoformat(timespec="seconds"),
             database=kind,
             hub_version=_hub_version(),
             audit_entries_at_least=entries,
         )
-        _write_private(work / MANIFEST, manifest.as_json().encode())
-        for path in work.rglob("*"):
+        for path in destination.rglob("*"):
             path.chmod(0o700 if path.is_dir() else 0o600)
-        work.rename(destination)
+        # Last: a directory without its manifest is not a backup, restore refuses it.
+        _write_private(destination / MANIFEST, manifest.as_json().encode())
     except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(destination, ignore_errors=True)
         raise
     return manifest
 
@@ -98,6 +107,13 @@ def restore(source: Path, database_url: str, keys_dir: Path) -> Manifest:
     """Restore the backup in ``source`` into the empty database at ``database_url`` and
     put its keys into ``keys_dir``. Run ``onceonly migrate`` afterwards (a backup of an
     earlier version is brought up to date), then start the hub."""
+    try:
+        return _restore(source, database_url, keys_dir)
+    except (OSError, ValueError) as error:
+        raise BackupError(f"{type(error).__name__}: {error}") from error
+
+
+def _restore(source: Path, database_url: str, keys_dir: Path) -> Manifest:
     manifest = read_manifest(source)
     url = make_url(database_url)
     if url.get_backend_name() != manifest.database:
@@ -105,29 +121,49 @@ def restore(source: Path, database_url: str, keys_dir: Path) -> Manifest:
             f"the backup is of a {manifest.database} database, the target is "
             f"{url.get_backend_name()}"
         )
-    _check_keys(source / "keys", keys_dir)  # before touching the database
+    # Everything that can refuse, before anything is written.
+    missing = _missing_keys(source / "keys")
+    if missing:
+        raise BackupError(f"the backup lacks the key files {', '.join(missing)}")
+    _check_keys(source / "keys", keys_dir)
     if manifest.database == "sqlite":
         target = _sqlite_path(url)
-        if target.exists() and target.stat().st_size > 0:
+        if target.exists():
             raise BackupError(f"{target} exists; restore into a new database file")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        _sqlite_backup(source / SQLITE_FILE, target)
-    else:
-        if _has_tables(database_url):
-            raise BackupError("the target database is not empty; restore into a new database")
-        _run(["pg_restore", "--no-owner", "--exit-on-error", str(source / PGDUMP_FILE)], url)
+    elif _has_tables(database_url):
+        raise BackupError("the target database is not empty; restore into a new database")
+    # The keys first: if the database then fails, running restore again finds the same
+    # keys in place and an empty database, and goes on.
     _copy_keys(source / "keys", keys_dir, only_missing=True)
+    if manifest.database == "sqlite":
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            _sqlite_backup(source / SQLITE_FILE, target)
+        except BaseException:
+            target.unlink(missing_ok=True)
+            raise
+    else:
+        restore = ["pg_restore", "--no-owner", "--no-privileges", "--exit-on-error"]
+        # one transaction: a restore that fails leaves the database as empty as it was
+        _run([*restore, "--single-transaction", str(source / PGDUMP_FILE)], url)
     return manifest
 
 
 def read_manifest(source: Path) -> Manifest:
+    if not source.is_dir():
+        raise BackupError(f"{source} is not a directory made by onceonly backup")
     try:
         data = json.loads((source / MANIFEST).read_text())
-        return Manifest(**data)
+        manifest = Manifest(**data)
     except FileNotFoundError as error:
         raise BackupError(f"{source} holds no {MANIFEST}: not an onceonly backup") from error
-    except (ValueError, TypeError) as error:
+    except (ValueError, TypeError, OSError) as error:
         raise BackupError(f"{source / MANIFEST} is damaged: {error}") from error
+    kinds = {"taken_at": str, "database": str, "hub_version": str, "audit_entries_at_least": int}
+    wrong = [name for name, kind in kinds.items() if type(getattr(manifest, name)) is not kind]
+    if wrong or manifest.database not in ("sqlite", "postgresql"):
+        raise BackupError(f"{source / MANIFEST} is damaged: {', '.join(wrong) or 'database'}")
+    return manifest
 
 
 def _sqlite_path(url: URL) -> Path:
@@ -176,35 +212,72 @@ def _run(command: list[str], url: URL) -> None:
     except subprocess.TimeoutExpired as error:
         raise BackupError(f"{command[0]} did not finish in {_TOOL_TIMEOUT:.0f} s") from error
     if done.returncode != 0:
-        last = (done.stderr.strip().splitlines() or ["(no message)"])[-1]
-        raise BackupError(f"{command[0]} failed (exit {done.returncode}): {last}")
+        lines = done.stderr.strip().splitlines() or ["(no message)"]
+        first_error = next((line for line in lines if "error:" in line), lines[-1])
+        raise BackupError(f"{command[0]} failed (exit {done.returncode}): {first_error}")
 
 
 def _count_entries(database_url: str) -> int:
-    engine = make_sync_engine(database_url)
+    url = make_url(database_url)
+    if url.get_backend_name() == "sqlite":
+        path = _sqlite_path(url)
+        if not path.is_file():
+            raise BackupError(f"no database file at {path}")
+        try:
+            with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as database:
+                count = database.execute("SELECT count(*) FROM audit_entries").fetchone()[0]
+            database.close()
+            return int(count)
+        except sqlite3.Error as error:
+            raise BackupError(f"cannot read {path}: {error}") from error
+    engine = _postgres_engine(database_url)
     try:
         with engine.connect() as conn:
             return int(conn.execute(sa.text("SELECT count(*) FROM audit_entries")).scalar_one())
     except sa.exc.SQLAlchemyError as error:
-        raise BackupError(f"cannot read the database: {type(error).__name__}") from error
+        raise BackupError(f"cannot read the database: {_reason(error)}") from error
     finally:
         engine.dispose()
 
 
+def _postgres_engine(database_url: str) -> sa.Engine:
+    return sa.create_engine(
+        sync_url(database_url),
+        connect_args={"connect_timeout": _CONNECT_TIMEOUT},
+        hide_parameters=True,
+    )
+
+
+def _reason(error: sa.exc.SQLAlchemyError) -> str:
+    """The driver's class and first line without the URL (no password in any case: the
+    engine hides parameters, and libpq never quotes a password)."""
+    original = getattr(error, "orig", None) or error
+    first = (str(original).strip().splitlines() or [""])[0]
+    return f"{type(original).__name__}: {first}" if first else type(original).__name__
+
+
 def _has_tables(database_url: str) -> bool:
-    engine = make_sync_engine(database_url)
+    engine = _postgres_engine(database_url)
     try:
         with engine.connect() as conn:
             return bool(sa.inspect(conn).get_table_names())
     except sa.exc.SQLAlchemyError as error:
-        raise BackupError(f"cannot reach the target database: {type(error).__name__}") from error
+        raise BackupError(f"cannot reach the target database: {_reason(error)}") from error
     finally:
         engine.dispose()
 
 
 def _key_files(directory: Path) -> list[Path]:
-    """Every key file under ``directory`` (signing keys sit in a subdirectory), relative."""
-    return sorted(p.relative_to(directory) for p in directory.rglob("*") if p.is_file())
+    """Every key file under ``directory`` (signing keys sit in a subdirectory), relative;
+    hidden names (lock files, a Kubernetes Secret mount's ``..data``) left out."""
+    if not directory.is_dir():
+        return []
+    found = (path.relative_to(directory) for path in directory.rglob("*") if path.is_file())
+    return sorted(p for p in found if not any(part.startswith(".") for part in p.parts))
+
+
+def _missing_keys(directory: Path) -> list[str]:
+    return [name for name in key_file_names(directory) if not (directory / name).is_file()]
 
 
 def _copy_keys(source: Path, target: Path, *, only_missing: bool = False) -> None:
@@ -219,8 +292,6 @@ def _copy_keys(source: Path, target: Path, *, only_missing: bool = False) -> Non
 def _check_keys(backed_up: Path, keys_dir: Path) -> None:
     """Keys already in place must be the backup's: a database under other keys would
     lose its people's one-time codes and split every subject's history."""
-    if not backed_up.is_dir():
-        raise BackupError(f"{backed_up} is missing: a backup without keys cannot be restored")
     for name in _key_files(backed_up):
         present = keys_dir / name
         if present.is_file() and present.read_bytes() != (backed_up / name).read_bytes():

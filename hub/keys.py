@@ -24,6 +24,7 @@ been provisioned with ``onceonly keys init``.
 
 import hashlib
 import hmac
+import json
 import time
 from dataclasses import dataclass
 from enum import Enum
@@ -113,3 +114,26 @@ class HubKeys:
 
     def is_admin_token(self, presented: str) -> bool:
         return hmac.compare_digest(presented.encode(), self.admin_token.encode())
+
+
+FIXED_KEY_FILES = (
+    "signing/state.json",
+    "pseudonym.key",
+    "derivation.key",
+    "admin-token",
+    "checkpoint.jwk",
+)
+"""Under the key directory, what a production hub loads at start-up besides the signing
+keys the state names (``onceonly keys init`` makes them all)."""
+
+
+def key_file_names(directory: Path) -> list[str]:
+    """Every key file the hub loads from ``directory``: the fixed ones and the signing
+    keys that ``signing/state.json`` names (relative paths)."""
+    names = list(FIXED_KEY_FILES)
+    try:
+        entries = json.loads((directory / "signing" / "state.json").read_text())["keys"]
+        names += [f"signing/{entry['kid']}.jwk" for entry in entries]
+    except (OSError, ValueError, KeyError, TypeError):
+        pass  # missing or unreadable: reported as such, or when the keys are loaded
+    return names

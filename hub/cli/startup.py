@@ -13,7 +13,6 @@ a traceback. What is checked:
   migrates at start-up, as it does in development).
 """
 
-import json
 import os
 import stat
 import tomllib
@@ -33,13 +32,6 @@ LOGGER = "onceonly.hub.cli"
 CONNECT_TIMEOUT = 5  # seconds to wait for the database to answer a check
 # Every key file the hub loads at start-up, under keys_dir (onceonly.hub.keys,
 # onceonly.hub.audit.checkpoints); the signing keys themselves are named in signing/state.json.
-KEY_FILES = (
-    "signing/state.json",
-    "pseudonym.key",
-    "derivation.key",
-    "admin-token",
-    "checkpoint.jwk",
-)
 _NOT_KEYS = {"audit-origin"}  # under keys_dir, public: any mode will do
 
 
@@ -160,7 +152,9 @@ def ensure_startable(settings: Settings) -> None:
 def _check_keys(settings: Settings) -> Checked:
     directory = settings.keys_dir
     problems = [*_origin_problems(settings), *_mode_problems(directory)]
-    missing = [name for name in _key_files(directory) if not (directory / name).is_file()]
+    from onceonly.hub.keys import key_file_names
+
+    missing = [name for name in key_file_names(directory) if not (directory / name).is_file()]
     if missing and not settings.is_production:
         note = f"keys: {len(missing)} of the key files are created at the first start"
         return Checked(problems, [note])
@@ -178,17 +172,6 @@ def _origin_problems(settings: Settings) -> list[str]:
     except (RuntimeError, OSError) as error:
         return [logs.one_line(error)]
     return []
-
-
-def _key_files(directory: Path) -> list[str]:
-    """The key files the hub loads: the fixed ones and the signing keys in the state."""
-    names = list(KEY_FILES)
-    try:
-        entries = json.loads((directory / "signing" / "state.json").read_text())["keys"]
-        names += [f"signing/{entry['kid']}.jwk" for entry in entries]
-    except (OSError, ValueError, KeyError, TypeError):
-        pass  # missing or unreadable: reported as such, or when the keys are loaded
-    return names
 
 
 def _mode_problems(directory: Path) -> list[str]:

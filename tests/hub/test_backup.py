@@ -2,6 +2,7 @@
 into an empty database, the restored hub serves a log that verifies, and an auditor
 who saw a later checkpoint rightly reports the entries the backup could not hold."""
 
+import json
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -138,3 +139,87 @@ def test_a_restore_refuses_keys_that_are_not_the_backups(tmp_path: Path) -> None
 
     with pytest.raises(backup.BackupError, match="not an onceonly backup"):
         backup.restore(tmp_path, f"sqlite:///{target}", tmp_path / "k")
+
+
+def _backed_up(tmp_path: Path) -> tuple[str, Path]:
+    """A hub's SQLite database and keys (keys init made them), and a backup of them."""
+    data_dir = tmp_path / "hub"
+    url = f"sqlite:///{tmp_path / 'hub.db'}"
+    with running_hub(database_url=url, data_dir=data_dir):
+        pass
+    backup.backup(url, data_dir / "keys", tmp_path / "backup")
+    return url, data_dir / "keys"
+
+
+def test_a_backup_needs_every_key_and_never_reuses_a_directory(tmp_path: Path) -> None:
+    url, keys = _backed_up(tmp_path)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(backup.BackupError, match="exists; a backup goes into a new directory"):
+        backup.backup(url, keys, tmp_path / "empty")
+    assert list((tmp_path / "empty").iterdir()) == []
+    with pytest.raises(backup.BackupError, match="no database file"):
+        backup.backup(f"sqlite:///{tmp_path / 'none.db'}", keys, tmp_path / "b2")
+    assert not (tmp_path / "none.db").exists()  # looking did not create it
+    assert not (tmp_path / "b2").exists()
+    (keys / "checkpoint.jwk").unlink()
+    with pytest.raises(backup.BackupError, match=r"lacks checkpoint\.jwk"):
+        backup.backup(url, keys, tmp_path / "partial")
+    assert not (tmp_path / "partial").exists()
+
+
+def test_a_restore_refuses_a_damaged_or_partial_backup_before_writing(tmp_path: Path) -> None:
+    _, _ = _backed_up(tmp_path)
+    saved = tmp_path / "backup"
+    target = tmp_path / "restored.db"
+    manifest = json.loads((saved / "manifest.json").read_text())
+
+    (saved / "keys" / "derivation.key").unlink()
+    with pytest.raises(backup.BackupError, match=r"lacks the key files derivation\.key"):
+        backup.restore(saved, f"sqlite:///{target}", tmp_path / "k1")
+    assert not target.exists()
+    assert not (tmp_path / "k1").exists()
+
+    (saved / "manifest.json").write_text(json.dumps({**manifest, "audit_entries_at_least": "x"}))
+    with pytest.raises(backup.BackupError, match="damaged: audit_entries_at_least"):
+        backup.restore(saved, f"sqlite:///{target}", tmp_path / "k2")
+    with pytest.raises(backup.BackupError, match="not a directory"):
+        backup.restore(saved / "manifest.json", f"sqlite:///{target}", tmp_path / "k3")
+    assert not target.exists()
+
+
+@pytest.mark.postgres
+def test_a_failed_postgres_restore_leaves_the_database_empty(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    with running_hub(database_url=postgres_url, data_dir=tmp_path / "hub") as hub:
+        with hub.admin() as admin:
+            admin.import_catalogue(CATALOGUE)
+    backup.backup(postgres_url, tmp_path / "hub" / "keys", tmp_path / "backup")
+    admin_engine = sa.create_engine(
+        POSTGRES_ADMIN_URL.replace("postgresql://", "postgresql+psycopg://"),
+        isolation_level="AUTOCOMMIT",
+    )
+    name = f"onceonly_restore_{uuid.uuid4().hex[:10]}"
+    with admin_engine.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    target = POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    blocker = sa.create_engine(target.replace("postgresql://", "postgresql+psycopg://"))
+    try:
+        with blocker.begin() as conn:  # no table, but in the way of one the dump makes
+            conn.execute(sa.text("CREATE TYPE audit_entries AS (x int)"))
+        with pytest.raises(backup.BackupError, match=r"pg_restore failed .*error:"):
+            backup.restore(tmp_path / "backup", target, tmp_path / "other" / "keys")
+        with blocker.connect() as conn:
+            tables = sa.inspect(conn).get_table_names()
+        assert tables == []  # one transaction: nothing half restored
+        with blocker.begin() as conn:
+            conn.execute(sa.text("DROP TYPE audit_entries"))
+        # Run again: the keys it put in place first are the backup's, so it goes on.
+        backup.restore(tmp_path / "backup", target, tmp_path / "other" / "keys")
+        with blocker.connect() as conn:
+            assert "audit_entries" in sa.inspect(conn).get_table_names()
+    finally:
+        blocker.dispose()
+        with admin_engine.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin_engine.dispose()
