@@ -137,9 +137,31 @@ def report(failure: StartupFailure) -> int:
 
 def check(settings: Settings) -> Checked:
     """Everything ``serve`` needs, checked without changing anything."""
-    keys = _check_keys(settings)
-    database = _check_database(settings)
-    return Checked(problems=keys.problems + database.problems, notes=keys.notes + database.notes)
+    parts = [_check_keys(settings), _check_database(settings), _check_read_replica(settings)]
+    return Checked(
+        problems=[problem for part in parts for problem in part.problems],
+        notes=[note for part in parts for note in part.notes],
+    )
+
+
+def _check_read_replica(settings: Settings) -> Checked:
+    """The read replica (auditors' searches) answers and has the primary's schema."""
+    url = settings.read_database_url
+    if url is None:
+        return Checked([], [])
+    name = database_name(url)
+    unreachable = database_unreachable(url)
+    if unreachable:
+        return Checked([f"cannot reach the read replica {name}: {unreachable}"], [])
+    if not _is_current(url):
+        return Checked(
+            [
+                f"the read replica {name} is not at the newest schema: is it a replica of the"
+                " migrated database?"
+            ],
+            [],
+        )
+    return Checked([], [f"read replica: {name}, schema at the newest revision"])
 
 
 def ensure_startable(settings: Settings) -> None:

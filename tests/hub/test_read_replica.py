@@ -8,6 +8,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from onceonly.hub.cli import startup
+from onceonly.hub.config import Settings
 from onceonly.hub.migrate import upgrade
 
 from tests.hub_testing import CATALOGUE, RunningHub, running_hub, wait_until
@@ -76,3 +78,14 @@ def test_searches_and_exports_read_the_replica(tmp_path: Path) -> None:
             standby.sql("SELECT pg_wal_replay_resume()")
             wait_until(lambda: len(_grant_actions(hub)) == 2, what="the replica catching up")
             assert second["id"] in _exported(hub)
+
+
+def test_config_check_reaches_the_read_replica(tmp_path: Path, postgres_url: str) -> None:
+    base = {"data_dir": tmp_path, "database_url": postgres_url}
+    checked = startup.check(Settings(**base, read_database_url=postgres_url))
+    assert "read replica: " in " ".join(checked.notes)
+    assert not [p for p in checked.problems if "read replica" in p]
+
+    missing = postgres_url.rsplit("/", 1)[0] + "/onceonly_no_such_replica"
+    problems = startup.check(Settings(**base, read_database_url=missing)).problems
+    assert [p for p in problems if p.startswith("cannot reach the read replica ")], problems
