@@ -11,6 +11,7 @@ from typing import Annotated
 
 import httpx
 from fastapi import Depends
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from starlette.requests import HTTPConnection
 
@@ -22,6 +23,7 @@ from onceonly.hub.db import WRITE_OPTION
 from onceonly.hub.events.delivery import Deliverer
 from onceonly.hub.keys import HubKeys
 from onceonly.hub.kit.clock import Clock
+from onceonly.hub.kit.problems import Unavailable
 from onceonly.hub.runtime import Hub, hub_of
 
 
@@ -53,7 +55,18 @@ async def _sessions(hub: HubDep) -> async_sessionmaker[AsyncSession]:
 
 
 async def _read_sessions(hub: HubDep) -> async_sessionmaker[AsyncSession]:
+    if hub.read_sessions is not hub.sessions:
+        async with hub.read_sessions() as session:
+            await _reach_replica(session)
     return hub.read_sessions
+
+
+async def _reach_replica(session: AsyncSession) -> None:
+    """A replica that does not answer is a 503 of its own, never a 500."""
+    try:
+        await session.connection()
+    except SQLAlchemyError:
+        raise Unavailable("the read replica for audit searches does not answer") from None
 
 
 async def _http(hub: HubDep) -> httpx.AsyncClient:
@@ -106,6 +119,8 @@ async def _write_session(hub: HubDep) -> AsyncIterator[AsyncSession]:
 
 async def _read_session(hub: HubDep) -> AsyncIterator[AsyncSession]:
     async with hub.read_sessions() as session:
+        if hub.read_sessions is not hub.sessions:
+            await _reach_replica(session)
         yield session
 
 

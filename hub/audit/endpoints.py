@@ -31,7 +31,7 @@ from onceonly.hub.dependencies import (
     ReadSessionsDep,
     SessionDep,
 )
-from onceonly.hub.kit.problems import problems
+from onceonly.hub.kit.problems import Unavailable, problems
 from onceonly.hub.kit.strict import QueryInt
 from onceonly.hub.ops.openapi import MACHINE_SCHEME
 from onceonly.hub.people.dependencies import AuditorDep
@@ -125,7 +125,12 @@ async def get_entry(
     return await service.entry_at(session, index=index, reader=reader, scope=scope)
 
 
-@router.get("/entries", response_model=EntryPage, dependencies=[Depends(audited("audit.query"))])
+@router.get(
+    "/entries",
+    response_model=EntryPage,
+    responses=problems(Unavailable),  # the read replica, when one is configured
+    dependencies=[Depends(audited("audit.query"))],
+)
 async def find_entries(
     session: ReadSessionDep,
     _auditor: AuditorDep,
@@ -172,7 +177,10 @@ _EXPORT_CONTENT = {
 
 @router.get(
     "/export",
-    responses={200: {"description": "every matching entry", "content": _EXPORT_CONTENT}},
+    responses={
+        200: {"description": "every matching entry", "content": _EXPORT_CONTENT},
+        **problems(Unavailable),  # the read replica, when one is configured
+    },
     dependencies=[Depends(audited("audit.export"))],
 )
 async def export_entries(

@@ -12,7 +12,7 @@ from onceonly.hub.cli import startup
 from onceonly.hub.config import Settings
 from onceonly.hub.migrate import upgrade
 
-from tests.hub_testing import CATALOGUE, RunningHub, running_hub, wait_until
+from tests.hub_testing import CATALOGUE, RunningHub, problem_type, running_hub, wait_until
 from tests.pg_cluster import primary_and_standby, wait_for_replay
 
 pytestmark = pytest.mark.postgres
@@ -89,3 +89,19 @@ def test_config_check_reaches_the_read_replica(tmp_path: Path, postgres_url: str
     missing = postgres_url.rsplit("/", 1)[0] + "/onceonly_no_such_replica"
     problems = startup.check(Settings(**base, read_database_url=missing)).problems
     assert [p for p in problems if p.startswith("cannot reach the read replica ")], problems
+
+
+def test_a_replica_that_does_not_answer_is_a_503_not_a_500(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    missing = postgres_url.rsplit("/", 1)[0] + "/onceonly_no_such_replica"
+    with running_hub(
+        database_url=postgres_url, read_database_url=missing, data_dir=tmp_path / "hub"
+    ) as hub:
+        headers = {"Authorization": f"Bearer {hub.keys.admin_token}"}
+        for path in ("/v1/audit/entries", "/v1/audit/export"):
+            answer = httpx.get(f"{hub.url}{path}", headers=headers)
+            assert answer.status_code == 503, (path, answer.text)
+            assert problem_type(answer) == "unavailable"
+        # The rest of the hub does not depend on the replica.
+        assert httpx.get(f"{hub.url}/readyz").status_code == 200
