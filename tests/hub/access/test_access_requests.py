@@ -555,8 +555,8 @@ def onceonly(aw: AccessWorld, monkeypatch: pytest.MonkeyPatch) -> Any:
     """``onceonly`` against the world's hub; the token is set per call."""
     build = cli.build_parser
 
-    def with_access() -> argparse.ArgumentParser:
-        parser = build()
+    def with_access(argv: Any = None) -> argparse.ArgumentParser:
+        parser = build(argv)
         commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
         if "access" not in commands.choices:  # until hub/cli/__init__.py registers it
             access_commands.register(commands)
