@@ -33,7 +33,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     )
 
     parser = argparse.ArgumentParser(
-        prog="onceonly", description=__doc__.splitlines()[0] if __doc__ else None
+        prog="onceonly", description=__doc__.splitlines()[0].replace("``", "") if __doc__ else None
     )
     parser.add_argument("--version", action=common.ShowVersion)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
