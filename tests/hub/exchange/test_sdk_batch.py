@@ -2,7 +2,6 @@
 
 import asyncio
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -14,16 +13,20 @@ from tests.hub.exchange_world import (
     CONSUMER_CLIENT,
     PURPOSE,
     World,
-    exchange_world,
+    module_exchange_world,
 )
+from tests.hub_testing import DATABASES
 
 SUBJECTS = ["38001085718", "49403136515", "61506230020"]
 MISSING = "50001010006"
 
 
-@pytest.fixture
-def world(database_url: str, tmp_path: Path) -> Iterator[World]:
-    with exchange_world(database_url=database_url, tmp_path=tmp_path) as built:
+@pytest.fixture(scope="module", params=DATABASES)
+def world(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[World]:
+    """One world per module and database: the batches only read."""
+    with module_exchange_world(request, tmp_path_factory) as built:
         for subject in SUBJECTS:
             built.owner_store.put(ADDRESS, subject, ADDRESS_RECORD, announce=False)
         yield built
