@@ -29,8 +29,9 @@ from tests.hub.exchange_world import (
     SUBJECT,
     World,
     exchange_world,
+    module_exchange_world,
 )
-from tests.hub_testing import problem_type
+from tests.hub_testing import DATABASES, problem_type
 
 # --- the hub's key ring, on a clock we control --------------------------------------------
 
@@ -210,6 +211,16 @@ def test_client_key_rotation_under_load_fails_no_request(world: World) -> None:
 # --- every algorithm the hub accepts for clients --------------------------------------------
 
 
+@pytest.fixture(scope="module", params=DATABASES)
+def shared_world(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[World]:
+    """One world per module and database for the tests that only register the client's
+    key (each its own) and fetch; the rotations above keep worlds of their own."""
+    with module_exchange_world(request, tmp_path_factory, access_token_lifetime=30) as built:
+        yield built
+
+
 @pytest.mark.parametrize(
     "make_key",
     [
@@ -219,8 +230,8 @@ def test_client_key_rotation_under_load_fails_no_request(world: World) -> None:
     ],
     ids=["EdDSA", "PS256", "ES256"],
 )
-def test_every_client_algorithm_works_end_to_end(world: World, make_key: object) -> None:
-    key = make_key()  # type: ignore[operator]
+def test_every_client_algorithm_works_end_to_end(shared_world: World, make_key: object) -> None:
+    world, key = shared_world, make_key()  # type: ignore[operator]
     with world.hub.admin() as admin:
         admin.put_client(CONSUMER_CLIENT, department=CONSUMER, jwks=public_jwks(key))
     client = HubClient(world.hub.url, client_id=CONSUMER_CLIENT, key=key, retries=0)
