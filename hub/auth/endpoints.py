@@ -4,7 +4,7 @@ administrator's disabling (and enabling) of a client."""
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Request, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from onceonly.hub.access import service as access
@@ -48,7 +48,12 @@ from onceonly.hub.kit.jsonbody import json_body
 from onceonly.hub.kit.problems import problems
 from onceonly.hub.people.dependencies import AdministratorDep
 from onceonly.hub.registry.exceptions import InvalidJwks
-from onceonly.hub.registry.schemas import CLIENT_ID_PATTERN, ClientOut
+from onceonly.hub.registry.schemas import (
+    CLIENT_ID_PATTERN,
+    DEPARTMENT_ID_PATTERN,
+    ClientList,
+    ClientOut,
+)
 
 router = APIRouter(tags=["oauth"])
 ClientId = Annotated[str, Path(pattern=CLIENT_ID_PATTERN)]
@@ -205,6 +210,26 @@ async def replace_own_jwks(
         session, caller=caller, jwks=body.model_dump(), scope=scope
     )
     return OwnClientOut(client_id=caller.client_id, department=caller.department, kids=kids)
+
+
+@router.get("/v1/admin/clients", response_model=ClientList, tags=["administration"])
+async def list_clients(
+    _: AdministratorDep,
+    session: SessionDep,
+    department: Annotated[str | None, Query(pattern=DEPARTMENT_ID_PATTERN)] = None,
+) -> ClientList:
+    """Every registered client, or those of ``department``: standing and key ids."""
+    return await service.list_clients(session, department=department)
+
+
+@router.get(
+    "/v1/admin/clients/{client_id}",
+    response_model=ClientOut,
+    tags=["administration"],
+    responses=problems(ClientNotFound),
+)
+async def get_client(client_id: ClientId, _: AdministratorDep, session: SessionDep) -> ClientOut:
+    return await service.describe_client(session, client_id=client_id)
 
 
 @router.post(

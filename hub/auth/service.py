@@ -53,7 +53,8 @@ from onceonly.hub.kit.jws import peek_header_and_claims
 from onceonly.hub.registry import jwks as jwks_rules
 from onceonly.hub.registry import repository as registry
 from onceonly.hub.registry.models import Client
-from onceonly.hub.registry.schemas import ClientOut
+from onceonly.hub.registry.schemas import ClientList, ClientOut
+from onceonly.hub.registry.service import client_out
 
 CLIENT_ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 SIGNING_ALGORITHMS = ["ES256", "Ed25519", "EdDSA", "PS256"]
@@ -545,6 +546,19 @@ async def replace_own_jwks(
 # --- a client's standing, set by an administrator ---------------------------------------
 
 
+async def list_clients(session: AsyncSession, *, department: str | None) -> ClientList:
+    """Every registered client (of ``department``), by id: its standing and key ids."""
+    rows = await registry.list_clients(session, department=department)
+    return ClientList(clients=[client_out(row) for row in rows])
+
+
+async def describe_client(session: AsyncSession, *, client_id: str) -> ClientOut:
+    row = await registry.get_client(session, client_id)
+    if row is None:
+        raise ClientNotFound(f"there is no client {client_id!r}")
+    return client_out(row)
+
+
 async def set_client_standing(
     session: AsyncSession,
     *,
@@ -572,10 +586,7 @@ async def set_client_standing(
     row.status = "active" if active else "disabled"
     await session.flush()
     await scope.record_change(session)
-    kids = [str(key.get("kid")) for key in row.jwks.get("keys", [])]
-    return ClientOut(
-        client_id=row.client_id, department=row.department_id, status=row.status, kids=kids
-    )
+    return client_out(row)
 
 
 async def _require_tokens_expired(

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from onceonly.hub.cli.admin_client import AdminClient
 
 DEPARTMENTS = "/v1/admin/departments"
+CLIENTS = "/v1/admin/clients"
 ITEMS = Shape(
     columns=(
         "id",
@@ -82,6 +83,16 @@ def _client_put(args: argparse.Namespace) -> int:
     return call_hub(
         args, lambda admin: admin.put_client(args.client_id, department=args.department, jwks=jwks)
     )
+
+
+def _client_list(args: argparse.Namespace) -> int:
+    shape = Shape(rows="clients", columns=("client_id", "department", "status", "kids"))
+    query = {"department": args.department} if args.department else {}
+    return call_hub(args, lambda admin: admin.call("GET", CLIENTS, **query), shape=shape)
+
+
+def _client_show(args: argparse.Namespace) -> int:
+    return call_hub(args, lambda admin: admin.call("GET", f"{CLIENTS}/{args.client_id}"))
 
 
 def _client_disable(args: argparse.Namespace) -> int:
@@ -211,6 +222,11 @@ def _register_clients(sub: Any) -> None:
         client, "put", _client_put, "register a client or replace its public keys"
     )
     cput.add_argument("client_id")
+    listed = add_hub_command(client, "list", _client_list, "every client (administrators)")
+    listed.add_argument("--department", help="only this department's clients")
+    add_hub_command(
+        client, "show", _client_show, "one client: standing and key ids (administrators)"
+    ).add_argument("client_id")
     cput.add_argument("--department", required=True)
     cput.add_argument(
         "--jwks", required=True, help="file with the public JWKS (onceonly adapter jwks)"

@@ -23,6 +23,13 @@ async def get_client(session: AsyncSession, client_id: str) -> Client | None:
     return await session.get(Client, client_id)
 
 
+async def list_clients(session: AsyncSession, *, department: str | None) -> list[Client]:
+    query = select(Client).order_by(col(Client.client_id))
+    if department is not None:
+        query = query.where(col(Client.department_id) == department)
+    return list((await session.execute(query)).scalars())
+
+
 async def get_item(session: AsyncSession, item_id: str) -> Item | None:
     return await session.get(Item, item_id)
 

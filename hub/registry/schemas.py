@@ -57,6 +57,10 @@ class ClientOut(BaseModel):
     kids: list[str]
 
 
+class ClientList(BaseModel):
+    clients: list[ClientOut]
+
+
 class LegalBasis(_Strict):
     text: str = Field(min_length=1, max_length=2000)
     reference: str = Field(default="", max_length=500)

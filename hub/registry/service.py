@@ -85,7 +85,7 @@ def _department_out(row: Department) -> DepartmentOut:
     )
 
 
-def _client_out(row: Client) -> ClientOut:
+def client_out(row: Client) -> ClientOut:
     kids = [str(key.get("kid")) for key in row.jwks.get("keys", [])]
     return ClientOut(
         client_id=row.client_id, department=row.department_id, status=row.status, kids=kids
@@ -155,7 +155,7 @@ async def put_client(
     row.jwks = normalized
     await session.flush()
     await scope.record_change(session)
-    return _client_out(row)
+    return client_out(row)
 
 
 def _check_document(schema: dict[str, Any], examples: list[dict[str, Any]]) -> None:

@@ -58,6 +58,8 @@ ROUTES: dict[tuple[str, str], str | frozenset[str]] = {
     ("GET", "/v1/admin/departments"): ADMINISTRATORS,
     ("GET", "/v1/admin/departments/{department_id}"): ADMINISTRATORS,
     ("PUT", "/v1/admin/departments/{department_id}"): ADMINISTRATORS,
+    ("GET", "/v1/admin/clients"): ADMINISTRATORS,
+    ("GET", "/v1/admin/clients/{client_id}"): ADMINISTRATORS,
     ("PUT", "/v1/admin/clients/{client_id}"): ADMINISTRATORS,
     ("POST", "/v1/admin/clients/{client_id}/disable"): ADMINISTRATORS,
     ("POST", "/v1/admin/clients/{client_id}/enable"): ADMINISTRATORS,

@@ -60,6 +60,9 @@ DATA_COMMANDS = [
     (["items", "show", "person.identity"], None, "versions", "versions"),
     (["department", "list"], "departments", "ADAPTER_URL", "adapter_url"),
     (["department", "show", "tax"], None, "adapter_url", "adapter_url"),
+    (["client", "list"], "clients", "STATUS", "kids"),
+    (["client", "list", "--department", "tax"], "clients", "CLIENT_ID", "department"),
+    (["client", "show", CLIENT], None, "status", "kids"),
     (["grant", "list"], None, "VALID_UNTIL", "legal_basis"),
     (["access", "purposes"], "purposes", "CODE", "description"),
     (["access", "list"], "requests", None, None),
@@ -148,6 +151,21 @@ def test_departments_are_listed_and_shown(capsys: pytest.CaptureFixture[str]) ->
     assert shown["name"] == "Tax and Customs Board"
     status, _, err = run(["department", "show", "no-such-department"], capsys)
     assert (status, err.startswith("refused: HTTP 404")) == (1, True)
+
+
+@pytest.mark.usefixtures("cli")
+def test_clients_are_listed_by_department_and_shown(capsys: pytest.CaptureFixture[str]) -> None:
+    listed = json.loads(run(["client", "list", "--department", "tax"], capsys)[1])["clients"]
+    assert [c["client_id"] for c in listed] == [CLIENT]
+    assert json.loads(run(["client", "list", "--department", "civil-registry"], capsys)[1]) == {
+        "clients": []
+    }
+    shown = json.loads(run(["client", "show", CLIENT], capsys)[1])
+    assert shown == listed[0]
+    status, out, err = run(["client", "show", "no-such-client"], capsys)
+    assert (status, out) == (1, "")
+    assert "No such client" in err
+    assert err.count("\n") == 1
 
 
 @pytest.mark.usefixtures("cli")
