@@ -27,7 +27,7 @@ from onceonly.hub.kit import logs
 from onceonly.hub.kit.clock import SYSTEM_CLOCK, Clock
 from onceonly.hub.kit.jsonbody import LIMITS_STATE, JsonLimits
 from onceonly.hub.middleware import RequestContextMiddleware
-from onceonly.hub.ops import openapi
+from onceonly.hub.ops import docs, openapi
 from onceonly.hub.ops.endpoints import router as ops_router
 from onceonly.hub.people import credentials
 from onceonly.hub.people.dependencies import (
@@ -85,8 +85,11 @@ def create_app(
         version=__version__,
         summary="Collect a record once; share it under audited, purpose-bound permissions.",
         lifespan=lifespan,
+        docs_url=None,  # FastAPI's pages load from a CDN: ops.docs serves /docs and /redoc
+        redoc_url=None,
     )
     _install_openapi(app)
+    docs.install(app)
     errors.install(app)
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
     for router in (
