@@ -7,21 +7,34 @@ strictly (unknown fields are errors). The commands run through the real ``onceon
 parser, the settings through the hub's own production validation, and the adapter's
 configuration through the adapter's own loader. No cluster runs here: whether the pods
 start is not checked (deploy/README.md, "What was tested how").
+
+The adapter is reached over HTTPS only (a production hub refuses an ``http://``
+adapter URL): its pod's TLS proxy serves it on 9443, and the tests check that the
+Service, both NetworkPolicies, the proxy's container and configuration and the URL
+deploy/README.md registers agree on it. The README's Secret commands run against
+``kubectl --dry-run=client`` on the files ``onceonly keys init`` makes.
 """
 
+import base64
+import os
+import re
 import shutil
+import ssl
+import stat
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import kubernetes_validate
 import pytest
+import trustme
 import yaml
 
 from onceonly.adapters import load_config
 from onceonly.hub.cli import build_parser
 from onceonly.hub.config import Settings
-from onceonly.hub.keys import HubKeys
+from onceonly.hub.keys import HubKeys, key_file_names
 
 from tests.deploy.dockerfile import ROOT, stages
 
@@ -29,6 +42,7 @@ KUBERNETES_VERSION = "1.32.0"  # the kubectl installed here; the schemas are off
 K8S = ROOT / "deploy" / "k8s"
 KUSTOMIZATIONS = {"base": K8S / "base", "production": K8S / "overlays" / "production"}
 PLACEHOLDER = "REPLACE"
+README = ROOT / "deploy" / "README.md"
 
 Document = dict[str, Any]
 
@@ -79,6 +93,34 @@ def hub_settings(documents: list[Document]) -> dict[str, str]:
 def container(template: Document, name: str) -> Document:
     (found,) = [c for c in template["spec"]["containers"] if c["name"] == name]
     return found
+
+
+def container_port(template: Document, port: int | str) -> int:
+    """A port (a number, or the name of a container port) as the number it is."""
+    if isinstance(port, int):
+        return port
+    (number,) = [
+        p["containerPort"]
+        for c in template["spec"]["containers"]
+        for p in c.get("ports", [])
+        if p["name"] == port
+    ]
+    return int(number)
+
+
+def env_value(container_spec: Document, name: str) -> Document:
+    (found,) = [e for e in container_spec.get("env", []) if e["name"] == name]
+    return found
+
+
+def kubernetes_section() -> str:
+    text = README.read_text(encoding="utf-8")
+    start = text.index("\n### Kubernetes\n")
+    return text[start : text.index("\n### ", start + 1)]
+
+
+def sh_blocks(text: str) -> list[str]:
+    return re.findall(r"```sh\n(.*?)```", text, flags=re.S)
 
 
 def parsed(container_spec: Document) -> Any:
@@ -190,7 +232,10 @@ def test_migration_job_runs_onceonly_migrate(overlay: tuple[str, list[Document]]
     hub = container(one(documents, "Deployment", "onceonly-hub")["spec"]["template"], "hub")
     assert migrate["image"] == hub["image"]
     assert migrate["envFrom"] == hub["envFrom"]
-    assert migrate["env"] == hub["env"]  # the same database
+    database = env_value(hub, "ONCEONLY_DATABASE_URL")
+    assert env_value(migrate, "ONCEONLY_DATABASE_URL") == database  # the same database
+    # it ends, Complete or Failed, even when its pod never starts: a wait for either ends
+    assert 0 < job["spec"]["activeDeadlineSeconds"] <= 3600
 
 
 def test_disruption_budget_keeps_a_hub_serving(overlay: tuple[str, list[Document]]) -> None:
@@ -233,9 +278,10 @@ def test_hub_network_policy_admits_only_the_ingress_and_labelled_pods(
         for port in rule["ports"]
     ]
     ports = {port for port, _ in destinations}
-    assert {5432, 9100, 53} <= ports <= {5432, 9100, 53, 443}
+    assert {5432, 9443, 53} <= ports <= {5432, 9443, 53, 443}
     adapter = one(documents, "Deployment", "onceonly-adapter")["spec"]["template"]
-    to_adapters = [peer for port, peer in destinations if port == 9100]
+    to_adapters = [peer for port, peer in destinations if port == 9443]
+    assert to_adapters
     assert all(
         peer["podSelector"]["matchLabels"].items() <= adapter["metadata"]["labels"].items()
         for peer in to_adapters
@@ -259,12 +305,105 @@ def test_adapter_serves_its_config_from_the_config_map(
     path.write_text(config_map["data"][args.config.name], encoding="utf-8")
     config = load_config(path)
     assert config.hub_url == hub_settings(documents)["ONCEONLY_ISSUER"]
-    assert config.listen_port == adapter["ports"][0]["containerPort"]
+    # plain HTTP on the pod's loopback only: no port the Service could name
+    assert config.listen_host == "127.0.0.1"
+    assert "ports" not in adapter
+    probe = " ".join(adapter["livenessProbe"]["exec"]["command"])
+    assert f"http://127.0.0.1:{config.listen_port}/healthz" in probe
     data = mounts[str(config.data_dir)]
     assert not data.get("readOnly")
     claim = volumes[data["name"]]["persistentVolumeClaim"]["claimName"]
     assert one(documents, "PersistentVolumeClaim", claim)
-    assert adapter["readinessProbe"]["httpGet"]["path"] == "/healthz"
+    # its TLS proxy passes requests to that address, and is ready when one gets through
+    proxy_conf = tls_proxy_conf(documents, template)
+    assert proxy_conf["upstream"] == (config.listen_host, config.listen_port)
+    tls = container(template, "tls")
+    assert tls["readinessProbe"]["httpGet"]["scheme"] == "HTTPS"
+    assert tls["readinessProbe"]["httpGet"]["path"] == "/healthz"
+    ready_on = container_port(template, tls["readinessProbe"]["httpGet"]["port"])
+    assert ready_on == proxy_conf["listen"]
+
+
+def tls_proxy_conf(documents: list[Document], template: Document) -> dict[str, Any]:
+    """The adapter pod's TLS proxy: its nginx configuration, from the ConfigMap its
+    command names, and what it listens on, passes to and reads its certificate from."""
+    tls = container(template, "tls")
+    assert tls["command"][0] == "nginx"
+    path = Path(tls["command"][tls["command"].index("-c") + 1])
+    volumes = {v["name"]: v for v in template["spec"]["volumes"]}
+    mounts = {m["mountPath"]: m for m in tls["volumeMounts"]}
+    config_map = one(
+        documents, "ConfigMap", volumes[mounts[str(path.parent)]["name"]]["configMap"]["name"]
+    )
+    conf = config_map["data"][path.name]
+    (listen,) = re.findall(r"^\s*listen (\d+) ssl;", conf, re.MULTILINE)
+    (host, port) = re.findall(r"proxy_pass http://([\d.]+):(\d+);", conf)[0]
+    certificates = re.findall(r"^\s*ssl_certificate(?:_key)?\s+(\S+);", conf, re.MULTILINE)
+    return {
+        "text": conf,
+        "listen": int(listen),
+        "upstream": (host, int(port)),
+        "certificates": certificates,
+        "mounts": mounts,
+        "volumes": volumes,
+    }
+
+
+def test_the_adapter_is_reached_over_tls_on_one_port_everywhere(
+    overlay: tuple[str, list[Document]],
+) -> None:
+    """Service, the adapter's NetworkPolicy, the hub's NetworkPolicy, the proxy's
+    container port and its nginx configuration: 9443, the port the README registers."""
+    _, documents = overlay
+    template = one(documents, "Deployment", "onceonly-adapter")["spec"]["template"]
+    proxy = tls_proxy_conf(documents, template)
+    tls = container(template, "tls")
+    (tls_port,) = tls["ports"]
+    assert tls_port["containerPort"] == proxy["listen"] == 9443
+    (service_port,) = one(documents, "Service", "onceonly-adapter")["spec"]["ports"]
+    assert container_port(template, service_port["targetPort"]) == proxy["listen"]
+    assert service_port["port"] == proxy["listen"]  # the port in the adapter_url
+    (admitted,) = one(documents, "NetworkPolicy", "onceonly-adapter")["spec"]["ingress"]
+    assert [container_port(template, p["port"]) for p in admitted["ports"]] == [proxy["listen"]]
+    labels = template["metadata"]["labels"].items()
+
+    def the_adapter(peer: Document) -> bool:
+        return set(peer) == {"podSelector"} and peer["podSelector"]["matchLabels"].items() <= labels
+
+    hub_egress = one(documents, "NetworkPolicy", "onceonly-hub")["spec"]["egress"]
+    to_adapter = [
+        container_port(template, port["port"])
+        for rule in hub_egress
+        if any(the_adapter(peer) for peer in rule["to"])
+        for port in rule["ports"]
+    ]
+    assert to_adapter == [proxy["listen"]]
+    # the certificate and key: the Secret onceonly-adapter-tls, where the conf reads them
+    for path in proxy["certificates"]:
+        mount = proxy["mounts"][str(Path(path).parent)]
+        assert mount["readOnly"] is True
+        secret = proxy["volumes"][mount["name"]]["secret"]["secretName"]
+        assert secret == "onceonly-adapter-tls"
+    assert sorted(Path(p).name for p in proxy["certificates"]) == ["tls.crt", "tls.key"]
+    # its nginx writes to /tmp only, which is a volume (read-only root)
+    assert "/tmp" in proxy["mounts"]
+    assert proxy["text"] == (ROOT / "deploy" / "nginx" / "adapter-tls.conf").read_text()
+
+
+def test_the_hub_trusts_the_ca_bundle_of_its_config_map(
+    overlay: tuple[str, list[Document]],
+) -> None:
+    """httpx (the hub's outgoing client, trust_env) reads SSL_CERT_FILE."""
+    _, documents = overlay
+    template = one(documents, "Deployment", "onceonly-hub")["spec"]["template"]
+    hub = container(template, "hub")
+    ca_file = Path(env_value(hub, "SSL_CERT_FILE")["value"])
+    mount = {m["mountPath"]: m for m in hub["volumeMounts"]}[str(ca_file.parent)]
+    assert mount["readOnly"] is True
+    (volume,) = [v for v in template["spec"]["volumes"] if v["name"] == mount["name"]]
+    assert volume["configMap"]["name"] == "onceonly-hub-trust"
+    assert "items" not in volume["configMap"]  # every key a file: ca.pem among them
+    assert ca_file.name == "ca.pem"
 
 
 def test_services_and_ingress_point_at_what_exists(overlay: tuple[str, list[Document]]) -> None:
@@ -274,7 +413,9 @@ def test_services_and_ingress_point_at_what_exists(overlay: tuple[str, list[Docu
         selector = service["spec"]["selector"].items()
         targets = [t for t in templates.values() if selector <= t["metadata"]["labels"].items()]
         assert targets, f"service {service['metadata']['name']} selects no pod"
-        names = {p["name"] for t in targets for c in t["spec"]["containers"] for p in c["ports"]}
+        names = {
+            p["name"] for t in targets for c in t["spec"]["containers"] for p in c.get("ports", [])
+        }
         assert {p["targetPort"] for p in service["spec"]["ports"]} <= names
     ingress = one(documents, "Ingress", "onceonly-hub")
     backend = ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
@@ -282,14 +423,25 @@ def test_services_and_ingress_point_at_what_exists(overlay: tuple[str, list[Docu
 
 
 def test_base_declares_the_secrets_as_placeholders_that_cannot_start_a_hub() -> None:
-    secrets = [d for d in render(KUSTOMIZATIONS["base"]) if d["kind"] == "Secret"]
+    documents = render(KUSTOMIZATIONS["base"])
+    secrets = [d for d in documents if d["kind"] == "Secret"]
     assert {s["metadata"]["name"] for s in secrets} == {
         "onceonly-hub-keys",
         "onceonly-hub-signing-keys",
         "onceonly-database",
+        "onceonly-adapter-tls",
     }
     for secret in secrets:
         assert all(value.startswith(PLACEHOLDER) for value in secret["stringData"].values())
+    trust = one(documents, "ConfigMap", "onceonly-hub-trust")
+    assert all(value.startswith(PLACEHOLDER) for value in trust["data"].values())
+
+
+def test_the_placeholder_trust_bundle_stops_the_hubs_client(tmp_path: Path) -> None:
+    trust = one(render(KUSTOMIZATIONS["base"]), "ConfigMap", "onceonly-hub-trust")
+    (tmp_path / "ca.pem").write_text(trust["data"]["ca.pem"], encoding="utf-8")
+    with pytest.raises(ssl.SSLError):  # what httpx does with SSL_CERT_FILE at start-up
+        ssl.create_default_context(cafile=tmp_path / "ca.pem")
 
 
 def test_production_pins_the_image_and_never_ships_a_placeholder(
@@ -301,7 +453,8 @@ def test_production_pins_the_image_and_never_ships_a_placeholder(
     for name, template in pod_templates(production).items():
         for spec in template["spec"]["containers"]:
             repository, _, tag = spec["image"].rpartition(":")
-            assert repository.endswith("/onceonly"), name
+            if spec["name"] != "tls":  # the adapter's TLS proxy is nginx
+                assert repository.endswith("/onceonly"), name
             assert tag not in {"", "latest"}, name
     assert one(production, "Deployment", "onceonly-hub")["spec"]["replicas"] >= 2
     assert "example.invalid" not in yaml.safe_dump_all(production)
@@ -319,3 +472,143 @@ def test_a_hub_refuses_to_load_the_placeholder_keys(tmp_path: Path) -> None:
             (directory / file_name).write_text(value, encoding="utf-8")
     with pytest.raises(ValueError, match="Expecting value"):  # not JSON: the start-up stops
         HubKeys.load(keys_dir, create=False)
+
+
+def test_the_readme_registers_the_adapter_at_its_tls_service(production: list[Document]) -> None:
+    section = kubernetes_section()
+    (url,) = re.findall(r"--adapter-url (\S+)", section)
+    service = one(production, "Service", "onceonly-adapter")
+    (port,) = service["spec"]["ports"]
+    namespace = service["metadata"]["namespace"]
+    host = f"{service['metadata']['name']}.{namespace}.svc"
+    assert url == f"https://{host}:{port['port']}"
+    assert f"names the Service, `{host}`" in section  # the certificate's name
+    assert not re.search(r"adapter[-_ ]url[`\s]+`?http://", section, re.IGNORECASE)
+
+
+def test_the_readme_makes_the_namespace_before_anything_in_it(production: list[Document]) -> None:
+    (namespace,) = {d["metadata"]["namespace"] for d in production}
+    assert not [d for d in production if d["kind"] == "Namespace"]  # so the README makes it
+    commands = [
+        line.strip()
+        for block in sh_blocks(kubernetes_section())
+        for line in block.splitlines()
+        if re.search(r"\bkubectl\b", line)
+    ]
+    assert commands[0] == f"kubectl create namespace {namespace}"
+    assert all(f"-n {namespace} " in c for c in commands[1:] if " -n " in c)
+
+
+def test_the_readme_waits_for_the_migration_to_complete_or_fail() -> None:
+    (block,) = [b for b in sh_blocks(kubernetes_section()) if "apply -k" in b]
+    assert "grep -qwE 'Complete|Failed'" in block
+    assert "kubectl -n onceonly logs job/onceonly-migrate" in block
+    # `wait --for=condition=complete` alone would wait out its timeout on a failed Job
+    waits = re.findall(r"wait --for=condition=complete \S+ (--timeout=\S+)", block)
+    assert waits == ["--timeout=0s"]
+    assert block.index("Complete|Failed") < block.index("logs job/") < block.index("--timeout=0s")
+
+
+def _run_with_dry_run_kubectl(block: str, directory: Path) -> list[tuple[str, Document]]:
+    """Run a README shell block in ``directory`` with every ``kubectl`` a client-side
+    dry run (no cluster): each command line and the object it would have made."""
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl is not installed")
+    shim = directory / "bin" / "kubectl"
+    shim.parent.mkdir()
+    made = directory / "made"
+    made.mkdir()
+    shim.write_text(
+        "#!/bin/sh\n"
+        f'n=$(find "{made}" -name "*.cmd" | wc -l)\n'
+        f'printf "%s\\n" "$*" > "{made}/$n.cmd"\n'
+        f'exec "{kubectl}" "$@" --dry-run=client -o yaml > "{made}/$n.yaml"\n'
+    )
+    shim.chmod(shim.stat().st_mode | stat.S_IXUSR)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ONCEONLY_", "KUBECONFIG"))}
+    env["PATH"] = f"{shim.parent}{os.pathsep}{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    env["HOME"] = str(directory)  # no kubeconfig: nothing reaches a cluster
+    ran = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", block],
+        cwd=directory / "work",
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert ran.returncode == 0, ran.stderr
+    count = len(list(made.glob("*.cmd")))
+    return [
+        ((made / f"{n}.cmd").read_text().strip(), yaml.safe_load((made / f"{n}.yaml").read_text()))
+        for n in range(count)
+    ]
+
+
+def test_the_readme_makes_the_key_secrets_from_exactly_the_key_files(
+    production: list[Document], tmp_path: Path
+) -> None:
+    """The README's commands, run on the files `onceonly keys init` makes (and a lock
+    file a rotation leaves): the Secrets hold every key the hub loads and no lock file,
+    and a hub loads its keys from them as the pods mount them."""
+    (block,) = [b for b in sh_blocks(kubernetes_section()) if "onceonly-hub-keys" in b]
+    work = tmp_path / "work"
+    (work / "hub-keys" / "keys").mkdir(parents=True)
+    (work / "hub-keys" / "keys" / ".derivation.key.lock").touch()  # a rotation's
+    made = _run_with_dry_run_kubectl(block, tmp_path)
+    assert (work / "hub-keys" / "keys" / "signing" / ".lock").exists()  # keys init's
+
+    assert made[0][1]["kind"] == "Namespace"
+    secrets = {obj["metadata"]["name"]: obj for _, obj in made if obj["kind"] == "Secret"}
+    assert set(secrets) == {"onceonly-hub-keys", "onceonly-hub-signing-keys", "onceonly-database"}
+    assert {s["metadata"]["namespace"] for s in secrets.values()} == {"onceonly"}
+    for secret in secrets.values():
+        assert not [name for name in secret["data"] if name.startswith(".")], secret["data"]
+
+    # as the hub's pod mounts them: keys/ and keys/signing/
+    template = one(production, "Deployment", "onceonly-hub")["spec"]["template"]
+    volumes = {v["name"]: v for v in template["spec"]["volumes"] if "secret" in v}
+    mounted = tmp_path / "mounted"
+    data_dir = Path(hub_settings(production)["ONCEONLY_DATA_DIR"])
+    for mount in container(template, "hub")["volumeMounts"]:
+        if mount["name"] in volumes:
+            directory = mounted / Path(mount["mountPath"]).relative_to(data_dir)
+            directory.mkdir(parents=True, exist_ok=True)
+            secret = secrets[volumes[mount["name"]]["secret"]["secretName"]]
+            for name, value in secret["data"].items():
+                (directory / name).write_bytes(base64.b64decode(value))
+    keys_dir = mounted / "keys"
+    expected = set(key_file_names(work / "hub-keys" / "keys")) | {"audit-origin"}
+    got = {str(p.relative_to(keys_dir)) for p in keys_dir.rglob("*") if p.is_file()}
+    assert got == expected
+    HubKeys.load(keys_dir, create=False)
+
+
+def test_the_readme_makes_the_adapter_certificate_and_the_hubs_trust(
+    production: list[Document], tmp_path: Path
+) -> None:
+    (block,) = [b for b in sh_blocks(kubernetes_section()) if "secret tls" in b]
+    work = tmp_path / "work"
+    work.mkdir()
+    authority = trustme.CA()
+    issued = authority.issue_cert("onceonly-adapter.onceonly.svc")
+    issued.cert_chain_pems[0].write_to_path(work / "adapter.crt")
+    issued.private_key_pem.write_to_path(work / "adapter.key")
+    authority.cert_pem.write_to_path(work / "ca.pem")
+    made = {obj["kind"]: obj for _, obj in _run_with_dry_run_kubectl(block, tmp_path)}
+
+    adapter = one(production, "Deployment", "onceonly-adapter")["spec"]["template"]
+    proxy = tls_proxy_conf(production, adapter)
+    secret = made["Secret"]
+    assert secret["type"] == "kubernetes.io/tls"
+    mount = proxy["mounts"][str(Path(proxy["certificates"][0]).parent)]
+    assert proxy["volumes"][mount["name"]]["secret"]["secretName"] == secret["metadata"]["name"]
+    assert {Path(p).name for p in proxy["certificates"]} == set(secret["data"])
+
+    hub = one(production, "Deployment", "onceonly-hub")["spec"]["template"]
+    ca_file = Path(env_value(container(hub, "hub"), "SSL_CERT_FILE")["value"])
+    trust = made["ConfigMap"]
+    (volume,) = [v for v in hub["spec"]["volumes"] if "configMap" in v and v["name"] == "trust"]
+    assert volume["configMap"]["name"] == trust["metadata"]["name"]
+    assert set(trust["data"]) == {ca_file.name}
+    ssl.create_default_context(cadata=trust["data"][ca_file.name])  # a CA the hub can load
