@@ -1,4 +1,5 @@
-"""A PostgreSQL primary and a streaming standby of the test's own, on ports of their own.
+"""PostgreSQL of the test's own: an empty database on the shared server, or a primary
+and a streaming standby on ports of their own.
 
 The machine's shared server (127.0.0.1:5432) allows no replication connections, and a
 test must not reconfigure it: these clusters are made with ``initdb`` in a temporary
@@ -12,12 +13,14 @@ import socket
 import subprocess
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 _INITDB = ("--auth=trust", "--no-sync", "--no-instructions")
 _STREAM = ("-R", "-X", "stream", "--no-sync")
@@ -143,3 +146,25 @@ def wait_for_replay(primary: Cluster, standby: Cluster, *, within: float = 30.0)
             return
         time.sleep(0.05)
     raise AssertionError(f"the standby did not replay up to {target} in {within} s")
+
+
+@contextmanager
+def new_database(prefix: str = "onceonly_new") -> Iterator[str]:
+    """A database with no tables at all on the shared server (``POSTGRES_ADMIN_URL``),
+    dropped afterwards: where ``onceonly migrate`` or a restore starts from."""
+    from tests.conftest import POSTGRES_ADMIN_URL
+    from tests.hub_testing import postgres_admin
+
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    try:
+        with postgres_admin(POSTGRES_ADMIN_URL) as conn:
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    except sa.exc.OperationalError as error:
+        if os.environ.get("CI"):
+            pytest.fail(f"PostgreSQL is required in CI and does not answer: {error}")
+        pytest.skip(f"no PostgreSQL at {POSTGRES_ADMIN_URL} ({type(error).__name__})")
+    try:
+        yield POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        with postgres_admin(POSTGRES_ADMIN_URL) as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))

@@ -13,18 +13,16 @@ import re
 import signal
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-import sqlalchemy as sa
 
 from onceonly.hub.cli.servers import loopback_socket
 
-from tests.conftest import POSTGRES_ADMIN_URL
 from tests.hub_testing import wait_until
+from tests.pg_cluster import new_database
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY_README = ROOT / "deploy" / "README.md"
@@ -60,25 +58,8 @@ def _base_env() -> dict[str, str]:
 @pytest.fixture
 def empty_databases() -> Iterator[tuple[str, str]]:
     """Two empty PostgreSQL databases (no tables): the hub's, and the restore's."""
-    admin = sa.create_engine(
-        POSTGRES_ADMIN_URL.replace("postgresql://", "postgresql+psycopg://"),
-        isolation_level="AUTOCOMMIT",
-    )
-    names = [f"onceonly_docs_{uuid.uuid4().hex[:10]}" for _ in range(2)]
-    try:
-        with admin.connect() as conn:
-            for name in names:
-                conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    except sa.exc.OperationalError as error:
-        if os.environ.get("CI"):
-            pytest.fail(f"PostgreSQL is required in CI: {error}")
-        pytest.skip(f"no PostgreSQL at {POSTGRES_ADMIN_URL}")
-    base = POSTGRES_ADMIN_URL.rsplit("/", 1)[0]
-    yield f"{base}/{names[0]}", f"{base}/{names[1]}"
-    with admin.connect() as conn:
-        for name in names:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    with new_database("onceonly_docs") as first, new_database("onceonly_docs") as second:
+        yield first, second
 
 
 def _serving(env: dict[str, str]) -> tuple[subprocess.Popen[str], str]:

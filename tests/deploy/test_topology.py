@@ -27,7 +27,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
@@ -37,7 +36,6 @@ from typing import IO
 
 import httpx
 import pytest
-import sqlalchemy as sa
 import trustme
 from joserfc.jwk import ECKey
 
@@ -53,9 +51,9 @@ from onceonly.hub.cli import main
 from onceonly.hub.cli.admin_client import AdminClient
 from onceonly.hub.cli.demo import ADDRESS, CIVIL, INCOME, PURPOSE, TAX, WELFARE, sample_records
 
-from tests.conftest import POSTGRES_ADMIN_URL
 from tests.deploy.nginx_testing import ROOT, Placement, nginx_binary, nginx_command, write_config
 from tests.hub_testing import load_item, wait_until
+from tests.pg_cluster import new_database
 
 CONSUMER = f"{WELFARE}-adapter"
 OWNERS = {CIVIL: ("127.0.0.2", ADDRESS), TAX: ("127.0.0.3", INCOME)}
@@ -356,23 +354,8 @@ class Topology:
 @pytest.fixture
 def topology_database() -> Iterator[str]:
     """A fresh PostgreSQL database for this run, dropped after it."""
-    admin = sa.create_engine(
-        POSTGRES_ADMIN_URL.replace("postgresql://", "postgresql+psycopg://"),
-        isolation_level="AUTOCOMMIT",
-    )
-    name = f"onceonly_topology_{uuid.uuid4().hex[:10]}"
-    try:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    except sa.exc.OperationalError as error:
-        admin.dispose()
-        if os.environ.get("CI"):
-            pytest.fail(f"PostgreSQL is required in CI and does not answer: {error}")
-        pytest.skip(f"no PostgreSQL at {POSTGRES_ADMIN_URL} ({type(error).__name__})")
-    yield POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    with new_database("onceonly_topology") as url:
+        yield url
 
 
 def _certificates(directory: Path, addresses: list[str]) -> ssl.SSLContext:

@@ -3,7 +3,6 @@ into an empty database, the restored hub serves a log that verifies, and an audi
 who saw a later checkpoint rightly reports the entries the backup could not hold."""
 
 import json
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,8 +14,8 @@ from onceonly.hub import backup
 from onceonly.hub.cli import audit_verify
 from onceonly.hub.db import make_sync_engine
 
-from tests.conftest import POSTGRES_ADMIN_URL
 from tests.hub_testing import CATALOGUE, RunningHub, running_hub, wait_until
+from tests.pg_cluster import new_database
 
 
 @pytest.fixture
@@ -26,17 +25,8 @@ def empty_database(database_url: str, tmp_path: Path) -> Iterator[str]:
     if database_url.startswith("sqlite"):
         yield f"sqlite:///{tmp_path / 'restored' / 'hub.db'}"
         return
-    admin = sa.create_engine(
-        POSTGRES_ADMIN_URL.replace("postgresql://", "postgresql+psycopg://"),
-        isolation_level="AUTOCOMMIT",
-    )
-    name = f"onceonly_restore_{uuid.uuid4().hex[:10]}"
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    yield POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    with new_database("onceonly_restore") as url:
+        yield url
 
 
 def _checkpointed(hub: RunningHub) -> int:
@@ -195,31 +185,25 @@ def test_a_failed_postgres_restore_leaves_the_database_empty(
         with hub.admin() as admin:
             admin.import_catalogue(CATALOGUE)
     backup.backup(postgres_url, tmp_path / "hub" / "keys", tmp_path / "backup")
-    admin_engine = sa.create_engine(
-        POSTGRES_ADMIN_URL.replace("postgresql://", "postgresql+psycopg://"),
-        isolation_level="AUTOCOMMIT",
-    )
-    name = f"onceonly_restore_{uuid.uuid4().hex[:10]}"
-    with admin_engine.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    target = POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    with new_database("onceonly_restore") as target:
+        _restore_over_a_type_in_the_way(tmp_path / "backup", target, tmp_path / "other" / "keys")
+
+
+def _restore_over_a_type_in_the_way(saved: Path, target: str, keys: Path) -> None:
     blocker = sa.create_engine(target.replace("postgresql://", "postgresql+psycopg://"))
     try:
         with blocker.begin() as conn:  # no table, but in the way of one the dump makes
             conn.execute(sa.text("CREATE TYPE audit_entries AS (x int)"))
         with pytest.raises(backup.BackupError, match=r"pg_restore failed .*error:"):
-            backup.restore(tmp_path / "backup", target, tmp_path / "other" / "keys")
+            backup.restore(saved, target, keys)
         with blocker.connect() as conn:
             tables = sa.inspect(conn).get_table_names()
         assert tables == []  # one transaction: nothing half restored
         with blocker.begin() as conn:
             conn.execute(sa.text("DROP TYPE audit_entries"))
         # Run again: the keys it put in place first are the backup's, so it goes on.
-        backup.restore(tmp_path / "backup", target, tmp_path / "other" / "keys")
+        backup.restore(saved, target, keys)
         with blocker.connect() as conn:
             assert "audit_entries" in sa.inspect(conn).get_table_names()
     finally:
         blocker.dispose()
-        with admin_engine.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin_engine.dispose()
