@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 
-from onceonly.hub.kit.jsonbody import UnsafeJson, load_json
+from onceonly.hub.kit.untrusted_json import UnsafeJson, load_json
 
 # The deepest JSON any hub takes (onceonly.hub.config: max_json_depth is at most 256). The hub
 # applies its own limit; this one keeps a hostile file (or answer) from crashing the client.

@@ -39,7 +39,7 @@ import httpx
 from onceonly.hub.audit import merkle
 from onceonly.hub.audit.notes import Checkpoint, NoteError, Verifier, open_checkpoint
 from onceonly.hub.cli.progress import Progress
-from onceonly.hub.kit.jsonbody import load_json
+from onceonly.hub.kit.untrusted_json import load_json
 
 EXIT_OK, EXIT_FAILED, EXIT_CANNOT = 0, 1, 2
 _MAX_DEPTH = 64  # the hub's answers are read as untrusted: a hostile hub cannot crash this

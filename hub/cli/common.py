@@ -204,7 +204,7 @@ def talking_to(url: str) -> Iterator[None]:
     import httpx
 
     from onceonly.hub.cli.admin_client import AdminError
-    from onceonly.hub.kit.jsonbody import UnsafeJson
+    from onceonly.hub.kit.untrusted_json import UnsafeJson
 
     try:
         yield

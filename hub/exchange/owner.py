@@ -13,7 +13,7 @@ from onceonly.hub.exchange.exceptions import (
     RecordNotFound,
 )
 from onceonly.hub.kit.deadline import post_within
-from onceonly.hub.kit.jsonbody import JsonTooDeep, UnsafeJson, load_json
+from onceonly.hub.kit.untrusted_json import JsonTooDeep, UnsafeJson, load_json
 
 log = logging.getLogger("onceonly.exchange")
 

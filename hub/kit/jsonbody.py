@@ -1,14 +1,14 @@
-"""Strict JSON: size, nesting depth and duplicate keys are limited, NUL refused in bodies.
+"""Strict JSON bodies: size, nesting depth and duplicate keys are limited, NUL refused.
 
 Python's ``json`` keeps the last of two duplicate keys, so ``{"purpose": "a",
 "purpose": "b"}`` could mean different things to a proxy and to us (RFC 8259 §4):
 duplicates are refused. Bodies are parsed here, not by the framework, so the same
-limits hold on every route. :func:`load_json` is the one parser for JSON the hub
-did not write (request bodies, owners' answers, files given to the CLI): nesting
-deeper than its limit is refused, never a RecursionError.
+limits hold on every route. The one parser for JSON the hub did not write is
+:func:`onceonly.hub.kit.untrusted_json.load_json` (request bodies, owners' answers,
+files given to the CLI), in a module of its own without the web framework, so that
+the command line reads the hub's answers without loading FastAPI.
 """
 
-import json
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -17,6 +17,7 @@ from pydantic import BaseModel, ValidationError
 
 from onceonly.hub.kit.nul import body_nul
 from onceonly.hub.kit.problems import InvalidRequest, PayloadTooLarge
+from onceonly.hub.kit.untrusted_json import JsonTooDeep, UnsafeJson, load_json
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -31,50 +32,6 @@ class JsonLimits:
 
 
 LIMITS_STATE = "json_limits"
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise ValueError(f"duplicate key {key[:64]!r}")
-        result[key] = value
-    return result
-
-
-def _depth(value: Any) -> int:
-    deepest, stack = 0, [(value, 1)]
-    while stack:
-        node, level = stack.pop()
-        deepest = max(deepest, level)
-        if isinstance(node, dict):
-            stack.extend((child, level + 1) for child in node.values())
-        elif isinstance(node, list):
-            stack.extend((child, level + 1) for child in node)
-    return deepest
-
-
-class UnsafeJson(ValueError):
-    """Not JSON, or JSON refused: nested deeper than allowed, or with a duplicate key."""
-
-
-class JsonTooDeep(UnsafeJson):
-    pass
-
-
-def load_json(raw: bytes | str, *, max_depth: int) -> Any:
-    """Parse JSON that the hub did not write: duplicate keys and nesting deeper than
-    ``max_depth`` are refused. Raise :class:`UnsafeJson` (a ValueError), or
-    :class:`JsonTooDeep` for nesting."""
-    try:
-        value = json.loads(raw, object_pairs_hook=_no_duplicates)
-    except RecursionError:  # the C parser recurses: far too deep to finish
-        raise JsonTooDeep(f"nested deeper than {max_depth} levels") from None
-    except (ValueError, UnicodeDecodeError) as error:
-        raise UnsafeJson(f"not valid JSON: {str(error)[:200]}") from None
-    if _depth(value) > max_depth:
-        raise JsonTooDeep(f"nested deeper than {max_depth} levels")
-    return value
 
 
 def parse_json(raw: bytes, *, max_bytes: int, max_depth: int) -> Any:

@@ -9,8 +9,8 @@ from typing import Any
 from joserfc import jws
 from joserfc.errors import JoseError
 
-from onceonly.hub.kit.jsonbody import load_json
 from onceonly.hub.kit.nul import body_nul
+from onceonly.hub.kit.untrusted_json import load_json
 
 MAX_JWT_BYTES = 8192
 MAX_CLAIMS_DEPTH = 16  # claims are flat; a deep one is an attack on the parser

@@ -55,11 +55,11 @@ from onceonly.hub.db import WRITE_OPTION
 from onceonly.hub.keys import HubKeys, KeyLabel
 from onceonly.hub.kit import sealing
 from onceonly.hub.kit.clock import Clock
-from onceonly.hub.kit.jsonbody import load_json
 from onceonly.hub.kit.jws import peek_header_and_claims
 from onceonly.hub.kit.problems import HubError
 from onceonly.hub.kit.single_use import SingleUseRegister
 from onceonly.hub.kit.strict import STRICT_INPUT
+from onceonly.hub.kit.untrusted_json import load_json
 from onceonly.hub.people import repository, service
 from onceonly.hub.people.models import Person
 from onceonly.hub.people.schemas import SessionOut

@@ -1,6 +1,7 @@
-"""JSON the hub did not write is parsed under a depth limit (onceonly.hub.kit.jsonbody.load_json):
-an owner's answer, a file given to the command line. Nesting 100,000 levels deep is
-refused with a clear error, never a RecursionError (a 500, or a traceback)."""
+"""JSON the hub did not write is parsed under a depth limit
+(onceonly.hub.kit.untrusted_json.load_json): an owner's answer, a file given to the
+command line. Nesting 100,000 levels deep is refused with a clear error, never a
+RecursionError (a 500, or a traceback)."""
 
 import os
 import subprocess
@@ -14,7 +15,7 @@ from fastapi import FastAPI, Response
 
 from onceonly.adapters import UpstreamError
 from onceonly.hub.kit import base64url
-from onceonly.hub.kit.jsonbody import JsonTooDeep, UnsafeJson, load_json
+from onceonly.hub.kit.untrusted_json import JsonTooDeep, UnsafeJson, load_json
 
 from tests.hub.exchange_world import ADDRESS, OWNER, PURPOSE, SUBJECT, World, exchange_world
 from tests.hub_testing import serve

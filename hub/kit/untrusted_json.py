@@ -1,0 +1,51 @@
+"""JSON the hub did not write (request bodies, owners' answers, the hub's answers to
+the command line, files given to it): duplicate keys and nesting deeper than a limit
+are refused, never a RecursionError. No web framework here: the command line uses it.
+"""
+
+import json
+from typing import Any
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise ValueError(f"duplicate key {key[:64]!r}")
+        result[key] = value
+    return result
+
+
+def _depth(value: Any) -> int:
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        node, level = stack.pop()
+        deepest = max(deepest, level)
+        if isinstance(node, dict):
+            stack.extend((child, level + 1) for child in node.values())
+        elif isinstance(node, list):
+            stack.extend((child, level + 1) for child in node)
+    return deepest
+
+
+class UnsafeJson(ValueError):
+    """Not JSON, or JSON refused: nested deeper than allowed, or with a duplicate key."""
+
+
+class JsonTooDeep(UnsafeJson):
+    pass
+
+
+def load_json(raw: bytes | str, *, max_depth: int) -> Any:
+    """Parse JSON that the hub did not write: duplicate keys and nesting deeper than
+    ``max_depth`` are refused. Raise :class:`UnsafeJson` (a ValueError), or
+    :class:`JsonTooDeep` for nesting."""
+    try:
+        value = json.loads(raw, object_pairs_hook=_no_duplicates)
+    except RecursionError:  # the C parser recurses: far too deep to finish
+        raise JsonTooDeep(f"nested deeper than {max_depth} levels") from None
+    except (ValueError, UnicodeDecodeError) as error:
+        raise UnsafeJson(f"not valid JSON: {str(error)[:200]}") from None
+    if _depth(value) > max_depth:
+        raise JsonTooDeep(f"nested deeper than {max_depth} levels")
+    return value
