@@ -101,6 +101,20 @@ class Settings(BaseSettings):
         " enables RFC 8705 self_signed_tls_client_auth and certificate-bound tokens",
     )
     signing_key_reload_interval: float = Field(default=5.0, gt=0, le=60)
+    # --- the hub's own outgoing TLS: owners' adapters and subscribers (issue 15) ---
+    adapter_ca_file: Path | None = Field(
+        default=None,
+        description="PEM bundle of CAs trusted for adapters' https:// URLs, besides the"
+        " usual public ones (a department's internal CA)",
+    )
+    adapter_client_cert_file: Path | None = Field(
+        default=None,
+        description="The hub's client certificate (PEM, chain) presented to adapters that"
+        " ask for one: mutual TLS between the hub and the departments",
+    )
+    adapter_client_key_file: Path | None = Field(
+        default=None, description="The private key of adapter_client_cert_file (PEM)"
+    )
     # --- end authorization ---
     # --- people and access requests (issue 5) ---
     session_lifetime: int = Field(
@@ -189,6 +203,12 @@ class Settings(BaseSettings):
             except ValueError:
                 raise ValueError("neither a JSON array nor values separated by commas") from None
         return [item for item in re.split(r"[,\s]+", text) if item]
+
+    @model_validator(mode="after")
+    def _client_certificate_whole(self) -> "Settings":
+        if (self.adapter_client_cert_file is None) != (self.adapter_client_key_file is None):
+            raise ValueError("adapter_client_cert_file and adapter_client_key_file go together")
+        return self
 
     @model_validator(mode="after")
     def _refuse_insecure_production(self) -> "Settings":

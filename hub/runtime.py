@@ -11,10 +11,12 @@ HTTP client), the audit writer last; then the HTTP client closes and the engine 
 disposed.
 """
 
+import ssl
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 
+import certifi
 import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from starlette.applications import Starlette
@@ -53,6 +55,22 @@ class Hub:
     oidc_provider: oidc.Provider | None  # None: no OpenID Connect provider configured
 
 
+def outgoing_tls(settings: Settings) -> ssl.SSLContext | bool:
+    """How the hub's outgoing connections (adapters, subscribers, the OpenID provider)
+    check servers, and which certificate it shows those that ask for one: httpx's
+    defaults, plus ``adapter_ca_file`` and the client certificate when configured."""
+    if settings.adapter_ca_file is None and settings.adapter_client_cert_file is None:
+        return True  # httpx's default verification (certifi, or SSL_CERT_FILE)
+    context = ssl.create_default_context(cafile=certifi.where())
+    if settings.adapter_ca_file is not None:
+        context.load_verify_locations(cafile=settings.adapter_ca_file)
+    if settings.adapter_client_cert_file is not None:
+        context.load_cert_chain(
+            settings.adapter_client_cert_file, keyfile=settings.adapter_client_key_file
+        )
+    return context
+
+
 def install(app: Starlette, hub: Hub) -> None:
     app.state.hub = hub
 
@@ -76,7 +94,9 @@ async def running(settings: Settings, *, keys: HubKeys | None, clock: Clock) -> 
         )
         await people_service.reseal_totp_secrets(engine, keys=keys)  # decision 0017
         http = await stack.enter_async_context(
-            httpx.AsyncClient(limits=_HTTP_LIMITS, follow_redirects=False)
+            httpx.AsyncClient(
+                limits=_HTTP_LIMITS, follow_redirects=False, verify=outgoing_tls(settings)
+            )
         )
         read_engine = engine
         if settings.read_database_url is not None:

@@ -137,11 +137,31 @@ def report(failure: StartupFailure) -> int:
 
 def check(settings: Settings) -> Checked:
     """Everything ``serve`` needs, checked without changing anything."""
-    parts = [_check_keys(settings), _check_database(settings), _check_read_replica(settings)]
+    parts = [
+        _check_keys(settings),
+        _check_outgoing_tls(settings),
+        _check_database(settings),
+        _check_read_replica(settings),
+    ]
     return Checked(
         problems=[problem for part in parts for problem in part.problems],
         notes=[note for part in parts for note in part.notes],
     )
+
+
+def _check_outgoing_tls(settings: Settings) -> Checked:
+    """The CA file and client certificate the hub uses towards adapters load."""
+    if settings.adapter_ca_file is None and settings.adapter_client_cert_file is None:
+        return Checked([], [])
+    from onceonly.hub.runtime import outgoing_tls
+
+    try:
+        outgoing_tls(settings)
+    except OSError as error:  # ssl.SSLError is one; so is a missing or unreadable file
+        reason = error.strerror or logs.one_line(error)
+        return Checked([f"the hub's TLS towards adapters does not load: {reason}"], [])
+    mutual = " and a client certificate" if settings.adapter_client_cert_file else ""
+    return Checked([], [f"adapters: TLS with the configured CA{mutual}"])
 
 
 def _check_read_replica(settings: Settings) -> Checked:
