@@ -75,6 +75,7 @@ def _keys_init(_: argparse.Namespace) -> int:
     from onceonly.hub.kit import logs
 
     settings = startup.load_settings()
+    startup.refuse_new_keys_for_old_data(settings)
     try:
         origin = settings.resolved_audit_origin  # production: ONCEONLY_AUDIT_ORIGIN
         keys = HubKeys.load(settings.keys_dir, create=True)

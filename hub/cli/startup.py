@@ -149,6 +149,59 @@ def check(settings: Settings) -> Checked:
     )
 
 
+DATA_KEYS = {
+    "pseudonym.key": "audit_entries",  # every entry's subject pseudonym was made with it
+    "checkpoint.jwk": "audit_checkpoints",  # auditors pinned the key of those signatures
+}
+"""Keys that stored data depends on, with the table whose rows would no longer match a
+new key. (``derivation.key`` is not here: an upgrade from before decision 0017 makes it
+on an existing database, and what it seals is re-sealed by ``keys rotate-derivation``.)"""
+
+
+def refuse_new_keys_for_old_data(settings: Settings) -> None:
+    """StartupFailure when a key the data depends on is missing but the database already
+    holds that data: a new key would split every subject's history or fork the signed
+    log. Such a key comes back from a backup."""
+    missing = [
+        name
+        for name, table in DATA_KEYS.items()
+        if not (settings.keys_dir / name).exists()
+        and _has_rows(settings.resolved_database_url, table)
+    ]
+    if missing:
+        raise StartupFailure(
+            [
+                f"no keys created: {', '.join(missing)} is missing from {settings.keys_dir}"
+                " but the database holds what it made: restore it from the backup"
+                " (onceonly restore); a new one would not match the data"
+            ]
+        )
+
+
+def _has_rows(url: str, table: str) -> bool:
+    """Whether the database answers and ``table`` has a row (False when it does not
+    answer or has no such table yet: there is no data to protect)."""
+    import sqlalchemy as sa
+
+    from onceonly.hub.db import sync_url
+
+    if url.startswith("sqlite") and not _sqlite_file(url).exists():
+        return False
+    options = {} if url.startswith("sqlite") else {"connect_timeout": CONNECT_TIMEOUT}
+    try:
+        engine = sa.create_engine(sync_url(url), connect_args=options, hide_parameters=True)
+    except (sa.exc.ArgumentError, ValueError, ImportError):
+        return False
+    try:
+        with engine.connect() as connection:
+            row = connection.execute(sa.text(f"SELECT 1 FROM {table} LIMIT 1")).first()
+        return row is not None
+    except sa.exc.SQLAlchemyError:
+        return False
+    finally:
+        engine.dispose()
+
+
 def _check_outgoing_tls(settings: Settings) -> Checked:
     """The CA file and client certificate the hub uses towards adapters load."""
     if settings.adapter_ca_file is None and settings.adapter_client_cert_file is None:

@@ -11,7 +11,7 @@ import pytest
 import sqlalchemy as sa
 
 from onceonly.hub import backup
-from onceonly.hub.cli import audit_verify
+from onceonly.hub.cli import audit_verify, main
 from onceonly.hub.db import make_sync_engine
 
 from tests.hub_testing import CATALOGUE, RunningHub, running_hub, wait_until
@@ -207,3 +207,31 @@ def _restore_over_a_type_in_the_way(saved: Path, target: str, keys: Path) -> Non
             assert "audit_entries" in sa.inspect(conn).get_table_names()
     finally:
         blocker.dispose()
+
+
+def test_keys_init_refuses_new_keys_for_data_made_with_the_old_ones(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A restore that failed halfway, or a lost key file: keys init must not put a new
+    pseudonym secret or checkpoint key beside data made with the old ones."""
+    url = f"sqlite:///{tmp_path / 'hub.db'}"
+    with running_hub(database_url=url, data_dir=tmp_path / "hub", checkpoint_interval=0.1) as hub:
+        with hub.admin() as admin:
+            admin.import_catalogue(CATALOGUE)
+        _checkpointed(hub)
+    monkeypatch.setenv("ONCEONLY_DATA_DIR", str(tmp_path / "hub"))
+    monkeypatch.setenv("ONCEONLY_DATABASE_URL", url)
+    keys = tmp_path / "hub" / "keys"
+    for name in ("checkpoint.jwk", "pseudonym.key"):
+        kept = (keys / name).read_bytes()
+        (keys / name).unlink()
+        assert main(["keys", "init"]) == 1
+        err = capsys.readouterr().err
+        assert f"{name} is missing" in err
+        assert "restore it from the backup" in err
+        assert not (keys / name).exists()
+        (keys / name).write_bytes(kept)
+    # derivation.key is made on an existing database (the upgrade of decision 0017)
+    (keys / "derivation.key").unlink()
+    assert main(["keys", "init"]) == 0
+    assert (keys / "derivation.key").exists()
