@@ -221,6 +221,15 @@ def test_redelivered_event_is_handled_once(database_url: str, tmp_path: Path) ->
         world.publish()
         wait_until(lambda: len(world.received) == 1)
         engine = make_sync_engine(database_url)
+
+        def settled() -> bool:  # the hub has recorded the delivery and let go of it
+            with engine.connect() as conn:
+                statement = "SELECT status, lease_token FROM event_deliveries"
+                return conn.execute(sa.text(statement)).all() == [("delivered", None)]
+
+        # Only then: resetting it while the hub still held its lease would be undone
+        # by the hub's own settling (the race that made this test flaky).
+        wait_until(settled, what="the delivery settled")
         with engine.begin() as conn:  # as if the acknowledgement had been lost
             conn.execute(sa.text("UPDATE event_deliveries SET status = 'pending', attempts = 1"))
             conn.execute(sa.text("UPDATE events SET subject = :s"), {"s": SUBJECT})
