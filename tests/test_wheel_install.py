@@ -54,3 +54,17 @@ def test_the_built_wheel_installs_in_a_fresh_venv_and_runs_the_demo(tmp_path: Pa
     demo = _run(onceonly, "demo", "--data-dir", tmp_path / "demo", cwd=elsewhere)
     assert demo.returncode == 0, (demo.stdout[-3000:], demo.stderr[-3000:])
     assert "FAILED" not in demo.stdout
+
+
+def test_the_readmes_demo_command_works_from_a_plain_editable_install(tmp_path: Path) -> None:
+    """README.md's first command, `pip install -e .` (setuptools' default editable mode,
+    not the strict one the test command uses) then `onceonly demo` in the checkout."""
+    env_dir = tmp_path / "venv"
+    venv.EnvBuilder(with_pip=True).create(env_dir)
+    python, onceonly = env_dir / "bin" / "python", env_dir / "bin" / "onceonly"
+    installed = _run(python, "-m", "pip", "install", "-q", "-e", ROOT, cwd=ROOT)
+    assert installed.returncode == 0, installed.stderr[-2000:]
+    demo = _run(onceonly, "demo", "--data-dir", tmp_path / "demo", cwd=ROOT)
+    assert demo.returncode == 0, (demo.stdout[-3000:], demo.stderr[-3000:])
+    assert "FAILED" not in demo.stdout
+    assert "Every step succeeded" in demo.stdout

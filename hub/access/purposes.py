@@ -1,10 +1,11 @@
 """The purpose list: the codes a record query and an access request may name.
 
 Read from ``Settings.purposes_file``, else ``config/purposes.toml`` in the current
-directory, else the project's own ``config/purposes.toml``. Each file is read once
+directory, else the example list the package installs (``onceonly.config``). Each file is read once
 per process (a changed list takes effect at restart, on every replica alike).
 """
 
+import importlib.util
 import re
 import tomllib
 from dataclasses import dataclass
@@ -16,7 +17,6 @@ from onceonly.hub.config import Settings
 
 PURPOSE_CODE = re.compile(r"^[a-z0-9][a-z0-9.-]{0,63}$")
 DEFAULT_NAME = Path("config") / "purposes.toml"
-PROJECT_FILE = Path(__file__).resolve().parents[2] / DEFAULT_NAME
 
 
 @dataclass(frozen=True)
@@ -44,13 +44,21 @@ def purposes_path(settings: Settings) -> Path:
         if not settings.purposes_file.is_file():
             raise PurposesUnavailable(f"purposes_file {settings.purposes_file} does not exist")
         return settings.purposes_file
-    for candidate in (Path.cwd() / DEFAULT_NAME, PROJECT_FILE):
+    for candidate in (Path.cwd() / DEFAULT_NAME, *_installed()):
         if candidate.is_file():
             return candidate
     raise PurposesUnavailable(
         f"no purpose list: set purposes_file, or provide {DEFAULT_NAME} (looked in"
-        f" {Path.cwd()} and {PROJECT_FILE.parent.parent})"
+        f" {Path.cwd()} and in the installed onceonly.config)"
     )
+
+
+def _installed() -> list[Path]:
+    """The example list the package installs (onceonly.config, a data package without
+    ``__init__.py``: an editable install adds the checkout's folder)."""
+    spec = importlib.util.find_spec("onceonly.config")
+    locations = spec.submodule_search_locations if spec is not None else None
+    return [Path(location) / DEFAULT_NAME.name for location in locations or []]
 
 
 def purposes_for(settings: Settings) -> PurposeList:

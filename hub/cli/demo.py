@@ -12,7 +12,7 @@ a receipt against the log.
 
 import base64
 import hashlib
-import importlib.resources
+import importlib.util
 import json
 import os
 import secrets
@@ -119,13 +119,18 @@ class StoryStopped(Exception):
 def catalogue_dir() -> Path:
     """The starter catalogue: ``./schemas`` when run in a checkout, else the copy the
     package installs (onceonly.schemas), so an installed wheel runs the demo too."""
-    # a data package without __init__.py: resolve a file in it, then take its folder
-    marker = importlib.resources.files("onceonly.schemas").joinpath("departments.json")
-    installed = Path(str(marker)).parent
-    for candidate in (Path.cwd() / "schemas", installed):
+    for candidate in (Path.cwd() / "schemas", *_installed_catalogues()):
         if (candidate / "departments.json").is_file():
             return candidate
     raise FileNotFoundError("the starter catalogue (onceonly.schemas) is not installed")
+
+
+def _installed_catalogues() -> list[Path]:
+    """Where onceonly.schemas is installed: a data package without ``__init__.py``, so
+    it may have several locations (an editable install adds the checkout's)."""
+    spec = importlib.util.find_spec("onceonly.schemas")
+    locations = spec.submodule_search_locations if spec is not None else None
+    return [Path(location) for location in locations or []]
 
 
 def _examples(item_id: str) -> list[dict[str, Any]]:
