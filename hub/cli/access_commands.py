@@ -10,7 +10,7 @@ be reached exits 2. See docs/access.md for an example session.
 import argparse
 from typing import Any
 
-from onceonly.hub.cli.common import add_hub_command, call_hub
+from onceonly.hub.cli.common import add_hub_command, call_hub, segment
 from onceonly.hub.cli.output import Shape
 
 REQUESTS = "/v1/access-requests"
@@ -66,29 +66,37 @@ def _approve(args: argparse.Namespace) -> int:
     body: dict[str, Any] = {"fields": _fields(args.fields), "valid_until": args.valid_until}
     if args.reason:
         body["reason"] = args.reason
-    return call_hub(args, lambda admin: admin.call("POST", f"{REQUESTS}/{args.id}/approve", body))
+    return call_hub(
+        args, lambda admin: admin.call("POST", f"{REQUESTS}/{segment(args.id)}/approve", body)
+    )
 
 
 def _refuse(args: argparse.Namespace) -> int:
     body = {"reason": args.reason}
-    return call_hub(args, lambda admin: admin.call("POST", f"{REQUESTS}/{args.id}/refuse", body))
+    return call_hub(
+        args, lambda admin: admin.call("POST", f"{REQUESTS}/{segment(args.id)}/refuse", body)
+    )
 
 
 def _withdraw(args: argparse.Namespace) -> int:
-    return call_hub(args, lambda admin: admin.call("POST", f"{REQUESTS}/{args.id}/withdraw"))
+    return call_hub(
+        args, lambda admin: admin.call("POST", f"{REQUESTS}/{segment(args.id)}/withdraw")
+    )
 
 
 def _revoke(args: argparse.Namespace) -> int:
     body = {"reason": args.reason}
     return call_hub(
-        args, lambda admin: admin.call("POST", f"{GRANTS}/{args.grant_id}/revoke", body)
+        args, lambda admin: admin.call("POST", f"{GRANTS}/{segment(args.grant_id)}/revoke", body)
     )
 
 
 def _renew(args: argparse.Namespace) -> int:
     body = {"purpose_text": args.purpose_text, "valid_until": args.valid_until}
     body = {k: v for k, v in body.items() if v is not None}
-    return call_hub(args, lambda admin: admin.call("POST", f"{GRANTS}/{args.grant_id}/renew", body))
+    return call_hub(
+        args, lambda admin: admin.call("POST", f"{GRANTS}/{segment(args.grant_id)}/renew", body)
+    )
 
 
 def _list(args: argparse.Namespace) -> int:
@@ -103,7 +111,7 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _show(args: argparse.Namespace) -> int:
-    return call_hub(args, lambda admin: admin.call("GET", f"{REQUESTS}/{args.id}"))
+    return call_hub(args, lambda admin: admin.call("GET", f"{REQUESTS}/{segment(args.id)}"))
 
 
 def _grants(args: argparse.Namespace) -> int:

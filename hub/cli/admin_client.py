@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 
+from onceonly.hub.cli.common import segment
 from onceonly.hub.kit.untrusted_json import UnsafeJson, load_json
 
 # The deepest JSON any hub takes (onceonly.hub.config: max_json_depth is at most 256). The hub
@@ -121,30 +122,30 @@ class AdminClient:
         adapter_url: str | None = None,
     ) -> dict[str, Any]:
         body = {"name": name, "description": description, "adapter_url": adapter_url}
-        return dict(self._call("PUT", f"/v1/admin/departments/{department_id}", body))
+        return dict(self._call("PUT", f"/v1/admin/departments/{segment(department_id)}", body))
 
     def put_client(
         self, client_id: str, *, department: str, jwks: dict[str, Any]
     ) -> dict[str, Any]:
         body = {"department": department, "jwks": jwks}
-        return dict(self._call("PUT", f"/v1/admin/clients/{client_id}", body))
+        return dict(self._call("PUT", f"/v1/admin/clients/{segment(client_id)}", body))
 
     def disable_client(self, client_id: str) -> dict[str, Any]:
         """Its access tokens end at once and it gets no new one (docs/protocol.md, 2.8)."""
-        return dict(self._call("POST", f"/v1/admin/clients/{client_id}/disable"))
+        return dict(self._call("POST", f"/v1/admin/clients/{segment(client_id)}/disable"))
 
     def put_item(self, document: dict[str, Any]) -> dict[str, Any]:
-        return dict(self._call("PUT", f"/v1/admin/items/{document['id']}", document))
+        return dict(self._call("PUT", f"/v1/admin/items/{segment(document['id'])}", document))
 
     def add_version(self, item_id: str, document: dict[str, Any]) -> dict[str, Any]:
         """Register the next schema version (``{"schema": ..., "examples": [...]}``)."""
-        return dict(self._call("POST", f"/v1/admin/items/{item_id}/versions", document))
+        return dict(self._call("POST", f"/v1/admin/items/{segment(item_id)}/versions", document))
 
     def deprecate_item(self, item_id: str) -> dict[str, Any]:
-        return dict(self._call("POST", f"/v1/admin/items/{item_id}/deprecate"))
+        return dict(self._call("POST", f"/v1/admin/items/{segment(item_id)}/deprecate"))
 
     def retire_item(self, item_id: str) -> dict[str, Any]:
-        return dict(self._call("POST", f"/v1/admin/items/{item_id}/retire"))
+        return dict(self._call("POST", f"/v1/admin/items/{segment(item_id)}/retire"))
 
     def list_items(self, **criteria: str | None) -> list[dict[str, Any]]:
         """The catalogue, filtered by q, owner, tag, classification, sharing_class, lifecycle."""
@@ -152,8 +153,8 @@ class AdminClient:
 
     def describe_item(self, item_id: str) -> dict[str, Any]:
         """The item with its versions."""
-        item = dict(self._call("GET", f"/v1/items/{item_id}"))
-        item["versions"] = self._call("GET", f"/v1/items/{item_id}/versions")["versions"]
+        item = dict(self._call("GET", f"/v1/items/{segment(item_id)}"))
+        item["versions"] = self._call("GET", f"/v1/items/{segment(item_id)}/versions")["versions"]
         return item
 
     def create_grant(
@@ -179,7 +180,7 @@ class AdminClient:
         return dict(self._call("POST", "/v1/admin/grants", body))
 
     def revoke_grant(self, grant_id: str) -> dict[str, Any]:
-        return dict(self._call("POST", f"/v1/admin/grants/{grant_id}/revoke"))
+        return dict(self._call("POST", f"/v1/admin/grants/{segment(grant_id)}/revoke"))
 
     def list_grants(self, *, consumer: str | None = None) -> list[dict[str, Any]]:
         return list(self._call("GET", "/v1/admin/grants", consumer=consumer)["grants"])
@@ -189,7 +190,7 @@ class AdminClient:
         return list(self._call("GET", "/v1/admin/events/deliveries", status="dead")["deliveries"])
 
     def replay_delivery(self, delivery_id: str) -> None:
-        self._call("POST", f"/v1/admin/events/deliveries/{delivery_id}/replay")
+        self._call("POST", f"/v1/admin/events/deliveries/{segment(delivery_id)}/replay")
 
     def audit_entries(self, **filters: Any) -> dict[str, Any]:
         return dict(self._call("GET", "/v1/audit/entries", **filters))

@@ -9,7 +9,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from onceonly.hub.cli.common import add_hub_command, call_hub, read_json_argument
+from onceonly.hub.cli.common import add_hub_command, call_hub, read_json_argument, segment
 from onceonly.hub.cli.output import Shape, human
 
 if TYPE_CHECKING:
@@ -66,7 +66,7 @@ def _department_list(args: argparse.Namespace) -> int:
 
 
 def _department_show(args: argparse.Namespace) -> int:
-    return call_hub(args, lambda admin: admin.call("GET", f"{DEPARTMENTS}/{args.id}"))
+    return call_hub(args, lambda admin: admin.call("GET", f"{DEPARTMENTS}/{segment(args.id)}"))
 
 
 def _department_put(args: argparse.Namespace) -> int:
@@ -92,7 +92,7 @@ def _client_list(args: argparse.Namespace) -> int:
 
 
 def _client_show(args: argparse.Namespace) -> int:
-    return call_hub(args, lambda admin: admin.call("GET", f"{CLIENTS}/{args.client_id}"))
+    return call_hub(args, lambda admin: admin.call("GET", f"{CLIENTS}/{segment(args.client_id)}"))
 
 
 def _client_disable(args: argparse.Namespace) -> int:
@@ -101,7 +101,8 @@ def _client_disable(args: argparse.Namespace) -> int:
 
 def _client_enable(args: argparse.Namespace) -> int:
     return call_hub(
-        args, lambda admin: admin.call("POST", f"/v1/admin/clients/{args.client_id}/enable")
+        args,
+        lambda admin: admin.call("POST", f"/v1/admin/clients/{segment(args.client_id)}/enable"),
     )
 
 

@@ -17,12 +17,14 @@
 """
 
 import argparse
+import errno
 import os
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 from onceonly.hub.cli.output import Shape, add_output_option, form_of, show
 
@@ -42,6 +44,14 @@ class CommandFailed(Exception):
     def __init__(self, line: str, *, status: int) -> None:
         self.status = status
         super().__init__(line)
+
+
+def segment(value: object) -> str:
+    """``value`` as one path segment: every character that could end it or change the
+    path (``/``, ``?``, ``#``, ``%``, a ``..``) percent-encoded, so an id typed on the
+    command line names that id, never another route."""
+    text = quote(str(value), safe="")
+    return text.replace(".", "%2E") if text in (".", "..") else text
 
 
 def add_command(sub: Any, name: str, func: Command, help_text: str) -> argparse.ArgumentParser:
@@ -198,6 +208,9 @@ def _reason(error: OSError) -> str:
     return error.strerror or str(error)
 
 
+_LOCAL_WRITE_ERRORS = frozenset({errno.ENOSPC, errno.EIO, errno.EROFS, errno.EDQUOT, errno.EFBIG})
+
+
 @contextmanager
 def talking_to(url: str) -> Iterator[None]:
     """Turn what goes wrong with a call to the hub at ``url`` into CommandFailed."""
@@ -214,7 +227,12 @@ def talking_to(url: str) -> Iterator[None]:
         raise CommandFailed(str(error), status=EXIT_REFUSED) from None
     except (httpx.TransportError, httpx.InvalidURL) as error:
         raise unreachable(url, error) from None
+    except BrokenPipeError:
+        raise  # the output's reader went away (`| head`): main ends quietly
     except OSError as error:
+        if error.errno in _LOCAL_WRITE_ERRORS:  # our output, not the hub
+            line = f"cannot write the output: {error.strerror}"
+            raise CommandFailed(line, status=EXIT_REFUSED) from None
         if error.filename is None:
             raise unreachable(url, error) from None
         line = f"cannot read {error.filename}: {error.strerror}"  # a local file, not the hub

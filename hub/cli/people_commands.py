@@ -18,6 +18,7 @@ from onceonly.hub.cli.common import (
     call_hub,
     hub_of,
     hub_url,
+    segment,
     talking_to,
 )
 from onceonly.hub.cli.output import Shape, role_cell
@@ -110,7 +111,7 @@ def _people_list(args: argparse.Namespace) -> int:
 
 
 def _people_show(args: argparse.Namespace) -> int:
-    return _call(args, "GET", f"/v1/admin/people/{args.username}")
+    return _call(args, "GET", f"/v1/admin/people/{segment(args.username)}")
 
 
 def _role(text: str) -> dict[str, str]:
@@ -134,7 +135,7 @@ def _people_put(args: argparse.Namespace) -> int:
         body["oidc_subject"] = args.oidc_subject
     if args.reset_totp:
         body["reset_totp"] = True
-    return _call(args, "PUT", f"/v1/admin/people/{args.username}", body)
+    return _call(args, "PUT", f"/v1/admin/people/{segment(args.username)}", body)
 
 
 def _password(args: argparse.Namespace) -> int:

@@ -9,7 +9,7 @@ exits 1; an unreachable hub exits 2.
 import argparse
 from typing import Any
 
-from onceonly.hub.cli.common import add_hub_command, call_hub
+from onceonly.hub.cli.common import add_hub_command, call_hub, segment
 from onceonly.hub.cli.output import Shape
 
 CHANGES = "/v1/admin/registry-changes"
@@ -25,17 +25,21 @@ def _changes(args: argparse.Namespace) -> int:
 
 
 def _show(args: argparse.Namespace) -> int:
-    return call_hub(args, lambda admin: admin.call("GET", f"{CHANGES}/{args.id}"))
+    return call_hub(args, lambda admin: admin.call("GET", f"{CHANGES}/{segment(args.id)}"))
 
 
 def _approve(args: argparse.Namespace) -> int:
     body = {"reason": args.reason} if args.reason else {}
-    return call_hub(args, lambda admin: admin.call("POST", f"{CHANGES}/{args.id}/approve", body))
+    return call_hub(
+        args, lambda admin: admin.call("POST", f"{CHANGES}/{segment(args.id)}/approve", body)
+    )
 
 
 def _refuse(args: argparse.Namespace) -> int:
     body = {"reason": args.reason}
-    return call_hub(args, lambda admin: admin.call("POST", f"{CHANGES}/{args.id}/refuse", body))
+    return call_hub(
+        args, lambda admin: admin.call("POST", f"{CHANGES}/{segment(args.id)}/refuse", body)
+    )
 
 
 def register(sub: Any) -> None:

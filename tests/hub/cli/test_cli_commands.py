@@ -279,3 +279,18 @@ def test_the_version_is_printed_in_process(capsys: pytest.CaptureFixture[str]) -
         main(["--version"])
     assert ended.value.code == 0
     assert capsys.readouterr().out == f"onceonly {version('onceonly')}\n"
+
+
+@pytest.mark.usefixtures("cli")
+@pytest.mark.parametrize(
+    "typed", ["../departments/tax", "tax-adapter?x=1", "tax-adapter#frag", "..", "a/b"]
+)
+def test_an_id_is_one_path_segment_never_another_route(
+    typed: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An id typed on the command line is sent percent-encoded: it names that id (there
+    is none such here), never another route nor a shortened id."""
+    status, out, err = run(["client", "show", typed], capsys)
+    assert (status, out) == (1, "")
+    assert err.startswith(("refused: HTTP 404", "refused: HTTP 400")), err
+    assert "Traceback" not in err

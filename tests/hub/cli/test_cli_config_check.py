@@ -14,6 +14,8 @@ from onceonly.hub.cli import main
 from onceonly.hub.config import Settings
 from onceonly.hub.migrate import upgrade
 
+from tests.hub_testing import empty_postgres
+
 Check = Callable[..., tuple[int, list[str], str]]
 
 
@@ -38,7 +40,9 @@ def check(
 
 @pytest.fixture
 def production(tmp_path: Path, postgres_url: str) -> dict[str, str]:
-    """Production settings whose keys exist (keys init) and database is migrated."""
+    """Production settings on a migrated, emptied PostgreSQL database (keys init then
+    makes the keys: it refuses new ones beside data that other keys made)."""
+    empty_postgres(postgres_url)
     return {
         "mode": "production",
         "issuer": "https://hub.example.gov",

@@ -12,6 +12,8 @@ from onceonly.hub.cli import main
 from onceonly.hub.cli.servers import loopback_socket, serve_in_thread
 from onceonly.hub.config import Settings
 
+from tests.hub_testing import empty_postgres
+
 
 @pytest.mark.postgres
 def test_a_production_hub_starts_on_the_keys_that_keys_init_made(
@@ -23,6 +25,7 @@ def test_a_production_hub_starts_on_the_keys_that_keys_init_made(
     monkeypatch.setenv("ONCEONLY_DATA_DIR", str(tmp_path))
     monkeypatch.setenv("ONCEONLY_MODE", "production")
     monkeypatch.setenv("ONCEONLY_ISSUER", "https://hub.example.gov")
+    empty_postgres(postgres_url)  # keys init refuses new keys beside others' data
     monkeypatch.setenv("ONCEONLY_DATABASE_URL", postgres_url)
     monkeypatch.setenv("ONCEONLY_AUDIT_ORIGIN", "hub.example.gov/audit")
 
