@@ -20,20 +20,22 @@ from onceonly.hub.kit.untrusted_json import UnsafeJson, load_json
 # The deepest JSON any hub takes (onceonly.hub.config: max_json_depth is at most 256). The hub
 # applies its own limit; this one keeps a hostile file (or answer) from crashing the client.
 MAX_FILE_DEPTH = 256
-_SHOWN = 200  # characters of an answer that is not a problem, shown in the error
 
 
 class AdminError(RuntimeError):
     """The hub refused an administrative request; the message is its problem detail."""
 
-    def __init__(self, status: int, problem: dict[str, Any]) -> None:
+    def __init__(self, status: int, problem: dict[str, Any], *, not_a_hub: bool = False) -> None:
         self.status = status
         self.problem = problem
-        super().__init__(f"HTTP {status}: {problem.get('title', '')}: {problem.get('detail', '')}")
+        self.not_a_hub = not_a_hub  # the answer is no problem document: no hub gave it
+        said = [str(problem[key]) for key in ("title", "detail") if problem.get(key)]
+        super().__init__(": ".join([f"HTTP {status}", *said]))
 
     @classmethod
     def from_response(cls, response: httpx.Response) -> "AdminError":
-        return cls(response.status_code, problem_of(response))
+        problem = problem_of(response)
+        return cls(response.status_code, problem, not_a_hub=_not_a_problem(response))
 
 
 def problem_of(response: httpx.Response) -> dict[str, Any]:
@@ -45,7 +47,15 @@ def problem_of(response: httpx.Response) -> dict[str, Any]:
         problem = None
     if isinstance(problem, dict):
         return problem
-    return {"detail": response.text[:_SHOWN]}
+    kind = response.headers.get("content-type", "no content type").split(";")[0]
+    return {"detail": f"an answer of {len(response.content)} bytes of {kind}"}
+
+
+def _not_a_problem(response: httpx.Response) -> bool:
+    """Whether a refusal is something other than the hub's problem document (RFC 9457):
+    a web server's page, a proxy's error, another service at that address."""
+    kind = str(response.headers.get("content-type", "")).split(";")[0].strip().lower()
+    return kind != "application/problem+json"
 
 
 def answer_of(response: httpx.Response) -> Any:

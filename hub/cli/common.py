@@ -222,6 +222,9 @@ def talking_to(url: str) -> Iterator[None]:
     try:
         yield
     except AdminError as error:
+        if error.not_a_hub:  # a web page, a proxy's error: the hub was not reached
+            line = f"the server at {url} is not an Onceonly hub (it answered {error})"
+            raise CommandFailed(line, status=EXIT_UNREACHABLE) from None
         raise CommandFailed(f"refused: {error}", status=EXIT_REFUSED) from None
     except UnsafeJson as error:  # a file the command reads (catalogue import)
         raise CommandFailed(str(error), status=EXIT_REFUSED) from None

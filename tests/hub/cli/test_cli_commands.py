@@ -5,8 +5,11 @@ module. ``main`` runs in-process: standard output is not a terminal, so JSON is 
 default, as scripts expect."""
 
 import csv
+import functools
+import http.server
 import io
 import json
+import threading
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -294,3 +297,31 @@ def test_an_id_is_one_path_segment_never_another_route(
     assert (status, out) == (1, "")
     assert err.startswith(("refused: HTTP 404", "refused: HTTP 400")), err
     assert "Traceback" not in err
+
+
+class _QuietWebServer(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:  # not into our stderr
+        pass
+
+
+def test_a_server_that_is_not_a_hub_is_one_line_and_exit_2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A web server at the hub's address (an HTML 404 page): one line, exit 2 as for a
+    hub that cannot be reached, and none of the page in the terminal."""
+    monkeypatch.setenv("ONCEONLY_SESSION_FILE", str(tmp_path / "session.json"))
+    (tmp_path / "site").mkdir()
+    handler = functools.partial(_QuietWebServer, directory=tmp_path / "site")
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        status, out, err = run(["items", "list", "--hub", url], capsys)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert (status, out) == (2, "")
+    assert err.count("\n") == 1
+    assert f"the server at {url} is not an Onceonly hub (it answered HTTP 404" in err
+    assert "<" not in err  # nothing of the HTML page

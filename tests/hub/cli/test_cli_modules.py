@@ -43,12 +43,19 @@ PROBLEM = {"type": "urn:onceonly:problem:no-grant", "title": "No grant", "detail
     ("response", "problem"),
     [
         (httpx.Response(403, json=PROBLEM), PROBLEM),
+        # anything else is described, never shown: no page or body in the terminal
         (
             httpx.Response(502, text="<html>Bad gateway</html>"),
-            {"detail": "<html>Bad gateway</html>"},
+            {"detail": "an answer of 24 bytes of text/plain"},
         ),
-        (httpx.Response(500, json=["not", "an", "object"]), {"detail": '["not","an","object"]'}),
-        (httpx.Response(400, content=b"[" * 100_000), {"detail": "[" * 200}),
+        (
+            httpx.Response(500, json=["not", "an", "object"]),
+            {"detail": "an answer of 21 bytes of application/json"},
+        ),
+        (
+            httpx.Response(400, content=b"[" * 100_000),
+            {"detail": "an answer of 100000 bytes of no content type"},
+        ),
     ],
     ids=["problem", "html", "json-array", "nested-too-deep"],
 )
