@@ -130,7 +130,7 @@ async def get_version(
     "/{item_id}/openapi.json",
     responses={
         200: {"description": "an OpenAPI 3.1 document", "content": {"application/json": {}}},
-        **problems(UnknownItem),
+        **problems(UnknownItem, ItemRetired),
     },
 )
 async def get_item_openapi(item_id: ItemId, request: Request, session: SessionDep) -> JSONResponse:
@@ -138,7 +138,7 @@ async def get_item_openapi(item_id: ItemId, request: Request, session: SessionDe
     generating a typed client (decision 0024). Public, as the catalogue is."""
     item = await service.describe_item(session, item_id)
     if item.lifecycle == "retired":
-        raise UnknownItem(f"data item {item_id!r} is retired: it has no record query")
+        raise ItemRetired(f"data item {item_id!r} is retired: it has no record query")
     schemas = {
         version: (await service.describe_version(session, item_id, version)).json_schema
         for version in range(1, item.latest_version + 1)

@@ -53,7 +53,7 @@ class ClientIn(_Strict):
 class ClientOut(BaseModel):
     client_id: str
     department: str
-    status: str
+    status: Literal["active", "disabled"]
     kids: list[str]
 
 

@@ -77,5 +77,5 @@ def test_retired_item_has_no_document(world: World) -> None:
     retired = httpx.post(f"{world.hub.url}/v1/admin/items/{item}/retire", headers=admin)
     assert retired.status_code == 200, retired.text
     response = httpx.get(f"{world.hub.url}/v1/items/{item}/openapi.json")
-    assert response.status_code == 404
-    assert problem_type(response) == "unknown-item"
+    assert response.status_code == 410  # as the record query answers for it
+    assert problem_type(response) == "item-retired"
