@@ -32,7 +32,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, make_url
 
-from onceonly.hub.db import sync_url
+from onceonly.hub.db import driver_message, probe_engine
 from onceonly.hub.keys import key_file_names
 
 SQLITE_FILE, PGDUMP_FILE, MANIFEST = "database.sqlite3", "database.pgdump", "manifest.json"
@@ -230,39 +230,23 @@ def _count_entries(database_url: str) -> int:
             return int(count)
         except sqlite3.Error as error:
             raise BackupError(f"cannot read {path}: {error}") from error
-    engine = _postgres_engine(database_url)
+    engine = probe_engine(database_url, connect_timeout=_CONNECT_TIMEOUT)
     try:
         with engine.connect() as conn:
             return int(conn.execute(sa.text("SELECT count(*) FROM audit_entries")).scalar_one())
     except sa.exc.SQLAlchemyError as error:
-        raise BackupError(f"cannot read the database: {_reason(error)}") from error
+        raise BackupError(f"cannot read the database: {driver_message(error)}") from error
     finally:
         engine.dispose()
 
 
-def _postgres_engine(database_url: str) -> sa.Engine:
-    return sa.create_engine(
-        sync_url(database_url),
-        connect_args={"connect_timeout": _CONNECT_TIMEOUT},
-        hide_parameters=True,
-    )
-
-
-def _reason(error: sa.exc.SQLAlchemyError) -> str:
-    """The driver's class and first line without the URL (no password in any case: the
-    engine hides parameters, and libpq never quotes a password)."""
-    original = getattr(error, "orig", None) or error
-    first = (str(original).strip().splitlines() or [""])[0]
-    return f"{type(original).__name__}: {first}" if first else type(original).__name__
-
-
 def _has_tables(database_url: str) -> bool:
-    engine = _postgres_engine(database_url)
+    engine = probe_engine(database_url, connect_timeout=_CONNECT_TIMEOUT)
     try:
         with engine.connect() as conn:
             return bool(sa.inspect(conn).get_table_names())
     except sa.exc.SQLAlchemyError as error:
-        raise BackupError(f"cannot reach the target database: {_reason(error)}") from error
+        raise BackupError(f"cannot reach the target database: {driver_message(error)}") from error
     finally:
         engine.dispose()
 

@@ -103,6 +103,24 @@ def make_sync_engine(url: str) -> sa.Engine:
     return engine
 
 
+def probe_engine(url: str, *, connect_timeout: int) -> sa.Engine:
+    """A sync engine to look at a database from a command (is it there, what does it
+    hold): no SQLite tuning, no folder created for a missing SQLite file, and a bound
+    on how long PostgreSQL may take to answer."""
+    options = (
+        {} if make_url(url).get_backend_name() == "sqlite" else {"connect_timeout": connect_timeout}
+    )
+    return sa.create_engine(sync_url(url), connect_args=options, hide_parameters=True)
+
+
+def driver_message(error: Exception) -> str:
+    """The database driver's first line about ``error``, without SQLAlchemy's wrapping
+    (libpq never quotes a password; callers blank what the URL itself holds)."""
+    original = getattr(error, "orig", None) or error
+    lines = str(original).strip().splitlines()
+    return lines[0] if lines else type(original).__name__
+
+
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False)
 

@@ -49,6 +49,7 @@ def _migrate(_: argparse.Namespace) -> int:
 
     from onceonly.hub import migrate
     from onceonly.hub.cli import startup
+    from onceonly.hub.db import driver_message
 
     url = startup.load_settings().resolved_database_url
     unreachable = startup.database_unreachable(url)
@@ -59,7 +60,7 @@ def _migrate(_: argparse.Namespace) -> int:
     try:
         migrate.upgrade(url)
     except (SQLAlchemyError, CommandError) as error:
-        reason = startup.database_error(error)
+        reason = startup.without_secrets(driver_message(error), url)
         raise startup.StartupFailure(
             [f"cannot migrate {startup.database_name(url)}: {reason}"]
         ) from None

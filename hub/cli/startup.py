@@ -183,13 +183,12 @@ def _has_rows(url: str, table: str) -> bool:
     answer or has no such table yet: there is no data to protect)."""
     import sqlalchemy as sa
 
-    from onceonly.hub.db import sync_url
+    from onceonly.hub.db import probe_engine
 
     if url.startswith("sqlite") and not _sqlite_file(url).exists():
         return False
-    options = {} if url.startswith("sqlite") else {"connect_timeout": CONNECT_TIMEOUT}
     try:
-        engine = sa.create_engine(sync_url(url), connect_args=options, hide_parameters=True)
+        engine = probe_engine(url, connect_timeout=CONNECT_TIMEOUT)
     except (sa.exc.ArgumentError, ValueError, ImportError):
         return False
     try:
@@ -387,28 +386,20 @@ def database_unreachable(url: str) -> str | None:
     """Why the database does not answer, or None when it does."""
     import sqlalchemy as sa
 
-    from onceonly.hub.db import sync_url
+    from onceonly.hub.db import driver_message, probe_engine
 
     try:
-        options = {} if url.startswith("sqlite") else {"connect_timeout": CONNECT_TIMEOUT}
-        engine = sa.create_engine(sync_url(url), connect_args=options, hide_parameters=True)
+        engine = probe_engine(url, connect_timeout=CONNECT_TIMEOUT)
     except (sa.exc.ArgumentError, ValueError, ImportError) as error:
         return without_secrets(logs.one_line(error), url)
     try:
         with engine.connect() as connection:
             connection.execute(sa.text("SELECT 1"))
     except sa.exc.SQLAlchemyError as error:
-        return without_secrets(database_error(error), url)
+        return without_secrets(driver_message(error), url)
     finally:
         engine.dispose()
     return None
-
-
-def database_error(error: Exception) -> str:
-    """The driver's first line, without SQLAlchemy's wrapping."""
-    original = getattr(error, "orig", None) or error
-    lines = str(original).strip().splitlines()
-    return lines[0] if lines else type(original).__name__
 
 
 def _is_current(url: str) -> bool:
