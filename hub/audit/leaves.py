@@ -54,6 +54,7 @@ ENTRY_FIELDS = (
     "query",  # what an auditor asked: every filter of a query or an export
     "event",  # the change event an entry is about (publish, delivery, replay)
     "target",  # what an administrative change acted on (e.g. a client id)
+    "owner_ms",  # how long the owner's adapter took to answer (or fail), whole milliseconds
 )
 
 
