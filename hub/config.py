@@ -170,6 +170,30 @@ class Settings(BaseSettings):
     oidc_client_id: str | None = Field(default=None, max_length=255)
     oidc_client_secret: str | None = Field(default=None, max_length=1000)
     # --- end people and access requests ---
+    # --- the efficiency report (issue 14, docs/efficiency.md) ---
+    report_threshold: int = Field(
+        default=5,
+        ge=1,
+        le=1000,
+        description="Counts from 1 to this minus 1 are suppressed in the efficiency report",
+    )
+    report_minutes_saved: dict[str, Annotated[float, Field(ge=0, le=100_000)]] = Field(
+        default_factory=dict,
+        description="Citizen minutes one exchange of an item saves (item id: minutes), as a"
+        " JSON object in the environment or a table in the TOML file",
+    )
+    report_minutes_saved_default: float = Field(
+        default=15.0,
+        ge=0,
+        le=100_000,
+        description="Minutes saved per exchange of an item not in report_minutes_saved",
+    )
+    report_rollup_interval: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description="Seconds between the efficiency report's roll-ups of new audit entries",
+    )
     log_level: str = "INFO"
     log_json: bool = True
 

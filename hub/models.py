@@ -6,6 +6,12 @@ from onceonly.hub.auth.models import RevokedToken, UsedJti
 from onceonly.hub.events.models import Delivery, Event, Subscription
 from onceonly.hub.people.models import Person, PersonRole, PersonSession, SignInFailure
 from onceonly.hub.registry.models import Client, Department, Item, ItemVersion
+from onceonly.hub.reports.models import (
+    ReportCursor,
+    ReportExchanges,
+    ReportOwnerTimes,
+    ReportRecords,
+)
 
 __all__ = [
     "AccessRequest",
@@ -20,6 +26,10 @@ __all__ = [
     "Person",
     "PersonRole",
     "PersonSession",
+    "ReportCursor",
+    "ReportExchanges",
+    "ReportOwnerTimes",
+    "ReportRecords",
     "RevokedToken",
     "SignInFailure",
     "Subscription",

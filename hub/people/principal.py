@@ -58,6 +58,11 @@ class Principal:
         if not (self.auditor or self.break_glass):
             raise Forbidden(f"{self.name!r} is not an auditor")
 
+    def require_report_reader(self) -> None:
+        """The efficiency report (aggregates, never an entry): auditors and administrators."""
+        if not (self.auditor or self.administrator):
+            raise Forbidden(f"{self.name!r} is neither an auditor nor an administrator")
+
     def require_steward(self, department: str) -> None:
         if not self.stewards_department(department):
             raise Forbidden(f"{self.name!r} is not a steward of department {department!r}")

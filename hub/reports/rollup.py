@@ -1,0 +1,87 @@
+"""Adding the audit log's record queries into the report's roll-ups, exactly once.
+
+:func:`onceonly.hub.reports.tally.tally` turns entries into sums (pure);
+:class:`Rollup` is the background worker that keeps the roll-ups at most
+``interval`` seconds behind the log. A report catches up first
+(:meth:`Rollup.catch_up`), so that it counts every entry committed before it was
+asked for. Many replicas may run it against one database: each batch moves the
+cursor with a compare-and-set in the transaction that adds the batch, so a batch is
+added once whoever adds it.
+"""
+
+import asyncio
+import logging
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from onceonly.hub.db import write_connection
+from onceonly.hub.kit.clock import Clock
+from onceonly.hub.reports import repository
+from onceonly.hub.reports.tally import ACTION, tally
+
+log = logging.getLogger("onceonly.reports")
+
+
+class _Raced(Exception):
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+
+class Rollup:
+    """The worker: ``start()`` in the lifespan, ``stop()`` at its end."""
+
+    def __init__(
+        self, engine: AsyncEngine, *, interval: float, clock: Clock, batch_size: int = 5000
+    ) -> None:
+        self._engine = engine
+        self._interval = interval
+        self._clock = clock
+        self._batch_size = batch_size
+        self._task: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()  # one catch-up at a time in this process
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="report-rollup")
+
+    async def stop(self) -> None:
+        if self._task is None:
+            return
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+        self._task = None
+
+    async def catch_up(self, *, budget: float | None = None) -> repository.Progress:
+        """Add what the log holds beyond the cursor, batch by batch, for at most ``budget``
+        seconds (None: until the end); where the roll-ups and the log then stand."""
+        async with self._lock:
+            deadline = None if budget is None else self._clock.monotonic() + budget
+            while True:
+                progress = await self._add_batch()
+                if progress.behind == 0:
+                    return progress
+                if deadline is not None and self._clock.monotonic() >= deadline:
+                    return progress
+
+    async def _add_batch(self) -> repository.Progress:
+        try:
+            async with write_connection(self._engine) as conn:
+                start = await repository.cursor(conn)
+                size = await repository.log_size(conn)
+                if start >= size:
+                    return repository.Progress(through=start, log_size=size)
+                end = min(size, start + self._batch_size)
+                if not await repository.move_cursor(conn, start=start, end=end):
+                    raise _Raced(size)
+                leaves = await repository.leaves_between(conn, start, end, action=ACTION)
+                await repository.add(conn, tally(leaves))
+                return repository.Progress(through=end, log_size=size)
+        except _Raced as raced:  # another replica added this batch first: ours rolled back
+            return repository.Progress(through=-1, log_size=raced.size)
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.catch_up()
+            except Exception:  # a passing database fault must not stop the roll-ups
+                log.exception("report roll-up failed; retrying in %.1f s", self._interval)
+            await asyncio.sleep(self._interval)
