@@ -19,6 +19,7 @@ from onceonly.hub.auth.dependencies import CurrentCaller, TokenCaller
 from onceonly.hub.auth.endpoints import router as auth_router
 from onceonly.hub.citizen.endpoints import router as citizen_router
 from onceonly.hub.config import Settings
+from onceonly.hub.console import endpoints as console
 from onceonly.hub.events.endpoints import admin as events_admin_router
 from onceonly.hub.events.endpoints import router as events_router
 from onceonly.hub.exchange.endpoints import router as exchange_router
@@ -90,6 +91,7 @@ def create_app(
     )
     _install_openapi(app)
     docs.install(app)
+    console.install(app)  # the web console at / (docs/console.md)
     errors.install(app)
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
     for router in (

@@ -49,6 +49,7 @@ class KeyLabel(Enum):
     OIDC_LOGIN = b"onceonly/v1/oidc-login"
     OIDC_CODE = b"onceonly/v1/oidc-code"
     SIGN_IN_FAILURES = b"onceonly/v1/sign-in-failures"
+    CONSOLE_CSRF = b"onceonly/v1/console-csrf"
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,299 @@
+"""The console's routes: thin, as every route of the hub (docs/console.md).
+
+Each page reads who is visiting (``dependencies.VisitDep``), calls the services the
+API's routes call, and renders a template (``pages.page``). POSTs answer with 303 to
+a page (post/redirect/get). Nothing here is in ``/openapi.json``.
+"""
+
+from typing import Any
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import HTMLResponse, Response
+from starlette.exceptions import HTTPException
+
+from onceonly.hub.audit.request_scope import open_audit_scope
+from onceonly.hub.audit.service import AuditScope
+from onceonly.hub.console import assets, cookies, pages, views
+from onceonly.hub.console.dependencies import (
+    FormDep,
+    SignedInDep,
+    Visit,
+    VisitDep,
+    language_of,
+)
+from onceonly.hub.console.exceptions import FormRefused, SignInNeeded
+from onceonly.hub.console.language import LANGUAGES
+from onceonly.hub.dependencies import HubDep, SessionDep, WriteSessionDep
+from onceonly.hub.kit.problems import HubError
+from onceonly.hub.people import service as people
+from onceonly.hub.people.exceptions import SignInFailed, SignInThrottled
+from onceonly.hub.people.schemas import SignInIn
+from onceonly.hub.registry import service as registry
+from onceonly.hub.registry.exceptions import UnknownItem
+from onceonly.hub.registry.schemas import ItemQuery
+from onceonly.hub.runtime import hub_of
+
+router = APIRouter(include_in_schema=False)
+HOME = "/catalogue"
+_ASSET_HEADERS = {"Cache-Control": "public, max-age=3600"}
+
+
+def _page(
+    request: Request, visit: Visit, template: str, *, status: int = 200, **context: Any
+) -> HTMLResponse:
+    response = pages.page(
+        template,
+        language=visit.language,
+        production=visit.production,
+        status=status,
+        visit=visit,
+        path=request.url.path + (f"?{request.url.query}" if request.url.query else ""),
+        navigation=views.navigation(visit.principal) if visit.principal else [],
+        **context,
+    )
+    if visit.new_pre_session is not None:
+        cookies.put(
+            response,
+            cookies.PRE_SESSION,
+            visit.new_pre_session,
+            max_age=cookies.PRE_SESSION_SECONDS,
+            production=visit.production,
+        )
+    return response
+
+
+@router.get("/")
+async def home(visit: SignedInDep) -> Response:
+    return pages.redirect(HOME, production=visit.production)
+
+
+# --- signing in and out --------------------------------------------------------------
+
+
+@router.get("/sign-in")
+async def sign_in_page(request: Request, visit: VisitDep, next: str = HOME) -> Response:
+    if visit.principal is not None:
+        return pages.redirect(pages.local_path(next, default=HOME), production=visit.production)
+    notice = "signed-out" if "signed_out" in request.query_params else ""
+    notice = "ended" if visit.ended else notice
+    return _page(
+        request, visit, "sign_in.html", errors=[], values={}, next=next, request_notice=notice
+    )
+
+
+async def _refused(scope: AuditScope, error: HubError) -> None:
+    """Audit a refusal the console answers with a page (the API's error handler does
+    the same for problem answers): no refusal goes unrecorded."""
+    if not scope.recorded:
+        await scope.record_failure(error)
+
+
+def _address(request: Request) -> str:
+    """The caller's network address, as the sign-in throttle counts it (as the API does)."""
+    return request.client.host if request.client else "unknown"
+
+
+@router.post("/sign-in")
+async def sign_in(request: Request, visit: VisitDep, form: FormDep, hub: HubDep) -> Response:
+    values = {name: form.get(name, "") for name in ("username", "code", "next")}
+    password = form.get("password", "")
+    username, code = values["username"].strip(), values["code"].strip()
+    errors = views.sign_in_errors(username=username, password=password, code=code)
+    if errors:
+        return _page(
+            request,
+            visit,
+            "sign_in.html",
+            status=400,
+            errors=errors,
+            values=values,
+            next=values["next"],
+            request_notice="",
+        )
+    scope = open_audit_scope(request, "person.sign-in", log=hub.audit_log)
+    body = SignInIn(username=username, password=password, totp=code or None)
+    try:
+        signed = await people.sign_in(
+            hub.sessions,
+            engine=hub.engine,
+            keys=hub.keys,
+            settings=hub.settings,
+            body=body,
+            address=_address(request),
+            scope=scope,
+            clock=hub.clock,
+        )
+    except (SignInFailed, SignInThrottled) as error:
+        await _refused(scope, error)
+        message = (
+            views.N_("Too many failed sign-ins: wait a few minutes, then try again")
+            if isinstance(error, SignInThrottled)
+            else views.N_("The username, password or one-time code is not right")
+        )
+        errors = [views.FieldError("username", message)]
+        return _page(
+            request,
+            visit,
+            "sign_in.html",
+            status=error.status,
+            errors=errors,
+            values=values,
+            next=values["next"],
+            request_notice="",
+            headers=error.headers or {},
+        )
+    response = pages.redirect(
+        pages.local_path(values["next"], default=HOME), production=visit.production
+    )
+    cookies.put(
+        response,
+        cookies.SESSION,
+        signed.token,
+        max_age=hub.settings.session_lifetime,
+        production=visit.production,
+    )
+    cookies.remove(response, cookies.PRE_SESSION, production=visit.production)
+    return response
+
+
+@router.post("/sign-out")
+async def sign_out(
+    request: Request, visit: SignedInDep, _: FormDep, session: WriteSessionDep, hub: HubDep
+) -> Response:
+    scope = open_audit_scope(request, "person.sign-out", log=hub.audit_log)
+    assert visit.principal is not None
+    assert visit.session_token is not None
+    scope.note(person=visit.principal.name)
+    await people.sign_out(session, token=visit.session_token, scope=scope, clock=hub.clock)
+    response = pages.redirect("/sign-in?signed_out=1", production=visit.production)
+    cookies.remove(response, cookies.SESSION, production=visit.production)
+    return response
+
+
+@router.get("/language/{code}")
+async def choose_language(code: str, visit: VisitDep, next: str = HOME) -> Response:
+    """The language switch: a link, so it works without a form; it only sets the
+    visitor's preference (a cookie), and goes back to the page it was followed from."""
+    response = pages.redirect(pages.local_path(next, default=HOME), production=visit.production)
+    if code in LANGUAGES:
+        cookies.put(
+            response,
+            cookies.LANGUAGE,
+            code,
+            max_age=cookies.LANGUAGE_SECONDS,
+            production=visit.production,
+            same_site="lax",
+        )
+    return response
+
+
+@router.get("/account")
+async def account(request: Request, visit: SignedInDep) -> Response:
+    return _page(request, visit, "account.html")
+
+
+# --- the catalogue -------------------------------------------------------------------
+
+
+@router.get("/catalogue")
+async def catalogue(
+    request: Request,
+    visit: SignedInDep,
+    session: SessionDep,
+    q: str = "",
+    owner: str = "",
+    tag: str = "",
+) -> Response:
+    search = views.CatalogueSearch(q=q.strip(), owner=owner, tag=tag)
+    errors = search.errors()
+    everything = (await registry.list_items(session)).items
+    found = []
+    if not errors:
+        query = ItemQuery(q=search.q or None, owner=search.owner or None, tag=search.tag or None)
+        found = (await registry.list_items(session, query)).items
+    return _page(
+        request,
+        visit,
+        "catalogue.html",
+        status=400 if errors else 200,
+        errors=errors,
+        search=search,
+        items=found,
+        owners=sorted({item.owner for item in everything}),
+        tags=sorted({tag for item in everything for tag in item.tags}),
+        filtered=bool(search.q or search.owner or search.tag),
+    )
+
+
+@router.get("/catalogue/{item_id}")
+async def item_page(
+    request: Request, item_id: str, visit: SignedInDep, session: SessionDep
+) -> Response:
+    if not views.is_item_id(item_id):
+        return _page(request, visit, "not_found.html", status=404)
+    try:
+        item = await registry.describe_item(session, item_id)
+        versions = await registry.list_versions(session, item_id)
+        latest = await registry.describe_version(session, item_id, item.latest_version)
+    except UnknownItem:
+        return _page(request, visit, "not_found.html", status=404)
+    summary = next(v for v in versions.versions if v.version == item.latest_version)
+    rows = views.field_rows(
+        latest.json_schema, fields=summary.fields, personal=summary.personal_fields
+    )
+    assert visit.principal is not None
+    return _page(
+        request,
+        visit,
+        "item.html",
+        item=item,
+        versions=sorted(versions.versions, key=lambda v: v.version, reverse=True),
+        rows=rows,
+        owned=visit.principal.stewards_department(item.owner),
+    )
+
+
+# --- assets and the answers that are not pages -----------------------------------------
+
+
+@router.get(assets.ASSETS_PATH + "/{name}")
+async def asset(name: str, hub: HubDep) -> Response:
+    if name not in assets.ASSETS:
+        raise HTTPException(404, "no such console asset")
+    headers = {**pages.security_headers(production=hub.settings.is_production), **_ASSET_HEADERS}
+    return Response(assets.asset(name), media_type=assets.media_type(name), headers=headers)
+
+
+async def _to_sign_in(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, SignInNeeded)
+    production = hub_of(request.app).settings.is_production
+    target = pages.local_path(exc.next_path, default=HOME)
+    location = "/sign-in" if target == HOME else f"/sign-in?{_next_query(target)}"
+    return pages.redirect(location, production=production)
+
+
+def _next_query(target: str) -> str:
+    return urlencode({"next": target})
+
+
+async def _form_refused(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, FormRefused)
+    production = hub_of(request.app).settings.is_production
+    return pages.page(
+        "form_refused.html",
+        language=language_of(request, production=production),
+        production=production,
+        status=exc.status,
+        visit=None,
+        path=request.url.path,
+        navigation=[],
+    )
+
+
+def install(app: FastAPI) -> None:
+    """Serve the console at ``/`` (its pages and ``/assets``), and answer its refusals
+    with pages and redirects."""
+    app.include_router(router)
+    app.add_exception_handler(SignInNeeded, _to_sign_in)
+    app.add_exception_handler(FormRefused, _form_refused)
