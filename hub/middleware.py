@@ -30,6 +30,7 @@ from onceonly.hub.kit.problems import (
     problem_response,
     render,
 )
+from onceonly.hub.metrics import REQUEST_STARTED
 
 log = logging.getLogger("onceonly.access")
 
@@ -63,6 +64,7 @@ class RequestContextMiddleware:
         state = scope.setdefault("state", {})
         state["request_id"], state["client_request_id"] = request_id, _client_request_id(scope)
         started = time.perf_counter()
+        REQUEST_STARTED.set(started)  # this request's context only (onceonly.hub.metrics)
         status = {"code": 500, "sent": False}
 
         async def send_with_id(message: Message) -> None:

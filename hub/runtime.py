@@ -15,12 +15,15 @@ import ssl
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
+from functools import partial
 
 import certifi
 import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from starlette.applications import Starlette
 
+from onceonly.hub.access.exceptions import PurposesUnavailable
+from onceonly.hub.access.purposes import purposes_for
 from onceonly.hub.audit.checkpoints import Checkpointer, load_signer
 from onceonly.hub.audit.service import AuditLog
 from onceonly.hub.auth.jti_register import JtiRegister
@@ -30,8 +33,10 @@ from onceonly.hub.events.delivery import Deliverer
 from onceonly.hub.keys import HubKeys
 from onceonly.hub.kit.clock import Clock
 from onceonly.hub.kit.workers import start_all
+from onceonly.hub.metrics import EntryMetrics, LabelGuard, Vocabulary
 from onceonly.hub.people import oidc
 from onceonly.hub.people import service as people_service
+from onceonly.hub.registry import repository as registry_repository
 
 _HTTP_LIMITS = httpx.Limits(max_connections=200, max_keepalive_connections=100)
 
@@ -52,6 +57,7 @@ class Hub:
     jti_register: JtiRegister  # single-use jtis, group commit (issue 4)
     checkpointer: Checkpointer  # audit checkpoints (issue 6)
     deliverer: Deliverer
+    metrics: EntryMetrics  # committed audit entries into metrics, with its label guard
     oidc_provider: oidc.Provider | None  # None: no OpenID Connect provider configured
 
 
@@ -105,7 +111,10 @@ async def running(settings: Settings, *, keys: HubKeys | None, clock: Clock) -> 
         hub = _assemble(
             settings, keys=keys, clock=clock, engine=engine, read_engine=read_engine, http=http
         )
-        await start_all(stack, [hub.audit_log, hub.jti_register, hub.checkpointer, hub.deliverer])
+        await start_all(
+            stack,
+            [hub.metrics.guard, hub.audit_log, hub.jti_register, hub.checkpointer, hub.deliverer],
+        )
         yield hub
 
 
@@ -118,7 +127,10 @@ def _assemble(
     read_engine: AsyncEngine,
     http: httpx.AsyncClient,
 ) -> Hub:
-    audit_log = AuditLog(engine, batch_size=settings.audit_batch_size, clock=clock)
+    metrics = EntryMetrics(LabelGuard(partial(_metric_vocabulary, engine, settings)))
+    audit_log = AuditLog(
+        engine, batch_size=settings.audit_batch_size, clock=clock, on_committed=metrics.committed
+    )
     signer = load_signer(
         keys_dir=settings.keys_dir,
         origin=settings.resolved_audit_origin,
@@ -146,5 +158,19 @@ def _assemble(
             audit_log=audit_log,
             clock=clock,
         ),
+        metrics=metrics,
         oidc_provider=oidc.Provider.from_settings(settings, http=http) if configured else None,
     )
+
+
+async def _metric_vocabulary(engine: AsyncEngine, settings: Settings) -> Vocabulary:
+    """What metric labels may carry (onceonly.hub.metrics): registered items with their
+    owners, departments, and the purpose list's codes."""
+    async with session_factory(engine)() as session:
+        owners = await registry_repository.item_owners(session)
+        departments = await registry_repository.department_ids(session)
+    try:
+        purposes = frozenset(purpose.code for purpose in purposes_for(settings).purposes)
+    except PurposesUnavailable:
+        purposes = frozenset()
+    return Vocabulary(owners=owners, departments=frozenset(departments), purposes=purposes)

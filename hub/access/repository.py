@@ -193,6 +193,20 @@ async def list_requests(
     return list((await session.execute(query)).scalars())
 
 
+async def pending_by_owner(session: AsyncSession, *, now: datetime) -> dict[str, tuple[int, int]]:
+    """Per owner department: requests pending, and how many of them are overdue at
+    ``now`` (their answer was due before it). One grouped read (ix_access_requests_owner_status)."""
+    owner, due = col(AccessRequest.owner_id), col(AccessRequest.answer_due)
+    overdue = sa.func.sum(sa.case((due < now, 1), else_=0))
+    query = (
+        sa.select(owner, sa.func.count(), overdue)
+        .where(col(AccessRequest.status) == "pending")
+        .group_by(owner)
+    )
+    rows = (await session.execute(query)).all()
+    return {department: (int(pending), int(late or 0)) for department, pending, late in rows}
+
+
 async def settle_request(
     session: AsyncSession, *, request_id: str, status: str, **values: Any
 ) -> bool:

@@ -16,6 +16,7 @@ first one left. Who may do what: :mod:`onceonly.hub.access.policy`.
 
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from uuid import uuid4
 
 from sqlalchemy.exc import IntegrityError
@@ -46,8 +47,10 @@ from onceonly.hub.access.schemas import (
 from onceonly.hub.access.service import capped_until, check_fields
 from onceonly.hub.audit.service import AuditScope
 from onceonly.hub.config import Settings
+from onceonly.hub.kit.after_commit import on_commit
 from onceonly.hub.kit.clock import Clock, as_utc, aware
 from onceonly.hub.kit.problems import InvalidRequest
+from onceonly.hub.metrics import access_decided
 from onceonly.hub.people.principal import Principal
 from onceonly.hub.registry import service as registry
 from onceonly.hub.registry.exceptions import ItemRetired, UnknownItem
@@ -424,6 +427,7 @@ async def approve(
     repository.add(session, grant)
     await session.flush()
     await scope.record_change(session, grant=grant.id, fields=grant.fields, reason=body.reason)
+    _count_decision(session, row, decision="approved", now=now)
     await session.refresh(row)
     return request_out(row, version, now)
 
@@ -480,5 +484,22 @@ async def _settle(
     if not settled:
         raise await _not_pending(session, row)
     await scope.record_change(session, reason=reason)
+    if status == "refused":
+        _count_decision(session, row, decision="refused", now=now)
     await session.refresh(row)
     return request_out(row, await _version(session, row), now)
+
+
+def _count_decision(
+    session: AsyncSession, row: AccessRequest, *, decision: str, now: datetime
+) -> None:
+    """An owner's decision, in the metrics once it has committed (a withdrawal is none)."""
+    counted = partial(  # the row's values read now: they are expired once it commits
+        access_decided,
+        owner=row.owner_id,
+        decision=decision,
+        requested=aware(row.requested_at),
+        due=aware(row.answer_due),
+        decided=now,
+    )
+    on_commit(session, counted)

@@ -16,7 +16,7 @@ import csv
 import io
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Collection, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -36,6 +36,7 @@ from onceonly.hub.audit.readers import AUDITOR, Reader
 from onceonly.hub.audit.repository import EntryFilter
 from onceonly.hub.audit.schemas import EntryOut, EntryPage, ProofOut
 from onceonly.hub.db import write_connection
+from onceonly.hub.kit.after_commit import on_commit
 from onceonly.hub.kit.clock import SYSTEM_CLOCK, Clock, rfc3339_ms
 from onceonly.hub.kit.group_commit import GroupCommit
 from onceonly.hub.kit.problems import HubError
@@ -60,10 +61,16 @@ class AuditLog:
     """The process's appender. ``start()`` in the lifespan, ``stop()`` drains it."""
 
     def __init__(
-        self, engine: AsyncEngine, *, batch_size: int = 256, clock: Clock = SYSTEM_CLOCK
+        self,
+        engine: AsyncEngine,
+        *,
+        batch_size: int = 256,
+        clock: Clock = SYSTEM_CLOCK,
+        on_committed: Callable[[dict[str, Any]], None] = lambda entry: None,
     ) -> None:
         self._engine = engine
         self.clock = clock  # the time of every entry written through a scope
+        self.on_committed = on_committed  # called with each entry once committed (metrics)
         self._writer: GroupCommit[tuple[dict[str, Any], bytes], Receipt] = GroupCommit(
             self._write_with_retry,
             name="audit-writer",
@@ -81,6 +88,10 @@ class AuditLog:
         """Running, and its last commit (or probe since) succeeded: what /readyz reports."""
         return self._writer.healthy
 
+    @property
+    def writer(self) -> GroupCommit[tuple[dict[str, Any], bytes], Receipt]:
+        return self._writer  # its queue and lag, read by /metrics
+
     async def _can_append(self) -> None:
         """The write path answers (the append lock, the log's size); nothing is written."""
         async with write_connection(self._engine) as conn:
@@ -95,7 +106,9 @@ class AuditLog:
 
     async def append(self, entry: dict[str, Any]) -> Receipt:
         """Commit ``entry`` and return its receipt; raise AuditUnavailable if it cannot."""
-        return await self._writer.submit((entry, leaves.leaf_bytes(entry)))
+        receipt = await self._writer.submit((entry, leaves.leaf_bytes(entry)))
+        self.on_committed(entry)
+        return receipt
 
     async def _write_with_retry(self, batch: list[tuple[dict[str, Any], bytes]]) -> list[Receipt]:
         for attempt in range(_RACE_RETRIES):
@@ -116,6 +129,7 @@ class AuditLog:
         so that the change and its audit entry commit together, or neither does."""
         conn = await session.connection()
         (receipt,) = await append_rows(conn, [(entry, leaves.leaf_bytes(entry))])
+        on_commit(session, lambda: self.on_committed(entry))
         return receipt
 
 

@@ -37,6 +37,7 @@ from onceonly.hub.events.tokens import mint_event_token
 from onceonly.hub.keys import HubKeys
 from onceonly.hub.kit.clock import SYSTEM_CLOCK, Clock, rfc3339_ms
 from onceonly.hub.kit.deadline import post_within
+from onceonly.hub.metrics import delivery_attempted
 
 log = logging.getLogger("onceonly.events")
 STOP_MARGIN = 5.0  # seconds a stopping round may take beyond its attempts' timeout
@@ -242,19 +243,27 @@ class Deliverer:
     async def _settle(self, delivery: DueDelivery, outcome: Outcome) -> None:
         """Record the outcome and its audit entry in one transaction, unless the lease
         was lost meanwhile (the new holder then settles and audits its own attempt)."""
+        entry = None
+        if outcome.audit_outcome is not None:
+            entry = _entry(
+                delivery, at=self._clock.now(), outcome=outcome.audit_outcome, reason=outcome.reason
+            )
         async with write_connection(self._engine) as conn:
             if not await repository.settle(conn, delivery=delivery, values=outcome.values):
                 return
             if outcome.values.get("status") in ("delivered", "cancelled"):
                 await repository.forget_subject_when_done(conn, event_id=delivery.event_id)
-            if outcome.audit_outcome is not None:
-                entry = _entry(
-                    delivery,
-                    at=self._clock.now(),
-                    outcome=outcome.audit_outcome,
-                    reason=outcome.reason,
-                )
+            if entry is not None:
                 await append_rows(conn, [(entry, leaves.leaf_bytes(entry))])
+        if entry is not None:
+            self._audit.on_committed(entry)
+        if outcome.values.get("status") == "delivered" or outcome.audit_outcome == "failed":
+            delivery_attempted(  # an attempt (no grant, postponed: none was made)
+                item=delivery.item_id,
+                subscriber=delivery.department_id,
+                delivered=outcome.audit_outcome is None,
+                reason=outcome.reason,
+            )
 
     async def _send(self, delivery: DueDelivery, *, url: str, subject: str) -> str | None:
         """POST the event to the subscriber's adapter at ``url``; None on success, else

@@ -25,10 +25,16 @@ Nobody waits forever (STYLE habit 14):
   ``drain_timeout`` seconds; then it cancels the writer, gives it as long again to
   end, and fails whatever is left. It returns within twice ``drain_timeout``
   whether the writer was running, stuck in a commit or dead.
+
+What an operator watches (read at a scrape, so they cost nothing per item): ``waiting``
+(items submitted and not yet settled, those waiting for room included), ``lag``
+(seconds the oldest of them has waited, 0 when none) and ``failed_batches`` (batches
+that could not be committed since the process started).
 """
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
@@ -45,7 +51,7 @@ class _ResultCountMismatch(RuntimeError):
     """``commit`` answered a batch with a result list of another length."""
 
 
-@dataclass
+@dataclass(eq=False)  # hashed by identity: a key of GroupCommit._since
 class _Waiting(Generic[T, R]):
     item: T
     done: asyncio.Future[R]
@@ -77,6 +83,8 @@ class GroupCommit(Generic[T, R]):
         self._batch: list[_Waiting[T, R]] = []
         self._stopping = False
         self._last_batch_failed = False
+        self._since: dict[_Waiting[T, R], float] = {}  # submitted, unsettled: when (in order)
+        self._failed_batches = 0
 
     @property
     def running(self) -> bool:
@@ -86,6 +94,22 @@ class GroupCommit(Generic[T, R]):
     def healthy(self) -> bool:
         """Running, and its last batch (or, since, its probe) committed."""
         return self.running and not self._last_batch_failed
+
+    @property
+    def waiting(self) -> int:
+        """Items submitted and not settled yet (queued, in the batch, or waiting for room)."""
+        return len(self._since)
+
+    @property
+    def lag(self) -> float:
+        """Seconds the oldest unsettled item has waited; 0 when none waits."""
+        oldest = next(iter(self._since.values()), None)
+        return 0.0 if oldest is None else max(0.0, time.monotonic() - oldest)
+
+    @property
+    def failed_batches(self) -> int:
+        """Batches that could not be committed since this writer was made."""
+        return self._failed_batches
 
     async def start(self) -> None:
         if self.running:
@@ -116,11 +140,15 @@ class GroupCommit(Generic[T, R]):
         if writer is None or writer.done() or self._stopping:
             raise self._failure()
         waiting: _Waiting[T, R] = _Waiting(item, asyncio.get_running_loop().create_future())
-        if self._queue.full():
-            await self._wait_for_room(waiting, writer)
-        else:
-            self._queue.put_nowait(waiting)
-        return await waiting.done
+        self._since[waiting] = time.monotonic()
+        try:
+            if self._queue.full():
+                await self._wait_for_room(waiting, writer)
+            else:
+                self._queue.put_nowait(waiting)
+            return await waiting.done
+        finally:
+            del self._since[waiting]
 
     async def _wait_for_room(self, waiting: _Waiting[T, R], writer: asyncio.Task[None]) -> None:
         put = asyncio.ensure_future(self._queue.put(waiting))
@@ -181,6 +209,7 @@ class GroupCommit(Generic[T, R]):
                 raise _ResultCountMismatch(f"{len(results)} results for a batch of {len(batch)}")
         except BaseException as error:
             self._last_batch_failed = True
+            self._failed_batches += 1
             log.error(
                 "%s: a batch of %d could not be committed", self._name, len(batch), exc_info=error
             )

@@ -50,6 +50,16 @@ async def owned_item_ids(session: AsyncSession, *, owner: str) -> list[str]:
     return list((await session.execute(query)).scalars())
 
 
+async def item_owners(session: AsyncSession) -> dict[str, str]:
+    """Every registered item id, with its owner department's id."""
+    rows = await session.execute(sa.select(col(Item.id), col(Item.owner_id)))
+    return {item: owner for item, owner in rows.all()}
+
+
+async def department_ids(session: AsyncSession) -> set[str]:
+    return set((await session.execute(sa.select(col(Department.id)))).scalars())
+
+
 async def list_items(session: AsyncSession) -> list[Item]:
     return list((await session.execute(select(Item).order_by(col(Item.id)))).scalars())
 
