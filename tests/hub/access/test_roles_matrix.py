@@ -11,8 +11,10 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+from fastapi.routing import APIRoute
 
 from onceonly.hub.app import create_app
+from onceonly.hub.console.endpoints import router as console_router
 
 from tests.hub_testing import (
     DATABASES,
@@ -259,3 +261,46 @@ def test_a_refused_read_is_audited_too(hub: RunningHub, people: dict[str, dict[s
     anonymous = httpx.get(f"{hub.url}/v1/grants")
     entry = audit_entry_for(hub, anonymous, action="route.refused")
     assert (entry["reason"], entry["target"]) == ("not-signed-in", "GET /v1/grants")
+
+
+# The web console (onceonly.hub.console): cookie-authenticated HTML pages, out of the
+# OpenAPI document, so classified here on their own. A page for people sends a visitor
+# without a live sign-in to the sign-in page (303), whatever the method; every POST also
+# needs its CSRF token (tests/hub/console). Which role sees what on a page is tested in
+# tests/hub/console/test_console_http.py.
+CONSOLE_ROUTES: dict[tuple[str, str], str | frozenset[str]] = {
+    ("GET", "/sign-in"): PUBLIC,
+    ("POST", "/sign-in"): PUBLIC,
+    ("GET", "/language/{code}"): PUBLIC,
+    ("GET", "/assets/{name}"): PUBLIC,
+    ("GET", "/"): ANY_PERSON,
+    ("GET", "/account"): ANY_PERSON,
+    ("GET", "/catalogue"): ANY_PERSON,
+    ("GET", "/catalogue/{item_id}"): ANY_PERSON,
+    ("POST", "/sign-out"): ANY_PERSON,
+}
+
+
+def test_every_console_route_is_classified() -> None:
+    served = {
+        (method, route.path)
+        for route in console_router.routes
+        if isinstance(route, APIRoute)
+        for method in route.methods
+    }
+    assert served == set(CONSOLE_ROUTES)
+
+
+@pytest.mark.parametrize(
+    "route", sorted(r for r, kind in CONSOLE_ROUTES.items() if kind == ANY_PERSON), ids=route_id
+)
+def test_console_pages_send_a_visitor_without_a_sign_in_to_the_sign_in_page(
+    hub: RunningHub, route: tuple[str, str]
+) -> None:
+    method, path = route
+    for cookies in ({}, {"onceonly-console": "oop_forged"}):
+        response = httpx.request(
+            method, hub.url + concrete(path), cookies=cookies, data={"csrf_token": "x"}
+        )
+        assert response.status_code == 303, response.text
+        assert response.headers["location"].startswith("/sign-in")

@@ -1,0 +1,108 @@
+"""A hub with the starter catalogue and one person per role, for the console's tests.
+
+Built once per module and database (``console_world``). The hub reads time from a
+ManualClock: a test that needs a fresh one-time code moves it one TOTP step on
+(``next_code``), one that needs a session to end moves it past ``session_lifetime``.
+Each test signs in for itself, so moving the clock ends no other test's session.
+"""
+
+import base64
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from onceonly.hub.kit.clock import ManualClock
+from onceonly.hub.people import credentials
+
+from tests.hub_testing import CATALOGUE, TEST_PASSWORD, RunningHub, running_hub
+
+STEWARD, OTHER_STEWARD, AUDITOR, ADMINISTRATOR = "cecilia", "tomas", "ivo", "ada"
+PEOPLE = {
+    STEWARD: ("Cecilia Kask", {"role": "steward", "department": "civil-registry"}),
+    OTHER_STEWARD: ("Tomas Tamm", {"role": "steward", "department": "tax"}),
+    AUDITOR: ("Ivo Ilves", {"role": "auditor"}),
+    ADMINISTRATOR: ("Ada Aru", {"role": "administrator"}),
+}
+_CSRF = re.compile(r'name="csrf_token" value="([^"]*)"')
+
+
+@dataclass
+class ConsoleWorld:
+    hub: RunningHub
+    clock: ManualClock
+    totp_secret: str  # the steward's (cecilia's) one-time-code secret
+
+    @property
+    def url(self) -> str:
+        return self.hub.url
+
+    def next_code(self) -> str:
+        """The steward's code, one TOTP step later than any used before (a code is
+        accepted once)."""
+        self.clock.advance(credentials.TOTP_PERIOD)
+        key = base64.b32decode(self.totp_secret + "=" * (-len(self.totp_secret) % 8))
+        return credentials.hotp(key, credentials.totp_step(self.clock.time()))
+
+    def browser(self) -> httpx.Client:
+        """A client that keeps cookies, as a browser does (redirects not followed)."""
+        return httpx.Client(base_url=self.url)
+
+    @contextmanager
+    def signed_in(self, username: str) -> Iterator[httpx.Client]:
+        """A browser signed in as ``username`` (with a fresh code for the steward)."""
+        with self.browser() as client:
+            code = self.next_code() if username == STEWARD else ""
+            answer = sign_in(client, username, TEST_PASSWORD, code=code)
+            assert answer.status_code == 303, answer.text
+            yield client
+
+
+def csrf_token(html: str) -> str:
+    found = _CSRF.search(html)
+    assert found is not None, "the page has no form with a CSRF token"
+    return found.group(1)
+
+
+def sign_in(
+    client: httpx.Client, username: str, password: str, *, code: str = "", next_path: str = ""
+) -> httpx.Response:
+    """Sign in through the console's form, as a browser does: the page, then its POST."""
+    token = csrf_token(client.get("/sign-in").text)
+    form = {"csrf_token": token, "username": username, "password": password, "code": code}
+    return client.post("/sign-in", data={**form, "next": next_path or "/catalogue"})
+
+
+def _enrol_totp(hub: RunningHub, clock: ManualClock, username: str) -> str:
+    signed = httpx.post(
+        f"{hub.url}/v1/people/sign-in", json={"username": username, "password": TEST_PASSWORD}
+    )
+    headers = {"Authorization": f"Bearer {signed.json()['token']}"}
+    enrolment = httpx.post(
+        f"{hub.url}/v1/people/me/totp", json={"password": TEST_PASSWORD}, headers=headers
+    )
+    secret: str = enrolment.json()["secret"]
+    key = base64.b32decode(secret + "=" * (-len(secret) % 8))
+    code = credentials.hotp(key, credentials.totp_step(clock.time()))
+    confirmed = httpx.post(
+        f"{hub.url}/v1/people/me/totp/confirm", json={"code": code}, headers=headers
+    )
+    assert confirmed.status_code == 200, confirmed.text
+    return secret
+
+
+@contextmanager
+def console_world(
+    *, database_url: str, data_dir: Path, **settings: object
+) -> Iterator[ConsoleWorld]:
+    clock = ManualClock()
+    with running_hub(database_url=database_url, data_dir=data_dir, clock=clock, **settings) as hub:
+        with hub.admin() as admin:
+            admin.import_catalogue(CATALOGUE)
+            for username, (name, role) in PEOPLE.items():
+                body = {"password": TEST_PASSWORD, "display_name": name, "roles": [role]}
+                admin.call("PUT", f"/v1/admin/people/{username}", body)
+        yield ConsoleWorld(hub=hub, clock=clock, totp_secret=_enrol_totp(hub, clock, STEWARD))
