@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -16,7 +17,8 @@ import anyio
 import anyio.to_thread
 import httpx
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.exceptions import HTTPException
@@ -34,6 +36,7 @@ from ._errors import (
 from ._events import EVENT_TOKEN_TYPE, ChangePublisher, EventHandler, add_event_routes
 from ._http import bearer_token, problem_response, read_body
 from ._hubkeys import HubDirectory
+from ._ops import ProviderMetrics, readiness_problems
 from ._reqtoken import RequestClaims, RequestTokenVerifier, subject_digest
 from ._sources import RecordSource, SourceError, close_sources
 from ._store import RecordStore
@@ -98,11 +101,13 @@ def create_provider_app(
         raise
     http = http_client or httpx.AsyncClient(timeout=5.0)
     directory = HubDirectory(config.hub_url, http=http)
+    served = sources if sources is not None else owned
     provider = _Provider(
-        sources=sources if sources is not None else owned,
+        sources=served,
         store=store,
         directory=directory,
         verifier=RequestTokenVerifier(directory, audience=config.department),
+        metrics=ProviderMetrics(frozenset(served)),
     )
 
     @asynccontextmanager
@@ -152,6 +157,19 @@ def _add_routes(app: FastAPI, provider: _Provider) -> None:
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
+    @app.get("/readyz")
+    async def readyz() -> JSONResponse:
+        """Ready when every source that can be probed answers and the trail takes a write."""
+        problems = await provider.readiness()
+        if problems:
+            error = UpstreamError("; ".join(problems), status=503, problem_type="unavailable")
+            return problem_response(error)
+        return JSONResponse({"status": "ready"})
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(provider.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+
     @app.post("/v1/items/{item_id}/records/query")
     async def query_record(item_id: str, request: Request) -> JSONResponse:
         trail = _Trail(request_id=request.state.request_id, item=item_id)
@@ -172,7 +190,9 @@ class _Provider:
         store: RecordStore,
         directory: HubDirectory,
         verifier: RequestTokenVerifier,
+        metrics: ProviderMetrics,
     ) -> None:
+        self.metrics = metrics
         self._sources = sources
         self._store = store
         self._directory = directory
@@ -183,14 +203,22 @@ class _Provider:
 
         :raises OnceonlyError: a refusal, to render as a problem response.
         """
-        claims = await self._verifier.verify(bearer_token(request))
+        try:
+            claims = await self._verifier.verify(bearer_token(request))
+        except AuthenticationFailed as refused:
+            self.metrics.token_refused(refused.problem_type)
+            raise
         trail.consumer, trail.purpose = claims.consumer, claims.purpose
         trail.subject_sha256, trail.subject_pseudonym = (
             claims.subject_sha256,
             claims.subject_pseudonym,
         )
         query = _parse_body(await read_body(request))
-        _check_claims_match(claims, item=trail.item, query=query)
+        try:
+            _check_claims_match(claims, item=trail.item, query=query)
+        except AuthenticationFailed as refused:
+            self.metrics.token_refused(refused.problem_type)
+            raise
         record = await self._fetch(trail.item, query.subject)
         await self._check_record(record, item=trail.item, version=query.version)
         trail.commitment_key = _commitment.new_key()
@@ -205,15 +233,23 @@ class _Provider:
         await anyio.to_thread.run_sync(
             lambda: self._store.record_served(**asdict(trail), outcome=outcome, reason=reason)
         )
+        self.metrics.served(trail.item, outcome)
+        facts = {"request_id": trail.request_id, "item": trail.item, "consumer": trail.consumer,
+                 "purpose": trail.purpose, "outcome": outcome, "reason": reason}  # fmt: skip
         logger.info(
             "query request_id=%s item=%s consumer=%s purpose=%s outcome=%s reason=%s",
-            trail.request_id, trail.item, trail.consumer, trail.purpose, outcome, reason,
-        )  # fmt: skip
+            *facts.values(),
+            extra=facts,  # members of the line when logs are JSON (cli --log-json)
+        )
+
+    async def readiness(self) -> list[str]:
+        return await readiness_problems(self._sources, self._store)
 
     async def _fetch(self, item: str, subject: str) -> dict[str, Any]:
         source = self._sources.get(item)
         if source is None:
             raise NotFound("no record for this subject")
+        started = time.perf_counter()
         try:
             record = await source.fetch(item, subject)
         except SourceError as error:
@@ -224,6 +260,8 @@ class _Provider:
             raise UpstreamError(
                 "the record source failed", status=503, problem_type="source-unavailable"
             ) from error
+        finally:
+            self.metrics.source_took(item, time.perf_counter() - started)
         if record is None:
             raise NotFound("no record for this subject")
         return record

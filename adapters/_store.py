@@ -202,6 +202,22 @@ class RecordStore:
         _add_missing_columns(self._engine)
         _key_earlier_changes(self._engine)
 
+    def check_writable(self, *, wait: float = 0.5) -> None:
+        """Raise if the trail cannot be written now: takes SQLite's write lock (waiting at
+        most ``wait`` seconds for another writer) and gives it back; writes nothing."""
+        connection = self._engine.raw_connection()
+        try:
+            cursor = connection.cursor()
+            cursor.execute(f"PRAGMA busy_timeout={int(wait * 1000)}")
+            try:
+                cursor.execute("BEGIN IMMEDIATE")
+                cursor.execute("ROLLBACK")
+            finally:
+                cursor.execute("PRAGMA busy_timeout=10000")  # as _tune set it
+                cursor.close()
+        finally:
+            connection.close()
+
     def close(self) -> None:
         self._engine.dispose()
 

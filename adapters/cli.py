@@ -28,6 +28,7 @@ from ._config import AdapterConfig, load_config
 from ._errors import ConfigError, ImportFailed, ImportReport, InvalidRequest, OnceonlyError
 from ._hubkeys import HubDirectory
 from ._keys import load_or_create_key, public_jwks
+from ._logs import configure_logs, json_logs_wanted
 from ._provider import create_provider_app
 from ._store import RecordStore
 
@@ -49,6 +50,11 @@ def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
         hub=True,
     )
     serve.description = "Creates the client key on first start."
+    serve.add_argument(
+        "--log-json",
+        action="store_true",
+        help="log one JSON object a line (also ONCEONLY_ADAPTER_LOG_JSON=true)",
+    )
     _command(
         commands,
         "jwks",
@@ -157,13 +163,16 @@ def _serve(args: argparse.Namespace) -> int:
 
     config = _config(args)
     key = load_or_create_key(config.key_path)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s %(message)s")
+    configure_logs(as_json=json_logs_wanted(args.log_json))
     try:
         app = create_provider_app(config)
     except ConfigError as error:
         raise ConfigError(f"{args.config}: {error.detail}") from error
-    print(f"adapter {config.department}: client key kid {key.kid}", file=sys.stderr)
-    uvicorn.run(app, host=config.listen_host, port=config.listen_port)
+    logging.getLogger("adapters.cli").info(
+        "adapter %s: client key kid %s", config.department, key.kid
+    )
+    # log_config=None: uvicorn keeps the handlers configure_logs gave its loggers
+    uvicorn.run(app, host=config.listen_host, port=config.listen_port, log_config=None)
     return 0
 
 

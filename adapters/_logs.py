@@ -1,0 +1,54 @@
+"""JSON log lines for a served adapter, in the hub's shape (one object a line:
+``time``, ``level``, ``logger``, ``message``, then the record's own members such as
+``request_id``, ``item``, ``outcome``; ``exception`` when there is one). The adapter
+never imports the hub, so the shape is kept here, and tests compare the two.
+
+Never log a raw subject identifier or a token: the provider logs the request id, item,
+consumer, purpose, outcome and reason of a query, and a failed source's error type.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from typing import Any
+
+__all__ = ["JsonFormatter", "configure_logs", "json_logs_wanted"]
+
+ENVIRONMENT = "ONCEONLY_ADAPTER_LOG_JSON"
+_STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
+_LOGGERS = ("adapters", "onceonly.adapter", "uvicorn", "uvicorn.error", "uvicorn.access")
+_TEXT_FORMAT = "%(levelname)s:     %(name)s %(message)s"
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        line.update({k: v for k, v in record.__dict__.items() if k not in _STANDARD})
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return json.dumps(line, default=str)
+
+
+def json_logs_wanted(flag: bool) -> bool:
+    """``--log-json``, or ``ONCEONLY_ADAPTER_LOG_JSON`` set to true, 1 or yes."""
+    return flag or os.environ.get(ENVIRONMENT, "").strip().lower() in ("1", "true", "yes")
+
+
+def configure_logs(*, as_json: bool) -> None:
+    """The adapter's loggers and the server's write to standard error: JSON lines when
+    ``as_json``, else the text the adapter always wrote."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if as_json else logging.Formatter(_TEXT_FORMAT))
+    for name in _LOGGERS:
+        logger = logging.getLogger(name)
+        logger.handlers[:] = [handler]
+        logger.setLevel(logging.INFO)
+        logger.propagate = False

@@ -1,0 +1,99 @@
+"""What operators read from a provider adapter: ``/metrics`` and ``/readyz``
+(docs/adapters.md, "Monitoring").
+
+Each provider app has a Prometheus registry of its own, so that several adapters in
+one process (the demo, tests) each report only what they served. Labels carry only
+bounded values: an item this adapter is configured to serve (else ``-``), a fixed
+outcome word, a problem type of the adapters' own vocabulary. Never a subject, a
+token, a consumer's free text.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Mapping
+
+import anyio
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+from ._sources import ProbedSource, RecordSource
+from ._store import RecordStore
+
+__all__ = ["ProviderMetrics", "readiness_problems"]
+
+UNKNOWN = "-"
+_SLUG = re.compile(r"^[a-z][a-z0-9-]{0,63}$")
+PROBE_SECONDS = 2.0  # a source that takes longer to answer a probe is not ready
+
+
+class ProviderMetrics:
+    """The series of one provider app."""
+
+    def __init__(self, items: frozenset[str]) -> None:
+        self._items = items
+        self.registry = CollectorRegistry(auto_describe=True)
+        self._requests = Counter(
+            "onceonly_adapter_requests_total",
+            "Record queries this adapter answered, by item and outcome (ok, refused, failed)",
+            ["item", "outcome"],
+            registry=self.registry,
+        )
+        self._source = Histogram(
+            "onceonly_adapter_source_seconds",
+            "Time the record source took to answer (or fail)",
+            ["item"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=self.registry,
+        )
+        self._token_refusals = Counter(
+            "onceonly_adapter_token_refusals_total",
+            "Requests refused because the hub's request token did not hold, by problem type",
+            ["reason"],
+            registry=self.registry,
+        )
+
+    def item(self, item: str) -> str:
+        return item if item in self._items else UNKNOWN
+
+    def served(self, item: str, outcome: str) -> None:
+        self._requests.labels(item=self.item(item), outcome=outcome).inc()
+
+    def source_took(self, item: str, seconds: float) -> None:
+        self._source.labels(item=self.item(item)).observe(seconds)
+
+    def token_refused(self, problem_type: str | None) -> None:
+        reason = problem_type if problem_type and _SLUG.match(problem_type) else UNKNOWN
+        self._token_refusals.labels(reason=reason).inc()
+
+    def exposition(self) -> bytes:
+        return bytes(generate_latest(self.registry))
+
+
+async def readiness_problems(sources: Mapping[str, RecordSource], store: RecordStore) -> list[str]:
+    """Why the adapter cannot serve now (empty: it can): each source that can be
+    probed answers within ``PROBE_SECONDS``, and the trail store takes a write."""
+    problems = [
+        f"the source of {item} does not answer: {why}"
+        for item, source in sorted(sources.items())
+        if (why := await _probe(item, source)) is not None
+    ]
+    try:
+        await anyio.to_thread.run_sync(store.check_writable)
+    except Exception as error:  # SQLite's own errors; their text names no subject
+        problems.append(f"the trail store cannot write: {type(error).__name__}")
+    return problems
+
+
+async def _probe(item: str, source: RecordSource) -> str | None:
+    if not isinstance(source, ProbedSource):
+        return None  # a Python callable: nothing to ask before a real query
+    started = time.monotonic()
+    try:
+        with anyio.fail_after(PROBE_SECONDS):
+            await source.probe(item)
+    except TimeoutError:
+        return f"no answer within {time.monotonic() - started:.1f}s"
+    except Exception as error:  # a department's own source may raise anything
+        return type(error).__name__
+    return None
