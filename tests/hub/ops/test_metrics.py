@@ -22,6 +22,8 @@ from onceonly.hub.kit.group_commit import GroupCommit
 from onceonly.hub.kit.problems import Unavailable
 
 from tests.hub.access_world import AccessWorld, Person, access_world, sign_in
+from tests.hub.events.test_events import FAST_RETRIES, consumer_adapter, event_world
+from tests.hub.events.test_events import _point as point_subscriber
 from tests.hub.exchange.test_exchange import query, token_for
 from tests.hub.exchange_world import (
     ADDRESS,
@@ -32,9 +34,10 @@ from tests.hub.exchange_world import (
     World,
     module_exchange_world,
 )
-from tests.hub_testing import DATABASES, problem_type
+from tests.hub_testing import DATABASES, problem_type, wait_until
 
 Series = tuple[str, frozenset[tuple[str, str]]]
+DELIVERIES = "onceonly_event_deliveries_total"
 
 
 def scrape(url: str) -> dict[Series, float]:
@@ -234,3 +237,31 @@ def test_group_commit_reports_what_waits_and_for_how_long() -> None:
     assert waiting == 3
     assert lag >= 0.04
     assert (after, lag_after, failed) == (0, 0.0, 1)
+
+
+def test_counts_delivery_attempts_retries_and_dead_letters(
+    database_url: str, tmp_path: Path
+) -> None:
+    settings = {**FAST_RETRIES, "event_max_attempts": 3}
+    labels = {"item": ADDRESS, "subscriber": CONSUMER}
+    with event_world(database_url, tmp_path, **settings) as world:
+        before = scrape(world.hub.url)
+        point_subscriber(world, "http://127.0.0.1:9")  # nothing listens there
+        world.subscribe()
+        world.publish()
+        with world.hub.admin() as admin:
+            wait_until(lambda: len(admin.dead_letters()) == 1)
+            (dead,) = admin.dead_letters()
+            with consumer_adapter(world, tmp_path) as url:
+                point_subscriber(world, url)
+                admin.replay_delivery(dead["id"])
+                wait_until(lambda: len(world.received) == 1)
+        delivered = {**labels, "outcome": "delivered"}  # counted once settled, just after
+        wait_until(lambda: grown(before, scrape(world.hub.url), DELIVERIES, **delivered) == 1)
+        after = scrape(world.hub.url)
+
+    assert grown(before, after, DELIVERIES, **labels, outcome="failed") == 3
+    assert grown(before, after, "onceonly_event_retries_total", **labels) == 2
+    assert grown(before, after, "onceonly_event_dead_letters_total", **labels) == 1
+    delivery = {"action": "event.deliver", "item": ADDRESS, "consumer": CONSUMER}
+    assert grown(before, after, "onceonly_refusals_total", **delivery, reason="dead-letter") == 1
