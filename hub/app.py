@@ -43,6 +43,7 @@ from onceonly.hub.people.endpoints import router as people_router
 from onceonly.hub.people.oidc_endpoints import router as people_oidc_router
 from onceonly.hub.registry.endpoints import admin as registry_admin_router
 from onceonly.hub.registry.endpoints import catalogue as catalogue_router
+from onceonly.hub.reports.endpoints import router as reports_router
 
 log = logging.getLogger("onceonly.hub")
 _DESCRIPTION = (
@@ -108,6 +109,7 @@ def create_app(
         events_router,
         events_admin_router,
         citizen_router,
+        reports_router,
         people_router,
         people_oidc_router,
         people_admin_router,

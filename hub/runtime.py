@@ -37,6 +37,7 @@ from onceonly.hub.metrics import EntryMetrics, LabelGuard, Vocabulary
 from onceonly.hub.people import oidc
 from onceonly.hub.people import service as people_service
 from onceonly.hub.registry import repository as registry_repository
+from onceonly.hub.reports.rollup import Rollup
 
 _HTTP_LIMITS = httpx.Limits(max_connections=200, max_keepalive_connections=100)
 
@@ -58,6 +59,7 @@ class Hub:
     checkpointer: Checkpointer  # audit checkpoints (issue 6)
     deliverer: Deliverer
     metrics: EntryMetrics  # committed audit entries into metrics, with its label guard
+    rollup: Rollup  # the efficiency report's roll-ups of the audit log (issue 14)
     oidc_provider: oidc.Provider | None  # None: no OpenID Connect provider configured
 
 
@@ -113,7 +115,14 @@ async def running(settings: Settings, *, keys: HubKeys | None, clock: Clock) -> 
         )
         await start_all(
             stack,
-            [hub.metrics.guard, hub.audit_log, hub.jti_register, hub.checkpointer, hub.deliverer],
+            [
+                hub.metrics.guard,  # first: it reads the registry for metric labels
+                hub.audit_log,
+                hub.jti_register,
+                hub.checkpointer,
+                hub.rollup,
+                hub.deliverer,
+            ],
         )
         yield hub
 
@@ -158,6 +167,7 @@ def _assemble(
             audit_log=audit_log,
             clock=clock,
         ),
+        rollup=Rollup(engine, interval=settings.report_rollup_interval, clock=clock),
         metrics=metrics,
         oidc_provider=oidc.Provider.from_settings(settings, http=http) if configured else None,
     )

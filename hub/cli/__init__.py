@@ -30,6 +30,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         operator_commands,
         people_commands,
         registry_commands,
+        report_commands,
     )
 
     parser = argparse.ArgumentParser(
@@ -46,6 +47,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         registry_commands,
         events_commands,
         audit_commands,
+        report_commands,
     ):
         module.register(sub)
     common.add_adapter_commands(sub, mounted=argv is None or common.command_of(argv) == "adapter")

@@ -65,8 +65,9 @@ async def move_cursor(conn: AsyncConnection, *, start: int, end: int) -> bool:
                 _insert(conn, _cursor)
                 .values(name=CURSOR, next_index=end)
                 .on_conflict_do_nothing(index_elements=["name"])
+                .returning(_cursor.c.name)  # psycopg reports no rowcount for this insert
             )
-            return inserted.rowcount == 1
+            return inserted.first() is not None
     result = await conn.execute(
         sa.update(_cursor)
         .where(_cursor.c.name == CURSOR, _cursor.c.next_index == start)

@@ -22,6 +22,10 @@ from onceonly.hub.reports.tally import ACTION, tally
 log = logging.getLogger("onceonly.reports")
 
 
+# Batches lost in a row to other replicas before this catch-up leaves the rest to them.
+_MAX_RACES = 50
+
+
 class _Raced(Exception):
     def __init__(self, size: int) -> None:
         self.size = size
@@ -55,9 +59,11 @@ class Rollup:
         seconds (None: until the end); where the roll-ups and the log then stand."""
         async with self._lock:
             deadline = None if budget is None else self._clock.monotonic() + budget
+            races = 0
             while True:
                 progress = await self._add_batch()
-                if progress.behind == 0:
+                races = races + 1 if progress.through < 0 else 0
+                if progress.behind == 0 or races >= _MAX_RACES:
                     return progress
                 if deadline is not None and self._clock.monotonic() >= deadline:
                     return progress

@@ -36,6 +36,7 @@ AUDITORS = frozenset({"auditor"})
 ADMINISTRATORS = frozenset({"administrator"})
 STEWARDS_AND_AUDITORS = frozenset({"steward", "auditor"})
 BREAK_GLASS_ONLY: frozenset[str] = frozenset()
+AUDITORS_AND_ADMINISTRATORS = frozenset({"auditor", "administrator"})
 
 # (method, path) -> PUBLIC, MACHINE, or the roles that may call it. "steward" means
 # a steward of *some* department: which department's objects they may touch is the
@@ -97,6 +98,8 @@ ROUTES: dict[tuple[str, str], str | frozenset[str]] = {
     ("GET", "/v1/audit/entries"): AUDITORS,
     ("GET", "/v1/audit/department-entries"): MACHINE,
     ("GET", "/v1/audit/export"): AUDITORS,
+    ("GET", "/v1/reports/efficiency"): AUDITORS_AND_ADMINISTRATORS,
+    ("GET", "/v1/reports/efficiency/export"): AUDITORS_AND_ADMINISTRATORS,
     ("POST", "/v1/items/{item_id}/events"): MACHINE,
     ("PUT", "/v1/items/{item_id}/subscription"): MACHINE,
     ("DELETE", "/v1/items/{item_id}/subscription"): MACHINE,

@@ -1,0 +1,141 @@
+"""``onceonly report efficiency``: the once-only efficiency report (docs/efficiency.md).
+
+For auditors and administrators. ``-o table`` (on a terminal) prints the total and a
+table per items, owners and consumer departments, a withheld figure as ``<5`` (the
+hub's threshold); ``-o json`` the hub's report as it is; ``-o csv`` the open-data export
+with its documented columns (GET /v1/reports/efficiency/export).
+"""
+
+import argparse
+import sys
+from typing import Any
+
+from onceonly.hub.cli.common import add_hub_command, hub_of, talking_to
+from onceonly.hub.cli.output import Shape, form_of, show
+
+ITEMS = Shape(
+    columns=(
+        "item",
+        "owner",
+        "exchanges",
+        "refused",
+        "failed",
+        "records",
+        "exchanges_per_record",
+        "minutes_saved",
+        "owner_p50_ms",
+        "owner_p95_ms",
+        "owner_availability",
+    ),
+    what="items",
+)
+OWNERS = Shape(
+    columns=(
+        "department",
+        "exchanges",
+        "records",
+        "owner_p95_ms",
+        "requests_decided",
+        "on_time_share",
+        "decision_median_hours",
+        "requests_pending",
+        "requests_overdue",
+    ),
+    what="owner departments",
+)
+CONSUMERS = Shape(
+    columns=("department", "exchanges", "refused", "failed", "items", "minutes_saved"),
+    what="consumer departments",
+)
+TOTAL = Shape(
+    columns=(
+        "exchanges",
+        "refused",
+        "failed",
+        "records",
+        "exchanges_per_record",
+        "minutes_saved",
+        "consumers",
+        "owner_p50_ms",
+        "owner_p95_ms",
+        "error_rate",
+        "owner_availability",
+        "requests_decided",
+        "on_time_share",
+        "decision_median_hours",
+        "requests_pending",
+        "requests_overdue",
+    )
+)
+
+
+def _marked(row: dict[str, Any], threshold: int) -> dict[str, Any]:
+    """A withheld figure as ``<threshold``, so a reader tells it from one that is empty."""
+    return {**row, **{name: f"<{threshold}" for name in row.get("suppressed", [])}}
+
+
+def _efficiency(args: argparse.Namespace) -> int:
+    from onceonly.hub.cli.session import credential
+
+    form = form_of(args)
+    if form == "csv":
+        return _export(args)
+    hub = hub_of(args)
+    with talking_to(hub.url), hub.client(credential(hub.url)) as admin:
+        report = admin.call("GET", "/v1/reports/efficiency", period=args.period)
+    if form == "json":
+        show(report, form="json")
+    else:
+        _show_report(report)
+    return 0
+
+
+def _show_report(report: dict[str, Any]) -> None:
+    threshold = int(report["threshold"])
+    out = sys.stdout
+    out.write(
+        f"Once-only efficiency, {report['period']} (UTC): audit log entries 0 to"
+        f" {report['log_entries'] - 1} of {report['log_size']}; counts below {threshold}"
+        f" are withheld (<{threshold})\n\nTotal\n"
+    )
+    show(_marked(report["total"], threshold), form="table", shape=TOTAL)
+    for title, rows, shape in (
+        ("Items", report["items"], ITEMS),
+        ("Owner departments", report["owners"], OWNERS),
+        ("Consumer departments", report["consumers"], CONSUMERS),
+    ):
+        out.write(f"\n{title}\n")
+        show([_marked(row, threshold) for row in rows], form="table", shape=shape)
+
+
+def _export(args: argparse.Namespace) -> int:
+    from onceonly.hub.cli.session import credential
+
+    hub = hub_of(args)
+    with (
+        hub.client(credential(hub.url)) as admin,
+        talking_to(hub.url),
+        admin.download("/v1/reports/efficiency/export", period=args.period) as chunks,
+    ):
+        for chunk in chunks:
+            sys.stdout.buffer.write(chunk)
+    sys.stdout.buffer.flush()
+    return 0
+
+
+def register(sub: Any) -> None:
+    """Add ``onceonly report …`` to the top-level subcommands ``sub``."""
+    report = sub.add_parser("report", help="reports of the hub's use").add_subparsers(
+        dest="report_command", required=True
+    )
+    efficiency = add_hub_command(
+        report,
+        "efficiency",
+        _efficiency,
+        "reuse, speed, reliability and deadlines per item and department (auditors and"
+        " administrators); -o csv is the open-data export",
+    )
+    efficiency.add_argument(
+        "--period",
+        help="2026-11 (a month), 2026-Q4 (a quarter) or 2026 (a year), UTC; default: this month",
+    )
