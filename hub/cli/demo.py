@@ -183,10 +183,12 @@ def play(
         story.needs_what_came_before()
         _refuse(story, hub_url, departments)
         _move(story, hub_url, departments, subject=subject)
+        _reuse(story, hub_url, departments[WELFARE])
         _revoke(
             story, hub_url, people["cecilia"], departments[WELFARE], grant=grant, subject=subject
         )
         _audit(story, people["aurora"], hub_url, subject=subject, receipt=receipt)
+        _report(story, people["aurora"])
 
 
 def _register(story: Story, admin: AdminClient) -> None:
@@ -401,6 +403,60 @@ def _move(story: Story, hub_url: str, departments: dict[str, Department], *, sub
             if fresh.record != {k: v for k, v in NEW_ADDRESS.items() if k in ADDRESS_APPROVED}:
                 raise AssertionError("the fetched record is not the new address")
             story.say(f"and fetches it again under its grant: {fresh.record['street']}, ...")
+
+
+def _reuse(story: Story, hub_url: str, welfare: Department) -> None:
+    """More of an ordinary week: the same facts read again as cases move on."""
+    subjects = list(sample_records()[ADDRESS])
+    asked = [subjects[i % len(subjects)] for i in (0, 1, 2, 0, 1, 0)]
+    with (
+        story.step("A week of casework: social welfare checks applicants' addresses again"),
+        _client(hub_url, welfare) as client,
+    ):
+        for subject in asked:
+            client.fetch(ADDRESS, subject, purpose=PURPOSE)
+        earners = list(sample_records()[INCOME])
+        for subject in earners * 3:
+            client.fetch(INCOME, subject, purpose=PURPOSE)
+        story.say(
+            f"{len(asked)} more fetches of {len(set(asked))} citizens' addresses and"
+            f" {3 * len(earners)} of {len(earners)} income statements: none of these people"
+            " was asked to bring a certificate"
+        )
+
+
+def _report(story: Story, auditor: AdminClient) -> None:
+    with story.step("The auditor reads this month's once-only efficiency report"):
+        report = auditor.call("GET", "/v1/reports/efficiency")
+        withheld = f"<{report['threshold']}"
+
+        def shown(row: dict[str, Any], name: str) -> str:
+            value = row.get(name)
+            return withheld if name in row["suppressed"] else "-" if value is None else str(value)
+
+        total = report["total"]
+        story.say(
+            f"{report['period']}: {shown(total, 'exchanges')} exchanges,"
+            f" {shown(total, 'refused')} refused, {shown(total, 'failed')} failed;"
+            f" about {shown(total, 'minutes_saved')} citizen minutes saved"
+            f" (log entries 0-{report['log_entries'] - 1})"
+        )
+        for row in report["items"]:
+            if row["exchanges"] == 0 and not row["suppressed"]:
+                continue
+            story.say(
+                f"{row['item']:28} exchanges {shown(row, 'exchanges'):>4}"
+                f"  records {shown(row, 'records'):>4}"
+                f"  per record {shown(row, 'exchanges_per_record'):>5}"
+                f"  owner p95 {shown(row, 'owner_p95_ms'):>4} ms"
+            )
+        story.say(
+            f"counts below {report['threshold']} are withheld ({withheld}): no figure"
+            " singles out a person"
+        )
+        address = next(row for row in report["items"] if row["item"] == ADDRESS)
+        if not isinstance(address["exchanges"], int) or address["exchanges"] < 5:
+            raise AssertionError(f"the report does not count the demo's exchanges: {address}")
 
 
 def _revoke(
