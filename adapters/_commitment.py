@@ -18,7 +18,7 @@ from typing import Any
 
 import rfc8785
 
-from . import _b64
+from . import base64url
 
 __all__ = ["commit", "new_key", "opens"]
 
@@ -27,14 +27,14 @@ _PREFIX = "hmac-sha256:"
 
 def new_key() -> str:
     """A fresh 256-bit key, unpadded base64url."""
-    return _b64.encode(os.urandom(32))
+    return base64url.encode(os.urandom(32))
 
 
 def commit(key: str, record: Any) -> str:
     """``hmac-sha256:<base64url>`` of ``record``'s canonical JSON under ``key``: unpadded
     base64url, as the hub's receipts carry it (ValueError for anything else)."""
     mac = hmac.new(_key_bytes(key), rfc8785.dumps(record), hashlib.sha256).digest()
-    return _PREFIX + _b64.encode(mac)
+    return _PREFIX + base64url.encode(mac)
 
 
 def opens(commitment: str, *, key: str, record: Any) -> bool:
@@ -47,6 +47,6 @@ def opens(commitment: str, *, key: str, record: Any) -> bool:
 
 def _key_bytes(key: str) -> bytes:
     try:
-        return _b64.decode(key)
+        return base64url.decode(key)
     except ValueError as error:
         raise ValueError("a commitment key is base64url") from error

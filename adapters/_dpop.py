@@ -16,7 +16,7 @@ from urllib.parse import urlsplit, urlunsplit
 from joserfc import jws
 from joserfc.jwk import ECKey
 
-from . import _b64
+from . import base64url
 from ._keys import SigningKey, algorithm_of
 
 __all__ = ["DPoPKey"]
@@ -25,7 +25,7 @@ __all__ = ["DPoPKey"]
 def access_token_hash(token: str) -> str:
     """``ath`` (RFC 9449 §4.2): base64url SHA-256 of the ASCII access token."""
     digest = hashlib.sha256(token.encode("ascii")).digest()
-    return _b64.encode(digest)
+    return base64url.encode(digest)
 
 
 class DPoPKey:

@@ -13,7 +13,7 @@ from typing import Any
 from joserfc import jws
 from joserfc.errors import JoseError
 
-from . import _b64
+from . import base64url
 from ._errors import AuthenticationFailed
 from ._hubkeys import HubDirectory
 
@@ -28,7 +28,7 @@ def subject_digest(subject: str) -> str:
     """base64url (no padding) of SHA-256 of the UTF-8 subject: the token's
     ``subject_sha256`` claim, and what the served-log keeps instead of a subject."""
     digest = hashlib.sha256(subject.encode("utf-8")).digest()
-    return _b64.encode(digest)
+    return base64url.encode(digest)
 
 
 @dataclass(frozen=True)

@@ -1,22 +1,11 @@
-"""Unpadded base64url (RFC 4648 §5, as JOSE and DPoP use it, RFC 7515 §2)."""
+"""Unpadded base64url (RFC 4648 §5, as JOSE and DPoP use it, RFC 7515 §2).
 
-import base64
-import binascii
+One implementation serves the hub and the departments' SDK: the SDK's
+``onceonly.adapters.base64url`` (the SDK never imports the hub, so the hub takes the
+SDK's; decision 0022). ``decode`` is strict: ValueError for padding or characters
+outside the alphabet.
+"""
 
-_FROM_URLSAFE = str.maketrans("-_", "+/")
+from onceonly.adapters.base64url import decode, encode
 
-
-def encode(raw: bytes) -> str:
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
-
-
-def decode(text: str) -> bytes:
-    """The bytes of unpadded base64url ``text``; ValueError for anything else
-    (padding, characters outside the alphabet)."""
-    if "=" in text or "+" in text or "/" in text:
-        raise ValueError("not unpadded base64url")
-    try:
-        padded = text.translate(_FROM_URLSAFE) + "=" * (-len(text) % 4)
-        return base64.b64decode(padded, validate=True)
-    except (binascii.Error, ValueError) as error:
-        raise ValueError("not unpadded base64url") from error
+__all__ = ["decode", "encode"]

@@ -1,7 +1,9 @@
-"""Unpadded base64url (RFC 4648 §5, as JOSE and DPoP use it, RFC 7515 §2).
+"""Unpadded base64url (RFC 4648 §5, as JOSE and DPoP use it, RFC 7515 §2): the wire's
+one implementation.
 
-The SDK never imports the hub, so this is its one copy of ``onceonly.hub.kit.base64url``:
-the same contract, kept in step by ``tests/adapters/test_b64.py``.
+The SDK never imports the hub; the hub takes this module (``onceonly.hub.kit.base64url``
+re-exports it), so that the SDK and the hub read and write exactly the same text
+(decision 0022).
 """
 
 from __future__ import annotations
