@@ -5,20 +5,18 @@ API's routes call, and renders a template (``pages.page``). POSTs answer with 30
 a page (post/redirect/get). Nothing here is in ``/openapi.json``.
 """
 
-from typing import Any
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, FastAPI, Request
-from fastapi.responses import HTMLResponse, Response
+from fastapi.responses import Response
 from starlette.exceptions import HTTPException
 
 from onceonly.hub.audit.request_scope import open_audit_scope
 from onceonly.hub.audit.service import AuditScope
-from onceonly.hub.console import assets, cookies, pages, views
+from onceonly.hub.console import assets, cookies, pages, rendering, views
 from onceonly.hub.console.dependencies import (
     FormDep,
     SignedInDep,
-    Visit,
     VisitDep,
     language_of,
 )
@@ -39,28 +37,7 @@ HOME = "/catalogue"
 _ASSET_HEADERS = {"Cache-Control": "public, max-age=3600"}
 
 
-def _page(
-    request: Request, visit: Visit, template: str, *, status: int = 200, **context: Any
-) -> HTMLResponse:
-    response = pages.page(
-        template,
-        language=visit.language,
-        production=visit.production,
-        status=status,
-        visit=visit,
-        path=request.url.path + (f"?{request.url.query}" if request.url.query else ""),
-        navigation=views.navigation(visit.principal) if visit.principal else [],
-        **context,
-    )
-    if visit.new_pre_session is not None:
-        cookies.put(
-            response,
-            cookies.PRE_SESSION,
-            visit.new_pre_session,
-            max_age=cookies.PRE_SESSION_SECONDS,
-            production=visit.production,
-        )
-    return response
+_page = rendering.render
 
 
 @router.get("/")

@@ -1,8 +1,10 @@
 """The console's languages: which one a visitor gets, and the translations of each.
 
 English is the language of the source strings; Simplified Chinese (``zh-Hans``) is
-translated in ``locale/zh_Hans/LC_MESSAGES/messages.po``. The ``.po`` files are the
-only form kept: each is read once per process with Babel and compiled in memory, so
+translated in ``locale/zh_Hans/LC_MESSAGES/*.po``: ``messages.po`` for the console's
+frame and catalogue, and one file per group of pages (``steward.po``, ``auditor.po``,
+``admin.po``, ``citizen.po``), merged into one catalogue. The ``.po`` files are the
+only form kept: they are read once per process with Babel and compiled in memory, so
 neither a build step nor a committed ``.mo`` file is needed (docs/console.md).
 
 A visitor's language is the one they chose with the switch (a cookie) if it is one
@@ -14,9 +16,11 @@ import gettext
 import io
 from functools import cache
 from importlib.resources import files
+from importlib.resources.abc import Traversable
 from typing import Final
 
 from babel.messages import mofile, pofile
+from babel.messages.catalog import Catalog
 
 DEFAULT: Final = "en"
 # Code (as in lang="" and the cookie) -> the language's own name, for the switch.
@@ -67,15 +71,34 @@ def negotiate(*, chosen: str | None, accept_language: str | None) -> str:
     return DEFAULT
 
 
+def catalog_files(folder: str) -> list[Traversable]:
+    """The ``.po`` files of a language's folder, in name order."""
+    directory = files("onceonly.hub.console") / "locale" / folder / "LC_MESSAGES"
+    return sorted(
+        (entry for entry in directory.iterdir() if entry.name.endswith(".po")),
+        key=lambda entry: entry.name,
+    )
+
+
+def merged_catalog(folder: str) -> Catalog:
+    """Every ``.po`` file of ``folder`` as one catalogue (a message in two files: the
+    later file's translation)."""
+    merged = Catalog(locale=folder)
+    for source in catalog_files(folder):
+        with source.open("rb") as po:
+            for message in pofile.read_po(po, locale=folder):
+                if message.id:
+                    merged[message.id] = message
+    return merged
+
+
 @cache
 def translations(language: str) -> gettext.NullTranslations:
     """The translations of ``language`` (English: the source strings themselves)."""
     folder = _CATALOGUE_FOLDERS.get(language)
     if folder is None:
         return gettext.NullTranslations()
-    source = files("onceonly.hub.console") / "locale" / folder / "LC_MESSAGES" / "messages.po"
-    with source.open("rb") as po:
-        catalog = pofile.read_po(po, locale=folder)
+    catalog = merged_catalog(folder)
     compiled = io.BytesIO()
     mofile.write_mo(compiled, catalog)  # fuzzy entries stay untranslated
     compiled.seek(0)
