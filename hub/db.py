@@ -4,9 +4,10 @@ The same code runs on SQLite (the embedded default) and PostgreSQL (production).
 Services never commit; the request's session dependency does, once, at the end.
 """
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -75,19 +76,29 @@ def _begin_sqlite(conn: sa.Connection) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
+# Connections kept open per process. A request holds one only for its short reads,
+# but the server runs many requests at once: with fewer kept than run, every request
+# past the pool's size opens and closes a connection of its own (on SQLite a new
+# driver thread and four PRAGMAs, on PostgreSQL a login), which cost more CPU than
+# the exchange's own reads.
+POOL_SIZE, MAX_OVERFLOW = 20, 20
+
+
 def make_engine(url: str) -> AsyncEngine:
     if make_url(url).get_backend_name() == "sqlite":
         path = make_url(url).database
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(async_url(url), hide_parameters=True)
+        on_file = bool(path) and path != ":memory:"  # in memory: one static connection
+        sized = {"pool_size": POOL_SIZE, "max_overflow": MAX_OVERFLOW} if on_file else {}
+        engine = create_async_engine(async_url(url), hide_parameters=True, **sized)
         event.listen(engine.sync_engine, "connect", _tune_sqlite)
         event.listen(engine.sync_engine, "begin", _begin_sqlite)
         return engine
     return create_async_engine(
         async_url(url),
-        pool_size=10,
-        max_overflow=10,
+        pool_size=POOL_SIZE,
+        max_overflow=MAX_OVERFLOW,
         pool_pre_ping=True,
         hide_parameters=True,  # an error message must not carry a subject or a token hash
     )
@@ -132,3 +143,72 @@ async def write_connection(engine: AsyncEngine) -> AsyncIterator[AsyncConnection
         await conn.execution_options(**{WRITE_OPTION: True})
         async with conn.begin():
             yield conn
+
+
+class OneCallRead:
+    """A Core SELECT of exactly one row that the hot path runs on every request.
+
+    On SQLite, SQLAlchemy's aiosqlite adapter makes each statement four calls to the
+    driver's thread (cursor, execute, fetch, close), plus three for the BEGIN and one
+    for the ROLLBACK, and each call is a thread hand-off that costs more CPU than the
+    read itself. Here the statement is compiled once and run as one call, outside a
+    transaction: a single SELECT reads one snapshot all the same. Values are bound and
+    read back with the column types' own processors, so rows are what SQLAlchemy gives.
+    Other databases run it through SQLAlchemy.
+    """
+
+    def __init__(self, statement: sa.Select[Any]) -> None:
+        self._statement = statement
+        self._sqlite: _SqliteForm | None = None  # compiled at the first SQLite read
+
+    async def one(self, conn: AsyncConnection, params: Mapping[str, Any]) -> Mapping[str, Any]:
+        if conn.dialect.name != "sqlite":
+            row: Mapping[str, Any] = (await conn.execute(self._statement, params)).mappings().one()
+            return row
+        if self._sqlite is None:
+            self._sqlite = _SqliteForm(self._statement, conn.dialect)
+        form = self._sqlite
+        raw = await conn.get_raw_connection()
+        driver = raw.driver_connection
+        assert driver is not None
+        try:
+            rows = list(await driver.execute_fetchall(form.sql, form.bind(params)))
+        except conn.dialect.loaded_dbapi.Error as error:  # wrapped as SQLAlchemy does
+            raise sa.exc.DBAPIError.instance(
+                form.sql, None, error, conn.dialect.loaded_dbapi.Error, hide_parameters=True
+            ) from error
+        if len(rows) != 1:
+            raise sa.exc.NoResultFound if not rows else sa.exc.MultipleResultsFound
+        return form.read(rows[0])
+
+
+class _SqliteForm:
+    def __init__(self, statement: sa.Select[Any], dialect: sa.Dialect) -> None:
+        compiled = statement.compile(dialect=dialect)
+        assert compiled.positiontup is not None  # SQLite's paramstyle is positional
+        self.sql = str(compiled)
+        self._compiled = compiled
+        self._order = list(compiled.positiontup)
+        self._binds = {
+            name: bind.type.dialect_impl(dialect).bind_processor(dialect)
+            for name, bind in compiled.binds.items()
+        }
+        self._names = list(statement.selected_columns.keys())
+        self._readers = [
+            column.type.dialect_impl(dialect).result_processor(dialect, None)
+            for column in statement.selected_columns
+        ]
+
+    def bind(self, params: Mapping[str, Any]) -> tuple[Any, ...]:
+        values = self._compiled.construct_params(dict(params), escape_names=False)
+        return tuple(self._bound(name, values[name]) for name in self._order)
+
+    def _bound(self, name: str, value: Any) -> Any:
+        process = self._binds[name]
+        return value if process is None else process(value)
+
+    def read(self, row: Sequence[Any]) -> dict[str, Any]:
+        return {
+            name: value if read is None else read(value)
+            for name, read, value in zip(self._names, self._readers, row, strict=True)
+        }

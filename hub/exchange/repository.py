@@ -1,13 +1,15 @@
 """All SQL of the exchange: everything one record query needs, in one round trip.
 
 The hot path reads client, item, latest version, owner, the matching grant and
-whether the access token was revoked with a single Core query (no ORM objects).
+whether the access token was revoked with a single Core query (no ORM objects), on
+SQLite as one call to the driver's thread (onceonly.hub.db.OneCallRead).
 A query thus costs this one read before the owner is asked (the DPoP proof's jti
 is spent meanwhile, in a group commit: ``onceonly.hub.auth.jti_register``), and one audit
 append after.
 """
 
 import weakref
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -17,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from onceonly.hub.access.models import Grant
 from onceonly.hub.auth import repository as auth_repository
+from onceonly.hub.db import OneCallRead
 from onceonly.hub.registry.models import Client, Department, Item, ItemVersion
 
 _items = Item.__table__  # type: ignore[attr-defined]
@@ -113,7 +116,7 @@ def _facts_query() -> Any:
     )
 
 
-_FACTS = _facts_query()
+_FACTS = OneCallRead(_facts_query())
 
 
 async def query_facts(
@@ -136,31 +139,31 @@ async def query_facts(
         "now": now,
     }
     async with engine.connect() as conn:
-        return _facts((await conn.execute(_FACTS, params)).one())
+        return _facts(await _FACTS.one(conn, params))
 
 
-def _facts(row: Any) -> QueryFacts:
+def _facts(row: Mapping[str, Any]) -> QueryFacts:
     item = None
-    if row.id is not None:
+    if row["id"] is not None:
         item = ExchangeFacts(
-            item_id=row.id,
-            lifecycle=row.lifecycle,
-            deprecated_at=row.deprecated_at,
-            version=row.version,
-            schema=row.schema,
-            fingerprint=row.fingerprint,
-            owner=row.owner,
-            adapter_url=row.adapter_url,
-            sharing_class=row.sharing_class,
-            grant_id=row.grant_id,
-            grant_fields=row.grant_fields,
-            grant_version=row.grant_version,
+            item_id=row["id"],
+            lifecycle=row["lifecycle"],
+            deprecated_at=row["deprecated_at"],
+            version=row["version"],
+            schema=row["schema"],
+            fingerprint=row["fingerprint"],
+            owner=row["owner"],
+            adapter_url=row["adapter_url"],
+            sharing_class=row["sharing_class"],
+            grant_id=row["grant_id"],
+            grant_fields=row["grant_fields"],
+            grant_version=row["grant_version"],
         )
     return QueryFacts(
         item=item,
-        client_department=row.client_department,
-        client_status=row.client_status,
-        revoked=bool(row.revoked),
+        client_department=row["client_department"],
+        client_status=row["client_status"],
+        revoked=bool(row["revoked"]),
     )
 
 
