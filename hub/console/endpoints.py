@@ -13,7 +13,7 @@ from starlette.exceptions import HTTPException
 
 from onceonly.hub.audit.request_scope import open_audit_scope
 from onceonly.hub.audit.service import AuditScope
-from onceonly.hub.console import assets, auditor, cookies, pages, rendering, views
+from onceonly.hub.console import assets, auditor, cookies, pages, rendering, steward, views
 from onceonly.hub.console.dependencies import (
     FormDep,
     SignedInDep,
@@ -273,5 +273,6 @@ def install(app: FastAPI) -> None:
     with pages and redirects."""
     app.include_router(router)
     app.include_router(auditor.router)
+    app.include_router(steward.router)
     app.add_exception_handler(SignInNeeded, _to_sign_in)
     app.add_exception_handler(FormRefused, _form_refused)
