@@ -32,6 +32,7 @@ from onceonly.hub.db import make_engine, session_factory
 from onceonly.hub.events.delivery import Deliverer
 from onceonly.hub.keys import HubKeys
 from onceonly.hub.kit.clock import Clock
+from onceonly.hub.kit.keepalive import KeepAliveTransport
 from onceonly.hub.kit.workers import start_all
 from onceonly.hub.metrics import EntryMetrics, LabelGuard, Vocabulary
 from onceonly.hub.people import oidc
@@ -61,6 +62,7 @@ class Hub:
     metrics: EntryMetrics  # committed audit entries into metrics, with its label guard
     rollup: Rollup  # the efficiency report's roll-ups of the audit log (issue 14)
     oidc_provider: oidc.Provider | None  # None: no OpenID Connect provider configured
+    citizen_oidc_provider: oidc.Provider | None  # None: no citizens' provider (decision 0032)
 
 
 def outgoing_tls(settings: Settings) -> ssl.SSLContext | bool:
@@ -101,9 +103,14 @@ async def running(settings: Settings, *, keys: HubKeys | None, clock: Clock) -> 
             reload_interval=settings.signing_key_reload_interval,
         )
         await people_service.reseal_totp_secrets(engine, keys=keys)  # decision 0017
+        tls = outgoing_tls(settings)
         http = await stack.enter_async_context(
             httpx.AsyncClient(
-                limits=_HTTP_LIMITS, follow_redirects=False, verify=outgoing_tls(settings)
+                # the hot path's owner calls: idle connections taken in O(1) (kit.keepalive)
+                transport=KeepAliveTransport(verify=tls, max_connections=200),
+                limits=_HTTP_LIMITS,  # for proxies from the environment, as before
+                follow_redirects=False,
+                verify=tls,
             )
         )
         read_engine = engine
@@ -170,6 +177,11 @@ def _assemble(
         rollup=Rollup(engine, interval=settings.report_rollup_interval, clock=clock),
         metrics=metrics,
         oidc_provider=oidc.Provider.from_settings(settings, http=http) if configured else None,
+        citizen_oidc_provider=(
+            oidc.Provider.for_citizens(settings, http=http)
+            if settings.citizen_oidc_issuer
+            else None
+        ),
     )
 
 

@@ -1,0 +1,167 @@
+"""An httpx transport that keeps idle HTTP/1.1 connections per origin, taken in O(1).
+
+httpx's default transport is httpcore's connection pool, which on every request and
+on every response's close walks all its connections: for each idle one it asks the
+socket whether it became readable (a system call through anyio's attribute table)
+and counts the idle ones again (quadratic). With the dozens of connections that
+concurrent calls to one adapter keep open, that walk costs more CPU than sending the
+request. Here each origin has a stack of idle connections: a request takes the most
+recently used one, checks only that one (expired, or closed by the server), and puts
+it back when its answer has been read. Connections are httpcore's own
+(``httpcore.AsyncHTTPConnection``), so HTTP, TLS and timeouts behave as with the
+default transport, and errors are raised as the same httpx exceptions.
+"""
+
+import asyncio
+import contextlib
+import ssl
+from collections import deque
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator
+
+import httpcore
+import httpx
+
+# httpcore's errors as httpx raises them (the most specific first).
+_ERRORS: tuple[tuple[type[Exception], type[httpx.HTTPError]], ...] = (
+    (httpcore.ConnectTimeout, httpx.ConnectTimeout),
+    (httpcore.ReadTimeout, httpx.ReadTimeout),
+    (httpcore.WriteTimeout, httpx.WriteTimeout),
+    (httpcore.PoolTimeout, httpx.PoolTimeout),
+    (httpcore.TimeoutException, httpx.TimeoutException),
+    (httpcore.ConnectError, httpx.ConnectError),
+    (httpcore.ReadError, httpx.ReadError),
+    (httpcore.WriteError, httpx.WriteError),
+    (httpcore.NetworkError, httpx.NetworkError),
+    (httpcore.RemoteProtocolError, httpx.RemoteProtocolError),
+    (httpcore.LocalProtocolError, httpx.LocalProtocolError),
+    (httpcore.UnsupportedProtocol, httpx.UnsupportedProtocol),
+    (httpcore.ProxyError, httpx.ProxyError),
+    (httpcore.ProtocolError, httpx.ProtocolError),
+)
+
+
+_Key = tuple[bytes, bytes, int]
+
+
+def _key(origin: httpcore.Origin) -> _Key:
+    return origin.scheme, origin.host, origin.port  # httpcore's Origin is not hashable
+
+
+@contextlib.contextmanager
+def _as_httpx_errors() -> Iterator[None]:
+    try:
+        yield
+    except Exception as error:
+        for theirs, ours in _ERRORS:
+            if isinstance(error, theirs):
+                raise ours(str(error)) from error
+        raise
+
+
+class KeepAliveTransport(httpx.AsyncBaseTransport):
+    """HTTP/1.1 to any origin, at most ``max_connections`` requests at once (so at most
+    as many connections), idle connections kept ``keepalive_expiry`` seconds.
+
+    Example::
+
+        client = httpx.AsyncClient(transport=KeepAliveTransport(verify=True))
+    """
+
+    def __init__(
+        self,
+        *,
+        verify: ssl.SSLContext | bool = True,
+        max_connections: int = 100,
+        keepalive_expiry: float = 5.0,
+    ) -> None:
+        self._ssl = httpx.create_ssl_context(verify=verify)
+        self._slots = asyncio.Semaphore(max_connections)
+        self._expiry = keepalive_expiry
+        # per origin, oldest first; a connection is here only between two requests
+        self._idle: dict[_Key, deque[httpcore.AsyncHTTPConnection]] = {}
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        assert isinstance(request.stream, httpx.AsyncByteStream)
+        target = httpcore.Request(
+            method=request.method,
+            url=httpcore.URL(
+                scheme=request.url.raw_scheme,
+                host=request.url.raw_host,
+                port=request.url.port,
+                target=request.url.raw_path,
+            ),
+            headers=request.headers.raw,
+            content=request.stream,
+            extensions=request.extensions,
+        )
+        origin = target.url.origin
+        await self._take_slot(request)
+        try:
+            connection = await self._connection_for(origin)
+            with _as_httpx_errors():
+                answer = await connection.handle_async_request(target)
+        except BaseException:
+            self._slots.release()  # httpcore has closed a connection it could not use
+            raise
+        assert isinstance(answer.stream, AsyncIterable)
+        return httpx.Response(
+            status_code=answer.status,
+            headers=answer.headers,
+            stream=_Body(answer.stream, release=lambda: self._release(origin, connection)),
+            extensions=answer.extensions,
+        )
+
+    async def _take_slot(self, request: httpx.Request) -> None:
+        timeout = request.extensions.get("timeout", {}).get("pool")
+        try:
+            async with asyncio.timeout(timeout):
+                await self._slots.acquire()
+        except TimeoutError:
+            raise httpx.PoolTimeout("no connection slot became free in time") from None
+
+    async def _connection_for(self, origin: httpcore.Origin) -> httpcore.AsyncHTTPConnection:
+        """The most recently used idle connection that is still good, or a new one."""
+        idle = self._idle.get(_key(origin))
+        while idle and idle[0].has_expired():  # the oldest first: closed, not left open
+            await idle.popleft().aclose()
+        while idle:
+            connection = idle.pop()
+            if connection.is_idle() and not connection.has_expired():
+                return connection
+            await connection.aclose()  # expired, or the server closed it
+        return httpcore.AsyncHTTPConnection(
+            origin, ssl_context=self._ssl, keepalive_expiry=self._expiry
+        )
+
+    def _release(self, origin: httpcore.Origin, connection: httpcore.AsyncHTTPConnection) -> None:
+        self._slots.release()
+        if connection.is_idle():  # not closed by either side: it may serve another request
+            self._idle.setdefault(_key(origin), deque()).append(connection)
+
+    async def aclose(self) -> None:
+        idle, self._idle = self._idle, {}
+        for connections in idle.values():
+            for connection in connections:
+                await connection.aclose()
+
+
+class _Body(httpx.AsyncByteStream):
+    """An answer's body; its connection goes back to the idle stack once it is closed."""
+
+    def __init__(self, stream: AsyncIterable[bytes], *, release: Callable[[], None]) -> None:
+        self._stream = stream
+        self._release: Callable[[], None] | None = release
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        with _as_httpx_errors():
+            async for part in self._stream:
+                yield part
+
+    async def aclose(self) -> None:
+        try:
+            with _as_httpx_errors():
+                await self._stream.aclose()  # type: ignore[attr-defined]  # httpcore's stream
+        finally:
+            release, self._release = self._release, None
+            if release is not None:
+                release()
