@@ -3,11 +3,843 @@
 Every page calls the services the API's routes call, with the same principal, so the
 rules live in one place: access requests, approvals and refusals in
 ``access.workflow``, grants and revocation in ``access.service``, items, versions and
-their lifecycle in ``registry.service``. Every change opens its audit scope as the
-API's route does (``audited``), and a refusal is shown as the page's error summary
-and audited (``_refused``).
+their lifecycle in ``registry.service``. Every change opens its audit scope for the
+API route's action before anything is judged (as ``audit.dependencies.audited``
+does); a refusal is rolled back, audited, and shown as the page's error summary.
 """
 
-from fastapi import APIRouter
+import re
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+from pydantic import ValidationError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from onceonly.hub.access import policy, workflow
+from onceonly.hub.access import repository as access_repository
+from onceonly.hub.access import service as access
+from onceonly.hub.access.purposes import purposes_for
+from onceonly.hub.access.schemas import (
+    AccessRequestIn,
+    ApproveIn,
+    RefuseIn,
+    RevokeIn,
+)
+from onceonly.hub.audit.request_scope import open_audit_scope
+from onceonly.hub.audit.service import AuditScope
+from onceonly.hub.console import pages, rendering, views
+from onceonly.hub.console import steward_views as sv
+from onceonly.hub.console.dependencies import FormDep, SignedInDep, Visit
+from onceonly.hub.dependencies import HubDep, SessionDep, WriteSessionDep
+from onceonly.hub.kit.jsonbody import describe_errors, parse_json
+from onceonly.hub.kit.problems import HubError, InvalidRequest
+from onceonly.hub.people.principal import Forbidden, Principal
+from onceonly.hub.registry import repository as registry_repository
+from onceonly.hub.registry import schema_rules
+from onceonly.hub.registry import service as registry
+from onceonly.hub.registry.compat import MODE_CHECKS
+from onceonly.hub.registry.exceptions import UnknownItem
+from onceonly.hub.registry.schemas import ItemDocument, ItemOut, VersionDocument
+from onceonly.hub.runtime import Hub
 
 router = APIRouter(include_in_schema=False)
+MODES = sorted(MODE_CHECKS)
+_ROW_ID = re.compile(r"^[0-9a-f]{32}$")
+
+
+def _is_row_id(candidate: str) -> bool:
+    """A request's or grant's id, as the API's paths take it (RowId)."""
+    return _ROW_ID.match(candidate) is not None
+
+
+def _principal(visit: Visit) -> Principal:
+    assert visit.principal is not None  # SignedInDep
+    return visit.principal
+
+
+def _render(
+    request: Request, visit: Visit, template: str, *, status: int = 200, **context: Any
+) -> Response:
+    """A page of this group (rendering.render, with the words for states and dates)."""
+    return rendering.render(
+        request,
+        visit,
+        template,
+        status=status,
+        request_statuses=sv.REQUEST_STATUSES,
+        grant_statuses=sv.GRANT_STATUSES,
+        when=sv.when,
+        field_prefix=sv.FIELD_PREFIX,
+        **context,
+    )
+
+
+def _forbidden(request: Request, visit: Visit) -> Response:
+    """The page of a signed-in person whose roles do not open it (the API's 403)."""
+    return _render(request, visit, "steward/forbidden.html", status=403)
+
+
+def _not_found(request: Request, visit: Visit) -> Response:
+    return _render(request, visit, "not_found.html", status=404)
+
+
+def _steward_of_some(visit: Visit) -> bool:
+    """What the API's ``StewardDep`` asks: a steward of some department."""
+    principal = _principal(visit)
+    return principal.break_glass or bool(principal.stewards)
+
+
+async def _refused(session: AsyncSession, scope: AuditScope, error: HubError) -> None:
+    """Undo what the refused change did, and audit the refusal (the API's error
+    handler does the same for problem answers)."""
+    await session.rollback()
+    if not scope.recorded:
+        await scope.record_failure(error)
+
+
+def _back(visit: Visit, location: str) -> Response:
+    return pages.redirect(location, production=visit.production)
+
+
+# --- access requests: the inbox, the outbox and one request -------------------------
+
+
+async def _box(request: Request, visit: Visit, session: AsyncSession, hub: Hub, box: str) -> Any:
+    if not _steward_of_some(visit):
+        return _forbidden(request, visit)
+    query = workflow.RequestQuery(box="inbox" if box == "inbox" else "outbox")
+    found = await workflow.list_requests(
+        session, principal=_principal(visit), query=query, clock=hub.clock
+    )
+    return _render(
+        request,
+        visit,
+        "steward/requests.html",
+        box=box,
+        requests=sv.waiting_first(found.requests),
+    )
+
+
+@router.get("/inbox")
+async def inbox(request: Request, visit: SignedInDep, session: SessionDep, hub: HubDep) -> Response:
+    response: Response = await _box(request, visit, session, hub, "inbox")
+    return response
+
+
+@router.get("/outbox")
+async def outbox(
+    request: Request, visit: SignedInDep, session: SessionDep, hub: HubDep
+) -> Response:
+    response: Response = await _box(request, visit, session, hub, "outbox")
+    return response
+
+
+def _may(check: Any, *args: Any, **kwargs: Any) -> bool:
+    """Whether a policy check passes (to offer a form only to who may send it)."""
+    try:
+        check(*args, **kwargs)
+    except Forbidden:
+        return False
+    return True
+
+
+async def _request_page(
+    request: Request,
+    visit: Visit,
+    session: AsyncSession,
+    hub: Hub,
+    request_id: str,
+    *,
+    status: int = 200,
+    errors: list[views.FieldError] | None = None,
+    detail: str = "",
+    values: dict[str, str] | None = None,
+) -> Response:
+    principal = _principal(visit)
+    try:
+        found = await workflow.get_request(
+            session, principal=principal, request_id=request_id, clock=hub.clock
+        )
+    except Forbidden:
+        return _forbidden(request, visit)
+    except HubError:
+        return _not_found(request, visit)
+    row = await access_repository.get_request(session, request_id)
+    assert row is not None  # read just now
+    pending = found.status == "pending"
+    return _render(
+        request,
+        visit,
+        "steward/request.html",
+        status=status,
+        errors=errors or [],
+        detail=detail,
+        values=values or {},
+        found=found,
+        decides=pending and _may(policy.require_decider, principal, row),
+        withdraws=pending
+        and _may(policy.require_consumer_steward, principal, found.consumer)
+        and _may(policy.require_actor, principal),
+        chosen=(values or {}).get("chosen", found.requested_fields),
+    )
+
+
+@router.get("/requests/{request_id}")
+async def request_page(
+    request: Request, request_id: str, visit: SignedInDep, session: SessionDep, hub: HubDep
+) -> Response:
+    if not _is_row_id(request_id):
+        return _not_found(request, visit)
+    return await _request_page(request, visit, session, hub, request_id)
+
+
+async def _decision_refused(
+    request: Request,
+    visit: Visit,
+    session: AsyncSession,
+    hub: Hub,
+    request_id: str,
+    *,
+    scope: AuditScope,
+    error: HubError,
+    field: str,
+) -> Response:
+    await _refused(session, scope, error)
+    refused = sv.refusal(error, field=field)
+    return await _request_page(
+        request,
+        visit,
+        session,
+        hub,
+        request_id,
+        status=error.status,
+        errors=[refused.error],
+        detail=refused.detail,
+    )
+
+
+@router.post("/requests/{request_id}/approve")
+async def approve(
+    request: Request,
+    request_id: str,
+    visit: SignedInDep,
+    form: FormDep,
+    session: WriteSessionDep,
+    hub: HubDep,
+) -> Response:
+    scope = open_audit_scope(request, "access.approve", log=hub.audit_log)
+    reason = form.get("reason", "").strip()
+    asked = [value for name, value in form.items() if name.startswith(sv.FIELD_PREFIX)]
+    errors = sv.approval_errors(fields=asked, reason=reason)
+    if errors and _is_row_id(request_id):
+        values: dict[str, Any] = {"approve-reason": reason, "chosen": asked}
+        return await _request_page(
+            request, visit, session, hub, request_id, status=400, errors=errors, values=values
+        )
+    try:
+        await workflow.approve(
+            session,
+            principal=_principal(visit),
+            request_id=request_id,
+            body=ApproveIn(fields=asked or None, reason=reason or None),
+            settings=hub.settings,
+            scope=scope,
+            clock=hub.clock,
+        )
+    except HubError as error:
+        return await _decision_refused(
+            request, visit, session, hub, request_id, scope=scope, error=error, field="field-0"
+        )
+    return _back(visit, f"/requests/{request_id}")
+
+
+@router.post("/requests/{request_id}/refuse")
+async def refuse(
+    request: Request,
+    request_id: str,
+    visit: SignedInDep,
+    form: FormDep,
+    session: WriteSessionDep,
+    hub: HubDep,
+) -> Response:
+    scope = open_audit_scope(request, "access.refuse", log=hub.audit_log)
+    reason = form.get("reason", "").strip()
+    errors = sv.reason_errors(reason, field="refuse-reason", required=True)
+    if errors and _is_row_id(request_id):
+        return await _request_page(
+            request,
+            visit,
+            session,
+            hub,
+            request_id,
+            status=400,
+            errors=errors,
+            values={"refuse-reason": reason},
+        )
+    try:
+        await workflow.refuse(
+            session,
+            principal=_principal(visit),
+            request_id=request_id,
+            body=RefuseIn(reason=reason or "-"),
+            scope=scope,
+            clock=hub.clock,
+        )
+    except HubError as error:
+        return await _decision_refused(
+            request,
+            visit,
+            session,
+            hub,
+            request_id,
+            scope=scope,
+            error=error,
+            field="refuse-reason",
+        )
+    return _back(visit, f"/requests/{request_id}")
+
+
+@router.post("/requests/{request_id}/withdraw")
+async def withdraw(
+    request: Request,
+    request_id: str,
+    visit: SignedInDep,
+    _: FormDep,
+    session: WriteSessionDep,
+    hub: HubDep,
+) -> Response:
+    scope = open_audit_scope(request, "access.withdraw", log=hub.audit_log)
+    try:
+        await workflow.withdraw(
+            session,
+            principal=_principal(visit),
+            request_id=request_id,
+            scope=scope,
+            clock=hub.clock,
+        )
+    except HubError as error:
+        return await _decision_refused(
+            request, visit, session, hub, request_id, scope=scope, error=error, field="withdraw"
+        )
+    return _back(visit, f"/requests/{request_id}")
+
+
+# --- asking for access: the consumer's side ---------------------------------------------
+
+
+async def _item_and_fields(
+    session: AsyncSession, item_id: str
+) -> tuple[ItemOut, list[views.FieldRow]] | None:
+    if not views.is_item_id(item_id):
+        return None
+    try:
+        item = await registry.describe_item(session, item_id)
+        latest = await registry.describe_version(session, item_id, item.latest_version)
+    except UnknownItem:
+        return None
+    fields = registry.version_fields(latest.json_schema)
+    rows = views.field_rows(latest.json_schema, fields=fields, personal=item.personal_fields)
+    return item, rows
+
+
+async def _ask_page(
+    request: Request,
+    visit: Visit,
+    session: AsyncSession,
+    hub: Hub,
+    item_id: str,
+    *,
+    status: int = 200,
+    errors: list[views.FieldError] | None = None,
+    detail: str = "",
+    values: sv.RequestForm | None = None,
+    chosen: list[str] | None = None,
+) -> Response:
+    found = await _item_and_fields(session, item_id)
+    if found is None:
+        return _not_found(request, visit)
+    item, rows = found
+    consumers = sorted(_principal(visit).stewards - {item.owner})
+    if not consumers:
+        return _forbidden(request, visit)
+    return _render(
+        request,
+        visit,
+        "steward/ask.html",
+        status=status,
+        errors=errors or [],
+        detail=detail,
+        item=item,
+        rows=rows,
+        consumers=consumers,
+        purposes=purposes_for(hub.settings).purposes,
+        values=values or sv.RequestForm(consumer=consumers[0]),
+        chosen=chosen if chosen is not None else [],
+    )
+
+
+@router.get("/catalogue/{item_id}/request")
+async def ask_page(
+    request: Request, item_id: str, visit: SignedInDep, session: SessionDep, hub: HubDep
+) -> Response:
+    return await _ask_page(request, visit, session, hub, item_id)
+
+
+@router.post("/catalogue/{item_id}/request")
+async def ask(
+    request: Request,
+    item_id: str,
+    visit: SignedInDep,
+    form: FormDep,
+    session: WriteSessionDep,
+    hub: HubDep,
+) -> Response:
+    scope = open_audit_scope(request, "access.request", log=hub.audit_log)
+    values = sv.RequestForm(
+        consumer=form.get("consumer", ""),
+        purpose=form.get("purpose", ""),
+        purpose_text=form.get("purpose_text", "").strip(),
+        legal_basis=form.get("legal_basis", "").strip(),
+    )
+    found = await _item_and_fields(session, item_id)
+    offered = [row.name for row in found[1]] if found else []
+    chosen = sv.chosen_fields(form, offered)
+    errors = values.errors(
+        fields=chosen,
+        consumers=sorted(_principal(visit).stewards),
+        purposes=[p.code for p in purposes_for(hub.settings).purposes],
+    )
+    if errors and found is not None:
+        return await _ask_page(
+            request,
+            visit,
+            session,
+            hub,
+            item_id,
+            status=400,
+            errors=errors,
+            values=values,
+            chosen=chosen,
+        )
+    try:
+        body = AccessRequestIn(
+            consumer=values.consumer,
+            item=item_id,
+            purpose=values.purpose,
+            purpose_text=values.purpose_text,
+            legal_basis=values.legal_basis,
+            fields=chosen,
+        )
+    except ValidationError as invalid:
+        error: HubError = InvalidRequest(describe_errors(invalid))
+        await _refused(session, scope, error)
+        return _not_found(request, visit)
+    try:
+        made = await workflow.request_access(
+            session,
+            principal=_principal(visit),
+            body=body,
+            settings=hub.settings,
+            scope=scope,
+            clock=hub.clock,
+        )
+    except HubError as error:
+        await _refused(session, scope, error)
+        refused = sv.refusal(error, field="purpose")
+        return await _ask_page(
+            request,
+            visit,
+            session,
+            hub,
+            item_id,
+            status=error.status,
+            errors=[refused.error],
+            detail=refused.detail,
+            values=values,
+            chosen=chosen,
+        )
+    return _back(visit, f"/requests/{made.id}")
+
+
+# --- grants ---------------------------------------------------------------------------
+
+
+@router.get("/grants")
+async def grants(
+    request: Request, visit: SignedInDep, session: SessionDep, hub: HubDep
+) -> Response:
+    if not _steward_of_some(visit):
+        return _forbidden(request, visit)
+    found = await access.list_grants(session, principal=_principal(visit), clock=hub.clock)
+    listed = sorted(found.grants, key=lambda g: (g.status != "active", g.item, g.consumer))
+    return _render(request, visit, "steward/grants.html", grants=listed)
+
+
+async def _grant_page(
+    request: Request,
+    visit: Visit,
+    session: AsyncSession,
+    hub: Hub,
+    grant_id: str,
+    *,
+    status: int = 200,
+    errors: list[views.FieldError] | None = None,
+    detail: str = "",
+    reason: str = "",
+) -> Response:
+    principal = _principal(visit)
+    try:
+        grant = await access.get_grant(
+            session, principal=principal, grant_id=grant_id, clock=hub.clock
+        )
+    except Forbidden:
+        return _forbidden(request, visit)
+    except HubError:
+        return _not_found(request, visit)
+    revokes = (
+        grant.status == "active"
+        and _may(policy.require_actor, principal)
+        and _may(
+            policy.require_grant_party, principal, consumer=grant.consumer, owner=grant.owner or ""
+        )
+    )
+    return _render(
+        request,
+        visit,
+        "steward/grant.html",
+        status=status,
+        errors=errors or [],
+        detail=detail,
+        grant=grant,
+        revokes=revokes,
+        reason=reason,
+    )
+
+
+@router.get("/grants/{grant_id}")
+async def grant_page(
+    request: Request, grant_id: str, visit: SignedInDep, session: SessionDep, hub: HubDep
+) -> Response:
+    if not _is_row_id(grant_id):
+        return _not_found(request, visit)
+    return await _grant_page(request, visit, session, hub, grant_id)
+
+
+@router.post("/grants/{grant_id}/revoke")
+async def revoke(
+    request: Request,
+    grant_id: str,
+    visit: SignedInDep,
+    form: FormDep,
+    session: WriteSessionDep,
+    hub: HubDep,
+) -> Response:
+    scope = open_audit_scope(request, "grant.revoke", log=hub.audit_log)
+    reason = form.get("reason", "").strip()
+    errors = sv.reason_errors(reason, field="reason", required=True)
+    if errors and _is_row_id(grant_id):
+        return await _grant_page(
+            request, visit, session, hub, grant_id, status=400, errors=errors, reason=reason
+        )
+    try:
+        await access.revoke(
+            session,
+            principal=_principal(visit),
+            grant_id=grant_id,
+            body=RevokeIn(reason=reason or "-"),
+            scope=scope,
+            clock=hub.clock,
+        )
+    except HubError as error:
+        await _refused(session, scope, error)
+        refused = sv.refusal(error, field="reason")
+        return await _grant_page(
+            request,
+            visit,
+            session,
+            hub,
+            grant_id,
+            status=error.status,
+            errors=[refused.error],
+            detail=refused.detail,
+            reason=reason,
+        )
+    return _back(visit, f"/grants/{grant_id}")
+
+
+def _actor(principal: Principal) -> registry.Actor:
+    """As the registry's routes make it: the departments the principal stewards."""
+    return registry.Actor(name=principal.name, departments=principal.steward_departments)
+
+
+def _schema_of(text: str, hub: Hub) -> dict[str, Any]:
+    """The pasted schema, parsed under the API's JSON limits (InvalidRequest if not)."""
+    parsed = parse_json(
+        text.encode(),
+        max_bytes=hub.settings.max_body_bytes,
+        max_depth=hub.settings.max_json_depth,
+    )
+    if not isinstance(parsed, dict):
+        raise InvalidRequest("the schema must be a JSON object")
+    return parsed
+
+
+def _verdict_rows(schema: dict[str, Any]) -> list[views.FieldRow]:
+    fields = registry.version_fields(schema)
+    return views.field_rows(schema, fields=fields, personal=schema_rules.personal_fields(schema))
+
+
+# --- registering an item, and a new version --------------------------------------------
+
+
+def _item_document(form: dict[str, str], hub: Hub) -> ItemDocument:
+    """The register form as the API's document (InvalidRequest when it is not one)."""
+    data = {
+        "id": form.get("id", "").strip(),
+        "title": form.get("title", "").strip(),
+        "description": form.get("description", "").strip(),
+        "owner": form.get("owner", ""),
+        "sharing_class": form.get("sharing_class", ""),
+        "classification": form.get("classification", ""),
+        "legal_basis": {
+            "text": form.get("legal_basis", "").strip(),
+            "reference": form.get("legal_reference", "").strip(),
+        },
+        "tags": sv.tags_of(form.get("tags", "")),
+        "compatibility": form.get("compatibility", "BACKWARD"),
+        "schema": _schema_of(form.get("schema", ""), hub),
+    }
+    try:
+        return ItemDocument.model_validate(data)
+    except ValidationError as invalid:
+        raise InvalidRequest(describe_errors(invalid)) from None
+
+
+def _register_page(
+    request: Request,
+    visit: Visit,
+    *,
+    status: int = 200,
+    errors: list[views.FieldError] | None = None,
+    detail: str = "",
+    values: dict[str, str] | None = None,
+    verdict: dict[str, Any] | None = None,
+) -> Response:
+    owners = sorted(_principal(visit).stewards)
+    if not owners:
+        return _forbidden(request, visit)
+    return _render(
+        request,
+        visit,
+        "steward/register.html",
+        status=status,
+        errors=errors or [],
+        detail=detail,
+        values=values or {"owner": owners[0], "compatibility": "BACKWARD"},
+        owners=owners,
+        modes=MODES,
+        verdict=verdict,
+    )
+
+
+@router.get("/register")
+async def register_page(request: Request, visit: SignedInDep) -> Response:
+    return _register_page(request, visit)
+
+
+@router.post("/register")
+async def register(
+    request: Request, visit: SignedInDep, form: FormDep, session: WriteSessionDep, hub: HubDep
+) -> Response:
+    """``action=check``: the registry's verdict on the document, nothing changes;
+    ``action=register``: the API's ``PUT /v1/admin/items/{id}`` for a new item."""
+    values = {name: form.get(name, "") for name in sv.REGISTER_FIELDS}
+    registering = form.get("action") == "register"
+    scope = open_audit_scope(request, "registry.item.put", log=hub.audit_log)
+    try:
+        document = _item_document(form, hub)
+        if await registry_repository.get_item(session, document.id) is not None:
+            return _register_page(
+                request, visit, status=409, values=values, errors=[sv.ITEM_EXISTS]
+            )
+        waiting = registry.judge_new_item(document)
+        if registering:
+            await registry.put_item(
+                session,
+                item_id=document.id,
+                document=document,
+                scope=scope,
+                actor=_actor(_principal(visit)),
+            )
+            return _back(visit, f"/catalogue/{document.id}")
+    except HubError as error:
+        if registering:
+            await _refused(session, scope, error)
+        refused = sv.refusal(error, field="schema")
+        return _register_page(
+            request,
+            visit,
+            status=error.status,
+            values=values,
+            errors=[refused.error],
+            detail=refused.detail,
+        )
+    verdict = {"rows": _verdict_rows(document.json_schema), "waiting": sorted(waiting)}
+    return _register_page(request, visit, values=values, verdict=verdict)
+
+
+async def _version_page(
+    request: Request,
+    visit: Visit,
+    session: AsyncSession,
+    item_id: str,
+    *,
+    status: int = 200,
+    errors: list[views.FieldError] | None = None,
+    detail: str = "",
+    schema: str | None = None,
+    verdict: dict[str, Any] | None = None,
+) -> Response:
+    found = await _item_and_fields(session, item_id)
+    if found is None:
+        return _not_found(request, visit)
+    item = found[0]
+    if not _principal(visit).stewards_department(item.owner):
+        return _forbidden(request, visit)
+    if schema is None:
+        latest = await registry.describe_version(session, item_id, item.latest_version)
+        schema = sv.schema_text(latest.json_schema)
+    return _render(
+        request,
+        visit,
+        "steward/version.html",
+        status=status,
+        errors=errors or [],
+        detail=detail,
+        item=item,
+        schema=schema,
+        verdict=verdict,
+    )
+
+
+@router.get("/catalogue/{item_id}/versions/new")
+async def version_page(
+    request: Request, item_id: str, visit: SignedInDep, session: SessionDep
+) -> Response:
+    return await _version_page(request, visit, session, item_id)
+
+
+@router.post("/catalogue/{item_id}/versions/new")
+async def add_version(
+    request: Request,
+    item_id: str,
+    visit: SignedInDep,
+    form: FormDep,
+    session: WriteSessionDep,
+    hub: HubDep,
+) -> Response:
+    """``action=check``: the registry's compatibility verdict, nothing changes;
+    ``action=register``: the API's ``POST /v1/admin/items/{id}/versions``."""
+    text = form.get("schema", "")
+    registering = form.get("action") == "register"
+    scope = open_audit_scope(request, "registry.item.version", log=hub.audit_log)
+    actor = _actor(_principal(visit))
+    try:
+        document = VersionDocument.model_validate({"schema": _schema_of(text, hub)})
+        if registering:
+            await registry.add_version(
+                session, item_id=item_id, document=document, scope=scope, actor=actor
+            )
+            return _back(visit, f"/catalogue/{item_id}")
+        number = await registry.judge_version(
+            session, item_id=item_id, document=document, actor=actor
+        )
+    except (HubError, ValidationError) as failure:
+        error = failure if isinstance(failure, HubError) else InvalidRequest(str(failure))
+        if registering:
+            await _refused(session, scope, error)
+        refused = sv.refusal(error, field="schema")
+        return await _version_page(
+            request,
+            visit,
+            session,
+            item_id,
+            status=error.status,
+            errors=[refused.error],
+            detail=refused.detail,
+            schema=text,
+        )
+    verdict = {"version": number, "rows": _verdict_rows(document.json_schema)}
+    return await _version_page(request, visit, session, item_id, schema=text, verdict=verdict)
+
+
+# --- deprecating and retiring ----------------------------------------------------------
+
+
+@router.get("/catalogue/{item_id}/lifecycle")
+async def lifecycle_page(
+    request: Request, item_id: str, visit: SignedInDep, session: SessionDep
+) -> Response:
+    found = await _item_and_fields(session, item_id)
+    if found is None:
+        return _not_found(request, visit)
+    if not _principal(visit).stewards_department(found[0].owner):
+        return _forbidden(request, visit)
+    return _render(request, visit, "steward/lifecycle.html", item=found[0], errors=[], detail="")
+
+
+async def _change_lifecycle(
+    request: Request, visit: Visit, session: AsyncSession, hub: Hub, item_id: str, lifecycle: str
+) -> Response:
+    action = "deprecate" if lifecycle == "deprecated" else "retire"
+    scope = open_audit_scope(request, f"registry.item.{action}", log=hub.audit_log)
+    try:
+        await registry.change_lifecycle(
+            session,
+            item_id=item_id,
+            lifecycle=lifecycle,
+            scope=scope,
+            actor=_actor(_principal(visit)),
+            clock=hub.clock,
+        )
+    except HubError as error:
+        await _refused(session, scope, error)
+        found = await _item_and_fields(session, item_id)
+        if found is None:
+            return _not_found(request, visit)
+        refused = sv.refusal(error, field=action)
+        return _render(
+            request,
+            visit,
+            "steward/lifecycle.html",
+            status=error.status,
+            item=found[0],
+            errors=[refused.error],
+            detail=refused.detail,
+        )
+    return _back(visit, f"/catalogue/{item_id}")
+
+
+@router.post("/catalogue/{item_id}/deprecate")
+async def deprecate(
+    request: Request,
+    item_id: str,
+    visit: SignedInDep,
+    _: FormDep,
+    session: WriteSessionDep,
+    hub: HubDep,
+) -> Response:
+    return await _change_lifecycle(request, visit, session, hub, item_id, "deprecated")
+
+
+@router.post("/catalogue/{item_id}/retire")
+async def retire(
+    request: Request,
+    item_id: str,
+    visit: SignedInDep,
+    _: FormDep,
+    session: WriteSessionDep,
+    hub: HubDep,
+) -> Response:
+    return await _change_lifecycle(request, visit, session, hub, item_id, "retired")

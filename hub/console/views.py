@@ -35,13 +35,22 @@ class NavigationItem:
 
 CATALOGUE: Final = NavigationItem(N_("Catalogue"), "/catalogue")
 ACCOUNT: Final = NavigationItem(N_("Your account"), "/account")
+STEWARD_PAGES: Final = (  # hub/console/steward.py
+    NavigationItem(N_("Requests to us"), "/inbox"),
+    NavigationItem(N_("Our requests"), "/outbox"),
+    NavigationItem(N_("Grants"), "/grants"),
+    NavigationItem(N_("Register an item"), "/register"),
+)
 
 
 def navigation(principal: Principal) -> list[NavigationItem]:
     """The pages a person's roles open. Every role reads the catalogue, which is public
     (decision 0006); the pages of each role's work come with the next parts of issue 13
     and are added here by the role the API asks for (``Principal.require_*``)."""
-    return [CATALOGUE, ACCOUNT] if principal.person_id is not None else [CATALOGUE]
+    pages = [CATALOGUE]
+    if principal.stewards:
+        pages += STEWARD_PAGES
+    return [*pages, ACCOUNT] if principal.person_id is not None else pages
 
 
 def role_names(account: PersonOut) -> list[tuple[str, str | None]]:

@@ -227,6 +227,15 @@ async def put_item(
     return PutResult(item=_item_out(row, latest), change=waiting)
 
 
+def judge_new_item(document: ItemDocument) -> dict[str, dict[str, str]]:
+    """What :func:`put_item` would decide for a new item's ``document``, changing
+    nothing: the refusal of its schema or examples, else the members that would wait
+    for an administrator (for a verdict shown before submitting)."""
+    _check_document(document.json_schema, document.examples)
+    personal = bool(schema_rules.personal_fields(document.json_schema))
+    return _opening_a_new_item(document, personal=personal)
+
+
 def _refuse_takeover_or_new_schema(
     row: Item, known: set[str], document: ItemDocument, fingerprint: str
 ) -> None:
@@ -337,14 +346,9 @@ async def add_version(
     scope.note(item=item_id)
     row = await _item_to_change(session, item_id, actor)
     scope.note(department=row.owner_id)
-    if row.lifecycle == "retired":
-        raise ItemRetired(f"data item {item_id!r} is retired; it takes no new versions")
-    _check_document(document.json_schema, document.examples)
     earlier = await repository.item_versions(session, item_id)
-    fingerprint = validation.fingerprint(document.json_schema)
+    fingerprint = _judge_version(row, document, earlier)
     if earlier[-1].fingerprint != fingerprint:
-        _check_compatibility(row, document.json_schema, [v.schema_ for v in earlier])
-        _refuse_personal_fields_into_unconditional(row, document.json_schema, earlier[-1])
         row.latest_version = earlier[-1].version + 1
         latest = ItemVersion(
             item_id=item_id,
@@ -359,6 +363,35 @@ async def add_version(
     await session.flush()
     await scope.record_change(session, version=row.latest_version)
     return _item_out(row, latest)
+
+
+def _judge_version(row: Item, document: VersionDocument, earlier: list[ItemVersion]) -> str:
+    """The checks a new version passes before it is registered (the fingerprint of its
+    schema when it does); an unchanged schema (a retried upload) passes as it is."""
+    if row.lifecycle == "retired":
+        raise ItemRetired(f"data item {row.id!r} is retired; it takes no new versions")
+    _check_document(document.json_schema, document.examples)
+    fingerprint = validation.fingerprint(document.json_schema)
+    if earlier[-1].fingerprint != fingerprint:
+        _check_compatibility(row, document.json_schema, [v.schema_ for v in earlier])
+        _refuse_personal_fields_into_unconditional(row, document.json_schema, earlier[-1])
+    return fingerprint
+
+
+async def judge_version(
+    session: AsyncSession, *, item_id: str, document: VersionDocument, actor: Actor
+) -> int:
+    """The verdict :func:`add_version` would give ``document``, changing nothing: the
+    version number it would register (the latest's when the schema is the latest's
+    again), or the refusal it would raise (for a verdict shown before submitting)."""
+    row = await repository.get_item(session, item_id)
+    if row is None:
+        raise UnknownItem(f"there is no data item {item_id!r}")
+    require_steward(actor, row.owner_id)
+    earlier = await repository.item_versions(session, item_id)
+    latest = earlier[-1]
+    unchanged = _judge_version(row, document, earlier) == latest.fingerprint
+    return latest.version if unchanged else latest.version + 1
 
 
 def _mode(row: Item) -> compat.Mode:
