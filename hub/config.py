@@ -169,6 +169,22 @@ class Settings(BaseSettings):
     )
     oidc_client_id: str | None = Field(default=None, max_length=255)
     oidc_client_secret: str | None = Field(default=None, max_length=1000)
+    citizen_oidc_issuer: str | None = Field(
+        default=None,
+        description="OpenID Connect provider's issuer URL for citizens' sign-in to the"
+        " console's 'who used my data' page (decision 0032); unset: no citizen page",
+    )
+    citizen_oidc_client_id: str | None = Field(default=None, max_length=255)
+    citizen_oidc_client_secret: str | None = Field(default=None, max_length=1000)
+    citizen_identifier_claim: str = Field(
+        default="sub",
+        pattern=r"^[A-Za-z0-9_.:-]{1,64}$",
+        description="The ID token claim that holds the person's identifier (the subject"
+        " the departments' records are about)",
+    )
+    citizen_session_lifetime: int = Field(
+        default=900, ge=60, le=3600, description="Seconds a citizen's sign-in lasts"
+    )
     # --- end people and access requests ---
     # --- the efficiency report (issue 14, docs/efficiency.md) ---
     report_threshold: int = Field(
@@ -249,10 +265,15 @@ class Settings(BaseSettings):
             problems.append("read_database_url must name a PostgreSQL standby")
         if self.oidc_issuer is not None and not self.oidc_issuer.startswith("https://"):
             problems.append("oidc_issuer must be an https:// URL")
+        citizen_issuer = self.citizen_oidc_issuer
+        if citizen_issuer is not None and not citizen_issuer.startswith("https://"):
+            problems.append("citizen_oidc_issuer must be an https:// URL")
         if self.grant_max_days == 0:
             problems.append("grant_max_days must be at least 1 (grants must expire)")
         if self.password_time_cost < 3 or self.password_memory_kib < 65536:
             problems.append("password hashing needs at least argon2id t=3, m=65536 KiB")
+        if self.report_threshold < 3:
+            problems.append("report_threshold must be at least 3 (it withholds small counts)")
         if problems:
             raise ValueError("production mode refuses insecure settings: " + "; ".join(problems))
         return self
@@ -261,6 +282,8 @@ class Settings(BaseSettings):
     def _oidc_needs_a_client(self) -> "Settings":
         if self.oidc_issuer is not None and not self.oidc_client_id:
             raise ValueError("oidc_issuer is set but oidc_client_id is not")
+        if self.citizen_oidc_issuer is not None and not self.citizen_oidc_client_id:
+            raise ValueError("citizen_oidc_issuer is set but citizen_oidc_client_id is not")
         return self
 
     @property

@@ -428,31 +428,30 @@ def _reuse(story: Story, hub_url: str, welfare: Department) -> None:
 def _report(story: Story, auditor: AdminClient) -> None:
     with story.step("The auditor reads this month's once-only efficiency report"):
         report = auditor.call("GET", "/v1/reports/efficiency")
-        withheld = f"<{report['threshold']}"
 
         def shown(row: dict[str, Any], name: str) -> str:
             value = row.get(name)
-            return withheld if name in row["suppressed"] else "-" if value is None else str(value)
+            return "withheld" if name in row["suppressed"] else "-" if value is None else str(value)
 
         total = report["total"]
         story.say(
-            f"{report['period']}: {shown(total, 'exchanges')} exchanges,"
-            f" {shown(total, 'refused')} refused, {shown(total, 'failed')} failed;"
-            f" about {shown(total, 'minutes_saved')} citizen minutes saved"
+            f"{report['period']}: exchanges {shown(total, 'exchanges')},"
+            f" refused {shown(total, 'refused')}, failed {shown(total, 'failed')};"
+            f" citizen minutes saved, about {shown(total, 'minutes_saved')}"
             f" (log entries 0-{report['log_entries'] - 1})"
         )
         for row in report["items"]:
             if row["exchanges"] == 0 and not row["suppressed"]:
                 continue
             story.say(
-                f"{row['item']:28} exchanges {shown(row, 'exchanges'):>4}"
-                f"  records {shown(row, 'records'):>4}"
-                f"  per record {shown(row, 'exchanges_per_record'):>5}"
-                f"  owner p95 {shown(row, 'owner_p95_ms'):>4} ms"
+                f"{row['item']:28} exchanges {shown(row, 'exchanges'):>8}"
+                f"  records {shown(row, 'records'):>8}"
+                f"  per record {shown(row, 'exchanges_per_record'):>8}"
+                f"  owner median {shown(row, 'owner_p50_ms'):>8} ms"
             )
         story.say(
-            f"counts below {report['threshold']} are withheld ({withheld}): no figure"
-            " singles out a person"
+            f"counts below {report['threshold']}, and what would give them away, are"
+            " withheld: no figure singles out a person"
         )
         address = next(row for row in report["items"] if row["item"] == ADDRESS)
         if not isinstance(address["exchanges"], int) or address["exchanges"] < 5:

@@ -1,9 +1,10 @@
 """``onceonly report efficiency``: the once-only efficiency report (docs/efficiency.md).
 
 For auditors and administrators. ``-o table`` (on a terminal) prints the total and a
-table per items, owners and consumer departments, a withheld figure as ``<5`` (the
-hub's threshold); ``-o json`` the hub's report as it is; ``-o csv`` the open-data export
-with its documented columns (GET /v1/reports/efficiency/export).
+table per items, owners and consumer departments, a withheld figure as ``withheld``;
+``-o json`` the hub's report as it is; ``-o csv`` the open-data export with its
+documented columns, for a month that has ended (GET /v1/reports/efficiency/export;
+default: last month).
 """
 
 import argparse
@@ -44,7 +45,7 @@ OWNERS = Shape(
     what="owner departments",
 )
 CONSUMERS = Shape(
-    columns=("department", "exchanges", "refused", "failed", "items", "minutes_saved"),
+    columns=("department", "exchanges", "refused", "failed", "items"),
     what="consumer departments",
 )
 TOTAL = Shape(
@@ -69,9 +70,10 @@ TOTAL = Shape(
 )
 
 
-def _marked(row: dict[str, Any], threshold: int) -> dict[str, Any]:
-    """A withheld figure as ``<threshold``, so a reader tells it from one that is empty."""
-    return {**row, **{name: f"<{threshold}" for name in row.get("suppressed", [])}}
+def _marked(row: dict[str, Any]) -> dict[str, Any]:
+    """A withheld figure as ``withheld``, so a reader tells it from an empty one (a
+    withheld count is not always small: one may be withheld beside a small one)."""
+    return {**row, **dict.fromkeys(row.get("suppressed", []), "withheld")}
 
 
 def _efficiency(args: argparse.Namespace) -> int:
@@ -95,17 +97,17 @@ def _show_report(report: dict[str, Any]) -> None:
     out = sys.stdout
     out.write(
         f"Once-only efficiency, {report['period']} (UTC): audit log entries 0 to"
-        f" {report['log_entries'] - 1} of {report['log_size']}; counts below {threshold}"
-        f" are withheld (<{threshold})\n\nTotal\n"
+        f" {report['log_entries'] - 1} of {report['log_size']}; small counts are withheld"
+        f" (below {threshold}), and what would give them away\n\nTotal\n"
     )
-    show(_marked(report["total"], threshold), form="table", shape=TOTAL)
+    show(_marked(report["total"]), form="table", shape=TOTAL)
     for title, rows, shape in (
         ("Items", report["items"], ITEMS),
         ("Owner departments", report["owners"], OWNERS),
         ("Consumer departments", report["consumers"], CONSUMERS),
     ):
         out.write(f"\n{title}\n")
-        show([_marked(row, threshold) for row in rows], form="table", shape=shape)
+        show([_marked(row) for row in rows], form="table", shape=shape)
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -133,9 +135,10 @@ def register(sub: Any) -> None:
         "efficiency",
         _efficiency,
         "reuse, speed, reliability and deadlines per item and department (auditors and"
-        " administrators); -o csv is the open-data export",
+        " administrators); -o csv is the open-data export of a month that has ended",
     )
     efficiency.add_argument(
         "--period",
-        help="2026-11 (a month), 2026-Q4 (a quarter) or 2026 (a year), UTC; default: this month",
+        help="2026-11 (a month), 2026-Q4 (a quarter) or 2026 (a year), UTC; default: this"
+        " month (-o csv: last month)",
     )

@@ -35,14 +35,15 @@ class Rollup:
     """The worker: ``start()`` in the lifespan, ``stop()`` at its end."""
 
     def __init__(
-        self, engine: AsyncEngine, *, interval: float, clock: Clock, batch_size: int = 5000
+        self, engine: AsyncEngine, *, interval: float, clock: Clock, batch_size: int = 1000
     ) -> None:
         self._engine = engine
         self._interval = interval
         self._clock = clock
+        # Small batches: on SQLite a batch holds the database's write lock, which the
+        # audit writer needs too.
         self._batch_size = batch_size
         self._task: asyncio.Task[None] | None = None
-        self._lock = asyncio.Lock()  # one catch-up at a time in this process
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="report-rollup")
@@ -56,19 +57,27 @@ class Rollup:
 
     async def catch_up(self, *, budget: float | None = None) -> repository.Progress:
         """Add what the log holds beyond the cursor, batch by batch, for at most ``budget``
-        seconds (None: until the end); where the roll-ups and the log then stand."""
-        async with self._lock:
-            deadline = None if budget is None else self._clock.monotonic() + budget
-            races = 0
-            while True:
-                progress = await self._add_batch()
-                races = races + 1 if progress.through < 0 else 0
-                if progress.behind == 0 or races >= _MAX_RACES:
-                    return progress
-                if deadline is not None and self._clock.monotonic() >= deadline:
-                    return progress
+        seconds (None: until the end); where the roll-ups and the log then stand.
+
+        Catch-ups run side by side (the worker's, a report's, other replicas'): each
+        batch is added by whichever moves the cursor first, so a report never waits for
+        the worker to finish, only works beside it for its budget."""
+        deadline = None if budget is None else self._clock.monotonic() + budget
+        races = 0
+        while True:
+            progress = await self._add_batch()
+            races = races + 1 if progress.through < 0 else 0
+            if progress.behind == 0 or races >= _MAX_RACES:
+                return progress
+            if deadline is not None and self._clock.monotonic() >= deadline:
+                return progress
 
     async def _add_batch(self) -> repository.Progress:
+        async with self._engine.connect() as conn:  # read first: nothing new, no write lock
+            start = await repository.cursor(conn)
+            size = await repository.log_size(conn)
+        if start >= size:
+            return repository.Progress(through=start, log_size=size)
         try:
             async with write_connection(self._engine) as conn:
                 start = await repository.cursor(conn)

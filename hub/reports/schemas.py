@@ -44,16 +44,15 @@ class ItemFigures(Figures):
     item: str
     title: str
     owner: str
-    consumers: int = Field(
-        description="Distinct consumer departments served (not suppressed:"
-        " it counts departments, never people)"
+    consumers: int | None = Field(
+        description="Distinct consumer departments served (withheld with exchanges)"
     )
 
 
 class OwnerFigures(Figures, Decisions):
     department: str
     name: str
-    consumers: int
+    consumers: int | None
 
 
 class ConsumerFigures(BaseModel):
@@ -62,13 +61,12 @@ class ConsumerFigures(BaseModel):
     exchanges: int | None
     refused: int | None
     failed: int | None
-    items: int = Field(description="Distinct items it was served")
-    minutes_saved: float | None
+    items: int | None = Field(description="Distinct items it was served")
     suppressed: list[str]
 
 
 class TotalFigures(Figures, Decisions):
-    consumers: int
+    consumers: int | None
 
 
 class EfficiencyReport(BaseModel):

@@ -1,15 +1,10 @@
 """The efficiency report (issue 14, docs/efficiency.md): how much collecting once saves.
 
 :func:`build` is pure: from the roll-ups of one period (onceonly.hub.reports.rollup),
-the catalogue and the access requests, it works out every figure and then suppresses
-the small ones (:func:`suppress`). :func:`efficiency_report` reads those and calls it.
-
-Suppression: a figure that counts record queries, records or access requests and
-counts fewer than ``threshold`` (but more than none) is withheld, and so is every
-figure worked out from such a count (a percentile of three calls, a rate of two
-queries). Where a list (items, owners, consumers) withholds a figure in exactly one
-row while the total shows it, the smallest shown value of another row is withheld
-too, so that no withheld figure is the total minus the others.
+the catalogue and the access requests, it works out every figure, withholds the counts
+that :mod:`onceonly.hub.reports.disclosure` says could single out a person, and shows
+a figure worked out from counts (a rate, a percentile, minutes saved) only when what it
+is formed from is shown or safe. :func:`efficiency_report` reads the inputs and calls it.
 """
 
 import math
@@ -23,7 +18,8 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from onceonly.hub.kit.clock import aware
-from onceonly.hub.reports import periods, repository
+from onceonly.hub.reports import disclosure, periods, repository
+from onceonly.hub.reports.disclosure import Cell, Relation
 from onceonly.hub.reports.repository import ExchangeRow, RequestRow
 from onceonly.hub.reports.rollup import Rollup
 from onceonly.hub.reports.schemas import (
@@ -34,29 +30,13 @@ from onceonly.hub.reports.schemas import (
     TotalFigures,
 )
 
-OWNER_DOWN_REASONS = frozenset({"owner-unavailable", "owner-timeout"})
-# Figures that count queries, records or requests: withheld when 1 <= n < threshold.
-COUNTS = (
-    "exchanges",
-    "refused",
-    "failed",
-    "records",
-    "requests_decided",
-    "requests_on_time",
-    "requests_pending",
-    "requests_overdue",
-)
-# Worked-out figures and the count each rests on (the base need not be published).
-DERIVED = {
-    "exchanges_per_record": ("records", "exchanges"),
-    "minutes_saved": ("exchanges",),
-    "owner_p50_ms": ("_timed",),
-    "owner_p95_ms": ("_timed",),
-    "error_rate": ("_queries",),
-    "owner_availability": ("_reached",),
-    "on_time_share": ("requests_decided",),
-    "decision_median_hours": ("requests_decided",),
-}
+# Owner failures that count against its availability (as the OnceonlyOwnerDown alert).
+OWNER_DOWN_REASONS = frozenset({"owner-unavailable", "owner-timeout", "owner-invalid-response"})
+QUERY_COUNTS = ("exchanges", "refused", "failed")
+REQUEST_COUNTS = ("requests_decided", "requests_on_time", "requests_pending", "requests_overdue")
+# A 95th percentile of fewer calls is nearly the slowest single call.
+P95_MIN_CALLS = 20
+TOTAL = "total"
 
 
 @dataclass
@@ -94,28 +74,8 @@ class _Sums:
         for ms, calls in times:
             self.times[ms] += calls
 
-    def figures(self) -> dict[str, Any]:
-        queries = self.exchanges + self.refused + self.failed
-        timed = sum(self.times.values())
-        return {
-            "exchanges": self.exchanges,
-            "refused": self.refused,
-            "failed": self.failed,
-            "records": self.records,
-            "exchanges_per_record": (
-                round(self.exchanges / self.records, 2) if self.records else None
-            ),
-            "minutes_saved": round(self.minutes, 1),
-            "owner_p50_ms": percentile(self.times, 50),
-            "owner_p95_ms": percentile(self.times, 95),
-            "error_rate": round(self.failed / queries, 4) if queries else None,
-            "owner_availability": (
-                round((self.reached - self.owner_down) / self.reached, 4) if self.reached else None
-            ),
-            "_queries": queries,
-            "_timed": timed,
-            "_reached": self.reached,
-        }
+    def counts(self) -> dict[str, int]:
+        return {"exchanges": self.exchanges, "refused": self.refused, "failed": self.failed}
 
 
 def percentile(counts: Mapping[int, int], p: float) -> int | None:
@@ -132,58 +92,39 @@ def percentile(counts: Mapping[int, int], p: float) -> int | None:
     raise AssertionError("unreachable")
 
 
-def _decisions(requests: list[RequestRow], *, now: datetime) -> dict[str, Any]:
-    decided = [r for r in requests if r.status in ("approved", "refused") and r.decided_at]
-    waits = [
-        (aware(r.decided_at) - aware(r.requested_at)).total_seconds() / 3600
-        for r in decided
-        if r.decided_at is not None
-    ]
-    on_time = sum(1 for r in decided if r.decided_at and aware(r.decided_at) <= aware(r.answer_due))
-    pending = [r for r in requests if r.status == "pending"]
-    return {
-        "requests_decided": len(decided),
-        "requests_on_time": on_time,
-        "on_time_share": round(on_time / len(decided), 4) if decided else None,
-        "decision_median_hours": round(statistics.median(waits), 2) if waits else None,
-        "requests_pending": len(pending),
-        "requests_overdue": sum(1 for r in pending if aware(r.answer_due) < now),
-    }
+@dataclass(frozen=True)
+class _Decisions:
+    decided: int
+    on_time: int
+    pending: int
+    overdue: int
+    waits: tuple[float, ...]  # hours from request to decision
 
+    @classmethod
+    def of(cls, requests: list[RequestRow], *, now: datetime) -> "_Decisions":
+        decided = [r for r in requests if r.status in ("approved", "refused") and r.decided_at]
+        pending = [r for r in requests if r.status == "pending"]
+        return cls(
+            decided=len(decided),
+            on_time=sum(
+                1 for r in decided if r.decided_at and aware(r.decided_at) <= aware(r.answer_due)
+            ),
+            pending=len(pending),
+            overdue=sum(1 for r in pending if aware(r.answer_due) < now),
+            waits=tuple(
+                (aware(r.decided_at) - aware(r.requested_at)).total_seconds() / 3600
+                for r in decided
+                if r.decided_at is not None
+            ),
+        )
 
-def suppress(row: dict[str, Any], threshold: int) -> dict[str, Any]:
-    """``row`` with small counts, and what is worked out from them, withheld (None)."""
-    small = {
-        name
-        for name in (*COUNTS, "_queries", "_timed", "_reached")
-        if isinstance(row.get(name), int) and 0 < row[name] < threshold
-    }
-    withheld = {name for name in small if name in row and not name.startswith("_")}
-    withheld |= {
-        name for name, bases in DERIVED.items() if name in row and any(b in small for b in bases)
-    }
-    out = {name: value for name, value in row.items() if not name.startswith("_")}
-    for name in withheld:
-        out[name] = None
-    out["suppressed"] = sorted(withheld)
-    return out
-
-
-def _protect(rows: list[dict[str, Any]], total: dict[str, Any]) -> None:
-    """Secondary suppression: no withheld count may be the total minus the others."""
-    for name in COUNTS:
-        if total.get(name) is None:
-            continue
-        hidden = [row for row in rows if name in row.get("suppressed", ())]
-        shown = [row for row in rows if isinstance(row.get(name), int) and row[name] > 0]
-        if len(hidden) == 1 and shown:
-            smallest = min(shown, key=lambda row: row[name])
-            smallest[name] = None
-            smallest["suppressed"] = sorted({*smallest["suppressed"], name})
-            for derived, bases in DERIVED.items():
-                if name in bases and derived in smallest:
-                    smallest[derived] = None
-                    smallest["suppressed"] = sorted({*smallest["suppressed"], derived})
+    def counts(self) -> dict[str, int]:
+        return {
+            "requests_decided": self.decided,
+            "requests_on_time": self.on_time,
+            "requests_pending": self.pending,
+            "requests_overdue": self.overdue,
+        }
 
 
 @dataclass(frozen=True)
@@ -200,6 +141,163 @@ class Inputs:
     progress: repository.Progress
 
 
+@dataclass
+class _Rows:
+    """Every row's raw sums, keyed ``total``, ``item:<id>``, ``owner:<id>``, ``consumer:<id>``."""
+
+    sums: dict[str, _Sums]
+    decisions: dict[str, _Decisions]
+    owner_items: dict[str, list[str]]  # owner key -> its item keys
+
+
+def _gather(
+    inputs: Inputs, *, now: datetime, minutes_saved: Mapping[str, float], minutes_default: float
+) -> _Rows:
+    sums: dict[str, _Sums] = {TOTAL: _Sums()}
+    owner_items: dict[str, list[str]] = defaultdict(list)
+    for item, (_, owner) in sorted(inputs.items.items()):
+        sums[f"item:{item}"] = _Sums()
+        sums.setdefault(f"owner:{owner}", _Sums())
+        owner_items[f"owner:{owner}"].append(f"item:{item}")
+    for row in inputs.exchanges:
+        minutes = minutes_saved.get(row.item, minutes_default)
+        keys = [TOTAL]
+        if row.item in inputs.items:
+            keys += [f"item:{row.item}", f"owner:{inputs.items[row.item][1]}"]
+        if row.consumer in inputs.departments:
+            keys.append(f"consumer:{row.consumer}")
+        for key in keys:
+            sums.setdefault(key, _Sums()).add_query(row, minutes)
+    for item, times in inputs.owner_times.items():
+        sums[TOTAL].add_times(times)
+        if item in inputs.items:
+            sums[f"item:{item}"].add_times(times)
+            sums[f"owner:{inputs.items[item][1]}"].add_times(times)
+    for item, count in inputs.records.items():
+        sums[TOTAL].records += count
+        if item in inputs.items:
+            sums[f"item:{item}"].records += count
+            sums[f"owner:{inputs.items[item][1]}"].records += count
+    by_owner: dict[str, list[RequestRow]] = defaultdict(list)
+    for request in inputs.requests:
+        by_owner[f"owner:{request.owner}"].append(request)
+    decisions = {key: _Decisions.of(by_owner.get(key, []), now=now) for key in owner_items}
+    decisions[TOTAL] = _Decisions.of(inputs.requests, now=now)
+    return _Rows(sums=sums, decisions=decisions, owner_items=dict(owner_items))
+
+
+def _withheld(rows: _Rows, threshold: int) -> set[Cell]:
+    """Every count cell of the report, and which of them disclosure control withholds."""
+    counts: dict[Cell, int] = {}
+    for key, sums in rows.sums.items():
+        counts.update({(key, name): n for name, n in sums.counts().items()})
+        if not key.startswith("consumer:"):
+            counts[(key, "records")] = sums.records
+    complements: dict[Cell, int] = {}
+    for key, decided in rows.decisions.items():
+        counts.update({(key, name): n for name, n in decided.counts().items()})
+        complements[(key, "requests_on_time")] = decided.decided - decided.on_time
+        complements[(key, "requests_overdue")] = decided.pending - decided.overdue
+    keys = {
+        kind: [k for k in rows.sums if k.startswith(kind)]
+        for kind in ("item:", "owner:", "consumer:")
+    }
+    relations = []
+    for figure in (*QUERY_COUNTS, "records", *REQUEST_COUNTS):
+        lists = [keys["owner:"]]
+        if figure in (*QUERY_COUNTS, "records"):
+            lists.append(keys["item:"])
+            for owner, items in rows.owner_items.items():
+                relations.append(Relation(figure, owner, tuple(items)))
+        if figure in QUERY_COUNTS:
+            lists.append(keys["consumer:"])
+        for children in lists:
+            known = sum(counts.get((child, figure), 0) for child in children)
+            rest = counts[(TOTAL, figure)] - known
+            relations.append(Relation(figure, TOTAL, tuple(children), rest))
+    return disclosure.withheld(
+        counts, complements=complements, relations=relations, threshold=threshold
+    )
+
+
+def _publish(key: str, rows: _Rows, hidden: set[Cell], threshold: int) -> dict[str, Any]:
+    """One row's published figures: counts not withheld, and what is worked out from
+    shown counts only."""
+    sums = rows.sums[key]
+    out: dict[str, Any] = {}
+    names: list[str] = []
+
+    def shown(name: str, value: Any, visible: bool) -> None:
+        out[name] = value if visible else None
+        if not visible and value is not None:
+            names.append(name)
+
+    def visible(name: str) -> bool:
+        return (key, name) not in hidden
+
+    for name, value in sums.counts().items():
+        shown(name, value, visible(name))
+    exchanges_shown = visible("exchanges")
+    if key.startswith("consumer:"):
+        shown("items", len(sums.items), exchanges_shown)
+        out["suppressed"] = sorted(names)
+        return out
+    shown("records", sums.records, visible("records"))
+    shown(
+        "exchanges_per_record",
+        round(sums.exchanges / sums.records, 2) if sums.records else None,
+        exchanges_shown and visible("records"),
+    )
+    parts = (
+        [key]
+        if key.startswith("item:")
+        else (
+            rows.owner_items.get(key, [])
+            if key.startswith("owner:")
+            else [k for k in rows.sums if k.startswith("item:")]
+        )
+    )
+    shown(
+        "minutes_saved",
+        round(sums.minutes, 1),
+        exchanges_shown and all((part, "exchanges") not in hidden for part in parts),
+    )
+    shown("consumers", len(sums.consumers), exchanges_shown)
+    timed = sum(sums.times.values())
+    shown("owner_p50_ms", percentile(sums.times, 50), timed >= threshold)
+    shown("owner_p95_ms", percentile(sums.times, 95), timed >= max(P95_MIN_CALLS, threshold))
+    queries = sums.exchanges + sums.refused + sums.failed
+    shown(
+        "error_rate",
+        round(sums.failed / queries, 4) if queries else None,
+        all(visible(name) for name in QUERY_COUNTS),
+    )
+    answered = sums.reached - sums.owner_down
+    shown(
+        "owner_availability",
+        round(answered / sums.reached, 4) if sums.reached else None,
+        sums.reached >= threshold
+        and not disclosure.small(sums.owner_down, threshold)
+        and not disclosure.small(answered, threshold),
+    )
+    if key in rows.decisions:
+        decided = rows.decisions[key]
+        for name, value in decided.counts().items():
+            shown(name, value, visible(name))
+        shown(
+            "on_time_share",
+            round(decided.on_time / decided.decided, 4) if decided.decided else None,
+            visible("requests_decided") and visible("requests_on_time"),
+        )
+        shown(
+            "decision_median_hours",
+            round(statistics.median(decided.waits), 2) if decided.waits else None,
+            visible("requests_decided"),
+        )
+    out["suppressed"] = sorted(names)
+    return out
+
+
 def build(
     inputs: Inputs,
     *,
@@ -208,86 +306,38 @@ def build(
     minutes_saved: Mapping[str, float],
     minutes_default: float,
 ) -> EfficiencyReport:
-    per_item: dict[str, _Sums] = {item: _Sums() for item in inputs.items}
-    per_owner: dict[str, _Sums] = {owner: _Sums() for _, owner in inputs.items.values()}
-    per_consumer: dict[str, _Sums] = {}
-    total = _Sums()
-    for row in inputs.exchanges:
-        minutes = minutes_saved.get(row.item, minutes_default)
-        total.add_query(row, minutes)
-        if row.item in inputs.items:
-            per_item[row.item].add_query(row, minutes)
-            per_owner[inputs.items[row.item][1]].add_query(row, minutes)
-        if row.consumer in inputs.departments:
-            per_consumer.setdefault(row.consumer, _Sums()).add_query(row, minutes)
-    for item, times in inputs.owner_times.items():
-        total.add_times(times)
-        if item in inputs.items:
-            per_item[item].add_times(times)
-            per_owner[inputs.items[item][1]].add_times(times)
-    for item, count in inputs.records.items():
-        total.records += count
-        if item in inputs.items:
-            per_item[item].records += count
-            per_owner[inputs.items[item][1]].records += count
+    rows = _gather(inputs, now=now, minutes_saved=minutes_saved, minutes_default=minutes_default)
+    hidden = _withheld(rows, threshold)
 
-    by_owner: dict[str, list[RequestRow]] = defaultdict(list)
-    for request in inputs.requests:
-        by_owner[request.owner].append(request)
+    def published(key: str) -> dict[str, Any]:
+        return _publish(key, rows, hidden, threshold)
 
-    total_row = suppress(
-        {
-            **total.figures(),
-            "consumers": len(total.consumers),
-            **_decisions(inputs.requests, now=now),
-        },
-        threshold,
-    )
     items = [
-        suppress(
-            {
-                "item": item,
-                "title": inputs.items[item][0],
-                "owner": inputs.items[item][1],
-                **sums.figures(),
-                "consumers": len(sums.consumers),
-            },
-            threshold,
+        ItemFigures.model_validate(
+            {"item": item, "title": title, "owner": owner, **published(f"item:{item}")}
         )
-        for item, sums in sorted(per_item.items())
+        for item, (title, owner) in sorted(inputs.items.items())
     ]
     owners = [
-        suppress(
+        OwnerFigures.model_validate(
             {
-                "department": owner,
-                "name": inputs.departments.get(owner, owner),
-                **sums.figures(),
-                "consumers": len(sums.consumers),
-                **_decisions(by_owner.get(owner, []), now=now),
-            },
-            threshold,
+                "department": key.removeprefix("owner:"),
+                "name": inputs.departments.get(key.removeprefix("owner:"), key),
+                **published(key),
+            }
         )
-        for owner, sums in sorted(per_owner.items())
+        for key in sorted(rows.owner_items)
     ]
-    consumers = []
-    for department, sums in sorted(per_consumer.items()):
-        figures = sums.figures()
-        consumers.append(
-            suppress(
-                {
-                    "department": department,
-                    "name": inputs.departments[department],
-                    "exchanges": figures["exchanges"],
-                    "refused": figures["refused"],
-                    "failed": figures["failed"],
-                    "items": len(sums.items),
-                    "minutes_saved": figures["minutes_saved"],
-                },
-                threshold,
-            )
+    consumers = [
+        ConsumerFigures.model_validate(
+            {
+                "department": key.removeprefix("consumer:"),
+                "name": inputs.departments[key.removeprefix("consumer:")],
+                **published(key),
+            }
         )
-    for rows in (items, owners, consumers):
-        _protect(rows, total_row)
+        for key in sorted(k for k in rows.sums if k.startswith("consumer:"))
+    ]
     return EfficiencyReport(
         period=inputs.period.name,
         start=inputs.period.start,
@@ -296,10 +346,10 @@ def build(
         log_entries=inputs.progress.through,
         log_size=inputs.progress.log_size,
         threshold=threshold,
-        total=TotalFigures.model_validate(total_row),
-        items=[ItemFigures.model_validate(row) for row in items],
-        owners=[OwnerFigures.model_validate(row) for row in owners],
-        consumers=[ConsumerFigures.model_validate(row) for row in consumers],
+        total=TotalFigures.model_validate(published(TOTAL)),
+        items=items,
+        owners=owners,
+        consumers=consumers,
     )
 
 
@@ -377,25 +427,53 @@ EXPORT_COLUMNS = (
 )
 
 
+# Decimal places of each worked-out figure in the export (docs/efficiency.md).
+_DECIMALS = {
+    "exchanges_per_record": 2,
+    "minutes_saved": 1,
+    "error_rate": 4,
+    "owner_availability": 4,
+    "on_time_share": 4,
+    "decision_median_hours": 2,
+}
+_TEXT = ("id", "name", "owner")
+# A spreadsheet reads a cell starting with one of these as a formula (OWASP, "CSV
+# injection"); titles and names come from stewards and administrators.
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _cell(column: str, value: Any) -> Any:
+    if value is None:
+        return ""
+    if column in _DECIMALS:
+        return f"{value:.{_DECIMALS[column]}f}"
+    if column in _TEXT and isinstance(value, str) and value.startswith(_FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
 def export_rows(report: EfficiencyReport) -> list[dict[str, Any]]:
     """One row for the total, then each item, owner and consumer department; a cell
-    is empty where the figure is suppressed (``suppressed`` names it) or does not apply."""
-    rows: list[dict[str, Any]] = []
-    total = report.total.model_dump()
-    rows.append({**total, "scope": "total", "id": "", "name": "", "owner": ""})
-    for item in report.items:
-        fields = item.model_dump()
-        rows.append({**fields, "scope": "item", "id": item.item, "name": item.title})
-    for owner in report.owners:
-        fields = owner.model_dump()
-        rows.append({**fields, "scope": "owner", "id": owner.department, "owner": ""})
-    for consumer in report.consumers:
-        fields = consumer.model_dump()
-        rows.append({**fields, "scope": "consumer", "id": consumer.department, "owner": ""})
+    is empty where the figure is withheld (``suppressed`` names it) or does not apply."""
+    rows: list[dict[str, Any]] = [
+        {**report.total.model_dump(), "scope": "total", "id": "", "name": "", "owner": ""}
+    ]
+    rows += [
+        {**item.model_dump(), "scope": "item", "id": item.item, "name": item.title}
+        for item in report.items
+    ]
+    rows += [
+        {**owner.model_dump(), "scope": "owner", "id": owner.department, "owner": ""}
+        for owner in report.owners
+    ]
+    rows += [
+        {**consumer.model_dump(), "scope": "consumer", "id": consumer.department, "owner": ""}
+        for consumer in report.consumers
+    ]
     out = []
     for row in rows:
-        cells = {column: row.get(column) for column in EXPORT_COLUMNS}
+        cells = {column: _cell(column, row.get(column)) for column in EXPORT_COLUMNS}
         cells["period"] = report.period
         cells["suppressed"] = " ".join(row.get("suppressed", []))
-        out.append({k: "" if v is None else v for k, v in cells.items()})
+        out.append(cells)
     return out

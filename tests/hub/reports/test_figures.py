@@ -1,11 +1,13 @@
 """Tier 1: the efficiency report's pure parts (periods, tallies, percentiles, suppression)."""
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
-from onceonly.hub.reports import periods, service
+from onceonly.hub.reports import disclosure, periods, service
+from onceonly.hub.reports.disclosure import Relation
 from onceonly.hub.reports.repository import ExchangeRow, Progress, RequestRow
 from onceonly.hub.reports.tally import tally
 
@@ -94,38 +96,79 @@ def test_percentiles_are_nearest_rank(counts: dict[int, int], p: float, expected
     assert service.percentile(counts, p) == expected
 
 
-def test_small_counts_and_what_rests_on_them_are_withheld() -> None:
-    row = {
-        "exchanges": 12,
-        "refused": 3,
-        "failed": 0,
-        "records": 4,
-        "exchanges_per_record": 3.0,
-        "minutes_saved": 180.0,
-        "owner_p50_ms": 9,
-        "owner_p95_ms": 20,
-        "error_rate": 0.0,
-        "owner_availability": 1.0,
-        "_queries": 15,
-        "_timed": 4,
-        "_reached": 15,
+def _withheld(
+    counts: dict[tuple[str, str], int],
+    *relations: Relation,
+    complements: dict[tuple[str, str], int] | None = None,
+) -> set[tuple[str, str]]:
+    return disclosure.withheld(
+        counts, complements=complements or {}, relations=relations, threshold=5
+    )
+
+
+def test_small_counts_are_withheld_and_zero_is_shown() -> None:
+    counts = {("a", "exchanges"): 4, ("b", "exchanges"): 0, ("c", "exchanges"): 5}
+    assert _withheld(counts) == {("a", "exchanges")}
+
+
+def test_a_count_whose_complement_is_small_is_withheld() -> None:
+    """Decided 10 and on time 8 would give away the 2 late ones."""
+    counts = {("o", "requests_decided"): 10, ("o", "requests_on_time"): 8}
+    complements = {("o", "requests_on_time"): 2}
+    assert _withheld(counts, complements=complements) == {("o", "requests_on_time")}
+
+
+@pytest.mark.parametrize(
+    ("rows", "hidden"),
+    [
+        # one small row: the total minus the others would give it away
+        ({"a": 40, "b": 2, "c": 9}, {"b", "c"}),
+        # two small rows: together they are 2, so each is 1
+        ({"a": 40, "b": 9, "c": 1, "d": 1}, {"b", "c", "d"}),
+        # a small row and the next smallest (5): their sum, 6, pins them to 1 and 5
+        ({"a": 40, "b": 1, "c": 5}, {"a", "b", "c"}),
+        # nothing small: nothing withheld
+        ({"a": 40, "b": 9}, set()),
+    ],
+)
+def test_withheld_parts_of_a_sum_are_never_worked_out(
+    rows: dict[str, int], hidden: set[str]
+) -> None:
+    counts = {(row, "exchanges"): n for row, n in rows.items()}
+    counts[("total", "exchanges")] = sum(rows.values())
+    relation = Relation("exchanges", "total", tuple(rows))
+    assert _withheld(counts, relation) == {(row, "exchanges") for row in hidden}
+
+
+def test_what_no_row_shows_counts_as_withheld() -> None:
+    """Refusals naming no registered item are in the total only: 2 of them, beside
+    shown rows, would be the total minus the rows."""
+    counts = {("a", "refused"): 30, ("b", "refused"): 7, ("total", "refused"): 39}
+    relation = Relation("refused", "total", ("a", "b"), rest=2)
+    assert _withheld(counts, relation) == {("b", "refused")}
+
+
+def test_withholding_spreads_through_linked_sums() -> None:
+    """An owner is the sum of its items, the total the sum of the owners: an item
+    withheld in one owner makes the next smallest go too, and so on up."""
+    counts = {
+        ("x1", "exchanges"): 20,
+        ("x2", "exchanges"): 2,
+        ("y1", "exchanges"): 30,
+        ("ox", "exchanges"): 22,
+        ("oy", "exchanges"): 30,
+        ("total", "exchanges"): 52,
     }
-    out = service.suppress(row, threshold=5)
-    assert out["refused"] is None
-    assert out["records"] is None
-    assert out["exchanges_per_record"] is None  # rests on records
-    assert out["owner_p50_ms"] is None
-    assert out["owner_p95_ms"] is None  # four timed calls
-    assert out["exchanges"] == 12
-    assert out["failed"] == 0  # zero counts nobody
-    assert out["suppressed"] == [
-        "exchanges_per_record",
-        "owner_p50_ms",
-        "owner_p95_ms",
-        "records",
-        "refused",
-    ]
-    assert not any(name.startswith("_") for name in out)
+    hidden = _withheld(
+        counts,
+        Relation("exchanges", "ox", ("x1", "x2")),
+        Relation("exchanges", "oy", ("y1",)),
+        Relation("exchanges", "total", ("ox", "oy")),
+        Relation("exchanges", "total", ("x1", "x2", "y1")),
+    )
+    assert ("x2", "exchanges") in hidden
+    assert ("x1", "exchanges") in hidden  # else 22 - 20
+    assert ("total", "exchanges") not in hidden  # 52 = 22 + 30 gives nothing away
 
 
 def _inputs(exchanges: list[ExchangeRow], requests: list[RequestRow] = ()) -> service.Inputs:
@@ -141,36 +184,80 @@ def _inputs(exchanges: list[ExchangeRow], requests: list[RequestRow] = ()) -> se
     )
 
 
-def test_one_withheld_row_is_never_the_total_minus_the_others() -> None:
-    rows = [
-        ExchangeRow("a", "k", "p", "ok", "", True, 40),
-        ExchangeRow("b", "k", "p", "ok", "", True, 2),  # withheld
-        ExchangeRow("c", "k", "p", "ok", "", True, 9),  # the next smallest: withheld too
-    ]
-    report = service.build(
-        _inputs(rows),
+def _build(inputs: service.Inputs, **minutes: float) -> Any:
+    return service.build(
+        inputs,
         now=datetime(2026, 11, 20, tzinfo=UTC),
         threshold=5,
-        minutes_saved={},
+        minutes_saved=minutes,
         minutes_default=10,
     )
-    by_item = {row.item: row for row in report.items}
-    assert report.total.exchanges == 51
-    assert by_item["a"].exchanges == 40
-    assert by_item["b"].exchanges is None
-    assert by_item["c"].exchanges is None
-    assert "exchanges" in by_item["c"].suppressed
-    assert by_item["c"].minutes_saved is None
+
+
+def test_rates_are_withheld_when_a_count_they_are_made_of_is() -> None:
+    """100 served and 2 failed: the error rate and the availability would give the
+    two failures away."""
+    report = _build(
+        _inputs(
+            [
+                ExchangeRow("a", "k", "p", "ok", "", True, 100),
+                ExchangeRow("a", "k", "p", "failed", "owner-unavailable", True, 2),
+            ]
+        )
+    )
+    item = {row.item: row for row in report.items}["a"]
+    assert item.exchanges == 100
+    assert item.failed is None
+    assert item.error_rate is None
+    assert item.owner_availability is None
+    assert {"failed", "error_rate", "owner_availability"} <= set(item.suppressed)
+
+
+def _served(**counts: int) -> list[ExchangeRow]:
+    return [ExchangeRow(item, "k", "p", "ok", "", True, n) for item, n in counts.items()]
+
+
+def test_minutes_are_shown_only_where_every_part_is() -> None:
+    """Items with different minutes would let a sum of minutes solve for a withheld
+    item; consumers' minutes would split them by item, so consumers have none."""
+    shown = _build(_inputs(_served(a=40, b=12, c=30)), a=20.0)
+    assert shown.total.minutes_saved == 40 * 20 + 12 * 10 + 30 * 10
+    owners = {row.department: row for row in shown.owners}
+    assert owners["o1"].minutes_saved == 40 * 20 + 12 * 10
+    assert "minutes_saved" not in type(shown.consumers[0]).model_fields
+    partly = _build(_inputs(_served(a=40, b=12, c=3)), a=20.0)
+    items = {row.item: row for row in partly.items}
+    assert items["a"].minutes_saved == 800.0
+    assert items["c"].minutes_saved is None
+    assert partly.total.minutes_saved is None  # 1220 - 800 - 120 = 30 = 3 x 10
+
+
+def test_a_withheld_count_takes_its_department_counts_along() -> None:
+    report = _build(_inputs([ExchangeRow("a", "k", "p", "ok", "", True, 4)]))
+    item = {row.item: row for row in report.items}["a"]
+    assert item.exchanges is None
+    assert item.consumers is None  # consumers <= exchanges would bound it
+
+
+def test_the_95th_percentile_needs_twenty_calls() -> None:
+    inputs = _inputs([ExchangeRow("a", "k", "p", "ok", "", True, 19)])
+    few = _build(service.Inputs(**{**inputs.__dict__, "owner_times": {"a": [(10, 18), (900, 1)]}}))
+    item = {row.item: row for row in few.items}["a"]
+    assert item.owner_p50_ms == 10
+    assert item.owner_p95_ms is None  # 19 calls: nearly the slowest one
+    many = _build(service.Inputs(**{**inputs.__dict__, "owner_times": {"a": [(10, 19), (900, 1)]}}))
+    assert {row.item: row for row in many.items}["a"].owner_p95_ms == 10
 
 
 def test_decisions_count_on_time_and_overdue() -> None:
     day = datetime(2026, 11, 2, 9, tzinfo=UTC)
-    from datetime import timedelta
-
     decided = [
         RequestRow("o1", "a", "approved", day, day + timedelta(days=14), day + timedelta(hours=h))
-        for h in (10, 20, 30, 40)
-    ] + [RequestRow("o1", "a", "refused", day, day + timedelta(days=1), day + timedelta(days=3))]
+        for h in (10, 20, 30, 40, 50)
+    ] + [
+        RequestRow("o1", "a", "refused", day, day + timedelta(days=1), day + timedelta(days=3))
+        for _ in range(5)
+    ]
     pending = [
         RequestRow("o1", "a", "pending", day, day + timedelta(days=d), None)
         for d in (1, 2, 3, 4, 30, 31)
@@ -183,9 +270,9 @@ def test_decisions_count_on_time_and_overdue() -> None:
         minutes_default=10,
     )
     owner = {row.department: row for row in report.owners}["o1"]
-    assert owner.requests_decided == 5
-    assert owner.requests_on_time is None  # four: withheld
-    assert owner.on_time_share == 0.8  # rests on the five decided
-    assert owner.decision_median_hours == 30.0
+    assert owner.requests_decided == 10
+    assert owner.requests_on_time == 5  # and 5 late: both safe
+    assert owner.on_time_share == 0.5
+    assert owner.decision_median_hours == 61.0  # (50 + 72) / 2
     assert owner.requests_pending == 6
     assert owner.requests_overdue is None  # four overdue: withheld
