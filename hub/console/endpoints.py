@@ -13,7 +13,7 @@ from starlette.exceptions import HTTPException
 
 from onceonly.hub.audit.request_scope import open_audit_scope
 from onceonly.hub.audit.service import AuditScope
-from onceonly.hub.console import assets, auditor, cookies, pages, rendering, steward, views
+from onceonly.hub.console import admin, assets, auditor, cookies, pages, rendering, steward, views
 from onceonly.hub.console.dependencies import (
     FormDep,
     SignedInDep,
@@ -274,5 +274,6 @@ def install(app: FastAPI) -> None:
     app.include_router(router)
     app.include_router(auditor.router)
     app.include_router(steward.router)
+    admin.install(app)
     app.add_exception_handler(SignInNeeded, _to_sign_in)
     app.add_exception_handler(FormRefused, _form_refused)

@@ -41,6 +41,13 @@ STEWARD_PAGES: Final = (  # hub/console/steward.py
     NavigationItem(N_("Grants"), "/grants"),
     NavigationItem(N_("Register an item"), "/register"),
 )
+ADMINISTRATOR_PAGES: Final = (  # hub/console/admin.py
+    NavigationItem(N_("Departments"), "/admin/departments"),
+    NavigationItem(N_("Clients"), "/admin/clients"),
+    NavigationItem(N_("People"), "/admin/people"),
+    NavigationItem(N_("Dead letters"), "/admin/dead-letters"),
+    NavigationItem(N_("Signing keys"), "/admin/signing-keys"),
+)
 
 
 def navigation(principal: Principal) -> list[NavigationItem]:
@@ -50,6 +57,8 @@ def navigation(principal: Principal) -> list[NavigationItem]:
     pages = [CATALOGUE]
     if principal.stewards:
         pages += STEWARD_PAGES
+    if principal.administrator:
+        pages += ADMINISTRATOR_PAGES
     return [*pages, ACCOUNT] if principal.person_id is not None else pages
 
 
