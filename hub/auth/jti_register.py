@@ -11,6 +11,8 @@ own, the way audit entries are appended (docs/decisions/0003).
 import logging
 import random
 from datetime import datetime
+from types import ModuleType
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -78,10 +80,18 @@ class JtiRegister:
             await conn.execute(sa.select(repository.used_table().c.key).limit(1))
 
 
-async def _insert_returning(conn: AsyncConnection, rows: dict[str, datetime]) -> set[str]:
+def _spend_statement(dialect: ModuleType) -> Any:
     table = repository.used_table()
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    return dialect.insert(table).on_conflict_do_nothing().returning(table.c.key)
+
+
+# Built once per dialect and run with a list of parameters (SQLAlchemy's "insertmanyvalues"
+# makes it one multi-row INSERT ... RETURNING): a statement with the batch's values inlined
+# was compiled anew for every batch.
+_SPEND = {"postgresql": _spend_statement(postgresql), "sqlite": _spend_statement(sqlite)}
+
+
+async def _insert_returning(conn: AsyncConnection, rows: dict[str, datetime]) -> set[str]:
     values = [{"key": key, "expires_at": expires} for key, expires in rows.items()]
-    statement = dialect.insert(table).values(values).on_conflict_do_nothing()
-    result = await conn.execute(statement.returning(table.c.key))
+    result = await conn.execute(_SPEND[conn.dialect.name], values)
     return set(result.scalars())

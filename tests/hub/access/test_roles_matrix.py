@@ -307,3 +307,49 @@ def test_console_pages_send_a_visitor_without_a_sign_in_to_the_sign_in_page(
         )
         assert response.status_code == 303, response.text
         assert response.headers["location"].startswith("/sign-in")
+
+
+# The stewards' pages (console.steward): for a steward of some department, as the API's
+# StewardDep; an auditor reads a request's and a grant's page, as GET /v1/access-requests
+# and /v1/grants allow, and changes nothing. Which department's requests, grants and
+# items a steward may touch is tested in tests/hub/console/test_steward_pages.py.
+CONSOLE_STEWARD_ROUTES: dict[tuple[str, str], frozenset[str]] = {
+    ("GET", "/inbox"): STEWARDS,
+    ("GET", "/outbox"): STEWARDS,
+    ("GET", "/requests/{request_id}"): STEWARDS_AND_AUDITORS,
+    ("POST", "/requests/{request_id}/approve"): STEWARDS,
+    ("POST", "/requests/{request_id}/refuse"): STEWARDS,
+    ("POST", "/requests/{request_id}/withdraw"): STEWARDS,
+    ("GET", "/catalogue/{item_id}/request"): STEWARDS,
+    ("POST", "/catalogue/{item_id}/request"): STEWARDS,
+    ("GET", "/grants"): STEWARDS,
+    ("GET", "/grants/{grant_id}"): STEWARDS_AND_AUDITORS,
+    ("POST", "/grants/{grant_id}/revoke"): STEWARDS,
+    ("GET", "/register"): STEWARDS,
+    ("POST", "/register"): STEWARDS,
+    ("GET", "/catalogue/{item_id}/versions/new"): STEWARDS,
+    ("POST", "/catalogue/{item_id}/versions/new"): STEWARDS,
+    ("GET", "/catalogue/{item_id}/lifecycle"): STEWARDS,
+    ("POST", "/catalogue/{item_id}/deprecate"): STEWARDS,
+    ("POST", "/catalogue/{item_id}/retire"): STEWARDS,
+}
+
+
+def test_every_console_steward_route_is_classified() -> None:
+    served = {
+        (method, route.path)
+        for route in steward.router.routes
+        if isinstance(route, APIRoute)
+        for method in route.methods
+    }
+    assert served == set(CONSOLE_STEWARD_ROUTES)
+
+
+@pytest.mark.parametrize("route", sorted(CONSOLE_STEWARD_ROUTES), ids=route_id)
+def test_console_steward_pages_send_a_visitor_without_a_sign_in_to_the_sign_in_page(
+    hub: RunningHub, route: tuple[str, str]
+) -> None:
+    method, path = route
+    response = httpx.request(method, hub.url + concrete(path), data={"csrf_token": "x"})
+    assert response.status_code == 303, response.text
+    assert response.headers["location"].startswith("/sign-in")
