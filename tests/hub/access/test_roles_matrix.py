@@ -14,6 +14,7 @@ import pytest
 from fastapi.routing import APIRoute
 
 from onceonly.hub.app import create_app
+from onceonly.hub.console import steward
 from onceonly.hub.console.endpoints import router as console_router
 
 from tests.hub_testing import (
