@@ -50,6 +50,7 @@ class KeyLabel(Enum):
     OIDC_CODE = b"onceonly/v1/oidc-code"
     SIGN_IN_FAILURES = b"onceonly/v1/sign-in-failures"
     CONSOLE_CSRF = b"onceonly/v1/console-csrf"
+    CITIZEN_SESSION = b"onceonly/v1/citizen-session"
 
 
 @dataclass(frozen=True)

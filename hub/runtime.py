@@ -62,6 +62,7 @@ class Hub:
     metrics: EntryMetrics  # committed audit entries into metrics, with its label guard
     rollup: Rollup  # the efficiency report's roll-ups of the audit log (issue 14)
     oidc_provider: oidc.Provider | None  # None: no OpenID Connect provider configured
+    citizen_oidc_provider: oidc.Provider | None  # None: no citizens' provider (decision 0032)
 
 
 def outgoing_tls(settings: Settings) -> ssl.SSLContext | bool:
@@ -176,6 +177,11 @@ def _assemble(
         rollup=Rollup(engine, interval=settings.report_rollup_interval, clock=clock),
         metrics=metrics,
         oidc_provider=oidc.Provider.from_settings(settings, http=http) if configured else None,
+        citizen_oidc_provider=(
+            oidc.Provider.for_citizens(settings, http=http)
+            if settings.citizen_oidc_issuer
+            else None
+        ),
     )
 
 

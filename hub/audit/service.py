@@ -29,8 +29,8 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
 )
 
-from onceonly.hub.audit import leaves, repository, tree
-from onceonly.hub.audit.exceptions import AuditUnavailable, EntryNotFound
+from onceonly.hub.audit import leaves, merkle, notes, repository, tree
+from onceonly.hub.audit.exceptions import AuditLogDamaged, AuditUnavailable, EntryNotFound
 from onceonly.hub.audit.models import AuditEntry
 from onceonly.hub.audit.readers import AUDITOR, Reader
 from onceonly.hub.audit.repository import EntryFilter
@@ -415,3 +415,51 @@ async def entries_from(
         entries=[_entry_out(row, reader) for row in rows],
         next_cursor=str(rows[-1].idx + 1) if more else None,
     )
+
+
+# --- an entry under the latest signed checkpoint ----------------------------------------
+
+
+@dataclass(frozen=True)
+class Inclusion:
+    """Whether an entry is in the log that the latest signed checkpoint commits to:
+    ``"verified"`` (its leaf, hashed afresh, and its inclusion proof lead to the
+    checkpoint's root, RFC 9162 §2.1.3.2, and the checkpoint's signature holds),
+    ``"pending"`` (newer than the latest checkpoint: the next one will hold it) or
+    ``"failed"`` (the proof, the leaf or the checkpoint does not hold)."""
+
+    status: str
+    checkpoint_time: datetime | None
+
+
+async def inclusion_in_latest_checkpoint(
+    session: AsyncSession, *, entries: Sequence[tuple[int, bytes]], verifier: notes.Verifier
+) -> dict[int, Inclusion]:
+    """Each (index, leaf bytes) checked against the latest signed checkpoint."""
+    latest = await repository.latest_checkpoint(session)
+    if latest is None:
+        return {index: Inclusion("pending", None) for index, _ in entries}
+    try:
+        checkpoint = notes.open_checkpoint(latest.note, verifier)
+    except notes.NoteError:
+        log.error("the latest stored checkpoint does not verify with the hub's key")
+        return {index: Inclusion("failed", latest.time) for index, _ in entries}
+    found = {}
+    for index, leaf in entries:
+        if index >= checkpoint.size:
+            found[index] = Inclusion("pending", None)
+            continue
+        try:
+            proof = await tree.inclusion_proof(session, index=index, tree_size=checkpoint.size)
+        except AuditLogDamaged:
+            found[index] = Inclusion("failed", latest.time)
+            continue
+        included = merkle.verify_inclusion(
+            leaf_hash=leaves.leaf_hash(leaf),
+            index=index,
+            size=checkpoint.size,
+            proof=proof,
+            root=checkpoint.root,
+        )
+        found[index] = Inclusion("verified" if included else "failed", latest.time)
+    return found

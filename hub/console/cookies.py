@@ -7,6 +7,13 @@ page ever makes a request that carries it. It holds the person's session token
 (onceonly.hub.people.service), which the hub stores only hashed and checks on every
 request, with the account's status and roles as they are now; it lasts
 ``session_lifetime``, in the browser and at the hub.
+
+A citizen's sign-in (onceonly.hub.citizen.service, decision 0032) is a cookie of its
+own, ``SameSite=Strict`` too: staff pages never read it, citizen pages read nothing
+else. A login in progress with an OpenID Connect provider is the one ``SameSite=Lax``
+cookie that carries a secret (the sealed ``state``, ``nonce`` and PKCE verifier): the
+provider sends the browser back with a cross-site top-level GET, which a Strict
+cookie would not come with. It is sent only to its callback's path, for 10 minutes.
 """
 
 from typing import Final, Literal
@@ -17,6 +24,8 @@ from starlette.responses import Response
 SESSION: Final = "onceonly-console"
 PRE_SESSION: Final = "onceonly-console-pre"
 LANGUAGE: Final = "onceonly-language"
+CITIZEN: Final = "onceonly-citizen"
+OIDC_LOGIN: Final = "onceonly-oidc-login"
 PRE_SESSION_SECONDS: Final = 3600
 LANGUAGE_SECONDS: Final = 365 * 24 * 3600
 
@@ -57,4 +66,38 @@ def remove(response: Response, base: str, *, production: bool) -> None:
         secure=production,
         httponly=True,
         samesite="strict",
+    )
+
+
+def login_name(*, production: bool) -> str:
+    """``__Secure-`` rather than ``__Host-`` in production: the cookie's path is its
+    callback's, and ``__Host-`` requires ``Path=/``."""
+    return f"__Secure-{OIDC_LOGIN}" if production else OIDC_LOGIN
+
+
+def put_login(
+    response: Response, value: str, *, callback: str, max_age: int, production: bool
+) -> None:
+    response.set_cookie(
+        login_name(production=production),
+        value,
+        max_age=max_age,
+        path=callback,
+        secure=production,
+        httponly=True,
+        samesite="lax",  # the provider's redirect back is a top-level cross-site GET
+    )
+
+
+def read_login(request: Request, *, production: bool) -> str | None:
+    return request.cookies.get(login_name(production=production))
+
+
+def remove_login(response: Response, *, callback: str, production: bool) -> None:
+    response.delete_cookie(
+        login_name(production=production),
+        path=callback,
+        secure=production,
+        httponly=True,
+        samesite="lax",
     )

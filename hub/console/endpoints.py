@@ -13,7 +13,18 @@ from starlette.exceptions import HTTPException
 
 from onceonly.hub.audit.request_scope import open_audit_scope
 from onceonly.hub.audit.service import AuditScope
-from onceonly.hub.console import admin, assets, auditor, cookies, pages, rendering, steward, views
+from onceonly.hub.console import (
+    admin,
+    assets,
+    auditor,
+    citizen,
+    cookies,
+    oidc_sign_in,
+    pages,
+    rendering,
+    steward,
+    views,
+)
 from onceonly.hub.console.dependencies import (
     FormDep,
     SignedInDep,
@@ -49,14 +60,14 @@ async def home(visit: SignedInDep) -> Response:
 
 
 @router.get("/sign-in")
-async def sign_in_page(request: Request, visit: VisitDep, next: str = HOME) -> Response:
+async def sign_in_page(
+    request: Request, visit: VisitDep, hub: HubDep, next: str = HOME
+) -> Response:
     if visit.principal is not None:
         return pages.redirect(pages.local_path(next, default=HOME), production=visit.production)
     notice = "signed-out" if "signed_out" in request.query_params else ""
     notice = "ended" if visit.ended else notice
-    return _page(
-        request, visit, "sign_in.html", errors=[], values={}, next=next, request_notice=notice
-    )
+    return oidc_sign_in.sign_in_form(request, visit, hub, next=next, notice=notice)
 
 
 async def _refused(scope: AuditScope, error: HubError) -> None:
@@ -78,15 +89,8 @@ async def sign_in(request: Request, visit: VisitDep, form: FormDep, hub: HubDep)
     username, code = values["username"].strip(), values["code"].strip()
     errors = views.sign_in_errors(username=username, password=password, code=code)
     if errors:
-        return _page(
-            request,
-            visit,
-            "sign_in.html",
-            status=400,
-            errors=errors,
-            values=values,
-            next=values["next"],
-            request_notice="",
+        return oidc_sign_in.sign_in_form(
+            request, visit, hub, status=400, errors=errors, values=values, next=values["next"]
         )
     scope = open_audit_scope(request, "person.sign-in", log=hub.audit_log)
     body = SignInIn(username=username, password=password, totp=code or None)
@@ -109,15 +113,14 @@ async def sign_in(request: Request, visit: VisitDep, form: FormDep, hub: HubDep)
             else views.N_("The username, password or one-time code is not right")
         )
         errors = [views.FieldError("username", message)]
-        return _page(
+        return oidc_sign_in.sign_in_form(
             request,
             visit,
-            "sign_in.html",
+            hub,
             status=error.status,
             errors=errors,
             values=values,
             next=values["next"],
-            request_notice="",
             headers=error.headers or {},
         )
     response = pages.redirect(
@@ -272,6 +275,8 @@ def install(app: FastAPI) -> None:
     """Serve the console at ``/`` (its pages and ``/assets``), and answer its refusals
     with pages and redirects."""
     app.include_router(router)
+    app.include_router(oidc_sign_in.router)
+    app.include_router(citizen.router)
     app.include_router(auditor.router)
     app.include_router(steward.router)
     admin.install(app)

@@ -289,6 +289,23 @@ class Provider:
             require_https=settings.is_production,
         )
 
+    @classmethod
+    def for_citizens(cls, settings: Settings, *, http: httpx.AsyncClient) -> "Provider":
+        """The citizens' provider (``citizen_oidc_*``): the person's identifier is a
+        claim of its ID tokens (decision 0032). No account is linked or made."""
+        if not settings.citizen_oidc_issuer or not settings.citizen_oidc_client_id:
+            raise OidcNotConfigured(
+                "this hub has no OpenID Connect provider for citizens"
+                " (citizen_oidc_issuer, citizen_oidc_client_id)"
+            )
+        return cls(
+            issuer=settings.citizen_oidc_issuer,
+            client_id=settings.citizen_oidc_client_id,
+            client_secret=settings.citizen_oidc_client_secret,
+            http=http,
+            require_https=settings.is_production,
+        )
+
     def oauth_client(self, *, redirect_uri: str) -> Any:
         """Authlib's client for this provider (an ``httpx.AsyncClient``: use it in
         ``async with``). With a secret, it authenticates with ``client_secret_basic``;
@@ -404,7 +421,24 @@ def verify_id_token(
     now: int,
     skew: int,
 ) -> str:
-    """The ``sub`` of a valid ID token (OpenID Connect Core §3.1.3.7): signed by ``key``
+    """The ``sub`` of a valid ID token (:func:`verify_id_token_claims`)."""
+    claims = verify_id_token_claims(
+        id_token, key=key, issuer=issuer, client_id=client_id, nonce=nonce, now=now, skew=skew
+    )
+    return str(claims["sub"])
+
+
+def verify_id_token_claims(
+    id_token: str,
+    *,
+    key: Key,
+    issuer: str,
+    client_id: str,
+    nonce: str,
+    now: int,
+    skew: int,
+) -> dict[str, Any]:
+    """The claims of a valid ID token (OpenID Connect Core §3.1.3.7): signed by ``key``
     with the algorithm the key is for (item 6), ``iss`` exactly the issuer (item 2),
     ``aud`` containing the client id and ``azp`` naming it when there are several
     audiences (items 3-5), unexpired (item 9), issued neither in the future nor before
@@ -434,7 +468,7 @@ def verify_id_token(
     subject = claims["sub"]
     if not isinstance(subject, str) or not 1 <= len(subject) <= 255:
         raise OidcIdTokenInvalid("the ID token's sub is not a string of 1 to 255 characters")
-    return subject
+    return dict(claims)
 
 
 # --- the flow ---------------------------------------------------------------------
@@ -463,11 +497,13 @@ async def start(
     cli_port: int | None,
     cli_state: str | None,
     clock: Clock,
+    redirect_uri: str | None = None,
 ) -> tuple[str, str]:
-    """The provider's authorization URL and the sealed login for the cookie."""
+    """The provider's authorization URL and the sealed login for the cookie. The
+    redirect URI is the API's callback unless another one (the console's) is given."""
     login = LoginState.new(cli_port=cli_port, cli_state=cli_state, now=int(clock.time()))
     metadata = await provider.metadata()
-    async with provider.oauth_client(redirect_uri=callback_uri(settings)) as client:
+    async with provider.oauth_client(redirect_uri=redirect_uri or callback_uri(settings)) as client:
         url, _ = client.create_authorization_url(
             metadata.authorization_endpoint,
             state=login.state,
@@ -488,24 +524,23 @@ async def finish(
     settings: Settings,
     scope: AuditScope,
     clock: Clock,
+    redirect_uri: str | None = None,
 ) -> SignedIn:
     """The callback: check the login, exchange the code, check the ID token, start a
     session for the linked person. Every refusal raises (and is audited)."""
-    now = int(clock.time())
-    login = LoginState.open(cookie, state=query.state, keys=keys, now=now)
-    if not await jti_register.spend(
-        _spend_key("state", login.state), expires_at=_at(login.expires)
-    ):
-        raise OidcStateInvalid("this sign-in was already completed; start again")
-    if query.error is not None:
-        raise OidcProviderRefused(f"the provider refused the sign-in ({_safe(query.error)})")
-    if not query.code:
-        raise OidcProviderRefused("the provider sent back neither a code nor an error")
-    id_token = await _exchange(provider, settings=settings, login=login, code=query.code)
-    subject = await _verified_subject(
-        provider, id_token, login=login, settings=settings, clock=clock
+    claims, login = await verified_claims(
+        provider,
+        cookie=cookie,
+        query=query,
+        jti_register=jti_register,
+        keys=keys,
+        redirect_uri=redirect_uri or callback_uri(settings),
+        skew=settings.clock_skew,
+        clock=clock,
     )
-    person = await _linked_person(sessions, issuer=provider.issuer, subject=subject, scope=scope)
+    person = await _linked_person(
+        sessions, issuer=provider.issuer, subject=str(claims["sub"]), scope=scope
+    )
     async with sessions() as session:
         await session.connection(execution_options={WRITE_OPTION: True})
         out = await service.start_session(
@@ -514,10 +549,39 @@ async def finish(
         await session.commit()
     if login.cli_port is None:
         return SignedIn(session=out, cli_redirect=None)
+    now = int(clock.time())
     query_string = urlencode({"code": one_time_code(out, keys=keys, now=now)})
     if login.cli_state is not None:
         query_string += "&" + urlencode({"state": login.cli_state})
     return SignedIn(out, f"http://127.0.0.1:{login.cli_port}/callback?{query_string}")
+
+
+async def verified_claims(
+    provider: Provider,
+    *,
+    cookie: str | None,
+    query: CallbackQuery,
+    jti_register: SingleUseRegister,
+    keys: HubKeys,
+    redirect_uri: str,
+    skew: int,
+    clock: Clock,
+) -> tuple[dict[str, Any], LoginState]:
+    """The steps of every callback, for people and citizens alike: the login of this
+    browser, its ``state`` spent once, the code exchanged with the PKCE verifier, and
+    the ID token's claims once checked (signature, ``iss``, ``aud``, times, ``nonce``)."""
+    login = LoginState.open(cookie, state=query.state, keys=keys, now=int(clock.time()))
+    if not await jti_register.spend(
+        _spend_key("state", login.state), expires_at=_at(login.expires)
+    ):
+        raise OidcStateInvalid("this sign-in was already completed; start again")
+    if query.error is not None:
+        raise OidcProviderRefused(f"the provider refused the sign-in ({_safe(query.error)})")
+    if not query.code:
+        raise OidcProviderRefused("the provider sent back neither a code nor an error")
+    id_token = await _exchange(provider, redirect_uri=redirect_uri, login=login, code=query.code)
+    claims = await _verified_claims(provider, id_token, login=login, skew=skew, clock=clock)
+    return claims, login
 
 
 def _safe(error: str) -> str:
@@ -526,11 +590,11 @@ def _safe(error: str) -> str:
     return cleaned or "unnamed error"
 
 
-async def _exchange(provider: Provider, *, settings: Settings, login: LoginState, code: str) -> str:
+async def _exchange(provider: Provider, *, redirect_uri: str, login: LoginState, code: str) -> str:
     """RFC 6749 §4.1.3 with the PKCE verifier (RFC 7636 §4.5): the ID token."""
     metadata = await provider.metadata()
     try:
-        async with provider.oauth_client(redirect_uri=callback_uri(settings)) as client:
+        async with provider.oauth_client(redirect_uri=redirect_uri) as client:
             token = await client.fetch_token(
                 metadata.token_endpoint,
                 grant_type="authorization_code",
@@ -551,23 +615,23 @@ async def _exchange(provider: Provider, *, settings: Settings, login: LoginState
     return id_token
 
 
-async def _verified_subject(
-    provider: Provider, id_token: str, *, login: LoginState, settings: Settings, clock: Clock
-) -> str:
+async def _verified_claims(
+    provider: Provider, id_token: str, *, login: LoginState, skew: int, clock: Clock
+) -> dict[str, Any]:
     try:
         header, _ = peek_header_and_claims(id_token)
     except ValueError:
         raise OidcIdTokenInvalid("the ID token is not a signed JWT") from None
     kid = header.get("kid")
     key = await provider.key_for(kid if isinstance(kid, str) else None)
-    return verify_id_token(
+    return verify_id_token_claims(
         id_token,
         key=key,
         issuer=provider.issuer,
         client_id=provider.client_id,
         nonce=login.nonce,
         now=int(clock.time()),
-        skew=settings.clock_skew,
+        skew=skew,
     )
 
 

@@ -39,6 +39,7 @@ class Behaviour:
     foreign_key: bool = False  # sign with a key the JWKS does not hold (same kid)
     authorize_error: str | None = None  # answer the authorization with ?error=…
     token_error: str | None = None  # the token endpoint refuses with this error code
+    claims: dict[str, Any] = field(default_factory=dict)  # more claims in the ID token
 
 
 @dataclass
@@ -69,6 +70,7 @@ def _id_token(provider: Provider, grant: dict[str, Any]) -> str:
         "iat": now,
         "exp": now + behaviour.lifetime,
         "nonce": behaviour.nonce if behaviour.nonce is not None else grant["nonce"],
+        **behaviour.claims,
     }
     key = provider.key
     if behaviour.foreign_key:

@@ -14,8 +14,9 @@ import pytest
 from fastapi.routing import APIRoute
 
 from onceonly.hub.app import create_app
-from onceonly.hub.console import steward
+from onceonly.hub.console import citizen, oidc_sign_in
 from onceonly.hub.console.endpoints import router as console_router
+from onceonly.hub.console.steward import router as steward_router
 
 from tests.hub_testing import (
     DATABASES,
@@ -295,6 +296,32 @@ def test_every_console_route_is_classified() -> None:
     assert served == set(CONSOLE_ROUTES)
 
 
+# Signing in with OpenID Connect (console.oidc_sign_in) and the citizen's page
+# (console.citizen, decision 0032): the starts and callbacks are public; CITIZEN routes
+# read only a citizen's own sign-in, never a person's (a person's session sees the
+# citizen's sign-in page), and a citizen's sign-in opens no page above
+# (tests/hub/console/test_citizen_pages.py).
+CITIZEN = "citizen"
+CONSOLE_OIDC_ROUTES: dict[tuple[str, str], str] = {
+    ("GET", "/sign-in/oidc"): PUBLIC,
+    ("GET", "/sign-in/oidc/callback"): PUBLIC,
+    ("GET", "/citizen/sign-in"): PUBLIC,
+    ("GET", "/citizen/sign-in/callback"): PUBLIC,
+    ("GET", "/citizen"): CITIZEN,
+    ("POST", "/citizen/sign-out"): CITIZEN,
+}
+
+
+def test_every_console_oidc_and_citizen_route_is_classified() -> None:
+    served = {
+        (method, route.path)
+        for route in [*oidc_sign_in.router.routes, *citizen.router.routes]
+        if isinstance(route, APIRoute)
+        for method in route.methods
+    }
+    assert served == set(CONSOLE_OIDC_ROUTES)
+
+
 @pytest.mark.parametrize(
     "route", sorted(r for r, kind in CONSOLE_ROUTES.items() if kind == ANY_PERSON), ids=route_id
 )
@@ -339,7 +366,7 @@ CONSOLE_STEWARD_ROUTES: dict[tuple[str, str], frozenset[str]] = {
 def test_every_console_steward_route_is_classified() -> None:
     served = {
         (method, route.path)
-        for route in steward.router.routes
+        for route in steward_router.routes
         if isinstance(route, APIRoute)
         for method in route.methods
     }

@@ -1,0 +1,170 @@
+"""People's sign-in to the console with the OpenID Connect provider (docs/console.md).
+
+The flow is ``people.oidc``'s, the API's own (authorization code, PKCE S256, ``state``,
+``nonce``, the same ID token checks, the same linking rules and the same
+``person.sign-in`` audit entries), with the console's callback as redirect URI:
+register ``{issuer}/sign-in/oidc/callback`` at the provider beside the API's. The
+callback starts a console session exactly as a password does: the session cookie
+(``SameSite=Strict``) and a page that goes on to the catalogue. The page, not a
+redirect: a browser does not send a Strict cookie on a redirect chain that began at
+another site (the provider), so the next page is reached from the hub's own page.
+"""
+
+from typing import Annotated
+from urllib.parse import urlsplit
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import RedirectResponse, Response
+
+from onceonly.hub.audit.request_scope import open_audit_scope
+from onceonly.hub.console import cookies, pages, rendering, views
+from onceonly.hub.console.dependencies import Visit, VisitDep
+from onceonly.hub.dependencies import HubDep
+from onceonly.hub.kit.problems import HubError
+from onceonly.hub.people import oidc
+from onceonly.hub.runtime import Hub
+
+router = APIRouter(include_in_schema=False)
+START = "/sign-in/oidc"
+CALLBACK = "/sign-in/oidc/callback"
+HOME = views.CATALOGUE.href
+QueryValue = Annotated[str | None, Query(max_length=2048)]
+
+# What each refusal tells the person (the problem's detail stays in the audit log).
+REFUSALS = {
+    oidc.OidcStateInvalid: views.N_("The sign-in took too long, or was already used. Start again."),
+    oidc.OidcProviderRefused: views.N_("The identity provider did not sign you in."),
+    oidc.OidcProviderUnavailable: views.N_(
+        "The identity provider is not answering. Try again later."
+    ),
+    oidc.OidcIdTokenInvalid: views.N_(
+        "The identity provider's answer could not be checked. Start again."
+    ),
+    oidc.OidcAccountNotLinked: views.N_(
+        "No account on this hub is linked to your identity. Ask an administrator to link it."
+    ),
+    oidc.OidcAccountDisabled: views.N_("Your account is disabled."),
+}
+REFUSAL_FIELD = "oidc-sign-in"
+
+
+def provider_name(provider: oidc.Provider) -> str:
+    """How the sign-in page names the provider: its issuer's host name."""
+    return urlsplit(provider.issuer).hostname or provider.issuer
+
+
+def refusal_message(error: HubError) -> str:
+    return next(
+        (message for kind, message in REFUSALS.items() if isinstance(error, kind)),
+        REFUSALS[oidc.OidcProviderRefused],
+    )
+
+
+def redirect_uri(hub: Hub, callback: str) -> str:
+    return hub.settings.issuer.rstrip("/") + callback
+
+
+def sign_in_form(
+    request: Request,
+    visit: Visit,
+    hub: Hub,
+    *,
+    status: int = 200,
+    errors: list[views.FieldError] | None = None,
+    values: dict[str, str] | None = None,
+    next: str = HOME,
+    notice: str = "",
+    headers: dict[str, str] | None = None,
+) -> Response:
+    """The sign-in page: the password form, and "Sign in with …" when a provider is set."""
+    provider = hub.oidc_provider
+    return rendering.render(
+        request,
+        visit,
+        "sign_in.html",
+        status=status,
+        errors=errors or [],
+        values=values or {},
+        next=next,
+        request_notice=notice,
+        oidc_provider=provider_name(provider) if provider is not None else None,
+        headers=headers or {},
+    )
+
+
+async def start_login(
+    provider: oidc.Provider, *, hub: Hub, callback: str, production: bool
+) -> Response:
+    """302 to the provider, with the sealed login in a cookie only ``callback`` gets."""
+    url, sealed = await oidc.start(
+        provider,
+        keys=hub.keys,
+        settings=hub.settings,
+        cli_port=None,
+        cli_state=None,
+        clock=hub.clock,
+        redirect_uri=redirect_uri(hub, callback),
+    )
+    headers = {**pages.security_headers(production=production), "Cache-Control": "no-store"}
+    response = RedirectResponse(url, status_code=302, headers=headers)
+    cookies.put_login(
+        response, sealed, callback=callback, max_age=oidc.LOGIN_LIFETIME, production=production
+    )
+    return response
+
+
+@router.get(START)
+async def start(request: Request, visit: VisitDep, hub: HubDep) -> Response:
+    if hub.oidc_provider is None:
+        return rendering.render(request, visit, "not_found.html", status=404)
+    try:
+        return await start_login(
+            hub.oidc_provider, hub=hub, callback=CALLBACK, production=visit.production
+        )
+    except oidc.OidcProviderUnavailable as error:
+        errors = [views.FieldError(REFUSAL_FIELD, refusal_message(error))]
+        return sign_in_form(request, visit, hub, status=error.status, errors=errors)
+
+
+@router.get(CALLBACK)
+async def callback(
+    request: Request,
+    visit: VisitDep,
+    hub: HubDep,
+    state: QueryValue = None,
+    code: QueryValue = None,
+    error: QueryValue = None,
+) -> Response:
+    if hub.oidc_provider is None:
+        return rendering.render(request, visit, "not_found.html", status=404)
+    scope = open_audit_scope(request, "person.sign-in", log=hub.audit_log)
+    try:
+        signed = await oidc.finish(
+            hub.oidc_provider,
+            cookie=cookies.read_login(request, production=visit.production),
+            query=oidc.CallbackQuery(state=state, code=code, error=error),
+            sessions=hub.sessions,
+            jti_register=hub.jti_register,
+            keys=hub.keys,
+            settings=hub.settings,
+            scope=scope,
+            clock=hub.clock,
+            redirect_uri=redirect_uri(hub, CALLBACK),
+        )
+    except HubError as refused:
+        if not scope.recorded:
+            await scope.record_failure(refused)
+        errors = [views.FieldError(REFUSAL_FIELD, refusal_message(refused))]
+        response = sign_in_form(request, visit, hub, status=refused.status, errors=errors)
+    else:
+        response = rendering.render(request, visit, "signed_in.html", next=HOME)
+        cookies.put(
+            response,
+            cookies.SESSION,
+            signed.session.token,
+            max_age=hub.settings.session_lifetime,
+            production=visit.production,
+        )
+        cookies.remove(response, cookies.PRE_SESSION, production=visit.production)
+    cookies.remove_login(response, callback=CALLBACK, production=visit.production)
+    return response
