@@ -14,7 +14,8 @@ import pytest
 from fastapi.routing import APIRoute
 
 from onceonly.hub.app import create_app
-from onceonly.hub.console import citizen, oidc_sign_in
+from onceonly.hub.console import admin, citizen, oidc_sign_in
+from onceonly.hub.console.auditor import router as auditor_router
 from onceonly.hub.console.endpoints import router as console_router
 from onceonly.hub.console.steward import router as steward_router
 
@@ -381,3 +382,94 @@ def test_console_steward_pages_send_a_visitor_without_a_sign_in_to_the_sign_in_p
     response = httpx.request(method, hub.url + concrete(path), data={"csrf_token": "x"})
     assert response.status_code == 303, response.text
     assert response.headers["location"].startswith("/sign-in")
+
+
+# The administrators' pages (console.admin): administrators only, as the API's
+# AdministratorDep (the break-glass token is no console sign-in). Each change, its audit
+# entry and the refusal of every other role (403, audited) are tested in
+# tests/hub/console/test_admin_pages.py.
+CONSOLE_ADMIN_ROUTES: dict[tuple[str, str], frozenset[str]] = {
+    ("GET", "/admin/departments"): ADMINISTRATORS,
+    ("GET", "/admin/new-department"): ADMINISTRATORS,
+    ("POST", "/admin/new-department"): ADMINISTRATORS,
+    ("GET", "/admin/departments/{department_id}"): ADMINISTRATORS,
+    ("GET", "/admin/departments/{department_id}/edit"): ADMINISTRATORS,
+    ("POST", "/admin/departments/{department_id}/edit"): ADMINISTRATORS,
+    ("GET", "/admin/clients"): ADMINISTRATORS,
+    ("GET", "/admin/clients/{client_id}"): ADMINISTRATORS,
+    ("GET", "/admin/clients/{client_id}/disable"): ADMINISTRATORS,
+    ("POST", "/admin/clients/{client_id}/disable"): ADMINISTRATORS,
+    ("POST", "/admin/clients/{client_id}/enable"): ADMINISTRATORS,
+    ("GET", "/admin/people"): ADMINISTRATORS,
+    ("GET", "/admin/new-person"): ADMINISTRATORS,
+    ("POST", "/admin/new-person"): ADMINISTRATORS,
+    ("GET", "/admin/people/{username}"): ADMINISTRATORS,
+    ("GET", "/admin/people/{username}/edit"): ADMINISTRATORS,
+    ("POST", "/admin/people/{username}/edit"): ADMINISTRATORS,
+    ("GET", "/admin/people/{username}/disable"): ADMINISTRATORS,
+    ("POST", "/admin/people/{username}/disable"): ADMINISTRATORS,
+    ("POST", "/admin/people/{username}/enable"): ADMINISTRATORS,
+    ("GET", "/admin/dead-letters"): ADMINISTRATORS,
+    ("POST", "/admin/dead-letters/{delivery_id}/replay"): ADMINISTRATORS,
+    ("GET", "/admin/signing-keys"): ADMINISTRATORS,
+}
+
+
+def test_every_console_administrator_route_is_classified() -> None:
+    served = {
+        (method, route.path)
+        for route in admin.router.routes
+        if isinstance(route, APIRoute)
+        for method in route.methods
+    }
+    assert served == set(CONSOLE_ADMIN_ROUTES)
+
+
+@pytest.mark.parametrize("route", sorted(CONSOLE_ADMIN_ROUTES), ids=route_id)
+def test_console_administrator_pages_send_a_visitor_without_a_sign_in_to_the_sign_in_page(
+    hub: RunningHub, route: tuple[str, str]
+) -> None:
+    method, path = route
+    for cookies in ({}, {"onceonly-console": "oop_forged"}):
+        response = httpx.request(
+            method, hub.url + concrete(path), cookies=cookies, data={"csrf_token": "x"}
+        )
+        assert response.status_code == 303, response.text
+        assert response.headers["location"].startswith("/sign-in")
+
+
+# The auditors' pages (console.auditor) have the API's roles: the log's entries for
+# auditors only, the efficiency dashboard for auditors and administrators, the checkpoint
+# history (public in the API) for every person. A refused role gets 403 and an audited
+# refusal (tests/hub/console/test_auditor_pages.py).
+CONSOLE_AUDITOR_ROUTES: dict[tuple[str, str], str | frozenset[str]] = {
+    ("GET", "/audit"): AUDITORS,
+    ("POST", "/audit"): AUDITORS,
+    ("POST", "/audit/export"): AUDITORS,
+    ("GET", "/audit/entries/{index}"): AUDITORS,
+    ("GET", "/checkpoints"): ANY_PERSON,
+    ("GET", "/efficiency"): AUDITORS_AND_ADMINISTRATORS,
+}
+
+
+def test_every_console_auditor_route_is_classified() -> None:
+    served = {
+        (method, route.path)
+        for route in auditor_router.routes
+        if isinstance(route, APIRoute)
+        for method in route.methods
+    }
+    assert served == set(CONSOLE_AUDITOR_ROUTES)
+
+
+@pytest.mark.parametrize("route", sorted(CONSOLE_AUDITOR_ROUTES), ids=route_id)
+def test_the_auditors_pages_send_a_visitor_without_a_sign_in_to_the_sign_in_page(
+    hub: RunningHub, route: tuple[str, str]
+) -> None:
+    method, path = route
+    for cookies in ({}, {"onceonly-console": "oop_forged"}):
+        response = httpx.request(
+            method, hub.url + concrete(path), cookies=cookies, data={"csrf_token": "x"}
+        )
+        assert response.status_code == 303, response.text
+        assert response.headers["location"].startswith("/sign-in")
