@@ -1,5 +1,306 @@
-"""The auditors' pages of the console (docs/console.md, "Auditors' pages")."""
+"""The auditors' pages of the console (docs/console.md, "Auditors' pages").
 
-from fastapi import APIRouter
+Each page calls the audit and report services the API's routes call, audited as the
+API audits them: a search is ``audit.query``, an export ``audit.export``, an entry's
+page ``audit.read``, the dashboard ``report.efficiency``; a refusal is audited under
+the same action. The log search is a POST (the person's identifier is personal data
+and goes in no URL), answered with its results directly: there is nothing to redirect
+to that would not carry the identifier, or keep it at the hub.
+"""
+
+import base64
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response, StreamingResponse
+
+from onceonly.hub.audit import checkpoints, repository, service
+from onceonly.hub.audit.exceptions import EntryNotFound
+from onceonly.hub.audit.readers import AUDITOR
+from onceonly.hub.audit.request_scope import open_audit_scope
+from onceonly.hub.audit.service import AuditScope
+from onceonly.hub.console import charts, dashboard, log_search, pages, proofs, rendering
+from onceonly.hub.console.dependencies import FormDep, SignedInDep, Visit
+from onceonly.hub.dependencies import (
+    CheckpointerDep,
+    HubDep,
+    ReadSessionDep,
+    ReadSessionsDep,
+    SessionDep,
+)
+from onceonly.hub.kit.clock import aware
+from onceonly.hub.kit.problems import HubError, InvalidRequest
+from onceonly.hub.people.principal import Forbidden, Principal
+from onceonly.hub.reports import periods
+from onceonly.hub.reports import service as reports
+from onceonly.hub.runtime import Hub
 
 router = APIRouter(include_in_schema=False)
+PAGE_SIZE = 50
+CHECKPOINTS_PAGE = 50
+_EXPORT_TYPES = {"jsonl": "application/jsonl", "csv": "text/csv; charset=utf-8"}
+
+
+def _scope(request: Request, visit: Visit, action: str, hub: Hub) -> AuditScope:
+    """The request's audit scope, naming the signed-in person (as the API's does)."""
+    scope = open_audit_scope(request, action, log=hub.audit_log)
+    assert visit.principal is not None
+    scope.note(person=visit.principal.name)
+    return scope
+
+
+async def _refused(request: Request, visit: Visit, scope: AuditScope, error: HubError) -> Response:
+    """The refusal, audited under the page's action, and a page that says so."""
+    if not scope.recorded:
+        await scope.record_failure(error)
+    return rendering.render(request, visit, "auditor/not_allowed.html", status=error.status)
+
+
+def _principal(visit: Visit) -> Principal:
+    assert visit.principal is not None
+    return visit.principal
+
+
+def _refusal(check: Callable[[], None]) -> Forbidden | None:
+    """The refusal of a role check of ``people.principal.Principal`` (the API's), if any."""
+    try:
+        check()
+    except Forbidden as refused:
+        return refused
+    return None
+
+
+# --- the log search --------------------------------------------------------------------
+
+
+@router.get("/audit")
+async def search_page(request: Request, visit: SignedInDep, hub: HubDep) -> Response:
+    if (refused := _refusal(_principal(visit).require_auditor)) is not None:
+        scope = _scope(request, visit, "route.refused", hub)
+        scope.note(target="GET /audit")
+        return await _refused(request, visit, scope, refused)
+    return _search_page(request, visit, search=log_search.LogSearch(), errors=[])
+
+
+def _search_page(
+    request: Request,
+    visit: Visit,
+    *,
+    search: log_search.LogSearch,
+    errors: list[Any],
+    page: Any = None,
+    status: int = 200,
+) -> Response:
+    return rendering.render(
+        request,
+        visit,
+        "auditor/search.html",
+        status=status,
+        errors=errors,
+        search=search,
+        page=page,
+        outcomes=log_search.OUTCOMES,
+        actions=log_search.ACTIONS,
+    )
+
+
+@router.post("/audit")
+async def search(
+    request: Request, visit: SignedInDep, form: FormDep, session: ReadSessionDep, hub: HubDep
+) -> Response:
+    """A search (or its next page): audited as the API's ``GET /v1/audit/entries``."""
+    scope = _scope(request, visit, "audit.query", hub)
+    if (refused := _refusal(_principal(visit).require_auditor)) is not None:
+        return await _refused(request, visit, scope, refused)
+    wanted = log_search.LogSearch.of(form)
+    errors = wanted.errors()
+    cursor = log_search.cursor_of(form.get("cursor", ""))
+    if errors:
+        await scope.record_failure(InvalidRequest("the search form has errors"))
+        return _search_page(request, visit, search=wanted, errors=errors, status=400)
+    where = wanted.entry_filter(pseudonym=hub.keys.pseudonym)
+    found = await service.find(session, scope=scope, where=where, cursor=cursor, limit=PAGE_SIZE)
+    return _search_page(request, visit, search=wanted, errors=[], page=found)
+
+
+@router.post("/audit/export")
+async def export(
+    request: Request, visit: SignedInDep, form: FormDep, sessions: ReadSessionsDep, hub: HubDep
+) -> Response:
+    """Every matching entry as CSV or JSON Lines: audited as ``GET /v1/audit/export``."""
+    scope = _scope(request, visit, "audit.export", hub)
+    if (refused := _refusal(_principal(visit).require_auditor)) is not None:
+        return await _refused(request, visit, scope, refused)
+    wanted = log_search.LogSearch.of(form)
+    errors = wanted.errors()
+    format = form.get("format", "")
+    if errors or format not in _EXPORT_TYPES:
+        await scope.record_failure(InvalidRequest("the export form has errors"))
+        return _search_page(request, visit, search=wanted, errors=errors, status=400)
+    where = wanted.entry_filter(pseudonym=hub.keys.pseudonym)
+    await service.start_export(scope=scope, where=where, format=format)
+    headers = {
+        **pages.security_headers(production=visit.production),
+        "Cache-Control": "no-store",
+        "Content-Disposition": f'attachment; filename="audit-entries.{format}"',
+    }
+    return StreamingResponse(
+        service.export_lines(sessions, where=where, format=format),
+        media_type=_EXPORT_TYPES[format],
+        headers=headers,
+    )
+
+
+# --- an entry and its proof ------------------------------------------------------------
+
+
+@router.get("/audit/entries/{index}")
+async def entry_page(
+    request: Request,
+    index: str,
+    visit: SignedInDep,
+    session: SessionDep,
+    checkpointer: CheckpointerDep,
+    hub: HubDep,
+) -> Response:
+    """The entry in words and its inclusion in the latest signed checkpoint, checked
+    here: audited as the API's ``GET /v1/audit/entries/{index}`` (``audit.read``)."""
+    scope = _scope(request, visit, "audit.read", hub)
+    if (refused := _refusal(_principal(visit).require_auditor)) is not None:
+        return await _refused(request, visit, scope, refused)
+    number = log_search.index_of(index)
+    try:
+        if number is None:
+            raise EntryNotFound(f"{index!r} is not an entry's index")
+        found = await service.entry_at(session, index=number, reader=AUDITOR, scope=scope)
+    except EntryNotFound as missing:
+        await scope.record_failure(missing)
+        return rendering.render(request, visit, "not_found.html", status=404)
+    assert found.leaf is not None
+    assert found.entry is not None
+    leaf, leaf_hash = base64.b64decode(found.leaf), base64.b64decode(found.leaf_hash)
+    signed, proof = await _latest_proof(session, checkpointer, index=found.index)
+    verdict = proofs.verdict(
+        index=found.index, leaf=leaf, leaf_hash=leaf_hash, signed=signed, proof=proof
+    )
+    return rendering.render(
+        request,
+        visit,
+        "auditor/entry.html",
+        found=found,
+        rows=log_search.entry_rows(found.entry),
+        actions=log_search.ACTIONS,
+        outcomes=log_search.OUTCOMES,
+        signed=signed,
+        proof=[base64.b64encode(step).decode() for step in proof],
+        signed_root=(
+            base64.b64encode(signed.checkpoint.root).decode()
+            if signed is not None and signed.checkpoint is not None
+            else ""
+        ),
+        verdict=verdict.value,
+        interval=hub.settings.checkpoint_interval,
+    )
+
+
+async def _latest_proof(
+    session: Any, checkpointer: CheckpointerDep, *, index: int
+) -> tuple[proofs.SignedCheckpoint | None, list[bytes]]:
+    """The latest stored checkpoint, opened with the verifier key, and the hub's
+    inclusion proof of entry ``index`` for its size (none if it does not cover it)."""
+    stored = await repository.latest_checkpoint(session)
+    if stored is None:
+        return None, []
+    signed = proofs.opened(
+        stored.note, verifier=checkpointer.signer.verifier, signed_at=aware(stored.time)
+    )
+    if not proofs.needs_proof(index, signed):
+        return signed, []
+    assert signed.checkpoint is not None
+    answer = await service.inclusion(session, index=index, tree_size=signed.checkpoint.size)
+    return signed, [base64.b64decode(step) for step in answer.hashes]
+
+
+# --- checkpoint history ------------------------------------------------------------------
+
+
+@router.get("/checkpoints")
+async def checkpoint_history(
+    request: Request,
+    visit: SignedInDep,
+    session: SessionDep,
+    checkpointer: CheckpointerDep,
+    since_size: str = "",
+) -> Response:
+    """The signed checkpoints, oldest first from ``since_size``, each opened with the
+    verifier key. Public in the API (``GET /v1/audit/checkpoints``): not audited."""
+    start = log_search.cursor_of(since_size) or 0
+    history = await checkpoints.history(session, since_size=start, limit=CHECKPOINTS_PAGE)
+    verifier = checkpointer.signer.verifier
+    rows = [
+        (row, proofs.opened(row.note, verifier=verifier, signed_at=row.time))
+        for row in history.checkpoints
+    ]
+    return rendering.render(
+        request,
+        visit,
+        "auditor/checkpoints.html",
+        rows=rows,
+        since_size=start,
+        next_since_size=history.next_since_size,
+        verifier=str(verifier),
+    )
+
+
+# --- the efficiency dashboard --------------------------------------------------------------
+
+
+@router.get("/efficiency")
+async def efficiency(
+    request: Request, visit: SignedInDep, hub: HubDep, period: str = ""
+) -> Response:
+    """The efficiency report as charts and tables: audited as the API's
+    ``GET /v1/reports/efficiency`` (``report.efficiency``), with format ``html``."""
+    scope = _scope(request, visit, "report.efficiency", hub)
+    if (refused := _refusal(_principal(visit).require_report_reader)) is not None:
+        return await _refused(request, visit, scope, refused)
+    now = hub.clock.now()
+    try:
+        chosen = periods.parse(period.strip() or periods.month_of(now))
+    except periods.BadPeriod:
+        await scope.record_failure(InvalidRequest("the period is not a month, quarter or year"))
+        return _dashboard(request, visit, report=None, period=period, now=now, status=400)
+    scope.note(query={"period": chosen.name, "format": "html"})
+    report = await reports.efficiency_report(
+        hub.engine,
+        rollup=hub.rollup,
+        period=chosen,
+        now=now,
+        threshold=hub.settings.report_threshold,
+        minutes_saved=hub.settings.report_minutes_saved,
+        minutes_default=hub.settings.report_minutes_saved_default,
+    )
+    await scope.record_success()
+    return _dashboard(request, visit, report=report, period=chosen.name, now=now)
+
+
+def _dashboard(
+    request: Request, visit: Visit, *, report: Any, period: str, now: Any, status: int = 200
+) -> Response:
+    errors = [] if report is not None else dashboard.period_errors()
+    return rendering.render(
+        request,
+        visit,
+        "auditor/efficiency.html",
+        status=status,
+        errors=errors,
+        report=report,
+        period=period,
+        choices=dashboard.period_choices(now),
+        view=dashboard.view(report) if report is not None else None,
+        bar_chart=charts.bar_chart,
+        bars=dashboard.bars,
+        figure=dashboard.figure,
+        labels=dashboard.FIGURE_LABELS,
+    )

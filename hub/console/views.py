@@ -48,6 +48,11 @@ ADMINISTRATOR_PAGES: Final = (  # hub/console/admin.py
     NavigationItem(N_("Dead letters"), "/admin/dead-letters"),
     NavigationItem(N_("Signing keys"), "/admin/signing-keys"),
 )
+AUDITOR_PAGES: Final = (  # hub/console/auditor.py
+    NavigationItem(N_("Audit log"), "/audit"),
+    NavigationItem(N_("Checkpoints"), "/checkpoints"),
+)
+EFFICIENCY: Final = NavigationItem(N_("Efficiency"), "/efficiency")  # auditors, administrators
 
 
 def navigation(principal: Principal) -> list[NavigationItem]:
@@ -59,6 +64,10 @@ def navigation(principal: Principal) -> list[NavigationItem]:
         pages += STEWARD_PAGES
     if principal.administrator:
         pages += ADMINISTRATOR_PAGES
+    if principal.auditor:
+        pages += AUDITOR_PAGES
+    if principal.auditor or principal.administrator:
+        pages.append(EFFICIENCY)
     return [*pages, ACCOUNT] if principal.person_id is not None else pages
 
 

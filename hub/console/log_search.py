@@ -1,0 +1,198 @@
+"""The auditors' log search and an entry in plain words, decided without I/O.
+
+:class:`LogSearch` is the search form as POSTed (the person's identifier never goes in
+a URL: docs/console.md, "Auditors' pages"); :meth:`LogSearch.entry_filter` makes the
+API's filter from it (``audit.repository.EntryFilter``), the identifier turned into
+its pseudonym by the caller's ``pseudonym`` (``HubKeys.pseudonym``, as the API's
+``/v1/audit/entries`` does). The limits are the API's (``audit.dependencies``).
+"""
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final
+
+from onceonly.hub.audit.repository import EntryFilter
+from onceonly.hub.console.views import N_, FieldError
+
+OUTCOMES: Final = {"ok": N_("Done"), "refused": N_("Refused"), "failed": N_("Failed")}
+_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+_CODE = re.compile(r"[a-z0-9][a-z0-9._-]*")
+_LIMITS: Final = {"subject": 256, "department": 64, "item": 128, "action": 64}
+MAX_CURSOR: Final = 2**53 - 1
+
+
+def _moment(text: str) -> datetime | None:
+    """``2026-11-05`` (midnight UTC) or an RFC 3339 time with its offset; None if neither."""
+    try:
+        if _DATE.fullmatch(text):
+            return datetime.fromisoformat(text).replace(tzinfo=UTC)
+        moment = datetime.fromisoformat(text.replace("z", "Z"))
+    except ValueError:
+        return None
+    if "T" not in text.upper() or moment.tzinfo is None:
+        return None
+    return moment.astimezone(UTC)
+
+
+@dataclass(frozen=True)
+class LogSearch:
+    """The search form's fields, as typed ("" = not given)."""
+
+    subject: str = ""
+    department: str = ""
+    item: str = ""
+    action: str = ""
+    outcome: str = ""
+    since: str = ""
+    until: str = ""
+
+    @classmethod
+    def of(cls, form: Mapping[str, str]) -> "LogSearch":
+        return cls(**{f.name: form.get(f.name, "").strip() for f in fields(cls)})
+
+    def hidden(self) -> dict[str, str]:
+        """The fields to send again with the next page (in the form's body)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @property
+    def given(self) -> bool:
+        return any(self.hidden().values())
+
+    def errors(self) -> list[FieldError]:
+        found = [
+            FieldError(name, N_("Shorten this field: it is longer than the log's entries allow"))
+            for name, limit in _LIMITS.items()
+            if len(getattr(self, name)) > limit
+        ]
+        for name in ("department", "item", "action"):
+            value = getattr(self, name)
+            if value and len(value) <= _LIMITS[name] and not _CODE.fullmatch(value):
+                found.append(
+                    FieldError(name, N_("Use lower-case letters, digits, dots and hyphens only"))
+                )
+        if self.outcome and self.outcome not in OUTCOMES:
+            found.append(FieldError("outcome", N_("Choose an outcome from the list")))
+        since, until = self._range()
+        for name, value, moment in (("since", self.since, since), ("until", self.until, until)):
+            if value and moment is None:
+                found.append(FieldError(name, N_("Enter a date like 2026-11-05")))
+        if since and until and until <= since:
+            found.append(FieldError("until", N_("The end of the range must be after its start")))
+        return found
+
+    def _range(self) -> tuple[datetime | None, datetime | None]:
+        """[since, until): a date as ``until`` includes that whole day (UTC)."""
+        since = _moment(self.since) if self.since else None
+        until = _moment(self.until) if self.until else None
+        if until is not None and _DATE.fullmatch(self.until):
+            until += timedelta(days=1)
+        return since, until
+
+    def entry_filter(self, *, pseudonym: Callable[[str], str]) -> EntryFilter:
+        """The API's filter (call only when :meth:`errors` is empty)."""
+        since, until = self._range()
+        return EntryFilter(
+            subject=pseudonym(self.subject) if self.subject else None,
+            department=self.department or None,
+            item=self.item or None,
+            action=self.action or None,
+            outcome=self.outcome or None,
+            since=since,
+            until=until,
+        )
+
+
+def cursor_of(text: str) -> int | None:
+    """The next page's cursor as the form sends it back (None: the first page)."""
+    if text.isascii() and text.isdigit() and len(text) <= 16 and int(text) <= MAX_CURSOR:
+        return int(text)
+    return None
+
+
+def index_of(text: str) -> int | None:
+    """An entry's index from its page's address (None: not an index)."""
+    return cursor_of(text)
+
+
+# An entry's members in words, in the order the page shows them (audit.leaves.ENTRY_FIELDS).
+ENTRY_LABELS: Final = {
+    "time": N_("Time"),
+    "action": N_("Action"),
+    "outcome": N_("Outcome"),
+    "reason": N_("Reason"),
+    "person": N_("Person who acted"),
+    "client": N_("Application"),
+    "department": N_("Department"),
+    "owner": N_("Owner department asked"),
+    "item": N_("Data item"),
+    "version": N_("Version"),
+    "subject": N_("About whom (pseudonym)"),
+    "purpose": N_("Purpose"),
+    "grant": N_("Grant"),
+    "fields": N_("Fields concerned"),
+    "commitment": N_("Commitment to the data returned"),
+    "digest": N_("Digest of the data returned"),
+    "owner_ms": N_("Owner's answer time (ms)"),
+    "query": N_("What was asked"),
+    "event": N_("Change event"),
+    "target": N_("Acted on"),
+    "request_id": N_("Request id"),
+    "client_request_id": N_("Caller's request id"),
+    "salt": N_("Salt"),
+    "v": N_("Entry version"),
+}
+ACTIONS: Final = {
+    "record.query": N_("A department fetched a record"),
+    "citizen.query": N_("A citizen's access log was read"),
+    "token.issue": N_("An access token was issued"),
+    "token.introspect": N_("An access token was checked"),
+    "token.revoke": N_("An access token was revoked"),
+    "audit.query": N_("An auditor searched the log"),
+    "audit.export": N_("An auditor exported the log"),
+    "audit.read": N_("An entry of the log was read"),
+    "audit.department-query": N_("A department read its entries of the log"),
+    "report.efficiency": N_("The efficiency report was read"),
+    "report.export": N_("The efficiency report was exported"),
+    "access.request": N_("Access was requested"),
+    "access.approve": N_("An access request was approved"),
+    "access.refuse": N_("An access request was refused"),
+    "access.withdraw": N_("An access request was withdrawn"),
+    "grant.create": N_("A grant was made"),
+    "grant.renew": N_("A grant was renewed"),
+    "grant.revoke": N_("A grant was revoked"),
+    "event.publish": N_("A change event was published"),
+    "event.deliver": N_("A change event was delivered"),
+    "event.replay": N_("A change event was replayed"),
+    "person.sign-in": N_("A person signed in"),
+    "person.sign-out": N_("A person signed out"),
+    "route.refused": N_("A request was refused"),
+}
+
+
+@dataclass(frozen=True)
+class EntryRow:
+    """One member of an entry, as the entry's page shows it."""
+
+    name: str
+    label: str  # an N_ message, or "" when the member has no words of its own
+    value: str
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, list):
+        return ", ".join(str(v) for v in value)
+    if isinstance(value, dict):
+        return "; ".join(f"{key}: {_text(v)}" for key, v in sorted(value.items()))
+    return str(value)
+
+
+def entry_rows(entry: Mapping[str, Any]) -> list[EntryRow]:
+    """Every member of ``entry`` (known ones first, in the page's order; any other after,
+    by its own name), so that nothing the leaf says is left off the page."""
+    known = [name for name in ENTRY_LABELS if name in entry]
+    others = sorted(name for name in entry if name not in ENTRY_LABELS)
+    return [
+        EntryRow(name, ENTRY_LABELS.get(name, ""), _text(entry[name])) for name in known + others
+    ]

@@ -1,0 +1,305 @@
+"""The auditors' pages over HTTP (as a browser without JavaScript): the log searched by a
+person's identifier (sent in the form, never in an address), an entry's page with its
+inclusion proof checked, checkpoint history, exports, the efficiency dashboard, roles,
+and every read audited as the API audits it. On SQLite and PostgreSQL, with a real
+exchange (the civil registry's adapter, the social-welfare department as consumer)."""
+
+import csv
+import io
+import json
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import httpx
+import pytest
+
+from onceonly.hub.console import auditor
+
+from tests.hub.console.console_world import csrf_token, sign_in
+from tests.hub.exchange_world import (
+    ADDRESS,
+    CONSUMER,
+    PURPOSE,
+    SUBJECT,
+    World,
+    module_exchange_world,
+)
+from tests.hub_testing import DATABASES, TEST_PASSWORD, added_audit_entries, wait_until
+
+AUDITOR, ADMINISTRATOR, STEWARD = "ines", "arvo", "stella"
+PEOPLE = {
+    AUDITOR: {"role": "auditor"},
+    ADMINISTRATOR: {"role": "administrator"},
+    STEWARD: {"role": "steward", "department": "civil-registry"},
+}
+VERIFIED = re.compile(r"Included in the log signed at [0-9: -]+ UTC \(tree size (\d+)\)")
+
+
+@dataclass
+class AuditWorld:
+    world: World
+    index: int  # the entry of the exchange about SUBJECT
+
+    @property
+    def url(self) -> str:
+        return self.world.hub.url
+
+    @contextmanager
+    def signed_in(self, username: str) -> Iterator[httpx.Client]:
+        with httpx.Client(base_url=self.url) as client:
+            answer = sign_in(client, username, TEST_PASSWORD)
+            assert answer.status_code == 303, answer.text
+            yield client
+
+
+@pytest.fixture(scope="module", params=DATABASES)
+def audit_world(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[AuditWorld]:
+    with module_exchange_world(request, tmp_path_factory, checkpoint_interval=0.05) as world:
+        with world.hub.admin() as admin:
+            for username, role in PEOPLE.items():
+                body = {"password": TEST_PASSWORD, "roles": [role]}
+                admin.call("PUT", f"/v1/admin/people/{username}", body)
+        with world.client() as client:
+            result = client.fetch(ADDRESS, SUBJECT, purpose=PURPOSE)
+        yield AuditWorld(world=world, index=result.receipt.index)
+
+
+def _search(client: httpx.Client, **fields: str) -> httpx.Response:
+    token = csrf_token(client.get("/audit").text)
+    return client.post("/audit", data={"csrf_token": token, **fields})
+
+
+def _entry_links(html: str) -> list[int]:
+    return [int(found) for found in re.findall(r'href="/audit/entries/(\d+)"', html)]
+
+
+def test_an_auditor_finds_an_access_by_the_persons_identifier_which_goes_in_no_address(
+    audit_world: AuditWorld,
+) -> None:
+    with (
+        audit_world.signed_in(AUDITOR) as browser,
+        added_audit_entries(audit_world.world.hub, action="audit.query") as queries,
+    ):
+        answer = _search(browser, subject=SUBJECT, action="record.query")
+        assert answer.status_code == 200, answer.text
+        assert SUBJECT not in str(answer.url)
+        assert answer.headers["cache-control"] == "no-store"
+        assert _entry_links(answer.text) == [audit_world.index]
+        assert "A department fetched a record" in answer.text
+        nobody = _search(browser, subject="49002020000", action="record.query")
+        assert _entry_links(nobody.text) == []
+    pseudonym = audit_world.world.hub.keys.pseudonym
+    mine = [q for q in queries if q["person"] == AUDITOR]  # not the test's own reads
+    assert [(q["subject"], q["query"]) for q in mine] == [
+        (pseudonym(SUBJECT), {"action": "record.query", "limit": auditor.PAGE_SIZE}),
+        (pseudonym("49002020000"), {"action": "record.query", "limit": auditor.PAGE_SIZE}),
+    ]
+    assert all(SUBJECT not in json.dumps(q) for q in queries)
+
+
+def test_the_entry_page_shows_the_entry_in_words_and_its_proof_checked(
+    audit_world: AuditWorld,
+) -> None:
+    path = f"/audit/entries/{audit_world.index}"
+    with (
+        audit_world.signed_in(AUDITOR) as browser,
+        added_audit_entries(audit_world.world.hub, action="audit.read") as reads,
+    ):
+        wait_until(lambda: VERIFIED.search(browser.get(path).text), what="a signed checkpoint")
+        page = browser.get(path).text
+    found = VERIFIED.search(page)
+    assert found is not None
+    assert int(found.group(1)) > audit_world.index
+    assert "✓" in page
+    assert CONSUMER in page
+    assert PURPOSE in page
+    assert audit_world.world.hub.keys.pseudonym(SUBJECT) in page
+    assert SUBJECT not in page
+    assert 'id="proof"' in page
+    assert reads
+    assert {(r["person"], r["outcome"], r["query"]["index"]) for r in reads} == {
+        (AUDITOR, "ok", audit_world.index)
+    }
+
+
+def test_an_entry_that_does_not_exist_is_not_found_and_the_read_is_audited(
+    audit_world: AuditWorld,
+) -> None:
+    with (
+        audit_world.signed_in(AUDITOR) as browser,
+        added_audit_entries(audit_world.world.hub, action="audit.read") as reads,
+    ):
+        assert browser.get("/audit/entries/9999999").status_code == 404
+        assert browser.get("/audit/entries/x1").status_code == 404
+    assert [(r["outcome"], r["reason"]) for r in reads] == [("refused", "entry-not-found")] * 2
+
+
+def test_paging_sends_the_filters_again_in_the_form(
+    audit_world: AuditWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(auditor, "PAGE_SIZE", 2)
+    with audit_world.signed_in(AUDITOR) as browser:
+        first = _search(browser, action="person.sign-in")
+        assert len(_entry_links(first.text)) == 2
+        cursor = re.search(r'name="cursor" value="(\d+)"', first.text)
+        assert cursor is not None
+        assert 'name="action" value="person.sign-in"' in first.text
+        token = csrf_token(first.text)
+        second = browser.post(
+            "/audit", data={"csrf_token": token, "action": "person.sign-in", "cursor": cursor[1]}
+        )
+    assert _entry_links(second.text)
+    assert min(_entry_links(second.text)) > max(_entry_links(first.text))
+
+
+def test_a_search_form_with_errors_is_answered_with_an_error_summary(
+    audit_world: AuditWorld,
+) -> None:
+    with audit_world.signed_in(AUDITOR) as browser:
+        answer = _search(browser, since="yesterday", until="2026-01-01", outcome="maybe")
+    assert answer.status_code == 400
+    assert 'class="govuk-error-summary"' in answer.text
+    assert 'href="#since"' in answer.text
+    assert 'href="#outcome"' in answer.text
+
+
+def test_a_search_without_its_csrf_token_is_refused(audit_world: AuditWorld) -> None:
+    with audit_world.signed_in(AUDITOR) as browser:
+        assert browser.post("/audit", data={"subject": SUBJECT}).status_code == 403
+        assert browser.post("/audit", data={"csrf_token": "forged"}).status_code == 403
+
+
+@pytest.mark.parametrize("format", ["csv", "jsonl"])
+def test_an_export_has_the_searchs_filters_and_is_audited_as_the_apis(
+    audit_world: AuditWorld, format: str
+) -> None:
+    with (
+        audit_world.signed_in(AUDITOR) as browser,
+        added_audit_entries(audit_world.world.hub, action="audit.export") as exports,
+    ):
+        token = csrf_token(browser.get("/audit").text)
+        fields = {"csrf_token": token, "subject": SUBJECT, "item": ADDRESS, "format": format}
+        answer = browser.post("/audit/export", data=fields)
+    assert answer.status_code == 200
+    assert answer.headers["content-disposition"] == (
+        f'attachment; filename="audit-entries.{format}"'
+    )
+    if format == "csv":
+        rows = list(csv.DictReader(io.StringIO(answer.text)))
+        indexes = {int(row["index"]) for row in rows}
+    else:
+        indexes = {json.loads(line)["index"] for line in answer.text.splitlines()}
+    assert audit_world.index in indexes
+    assert SUBJECT not in answer.text
+    (entry,) = exports
+    assert entry["query"] == {"item": ADDRESS, "format": format}
+    assert entry["subject"] == audit_world.world.hub.keys.pseudonym(SUBJECT)
+    assert entry["person"] == AUDITOR
+
+
+def test_the_checkpoint_history_shows_each_checkpoint_verified(audit_world: AuditWorld) -> None:
+    with audit_world.signed_in(AUDITOR) as browser:
+        page = browser.get("/checkpoints").text
+        assert "Verified" in page
+        assert "Does not verify" not in page
+        verifier = httpx.get(f"{audit_world.url}/v1/audit/verifier-key").text.strip()
+        assert verifier in page
+        assert browser.get("/checkpoints?since_size=999999").status_code == 200
+
+
+def test_the_dashboard_shows_the_apis_figures_and_never_a_withheld_one(
+    audit_world: AuditWorld,
+) -> None:
+    with (
+        audit_world.signed_in(ADMINISTRATOR) as browser,
+        added_audit_entries(audit_world.world.hub, action="report.efficiency") as reads,
+    ):
+        page = browser.get("/efficiency").text
+    with audit_world.world.hub.admin() as admin:
+        report = admin.call("GET", "/v1/reports/efficiency")
+    assert f"Efficiency: {report['period']}" in page
+    for name, value in report["total"].items():
+        cell = re.search(rf'data-figure="{name}">(.*?)</dd>', page, re.S)
+        if cell is None:
+            continue
+        if name in report["total"]["suppressed"]:
+            assert "withheld" in cell.group(1), name
+        elif isinstance(value, int):
+            assert cell.group(1).strip() == f"{value:,}", name
+    assert "<svg" in page
+    assert 'role="img"' in page
+    assert [(r["person"], r["query"]) for r in reads] == [
+        (ADMINISTRATOR, {"period": report["period"], "format": "html"})
+    ]
+
+
+def test_one_exchange_is_withheld_on_the_dashboard(audit_world: AuditWorld) -> None:
+    with audit_world.signed_in(AUDITOR) as browser:
+        page = browser.get("/efficiency").text
+    exchanges = re.search(r'data-figure="exchanges">(.*?)</dd>', page, re.S)
+    assert exchanges is not None
+    assert "withheld" in exchanges.group(1)  # fewer than 5: it could single out a person
+
+
+def test_the_dashboard_takes_a_quarter_or_a_year_and_refuses_another_period(
+    audit_world: AuditWorld,
+) -> None:
+    with audit_world.signed_in(AUDITOR) as browser:
+        assert "Efficiency: 2026-Q4" in browser.get("/efficiency?period=2026-Q4").text
+        assert "Efficiency: 2026<" in browser.get("/efficiency?period=2026").text
+        refused = browser.get("/efficiency?period=last-week")
+    assert refused.status_code == 400
+    assert 'href="#period"' in refused.text
+
+
+@pytest.mark.parametrize(
+    ("username", "path", "allowed"),
+    [
+        (STEWARD, "/audit", False),
+        (STEWARD, "/efficiency", False),
+        (ADMINISTRATOR, "/audit", False),
+        (ADMINISTRATOR, "/efficiency", True),
+        (AUDITOR, "/audit", True),
+        (AUDITOR, "/efficiency", True),
+        (STEWARD, "/checkpoints", True),  # public in the API
+    ],
+)
+def test_roles_are_the_apis(
+    audit_world: AuditWorld, username: str, path: str, allowed: bool
+) -> None:
+    with audit_world.signed_in(username) as browser:
+        answer = browser.get(path)
+        assert answer.status_code == (200 if allowed else 403), answer.text
+        navigation = re.search(r'id="navigation">(.*?)</ul>', answer.text, re.S)
+        assert navigation is not None
+        assert (f'href="{path}"' in navigation.group(1)) == (
+            allowed and path != "/checkpoints"
+        ) or (path == "/checkpoints" and username == AUDITOR)
+
+
+def test_a_stewards_search_and_entry_read_are_refused_and_audited(
+    audit_world: AuditWorld,
+) -> None:
+    hub = audit_world.world.hub
+    with (
+        audit_world.signed_in(STEWARD) as browser,
+        added_audit_entries(hub, action="audit.query") as queries,
+        added_audit_entries(hub, action="audit.read") as reads,
+        added_audit_entries(hub, action="report.efficiency") as reports,
+    ):
+        token = csrf_token(browser.get("/account").text)
+        assert (
+            browser.post("/audit", data={"csrf_token": token, "subject": SUBJECT}).status_code
+            == 403
+        )
+        assert browser.get(f"/audit/entries/{audit_world.index}").status_code == 403
+        assert browser.get("/efficiency").status_code == 403
+        export = browser.post("/audit/export", data={"csrf_token": token, "format": "csv"})
+        assert export.status_code == 403
+    for entries in (queries, reads, reports):
+        mine = [e for e in entries if e["person"] == STEWARD]
+        assert [(e["outcome"], e["reason"]) for e in mine] == [("refused", "forbidden")]
