@@ -1,0 +1,128 @@
+"""The stewards' pages in a real browser (Debian's Chromium through Playwright), with
+JavaScript on and off: a steward of another department asks for three fields of an
+item, the owner's steward approves two of them with the keyboard alone, then revokes
+the grant. Every page they pass is checked by axe-core (zero WCAG 2.2 A/AA
+violations), and the browser's console for CSP reports (test_console_browser.py)."""
+
+import re
+
+from playwright.sync_api import Browser, Page
+
+from tests.hub.console.console_world import OTHER_STEWARD, STEWARD, ConsoleWorld
+from tests.hub.console.test_console_browser import (  # noqa: F401 (fixtures)
+    Browsing,
+    Watched,
+    browser,
+    browsing,
+    pytestmark,
+    world,
+)
+from tests.hub_testing import TEST_PASSWORD
+
+ITEM = "person.residential-address"
+
+
+def _sign_in(watched: Watched, username: str, code: str = "") -> None:
+    page = watched.page
+    page.goto("/sign-in")
+    page.get_by_label("Username").fill(username)
+    page.get_by_label("Password").fill(TEST_PASSWORD)
+    page.get_by_label("One-time code").fill(code)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url("**/catalogue")
+
+
+def _ask(watched: Watched, purpose: str) -> str:
+    """The other department's steward asks for three fields; the request's path."""
+    page = watched.page
+    page.goto(f"/catalogue/{ITEM}")
+    page.get_by_role("link", name="Ask for access").click()
+    page.wait_for_url(f"**/catalogue/{ITEM}/request")
+    watched.check()
+    page.get_by_role("button", name="Send the request").click()  # empty: errors
+    assert page.locator(".govuk-error-summary").is_visible()
+    watched.check()
+    page.get_by_label("Purpose", exact=True).select_option(purpose)
+    page.get_by_label("Why your department needs it").fill("Checking a tax return's address")
+    page.get_by_label("Legal basis").fill("Taxation Act § 12")
+    for name in ("street", "city", "postal_code"):
+        page.get_by_label(name).check()
+    page.get_by_role("button", name="Send the request").click()
+    page.wait_for_url(re.compile(r".*/requests/[0-9a-f]{32}$"))
+    watched.check()
+    made = _path(page)
+    for path in ("/outbox", "/grants"):
+        page.goto(path)
+        watched.check()
+    return made
+
+
+def _path(page: Page) -> str:
+    return "/" + page.url.split("/", 3)[3]
+
+
+def test_a_request_approved_for_two_fields_then_the_grant_revoked(
+    browsing: Browsing,  # noqa: F811 (the fixture, imported above)
+    world: ConsoleWorld,  # noqa: F811
+) -> None:
+    asker = browsing.page()
+    _sign_in(asker, OTHER_STEWARD)
+    request_path = _ask(asker, "tax-assessment" if browsing.scripted else "tax-audit")
+    asker.page.get_by_role("button", name="Sign out").click()
+    owner = browsing.page()
+    _sign_in(owner, STEWARD, world.next_code())
+    page = owner.page
+    page.goto("/inbox")
+    owner.check()
+    page.goto(request_path)
+    owner.check()
+    page.get_by_label("postal_code").uncheck()
+    page.get_by_role("button", name="Approve the ticked fields").click()
+    page.wait_for_url(f"**{request_path}")
+    assert page.locator("#granted-fields").inner_text() == "city, street"
+    owner.check()
+    page.locator("#grant-link").click()
+    owner.check()
+    page.get_by_label("Reason for revoking").fill("The purpose ended")
+    page.get_by_role("button", name="Revoke the grant").click()
+    assert "Revoked" in page.locator("#status").inner_text()
+    owner.check()
+    for path in ("/register", f"/catalogue/{ITEM}/versions/new", f"/catalogue/{ITEM}/lifecycle"):
+        page.goto(path)
+        owner.check()
+
+
+def test_an_approval_with_the_keyboard_alone(
+    browser: Browser,  # noqa: F811 (the fixture, imported above)
+    world: ConsoleWorld,  # noqa: F811
+) -> None:
+    context = browser.new_context(base_url=world.url)
+    try:
+        asker = Watched(context.new_page())
+        _sign_in(asker, OTHER_STEWARD)
+        request_path = _ask(asker, "debt-collection")
+        asker.page.get_by_role("button", name="Sign out").click()
+        owner = Watched(context.new_page())
+        _sign_in(owner, STEWARD, world.next_code())
+        page = owner.page
+        page.goto(request_path)
+        # Tab to the first field's checkbox, untick "postal_code" with Space, approve.
+        focused = ""
+        for _ in range(60):
+            page.keyboard.press("Tab")
+            focused = page.evaluate("document.activeElement.value || ''")
+            if focused == "postal_code":
+                break
+        assert focused == "postal_code"
+        page.keyboard.press("Space")
+        for _ in range(10):
+            page.keyboard.press("Tab")
+            if page.evaluate("document.activeElement.id") == "approve":
+                break
+        assert page.evaluate("document.activeElement.id") == "approve"
+        page.keyboard.press("Enter")
+        page.wait_for_selector("#granted-fields")
+        assert page.locator("#granted-fields").inner_text() == "city, street"
+        owner.check()
+    finally:
+        context.close()
