@@ -1,7 +1,7 @@
-"""JSON log lines for a served adapter, in the hub's shape (one object a line:
-``time``, ``level``, ``logger``, ``message``, then the record's own members such as
-``request_id``, ``item``, ``outcome``; ``exception`` when there is one). The adapter
-never imports the hub, so the shape is kept here, and tests compare the two.
+"""JSON log lines, one object a line: ``time``, ``level``, ``logger``, ``message``, then
+the record's own members such as ``request_id``, ``item``, ``outcome``; ``exception``
+when there is one. The one formatter of the project: the adapter never imports the
+hub, so the hub's ``kit.logs`` takes :class:`JsonFormatter` from here (decision 0022).
 
 Never log a raw subject identifier or a token: the provider logs the request id, item,
 consumer, purpose, outcome and reason of a query, and a failed source's error type.

@@ -5,12 +5,13 @@ same format as its logs; so does uvicorn when the application's start-up fails
 (:func:`configure` folds its traceback into one line).
 """
 
-import json
 import logging
 import sys
-from typing import Any, TextIO
+from typing import TextIO
 
-_STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
+# One shape of JSON log line for the hub and the departments' adapters (decision 0022).
+from onceonly.adapters.logs import JsonFormatter
+
 # The server's own records (a request it could not parse, an answer left unfinished)
 # go the same way as the hub's, so that standard error holds JSON lines only.
 _SERVER_LOGGERS = ("uvicorn", "uvicorn.access")
@@ -20,20 +21,6 @@ _TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 _TRACEBACK = "Traceback (most recent call last):"
 _LIFESPAN_FAILED = "Exception in 'lifespan' protocol"
 _STARTUP_FAILED = "Application startup failed. Exiting."
-
-
-class JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        line: dict[str, Any] = {
-            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        line.update({k: v for k, v in record.__dict__.items() if k not in _STANDARD})
-        if record.exc_info:
-            line["exception"] = self.formatException(record.exc_info)
-        return json.dumps(line, default=str)
 
 
 def _formatter(as_json: bool) -> logging.Formatter:
