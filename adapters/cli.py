@@ -28,9 +28,9 @@ from ._config import AdapterConfig, load_config
 from ._errors import ConfigError, ImportFailed, ImportReport, InvalidRequest, OnceonlyError
 from ._hubkeys import HubDirectory
 from ._keys import load_or_create_key, public_jwks
-from ._logs import configure_logs, json_logs_wanted
 from ._provider import create_provider_app
 from ._store import RecordStore
+from .logs import configure_logs, json_logs_wanted
 
 __all__ = ["add_commands"]
 

@@ -21,7 +21,7 @@ from onceonly.adapters import (
     create_provider_app,
     load_config,
 )
-from onceonly.adapters._logs import JsonFormatter, configure_logs, json_logs_wanted
+from onceonly.adapters.logs import JsonFormatter, configure_logs, json_logs_wanted
 from onceonly.hub.kit.logs import JsonFormatter as HubJsonFormatter
 
 from tests.adapters.adapter_testing import (
