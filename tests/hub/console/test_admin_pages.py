@@ -383,3 +383,5 @@ def test_an_administrators_pages_are_in_chinese_too(world: ConsoleWorld) -> None
             answer = browser.get(path)
             assert answer.status_code == 200
             assert 'lang="zh-Hans"' in answer.text
+        assert "添加部门" in browser.get("/admin/departments").text
+        assert "签名密钥" in browser.get("/admin/signing-keys").text
