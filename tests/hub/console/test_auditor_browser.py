@@ -1,0 +1,83 @@
+"""The auditors' pages in a real browser (Debian's Chromium, Playwright), JavaScript on
+and off: the auditor finds an access by the person's identifier and sees its proof
+verified; every page (search, results, entry, checkpoints, dashboard) has no axe-core
+violation, no CSP report and no inline script. On SQLite and PostgreSQL."""
+
+from collections.abc import Iterator
+
+import pytest
+from playwright.sync_api import Browser
+
+from tests.hub.console.test_auditor_pages import AUDITOR, PEOPLE
+from tests.hub.console.test_console_browser import (  # noqa: F401 (fixtures)
+    Browsing,
+    Watched,
+    browser,
+    pytestmark,
+)
+from tests.hub.exchange_world import ADDRESS, PURPOSE, SUBJECT, World, module_exchange_world
+from tests.hub_testing import DATABASES, TEST_PASSWORD
+
+
+@pytest.fixture(scope="module", params=DATABASES)
+def world(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[World]:
+    with module_exchange_world(request, tmp_path_factory, checkpoint_interval=0.05) as built:
+        with built.hub.admin() as admin:
+            for username, role in PEOPLE.items():
+                body = {"password": TEST_PASSWORD, "roles": [role]}
+                admin.call("PUT", f"/v1/admin/people/{username}", body)
+        with built.client() as client:
+            client.fetch(ADDRESS, SUBJECT, purpose=PURPOSE)
+        yield built
+
+
+@pytest.fixture(params=[True, False], ids=["js", "no-js"])
+def browsing(request: pytest.FixtureRequest, browser: Browser, world: World) -> Iterator[Browsing]:  # noqa: F811
+    made = browser.new_context(base_url=world.hub.url, java_script_enabled=request.param)
+    made.set_default_timeout(10_000)
+    yield Browsing(context=made, scripted=request.param)
+    made.close()
+
+
+def test_the_auditor_finds_an_access_by_the_persons_identifier_and_sees_its_proof_verified(
+    browsing: Browsing,
+) -> None:
+    watched = browsing.page()
+    page = watched.page
+    page.goto("/sign-in")
+    page.get_by_label("Username").fill(AUDITOR)
+    page.get_by_label("Password").fill(TEST_PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url("**/catalogue")
+    page.get_by_role("link", name="Audit log").click()
+    page.wait_for_url("**/audit")
+    watched.check()
+    page.get_by_label("The person's identifier").fill(SUBJECT)
+    page.get_by_label("Action").fill("record.query")
+    page.get_by_role("button", name="Search", exact=True).click()
+    page.wait_for_load_state()
+    assert SUBJECT not in page.url
+    watched.check()
+    page.locator("#results a").first.click()
+    page.wait_for_url("**/audit/entries/*")
+    for _ in range(50):  # the checkpoint comes within checkpoint_interval
+        if "Included in the log signed at" in page.locator("#proof-verdict").inner_text():
+            break
+        page.wait_for_timeout(100)
+        page.reload()
+    verdict = page.locator("#proof-verdict").inner_text()
+    assert "Included in the log signed at" in verdict
+    assert "✓" in verdict
+    watched.check()
+    page.get_by_role("link", name="Checkpoint history").click()
+    page.wait_for_url("**/checkpoints")
+    assert page.locator("#checkpoints .govuk-tag").first.inner_text() == "Verified"
+    watched.check()
+    page.get_by_role("link", name="Efficiency").click()
+    page.wait_for_url("**/efficiency")
+    assert page.locator("#totals").is_visible()
+    watched.check()
+    page.goto("/efficiency?period=2026")
+    watched.check()
