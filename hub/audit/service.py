@@ -29,7 +29,8 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
 )
 
-from onceonly.hub.audit import leaves, merkle, notes, repository, tree
+from onceonly.hub.audit import inclusion as verdicts
+from onceonly.hub.audit import leaves, notes, repository, tree
 from onceonly.hub.audit.exceptions import AuditLogDamaged, AuditUnavailable, EntryNotFound
 from onceonly.hub.audit.models import AuditEntry
 from onceonly.hub.audit.readers import AUDITOR, Reader
@@ -37,7 +38,7 @@ from onceonly.hub.audit.repository import EntryFilter
 from onceonly.hub.audit.schemas import EntryOut, EntryPage, ProofOut
 from onceonly.hub.db import write_connection
 from onceonly.hub.kit.after_commit import on_commit
-from onceonly.hub.kit.clock import SYSTEM_CLOCK, Clock, rfc3339_ms
+from onceonly.hub.kit.clock import SYSTEM_CLOCK, Clock, aware, rfc3339_ms
 from onceonly.hub.kit.group_commit import GroupCommit
 from onceonly.hub.kit.problems import HubError
 
@@ -420,6 +421,32 @@ async def entries_from(
 # --- an entry under the latest signed checkpoint ----------------------------------------
 
 
+async def latest_signed(
+    session: AsyncSession, *, verifier: notes.Verifier
+) -> verdicts.SignedCheckpoint | None:
+    """The latest stored checkpoint, opened with the verifier key (None: none yet)."""
+    stored = await repository.latest_checkpoint(session)
+    if stored is None:
+        return None
+    return verdicts.opened(stored.note, verifier=verifier, signed_at=aware(stored.time))
+
+
+async def proof_under(
+    session: AsyncSession, *, index: int, signed: verdicts.SignedCheckpoint | None
+) -> list[bytes]:
+    """The hub's inclusion proof of entry ``index`` for ``signed``'s size (none when
+    ``signed`` does not cover it, or the stored tree cannot give one: the verdict then
+    says the proof fails)."""
+    if not verdicts.needs_proof(index, signed):
+        return []
+    assert signed is not None
+    assert signed.checkpoint is not None
+    try:
+        return await tree.inclusion_proof(session, index=index, tree_size=signed.checkpoint.size)
+    except AuditLogDamaged:
+        return []
+
+
 @dataclass(frozen=True)
 class Inclusion:
     """Whether an entry is in the log that the latest signed checkpoint commits to:
@@ -432,34 +459,28 @@ class Inclusion:
     checkpoint_time: datetime | None
 
 
+_STATUS = {
+    verdicts.Verdict.INCLUDED: "verified",
+    verdicts.Verdict.NOT_YET_SIGNED: "pending",
+}
+
+
 async def inclusion_in_latest_checkpoint(
     session: AsyncSession, *, entries: Sequence[tuple[int, bytes]], verifier: notes.Verifier
 ) -> dict[int, Inclusion]:
-    """Each (index, leaf bytes) checked against the latest signed checkpoint."""
-    latest = await repository.latest_checkpoint(session)
-    if latest is None:
-        return {index: Inclusion("pending", None) for index, _ in entries}
-    try:
-        checkpoint = notes.open_checkpoint(latest.note, verifier)
-    except notes.NoteError:
+    """Each (index, leaf bytes) checked against the latest signed checkpoint, with the
+    verdict of :func:`onceonly.hub.audit.verdicts.verdict` (the leaf hashed afresh)."""
+    signed = await latest_signed(session, verifier=verifier)
+    if signed is not None and signed.checkpoint is None:
         log.error("the latest stored checkpoint does not verify with the hub's key")
-        return {index: Inclusion("failed", latest.time) for index, _ in entries}
     found = {}
     for index, leaf in entries:
-        if index >= checkpoint.size:
-            found[index] = Inclusion("pending", None)
-            continue
-        try:
-            proof = await tree.inclusion_proof(session, index=index, tree_size=checkpoint.size)
-        except AuditLogDamaged:
-            found[index] = Inclusion("failed", latest.time)
-            continue
-        included = merkle.verify_inclusion(
-            leaf_hash=leaves.leaf_hash(leaf),
-            index=index,
-            size=checkpoint.size,
-            proof=proof,
-            root=checkpoint.root,
+        proof = await proof_under(session, index=index, signed=signed)
+        verdict = verdicts.verdict(
+            index=index, leaf=leaf, leaf_hash=leaves.leaf_hash(leaf), signed=signed, proof=proof
         )
-        found[index] = Inclusion("verified" if included else "failed", latest.time)
+        status = _STATUS.get(verdict, "failed")
+        found[index] = Inclusion(
+            status, signed.signed_at if signed and status != "pending" else None
+        )
     return found

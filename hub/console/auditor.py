@@ -15,12 +15,12 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
 
-from onceonly.hub.audit import checkpoints, repository, service
+from onceonly.hub.audit import checkpoints, inclusion, service
 from onceonly.hub.audit.exceptions import EntryNotFound
 from onceonly.hub.audit.readers import AUDITOR
 from onceonly.hub.audit.request_scope import open_audit_scope
 from onceonly.hub.audit.service import AuditScope
-from onceonly.hub.console import charts, dashboard, log_search, pages, proofs, rendering
+from onceonly.hub.console import charts, dashboard, log_search, pages, rendering
 from onceonly.hub.console.dependencies import FormDep, SignedInDep, Visit
 from onceonly.hub.dependencies import (
     CheckpointerDep,
@@ -29,7 +29,6 @@ from onceonly.hub.dependencies import (
     ReadSessionsDep,
     SessionDep,
 )
-from onceonly.hub.kit.clock import aware
 from onceonly.hub.kit.problems import HubError, InvalidRequest
 from onceonly.hub.people.principal import Forbidden, Principal
 from onceonly.hub.reports import periods
@@ -181,7 +180,7 @@ async def entry_page(
     assert found.entry is not None
     leaf, leaf_hash = base64.b64decode(found.leaf), base64.b64decode(found.leaf_hash)
     signed, proof = await _latest_proof(session, checkpointer, index=found.index)
-    verdict = proofs.verdict(
+    verdict = inclusion.verdict(
         index=found.index, leaf=leaf, leaf_hash=leaf_hash, signed=signed, proof=proof
     )
     return rendering.render(
@@ -206,20 +205,11 @@ async def entry_page(
 
 async def _latest_proof(
     session: Any, checkpointer: CheckpointerDep, *, index: int
-) -> tuple[proofs.SignedCheckpoint | None, list[bytes]]:
+) -> tuple[inclusion.SignedCheckpoint | None, list[bytes]]:
     """The latest stored checkpoint, opened with the verifier key, and the hub's
     inclusion proof of entry ``index`` for its size (none if it does not cover it)."""
-    stored = await repository.latest_checkpoint(session)
-    if stored is None:
-        return None, []
-    signed = proofs.opened(
-        stored.note, verifier=checkpointer.signer.verifier, signed_at=aware(stored.time)
-    )
-    if not proofs.needs_proof(index, signed):
-        return signed, []
-    assert signed.checkpoint is not None
-    answer = await service.inclusion(session, index=index, tree_size=signed.checkpoint.size)
-    return signed, [base64.b64decode(step) for step in answer.hashes]
+    signed = await service.latest_signed(session, verifier=checkpointer.signer.verifier)
+    return signed, await service.proof_under(session, index=index, signed=signed)
 
 
 # --- checkpoint history ------------------------------------------------------------------
@@ -239,7 +229,7 @@ async def checkpoint_history(
     history = await checkpoints.history(session, since_size=start, limit=CHECKPOINTS_PAGE)
     verifier = checkpointer.signer.verifier
     rows = [
-        (row, proofs.opened(row.note, verifier=verifier, signed_at=row.time))
+        (row, inclusion.opened(row.note, verifier=verifier, signed_at=row.time))
         for row in history.checkpoints
     ]
     return rendering.render(

@@ -8,8 +8,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from onceonly.hub.audit import merkle
+from onceonly.hub.audit.inclusion import SignedCheckpoint, Verdict, needs_proof, opened, verdict
 from onceonly.hub.audit.notes import Checkpoint, Signer
-from onceonly.hub.console.proofs import SignedCheckpoint, Verdict, needs_proof, opened, verdict
 
 ORIGIN = "hub.example.gov/audit"
 SIGNER = Signer(ORIGIN, Ed25519PrivateKey.generate())

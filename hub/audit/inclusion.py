@@ -1,6 +1,9 @@
-"""Whether an entry is in the signed log, decided without I/O for the entry's page.
+"""Whether an entry is in the signed log, decided without I/O: the one verdict that the
+auditors' entry page and the citizen's page show (onceonly.hub.audit.service reads
+what it needs: :func:`~onceonly.hub.audit.service.latest_signed`,
+:func:`~onceonly.hub.audit.service.proof_under`).
 
-The page shows a verdict only after checking it as an outside verifier would
+A verdict is given only after checking it as an outside verifier would
 (docs/audit.md, "Running the check"), with the same code as ``onceonly audit verify``:
 the checkpoint's signature with the verifier key (:func:`notes.open_checkpoint`), the
 entry's leaf against its leaf hash (RFC 9162 §2.1.1), and the inclusion proof the hub
