@@ -112,6 +112,9 @@ class KeepAliveTransport(httpx.AsyncBaseTransport):
         )
 
     async def _take_slot(self, request: httpx.Request) -> None:
+        if not self._slots.locked():  # a free slot: taken at once, without a timer
+            await self._slots.acquire()
+            return
         timeout = request.extensions.get("timeout", {}).get("pool")
         try:
             async with asyncio.timeout(timeout):
