@@ -9,7 +9,9 @@ they fail instead, so a missing database can never pass unnoticed.
 """
 
 import os
+import ssl
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,6 +25,24 @@ from tests.hub_testing import database_name, empty_postgres, migrated_sqlite, po
 POSTGRES_ADMIN_URL = os.environ.get(
     "ONCEONLY_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test"
 )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    _lazy_ca_store()
+
+
+def _lazy_ca_store() -> None:
+    """Every HTTP client the tests make (thousands: ``httpx.get``, AdminClient, HubClient,
+    each hub's own) builds an SSL context, even for plain http. From a CA bundle file
+    (``SSL_CERT_FILE``, or certifi's when unset) that parses every certificate, ~70 ms;
+    from the system's hashed CA directory, the same certificates, OpenSSL reads only one
+    it needs, when it needs it, ~1 ms. The tests talk only to loopback, and the tests
+    over TLS pass their own CA (or set ``SSL_CERT_FILE`` themselves), so what is trusted
+    does not change; subprocesses inherit the setting."""
+    directory = Path(ssl.get_default_verify_paths().openssl_capath)
+    if any(directory.glob("*.0")):  # hashed links made by c_rehash / update-ca-certificates
+        os.environ.pop("SSL_CERT_FILE", None)
+        os.environ["SSL_CERT_DIR"] = str(directory)
 
 
 @pytest.fixture
@@ -107,6 +127,7 @@ _WIRE_NAMES = frozenset(
         "running_provider",
         "HubDouble",
         "subprocess",
+        "fresh_venv",
     }
 )
 
@@ -125,3 +146,34 @@ def _tier(item: pytest.Item) -> str:
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         item.add_marker(_tier(item))
+    _slowest_first(items)
+
+
+# --- order (pyproject's addopts: --dist loadfile --no-loadscope-reorder) -------------
+# xdist hands out whole files in the order collected here. These files hold one or two
+# whole-system tests of half a minute to a minute and more each (fresh venvs, real
+# processes, PostgreSQL clusters): started first, they run beside the many short files
+# instead of after them, alone on one worker while the other waits.
+SLOWEST_FIRST = (
+    "tests/test_wheel_install.py",
+    "tests/deploy/test_topology.py",
+    "tests/test_editable_install.py",
+    "tests/deploy/test_production_from_docs.py",
+    "tests/test_crash_recovery.py",
+    "tests/test_demo.py",
+    "tests/hub/test_standby.py",
+    "tests/hub/openapi/test_schemathesis.py",
+)
+
+
+def _slowest_first(items: list[pytest.Item]) -> None:
+    """The files of SLOWEST_FIRST in its order, then the others by their number of tests,
+    most first (xdist's own order); a file's tests keep their order."""
+    counts = Counter(item.nodeid.split("::")[0] for item in items)
+
+    def rank(item: pytest.Item) -> tuple[int, int, str]:
+        path = item.nodeid.split("::")[0]
+        first = SLOWEST_FIRST.index(path) if path in SLOWEST_FIRST else len(SLOWEST_FIRST)
+        return first, -counts[path], path
+
+    items.sort(key=rank)
