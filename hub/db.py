@@ -111,6 +111,9 @@ def make_sync_engine(url: str) -> sa.Engine:
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         event.listen(engine, "connect", _tune_sqlite)
+        # _tune_sqlite stops the driver's own BEGIN: without this, engine.begin() on a
+        # sync engine (migrations, commands) would commit statement by statement.
+        event.listen(engine, "begin", _begin_sqlite)
     return engine
 
 
