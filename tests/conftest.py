@@ -20,7 +20,13 @@ import sqlalchemy as sa
 
 from onceonly.hub.migrate import upgrade
 
-from tests.hub_testing import database_name, empty_postgres, migrated_sqlite, postgres_admin
+from tests.hub_testing import (
+    database_name,
+    empty_postgres,
+    migrated_sqlite,
+    postgres_admin,
+    unflushed_commits,
+)
 
 POSTGRES_ADMIN_URL = os.environ.get(
     "ONCEONLY_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test"
@@ -60,6 +66,7 @@ def postgres_url() -> Iterator[str]:
     try:
         with admin.connect() as conn:
             conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+            unflushed_commits(conn, name)
     except sa.exc.OperationalError as error:
         admin.dispose()
         if os.environ.get("CI"):
@@ -81,6 +88,7 @@ def postgres_template(postgres_url: str) -> Iterator[str]:
     url = postgres_url + "_template"
     with postgres_admin(postgres_url) as admin:
         admin.execute(sa.text(f'CREATE DATABASE "{database_name(url)}"'))
+        unflushed_commits(admin, database_name(url))
     upgrade(url)
     yield url
     with postgres_admin(postgres_url) as admin:

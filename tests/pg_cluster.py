@@ -153,12 +153,13 @@ def new_database(prefix: str = "onceonly_new") -> Iterator[str]:
     """A database with no tables at all on the shared server (``POSTGRES_ADMIN_URL``),
     dropped afterwards: where ``onceonly migrate`` or a restore starts from."""
     from tests.conftest import POSTGRES_ADMIN_URL
-    from tests.hub_testing import postgres_admin
+    from tests.hub_testing import postgres_admin, unflushed_commits
 
     name = f"{prefix}_{uuid.uuid4().hex[:10]}"
     try:
         with postgres_admin(POSTGRES_ADMIN_URL) as conn:
             conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+            unflushed_commits(conn, name)
     except sa.exc.OperationalError as error:
         if os.environ.get("CI"):
             pytest.fail(f"PostgreSQL is required in CI and does not answer: {error}")
