@@ -6,24 +6,12 @@ served by the hub) for WCAG 2.2 A and AA violations, and the browser's console f
 Content-Security-Policy reports. Runs on SQLite and PostgreSQL.
 """
 
-import os
-import re
-import shutil
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import pytest
-from playwright.sync_api import (
-    Browser,
-    BrowserContext,
-    ConsoleMessage,
-    Page,
-    Response,
-    sync_playwright,
-)
+from playwright.sync_api import Browser
 
+from tests.hub.console.browsing import Browsing, Watched, browser, pytestmark
 from tests.hub.console.console_world import (
     AUDITOR,
     STEWARD,
@@ -32,36 +20,8 @@ from tests.hub.console.console_world import (
 )
 from tests.hub_testing import DATABASES, TEST_PASSWORD, module_database
 
-CHROMIUM = "/usr/bin/chromium"
-# The machine's closed network refuses background connections; these keep Chromium
-# from trying (and from waiting for them).
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-AXE = Path(__file__).resolve().parent / "axe" / "axe.min.js"
-AXE_SOURCE = AXE.read_text()
-AXE_TAGS = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "wcag22aa"]
+__all__ = ["Browsing", "Watched", "browser", "pytestmark"]  # imported by other modules
 ITEM = "person.residential-address"
-
-# In CI a missing browser fails the tests (.ci/run installs it); elsewhere they skip.
-pytestmark = pytest.mark.skipif(
-    shutil.which(CHROMIUM) is None and not os.environ.get("CI"),
-    reason="Debian's chromium is not installed (.ci/run installs it)",
-)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield launched
-        launched.close()
 
 
 @pytest.fixture(scope="module", params=DATABASES)
@@ -73,56 +33,6 @@ def world(
         data_dir=tmp_path_factory.mktemp("hub"),
     ) as built:
         yield built
-
-
-class Watched:
-    """A page and what its browser console said (CSP violations are reported there)."""
-
-    def __init__(self, page: Page, *, scripted: bool = True) -> None:
-        self.page = page
-        self.scripted = scripted
-        self.messages: list[str] = []
-        page.on("console", self._heard)
-        page.on("response", self._answered)
-
-    def _heard(self, message: ConsoleMessage) -> None:
-        # A page answered 400 or 401 (a form with errors) is reported as a failed load:
-        # what the page loads is watched in _answered instead.
-        if message.type in ("error", "warning") and "Failed to load resource" not in message.text:
-            self.messages.append(message.text)
-
-    def _answered(self, response: Response) -> None:
-        if response.request.resource_type != "document" and response.status >= 400:
-            self.messages.append(f"{response.status} {response.url}")
-
-    def check(self) -> None:
-        """No CSP violation or failed load so far, no inline script, and no axe-core
-        violation on the page as it is now."""
-        assert self.messages == [], self.messages
-        assert not re.search(r"<script(?![^>]*\bsrc=)", self.page.content())
-        if not self.scripted:
-            return  # Playwright cannot evaluate in a page whose scripts are off; the
-            # same pages are checked by axe-core in the scripted runs
-        # The page's CSP refuses an injected script tag (add_script_tag's inline script
-        # is reported as a violation): axe-core is evaluated through the DevTools
-        # protocol instead, which a page's CSP does not govern.
-        self.page.evaluate(AXE_SOURCE)
-        results: dict[str, Any] = self.page.evaluate(
-            "tags => axe.run(document, {runOnly: {type: 'tag', values: tags}})", AXE_TAGS
-        )
-        violations = [(v["id"], [n["target"] for n in v["nodes"]]) for v in results["violations"]]
-        assert violations == [], (self.page.url, violations)
-
-
-@dataclass
-class Browsing:
-    """A browser context with JavaScript on or off, and its pages."""
-
-    context: BrowserContext
-    scripted: bool
-
-    def page(self) -> Watched:
-        return Watched(self.context.new_page(), scripted=self.scripted)
 
 
 @pytest.fixture(params=[True, False], ids=["js", "no-js"])
