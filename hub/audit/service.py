@@ -473,14 +473,27 @@ async def inclusion_in_latest_checkpoint(
     signed = await latest_signed(session, verifier=verifier)
     if signed is not None and signed.checkpoint is None:
         log.error("the latest stored checkpoint does not verify with the hub's key")
+    covered = [index for index, _ in entries if verdicts.needs_proof(index, signed)]
+    proofs: dict[int, list[bytes]] = {}
+    if covered:
+        assert signed is not None
+        assert signed.checkpoint is not None
+        try:  # one size check and few node queries for the whole page
+            proofs = await tree.inclusion_proofs(
+                session, indexes=covered, tree_size=signed.checkpoint.size
+            )
+        except AuditLogDamaged:
+            proofs = {}  # every covered entry's proof then fails: the page says so
     found = {}
     for index, leaf in entries:
-        proof = await proof_under(session, index=index, signed=signed)
         verdict = verdicts.verdict(
-            index=index, leaf=leaf, leaf_hash=leaves.leaf_hash(leaf), signed=signed, proof=proof
+            index=index,
+            leaf=leaf,
+            leaf_hash=leaves.leaf_hash(leaf),
+            signed=signed,
+            proof=proofs.get(index, []),
         )
         status = _STATUS.get(verdict, "failed")
-        found[index] = Inclusion(
-            status, signed.signed_at if signed and status != "pending" else None
-        )
+        signed_at = signed.signed_at if signed is not None and status != "pending" else None
+        found[index] = Inclusion(status, signed_at)
     return found
