@@ -149,49 +149,59 @@ async def write_connection(engine: AsyncEngine) -> AsyncIterator[AsyncConnection
 
 
 class OneCallRead:
-    """A Core SELECT of exactly one row that the hot path runs on every request.
+    """A Core SELECT of exactly one row that the hot path runs on every request, handed
+    to the driver as one call.
 
     On SQLite, SQLAlchemy's aiosqlite adapter makes each statement four calls to the
     driver's thread (cursor, execute, fetch, close), plus three for the BEGIN and one
     for the ROLLBACK, and each call is a thread hand-off that costs more CPU than the
-    read itself. Here the statement is compiled once and run as one call, outside a
-    transaction: a single SELECT reads one snapshot all the same. Values are bound and
-    read back with the column types' own processors, so rows are what SQLAlchemy gives.
-    Other databases run it through SQLAlchemy.
+    read itself; here the statement is one call, outside a transaction (a single
+    SELECT reads one snapshot all the same). On PostgreSQL it runs in the transaction
+    that the pool's pre-ping opened, as through SQLAlchemy, without SQLAlchemy's
+    per-statement work. The statement is compiled once per dialect; values are bound
+    and read back with the column types' own processors, so rows are what SQLAlchemy
+    gives, and driver errors are wrapped as SQLAlchemy wraps them.
     """
 
     def __init__(self, statement: sa.Select[Any]) -> None:
         self._statement = statement
-        self._sqlite: _SqliteForm | None = None  # compiled at the first SQLite read
+        self._forms: dict[str, _DriverForm] = {}  # by dialect name, compiled at first use
 
     async def one(self, conn: AsyncConnection, params: Mapping[str, Any]) -> Mapping[str, Any]:
-        if conn.dialect.name != "sqlite":
-            row: Mapping[str, Any] = (await conn.execute(self._statement, params)).mappings().one()
-            return row
-        if self._sqlite is None:
-            self._sqlite = _SqliteForm(self._statement, conn.dialect)
-        form = self._sqlite
+        form = self._forms.get(conn.dialect.name)
+        if form is None:
+            form = self._forms[conn.dialect.name] = _DriverForm(self._statement, conn.dialect)
         raw = await conn.get_raw_connection()
         driver = raw.driver_connection
         assert driver is not None
+        errors = conn.dialect.loaded_dbapi.Error
         try:
-            rows = list(await driver.execute_fetchall(form.sql, form.bind(params)))
-        except conn.dialect.loaded_dbapi.Error as error:  # wrapped as SQLAlchemy does
+            rows = await _fetch_all(driver, form.sql, form.bind(params))
+        except errors as error:
             raise sa.exc.DBAPIError.instance(
-                form.sql, None, error, conn.dialect.loaded_dbapi.Error, hide_parameters=True
+                form.sql, None, error, errors, hide_parameters=True
             ) from error
         if len(rows) != 1:
             raise sa.exc.NoResultFound if not rows else sa.exc.MultipleResultsFound
         return form.read(rows[0])
 
 
-class _SqliteForm:
+async def _fetch_all(driver: Any, sql: str, params: Any) -> list[Any]:
+    """One call to the driver: aiosqlite's execute_fetchall, or psycopg's execute."""
+    if hasattr(driver, "execute_fetchall"):
+        return list(await driver.execute_fetchall(sql, params))
+    cursor = await driver.execute(sql, params)
+    return list(await cursor.fetchall())
+
+
+class _DriverForm:
+    """A statement compiled for one dialect, with its parameters' and columns' processors."""
+
     def __init__(self, statement: sa.Select[Any], dialect: sa.Dialect) -> None:
         compiled = statement.compile(dialect=dialect)
-        assert compiled.positiontup is not None  # SQLite's paramstyle is positional
         self.sql = str(compiled)
         self._compiled = compiled
-        self._order = list(compiled.positiontup)
+        self._order = compiled.positiontup  # positional paramstyles (SQLite); else named
         self._binds = {
             name: bind.type.dialect_impl(dialect).bind_processor(dialect)
             for name, bind in compiled.binds.items()
@@ -202,8 +212,10 @@ class _SqliteForm:
             for column in statement.selected_columns
         ]
 
-    def bind(self, params: Mapping[str, Any]) -> tuple[Any, ...]:
+    def bind(self, params: Mapping[str, Any]) -> tuple[Any, ...] | dict[str, Any]:
         values = self._compiled.construct_params(dict(params), escape_names=False)
+        if self._order is None:
+            return {name: self._bound(name, value) for name, value in values.items()}
         return tuple(self._bound(name, values[name]) for name in self._order)
 
     def _bound(self, name: str, value: Any) -> Any:
