@@ -715,7 +715,8 @@ async def _not_administrator(request: Request, exc: Exception) -> Response:
     return _render(request, exc.visit, "admin/forbidden.html", status=403)
 
 
-def install(app: FastAPI) -> None:
-    """Serve the administrators' pages, and answer other roles with a page (403)."""
-    app.include_router(router)
+def install(app: FastAPI, *, prepare: Callable[[APIRouter], APIRouter]) -> None:
+    """Serve the administrators' pages (their router made ready by ``prepare``, as the
+    console's other groups are), and answer other roles with a page (403)."""
+    app.include_router(prepare(router))
     app.add_exception_handler(NotAdministrator, _not_administrator)

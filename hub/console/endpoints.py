@@ -5,12 +5,15 @@ API's routes call, and renders a template (``pages.page``). POSTs answer with 30
 a page (post/redirect/get). Nothing here is in ``/openapi.json``.
 """
 
+import logging
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import Response
+from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
 
+from onceonly.hub.audit.exceptions import AuditUnavailable
 from onceonly.hub.audit.request_scope import open_audit_scope
 from onceonly.hub.audit.service import AuditScope
 from onceonly.hub.console import (
@@ -33,16 +36,19 @@ from onceonly.hub.console.dependencies import (
 )
 from onceonly.hub.console.exceptions import FormRefused, SignInNeeded
 from onceonly.hub.console.language import LANGUAGES
+from onceonly.hub.db import WRITE_OPTION
 from onceonly.hub.dependencies import HubDep, SessionDep, WriteSessionDep
-from onceonly.hub.kit.problems import HubError
+from onceonly.hub.kit.problems import HubError, InvalidRequest
 from onceonly.hub.people import service as people
 from onceonly.hub.people.exceptions import SignInFailed, SignInThrottled
+from onceonly.hub.people.principal import Forbidden
 from onceonly.hub.people.schemas import SignInIn
 from onceonly.hub.registry import service as registry
 from onceonly.hub.registry.exceptions import UnknownItem
 from onceonly.hub.registry.schemas import ItemQuery
-from onceonly.hub.runtime import hub_of
+from onceonly.hub.runtime import Hub, hub_of
 
+log = logging.getLogger("onceonly.console")
 router = APIRouter(include_in_schema=False)
 HOME = "/catalogue"
 _ASSET_HEADERS = {"Cache-Control": "public, max-age=3600"}
@@ -123,6 +129,8 @@ async def sign_in(request: Request, visit: VisitDep, form: FormDep, hub: HubDep)
             next=values["next"],
             headers=error.headers or {},
         )
+    if visit.session_token is not None and visit.principal is not None:
+        await _end_session(request, hub, visit.session_token, person=visit.principal.name)
     response = pages.redirect(
         pages.local_path(values["next"], default=HOME), production=visit.production
     )
@@ -245,10 +253,26 @@ async def asset(name: str, hub: HubDep) -> Response:
     return Response(assets.asset(name), media_type=assets.media_type(name), headers=headers)
 
 
+async def _end_session(request: Request, hub: Hub, token: str, *, person: str) -> None:
+    """End the sign-in the browser held before a new one (audited as a sign-out), so
+    that a copy of the old cookie does not stay good."""
+    async with hub.sessions() as session:
+        await session.connection(execution_options={WRITE_OPTION: True})
+        scope = AuditScope(
+            log=hub.audit_log, action="person.sign-out", request_id=request.state.request_id
+        )
+        scope.note(person=person)
+        await people.sign_out(session, token=token, scope=scope, clock=hub.clock)
+        await session.commit()
+
+
 async def _to_sign_in(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, SignInNeeded)
     production = hub_of(request.app).settings.is_production
-    target = pages.local_path(exc.next_path, default=HOME)
+    # A form posted without a sign-in goes nowhere afterwards: its address takes POSTs
+    # only, and the form's values are not kept.
+    next_path = exc.next_path if request.method in ("GET", "HEAD") else HOME
+    target = pages.local_path(next_path, default=HOME)
     location = "/sign-in" if target == HOME else f"/sign-in?{_next_query(target)}"
     return pages.redirect(location, production=production)
 
@@ -259,7 +283,19 @@ def _next_query(target: str) -> str:
 
 async def _form_refused(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, FormRefused)
-    production = hub_of(request.app).settings.is_production
+    hub = hub_of(request.app)
+    production = hub.settings.is_production
+    scope = open_audit_scope(request, "console.form-refused", log=hub.audit_log)
+    scope.note(target=request.url.path[:200])
+    refusal: HubError = (
+        InvalidRequest("the form does not parse")
+        if exc.status == 400
+        else Forbidden("the form's CSRF token does not hold for this visitor")
+    )
+    try:  # every refusal is audited; one the log cannot take is still refused
+        await scope.record_failure(refusal)
+    except AuditUnavailable:
+        log.error("a refused console form could not be audited")
     return pages.page(
         "form_refused.html",
         language=language_of(request, production=production),
@@ -271,14 +307,19 @@ async def _form_refused(request: Request, exc: Exception) -> Response:
     )
 
 
+def _answering_head(group: APIRouter) -> APIRouter:
+    """RFC 9110 §9.3.2: what answers GET answers HEAD (the server sends no body)."""
+    for route in group.routes:
+        if isinstance(route, APIRoute) and route.methods and "GET" in route.methods:
+            route.methods.add("HEAD")
+    return group
+
+
 def install(app: FastAPI) -> None:
     """Serve the console at ``/`` (its pages and ``/assets``), and answer its refusals
     with pages and redirects."""
-    app.include_router(router)
-    app.include_router(oidc_sign_in.router)
-    app.include_router(citizen.router)
-    app.include_router(auditor.router)
-    app.include_router(steward.router)
-    admin.install(app)
+    for group in (router, oidc_sign_in.router, citizen.router, auditor.router, steward.router):
+        app.include_router(_answering_head(group))
+    admin.install(app, prepare=_answering_head)
     app.add_exception_handler(SignInNeeded, _to_sign_in)
     app.add_exception_handler(FormRefused, _form_refused)

@@ -26,7 +26,7 @@ def render(
         production=visit.production,
         status=status,
         visit=visit,
-        path=request.url.path + (f"?{request.url.query}" if request.url.query else ""),
+        path=page_path(request),
         navigation=views.navigation(visit.principal) if visit.principal else [],
         **context,
     )
@@ -39,3 +39,12 @@ def render(
             production=visit.production,
         )
     return response
+
+
+def page_path(request: Request) -> str:
+    """Where the language switch brings the visitor back: the page with its query, but
+    never an OpenID callback's (its ``code`` and ``state`` go into no page)."""
+    if request.url.path.endswith("/callback") or not request.url.query:
+        return request.url.path
+    return f"{request.url.path}?{request.url.query}"
+

@@ -148,6 +148,49 @@ def test_a_post_without_its_csrf_token_is_refused_and_changes_nothing(
         assert stranger.post("/sign-in", data=body).status_code == 403
 
 
+def test_a_refused_form_is_audited(world: ConsoleWorld) -> None:
+    with (
+        world.signed_in(AUDITOR) as browser,
+        added_audit_entries(world.hub, action="console.form-refused") as added,
+    ):
+        assert browser.post("/sign-out", data={"csrf_token": "forged"}).status_code == 403
+    assert [(e["outcome"], e["reason"], e["target"]) for e in added] == [
+        ("refused", "forbidden", "/sign-out")
+    ]
+
+
+def test_signing_in_again_ends_the_sign_in_before(world: ConsoleWorld) -> None:
+    with world.signed_in(AUDITOR) as browser:
+        before = browser.cookies["onceonly-console"]
+        token = csrf_token(browser.get("/account").text)  # a form of the signed-in page
+        form = {"csrf_token": token, "username": ADMINISTRATOR, "password": TEST_PASSWORD}
+        assert browser.post("/sign-in", data={**form, "code": ""}).status_code == 303
+        assert browser.cookies["onceonly-console"] != before
+    with httpx.Client(base_url=world.url, cookies={"onceonly-console": before}) as copy:
+        assert copy.get("/account").status_code == 303  # the old sign-in is over
+
+
+def test_a_form_posted_without_a_sign_in_goes_to_sign_in_and_nowhere_after(
+    world: ConsoleWorld,
+) -> None:
+    """Its address takes POSTs only: coming back to it after signing in would be a 405."""
+    with world.browser() as browser:
+        token = csrf_token(browser.get("/sign-in").text)
+        answer = browser.post("/sign-out", data={"csrf_token": token})
+        assert (answer.status_code, answer.headers["location"]) == (303, "/sign-in")
+        page = browser.get("/account")  # a page, though, is where sign-in brings one back
+        assert page.headers["location"] == "/sign-in?next=%2Faccount"
+
+
+def test_pages_answer_head_as_they_answer_get(world: ConsoleWorld) -> None:
+    with world.signed_in(ADMINISTRATOR) as browser:
+        for path in ("/catalogue", "/account", "/sign-in"):
+            got, head = browser.get(path), browser.head(path)
+            assert head.status_code == got.status_code, path
+            assert head.content == b""
+            assert head.headers["content-security-policy"] == got.headers["content-security-policy"]
+
+
 def test_sign_out_ends_the_session_at_the_hub(world: ConsoleWorld) -> None:
     with (
         world.signed_in(AUDITOR) as browser,
