@@ -25,7 +25,6 @@ been provisioned with ``onceonly keys init``.
 import hashlib
 import hmac
 import json
-import time
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -35,6 +34,7 @@ from joserfc.jwk import ECKey, KeySet
 
 from onceonly.hub import signing_keys
 from onceonly.hub.kit import derivation, keyfiles
+from onceonly.hub.kit.clock import SYSTEM_CLOCK, Clock
 
 DERIVATION_FILE = "derivation.key"
 # Versions before decision 0017 sealed TOTP secrets under the pseudonym of this label.
@@ -61,15 +61,27 @@ class HubKeys:
     derivation_root: derivation.RootFile
 
     @classmethod
-    def load(cls, keys_dir: Path, *, create: bool, reload_interval: float = 5.0) -> "HubKeys":
+    def load(
+        cls,
+        keys_dir: Path,
+        *,
+        create: bool,
+        reload_interval: float = 5.0,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> "HubKeys":
+        """The keys under ``keys_dir``; ``clock`` is where they read time (which signing
+        key is active, when to look at the files again)."""
         directory = keys_dir / "signing"
-        signing_keys.ensure(directory, create=create, now=int(time.time()))
+        signing_keys.ensure(directory, create=create, now=int(clock.time()))
         return cls(
-            ring=signing_keys.SigningKeys(directory, reload_interval=reload_interval),
+            ring=signing_keys.SigningKeys(directory, reload_interval=reload_interval, clock=clock),
             pseudonym_secret=keyfiles.random_secret(keys_dir / "pseudonym.key", create=create),
             admin_token=keyfiles.random_token(keys_dir / "admin-token", create=create),
             derivation_root=derivation.RootFile(
-                keys_dir / DERIVATION_FILE, create=create, reload_interval=reload_interval
+                keys_dir / DERIVATION_FILE,
+                create=create,
+                reload_interval=reload_interval,
+                clock=clock.monotonic,
             ),
         )
 

@@ -101,6 +101,7 @@ async def running(settings: Settings, *, keys: HubKeys | None, clock: Clock) -> 
             settings.keys_dir,
             create=not settings.is_production,
             reload_interval=settings.signing_key_reload_interval,
+            clock=clock,
         )
         await people_service.reseal_totp_secrets(engine, keys=keys)  # decision 0017
         tls = outgoing_tls(settings)

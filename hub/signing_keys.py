@@ -22,8 +22,7 @@ import json
 import math
 import os
 import tempfile
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -31,6 +30,7 @@ from typing import Any, Protocol
 
 from joserfc.jwk import ECKey, KeySet
 
+from onceonly.hub.kit.clock import SYSTEM_CLOCK, Clock
 from onceonly.hub.kit.keyfiles import MissingKeyError
 
 STATE_FILE = "state.json"
@@ -168,6 +168,8 @@ class SigningKeys:
 
     ``state.json`` is re-read when it changed, checked at most every
     ``reload_interval`` seconds, or at once (at most once a second) for an unknown kid.
+    ``clock`` says when: its wall time which keys are active and published, its
+    monotonic time when to look again.
     """
 
     def __init__(
@@ -175,7 +177,7 @@ class SigningKeys:
         directory: Path,
         *,
         reload_interval: float = 5.0,
-        clock: Callable[[], float] = time.time,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self._directory = directory
         self._reload_interval = reload_interval
@@ -200,7 +202,7 @@ class SigningKeys:
         """The published keys; re-read first if ``kid`` is one we do not know."""
         self._refresh()
         if kid is not None and kid not in self._published_kids:
-            now = time.monotonic()
+            now = self._clock.monotonic()
             if now - self._forced_at >= _UNKNOWN_KID_RELOAD:
                 self._forced_at = now
                 self.reload()
@@ -219,8 +221,8 @@ class SigningKeys:
             entries = read_state(self._directory)
             self._keys = {e.kid: self._load_key(e.kid) for e in entries}
             self._entries, self._stamp = entries, stamp
-        self._derive(self._clock())
-        self._next_check = time.monotonic() + self._reload_interval
+        self._derive(self._clock.time())
+        self._next_check = self._clock.monotonic() + self._reload_interval
 
     def _load_key(self, kid: str) -> ECKey:
         cached = self._keys.get(kid)
@@ -231,10 +233,10 @@ class SigningKeys:
         return key
 
     def _refresh(self) -> None:
-        if time.monotonic() >= self._next_check:
+        if self._clock.monotonic() >= self._next_check:
             self.reload()
-        elif self._clock() >= self._valid_until:
-            self._derive(self._clock())
+        elif self._clock.time() >= self._valid_until:
+            self._derive(self._clock.time())
 
     def _derive(self, now: float) -> None:
         """The views valid at ``now``, and until when they stay valid."""

@@ -61,7 +61,7 @@ def running_hub(
         **overrides,
     }
     settings = Settings(**values)
-    keys = HubKeys.load(settings.keys_dir, create=True)
+    keys = HubKeys.load(settings.keys_dir, create=True, clock=clock)
     with serve_in_thread(create_app(settings, keys=keys, clock=clock), sock) as url:
         yield RunningHub(url=url, settings=settings, keys=keys)
 

@@ -9,6 +9,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -19,6 +20,7 @@ from joserfc.jwk import ECKey, OKPKey, RSAKey
 from onceonly.adapters import DPoPKey, HubClient, public_jwks
 from onceonly.hub import signing_keys
 from onceonly.hub.cli import main
+from onceonly.hub.kit.clock import ManualClock
 from onceonly.hub.signing_keys import SigningKeys
 
 from tests.hub.exchange_world import (
@@ -36,30 +38,24 @@ from tests.hub_testing import DATABASES, problem_type
 # --- the hub's key ring, on a clock we control --------------------------------------------
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_rotation_publishes_at_once_signs_later_and_retires_after_the_last_token(
     tmp_path: Path,
 ) -> None:
-    clock = Clock()
+    clock = ManualClock(datetime(2030, 1, 2, tzinfo=UTC))
     directory = tmp_path / "signing"
-    signing_keys.ensure(directory, create=True, now=int(clock.now))
+    signing_keys.ensure(directory, create=True, now=int(clock.time()))
     ring = SigningKeys(directory, reload_interval=0.0, clock=clock)
     old = ring.signing().kid
-    new = signing_keys.rotate(directory, activate_after=100, retire_margin=50, now=int(clock.now))
+    new = signing_keys.rotate(
+        directory, activate_after=100, retire_margin=50, now=int(clock.time())
+    )
     ring.reload()
     assert {k["kid"] for k in ring.public_jwks()["keys"]} == {old, new.kid}
     assert ring.signing().kid == old
-    clock.now += 100
+    clock.advance(100)
     assert ring.signing().kid == new.kid
     assert {k["kid"] for k in ring.public_jwks()["keys"]} == {old, new.kid}
-    clock.now += 50
+    clock.advance(50)
     assert [k["kid"] for k in ring.public_jwks()["keys"]] == [new.kid]
     assert [key.kid for key in ring.verification_keys()] == [new.kid]
 
