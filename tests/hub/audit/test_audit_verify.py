@@ -105,8 +105,21 @@ def checkpoint_size(hub: RunningHub) -> int:
     return int(httpx.get(f"{hub.url}/v1/audit/checkpoint").text.split("\n")[1])
 
 
+def stored_checkpoint_size(hub: RunningHub) -> int:
+    """The largest checkpoint the hub has stored (0: none). ``GET /v1/audit/checkpoint``
+    signs the current tree when none is stored, without storing it; a checkpointer that
+    read the tree before a rewrite may still store a smaller one after that answer."""
+    page = httpx.get(f"{hub.url}/v1/audit/checkpoints", params={"since_size": 0, "limit": 1000})
+    sizes = [int(row["tree_size"]) for row in page.json()["checkpoints"]]
+    return max(sizes, default=0)
+
+
 def wait_for_checkpoint(hub: RunningHub, size: int) -> None:
-    wait_until(lambda: checkpoint_size(hub) == size, what=f"a checkpoint of size {size}")
+    """Until the hub has stored a checkpoint of ``size`` (and serves it as its latest)."""
+    wait_until(
+        lambda: stored_checkpoint_size(hub) == size and checkpoint_size(hub) == size,
+        what=f"a stored checkpoint of size {size}",
+    )
 
 
 def verifier_key(hub: RunningHub) -> str:
