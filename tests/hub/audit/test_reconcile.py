@@ -14,7 +14,7 @@ from onceonly.adapters import HubClient, RecordStore, load_or_create_key, public
 from onceonly.adapters._reconcile import reconcile
 from onceonly.hub.audit import leaves
 from onceonly.hub.cli import main
-from onceonly.hub.db import make_sync_engine
+from onceonly.hub.db import WRITE_OPTION, make_sync_engine
 from onceonly.hub.kit import base64url
 
 from tests.hub.exchange_world import (
@@ -94,7 +94,7 @@ def _edit_entry(
     """An operator rewrites entry ``index`` in the hub's database; with ``rehash``, its
     stored leaf hash too, so that the hub's answers are consistent with themselves."""
     engine = make_sync_engine(database_url)
-    with engine.begin() as conn:
+    with engine.execution_options(**{WRITE_OPTION: True}).begin() as conn:  # lock first
         leaf = conn.execute(
             sa.text("SELECT leaf FROM audit_entries WHERE idx = :i"), {"i": index}
         ).scalar_one()

@@ -16,7 +16,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from onceonly.hub.db import make_sync_engine
+from onceonly.hub.db import WRITE_OPTION, make_sync_engine
 from onceonly.hub.people.models import SignInFailure
 from onceonly.hub.people.service import ACCOUNT_SOURCES, source_of, throttle_wait
 
@@ -126,9 +126,11 @@ def sign_in(hub: RunningHub, username: str, password: str, *, source: str) -> ht
 
 def age_failures(hub: RunningHub, seconds: float) -> None:
     """Every stored failure ``seconds`` older: the hub's clock moved on that much."""
+    # The write lock first (BEGIN IMMEDIATE on SQLite): a read that then writes fails
+    # at once if the hub's writers committed in between.
     engine = make_sync_engine(hub.settings.resolved_database_url)
     try:
-        with engine.begin() as conn:
+        with engine.execution_options(**{WRITE_OPTION: True}).begin() as conn:
             table = SignInFailure.__table__  # type: ignore[attr-defined]
             rows = conn.execute(sa.select(table.c.key, table.c.last_failure_at)).all()
             for key, last in rows:
