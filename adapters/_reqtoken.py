@@ -10,8 +10,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from joserfc import jws
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+from cryptography.hazmat.primitives.hashes import SHA256
 from joserfc.errors import JoseError
+from joserfc.jwk import Key
+from joserfc.jws import JWSRegistry
 
 from . import base64url
 from ._errors import AuthenticationFailed
@@ -22,6 +27,8 @@ __all__ = ["RequestClaims", "RequestTokenVerifier", "subject_digest"]
 REQUEST_TOKEN_TYPE = "onceonly-req+jwt"
 _SKEW = 10
 _MAX_LIFETIME = 120
+_ES256 = JWSRegistry.algorithms["ES256"]
+_ES256_HALF = 32  # RFC 7518 §3.4: R and S, 32 octets each for P-256
 
 
 def subject_digest(subject: str) -> str:
@@ -67,6 +74,7 @@ class RequestTokenVerifier:
         self._clock = clock
         self._seen: set[str] = set()
         self._expiry: list[tuple[float, str]] = []  # heap of (forget after, jti)
+        self._public_keys: dict[str, tuple[Key, ec.EllipticCurvePublicKey]] = {}
 
     async def verify(self, token: str) -> RequestClaims:
         return _request_claims(await self.verify_claims(token))
@@ -81,20 +89,41 @@ class RequestTokenVerifier:
         return claims
 
     async def _verified_claims(self, token: str) -> dict[str, Any]:
-        try:
-            compact = jws.extract_compact(token.encode("ascii"))
-        except (JoseError, UnicodeError, ValueError) as error:
-            raise AuthenticationFailed("the request token is not a compact JWS") from error
-        header = compact.headers()
+        """The payload of ``token`` once its ES256 signature (RFC 7515 §5.2, RFC 7518
+        §3.4) holds under the hub key its ``kid`` names."""
+        header_part, payload_part, signature_part = _segments(token)
+        header = _json_object(header_part, "header")
         if header.get("alg") != "ES256" or header.get("typ") != self._token_type:
             raise AuthenticationFailed(f"the token must be ES256 {self._token_type}")
+        if "crit" in header:  # RFC 7515 §4.1.11: we understand no extension
+            raise AuthenticationFailed("the request token names critical extensions")
         kid = header.get("kid")
-        key = await self._directory.signing_key(kid) if isinstance(kid, str) else None
-        if key is None:
+        public_key = await self._public_key(kid) if isinstance(kid, str) else None
+        if public_key is None:
             raise AuthenticationFailed("the request token's kid is not a hub key")
-        if not jws.validate_compact(compact, key, algorithms=["ES256"]):
+        signed = f"{header_part}.{payload_part}".encode("ascii")
+        if not _es256_holds(public_key, signed, signature_part):
             raise AuthenticationFailed("the request token's signature is invalid")
-        return _payload(compact.payload)
+        return _json_object(payload_part, "payload")
+
+    async def _public_key(self, kid: str) -> ec.EllipticCurvePublicKey | None:
+        """The verifying key of the hub key ``kid``, checked as fit for ES256 once per key
+        (the directory hands out new key objects when it refetches the JWKS)."""
+        key = await self._directory.signing_key(kid)
+        if key is None:
+            return None
+        cached = self._public_keys.get(kid)
+        if cached is not None and cached[0] is key:
+            return cached[1]
+        try:
+            _ES256.check_key(key)  # an EC key on P-256, for signatures, allowed ES256
+            public_key = key.get_op_key("verify")
+        except JoseError:
+            return None
+        if not isinstance(public_key, ec.EllipticCurvePublicKey):
+            return None
+        self._public_keys[kid] = (key, public_key)
+        return public_key
 
     def _check_time(self, claims: dict[str, Any], now: float) -> float:
         """Return ``exp`` once ``iat`` and ``exp`` are acceptable at ``now`` (±10 s)."""
@@ -126,14 +155,38 @@ class RequestTokenVerifier:
         heapq.heappush(self._expiry, (expires + _SKEW, jti))
 
 
-def _payload(payload: bytes | None) -> dict[str, Any]:
+def _segments(token: str) -> tuple[str, str, str]:
+    """The three parts of a JWS compact serialization (RFC 7515 §7.1)."""
+    parts = token.split(".")
+    if len(parts) != 3 or not token.isascii():
+        raise AuthenticationFailed("the request token is not a compact JWS")
+    return parts[0], parts[1], parts[2]
+
+
+def _json_object(part: str, name: str) -> dict[str, Any]:
     try:
-        claims = json.loads(payload or b"")
-    except ValueError as error:
-        raise AuthenticationFailed("the request token's payload is not JSON") from error
-    if not isinstance(claims, dict):
-        raise AuthenticationFailed("the request token's payload is not a JSON object")
-    return claims
+        value = json.loads(base64url.decode(part))
+    except (ValueError, RecursionError) as error:  # UnicodeDecodeError is a ValueError
+        raise AuthenticationFailed(f"the request token's {name} is not JSON") from error
+    if not isinstance(value, dict):
+        raise AuthenticationFailed(f"the request token's {name} is not a JSON object")
+    return value
+
+
+def _es256_holds(key: ec.EllipticCurvePublicKey, signed: bytes, signature_part: str) -> bool:
+    try:
+        signature = base64url.decode(signature_part)
+    except ValueError:
+        return False
+    if len(signature) != 2 * _ES256_HALF:
+        return False
+    r = int.from_bytes(signature[:_ES256_HALF], "big")
+    s = int.from_bytes(signature[_ES256_HALF:], "big")
+    try:
+        key.verify(encode_dss_signature(r, s), signed, ec.ECDSA(SHA256()))
+    except InvalidSignature:
+        return False
+    return True
 
 
 def _request_claims(claims: dict[str, Any]) -> RequestClaims:
