@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from _processes import cpu_seconds
+from _processes import Watched, sample_cpu
 
 # One request: given the client and a subject, send it and return the HTTP status.
 Send = Callable[[httpx.AsyncClient, str], Awaitable[int]]
@@ -59,15 +59,9 @@ class RoundResult:
         return self.requests / self.seconds
 
 
-Watched = dict[str, int | Callable[[], float | None]]
-"""What to sample: a process id, or a function that sums a group of processes."""
-
-
 def _cpu_snapshot(watched: Watched) -> dict[str, float | None]:
     times = os.times()
-    return {"loadgen": times.user + times.system} | {
-        name: what() if callable(what) else cpu_seconds(what) for name, what in watched.items()
-    }
+    return {"loadgen": times.user + times.system} | sample_cpu(watched)
 
 
 async def _snapshot_at(moment: float, pids: Watched, into: dict[str, float | None]) -> None:
@@ -140,7 +134,7 @@ def _per_request(start: float | None, end: float | None, requests: int) -> float
 
 
 def latency_summary(latencies: list[float]) -> dict[str, float]:
-    """p50, p95, p99 and mean in milliseconds (nearest-rank percentiles)."""
+    """p50, p90, p95, p99 and mean in milliseconds (nearest-rank percentiles)."""
     if not latencies:
         return {}
     ordered = sorted(latencies)
@@ -150,6 +144,7 @@ def latency_summary(latencies: list[float]) -> dict[str, float]:
 
     return {
         "p50": round(rank(50), 2),
+        "p90": round(rank(90), 2),
         "p95": round(rank(95), 2),
         "p99": round(rank(99), 2),
         "mean": round(statistics.fmean(ordered) * 1000, 2),

@@ -2,6 +2,7 @@
 on a free 127.0.0.1 port, and (optionally) a fresh PostgreSQL database for the hub."""
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -39,6 +40,36 @@ def free_port() -> int:
     with closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+Watched = dict[str, int | Callable[[], float | None]]
+"""What to sample: a process id, or a function that sums a group of processes."""
+
+
+def sample_cpu(watched: Watched) -> dict[str, float | None]:
+    """CPU seconds of each watched process (or group) now."""
+    return {name: what() if callable(what) else cpu_seconds(what) for name, what in watched.items()}
+
+
+def tree_cpu_seconds(pid: int) -> float | None:
+    """CPU time of ``pid`` and all its descendants alive now (a uvicorn supervisor and
+    its workers, nginx's master and worker), or None when ``pid`` is gone."""
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            parents.setdefault(int(fields[1]), []).append(int(entry.name))
+    total, stack = cpu_seconds(pid), list(parents.get(pid, []))
+    if total is None:
+        return None
+    while stack:
+        child = stack.pop()
+        total += cpu_seconds(child) or 0.0
+        stack += parents.get(child, [])
+    return total
 
 
 def cpu_seconds(pid: int) -> float | None:
@@ -83,18 +114,61 @@ def _wait_healthy(server: Server, log_path: str) -> None:
     raise RuntimeError(f"{server.name} did not answer within {_START_TIMEOUT:g} s; see {log_path}")
 
 
-def hub_command(port: int) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        "--factory",
-        "onceonly.hub.app:create_app_from_environment",
-        "--host=127.0.0.1",
-        f"--port={port}",
-        "--no-access-log",
-        "--log-level=warning",
-    ]
+def hub_command(port: int, *, workers: int = 1) -> list[str]:
+    """``onceonly serve``, as an operator runs the hub (uvicorn, log level warning)."""
+    return [*hub_cli("serve"), "--host=127.0.0.1", f"--port={port}", f"--workers={workers}"]
+
+
+def hub_cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "onceonly.hub", *args]
+
+
+def prepare_hub(env: dict[str, str]) -> None:
+    """``onceonly keys init`` and ``onceonly migrate`` before the first start, so that
+    several workers do not race to create keys or migrate."""
+    for command in (("keys", "init"), ("migrate",)):
+        subprocess.run(hub_cli(*command), env=env, check=True, capture_output=True)
+
+
+def nginx_config(*, prefix: Path, port: int, upstream_port: int) -> str:
+    """A plain reverse proxy on 127.0.0.1:``port`` to ``upstream_port``: one worker,
+    no access log, keep-alive connections to the upstream."""
+    return f"""daemon off;
+master_process on;
+worker_processes 1;
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    client_body_temp_path {prefix}/client_body;
+    proxy_temp_path {prefix}/proxy;
+    fastcgi_temp_path {prefix}/fastcgi;
+    uwsgi_temp_path {prefix}/uwsgi;
+    scgi_temp_path {prefix}/scgi;
+    upstream adapter {{
+        server 127.0.0.1:{upstream_port};
+        keepalive 32;
+    }}
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            proxy_pass http://adapter;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }}
+    }}
+}}
+"""
+
+
+def nginx_command(*, prefix: Path, port: int, upstream_port: int) -> list[str]:
+    """Write the configuration under ``prefix``; nginx runs in the foreground, unprivileged."""
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    prefix.mkdir(parents=True, exist_ok=True)
+    config = prefix / "nginx.conf"
+    config.write_text(nginx_config(prefix=prefix, port=port, upstream_port=upstream_port))
+    return [nginx, "-e", str(prefix / "error.log"), "-p", str(prefix), "-c", str(config)]
 
 
 def hub_environment(*, port: int, data_dir: Path, database_url: str | None) -> dict[str, str]:
@@ -103,6 +177,7 @@ def hub_environment(*, port: int, data_dir: Path, database_url: str | None) -> d
         "ONCEONLY_DATA_DIR": str(data_dir),
         "ONCEONLY_ISSUER": f"http://127.0.0.1:{port}",
         "ONCEONLY_LOG_LEVEL": "WARNING",
+        "ONCEONLY_AUTO_MIGRATE": "false",
         "BENCH_LOG_DIR": str(data_dir.parent),
     }
     env.pop("ONCEONLY_CONFIG", None)

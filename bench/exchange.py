@@ -1,26 +1,34 @@
-"""Exchange throughput and latency through the hub, against a direct baseline.
+"""Exchange throughput, latency and CPU per request: consumer to the owner's adapter
+directly, through a plain nginx hop, and through the hub, in one run.
 
-Method. The hub (``uvicorn --factory onceonly.hub.app:create_app_from_environment``, a fresh
-SQLite data dir or a fresh PostgreSQL database) and the owner's adapter (the
-civil registry, ``adapters.create_provider_app`` with 1,000 address records) run
-as two separate server processes on 127.0.0.1. This process is the consumer (the
-social-welfare department's client) and the load generator: C closed-loop workers
-on one ``httpx.AsyncClient`` pool, random subjects, one fixed-length round at a time.
+Method. The hub (``onceonly serve --workers N``, a fresh SQLite data dir or a fresh
+PostgreSQL database), the owner's adapter (the civil registry,
+``adapters.create_provider_app`` with 1,000 address records) and nginx (a minimal
+reverse proxy to the adapter, unprivileged, in the foreground) run as separate
+server processes on 127.0.0.1. This process is the consumer (the social-welfare
+department's client); the load comes from wrk (a C load generator), 16 connections,
+replaying requests built before each round (``bench/_wrk.py``, ``bench/exchange.lua``):
 
-- **hub**: ``POST /v1/items/person.residential-address/records/query`` at the hub
-  with an access token got once per round (private_key_jwt, docs/protocol.md §2).
-  The hub authenticates, authorizes, calls the adapter, validates, audits, answers.
-- **direct**: the same query straight to the adapter, with a hub request token per
-  request (docs/protocol.md §4) signed with the hub's own key, so that the adapter
-  does all its normal work (signature, claims, jti replay check, store read, schema
-  validation, served-log). Tokens are minted before the round, outside the timing.
+- **direct**: ``POST /v1/items/person.residential-address/records/query`` straight
+  to the adapter, each request with its own hub request token (docs/protocol.md §4,
+  signed with the hub's own key), so that the adapter does all its normal work
+  (signature, claims, jti replay check, store read, schema validation, served-log).
+- **nginx**: the same requests through nginx: what a plain proxy hop costs.
+- **hub**: the query at the hub with an access token got once per round
+  (private_key_jwt, docs/protocol.md §2) and a DPoP proof per request. The hub
+  authenticates, authorizes, calls the adapter, validates, audits, answers.
 
-The two paths alternate (direct, hub, direct, hub, ...) after one discarded warm-up
-round each; the report gives the median over rounds and the ratio of the medians.
-CPU milliseconds per request of every process come from ``/proc/<pid>/stat``.
+After one discarded calibration round per path the paths alternate for ``--rounds``
+rounds (a warm-up wrk run, then the measured one); the report gives the median over
+rounds. Then direct and hub run once more paced at half the hub's maximum rate, for
+the latency the hub adds when it is not saturated. CPU milliseconds per request of
+every process come from ``/proc``; every hub round checks that each answered
+exchange was audited. ``--generator python`` keeps the earlier closed-loop Python
+load generator (``bench/_load.py``).
 
-Run: ``python bench/exchange.py [--concurrency 16] [--duration 10]
-[--database sqlite|postgres] [--profile]``; see bench/README.md.
+Run: ``python bench/exchange.py [--database sqlite|postgres] [--hub-workers 1,2]
+[--connections 16] [--duration 10] [--generator wrk|python] [--profile]``;
+see bench/README.md.
 """
 
 import argparse
@@ -29,6 +37,7 @@ import json
 import os
 import platform
 import random
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -44,6 +53,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
 from joserfc import jwt
 from joserfc.jwk import ECKey
 from onceonly.adapters import DPoPKey, RecordStore, public_jwks
@@ -51,18 +61,24 @@ from onceonly.hub.cli.admin_client import AdminClient
 from onceonly.hub.exchange.request_tokens import mint_request_token
 from onceonly.hub.keys import HubKeys
 
-from _load import RoundResult, Send, Watched, run_round
+from _load import RoundResult, Send, run_round
 from _processes import (
     Server,
+    Watched,
     adapter_command,
     free_port,
     fresh_postgres_database,
     hub_command,
     hub_environment,
+    nginx_command,
     postgres_cpu_seconds,
+    prepare_hub,
     running,
+    sample_cpu,
+    tree_cpu_seconds,
 )
 from _profile import Summary, py_spy, recording, summarize
+from _wrk import WrkResult, raw_request, run_wrk, write_requests
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 CATALOGUE = REPOSITORY / "schemas"
@@ -71,12 +87,15 @@ OWNER, CONSUMER, CONSUMER_CLIENT = "civil-registry", "social-welfare", "social-w
 ITEM, PURPOSE = "person.residential-address", "benefit-eligibility"
 QUERY_PATH = f"/v1/items/{ITEM}/records/query"
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+PATHS = ("direct", "nginx", "hub")
 CALIBRATION_SECONDS = (0.5, 2.0)
+FIRST_GUESS_RATE = 800.0  # requests/s to pre-mint for before a path was measured
+MINT_MARGIN = (1.5, 300)  # pre-mint rate x seconds x 1.5 + 300 requests
 
 
 @dataclass(frozen=True)
 class Options:
-    concurrency: int
+    connections: int
     duration: float
     warmup: float
     rounds: int
@@ -84,16 +103,25 @@ class Options:
     database: str
     postgres_url: str
     profile: bool
+    generator: str = "wrk"
+    paths: tuple[str, ...] = PATHS
+    hub_workers: tuple[int, ...] = (1,)
+    threads: int = 2
+    half_rate: bool = True
     bearer: bool = False
+    source: str = "worktree"
 
 
 @dataclass(frozen=True)
 class World:
     hub: Server
     adapter: Server
+    nginx: Server
     hub_keys: HubKeys
     consumer_key: ECKey
     subjects: list[str]
+    hub_workers: int
+    audit_count: Callable[[], int]
     postgres_cpu: Callable[[], float | None] | None = None
 
     @property
@@ -102,12 +130,21 @@ class World:
 
     @property
     def watched(self) -> Watched:
-        if self.postgres_cpu is None:
-            return dict(self.servers)
-        return {**self.servers, "postgres": self.postgres_cpu}
+        watched: Watched = {
+            "hub": lambda: tree_cpu_seconds(self.hub.pid),
+            "adapter": self.adapter.pid,
+            "nginx": lambda: tree_cpu_seconds(self.nginx.pid),
+        }
+        if self.postgres_cpu is not None:
+            watched["postgres"] = self.postgres_cpu
+        return watched
+
+    def url(self, path: str) -> str:
+        server = {"direct": self.adapter, "nginx": self.nginx, "hub": self.hub}[path]
+        return server.url
 
 
-# -- the world: two servers, a catalogue, a grant, records ------------------------
+# -- the world: three servers, a catalogue, a grant, records -----------------------
 
 
 def address_records(count: int) -> list[tuple[str, dict[str, Any]]]:
@@ -148,15 +185,37 @@ def register(admin: AdminClient, *, adapter_url: str, consumer_key: ECKey) -> No
     )
 
 
+_AUDITED = "SELECT count(*) FROM audit_entries WHERE item = '" + ITEM + "'"
+
+
+def audit_counter(*, data_dir: Path, database_url: str | None) -> Callable[[], int]:
+    """How many audit entries name the item: one per exchange, answered or refused."""
+
+    def sqlite_count() -> int:
+        with sqlite3.connect(f"file:{data_dir / 'onceonly.db'}?mode=ro", uri=True) as conn:
+            return int(conn.execute(_AUDITED).fetchone()[0])
+
+    def postgres_count() -> int:
+        with psycopg.connect(str(database_url)) as conn:
+            row = conn.execute(_AUDITED).fetchone()
+            return int(row[0]) if row else 0
+
+    return sqlite_count if database_url is None else postgres_count
+
+
 @contextmanager
-def world(options: Options, root: Path) -> Iterator[World]:
+def world(options: Options, root: Path, *, hub_workers: int) -> Iterator[World]:
     with ExitStack() as stack:
         database_url = None
         if options.database == "postgres":
             database_url = stack.enter_context(fresh_postgres_database(options.postgres_url))
-        hub_port, adapter_port, data_dir = free_port(), free_port(), root / "hub"
+        hub_port, adapter_port, nginx_port = free_port(), free_port(), free_port()
+        data_dir = root / "hub"
         env = hub_environment(port=hub_port, data_dir=data_dir, database_url=database_url)
-        hub = stack.enter_context(running("hub", hub_command(hub_port), port=hub_port, env=env))
+        prepare_hub(env)
+        hub = stack.enter_context(
+            running("hub", hub_command(hub_port, workers=hub_workers), port=hub_port, env=env)
+        )
         subjects = fill_store(root / "owner" / "records.db", options.subjects)
         config = adapter_config(
             root / "owner.toml", hub_url=hub.url, port=adapter_port, data_dir=root / "owner"
@@ -164,6 +223,8 @@ def world(options: Options, root: Path) -> Iterator[World]:
         adapter = stack.enter_context(
             running("adapter", adapter_command(config), port=adapter_port, env=env)
         )
+        proxy = nginx_command(prefix=root / "nginx", port=nginx_port, upstream_port=adapter_port)
+        nginx = stack.enter_context(running("nginx", proxy, port=nginx_port, env=env))
         keys = HubKeys.load(data_dir / "keys", create=False)
         consumer_key = ECKey.generate_key("P-256", auto_kid=True)
         with AdminClient(hub.url, keys.admin_token) as admin:
@@ -171,10 +232,20 @@ def world(options: Options, root: Path) -> Iterator[World]:
         sampler = None
         if database_url is not None:
             sampler = stack.enter_context(postgres_cpu_seconds(database_url))
-        yield World(hub, adapter, keys, consumer_key, subjects, sampler)
+        yield World(
+            hub=hub,
+            adapter=adapter,
+            nginx=nginx,
+            hub_keys=keys,
+            consumer_key=consumer_key,
+            subjects=subjects,
+            hub_workers=hub_workers,
+            audit_count=audit_counter(data_dir=data_dir, database_url=database_url),
+            postgres_cpu=sampler,
+        )
 
 
-# -- the two paths -----------------------------------------------------------------
+# -- what the consumer sends ---------------------------------------------------------
 
 
 def access_token(world: World, dpop: DPoPKey | None) -> str:
@@ -204,27 +275,208 @@ def access_token(world: World, dpop: DPoPKey | None) -> str:
     return str(response.json()["access_token"])
 
 
-def through_hub(world: World, *, bearer: bool = False) -> Send:
-    """Each request carries its own DPoP proof (signed here, as a consumer would), or
-    with ``bearer`` an unbound token (the hub then runs with require_dpop=false)."""
-    url = world.hub.url + QUERY_PATH
-    dpop = DPoPKey.generate()
-    token = access_token(world, None if bearer else dpop)
-    if bearer:
-        headers = {"Authorization": f"Bearer {token}"}
+def request_token(world: World, subject: str) -> tuple[str, str]:
+    """A single-use hub request token for ``subject`` (docs/protocol.md §4), and its
+    request id."""
+    request_id = uuid.uuid4().hex
+    token = mint_request_token(
+        key=world.hub_keys.signing,
+        issuer=world.hub.url,
+        owner=OWNER,
+        consumer=CONSUMER,
+        item=ITEM,
+        version=1,
+        purpose=PURPOSE,
+        subject=subject,
+        request_id=request_id,
+        now=int(time.time()),
+        lifetime=60,
+    )
+    return token, request_id
 
-        async def send_bearer(client: httpx.AsyncClient, subject: str) -> int:
-            body = {"subject": subject, "purpose": PURPOSE}
-            return (await client.post(url, json=body, headers=headers)).status_code
 
-        return send_bearer
+def _json(body: dict[str, Any]) -> bytes:
+    return json.dumps(body, separators=(",", ":")).encode()
 
-    async def send(client: httpx.AsyncClient, subject: str) -> int:
-        body = {"subject": subject, "purpose": PURPOSE}
-        headers = dpop.headers("POST", url, token)
-        return (await client.post(url, json=body, headers=headers)).status_code
 
-    return send
+class HubCredentials:
+    """The consumer's DPoP key and an access token bound to it (or, with ``bearer``,
+    an unbound one), renewed per round: the token lives 5 minutes."""
+
+    def __init__(self, world: World, *, bearer: bool) -> None:
+        self._world, self._bearer = world, bearer
+        self.dpop = DPoPKey.generate()
+        self.token = access_token(world, None if bearer else self.dpop)
+
+    def renew(self) -> None:
+        self.token = access_token(self._world, None if self._bearer else self.dpop)
+
+    def headers(self) -> dict[str, str]:
+        if self._bearer:
+            return {"Authorization": f"Bearer {self.token}"}
+        return self.dpop.headers("POST", self._world.hub.url + QUERY_PATH, self.token)
+
+
+def prebuilt_requests(
+    world: World, path: str, *, count: int, seed: int, hub: HubCredentials
+) -> Iterator[bytes]:
+    """``count`` requests for ``path``, each with its own single-use token or proof."""
+    chooser = random.Random(seed)
+    host = world.url(path).removeprefix("http://")
+    for _ in range(count):
+        subject = chooser.choice(world.subjects)
+        if path == "hub":
+            headers = hub.headers()
+            body = _json({"subject": subject, "purpose": PURPOSE})
+        else:
+            token, request_id = request_token(world, subject)
+            headers = {"Authorization": f"Bearer {token}", "X-Request-Id": request_id}
+            body = _json(
+                {"subject": subject, "purpose": PURPOSE, "consumer": CONSUMER, "version": 1}
+            )
+        headers["Content-Type"] = "application/json"
+        yield raw_request(method="POST", target=QUERY_PATH, host=host, headers=headers, body=body)
+
+
+# -- one round ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PathRound:
+    """One measured round of one path, from either load generator."""
+
+    path: str
+    round: int
+    throughput: float
+    answered: int
+    seconds: float
+    latency_ms: dict[str, float]
+    errors: dict[str, int]
+    cpu_ms_per_request: dict[str, float | None]
+    rate: float | None = None
+    sent: int | None = None
+    prebuilt: int | None = None
+    audited: int | None = None
+
+
+def requests_needed(rate: float, seconds: float) -> int:
+    """How many requests to pre-build for ``seconds`` at up to ``rate`` per second."""
+    factor, extra = MINT_MARGIN
+    return round(rate * seconds * factor + extra)
+
+
+def cpu_per_request(
+    before: dict[str, float | None], after: dict[str, float | None], answers: int
+) -> dict[str, float | None]:
+    """CPU ms per answer of each sampled process over the window."""
+    return {
+        name: None
+        if (start := before.get(name)) is None or end is None or answers == 0
+        else round((end - start) * 1000 / answers, 3)
+        for name, end in after.items()
+    }
+
+
+def audit_problem(*, audited: int, answered: int, sent: int) -> str | None:
+    """Each exchange answered must be audited before the answer, and nothing not sent
+    can be: ``answered <= audited <= sent`` (the requests wrk had in flight when it
+    stopped were sent and may be audited without an answer read)."""
+    if audited < answered:
+        return f"{answered - audited} answered exchanges have no audit entry"
+    if audited > sent:
+        return f"{audited - sent} more audit entries than requests sent"
+    return None
+
+
+@dataclass
+class WrkRunner:
+    """Rounds of wrk replaying pre-built requests; each path's best rate so far sizes
+    how many requests the next round of that path pre-builds."""
+
+    world: World
+    options: Options
+    workdir: Path
+    hub: HubCredentials
+    best_rate: dict[str, float] = field(default_factory=dict)
+    audit_problems: list[str] = field(default_factory=list)
+
+    def _prepare(
+        self, path: str, seconds: float, *, seed: int, rate: float | None
+    ) -> tuple[Path, int]:
+        expected = rate or self.best_rate.get(path, FIRST_GUESS_RATE)
+        if path == "hub":
+            self.hub.renew()
+        output = self.workdir / f"{path}-{seed}.requests"
+        count = requests_needed(expected, seconds)
+        write_requests(
+            output, prebuilt_requests(self.world, path, count=count, seed=seed, hub=self.hub)
+        )
+        return output, count
+
+    def _wrk(self, path: str, requests: Path, seconds: float, rate: float | None) -> WrkResult:
+        return run_wrk(
+            url=self.world.url(path),
+            requests_file=requests,
+            connections=self.options.connections,
+            threads=self.options.threads,
+            seconds=seconds,
+            rate=rate,
+        )
+
+    def round(
+        self, path: str, number: int, *, warmup: float, duration: float, rate: float | None = None
+    ) -> PathRound:
+        seed = number * 10 + PATHS.index(path)
+        warm = self._prepare(path, warmup, seed=seed + 1000, rate=rate) if warmup else None
+        measured, prebuilt = self._prepare(path, duration, seed=seed, rate=rate)
+        if warm is not None:
+            self._wrk(path, warm[0], warmup, rate)
+        audited = self._settled_audit_count() if path == "hub" else 0
+        before = sample_cpu(self.world.watched)
+        result = self._wrk(path, measured, duration, rate)
+        after = sample_cpu(self.world.watched)
+        cpu = cpu_per_request(before, after, result.responses)
+        cpu["wrk"] = round(result.wrk_cpu_seconds * 1000 / max(1, result.responses), 3)
+        if path == "hub":
+            audited = self._settled_audit_count() - audited
+            self._check_audit(number, audited=audited, result=result)
+        if rate is None:  # size by every answer: a round of refusals still used requests
+            answered = result.responses / max(result.seconds, 1e-3)
+            self.best_rate[path] = max(self.best_rate.get(path, 0.0), answered)
+        return PathRound(
+            path=path,
+            round=number,
+            throughput=round(result.throughput, 1),
+            answered=result.ok,
+            seconds=round(result.seconds, 3),
+            latency_ms=result.latency_ms,
+            errors=result.errors,
+            cpu_ms_per_request=cpu,
+            rate=rate,
+            sent=result.sent,
+            prebuilt=prebuilt,
+            audited=audited if path == "hub" else None,
+        )
+
+    def _settled_audit_count(self, every: float = 0.25, limit: float = 10.0) -> int:
+        """The audit count once the requests wrk left in flight are done: the same
+        count twice ``every`` seconds apart (or whatever it is after ``limit``)."""
+        deadline, count = time.monotonic() + limit, self.world.audit_count()
+        while time.monotonic() < deadline:
+            time.sleep(every)
+            count, previous = self.world.audit_count(), count
+            if count == previous:
+                break
+        return count
+
+    def _check_audit(self, number: int, *, audited: int, result: WrkResult) -> None:
+        problem = audit_problem(audited=audited, answered=result.ok, sent=result.sent)
+        if problem is not None:
+            self.audit_problems.append(f"hub round {number}: {problem}")
+            print(f"  AUDIT: {problem}", flush=True)
+
+
+# -- the earlier Python load generator (--generator python) ---------------------------
 
 
 class RequestTokens:
@@ -238,13 +490,10 @@ class RequestTokens:
         self._world = world
         self._pool: deque[tuple[str, str, str]] = deque()
         self.inline = 0
-        self.mint_us = 0.0
 
     def fill(self, count: int, subjects: list[str], seed: int) -> None:
         chooser = random.Random(seed)
-        started = time.perf_counter()
         self._pool = deque(self._mint(chooser.choice(subjects)) for _ in range(count))
-        self.mint_us = (time.perf_counter() - started) * 1e6 / max(1, count)
         self.inline = 0
 
     def take(self, subject: str) -> tuple[str, str, str]:
@@ -254,25 +503,19 @@ class RequestTokens:
         return self._mint(subject)
 
     def _mint(self, subject: str) -> tuple[str, str, str]:
-        request_id = uuid.uuid4().hex
-        token = mint_request_token(
-            key=self._world.hub_keys.signing,
-            issuer=self._world.hub.url,
-            owner=OWNER,
-            consumer=CONSUMER,
-            item=ITEM,
-            version=1,
-            purpose=PURPOSE,
-            subject=subject,
-            request_id=request_id,
-            now=int(time.time()),
-            lifetime=60,
-        )
-        return subject, token, request_id
+        return (subject, *request_token(self._world, subject))
 
 
-def direct(world: World, tokens: RequestTokens) -> Send:
-    url = world.adapter.url + QUERY_PATH
+def python_send(world: World, path: str, tokens: RequestTokens, hub: HubCredentials) -> Send:
+    url = world.url(path) + QUERY_PATH
+    if path == "hub":
+        hub.renew()
+
+        async def send_to_hub(client: httpx.AsyncClient, subject: str) -> int:
+            body = {"subject": subject, "purpose": PURPOSE}
+            return (await client.post(url, json=body, headers=hub.headers())).status_code
+
+        return send_to_hub
 
     async def send(client: httpx.AsyncClient, subject: str) -> int:
         subject, token, request_id = tokens.take(subject)
@@ -283,76 +526,108 @@ def direct(world: World, tokens: RequestTokens) -> Send:
     return send
 
 
+@dataclass
+class PythonRunner:
+    """Closed-loop rounds of ``bench/_load.py``: the bench process is the load
+    generator (its CPU per request is ``loadgen``)."""
+
+    world: World
+    options: Options
+    hub: HubCredentials
+    best_rate: dict[str, float] = field(default_factory=dict)
+    audit_problems: list[str] = field(default_factory=list)
+
+    def round(
+        self, path: str, number: int, *, warmup: float, duration: float, rate: float | None = None
+    ) -> PathRound:
+        if rate is not None:
+            raise ValueError("the Python load generator runs closed-loop only")
+        tokens = RequestTokens(self.world)
+        if path != "hub":
+            expected = self.best_rate.get(path, FIRST_GUESS_RATE)
+            tokens.fill(requests_needed(expected, warmup + duration), self.world.subjects, number)
+        result = asyncio.run(
+            run_round(
+                python_send(self.world, path, tokens, self.hub),
+                path=path,
+                number=number,
+                subjects=self.world.subjects,
+                concurrency=self.options.connections,
+                warmup=warmup,
+                duration=duration,
+                watched=self.world.watched,
+            )
+        )
+        self.best_rate[path] = max(self.best_rate.get(path, 0.0), result.throughput)
+        return from_python_round(result, inline_tokens=tokens.inline)
+
+
+def from_python_round(result: RoundResult, *, inline_tokens: int) -> PathRound:
+    errors = dict(result.errors)
+    if inline_tokens:
+        errors["tokens minted inline"] = inline_tokens
+    return PathRound(
+        path=result.path,
+        round=result.round,
+        throughput=round(result.throughput, 1),
+        answered=result.requests,
+        seconds=result.seconds,
+        latency_ms=result.latency_ms,
+        errors=errors,
+        cpu_ms_per_request=result.cpu_ms_per_request,
+    )
+
+
+Runner = WrkRunner | PythonRunner
+
+
 # -- rounds ------------------------------------------------------------------------
 
 
-@dataclass
-class Runner:
-    world: World
-    options: Options
-    tokens: RequestTokens
-    direct_rate: float = 0.0
-    inline_mints: dict[str, int] = field(default_factory=dict)
+def calibrate(runner: Runner, paths: tuple[str, ...]) -> None:
+    """One short discarded round per path: JWKS and schema caches, connection pools,
+    and a first measure of each path's rate to size the pre-built requests."""
+    for path in paths:
+        runner.round(path, 0, warmup=CALIBRATION_SECONDS[0], duration=CALIBRATION_SECONDS[1])
 
-    async def round(self, path: str, number: int, *, warmup: float, duration: float) -> RoundResult:
-        if path == "direct":
-            expected = max(self.direct_rate, 500.0) * 1.5 * (warmup + duration) + 200
-            self.tokens.fill(round(expected), self.world.subjects, seed=number)
-        send = (
-            direct(self.world, self.tokens)
-            if path == "direct"
-            else through_hub(self.world, bearer=self.options.bearer)
-        )
-        result = await run_round(
-            send,
-            path=path,
-            number=number,
-            subjects=self.world.subjects,
-            concurrency=self.options.concurrency,
-            warmup=warmup,
-            duration=duration,
-            watched=self.world.watched,
-        )
-        if path == "direct":
-            self.direct_rate = max(self.direct_rate, result.throughput)
-            self.inline_mints[f"{path}-{number}"] = self.tokens.inline
-        return result
 
-    async def calibrate(self) -> None:
-        """One short discarded round per path: JWKS and schema caches, connection
-        pools, and a first estimate of how many tokens a direct round uses."""
-        for path in ("direct", "hub"):
-            await self.round(
-                path, 0, warmup=CALIBRATION_SECONDS[0], duration=CALIBRATION_SECONDS[1]
-            )
+def measured(runner: Runner, options: Options) -> list[PathRound]:
+    results = []
+    for number in range(1, options.rounds + 1):
+        for path in options.paths:
+            result = runner.round(path, number, warmup=options.warmup, duration=options.duration)
+            print_round(result)
+            results.append(result)
+    return results
 
-    async def measured(self) -> list[RoundResult]:
-        results = []
-        for number in range(1, self.options.rounds + 1):
-            for path in ("direct", "hub"):
-                result = await self.round(
-                    path, number, warmup=self.options.warmup, duration=self.options.duration
-                )
-                print_round(result)
-                results.append(result)
-        return results
+
+def half_rate(runner: Runner, options: Options, hub_rate: float) -> list[PathRound]:
+    """Direct and hub once more, each paced at half the hub's maximum rate."""
+    rate = hub_rate / 2
+    results = []
+    for path in ("direct", "hub"):
+        result = runner.round(path, 50, warmup=options.warmup, duration=options.duration, rate=rate)
+        print_round(result)
+        results.append(result)
+    return results
 
 
 # -- report ------------------------------------------------------------------------
 
 
-def median_of(results: list[RoundResult], path: str) -> dict[str, Any]:
+def median_of(results: list[PathRound], path: str) -> dict[str, Any]:
     rounds = [r for r in results if r.path == path]
     latency = {
         key: round(statistics.median(r.latency_ms[key] for r in rounds), 2)
-        for key in ("p50", "p95", "p99", "mean")
+        for key in rounds[0].latency_ms
+        if all(key in r.latency_ms for r in rounds)
     }
     cpu = {
         name: round(
             statistics.median(v for r in rounds if (v := r.cpu_ms_per_request[name]) is not None), 3
         )
         for name in rounds[0].cpu_ms_per_request
-        if all(r.cpu_ms_per_request[name] is not None for r in rounds)
+        if all(r.cpu_ms_per_request.get(name) is not None for r in rounds)
     }
     errors = sum(sum(r.errors.values()) for r in rounds)
     return {
@@ -364,44 +639,67 @@ def median_of(results: list[RoundResult], path: str) -> dict[str, Any]:
     }
 
 
-def print_round(result: RoundResult) -> None:
+CPU_NAMES = ("hub", "adapter", "nginx", "postgres", "wrk", "loadgen")
+
+
+def print_round(result: PathRound) -> None:
     latency = result.latency_ms
     cpu = " ".join(f"{k}={v}" for k, v in result.cpu_ms_per_request.items() if v is not None)
+    paced = f" (paced at {result.rate:.0f}/s)" if result.rate else ""
+    audited = f"  audited {result.audited}" if result.audited is not None else ""
     print(
-        f"  round {result.round} {result.path:6} {result.throughput:8.1f} req/s  "
-        f"p50 {latency.get('p50', 0):6.2f}  p95 {latency.get('p95', 0):6.2f}  "
-        f"p99 {latency.get('p99', 0):6.2f} ms  errors {result.errors or 0}  cpu ms/req: {cpu}",
+        f"  round {result.round} {result.path:6} {result.throughput:8.1f} req/s{paced}  "
+        f"p50 {latency.get('p50', 0):6.2f}  p90 {latency.get('p90', 0):6.2f}  "
+        f"p99 {latency.get('p99', 0):6.2f} ms  errors {result.errors or 0}{audited}  "
+        f"cpu ms/req: {cpu}",
         flush=True,
     )
 
 
-def print_table(summary: dict[str, dict[str, Any]], ratio: float) -> None:
+def print_table(summary: dict[str, dict[str, Any]]) -> None:
+    rows = summary.values()
+    names = [n for n in CPU_NAMES if any(n in row["cpu_ms_per_request"] for row in rows)]
     print(
-        f"\n{'path':8}{'req/s':>10}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'errors':>8}"
-        f"   CPU ms/request (hub, adapter, loadgen, postgres)"
+        f"\n{'path':8}{'req/s':>10}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}{'errors':>8}"
+        f"   CPU ms/request ({', '.join(names)})"
     )
     for path, row in summary.items():
         latency, cpu = row["latency_ms"], row["cpu_ms_per_request"]
-        names = ("hub", "adapter", "loadgen", "postgres")
         cpu_text = ", ".join(str(cpu.get(name, "-")) for name in names)
         print(
-            f"{path:8}{row['throughput']:>10.1f}{latency['p50']:>9.2f}{latency['p95']:>9.2f}"
-            f"{latency['p99']:>9.2f}{row['errors']:>8}   {cpu_text}"
+            f"{path:8}{row['throughput']:>10.1f}{latency.get('p50', 0):>9.2f}"
+            f"{latency.get('p90', 0):>9.2f}{latency.get('p99', 0):>9.2f}{row['errors']:>8}"
+            f"   {cpu_text}"
         )
-    verdict = "meets" if ratio >= 0.5 else "is below"
-    print(f"\nhub/direct throughput: {ratio:.2f}x ({verdict} the >= 0.5x goal)")
-    for name, rate in sizing(summary).items():
-        print(f"sizing: one {name} core carries about {rate:.0f} exchanges/s")
 
 
-def sizing(summary: dict[str, dict[str, Any]]) -> dict[str, float]:
-    """Exchanges per second one core of each process kind carries at this CPU cost
-    (1000 / CPU ms per exchange on the hub path): the numbers to size a deployment."""
-    cpu = summary["hub"]["cpu_ms_per_request"]
+def ratios(summary: dict[str, dict[str, Any]]) -> dict[str, float]:
+    """Throughput of each path over the direct path's (medians)."""
+    if "direct" not in summary or not summary["direct"]["throughput"]:
+        return {}
+    direct = summary["direct"]["throughput"]
     return {
-        {"hub": "hub process", "postgres": "PostgreSQL"}[name]: 1000.0 / cpu[name]
-        for name in ("hub", "postgres")
-        if cpu.get(name)
+        f"{path}/direct": round(row["throughput"] / direct, 3)
+        for path, row in summary.items()
+        if path != "direct"
+    }
+
+
+def added_latency(paced: list[PathRound]) -> dict[str, Any]:
+    """What the hub adds at half its maximum rate: the difference of the percentiles
+    of two paced runs (direct, hub) at the same rate, not a percentile of differences."""
+    direct, hub = (next(r for r in paced if r.path == path) for path in ("direct", "hub"))
+    return {
+        "rate": round(hub.rate or 0.0, 1),
+        "achieved": {"direct": direct.throughput, "hub": hub.throughput},
+        "direct_ms": direct.latency_ms,
+        "hub_ms": hub.latency_ms,
+        "added_ms": {
+            key: round(hub.latency_ms[key] - direct.latency_ms[key], 2)
+            for key in ("p50", "p90", "p99")
+            if key in hub.latency_ms and key in direct.latency_ms
+        },
+        "errors": {"direct": direct.errors, "hub": hub.errors},
     }
 
 
@@ -418,28 +716,62 @@ def print_profile(name: str, summary: Summary, path: Path) -> None:
             print(f"    {100 * count / max(1, summary.samples):5.1f}%  {label}")
 
 
-def commit() -> str:
-    def git(*args: str) -> str:
-        return subprocess.run(
-            ["git", *args], cwd=REPOSITORY, capture_output=True, text=True, check=False
-        ).stdout.strip()
+def git(*args: str) -> str:
+    return subprocess.run(
+        ["git", *args], cwd=REPOSITORY, capture_output=True, text=True, check=False
+    ).stdout.strip()
 
+
+def commit() -> str:
+    """The commit the servers run: the exported one, or HEAD (+ "-dirty" when the
+    working tree's hub or adapters differ from it)."""
+    exported = os.environ.get(_SOURCE_COMMIT)
+    if exported:
+        return exported
     return git("rev-parse", "--short", "HEAD") + (
         "-dirty" if git("status", "--porcelain", "--", "hub", "adapters") else ""
     )
 
 
+_SOURCE_COMMIT = "BENCH_SOURCE_COMMIT"
+_PACKAGES = {"hub": "hub", "adapters": "adapters", "schemas": "schemas", "config": "config"}
+
+
+def run_from_commit(revision: str) -> None:
+    """Export ``revision``'s packages to ``bench/results/source-<sha>/onceonly/`` and
+    run this bench again with that directory first on PYTHONPATH (inherited by every
+    server), so that others' uncommitted changes in the working tree are not measured."""
+    sha = git("rev-parse", "--short", revision)
+    if not sha:
+        raise SystemExit(f"--source: no commit {revision!r}")
+    target = RESULTS / f"source-{sha}"
+    if not (target / "onceonly" / "hub").is_dir():
+        target.mkdir(parents=True, exist_ok=True)
+        for package, folder in _PACKAGES.items():
+            archive = subprocess.run(
+                ["git", "archive", "--format=tar", f"--prefix=onceonly/{package}/", sha, folder],
+                cwd=REPOSITORY,
+                capture_output=True,
+                check=True,
+            ).stdout
+            subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(target), env.get("PYTHONPATH")]))
+    env[_SOURCE_COMMIT] = sha
+    os.execve(sys.executable, [sys.executable, *sys.argv], env)
+
+
 # -- main --------------------------------------------------------------------------
 
 
-async def profile_round(runner: Runner, stamp: str) -> dict[str, Any]:
+def profile_round(runner: Runner, stamp: str) -> dict[str, Any]:
     """One extra hub round with py-spy on the hub and the adapter (not in the medians)."""
     seconds = runner.options.warmup + runner.options.duration
     outputs = {name: RESULTS / f"exchange-{stamp}-{name}.txt" for name in ("hub", "adapter")}
     with ExitStack() as stack:
         for name, pid in runner.world.servers.items():
             stack.enter_context(recording(pid, output=outputs[name], seconds=seconds))
-        result = await runner.round(
+        result = runner.round(
             "hub", 99, warmup=runner.options.warmup, duration=runner.options.duration
         )
     print_round(result)
@@ -451,32 +783,70 @@ async def profile_round(runner: Runner, stamp: str) -> dict[str, Any]:
     return report
 
 
-async def bench(options: Options, world_: World, stamp: str) -> dict[str, Any]:
-    runner = Runner(world_, options, RequestTokens(world_))
-    await runner.calibrate()
-    results = await runner.measured()
-    summary = {path: median_of(results, path) for path in ("direct", "hub")}
-    ratio = summary["hub"]["throughput"] / summary["direct"]["throughput"]
-    print_table(summary, ratio)
+def make_runner(options: Options, world_: World, workdir: Path) -> Runner:
+    hub = HubCredentials(world_, bearer=options.bearer)
+    if options.generator == "python":
+        return PythonRunner(world_, options, hub)
+    return WrkRunner(world_, options, workdir, hub)
+
+
+def bench(options: Options, world_: World, stamp: str, workdir: Path) -> dict[str, Any]:
+    runner = make_runner(options, world_, workdir)
+    calibrate(runner, options.paths)
+    results = measured(runner, options)
+    summary = {path: median_of(results, path) for path in options.paths}
+    print_table(summary)
     report: dict[str, Any] = {
+        "hub_workers": world_.hub_workers,
         "summary": summary,
-        "ratio_hub_over_direct": round(ratio, 3),
-        "sizing_exchanges_per_core_second": {k: round(v, 1) for k, v in sizing(summary).items()},
-        "request_token_mint_us": round(runner.tokens.mint_us, 1),
-        "inline_minted_tokens": runner.inline_mints,
+        "ratios": ratios(summary),
         "rounds": [asdict(r) for r in results],
     }
+    for name, ratio in report["ratios"].items():
+        print(f"{name} throughput: {ratio:.2f}x")
+    paced_possible = {"direct", "hub"} <= set(options.paths) and options.generator == "wrk"
+    if options.half_rate and paced_possible:
+        print(f"\npaced at half the hub's maximum rate ({summary['hub']['throughput'] / 2:.0f}/s):")
+        paced = half_rate(runner, options, summary["hub"]["throughput"])
+        report["half_rate"] = added_latency(paced)
+        added = report["half_rate"]["added_ms"]
+        print(f"latency the hub adds at half its maximum rate: {added} ms")
+    report["audit_problems"] = runner.audit_problems
     if options.profile:
         if py_spy() is None:
             print("\n--profile: py-spy is not installed (pip install py-spy); no profile taken")
         else:
-            report["profile"] = await profile_round(runner, stamp)
+            report["profile"] = profile_round(runner, stamp)
     return report
+
+
+def print_scaling(reports: list[dict[str, Any]]) -> None:
+    print("\nhub workers scaling (hub path):")
+    print(f"{'workers':>8}{'req/s':>10}{'p99 ms':>9}{'errors':>8}{'hub CPU ms/req':>16}")
+    for report in reports:
+        row = report["summary"]["hub"]
+        print(
+            f"{report['hub_workers']:>8}{row['throughput']:>10.1f}"
+            f"{row['latency_ms'].get('p99', 0):>9.2f}{row['errors']:>8}"
+            f"{row['cpu_ms_per_request'].get('hub', 0):>16}"
+        )
+
+
+def _list(kind: Callable[[str], Any]) -> Callable[[str], tuple[Any, ...]]:
+    return lambda text: tuple(kind(part) for part in text.split(",") if part)
+
+
+def _path(name: str) -> str:
+    if name not in PATHS:
+        raise argparse.ArgumentTypeError(f"unknown path {name!r} (one of {', '.join(PATHS)})")
+    return name
 
 
 def parse_options(argv: list[str] | None = None) -> Options:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--concurrency", type=int, default=16, help="concurrent workers")
+    parser.add_argument(
+        "--connections", "--concurrency", type=int, default=16, help="concurrent connections"
+    )
     parser.add_argument("--duration", type=float, default=10.0, help="measured seconds per round")
     parser.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds per round")
     parser.add_argument("--rounds", type=int, default=2, help="rounds per path (alternating)")
@@ -488,6 +858,29 @@ def parse_options(argv: list[str] | None = None) -> Options:
         help="server where a fresh database is created and dropped (--database postgres)",
     )
     parser.add_argument("--profile", action="store_true", help="py-spy an extra hub round")
+    parser.add_argument("--generator", choices=["wrk", "python"], default="wrk")
+    parser.add_argument(
+        "--paths", type=_list(_path), default=PATHS, help="comma-separated: direct,nginx,hub"
+    )
+    parser.add_argument(
+        "--hub-workers",
+        type=_list(int),
+        default=(1,),
+        help="comma-separated `onceonly serve --workers` values, one world each (e.g. 1,2)",
+    )
+    parser.add_argument("--threads", type=int, default=2, help="wrk threads")
+    parser.add_argument(
+        "--no-half-rate",
+        dest="half_rate",
+        action="store_false",
+        help="skip the runs paced at half the hub's maximum rate",
+    )
+    parser.add_argument(
+        "--source",
+        default="worktree",
+        help="what code the servers run: the working tree (the editable install), or a"
+        " commit (e.g. HEAD) exported with git archive and put first on PYTHONPATH",
+    )
     parser.add_argument(
         "--bearer",
         action="store_true",
@@ -496,30 +889,46 @@ def parse_options(argv: list[str] | None = None) -> Options:
     return Options(**vars(parser.parse_args(argv)))
 
 
+def load_average() -> list[float]:
+    return [round(value, 2) for value in os.getloadavg()]
+
+
 def main(argv: list[str] | None = None) -> int:
     options = parse_options(argv)
+    if options.source != "worktree" and _SOURCE_COMMIT not in os.environ:
+        run_from_commit(options.source)
     if options.bearer:  # inherited by the hub process (hub_environment)
         os.environ["ONCEONLY_REQUIRE_DPOP"] = "false"
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     RESULTS.mkdir(parents=True, exist_ok=True)
-    print(f"exchange bench: {options}", flush=True)
-    with (
-        tempfile.TemporaryDirectory(prefix="onceonly-bench-") as root,
-        world(options, Path(root)) as world_,
-    ):
-        report = asyncio.run(bench(options, world_, stamp))
-    report["meta"] = {
+    print(f"exchange bench at {commit()}: {options}", flush=True)
+    print(f"load average before: {load_average()}", flush=True)
+    reports = []
+    for workers in options.hub_workers:
+        print(f"\nhub with --workers {workers}, {options.database}:", flush=True)
+        with (
+            tempfile.TemporaryDirectory(prefix="onceonly-bench-") as root,
+            world(options, Path(root), hub_workers=workers) as world_,
+        ):
+            reports.append(bench(options, world_, stamp, Path(root)))
+    if len(reports) > 1 and "hub" in options.paths:
+        print_scaling(reports)
+    meta = {
         "date": stamp,
         "commit": commit(),
         "python": sys.version.split()[0],
         "machine": f"{platform.machine()}, {len(os.sched_getaffinity(0))} CPUs",
+        "load_average_after": load_average(),
         "options": asdict(options),
     }
+    print(f"load average after: {meta['load_average_after']}")
     output = RESULTS / f"exchange-{stamp}.json"
-    output.write_text(json.dumps(report, indent=2))
+    output.write_text(json.dumps({"meta": meta, "runs": reports}, indent=2))
     print(f"\nresults: {output.relative_to(REPOSITORY)}")
-    errors = sum(row["errors"] for row in report["summary"].values())
-    return 1 if errors else 0
+    failed = any(row["errors"] for report in reports for row in report["summary"].values()) or any(
+        report["audit_problems"] for report in reports
+    )
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
