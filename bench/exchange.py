@@ -790,7 +790,23 @@ def make_runner(options: Options, world_: World, workdir: Path) -> Runner:
     return WrkRunner(world_, options, workdir, hub)
 
 
+def idle_cpu(world_: World, seconds: float = 2.0) -> dict[str, float | None]:
+    """CPU ms per second each process spends with no requests (background workers,
+    pollers): spread over few requests it inflates CPU per request."""
+    before = sample_cpu(world_.watched)
+    time.sleep(seconds)
+    after = sample_cpu(world_.watched)
+    return {
+        name: None
+        if (start := before[name]) is None or end is None
+        else round((end - start) * 1000 / seconds, 1)
+        for name, end in after.items()
+    }
+
+
 def bench(options: Options, world_: World, stamp: str, workdir: Path) -> dict[str, Any]:
+    idle = idle_cpu(world_)
+    print(f"  idle CPU ms/s: {idle}", flush=True)
     runner = make_runner(options, world_, workdir)
     calibrate(runner, options.paths)
     results = measured(runner, options)
@@ -798,6 +814,7 @@ def bench(options: Options, world_: World, stamp: str, workdir: Path) -> dict[st
     print_table(summary)
     report: dict[str, Any] = {
         "hub_workers": world_.hub_workers,
+        "idle_cpu_ms_per_second": idle,
         "summary": summary,
         "ratios": ratios(summary),
         "rounds": [asdict(r) for r in results],

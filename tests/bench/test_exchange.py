@@ -1,0 +1,94 @@
+"""bench/exchange.py's pure parts: how many requests to pre-build, CPU per request,
+the audit check, ratios and the latency the hub adds; and nginx's configuration."""
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from _processes import nginx_config
+from exchange import (
+    PathRound,
+    added_latency,
+    audit_problem,
+    cpu_per_request,
+    ratios,
+    requests_needed,
+)
+
+
+def test_requests_needed_covers_the_rate_for_the_seconds_with_a_margin() -> None:
+    assert requests_needed(200, 10) == 200 * 10 * 1.5 + 300
+
+
+def test_cpu_per_request_is_the_window_s_cpu_over_the_answers() -> None:
+    before = {"hub": 1.0, "adapter": None, "gone": 2.0}
+    after = {"hub": 1.5, "adapter": 3.0, "gone": None}
+    assert cpu_per_request(before, after, 100) == {"hub": 5.0, "adapter": None, "gone": None}
+    assert cpu_per_request(before, after, 0)["hub"] is None
+
+
+@pytest.mark.parametrize(
+    ("audited", "answered", "sent", "problem"),
+    [
+        (100, 100, 100, None),
+        (110, 100, 116, None),  # in flight when wrk stopped: audited, never read
+        (99, 100, 116, "1 answered exchanges have no audit entry"),
+        (117, 100, 116, "1 more audit entries than requests sent"),
+    ],
+)
+def test_audit_problem(audited: int, answered: int, sent: int, problem: str | None) -> None:
+    assert audit_problem(audited=audited, answered=answered, sent=sent) == problem
+
+
+def _round(path: str, throughput: float, latency: dict[str, float]) -> PathRound:
+    return PathRound(
+        path=path,
+        round=1,
+        throughput=throughput,
+        answered=0,
+        seconds=10,
+        latency_ms=latency,
+        errors={},
+        cpu_ms_per_request={},
+        rate=50.0,
+    )
+
+
+def test_ratios_are_each_path_over_direct() -> None:
+    summary = {"direct": {"throughput": 200.0}, "nginx": {"throughput": 190.0}}
+    assert ratios(summary | {"hub": {"throughput": 50.0}}) == {
+        "nginx/direct": 0.95,
+        "hub/direct": 0.25,
+    }
+
+
+def test_added_latency_is_the_difference_of_each_percentile_at_the_same_rate() -> None:
+    paced = [
+        _round("direct", 50, {"p50": 2.0, "p90": 3.0, "p99": 5.0}),
+        _round("hub", 49, {"p50": 9.0, "p90": 12.5, "p99": 20.0}),
+    ]
+    added = added_latency(paced)
+    assert added["added_ms"] == {"p50": 7.0, "p90": 9.5, "p99": 15.0}
+    assert added["rate"] == 50.0
+
+
+@pytest.mark.skipif(shutil.which("nginx") is None, reason="nginx is not installed")
+def test_nginx_accepts_the_proxy_configuration_unprivileged(tmp_path: Path) -> None:
+    (tmp_path / "nginx.conf").write_text(nginx_config(prefix=tmp_path, port=1, upstream_port=2))
+    checked = subprocess.run(
+        [
+            shutil.which("nginx") or "nginx",
+            "-t",
+            "-e",
+            "stderr",
+            "-p",
+            str(tmp_path),
+            "-c",
+            str(tmp_path / "nginx.conf"),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert checked.returncode == 0, checked.stderr
