@@ -1,17 +1,21 @@
 """All SQL of the audit log."""
 
-from collections.abc import Collection, Sequence
+import sqlite3
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects.postgresql import psycopg
+from sqlalchemy.dialects.sqlite import pysqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlmodel import col, select
 
 from onceonly.hub.audit.merkle import Node
 from onceonly.hub.audit.models import AuditCheckpoint, AuditEntry, AuditNode
+from onceonly.hub.db import DriverInsert
 
 _table = AuditEntry.__table__  # type: ignore[attr-defined]
 _nodes = AuditNode.__table__  # type: ignore[attr-defined]
@@ -148,3 +152,93 @@ async def find_entries(
         query = query.where(col(AuditEntry.idx) > after)
     query = query.order_by(col(AuditEntry.idx)).limit(limit)
     return list((await session.execute(query)).scalars())
+
+
+# --- the append on the driver's own connection (onceonly.hub.db.write_in_one_call) -----
+#
+# The same statements as lock_for_append, next_index, fetch_nodes, insert_rows and
+# insert_nodes above, for a batch of the group-commit writer that runs as one call to
+# the driver: on SQLite synchronously on aiosqlite's thread, on PostgreSQL on the
+# psycopg connection in one pipeline (a fetch sends what is queued and waits once).
+
+ENTRY_COLUMNS = tuple(column.name for column in _table.columns)
+"""The columns of ``audit_entries`` in the order of the rows given to ``insert_now``."""
+
+_INSERTS = {
+    dialect.name: (DriverInsert(_table, dialect), DriverInsert(_nodes, dialect))
+    for dialect in (pysqlite.dialect(), psycopg.dialect())  # type: ignore[no-untyped-call]
+}
+_LAST_INDEX = f"SELECT max(idx) FROM {_table.name}"
+
+
+def _nodes_sql(nodes: Collection[Node], mark: str) -> tuple[str, list[int]]:
+    """fetch_nodes's query as text with ``mark`` placeholders, and its parameters."""
+    leaves = [idx for level, idx in nodes if level == 0]
+    inner = [node for node in nodes if node[0] > 0]
+    parts, params = [], []
+    if leaves:
+        in_list = ", ".join([mark] * len(leaves))
+        parts.append(f"SELECT 0, idx, leaf_hash FROM {_table.name} WHERE idx IN ({in_list})")
+        params.extend(leaves)
+    if inner:
+        # an OR of key equalities: one primary-key lookup per node (see fetch_nodes)
+        keys = " OR ".join([f"(level = {mark} AND idx = {mark})"] * len(inner))
+        parts.append(f"SELECT level, idx, hash FROM {_nodes.name} WHERE {keys}")
+        params.extend(value for node in inner for value in node)
+    return " UNION ALL ".join(parts), params
+
+
+def _found(rows: Iterable[Sequence[Any]]) -> dict[Node, bytes]:
+    return {(int(level), int(idx)): bytes(value) for level, idx, value in rows}
+
+
+def next_index_now(db: sqlite3.Connection) -> int:
+    """next_index on the sqlite3 connection, in the caller's write transaction."""
+    (last,) = db.execute(_LAST_INDEX).fetchone()
+    return 0 if last is None else int(last) + 1
+
+
+def fetch_nodes_now(db: sqlite3.Connection, nodes: Collection[Node]) -> dict[Node, bytes]:
+    if not nodes:
+        return {}
+    sql, params = _nodes_sql(nodes, "?")
+    return _found(db.execute(sql, params).fetchall())
+
+
+def insert_now(
+    db: sqlite3.Connection, rows: Sequence[Sequence[Any]], nodes: Sequence[Sequence[Any]]
+) -> None:
+    """Entries (in ENTRY_COLUMNS order) and nodes (level, idx, hash) on SQLite."""
+    entries, inner = _INSERTS["sqlite"]
+    db.executemany(entries.sql, entries.bind(rows))
+    if nodes:
+        db.executemany(inner.sql, inner.bind(nodes))
+
+
+async def lock_and_next_index_pg(pg: Any) -> int:
+    """lock_for_append, then next_index (two statements: the second reads after the lock
+    is held), sent together on the psycopg connection."""
+    cursor = pg.cursor()
+    await cursor.execute("SELECT pg_advisory_xact_lock(6962)")
+    await cursor.execute(_LAST_INDEX)
+    row = await cursor.fetchone()
+    last = None if row is None else row[0]
+    return 0 if last is None else int(last) + 1
+
+
+async def fetch_nodes_pg(pg: Any, nodes: Collection[Node]) -> dict[Node, bytes]:
+    if not nodes:
+        return {}
+    sql, params = _nodes_sql(nodes, "%s")
+    cursor = pg.cursor()
+    await cursor.execute(sql, params)
+    return _found(await cursor.fetchall())
+
+
+async def insert_pg(pg: Any, rows: Sequence[Sequence[Any]], nodes: Sequence[Sequence[Any]]) -> None:
+    """Entries and nodes on PostgreSQL, queued in the pipeline (sent with the commit)."""
+    entries, inner = _INSERTS["postgresql"]
+    cursor = pg.cursor()
+    await cursor.executemany(entries.sql, entries.bind(rows))
+    if nodes:
+        await cursor.executemany(inner.sql, inner.bind(nodes))

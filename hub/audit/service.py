@@ -16,6 +16,7 @@ import csv
 import io
 import json
 import logging
+import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -29,8 +30,9 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
 )
 
+from onceonly.hub import db
 from onceonly.hub.audit import inclusion as verdicts
-from onceonly.hub.audit import leaves, notes, repository, tree
+from onceonly.hub.audit import leaves, merkle, notes, repository, tree
 from onceonly.hub.audit.exceptions import AuditLogDamaged, AuditUnavailable, EntryNotFound
 from onceonly.hub.audit.models import AuditEntry
 from onceonly.hub.audit.readers import AUDITOR, Reader
@@ -114,8 +116,7 @@ class AuditLog:
     async def _write_with_retry(self, batch: list[tuple[dict[str, Any], bytes]]) -> list[Receipt]:
         for attempt in range(_RACE_RETRIES):
             try:
-                async with write_connection(self._engine) as conn:
-                    return await append_rows(conn, batch)
+                return await _append_in_one_call(self._engine, batch)
             except (IntegrityError, DBAPIError) as error:
                 if attempt == _RACE_RETRIES - 1:
                     raise
@@ -149,18 +150,66 @@ async def append_rows(
 
 
 def _row(index: int, entry: dict[str, Any], leaf: bytes) -> dict[str, Any]:
-    return {
-        "idx": index,
-        "leaf": leaf,
-        "leaf_hash": leaves.leaf_hash(leaf),
-        "time": datetime.fromisoformat(entry["time"]),
-        "action": entry["action"],
-        "outcome": entry["outcome"],
-        "department": entry.get("department"),
-        "client": entry.get("client"),
-        "item": entry.get("item"),
-        "subject": entry.get("subject"),
-    }
+    return dict(zip(repository.ENTRY_COLUMNS, (index, *_values(entry, leaf)), strict=True))
+
+
+def _values(entry: dict[str, Any], leaf: bytes) -> tuple[Any, ...]:
+    """An entry's row in repository.ENTRY_COLUMNS order, but for its index (the first)."""
+    return (
+        leaf,
+        leaves.leaf_hash(leaf),
+        datetime.fromisoformat(entry["time"]),
+        entry["action"],
+        entry["outcome"],
+        entry.get("department"),
+        entry.get("client"),
+        entry.get("item"),
+        entry.get("subject"),
+    )
+
+
+# --- the group-commit writer's batch as one call to the driver ---------------------------
+#
+# What append_rows does, with the same statements, rows and nodes, run by
+# db.write_in_one_call: on SQLite one function on aiosqlite's thread, on PostgreSQL one
+# pipeline of three round trips (lock and size, frontier, inserts and commit).
+
+
+async def _append_in_one_call(
+    engine: AsyncEngine, entries: list[tuple[dict[str, Any], bytes]]
+) -> list[Receipt]:
+    rows = [_values(entry, leaf) for entry, leaf in entries]
+    return await db.write_in_one_call(
+        engine,
+        sqlite_work=lambda conn: _append_now(conn, rows),
+        postgres_work=lambda conn: _append_pg(conn, rows),
+    )
+
+
+def _append_now(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> list[Receipt]:
+    first = repository.next_index_now(conn)
+    needed = merkle.perfect_subtrees(0, first)
+    found = tree.complete(needed, repository.fetch_nodes_now(conn, needed))
+    indexed, nodes = _extend(merkle.Frontier.of(first, found), rows)
+    repository.insert_now(conn, indexed, nodes)
+    return [Receipt(row[0], row[2]) for row in indexed]
+
+
+async def _append_pg(conn: Any, rows: list[tuple[Any, ...]]) -> list[Receipt]:
+    first = await repository.lock_and_next_index_pg(conn)
+    needed = merkle.perfect_subtrees(0, first)
+    found = tree.complete(needed, await repository.fetch_nodes_pg(conn, needed))
+    indexed, nodes = _extend(merkle.Frontier.of(first, found), rows)
+    await repository.insert_pg(conn, indexed, nodes)
+    return [Receipt(row[0], row[2]) for row in indexed]
+
+
+def _extend(
+    frontier: merkle.Frontier, rows: list[tuple[Any, ...]]
+) -> tuple[list[tuple[Any, ...]], list[tuple[int, int, bytes]]]:
+    """The rows with their indexes from the frontier's size, and the nodes they complete."""
+    indexed = [(frontier.size + offset, *row) for offset, row in enumerate(rows)]
+    return indexed, tree.completed_nodes(frontier, [row[2] for row in indexed])
 
 
 @dataclass

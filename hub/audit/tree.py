@@ -9,7 +9,7 @@ refused for it is logged (the checkpointer logs what it finds itself, once).
 
 import bisect
 import logging
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -108,7 +108,13 @@ async def _hashes(conn: Executor, ranges: list[merkle.Range]) -> list[bytes]:
 
 async def _fetch(conn: Executor, nodes: Collection[merkle.Node]) -> Mapping[merkle.Node, bytes]:
     """The stored hashes of ``nodes``, every one of them, or AuditLogDamaged."""
-    found = await repository.fetch_nodes(conn, nodes)
+    return complete(nodes, await repository.fetch_nodes(conn, nodes))
+
+
+def complete(
+    nodes: Collection[merkle.Node], found: Mapping[merkle.Node, bytes]
+) -> Mapping[merkle.Node, bytes]:
+    """``found``, the stored hashes of ``nodes``, if it has every one; else AuditLogDamaged."""
     missing = sorted(set(nodes) - found.keys())
     if missing:
         names = ", ".join(describe(node) for node in missing[:5])
@@ -133,11 +139,21 @@ async def frontier_at(conn: AsyncConnection, size: int) -> merkle.Frontier:
 
 def node_rows(frontier: merkle.Frontier, leaf_hashes: list[bytes]) -> list[dict[str, Any]]:
     """Append leaf hashes to ``frontier``; the rows of the nodes they complete."""
-    rows: list[dict[str, Any]] = []
-    for leaf_hash in leaf_hashes:
-        for (level, idx), value in frontier.append(leaf_hash):
-            rows.append({"level": level, "idx": idx, "hash": value})
-    return rows
+    return [
+        {"level": level, "idx": idx, "hash": value}
+        for level, idx, value in completed_nodes(frontier, leaf_hashes)
+    ]
+
+
+def completed_nodes(
+    frontier: merkle.Frontier, leaf_hashes: Iterable[bytes]
+) -> list[tuple[int, int, bytes]]:
+    """Append leaf hashes to ``frontier``; the nodes they complete, as (level, idx, hash)."""
+    return [
+        (level, idx, value)
+        for leaf_hash in leaf_hashes
+        for (level, idx), value in frontier.append(leaf_hash)
+    ]
 
 
 CHECK_PAGE = 128
