@@ -737,6 +737,19 @@ _SOURCE_COMMIT = "BENCH_SOURCE_COMMIT"
 _PACKAGES = {"hub": "hub", "adapters": "adapters", "schemas": "schemas", "config": "config"}
 
 
+def check_source() -> None:
+    """Refuse to measure the working tree when an exported commit was asked for."""
+    import onceonly.adapters
+    import onceonly.hub
+
+    sha = os.environ.get(_SOURCE_COMMIT)
+    if sha is None:
+        return
+    for package in (onceonly.hub, onceonly.adapters):
+        if not Path(str(package.__file__)).is_relative_to(RESULTS / f"source-{sha}"):
+            raise SystemExit(f"--source {sha}: {package.__name__} is {package.__file__}")
+
+
 def run_from_commit(revision: str) -> None:
     """Export ``revision``'s packages to ``bench/results/source-<sha>/onceonly/`` and
     run this bench again with that directory first on PYTHONPATH (inherited by every
@@ -749,7 +762,13 @@ def run_from_commit(revision: str) -> None:
         target.mkdir(parents=True, exist_ok=True)
         for package, folder in _PACKAGES.items():
             archive = subprocess.run(
-                ["git", "archive", "--format=tar", f"--prefix=onceonly/{package}/", sha, folder],
+                [
+                    "git",
+                    "archive",
+                    "--format=tar",
+                    f"--prefix=onceonly/{package}/",
+                    f"{sha}:{folder}",
+                ],
                 cwd=REPOSITORY,
                 capture_output=True,
                 check=True,
@@ -914,6 +933,7 @@ def main(argv: list[str] | None = None) -> int:
     options = parse_options(argv)
     if options.source != "worktree" and _SOURCE_COMMIT not in os.environ:
         run_from_commit(options.source)
+    check_source()
     if options.bearer:  # inherited by the hub process (hub_environment)
         os.environ["ONCEONLY_REQUIRE_DPOP"] = "false"
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
