@@ -12,10 +12,9 @@ from urllib.parse import quote
 import httpx
 from joserfc.errors import JoseError
 from joserfc.jwk import Key, KeySet
-from jsonschema import Draft202012Validator
 
 from ._errors import HubUnavailable, NotFound
-from ._validation import compile_validator
+from ._validation import RecordValidator
 
 __all__ = ["HubDirectory"]
 
@@ -48,7 +47,7 @@ class HubDirectory:
         self._keys: KeySet | None = None
         self._keys_fetched_at = -_JWKS_REFRESH_INTERVAL
         self._keys_lock = asyncio.Lock()
-        self._validators: dict[tuple[str, int], Draft202012Validator] = {}
+        self._validators: dict[tuple[str, int], RecordValidator] = {}
 
     async def issuer(self) -> str:
         if self._issuer is None:
@@ -75,11 +74,11 @@ class HubDirectory:
                 key = self._find(kid)
         return key
 
-    async def validator(self, item: str, version: int) -> Draft202012Validator:
+    async def validator(self, item: str, version: int) -> RecordValidator:
         """The compiled schema of ``item`` at ``version``."""
         cached = self._validators.get((item, version))
         if cached is None:
-            cached = compile_validator(await self.schema(item, version))
+            cached = RecordValidator(await self.schema(item, version))
             self._validators[(item, version)] = cached
         return cached
 

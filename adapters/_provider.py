@@ -22,6 +22,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.exceptions import HTTPException
+from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import _commitment
@@ -34,13 +35,12 @@ from ._errors import (
     UpstreamError,
 )
 from ._events import EVENT_TOKEN_TYPE, ChangePublisher, EventHandler, add_event_routes
-from ._http import bearer_token, problem_response, read_body
+from ._http import bearer, problem_response, receive_body, send_json
 from ._hubkeys import HubDirectory
 from ._ops import ProviderMetrics, readiness_problems
 from ._reqtoken import RequestClaims, RequestTokenVerifier, subject_digest
 from ._sources import RecordSource, SourceError, close_sources
 from ._store import RecordStore
-from ._validation import violation
 
 __all__ = ["create_provider_app", "problem_response"]
 
@@ -170,16 +170,44 @@ def _add_routes(app: FastAPI, provider: _Provider) -> None:
     async def metrics() -> Response:
         return Response(provider.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
-    @app.post("/v1/items/{item_id}/records/query")
-    async def query_record(item_id: str, request: Request) -> JSONResponse:
-        trail = _Trail(request_id=request.state.request_id, item=item_id)
+    # First of the routes, and a plain ASGI app rather than a FastAPI endpoint: it is
+    # the one the hub calls for every exchange (docs/performance.md, issue 18).
+    query = Route(QUERY_PATH, _QueryEndpoint(provider), methods=["POST"])
+    app.router.routes.insert(0, query)
+
+
+QUERY_PATH = "/v1/items/{item_id}/records/query"
+
+
+class _QueryEndpoint:
+    """``POST /v1/items/{item_id}/records/query`` (docs/protocol.md §4): the answer, or
+    a problem document, once the served-log entry of either is written."""
+
+    def __init__(self, provider: _Provider) -> None:
+        self._provider = provider
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        trail = _Trail(
+            request_id=scope["state"]["request_id"], item=scope["path_params"]["item_id"]
+        )
         try:
-            answer = await provider.answer(request, trail=trail)
+            answer = await self._provider.answer(
+                authorization=_header(scope, b"authorization"), receive=receive, trail=trail
+            )
         except OnceonlyError as error:
-            await provider.log(trail, error=error)
-            return problem_response(error)
-        await provider.log(trail, error=None)
-        return JSONResponse(answer)
+            await self._provider.log(trail, error=error)
+            await problem_response(error)(scope, receive, send)
+            return
+        await self._provider.log(trail, error=None)
+        await send_json(send, answer)
+
+
+def _header(scope: Scope, name: bytes) -> str:
+    """The first value of header ``name`` (lower case), as Starlette's ``Headers`` reads it."""
+    for key, value in scope["headers"]:
+        if key == name:
+            return str(value.decode("latin-1"))
+    return ""
 
 
 class _Provider:
@@ -198,13 +226,16 @@ class _Provider:
         self._directory = directory
         self._verifier = verifier
 
-    async def answer(self, request: Request, *, trail: _Trail) -> dict[str, Any]:
-        """Verify, fetch and validate; the answer body of a ``200``.
+    async def answer(
+        self, *, authorization: str, receive: Receive, trail: _Trail
+    ) -> dict[str, Any]:
+        """Verify, fetch and validate; the answer body of a ``200``. The body is read
+        from ``receive`` once the request token holds.
 
         :raises OnceonlyError: a refusal, to render as a problem response.
         """
         try:
-            claims = await self._verifier.verify(bearer_token(request))
+            claims = await self._verifier.verify(bearer(authorization))
         except AuthenticationFailed as refused:
             self.metrics.token_refused(refused.problem_type)
             raise
@@ -213,7 +244,7 @@ class _Provider:
             claims.subject_sha256,
             claims.subject_pseudonym,
         )
-        query = _parse_body(await read_body(request))
+        query = _parse_body(await receive_body(receive))
         try:
             _check_claims_match(claims, item=trail.item, query=query)
         except AuthenticationFailed as refused:
@@ -267,7 +298,7 @@ class _Provider:
         return record
 
     async def _check_record(self, record: object, *, item: str, version: int) -> None:
-        problem = violation(await self._directory.validator(item, version), record)
+        problem = (await self._directory.validator(item, version)).violation(record)
         if problem is not None or not isinstance(record, dict):
             raise UpstreamError(
                 f"the source's record does not match {item} v{version}: {problem}",

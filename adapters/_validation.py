@@ -1,10 +1,17 @@
-"""JSON Schema (Draft 2020-12) checks shared by the record store and the provider."""
+"""JSON Schema (Draft 2020-12) checks shared by the record store and the provider.
+
+Python's ``jsonschema`` is the reference: it checks schemas against the metaschema and
+describes what a record breaks. The provider decides each record it serves with
+jsonschema-rs (`RecordValidator`), the validator the hub checks the same record with
+(about 1 µs a record instead of about 45, docs/performance.md "Record validation").
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from typing import Any
 
+import jsonschema_rs
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError, ValidationError, best_match
 from referencing import Registry
@@ -12,7 +19,7 @@ from referencing.exceptions import Unresolvable
 
 from ._errors import UpstreamError
 
-__all__ = ["compile_validator", "violation"]
+__all__ = ["RecordValidator", "compile_validator", "violation"]
 
 # Scalar schema values are safe to quote in a message: they come from the schema,
 # never from the record.
@@ -36,6 +43,50 @@ def compile_validator(schema: dict[str, Any]) -> Draft202012Validator:
         registry=Registry(),
         format_checker=Draft202012Validator.FORMAT_CHECKER,
     )
+
+
+class RecordValidator:
+    """An item schema compiled for serving: jsonschema-rs decides whether a record is
+    valid, with the options of the hub's validator (formats checked, offline, patterns
+    matched in linear time); the reference describes a violation. A schema that
+    jsonschema-rs cannot compile is decided by the reference alone.
+
+    :raises UpstreamError: the schema itself is invalid (problem ``invalid-schema``).
+    """
+
+    def __init__(self, schema: dict[str, Any]) -> None:
+        self.reference = compile_validator(schema)
+        try:
+            self._fast: jsonschema_rs.Draft202012Validator | None = (
+                jsonschema_rs.Draft202012Validator(
+                    schema,
+                    validate_formats=True,
+                    ignore_unknown_formats=False,
+                    pattern_options=jsonschema_rs.RegexOptions(),
+                    offline=True,
+                )
+            )
+        except (jsonschema_rs.ValidationError, ValueError):
+            self._fast = None
+
+    def violation(self, record: object) -> str | None:
+        """As `violation`, decided by jsonschema-rs when it could compile the schema."""
+        if self._fast is None:
+            return violation(self.reference, record)
+        try:
+            valid = self._fast.is_valid(record)
+        except ValueError:  # a value with no JSON form (jsonschema-rs cannot read it)
+            return "(record): has a value that is not JSON"
+        if valid:
+            return None
+        return violation(self.reference, record) or self._described(record)
+
+    def _described(self, record: object) -> str:
+        """What jsonschema-rs refused that the reference did not (a format it skips)."""
+        error = next(iter(self._fast.iter_errors(record))) if self._fast else None
+        if error is None:
+            return "(record): fails the schema"
+        return f"{_pointer(error.instance_path)}: fails '{error.kind.name}'"
 
 
 def violation(validator: Draft202012Validator, instance: object) -> str | None:

@@ -255,6 +255,46 @@ def test_unknown_route_answers_a_problem(provider: Provider) -> None:
     assert_problem(provider.http.get(f"{provider.url}/nope"), 404, "not-found")
 
 
+def test_query_route_answers_other_methods_with_a_problem(provider: Provider) -> None:
+    response = provider.http.get(f"{provider.url}/v1/items/{ITEM}/records/query")
+
+    assert_problem(response, 405, "invalid-request")
+    assert response.headers["X-Request-Id"]
+
+
+def test_answer_is_compact_utf8_json_with_its_length(provider: Provider, hub: HubDouble) -> None:
+    """The bytes a JSON response of the framework would have: no spaces, no escapes
+    of non-ASCII letters, Content-Length and Content-Type, the request id echoed."""
+    record = {"street": 'Tõnismägi 3 "A"', "city": "Tartu"}
+    provider.store.put(ITEM, SUBJECT, record)
+
+    response = provider.query(hub.request_token(), **{"X-Request-Id": "req-7"})
+
+    expected = '{"item":"%s","version":1,"record":{"street":"Tõnismägi 3 \\"A\\"","city":"Tartu"}}'
+    assert response.content == (expected % ITEM).encode()
+    assert response.headers["content-type"] == "application/json"
+    assert response.headers["content-length"] == str(len(response.content))
+    assert response.headers["X-Request-Id"] == "req-7"
+
+
+def test_refuses_a_body_sent_in_chunks_past_the_limit(provider: Provider, hub: HubDouble) -> None:
+    """The limit holds for a body of unknown length too (chunked transfer coding)."""
+
+    def chunks() -> Iterator[bytes]:
+        yield b'{"subject": "'
+        for _ in range(20):
+            yield b"x" * 4096
+        yield b'", "purpose": "benefit-eligibility", "consumer": "social-welfare", "version": 1}'
+
+    response = provider.http.post(
+        f"{provider.url}/v1/items/{ITEM}/records/query",
+        content=chunks(),
+        headers={"Authorization": f"Bearer {hub.request_token()}"},
+    )
+
+    assert_problem(response, 413, "payload-too-large")
+
+
 def test_serves_records_from_a_callable_source(tmp_path: Path, hub: HubDouble) -> None:
     async def lookup(item: str, subject: str) -> dict[str, Any] | None:
         return {"street": "Callable 1", "city": subject}
