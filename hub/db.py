@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
+from psycopg.pq import TransactionStatus
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import (
@@ -255,7 +256,8 @@ async def write_in_one_call(
 ) -> T:
     """Run one write transaction as one call to the driver (see above): ``sqlite_work``
     with the sqlite3 connection on aiosqlite's thread, or ``postgres_work`` with the
-    psycopg connection. Either commits before this returns, or raises a
+    psycopg connection in pipeline mode (it may commit itself, to read results after
+    the COMMIT). Either commits before this returns, or raises a
     ``sqlalchemy.exc.DBAPIError`` (or what the work raised) and leaves nothing."""
     async with engine.connect() as conn:
         raw = await conn.get_raw_connection()
@@ -294,11 +296,14 @@ def _in_sqlite_transaction(driver: Any, work: "SqliteWork[T]") -> T:
 
 async def _postgres_call(driver: Any, work: "PostgresWork[T]") -> T:
     # In a pipeline, statements are queued and sent when a result is fetched or at the
-    # commit: the work's reads cost a round trip each, its writes and the COMMIT one.
+    # commit: the work's reads cost a round trip each, its writes and the COMMIT one. A
+    # work that reads what its last statement returns commits first (the results are
+    # there after the commit), so that statement and the COMMIT travel together.
     try:
         async with driver.pipeline():
             result = await work(driver)
-            await driver.commit()
+            if driver.info.transaction_status != TransactionStatus.IDLE:
+                await driver.commit()
     except BaseException:
         with contextlib.suppress(Exception):  # a broken connection: the pool discards it
             await driver.rollback()
