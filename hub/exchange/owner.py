@@ -1,5 +1,7 @@
 """Calling an owner's adapter over HTTPS (the hub's only outbound call on the hot path)."""
 
+import asyncio
+import json
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -13,6 +15,8 @@ from onceonly.hub.exchange.exceptions import (
     RecordNotFound,
 )
 from onceonly.hub.kit.deadline import post_within
+from onceonly.hub.kit.http1 import Answer, Http1Pool
+from onceonly.hub.kit.keepalive import lean_posts
 from onceonly.hub.kit.untrusted_json import JsonTooDeep, UnsafeJson, load_json
 
 log = logging.getLogger("onceonly.exchange")
@@ -37,36 +41,71 @@ async def fetch_record(
 ) -> dict[str, Any]:
     """POST the query to the owner; the record, or the error the consumer should see.
 
-    ``timeout`` is the whole call's deadline, reading the answer included."""
+    ``timeout`` is the whole call's deadline, reading the answer included. Through the
+    hub's own transport the call goes below httpx (onceonly.hub.kit.http1); through any
+    other (a proxy, a test's transport) as httpx sends it."""
     url = f"{call.adapter_url.rstrip('/')}/v1/items/{call.item}/records/query"
     headers = {"Authorization": f"Bearer {call.token}", "X-Request-Id": call.request_id}
+    posts = lean_posts(client, url)
     try:
-        response = await post_within(client, url, seconds=timeout, json=call.body, headers=headers)
+        if posts is None:
+            response = await post_within(
+                client, url, seconds=timeout, json=call.body, headers=headers
+            )
+            answer = Answer(
+                status=response.status_code,
+                body=response.content,
+                oversized=len(response.content) > MAX_ANSWER_BYTES,
+            )
+        else:
+            answer = await _post(posts, url, headers=headers, body=call.body, timeout=timeout)
     except httpx.TimeoutException:
         raise OwnerTimeout(f"the owner's adapter did not answer within {timeout:g} s") from None
     except httpx.HTTPError as error:
         log.warning("owner adapter unreachable: %s", type(error).__name__)
         raise OwnerUnavailable("the owner's adapter cannot be reached") from None
-    return _read_answer(response, item=call.item)
+    return _read_answer(answer, item=call.item)
 
 
-def _read_answer(response: httpx.Response, *, item: str) -> dict[str, Any]:
-    if response.status_code == 404:
+async def _post(
+    posts: Http1Pool,
+    url: str,
+    *,
+    headers: dict[str, str],
+    body: dict[str, Any],
+    timeout: float,
+) -> Answer:
+    """As :func:`~onceonly.hub.kit.deadline.post_within` does through httpx: the same
+    JSON bytes (httpx's ``json=``), the same deadline on the whole call."""
+    content = json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    fields = [*headers.items(), ("Content-Type", "application/json")]
+    try:
+        async with asyncio.timeout(timeout):
+            return await posts.post(
+                url, headers=fields, body=content.encode(), limit=MAX_ANSWER_BYTES
+            )
+    except TimeoutError:
+        raise httpx.TimeoutException(f"no whole answer within {timeout:g} s") from None
+
+
+def _read_answer(answer: Answer, *, item: str) -> dict[str, Any]:
+    status = answer.status
+    if status == 404:
         raise RecordNotFound("the owner has no such record")
-    if response.status_code == 502:  # the adapter found its own source's record invalid
+    if status == 502:  # the adapter found its own source's record invalid
         raise OwnerInvalidResponse("the owner's adapter found its record invalid for the schema")
-    if response.status_code != 200:
-        log.warning("owner adapter answered HTTP %d", response.status_code)
-        raise OwnerUnavailable(f"the owner's adapter answered HTTP {response.status_code}")
-    if len(response.content) > MAX_ANSWER_BYTES:
+    if status != 200:
+        log.warning("owner adapter answered HTTP %d", status)
+        raise OwnerUnavailable(f"the owner's adapter answered HTTP {status}")
+    if answer.oversized:
         raise OwnerInvalidResponse("the owner's answer is larger than allowed")
     try:
-        answer = load_json(response.content, max_depth=MAX_ANSWER_DEPTH)
+        parsed = load_json(answer.body, max_depth=MAX_ANSWER_DEPTH)
     except JsonTooDeep as error:
         raise OwnerInvalidResponse(f"the owner's answer is {error}") from None
     except UnsafeJson:
         raise OwnerInvalidResponse("the owner's answer is not JSON") from None
-    record = answer.get("record") if isinstance(answer, dict) else None
-    if not isinstance(record, dict) or answer.get("item") != item:
+    record = parsed.get("record") if isinstance(parsed, dict) else None
+    if not isinstance(record, dict) or parsed.get("item") != item:
         raise OwnerInvalidResponse("the owner's answer has no record of this item")
     return record

@@ -21,6 +21,8 @@ from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator
 import httpcore
 import httpx
 
+from onceonly.hub.kit.http1 import Http1Pool
+
 # httpcore's errors as httpx raises them (the most specific first).
 _ERRORS: tuple[tuple[type[Exception], type[httpx.HTTPError]], ...] = (
     (httpcore.ConnectTimeout, httpx.ConnectTimeout),
@@ -79,6 +81,11 @@ class KeepAliveTransport(httpx.AsyncBaseTransport):
         self._expiry = keepalive_expiry
         # per origin, oldest first; a connection is here only between two requests
         self._idle: dict[_Key, deque[httpcore.AsyncHTTPConnection]] = {}
+        # the hot path's POSTs, below httpx's models (kit.http1), within the same slots
+        self.posts = Http1Pool(
+            ssl_context=self._ssl, slots=self._slots, keepalive_expiry=keepalive_expiry
+        )
+        self.direct_urls: dict[str, bool] = {}  # by lean_posts: URLs that no proxy takes
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         assert isinstance(request.stream, httpx.AsyncByteStream)
@@ -142,6 +149,7 @@ class KeepAliveTransport(httpx.AsyncBaseTransport):
             self._idle.setdefault(_key(origin), deque()).append(connection)
 
     async def aclose(self) -> None:
+        await self.posts.aclose()
         idle, self._idle = self._idle, {}
         for connections in idle.values():
             for connection in connections:
@@ -168,3 +176,20 @@ class _Body(httpx.AsyncByteStream):
             release, self._release = self._release, None
             if release is not None:
                 release()
+
+
+def lean_posts(client: httpx.AsyncClient, url: str) -> Http1Pool | None:
+    """The :class:`Http1Pool` behind ``client`` for ``url``, when httpx would send that
+    URL's requests to a :class:`KeepAliveTransport` (not to a proxy mounted from the
+    environment); else None, and the caller goes through httpx (as with a test's
+    ``MockTransport``)."""
+    transport = client._transport  # httpx has no public accessor for its transports
+    if not isinstance(transport, KeepAliveTransport):
+        return None
+    direct = transport.direct_urls.get(url)
+    if direct is None:
+        if len(transport.direct_urls) > 1024:  # adapters are few; a bound against surprises
+            transport.direct_urls.clear()
+        direct = client._transport_for_url(httpx.URL(url)) is transport
+        transport.direct_urls[url] = direct
+    return transport.posts if direct else None

@@ -1,0 +1,306 @@
+"""A lean HTTP/1.1 client for one kind of call: POST a body, read the whole answer.
+
+The hub's hot path makes one outbound call per exchange (to the owner's adapter).
+Through httpx that call builds httpx's and httpcore's request and response models,
+runs h11's state machine and reads the socket through anyio's stream: about as much
+CPU as the rest of the exchange's protocol work. Here a connection is an asyncio
+protocol: the request head is written in one piece, the answer parsed by httptools
+(llhttp, in C, as uvicorn does), and the body handed back whole when the parser says
+the message is complete. Idle connections are kept per origin in a stack, taken in
+O(1) (as :class:`onceonly.hub.kit.keepalive.KeepAliveTransport` does for httpx), and
+a connection the server closed is known from its protocol's callbacks, without a
+system call.
+
+Failures are raised as httpx's exceptions of the same meaning (``ConnectError``,
+``WriteError``, ``ReadError``, ``RemoteProtocolError``), so a caller handles both
+clients alike. There is no timeout here: the caller bounds the whole call (connect,
+send, the wait for a free connection, reading) with one deadline, which cancels the
+call and drops its connection.
+"""
+
+import asyncio
+import ssl
+import time
+import zlib
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import cast
+from urllib.parse import urlsplit
+
+import httptools
+import httpx
+
+# A server that sends more header bytes than this is not an adapter answering a query.
+MAX_HEAD_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A whole answer: its status and body (decoded if the server compressed it).
+
+    ``oversized``: the body was longer than the caller's limit; ``body`` then holds
+    only its first ``limit`` bytes (the rest was read and dropped)."""
+
+    status: int
+    body: bytes
+    oversized: bool = False
+
+
+@dataclass(frozen=True)
+class _Origin:
+    scheme: str
+    host: str
+    port: int
+    authority: str  # the Host header's value
+
+
+@dataclass(frozen=True)
+class _Target:
+    origin: _Origin
+    head_start: bytes  # "POST <path> HTTP/1.1\r\nHost: ...\r\n"
+
+
+def _target(url: str) -> _Target:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise httpx.UnsupportedProtocol(f"not an http(s) URL: {parts.scheme!r}")
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    authority = parts.netloc.rpartition("@")[2]
+    path = parts.path or "/"
+    if parts.query:
+        path = f"{path}?{parts.query}"
+    origin = _Origin(parts.scheme, parts.hostname, port, authority)
+    head = f"POST {path} HTTP/1.1\r\nHost: {authority}\r\n".encode("ascii")
+    return _Target(origin=origin, head_start=head)
+
+
+class _Connection(asyncio.Protocol):
+    """One HTTP/1.1 connection; one request at a time."""
+
+    def __init__(self) -> None:
+        self._parser = httptools.HttpResponseParser(self)
+        self._transport: asyncio.Transport | None = None
+        self._waiter: asyncio.Future[Answer] | None = None
+        self._limit = 0
+        self._body: list[bytes] = []
+        self._size = 0
+        self._head_size = 0
+        self._framed = False  # Content-Length or chunked: the body's end is in the data
+        self._headers_done = False
+        self._encoding = b""
+        self.closed = False
+        self.idle_since = 0.0
+
+    # asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+
+    def data_received(self, data: bytes) -> None:
+        if self._waiter is None or self._waiter.done():  # nothing asked: not HTTP as we know it
+            self.abort()
+            return
+        if not self._headers_done:
+            self._head_size += len(data)
+            if self._head_size > MAX_HEAD_BYTES:
+                self._fail(httpx.RemoteProtocolError("the answer's head is too large"))
+                return
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserError as error:
+            self._fail(httpx.RemoteProtocolError(f"not an HTTP/1.1 answer: {error}"))
+
+    def eof_received(self) -> bool:
+        return False  # close our side too; connection_lost follows
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self._waiter is None or self._waiter.done():
+            return
+        if self._headers_done and not self._framed:  # RFC 9112 §6.3 item 8: read to close
+            self._complete()
+            return
+        self._fail(httpx.ReadError("the server closed the connection before answering"))
+
+    # httptools callbacks
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        lowered = name.lower()
+        if lowered == b"content-length" or (
+            lowered == b"transfer-encoding" and b"chunked" in value.lower()
+        ):
+            self._framed = True
+        elif lowered == b"content-encoding":
+            self._encoding = value.strip().lower()
+
+    def on_headers_complete(self) -> None:
+        self._headers_done = True
+
+    def on_body(self, body: bytes) -> None:
+        room = self._limit - self._size
+        if room > 0:
+            self._body.append(body[:room])
+        self._size += len(body)
+
+    def on_message_complete(self) -> None:
+        status = self._parser.get_status_code()
+        if 100 <= status < 200:  # an interim answer (RFC 9110 §15.2): the final one follows
+            self._start()
+            return
+        if not self._parser.should_keep_alive():
+            self.closed = True
+            assert self._transport is not None
+            self._transport.close()
+        self._complete()
+
+    # the request
+
+    async def exchange(self, data: bytes, *, limit: int) -> Answer:
+        """Write one request (head and body in ``data``) and wait for its whole answer."""
+        if self.closed or self._transport is None or self._transport.is_closing():
+            raise httpx.WriteError("the connection is closed")
+        self._limit = limit
+        self._start()
+        self._waiter = asyncio.get_running_loop().create_future()
+        self._transport.write(data)
+        try:
+            return await self._waiter
+        finally:
+            self._waiter = None
+
+    def abort(self) -> None:
+        self.closed = True
+        if self._transport is not None:
+            self._transport.abort()
+
+    def _start(self) -> None:
+        self._body, self._size, self._head_size = [], 0, 0
+        self._framed, self._headers_done, self._encoding = False, False, b""
+
+    def _complete(self) -> None:
+        body = b"".join(self._body)
+        try:
+            body = _decoded(body, self._encoding)
+        except zlib.error:
+            self._fail(httpx.DecodingError("the answer's compressed body does not decode"))
+            return
+        answer = Answer(
+            status=self._parser.get_status_code(), body=body, oversized=self._size > self._limit
+        )
+        assert self._waiter is not None
+        self._waiter.set_result(answer)
+
+    def _fail(self, error: Exception) -> None:
+        self.abort()
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_exception(error)
+
+
+def _decoded(body: bytes, encoding: bytes) -> bytes:
+    """RFC 9110 §8.4.1: the codings httpx would have decoded by default."""
+    if encoding in (b"", b"identity"):
+        return body
+    if encoding in (b"gzip", b"x-gzip"):
+        return zlib.decompress(body, wbits=zlib.MAX_WBITS | 16)
+    if encoding == b"deflate":
+        try:
+            return zlib.decompress(body)
+        except zlib.error:
+            return zlib.decompress(body, wbits=-zlib.MAX_WBITS)
+    raise zlib.error(f"unsupported content coding {encoding!r}")
+
+
+class Http1Pool:
+    """POST to any origin over kept-alive HTTP/1.1 connections, at most as many at once as
+    ``slots`` allows (a semaphore the caller may share with another client).
+
+    Example::
+
+        pool = Http1Pool(ssl_context=ssl.create_default_context(), slots=asyncio.Semaphore(100))
+        async with asyncio.timeout(5):
+            answer = await pool.post(url, headers=[("Content-Type", "application/json")],
+                                     body=b"{}", limit=1 << 20)
+        await pool.aclose()
+    """
+
+    def __init__(
+        self,
+        *,
+        ssl_context: ssl.SSLContext,
+        slots: asyncio.Semaphore,
+        keepalive_expiry: float = 5.0,
+    ) -> None:
+        self._ssl = ssl_context
+        self._slots = slots
+        self._expiry = keepalive_expiry
+        self._targets: dict[str, _Target] = {}
+        self._idle: dict[_Origin, deque[_Connection]] = {}
+
+    async def post(
+        self, url: str, *, headers: Iterable[tuple[str, str]], body: bytes, limit: int
+    ) -> Answer:
+        """The whole answer to POSTing ``body`` to ``url``; a body past ``limit`` bytes is
+        read and dropped (``Answer.oversized``). Raises httpx's transport errors."""
+        target = self._targets.get(url)
+        if target is None:
+            target = self._targets[url] = _target(url)
+            if len(self._targets) > 1024:  # adapters are few; a bound against surprises
+                self._targets.clear()
+        data = _request(target.head_start, headers, body)
+        async with self._slots:
+            connection = await self._connection(target.origin)
+            try:
+                answer = await connection.exchange(data, limit=limit)
+            except BaseException:  # cancelled, or failed: never reused
+                connection.abort()
+                raise
+            if not connection.closed:
+                connection.idle_since = time.monotonic()
+                self._idle.setdefault(target.origin, deque()).append(connection)
+            return answer
+
+    async def _connection(self, origin: _Origin) -> _Connection:
+        """The most recently used idle connection that is still good, or a new one."""
+        idle = self._idle.get(origin)
+        if idle:
+            oldest_kept = time.monotonic() - self._expiry
+            while idle and idle[0].idle_since < oldest_kept:
+                idle.popleft().abort()
+            while idle:
+                connection = idle.pop()
+                if not connection.closed:
+                    return connection
+        return await self._connect(origin)
+
+    async def _connect(self, origin: _Origin) -> _Connection:
+        loop = asyncio.get_running_loop()
+        tls = origin.scheme == "https"
+        try:
+            _, connection = await loop.create_connection(
+                _Connection,
+                origin.host,
+                origin.port,
+                ssl=self._ssl if tls else None,
+                server_hostname=origin.host if tls else None,
+            )
+        except (OSError, ssl.SSLError) as error:
+            raise httpx.ConnectError(str(error) or type(error).__name__) from error
+        return connection
+
+    async def aclose(self) -> None:
+        idle, self._idle = self._idle, {}
+        for connections in idle.values():
+            for connection in connections:
+                connection.abort()
+
+
+def _request(head_start: bytes, headers: Iterable[tuple[str, str]], body: bytes) -> bytes:
+    lines = [head_start]
+    for name, value in headers:
+        if "\r" in value or "\n" in value or "\r" in name or "\n" in name:
+            raise httpx.LocalProtocolError("a header holds a line break")
+        lines.append(f"{name}: {value}\r\n".encode("latin-1"))
+    lines.append(b"Content-Length: %d\r\n\r\n" % len(body))
+    lines.append(body)
+    return b"".join(lines)
