@@ -11,12 +11,13 @@ as a problem with the request id, for any head that fits under this one.
 services) and by tests, over TLS when given a :class:`ServerTLS`.
 """
 
+import asyncio
 import socket
 import ssl
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -112,6 +113,61 @@ class ServerTLS:
         }
 
 
+class PromptServer(uvicorn.Server):
+    """uvicorn's server that stops as soon as it is told: uvicorn's main loop looks at
+    ``should_exit`` every 0.1 s; this one also wakes when :meth:`stop` is called from
+    another thread. It still ticks every 0.1 s (the Date header, the request limits)."""
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake: asyncio.Event | None = None
+
+    async def main_loop(self) -> None:
+        self._wake = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
+        counter = 0
+        should_exit = await self.on_tick(counter)
+        while not should_exit:
+            counter = (counter + 1) % 864000
+            with suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), 0.1)
+            should_exit = await self.on_tick(counter)
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        """uvicorn's shutdown, waiting in steps of 10 ms rather than 100 ms: stop
+        accepting, ask every connection to finish, wait for their answers and tasks
+        (at most ``timeout_graceful_shutdown``, then cancel them), then the lifespan's
+        shutdown."""
+        for server in self.servers:
+            server.close()
+        for sock in sockets or []:
+            sock.close()
+        for connection in list(self.server_state.connections):
+            connection.shutdown()
+        try:
+            async with asyncio.timeout(self.config.timeout_graceful_shutdown):
+                while (
+                    self.server_state.connections or self.server_state.tasks
+                ) and not self.force_exit:
+                    await asyncio.sleep(0.01)
+        except TimeoutError:
+            for task in self.server_state.tasks:
+                task.cancel(msg="Task cancelled, timeout graceful shutdown exceeded")
+        for server in self.servers:
+            await server.wait_closed()
+        if not self.force_exit:
+            await self.lifespan.shutdown()
+
+    def stop(self) -> None:
+        """Stop serving (from any thread); the lifespan's shutdown runs as usual."""
+        self.should_exit = True
+        loop, wake = self._loop, self._wake
+        if loop is not None and wake is not None:
+            with suppress(RuntimeError):  # the loop has already closed
+                loop.call_soon_threadsafe(wake.set)
+
+
 @contextmanager
 def serve_in_thread(
     app: FastAPI, sock: socket.socket | None = None, *, tls: ServerTLS | None = None
@@ -128,7 +184,7 @@ def serve_in_thread(
         **server_options(),
         **(tls.options() if tls is not None else {}),
     )
-    server = uvicorn.Server(config)
+    server = PromptServer(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
@@ -139,6 +195,6 @@ def serve_in_thread(
     try:
         yield url_of(sock, scheme="https" if tls is not None else "http")
     finally:
-        server.should_exit = True
+        server.stop()
         thread.join(timeout=10)
         sock.close()
