@@ -17,8 +17,9 @@ from exchange import (
 )
 
 
-def test_requests_needed_covers_the_rate_for_the_seconds_with_a_margin() -> None:
-    assert requests_needed(200, 10) == 200 * 10 * 1.5 + 300
+def test_requests_needed_covers_twice_the_rate_for_the_seconds() -> None:
+    assert requests_needed(200, 10) >= 2 * 200 * 10
+    assert requests_needed(0, 10) > 0  # before any rate is known
 
 
 def test_cpu_per_request_is_the_window_s_cpu_over_the_answers() -> None:
