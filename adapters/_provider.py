@@ -26,6 +26,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import _commitment
+from ._batches import ThreadBatches
 from ._config import AdapterConfig
 from ._errors import (
     AuthenticationFailed,
@@ -40,7 +41,7 @@ from ._hubkeys import HubDirectory
 from ._ops import ProviderMetrics, readiness_problems
 from ._reqtoken import RequestClaims, RequestTokenVerifier, subject_digest
 from ._sources import RecordSource, SourceError, close_sources
-from ._store import RecordStore
+from ._store import RecordStore, ServedEntry, timestamp
 
 __all__ = ["create_provider_app", "problem_response"]
 
@@ -117,6 +118,7 @@ def create_provider_app(
                 yield
         finally:
             await close_sources(owned.values())
+            provider.close()
             if http_client is None:
                 await http.aclose()
             store.close()
@@ -225,6 +227,11 @@ class _Provider:
         self._store = store
         self._directory = directory
         self._verifier = verifier
+        # Served-log entries are written in group commits, each before its answer
+        self._trail = ThreadBatches(store.record_served_many, name="served-log")
+
+    def close(self) -> None:
+        self._trail.close()
 
     async def answer(
         self, *, authorization: str, receive: Receive, trail: _Trail
@@ -261,8 +268,8 @@ class _Provider:
         status = 200 if error is None else error.status or 500
         outcome = "ok" if error is None else "refused" if status < 500 else "failed"
         reason = None if error is None else error.problem_type
-        await anyio.to_thread.run_sync(
-            lambda: self._store.record_served(**asdict(trail), outcome=outcome, reason=reason)
+        await self._trail(
+            ServedEntry(**asdict(trail), time=timestamp(), outcome=outcome, reason=reason)
         )
         self.metrics.served(trail.item, outcome)
         facts = {"request_id": trail.request_id, "item": trail.item, "consumer": trail.consumer,

@@ -23,6 +23,7 @@ from typing import Any, Literal, Protocol, cast, runtime_checkable
 import anyio.to_thread
 from pydantic import BaseModel, ConfigDict, Field
 
+from ._batches import ThreadBatches
 from ._errors import ConfigError, UpstreamError
 from ._store import RecordStore
 
@@ -92,7 +93,8 @@ class ProbedSource(Protocol):
 
 
 class StoreSource:
-    """Reads records from the adapter-local `RecordStore` (in a worker thread).
+    """Reads records from the adapter-local `RecordStore`, in a worker thread of its own
+    that reads every record asked for meanwhile at once (`ThreadBatches`).
 
     Example::
 
@@ -101,9 +103,15 @@ class StoreSource:
 
     def __init__(self, store: RecordStore) -> None:
         self.store = store
+        self._reads: ThreadBatches[tuple[str, str], Record | None] = ThreadBatches(
+            store.get_many, name="store-reads"
+        )
 
     async def fetch(self, item: str, subject: str) -> Record | None:
-        return await anyio.to_thread.run_sync(self.store.get, item, subject)
+        return await self._reads((item, subject))
+
+    async def aclose(self) -> None:
+        self._reads.close()
 
     async def probe(self, item: str) -> str:
         count = await anyio.to_thread.run_sync(self.store.count, item)

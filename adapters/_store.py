@@ -25,7 +25,9 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from ._errors import ImportFailed, ImportReport, RowError
 from ._validation import compile_validator, violation
 
-__all__ = ["RecordStore", "ServedEntry"]
+__all__ = ["RecordStore", "ServedEntry", "timestamp"]
+
+_GET_RECORD = "SELECT record FROM records WHERE item = ? AND subject = ?"
 
 _metadata = sa.MetaData()
 
@@ -248,6 +250,18 @@ class RecordStore:
         row = self._row(item, subject)
         return None if row is None else row[0]
 
+    def get_many(self, keys: Sequence[tuple[str, str]]) -> list[dict[str, Any] | None]:
+        """The record of each ``(item, subject)`` in ``keys``, or ``None``: as `get`,
+        on one connection, with the driver's own cursor (no statement to build)."""
+        connection = self._engine.raw_connection()
+        try:
+            cursor = connection.cursor()
+            rows = [cursor.execute(_GET_RECORD, key).fetchone() for key in keys]
+            cursor.close()
+        finally:
+            connection.close()
+        return [None if row is None else json.loads(row[0]) for row in rows]
+
     def revision(self, item: str, subject: str) -> int | None:
         """The record's revision: 1 when first put, one more on each replacement."""
         row = self._row(item, subject)
@@ -291,7 +305,7 @@ class RecordStore:
     def record_receipt(self, receipt: ReceiptRow) -> None:
         values = dataclasses.asdict(receipt)
         values["log_index"] = values.pop("index")
-        values["time"] = receipt.time or _now()
+        values["time"] = receipt.time or timestamp()
         with self._engine.begin() as connection:
             connection.execute(sa.insert(_receipts).values(**values))
 
@@ -371,21 +385,27 @@ class RecordStore:
     ) -> None:
         """Append to the adapter's trail. Pass a subject's SHA-256, never the subject,
         and the pseudonym the hub's request token named for it."""
-        values = {
-            "commitment": commitment,
-            "commitment_key": commitment_key,
-            "subject_pseudonym": subject_pseudonym,
-            "request_id": request_id,
-            "time": _now(),
-            "item": item,
-            "consumer": consumer,
-            "purpose": purpose,
-            "subject_sha256": subject_sha256,
-            "outcome": outcome,
-            "reason": reason,
-        }
+        entry = ServedEntry(
+            request_id=request_id,
+            time=timestamp(),
+            item=item,
+            consumer=consumer,
+            purpose=purpose,
+            subject_sha256=subject_sha256,
+            outcome=outcome,
+            reason=reason,
+            commitment=commitment,
+            commitment_key=commitment_key,
+            subject_pseudonym=subject_pseudonym,
+        )
+        self.record_served_many([entry])
+
+    def record_served_many(self, entries: Sequence[ServedEntry]) -> list[None]:
+        """Append ``entries`` to the trail in one transaction (a group commit: all or
+        none); one ``None`` per entry, for `ThreadBatches`."""
         with self._engine.begin() as connection:
-            connection.execute(sa.insert(_served).values(**values))
+            connection.execute(sa.insert(_served), [dataclasses.asdict(e) for e in entries])
+        return [None] * len(entries)
 
     def served_entries(self) -> list[ServedEntry]:
         """The whole trail, oldest first."""
@@ -447,7 +467,7 @@ def _upsert(
 ) -> None:
     if not records:
         return
-    now = _now()
+    now = timestamp()
     statement = sqlite_insert(_records)
     statement = statement.on_conflict_do_update(
         index_elements=[_records.c.item, _records.c.subject],
@@ -467,7 +487,7 @@ def _upsert(
 
 
 def _note_changes(connection: sa.Connection, item: str, *, subjects: list[str], kind: str) -> None:
-    now = _now()
+    now = timestamp()
     rows = [
         {"item": item, "subject": s, "kind": kind, "time": now, "idempotency_key": _new_key()}
         for s in subjects
@@ -479,7 +499,8 @@ def _new_key() -> str:
     return secrets.token_hex(16)
 
 
-def _now() -> str:
+def timestamp() -> str:
+    """Now, as the store writes times: RFC 3339, UTC, milliseconds."""
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 

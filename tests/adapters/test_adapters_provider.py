@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -93,6 +94,31 @@ def test_served_log_records_the_request_without_the_subject(
     assert ok.subject_sha256 == sha256_b64url(SUBJECT)
     assert (missing.outcome, missing.reason) == ("refused", "record-not-found")
     assert SUBJECT not in repr(provider.store.served_entries())
+
+
+def test_served_log_has_every_concurrent_answer_before_it_is_sent(
+    provider: Provider, hub: HubDouble
+) -> None:
+    """Entries are written in group commits, each before its own answer leaves."""
+    tokens = {f"req-{n}": hub.request_token() for n in range(24)}
+    body = {"subject": SUBJECT, "purpose": PURPOSE, "consumer": CONSUMER, "version": 1}
+
+    async def query(http: httpx.AsyncClient, request_id: str) -> set[str]:
+        response = await http.post(
+            f"{provider.url}/v1/items/{ITEM}/records/query",
+            json=body,
+            headers={"Authorization": f"Bearer {tokens[request_id]}", "X-Request-Id": request_id},
+        )
+        assert response.status_code == 200
+        logged = {entry.request_id for entry in provider.store.served_entries()}
+        return {request_id} - logged  # empty when its entry was written before the answer
+
+    async def scenario() -> list[set[str]]:
+        async with httpx.AsyncClient() as http:
+            return await asyncio.gather(*(query(http, request_id) for request_id in tokens))
+
+    assert asyncio.run(scenario()) == [set()] * len(tokens)
+    assert {entry.request_id for entry in provider.store.served_entries()} == set(tokens)
 
 
 def test_served_log_keeps_the_pseudonym_the_hubs_token_names(
