@@ -46,6 +46,8 @@ class ProviderMetrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
             registry=self.registry,
         )
+        self._served: dict[tuple[str, str], Counter] = {}
+        self._took: dict[str, Histogram] = {}
         self._token_refusals = Counter(
             "onceonly_adapter_token_refusals_total",
             "Requests refused because the hub's request token did not hold, by problem type",
@@ -57,10 +59,18 @@ class ProviderMetrics:
         return item if item in self._items else UNKNOWN
 
     def served(self, item: str, outcome: str) -> None:
-        self._requests.labels(item=self.item(item), outcome=outcome).inc()
+        key = (self.item(item), outcome)
+        counter = self._served.get(key)
+        if counter is None:  # labels() looks the series up anew on every call
+            counter = self._served[key] = self._requests.labels(item=key[0], outcome=outcome)
+        counter.inc()
 
     def source_took(self, item: str, seconds: float) -> None:
-        self._source.labels(item=self.item(item)).observe(seconds)
+        label = self.item(item)
+        histogram = self._took.get(label)
+        if histogram is None:
+            histogram = self._took[label] = self._source.labels(item=label)
+        histogram.observe(seconds)
 
     def token_refused(self, problem_type: str | None) -> None:
         reason = problem_type if problem_type and _SLUG.match(problem_type) else UNKNOWN

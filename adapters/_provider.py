@@ -10,7 +10,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
@@ -268,10 +268,11 @@ class _Provider:
         status = 200 if error is None else error.status or 500
         outcome = "ok" if error is None else "refused" if status < 500 else "failed"
         reason = None if error is None else error.problem_type
-        await self._trail(
-            ServedEntry(**asdict(trail), time=timestamp(), outcome=outcome, reason=reason)
-        )
+        entry = ServedEntry(**vars(trail), time=timestamp(), outcome=outcome, reason=reason)
+        await self._trail(entry)
         self.metrics.served(trail.item, outcome)
+        if not logger.isEnabledFor(logging.INFO):
+            return
         facts = {"request_id": trail.request_id, "item": trail.item, "consumer": trail.consumer,
                  "purpose": trail.purpose, "outcome": outcome, "reason": reason}  # fmt: skip
         logger.info(

@@ -29,6 +29,9 @@ _SKEW = 10
 _MAX_LIFETIME = 120
 _ES256 = JWSRegistry.algorithms["ES256"]
 _ES256_HALF = 32  # RFC 7518 §3.4: R and S, 32 octets each for P-256
+_ECDSA_SHA256 = ec.ECDSA(SHA256())
+# A hub signs with few keys, so its tokens carry few distinct headers: each is read once
+_HEADERS_KEPT = 64
 
 
 def subject_digest(subject: str) -> str:
@@ -75,6 +78,7 @@ class RequestTokenVerifier:
         self._seen: set[str] = set()
         self._expiry: list[tuple[float, str]] = []  # heap of (forget after, jti)
         self._public_keys: dict[str, tuple[Key, ec.EllipticCurvePublicKey]] = {}
+        self._headers: dict[str, dict[str, Any]] = {}
 
     async def verify(self, token: str) -> RequestClaims:
         return _request_claims(await self.verify_claims(token))
@@ -92,7 +96,7 @@ class RequestTokenVerifier:
         """The payload of ``token`` once its ES256 signature (RFC 7515 §5.2, RFC 7518
         §3.4) holds under the hub key its ``kid`` names."""
         header_part, payload_part, signature_part = _segments(token)
-        header = _json_object(header_part, "header")
+        header = self._header(header_part)
         if header.get("alg") != "ES256" or header.get("typ") != self._token_type:
             raise AuthenticationFailed(f"the token must be ES256 {self._token_type}")
         if "crit" in header:  # RFC 7515 §4.1.11: we understand no extension
@@ -105,6 +109,17 @@ class RequestTokenVerifier:
         if not _es256_holds(public_key, signed, signature_part):
             raise AuthenticationFailed("the request token's signature is invalid")
         return _json_object(payload_part, "payload")
+
+    def _header(self, part: str) -> dict[str, Any]:
+        """The decoded protected header ``part``; the same text decodes to the same
+        header, so the last few are kept (as read: callers do not change them)."""
+        header = self._headers.get(part)
+        if header is None:
+            header = _json_object(part, "header")
+            if len(self._headers) >= _HEADERS_KEPT:
+                self._headers.clear()
+            self._headers[part] = header
+        return header
 
     async def _public_key(self, kid: str) -> ec.EllipticCurvePublicKey | None:
         """The verifying key of the hub key ``kid``, checked as fit for ES256 once per key
@@ -165,7 +180,7 @@ def _segments(token: str) -> tuple[str, str, str]:
 
 def _json_object(part: str, name: str) -> dict[str, Any]:
     try:
-        value = json.loads(base64url.decode(part))
+        value = json.loads(base64url.decode(part).decode("utf-8"))
     except (ValueError, RecursionError) as error:  # UnicodeDecodeError is a ValueError
         raise AuthenticationFailed(f"the request token's {name} is not JSON") from error
     if not isinstance(value, dict):
@@ -183,7 +198,7 @@ def _es256_holds(key: ec.EllipticCurvePublicKey, signed: bytes, signature_part: 
     r = int.from_bytes(signature[:_ES256_HALF], "big")
     s = int.from_bytes(signature[_ES256_HALF:], "big")
     try:
-        key.verify(encode_dss_signature(r, s), signed, ec.ECDSA(SHA256()))
+        key.verify(encode_dss_signature(r, s), signed, _ECDSA_SHA256)
     except InvalidSignature:
         return False
     return True

@@ -191,3 +191,15 @@ def test_uses_the_key_the_jwks_now_publishes_under_a_kid(hub: HubDouble) -> None
         return True
 
     assert asyncio.run(scenario()) == [True, False, True]
+
+
+def test_reads_each_tokens_own_header_past_the_kept_few(hub: HubDouble) -> None:
+    """Decoded headers are kept by their text; more distinct headers than are kept, and a
+    header seen before with another signature, are each judged on their own."""
+    tokens = [resigned(hub, hub.request_token(), n=number) for number in range(70)]
+    tokens += [resigned(hub, hub.request_token(), n=0, typ="JWT")]
+
+    outcomes = verify(hub, *tokens)
+
+    assert all(isinstance(outcome, RequestClaims) for outcome in outcomes[:70])
+    assert outcomes[70] == "the token must be ES256 onceonly-req+jwt"
