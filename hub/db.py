@@ -339,3 +339,39 @@ class DriverInsert:
                 values[position] = process(values[position])
             bound.append(values)
         return bound
+
+
+class UnnestInsert:
+    """``INSERT INTO table (every column) SELECT * FROM unnest(one array per column)`` on
+    PostgreSQL: any number of rows in one statement and one message, each column's values
+    sent as one array (psycopg's executemany sends a statement per row, each a message
+    to build and parse). Rows are tuples in the table's column order; a string column's
+    array is cast to varchar without a length, so that an overlong value fails on insert
+    as it does in a VALUES list (an explicit cast to varchar(n) would cut it)."""
+
+    def __init__(self, table: sa.Table) -> None:
+        dialect = postgresql_dialect()
+        columns = list(table.columns)
+        names = ", ".join(dialect.identifier_preparer.quote(column.name) for column in columns)
+        arrays = ", ".join(f"%b::{_array_type(column.type, dialect)}" for column in columns)
+        self.sql = f"INSERT INTO {table.name} ({names}) SELECT * FROM unnest({arrays})"
+        self._width = len(columns)
+
+    def params(self, rows: Sequence[Sequence[Any]]) -> list[list[Any]]:
+        if not rows:
+            return [[] for _ in range(self._width)]
+        return [list(values) for values in zip(*rows, strict=True)]
+
+
+def postgresql_dialect() -> sa.Dialect:
+    """The psycopg dialect, for compiling text outside a connection."""
+    from sqlalchemy.dialects.postgresql import psycopg
+
+    dialect: sa.Dialect = psycopg.dialect()  # type: ignore[no-untyped-call]
+    return dialect
+
+
+def _array_type(column_type: Any, dialect: sa.Dialect) -> str:
+    if isinstance(getattr(column_type, "impl", column_type), sa.String):  # AutoString too
+        return "varchar[]"
+    return f"{column_type.compile(dialect=dialect)}[]"

@@ -8,14 +8,13 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.dialects.postgresql import psycopg
 from sqlalchemy.dialects.sqlite import pysqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlmodel import col, select
 
 from onceonly.hub.audit.merkle import Node
 from onceonly.hub.audit.models import AuditCheckpoint, AuditEntry, AuditNode
-from onceonly.hub.db import DriverInsert
+from onceonly.hub.db import DriverInsert, UnnestInsert
 
 _table = AuditEntry.__table__  # type: ignore[attr-defined]
 _nodes = AuditNode.__table__  # type: ignore[attr-defined]
@@ -164,10 +163,8 @@ async def find_entries(
 ENTRY_COLUMNS = tuple(column.name for column in _table.columns)
 """The columns of ``audit_entries`` in the order of the rows given to ``insert_now``."""
 
-_INSERTS = {
-    dialect.name: (DriverInsert(_table, dialect), DriverInsert(_nodes, dialect))
-    for dialect in (pysqlite.dialect(), psycopg.dialect())  # type: ignore[no-untyped-call]
-}
+_INSERTS_NOW = DriverInsert(_table, pysqlite.dialect()), DriverInsert(_nodes, pysqlite.dialect())
+_UNNEST_ENTRIES, _UNNEST_NODES = UnnestInsert(_table), UnnestInsert(_nodes)
 _LAST_INDEX = f"SELECT max(idx) FROM {_table.name}"
 
 
@@ -209,7 +206,7 @@ def insert_now(
     db: sqlite3.Connection, rows: Sequence[Sequence[Any]], nodes: Sequence[Sequence[Any]]
 ) -> None:
     """Entries (in ENTRY_COLUMNS order) and nodes (level, idx, hash) on SQLite."""
-    entries, inner = _INSERTS["sqlite"]
+    entries, inner = _INSERTS_NOW
     db.executemany(entries.sql, entries.bind(rows))
     if nodes:
         db.executemany(inner.sql, inner.bind(nodes))
@@ -237,8 +234,7 @@ async def fetch_nodes_pg(pg: Any, nodes: Collection[Node]) -> dict[Node, bytes]:
 
 async def insert_pg(pg: Any, rows: Sequence[Sequence[Any]], nodes: Sequence[Sequence[Any]]) -> None:
     """Entries and nodes on PostgreSQL, queued in the pipeline (sent with the commit)."""
-    entries, inner = _INSERTS["postgresql"]
     cursor = pg.cursor()
-    await cursor.executemany(entries.sql, entries.bind(rows))
+    await cursor.execute(_UNNEST_ENTRIES.sql, _UNNEST_ENTRIES.params(rows))
     if nodes:
-        await cursor.executemany(inner.sql, inner.bind(nodes))
+        await cursor.execute(_UNNEST_NODES.sql, _UNNEST_NODES.params(nodes))

@@ -123,3 +123,31 @@ async def test_a_batch_failing_half_way_fails_every_waiter_and_leaves_nothing(
     await engine.dispose()
     assert receipt.index == 0
     assert [row[0] for row in entries] == [0]
+
+
+async def test_an_overlong_column_value_is_refused_as_through_sqlalchemy(
+    database_url: str,
+) -> None:
+    """PostgreSQL refuses an action longer than its column (SQLite keeps it): the one
+    call refuses or keeps it as the SQLAlchemy path does, never cut short."""
+    engine = make_engine(database_url)
+    entry = leaves.build_entry(time=START, action="a" * 65, outcome="ok", request_id="long")
+    log = AuditLog(engine, batch_size=1)
+    await log.start()
+    try:
+        one_call = await asyncio.gather(log.append(entry), return_exceptions=True)
+    finally:
+        await log.stop()
+    stored_by_one_call = await _stored(engine)
+    await _empty(engine)
+    try:
+        async with write_connection(engine) as conn:
+            await append_rows(conn, [(entry, leaves.leaf_bytes(entry))])
+        refused_by_sqlalchemy = False
+    except sa.exc.DBAPIError:
+        refused_by_sqlalchemy = True
+    stored_by_sqlalchemy = await _stored(engine)
+    await engine.dispose()
+    assert isinstance(one_call[0], AuditUnavailable) == refused_by_sqlalchemy
+    assert refused_by_sqlalchemy == (engine.dialect.name == "postgresql")
+    assert stored_by_one_call == stored_by_sqlalchemy
