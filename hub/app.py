@@ -91,6 +91,9 @@ def create_app(
         redoc_url=None,
     )
     _install_openapi(app)
+    # the hot path first: Starlette tries routes in order, and every exchange would
+    # otherwise be matched against each console, ops and admin route before its own
+    app.include_router(exchange_router)
     docs.install(app)
     console.install(app)  # the web console at / (docs/console.md)
     errors.install(app)
@@ -99,7 +102,6 @@ def create_app(
         ops_router,
         auth_router,
         catalogue_router,
-        exchange_router,
         registry_admin_router,
         access_router,
         access_requests_router,
