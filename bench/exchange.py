@@ -90,6 +90,10 @@ ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 PATHS = ("direct", "nginx", "hub")
 CALIBRATION_SECONDS = (0.5, 2.0)
 FIRST_GUESS_RATE = 800.0  # requests/s to pre-mint for before a path was measured
+# The adapter's paths (direct, nginx) share their best rate, and never plan for less than
+# ADAPTER_FLOOR/s: a cold or starved calibration round measured 50/s once, and the next
+# round, five times faster, ran out of requests.
+ADAPTER_FLOOR = 300.0
 MINT_MARGIN = (3.0, 500)  # pre-mint rate x seconds x 3 + 500: rates vary 2x on a shared machine
 
 
@@ -388,6 +392,10 @@ def audit_problem(*, audited: int, answered: int, sent: int) -> str | None:
     return None
 
 
+def _rate_key(path: str) -> str:
+    return "hub" if path == "hub" else "adapter"
+
+
 @dataclass
 class WrkRunner:
     """Rounds of wrk replaying pre-built requests; each path's best rate so far sizes
@@ -403,7 +411,7 @@ class WrkRunner:
     def _prepare(
         self, path: str, seconds: float, *, seed: int, rate: float | None
     ) -> tuple[Path, int]:
-        expected = rate or self.best_rate.get(path, FIRST_GUESS_RATE)
+        expected = rate or self._planned_rate(path)
         if path == "hub":
             self.hub.renew()
         output = self.workdir / f"{path}-{seed}.requests"
@@ -412,6 +420,10 @@ class WrkRunner:
             output, prebuilt_requests(self.world, path, count=count, seed=seed, hub=self.hub)
         )
         return output, count
+
+    def _planned_rate(self, path: str) -> float:
+        best = self.best_rate.get(_rate_key(path), FIRST_GUESS_RATE)
+        return best if path == "hub" else max(best, ADAPTER_FLOOR)
 
     def _wrk(self, path: str, requests: Path, seconds: float, rate: float | None) -> WrkResult:
         return run_wrk(
@@ -441,7 +453,8 @@ class WrkRunner:
             self._check_audit(number, audited=audited, runs=[*runs, result])
         if rate is None:  # size by every answer: a round of refusals still used requests
             answered = result.responses / max(result.seconds, 1e-3)
-            self.best_rate[path] = max(self.best_rate.get(path, 0.0), answered)
+            key = _rate_key(path)
+            self.best_rate[key] = max(self.best_rate.get(key, 0.0), answered)
         return PathRound(
             path=path,
             round=number,
