@@ -361,6 +361,7 @@ class PathRound:
     sent: int | None = None
     prebuilt: int | None = None
     audited: int | None = None
+    load_average: float | None = None  # the 1-minute load average at the round's end
 
 
 def requests_needed(rate: float, seconds: float) -> int:
@@ -468,6 +469,7 @@ class WrkRunner:
             sent=result.sent,
             prebuilt=prebuilt,
             audited=audited if path == "hub" else None,  # warm-up included
+            load_average=round(os.getloadavg()[0], 2),
         )
 
     def _settled_audit_count(self, every: float = 0.25, limit: float = 15.0) -> int:
@@ -668,7 +670,7 @@ def print_round(result: PathRound) -> None:
         f"  round {result.round} {result.path:6} {result.throughput:8.1f} req/s{paced}  "
         f"p50 {latency.get('p50', 0):6.2f}  p90 {latency.get('p90', 0):6.2f}  "
         f"p99 {latency.get('p99', 0):6.2f} ms  errors {result.errors or 0}{audited}  "
-        f"cpu ms/req: {cpu}",
+        f"cpu ms/req: {cpu}  load {result.load_average}",
         flush=True,
     )
 
@@ -966,7 +968,8 @@ def main(argv: list[str] | None = None) -> int:
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     RESULTS.mkdir(parents=True, exist_ok=True)
     print(f"exchange bench at {commit()}: {options}", flush=True)
-    print(f"load average before: {load_average()}", flush=True)
+    load_before = load_average()
+    print(f"load average before: {load_before}", flush=True)
     reports = []
     for workers in options.hub_workers:
         print(f"\nhub with --workers {workers}, {options.database}:", flush=True)
@@ -982,6 +985,7 @@ def main(argv: list[str] | None = None) -> int:
         "commit": commit(),
         "python": sys.version.split()[0],
         "machine": f"{platform.machine()}, {len(os.sched_getaffinity(0))} CPUs",
+        "load_average_before": load_before,
         "load_average_after": load_average(),
         "options": asdict(options),
     }

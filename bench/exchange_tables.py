@@ -93,8 +93,13 @@ def main(paths: list[str]) -> None:
     results = [json.loads(Path(path).read_text()) for path in paths]
     for result, path in zip(results, paths, strict=True):
         meta = result["meta"]
-        load = meta.get("load_average_after")
-        print(f"- `{path}`: commit {meta['commit']}, load average after {load}")
+        loads = [r["load_average"] for run in result["runs"] for r in run["rounds"]]
+        loads = [load for load in loads if load is not None]
+        span = f"{min(loads):g} to {max(loads):g}" if loads else "?"
+        print(
+            f"- `{path}`: commit {meta['commit']}, load average {meta.get('load_average_before')}"
+            f" before, {meta.get('load_average_after')} after, {span} at the rounds' ends"
+        )
     single = [r for r in results if len(r["runs"]) == 1 or "nginx" in r["runs"][0]["summary"]]
     for title, lines in (
         ("paths", paths_table(single)),
