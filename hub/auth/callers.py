@@ -28,7 +28,6 @@ from onceonly.hub.auth.jti_register import JtiRegister
 from onceonly.hub.config import Settings
 from onceonly.hub.keys import HubKeys, KeyLabel
 from onceonly.hub.kit.clock import Clock
-from onceonly.hub.kit.jws import peek_header_and_claims
 
 
 @dataclass(frozen=True)
@@ -99,17 +98,17 @@ def _split_authorization(authorization: str | None, default_scheme: str) -> tupl
     return scheme, token.strip()
 
 
+# One per process: an entry counts only while the ring that asks holds its key.
+_VERIFIED_TOKENS = tokens.VerifiedTokens(max_entries=4096)
+
+
 def _verify_token(
     token: str, *, scheme: str, settings: Settings, keys: HubKeys, clock: Clock
 ) -> tokens.AccessClaims:
     try:
-        kid = peek_header_and_claims(token)[0].get("kid")
-    except ValueError:
-        kid = None
-    try:
-        return tokens.verify_access_token(
+        return _VERIFIED_TOKENS.verify(
             token,
-            keys=keys.verification_keys(kid if isinstance(kid, str) else None),
+            key_ring=keys.verification_keys,
             issuer=settings.issuer,
             now=int(clock.time()),
             skew=settings.clock_skew,

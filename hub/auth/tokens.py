@@ -7,13 +7,15 @@
 
 import functools
 import math
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from uuid import uuid4
 
 from joserfc import jwt
 from joserfc.errors import JoseError
-from joserfc.jwk import ECKey, KeySet, OKPKey, RSAKey
+from joserfc.jwk import ECKey, Key, KeySet, OKPKey, RSAKey
 
 from onceonly.hub.auth.exceptions import ClientSignatureInvalid, InvalidClient, InvalidToken
 from onceonly.hub.kit.jws import peek_header_and_claims, safe_reason
@@ -215,12 +217,104 @@ def verify_access_token(
         )
     except _DECODE_ERRORS as error:
         raise InvalidToken(f"the access token is not valid: {safe_reason(error)}") from None
-    if exp <= now - skew:
-        raise InvalidToken("the access token has expired")
-    iat = claims.get("iat")
-    if isinstance(iat, int) and iat > now + skew:
-        raise InvalidToken("the access token was issued in the future")
+    _check_lifetime(result, now=now, skew=skew)
     return result
+
+
+def _check_lifetime(claims: AccessClaims, *, now: int, skew: int) -> None:
+    if claims.expires_at <= now - skew:
+        raise InvalidToken("the access token has expired")
+    if claims.issued_at > now + skew:
+        raise InvalidToken("the access token was issued in the future")
+
+
+@dataclass(frozen=True)
+class _Verified:
+    claims: AccessClaims
+    issuer: str
+    kid: str
+    key: Key  # the key its signature verified with
+    thumbprint: str
+
+
+# The key ring, asked for the keys that verify a token of key id ``kid``
+# (onceonly.hub.keys.HubKeys.verification_keys: it re-reads the ring for an unknown kid).
+KeyRing = Callable[[str | None], KeySet]
+
+
+class VerifiedTokens:
+    """:func:`verify_access_token`, remembering the tokens whose signature verified.
+
+    A client presents the same access token on every request for minutes, and its
+    signature check (ES256) is most of the token's cost. An entry is found by the
+    token's exact text, so a token that differs in one character is verified anew.
+    On every hit the key ring is asked again for the token's key id, and the entry
+    counts only if the ring still holds the very key that verified it: a key retired
+    or replaced in the ring stops its tokens at once, as without this cache. The
+    issuer and the token's lifetime (``exp``, ``iat``) are checked on every hit too;
+    an expired entry is dropped. At most ``max_entries`` are kept, the least recently
+    used dropped first. Revocation and the client's standing are not claims of the
+    token: they stay in the per-request read. DPoP proofs are single-use and never
+    pass through here.
+    """
+
+    def __init__(self, *, max_entries: int = 4096) -> None:
+        self._max = max_entries
+        self._entries: OrderedDict[str, _Verified] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, token: object) -> bool:
+        return token in self._entries
+
+    def verify(
+        self, token: str, *, key_ring: KeyRing, issuer: str, now: int, skew: int
+    ) -> AccessClaims:
+        """As :func:`verify_access_token`, with the keys from ``key_ring``."""
+        entry = self._entries.get(token)
+        if entry is not None and entry.issuer == issuer and _holds(key_ring(entry.kid), entry):
+            try:
+                _check_lifetime(entry.claims, now=now, skew=skew)
+            except InvalidToken:
+                del self._entries[token]
+                raise
+            self._entries.move_to_end(token)
+            return entry.claims
+        kid = _kid(token)
+        keys = key_ring(kid)
+        claims = verify_access_token(token, keys=keys, issuer=issuer, now=now, skew=skew)
+        key = _key_by_id(keys, kid)
+        if kid is not None and key is not None:
+            self._remember(token, _Verified(claims, issuer, kid, key, key.thumbprint()))
+        return claims
+
+    def _remember(self, token: str, entry: _Verified) -> None:
+        self._entries[token] = entry
+        self._entries.move_to_end(token)
+        while len(self._entries) > self._max:
+            self._entries.popitem(last=False)
+
+
+def _kid(token: str) -> str | None:
+    try:
+        kid = peek_header_and_claims(token)[0].get("kid")
+    except ValueError:
+        return None
+    return kid if isinstance(kid, str) else None
+
+
+def _key_by_id(keys: KeySet, kid: str | None) -> Key | None:
+    try:
+        return keys.get_by_kid(kid)
+    except (JoseError, ValueError):
+        return None
+
+
+def _holds(keys: KeySet, entry: _Verified) -> bool:
+    """Whether the ring still holds the key that verified ``entry``'s token."""
+    key = _key_by_id(keys, entry.kid)
+    return key is not None and (key is entry.key or key.thumbprint() == entry.thumbprint)
 
 
 def _optional_string(claims: dict[str, Any], name: str) -> str | None:
