@@ -175,7 +175,11 @@ def migrated_sqlite(template: Path, directory: Path) -> str:
 
 
 def empty_postgres(url: str) -> None:
-    """Truncate every table but Alembic's: a fresh database without re-migrating."""
+    """Delete every row of every table but Alembic's: a fresh database without
+    re-migrating. DELETE, not TRUNCATE: the tables a test fills hold a few rows, and
+    TRUNCATE gives each of the tables a new file (0.3-0.8 s for all of them, here);
+    foreign keys and the audit log's append-only triggers are set aside for the
+    transaction (``session_replication_role = replica``), as TRUNCATE set them aside."""
     engine = make_sync_engine(url)
     with engine.begin() as conn:
         tables = conn.execute(
@@ -184,9 +188,10 @@ def empty_postgres(url: str) -> None:
                 " WHERE schemaname = 'public' AND tablename <> 'alembic_version'"
             )
         ).scalars()
-        names = ", ".join(f'"{t}"' for t in tables)
-        if names:
-            conn.execute(sa.text(f"TRUNCATE {names} CASCADE"))
+        deletes = "; ".join(f'DELETE FROM "{t}"' for t in tables)
+        if deletes:
+            conn.execute(sa.text("SET LOCAL session_replication_role = replica"))
+            conn.exec_driver_sql(deletes)
     engine.dispose()
 
 
