@@ -2,15 +2,14 @@
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Depends, Request, Response
 
 from onceonly.hub.access.exceptions import NoGrant, NotShared
 from onceonly.hub.audit.dependencies import CurrentAudit, audited
 from onceonly.hub.auth.dependencies import TokenCaller
 from onceonly.hub.auth.exceptions import InsufficientScope
-from onceonly.hub.dependencies import ClockDep
 from onceonly.hub.exchange import service
-from onceonly.hub.exchange.dependencies import ExchangeContextDep
+from onceonly.hub.exchange.dependencies import exchange_context
 from onceonly.hub.exchange.exceptions import (
     OwnerInvalidResponse,
     OwnerTimeout,
@@ -48,10 +47,10 @@ async def query_record(
     scope: CurrentAudit,
     caller: TokenCaller,
     query: Annotated[RecordQuery, Depends(json_body(RecordQuery))],
-    context: ExchangeContextDep,
+    request: Request,
     response: Response,
-    clock: ClockDep,
 ) -> RecordAnswer:
+    context, clock = exchange_context(request)
     outcome = await service.query_record(
         caller=caller, item_id=item_id, query=query, context=context, scope=scope, clock=clock
     )
