@@ -54,6 +54,17 @@ pytestmark = pytest.mark.skipif(
 )
 
 
+def javascript_on(request: pytest.FixtureRequest) -> bool:
+    """Whether a browser test's context runs JavaScript: on with SQLite, off with
+    PostgreSQL. Each browser test runs once per database, so every page is tried with
+    and without JavaScript and on both stores, without the four-fold product of the
+    two (a browser test costs seconds; what the pages store is tested on both
+    databases by the HTTP tests too, and the page without JavaScript is the same HTML)."""
+    callspec = getattr(request.node, "callspec", None)
+    values = callspec.params.values() if callspec is not None else ()
+    return [v for v in values if v in ("sqlite", "postgres")] == ["sqlite"]
+
+
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     with sync_playwright() as playwright:

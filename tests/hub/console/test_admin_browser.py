@@ -1,7 +1,7 @@
-"""The administrators' pages in Debian's Chromium (Playwright), JavaScript on and off,
-on SQLite and PostgreSQL: every page checked by axe-core (WCAG 2.2 A and AA: no
-violation), with no CSP report or failed load; a client disabled through its
-confirmation page, a form answered with its error summary, a person added."""
+"""The administrators' pages in Debian's Chromium (Playwright), JavaScript on (SQLite)
+and off (PostgreSQL): every page checked by axe-core (WCAG 2.2 A and AA: no violation),
+with no CSP report or failed load; a client disabled through its confirmation page, a
+form answered with its error summary, a person added."""
 
 from tests.hub.console.console_world import ADMINISTRATOR, ConsoleWorld
 from tests.hub.console.test_console_browser import (  # the browser, world and checks

@@ -1,13 +1,14 @@
 """The auditors' pages in a real browser (Debian's Chromium, Playwright), JavaScript on
-and off: the auditor finds an access by the person's identifier and sees its proof
-verified; every page (search, results, entry, checkpoints, dashboard) has no axe-core
-violation, no CSP report and no inline script. On SQLite and PostgreSQL."""
+(SQLite) and off (PostgreSQL): the auditor finds an access by the person's identifier
+and sees its proof verified; every page (search, results, entry, checkpoints, dashboard)
+has no axe-core violation, no CSP report and no inline script."""
 
 from collections.abc import Iterator
 
 import pytest
 from playwright.sync_api import Browser
 
+from tests.hub.console.browsing import javascript_on
 from tests.hub.console.test_auditor_pages import AUDITOR, PEOPLE
 from tests.hub.console.test_console_browser import (  # noqa: F401 (fixtures)
     Browsing,
@@ -33,11 +34,12 @@ def world(
         yield built
 
 
-@pytest.fixture(params=[True, False], ids=["js", "no-js"])
+@pytest.fixture
 def browsing(request: pytest.FixtureRequest, browser: Browser, world: World) -> Iterator[Browsing]:  # noqa: F811
-    made = browser.new_context(base_url=world.hub.url, java_script_enabled=request.param)
+    scripted = javascript_on(request)
+    made = browser.new_context(base_url=world.hub.url, java_script_enabled=scripted)
     made.set_default_timeout(10_000)
-    yield Browsing(context=made, scripted=request.param)
+    yield Browsing(context=made, scripted=scripted)
     made.close()
 
 

@@ -1,10 +1,9 @@
 """The citizen's "who used my data" pages in a real browser (Debian's Chromium,
-Playwright), JavaScript on and off, on SQLite and PostgreSQL: signed out, signed in
-through the citizens' OpenID provider (a loopback provider, the person's identifier as a
-claim) with an access listed and its proof verified, with no access, a refused sign-in,
-and signed out again. axe-core reports no violation on every page (with JavaScript off,
-on the document as served: see ``browsing.Watched``), and no CSP report or failed load.
-"""
+Playwright), JavaScript on (SQLite) and off (PostgreSQL): signed out, signed in through
+the citizens' OpenID provider (a loopback provider, the person's identifier as a claim)
+with an access listed and its proof verified, with no access, a refused sign-in, and
+signed out again. axe-core reports no violation on every page (with JavaScript off, on
+the document as served: see ``browsing.Watched``), and no CSP report or failed load."""
 
 import itertools
 import time
@@ -13,7 +12,7 @@ from collections.abc import Iterator
 import pytest
 from playwright.sync_api import Browser
 
-from tests.hub.console.browsing import Visitor, browser, pytestmark, visitor
+from tests.hub.console.browsing import Visitor, browser, javascript_on, pytestmark, visitor
 from tests.hub.exchange_world import ADDRESS, ADDRESS_RECORD, PURPOSE, World, module_exchange_world
 from tests.hub.oidc_provider import CLIENT_ID, CLIENT_SECRET, Behaviour, Provider, running_provider
 from tests.hub_testing import DATABASES
@@ -46,7 +45,7 @@ def world(
         yield built
 
 
-@pytest.fixture(params=[True, False], ids=["js", "no-js"])
+@pytest.fixture
 def citizen(
     request: pytest.FixtureRequest,
     browser: Browser,
@@ -54,7 +53,7 @@ def citizen(
     citizens: Provider,
 ) -> Iterator[Visitor]:
     citizens.behaviour = Behaviour()
-    made = visitor(browser, world.hub.url, scripted=request.param)
+    made = visitor(browser, world.hub.url, scripted=javascript_on(request))
     yield made
     made.context.close()
 

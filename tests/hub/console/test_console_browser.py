@@ -1,5 +1,5 @@
 """The console in a real browser: Debian's Chromium driven by Playwright (never
-Playwright's own browser download), with JavaScript on and off.
+Playwright's own browser download), with JavaScript on (SQLite) and off (PostgreSQL).
 
 Every page is checked by axe-core (vendored in ``axe/``, injected by the test, never
 served by the hub) for WCAG 2.2 A and AA violations, and the browser's console for
@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 from playwright.sync_api import Browser
 
-from tests.hub.console.browsing import Browsing, Watched, browser, pytestmark
+from tests.hub.console.browsing import Browsing, Watched, browser, javascript_on, pytestmark
 from tests.hub.console.console_world import (
     AUDITOR,
     STEWARD,
@@ -35,13 +35,14 @@ def world(
         yield built
 
 
-@pytest.fixture(params=[True, False], ids=["js", "no-js"])
+@pytest.fixture
 def browsing(
     request: pytest.FixtureRequest, browser: Browser, world: ConsoleWorld
 ) -> Iterator[Browsing]:
-    made = browser.new_context(base_url=world.url, java_script_enabled=request.param)
+    scripted = javascript_on(request)
+    made = browser.new_context(base_url=world.url, java_script_enabled=scripted)
     made.set_default_timeout(10_000)
-    yield Browsing(context=made, scripted=request.param)
+    yield Browsing(context=made, scripted=scripted)
     made.close()
 
 

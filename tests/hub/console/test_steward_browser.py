@@ -1,8 +1,9 @@
 """The stewards' pages in a real browser (Debian's Chromium through Playwright), with
-JavaScript on and off: a steward of another department asks for three fields of an
-item, the owner's steward approves two of them with the keyboard alone, then revokes
-the grant. Every page they pass is checked by axe-core (zero WCAG 2.2 A/AA
-violations), and the browser's console for CSP reports (test_console_browser.py)."""
+JavaScript on (SQLite) and off (PostgreSQL): a steward of another department asks for
+three fields of an item, the owner's steward approves two of them with the keyboard
+alone, then revokes the grant. Every page they pass is checked by axe-core (zero WCAG
+2.2 A/AA violations), and the browser's console for CSP reports
+(test_console_browser.py)."""
 
 import re
 

@@ -1,5 +1,5 @@
 """Issue 13's whole story in a real browser (Debian's Chromium, Playwright), JavaScript
-on and off, on SQLite and PostgreSQL, and its refusals.
+on (SQLite) and off (PostgreSQL), and its refusals.
 
 The story: the civil registry's steward registers a new item through ``/register``
 (a pasted schema, checked, then registered); the tax board's steward asks for three of
@@ -40,7 +40,7 @@ from onceonly.adapters import (
 )
 from onceonly.hub.app import create_app
 
-from tests.hub.console.browsing import Visitor, browser, pytestmark, visitor
+from tests.hub.console.browsing import Visitor, browser, javascript_on, pytestmark, visitor
 from tests.hub.oidc_provider import CLIENT_ID, CLIENT_SECRET, Provider, running_provider
 from tests.hub_testing import (
     CATALOGUE,
@@ -175,9 +175,9 @@ def world(
             yield StoryWorld(hub=hub, machine_key=machine_key, citizens=citizens)
 
 
-@pytest.fixture(params=[True, False], ids=["js", "no-js"])
+@pytest.fixture
 def scripted(request: pytest.FixtureRequest) -> bool:
-    return bool(request.param)
+    return javascript_on(request)
 
 
 class People:
