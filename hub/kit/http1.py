@@ -26,13 +26,16 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import cast
-from urllib.parse import urlsplit
 
 import httptools
 import httpx
 
 # A server that sends more header bytes than this is not an adapter answering a query.
 MAX_HEAD_BYTES = 64 * 1024
+
+
+class _NotOurs(Exception):
+    """Raised inside a parser callback: the answer is not one this client reads."""
 
 
 @dataclass(frozen=True)
@@ -62,15 +65,23 @@ class _Target:
 
 
 def _target(url: str) -> _Target:
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise httpx.UnsupportedProtocol(f"not an http(s) URL: {parts.scheme!r}")
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    authority = parts.netloc.rpartition("@")[2]
-    path = parts.path or "/"
-    if parts.query:
-        path = f"{path}?{parts.query}"
-    origin = _Origin(parts.scheme, parts.hostname, port, authority)
+    """The origin and request line of ``url``, as httpx writes them: the host in IDNA,
+    the path and query percent-encoded (an adapter URL may hold any non-space
+    character). Credentials in the URL are for httpx (:func:`keepalive.lean_posts`
+    leaves such URLs to it), never dropped here."""
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL as error:
+        raise httpx.UnsupportedProtocol(f"not a usable URL: {error}") from None
+    if parsed.scheme not in ("http", "https") or not parsed.raw_host:
+        raise httpx.UnsupportedProtocol(f"not an http(s) URL: {parsed.scheme!r}")
+    if parsed.userinfo:
+        raise httpx.UnsupportedProtocol("a URL with credentials goes through httpx")
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    host = parsed.raw_host.decode("ascii")
+    authority = parsed.netloc.decode("ascii")
+    path = parsed.raw_path.decode("ascii") or "/"
+    origin = _Origin(parsed.scheme, host, port, authority)
     head = f"POST {path} HTTP/1.1\r\nHost: {authority}\r\n".encode("ascii")
     return _Target(origin=origin, head_start=head)
 
@@ -86,6 +97,8 @@ class _Connection(asyncio.Protocol):
         self._body: list[bytes] = []
         self._size = 0
         self._head_size = 0
+        self._read = 0  # every byte read for this answer: head, framing, body, trailers
+        self._answered = False  # the final answer is complete: any byte after it is stray
         self._framed = False  # Content-Length or chunked: the body's end is in the data
         self._headers_done = False
         self._encoding = b""
@@ -101,15 +114,28 @@ class _Connection(asyncio.Protocol):
         if self._waiter is None or self._waiter.done():  # nothing asked: not HTTP as we know it
             self.abort()
             return
-        if not self._headers_done:
+        self._read += len(data)
+        if self._read > 2 * self._limit + 2 * MAX_HEAD_BYTES:
+            # Far more than an answer within the limit can take, even in small chunks with
+            # trailers: stop reading (an endless body or trailer would run to the deadline).
+            if self._headers_done:
+                self.abort()
+                self._complete(overrun=True)  # oversized: the caller refuses it
+            else:
+                self._fail(httpx.RemoteProtocolError("the answer's head is too large"))
+            return
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._fail(httpx.RemoteProtocolError("the server switched protocols unasked"))
+            return
+        except httptools.HttpParserError as error:
+            self._fail(httpx.RemoteProtocolError(f"not an HTTP/1.1 answer: {error}"))
+            return
+        if not self._headers_done:  # only bytes read before the head's end count for it
             self._head_size += len(data)
             if self._head_size > MAX_HEAD_BYTES:
                 self._fail(httpx.RemoteProtocolError("the answer's head is too large"))
-                return
-        try:
-            self._parser.feed_data(data)
-        except httptools.HttpParserError as error:
-            self._fail(httpx.RemoteProtocolError(f"not an HTTP/1.1 answer: {error}"))
 
     def eof_received(self) -> bool:
         return False  # close our side too; connection_lost follows
@@ -118,18 +144,24 @@ class _Connection(asyncio.Protocol):
         self.closed = True
         if self._waiter is None or self._waiter.done():
             return
-        if self._headers_done and not self._framed:  # RFC 9112 §6.3 item 8: read to close
-            self._complete()
+        if self._headers_done and not self._framed and exc is None:
+            self._complete()  # RFC 9112 §6.3 item 8: read to close (a reset is no close)
             return
         self._fail(httpx.ReadError("the server closed the connection before answering"))
 
     # httptools callbacks
 
+    def on_message_begin(self) -> None:
+        if self._answered:  # a second answer to one request: the connection is out of step
+            raise _NotOurs("the server wrote more than one answer")
+
     def on_header(self, name: bytes, value: bytes) -> None:
         lowered = name.lower()
-        if lowered == b"content-length" or (
-            lowered == b"transfer-encoding" and b"chunked" in value.lower()
-        ):
+        if lowered == b"content-length":
+            self._framed = True
+        elif lowered == b"transfer-encoding":
+            if value.strip().lower() != b"chunked":  # RFC 9112 §6.1: chunked is last
+                raise _NotOurs("a transfer coding other than chunked")
             self._framed = True
         elif lowered == b"content-encoding":
             self._encoding = value.strip().lower()
@@ -144,9 +176,13 @@ class _Connection(asyncio.Protocol):
         self._size += len(body)
 
     def on_message_complete(self) -> None:
+        if self._answered:
+            return
         status = self._parser.get_status_code()
         if 100 <= status < 200:  # an interim answer (RFC 9110 §15.2): the final one follows
+            read = self._read  # interim answers count towards the bound on what is read
             self._start()
+            self._read = read
             return
         if not self._parser.should_keep_alive():
             self.closed = True
@@ -177,18 +213,24 @@ class _Connection(asyncio.Protocol):
     def _start(self) -> None:
         self._body, self._size, self._head_size = [], 0, 0
         self._framed, self._headers_done, self._encoding = False, False, b""
+        self._read, self._answered = 0, False
 
-    def _complete(self) -> None:
-        body = b"".join(self._body)
-        try:
-            body = _decoded(body, self._encoding)
-        except zlib.error:
-            self._fail(httpx.DecodingError("the answer's compressed body does not decode"))
+    def _complete(self, *, overrun: bool = False) -> None:
+        self._answered = True
+        if self._waiter is None or self._waiter.done():
             return
+        oversized = overrun or self._size > self._limit
+        body = b"".join(self._body)
+        if not oversized:
+            try:
+                body = _decoded(body, self._encoding, limit=self._limit)
+            except zlib.error:
+                self._fail(httpx.DecodingError("the answer's compressed body does not decode"))
+                return
+            oversized = len(body) > self._limit
         answer = Answer(
-            status=self._parser.get_status_code(), body=body, oversized=self._size > self._limit
+            status=self._parser.get_status_code(), body=body[: self._limit], oversized=oversized
         )
-        assert self._waiter is not None
         self._waiter.set_result(answer)
 
     def _fail(self, error: Exception) -> None:
@@ -197,18 +239,28 @@ class _Connection(asyncio.Protocol):
             self._waiter.set_exception(error)
 
 
-def _decoded(body: bytes, encoding: bytes) -> bytes:
-    """RFC 9110 §8.4.1: the codings httpx would have decoded by default."""
+def _decoded(body: bytes, encoding: bytes, *, limit: int) -> bytes:
+    """RFC 9110 §8.4.1: the codings httpx would have decoded by default, decoded to at
+    most ``limit + 1`` bytes (longer is oversized: a small compressed body must not
+    become a large one in memory)."""
     if encoding in (b"", b"identity"):
         return body
     if encoding in (b"gzip", b"x-gzip"):
-        return zlib.decompress(body, wbits=zlib.MAX_WBITS | 16)
+        return _inflate(body, zlib.MAX_WBITS | 16, limit)
     if encoding == b"deflate":
         try:
-            return zlib.decompress(body)
+            return _inflate(body, zlib.MAX_WBITS, limit)
         except zlib.error:
-            return zlib.decompress(body, wbits=-zlib.MAX_WBITS)
+            return _inflate(body, -zlib.MAX_WBITS, limit)
     raise zlib.error(f"unsupported content coding {encoding!r}")
+
+
+def _inflate(body: bytes, wbits: int, limit: int) -> bytes:
+    inflater = zlib.decompressobj(wbits)
+    out = inflater.decompress(body, limit + 1)
+    if len(out) <= limit and not inflater.eof:
+        raise zlib.error("the compressed body ends early")
+    return out
 
 
 class Http1Pool:

@@ -42,10 +42,19 @@ def canonical_json(value: Any) -> bytes:
     return rfc8785.dumps(value)
 
 
+# More nodes than any audit entry holds: past it, rfc8785 decides (and a value that
+# contains itself, which only code can build, fails there instead of looping here).
+_MAX_NODES = 100_000
+
+
 def _plain(value: Any) -> bool:
     """Whether ``value`` holds only the types for which the fast encoding is RFC 8785."""
     pending = [value]
+    seen = 0
     while pending:
+        seen += 1
+        if seen > _MAX_NODES:
+            return False
         node = pending.pop()
         kind = type(node)
         if kind is str or node is None or kind is bool:

@@ -190,6 +190,8 @@ def lean_posts(client: httpx.AsyncClient, url: str) -> Http1Pool | None:
     if direct is None:
         if len(transport.direct_urls) > 1024:  # adapters are few; a bound against surprises
             transport.direct_urls.clear()
-        direct = client._transport_for_url(httpx.URL(url)) is transport
+        parsed = httpx.URL(url)
+        # credentials in the URL: httpx sends them (Basic); Http1Pool does not
+        direct = not parsed.userinfo and client._transport_for_url(parsed) is transport
         transport.direct_urls[url] = direct
     return transport.posts if direct else None

@@ -6,6 +6,7 @@ department's CA and mutual TLS: tests/hub/exchange/test_adapter_tls.py."""
 import asyncio
 import gzip
 import socket
+import struct
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
@@ -306,3 +307,132 @@ def test_posts_to_a_real_asgi_server() -> None:
                 )
 
         assert asyncio.run(run()) == Answer(status=200, body=b'{"a":1}')
+
+
+# --- what a broken or hostile adapter may send (the hostile review of this client) ---
+
+
+def _one(script: Script, *, limit: int = 1000, path: str = "") -> Answer:
+    async def run() -> Answer:
+        async with scripted(script) as (url, _):
+            pool = _pool()
+            try:
+                return await _post(pool, url + path, limit=limit)
+            finally:
+                await pool.aclose()
+
+    return asyncio.run(run())
+
+
+def test_an_answer_longer_than_the_head_limit_in_one_write_is_read_whole() -> None:
+    """Body bytes that arrive with the head's end never count towards the head's bound."""
+    body = b'{"pad":"' + b"a" * 200_000 + b'"}'
+    assert _one(lambda _: _answer(body), limit=1 << 20) == Answer(status=200, body=body)
+
+
+def test_a_compressed_answer_is_decoded_only_up_to_the_limit() -> None:
+    """A gzip bomb: 5 MB of zeros in a few kilobytes never becomes 5 MB in memory."""
+    bomb = gzip.compress(b"0" * 5_000_000)
+    answer = _one(lambda _: _answer(bomb, headers=b"content-encoding: gzip\r\n"), limit=1000)
+    assert answer.oversized
+    assert len(answer.body) == 1000
+
+
+def test_a_truncated_compressed_answer_is_a_decoding_error() -> None:
+    cut = gzip.compress(b'{"record":{}}' * 50)[:-12]
+    with pytest.raises(httpx.DecodingError):
+        _one(lambda _: _answer(cut, headers=b"content-encoding: gzip\r\n"))
+
+
+def test_a_second_answer_in_the_same_segment_never_answers_the_next_request() -> None:
+    """A stray answer's head right behind the real answer (a buggy adapter or proxy):
+    reused, the connection would answer the next request with the stray answer, whose
+    body the server writes later (another person's record). The connection is dropped
+    instead, and the next request gets its own answer on a new one."""
+    stray_head = b"HTTP/1.1 200 OK\r\ncontent-length: 15\r\n\r\n"
+    seen: list[list[int]] = []
+
+    def script(_: bytes) -> bytes:
+        peers = seen[0]
+        if len(peers) == 1:
+            return _answer(b'{"for":"A"}') + stray_head
+        if peers[-1] == peers[0]:  # the first connection, reused: the stray's body
+            return b'{"for":"stray"}'
+        return _answer(b'{"for":"B"}')
+
+    async def run() -> tuple[list[bytes], list[int]]:
+        async with scripted(script) as (url, peers):
+            seen.append(peers)
+            pool = _pool()
+            bodies = [(await _post(pool, url)).body for _ in range(2)]
+            await pool.aclose()
+            return bodies, peers
+
+    bodies, peers = asyncio.run(run())
+    assert bodies == [b'{"for":"A"}', b'{"for":"B"}']
+    assert len(set(peers)) == 2
+
+
+def test_an_endless_trailer_stops_at_the_bound_on_what_is_read() -> None:
+    head = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\nx-t: "
+    answer = _one(lambda _: head + b"a" * 400_000, limit=1000)
+    assert answer.oversized
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n",
+        b"HTTP/1.1 101 Switching Protocols\r\nupgrade: h2c\r\nconnection: upgrade\r\n\r\n",
+    ],
+    ids=["transfer-coding", "upgrade"],
+)
+def test_answers_this_client_does_not_read_are_protocol_errors(head: bytes) -> None:
+    with pytest.raises(httpx.RemoteProtocolError):
+        _one(lambda _: head)
+
+
+def test_a_reset_while_reading_to_the_close_is_a_read_error() -> None:
+    """An unframed body ends at the connection's close; a reset is no close: the part
+    read so far is not the answer."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\n\r\n" + b'{"record":')
+        await writer.drain()
+        await asyncio.sleep(0.05)
+        sock = writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        writer.transport.abort()
+
+    async def run() -> None:
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        async with server:
+            pool = _pool()
+            try:
+                await _post(pool, f"http://127.0.0.1:{port}/q")
+            finally:
+                await pool.aclose()
+
+    with pytest.raises(httpx.ReadError):
+        asyncio.run(run())
+
+
+def test_a_path_is_percent_encoded_as_httpx_encodes_it() -> None:
+    seen: list[bytes] = []
+
+    def script(request: bytes) -> bytes:
+        seen.append(request.split(b"\r\n", 1)[0])
+        return _answer(b"{}")
+
+    _one(script, path='/d\u00e9pt/a"b')
+    assert seen == [b"POST /v1/query/d%C3%A9pt/a%22b HTTP/1.1"]
+
+
+def test_a_url_with_credentials_is_left_to_httpx() -> None:
+    async def run() -> object:
+        async with httpx.AsyncClient(transport=KeepAliveTransport()) as own:
+            return lean_posts(own, "http://user:secret@adapter.example/q")
+
+    assert asyncio.run(run()) is None

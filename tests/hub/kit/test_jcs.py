@@ -114,3 +114,12 @@ def _vectors() -> list[str]:
 def test_equals_the_rfc8785_vectors(name: str) -> None:
     value = json.loads((VECTORS / "input" / name).read_text(encoding="utf-8"))
     assert canonical_json(value) == (VECTORS / "output" / name).read_bytes()
+
+
+def test_a_value_that_contains_itself_fails_instead_of_looping() -> None:
+    """Only code can build one (parsed JSON cannot); the fast path's walk is bounded and
+    rfc8785 refuses it."""
+    looped: list[Any] = []
+    looped.append(looped)
+    with pytest.raises(RecursionError):
+        canonical_json(looped)
