@@ -28,6 +28,8 @@ from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import ECKey
 
+from onceonly.hub.cli.servers import PromptServer
+
 ITEM = "person.residential-address"
 OWNER = "civil-registry"
 CONSUMER = "social-welfare"
@@ -81,7 +83,7 @@ def serve(app: FastAPI) -> Iterator[str]:
         lifespan="on",
         timeout_graceful_shutdown=1,  # a deliberately slow handler must not hold the test
     )
-    server = uvicorn.Server(config)
+    server = PromptServer(config)  # stops at once when told (hub.cli.servers)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30  # a busy CI machine starts servers slowly
@@ -93,7 +95,7 @@ def serve(app: FastAPI) -> Iterator[str]:
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
-        server.should_exit = True
+        server.stop()
         thread.join(timeout=5)
 
 
