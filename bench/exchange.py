@@ -37,6 +37,7 @@ import json
 import os
 import platform
 import random
+import signal
 import sqlite3
 import statistics
 import subprocess
@@ -963,6 +964,8 @@ def load_average() -> list[float]:
 
 def main(argv: list[str] | None = None) -> int:
     options = parse_options(argv)
+    # SIGTERM unwinds like Ctrl-C, so that the servers and the database are stopped
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if options.source != "worktree" and _SOURCE_COMMIT not in os.environ:
         run_from_commit(options.source)
     check_source()
