@@ -4,7 +4,8 @@ Each handing-off of a call to a thread costs more CPU than a SQLite read or inse
 (a queue put, a thread wake-up, the GIL, a loop wake-up: docs/performance.md, issue
 18). `ThreadBatches` hands over every call that arrived while the previous batch ran,
 as one list, to one thread of its own, and answers each caller with its own result.
-A batch that fails fails every caller in it, and the next batch is tried afresh.
+A batch that fails fails every caller in it, and the next batch is tried afresh; a
+result that is a `Failed` fails only its own caller (one unreadable row among many).
 """
 
 from __future__ import annotations
@@ -15,10 +16,20 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any, Generic, TypeVar
 
-__all__ = ["ThreadBatches"]
+__all__ = ["Failed", "ThreadBatches"]
 
 In = TypeVar("In")
 Out = TypeVar("Out")
+
+
+class Failed:
+    """A result that fails its caller alone with ``error`` (the others of its batch get
+    theirs)."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
 
 
 class ThreadBatches(Generic[In, Out]):
@@ -33,7 +44,7 @@ class ThreadBatches(Generic[In, Out]):
         record = await reads(("person.identity", subject))
     """
 
-    def __init__(self, run: Callable[[Sequence[In]], Sequence[Out]], *, name: str) -> None:
+    def __init__(self, run: Callable[[Sequence[In]], Sequence[Out | Failed]], *, name: str) -> None:
         self._run = run
         self._name = name
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
@@ -81,7 +92,7 @@ class ThreadBatches(Generic[In, Out]):
         """``run(values)`` in the worker thread (a queue put and, when done, one wake-up of
         the loop: less work than an executor's futures)."""
         done: asyncio.Future[Sequence[Out]] = loop.create_future()
-        if self._thread is None:
+        if self._thread is None or not self._thread.is_alive():
             self._thread = threading.Thread(
                 target=_work, args=(self._jobs,), name=self._name, daemon=True
             )
@@ -101,8 +112,10 @@ def _settle(
             continue
         if error is not None:
             waiter.set_exception(error)
+        elif isinstance(result := results[number], Failed):
+            waiter.set_exception(result.error)
         else:
-            waiter.set_result(results[number])
+            waiter.set_result(result)
 
 
 class _Job:
@@ -128,6 +141,10 @@ def _work(jobs: queue.SimpleQueue[_Job | None]) -> None:
                 raise RuntimeError(f"{len(results)} results for {len(job.values)} calls")
         except Exception as error:
             _hand_back(job, error=error)
+        except BaseException as error:  # the thread lives on: no caller may wait forever
+            stopped = RuntimeError(f"the batch was stopped by {type(error).__name__}")
+            stopped.__cause__ = error
+            _hand_back(job, error=stopped)
         else:
             _hand_back(job, results=results)
 

@@ -197,11 +197,32 @@ class _QueryEndpoint:
                 authorization=_header(scope, b"authorization"), receive=receive, trail=trail
             )
         except OnceonlyError as error:
-            await self._provider.log(trail, error=error)
-            await problem_response(error)(scope, receive, send)
+            if await self._logged(trail, error, scope, receive, send):
+                await problem_response(error)(scope, receive, send)
             return
-        await self._provider.log(trail, error=None)
-        await send_json(send, answer)
+        if await self._logged(trail, None, scope, receive, send):
+            await send_json(send, answer)
+
+    async def _logged(
+        self,
+        trail: _Trail,
+        error: OnceonlyError | None,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+    ) -> bool:
+        """Write the served-log entry; when it cannot be written, answer 503 instead
+        (no answer, and no refusal, leaves without its entry)."""
+        try:
+            await self._provider.log(trail, error=error)
+        except Exception as failed:
+            logger.error("the served-log entry was not written: %s", type(failed).__name__)
+            refused = UpstreamError(
+                "the served-log could not be written", status=503, problem_type="unavailable"
+            )
+            await problem_response(refused)(scope, receive, send)
+            return False
+        return True
 
 
 def _header(scope: Scope, name: bytes) -> str:
@@ -260,7 +281,15 @@ class _Provider:
         record = await self._fetch(trail.item, query.subject)
         await self._check_record(record, item=trail.item, version=query.version)
         trail.commitment_key = _commitment.new_key()
-        trail.commitment = _commitment.commit(trail.commitment_key, record)
+        try:
+            trail.commitment = _commitment.commit(trail.commitment_key, record)
+        except (ValueError, TypeError, UnicodeError) as error:  # no RFC 8785 form
+            logger.error("source for %s gave a record with no canonical JSON form", trail.item)
+            raise UpstreamError(
+                "the source's record has a value with no canonical JSON form",
+                status=502,
+                problem_type="source-invalid-record",
+            ) from error
         return {"item": trail.item, "version": query.version, "record": record}
 
     async def log(self, trail: _Trail, *, error: OnceonlyError | None) -> None:
@@ -273,7 +302,8 @@ class _Provider:
         self.metrics.served(trail.item, outcome)
         if not logger.isEnabledFor(logging.INFO):
             return
-        facts = {"request_id": trail.request_id, "item": trail.item, "consumer": trail.consumer,
+        item = trail.item if trail.item.isprintable() else ascii(trail.item)  # no forged lines
+        facts = {"request_id": trail.request_id, "item": item, "consumer": trail.consumer,
                  "purpose": trail.purpose, "outcome": outcome, "reason": reason}  # fmt: skip
         logger.info(
             "query request_id=%s item=%s consumer=%s purpose=%s outcome=%s reason=%s",

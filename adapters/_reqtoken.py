@@ -99,7 +99,7 @@ class RequestTokenVerifier:
         header = self._header(header_part)
         if header.get("alg") != "ES256" or header.get("typ") != self._token_type:
             raise AuthenticationFailed(f"the token must be ES256 {self._token_type}")
-        if "crit" in header:  # RFC 7515 §4.1.11: we understand no extension
+        if "crit" in header or "b64" in header:  # RFC 7515 §4.1.11, RFC 7797 §3, §6
             raise AuthenticationFailed("the request token names critical extensions")
         kid = header.get("kid")
         public_key = await self._public_key(kid) if isinstance(kid, str) else None

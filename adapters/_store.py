@@ -22,6 +22,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from ._batches import Failed
 from ._errors import ImportFailed, ImportReport, RowError
 from ._validation import compile_validator, violation
 
@@ -250,9 +251,10 @@ class RecordStore:
         row = self._row(item, subject)
         return None if row is None else row[0]
 
-    def get_many(self, keys: Sequence[tuple[str, str]]) -> list[dict[str, Any] | None]:
+    def get_many(self, keys: Sequence[tuple[str, str]]) -> list[dict[str, Any] | Failed | None]:
         """The record of each ``(item, subject)`` in ``keys``, or ``None``: as `get`,
-        on one connection, with the driver's own cursor (no statement to build)."""
+        on one connection, with the driver's own cursor (no statement to build). A
+        stored row that does not parse is a `Failed` in its own place only."""
         connection = self._engine.raw_connection()
         try:
             cursor = connection.cursor()
@@ -260,7 +262,7 @@ class RecordStore:
             cursor.close()
         finally:
             connection.close()
-        return [None if row is None else json.loads(row[0]) for row in rows]
+        return [None if row is None else _parsed(row[0]) for row in rows]
 
     def revision(self, item: str, subject: str) -> int | None:
         """The record's revision: 1 when first put, one more on each replacement."""
@@ -452,6 +454,15 @@ def _check_row(row: _Row, first_row: dict[str, int]) -> str | None:
         return f"subject repeats row {first_row[row.subject]}"
     first_row[row.subject] = row.row
     return None
+
+
+def _parsed(stored: str) -> dict[str, Any] | Failed:
+    """A stored record's JSON, or what was wrong with it for its caller alone."""
+    try:
+        record: dict[str, Any] = json.loads(stored)
+    except (ValueError, RecursionError) as error:
+        return Failed(error)
+    return record
 
 
 def _key(item: str, subject: str) -> tuple[sa.ColumnElement[bool], ...]:

@@ -24,6 +24,11 @@ __all__ = ["RecordValidator", "compile_validator", "violation"]
 # Scalar schema values are safe to quote in a message: they come from the schema,
 # never from the record.
 _QUOTABLE = (str, int, float, bool, type(None))
+# Deeper records are refused before any validator walks them: the hub refuses answers
+# nested deeper than 64 (its MAX_ANSWER_DEPTH, the record wrapped once), and a
+# recursive schema's validator recurses as deep as the record (jsonschema-rs ends the
+# process past some 20,000 levels; Python's raises RecursionError).
+MAX_RECORD_DEPTH = 63
 
 
 def compile_validator(schema: dict[str, Any]) -> Draft202012Validator:
@@ -71,6 +76,8 @@ class RecordValidator:
 
     def violation(self, record: object) -> str | None:
         """As `violation`, decided by jsonschema-rs when it could compile the schema."""
+        if _deeper_than(record, MAX_RECORD_DEPTH):
+            return f"(record): nested deeper than {MAX_RECORD_DEPTH} levels"
         if self._fast is None:
             return violation(self.reference, record)
         try:
@@ -87,6 +94,23 @@ class RecordValidator:
         if error is None:
             return "(record): fails the schema"
         return f"{_pointer(error.instance_path)}: fails '{error.kind.name}'"
+
+
+def _deeper_than(value: object, limit: int) -> bool:
+    """Whether ``value`` has containers nested more than ``limit`` deep (no recursion)."""
+    pending: list[tuple[object, int]] = [(value, 0)]
+    while pending:
+        node, depth = pending.pop()
+        if isinstance(node, dict):
+            children: Iterable[object] = node.values()
+        elif isinstance(node, list | tuple):
+            children = node
+        else:
+            continue
+        if depth >= limit:
+            return True
+        pending.extend((child, depth + 1) for child in children)
+    return False
 
 
 def violation(validator: Draft202012Validator, instance: object) -> str | None:

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from onceonly.adapters._batches import ThreadBatches
+from onceonly.adapters._batches import Failed, ThreadBatches
 
 
 class Doubler:
@@ -110,3 +110,43 @@ def test_callers_waiting_when_the_loop_stops_are_told() -> None:
     outcome = asyncio.run(scenario())
     assert isinstance(outcome, RuntimeError)
     assert "doubler was stopped" in str(outcome)
+
+
+def test_a_failed_result_fails_its_own_caller_alone() -> None:
+    """One unreadable row among many: its caller is told, the others get their records."""
+
+    def run(values: Sequence[int]) -> list[int | Failed]:
+        return [Failed(ValueError("unreadable")) if v == 13 else v for v in values]
+
+    batches: ThreadBatches[int, int] = ThreadBatches(run, name="rows")
+
+    async def main() -> list[int | BaseException]:
+        return await asyncio.gather(*(batches(v) for v in (1, 13, 2)), return_exceptions=True)
+
+    first, failed, second = asyncio.run(main())
+    batches.close()
+    assert (first, second) == (1, 2)
+    assert isinstance(failed, ValueError)
+
+
+def test_a_base_exception_in_a_batch_leaves_no_caller_waiting_for_ever() -> None:
+    """A batch that raises past Exception (a driver's, a stray SystemExit) fails its
+    callers, and the worker still answers the next batch."""
+    calls: list[list[int]] = []
+
+    def run(values: Sequence[int]) -> list[int]:
+        calls.append(list(values))
+        if len(calls) == 1:
+            raise SystemExit("from the driver")
+        return list(values)
+
+    batches: ThreadBatches[int, int] = ThreadBatches(run, name="stopped")
+
+    async def main() -> tuple[BaseException | int, int]:
+        (first,) = await asyncio.gather(batches(1), return_exceptions=True)
+        return first, await asyncio.wait_for(batches(2), timeout=5)
+
+    first, second = asyncio.run(main())
+    batches.close()
+    assert isinstance(first, RuntimeError)
+    assert second == 2

@@ -349,3 +349,52 @@ def test_answers_source_unavailable_when_the_source_fails(tmp_path: Path, hub: H
         )
 
     assert_problem(response, 503, "source-unavailable")
+
+
+@pytest.mark.parametrize(
+    ("record", "why"),
+    [
+        ({"street": "Pikk 1", "city": "Tallinn", "floor": 2**60}, "canonical JSON"),
+        ({"street": "Pikk 1", "city": "Tallinn", "geo": {"lat": [[[[1]]]]}}, "fails"),
+    ],
+    ids=["integer-past-2**53", "invalid"],
+)
+def test_a_source_record_with_no_canonical_form_is_a_bad_gateway_problem(
+    tmp_path: Path, hub: HubDouble, record: dict[str, Any], why: str
+) -> None:
+    """A record the schema admits but RFC 8785 cannot write (its commitment) is refused
+    as the source's fault, a problem document, not a plain 500."""
+
+    def lookup(item: str, subject: str) -> dict[str, Any] | None:
+        return record
+
+    config = load_config(write_config(tmp_path, hub_url=hub.url))
+    app = create_provider_app(config, sources={ITEM: CallableSource(lookup)})
+    with serve(app) as url, httpx.Client() as http:
+        provider = Provider(url=url, store=RecordStore(config.store_path), http=http)
+        problem = assert_problem(provider.query(hub.request_token()), 502, "source-invalid-record")
+        provider.store.close()
+    assert why in problem["detail"]
+
+
+def test_a_served_log_that_cannot_be_written_answers_a_problem_and_no_record(
+    tmp_path: Path, hub: HubDouble, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No answer and no refusal leaves without its served-log entry: the store's write
+    fails (as a full disk would make it), so the caller gets 503, not the record."""
+    config = load_config(write_config(tmp_path, hub_url=hub.url))
+    with RecordStore(config.store_path) as store:
+        store.put(ITEM, SUBJECT, RECORD)
+
+    def full_disk(self: RecordStore, entries: object) -> list[None]:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(RecordStore, "record_served_many", full_disk)
+    with serve(create_provider_app(config)) as url, httpx.Client() as http:
+        provider = Provider(url=url, store=RecordStore(config.store_path), http=http)
+        answered = provider.query(hub.request_token())
+        refused = http.post(f"{url}/v1/items/{ITEM}/records/query", json={})
+        provider.store.close()
+    assert_problem(answered, 503, "unavailable")
+    assert "Pikk" not in answered.text
+    assert_problem(refused, 503, "unavailable")

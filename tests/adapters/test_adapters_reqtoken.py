@@ -135,6 +135,13 @@ def test_refuses_a_token_naming_critical_extensions(hub: HubDouble) -> None:
     assert verify(hub, token) == ["the request token names critical extensions"]
 
 
+def test_refuses_an_unencoded_payload_header_even_without_crit(hub: HubDouble) -> None:
+    """RFC 7797's b64 must be named in crit; either way the adapter reads no such token."""
+    token = resigned(hub, hub.request_token(), b64=False)
+
+    assert verify(hub, token) == ["the request token names critical extensions"]
+
+
 def test_a_token_signed_again_by_the_hub_key_holds(hub: HubDouble) -> None:
     """The test's own signer is right: what it signs with the hub's header holds."""
     assert isinstance(verify(hub, resigned(hub, hub.request_token()))[0], RequestClaims)

@@ -7,7 +7,12 @@ from typing import Any
 
 import pytest
 
-from onceonly.adapters._validation import RecordValidator, compile_validator, violation
+from onceonly.adapters._validation import (
+    MAX_RECORD_DEPTH,
+    RecordValidator,
+    compile_validator,
+    violation,
+)
 
 from tests.adapters.adapter_testing import RECORD, SCHEMA
 
@@ -56,3 +61,21 @@ def test_leaves_a_schema_jsonschema_rs_cannot_compile_to_the_reference() -> None
 
     assert checker.violation("abc") is None
     assert checker.violation("xyz") == "(record): fails 'pattern' '^(?!x)'"
+
+
+def test_a_record_nested_deeper_than_the_hub_reads_is_refused_before_validation() -> None:
+    """A recursive schema's validator recurses as deep as the record: past some 20,000
+    levels jsonschema-rs ends the process. The depth is checked first, without
+    recursion (the hub refuses answers nested deeper than 64 anyway)."""
+    schema = {"type": "object", "properties": {"a": {"$ref": "#"}}}
+    deep: dict[str, Any] = {}
+    for _ in range(30_000):
+        deep = {"a": deep}
+    shallow: dict[str, Any] = {}  # MAX_RECORD_DEPTH objects, one in another: as deep as allowed
+    for _ in range(MAX_RECORD_DEPTH - 1):
+        shallow = {"a": shallow}
+
+    validator = RecordValidator(schema)
+    assert validator.violation(deep) == f"(record): nested deeper than {MAX_RECORD_DEPTH} levels"
+    assert validator.violation(shallow) is None
+    assert validator.violation({"a": shallow}) is not None
