@@ -272,11 +272,19 @@ async def write_in_one_call(
             raise sa.exc.DBAPIError.instance(
                 None, None, error, errors, hide_parameters=True
             ) from error
+        except BaseException:
+            # Not an SQL error (aiosqlite's "Connection closed", a cancelled pipeline):
+            # the pool must not hand this connection out again. SQLAlchemy's own path
+            # invalidates such a connection; this one bypasses that path.
+            with contextlib.suppress(Exception):
+                await conn.invalidate()
+            raise
 
 
 async def _sqlite_call(driver: Any, work: "SqliteWork[T]") -> T:
     # aiosqlite runs any function on its thread with the private Connection._execute
-    # (its public methods are each one such call); one call is the point here.
+    # (its public methods are each one such call); one call is the point here. The
+    # versions pyproject allows have it; tests/hub/test_db_one_call.py names it.
     result: T = await driver._execute(_in_sqlite_transaction, driver, work)
     return result
 
