@@ -171,6 +171,15 @@ SLOWEST_FIRST = (
     "tests/test_demo.py",
     "tests/hub/test_standby.py",
     "tests/hub/openapi/test_schemathesis.py",
+    # The browser tests: few tests a file, so by their number they would run last, one
+    # worker idle while the other plays the story in Chromium for a minute.
+    "tests/hub/console/test_story_browser.py",
+    "tests/hub/console/test_screenshots.py",
+    "tests/hub/console/test_admin_browser.py",
+    "tests/hub/console/test_steward_browser.py",
+    "tests/hub/console/test_console_browser.py",
+    "tests/hub/console/test_citizen_browser.py",
+    "tests/hub/console/test_auditor_browser.py",
 )
 
 
