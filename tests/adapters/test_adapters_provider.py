@@ -351,22 +351,15 @@ def test_answers_source_unavailable_when_the_source_fails(tmp_path: Path, hub: H
     assert_problem(response, 503, "source-unavailable")
 
 
-@pytest.mark.parametrize(
-    ("record", "why"),
-    [
-        ({"street": "Pikk 1", "city": "Tallinn", "floor": 2**60}, "canonical JSON"),
-        ({"street": "Pikk 1", "city": "Tallinn", "geo": {"lat": [[[[1]]]]}}, "fails"),
-    ],
-    ids=["integer-past-2**53", "invalid"],
-)
 def test_a_source_record_with_no_canonical_form_is_a_bad_gateway_problem(
-    tmp_path: Path, hub: HubDouble, record: dict[str, Any], why: str
+    tmp_path: Path, hub: HubDouble
 ) -> None:
-    """A record the schema admits but RFC 8785 cannot write (its commitment) is refused
-    as the source's fault, a problem document, not a plain 500."""
+    """A record the schema admits (an integer floor) but RFC 8785 cannot write for its
+    commitment (past 2**53) is refused as the source's fault, a problem document, not
+    a plain 500."""
 
     def lookup(item: str, subject: str) -> dict[str, Any] | None:
-        return record
+        return {"street": "Pikk 1", "city": "Tallinn", "floor": 2**60}
 
     config = load_config(write_config(tmp_path, hub_url=hub.url))
     app = create_provider_app(config, sources={ITEM: CallableSource(lookup)})
@@ -374,7 +367,7 @@ def test_a_source_record_with_no_canonical_form_is_a_bad_gateway_problem(
         provider = Provider(url=url, store=RecordStore(config.store_path), http=http)
         problem = assert_problem(provider.query(hub.request_token()), 502, "source-invalid-record")
         provider.store.close()
-    assert why in problem["detail"]
+    assert "canonical JSON" in problem["detail"]
 
 
 def test_a_served_log_that_cannot_be_written_answers_a_problem_and_no_record(
