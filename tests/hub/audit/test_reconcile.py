@@ -17,6 +17,8 @@ from onceonly.hub.cli import main
 from onceonly.hub.db import WRITE_OPTION, make_sync_engine
 from onceonly.hub.kit import base64url
 
+from tests.hub.audit.copied_worlds import copied_exchange_world
+from tests.hub.audit.hub_copies import Copies
 from tests.hub.exchange_world import (
     ADDRESS,
     ADDRESS_RECORD,
@@ -26,7 +28,6 @@ from tests.hub.exchange_world import (
     OWNER,
     PURPOSE,
     World,
-    exchange_world,
 )
 
 SUBJECTS = ["38001085718", "49403136515", "61506230020"]
@@ -34,9 +35,16 @@ OWNER_CLIENT = f"{OWNER}-adapter"
 Kind = tuple[str, str | None]  # a difference's kind and member
 
 
+@pytest.fixture(scope="module")
+def copies(tmp_path_factory: pytest.TempPathFactory) -> Copies:
+    return Copies(tmp_path_factory.mktemp("copies"))
+
+
 @pytest.fixture
-def world(database_url: str, tmp_path: Path) -> Iterator[World]:
-    with exchange_world(database_url=database_url, tmp_path=tmp_path) as built:
+def world(copies: Copies, database_url: str, tmp_path: Path) -> Iterator[World]:
+    """A world of the test's own (each tampers with the log or a trail), copied from
+    the module's: the catalogue, client and grant are built once per database."""
+    with copied_exchange_world(copies, database_url=database_url, tmp_path=tmp_path) as built:
         yield built
 
 

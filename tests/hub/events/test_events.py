@@ -7,7 +7,7 @@ SQLite and PostgreSQL.
 import json
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,7 @@ from onceonly.adapters import (
 from onceonly.hub.db import make_sync_engine
 from onceonly.hub.events.tokens import mint_event_token
 
+from tests.hub.audit.hub_copies import Copies
 from tests.hub_testing import CATALOGUE, RunningHub, running_hub, serve, wait_until
 
 OWNER, CONSUMER = "civil-registry", "social-welfare"
@@ -68,6 +69,9 @@ class EventWorld:
             return [e["entry"] for e in admin.audit_entries(action=action)["entries"]]
 
 
+WorldMaker = Callable[..., AbstractContextManager[EventWorld]]
+
+
 @contextmanager
 def consumer_adapter(
     world: EventWorld,
@@ -90,24 +94,47 @@ def consumer_adapter(
         yield url
 
 
-@contextmanager
-def event_world(database_url: str, tmp_path: Path, **settings: Any) -> Iterator[EventWorld]:
-    with running_hub(database_url=database_url, data_dir=tmp_path / "hub", **settings) as hub:
-        world = EventWorld(
-            hub=hub,
-            owner_key=ECKey.generate_key("P-256", auto_kid=True),
-            consumer_key=ECKey.generate_key("P-256", auto_kid=True),
-        )
+def _build(database_url: str, scratch: Path) -> tuple[Path, dict[str, Any]]:
+    """The catalogue, both departments' clients and the consumer's grant (saved once
+    per database, copied for each test)."""
+    keys = {
+        department: ECKey.generate_key("P-256", auto_kid=True) for department in (OWNER, CONSUMER)
+    }
+    with running_hub(database_url=database_url, data_dir=scratch / "hub") as hub:
         with hub.admin() as admin:
             admin.import_catalogue(CATALOGUE)
-            for department, key in ((OWNER, world.owner_key), (CONSUMER, world.consumer_key)):
+            for department, key in keys.items():
                 admin.put_client(
                     f"{department}-adapter", department=department, jwks=public_jwks(key)
                 )
             admin.create_grant(
                 consumer=CONSUMER, item=ADDRESS, purpose="benefit-eligibility", legal_basis="test"
             )
-        yield world
+    return scratch / "hub", {d: key.as_dict(private=True) for d, key in keys.items()}
+
+
+@pytest.fixture(scope="module")
+def copies(tmp_path_factory: pytest.TempPathFactory) -> Copies:
+    return Copies(tmp_path_factory.mktemp("copies"))
+
+
+@pytest.fixture
+def event_world(copies: Copies) -> WorldMaker:
+    """``event_world(database_url, tmp_path, **settings)``: a hub of the test's own on a
+    copy of the module's saved world (each test counts every event and delivery)."""
+
+    @contextmanager
+    def world(database_url: str, tmp_path: Path, **settings: Any) -> Iterator[EventWorld]:
+        data_dir = tmp_path / "hub"
+        keys = copies.world("events", database_url, data_dir, _build)
+        with running_hub(database_url=database_url, data_dir=data_dir, **settings) as hub:
+            yield EventWorld(
+                hub=hub,
+                owner_key=ECKey.import_key(keys[OWNER]),
+                consumer_key=ECKey.import_key(keys[CONSUMER]),
+            )
+
+    return world
 
 
 def _point(world: EventWorld, url: str) -> None:
@@ -116,7 +143,7 @@ def _point(world: EventWorld, url: str) -> None:
 
 
 def test_subscriber_receives_a_signed_event_and_the_hub_audits_it(
-    database_url: str, tmp_path: Path
+    database_url: str, tmp_path: Path, event_world: WorldMaker
 ) -> None:
     with event_world(database_url, tmp_path) as world, consumer_adapter(world, tmp_path) as url:
         _point(world, url)
@@ -138,7 +165,9 @@ def test_subscriber_receives_a_signed_event_and_the_hub_audits_it(
         assert SUBJECT not in str(publish) + str(deliver)
 
 
-def test_delivered_event_no_longer_keeps_the_raw_subject(database_url: str, tmp_path: Path) -> None:
+def test_delivered_event_no_longer_keeps_the_raw_subject(
+    database_url: str, tmp_path: Path, event_world: WorldMaker
+) -> None:
     with event_world(database_url, tmp_path) as world, consumer_adapter(world, tmp_path) as url:
         _point(world, url)
         world.subscribe()
@@ -154,7 +183,9 @@ def test_delivered_event_no_longer_keeps_the_raw_subject(database_url: str, tmp_
         engine.dispose()
 
 
-def test_only_the_owner_publishes(database_url: str, tmp_path: Path) -> None:
+def test_only_the_owner_publishes(
+    database_url: str, tmp_path: Path, event_world: WorldMaker
+) -> None:
     with event_world(database_url, tmp_path) as world, world.consumer() as consumer:
         with pytest.raises(AccessDenied) as refused:
             consumer.publish(ADDRESS, SUBJECT)
@@ -163,13 +194,15 @@ def test_only_the_owner_publishes(database_url: str, tmp_path: Path) -> None:
         assert entry["outcome"] == "refused"
 
 
-def test_subscribing_needs_a_grant(database_url: str, tmp_path: Path) -> None:
+def test_subscribing_needs_a_grant(
+    database_url: str, tmp_path: Path, event_world: WorldMaker
+) -> None:
     with event_world(database_url, tmp_path) as world, pytest.raises(AccessDenied):
         world.subscribe("person.identity")
 
 
 def test_the_owners_adapter_announces_changes_to_its_store_by_itself(
-    database_url: str, tmp_path: Path
+    database_url: str, tmp_path: Path, event_world: WorldMaker
 ) -> None:
     with event_world(database_url, tmp_path) as world, consumer_adapter(world, tmp_path) as url:
         _point(world, url)
@@ -195,7 +228,7 @@ def test_the_owners_adapter_announces_changes_to_its_store_by_itself(
 
 
 def test_failing_subscriber_becomes_a_dead_letter_that_can_be_replayed(
-    database_url: str, tmp_path: Path
+    database_url: str, tmp_path: Path, event_world: WorldMaker
 ) -> None:
     settings = {**FAST_RETRIES, "event_max_attempts": 3}
     with event_world(database_url, tmp_path, **settings) as world:
@@ -214,7 +247,9 @@ def test_failing_subscriber_becomes_a_dead_letter_that_can_be_replayed(
             assert admin.dead_letters() == []
 
 
-def test_redelivered_event_is_handled_once(database_url: str, tmp_path: Path) -> None:
+def test_redelivered_event_is_handled_once(
+    database_url: str, tmp_path: Path, event_world: WorldMaker
+) -> None:
     with event_world(database_url, tmp_path) as world, consumer_adapter(world, tmp_path) as url:
         _point(world, url)
         world.subscribe()
@@ -238,7 +273,9 @@ def test_redelivered_event_is_handled_once(database_url: str, tmp_path: Path) ->
         assert len(world.received) == 1
 
 
-def test_revoked_grant_cancels_pending_deliveries(database_url: str, tmp_path: Path) -> None:
+def test_revoked_grant_cancels_pending_deliveries(
+    database_url: str, tmp_path: Path, event_world: WorldMaker
+) -> None:
     with event_world(database_url, tmp_path, **FAST_RETRIES) as world:
         _point(world, "http://127.0.0.1:9")
         world.subscribe()
@@ -250,7 +287,9 @@ def test_revoked_grant_cancels_pending_deliveries(database_url: str, tmp_path: P
         assert world.received == []
 
 
-def test_two_hub_replicas_deliver_every_event_once(database_url: str, tmp_path: Path) -> None:
+def test_two_hub_replicas_deliver_every_event_once(
+    database_url: str, tmp_path: Path, event_world: WorldMaker
+) -> None:
     if not database_url.startswith("postgresql"):
         pytest.skip("replicas share a PostgreSQL database")
     with (
@@ -269,7 +308,9 @@ def test_two_hub_replicas_deliver_every_event_once(database_url: str, tmp_path: 
         assert len(ids) == len(set(ids)) == 20
 
 
-def test_delivery_resumes_after_the_hub_restarts(database_url: str, tmp_path: Path) -> None:
+def test_delivery_resumes_after_the_hub_restarts(
+    database_url: str, tmp_path: Path, event_world: WorldMaker
+) -> None:
     # Both hubs keep retrying while the subscriber is unreachable (the first while it
     # stops, the second until the subscriber is pointed at a live adapter). With ten
     # attempts 0.2 s apart, a slow restart on a busy CI machine turned the delivery into
@@ -389,7 +430,7 @@ def the_delivery_id(db: sa.Engine) -> str:
 
 
 def test_no_delivery_while_its_audit_entry_cannot_be_committed(
-    database_url: str, tmp_path: Path, db: sa.Engine
+    database_url: str, tmp_path: Path, event_world: WorldMaker, db: sa.Engine
 ) -> None:
     logged_on_arrival: list[list[str]] = []  # events with a deliver entry, as each arrived
 
@@ -418,7 +459,7 @@ def test_no_delivery_while_its_audit_entry_cannot_be_committed(
 
 
 def test_each_call_is_audited_before_it_is_made_and_each_failure_after_it(
-    database_url: str, tmp_path: Path, db: sa.Engine
+    database_url: str, tmp_path: Path, event_world: WorldMaker, db: sa.Engine
 ) -> None:
     logged_at_call: list[list[tuple[str, str | None]]] = []
     refusing = FastAPI()
@@ -445,7 +486,7 @@ def test_each_call_is_audited_before_it_is_made_and_each_failure_after_it(
 
 
 def test_event_nobody_subscribes_to_keeps_no_raw_subject(
-    database_url: str, tmp_path: Path, db: sa.Engine
+    database_url: str, tmp_path: Path, event_world: WorldMaker, db: sa.Engine
 ) -> None:
     with event_world(database_url, tmp_path) as world:
         event_id = world.publish()
