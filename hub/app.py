@@ -22,6 +22,7 @@ from onceonly.hub.config import Settings
 from onceonly.hub.console import endpoints as console
 from onceonly.hub.events.endpoints import admin as events_admin_router
 from onceonly.hub.events.endpoints import router as events_router
+from onceonly.hub.exchange.endpoints import ExchangeFastPath
 from onceonly.hub.exchange.endpoints import router as exchange_router
 from onceonly.hub.keys import HubKeys
 from onceonly.hub.kit import logs
@@ -97,6 +98,9 @@ def create_app(
     docs.install(app)
     console.install(app)  # the web console at / (docs/console.md)
     errors.install(app)
+    # record queries are answered inside the request context, before the framework's
+    # routing (onceonly.hub.exchange.endpoints); the route stays for its contract
+    app.add_middleware(ExchangeFastPath)
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
     for router in (
         ops_router,

@@ -49,6 +49,14 @@ async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse
     return await _audit_refusal(request, InvalidRequest(_describe(exc.errors())))
 
 
+async def handled(request: Request, error: HubError | RequestValidationError) -> JSONResponse:
+    """The answer the installed handlers give for ``error``: for a route served outside
+    the framework's routing (onceonly.hub.exchange.endpoints.ExchangeFastPath)."""
+    if isinstance(error, RequestValidationError):
+        return await _on_validation_error(request, error)
+    return await _on_hub_error(request, error)
+
+
 async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     titles = {404: ("not-found", "Not found"), 405: ("method-not-allowed", "Method not allowed")}

@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 import sqlalchemy as sa
+from fastapi import FastAPI
 from joserfc.jwk import ECKey
 
 from onceonly.adapters import public_jwks
@@ -45,10 +46,16 @@ class RunningHub:
 
 @contextmanager
 def running_hub(
-    *, database_url: str, data_dir: Path, clock: Clock = SYSTEM_CLOCK, **overrides: Any
+    *,
+    database_url: str,
+    data_dir: Path,
+    clock: Clock = SYSTEM_CLOCK,
+    adjust: Callable[[FastAPI], None] | None = None,
+    **overrides: Any,
 ) -> Iterator[RunningHub]:
     """A hub served on loopback in a thread; ``clock`` is where it reads time (pass a
-    ManualClock and advance it instead of sleeping)."""
+    ManualClock and advance it instead of sleeping); ``adjust`` is given the application
+    before it serves (a test's own middleware)."""
     sock = loopback_socket()
     values: dict[str, Any] = {
         "data_dir": data_dir,
@@ -62,7 +69,10 @@ def running_hub(
     }
     settings = Settings(**values)
     keys = HubKeys.load(settings.keys_dir, create=True, clock=clock)
-    with serve_in_thread(create_app(settings, keys=keys, clock=clock), sock) as url:
+    app = create_app(settings, keys=keys, clock=clock)
+    if adjust is not None:
+        adjust(app)
+    with serve_in_thread(app, sock) as url:
         yield RunningHub(url=url, settings=settings, keys=keys)
 
 

@@ -55,7 +55,9 @@ async def current_caller(
     return caller
 
 
-async def _token_caller(request: Request, response: Response, hub: HubDep) -> Caller:
+async def token_caller(request: Request, response: Response, hub: HubDep) -> Caller:
+    """The machine client of a resource request, from its token and proof alone (the
+    client's standing and the proof's single use are the route's to check)."""
     caller = callers.caller_from_request(
         resource_request(request, hub.settings),
         settings=hub.settings,
@@ -102,4 +104,4 @@ class Authenticator:
 CurrentCaller = Annotated[Caller, Depends(current_caller)]
 # The same checks without I/O: the route must check the client's standing, the
 # revocation and the proof's single use itself (the exchange does, with its one read).
-TokenCaller = Annotated[Caller, Depends(_token_caller)]
+TokenCaller = Annotated[Caller, Depends(token_caller)]
