@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from fastapi import Request
@@ -48,6 +49,70 @@ async def receive_body(receive: Receive) -> bytes:
             )
         if not message.get("more_body", False):
             return bytes(body)
+
+
+def check_media_types(*, content_type: str, accept: str) -> None:
+    """Refuse a body that is not ``application/json`` (415) and an ``Accept`` that
+    excludes it (406), as RFC 9110 §15.5.16 and §15.5.7 describe.
+
+    :raises InvalidRequest: ``unsupported-media-type`` or ``not-acceptable``.
+    """
+    if _media_type(content_type) != "application/json":
+        raise InvalidRequest(
+            "the body must be application/json",
+            status=415,
+            problem_type="unsupported-media-type",
+        )
+    if accept not in _ACCEPTS_JSON and not accepts_json(accept):
+        raise InvalidRequest(
+            "the answer is application/json, which the Accept header excludes",
+            status=406,
+            problem_type="not-acceptable",
+        )
+
+
+# Accept values that callers send most (httpx, curl and no header at all): no parsing
+_ACCEPTS_JSON = frozenset({"", "*/*", "application/json"})
+
+
+def _media_type(value: str) -> str:
+    """The ``type/subtype`` of a media type (RFC 9110 §8.3.1), lower case, no parameters."""
+    return value.partition(";")[0].strip().lower()
+
+
+def accepts_json(accept: str) -> bool:
+    """Whether an ``Accept`` field value (RFC 9110 §12.5.1) admits ``application/json``:
+    the most specific media range that matches it (``application/json``, then
+    ``application/*``, then ``*/*``) has a weight above 0. An empty value accepts all;
+    a range with a weight that is not a qvalue is ignored."""
+    if not accept.strip():
+        return True
+    weights: dict[str, float] = {}
+    for media_range in accept.split(","):
+        name, _, parameters = media_range.partition(";")
+        weight = _weight(parameters)
+        if weight is not None:
+            weights.setdefault(name.strip().lower(), weight)
+    for name in ("application/json", "application/*", "*/*"):
+        if name in weights:
+            return weights[name] > 0
+    return False
+
+
+def _weight(parameters: str) -> float | None:
+    """The ``q`` of a media range's parameters (1 without one), None when it is not a
+    qvalue (``0`` to ``1`` with up to three decimals)."""
+    for parameter in parameters.split(";"):
+        key, _, value = parameter.partition("=")
+        if key.strip().lower() == "q":
+            text = value.strip()
+            if not _QVALUE.fullmatch(text):
+                return None
+            return float(text)
+    return 1.0
+
+
+_QVALUE = re.compile(r"0(\.[0-9]{0,3})?|1(\.0{0,3})?")
 
 
 async def send_json(send: Send, content: Any) -> None:

@@ -29,6 +29,7 @@ from . import _commitment
 from ._batches import ThreadBatches
 from ._config import AdapterConfig
 from ._errors import (
+    PROBLEM_PREFIX,
     AuthenticationFailed,
     InvalidRequest,
     NotFound,
@@ -36,7 +37,7 @@ from ._errors import (
     UpstreamError,
 )
 from ._events import EVENT_TOKEN_TYPE, ChangePublisher, EventHandler, add_event_routes
-from ._http import bearer, problem_response, receive_body, send_json
+from ._http import bearer, check_media_types, problem_response, receive_body, send_json
 from ._hubkeys import HubDirectory
 from ._ops import ProviderMetrics, readiness_problems
 from ._reqtoken import RequestClaims, RequestTokenVerifier, subject_digest
@@ -63,14 +64,35 @@ class _QueryBody(BaseModel):
 class _Trail:
     """What the served-log keeps about one request; filled in as it is learnt."""
 
-    request_id: str
     item: str
+    # The caller's X-Request-Id (or one made here), echoed and logged for tracing only:
+    # it is not signed, so the served-log never keys on it
+    trace_id: str
+    request_id: str | None = None  # the hub's, from its signed request token
     consumer: str | None = None
     purpose: str | None = None
     subject_sha256: str | None = None
     subject_pseudonym: str | None = None  # as the hub's audit entry keeps it
     commitment: str | None = None
     commitment_key: str | None = None
+    # The request token's jti and when it may be forgotten, once the token held: only
+    # such a request leaves a served-log entry (decision 0030)
+    spent: tuple[str, float] | None = None
+
+    def entry(self, *, outcome: str, reason: str | None) -> ServedEntry:
+        return ServedEntry(
+            request_id=self.request_id,
+            time=timestamp(),
+            item=self.item,
+            consumer=self.consumer,
+            purpose=self.purpose,
+            subject_sha256=self.subject_sha256,
+            outcome=outcome,
+            reason=reason,
+            commitment=self.commitment,
+            commitment_key=self.commitment_key,
+            subject_pseudonym=self.subject_pseudonym,
+        )
 
 
 def create_provider_app(
@@ -103,11 +125,13 @@ def create_provider_app(
     http = http_client or httpx.AsyncClient(timeout=5.0)
     directory = HubDirectory(config.hub_url, http=http)
     served = sources if sources is not None else owned
+    verifier = RequestTokenVerifier(directory, audience=config.department)
+    verifier.remember(store.spent_tokens())  # a restart forgets no spent request token
     provider = _Provider(
         sources=served,
         store=store,
         directory=directory,
-        verifier=RequestTokenVerifier(directory, audience=config.department),
+        verifier=verifier,
         metrics=ProviderMetrics(frozenset(served)),
     )
 
@@ -127,6 +151,7 @@ def create_provider_app(
     app.add_middleware(_RequestIdMiddleware)
     app.add_exception_handler(HTTPException, _http_exception)
     _add_routes(app, provider)
+    _describe_query_route(app, path=QUERY_PATH, body=_QueryBody.model_json_schema())
 
     events = RequestTokenVerifier(
         directory, audience=config.department, token_type=EVENT_TOKEN_TYPE
@@ -189,40 +214,29 @@ class _QueryEndpoint:
         self._provider = provider
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        trail = _Trail(
-            request_id=scope["state"]["request_id"], item=scope["path_params"]["item_id"]
-        )
+        trail = _Trail(item=scope["path_params"]["item_id"], trace_id=scope["state"]["trace_id"])
+        answer: dict[str, Any] = {}
+        refusal: OnceonlyError | None = None
         try:
+            check_media_types(
+                content_type=_header(scope, b"content-type"), accept=_header(scope, b"accept")
+            )
             answer = await self._provider.answer(
                 authorization=_header(scope, b"authorization"), receive=receive, trail=trail
             )
         except OnceonlyError as error:
-            if await self._logged(trail, error, scope, receive, send):
-                await problem_response(error)(scope, receive, send)
-            return
-        if await self._logged(trail, None, scope, receive, send):
-            await send_json(send, answer)
-
-    async def _logged(
-        self,
-        trail: _Trail,
-        error: OnceonlyError | None,
-        scope: Scope,
-        receive: Receive,
-        send: Send,
-    ) -> bool:
-        """Write the served-log entry; when it cannot be written, answer 503 instead
-        (no answer, and no refusal, leaves without its entry)."""
+            refusal = error
         try:
-            await self._provider.log(trail, error=error)
-        except Exception as failed:
+            refusal = await self._provider.settle(trail, error=refusal)
+        except Exception as failed:  # no answer, and no refusal, leaves without its entry
             logger.error("the served-log entry was not written: %s", type(failed).__name__)
-            refused = UpstreamError(
+            refusal = UpstreamError(
                 "the served-log could not be written", status=503, problem_type="unavailable"
             )
-            await problem_response(refused)(scope, receive, send)
-            return False
-        return True
+        if refusal is not None:
+            await problem_response(refusal)(scope, receive, send)
+        else:
+            await send_json(send, answer)
 
 
 def _header(scope: Scope, name: bytes) -> str:
@@ -248,8 +262,9 @@ class _Provider:
         self._store = store
         self._directory = directory
         self._verifier = verifier
-        # Served-log entries are written in group commits, each before its answer
-        self._trail = ThreadBatches(store.record_served_many, name="served-log")
+        # Served-log entries are written in group commits, each before its answer, each
+        # with its request token's jti spent for good in the same commit
+        self._trail = ThreadBatches(store.spend_and_record, name="served-log")
 
     def close(self) -> None:
         self._trail.close()
@@ -267,6 +282,8 @@ class _Provider:
         except AuthenticationFailed as refused:
             self.metrics.token_refused(refused.problem_type)
             raise
+        trail.spent = (claims.jti, claims.forget_after)
+        trail.request_id = claims.request_id
         trail.consumer, trail.purpose = claims.consumer, claims.purpose
         trail.subject_sha256, trail.subject_pseudonym = (
             claims.subject_sha256,
@@ -292,24 +309,27 @@ class _Provider:
             ) from error
         return {"item": trail.item, "version": query.version, "record": record}
 
-    async def log(self, trail: _Trail, *, error: OnceonlyError | None) -> None:
-        """Write the served-log entry and one log line; neither holds the subject."""
-        status = 200 if error is None else error.status or 500
-        outcome = "ok" if error is None else "refused" if status < 500 else "failed"
-        reason = None if error is None else error.problem_type
-        entry = ServedEntry(**vars(trail), time=timestamp(), outcome=outcome, reason=reason)
-        await self._trail(entry)
-        self.metrics.served(trail.item, outcome)
-        if not logger.isEnabledFor(logging.INFO):
-            return
-        item = trail.item if trail.item.isprintable() else ascii(trail.item)  # no forged lines
-        facts = {"request_id": trail.request_id, "item": item, "consumer": trail.consumer,
-                 "purpose": trail.purpose, "outcome": outcome, "reason": reason}  # fmt: skip
-        logger.info(
-            "query request_id=%s item=%s consumer=%s purpose=%s outcome=%s reason=%s",
-            *facts.values(),
-            extra=facts,  # members of the line when logs are JSON (cli --log-json)
-        )
+    async def settle(self, trail: _Trail, *, error: OnceonlyError | None) -> OnceonlyError | None:
+        """Count the request and log one line, holding neither subject nor token; when
+        its request token held, first write its served-log entry, spending the token's
+        jti for good in the same commit (decision 0030). The refusal to answer: ``error``,
+        or the replay the commit found (another process on this ``data_dir`` spent the
+        jti first), which leaves no entry.
+
+        :raises Exception: the entry could not be written.
+        """
+        if trail.spent is not None:
+            jti, forget_after = trail.spent
+            entry = trail.entry(**_outcome(error))
+            if not await self._trail((jti, forget_after, entry)):
+                error = AuthenticationFailed("the request token was already used")
+                self.metrics.token_refused(error.problem_type)
+                trail.spent = None
+        facts = _outcome(error)
+        self.metrics.served(trail.item, facts["outcome"])
+        if logger.isEnabledFor(logging.INFO):
+            _log_line(trail, logged=trail.spent is not None, error=error, **facts)
+        return error
 
     async def readiness(self) -> list[str]:
         return await readiness_problems(self._sources, self._store)
@@ -342,6 +362,39 @@ class _Provider:
                 f"the source's record does not match {item} v{version}: {problem}",
                 problem_type="source-invalid-record",
             )
+
+
+def _outcome(error: OnceonlyError | None) -> dict[str, Any]:
+    """The ``outcome`` and ``reason`` of an answer (``error`` None) or of a refusal."""
+    if error is None:
+        return {"outcome": "ok", "reason": None}
+    outcome = "refused" if (error.status or 500) < 500 else "failed"
+    return {"outcome": outcome, "reason": error.problem_type}
+
+
+_SERVED_FACTS = ("request_id", "trace_id", "item", "consumer", "purpose", "outcome", "reason")
+_SERVED_LINE = "query " + " ".join(f"{name}=%s" for name in _SERVED_FACTS)
+_REFUSED_FACTS = ("trace_id", "item", "outcome", "reason", "detail")
+_REFUSED_LINE = "query refused, no entry: " + " ".join(f"{name}=%s" for name in _REFUSED_FACTS)
+
+
+def _log_line(
+    trail: _Trail, *, logged: bool, error: OnceonlyError | None, outcome: str, reason: str | None
+) -> None:
+    """One line per query: an entry's facts, or for a refusal that left no entry, why
+    (its detail: the adapter's own fixed texts, never the caller's input)."""
+    item = trail.item if trail.item.isprintable() else ascii(trail.item)  # no forged lines
+    values: tuple[str | None, ...]
+    if logged:
+        values = (trail.request_id, trail.trace_id, item, trail.consumer, trail.purpose,
+                  outcome, reason)  # fmt: skip
+        facts, message = dict(zip(_SERVED_FACTS, values, strict=True)), _SERVED_LINE
+    else:
+        detail = error.detail if error is not None else None
+        values = (trail.trace_id, item, outcome, reason, detail)
+        facts, message = dict(zip(_REFUSED_FACTS, values, strict=True)), _REFUSED_LINE
+    # extra: members of the line when logs are JSON (cli --log-json)
+    logger.info(message, *values, extra=facts)
 
 
 def _parse_body(body: bytes) -> _QueryBody:
@@ -388,7 +441,9 @@ async def _http_exception(_: Request, exc: Exception) -> JSONResponse:
 
 class _RequestIdMiddleware:
     """Take the caller's ``X-Request-Id`` (or make one), expose it as
-    ``request.state.request_id`` and echo it on the response."""
+    ``request.state.trace_id`` and echo it on the response. For tracing only: it is
+    not signed, so what the served-log keeps as the hub's request id is the request
+    token's ``request_id`` claim."""
 
     def __init__(self, app: ASGIApp) -> None:
         self._app = app
@@ -399,7 +454,7 @@ class _RequestIdMiddleware:
             return
         offered = Headers(scope=scope).get("x-request-id", "")
         request_id = offered if _REQUEST_ID.fullmatch(offered) else uuid.uuid4().hex
-        scope.setdefault("state", {})["request_id"] = request_id
+        scope.setdefault("state", {})["trace_id"] = request_id
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -407,3 +462,124 @@ class _RequestIdMiddleware:
             await send(message)
 
         await self._app(scope, receive, send_with_id)
+
+
+# --- The record query in the OpenAPI document (/openapi.json, /docs) ----------------
+# The query route is a plain ASGI app tried before FastAPI's routes, so FastAPI does not
+# describe it: its operation, as docs/protocol.md §4 states it, is added here.
+
+# The problem types the query answers, by status (docs/adapters.md, "Serve")
+_QUERY_PROBLEMS: dict[int, tuple[str, tuple[str, ...]]] = {
+    400: ("The body is not a valid query", ("invalid-request",)),
+    401: ("The hub's request token does not hold, or was used before", ("invalid-token",)),
+    404: ("No record for this subject, or an item this adapter does not serve",
+          ("record-not-found",)),
+    406: ("The Accept header excludes application/json", ("not-acceptable",)),
+    413: ("The body is over 64 KiB", ("payload-too-large",)),
+    415: ("The body is not application/json", ("unsupported-media-type",)),
+    502: ("The source's record does not match the item's schema", ("source-invalid-record",)),
+    503: ("The source failed, or the served-log could not be written",
+          ("source-unavailable", "unavailable")),
+}  # fmt: skip
+
+_PROBLEM = {
+    "type": "object",
+    "description": "An RFC 9457 problem document",
+    "required": ["type", "title", "status", "detail"],
+    "properties": {
+        "type": {"type": "string", "description": f"{PROBLEM_PREFIX}<slug>"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+    },
+}
+
+_ANSWER = {
+    "type": "object",
+    "required": ["item", "version", "record"],
+    "additionalProperties": False,
+    "properties": {
+        "item": {"type": "string"},
+        "version": {"type": "integer", "minimum": 1},
+        "record": {
+            "type": "object",
+            "description": "The record, valid against the item's schema in `version`",
+        },
+    },
+}
+
+_DESCRIPTION = """The hub asks for one subject's record of an item this department owns
+(docs/protocol.md §4). `Authorization: Bearer` carries the hub's request token (a JWS,
+`typ: onceonly-req+jwt`, signed with a key of the hub's JWKS), which must be addressed
+to this department, unexpired and not used before, and must match the path's item and
+the body. Every request whose token holds leaves one served-log entry, keyed on the
+token's `request_id` claim, whatever its answer; other refusals leave none
+(docs/decisions/0030-adapter-refusals-and-replay.md)."""
+
+
+def _describe_query_route(app: FastAPI, *, path: str, body: dict[str, Any]) -> None:
+    """Make ``app.openapi()`` describe ``POST path``, whose request body is the JSON
+    Schema ``body``."""
+    made_by_fastapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            document = made_by_fastapi()  # kept as app.openapi_schema: completed once
+            document.setdefault("paths", {})[path] = {"post": _operation()}
+            components = document.setdefault("components", {})
+            schemas = components.setdefault("schemas", {})
+            schemas.update(RecordQuery={**body, "title": "RecordQuery"})
+            schemas.update(RecordAnswer=_ANSWER, Problem=_PROBLEM)
+            components.setdefault("securitySchemes", {})["hubRequestToken"] = {
+                "type": "http",
+                "scheme": "bearer",
+                "bearerFormat": "JWS, typ onceonly-req+jwt, signed by the hub",
+            }
+        assert app.openapi_schema is not None  # made just above, or before
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _operation() -> dict[str, Any]:
+    problems = {
+        str(status): {
+            "description": description,
+            "content": {
+                "application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}
+            },
+            "x-problem-types": list(slugs),
+        }
+        for status, (description, slugs) in _QUERY_PROBLEMS.items()
+    }
+    return {
+        "summary": "Answer the hub's query for a record",
+        "description": _DESCRIPTION,
+        "operationId": "query_record",
+        "security": [{"hubRequestToken": []}],
+        "parameters": [
+            {"name": "item_id", "in": "path", "required": True, "schema": {"type": "string"}},
+            {
+                "name": "X-Request-Id",
+                "in": "header",
+                "required": False,
+                "description": "Echoed on the answer, for tracing only",
+                "schema": {"type": "string", "pattern": "^[A-Za-z0-9._-]{1,64}$"},
+            },
+        ],
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": {"$ref": "#/components/schemas/RecordQuery"}}
+            },
+        },
+        "responses": {
+            "200": {
+                "description": "The record",
+                "content": {
+                    "application/json": {"schema": {"$ref": "#/components/schemas/RecordAnswer"}}
+                },
+            },
+            **problems,
+        },
+    }

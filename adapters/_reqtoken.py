@@ -5,8 +5,9 @@ from __future__ import annotations
 import hashlib
 import heapq
 import json
+import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +33,8 @@ _ES256_HALF = 32  # RFC 7518 §3.4: R and S, 32 octets each for P-256
 _ECDSA_SHA256 = ec.ECDSA(SHA256())
 # A hub signs with few keys, so its tokens carry few distinct headers: each is read once
 _HEADERS_KEPT = 64
+# The hub's request ids (its X-Request-Id rule, docs/protocol.md)
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 
 def subject_digest(subject: str) -> str:
@@ -50,7 +53,11 @@ class RequestClaims:
     purpose: str
     version: int
     subject_sha256: str
-    request_id: str | None
+    # The hub's request id, as its audit entry of this request keeps it
+    request_id: str
+    jti: str
+    # When the jti may be forgotten: no token with it holds any more (``exp`` + skew)
+    forget_after: float
     # The pseudonym the hub's audit entry keeps for the subject (hubs before it: None)
     subject_pseudonym: str | None = None
 
@@ -59,8 +66,10 @@ class RequestTokenVerifier:
     """Checks a request token's signature, type, issuer, audience, lifetime and
     single use. Every refusal raises `AuthenticationFailed` (``invalid-token``).
 
-    Seen ``jti`` values are kept in memory until their token expires, which is
-    enough for one adapter process.
+    Seen ``jti`` values are kept in memory until their token expires: a replay to
+    this process is refused here. What makes single use survive a restart, and hold
+    across processes on one ``data_dir``, is the store's spent-token register
+    (`RecordStore.spend_and_record`); `remember` loads what it holds at start-up.
     """
 
     def __init__(
@@ -81,7 +90,16 @@ class RequestTokenVerifier:
         self._headers: dict[str, dict[str, Any]] = {}
 
     async def verify(self, token: str) -> RequestClaims:
-        return _request_claims(await self.verify_claims(token))
+        claims = await self.verify_claims(token)
+        return _request_claims(claims, forget_after=float(claims["exp"]) + _SKEW)
+
+    def remember(self, spent: Iterable[tuple[str, float]]) -> None:
+        """Refuse each ``(jti, forget_after)`` in ``spent`` as already used (tokens spent
+        before this process started, read from the store)."""
+        for jti, forget_after in spent:
+            if jti not in self._seen:
+                self._seen.add(jti)
+                heapq.heappush(self._expiry, (forget_after, jti))
 
     async def verify_claims(self, token: str) -> dict[str, Any]:
         """The claims of a hub-signed token of this verifier's type, once checked."""
@@ -204,7 +222,7 @@ def _es256_holds(key: ec.EllipticCurvePublicKey, signed: bytes, signature_part: 
     return True
 
 
-def _request_claims(claims: dict[str, Any]) -> RequestClaims:
+def _request_claims(claims: dict[str, Any], *, forget_after: float) -> RequestClaims:
     strings = ("sub", "item", "purpose", "subject_sha256")
     version = claims.get("version")
     if not all(isinstance(claims.get(name), str) for name in strings) or not (
@@ -212,6 +230,8 @@ def _request_claims(claims: dict[str, Any]) -> RequestClaims:
     ):
         raise AuthenticationFailed("the request token lacks sub, item, purpose, version or hash")
     request_id, pseudonym = claims.get("request_id"), claims.get("subject_pseudonym")
+    if not isinstance(request_id, str) or not _REQUEST_ID.fullmatch(request_id):
+        raise AuthenticationFailed("the request token has no valid request_id")
     if pseudonym is not None and not isinstance(pseudonym, str):
         raise AuthenticationFailed("the request token's subject_pseudonym is not a string")
     return RequestClaims(
@@ -220,7 +240,9 @@ def _request_claims(claims: dict[str, Any]) -> RequestClaims:
         purpose=claims["purpose"],
         version=version,
         subject_sha256=claims["subject_sha256"],
-        request_id=request_id if isinstance(request_id, str) else None,
+        request_id=request_id,
+        jti=claims["jti"],
+        forget_after=forget_after,
         subject_pseudonym=pseudonym,
     )
 

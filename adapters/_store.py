@@ -11,7 +11,10 @@ import csv
 import dataclasses
 import json
 import math
+import operator
 import secrets
+import threading
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -29,6 +32,10 @@ from ._validation import compile_validator, violation
 __all__ = ["RecordStore", "ServedEntry", "timestamp"]
 
 _GET_RECORD = "SELECT record FROM records WHERE item = ? AND subject = ?"
+_SPEND = "INSERT OR IGNORE INTO spent_tokens (jti, forget_after) VALUES (?, ?)"
+_PURGE_SPENT = "DELETE FROM spent_tokens WHERE forget_after < ?"
+# Spent jtis past their time are deleted at most this often (seconds), in a batch's commit
+PURGE_EVERY = 30.0
 
 _metadata = sa.MetaData()
 
@@ -61,6 +68,17 @@ _served = sa.Table(
     # The pseudonym the hub's audit entry keeps for the subject, as its request token
     # said: what `onceonly adapter reconcile` compares with the entry's ``subject``
     sa.Column("subject_pseudonym", sa.String(64)),
+)
+
+# Request tokens this adapter accepted, by jti, until no token with that jti holds:
+# their single use survives a restart and holds for every process on this file
+# (docs/decisions/0030-adapter-refusals-and-replay.md).
+_spent = sa.Table(
+    "spent_tokens",
+    _metadata,
+    sa.Column("jti", sa.String(256), primary_key=True),
+    sa.Column("forget_after", sa.Float, nullable=False, index=True),  # epoch seconds
+    sqlite_with_rowid=False,
 )
 
 # The change outbox: written in the same transaction as the record it announces,
@@ -109,6 +127,11 @@ _receipts = sa.Table(
 )
 
 _MAX_SUBJECT = 256
+_SERVED_FIELDS = tuple(column.name for column in _served.c if column.name != "id")
+_INSERT_SERVED = (
+    f"INSERT INTO served ({', '.join(_SERVED_FIELDS)})"
+    f" VALUES ({', '.join('?' * len(_SERVED_FIELDS))})"
+)
 
 
 @dataclass(frozen=True)
@@ -201,6 +224,8 @@ class RecordStore:
             f"sqlite:///{path}", connect_args={"check_same_thread": False}, hide_parameters=True
         )
         sa.event.listen(self._engine, "connect", _tune)
+        self._purged_at = -math.inf  # time.monotonic() of the last purge of spent jtis
+        self._purge_lock = threading.Lock()
         _metadata.create_all(self._engine)
         _add_missing_columns(self._engine)
         _key_earlier_changes(self._engine)
@@ -408,6 +433,49 @@ class RecordStore:
         with self._engine.begin() as connection:
             connection.execute(sa.insert(_served), [dataclasses.asdict(e) for e in entries])
         return [None] * len(entries)
+
+    def spend_and_record(self, batch: Sequence[tuple[str, float, ServedEntry]]) -> list[bool]:
+        """For each ``(jti, forget_after, entry)``: spend the request token's ``jti`` and
+        append ``entry`` to the trail, the whole batch in one transaction (a group
+        commit: all or none). ``False`` in an entry's place, and no entry, when its
+        ``jti`` was spent before, by any process on this file (SQLite serializes their
+        writes; the jti is the table's key). Spent jtis past their ``forget_after``
+        are deleted in the same commit, at most every `PURGE_EVERY` seconds."""
+        connection = self._engine.raw_connection()
+        try:
+            cursor = connection.cursor()
+            fresh = [cursor.execute(_SPEND, (jti, after)).rowcount == 1 for jti, after, _ in batch]
+            row = operator.attrgetter(*_SERVED_FIELDS)
+            entries = [row(entry) for (_, _, entry), ok in zip(batch, fresh, strict=True) if ok]
+            cursor.executemany(_INSERT_SERVED, entries)
+            if self._purge_due():
+                cursor.execute(_PURGE_SPENT, (time.time(),))
+            cursor.close()
+            connection.commit()
+        except BaseException:
+            connection.rollback()
+            raise
+        finally:
+            connection.close()
+        return fresh
+
+    def spent_tokens(self, *, now: float | None = None) -> list[tuple[str, float]]:
+        """The ``(jti, forget_after)`` of every request token spent and not yet past its
+        time at ``now`` (epoch seconds; default: now)."""
+        moment = time.time() if now is None else now
+        query = sa.select(_spent.c.jti, _spent.c.forget_after).where(
+            _spent.c.forget_after >= moment
+        )
+        with self._engine.connect() as connection:
+            return [(row.jti, row.forget_after) for row in connection.execute(query)]
+
+    def _purge_due(self) -> bool:
+        with self._purge_lock:
+            now = time.monotonic()
+            if now - self._purged_at < PURGE_EVERY:
+                return False
+            self._purged_at = now
+            return True
 
     def served_entries(self) -> list[ServedEntry]:
         """The whole trail, oldest first."""

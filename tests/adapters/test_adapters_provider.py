@@ -27,6 +27,7 @@ from tests.adapters.adapter_testing import (
 
 INVALID_SUBJECT = "49002124277"
 OTHER_ITEM = "person.identity"
+JSON = {"Content-Type": "application/json"}
 
 
 @dataclass
@@ -81,7 +82,7 @@ def test_answers_the_record_for_a_valid_request_token(provider: Provider, hub: H
 def test_served_log_records_the_request_without_the_subject(
     provider: Provider, hub: HubDouble
 ) -> None:
-    provider.query(hub.request_token(), **{"X-Request-Id": "req-1"})
+    provider.query(hub.request_token(request_id="req-1"))
     provider.query(
         hub.request_token(subject="nobody"),
         {"subject": "nobody", "purpose": PURPOSE, "consumer": CONSUMER, "version": 1},
@@ -100,14 +101,14 @@ def test_served_log_has_every_concurrent_answer_before_it_is_sent(
     provider: Provider, hub: HubDouble
 ) -> None:
     """Entries are written in group commits, each before its own answer leaves."""
-    tokens = {f"req-{n}": hub.request_token() for n in range(24)}
+    tokens = {f"req-{n}": hub.request_token(request_id=f"req-{n}") for n in range(24)}
     body = {"subject": SUBJECT, "purpose": PURPOSE, "consumer": CONSUMER, "version": 1}
 
     async def query(http: httpx.AsyncClient, request_id: str) -> set[str]:
         response = await http.post(
             f"{provider.url}/v1/items/{ITEM}/records/query",
             json=body,
-            headers={"Authorization": f"Bearer {tokens[request_id]}", "X-Request-Id": request_id},
+            headers={"Authorization": f"Bearer {tokens[request_id]}"},
         )
         assert response.status_code == 200
         logged = {entry.request_id for entry in provider.store.served_entries()}
@@ -258,7 +259,7 @@ def test_refuses_a_body_with_duplicate_keys(provider: Provider, hub: HubDouble) 
     response = provider.http.post(
         f"{provider.url}/v1/items/{ITEM}/records/query",
         content=content,
-        headers={"Authorization": f"Bearer {hub.request_token()}"},
+        headers={"Authorization": f"Bearer {hub.request_token()}", **JSON},
     )
 
     assert_problem(response, 400, "invalid-request")
@@ -315,7 +316,7 @@ def test_refuses_a_body_sent_in_chunks_past_the_limit(provider: Provider, hub: H
     response = provider.http.post(
         f"{provider.url}/v1/items/{ITEM}/records/query",
         content=chunks(),
-        headers={"Authorization": f"Bearer {hub.request_token()}"},
+        headers={"Authorization": f"Bearer {hub.request_token()}", **JSON},
     )
 
     assert_problem(response, 413, "payload-too-large")
@@ -382,12 +383,17 @@ def test_a_served_log_that_cannot_be_written_answers_a_problem_and_no_record(
     def full_disk(self: RecordStore, entries: object) -> list[None]:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(RecordStore, "record_served_many", full_disk)
+    monkeypatch.setattr(RecordStore, "spend_and_record", full_disk)
     with serve(create_provider_app(config)) as url, httpx.Client() as http:
         provider = Provider(url=url, store=RecordStore(config.store_path), http=http)
         answered = provider.query(hub.request_token())
         refused = http.post(f"{url}/v1/items/{ITEM}/records/query", json={})
+        not_found = provider.query(
+            hub.request_token(subject="nobody"),
+            {"subject": "nobody", "purpose": PURPOSE, "consumer": CONSUMER, "version": 1},
+        )
         provider.store.close()
     assert_problem(answered, 503, "unavailable")
     assert "Pikk" not in answered.text
-    assert_problem(refused, 503, "unavailable")
+    assert_problem(not_found, 503, "unavailable")  # its token held: it needs its entry
+    assert_problem(refused, 401, "invalid-token")  # no token: no entry to write (0030)

@@ -2,12 +2,13 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from onceonly.adapters import ImportFailed, RecordStore
+from onceonly.adapters import ImportFailed, RecordStore, ServedEntry, _store
 
 from tests.adapters.adapter_testing import ITEM, RECORD, SCHEMA, SUBJECT
 
@@ -215,3 +216,56 @@ def test_changes_noted_before_keys_get_one_each_once(tmp_path: Path) -> None:
         assert [change.idempotency_key for change in store.pending_changes()] == keys
     assert len(set(keys)) == 2
     assert all(len(key) == 32 for key in keys)
+
+
+def served(request_id: str) -> ServedEntry:
+    return ServedEntry(
+        request_id=request_id, time="2026-12-06T13:00:00.000Z", item=ITEM, consumer="tax",
+        purpose="p", subject_sha256="abc", outcome="ok", reason=None,
+    )  # fmt: skip
+
+
+def test_a_spent_jti_is_refused_by_another_store_on_the_same_file(tmp_path: Path) -> None:
+    """Single use holds for every process on one data_dir: the jti is the key of the
+    spent-token table, written in the entry's own commit; a spent jti writes no entry."""
+    later = time.time() + 70
+    with RecordStore(tmp_path / "records.db") as one, RecordStore(tmp_path / "records.db") as two:
+        assert one.spend_and_record([("j1", later, served("r1")), ("j2", later, served("r2"))]) == [
+            True,
+            True,
+        ]
+        assert two.spend_and_record([("j2", later, served("r3")), ("j3", later, served("r4"))]) == [
+            False,
+            True,
+        ]
+        assert [entry.request_id for entry in two.served_entries()] == ["r1", "r2", "r4"]
+        assert sorted(jti for jti, _ in two.spent_tokens()) == ["j1", "j2", "j3"]
+
+
+def test_spent_jtis_past_their_time_are_purged_at_most_every_so_often(
+    store: RecordStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    now = time.time()
+    store.spend_and_record([("gone", now - 1, served("r1")), ("kept", now + 60, served("r2"))])
+    assert [jti for jti, _ in store.spent_tokens(now=0)] == ["kept"]  # the first batch purges
+
+    store.spend_and_record([("stale", now - 1, served("r3"))])
+    assert sorted(jti for jti, _ in store.spent_tokens(now=0)) == ["kept", "stale"]  # not yet
+
+    monkeypatch.setattr(_store, "PURGE_EVERY", 0.0)
+    store.spend_and_record([("next", now + 60, served("r4"))])
+    assert sorted(jti for jti, _ in store.spent_tokens(now=0)) == ["kept", "next"]
+    assert [jti for jti, _ in store.spent_tokens(now=now + 61)] == []  # none still holds
+    assert len(store.served_entries()) == 4  # the trail itself is never purged
+
+
+def test_a_failed_batch_spends_no_jti(store: RecordStore) -> None:
+    later = time.time() + 70
+    broken = served("r2")
+    object.__setattr__(broken, "outcome", None)  # NOT NULL: the insert fails
+
+    with pytest.raises(sqlite3.IntegrityError):
+        store.spend_and_record([("j1", later, served("r1")), ("j2", later, broken)])
+
+    assert store.spent_tokens() == []
+    assert store.served_entries() == []
