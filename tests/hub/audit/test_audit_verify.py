@@ -27,11 +27,12 @@ from onceonly.hub.audit.notes import Signer
 from onceonly.hub.audit.service import AuditLog
 from onceonly.hub.cli import main
 from onceonly.hub.db import make_engine, make_sync_engine
-from onceonly.hub.migrate import upgrade
 
+from tests.hub.audit.hub_copies import Copies, restore
 from tests.hub_testing import (
     DATABASES,
     RunningHub,
+    migrated_sqlite,
     module_database,
     problem_type,
     running_hub,
@@ -152,11 +153,25 @@ class Auditor:
         return Auditor(self.capsys, self.state, self.key, token)
 
 
+@pytest.fixture(scope="module")
+def copies(tmp_path_factory: pytest.TempPathFactory) -> Copies:
+    return Copies(tmp_path_factory.mktemp("copies"))
+
+
 @pytest.fixture
-def hub(database_url: str, tmp_path: Path) -> Iterator[RunningHub]:
+def hub(
+    database_url: str, tmp_path: Path, request: pytest.FixtureRequest, copies: Copies
+) -> Iterator[RunningHub]:
+    """A hub of the test's own on a fresh database; for a test that takes ``verified``,
+    on a copy of the verified log (and the auditor's state file) once it is saved."""
+    data_dir = tmp_path / "hub"
+    saved = copies.saved("verified", database_url) if "verified" in request.fixturenames else None
+    if saved is not None:
+        restore(saved, database_url, data_dir)
+        (tmp_path / "auditor.json").write_text(saved.extra["state"])
     with running_hub(
         database_url=database_url,
-        data_dir=tmp_path / "hub",
+        data_dir=data_dir,
         checkpoint_interval=0.02,
         audit_origin=ORIGIN,
     ) as running:
@@ -169,12 +184,22 @@ def auditor(hub: RunningHub, capsys: pytest.CaptureFixture[str], tmp_path: Path)
 
 
 @pytest.fixture
-def verified(hub: RunningHub, auditor: Auditor, database_url: str) -> list[dict[str, Any]]:
-    """A log of SIZE entries that the auditor has verified once (state file written)."""
-    append(database_url, [_entry(n) for n in range(SIZE)])
-    wait_for_checkpoint(hub, SIZE)
-    status, output = auditor.verify(hub, "--full")
-    assert status == 0, output
+def verified(
+    hub: RunningHub, auditor: Auditor, database_url: str, tmp_path: Path, copies: Copies
+) -> list[dict[str, Any]]:
+    """A log of SIZE entries that the auditor has verified once (state file written).
+
+    Built and verified once per database, then saved (database, keys, the auditor's
+    state): every later test gets a copy of it (``hub``) instead of appending, waiting
+    for the checkpoint and verifying again."""
+    if copies.saved("verified", database_url) is None:
+        append(database_url, [_entry(n) for n in range(SIZE)])
+        wait_for_checkpoint(hub, SIZE)
+        status, output = auditor.verify(hub, "--full")
+        assert status == 0, output
+        copies.keep("verified", database_url, tmp_path / "hub", state=auditor.state.read_text())
+    assert json.loads(auditor.state.read_text())["tree_size"] == SIZE
+    assert checkpoint_size(hub) == SIZE
     return stored_entries(database_url)
 
 
@@ -297,11 +322,11 @@ def test_two_auditors_shown_different_trees_detect_the_fork_by_comparing(
     database_url: str,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
+    sqlite_template: Path,
 ) -> None:
     """A second hub with the same key and origin but another log: each auditor alone
     is satisfied; comparing their checkpoints shows the fork."""
-    other_url = f"sqlite:///{tmp_path / 'other.db'}"
-    upgrade(other_url)
+    other_url = migrated_sqlite(sqlite_template, tmp_path)  # a copy: no migration to wait for
     append(database_url, [_entry(n) for n in range(SIZE)])
     append(other_url, [_entry(n + 1000) for n in range(SIZE)])
     with running_hub(
@@ -324,18 +349,20 @@ def test_two_auditors_shown_different_trees_detect_the_fork_by_comparing(
 
 
 def test_a_checkpoint_not_signed_by_the_pinned_key_is_refused(
-    hub: RunningHub, capsys: pytest.CaptureFixture[str], tmp_path: Path
+    three_entries: RunningHub, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     impostor = Signer(ORIGIN, Ed25519PrivateKey.generate()).verifier
-    status, output = Auditor(capsys, tmp_path / "s.json", str(impostor)).verify(hub)
+    status, output = Auditor(capsys, tmp_path / "s.json", str(impostor)).verify(three_entries)
     assert status == 1
     assert "not validly signed by the pinned key" in output
     assert not (tmp_path / "s.json").exists()
 
 
 def test_usage_and_network_problems_exit_2(
-    hub: RunningHub, auditor: Auditor, capsys: pytest.CaptureFixture[str], tmp_path: Path
+    three_entries: RunningHub, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
+    hub = three_entries
+    auditor = Auditor(capsys, tmp_path / "auditor.json", verifier_key(hub))
     status, output = Auditor(capsys, tmp_path / "s.json", "not a key").verify(hub)
     assert status == 2
     assert "--key" in output
@@ -358,7 +385,7 @@ def three_entries(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[RunningHub]:
     """A hub whose log holds three entries, shared by the tests that only read it (a
-    refused proof or listing adds no entry)."""
+    refused proof or listing adds no entry, nor does a refused verification)."""
     database_url = module_database(request, tmp_path_factory)
     with running_hub(
         database_url=database_url,
@@ -542,10 +569,11 @@ def test_a_development_hub_keeps_its_origin_when_restarted_elsewhere(
 
 
 def test_a_hostile_state_file_nested_deep_cannot_crash_the_verifier(
-    hub: RunningHub, auditor: Auditor, tmp_path: Path
+    three_entries: RunningHub, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
+    auditor = Auditor(capsys, tmp_path / "auditor.json", verifier_key(three_entries))
     auditor.state.write_text("{" + '"a":[' * 100_000 + "]" * 100_000 + "}")
-    status, output = auditor.verify(hub)
+    status, output = auditor.verify(three_entries)
     assert status == 2
     assert "is not a state file or a checkpoint" in output
     assert "RecursionError" not in output

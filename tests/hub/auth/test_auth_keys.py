@@ -23,6 +23,8 @@ from onceonly.hub.cli import main
 from onceonly.hub.kit.clock import ManualClock
 from onceonly.hub.signing_keys import SigningKeys
 
+from tests.hub.audit.copied_worlds import copied_exchange_world
+from tests.hub.audit.hub_copies import Copies
 from tests.hub.exchange_world import (
     ADDRESS,
     CONSUMER,
@@ -30,7 +32,6 @@ from tests.hub.exchange_world import (
     PURPOSE,
     SUBJECT,
     World,
-    exchange_world,
     module_exchange_world,
 )
 from tests.hub_testing import DATABASES, problem_type
@@ -99,12 +100,51 @@ def test_keys_rotate_command_uses_the_default_delay(
 # --- rotations under load -----------------------------------------------------------------
 
 
+class JumpingClock:
+    """The system clock, jumped ahead when a test says so: a hub on it lives on real time
+    (as its clients and adapters do), but a delay that only the hub waits for passes at
+    once."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._ahead = 0.0
+
+    def now(self) -> datetime:
+        return datetime.fromtimestamp(self.time(), UTC)
+
+    def time(self) -> float:
+        with self._lock:
+            return time.time() + self._ahead
+
+    def monotonic(self) -> float:
+        with self._lock:
+            return time.monotonic() + self._ahead
+
+    def jump(self, seconds: float) -> None:
+        with self._lock:
+            self._ahead += seconds
+
+
+@pytest.fixture(scope="module")
+def copies(tmp_path_factory: pytest.TempPathFactory) -> Copies:
+    return Copies(tmp_path_factory.mktemp("copies"))
+
+
 @pytest.fixture
-def world(database_url: str, tmp_path: Path) -> Iterator[World]:
+def clock() -> JumpingClock:
+    return JumpingClock()
+
+
+@pytest.fixture
+def world(
+    copies: Copies, database_url: str, tmp_path: Path, clock: JumpingClock
+) -> Iterator[World]:
+    """A world of the test's own (each rotates a key), copied from the module's (its
+    catalogue, client and grant built once per database), on a clock the test jumps."""
     # 30 s tokens: the SDK fetches a new token before every query, so that the load
     # signs client assertions and access tokens all the time.
-    with exchange_world(
-        database_url=database_url, tmp_path=tmp_path, access_token_lifetime=30
+    with copied_exchange_world(
+        copies, database_url=database_url, tmp_path=tmp_path, access_token_lifetime=30, clock=clock
     ) as built:
         yield built
 
@@ -140,22 +180,26 @@ def wait_for(counts: list[int], more: int) -> None:
         time.sleep(0.02)
 
 
-def test_hub_signing_key_rotation_under_load_fails_no_request(world: World) -> None:
+def test_hub_signing_key_rotation_under_load_fails_no_request(
+    world: World, clock: JumpingClock
+) -> None:
     keys = world.hub.keys
     old_kid = keys.kid
     with world.client() as client, load(client) as counts:
         wait_for(counts, 5)
         new = signing_keys.rotate(
-            keys.ring.directory, activate_after=3, retire_margin=3, now=int(time.time())
+            keys.ring.directory, activate_after=3, retire_margin=3, now=int(clock.time())
         )
         keys.ring.reload()
         assert new.kid in {
             k["kid"] for k in httpx.get(f"{world.hub.url}/.well-known/jwks.json").json()["keys"]
         }
+        # The delay passes on real time: it is what lets the owner's adapter, which
+        # refetches the JWKS for an unknown kid at most every 2 s, know the new key.
         while keys.kid != new.kid:
             wait_for(counts, 1)
         wait_for(counts, 5)  # the owner's adapter accepted request tokens of the new key
-        time.sleep(3.5)
+        clock.jump(3.5)  # the margin passes at once: the old key retires (no cache waits)
         wait_for(counts, 5)
     published = httpx.get(f"{world.hub.url}/.well-known/jwks.json").json()["keys"]
     assert [k["kid"] for k in published] == [new.kid]
