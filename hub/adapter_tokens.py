@@ -9,10 +9,10 @@ import hashlib
 from collections.abc import Mapping
 from uuid import uuid4
 
-from joserfc import jwt
+from cryptography.hazmat.primitives.asymmetric import ec
 from joserfc.jwk import ECKey
 
-from onceonly.hub.kit import base64url
+from onceonly.hub.kit import base64url, es256
 
 
 def subject_sha256(subject: str) -> str:
@@ -26,4 +26,7 @@ def sign_hub_token(
     delivery): ``claims`` plus a fresh single-use ``jti``, ``iat`` and ``exp``."""
     header = {"typ": typ, "alg": "ES256", "kid": key.kid}
     timed = {**claims, "jti": uuid4().hex, "iat": now, "exp": now + lifetime}
-    return jwt.encode(header, timed, key, algorithms=["ES256"])
+    private = key.get_op_key("sign")
+    if not isinstance(private, ec.EllipticCurvePrivateKey):
+        raise TypeError("the hub's signing key is not an EC private key")
+    return es256.sign(private, header, timed)

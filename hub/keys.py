@@ -22,7 +22,6 @@ In development missing keys are created (mode 0600); in production they must hav
 been provisioned with ``onceonly keys init``.
 """
 
-import hashlib
 import hmac
 import json
 from dataclasses import dataclass
@@ -102,7 +101,7 @@ class HubKeys:
 
     def pseudonym(self, subject: str) -> str:
         """HMAC-SHA-256 of the subject under the hub's secret, hex: what logs keep instead."""
-        return hmac.new(self.pseudonym_secret, subject.encode(), hashlib.sha256).hexdigest()
+        return hmac.digest(self.pseudonym_secret, subject.encode(), "sha256").hex()
 
     def legacy_totp_seal_key(self) -> bytes:
         """The key that sealed TOTP secrets before decision 0017: the pseudonym of a label,

@@ -8,7 +8,6 @@ is derived from the hub's derivation root (``KeyLabel.DPOP_NONCE``): rotating th
 ends every nonce handed out before, and clients are asked for a new one (§8.2).
 """
 
-import hashlib
 import hmac
 
 from onceonly.hub.kit import base64url
@@ -17,7 +16,7 @@ _MAC_BYTES = 16
 
 
 def _mac(secret: bytes, window: int) -> bytes:
-    return hmac.new(secret, window.to_bytes(8, "big"), hashlib.sha256).digest()[:_MAC_BYTES]
+    return hmac.digest(secret, window.to_bytes(8, "big"), "sha256")[:_MAC_BYTES]
 
 
 def current_nonce(secret: bytes, *, now: int, lifetime: int) -> str:

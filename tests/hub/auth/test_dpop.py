@@ -10,12 +10,13 @@ import json
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from joserfc import jws
 from joserfc.jwk import ECKey, OKPKey, RSAKey
 
 from onceonly.hub.auth.dpop import ProofError, b64url_sha256, verify_proof
-from onceonly.hub.kit import base64url
+from onceonly.hub.kit import base64url, es256
 
 NOW, MAX_AGE, SKEW = 1_800_000_000, 60, 5
 URL = "https://hub.example.gov/v1/items/person.identity/records/query"
@@ -156,7 +157,37 @@ ATTACKS: list[tuple[str, Any, dict[str, Any], str]] = [
     ("ath missing", lambda: signed(claims(ath=None)), {}, "ath does not match"),
     ("ath of another token", lambda: signed(claims(ath=b64url_sha256("other"))), {}, "ath"),
     ("proof for a GET used on POST", lambda: signed(claims()), {"method": "GET"}, "another method"),
+    # ES256 is checked straight through cryptography (onceonly.hub.kit.es256): these
+    # hold it to what joserfc refused
+    ("ES256 signature in DER, not R||S", lambda: _der_signed(claims()), {}, "does not verify"),
+    (
+        "an unknown critical header member",
+        lambda: _raw_signed({"crit": ["x-policy"], "x-policy": 1}, claims()),
+        {},
+        "does not verify",
+    ),
+    (
+        "a critical member that is not in the header",
+        lambda: _raw_signed({"crit": ["x-policy"]}, claims()),
+        {},
+        "does not verify",
+    ),
 ]
+
+
+def _raw_signed(extra_header: dict[str, Any], payload: dict[str, Any]) -> str:
+    """Signed over exactly these members, as no JOSE library would let a client sign."""
+    private = KEY.get_op_key("sign")
+    header = {"typ": "dpop+jwt", "alg": "ES256", "jwk": KEY.as_dict(private=False)}
+    return es256.sign(private, {**header, **extra_header}, payload)
+
+
+def _der_signed(payload: dict[str, Any]) -> str:
+    header = {"typ": "dpop+jwt", "alg": "ES256", "jwk": KEY.as_dict(private=False)}
+    parts = (base64url.encode(json.dumps(part).encode()) for part in (header, payload))
+    text = ".".join(parts)
+    der = KEY.get_op_key("sign").sign(text.encode(), ec.ECDSA(hashes.SHA256()))
+    return f"{text}.{base64url.encode(der)}"
 
 
 @pytest.mark.parametrize(
