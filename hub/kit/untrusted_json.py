@@ -28,6 +28,28 @@ def _depth(value: Any) -> int:
     return deepest
 
 
+# One decoder for every call: json.loads with a hook builds a new one each time.
+_DECODER = json.JSONDecoder(object_pairs_hook=_no_duplicates)
+
+
+def _text(raw: bytes | str) -> str:
+    """``raw`` as json.loads reads it: bytes in the encoding RFC 8259 allows (a UTF-8
+    byte order mark accepted, as json.loads accepts it), a str without one."""
+    if isinstance(raw, str):
+        if raw.startswith("\ufeff"):
+            raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", raw, 0)
+        return raw
+    return raw.decode(json.detect_encoding(raw), "surrogatepass")
+
+
+def _openings(raw: bytes | str) -> int:
+    """How many ``[`` and ``{`` the text holds: a bound on its nesting (brackets inside
+    strings only raise it), so that most texts need no walk."""
+    if isinstance(raw, str):
+        return raw.count("[") + raw.count("{")
+    return raw.count(b"[") + raw.count(b"{")
+
+
 class UnsafeJson(ValueError):
     """Not JSON, or JSON refused: nested deeper than allowed, or with a duplicate key."""
 
@@ -41,11 +63,11 @@ def load_json(raw: bytes | str, *, max_depth: int) -> Any:
     ``max_depth`` are refused. Raise :class:`UnsafeJson` (a ValueError), or
     :class:`JsonTooDeep` for nesting."""
     try:
-        value = json.loads(raw, object_pairs_hook=_no_duplicates)
+        value = _DECODER.decode(_text(raw))
     except RecursionError:  # the C parser recurses: far too deep to finish
         raise JsonTooDeep(f"nested deeper than {max_depth} levels") from None
     except (ValueError, UnicodeDecodeError) as error:
         raise UnsafeJson(f"not valid JSON: {str(error)[:200]}") from None
-    if _depth(value) > max_depth:
+    if _openings(raw) >= max_depth and _depth(value) > max_depth:
         raise JsonTooDeep(f"nested deeper than {max_depth} levels")
     return value
