@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -37,6 +38,7 @@ from onceonly.adapters import (
     create_provider_app,
     public_jwks,
 )
+from onceonly.hub.cli import main
 from onceonly.hub.db import make_sync_engine
 from onceonly.hub.kit.clock import ManualClock
 
@@ -121,6 +123,18 @@ def _fetch(client: HubClient, item: str, who: str) -> str:
     return "ok"
 
 
+def _fetch_at_once(world: World, item: str, subjects: list[str]) -> list[str]:
+    """The consumer's fetches of ``item`` for ``subjects``, each in a thread and with a
+    client of its own; their outcomes in the order of ``subjects``."""
+
+    def fetch(who: str) -> str:
+        with world.client() as client:
+            return _fetch(client, item, who)
+
+    with ThreadPoolExecutor(len(subjects)) as pool:
+        return list(pool.map(fetch, subjects))
+
+
 def _play_exchanges(world: World, tmp_path: Path) -> None:
     with world.hub.admin() as admin:
         _play_exchanges_as(world, admin, tmp_path)
@@ -163,9 +177,10 @@ def _play_exchanges_as(world: World, admin: Any, tmp_path: Path) -> None:
         # the business registry reads addresses 1x2 and 6x2 (4 exchanges, 1 new record)
         for n in (1, 1, 6, 6):
             outcomes.append(_fetch(business, ADDRESS, subject(n)))
-        # welfare reads debt statuses: 1x2, 2, 3, 4, 5 (6 exchanges, 5 records, slow)
-        for n in (1, 1, 2, 3, 4, 5):
-            outcomes.append(_fetch(welfare, DEBT, subject(n)))
+        # welfare reads debt statuses: 1x2, 2, 3, 4, 5 (6 exchanges, 5 records, slow),
+        # at once (a client each), so that the owner's 300 ms are waited for once, not six
+        # times: each exchange still takes them, and the figures do not depend on order
+        outcomes.extend(_fetch_at_once(world, DEBT, [subject(n) for n in (1, 1, 2, 3, 4, 5)]))
         # the business registry has no grant for debt statuses: 5 refusals
         for n in range(1, 6):
             outcomes.append(_fetch(business, DEBT, subject(n)))
@@ -461,7 +476,12 @@ def test_the_export_has_the_report_figures(month: Month) -> None:
             assert row[name] == "" or not 0 < int(row[name]) < THRESHOLD, (row, name)
 
 
-def test_the_command_line_shows_the_same_report(month: Month) -> None:
+def test_the_command_line_shows_the_same_report(
+    month: Month, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """The real entry point once (``python -m onceonly.hub``, a process of its own), then
+    the same command's other forms called in this process (``main``): each process of
+    its own cost a second of imports."""
     env = {"ONCEONLY_TOKEN": month.auditor["Authorization"].split()[1]}
     base = [
         sys.executable,
@@ -481,30 +501,33 @@ def test_the_command_line_shows_the_same_report(month: Month) -> None:
     assert json.loads(shown.stdout)["total"] == _report(month)["total"] | {
         "decision_median_hours": json.loads(shown.stdout)["total"]["decision_median_hours"]
     }
-    table = subprocess.run(
-        [*base, "-o", "table"], capture_output=True, text=True, env=env, timeout=60
+
+    def command(token: str, *args: str) -> tuple[int, str, str]:
+        capsys.readouterr()
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("ONCEONLY_TOKEN", token)
+            patch.setenv("ONCEONLY_SESSION_FILE", str(tmp_path / "session"))
+            status = main(["report", "efficiency", *args])
+        captured = capsys.readouterr()
+        return status, captured.out, captured.err
+
+    arguments = ["--hub", month.world.hub.url, "--period", month.period]
+    status, table, err = command(env["ONCEONLY_TOKEN"], *arguments, "-o", "table")
+    assert status == 0, err
+    assert ADDRESS in table
+    assert "330" in table
+    assert "withheld" in table
+    later = month.later_auditor["Authorization"].split()[1]
+    status, exported, err = command(
+        later, "--hub", month.later.url, "--period", month.period, "-o", "csv"
     )
-    assert table.returncode == 0, table.stderr
-    assert ADDRESS in table.stdout
-    assert "330" in table.stdout
-    assert "withheld" in table.stdout
-    later = {"ONCEONLY_TOKEN": month.later_auditor["Authorization"].split()[1]}
-    exported = subprocess.run(
-        [*base[:-4], "--hub", month.later.url, "--period", month.period, "-o", "csv"],
-        capture_output=True,
-        text=True,
-        env=later,
-        timeout=60,
-    )
-    assert exported.returncode == 0, exported.stderr
-    assert list(csv.DictReader(io.StringIO(exported.stdout))) == list(
+    assert status == 0, err
+    assert list(csv.DictReader(io.StringIO(exported))) == list(
         csv.DictReader(io.StringIO(_export(month).text))
     )
-    refused = subprocess.run(
-        [*base, "-o", "csv"], capture_output=True, text=True, env=env, timeout=60
-    )
-    assert refused.returncode == 1
-    assert "a month that has ended" in refused.stderr
+    status, _, refused = command(env["ONCEONLY_TOKEN"], *arguments, "-o", "csv")
+    assert status == 1
+    assert "a month that has ended" in refused
 
 
 def test_the_report_is_for_auditors_and_administrators(month: Month) -> None:
