@@ -30,6 +30,7 @@ from ._hubkeys import HubDirectory
 from ._keys import load_or_create_key, public_jwks
 from ._provider import create_provider_app
 from ._store import RecordStore
+from .logs import ENVIRONMENT as LOG_JSON_ENVIRONMENT
 from .logs import configure_logs, json_logs_wanted
 
 __all__ = ["add_commands"]
@@ -54,6 +55,13 @@ def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
         "--log-json",
         action="store_true",
         help="log one JSON object a line (also ONCEONLY_ADAPTER_LOG_JSON=true)",
+    )
+    serve.add_argument(
+        "--workers",
+        type=_positive,
+        default=1,
+        help="processes answering on the one port (default 1); they share data_dir,"
+        " whose store keeps the served-log and spent request tokens for all of them",
     )
     _command(
         commands,
@@ -158,22 +166,65 @@ def _reporting_errors(func: Command) -> Command:
     return run
 
 
+# What a worker process (``--workers`` above 1) reads to build its application.
+_WORKER_CONFIG = "ONCEONLY_ADAPTER_WORKER_CONFIG"
+_WORKER_HUB = "ONCEONLY_ADAPTER_WORKER_HUB"
+
+
+def _positive(text: str) -> int:
+    try:
+        number = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return number
+
+
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     config = _config(args)
     key = load_or_create_key(config.key_path)
-    configure_logs(as_json=json_logs_wanted(args.log_json))
+    as_json = json_logs_wanted(args.log_json)
+    configure_logs(as_json=as_json)
     try:
-        app = create_provider_app(config)
+        app = create_provider_app(config)  # also what checks the file before any worker
     except ConfigError as error:
         raise ConfigError(f"{args.config}: {error.detail}") from error
     logging.getLogger("adapters.cli").info(
-        "adapter %s: client key kid %s", config.department, key.kid
+        "adapter %s: client key kid %s, %d worker(s)", config.department, key.kid, args.workers
     )
     # log_config=None: uvicorn keeps the handlers configure_logs gave its loggers
-    uvicorn.run(app, host=config.listen_host, port=config.listen_port, log_config=None)
+    if args.workers == 1:
+        uvicorn.run(app, host=config.listen_host, port=config.listen_port, log_config=None)
+        return 0
+    os.environ[_WORKER_CONFIG] = str(Path(args.config).resolve())
+    os.environ.pop(_WORKER_HUB, None)
+    if getattr(args, "hub", None):
+        os.environ[_WORKER_HUB] = args.hub
+    if as_json:
+        os.environ[LOG_JSON_ENVIRONMENT] = "true"
+    uvicorn.run(
+        "onceonly.adapters.cli:worker_app",
+        factory=True,
+        host=config.listen_host,
+        port=config.listen_port,
+        workers=args.workers,
+        log_config=None,
+    )
     return 0
+
+
+def worker_app() -> Any:
+    """The application of one ``onceonly adapter serve --workers N`` process (uvicorn
+    imports it by name in each worker): the configuration ``serve`` checked, read again."""
+    configure_logs(as_json=json_logs_wanted(False))
+    config = load_config(Path(os.environ[_WORKER_CONFIG]))
+    hub = os.environ.get(_WORKER_HUB)
+    if hub:
+        config = AdapterConfig.model_validate({**config.model_dump(), "hub_url": hub})
+    return create_provider_app(config)
 
 
 def _check(args: argparse.Namespace) -> int:
