@@ -21,12 +21,15 @@ _nodes = AuditNode.__table__  # type: ignore[attr-defined]
 _checkpoints = AuditCheckpoint.__table__  # type: ignore[attr-defined]
 
 Executor = AsyncConnection | AsyncSession
+# The advisory lock every appender on one PostgreSQL takes for its transaction (the
+# number is arbitrary; every process must use the same one).
+_APPEND_LOCK = "SELECT pg_advisory_xact_lock(6962)"
 
 
 async def lock_for_append(conn: AsyncConnection) -> None:
     """Serialize appenders across processes sharing one PostgreSQL (SQLite locks itself)."""
     if conn.dialect.name == "postgresql":
-        await conn.execute(sa.text("SELECT pg_advisory_xact_lock(6962)"))
+        await conn.execute(sa.text(_APPEND_LOCK))
 
 
 async def next_index(conn: Executor) -> int:
@@ -216,7 +219,7 @@ async def lock_and_next_index_pg(pg: Any) -> int:
     """lock_for_append, then next_index (two statements: the second reads after the lock
     is held), sent together on the psycopg connection."""
     cursor = pg.cursor()
-    await cursor.execute("SELECT pg_advisory_xact_lock(6962)")
+    await cursor.execute(_APPEND_LOCK)
     await cursor.execute(_LAST_INDEX)
     row = await cursor.fetchone()
     last = None if row is None else row[0]
