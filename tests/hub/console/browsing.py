@@ -9,6 +9,21 @@ hub). With ``axe_without_scripts``, a page of a context whose JavaScript is off 
 checked too: its document, as the browser parsed it, is shown again in a scripted
 context with its ``<script>`` elements removed (so it is the page a reader without
 JavaScript gets, styles and all), and axe-core runs there.
+
+What a check costs, and what keeps it small (the browser tests check some 250 pages):
+
+- axe-core's results leave the page as its violations' ids and targets only: its whole
+  result (every rule's passing and inapplicable nodes, with their HTML) took longer to
+  serialize than axe-core took to find it;
+- its 500 KB source is evaluated once per document (not again while ``window.axe`` is
+  there: a page checked again after its script changed it);
+- the documents of pages without JavaScript are shown again in one scripted page per
+  browser (``_Twin``), written into it rather than loaded anew each time: axe-core
+  stays loaded there, and the page's assets come from the browser's cache;
+- a state already checked is not run through axe-core again (``_checked``): the same
+  address and document (CSRF token aside), checked the same way, at the same viewport,
+  with the same element focused and hovered, where axe-core found nothing before. The
+  console, failed-load and inline-script assertions still run at every check.
 """
 
 import os
@@ -70,7 +85,25 @@ def browser() -> Iterator[Browser]:
     with sync_playwright() as playwright:
         launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield launched
+        _twins.pop(launched, None)
         launched.close()
+
+
+# axe-core's violations, each as its id and its nodes' selectors: only the violations
+# are gathered in full (resultTypes), and only they leave the page.
+_RUN_AXE = """tags => axe.run(document, {
+    runOnly: {type: 'tag', values: tags}, resultTypes: ['violations'],
+}).then(results => results.violations.map(v => [v.id, v.nodes.map(n => n.target)]))"""
+# The focused element and the innermost hovered one, each as its path from the root
+# (their styles, GOV.UK's yellow focus for one, are what axe-core's contrast rule sees).
+_TOUCHED = """() => [document.activeElement, [...document.querySelectorAll(':hover')].pop()]
+    .map(e => { const path = [];
+        for (; e && e.parentElement; e = e.parentElement)
+            path.push(e.tagName + ':' + [...e.parentElement.children].indexOf(e));
+        return path.reverse().join('/'); }).join(' ')"""
+_CSRF_VALUE = re.compile(r'(name="csrf_token" value=")[^"]*"')
+# The states (Watched.check, _state) where axe-core found no violation, in this process.
+_checked: set[tuple[str, ...]] = set()
 
 
 def axe_violations(page: Page) -> list[tuple[str, list[Any]]]:
@@ -78,12 +111,50 @@ def axe_violations(page: Page) -> list[tuple[str, list[Any]]]:
 
     The page's CSP refuses an injected script tag (add_script_tag's inline script is
     reported as a violation): axe-core is evaluated through the DevTools protocol
-    instead, which a page's CSP does not govern."""
-    page.evaluate(AXE_SOURCE)
-    results: dict[str, Any] = page.evaluate(
-        "tags => axe.run(document, {runOnly: {type: 'tag', values: tags}})", AXE_TAGS
-    )
-    return [(v["id"], [n["target"] for n in v["nodes"]]) for v in results["violations"]]
+    instead, which a page's CSP does not govern; once per document."""
+    if not page.evaluate("() => typeof window.axe === 'object'"):
+        page.evaluate(AXE_SOURCE)
+    found: list[list[Any]] = page.evaluate(_RUN_AXE, AXE_TAGS)
+    return [(rule, targets) for rule, targets in found]
+
+
+def _state(how: str, url: str, document: str, *more: str) -> tuple[str, ...]:
+    """What axe-core's verdict on a page depends on: how it is checked, the page's
+    address (its path and query) and its document, CSRF token aside (each session's
+    own), and ``more`` (the viewport, the focused and hovered elements)."""
+    return (how, url.split("/", 3)[3], _CSRF_VALUE.sub(r'\1"', document), *more)
+
+
+class _Twin:
+    """A scripted page, one per browser, where the document of a page whose JavaScript
+    is off is shown again without its scripts, at that page's address: loaded there the
+    first time for the origin (the hub's answer replaced by the document), then written
+    into it (``set_content``) after its address is set (``history.replaceState``)."""
+
+    def __init__(self, browser: Browser) -> None:
+        self.context = browser.new_context(java_script_enabled=True)
+        self.page = self.context.new_page()
+        self.origin = self._url = self._document = ""
+
+    def violations(self, url: str, document: str) -> list[tuple[str, list[Any]]]:
+        origin = "/".join(url.split("/", 3)[:3])
+        if origin == self.origin:
+            self.page.evaluate("url => history.replaceState(null, '', url)", url)
+            self.page.set_content(document)
+        else:
+            self._url, self._document = url, document
+            self.page.route(lambda address: address == self._url, self._as_seen)
+            self.page.goto(url)
+            self.page.unroute_all()  # a route turns the browser's cache off
+            self.origin = origin
+        assert self.page.url == url, (self.page.url, url)
+        return axe_violations(self.page)
+
+    def _as_seen(self, route: Route) -> None:
+        route.fulfill(status=200, content_type="text/html; charset=utf-8", body=self._document)
+
+
+_twins: dict[Browser, _Twin] = {}
 
 
 class Watched:
@@ -96,8 +167,6 @@ class Watched:
         self.scripted = scripted
         self.axe_without_scripts = axe_without_scripts
         self.messages: list[str] = []
-        self._twin: Page | None = None  # see _violations_without_scripts
-        self._twin_url = self._twin_document = ""
         page.on("console", self._heard)
         page.on("response", self._answered)
 
@@ -113,36 +182,30 @@ class Watched:
 
     def check(self) -> None:
         """No CSP violation or failed load so far, no inline script, and no axe-core
-        violation on the page as it is now."""
+        violation on the page as it is now (unless this very state passed already)."""
         assert self.messages == [], self.messages
-        assert not re.search(r"<script(?![^>]*\bsrc=)", self.page.content())
+        document = self.page.content()
+        assert not re.search(r"<script(?![^>]*\bsrc=)", document)
+        url = self.page.url
         if self.scripted:
-            violations = axe_violations(self.page)
+            viewport = str(self.page.viewport_size)
+            state = _state("scripted", url, document, viewport, self.page.evaluate(_TOUCHED))
+            if state not in _checked:
+                violations = axe_violations(self.page)
+                assert violations == [], (url, violations)
         elif self.axe_without_scripts:
-            violations = self._violations_without_scripts()
+            without_scripts = _SCRIPT_ELEMENT.sub("", document)
+            state = _state("without scripts", url, without_scripts)
+            if state not in _checked:
+                browser = self.page.context.browser
+                assert browser is not None
+                twin = _twins.get(browser) or _twins.setdefault(browser, _Twin(browser))
+                violations = twin.violations(url, without_scripts)
+                assert violations == [], (url, violations)
         else:
             return  # Playwright cannot evaluate in a page whose scripts are off; the
             # same pages are checked by axe-core in the scripted runs
-        assert violations == [], (self.page.url, violations)
-
-    def _violations_without_scripts(self) -> list[tuple[str, list[Any]]]:
-        """axe-core on this page's document (JavaScript off), shown again at its own
-        address in a scripted context without its scripts (its assets load as
-        usual). The twin context is made once, and closed with the page."""
-        self._twin_url = self.page.url
-        self._twin_document = _SCRIPT_ELEMENT.sub("", self.page.content())
-        if self._twin is None:
-            browser = self.page.context.browser
-            assert browser is not None
-            context = browser.new_context(java_script_enabled=True)
-            self._twin = context.new_page()
-            self._twin.route(lambda address: address == self._twin_url, self._as_seen)
-            self.page.on("close", lambda _: context.close())
-        self._twin.goto(self._twin_url)
-        return axe_violations(self._twin)
-
-    def _as_seen(self, route: Route) -> None:
-        route.fulfill(status=200, content_type="text/html; charset=utf-8", body=self._twin_document)
+        _checked.add(state)
 
 
 @dataclass
