@@ -11,8 +11,11 @@ from uuid import uuid4
 
 from cryptography.hazmat.primitives.asymmetric import ec
 from joserfc.jwk import ECKey
+from joserfc.jws import JWSRegistry
 
 from onceonly.hub.kit import base64url, es256
+
+_ES256 = JWSRegistry(algorithms=["ES256"]).get_alg("ES256")
 
 
 def subject_sha256(subject: str) -> str:
@@ -26,6 +29,7 @@ def sign_hub_token(
     delivery): ``claims`` plus a fresh single-use ``jti``, ``iat`` and ``exp``."""
     header = {"typ": typ, "alg": "ES256", "kid": key.kid}
     timed = {**claims, "jti": uuid4().hex, "iat": now, "exp": now + lifetime}
+    _ES256.check_key(key)  # as joserfc checked it: a P-256 key fit for ES256 signatures
     private = key.get_op_key("sign")
     if not isinstance(private, ec.EllipticCurvePrivateKey):
         raise TypeError("the hub's signing key is not an EC private key")

@@ -37,6 +37,7 @@ _DEFAULT_PORTS = {"http": 80, "https": 443}
 # default 512 bytes of header.
 _REGISTRY = jws.JWSRegistry(algorithms=list(ALGORITHMS))
 _REGISTRY.max_header_length = 2048
+_ES256 = _REGISTRY.get_alg("ES256")
 ProofKey = ECKey | OKPKey | RSAKey
 
 
@@ -136,10 +137,15 @@ def _signature_holds(proof: str, header: dict[str, Any], key: ProofKey) -> bool:
 
 
 def _ec_verifier(key: ProofKey) -> ec.EllipticCurvePublicKey | None:
-    """The P-256 public key of an ES256 proof's jwk (its kty and crv were checked)."""
+    """The P-256 public key of an ES256 proof's jwk, once joserfc's own checks of the key
+    for ES256 hold (its ``use``, ``alg`` and ``key_ops`` among them); None if not."""
     if not isinstance(key, ECKey):
         return None
-    public = key.get_op_key("verify")
+    try:
+        _ES256.check_key(key)
+        public = key.get_op_key("verify")
+    except (JoseError, ValueError, TypeError):
+        return None
     if not isinstance(public, ec.EllipticCurvePublicKey) or not isinstance(
         public.curve, ec.SECP256R1
     ):

@@ -25,14 +25,16 @@ _ECDSA_SHA256 = ec.ECDSA(hashes.SHA256())
 
 def holds(key: ec.EllipticCurvePublicKey, compact: str) -> bool:
     """Whether the compact JWS ``compact`` (three parts) carries a valid ES256 signature
-    by ``key`` over its first two parts: R and S of 32 bytes each, unpadded base64url."""
+    by ``key`` over its first two parts: R and S of 32 bytes each, in the one unpadded
+    base64url spelling of those bytes (a spelling with other unused low bits is refused,
+    as joserfc refuses it)."""
     signing_input, _, signature_part = compact.rpartition(".")
     try:
         signature = base64url.decode(signature_part)
         signed = signing_input.encode("ascii")
     except (ValueError, UnicodeError):
         return False
-    if len(signature) != 2 * _HALF:
+    if len(signature) != 2 * _HALF or base64url.encode(signature) != signature_part:
         return False
     r = int.from_bytes(signature[:_HALF], "big")
     s = int.from_bytes(signature[_HALF:], "big")

@@ -167,6 +167,30 @@ ATTACKS: list[tuple[str, Any, dict[str, Any], str]] = [
         "does not verify",
     ),
     (
+        "a jwk whose key_ops exclude verify",
+        lambda: _raw_signed({"jwk": _public_jwk(key_ops=["sign"])}, claims()),
+        {},
+        "does not verify",
+    ),
+    (
+        "a jwk for encryption",
+        lambda: _raw_signed({"jwk": _public_jwk(use="enc")}, claims()),
+        {},
+        "does not verify",
+    ),
+    (
+        "a jwk for another algorithm",
+        lambda: _raw_signed({"jwk": _public_jwk(alg="ES384")}, claims()),
+        {},
+        "does not verify",
+    ),
+    (
+        "a signature spelt with other unused low bits",
+        lambda: _respelt(signed(claims())),
+        {},
+        "does not verify",
+    ),
+    (
         "a critical member that is not in the header",
         lambda: _raw_signed({"crit": ["x-policy"]}, claims()),
         {},
@@ -180,6 +204,22 @@ def _raw_signed(extra_header: dict[str, Any], payload: dict[str, Any]) -> str:
     private = KEY.get_op_key("sign")
     header = {"typ": "dpop+jwt", "alg": "ES256", "jwk": KEY.as_dict(private=False)}
     return es256.sign(private, {**header, **extra_header}, payload)
+
+
+def _public_jwk(**members: Any) -> dict[str, Any]:
+    return {**KEY.as_dict(private=False), **members}
+
+
+_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+
+
+def _respelt(proof: str) -> str:
+    """The same signature bytes, its last character's unused low bit flipped (R||S is
+    64 bytes: 86 characters carry 516 bits, the last 4 unused)."""
+    last = _ALPHABET.index(proof[-1])
+    respelt = proof[:-1] + _ALPHABET[last ^ 1]
+    assert base64url.decode(respelt.rsplit(".", 1)[1]) == base64url.decode(proof.rsplit(".", 1)[1])
+    return respelt
 
 
 def _der_signed(payload: dict[str, Any]) -> str:

@@ -3,8 +3,10 @@
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from joserfc import jws, jwt
+from joserfc.errors import JoseError
 from joserfc.jwk import ECKey
 
+from onceonly.hub.adapter_tokens import sign_hub_token
 from onceonly.hub.kit import base64url, es256
 
 KEY = ECKey.generate_key("P-256", auto_kid=True)
@@ -50,8 +52,24 @@ def test_what_joserfc_signs_holds_and_nothing_else() -> None:
         f"{head}.{payload}.{signature[:-1]}*",  # outside the alphabet
         f"{head}é.{payload}.{signature}",  # not ASCII
         f"{head}.{payload}.",  # no signature
+        f"{head}.{payload}.{_respelt(signature)}",  # the same bytes, another spelling
     ):
         assert not es256.holds(_public(KEY), bad), bad
+
+
+def _respelt(part: str) -> str:
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    respelt = part[:-1] + alphabet[alphabet.index(part[-1]) ^ 1]
+    assert base64url.decode(respelt) == base64url.decode(part)
+    return respelt
+
+
+def test_the_hub_signs_only_with_a_key_fit_for_es256() -> None:
+    for unfit in ({"use": "enc"}, {"alg": "ES384"}, {"key_ops": ["verify"]}):
+        key = ECKey.import_key({**KEY.as_dict(private=True), **unfit})
+        with pytest.raises(JoseError):
+            sign_hub_token(key, typ="onceonly-req+jwt", claims={}, now=0, lifetime=60)
+    assert sign_hub_token(KEY, typ="onceonly-req+jwt", claims={}, now=0, lifetime=60)
 
 
 def test_only_a_p256_key_signs() -> None:
