@@ -22,10 +22,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from onceonly.hub.errors import render_unexpected
+from onceonly.hub.errors import handled, render_unexpected
 from onceonly.hub.kit.nul import NUL_DETAIL, url_has_nul
 from onceonly.hub.kit.problems import (
     InvalidRequest,
+    PayloadTooLarge,
     RequestHeadersTooLarge,
     problem_response,
     render,
@@ -80,7 +81,7 @@ class RequestContextMiddleware:
                 await refusal(scope, receive, send_with_id)
                 return
             await self.app(scope, self._limited(receive), send_with_id)
-        except _BodyTooLarge:
+        except _BodyTooLarge:  # a body that streamed past the limit (no Content-Length)
             await _too_large(scope, receive, send_with_id, self.max_body_bytes)
         except Exception as error:
             await _unexpected(scope, receive, send_with_id, error, answered=bool(status["sent"]))
@@ -146,7 +147,11 @@ def _too_large_response(limit: int) -> Response:
 
 
 async def _too_large(scope: Scope, receive: Receive, send: Send, limit: int) -> None:
-    await _too_large_response(limit)(scope, receive, send)
+    """The 413 for a body found too large while it was read: by then an audited route
+    has opened its audit scope, and the refusal is its entry (onceonly.hub.errors)."""
+    request = Request(scope, receive)
+    response = await handled(request, PayloadTooLarge(f"the body is larger than {limit} bytes"))
+    await response(scope, receive, send)
 
 
 def _nul_in_url() -> Response:

@@ -259,3 +259,34 @@ def test_the_hub_makes_its_own_request_ids_and_keeps_the_clients_beside_them(
     assert [
         row["request_id"] for row in rows if row["client_request_id"] == "batch-7.retry_1"
     ] == ours
+
+
+def test_a_chunked_body_over_the_limit_is_refused_and_audited(hub: RunningHub) -> None:
+    """No Content-Length to refuse on the head alone: the body is found too large while
+    the audited route reads it, and the refusal is that route's entry."""
+    limit = hub.settings.max_body_bytes
+    chunk = b"a" * 65536
+    chunks = b"".join(b"%x\r\n%s\r\n" % (len(chunk), chunk) for _ in range(limit // len(chunk) + 2))
+    head = (
+        b"PUT /v1/admin/departments/chunked-dept HTTP/1.1\r\nHost: hub\r\nConnection: close\r\n"
+        b"Authorization: Bearer %s\r\n"
+        % hub.keys.admin_token.encode()
+        + b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
+    with added_audit_entries(hub, action="registry.department.put") as entries:
+        answer = raw_exchange(hub.url, head + chunks + b"0\r\n\r\n")
+    status_line, _, rest = answer.partition(b"\r\n")
+    assert status_line.startswith(b"HTTP/1.1 413 "), answer[:300]
+    headers, _, body = rest.partition(b"\r\n\r\n")
+    assert json.loads(body)["type"] == "urn:onceonly:problem:payload-too-large"
+    request_id = next(
+        line.split(b":", 1)[1].strip().decode()
+        for line in headers.split(b"\r\n")
+        if line.lower().startswith(b"x-request-id:")
+    )
+    (entry,) = entries
+    assert (entry["request_id"], entry["outcome"], entry["reason"]) == (
+        request_id,
+        "refused",
+        "payload-too-large",
+    )
