@@ -36,6 +36,9 @@ _SPEND = "INSERT OR IGNORE INTO spent_tokens (jti, forget_after) VALUES (?, ?)"
 _PURGE_SPENT = "DELETE FROM spent_tokens WHERE forget_after < ?"
 # Spent jtis past their time are deleted at most this often (seconds), in a batch's commit
 PURGE_EVERY = 30.0
+# Spent jtis are kept this long past their forget_after: a process whose clock runs
+# behind, or that a wall-clock step has put back, still finds them.
+PURGE_MARGIN = 120.0
 
 _metadata = sa.MetaData()
 
@@ -439,17 +442,24 @@ class RecordStore:
         append ``entry`` to the trail, the whole batch in one transaction (a group
         commit: all or none). ``False`` in an entry's place, and no entry, when its
         ``jti`` was spent before, by any process on this file (SQLite serializes their
-        writes; the jti is the table's key). Spent jtis past their ``forget_after``
-        are deleted in the same commit, at most every `PURGE_EVERY` seconds."""
+        writes; the jti is the table's key), or when its ``forget_after`` has passed by
+        the time of the commit (a token checked before a slow source read or lock wait:
+        its spent row may have been purged meanwhile). Spent jtis more than
+        `PURGE_MARGIN` past their ``forget_after`` are deleted in the same commit, at
+        most every `PURGE_EVERY` seconds."""
         connection = self._engine.raw_connection()
         try:
             cursor = connection.cursor()
-            fresh = [cursor.execute(_SPEND, (jti, after)).rowcount == 1 for jti, after, _ in batch]
+            now = time.time()
+            fresh = [
+                after >= now and cursor.execute(_SPEND, (jti, after)).rowcount == 1
+                for jti, after, _ in batch
+            ]
             row = operator.attrgetter(*_SERVED_FIELDS)
             entries = [row(entry) for (_, _, entry), ok in zip(batch, fresh, strict=True) if ok]
             cursor.executemany(_INSERT_SERVED, entries)
             if self._purge_due():
-                cursor.execute(_PURGE_SPENT, (time.time(),))
+                cursor.execute(_PURGE_SPENT, (now - PURGE_MARGIN,))
             cursor.close()
             connection.commit()
         except BaseException:

@@ -242,21 +242,39 @@ def test_a_spent_jti_is_refused_by_another_store_on_the_same_file(tmp_path: Path
         assert sorted(jti for jti, _ in two.spent_tokens()) == ["j1", "j2", "j3"]
 
 
-def test_spent_jtis_past_their_time_are_purged_at_most_every_so_often(
+def test_a_token_whose_time_passed_before_its_commit_is_refused(store: RecordStore) -> None:
+    """A token checked before a slow source read or lock wait, past its forget_after by
+    the commit: its spent row may have been purged meanwhile by any process, so it is
+    refused rather than answered a second time."""
+    now = time.time()
+    late, kept = ("late", now - 1, served("r1")), ("kept", now + 60, served("r2"))
+    assert store.spend_and_record([late, kept]) == [False, True]
+    assert [entry.request_id for entry in store.served_entries()] == ["r2"]
+    assert [jti for jti, _ in store.spent_tokens(now=0)] == ["kept"]
+
+
+def test_spent_jtis_are_purged_a_margin_past_their_time_at_most_every_so_often(
     store: RecordStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    now = time.time()
-    store.spend_and_record([("gone", now - 1, served("r1")), ("kept", now + 60, served("r2"))])
-    assert [jti for jti, _ in store.spent_tokens(now=0)] == ["kept"]  # the first batch purges
-
-    store.spend_and_record([("stale", now - 1, served("r3"))])
-    assert sorted(jti for jti, _ in store.spent_tokens(now=0)) == ["kept", "stale"]  # not yet
+    start = time.time()
+    clock = [start]
+    monkeypatch.setattr(_store.time, "time", lambda: clock[0])
+    store.spend_and_record([("a", start + 10, served("r1")), ("b", start + 500, served("r2"))])
 
     monkeypatch.setattr(_store, "PURGE_EVERY", 0.0)
-    store.spend_and_record([("next", now + 60, served("r4"))])
-    assert sorted(jti for jti, _ in store.spent_tokens(now=0)) == ["kept", "next"]
-    assert [jti for jti, _ in store.spent_tokens(now=now + 61)] == []  # none still holds
-    assert len(store.served_entries()) == 4  # the trail itself is never purged
+    clock[0] = start + 10 + _store.PURGE_MARGIN - 1  # a's time passed, not its margin
+    store.spend_and_record([("c", clock[0] + 60, served("r3"))])
+    assert sorted(jti for jti, _ in store.spent_tokens(now=0)) == ["a", "b", "c"]
+
+    clock[0] = start + 10 + _store.PURGE_MARGIN + 1
+    store.spend_and_record([("d", clock[0] + 60, served("r4"))])
+    assert sorted(jti for jti, _ in store.spent_tokens(now=0)) == ["b", "c", "d"]
+
+    monkeypatch.setattr(_store, "PURGE_EVERY", 3600.0)
+    clock[0] = start + 500 + _store.PURGE_MARGIN + 1  # b's margin passed, but no purge due
+    store.spend_and_record([("e", clock[0] + 60, served("r5"))])
+    assert "b" in {jti for jti, _ in store.spent_tokens(now=0)}
+    assert len(store.served_entries()) == 5  # the trail itself is never purged
 
 
 def test_a_failed_batch_spends_no_jti(store: RecordStore) -> None:
