@@ -374,6 +374,7 @@ def _outcome(error: OnceonlyError | None) -> dict[str, Any]:
 
 _SERVED_FACTS = ("request_id", "trace_id", "item", "consumer", "purpose", "outcome", "reason")
 _SERVED_LINE = "query " + " ".join(f"{name}=%s" for name in _SERVED_FACTS)
+_LOGGED_ITEM = 128  # characters of an item id kept in a line (registered ids are shorter)
 _REFUSED_FACTS = ("trace_id", "item", "outcome", "reason", "detail")
 _REFUSED_LINE = "query refused, no entry: " + " ".join(f"{name}=%s" for name in _REFUSED_FACTS)
 
@@ -383,7 +384,8 @@ def _log_line(
 ) -> None:
     """One line per query: an entry's facts, or for a refusal that left no entry, why
     (its detail: the adapter's own fixed texts, never the caller's input)."""
-    item = trail.item if trail.item.isprintable() else ascii(trail.item)  # no forged lines
+    item = trail.item[:_LOGGED_ITEM]  # a path's item is the caller's: bounded,
+    item = item if item.isprintable() else ascii(item)  # and no forged lines
     values: tuple[str | None, ...]
     if logged:
         values = (trail.request_id, trail.trace_id, item, trail.consumer, trail.purpose,

@@ -321,3 +321,16 @@ def test_openapi_document_describes_the_record_query(provider: Provider) -> None
     assert operation["responses"]["415"]["x-problem-types"] == ["unsupported-media-type"]
     assert "/v1/events" in document["paths"]  # FastAPI's own routes are still there
     assert provider.http.get(f"{provider.url}/docs").status_code == 200
+
+
+def test_a_refusal_logs_a_long_item_bounded(
+    provider: Provider, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The item of a refused request's path is the caller's: a line keeps 128 of its
+    characters, so a long path does not make a long line."""
+    item = "person." + "x" * 8000
+    with caplog.at_level(logging.INFO, logger="adapters.provider"):
+        assert provider.query(None, item=item).status_code == 401
+    (line,) = [r for r in caplog.records if r.getMessage().startswith("query refused, no entry")]
+    assert f"item={item[:128]} " in line.getMessage()
+    assert len(line.getMessage()) < 600
