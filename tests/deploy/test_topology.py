@@ -428,8 +428,10 @@ def topology(
         for replica in replicas:
             replica.start()
             stack.callback(replica.stop)
+        adapters: list[subprocess.Popen[bytes]] = []
         for owner in owners:
             adapter = _start_adapter(owner, tmp_path, hub_url=hub_url, log=logs[owner.department])
+            adapters.append(adapter)
             stack.callback(_stop, adapter)
         servers = "".join(owner.tls_proxy(placement) for owner in owners)
         config = write_config(tmp_path, placement, servers=servers)
@@ -439,6 +441,15 @@ def topology(
             stderr=logs["nginx"],
         )
         stack.callback(_stop, nginx)
+
+        def terminate_all() -> None:
+            """SIGTERM to every process at once, first: their graceful shutdowns overlap
+            instead of following one another (the _stop callbacks then only wait)."""
+            for process in (nginx, *adapters, *(replica.process for replica in replicas)):
+                if process is not None and process.poll() is None:
+                    process.terminate()
+
+        stack.callback(terminate_all)
         for replica in replicas:
             replica.wait_ready()
         for owner in owners:
