@@ -75,6 +75,8 @@ def save(database_url: str, data_dir: Path, directory: Path, **extra: Any) -> Sa
             "SELECT tablename FROM pg_tables"
             " WHERE schemaname = 'public' AND tablename <> 'alembic_version' ORDER BY tablename"
         ).fetchall()
+        sequences = conn.execute("SELECT sequence_name FROM information_schema.sequences")
+        assert not sequences.fetchall(), "a sequence's value is state that COPY does not save"
         cursor = conn.cursor()
         for (name,) in names:
             with cursor.copy(f'COPY "{name}" TO STDOUT') as copy:

@@ -32,9 +32,8 @@ from tests.hub.exchange_world import (
     PURPOSE,
     SUBJECT,
     World,
-    module_exchange_world,
 )
-from tests.hub_testing import DATABASES, problem_type
+from tests.hub_testing import DATABASES, module_database, problem_type
 
 # --- the hub's key ring, on a clock we control --------------------------------------------
 
@@ -253,11 +252,17 @@ def test_client_key_rotation_under_load_fails_no_request(world: World) -> None:
 
 @pytest.fixture(scope="module", params=DATABASES)
 def shared_world(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, copies: Copies
 ) -> Iterator[World]:
     """One world per module and database for the tests that only register the client's
-    key (each its own) and fetch; the rotations above keep worlds of their own."""
-    with module_exchange_world(request, tmp_path_factory, access_token_lifetime=30) as built:
+    key (each its own) and fetch; the rotations above keep worlds of their own. It too
+    is a copy of the module's saved world, on a database of its own."""
+    with copied_exchange_world(
+        copies,
+        database_url=module_database(request, tmp_path_factory),
+        tmp_path=tmp_path_factory.mktemp("world"),
+        access_token_lifetime=30,
+    ) as built:
         yield built
 
 
