@@ -129,6 +129,7 @@ _WIRE_NAMES = frozenset(
         "serve_in_thread",
         "exchange_world",
         "module_exchange_world",
+        "copied_exchange_world",
         "access_world",
         "granted_client_hub",
         "catalogue_hub",

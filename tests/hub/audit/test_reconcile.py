@@ -30,10 +30,6 @@ from tests.hub.exchange_world import (
     World,
 )
 
-# Hubs and adapters on loopback: the copied worlds' helper is a name conftest's tiers do
-# not know (they would call this module "db").
-pytestmark = pytest.mark.wire
-
 SUBJECTS = ["38001085718", "49403136515", "61506230020"]
 OWNER_CLIENT = f"{OWNER}-adapter"
 Kind = tuple[str, str | None]  # a difference's kind and member

@@ -35,10 +35,6 @@ from tests.hub.exchange_world import (
 )
 from tests.hub_testing import DATABASES, module_database, problem_type
 
-# Hubs and adapters on loopback: the copied worlds' helper is a name conftest's tiers do
-# not know (they would call this module "db").
-pytestmark = pytest.mark.wire
-
 # --- the hub's key ring, on a clock we control --------------------------------------------
 
 
