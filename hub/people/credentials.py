@@ -30,8 +30,10 @@ from onceonly.hub.kit import sealing
 
 MIN_PASSWORD_LENGTH = 12
 _HASHER = PasswordHasher.from_parameters(RFC_9106_LOW_MEMORY)
-# Verified when the account does not exist, so that the answer takes as long.
-_DUMMY_HASH = _HASHER.hash(secrets.token_urlsafe(16))
+# Verified when the account does not exist, so that the answer takes as long. Made by
+# configure_password_hashing (the hub's start-up), not at import: every process that
+# imports the hub (each command of the CLI) would pay one hash at production cost.
+_DUMMY_HASH: str | None = None
 
 
 def configure_password_hashing(*, time_cost: int, memory_kib: int) -> None:
@@ -45,7 +47,15 @@ def configure_password_hashing(*, time_cost: int, memory_kib: int) -> None:
     )
     if (parameters.time_cost, parameters.memory_cost) != (_HASHER.time_cost, _HASHER.memory_cost):
         _HASHER = PasswordHasher.from_parameters(parameters)
+        _DUMMY_HASH = None
+    _dummy_hash()
+
+
+def _dummy_hash() -> str:
+    global _DUMMY_HASH
+    if _DUMMY_HASH is None:
         _DUMMY_HASH = _HASHER.hash(secrets.token_urlsafe(16))
+    return _DUMMY_HASH
 
 
 TOTP_PERIOD = 30
@@ -60,7 +70,7 @@ def hash_password(password: str) -> str:
 def verify_password(stored: str | None, password: str) -> bool:
     """Whether ``password`` matches; with no stored hash, spend the same time and say no."""
     try:
-        return _HASHER.verify(stored or _DUMMY_HASH, password) and stored is not None
+        return _HASHER.verify(stored or _dummy_hash(), password) and stored is not None
     except (VerifyMismatchError, VerificationError, InvalidHashError):
         return False
 

@@ -37,3 +37,21 @@ def test_a_hash_made_at_another_cost_still_verifies() -> None:
     credentials.configure_password_hashing(time_cost=1, memory_kib=64)
     assert credentials.verify_password(stored, PASSWORD)
     assert not credentials.verify_password(None, PASSWORD)
+
+
+def test_importing_the_hub_hashes_no_password() -> None:
+    """The hash an unknown account is checked against is made at the hub's start-up
+    (configure_password_hashing), not at import: every command of the CLI imports the
+    hub, and one argon2id hash at production cost is most of a second of CPU."""
+    import subprocess  # here, not at the top: conftest would call the whole module "wire"
+    import sys
+
+    probe = (
+        "import onceonly.hub.app\n"
+        "from onceonly.hub.people import credentials\n"
+        "assert credentials._DUMMY_HASH is None\n"
+        "credentials.configure_password_hashing(time_cost=1, memory_kib=64)\n"
+        "assert credentials._DUMMY_HASH is not None\n"
+        "assert not credentials.verify_password(None, 'anything')\n"
+    )
+    subprocess.run([sys.executable, "-c", probe], check=True)
