@@ -22,7 +22,13 @@ from onceonly.hub.kit.group_commit import GroupCommit
 from onceonly.hub.kit.problems import Unavailable
 
 from tests.hub.access_world import AccessWorld, Person, access_world, sign_in
-from tests.hub.events.test_events import FAST_RETRIES, consumer_adapter, event_world
+from tests.hub.events.test_events import (
+    FAST_RETRIES,
+    WorldMaker,
+    consumer_adapter,
+    copies,  # noqa: F401 (a fixture event_world takes)
+    event_world,  # noqa: F401 (a fixture)
+)
 from tests.hub.events.test_events import _point as point_subscriber
 from tests.hub.exchange.test_exchange import query, token_for
 from tests.hub.exchange_world import (
@@ -241,7 +247,9 @@ def test_group_commit_reports_what_waits_and_for_how_long() -> None:
 
 
 def test_counts_delivery_attempts_retries_and_dead_letters(
-    database_url: str, tmp_path: Path
+    database_url: str,
+    tmp_path: Path,
+    event_world: WorldMaker,  # noqa: F811 (the fixture imported above)
 ) -> None:
     settings = {**FAST_RETRIES, "event_max_attempts": 3}
     labels = {"item": ADDRESS, "subscriber": CONSUMER}
