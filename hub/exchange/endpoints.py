@@ -82,7 +82,8 @@ async def query_record(
 
 
 (_DECLARED,) = router.routes
-assert getattr(_DECLARED, "path", None) == PATH
+if getattr(_DECLARED, "path", None) != PATH:
+    raise RuntimeError(f"the record query's route is not at {PATH}")
 _ROUTE_PATH = re.compile(r"/v1/items/([^/]+)/records/query")
 # The path parameter as ItemId declares it, so a refusal reads as FastAPI's would.
 _ITEM_ID: TypeAdapter[str] = TypeAdapter(
