@@ -480,8 +480,9 @@ _QUERY_PROBLEMS: dict[int, tuple[str, tuple[str, ...]]] = {
     413: ("The body is over 64 KiB", ("payload-too-large",)),
     415: ("The body is not application/json", ("unsupported-media-type",)),
     502: ("The source's record does not match the item's schema", ("source-invalid-record",)),
-    503: ("The source failed, or the served-log could not be written",
-          ("source-unavailable", "unavailable")),
+    503: ("The source failed, the hub's keys could not be fetched to check the token,"
+          " or the served-log could not be written",
+          ("source-unavailable", "hub-unavailable", "unavailable")),
 }  # fmt: skip
 
 _PROBLEM = {

@@ -319,6 +319,8 @@ def test_openapi_document_describes_the_record_query(provider: Provider) -> None
         "200", "400", "401", "404", "406", "413", "415", "502", "503",
     }  # fmt: skip
     assert operation["responses"]["415"]["x-problem-types"] == ["unsupported-media-type"]
+    # the hub's keys unreachable while the token is checked is a 503 of its own
+    assert "hub-unavailable" in operation["responses"]["503"]["x-problem-types"]
     assert "/v1/events" in document["paths"]  # FastAPI's own routes are still there
     assert provider.http.get(f"{provider.url}/docs").status_code == 200
 
