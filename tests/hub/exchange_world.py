@@ -5,6 +5,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from joserfc.jwk import ECKey
@@ -58,31 +59,38 @@ def exchange_world(*, database_url: str, tmp_path: Path, **settings: object) -> 
         admin.import_catalogue(CATALOGUE)
         consumer_key = ECKey.generate_key("P-256", auto_kid=True)
         admin.put_client(CONSUMER_CLIENT, department=CONSUMER, jwks=public_jwks(consumer_key))
-        config = AdapterConfig(
-            department=OWNER,
-            hub_url=hub.url,
-            data_dir=tmp_path / "owner",
-            items={ADDRESS: StoreItem(), IDENTITY: StoreItem()},
-        )
-        with RecordStore(config.store_path) as store:
-            store.put(ADDRESS, SUBJECT, ADDRESS_RECORD)
-        with serve(create_provider_app(config)) as owner_url:
-            admin.put_department(OWNER, name="Civil Registry Office", adapter_url=owner_url)
+        with owners_adapter(hub, tmp_path) as owner:
             admin.create_grant(
                 consumer=CONSUMER,
                 item=ADDRESS,
                 purpose=PURPOSE,
                 legal_basis="Social Welfare Act §12",
             )
-            with RecordStore(config.store_path) as owner_store:
-                yield World(
-                    hub=hub,
-                    consumer_key=consumer_key,
-                    owner_store=owner_store,
-                    owner_store_path=config.store_path,
-                    owner_url=owner_url,
-                )
-            admin.close()
+            yield World(hub=hub, consumer_key=consumer_key, **owner)
+        admin.close()
+
+
+@contextmanager
+def owners_adapter(hub: RunningHub, tmp_path: Path) -> Iterator[dict[str, Any]]:
+    """The owner's adapter serving a store with the address record, its department
+    pointed at it: the owner's members of a World (``owner_store``, ``owner_store_path``,
+    ``owner_url``)."""
+    config = AdapterConfig(
+        department=OWNER,
+        hub_url=hub.url,
+        data_dir=tmp_path / "owner",
+        items={ADDRESS: StoreItem(), IDENTITY: StoreItem()},
+    )
+    with RecordStore(config.store_path) as store:
+        store.put(ADDRESS, SUBJECT, ADDRESS_RECORD)
+    with serve(create_provider_app(config)) as owner_url, hub.admin() as admin:
+        admin.put_department(OWNER, name="Civil Registry Office", adapter_url=owner_url)
+        with RecordStore(config.store_path) as owner_store:
+            yield {
+                "owner_store": owner_store,
+                "owner_store_path": config.store_path,
+                "owner_url": owner_url,
+            }
 
 
 @contextmanager

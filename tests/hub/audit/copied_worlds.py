@@ -15,19 +15,9 @@ from typing import Any
 
 from joserfc.jwk import ECKey
 
-from onceonly.adapters import AdapterConfig, RecordStore, StoreItem, create_provider_app
-
 from tests.hub.audit.hub_copies import Copies
-from tests.hub.exchange_world import (
-    ADDRESS,
-    ADDRESS_RECORD,
-    IDENTITY,
-    OWNER,
-    SUBJECT,
-    World,
-    exchange_world,
-)
-from tests.hub_testing import running_hub, serve
+from tests.hub.exchange_world import World, exchange_world, owners_adapter
+from tests.hub_testing import running_hub
 
 
 def _build(database_url: str, scratch: Path) -> tuple[Path, dict[str, Any]]:
@@ -45,22 +35,8 @@ def copied_exchange_world(
     data_dir = tmp_path / "hub"
     extra = copies.world("exchange", database_url, data_dir, _build)
     consumer_key = ECKey.import_key(extra["consumer_key"])
-    with running_hub(database_url=database_url, data_dir=data_dir, **settings) as hub:
-        config = AdapterConfig(
-            department=OWNER,
-            hub_url=hub.url,
-            data_dir=tmp_path / "owner",
-            items={ADDRESS: StoreItem(), IDENTITY: StoreItem()},
-        )
-        with RecordStore(config.store_path) as store:
-            store.put(ADDRESS, SUBJECT, ADDRESS_RECORD)
-        with serve(create_provider_app(config)) as owner_url, hub.admin() as admin:
-            admin.put_department(OWNER, name="Civil Registry Office", adapter_url=owner_url)
-            with RecordStore(config.store_path) as owner_store:
-                yield World(
-                    hub=hub,
-                    consumer_key=consumer_key,
-                    owner_store=owner_store,
-                    owner_store_path=config.store_path,
-                    owner_url=owner_url,
-                )
+    with (
+        running_hub(database_url=database_url, data_dir=data_dir, **settings) as hub,
+        owners_adapter(hub, tmp_path) as owner,
+    ):
+        yield World(hub=hub, consumer_key=consumer_key, **owner)
