@@ -2,9 +2,10 @@
 
 One :class:`Checkpointer` task per hub process signs the tree every
 ``checkpoint_interval`` seconds when it has grown since the last stored
-checkpoint. Processes sharing one database may race: the tree of a given size is
-the same for all of them, Ed25519 signatures are deterministic, and the size is the
-table's primary key with conflicts ignored, so one size never has two checkpoints.
+checkpoint, the first time before the hub serves. Processes sharing one database may
+race: the tree of a given size is the same for all of them, Ed25519 signatures are
+deterministic, and the size is the table's primary key with conflicts ignored, so one
+size never has two checkpoints.
 
 A checkpoint is a promise that cannot be taken back, so before signing a size the
 task proves, from the stored tree, that it extends the latest stored checkpoint (RFC
@@ -104,6 +105,10 @@ class Checkpointer:
         return self._alarm
 
     async def start(self) -> None:
+        """The first round before the hub serves, so that the checkpoint it hands out is
+        a stored one (a promise the next rounds are held to), then a round every
+        ``interval`` seconds."""
+        await self._round()
         self._task = asyncio.create_task(self._run(), name="audit-checkpointer")
 
     async def stop(self) -> None:
@@ -159,14 +164,18 @@ class Checkpointer:
 
     async def _run(self) -> None:
         while True:
-            try:
-                await self.checkpoint()
-            except Exception:  # a passing database fault must not stop the checkpoints
-                log.exception("audit checkpoint failed; retrying in %.1f s", self._interval)
             await asyncio.sleep(self._interval)
+            await self._round()
+
+    async def _round(self) -> None:
+        try:
+            await self.checkpoint()
+        except Exception:  # a passing database fault must not stop the checkpoints
+            log.exception("audit checkpoint failed; retrying in %.1f s", self._interval)
 
     async def latest_note(self, session: AsyncSession) -> str:
-        """The newest stored checkpoint; before the first one, the current tree signed now."""
+        """The newest stored checkpoint; if none is stored yet (the first round failed),
+        the current tree signed now."""
         latest = await repository.latest_checkpoint(session)
         if latest is None:
             latest = await sign_current(session, self.signer, now=self._clock.now())

@@ -102,6 +102,26 @@ def hub_log(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixtu
 
 
 @pytest.mark.anyio
+async def test_the_checkpointer_stores_a_checkpoint_before_the_hub_serves(
+    database_url: str, tmp_path: Path
+) -> None:
+    """Its first round is done when start() returns: the hub never hands out a signed
+    note that is not stored, which later rounds could not hold the tree to (before,
+    a first round slowed by another writer left /v1/audit/checkpoint signing the tree
+    on the fly, and a subtree forged meanwhile went unnoticed)."""
+    engine = make_engine(database_url)
+    signer = load_signer(keys_dir=tmp_path, origin=ORIGIN, create=True)
+    checkpointer = Checkpointer(engine, signer=signer, interval=3600)
+    try:
+        await _append(engine, 3)
+        await checkpointer.start()
+        assert _sizes(database_url) == [3]
+    finally:
+        await checkpointer.stop()
+        await engine.dispose()
+
+
+@pytest.mark.anyio
 async def test_the_checkpointer_refuses_a_tree_that_does_not_extend_its_checkpoint(
     database_url: str, tmp_path: Path
 ) -> None:
@@ -185,6 +205,7 @@ def test_a_hub_whose_tree_no_longer_extends_its_checkpoint_is_not_ready(
     ) as hub:
         _append_sync(database_url, 8)
         wait_until(lambda: _checkpoint_size(hub) == 8, what="no checkpoint of 8")
+        assert 8 in _sizes(database_url)  # served, so stored: the promise the tree is held to
         assert httpx.get(f"{hub.url}/readyz").status_code == 200
         honest = _node(database_url, 3, 0)
         _set_node(database_url, 3, 0, FORGED)
