@@ -552,6 +552,10 @@ def run(*, keep: bool, hub_url: str | None, root: Path, out: TextIO = sys.stdout
             hub_url = _start_hub(stack, root)
             adapters_root = root
             out.write(f"Onceonly demo: a hub and three departments on loopback (data in {root})\n")
+            out.write(
+                "(its hub hashes passwords at argon2id's lowest cost, for a demo only:"
+                " production mode refuses it)\n"
+            )
         else:
             adapters_root = root / f"replay-{time.time_ns()}"
             out.write(f"Onceonly demo against the hub at {hub_url}\n")
@@ -578,7 +582,15 @@ def run(*, keep: bool, hub_url: str | None, root: Path, out: TextIO = sys.stdout
 def _start_hub(stack: ExitStack, root: Path) -> str:
     sock = loopback_socket()
     settings = Settings(
-        data_dir=root / "hub", issuer=url_of(sock), log_json=False, log_level="WARNING"
+        data_dir=root / "hub",
+        issuer=url_of(sock),
+        log_json=False,
+        log_level="WARNING",
+        # The people's passwords (one-off, random, never shown) at argon2id's lowest
+        # cost: at production's, their accounts and sign-ins were ~3 s of CPU a run.
+        # Production mode refuses this cost (Settings); decision 0034.
+        password_time_cost=1,
+        password_memory_kib=64,
     )
     keys = HubKeys.load(settings.keys_dir, create=True)
     return stack.enter_context(serve_in_thread(create_app(settings, keys=keys), sock))
