@@ -7,7 +7,7 @@ over HTTP as the person signed in with ``onceonly login`` (or with the break-gla
 administrator token), so that every change goes through the same rules, role checks
 and audit log. What ends a command early is one line on standard error, never a
 traceback: :class:`~onceonly.hub.cli.common.CommandFailed` (exit 1 refused, 2 the hub
-cannot be reached) and :class:`~onceonly.hub.cli.startup.StartupFailure` (exit 1, in
+cannot be reached) and :class:`~onceonly.hub.cli.common.StartupFailure` (exit 1, in
 the format of the hub's logs).
 """
 
@@ -56,8 +56,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser(sys.argv[1:] if argv is None else argv).parse_args(argv)
-    from onceonly.hub.cli.common import CommandFailed
-    from onceonly.hub.cli.startup import StartupFailure, report
+    from onceonly.hub.cli.common import CommandFailed, StartupFailure
 
     try:
         status: int = args.func(args)
@@ -65,6 +64,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(failure, file=sys.stderr)
         return failure.status
     except StartupFailure as failure:
+        from onceonly.hub.cli.startup import report
+
         return report(failure)
     except BrokenPipeError:  # output piped into `head` and the like
         sys.stderr.close()

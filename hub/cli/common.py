@@ -46,6 +46,16 @@ class CommandFailed(Exception):
         super().__init__(line)
 
 
+class StartupFailure(Exception):
+    """The hub cannot start (or a command cannot run) as configured; ``problems`` are
+    one line each (:mod:`onceonly.hub.cli.startup` finds them; here, so that ``main``
+    can catch it without loading the settings' and keys' modules for every command)."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(problems))
+
+
 def segment(value: object) -> str:
     """``value`` as one path segment: every character that could end it or change the
     path (``/``, ``?``, ``#``, ``%``, a ``..``) percent-encoded, so an id typed on the

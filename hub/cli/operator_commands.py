@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from onceonly.hub.cli.common import add_command
+from onceonly.hub.cli.common import StartupFailure, add_command
 from onceonly.hub.cli.output import Shape, add_output_option, form_of, show
 
 
@@ -28,8 +28,8 @@ def _serve(args: argparse.Namespace) -> int:
         os.environ["ONCEONLY_ISSUER"] = f"http://{args.host}:{args.port}"
     try:
         startup.ensure_startable(startup.load_settings())
-    except startup.StartupFailure as failure:
-        raise startup.StartupFailure([f"the hub cannot start: {failure}"]) from None
+    except StartupFailure as failure:
+        raise StartupFailure([f"the hub cannot start: {failure}"]) from None
     uvicorn.run(
         "onceonly.hub.app:create_app_from_environment",
         factory=True,
@@ -44,45 +44,45 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _migrate(_: argparse.Namespace) -> int:
+    from onceonly.hub.cli import startup
+
+    url = startup.load_settings().resolved_database_url  # first: Alembic only if it loads
+    unreachable = startup.database_unreachable(url)
+    if unreachable:
+        raise StartupFailure(
+            [f"cannot reach the database {startup.database_name(url)}: {unreachable}"]
+        )
     from alembic.util.exc import CommandError
     from sqlalchemy.exc import SQLAlchemyError
 
     from onceonly.hub import migrate
-    from onceonly.hub.cli import startup
     from onceonly.hub.db import driver_message
 
-    url = startup.load_settings().resolved_database_url
-    unreachable = startup.database_unreachable(url)
-    if unreachable:
-        raise startup.StartupFailure(
-            [f"cannot reach the database {startup.database_name(url)}: {unreachable}"]
-        )
     try:
         migrate.upgrade(url)
     except (SQLAlchemyError, CommandError) as error:
         reason = startup.without_secrets(driver_message(error), url)
-        raise startup.StartupFailure(
-            [f"cannot migrate {startup.database_name(url)}: {reason}"]
-        ) from None
+        raise StartupFailure([f"cannot migrate {startup.database_name(url)}: {reason}"]) from None
     print(f"database is at the newest schema: {startup.database_name(url)}")
     return 0
 
 
 def _keys_init(_: argparse.Namespace) -> int:
     """Create every key the hub loads at start-up (what exists is kept, never replaced)."""
-    from onceonly.hub.audit.checkpoints import load_signer
     from onceonly.hub.cli import startup
+
+    settings = startup.load_settings()  # first: the key modules only if it loads
+    startup.refuse_new_keys_for_old_data(settings)
+    from onceonly.hub.audit.checkpoints import load_signer
     from onceonly.hub.keys import HubKeys
     from onceonly.hub.kit import logs
 
-    settings = startup.load_settings()
-    startup.refuse_new_keys_for_old_data(settings)
     try:
         origin = settings.resolved_audit_origin  # production: ONCEONLY_AUDIT_ORIGIN
         keys = HubKeys.load(settings.keys_dir, create=True)
         signer = load_signer(keys_dir=settings.keys_dir, origin=origin, create=True)
     except (RuntimeError, OSError, ValueError) as error:
-        raise startup.StartupFailure([f"no keys created: {logs.one_line(error)}"]) from None
+        raise StartupFailure([f"no keys created: {logs.one_line(error)}"]) from None
     print(f"keys are in {settings.keys_dir} (signing key id {keys.kid})")
     print(f"audit log {origin}; verifier key for auditors: {signer.verifier}")
     return 0
@@ -165,7 +165,7 @@ def _config_check(_: argparse.Namespace) -> int:
 
     try:
         settings = startup.load_settings()
-    except startup.StartupFailure as failure:
+    except StartupFailure as failure:
         problems, notes = failure.problems, []
     else:
         checked = startup.check(settings)
@@ -190,7 +190,7 @@ def _backup(args: argparse.Namespace) -> int:
     try:
         made = backup.backup(settings.resolved_database_url, settings.keys_dir, args.directory)
     except backup.BackupError as error:
-        raise startup.StartupFailure([f"no backup made: {error}"]) from None
+        raise StartupFailure([f"no backup made: {error}"]) from None
     print(
         f"backup of the {made.database} database and the keys in {args.directory}"
         f" ({made.audit_entries_at_least} audit entries or more); keep it as secret as the keys"
@@ -207,7 +207,7 @@ def _restore(args: argparse.Namespace) -> int:
     try:
         made = backup.restore(args.directory, settings.resolved_database_url, settings.keys_dir)
     except backup.BackupError as error:
-        raise startup.StartupFailure([f"nothing restored: {error}"]) from None
+        raise StartupFailure([f"nothing restored: {error}"]) from None
     target = startup.database_name(settings.resolved_database_url)
     print(
         f"restored the backup of {made.taken_at} into {target} and {settings.keys_dir};"

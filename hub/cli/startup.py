@@ -23,6 +23,7 @@ from pathlib import Path
 from pydantic import TypeAdapter, ValidationError
 from pydantic_core import ErrorDetails
 
+from onceonly.hub.cli.common import StartupFailure
 from onceonly.hub.config import CONFIG_ENV, Settings
 from onceonly.hub.kit import logs
 from onceonly.hub.kit.keyfiles import MissingKeyError
@@ -33,15 +34,6 @@ CONNECT_TIMEOUT = 5  # seconds to wait for the database to answer a check
 # Every key file the hub loads at start-up, under keys_dir (onceonly.hub.keys,
 # onceonly.hub.audit.checkpoints); the signing keys themselves are named in signing/state.json.
 _NOT_KEYS = {"audit-origin"}  # under keys_dir, public: any mode will do
-
-
-class StartupFailure(Exception):
-    """The hub cannot start (or a command cannot run) as configured; ``problems`` are
-    one line each."""
-
-    def __init__(self, problems: list[str]) -> None:
-        self.problems = problems
-        super().__init__("; ".join(problems))
 
 
 @dataclass(frozen=True)
