@@ -12,6 +12,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 from fastapi.routing import APIRoute
+from starlette.routing import compile_path
 
 from onceonly.hub.app import create_app
 from onceonly.hub.console import admin, citizen, oidc_sign_in
@@ -473,3 +474,28 @@ def test_the_auditors_pages_send_a_visitor_without_a_sign_in_to_the_sign_in_page
         )
         assert response.status_code == 303, response.text
         assert response.headers["location"].startswith("/sign-in")
+
+
+def test_no_console_path_is_also_an_api_path() -> None:
+    """The console's routes are tried after the API's (onceonly.hub.app installs them
+    last): that order changes no answer only while no path can reach both."""
+    console = {
+        path
+        for table in (
+            CONSOLE_ROUTES,
+            CONSOLE_OIDC_ROUTES,
+            CONSOLE_STEWARD_ROUTES,
+            CONSOLE_ADMIN_ROUTES,
+            CONSOLE_AUDITOR_ROUTES,
+        )
+        for _, path in table
+    }
+    api = {path for _, path in ROUTES}
+    both = {
+        (page, route)
+        for page in console
+        for route in api
+        if compile_path(route)[0].match(concrete(page))
+        or compile_path(page)[0].match(concrete(route))
+    }
+    assert both == set()
