@@ -1,6 +1,5 @@
-"""A fresh virtualenv for the tests that install Onceonly as a user would
-(test_wheel_install.py, test_editable_install.py): two files, so that xdist runs the
-two slowest tests of the suite side by side.
+"""A fresh virtualenv for the test that installs Onceonly as a user would
+(test_wheel_install.py: the wheel, then the README's editable install, in one venv).
 
 Nothing here byte-compiles ahead of time: no test reads a ``.pyc``, and Python
 compiles what it imports anyway (a few hundred of the thousands of files installed).
