@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import logging
 import os
@@ -197,6 +198,7 @@ def _serve(args: argparse.Namespace) -> int:
     )
     # log_config=None: uvicorn keeps the handlers configure_logs gave its loggers
     if args.workers == 1:
+        settle_heap_for_serving()
         uvicorn.run(app, host=config.listen_host, port=config.listen_port, log_config=None)
         return 0
     os.environ[_WORKER_CONFIG] = str(Path(args.config).resolve())
@@ -224,7 +226,25 @@ def worker_app() -> Any:
     hub = os.environ.get(_WORKER_HUB)
     if hub:
         config = AdapterConfig.model_validate({**config.model_dump(), "hub_url": hub})
-    return create_provider_app(config)
+    app = create_provider_app(config)
+    settle_heap_for_serving()
+    return app
+
+
+YOUNG_THRESHOLD = 10_000
+"""Allocations between two young collections of a serving adapter (CPython's default: 700)."""
+
+
+def settle_heap_for_serving() -> None:
+    """Set the garbage collector of a process about to serve (decision 0035): collect
+    once, freeze what is left (the imports and the app, which live as long as the
+    process: full collections no longer walk them, and stop stalling requests), and
+    make young collections rarer. The serving process's alone: ``serve`` calls it, and
+    a program that embeds ``create_provider_app`` may."""
+    gc.collect()
+    gc.freeze()
+    _, middle, old = gc.get_threshold()
+    gc.set_threshold(YOUNG_THRESHOLD, middle, old)
 
 
 def _check(args: argparse.Namespace) -> int:

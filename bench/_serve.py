@@ -1,20 +1,23 @@
 """Serve one department adapter for the benchmark: ``python bench/_serve.py CONFIG``.
 
-The same provider app as ``onceonly adapter serve``, but under uvicorn with log level
-warning and no access log, like the hub in the benchmark, so that neither side pays
-for a log line per request that the other does not.
+The same provider app as ``onceonly adapter serve``, with its garbage collector settled
+alike, but under uvicorn with log level warning and no access log, like the hub in the
+benchmark, so that neither side pays for a log line per request that the other does not.
 """
 
 import sys
 
 import uvicorn
 from onceonly.adapters import create_provider_app, load_config
+from onceonly.adapters.cli import settle_heap_for_serving
 
 
 def main(config_path: str) -> None:
     config = load_config(config_path)
+    app = create_provider_app(config)
+    settle_heap_for_serving()  # as onceonly adapter serve does
     uvicorn.run(
-        create_provider_app(config),
+        app,
         host=config.listen_host,
         port=config.listen_port,
         log_level="warning",

@@ -25,7 +25,7 @@ from onceonly.hub.events.endpoints import router as events_router
 from onceonly.hub.exchange.endpoints import ExchangeFastPath
 from onceonly.hub.exchange.endpoints import router as exchange_router
 from onceonly.hub.keys import HubKeys
-from onceonly.hub.kit import logs
+from onceonly.hub.kit import heap, logs
 from onceonly.hub.kit.clock import SYSTEM_CLOCK, Clock
 from onceonly.hub.kit.jsonbody import LIMITS_STATE, JsonLimits
 from onceonly.hub.middleware import RequestContextMiddleware
@@ -151,7 +151,11 @@ def _install_openapi(app: FastAPI) -> None:
 
 
 def create_app_from_environment() -> FastAPI:
-    """The ASGI factory for ``uvicorn --factory onceonly.hub.app:create_app_from_environment``."""
+    """The ASGI factory for ``uvicorn --factory onceonly.hub.app:create_app_from_environment``
+    (what ``onceonly serve`` runs in each worker): the process serves, so its garbage
+    collector is settled for serving (onceonly.hub.kit.heap)."""
     settings = Settings()
     logs.configure(level=settings.log_level, as_json=settings.log_json)
-    return create_app(settings)
+    app = create_app(settings)
+    heap.settle_for_serving()
+    return app
