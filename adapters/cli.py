@@ -30,6 +30,7 @@ from ._errors import ConfigError, ImportFailed, ImportReport, InvalidRequest, On
 from ._hubkeys import HubDirectory
 from ._keys import load_or_create_key, public_jwks
 from ._provider import create_provider_app
+from ._sources import close_sources
 from ._store import RecordStore
 from .logs import ENVIRONMENT as LOG_JSON_ENVIRONMENT
 from .logs import configure_logs, json_logs_wanted
@@ -189,15 +190,17 @@ def _serve(args: argparse.Namespace) -> int:
     key = load_or_create_key(config.key_path)
     as_json = json_logs_wanted(args.log_json)
     configure_logs(as_json=as_json)
-    try:
-        app = create_provider_app(config)  # also what checks the file before any worker
+    try:  # what checks the configuration before any worker starts
+        app = create_provider_app(config) if args.workers == 1 else None
+        if app is None:
+            _open_and_close(config)  # the supervisor of several workers serves nothing
     except ConfigError as error:
         raise ConfigError(f"{args.config}: {error.detail}") from error
     logging.getLogger("adapters.cli").info(
         "adapter %s: client key kid %s, %d worker(s)", config.department, key.kid, args.workers
     )
     # log_config=None: uvicorn keeps the handlers configure_logs gave its loggers
-    if args.workers == 1:
+    if app is not None:
         settle_heap_for_serving()
         uvicorn.run(app, host=config.listen_host, port=config.listen_port, log_config=None)
         return 0
@@ -216,6 +219,16 @@ def _serve(args: argparse.Namespace) -> int:
         log_config=None,
     )
     return 0
+
+
+def _open_and_close(config: AdapterConfig) -> None:
+    """Open the store and each item's source as building the app does (a bad setting
+    fails here, before any worker starts), then close them."""
+    store = RecordStore(config.store_path)
+    try:
+        asyncio.run(close_sources(config.open_sources(store=store).values()))
+    finally:
+        store.close()
 
 
 def worker_app() -> Any:

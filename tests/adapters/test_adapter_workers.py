@@ -46,6 +46,18 @@ def _children(pid: int) -> set[int]:
     return found
 
 
+def _open_under(pid: int, path: Path) -> list[str]:
+    """The files of process ``pid`` open at ``path`` or beside it (SQLite's -wal, -shm)."""
+    prefix = str(path.resolve())
+    targets = []
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            targets.append(os.readlink(fd))
+        except OSError:
+            continue
+    return [target for target in targets if target.startswith(prefix)]
+
+
 def _statuses(url: str, hub: HubDouble, attempts: int) -> list[int]:
     """Query ``attempts`` times with fresh tokens, each on a new connection (which of
     the workers accepts it is the kernel's choice); the status codes."""
@@ -93,6 +105,9 @@ def test_two_workers_answer_on_one_port_and_share_the_store(tmp_path: Path, hub:
             assert time.monotonic() < deadline, "two worker processes did not start"
             time.sleep(0.1)
 
+        # uvicorn's supervisor checked the configuration and keeps nothing of it open
+        assert not _open_under(server.pid, config.store_path)
+
         assert _statuses(url, hub, 20) == [200] * 20
 
         token = hub.request_token()
@@ -123,3 +138,20 @@ def test_workers_must_be_a_positive_number(tmp_path: Path, hub: HubDouble) -> No
     refused = subprocess.run([*command, "--workers", "0"], capture_output=True, text=True)
     assert refused.returncode == 2
     assert "--workers: must be at least 1" in refused.stderr
+
+
+def test_a_source_that_cannot_open_stops_several_workers_before_any_starts(
+    tmp_path: Path, hub: HubDouble
+) -> None:
+    path = write_config(tmp_path, hub_url=hub.url)
+    path.write_text(
+        path.read_text().replace(
+            'source = "store"', 'source = "python"\ncallable = "no_such_module:f"'
+        )
+    )
+    command = [sys.executable, "-m", "onceonly.hub", "adapter", "serve", "--config", str(path)]
+    refused = subprocess.run(
+        [*command, "--workers", "2"], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert refused.returncode != 0
+    assert "cannot import 'no_such_module:f'" in refused.stderr
