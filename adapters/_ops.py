@@ -80,9 +80,15 @@ class ProviderMetrics:
         return bytes(generate_latest(self.registry))
 
 
+MIN_FREE_BYTES = 1 << 20
+"""Less free space than this where the trail store lives, and the adapter is not ready:
+each answer writes a trail entry, and SQLite needs room for its write-ahead log."""
+
+
 async def readiness_problems(sources: Mapping[str, RecordSource], store: RecordStore) -> list[str]:
     """Why the adapter cannot serve now (empty: it can): each source that can be
-    probed answers within ``PROBE_SECONDS``, and the trail store takes a write."""
+    probed answers within ``PROBE_SECONDS``, the trail store takes a write, and its
+    disk has ``MIN_FREE_BYTES`` free."""
     problems = [
         f"the source of {item} does not answer: {why}"
         for item, source in sorted(sources.items())
@@ -92,6 +98,12 @@ async def readiness_problems(sources: Mapping[str, RecordSource], store: RecordS
         await anyio.to_thread.run_sync(store.check_writable)
     except Exception as error:  # SQLite's own errors; their text names no subject
         problems.append(f"the trail store cannot write: {type(error).__name__}")
+    free = store.free_bytes()  # taking the write lock writes nothing: a full disk passes it
+    if free < MIN_FREE_BYTES:
+        problems.append(
+            f"the trail store's disk is full: {free // 1024} KiB free, fewer than"
+            f" {MIN_FREE_BYTES // 1024} KiB"
+        )
     return problems
 
 

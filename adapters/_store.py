@@ -13,6 +13,7 @@ import json
 import math
 import operator
 import secrets
+import shutil
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -223,6 +224,7 @@ class RecordStore:
     def __init__(self, path: str | Path) -> None:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
+        self._directory = path.parent
         self._engine = sa.create_engine(
             f"sqlite:///{path}", connect_args={"check_same_thread": False}, hide_parameters=True
         )
@@ -248,6 +250,10 @@ class RecordStore:
                 cursor.close()
         finally:
             connection.close()
+
+    def free_bytes(self) -> int:
+        """Free space, for an unprivileged writer, on the file system holding the store."""
+        return shutil.disk_usage(self._directory).free
 
     def close(self) -> None:
         self._engine.dispose()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -130,6 +131,46 @@ def test_ready_only_while_sources_answer_and_the_trail_takes_a_write(
     assert locked.status_code == 503
     assert "the trail store cannot write" in locked.json()["detail"]
     assert httpx.get(f"{url}/readyz").status_code == 200
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A file system of 4 MiB of its own (a tmpfs: needs the right to mount, which CI has)."""
+    where = tmp_path / "small"
+    where.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(where)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "--lazy", str(where)], check=False)
+
+
+def test_not_ready_while_the_trail_stores_disk_is_full(hub: HubDouble, small_disk: Path) -> None:
+    config = load_config(write_config(small_disk, hub_url=hub.url))
+    with RecordStore(config.store_path) as store:
+        store.put(ITEM, SUBJECT, RECORD)
+        with serve(create_provider_app(config, sources={ITEM: StoreSource(store)})) as url:
+            assert httpx.get(f"{url}/readyz").status_code == 200
+            filler = small_disk / "filler"
+            with filler.open("wb") as out:
+                try:
+                    while True:
+                        out.write(bytes(1 << 16))
+                        out.flush()
+                except OSError:  # ENOSPC: the disk is full
+                    pass
+            full = httpx.get(f"{url}/readyz")
+            filler.unlink()
+            assert full.status_code == 503
+            assert "the trail store's disk is full" in full.json()["detail"]
+            assert httpx.get(f"{url}/readyz").status_code == 200
 
 
 @pytest.fixture
