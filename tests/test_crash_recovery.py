@@ -44,6 +44,10 @@ def _start_hub(data_dir: Path, database_url: str, port: int) -> subprocess.Popen
         "ONCEONLY_DATA_DIR": str(data_dir),
         "ONCEONLY_DATABASE_URL": database_url,
         "ONCEONLY_LOG_LEVEL": "WARNING",
+        # The lowest argon2id cost, as every test hub (tests/README.md): the hub hashes
+        # once at each start, for unknown accounts, and no one signs in here.
+        "ONCEONLY_PASSWORD_TIME_COST": "1",
+        "ONCEONLY_PASSWORD_MEMORY_KIB": "64",
     }
     hub = subprocess.Popen(
         [sys.executable, "-m", "onceonly.hub", "serve", "--port", str(port)],
