@@ -17,8 +17,15 @@ from onceonly.adapters import UpstreamError
 from onceonly.hub.kit import base64url
 from onceonly.hub.kit.untrusted_json import JsonTooDeep, UnsafeJson, load_json
 
-from tests.hub.exchange_world import ADDRESS, OWNER, PURPOSE, SUBJECT, World, exchange_world
-from tests.hub_testing import serve
+from tests.hub.exchange_world import (
+    ADDRESS,
+    OWNER,
+    PURPOSE,
+    SUBJECT,
+    World,
+    module_exchange_world,
+)
+from tests.hub_testing import DATABASES, audit_entry_for, serve
 
 DEEP = 100_000
 
@@ -61,18 +68,25 @@ def deep_owner() -> FastAPI:
     return app
 
 
-@pytest.fixture
-def world(database_url: str, tmp_path: Path) -> Iterator[World]:
-    with exchange_world(database_url=database_url, tmp_path=tmp_path) as built:
+@pytest.fixture(scope="module", params=DATABASES)
+def world(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[World]:
+    """One world per module and database: a test finds its audit entry by request id and
+    puts back the owner's adapter it replaces."""
+    with module_exchange_world(request, tmp_path_factory) as built:
         yield built
 
 
 def test_an_owner_answer_nested_100000_deep_is_an_invalid_response(world: World) -> None:
     with serve(deep_owner()) as owner, world.hub.admin() as admin:
         admin.put_department(OWNER, name="Civil Registry Office", adapter_url=owner)
-        with world.client() as client, pytest.raises(UpstreamError) as failed:
-            client.fetch(ADDRESS, SUBJECT, purpose=PURPOSE)
-        last = admin.audit_entries(action="record.query")["entries"][-1]["entry"]
+        try:
+            with world.client() as client, pytest.raises(UpstreamError) as failed:
+                client.fetch(ADDRESS, SUBJECT, purpose=PURPOSE)
+        finally:
+            admin.put_department(OWNER, name="Civil Registry Office", adapter_url=world.owner_url)
+    last = audit_entry_for(world.hub, failed.value, action="record.query")
     assert failed.value.status == 502
     assert failed.value.problem_type == "owner-invalid-response"
     assert "nested deeper than" in str(failed.value)
