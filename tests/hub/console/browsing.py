@@ -2,15 +2,18 @@
 (``executable_path``, never Playwright's own browser download), and a watched page
 that checks itself with axe-core.
 
+The browser tests run on the embedded database only (``EMBEDDED``, decision 0033), with
+JavaScript on; what they check of a page is its HTML, its keyboard flow and its
+accessibility, with JavaScript and without.
+
 ``Watched.check`` asserts no Content-Security-Policy report or failed load in the
 browser's console, no inline script, and no axe-core violation (WCAG 2.0, 2.1 and 2.2,
 A and AA; axe-core is vendored in ``axe/``, injected by the test, never served by the
-hub). With ``axe_without_scripts``, a page of a context whose JavaScript is off is
-checked too: its document, as the browser parsed it, is shown again in a scripted
-context with its ``<script>`` elements removed (so it is the page a reader without
-JavaScript gets, styles and all), and axe-core runs there.
+hub) twice: on the page as it is now, scripts run, and on the page a reader without
+JavaScript gets: the document the hub served for it, shown again in a scripted page
+with its ``<script>`` elements removed (styles and all), where axe-core runs.
 
-What a check costs, and what keeps it small (the browser tests check some 250 pages):
+What a check costs, and what keeps it small (the browser tests check some 200 page states):
 
 - axe-core's results leave the page as its violations' ids and targets only: its whole
   result (every rule's passing and inapplicable nodes, with their HTML) took longer to
@@ -19,9 +22,11 @@ What a check costs, and what keeps it small (the browser tests check some 250 pa
   there: a page checked again after its script changed it), and through a DevTools
   session of the page's own: Playwright's ``evaluate`` parses what it is given in its
   driver first, some 25 ms a time for this source;
-- the documents of pages without JavaScript are shown again in one scripted page per
+- the served documents without their scripts are shown again in one scripted page per
   browser (``_Twin``), written into it rather than loaded anew each time: axe-core
-  stays loaded there, and the page's assets come from the browser's cache;
+  stays loaded there, and the page's assets come from the browser's cache; no second
+  browsing of the flow with JavaScript off is needed (it loaded every page again, and
+  signed everyone in again, to be checked the same way);
 - a state already checked is not run through axe-core again (``_checked``): the same
   address and document (CSRF token aside), checked the same way, at the same viewport,
   with the same element focused and hovered, where axe-core found nothing before. The
@@ -33,6 +38,7 @@ import re
 import shutil
 import weakref
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -73,19 +79,16 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def javascript_on(request: pytest.FixtureRequest) -> bool:
-    """Whether a browser test's context runs JavaScript: on with SQLite, off with
-    PostgreSQL. Each browser test runs once per database, so every page is tried with
-    and without JavaScript and on both stores, without the four-fold product of the
-    two (a browser test costs seconds; what the pages store is tested on both
-    databases by the HTTP tests too, and the page without JavaScript is the same HTML)."""
-    callspec = getattr(request.node, "callspec", None)
-    values = callspec.params.values() if callspec is not None else ()
-    return [v for v in values if v in ("sqlite", "postgres")] == ["sqlite"]
+# The database the browser tests run on (decision 0033): the console's server behaviour
+# on both databases is the HTTP tests' (*_pages.py, test_console_http.py).
+EMBEDDED = ["sqlite"]
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
+@contextmanager
+def launched_browser() -> Iterator[Browser]:
+    """Debian's Chromium, started once per test process (the ``browser`` fixture in
+    this folder's conftest.py): starting it costs seconds, and each test makes its own
+    contexts, so nothing of one test's browsing reaches another's."""
     with sync_playwright() as playwright:
         launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield launched
@@ -167,15 +170,15 @@ _twins: dict[Browser, _Twin] = {}
 
 
 class Watched:
-    """A page and what its browser console said (CSP violations are reported there)."""
+    """A page and what its browser console said (CSP violations are reported there),
+    and the document the hub served for it last (``check`` checks it without scripts,
+    unless ``without_scripts`` is false)."""
 
-    def __init__(
-        self, page: Page, *, scripted: bool = True, axe_without_scripts: bool = False
-    ) -> None:
+    def __init__(self, page: Page, *, without_scripts: bool = True) -> None:
         self.page = page
-        self.scripted = scripted
-        self.axe_without_scripts = axe_without_scripts
+        self.without_scripts = without_scripts
         self.messages: list[str] = []
+        self._served: Response | None = None
         page.on("console", self._heard)
         page.on("response", self._answered)
 
@@ -186,51 +189,56 @@ class Watched:
             self.messages.append(message.text)
 
     def _answered(self, response: Response) -> None:
-        if response.request.resource_type != "document" and response.status >= 400:
-            self.messages.append(f"{response.status} {response.url}")
+        if response.request.resource_type != "document":
+            if response.status >= 400:
+                self.messages.append(f"{response.status} {response.url}")
+        elif response.frame == self.page.main_frame and not 300 <= response.status < 400:
+            self._served = response
 
-    def check(self) -> None:
-        """No CSP violation or failed load so far, no inline script, and no axe-core
-        violation on the page as it is now (unless this very state passed already)."""
+    def check(self, *, axe: bool = True) -> None:
+        """No CSP violation or failed load so far, no inline script, and (unless ``axe``
+        is false) no axe-core violation on the page as it is now, nor on its served
+        document without scripts (unless this very state passed already)."""
         assert self.messages == [], self.messages
         document = self.page.content()
         assert not re.search(r"<script(?![^>]*\bsrc=)", document)
+        if not axe:
+            return
         url = self.page.url
-        if self.scripted:
-            viewport = str(self.page.viewport_size)
-            state = _state("scripted", url, document, viewport, self.page.evaluate(_TOUCHED))
-            if state not in _checked:
-                violations = axe_violations(self.page)
-                assert violations == [], (url, violations)
-        elif self.axe_without_scripts:
-            without_scripts = _SCRIPT_ELEMENT.sub("", document)
-            state = _state("without scripts", url, without_scripts)
-            if state not in _checked:
-                browser = self.page.context.browser
-                assert browser is not None
-                twin = _twins.get(browser) or _twins.setdefault(browser, _Twin(browser))
-                violations = twin.violations(url, without_scripts)
-                assert violations == [], (url, violations)
-        else:
-            return  # Playwright cannot evaluate in a page whose scripts are off; the
-            # same pages are checked by axe-core in the scripted runs
+        viewport = str(self.page.viewport_size)
+        state = _state("scripted", url, document, viewport, self.page.evaluate(_TOUCHED))
+        if state not in _checked:
+            violations = axe_violations(self.page)
+            assert violations == [], (url, violations)
+            _checked.add(state)
+        if self.without_scripts:
+            self._check_without_scripts(url)
+
+    def _check_without_scripts(self, url: str) -> None:
+        """axe-core on the document the hub served for this page, its scripts removed:
+        the page a reader without JavaScript gets."""
+        assert self._served is not None, f"no document was served for {url}"
+        assert self._served.url == url, (self._served.url, url)
+        without_scripts = _SCRIPT_ELEMENT.sub("", self._served.text())
+        state = _state("without scripts", url, without_scripts)
+        if state in _checked:
+            return
+        browser = self.page.context.browser
+        assert browser is not None
+        twin = _twins.get(browser) or _twins.setdefault(browser, _Twin(browser))
+        violations = twin.violations(url, without_scripts)
+        assert violations == [], (url, "without scripts", violations)
         _checked.add(state)
 
 
 @dataclass
 class Browsing:
-    """A browser context with JavaScript on or off, and its pages."""
+    """A browser context and its pages."""
 
     context: BrowserContext
-    scripted: bool
-    axe_without_scripts: bool = False
 
     def page(self) -> Watched:
-        return Watched(
-            self.context.new_page(),
-            scripted=self.scripted,
-            axe_without_scripts=self.axe_without_scripts,
-        )
+        return Watched(self.context.new_page())
 
 
 @dataclass
@@ -253,13 +261,8 @@ class Visitor:
         return "/" + self.page.url.split("/", 3)[3]
 
 
-def visitor(
-    browser: Browser, base_url: str, *, scripted: bool, axe_without_scripts: bool = True
-) -> Visitor:
-    """A new context (JavaScript on or off) with one watched page; close its context."""
-    context = browser.new_context(base_url=base_url, java_script_enabled=scripted)
+def visitor(browser: Browser, base_url: str) -> Visitor:
+    """A new context with one watched page; close its context."""
+    context = browser.new_context(base_url=base_url)
     context.set_default_timeout(10_000)
-    watched = Watched(
-        context.new_page(), scripted=scripted, axe_without_scripts=axe_without_scripts
-    )
-    return Visitor(context=context, watched=watched)
+    return Visitor(context=context, watched=Watched(context.new_page()))

@@ -14,7 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+from fastapi.routing import APIRoute, iter_route_contexts
 
+from onceonly.hub.app import create_app
 from onceonly.hub.kit.clock import ManualClock
 from onceonly.hub.people import credentials
 
@@ -106,3 +108,41 @@ def console_world(
                 body = {"password": TEST_PASSWORD, "display_name": name, "roles": [role]}
                 admin.call("PUT", f"/v1/admin/people/{username}", body)
         yield ConsoleWorld(hub=hub, clock=clock, totp_secret=_enrol_totp(hub, clock, STEWARD))
+
+
+# A value for each path parameter of a console page (the redirect to sign-in comes
+# before any lookup, so they need not exist). A new parameter fails the tests that
+# visit every page signed out: add it.
+PATH_VALUES = {
+    "item_id": "person.residential-address",
+    "request_id": "0" * 32,
+    "grant_id": "0" * 32,
+    "index": "0",
+    "department_id": "civil-registry",
+    "client_id": "tax-adapter",
+    "username": STEWARD,
+    "delivery_id": "0" * 32,
+    "code": "en",
+}
+_CONSOLE = "onceonly.hub.console."
+_NOT_PAGES = ("/assets/",)  # the stylesheet, scripts and icon: public, not pages
+
+
+def console_page_paths() -> list[str]:
+    """Every GET route of the console, as the app's router has them: the routes the
+    app serves from the console's modules (onceonly.hub.console.*)."""
+    found = []
+    for context in iter_route_contexts(create_app().routes):
+        route = context.route
+        if not isinstance(route, APIRoute) or "GET" not in (context.methods or ()):
+            continue
+        if not route.endpoint.__module__.startswith(_CONSOLE):
+            continue
+        if context.path.startswith(_NOT_PAGES):
+            continue
+        path = context.path
+        for name in re.findall(r"{(\w+)}", path):
+            assert name in PATH_VALUES, f"give PATH_VALUES a value for {{{name}}} ({path})"
+            path = path.replace("{" + name + "}", PATH_VALUES[name])
+        found.append(path)
+    return found

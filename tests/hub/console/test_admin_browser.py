@@ -1,19 +1,18 @@
-"""The administrators' pages in Debian's Chromium (Playwright), JavaScript on (SQLite)
-and off (PostgreSQL): every page checked by axe-core (WCAG 2.2 A and AA: no violation),
-with no CSP report or failed load; a client disabled through its confirmation page, a
+"""The administrators' pages in Debian's Chromium (Playwright): every page checked by
+axe-core (WCAG 2.2 A and AA: no violation, with JavaScript and without), with no CSP
+report or failed load; a client disabled through its confirmation page, a
 form answered with its error summary, a person added."""
 
 from tests.hub.console.console_world import ADMINISTRATOR, ConsoleWorld
-from tests.hub.console.test_console_browser import (  # the browser, world and checks
+from tests.hub.console.test_console_browser import (  # the world and checks
     Browsing,
     _sign_in,
-    browser,
     browsing,
     pytestmark,
     world,
 )
 
-__all__ = ["browser", "browsing", "pytestmark", "world"]
+__all__ = ["browsing", "pytestmark", "world"]
 
 PAGES = [
     "/admin/departments",
@@ -53,7 +52,7 @@ def test_every_administrators_page_has_no_accessibility_violation(
 def test_an_administrator_disables_a_client_through_its_confirmation_page(
     world: ConsoleWorld, browsing: Browsing
 ) -> None:
-    client_id = f"tax-browser-{'js' if browsing.scripted else 'plain'}"
+    client_id = "tax-browser"
     with world.hub.admin() as admin:
         body = {"department": "tax", "jwks": {"keys": [JWK]}}
         admin.call("PUT", f"/v1/admin/clients/{client_id}", body)
@@ -74,7 +73,7 @@ def test_an_administrator_disables_a_client_through_its_confirmation_page(
 def test_a_form_with_errors_is_answered_with_its_summary_and_a_person_is_added(
     world: ConsoleWorld, browsing: Browsing
 ) -> None:
-    username = f"kaja-{'js' if browsing.scripted else 'plain'}"
+    username = "kaja"
     watched = browsing.page()
     page = watched.page
     _sign_in(watched, world, ADMINISTRATOR)

@@ -1,26 +1,25 @@
-"""The auditors' pages in a real browser (Debian's Chromium, Playwright), JavaScript on
-(SQLite) and off (PostgreSQL): the auditor finds an access by the person's identifier
-and sees its proof verified; every page (search, results, entry, checkpoints, dashboard)
-has no axe-core violation, no CSP report and no inline script."""
+"""The auditors' pages in a real browser (Debian's Chromium, Playwright): the auditor
+finds an access by the person's identifier and sees its proof verified; every page
+(search, results, entry, checkpoints, dashboard) has no axe-core violation (with
+JavaScript and without), no CSP report and no inline script."""
 
 from collections.abc import Iterator
 
 import pytest
 from playwright.sync_api import Browser
 
-from tests.hub.console.browsing import javascript_on
+from tests.hub.console.browsing import EMBEDDED
 from tests.hub.console.test_auditor_pages import AUDITOR, PEOPLE
 from tests.hub.console.test_console_browser import (  # noqa: F401 (fixtures)
     Browsing,
     Watched,
-    browser,
     pytestmark,
 )
 from tests.hub.exchange_world import ADDRESS, PURPOSE, SUBJECT, World, module_exchange_world
-from tests.hub_testing import DATABASES, TEST_PASSWORD
+from tests.hub_testing import TEST_PASSWORD
 
 
-@pytest.fixture(scope="module", params=DATABASES)
+@pytest.fixture(scope="module", params=EMBEDDED)
 def world(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[World]:
@@ -35,11 +34,10 @@ def world(
 
 
 @pytest.fixture
-def browsing(request: pytest.FixtureRequest, browser: Browser, world: World) -> Iterator[Browsing]:  # noqa: F811
-    scripted = javascript_on(request)
-    made = browser.new_context(base_url=world.hub.url, java_script_enabled=scripted)
+def browsing(browser: Browser, world: World) -> Iterator[Browsing]:
+    made = browser.new_context(base_url=world.hub.url)
     made.set_default_timeout(10_000)
-    yield Browsing(context=made, scripted=scripted)
+    yield Browsing(context=made)
     made.close()
 
 

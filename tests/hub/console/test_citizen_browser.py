@@ -1,9 +1,9 @@
 """The citizen's "who used my data" pages in a real browser (Debian's Chromium,
-Playwright), JavaScript on (SQLite) and off (PostgreSQL): signed out, signed in through
+Playwright): signed out, signed in through
 the citizens' OpenID provider (a loopback provider, the person's identifier as a claim)
 with an access listed and its proof verified, with no access, a refused sign-in, and
-signed out again. axe-core reports no violation on every page (with JavaScript off, on
-the document as served: see ``browsing.Watched``), and no CSP report or failed load."""
+signed out again. axe-core reports no violation on every page (with JavaScript and
+without: see ``browsing.Watched``), and no CSP report or failed load."""
 
 import itertools
 import time
@@ -12,12 +12,11 @@ from collections.abc import Iterator
 import pytest
 from playwright.sync_api import Browser
 
-from tests.hub.console.browsing import Visitor, browser, javascript_on, pytestmark, visitor
+from tests.hub.console.browsing import EMBEDDED, Visitor, pytestmark, visitor
 from tests.hub.exchange_world import ADDRESS, ADDRESS_RECORD, PURPOSE, World, module_exchange_world
 from tests.hub.oidc_provider import CLIENT_ID, CLIENT_SECRET, Behaviour, Provider, running_provider
-from tests.hub_testing import DATABASES
 
-__all__ = ["browser", "pytestmark"]
+__all__ = ["pytestmark"]
 
 CLAIM = "national_id"
 _PEOPLE = itertools.count(1)
@@ -29,7 +28,7 @@ def citizens() -> Iterator[Provider]:
         yield running
 
 
-@pytest.fixture(scope="module", params=DATABASES)
+@pytest.fixture(scope="module", params=EMBEDDED)
 def world(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, citizens: Provider
 ) -> Iterator[World]:
@@ -46,14 +45,9 @@ def world(
 
 
 @pytest.fixture
-def citizen(
-    request: pytest.FixtureRequest,
-    browser: Browser,
-    world: World,
-    citizens: Provider,
-) -> Iterator[Visitor]:
+def citizen(browser: Browser, world: World, citizens: Provider) -> Iterator[Visitor]:
     citizens.behaviour = Behaviour()
-    made = visitor(browser, world.hub.url, scripted=javascript_on(request))
+    made = visitor(browser, world.hub.url)
     yield made
     made.context.close()
 

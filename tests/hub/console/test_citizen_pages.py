@@ -18,6 +18,7 @@ from onceonly.hub.citizen import service as citizens
 from onceonly.hub.console import cookies
 from onceonly.hub.people import oidc
 
+from tests.hub.console.console_world import console_page_paths
 from tests.hub.exchange_world import ADDRESS, ADDRESS_RECORD, PURPOSE, World, module_exchange_world
 from tests.hub.oidc_provider import CLIENT_ID, CLIENT_SECRET, Behaviour, Provider, running_provider
 from tests.hub_testing import DATABASES, added_audit_entries, audit_entries
@@ -335,3 +336,32 @@ def test_a_citizens_sign_in_ends_after_its_lifetime(world: World) -> None:
         citizens.session_of(sealed, keys=keys, now=1000 + settings.citizen_session_lifetime) is None
     )
     assert citizens.session_of(sealed[:-2] + "AA", keys=keys, now=1000) is None
+
+
+def test_a_citizen_without_accesses_is_told_so(world: World, citizen_provider: Provider) -> None:
+    with citizen_signed_in(world, citizen_provider, person(world)) as browser:
+        page = browser.get("/citizen")
+    assert page.status_code == 200, page.text
+    assert "No department has read your records through the exchange." in page.text
+    assert 'id="accesses"' not in page.text
+
+
+def test_a_signed_out_visitor_reaches_no_console_page_but_a_sign_in_page(
+    world: World, staff_provider: Provider
+) -> None:
+    """Every GET route of the console, as the app's router has them (the browser's walk
+    is test_story_browser.py's, on the embedded database: decision 0033)."""
+    staff_provider.behaviour = Behaviour(subject="sub-of-nobody")  # linked to no account
+    with httpx.Client(base_url=world.hub.url, follow_redirects=True) as browser:
+        for path in console_page_paths():
+            if path.startswith("/citizen/sign-in"):
+                continue  # the citizen's sign-in goes to the provider, which signs one in
+            answer = browser.get(path)
+            if path.startswith("/citizen"):  # signed out: the citizen's way in only
+                assert 'href="/citizen/sign-in"' in answer.text, path
+                assert 'id="accesses"' not in answer.text, path
+            else:  # /sign-in/oidc comes back to its callback: the sign-in page
+                landed = answer.url.path
+                assert landed in ("/sign-in", "/sign-in/oidc/callback"), (path, landed)
+                assert 'name="password"' in answer.text, path
+        assert "onceonly-console" not in browser.cookies

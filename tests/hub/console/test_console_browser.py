@@ -1,9 +1,9 @@
 """The console in a real browser: Debian's Chromium driven by Playwright (never
-Playwright's own browser download), with JavaScript on (SQLite) and off (PostgreSQL).
+Playwright's own browser download), on the embedded database (decision 0033).
 
 Every page is checked by axe-core (vendored in ``axe/``, injected by the test, never
-served by the hub) for WCAG 2.2 A and AA violations, and the browser's console for
-Content-Security-Policy reports. Runs on SQLite and PostgreSQL.
+served by the hub) for WCAG 2.2 A and AA violations, with JavaScript and without
+(``browsing.Watched``), and the browser's console for Content-Security-Policy reports.
 """
 
 from collections.abc import Iterator
@@ -11,20 +11,20 @@ from collections.abc import Iterator
 import pytest
 from playwright.sync_api import Browser
 
-from tests.hub.console.browsing import Browsing, Watched, browser, javascript_on, pytestmark
+from tests.hub.console.browsing import EMBEDDED, Browsing, Watched, pytestmark
 from tests.hub.console.console_world import (
     AUDITOR,
     STEWARD,
     ConsoleWorld,
     console_world,
 )
-from tests.hub_testing import DATABASES, TEST_PASSWORD, module_database
+from tests.hub_testing import TEST_PASSWORD, module_database
 
-__all__ = ["Browsing", "Watched", "browser", "pytestmark"]  # imported by other modules
+__all__ = ["Browsing", "Watched", "pytestmark"]  # imported by other modules
 ITEM = "person.residential-address"
 
 
-@pytest.fixture(scope="module", params=DATABASES)
+@pytest.fixture(scope="module", params=EMBEDDED)
 def world(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ConsoleWorld]:
@@ -36,13 +36,10 @@ def world(
 
 
 @pytest.fixture
-def browsing(
-    request: pytest.FixtureRequest, browser: Browser, world: ConsoleWorld
-) -> Iterator[Browsing]:
-    scripted = javascript_on(request)
-    made = browser.new_context(base_url=world.url, java_script_enabled=scripted)
+def browsing(browser: Browser, world: ConsoleWorld) -> Iterator[Browsing]:
+    made = browser.new_context(base_url=world.url)
     made.set_default_timeout(10_000)
-    yield Browsing(context=made, scripted=scripted)
+    yield Browsing(context=made)
     made.close()
 
 

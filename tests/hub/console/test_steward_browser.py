@@ -1,9 +1,8 @@
-"""The stewards' pages in a real browser (Debian's Chromium through Playwright), with
-JavaScript on (SQLite) and off (PostgreSQL): a steward of another department asks for
-three fields of an item, the owner's steward approves two of them with the keyboard
-alone, then revokes the grant. Every page they pass is checked by axe-core (zero WCAG
-2.2 A/AA violations), and the browser's console for CSP reports
-(test_console_browser.py)."""
+"""The stewards' pages in a real browser (Debian's Chromium through Playwright): a
+steward of another department asks for three fields of an item, the owner's steward
+approves two of them with the keyboard alone, then revokes the grant. Every page they
+pass is checked by axe-core (zero WCAG 2.2 A/AA violations, with JavaScript and
+without), and the browser's console for CSP reports (test_console_browser.py)."""
 
 import re
 
@@ -13,7 +12,6 @@ from tests.hub.console.console_world import OTHER_STEWARD, STEWARD, ConsoleWorld
 from tests.hub.console.test_console_browser import (  # noqa: F401 (fixtures)
     Browsing,
     Watched,
-    browser,
     browsing,
     pytestmark,
     world,
@@ -68,7 +66,7 @@ def test_a_request_approved_for_two_fields_then_the_grant_revoked(
 ) -> None:
     asker = browsing.page()
     _sign_in(asker, OTHER_STEWARD)
-    request_path = _ask(asker, "tax-assessment" if browsing.scripted else "tax-audit")
+    request_path = _ask(asker, "tax-assessment")
     asker.page.get_by_role("button", name="Sign out").click()
     owner = browsing.page()
     _sign_in(owner, STEWARD, world.next_code())
@@ -94,7 +92,7 @@ def test_a_request_approved_for_two_fields_then_the_grant_revoked(
 
 
 def test_an_approval_with_the_keyboard_alone(
-    browser: Browser,  # noqa: F811 (the fixture, imported above)
+    browser: Browser,
     world: ConsoleWorld,  # noqa: F811
 ) -> None:
     context = browser.new_context(base_url=world.url)

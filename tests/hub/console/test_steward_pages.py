@@ -21,7 +21,7 @@ from tests.hub.console.console_world import (
     console_world,
     csrf_token,
 )
-from tests.hub_testing import DATABASES, added_audit_entries, module_database
+from tests.hub_testing import DATABASES, TEST_PASSWORD, added_audit_entries, module_database
 
 ITEM = "person.residential-address"  # civil-registry's (STEWARD's), conditional
 
@@ -289,3 +289,25 @@ def test_deprecating_then_retiring_an_item(world: ConsoleWorld) -> None:
         again = submit(cecilia, f"/catalogue/{item}", f"/catalogue/{item}/deprecate", {})
         assert again.status_code == 409
         assert 'class="govuk-error-summary"' in again.text
+
+
+def test_a_third_departments_steward_sees_no_request_and_cannot_approve_it(
+    world: ConsoleWorld,
+) -> None:
+    with world.hub.admin() as admin:
+        body = {
+            "password": TEST_PASSWORD,
+            "roles": [{"role": "steward", "department": "social-welfare"}],
+        }
+        admin.call("PUT", "/v1/admin/people/sirje", body)
+    with world.signed_in(OTHER_STEWARD) as tomas:
+        request_id = ask(tomas, ITEM, ["city"], "housing-benefit")
+    with world.signed_in("sirje") as sirje:
+        assert sirje.get(f"/requests/{request_id}").status_code == 404
+        token = csrf_token(sirje.get("/account").text)
+        forged = sirje.post(
+            f"/requests/{request_id}/approve", data={"csrf_token": token, "field-0": "city"}
+        )
+        assert forged.status_code == 404
+    with world.signed_in(STEWARD) as cecilia:
+        assert "Waiting for a decision" in cecilia.get(f"/requests/{request_id}").text
