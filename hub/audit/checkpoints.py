@@ -15,6 +15,7 @@ problem once, until the tree extends that checkpoint again.
 """
 
 import asyncio
+import contextlib
 import logging
 import tempfile
 from datetime import datetime
@@ -31,10 +32,13 @@ from onceonly.hub.config import AUDIT_ORIGIN_FILE
 from onceonly.hub.db import write_connection
 from onceonly.hub.kit.clock import SYSTEM_CLOCK, Clock
 from onceonly.hub.kit.keyfiles import ed25519_key
+from onceonly.hub.kit.problems import Unavailable
 
 log = logging.getLogger("onceonly.audit")
 
 KEY_FILE = "checkpoint.jwk"
+FIRST_ROUND_SECONDS = 5.0
+"""How long a hub's start waits for its first checkpoint round."""
 
 
 def load_signer(*, keys_dir: Path, origin: str, create: bool) -> Signer:
@@ -67,14 +71,6 @@ def _keep_origin(path: Path, origin: str) -> None:
     Path(temporary.name).replace(path)  # whole, even with several processes starting
 
 
-async def sign_current(
-    conn: repository.Executor, signer: Signer, *, now: datetime
-) -> AuditCheckpoint:
-    """A signed checkpoint of the tree as it is now (not stored)."""
-    size = await tree.current_size(conn)
-    return _signed(signer, size, await tree.root_at(conn, size), now=now)
-
-
 def _signed(signer: Signer, size: int, root: bytes, *, now: datetime) -> AuditCheckpoint:
     note = signer.sign(Checkpoint(signer.name, size, root).text())
     return AuditCheckpoint(tree_size=size, root=root, note=note, time=now)
@@ -90,13 +86,16 @@ class Checkpointer:
         signer: Signer,
         interval: float,
         clock: Clock = SYSTEM_CLOCK,
+        first_round_seconds: float = FIRST_ROUND_SECONDS,
     ) -> None:
         self.signer = signer
         self._engine = engine
         self._clock = clock
         self._interval = interval
+        self._first_round_seconds = first_round_seconds
         self._task: asyncio.Task[None] | None = None
         self._alarm: str | None = None
+        self._stored = False
 
     @property
     def alarm(self) -> str | None:
@@ -104,11 +103,27 @@ class Checkpointer:
         or None: what ``/readyz`` reports."""
         return self._alarm
 
+    @property
+    def stored(self) -> bool:
+        """Whether a round has seen a stored checkpoint (or stored one): until then the
+        hub has no checkpoint to hand out, and ``/readyz`` says so."""
+        return self._stored
+
     async def start(self) -> None:
         """The first round before the hub serves, so that the checkpoint it hands out is
         a stored one (a promise the next rounds are held to), then a round every
-        ``interval`` seconds."""
-        await self._round()
+        ``interval`` seconds. The first round waits at most ``first_round_seconds`` (a
+        lock held on the checkpoints' table must not hold the start back): the hub then
+        serves, and is not ready until a round stores a checkpoint."""
+        try:
+            await asyncio.wait_for(self._round(), self._first_round_seconds)
+        except TimeoutError:
+            log.warning(
+                "the first audit checkpoint did not finish within %.1f s; retrying every"
+                " %.1f s, and not ready until one is stored",
+                self._first_round_seconds,
+                self._interval,
+            )
         self._task = asyncio.create_task(self._run(), name="audit-checkpointer")
 
     async def stop(self) -> None:
@@ -123,6 +138,7 @@ class Checkpointer:
         and extends it; check that it still does even when it did not grow."""
         async with self._engine.connect() as conn:
             latest = await repository.latest_checkpoint(conn)  # before the size: ≤ it
+            self._stored = self._stored or latest is not None
             size = await tree.current_size(conn)
             problem, root = await self._check(conn, latest, size)
         self._raise_alarm(problem)
@@ -132,6 +148,7 @@ class Checkpointer:
         current = _signed(self.signer, size, root, now=self._clock.now())
         async with write_connection(self._engine) as conn:
             await repository.insert_checkpoint(conn, current)
+        self._stored = True
         return current
 
     async def _check(
@@ -174,11 +191,19 @@ class Checkpointer:
             log.exception("audit checkpoint failed; retrying in %.1f s", self._interval)
 
     async def latest_note(self, session: AsyncSession) -> str:
-        """The newest stored checkpoint; if none is stored yet (the first round failed),
-        the current tree signed now."""
+        """The newest stored checkpoint. If none is stored yet (the first round failed or
+        is late), a round is run now, so that what is handed out is stored and held to
+        the checks; if that stores nothing either, Unavailable: a signed note that is not
+        stored would be a promise no later round is held to."""
         latest = await repository.latest_checkpoint(session)
         if latest is None:
-            latest = await sign_current(session, self.signer, now=self._clock.now())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._round(), self._first_round_seconds)
+            async with self._engine.connect() as conn:  # not the session's older snapshot
+                latest = await repository.latest_checkpoint(conn)
+        if latest is None:
+            why = f": {self._alarm}" if self._alarm else ""
+            raise Unavailable(f"no checkpoint of the audit log is stored yet{why}")
         return latest.note
 
 

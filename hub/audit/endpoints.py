@@ -51,9 +51,10 @@ NOTE_TYPE = "text/plain; charset=utf-8"
 Cursor = Annotated[QueryInt | None, Query(ge=0, le=MAX_SIZE)]
 
 
-@router.get("/checkpoint", response_class=PlainTextResponse)
+@router.get("/checkpoint", response_class=PlainTextResponse, responses=problems(Unavailable))
 async def get_checkpoint(session: SessionDep, checkpointer: CheckpointerDep) -> PlainTextResponse:
-    """The latest signed checkpoint (C2SP tlog-checkpoint in a C2SP signed note)."""
+    """The latest signed checkpoint (C2SP tlog-checkpoint in a C2SP signed note); 503
+    while none is stored yet."""
     note = await checkpointer.latest_note(session)
     return PlainTextResponse(note, media_type=NOTE_TYPE)
 

@@ -47,6 +47,8 @@ def _check_writer(writer: AuditLog | JtiRegister, name: str) -> None:
 def _check_checkpointer(checkpointer: Checkpointer) -> None:
     if checkpointer.alarm is not None:
         raise Unavailable(f"the audit checkpointer refuses to sign: {checkpointer.alarm}")
+    if not checkpointer.stored:
+        raise Unavailable("the audit checkpointer has not stored a checkpoint yet")
 
 
 @router.get("/metrics", response_class=PlainTextResponse)

@@ -6,6 +6,7 @@ that /readyz reports, is logged once, and the signing resumes once the tree is r
 import asyncio
 import hashlib
 import logging
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -15,12 +16,13 @@ from typing import Any
 import httpx
 import pytest
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from onceonly.hub.audit import leaves
 from onceonly.hub.audit.checkpoints import Checkpointer, load_signer
 from onceonly.hub.audit.service import AuditLog
 from onceonly.hub.db import make_engine, make_sync_engine
+from onceonly.hub.kit.problems import Unavailable
 
 from tests.hub_testing import RunningHub, running_hub, wait_until
 
@@ -119,6 +121,121 @@ async def test_the_checkpointer_stores_a_checkpoint_before_the_hub_serves(
     finally:
         await checkpointer.stop()
         await engine.dispose()
+
+
+def _hold_write_lock(url: str, seconds: float) -> threading.Thread:
+    """Another session holds the lock that storing a checkpoint needs, for ``seconds``."""
+    engine = make_sync_engine(url)
+    held = threading.Event()
+
+    def hold() -> None:
+        with engine.begin() as conn:
+            if url.startswith("sqlite"):
+                conn.exec_driver_sql("DELETE FROM audit_checkpoints WHERE tree_size < 0")
+            else:
+                conn.exec_driver_sql("LOCK TABLE audit_checkpoints IN EXCLUSIVE MODE")
+            held.set()
+            time.sleep(seconds)
+        engine.dispose()
+
+    thread = threading.Thread(target=hold, daemon=True)
+    thread.start()
+    assert held.wait(10)
+    return thread
+
+
+@pytest.mark.anyio
+async def test_a_lock_on_the_checkpoints_delays_the_start_by_at_most_the_first_round(
+    database_url: str, tmp_path: Path
+) -> None:
+    """A lock held on the checkpoints' table (an index being built, a migration) does
+    not hold the hub's start for longer than the first round's bound; it is not ready,
+    and hands out no checkpoint, until a round stores one."""
+    if database_url.startswith("sqlite"):
+        pytest.skip(
+            "on SQLite the wait is SQLite's busy timeout (10 s), and a cancelled statement"
+            " ends only when aiosqlite's thread returns from it; the start already takes"
+            " SQLite's write lock before (reseal_totp_secrets)"
+        )
+    engine = make_engine(database_url)
+    signer = load_signer(keys_dir=tmp_path, origin=ORIGIN, create=True)
+    checkpointer = Checkpointer(engine, signer=signer, interval=0.05, first_round_seconds=0.5)
+    try:
+        await _append(engine, 3)
+        holder = _hold_write_lock(database_url, 4)
+        started = time.monotonic()
+        await checkpointer.start()
+        assert time.monotonic() - started < 3
+        assert not checkpointer.stored
+        async with AsyncSession(engine) as session:
+            with pytest.raises(Unavailable, match="no checkpoint of the audit log is stored yet"):
+                await checkpointer.latest_note(session)
+        holder.join()
+        await asyncio.wait_for(_until(lambda: checkpointer.stored), 10)
+        assert _sizes(database_url) == [3]
+    finally:
+        await checkpointer.stop()
+        await engine.dispose()
+
+
+@pytest.mark.anyio
+async def test_no_checkpoint_is_handed_out_that_is_not_stored(
+    database_url: str, tmp_path: Path
+) -> None:
+    engine = make_engine(database_url)
+    signer = load_signer(keys_dir=tmp_path, origin=ORIGIN, create=True)
+    checkpointer = Checkpointer(engine, signer=signer, interval=3600)
+    try:
+        await _append(engine, 3)
+        _refuse_checkpoints(database_url, refuse=True)
+        await checkpointer.start()  # its round fails, and says so in the log
+        assert not checkpointer.stored
+        async with AsyncSession(engine) as session:
+            with pytest.raises(Unavailable):
+                await checkpointer.latest_note(session)
+        _refuse_checkpoints(database_url, refuse=False)
+        async with AsyncSession(engine) as session:
+            note = await checkpointer.latest_note(session)  # stored first, then handed out
+        assert note.split("\n")[1] == "3"
+        assert _sizes(database_url) == [3]
+        assert checkpointer.stored
+    finally:
+        await checkpointer.stop()
+        await engine.dispose()
+
+
+def _refuse_checkpoints(url: str, *, refuse: bool) -> None:
+    """A trigger that makes every insert of a checkpoint fail (a passing fault)."""
+    if url.startswith("sqlite"):
+        statements = (
+            [
+                "CREATE TRIGGER refuse BEFORE INSERT ON audit_checkpoints"
+                " BEGIN SELECT RAISE(ABORT, 'refused'); END"
+            ]
+            if refuse
+            else ["DROP TRIGGER refuse"]
+        )
+    else:
+        statements = (
+            [
+                "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS"
+                " $$ BEGIN RAISE EXCEPTION 'refused'; END $$",
+                "CREATE TRIGGER refuse BEFORE INSERT ON audit_checkpoints"
+                " FOR EACH ROW EXECUTE FUNCTION refuse()",
+            ]
+            if refuse
+            else ["DROP TRIGGER refuse ON audit_checkpoints", "DROP FUNCTION refuse()"]
+        )
+    engine = make_sync_engine(url)
+    with engine.begin() as conn:
+        for statement in statements:
+            conn.exec_driver_sql(statement)
+    engine.dispose()
+
+
+async def _until(condition: Any) -> None:
+    while not condition():
+        await asyncio.sleep(0.02)
 
 
 @pytest.mark.anyio
