@@ -98,12 +98,16 @@ async def readiness_problems(sources: Mapping[str, RecordSource], store: RecordS
         await anyio.to_thread.run_sync(store.check_writable)
     except Exception as error:  # SQLite's own errors; their text names no subject
         problems.append(f"the trail store cannot write: {type(error).__name__}")
-    free = store.free_bytes()  # taking the write lock writes nothing: a full disk passes it
-    if free < MIN_FREE_BYTES:
-        problems.append(
-            f"the trail store's disk is full: {free // 1024} KiB free, fewer than"
-            f" {MIN_FREE_BYTES // 1024} KiB"
-        )
+    try:  # in a thread too: a hung network file system must not stall the event loop
+        free = await anyio.to_thread.run_sync(store.free_bytes)
+    except OSError as error:  # the directory gone, unreadable, a stale handle
+        problems.append(f"the trail store's disk cannot be measured: {type(error).__name__}")
+    else:  # taking the write lock writes nothing: a full disk passes it
+        if free < MIN_FREE_BYTES:
+            problems.append(
+                f"the trail store's disk is full: {free // 1024} KiB free, fewer than"
+                f" {MIN_FREE_BYTES // 1024} KiB"
+            )
     return problems
 
 

@@ -95,6 +95,32 @@ class _Trail:
         )
 
 
+def _hub_client() -> httpx.AsyncClient:
+    """The client that reaches the hub's keys (proxies and CA bundle from the
+    environment, which can be wrong: building it is part of checking the settings)."""
+    return httpx.AsyncClient(timeout=5.0)
+
+
+def open_and_close(config: AdapterConfig) -> None:
+    """Open what ``create_provider_app(config)`` opens (the store, each item's source,
+    the client that reaches the hub), then close it all: a setting that would stop the
+    app being built fails here alike (``onceonly adapter serve --workers N`` checks
+    with it before any worker starts)."""
+    store = RecordStore(config.store_path)
+    try:
+        owned = config.open_sources(store=store)
+
+        async def close() -> None:
+            try:
+                await _hub_client().aclose()
+            finally:
+                await close_sources(owned.values())
+
+        anyio.run(close)
+    finally:
+        store.close()
+
+
 def create_provider_app(
     config: AdapterConfig,
     *,
@@ -122,7 +148,7 @@ def create_provider_app(
     except OnceonlyError:
         store.close()
         raise
-    http = http_client or httpx.AsyncClient(timeout=5.0)
+    http = http_client or _hub_client()
     directory = HubDirectory(config.hub_url, http=http)
     served = sources if sources is not None else owned
     verifier = RequestTokenVerifier(directory, audience=config.department)

@@ -224,7 +224,7 @@ class RecordStore:
     def __init__(self, path: str | Path) -> None:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._directory = path.parent
+        self._directory = path.resolve().parent  # where the file is, if it is a link
         self._engine = sa.create_engine(
             f"sqlite:///{path}", connect_args={"check_same_thread": False}, hide_parameters=True
         )

@@ -29,8 +29,7 @@ from ._config import AdapterConfig, load_config
 from ._errors import ConfigError, ImportFailed, ImportReport, InvalidRequest, OnceonlyError
 from ._hubkeys import HubDirectory
 from ._keys import load_or_create_key, public_jwks
-from ._provider import create_provider_app
-from ._sources import close_sources
+from ._provider import create_provider_app, open_and_close
 from ._store import RecordStore
 from .logs import ENVIRONMENT as LOG_JSON_ENVIRONMENT
 from .logs import configure_logs, json_logs_wanted
@@ -193,7 +192,7 @@ def _serve(args: argparse.Namespace) -> int:
     try:  # what checks the configuration before any worker starts
         app = create_provider_app(config) if args.workers == 1 else None
         if app is None:
-            _open_and_close(config)  # the supervisor of several workers serves nothing
+            open_and_close(config)  # the supervisor of several workers serves nothing
     except ConfigError as error:
         raise ConfigError(f"{args.config}: {error.detail}") from error
     logging.getLogger("adapters.cli").info(
@@ -219,16 +218,6 @@ def _serve(args: argparse.Namespace) -> int:
         log_config=None,
     )
     return 0
-
-
-def _open_and_close(config: AdapterConfig) -> None:
-    """Open the store and each item's source as building the app does (a bad setting
-    fails here, before any worker starts), then close them."""
-    store = RecordStore(config.store_path)
-    try:
-        asyncio.run(close_sources(config.open_sources(store=store).values()))
-    finally:
-        store.close()
 
 
 def worker_app() -> Any:

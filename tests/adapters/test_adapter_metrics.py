@@ -173,6 +173,21 @@ def test_not_ready_while_the_trail_stores_disk_is_full(hub: HubDouble, small_dis
             assert httpx.get(f"{url}/readyz").status_code == 200
 
 
+def test_not_ready_when_the_trail_stores_directory_is_gone(hub: HubDouble, tmp_path: Path) -> None:
+    config = load_config(write_config(tmp_path, hub_url=hub.url))
+    with RecordStore(config.store_path) as store:
+        source = StoreSource(store)
+        with serve(create_provider_app(config, sources={ITEM: source})) as url:
+            assert httpx.get(f"{url}/readyz").status_code == 200
+            moved = config.store_path.parent.with_name("moved")
+            config.store_path.parent.rename(moved)  # the volume unmounted, say
+            gone = httpx.get(f"{url}/readyz")
+            moved.rename(config.store_path.parent)
+    assert gone.status_code == 503
+    assert gone.headers["content-type"] == "application/problem+json"
+    assert "the trail store's disk cannot be measured: FileNotFoundError" in gone.json()["detail"]
+
+
 @pytest.fixture
 def restored_loggers() -> Iterator[None]:
     """configure_logs changes process-wide loggers: put them back for the other tests."""

@@ -155,3 +155,24 @@ def test_a_source_that_cannot_open_stops_several_workers_before_any_starts(
     )
     assert refused.returncode != 0
     assert "cannot import 'no_such_module:f'" in refused.stderr
+
+
+def test_a_client_that_cannot_be_built_stops_several_workers_before_any_starts(
+    tmp_path: Path, hub: HubDouble
+) -> None:
+    """What building the app checks, the supervisor checks too: here the CA bundle the
+    environment names for the client that reaches the hub (a restart loop of failing
+    workers, otherwise)."""
+    path = write_config(tmp_path, hub_url=hub.url)
+    (tmp_path / "not-a-bundle.pem").write_text("not a certificate\n")
+    command = [sys.executable, "-m", "onceonly.hub", "adapter", "serve", "--config", str(path)]
+    refused = subprocess.run(
+        [*command, "--workers", "2"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "SSL_CERT_FILE": str(tmp_path / "not-a-bundle.pem")},
+    )
+    assert refused.returncode != 0
+    assert "Child process" not in refused.stderr  # uvicorn never started a worker
