@@ -2,9 +2,12 @@
 
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
+
+import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -67,6 +70,19 @@ def test_demo_tells_the_whole_story_keeps_its_services_and_replays_against_them(
             replay = _onceonly("demo", "--hub", hub_url, "--data-dir", str(tmp_path / "kept"))
             assert replay.returncode == 0, replay.stdout + replay.stderr
             assert "Every step succeeded" in replay.stdout
+            # the kept hub hashes new people's passwords at the default cost, not the story's
+            token = (tmp_path / "kept" / "hub" / "keys" / "admin-token").read_text().strip()
+            put = httpx.put(
+                f"{hub_url}/v1/admin/people/maria",
+                json={"password": "a passphrase of her own"},
+                headers={"Authorization": f"Bearer {token}"},
+            )
+            assert put.status_code in (200, 201), put.text
+            with sqlite3.connect(tmp_path / "kept" / "hub" / "onceonly.db") as db:
+                (stored,) = db.execute(
+                    "SELECT password_hash FROM people WHERE username = 'maria'"
+                ).fetchone()
+            assert ",".join(stored.split("$")[3].split(",")[:2]) == "m=65536,t=3", stored
         finally:
             kept.send_signal(signal.SIGTERM)
             kept.wait(timeout=30)

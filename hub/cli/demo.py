@@ -50,6 +50,7 @@ from onceonly.hub.cli.session import break_glass_token
 from onceonly.hub.config import Settings
 from onceonly.hub.keys import HubKeys
 from onceonly.hub.kit import base64url, logs
+from onceonly.hub.people import credentials
 
 CIVIL, TAX, WELFARE = "civil-registry", "tax", "social-welfare"
 IDENTITY, ADDRESS, INCOME = (
@@ -547,14 +548,15 @@ def run(*, keep: bool, hub_url: str | None, root: Path, out: TextIO = sys.stdout
     logs.configure(level="WARNING", as_json=False)
     story = Story(out)
     with ExitStack() as stack:
+        own_hub = hub_url is None
         if hub_url is None:
             shutil.rmtree(root, ignore_errors=True)
             hub_url = _start_hub(stack, root)
             adapters_root = root
             out.write(f"Onceonly demo: a hub and three departments on loopback (data in {root})\n")
             out.write(
-                "(its hub hashes passwords at argon2id's lowest cost, for a demo only:"
-                " production mode refuses it)\n"
+                "(its hub hashes the story's passwords at argon2id's lowest cost, for a demo"
+                " only: production mode refuses it)\n"
             )
         else:
             adapters_root = root / f"replay-{time.time_ns()}"
@@ -570,6 +572,8 @@ def run(*, keep: bool, hub_url: str | None, root: Path, out: TextIO = sys.stdout
             out.write(f"\nThe demo stops: the steps after '{stopped}' need what it did.\n")
         _summarize(story, out)
         if keep and not story.failures:
+            if own_hub:
+                _default_password_cost_from_now()
             out.write(f"hub: {hub_url}\n")
             for department in departments.values():
                 out.write(f"{department.id}: {department.url}\n")
@@ -577,6 +581,17 @@ def run(*, keep: bool, hub_url: str | None, root: Path, out: TextIO = sys.stdout
             sys.stderr.write("Services keep running; press Ctrl-C to stop them.\n")
             _wait_for_signal()
     return 1 if story.failures else 0
+
+
+def _default_password_cost_from_now() -> None:
+    """The kept hub may be explored, and anyone with its admin token can add people:
+    their passwords are hashed at the settings' default cost, production's floor
+    (the hashing cost is the process's, and the demo's hub runs in this process)."""
+    fields = Settings.model_fields
+    credentials.configure_password_hashing(
+        time_cost=fields["password_time_cost"].default,
+        memory_kib=fields["password_memory_kib"].default,
+    )
 
 
 def _start_hub(stack: ExitStack, root: Path) -> str:
