@@ -166,7 +166,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 SLOWEST_FIRST = (
     "tests/test_wheel_install.py",
     "tests/deploy/test_topology.py",
-    "tests/test_editable_install.py",
     "tests/deploy/test_production_from_docs.py",
     "tests/test_crash_recovery.py",
     "tests/test_demo.py",

@@ -47,4 +47,3 @@ def page_path(request: Request) -> str:
     if request.url.path.endswith("/callback") or not request.url.query:
         return request.url.path
     return f"{request.url.path}?{request.url.query}"
-
