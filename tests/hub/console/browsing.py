@@ -86,7 +86,7 @@ EMBEDDED = ["sqlite"]
 
 @contextmanager
 def launched_browser() -> Iterator[Browser]:
-    """Debian's Chromium, started once per test process (the ``browser`` fixture in
+    """Debian's Chromium, started once per test file (the ``browser`` fixture in
     this folder's conftest.py): starting it costs seconds, and each test makes its own
     contexts, so nothing of one test's browsing reaches another's."""
     with sync_playwright() as playwright:
