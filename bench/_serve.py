@@ -9,7 +9,13 @@ import sys
 
 import uvicorn
 from onceonly.adapters import create_provider_app, load_config
-from onceonly.adapters.cli import settle_heap_for_serving
+
+try:
+    from onceonly.adapters.cli import settle_heap_for_serving
+except ImportError:  # a --source from before decision 0035, served as it was
+
+    def settle_heap_for_serving() -> None:
+        pass
 
 
 def main(config_path: str) -> None:
