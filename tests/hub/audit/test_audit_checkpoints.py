@@ -8,7 +8,8 @@ import hashlib
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -111,13 +112,22 @@ async def test_the_checkpointer_stores_a_checkpoint_before_the_hub_serves(
     note that is not stored, which later rounds could not hold the tree to (before,
     a first round slowed by another writer left /v1/audit/checkpoint signing the tree
     on the fly, and a subtree forged meanwhile went unnoticed)."""
-    engine = make_engine(database_url)
-    signer = load_signer(keys_dir=tmp_path, origin=ORIGIN, create=True)
-    checkpointer = Checkpointer(engine, signer=signer, interval=3600)
-    try:
+    async with _checkpointer(database_url, tmp_path, interval=3600) as (engine, checkpointer):
         await _append(engine, 3)
         await checkpointer.start()
         assert _sizes(database_url) == [3]
+
+
+@asynccontextmanager
+async def _checkpointer(
+    url: str, keys_dir: Path, **options: Any
+) -> AsyncIterator[tuple[AsyncEngine, Checkpointer]]:
+    """A checkpointer of its own on ``url`` (stopped, and its engine disposed, after)."""
+    engine = make_engine(url)
+    signer = load_signer(keys_dir=keys_dir, origin=ORIGIN, create=True)
+    checkpointer = Checkpointer(engine, signer=signer, **options)
+    try:
+        yield engine, checkpointer
     finally:
         await checkpointer.stop()
         await engine.dispose()
@@ -157,10 +167,10 @@ async def test_a_lock_on_the_checkpoints_delays_the_start_by_at_most_the_first_r
             " ends only when aiosqlite's thread returns from it; the start already takes"
             " SQLite's write lock before (reseal_totp_secrets)"
         )
-    engine = make_engine(database_url)
-    signer = load_signer(keys_dir=tmp_path, origin=ORIGIN, create=True)
-    checkpointer = Checkpointer(engine, signer=signer, interval=0.05, first_round_seconds=0.5)
-    try:
+    async with _checkpointer(database_url, tmp_path, interval=0.05, first_round_seconds=0.5) as (
+        engine,
+        checkpointer,
+    ):
         await _append(engine, 3)
         holder = _hold_write_lock(database_url, 4)
         started = time.monotonic()
@@ -173,19 +183,13 @@ async def test_a_lock_on_the_checkpoints_delays_the_start_by_at_most_the_first_r
         holder.join()
         await asyncio.wait_for(_until(lambda: checkpointer.stored), 10)
         assert _sizes(database_url) == [3]
-    finally:
-        await checkpointer.stop()
-        await engine.dispose()
 
 
 @pytest.mark.anyio
 async def test_no_checkpoint_is_handed_out_that_is_not_stored(
     database_url: str, tmp_path: Path
 ) -> None:
-    engine = make_engine(database_url)
-    signer = load_signer(keys_dir=tmp_path, origin=ORIGIN, create=True)
-    checkpointer = Checkpointer(engine, signer=signer, interval=3600)
-    try:
+    async with _checkpointer(database_url, tmp_path, interval=3600) as (engine, checkpointer):
         await _append(engine, 3)
         _refuse_checkpoints(database_url, refuse=True)
         await checkpointer.start()  # its round fails, and says so in the log
@@ -199,9 +203,6 @@ async def test_no_checkpoint_is_handed_out_that_is_not_stored(
         assert note.split("\n")[1] == "3"
         assert _sizes(database_url) == [3]
         assert checkpointer.stored
-    finally:
-        await checkpointer.stop()
-        await engine.dispose()
 
 
 def _refuse_checkpoints(url: str, *, refuse: bool) -> None:
