@@ -11,6 +11,7 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from html.parser import HTMLParser
 from pathlib import Path
 
 import httpx
@@ -69,13 +70,66 @@ def csrf_token(html: str) -> str:
     return found.group(1)
 
 
+@dataclass(frozen=True)
+class ServedForm:
+    """A form as the page serves it: where it posts, how, and the names it submits."""
+
+    action: str
+    method: str
+    names: frozenset[str]
+
+
+class _Forms(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.forms: list[ServedForm] = []
+        self._open: tuple[str, str, set[str]] | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        values = dict(attrs)
+        if tag == "form":
+            self._open = (
+                values.get("action") or "",
+                (values.get("method") or "get").lower(),
+                set(),
+            )
+        elif self._open is not None and tag in ("input", "select", "textarea", "button"):
+            if values.get("name"):
+                self._open[2].add(str(values["name"]))
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "form" and self._open is not None:
+            action, method, names = self._open
+            self.forms.append(ServedForm(action, method, frozenset(names)))
+            self._open = None
+
+
+def post_served_form(
+    client: httpx.Client, html: str, action: str, data: dict[str, str]
+) -> httpx.Response:
+    """Post ``data`` as a browser without JavaScript posts the form of ``html`` whose
+    action is ``action``: only if the page serves such a form, with method POST, and
+    every name in ``data`` is one of its fields (a form that needed a script to post
+    these fields would fail here)."""
+    parser = _Forms()
+    parser.feed(html)
+    forms = [form for form in parser.forms if form.action == action]
+    assert forms, f"the page serves no form posting to {action}"
+    form = forms[0]
+    assert form.method == "post", form
+    unknown = set(data) - form.names
+    assert not unknown, f"the form posting to {action} has no field {sorted(unknown)}"
+    return client.post(action, data=data)
+
+
 def sign_in(
     client: httpx.Client, username: str, password: str, *, code: str = "", next_path: str = ""
 ) -> httpx.Response:
     """Sign in through the console's form, as a browser does: the page, then its POST."""
-    token = csrf_token(client.get("/sign-in").text)
-    form = {"csrf_token": token, "username": username, "password": password, "code": code}
-    return client.post("/sign-in", data={**form, "next": next_path or "/catalogue"})
+    page = client.get("/sign-in").text
+    form = {"csrf_token": csrf_token(page), "username": username, "password": password}
+    form |= {"code": code, "next": next_path or "/catalogue"}
+    return post_served_form(client, page, "/sign-in", form)
 
 
 def _enrol_totp(hub: RunningHub, clock: ManualClock, username: str) -> str:

@@ -20,6 +20,7 @@ from tests.hub.console.console_world import (
     ConsoleWorld,
     console_world,
     csrf_token,
+    post_served_form,
 )
 from tests.hub_testing import DATABASES, TEST_PASSWORD, added_audit_entries, module_database
 
@@ -37,11 +38,18 @@ def world(
         yield built
 
 
-def submit(browser: httpx.Client, page: str, action: str, fields: dict[str, str]) -> httpx.Response:
-    """Open ``page`` and post its form to ``action``, with the page's CSRF token."""
+def submit(
+    browser: httpx.Client, page: str, action: str, fields: dict[str, str], *, offered: bool = True
+) -> httpx.Response:
+    """Open ``page`` and post its form to ``action`` (as served: post_served_form), with
+    the page's CSRF token; ``offered=False`` posts to ``action`` although ``page`` no
+    longer offers that form (a form sent twice, from a stale tab)."""
     shown = browser.get(page)
     assert shown.status_code == 200, shown.text
-    return browser.post(action, data={"csrf_token": csrf_token(shown.text), **fields})
+    data = {"csrf_token": csrf_token(shown.text), **fields}
+    if not offered:
+        return browser.post(action, data=data)
+    return post_served_form(browser, shown.text, action, data)
 
 
 def fields_offered(html: str) -> dict[str, str]:
@@ -64,7 +72,7 @@ def ask(browser: httpx.Client, item: str, wanted: list[str], purpose: str) -> st
         "consumer": "tax",
         **{offered[name]: name for name in wanted},
     }
-    answer = browser.post(f"/catalogue/{item}/request", data=form)
+    answer = post_served_form(browser, page.text, f"/catalogue/{item}/request", form)
     assert answer.status_code == 303, answer.text
     found = re.fullmatch(r"/requests/([0-9a-f]{32})", answer.headers["location"])
     assert found is not None, answer.headers["location"]
@@ -166,7 +174,7 @@ def test_refusing_needs_a_reason_and_the_asker_reads_it(world: ConsoleWorld) -> 
             answer = submit(cecilia, page, f"{page}/refuse", {"reason": "No legal basis"})
         assert answer.status_code == 303
         assert [(e["outcome"], e["reason"]) for e in refused] == [("ok", "No legal basis")]
-        again = submit(cecilia, "/inbox", f"{page}/refuse", {"reason": "twice"})
+        again = submit(cecilia, page, f"{page}/refuse", {"reason": "twice"}, offered=False)
         assert again.status_code == 409  # decided already: the service says so
         assert "This request has been decided or withdrawn already" in again.text
     with world.signed_in(OTHER_STEWARD) as tomas:
@@ -286,7 +294,7 @@ def test_deprecating_then_retiring_an_item(world: ConsoleWorld) -> None:
         assert "Deprecated" in cecilia.get(f"/catalogue/{item}").text
         assert submit(cecilia, page, f"/catalogue/{item}/retire", {}).status_code == 303
         assert "Retired" in cecilia.get(f"/catalogue/{item}").text
-        again = submit(cecilia, f"/catalogue/{item}", f"/catalogue/{item}/deprecate", {})
+        again = submit(cecilia, page, f"/catalogue/{item}/deprecate", {}, offered=False)
         assert again.status_code == 409
         assert 'class="govuk-error-summary"' in again.text
 
