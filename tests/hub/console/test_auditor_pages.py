@@ -17,7 +17,7 @@ import pytest
 
 from onceonly.hub.console import auditor
 
-from tests.hub.console.console_world import csrf_token, sign_in
+from tests.hub.console.console_world import csrf_token, post_served_form, sign_in
 from tests.hub.exchange_world import (
     ADDRESS,
     CONSUMER,
@@ -69,8 +69,8 @@ def audit_world(
 
 
 def _search(client: httpx.Client, **fields: str) -> httpx.Response:
-    token = csrf_token(client.get("/audit").text)
-    return client.post("/audit", data={"csrf_token": token, **fields})
+    shown = client.get("/audit").text  # the form as served: post_served_form
+    return post_served_form(client, shown, "/audit", {"csrf_token": csrf_token(shown), **fields})
 
 
 def _entry_links(html: str) -> list[int]:
