@@ -189,9 +189,11 @@ def _serve(args: argparse.Namespace) -> int:
     key = load_or_create_key(config.key_path)
     as_json = json_logs_wanted(args.log_json)
     configure_logs(as_json=as_json)
+    app = None
     try:  # what checks the configuration before any worker starts
-        app = create_provider_app(config) if args.workers == 1 else None
-        if app is None:
+        if args.workers == 1:
+            app = create_provider_app(config)
+        else:
             open_and_close(config)  # the supervisor of several workers serves nothing
     except ConfigError as error:
         raise ConfigError(f"{args.config}: {error.detail}") from error

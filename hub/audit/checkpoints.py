@@ -15,7 +15,6 @@ problem once, until the tree extends that checkpoint again.
 """
 
 import asyncio
-import contextlib
 import logging
 import tempfile
 from datetime import datetime
@@ -191,16 +190,10 @@ class Checkpointer:
             log.exception("audit checkpoint failed; retrying in %.1f s", self._interval)
 
     async def latest_note(self, session: AsyncSession) -> str:
-        """The newest stored checkpoint. If none is stored yet (the first round failed or
-        is late), a round is run now, so that what is handed out is stored and held to
-        the checks; if that stores nothing either, Unavailable: a signed note that is not
-        stored would be a promise no later round is held to."""
+        """The newest stored checkpoint; Unavailable while none is stored (the first
+        round failed or is late, and the task retries every ``interval``): a signed note
+        that is not stored would be a promise no later round is held to."""
         latest = await repository.latest_checkpoint(session)
-        if latest is None:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._round(), self._first_round_seconds)
-            async with self._engine.connect() as conn:  # not the session's older snapshot
-                latest = await repository.latest_checkpoint(conn)
         if latest is None:
             why = f": {self._alarm}" if self._alarm else ""
             raise Unavailable(f"no checkpoint of the audit log is stored yet{why}")
