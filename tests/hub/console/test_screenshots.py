@@ -36,10 +36,10 @@ from onceonly.hub.cli import demo
 from onceonly.hub.console.language import translations
 
 from tests.hub.console.test_console_browser import Watched, pytestmark
-
-__all__ = ["pytestmark"]
 from tests.hub.oidc_provider import CLIENT_ID, CLIENT_SECRET, Provider, running_provider
 from tests.hub_testing import TEST_PASSWORD, RunningHub, module_database, running_hub
+
+__all__ = ["pytestmark"]  # the browser tests' marks, this module's too
 
 DOCS = Path(__file__).resolve().parents[3] / "docs" / "console"
 WRITE = os.environ.get("ONCEONLY_SCREENSHOTS") == "1"
