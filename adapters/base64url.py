@@ -11,7 +11,9 @@ from __future__ import annotations
 import base64
 import binascii
 
-_FROM_URLSAFE = str.maketrans("-_", "+/")
+# A bytes table: bytes.translate maps in C, where str.translate looks each character up
+# in a dict (a request token's payload: 23 → 5 µs, docs/performance.md)
+_FROM_URLSAFE = bytes.maketrans(b"-_", b"+/")
 
 
 def encode(raw: bytes) -> str:
@@ -24,7 +26,7 @@ def decode(text: str) -> bytes:
     if "=" in text or "+" in text or "/" in text:
         raise ValueError("not unpadded base64url")
     try:
-        padded = text.translate(_FROM_URLSAFE) + "=" * (-len(text) % 4)
+        padded = text.encode("ascii").translate(_FROM_URLSAFE) + b"=" * (-len(text) % 4)
         return base64.b64decode(padded, validate=True)
-    except (binascii.Error, ValueError) as error:
+    except (binascii.Error, ValueError) as error:  # UnicodeEncodeError is a ValueError
         raise ValueError("not unpadded base64url") from error
