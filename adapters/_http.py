@@ -115,13 +115,18 @@ def _weight(parameters: str) -> float | None:
 _QVALUE = re.compile(r"0(\.[0-9]{0,3})?|1(\.0{0,3})?")
 
 
-async def send_json(send: Send, content: Any) -> None:
+async def send_json(
+    send: Send, content: Any, *, extra_header: tuple[bytes, bytes] | None = None
+) -> None:
     """Answer ``200`` with ``content`` in exactly the bytes and headers of a
-    ``JSONResponse``, without building one."""
+    ``JSONResponse``, without building one; ``extra_header`` (lower-case name, value)
+    last, as appended to its ``raw_headers``."""
     body = json.dumps(
         content, ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":")
     ).encode("utf-8")
     headers = [(b"content-length", str(len(body)).encode()), (b"content-type", b"application/json")]
+    if extra_header is not None:
+        headers.append(extra_header)
     await send({"type": "http.response.start", "status": 200, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 

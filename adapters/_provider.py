@@ -20,9 +20,9 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from starlette.datastructures import Headers, MutableHeaders
+from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException
-from starlette.routing import Route
+from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import _commitment
@@ -174,9 +174,10 @@ def create_provider_app(
             store.close()
 
     app = FastAPI(title=f"Onceonly adapter: {config.department}", lifespan=lifespan)
-    app.add_middleware(_RequestIdMiddleware)
+    query = Route(QUERY_PATH, _QueryEndpoint(provider), methods=["POST"])
+    app.add_middleware(_RequestIdMiddleware, query=query)
     app.add_exception_handler(HTTPException, _http_exception)
-    _add_routes(app, provider)
+    _add_routes(app, provider, query=query)
     _describe_query_route(app, path=QUERY_PATH, body=_QueryBody.model_json_schema())
 
     events = RequestTokenVerifier(
@@ -205,7 +206,7 @@ async def _announcing_changes(config: AdapterConfig, store: RecordStore) -> Asyn
         group.cancel_scope.cancel()
 
 
-def _add_routes(app: FastAPI, provider: _Provider) -> None:
+def _add_routes(app: FastAPI, provider: _Provider, *, query: Route) -> None:
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
@@ -223,9 +224,10 @@ def _add_routes(app: FastAPI, provider: _Provider) -> None:
     async def metrics() -> Response:
         return Response(provider.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
-    # First of the routes, and a plain ASGI app rather than a FastAPI endpoint: it is
-    # the one the hub calls for every exchange (docs/performance.md, issue 18).
-    query = Route(QUERY_PATH, _QueryEndpoint(provider), methods=["POST"])
+    # A plain ASGI app rather than a FastAPI endpoint, the one the hub calls for every
+    # exchange (docs/performance.md, issue 18): `_RequestIdMiddleware` hands it its POSTs
+    # before the framework's routing; among the routes, first, it answers other methods
+    # (405) as routing does.
     app.router.routes.insert(0, query)
 
 
@@ -234,7 +236,8 @@ QUERY_PATH = "/v1/items/{item_id}/records/query"
 
 class _QueryEndpoint:
     """``POST /v1/items/{item_id}/records/query`` (docs/protocol.md §4): the answer, or
-    a problem document, once the served-log entry of either is written."""
+    a problem document, once the served-log entry of either is written. It echoes the
+    request's trace id (``X-Request-Id``) itself."""
 
     def __init__(self, provider: _Provider) -> None:
         self._provider = provider
@@ -259,10 +262,13 @@ class _QueryEndpoint:
             refusal = UpstreamError(
                 "the served-log could not be written", status=503, problem_type="unavailable"
             )
+        echoed = (_TRACE_HEADER, trail.trace_id.encode("latin-1"))
         if refusal is not None:
-            await problem_response(refusal)(scope, receive, send)
+            response = problem_response(refusal)
+            response.raw_headers.append(echoed)
+            await response(scope, receive, send)
         else:
-            await send_json(send, answer)
+            await send_json(send, answer, extra_header=echoed)
 
 
 def _header(scope: Scope, name: bytes) -> str:
@@ -467,22 +473,38 @@ async def _http_exception(_: Request, exc: Exception) -> JSONResponse:
     return problem_response(error)
 
 
+_TRACE_HEADER = b"x-request-id"
+
+
 class _RequestIdMiddleware:
     """Take the caller's ``X-Request-Id`` (or make one), expose it as
     ``request.state.trace_id`` and echo it on the response. For tracing only: it is
     not signed, so what the served-log keeps as the hub's request id is the request
-    token's ``request_id`` claim."""
+    token's ``request_id`` claim.
 
-    def __init__(self, app: ASGIApp) -> None:
+    A ``POST`` that the ``query`` route matches goes to it straight from here, past the
+    framework's exception handlers, exit stack and routing, which it does not use (it
+    answers every refusal itself and echoes the trace id itself): the hub calls it for
+    every exchange (docs/performance.md, issue 18). Everything else goes on to ``app``.
+    """
+
+    def __init__(self, app: ASGIApp, *, query: Route) -> None:
         self._app = app
+        self._query = query
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self._app(scope, receive, send)
             return
-        offered = Headers(scope=scope).get("x-request-id", "")
+        offered = _header(scope, _TRACE_HEADER)
         request_id = offered if _REQUEST_ID.fullmatch(offered) else uuid.uuid4().hex
         scope.setdefault("state", {})["trace_id"] = request_id
+        if scope["method"] == "POST":
+            matched, child_scope = self._query.matches(scope)
+            if matched is Match.FULL:
+                scope.update(child_scope)
+                await self._query.handle(scope, receive, send)
+                return
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
