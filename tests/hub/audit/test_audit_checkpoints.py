@@ -9,7 +9,7 @@ import logging
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ from onceonly.hub.kit.problems import Unavailable
 from tests.hub_testing import RunningHub, running_hub, wait_until
 
 ORIGIN = "hub.test/audit"
+FIRST_ROUND = 0.2  # the first round's bound in these tests (production: 5 s)
 FORGED = hashlib.sha256(b"forged").digest()
 
 
@@ -133,25 +134,28 @@ async def _checkpointer(
         await engine.dispose()
 
 
-def _hold_write_lock(url: str, seconds: float) -> threading.Thread:
-    """Another session holds the lock that storing a checkpoint needs, for ``seconds``."""
+@contextmanager
+def _write_lock_held(url: str) -> Iterator[None]:
+    """Another session holds the lock that storing a checkpoint needs, until the block
+    ends (an index being built, a migration)."""
     engine = make_sync_engine(url)
-    held = threading.Event()
+    held, release = threading.Event(), threading.Event()
 
     def hold() -> None:
         with engine.begin() as conn:
-            if url.startswith("sqlite"):
-                conn.exec_driver_sql("DELETE FROM audit_checkpoints WHERE tree_size < 0")
-            else:
-                conn.exec_driver_sql("LOCK TABLE audit_checkpoints IN EXCLUSIVE MODE")
+            conn.exec_driver_sql("LOCK TABLE audit_checkpoints IN EXCLUSIVE MODE")
             held.set()
-            time.sleep(seconds)
+            release.wait(30)
         engine.dispose()
 
     thread = threading.Thread(target=hold, daemon=True)
     thread.start()
-    assert held.wait(10)
-    return thread
+    try:
+        assert held.wait(10)
+        yield
+    finally:
+        release.set()
+        thread.join(30)
 
 
 @pytest.mark.anyio
@@ -167,20 +171,18 @@ async def test_a_lock_on_the_checkpoints_delays_the_start_by_at_most_the_first_r
             " ends only when aiosqlite's thread returns from it; the start already takes"
             " SQLite's write lock before (reseal_totp_secrets)"
         )
-    async with _checkpointer(database_url, tmp_path, interval=0.05, first_round_seconds=0.5) as (
-        engine,
-        checkpointer,
-    ):
+    async with _checkpointer(
+        database_url, tmp_path, interval=0.05, first_round_seconds=FIRST_ROUND
+    ) as (engine, checkpointer):
         await _append(engine, 3)
-        holder = _hold_write_lock(database_url, 4)
-        started = time.monotonic()
-        await checkpointer.start()
-        assert time.monotonic() - started < 3
-        assert not checkpointer.stored
-        async with AsyncSession(engine) as session:
-            with pytest.raises(Unavailable, match="no checkpoint of the audit log is stored yet"):
-                await checkpointer.latest_note(session)
-        holder.join()
+        with _write_lock_held(database_url):  # released only once the start has returned
+            started = time.monotonic()
+            await asyncio.wait_for(checkpointer.start(), 10)  # unbounded: it would wait forever
+            assert time.monotonic() - started < FIRST_ROUND + 2.5
+            assert not checkpointer.stored
+            async with AsyncSession(engine) as session:
+                with pytest.raises(Unavailable, match="no checkpoint of the audit log is stored"):
+                    await checkpointer.latest_note(session)
         await asyncio.wait_for(_until(lambda: checkpointer.stored), 10)
         assert _sizes(database_url) == [3]
 
@@ -335,7 +337,7 @@ def test_a_hub_whose_tree_no_longer_extends_its_checkpoint_is_not_ready(
             raise AssertionError(f"still ready; the hub logged: {hub_log.text!r}") from None
         readiness = httpx.get(f"{hub.url}/readyz").json()
         assert "the audit checkpointer refuses to sign" in readiness["detail"]
-        time.sleep(0.5)  # some 25 rounds of the checkpointer
+        time.sleep(0.2)  # some 10 rounds of the checkpointer
         assert _checkpoint_size(hub) == 8
         assert max(_sizes(database_url)) == 8
         stopped = [r for r in hub_log.records if "checkpoints stopped" in r.getMessage()]
