@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -61,6 +62,7 @@ class Legacy:
     paths: list[str] = field(default_factory=list)
     failures_left: int = 0
     calls: int = 0
+    stopping: threading.Event = field(default_factory=threading.Event)
 
     def app(self) -> FastAPI:
         app = FastAPI()
@@ -93,8 +95,12 @@ class Legacy:
 
         @app.get("/slow/{code}")
         async def slow(code: str) -> Response:
+            """Answers after 5 s, or once the system is stopping (its shutdown would
+            otherwise wait for this answer)."""
             self.calls += 1
-            await anyio.sleep(5.0)
+            with anyio.move_on_after(5.0):
+                while not self.stopping.is_set():
+                    await anyio.sleep(0.02)
             return JSONResponse(ANSWER)
 
         @app.post("/lookup")
@@ -117,6 +123,7 @@ def legacy_server() -> Iterator[Legacy]:
     with serve(legacy.app()) as url:
         legacy.url = url
         yield legacy
+        legacy.stopping.set()
 
 
 @pytest.fixture

@@ -1,8 +1,8 @@
 """The REST source against a legacy system on loopback that answers badly.
 
 Its ``timeout`` is a deadline for the whole answer, not per read: the system sends
-its headers at once, then one byte every half second, so each read is quick and
-httpx's timeout alone never fires. An answer nested 100,000 levels deep is an
+its headers at once, then one byte every tenth of the timeout, so each read is quick
+and httpx's timeout alone never fires. An answer nested 100,000 levels deep is an
 invalid record, not a RecursionError.
 """
 
@@ -20,16 +20,18 @@ from tests.adapters.adapter_testing import serve
 
 pytestmark = pytest.mark.anyio
 
+TIMEOUT = 0.3  # the source's deadline for the whole answer
 TRICKLE = 6.0  # seconds the system takes to finish its (valid) answer
+STEP = TIMEOUT / 10  # between its bytes: no single read comes near the timeout
 
 
 def trickling() -> FastAPI:
     app = FastAPI()
 
     async def body() -> AsyncIterator[bytes]:
-        for _ in range(int(TRICKLE / 0.5)):
+        for _ in range(int(TRICKLE / STEP)):
             yield b" "
-            await anyio.sleep(0.5)
+            await anyio.sleep(STEP)
         yield b'{"street": "Pikk 1"}'
 
     @app.get("/deep/{subject}")
@@ -60,9 +62,9 @@ def system() -> Iterator[str]:
 async def test_a_system_trickling_its_answer_is_cut_off_at_the_timeout(
     system: str, call: Any
 ) -> None:
-    source = RestSource(f"{system}/people/{{subject}}", timeout=1.0, retries=2)
+    source = RestSource(f"{system}/people/{{subject}}", timeout=TIMEOUT, retries=2)
     try:
-        with anyio.fail_after(1.0 + 1.5):  # the deadline, and a margin for a busy machine
+        with anyio.fail_after(TIMEOUT + 1.5):  # the deadline, and a margin for a busy machine
             with pytest.raises(SourceUnavailable):
                 await call(source)
     finally:
