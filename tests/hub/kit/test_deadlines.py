@@ -1,10 +1,10 @@
 """The hub's outbound calls end by a total deadline, not a per-read timeout.
 
-A server on loopback sends its headers at once and then one byte every half second:
-each read is quick, so httpx's timeout alone never fires and the whole answer takes
-as long as the server likes. The owner's query and an event delivery must end within
-``owner_timeout`` (plus a small margin) and be audited as failed. On SQLite and
-PostgreSQL.
+A server on loopback sends its headers at once and then one byte every tenth of
+``owner_timeout``: each read is quick, so httpx's timeout alone never fires and the
+whole answer takes as long as the server likes. The owner's query and an event
+delivery must end within ``owner_timeout`` (plus a small margin) and be audited as
+failed. On SQLite and PostgreSQL.
 """
 
 import asyncio
@@ -34,20 +34,21 @@ from tests.hub.exchange_world import (
 )
 from tests.hub_testing import serve, wait_until
 
-OWNER_TIMEOUT = 1.0
+OWNER_TIMEOUT = 0.5
 MARGIN = 1.5  # scheduling on a busy two-core machine, and the hub's own work
 TRICKLE = 6.0  # how long the trickling server takes to finish an answer
+STEP = OWNER_TIMEOUT / 10  # between its bytes: no single read comes near the timeout
 
 
 def trickling(answer: dict[str, Any]) -> FastAPI:
-    """Answers every POST with its headers at once, then a space every 0.5 s for
+    """Answers every POST with its headers at once, then a space every ``STEP`` for
     ``TRICKLE`` seconds, then ``answer``: valid JSON, just slow."""
     app = FastAPI()
 
     async def body() -> AsyncIterator[bytes]:
-        for _ in range(int(TRICKLE / 0.5)):
+        for _ in range(int(TRICKLE / STEP)):
             yield b" "
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(STEP)
         yield json.dumps(answer).encode()
 
     @app.post("/{path:path}")
@@ -66,10 +67,23 @@ def world(database_url: str, tmp_path: Path) -> Iterator[World]:
         yield built
 
 
+def _warm(client: HubClient) -> None:
+    """A record from the real owner: a token and warm connections, so that the trickling
+    owner's call is all deadline. A busy machine may need a second try within the short
+    ``owner_timeout`` of these tests."""
+    for attempt in range(3):
+        try:
+            client.fetch(ADDRESS, SUBJECT, purpose=PURPOSE)
+            return
+        except UpstreamError:
+            if attempt == 2:
+                raise
+
+
 def test_an_owner_trickling_its_answer_is_cut_off_at_owner_timeout(world: World) -> None:
     answer = {"item": ADDRESS, "version": 1, "record": ADDRESS_RECORD}
     with serve(trickling(answer)) as owner, world.hub.admin() as admin, world.client() as client:
-        client.fetch(ADDRESS, SUBJECT, purpose=PURPOSE)  # from the real owner: a token, warm
+        _warm(client)
         admin.put_department(OWNER, name="Civil Registry Office", adapter_url=owner)
         started = time.monotonic()
         with pytest.raises(UpstreamError) as failed:
