@@ -82,7 +82,8 @@ def single_use_server() -> Iterator[tuple[str, Counter[bytes]]]:
     seen: Counter[bytes] = Counter()
     handler = type("Handler", (_SingleUse,), {"seen": seen})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    # shutdown() waits for serve_forever to look (every poll_interval, 0.5 s by default)
+    thread = threading.Thread(target=server.serve_forever, args=(0.01,), daemon=True)
     thread.start()
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}", seen
@@ -126,8 +127,8 @@ def test_paced_wrk_sends_no_faster_than_the_rate(
         requests_file=_requests(tmp_path, url, 500),
         connections=4,
         threads=2,
-        seconds=2,
+        seconds=1,  # wrk's shortest run
         rate=20,
     )
     assert result.ok == result.responses > 0
-    assert result.sent <= 20 * 2 + 4  # a slot every 100 ms per thread, one per connection
+    assert result.sent <= 20 * 1 + 4  # a slot every 100 ms per thread, one per connection
