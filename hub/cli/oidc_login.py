@@ -77,9 +77,12 @@ def oidc_login(
     open_browser: Callable[[str], object] = webbrowser.open,
     timeout: float = 300,
     tls: ssl.SSLContext | None = None,
+    poll_interval: float = 0.5,
 ) -> dict[str, Any]:
     """Sign in with the browser; the hub's ``SessionOut`` as a dict. ``tls``: as for
-    :class:`~onceonly.hub.cli.admin_client.AdminClient`.
+    :class:`~onceonly.hub.cli.admin_client.AdminClient`. ``poll_interval``: how often
+    the local listener looks whether to stop, so its shutdown takes up to that long
+    (socketserver's default; tests lower it).
 
     Raises TimeoutError when no sign-in comes back within ``timeout`` seconds, and
     AdminError when the hub refuses the one-time code.
@@ -91,7 +94,9 @@ def oidc_login(
     """
     hub = hub_url.rstrip("/")
     with _CodeCatcher() as catcher:
-        listener = threading.Thread(target=catcher.serve_forever, daemon=True)
+        listener = threading.Thread(
+            target=catcher.serve_forever, args=(poll_interval,), daemon=True
+        )
         listener.start()
         try:
             url = f"{hub}/v1/people/oidc/start?cli_port={catcher.port}&cli_state={catcher.state}"

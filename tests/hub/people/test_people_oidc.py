@@ -37,6 +37,7 @@ from tests.hub_testing import (
 
 CLI_PORT = 65000  # nobody listens: tests that stop at the loopback redirect never follow it
 CLI_STATE = "the-cli-state-of-these-tests"
+POLL = 0.01  # oidc_login's listener stops this soon after the sign-in (by default 0.5 s)
 
 
 @pytest.fixture(scope="module")
@@ -176,7 +177,7 @@ def test_cli_signs_in_through_the_browser(
         assert done.status_code == 200
         assert "Signed in" in done.text
 
-    signed_in = oidc_login(hub.url, open_browser=open_browser, timeout=30)
+    signed_in = oidc_login(hub.url, open_browser=open_browser, timeout=30, poll_interval=POLL)
 
     assert signed_in["person"]["username"] == "alice"
     assert me(hub, signed_in["token"]).status_code == 200
@@ -245,14 +246,14 @@ def test_cli_ignores_a_code_without_its_state(hub: RunningHub) -> None:
         with browser() as client:
             assert client.get(url).status_code == 200
 
-    signed_in = oidc_login(hub.url, open_browser=open_browser, timeout=30)
+    signed_in = oidc_login(hub.url, open_browser=open_browser, timeout=30, poll_interval=POLL)
     assert me(hub, signed_in["token"]).status_code == 200
     assert redeem(hub, planted).status_code == 200  # the planted code was never spent
 
 
 def test_cli_gives_up_when_no_sign_in_comes_back(hub: RunningHub) -> None:
     with pytest.raises(TimeoutError):
-        oidc_login(hub.url, open_browser=lambda url: None, timeout=0.2)
+        oidc_login(hub.url, open_browser=lambda url: None, timeout=0.2, poll_interval=POLL)
 
 
 def test_one_time_code_works_once(hub: RunningHub) -> None:
@@ -282,7 +283,7 @@ def test_cli_helper_reports_a_refused_code(hub: RunningHub) -> None:
         httpx.get(f"http://127.0.0.1:{query['cli_port'][0]}/callback", params=params)
 
     with pytest.raises(AdminError) as refused:
-        oidc_login(hub.url, open_browser=replay, timeout=30)
+        oidc_login(hub.url, open_browser=replay, timeout=30, poll_interval=POLL)
     assert refused.value.status == 400
 
 
