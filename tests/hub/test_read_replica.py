@@ -38,7 +38,10 @@ def test_searches_and_exports_read_the_replica(tmp_path: Path) -> None:
     with primary_and_standby() as (primary, standby):
         upgrade(primary.url)
         with running_hub(
-            database_url=primary.url, read_database_url=standby.url, data_dir=tmp_path / "hub"
+            database_url=primary.url,
+            read_database_url=standby.url,
+            data_dir=tmp_path / "hub",
+            checkpoint_interval=0.05,  # the wait for a checkpoint below: a round, not 1 s
         ) as hub:
             with hub.admin() as admin:
                 admin.import_catalogue(CATALOGUE)
