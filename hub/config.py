@@ -60,6 +60,13 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=64 * 1024, ge=1024, le=16 * 1024 * 1024)
     max_json_depth: int = Field(default=32, ge=4, le=256)
     audit_batch_size: int = Field(default=256, ge=1, le=10_000)
+    audit_probe_interval: float = Field(
+        default=1.0,
+        gt=0,
+        le=60,
+        description="Seconds between the audit writer's probes of its table while its commits"
+        " fail (/readyz is ready again after the first that succeeds)",
+    )
     # --- audit checkpoints (issue 6) ---
     checkpoint_interval: float = Field(
         default=1.0, gt=0, le=3600, description="Seconds between signed audit checkpoints"

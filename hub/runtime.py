@@ -146,7 +146,11 @@ def _assemble(
 ) -> Hub:
     metrics = EntryMetrics(LabelGuard(partial(_metric_vocabulary, engine, settings)))
     audit_log = AuditLog(
-        engine, batch_size=settings.audit_batch_size, clock=clock, on_committed=metrics.committed
+        engine,
+        batch_size=settings.audit_batch_size,
+        probe_interval=settings.audit_probe_interval,
+        clock=clock,
+        on_committed=metrics.committed,
     )
     signer = load_signer(
         keys_dir=settings.keys_dir,

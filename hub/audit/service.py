@@ -68,6 +68,7 @@ class AuditLog:
         engine: AsyncEngine,
         *,
         batch_size: int = 256,
+        probe_interval: float = 1.0,
         clock: Clock = SYSTEM_CLOCK,
         on_committed: Callable[[dict[str, Any]], None] = lambda entry: None,
     ) -> None:
@@ -80,6 +81,7 @@ class AuditLog:
             batch_size=batch_size,
             failure=lambda: AuditUnavailable("the audit entry could not be committed"),
             probe=self._can_append,
+            probe_interval=probe_interval,
         )
 
     @property

@@ -56,13 +56,21 @@ def _ready_within(url: str, *, seconds: float) -> bool:
     while httpx.get(f"{url}/readyz").status_code != 200:
         if time.monotonic() > deadline:
             return False
-        time.sleep(0.1)
+        time.sleep(0.02)
     return True
 
 
 def test_readyz_is_not_ready_while_the_audit_writer_cannot_commit_and_ready_once_it_can(
-    hub: RunningHub, database_url: str
+    database_url: str, tmp_path: Path
 ) -> None:
+    # The writer probes its table every 0.05 s while its commits fail (production: 1 s).
+    with running_hub(
+        database_url=database_url, data_dir=tmp_path, audit_probe_interval=0.05
+    ) as hub:
+        _readyz_follows_the_audit_writer(hub, database_url)
+
+
+def _readyz_follows_the_audit_writer(hub: RunningHub, database_url: str) -> None:
     _rename_table(database_url, "audit_entries", "audit_entries_away")
     try:
         refused = httpx.get(f"{hub.url}/v1/audit/entries")  # a refusal: its entry fails
