@@ -3,16 +3,19 @@
 Every storage-touching test runs twice: on SQLite (a file per test, copied from a
 template migrated once per test process) and on PostgreSQL (one database per test
 process, migrated once and emptied between tests; a module-scoped world gets a copy
-of a migrated template database of its own). Outside CI the
+of a migrated template database of its own). A world that needs the starter catalogue
+there, not its import, copies a template that holds it (decision 0037). Outside CI the
 PostgreSQL runs skip, with the reason, when no server answers; in CI (``CI=true``)
 they fail instead, so a missing database can never pass unnoticed.
 """
 
 import os
+import sqlite3
 import ssl
 import uuid
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -21,6 +24,7 @@ import sqlalchemy as sa
 from onceonly.hub.migrate import upgrade
 
 from tests.hub_testing import (
+    catalogue_into,
     database_name,
     empty_postgres,
     migrated_sqlite,
@@ -106,6 +110,42 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("template") / "hub.db"
     upgrade(f"sqlite:///{path}")
     return path
+
+
+@pytest.fixture(scope="session")
+def catalogued_sqlite_template(
+    sqlite_template: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """The migrated template with the starter catalogue imported, once per test process:
+    for worlds that need the catalogue there, not its import (``catalogue_into``).
+
+    Copied out with SQLite's backup API, not as a file: the hub that imported leaves
+    a connection to the garbage collector, which keeps the database's WAL file until a
+    collection closes it; a backup is one file whatever is still open."""
+    scratch = tmp_path_factory.mktemp("catalogued")
+    catalogue_into(migrated_sqlite(sqlite_template, scratch), data_dir=scratch / "hub")
+    path = tmp_path_factory.mktemp("catalogued") / "hub.db"
+    with (
+        closing(sqlite3.connect(scratch / "hub.db")) as source,
+        closing(sqlite3.connect(path)) as template,
+    ):
+        source.backup(template)
+    return path
+
+
+@pytest.fixture(scope="session")
+def catalogued_postgres_template(
+    postgres_template: str, tmp_path_factory: pytest.TempPathFactory
+) -> str:
+    """``catalogued_sqlite_template`` on PostgreSQL: a copy of the migrated template
+    (dropped with it) that module-scoped worlds copy in turn."""
+    url = postgres_template + "_catalogued"
+    with postgres_admin(postgres_template) as admin:
+        name, template = database_name(url), database_name(postgres_template)
+        admin.execute(sa.text(f'CREATE DATABASE "{name}" TEMPLATE "{template}"'))
+        unflushed_commits(admin, name)
+    catalogue_into(url, data_dir=tmp_path_factory.mktemp("catalogued") / "hub")
+    return url
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

@@ -35,7 +35,7 @@ from onceonly.adapters import (
 )
 from onceonly.hub.cli.servers import loopback_socket
 
-from tests.hub_testing import CATALOGUE, RunningHub, migrated_sqlite, running_hub, serve
+from tests.hub_testing import RunningHub, migrated_sqlite, running_hub, serve
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "docs" / "examples" / "node"
 
@@ -121,7 +121,9 @@ def _write_jwk(path: Path, key: ECKey | RSAKey, **members: str) -> Path:
 
 
 @pytest.fixture(scope="module")
-def world(sqlite_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+def world(
+    catalogued_sqlite_template: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[World]:
     """A hub requiring DPoP nonces, the civil registry's adapter with one address, the
     social-welfare client granted some of its fields, a tax client with no grant, and
     a copy of the Node client ready to run."""
@@ -138,12 +140,11 @@ def world(sqlite_template: Path, tmp_path_factory: pytest.TempPathFactory) -> It
     key_pem, ed25519_pem = tmp / "consumer.pem", tmp / "ed25519.pem"
     key_pem.write_bytes(consumer_key.as_pem(private=True))
     ed25519_pem.write_bytes(ed25519_key.as_pem(private=True))
-    database_url = migrated_sqlite(sqlite_template, tmp_path_factory.mktemp("db"))
+    database_url = migrated_sqlite(catalogued_sqlite_template, tmp_path_factory.mktemp("db"))
     with (
         running_hub(database_url=database_url, data_dir=tmp / "hub", dpop_nonce=True) as hub,
         hub.admin() as admin,
     ):
-        admin.import_catalogue(CATALOGUE)
         admin.put_client(CONSUMER_CLIENT, department=CONSUMER, jwks=public_jwks(consumer_key))
         admin.put_client(ED25519_CLIENT, department=CONSUMER, jwks=public_jwks(ed25519_key))
         admin.put_client(RSA_CLIENT, department=CONSUMER, jwks=public_jwks(rsa_key))

@@ -53,10 +53,16 @@ class World:
 
 
 @contextmanager
-def exchange_world(*, database_url: str, tmp_path: Path, **settings: object) -> Iterator[World]:
+def exchange_world(
+    *, database_url: str, tmp_path: Path, catalogued: bool = False, **settings: object
+) -> Iterator[World]:
+    """The world on ``database_url``, a migrated database: the starter catalogue is
+    imported into it, unless it holds it already (``catalogued``: a copy of a catalogued
+    template, ``module_database(..., catalogued=True)``)."""
     with running_hub(database_url=database_url, data_dir=tmp_path / "hub", **settings) as hub:
         admin = hub.admin()
-        admin.import_catalogue(CATALOGUE)
+        if not catalogued:
+            admin.import_catalogue(CATALOGUE)
         consumer_key = ECKey.generate_key("P-256", auto_kid=True)
         admin.put_client(CONSUMER_CLIENT, department=CONSUMER, jwks=public_jwks(consumer_key))
         with owners_adapter(hub, tmp_path) as owner:
@@ -102,7 +108,9 @@ def module_exchange_world(
     entries by request id (``audit_entry_for``), use grants and clients of their own,
     and put back what they change; a test that must change the world for good takes a
     fresh ``exchange_world`` instead."""
-    database_url = module_database(request, tmp_path_factory)
+    database_url = module_database(request, tmp_path_factory, catalogued=True)
     tmp_path = tmp_path_factory.mktemp("world")
-    with exchange_world(database_url=database_url, tmp_path=tmp_path, **settings) as built:
+    with exchange_world(
+        database_url=database_url, tmp_path=tmp_path, catalogued=True, **settings
+    ) as built:
         yield built

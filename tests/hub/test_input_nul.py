@@ -19,14 +19,12 @@ from joserfc.jwk import ECKey
 from onceonly.hub.kit.nul import NUL_DETAIL, body_nul
 
 from tests.hub_testing import (
-    CATALOGUE,
     DATABASES,
     TEST_PASSWORD,
     RunningHub,
     audit_entry_for,
-    module_database,
+    catalogue_hub,
     problem_type,
-    running_hub,
     signed_in,
     steward,
 )
@@ -36,9 +34,9 @@ from tests.hub_testing import (
 def hub(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[RunningHub]:
-    """One hub per module and database: each test finds its entries by request id."""
-    database_url = module_database(request, tmp_path_factory)
-    with running_hub(database_url=database_url, data_dir=tmp_path_factory.mktemp("hub")) as hub:
+    """One hub per module and database, with the catalogue: each test finds its entries
+    by request id."""
+    with catalogue_hub(request, tmp_path_factory) as hub:
         yield hub
 
 
@@ -71,8 +69,6 @@ def test_nul_in_a_nested_string_or_a_member_name_is_refused(hub: RunningHub) -> 
 
 
 def test_access_request_with_nul_in_purpose_text_is_refused_and_audited(hub: RunningHub) -> None:
-    with hub.admin() as admin:
-        admin.import_catalogue(CATALOGUE)
     headers = signed_in(hub, "sam.welfare", steward("social-welfare"))
     body = {
         "consumer": "social-welfare",

@@ -23,7 +23,6 @@ from onceonly.adapters import (
 from onceonly.hub.cli import main
 
 from tests.hub_testing import (
-    CATALOGUE,
     RunningHub,
     migrated_sqlite,
     running_hub,
@@ -62,16 +61,15 @@ def failing_subscriber() -> FastAPI:
 
 
 @pytest.fixture
-def world(sqlite_template: Path, tmp_path: Path) -> Iterator[World]:
+def world(catalogued_sqlite_template: Path, tmp_path: Path) -> Iterator[World]:
     """SQLite only: what is checked here is the command, not the delivery's storage
     (tests/hub/events runs it on both databases)."""
     (tmp_path / "db").mkdir()
-    database_url = migrated_sqlite(sqlite_template, tmp_path / "db")
+    database_url = migrated_sqlite(catalogued_sqlite_template, tmp_path / "db")
     settings = {**FAST_RETRIES, "event_max_attempts": 2}
     with running_hub(database_url=database_url, data_dir=tmp_path / "hub", **settings) as hub:
         made = World(hub)
         with hub.admin() as admin:
-            admin.import_catalogue(CATALOGUE)
             for department, key in ((OWNER, made.owner_key), (CONSUMER, made.consumer_key)):
                 admin.put_client(
                     f"{department}-adapter", department=department, jwks=public_jwks(key)

@@ -13,17 +13,18 @@ from joserfc.jwk import ECKey
 from onceonly.adapters import public_jwks
 from onceonly.hub.cli import main
 
-from tests.hub_testing import CATALOGUE, RunningHub, running_hub
+from tests.hub_testing import RunningHub, migrated_sqlite, running_hub
 
 PASSWORD = "a long and careful passphrase"
 
 
 @pytest.fixture(scope="module")
-def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningHub]:
+def hub(
+    tmp_path_factory: pytest.TempPathFactory, catalogued_sqlite_template: Path
+) -> Iterator[RunningHub]:
     data_dir = tmp_path_factory.mktemp("hub")
-    with running_hub(database_url=f"sqlite:///{data_dir / 'hub.db'}", data_dir=data_dir) as hub:
-        with hub.admin() as admin:
-            admin.import_catalogue(CATALOGUE)
+    database_url = migrated_sqlite(catalogued_sqlite_template, data_dir)
+    with running_hub(database_url=database_url, data_dir=data_dir) as hub:
         yield hub
 
 

@@ -42,7 +42,6 @@ from tests.hub.console.browsing import EMBEDDED, Visitor, pytestmark, visitor
 from tests.hub.console.console_world import console_page_paths
 from tests.hub.oidc_provider import CLIENT_ID, CLIENT_SECRET, Provider, running_provider
 from tests.hub_testing import (
-    CATALOGUE,
     TEST_PASSWORD,
     RunningHub,
     module_database,
@@ -142,14 +141,13 @@ def world(
         "citizen_identifier_claim": CLAIM,
         "checkpoint_interval": 0.1,
     }
-    database_url = module_database(request, tmp_path_factory)
+    database_url = module_database(request, tmp_path_factory, catalogued=True)
     with (
         running_hub(database_url=database_url, data_dir=tmp_path / "hub", **settings) as hub,
         hub.admin() as admin,
     ):
         for callback in ("/citizen/sign-in/callback", "/sign-in/oidc/callback"):
             citizens.redirect_uris.add(hub.settings.issuer + callback)
-        admin.import_catalogue(CATALOGUE)
         for username, role in PEOPLE.items():
             body = {"password": TEST_PASSWORD, "roles": [role]}
             admin.call("PUT", f"/v1/admin/people/{username}", body)

@@ -6,13 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.hub_testing import CATALOGUE, RunningHub, migrated_sqlite, running_hub
+from tests.hub_testing import RunningHub, migrated_sqlite, running_hub
 
 
 @pytest.fixture(scope="module")
-def hub(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path) -> Iterator[RunningHub]:
-    database_url = migrated_sqlite(sqlite_template, tmp_path_factory.mktemp("db"))
+def hub(
+    tmp_path_factory: pytest.TempPathFactory, catalogued_sqlite_template: Path
+) -> Iterator[RunningHub]:
+    database_url = migrated_sqlite(catalogued_sqlite_template, tmp_path_factory.mktemp("db"))
     with running_hub(database_url=database_url, data_dir=tmp_path_factory.mktemp("hub")) as hub:
-        with hub.admin() as admin:
-            admin.import_catalogue(CATALOGUE)
         yield hub

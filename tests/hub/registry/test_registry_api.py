@@ -25,10 +25,9 @@ from tests.hub_testing import (
     DATABASES,
     RunningHub,
     audit_entry_for,
+    catalogue_hub,
     load_item,
-    module_database,
     problem_type,
-    running_hub,
 )
 
 ADDRESS = "person.residential-address"
@@ -41,11 +40,7 @@ Json = dict[str, Any]
 def hub(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[RunningHub]:
-    database_url = module_database(request, tmp_path_factory)
-    data_dir = tmp_path_factory.mktemp("registry")
-    with running_hub(database_url=database_url, data_dir=data_dir) as running:
-        with running.admin() as admin:
-            admin.import_catalogue(CATALOGUE)
+    with catalogue_hub(request, tmp_path_factory) as running:
         yield running
 
 

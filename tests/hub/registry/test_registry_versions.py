@@ -20,10 +20,9 @@ from tests.hub_testing import (
     DATABASES,
     RunningHub,
     audit_entry_for,
+    catalogue_hub,
     load_item,
-    module_database,
     problem_type,
-    running_hub,
 )
 
 Json = dict[str, Any]
@@ -34,12 +33,7 @@ DRAFT = "https://json-schema.org/draft/2020-12/schema"
 def hub(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[RunningHub]:
-    database_url = module_database(request, tmp_path_factory)
-    with running_hub(
-        database_url=database_url, data_dir=tmp_path_factory.mktemp("versions")
-    ) as running:
-        with running.admin() as admin:
-            admin.import_catalogue(CATALOGUE)
+    with catalogue_hub(request, tmp_path_factory) as running:
         yield running
 
 
