@@ -255,6 +255,8 @@ class _QueryEndpoint:
             )
         except OnceonlyError as error:
             refusal = error
+        except HTTPException as error:  # a body limit of an app this one is embedded in
+            refusal = _refusal_of(error)
         try:
             refusal = await self._provider.settle(trail, error=refusal)
         except Exception as failed:  # no answer, and no refusal, leaves without its entry
@@ -466,11 +468,14 @@ def _check_claims_match(claims: RequestClaims, *, item: str, query: _QueryBody) 
             raise AuthenticationFailed(f"the request token's {name} does not match the request")
 
 
+def _refusal_of(exc: HTTPException) -> OnceonlyError:
+    slug = "not-found" if exc.status_code == 404 else "invalid-request"
+    return OnceonlyError(str(exc.detail), status=exc.status_code, problem_type=slug)
+
+
 async def _http_exception(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
-    slug = "not-found" if exc.status_code == 404 else "invalid-request"
-    error = OnceonlyError(str(exc.detail), status=exc.status_code, problem_type=slug)
-    return problem_response(error)
+    return problem_response(_refusal_of(exc))
 
 
 _TRACE_HEADER = b"x-request-id"

@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import pytest
 from joserfc.jwk import ECKey
+from starlette.middleware.body_limit import RequestBodyLimitMiddleware
 
 from onceonly.adapters import CallableSource, RecordStore, create_provider_app, load_config
 
@@ -320,6 +321,42 @@ def test_refuses_a_body_sent_in_chunks_past_the_limit(provider: Provider, hub: H
     )
 
     assert_problem(response, 413, "payload-too-large")
+
+
+def test_a_refusal_echoes_the_request_id(provider: Provider) -> None:
+    """The query route answers its refusals itself, and echoes the trace id on them too."""
+    response = provider.query(None, **{"X-Request-Id": "req-refused"})
+
+    assert_problem(response, 401, "invalid-token")
+    assert response.headers["X-Request-Id"] == "req-refused"
+
+
+def test_a_body_limit_of_an_embedding_app_is_a_problem_with_the_request_id(
+    tmp_path: Path, hub: HubDouble
+) -> None:
+    """An application that embeds the adapter may limit bodies itself (Starlette's
+    RequestBodyLimitMiddleware raises an HTTPException from ``receive``): the query route
+    answers that with a problem document and the trace id, as its other refusals."""
+    config = load_config(write_config(tmp_path, hub_url=hub.url))
+    app = create_provider_app(config)
+    app.add_middleware(RequestBodyLimitMiddleware, max_body_size=1024)
+
+    def chunks() -> Iterator[bytes]:
+        yield b'{"subject": "' + b"x" * 2000 + b'"}'
+
+    with serve(app) as url, httpx.Client() as http:
+        response = http.post(
+            f"{url}/v1/items/{ITEM}/records/query",
+            content=chunks(),
+            headers={
+                "Authorization": f"Bearer {hub.request_token()}",
+                "X-Request-Id": "req-limited",
+                **JSON,
+            },
+        )
+
+    assert_problem(response, 413, "invalid-request")
+    assert response.headers["X-Request-Id"] == "req-limited"
 
 
 def test_serves_records_from_a_callable_source(tmp_path: Path, hub: HubDouble) -> None:
