@@ -92,6 +92,8 @@ def oidc_login(
         signed_in = oidc_login("https://hub.example.gov")
         session.store("https://hub.example.gov", signed_in)
     """
+    if not poll_interval > 0:  # 0 would make the listener spin without blocking
+        raise ValueError(f"poll_interval must be more than 0 seconds, not {poll_interval!r}")
     hub = hub_url.rstrip("/")
     with _CodeCatcher() as catcher:
         listener = threading.Thread(

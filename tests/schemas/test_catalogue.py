@@ -1,7 +1,8 @@
 """The starter catalogue in schemas/ is what the registry accepts, checked by the
 registry's own code (its document model, schema rules and validator), plus what the
 catalogue itself promises: coverage, house style, and the fields the demo relies on.
-(The catalogue reaches a running hub's registry in every catalogue_hub test, too.)"""
+(The catalogue reaches a running hub's registry through the admin API once per test process,
+into the catalogued template that catalogue_hub copies: tests/conftest.py, decision 0037.)"""
 
 from __future__ import annotations
 

@@ -337,7 +337,7 @@ def test_a_hub_whose_tree_no_longer_extends_its_checkpoint_is_not_ready(
             raise AssertionError(f"still ready; the hub logged: {hub_log.text!r}") from None
         readiness = httpx.get(f"{hub.url}/readyz").json()
         assert "the audit checkpointer refuses to sign" in readiness["detail"]
-        time.sleep(0.2)  # some 10 rounds of the checkpointer
+        time.sleep(0.5)  # some 25 rounds of the checkpointer (its interval is 0.02 s)
         assert _checkpoint_size(hub) == 8
         assert max(_sizes(database_url)) == 8
         stopped = [r for r in hub_log.records if "checkpoints stopped" in r.getMessage()]

@@ -441,3 +441,9 @@ def test_linking_another_subject_ends_the_accounts_sessions(hub: RunningHub) -> 
         assert me(hub, token).status_code == 200
         admin.call("PUT", "/v1/admin/people/carol", {"oidc_subject": "sub-carol-new"})
     assert me(hub, token).status_code == 401
+
+
+@pytest.mark.parametrize("interval", [0, -1.0])
+def test_oidc_login_refuses_a_listener_that_would_not_block(interval: float) -> None:
+    with pytest.raises(ValueError, match="poll_interval"):
+        oidc_login("http://127.0.0.1:9", poll_interval=interval)
