@@ -475,7 +475,10 @@ def _refusal_of(exc: HTTPException) -> OnceonlyError:
 
 async def _http_exception(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
-    return problem_response(_refusal_of(exc))
+    response = problem_response(_refusal_of(exc))
+    for name, value in (exc.headers or {}).items():  # a 405's Allow (RFC 9110 §15.5.6)
+        response.headers[name] = value
+    return response
 
 
 _TRACE_HEADER = b"x-request-id"

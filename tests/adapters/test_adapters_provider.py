@@ -288,6 +288,7 @@ def test_query_route_answers_other_methods_with_a_problem(provider: Provider) ->
 
     assert_problem(response, 405, "invalid-request")
     assert response.headers["X-Request-Id"]
+    assert response.headers["Allow"] == "POST"  # RFC 9110 §15.5.6: a 405 names the methods
 
 
 def test_answer_is_compact_utf8_json_with_its_length(provider: Provider, hub: HubDouble) -> None:
