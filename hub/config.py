@@ -65,7 +65,7 @@ class Settings(BaseSettings):
         gt=0,
         le=60,
         description="Seconds between the audit writer's probes of its table while its commits"
-        " fail (/readyz is ready again after the first that succeeds)",
+        " fail (the writer counts as ready in /readyz again after the first that succeeds)",
     )
     # --- audit checkpoints (issue 6) ---
     checkpoint_interval: float = Field(
