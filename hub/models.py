@@ -5,7 +5,7 @@ from onceonly.hub.audit.models import AuditEntry
 from onceonly.hub.auth.models import RevokedToken, UsedJti
 from onceonly.hub.events.models import Delivery, Event, Subscription
 from onceonly.hub.people.models import Person, PersonRole, PersonSession, SignInFailure
-from onceonly.hub.registry.models import Client, Department, Item, ItemVersion
+from onceonly.hub.registry.models import Client, Department, FactsGeneration, Item, ItemVersion
 from onceonly.hub.reports.models import (
     ReportCursor,
     ReportExchanges,
@@ -20,6 +20,7 @@ __all__ = [
     "Delivery",
     "Department",
     "Event",
+    "FactsGeneration",
     "Grant",
     "Item",
     "ItemVersion",

@@ -6,6 +6,11 @@ transaction: ``INSERT ... ON CONFLICT DO NOTHING RETURNING key``. A key that com
 back was fresh; one that does not was spent before, on this or any replica (the
 table is shared). A request pays a share of one commit instead of a commit of its
 own, the way audit entries are appended (docs/decisions/0003).
+
+The same transaction reads the facts' generation (``facts_generation``, which
+triggers bump with every change to what a record query's admission reads): a record
+query that spends its proof learns, at no extra round trip, whether the facts its
+process read earlier still hold (docs/decisions/0038).
 """
 
 import logging
@@ -28,6 +33,19 @@ from onceonly.hub.db import write_connection
 from onceonly.hub.kit.clock import SYSTEM_CLOCK, Clock
 from onceonly.hub.kit.group_commit import GroupCommit
 from onceonly.hub.kit.problems import Unavailable
+from onceonly.hub.registry.models import FactsGeneration
+
+_GENERATION = f"SELECT value FROM {FactsGeneration.__tablename__} WHERE id = 1"
+
+
+@dataclass(frozen=True)
+class Spent:
+    """What one spend found: whether the key was fresh, and the facts' generation
+    read in the same transaction (None if the database has no counter)."""
+
+    fresh: bool
+    generation: int | None
+
 
 log = logging.getLogger("onceonly.auth")
 
@@ -40,7 +58,7 @@ class JtiRegister:
     ) -> None:
         self._engine = engine
         self._clock = clock
-        self._writer: GroupCommit[tuple[str, datetime], bool] = GroupCommit(
+        self._writer: GroupCommit[tuple[str, datetime], Spent] = GroupCommit(
             self._spend_batch,
             name="jti-register",
             batch_size=batch_size,
@@ -65,21 +83,25 @@ class JtiRegister:
 
     async def spend(self, key: str, *, expires_at: datetime) -> bool:
         """True if ``key`` was never spent before (and is spent now), False on a replay."""
+        return (await self._writer.submit((key, expires_at))).fresh
+
+    async def spend_reading_generation(self, key: str, *, expires_at: datetime) -> Spent:
+        """As :meth:`spend`, with the facts' generation as its transaction read it."""
         return await self._writer.submit((key, expires_at))
 
-    async def _spend_batch(self, batch: list[tuple[str, datetime]]) -> list[bool]:
+    async def _spend_batch(self, batch: list[tuple[str, datetime]]) -> list[Spent]:
         rows = list(dict(batch).items())
         purge_before = None
         if random.random() < repository.PURGE_PROBABILITY * len(batch):
             purge_before = self._clock.now()
-        fresh = await db.write_in_one_call(
+        fresh, generation = await db.write_in_one_call(
             self._engine,
             sqlite_work=lambda conn: _spend_now(conn, rows, purge_before),
             postgres_work=lambda conn: _spend_pg(conn, rows, purge_before),
         )
         results, seen = [], set()
         for key, _ in batch:  # within one batch, the first of two equal keys wins
-            results.append(key in fresh and key not in seen)
+            results.append(Spent(key in fresh and key not in seen, generation))
             seen.add(key)
         return results
 
@@ -141,21 +163,28 @@ def _params(forms: _Forms, rows: list[tuple[str, datetime]]) -> list[Any]:
 
 def _spend_now(
     conn: sqlite3.Connection, rows: list[tuple[str, datetime]], purge_before: datetime | None
-) -> set[str]:
+) -> tuple[set[str], int | None]:
     forms = _FORMS["sqlite"]
     fresh = {key for (key,) in conn.execute(forms.insert(len(rows)), _params(forms, rows))}
     if purge_before is not None:
         conn.execute(forms.purge, (forms.bind_time(purge_before),))
-    return fresh
+    return fresh, _generation_of(conn.execute(_GENERATION).fetchone())
 
 
 async def _spend_pg(
     conn: Any, rows: list[tuple[str, datetime]], purge_before: datetime | None
-) -> set[str]:
+) -> tuple[set[str], int | None]:
     forms = _FORMS["postgresql"]
     cursor = conn.cursor()
     await cursor.execute(forms.insert(len(rows)), _params(forms, rows))
     if purge_before is not None:
         await conn.execute(forms.purge, (purge_before,))
-    await conn.commit()  # sent with the INSERT; its rows are read after
-    return {key for (key,) in await cursor.fetchall()}
+    reading = conn.cursor()
+    await reading.execute(_GENERATION)
+    await conn.commit()  # sent with the INSERT and the read; their rows are read after
+    fresh = {key for (key,) in await cursor.fetchall()}
+    return fresh, _generation_of(await reading.fetchone())
+
+
+def _generation_of(row: Any) -> int | None:
+    return None if row is None else int(row[0])

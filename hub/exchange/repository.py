@@ -2,10 +2,14 @@
 
 The hot path reads client, item, latest version, owner, the matching grant and
 whether the access token was revoked with a single Core query (no ORM objects), on
-SQLite as one call to the driver's thread (onceonly.hub.db.OneCallRead).
-A query thus costs this one read before the owner is asked (the DPoP proof's jti
-is spent meanwhile, in a group commit: ``onceonly.hub.auth.jti_register``), and one audit
-append after.
+SQLite as one call to the driver's thread (onceonly.hub.db.OneCallRead). The read
+also returns the facts' generation (``facts_generation``, bumped by triggers with
+every change to those tables) and the next moment a grant's validity starts or ends,
+and :class:`FactsCache` keeps the facts by query: a later query with the same facts
+key uses them again when the generation that its DPoP proof's spend reads is
+unchanged (docs/decisions/0038). A query thus costs one read, or none, before the
+owner is asked (the DPoP proof's jti is spent meanwhile, in a group commit:
+``onceonly.hub.auth.jti_register``), and one audit append after.
 """
 
 import weakref
@@ -20,13 +24,15 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from onceonly.hub.access.models import Grant
 from onceonly.hub.auth import repository as auth_repository
 from onceonly.hub.db import OneCallRead
-from onceonly.hub.registry.models import Client, Department, Item, ItemVersion
+from onceonly.hub.kit.clock import aware
+from onceonly.hub.registry.models import Client, Department, FactsGeneration, Item, ItemVersion
 
 _items = Item.__table__  # type: ignore[attr-defined]
 _versions = ItemVersion.__table__  # type: ignore[attr-defined]
 _departments = Department.__table__  # type: ignore[attr-defined]
 _grants = Grant.__table__  # type: ignore[attr-defined]
 _clients = Client.__table__  # type: ignore[attr-defined]
+_generation = FactsGeneration.__table__  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True)
@@ -55,6 +61,11 @@ class QueryFacts:
     client_department: str | None
     client_status: str | None
     revoked: bool
+    # The facts' generation when read (None: the database has no counter, never kept),
+    # and the next moment at which a matching grant's validity starts or ends, after
+    # which the same read could choose another grant or none (None: no such moment).
+    generation: int | None = None
+    grant_change: datetime | None = None
 
 
 def _facts_query() -> Any:
@@ -64,13 +75,16 @@ def _facts_query() -> Any:
     even when the item does not exist.
     """
     now = sa.bindparam("now", type_=sa.DateTime(timezone=True))
+    matching = (
+        _grants.c.consumer_id == sa.bindparam("consumer"),
+        _grants.c.item_id == sa.bindparam("item_id"),
+        _grants.c.purpose == sa.bindparam("purpose"),
+        _grants.c.status == "active",
+    )
     grant = (
-        sa.select(_grants.c.id, _grants.c.fields, _grants.c.version)
+        sa.select(_grants.c.id, _grants.c.fields, _grants.c.version, _grants.c.valid_until)
         .where(
-            _grants.c.consumer_id == sa.bindparam("consumer"),
-            _grants.c.item_id == sa.bindparam("item_id"),
-            _grants.c.purpose == sa.bindparam("purpose"),
-            _grants.c.status == "active",
+            *matching,
             _grants.c.valid_from <= now,
             sa.or_(_grants.c.valid_until.is_(None), _grants.c.valid_until > now),
         )
@@ -78,6 +92,14 @@ def _facts_query() -> Any:
         .limit(1)
         .subquery("grant")
     )
+    # The grant chosen above changes only when a write bumps the generation, or when
+    # the chosen grant ends, or a matching grant starts (it may be older, or the only one).
+    next_start = (
+        sa.select(sa.func.min(_grants.c.valid_from))
+        .where(*matching, _grants.c.valid_from > now)
+        .scalar_subquery()
+    )
+    generation = sa.select(_generation.c.value).where(_generation.c.id == 1).scalar_subquery()
     client = (
         sa.select(_clients.c.department_id, _clients.c.status)
         .where(_clients.c.client_id == sa.bindparam("client_id"))
@@ -100,7 +122,10 @@ def _facts_query() -> Any:
             grant.c.id.label("grant_id"),
             grant.c.fields.label("grant_fields"),
             grant.c.version.label("grant_version"),
+            grant.c.valid_until.label("grant_until"),
+            sa.type_coerce(next_start, sa.DateTime(timezone=True)).label("next_grant_start"),
             auth_repository.revoked_clause(sa.bindparam("token_jti")).label("revoked"),
+            sa.type_coerce(generation, sa.BigInteger).label("generation"),
         )
         .select_from(anchor)
         .outerjoin(_items, _items.c.id == sa.bindparam("item_id"))
@@ -159,12 +184,70 @@ def _facts(row: Mapping[str, Any]) -> QueryFacts:
             grant_fields=row["grant_fields"],
             grant_version=row["grant_version"],
         )
+    changes = [aware(row["grant_until"]), aware(row["next_grant_start"])]
     return QueryFacts(
         item=item,
         client_department=row["client_department"],
         client_status=row["client_status"],
         revoked=bool(row["revoked"]),
+        generation=row["generation"],
+        grant_change=min((moment for moment in changes if moment is not None), default=None),
     )
+
+
+FactsKey = tuple[str, str, str, str, str]
+"""What a record query's facts depend on: item, client, consumer, purpose, token jti."""
+
+
+def facts_key(
+    *, item_id: str, client_id: str, consumer: str, purpose: str, token_jti: str
+) -> FactsKey:
+    return (item_id, client_id, consumer, purpose, token_jti)
+
+
+class FactsCache:
+    """The facts of recent queries, by :data:`FactsKey`, in one process.
+
+    An entry is only a candidate: its user must compare its ``generation`` with one
+    read from the database after the query arrived (the DPoP proof's spend reads it in
+    the same transaction) and read afresh when they differ. An entry whose
+    ``grant_change`` has come is dropped here. Bounded: the oldest entries go first.
+    """
+
+    def __init__(self, *, max_entries: int = 4096) -> None:
+        if max_entries < 1:
+            raise ValueError("max_entries must be at least 1")
+        self._max = max_entries
+        self._kept: dict[FactsKey, QueryFacts] = {}
+
+    def __len__(self) -> int:
+        return len(self._kept)
+
+    def get(self, key: FactsKey, *, now: datetime) -> QueryFacts | None:
+        facts = self._kept.get(key)
+        if facts is not None and facts.grant_change is not None and now >= facts.grant_change:
+            del self._kept[key]
+            return None
+        return facts
+
+    def keep(self, key: FactsKey, facts: QueryFacts) -> None:
+        if facts.generation is None:
+            return
+        self._kept.pop(key, None)  # kept again: the newest, the last to go
+        while len(self._kept) >= self._max:
+            del self._kept[next(iter(self._kept))]
+        self._kept[key] = facts
+
+
+# One per database and process (tests run several hubs, each on its own engine).
+_CACHES: "weakref.WeakKeyDictionary[AsyncEngine, FactsCache]" = weakref.WeakKeyDictionary()
+
+
+def facts_cache(engine: AsyncEngine) -> FactsCache:
+    cache = _CACHES.get(engine)
+    if cache is None:
+        cache = _CACHES[engine] = FactsCache()
+    return cache
 
 
 _VERSION = sa.select(_versions.c.schema, _versions.c.fingerprint).where(

@@ -56,18 +56,10 @@ async def query_record(
     scope: AuditScope,
     clock: Clock,
 ) -> ExchangeOutcome:
-    scope.note(item=item_id, subject=context.keys.pseudonym(query.subject), purpose=query.purpose)
-    found, proof_fresh = await asyncio.gather(  # one read and the proof's jti, together
-        repository.query_facts(
-            context.engine,
-            item_id=item_id,
-            client_id=caller.client_id,
-            consumer=caller.department,
-            purpose=query.purpose,
-            token_jti=caller.token_jti,
-            now=clock.now(),
-        ),
-        spend_proof(context.jtis, caller),
+    pseudonym = context.keys.pseudonym(query.subject)
+    scope.note(item=item_id, subject=pseudonym, purpose=query.purpose)
+    found, proof_fresh = await _facts_and_proof(
+        caller=caller, item_id=item_id, purpose=query.purpose, context=context, clock=clock
     )
     if found.item is not None:
         scope.note(version=found.item.version, grant=found.item.grant_id)
@@ -76,7 +68,13 @@ async def query_record(
     )
     wanted = await _wanted_version(facts, query=query, context=context, scope=scope)
     record = await _ask_owner(
-        facts, caller=caller, query=query, context=context, scope=scope, clock=clock
+        facts,
+        caller=caller,
+        query=query,
+        pseudonym=pseudonym,
+        context=context,
+        scope=scope,
+        clock=clock,
     )
     _check(record, schema=facts.schema, fingerprint=facts.fingerprint, version=facts.version)
     if wanted is not None:
@@ -102,6 +100,59 @@ async def query_record(
         ),
     )
     return ExchangeOutcome(answer=answer, deprecated=deprecation(facts, clock=clock))
+
+
+async def _facts_and_proof(
+    *, caller: Caller, item_id: str, purpose: str, context: ExchangeContext, clock: Clock
+) -> tuple[repository.QueryFacts, bool]:
+    """The query's facts, and whether its DPoP proof was fresh (and is now spent).
+
+    With a proof to spend, facts this process read for the same key are used again
+    when the generation that the spend's transaction read is theirs (decision 0038):
+    the query then costs no read. Otherwise the read and the spend go together, and
+    what was read is kept for the next query."""
+    key = repository.facts_key(
+        item_id=item_id,
+        client_id=caller.client_id,
+        consumer=caller.department,
+        purpose=purpose,
+        token_jti=caller.token_jti,
+    )
+    cache = repository.facts_cache(context.engine)
+    kept = cache.get(key, now=clock.now())
+    if kept is not None and caller.proof_key is not None and caller.proof_expires is not None:
+        spent = await context.jtis.spend_reading_generation(
+            caller.proof_key, expires_at=caller.proof_expires
+        )
+        if spent.generation is not None and spent.generation == kept.generation:
+            return kept, spent.fresh
+        return await _read_facts(key, cache, context=context, clock=clock), spent.fresh
+    found, proof_fresh = await asyncio.gather(  # one read and the proof's jti, together
+        _read_facts(key, cache, context=context, clock=clock),
+        spend_proof(context.jtis, caller),
+    )
+    return found, proof_fresh
+
+
+async def _read_facts(
+    key: repository.FactsKey,
+    cache: repository.FactsCache,
+    *,
+    context: ExchangeContext,
+    clock: Clock,
+) -> repository.QueryFacts:
+    item_id, client_id, consumer, purpose, token_jti = key
+    found = await repository.query_facts(
+        context.engine,
+        item_id=item_id,
+        client_id=client_id,
+        consumer=consumer,
+        purpose=purpose,
+        token_jti=token_jti,
+        now=clock.now(),
+    )
+    cache.keep(key, found)
+    return found
 
 
 def deprecation(facts: repository.ExchangeFacts, *, clock: Clock) -> str | None:
@@ -160,6 +211,7 @@ async def _ask_owner(
     *,
     caller: Caller,
     query: RecordQuery,
+    pseudonym: str,
     context: ExchangeContext,
     scope: AuditScope,
     clock: Clock,
@@ -176,7 +228,7 @@ async def _ask_owner(
         version=facts.version,
         purpose=query.purpose,
         subject=query.subject,
-        subject_pseudonym=context.keys.pseudonym(query.subject),  # as the entry keeps it
+        subject_pseudonym=pseudonym,  # as the entry keeps it
         request_id=scope.request_id,
         now=int(clock.time()),
         lifetime=context.settings.request_token_lifetime,

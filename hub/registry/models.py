@@ -96,3 +96,17 @@ class RegistryChange(SQLModel, table=True):
     decided_by: str | None = Field(default=None, max_length=64)
     decided_at: datetime | None = Field(default=None, sa_type=sa.DateTime(timezone=True))
     reason: str | None = Field(default=None, max_length=2000)
+
+
+class FactsGeneration(SQLModel, table=True):
+    """One row whose ``value`` changes, in the same transaction, with every change to
+    what a record query's admission reads (departments, clients, items, item versions,
+    grants, revoked tokens): database triggers bump it (migration 0016), so a change
+    made by any replica, command or hand-written SQL counts. A hub process keeps the
+    facts it read with the value they were read at, and uses them again only while
+    the value is unchanged (docs/decisions/0038)."""
+
+    __tablename__ = "facts_generation"
+
+    id: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})  # only 1
+    value: int = Field(default=0, sa_type=sa.BigInteger)

@@ -100,8 +100,12 @@ def restore(saved: Saved, database_url: str, data_dir: Path) -> None:
         conn.execute("SET LOCAL session_replication_role = replica")
         cursor = conn.cursor()
         for name, data in saved.tables.items():
+            if name == "facts_generation":  # its one row is kept when emptied
+                cursor.execute('DELETE FROM "facts_generation"')
             with cursor.copy(f'COPY "{name}" FROM STDIN') as copy:
                 copy.write(data)
+        # With the triggers set aside, no change above bumped it (decision 0038).
+        cursor.execute("UPDATE facts_generation SET value = value + 1")
 
 
 class Copies:

@@ -1,0 +1,383 @@
+"""The record query's facts kept per process (decision 0038), on SQLite and PostgreSQL.
+
+A hub process keeps the facts it read for a query (item, owner, the caller's client,
+the grant, the token's revocation) and uses them again for the next query with the
+same item, client, purpose and token only while the facts' generation, read in the
+transaction that spends the query's DPoP proof, is unchanged, and never past a
+matching grant's start or end. The changes here are made with SQL on a connection of
+the test's own, as another replica, a command or an operator's psql would make them:
+the hub that kept the facts learns of them only through the database's triggers.
+"""
+
+import json
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+import sqlalchemy as sa
+from joserfc import jwt
+from joserfc.jwk import ECKey
+
+from onceonly.adapters import DPoPKey, public_jwks
+from onceonly.hub.access.models import Grant
+from onceonly.hub.auth.models import RevokedToken
+from onceonly.hub.db import make_sync_engine
+from onceonly.hub.exchange import repository
+from onceonly.hub.kit import base64url
+from onceonly.hub.registry.models import Client, Department, Item, ItemVersion
+
+from tests.hub.exchange_world import (
+    ADDRESS,
+    CONSUMER,
+    CONSUMER_CLIENT,
+    OWNER,
+    PURPOSE,
+    SUBJECT,
+    World,
+    module_exchange_world,
+)
+from tests.hub_testing import DATABASES, problem_type
+
+DPOP = DPoPKey.generate()
+_grants = Grant.__table__  # type: ignore[attr-defined]
+_clients = Client.__table__  # type: ignore[attr-defined]
+_departments = Department.__table__  # type: ignore[attr-defined]
+_items = Item.__table__  # type: ignore[attr-defined]
+_versions = ItemVersion.__table__  # type: ignore[attr-defined]
+_revoked = RevokedToken.__table__  # type: ignore[attr-defined]
+
+
+@pytest.fixture(scope="module", params=DATABASES)
+def world(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[World]:
+    with module_exchange_world(request, tmp_path_factory) as built:
+        yield built
+
+
+@pytest.fixture
+def sql(world: World) -> Iterator[sa.Engine]:
+    """The hub's database, on a connection of the test's own."""
+    engine = make_sync_engine(world.hub.settings.database_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The items whose facts the hub (served in this process) read from the database."""
+    seen: list[str] = []
+    original = repository.query_facts
+
+    async def counted(engine: Any, **params: Any) -> repository.QueryFacts:
+        seen.append(params["item_id"])
+        return await original(engine, **params)
+
+    monkeypatch.setattr(repository, "query_facts", counted)
+    return seen
+
+
+def token_for(world: World, *, client_id: str = CONSUMER_CLIENT, key: ECKey | None = None) -> str:
+    now = int(time.time())
+    assertion = jwt.encode(
+        {"alg": "ES256", "kid": (key or world.consumer_key).kid},
+        {
+            "iss": client_id,
+            "sub": client_id,
+            "aud": world.hub.settings.issuer,
+            "iat": now,
+            "exp": now + 60,
+            "jti": uuid.uuid4().hex,
+        },
+        key or world.consumer_key,
+    )
+    url = f"{world.hub.url}/oauth/token"
+    form = {
+        "grant_type": "client_credentials",
+        "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+        "client_assertion": assertion,
+    }
+    response = httpx.post(url, data=form, headers={"DPoP": DPOP.proof("POST", url)})
+    assert response.status_code == 200, response.text
+    return str(response.json()["access_token"])
+
+
+def query(world: World, token: str, *, purpose: str = PURPOSE) -> httpx.Response:
+    url = f"{world.hub.url}/v1/items/{ADDRESS}/records/query"
+    body = {"subject": SUBJECT, "purpose": purpose}
+    return httpx.post(url, json=body, headers=DPOP.headers("POST", url, token))
+
+
+def grant_for(world: World, purpose: str) -> str:
+    """A grant of the test's own purpose, so that the module's others keep theirs."""
+    with world.hub.admin() as admin:
+        made = admin.create_grant(
+            consumer=CONSUMER, item=ADDRESS, purpose=purpose, legal_basis="test"
+        )
+    return str(made["id"])
+
+
+def change(sql: sa.Engine, statement: Any) -> None:
+    with sql.begin() as conn:
+        assert conn.execute(statement).rowcount != 0  # one row (-1: an INSERT on psycopg)
+
+
+def test_kept_facts_answer_the_next_query_without_a_read(world: World, reads: list[str]) -> None:
+    token = token_for(world)
+    first, second, third = (query(world, token) for _ in range(3))
+    assert [first.status_code, second.status_code, third.status_code] == [200, 200, 200]
+    assert reads == [ADDRESS]  # the later two used what the first read
+
+
+def test_a_change_to_any_of_the_six_tables_makes_the_hub_read_again(
+    world: World, sql: sa.Engine, reads: list[str]
+) -> None:
+    token = token_for(world)
+    assert query(world, token).status_code == 200
+    untouched = [  # columns the query does not read: only the generation tells
+        sa.update(_departments).where(_departments.c.id == OWNER).values(description="x"),
+        sa.update(_clients)
+        .where(_clients.c.client_id == CONSUMER_CLIENT)
+        .values(created_at=datetime.now(UTC)),
+        sa.update(_items).where(_items.c.id == ADDRESS).values(retention="P1D"),
+        sa.update(_versions)
+        .where(_versions.c.item_id == ADDRESS, _versions.c.version == 1)
+        .values(created_at=datetime.now(UTC)),
+        sa.update(_grants)
+        .where(_grants.c.item_id == ADDRESS, _grants.c.purpose == PURPOSE)
+        .values(legal_basis="Social Welfare Act §12"),
+        sa.insert(_revoked).values(
+            jti=uuid.uuid4().hex, expires_at=datetime.now(UTC) + timedelta(minutes=1)
+        ),
+    ]
+    for number, statement in enumerate(untouched, start=2):
+        change(sql, statement)
+        assert query(world, token).status_code == 200
+        assert len(reads) == number, statement
+    assert query(world, token).status_code == 200
+    assert len(reads) == len(untouched) + 1  # nothing changed since: kept again
+
+
+@pytest.mark.parametrize(
+    ("name", "status", "refused_as"),
+    [
+        ("grant revoked", 403, "no-grant"),
+        ("client disabled", 401, "invalid-token"),
+        ("token revoked", 401, "invalid-token"),
+        ("item retired", 410, "item-retired"),
+        ("owner's adapter gone", 503, "owner-unavailable"),
+    ],
+)
+def test_a_change_made_outside_the_hub_refuses_the_very_next_query(
+    world: World, sql: sa.Engine, name: str, status: int, refused_as: str
+) -> None:
+    purpose = f"cache-{uuid.uuid4().hex[:8]}"
+    grant = grant_for(world, purpose)
+    client_id = f"cache-client-{uuid.uuid4().hex[:8]}"
+    key = ECKey.generate_key("P-256", auto_kid=True)
+    with world.hub.admin() as admin:
+        admin.put_client(client_id, department=CONSUMER, jwks=public_jwks(key))
+    token = token_for(world, client_id=client_id, key=key)
+    for _ in range(2):  # read, then kept
+        assert query(world, token, purpose=purpose).status_code == 200
+    jti = json.loads(base64url.decode(token.split(".")[1]))["jti"]
+    changes: dict[str, tuple[Any, Any]] = {
+        "grant revoked": (
+            sa.update(_grants).where(_grants.c.id == grant).values(status="revoked"),
+            None,
+        ),
+        "client disabled": (
+            sa.update(_clients).where(_clients.c.client_id == client_id).values(status="disabled"),
+            None,
+        ),
+        "token revoked": (
+            sa.insert(_revoked).values(
+                jti=jti, expires_at=datetime.now(UTC) + timedelta(minutes=5)
+            ),
+            None,
+        ),
+        "item retired": (
+            sa.update(_items).where(_items.c.id == ADDRESS).values(lifecycle="retired"),
+            sa.update(_items).where(_items.c.id == ADDRESS).values(lifecycle="active"),
+        ),
+        "owner's adapter gone": (
+            sa.update(_departments).where(_departments.c.id == OWNER).values(adapter_url=None),
+            sa.update(_departments)
+            .where(_departments.c.id == OWNER)
+            .values(adapter_url=world.owner_url),
+        ),
+    }
+    made, put_back = changes[name]
+    change(sql, made)
+    try:
+        refused = query(world, token, purpose=purpose)
+    finally:
+        if put_back is not None:
+            change(sql, put_back)
+    assert (refused.status_code, problem_type(refused)) == (status, refused_as), refused.text
+
+
+def _at(moment: datetime) -> Callable[[], None]:
+    def wait() -> None:
+        time.sleep(max(0.0, (moment - datetime.now(UTC)).total_seconds()) + 0.05)
+
+    return wait
+
+
+def test_kept_facts_end_when_a_grant_ends_or_starts(world: World, sql: sa.Engine) -> None:
+    ending, starting = f"ends-{uuid.uuid4().hex[:8]}", f"starts-{uuid.uuid4().hex[:8]}"
+    ending_grant, starting_grant = grant_for(world, ending), grant_for(world, starting)
+    moment = datetime.now(UTC) + timedelta(seconds=1)
+    change(sql, sa.update(_grants).where(_grants.c.id == ending_grant).values(valid_until=moment))
+    change(sql, sa.update(_grants).where(_grants.c.id == starting_grant).values(valid_from=moment))
+    token = token_for(world)
+    for _ in range(2):  # read, then kept: no write comes after these
+        assert query(world, token, purpose=ending).status_code == 200
+        assert problem_type(query(world, token, purpose=starting)) == "no-grant"
+    _at(moment)()
+    assert problem_type(query(world, token, purpose=ending)) == "no-grant"
+    assert query(world, token, purpose=starting).status_code == 200
+
+
+def test_a_replayed_proof_is_refused_with_kept_facts(world: World, reads: list[str]) -> None:
+    token = token_for(world)
+    assert query(world, token).status_code == 200
+    url = f"{world.hub.url}/v1/items/{ADDRESS}/records/query"
+    headers = DPOP.headers("POST", url, token)
+    body = {"subject": SUBJECT, "purpose": PURPOSE}
+    assert httpx.post(url, json=body, headers=headers).status_code == 200
+    replayed = httpx.post(url, json=body, headers=headers)
+    assert replayed.status_code == 401
+    assert "jti replay" in replayed.json()["detail"]
+    assert reads == [ADDRESS]  # all three on kept facts
+
+
+# --- the cache alone ------------------------------------------------------------------
+
+NOW = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
+KEY = repository.facts_key(
+    item_id=ADDRESS, client_id=CONSUMER_CLIENT, consumer=CONSUMER, purpose=PURPOSE, token_jti="j"
+)
+
+
+def facts(*, generation: int | None = 7, grant_change: datetime | None = None) -> Any:
+    return repository.QueryFacts(
+        item=None,
+        client_department=CONSUMER,
+        client_status="active",
+        revoked=False,
+        generation=generation,
+        grant_change=grant_change,
+    )
+
+
+def test_the_cache_drops_facts_when_their_grant_changes() -> None:
+    cache = repository.FactsCache()
+    kept = facts(grant_change=NOW + timedelta(seconds=1))
+    cache.keep(KEY, kept)
+    assert cache.get(KEY, now=NOW) is kept
+    assert cache.get(KEY, now=NOW + timedelta(seconds=1)) is None
+    assert len(cache) == 0
+
+
+def test_the_cache_keeps_nothing_read_without_a_generation() -> None:
+    cache = repository.FactsCache()
+    cache.keep(KEY, facts(generation=None))
+    assert cache.get(KEY, now=NOW) is None
+
+
+def test_the_cache_is_bounded_and_drops_the_oldest_first() -> None:
+    cache = repository.FactsCache(max_entries=2)
+    keys = [(*KEY[:4], f"jti-{n}") for n in range(3)]
+    for key in keys:
+        cache.keep(key, facts())
+    assert len(cache) == 2
+    assert cache.get(keys[0], now=NOW) is None
+    assert cache.get(keys[2], now=NOW) is not None
+    with pytest.raises(ValueError, match="at least 1"):
+        repository.FactsCache(max_entries=0)
+
+
+# --- the triggers -----------------------------------------------------------------------
+
+
+def test_every_insert_update_and_delete_of_the_six_tables_bumps_the_generation(
+    database_url: str,
+) -> None:
+    engine = make_sync_engine(database_url)
+    now = datetime.now(UTC)
+
+    def generation() -> int:
+        with engine.connect() as conn:
+            return int(conn.execute(sa.text("SELECT value FROM facts_generation")).scalar_one())
+
+    rows = [
+        (_departments, _departments.c.id == "d", {"id": "d", "name": "D", "created_at": now}),
+        (
+            _clients,
+            _clients.c.client_id == "c",
+            {"client_id": "c", "department_id": "d", "jwks": {}, "created_at": now},
+        ),
+        (
+            _items,
+            _items.c.id == "i",
+            {
+                "id": "i",
+                "title": "I",
+                "owner_id": "d",
+                "sharing_class": "open",
+                "classification": "public",
+                "tags": [],
+                "created_at": now,
+            },
+        ),
+        (
+            _versions,
+            _versions.c.item_id == "i",
+            {
+                "item_id": "i",
+                "version": 1,
+                "schema": {},
+                "fingerprint": "f",
+                "personal_fields": [],
+                "created_at": now,
+            },
+        ),
+        (
+            _grants,
+            _grants.c.id == "g",
+            {
+                "id": "g",
+                "consumer_id": "d",
+                "item_id": "i",
+                "purpose": "p",
+                "valid_from": now,
+                "created_at": now,
+            },
+        ),
+        (_revoked, _revoked.c.jti == "t", {"jti": "t", "expires_at": now}),
+    ]
+    try:
+        before = generation()
+        statements: list[Any] = [sa.insert(table).values(**values) for table, _, values in rows]
+        statements += [
+            sa.update(table).where(where).values(created_at=now) for table, where, _ in rows[:5]
+        ]
+        statements.append(sa.update(_revoked).where(_revoked.c.jti == "t").values(expires_at=now))
+        statements += [sa.delete(table).where(where) for table, where, _ in reversed(rows)]
+        for statement in statements:
+            with engine.begin() as conn:
+                conn.execute(statement)
+            after = generation()
+            assert after > before, statement
+            before = after
+        if engine.dialect.name == "postgresql":  # TRUNCATE has a trigger of its own there
+            with engine.begin() as conn:
+                conn.execute(sa.text("TRUNCATE revoked_tokens"))
+            assert generation() > before
+    finally:
+        engine.dispose()
