@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from prometheus_client import Counter, Histogram
 
@@ -44,6 +44,29 @@ _ACTION = re.compile(r"^[a-z][a-z0-9.-]{0,63}$")  # the code's own action names
 # When the request being served arrived (time.perf_counter), set by the middleware:
 # the time the hub adds to a record query is measured from there to its audit entry.
 REQUEST_STARTED: ContextVar[float | None] = ContextVar("onceonly_request_started", default=None)
+
+M = TypeVar("M", Counter, Histogram)
+
+
+class Series(Generic[M]):
+    """A labelled metric's children, each found by prometheus_client's ``labels`` once.
+
+    ``labels`` checks the label names, turns every value into text and takes the
+    metric's lock on each call (1-2.5 µs); the hot path counts five series per
+    exchange. The children are the metric's own: what ``/metrics`` shows is unchanged.
+    Values are positional, in the metric's label order. The series stay as bounded as
+    the values given (decision 0027)."""
+
+    def __init__(self, metric: M) -> None:
+        self._metric: M = metric
+        self._children: dict[tuple[str, ...], M] = {}
+
+    def of(self, *values: str) -> M:
+        child = self._children.get(values)
+        if child is None:  # two threads may both ask labels(): it gives both the same child
+            child = self._children[values] = self._metric.labels(*values)
+        return child
+
 
 EXCHANGES = Counter(
     "onceonly_exchanges_total",
@@ -96,6 +119,8 @@ EVENT_DEAD_LETTERS = Counter(
     ["item", "subscriber"],
 )
 AUDIT_ENTRIES = Counter("onceonly_audit_entries_total", "Audit entries this process committed", [])
+_EXCHANGES, _REFUSALS = Series(EXCHANGES), Series(REFUSALS)
+_OWNER_RESPONSE, _HUB_ADDED = Series(OWNER_RESPONSE), Series(HUB_ADDED)
 
 
 @dataclass(frozen=True)
@@ -229,11 +254,11 @@ class EntryMetrics:
         if action == RECORD_QUERY:
             self._exchange(entry, item=item, consumer=consumer, outcome=outcome)
         if outcome != "ok":
-            REFUSALS.labels(
-                action=action if _ACTION.match(action) else UNKNOWN,
-                reason=self.guard.reason(entry.get("reason")),
-                item=item,
-                consumer=consumer,
+            _REFUSALS.of(
+                action if _ACTION.match(action) else UNKNOWN,  # action, reason, item, consumer
+                self.guard.reason(entry.get("reason")),
+                item,
+                consumer,
             ).inc()
 
     def _exchange(
@@ -244,17 +269,15 @@ class EntryMetrics:
             self.guard.owner_of(item) if noted_owner is None else self.guard.department(noted_owner)
         )
         purpose = self.guard.purpose(entry.get("purpose"))
-        EXCHANGES.labels(
-            item=item, consumer=consumer, owner=owner, purpose=purpose, outcome=outcome
-        ).inc()
+        _EXCHANGES.of(item, consumer, owner, purpose, outcome).inc()
         owner_ms = entry.get("owner_ms")
         if not isinstance(owner_ms, int):
             return  # the query did not reach the owner
-        OWNER_RESPONSE.labels(owner=owner, item=item).observe(owner_ms / 1000)
+        _OWNER_RESPONSE.of(owner, item).observe(owner_ms / 1000)
         started = REQUEST_STARTED.get()
         if started is not None:
             in_hub = time.perf_counter() - started
-            HUB_ADDED.labels(item=item).observe(max(0.0, in_hub - owner_ms / 1000))
+            _HUB_ADDED.of(item).observe(max(0.0, in_hub - owner_ms / 1000))
 
 
 def access_decided(

@@ -31,7 +31,7 @@ from onceonly.hub.kit.problems import (
     problem_response,
     render,
 )
-from onceonly.hub.metrics import REQUEST_STARTED
+from onceonly.hub.metrics import REQUEST_STARTED, Series
 
 log = logging.getLogger("onceonly.access")
 
@@ -42,6 +42,7 @@ LATENCY = Histogram(
     ["method", "route"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
+_REQUESTS, _LATENCY = Series(REQUESTS), Series(LATENCY)
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 # Request header fields in total, names and values (docs/operations.md). The server
 # (onceonly.hub.cli.servers) refuses a request head twice this size before it is buffered.
@@ -191,8 +192,8 @@ def _route_name(scope: Scope) -> str:
 
 def _observe(scope: Scope, status: int, seconds: float, request_id: str) -> None:
     route = _route_name(scope)
-    REQUESTS.labels(scope["method"], route, str(status)).inc()
-    LATENCY.labels(scope["method"], route).observe(seconds)
+    _REQUESTS.of(scope["method"], route, str(status)).inc()
+    _LATENCY.of(scope["method"], route).observe(seconds)
     log.info(
         "%s %s %d",
         scope["method"],

@@ -14,9 +14,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.parser import text_string_to_metric_families
 
 from onceonly.adapters import AccessDenied, UpstreamError
+from onceonly.hub import metrics
 from onceonly.hub.kit.clock import ManualClock
 from onceonly.hub.kit.group_commit import GroupCommit
 from onceonly.hub.kit.problems import Unavailable
@@ -274,3 +276,15 @@ def test_counts_delivery_attempts_retries_and_dead_letters(
     assert grown(before, after, "onceonly_event_dead_letters_total", **labels) == 1
     delivery = {"action": "event.deliver", "item": ADDRESS, "consumer": CONSUMER}
     assert grown(before, after, "onceonly_refusals_total", **delivery, reason="dead-letter") == 1
+
+
+def test_a_series_counts_in_the_metrics_own_child() -> None:
+    registry = CollectorRegistry()
+    counter = Counter("test_series_total", "test", ["item", "outcome"], registry=registry)
+    series = metrics.Series(counter)
+    series.of("a", "ok").inc()
+    series.of("a", "ok").inc()
+    series.of("b", "refused").inc()
+    assert series.of("a", "ok") is counter.labels(item="a", outcome="ok")
+    assert registry.get_sample_value("test_series_total", {"item": "a", "outcome": "ok"}) == 2
+    assert registry.get_sample_value("test_series_total", {"item": "b", "outcome": "refused"}) == 1
