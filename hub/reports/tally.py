@@ -26,6 +26,12 @@ class Tally:
     def __bool__(self) -> bool:
         return bool(self.exchanges or self.owner_times or self.records)
 
+    def add(self, other: "Tally") -> None:
+        """Add ``other``'s sums to these."""
+        self.exchanges.update(other.exchanges)
+        self.owner_times.update(other.owner_times)
+        self.records.update(other.records)
+
 
 def _text(entry: dict[str, Any], name: str, limit: int) -> str:
     """A member as a key: ``""`` when missing, not text, or longer than its column."""
