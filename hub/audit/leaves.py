@@ -55,11 +55,12 @@ ENTRY_FIELDS = (
     "target",  # what an administrative change acted on (e.g. a client id)
     "owner_ms",  # how long the owner's adapter took to answer (or fail), whole milliseconds
 )
+_KNOWN_FIELDS = frozenset(ENTRY_FIELDS)
 
 
 def build_entry(*, time: datetime, action: str, outcome: str, **fields: Any) -> dict[str, Any]:
     """The entry as a JSON object, salted; members without a value are left out."""
-    unknown = set(fields) - set(ENTRY_FIELDS)
+    unknown = fields.keys() - _KNOWN_FIELDS
     if unknown:
         raise ValueError(f"unknown audit entry fields: {sorted(unknown)}")
     entry: dict[str, Any] = {"v": ENTRY_VERSION, "time": rfc3339_ms(time), "action": action}
