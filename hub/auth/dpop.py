@@ -38,6 +38,7 @@ _DEFAULT_PORTS = {"http": 80, "https": 443}
 _REGISTRY = jws.JWSRegistry(algorithms=list(ALGORITHMS))
 _REGISTRY.max_header_length = 2048
 _ES256 = _REGISTRY.get_alg("ES256")
+_SORTED_JSON = json.JSONEncoder(sort_keys=True).encode  # json.dumps(..., sort_keys=True)
 ProofKey = ECKey | OKPKey | RSAKey
 
 
@@ -163,7 +164,7 @@ def _proof_key(header: dict[str, Any]) -> tuple[ProofKey, str]:
     if jwk.get("kty") != kty or (crv is not None and jwk.get("crv") != crv):
         raise ProofError(f"alg {header['alg']} needs a {kty} {crv or ''} key".replace("  ", " "))
     try:
-        return _import_public(json.dumps(jwk, sort_keys=True))
+        return _import_public(_SORTED_JSON(jwk))
     except (JoseError, ValueError, TypeError, KeyError):
         raise ProofError("the DPoP proof's jwk is not a valid public key") from None
 

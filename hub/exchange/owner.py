@@ -25,6 +25,8 @@ MAX_ANSWER_BYTES = 1024 * 1024
 # A record of a registered item, wrapped once; deeper answers are refused as invalid
 # (onceonly.hub.kit.jsonbody), never parsed into a RecursionError.
 MAX_ANSWER_DEPTH = 64
+# The bytes of httpx's json= (json.dumps with these options), one encoder for every call.
+_BODY_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
 
 
 @dataclass(frozen=True)
@@ -77,7 +79,7 @@ async def _post(
 ) -> Answer:
     """As :func:`~onceonly.hub.kit.deadline.post_within` does through httpx: the same
     JSON bytes (httpx's ``json=``), the same deadline on the whole call."""
-    content = json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    content = _BODY_JSON(body)
     fields = [*headers.items(), ("Content-Type", "application/json")]
     try:
         async with asyncio.timeout(timeout):

@@ -21,6 +21,8 @@ from onceonly.hub.kit import base64url
 
 _HALF = 32  # bytes of R, and of S, on P-256 (RFC 7518 §3.4)
 _ECDSA_SHA256 = ec.ECDSA(hashes.SHA256())
+# json.dumps(value, separators=(",", ":")), without a new encoder for every call
+_COMPACT_JSON = json.JSONEncoder(separators=(",", ":")).encode
 
 
 def holds(key: ec.EllipticCurvePublicKey, compact: str) -> bool:
@@ -58,4 +60,4 @@ def sign(
 
 
 def _part(value: Mapping[str, object]) -> str:
-    return base64url.encode(json.dumps(value, separators=(",", ":")).encode("ascii"))
+    return base64url.encode(_COMPACT_JSON(value).encode("ascii"))
