@@ -44,9 +44,9 @@ def tally(leaves: Iterable[bytes]) -> Tally:
     bytes); other actions and leaves that are not entries are passed over."""
     sums = Tally()
     for leaf in leaves:
-        try:
-            entry = json.loads(leaf)
-        except ValueError:
+        try:  # a leaf is UTF-8 (RFC 8785): json.loads would first guess its encoding
+            entry = json.loads(leaf.decode("utf-8"))
+        except ValueError:  # UnicodeDecodeError included
             continue
         if not isinstance(entry, dict) or entry.get("action") != ACTION:
             continue
@@ -58,19 +58,19 @@ def tally(leaves: Iterable[bytes]) -> Tally:
         owner_ms = entry.get("owner_ms")
         reached = bool(entry.get("owner"))
         subject = _text(entry, "subject", _SUBJECT_MAX)
+        rest = (
+            _text(entry, "department", _DEPARTMENT_MAX),
+            _text(entry, "purpose", _SHORT_MAX),
+            outcome,
+            _text(entry, "reason", _SHORT_MAX),
+            reached,
+        )
+        timed = owner_ms if reached and isinstance(owner_ms, int) and owner_ms >= 0 else None
+        counted = outcome == "ok" and subject
         for period in periods.keys_of(time):
-            key = (
-                period,
-                item,
-                _text(entry, "department", _DEPARTMENT_MAX),
-                _text(entry, "purpose", _SHORT_MAX),
-                outcome,
-                _text(entry, "reason", _SHORT_MAX),
-                reached,
-            )
-            sums.exchanges[key] += 1
-            if reached and isinstance(owner_ms, int) and owner_ms >= 0:
-                sums.owner_times[(period, item, owner_ms)] += 1
-            if outcome == "ok" and subject:
+            sums.exchanges[(period, item, *rest)] += 1
+            if timed is not None:
+                sums.owner_times[(period, item, timed)] += 1
+            if counted:
                 sums.records[(period, item, subject)] += 1
     return sums
