@@ -12,9 +12,9 @@ not unique, so it never names an entry.
 """
 
 import logging
+import os
 import re
 import time
-import uuid
 from typing import Any
 
 from prometheus_client import Counter, Histogram
@@ -62,7 +62,7 @@ class RequestContextMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = uuid.uuid4().hex
+        request_id = new_request_id()
         state = scope.setdefault("state", {})
         state["request_id"], state["client_request_id"] = request_id, _client_request_id(scope)
         started = time.perf_counter()
@@ -113,6 +113,17 @@ class RequestContextMiddleware:
             return message
 
         return limited
+
+
+# The bits RFC 9562 §4.1-4.2 fix in a random UUID: variant 10, version 4.
+_UUID4_CLEAR = ~((0xC000 << 48) | (0xF000 << 64))
+_UUID4_SET = (0x8000 << 48) | (4 << 76)
+
+
+def new_request_id() -> str:
+    """A random UUID (version 4) as 32 hex digits: ``uuid.uuid4().hex``, without building
+    a ``UUID`` object (2-3 µs of a request's CPU)."""
+    return f"{int.from_bytes(os.urandom(16)) & _UUID4_CLEAR | _UUID4_SET:032x}"
 
 
 def _client_request_id(scope: Scope) -> str | None:
