@@ -167,6 +167,21 @@ async def query_facts(
         return _facts(await _FACTS.one(conn, params))
 
 
+# One parsed schema per fingerprint (content hash), shared by the kept facts of every
+# query of that version, so that many kept entries do not hold many copies.
+_SCHEMAS: dict[str, dict[str, Any]] = {}
+_SCHEMAS_MAX = 1024
+
+
+def _shared_schema(fingerprint: str, schema: dict[str, Any]) -> dict[str, Any]:
+    shared = _SCHEMAS.get(fingerprint)
+    if shared is None:
+        if len(_SCHEMAS) >= _SCHEMAS_MAX:
+            _SCHEMAS.clear()
+        shared = _SCHEMAS[fingerprint] = schema
+    return shared
+
+
 def _facts(row: Mapping[str, Any]) -> QueryFacts:
     item = None
     if row["id"] is not None:
@@ -175,7 +190,7 @@ def _facts(row: Mapping[str, Any]) -> QueryFacts:
             lifecycle=row["lifecycle"],
             deprecated_at=row["deprecated_at"],
             version=row["version"],
-            schema=row["schema"],
+            schema=_shared_schema(row["fingerprint"], row["schema"]),
             fingerprint=row["fingerprint"],
             owner=row["owner"],
             adapter_url=row["adapter_url"],
@@ -206,12 +221,14 @@ def facts_key(
 
 
 class FactsCache:
-    """The facts of recent queries, by :data:`FactsKey`, in one process.
+    """The facts of recent admitted queries, by :data:`FactsKey`, in one process.
 
-    An entry is only a candidate: its user must compare its ``generation`` with one
-    read from the database after the query arrived (the DPoP proof's spend reads it in
-    the same transaction) and read afresh when they differ. An entry whose
-    ``grant_change`` has come is dropped here. Bounded: the oldest entries go first.
+    An entry is only a candidate: :meth:`holds` tells whether it may be used, given
+    the generation read from the database after the query arrived (the DPoP proof's
+    spend reads it in the same transaction). Generations are random values, so a
+    value seen again means the same history of changes (decision 0038). An entry past
+    its ``grant_change`` is dropped when looked up. Bounded: the least recently used
+    entries go first. A database without the counter's row empties it.
     """
 
     def __init__(self, *, max_entries: int = 4096) -> None:
@@ -224,16 +241,23 @@ class FactsCache:
         return len(self._kept)
 
     def get(self, key: FactsKey, *, now: datetime) -> QueryFacts | None:
-        facts = self._kept.get(key)
-        if facts is not None and facts.grant_change is not None and now >= facts.grant_change:
-            del self._kept[key]
+        facts = self._kept.pop(key, None)
+        if facts is None or (facts.grant_change is not None and now >= facts.grant_change):
             return None
+        self._kept[key] = facts  # the most recently used: the last to go
         return facts
+
+    def holds(self, facts: QueryFacts | None, *, generation: int | None) -> bool:
+        """Whether ``facts`` (kept) hold at ``generation`` (just read)."""
+        if generation is None:  # no counter: nothing kept can be trusted from now on
+            self._kept.clear()
+            return False
+        return facts is not None and facts.generation == generation
 
     def keep(self, key: FactsKey, facts: QueryFacts) -> None:
         if facts.generation is None:
             return
-        self._kept.pop(key, None)  # kept again: the newest, the last to go
+        self._kept.pop(key, None)
         while len(self._kept) >= self._max:
             del self._kept[next(iter(self._kept))]
         self._kept[key] = facts

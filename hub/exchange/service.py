@@ -58,14 +58,24 @@ async def query_record(
 ) -> ExchangeOutcome:
     pseudonym = context.keys.pseudonym(query.subject)
     scope.note(item=item_id, subject=pseudonym, purpose=query.purpose)
-    found, proof_fresh = await _facts_and_proof(
-        caller=caller, item_id=item_id, purpose=query.purpose, context=context, clock=clock
+    kept_as = repository.facts_key(
+        item_id=item_id,
+        client_id=caller.client_id,
+        consumer=caller.department,
+        purpose=query.purpose,
+        token_jti=caller.token_jti,
+    )
+    cache = repository.facts_cache(context.engine)
+    found, proof_fresh, read = await _facts_and_proof(
+        kept_as, caller=caller, cache=cache, context=context, clock=clock
     )
     if found.item is not None:
         scope.note(version=found.item.version, grant=found.item.grant_id)
     facts = policy.admit(
         found, caller=caller, proof_fresh=proof_fresh, item_id=item_id, purpose=query.purpose
     )
+    if read:  # only admitted facts are kept: a refused caller cannot fill the cache
+        cache.keep(kept_as, found)
     wanted = await _wanted_version(facts, query=query, context=context, scope=scope)
     record = await _ask_owner(
         facts,
@@ -103,35 +113,32 @@ async def query_record(
 
 
 async def _facts_and_proof(
-    *, caller: Caller, item_id: str, purpose: str, context: ExchangeContext, clock: Clock
-) -> tuple[repository.QueryFacts, bool]:
-    """The query's facts, and whether its DPoP proof was fresh (and is now spent).
+    key: repository.FactsKey,
+    *,
+    caller: Caller,
+    cache: repository.FactsCache,
+    context: ExchangeContext,
+    clock: Clock,
+) -> tuple[repository.QueryFacts, bool, bool]:
+    """The query's facts, whether its DPoP proof was fresh (and is now spent), and
+    whether the facts were read now (True) or kept (False).
 
-    With a proof to spend, facts this process read for the same key are used again
+    With a proof to spend, facts this process kept for the same key are used again
     when the generation that the spend's transaction read is theirs (decision 0038):
-    the query then costs no read. Otherwise the read and the spend go together, and
-    what was read is kept for the next query."""
-    key = repository.facts_key(
-        item_id=item_id,
-        client_id=caller.client_id,
-        consumer=caller.department,
-        purpose=purpose,
-        token_jti=caller.token_jti,
-    )
-    cache = repository.facts_cache(context.engine)
+    the query then costs no read. Otherwise the read and the spend go together."""
     kept = cache.get(key, now=clock.now())
     if kept is not None and caller.proof_key is not None and caller.proof_expires is not None:
         spent = await context.jtis.spend_reading_generation(
             caller.proof_key, expires_at=caller.proof_expires
         )
-        if spent.generation is not None and spent.generation == kept.generation:
-            return kept, spent.fresh
-        return await _read_facts(key, cache, context=context, clock=clock), spent.fresh
+        if cache.holds(kept, generation=spent.generation):
+            return kept, spent.fresh, False
+        return await _read_facts(key, cache, context=context, clock=clock), spent.fresh, True
     found, proof_fresh = await asyncio.gather(  # one read and the proof's jti, together
         _read_facts(key, cache, context=context, clock=clock),
         spend_proof(context.jtis, caller),
     )
-    return found, proof_fresh
+    return found, proof_fresh, True
 
 
 async def _read_facts(
@@ -151,7 +158,7 @@ async def _read_facts(
         token_jti=token_jti,
         now=clock.now(),
     )
-    cache.keep(key, found)
+    cache.holds(None, generation=found.generation)  # (a missing counter empties it)
     return found
 
 
