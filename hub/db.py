@@ -314,8 +314,8 @@ class _DriverForm:
 # than the statement, and each row is bound by SQLAlchemy in Python. Here the whole
 # transaction is one call: on SQLite a function run on the driver's thread between
 # BEGIN IMMEDIATE and COMMIT; on PostgreSQL a coroutine on the psycopg connection, in
-# the transaction that the pool's pre-ping opened, committed in the same pipeline as
-# its last statements. Driver errors are wrapped as SQLAlchemy wraps them (an
+# the transaction that psycopg begins with its first statement, committed in the same
+# pipeline as its last statements. Driver errors are wrapped as SQLAlchemy wraps them (an
 # IntegrityError stays one), and a transaction that fails is rolled back before the
 # error is raised; the pool's reset on return rolls back again, a no-op then.
 
