@@ -185,6 +185,8 @@ def _positive(text: str) -> int:
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from onceonly.adapters.serving import HeadWithBodyProtocol
+
     config = _config(args)
     key = load_or_create_key(config.key_path)
     as_json = json_logs_wanted(args.log_json)
@@ -203,7 +205,13 @@ def _serve(args: argparse.Namespace) -> int:
     # log_config=None: uvicorn keeps the handlers configure_logs gave its loggers
     if app is not None:
         settle_heap_for_serving()
-        uvicorn.run(app, host=config.listen_host, port=config.listen_port, log_config=None)
+        uvicorn.run(
+            app,
+            host=config.listen_host,
+            port=config.listen_port,
+            log_config=None,
+            http=HeadWithBodyProtocol,
+        )
         return 0
     os.environ[_WORKER_CONFIG] = str(Path(args.config).resolve())
     os.environ.pop(_WORKER_HUB, None)
@@ -218,6 +226,7 @@ def _serve(args: argparse.Namespace) -> int:
         port=config.listen_port,
         workers=args.workers,
         log_config=None,
+        http=HeadWithBodyProtocol,
     )
     return 0
 

@@ -1,8 +1,9 @@
 """Serve one department adapter for the benchmark: ``python bench/_serve.py CONFIG``.
 
 The same provider app as ``onceonly adapter serve``, with its garbage collector settled
-alike, but under uvicorn with log level warning and no access log, like the hub in the
-benchmark, so that neither side pays for a log line per request that the other does not.
+and its answers written alike, but under uvicorn with log level warning and no access
+log, like the hub in the benchmark, so that neither side pays for a log line per
+request that the other does not.
 """
 
 import sys
@@ -18,6 +19,14 @@ except ImportError:  # a --source from before decision 0035, served as it was
         pass
 
 
+try:  # each answer's head written with its body, as onceonly adapter serve does
+    from onceonly.adapters.serving import HeadWithBodyProtocol
+
+    PROTOCOL: dict[str, object] = {"http": HeadWithBodyProtocol}
+except ImportError:  # a --source from before it, served as it was
+    PROTOCOL = {}
+
+
 def main(config_path: str) -> None:
     config = load_config(config_path)
     app = create_provider_app(config)
@@ -28,6 +37,7 @@ def main(config_path: str) -> None:
         port=config.listen_port,
         log_level="warning",
         access_log=False,
+        **PROTOCOL,  # type: ignore[arg-type]
     )
 
 

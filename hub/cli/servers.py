@@ -6,7 +6,8 @@ header fields) without any bound; :class:`BoundedHttpToolsProtocol` refuses one
 larger than :data:`MAX_HEAD_BYTES` before it is all in memory, with 431 (RFC 6585
 §5). The middleware's tighter limit (onceonly.hub.middleware.MAX_HEADER_BYTES) answers first,
 as a problem with the request id, for any head that fits under this one. It also
-writes each answer's head together with its body (:class:`_HeadWithBody`).
+writes each answer's head together with its body, as the adapters are served
+(onceonly.adapters.serving).
 
 ``serve_in_thread`` is used by ``onceonly demo`` (one process, four real HTTP
 services) and by tests, over TLS when given a :class:`ServerTLS`.
@@ -25,8 +26,8 @@ from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from onceonly.adapters.serving import HeadWithBodyProtocol
 from onceonly.hub.kit.problems import RequestHeadersTooLarge, render
 from onceonly.hub.middleware import MAX_HEADER_BYTES
 
@@ -43,51 +44,9 @@ def _head_too_large() -> bytes:
     return b"\r\n".join([*head, b"connection: close", b"", bytes(response.body)])
 
 
-class _HeadWithBody:
-    """A response's transport as uvicorn's response cycle sees it.
-
-    uvicorn writes an answer's head (status line and header fields) when the app sends
-    ``http.response.start``, and its body at ``http.response.body``: two writes, so
-    two ``send`` calls and two TCP segments for every answer. The cycle's first write
-    is held here until the next write or the event loop's next step, whichever comes
-    first: a head and a body sent in one step (every answer that is not streamed) go
-    out as one write. A streamed answer's head goes out at the next step, before its
-    first chunk is ready. Everything else is the connection's transport itself.
-    """
-
-    __slots__ = ("_held", "_loop", "_started", "_transport")
-
-    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
-        self._transport = transport
-        self._loop = loop
-        self._held: bytes | None = None
-        self._started = False
-
-    def write(self, data: bytes) -> None:
-        if not self._started:
-            self._started = True
-            self._held = data
-            self._loop.call_soon(self._flush)
-            return
-        held, self._held = self._held, None
-        self._transport.write(data if held is None else held + data)
-
-    def close(self) -> None:
-        self._flush()
-        self._transport.close()
-
-    def _flush(self) -> None:
-        held, self._held = self._held, None
-        if held is not None and not self._transport.is_closing():
-            self._transport.write(held)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._transport, name)
-
-
-class BoundedHttpToolsProtocol(HttpToolsProtocol):
+class BoundedHttpToolsProtocol(HeadWithBodyProtocol):
     """uvicorn's httptools protocol with a bound on each request head, writing each
-    answer's head with its body."""
+    answer's head with its body (as the adapters are served)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -107,10 +66,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._head = None
-        before = self.cycle
         super().on_headers_complete()
-        if self.cycle is not None and self.cycle is not before:  # this request's cycle
-            self.cycle.transport = _HeadWithBody(self.transport, self.loop)  # type: ignore[assignment]
 
     def on_message_complete(self) -> None:
         self._head, self._tail = 0, b""

@@ -1,4 +1,5 @@
-"""An answer's head goes out with its body in one write (hub/cli/servers.py).
+"""An answer's head goes out with its body in one write (onceonly.adapters.serving,
+as the adapters and the hub are served).
 
 uvicorn writes a head and a body separately; the hub's protocol holds the head until
 the body's write or the event loop's next step. The unit tests count the writes on a
@@ -15,7 +16,8 @@ import pytest
 from fastapi import FastAPI
 from fastapi.responses import StreamingResponse
 
-from onceonly.hub.cli.servers import _HeadWithBody, loopback_socket, serve_in_thread
+from onceonly.adapters.serving import HeadWithBody as _HeadWithBody
+from onceonly.hub.cli.servers import loopback_socket, serve_in_thread
 
 
 class _Transport:
