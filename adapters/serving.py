@@ -55,10 +55,15 @@ class HeadWithBody:
 
 
 class HeadWithBodyProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol, each answer's transport a :class:`HeadWithBody`."""
+    """uvicorn's httptools protocol, each answer's transport a :class:`HeadWithBody`
+    (but a HEAD answer's, which has no body to wait for)."""
 
     def on_headers_complete(self) -> None:
         before = self.cycle
         super().on_headers_complete()
-        if self.cycle is not None and self.cycle is not before:  # this request's cycle
+        # A HEAD answer is only its head: held, it would still wait when the answer is
+        # complete, and uvicorn's own writes on the connection (a 400 for a pipelined
+        # request it cannot parse, the 431 of the hub's bound) or its close at a
+        # graceful shutdown could come first, or drop it.
+        if self.cycle is not None and self.cycle is not before and self.scope["method"] != "HEAD":
             self.cycle.transport = HeadWithBody(self.transport, self.loop)  # type: ignore[assignment]

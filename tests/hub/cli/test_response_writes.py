@@ -85,7 +85,7 @@ def test_close_writes_what_is_held_first_and_a_closed_transport_gets_nothing() -
 def _app() -> FastAPI:
     app = FastAPI()
 
-    @app.get("/now")
+    @app.api_route("/now", methods=["GET", "HEAD"])
     async def now() -> dict[str, str]:
         return {"answer": "at once"}
 
@@ -100,10 +100,10 @@ def _app() -> FastAPI:
     return app
 
 
-def _get(url: str, path: str) -> socket.socket:
+def _get(url: str, path: str, *, method: str = "GET") -> socket.socket:
     host, port = url.removeprefix("http://").split(":")
     conn = socket.create_connection((host, int(port)))
-    conn.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+    conn.sendall(f"{method} {path} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
     return conn
 
 
@@ -125,6 +125,13 @@ def test_over_the_wire_an_answer_comes_whole_and_a_streamed_head_does_not_wait(
                 answer += conn.recv(65536)
         assert answer.startswith(b"HTTP/1.1 200 OK\r\n")
         assert len(sent) == 2  # through the hub's transport: held, then written together
+        sent.clear()
+        with _get(url, "/now", method="HEAD") as conn:
+            head = b""
+            while not head.endswith(b"\r\n\r\n"):
+                head += conn.recv(65536)
+        assert head.startswith(b"HTTP/1.1 200 OK\r\n")
+        assert sent == []  # a HEAD answer is only a head: nothing to wait for, not held
         with _get(url, "/late") as conn:
             conn.settimeout(5)
             started = time.monotonic()
