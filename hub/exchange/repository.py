@@ -247,15 +247,17 @@ class FactsCache:
         self._kept[key] = facts  # the most recently used: the last to go
         return facts
 
-    def holds(self, facts: QueryFacts | None, *, generation: int | None) -> bool:
+    def holds(self, facts: QueryFacts, *, generation: int | None) -> bool:
         """Whether ``facts`` (kept) hold at ``generation`` (just read)."""
         if generation is None:  # no counter: nothing kept can be trusted from now on
             self._kept.clear()
             return False
-        return facts is not None and facts.generation == generation
+        return facts.generation == generation
 
     def keep(self, key: FactsKey, facts: QueryFacts) -> None:
+        """Keep ``facts`` (just read); read without a counter, they empty the cache."""
         if facts.generation is None:
+            self._kept.clear()
             return
         self._kept.pop(key, None)
         while len(self._kept) >= self._max:

@@ -74,7 +74,9 @@ async def query_record(
     facts = policy.admit(
         found, caller=caller, proof_fresh=proof_fresh, item_id=item_id, purpose=query.purpose
     )
-    if read:  # only admitted facts are kept: a refused caller cannot fill the cache
+    # Kept only when admitted (a refused caller cannot fill the cache), and only for a
+    # caller with a proof to spend: its spend is what tells whether they still hold.
+    if read and caller.proof_key is not None:
         cache.keep(kept_as, found)
     wanted = await _wanted_version(facts, query=query, context=context, scope=scope)
     record = await _ask_owner(
@@ -133,20 +135,16 @@ async def _facts_and_proof(
         )
         if cache.holds(kept, generation=spent.generation):
             return kept, spent.fresh, False
-        return await _read_facts(key, cache, context=context, clock=clock), spent.fresh, True
+        return await _read_facts(key, context=context, clock=clock), spent.fresh, True
     found, proof_fresh = await asyncio.gather(  # one read and the proof's jti, together
-        _read_facts(key, cache, context=context, clock=clock),
+        _read_facts(key, context=context, clock=clock),
         spend_proof(context.jtis, caller),
     )
     return found, proof_fresh, True
 
 
 async def _read_facts(
-    key: repository.FactsKey,
-    cache: repository.FactsCache,
-    *,
-    context: ExchangeContext,
-    clock: Clock,
+    key: repository.FactsKey, *, context: ExchangeContext, clock: Clock
 ) -> repository.QueryFacts:
     item_id, client_id, consumer, purpose, token_jti = key
     found = await repository.query_facts(
@@ -158,7 +156,6 @@ async def _read_facts(
         token_jti=token_jti,
         now=clock.now(),
     )
-    cache.holds(None, generation=found.generation)  # (a missing counter empties it)
     return found
 
 
