@@ -1,17 +1,22 @@
 """A small exchange world for hub tests: a hub, the civil registry's adapter with
 records, and the social-welfare department as a consumer with its own key."""
 
+import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+from joserfc import jwt
 from joserfc.jwk import ECKey
 
 from onceonly.adapters import (
     AdapterConfig,
+    DPoPKey,
     HubClient,
     RecordStore,
     StoreItem,
@@ -114,3 +119,41 @@ def module_exchange_world(
         database_url=database_url, tmp_path=tmp_path, catalogued=True, **settings
     ) as built:
         yield built
+
+
+def access_token(
+    world: World,
+    dpop: DPoPKey,
+    *,
+    client_id: str = CONSUMER_CLIENT,
+    key: ECKey | None = None,
+    scope: str | None = None,
+) -> str:
+    """A DPoP-bound access token for ``client_id`` (the consumer's client by default),
+    bound to ``dpop``, requested as docs/protocol.md §2 says, with raw HTTP."""
+    key = key or world.consumer_key
+    now = int(time.time())
+    assertion = jwt.encode(
+        {"alg": "ES256", "kid": key.kid},
+        {
+            "iss": client_id,
+            "sub": client_id,
+            "aud": world.hub.settings.issuer,
+            "iat": now,
+            "exp": now + 60,
+            "jti": uuid.uuid4().hex,
+        },
+        key,
+    )
+    form = {
+        "grant_type": "client_credentials",
+        "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+        "client_assertion": assertion,
+    }
+    if scope is not None:
+        form["scope"] = scope
+    url = f"{world.hub.url}/oauth/token"
+    response = httpx.post(url, data=form, headers={"DPoP": dpop.proof("POST", url)})
+    assert response.status_code == 200, response.text
+    assert response.json()["token_type"] == "DPoP"
+    return str(response.json()["access_token"])

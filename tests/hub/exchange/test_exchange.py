@@ -8,7 +8,6 @@ import asyncio
 import json
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -41,6 +40,7 @@ from tests.hub.exchange_world import (
     PURPOSE,
     SUBJECT,
     World,
+    access_token,
     exchange_world,
     module_exchange_world,
 )
@@ -71,31 +71,7 @@ DPOP = DPoPKey.generate()  # the raw-HTTP consumer's proof-of-possession key
 
 def token_for(world: World, scope: str | None = None) -> str:
     """A DPoP-bound access token, requested as docs/protocol.md §2 says."""
-    now = int(time.time())
-    assertion = jwt.encode(
-        {"alg": "ES256", "kid": world.consumer_key.kid},
-        {
-            "iss": CONSUMER_CLIENT,
-            "sub": CONSUMER_CLIENT,
-            "aud": world.hub.settings.issuer,
-            "iat": now,
-            "exp": now + 60,
-            "jti": uuid.uuid4().hex,
-        },
-        world.consumer_key,
-    )
-    form = {
-        "grant_type": "client_credentials",
-        "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
-        "client_assertion": assertion,
-    }
-    if scope is not None:
-        form["scope"] = scope
-    url = f"{world.hub.url}/oauth/token"
-    response = httpx.post(url, data=form, headers={"DPoP": DPOP.proof("POST", url)})
-    assert response.status_code == 200, response.text
-    assert response.json()["token_type"] == "DPoP"
-    return str(response.json()["access_token"])
+    return access_token(world, DPOP, scope=scope)
 
 
 def query(world: World, item: str, token: str | None, **body: Any) -> httpx.Response:

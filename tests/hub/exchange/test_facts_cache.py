@@ -19,7 +19,6 @@ from typing import Any
 import httpx
 import pytest
 import sqlalchemy as sa
-from joserfc import jwt
 from joserfc.jwk import ECKey
 
 from onceonly.adapters import DPoPKey, public_jwks
@@ -38,6 +37,7 @@ from tests.hub.exchange_world import (
     PURPOSE,
     SUBJECT,
     World,
+    access_token,
     module_exchange_world,
 )
 from tests.hub_testing import DATABASES, empty_postgres, problem_type
@@ -82,28 +82,7 @@ def reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 
 def token_for(world: World, *, client_id: str = CONSUMER_CLIENT, key: ECKey | None = None) -> str:
-    now = int(time.time())
-    assertion = jwt.encode(
-        {"alg": "ES256", "kid": (key or world.consumer_key).kid},
-        {
-            "iss": client_id,
-            "sub": client_id,
-            "aud": world.hub.settings.issuer,
-            "iat": now,
-            "exp": now + 60,
-            "jti": uuid.uuid4().hex,
-        },
-        key or world.consumer_key,
-    )
-    url = f"{world.hub.url}/oauth/token"
-    form = {
-        "grant_type": "client_credentials",
-        "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
-        "client_assertion": assertion,
-    }
-    response = httpx.post(url, data=form, headers={"DPoP": DPOP.proof("POST", url)})
-    assert response.status_code == 200, response.text
-    return str(response.json()["access_token"])
+    return access_token(world, DPOP, client_id=client_id, key=key)
 
 
 def query(world: World, token: str, *, purpose: str = PURPOSE) -> httpx.Response:
