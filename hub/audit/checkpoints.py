@@ -12,6 +12,11 @@ task proves, from the stored tree, that it extends the latest stored checkpoint 
 9162 §2.1.4). If it does not (a stored entry or subtree hash was changed or lost),
 it signs nothing, raises :attr:`Checkpointer.alarm` for ``/readyz`` and logs the
 problem once, until the tree extends that checkpoint again.
+
+Every round, the first and each later one, waits at most ``round_seconds``: a lock
+held on the checkpoints' table (an index being built, a migration, a stuck session)
+ends the round, which is logged and tried again at the next interval; it never stops
+the task nor holds it forever.
 """
 
 import asyncio
@@ -36,8 +41,9 @@ from onceonly.hub.kit.problems import Unavailable
 log = logging.getLogger("onceonly.audit")
 
 KEY_FILE = "checkpoint.jwk"
-FIRST_ROUND_SECONDS = 5.0
-"""How long a hub's start waits for its first checkpoint round."""
+ROUND_SECONDS = 5.0
+"""How long a checkpoint round may take: the hub's start waits at most this for its
+first round, and each later round ends after it (and is tried again)."""
 
 
 def load_signer(*, keys_dir: Path, origin: str, create: bool) -> Signer:
@@ -85,13 +91,13 @@ class Checkpointer:
         signer: Signer,
         interval: float,
         clock: Clock = SYSTEM_CLOCK,
-        first_round_seconds: float = FIRST_ROUND_SECONDS,
+        round_seconds: float = ROUND_SECONDS,
     ) -> None:
         self.signer = signer
         self._engine = engine
         self._clock = clock
         self._interval = interval
-        self._first_round_seconds = first_round_seconds
+        self._round_seconds = round_seconds
         self._task: asyncio.Task[None] | None = None
         self._alarm: str | None = None
         self._stored = False
@@ -111,18 +117,10 @@ class Checkpointer:
     async def start(self) -> None:
         """The first round before the hub serves, so that the checkpoint it hands out is
         a stored one (a promise the next rounds are held to), then a round every
-        ``interval`` seconds. The first round waits at most ``first_round_seconds`` (a
-        lock held on the checkpoints' table must not hold the start back): the hub then
-        serves, and is not ready until a round stores a checkpoint."""
-        try:
-            await asyncio.wait_for(self._round(), self._first_round_seconds)
-        except TimeoutError:
-            log.warning(
-                "the first audit checkpoint did not finish within %.1f s; retrying every"
-                " %.1f s, and not ready until one is stored",
-                self._first_round_seconds,
-                self._interval,
-            )
+        ``interval`` seconds. Each round waits at most ``round_seconds`` (a lock held on
+        the checkpoints' table must not hold the start back, nor the task forever): the
+        hub then serves, and is not ready until a round stores a checkpoint."""
+        await self._round()
         self._task = asyncio.create_task(self._run(), name="audit-checkpointer")
 
     async def stop(self) -> None:
@@ -185,7 +183,15 @@ class Checkpointer:
 
     async def _round(self) -> None:
         try:
-            await self.checkpoint()
+            await asyncio.wait_for(self.checkpoint(), self._round_seconds)
+        except TimeoutError:
+            log.warning(
+                "audit checkpoint did not finish within %.1f s (a lock held on"
+                " audit_checkpoints?); retrying in %.1f s%s",
+                self._round_seconds,
+                self._interval,
+                "" if self._stored else ", and not ready until one is stored",
+            )
         except Exception:  # a passing database fault must not stop the checkpoints
             log.exception("audit checkpoint failed; retrying in %.1f s", self._interval)
 
