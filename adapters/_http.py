@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 from typing import Any
 
@@ -12,6 +13,7 @@ from starlette.requests import ClientDisconnect
 from starlette.types import Receive, Send
 
 from ._errors import PROBLEM_PREFIX, AuthenticationFailed, InvalidRequest, OnceonlyError
+from .logs import withheld
 
 MAX_BODY = 64 * 1024
 
@@ -138,3 +140,23 @@ def problem_response(error: OnceonlyError) -> JSONResponse:
     body = {"type": PROBLEM_PREFIX + slug, "title": error.title, "status": status}
     body["detail"] = error.detail
     return JSONResponse(body, status_code=status, media_type="application/problem+json")
+
+
+class _InternalError(OnceonlyError):
+    default_status = 500
+    default_problem_type = "internal-error"
+    title = "Internal error"
+
+
+def unexpected(error: Exception, *, log: logging.Logger, trace_id: str) -> OnceonlyError:
+    """Log ``error``, an exception that no refusal accounts for, once (its type and
+    traceback, never its message: `withheld`), and return the refusal that answers it,
+    a 500 ``internal-error`` that tells nothing of the cause."""
+    log.error(
+        "unexpected error, answered 500: trace_id=%s %s",
+        trace_id,
+        type(error).__name__,
+        exc_info=withheld(error),
+        extra={"trace_id": trace_id},
+    )
+    return _InternalError("the adapter could not complete the request; it has been logged")

@@ -37,12 +37,20 @@ from ._errors import (
     UpstreamError,
 )
 from ._events import EVENT_TOKEN_TYPE, ChangePublisher, EventHandler, add_event_routes
-from ._http import bearer, check_media_types, problem_response, receive_body, send_json
+from ._http import (
+    bearer,
+    check_media_types,
+    problem_response,
+    receive_body,
+    send_json,
+    unexpected,
+)
 from ._hubkeys import HubDirectory
 from ._ops import ProviderMetrics, readiness_problems
 from ._reqtoken import RequestClaims, RequestTokenVerifier, subject_digest
 from ._sources import RecordSource, SourceError, close_sources
 from ._store import RecordStore, ServedEntry, timestamp
+from .logs import withheld
 
 __all__ = ["create_provider_app", "problem_response"]
 
@@ -236,8 +244,9 @@ QUERY_PATH = "/v1/items/{item_id}/records/query"
 
 class _QueryEndpoint:
     """``POST /v1/items/{item_id}/records/query`` (docs/protocol.md §4): the answer, or
-    a problem document, once the served-log entry of either is written. It echoes the
-    request's trace id (``X-Request-Id``) itself."""
+    a problem document, once the served-log entry of either is written; an unexpected
+    exception before the answer is a 500 ``internal-error`` problem like any refusal.
+    It echoes the request's trace id (``X-Request-Id``) itself."""
 
     def __init__(self, provider: _Provider) -> None:
         self._provider = provider
@@ -257,6 +266,8 @@ class _QueryEndpoint:
             refusal = error
         except HTTPException as error:  # a body limit of an app this one is embedded in
             refusal = _refusal_of(error)
+        except Exception as error:  # a fault: answered 500, with its entry when the token held
+            refusal = unexpected(error, log=logger, trace_id=trail.trace_id)
         try:
             refusal = await self._provider.settle(trail, error=refusal)
         except Exception as failed:  # no answer, and no refusal, leaves without its entry
@@ -494,6 +505,14 @@ class _RequestIdMiddleware:
     framework's exception handlers, exit stack and routing, which it does not use (it
     answers every refusal itself and echoes the trace id itself): the hub calls it for
     every exchange (docs/performance.md, issue 18). Everything else goes on to ``app``.
+
+    An exception that reaches this middleware is answered here, as a 500
+    ``internal-error`` problem with the trace id, and logged once (`unexpected`), rather
+    than by Starlette's last resort, which answers ``text/plain`` without the trace id
+    and re-raises, so that the server logs it again with its message, which may quote
+    a subject. One that comes once the answer has begun is logged, and the answer left
+    incomplete, so that the server ends the connection (a truncated answer must not
+    look whole).
     """
 
     def __init__(self, app: ASGIApp, *, query: Route) -> None:
@@ -511,15 +530,38 @@ class _RequestIdMiddleware:
             matched, child_scope = self._query.matches(scope)
             if matched is Match.FULL:
                 scope.update(child_scope)
-                await self._query.handle(scope, receive, send)
+                try:
+                    await self._query.handle(scope, receive, send)
+                except Exception as error:  # it answers all but a fault in sending its answer
+                    _answer_began(error, trace_id=request_id)
                 return
+        started = False
 
         async def send_with_id(message: Message) -> None:
+            nonlocal started
             if message["type"] == "http.response.start":
                 MutableHeaders(scope=message)["X-Request-Id"] = request_id
+                started = True
             await send(message)
 
-        await self._app(scope, receive, send_with_id)
+        try:
+            await self._app(scope, receive, send_with_id)
+        except Exception as error:
+            if started:
+                _answer_began(error, trace_id=request_id)
+                return
+            response = problem_response(unexpected(error, log=logger, trace_id=request_id))
+            await response(scope, receive, send_with_id)
+
+
+def _answer_began(error: Exception, *, trace_id: str) -> None:
+    logger.error(
+        "unexpected error once the answer began, left incomplete: trace_id=%s %s",
+        trace_id,
+        type(error).__name__,
+        exc_info=withheld(error),
+        extra={"trace_id": trace_id},
+    )
 
 
 # --- The record query in the OpenAPI document (/openapi.json, /docs) ----------------
@@ -535,6 +577,7 @@ _QUERY_PROBLEMS: dict[int, tuple[str, tuple[str, ...]]] = {
     406: ("The Accept header excludes application/json", ("not-acceptable",)),
     413: ("The body is over 64 KiB", ("payload-too-large",)),
     415: ("The body is not application/json", ("unsupported-media-type",)),
+    500: ("A fault of the adapter; logged, never described", ("internal-error",)),
     502: ("The source's record does not match the item's schema", ("source-invalid-record",)),
     503: ("The source failed, the hub's keys could not be fetched to check the token,"
           " or the served-log could not be written",

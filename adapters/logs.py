@@ -4,7 +4,8 @@ when there is one. The one formatter of the project: the adapter never imports t
 hub, so the hub's ``kit.logs`` takes :class:`JsonFormatter` from here (decision 0022).
 
 Never log a raw subject identifier or a token: the provider logs the request id, item,
-consumer, purpose, outcome and reason of a query, and a failed source's error type.
+consumer, purpose, outcome and reason of a query, a failed source's error type, and an
+unexpected error's type and traceback without its message (:func:`withheld`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import os
 import sys
 from typing import Any
 
-__all__ = ["JsonFormatter", "configure_logs", "json_logs_wanted"]
+__all__ = ["JsonFormatter", "WithheldMessage", "configure_logs", "json_logs_wanted", "withheld"]
 
 ENVIRONMENT = "ONCEONLY_ADAPTER_LOG_JSON"
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
@@ -52,3 +53,23 @@ def configure_logs(*, as_json: bool) -> None:
         logger.handlers[:] = [handler]
         logger.setLevel(logging.INFO)
         logger.propagate = False
+
+
+class WithheldMessage(Exception):
+    """Stands in a log record for an exception whose message is withheld (`withheld`)."""
+
+
+def withheld(error: BaseException) -> BaseException:
+    """``error`` as a log record may show it: its type, its traceback and its chain of
+    causes, each without its message, which can quote a subject or a token (a
+    ``KeyError`` of a lookup by subject, say). Log it as ``exc_info=withheld(error)``.
+    """
+    kind = type(error)
+    stand_in = WithheldMessage(f"{kind.__module__}.{kind.__qualname__} (message withheld)")
+    stand_in.__traceback__ = error.__traceback__
+    if error.__cause__ is not None:
+        stand_in.__cause__ = withheld(error.__cause__)
+    elif error.__context__ is not None and not error.__suppress_context__:
+        stand_in.__context__ = withheld(error.__context__)
+    stand_in.__suppress_context__ = error.__suppress_context__
+    return stand_in

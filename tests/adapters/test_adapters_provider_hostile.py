@@ -316,7 +316,7 @@ def test_openapi_document_describes_the_record_query(provider: Provider) -> None
     assert operation["security"] == [{"hubRequestToken": []}]
     assert document["components"]["securitySchemes"]["hubRequestToken"]["scheme"] == "bearer"
     assert set(operation["responses"]) == {
-        "200", "400", "401", "404", "406", "413", "415", "502", "503",
+        "200", "400", "401", "404", "406", "413", "415", "500", "502", "503",
     }  # fmt: skip
     assert operation["responses"]["415"]["x-problem-types"] == ["unsupported-media-type"]
     # the hub's keys unreachable while the token is checked is a 503 of its own
