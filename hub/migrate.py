@@ -6,17 +6,32 @@ hub that only checks, most CLI commands) need not load Alembic, Mako and Pygment
 The newest revisions are read from the migration scripts once per process (loading
 them runs every script): a process that starts many hubs (tests, the demo) finds each
 database current with one query instead of ~5 ms of Alembic.
+
+Migrations of one database run one at a time: two ``onceonly migrate`` (or hubs that
+migrate at start) on a fresh database would otherwise both find no schema and both
+create it, and the second would fail. The check and the upgrade are one transaction
+that first takes, on PostgreSQL, a transaction-level advisory lock
+(:data:`MIGRATION_LOCK`), and on SQLite the database's write lock (BEGIN IMMEDIATE,
+waiting at most SQLite's busy timeout): the second waits for the first to commit, then
+finds the database current and does nothing.
 """
 
 import functools
+import logging
 from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 
-from onceonly.hub.db import MIGRATIONS_DIR, make_sync_engine
+from onceonly.hub.db import MIGRATIONS_DIR, WRITE_OPTION, make_sync_engine
 
 if TYPE_CHECKING:
     from alembic.config import Config
+
+log = logging.getLogger("onceonly.migrate")
+
+MIGRATION_LOCK = int.from_bytes(b"onceonly", "big")
+"""The PostgreSQL advisory lock key held while a migration runs (a fixed bigint, the
+project's name in ASCII), in the database being migrated."""
 
 
 def _config() -> "Config":
@@ -46,14 +61,30 @@ def upgrade(url: str, revision: str = "heads") -> None:
 
     engine = make_sync_engine(url)
     try:
-        with engine.begin() as connection:
-            if revision == "heads" and _current(connection) == _heads():
-                return  # already current: nothing to run
-            config = _config()
-            config.attributes["connection"] = connection
-            command.upgrade(config, revision)
+        # on SQLite, the write option makes the transaction BEGIN IMMEDIATE (onceonly.hub.db)
+        with engine.connect().execution_options(**{WRITE_OPTION: True}) as connection:
+            with connection.begin():
+                _wait_for_other_migrations(connection)
+                if revision == "heads" and _current(connection) == _heads():
+                    return  # already current: nothing to run
+                config = _config()
+                config.attributes["connection"] = connection
+                command.upgrade(config, revision)
     finally:
         engine.dispose()
+
+
+def _wait_for_other_migrations(connection: sa.Connection) -> None:
+    """On PostgreSQL, take :data:`MIGRATION_LOCK` until the transaction ends, waiting
+    (and saying so) while another migration holds it. On SQLite, BEGIN IMMEDIATE has
+    already waited for the write lock."""
+    if connection.dialect.name != "postgresql":
+        return
+    key = {"key": MIGRATION_LOCK}
+    if connection.execute(sa.text("SELECT pg_try_advisory_xact_lock(:key)"), key).scalar():
+        return
+    log.warning("another migration of this database is running: waiting for it to end")
+    connection.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), key)
 
 
 def is_current(url: str) -> bool:
