@@ -113,6 +113,23 @@ def test_refuses_a_padded_signature(hub: HubDouble) -> None:
     assert verify(hub, token + "=") == ["the request token's signature is invalid"]
 
 
+def test_refuses_a_signature_spelt_with_unused_bits_set(hub: HubDouble) -> None:
+    """64 octets are 86 characters, the last carrying 4 bits that no octet uses (RFC
+    4648 §3.5): set, they spell the very same R ‖ S, which a lenient reader accepts."""
+    token = hub.request_token()
+    signed, _, signature = token.rpartition(".")
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    last = alphabet[alphabet.index(signature[-1]) | 0b0001]
+    respelt = f"{signed}.{signature[:-1]}{last}"
+    assert base64.urlsafe_b64decode(respelt.rpartition(".")[2] + "==") == (
+        base64.urlsafe_b64decode(signature + "==")
+    )
+
+    outcomes = verify(hub, respelt, token)
+    assert outcomes[0] == "the request token's signature is invalid"
+    assert isinstance(outcomes[1], RequestClaims)  # the token as the hub spelt it holds
+
+
 @pytest.mark.parametrize(
     ("token", "detail"),
     [

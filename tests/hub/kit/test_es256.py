@@ -1,5 +1,7 @@
 """ES256 straight through cryptography (onceonly.hub.kit.es256), held to joserfc."""
 
+import base64
+
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from joserfc import jws, jwt
@@ -60,7 +62,7 @@ def test_what_joserfc_signs_holds_and_nothing_else() -> None:
 def _respelt(part: str) -> str:
     alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
     respelt = part[:-1] + alphabet[alphabet.index(part[-1]) ^ 1]
-    assert base64url.decode(respelt) == base64url.decode(part)
+    assert base64.urlsafe_b64decode(respelt + "==") == base64url.decode(part)  # read leniently
     return respelt
 
 
