@@ -189,6 +189,9 @@ class Deliverer:
     async def deliver_due(self) -> int:
         """One round: lease due deliveries, attempt each, record the outcomes."""
         now = self._clock.now()
+        async with self._engine.connect() as reading:
+            if not await repository.any_due(reading, now=now):
+                return 0
         lease = now + timedelta(seconds=self._settings.event_lease)
         token = uuid4().hex
         self._held.add(token)  # before the claim: a stop during it still gives it back

@@ -173,6 +173,14 @@ def _due_ids(now: datetime, limit: int, dialect: str) -> Any:
     return query
 
 
+async def any_due(conn: AsyncConnection, *, now: datetime) -> bool:
+    """Whether a delivery is due now, read without taking a lock: the deliverer looks
+    before it claims, so that an idle round (every ``event_poll_interval``) does not
+    take SQLite's write lock, which the exchange's group commits wait for."""
+    query = sa.select(_due_ids(now, 1, "").exists())
+    return bool((await conn.execute(query)).scalar())
+
+
 async def claim_due(
     conn: AsyncConnection, *, now: datetime, lease_until: datetime, token: str, limit: int
 ) -> list[DueDelivery]:
