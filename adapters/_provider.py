@@ -568,6 +568,9 @@ def _answer_began(error: Exception, *, trace_id: str) -> None:
 # The query route is a plain ASGI app tried before FastAPI's routes, so FastAPI does not
 # describe it: its operation, as docs/protocol.md §4 states it, is added here.
 
+# What every route answers for a fault of the adapter (_RequestIdMiddleware)
+_FAULT = ("A fault of the adapter; logged, never described", ("internal-error",))
+
 # The problem types the query answers, by status (docs/adapters.md, "Serve")
 _QUERY_PROBLEMS: dict[int, tuple[str, tuple[str, ...]]] = {
     400: ("The body is not a valid query", ("invalid-request",)),
@@ -577,7 +580,7 @@ _QUERY_PROBLEMS: dict[int, tuple[str, tuple[str, ...]]] = {
     406: ("The Accept header excludes application/json", ("not-acceptable",)),
     413: ("The body is over 64 KiB", ("payload-too-large",)),
     415: ("The body is not application/json", ("unsupported-media-type",)),
-    500: ("A fault of the adapter; logged, never described", ("internal-error",)),
+    500: _FAULT,
     502: ("The source's record does not match the item's schema", ("source-invalid-record",)),
     503: ("The source failed, the hub's keys could not be fetched to check the token,"
           " or the served-log could not be written",
@@ -621,13 +624,15 @@ token's `request_id` claim, whatever its answer; other refusals leave none
 
 def _describe_query_route(app: FastAPI, *, path: str, body: dict[str, Any]) -> None:
     """Make ``app.openapi()`` describe ``POST path``, whose request body is the JSON
-    Schema ``body``."""
+    Schema ``body``, and on every route the ``405`` and ``500`` that any answers."""
     made_by_fastapi = app.openapi
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             document = made_by_fastapi()  # kept as app.openapi_schema: completed once
-            document.setdefault("paths", {})[path] = {"post": _operation()}
+            paths = document.setdefault("paths", {})
+            paths[path] = {"post": _operation()}
+            _describe_every_route(paths)
             components = document.setdefault("components", {})
             schemas = components.setdefault("schemas", {})
             schemas.update(RecordQuery={**body, "title": "RecordQuery"})
@@ -643,17 +648,46 @@ def _describe_query_route(app: FastAPI, *, path: str, body: dict[str, Any]) -> N
     app.openapi = openapi  # type: ignore[method-assign]
 
 
-def _operation() -> dict[str, Any]:
-    problems = {
-        str(status): {
-            "description": description,
-            "content": {
-                "application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}
-            },
-            "x-problem-types": list(slugs),
-        }
-        for status, (description, slugs) in _QUERY_PROBLEMS.items()
+_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
+
+
+def _describe_every_route(paths: dict[str, Any]) -> None:
+    """Add to every operation what its path answers whatever the route: ``405`` for
+    any other method (RFC 9110 §15.5.6; ``HEAD`` too, which no route here serves), a
+    problem document whose ``Allow`` header lists the path's methods, as the record
+    query answers it too (`_add_routes`); and ``500`` for a fault of the adapter."""
+    for operations in paths.values():
+        described = [method for method in _METHODS if method in operations]
+        allowed = ", ".join(method.upper() for method in described)
+        for method in described:
+            responses = operations[method].setdefault("responses", {})
+            responses["405"] = _wrong_method(allowed)
+            responses.setdefault("500", _problem(*_FAULT))
+
+
+def _wrong_method(allowed: str) -> dict[str, Any]:
+    allow = {
+        "description": "The methods this path answers (RFC 9110 §10.2.1), in any order",
+        "schema": {"type": "string"},
+        "example": allowed,
     }
+    described = _problem(f"Another method than {allowed}", ("invalid-request",))
+    return {**described, "headers": {"Allow": allow}}
+
+
+def _problem(description: str, slugs: tuple[str, ...]) -> dict[str, Any]:
+    """A response of problem documents of the types ``slugs``."""
+    return {
+        "description": description,
+        "content": {
+            "application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}
+        },
+        "x-problem-types": list(slugs),
+    }
+
+
+def _operation() -> dict[str, Any]:
+    problems = {str(status): _problem(*answer) for status, answer in _QUERY_PROBLEMS.items()}
     return {
         "summary": "Answer the hub's query for a record",
         "description": _DESCRIPTION,

@@ -316,13 +316,44 @@ def test_openapi_document_describes_the_record_query(provider: Provider) -> None
     assert operation["security"] == [{"hubRequestToken": []}]
     assert document["components"]["securitySchemes"]["hubRequestToken"]["scheme"] == "bearer"
     assert set(operation["responses"]) == {
-        "200", "400", "401", "404", "406", "413", "415", "500", "502", "503",
+        "200", "400", "401", "404", "405", "406", "413", "415", "500", "502", "503",
     }  # fmt: skip
     assert operation["responses"]["415"]["x-problem-types"] == ["unsupported-media-type"]
     # the hub's keys unreachable while the token is checked is a 503 of its own
     assert "hub-unavailable" in operation["responses"]["503"]["x-problem-types"]
     assert "/v1/events" in document["paths"]  # FastAPI's own routes are still there
     assert provider.http.get(f"{provider.url}/docs").status_code == 200
+
+
+def test_openapi_document_lists_the_405_of_every_route_as_it_is_answered(
+    provider: Provider,
+) -> None:
+    """A client written from the document alone knows that each path answers another
+    method 405, a problem with ``Allow`` (RFC 9110 §15.5.6), and that the answer is
+    that; and that any route may answer a fault 500 ``internal-error``."""
+    document = provider.http.get(f"{provider.url}/openapi.json").json()
+
+    validate(document)
+    assert {"/healthz", "/readyz", "/metrics", "/v1/events", QUERY.replace(ITEM, "{item_id}")} <= (
+        set(document["paths"])
+    )
+    for path, operations in document["paths"].items():
+        methods = {method.upper() for method in operations}
+        for operation in operations.values():
+            wrong = operation["responses"]["405"]
+            assert set(wrong["content"]) == {"application/problem+json"}
+            assert wrong["x-problem-types"] == ["invalid-request"]
+            assert set(wrong["headers"]["Allow"]["example"].split(", ")) == methods
+            assert operation["responses"]["500"]["x-problem-types"] == ["internal-error"]
+        url = provider.url + path.replace("{item_id}", ITEM)
+        for method in sorted({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH"} - methods):
+            answer = provider.http.request(method, url)
+            assert answer.status_code == 405, (method, path)
+            assert answer.headers["content-type"] == "application/problem+json"
+            assert set(answer.headers["Allow"].split(", ")) == methods
+            assert answer.headers["X-Request-Id"]
+            if method != "HEAD":  # no body to a HEAD
+                assert answer.json()["type"] == "urn:onceonly:problem:invalid-request"
 
 
 def test_a_refusal_logs_a_long_item_bounded(
