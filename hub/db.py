@@ -329,13 +329,24 @@ PostgresWork = Callable[[Any], Awaitable[T]]
 
 
 async def write_in_one_call(
-    engine: AsyncEngine, *, sqlite_work: "SqliteWork[T]", postgres_work: "PostgresWork[T]"
+    engine: AsyncEngine,
+    *,
+    sqlite_work: "SqliteWork[T]",
+    postgres_work: "PostgresWork[T]",
+    durable: bool = True,
 ) -> T:
     """Run one write transaction as one call to the driver (see above): ``sqlite_work``
     with the sqlite3 connection on aiosqlite's thread, or ``postgres_work`` with the
     psycopg connection in pipeline mode (it may commit itself, to read results after
     the COMMIT). Either commits before this returns, or raises a
-    ``sqlalchemy.exc.DBAPIError`` (or what the work raised) and leaves nothing."""
+    ``sqlalchemy.exc.DBAPIError`` (or what the work raised) and leaves nothing.
+
+    ``durable=False``: the commit does not wait for its own flush to disk (SQLite
+    ``synchronous=NORMAL`` for this transaction, PostgreSQL ``synchronous_commit =
+    off``). It is visible to every reader at once and survives the process ending; only
+    a crash of the machine before the next durable commit can lose it. A durable commit
+    made after it flushes it too: both stores flush their log in order. For writes whose
+    effect is answered only after such a commit (docs/decisions/0043)."""
     async with engine.connect() as conn:
         raw = await conn.get_raw_connection()
         driver = raw.driver_connection
@@ -343,8 +354,8 @@ async def write_in_one_call(
         errors = conn.dialect.loaded_dbapi.Error
         try:
             if conn.dialect.name == "sqlite":
-                return await _sqlite_call(driver, sqlite_work)
-            return await _postgres_call(driver, postgres_work)
+                return await _sqlite_call(driver, sqlite_work, durable)
+            return await _postgres_call(driver, postgres_work, durable)
         except errors as error:
             raise sa.exc.DBAPIError.instance(
                 None, None, error, errors, hide_parameters=True
@@ -358,25 +369,31 @@ async def write_in_one_call(
             raise
 
 
-async def _sqlite_call(driver: Any, work: "SqliteWork[T]") -> T:
+async def _sqlite_call(driver: Any, work: "SqliteWork[T]", durable: bool) -> T:
     # aiosqlite runs any function on its thread with the private Connection._execute
     # (its public methods are each one such call); one call is the point here. The
     # versions pyproject allows have it; tests/hub/test_db_one_call.py names it.
-    result: T = await driver._execute(_in_sqlite_transaction, driver, work)
+    result: T = await driver._execute(_in_sqlite_transaction, driver, work, durable)
     return result
 
 
-def _in_sqlite_transaction(driver: Any, work: "SqliteWork[T]") -> T:
+def _in_sqlite_transaction(driver: Any, work: "SqliteWork[T]", durable: bool) -> T:
     db: sqlite3.Connection = driver._conn
     with _write_gate(driver, db):
-        db.execute("BEGIN IMMEDIATE")
+        if not durable:  # the connection's setting, for this transaction only
+            db.execute("PRAGMA synchronous=NORMAL")
         try:
-            result = work(db)
-            db.execute("COMMIT")
-        except BaseException:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            raise
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                result = work(db)
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+        finally:
+            if not durable:
+                db.execute("PRAGMA synchronous=FULL")
     return result
 
 
@@ -455,13 +472,15 @@ def _gate_for(path: str) -> _WriteGate:
         return gate
 
 
-async def _postgres_call(driver: Any, work: "PostgresWork[T]") -> T:
+async def _postgres_call(driver: Any, work: "PostgresWork[T]", durable: bool) -> T:
     # In a pipeline, statements are queued and sent when a result is fetched or at the
     # commit: the work's reads cost a round trip each, its writes and the COMMIT one. A
     # work that reads what its last statement returns commits first (the results are
     # there after the commit), so that statement and the COMMIT travel together.
     try:
         async with driver.pipeline():
+            if not durable:  # sent with the work's first statements, for this transaction
+                await driver.execute("SET LOCAL synchronous_commit TO OFF", prepare=False)
             result = await work(driver)
             if driver.info.transaction_status != TransactionStatus.IDLE:
                 await driver.commit()

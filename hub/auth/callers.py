@@ -265,8 +265,9 @@ async def caller_from_token(
     return caller
 
 
-async def spend_proof(jtis: JtiRegister, caller: Caller) -> bool:
-    """RFC 9449 §11.1: a proof's jti is accepted once, on every replica; False on replay."""
+async def spend_proof(jtis: JtiRegister, caller: Caller, *, durable: bool = True) -> bool:
+    """RFC 9449 §11.1: a proof's jti is accepted once, on every replica; False on replay.
+    ``durable``: as ``JtiRegister.spend``."""
     if caller.proof_key is None or caller.proof_expires is None:
         return True
-    return await jtis.spend(caller.proof_key, expires_at=caller.proof_expires)
+    return await jtis.spend(caller.proof_key, expires_at=caller.proof_expires, durable=durable)

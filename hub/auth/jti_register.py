@@ -58,7 +58,7 @@ class JtiRegister:
     ) -> None:
         self._engine = engine
         self._clock = clock
-        self._writer: GroupCommit[tuple[str, datetime], Spent] = GroupCommit(
+        self._writer: GroupCommit[tuple[str, datetime, bool], Spent] = GroupCommit(
             self._spend_batch,
             name="jti-register",
             batch_size=batch_size,
@@ -81,16 +81,23 @@ class JtiRegister:
     async def stop(self) -> None:
         await self._writer.stop()
 
-    async def spend(self, key: str, *, expires_at: datetime) -> bool:
-        """True if ``key`` was never spent before (and is spent now), False on a replay."""
-        return (await self._writer.submit((key, expires_at))).fresh
+    async def spend(self, key: str, *, expires_at: datetime, durable: bool = True) -> bool:
+        """True if ``key`` was never spent before (and is spent now), False on a replay.
 
-    async def spend_reading_generation(self, key: str, *, expires_at: datetime) -> Spent:
+        ``durable=False`` when the caller answers only after a durable commit of its own
+        (the record query's audit entry): the spend's commit then does not wait for its
+        own flush to disk; that later commit flushes it (docs/decisions/0043). A batch
+        is flushed if any of its spends asks for it."""
+        return (await self._writer.submit((key, expires_at, durable))).fresh
+
+    async def spend_reading_generation(
+        self, key: str, *, expires_at: datetime, durable: bool = True
+    ) -> Spent:
         """As :meth:`spend`, with the facts' generation as its transaction read it."""
-        return await self._writer.submit((key, expires_at))
+        return await self._writer.submit((key, expires_at, durable))
 
-    async def _spend_batch(self, batch: list[tuple[str, datetime]]) -> list[Spent]:
-        rows = list(dict(batch).items())
+    async def _spend_batch(self, batch: list[tuple[str, datetime, bool]]) -> list[Spent]:
+        rows = list({key: expires for key, expires, _ in batch}.items())
         purge_before = None
         if random.random() < repository.PURGE_PROBABILITY * len(batch):
             purge_before = self._clock.now()
@@ -98,9 +105,10 @@ class JtiRegister:
             self._engine,
             sqlite_work=lambda conn: _spend_now(conn, rows, purge_before),
             postgres_work=lambda conn: _spend_pg(conn, rows, purge_before),
+            durable=any(durable for _, _, durable in batch),
         )
         results, seen = [], set()
-        for key, _ in batch:  # within one batch, the first of two equal keys wins
+        for key, _, _ in batch:  # within one batch, the first of two equal keys wins
             results.append(Spent(key in fresh and key not in seen, generation))
             seen.add(key)
         return results

@@ -127,18 +127,22 @@ async def _facts_and_proof(
 
     With a proof to spend, facts this process kept for the same key are used again
     when the generation that the spend's transaction read is theirs (decision 0038):
-    the query then costs no read. Otherwise the read and the spend go together."""
+    the query then costs no read. Otherwise the read and the spend go together.
+
+    The spend does not wait for its own flush to disk: every answer of a record query,
+    a refusal included, waits for its audit entry's durable commit, which flushes the
+    spend with it (decision 0043)."""
     kept = cache.get(key, now=clock.now())
     if kept is not None and caller.proof_key is not None and caller.proof_expires is not None:
         spent = await context.jtis.spend_reading_generation(
-            caller.proof_key, expires_at=caller.proof_expires
+            caller.proof_key, expires_at=caller.proof_expires, durable=False
         )
         if cache.holds(kept, generation=spent.generation):
             return kept, spent.fresh, False
         return await _read_facts(key, context=context, clock=clock), spent.fresh, True
     found, proof_fresh = await asyncio.gather(  # one read and the proof's jti, together
         _read_facts(key, context=context, clock=clock),
-        spend_proof(context.jtis, caller),
+        spend_proof(context.jtis, caller, durable=False),
     )
     return found, proof_fresh, True
 

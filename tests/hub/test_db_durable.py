@@ -1,0 +1,88 @@
+"""``db.write_in_one_call(durable=False)``: the commit does not wait for its own flush
+(SQLite ``synchronous=NORMAL``, PostgreSQL ``synchronous_commit = off``) for that one
+transaction, and the connection is as it was for the next (decision 0043); and the
+single-use register asks for a flush when any spend of its batch does."""
+
+import asyncio
+import sqlite3
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from onceonly.hub import db
+from onceonly.hub.auth.jti_register import JtiRegister
+from onceonly.hub.db import make_engine, write_in_one_call
+
+pytestmark = pytest.mark.anyio
+
+LATER = datetime(2999, 1, 1, tzinfo=UTC)
+
+
+def _sqlite_setting(conn: sqlite3.Connection) -> str:
+    return {0: "off", 1: "normal", 2: "full", 3: "extra"}[
+        int(conn.execute("PRAGMA synchronous").fetchone()[0])
+    ]
+
+
+async def _postgres_setting(conn: Any) -> str:
+    cursor = conn.cursor()
+    await cursor.execute("SHOW synchronous_commit")
+    row = await cursor.fetchone()
+    return str(row[0])
+
+
+async def _setting(engine: AsyncEngine, *, durable: bool) -> str:
+    return await write_in_one_call(
+        engine, sqlite_work=_sqlite_setting, postgres_work=_postgres_setting, durable=durable
+    )
+
+
+async def test_only_the_one_transaction_skips_its_flush(database_url: str) -> None:
+    engine = make_engine(database_url)
+    try:
+        if engine.dialect.name == "postgresql":  # the test database itself says off
+            async with engine.connect() as conn:
+                await conn.exec_driver_sql("SET synchronous_commit TO on")
+                await conn.commit()
+        flushed = "full" if engine.dialect.name == "sqlite" else "on"
+        unflushed = "normal" if engine.dialect.name == "sqlite" else "off"
+        # One connection, used in turn: each call sees what the one before left.
+        seen = [await _setting(engine, durable=durable) for durable in (True, False, True)]
+        assert seen == [flushed, unflushed, flushed]
+    finally:
+        await engine.dispose()
+
+
+async def test_a_batch_is_flushed_when_any_of_its_spends_asks(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    asked: list[bool] = []
+    real = db.write_in_one_call
+
+    async def recording(engine: AsyncEngine, **kwargs: Any) -> Any:
+        asked.append(kwargs["durable"])
+        return await real(engine, **kwargs)
+
+    monkeypatch.setattr(db, "write_in_one_call", recording)
+    engine = make_engine(database_url)
+    register = JtiRegister(engine, batch_size=64)
+    await register.start()
+    try:
+        assert await register.spend("a", expires_at=LATER)
+        assert await register.spend("b", expires_at=LATER, durable=False)
+        both = await asyncio.gather(
+            register.spend("c", expires_at=LATER, durable=False),
+            register.spend("d", expires_at=LATER),
+        )
+        assert both == [True, True]
+        assert not await register.spend("b", expires_at=LATER, durable=False)  # replay
+    finally:
+        await register.stop()
+        async with engine.connect() as conn:
+            stored = set((await conn.execute(sa.text("SELECT key FROM used_jtis"))).scalars())
+        await engine.dispose()
+    assert asked == [True, False, True, False]
+    assert stored == {"a", "b", "c", "d"}
