@@ -6,6 +6,7 @@ Services never commit; the request's session dependency does, once, at the end.
 
 import contextlib
 import fcntl
+import logging
 import os
 import select
 import sqlite3
@@ -29,6 +30,8 @@ from sqlalchemy.ext.asyncio import (
 )
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+
+log = logging.getLogger("onceonly.db")
 
 
 def async_url(url: str) -> str:
@@ -55,6 +58,7 @@ def sync_url(url: str) -> str:
 
 
 WRITE_OPTION = "onceonly_write"
+BUSY_TIMEOUT_MS = 10_000  # how long a SQLite writer waits for the lock before it fails
 
 
 def _tune_sqlite(dbapi_connection: object, _record: object) -> None:
@@ -67,7 +71,7 @@ def _tune_sqlite(dbapi_connection: object, _record: object) -> None:
         "journal_mode=WAL",
         "synchronous=FULL",
         "foreign_keys=ON",
-        "busy_timeout=10000",
+        f"busy_timeout={BUSY_TIMEOUT_MS}",
     ):
         cursor.execute(f"PRAGMA {pragma}")
     cursor.close()
@@ -379,9 +383,15 @@ async def _sqlite_call(driver: Any, work: "SqliteWork[T]", durable: bool) -> T:
 
 def _in_sqlite_transaction(driver: Any, work: "SqliteWork[T]", durable: bool) -> T:
     db: sqlite3.Connection = driver._conn
-    with _write_gate(driver, db):
-        if not durable:  # the connection's setting, for this transaction only
-            db.execute("PRAGMA synchronous=NORMAL")
+    gate = _write_gate(driver, db)
+    started = time.monotonic()
+    held = gate.enter(BUSY_TIMEOUT_MS / 1000)
+    waited_ms = int((time.monotonic() - started) * 1000)
+    try:
+        if waited_ms:  # the gate's wait and SQLite's together stay within the busy timeout
+            db.execute(f"PRAGMA busy_timeout={max(1, BUSY_TIMEOUT_MS - waited_ms)}")
+        if not durable:  # the connection's setting, for this transaction only (WAL: see
+            db.execute("PRAGMA synchronous=NORMAL")  # decision 0043)
         try:
             db.execute("BEGIN IMMEDIATE")
             try:
@@ -394,6 +404,11 @@ def _in_sqlite_transaction(driver: Any, work: "SqliteWork[T]", durable: bool) ->
         finally:
             if not durable:
                 db.execute("PRAGMA synchronous=FULL")
+            if waited_ms:
+                db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    finally:
+        if held:
+            gate.leave()
     return result
 
 
@@ -409,14 +424,20 @@ def _in_sqlite_transaction(driver: Any, work: "SqliteWork[T]", durable: bool) ->
 # threads (counted with perf on clock_nanosleep), and the latency the hub adds showed it.
 #
 # So the transactions of write_in_one_call queue in front of SQLite's lock: a thread lock
-# among this process's connections, and flock(2) on a file beside the database
-# (<database>-writers) among the processes that share it (``serve --workers N``). Both
-# wake the next writer the moment the holder lets go. A writer that does not pass here
-# (a request's session, another program) still meets the busy handler, as before, and
-# so do these writers when it holds the lock: the gate orders them; SQLite's lock is
-# still what keeps the file consistent.
+# among this process's connections, which wakes the next writer the moment the holder
+# lets go, and flock(2) on a file beside the database (<database>-writers) among the
+# processes that share it (``serve --workers N``), tried without blocking and again
+# every 0.1 to 1 ms. A writer that does not pass here (a request's session, the
+# checkpointer, another program) still meets the busy handler, as before, and so do these
+# writers when it holds the lock: the gate orders them; SQLite's lock is still what keeps
+# the file consistent. Nobody waits longer than before: the wait at the gate counts
+# against the busy timeout, and a writer that could not pass in that time tries SQLite's
+# lock without it (a holder stopped between the two locks does not stop the others). If
+# the file cannot be made or locked (a read-only directory, a file system without
+# flock), the gate keeps this process's writers in order only, and says so once.
 
 WRITERS_SUFFIX = "-writers"
+_POLL_FIRST, _POLL_MOST = 0.0001, 0.001  # seconds between tries of another process's flock
 
 
 class _WriteGate:
@@ -425,7 +446,8 @@ class _WriteGate:
     def __init__(self, path: str) -> None:
         self._lock = threading.Lock()
         self._pid = os.getpid()
-        self._fd = os.open(path + WRITERS_SUFFIX, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        self._path = path + WRITERS_SUFFIX
+        self._fd = _open_beside(path, self._path)
 
     @property
     def owned(self) -> bool:
@@ -433,33 +455,102 @@ class _WriteGate:
         so its flock) is the parent's, which would not keep the two apart."""
         return self._pid == os.getpid()
 
-    def __enter__(self) -> None:
-        self._lock.acquire()
+    def enter(self, budget: float) -> bool:
+        """Wait up to ``budget`` seconds for the gate: True if held (call :meth:`leave`)."""
+        deadline = time.monotonic() + budget
+        if not self._lock.acquire(timeout=budget):
+            return False
         try:
-            fcntl.flock(self._fd, fcntl.LOCK_EX)
+            if self._fd is None or self._flock(self._fd, deadline):
+                return True
         except BaseException:
             self._lock.release()
             raise
+        self._lock.release()
+        return False
 
-    def __exit__(self, *_exc: object) -> None:
+    def leave(self) -> None:
         try:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            if self._fd is not None:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
         finally:
             self._lock.release()
+
+    def _flock(self, fd: int, deadline: float) -> bool:
+        pause = _POLL_FIRST
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return True
+            except BlockingIOError:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                time.sleep(min(pause, left))
+                pause = min(2 * pause, _POLL_MOST)
+            except OSError as error:  # no flock here: this process's order only
+                log.warning(
+                    "cannot lock %s (%s): several processes writing this database will"
+                    " wait for each other in SQLite's busy handler",
+                    self._path,
+                    error.strerror,
+                )
+                os.close(fd)
+                self._fd = None
+                return True
+
+
+class _NoGate:
+    """A database in memory: no other connection can write it."""
+
+    def enter(self, budget: float) -> bool:
+        return False
+
+    def leave(self) -> None:
+        raise AssertionError("never held")
+
+
+def _open_beside(database: str, path: str) -> int | None:
+    """The gate's file, made with the database file's owner and mode (a hub started once
+    as root must not leave a file its own user cannot open), or opened read-only where it
+    cannot be written (flock needs no write access); None, said once, if neither."""
+    try:
+        owner = os.stat(database)
+    except OSError:
+        owner = None
+    mode = 0o600 if owner is None else owner.st_mode & 0o666
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, mode)
+    except OSError:
+        try:
+            return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as error:
+            log.warning(
+                "cannot open %s (%s): several processes writing this database will wait"
+                " for each other in SQLite's busy handler",
+                path,
+                error.strerror,
+            )
+            return None
+    if owner is not None and os.geteuid() == 0:
+        with contextlib.suppress(OSError):
+            os.fchown(fd, owner.st_uid, owner.st_gid)
+    return fd
 
 
 _GATES: dict[str, _WriteGate] = {}
 _GATES_LOCK = threading.Lock()
 _GATE_OF_DRIVER = "_onceonly_write_gate"
+_NO_GATE = _NoGate()
 
 
-def _write_gate(driver: Any, db: sqlite3.Connection) -> contextlib.AbstractContextManager[None]:
+def _write_gate(driver: Any, db: sqlite3.Connection) -> "_WriteGate | _NoGate":
     """The gate of the file ``db`` writes to (looked up once per connection), or no gate
-    for a database in memory, which no other connection can write."""
+    for a database in memory."""
     gate = getattr(driver, _GATE_OF_DRIVER, None)
     if gate is None or (isinstance(gate, _WriteGate) and not gate.owned):
         path = next((row[2] for row in db.execute("PRAGMA database_list") if row[1] == "main"), "")
-        gate = _gate_for(str(Path(path).resolve())) if path else contextlib.nullcontext()
+        gate = _gate_for(str(Path(path).resolve())) if path else _NO_GATE
         setattr(driver, _GATE_OF_DRIVER, gate)
     return gate
 

@@ -131,7 +131,8 @@ async def _facts_and_proof(
 
     The spend does not wait for its own flush to disk: every answer of a record query,
     a refusal included, waits for its audit entry's durable commit, which flushes the
-    spend with it (decision 0043)."""
+    spend with it (decision 0043); so a read that fails is raised only after the spend
+    has settled."""
     kept = cache.get(key, now=clock.now())
     if kept is not None and caller.proof_key is not None and caller.proof_expires is not None:
         spent = await context.jtis.spend_reading_generation(
@@ -143,7 +144,12 @@ async def _facts_and_proof(
     found, proof_fresh = await asyncio.gather(  # one read and the proof's jti, together
         _read_facts(key, context=context, clock=clock),
         spend_proof(context.jtis, caller, durable=False),
+        return_exceptions=True,  # a failed read is refused only once the spend settled
     )
+    if isinstance(found, BaseException):
+        raise found
+    if isinstance(proof_fresh, BaseException):
+        raise proof_fresh
     return found, proof_fresh, True
 
 

@@ -7,6 +7,8 @@ the same file (flock on ``<database>-writers``) starts the moment the holder com
 """
 
 import asyncio
+import fcntl
+import os
 import sqlite3
 import subprocess
 import sys
@@ -17,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from onceonly.hub import db as hub_db
 from onceonly.hub.db import WRITERS_SUFFIX, make_engine, write_in_one_call
 
 pytestmark = pytest.mark.anyio
@@ -130,11 +133,86 @@ async def test_a_waiting_writer_starts_as_soon_as_the_lock_is_let_go(
     assert sorted(rows) == [("holder", ROUNDS), ("waiter", ROUNDS)]
 
 
-async def test_a_database_in_memory_has_no_gate_file(tmp_path: Path) -> None:
+async def test_a_database_in_memory_has_no_gate(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # a path-less gate would be made from the working directory
+    gates = dict(hub_db._GATES)
     engine = make_engine("sqlite:///:memory:")
     try:
         await write_in_one_call(engine, sqlite_work=_create, postgres_work=_unused)
         assert await write_in_one_call(engine, sqlite_work=lambda db: 1, postgres_work=_unused) == 1
     finally:
         await engine.dispose()
+    assert hub_db._GATES == gates
     assert not list(tmp_path.iterdir())
+    assert not list(tmp_path.parent.glob(f"{tmp_path.name}*{WRITERS_SUFFIX}"))
+
+
+async def test_a_gate_held_too_long_is_passed_by_after_the_busy_timeout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A holder stopped between the gate and SQLite's lock (a frozen process) does not
+    stop the others for ever: after the busy timeout they try SQLite's lock without it."""
+    monkeypatch.setattr(hub_db, "BUSY_TIMEOUT_MS", 500)
+    path = tmp_path / "held.db"
+    engine = make_engine(f"sqlite:///{path}")
+    try:
+        await write_in_one_call(engine, sqlite_work=_create, postgres_work=_unused)
+        stopped = os.open(f"{path}{WRITERS_SUFFIX}", os.O_RDONLY)  # another description
+        try:
+            fcntl.flock(stopped, fcntl.LOCK_EX)
+            started = time.monotonic()
+            await asyncio.wait_for(
+                write_in_one_call(engine, sqlite_work=_insert("past"), postgres_work=_unused),
+                5,
+            )
+            assert 0.4 < time.monotonic() - started < 3
+        finally:
+            os.close(stopped)
+        rows = sqlite3.connect(path).execute("SELECT who FROM t").fetchall()
+        assert rows == [("past",)]
+    finally:
+        await engine.dispose()
+
+
+async def test_without_a_gate_file_the_writes_still_go_through(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A gate file that cannot be made (here a link to nowhere; a read-only directory)
+    costs only the order among processes: said once, and every write commits."""
+    path = tmp_path / "nofile.db"
+    Path(f"{path}{WRITERS_SUFFIX}").symlink_to(tmp_path / "missing" / "writers")
+    engine = make_engine(f"sqlite:///{path}")
+    try:
+        await write_in_one_call(engine, sqlite_work=_create, postgres_work=_unused)
+        for n in range(3):
+            await write_in_one_call(engine, sqlite_work=_insert(f"w{n}"), postgres_work=_unused)
+    finally:
+        await engine.dispose()
+    assert sqlite3.connect(path).execute("SELECT count(*) FROM t").fetchone() == (3,)
+    said = [r for r in caplog.records if r.name == "onceonly.db" and "cannot open" in r.message]
+    assert len(said) == 1
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root can make a file another user owns")
+async def test_the_gate_file_gets_the_database_files_owner_and_mode(tmp_path: Path) -> None:
+    """A hub started once as root must not leave a gate file its own user cannot open."""
+    path = tmp_path / "owned.db"
+    sqlite3.connect(path).close()
+    os.chown(path, 65534, 65534)
+    os.chmod(path, 0o640)
+    engine = make_engine(f"sqlite:///{path}")
+    try:
+        await write_in_one_call(engine, sqlite_work=_create, postgres_work=_unused)
+    finally:
+        await engine.dispose()
+    made = os.stat(f"{path}{WRITERS_SUFFIX}")
+    assert (made.st_uid, made.st_gid) == (65534, 65534)
+    assert made.st_mode & 0o777 == 0o640 & ~_umask()
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
