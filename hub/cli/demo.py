@@ -8,6 +8,11 @@ welfare's steward asks for what the law allows and the owners' stewards approve 
 refused what it has no grant for, follows a citizen's move, loses its access when
 the civil registry revokes it, and an auditor reads the citizen's trail and checks
 a receipt against the log.
+
+The demo's own hub is configured by the demo alone (:class:`DemoSettings`): the
+operator's ``ONCEONLY_*`` variables, meant for a real hub, are not read; only
+``onceonly demo --hub URL``, which plays against a running hub, takes its break-glass
+token from ``ONCEONLY_ADMIN_TOKEN``.
 """
 
 import base64
@@ -30,6 +35,7 @@ from typing import Any, TextIO
 
 import httpx
 from joserfc.jwk import ECKey
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
 
 from onceonly.adapters import (
     AccessDenied,
@@ -520,9 +526,12 @@ def _audit(
         )
 
 
-def _admin_token(hub_url: str, root: Path) -> str:
-    """The break-glass token: $ONCEONLY_ADMIN_TOKEN, else a demo hub's, else the local hub's."""
+def _admin_token(hub_url: str, root: Path, *, own_hub: bool) -> str:
+    """The break-glass token: the demo's own hub's; for a running hub (``--hub``),
+    $ONCEONLY_ADMIN_TOKEN, else a kept demo hub's, else the local hub's."""
     demo_token = root / "hub" / "keys" / "admin-token"
+    if own_hub:
+        return demo_token.read_text().strip()
     token = os.environ.get("ONCEONLY_ADMIN_TOKEN") or (
         demo_token.read_text().strip() if demo_token.is_file() else break_glass_token()
     )
@@ -561,7 +570,7 @@ def run(*, keep: bool, hub_url: str | None, root: Path, out: TextIO = sys.stdout
         else:
             adapters_root = root / f"replay-{time.time_ns()}"
             out.write(f"Onceonly demo against the hub at {hub_url}\n")
-        admin_token = _admin_token(hub_url, root)
+        admin_token = _admin_token(hub_url, root, own_hub=own_hub)
         departments = {
             d: start_department(stack, department=d, hub_url=hub_url, root=adapters_root)
             for d in DEPARTMENT_ITEMS
@@ -594,9 +603,27 @@ def _default_password_cost_from_now() -> None:
     )
 
 
+class DemoSettings(Settings):
+    """The demo hub's settings: what the demo passes, and the defaults; never the
+    environment's ``ONCEONLY_*`` variables nor ``$ONCEONLY_CONFIG``'s file. Those
+    configure the operator's real hub: read here, its ``database_url`` would take the
+    demo's story, its ``mode`` or ``keys_dir`` would stop or change the demo."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings,)
+
+
 def _start_hub(stack: ExitStack, root: Path) -> str:
     sock = loopback_socket()
-    settings = Settings(
+    settings = DemoSettings(
         data_dir=root / "hub",
         issuer=url_of(sock),
         log_json=False,
