@@ -143,6 +143,10 @@ def problem_slugs() -> frozenset[str]:
     return frozenset(found)
 
 
+STOP_SECONDS = 5.0
+"""How long stopping the label guard waits for a refresh under way."""
+
+
 class LabelGuard:
     """Turns a value into itself if it is registered, else ``-`` (see the module's
     docstring). A worker: ``start()`` reads the vocabulary, ``stop()`` ends a refresh."""
@@ -155,6 +159,7 @@ class LabelGuard:
         self._reasons = problem_slugs() | OTHER_REASONS
         self._loaded_at = float("-inf")
         self._wanted = False
+        self._stopped = False
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -162,16 +167,24 @@ class LabelGuard:
         return self._known.departments
 
     async def start(self) -> None:
+        self._stopped = False
         try:
             await self.refresh()
         except Exception:  # labels are "-" until a refresh succeeds; the hub still serves
             log.warning("could not read the registry for metric labels", exc_info=True)
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.wait((self._task,))
-            self._task = None
+        """End the refreshes: one under way may finish its reads first, for at most
+        ``STOP_SECONDS`` (cancelled in the middle of a read, its connection would be
+        invalidated and, on SQLite, left open for the garbage collector to close)."""
+        self._stopped, self._wanted = True, False
+        task, self._task = self._task, None
+        if task is None:
+            return
+        await asyncio.wait((task,), timeout=STOP_SECONDS)
+        if not task.done():
+            task.cancel()
+            await asyncio.wait((task,))
 
     async def refresh(self) -> None:
         self._loaded_at = time.monotonic()
@@ -210,6 +223,8 @@ class LabelGuard:
         return UNKNOWN
 
     def _start_refresh(self) -> None:
+        if self._stopped:
+            return  # nothing would stop it
         if self._task is not None and not self._task.done():
             return  # the running refresh reads again while _wanted is set
         try:

@@ -99,6 +99,7 @@ class Checkpointer:
         self._interval = interval
         self._round_seconds = round_seconds
         self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
         self._alarm: str | None = None
         self._stored = False
 
@@ -121,13 +122,17 @@ class Checkpointer:
         the checkpoints' table must not hold the start back, nor the task forever): the
         hub then serves, and is not ready until a round stores a checkpoint."""
         await self._round()
+        self._stopping = asyncio.Event()
         self._task = asyncio.create_task(self._run(), name="audit-checkpointer")
 
     async def stop(self) -> None:
+        """End the task between two rounds: a round under way finishes first (within
+        ``round_seconds``), for a round cancelled in the middle of a statement would
+        leave its connection to the garbage collector."""
         if self._task is None:
             return
-        self._task.cancel()
-        await asyncio.gather(self._task, return_exceptions=True)
+        self._stopping.set()
+        await asyncio.wait((self._task,))
         self._task = None
 
     async def checkpoint(self) -> AuditCheckpoint | None:
@@ -177,9 +182,16 @@ class Checkpointer:
         self._alarm = problem
 
     async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self._interval)
+        while not await self._stop_within(self._interval):
             await self._round()
+
+    async def _stop_within(self, seconds: float) -> bool:
+        """Whether ``stop()`` is called within ``seconds``."""
+        try:
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+        except TimeoutError:
+            return False
+        return True
 
     async def _round(self) -> None:
         try:
