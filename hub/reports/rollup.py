@@ -10,6 +10,7 @@ added once whoever adds it.
 """
 
 import asyncio
+import contextlib
 import logging
 
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -24,6 +25,9 @@ log = logging.getLogger("onceonly.reports")
 
 # Batches lost in a row to other replicas before this catch-up leaves the rest to them.
 _MAX_RACES = 50
+
+STOP_SECONDS = 5.0
+"""How long stopping the worker waits for a batch under way."""
 
 
 class _Raced(Exception):
@@ -44,16 +48,24 @@ class Rollup:
         # audit writer needs too.
         self._batch_size = batch_size
         self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
 
     async def start(self) -> None:
+        self._stopping.clear()
         self._task = asyncio.create_task(self._run(), name="report-rollup")
 
     async def stop(self) -> None:
-        if self._task is None:
+        """End the worker between batches: a batch under way finishes, for at most
+        ``STOP_SECONDS`` (cancelled in the middle of a read or write, its connection
+        would be invalidated and, on SQLite, left open for the garbage collector)."""
+        task, self._task = self._task, None
+        if task is None:
             return
-        self._task.cancel()
-        await asyncio.gather(self._task, return_exceptions=True)
-        self._task = None
+        self._stopping.set()
+        await asyncio.wait((task,), timeout=STOP_SECONDS)
+        if not task.done():
+            task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
 
     async def catch_up(self, *, budget: float | None = None) -> repository.Progress:
         """Add what the log holds beyond the cursor, batch by batch, for at most ``budget``
@@ -67,7 +79,7 @@ class Rollup:
         while True:
             progress = await self._add_batch()
             races = races + 1 if progress.through < 0 else 0
-            if progress.behind == 0 or races >= _MAX_RACES:
+            if progress.behind == 0 or races >= _MAX_RACES or self._stopping.is_set():
                 return progress
             if deadline is not None and self._clock.monotonic() >= deadline:
                 return progress
@@ -95,12 +107,13 @@ class Rollup:
             return repository.Progress(through=-1, log_size=raced.size)
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping.is_set():
             try:
                 await self.catch_up()
             except Exception:  # a passing database fault must not stop the roll-ups
                 log.exception("report roll-up failed; retrying in %.1f s", self._interval)
-            await asyncio.sleep(self._interval)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self._interval)
 
 
 # Leaves summed between two turns of the event loop: about 1 ms of parsing, so that a

@@ -15,12 +15,15 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from onceonly.hub.app import create_app
 from onceonly.hub.config import Settings
 from onceonly.hub.db import make_engine
+from onceonly.hub.kit.clock import SYSTEM_CLOCK
 from onceonly.hub.metrics import LabelGuard, Vocabulary
+from onceonly.hub.reports import repository as reports_repository
+from onceonly.hub.reports.rollup import Rollup
 from onceonly.hub.runtime import hub_of
 
 from tests.hub_testing import migrated_sqlite
@@ -90,3 +93,35 @@ async def test_starting_and_stopping_the_hub_leaves_no_database_file_open(
         hub_of(app).metrics.guard.registry_changed()  # a refresh under way at the stop
     assert _open_files(sqlite_database) == []
     gc.collect()  # and nothing unclosed for it to find (a ResourceWarning fails the test)
+
+
+@pytest.mark.anyio
+async def test_the_report_rollup_finishes_its_batch_before_it_stops(
+    sqlite_database: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch under way at the stop is added (the cursor moves past it) and its
+    connections are closed; cancelled in its read, it was neither."""
+    started = asyncio.Event()
+
+    async def one_entry(conn: AsyncConnection) -> int:
+        return 1  # the log holds one entry the roll-ups have not added
+
+    async def slow_leaves(
+        conn: AsyncConnection, start: int, end: int, *, action: str
+    ) -> list[bytes]:
+        started.set()
+        await conn.execute(sa.text(SLOW_READ))
+        return []
+
+    monkeypatch.setattr(reports_repository, "log_size", one_entry)
+    monkeypatch.setattr(reports_repository, "leaves_between", slow_leaves)
+    engine = make_engine(f"sqlite:///{sqlite_database}")
+    rollup = Rollup(engine, interval=3600, clock=SYSTEM_CLOCK)
+    await rollup.start()
+    await asyncio.wait_for(started.wait(), 10)
+    await asyncio.sleep(0.05)  # its read under way
+    await rollup.stop()
+    async with engine.connect() as conn:
+        assert await reports_repository.cursor(conn) == 1
+    await engine.dispose()
+    assert _open_files(sqlite_database) == []
