@@ -348,7 +348,8 @@ async def write_in_one_call(
     ``durable=False``: the commit does not wait for its own flush to disk (SQLite
     ``synchronous=NORMAL`` for this transaction, PostgreSQL ``synchronous_commit =
     off``). It is visible to every reader at once and survives the process ending; only
-    a crash of the machine before the next durable commit can lose it. A durable commit
+    a crash of the machine (or of the PostgreSQL server) before the next durable commit
+    can lose it. A durable commit
     made after it flushes it too: both stores flush their log in order. For writes whose
     effect is answered only after such a commit (docs/decisions/0043)."""
     async with engine.connect() as conn:
@@ -419,9 +420,9 @@ def _in_sqlite_transaction(driver: Any, work: "SqliteWork[T]", durable: bool) ->
 # between tries, however soon the lock is free. The audit log's and the single-use
 # register's group commits write from different pooled connections, often at the same
 # moment, and each commit holds the lock for about as long as its fsync: a writer that
-# meets the other's commit sleeps a whole millisecond or more. In a bench at half the
-# hub's maximum rate that was about 1,500 such sleeps a minute in the hub's driver
-# threads (counted with perf on clock_nanosleep), and the latency the hub adds showed it.
+# meets the other's commit sleeps a whole millisecond or more. One run of the exchange
+# bench (about a minute of it through the hub) counted some 1,550 such sleeps in the
+# hub's driver threads (perf on clock_nanosleep), and the latency the hub adds showed it.
 #
 # So the transactions of write_in_one_call queue in front of SQLite's lock: a thread lock
 # among this process's connections, which wakes the next writer the moment the holder
