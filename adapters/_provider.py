@@ -587,6 +587,28 @@ _QUERY_PROBLEMS: dict[int, tuple[str, tuple[str, ...]]] = {
           ("source-unavailable", "hub-unavailable", "unavailable")),
 }  # fmt: skip
 
+# What the hub's change events route answers besides 200, 405 and 500 (_events.py)
+_EVENT_PROBLEMS: dict[int, tuple[str, tuple[str, ...]]] = {
+    400: ("The body is not a valid event", ("invalid-request",)),
+    401: ("The hub's event token does not hold, was used before, or does not match the"
+          " body", ("invalid-token",)),
+    413: ("The body is over 64 KiB", ("payload-too-large",)),
+    503: ("The hub's keys could not be fetched to check the token", ("hub-unavailable",)),
+}  # fmt: skip
+
+_EVENT_ANSWER = {
+    "type": "object",
+    "required": ["status"],
+    "properties": {
+        "status": {
+            "type": "string",
+            "enum": ["received", "duplicate"],
+            "description": "duplicate: this event was received before (at-least-once"
+            " delivery); it was not handed to the department's handler again",
+        }
+    },
+}
+
 _PROBLEM = {
     "type": "object",
     "description": "An RFC 9457 problem document",
@@ -632,15 +654,23 @@ def _describe_query_route(app: FastAPI, *, path: str, body: dict[str, Any]) -> N
             document = made_by_fastapi()  # kept as app.openapi_schema: completed once
             paths = document.setdefault("paths", {})
             paths[path] = {"post": _operation()}
+            if "post" in paths.get(EVENTS_PATH, {}):
+                _describe_events(paths[EVENTS_PATH]["post"])
             _describe_every_route(paths)
             components = document.setdefault("components", {})
             schemas = components.setdefault("schemas", {})
             schemas.update(RecordQuery={**body, "title": "RecordQuery"})
             schemas.update(RecordAnswer=_ANSWER, Problem=_PROBLEM)
-            components.setdefault("securitySchemes", {})["hubRequestToken"] = {
+            schemes = components.setdefault("securitySchemes", {})
+            schemes["hubRequestToken"] = {
                 "type": "http",
                 "scheme": "bearer",
                 "bearerFormat": "JWS, typ onceonly-req+jwt, signed by the hub",
+            }
+            schemes["hubEventToken"] = {
+                "type": "http",
+                "scheme": "bearer",
+                "bearerFormat": f"JWS, typ {EVENT_TOKEN_TYPE}, signed by the hub",
             }
         assert app.openapi_schema is not None  # made just above, or before
         return app.openapi_schema
@@ -649,6 +679,20 @@ def _describe_query_route(app: FastAPI, *, path: str, body: dict[str, Any]) -> N
 
 
 _METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
+EVENTS_PATH = "/v1/events"
+
+
+def _describe_events(operation: dict[str, Any]) -> None:
+    """The change events route's answers, which FastAPI cannot see: its handler reads
+    the request itself (docs/adapters.md, "Change events")."""
+    responses = operation.setdefault("responses", {})
+    responses["200"] = {
+        "description": "The event was received (or had been)",
+        "content": {"application/json": {"schema": _EVENT_ANSWER}},
+    }
+    for status, answer in _EVENT_PROBLEMS.items():
+        responses[str(status)] = _problem(*answer)
+    operation["security"] = [{"hubEventToken": []}]
 
 
 def _describe_every_route(paths: dict[str, Any]) -> None:

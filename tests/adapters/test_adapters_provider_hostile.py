@@ -356,6 +356,26 @@ def test_openapi_document_lists_the_405_of_every_route_as_it_is_answered(
                 assert answer.json()["type"] == "urn:onceonly:problem:invalid-request"
 
 
+def test_openapi_document_describes_the_change_events_route(provider: Provider) -> None:
+    """FastAPI sees only the route's 200: its handler reads the request itself. A client
+    written from the document knows its refusals, and the live one is what it says."""
+    document = provider.http.get(f"{provider.url}/openapi.json").json()
+
+    validate(document)
+    operation = document["paths"]["/v1/events"]["post"]
+    assert set(operation["responses"]) == {"200", "400", "401", "405", "413", "500", "503"}
+    answer = operation["responses"]["200"]["content"]["application/json"]["schema"]
+    assert answer["properties"]["status"]["enum"] == ["received", "duplicate"]
+    assert operation["security"] == [{"hubEventToken": []}]
+    scheme = document["components"]["securitySchemes"]["hubEventToken"]
+    assert "onceonly-event+jwt" in scheme["bearerFormat"]
+    refused = provider.http.post(f"{provider.url}/v1/events", json={})
+    assert refused.status_code == 401
+    assert refused.headers["content-type"] == "application/problem+json"
+    slug = refused.json()["type"].removeprefix("urn:onceonly:problem:")
+    assert slug in operation["responses"]["401"]["x-problem-types"]
+
+
 def test_a_refusal_logs_a_long_item_bounded(
     provider: Provider, caplog: pytest.LogCaptureFixture
 ) -> None:
