@@ -20,10 +20,11 @@ import anyio.to_thread
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.requests import ClientDisconnect
 
 from ._client import AsyncHubClient
 from ._errors import AccessDenied, AuthenticationFailed, InvalidRequest, NotFound, OnceonlyError
-from ._http import bearer_token, problem_response
+from ._http import bearer_token, problem_response, went_away
 from ._http import read_body as read_json_body
 from ._reqtoken import RequestTokenVerifier, subject_digest
 from ._store import ReceivedEvent, RecordStore
@@ -119,6 +120,8 @@ def add_event_routes(
             return JSONResponse(await receiver.receive(request))
         except OnceonlyError as error:
             return problem_response(error)
+        except ClientDisconnect:
+            return problem_response(went_away(log, trace_id=request.state.trace_id))
 
 
 class ChangePublisher:

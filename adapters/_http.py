@@ -53,6 +53,14 @@ async def receive_body(receive: Receive) -> bytes:
             return bytes(body)
 
 
+def went_away(log: logging.Logger, *, trace_id: str) -> InvalidRequest:
+    """The refusal of a request whose client went away before its body was read whole
+    (a caller's timeout, a dropped connection): no fault of the adapter, so logged at
+    INFO, not as an error with a traceback; nobody reads its answer."""
+    log.info("the client went away before its body was read: trace_id=%s", trace_id)
+    return InvalidRequest("the request's body did not arrive whole: the client went away")
+
+
 def check_media_types(*, content_type: str, accept: str) -> None:
     """Refuse a body that is not ``application/json`` (415) and an ``Accept`` that
     excludes it (406), as RFC 9110 §15.5.16 and §15.5.7 describe.

@@ -22,6 +22,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -44,6 +45,7 @@ from ._http import (
     receive_body,
     send_json,
     unexpected,
+    went_away,
 )
 from ._hubkeys import HubDirectory
 from ._ops import ProviderMetrics, readiness_problems
@@ -266,6 +268,8 @@ class _QueryEndpoint:
             refusal = error
         except HTTPException as error:  # a body limit of an app this one is embedded in
             refusal = _refusal_of(error)
+        except ClientDisconnect:  # not a fault: nobody is left to answer; its entry is kept
+            refusal = went_away(logger, trace_id=trail.trace_id)
         except Exception as error:  # a fault: answered 500, with its entry when the token held
             refusal = unexpected(error, log=logger, trace_id=trail.trace_id)
         try:

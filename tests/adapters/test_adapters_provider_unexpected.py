@@ -16,6 +16,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from joserfc import jwt
+from starlette.types import Message
 
 from onceonly.adapters import CallableSource, RecordStore, create_provider_app, load_config
 from onceonly.adapters.logs import JsonFormatter
@@ -182,3 +183,81 @@ def test_a_fault_in_the_department_event_handler_is_a_problem(
 
     assert_internal_error(response, token, trace_id="trace-ev")
     assert_logged_once_without_secrets(caplog, token, trace_id="trace-ev")
+
+
+def _hang_up(app: FastAPI, path: str, headers: dict[str, str]) -> list[Message]:
+    """``POST path`` to ``app`` in this process whose client sends part of its body and
+    goes away (``http.disconnect``); what the app sent back."""
+    raw = [(name.lower().encode(), value.encode()) for name, value in headers.items()]
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"content-type", b"application/json"), *raw],
+        "client": ("127.0.0.1", 50000),
+        "server": ("adapter", 80),
+    }
+    arriving = [
+        {"type": "http.request", "body": b'{"subject": "', "more_body": True},
+        {"type": "http.disconnect"},
+    ]
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        return arriving.pop(0) if arriving else {"type": "http.disconnect"}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    async def call() -> None:
+        async with app.router.lifespan_context(app):
+            await app(scope, receive, send)
+
+    anyio.run(call)
+    return sent
+
+
+@pytest.mark.parametrize("route", ["query", "events"])
+def test_a_client_that_goes_away_mid_body_is_no_fault(
+    tmp_path: Path, hub: HubDouble, caplog: pytest.LogCaptureFixture, route: str
+) -> None:
+    """A caller's timeout or a dropped connection while its body arrives: logged at
+    INFO, not as an error with a traceback (a client that hangs up on purpose must not
+    fill the log with faults); a query whose token held keeps its served-log entry, as
+    a refusal of an incomplete request, not a failure of the adapter."""
+    if route == "query":
+        path, token = QUERY, hub.request_token(request_id="hub-req-gone")
+    else:
+        path, token = "/v1/events", event_token(hub, _EVENT)
+    app = provider_app(tmp_path, hub)
+    with caplog.at_level(logging.INFO):
+        sent = _hang_up(app, path, {"Authorization": f"Bearer {token}", "X-Request-Id": "gone"})
+
+    assert faults(caplog) == []
+    assert any("went away" in record.getMessage() for record in caplog.records)
+    (start,) = [message for message in sent if message["type"] == "http.response.start"]
+    assert start["status"] == 400  # answered as a refusal, though nobody reads it
+    if route == "query":
+        with RecordStore(load_config(tmp_path / "adapter.toml").store_path) as store:
+            (entry,) = store.served_entries()
+        assert (entry.request_id, entry.outcome, entry.reason) == (
+            "hub-req-gone",
+            "refused",
+            "invalid-request",
+        )
+
+
+_EVENT = {
+    "event_id": "ev-gone",
+    "item": ITEM,
+    "kind": "changed",
+    "subject": SUBJECT,
+    "owner": "tax",
+    "published_at": "2026-12-06T10:00:00Z",
+}
