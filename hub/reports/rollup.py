@@ -51,7 +51,7 @@ class Rollup:
         self._stopping = asyncio.Event()
 
     async def start(self) -> None:
-        self._stopping.clear()
+        self._stopping = asyncio.Event()  # made in the loop that waits on it
         self._task = asyncio.create_task(self._run(), name="report-rollup")
 
     async def stop(self) -> None:
