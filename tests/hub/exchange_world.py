@@ -121,6 +121,24 @@ def module_exchange_world(
         yield built
 
 
+ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+
+
+def client_form(world: World, client_id: str, key: ECKey, **form: str) -> dict[str, str]:
+    """Form parameters authenticating ``client_id`` with private_key_jwt (RFC 7523)."""
+    now = int(time.time())
+    claims = {
+        "iss": client_id,
+        "sub": client_id,
+        "aud": world.hub.settings.issuer,
+        "iat": now,
+        "exp": now + 60,
+        "jti": uuid.uuid4().hex,
+    }
+    signed = jwt.encode({"alg": "ES256", "kid": key.kid}, claims, key)
+    return {"client_assertion_type": ASSERTION_TYPE, "client_assertion": signed, **form}
+
+
 def access_token(
     world: World,
     dpop: DPoPKey,
@@ -131,25 +149,7 @@ def access_token(
 ) -> str:
     """A DPoP-bound access token for ``client_id`` (the consumer's client by default),
     bound to ``dpop``, requested as docs/protocol.md §2 says, with raw HTTP."""
-    key = key or world.consumer_key
-    now = int(time.time())
-    assertion = jwt.encode(
-        {"alg": "ES256", "kid": key.kid},
-        {
-            "iss": client_id,
-            "sub": client_id,
-            "aud": world.hub.settings.issuer,
-            "iat": now,
-            "exp": now + 60,
-            "jti": uuid.uuid4().hex,
-        },
-        key,
-    )
-    form = {
-        "grant_type": "client_credentials",
-        "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
-        "client_assertion": assertion,
-    }
+    form = client_form(world, client_id, key or world.consumer_key, grant_type="client_credentials")
     if scope is not None:
         form["scope"] = scope
     url = f"{world.hub.url}/oauth/token"

@@ -5,8 +5,6 @@ Departments only ever see their own: OWASP API1 (object level authorization) and
 API5 (function level authorization) are asserted here too.
 """
 
-import time
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -24,11 +22,11 @@ from tests.hub.exchange_world import (
     PURPOSE,
     SUBJECT,
     World,
+    client_form,
     module_exchange_world,
 )
 from tests.hub_testing import DATABASES, added_audit_entries, audit_entry_for, problem_type
 
-ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 OTHER_CLIENT, OTHER_DEPARTMENT = "tax-adapter", "tax"
 
 
@@ -47,21 +45,6 @@ def consumer_client(world: World, client_id: str, key: ECKey) -> HubClient:
     with world.hub.admin() as admin:
         admin.put_client(client_id, department=CONSUMER, jwks=public_jwks(key))
     return HubClient(world.hub.url, client_id=client_id, key=key, retries=0)
-
-
-def client_form(world: World, client_id: str, key: ECKey, **form: str) -> dict[str, str]:
-    """Form parameters authenticating ``client_id`` with private_key_jwt."""
-    now = int(time.time())
-    claims = {
-        "iss": client_id,
-        "sub": client_id,
-        "aud": world.hub.settings.issuer,
-        "iat": now,
-        "exp": now + 60,
-        "jti": uuid.uuid4().hex,
-    }
-    signed = jwt.encode({"alg": "ES256", "kid": key.kid}, claims, key)
-    return {"client_assertion_type": ASSERTION_TYPE, "client_assertion": signed, **form}
 
 
 def token(world: World, client_id: str, key: ECKey, dpop: DPoPKey) -> str:
