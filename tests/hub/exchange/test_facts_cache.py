@@ -281,6 +281,84 @@ def test_the_cache_is_bounded_and_drops_the_oldest_first() -> None:
         repository.FactsCache(max_entries=0)
 
 
+def keys_of(client: str, count: int) -> list[repository.FactsKey]:
+    """``count`` keys of one client, one access token each (what a fresh token makes)."""
+    return [(KEY[0], client, *KEY[2:4], f"{client}-jti-{n}") for n in range(count)]
+
+
+def kept(cache: repository.FactsCache, keys: list[repository.FactsKey]) -> int:
+    return sum(cache.get(key, now=NOW) is not None for key in keys)
+
+
+def test_a_client_fetching_token_after_token_pushes_out_only_its_own_facts() -> None:
+    """A hostile review of 38f28d3: each access token makes new keys, so one client
+    could empty the cache for everyone, and every other query would read again."""
+    cache = repository.FactsCache()  # the hub's bounds
+    honest = keys_of("honest", 3)
+    for key in honest:
+        cache.keep(key, facts())
+    flood = keys_of("flooding", 10_000)
+    for key in flood:
+        cache.keep(key, facts())
+    assert kept(cache, honest) == 3
+    assert 0 < kept(cache, flood[-1000:]) < 1000  # its latest, as many as one client may keep
+
+
+def test_a_client_over_its_bound_loses_its_own_least_recently_used_first() -> None:
+    cache = repository.FactsCache(max_entries=100, max_per_client=2)
+    first, second, third = keys_of("one", 3)
+    cache.keep(first, facts())
+    cache.keep(second, facts())
+    assert cache.get(first, now=NOW) is not None  # used: second is now its oldest
+    cache.keep(third, facts())
+    assert [cache.get(key, now=NOW) is not None for key in (first, second, third)] == [
+        True,
+        False,
+        True,
+    ]
+    with pytest.raises(ValueError, match="at least 1"):
+        repository.FactsCache(max_per_client=0)
+
+
+def test_the_cache_stays_within_both_bounds_whatever_clients_keep() -> None:
+    cache = repository.FactsCache(max_entries=10, max_per_client=4)
+    clients = {f"client-{n}": keys_of(f"client-{n}", 6) for n in range(5)}
+    for client_keys in clients.values():
+        for key in client_keys:
+            cache.keep(key, facts())
+            cache.keep(key, facts())  # kept again (read after a change): still one entry
+            assert len(cache) <= 10
+    assert len(cache) == 10
+    assert [kept(cache, keys) for keys in clients.values()] == [0, 0, 2, 4, 4]
+
+
+def test_facts_dropped_at_their_grant_change_free_their_clients_room() -> None:
+    cache = repository.FactsCache(max_entries=100, max_per_client=2)
+    ending, lasting, later = keys_of("one", 3)
+    cache.keep(ending, facts(grant_change=NOW + timedelta(seconds=1)))
+    cache.keep(lasting, facts())
+    assert cache.get(ending, now=NOW + timedelta(seconds=1)) is None
+    cache.keep(later, facts())  # the room the ended entry left: nothing else goes
+    assert kept(cache, [lasting, later]) == 2
+
+
+def test_a_spend_that_reads_no_counter_empties_the_cache_for_every_client() -> None:
+    cache = repository.FactsCache(max_entries=100, max_per_client=2)
+    ones, others = keys_of("one", 2), keys_of("other", 2)
+    for key in ones + others:
+        cache.keep(key, facts(generation=7))
+    held = cache.get(ones[0], now=NOW)
+    assert held is not None
+    assert cache.holds(held, generation=7)
+    assert not cache.holds(held, generation=8)
+    assert len(cache) == 4  # another generation drops nothing: the caller reads again
+    assert not cache.holds(held, generation=None)
+    assert len(cache) == 0
+    for key in keys_of("one", 2):  # emptied whole: the client's room too
+        cache.keep(key, facts())
+    assert kept(cache, ones) == 2
+
+
 # --- the triggers -----------------------------------------------------------------------
 
 
