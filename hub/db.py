@@ -88,6 +88,21 @@ def _begin_sqlite(conn: sa.Connection) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
+# The pool's rollback when a connection comes back, skipped when the transaction is known
+# to be over: SQLAlchemy ended it itself, or write_in_one_call did (it marks the
+# connection). On aiosqlite every rollback is a trip to the connection's thread and back,
+# one more per group commit than the commit itself (pool_reset_on_return=None hands the
+# reset to this listener; the pool still calls it on every return).
+_ENDED = "onceonly_transaction_ended"
+
+
+def _reset_sqlite(dbapi_connection: Any, record: Any, state: Any) -> None:
+    ended = record is not None and record.info.pop(_ENDED, False)
+    if ended or state.transaction_was_reset or not state.asyncio_safe:
+        return
+    dbapi_connection.rollback()
+
+
 # Connections kept open per process. A request holds one only for its short reads,
 # but the server runs many requests at once: with fewer kept than run, every request
 # past the pool's size opens and closes a connection of its own (on SQLite a new
@@ -103,9 +118,12 @@ def make_engine(url: str) -> AsyncEngine:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         on_file = bool(path) and path != ":memory:"  # in memory: one static connection
         sized = {"pool_size": POOL_SIZE, "max_overflow": MAX_OVERFLOW} if on_file else {}
-        engine = create_async_engine(async_url(url), hide_parameters=True, **sized)
+        engine = create_async_engine(
+            async_url(url), hide_parameters=True, pool_reset_on_return=None, **sized
+        )
         event.listen(engine.sync_engine, "connect", _tune_sqlite)
         event.listen(engine.sync_engine, "begin", _begin_sqlite)
+        event.listen(engine.sync_engine, "reset", _reset_sqlite)
         return engine
     engine = create_async_engine(
         async_url(url),
@@ -359,7 +377,9 @@ async def write_in_one_call(
         errors = conn.dialect.loaded_dbapi.Error
         try:
             if conn.dialect.name == "sqlite":
-                return await _sqlite_call(driver, sqlite_work, durable)
+                result = await _sqlite_call(driver, sqlite_work, durable)
+                raw.info[_ENDED] = True  # committed: no rollback when it goes back
+                return result
             return await _postgres_call(driver, postgres_work, durable)
         except errors as error:
             raise sa.exc.DBAPIError.instance(

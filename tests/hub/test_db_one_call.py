@@ -50,3 +50,72 @@ async def test_a_stopped_driver_connection_is_dropped_and_the_next_write_commits
         assert await write_in_one_call(engine, sqlite_work=insert, postgres_work=_unused) == 1
     finally:
         await engine.dispose()
+
+
+def _count_trips(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The functions each connection's thread is asked to run, in order."""
+    trips: list[str] = []
+    run = aiosqlite.Connection._execute
+
+    async def counted(self: aiosqlite.Connection, fn: object, *args: object) -> object:
+        trips.append(getattr(fn, "__name__", repr(fn)))
+        return await run(self, fn, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(aiosqlite.Connection, "_execute", counted)
+    return trips
+
+
+async def test_a_write_in_one_call_is_one_trip_to_the_drivers_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The transaction, and nothing after it: the pool's rollback on return would be a
+    second trip (and a second hand-off of the GIL) for a transaction already committed."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'trips.db'}")
+    try:
+        await write_in_one_call(
+            engine, sqlite_work=lambda db: db.execute("CREATE TABLE t (x)"), postgres_work=_unused
+        )
+        trips = _count_trips(monkeypatch)
+        for _ in range(3):
+            await write_in_one_call(
+                engine,
+                sqlite_work=lambda db: db.execute("INSERT INTO t VALUES (1)"),
+                postgres_work=_unused,
+            )
+        assert trips == ["_in_sqlite_transaction"] * 3
+    finally:
+        await engine.dispose()
+
+
+async def test_a_connection_returned_inside_a_transaction_is_still_rolled_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only a transaction known to be over skips the rollback: one begun on the driver
+    behind SQLAlchemy's back, or a write that failed, is rolled back on return."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'reset.db'}")
+    try:
+        await write_in_one_call(
+            engine,
+            sqlite_work=lambda db: db.execute("CREATE TABLE t (x UNIQUE)"),
+            postgres_work=_unused,
+        )
+        async with engine.connect() as conn:
+            raw = await conn.get_raw_connection()
+            await raw.driver_connection.execute("BEGIN IMMEDIATE")
+            await raw.driver_connection.execute("INSERT INTO t VALUES (1)")
+        trips = _count_trips(monkeypatch)
+
+        def insert_twice(db: sqlite3.Connection) -> None:
+            db.execute("INSERT INTO t VALUES (2)")
+            db.execute("INSERT INTO t VALUES (2)")
+
+        with pytest.raises(Exception, match="UNIQUE"):
+            await write_in_one_call(engine, sqlite_work=insert_twice, postgres_work=_unused)
+        assert trips == ["_in_sqlite_transaction", "rollback"]
+        async with engine.connect() as conn:
+            raw = await conn.get_raw_connection()
+            assert not raw.driver_connection.in_transaction
+            rows = await raw.driver_connection.execute_fetchall("SELECT x FROM t")
+        assert list(rows) == []  # the first insert rolled back, the failed write left nothing
+    finally:
+        await engine.dispose()
