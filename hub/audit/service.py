@@ -9,6 +9,10 @@ after that commit: no audit entry, no data.
 Across processes the index is kept dense by the table's primary key: on
 PostgreSQL the writers also take a transaction-scoped advisory lock, on SQLite the
 database lock serializes them; a writer that loses a race retries its batch.
+
+An entry that the store refuses for what it holds (:func:`store_refusal`: a value too
+long for its column, say) is not retried: the group commit commits its batch again
+in halves, so that only that entry's request fails (decision 0044).
 """
 
 import asyncio
@@ -22,7 +26,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
     AsyncEngine,
@@ -82,6 +86,7 @@ class AuditLog:
             failure=lambda: AuditUnavailable("the audit entry could not be committed"),
             probe=self._can_append,
             probe_interval=probe_interval,
+            refusal=store_refusal,
         )
 
     @property
@@ -120,8 +125,8 @@ class AuditLog:
             try:
                 return await _append_in_one_call(self._engine, batch)
             except (IntegrityError, DBAPIError) as error:
-                if attempt == _RACE_RETRIES - 1:
-                    raise
+                if attempt == _RACE_RETRIES - 1 or store_refusal(error) is not None:
+                    raise  # a refused entry would be refused again: the writer halves the batch
                 log.warning(
                     "audit append raced another writer (%s); retrying", type(error).__name__
                 )
@@ -135,6 +140,44 @@ class AuditLog:
         (receipt,) = await append_rows(conn, [(entry, leaves.leaf_bytes(entry))])
         on_commit(session, lambda: self.on_committed(entry))
         return receipt
+
+
+# What the stores refuse in a row's own values, the same in any batch (decision 0044).
+# PostgreSQL: SQLSTATE class 22 (data exception: a text too long for its column, a NUL
+# or a byte sequence that is no UTF-8) and class 23 (integrity constraint), except
+# 23505, unique_violation: on the log's primary key that is a race with another writer,
+# retried. SQLite: DataError (SQLITE_TOOBIG) and the constraints of a row's values;
+# its primary key's is again a race, and a trigger's RAISE is no check of a value (nor
+# is PostgreSQL's, P0001).
+_UNIQUE_VIOLATION = "23505"
+_SQLITE_VALUE_CHECKS = frozenset(
+    {
+        "SQLITE_CONSTRAINT_NOTNULL",
+        "SQLITE_CONSTRAINT_CHECK",
+        "SQLITE_CONSTRAINT_FOREIGNKEY",
+        "SQLITE_CONSTRAINT_DATATYPE",
+        "SQLITE_MISMATCH",
+        "SQLITE_TOOBIG",
+    }
+)
+
+
+def store_refusal(error: Exception) -> str | None:
+    """The store's code (``SQLSTATE 22001``, ``SQLITE_CONSTRAINT_NOTNULL``) when
+    ``error`` refuses a row for what it holds, else None (a lost race, a lock, a lost
+    connection, anything unknown). Only the code: the error's text may quote the row."""
+    if not isinstance(error, DBAPIError) or error.connection_invalidated:
+        return None
+    cause = error.orig
+    if isinstance(cause, sqlite3.Error):
+        name = getattr(cause, "sqlite_errorname", None)
+        return name if name in _SQLITE_VALUE_CHECKS else None
+    sqlstate = getattr(cause, "sqlstate", None)
+    if sqlstate is None:  # psycopg refused a value before sending it
+        return "DataError" if isinstance(error, DataError) else None
+    if sqlstate[:2] == "22" or (sqlstate[:2] == "23" and sqlstate != _UNIQUE_VIOLATION):
+        return f"SQLSTATE {sqlstate}"
+    return None
 
 
 async def append_rows(

@@ -8,13 +8,13 @@ register.
 
 Nobody waits forever (STYLE habit 14):
 
-- A batch that cannot be committed (``commit`` raises anything, a cancellation of
-  its own included, or returns a result list of the wrong length) fails every
-  caller of that batch with ``failure()``. The writer logs it, reports itself
-  unhealthy (``healthy`` is False) and goes on with the next batch: a database blip
-  must not take the hub down. It is healthy again once a batch commits or, while
-  nothing is waiting, once ``probe`` (a cheap check of the write path, tried every
-  ``probe_interval`` seconds) succeeds.
+- A batch that cannot be committed (``commit`` raises anything but the refusal of
+  an item, below, a cancellation of its own included, or returns a result list of
+  the wrong length) fails every caller of that batch with ``failure()``. The writer
+  logs it, reports itself unhealthy (``healthy`` is False) and goes on with the next
+  batch: a database blip must not take the hub down. It is healthy again once a
+  batch commits or, while nothing is waiting, once ``probe`` (a cheap check of the
+  write path, tried every ``probe_interval`` seconds) succeeds.
 - If the writer task itself ends (a bug, a cancellation from outside), that is
   logged as an error; every caller still queued or in the batch gets ``failure()``,
   and ``submit`` refuses new work at once with ``failure()``.
@@ -26,10 +26,25 @@ Nobody waits forever (STYLE habit 14):
   end, and fails whatever is left. It returns within twice ``drain_timeout``
   whether the writer was running, stuck in a commit or dead.
 
+One item that the store refuses for what it holds must not fail the others (decision
+0044). ``refusal`` names such an error (a value too long for its column, a
+constraint the row breaks: the same item would be refused in any batch), and returns
+None for any other. A batch refused that way is committed again in two halves, each a
+transaction of its own, the first half first (items keep their order), and so on
+down to the items that the store refuses on their own: their callers get
+``failure()``, the others their results. k refused items of a batch of n cost at most
+about 2k (log2(n / k) + 1) more commits. A refusal shows that the store answers: it
+neither marks the writer unhealthy nor counts as a failed batch; it is logged as a
+warning with ``refusal``'s name for it, never the item, and counted in
+``refused_items``. Any other error, of the batch or of a part of it, fails the batch
+as above at once (every caller not answered yet), so an outage never turns into many
+small transactions. Without ``refusal`` every error fails the whole batch.
+
 What an operator watches (read at a scrape, so they cost nothing per item): ``waiting``
 (items submitted and not yet settled, those waiting for room included), ``lag``
-(seconds the oldest of them has waited, 0 when none) and ``failed_batches`` (batches
-that could not be committed since the process started).
+(seconds the oldest of them has waited, 0 when none), ``failed_batches`` (batches
+that could not be committed since the process started) and ``refused_items`` (items
+the store refused for what they hold).
 """
 
 import asyncio
@@ -71,13 +86,14 @@ class GroupCommit(Generic[T, R]):
         probe: Callable[[], Awaitable[None]] | None = None,
         probe_interval: float = 1.0,
         drain_timeout: float = 10.0,
+        refusal: Callable[[Exception], str | None] | None = None,
     ) -> None:
         max_queued = 10 * batch_size if max_queued is None else max_queued
         if batch_size < 1 or max_queued < 1:  # asyncio.Queue(maxsize=0) would be unbounded
             raise ValueError(f"{name}: batch_size and max_queued must be at least 1")
         self._commit, self._name, self._batch_size = commit, name, batch_size
         self._failure, self._probe, self._probe_interval = failure, probe, probe_interval
-        self._drain_timeout = drain_timeout
+        self._drain_timeout, self._refusal = drain_timeout, refusal
         self._queue: asyncio.Queue[_Waiting[T, R]] = asyncio.Queue(maxsize=max_queued)
         self._writer: asyncio.Task[None] | None = None
         self._batch: list[_Waiting[T, R]] = []
@@ -85,6 +101,7 @@ class GroupCommit(Generic[T, R]):
         self._last_batch_failed = False
         self._since: dict[_Waiting[T, R], float] = {}  # submitted, unsettled: when (in order)
         self._failed_batches = 0
+        self._refused_items = 0
 
     @property
     def running(self) -> bool:
@@ -110,6 +127,12 @@ class GroupCommit(Generic[T, R]):
     def failed_batches(self) -> int:
         """Batches that could not be committed since this writer was made."""
         return self._failed_batches
+
+    @property
+    def refused_items(self) -> int:
+        """Items the store refused for what they hold (``refusal``) since this writer was
+        made; their batches' other items were committed."""
+        return self._refused_items
 
     async def start(self) -> None:
         if self.running:
@@ -203,24 +226,60 @@ class GroupCommit(Generic[T, R]):
             return None
 
     async def _settle(self, batch: list[_Waiting[T, R]]) -> None:
-        try:
-            results = await self._commit([waiting.item for waiting in batch])
-            if len(results) != len(batch):
-                raise _ResultCountMismatch(f"{len(results)} results for a batch of {len(batch)}")
-        except BaseException as error:
-            self._last_batch_failed = True
-            self._failed_batches += 1
-            log.error(
-                "%s: a batch of %d could not be committed", self._name, len(batch), exc_info=error
-            )
-            self._fail(batch)
-            if not _survivable(error):
-                raise
-            return
-        self._last_batch_failed = False
-        for waiting, result in zip(batch, results, strict=True):
-            if not waiting.done.done():
-                waiting.done.set_result(result)
+        """Commit ``batch``, or the parts of it that the store does not refuse."""
+        groups = [batch]  # a stack: the next group to commit is last
+        while groups:
+            group = groups.pop()
+            try:
+                results = await self._commit([waiting.item for waiting in group])
+                if len(results) != len(group):
+                    raise _ResultCountMismatch(
+                        f"{len(results)} results for a batch of {len(group)}"
+                    )
+            except BaseException as error:
+                refused = self._refused(error)
+                if refused is None:
+                    self._failed(batch, error)
+                    return
+                if len(group) == 1:
+                    self._refuse(group[0], refused)
+                else:  # two transactions: the first half, then the second
+                    middle = len(group) // 2
+                    groups += (group[middle:], group[:middle])
+                continue
+            self._last_batch_failed = False
+            for waiting, result in zip(group, results, strict=True):
+                if not waiting.done.done():
+                    waiting.done.set_result(result)
+
+    def _refused(self, error: BaseException) -> str | None:
+        """``refusal``'s name for ``error``: None unless the store refused an item for
+        what it holds (a cancellation or a miscount never is such a refusal)."""
+        if self._refusal is None or not isinstance(error, Exception):
+            return None
+        if isinstance(error, _ResultCountMismatch):
+            return None
+        return self._refusal(error)
+
+    def _failed(self, batch: list[_Waiting[T, R]], error: BaseException) -> None:
+        """The batch could not be committed: every caller not answered yet fails."""
+        self._last_batch_failed = True
+        self._failed_batches += 1
+        log.error(
+            "%s: a batch of %d could not be committed", self._name, len(batch), exc_info=error
+        )
+        self._fail(batch)
+        if not _survivable(error):
+            raise error
+
+    def _refuse(self, waiting: _Waiting[T, R], refused: str) -> None:
+        self._refused_items += 1
+        log.warning(
+            "%s: the store refused an item for what it holds (%s); it fails alone",
+            self._name,
+            refused,
+        )
+        self._fail([waiting])
 
     async def _recheck(self) -> None:
         if self._probe is None:

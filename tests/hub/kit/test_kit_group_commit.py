@@ -295,3 +295,135 @@ def test_a_queue_without_room_is_refused_at_construction(
 ) -> None:
     with pytest.raises(ValueError, match="at least 1"):
         group_commit(tens, batch_size=batch_size, max_queued=max_queued)
+
+
+# --- an item the store refuses for what it holds (decision 0044) ----------------------
+
+
+class Refused(Exception):
+    """What the test's store raises for a batch holding a negative item (as PostgreSQL
+    refuses a value too long for its column); its message names the item."""
+
+
+def refused_name(error: Exception) -> str | None:
+    return "negative" if isinstance(error, Refused) else None
+
+
+class Store:
+    """A commit that refuses any batch holding a negative item, and records the batches
+    it was given and those it committed."""
+
+    def __init__(self, *, down_after: int | None = None) -> None:
+        self.given: list[list[int]] = []
+        self.committed: list[int] = []
+        self.down_after = down_after  # commits answered before the store goes down
+
+    async def __call__(self, batch: list[int]) -> list[int]:
+        self.given.append(batch)
+        if self.down_after is not None and len(self.given) > self.down_after:
+            raise RuntimeError("the database is down")
+        refused = [item for item in batch if item < 0]
+        if refused:
+            raise Refused(f"value {refused[0]} refused")
+        self.committed += batch
+        return await tens(batch)
+
+
+async def submit_all(writer: GroupCommit[int, int], items: list[int]) -> list[int | BaseException]:
+    """Submit ``items`` together, so that the writer takes them as one batch."""
+    return await settle(*(asyncio.ensure_future(writer.submit(item)) for item in items))
+
+
+@pytest.mark.parametrize(
+    "items",
+    [
+        [1, 2, -666, 4, 5],
+        [-666, 2, 3, 4, 5, 6, 7, 8],
+        [1, 2, 3, 4, 5, 6, 7, -666],
+        [-666, 2, -666, 4, 5, -666, -666, 8, 9],
+        [-666],
+    ],
+    ids=["middle", "first", "last", "several", "alone"],
+)
+async def test_only_the_items_the_store_refuses_fail_and_the_others_commit_in_order(
+    items: list[int], caplog: pytest.LogCaptureFixture
+) -> None:
+    store = Store()
+    writer = group_commit(store, refusal=refused_name)
+    await writer.start()
+    with caplog.at_level(logging.WARNING, logger="onceonly.group_commit"):
+        outcomes = await submit_all(writer, items)
+    assert [type(o) if n < 0 else o for n, o in zip(items, outcomes, strict=True)] == [
+        WriterDown if n < 0 else 10 * n for n in items
+    ]
+    assert store.committed == [n for n in items if n > 0]  # in order, each once
+    assert (writer.healthy, writer.failed_batches) == (True, 0)
+    assert writer.refused_items == items.count(-666)
+    refusals = [r for r in caplog.records if "refused" in r.getMessage()]
+    assert [r.levelno for r in refusals] == [logging.WARNING] * items.count(-666)
+    assert "negative" in refusals[0].getMessage()
+    assert "666" not in caplog.text  # nothing of the item: it may be personal data
+    assert await asyncio.wait_for(writer.submit(11), BOUND) == 110
+    await asyncio.wait_for(writer.stop(), BOUND)
+
+
+async def test_one_refused_item_costs_two_commits_a_halving() -> None:
+    store = Store()
+    writer = group_commit(store, batch_size=16, refusal=refused_name)
+    await writer.start()
+    await submit_all(writer, [n if n != 6 else -6 for n in range(1, 17)])
+    assert [len(batch) for batch in store.given] == [16, 8, 4, 4, 2, 1, 1, 2, 8]
+    await asyncio.wait_for(writer.stop(), BOUND)
+
+
+async def test_an_error_that_is_no_refusal_fails_the_whole_batch_at_once() -> None:
+    """A database that is down is not asked again item by item."""
+    store = Store(down_after=0)
+    writer = group_commit(store, refusal=refused_name)
+    await writer.start()
+    outcomes = await submit_all(writer, [1, 2, -3, 4])
+    assert [type(o) for o in outcomes] == [WriterDown] * 4
+    assert len(store.given) == 1
+    assert (writer.healthy, writer.failed_batches, writer.refused_items) == (False, 1, 0)
+    await asyncio.wait_for(writer.stop(), BOUND)
+
+
+async def test_a_store_going_down_while_a_refused_batch_is_split_fails_the_rest_at_once() -> None:
+    store = Store(down_after=2)  # the batch (refused), its first half (committed), then down
+    writer = group_commit(store, refusal=refused_name)
+    await writer.start()
+    outcomes = await submit_all(writer, [1, 2, 3, 4, -5, 6, 7, 8])
+    assert outcomes[:4] == [10, 20, 30, 40]  # committed before the store went down
+    assert [type(o) for o in outcomes[4:]] == [WriterDown] * 4
+    assert [len(batch) for batch in store.given] == [8, 4, 4]
+    assert (writer.healthy, writer.failed_batches, writer.refused_items) == (False, 1, 0)
+    await asyncio.wait_for(writer.stop(), BOUND)
+
+
+async def test_without_refusal_a_refused_item_fails_its_whole_batch() -> None:
+    store = Store()
+    writer = group_commit(store)
+    await writer.start()
+    outcomes = await submit_all(writer, [1, -2, 3])
+    assert [type(o) for o in outcomes] == [WriterDown] * 3
+    assert (len(store.given), writer.healthy, writer.failed_batches) == (1, False, 1)
+    await asyncio.wait_for(writer.stop(), BOUND)
+
+
+async def test_stop_while_a_refused_batch_is_split_fails_what_is_not_committed() -> None:
+    """stop() keeps its bound: a half that never commits is cancelled with the writer."""
+    halves = asyncio.Event()
+
+    async def commit(batch: list[int]) -> list[int]:
+        if any(item < 0 for item in batch):
+            raise Refused("refused")
+        halves.set()
+        await asyncio.Event().wait()  # the first half never commits
+        raise AssertionError("unreachable")
+
+    writer = group_commit(commit, refusal=refused_name, drain_timeout=0.05)
+    await writer.start()
+    callers = [asyncio.ensure_future(writer.submit(item)) for item in (1, 2, -3, 4)]
+    await asyncio.wait_for(halves.wait(), BOUND)
+    await asyncio.wait_for(writer.stop(), BOUND)
+    assert [type(o) for o in await settle(*callers)] == [WriterDown] * 4
