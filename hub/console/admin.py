@@ -212,7 +212,10 @@ async def _put_department(
     hub: Hub,
 ) -> Response:
     """``PUT /v1/admin/departments/{id}``'s service, with the form's answer."""
-    admin.scope.note(department=typed.id)
+    # The entry keeps the id as typed, even one that is no id, but none longer than an id
+    # can be (64): PostgreSQL refuses it in the entry's department column (decision 0044).
+    if len(typed.id) <= 64:
+        admin.scope.note(department=typed.id)
     if isinstance(body, list):
         await _form_refused(admin, session)
         return _department_form(request, admin.visit, typed, new=new, errors=body, status=400)

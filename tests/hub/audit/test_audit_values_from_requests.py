@@ -13,7 +13,13 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.hub.console.console_world import STEWARD, ConsoleWorld, console_world, csrf_token
+from tests.hub.console.console_world import (
+    ADMINISTRATOR,
+    STEWARD,
+    ConsoleWorld,
+    console_world,
+    csrf_token,
+)
 from tests.hub_testing import DATABASES, audit_entry_for, module_database
 
 NO_ITEM = "person." + "x" * 200  # an item id's shape, longer than the item column (128)
@@ -54,6 +60,24 @@ def test_a_steward_page_for_a_path_naming_no_item_is_not_found_and_the_writer_st
     assert (entry["outcome"], entry["reason"], entry.get("item")) == (
         "refused",
         "unknown-item",
+        None,
+    )
+    assert httpx.get(f"{world.url}/readyz").status_code == 200
+
+
+def test_a_new_department_form_with_an_overlong_id_is_refused_and_the_writer_stays_ready(
+    world: ConsoleWorld,
+) -> None:
+    """Before, on PostgreSQL: 503 audit-unavailable (the id in the department column)."""
+    with world.signed_in(ADMINISTRATOR) as ada:
+        token = csrf_token(ada.get("/admin/new-department").text)
+        form = {"csrf_token": token, "id": "d" * 100, "name": "Too long", "description": ""}
+        answer = ada.post("/admin/new-department", data=form)
+    assert answer.status_code == 400, answer.text
+    entry = audit_entry_for(world.hub, answer, action="registry.department.put")
+    assert (entry["outcome"], entry["reason"], entry.get("department")) == (
+        "refused",
+        "invalid-request",
         None,
     )
     assert httpx.get(f"{world.url}/readyz").status_code == 200
