@@ -57,6 +57,10 @@ def _writer_families(audit_log: AuditLog) -> list[Metric]:
         CounterMetricFamily("onceonly_audit_commit_failures",
                             "Group commits of audit entries that failed",
                             value=writer.failed_batches),
+        CounterMetricFamily("onceonly_audit_entries_refused",
+                            "Audit entries the database refused for what they held (each"
+                            " failed its own request alone)",
+                            value=writer.refused_items),
     ]  # fmt: skip
 
 

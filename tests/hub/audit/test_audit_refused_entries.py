@@ -21,6 +21,7 @@ from onceonly.hub.audit import leaves, merkle, tree
 from onceonly.hub.audit.exceptions import AuditUnavailable
 from onceonly.hub.audit.service import AuditLog, Receipt, store_refusal
 from onceonly.hub.db import make_engine, session_factory
+from onceonly.hub.ops import metrics
 
 pytestmark = pytest.mark.anyio
 
@@ -127,6 +128,8 @@ async def test_a_refused_entry_fails_alone_and_its_batch_commits_dense_with_a_so
         assert (log.healthy, writer.failed_batches) == (True, 0)
         refused = [n for n in poisoned if _refused_by(engine, poison)]
         assert writer.refused_items == len(refused)
+        assert _scraped(log, "onceonly_audit_entries_refused") == len(refused)
+        assert _scraped(log, "onceonly_audit_commit_failures") == 0
         after = await log.append(_entry(99))  # the writer goes on
     finally:
         await log.stop()
@@ -147,6 +150,13 @@ async def test_a_refused_entry_fails_alone_and_its_batch_commits_dense_with_a_so
     assert SUBJECT not in hub_log.text  # nothing of the entry, tracebacks included
     assert "xxxx" not in hub_log.text
     assert not [m for m in messages if "raced" in m]  # a refused batch is not tried again
+
+
+def _scraped(log: AuditLog, family: str) -> float:
+    """A counter's value as /metrics reads it from the writer at a scrape."""
+    (found,) = [f for f in metrics._writer_families(log) if f.name == family]
+    (sample,) = [s for s in found.samples if s.name == family + "_total"]
+    return sample.value
 
 
 async def _seed(engine: AsyncEngine, count: int) -> None:
