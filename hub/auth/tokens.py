@@ -7,7 +7,6 @@
 
 import functools
 import math
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +17,7 @@ from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, Key, KeySet, OKPKey, RSAKey
 
 from onceonly.hub.auth.exceptions import ClientSignatureInvalid, InvalidClient, InvalidToken
+from onceonly.hub.kit.fair_lru import FairLru
 from onceonly.hub.kit.jws import peek_header_and_claims, safe_reason
 
 # RFC 9864: "Ed25519" is the fully specified name; "EdDSA" stays accepted (deprecated).
@@ -251,16 +251,23 @@ class VerifiedTokens:
     On every hit the key ring is asked again for the token's key id, and the entry
     counts only if the ring still holds the very key that verified it: a key retired
     or replaced in the ring stops its tokens at once, as without this cache. The
-    issuer and the token's lifetime (``exp``, ``iat``) are checked on every hit too;
-    an expired entry is dropped. At most ``max_entries`` are kept, the least recently
-    used dropped first. Revocation and the client's standing are not claims of the
-    token: they stay in the per-request read. DPoP proofs are single-use and never
-    pass through here.
+    issuer and the token's lifetime (``exp``, ``iat``) are checked on every hit too.
+    An entry that no longer counts (expired, its key gone) is dropped. Revocation and
+    the client's standing are not claims of the token: they stay in the per-request
+    read. DPoP proofs are single-use and never pass through here.
+
+    Bounded twice (decision 0046, as the facts cache by 0045): at most ``max_entries``
+    in all, the least recently used going first, and at most ``max_per_client`` of the
+    tokens of one client (the ``client_id`` they were issued to), whose own least
+    recently used goes when one more of its tokens verifies. A client gets a new token
+    whenever it asks, so without the second bound one client could push out everyone
+    else's tokens, and each of their requests would check a signature again.
     """
 
-    def __init__(self, *, max_entries: int = 4096) -> None:
-        self._max = max_entries
-        self._entries: OrderedDict[str, _Verified] = OrderedDict()
+    def __init__(self, *, max_entries: int = 4096, max_per_client: int = 64) -> None:
+        self._entries: FairLru[str, _Verified] = FairLru(
+            max_entries=max_entries, max_per_owner=max_per_client
+        )
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -273,27 +280,23 @@ class VerifiedTokens:
     ) -> AccessClaims:
         """As :func:`verify_access_token`, with the keys from ``key_ring``."""
         entry = self._entries.get(token)
-        if entry is not None and entry.issuer == issuer and _holds(key_ring(entry.kid), entry):
-            try:
-                _check_lifetime(entry.claims, now=now, skew=skew)
-            except InvalidToken:
-                del self._entries[token]
-                raise
-            self._entries.move_to_end(token)
-            return entry.claims
+        if entry is not None:
+            if entry.issuer == issuer and _holds(key_ring(entry.kid), entry):
+                try:
+                    _check_lifetime(entry.claims, now=now, skew=skew)
+                except InvalidToken:
+                    self._entries.discard(token)
+                    raise
+                return entry.claims
+            self._entries.discard(token)  # it no longer counts: verified anew, or refused
         kid = _kid(token)
         keys = key_ring(kid)
         claims = verify_access_token(token, keys=keys, issuer=issuer, now=now, skew=skew)
         key = _key_by_id(keys, kid)
         if kid is not None and key is not None:
-            self._remember(token, _Verified(claims, issuer, kid, key, key.thumbprint()))
+            entry = _Verified(claims, issuer, kid, key, key.thumbprint())
+            self._entries.put(token, entry, owner=claims.client_id)
         return claims
-
-    def _remember(self, token: str, entry: _Verified) -> None:
-        self._entries[token] = entry
-        self._entries.move_to_end(token)
-        while len(self._entries) > self._max:
-            self._entries.popitem(last=False)
 
 
 def _kid(token: str) -> str | None:

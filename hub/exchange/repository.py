@@ -13,7 +13,6 @@ owner is asked (the DPoP proof's jti is spent meanwhile, in a group commit:
 """
 
 import weakref
-from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -26,6 +25,7 @@ from onceonly.hub.access.models import Grant
 from onceonly.hub.auth import repository as auth_repository
 from onceonly.hub.db import OneCallRead
 from onceonly.hub.kit.clock import aware
+from onceonly.hub.kit.fair_lru import FairLru
 from onceonly.hub.registry.models import Client, Department, FactsGeneration, Item, ItemVersion
 
 _items = Item.__table__  # type: ignore[attr-defined]
@@ -222,7 +222,6 @@ def facts_key(
 
 
 _CLIENT = 1  # a FactsKey's client
-_ClientKeys = OrderedDict[FactsKey, None]
 
 
 class FactsCache:
@@ -235,74 +234,44 @@ class FactsCache:
     its ``grant_change`` is dropped when looked up. A database without the counter's
     row empties it.
 
-    Bounded twice (decision 0045): at most ``max_entries`` in all, the least recently
-    used going first, and at most ``max_per_client`` of one client, whose own least
-    recently used entry goes when it keeps one more. Each access token makes new keys,
-    so without the second bound one client fetching tokens could push out everyone's
-    facts; with it, a client that keeps more than its share pushes out only its own.
+    Bounded twice (decision 0045; the kit's :class:`FairLru` since 0046): at most
+    ``max_entries`` in all, the least recently used going first, and at most
+    ``max_per_client`` of one client, whose own least recently used entry goes when it
+    keeps one more. Each access token makes new keys, so without the second bound one
+    client fetching tokens could push out everyone's facts; with it, a client that
+    keeps more than its share pushes out only its own.
     Every operation is O(1). None awaits, so on the process's one event loop no call
     interleaves with another: it takes no lock, and is not for use across threads.
     """
 
     def __init__(self, *, max_entries: int = 4096, max_per_client: int = 256) -> None:
-        if max_entries < 1 or max_per_client < 1:
-            raise ValueError("max_entries and max_per_client must be at least 1")
-        self._max = max_entries
-        self._max_per_client = max_per_client
-        # Both in least recently used order. An entry holds its client's keys, so that a
-        # hit reorders both without looking the client up.
-        self._kept: OrderedDict[FactsKey, tuple[QueryFacts, _ClientKeys]] = OrderedDict()
-        self._by_client: dict[str, _ClientKeys] = {}
+        self._kept: FairLru[FactsKey, QueryFacts] = FairLru(
+            max_entries=max_entries, max_per_owner=max_per_client
+        )
 
     def __len__(self) -> int:
         return len(self._kept)
 
     def get(self, key: FactsKey, *, now: datetime) -> QueryFacts | None:
-        kept = self._kept.get(key)
-        if kept is None:
+        facts = self._kept.get(key)  # the most recently used: the last to go
+        if facts is not None and facts.grant_change is not None and now >= facts.grant_change:
+            self._kept.discard(key)
             return None
-        facts, own = kept
-        if facts.grant_change is not None and now >= facts.grant_change:
-            self._drop(key)
-            return None
-        self._kept.move_to_end(key)  # the most recently used: the last to go
-        own.move_to_end(key)
         return facts
 
     def holds(self, facts: QueryFacts, *, generation: int | None) -> bool:
         """Whether ``facts`` (kept) hold at ``generation`` (just read)."""
         if generation is None:  # no counter: nothing kept can be trusted from now on
-            self._clear()
+            self._kept.clear()
             return False
         return facts.generation == generation
 
     def keep(self, key: FactsKey, facts: QueryFacts) -> None:
         """Keep ``facts`` (just read); read without a counter, they empty the cache."""
         if facts.generation is None:
-            self._clear()
+            self._kept.clear()
             return
-        if key in self._kept:
-            self._drop(key)
-        own = self._by_client.get(key[_CLIENT])
-        if own is not None and len(own) >= self._max_per_client:
-            self._drop(next(iter(own)))
-        elif len(self._kept) >= self._max:
-            self._drop(next(iter(self._kept)))
-        own = self._by_client.get(key[_CLIENT])  # the drop may have emptied it
-        if own is None:
-            own = self._by_client[key[_CLIENT]] = OrderedDict()
-        own[key] = None
-        self._kept[key] = (facts, own)
-
-    def _drop(self, key: FactsKey) -> None:
-        _, own = self._kept.pop(key)
-        del own[key]
-        if not own:  # no client without entries: their number is bounded by the entries'
-            del self._by_client[key[_CLIENT]]
-
-    def _clear(self) -> None:
-        self._kept.clear()
-        self._by_client.clear()
+        self._kept.put(key, facts, owner=key[_CLIENT])
 
 
 # One per database and process (tests run several hubs, each on its own engine).

@@ -19,11 +19,11 @@ def _ring(*keys: ECKey) -> KeySet:
     return KeySet([ECKey.import_key(key.as_dict(private=False)) for key in keys])
 
 
-def _token(key: ECKey, *, now: int = NOW) -> str:
+def _token(key: ECKey, *, now: int = NOW, client_id: str = "c1") -> str:
     return issue_access_token(
         key=key,
         issuer=ISSUER,
-        client_id="c1",
+        client_id=client_id,
         department="d1",
         scopes=frozenset({"records:read"}),
         now=now,
@@ -125,3 +125,68 @@ def test_keeps_at_most_max_entries_dropping_the_least_recently_used() -> None:
     assert first in cache
     assert second not in cache
     assert third in cache
+
+
+# --- each client's share (decision 0046) -------------------------------------------------
+
+
+def _held(cache: VerifiedTokens, tokens: list[str]) -> int:
+    return sum(token in cache for token in tokens)
+
+
+def test_a_client_presenting_fresh_tokens_pushes_out_only_its_own() -> None:
+    """A client gets a new token whenever it asks: before 0046, 4,096 of them pushed out
+    every other client's, whose next requests each checked a signature again."""
+    key, cache = _key("k1"), VerifiedTokens()  # the hub's bounds
+    ring = _ring(key)
+    honest = [_token(key, client_id=f"honest-{n}") for n in range(3)]
+    for token in honest:
+        _verify(cache, token, ring)
+    flood = [_token(key, client_id="flooding") for _ in range(4100)]
+    for token in flood:
+        _verify(cache, token, ring)
+    assert _held(cache, honest) == 3
+    assert 0 < _held(cache, flood[-100:]) < 100  # its latest, as many as one client may keep
+    assert len(cache) < 100
+
+
+def test_a_client_at_its_bound_loses_its_own_least_recently_used_token() -> None:
+    key, cache = _key("k1"), VerifiedTokens(max_entries=100, max_per_client=2)
+    ring = _ring(key)
+    other = _token(key, client_id="c2")
+    first, second, third = (_token(key) for _ in range(3))
+    for token in (other, first, second, first, third):  # first used again: second is oldest
+        _verify(cache, token, ring)
+    assert [token in cache for token in (first, second, third, other)] == [
+        True,
+        False,
+        True,
+        True,
+    ]
+    with pytest.raises(ValueError, match="at least 1"):
+        VerifiedTokens(max_per_client=0)
+
+
+def test_the_cache_stays_within_both_bounds_whatever_clients_present() -> None:
+    key, cache = _key("k1"), VerifiedTokens(max_entries=6, max_per_client=2)
+    ring = _ring(key)
+    clients = {f"c{n}": [_token(key, client_id=f"c{n}") for _ in range(3)] for n in range(4)}
+    for tokens in clients.values():
+        for token in tokens:
+            _verify(cache, token, ring)
+            _verify(cache, token, ring)  # a hit takes no more room
+            assert len(cache) <= 6
+    assert [_held(cache, tokens) for tokens in clients.values()] == [0, 2, 2, 2]
+
+
+def test_a_token_that_stopped_counting_is_dropped_and_frees_its_clients_room() -> None:
+    old, new = _key("k1"), _key("k2")
+    cache = VerifiedTokens(max_entries=100, max_per_client=2)
+    expiring, retired = _token(new, now=NOW - LIFETIME), _token(old)
+    _verify(cache, expiring, _ring(old, new), now=NOW - LIFETIME)
+    _verify(cache, retired, _ring(old, new))
+    with pytest.raises(InvalidToken, match="expired"):
+        _verify(cache, expiring, _ring(old, new), now=NOW + SKEW)
+    with pytest.raises(InvalidToken):
+        _verify(cache, retired, _ring(new))  # its key left the ring
+    assert len(cache) == 0  # neither holds a place in c1's share
