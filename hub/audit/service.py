@@ -127,8 +127,10 @@ class AuditLog:
             except (IntegrityError, DBAPIError) as error:
                 if attempt == _RACE_RETRIES - 1 or store_refusal(error) is not None:
                     raise  # a refused entry would be refused again: the writer halves the batch
-                log.warning(
-                    "audit append raced another writer (%s); retrying", type(error).__name__
+                log.warning(  # most often another writer's race for the next index
+                    "audit append failed (%s: %s); trying again",
+                    type(error).__name__,
+                    _code_of(error),
                 )
                 await asyncio.sleep(0.005 * (attempt + 1))
         raise AssertionError("unreachable")
@@ -178,6 +180,14 @@ def store_refusal(error: Exception) -> str | None:
     if sqlstate[:2] == "22" or (sqlstate[:2] == "23" and sqlstate != _UNIQUE_VIOLATION):
         return f"SQLSTATE {sqlstate}"
     return None
+
+
+def _code_of(error: DBAPIError) -> str:
+    """The driver's code of ``error`` for a log line (never its text, which may quote
+    the row): sqlite3's error name, PostgreSQL's SQLSTATE, or the driver's class."""
+    cause = error.orig
+    code = getattr(cause, "sqlite_errorname", None) or getattr(cause, "sqlstate", None)
+    return str(code) if code else type(cause).__name__
 
 
 async def append_rows(
