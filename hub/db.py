@@ -490,6 +490,20 @@ class _WriteGate:
         self._lock.release()
         return False
 
+    def try_enter(self) -> bool:
+        """The gate if it is free now, without waiting (for the event loop's own writes,
+        ``onceonly.hub.loop_writes``): True if held (call :meth:`leave`)."""
+        if not self._lock.acquire(blocking=False):
+            return False
+        if self._fd is None:
+            return True
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # held by another process, or no flock here (enter() says so)
+            self._lock.release()
+            return False
+        return True
+
     def leave(self) -> None:
         try:
             if self._fd is not None:
@@ -574,6 +588,11 @@ def _write_gate(driver: Any, db: sqlite3.Connection) -> "_WriteGate | _NoGate":
         gate = _gate_for(str(Path(path).resolve())) if path else _NO_GATE
         setattr(driver, _GATE_OF_DRIVER, gate)
     return gate
+
+
+def write_gate(path: str) -> _WriteGate:
+    """This process's gate for the SQLite database file at ``path``."""
+    return _gate_for(str(Path(path).resolve()))
 
 
 def _gate_for(path: str) -> _WriteGate:

@@ -11,6 +11,11 @@ The same transaction reads the facts' generation (``facts_generation``, which
 triggers bump with every change to what a record query's admission reads): a record
 query that spends its proof learns, at no extra round trip, whether the facts its
 process read earlier still hold (docs/decisions/0038).
+
+A batch that needs no flush of its own (record queries' spends, decision 0043) is
+written on the event loop's thread when SQLite's lock is free at that moment
+(``onceonly.hub.loop_writes``), without the trip to the driver's thread; otherwise, and
+on PostgreSQL, it takes the usual way.
 """
 
 import logging
@@ -33,6 +38,7 @@ from onceonly.hub.db import write_connection
 from onceonly.hub.kit.clock import SYSTEM_CLOCK, Clock
 from onceonly.hub.kit.group_commit import GroupCommit
 from onceonly.hub.kit.problems import Unavailable
+from onceonly.hub.loop_writes import LoopWriter
 from onceonly.hub.registry.models import FactsGeneration
 
 _GENERATION = f"SELECT value FROM {FactsGeneration.__tablename__} WHERE id = 1"
@@ -58,6 +64,7 @@ class JtiRegister:
     ) -> None:
         self._engine = engine
         self._clock = clock
+        self.here = LoopWriter(engine)  # batches written on the loop's thread (SQLite)
         self._writer: GroupCommit[tuple[str, datetime, bool], Spent] = GroupCommit(
             self._spend_batch,
             name="jti-register",
@@ -76,10 +83,14 @@ class JtiRegister:
         return self._writer.healthy
 
     async def start(self) -> None:
+        self.here.open()
         await self._writer.start()
 
     async def stop(self) -> None:
-        await self._writer.stop()
+        try:
+            await self._writer.stop()
+        finally:
+            self.here.close()
 
     async def spend(self, key: str, *, expires_at: datetime, durable: bool = True) -> bool:
         """True if ``key`` was never spent before (and is spent now), False on a replay.
@@ -101,12 +112,19 @@ class JtiRegister:
         purge_before = None
         if random.random() < repository.PURGE_PROBABILITY * len(batch):
             purge_before = self._clock.now()
-        fresh, generation = await db.write_in_one_call(
-            self._engine,
-            sqlite_work=lambda conn: _spend_now(conn, rows, purge_before),
-            postgres_work=lambda conn: _spend_pg(conn, rows, purge_before),
-            durable=any(durable for _, _, durable in batch),
-        )
+        durable = any(durable for _, _, durable in batch)
+        done, found = False, None
+        if not durable and purge_before is None:  # a purge may delete many rows: not here
+            done, found = self.here.try_write(lambda conn: _spend_now(conn, rows, None))
+        if done and found is not None:
+            fresh, generation = found
+        else:
+            fresh, generation = await db.write_in_one_call(
+                self._engine,
+                sqlite_work=lambda conn: _spend_now(conn, rows, purge_before),
+                postgres_work=lambda conn: _spend_pg(conn, rows, purge_before),
+                durable=durable,
+            )
         results, seen = [], set()
         for key, _, _ in batch:  # within one batch, the first of two equal keys wins
             results.append(Spent(key in fresh and key not in seen, generation))

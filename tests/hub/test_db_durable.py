@@ -84,5 +84,8 @@ async def test_a_batch_is_flushed_when_any_of_its_spends_asks(
         async with engine.connect() as conn:
             stored = set((await conn.execute(sa.text("SELECT key FROM used_jtis"))).scalars())
         await engine.dispose()
-    assert asked == [True, False, True, False]
+    if engine.dialect.name == "sqlite":  # the unflushed batches were written on the loop
+        assert (asked, register.here.done) == ([True, True], 2)
+    else:
+        assert (asked, register.here.done) == ([True, False, True, False], 0)
     assert stored == {"a", "b", "c", "d"}

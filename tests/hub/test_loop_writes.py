@@ -1,0 +1,204 @@
+"""Short SQLite writes on the event loop's thread (``onceonly.hub.loop_writes``): done
+there only when SQLite's lock is free at that moment, never waited for, nothing left
+half done; and the single-use register's unflushed spends that use it, with replays
+still found whichever way a key was spent."""
+
+import asyncio
+import sqlite3
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import aiosqlite
+import pytest
+import sqlalchemy as sa
+
+from onceonly.hub.auth.jti_register import JtiRegister
+from onceonly.hub.db import make_engine, write_gate
+from onceonly.hub.loop_writes import LoopWriter
+
+LATER = datetime(2999, 1, 1, tzinfo=UTC)
+
+
+@pytest.fixture
+def wal_file(tmp_path: Path) -> Path:
+    path = tmp_path / "loop.db"
+    with sqlite3.connect(path) as setup:
+        setup.execute("PRAGMA journal_mode=WAL")
+        setup.execute("CREATE TABLE t (x INTEGER UNIQUE)")
+    return path
+
+
+def _writer(path: Path) -> LoopWriter:
+    writer = LoopWriter(make_engine(f"sqlite:///{path}"))
+    writer.open()
+    return writer
+
+
+def _rows(path: Path) -> list[int]:
+    with sqlite3.connect(path) as reader:
+        return [x for (x,) in reader.execute("SELECT x FROM t ORDER BY x")]
+
+
+def test_a_write_commits_here_and_every_connection_sees_it(wal_file: Path) -> None:
+    writer = _writer(wal_file)
+    try:
+        done = writer.try_write(lambda db: db.execute("INSERT INTO t VALUES (1)").rowcount)
+        assert done == (True, 1)
+        assert _rows(wal_file) == [1]
+        assert (writer.done, writer.passed) == (1, 0)
+    finally:
+        writer.close()
+
+
+def test_a_lock_held_by_another_connection_is_not_waited_for(wal_file: Path) -> None:
+    holder = sqlite3.connect(wal_file, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # outside the gate: a session, another program
+    writer = _writer(wal_file)
+    ran: list[bool] = []
+    try:
+        started = time.monotonic()
+        assert writer.try_write(lambda db: ran.append(True)) == (False, None)
+        assert time.monotonic() - started < 0.05  # at once: busy_timeout is 0 here
+        assert ran == []
+        holder.execute("COMMIT")
+        assert writer.try_write(lambda db: db.execute("INSERT INTO t VALUES (2)"))[0]
+        assert _rows(wal_file) == [2]
+    finally:
+        writer.close()
+        holder.close()
+
+
+def test_a_gate_held_by_another_thread_is_not_waited_for(wal_file: Path) -> None:
+    writer = _writer(wal_file)
+    gate = write_gate(str(wal_file))
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        assert gate.enter(5)
+        held.set()
+        release.wait(5)
+        gate.leave()
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert held.wait(5)
+        started = time.monotonic()
+        assert writer.try_write(lambda db: db.execute("INSERT INTO t VALUES (3)")) == (False, None)
+        assert time.monotonic() - started < 0.05
+        release.set()
+        holder.join(5)
+        assert writer.try_write(lambda db: db.execute("INSERT INTO t VALUES (3)"))[0]
+        assert _rows(wal_file) == [3]
+    finally:
+        release.set()
+        writer.close()
+
+
+def test_a_failed_write_leaves_nothing_and_is_handed_back(wal_file: Path) -> None:
+    writer = _writer(wal_file)
+
+    def twice(db: sqlite3.Connection) -> None:
+        db.execute("INSERT INTO t VALUES (4)")
+        db.execute("INSERT INTO t VALUES (4)")  # UNIQUE
+
+    try:
+        assert writer.try_write(twice) == (False, None)
+        assert _rows(wal_file) == []
+        assert writer.try_write(lambda db: db.execute("INSERT INTO t VALUES (5)"))[0]
+        assert _rows(wal_file) == [5]
+        assert (writer.done, writer.passed) == (1, 1)
+    finally:
+        writer.close()
+
+
+def test_an_error_of_the_caller_rolls_back_and_is_raised(wal_file: Path) -> None:
+    writer = _writer(wal_file)
+
+    def broken(db: sqlite3.Connection) -> None:
+        db.execute("INSERT INTO t VALUES (6)")
+        raise KeyError("a bug")
+
+    try:
+        with pytest.raises(KeyError):
+            writer.try_write(broken)
+        assert _rows(wal_file) == []
+        assert writer.try_write(lambda db: db.execute("INSERT INTO t VALUES (7)"))[0]
+    finally:
+        writer.close()
+
+
+def test_it_stays_closed_in_memory_and_outside_wal(tmp_path: Path) -> None:
+    rollback_journal = tmp_path / "journal.db"
+    sqlite3.connect(rollback_journal).close()
+    for url in ("sqlite://", f"sqlite:///{rollback_journal}"):
+        writer = LoopWriter(make_engine(url))
+        writer.open()
+        assert not writer.open_here
+        assert writer.try_write(lambda db: 1) == (False, None)
+
+
+def _count_trips(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    trips: list[str] = []
+    run = aiosqlite.Connection._execute
+
+    async def counted(
+        self: aiosqlite.Connection, fn: object, *args: object, **kwargs: object
+    ) -> object:
+        trips.append(getattr(fn, "__name__", repr(fn)))
+        return await run(self, fn, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(aiosqlite.Connection, "_execute", counted)
+    return trips
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_an_unflushed_spend_makes_no_trip_and_replays_are_found_either_way(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = make_engine(database_url)
+    register = JtiRegister(engine, batch_size=64)
+    await register.start()
+    try:
+        trips = _count_trips(monkeypatch)
+        spent = await register.spend_reading_generation("a", expires_at=LATER, durable=False)
+        assert spent.fresh
+        assert spent.generation is not None
+        assert trips == []  # before: one trip to the driver's thread per batch
+        assert register.here.done == 1
+        assert not await register.spend("a", expires_at=LATER)  # the thread's way sees it
+        assert await register.spend("b", expires_at=LATER)
+        assert not await register.spend("b", expires_at=LATER, durable=False)  # and here
+        written = [trip for trip in trips if trip == "_in_sqlite_transaction"]
+        assert written == ["_in_sqlite_transaction"] * 2  # the two flushed spends
+    finally:
+        await register.stop()
+        await engine.dispose()
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_a_spend_that_meets_the_lock_takes_the_threads_way_and_waits(
+    database_url: str,
+) -> None:
+    engine = make_engine(database_url)
+    register = JtiRegister(engine, batch_size=64)
+    await register.start()
+    path = sa.engine.make_url(database_url).database
+    assert path is not None
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        spending = asyncio.ensure_future(register.spend("c", expires_at=LATER, durable=False))
+        await asyncio.sleep(0.2)
+        assert not spending.done()  # waiting on the thread, not refused, the loop free
+        holder.execute("COMMIT")
+        assert await asyncio.wait_for(spending, 10)
+        assert (register.here.done, register.here.passed) == (0, 1)
+    finally:
+        holder.close()
+        await register.stop()
+        await engine.dispose()
