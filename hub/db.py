@@ -21,6 +21,7 @@ import sqlalchemy as sa
 from psycopg.pq import ConnStatus, TransactionStatus
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
+from sqlalchemy.engine.interfaces import ExecuteStyle
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
     AsyncEngine,
@@ -30,6 +31,8 @@ from sqlalchemy.ext.asyncio import (
 )
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+
+T = TypeVar("T")
 
 log = logging.getLogger("onceonly.db")
 
@@ -133,6 +136,8 @@ def make_engine(url: str) -> AsyncEngine:
     )
     event.listen(engine.sync_engine, "checkin", _note_return)
     event.listen(engine.sync_engine, "checkout", _alive_or_replaced(engine.dialect))
+    for name, listener in _first_statement_listeners(engine.dialect).items():
+        event.listen(engine.sync_engine, name, listener)
     return engine
 
 
@@ -150,6 +155,8 @@ def make_engine(url: str) -> AsyncEngine:
 
 PING_AFTER_IDLE = 1.0
 _RETURNED = "onceonly_returned"  # when the connection went back to the pool (monotonic)
+_UNPINGED = "onceonly_unpinged"  # handed out without a ping, nothing sent on it since
+# (in record_info, which the adhoc connection SQLAlchemy first connects with has too)
 
 
 def _note_return(_dbapi_connection: object, record: Any) -> None:
@@ -159,10 +166,11 @@ def _note_return(_dbapi_connection: object, record: Any) -> None:
 
 def _alive_or_replaced(dialect: sa.Dialect) -> Callable[[Any, Any, Any], None]:
     def check(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
-        returned = record.info.get(_RETURNED)
-        if returned is None:  # new: connected just now
-            return
-        if time.monotonic() - returned < PING_AFTER_IDLE and _quiet(record.driver_connection):
+        returned = record.info.get(_RETURNED)  # info is emptied when it reconnects
+        recent = returned is not None and time.monotonic() - returned < PING_AFTER_IDLE
+        unpinged = recent and _quiet(record.driver_connection)
+        record.record_info[_UNPINGED] = unpinged
+        if returned is None or unpinged:  # new (connected just now), or handed out as it is
             return
         try:
             dialect.do_ping(dbapi_connection)
@@ -182,6 +190,148 @@ def _quiet(driver: Any) -> bool:
         return not poller.poll(0)
     except Exception:  # closed under us: the ping will tell
         return False
+
+
+# --- ... and replaced if its first statement finds it dead -------------------------------
+#
+# Quiet is not alive. When the server's host vanishes (a failover that moves its address
+# to a standby), nothing reaches the hub's sockets: every pooled connection looks idle,
+# and the first packet sent on one meets a reset. The statement that sent it is sent once
+# more on a new connection when that is safe: the connection was handed out without a
+# ping, this is the first thing sent on it (it holds no transaction: nothing of the
+# caller's work was acknowledged, and a COMMIT cannot have been sent), not in autocommit
+# (so the statement cannot have taken effect on its own), and the failure is a
+# disconnect (an OperationalError on a connection psycopg now marks closed, SQLAlchemy's
+# is_disconnect). The dead connection is invalidated and, as SQLAlchemy does on any
+# disconnect, so is every pooled connection made before it (each is replaced at its next
+# checkout); the new one is made for this retry, never pinged, never retried (decision
+# 0047). Three ways reach the driver: SQLAlchemy's statements (its dialect's execute
+# events below), OneCallRead's read and write_in_one_call's BEGIN.
+
+
+def _unpinged(raw: Any) -> bool:
+    """``raw`` (a pooled connection) was handed out without a ping and nothing was sent on
+    it since: its first round trip may meet a dead connection, and may be tried again.
+    True once a checkout (the mark is taken)."""
+    if not raw.record_info.pop(_UNPINGED, False):
+        return False
+    driver = raw.driver_connection
+    idle = driver.pgconn.transaction_status == TransactionStatus.IDLE
+    return bool(idle and not driver.autocommit)
+
+
+def _died(dialect: sa.Dialect, raw: Any, error: BaseException) -> bool:
+    """``error`` says the connection is gone (not the statement refused)."""
+    return isinstance(error, dialect.loaded_dbapi.OperationalError) and bool(
+        dialect.is_disconnect(error, raw.dbapi_connection, None)
+    )
+
+
+def _replace(connection: sa.Connection, error: Exception) -> None:
+    """Put a new DBAPI connection under ``connection``'s pooled one in place of the dead
+    one, as the pool does after a failed ping at checkout (SQLAlchemy's
+    ``_ConnectionFairy._checkout``), with the settings psycopg shapes its BEGIN with.
+    If no new connection can be made, ``error`` is raised and the caller's disconnect
+    handling invalidates the pooled connection as for any disconnect."""
+    fairy: Any = connection.connection
+    record = fairy._connection_record
+    old = fairy.driver_connection
+    log.warning(
+        "a pooled database connection was dead at its first statement (%s): sent again on"
+        " a new connection",
+        driver_message(error),
+    )
+    record.invalidate(error)
+    connection.engine.pool._invalidate(fairy, error, _checkin=False)
+    try:
+        fresh = record.get_connection()
+    except Exception as failure:
+        error.add_note(f"a new connection could not be made either: {driver_message(failure)}")
+        raise error from None
+    fairy.dbapi_connection = fresh
+    if old.isolation_level is not None:
+        fresh.set_isolation_level(old.isolation_level)
+    if old.read_only is not None:
+        fresh.set_read_only(old.read_only)
+    if old.deferrable is not None:
+        fresh.set_deferrable(old.deferrable)
+
+
+def _first_statement_listeners(dialect: sa.Dialect) -> dict[str, Callable[..., bool]]:
+    """The dialect's execute events: a statement that is the first on an unpinged
+    connection is run here, and once more on a new connection if it found it dead; any
+    other is left to SQLAlchemy (False). Not a batched INSERT (insertmanyvalues), whose
+    later batches and results keep to the cursor it began with."""
+
+    def first(context: Any) -> sa.Connection | None:
+        connection: sa.Connection = context.root_connection
+        if not _unpinged(connection.connection):
+            return None
+        if context.execute_style is ExecuteStyle.INSERTMANYVALUES:
+            return None
+        return connection
+
+    def retried(
+        connection: sa.Connection, context: Any, cursor: Any, run: Callable[[Any], None]
+    ) -> bool:
+        try:
+            run(cursor)
+        except Exception as error:
+            if not _died(dialect, connection.connection, error):
+                raise
+            _replace(connection, error)
+            with contextlib.suppress(Exception):
+                cursor.close()
+            context.cursor = context.create_cursor()  # what SQLAlchemy reads the rows from
+            run(context.cursor)
+        return True
+
+    def do_execute(cursor: Any, statement: str, parameters: Any, context: Any) -> bool:
+        connection = first(context)
+        return connection is not None and retried(
+            connection,
+            context,
+            cursor,
+            lambda c: dialect.do_execute(c, statement, parameters, context),
+        )
+
+    def do_executemany(cursor: Any, statement: str, parameters: Any, context: Any) -> bool:
+        connection = first(context)
+        return connection is not None and retried(
+            connection,
+            context,
+            cursor,
+            lambda c: dialect.do_executemany(c, statement, parameters, context),
+        )
+
+    def do_execute_no_params(cursor: Any, statement: str, context: Any) -> bool:
+        connection = first(context)
+        return connection is not None and retried(
+            connection,
+            context,
+            cursor,
+            lambda c: dialect.do_execute_no_params(c, statement, context),
+        )
+
+    return {
+        "do_execute": do_execute,
+        "do_executemany": do_executemany,
+        "do_execute_no_params": do_execute_no_params,
+    }
+
+
+async def _once_more_if_dead(
+    conn: AsyncConnection, raw: Any, attempt: Callable[[Any], Awaitable[T]], *, retry: bool
+) -> T:
+    """``attempt(driver)``; if ``retry`` and it found the connection dead, again on a new
+    connection (see above)."""
+    try:
+        return await attempt(raw.driver_connection)
+    except Exception as error:
+        if not retry or not _died(conn.dialect, raw, error):
+            raise
+        await conn.run_sync(_replace, error)
+    return await attempt(raw.driver_connection)
 
 
 def make_sync_engine(url: str) -> sa.Engine:
@@ -256,11 +406,13 @@ class OneCallRead:
         if form is None:
             form = self._forms[conn.dialect.name] = _DriverForm(self._statement, conn.dialect)
         raw = await conn.get_raw_connection()
-        driver = raw.driver_connection
-        assert driver is not None
         errors = conn.dialect.loaded_dbapi.Error
+        retry = conn.dialect.name == "postgresql" and _unpinged(raw)
+        bound = form.bind(params)
         try:
-            rows = await _fetch_all(driver, form.sql, form.bind(params))
+            rows = await _once_more_if_dead(
+                conn, raw, lambda driver: _fetch_all(driver, form.sql, bound), retry=retry
+            )
         except BaseException as error:
             if conn.dialect.name == "postgresql":  # it may be left in autocommit
                 with contextlib.suppress(Exception):
@@ -339,12 +491,10 @@ class _DriverForm:
 # than the statement, and each row is bound by SQLAlchemy in Python. Here the whole
 # transaction is one call: on SQLite a function run on the driver's thread between
 # BEGIN IMMEDIATE and COMMIT; on PostgreSQL a coroutine on the psycopg connection, in
-# the transaction that psycopg begins with its first statement, committed in the same
-# pipeline as its last statements. Driver errors are wrapped as SQLAlchemy wraps them (an
+# a transaction begun just before it (_begin), committed in the same pipeline as its
+# last statements. Driver errors are wrapped as SQLAlchemy wraps them (an
 # IntegrityError stays one), and a transaction that fails is rolled back before the
 # error is raised; the pool's reset on return rolls back again, a no-op then.
-
-T = TypeVar("T")
 
 SqliteWork = Callable[[sqlite3.Connection], T]
 PostgresWork = Callable[[Any], Awaitable[T]]
@@ -380,7 +530,8 @@ async def write_in_one_call(
                 result = await _sqlite_call(driver, sqlite_work, durable)
                 raw.info[_ENDED] = True  # committed: no rollback when it goes back
                 return result
-            return await _postgres_call(driver, postgres_work, durable)
+            await _once_more_if_dead(conn, raw, _begin, retry=_unpinged(raw))
+            return await _postgres_call(raw.driver_connection, postgres_work, durable)
         except errors as error:
             raise sa.exc.DBAPIError.instance(
                 None, None, error, errors, hide_parameters=True
@@ -601,6 +752,16 @@ def _gate_for(path: str) -> _WriteGate:
         if gate is None or not gate.owned:
             gate = _GATES[path] = _WriteGate(path)
         return gate
+
+
+async def _begin(driver: Any) -> None:
+    """psycopg's own start of a transaction (BEGIN, one round trip), sent before the work.
+    In pipeline mode psycopg sends it with a sync of its own before the work's first
+    statement, a round trip all the same; sent here, a failure of it is known to be the
+    connection's first round trip, before anything of the work (see _once_more_if_dead).
+    psycopg has no public call for it; tests/hub/test_db_failover.py names it."""
+    async with driver.lock:
+        await driver.wait(driver._start_query())
 
 
 async def _postgres_call(driver: Any, work: "PostgresWork[T]", durable: bool) -> T:
