@@ -612,7 +612,7 @@ WRITERS_SUFFIX = "-writers"
 _POLL_FIRST, _POLL_MOST = 0.0001, 0.001  # seconds between tries of another process's flock
 
 
-class _WriteGate:
+class WriteGate:
     """This process's queue for one database file's write lock (see above)."""
 
     def __init__(self, path: str) -> None:
@@ -724,33 +724,33 @@ def _open_beside(database: str, path: str) -> int | None:
     return fd
 
 
-_GATES: dict[str, _WriteGate] = {}
+_GATES: dict[str, WriteGate] = {}
 _GATES_LOCK = threading.Lock()
 _GATE_OF_DRIVER = "_onceonly_write_gate"
 _NO_GATE = _NoGate()
 
 
-def _write_gate(driver: Any, db: sqlite3.Connection) -> "_WriteGate | _NoGate":
+def _write_gate(driver: Any, db: sqlite3.Connection) -> "WriteGate | _NoGate":
     """The gate of the file ``db`` writes to (looked up once per connection), or no gate
     for a database in memory."""
     gate = getattr(driver, _GATE_OF_DRIVER, None)
-    if gate is None or (isinstance(gate, _WriteGate) and not gate.owned):
+    if gate is None or (isinstance(gate, WriteGate) and not gate.owned):
         path = next((row[2] for row in db.execute("PRAGMA database_list") if row[1] == "main"), "")
         gate = _gate_for(str(Path(path).resolve())) if path else _NO_GATE
         setattr(driver, _GATE_OF_DRIVER, gate)
     return gate
 
 
-def write_gate(path: str) -> _WriteGate:
+def write_gate(path: str) -> WriteGate:
     """This process's gate for the SQLite database file at ``path``."""
     return _gate_for(str(Path(path).resolve()))
 
 
-def _gate_for(path: str) -> _WriteGate:
+def _gate_for(path: str) -> WriteGate:
     with _GATES_LOCK:
         gate = _GATES.get(path)
         if gate is None or not gate.owned:
-            gate = _GATES[path] = _WriteGate(path)
+            gate = _GATES[path] = WriteGate(path)
         return gate
 
 

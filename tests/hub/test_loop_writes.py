@@ -27,12 +27,22 @@ def wal_file(tmp_path: Path) -> Path:
     with sqlite3.connect(path) as setup:
         setup.execute("PRAGMA journal_mode=WAL")
         setup.execute("CREATE TABLE t (x INTEGER UNIQUE)")
+        setup.execute("CREATE TABLE other (x INTEGER)")
     return path
+
+
+def _write_elsewhere(path: Path) -> None:
+    """A commit of another connection: the WAL then holds frames not yet checkpointed."""
+    other = sqlite3.connect(path)
+    with other:
+        other.execute("INSERT INTO other VALUES (1)")
+    other.close()
 
 
 def _writer(path: Path) -> LoopWriter:
     writer = LoopWriter(make_engine(f"sqlite:///{path}"))
     writer.open()
+    _write_elsewhere(path)  # the loop's connection keeps the WAL from being removed
     return writer
 
 
@@ -53,9 +63,9 @@ def test_a_write_commits_here_and_every_connection_sees_it(wal_file: Path) -> No
 
 
 def test_a_lock_held_by_another_connection_is_not_waited_for(wal_file: Path) -> None:
+    writer = _writer(wal_file)
     holder = sqlite3.connect(wal_file, isolation_level=None)
     holder.execute("BEGIN IMMEDIATE")  # outside the gate: a session, another program
-    writer = _writer(wal_file)
     ran: list[bool] = []
     try:
         started = time.monotonic()
@@ -130,10 +140,36 @@ def test_an_error_of_the_caller_rolls_back_and_is_raised(wal_file: Path) -> None
         writer.close()
 
 
-def test_it_stays_closed_in_memory_and_outside_wal(tmp_path: Path) -> None:
+def test_a_write_that_would_start_the_wal_afresh_is_not_done_here(wal_file: Path) -> None:
+    """After a checkpoint that copied every frame, the next writer writes and flushes a
+    new WAL header: an fsync, not for the loop. Once another connection has done that,
+    writes are done here again."""
+    writer = _writer(wal_file)
+    try:
+        assert writer.try_write(lambda db: db.execute("INSERT INTO t VALUES (8)"))[0]
+        checkpointer = sqlite3.connect(wal_file)
+        (busy, frames, copied) = checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        checkpointer.close()
+        assert (busy, frames) == (0, copied)
+        assert writer.try_write(lambda db: db.execute("INSERT INTO t VALUES (9)")) == (False, None)
+        _write_elsewhere(wal_file)
+        assert writer.try_write(lambda db: db.execute("INSERT INTO t VALUES (9)"))[0]
+        assert _rows(wal_file) == [8, 9]
+        assert (writer.done, writer.passed) == (2, 1)
+    finally:
+        writer.close()
+
+
+def test_it_stays_closed_in_memory_outside_wal_and_with_url_parameters(
+    tmp_path: Path, wal_file: Path
+) -> None:
     rollback_journal = tmp_path / "journal.db"
     sqlite3.connect(rollback_journal).close()
-    for url in ("sqlite://", f"sqlite:///{rollback_journal}"):
+    for url in (
+        "sqlite://",
+        f"sqlite:///{rollback_journal}",
+        f"sqlite:///file:{wal_file}?mode=ro&uri=true",
+    ):
         writer = LoopWriter(make_engine(url))
         writer.open()
         assert not writer.open_here
@@ -163,6 +199,7 @@ async def test_an_unflushed_spend_makes_no_trip_and_replays_are_found_either_way
     register = JtiRegister(engine, batch_size=64)
     await register.start()
     try:
+        assert await register.spend("warm", expires_at=LATER)  # flushed: the thread's way
         trips = _count_trips(monkeypatch)
         spent = await register.spend_reading_generation("a", expires_at=LATER, durable=False)
         assert spent.fresh
