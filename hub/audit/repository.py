@@ -14,7 +14,7 @@ from sqlmodel import col, select
 
 from onceonly.hub.audit.merkle import Node
 from onceonly.hub.audit.models import AuditCheckpoint, AuditEntry, AuditNode
-from onceonly.hub.db import DriverInsert, UnnestInsert
+from onceonly.hub.db import DriverInsert, UnnestInsert, insert_rows_now
 
 _table = AuditEntry.__table__  # type: ignore[attr-defined]
 _nodes = AuditNode.__table__  # type: ignore[attr-defined]
@@ -226,9 +226,8 @@ def insert_now(
 ) -> None:
     """Entries (in ENTRY_COLUMNS order) and nodes (level, idx, hash) on SQLite."""
     entries, inner = _INSERTS_NOW
-    db.executemany(entries.sql, entries.bind(rows))
-    if nodes:
-        db.executemany(inner.sql, inner.bind(nodes))
+    insert_rows_now(db, entries.sql, entries.bind(rows))
+    insert_rows_now(db, inner.sql, inner.bind(nodes))
 
 
 async def lock_and_next_index_pg(pg: Any) -> int:

@@ -15,6 +15,7 @@ import logging
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from onceonly.hub import db
 from onceonly.hub.db import write_connection
 from onceonly.hub.kit.clock import Clock
 from onceonly.hub.reports import repository
@@ -31,8 +32,11 @@ STOP_SECONDS = 5.0
 
 
 class _Raced(Exception):
-    def __init__(self, size: int) -> None:
-        self.size = size
+    """Another catch-up moved the cursor first: roll ours back."""
+
+
+async def _not_postgres(driver: object) -> bool:
+    raise AssertionError("the roll-up's PostgreSQL write goes statement by statement")
 
 
 class Rollup:
@@ -97,14 +101,30 @@ class Rollup:
             # entries below the log's size are committed and never change
             leaves = await repository.leaves_between(conn, start, end, action=ACTION)
         sums = await _tally_in_steps(leaves)
+        if not await self._add(start, end, sums):  # another catch-up added this batch first
+            return repository.Progress(through=-1, log_size=size)
+        return repository.Progress(through=end, log_size=size)
+
+    async def _add(self, start: int, end: int, sums: Tally) -> bool:
+        """Move the cursor from ``start`` to ``end`` and add ``sums``, in one transaction;
+        False, with nothing written, if another catch-up moved it first. On SQLite one
+        call on the driver's thread, behind the write gate (the lock held about a
+        millisecond, not 35-110 ms); on PostgreSQL, whose row locks leave the audit
+        writer alone, statement by statement."""
+        if self._engine.dialect.name == "sqlite":
+            return await db.write_in_one_call(
+                self._engine,
+                sqlite_work=lambda conn: repository.add_now(conn, start=start, end=end, sums=sums),
+                postgres_work=_not_postgres,
+            )
         try:
             async with write_connection(self._engine) as conn:
                 if not await repository.move_cursor(conn, start=start, end=end):
-                    raise _Raced(size)
+                    raise _Raced
                 await repository.add(conn, sums)
-                return repository.Progress(through=end, log_size=size)
-        except _Raced as raced:  # another catch-up added this batch first: ours rolled back
-            return repository.Progress(through=-1, log_size=raced.size)
+                return True
+        except _Raced:  # ours rolled back
+            return False
 
     async def _run(self) -> None:
         while not self._stopping.is_set():

@@ -7,7 +7,7 @@ from pathlib import Path
 import aiosqlite
 import pytest
 
-from onceonly.hub.db import make_engine, write_in_one_call
+from onceonly.hub.db import insert_rows_now, make_engine, write_in_one_call
 
 pytestmark = pytest.mark.anyio
 
@@ -119,3 +119,28 @@ async def test_a_connection_returned_inside_a_transaction_is_still_rolled_back(
         assert list(rows) == []  # the first insert rolled back, the failed write left nothing
     finally:
         await engine.dispose()
+
+
+@pytest.mark.parametrize(
+    ("count", "sizes"), [(1, [1]), (13, [8, 4, 1]), (600, [256, 256, 64, 16, 8])]
+)
+def test_rows_go_in_as_a_few_values_lists(count: int, sizes: list[int]) -> None:
+    """One statement per power of two in the count (at most 256 rows each), not a step
+    per row: each step gives up the GIL, which a driver thread then waits to take back
+    while it holds SQLite's write lock."""
+    db = sqlite3.connect(":memory:", isolation_level=None)
+    db.execute("CREATE TABLE t (k INTEGER PRIMARY KEY, n INTEGER NOT NULL)")
+    sent: list[str] = []
+    db.set_trace_callback(sent.append)
+    rows = [(k, k * 10) for k in range(count)]
+    insert_rows_now(db, "INSERT INTO t (k, n) VALUES (?, ?)", rows)
+    assert [statement.count("(") - 1 for statement in sent] == sizes
+    assert db.execute("SELECT k, n FROM t ORDER BY k").fetchall() == rows
+    upsert = (
+        "INSERT INTO t (k, n) VALUES (?, ?) ON CONFLICT (k) DO UPDATE SET n = (t.n + excluded.n)"
+    )
+    insert_rows_now(db, upsert, [(0, 1), (count, 7)])  # one row there, one new
+    assert db.execute("SELECT n FROM t WHERE k IN (0, ?) ORDER BY k", (count,)).fetchall() == [
+        (1,),
+        (7,),
+    ]
