@@ -112,9 +112,9 @@ class JtiRegister:
         purge_before = None
         if random.random() < repository.PURGE_PROBABILITY * len(batch):
             purge_before = self._clock.now()
-        durable = any(durable for _, _, durable in batch)
+        flushed = any(durable for _, _, durable in batch)
         done, found = False, None
-        if not durable and purge_before is None:  # a purge may delete many rows: not here
+        if not flushed and purge_before is None:  # a purge may delete many rows: not here
             done, found = self.here.try_write(lambda conn: _spend_now(conn, rows, None))
         if done and found is not None:
             fresh, generation = found
@@ -123,7 +123,7 @@ class JtiRegister:
                 self._engine,
                 sqlite_work=lambda conn: _spend_now(conn, rows, purge_before),
                 postgres_work=lambda conn: _spend_pg(conn, rows, purge_before),
-                durable=durable,
+                durable=flushed,
             )
         results, seen = [], set()
         for key, _, _ in batch:  # within one batch, the first of two equal keys wins
