@@ -4,29 +4,96 @@ Domain errors subclass :class:`~onceonly.hub.kit.problems.HubError` beside the c
 that raises them. The handlers here render them, audit them when the request is an
 audited one, and make sure that no stack trace and no 500 for bad input ever reaches
 a caller.
+
+An error of the database that says it is away (:func:`database_away`: it cannot be
+reached, or will not take work now) is no fault of the hub: it is answered 503
+``database-unavailable`` with ``Retry-After`` and logged as one warning, without a
+traceback (decision 0049).
 """
 
 import logging
+import sqlite3
 from typing import Any
 
+import psycopg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from onceonly.hub.kit.problems import HubError, InvalidRequest, problem_response, render
+from onceonly.hub.kit.problems import (
+    DatabaseUnavailable,
+    HubError,
+    InvalidRequest,
+    problem_response,
+    render,
+)
 
 log = logging.getLogger("onceonly.errors")
 
+# Seconds a client is asked to wait when the database is away (decision 0049): a
+# restart or a failover takes seconds, and a retry sooner mostly meets the same outage.
+DATABASE_RETRY_AFTER = 5
+# A server that is going or is not there yet: admin_shutdown, crash_shutdown,
+# cannot_connect_now, too_many_connections (PostgreSQL, appendix A), beside class 08.
+_AWAY_SQLSTATES = frozenset({"57P01", "57P02", "57P03", "53300"})
+
+
+def database_away(error: BaseException) -> str | None:
+    """How the database is away, when ``error`` says that it cannot be reached or will
+    not take work now (decision 0049): a phrase with the driver's code or class, for a
+    log line. None for any other error, a bug's included. Never the error's text, which
+    may quote a statement or its values."""
+    if isinstance(error, PoolTimeout):
+        return "no pooled connection was free in time (sqlalchemy TimeoutError)"
+    if not isinstance(error, DBAPIError):
+        return None
+    cause = error.orig
+    if isinstance(cause, sqlite3.Error):  # a file does not go away: only its lock is held
+        busy = getattr(cause, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_BUSY
+        return f"the lock was not free in time ({_driver_code(cause)})" if busy else None
+    if error.connection_invalidated:  # the dialect's is_disconnect
+        return f"the connection was lost ({_driver_code(cause)})"
+    return _postgresql_away(cause) if isinstance(cause, psycopg.OperationalError) else None
+
+
+def _postgresql_away(cause: psycopg.OperationalError) -> str | None:
+    code, sqlstate = _driver_code(cause), cause.sqlstate
+    if cause.pgconn is not None:  # raised by a connection attempt: libpq gives no SQLSTATE
+        return f"no connection could be made ({code})"
+    if sqlstate is None and not isinstance(cause, psycopg.errors.PipelineAborted):
+        return f"the connection was lost ({code})"  # libpq's own: the server sends a SQLSTATE
+    if sqlstate is not None and (sqlstate[:2] == "08" or sqlstate in _AWAY_SQLSTATES):
+        return f"the server will not take work now ({code})"
+    return None
+
+
+def _driver_code(cause: BaseException | None) -> str:
+    """sqlite3's error name, PostgreSQL's SQLSTATE, or the driver's class."""
+    if isinstance(cause, sqlite3.Error) and getattr(cause, "sqlite_errorname", None):
+        return str(cause.sqlite_errorname)
+    sqlstate = getattr(cause, "sqlstate", None)
+    if sqlstate:
+        return f"SQLSTATE {sqlstate}"
+    kind = type(cause)
+    return f"{kind.__module__.split('.')[0]} {kind.__name__}"
+
 
 async def _audit_refusal(request: Request, error: HubError) -> JSONResponse:
-    """Write the refusal to the audit log when the request is audited; no entry, no answer."""
+    """Write the refusal to the audit log when the request is audited; no entry, no answer.
+
+    Except when the refusal says the database is away: its entry then fails for the same
+    reason, and the answer stays the one that says so, with its ``Retry-After`` (the
+    audit writer logs and counts its own failure)."""
     scope = getattr(request.state, "audit", None)
     if scope is not None and not scope.recorded:
         try:
             await scope.record_failure(error)
         except HubError as audit_error:
-            return render(audit_error)
+            if not isinstance(error, DatabaseUnavailable):
+                return render(audit_error)
     return render(error)
 
 
@@ -73,16 +140,33 @@ async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
 async def render_unexpected(request: Request, exc: Exception) -> JSONResponse:
     """The 500 for an exception that no handler took: one log record (with the
     traceback, and the request id), an audit entry when the request is audited, and
-    a problem that tells nothing of the cause.
+    a problem that tells nothing of the cause. An error that says the database is away
+    (:func:`database_away`) gets the 503 instead, and one warning without a traceback.
 
     onceonly.hub.middleware's middleware calls it and answers, so the connection stays open and
     nothing else prints the traceback; Starlette's own last resort (installed below,
     for a fault in the middleware itself) would re-raise, and the server would then
     print a second traceback and close the connection."""
     request_id = getattr(request.state, "request_id", None)
+    away = database_away(exc)
+    if away is not None:
+        log.warning(
+            "the database is unavailable: %s; answered 503 %s",
+            away,
+            DatabaseUnavailable.slug,
+            extra={"request_id": request_id},
+        )
+        return await _audit_refusal(request, _database_unavailable())
     log.error("unexpected error", exc_info=exc, extra={"request_id": request_id})
     error = HubError("the hub could not complete the request; it has been logged")
     return await _audit_refusal(request, error)
+
+
+def _database_unavailable() -> DatabaseUnavailable:
+    return DatabaseUnavailable(
+        "the hub cannot reach its database at the moment; try again later",
+        headers={"Retry-After": str(DATABASE_RETRY_AFTER)},
+    )
 
 
 def install(app: FastAPI) -> None:

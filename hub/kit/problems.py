@@ -70,6 +70,15 @@ class Unavailable(HubError):
     title = "Service unavailable"
 
 
+class DatabaseUnavailable(HubError):
+    """The database cannot be reached, or will not take the work now (decision 0049): a
+    transient condition, answered with ``Retry-After``; the request may be sent again."""
+
+    status = 503
+    slug = "database-unavailable"
+    title = "Database unavailable"
+
+
 def problem_response(
     *,
     status: int,

@@ -1,0 +1,148 @@
+"""A loopback TCP proxy to PostgreSQL that can cut the connections it carries with a
+reset and refuse new ones: a failover, or a server that goes away, as the hub sees it
+(tests/hub/test_db_failover.py, tests/hub/test_database_unavailable.py).
+
+:class:`ResettingProxy` runs on the event loop of the test that starts it;
+:func:`proxy_in_thread` runs one on a loop of its own, for a hub served in a thread
+(``tests.hub_testing.running_hub``), which connects while the test's code blocks."""
+
+import asyncio
+import contextlib
+import socket
+import struct
+import threading
+from collections.abc import Callable, Coroutine, Iterator
+from typing import Any
+
+_READY = b"Z\x00\x00\x00\x05I"  # ReadyForQuery, idle: the end of a login
+
+
+class ResettingProxy:
+    """Forwards loopback connections to PostgreSQL; :meth:`reset` cuts every one it
+    carries with a reset and keeps accepting. With ``refuse_new`` it resets each new one
+    at once; with ``cut_new_at_first_statement`` it lets a new one log in and resets it
+    when the client sends anything more."""
+
+    def __init__(self, upstream: tuple[str, int]) -> None:
+        self.upstream = upstream
+        self.accepted = 0
+        self.refuse_new = False
+        self.cut_new_at_first_statement = False
+        self._carried: list[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._server: asyncio.Server | None = None
+        self.port = 0
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._carry, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    def reset(self) -> None:
+        for hub_side, server_side in self._carried:
+            _cut(hub_side)
+            server_side.transport.abort()
+        self._carried.clear()
+
+    async def close(self) -> None:
+        self.reset()
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _carry(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.accepted += 1
+        if self.refuse_new:
+            _cut(writer)
+            return
+        up_reader, up_writer = await asyncio.open_connection(*self.upstream)
+        self._carried.append((writer, up_writer))
+        login = asyncio.Event() if self.cut_new_at_first_statement else None
+        self._spawn(_pipe(up_reader, writer, logged_in=login))
+        self._spawn(_pipe(reader, up_writer, cut_client=(writer, login) if login else None))
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+def _cut(writer: asyncio.StreamWriter) -> None:
+    if writer.transport.is_closing():  # cut already, or closed by its peer
+        return
+    sock = writer.get_extra_info("socket")
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.transport.abort()
+
+
+async def _pipe(
+    source: asyncio.StreamReader,
+    sink: asyncio.StreamWriter,
+    *,
+    logged_in: asyncio.Event | None = None,
+    cut_client: tuple[asyncio.StreamWriter, asyncio.Event] | None = None,
+) -> None:
+    """Copies ``source`` to ``sink``. From the server, it marks the end of the login
+    (``logged_in``); from the client, with ``cut_client``, it resets the client instead
+    of sending on anything after the login."""
+    with contextlib.suppress(ConnectionError, OSError):
+        while data := await source.read(65536):
+            if cut_client is not None and cut_client[1].is_set():
+                _cut(cut_client[0])
+                break
+            sink.write(data)
+            await sink.drain()
+            if logged_in is not None and data.endswith(_READY):
+                logged_in.set()
+    sink.transport.abort()
+
+
+class ProxyThread:
+    """A :class:`ResettingProxy` on an event loop in a thread of its own."""
+
+    def __init__(self, proxy: ResettingProxy, loop: asyncio.AbstractEventLoop) -> None:
+        self.proxy, self._loop = proxy, loop
+
+    @property
+    def port(self) -> int:
+        return self.proxy.port
+
+    def away(self) -> None:
+        """The server goes away: every connection carried is reset, every new one too."""
+        self._on_loop(self._away)
+
+    def back(self) -> None:
+        """The server answers again: new connections are carried."""
+        self._on_loop(self._back)
+
+    def _away(self) -> None:
+        self.proxy.refuse_new = True
+        self.proxy.reset()
+
+    def _back(self) -> None:
+        self.proxy.refuse_new = False
+
+    def _on_loop(self, change: Callable[[], None]) -> None:
+        async def run() -> None:
+            change()
+
+        asyncio.run_coroutine_threadsafe(run(), self._loop).result(timeout=10)
+
+
+@contextlib.contextmanager
+def proxy_in_thread(upstream: tuple[str, int]) -> Iterator[ProxyThread]:
+    """A :class:`ProxyThread` to ``upstream``, closed when the block ends."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="pg-proxy", daemon=True)
+    thread.start()
+    proxy = ResettingProxy(upstream)
+    try:
+        asyncio.run_coroutine_threadsafe(proxy.start(), loop).result(timeout=10)
+        yield ProxyThread(proxy, loop)
+    finally:
+        asyncio.run_coroutine_threadsafe(proxy.close(), loop).result(timeout=10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=10)
+        loop.close()
