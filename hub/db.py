@@ -366,6 +366,18 @@ def driver_message(error: Exception) -> str:
     return lines[0] if lines else type(original).__name__
 
 
+def driver_code(cause: BaseException | None) -> str:
+    """A driver error's code for a log line, never its text (which may quote a row):
+    sqlite3's error name, PostgreSQL's SQLSTATE, or the driver's class."""
+    if isinstance(cause, sqlite3.Error) and getattr(cause, "sqlite_errorname", None):
+        return str(cause.sqlite_errorname)
+    sqlstate = getattr(cause, "sqlstate", None)
+    if sqlstate:
+        return f"SQLSTATE {sqlstate}"
+    kind = type(cause)
+    return f"{kind.__module__.split('.')[0]} {kind.__name__}"
+
+
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False)
 

@@ -23,6 +23,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from onceonly.hub.db import driver_code
 from onceonly.hub.kit.problems import (
     DatabaseUnavailable,
     HubError,
@@ -53,14 +54,14 @@ def database_away(error: BaseException) -> str | None:
     cause = error.orig
     if isinstance(cause, sqlite3.Error):  # a file does not go away: only its lock is held
         busy = getattr(cause, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_BUSY
-        return f"the lock was not free in time ({_driver_code(cause)})" if busy else None
+        return f"the lock was not free in time ({driver_code(cause)})" if busy else None
     if error.connection_invalidated:  # the dialect's is_disconnect
-        return f"the connection was lost ({_driver_code(cause)})"
+        return f"the connection was lost ({driver_code(cause)})"
     return _postgresql_away(cause) if isinstance(cause, psycopg.OperationalError) else None
 
 
 def _postgresql_away(cause: psycopg.OperationalError) -> str | None:
-    code, sqlstate = _driver_code(cause), cause.sqlstate
+    code, sqlstate = driver_code(cause), cause.sqlstate
     if cause.pgconn is not None:  # raised by a connection attempt: libpq gives no SQLSTATE
         return f"no connection could be made ({code})"
     if sqlstate is None and not isinstance(cause, psycopg.errors.PipelineAborted):
@@ -68,17 +69,6 @@ def _postgresql_away(cause: psycopg.OperationalError) -> str | None:
     if sqlstate is not None and (sqlstate[:2] == "08" or sqlstate in _AWAY_SQLSTATES):
         return f"the server will not take work now ({code})"
     return None
-
-
-def _driver_code(cause: BaseException | None) -> str:
-    """sqlite3's error name, PostgreSQL's SQLSTATE, or the driver's class."""
-    if isinstance(cause, sqlite3.Error) and getattr(cause, "sqlite_errorname", None):
-        return str(cause.sqlite_errorname)
-    sqlstate = getattr(cause, "sqlstate", None)
-    if sqlstate:
-        return f"SQLSTATE {sqlstate}"
-    kind = type(cause)
-    return f"{kind.__module__.split('.')[0]} {kind.__name__}"
 
 
 async def _audit_refusal(request: Request, error: HubError) -> JSONResponse:

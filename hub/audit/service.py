@@ -130,7 +130,7 @@ class AuditLog:
                 log.warning(  # most often another writer's race for the next index
                     "audit append failed (%s: %s); trying again",
                     type(error).__name__,
-                    _code_of(error),
+                    db.driver_code(error.orig),
                 )
                 await asyncio.sleep(0.005 * (attempt + 1))
         raise AssertionError("unreachable")
@@ -180,14 +180,6 @@ def store_refusal(error: Exception) -> str | None:
     if sqlstate[:2] == "22" or (sqlstate[:2] == "23" and sqlstate != _UNIQUE_VIOLATION):
         return f"SQLSTATE {sqlstate}"
     return None
-
-
-def _code_of(error: DBAPIError) -> str:
-    """The driver's code of ``error`` for a log line (never its text, which may quote
-    the row): sqlite3's error name, PostgreSQL's SQLSTATE, or the driver's class."""
-    cause = error.orig
-    code = getattr(cause, "sqlite_errorname", None) or getattr(cause, "sqlstate", None)
-    return str(code) if code else type(cause).__name__
 
 
 async def append_rows(

@@ -27,6 +27,7 @@ from onceonly.hub import db, errors
 from onceonly.hub.audit.dependencies import audited
 from onceonly.hub.runtime import hub_of
 
+from tests.hub.captured_logs import records_of
 from tests.hub.exchange_world import ADDRESS, PURPOSE, SUBJECT, World, access_token, exchange_world
 from tests.hub.pg_proxy import ProxyThread, proxy_in_thread
 from tests.hub_testing import (
@@ -181,15 +182,8 @@ async def test_no_pooled_connection_free_in_time_is_away(postgres_url: str) -> N
 def hub_log(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
     """The hub's records at INFO and above: caplog's handler on the "onceonly" logger
     (the hub's logging configuration may stop its propagation)."""
-    logger = logging.getLogger("onceonly")
-    logger.addHandler(caplog.handler)
-    propagates, logger.propagate = logger.propagate, False
-    try:
-        with caplog.at_level(logging.INFO, logger="onceonly"):
-            yield caplog
-    finally:
-        logger.propagate = propagates
-        logger.removeHandler(caplog.handler)
+    with records_of(caplog, "onceonly", logging.INFO) as captured:
+        yield captured
 
 
 @pytest.fixture(scope="module", params=[pytest.param("postgres", marks=pytest.mark.postgres)])

@@ -23,6 +23,8 @@ from onceonly.hub.audit.service import AuditLog, Receipt, store_refusal
 from onceonly.hub.db import make_engine, session_factory
 from onceonly.hub.ops import metrics
 
+from tests.hub.captured_logs import records_of
+
 pytestmark = pytest.mark.anyio
 
 START = datetime(2026, 12, 7, 3, 0, 0, tzinfo=UTC)
@@ -91,15 +93,8 @@ async def _tree_problems(engine: AsyncEngine) -> tuple[list[str], bytes]:
 def hub_log(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
     """The hub's warnings and errors, once each: caplog's handler on the "onceonly"
     logger only (the hub's logging configuration may stop its propagation)."""
-    logger = logging.getLogger("onceonly")
-    logger.addHandler(caplog.handler)
-    propagates, logger.propagate = logger.propagate, False
-    try:
-        with caplog.at_level(logging.WARNING, logger="onceonly"):
-            yield caplog
-    finally:
-        logger.propagate = propagates
-        logger.removeHandler(caplog.handler)
+    with records_of(caplog, "onceonly", logging.WARNING) as captured:
+        yield captured
 
 
 @pytest.fixture

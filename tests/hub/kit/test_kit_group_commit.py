@@ -15,6 +15,8 @@ import pytest
 from onceonly.hub.kit.group_commit import GroupCommit
 from onceonly.hub.kit.problems import HubError
 
+from tests.hub.captured_logs import records_of
+
 pytestmark = pytest.mark.anyio
 
 BOUND = 5.0  # seconds: generous; only a hang reaches it
@@ -105,13 +107,8 @@ async def settle(*pending: "asyncio.Future[int]") -> list[int | BaseException]:
 
 @pytest.fixture
 def writer_log(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
-    logger = logging.getLogger("onceonly.group_commit")
-    logger.addHandler(caplog.handler)  # also when the hub's logging stops propagation
-    try:
-        with caplog.at_level(logging.ERROR, logger="onceonly.group_commit"):
-            yield caplog
-    finally:
-        logger.removeHandler(caplog.handler)
+    with records_of(caplog, "onceonly.group_commit", logging.ERROR) as captured:
+        yield captured
 
 
 @pytest.mark.parametrize(
@@ -304,15 +301,8 @@ def test_a_queue_without_room_is_refused_at_construction(
 def writer_warnings(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
     """The writer's warnings and errors, once each: caplog's handler on the writer's
     logger only (the hub's logging may stop propagation, writer_log above)."""
-    logger = logging.getLogger("onceonly.group_commit")
-    logger.addHandler(caplog.handler)
-    propagates, logger.propagate = logger.propagate, False
-    try:
-        with caplog.at_level(logging.WARNING, logger="onceonly.group_commit"):
-            yield caplog
-    finally:
-        logger.propagate = propagates
-        logger.removeHandler(caplog.handler)
+    with records_of(caplog, "onceonly.group_commit", logging.WARNING) as captured:
+        yield captured
 
 
 class Refused(Exception):
