@@ -17,6 +17,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from onceonly.hub.access import repository as access_repository
 from onceonly.hub.audit import repository as audit_repository
 from onceonly.hub.audit.service import AuditLog
+from onceonly.hub.auth.jti_register import JtiRegister
 from onceonly.hub.kit.clock import aware
 from onceonly.hub.runtime import Hub
 
@@ -37,7 +38,7 @@ class _Families:
 async def exposition(hub: Hub) -> bytes:
     """The Prometheus text of this process: its counters and histograms, then what is
     read now."""
-    families = _writer_families(hub.audit_log)
+    families = _writer_families(hub.audit_log) + _register_families(hub.jti_register)
     try:
         families += await _database_families(hub)
     except Exception:
@@ -62,6 +63,21 @@ def _writer_families(audit_log: AuditLog) -> list[Metric]:
                             " failed its own request alone)",
                             value=writer.refused_items),
     ]  # fmt: skip
+
+
+def _register_families(register: JtiRegister) -> list[Metric]:
+    """Unflushed spend batches written on the event loop, and those handed to the
+    driver's thread instead (SQLite's lock taken, the WAL to start afresh, PostgreSQL;
+    decision 0048)."""
+    ways = CounterMetricFamily(
+        "onceonly_jti_loop_writes",
+        "Unflushed single-use spend batches written on the event loop (done) or handed"
+        " to the driver's thread (passed)",
+        labels=["result"],
+    )
+    ways.add_metric(["done"], register.here.done)
+    ways.add_metric(["passed"], register.here.passed)
+    return [ways]
 
 
 async def _database_families(hub: Hub) -> list[Metric]:

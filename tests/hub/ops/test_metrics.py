@@ -159,6 +159,9 @@ def test_audit_writer_and_log_are_read_at_scrape(world: World) -> None:
     assert value(samples, "onceonly_audit_commit_lag_seconds") == 0
     assert value(samples, "onceonly_audit_commit_failures_total") == 0
     assert value(samples, "onceonly_audit_tree_size") >= receipt.index + 1
+    on_loop = value(samples, "onceonly_jti_loop_writes_total", result="done")
+    handed = value(samples, "onceonly_jti_loop_writes_total", result="passed")
+    assert on_loop + handed >= 1  # the query's spend went one way or the other
 
 
 # Access decisions, with a clock the test moves: a fresh hub per database.
