@@ -9,6 +9,7 @@ import fcntl
 import functools
 import logging
 import os
+import re
 import select
 import sqlite3
 import threading
@@ -834,24 +835,34 @@ class DriverInsert:
 # one statement per power of two in their count (13 rows: 8, 4 and 1), which keeps the
 # texts, and so the statements sqlite3 keeps prepared, to a few per table.
 
-MOST_ROWS_AT_ONCE = 256  # a power of two; 256 rows of 9 columns are 2,304 parameters
+MOST_ROWS_AT_ONCE = 1024  # a power of two; fewer if the connection's parameter limit says so
+_ONE_ROW = re.compile(r"\((?:\?, )*\?\)")
 
 
 @functools.lru_cache(maxsize=256)
 def in_values_lists(sql: str, count: int) -> str:
     """``sql``, a one-row ``INSERT ... VALUES (?, ...) [ON CONFLICT ...]``, for ``count``
-    rows in one VALUES list."""
-    head, rest = sql.split(" VALUES ", 1)
-    row, tail = rest.split(")", 1)
+    rows in one VALUES list. Its row must be bare placeholders and its tail hold none
+    (a column with a SQL bind expression, ``lower(?)``, would not split): anything else
+    is refused here, whatever the row count, not found wrong under load."""
+    head, found, rest = sql.partition(" VALUES ")
+    row, closed, tail = rest.partition(")")
+    if not found or not closed or not _ONE_ROW.fullmatch(row + ")") or "?" in tail:
+        raise ValueError(f"not a one-row INSERT of bare placeholders: {sql!r}")
     return f"{head} VALUES {', '.join([row + ')'] * count)}{tail}"
 
 
 def insert_rows_now(db: sqlite3.Connection, sql: str, rows: Sequence[Sequence[Any]]) -> None:
     """``rows`` (bound values) by ``sql`` (one row's statement, see above) on a sqlite3
     connection, in the caller's transaction, a few statements whatever their number."""
+    if not rows:
+        return
+    width = len(rows[0])
+    allowed = db.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // max(width, 1)
+    most = min(MOST_ROWS_AT_ONCE, 1 << max(allowed, 1).bit_length() - 1)
     start = 0
     while start < len(rows):
-        size = min(1 << (len(rows) - start).bit_length() - 1, MOST_ROWS_AT_ONCE)
+        size = min(1 << (len(rows) - start).bit_length() - 1, most)
         chunk = rows[start : start + size]
         db.execute(in_values_lists(sql, size), [value for row in chunk for value in row])
         start += size

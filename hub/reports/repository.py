@@ -1,5 +1,6 @@
 """All SQL of the efficiency report: the roll-ups, and what the report reads beside them."""
 
+import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -207,14 +208,32 @@ _CURSOR_MOVE = _sqlite_text(
 )
 
 
-def _run(db: Any, text: tuple[str, tuple[str, ...]], values: dict[str, Any]) -> Any:
+def _run(db: sqlite3.Connection, text: tuple[str, tuple[str, ...]], values: dict[str, Any]) -> Any:
     sql, names = text
     return db.execute(sql, tuple(values[name] for name in names))
 
 
-def add_now(db: Any, *, start: int, end: int, sums: Tally) -> bool:
-    """:func:`move_cursor` and :func:`add` on a sqlite3 connection, in its transaction:
-    False, with nothing written, if another writer moved the cursor first."""
+def sqlite_upserts(sums: Tally) -> list[tuple[str, list[tuple[Any, ...]]]]:
+    """The upserts of ``sums`` for :func:`add_now`, as (statement, rows): built before
+    the write transaction, so that none of it runs while the write lock is held."""
+    upserts = []
+    for part in _sums(sums):
+        if part.rows:
+            sql, names = _SQLITE_UPSERTS[part.table.name]
+            upserts.append((sql, [tuple(row[name] for name in names) for row in part.rows]))
+    return upserts
+
+
+def add_now(
+    db: sqlite3.Connection,
+    *,
+    start: int,
+    end: int,
+    upserts: list[tuple[str, list[tuple[Any, ...]]]],
+) -> bool:
+    """:func:`move_cursor` and :func:`add` on a sqlite3 connection, in its transaction,
+    with :func:`sqlite_upserts`' statements: False, with nothing written, if another
+    writer moved the cursor first."""
     values = {"name": CURSOR, "start": start, "end": end}
     if start == 0 and not _run(db, _CURSOR_EXISTS, values).fetchall():
         moved = bool(_run(db, _CURSOR_FIRST, values).fetchall())
@@ -222,10 +241,8 @@ def add_now(db: Any, *, start: int, end: int, sums: Tally) -> bool:
         moved = _run(db, _CURSOR_MOVE, values).rowcount == 1
     if not moved:
         return False
-    for part in _sums(sums):
-        if part.rows:
-            sql, names = _SQLITE_UPSERTS[part.table.name]
-            insert_rows_now(db, sql, [tuple(row[name] for name in names) for row in part.rows])
+    for sql, rows in upserts:
+        insert_rows_now(db, sql, rows)
     return True
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import aiosqlite
 import pytest
 
-from onceonly.hub.db import insert_rows_now, make_engine, write_in_one_call
+from onceonly.hub.db import in_values_lists, insert_rows_now, make_engine, write_in_one_call
 
 pytestmark = pytest.mark.anyio
 
@@ -122,13 +122,21 @@ async def test_a_connection_returned_inside_a_transaction_is_still_rolled_back(
 
 
 @pytest.mark.parametrize(
-    ("count", "sizes"), [(1, [1]), (13, [8, 4, 1]), (600, [256, 256, 64, 16, 8])]
+    ("count", "limit", "sizes"),
+    [
+        (1, None, [1]),
+        (13, None, [8, 4, 1]),
+        (2000, None, [1024, 512, 256, 128, 64, 16]),
+        (600, 999, [256, 256, 64, 16, 8]),  # a build with 999 parameters a statement
+    ],
 )
-def test_rows_go_in_as_a_few_values_lists(count: int, sizes: list[int]) -> None:
+def test_rows_go_in_as_a_few_values_lists(count: int, limit: int | None, sizes: list[int]) -> None:
     """One statement per power of two in the count (at most 256 rows each), not a step
     per row: each step gives up the GIL, which a driver thread then waits to take back
     while it holds SQLite's write lock."""
     db = sqlite3.connect(":memory:", isolation_level=None)
+    if limit is not None:
+        db.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, limit)
     db.execute("CREATE TABLE t (k INTEGER PRIMARY KEY, n INTEGER NOT NULL)")
     sent: list[str] = []
     db.set_trace_callback(sent.append)
@@ -144,3 +152,18 @@ def test_rows_go_in_as_a_few_values_lists(count: int, sizes: list[int]) -> None:
         (1,),
         (7,),
     ]
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "INSERT INTO t (k, n) VALUES (?, lower(?))",  # a column's SQL bind expression
+        "INSERT INTO t (k, n) SELECT ?, ?",
+        "INSERT INTO t (k, n) VALUES (?, ?) ON CONFLICT (k) DO UPDATE SET n = ?",
+    ],
+)
+def test_a_statement_that_would_not_split_is_refused_at_once(sql: str) -> None:
+    """Whatever the row count, one row included: not found wrong under load."""
+    for count in (1, 2):
+        with pytest.raises(ValueError, match="bare placeholders"):
+            in_values_lists(sql, count)
