@@ -33,7 +33,6 @@ from onceonly.hub.audit.models import AuditCheckpoint
 from onceonly.hub.audit.notes import Checkpoint, Signer
 from onceonly.hub.audit.schemas import CheckpointOut, CheckpointPage
 from onceonly.hub.config import AUDIT_ORIGIN_FILE
-from onceonly.hub.db import write_connection
 from onceonly.hub.kit.clock import SYSTEM_CLOCK, Clock
 from onceonly.hub.kit.keyfiles import ed25519_key
 from onceonly.hub.kit.problems import Unavailable
@@ -148,8 +147,7 @@ class Checkpointer:
             return None
         assert root is not None
         current = _signed(self.signer, size, root, now=self._clock.now())
-        async with write_connection(self._engine) as conn:
-            await repository.insert_checkpoint(conn, current)
+        await repository.store_checkpoint(self._engine, current)
         self._stored = True
         return current
 
