@@ -9,6 +9,8 @@ import pytest
 
 from onceonly.hub.db import in_values_lists, insert_rows_now, make_engine, write_in_one_call
 
+from tests.hub.driver_trips import count_trips
+
 pytestmark = pytest.mark.anyio
 
 
@@ -52,19 +54,6 @@ async def test_a_stopped_driver_connection_is_dropped_and_the_next_write_commits
         await engine.dispose()
 
 
-def _count_trips(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The functions each connection's thread is asked to run, in order."""
-    trips: list[str] = []
-    run = aiosqlite.Connection._execute
-
-    async def counted(self: aiosqlite.Connection, fn: object, *args: object) -> object:
-        trips.append(getattr(fn, "__name__", repr(fn)))
-        return await run(self, fn, *args)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(aiosqlite.Connection, "_execute", counted)
-    return trips
-
-
 async def test_a_write_in_one_call_is_one_trip_to_the_drivers_thread(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -75,7 +64,7 @@ async def test_a_write_in_one_call_is_one_trip_to_the_drivers_thread(
         await write_in_one_call(
             engine, sqlite_work=lambda db: db.execute("CREATE TABLE t (x)"), postgres_work=_unused
         )
-        trips = _count_trips(monkeypatch)
+        trips = count_trips(monkeypatch)
         for _ in range(3):
             await write_in_one_call(
                 engine,
@@ -103,7 +92,7 @@ async def test_a_connection_returned_inside_a_transaction_is_still_rolled_back(
             raw = await conn.get_raw_connection()
             await raw.driver_connection.execute("BEGIN IMMEDIATE")
             await raw.driver_connection.execute("INSERT INTO t VALUES (1)")
-        trips = _count_trips(monkeypatch)
+        trips = count_trips(monkeypatch)
 
         def insert_twice(db: sqlite3.Connection) -> None:
             db.execute("INSERT INTO t VALUES (2)")

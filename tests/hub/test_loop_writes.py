@@ -10,13 +10,14 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-import aiosqlite
 import pytest
 import sqlalchemy as sa
 
 from onceonly.hub.auth.jti_register import JtiRegister
 from onceonly.hub.db import make_engine, write_gate
 from onceonly.hub.loop_writes import LoopWriter
+
+from tests.hub.driver_trips import count_trips
 
 LATER = datetime(2999, 1, 1, tzinfo=UTC)
 
@@ -176,20 +177,6 @@ def test_it_stays_closed_in_memory_outside_wal_and_with_url_parameters(
         assert writer.try_write(lambda db: 1) == (False, None)
 
 
-def _count_trips(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    trips: list[str] = []
-    run = aiosqlite.Connection._execute
-
-    async def counted(
-        self: aiosqlite.Connection, fn: object, *args: object, **kwargs: object
-    ) -> object:
-        trips.append(getattr(fn, "__name__", repr(fn)))
-        return await run(self, fn, *args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(aiosqlite.Connection, "_execute", counted)
-    return trips
-
-
 @pytest.mark.anyio
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 async def test_an_unflushed_spend_makes_no_trip_and_replays_are_found_either_way(
@@ -200,7 +187,7 @@ async def test_an_unflushed_spend_makes_no_trip_and_replays_are_found_either_way
     await register.start()
     try:
         assert await register.spend("warm", expires_at=LATER)  # flushed: the thread's way
-        trips = _count_trips(monkeypatch)
+        trips = count_trips(monkeypatch)
         spent = await register.spend_reading_generation("a", expires_at=LATER, durable=False)
         assert spent.fresh
         assert spent.generation is not None

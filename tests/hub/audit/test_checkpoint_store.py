@@ -4,12 +4,13 @@ signed, on both stores; on SQLite one trip to the driver's thread behind the wri
 
 from datetime import UTC, datetime
 
-import aiosqlite
 import pytest
 
 from onceonly.hub.audit import repository
 from onceonly.hub.audit.models import AuditCheckpoint
 from onceonly.hub.db import make_engine
+
+from tests.hub.driver_trips import count_trips
 
 pytestmark = pytest.mark.anyio
 
@@ -23,20 +24,11 @@ def _checkpoint(size: int, note: str) -> AuditCheckpoint:
 async def test_the_first_checkpoint_of_a_size_is_kept_as_signed(
     database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    trips: list[str] = []
-    run = aiosqlite.Connection._execute
-
-    async def counted(
-        self: aiosqlite.Connection, fn: object, *args: object, **kwargs: object
-    ) -> object:
-        trips.append(getattr(fn, "__name__", repr(fn)))
-        return await run(self, fn, *args, **kwargs)  # type: ignore[arg-type]
-
     engine = make_engine(database_url)
     try:
         async with engine.connect() as conn:  # the pool's connection, made and tuned
             await conn.exec_driver_sql("SELECT 1")
-        monkeypatch.setattr(aiosqlite.Connection, "_execute", counted)
+        trips = count_trips(monkeypatch)
         await repository.store_checkpoint(engine, _checkpoint(7, "first"))
         stored_trips = list(trips)
         await repository.store_checkpoint(engine, _checkpoint(7, "second"))  # another replica

@@ -8,7 +8,6 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import aiosqlite
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -20,6 +19,8 @@ from onceonly.hub.kit.clock import SYSTEM_CLOCK
 from onceonly.hub.reports import repository
 from onceonly.hub.reports.rollup import Rollup
 from onceonly.hub.reports.tally import Tally, tally
+
+from tests.hub.driver_trips import count_trips
 
 pytestmark = pytest.mark.anyio
 
@@ -94,16 +95,7 @@ async def test_on_sqlite_a_batch_is_written_in_one_trip(
     engine = make_engine(database_url)
     try:
         logged = await _log_of(engine, 12)
-        trips: list[str] = []
-        run = aiosqlite.Connection._execute
-
-        async def counted(
-            self: aiosqlite.Connection, fn: object, *args: object, **kwargs: object
-        ) -> object:
-            trips.append(getattr(fn, "__name__", repr(fn)))
-            return await run(self, fn, *args, **kwargs)  # type: ignore[arg-type]
-
-        monkeypatch.setattr(aiosqlite.Connection, "_execute", counted)
+        trips = count_trips(monkeypatch)
         rollup = Rollup(engine, interval=3600, clock=SYSTEM_CLOCK, batch_size=100)
         assert (await rollup.catch_up()).behind == 0
         # the reads before it, then the write: one function on the thread
