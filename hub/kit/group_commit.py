@@ -11,7 +11,9 @@ Nobody waits forever (STYLE habit 14):
 - A batch that cannot be committed (``commit`` raises anything but the refusal of
   an item, below, a cancellation of its own included, or returns a result list of
   the wrong length) fails every caller of that batch with ``failure()``. The writer
-  logs it, reports itself unhealthy (``healthy`` is False) and goes on with the next
+  logs it (the first failure of a run at ERROR with its traceback, the next ones of
+  the same run as one WARNING line each, and "batches commit again" when one does),
+  reports itself unhealthy (``healthy`` is False) and goes on with the next
   batch: a database blip must not take the hub down. It is healthy again once a
   batch commits or, while nothing is waiting, once ``probe`` (a cheap check of the
   write path, tried every ``probe_interval`` seconds) succeeds.
@@ -247,6 +249,8 @@ class GroupCommit(Generic[T, R]):
                     middle = len(group) // 2
                     groups += (group[middle:], group[:middle])
                 continue
+            if self._last_batch_failed:
+                log.warning("%s: batches commit again", self._name)
             self._last_batch_failed = False
             for waiting, result in zip(group, results, strict=True):
                 if not waiting.done.done():
@@ -263,11 +267,20 @@ class GroupCommit(Generic[T, R]):
 
     def _failed(self, batch: list[_Waiting[T, R]], error: BaseException) -> None:
         """The batch could not be committed: every caller not answered yet fails."""
+        again = self._last_batch_failed  # the same outage: its traceback is logged already
         self._last_batch_failed = True
         self._failed_batches += 1
-        log.error(
-            "%s: a batch of %d could not be committed", self._name, len(batch), exc_info=error
-        )
+        if again:
+            log.warning(
+                "%s: a batch of %d could not be committed either (%s)",
+                self._name,
+                len(batch),
+                type(error).__name__,
+            )
+        else:
+            log.error(
+                "%s: a batch of %d could not be committed", self._name, len(batch), exc_info=error
+            )
         self._fail(batch)
         if not _survivable(error):
             raise error

@@ -130,6 +130,41 @@ async def test_a_batch_that_raises_fails_each_caller_and_the_next_batch_commits(
     await asyncio.wait_for(writer.stop(), BOUND)
 
 
+async def test_an_outage_logs_its_traceback_once_then_a_line_a_batch_then_its_end(
+    writer_warnings: pytest.LogCaptureFixture,
+) -> None:
+    """A database away for a while fails batch after batch: its traceback once, not
+    once per batch (hundreds a second at load)."""
+    failures = 3
+
+    async def down_then_up(batch: list[int]) -> list[int]:
+        nonlocal failures
+        if failures:
+            failures -= 1
+            raise ConnectionError("the database is away")
+        return await tens(batch)
+
+    writer = group_commit(down_then_up, batch_size=1)
+    await writer.start()
+    try:
+        for n in (1, 2, 3):
+            with pytest.raises(WriterDown):
+                await asyncio.wait_for(writer.submit(n), BOUND)
+        assert await asyncio.wait_for(writer.submit(4), BOUND) == 40
+    finally:
+        await asyncio.wait_for(writer.stop(), BOUND)
+    logged = [
+        (r.levelname, r.exc_info is not None, r.getMessage()) for r in writer_warnings.records
+    ]
+    assert logged == [
+        ("ERROR", True, f"{NAME}: a batch of 1 could not be committed"),
+        ("WARNING", False, f"{NAME}: a batch of 1 could not be committed either (ConnectionError)"),
+        ("WARNING", False, f"{NAME}: a batch of 1 could not be committed either (ConnectionError)"),
+        ("WARNING", False, f"{NAME}: batches commit again"),
+    ]
+    assert writer.failed_batches == 3
+
+
 @pytest.mark.parametrize("extra", [-1, 1], ids=["too-few", "too-many"])
 async def test_a_wrong_number_of_results_fails_the_batch_and_the_writer_goes_on(
     extra: int,
