@@ -518,7 +518,7 @@ async def write_in_one_call(
     engine: AsyncEngine,
     *,
     sqlite_work: "SqliteWork[T]",
-    postgres_work: "PostgresWork[T]",
+    postgres_work: "PostgresWork[T] | None" = None,
     durable: bool = True,
 ) -> T:
     """Run one write transaction as one call to the driver (see above): ``sqlite_work``
@@ -533,7 +533,12 @@ async def write_in_one_call(
     a crash of the machine (or of the PostgreSQL server) before the next durable commit
     can lose it. A durable commit
     made after it flushes it too: both stores flush their log in order. For writes whose
-    effect is answered only after such a commit (docs/decisions/0043)."""
+    effect is answered only after such a commit (docs/decisions/0043).
+
+    Without ``postgres_work`` it is for SQLite only (a caller whose PostgreSQL write goes
+    statement by statement): on PostgreSQL it raises ValueError, before connecting."""
+    if postgres_work is None and engine.dialect.name != "sqlite":
+        raise ValueError("write_in_one_call on PostgreSQL needs postgres_work")
     async with engine.connect() as conn:
         raw = await conn.get_raw_connection()
         driver = raw.driver_connection
@@ -545,6 +550,7 @@ async def write_in_one_call(
                 raw.info[_ENDED] = True  # committed: no rollback when it goes back
                 return result
             await _once_more_if_dead(conn, raw, _begin, retry=_unpinged(raw))
+            assert postgres_work is not None  # checked above
             return await _postgres_call(raw.driver_connection, postgres_work, durable)
         except errors as error:
             raise sa.exc.DBAPIError.instance(

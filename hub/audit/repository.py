@@ -115,11 +115,7 @@ async def store_checkpoint(engine: AsyncEngine, checkpoint: AuditCheckpoint) -> 
     def store(db: sqlite3.Connection) -> None:
         db.execute(insert.sql + " ON CONFLICT (tree_size) DO NOTHING", row)
 
-    await write_in_one_call(engine, sqlite_work=store, postgres_work=_not_postgres)
-
-
-async def _not_postgres(driver: object) -> None:
-    raise AssertionError("a checkpoint on PostgreSQL is stored statement by statement")
+    await write_in_one_call(engine, sqlite_work=store)
 
 
 async def checkpoints_from(

@@ -35,10 +35,6 @@ class _Raced(Exception):
     """Another catch-up moved the cursor first: roll ours back."""
 
 
-async def _not_postgres(driver: object) -> bool:
-    raise AssertionError("the roll-up's PostgreSQL write goes statement by statement")
-
-
 class Rollup:
     """The worker: ``start()`` in the lifespan, ``stop()`` at its end."""
 
@@ -121,7 +117,6 @@ class Rollup:
                 sqlite_work=lambda conn: repository.add_now(
                     conn, start=start, end=end, upserts=upserts
                 ),
-                postgres_work=_not_postgres,
                 durable=False,
             )
         try:

@@ -89,3 +89,18 @@ async def test_a_batch_is_flushed_when_any_of_its_spends_asks(
     else:
         assert (asked, register.here.done) == ([True, False, True, False], 0)
     assert stored == {"a", "b", "c", "d"}
+
+
+async def test_without_postgres_work_it_is_for_sqlite_only(database_url: str) -> None:
+    """A caller whose PostgreSQL write goes statement by statement gives no
+    postgres_work; on PostgreSQL the call says so before it connects."""
+    engine = make_engine(database_url)
+    try:
+        if engine.dialect.name == "postgresql":
+            with pytest.raises(ValueError, match="needs postgres_work"):
+                await write_in_one_call(engine, sqlite_work=_sqlite_setting)
+            assert engine.pool.checkedout() == 0
+        else:
+            assert await write_in_one_call(engine, sqlite_work=_sqlite_setting) == "full"
+    finally:
+        await engine.dispose()
