@@ -116,11 +116,20 @@ def _reset_sqlite(dbapi_connection: Any, record: Any, state: Any) -> None:
 POOL_SIZE, MAX_OVERFLOW = 20, 20
 
 
+def _make_folder_for(url: str) -> None:
+    """The folder of a SQLite database file, made if missing. Not for a database in
+    memory, nor for a ``file:`` URI (``?uri=true``), which SQLite resolves itself: its
+    text is no path, and would leave a ``file:`` folder in the working directory."""
+    parsed = make_url(url)
+    path = parsed.database
+    if path and path != ":memory:" and parsed.query.get("uri") not in ("true", "1"):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+
+
 def make_engine(url: str) -> AsyncEngine:
     if make_url(url).get_backend_name() == "sqlite":
         path = make_url(url).database
-        if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        _make_folder_for(url)
         on_file = bool(path) and path != ":memory:"  # in memory: one static connection
         sized = {"pool_size": POOL_SIZE, "max_overflow": MAX_OVERFLOW} if on_file else {}
         engine = create_async_engine(
@@ -339,9 +348,7 @@ async def _once_more_if_dead(
 def make_sync_engine(url: str) -> sa.Engine:
     engine = sa.create_engine(sync_url(url), hide_parameters=True)
     if make_url(url).get_backend_name() == "sqlite":
-        path = make_url(url).database
-        if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        _make_folder_for(url)
         event.listen(engine, "connect", _tune_sqlite)
         # _tune_sqlite stops the driver's own BEGIN: without this, engine.begin() on a
         # sync engine (migrations, commands) would commit statement by statement.

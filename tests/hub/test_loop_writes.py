@@ -162,8 +162,11 @@ def test_a_write_that_would_start_the_wal_afresh_is_not_done_here(wal_file: Path
 
 
 def test_it_stays_closed_in_memory_outside_wal_and_with_url_parameters(
-    tmp_path: Path, wal_file: Path
+    tmp_path: Path, wal_file: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    working = tmp_path / "cwd"
+    working.mkdir()
+    monkeypatch.chdir(working)
     rollback_journal = tmp_path / "journal.db"
     sqlite3.connect(rollback_journal).close()
     for url in (
@@ -175,6 +178,7 @@ def test_it_stays_closed_in_memory_outside_wal_and_with_url_parameters(
         writer.open()
         assert not writer.open_here
         assert writer.try_write(lambda db: 1) == (False, None)
+    assert list(working.iterdir()) == []  # a file: URI is no path: no folder made for it
 
 
 @pytest.mark.anyio
