@@ -5,12 +5,15 @@ The checks follow RFC 9449 §4.3 in order: one well-formed JWT (step 2), ``typ``
 signature verifies (6), ``htm`` (8), ``htu`` without query and fragment (9), ``iat``
 within the window (11), and ``ath`` when an access token is presented (12). The
 ``nonce`` (10) and ``jti`` (§11.1) are returned for the caller to judge.
+
+The keys of proofs are kept, so that a client's key is imported once per process and
+not on each of its requests; only keys that an access token is bound to are kept, each
+under that token's client (decision 0050).
 """
 
 import hashlib
 import json
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -20,6 +23,7 @@ from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, OKPKey, RSAKey
 
 from onceonly.hub.kit import base64url, es256
+from onceonly.hub.kit.fair_lru import FairLru
 from onceonly.hub.kit.jws import MAX_JWT_BYTES, peek_header_and_claims
 
 PROOF_TYPE = "dpop+jwt"
@@ -40,6 +44,10 @@ _REGISTRY.max_header_length = 2048
 _ES256 = _REGISTRY.get_alg("ES256")
 _SORTED_JSON = json.JSONEncoder(sort_keys=True).encode  # json.dumps(..., sort_keys=True)
 ProofKey = ECKey | OKPKey | RSAKey
+# The imported keys of proofs, by their jwk's text, with their thumbprint (decision 0050):
+# the bound of 1,024 over all as before, and 64 of one client's, as for its tokens (0046).
+# One event loop uses it, as callers' verified tokens.
+_KEPT_KEYS: FairLru[str, tuple[ProofKey, str]] = FairLru(max_entries=1024, max_per_owner=64)
 
 
 class ProofError(ValueError):
@@ -88,16 +96,26 @@ def verify_proof(
     skew: int,
     access_token: str | None = None,
 ) -> Proof:
-    """Check one DPoP proof for a request of ``method`` to ``url``; raise ProofError."""
+    """Check one DPoP proof for a request of ``method`` to ``url``; raise ProofError.
+
+    ``access_token``, when the proof comes with one, must be a token the caller has
+    verified: if it is bound to the proof's key (``cnf.jkt``), the key is kept for the
+    token's ``client_id`` once the proof holds (decision 0050)."""
     header, claims = _peek(proof)
-    key, jkt = _proof_key(header)
+    canonical = _proof_jwk(header)
+    kept = _KEPT_KEYS.get(canonical)
+    key = kept[0] if kept is not None else _import_public(canonical)
     if not _signature_holds(proof, header, key):
         raise ProofError("the DPoP proof's signature does not verify with its jwk")
     _check_claims(claims, method=method, url=url, now=now, max_age=max_age, skew=skew)
     _check_ath(claims, access_token)
+    if kept is None:
+        kept = key, _thumbprint(key)
+        if access_token is not None:
+            _keep(canonical, kept, access_token=access_token)
     nonce = claims.get("nonce")
     return Proof(
-        jkt=jkt,
+        jkt=kept[1],
         jti=claims["jti"],
         iat=claims["iat"],
         nonce=nonce if isinstance(nonce, str) else None,
@@ -154,7 +172,8 @@ def _ec_verifier(key: ProofKey) -> ec.EllipticCurvePublicKey | None:
     return public
 
 
-def _proof_key(header: dict[str, Any]) -> tuple[ProofKey, str]:
+def _proof_jwk(header: dict[str, Any]) -> str:
+    """The text of the proof's public ``jwk`` (members sorted), of the kind its alg needs."""
     jwk = header.get("jwk")
     if not isinstance(jwk, dict):
         raise ProofError("the DPoP proof has no jwk header")
@@ -163,27 +182,49 @@ def _proof_key(header: dict[str, Any]) -> tuple[ProofKey, str]:
     kty, crv = _KEY_KINDS[header["alg"]]
     if jwk.get("kty") != kty or (crv is not None and jwk.get("crv") != crv):
         raise ProofError(f"alg {header['alg']} needs a {kty} {crv or ''} key".replace("  ", " "))
+    return _SORTED_JSON(jwk)
+
+
+def _import_public(canonical: str) -> ProofKey:
+    """The key a proof's jwk text (from :func:`_proof_jwk`) describes."""
     try:
-        return _import_public(_SORTED_JSON(jwk))
+        return _import_key(json.loads(canonical))
     except (JoseError, ValueError, TypeError, KeyError):
         raise ProofError("the DPoP proof's jwk is not a valid public key") from None
 
 
-@lru_cache(maxsize=1024)
-def _import_public(canonical: str) -> tuple[ProofKey, str]:
-    """The key and its RFC 7638 thumbprint; cached, as a client reuses its key."""
-    jwk = json.loads(canonical)
-    key: ProofKey
+def _import_key(jwk: dict[str, Any]) -> ProofKey:
     if jwk["kty"] == "EC":
-        key = ECKey.import_key(jwk)
-    elif jwk["kty"] == "OKP":
-        key = OKPKey.import_key(jwk)
-    else:
-        n = base64url.decode(jwk["n"])
-        if int.from_bytes(n, "big").bit_length() < MIN_RSA_BITS:
-            raise ValueError("RSA key too small")
-        key = RSAKey.import_key(jwk)
-    return key, key.thumbprint()
+        return ECKey.import_key(jwk)
+    if jwk["kty"] == "OKP":
+        return OKPKey.import_key(jwk)
+    n = base64url.decode(jwk["n"])
+    if int.from_bytes(n, "big").bit_length() < MIN_RSA_BITS:
+        raise ValueError("RSA key too small")
+    return RSAKey.import_key(jwk)
+
+
+def _thumbprint(key: ProofKey) -> str:
+    """RFC 7638, once the proof holds: a proof that does not costs no thumbprint."""
+    try:
+        return key.thumbprint()
+    except (JoseError, ValueError, TypeError, KeyError):
+        raise ProofError("the DPoP proof's jwk is not a valid public key") from None
+
+
+def _keep(canonical: str, kept: tuple[ProofKey, str], *, access_token: str) -> None:
+    """Keep the key of a proof that holds, if the (verified) access token it came with
+    is bound to it, as one of the keys of the token's client. Anyone can sign a proof
+    with a new key; only the hub issues a token bound to one, to an authenticated
+    client. So a proof alone never pushes out a kept key, and a client pushes out at
+    most its share of others' (decision 0050)."""
+    try:
+        _, claims = peek_header_and_claims(access_token)
+    except ValueError:
+        return
+    cnf, client_id = claims.get("cnf"), claims.get("client_id")
+    if isinstance(cnf, dict) and cnf.get("jkt") == kept[1] and isinstance(client_id, str):
+        _KEPT_KEYS.put(canonical, kept, owner=client_id)
 
 
 def _check_claims(

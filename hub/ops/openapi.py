@@ -11,9 +11,13 @@ what the hub really runs:
   session (HTTP bearer), either (the audit reads, also open to the public), or nobody
   (``security: []``);
 - the problems (RFC 9457) a route answers: those its decorator declares
-  (:func:`~onceonly.hub.kit.problems.problems`), those of its dependencies, and
-  those the middleware answers on any route (a NUL in the URL, a body or header
-  fields over the limits);
+  (:func:`~onceonly.hub.kit.problems.problems`), those of its dependencies, those
+  the middleware answers on any route (a NUL in the URL, a body or header fields over
+  the limits), and those that come from outside the route (decision 0054): 500
+  ``internal-error`` on every route, 503 ``database-unavailable`` with
+  ``Retry-After`` on every route but the few that never reach the database
+  (``WITHOUT_DATABASE``); each is one ``components.responses`` entry, referenced
+  where it is a status's only problem;
 - FastAPI's ``422 HTTPValidationError`` is removed: the hub answers invalid input with
   ``400 invalid-request`` (docs/problems.md).
 """
@@ -36,21 +40,26 @@ from onceonly.hub.auth.exceptions import (
     InvalidToken,
     UseDpopNonce,
 )
+from onceonly.hub.errors import DATABASE_RETRY_AFTER
 from onceonly.hub.kit.jsonbody import JsonBody
 from onceonly.hub.kit.problems import (
     PROBLEM_SCHEMA,
     PROBLEM_TYPE_PREFIX,
     PROBLEM_TYPES_MEMBER,
+    DatabaseUnavailable,
     HubError,
     InvalidRequest,
     PayloadTooLarge,
     RequestHeadersTooLarge,
+    Unavailable,
     problem_response_document,
 )
 from onceonly.hub.people.exceptions import NotSignedIn
 from onceonly.hub.people.principal import Forbidden
 
 SCHEMAS_REF = "#/components/schemas/"
+RESPONSES_REF = "#/components/responses/"
+HEADERS_REF = "#/components/headers/"
 MACHINE_SCHEME, SESSION_SCHEME = "machineClient", "personSession"
 TOKEN_PATH = "/oauth/token"
 
@@ -99,7 +108,35 @@ _EVERY_ROUTE: tuple[type[HubError], ...] = (
     PayloadTooLarge,
     RequestHeadersTooLarge,
 )
-_MACHINE_REFUSALS = (InvalidToken, InvalidDpopProof, UseDpopNonce)
+# A machine client's DPoP proof is spent in the single-use register, whose failed
+# commit is answered 503 ``unavailable``.
+_MACHINE_REFUSALS = (InvalidToken, InvalidDpopProof, UseDpopNonce, Unavailable)
+
+# From outside the route (decision 0054): a fault of the hub, on every operation; the
+# database away (decision 0049), on every operation but these, which never reach it.
+# A new route is declared as reaching it until it is listed here, and
+# tests/hub/openapi/test_database_away.py calls each of these with the database away.
+WITHOUT_DATABASE: frozenset[tuple[str, str]] = frozenset(
+    {
+        ("GET", "/healthz"),  # the process is alive: nothing else is asked
+        ("GET", "/readyz"),  # the database not answering is its own 503 `unavailable`
+        ("GET", "/metrics"),  # the database's gauges are left out when it does not answer
+        ("GET", "/.well-known/jwks.json"),  # the hub's keys, held by the process
+        ("GET", "/v1/purposes"),  # the purpose list is a file (`purposes_file`)
+        ("GET", "/v1/audit/verifier-key"),  # the checkpointer's key, held by the process
+        ("GET", "/v1/people/oidc/start"),  # the provider's metadata, over HTTP
+    }
+)
+# A problem that is a status's only one on many routes: one shared response, referenced.
+SHARED_RESPONSES = {HubError.slug: "InternalError", DatabaseUnavailable.slug: "DatabaseUnavailable"}
+RETRY_AFTER = "Retry-After"
+RETRY_AFTER_HEADER: dict[str, Any] = {
+    "description": (
+        "Seconds to wait before sending the request again (RFC 9110 §10.2.3); sent with "
+        "every `database-unavailable` answer."
+    ),
+    "schema": {"type": "integer", "minimum": 0, "examples": [DATABASE_RETRY_AFTER]},
+}
 
 
 def _dependency(alias: Any) -> Any:
@@ -171,6 +208,28 @@ def _security_and_problems(
     return security, refusals
 
 
+def _from_outside(method: str, path: str) -> list[type[HubError]]:
+    """The problems an operation answers for reasons outside the route (decision 0054)."""
+    if (method, path) in WITHOUT_DATABASE:
+        return [HubError]
+    return [HubError, DatabaseUnavailable]
+
+
+def _problem_document(slugs: list[str]) -> dict[str, Any]:
+    """A status's problem response; ``Retry-After`` declared where the database's is."""
+    document = problem_response_document(slugs)
+    if DatabaseUnavailable.slug in slugs:
+        document["headers"] = {RETRY_AFTER: {"$ref": HEADERS_REF + RETRY_AFTER}}
+    return document
+
+
+def _problem_response(slugs: list[str]) -> dict[str, Any]:
+    unique = sorted(set(slugs))
+    if len(unique) == 1 and unique[0] in SHARED_RESPONSES:
+        return {"$ref": RESPONSES_REF + SHARED_RESPONSES[unique[0]]}
+    return _problem_document(unique)
+
+
 def _merge_problems(responses: dict[str, Any], refusals: list[type[HubError]]) -> None:
     """Add ``refusals`` to the operation's problem responses, one per status."""
     slugs: dict[str, list[str]] = {}
@@ -180,7 +239,7 @@ def _merge_problems(responses: dict[str, Any], refusals: list[type[HubError]]) -
         for urn in declared.get(PROBLEM_TYPES_MEMBER, []):
             slugs.setdefault(status, []).append(urn.removeprefix(PROBLEM_TYPE_PREFIX))
     for status, names in slugs.items():
-        responses[status] = problem_response_document(names)
+        responses[status] = _problem_response(names)
 
 
 def _drop_validation_error(responses: dict[str, Any]) -> None:
@@ -191,10 +250,16 @@ def _drop_validation_error(responses: dict[str, Any]) -> None:
 
 
 def _complete(
-    operation: dict[str, Any], route: Any, *, bodies: dict[type, Any], known: _Calls
+    operation: dict[str, Any],
+    route: Any,
+    *,
+    method: str,
+    bodies: dict[type, Any],
+    known: _Calls,
 ) -> None:
     calls = set(_calls(route.dependant))
     security, refusals = _security_and_problems(calls, known)
+    refusals += _from_outside(method, route.path_format)
     body = _body_of(calls)
     if body is not None:
         operation["requestBody"] = {
@@ -276,13 +341,24 @@ def hub_document(
     for route in routes:
         for method in sorted(route.methods):
             operation = document["paths"][route.path_format][method.lower()]
-            _complete(operation, route, bodies=bodies, known=authentication.calls())
+            _complete(operation, route, method=method, bodies=bodies, known=authentication.calls())
     for name in ("HTTPValidationError", "ValidationError"):
         schemas.pop(name, None)
     schemas["Problem"] = PROBLEM_SCHEMA
     components["schemas"] = dict(sorted(schemas.items()))
+    components.update(_shared_components())
     components["securitySchemes"] = SECURITY_SCHEMES
     return document
+
+
+def _shared_components() -> dict[str, Any]:
+    """``components.responses`` and ``components.headers`` of the shared problems."""
+    return {
+        "responses": {
+            name: _problem_document([slug]) for slug, name in sorted(SHARED_RESPONSES.items())
+        },
+        "headers": {RETRY_AFTER: RETRY_AFTER_HEADER},
+    }
 
 
 RECORD_QUERY_PATH = "/v1/items/{item_id}/records/query"
@@ -375,6 +451,7 @@ def item_document(
                 "RecordReceiptOut": hub["components"]["schemas"]["RecordReceiptOut"],
                 "Problem": PROBLEM_SCHEMA,
             },
+            **_shared_components(),
             "securitySchemes": SECURITY_SCHEMES,
         },
     }

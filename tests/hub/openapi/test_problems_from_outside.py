@@ -1,0 +1,153 @@
+"""The problems an operation answers for reasons outside the route are in the contract
+(decision 0054): 500 ``internal-error`` on every operation, 503
+``database-unavailable`` with ``Retry-After`` on every operation that reaches the
+database, each one shared response that operations reference.
+
+On the document as the hub builds it; tests/hub/openapi/test_database_away.py checks
+on a live hub that the answers are the declared ones."""
+
+from typing import Any
+
+import pytest
+from openapi_spec_validator import validate
+
+from onceonly.hub.errors import DATABASE_RETRY_AFTER
+from onceonly.hub.ops import openapi
+
+from tests.hub.openapi import regenerate
+from tests.hub.openapi.references import (
+    PROBLEM_JSON,
+    header_of,
+    problem_types,
+    resolved,
+    response_of,
+    validator,
+)
+
+Operations = list[tuple[str, str, dict[str, Any]]]
+
+
+@pytest.fixture(scope="module")
+def document() -> dict[str, Any]:
+    return regenerate.document()
+
+
+def operations(document: dict[str, Any]) -> Operations:
+    return [
+        (method.upper(), path, operation)
+        for path, methods in document["paths"].items()
+        for method, operation in methods.items()
+    ]
+
+
+def declares_database_unavailable(document: dict[str, Any], operation: dict[str, Any]) -> bool:
+    if "503" not in operation["responses"]:
+        return False
+    return "database-unavailable" in problem_types(response_of(document, operation, 503))
+
+
+def test_every_operation_declares_internal_error(document: dict[str, Any]) -> None:
+    missing = [
+        (method, path)
+        for method, path, operation in operations(document)
+        if "500" not in operation["responses"]
+        or "internal-error" not in problem_types(response_of(document, operation, 500))
+    ]
+    assert missing == []
+
+
+def test_every_operation_that_reaches_the_database_declares_503_with_retry_after(
+    document: dict[str, Any],
+) -> None:
+    reaching = [
+        (method, path, operation)
+        for method, path, operation in operations(document)
+        if (method, path) not in openapi.WITHOUT_DATABASE
+    ]
+    assert len(reaching) > 60, "the document lost operations"
+    missing = [
+        (method, path)
+        for method, path, operation in reaching
+        if not declares_database_unavailable(document, operation)
+    ]
+    assert missing == []
+    for method, path, operation in reaching:
+        response = response_of(document, operation, 503)
+        schema = response["content"][PROBLEM_JSON]["schema"]
+        assert schema == {"$ref": "#/components/schemas/Problem"}, (method, path)
+        retry_after = header_of(document, response, "Retry-After")
+        assert validator(document, retry_after["schema"]).is_valid(DATABASE_RETRY_AFTER)
+        assert not validator(document, retry_after["schema"]).is_valid("soon")
+
+
+def test_the_operations_that_never_reach_the_database_do_not_declare_it(
+    document: dict[str, Any],
+) -> None:
+    by_name = {(method, path): operation for method, path, operation in operations(document)}
+    assert set(openapi.WITHOUT_DATABASE) <= set(by_name), "a listed operation is gone"
+    declaring = [
+        name
+        for name in sorted(openapi.WITHOUT_DATABASE)
+        if declares_database_unavailable(document, by_name[name])
+    ]
+    assert declaring == []
+    readyz = response_of(document, by_name[("GET", "/readyz")], 503)
+    assert problem_types(readyz) == {"unavailable"}  # its own probe's answer, no Retry-After
+    assert "headers" not in readyz
+
+
+def test_a_status_whose_only_problem_is_shared_references_the_shared_response(
+    document: dict[str, Any],
+) -> None:
+    shared = document["components"]["responses"]
+    assert problem_types(shared["DatabaseUnavailable"]) == {"database-unavailable"}
+    assert problem_types(shared["InternalError"]) == {"internal-error"}
+    referenced = {"503": 0, "500": 0}
+    for method, path, operation in operations(document):
+        for status, response in operation["responses"].items():
+            if "$ref" in response:
+                referenced[status] += 1
+            elif problem_types(response) in ({"database-unavailable"}, {"internal-error"}):
+                pytest.fail(f"{method} {path} {status} repeats a shared response")
+    assert referenced["500"] > 60
+    assert referenced["503"] > 5  # the routes neither audited nor for machines
+    catalogue = document["paths"]["/v1/items"]["get"]["responses"]
+    assert catalogue["503"] == {"$ref": "#/components/responses/DatabaseUnavailable"}
+
+
+def test_a_503_with_other_problems_lists_them_with_database_unavailable(
+    document: dict[str, Any],
+) -> None:
+    grants = document["paths"]["/v1/admin/grants"]["get"]
+    response = response_of(document, grants, 503)
+    assert problem_types(response) == {"audit-unavailable", "database-unavailable"}
+    assert header_of(document, response, "Retry-After")["schema"]["type"] == "integer"
+    proofs = document["paths"]["/v1/audit/proof/inclusion"]["get"]
+    assert problem_types(response_of(document, proofs, 500)) == {
+        "audit-log-damaged",
+        "internal-error",
+    }
+
+
+def test_a_machine_clients_route_declares_the_single_use_registers_503(
+    document: dict[str, Any],
+) -> None:
+    query = document["paths"][openapi.RECORD_QUERY_PATH]["post"]
+    assert {"unavailable", "database-unavailable"} <= problem_types(
+        response_of(document, query, 503)
+    )
+
+
+def test_an_items_document_carries_the_shared_responses_it_references(
+    document: dict[str, Any],
+) -> None:
+    schema = {"type": "object", "properties": {"street": {"type": "string"}}}
+    item = openapi.item_document(
+        document, item_id="person.address", title="An address", schemas={1: schema}
+    )
+    validate(item)
+    (query,) = (methods["post"] for methods in item["paths"].values())
+    assert "internal-error" in problem_types(resolved(item, query["responses"]["500"]))
+    response = resolved(item, query["responses"]["503"])
+    assert "database-unavailable" in problem_types(response)
+    assert header_of(item, response, "Retry-After")["schema"]["minimum"] == 0
