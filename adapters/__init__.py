@@ -23,6 +23,7 @@ if TYPE_CHECKING:
         InvalidRequest,
         NotFound,
         OnceonlyError,
+        RateLimited,
         RowError,
         UpstreamError,
     )
@@ -64,6 +65,7 @@ _WHERE = {
     "NotFound": "_errors",
     "OnceonlyError": "_errors",
     "PythonItem": "_sources",
+    "RateLimited": "_errors",
     "Receipt": "_client",
     "ReceiptRow": "_store",
     "RecordResult": "_client",
@@ -120,6 +122,7 @@ __all__ = [
     "NotFound",
     "OnceonlyError",
     "PythonItem",
+    "RateLimited",
     "Receipt",
     "ReceiptRow",
     "RecordResult",

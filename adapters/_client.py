@@ -1,15 +1,19 @@
 """The consumer SDK: fetch records through the hub (docs/protocol.md §2, §3).
 
 `HubClient` and `AsyncHubClient` share one sans-I/O core, `_Session`: it builds
-every request and parses every response as a generator that yields request
-builders and receives ``httpx.Response`` objects, so the two clients differ only
-in how they send. A builder is called for every attempt, so that a retried request
-carries a fresh DPoP proof and a fresh client assertion (both are single-use).
+every request and parses every response as a generator that yields steps (a request
+builder, and whether the request is safe to repeat) and receives ``httpx.Response``
+objects, so the two clients differ only in how they send. A builder is called for
+every attempt, so that a retried request carries a fresh DPoP proof and a fresh client
+assertion (both are single-use).
 
 What the session does for a department: discovery (RFC 8414), client assertions
 (``private_key_jwt``, RFC 7523), DPoP proofs on every token and resource request
 (RFC 9449, with ``ath`` and server nonces: one retry on ``use_dpop_nonce``), token
 caching and refresh, and rotation of the client's own key with no failed request.
+When the hub answers ``503`` or ``429`` with ``Retry-After`` (RFC 9110 §10.2.3), a
+request that is safe to repeat waits what it says and is sent again, within one budget
+per call (`_retry`).
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from __future__ import annotations
 import re
 import time
 import uuid
-from collections.abc import Callable, Generator, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable
 from dataclasses import dataclass
 from functools import partial
 from types import TracebackType
@@ -31,23 +35,35 @@ from joserfc import jwt
 
 from . import _commitment
 from ._dpop import DPoPKey
-from ._errors import PROBLEM_PREFIX, HubUnavailable, OnceonlyError, error_for_status
+from ._errors import PROBLEM_PREFIX, OnceonlyError, error_for_status
 from ._keys import SigningKey, algorithm_of, public_jwks
 from ._reqtoken import subject_digest
+from ._retry import Retries, retry_after
 from ._store import ReceiptRow, RecordStore
 
 __all__ = ["AsyncHubClient", "HubClient", "Receipt", "RecordResult"]
 
 T = TypeVar("T")
-_Build = Callable[[], httpx.Request]
-_Flow = Generator[_Build, httpx.Response, T]
 
 _ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 _ASSERTION_LIFETIME = 60
 _TOKEN_MARGIN = 30.0
-_BACKOFF = 0.1
 # What the hub takes inside the Idempotency-Key sf-string (docs/events.md)
 _IDEMPOTENCY_KEY = re.compile(r"[A-Za-z0-9._~:+/=-]{1,128}")
+
+
+@dataclass(frozen=True)
+class _Step:
+    """One request of a flow: ``build`` makes each attempt's request (fresh proofs), and
+    ``repeatable`` says whether the request may be sent again after the hub answered
+    or may have received it: a read, a token request, a ``PUT`` or ``DELETE`` (idempotent,
+    RFC 9110 §9.2.2), or a request that carries an ``Idempotency-Key``."""
+
+    build: Callable[[], httpx.Request]
+    repeatable: bool
+
+
+_Flow = Generator[_Step, httpx.Response, T]
 
 
 @dataclass(frozen=True)
@@ -108,7 +124,7 @@ class _Session:
         body: dict[str, Any] = {"subject": subject, "purpose": purpose}
         if version is not None:
             body["version"] = version
-        response = yield from self._resource_flow("POST", url, body)
+        response = yield from self._resource_flow("POST", url, body, repeatable=True)  # a read
         return _record_result(response)
 
     def publish_flow(self, item: str, subject: str, *, kind: str, key: str) -> _Flow[str]:
@@ -119,14 +135,17 @@ class _Session:
         url = f"{self._hub_url}/v1/items/{quote(item, safe='')}/events"
         body = {"subject": subject, "kind": kind}
         headers = {"Idempotency-Key": f'"{key}"'}
-        response = yield from self._resource_flow("POST", url, body, headers=headers)
+        response = yield from self._resource_flow(
+            "POST", url, body, headers=headers, repeatable=True
+        )
         if response.status_code not in (200, 202):
             raise _problem_error(response)
         return _typed(response.json(), "event_id", str)
 
     def subscription_flow(self, item: str, *, subscribe: bool) -> _Flow[None]:
         url = f"{self._hub_url}/v1/items/{quote(item, safe='')}/subscription"
-        response = yield from self._resource_flow("PUT" if subscribe else "DELETE", url, None)
+        method = "PUT" if subscribe else "DELETE"
+        response = yield from self._resource_flow(method, url, None, repeatable=True)
         if response.status_code not in (200, 204):
             raise _problem_error(response)
         return None
@@ -134,11 +153,16 @@ class _Session:
     def get_flow(self, path: str, params: dict[str, str]) -> _Flow[dict[str, Any]]:
         """An authenticated GET of a hub route that answers a JSON object."""
         url = str(httpx.URL(f"{self._hub_url}{path}", params=params))
-        return _json_object((yield from self._resource_flow("GET", url, None)))
+        return _json_object((yield from self._resource_flow("GET", url, None, repeatable=True)))
 
-    def post_flow(self, path: str, body: dict[str, Any]) -> _Flow[dict[str, Any]]:
-        """An authenticated POST of a JSON body to a hub route that answers a JSON object."""
-        return _json_object((yield from self._resource_flow("POST", self._hub_url + path, body)))
+    def post_flow(
+        self, path: str, body: dict[str, Any], *, repeatable: bool
+    ) -> _Flow[dict[str, Any]]:
+        """An authenticated POST of a JSON body to a hub route that answers a JSON object;
+        ``repeatable`` when the route only reads (a POST that keeps a subject out of the URL)."""
+        url = self._hub_url + path
+        response = yield from self._resource_flow("POST", url, body, repeatable=repeatable)
+        return _json_object(response)
 
     def rotate_key_flow(self, new_key: SigningKey) -> _Flow[list[str]]:
         """Register ``new_key`` beside the old one, sign with it, then retire the old."""
@@ -147,9 +171,8 @@ class _Session:
         return (yield from self.register_keys_flow(public_jwks(new_key)))
 
     def register_keys_flow(self, jwks: dict[str, Any]) -> _Flow[list[str]]:
-        response = yield from self._resource_flow(
-            "PUT", f"{self._hub_url}/v1/clients/self/jwks", jwks
-        )
+        url = f"{self._hub_url}/v1/clients/self/jwks"
+        response = yield from self._resource_flow("PUT", url, jwks, repeatable=True)
         kids = _json_object(response).get("kids")
         if not isinstance(kids, list):
             raise _protocol_error(response, "the hub's answer lacks the registered kids")
@@ -164,6 +187,7 @@ class _Session:
         url: str,
         body: dict[str, Any] | None,
         *,
+        repeatable: bool,
         headers: dict[str, str] | None = None,
     ) -> _Flow[httpx.Response]:
         """Get a token if needed, then send; on 401, drop the token and retry once."""
@@ -173,17 +197,17 @@ class _Session:
             build = partial(
                 self._resource_request, method, url, body, scheme=scheme, token=token, extra=headers
             )
-            response = yield from self._with_nonce(build)
+            response = yield from self._with_nonce(_Step(build, repeatable=repeatable))
             if response.status_code != 401 or attempt == 1:
                 break
             self._token = None
         return response
 
-    def _with_nonce(self, build: _Build) -> _Flow[httpx.Response]:
+    def _with_nonce(self, step: _Step) -> _Flow[httpx.Response]:
         """Send; if the hub asks for its DPoP nonce (RFC 9449 §8, §9), send once more."""
-        response = yield build
+        response = yield step
         if self._remember_nonce(response) and _asks_for_nonce(response):
-            response = yield build
+            response = yield step
             self._remember_nonce(response)
         return response
 
@@ -196,7 +220,7 @@ class _Session:
     def _metadata_flow(self) -> _Flow[_Metadata]:
         if self._metadata is None:
             url = self._hub_url + "/.well-known/oauth-authorization-server"
-            response = yield lambda: httpx.Request("GET", url)
+            response = yield _Step(lambda: httpx.Request("GET", url), repeatable=True)
             body = _json_object(response)
             issuer, endpoint = body.get("issuer"), body.get("token_endpoint")
             if not isinstance(issuer, str) or not isinstance(endpoint, str):
@@ -211,9 +235,11 @@ class _Session:
         if self._token is not None and time.monotonic() < self._token_expires:
             return self._token
         signed_with = self._key
-        response = yield from self._with_nonce(lambda: self._token_request(metadata))
+        # Repeatable: each attempt is a new request, with a new assertion and proof
+        step = _Step(lambda: self._token_request(metadata), repeatable=True)
+        response = yield from self._with_nonce(step)
         if response.status_code == 401 and signed_with is not self._key:
-            response = yield from self._with_nonce(lambda: self._token_request(metadata))
+            response = yield from self._with_nonce(step)
         body = _json_object(response)
         token, lifetime = body.get("access_token"), body.get("expires_in")
         if not isinstance(token, str) or not isinstance(lifetime, int):
@@ -265,25 +291,6 @@ class _Session:
         return httpx.Request(method, url, json=body, headers={**(extra or {}), **headers})
 
 
-class _Retries:
-    """Retry connection errors and ``503`` with exponential backoff: queries are reads."""
-
-    def __init__(self, retries: int) -> None:
-        self._delays: Iterator[float] = (_BACKOFF * 2**n for n in range(retries))
-
-    def delay_after(self, outcome: httpx.Response | httpx.TransportError) -> float | None:
-        """Seconds to wait before trying again, or ``None`` to stop."""
-        if isinstance(outcome, httpx.Response) and outcome.status_code != 503:
-            return None
-        return next(self._delays, None)
-
-    @staticmethod
-    def settle(outcome: httpx.Response | httpx.TransportError) -> httpx.Response:
-        if isinstance(outcome, httpx.TransportError):
-            raise HubUnavailable(f"cannot reach the hub: {type(outcome).__name__}")
-        return outcome
-
-
 class HubClient:
     """Fetch records through the hub, synchronously.
 
@@ -294,6 +301,13 @@ class HubClient:
             result = hub.fetch("person.residential-address", "38001085718",
                                purpose="benefit-eligibility")
             result.record["city"], result.receipt.index
+
+    A request that is safe to repeat (all that this client sends) is sent again after
+    a connection failure, a ``503``, or a ``429`` with ``Retry-After``, waiting what
+    ``Retry-After`` says (else 0.1 s, then twice that, ...): at most ``retries`` repeats
+    and ``max_retry_wait`` seconds of waiting per call, in all. A wait that would pass
+    that is not waited: the error is raised at once, with its ``retry_after``.
+    ``retries=0`` switches repeats off.
     """
 
     def __init__(
@@ -304,12 +318,13 @@ class HubClient:
         key: SigningKey,
         timeout: float = 10.0,
         retries: int = 2,
+        max_retry_wait: float = 30.0,
         transport: httpx.BaseTransport | None = None,
         dpop_key: DPoPKey | None = None,
         trail: RecordStore | None = None,
     ) -> None:
         self._session = _Session(hub_url, client_id=client_id, key=key, dpop_key=dpop_key)
-        self._retries = retries
+        self._budget = _retry_budget(retries, max_retry_wait)
         self._http = httpx.Client(timeout=timeout, transport=transport)
         self._trail = trail  # where receipts are kept, for onceonly adapter reconcile
 
@@ -379,7 +394,8 @@ class HubClient:
     def citizen_access_log(self, subject: str, *, limit: int = 200) -> list[dict[str, Any]]:
         """For a citizen portal's client: who read this person's records, when and why."""
         body = {"subject": subject, "limit": limit}
-        answer = self._run(self._session.post_flow("/v1/citizen/access-log", body))
+        flow = self._session.post_flow("/v1/citizen/access-log", body, repeatable=True)  # a read
+        answer = self._run(flow)
         return list(answer.get("accesses", []))
 
     def _remember(self, result: RecordResult, *, subject: str, purpose: str) -> None:
@@ -416,21 +432,21 @@ class HubClient:
         self.close()
 
     def _run(self, flow: _Flow[T]) -> T:
-        build = next(flow)
+        retries = self._budget()  # one budget for the whole call
+        step = next(flow)
         while True:
             try:
-                build = flow.send(self._send(build))
+                step = flow.send(self._send(step, retries))
             except StopIteration as stop:
                 return stop.value  # type: ignore[no-any-return]
 
-    def _send(self, build: _Build) -> httpx.Response:
-        retries = _Retries(self._retries)
+    def _send(self, step: _Step, retries: Retries) -> httpx.Response:
         while True:
             try:
-                outcome: httpx.Response | httpx.TransportError = self._http.send(build())
+                outcome: httpx.Response | httpx.TransportError = self._http.send(step.build())
             except httpx.TransportError as error:
                 outcome = error
-            delay = retries.delay_after(outcome)
+            delay = retries.delay_after(outcome, repeatable=step.repeatable)
             if delay is None:
                 return retries.settle(outcome)
             time.sleep(delay)
@@ -443,6 +459,8 @@ class AsyncHubClient:
 
         async with AsyncHubClient(hub_url, client_id="social-welfare", key=key) as hub:
             result = await hub.fetch("person.identity", "38001085718", purpose="benefits")
+
+    Requests are repeated as `HubClient` describes (``retries``, ``max_retry_wait``).
     """
 
     def __init__(
@@ -453,12 +471,13 @@ class AsyncHubClient:
         key: SigningKey,
         timeout: float = 10.0,
         retries: int = 2,
+        max_retry_wait: float = 30.0,
         transport: httpx.AsyncBaseTransport | None = None,
         dpop_key: DPoPKey | None = None,
         trail: RecordStore | None = None,
     ) -> None:
         self._session = _Session(hub_url, client_id=client_id, key=key, dpop_key=dpop_key)
-        self._retries = retries
+        self._budget = _retry_budget(retries, max_retry_wait)
         self._http = httpx.AsyncClient(timeout=timeout, transport=transport)
         self._trail = trail
 
@@ -539,24 +558,35 @@ class AsyncHubClient:
         await self.aclose()
 
     async def _run(self, flow: _Flow[T]) -> T:
-        build = next(flow)
+        retries = self._budget()  # one budget for the whole call
+        step = next(flow)
         while True:
             try:
-                build = flow.send(await self._send(build))
+                step = flow.send(await self._send(step, retries))
             except StopIteration as stop:
                 return stop.value  # type: ignore[no-any-return]
 
-    async def _send(self, build: _Build) -> httpx.Response:
-        retries = _Retries(self._retries)
+    async def _send(self, step: _Step, retries: Retries) -> httpx.Response:
         while True:
+            request = step.build()
             try:
-                outcome: httpx.Response | httpx.TransportError = await self._http.send(build())
+                outcome: httpx.Response | httpx.TransportError = await self._http.send(request)
             except httpx.TransportError as error:
                 outcome = error
-            delay = retries.delay_after(outcome)
+            delay = retries.delay_after(outcome, repeatable=step.repeatable)
             if delay is None:
                 return retries.settle(outcome)
             await anyio.sleep(delay)
+
+
+def _retry_budget(retries: int, max_retry_wait: float) -> Callable[[], Retries]:
+    """What makes each call's budget of repeats (`Retries`), checked once.
+
+    :raises ValueError: ``retries`` or ``max_retry_wait`` is negative.
+    """
+    if retries < 0 or not max_retry_wait >= 0:
+        raise ValueError("retries and max_retry_wait are 0 (no retry) or more")
+    return partial(Retries, retries=retries, max_wait=float(max_retry_wait))
 
 
 def _idempotency_key(given: str | None) -> str:
@@ -664,6 +694,7 @@ def _problem_error(response: httpx.Response) -> OnceonlyError:
         status=response.status_code,
         problem_type=slug,
         request_id=response.headers.get("x-request-id"),
+        retry_after=retry_after(response.headers.get("retry-after"), now=time.time()),
     )
 
 

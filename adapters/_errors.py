@@ -4,13 +4,15 @@ One base class carries the HTTP status and RFC 9457 problem type, so the consume
 SDK can map a hub's problem response onto a class and the provider service can
 render any refusal as a problem response with one handler::
 
-    OnceonlyError                 base; status, problem_type, detail, request_id
+    OnceonlyError                 base; status, problem_type, detail, request_id,
+    │                             retry_after
     ├── ConfigError               the adapter's TOML configuration is invalid
     ├── HubUnavailable            the hub could not be reached, or timed out
     ├── AuthenticationFailed      401: bad client assertion or request/access token
     ├── AccessDenied              403: no scope or no grant (see problem_type)
     ├── NotFound                  404: unknown item, or no record for the subject
     ├── InvalidRequest            400, 413, 422: the request was malformed
+    ├── RateLimited               429: too many requests; ``retry_after`` says when
     ├── UpstreamError             502, 503, 504: the record's owner or source failed
     │   └── SourceError           (provider side, in _sources) the department's source failed
     │       ├── SourceUnavailable       503: down, timed out, or answered an error
@@ -18,7 +20,9 @@ render any refusal as a problem response with one handler::
     └── ImportFailed              a CSV/JSONL import was refused; carries the report
 
 ``problem_type`` is the slug of the problem type (``no-grant`` for
-``urn:onceonly:problem:no-grant``).
+``urn:onceonly:problem:no-grant``). ``retry_after`` is the seconds the hub asked the
+client to wait before trying again (its ``Retry-After``, on a ``503`` or a ``429``),
+``None`` when it named none.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ __all__ = [
     "InvalidRequest",
     "NotFound",
     "OnceonlyError",
+    "RateLimited",
     "RowError",
     "UpstreamError",
     "error_for_status",
@@ -50,6 +55,7 @@ class OnceonlyError(Exception):
 
     ``status`` is the HTTP status that caused (or that renders) the error, ``None``
     when no HTTP answer was involved. ``detail`` never holds a subject or a token.
+    ``retry_after`` is the seconds the hub's ``Retry-After`` asked for, when it sent one.
     """
 
     default_status: ClassVar[int | None] = None
@@ -63,12 +69,14 @@ class OnceonlyError(Exception):
         status: int | None = None,
         problem_type: str | None = None,
         request_id: str | None = None,
+        retry_after: float | None = None,
     ) -> None:
         super().__init__(detail)
         self.detail = detail
         self.status = status if status is not None else self.default_status
         self.problem_type = problem_type or self.default_problem_type
         self.request_id = request_id
+        self.retry_after = retry_after
 
 
 class ConfigError(OnceonlyError):
@@ -102,6 +110,12 @@ class InvalidRequest(OnceonlyError):
     default_status = 400
     default_problem_type = "invalid-request"
     title = "Invalid request"
+
+
+class RateLimited(OnceonlyError):
+    default_status = 429
+    default_problem_type = "rate-limited"
+    title = "Too many requests"
 
 
 class UpstreamError(OnceonlyError):
@@ -144,6 +158,7 @@ _BY_STATUS: dict[int, type[OnceonlyError]] = {
     404: NotFound,
     413: InvalidRequest,
     422: InvalidRequest,
+    429: RateLimited,
     502: UpstreamError,
     503: UpstreamError,
     504: UpstreamError,

@@ -1,0 +1,437 @@
+"""The consumer SDK waits as the hub's ``Retry-After`` asks (RFC 9110 §10.2.3) before
+sending a request that is safe to repeat again, within one budget per call, and hands
+the value to the caller on the error when it stops (decision 0053).
+
+On the wire: the adapters suite's hub double on loopback, behind a middleware that
+answers scripted refusals (``503``, ``429``, a DPoP nonce challenge) before the double
+sees the request, and notes when each request arrived. Waits are measured there,
+between two arrivals, so a retry that came early shows."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import math
+import re
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from email.utils import formatdate
+from itertools import pairwise
+from pathlib import Path
+from urllib.parse import parse_qs
+
+import pytest
+from fastapi import Request, Response
+from fastapi.responses import JSONResponse
+from joserfc.jwk import ECKey
+
+from onceonly.adapters import (
+    AsyncHubClient,
+    HubClient,
+    OnceonlyError,
+    RateLimited,
+    UpstreamError,
+)
+from onceonly.adapters._retry import retry_after
+
+from tests.adapters.adapter_testing import (
+    CLIENT_ID,
+    ITEM,
+    PURPOSE,
+    RECORD,
+    SUBJECT,
+    HubDouble,
+    serve,
+)
+
+TOKEN = "/oauth/token"
+QUERY = f"/v1/items/{ITEM}/records/query"
+WRITE = "/v1/test/notes"  # a POST route that is not safe to repeat
+NOW = 1_767_225_600.0  # Thu, 01 Jan 2026 00:00:00 GMT
+# docs/adapters.md's SDK examples (its source examples are test_adapters_sources_docs.py's)
+_EXAMPLE = re.compile(r"<!-- sdk-example: (?P<name>[\w-]+) -->\n```python\n(?P<text>.*?)```", re.S)
+
+
+# --- the field's value ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [
+        ("5", 5.0),
+        ("0", 0.0),
+        (" 120 ", 120.0),  # field values are trimmed (RFC 9110 §5.5)
+        ("007", 7.0),
+        ("99999999999999999999999", 9_999_999_999.0),  # years away: capped, not an error
+        ("Thu, 01 Jan 2026 00:00:30 GMT", 30.0),  # IMF-fixdate
+        ("Thursday, 01-Jan-26 00:01:00 GMT", 60.0),  # obsolete RFC 850 form
+        ("Thu Jan  1 00:00:10 2026", 10.0),  # obsolete asctime form
+        ("Wed, 31 Dec 2025 23:59:00 GMT", 0.0),  # a date passed: at once
+    ],
+)
+def test_reads_delay_seconds_and_each_http_date_form(value: str, seconds: float) -> None:
+    assert retry_after(value, now=NOW) == seconds
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        None,
+        "",
+        "soon",
+        "-1",
+        "+5",
+        "1.5",
+        "5 s",
+        "5, 10",  # a list: Retry-After is one value
+        "0x10",
+        "Thu, 01 Jan 2026 00:00:30 +0000",  # a date, but not in GMT as HTTP-date says
+        "Thu, 1 Jan 2026 00:00:30 GMT",  # IMF-fixdate's day has two digits
+        "thu, 01 jan 2026 00:00:30 gmt",  # HTTP-date is case-sensitive
+        "Thu, 31 Feb 2026 00:00:30 GMT",  # no such day
+        "Thu, 01 Jan 2026 24:00:00 GMT",
+        "2026-01-01T00:00:30Z",  # RFC 3339 is not an HTTP-date
+        "\u0665",  # ARABIC-INDIC DIGIT FIVE: a digit, but not an ASCII one
+    ],
+)
+def test_a_malformed_or_absent_value_is_none(value: str | None) -> None:
+    assert retry_after(value, now=NOW) is None
+
+
+def test_a_two_digit_year_more_than_50_years_ahead_is_in_the_past() -> None:
+    # RFC 9110 §5.6.7: in 2026, "-80" is 1980, not 2080; "-76" is 2076
+    assert retry_after("Tuesday, 01-Jan-80 00:00:00 GMT", now=NOW) == 0.0
+    assert retry_after("Tuesday, 01-Jan-76 00:00:00 GMT", now=NOW) == pytest.approx(
+        50 * 365.25 * 86400, rel=1e-3
+    )
+
+
+# --- on the wire -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A refusal the middleware gives instead of the double's answer."""
+
+    status: int
+    retry_after: str | None = None
+    nonce: str | None = None  # a 401 use_dpop_nonce challenge with this DPoP-Nonce
+
+
+@dataclass
+class Arrival:
+    path: str
+    at: float  # time.monotonic()
+    wall: float  # time.time()
+    dpop: str | None
+    assertion: str | None  # a scripted token request's client assertion
+
+
+@dataclass
+class Outage:
+    """Scripted refusals per path, and every request's arrival."""
+
+    script: dict[str, list[Answer]] = field(default_factory=dict)
+    arrivals: list[Arrival] = field(default_factory=list)
+
+    def at(self, path: str) -> list[Arrival]:
+        return [arrival for arrival in self.arrivals if arrival.path == path]
+
+    def gaps(self, path: str) -> list[float]:
+        times = [arrival.at for arrival in self.at(path)]
+        return [later - earlier for earlier, later in pairwise(times)]
+
+    async def answer(self, request: Request) -> Response | None:
+        script = self.script.get(request.url.path)
+        assertion = None
+        if script and request.url.path == TOKEN:
+            form = parse_qs((await request.body()).decode())
+            assertion = form["client_assertion"][0]
+        self.arrivals.append(
+            Arrival(
+                request.url.path,
+                time.monotonic(),
+                time.time(),
+                request.headers.get("dpop"),
+                assertion,
+            )
+        )
+        return _refusal(script.pop(0)) if script else None
+
+
+def _refusal(answer: Answer) -> Response:
+    headers = {} if answer.retry_after is None else {"Retry-After": answer.retry_after}
+    slug = {429: "rate-limited", 503: "database-unavailable"}.get(answer.status, "refused")
+    if answer.nonce is not None:
+        headers["DPoP-Nonce"] = answer.nonce
+        headers["WWW-Authenticate"] = 'DPoP error="use_dpop_nonce"'
+        slug = "use-dpop-nonce"
+    body = {"type": f"urn:onceonly:problem:{slug}", "title": slug, "status": answer.status}
+    body["detail"] = "scripted"
+    return JSONResponse(
+        body, status_code=answer.status, headers=headers, media_type="application/problem+json"
+    )
+
+
+@dataclass
+class World:
+    hub: HubDouble
+    outage: Outage
+    key: ECKey
+
+    def client(self, **options: float) -> HubClient:
+        return HubClient(self.hub.url, client_id=CLIENT_ID, key=self.key, timeout=5.0, **options)
+
+    def async_client(self, **options: float) -> AsyncHubClient:
+        url, key = self.hub.url, self.key
+        return AsyncHubClient(url, client_id=CLIENT_ID, key=key, timeout=5.0, **options)
+
+
+@pytest.fixture(scope="module")
+def served() -> Iterator[tuple[HubDouble, Outage]]:
+    hub, outage = HubDouble(), Outage()
+    app = hub.app()
+
+    @app.post(WRITE)
+    def write() -> dict[str, str]:
+        return {"status": "written"}
+
+    @app.middleware("http")
+    async def scripted(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        return await outage.answer(request) or await call_next(request)
+
+    with serve(app) as url:
+        hub.url = url
+        yield hub, outage
+
+
+@pytest.fixture
+def world(served: tuple[HubDouble, Outage]) -> World:
+    hub, outage = served
+    hub.reset()
+    outage.script.clear()
+    outage.arrivals.clear()
+    key = ECKey.generate_key("P-256", auto_kid=True)
+    hub.clients[CLIENT_ID] = key
+    return World(hub, outage, key)
+
+
+def _claims(token: str | None) -> dict[str, object]:
+    assert token is not None
+    payload = token.split(".")[1]
+    return dict(json.loads(base64.urlsafe_b64decode(payload + "==")))
+
+
+def test_waits_the_seconds_retry_after_names_then_sends_the_query_again(world: World) -> None:
+    world.outage.script[QUERY] = [Answer(503, "1")]
+
+    with world.client() as hub_client:
+        result = hub_client.fetch(ITEM, SUBJECT, purpose=PURPOSE)
+
+    assert result.record == RECORD
+    (gap,) = world.outage.gaps(QUERY)
+    assert 1.0 <= gap < 3.0
+
+
+def test_waits_until_the_http_date_retry_after_names(world: World) -> None:
+    until = math.ceil(time.time()) + 2  # HTTP-dates name whole seconds
+    world.outage.script[QUERY] = [Answer(503, formatdate(until, usegmt=True))]
+
+    with world.client() as hub_client:
+        result = hub_client.fetch(ITEM, SUBJECT, purpose=PURPOSE)
+
+    assert result.record == RECORD
+    _, again = world.outage.at(QUERY)
+    assert until <= again.wall < until + 2
+
+
+def test_a_429_at_the_token_endpoint_is_retried_with_a_fresh_assertion_and_proof(
+    world: World,
+) -> None:
+    world.hub.token_type = "DPoP"
+    world.outage.script[TOKEN] = [Answer(429, "1")]
+
+    with world.client() as hub_client:
+        result = hub_client.fetch(ITEM, SUBJECT, purpose=PURPOSE)
+
+    assert result.record == RECORD
+    refused, accepted = world.outage.at(TOKEN)
+    assert accepted.at - refused.at >= 1.0
+    assert world.hub.token_requests == 1  # the refused one never reached the double
+    (accepted_assertion,) = world.hub.seen_jti
+    assert _claims(refused.assertion)["jti"] != accepted_assertion
+    accepted_proof = world.hub.proofs[0]
+    assert _claims(refused.dpop)["jti"] != _claims(accepted_proof)["jti"]
+    assert _claims(accepted_proof)["htu"] == f"{world.hub.url}{TOKEN}"
+
+
+def test_the_number_of_repeats_is_capped_and_the_error_carries_retry_after(
+    world: World,
+) -> None:
+    world.outage.script[QUERY] = [Answer(503, "0")] * 5
+
+    with world.client(retries=2) as hub_client, pytest.raises(UpstreamError) as caught:
+        hub_client.fetch(ITEM, SUBJECT, purpose=PURPOSE)
+
+    assert len(world.outage.at(QUERY)) == 3
+    error = caught.value
+    assert (error.status, error.problem_type, error.retry_after) == (
+        503,
+        "database-unavailable",
+        0.0,
+    )
+
+
+def test_a_wait_past_max_retry_wait_is_not_waited(world: World) -> None:
+    world.outage.script[QUERY] = [Answer(503, "60")]
+    started = time.monotonic()
+
+    with world.client() as hub_client, pytest.raises(UpstreamError) as caught:
+        hub_client.fetch(ITEM, SUBJECT, purpose=PURPOSE)
+
+    assert time.monotonic() - started < 5
+    assert len(world.outage.at(QUERY)) == 1
+    assert caught.value.retry_after == 60.0
+
+
+def test_the_waits_of_a_call_add_up_to_max_retry_wait_at_most(world: World) -> None:
+    world.outage.script[QUERY] = [Answer(503, "1")] * 3
+
+    with world.client(max_retry_wait=1.5) as hub_client, pytest.raises(UpstreamError) as caught:
+        hub_client.fetch(ITEM, SUBJECT, purpose=PURPOSE)
+
+    (gap,) = world.outage.gaps(QUERY)  # waited 1 s once; a second 1 s would pass 1.5
+    assert gap >= 1.0
+    assert caught.value.retry_after == 1.0
+
+
+def test_retries_0_switches_repeats_off(world: World) -> None:
+    world.outage.script[QUERY] = [Answer(503, "0")]
+
+    with world.client(retries=0) as hub_client, pytest.raises(UpstreamError) as caught:
+        hub_client.fetch(ITEM, SUBJECT, purpose=PURPOSE)
+
+    assert len(world.outage.at(QUERY)) == 1
+    assert caught.value.retry_after == 0.0
+
+
+@pytest.mark.parametrize("value", [None, "soon", "1.5", "5, 10", "Thu, 01 Jan 2026 00:00:30"])
+def test_a_429_without_a_valid_retry_after_is_not_retried(world: World, value: str | None) -> None:
+    world.outage.script[QUERY] = [Answer(429, value)]
+
+    with world.client() as hub_client, pytest.raises(RateLimited) as caught:
+        hub_client.fetch(ITEM, SUBJECT, purpose=PURPOSE)
+
+    assert len(world.outage.at(QUERY)) == 1
+    assert (caught.value.status, caught.value.retry_after) == (429, None)
+
+
+def test_a_503_with_a_malformed_retry_after_waits_as_if_it_had_none(world: World) -> None:
+    world.outage.script[QUERY] = [Answer(503, "2.5")] * 3
+
+    with world.client() as hub_client, pytest.raises(UpstreamError) as caught:
+        hub_client.fetch(ITEM, SUBJECT, purpose=PURPOSE)
+
+    first, second = world.outage.gaps(QUERY)  # the backoff: 0.1 s, then 0.2 s
+    assert 0.1 <= first < 1.0
+    assert 0.2 <= second < 1.0
+    assert caught.value.retry_after is None
+
+
+def test_a_request_not_safe_to_repeat_is_not_sent_again(world: World) -> None:
+    """Every request the SDK sends is safe to repeat (decision 0053); a POST that is not
+    marked so, as a route added later would be, is sent once whatever the hub says."""
+    world.outage.script[WRITE] = [Answer(503, "0"), Answer(503, "0")]
+
+    with world.client() as hub_client:
+        session = hub_client._session
+        with pytest.raises(UpstreamError) as caught:
+            hub_client._run(session.post_flow(WRITE, {"note": "x"}, repeatable=False))
+        assert len(world.outage.at(WRITE)) == 1
+        assert caught.value.retry_after == 0.0
+        answer = hub_client._run(session.post_flow(WRITE, {"note": "x"}, repeatable=True))
+
+    assert answer == {"status": "written"}
+    assert len(world.outage.at(WRITE)) == 3  # the repeatable one: refused once, then sent
+
+
+def test_a_dpop_nonce_challenge_and_retry_after_share_one_budget(world: World) -> None:
+    world.hub.token_type = "DPoP"
+    world.outage.script[QUERY] = [
+        Answer(503, "0"),
+        Answer(401, nonce="nonce-1"),
+        Answer(503, "0"),
+        Answer(503, "0"),
+    ]
+
+    with world.client(retries=2) as hub_client, pytest.raises(UpstreamError):
+        hub_client.fetch(ITEM, SUBJECT, purpose=PURPOSE)
+
+    # one repeat for the first 503, the nonce's own resend, one repeat for the next 503
+    queries = world.outage.at(QUERY)
+    assert len(queries) == 4
+    assert [_claims(query.dpop).get("nonce") for query in queries] == [
+        None,
+        None,
+        "nonce-1",
+        "nonce-1",
+    ]
+
+
+def test_a_dpop_nonce_challenge_after_a_retry_after_still_gets_the_record(world: World) -> None:
+    world.hub.token_type = "DPoP"
+    world.outage.script[QUERY] = [Answer(503, "0"), Answer(401, nonce="nonce-1")]
+
+    with world.client() as hub_client:
+        result = hub_client.fetch(ITEM, SUBJECT, purpose=PURPOSE)
+
+    assert result.record == RECORD
+    assert _claims(world.hub.proofs[-1])["nonce"] == "nonce-1"
+
+
+def test_the_async_client_waits_and_stops_as_the_sync_one(world: World) -> None:
+    async def scenario() -> tuple[object, OnceonlyError]:
+        async with world.async_client(max_retry_wait=1.5) as hub_client:
+            world.outage.script[QUERY] = [Answer(503, "1")]
+            result = await hub_client.fetch(ITEM, SUBJECT, purpose=PURPOSE)
+            world.outage.script[QUERY] = [Answer(429, "1")] * 3
+            with pytest.raises(RateLimited) as caught:
+                await hub_client.fetch(ITEM, SUBJECT, purpose=PURPOSE)
+            return result.record, caught.value
+
+    record, error = asyncio.run(scenario())
+
+    assert record == RECORD
+    assert [gap >= 1.0 for gap in world.outage.gaps(QUERY)] == [True, False, True]
+    assert len(world.outage.at(QUERY)) == 4  # 503, its repeat, 429, its one repeat
+    assert error.retry_after == 1.0
+
+
+def test_a_negative_budget_is_refused(world: World) -> None:
+    with pytest.raises(ValueError, match="retries"):
+        world.client(retries=-1)
+    with pytest.raises(ValueError, match="max_retry_wait"):
+        world.client(max_retry_wait=-1.0)
+
+
+def test_the_documented_example_is_told_when_to_come_back(world: World) -> None:
+    world.hub.clients["social-welfare"] = world.key
+    world.outage.script[QUERY] = [Answer(503, "60")]
+    scheduled: list[float] = []
+    names = {
+        "hub_url": world.hub.url,
+        "key": world.key,
+        "subject": SUBJECT,
+        "schedule_again": lambda *, after: scheduled.append(after),
+    }
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "adapters.md").read_text()
+    examples = {match["name"]: match["text"] for match in _EXAMPLE.finditer(doc)}
+    exec(examples["retry-after"], names)
+
+    assert scheduled == [60.0]
+    assert len(world.outage.at(QUERY)) == 1
