@@ -119,6 +119,12 @@ EVENT_DEAD_LETTERS = Counter(
     ["item", "subscriber"],
 )
 AUDIT_ENTRIES = Counter("onceonly_audit_entries_total", "Audit entries this process committed", [])
+TOKEN_REQUESTS_THROTTLED = Counter(
+    "onceonly_oauth_token_throttled_total",
+    "Token requests refused 429 slow_down, by the budget that was spent (client: tokens"
+    " issued to the client named; address: refused requests from the source address)",
+    ["budget"],
+)
 _EXCHANGES, _REFUSALS = Series(EXCHANGES), Series(REFUSALS)
 _OWNER_RESPONSE, _HUB_ADDED = Series(OWNER_RESPONSE), Series(HUB_ADDED)
 

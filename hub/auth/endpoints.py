@@ -47,6 +47,7 @@ from onceonly.hub.dependencies import (
 from onceonly.hub.kit.jsonbody import json_body
 from onceonly.hub.kit.problems import problems
 from onceonly.hub.people.dependencies import AdministratorDep
+from onceonly.hub.people.service import source_of
 from onceonly.hub.registry.exceptions import InvalidJwks
 from onceonly.hub.registry.schemas import (
     CLIENT_ID_PATTERN,
@@ -93,6 +94,38 @@ async def _endpoint_request(
     return endpoint_request, open_audit_scope(request, action, log=log)
 
 
+def _token_limits(request: Request, settings: Settings) -> service.TokenLimits:
+    """This process's token request limits (decision 0051), made at its first request."""
+    limits: service.TokenLimits | None = getattr(request.app.state, "token_limits", None)
+    if limits is None:
+        limits = request.app.state.token_limits = service.TokenLimits(settings)
+    return limits
+
+
+async def _admitted(
+    request: Request, session: SessionDep, hub: HubDep, clock: ClockDep
+) -> service.TokenAdmission:
+    """Let a token request through the limits, or refuse it 429 before anything is
+    verified (decision 0051). Only the first refusal of a client, or of an address, in
+    a minute is audited (naming the client if it is registered); the metric counts all."""
+    try:
+        form = service.parse_token_form(
+            await request.body(), request.headers.get("content-type", "")
+        )
+    except InvalidTokenRequest:
+        form = {}  # refused as unreadable once admitted, at its address's expense
+    client_id = service.named_client(form)
+    address = request.client.host if request.client else "unknown"
+    limits = _token_limits(request, hub.settings)
+    try:
+        return limits.admit(client_id=client_id, source=source_of(address), now=clock.monotonic())
+    except service.TokenRequestsThrottled as refusal:
+        if refusal.audited and client_id is not None:
+            scope = open_audit_scope(request, "token.issue", log=hub.audit_log)
+            await service.note_registered_client(session, client_id, scope=scope)
+        raise
+
+
 @router.post(
     "/oauth/token",
     response_model=TokenResponse,
@@ -103,6 +136,7 @@ async def _endpoint_request(
         InvalidDpopProofGrant,
         UseDpopNonceGrant,
         InvalidClient,
+        service.TokenRequestsThrottled,
         AuditUnavailable,
     ),
     openapi_extra=form_body(TOKEN_FORM),
@@ -111,19 +145,27 @@ async def token(
     request: Request, session: SessionDep, hub: HubDep, clock: ClockDep
 ) -> JSONResponse:
     settings, keys = hub.settings, hub.keys
-    endpoint_request, scope = await _endpoint_request(
-        request, settings, action="token.issue", log=hub.audit_log
-    )
-    answer = await service.issue_token(
-        session,
-        jtis=hub.jti_register,
-        request=endpoint_request,
-        settings=settings,
-        keys=keys,
-        scope=scope,
-        clock=clock,
-        scopes_of=lambda department: access.scopes_for(session, department=department, clock=clock),
-    )
+    admission = await _admitted(request, session, hub, clock)
+    try:
+        endpoint_request, scope = await _endpoint_request(
+            request, settings, action="token.issue", log=hub.audit_log
+        )
+        answer = await service.issue_token(
+            session,
+            jtis=hub.jti_register,
+            request=endpoint_request,
+            settings=settings,
+            keys=keys,
+            scope=scope,
+            clock=clock,
+            scopes_of=lambda department: access.scopes_for(
+                session, department=department, clock=clock
+            ),
+        )
+    except BaseException as error:
+        admission.failed(error, now=clock.monotonic())
+        raise
+    admission.issued(now=clock.monotonic())
     headers = _NO_STORE | service.dpop_nonce_header(settings, keys, clock=clock)
     return JSONResponse(answer.model_dump(), headers=headers)
 

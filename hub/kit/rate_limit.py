@@ -1,0 +1,106 @@
+"""Token buckets by key, in bounded memory (decision 0051).
+
+Each key (a client id, a source address) has a bucket of at most ``capacity`` tokens
+that refills at ``per_second``; a key with no bucket has a full one. :meth:`wait` says
+how long a request under a key must wait for one token, without making a bucket:
+asking about a million made-up keys keeps nothing. :meth:`take` spends a token (and
+makes the bucket), :meth:`give_back` returns one.
+
+At most ``max_keys`` buckets are kept; past that, the least recently used goes. A
+bucket that goes is a full bucket again: the bound can make the limit forget, never
+refuse more. Every operation is O(1). There is no lock: one event loop (or one thread)
+uses it. Time is given by the caller (``now``, seconds on a monotonic clock).
+"""
+
+import math
+from collections import OrderedDict
+from collections.abc import Hashable
+from typing import Generic, TypeVar
+
+K = TypeVar("K", bound=Hashable)
+
+
+class _Bucket:
+    __slots__ = ("reported", "tokens", "updated")
+
+    def __init__(self, tokens: float, updated: float) -> None:
+        self.tokens = tokens
+        self.updated = updated
+        self.reported: float | None = None  # when a refusal under it was last reported
+
+
+class TokenBuckets(Generic[K]):
+    """A token bucket per key, at most ``max_keys`` of them.
+
+    Example::
+
+        buckets: TokenBuckets[str] = TokenBuckets(capacity=2, per_second=0.5, max_keys=100)
+        buckets.take("a", now=0.0)
+        buckets.take("a", now=0.0)
+        assert buckets.wait("a", now=0.0) == 2.0  # one token back after 2 s
+        assert buckets.wait("b", now=0.0) == 0.0  # and "b" is still kept nowhere
+    """
+
+    __slots__ = ("_buckets", "_capacity", "_max_keys", "_per_second")
+
+    def __init__(self, *, capacity: float, per_second: float, max_keys: int) -> None:
+        if capacity < 1 or per_second <= 0 or max_keys < 1:
+            raise ValueError("capacity must be at least 1, per_second above 0, max_keys 1+")
+        self._capacity = float(capacity)
+        self._per_second = float(per_second)
+        self._max_keys = max_keys
+        self._buckets: OrderedDict[K, _Bucket] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+    def wait(self, key: K, *, now: float) -> float:
+        """Seconds until ``key``'s bucket holds a whole token; 0.0 when it holds one."""
+        bucket = self._refilled(key, now)
+        if bucket is None or bucket.tokens >= 1:
+            return 0.0
+        return (1 - bucket.tokens) / self._per_second
+
+    def take(self, key: K, *, now: float) -> None:
+        """Spend a token of ``key``'s bucket; an empty bucket stays at 0 (no debt)."""
+        bucket = self._refilled(key, now)
+        if bucket is None:
+            bucket = self._kept(key, now)
+        bucket.tokens = max(0.0, bucket.tokens - 1)
+
+    def give_back(self, key: K, *, now: float) -> None:
+        """Return a token taken from ``key``'s bucket (none above its capacity)."""
+        bucket = self._refilled(key, now)
+        if bucket is not None:
+            bucket.tokens = min(self._capacity, bucket.tokens + 1)
+
+    def report_due(self, key: K, *, now: float, every: float) -> bool:
+        """Whether a refusal under ``key`` is the first in ``every`` seconds (and so is
+        to be reported: the others are only counted). False for a key with no bucket."""
+        bucket = self._buckets.get(key)
+        if bucket is None or (bucket.reported is not None and now - bucket.reported < every):
+            return False
+        bucket.reported = now
+        return True
+
+    def _refilled(self, key: K, now: float) -> _Bucket | None:
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            return None
+        self._buckets.move_to_end(key)
+        elapsed = max(0.0, now - bucket.updated)  # a clock that stepped back refills nothing
+        bucket.tokens = min(self._capacity, bucket.tokens + elapsed * self._per_second)
+        bucket.updated = now
+        return bucket
+
+    def _kept(self, key: K, now: float) -> _Bucket:
+        if len(self._buckets) >= self._max_keys:
+            self._buckets.popitem(last=False)
+        bucket = self._buckets[key] = _Bucket(self._capacity, now)
+        return bucket
+
+
+def retry_after(wait: float) -> int:
+    """A ``Retry-After`` value (RFC 9110 §10.2.3, whole seconds) for a ``wait`` in seconds:
+    rounded up, and at least 1, so that a client that obeys it finds a token."""
+    return max(1, math.ceil(wait))

@@ -1,0 +1,143 @@
+"""The token endpoint's two budgets as rules, without I/O (decision 0051). The same
+rules over HTTP, on both databases: test_token_rate_limits.py."""
+
+import asyncio
+
+import pytest
+from prometheus_client import REGISTRY
+
+from onceonly.hub.auth.exceptions import InvalidClient
+from onceonly.hub.auth.service import (
+    THROTTLE_AUDIT_EVERY,
+    TokenLimits,
+    TokenRequestsThrottled,
+)
+from onceonly.hub.config import Settings
+from onceonly.hub.kit.problems import DatabaseUnavailable
+
+BURST = 3  # of both budgets; one token back a second
+OWNER, ATTACKER = "10.0.0.1", "10.0.0.66"
+THROTTLED = "onceonly_oauth_token_throttled_total"
+
+
+def limits(**changes: float) -> TokenLimits:
+    values = {
+        "token_client_burst": BURST,
+        "token_client_per_minute": 60,
+        "token_address_burst": BURST,
+        "token_address_per_minute": 60,
+        **changes,
+    }
+    return TokenLimits(Settings(**values))  # type: ignore[arg-type]
+
+
+def issue(limited: TokenLimits, client_id: str, *, source: str = OWNER, now: float = 0) -> None:
+    limited.admit(client_id=client_id, source=source, now=now).issued(now=now)
+
+
+def refuse(limited: TokenLimits, client_id: str | None, *, source: str, now: float = 0) -> None:
+    """A request that is admitted and then refused (a forged assertion, say)."""
+    admission = limited.admit(client_id=client_id, source=source, now=now)
+    admission.failed(InvalidClient("the client could not be authenticated"), now=now)
+
+
+def throttled(
+    limited: TokenLimits, client_id: str | None, *, source: str, now: float = 0
+) -> TokenRequestsThrottled:
+    with pytest.raises(TokenRequestsThrottled) as refused:
+        limited.admit(client_id=client_id, source=source, now=now)
+    return refused.value
+
+
+def test_a_client_past_its_burst_waits_for_its_budget_to_refill() -> None:
+    limited = limits()
+    for _ in range(BURST):
+        issue(limited, "a")
+    refusal = throttled(limited, "a", source=OWNER)
+    assert (refusal.budget, refusal.status, refusal.error) == ("client", 429, "slow_down")
+    assert refusal.headers["Retry-After"] == "1"
+    issue(limited, "a", now=1.0)
+
+
+def test_refusals_spend_nothing_so_a_flood_does_not_prolong_the_wait() -> None:
+    limited = limits()
+    for _ in range(BURST):
+        issue(limited, "a")
+    for _ in range(1000):  # the client itself, or anyone naming it, from anywhere
+        throttled(limited, "a", source=ATTACKER, now=0.5)
+    issue(limited, "a", now=1.0)
+
+
+def test_failed_requests_naming_a_client_spend_only_their_addresss_budget() -> None:
+    limited = limits()
+    for _ in range(BURST):
+        refuse(limited, "victim", source=ATTACKER)
+    assert throttled(limited, "victim", source=ATTACKER).budget == "address"
+    for _ in range(BURST):
+        issue(limited, "victim", source=OWNER)
+
+
+def test_a_token_issued_gives_the_addresss_token_back() -> None:
+    limited = limits()
+    for n in range(10 * BURST):  # many clients behind one address, each served
+        issue(limited, f"client-{n % 5}", source=OWNER, now=n)
+    limited.admit(client_id="another", source=OWNER, now=10.0 * BURST)
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [DatabaseUnavailable("away"), RuntimeError("a bug"), asyncio.CancelledError()],
+)
+def test_the_hubs_own_failures_cost_the_address_nothing(failure: BaseException) -> None:
+    limited = limits()
+    for _ in range(10 * BURST):
+        limited.admit(client_id="a", source=OWNER, now=0).failed(failure, now=0)
+    limited.admit(client_id="a", source=OWNER, now=0)
+
+
+def test_made_up_client_ids_are_kept_nowhere() -> None:
+    limited = limits(token_address_burst=100_000)
+    for n in range(20_000):
+        refuse(limited, f"made-up-{n}", source=ATTACKER)
+    assert (len(limited.issued), len(limited.refused)) == (0, 1)
+
+
+def test_memory_is_bounded_whatever_the_addresses() -> None:
+    limited = limits(token_limit_keys=100)
+    for n in range(5_000):
+        refuse(limited, None, source=f"10.1.{n // 256}.{n % 256}")
+    assert len(limited.refused) == 100
+
+
+def test_one_refusal_per_client_a_minute_is_audited() -> None:
+    limited = limits()
+    for _ in range(BURST):
+        issue(limited, "a")
+    audited = [throttled(limited, "a", source=OWNER, now=0.1 * n).audited for n in range(5)]
+    assert audited == [True, False, False, False, False]
+    for _ in range(BURST):  # a minute later the budget is full again: spend it again
+        issue(limited, "a", now=THROTTLE_AUDIT_EVERY)
+    assert throttled(limited, "a", source=OWNER, now=THROTTLE_AUDIT_EVERY).audited
+
+
+def test_one_refusal_per_address_a_minute_is_audited_if_it_names_a_client() -> None:
+    limited = limits()
+    for _ in range(BURST):
+        refuse(limited, None, source=ATTACKER)
+    unnamed = [throttled(limited, None, source=ATTACKER).audited for _ in range(3)]
+    named = [throttled(limited, f"c{n}", source=ATTACKER).audited for n in range(3)]
+    assert (unnamed, named) == ([False] * 3, [True, False, False])
+
+
+def count(budget: str) -> float:
+    return REGISTRY.get_sample_value(THROTTLED, {"budget": budget}) or 0.0
+
+
+def test_an_address_refusal_is_counted_under_its_budget() -> None:
+    limited = limits()
+    for _ in range(BURST):
+        refuse(limited, None, source=ATTACKER)
+    before = count("address"), count("client")
+    for _ in range(7):
+        throttled(limited, "x", source=ATTACKER)
+    assert (count("address"), count("client")) == (before[0] + 7, before[1])

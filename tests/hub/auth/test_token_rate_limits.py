@@ -1,0 +1,228 @@
+"""The token endpoint's rate limits on the wire (decision 0051, docs/protocol.md §2.3):
+429 ``slow_down`` with ``Retry-After``, a client's budget that nobody else can spend,
+an address's budget for its refused requests, and one audit entry per client or
+address a minute. One hub per database serves the module, on a clock the tests move;
+each test has its own client and its own loopback source addresses (127.0.0.N)."""
+
+import itertools
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import httpx
+import pytest
+from joserfc import jwt
+from joserfc.jwk import ECKey
+from prometheus_client.parser import text_string_to_metric_families
+
+from onceonly.adapters import public_jwks
+from onceonly.hub.config import Settings
+from onceonly.hub.kit.clock import ManualClock
+
+from tests.hub_testing import (
+    DATABASES,
+    RunningHub,
+    added_audit_entries,
+    audit_entry_for,
+    module_database,
+    problem_type,
+    running_hub,
+)
+
+DEPARTMENT = "social-welfare"
+ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+BURST = 3  # of both budgets; each refills one a second
+SOURCES = (f"127.0.0.{n}" for n in itertools.count(10))  # a fresh address per use
+
+
+@dataclass
+class LimitWorld:
+    hub: RunningHub
+    clock: ManualClock
+
+
+@pytest.fixture(scope="module", params=DATABASES)
+def world(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LimitWorld]:
+    clock = ManualClock()
+    with running_hub(
+        database_url=module_database(request, tmp_path_factory, catalogued=True),
+        data_dir=tmp_path_factory.mktemp("hub"),
+        clock=clock,
+        require_dpop=False,  # the limits come before any proof: unbound tokens suffice
+        token_client_burst=BURST,
+        token_client_per_minute=60,
+        token_address_burst=BURST,
+        token_address_per_minute=60,
+    ) as hub:
+        yield LimitWorld(hub=hub, clock=clock)
+
+
+@dataclass
+class Client:
+    client_id: str
+    key: ECKey
+
+
+def registered(world: LimitWorld) -> Client:
+    client = Client(f"limited-{uuid.uuid4().hex[:8]}", ECKey.generate_key("P-256", auto_kid=True))
+    with world.hub.admin() as admin:
+        admin.put_client(client.client_id, department=DEPARTMENT, jwks=public_jwks(client.key))
+    return client
+
+
+@contextmanager
+def sender(source: str) -> Iterator[httpx.Client]:
+    """An HTTP client whose connections come from ``source`` (any of 127.0.0.0/8)."""
+    transport = httpx.HTTPTransport(local_address=source)
+    with httpx.Client(transport=transport) as http:
+        yield http
+
+
+def ask(
+    world: LimitWorld, http: httpx.Client, client: Client, *, key: ECKey | None = None
+) -> httpx.Response:
+    """A token request by ``client``, its assertion signed by ``key`` (default: its own)."""
+    now = int(world.clock.time())
+    claims = {
+        "iss": client.client_id,
+        "sub": client.client_id,
+        "aud": world.hub.settings.issuer,
+        "iat": now,
+        "exp": now + 60,
+        "jti": uuid.uuid4().hex,
+    }
+    signed = jwt.encode({"alg": "ES256", "kid": client.key.kid}, claims, key or client.key)
+    form = {
+        "grant_type": "client_credentials",
+        "client_assertion_type": ASSERTION_TYPE,
+        "client_assertion": signed,
+    }
+    return http.post(f"{world.hub.url}/oauth/token", data=form)
+
+
+def statuses(answers: list[httpx.Response]) -> list[int]:
+    return [answer.status_code for answer in answers]
+
+
+def throttled_count(world: LimitWorld, budget: str) -> float:
+    text = httpx.get(f"{world.hub.url}/metrics").text
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "onceonly_oauth_token_throttled_total" and sample.labels == {
+                "budget": budget
+            }:
+                return sample.value
+    raise AssertionError("no onceonly_oauth_token_throttled_total series for " + budget)
+
+
+def assert_slow_down(answer: httpx.Response, *, retry_after: str = "1") -> None:
+    assert answer.status_code == 429, answer.status_code
+    assert problem_type(answer) == "oauth-slow-down"
+    assert answer.json()["error"] == "slow_down"
+    assert answer.json()["error_description"]
+    assert answer.headers["retry-after"] == retry_after
+    assert answer.headers["cache-control"] == "no-store"
+
+
+def test_a_client_past_its_burst_is_told_to_slow_down_until_retry_after(
+    world: LimitWorld,
+) -> None:
+    client = registered(world)
+    with sender(next(SOURCES)) as http:
+        assert statuses([ask(world, http, client) for _ in range(BURST)]) == [200] * BURST
+        refused = ask(world, http, client)
+        assert_slow_down(refused)
+        entry = audit_entry_for(world.hub, refused, action="token.issue")
+        assert (entry["outcome"], entry["reason"]) == ("refused", "oauth-slow-down")
+        assert (entry["client"], entry["department"]) == (client.client_id, DEPARTMENT)
+        world.clock.advance(1)
+        assert ask(world, http, client).status_code == 200
+
+
+def test_forged_assertions_naming_a_client_leave_it_its_tokens(world: LimitWorld) -> None:
+    victim, forger = registered(world), ECKey.generate_key("P-256", auto_kid=True)
+    with (
+        sender(next(SOURCES)) as attacker,
+        added_audit_entries(world.hub, action="token.issue") as entries,
+    ):
+        answers = [ask(world, attacker, victim, key=forger) for _ in range(BURST + 5)]
+    assert statuses(answers) == [401] * BURST + [429] * 5
+    assert_slow_down(answers[-1])
+    throttled = [entry for entry in entries if entry["reason"] == "oauth-slow-down"]
+    assert len(throttled) == 1  # the address's first refusal, naming the client it named
+    assert throttled[0]["client"] == victim.client_id
+    with sender(next(SOURCES)) as owner:
+        assert statuses([ask(world, owner, victim) for _ in range(BURST)]) == [200] * BURST
+
+
+def test_requests_naming_a_throttled_client_do_not_prolong_its_wait(world: LimitWorld) -> None:
+    client, forger = registered(world), ECKey.generate_key("P-256", auto_kid=True)
+    with sender(next(SOURCES)) as owner:
+        assert statuses([ask(world, owner, client) for _ in range(BURST)]) == [200] * BURST
+        with sender(next(SOURCES)) as attacker:
+            # refused before the assertion is read: 429, not 401, and at no one's expense
+            flood = [ask(world, attacker, client, key=forger) for _ in range(20)]
+            assert statuses(flood) == [429] * 20
+            world.clock.advance(1)
+            assert ask(world, owner, client).status_code == 200
+            # nor at the attacker's: its address has its whole budget for other refusals
+            other = registered(world)
+            answers = [ask(world, attacker, other, key=forger) for _ in range(BURST + 1)]
+            assert statuses(answers) == [401] * BURST + [429]
+
+
+def test_a_flood_of_refusals_is_audited_once_a_minute_and_counted_in_full(
+    world: LimitWorld,
+) -> None:
+    client = registered(world)
+    with sender(next(SOURCES)) as http:
+        assert statuses([ask(world, http, client) for _ in range(BURST)]) == [200] * BURST
+        before = throttled_count(world, "client")
+        with added_audit_entries(world.hub, action="token.issue") as entries:
+            assert statuses([ask(world, http, client) for _ in range(10)]) == [429] * 10
+        assert [entry["reason"] for entry in entries] == ["oauth-slow-down"]
+        assert throttled_count(world, "client") == before + 10
+        world.clock.advance(60)
+        assert statuses([ask(world, http, client) for _ in range(BURST)]) == [200] * BURST
+        refused = ask(world, http, client)
+        assert_slow_down(refused)
+        assert audit_entry_for(world.hub, refused, action="token.issue")["reason"] == (
+            "oauth-slow-down"
+        )
+
+
+def test_junk_from_one_address_is_refused_cheaply_and_not_audited(world: LimitWorld) -> None:
+    client = registered(world)
+    url = f"{world.hub.url}/oauth/token"
+    with (
+        sender(next(SOURCES)) as junk,
+        added_audit_entries(world.hub, action="token.issue") as entries,
+    ):
+        answers = [junk.post(url, content=b"not a form") for _ in range(BURST + 2)]
+    assert statuses(answers) == [400] * BURST + [429] * 2
+    assert_slow_down(answers[-1])
+    assert entries == []  # a request that names no client is counted, never audited
+    with sender(next(SOURCES)) as other:
+        assert ask(world, other, client).status_code == 200
+
+
+def test_the_limits_are_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in {
+        "TOKEN_CLIENT_BURST": "7",
+        "TOKEN_CLIENT_PER_MINUTE": "12.5",
+        "TOKEN_ADDRESS_BURST": "9",
+        "TOKEN_ADDRESS_PER_MINUTE": "30",
+        "TOKEN_LIMIT_KEYS": "500",
+    }.items():
+        monkeypatch.setenv(f"ONCEONLY_{name}", value)
+    settings = Settings()
+    assert (
+        settings.token_client_burst,
+        settings.token_client_per_minute,
+        settings.token_address_burst,
+        settings.token_address_per_minute,
+        settings.token_limit_keys,
+    ) == (7, 12.5, 9, 30, 500)
