@@ -135,13 +135,16 @@ class ChangePublisher:
     event at the hub, never a second one. While the hub cannot be reached
     or refuses the client (not registered yet), changes wait and are tried again;
     a change the hub refuses for good (an item this department does not own, say)
-    is dropped with a warning, so that it cannot block the ones behind it.
+    is dropped with a warning, so that it cannot block the ones behind it. When the
+    hub says how long to wait (``Retry-After`` on a ``503`` or ``429``), the next round
+    waits that long, if it is longer than ``interval``.
     """
 
     def __init__(
         self, store: RecordStore, client: AsyncHubClient, *, interval: float = 1.0
     ) -> None:
         self._store, self._client, self._interval = store, client, interval
+        self._come_back: float | None = None  # the hub's Retry-After in the last round
 
     async def run(self) -> None:
         while True:
@@ -149,11 +152,12 @@ class ChangePublisher:
                 await self.publish_pending()
             except Exception:  # keep announcing whatever happened to one round
                 log.exception("publishing changes failed; will retry")
-            await anyio.sleep(self._interval)
+            await anyio.sleep(max(self._interval, self._come_back or 0.0))
 
     async def publish_pending(self, limit: int = 100) -> int:
         """Publish up to ``limit`` waiting changes; how many the hub accepted."""
         changes = await anyio.to_thread.run_sync(self._store.pending_changes, limit)
+        self._come_back = None
         settled: list[int] = []
         accepted = 0
         for change in changes:
@@ -167,7 +171,8 @@ class ChangePublisher:
                 accepted += 1
             except (AccessDenied, NotFound, InvalidRequest) as refused:
                 log.warning("change dropped: %s", refused.problem_type, extra={"item": change.item})
-            except OnceonlyError:
+            except OnceonlyError as unavailable:
+                self._come_back = unavailable.retry_after
                 break  # the hub is down or does not know us yet: try again later
             settled.append(change.id)
         if settled:

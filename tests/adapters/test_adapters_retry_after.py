@@ -15,6 +15,7 @@ import json
 import math
 import re
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from email.utils import formatdate
@@ -22,6 +23,7 @@ from itertools import pairwise
 from pathlib import Path
 from urllib.parse import parse_qs
 
+import anyio
 import pytest
 from fastapi import Request, Response
 from fastapi.responses import JSONResponse
@@ -32,8 +34,10 @@ from onceonly.adapters import (
     HubClient,
     OnceonlyError,
     RateLimited,
+    RecordStore,
     UpstreamError,
 )
+from onceonly.adapters._events import ChangePublisher
 from onceonly.adapters._retry import retry_after
 
 from tests.adapters.adapter_testing import (
@@ -49,6 +53,7 @@ from tests.adapters.adapter_testing import (
 TOKEN = "/oauth/token"
 QUERY = f"/v1/items/{ITEM}/records/query"
 WRITE = "/v1/test/notes"  # a POST route that is not safe to repeat
+EVENTS = f"/v1/items/{ITEM}/events"
 NOW = 1_767_225_600.0  # Thu, 01 Jan 2026 00:00:00 GMT
 # docs/adapters.md's SDK examples (its source examples are test_adapters_sources_docs.py's)
 _EXAMPLE = re.compile(r"<!-- sdk-example: (?P<name>[\w-]+) -->\n```python\n(?P<text>.*?)```", re.S)
@@ -197,6 +202,10 @@ def served() -> Iterator[tuple[HubDouble, Outage]]:
     @app.post(WRITE)
     def write() -> dict[str, str]:
         return {"status": "written"}
+
+    @app.post(EVENTS)
+    def publish() -> JSONResponse:
+        return JSONResponse({"event_id": uuid.uuid4().hex}, status_code=202)
 
     @app.middleware("http")
     async def scripted(
@@ -435,3 +444,28 @@ def test_the_documented_example_is_told_when_to_come_back(world: World) -> None:
 
     assert scheduled == [60.0]
     assert len(world.outage.at(QUERY)) == 1
+
+
+def test_the_adapters_change_publisher_comes_back_when_the_hub_asks(
+    world: World, tmp_path: Path
+) -> None:
+    """The publisher's client does not repeat (``retries=0``): its next round waits the
+    ``Retry-After`` instead of its own interval, when that is longer."""
+    world.outage.script[EVENTS] = [Answer(503, "2")]
+
+    async def scenario() -> None:
+        with RecordStore(tmp_path / "outbox.db") as store:
+            store.put(ITEM, SUBJECT, dict(RECORD))
+            async with world.async_client(retries=0) as client:
+                publisher = ChangePublisher(store, client, interval=0.2)
+                async with anyio.create_task_group() as group:
+                    group.start_soon(publisher.run)
+                    with anyio.fail_after(10):
+                        while len(world.outage.at(EVENTS)) < 2:
+                            await anyio.sleep(0.05)
+                    group.cancel_scope.cancel()
+
+    asyncio.run(scenario())
+
+    (gap,) = world.outage.gaps(EVENTS)
+    assert 2.0 <= gap < 4.0
