@@ -1,7 +1,9 @@
 """A real hub whose PostgreSQL goes away answers ``503 database-unavailable`` with
 ``Retry-After: 5`` (decision 0049); the consumer SDK waits that long and fetches the
 record once the database is back, or, when it may not wait that long, raises at once
-with the value for its caller (decision 0053).
+with the value for its caller (decision 0053). A real hub whose token endpoint limits
+a client (decision 0051) answers ``429 slow_down`` with ``Retry-After``, which the SDK
+waits out too, through the hub's DPoP nonce challenges.
 
 The hub reaches PostgreSQL through the loopback proxy of tests/hub/pg_proxy.py, which
 resets every connection and refuses new ones while the server is "away"."""
@@ -12,10 +14,11 @@ import threading
 import time
 from collections.abc import Iterator
 
+import httpx
 import pytest
 from sqlalchemy.engine import make_url
 
-from onceonly.adapters import HubClient, UpstreamError
+from onceonly.adapters import HubClient, RateLimited, UpstreamError
 from onceonly.hub.errors import DATABASE_RETRY_AFTER
 
 from tests.hub.exchange_world import (
@@ -87,3 +90,55 @@ def test_a_client_that_may_not_wait_so_long_is_told_how_long_to_wait(
     error = caught.value
     assert (error.status, error.problem_type) == (503, "database-unavailable")
     assert error.retry_after == DATABASE_RETRY_AFTER
+
+
+@pytest.fixture(scope="module", params=["sqlite"])
+def limited_world(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[World]:
+    """A hub that issues a client a token every 2 s, after a burst of one, and asks for
+    its DPoP nonce in every proof."""
+    with exchange_world(
+        database_url=module_database(request, tmp_path_factory, catalogued=True),
+        tmp_path=tmp_path_factory.mktemp("world"),
+        catalogued=True,
+        token_client_burst=1,
+        token_client_per_minute=30,
+        dpop_nonce=True,
+    ) as world:
+        yield world
+
+
+def _throttled(world: World) -> float:
+    """Token requests the hub refused 429 for a client's budget (the process's count)."""
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in httpx.get(f"{world.hub.url}/metrics").text.splitlines()
+        if line.startswith('onceonly_oauth_token_throttled_total{budget="client"')
+    )
+
+
+def test_a_token_refused_429_is_asked_again_after_retry_after(limited_world: World) -> None:
+    with _client(limited_world) as first:
+        first.fetch(ADDRESS, SUBJECT, purpose=PURPOSE)  # spends the client's burst
+    throttled = _throttled(limited_world)
+    started = time.monotonic()
+    with _client(limited_world) as second:  # a second process of the department, say
+        result = second.fetch(ADDRESS, SUBJECT, purpose=PURPOSE)
+
+    assert result.record == ADDRESS_RECORD
+    assert _throttled(limited_world) == throttled + 1  # refused once, then waited out
+    assert time.monotonic() - started >= 1.0  # Retry-After: whole seconds, at least 1
+
+
+def test_a_token_refused_429_reaches_a_caller_that_switched_repeats_off(
+    limited_world: World,
+) -> None:
+    with _client(limited_world) as first:
+        first.fetch(ADDRESS, SUBJECT, purpose=PURPOSE)
+    with _client(limited_world, retries=0) as second, pytest.raises(RateLimited) as caught:
+        second.fetch(ADDRESS, SUBJECT, purpose=PURPOSE)
+
+    error = caught.value
+    assert (error.status, error.problem_type) == (429, "oauth-slow-down")
+    assert error.retry_after in (1.0, 2.0)  # the bucket's refill, in whole seconds
