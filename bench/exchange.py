@@ -116,6 +116,7 @@ class Options:
     hub_workers: tuple[int, ...] = (1,)
     threads: int = 2
     half_rate: bool = True
+    paced_rate: float | None = None
     bearer: bool = False
     source: str = "worktree"
 
@@ -875,11 +876,13 @@ def bench(options: Options, world_: World, stamp: str, workdir: Path) -> dict[st
         print(f"{name} throughput: {ratio:.2f}x")
     paced_possible = {"direct", "hub"} <= set(options.paths) and options.generator == "wrk"
     if options.half_rate and paced_possible:
-        print(f"\npaced at half the hub's maximum rate ({summary['hub']['throughput'] / 2:.0f}/s):")
-        paced = half_rate(runner, options, summary["hub"]["throughput"])
+        rate = options.paced_rate or summary["hub"]["throughput"] / 2
+        which = "the rate asked for" if options.paced_rate else "half the hub's maximum rate"
+        print(f"\npaced at {which} ({rate:.0f}/s):")
+        paced = half_rate(runner, options, rate * 2)
         report["half_rate"] = added_latency(paced)
         added = report["half_rate"]["added_ms"]
-        print(f"latency the hub adds at half its maximum rate: {added} ms")
+        print(f"latency the hub adds at {which}: {added} ms")
     report["audit_problems"] = runner.audit_problems
     if options.profile:
         if py_spy() is None:
@@ -943,6 +946,13 @@ def parse_options(argv: list[str] | None = None) -> Options:
         dest="half_rate",
         action="store_false",
         help="skip the runs paced at half the hub's maximum rate",
+    )
+    parser.add_argument(
+        "--paced-rate",
+        type=float,
+        default=None,
+        help="pace the paced runs at this many requests/s instead of half the hub's maximum"
+        " (to compare two commits at one rate on a noisy machine)",
     )
     parser.add_argument(
         "--source",
