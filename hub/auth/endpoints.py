@@ -45,7 +45,7 @@ from onceonly.hub.dependencies import (
     WriteSessionDep,
 )
 from onceonly.hub.kit.jsonbody import json_body
-from onceonly.hub.kit.problems import problems
+from onceonly.hub.kit.problems import Unavailable, problems
 from onceonly.hub.people.dependencies import AdministratorDep
 from onceonly.hub.people.service import source_of
 from onceonly.hub.registry.exceptions import InvalidJwks
@@ -138,6 +138,7 @@ async def _admitted(
         InvalidClient,
         service.TokenRequestsThrottled,
         AuditUnavailable,
+        Unavailable,  # the single-use register (assertion and proof jtis)
     ),
     openapi_extra=form_body(TOKEN_FORM),
 )
@@ -173,7 +174,8 @@ async def token(
 @router.post(
     "/oauth/introspect",
     response_model=IntrospectionResponse,
-    responses=problems(InvalidTokenRequest, InvalidClient, AuditUnavailable),
+    # Unavailable: the single-use register (the assertion's jti)
+    responses=problems(InvalidTokenRequest, InvalidClient, AuditUnavailable, Unavailable),
     openapi_extra=form_body(TOKEN_HOLDER_FORM),
 )
 async def introspect(
@@ -198,7 +200,8 @@ async def introspect(
     "/oauth/revoke",
     responses={
         200: {"description": "revoked, or nothing to revoke (RFC 7009 §2.2)", "content": {}},
-        **problems(InvalidTokenRequest, InvalidClient, AuditUnavailable),
+        # Unavailable: the single-use register (the assertion's jti)
+        **problems(InvalidTokenRequest, InvalidClient, AuditUnavailable, Unavailable),
     },
     openapi_extra=form_body(TOKEN_HOLDER_FORM),
 )

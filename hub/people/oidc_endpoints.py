@@ -22,7 +22,7 @@ from onceonly.hub.dependencies import (
     SettingsDep,
 )
 from onceonly.hub.kit.jsonbody import json_body
-from onceonly.hub.kit.problems import problems
+from onceonly.hub.kit.problems import Unavailable, problems
 from onceonly.hub.kit.strict import QueryInt
 from onceonly.hub.people import oidc
 from onceonly.hub.people.schemas import SessionOut
@@ -87,6 +87,7 @@ async def start(
             oidc.OidcIdTokenInvalid,
             oidc.OidcAccountNotLinked,
             oidc.OidcAccountDisabled,
+            Unavailable,  # the single-use register (the sign-in's state)
         ),
     },
     dependencies=[Depends(audited("person.sign-in"))],
@@ -128,7 +129,8 @@ async def callback(
 @router.post(
     "/token",
     response_model=SessionOut,
-    responses=problems(oidc.OidcNotConfigured, oidc.OidcCodeInvalid),
+    # Unavailable: the single-use register (the one-time code)
+    responses=problems(oidc.OidcNotConfigured, oidc.OidcCodeInvalid, Unavailable),
     dependencies=[Depends(audited("person.sign-in-code"))],
 )
 async def token(

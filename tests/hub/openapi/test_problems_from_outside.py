@@ -6,11 +6,13 @@ database, each one shared response that operations reference.
 On the document as the hub builds it; tests/hub/openapi/test_database_away.py checks
 on a live hub that the answers are the declared ones."""
 
+import inspect
 from typing import Any
 
 import pytest
 from openapi_spec_validator import validate
 
+from onceonly.hub.app import create_app
 from onceonly.hub.errors import DATABASE_RETRY_AFTER
 from onceonly.hub.ops import openapi
 
@@ -151,3 +153,61 @@ def test_an_items_document_carries_the_shared_responses_it_references(
     response = resolved(item, query["responses"]["503"])
     assert "database-unavailable" in problem_types(response)
     assert header_of(item, response, "Retry-After")["schema"]["minimum"] == 0
+
+
+# --- the single-use register ------------------------------------------------------------
+# A spend whose commit fails is answered 503 ``unavailable``. A route spends in the
+# register in one of two ways: a machine client's credential (its DPoP proof's jti,
+# spent by the caller check or beside the route's own query), or by naming the
+# register, which it reaches only through the running hub (``hub.jti_register``,
+# directly or as ``JtiRegisterDep``), in its endpoint or in one of its dependencies.
+REGISTER = "jti_register"
+KNOWN_SPENDERS = {
+    ("POST", "/oauth/token"),  # the client assertion's jti and the DPoP proof's
+    ("POST", "/oauth/introspect"),  # the client assertion's jti
+    ("POST", "/oauth/revoke"),
+    ("GET", "/v1/people/oidc/callback"),  # the sign-in's state
+    ("POST", "/v1/people/oidc/token"),  # the one-time code
+    ("POST", openapi.RECORD_QUERY_PATH),  # a machine client's DPoP proof
+    ("GET", "/v1/clients/self"),
+}
+
+
+def _source(call: Any) -> str:
+    """The text of a route's endpoint or dependency (a callable object: its ``__call__``)."""
+    function = call if inspect.isfunction(call) or inspect.ismethod(call) else type(call).__call__
+    try:
+        return inspect.getsource(function)
+    except (OSError, TypeError):  # the framework's own, compiled: it knows no register
+        return ""
+
+
+def _names_register(route: Any) -> bool:
+    dependant = route.dependant
+    calls = [dependant.call, *openapi._calls(dependant)]
+    return any(REGISTER in _source(call) for call in calls)
+
+
+def _machine(operation: dict[str, Any]) -> bool:
+    return any(openapi.MACHINE_SCHEME in way for way in operation.get("security", []))
+
+
+def test_every_route_that_spends_in_the_single_use_register_declares_its_503(
+    document: dict[str, Any],
+) -> None:
+    by_name = {(method, path): operation for method, path, operation in operations(document)}
+    named = {
+        (method, route.path_format)
+        for route in openapi._api_routes(create_app())
+        if _names_register(route)
+        for method in route.methods
+    }
+    spenders = named | {name for name, operation in by_name.items() if _machine(operation)}
+    assert spenders >= KNOWN_SPENDERS, "the register is reached in a way this test misses"
+    undeclared = sorted(
+        name
+        for name in spenders
+        if "503" not in by_name[name]["responses"]
+        or "unavailable" not in problem_types(response_of(document, by_name[name], 503))
+    )
+    assert undeclared == []
