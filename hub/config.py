@@ -108,7 +108,7 @@ class Settings(BaseSettings):
         " enables RFC 8705 self_signed_tls_client_auth and certificate-bound tokens",
     )
     signing_key_reload_interval: float = Field(default=5.0, gt=0, le=60)
-    # --- the token endpoint's rate limits, per hub process (decision 0051) ---
+    # --- the OAuth endpoints' rate limits, per hub process (decision 0051) ---
     token_client_burst: int = Field(
         default=300,
         ge=1,
@@ -123,14 +123,16 @@ class Settings(BaseSettings):
         default=300,
         ge=1,
         le=1_000_000,
-        description="Refused token requests one source address may make to one hub process"
-        " in a burst; then token_address_per_minute (429 slow_down beyond)",
+        description="Refused token, introspection and revocation requests one source address"
+        " may make to one hub process in a burst; then token_address_per_minute"
+        " (429 slow_down beyond)",
     )
     token_address_per_minute: float = Field(
         default=300,
         gt=0,
         le=1_000_000,
-        description="Sustained refused token requests per address per process",
+        description="Sustained refused token, introspection and revocation requests per"
+        " address per process",
     )
     token_limit_keys: int = Field(
         default=10_000,

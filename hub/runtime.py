@@ -30,6 +30,7 @@ from onceonly.hub.access.purposes import purposes_for
 from onceonly.hub.audit.checkpoints import Checkpointer, load_signer
 from onceonly.hub.audit.service import AuditLog
 from onceonly.hub.auth.jti_register import JtiRegister
+from onceonly.hub.auth.service import TokenLimits
 from onceonly.hub.config import Settings
 from onceonly.hub.db import make_engine, session_factory
 from onceonly.hub.events.delivery import Deliverer
@@ -60,6 +61,7 @@ class Hub:
     http: httpx.AsyncClient  # shared by the exchange, event delivery and sign-in
     audit_log: AuditLog  # the group-commit audit writer
     jti_register: JtiRegister  # single-use jtis, group commit (issue 4)
+    token_limits: TokenLimits  # the OAuth endpoints' rate limits (decision 0051)
     checkpointer: Checkpointer  # audit checkpoints (issue 6)
     deliverer: Deliverer
     metrics: EntryMetrics  # committed audit entries into metrics, with its label guard
@@ -171,6 +173,7 @@ def _assemble(
         http=http,
         audit_log=audit_log,
         jti_register=JtiRegister(engine, clock=clock),
+        token_limits=TokenLimits(settings),
         checkpointer=Checkpointer(
             engine, signer=signer, interval=settings.checkpoint_interval, clock=clock
         ),

@@ -2,6 +2,8 @@
 metadata (RFC 8414), JWKS (RFC 7517), a client's own registration, and an
 administrator's disabling (and enabling) of a client."""
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
@@ -21,6 +23,7 @@ from onceonly.hub.auth.exceptions import (
     InvalidDpopProofGrant,
     InvalidScope,
     InvalidTokenRequest,
+    TokenRequestsThrottled,
     UnsupportedGrantType,
     UseDpopNonceGrant,
 )
@@ -94,20 +97,20 @@ async def _endpoint_request(
     return endpoint_request, open_audit_scope(request, action, log=log)
 
 
-def _token_limits(request: Request, settings: Settings) -> service.TokenLimits:
-    """This process's token request limits (decision 0051), made at its first request."""
-    limits: service.TokenLimits | None = getattr(request.app.state, "token_limits", None)
-    if limits is None:
-        limits = request.app.state.token_limits = service.TokenLimits(settings)
-    return limits
-
-
-async def _admitted(
-    request: Request, session: SessionDep, hub: HubDep, clock: ClockDep
-) -> service.TokenAdmission:
-    """Let a token request through the limits, or refuse it 429 before anything is
-    verified (decision 0051). Only the first refusal of a client, or of an address, in
-    a minute is audited (naming the client if it is registered); the metric counts all."""
+@asynccontextmanager
+async def _limited(
+    request: Request,
+    session: SessionDep,
+    hub: HubDep,
+    clock: ClockDep,
+    *,
+    action: str,
+    issues_token: bool,
+) -> AsyncIterator[None]:
+    """Let a request through the process's limits (``hub.token_limits``), or refuse
+    it 429 before anything is verified; then account for its answer (decision 0051).
+    Only the first refusal of a client, or of an address, in a minute is audited
+    (``action``, naming the client if it is registered); the metric counts all."""
     try:
         form = service.parse_token_form(
             await request.body(), request.headers.get("content-type", "")
@@ -116,14 +119,24 @@ async def _admitted(
         form = {}  # refused as unreadable once admitted, at its address's expense
     client_id = service.named_client(form)
     address = request.client.host if request.client else "unknown"
-    limits = _token_limits(request, hub.settings)
     try:
-        return limits.admit(client_id=client_id, source=source_of(address), now=clock.monotonic())
-    except service.TokenRequestsThrottled as refusal:
+        admission = hub.token_limits.admit(
+            client_id=client_id,
+            source=source_of(address),
+            now=clock.monotonic(),
+            issues_token=issues_token,
+        )
+    except TokenRequestsThrottled as refusal:
         if refusal.audited and client_id is not None:
-            scope = open_audit_scope(request, "token.issue", log=hub.audit_log)
+            scope = open_audit_scope(request, action, log=hub.audit_log)
             await service.note_registered_client(session, client_id, scope=scope)
         raise
+    try:
+        yield
+    except BaseException as error:
+        admission.failed(error, now=clock.monotonic())
+        raise
+    admission.answered(now=clock.monotonic())
 
 
 @router.post(
@@ -136,7 +149,7 @@ async def _admitted(
         InvalidDpopProofGrant,
         UseDpopNonceGrant,
         InvalidClient,
-        service.TokenRequestsThrottled,
+        TokenRequestsThrottled,
         AuditUnavailable,
         Unavailable,  # the single-use register (assertion and proof jtis)
     ),
@@ -145,11 +158,10 @@ async def _admitted(
 async def token(
     request: Request, session: SessionDep, hub: HubDep, clock: ClockDep
 ) -> JSONResponse:
-    settings, keys = hub.settings, hub.keys
-    admission = await _admitted(request, session, hub, clock)
-    try:
+    settings, keys, action = hub.settings, hub.keys, "token.issue"
+    async with _limited(request, session, hub, clock, action=action, issues_token=True):
         endpoint_request, scope = await _endpoint_request(
-            request, settings, action="token.issue", log=hub.audit_log
+            request, settings, action=action, log=hub.audit_log
         )
         answer = await service.issue_token(
             session,
@@ -163,10 +175,6 @@ async def token(
                 session, department=department, clock=clock
             ),
         )
-    except BaseException as error:
-        admission.failed(error, now=clock.monotonic())
-        raise
-    admission.issued(now=clock.monotonic())
     headers = _NO_STORE | service.dpop_nonce_header(settings, keys, clock=clock)
     return JSONResponse(answer.model_dump(), headers=headers)
 
@@ -174,25 +182,32 @@ async def token(
 @router.post(
     "/oauth/introspect",
     response_model=IntrospectionResponse,
-    # Unavailable: the single-use register (the assertion's jti)
-    responses=problems(InvalidTokenRequest, InvalidClient, AuditUnavailable, Unavailable),
+    responses=problems(
+        InvalidTokenRequest,
+        InvalidClient,
+        TokenRequestsThrottled,
+        AuditUnavailable,
+        Unavailable,  # the single-use register (the assertion's jti)
+    ),
     openapi_extra=form_body(TOKEN_HOLDER_FORM),
 )
 async def introspect(
     request: Request, session: SessionDep, hub: HubDep, clock: ClockDep
 ) -> JSONResponse:
-    endpoint_request, scope = await _endpoint_request(
-        request, hub.settings, action="token.introspect", log=hub.audit_log
-    )
-    answer = await service.introspect(
-        session,
-        jtis=hub.jti_register,
-        request=endpoint_request,
-        settings=hub.settings,
-        keys=hub.keys,
-        scope=scope,
-        clock=clock,
-    )
+    action = "token.introspect"
+    async with _limited(request, session, hub, clock, action=action, issues_token=False):
+        endpoint_request, scope = await _endpoint_request(
+            request, hub.settings, action=action, log=hub.audit_log
+        )
+        answer = await service.introspect(
+            session,
+            jtis=hub.jti_register,
+            request=endpoint_request,
+            settings=hub.settings,
+            keys=hub.keys,
+            scope=scope,
+            clock=clock,
+        )
     return JSONResponse(answer.model_dump(exclude_none=True), headers=_NO_STORE)
 
 
@@ -200,25 +215,32 @@ async def introspect(
     "/oauth/revoke",
     responses={
         200: {"description": "revoked, or nothing to revoke (RFC 7009 §2.2)", "content": {}},
-        # Unavailable: the single-use register (the assertion's jti)
-        **problems(InvalidTokenRequest, InvalidClient, AuditUnavailable, Unavailable),
+        **problems(
+            InvalidTokenRequest,
+            InvalidClient,
+            TokenRequestsThrottled,
+            AuditUnavailable,
+            Unavailable,  # the single-use register (the assertion's jti)
+        ),
     },
     openapi_extra=form_body(TOKEN_HOLDER_FORM),
 )
 async def revoke(request: Request, session: SessionDep, hub: HubDep, clock: ClockDep) -> Response:
-    endpoint_request, scope = await _endpoint_request(
-        request, hub.settings, action="token.revoke", log=hub.audit_log
-    )
-    await service.revoke(
-        session,
-        engine=hub.engine,
-        jtis=hub.jti_register,
-        request=endpoint_request,
-        settings=hub.settings,
-        keys=hub.keys,
-        scope=scope,
-        clock=clock,
-    )
+    action = "token.revoke"
+    async with _limited(request, session, hub, clock, action=action, issues_token=False):
+        endpoint_request, scope = await _endpoint_request(
+            request, hub.settings, action=action, log=hub.audit_log
+        )
+        await service.revoke(
+            session,
+            engine=hub.engine,
+            jtis=hub.jti_register,
+            request=endpoint_request,
+            settings=hub.settings,
+            keys=hub.keys,
+            scope=scope,
+            clock=clock,
+        )
     return Response(status_code=200, headers=_NO_STORE)
 
 

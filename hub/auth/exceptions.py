@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from onceonly.hub.kit.problems import HubError
+from onceonly.hub.kit.rate_limit import retry_after
 
 
 class OAuthError(HubError):
@@ -91,6 +92,31 @@ class InvalidScope(OAuthError):
     error = "invalid_scope"
     slug = "oauth-invalid-scope"
     title = "Invalid scope"
+
+
+class TokenRequestsThrottled(OAuthError):
+    """Too many requests to the OAuth endpoints: 429 with ``Retry-After`` (decision 0051).
+
+    RFC 6749 §5.2 has no code for it. ``slow_down`` is the code registered for token
+    endpoint responses that means "ask less often" (RFC 8628 §3.5, §7.2);
+    ``temporarily_unavailable`` would blame the hub, and is registered for the
+    authorization endpoint only. Introspection (RFC 7662 §2.3) and revocation (RFC 7009
+    §2.2.1) answer errors as the token endpoint does, so they use it too.
+    """
+
+    error = "slow_down"
+    status = 429
+    slug = "oauth-slow-down"
+    title = "Too many token requests"
+
+    def __init__(self, detail: str, *, wait: float, budget: str, audited: bool) -> None:
+        seconds = retry_after(wait)
+        super().__init__(
+            f"{detail}; try again in {seconds} s",
+            headers={"Retry-After": str(seconds), "Cache-Control": "no-store"},
+        )
+        self.budget = budget  # the metric's label: "client" or "address"
+        self.audited = audited  # the first refusal under its budget's key in a while
 
 
 class ClientNotFound(HubError):

@@ -35,7 +35,7 @@ from onceonly.hub.auth.exceptions import (
     InvalidScope,
     InvalidToken,
     InvalidTokenRequest,
-    OAuthError,
+    TokenRequestsThrottled,
     UnknownClient,
     UnsupportedGrantType,
 )
@@ -52,7 +52,7 @@ from onceonly.hub.keys import HubKeys, KeyLabel
 from onceonly.hub.kit.clock import Clock, aware, rfc3339_ms
 from onceonly.hub.kit.jws import peek_header_and_claims
 from onceonly.hub.kit.problems import HubError
-from onceonly.hub.kit.rate_limit import TokenBuckets, retry_after
+from onceonly.hub.kit.rate_limit import TokenBuckets
 from onceonly.hub.metrics import TOKEN_REQUESTS_THROTTLED
 from onceonly.hub.registry import jwks as jwks_rules
 from onceonly.hub.registry import repository as registry
@@ -247,31 +247,7 @@ def dpop_nonce_header(settings: Settings, keys: HubKeys, *, clock: Clock) -> dic
     return {"DPoP-Nonce": nonce}
 
 
-# --- the token endpoint's rate limits (decision 0051) ----------------------------------
-
-
-class TokenRequestsThrottled(OAuthError):
-    """Too many token requests: 429 with ``Retry-After`` (decision 0051).
-
-    RFC 6749 §5.2 has no code for it. ``slow_down`` is the code registered for token
-    endpoint responses that means "ask less often" (RFC 8628 §3.5, §7.2);
-    ``temporarily_unavailable`` would blame the hub, and is registered for the
-    authorization endpoint only.
-    """
-
-    error = "slow_down"
-    status = 429
-    slug = "oauth-slow-down"
-    title = "Too many token requests"
-
-    def __init__(self, detail: str, *, wait: float, budget: str, audited: bool) -> None:
-        seconds = retry_after(wait)
-        super().__init__(
-            f"{detail}; try again in {seconds} s",
-            headers={"Retry-After": str(seconds), "Cache-Control": "no-store"},
-        )
-        self.budget = budget  # the metric's label: "client" or "address"
-        self.audited = audited  # the first refusal under its budget's key in a while
+# --- the OAuth endpoints' rate limits (decision 0051) ----------------------------------
 
 
 # One audited refusal per client, and per address, in this many seconds; the metric
@@ -281,15 +257,18 @@ _THROTTLED = {budget: TOKEN_REQUESTS_THROTTLED.labels(budget) for budget in ("cl
 
 
 class TokenLimits:
-    """The token endpoint's two budgets in one hub process (decision 0051).
+    """The OAuth endpoints' two budgets in one hub process (decision 0051); made with
+    the process's :class:`~onceonly.hub.runtime.Hub`.
 
     - ``issued``, by client id: the tokens issued to the client. Only a token issued
       spends it, so only the holder of the client's key can: naming a client costs
-      it nothing. It is read for the client a request names before anything is
+      it nothing. It is read for the client a token request names before anything is
       verified, so that a client over its budget is refused at the cost of a lookup.
-    - ``refused``, by source address (an IPv6 address's /64): every request spends
-      one before it is read further, and gets it back unless it is refused (4xx).
-      Junk, unknown clients and failed authentications cost their sender only.
+    - ``refused``, by source address (an IPv6 address's /64), one budget for the token,
+      introspection and revocation endpoints, which all verify a client assertion:
+      every request spends one before it is read further, and gets it back unless it
+      is refused (4xx). Junk, unknown clients and failed authentications cost their
+      sender only.
 
     A refusal by either (429) spends nothing, so refusals cannot prolong themselves:
     a client's own budget refills however often anyone names it.
@@ -308,23 +287,27 @@ class TokenLimits:
             max_keys=keys,
         )
 
-    def admit(self, *, client_id: str | None, source: str, now: float) -> "TokenAdmission":
+    def admit(
+        self, *, client_id: str | None, source: str, now: float, issues_token: bool = True
+    ) -> "TokenAdmission":
         """Let a request through, its address's token taken; or refuse it
-        (:class:`TokenRequestsThrottled`), taking nothing. A refusal is audited only
-        if the request names a client, and it is its key's first in a while."""
+        (:class:`TokenRequestsThrottled`), taking nothing. ``issues_token``: a token
+        request, which the named client's budget must admit too; an introspection or
+        revocation request (False) spends its address's only. A refusal is audited
+        only if the request names a client, and it is its key's first in a while."""
         wait = self.refused.wait(source, now=now)
         if wait > 0:
             audited = client_id is not None and self._report_due(self.refused, source, now)
-            raise _throttled(
-                "too many refused token requests from this address", wait, "address", audited
-            )
-        if client_id is not None:
+            detail = "too many refused requests from this address"
+            raise _throttled(detail, wait, "address", audited)
+        if issues_token and client_id is not None:
             wait = self.issued.wait(client_id, now=now)
             if wait > 0:
                 audited = self._report_due(self.issued, client_id, now)
                 raise _throttled("too many access tokens for this client", wait, "client", audited)
         self.refused.take(source, now=now)
-        return TokenAdmission(limits=self, client_id=client_id, source=source)
+        issued_to = client_id if issues_token else None
+        return TokenAdmission(limits=self, client_id=issued_to, source=source)
 
     @staticmethod
     def _report_due(buckets: TokenBuckets[str], key: str, now: float) -> bool:
@@ -338,21 +321,23 @@ def _throttled(detail: str, wait: float, budget: str, audited: bool) -> TokenReq
 
 @dataclass(frozen=True)
 class TokenAdmission:
-    """A token request :meth:`TokenLimits.admit` let through, until it is answered."""
+    """A request :meth:`TokenLimits.admit` let through, until it is answered."""
 
     limits: TokenLimits
-    client_id: str | None
+    client_id: str | None  # a token request's client; None if no token is asked for
     source: str
 
-    def issued(self, *, now: float) -> None:
-        """A token was issued (to the client the request named: the authenticated one)."""
+    def answered(self, *, now: float) -> None:
+        """The request was answered: its address's token back. A token request's answer
+        is a token issued to the client it named (the one that authenticated), which
+        spends that client's budget."""
         self.limits.refused.give_back(self.source, now=now)
         if self.client_id is not None:
             self.limits.issued.take(self.client_id, now=now)
 
     def failed(self, error: BaseException, *, now: float) -> None:
-        """The request was not answered with a token: a refusal (4xx) keeps the
-        address's token; the hub's own failure (5xx, anything unexpected) gives it back."""
+        """The request was not answered: a refusal (4xx) keeps the address's token; the
+        hub's own failure (5xx, anything unexpected) gives it back."""
         if not (isinstance(error, HubError) and error.status < 500):
             self.limits.refused.give_back(self.source, now=now)
 

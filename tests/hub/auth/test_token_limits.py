@@ -1,4 +1,4 @@
-"""The token endpoint's two budgets as rules, without I/O (decision 0051). The same
+"""The OAuth endpoints' two budgets as rules, without I/O (decision 0051). The same
 rules over HTTP, on both databases: test_token_rate_limits.py."""
 
 import asyncio
@@ -6,12 +6,8 @@ import asyncio
 import pytest
 from prometheus_client import REGISTRY
 
-from onceonly.hub.auth.exceptions import InvalidClient
-from onceonly.hub.auth.service import (
-    THROTTLE_AUDIT_EVERY,
-    TokenLimits,
-    TokenRequestsThrottled,
-)
+from onceonly.hub.auth.exceptions import InvalidClient, TokenRequestsThrottled
+from onceonly.hub.auth.service import THROTTLE_AUDIT_EVERY, TokenLimits
 from onceonly.hub.config import Settings
 from onceonly.hub.kit.problems import DatabaseUnavailable
 
@@ -32,7 +28,7 @@ def limits(**changes: float) -> TokenLimits:
 
 
 def issue(limited: TokenLimits, client_id: str, *, source: str = OWNER, now: float = 0) -> None:
-    limited.admit(client_id=client_id, source=source, now=now).issued(now=now)
+    limited.admit(client_id=client_id, source=source, now=now).answered(now=now)
 
 
 def refuse(limited: TokenLimits, client_id: str | None, *, source: str, now: float = 0) -> None:
@@ -141,3 +137,29 @@ def test_an_address_refusal_is_counted_under_its_budget() -> None:
     for _ in range(7):
         throttled(limited, "x", source=ATTACKER)
     assert (count("address"), count("client")) == (before[0] + 7, before[1])
+
+
+def holder_request(limited: TokenLimits, client_id: str | None, *, source: str) -> None:
+    """An introspection or revocation request, admitted and answered."""
+    limited.admit(client_id=client_id, source=source, now=0, issues_token=False).answered(now=0)
+
+
+def test_introspection_and_revocation_spend_no_clients_budget() -> None:
+    limited = limits()
+    for _ in range(BURST):
+        issue(limited, "a")
+    for _ in range(10 * BURST):  # admitted while its tokens are spent, and spending none
+        holder_request(limited, "a", source=OWNER)
+    assert throttled(limited, "a", source=OWNER).budget == "client"
+    assert len(limited.issued) == 1
+
+
+def test_introspection_and_revocation_share_the_addresss_budget_for_refusals() -> None:
+    limited = limits()
+    for _ in range(BURST):
+        admission = limited.admit(client_id="x", source=ATTACKER, now=0, issues_token=False)
+        admission.failed(InvalidClient("the client could not be authenticated"), now=0)
+    with pytest.raises(TokenRequestsThrottled) as refused:
+        limited.admit(client_id="x", source=ATTACKER, now=0, issues_token=False)
+    assert (refused.value.budget, refused.value.audited) == ("address", True)
+    assert throttled(limited, "victim", source=ATTACKER).budget == "address"

@@ -1,8 +1,9 @@
-"""The token endpoint's rate limits on the wire (decision 0051, docs/protocol.md §2.3):
+"""The OAuth endpoints' rate limits on the wire (decision 0051, docs/protocol.md §2.9):
 429 ``slow_down`` with ``Retry-After``, a client's budget that nobody else can spend,
-an address's budget for its refused requests, and one audit entry per client or
-address a minute. One hub per database serves the module, on a clock the tests move;
-each test has its own client and its own loopback source addresses (127.0.0.N)."""
+an address's budget for its refused requests at the token, introspection and
+revocation endpoints, and one audit entry per client or address a minute. One hub
+per database serves the module, on a clock the tests move; each test has its own
+client and its own loopback source addresses (127.0.0.N)."""
 
 import itertools
 import uuid
@@ -81,10 +82,21 @@ def sender(source: str) -> Iterator[httpx.Client]:
         yield http
 
 
+TOKEN, INTROSPECT, REVOKE = "/oauth/token", "/oauth/introspect", "/oauth/revoke"
+ACTIONS = {TOKEN: "token.issue", INTROSPECT: "token.introspect", REVOKE: "token.revoke"}
+
+
 def ask(
-    world: LimitWorld, http: httpx.Client, client: Client, *, key: ECKey | None = None
+    world: LimitWorld,
+    http: httpx.Client,
+    client: Client,
+    *,
+    key: ECKey | None = None,
+    endpoint: str = TOKEN,
 ) -> httpx.Response:
-    """A token request by ``client``, its assertion signed by ``key`` (default: its own)."""
+    """A request by ``client`` to ``endpoint`` (a token request by default; the others
+    ask about a token that is not one), its assertion signed by ``key`` (default: its
+    own)."""
     now = int(world.clock.time())
     claims = {
         "iss": client.client_id,
@@ -95,12 +107,12 @@ def ask(
         "jti": uuid.uuid4().hex,
     }
     signed = jwt.encode({"alg": "ES256", "kid": client.key.kid}, claims, key or client.key)
-    form = {
-        "grant_type": "client_credentials",
-        "client_assertion_type": ASSERTION_TYPE,
-        "client_assertion": signed,
-    }
-    return http.post(f"{world.hub.url}/oauth/token", data=form)
+    form = {"client_assertion_type": ASSERTION_TYPE, "client_assertion": signed}
+    if endpoint == TOKEN:
+        form["grant_type"] = "client_credentials"
+    else:
+        form["token"] = "not-a-token"  # answered 200 all the same (RFC 7662 §2.2, RFC 7009 §2.2)
+    return http.post(f"{world.hub.url}{endpoint}", data=form)
 
 
 def statuses(answers: list[httpx.Response]) -> list[int]:
@@ -207,6 +219,70 @@ def test_junk_from_one_address_is_refused_cheaply_and_not_audited(world: LimitWo
     assert entries == []  # a request that names no client is counted, never audited
     with sender(next(SOURCES)) as other:
         assert ask(world, other, client).status_code == 200
+
+
+HOLDER_ENDPOINTS = pytest.mark.parametrize("endpoint", [INTROSPECT, REVOKE])
+
+
+@HOLDER_ENDPOINTS
+def test_forged_assertions_at_introspection_and_revocation_are_told_to_slow_down(
+    world: LimitWorld, endpoint: str
+) -> None:
+    victim, forger = registered(world), ECKey.generate_key("P-256", auto_kid=True)
+    with (
+        sender(next(SOURCES)) as attacker,
+        added_audit_entries(world.hub, action=ACTIONS[endpoint]) as entries,
+    ):
+        answers = [
+            ask(world, attacker, victim, key=forger, endpoint=endpoint) for _ in range(BURST + 5)
+        ]
+    assert statuses(answers) == [401] * BURST + [429] * 5
+    assert_slow_down(answers[-1])
+    throttled = [entry for entry in entries if entry["reason"] == "oauth-slow-down"]
+    assert len(throttled) == 1  # the address's first refusal, naming the client it named
+    assert (throttled[0]["client"], throttled[0]["outcome"]) == (victim.client_id, "refused")
+    with sender(next(SOURCES)) as owner:
+        assert ask(world, owner, victim, endpoint=endpoint).status_code == 200
+
+
+@HOLDER_ENDPOINTS
+def test_junk_at_introspection_and_revocation_is_refused_cheaply_and_not_audited(
+    world: LimitWorld, endpoint: str
+) -> None:
+    with (
+        sender(next(SOURCES)) as junk,
+        added_audit_entries(world.hub, action=ACTIONS[endpoint]) as entries,
+    ):
+        url = f"{world.hub.url}{endpoint}"
+        answers = [junk.post(url, content=b"not a form") for _ in range(BURST + 2)]
+    assert statuses(answers) == [400] * BURST + [429] * 2
+    assert_slow_down(answers[-1])
+    assert entries == []
+
+
+def test_the_three_endpoints_share_an_addresss_budget_for_refusals(world: LimitWorld) -> None:
+    client, forger = registered(world), ECKey.generate_key("P-256", auto_kid=True)
+    with sender(next(SOURCES)) as http:
+        refused = [
+            ask(world, http, client, key=forger, endpoint=endpoint)
+            for endpoint in (INTROSPECT, REVOKE, INTROSPECT)
+        ]
+        assert statuses(refused) == [401] * BURST
+        for endpoint in (TOKEN, INTROSPECT, REVOKE):
+            assert_slow_down(ask(world, http, client, endpoint=endpoint))
+        world.clock.advance(1)
+        assert ask(world, http, client).status_code == 200
+
+
+def test_answered_introspections_and_revocations_cost_nothing(world: LimitWorld) -> None:
+    """An answer gives its address's token back, and spends none of the client's
+    tokens: a department may introspect and revoke as often as it needs."""
+    client = registered(world)
+    with sender(next(SOURCES)) as http:
+        for endpoint in (INTROSPECT, REVOKE):
+            answers = [ask(world, http, client, endpoint=endpoint) for _ in range(3 * BURST)]
+            assert statuses(answers) == [200] * (3 * BURST)
+        assert statuses([ask(world, http, client) for _ in range(BURST)]) == [200] * BURST
 
 
 def test_the_limits_are_settings(monkeypatch: pytest.MonkeyPatch) -> None:
