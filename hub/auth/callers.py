@@ -134,7 +134,7 @@ def _with_proof(
         request.dpop_proofs,
         method=request.method,
         url=request.url,
-        access_token=token,
+        access_token=dpop.PresentedToken(text=token, client_id=claims.client_id, jkt=claims.jkt),
         settings=settings,
         keys=keys,
         error=InvalidDpopProof,
@@ -152,13 +152,15 @@ def check_proof(
     *,
     method: str,
     url: str,
-    access_token: str | None,
+    access_token: dpop.PresentedToken | None,
     settings: Settings,
     keys: HubKeys,
     error: Callable[[str], Exception],
     clock: Clock,
 ) -> dpop.Proof:
-    """One valid proof (RFC 9449 §4.3), with the server's nonce when nonces are on."""
+    """One valid proof (RFC 9449 §4.3), with the server's nonce when nonces are on.
+    ``access_token``: the token a resource request presents, verified (None at the
+    token endpoint)."""
     if len(proofs) != 1:
         raise error("exactly one DPoP header is required")
     now = int(clock.time())

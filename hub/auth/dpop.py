@@ -8,7 +8,8 @@ within the window (11), and ``ath`` when an access token is presented (12). The
 
 The keys of proofs are kept, so that a client's key is imported once per process and
 not on each of its requests; only keys that an access token is bound to are kept, each
-under that token's client (decision 0050).
+under that token's client, as the caller verified the token (:class:`PresentedToken`,
+decision 0050).
 """
 
 import hashlib
@@ -55,6 +56,19 @@ class ProofError(ValueError):
 
 
 @dataclass(frozen=True)
+class PresentedToken:
+    """The access token a proof comes with, as its caller verified it: its text, whose
+    hash the proof's ``ath`` must be, and its verified claims' ``client_id`` and
+    ``cnf.jkt`` (None if it is not DPoP-bound). A proof's key is kept for that client
+    only if it is that ``jkt`` (decision 0050). Only a caller that verified the token
+    makes one (``callers``); the token endpoint's proofs come with none."""
+
+    text: str
+    client_id: str
+    jkt: str | None
+
+
+@dataclass(frozen=True)
 class Proof:
     """What a valid proof establishes: the key's RFC 7638 thumbprint, and what the
     caller must still check (``jti`` single use, ``nonce``)."""
@@ -94,13 +108,13 @@ def verify_proof(
     now: int,
     max_age: int,
     skew: int,
-    access_token: str | None = None,
+    access_token: PresentedToken | None = None,
 ) -> Proof:
     """Check one DPoP proof for a request of ``method`` to ``url``; raise ProofError.
 
-    ``access_token``, when the proof comes with one, must be a token the caller has
-    verified: if it is bound to the proof's key (``cnf.jkt``), the key is kept for the
-    token's ``client_id`` once the proof holds (decision 0050)."""
+    ``access_token``: the token the proof comes with, as the caller verified it; if it
+    is bound to the proof's key, the key is kept for its client once the proof holds
+    (decision 0050). The token's text is only hashed (``ath``), never read."""
     header, claims = _peek(proof)
     canonical = _proof_jwk(header)
     kept = _KEPT_KEYS.get(canonical)
@@ -111,8 +125,8 @@ def verify_proof(
     _check_ath(claims, access_token)
     if kept is None:
         kept = key, _thumbprint(key)
-        if access_token is not None:
-            _keep(canonical, kept, access_token=access_token)
+        if access_token is not None and access_token.jkt == kept[1]:
+            _keep(canonical, kept, owner=access_token.client_id)
     nonce = claims.get("nonce")
     return Proof(
         jkt=kept[1],
@@ -212,19 +226,13 @@ def _thumbprint(key: ProofKey) -> str:
         raise ProofError("the DPoP proof's jwk is not a valid public key") from None
 
 
-def _keep(canonical: str, kept: tuple[ProofKey, str], *, access_token: str) -> None:
-    """Keep the key of a proof that holds, if the (verified) access token it came with
-    is bound to it, as one of the keys of the token's client. Anyone can sign a proof
-    with a new key; only the hub issues a token bound to one, to an authenticated
-    client. So a proof alone never pushes out a kept key, and a client pushes out at
-    most its share of others' (decision 0050)."""
-    try:
-        _, claims = peek_header_and_claims(access_token)
-    except ValueError:
-        return
-    cnf, client_id = claims.get("cnf"), claims.get("client_id")
-    if isinstance(cnf, dict) and cnf.get("jkt") == kept[1] and isinstance(client_id, str):
-        _KEPT_KEYS.put(canonical, kept, owner=client_id)
+def _keep(canonical: str, kept: tuple[ProofKey, str], *, owner: str) -> None:
+    """Keep the key of a proof that holds and came with a verified access token bound
+    to it, as one of the keys of the token's client (``owner``). Anyone can sign a
+    proof with a new key; only the hub issues a token bound to one, to an
+    authenticated client. So a proof alone never pushes out a kept key, and a client
+    pushes out at most its share of others' (decision 0050)."""
+    _KEPT_KEYS.put(canonical, kept, owner=owner)
 
 
 def _check_claims(
@@ -246,9 +254,9 @@ def _check_claims(
         raise ProofError("the DPoP proof is too old")
 
 
-def _check_ath(claims: dict[str, Any], access_token: str | None) -> None:
+def _check_ath(claims: dict[str, Any], access_token: PresentedToken | None) -> None:
     """RFC 9449 §4.3 step 12: with an access token, ``ath`` must be its hash."""
     if access_token is None:
         return
-    if claims.get("ath") != b64url_sha256(access_token):
+    if claims.get("ath") != b64url_sha256(access_token.text):
         raise ProofError("the DPoP proof's ath does not match the access token")

@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from joserfc import jws
 from joserfc.jwk import ECKey, OKPKey, RSAKey
 
-from onceonly.hub.auth.dpop import ProofError, b64url_sha256, verify_proof
+from onceonly.hub.auth.dpop import PresentedToken, ProofError, b64url_sha256, verify_proof
 from onceonly.hub.kit import base64url, es256
 
 NOW, MAX_AGE, SKEW = 1_800_000_000, 60, 5
@@ -52,8 +52,10 @@ def forged(header: dict[str, Any], payload: dict[str, Any], signature: bytes = b
 
 
 def verify(proof: str, *, method: str = "POST", url: str = URL, token: str | None = TOKEN) -> Any:
+    # the token as a caller verified it: bound to the proofs' key, so as it would be kept
+    presented = None if token is None else PresentedToken(token, "a-client", KEY.thumbprint())
     return verify_proof(
-        proof, method=method, url=url, now=NOW, max_age=MAX_AGE, skew=SKEW, access_token=token
+        proof, method=method, url=url, now=NOW, max_age=MAX_AGE, skew=SKEW, access_token=presented
     )
 
 

@@ -10,7 +10,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ from joserfc.jwk import ECKey
 from onceonly.adapters import DPoPKey
 from onceonly.hub.auth import callers
 from onceonly.hub.auth.callers import ResourceRequest
-from onceonly.hub.auth.dpop import Proof, ProofError, verify_proof
+from onceonly.hub.auth.dpop import PresentedToken, Proof, ProofError, verify_proof
 from onceonly.hub.auth.exceptions import InvalidDpopProofGrant
 from onceonly.hub.auth.tokens import issue_access_token
 from onceonly.hub.config import Settings
@@ -52,11 +52,16 @@ def count_imports(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
 
 @dataclass(frozen=True)
 class Holder:
-    """A client's DPoP key and an access token the hub issued it."""
+    """A client's DPoP key and an access token the hub issued it, as a caller that
+    verified the token presents it to verify_proof (``presented``)."""
 
     dpop: DPoPKey
     x: str
-    token: str
+    presented: PresentedToken
+
+    @property
+    def token(self) -> str:
+        return self.presented.text
 
     def proof(self, url: str = URL, *, token: str | None = None) -> str:
         return self.dpop.proof("POST", url, access_token=token)
@@ -76,10 +81,11 @@ def holder(client_id: str, *, bound_to: str | None = None, signer: ECKey = HUB_K
         lifetime=300,
         confirmation={"jkt": bound_to or dpop.thumbprint},
     )
-    return Holder(dpop, str(key.as_dict(private=False)["x"]), token)
+    jkt = bound_to or dpop.thumbprint
+    return Holder(dpop, str(key.as_dict(private=False)["x"]), PresentedToken(token, client_id, jkt))
 
 
-def verify(proof: str, *, url: str = URL, token: str | None = None) -> Proof:
+def verify(proof: str, *, url: str = URL, token: PresentedToken | None = None) -> Proof:
     now = int(time.time())
     return verify_proof(
         proof, method="POST", url=url, now=now, max_age=60, skew=5, access_token=token
@@ -88,7 +94,7 @@ def verify(proof: str, *, url: str = URL, token: str | None = None) -> Proof:
 
 def request(client: Holder) -> Proof:
     """A resource request's proof, with the client's token."""
-    return verify(client.proof(token=client.token), token=client.token)
+    return verify(client.proof(token=client.token), token=client.presented)
 
 
 def honest() -> Holder:
@@ -139,7 +145,9 @@ def test_a_proof_at_the_token_endpoint_keeps_no_key(monkeypatch: pytest.MonkeyPa
 def answer(client: Holder, spoil: Callable[[str], str], **options: Any) -> str:
     """What verify_proof says of the client's request proof, spoiled: the refusal, or
     that it names the client's key."""
-    token = options.pop("token", client.token)
+    token = options.pop("token", client.presented)
+    if token is ANOTHER:
+        token = replace(client.presented, text="another")
     try:
         proof = verify(spoil(client.proof(token=client.token)), token=token, **options)
     except ProofError as refusal:
@@ -151,6 +159,9 @@ def as_sent(proof: str) -> str:
     return proof
 
 
+ANOTHER = object()  # the client's token with another text: its ath does not match
+
+
 @pytest.mark.parametrize(
     ("spoil", "options", "said"),
     [
@@ -159,7 +170,7 @@ def as_sent(proof: str) -> str:
         (unsigned, {}, "the DPoP proof's signature does not verify with its jwk"),
         (resigned, {}, "the DPoP proof's signature does not verify with its jwk"),
         (as_sent, {"url": TOKEN_URL}, "the DPoP proof is for another URL (htu)"),
-        (as_sent, {"token": "another"}, "the DPoP proof's ath does not match the access token"),
+        (as_sent, {"token": ANOTHER}, "the DPoP proof's ath does not match the access token"),
     ],
     ids=["valid", "no-token", "unsigned", "another-signature", "other-url", "other-token"],
 )
@@ -196,11 +207,11 @@ def test_proofs_signed_by_new_keys_push_out_no_kept_key(monkeypatch: pytest.Monk
     for _ in range(FLOOD // 2):
         verify(DPoPKey.generate().proof("POST", TOKEN_URL), url=TOKEN_URL)
         stranger = holder("stranger")
-        proof = verify(stranger.proof(token=other.token), token=other.token)
+        proof = verify(stranger.proof(token=other.token), token=other.presented)
         assert proof.jkt == stranger.dpop.thumbprint != other.dpop.thumbprint
     request(client)
     assert imports[client.x] == 1
-    verify(stranger.proof(token=other.token), token=other.token)
+    verify(stranger.proof(token=other.token), token=other.presented)
     assert imports[stranger.x] == 2  # not kept for the client of a token bound to another
 
 
@@ -224,14 +235,59 @@ def test_a_refused_proof_imports_its_key_once_and_keeps_it_not(
 ) -> None:
     imports, client = count_imports(monkeypatch), honest()
     request(client)
-    refused(unsigned(client.proof(token=client.token)), token=client.token)
+    refused(unsigned(client.proof(token=client.token)), token=client.presented)
     assert imports[client.x] == 1  # a kept key: no import, the same refusal
     stranger = holder("stranger")
     proof = unsigned(stranger.proof(token=stranger.token))
-    refused(proof, token=stranger.token)
+    refused(proof, token=stranger.presented)
     assert imports[stranger.x] == 1  # as a new key's cost before
-    refused(proof, token=stranger.token)
+    refused(proof, token=stranger.presented)
     assert imports[stranger.x] == 2  # even with a token bound to it, never kept
+
+
+# --- the contract: the token as its caller verified it ---------------------------------------
+
+
+def test_a_key_is_kept_on_the_callers_word_the_tokens_text_only_hashed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """verify_proof takes the client and cnf.jkt from its caller, which verified the
+    token; it never reads the token's text, which can then be anything."""
+    imports, client = count_imports(monkeypatch), honest()
+    opaque = replace(client.presented, text="an opaque token")
+    for _ in range(3):
+        assert verify(client.proof(token=opaque.text), token=opaque).jkt == client.dpop.thumbprint
+    assert imports[client.x] == 1
+
+
+@pytest.mark.parametrize("jkt", ["another-keys-thumbprint", None], ids=["other-key", "unbound"])
+def test_a_key_is_not_kept_if_the_caller_did_not_verify_it_as_bound(
+    monkeypatch: pytest.MonkeyPatch, jkt: str | None
+) -> None:
+    """Whatever the token's text says (here: bound to the proof's key)."""
+    imports, client = count_imports(monkeypatch), honest()
+    presented = replace(client.presented, jkt=jkt)
+    for _ in range(2):
+        assert verify(client.proof(token=client.token), token=presented).jkt == (
+            client.dpop.thumbprint
+        )
+    assert imports[client.x] == 2
+
+
+def test_a_key_is_kept_for_the_client_the_caller_names_not_the_one_the_text_names(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Tokens whose text names a victim's client, verified by the caller as another's:
+    their keys count against the other's share, and the victim's key stays."""
+    imports, victim = count_imports(monkeypatch), honest()
+    request(victim)
+    hostile_id = f"hostile-{uuid.uuid4().hex[:8]}"
+    for _ in range(FLOOD):
+        each = holder(victim.presented.client_id)
+        presented = replace(each.presented, client_id=hostile_id)
+        verify(each.proof(token=each.token), token=presented)
+    request(victim)
+    assert imports[victim.x] == 1
 
 
 # --- through the caller check ---------------------------------------------------------------
