@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
-from psycopg.pq import ConnStatus, TransactionStatus
+from psycopg.pq import Conninfo, ConnStatus, TransactionStatus
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.engine.interfaces import ExecuteStyle
@@ -114,6 +114,48 @@ def _reset_sqlite(dbapi_connection: Any, record: Any, state: Any) -> None:
 # driver thread and four PRAGMAs, on PostgreSQL a login), which cost more CPU than
 # the exchange's own reads.
 POOL_SIZE, MAX_OVERFLOW = 20, 20
+# How long a request waits for a pooled connection when all of them are taken
+# (SQLAlchemy's default: 30 s). Longer than the SDK's own timeout (10 s), the 503
+# would reach a client that has left, and the hub would still do the work after it.
+POOL_TIMEOUT = 5.0
+
+# libpq bounds nothing by default: a connection to a host that answers nothing waits
+# for the kernel (minutes), a query on a connection whose host vanished waits for TCP's
+# retransmissions to give up (about 15 minutes), holding its pool slot and its request.
+# These defaults bound both; the operator's database URL overrides each (its query
+# string holds libpq parameters, ``?connect_timeout=10``), and so does libpq's
+# environment variable where one exists (``PGCONNECT_TIMEOUT``). Decision 0052.
+POSTGRES_TIMEOUTS: Mapping[str, str] = {
+    "connect_timeout": "5",  # seconds for the whole connection and login (libpq: >= 2)
+    "keepalives": "1",
+    "keepalives_idle": "10",  # seconds idle before the first probe,
+    "keepalives_interval": "5",  # then one every 5 s,
+    "keepalives_count": "3",  # and the connection is dead after 3 unanswered: 25 s
+    # milliseconds that sent data (a probe, a statement) may stay unacknowledged before
+    # the kernel closes the connection (Linux; the same 25 s; elsewhere libpq ignores it)
+    "tcp_user_timeout": "25000",
+}
+
+# libpq's environment variable for each parameter that has one (PGCONNECT_TIMEOUT)
+_LIBPQ_ENVIRONMENT = {
+    option.keyword.decode(): option.envvar.decode()
+    for option in Conninfo.get_defaults()
+    if option.envvar
+}
+
+
+def postgres_connect_args(
+    url: str, defaults: Mapping[str, str] = POSTGRES_TIMEOUTS
+) -> dict[str, str]:
+    """The ``defaults`` (libpq parameters) that ``url``'s query does not set, nor libpq's
+    environment variable: what goes to the driver as ``connect_args``, which SQLAlchemy
+    lets win over the URL's query, so nothing the operator wrote is in it."""
+    given = make_url(url).query
+    return {
+        name: value
+        for name, value in defaults.items()
+        if name not in given and not os.environ.get(_LIBPQ_ENVIRONMENT.get(name) or "")
+    }
 
 
 def _make_folder_for(url: str) -> None:
@@ -143,6 +185,8 @@ def make_engine(url: str) -> AsyncEngine:
         async_url(url),
         pool_size=POOL_SIZE,
         max_overflow=MAX_OVERFLOW,
+        pool_timeout=POOL_TIMEOUT,
+        connect_args=postgres_connect_args(url),
         hide_parameters=True,  # an error message must not carry a subject or a token hash
     )
     event.listen(engine.sync_engine, "checkin", _note_return)
@@ -346,23 +390,28 @@ async def _once_more_if_dead(
 
 
 def make_sync_engine(url: str) -> sa.Engine:
+    if make_url(url).get_backend_name() != "sqlite":
+        return sa.create_engine(
+            sync_url(url), connect_args=postgres_connect_args(url), hide_parameters=True
+        )
+    _make_folder_for(url)
     engine = sa.create_engine(sync_url(url), hide_parameters=True)
-    if make_url(url).get_backend_name() == "sqlite":
-        _make_folder_for(url)
-        event.listen(engine, "connect", _tune_sqlite)
-        # _tune_sqlite stops the driver's own BEGIN: without this, engine.begin() on a
-        # sync engine (migrations, commands) would commit statement by statement.
-        event.listen(engine, "begin", _begin_sqlite)
+    event.listen(engine, "connect", _tune_sqlite)
+    # _tune_sqlite stops the driver's own BEGIN: without this, engine.begin() on a
+    # sync engine (migrations, commands) would commit statement by statement.
+    event.listen(engine, "begin", _begin_sqlite)
     return engine
 
 
 def probe_engine(url: str, *, connect_timeout: int) -> sa.Engine:
     """A sync engine to look at a database from a command (is it there, what does it
     hold): no SQLite tuning, no folder created for a missing SQLite file, and a bound
-    on how long PostgreSQL may take to answer."""
-    options = (
-        {} if make_url(url).get_backend_name() == "sqlite" else {"connect_timeout": connect_timeout}
-    )
+    on how long PostgreSQL may take to answer: ``connect_timeout`` and the engines'
+    keepalives, each unless the URL sets it."""
+    if make_url(url).get_backend_name() == "sqlite":
+        return sa.create_engine(sync_url(url), hide_parameters=True)
+    defaults = {**POSTGRES_TIMEOUTS, "connect_timeout": str(connect_timeout)}
+    options = postgres_connect_args(url, defaults)
     return sa.create_engine(sync_url(url), connect_args=options, hide_parameters=True)
 
 
