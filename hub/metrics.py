@@ -90,6 +90,12 @@ HUB_ADDED = Histogram(
     ["item"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
 )
+COMMIT_WAIT = Histogram(
+    "onceonly_commit_wait_seconds",
+    "Time a request waited for its group commit, submitted to answered, by writer",
+    ["writer"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
 _HOUR, _DAY = 3600.0, 86400.0
 ACCESS_DECISION = Histogram(
     "onceonly_access_decision_seconds",
@@ -322,3 +328,8 @@ def delivery_attempted(*, item: str, subscriber: str, delivered: bool, reason: s
         EVENT_RETRIES.labels(item=item, subscriber=subscriber).inc()
     elif reason == "dead-letter":
         EVENT_DEAD_LETTERS.labels(item=item, subscriber=subscriber).inc()
+
+
+def commit_wait(writer: str) -> Callable[[float], None]:
+    """What a group commit gives each item's wait (``GroupCommit(observe=...)``)."""
+    return COMMIT_WAIT.labels(writer).observe

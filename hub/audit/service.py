@@ -34,7 +34,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
 )
 
-from onceonly.hub import db
+from onceonly.hub import db, metrics
 from onceonly.hub.audit import inclusion as verdicts
 from onceonly.hub.audit import leaves, merkle, notes, repository, tree
 from onceonly.hub.audit.exceptions import AuditLogDamaged, AuditUnavailable, EntryNotFound
@@ -87,6 +87,7 @@ class AuditLog:
             probe=self._can_append,
             probe_interval=probe_interval,
             refusal=store_refusal,
+            observe=metrics.commit_wait("audit"),
         )
 
     @property

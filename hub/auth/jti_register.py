@@ -32,7 +32,7 @@ from sqlalchemy.dialects.postgresql import psycopg
 from sqlalchemy.dialects.sqlite import pysqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from onceonly.hub import db
+from onceonly.hub import db, metrics
 from onceonly.hub.auth import repository
 from onceonly.hub.db import write_connection
 from onceonly.hub.kit.clock import SYSTEM_CLOCK, Clock
@@ -71,6 +71,7 @@ class JtiRegister:
             batch_size=batch_size,
             failure=lambda: Unavailable("the single-use register failed"),
             probe=self._can_spend,
+            observe=metrics.commit_wait("jti"),
         )
 
     @property

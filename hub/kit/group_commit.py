@@ -89,6 +89,7 @@ class GroupCommit(Generic[T, R]):
         probe_interval: float = 1.0,
         drain_timeout: float = 10.0,
         refusal: Callable[[Exception], str | None] | None = None,
+        observe: Callable[[float], None] | None = None,
     ) -> None:
         max_queued = 10 * batch_size if max_queued is None else max_queued
         if batch_size < 1 or max_queued < 1:  # asyncio.Queue(maxsize=0) would be unbounded
@@ -96,6 +97,7 @@ class GroupCommit(Generic[T, R]):
         self._commit, self._name, self._batch_size = commit, name, batch_size
         self._failure, self._probe, self._probe_interval = failure, probe, probe_interval
         self._drain_timeout, self._refusal = drain_timeout, refusal
+        self._observe = observe  # given each item's wait in seconds, committed or failed
         self._queue: asyncio.Queue[_Waiting[T, R]] = asyncio.Queue(maxsize=max_queued)
         self._writer: asyncio.Task[None] | None = None
         self._batch: list[_Waiting[T, R]] = []
@@ -173,7 +175,9 @@ class GroupCommit(Generic[T, R]):
                 self._queue.put_nowait(waiting)
             return await waiting.done
         finally:
-            del self._since[waiting]
+            submitted = self._since.pop(waiting)
+            if self._observe is not None:
+                self._observe(time.monotonic() - submitted)
 
     async def _wait_for_room(self, waiting: _Waiting[T, R], writer: asyncio.Task[None]) -> None:
         put = asyncio.ensure_future(self._queue.put(waiting))

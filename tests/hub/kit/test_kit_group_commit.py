@@ -466,3 +466,28 @@ async def test_stop_while_a_refused_batch_is_split_fails_what_is_not_committed()
     await asyncio.wait_for(halves.wait(), BOUND)
     await asyncio.wait_for(writer.stop(), BOUND)
     assert [type(o) for o in await settle(*callers)] == [WriterDown] * 4
+
+
+async def test_each_items_wait_is_observed_whether_its_batch_committed_or_failed() -> None:
+    waits: list[float] = []
+
+    async def slow_then_down(batch: list[int]) -> list[int]:
+        await asyncio.sleep(0.05)
+        if 0 in batch:
+            raise ConnectionError("the store went away")
+        return [10 * item for item in batch]
+
+    writer = group_commit(slow_then_down, batch_size=2, observe=waits.append)
+    await writer.start()
+    try:
+        results = await asyncio.wait_for(
+            asyncio.gather(*(writer.submit(n) for n in (0, 1, 2)), return_exceptions=True),
+            BOUND,
+        )
+    finally:
+        await writer.stop()
+    assert isinstance(results[0], WriterDown) and isinstance(results[1], WriterDown)
+    assert results[2] == 20
+    assert len(waits) == 3  # each item, failed or committed
+    assert all(wait >= 0.05 for wait in waits)
+    assert max(waits) >= 0.1  # the third waited for the first batch, then its own

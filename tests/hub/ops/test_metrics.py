@@ -162,6 +162,9 @@ def test_audit_writer_and_log_are_read_at_scrape(world: World) -> None:
     on_loop = value(samples, "onceonly_jti_loop_writes_total", result="done")
     handed = value(samples, "onceonly_jti_loop_writes_total", result="passed")
     assert on_loop + handed >= 1  # the query's spend went one way or the other
+    for writer in ("audit", "jti"):  # the query's entry and its DPoP spend waited
+        assert value(samples, "onceonly_commit_wait_seconds_count", writer=writer) >= 1
+        assert value(samples, "onceonly_commit_wait_seconds_sum", writer=writer) > 0
 
 
 # Access decisions, with a clock the test moves: a fresh hub per database.
