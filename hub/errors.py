@@ -8,7 +8,8 @@ a caller.
 An error of the database that says it is away (:func:`database_away`: it cannot be
 reached, or will not take work now) is no fault of the hub: it is answered 503
 ``database-unavailable`` with ``Retry-After`` and logged as one warning, without a
-traceback (decision 0049).
+traceback (decision 0049). The log line says how it is away, and the problem's detail
+whether the hub could not connect to it or lost it on the way.
 """
 
 import logging
@@ -57,14 +58,29 @@ def database_away(error: BaseException) -> str | None:
         return f"the lock was not free in time ({driver_code(cause)})" if busy else None
     if error.connection_invalidated:  # the dialect's is_disconnect
         return f"the connection was lost ({driver_code(cause)})"
-    return _postgresql_away(cause) if isinstance(cause, psycopg.OperationalError) else None
+    if not isinstance(cause, psycopg.OperationalError):
+        return None
+    return _postgresql_away(cause, in_statement=error.statement is not None)
 
 
-def _postgresql_away(cause: psycopg.OperationalError) -> str | None:
+# How database_away's phrase starts for a connection that could not be made, and for
+# one whose server did not answer it (the detail of the 503 tells them apart).
+_NO_CONNECTION = "no connection could be made"
+_NO_ANSWER = f"{_NO_CONNECTION}: the server did not answer in time"
+
+
+def _postgresql_away(cause: psycopg.OperationalError, *, in_statement: bool) -> str | None:
     code, sqlstate = driver_code(cause), cause.sqlstate
-    if cause.pgconn is not None:  # raised by a connection attempt: libpq gives no SQLSTATE
-        return f"no connection could be made ({code})"
-    if sqlstate is None and not isinstance(cause, psycopg.errors.PipelineAborted):
+    if isinstance(cause, psycopg.errors.PipelineAborted):  # an earlier statement's failure
+        return None
+    if isinstance(cause, psycopg.errors.ConnectionTimeout):  # past libpq's connect_timeout
+        return f"{_NO_ANSWER} ({code})"
+    # Raised by a connection attempt: libpq's (refused, the login failed) carries its
+    # connection, psycopg's own (a host name that does not resolve) comes outside any
+    # statement. Neither has a SQLSTATE.
+    if cause.pgconn is not None or (sqlstate is None and not in_statement):
+        return f"{_NO_CONNECTION} ({code})"
+    if sqlstate is None:
         return f"the connection was lost ({code})"  # libpq's own: the server sends a SQLSTATE
     if sqlstate is not None and (sqlstate[:2] == "08" or sqlstate in _AWAY_SQLSTATES):
         return f"the server will not take work now ({code})"
@@ -146,16 +162,24 @@ async def render_unexpected(request: Request, exc: Exception) -> JSONResponse:
             DatabaseUnavailable.slug,
             extra={"request_id": request_id},
         )
-        return await _audit_refusal(request, _database_unavailable())
+        return await _audit_refusal(request, _database_unavailable(away))
     log.error("unexpected error", exc_info=exc, extra={"request_id": request_id})
     error = HubError("the hub could not complete the request; it has been logged")
     return await _audit_refusal(request, error)
 
 
-def _database_unavailable() -> DatabaseUnavailable:
+def _database_unavailable(away: str) -> DatabaseUnavailable:
+    """The 503 for the database away as ``away`` (:func:`database_away`) says: its
+    detail tells a connection that could not be made, and whether the server did not
+    answer it, from the database met another way (lost, refusing work, busy)."""
+    if away.startswith(_NO_ANSWER):
+        detail = "the hub's database did not answer a new connection in time"
+    elif away.startswith(_NO_CONNECTION):
+        detail = "the hub could not connect to its database"
+    else:
+        detail = "the hub cannot reach its database at the moment"
     return DatabaseUnavailable(
-        "the hub cannot reach its database at the moment; try again later",
-        headers={"Retry-After": str(DATABASE_RETRY_AFTER)},
+        f"{detail}; try again later", headers={"Retry-After": str(DATABASE_RETRY_AFTER)}
     )
 
 
