@@ -126,10 +126,15 @@ class AuditLog:
             try:
                 return await _append_in_one_call(self._engine, batch)
             except (IntegrityError, DBAPIError) as error:
-                if attempt == _RACE_RETRIES - 1 or store_refusal(error) is not None:
-                    raise  # a refused entry would be refused again: the writer halves the batch
-                log.warning(  # most often another writer's race for the next index
-                    "audit append failed (%s: %s); trying again",
+                # Only a lost race is tried again. A refused entry would be refused again
+                # (the writer halves the batch); a database that is away, locked past the
+                # busy timeout or out of space would fail again, each time after the same
+                # wait (5 s for a PostgreSQL server that does not answer, decision 0052):
+                # the batch fails at once and the writer's probe finds when it is back.
+                if attempt == _RACE_RETRIES - 1 or not lost_race(error):
+                    raise
+                log.warning(
+                    "audit append lost a race for the next index (%s: %s); trying again",
                     type(error).__name__,
                     db.driver_code(error.orig),
                 )
@@ -163,6 +168,24 @@ _SQLITE_VALUE_CHECKS = frozenset(
         "SQLITE_TOOBIG",
     }
 )
+
+
+# A lost race: another writer took the next index first (PostgreSQL's unique violation,
+# SQLite's primary key), or PostgreSQL gave up one of two transactions (serialization
+# failure, deadlock). The advisory lock and SQLite's write lock make these rare.
+_RACE_SQLSTATES = frozenset({_UNIQUE_VIOLATION, "40001", "40P01"})
+_SQLITE_RACES = frozenset({"SQLITE_CONSTRAINT_PRIMARYKEY", "SQLITE_CONSTRAINT_UNIQUE"})
+
+
+def lost_race(error: Exception) -> bool:
+    """Whether ``error`` lost a race with another writer, so that the same batch may
+    commit if tried again."""
+    if not isinstance(error, DBAPIError) or error.connection_invalidated:
+        return False
+    cause = error.orig
+    if isinstance(cause, sqlite3.Error):
+        return getattr(cause, "sqlite_errorname", None) in _SQLITE_RACES
+    return getattr(cause, "sqlstate", None) in _RACE_SQLSTATES
 
 
 def store_refusal(error: Exception) -> str | None:
