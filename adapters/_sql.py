@@ -3,7 +3,8 @@
 The engine is synchronous and runs in a worker thread: every SQLAlchemy dialect has
 a synchronous driver, while many systems a department runs (Oracle, SQL Server,
 DB2) have no asyncio one. A query that outlives ``timeout`` is abandoned and
-answered as 503; its thread finishes on its own.
+answered as 503; its thread finishes on its own, which on PostgreSQL the engine made
+from settings bounds (:func:`postgres_connect_args`).
 """
 
 from __future__ import annotations
@@ -32,6 +33,21 @@ Record = dict[str, Any]
 Row = sa.RowMapping
 
 _PROBE_SUBJECT = "onceonly-check"
+
+# libpq parameters that bound how long a worker thread waits on a PostgreSQL server that
+# answers nothing: the hub's own for its database (decision 0052 explains each value;
+# tests/adapters/test_adapters_sources_sql_timeouts.py keeps the two the same). The
+# adapters do not import the hub, so they are written here again.
+POSTGRES_TIMEOUTS: Mapping[str, str] = {
+    "connect_timeout": "5",  # seconds for the connection and login
+    "keepalives": "1",
+    "keepalives_idle": "10",  # an idle connection is probed after 10 s,
+    "keepalives_interval": "5",  # then every 5 s,
+    "keepalives_count": "3",  # and closed after 3 probes unanswered: 25 s
+    "tcp_user_timeout": "25000",  # ms that sent data may stay unacknowledged (Linux)
+}
+# The drivers that hand their connect arguments to libpq.
+_LIBPQ_DRIVERS = frozenset({"psycopg", "psycopg2"})
 
 
 class SqlItem(ItemBase):
@@ -89,7 +105,7 @@ class SqlItem(ItemBase):
 
     def open(self, *, store: RecordStore) -> RecordSource:
         return SqlSource(
-            _engine(self._resolved_url()),
+            _engine(self._resolved_url(), timeout=self.timeout),
             query=self.query,
             columns=self.columns,
             many=self.many,
@@ -108,12 +124,47 @@ class SqlItem(ItemBase):
         return url
 
 
-def _engine(url: str) -> sa.Engine:
+def _engine(url: str, *, timeout: float) -> sa.Engine:
     try:
+        parsed = sa.make_url(url)
         # hide_parameters: a database error must not carry the subject into a log
-        return sa.create_engine(url, pool_pre_ping=True, hide_parameters=True)
+        return sa.create_engine(
+            parsed, pool_pre_ping=True, hide_parameters=True, **_bounds(parsed, timeout)
+        )
     except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, ImportError) as error:
         raise ConfigError(f"url: cannot make a database engine: {error}") from error
+
+
+def _bounds(url: sa.URL, timeout: float) -> dict[str, Any]:
+    """On PostgreSQL through libpq, what keeps a worker thread from outliving the
+    query's ``timeout`` by more than libpq's bounds: a pool that waits no longer than
+    the query, and :func:`postgres_connect_args`. Other databases keep their driver's
+    and SQLAlchemy's defaults."""
+    if url.get_backend_name() != "postgresql" or url.get_driver_name() not in _LIBPQ_DRIVERS:
+        return {}
+    return {
+        "pool_timeout": timeout,
+        "connect_args": postgres_connect_args(url, statement_timeout=timeout),
+    }
+
+
+def postgres_connect_args(url: sa.URL, *, statement_timeout: float) -> dict[str, str]:
+    """The libpq parameters an item's engine passes to the driver: each of
+    :data:`POSTGRES_TIMEOUTS` that ``url``'s query does not set (nor, for
+    ``connect_timeout``, ``PGCONNECT_TIMEOUT``), and ``options`` with the server's
+    ``statement_timeout`` (``statement_timeout`` seconds, in ms) after the options the
+    URL's query or ``PGOPTIONS`` give, unless those set it. SQLAlchemy lets these win
+    over the URL's query, so nothing the operator wrote is in them but the options,
+    kept as written."""
+    given = url.query
+    args = {name: value for name, value in POSTGRES_TIMEOUTS.items() if name not in given}
+    if os.environ.get("PGCONNECT_TIMEOUT"):
+        args.pop("connect_timeout", None)
+    options = given.get("options", os.environ.get("PGOPTIONS", ""))
+    if isinstance(options, str) and "statement_timeout" not in options:
+        milliseconds = math.ceil(statement_timeout * 1000)
+        args["options"] = f"{options} -c statement_timeout={milliseconds}".lstrip()
+    return args
 
 
 class SqlSource:
