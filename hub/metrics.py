@@ -127,8 +127,9 @@ EVENT_DEAD_LETTERS = Counter(
 AUDIT_ENTRIES = Counter("onceonly_audit_entries_total", "Audit entries this process committed", [])
 TOKEN_REQUESTS_THROTTLED = Counter(
     "onceonly_oauth_token_throttled_total",
-    "Token requests refused 429 slow_down, by the budget that was spent (client: tokens"
-    " issued to the client named; address: refused requests from the source address)",
+    "Requests to the token, introspection and revocation endpoints refused 429 slow_down,"
+    " by the budget they were over (client: tokens issued to the client named, token"
+    " requests only; address: refused requests from the source address, at the three)",
     ["budget"],
 )
 _EXCHANGES, _REFUSALS = Series(EXCHANGES), Series(REFUSALS)
