@@ -4,6 +4,7 @@ administrator's disabling (and enabling) of a client."""
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
@@ -66,8 +67,28 @@ _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}  # RFC 6749 §5.
 _JWKS_CACHE = {"Cache-Control": "public, max-age=60"}  # well below a rotation's delay
 
 
-async def _endpoint_request(
-    request: Request, settings: Settings, *, action: str, log: AuditLog
+@dataclass(frozen=True)
+class _Form:
+    """A request's form, read once for the limits and the endpoint: its fields and the
+    client it names, or why it cannot be read (then no client is named)."""
+
+    fields: dict[str, str]
+    client_id: str | None
+    unreadable: InvalidTokenRequest | None = None
+
+
+async def _read_form(request: Request) -> _Form:
+    try:
+        fields = service.parse_token_form(
+            await request.body(), request.headers.get("content-type", "")
+        )
+    except InvalidTokenRequest as unreadable:
+        return _Form(fields={}, client_id=None, unreadable=unreadable)
+    return _Form(fields=fields, client_id=service.named_client(fields))
+
+
+def _endpoint_request(
+    request: Request, settings: Settings, form: _Form, *, action: str, log: AuditLog
 ) -> tuple[service.EndpointRequest, AuditScope | None]:
     """The request as the OAuth endpoints read it, and its audit scope.
 
@@ -77,21 +98,17 @@ async def _endpoint_request(
     client is audited, whatever its answer.
     """
     endpoint = request.url.path
-    try:
-        form = service.parse_token_form(
-            await request.body(), request.headers.get("content-type", "")
-        )
-    except InvalidTokenRequest:
+    if form.unreadable is not None:
         service.count_unnamed(endpoint)
-        raise
+        raise form.unreadable
     header = settings.tls_client_cert_header
     endpoint_request = service.EndpointRequest(
-        form=form,
+        form=form.fields,
         url=settings.issuer.rstrip("/") + endpoint,
         dpop_proofs=request.headers.getlist("dpop"),
         certificate=request.headers.get(header) if header else None,
     )
-    if service.named_client(form) is None:
+    if form.client_id is None:
         service.count_unnamed(endpoint)
         return endpoint_request, None
     return endpoint_request, open_audit_scope(request, action, log=log)
@@ -104,20 +121,17 @@ async def _limited(
     hub: HubDep,
     clock: ClockDep,
     *,
+    form: _Form,
     action: str,
     issues_token: bool,
 ) -> AsyncIterator[None]:
     """Let a request through the process's limits (``hub.token_limits``), or refuse
     it 429 before anything is verified; then account for its answer (decision 0051).
     Only the first refusal of a client, or of an address, in a minute is audited
-    (``action``, naming the client if it is registered); the metric counts all."""
-    try:
-        form = service.parse_token_form(
-            await request.body(), request.headers.get("content-type", "")
-        )
-    except InvalidTokenRequest:
-        form = {}  # refused as unreadable once admitted, at its address's expense
-    client_id = service.named_client(form)
+    (``action``, naming the client if it is registered); the metric counts all. A form
+    that cannot be read names no client: it is refused as unreadable once admitted, at
+    its address's expense."""
+    client_id = form.client_id
     address = request.client.host if request.client else "unknown"
     try:
         admission = hub.token_limits.admit(
@@ -159,9 +173,10 @@ async def token(
     request: Request, session: SessionDep, hub: HubDep, clock: ClockDep
 ) -> JSONResponse:
     settings, keys, action = hub.settings, hub.keys, "token.issue"
-    async with _limited(request, session, hub, clock, action=action, issues_token=True):
-        endpoint_request, scope = await _endpoint_request(
-            request, settings, action=action, log=hub.audit_log
+    form = await _read_form(request)
+    async with _limited(request, session, hub, clock, form=form, action=action, issues_token=True):
+        endpoint_request, scope = _endpoint_request(
+            request, settings, form, action=action, log=hub.audit_log
         )
         answer = await service.issue_token(
             session,
@@ -195,9 +210,10 @@ async def introspect(
     request: Request, session: SessionDep, hub: HubDep, clock: ClockDep
 ) -> JSONResponse:
     action = "token.introspect"
-    async with _limited(request, session, hub, clock, action=action, issues_token=False):
-        endpoint_request, scope = await _endpoint_request(
-            request, hub.settings, action=action, log=hub.audit_log
+    form = await _read_form(request)
+    async with _limited(request, session, hub, clock, form=form, action=action, issues_token=False):
+        endpoint_request, scope = _endpoint_request(
+            request, hub.settings, form, action=action, log=hub.audit_log
         )
         answer = await service.introspect(
             session,
@@ -227,9 +243,10 @@ async def introspect(
 )
 async def revoke(request: Request, session: SessionDep, hub: HubDep, clock: ClockDep) -> Response:
     action = "token.revoke"
-    async with _limited(request, session, hub, clock, action=action, issues_token=False):
-        endpoint_request, scope = await _endpoint_request(
-            request, hub.settings, action=action, log=hub.audit_log
+    form = await _read_form(request)
+    async with _limited(request, session, hub, clock, form=form, action=action, issues_token=False):
+        endpoint_request, scope = _endpoint_request(
+            request, hub.settings, form, action=action, log=hub.audit_log
         )
         await service.revoke(
             session,
