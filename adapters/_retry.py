@@ -49,7 +49,8 @@ def retry_after(value: str | None, *, now: float) -> float | None:
     list of values, a fraction, a sign, a date in a form §5.6.7 does not name."""
     text = (value or "").strip()
     if _DELAY_SECONDS.fullmatch(text):
-        return float(_FAR if len(text) > len(str(_FAR)) else min(int(text), _FAR))
+        digits = text.lstrip("0") or "0"  # leading zeros add no time: '0005' is 5 s
+        return float(_FAR if len(digits) > len(str(_FAR)) else min(int(digits), _FAR))
     moment = _http_date(text, now=now)
     return None if moment is None else max(0.0, moment - now)
 

@@ -69,6 +69,9 @@ _EXAMPLE = re.compile(r"<!-- sdk-example: (?P<name>[\w-]+) -->\n```python\n(?P<t
         ("0", 0.0),
         (" 120 ", 120.0),  # field values are trimmed (RFC 9110 §5.5)
         ("007", 7.0),
+        ("00000000005", 5.0),  # leading zeros add no time, however many
+        ("0" * 40 + "120", 120.0),
+        ("0" * 40, 0.0),
         ("99999999999999999999999", 9_999_999_999.0),  # years away: capped, not an error
         ("Thu, 01 Jan 2026 00:00:30 GMT", 30.0),  # IMF-fixdate
         ("Thursday, 01-Jan-26 00:01:00 GMT", 60.0),  # obsolete RFC 850 form
