@@ -406,6 +406,7 @@ def put_client(hub: RunningHub, client_id: str, body: Json) -> httpx.Response:
 REFUSED_JWKS: dict[str, Json] = {
     "private-member-d": {"keys": [ECKey.generate_key("P-256").as_dict(private=True)]},
     "rsa-1024": {"keys": [rsa_jwk(1024)]},
+    "rsa-exponent-3": {"keys": [{**RSAKey.generate_key(2048).as_dict(private=False), "e": "Aw"}]},
     "hs-oct-key": {"keys": [OctKey.generate_key(256).as_dict(private=True)]},
     "oct-without-k": {"keys": [{"kty": "oct", "alg": "HS256"}]},
     "ec-p384": {"keys": [ECKey.generate_key("P-384").as_dict(private=False)]},
