@@ -123,14 +123,14 @@ async def _limited(
     *,
     form: _Form,
     action: str,
-    issues_token: bool,
-) -> AsyncIterator[None]:
-    """Let a request through the process's limits (``hub.token_limits``), or refuse
+) -> AsyncIterator[service.TokenAdmission]:
+    """Let a request through its address's budget (``hub.token_limits``), or refuse
     it 429 before anything is verified; then account for its answer (decision 0051).
-    Only the first refusal of a client, or of an address, in a minute is audited
-    (``action``, naming the client if it is registered); the metric counts all. A form
-    that cannot be read names no client: it is refused as unreadable once admitted, at
-    its address's expense."""
+    Only the first such refusal of an address in a minute is audited (``action``,
+    naming the client if it is registered); the metric counts all. A form that cannot
+    be read names no client: it is refused as unreadable once admitted, at its
+    address's expense. The admission is the token endpoint's, to check the client's
+    own budget once the client has authenticated."""
     client_id = form.client_id
     address = request.client.host if request.client else "unknown"
     try:
@@ -138,7 +138,6 @@ async def _limited(
             client_id=client_id,
             source=source_of(address),
             now=clock.monotonic(),
-            issues_token=issues_token,
         )
     except TokenRequestsThrottled as refusal:
         if refusal.audited and client_id is not None:
@@ -146,7 +145,7 @@ async def _limited(
             await service.note_registered_client(session, client_id, scope=scope)
         raise
     try:
-        yield
+        yield admission
     except BaseException as error:
         admission.failed(error, now=clock.monotonic())
         raise
@@ -174,7 +173,7 @@ async def token(
 ) -> JSONResponse:
     settings, keys, action = hub.settings, hub.keys, "token.issue"
     form = await _read_form(request)
-    async with _limited(request, session, hub, clock, form=form, action=action, issues_token=True):
+    async with _limited(request, session, hub, clock, form=form, action=action) as admission:
         endpoint_request, scope = _endpoint_request(
             request, settings, form, action=action, log=hub.audit_log
         )
@@ -189,6 +188,7 @@ async def token(
             scopes_of=lambda department: access.scopes_for(
                 session, department=department, clock=clock
             ),
+            admission=admission,
         )
     headers = _NO_STORE | service.dpop_nonce_header(settings, keys, clock=clock)
     return JSONResponse(answer.model_dump(), headers=headers)
@@ -211,7 +211,7 @@ async def introspect(
 ) -> JSONResponse:
     action = "token.introspect"
     form = await _read_form(request)
-    async with _limited(request, session, hub, clock, form=form, action=action, issues_token=False):
+    async with _limited(request, session, hub, clock, form=form, action=action):
         endpoint_request, scope = _endpoint_request(
             request, hub.settings, form, action=action, log=hub.audit_log
         )
@@ -244,7 +244,7 @@ async def introspect(
 async def revoke(request: Request, session: SessionDep, hub: HubDep, clock: ClockDep) -> Response:
     action = "token.revoke"
     form = await _read_form(request)
-    async with _limited(request, session, hub, clock, form=form, action=action, issues_token=False):
+    async with _limited(request, session, hub, clock, form=form, action=action):
         endpoint_request, scope = _endpoint_request(
             request, hub.settings, form, action=action, log=hub.audit_log
         )

@@ -145,15 +145,18 @@ async def issue_token(
     scope: AuditScope | None,
     clock: Clock,
     scopes_of: ScopesOf,
+    admission: "TokenAdmission",
 ) -> TokenResponse:
     """The client credentials grant (RFC 6749 §4.4), sender-constrained; audited in
-    ``scope`` (None: the request names no client, and is not audited)."""
+    ``scope`` (None: the request names no client, and is not audited); within the
+    authenticated client's budget (``admission``, decision 0051)."""
     _check_grant_type(request.form.get("grant_type"))
     proof = _token_proof(request, settings=settings, keys=keys, clock=clock)
     authenticated = await authenticate_client(
         session, jtis=jtis, request=request, settings=settings, scope=scope, clock=clock
     )
     client, audit = authenticated.client, _named(scope)
+    admission.issuing(client.client_id, now=clock.monotonic())
     confirmation = _confirmation(proof, authenticated, settings=settings)
     if proof is not None:
         await _spend_token_proof(jtis, proof, settings=settings)
@@ -260,18 +263,19 @@ class TokenLimits:
     """The OAuth endpoints' two budgets in one hub process (decision 0051); made with
     the process's :class:`~onceonly.hub.runtime.Hub`.
 
-    - ``issued``, by client id: the tokens issued to the client. Only a token issued
-      spends it, so only the holder of the client's key can: naming a client costs
-      it nothing. It is read for the client a token request names before anything is
-      verified, so that a client over its budget is refused at the cost of a lookup.
+    - ``issued``, by client id: the tokens issued to the client. It is read once the
+      client has authenticated (:meth:`TokenAdmission.issuing`), never for a client
+      a request only names: so only the holder of the client's key can spend it, and
+      a 429 for it tells nobody else that a client id exists (a request naming one it
+      cannot authenticate as is refused 401, as for a made-up id).
     - ``refused``, by source address (an IPv6 address's /64), one budget for the token,
       introspection and revocation endpoints, which all verify a client assertion:
       every request spends one before it is read further, and gets it back unless it
-      is refused (4xx). Junk, unknown clients and failed authentications cost their
-      sender only.
+      is refused (4xx). Junk, unknown clients, failed authentications and a client's
+      requests over its own budget cost their sender only.
 
-    A refusal by either (429) spends nothing, so refusals cannot prolong themselves:
-    a client's own budget refills however often anyone names it.
+    A refusal for an address's budget (429) spends nothing, so refusals cannot prolong
+    themselves; a client's own budget refills however often anyone names it.
     """
 
     def __init__(self, settings: Settings) -> None:
@@ -287,31 +291,20 @@ class TokenLimits:
             max_keys=keys,
         )
 
-    def admit(
-        self, *, client_id: str | None, source: str, now: float, issues_token: bool = True
-    ) -> "TokenAdmission":
+    def admit(self, *, client_id: str | None, source: str, now: float) -> "TokenAdmission":
         """Let a request through, its address's token taken; or refuse it
-        (:class:`TokenRequestsThrottled`), taking nothing. ``issues_token``: a token
-        request, which the named client's budget must admit too; an introspection or
-        revocation request (False) spends its address's only. A refusal is audited
-        only if the request names a client, and it is its key's first in a while."""
+        (:class:`TokenRequestsThrottled`), taking nothing. A refusal is audited only if
+        the request names a client (``client_id``), and it is its address's first in a
+        while."""
         wait = self.refused.wait(source, now=now)
         if wait > 0:
-            audited = client_id is not None and self._report_due(self.refused, source, now)
+            audited = client_id is not None and self.refused.report_due(
+                source, now=now, every=THROTTLE_AUDIT_EVERY
+            )
             detail = "too many refused requests from this address"
             raise _throttled(detail, wait, "address", audited)
-        if issues_token and client_id is not None:
-            wait = self.issued.wait(client_id, now=now)
-            if wait > 0:
-                audited = self._report_due(self.issued, client_id, now)
-                raise _throttled("too many access tokens for this client", wait, "client", audited)
         self.refused.take(source, now=now)
-        issued_to = client_id if issues_token else None
-        return TokenAdmission(limits=self, client_id=issued_to, source=source)
-
-    @staticmethod
-    def _report_due(buckets: TokenBuckets[str], key: str, now: float) -> bool:
-        return buckets.report_due(key, now=now, every=THROTTLE_AUDIT_EVERY)
+        return TokenAdmission(limits=self, source=source)
 
 
 def _throttled(detail: str, wait: float, budget: str, audited: bool) -> TokenRequestsThrottled:
@@ -319,18 +312,27 @@ def _throttled(detail: str, wait: float, budget: str, audited: bool) -> TokenReq
     return TokenRequestsThrottled(detail, wait=wait, budget=budget, audited=audited)
 
 
-@dataclass(frozen=True)
+@dataclass
 class TokenAdmission:
     """A request :meth:`TokenLimits.admit` let through, until it is answered."""
 
     limits: TokenLimits
-    client_id: str | None  # a token request's client; None if no token is asked for
     source: str
+    client_id: str | None = None  # the authenticated client a token is issued to
+
+    def issuing(self, client_id: str, *, now: float) -> None:
+        """``client_id`` has authenticated and asks for a token: refuse it 429 if its
+        budget holds none. The refusal is the request's, audited with it (its scope
+        names the client), and keeps its address's token as any refusal does."""
+        wait = self.limits.issued.wait(client_id, now=now)
+        if wait > 0:
+            raise _throttled("too many access tokens for this client", wait, "client", True)
+        self.client_id = client_id
 
     def answered(self, *, now: float) -> None:
         """The request was answered: its address's token back. A token request's answer
-        is a token issued to the client it named (the one that authenticated), which
-        spends that client's budget."""
+        is a token issued to the client that authenticated, which spends that client's
+        budget."""
         self.limits.refused.give_back(self.source, now=now)
         if self.client_id is not None:
             self.limits.issued.take(self.client_id, now=now)

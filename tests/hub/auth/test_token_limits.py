@@ -7,7 +7,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from onceonly.hub.auth.exceptions import InvalidClient, TokenRequestsThrottled
-from onceonly.hub.auth.service import THROTTLE_AUDIT_EVERY, TokenLimits
+from onceonly.hub.auth.service import TokenLimits
 from onceonly.hub.config import Settings
 from onceonly.hub.kit.problems import DatabaseUnavailable
 
@@ -28,7 +28,10 @@ def limits(**changes: float) -> TokenLimits:
 
 
 def issue(limited: TokenLimits, client_id: str, *, source: str = OWNER, now: float = 0) -> None:
-    limited.admit(client_id=client_id, source=source, now=now).answered(now=now)
+    """A token request by ``client_id`` (authenticated), answered with a token."""
+    admission = limited.admit(client_id=client_id, source=source, now=now)
+    admission.issuing(client_id, now=now)
+    admission.answered(now=now)
 
 
 def refuse(limited: TokenLimits, client_id: str | None, *, source: str, now: float = 0) -> None:
@@ -40,8 +43,20 @@ def refuse(limited: TokenLimits, client_id: str | None, *, source: str, now: flo
 def throttled(
     limited: TokenLimits, client_id: str | None, *, source: str, now: float = 0
 ) -> TokenRequestsThrottled:
+    """A request refused by its address's budget, before anything is verified."""
     with pytest.raises(TokenRequestsThrottled) as refused:
         limited.admit(client_id=client_id, source=source, now=now)
+    return refused.value
+
+
+def over_budget(
+    limited: TokenLimits, client_id: str, *, source: str = OWNER, now: float = 0
+) -> TokenRequestsThrottled:
+    """A token request admitted, by a client that authenticated over its own budget."""
+    admission = limited.admit(client_id=client_id, source=source, now=now)
+    with pytest.raises(TokenRequestsThrottled) as refused:
+        admission.issuing(client_id, now=now)
+    admission.failed(refused.value, now=now)
     return refused.value
 
 
@@ -49,19 +64,34 @@ def test_a_client_past_its_burst_waits_for_its_budget_to_refill() -> None:
     limited = limits()
     for _ in range(BURST):
         issue(limited, "a")
-    refusal = throttled(limited, "a", source=OWNER)
+    refusal = over_budget(limited, "a")
     assert (refusal.budget, refusal.status, refusal.error) == ("client", 429, "slow_down")
     assert refusal.headers["Retry-After"] == "1"
     issue(limited, "a", now=1.0)
 
 
-def test_refusals_spend_nothing_so_a_flood_does_not_prolong_the_wait() -> None:
+def test_requests_that_name_a_client_never_reach_its_budget() -> None:
+    """Only a client that authenticated reads its budget: requests that name it and
+    fail, from anywhere, are refused as any other (a 429 for its budget would tell
+    them the client exists) and neither spend its budget nor prolong its wait."""
+    limited = limits(token_address_burst=100_000)
+    for _ in range(BURST):
+        issue(limited, "a")
+    for _ in range(1000):
+        refuse(limited, "a", source=ATTACKER, now=0.5)
+    assert over_budget(limited, "a", now=0.5).budget == "client"
+    issue(limited, "a", now=1.0)
+
+
+def test_a_client_over_its_budget_spends_its_addresss_budget() -> None:
+    """Its requests were verified before they were refused: their address pays for
+    them, as for any refusal, which bounds that work."""
     limited = limits()
     for _ in range(BURST):
         issue(limited, "a")
-    for _ in range(1000):  # the client itself, or anyone naming it, from anywhere
-        throttled(limited, "a", source=ATTACKER, now=0.5)
-    issue(limited, "a", now=1.0)
+    for _ in range(BURST):
+        assert over_budget(limited, "a").audited  # each the request's own, audited with it
+    assert throttled(limited, "a", source=OWNER).budget == "address"
 
 
 def test_failed_requests_naming_a_client_spend_only_their_addresss_budget() -> None:
@@ -105,17 +135,6 @@ def test_memory_is_bounded_whatever_the_addresses() -> None:
     assert len(limited.refused) == 100
 
 
-def test_one_refusal_per_client_a_minute_is_audited() -> None:
-    limited = limits()
-    for _ in range(BURST):
-        issue(limited, "a")
-    audited = [throttled(limited, "a", source=OWNER, now=0.1 * n).audited for n in range(5)]
-    assert audited == [True, False, False, False, False]
-    for _ in range(BURST):  # a minute later the budget is full again: spend it again
-        issue(limited, "a", now=THROTTLE_AUDIT_EVERY)
-    assert throttled(limited, "a", source=OWNER, now=THROTTLE_AUDIT_EVERY).audited
-
-
 def test_one_refusal_per_address_a_minute_is_audited_if_it_names_a_client() -> None:
     limited = limits()
     for _ in range(BURST):
@@ -141,7 +160,7 @@ def test_an_address_refusal_is_counted_under_its_budget() -> None:
 
 def holder_request(limited: TokenLimits, client_id: str | None, *, source: str) -> None:
     """An introspection or revocation request, admitted and answered."""
-    limited.admit(client_id=client_id, source=source, now=0, issues_token=False).answered(now=0)
+    limited.admit(client_id=client_id, source=source, now=0).answered(now=0)
 
 
 def test_introspection_and_revocation_spend_no_clients_budget() -> None:
@@ -150,16 +169,16 @@ def test_introspection_and_revocation_spend_no_clients_budget() -> None:
         issue(limited, "a")
     for _ in range(10 * BURST):  # admitted while its tokens are spent, and spending none
         holder_request(limited, "a", source=OWNER)
-    assert throttled(limited, "a", source=OWNER).budget == "client"
+    assert over_budget(limited, "a").budget == "client"
     assert len(limited.issued) == 1
 
 
 def test_introspection_and_revocation_share_the_addresss_budget_for_refusals() -> None:
     limited = limits()
     for _ in range(BURST):
-        admission = limited.admit(client_id="x", source=ATTACKER, now=0, issues_token=False)
+        admission = limited.admit(client_id="x", source=ATTACKER, now=0)
         admission.failed(InvalidClient("the client could not be authenticated"), now=0)
     with pytest.raises(TokenRequestsThrottled) as refused:
-        limited.admit(client_id="x", source=ATTACKER, now=0, issues_token=False)
+        limited.admit(client_id="x", source=ATTACKER, now=0)
     assert (refused.value.budget, refused.value.audited) == ("address", True)
     assert throttled(limited, "victim", source=ATTACKER).budget == "address"

@@ -1,7 +1,7 @@
 """The OAuth endpoints' rate limits on the wire (decision 0051, docs/protocol.md §2.9):
 429 ``slow_down`` with ``Retry-After``, a client's budget that nobody else can spend,
 an address's budget for its refused requests at the token, introspection and
-revocation endpoints, and one audit entry per client or address a minute. One hub
+revocation endpoints, and one audit entry per address a minute. One hub
 per database serves the module, on a clock the tests move; each test has its own
 client and its own loopback source addresses (127.0.0.N)."""
 
@@ -170,33 +170,43 @@ def test_forged_assertions_naming_a_client_leave_it_its_tokens(world: LimitWorld
         assert statuses([ask(world, owner, victim) for _ in range(BURST)]) == [200] * BURST
 
 
-def test_requests_naming_a_throttled_client_do_not_prolong_its_wait(world: LimitWorld) -> None:
+def test_a_throttled_client_is_told_so_only_once_it_has_authenticated(
+    world: LimitWorld,
+) -> None:
+    """A 429 for a client's budget would tell anyone that the client id exists: a
+    request that names a throttled client but cannot authenticate as it is refused 401,
+    as one naming a made-up id is, and neither spends the client's budget nor prolongs
+    its wait."""
     client, forger = registered(world), ECKey.generate_key("P-256", auto_kid=True)
+    made_up = Client(f"made-up-{uuid.uuid4().hex[:8]}", forger)
     with sender(next(SOURCES)) as owner:
         assert statuses([ask(world, owner, client) for _ in range(BURST)]) == [200] * BURST
         with sender(next(SOURCES)) as attacker:
-            # refused before the assertion is read: 429, not 401, and at no one's expense
-            flood = [ask(world, attacker, client, key=forger) for _ in range(20)]
-            assert statuses(flood) == [429] * 20
-            world.clock.advance(1)
-            assert ask(world, owner, client).status_code == 200
-            # nor at the attacker's: its address has its whole budget for other refusals
-            other = registered(world)
-            answers = [ask(world, attacker, other, key=forger) for _ in range(BURST + 1)]
-            assert statuses(answers) == [401] * BURST + [429]
+            forged = ask(world, attacker, client, key=forger)
+            unknown = ask(world, attacker, made_up)
+        assert statuses([forged, unknown]) == [401, 401]
+        assert forged.json() == unknown.json()
+        assert_slow_down(ask(world, owner, client))
+        world.clock.advance(1)
+        assert ask(world, owner, client).status_code == 200
 
 
-def test_a_flood_of_refusals_is_audited_once_a_minute_and_counted_in_full(
+def test_a_clients_refusals_are_audited_each_and_its_addresss_once_a_minute(
     world: LimitWorld,
 ) -> None:
+    """A client over its budget is refused after it authenticated, in its request's own
+    audit entry; each such refusal spends its address's budget (it was verified), and
+    once that is spent too, the address's refusals are audited once a minute."""
     client = registered(world)
     with sender(next(SOURCES)) as http:
         assert statuses([ask(world, http, client) for _ in range(BURST)]) == [200] * BURST
-        before = throttled_count(world, "client")
+        before = throttled_count(world, "client"), throttled_count(world, "address")
         with added_audit_entries(world.hub, action="token.issue") as entries:
             assert statuses([ask(world, http, client) for _ in range(10)]) == [429] * 10
-        assert [entry["reason"] for entry in entries] == ["oauth-slow-down"]
-        assert throttled_count(world, "client") == before + 10
+        assert [entry["reason"] for entry in entries] == ["oauth-slow-down"] * (BURST + 1)
+        assert {entry["client"] for entry in entries} == {client.client_id}
+        after = throttled_count(world, "client"), throttled_count(world, "address")
+        assert after == (before[0] + BURST, before[1] + 10 - BURST)
         world.clock.advance(60)
         assert statuses([ask(world, http, client) for _ in range(BURST)]) == [200] * BURST
         refused = ask(world, http, client)
