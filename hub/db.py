@@ -114,6 +114,14 @@ def _reset_sqlite(dbapi_connection: Any, record: Any, state: Any) -> None:
 # driver thread and four PRAGMAs, on PostgreSQL a login), which cost more CPU than
 # the exchange's own reads.
 POOL_SIZE, MAX_OVERFLOW = 20, 20
+# The group-commit writers' own pool (the audit writer's and the single-use register's;
+# decision 0056). A request may hold a pooled connection while it waits for a group
+# commit (the token endpoint reads the client, then spends the assertion's jti): were
+# the writers to take their connections from the same pool, forty such requests would
+# hold all of it while the commit they wait for waits for a connection, until the pool's
+# timeout failed them all, and every other request with them. Each writer commits one
+# batch at a time; the overflow is for their probes and a commit under way beside them.
+WRITERS_POOL_SIZE, WRITERS_MAX_OVERFLOW = 2, 2
 # How long a request waits for a pooled connection when all of them are taken
 # (SQLAlchemy's default: 30 s). Longer than the SDK's own timeout (10 s), the 503
 # would reach a client that has left, and the hub would still do the work after it.
@@ -168,12 +176,18 @@ def _make_folder_for(url: str) -> None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
 
 
-def make_engine(url: str) -> AsyncEngine:
+def make_engine(
+    url: str, *, pool_size: int | None = None, max_overflow: int | None = None
+) -> AsyncEngine:
+    """The engine for ``url``; its pool keeps ``pool_size`` connections (POOL_SIZE
+    unless given) and opens up to ``max_overflow`` more (MAX_OVERFLOW)."""
+    pool_size = POOL_SIZE if pool_size is None else pool_size
+    max_overflow = MAX_OVERFLOW if max_overflow is None else max_overflow
     if make_url(url).get_backend_name() == "sqlite":
         path = make_url(url).database
         _make_folder_for(url)
         on_file = bool(path) and path != ":memory:"  # in memory: one static connection
-        sized = {"pool_size": POOL_SIZE, "max_overflow": MAX_OVERFLOW} if on_file else {}
+        sized = {"pool_size": pool_size, "max_overflow": max_overflow} if on_file else {}
         engine = create_async_engine(
             async_url(url), hide_parameters=True, pool_reset_on_return=None, **sized
         )
@@ -183,8 +197,8 @@ def make_engine(url: str) -> AsyncEngine:
         return engine
     engine = create_async_engine(
         async_url(url),
-        pool_size=POOL_SIZE,
-        max_overflow=MAX_OVERFLOW,
+        pool_size=pool_size,
+        max_overflow=max_overflow,
         pool_timeout=POOL_TIMEOUT,
         connect_args=postgres_connect_args(url),
         hide_parameters=True,  # an error message must not carry a subject or a token hash
@@ -194,6 +208,18 @@ def make_engine(url: str) -> AsyncEngine:
     for name, listener in _first_statement_listeners(engine.dialect).items():
         event.listen(engine.sync_engine, name, listener)
     return engine
+
+
+def writers_engine(engine: AsyncEngine, url: str) -> AsyncEngine:
+    """The group-commit writers' engine beside ``engine`` (``url``'s): a pool of their
+    own (see WRITERS_POOL_SIZE above), or ``engine`` itself for an SQLite database that
+    another engine would not share (in memory, or a URI with parameters)."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and (
+        parsed.database in (None, "", ":memory:") or parsed.query
+    ):
+        return engine
+    return make_engine(url, pool_size=WRITERS_POOL_SIZE, max_overflow=WRITERS_MAX_OVERFLOW)
 
 
 # --- a pooled PostgreSQL connection is checked before it is handed out ------------------

@@ -32,7 +32,7 @@ from onceonly.hub.audit.service import AuditLog
 from onceonly.hub.auth.jti_register import JtiRegister
 from onceonly.hub.auth.service import TokenLimits
 from onceonly.hub.config import Settings
-from onceonly.hub.db import make_engine, session_factory
+from onceonly.hub.db import make_engine, session_factory, writers_engine
 from onceonly.hub.events.delivery import Deliverer
 from onceonly.hub.keys import HubKeys
 from onceonly.hub.kit.clock import Clock
@@ -102,6 +102,9 @@ async def running(settings: Settings, *, keys: HubKeys | None, clock: Clock) -> 
     async with AsyncExitStack() as stack:
         engine = make_engine(settings.resolved_database_url)
         stack.push_async_callback(engine.dispose)
+        writers = writers_engine(engine, settings.resolved_database_url)
+        if writers is not engine:
+            stack.push_async_callback(writers.dispose)
         keys = keys or HubKeys.load(
             settings.keys_dir,
             create=not settings.is_production,
@@ -124,7 +127,13 @@ async def running(settings: Settings, *, keys: HubKeys | None, clock: Clock) -> 
             read_engine = make_engine(settings.read_database_url)
             stack.push_async_callback(read_engine.dispose)
         hub = _assemble(
-            settings, keys=keys, clock=clock, engine=engine, read_engine=read_engine, http=http
+            settings,
+            keys=keys,
+            clock=clock,
+            engine=engine,
+            writers=writers,
+            read_engine=read_engine,
+            http=http,
         )
         await start_all(
             stack,
@@ -146,12 +155,15 @@ def _assemble(
     keys: HubKeys,
     clock: Clock,
     engine: AsyncEngine,
+    writers: AsyncEngine,
     read_engine: AsyncEngine,
     http: httpx.AsyncClient,
 ) -> Hub:
     metrics = EntryMetrics(LabelGuard(partial(_metric_vocabulary, engine, settings)))
+    # The group-commit writers on a pool of their own (decision 0056): a request that
+    # holds a connection while it waits for their commit never starves them.
     audit_log = AuditLog(
-        engine,
+        writers,
         batch_size=settings.audit_batch_size,
         probe_interval=settings.audit_probe_interval,
         clock=clock,
@@ -172,7 +184,7 @@ def _assemble(
         read_sessions=session_factory(read_engine),
         http=http,
         audit_log=audit_log,
-        jti_register=JtiRegister(engine, clock=clock),
+        jti_register=JtiRegister(writers, clock=clock),
         token_limits=TokenLimits(settings),
         checkpointer=Checkpointer(
             engine, signer=signer, interval=settings.checkpoint_interval, clock=clock
