@@ -26,10 +26,10 @@ from joserfc.jwk import ECKey, OKPKey, RSAKey
 from onceonly.hub.kit import base64url, es256
 from onceonly.hub.kit.fair_lru import FairLru
 from onceonly.hub.kit.jws import MAX_JWT_BYTES, peek_header_and_claims
+from onceonly.hub.registry.jwks import check_rsa_key
 
 PROOF_TYPE = "dpop+jwt"
 ALGORITHMS = ("ES256", "Ed25519", "EdDSA", "PS256")
-MIN_RSA_BITS = 2048
 _PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
 _KEY_KINDS: dict[str, tuple[str, str | None]] = {
     "ES256": ("EC", "P-256"),
@@ -187,7 +187,12 @@ def _ec_verifier(key: ProofKey) -> ec.EllipticCurvePublicKey | None:
 
 
 def _proof_jwk(header: dict[str, Any]) -> str:
-    """The text of the proof's public ``jwk`` (members sorted), of the kind its alg needs."""
+    """The text of the proof's public ``jwk`` (members sorted), of the kind its alg needs.
+
+    An RSA key is one the hub verifies with (``registry.jwks.check_rsa_key``: ``e`` is
+    65537, ``n`` has 2048 to 4096 bits), read on its members before it is imported or
+    any signature is checked: a large ``e`` made each check of a proof that anyone
+    can send cost milliseconds (decision 0009)."""
     jwk = header.get("jwk")
     if not isinstance(jwk, dict):
         raise ProofError("the DPoP proof has no jwk header")
@@ -196,6 +201,11 @@ def _proof_jwk(header: dict[str, Any]) -> str:
     kty, crv = _KEY_KINDS[header["alg"]]
     if jwk.get("kty") != kty or (crv is not None and jwk.get("crv") != crv):
         raise ProofError(f"alg {header['alg']} needs a {kty} {crv or ''} key".replace("  ", " "))
+    if kty == "RSA":
+        try:
+            check_rsa_key(jwk)
+        except ValueError as error:
+            raise ProofError(f"the DPoP proof's jwk is not a valid public key: {error}") from None
     return _SORTED_JSON(jwk)
 
 
@@ -212,10 +222,7 @@ def _import_key(jwk: dict[str, Any]) -> ProofKey:
         return ECKey.import_key(jwk)
     if jwk["kty"] == "OKP":
         return OKPKey.import_key(jwk)
-    n = base64url.decode(jwk["n"])
-    if int.from_bytes(n, "big").bit_length() < MIN_RSA_BITS:
-        raise ValueError("RSA key too small")
-    return RSAKey.import_key(jwk)
+    return RSAKey.import_key(jwk)  # checked by _proof_jwk
 
 
 def _thumbprint(key: ProofKey) -> str:
