@@ -318,28 +318,34 @@ class TokenAdmission:
 
     limits: TokenLimits
     source: str
-    client_id: str | None = None  # the authenticated client a token is issued to
+    client_id: str | None = None  # the authenticated client that spent a token of its budget
 
     def issuing(self, client_id: str, *, now: float) -> None:
-        """``client_id`` has authenticated and asks for a token: refuse it 429 if its
-        budget holds none. The refusal is the request's, audited with it (its scope
-        names the client), and keeps its address's token as any refusal does."""
+        """``client_id`` has authenticated and asks for a token: spend one of its
+        budget now, or refuse it 429 if the budget holds none. Spent here, before the
+        token is made, with nothing awaited between the check and the spend, so that
+        requests in flight together cannot all find the same token; given back if the
+        request is not answered after all. Only a client that has authenticated gets
+        here, so only its own requests can hold its budget. The refusal is the
+        request's, audited with it (its scope names the client), and keeps its
+        address's token as any refusal does."""
         wait = self.limits.issued.wait(client_id, now=now)
         if wait > 0:
             raise _throttled("too many access tokens for this client", wait, "client", True)
+        self.limits.issued.take(client_id, now=now)
         self.client_id = client_id
 
     def answered(self, *, now: float) -> None:
-        """The request was answered: its address's token back. A token request's answer
-        is a token issued to the client that authenticated, which spends that client's
-        budget."""
+        """The request was answered: its address's token back (a token request's
+        client spent its own when it was issuing)."""
         self.limits.refused.give_back(self.source, now=now)
-        if self.client_id is not None:
-            self.limits.issued.take(self.client_id, now=now)
 
     def failed(self, error: BaseException, *, now: float) -> None:
-        """The request was not answered: a refusal (4xx) keeps the address's token; the
-        hub's own failure (5xx, anything unexpected) gives it back."""
+        """The request was not answered: the client's token back if it took one (no
+        token was issued); a refusal (4xx) keeps the address's token, the hub's own
+        failure (5xx, anything unexpected) gives it back."""
+        if self.client_id is not None:
+            self.limits.issued.give_back(self.client_id, now=now)
         if not (isinstance(error, HubError) and error.status < 500):
             self.limits.refused.give_back(self.source, now=now)
 

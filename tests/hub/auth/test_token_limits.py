@@ -6,7 +6,12 @@ import asyncio
 import pytest
 from prometheus_client import REGISTRY
 
-from onceonly.hub.auth.exceptions import InvalidClient, TokenRequestsThrottled
+from onceonly.hub.audit.exceptions import AuditUnavailable
+from onceonly.hub.auth.exceptions import (
+    InvalidClient,
+    InvalidDpopProofGrant,
+    TokenRequestsThrottled,
+)
 from onceonly.hub.auth.service import TokenLimits
 from onceonly.hub.config import Settings
 from onceonly.hub.kit.problems import DatabaseUnavailable
@@ -101,6 +106,43 @@ def test_failed_requests_naming_a_client_spend_only_their_addresss_budget() -> N
     assert throttled(limited, "victim", source=ATTACKER).budget == "address"
     for _ in range(BURST):
         issue(limited, "victim", source=OWNER)
+
+
+def test_token_requests_in_flight_together_get_no_more_than_the_budget() -> None:
+    """Thirty requests admitted at once, all authenticated before any is answered:
+    each spends its token as it is issuing, so only BURST find one."""
+    limited = limits(token_address_burst=1000)
+    admissions = [limited.admit(client_id="a", source=OWNER, now=0) for _ in range(30)]
+    issuing, refused = [], 0
+    for admission in admissions:
+        try:
+            admission.issuing("a", now=0)
+        except TokenRequestsThrottled as refusal:
+            admission.failed(refusal, now=0)
+            refused += 1
+        else:
+            issuing.append(admission)
+    for admission in issuing:
+        admission.answered(now=0.05)
+    assert (len(issuing), refused) == (BURST, 30 - BURST)
+    assert over_budget(limited, "a", now=0.5).budget == "client"
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [InvalidDpopProofGrant("the DPoP proof was used before"), AuditUnavailable("full")],
+)
+def test_a_token_not_issued_after_all_gives_the_clients_token_back(
+    failure: BaseException,
+) -> None:
+    limited = limits(token_address_burst=1000)
+    for _ in range(10 * BURST):
+        admission = limited.admit(client_id="a", source=OWNER, now=0)
+        admission.issuing("a", now=0)
+        admission.failed(failure, now=0)
+    for _ in range(BURST):
+        issue(limited, "a")
+    assert over_budget(limited, "a").budget == "client"
 
 
 def test_a_token_issued_gives_the_addresss_token_back() -> None:

@@ -5,6 +5,7 @@ revocation endpoints, and one audit entry per address a minute. One hub
 per database serves the module, on a clock the tests move; each test has its own
 client and its own loopback source addresses (127.0.0.N)."""
 
+import asyncio
 import itertools
 import uuid
 from collections.abc import Iterator
@@ -97,6 +98,13 @@ def ask(
     """A request by ``client`` to ``endpoint`` (a token request by default; the others
     ask about a token that is not one), its assertion signed by ``key`` (default: its
     own)."""
+    form = request_form(world, client, key=key, endpoint=endpoint)
+    return http.post(f"{world.hub.url}{endpoint}", data=form)
+
+
+def request_form(
+    world: LimitWorld, client: Client, *, key: ECKey | None = None, endpoint: str = TOKEN
+) -> dict[str, str]:
     now = int(world.clock.time())
     claims = {
         "iss": client.client_id,
@@ -112,7 +120,7 @@ def ask(
         form["grant_type"] = "client_credentials"
     else:
         form["token"] = "not-a-token"  # answered 200 all the same (RFC 7662 §2.2, RFC 7009 §2.2)
-    return http.post(f"{world.hub.url}{endpoint}", data=form)
+    return form
 
 
 def statuses(answers: list[httpx.Response]) -> list[int]:
@@ -214,6 +222,48 @@ def test_a_clients_refusals_are_audited_each_and_its_addresss_once_a_minute(
         assert audit_entry_for(world.hub, refused, action="token.issue")["reason"] == (
             "oauth-slow-down"
         )
+
+
+IN_FLIGHT = 30
+
+
+@pytest.fixture(scope="module", params=DATABASES)
+def crowd(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LimitWorld]:
+    """A hub whose address budget leaves room for IN_FLIGHT requests at once; the
+    client's budget is BURST, and the clock stands still (nothing refills)."""
+    clock = ManualClock()
+    with running_hub(
+        database_url=module_database(request, tmp_path_factory, catalogued=True),
+        data_dir=tmp_path_factory.mktemp("hub"),
+        clock=clock,
+        require_dpop=False,
+        token_client_burst=BURST,
+        token_client_per_minute=60,
+        token_address_burst=10 * IN_FLIGHT,
+        token_address_per_minute=60,
+    ) as hub:
+        yield LimitWorld(hub=hub, clock=clock)
+
+
+def test_token_requests_sent_at_once_get_no_more_tokens_than_the_budget(
+    crowd: LimitWorld,
+) -> None:
+    """Before: the budget was only read when a request came in and spent once its token
+    was issued, so every request in flight while one token was left got a token."""
+    client = registered(crowd)
+
+    async def all_at_once() -> list[httpx.Response]:
+        limits = httpx.Limits(max_connections=IN_FLIGHT)
+        async with httpx.AsyncClient(limits=limits, timeout=60) as http:
+            url = f"{crowd.hub.url}{TOKEN}"
+            forms = [request_form(crowd, client) for _ in range(IN_FLIGHT)]
+            return list(await asyncio.gather(*(http.post(url, data=form) for form in forms)))
+
+    answers = asyncio.run(all_at_once())
+    assert sorted(statuses(answers)) == [200] * BURST + [429] * (IN_FLIGHT - BURST)
+    assert_slow_down(next(answer for answer in answers if answer.status_code == 429))
 
 
 def test_junk_from_one_address_is_refused_cheaply_and_not_audited(world: LimitWorld) -> None:
