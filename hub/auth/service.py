@@ -10,6 +10,7 @@ revocation, metadata, and a client's own keys.
   department's tokens only.
 """
 
+import ipaddress
 import math
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -253,9 +254,13 @@ def dpop_nonce_header(settings: Settings, keys: HubKeys, *, clock: Clock) -> dic
 # --- the OAuth endpoints' rate limits (decision 0051) ----------------------------------
 
 
-# One audited refusal per client, and per address, in this many seconds; the metric
-# counts every one.
+# One audited refusal per address in this many seconds; the metric counts every one.
 THROTTLE_AUDIT_EVERY = 60.0
+# An IPv6 source counts as its /64 (people.service.source_of: one host), and its /56
+# (a home or small site) and /48 (a site) have budgets of their own, these many times
+# an address's: a /48, which a tunnel broker hands out for free, has 16 times the
+# budget of one IPv4 address for its refused requests, not 65,536 times.
+IPV6_NETWORK_SHARES = {56: 4, 48: 16}
 _THROTTLED = {budget: TOKEN_REQUESTS_THROTTLED.labels(budget) for budget in ("client", "address")}
 
 
@@ -272,7 +277,8 @@ class TokenLimits:
       introspection and revocation endpoints, which all verify a client assertion:
       every request spends one before it is read further, and gets it back unless it
       is refused (4xx). Junk, unknown clients, failed authentications and a client's
-      requests over its own budget cost their sender only.
+      requests over its own budget cost their sender only. An IPv6 source spends one
+      of its /56's and its /48's budgets too (``networks``, IPV6_NETWORK_SHARES).
 
     A refusal for an address's budget (429) spends nothing, so refusals cannot prolong
     themselves; a client's own budget refills however often anyone names it.
@@ -285,26 +291,54 @@ class TokenLimits:
             per_second=settings.token_client_per_minute / 60,
             max_keys=keys,
         )
+        burst, per_second = settings.token_address_burst, settings.token_address_per_minute / 60
         self.refused: TokenBuckets[str] = TokenBuckets(
-            capacity=settings.token_address_burst,
-            per_second=settings.token_address_per_minute / 60,
-            max_keys=keys,
+            capacity=burst, per_second=per_second, max_keys=keys
         )
+        self.networks: dict[int, TokenBuckets[str]] = {
+            prefix: TokenBuckets(
+                capacity=burst * share, per_second=per_second * share, max_keys=keys
+            )
+            for prefix, share in IPV6_NETWORK_SHARES.items()
+        }
 
     def admit(self, *, client_id: str | None, source: str, now: float) -> "TokenAdmission":
-        """Let a request through, its address's token taken; or refuse it
-        (:class:`TokenRequestsThrottled`), taking nothing. A refusal is audited only if
-        the request names a client (``client_id``), and it is its address's first in a
-        while."""
-        wait = self.refused.wait(source, now=now)
-        if wait > 0:
-            audited = client_id is not None and self.refused.report_due(
-                source, now=now, every=THROTTLE_AUDIT_EVERY
-            )
-            detail = "too many refused requests from this address"
-            raise _throttled(detail, wait, "address", audited)
-        self.refused.take(source, now=now)
-        return TokenAdmission(limits=self, source=source)
+        """Let a request through, its address's token taken (and its networks', for
+        IPv6); or refuse it (:class:`TokenRequestsThrottled`), taking nothing. A
+        refusal is audited only if the request names a client (``client_id``), and it
+        is the first in a while under the budget that refused it."""
+        budgets = self._address_budgets(source)
+        for buckets, key, where in budgets:
+            wait = buckets.wait(key, now=now)
+            if wait > 0:
+                audited = client_id is not None and buckets.report_due(
+                    key, now=now, every=THROTTLE_AUDIT_EVERY
+                )
+                detail = (
+                    f"too many refused requests from {where}"
+                    if key in buckets
+                    else "too many sources of refused requests at once"  # no room for it
+                )
+                raise _throttled(detail, wait, "address", audited)
+        for buckets, key, _ in budgets:
+            buckets.take(key, now=now)
+        spent = tuple((buckets, key) for buckets, key, _ in budgets)
+        return TokenAdmission(limits=self, spent=spent)
+
+    def _address_budgets(self, source: str) -> list[tuple[TokenBuckets[str], str, str]]:
+        """The budgets a request from ``source`` (``people.service.source_of``) spends:
+        its address's, and for an IPv6 /64 its /56's and its /48's."""
+        budgets = [(self.refused, source, "this address")]
+        try:
+            network = ipaddress.ip_network(source)
+        except ValueError:
+            return budgets
+        if network.version == 6 and network.prefixlen == 64:
+            budgets += [
+                (buckets, str(network.supernet(new_prefix=prefix)), f"this address's /{prefix}")
+                for prefix, buckets in self.networks.items()
+            ]
+        return budgets
 
 
 def _throttled(detail: str, wait: float, budget: str, audited: bool) -> TokenRequestsThrottled:
@@ -317,7 +351,7 @@ class TokenAdmission:
     """A request :meth:`TokenLimits.admit` let through, until it is answered."""
 
     limits: TokenLimits
-    source: str
+    spent: tuple[tuple[TokenBuckets[str], str], ...]  # the address's budgets, and keys
     client_id: str | None = None  # the authenticated client that spent a token of its budget
 
     def issuing(self, client_id: str, *, now: float) -> None:
@@ -336,9 +370,9 @@ class TokenAdmission:
         self.client_id = client_id
 
     def answered(self, *, now: float) -> None:
-        """The request was answered: its address's token back (a token request's
+        """The request was answered: its address's tokens back (a token request's
         client spent its own when it was issuing)."""
-        self.limits.refused.give_back(self.source, now=now)
+        self._give_back_address(now)
 
     def failed(self, error: BaseException, *, now: float) -> None:
         """The request was not answered: the client's token back if it took one (no
@@ -347,7 +381,11 @@ class TokenAdmission:
         if self.client_id is not None:
             self.limits.issued.give_back(self.client_id, now=now)
         if not (isinstance(error, HubError) and error.status < 500):
-            self.limits.refused.give_back(self.source, now=now)
+            self._give_back_address(now)
+
+    def _give_back_address(self, now: float) -> None:
+        for buckets, key in self.spent:
+            buckets.give_back(key, now=now)
 
 
 async def note_registered_client(

@@ -6,10 +6,15 @@ how long a request under a key must wait for one token, without making a bucket:
 asking about a million made-up keys keeps nothing. :meth:`take` spends a token (and
 makes the bucket), :meth:`give_back` returns one.
 
-At most ``max_keys`` buckets are kept; past that, the least recently used goes. A
-bucket that goes is a full bucket again: the bound can make the limit forget, never
-refuse more. Every operation is O(1). There is no lock: one event loop (or one thread)
-uses it. Time is given by the caller (``now``, seconds on a monotonic clock).
+At most ``max_keys`` buckets are kept. A bucket that has refilled is the same as no
+bucket, and only such a bucket goes to make room for a new key: the least recently
+used that has refilled, looked for among the least recently used few (those that have
+not are moved behind, to be looked at again later). The bound never makes the limit
+forget a spent bucket. When no bucket can go, a new key waits (:meth:`wait` says how
+long) until one has refilled: the bound can refuse new keys for a while, never hand a
+key that spent its tokens a full bucket again. Every operation is O(1). There is no
+lock: one event loop (or one thread) uses it. Time is given by the caller (``now``,
+seconds on a monotonic clock).
 """
 
 import math
@@ -18,6 +23,10 @@ from collections.abc import Hashable
 from typing import Generic, TypeVar
 
 K = TypeVar("K", bound=Hashable)
+
+# A new key looks at this many of the least recently used buckets for one that has
+# refilled (and can go): a bounded cost however full the table is.
+_LOOK_AT = 8
 
 
 class _Bucket:
@@ -41,7 +50,7 @@ class TokenBuckets(Generic[K]):
         assert buckets.wait("b", now=0.0) == 0.0  # and "b" is still kept nowhere
     """
 
-    __slots__ = ("_buckets", "_capacity", "_max_keys", "_per_second")
+    __slots__ = ("_buckets", "_capacity", "_max_keys", "_per_second", "_unkept_reported")
 
     def __init__(self, *, capacity: float, per_second: float, max_keys: int) -> None:
         if capacity < 1 or per_second <= 0 or max_keys < 1:
@@ -50,22 +59,34 @@ class TokenBuckets(Generic[K]):
         self._per_second = float(per_second)
         self._max_keys = max_keys
         self._buckets: OrderedDict[K, _Bucket] = OrderedDict()
+        self._unkept_reported: float | None = None  # a refusal for want of room, reported
 
     def __len__(self) -> int:
         return len(self._buckets)
 
+    def __contains__(self, key: object) -> bool:
+        return key in self._buckets
+
     def wait(self, key: K, *, now: float) -> float:
-        """Seconds until ``key``'s bucket holds a whole token; 0.0 when it holds one."""
+        """Seconds until ``key``'s bucket holds a whole token; 0.0 when it holds one.
+        A key with no bucket waits only when there is no room for one: until a bucket
+        has refilled (an estimate)."""
         bucket = self._refilled(key, now)
-        if bucket is None or bucket.tokens >= 1:
+        if bucket is None:
+            return self._room(now)
+        if bucket.tokens >= 1:
             return 0.0
         return (1 - bucket.tokens) / self._per_second
 
     def take(self, key: K, *, now: float) -> None:
-        """Spend a token of ``key``'s bucket; an empty bucket stays at 0 (no debt)."""
+        """Spend a token of ``key``'s bucket; an empty bucket stays at 0 (no debt). A
+        key with no bucket needs room for one: :meth:`wait` said 0.0 for it (at the
+        same ``now``, with no call between), else :class:`OverflowError`."""
         bucket = self._refilled(key, now)
         if bucket is None:
-            bucket = self._kept(key, now)
+            if self._room(now) > 0:
+                raise OverflowError("no room for another key: ask wait() first")
+            bucket = self._buckets[key] = _Bucket(self._capacity, now)
         bucket.tokens = max(0.0, bucket.tokens - 1)
 
     def give_back(self, key: K, *, now: float) -> None:
@@ -76,11 +97,16 @@ class TokenBuckets(Generic[K]):
 
     def report_due(self, key: K, *, now: float, every: float) -> bool:
         """Whether a refusal under ``key`` is the first in ``every`` seconds (and so is
-        to be reported: the others are only counted). False for a key with no bucket."""
+        to be reported: the others are only counted). The keys refused for want of room
+        (with no bucket) are reported together: the first of them in ``every``."""
         bucket = self._buckets.get(key)
-        if bucket is None or (bucket.reported is not None and now - bucket.reported < every):
+        last = self._unkept_reported if bucket is None else bucket.reported
+        if last is not None and now - last < every:
             return False
-        bucket.reported = now
+        if bucket is None:
+            self._unkept_reported = now
+        else:
+            bucket.reported = now
         return True
 
     def _refilled(self, key: K, now: float) -> _Bucket | None:
@@ -88,16 +114,29 @@ class TokenBuckets(Generic[K]):
         if bucket is None:
             return None
         self._buckets.move_to_end(key)
-        elapsed = max(0.0, now - bucket.updated)  # a clock that stepped back refills nothing
-        bucket.tokens = min(self._capacity, bucket.tokens + elapsed * self._per_second)
+        bucket.tokens = self._tokens_at(bucket, now)
         bucket.updated = now
         return bucket
 
-    def _kept(self, key: K, now: float) -> _Bucket:
-        if len(self._buckets) >= self._max_keys:
-            self._buckets.popitem(last=False)
-        bucket = self._buckets[key] = _Bucket(self._capacity, now)
-        return bucket
+    def _tokens_at(self, bucket: _Bucket, now: float) -> float:
+        elapsed = max(0.0, now - bucket.updated)  # a clock that stepped back refills nothing
+        return min(self._capacity, bucket.tokens + elapsed * self._per_second)
+
+    def _room(self, now: float) -> float:
+        """0.0 if there is room for a new bucket, making it by letting a refilled one
+        go; else the seconds until the soonest of those looked at has refilled."""
+        if len(self._buckets) < self._max_keys:
+            return 0.0
+        soonest = math.inf
+        for _ in range(min(_LOOK_AT, len(self._buckets))):
+            key, bucket = next(iter(self._buckets.items()))
+            missing = self._capacity - self._tokens_at(bucket, now)
+            if missing <= 0:
+                del self._buckets[key]  # full: it carries nothing
+                return 0.0
+            self._buckets.move_to_end(key)  # looked at later again, after the others
+            soonest = min(soonest, missing / self._per_second)
+        return soonest
 
 
 def retry_after(wait: float) -> int:

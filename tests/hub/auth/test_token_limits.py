@@ -2,6 +2,7 @@
 rules over HTTP, on both databases: test_token_rate_limits.py."""
 
 import asyncio
+import ipaddress
 
 import pytest
 from prometheus_client import REGISTRY
@@ -12,9 +13,10 @@ from onceonly.hub.auth.exceptions import (
     InvalidDpopProofGrant,
     TokenRequestsThrottled,
 )
-from onceonly.hub.auth.service import TokenLimits
+from onceonly.hub.auth.service import IPV6_NETWORK_SHARES, TokenLimits
 from onceonly.hub.config import Settings
 from onceonly.hub.kit.problems import DatabaseUnavailable
+from onceonly.hub.people.service import source_of
 
 BURST = 3  # of both budgets; one token back a second
 OWNER, ATTACKER = "10.0.0.1", "10.0.0.66"
@@ -43,6 +45,15 @@ def refuse(limited: TokenLimits, client_id: str | None, *, source: str, now: flo
     """A request that is admitted and then refused (a forged assertion, say)."""
     admission = limited.admit(client_id=client_id, source=source, now=now)
     admission.failed(InvalidClient("the client could not be authenticated"), now=now)
+
+
+def admitted(limited: TokenLimits, *, source: str, now: float = 0) -> bool:
+    """Whether a request from ``source`` is let through (and then refused, 401)."""
+    try:
+        refuse(limited, "x", source=source, now=now)
+    except TokenRequestsThrottled:
+        return False
+    return True
 
 
 def throttled(
@@ -172,9 +183,69 @@ def test_made_up_client_ids_are_kept_nowhere() -> None:
 
 def test_memory_is_bounded_whatever_the_addresses() -> None:
     limited = limits(token_limit_keys=100)
-    for n in range(5_000):
-        refuse(limited, None, source=f"10.1.{n // 256}.{n % 256}")
+    sources = [f"10.1.{n // 256}.{n % 256}" for n in range(5_000)]
+    assert sum(admitted(limited, source=source) for source in sources) == 100
     assert len(limited.refused) == 100
+
+
+def test_drained_addresses_are_never_forgotten_to_make_room() -> None:
+    """Before: 10,000 other addresses (here 100) made the least recently used go, and a
+    drained address came back with a full budget."""
+    limited = limits(token_limit_keys=100)
+    for _ in range(BURST):
+        refuse(limited, None, source=ATTACKER)
+    others = [admitted(limited, source=f"10.2.{n // 256}.{n % 256}") for n in range(500)]
+    assert (others.count(True), len(limited.refused)) == (99, 100)
+    assert throttled(limited, None, source=ATTACKER).budget == "address"
+    refusal = throttled(limited, None, source="10.3.0.1")  # no room for a new address
+    assert refusal.detail.startswith("too many sources of refused requests at once")
+    assert admitted(limited, source="10.3.0.1", now=1.0)  # one has refilled, and went
+
+
+def ipv6_sources(network: str, *, count: int, step_bits: int) -> list[str]:
+    """``count`` sources (/64s) in ``network``, ``2 ** step_bits`` /64s apart."""
+    base = ipaddress.ip_network(network)
+    return [source_of(str(base[(n << step_bits << 64) + 1])) for n in range(count)]
+
+
+@pytest.mark.parametrize(
+    ("step_bits", "network", "share"),
+    [(8, "2001:db8:1::/48", IPV6_NETWORK_SHARES[48]), (0, "2001:db8:2::/56", 4)],
+)
+def test_an_ipv6_network_has_one_budget_for_all_its_64s(
+    step_bits: int, network: str, share: int
+) -> None:
+    """Before: each of a /48's 65,536 /64s had a whole budget of its own."""
+    sources = ipv6_sources(network, count=256, step_bits=step_bits)
+    limited = limits()
+    assert sum(admitted(limited, source=source) for source in sources) == share * BURST
+    refusal = throttled(limited, None, source=sources[-1])
+    assert refusal.detail.startswith(
+        f"too many refused requests from this address's /{network[-2:]}"
+    )
+    assert admitted(limited, source=source_of("2001:db8:3::1"))  # another /48
+
+
+def test_an_ipv6_64_has_an_addresss_budget() -> None:
+    limited = limits()
+    source = source_of("2001:db8:4::1")
+    assert [admitted(limited, source=source) for _ in range(BURST + 1)] == [True] * BURST + [False]
+
+
+def test_answered_ipv6_requests_give_their_networks_tokens_back() -> None:
+    limited = limits()
+    for source in ipv6_sources("2001:db8:5::/48", count=100, step_bits=8):
+        issue(limited, "a", source=source, now=0)
+        limited.issued.give_back("a", now=0)  # keep the client within its own budget
+    for source in ipv6_sources("2001:db8:5::/48", count=3, step_bits=9):
+        assert admitted(limited, source=source)
+
+
+def test_memory_is_bounded_whatever_the_ipv6_networks() -> None:
+    limited = limits(token_limit_keys=100)
+    for n in range(2_000):
+        admitted(limited, source=source_of(f"2001:db8:{n}::1"))  # a /48 each
+    assert [len(limited.refused), *map(len, limited.networks.values())] == [100, 100, 100]
 
 
 def test_one_refusal_per_address_a_minute_is_audited_if_it_names_a_client() -> None:
