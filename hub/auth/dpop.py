@@ -9,7 +9,7 @@ within the window (11), and ``ath`` when an access token is presented (12). The
 The keys of proofs are kept, so that a client's key is imported once per process and
 not on each of its requests; only keys that an access token is bound to are kept, each
 under that token's client, as the caller verified the token (:class:`PresentedToken`,
-decision 0050).
+decision 0050), and each key once, whatever other members its ``jwk`` has.
 """
 
 import hashlib
@@ -44,11 +44,26 @@ _REGISTRY = jws.JWSRegistry(algorithms=list(ALGORITHMS))
 _REGISTRY.max_header_length = 2048
 _ES256 = _REGISTRY.get_alg("ES256")
 _SORTED_JSON = json.JSONEncoder(sort_keys=True).encode  # json.dumps(..., sort_keys=True)
+# RFC 7638 §3.2: the members a key's thumbprint is made of, which name the key
+_KEY_MEMBERS = {"EC": ("crv", "x", "y"), "OKP": ("crv", "x"), "RSA": ("e", "n")}
 ProofKey = ECKey | OKPKey | RSAKey
-# The imported keys of proofs, by their jwk's text, with their thumbprint (decision 0050):
-# the bound of 1,024 over all as before, and 64 of one client's, as for its tokens (0046).
-# One event loop uses it, as callers' verified tokens.
-_KEPT_KEYS: FairLru[str, tuple[ProofKey, str]] = FairLru(max_entries=1024, max_per_owner=64)
+_KeyId = tuple[str, ...]  # a key's kty and the values of its _KEY_MEMBERS
+
+
+@dataclass(frozen=True, slots=True)
+class _KeptKey:
+    """A proof's key as imported from ``jwk`` (its text), and its RFC 7638 thumbprint."""
+
+    jwk: str
+    key: ProofKey
+    jkt: str
+
+
+# The imported keys of proofs (decision 0050), one entry for each key (_KeyId): the same
+# key written with another kid, or any other member, replaces its entry and takes no
+# other. The bound of 1,024 over all as before, and 64 of one client's, as for its
+# tokens (0046). One event loop uses it, as callers' verified tokens.
+_KEPT_KEYS: FairLru[_KeyId, _KeptKey] = FairLru(max_entries=1024, max_per_owner=64)
 
 
 class ProofError(ValueError):
@@ -116,20 +131,22 @@ def verify_proof(
     is bound to the proof's key, the key is kept for its client once the proof holds
     (decision 0050). The token's text is only hashed (``ath``), never read."""
     header, claims = _peek(proof)
-    canonical = _proof_jwk(header)
-    kept = _KEPT_KEYS.get(canonical)
-    key = kept[0] if kept is not None else _import_public(canonical)
+    jwk, key_id = _proof_jwk(header)
+    kept = _KEPT_KEYS.get(key_id)
+    if kept is not None and kept.jwk != jwk:
+        kept = None  # its other members (use, alg, key_ops) are checked as written
+    key = kept.key if kept is not None else _import_public(jwk)
     if not _signature_holds(proof, header, key):
         raise ProofError("the DPoP proof's signature does not verify with its jwk")
     _check_claims(claims, method=method, url=url, now=now, max_age=max_age, skew=skew)
     _check_ath(claims, access_token)
     if kept is None:
-        kept = key, _thumbprint(key)
-        if access_token is not None and access_token.jkt == kept[1]:
-            _keep(canonical, kept, owner=access_token.client_id)
+        kept = _KeptKey(jwk, key, _thumbprint(key))
+        if access_token is not None and access_token.jkt == kept.jkt:
+            _keep(key_id, kept, owner=access_token.client_id)
     nonce = claims.get("nonce")
     return Proof(
-        jkt=kept[1],
+        jkt=kept.jkt,
         jti=claims["jti"],
         iat=claims["iat"],
         nonce=nonce if isinstance(nonce, str) else None,
@@ -186,8 +203,9 @@ def _ec_verifier(key: ProofKey) -> ec.EllipticCurvePublicKey | None:
     return public
 
 
-def _proof_jwk(header: dict[str, Any]) -> str:
-    """The text of the proof's public ``jwk`` (members sorted), of the kind its alg needs.
+def _proof_jwk(header: dict[str, Any]) -> tuple[str, _KeyId]:
+    """The text of the proof's public ``jwk`` (members sorted), of the kind its alg needs,
+    and the key it names (``_KeyId``, what its thumbprint is made of).
 
     An RSA key is one the hub verifies with (``registry.jwks.check_rsa_key``: ``e`` is
     65537, ``n`` has 2048 to 4096 bits), read on its members before it is imported or
@@ -206,7 +224,15 @@ def _proof_jwk(header: dict[str, Any]) -> str:
             check_rsa_key(jwk)
         except ValueError as error:
             raise ProofError(f"the DPoP proof's jwk is not a valid public key: {error}") from None
-    return _SORTED_JSON(jwk)
+    return _SORTED_JSON(jwk), _key_id(kty, jwk)
+
+
+def _key_id(kty: str, jwk: dict[str, Any]) -> _KeyId:
+    """The key a ``jwk`` names; its thumbprint members are strings, or no import holds."""
+    values = [jwk.get(member) for member in _KEY_MEMBERS[kty]]
+    if not all(isinstance(value, str) for value in values):
+        raise ProofError("the DPoP proof's jwk is not a valid public key")
+    return (kty, *map(str, values))
 
 
 def _import_public(canonical: str) -> ProofKey:
@@ -233,13 +259,15 @@ def _thumbprint(key: ProofKey) -> str:
         raise ProofError("the DPoP proof's jwk is not a valid public key") from None
 
 
-def _keep(canonical: str, kept: tuple[ProofKey, str], *, owner: str) -> None:
+def _keep(key_id: _KeyId, kept: _KeptKey, *, owner: str) -> None:
     """Keep the key of a proof that holds and came with a verified access token bound
     to it, as one of the keys of the token's client (``owner``). Anyone can sign a
     proof with a new key; only the hub issues a token bound to one, to an
     authenticated client. So a proof alone never pushes out a kept key, and a client
-    pushes out at most its share of others' (decision 0050)."""
-    _KEPT_KEYS.put(canonical, kept, owner=owner)
+    pushes out at most its share of others' (decision 0050). One entry per key: the key
+    written otherwise (another kid) replaces it, so each of a client's entries needs a
+    token bound to another key."""
+    _KEPT_KEYS.put(key_id, kept, owner=owner)
 
 
 def _check_claims(

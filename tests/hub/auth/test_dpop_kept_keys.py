@@ -6,6 +6,7 @@ Whether a key was imported again is counted on joserfc's ``ECKey.import_key`` (t
 call goes through): a kept key is not imported, a key pushed out is.
 """
 
+import json
 import time
 import uuid
 from collections import Counter
@@ -15,12 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from joserfc import jws
 from joserfc.jwk import ECKey
 
 from onceonly.adapters import DPoPKey
 from onceonly.hub.auth import callers
 from onceonly.hub.auth.callers import ResourceRequest
-from onceonly.hub.auth.dpop import PresentedToken, Proof, ProofError, verify_proof
+from onceonly.hub.auth.dpop import PresentedToken, Proof, ProofError, b64url_sha256, verify_proof
 from onceonly.hub.auth.exceptions import InvalidDpopProofGrant
 from onceonly.hub.auth.tokens import issue_access_token
 from onceonly.hub.config import Settings
@@ -58,6 +60,7 @@ class Holder:
     dpop: DPoPKey
     x: str
     presented: PresentedToken
+    key: ECKey
 
     @property
     def token(self) -> str:
@@ -65,6 +68,20 @@ class Holder:
 
     def proof(self, url: str = URL, *, token: str | None = None) -> str:
         return self.dpop.proof("POST", url, access_token=token)
+
+    def proof_adding(self, members: dict[str, Any]) -> str:
+        """A resource request's proof with its token, whose jwk is the key's with
+        ``members`` added (a kid, key_ops): the same key, the same thumbprint."""
+        jwk = {**self.key.as_dict(private=False), **members}
+        header = {"typ": "dpop+jwt", "alg": "ES256", "jwk": jwk}
+        claims = {
+            "jti": uuid.uuid4().hex,
+            "htm": "POST",
+            "htu": URL,
+            "iat": int(time.time()),
+            "ath": b64url_sha256(self.token),
+        }
+        return jws.serialize_compact(header, json.dumps(claims).encode(), self.key, ["ES256"])
 
 
 def holder(client_id: str, *, bound_to: str | None = None, signer: ECKey = HUB_KEY) -> Holder:
@@ -82,7 +99,8 @@ def holder(client_id: str, *, bound_to: str | None = None, signer: ECKey = HUB_K
         confirmation={"jkt": bound_to or dpop.thumbprint},
     )
     jkt = bound_to or dpop.thumbprint
-    return Holder(dpop, str(key.as_dict(private=False)["x"]), PresentedToken(token, client_id, jkt))
+    x = str(key.as_dict(private=False)["x"])
+    return Holder(dpop, x, PresentedToken(token, client_id, jkt), key)
 
 
 def verify(proof: str, *, url: str = URL, token: PresentedToken | None = None) -> Proof:
@@ -243,6 +261,72 @@ def test_a_refused_proof_imports_its_key_once_and_keeps_it_not(
     assert imports[stranger.x] == 1  # as a new key's cost before
     refused(proof, token=stranger.presented)
     assert imports[stranger.x] == 2  # even with a token bound to it, never kept
+
+
+# --- one key, written in many ways -------------------------------------------------------
+
+# The bound over all kept keys (decision 0050): as many honest clients fill the cache.
+KEPT = 1024
+# More than one client's share of the cache (64)
+SPELLINGS = 100
+
+
+def test_one_token_keeps_its_key_once_whatever_members_its_jwk_adds(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """helper-80: with the jwk's text as the cache's key, one token bound to one key
+    filled its client's 64 entries, each kid a new entry with the same thumbprint."""
+    imports, hostile_id = count_imports(monkeypatch), f"hostile-{uuid.uuid4().hex[:8]}"
+    own, bound = holder(hostile_id), holder(hostile_id)
+    request(own)
+    for i in range(SPELLINGS):
+        proof = verify(bound.proof_adding({"kid": f"k{i}", "x-n": i}), token=bound.presented)
+        assert proof.jkt == bound.dpop.thumbprint
+    request(own)
+    assert imports[own.x] == 1  # the client's other key is still kept
+    last = imports[bound.x]
+    verify(
+        bound.proof_adding({"kid": f"k{SPELLINGS - 1}", "x-n": SPELLINGS - 1}),
+        token=bound.presented,
+    )
+    assert imports[bound.x] == last  # kept as last written
+
+
+def test_one_token_pushes_out_at_most_one_other_clients_key(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    imports = count_imports(monkeypatch)
+    others = [honest() for _ in range(KEPT)]
+    for each in others:
+        request(each)  # the cache holds these and nothing else, the first the oldest
+    bound = holder(f"hostile-{uuid.uuid4().hex[:8]}")
+    for i in range(SPELLINGS):
+        verify(bound.proof_adding({"kid": f"k{i}"}), token=bound.presented)
+    request(others[63])
+    request(others[1])
+    assert imports[others[63].x] == imports[others[1].x] == 1  # only others[0] went
+
+
+def test_a_kept_key_written_with_key_ops_without_verify_is_refused_as_written(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The kept entry answers only for the jwk it was imported from: another spelling
+    is imported as written, and joserfc's checks of its members hold."""
+    imports, client = count_imports(monkeypatch), honest()
+    request(client)
+    spoiled = client.proof_adding({"key_ops": ["sign"]})
+    assert "does not verify" in refused(spoiled, token=client.presented)
+    request(client)
+    assert imports[client.x] == 2  # the refused spelling's import; the kept key stays
+
+
+@pytest.mark.parametrize("x", [["a", "list"], {"an": "object"}, 7, None], ids=repr)
+def test_a_jwk_whose_thumbprint_member_is_not_a_string_is_not_a_key(x: object) -> None:
+    """Refused as its import refused it, not failing as a key no cache can hold."""
+    client = honest()
+    assert refused(client.proof_adding({"x": x}), token=client.presented) == (
+        "the DPoP proof's jwk is not a valid public key"
+    )
 
 
 # --- the contract: the token as its caller verified it ---------------------------------------
