@@ -35,9 +35,11 @@ from pydantic.json_schema import models_json_schema
 
 from onceonly.hub.audit.exceptions import AuditUnavailable
 from onceonly.hub.auth.exceptions import (
+    ClientTokensOutstanding,
     InsufficientScope,
     InvalidDpopProof,
     InvalidToken,
+    TokenRequestsThrottled,
     UseDpopNonce,
 )
 from onceonly.hub.errors import DATABASE_RETRY_AFTER
@@ -54,7 +56,7 @@ from onceonly.hub.kit.problems import (
     Unavailable,
     problem_response_document,
 )
-from onceonly.hub.people.exceptions import NotSignedIn
+from onceonly.hub.people.exceptions import NotSignedIn, SignInThrottled
 from onceonly.hub.people.principal import Forbidden
 
 SCHEMAS_REF = "#/components/schemas/"
@@ -130,10 +132,22 @@ WITHOUT_DATABASE: frozenset[tuple[str, str]] = frozenset(
 # A problem that is a status's only one on many routes: one shared response, referenced.
 SHARED_RESPONSES = {HubError.slug: "InternalError", DatabaseUnavailable.slug: "DatabaseUnavailable"}
 RETRY_AFTER = "Retry-After"
+# The problems the hub answers with ``Retry-After``: a status's response that lists one
+# of them declares the header.
+RETRY_AFTER_PROBLEMS = frozenset(
+    error.slug
+    for error in (
+        DatabaseUnavailable,
+        TokenRequestsThrottled,  # the OAuth endpoints' rate limits (decision 0051)
+        SignInThrottled,
+        ClientTokensOutstanding,
+    )
+)
 RETRY_AFTER_HEADER: dict[str, Any] = {
     "description": (
         "Seconds to wait before sending the request again (RFC 9110 §10.2.3); sent with "
-        "every `database-unavailable` answer."
+        "every `database-unavailable`, `oauth-slow-down`, `sign-in-throttled` and "
+        "`client-tokens-outstanding` answer."
     ),
     "schema": {"type": "integer", "minimum": 0, "examples": [DATABASE_RETRY_AFTER]},
 }
@@ -216,9 +230,10 @@ def _from_outside(method: str, path: str) -> list[type[HubError]]:
 
 
 def _problem_document(slugs: list[str]) -> dict[str, Any]:
-    """A status's problem response; ``Retry-After`` declared where the database's is."""
+    """A status's problem response; ``Retry-After`` declared where one of its problems
+    is answered with it."""
     document = problem_response_document(slugs)
-    if DatabaseUnavailable.slug in slugs:
+    if RETRY_AFTER_PROBLEMS.intersection(slugs):
         document["headers"] = {RETRY_AFTER: {"$ref": HEADERS_REF + RETRY_AFTER}}
     return document
 

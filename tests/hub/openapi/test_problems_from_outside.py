@@ -27,6 +27,7 @@ from tests.hub.openapi.references import (
 )
 
 Operations = list[tuple[str, str, dict[str, Any]]]
+RETRY_AFTER = "Retry-After"
 
 
 @pytest.fixture(scope="module")
@@ -129,6 +130,45 @@ def test_a_503_with_other_problems_lists_them_with_database_unavailable(
         "audit-log-damaged",
         "internal-error",
     }
+
+
+# The problems the hub answers with ``Retry-After`` (hub/errors.py, hub/auth/exceptions.py,
+# hub/auth/service.py, hub/people/service.py).
+ANSWERED_WITH_RETRY_AFTER = {
+    "database-unavailable",
+    "oauth-slow-down",
+    "sign-in-throttled",
+    "client-tokens-outstanding",
+}
+OAUTH_ENDPOINTS = ("/oauth/token", "/oauth/introspect", "/oauth/revoke")
+
+
+def test_every_response_of_a_problem_answered_with_retry_after_declares_it(
+    document: dict[str, Any],
+) -> None:
+    """Before: only ``database-unavailable``'s responses did; a client generated from
+    the contract did not know that a 429 ``oauth-slow-down`` says when to try again."""
+    missing, seen = [], set()
+    for method, path, operation in operations(document):
+        for status, declared in operation["responses"].items():
+            response = resolved(document, declared)
+            carrying = problem_types(response) & ANSWERED_WITH_RETRY_AFTER
+            seen |= carrying
+            if carrying and RETRY_AFTER not in response.get("headers", {}):
+                missing.append((method, path, status))
+    assert missing == []
+    assert seen == ANSWERED_WITH_RETRY_AFTER
+
+
+@pytest.mark.parametrize("path", OAUTH_ENDPOINTS)
+def test_the_oauth_endpoints_429_declares_retry_after_in_whole_seconds(
+    document: dict[str, Any], path: str
+) -> None:
+    response = response_of(document, document["paths"][path]["post"], 429)
+    assert problem_types(response) == {"oauth-slow-down"}
+    schema = header_of(document, response, RETRY_AFTER)["schema"]
+    assert validator(document, schema).is_valid(1)
+    assert not validator(document, schema).is_valid("soon")
 
 
 def test_a_machine_clients_route_declares_the_single_use_registers_503(
