@@ -14,11 +14,18 @@ caching and refresh, and rotation of the client's own key with no failed request
 When the hub answers ``503`` or ``429`` with ``Retry-After`` (RFC 9110 §10.2.3), a
 request that is safe to repeat waits what it says and is sent again, within one budget
 per call (`_retry`).
+
+A client renews its token for one call at a time: a flow that finds no valid token
+yields `_TAKE_TURN` and the client holds its token lock until the flow yields
+`_GIVE_TURN` (or ends). The flow checks the token again once it has the turn, so calls
+that found it expired together send one token request, not one each; a call whose
+token is valid takes no turn and never waits.
 """
 
 from __future__ import annotations
 
 import re
+import threading
 import time
 import uuid
 from collections.abc import Callable, Generator, Iterable
@@ -63,7 +70,18 @@ class _Step:
     repeatable: bool
 
 
-_Flow = Generator[_Step, httpx.Response, T]
+@dataclass(frozen=True)
+class _Turn:
+    """Not a request: a flow's mark that it starts (``take``) or ends renewing the
+    client's token, which one call at a time may do (the client's token lock)."""
+
+    take: bool
+
+
+_TAKE_TURN, _GIVE_TURN = _Turn(take=True), _Turn(take=False)
+
+# A flow yields requests and turns; the client answers a request with its response
+_Flow = Generator[_Step | _Turn, httpx.Response | None, T]
 
 
 @dataclass(frozen=True)
@@ -200,14 +218,15 @@ class _Session:
             response = yield from self._with_nonce(_Step(build, repeatable=repeatable))
             if response.status_code != 401 or attempt == 1:
                 break
-            self._token = None
+            if self._token == (scheme, token):  # not one another call got meanwhile
+                self._token = None
         return response
 
     def _with_nonce(self, step: _Step) -> _Flow[httpx.Response]:
         """Send; if the hub asks for its DPoP nonce (RFC 9449 §8, §9), send once more."""
-        response = yield step
+        response = yield from _sent(step)
         if self._remember_nonce(response) and _asks_for_nonce(response):
-            response = yield step
+            response = yield from _sent(step)
             self._remember_nonce(response)
         return response
 
@@ -220,7 +239,7 @@ class _Session:
     def _metadata_flow(self) -> _Flow[_Metadata]:
         if self._metadata is None:
             url = self._hub_url + "/.well-known/oauth-authorization-server"
-            response = yield _Step(lambda: httpx.Request("GET", url), repeatable=True)
+            response = yield from _sent(_Step(lambda: httpx.Request("GET", url), repeatable=True))
             body = _json_object(response)
             issuer, endpoint = body.get("issuer"), body.get("token_endpoint")
             if not isinstance(issuer, str) or not isinstance(endpoint, str):
@@ -229,11 +248,24 @@ class _Session:
         return self._metadata
 
     def _token_flow(self, metadata: _Metadata) -> _Flow[tuple[str, str]]:
+        """The cached token while it is valid; else a new one, asked for in the client's
+        turn, unless another call got one while this one waited for the turn."""
+        if (cached := self._valid_token()) is not None:
+            return cached
+        yield _TAKE_TURN
+        token = self._valid_token() or (yield from self._new_token_flow(metadata))
+        yield _GIVE_TURN
+        return token
+
+    def _valid_token(self) -> tuple[str, str] | None:
+        if self._token is not None and time.monotonic() < self._token_expires:
+            return self._token
+        return None
+
+    def _new_token_flow(self, metadata: _Metadata) -> _Flow[tuple[str, str]]:
         """RFC 6749 §4.4 client credentials, authenticated per RFC 7523 §2.2, bound to
         the DPoP key (RFC 9449 §5). If the client's key changed while the request was
         on its way (a rotation), it is sent once more, signed with the new key."""
-        if self._token is not None and time.monotonic() < self._token_expires:
-            return self._token
         signed_with = self._key
         # Repeatable: each attempt is a new request, with a new assertion and proof
         step = _Step(lambda: self._token_request(metadata), repeatable=True)
@@ -249,7 +281,7 @@ class _Session:
             (scheme, token),
             time.monotonic() + lifetime - _TOKEN_MARGIN,
         )
-        return self._token
+        return scheme, token
 
     def _token_request(self, metadata: _Metadata) -> httpx.Request:
         form = {
@@ -326,6 +358,7 @@ class HubClient:
         self._session = _Session(hub_url, client_id=client_id, key=key, dpop_key=dpop_key)
         self._budget = _retry_budget(retries, max_retry_wait)
         self._http = httpx.Client(timeout=timeout, transport=transport)
+        self._token_lock = threading.Lock()  # one token renewal at a time (_Turn)
         self._trail = trail  # where receipts are kept, for onceonly adapter reconcile
 
     def fetch(
@@ -433,12 +466,29 @@ class HubClient:
 
     def _run(self, flow: _Flow[T]) -> T:
         retries = self._budget()  # one budget for the whole call
-        step = next(flow)
-        while True:
-            try:
-                step = flow.send(self._send(step, retries))
-            except StopIteration as stop:
-                return stop.value  # type: ignore[no-any-return]
+        holding = False  # the token lock, between the flow's _TAKE_TURN and _GIVE_TURN
+        answer: httpx.Response | None = None
+        try:
+            while True:
+                step = flow.send(answer)
+                answer = None
+                if isinstance(step, _Turn):
+                    holding = self._turn(step)
+                else:
+                    answer = self._send(step, retries)
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+        finally:
+            if holding:  # the flow or a request failed during the renewal
+                self._token_lock.release()
+
+    def _turn(self, turn: _Turn) -> bool:
+        """Take or give back the token lock, as ``turn`` says; whether it is held now."""
+        if turn.take:
+            self._token_lock.acquire()
+        else:
+            self._token_lock.release()
+        return turn.take
 
     def _send(self, step: _Step, retries: Retries) -> httpx.Response:
         while True:
@@ -479,6 +529,7 @@ class AsyncHubClient:
         self._session = _Session(hub_url, client_id=client_id, key=key, dpop_key=dpop_key)
         self._budget = _retry_budget(retries, max_retry_wait)
         self._http = httpx.AsyncClient(timeout=timeout, transport=transport)
+        self._token_lock = anyio.Lock()  # one token renewal at a time (_Turn)
         self._trail = trail
 
     async def fetch(
@@ -559,12 +610,29 @@ class AsyncHubClient:
 
     async def _run(self, flow: _Flow[T]) -> T:
         retries = self._budget()  # one budget for the whole call
-        step = next(flow)
-        while True:
-            try:
-                step = flow.send(await self._send(step, retries))
-            except StopIteration as stop:
-                return stop.value  # type: ignore[no-any-return]
+        holding = False  # the token lock, between the flow's _TAKE_TURN and _GIVE_TURN
+        answer: httpx.Response | None = None
+        try:
+            while True:
+                step = flow.send(answer)
+                answer = None
+                if isinstance(step, _Turn):
+                    holding = await self._turn(step)
+                else:
+                    answer = await self._send(step, retries)
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+        finally:
+            if holding:  # the flow or a request failed, or the call was cancelled
+                self._token_lock.release()
+
+    async def _turn(self, turn: _Turn) -> bool:
+        """Take or give back the token lock, as ``turn`` says; whether it is held now."""
+        if turn.take:
+            await self._token_lock.acquire()
+        else:
+            self._token_lock.release()
+        return turn.take
 
     async def _send(self, step: _Step, retries: Retries) -> httpx.Response:
         while True:
@@ -577,6 +645,13 @@ class AsyncHubClient:
             if delay is None:
                 return retries.settle(outcome)
             await anyio.sleep(delay)
+
+
+def _sent(step: _Step) -> _Flow[httpx.Response]:
+    """Yield ``step`` to the client; its response."""
+    response = yield step
+    assert response is not None  # the client answers every request with its response
+    return response
 
 
 def _retry_budget(retries: int, max_retry_wait: float) -> Callable[[], Retries]:

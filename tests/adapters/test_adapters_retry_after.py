@@ -394,6 +394,25 @@ def test_a_dpop_nonce_challenge_and_retry_after_share_one_budget(world: World) -
     ]
 
 
+def test_a_call_cancelled_while_it_waits_for_a_token_gives_the_turn_back(
+    world: World,
+) -> None:
+    """The call renewing the token holds the client's token lock while it waits out the
+    token endpoint's ``Retry-After``; cancelled there, it lets the next call renew."""
+    world.outage.script[TOKEN] = [Answer(429, "5")]
+
+    async def scenario() -> object:
+        async with world.async_client() as hub_client:
+            with anyio.move_on_after(1.0) as waiting:
+                await hub_client.fetch(ITEM, SUBJECT, purpose=PURPOSE)
+            assert waiting.cancelled_caught
+            with anyio.fail_after(5):
+                return (await hub_client.fetch(ITEM, SUBJECT, purpose=PURPOSE)).record
+
+    assert asyncio.run(scenario()) == RECORD
+    assert len(world.outage.at(TOKEN)) == 2
+
+
 def test_a_dpop_nonce_challenge_after_a_retry_after_still_gets_the_record(world: World) -> None:
     world.hub.token_type = "DPoP"
     world.outage.script[QUERY] = [Answer(503, "0"), Answer(401, nonce="nonce-1")]

@@ -3,13 +3,15 @@
 record once the database is back, or, when it may not wait that long, raises at once
 with the value for its caller (decision 0053). A real hub whose token endpoint limits
 a client (decision 0051) answers ``429 slow_down`` with ``Retry-After``, which the SDK
-waits out too, through the hub's DPoP nonce challenges.
+waits out too, through the hub's DPoP nonce challenges; and a client's concurrent calls
+ask it one token between them.
 
 The hub reaches PostgreSQL through the loopback proxy of tests/hub/pg_proxy.py, which
 resets every connection and refuses new ones while the server is "away"."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Iterator
@@ -18,7 +20,7 @@ import httpx
 import pytest
 from sqlalchemy.engine import make_url
 
-from onceonly.adapters import HubClient, RateLimited, UpstreamError
+from onceonly.adapters import AsyncHubClient, HubClient, RateLimited, RecordResult, UpstreamError
 from onceonly.hub.errors import DATABASE_RETRY_AFTER
 
 from tests.hub.exchange_world import (
@@ -31,7 +33,7 @@ from tests.hub.exchange_world import (
     exchange_world,
 )
 from tests.hub.pg_proxy import ProxyThread, proxy_in_thread
-from tests.hub_testing import module_database
+from tests.hub_testing import added_audit_entries, module_database
 
 
 @pytest.fixture(scope="module", params=[pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -142,3 +144,29 @@ def test_a_token_refused_429_reaches_a_caller_that_switched_repeats_off(
     error = caught.value
     assert (error.status, error.problem_type) == (429, "oauth-slow-down")
     assert error.retry_after in (1.0, 2.0)  # the bucket's refill, in whole seconds
+
+
+def test_concurrent_calls_of_a_new_client_ask_one_token_within_its_budget(
+    limited_world: World,
+) -> None:
+    """A client's calls that find no token renew it one at a time (decision 0053's Later
+    note): the hub issues one token for all of them (its nonce challenges are audited
+    refusals), and the client's budget of one token per 2 s, which they would spend
+    asking one each, refuses them once at most."""
+    world = limited_world
+    throttled = _throttled(world)
+
+    async def scenario() -> list[RecordResult | BaseException]:
+        key = world.consumer_key
+        async with AsyncHubClient(world.hub.url, client_id=CONSUMER_CLIENT, key=key) as client:
+            fetches = [client.fetch(ADDRESS, SUBJECT, purpose=PURPOSE) for _ in range(20)]
+            return await asyncio.gather(*fetches, return_exceptions=True)
+
+    with added_audit_entries(world.hub, action="token.issue") as issued:
+        results = asyncio.run(scenario())
+
+    records = [getattr(result, "record", result) for result in results]
+    assert records == [ADDRESS_RECORD] * 20
+    assert [entry["outcome"] for entry in issued].count("ok") == 1
+    # refused at most once, when the module's other tests spent the burst: one call waits
+    assert _throttled(world) <= throttled + 1
