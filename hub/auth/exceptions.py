@@ -116,7 +116,9 @@ class TokenRequestsThrottled(OAuthError):
             headers={"Retry-After": str(seconds), "Cache-Control": "no-store"},
         )
         self.budget = budget  # the metric's label: "client" or "address"
-        self.audited = audited  # the first refusal under its budget's key in a while
+        # whether to audit it: a client's always (with its request, after it has
+        # authenticated); an address's, the first under its key in a while
+        self.audited = audited
 
 
 class ClientNotFound(HubError):
