@@ -19,6 +19,7 @@ from joserfc.jwk import ECKey, Key, KeySet, OKPKey, RSAKey
 from onceonly.hub.auth.exceptions import ClientSignatureInvalid, InvalidClient, InvalidToken
 from onceonly.hub.kit.fair_lru import FairLru
 from onceonly.hub.kit.jws import peek_header_and_claims, safe_reason
+from onceonly.hub.registry.jwks import check_rsa_key
 
 # RFC 9864: "Ed25519" is the fully specified name; "EdDSA" stays accepted (deprecated).
 CLIENT_ALGORITHMS = ("ES256", "Ed25519", "EdDSA", "PS256")
@@ -81,11 +82,25 @@ def assertion_keys(client_keys: KeySet | None, header: dict[str, Any]) -> KeySet
             key = client_keys.get_by_kid(kid, {"alg": alg} if isinstance(alg, str) else None)
         except (JoseError, ValueError):
             key = None
-        if key is not None and key.key_type == kty:
+        if key is not None and key.key_type == kty and _usable(key):
             return client_keys
     decoy = _decoy(kty).as_dict(private=False)
     decoy["kid"] = kid if kid is not None else decoy.get("kid", "decoy")
     return KeySet.import_key_set({"keys": [decoy]})
+
+
+def _usable(key: Key) -> bool:
+    """Whether the hub verifies with ``key``: an RSA key only with the exponent and the
+    size registration allows now (decision 0009's Later note), so that one registered
+    before that rule (whose checks may cost 7 ms each, with a large exponent) is never
+    used; the assertion is then checked with the decoy, and refused like any other."""
+    if key.key_type != "RSA":
+        return True
+    try:
+        check_rsa_key(key.as_dict(private=False))
+    except ValueError:
+        return False
+    return True
 
 
 @functools.cache
