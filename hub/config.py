@@ -138,8 +138,9 @@ class Settings(BaseSettings):
         default=10_000,
         ge=100,
         le=10_000_000,
-        description="Clients, and addresses, whose token budgets a process keeps (each);"
-        " the least recently seen are forgotten first",
+        description="Clients, and addresses (and IPv6 networks), whose token budgets a"
+        " process keeps (each); only a budget that has refilled is forgotten, and while none"
+        " can be, a new source is refused",
     )
     # --- the hub's own outgoing TLS: owners' adapters and subscribers (issue 15) ---
     adapter_ca_file: Path | None = Field(
