@@ -370,7 +370,7 @@ class HubClient:
         :raises OnceonlyError: a subclass naming why (see the module ``_errors``).
         """
         flow = self._session.fetch_flow(item, subject, purpose=purpose, version=version)
-        result = self._run(flow)
+        result = self._run(flow, self._budget())
         self._remember(result, subject=subject, purpose=purpose)
         return result
 
@@ -378,13 +378,27 @@ class HubClient:
         self, item: str, subjects: Iterable[str], *, purpose: str
     ) -> dict[str, RecordResult | OnceonlyError]:
         """Fetch many subjects' records in one call: each subject's result, or the error
-        that refused it (one refusal does not stop the others)."""
+        that refused it (a refusal of one subject does not stop the others).
+
+        The call has one budget of repeats (``retries``, ``max_retry_wait``) for all its
+        subjects. Once the hub asks it to come back later (a ``503`` or ``429`` with
+        ``Retry-After`` that the budget left cannot wait out), the subjects not yet
+        fetched are not sent: each gets an error of the same class, with the same
+        ``retry_after`` (`_not_sent`)."""
+        retries = self._budget()  # one budget for the whole call
         results: dict[str, RecordResult | OnceonlyError] = {}
+        come_back: OnceonlyError | None = None
         for subject in subjects:
+            if come_back is not None:
+                results[subject] = _not_sent(come_back)
+                continue
             try:
-                results[subject] = self.fetch(item, subject, purpose=purpose)
+                flow = self._session.fetch_flow(item, subject, purpose=purpose)
+                results[subject] = result = self._run(flow, retries)
+                self._remember(result, subject=subject, purpose=purpose)
             except OnceonlyError as error:
                 results[subject] = error
+                come_back = error if error.retry_after is not None else None
         return results
 
     def publish(
@@ -464,8 +478,9 @@ class HubClient:
     ) -> None:
         self.close()
 
-    def _run(self, flow: _Flow[T]) -> T:
-        retries = self._budget()  # one budget for the whole call
+    def _run(self, flow: _Flow[T], retries: Retries | None = None) -> T:
+        """Drive ``flow``, within ``retries``, or a budget of its own (one per call)."""
+        retries = retries or self._budget()
         holding = False  # the token lock, between the flow's _TAKE_TURN and _GIVE_TURN
         answer: httpx.Response | None = None
         try:
@@ -537,7 +552,12 @@ class AsyncHubClient:
     ) -> RecordResult:
         """Fetch ``subject``'s record of ``item`` for ``purpose`` (see `HubClient.fetch`)."""
         flow = self._session.fetch_flow(item, subject, purpose=purpose, version=version)
-        result = await self._run(flow)
+        return await self._fetched(flow, subject=subject, purpose=purpose, retries=self._budget())
+
+    async def _fetched(
+        self, flow: _Flow[RecordResult], *, subject: str, purpose: str, retries: Retries
+    ) -> RecordResult:
+        result = await self._run(flow, retries)
         if self._trail is not None:
             row = _receipt_row(result, subject=subject, purpose=purpose)
             await anyio.to_thread.run_sync(self._trail.record_receipt, row)
@@ -546,17 +566,28 @@ class AsyncHubClient:
     async def fetch_many(
         self, item: str, subjects: Iterable[str], *, purpose: str, concurrency: int = 8
     ) -> dict[str, RecordResult | OnceonlyError]:
-        """Fetch many subjects' records in one call, ``concurrency`` at a time (see
+        """Fetch many subjects' records in one call, ``concurrency`` at a time, within one
+        budget of repeats, and stop sending once the hub asks to come back later (see
         `HubClient.fetch_many`)."""
+        retries = self._budget()  # one budget for the whole call
         results: dict[str, RecordResult | OnceonlyError] = {}
+        come_back: list[OnceonlyError] = []  # the first answer that said to come back later
         limit = anyio.Semaphore(concurrency)
 
         async def one(subject: str) -> None:
             async with limit:
+                if come_back:
+                    results[subject] = _not_sent(come_back[0])
+                    return
+                flow = self._session.fetch_flow(item, subject, purpose=purpose)
                 try:
-                    results[subject] = await self.fetch(item, subject, purpose=purpose)
+                    results[subject] = await self._fetched(
+                        flow, subject=subject, purpose=purpose, retries=retries
+                    )
                 except OnceonlyError as error:
                     results[subject] = error
+                    if error.retry_after is not None:
+                        come_back.append(error)
 
         async with anyio.create_task_group() as group:
             for subject in subjects:
@@ -608,8 +639,9 @@ class AsyncHubClient:
     ) -> None:
         await self.aclose()
 
-    async def _run(self, flow: _Flow[T]) -> T:
-        retries = self._budget()  # one budget for the whole call
+    async def _run(self, flow: _Flow[T], retries: Retries | None = None) -> T:
+        """Drive ``flow``, within ``retries``, or a budget of its own (one per call)."""
+        retries = retries or self._budget()
         holding = False  # the token lock, between the flow's _TAKE_TURN and _GIVE_TURN
         answer: httpx.Response | None = None
         try:
@@ -645,6 +677,19 @@ class AsyncHubClient:
             if delay is None:
                 return retries.settle(outcome)
             await anyio.sleep(delay)
+
+
+def _not_sent(refusal: OnceonlyError) -> OnceonlyError:
+    """The error of a subject that a ``fetch_many`` did not send, after the hub asked the
+    call to come back later (``refusal``, for an earlier subject): of the same class,
+    status, problem type and ``retry_after``, with no request id."""
+    return type(refusal)(
+        f"not sent: the hub answered {refusal.status} to an earlier subject of this call, "
+        f"asking to come back in {refusal.retry_after:g} s",
+        status=refusal.status,
+        problem_type=refusal.problem_type,
+        retry_after=refusal.retry_after,
+    )
 
 
 def _sent(step: _Step) -> _Flow[httpx.Response]:

@@ -34,6 +34,7 @@ from onceonly.adapters import (
     HubClient,
     OnceonlyError,
     RateLimited,
+    RecordResult,
     RecordStore,
     UpstreamError,
 )
@@ -139,9 +140,10 @@ class Arrival:
 
 @dataclass
 class Outage:
-    """Scripted refusals per path, and every request's arrival."""
+    """Scripted refusals per path (``None``: let that request through), and every
+    request's arrival."""
 
-    script: dict[str, list[Answer]] = field(default_factory=dict)
+    script: dict[str, list[Answer | None]] = field(default_factory=dict)
     arrivals: list[Arrival] = field(default_factory=list)
 
     def at(self, path: str) -> list[Arrival]:
@@ -166,7 +168,8 @@ class Outage:
                 assertion,
             )
         )
-        return _refusal(script.pop(0)) if script else None
+        scripted = script.pop(0) if script else None
+        return None if scripted is None else _refusal(scripted)
 
 
 def _refusal(answer: Answer) -> Response:
@@ -440,6 +443,64 @@ def test_the_async_client_waits_and_stops_as_the_sync_one(world: World) -> None:
     assert [gap >= 1.0 for gap in world.outage.gaps(QUERY)] == [True, False, True]
     assert len(world.outage.at(QUERY)) == 4  # 503, its repeat, 429, its one repeat
     assert error.retry_after == 1.0
+
+
+def test_fetch_many_stops_once_the_hub_asks_to_come_back_later(world: World) -> None:
+    """One budget for the call: the first subject spends it (two waits of 1 s, within
+    ``max_retry_wait=2``), and the rest are not sent, each told when to come back."""
+    subjects = [f"{SUBJECT[:-1]}{digit}" for digit in range(5)]
+    world.outage.script[QUERY] = [Answer(503, "1")] * 20
+    started = time.monotonic()
+
+    with world.client(max_retry_wait=2.0) as hub_client:
+        results = hub_client.fetch_many(ITEM, subjects, purpose=PURPOSE)
+
+    assert time.monotonic() - started < 4.0  # 10 s before: 2 s for each subject
+    assert len(world.outage.at(QUERY)) == 3  # the first subject's, twice repeated
+    assert list(results) == subjects
+    assert all(isinstance(error, UpstreamError) for error in results.values())
+    assert {error.retry_after for error in results.values()} == {1.0}  # type: ignore[union-attr]
+    assert [error.status for error in results.values()] == [503] * 5  # type: ignore[union-attr]
+    not_sent = [results[subject] for subject in subjects[1:]]
+    assert [error.request_id for error in not_sent] == [None] * 4  # type: ignore[union-attr]
+
+
+def test_the_subjects_of_fetch_many_share_one_budget(world: World) -> None:
+    """The first subject waits 1 s of ``max_retry_wait=1.5``; the second may not wait
+    its 1 s more, and the third is not sent."""
+    subjects = [SUBJECT, f"{SUBJECT[:-1]}9", f"{SUBJECT[:-1]}7"]
+    for subject in subjects:
+        world.hub.records[subject] = dict(RECORD)
+    world.outage.script[QUERY] = [Answer(503, "1"), None, Answer(503, "1")]
+
+    with world.client(max_retry_wait=1.5) as hub_client:
+        results = hub_client.fetch_many(ITEM, subjects, purpose=PURPOSE)
+
+    first, second, third = (results[subject] for subject in subjects)
+    assert isinstance(first, RecordResult)
+    assert first.record == RECORD
+    assert isinstance(second, UpstreamError)
+    assert isinstance(third, UpstreamError)
+    assert (second.retry_after, third.retry_after) == (1.0, 1.0)
+    assert len(world.outage.at(QUERY)) == 3  # the first's two, the second's one
+
+
+def test_the_async_fetch_many_waits_once_for_the_whole_call(world: World) -> None:
+    subjects = [f"{SUBJECT[:-2]}{number:02}" for number in range(20)]
+    world.outage.script[QUERY] = [Answer(503, "1")] * 40
+
+    async def scenario() -> dict[str, RecordResult | OnceonlyError]:
+        async with world.async_client(max_retry_wait=2.0) as hub_client:
+            return await hub_client.fetch_many(ITEM, subjects, purpose=PURPOSE, concurrency=4)
+
+    started = time.monotonic()
+    results = asyncio.run(scenario())
+
+    assert time.monotonic() - started < 4.0  # 10 s before: 2 s for each 4 subjects
+    assert sorted(results) == sorted(subjects)
+    assert all(isinstance(error, UpstreamError) for error in results.values())
+    assert {error.retry_after for error in results.values()} == {1.0}  # type: ignore[union-attr]
+    assert len(world.outage.at(QUERY)) < 10  # the first four's, and two repeats
 
 
 def test_a_negative_budget_is_refused(world: World) -> None:
