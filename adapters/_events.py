@@ -38,6 +38,10 @@ __all__ = [
 ]
 
 EVENT_TOKEN_TYPE = "onceonly-event+jwt"
+# The longest the change publisher waits when the hub says when to come back: a
+# Retry-After of hours or years (a proxy's maintenance page, a mistaken header) would
+# otherwise stop the outbox for that long
+MAX_COME_BACK = 300.0
 log = logging.getLogger("onceonly.adapter.events")
 
 
@@ -137,13 +141,20 @@ class ChangePublisher:
     a change the hub refuses for good (an item this department does not own, say)
     is dropped with a warning, so that it cannot block the ones behind it. When the
     hub says how long to wait (``Retry-After`` on a ``503`` or ``429``), the next round
-    waits that long, if it is longer than ``interval``.
+    waits that long, if it is longer than ``interval``, but no longer than ``max_wait``
+    (`MAX_COME_BACK`), and says so in a warning.
     """
 
     def __init__(
-        self, store: RecordStore, client: AsyncHubClient, *, interval: float = 1.0
+        self,
+        store: RecordStore,
+        client: AsyncHubClient,
+        *,
+        interval: float = 1.0,
+        max_wait: float = MAX_COME_BACK,
     ) -> None:
         self._store, self._client, self._interval = store, client, interval
+        self._max_wait = max_wait
         self._come_back: float | None = None  # the hub's Retry-After in the last round
 
     async def run(self) -> None:
@@ -152,7 +163,20 @@ class ChangePublisher:
                 await self.publish_pending()
             except Exception:  # keep announcing whatever happened to one round
                 log.exception("publishing changes failed; will retry")
-            await anyio.sleep(max(self._interval, self._come_back or 0.0))
+            await anyio.sleep(self._next_wait())
+
+    def _next_wait(self) -> float:
+        """Seconds until the next round: ``interval``, or the hub's ``Retry-After`` when
+        it named one, up to ``max_wait``."""
+        if self._come_back is None:
+            return self._interval
+        wait = max(self._interval, min(self._come_back, self._max_wait))
+        log.warning(
+            "the hub asked to come back in %.0f s; publishing changes again in %.0f s",
+            self._come_back,
+            wait,
+        )
+        return wait
 
     async def publish_pending(self, limit: int = 100) -> int:
         """Publish up to ``limit`` waiting changes; how many the hub accepted."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import logging
 import math
 import re
 import time
@@ -529,18 +530,15 @@ def test_the_documented_example_is_told_when_to_come_back(world: World) -> None:
     assert len(world.outage.at(QUERY)) == 1
 
 
-def test_the_adapters_change_publisher_comes_back_when_the_hub_asks(
-    world: World, tmp_path: Path
-) -> None:
-    """The publisher's client does not repeat (``retries=0``): its next round waits the
-    ``Retry-After`` instead of its own interval, when that is longer."""
-    world.outage.script[EVENTS] = [Answer(503, "2")]
+def _publish_twice(world: World, outbox: Path, **options: float) -> None:
+    """Run a change publisher over an outbox of one change until the hub has seen two
+    attempts to publish it."""
 
     async def scenario() -> None:
-        with RecordStore(tmp_path / "outbox.db") as store:
+        with RecordStore(outbox) as store:
             store.put(ITEM, SUBJECT, dict(RECORD))
             async with world.async_client(retries=0) as client:
-                publisher = ChangePublisher(store, client, interval=0.2)
+                publisher = ChangePublisher(store, client, interval=0.2, **options)
                 async with anyio.create_task_group() as group:
                     group.start_soon(publisher.run)
                     with anyio.fail_after(10):
@@ -550,5 +548,36 @@ def test_the_adapters_change_publisher_comes_back_when_the_hub_asks(
 
     asyncio.run(scenario())
 
+
+def test_the_adapters_change_publisher_comes_back_when_the_hub_asks(
+    world: World, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The publisher's client does not repeat (``retries=0``): its next round waits the
+    ``Retry-After`` instead of its own interval, when that is longer, and says so."""
+    world.outage.script[EVENTS] = [Answer(503, "2")]
+
+    with caplog.at_level(logging.WARNING, logger="onceonly.adapter.events"):
+        _publish_twice(world, tmp_path / "outbox.db")
+
     (gap,) = world.outage.gaps(EVENTS)
     assert 2.0 <= gap < 4.0
+    assert "the hub asked to come back in 2 s; publishing changes again in 2 s" in [
+        record.getMessage() for record in caplog.records
+    ]
+
+
+def test_the_change_publisher_waits_no_longer_than_its_maximum(
+    world: World, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A ``Retry-After`` of an hour (a proxy's maintenance page, a mistaken header) does
+    not stop the outbox for an hour: the publisher waits ``max_wait`` at most."""
+    world.outage.script[EVENTS] = [Answer(503, "3600")]
+
+    with caplog.at_level(logging.WARNING, logger="onceonly.adapter.events"):
+        _publish_twice(world, tmp_path / "outbox.db", max_wait=1.0)
+
+    (gap,) = world.outage.gaps(EVENTS)
+    assert 1.0 <= gap < 3.0
+    assert "the hub asked to come back in 3600 s; publishing changes again in 1 s" in [
+        record.getMessage() for record in caplog.records
+    ]
