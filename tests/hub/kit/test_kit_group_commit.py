@@ -486,7 +486,8 @@ async def test_each_items_wait_is_observed_whether_its_batch_committed_or_failed
         )
     finally:
         await writer.stop()
-    assert isinstance(results[0], WriterDown) and isinstance(results[1], WriterDown)
+    assert isinstance(results[0], WriterDown)
+    assert isinstance(results[1], WriterDown)
     assert results[2] == 20
     assert len(waits) == 3  # each item, failed or committed
     assert all(wait >= 0.05 for wait in waits)
