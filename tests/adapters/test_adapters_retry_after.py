@@ -57,6 +57,7 @@ QUERY = f"/v1/items/{ITEM}/records/query"
 WRITE = "/v1/test/notes"  # a POST route that is not safe to repeat
 EVENTS = f"/v1/items/{ITEM}/events"
 NOW = 1_767_225_600.0  # Thu, 01 Jan 2026 00:00:00 GMT
+ADAPTERS_DOC = Path(__file__).resolve().parents[2] / "docs" / "adapters.md"
 # docs/adapters.md's SDK examples (its source examples are test_adapters_sources_docs.py's)
 _EXAMPLE = re.compile(r"<!-- sdk-example: (?P<name>[\w-]+) -->\n```python\n(?P<text>.*?)```", re.S)
 
@@ -175,7 +176,8 @@ class Outage:
 
 def _refusal(answer: Answer) -> Response:
     headers = {} if answer.retry_after is None else {"Retry-After": answer.retry_after}
-    slug = {429: "rate-limited", 503: "database-unavailable"}.get(answer.status, "refused")
+    slugs = {401: "invalid-token", 429: "rate-limited", 503: "database-unavailable"}
+    slug = slugs.get(answer.status, "refused")
     if answer.nonce is not None:
         headers["DPoP-Nonce"] = answer.nonce
         headers["WWW-Authenticate"] = 'DPoP error="use_dpop_nonce"'
@@ -417,6 +419,42 @@ def test_a_call_cancelled_while_it_waits_for_a_token_gives_the_turn_back(
     assert len(world.outage.at(TOKEN)) == 2
 
 
+def test_a_query_is_sent_at_most_as_often_as_the_documentation_says(world: World) -> None:
+    """docs/adapters.md §9 counts the most times a ``fetch`` sends its query with the
+    default budget: the protocol's resends (a nonce challenge with each of two tokens)
+    and ``retries`` repeats. The hub below asks for all of them, then still refuses."""
+    world.hub.token_type = "DPoP"
+    world.outage.script[QUERY] = [
+        Answer(503, "0"),  # a repeat
+        Answer(401, nonce="nonce-1"),  # the nonce's resend
+        Answer(503, "0"),  # the second repeat
+        Answer(401),  # invalid-token: a new token, and the query once more
+        Answer(401, nonce="nonce-2"),  # the nonce's resend
+        Answer(503, "0"),  # no repeat left
+    ]
+
+    with world.client() as hub_client, pytest.raises(UpstreamError):
+        hub_client.fetch(ITEM, SUBJECT, purpose=PURPOSE)
+
+    doc = ADAPTERS_DOC.read_text()
+    documented = re.search(r"sent at\s+most (\d+) times", doc)
+    assert documented is not None
+    assert len(world.outage.at(QUERY)) == int(documented[1]) == 6
+
+
+def test_retries_0_still_answers_a_nonce_challenge_and_an_invalid_token(world: World) -> None:
+    """``retries=0`` switches repeats off, not the protocol's own resends (§9)."""
+    world.hub.token_type = "DPoP"
+    world.outage.script[QUERY] = [Answer(401, nonce="nonce-1"), Answer(401)]
+
+    with world.client(retries=0) as hub_client:
+        result = hub_client.fetch(ITEM, SUBJECT, purpose=PURPOSE)
+
+    assert result.record == RECORD
+    assert len(world.outage.at(QUERY)) == 3
+    assert world.hub.token_requests == 2
+
+
 def test_a_dpop_nonce_challenge_after_a_retry_after_still_gets_the_record(world: World) -> None:
     world.hub.token_type = "DPoP"
     world.outage.script[QUERY] = [Answer(503, "0"), Answer(401, nonce="nonce-1")]
@@ -522,7 +560,7 @@ def test_the_documented_example_is_told_when_to_come_back(world: World) -> None:
         "schedule_again": lambda *, after: scheduled.append(after),
     }
 
-    doc = (Path(__file__).resolve().parents[2] / "docs" / "adapters.md").read_text()
+    doc = ADAPTERS_DOC.read_text()
     examples = {match["name"]: match["text"] for match in _EXAMPLE.finditer(doc)}
     exec(examples["retry-after"], names)
 
