@@ -34,6 +34,7 @@ see bench/README.md.
 import argparse
 import asyncio
 import json
+import math
 import os
 import platform
 import random
@@ -625,9 +626,9 @@ def measured(runner: Runner, options: Options) -> list[PathRound]:
     return results
 
 
-def half_rate(runner: Runner, options: Options, hub_rate: float) -> list[PathRound]:
-    """Direct and hub once more, each paced at half the hub's maximum rate."""
-    rate = hub_rate / 2
+def paced(runner: Runner, options: Options, rate: float) -> list[PathRound]:
+    """Direct and hub once more, each paced at ``rate`` requests/s (half the hub's
+    maximum, or ``--paced-rate``)."""
     results = []
     for path in ("direct", "hub"):
         result = runner.round(path, 50, warmup=options.warmup, duration=options.duration, rate=rate)
@@ -876,11 +877,11 @@ def bench(options: Options, world_: World, stamp: str, workdir: Path) -> dict[st
         print(f"{name} throughput: {ratio:.2f}x")
     paced_possible = {"direct", "hub"} <= set(options.paths) and options.generator == "wrk"
     if options.half_rate and paced_possible:
-        rate = options.paced_rate or summary["hub"]["throughput"] / 2
-        which = "the rate asked for" if options.paced_rate else "half the hub's maximum rate"
+        asked = options.paced_rate is not None
+        rate = options.paced_rate if asked else summary["hub"]["throughput"] / 2
+        which = "the rate asked for" if asked else "half the hub's maximum rate"
         print(f"\npaced at {which} ({rate:.0f}/s):")
-        paced = half_rate(runner, options, rate * 2)
-        report["half_rate"] = added_latency(paced)
+        report["half_rate"] = added_latency(paced(runner, options, rate))
         added = report["half_rate"]["added_ms"]
         print(f"latency the hub adds at {which}: {added} ms")
     report["audit_problems"] = runner.audit_problems
@@ -965,7 +966,16 @@ def parse_options(argv: list[str] | None = None) -> Options:
         action="store_true",
         help="unbound Bearer tokens on a hub with require_dpop=false (the cost of DPoP)",
     )
-    return Options(**vars(parser.parse_args(argv)))
+    options = Options(**vars(parser.parse_args(argv)))
+    if options.paced_rate is not None:
+        if not (math.isfinite(options.paced_rate) and options.paced_rate > 0):
+            parser.error("--paced-rate must be a number of requests/s above 0")
+        if not options.half_rate or options.generator != "wrk":
+            parser.error(
+                "--paced-rate paces wrk's paced runs: not with --no-half-rate, nor"
+                " with --generator python"
+            )
+    return options
 
 
 def load_average() -> list[float]:

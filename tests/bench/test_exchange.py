@@ -12,6 +12,7 @@ from exchange import (
     added_latency,
     audit_problem,
     cpu_per_request,
+    parse_options,
     ratios,
     requests_needed,
 )
@@ -93,3 +94,23 @@ def test_nginx_accepts_the_proxy_configuration_unprivileged(tmp_path: Path) -> N
         check=False,
     )
     assert checked.returncode == 0, checked.stderr
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        ["--paced-rate", "0"],
+        ["--paced-rate", "-5"],
+        ["--paced-rate", "nan"],
+        ["--paced-rate", "300", "--no-half-rate"],
+        ["--paced-rate", "300", "--generator", "python"],
+    ],
+)
+def test_a_paced_rate_that_could_not_be_used_is_refused(arguments: list[str]) -> None:
+    with pytest.raises(SystemExit):
+        parse_options(arguments)
+
+
+def test_a_paced_rate_is_kept() -> None:
+    assert parse_options(["--paced-rate", "350"]).paced_rate == 350.0
+    assert parse_options([]).paced_rate is None
