@@ -120,7 +120,8 @@ POOL_SIZE, MAX_OVERFLOW = 20, 20
 # the writers to take their connections from the same pool, forty such requests would
 # hold all of it while the commit they wait for waits for a connection, until the pool's
 # timeout failed them all, and every other request with them. Each writer commits one
-# batch at a time; the overflow is for their probes and a commit under way beside them.
+# batch at a time, its probe in the same task: two connections at most; the overflow
+# is a margin, never reached today.
 WRITERS_POOL_SIZE, WRITERS_MAX_OVERFLOW = 2, 2
 # How long a request waits for a pooled connection when all of them are taken
 # (SQLAlchemy's default: 30 s). Longer than the SDK's own timeout (10 s), the 503
@@ -212,14 +213,23 @@ def make_engine(
 
 def writers_engine(engine: AsyncEngine, url: str) -> AsyncEngine:
     """The group-commit writers' engine beside ``engine`` (``url``'s): a pool of their
-    own (see WRITERS_POOL_SIZE above), or ``engine`` itself for an SQLite database that
-    another engine would not share (in memory, or a URI with parameters)."""
+    own (see WRITERS_POOL_SIZE above), or ``engine`` itself for an SQLite database in
+    memory, which another engine would not share."""
     parsed = make_url(url)
-    if parsed.get_backend_name() == "sqlite" and (
-        parsed.database in (None, "", ":memory:") or parsed.query
-    ):
+    if parsed.get_backend_name() == "sqlite" and _in_memory(parsed):
         return engine
     return make_engine(url, pool_size=WRITERS_POOL_SIZE, max_overflow=WRITERS_MAX_OVERFLOW)
+
+
+def _in_memory(url: sa.URL) -> bool:
+    """An SQLite database that lives in its connections: ``:memory:`` or no name, a
+    ``file::memory:`` URI, or ``mode=memory``."""
+    database = url.database or ""
+    return (
+        database in ("", ":memory:")
+        or database.startswith("file::memory:")
+        or url.query.get("mode") == "memory"
+    )
 
 
 # --- a pooled PostgreSQL connection is checked before it is handed out ------------------

@@ -7,8 +7,9 @@ typed dependencies of onceonly.hub.dependencies, middleware and the lifespan thr
 
 The background workers start through one ``AsyncExitStack`` (onceonly.hub.kit.workers)
 and stop in reverse order: the deliverer first (it writes audit entries and uses the
-HTTP client), the audit writer last; then the HTTP client closes and the engine is
-disposed. Disposing closes only the connections back in the pool: a worker's ``stop``
+HTTP client), the audit writer last; then the HTTP client closes and the engines (the
+requests', the group-commit writers' of decision 0056, a read replica's) are disposed.
+Disposing closes only the connections back in the pool: a worker's ``stop``
 lets a statement under way finish (onceonly.hub.kit.workers), for a task cancelled in
 the middle of one has its connection invalidated, and with aiosqlite such a connection
 could stay open until the garbage collector found it (tests/hub/test_runtime.py).

@@ -629,6 +629,10 @@ async def revoke(
     )
     if claims is not None:
         expires = datetime.fromtimestamp(claims.expires_at + settings.clock_skew, UTC)
+        # The session has only read (the client); its connection goes back to the pool
+        # before the revocation takes one of its own, so that no request ever holds one
+        # connection while it waits for another (decision 0056's Later note).
+        await session.commit()
         await repository.revoke(engine, jti=claims.jti, expires_at=expires, now=clock.now())
     await audit.record_success(**({"reason": "not-revoked"} if claims is None else {}))
 

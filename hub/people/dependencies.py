@@ -56,6 +56,11 @@ async def current_principal(request: Request, session: SessionDep, hub: HubDep) 
             headers=_CHALLENGE,
         )
     audit.note(person=principal_or_none.name)
+    # Only read: the session's connection goes back to the pool now, so that a route
+    # that then opens a connection of its own (the efficiency report, a write session)
+    # never holds one while it waits for another (decision 0056's Later note). The route
+    # may use the session again: it takes a connection then.
+    await session.commit()
     return principal_or_none
 
 

@@ -1,5 +1,5 @@
 """The group-commit writers' engine (decision 0056): a small pool of its own beside the
-requests' engine, except where a second engine would not see the same database."""
+requests' engine, except for a database in memory, which a second engine would not see."""
 
 from pathlib import Path
 
@@ -13,7 +13,12 @@ from onceonly.hub import db
 async def test_a_file_or_a_server_gets_a_pool_of_its_own_and_memory_shares(
     tmp_path: Path, postgres_url: str
 ) -> None:
-    for url in (f"sqlite:///{tmp_path / 'hub.db'}", postgres_url):
+    files = (
+        f"sqlite:///{tmp_path / 'hub.db'}",
+        f"sqlite:///{tmp_path / 'hub.db'}?timeout=10",  # parameters: still the file
+        f"sqlite:///file:{tmp_path / 'uri.db'}?uri=true",
+    )
+    for url in (*files, postgres_url):
         engine = db.make_engine(url)
         writers = db.writers_engine(engine, url)
         try:
@@ -23,7 +28,12 @@ async def test_a_file_or_a_server_gets_a_pool_of_its_own_and_memory_shares(
         finally:
             await writers.dispose()
             await engine.dispose()
-    for url in ("sqlite://", "sqlite:///:memory:", f"sqlite:///file:{tmp_path}/x.db?uri=true"):
+    memory = (
+        "sqlite://",
+        "sqlite:///:memory:",
+        "sqlite:///file::memory:?uri=true",
+    )
+    for url in memory:
         engine = db.make_engine(url)
         try:
             assert db.writers_engine(engine, url) is engine  # another would not share it
