@@ -176,13 +176,16 @@ def _assemble(
         create=not settings.is_production,
     )
     configured = bool(settings.oidc_issuer and settings.oidc_client_id)
+    sessions = session_factory(engine)
     return Hub(
         settings=settings,
         keys=keys,
         clock=clock,
         engine=engine,
-        sessions=session_factory(engine),
-        read_sessions=session_factory(read_engine),
+        sessions=sessions,
+        # the same factory when there is no replica: routes tell the two apart by identity
+        # (onceonly.hub.dependencies), and probe only a replica
+        read_sessions=sessions if read_engine is engine else session_factory(read_engine),
         http=http,
         audit_log=audit_log,
         jti_register=JtiRegister(writers, clock=clock),

@@ -256,6 +256,7 @@ async def caller_from_token(
     standing = await repository.client_standing(
         session, client_id=caller.client_id, token_jti=caller.token_jti
     )
+    await session.commit()  # only read: its connection goes back before the spend waits
     require_active_client(
         caller,
         department=standing.department if standing else None,

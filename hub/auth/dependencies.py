@@ -41,7 +41,13 @@ def _offer_nonce(response: Response, settings: Settings, keys: HubKeys, clock: C
 async def current_caller(
     request: Request, response: Response, session: SessionDep, hub: HubDep
 ) -> Caller:
-    """The machine client of a resource request: standing checked, proof spent."""
+    """The machine client of a resource request: standing checked, proof spent.
+
+    The session only reads here (the client's standing); it is committed as soon as
+    that is read, which gives its connection back to the pool before the proof's spend
+    waits for its group commit and before the route takes a connection of its own (a
+    write session): no request holds one connection while it waits for another
+    (decision 0056's Later note). A route that uses the session again takes one then."""
     caller = await callers.caller_from_token(
         session,
         jtis=hub.jti_register,

@@ -97,3 +97,25 @@ def test_a_hundred_revocations_at_once_are_answered_and_others_are_not_held_up(
     assert sent.statuses == {200: IN_FLIGHT}
     assert sent.bystander == 200
     assert sent.bystander_waited < 4
+
+
+def test_a_hundred_key_replacements_at_once_are_answered_and_others_are_not_held_up(
+    hub: RunningHub,
+) -> None:
+    """A machine client's route that writes: the caller's standing is read in the
+    request's session, then the route writes in a session of its own. The first is
+    committed once read, so no request holds it while it waits for the second. Before:
+    the standing's connection stayed held, and 100 at once starved the pool (found by
+    scanning the suite for a task taking a second connection of one pool)."""
+    client_id, key = _registered_client(hub)
+    issued = httpx.post(f"{hub.url}/oauth/token", data=_form(hub, client_id, key))
+    headers = {"Authorization": f"Bearer {issued.json()['access_token']}"}
+    jwks = public_jwks(key)
+    sent = flood(
+        hub.url,
+        lambda http, n: http.put(f"{hub.url}/v1/clients/self/jwks", json=jwks, headers=headers),
+        IN_FLIGHT,
+    )
+    assert sent.statuses == {200: IN_FLIGHT}
+    assert sent.bystander == 200
+    assert sent.bystander_waited < 4
