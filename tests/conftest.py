@@ -23,6 +23,7 @@ import sqlalchemy as sa
 
 from onceonly.hub.migrate import upgrade
 
+from tests import pool_guard
 from tests.hub_testing import (
     catalogue_into,
     database_name,
@@ -39,6 +40,21 @@ POSTGRES_ADMIN_URL = os.environ.get(
 
 def pytest_configure(config: pytest.Config) -> None:
     _lazy_ca_store()
+    pool_guard.install()
+
+
+@pytest.fixture(autouse=True)
+def _one_connection_per_request() -> Iterator[None]:
+    """Fails a test during which a request took a second connection from a pool it
+    already held one of (tests/pool_guard.py)."""
+    before = len(pool_guard.violations)
+    yield
+    found = pool_guard.violations[before:]
+    if found:
+        pytest.fail(
+            "a request took a second connection from a pool it held one of"
+            " (it starves the pool under load; decision 0056):\n" + "\n".join(sorted(set(found)))
+        )
 
 
 def _lazy_ca_store() -> None:
