@@ -18,7 +18,6 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from sqlalchemy.engine import make_url
 
 from onceonly.adapters import AsyncHubClient, HubClient, RateLimited, RecordResult, UpstreamError
 from onceonly.hub.errors import DATABASE_RETRY_AFTER
@@ -32,7 +31,7 @@ from tests.hub.exchange_world import (
     World,
     exchange_world,
 )
-from tests.hub.pg_proxy import ProxyThread, proxy_in_thread
+from tests.hub.pg_proxy import ProxyThread, proxy_in_thread, through, upstream_of
 from tests.hub_testing import added_audit_entries, module_database
 
 
@@ -41,11 +40,11 @@ def away_world(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[World, ProxyThread]]:
     database_url = module_database(request, tmp_path_factory, catalogued=True)
-    url = make_url(database_url)
-    with proxy_in_thread((url.host or "127.0.0.1", url.port or 5432)) as proxy:
-        proxied = url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
+    with proxy_in_thread(upstream_of(database_url)) as proxy:
         with exchange_world(
-            database_url=proxied, tmp_path=tmp_path_factory.mktemp("world"), catalogued=True
+            database_url=through(proxy.port, database_url),
+            tmp_path=tmp_path_factory.mktemp("world"),
+            catalogued=True,
         ) as world:
             yield world, proxy
 

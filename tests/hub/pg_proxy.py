@@ -20,7 +20,21 @@ import weakref
 from collections.abc import Callable, Coroutine, Iterator
 from typing import Any
 
+from sqlalchemy.engine import make_url
+
 _READY = b"Z\x00\x00\x00\x05I"  # ReadyForQuery, idle: the end of a login
+
+
+def upstream_of(database_url: str) -> tuple[str, int]:
+    """Where a proxy forwards to: the URL's PostgreSQL host and port."""
+    url = make_url(database_url)
+    return url.host or "127.0.0.1", url.port or 5432
+
+
+def through(port: int, database_url: str, **query: str) -> str:
+    """``database_url`` by way of a proxy on loopback ``port`` (and ``query`` added)."""
+    proxied = make_url(database_url).set(host="127.0.0.1", port=port).update_query_dict(query)
+    return proxied.render_as_string(hide_password=False)
 
 
 class ResettingProxy:

@@ -18,17 +18,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from onceonly.hub import db, errors
 
 from tests.hub.captured_logs import records_of
-from tests.hub.pg_proxy import ProxyThread, ResettingProxy, proxy_in_thread
+from tests.hub.pg_proxy import ProxyThread, ResettingProxy, proxy_in_thread, through, upstream_of
 from tests.hub_testing import RunningHub, module_database, problem_type, running_hub
 
 pytestmark = pytest.mark.postgres
 
 NO_ANSWER = "no connection could be made: the server did not answer in time"
-
-
-def _through(port: int, url: str, **query: str) -> str:
-    proxied = make_url(url).set(host="127.0.0.1", port=port).update_query_dict(query)
-    return proxied.render_as_string(hide_password=False)
 
 
 @pytest.fixture
@@ -56,7 +51,7 @@ async def _async_error(engine: AsyncEngine) -> BaseException:
 async def test_a_connection_the_server_never_answers_is_a_connection_not_made_not_one_lost(
     unanswering: ResettingProxy, postgres_url: str
 ) -> None:
-    engine = db.make_engine(_through(unanswering.port, postgres_url, connect_timeout="2"))
+    engine = db.make_engine(through(unanswering.port, postgres_url, connect_timeout="2"))
 
     error = await _async_error(engine)
 
@@ -85,10 +80,9 @@ def silent_hub(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[RunningHub, ProxyThread]]:
     database_url = module_database(request, tmp_path_factory)
-    url = make_url(database_url)
-    with proxy_in_thread((url.host or "127.0.0.1", url.port or 5432)) as proxy:
+    with proxy_in_thread(upstream_of(database_url)) as proxy:
         with running_hub(
-            database_url=_through(proxy.port, database_url, connect_timeout="2"),
+            database_url=through(proxy.port, database_url, connect_timeout="2"),
             data_dir=tmp_path_factory.mktemp("hub"),
         ) as hub:
             yield hub, proxy

@@ -18,7 +18,6 @@ import psycopg
 import pytest
 import sqlalchemy as sa
 from fastapi import Depends, FastAPI, Request
-from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -29,7 +28,7 @@ from onceonly.hub.runtime import hub_of
 
 from tests.hub.captured_logs import records_of
 from tests.hub.exchange_world import ADDRESS, PURPOSE, SUBJECT, World, access_token, exchange_world
-from tests.hub.pg_proxy import ProxyThread, proxy_in_thread
+from tests.hub.pg_proxy import ProxyThread, proxy_in_thread, through, upstream_of
 from tests.hub_testing import (
     DATABASES,
     RunningHub,
@@ -110,16 +109,6 @@ async def test_sqlite_locked_past_its_busy_timeout_is_away_a_missing_table_is_no
     assert errors.database_away(missing.value) is None
 
 
-def _upstream(database_url: str) -> tuple[str, int]:
-    url = make_url(database_url)
-    return url.host or "127.0.0.1", url.port or 5432
-
-
-def _through(proxy: ProxyThread, database_url: str) -> str:
-    proxied = make_url(database_url).set(host="127.0.0.1", port=proxy.port)
-    return proxied.render_as_string(hide_password=False)
-
-
 async def _raised(engine: AsyncEngine, statement: str = "SELECT 1") -> BaseException:
     try:
         async with engine.connect() as conn:
@@ -134,8 +123,8 @@ async def _raised(engine: AsyncEngine, statement: str = "SELECT 1") -> BaseExcep
 async def test_postgresql_lost_refused_or_terminated_is_away_a_bad_statement_is_not(
     postgres_url: str,
 ) -> None:
-    with proxy_in_thread(_upstream(postgres_url)) as proxy:
-        engine = db.make_engine(_through(proxy, postgres_url))
+    with proxy_in_thread(upstream_of(postgres_url)) as proxy:
+        engine = db.make_engine(through(proxy.port, postgres_url))
         try:
             async with engine.connect() as conn:  # pinged at checkout: not sent again
                 await conn.scalar(sa.text("SELECT 1"))
@@ -191,9 +180,9 @@ def away_world(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[World, ProxyThread]]:
     database_url = module_database(request, tmp_path_factory, catalogued=True)
-    with proxy_in_thread(_upstream(database_url)) as proxy:
+    with proxy_in_thread(upstream_of(database_url)) as proxy:
         with exchange_world(
-            database_url=_through(proxy, database_url),
+            database_url=through(proxy.port, database_url),
             tmp_path=tmp_path_factory.mktemp("world"),
             catalogued=True,
         ) as world:

@@ -22,7 +22,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from onceonly.hub import db
 
-from tests.hub.pg_proxy import ResettingProxy
+from tests.hub.pg_proxy import ResettingProxy, through
 
 pytestmark = [pytest.mark.anyio, pytest.mark.postgres]
 
@@ -62,8 +62,7 @@ async def engine(
     postgres_url: str, proxy: ResettingProxy, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[AsyncEngine]:
     monkeypatch.setattr(db, "PING_AFTER_IDLE", 60.0)  # returned "a moment ago", however slow
-    url = make_url(postgres_url).set(host="127.0.0.1", port=proxy.port)
-    engine = db.make_engine(url.render_as_string(hide_password=False))
+    engine = db.make_engine(through(proxy.port, postgres_url))
     async with engine.connect() as conn:  # one connection in the pool, returned just now
         await conn.scalar(_PID)
     yield engine

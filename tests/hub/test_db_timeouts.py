@@ -30,7 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from onceonly.hub import db, errors
 
 from tests.hub import vanishing_host
-from tests.hub.pg_proxy import ProxyThread, ResettingProxy, proxy_in_thread
+from tests.hub.pg_proxy import ProxyThread, ResettingProxy, proxy_in_thread, through, upstream_of
 from tests.hub_testing import RunningHub, module_database, problem_type, running_hub
 
 pytestmark = pytest.mark.postgres
@@ -54,10 +54,6 @@ _OVERRIDES = {
 
 def _with_query(url: str, query: dict[str, str]) -> str:
     return make_url(url).update_query_dict(query).render_as_string(hide_password=False)
-
-
-def _through(port: int, url: str) -> str:
-    return make_url(url).set(host="127.0.0.1", port=port).render_as_string(hide_password=False)
 
 
 def _seen_by_libpq_and_kernel(driver: Any) -> dict[str, str]:
@@ -198,7 +194,7 @@ async def test_a_server_that_never_answers_fails_the_connection_at_its_timeout(
     proxy: ResettingProxy, postgres_url: str, query: dict[str, str], least: float, most: float
 ) -> None:
     proxy.ignore_new = True
-    engine = db.make_engine(_with_query(_through(proxy.port, postgres_url), query))
+    engine = db.make_engine(through(proxy.port, postgres_url, **query))
     try:
         took, error = await _connect_fails_after(engine)
     finally:
@@ -213,7 +209,7 @@ async def test_a_command_probe_takes_the_urls_connect_timeout_over_its_own(
     proxy: ResettingProxy, postgres_url: str
 ) -> None:
     proxy.ignore_new = True
-    url = _with_query(_through(proxy.port, postgres_url), {"connect_timeout": "2"})
+    url = through(proxy.port, postgres_url, connect_timeout="2")
     engine = db.probe_engine(url, connect_timeout=10)
     try:
         took, _ = await _connect_fails_after(engine)
@@ -229,7 +225,7 @@ async def test_a_statement_the_server_stops_reading_fails_at_the_urls_tcp_user_t
     """The proxy's kernel acknowledges a short statement, so only a statement longer
     than both sockets' buffers waits on a closed window, which TCP_USER_TIMEOUT bounds
     (Linux 5.11 and later)."""
-    url = _with_query(_through(proxy.port, postgres_url), {"tcp_user_timeout": "1000"})
+    url = through(proxy.port, postgres_url, tcp_user_timeout="1000")
     engine = db.make_engine(url)
     try:
         async with engine.connect() as conn:
@@ -255,10 +251,9 @@ def silent_hub(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[RunningHub, ProxyThread]]:
     database_url = module_database(request, tmp_path_factory)
-    url = make_url(database_url)
-    with proxy_in_thread((url.host or "127.0.0.1", url.port or 5432)) as proxy:
+    with proxy_in_thread(upstream_of(database_url)) as proxy:
         with running_hub(
-            database_url=_through(proxy.port, database_url),
+            database_url=through(proxy.port, database_url),
             data_dir=tmp_path_factory.mktemp("hub"),
         ) as hub:
             yield hub, proxy

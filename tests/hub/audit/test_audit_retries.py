@@ -14,7 +14,7 @@ from onceonly.hub.audit.service import AuditLog, lost_race
 from onceonly.hub.db import make_engine
 
 from tests.hub.captured_logs import records_of
-from tests.hub.pg_proxy import ResettingProxy
+from tests.hub.pg_proxy import ResettingProxy, through, upstream_of
 
 pytestmark = pytest.mark.anyio
 
@@ -32,10 +32,9 @@ def _entry(n: int) -> dict[str, object]:
 async def test_a_database_that_is_away_fails_the_batch_after_one_attempt(
     postgres_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    url = sa.engine.make_url(postgres_url)
-    proxy = ResettingProxy((url.host or "127.0.0.1", url.port or 5432))
+    proxy = ResettingProxy(upstream_of(postgres_url))
     await proxy.start()
-    engine = make_engine(url.set(host="127.0.0.1", port=proxy.port).render_as_string(False))
+    engine = make_engine(through(proxy.port, postgres_url))
     log = AuditLog(engine, batch_size=4)
     await log.start()
     try:

@@ -14,7 +14,6 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
-from sqlalchemy.engine import make_url
 
 from onceonly.hub.ops import openapi
 
@@ -25,7 +24,7 @@ from tests.hub.openapi.references import (
     response_of,
     validator,
 )
-from tests.hub.pg_proxy import ProxyThread, proxy_in_thread
+from tests.hub.pg_proxy import ProxyThread, proxy_in_thread, through, upstream_of
 from tests.hub_testing import RunningHub, module_database, problem_type, running_hub
 
 FAULT_PATH = "/test/fault"
@@ -39,24 +38,14 @@ def _fault_route(app: FastAPI) -> None:
         raise RuntimeError("a bug")
 
 
-def _through(proxy: ProxyThread, database_url: str) -> str:
-    proxied = make_url(database_url).set(host="127.0.0.1", port=proxy.port)
-    return proxied.render_as_string(hide_password=False)
-
-
-def _upstream(database_url: str) -> tuple[str, int]:
-    url = make_url(database_url)
-    return url.host or "127.0.0.1", url.port or 5432
-
-
 @pytest.fixture(scope="module", params=[pytest.param("postgres", marks=pytest.mark.postgres)])
 def away_hub(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[RunningHub, ProxyThread]]:
     database_url = module_database(request, tmp_path_factory, catalogued=True)
-    with proxy_in_thread(_upstream(database_url)) as proxy:
+    with proxy_in_thread(upstream_of(database_url)) as proxy:
         with running_hub(
-            database_url=_through(proxy, database_url),
+            database_url=through(proxy.port, database_url),
             data_dir=tmp_path_factory.mktemp("hub"),
             adjust=_fault_route,
         ) as hub:
