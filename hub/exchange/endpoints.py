@@ -95,7 +95,8 @@ _ANSWER: TypeAdapter[RecordAnswer] = TypeAdapter(RecordAnswer)
 class ExchangeFastPath:
     """ASGI middleware inside the hub's request context (request id, size limits,
     access log, metrics, the 500): record queries are answered here, everything else
-    goes on to the application's routing."""
+    goes on to the application's routing. While the application has dependency
+    overrides, record queries go to the declared route too, which honours them."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -106,7 +107,8 @@ class ExchangeFastPath:
             if scope["type"] == "http" and scope["method"] == "POST"
             else None
         )
-        if matched is None:
+        if matched is None or getattr(scope.get("app"), "dependency_overrides", None):
+            # dependency overrides (a test's, an extension's) reach only the declared route
             await self.app(scope, receive, send)
             return
         item_id = matched.group(1)

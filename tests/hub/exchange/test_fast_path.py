@@ -13,11 +13,12 @@ from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI
+from fastapi import FastAPI, HTTPException
 from starlette.middleware import Middleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from onceonly.adapters import OnceonlyError
+from onceonly.hub.auth.dependencies import token_caller
 from onceonly.hub.exchange import endpoints
 from onceonly.hub.exchange.endpoints import ExchangeFastPath
 
@@ -147,3 +148,28 @@ def test_the_fast_path_answers_as_the_declared_route(world: World, case: str) ->
     first, second = ({k: v for k, v in e.items() if k not in volatile} for e in entries)
     assert first == second
     assert (entries[0]["outcome"] == "ok") == (fast.status_code == 200)
+
+
+def test_dependency_overrides_reach_record_queries(database_url: str, tmp_path: Path) -> None:
+    """An override of one of the route's dependencies is honoured: the fast path, which
+    takes them by hand, steps aside while the application has overrides."""
+    calls: list[str] = []
+    apps: list[FastAPI] = []
+
+    def refuse_every_caller() -> None:
+        calls.append("override")
+        raise HTTPException(status_code=418, detail="overridden")
+
+    def override(app: FastAPI) -> None:
+        app.dependency_overrides[token_caller] = refuse_every_caller
+        apps.append(app)
+
+    with exchange_world(
+        database_url=database_url, tmp_path=tmp_path, adjust=override
+    ) as overridden:
+        answer = _answer_of(overridden, past=False, query=QUERIES["answered"])
+        assert calls == ["override"]
+        assert answer.status_code == 418
+        apps[0].dependency_overrides.clear()
+        assert _answer_of(overridden, past=False, query=QUERIES["answered"]).status_code == 200
+        assert calls == ["override"]
