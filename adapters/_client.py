@@ -15,11 +15,15 @@ When the hub answers ``503`` or ``429`` with ``Retry-After`` (RFC 9110 §10.2.3)
 request that is safe to repeat waits what it says and is sent again, within one budget
 per call (`_retry`).
 
-A client renews its token for one call at a time: a flow that finds no valid token
-yields `_TAKE_TURN` and the client holds its token lock until the flow yields
-`_GIVE_TURN` (or ends). The flow checks the token again once it has the turn, so calls
-that found it expired together send one token request, not one each; a call whose
-token is valid takes no turn and never waits.
+A client discovers the hub and renews its token for one call at a time: a flow that
+finds no metadata or no valid token yields a `_Turn` to take, and the client holds its
+lock of that kind (one for discovery, one for renewals) until the flow yields the turn
+to give back (or ends). The flow looks again once it has the turn, so calls that found
+nothing together send one request, not one each; a call that finds what it needs takes
+no turn and never waits. When that request fails in a way that asking again at once
+would repeat (`_repeats_now`), the calls that waited for it fail with its error instead
+of each asking in turn (`_Shared`); a call made after the failure asks again (decision
+0057).
 """
 
 from __future__ import annotations
@@ -72,16 +76,57 @@ class _Step:
 
 @dataclass(frozen=True)
 class _Turn:
-    """Not a request: a flow's mark that it starts (``take``) or ends renewing the
-    client's token, which one call at a time may do (the client's token lock)."""
+    """Not a request: a flow's mark that it starts (``take``) or ends asking the hub for
+    what all the client's calls use (``of``: `_DISCOVERY`, `_RENEWAL`), which one call at
+    a time may do (the client's lock of that kind)."""
 
     take: bool
+    of: str
 
 
-_TAKE_TURN, _GIVE_TURN = _Turn(take=True), _Turn(take=False)
+# Each its own lock: a call waiting for the discovery does not hold back a renewal
+_DISCOVERY, _RENEWAL = "discovery", "token renewal"
+_TURNS = (_DISCOVERY, _RENEWAL)
 
-# A flow yields requests and turns; the client answers a request with its response
-_Flow = Generator[_Step | _Turn, httpx.Response | None, T]
+# A flow yields requests and turns; the client answers a request with its response, or
+# with the error that kept it from getting one (the hub could not be reached)
+_Flow = Generator[_Step | _Turn, httpx.Response | OnceonlyError | None, T]
+# RFC 6749 §5.2 codes (as the hub's problem types name them too, oauth-invalid-client)
+# that refuse the client itself: its next token request would be refused the same way
+_CLIENT_REFUSED = frozenset({"invalid_client", "unauthorized_client"})
+
+
+class _Shared:
+    """What one call at a time asks the hub for on behalf of the client's calls (its
+    metadata, a token), and how the last such request ended.
+
+    A call notes `ended` before it waits for its turn. If a request ended meanwhile and
+    failed in a way that asking again at once would repeat (`_repeats_now`), the call
+    fails with that error (`_shared_failure`) instead of sending its own. Only the last
+    failure is kept, and only calls that were waiting when it happened share it: a call
+    made afterwards asks again."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self.take_turn, self.give_turn = _Turn(take=True, of=name), _Turn(take=False, of=name)
+        self.ended = 0  # requests of this kind that ended, failed or not
+        self._failure: tuple[OnceonlyError, float] | None = None  # with its monotonic time
+
+    def asked(self, flow: _Flow[T], *, waited_since: int) -> _Flow[T]:
+        """``flow``'s outcome, unless one that ended after ``waited_since`` failed so."""
+        if self.ended != waited_since and self._failure is not None:
+            raise _shared_failure(*self._failure, name=self._name)
+        try:
+            outcome = yield from flow
+        except OnceonlyError as error:
+            self._ended(error if _repeats_now(error) else None)
+            raise
+        self._ended(None)
+        return outcome
+
+    def _ended(self, failure: OnceonlyError | None) -> None:
+        self.ended += 1
+        self._failure = None if failure is None else (failure, time.monotonic())
 
 
 @dataclass(frozen=True)
@@ -134,6 +179,7 @@ class _Session:
         self._metadata: _Metadata | None = None
         self._token: tuple[str, str] | None = None  # (scheme, token)
         self._token_expires = 0.0
+        self._discovery, self._renewal = _Shared(_DISCOVERY), _Shared(_RENEWAL)
 
     def fetch_flow(
         self, item: str, subject: str, *, purpose: str, version: int | None = None
@@ -237,25 +283,41 @@ class _Session:
         return bool(nonce)
 
     def _metadata_flow(self) -> _Flow[_Metadata]:
-        if self._metadata is None:
-            url = self._hub_url + "/.well-known/oauth-authorization-server"
-            response = yield from _sent(_Step(lambda: httpx.Request("GET", url), repeatable=True))
-            body = _json_object(response)
-            issuer, endpoint = body.get("issuer"), body.get("token_endpoint")
-            if not isinstance(issuer, str) or not isinstance(endpoint, str):
-                raise _protocol_error(response, "the hub's metadata lacks issuer or token_endpoint")
-            self._metadata = _Metadata(issuer=issuer, token_endpoint=endpoint)
+        """The hub's metadata, discovered once for all calls (RFC 8414 §3)."""
+        return (yield from self._in_turn(lambda: self._metadata, self._discovery, self._discover))
+
+    def _discover(self) -> _Flow[_Metadata]:
+        url = self._hub_url + "/.well-known/oauth-authorization-server"
+        response = yield from _sent(_Step(lambda: httpx.Request("GET", url), repeatable=True))
+        body = _json_object(response)
+        issuer, endpoint = body.get("issuer"), body.get("token_endpoint")
+        if not isinstance(issuer, str) or not isinstance(endpoint, str):
+            raise _protocol_error(response, "the hub's metadata lacks issuer or token_endpoint")
+        self._metadata = _Metadata(issuer=issuer, token_endpoint=endpoint)
         return self._metadata
 
     def _token_flow(self, metadata: _Metadata) -> _Flow[tuple[str, str]]:
         """The cached token while it is valid; else a new one, asked for in the client's
         turn, unless another call got one while this one waited for the turn."""
-        if (cached := self._valid_token()) is not None:
-            return cached
-        yield _TAKE_TURN
-        token = self._valid_token() or (yield from self._new_token_flow(metadata))
-        yield _GIVE_TURN
-        return token
+        renew = partial(self._new_token_flow, metadata)
+        return (yield from self._in_turn(self._valid_token, self._renewal, renew))
+
+    def _in_turn(
+        self, cached: Callable[[], T | None], shared: _Shared, ask: Callable[[], _Flow[T]]
+    ) -> _Flow[T]:
+        """``cached()`` when it holds a value; else, in the client's turn, ``cached()``
+        again (another call got it while this one waited) or what ``ask`` gets from the
+        hub, unless the request this call waited for failed so that asking again at once
+        would only repeat it (`_Shared`)."""
+        if (value := cached()) is not None:
+            return value
+        waited_since = shared.ended
+        yield shared.take_turn
+        value = cached()
+        if value is None:
+            value = yield from shared.asked(ask(), waited_since=waited_since)
+        yield shared.give_turn
+        return value
 
     def _valid_token(self) -> tuple[str, str] | None:
         if self._token is not None and time.monotonic() < self._token_expires:
@@ -358,7 +420,7 @@ class HubClient:
         self._session = _Session(hub_url, client_id=client_id, key=key, dpop_key=dpop_key)
         self._budget = _retry_budget(retries, max_retry_wait)
         self._http = httpx.Client(timeout=timeout, transport=transport)
-        self._token_lock = threading.Lock()  # one token renewal at a time (_Turn)
+        self._turn_locks = {kind: threading.Lock() for kind in _TURNS}  # one at a time (_Turn)
         self._trail = trail  # where receipts are kept, for onceonly adapter reconcile
 
     def fetch(
@@ -481,8 +543,8 @@ class HubClient:
     def _run(self, flow: _Flow[T], retries: Retries | None = None) -> T:
         """Drive ``flow``, within ``retries``, or a budget of its own (one per call)."""
         retries = retries or self._budget()
-        holding = False  # the token lock, between the flow's _TAKE_TURN and _GIVE_TURN
-        answer: httpx.Response | None = None
+        holding: threading.Lock | None = None  # between the flow's taking a _Turn and giving it
+        answer: httpx.Response | OnceonlyError | None = None
         try:
             while True:
                 step = flow.send(answer)
@@ -494,18 +556,21 @@ class HubClient:
         except StopIteration as stop:
             return stop.value  # type: ignore[no-any-return]
         finally:
-            if holding:  # the flow or a request failed during the renewal
-                self._token_lock.release()
+            if holding is not None:  # the flow or a request failed during its turn
+                holding.release()
 
-    def _turn(self, turn: _Turn) -> bool:
-        """Take or give back the token lock, as ``turn`` says; whether it is held now."""
-        if turn.take:
-            self._token_lock.acquire()
-        else:
-            self._token_lock.release()
-        return turn.take
+    def _turn(self, turn: _Turn) -> threading.Lock | None:
+        """Take or give back the lock ``turn`` names; the lock held now, if any."""
+        lock = self._turn_locks[turn.of]
+        if not turn.take:
+            lock.release()
+            return None
+        lock.acquire()
+        return lock
 
-    def _send(self, step: _Step, retries: Retries) -> httpx.Response:
+    def _send(self, step: _Step, retries: Retries) -> httpx.Response | OnceonlyError:
+        """The response to ``step``, repeated as ``retries`` allows; or `HubUnavailable`,
+        handed to the flow (`_sent`)."""
         while True:
             try:
                 outcome: httpx.Response | httpx.TransportError = self._http.send(step.build())
@@ -544,7 +609,7 @@ class AsyncHubClient:
         self._session = _Session(hub_url, client_id=client_id, key=key, dpop_key=dpop_key)
         self._budget = _retry_budget(retries, max_retry_wait)
         self._http = httpx.AsyncClient(timeout=timeout, transport=transport)
-        self._token_lock = anyio.Lock()  # one token renewal at a time (_Turn)
+        self._turn_locks = {kind: anyio.Lock() for kind in _TURNS}  # one at a time (_Turn)
         self._trail = trail
 
     async def fetch(
@@ -642,8 +707,8 @@ class AsyncHubClient:
     async def _run(self, flow: _Flow[T], retries: Retries | None = None) -> T:
         """Drive ``flow``, within ``retries``, or a budget of its own (one per call)."""
         retries = retries or self._budget()
-        holding = False  # the token lock, between the flow's _TAKE_TURN and _GIVE_TURN
-        answer: httpx.Response | None = None
+        holding: anyio.Lock | None = None  # between the flow's taking a _Turn and giving it
+        answer: httpx.Response | OnceonlyError | None = None
         try:
             while True:
                 step = flow.send(answer)
@@ -655,18 +720,20 @@ class AsyncHubClient:
         except StopIteration as stop:
             return stop.value  # type: ignore[no-any-return]
         finally:
-            if holding:  # the flow or a request failed, or the call was cancelled
-                self._token_lock.release()
+            if holding is not None:  # the flow or a request failed, or the call was cancelled
+                holding.release()
 
-    async def _turn(self, turn: _Turn) -> bool:
-        """Take or give back the token lock, as ``turn`` says; whether it is held now."""
-        if turn.take:
-            await self._token_lock.acquire()
-        else:
-            self._token_lock.release()
-        return turn.take
+    async def _turn(self, turn: _Turn) -> anyio.Lock | None:
+        """See `HubClient._turn`."""
+        lock = self._turn_locks[turn.of]
+        if not turn.take:
+            lock.release()
+            return None
+        await lock.acquire()
+        return lock
 
-    async def _send(self, step: _Step, retries: Retries) -> httpx.Response:
+    async def _send(self, step: _Step, retries: Retries) -> httpx.Response | OnceonlyError:
+        """See `HubClient._send`."""
         while True:
             request = step.build()
             try:
@@ -683,20 +750,49 @@ def _not_sent(refusal: OnceonlyError) -> OnceonlyError:
     """The error of a subject that a ``fetch_many`` did not send, after the hub asked the
     call to come back later (``refusal``, for an earlier subject): of the same class,
     status, problem type and ``retry_after``, with no request id."""
-    return type(refusal)(
-        f"not sent: the hub answered {refusal.status} to an earlier subject of this call, "
-        f"asking to come back in {refusal.retry_after:g} s",
-        status=refusal.status,
-        problem_type=refusal.problem_type,
-        retry_after=refusal.retry_after,
+    why = (
+        f"the hub answered {refusal.status} to an earlier subject of this call, "
+        f"asking to come back in {refusal.retry_after:g} s"
+    )
+    return _again(refusal, detail=f"not sent: {why}", retry_after=refusal.retry_after)
+
+
+def _repeats_now(error: OnceonlyError) -> bool:
+    """Whether asking the hub for its metadata or a token again at once would only repeat
+    ``error``: the hub refused the client (RFC 6749 §5.2), asked it to ask less often
+    (``429``), is unavailable (``503``), or could not be reached."""
+    code = (error.problem_type or "").removeprefix("oauth-").replace("-", "_")
+    return error.status in (429, 503) or code in _CLIENT_REFUSED  # HubUnavailable is 503
+
+
+def _shared_failure(failure: OnceonlyError, at: float, *, name: str) -> OnceonlyError:
+    """The error of a call that waited for a discovery or renewal (``name``) that failed
+    with ``failure`` at ``at`` (monotonic): of the same class, status and problem type,
+    and what is left of its ``retry_after``; no request id (this call sent nothing)."""
+    left = failure.retry_after
+    if left is not None:
+        left = max(0.0, left - (time.monotonic() - at))
+    detail = f"{failure.detail} (the {name} this call waited for; not asked again)"
+    return _again(failure, detail=detail, retry_after=left)
+
+
+def _again(error: OnceonlyError, *, detail: str, retry_after: float | None) -> OnceonlyError:
+    """An error of ``error``'s class, status and problem type, for a call or subject that
+    was not sent because of it."""
+    return type(error)(
+        detail, status=error.status, problem_type=error.problem_type, retry_after=retry_after
     )
 
 
 def _sent(step: _Step) -> _Flow[httpx.Response]:
-    """Yield ``step`` to the client; its response."""
-    response = yield step
-    assert response is not None  # the client answers every request with its response
-    return response
+    """Yield ``step`` to the client; its response. The error the client answers instead
+    (the hub could not be reached) is raised here, in the flow, so that a discovery or a
+    renewal knows how it ended (`_Shared`)."""
+    answer = yield step
+    if isinstance(answer, OnceonlyError):
+        raise answer
+    assert answer is not None  # the client answers every request
+    return answer
 
 
 def _retry_budget(retries: int, max_retry_wait: float) -> Callable[[], Retries]:

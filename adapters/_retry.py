@@ -121,7 +121,12 @@ class Retries:
         return wait
 
     @staticmethod
-    def settle(outcome: httpx.Response | httpx.TransportError) -> httpx.Response:
+    def settle(outcome: httpx.Response | httpx.TransportError) -> httpx.Response | HubUnavailable:
+        """The last outcome as the caller gets it: the hub's response, or, for a request
+        that never got one, `HubUnavailable` (returned, not raised: the consumer SDK's
+        flows raise it where they sent the request)."""
         if isinstance(outcome, httpx.TransportError):
-            raise HubUnavailable(f"cannot reach the hub: {type(outcome).__name__}")
+            error = HubUnavailable(f"cannot reach the hub: {type(outcome).__name__}")
+            error.__cause__ = outcome
+            return error
         return outcome

@@ -113,8 +113,11 @@ def test_concurrent_threads_of_a_sync_client_ask_one_token(
     assert hub.token_requests == 1
 
 
-def test_a_refused_token_request_gives_the_turn_back(hub: HubDouble) -> None:
-    """No call is left waiting behind a renewal that failed: each is refused in turn."""
+def test_calls_that_waited_for_a_renewal_refused_invalid_client_fail_with_its_error(
+    hub: HubDouble,
+) -> None:
+    """No call is left waiting behind a renewal that failed, and none asks again: the hub
+    refused the client, and would refuse each of them (decision 0057)."""
     stranger = ECKey.generate_key("P-256", auto_kid=True)  # not registered at the hub
 
     async def scenario() -> list[RecordResult | BaseException]:
@@ -123,8 +126,10 @@ def test_a_refused_token_request_gives_the_turn_back(hub: HubDouble) -> None:
 
     results = asyncio.run(scenario())
 
-    assert all(isinstance(result, AuthenticationFailed) for result in results)
-    assert hub.token_requests == 8  # each call asked in its turn, once the one before failed
+    assert _records(results) == ["AuthenticationFailed"] * 8
+    assert hub.token_requests == 1  # 8 before: each call asked in its turn
+    refusals = {(error.status, error.problem_type) for error in results}  # type: ignore[union-attr]
+    assert refusals == {(401, "invalid-client")}
 
 
 def test_a_sync_call_whose_renewal_failed_gives_the_turn_back(hub: HubDouble) -> None:

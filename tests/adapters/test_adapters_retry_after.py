@@ -18,6 +18,7 @@ import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from itertools import pairwise
@@ -51,8 +52,10 @@ from tests.adapters.adapter_testing import (
     HubDouble,
     serve,
 )
+from tests.adapters.test_adapters_client_tokens import _fetch_together, _records
 
 TOKEN = "/oauth/token"
+DISCOVERY = "/.well-known/oauth-authorization-server"
 QUERY = f"/v1/items/{ITEM}/records/query"
 WRITE = "/v1/test/notes"  # a POST route that is not safe to repeat
 EVENTS = f"/v1/items/{ITEM}/events"
@@ -619,3 +622,124 @@ def test_the_change_publisher_waits_no_longer_than_its_maximum(
     assert "the hub asked to come back in 3600 s; publishing changes again in 1 s" in [
         record.getMessage() for record in caplog.records
     ]
+
+
+# --- a renewal or a discovery, shared by the calls that wait for it (decision 0057) ----
+
+
+def _fetch_from_threads(hub_client: HubClient, calls: int) -> list[RecordResult | BaseException]:
+    """``calls`` fetches of ``hub_client`` at once, one thread each: each one's record, or
+    the error that ended it."""
+    with ThreadPoolExecutor(max_workers=calls) as pool:
+        fetches = [
+            pool.submit(hub_client.fetch, ITEM, SUBJECT, purpose=PURPOSE) for _ in range(calls)
+        ]
+        return [fetch.exception(timeout=60) or fetch.result() for fetch in fetches]
+
+
+def _together_then_one_more(
+    world: World,
+) -> tuple[list[RecordResult | BaseException], RecordResult]:
+    """10 fetches of a new async client at once, each one's record or error; then the
+    record of one fetch more, made after they ended."""
+
+    async def scenario() -> tuple[list[RecordResult | BaseException], RecordResult]:
+        async with world.async_client() as hub_client:
+            together = await _fetch_together(hub_client, calls=10)
+            return together, await hub_client.fetch(ITEM, SUBJECT, purpose=PURPOSE)
+
+    return asyncio.run(scenario())
+
+
+def test_calls_that_waited_for_a_renewal_refused_429_fail_with_its_error(world: World) -> None:
+    """The first call's token request is refused twice, the second time for longer than
+    its budget: the calls that waited for that renewal fail with its error (told how long
+    is left of its ``Retry-After``) instead of each asking in turn. A call made after
+    the failure asks again."""
+    world.outage.script[TOKEN] = [Answer(429, "1"), Answer(429, "60")]
+
+    waited, later = _together_then_one_more(world)
+
+    assert _records(waited) == ["RateLimited"] * 10  # before: one, and 9 records
+    come_back = [error.retry_after or 0.0 for error in waited]  # type: ignore[union-attr]
+    assert all(55.0 < seconds <= 60.0 for seconds in come_back)
+    assert later.record == RECORD
+    assert len(world.outage.at(TOKEN)) == 3  # the renewal's two, and the later call's
+
+
+def test_threads_that_waited_for_a_renewal_refused_503_fail_with_its_error(
+    world: World,
+) -> None:
+    world.outage.script[TOKEN] = [Answer(503, "1"), Answer(503, "60")]
+
+    with world.client() as hub_client:
+        waited = _fetch_from_threads(hub_client, calls=8)
+        later = hub_client.fetch(ITEM, SUBJECT, purpose=PURPOSE)
+
+    assert _records(waited) == ["UpstreamError"] * 8
+    assert {error.status for error in waited} == {503}  # type: ignore[union-attr]
+    assert later.record == RECORD
+    assert len(world.outage.at(TOKEN)) == 3
+
+
+def test_threads_that_waited_for_a_renewal_refused_invalid_client_fail_with_its_error(
+    world: World,
+) -> None:
+    """The hub refuses the client (it is not registered); the first renewal is held 1 s by
+    a ``429`` so that every thread waits for it."""
+    del world.hub.clients[CLIENT_ID]
+    world.outage.script[TOKEN] = [Answer(429, "1")]
+
+    with world.client() as hub_client:
+        waited = _fetch_from_threads(hub_client, calls=8)
+
+    assert _records(waited) == ["AuthenticationFailed"] * 8
+    assert len(world.outage.at(TOKEN)) == 2  # before: 9, each thread asked in its turn
+
+
+def test_a_renewal_failure_that_may_not_repeat_is_not_shared(world: World) -> None:
+    """A ``400`` that is no refusal of the client: the next call that waited asks itself."""
+    world.outage.script[TOKEN] = [Answer(429, "1"), Answer(400)]
+
+    async def scenario() -> list[RecordResult | BaseException]:
+        async with world.async_client() as hub_client:
+            return await _fetch_together(hub_client, calls=8)
+
+    results = asyncio.run(scenario())
+
+    assert _records(results) == ["InvalidRequest"] + [RECORD] * 7
+    assert len(world.outage.at(TOKEN)) == 3  # the first call's two, the next call's one
+
+
+def test_concurrent_first_calls_discover_the_hub_once(world: World) -> None:
+    """Discovery (RFC 8414 metadata) is held 1 s by a ``503`` so that every call waits
+    for it: one fetch for all (before: one each)."""
+    world.outage.script[DISCOVERY] = [Answer(503, "1")]
+
+    async def scenario() -> list[RecordResult | BaseException]:
+        async with world.async_client() as hub_client:
+            return await _fetch_together(hub_client, calls=10)
+
+    assert _records(asyncio.run(scenario())) == [RECORD] * 10
+    assert len(world.outage.at(DISCOVERY)) == 2  # the 503, and its repeat
+    assert world.hub.token_requests == 1
+
+
+def test_concurrent_threads_discover_the_hub_once(world: World) -> None:
+    world.outage.script[DISCOVERY] = [Answer(503, "1")]
+
+    with world.client() as hub_client:
+        assert _records(_fetch_from_threads(hub_client, calls=8)) == [RECORD] * 8
+
+    assert len(world.outage.at(DISCOVERY)) == 2
+
+
+def test_calls_that_waited_for_a_failed_discovery_fail_with_its_error(world: World) -> None:
+    """A failed discovery is not kept: a call made after it discovers again."""
+    world.outage.script[DISCOVERY] = [Answer(503, "1"), Answer(503, "60")]
+
+    waited, later = _together_then_one_more(world)
+
+    assert _records(waited) == ["UpstreamError"] * 10
+    assert later.record == RECORD
+    assert len(world.outage.at(DISCOVERY)) == 3
