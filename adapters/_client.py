@@ -46,7 +46,7 @@ from joserfc import jwt
 
 from . import _commitment
 from ._dpop import DPoPKey
-from ._errors import PROBLEM_PREFIX, OnceonlyError, error_for_status
+from ._errors import PROBLEM_PREFIX, HubUnavailable, OnceonlyError, error_for_status
 from ._keys import SigningKey, algorithm_of, public_jwks
 from ._reqtoken import subject_digest
 from ._retry import Retries, retry_after
@@ -444,9 +444,10 @@ class HubClient:
 
         The call has one budget of repeats (``retries``, ``max_retry_wait``) for all its
         subjects. Once the hub asks it to come back later (a ``503`` or ``429`` with
-        ``Retry-After`` that the budget left cannot wait out), the subjects not yet
-        fetched are not sent: each gets an error of the same class, with the same
-        ``retry_after`` (`_not_sent`)."""
+        ``Retry-After`` that the budget left cannot wait out) or cannot be reached (a
+        `HubUnavailable`, after the budget's repeats), the subjects not yet fetched are
+        not sent: each gets an error of the same class, with the same ``retry_after``
+        and a detail that starts "not sent" (`_not_sent`)."""
         retries = self._budget()  # one budget for the whole call
         results: dict[str, RecordResult | OnceonlyError] = {}
         come_back: OnceonlyError | None = None
@@ -460,7 +461,7 @@ class HubClient:
                 self._remember(result, subject=subject, purpose=purpose)
             except OnceonlyError as error:
                 results[subject] = error
-                come_back = error if error.retry_after is not None else None
+                come_back = error if _stops_fetch_many(error) else None
         return results
 
     def publish(
@@ -632,11 +633,11 @@ class AsyncHubClient:
         self, item: str, subjects: Iterable[str], *, purpose: str, concurrency: int = 8
     ) -> dict[str, RecordResult | OnceonlyError]:
         """Fetch many subjects' records in one call, ``concurrency`` at a time, within one
-        budget of repeats, and stop sending once the hub asks to come back later (see
-        `HubClient.fetch_many`)."""
+        budget of repeats, and stop sending once the hub asks to come back later or
+        cannot be reached (see `HubClient.fetch_many`)."""
         retries = self._budget()  # one budget for the whole call
         results: dict[str, RecordResult | OnceonlyError] = {}
-        come_back: list[OnceonlyError] = []  # the first answer that said to come back later
+        come_back: list[OnceonlyError] = []  # the first error that stops the call
         limit = anyio.Semaphore(concurrency)
 
         async def one(subject: str) -> None:
@@ -651,7 +652,7 @@ class AsyncHubClient:
                     )
                 except OnceonlyError as error:
                     results[subject] = error
-                    if error.retry_after is not None:
+                    if _stops_fetch_many(error):
                         come_back.append(error)
 
         async with anyio.create_task_group() as group:
@@ -746,14 +747,24 @@ class AsyncHubClient:
             await anyio.sleep(delay)
 
 
+def _stops_fetch_many(error: OnceonlyError) -> bool:
+    """Whether ``error``, for one subject of a ``fetch_many``, means that the subjects not
+    sent yet are not sent: the hub asked the call to come back later, or could not be
+    reached (after the call's repeats)."""
+    return error.retry_after is not None or isinstance(error, HubUnavailable)
+
+
 def _not_sent(refusal: OnceonlyError) -> OnceonlyError:
-    """The error of a subject that a ``fetch_many`` did not send, after the hub asked the
-    call to come back later (``refusal``, for an earlier subject): of the same class,
-    status, problem type and ``retry_after``, with no request id."""
-    why = (
-        f"the hub answered {refusal.status} to an earlier subject of this call, "
-        f"asking to come back in {refusal.retry_after:g} s"
-    )
+    """The error of a subject that a ``fetch_many`` did not send, after an earlier subject
+    of the call met ``refusal`` (`_stops_fetch_many`): of the same class, status, problem
+    type and ``retry_after``, with no request id."""
+    if refusal.retry_after is None:  # HubUnavailable
+        why = f"an earlier subject of this call found the hub unavailable ({refusal.detail})"
+    else:
+        why = (
+            f"the hub answered {refusal.status} to an earlier subject of this call, "
+            f"asking to come back in {refusal.retry_after:g} s"
+        )
     return _again(refusal, detail=f"not sent: {why}", retry_after=refusal.retry_after)
 
 
