@@ -5,8 +5,12 @@ the ``__Host-`` prefix, so that a browser keeps them only as set by this host ov
 https (RFC 6265bis §4.1.3.2). The sign-in is ``SameSite=Strict``: no other site's
 page ever makes a request that carries it. It holds the person's session token
 (onceonly.hub.people.service), which the hub stores only hashed and checks on every
-request, with the account's status and roles as they are now; it lasts
-``session_lifetime``, in the browser and at the hub.
+request, with the account's status and roles as they are now. The session lasts
+``session_lifetime`` at the hub; the browser keeps the cookie a day longer
+(:func:`put_session`), so that the hub, not the browser, ends the sign-in and can say so:
+a cookie the browser had dropped at the same moment would leave a visitor it cannot
+tell from one who never signed in ("Your sign-in has ended", decision 0058). The token
+is dead at the hub by then; keeping it longer in the browser opens nothing.
 
 A citizen's sign-in (onceonly.hub.citizen.service, decision 0032) is a cookie of its
 own, ``SameSite=Strict`` too: staff pages never read it, citizen pages read nothing
@@ -27,6 +31,7 @@ LANGUAGE: Final = "onceonly-language"
 CITIZEN: Final = "onceonly-citizen"
 OIDC_LOGIN: Final = "onceonly-oidc-login"
 PRE_SESSION_SECONDS: Final = 3600
+ENDED_NOTICE_SECONDS: Final = 24 * 3600  # how long past its end a sign-in is told apart
 LANGUAGE_SECONDS: Final = 365 * 24 * 3600
 
 
@@ -57,6 +62,12 @@ def put(
         httponly=True,
         samesite=same_site,
     )
+
+
+def put_session(response: Response, token: str, *, lifetime: int, production: bool) -> None:
+    """The staff sign-in cookie, kept by the browser ``ENDED_NOTICE_SECONDS`` past the
+    session's ``lifetime`` at the hub (see the module's docstring)."""
+    put(response, SESSION, token, max_age=lifetime + ENDED_NOTICE_SECONDS, production=production)
 
 
 def remove(response: Response, base: str, *, production: bool) -> None:

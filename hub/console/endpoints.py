@@ -11,7 +11,9 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import Response
 from fastapi.routing import APIRoute
+from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.routing import Match
 
 from onceonly.hub.audit.exceptions import AuditUnavailable
 from onceonly.hub.audit.request_scope import open_audit_scope
@@ -72,7 +74,8 @@ async def sign_in_page(
     if visit.principal is not None:
         return pages.redirect(pages.local_path(next, default=HOME), production=visit.production)
     notice = "signed-out" if "signed_out" in request.query_params else ""
-    notice = "ended" if visit.ended else notice
+    if visit.ended:
+        notice = "unsent" if "unsent" in request.query_params else "ended"
     return oidc_sign_in.sign_in_form(request, visit, hub, next=next, notice=notice)
 
 
@@ -134,12 +137,8 @@ async def sign_in(request: Request, visit: VisitDep, form: FormDep, hub: HubDep)
     response = pages.redirect(
         pages.local_path(values["next"], default=HOME), production=visit.production
     )
-    cookies.put(
-        response,
-        cookies.SESSION,
-        signed.token,
-        max_age=hub.settings.session_lifetime,
-        production=visit.production,
+    cookies.put_session(
+        response, signed.token, lifetime=hub.settings.session_lifetime, production=visit.production
     )
     cookies.remove(response, cookies.PRE_SESSION, production=visit.production)
     return response
@@ -267,18 +266,30 @@ async def _end_session(request: Request, hub: Hub, token: str, *, person: str) -
 
 
 async def _to_sign_in(request: Request, exc: Exception) -> Response:
+    """To the sign-in page, and back afterwards to the page the visitor was on: for a
+    form posted after the sign-in ended, the page the form was on (its values are not
+    kept: decision 0058), and the sign-in page says the form was not sent."""
     assert isinstance(exc, SignInNeeded)
     production = hub_of(request.app).settings.is_production
-    # A form posted without a sign-in goes nowhere afterwards: its address takes POSTs
-    # only, and the form's values are not kept.
-    next_path = exc.next_path if request.method in ("GET", "HEAD") else HOME
+    posted = request.method not in ("GET", "HEAD")
+    next_path = _page_of_form(request.app, request.url.path) if posted else exc.next_path
     target = pages.local_path(next_path, default=HOME)
-    location = "/sign-in" if target == HOME else f"/sign-in?{_next_query(target)}"
+    query = {"next": target} if target != HOME else {}
+    query |= {"unsent": "1"} if posted else {}
+    location = f"/sign-in?{urlencode(query)}" if query else "/sign-in"
     return pages.redirect(location, production=production)
 
 
-def _next_query(target: str) -> str:
-    return urlencode({"next": target})
+def _page_of_form(app: Starlette, path: str) -> str:
+    """The page a form posted to ``path`` was on: the nearest address at or above
+    ``path`` that the app answers GET for (``POST /requests/{id}/approve`` was on
+    ``/requests/{id}``, ``POST /catalogue/{item}/request`` on its own address)."""
+    while path.startswith("/") and path != "/":
+        scope = {"type": "http", "method": "GET", "path": path, "root_path": ""}
+        if any(route.matches(scope)[0] is Match.FULL for route in app.routes):
+            return path
+        path = path.rsplit("/", 1)[0]
+    return HOME
 
 
 async def _form_refused(request: Request, exc: Exception) -> Response:

@@ -158,11 +158,10 @@ async def callback(
         response = sign_in_form(request, visit, hub, status=refused.status, errors=errors)
     else:
         response = rendering.render(request, visit, "signed_in.html", next=HOME)
-        cookies.put(
+        cookies.put_session(
             response,
-            cookies.SESSION,
             signed.session.token,
-            max_age=hub.settings.session_lifetime,
+            lifetime=hub.settings.session_lifetime,
             production=visit.production,
         )
         cookies.remove(response, cookies.PRE_SESSION, production=visit.production)

@@ -6,6 +6,7 @@ served by the hub) for WCAG 2.2 A and AA violations, with JavaScript and without
 (``browsing.Watched``), and the browser's console for Content-Security-Policy reports.
 """
 
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -14,6 +15,7 @@ from playwright.sync_api import Browser
 from tests.hub.console.browsing import EMBEDDED, Browsing, Watched, pytestmark
 from tests.hub.console.console_world import (
     AUDITOR,
+    OTHER_STEWARD,
     STEWARD,
     ConsoleWorld,
     console_world,
@@ -103,6 +105,38 @@ def test_a_session_that_ended_sends_the_browser_back_to_sign_in(
     assert watched.page.url.endswith("/sign-in")
     assert watched.page.get_by_text("Your sign-in has ended").is_visible()
     watched.check()
+
+
+def test_a_form_sent_after_the_sign_in_ended_says_so_and_comes_back_to_its_page(
+    browsing: Browsing, world: ConsoleWorld
+) -> None:
+    """The browser still holds the cookie when the hub ends the session (it keeps it
+    longer), so the hub can tell an ended sign-in apart; signing in again brings the
+    person back to the form's page, not to the catalogue."""
+    watched = browsing.page()
+    page = watched.page
+    _sign_in(watched, world, OTHER_STEWARD)
+    lifetime = world.hub.settings.session_lifetime
+    (session,) = [c for c in browsing.context.cookies() if c["name"] == "onceonly-console"]
+    assert session["expires"] > time.time() + lifetime + 3600  # outlives the hub's session
+    form_page = f"/catalogue/{ITEM}/request"
+    page.goto(form_page)
+    page.get_by_label("Why your department needs it").fill("Checking an address")
+    world.clock.advance(lifetime + 1)
+    page.get_by_role("button", name="Send the request").click()
+    page.wait_for_url("**/sign-in?*")
+    assert page.get_by_text("Your sign-in has ended").is_visible()
+    assert page.locator("#unsent-form").is_visible()  # nothing was changed, fill it again
+    watched.check()
+    page.get_by_label("Username").fill(OTHER_STEWARD)
+    page.get_by_label("Password").fill(TEST_PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(f"**{form_page}")
+    page.reload()  # a page reloaded after the sign-in ended says so too
+    world.clock.advance(lifetime + 1)
+    page.reload()
+    page.wait_for_url("**/sign-in?next=*")
+    assert page.get_by_text("Your sign-in has ended").is_visible()
 
 
 def test_a_forged_post_from_the_page_is_refused(browsing: Browsing, world: ConsoleWorld) -> None:

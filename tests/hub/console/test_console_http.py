@@ -7,6 +7,7 @@ import re
 import ssl
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlencode
 
 import httpx
 import pytest
@@ -17,6 +18,7 @@ from onceonly.hub.app import create_app
 from onceonly.hub.audit.checkpoints import load_signer
 from onceonly.hub.cli.servers import ServerTLS, loopback_socket, serve_in_thread
 from onceonly.hub.config import Settings
+from onceonly.hub.console.cookies import ENDED_NOTICE_SECONDS
 from onceonly.hub.console.pages import CONTENT_SECURITY_POLICY
 from onceonly.hub.keys import HubKeys
 
@@ -28,6 +30,7 @@ from tests.hub.console.console_world import (
     ConsoleWorld,
     console_world,
     csrf_token,
+    post_served_form,
     sign_in,
 )
 from tests.hub_testing import (
@@ -39,7 +42,8 @@ from tests.hub_testing import (
     postgres_admin,
 )
 
-PAGES = ["/", "/catalogue", "/catalogue/person.residential-address", "/account"]
+ITEM = "person.residential-address"
+PAGES = ["/", "/catalogue", f"/catalogue/{ITEM}", "/account"]
 
 
 @pytest.fixture(scope="module", params=DATABASES)
@@ -87,7 +91,8 @@ def test_signing_in_sets_a_strict_http_only_session_cookie_for_the_session_lifet
         assert "HttpOnly" in session
         assert "SameSite=strict" in session
         assert "Path=/" in session
-        assert f"Max-Age={world.hub.settings.session_lifetime}" in session
+        # the browser keeps it past the session's end, so the hub can say it ended
+        assert f"Max-Age={world.hub.settings.session_lifetime + ENDED_NOTICE_SECONDS}" in session
         assert "Secure" not in session  # development over http; production: below
         assert browser.get("/account").status_code == 200
 
@@ -170,16 +175,62 @@ def test_signing_in_again_ends_the_sign_in_before(world: ConsoleWorld) -> None:
         assert copy.get("/account").status_code == 303  # the old sign-in is over
 
 
-def test_a_form_posted_without_a_sign_in_goes_to_sign_in_and_nowhere_after(
+def test_a_form_posted_without_a_sign_in_goes_to_sign_in_then_back_to_its_page(
     world: ConsoleWorld,
 ) -> None:
-    """Its address takes POSTs only: coming back to it after signing in would be a 405."""
+    """A form's address takes POSTs only: sign-in brings the person back to the page the
+    form was on, the nearest address at or above the form's that answers GET."""
     with world.browser() as browser:
         token = csrf_token(browser.get("/sign-in").text)
+        expected = {
+            f"/catalogue/{ITEM}/request": f"/catalogue/{ITEM}/request",
+            f"/requests/{'0' * 32}/approve": f"/requests/{'0' * 32}",
+            f"/grants/{'0' * 32}/revoke": f"/grants/{'0' * 32}",
+            f"/catalogue/{ITEM}/retire": f"/catalogue/{ITEM}",
+            f"/admin/dead-letters/{'0' * 32}/replay": "/admin/dead-letters",
+            "/audit/export": "/audit",
+        }
+        for posted, page in expected.items():
+            answer = browser.post(posted, data={"csrf_token": token})
+            query = urlencode({"next": page, "unsent": "1"})
+            assert (answer.status_code, answer.headers["location"]) == (303, f"/sign-in?{query}")
         answer = browser.post("/sign-out", data={"csrf_token": token})
-        assert (answer.status_code, answer.headers["location"]) == (303, "/sign-in")
-        page = browser.get("/account")  # a page, though, is where sign-in brings one back
+        assert answer.headers["location"] == "/sign-in?unsent=1"  # the catalogue, after
+        page = browser.get("/account")
         assert page.headers["location"] == "/sign-in?next=%2Faccount"
+
+
+def test_a_form_sent_after_the_sign_in_ended_says_so_and_signing_in_goes_back_to_it(
+    world: ConsoleWorld,
+) -> None:
+    with world.signed_in(OTHER_STEWARD) as browser:
+        form_page = f"/catalogue/{ITEM}/request"
+        token = csrf_token(browser.get(form_page).text)
+        world.clock.advance(world.hub.settings.session_lifetime + 1)
+        answer = browser.post(form_page, data={"csrf_token": token, "purpose_text": "x"})
+        assert answer.status_code == 303
+        page = browser.get(answer.headers["location"])
+        assert "Your sign-in has ended" in page.text
+        assert 'id="unsent-form"' in page.text
+        form = {"csrf_token": csrf_token(page.text), "username": OTHER_STEWARD}
+        form |= {"password": TEST_PASSWORD, "code": "", "next": form_page}
+        signed = post_served_form(browser, page.text, "/sign-in", form)
+        assert (signed.status_code, signed.headers["location"]) == (303, form_page)
+        # A visit that never signed in is not told that a sign-in ended.
+        with world.browser() as stranger:
+            assert "Your sign-in has ended" not in stranger.get(answer.headers["location"]).text
+
+
+def test_the_page_to_go_back_to_after_signing_in_is_never_another_site(
+    world: ConsoleWorld,
+) -> None:
+    for elsewhere in ("https://evil.example/", "//evil.example/x", "/\\evil.example"):
+        with world.browser() as browser:
+            page = browser.get("/sign-in", params={"next": elsewhere}).text
+            form = {"csrf_token": csrf_token(page), "username": AUDITOR}
+            form |= {"password": TEST_PASSWORD, "code": "", "next": elsewhere}
+            answer = post_served_form(browser, page, "/sign-in", form)
+            assert answer.headers["location"] == "/catalogue", elsewhere
 
 
 def test_pages_answer_head_as_they_answer_get(world: ConsoleWorld) -> None:
