@@ -527,17 +527,41 @@ def _audit(
 
 
 def _admin_token(hub_url: str, root: Path, *, own_hub: bool) -> str:
-    """The break-glass token: the demo's own hub's; for a running hub (``--hub``),
-    $ONCEONLY_ADMIN_TOKEN, else a kept demo hub's, else the local hub's."""
+    """The break-glass token: the demo's own hub's; for a running hub (``--hub``), the
+    first that the hub accepts of $ONCEONLY_ADMIN_TOKEN, a kept demo hub's and the local
+    hub's (a finished demo leaves its token behind, which another hub refuses)."""
     demo_token = root / "hub" / "keys" / "admin-token"
     if own_hub:
         return demo_token.read_text().strip()
-    token = os.environ.get("ONCEONLY_ADMIN_TOKEN") or (
-        demo_token.read_text().strip() if demo_token.is_file() else break_glass_token()
+    candidates = {
+        "$ONCEONLY_ADMIN_TOKEN": os.environ.get("ONCEONLY_ADMIN_TOKEN"),
+        str(demo_token): demo_token.read_text().strip() if demo_token.is_file() else None,
+        "the local hub's keys/admin-token": break_glass_token(),
+    }
+    tried: dict[str, str] = {}  # token: where it was found
+    for source, token in candidates.items():
+        if not token or token in tried:
+            continue
+        if _accepted(hub_url, token):
+            return token
+        tried[token] = source
+    names = ", ".join(tried.values()) or "none found"
+    raise SystemExit(
+        f"no break-glass token that {hub_url} accepts (tried: {names}): set"
+        " ONCEONLY_ADMIN_TOKEN to that hub's keys/admin-token"
     )
-    if token is None:
-        raise SystemExit(f"no break-glass token for {hub_url}: set ONCEONLY_ADMIN_TOKEN")
-    return token
+
+
+def _accepted(hub_url: str, token: str) -> bool:
+    """Whether ``hub_url`` takes ``token`` as someone's (anything but 401)."""
+    try:
+        with AdminClient(hub_url, token) as admin:
+            admin.call("GET", "/v1/people/me")
+    except AdminError as refused:
+        return refused.status != 401
+    except httpx.HTTPError:
+        return True  # not known: the story's first step says what is wrong
+    return True
 
 
 def _wait_for_signal() -> None:

@@ -5,7 +5,14 @@ database or data directory nor is stopped by its mode or its break-glass token."
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
+
+from onceonly.hub.cli import demo
+
+from tests.hub_testing import RunningHub, running_hub
 
 
 def test_the_demo_ignores_the_operators_onceonly_settings(tmp_path: Path) -> None:
@@ -33,3 +40,42 @@ def test_the_demo_ignores_the_operators_onceonly_settings(tmp_path: Path) -> Non
     assert "Every step succeeded" in done.stdout
     assert sorted(path.name for path in real.iterdir()) == ["hub.toml"]  # nothing written
     assert (tmp_path / "demo" / "hub" / "onceonly.db").is_file()
+
+
+@pytest.fixture
+def hub(database_url: str, tmp_path: Path) -> Iterator[RunningHub]:
+    with running_hub(database_url=database_url, data_dir=tmp_path / "hub") as running:
+        yield running
+
+
+def test_demo_against_a_running_hub_takes_the_token_it_accepts(
+    hub: RunningHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``demo --hub``: a finished demo's token left in its data directory, or a stale
+    $ONCEONLY_ADMIN_TOKEN, is refused by another hub; the demo goes on to the next one
+    (before: it took the first it found, and every step was refused 401)."""
+    stale = tmp_path / "demo"
+    (stale / "hub" / "keys").mkdir(parents=True)
+    (stale / "hub" / "keys" / "admin-token").write_text("a-finished-demos-token\n")
+    local = tmp_path / "local"
+    (local / "keys").mkdir(parents=True)
+    (local / "keys" / "admin-token").write_text(hub.keys.admin_token + "\n")
+    monkeypatch.setenv("ONCEONLY_DATA_DIR", str(local))
+    monkeypatch.delenv("ONCEONLY_ADMIN_TOKEN", raising=False)
+    assert demo._admin_token(hub.url, stale, own_hub=False) == hub.keys.admin_token
+
+    monkeypatch.setenv("ONCEONLY_ADMIN_TOKEN", "a-stale-token")
+    (stale / "hub" / "keys" / "admin-token").write_text(hub.keys.admin_token + "\n")
+    assert demo._admin_token(hub.url, stale, own_hub=False) == hub.keys.admin_token
+
+
+def test_demo_against_a_running_hub_names_the_tokens_it_refused(
+    hub: RunningHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ONCEONLY_DATA_DIR", str(tmp_path / "nothing-here"))
+    monkeypatch.setenv("ONCEONLY_ADMIN_TOKEN", "a-stale-token")
+    with pytest.raises(SystemExit) as refused:
+        demo._admin_token(hub.url, tmp_path / "no-demo", own_hub=False)
+    message = str(refused.value)
+    assert "tried: $ONCEONLY_ADMIN_TOKEN" in message
+    assert "a-stale-token" not in message  # a token is never printed
