@@ -6,11 +6,13 @@ a page (post/redirect/get). Nothing here is in ``/openapi.json``.
 """
 
 import logging
+from collections.abc import Awaitable, Callable
+from typing import cast
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import Response
-from fastapi.routing import APIRoute
+from fastapi.routing import APIRoute, iter_route_contexts
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.routing import Match
@@ -34,6 +36,7 @@ from onceonly.hub.console.dependencies import (
     FormDep,
     SignedInDep,
     VisitDep,
+    current_visit,
     language_of,
 )
 from onceonly.hub.console.exceptions import FormRefused, SignInNeeded
@@ -318,6 +321,44 @@ async def _form_refused(request: Request, exc: Exception) -> Response:
     )
 
 
+_Handler = Callable[[Request, Exception], Awaitable[Response]]
+
+
+def _not_a_page(api_answer: _Handler, *, api_roots: frozenset[str]) -> _Handler:
+    """The answer to a 404 or 405: for a browser asking a console address for a page
+    (``Accept: text/html``), the console's own page with its headers, in the visitor's
+    language; for anything else, ``api_answer`` (the API's problem JSON, RFC 9457)."""
+
+    async def answer(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        root = "/" + request.url.path.split("/", 2)[1]
+        wants_page = "text/html" in request.headers.get("accept", "")
+        if exc.status_code not in (404, 405) or not wants_page or root in api_roots:
+            return await api_answer(request, exc)
+        visit = await current_visit(request, hub_of(request.app))
+        return rendering.render(
+            request,
+            visit,
+            "not_found.html",
+            status=exc.status_code,
+            wrong_method=exc.status_code == 405,
+            headers=dict(exc.headers or {}),
+        )
+
+    return answer
+
+
+def _api_roots(app: FastAPI) -> frozenset[str]:
+    """The first path segments of the routes that are not the console's (``/v1``,
+    ``/oauth``, ``/.well-known``, ``/healthz``, ...): their 404s stay problem JSON."""
+    roots = set()
+    for context in iter_route_contexts(app.routes):
+        module = getattr(getattr(context.route, "endpoint", None), "__module__", "")
+        if not module.startswith(__package__ + "."):
+            roots.add("/" + (context.path or "/").split("/", 2)[1])
+    return frozenset(roots)
+
+
 def _answering_head(group: APIRouter) -> APIRouter:
     """RFC 9110 §9.3.2: what answers GET answers HEAD (the server sends no body)."""
     for route in group.routes:
@@ -334,3 +375,7 @@ def install(app: FastAPI) -> None:
     admin.install(app, prepare=_answering_head)
     app.add_exception_handler(SignInNeeded, _to_sign_in)
     app.add_exception_handler(FormRefused, _form_refused)
+    api_answer = cast(_Handler, app.exception_handlers[HTTPException])
+    app.add_exception_handler(
+        HTTPException, _not_a_page(api_answer, api_roots=_api_roots(app) - {"/"})
+    )

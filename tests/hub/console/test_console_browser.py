@@ -139,6 +139,23 @@ def test_a_form_sent_after_the_sign_in_ended_says_so_and_comes_back_to_its_page(
     assert page.get_by_text("Your sign-in has ended").is_visible()
 
 
+def test_a_mistyped_address_and_a_form_address_opened_as_a_page_are_pages(
+    browsing: Browsing, world: ConsoleWorld
+) -> None:
+    watched = browsing.page()
+    page = watched.page
+    _sign_in(watched, world, AUDITOR)
+    for path, status, heading in (
+        (f"/catalogue/{ITEM}/x", 404, "Page not found"),
+        ("/sign-out", 405, "This page cannot be opened this way"),
+    ):
+        answer = page.goto(path)
+        assert answer is not None
+        assert answer.status == status
+        assert page.get_by_role("heading", level=1).inner_text() == heading
+        watched.check()
+
+
 def test_a_forged_post_from_the_page_is_refused(browsing: Browsing, world: ConsoleWorld) -> None:
     watched = browsing.page()
     page = watched.page

@@ -427,3 +427,40 @@ def test_in_production_the_cookies_are_secure_host_cookies_and_hsts_is_sent(
             session = _cookie_headers(answer)["__Host-onceonly-console"]
             assert all(part in session for part in ("Secure", "HttpOnly", "SameSite=strict"))
             assert browser.get("/account").status_code == 200
+
+
+HTML = {"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"}
+
+
+def test_a_mistyped_address_or_a_wrong_method_is_a_page_for_a_browser(world: ConsoleWorld) -> None:
+    with world.signed_in(AUDITOR) as browser:
+        for path, method, status, heading in (
+            (f"/catalogue/{ITEM}/x", "GET", 404, "Page not found"),
+            ("/no-such-page", "GET", 404, "Page not found"),
+            ("/sign-out", "GET", 405, "This page cannot be opened this way"),
+            ("/catalogue", "POST", 405, "This page cannot be opened this way"),
+        ):
+            answer = browser.request(method, path, headers=HTML)
+            assert answer.status_code == status, (path, answer.text)
+            assert answer.headers["content-type"].startswith("text/html"), path
+            assert f'<h1 class="govuk-heading-l">{heading}</h1>' in answer.text, path
+            assert answer.headers["content-security-policy"] == CONTENT_SECURITY_POLICY
+            assert answer.headers["cache-control"] == "no-store"
+            assert "Sign out" in answer.text  # the console's frame, for the signed-in person
+        chinese = browser.get("/no-such-page", headers={**HTML, "Accept-Language": "zh-CN"})
+        assert '<h1 class="govuk-heading-l">找不到页面</h1>' in chinese.text
+
+
+def test_api_clients_keep_problem_json_for_a_mistyped_address_or_a_wrong_method(
+    world: ConsoleWorld,
+) -> None:
+    with world.signed_in(AUDITOR) as browser:
+        for path, method, headers in (
+            ("/v1/no-such-thing", "GET", HTML),  # the API's addresses, whatever is accepted
+            ("/v1/audit/checkpoint", "POST", HTML),
+            (f"/catalogue/{ITEM}/x", "GET", {"Accept": "application/json"}),
+            ("/sign-out", "GET", {"Accept": "*/*"}),
+        ):
+            answer = browser.request(method, path, headers=headers)
+            assert answer.status_code in (404, 405), path
+            assert answer.headers["content-type"] == "application/problem+json", path
