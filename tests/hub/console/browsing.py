@@ -266,3 +266,27 @@ def visitor(browser: Browser, base_url: str) -> Visitor:
     context = browser.new_context(base_url=base_url)
     context.set_default_timeout(10_000)
     return Visitor(context=context, watched=Watched(context.new_page()))
+
+
+# The window widths a page must fit (docs/console.md, "Accessibility"): a laptop's and
+# the narrowest phone's (WCAG 1.4.10 reflows content at 320 CSS pixels).
+WINDOWS = (1280, 320)
+# Tables outside a focusable, named region of their own (macros.html, scrolling_table).
+_LOOSE_TABLES = """() => [...document.querySelectorAll('main table')].filter(table => {
+    const box = table.closest('[role=region][tabindex="0"]');
+    const name = box && document.getElementById(box.getAttribute('aria-labelledby'));
+    return !name || !name.textContent.trim();
+}).map(table => table.id || table.outerHTML.slice(0, 80))"""
+
+
+def check_fits_windows(watched: Watched, *, widths: tuple[int, ...] = WINDOWS) -> None:
+    """At each window width the page does not scroll sideways (a wide table scrolls in
+    its own box: every table is in a focusable region named by its heading or caption),
+    and ``Watched.check`` passes at that size. Leaves the page at the last width."""
+    page = watched.page
+    for width in widths:
+        page.set_viewport_size({"width": width, "height": 900})
+        wide = page.evaluate("document.documentElement.scrollWidth")
+        assert wide <= width, (page.url, f"{wide} px wide in a {width} px window")
+        assert page.evaluate(_LOOSE_TABLES) == [], page.url
+        watched.check()

@@ -6,16 +6,24 @@ JavaScript and without), no CSP report and no inline script."""
 from collections.abc import Iterator
 
 import pytest
-from playwright.sync_api import Browser
+from playwright.sync_api import Browser, Page
 
-from tests.hub.console.browsing import EMBEDDED
+from tests.hub.console.browsing import EMBEDDED, check_fits_windows
 from tests.hub.console.test_auditor_pages import AUDITOR, PEOPLE
 from tests.hub.console.test_console_browser import (  # noqa: F401 (fixtures)
     Browsing,
     Watched,
     pytestmark,
 )
-from tests.hub.exchange_world import ADDRESS, PURPOSE, SUBJECT, World, module_exchange_world
+from tests.hub.exchange_world import (
+    ADDRESS,
+    CONSUMER,
+    OWNER,
+    PURPOSE,
+    SUBJECT,
+    World,
+    module_exchange_world,
+)
 from tests.hub_testing import TEST_PASSWORD
 
 
@@ -41,16 +49,20 @@ def browsing(browser: Browser, world: World) -> Iterator[Browsing]:
     made.close()
 
 
-def test_the_auditor_finds_an_access_by_the_persons_identifier_and_sees_its_proof_verified(
-    browsing: Browsing,
-) -> None:
-    watched = browsing.page()
-    page = watched.page
+def _sign_in(page: Page) -> None:
     page.goto("/sign-in")
     page.get_by_label("Username").fill(AUDITOR)
     page.get_by_label("Password").fill(TEST_PASSWORD)
     page.get_by_role("button", name="Sign in").click()
     page.wait_for_url("**/catalogue")
+
+
+def test_the_auditor_finds_an_access_by_the_persons_identifier_and_sees_its_proof_verified(
+    browsing: Browsing,
+) -> None:
+    watched = browsing.page()
+    page = watched.page
+    _sign_in(page)
     page.get_by_role("link", name="Audit log").click()
     page.wait_for_url("**/audit")
     watched.check()
@@ -81,3 +93,38 @@ def test_the_auditor_finds_an_access_by_the_persons_identifier_and_sees_its_proo
     watched.check()
     page.goto("/efficiency?period=2026")
     watched.check()
+
+
+# Each chart label's left edge, in the chart's own units (a label drawn from x < 0 has
+# lost its first letters off the chart's left edge).
+_LABEL_LEFTS = """() => [...document.querySelectorAll('svg.app-chart text[text-anchor=end]')]
+    .map(text => [text.textContent, text.getBBox().x])"""
+
+
+def test_the_dashboard_fits_a_laptop_and_a_phone_and_no_chart_label_is_clipped(
+    browsing: Browsing, world: World
+) -> None:
+    long_name = "Centre of Registers (Commercial and Land) of the Republic"
+    names = {OWNER: long_name, CONSUMER: "国家社会福利与养老保险管理中心（地方分局）"}  # noqa: RUF001
+    with world.hub.admin() as admin:
+        for department, name in names.items():
+            found = admin.call("GET", f"/v1/admin/departments/{department}")
+            body = {"name": name, "description": found["description"]}
+            admin.call(
+                "PUT",
+                f"/v1/admin/departments/{department}",
+                body | {"adapter_url": found["adapter_url"]},
+            )
+    watched = browsing.page()
+    page = watched.page
+    _sign_in(page)
+    for language in ("en", "zh-Hans"):
+        page.goto(f"/language/{language}?next=/efficiency")
+        page.wait_for_url("**/efficiency")
+        assert page.locator("#owners").count() == 1
+        check_fits_windows(watched)
+        labels = page.evaluate(_LABEL_LEFTS)
+        assert labels, "the charts have no labels"
+        assert [label for label in labels if label[1] < 0] == []
+    full = page.locator("svg.app-chart title", has_text=long_name)
+    assert full.count() >= 1  # the whole name, where the label is shortened

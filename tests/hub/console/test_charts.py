@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import pytest
 
 from onceonly.hub.console import dashboard
-from onceonly.hub.console.charts import Bar, bar_chart, bar_width
+from onceonly.hub.console.charts import Bar, bar_chart, bar_width, fitted, text_width
 from onceonly.hub.reports.schemas import ConsumerFigures
 
 
@@ -67,3 +67,30 @@ def test_a_withheld_figure_shows_neither_its_value_nor_a_bar() -> None:
 def test_figures_are_formatted_for_reading(name: str, value: float, text: str) -> None:
     row = SimpleNamespace(suppressed=[], **{name: value})
     assert dashboard.figure(row, name).text == text
+
+
+@pytest.mark.parametrize(
+    ("label", "kept"),
+    [
+        ("Civil registry", "Civil registry"),
+        (
+            "Centre of Registers (Commercial and Land) of the Republic",
+            "Centre of Registers (Comme…",
+        ),
+        ("国家社会福利与养老保险管理中心（地方分局）", "国家社会福利与养老保险管理中…"),  # noqa: RUF001
+    ],
+)
+def test_a_long_name_is_shortened_by_its_drawn_width_not_its_length(label: str, kept: str) -> None:
+    assert fitted(label, room=212) == kept
+    assert text_width(kept) <= 212
+
+
+def test_a_wide_script_counts_wider_than_latin_letters() -> None:
+    assert text_width("数据所有部门") > text_width("Owners")
+
+
+def test_a_bar_carries_its_whole_name_where_its_label_is_shortened() -> None:
+    name = "Centre of Registers (Commercial and Land) of the Republic"
+    svg = str(bar_chart([Bar(name, 4, "4")], title="T", chart_id="c1"))
+    assert f"<title>{name}: 4</title>" in svg
+    assert ">Centre of Registers (Comme…</text>" in svg

@@ -8,6 +8,7 @@ import re
 
 from playwright.sync_api import Browser, Page
 
+from tests.hub.console.browsing import check_fits_windows
 from tests.hub.console.console_world import OTHER_STEWARD, STEWARD, ConsoleWorld
 from tests.hub.console.test_console_browser import (  # noqa: F401 (fixtures)
     Browsing,
@@ -16,6 +17,7 @@ from tests.hub.console.test_console_browser import (  # noqa: F401 (fixtures)
     pytestmark,
     world,
 )
+from tests.hub.console.test_steward_pages import ask
 from tests.hub_testing import TEST_PASSWORD
 
 ITEM = "person.residential-address"
@@ -125,3 +127,18 @@ def test_an_approval_with_the_keyboard_alone(
         owner.check()
     finally:
         context.close()
+
+
+def test_the_stewards_pages_fit_a_laptop_and_a_phone_their_tables_scrolling_alone(
+    browsing: Browsing,  # noqa: F811
+    world: ConsoleWorld,  # noqa: F811
+) -> None:
+    with world.signed_in(OTHER_STEWARD) as tomas:
+        request_id = ask(tomas, "person.identity", ["given_name"], "benefit-eligibility")
+    owner = browsing.page()
+    _sign_in(owner, STEWARD, world.next_code())
+    for path in ("/catalogue", f"/catalogue/{ITEM}", "/inbox", "/outbox", "/grants"):
+        owner.page.goto(path)
+        check_fits_windows(owner)
+    owner.page.goto(f"/requests/{request_id}")
+    check_fits_windows(owner)
