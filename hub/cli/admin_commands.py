@@ -6,10 +6,17 @@ catalogue: they need no sign-in (decision 0006).
 """
 
 import argparse
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from onceonly.hub.cli.common import add_hub_command, call_hub, read_json_argument, segment
+from onceonly.hub.cli.common import (
+    add_hub_command,
+    call_hub,
+    catalogue_dir,
+    read_json_argument,
+    segment,
+)
 from onceonly.hub.cli.output import Shape, human
 
 if TYPE_CHECKING:
@@ -50,7 +57,11 @@ ITEM = Shape(cells={"versions": _versions_cell})
 def _catalogue_import(args: argparse.Namespace) -> int:
     from onceonly.hub.cli.progress import Progress
 
-    directory = Path(args.directory)
+    if args.directory is not None:
+        directory = Path(args.directory)
+    else:
+        directory = catalogue_dir()
+        print(f"the starter catalogue: {directory}", file=sys.stderr)
     total = len(list((directory / "items").glob("*.json")))
 
     def register(admin: "AdminClient") -> list[str]:
@@ -200,7 +211,12 @@ def _register_catalogue(sub: Any) -> None:
         _catalogue_import,
         "register departments and items from a directory",
     )
-    imported.add_argument("directory", nargs="?", default="schemas")
+    imported.add_argument(
+        "directory",
+        nargs="?",
+        help="default: ./schemas if it holds a catalogue, else the starter catalogue installed"
+        " with onceonly",
+    )
     department = sub.add_parser("department", help="departments").add_subparsers(
         dest="dept_command", required=True
     )

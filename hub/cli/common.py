@@ -18,6 +18,7 @@
 
 import argparse
 import errno
+import importlib.util
 import os
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -311,3 +312,21 @@ def read_json_argument(name: str) -> Any:
         raise SystemExit(f"cannot read {name}: {error.strerror}") from None
     except ValueError as error:  # not JSON, or nested too deep
         raise SystemExit(str(error)) from None
+
+
+def catalogue_dir() -> Path:
+    """The starter catalogue: ``./schemas`` when run in a checkout, else the copy the
+    package installs (onceonly.schemas), so that an installed wheel runs the demo and
+    ``onceonly catalogue import`` without a directory too."""
+    for candidate in (Path.cwd() / "schemas", *_installed_catalogues()):
+        if (candidate / "departments.json").is_file():
+            return candidate
+    raise FileNotFoundError("the starter catalogue (onceonly.schemas) is not installed")
+
+
+def _installed_catalogues() -> list[Path]:
+    """Where onceonly.schemas is installed: a data package without ``__init__.py``, so
+    it may have several locations (an editable install adds the checkout's)."""
+    spec = importlib.util.find_spec("onceonly.schemas")
+    locations = spec.submodule_search_locations if spec is not None else None
+    return [Path(location) for location in locations or []]

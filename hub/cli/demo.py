@@ -17,7 +17,6 @@ token from ``ONCEONLY_ADMIN_TOKEN``.
 
 import base64
 import hashlib
-import importlib.util
 import json
 import os
 import secrets
@@ -51,6 +50,7 @@ from onceonly.adapters import (
 from onceonly.hub.app import create_app
 from onceonly.hub.audit import leaves
 from onceonly.hub.cli.admin_client import AdminClient, AdminError
+from onceonly.hub.cli.common import catalogue_dir
 from onceonly.hub.cli.servers import loopback_socket, serve_in_thread, url_of
 from onceonly.hub.cli.session import break_glass_token
 from onceonly.hub.config import Settings
@@ -121,23 +121,6 @@ class Story:
 
 class StoryStopped(Exception):
     """A step failed that later steps depend on; the demo ends there."""
-
-
-def catalogue_dir() -> Path:
-    """The starter catalogue: ``./schemas`` when run in a checkout, else the copy the
-    package installs (onceonly.schemas), so an installed wheel runs the demo too."""
-    for candidate in (Path.cwd() / "schemas", *_installed_catalogues()):
-        if (candidate / "departments.json").is_file():
-            return candidate
-    raise FileNotFoundError("the starter catalogue (onceonly.schemas) is not installed")
-
-
-def _installed_catalogues() -> list[Path]:
-    """Where onceonly.schemas is installed: a data package without ``__init__.py``, so
-    it may have several locations (an editable install adds the checkout's)."""
-    spec = importlib.util.find_spec("onceonly.schemas")
-    locations = spec.submodule_search_locations if spec is not None else None
-    return [Path(location) for location in locations or []]
 
 
 def _examples(item_id: str) -> list[dict[str, Any]]:

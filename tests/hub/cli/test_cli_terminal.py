@@ -85,3 +85,24 @@ def test_a_pipe_gets_json_and_no_progress(hub: RunningHub, tmp_path: Path) -> No
     )
     assert (done.returncode, done.stderr) == (0, "")
     assert done.stdout.startswith('[\n  "building.permit"')
+
+
+def test_catalogue_import_outside_a_checkout_takes_the_installed_catalogue(
+    hub: RunningHub, tmp_path: Path
+) -> None:
+    """Without a directory, and with no ./schemas where it runs (an operator's shell on
+    a hub host), ``catalogue import`` imports the starter catalogue the package installs
+    and says so (before: "cannot read schemas/departments.json")."""
+    done = subprocess.run(
+        [sys.executable, "-m", "onceonly.hub", "catalogue", "import"],
+        cwd=tmp_path,
+        env=environment(hub, tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.startswith("the starter catalogue: "), done.stderr
+    assert (Path(done.stderr.split(": ", 1)[1].strip()) / "departments.json").is_file()
+    assert '"tax.annual-income-statement"' in done.stdout
