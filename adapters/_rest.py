@@ -27,6 +27,7 @@ _ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
 _SECRET_HEADERS = {"authorization", "proxy-authorization", "cookie", "x-api-key"}
 # Failures after which the request surely did not reach the system's logic.
 _RETRIED = (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError)
+_DOTS = re.compile(r"\.+")
 
 
 class RestItem(ItemBase):
@@ -123,8 +124,10 @@ def _from_environment(header_env: Mapping[str, str]) -> dict[str, str]:
 class RestSource:
     """Fetches a record from an HTTP system and maps its JSON answer.
 
-    ``{subject}`` in ``url`` is replaced by the percent-encoded subject, and in the
-    string values of a POST ``body`` by the subject itself. Connection failures and
+    ``{subject}`` in ``url`` is replaced by the percent-encoded subject (``/`` as
+    ``%2F``), and in the string values of a POST ``body`` by the subject itself; a
+    subject made only of dots, which would change the path, has no record and is not
+    asked for. Connection failures and
     5xx answers are retried ``retries`` times, waiting ``backoff`` seconds, then
     twice that, and so on; a timeout is not retried (the system is slow, not down).
     404 means no record. ``fields`` maps property paths to RFC 6901 JSON pointers
@@ -163,6 +166,11 @@ class RestSource:
         )
 
     async def fetch(self, item: str, subject: str) -> Record | None:
+        if _DOTS.fullmatch(subject):
+            # As a path segment, "." and ".." name this folder and its parent, to httpx
+            # and to servers that decode %2E first: asked, the system would answer for
+            # another path, with the adapter's credentials. No subject is only dots.
+            return None
         response = await self._send(self._request(subject))
         if response.status_code == 404:
             return None
