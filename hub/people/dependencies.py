@@ -45,7 +45,13 @@ async def current_principal(request: Request, session: SessionDep, hub: HubDep) 
     token = bearer(request)
     if token is None:
         raise NotSignedIn("sign in first (onceonly login)", headers=_CHALLENGE)
-    if hub.settings.break_glass_token and hub.keys.is_admin_token(token):
+    if hub.keys.is_admin_token(token):
+        if not hub.settings.break_glass_token:
+            raise NotSignedIn(
+                "the break-glass token is turned off on this hub (break_glass_token = false):"
+                " sign in as a person (onceonly login)",
+                headers=_CHALLENGE,
+            )
         principal = Principal.emergency()
         audit.note(client="administrator", person=principal.name)
         return principal

@@ -257,6 +257,7 @@ def test_the_break_glass_token_may_set_up_but_is_refused_when_turned_off(
         )
         assert response.status_code == 401
         assert problem_type(response) == "not-signed-in"
+        assert "break-glass token is turned off" in response.json()["detail"]
 
 
 def test_a_refused_read_is_audited_too(hub: RunningHub, people: dict[str, dict[str, str]]) -> None:
