@@ -161,11 +161,16 @@ def refuse_new_keys_for_old_data(settings: Settings) -> None:
         and _has_rows(settings.resolved_database_url, table)
     ]
     if missing:
+        keys, verb, it = (
+            (missing[0], "is", "it")
+            if len(missing) == 1
+            else (" and ".join(missing), "are", "them")
+        )
         raise StartupFailure(
             [
-                f"no keys created: {', '.join(missing)} is missing from {settings.keys_dir}"
-                " but the database holds what it made: restore it from the backup"
-                " (onceonly restore); a new one would not match the data"
+                f"no keys created: {keys} {verb} missing from {settings.keys_dir}"
+                f" but the database holds what {it} made: restore {it} from the backup"
+                " (onceonly restore); new keys would not match the data"
             ]
         )
 

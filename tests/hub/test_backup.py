@@ -231,6 +231,15 @@ def test_keys_init_refuses_new_keys_for_data_made_with_the_old_ones(
         assert "restore it from the backup" in err
         assert not (keys / name).exists()
         (keys / name).write_bytes(kept)
+    both = {name: (keys / name).read_bytes() for name in ("pseudonym.key", "checkpoint.jwk")}
+    for name in both:
+        (keys / name).unlink()
+    assert main(["keys", "init"]) == 1
+    err = capsys.readouterr().err
+    assert "pseudonym.key and checkpoint.jwk are missing" in err
+    assert "restore them from the backup" in err
+    for name, kept in both.items():
+        (keys / name).write_bytes(kept)
     # derivation.key is made on an existing database (the upgrade of decision 0017)
     (keys / "derivation.key").unlink()
     assert main(["keys", "init"]) == 0
