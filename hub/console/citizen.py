@@ -10,14 +10,18 @@ session. Each look at the page is a ``citizen.query`` audit entry, as the API's
 citizen portal's is; the sign-in is ``citizen.sign-in``.
 """
 
+import hashlib
 from dataclasses import replace
+from datetime import UTC, datetime
 from typing import Annotated
 
+import sqlalchemy as sa
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 
 from onceonly.hub.audit.request_scope import open_audit_scope
 from onceonly.hub.audit.service import AuditScope
+from onceonly.hub.auth import repository as auth_repository
 from onceonly.hub.citizen import service as citizens
 from onceonly.hub.console import cookies, csrf, forms, oidc_sign_in, pages, rendering, views
 from onceonly.hub.console.dependencies import Visit, VisitDep
@@ -42,9 +46,23 @@ PROOF_STATUSES = {
 
 
 async def _citizen_of(request: Request, hub: HubDep) -> citizens.CitizenSession | None:
+    """The citizen's live sign-in: sealed by the hub, not expired, and not ended by
+    signing out (a copy of the cookie taken before opens nothing: decision 0058)."""
     production = hub.settings.is_production
     sealed = cookies.read(request, cookies.CITIZEN, production=production)
-    return citizens.session_of(sealed, keys=hub.keys, now=int(hub.clock.time()))
+    citizen = citizens.session_of(sealed, keys=hub.keys, now=int(hub.clock.time()))
+    if citizen is None or sealed is None:
+        return None
+    async with hub.sessions() as session:
+        query = sa.select(auth_repository.revoked_clause(_revocation_id(sealed)))
+        signed_out = bool((await session.execute(query)).scalar())
+    return None if signed_out else citizen
+
+
+def _revocation_id(sealed: str) -> str:
+    """The id under which a citizen's sealed sign-in is revoked: a hash of the cookie's
+    value, in a namespace of its own beside access tokens' ``jti`` (decision 0058)."""
+    return hashlib.sha256(b"citizen-sign-in\x00" + sealed.encode()).hexdigest()
 
 
 CitizenDep = Annotated[citizens.CitizenSession | None, Depends(_citizen_of)]
@@ -190,7 +208,8 @@ async def _signed_in(
 
 @router.post(SIGN_OUT)
 async def sign_out(request: Request, hub: HubDep, citizen: CitizenDep) -> Response:
-    """Ends the citizen's sign-in in this browser (the cookie); CSRF-checked."""
+    """Ends the citizen's sign-in at the hub (audited ``citizen.sign-out``) and removes
+    its cookie; CSRF-checked."""
     production = hub.settings.is_production
     try:
         values = forms.fields(request.headers.get("content-type"), await request.body())
@@ -200,6 +219,26 @@ async def sign_out(request: Request, hub: HubDep, citizen: CitizenDep) -> Respon
     binding = citizens.session_binding(citizen) if citizen is not None else None
     if not csrf.token_holds(key, values.get("csrf_token"), session_hash=binding, pre_session=None):
         raise FormRefused(403)
+    sealed = cookies.read(request, cookies.CITIZEN, production=production)
+    if citizen is not None and sealed is not None:
+        await _end_at_the_hub(request, hub, citizen=citizen, sealed=sealed)
     response = pages.redirect(HOME + "?signed_out=1", production=production)
     cookies.remove(response, cookies.CITIZEN, production=production)
     return response
+
+
+async def _end_at_the_hub(
+    request: Request, hub: Hub, *, citizen: citizens.CitizenSession, sealed: str
+) -> None:
+    """Refuse the sealed sign-in from now on, wherever a copy of it is, as a revoked
+    access token is refused until it expires (decision 0058); audited after, as the
+    API's revocation is (``auth.service.revoke``)."""
+    scope = open_audit_scope(request, "citizen.sign-out", log=hub.audit_log)
+    scope.note(subject=citizen.pseudonym)
+    await auth_repository.revoke(
+        hub.engine,
+        jti=_revocation_id(sealed),
+        expires_at=datetime.fromtimestamp(citizen.expires, UTC),
+        now=hub.clock.now(),
+    )
+    await scope.record_success()

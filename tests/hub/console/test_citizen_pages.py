@@ -329,6 +329,34 @@ def test_a_citizen_signs_out_with_the_form_only(world: World, citizen_provider: 
         assert "You have signed out." in browser.get(answer.headers["location"]).text
 
 
+def test_a_citizens_sign_out_ends_the_sign_in_at_the_hub(
+    world: World, citizen_provider: Provider
+) -> None:
+    """A copy of the cookie taken before signing out opens nothing afterwards (as a staff
+    session's: test_console_http.py), and the sign-out is audited under the pseudonym."""
+    identifier = person(world)
+    with (
+        citizen_signed_in(world, citizen_provider, identifier) as browser,
+        added_audit_entries(world.hub, action="citizen.sign-out") as added,
+    ):
+        copied = browser.cookies[cookies.CITIZEN]
+        page = browser.get("/citizen")
+        assert 'id="accesses"' in page.text or "No department has read" in page.text
+        token = _CSRF.search(page.text)
+        assert token is not None
+        answer = browser.post("/citizen/sign-out", data={"csrf_token": token.group(1)})
+        assert answer.status_code == 303
+    with httpx.Client(base_url=world.hub.url, cookies={cookies.CITIZEN: copied}) as replay:
+        again = replay.get("/citizen")
+        assert again.status_code == 200
+        assert "No department has read" not in again.text
+        assert "Your sign-in has ended" in again.text  # the sign-in page, not the accesses
+    pseudonym = world.hub.keys.pseudonym(identifier)
+    assert [(e["outcome"], e["subject"], e.get("person")) for e in added] == [
+        ("ok", pseudonym, None)
+    ]
+
+
 def test_a_citizens_sign_in_ends_after_its_lifetime(world: World) -> None:
     keys, settings = world.hub.keys, world.hub.settings
     sealed = citizens.start_session(identifier="x", keys=keys, settings=settings, now=1000)
