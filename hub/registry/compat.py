@@ -40,7 +40,7 @@ from typing import Any, Literal, NamedTuple, get_args
 
 from onceonly.hub.kit.jcs import canonical_json
 from onceonly.hub.registry import validation
-from onceonly.hub.registry.schema_rules import pointer
+from onceonly.hub.registry.schema_rules import pointer, resolve_ref
 
 # The registry's compatibility modes (Confluent's names), spelled here only: the item
 # document's ``compatibility`` (registry.schemas) is this type, and what each mode checks
@@ -248,20 +248,10 @@ class _Document:
         ref = node.schema["$ref"]
         if not isinstance(ref, str) or not (ref == "#" or ref.startswith("#/")):
             raise CannotJudge("non-local $ref", (*node.path, "$ref"))
-        tokens: Path = (
-            ()
-            if ref == "#"
-            else tuple(t.replace("~1", "/").replace("~0", "~") for t in ref[2:].split("/"))
-        )
-        target: Any = self.root
-        for token in tokens:
-            if isinstance(target, dict) and token in target:
-                target = target[token]
-            elif isinstance(target, list) and token.isdigit() and int(token) < len(target):
-                target = target[int(token)]
-            else:
-                raise CannotJudge("unresolvable $ref", (*node.path, "$ref"))
-        return _Node(target, tokens)
+        found = resolve_ref(self.root, ref)  # the registry's one reading of a $ref
+        if found is None:
+            raise CannotJudge("unresolvable $ref", (*node.path, "$ref"))
+        return _Node(found[1], found[0])
 
     def child(self, node: _Node, *keys: str) -> _Node:
         """A child schema by keyword path; ``true`` when absent."""

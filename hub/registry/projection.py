@@ -10,7 +10,7 @@ so a record that lacks something N requires stays invalid under N and is refused
 import re
 from typing import Any
 
-from onceonly.hub.registry.schema_rules import MAX_SCHEMA_DEPTH
+from onceonly.hub.registry.schema_rules import MAX_SCHEMA_DEPTH, resolve_ref
 
 
 def project_to_version(
@@ -30,51 +30,58 @@ def project_to_version(
     nothing of ``additionalProperties`` is read as closed, so members a later version
     added inside it are dropped too. An explicit ``additionalProperties`` schema (a
     map by design) keeps its members.
+
+    A member whose subschema is reached through a reference that names nothing (the
+    registry stores no such schema) is dropped whole: projection fails closed.
     """
     properties = schema.get("properties")
     names = properties if isinstance(properties, dict) else {}
-    return {
+    projected = {
         name: _project(value, schema, names[name], MAX_SCHEMA_DEPTH, strict)
         for name, value in record.items()
         if name in names
     }
+    return {name: value for name, value in projected.items() if value is not _DROP}
+
+
+class _Unresolved:
+    """What a reference that names nothing resolves to (the registry never stores one)."""
+
+
+# A member whose schema cannot be read is delivered not at all, never as it came: a
+# reference the projection cannot follow fails closed.
+_DROP: Any = _Unresolved()
 
 
 def _resolve(root: dict[str, Any], node: Any) -> Any:
+    """``node`` with its ``$ref`` followed (:func:`schema_rules.resolve_ref`, the
+    registry's one reading of a reference); ``_DROP`` for one that names nothing or loops."""
     seen: set[str] = set()
-    while isinstance(node, dict) and isinstance(node.get("$ref"), str):
+    while isinstance(node, dict) and "$ref" in node:
         ref = node["$ref"]
-        if ref in seen or not (ref == "#" or ref.startswith("#/")):
-            return True
+        found = resolve_ref(root, ref)
+        if found is None or ref in seen:
+            return _DROP
         seen.add(ref)
-        node = _target(root, ref)
+        node = found[1]
     return node
-
-
-def _target(root: dict[str, Any], ref: str) -> Any:
-    target: Any = root
-    tokens = [] if ref == "#" else ref[2:].split("/")
-    for token in tokens:
-        token = token.replace("~1", "/").replace("~0", "~")
-        if isinstance(target, dict) and token in target:
-            target = target[token]
-        elif isinstance(target, list) and token.isdigit() and int(token) < len(target):
-            target = target[int(token)]
-        else:
-            return True  # the registry never stores such a schema; keep the value as is
-    return target
 
 
 def _project(value: Any, root: dict[str, Any], node: Any, depth: int, strict: bool) -> Any:
     node = _resolve(root, node)
+    if node is _DROP:
+        return _DROP
     if depth <= 0 or not isinstance(node, dict):
         return value
     if strict:
         node = _flatten(root, node)
+        if node is _DROP:
+            return _DROP
     if isinstance(value, dict):
         return _project_object(value, root, node, depth, strict)
     if isinstance(value, list) and "items" in node:
-        return [_project(element, root, node["items"], depth - 1, strict) for element in value]
+        elements = [_project(element, root, node["items"], depth - 1, strict) for element in value]
+        return _DROP if any(element is _DROP for element in elements) else elements
     return value
 
 
@@ -91,7 +98,9 @@ def _project_object(
     result = {}
     for name, member in value.items():
         if name in properties:
-            result[name] = _project(member, root, properties[name], depth - 1, strict)
+            projected = _project(member, root, properties[name], depth - 1, strict)
+            if projected is not _DROP:
+                result[name] = projected
         elif closed and not any(re.search(p, name) for p in patterns):
             continue
         else:
@@ -102,12 +111,13 @@ def _project_object(
 _BRANCHES = ("allOf", "anyOf", "oneOf")
 
 
-def _flatten(root: dict[str, Any], node: dict[str, Any]) -> dict[str, Any]:
+def _flatten(root: dict[str, Any], node: dict[str, Any]) -> Any:
     """For ``strict``: what ``node`` and the ``allOf``/``anyOf``/``oneOf`` branches it
     reaches (``$ref`` followed) declare of an instance, as one subschema: every
     property (the first subschema found for a name), every pattern, the first
     ``items``; ``additionalProperties: true`` (a map, members kept) when any part
-    allows other members by schema or by ``true``."""
+    allows other members by schema or by ``true``; ``_DROP`` when a part cannot be
+    read (a reference that names nothing)."""
     properties: dict[str, Any] = {}
     patterns: dict[str, Any] = {}
     items: Any = None
@@ -117,6 +127,8 @@ def _flatten(root: dict[str, Any], node: dict[str, Any]) -> dict[str, Any]:
         if not stack:
             break
         part = _resolve(root, stack.pop())
+        if part is _DROP:
+            return _DROP
         if not isinstance(part, dict):
             is_map = is_map or part is True
             continue

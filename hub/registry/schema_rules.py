@@ -21,6 +21,7 @@ and last the metaschema check (``jsonschema``, the reference implementation).
 """
 
 import json
+import re
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import unquote
@@ -192,18 +193,64 @@ def _check_one_pattern(pattern: str, path: Path) -> None:
         raise _refuse(path, f"regular expression refused: {error}") from None
 
 
+# RFC 3986 §3.5: the characters a URI fragment may hold (pchar, "/" and "?"), with
+# percent-encodings; anything else is no URI reference (jsonschema-rs refuses it too).
+_FRAGMENT = re.compile(r"#(?:[A-Za-z0-9\-._~!$&'()*+,;=:@/?]|%[0-9A-Fa-f]{2})*")
+_ARRAY_INDEX = re.compile(r"0|[1-9][0-9]*")  # RFC 6901 §4: no leading zeros
+
+
+def ref_tokens(ref: Any) -> Path | None:
+    """The reference tokens of the JSON pointer a local ``$ref`` names, or None when it
+    names none (not a string, not ``#`` or ``#/...``, not a URI fragment).
+
+    RFC 6901 §6: a URI fragment is first percent-decoded (RFC 3986 §2.1, UTF-8), which
+    gives the JSON pointer; the pointer is then split at ``/`` and each token unescaped
+    (``~1`` → ``/``, then ``~0`` → ``~``). So ``#/$defs/a%25`` names ``a%`` and
+    ``#/$defs/a%2Fb`` the member ``b`` of ``a``, as every validator reads them. The one
+    function through which the registry resolves references (:func:`resolve_ref`), so
+    that the rules, the compatibility checker, personal fields and projection can never
+    read a reference differently."""
+    if not isinstance(ref, str) or not (ref == "#" or ref.startswith("#/")):
+        return None
+    if not _FRAGMENT.fullmatch(ref):
+        return None
+    try:
+        decoded = unquote(ref[1:], errors="strict")
+    except UnicodeDecodeError:
+        return None
+    if not decoded:
+        return ()
+    return tuple(t.replace("~1", "/").replace("~0", "~") for t in decoded[1:].split("/"))
+
+
+def resolve_ref(root: Any, ref: Any) -> tuple[Path, Any] | None:
+    """Where a local ``$ref`` points in the document ``root`` (its path and the value
+    there), or None when it names nothing in it (see :func:`ref_tokens`)."""
+    tokens = ref_tokens(ref)
+    if tokens is None:
+        return None
+    target: Any = root
+    for token in tokens:
+        if isinstance(target, dict) and token in target:
+            target = target[token]
+        elif (
+            isinstance(target, list) and _ARRAY_INDEX.fullmatch(token) and int(token) < len(target)
+        ):
+            target = target[int(token)]
+        else:
+            return None
+    return tokens, target
+
+
 def ref_target(ref: Any, path: Path, locations: dict[Path, Any]) -> Path:
     """The path of the subschema a local ``$ref`` names, or InvalidSchema."""
     where = (*path, "$ref")
     if not isinstance(ref, str) or not (ref == "#" or ref.startswith("#/")):
         raise _refuse(where, "only local references (# or #/...) are allowed; nothing is fetched")
-    tokens = tuple(
-        token.replace("~1", "/").replace("~0", "~") for token in unquote(ref[2:]).split("/")
-    )
-    target = () if ref == "#" else tokens
-    if target not in locations:
+    found = resolve_ref(locations[()], ref)
+    if found is None or found[0] not in locations:
         raise _refuse(where, f"{ref[:100]!r} does not point at a subschema of this document")
-    return target
+    return found[0]
 
 
 def _in_place(path: Path, locations: dict[Path, Any]) -> Iterator[tuple[Path, Path]]:
