@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from ._events import DeliveredEvent, EventHandler
     from ._keys import load_or_create_key, public_jwks
     from ._provider import create_provider_app
+    from ._reqtoken import SUBJECT_RULE, subject_problem
     from ._rest import RestItem, RestSource
     from ._sources import (
         CallableSource,
@@ -46,6 +47,7 @@ if TYPE_CHECKING:
 
 # public name -> the private module that defines it
 _WHERE = {
+    "SUBJECT_RULE": "_reqtoken",
     "AccessDenied": "_errors",
     "AdapterConfig": "_config",
     "AsyncHubClient": "_client",
@@ -86,6 +88,7 @@ _WHERE = {
     "load_config": "_config",
     "load_or_create_key": "_keys",
     "public_jwks": "_keys",
+    "subject_problem": "_reqtoken",
 }
 
 
@@ -103,6 +106,7 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
+    "SUBJECT_RULE",
     "AccessDenied",
     "AdapterConfig",
     "AsyncHubClient",
@@ -143,4 +147,5 @@ __all__ = [
     "load_config",
     "load_or_create_key",
     "public_jwks",
+    "subject_problem",
 ]

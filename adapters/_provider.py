@@ -19,7 +19,7 @@ import httpx
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
@@ -49,7 +49,13 @@ from ._http import (
 )
 from ._hubkeys import HubDirectory
 from ._ops import ProviderMetrics, readiness_problems
-from ._reqtoken import RequestClaims, RequestTokenVerifier, subject_digest
+from ._reqtoken import (
+    SUBJECT_RULE,
+    RequestClaims,
+    RequestTokenVerifier,
+    subject_digest,
+    subject_problem,
+)
 from ._sources import RecordSource, SourceError, close_sources
 from ._store import RecordStore, ServedEntry, timestamp
 from .logs import withheld
@@ -64,10 +70,18 @@ _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 class _QueryBody(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    subject: str = Field(min_length=1, max_length=256)
+    subject: str = Field(min_length=1, max_length=256, description=SUBJECT_RULE)
     purpose: str = Field(pattern=r"^[a-z0-9][a-z0-9.-]{0,63}$")
     consumer: str = Field(min_length=1, max_length=128)
     version: int = Field(ge=1)
+
+    @field_validator("subject")
+    @classmethod
+    def _subject_rule(cls, subject: str) -> str:
+        problem = subject_problem(subject)
+        if problem is not None:
+            raise ValueError(problem)
+        return subject
 
 
 @dataclass

@@ -7,6 +7,7 @@ import heapq
 import json
 import re
 import time
+import unicodedata
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -23,7 +24,13 @@ from . import base64url
 from ._errors import AuthenticationFailed
 from ._hubkeys import HubDirectory
 
-__all__ = ["RequestClaims", "RequestTokenVerifier", "subject_digest"]
+__all__ = [
+    "SUBJECT_RULE",
+    "RequestClaims",
+    "RequestTokenVerifier",
+    "subject_digest",
+    "subject_problem",
+]
 
 REQUEST_TOKEN_TYPE = "onceonly-req+jwt"
 _SKEW = 10
@@ -35,6 +42,37 @@ _ECDSA_SHA256 = ec.ECDSA(SHA256())
 _HEADERS_KEPT = 64
 # The hub's request ids (its X-Request-Id rule, docs/protocol.md)
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+
+SUBJECT_RULE = (
+    "The identifier of whom the record is about: no white space at either end, no"
+    " control character, in Unicode normalization form C (NFC); refused, not normalized"
+)
+
+
+def subject_problem(subject: str) -> str | None:
+    """Why ``subject`` is not a subject identifier, or ``None`` when it is one
+    (docs/protocol.md §3, decision 0061): no white space at either end, no control
+    character (NUL included) nor lone surrogate, and in Unicode normalization form C.
+
+    A subject is refused, never normalized: a database that ignores trailing spaces
+    (``CHAR(11)`` on PostgreSQL) or folds forms would read one person's record for two
+    spellings, each filed under its own pseudonym. The reason never quotes the subject.
+
+    >>> subject_problem("38001085718 ")
+    'the subject has white space at its start or end'
+    """
+    if subject != subject.strip():
+        return "the subject has white space at its start or end"
+    if any(unicodedata.category(char) in _NOT_TEXT for char in subject):
+        return "the subject holds a control character or a lone surrogate"
+    if not unicodedata.is_normalized("NFC", subject):
+        return "the subject is not in Unicode normalization form C (NFC)"
+    return None
+
+
+# Unicode general categories of code points that are no part of an identifier's text
+_NOT_TEXT = frozenset({"Cc", "Cs"})
 
 
 def subject_digest(subject: str) -> str:

@@ -1,0 +1,165 @@
+"""A subject identifier is refused, never normalized (decision 0061): white space at
+either end, a control character (NUL too), a lone surrogate, or a form other than NFC.
+
+The rule is one function (``subject_problem``); the provider refuses a query whose
+subject breaks it with 400 ``invalid-request`` before any source is asked. The docs'
+own table keys addresses on ``CHAR(11)``, which PostgreSQL compares ignoring trailing
+spaces: without the rule ``"38001085718 "`` read the real person's record while the
+hub filed the query under the padded string's pseudonym, and a NUL made PostgreSQL
+fail (503). Both run against real SQLite and PostgreSQL, over HTTP on loopback.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+import sqlalchemy as sa
+
+from onceonly.adapters import RecordStore, SqlSource, base64url, create_provider_app, load_config
+from onceonly.adapters import subject_problem as problem_of
+
+from tests.adapters.adapter_testing import (
+    CONSUMER,
+    ITEM,
+    PURPOSE,
+    SUBJECT,
+    HubDouble,
+    serve,
+    write_config,
+)
+
+POSTGRES = os.environ.get("ONCEONLY_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+
+REFUSED = {
+    "trailing space": SUBJECT + " ",
+    "leading space": " " + SUBJECT,
+    "trailing tab": SUBJECT + "\t",
+    "trailing newline": SUBJECT + "\n",
+    "no-break space": SUBJECT + "\u00a0",
+    "ideographic space": "\u3000" + SUBJECT,
+    "only spaces": "   ",
+    "NUL": SUBJECT[:5] + "\x00" + SUBJECT[5:],
+    "NUL at the end": SUBJECT + "\x00",
+    "escape": SUBJECT + "\x1b[2J",
+    "DEL": SUBJECT + "\x7f",
+    "C1 control": SUBJECT + "\x85",
+    "lone surrogate": SUBJECT + "\ud800",
+    "NFD": "Mu\u0308ller",  # u + combining diaeresis; NFC is "Müller"
+    "compatibility-decomposed but not NFC": "\u212b",  # ANGSTROM SIGN, NFC is U+00C5
+}
+TAKEN = {
+    "birth code": SUBJECT,
+    "registry code": "10000011",
+    "NFC letters": "Müller",
+    "inner space": "AB 123456",
+    "dots": "..",
+    "NFKC-different but NFC": "\ufb01",  # LATIN SMALL LIGATURE FI is NFC
+}
+
+
+@pytest.mark.parametrize("subject", REFUSED.values(), ids=REFUSED.keys())
+def test_the_rule_refuses(subject: str) -> None:
+    problem = problem_of(subject)
+    assert problem is not None
+    assert subject.strip() not in problem or not subject.strip()  # never quotes it
+
+
+@pytest.mark.parametrize("subject", TAKEN.values(), ids=TAKEN.keys())
+def test_the_rule_takes(subject: str) -> None:
+    assert problem_of(subject) is None
+
+
+@dataclass
+class Provider:
+    url: str
+    http: httpx.Client
+    hub: HubDouble
+
+    def query(self, subject: str) -> httpx.Response:
+        body = {"subject": subject, "purpose": PURPOSE, "consumer": CONSUMER, "version": 1}
+        # JSON's \u escapes carry a lone surrogate, which has no UTF-8 form
+        digest = hashlib.sha256(subject.encode("utf-8", "surrogatepass")).digest()
+        token = self.hub.request_token(subject_sha256=base64url.encode(digest))
+        return self.http.post(
+            f"{self.url}/v1/items/{ITEM}/records/query",
+            content=json.dumps(body),
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        )
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def register(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, str]]:
+    """The docs' addresses table (person_code CHAR(11)) with one address; its URL and name."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'registry.db'}"
+    else:
+        url = POSTGRES.replace("postgresql://", "postgresql+psycopg://")
+    table = f"addresses_{uuid.uuid4().hex[:8]}"
+    engine = sa.create_engine(url)
+    try:
+        with engine.begin() as connection:
+            connection.execute(
+                sa.text(
+                    f"CREATE TABLE {table} (person_code CHAR(11) PRIMARY KEY,"
+                    " line1 VARCHAR(200) NOT NULL, town VARCHAR(100) NOT NULL)"
+                )
+            )
+            connection.execute(
+                sa.text(f"INSERT INTO {table} VALUES ('{SUBJECT}', 'Pikk 1', 'Tallinn')")
+            )
+    except sa.exc.OperationalError as error:
+        engine.dispose()
+        pytest.skip(f"no PostgreSQL at {POSTGRES} ({type(error).__name__})")
+    yield url, table
+    with engine.begin() as connection:
+        connection.execute(sa.text(f"DROP TABLE {table}"))
+    engine.dispose()
+
+
+@pytest.fixture
+def provider(tmp_path: Path, hub: HubDouble, register: tuple[str, str]) -> Iterator[Provider]:
+    url, table = register
+    engine = sa.create_engine(url)
+    source = SqlSource(
+        engine,
+        query=f"SELECT line1, town FROM {table} WHERE person_code = :subject",
+        columns={"street": "line1", "city": "town"},
+    )
+    config = load_config(write_config(tmp_path, hub_url=hub.url))
+    app = create_provider_app(config, sources={ITEM: source})
+    with httpx.Client() as http, serve(app) as served:
+        yield Provider(url=served, http=http, hub=hub)
+    engine.dispose()
+
+
+def test_the_subject_itself_reads_its_record(provider: Provider) -> None:
+    answer = provider.query(SUBJECT)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["record"] == {"street": "Pikk 1", "city": "Tallinn"}
+
+
+@pytest.mark.parametrize(
+    "name", ["trailing space", "leading space", "NUL", "NUL at the end", "NFD", "lone surrogate"]
+)
+def test_a_subject_the_rule_refuses_is_400_and_reads_nothing(
+    provider: Provider, name: str, tmp_path: Path, hub: HubDouble
+) -> None:
+    answer = provider.query(REFUSED[name])
+
+    assert answer.status_code == 400, answer.text
+    problem = answer.json()
+    assert problem["type"] == "urn:onceonly:problem:invalid-request"
+    assert problem["detail"].startswith("the body is invalid: subject: ")
+    assert SUBJECT not in answer.text
+    config = load_config(tmp_path / "adapter.toml")
+    with RecordStore(config.store_path) as store:
+        (entry,) = store.served_entries()  # the token held: the refusal has its entry
+    assert (entry.outcome, entry.reason) == ("refused", "invalid-request")
