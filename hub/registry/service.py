@@ -215,9 +215,10 @@ async def put_item(
         proposed = _opening_a_new_item(document, personal=bool(latest.personal_fields))
     else:
         latest = await _latest(session, row)
-        known = {v.fingerprint for v in await repository.item_versions(session, row.id)}
+        versions = await repository.item_versions(session, row.id)
+        known = {v.fingerprint for v in versions}
         _refuse_takeover_or_new_schema(row, known, document, fingerprint)
-        proposed = dangerous_changes(row, document, personal=bool(latest.personal_fields))
+        proposed = dangerous_changes(row, document, personal=ever_personal(versions))
     _apply_metadata(row, document)
     for member, change in proposed.items():  # these wait for an administrator
         setattr(row, member, change["from"])
@@ -483,11 +484,20 @@ def version_fields(schema: dict[str, Any]) -> list[str]:
 SHARING_OPENNESS = {"none": 0, "conditional": 1, "unconditional": 2}
 
 
+def ever_personal(versions: list[ItemVersion]) -> bool:
+    """Whether any version of an item marks a field personal: what the two-person rule
+    asks, not whether the latest does. ``x-personal`` is an annotation, so a version
+    that only drops it is compatible in every mode; it does not make the data any less
+    personal, and must not let one steward open the item alone (decision 0059)."""
+    return any(version.personal_fields for version in versions)
+
+
 def dangerous_changes(
     row: Item, document: ItemDocument, *, personal: bool
 ) -> dict[str, dict[str, str]]:
     """The members of ``document`` that one steward may not change alone: a more open
-    sharing class of an item with personal fields, a looser compatibility mode."""
+    sharing class of an item with personal fields (``personal``: in any of its versions,
+    :func:`ever_personal`), a looser compatibility mode."""
     changes: dict[str, dict[str, str]] = {}
     opens = SHARING_OPENNESS[document.sharing_class] > SHARING_OPENNESS[row.sharing_class]
     if personal and opens:
