@@ -10,15 +10,18 @@ to that would not carry the identifier, or keep it at the hub.
 
 import base64
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from onceonly.hub.audit import checkpoints, inclusion, service
 from onceonly.hub.audit.exceptions import EntryNotFound
 from onceonly.hub.audit.readers import AUDITOR
 from onceonly.hub.audit.request_scope import open_audit_scope
+from onceonly.hub.audit.schemas import CheckpointOut
 from onceonly.hub.audit.service import AuditScope
 from onceonly.hub.console import charts, dashboard, log_search, pages, rendering
 from onceonly.hub.console.dependencies import FormDep, SignedInDep, Visit
@@ -221,26 +224,83 @@ async def checkpoint_history(
     visit: SignedInDep,
     session: SessionDep,
     checkpointer: CheckpointerDep,
-    since_size: str = "",
+    up_to: str = "",
 ) -> Response:
-    """The signed checkpoints, oldest first from ``since_size``, each opened with the
-    verifier key. Public in the API (``GET /v1/audit/checkpoints``): not audited."""
-    start = log_search.cursor_of(since_size) or 0
-    history = await checkpoints.history(session, since_size=start, limit=CHECKPOINTS_PAGE)
+    """The signed checkpoints, newest first, up to tree size ``up_to`` (the newest when
+    not given), each opened with the verifier key, with links to newer and older pages.
+    Public in the API (``GET /v1/audit/checkpoints``): not audited."""
+    wanted = log_search.cursor_of(up_to)
     verifier = checkpointer.signer.verifier
+    latest = await service.latest_signed(session, verifier=verifier)
+    newest = latest.checkpoint.size if latest is not None and latest.checkpoint else None
+    bound = min(n for n in (wanted, newest, log_search.MAX_CURSOR) if n is not None)
+    page = await checkpoint_page(session, up_to=bound)
     rows = [
         (row, inclusion.opened(row.note, verifier=verifier, signed_at=row.time))
-        for row in history.checkpoints
+        for row in page.rows
     ]
     return rendering.render(
         request,
         visit,
         "auditor/checkpoints.html",
         rows=rows,
-        since_size=start,
-        next_since_size=history.next_since_size,
+        up_to="" if wanted is None else wanted,
+        newer=page.newer,
+        older=page.older,
         verifier=str(verifier),
     )
+
+
+@dataclass(frozen=True)
+class CheckpointPage:
+    """A page of the checkpoint history, newest first, and where its neighbours end
+    (``up_to`` of the newer and older pages; None: there is none)."""
+
+    rows: list[CheckpointOut]
+    newer: int | None
+    older: int | None
+
+
+async def checkpoint_page(session: AsyncSession, *, up_to: int) -> CheckpointPage:
+    """The newest ``CHECKPOINTS_PAGE`` checkpoints of size at most ``up_to``. The audit
+    domain lists checkpoints oldest first from a size (``checkpoints.history``, the
+    API's); where such a page must start is found by bisection over the sizes (about
+    log2 of ``up_to`` small queries)."""
+    first = await _sizes_from(session, 0, limit=1)
+    end = up_to + 1
+    start = await _page_start(session, end=end, limit=CHECKPOINTS_PAGE)
+    rows = [
+        row
+        for row in await _sizes_from(session, start, limit=CHECKPOINTS_PAGE)
+        if row.tree_size < end
+    ]
+    if not rows:
+        return CheckpointPage(rows=[], newer=None, older=None)
+    newer = await _sizes_from(session, end, limit=CHECKPOINTS_PAGE)
+    return CheckpointPage(
+        rows=rows[::-1],
+        newer=newer[-1].tree_size if newer else None,
+        older=rows[0].tree_size - 1 if first and first[0].tree_size < rows[0].tree_size else None,
+    )
+
+
+async def _sizes_from(session: AsyncSession, size: int, *, limit: int) -> list[CheckpointOut]:
+    """The first ``limit`` checkpoints of size ``size`` or more, oldest first."""
+    return (await checkpoints.history(session, since_size=size, limit=limit)).checkpoints
+
+
+async def _page_start(session: AsyncSession, *, end: int, limit: int) -> int:
+    """The smallest size from which at most ``limit`` checkpoints are smaller than
+    ``end``: the start of the page of the newest ``limit`` below ``end``."""
+    low, high = 0, end
+    while low < high:
+        middle = (low + high) // 2
+        sizes = [row.tree_size for row in await _sizes_from(session, middle, limit=limit + 1)]
+        if len(sizes) <= limit or sizes[limit] >= end:
+            high = middle
+        else:
+            low = middle + 1
+    return low
 
 
 # --- the efficiency dashboard --------------------------------------------------------------

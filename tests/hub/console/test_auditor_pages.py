@@ -11,11 +11,15 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import httpx
 import pytest
 
+from onceonly.hub.audit import repository as audit_repository
+from onceonly.hub.audit.models import AuditCheckpoint
 from onceonly.hub.console import auditor
+from onceonly.hub.db import make_engine, session_factory
 
 from tests.hub.console.console_world import csrf_token, post_served_form, sign_in
 from tests.hub.exchange_world import (
@@ -201,14 +205,59 @@ def test_an_export_has_the_searchs_filters_and_is_audited_as_the_apis(
     assert entry["person"] == AUDITOR
 
 
-def test_the_checkpoint_history_shows_each_checkpoint_verified(audit_world: AuditWorld) -> None:
+def test_the_checkpoint_history_shows_each_checkpoint_verified_newest_first(
+    audit_world: AuditWorld,
+) -> None:
     with audit_world.signed_in(AUDITOR) as browser:
+        latest = httpx.get(f"{audit_world.url}/v1/audit/checkpoint").text.split("\n")[1]
         page = browser.get("/checkpoints").text
         assert "Verified" in page
         assert "Does not verify" not in page
         verifier = httpx.get(f"{audit_world.url}/v1/audit/verifier-key").text.strip()
         assert verifier in page
-        assert browser.get("/checkpoints?since_size=999999").status_code == 200
+        sizes = [int(size) for size in TREE_SIZES.findall(page)]
+        assert sizes == sorted(sizes, reverse=True)
+        assert sizes[0] >= int(latest)  # the newest first (another may have come since)
+        assert browser.get("/checkpoints?up_to=999999").status_code == 200
+        assert "No checkpoint up to this size." in browser.get("/checkpoints?up_to=0").text
+
+
+TREE_SIZES = re.compile(r'govuk-table__cell--numeric">(\d+)<')
+
+
+def _checkpoint(size: int) -> AuditCheckpoint:
+    return AuditCheckpoint(tree_size=size, root=b"r", note="n", time=datetime.now(UTC))
+
+
+@pytest.mark.anyio
+async def test_checkpoint_pages_go_newest_first_with_newer_and_older_neighbours(
+    database_url: str,
+) -> None:
+    page_size = auditor.CHECKPOINTS_PAGE
+    sizes = list(range(3, 3 * (2 * page_size + 11), 3))  # two pages and a bit
+    engine = make_engine(database_url)
+    try:
+        async with engine.begin() as conn:
+            for size in sizes:
+                await audit_repository.insert_checkpoint(conn, _checkpoint(size))
+        async with session_factory(engine)() as session:
+            newest = await auditor.checkpoint_page(session, up_to=sizes[-1])
+            assert [row.tree_size for row in newest.rows] == sizes[::-1][:page_size]
+            assert newest.newer is None
+            assert newest.older is not None
+            older = await auditor.checkpoint_page(session, up_to=newest.older)
+            assert [row.tree_size for row in older.rows] == sizes[::-1][page_size : 2 * page_size]
+            assert older.newer == sizes[-1]  # its newer page is the newest one again
+            assert older.older is not None
+            oldest = await auditor.checkpoint_page(session, up_to=older.older)
+            assert [row.tree_size for row in oldest.rows] == sizes[::-1][2 * page_size :]
+            assert oldest.older is None
+            assert oldest.newer == sizes[page_size + 10 - 1]  # the page just above it
+            between = await auditor.checkpoint_page(session, up_to=sizes[20] + 1)
+            assert [row.tree_size for row in between.rows] == sizes[20::-1]
+            assert (await auditor.checkpoint_page(session, up_to=2)).rows == []
+    finally:
+        await engine.dispose()
 
 
 def test_the_dashboard_shows_the_apis_figures_and_never_a_withheld_one(
