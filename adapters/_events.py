@@ -12,7 +12,10 @@ from __future__ import annotations
 import inspect
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import anyio
@@ -42,6 +45,10 @@ EVENT_TOKEN_TYPE = "onceonly-event+jwt"
 # Retry-After of hours or years (a proxy's maintenance page, a mistaken header) would
 # otherwise stop the outbox for that long
 MAX_COME_BACK = 300.0
+# Event ids handled lately that this process remembers, to answer a redelivery (a lost
+# acknowledgement, a retry after the hub's timeout) without the handler: the hub's
+# retries of one event come within its retry schedule, long before this many others
+REMEMBERED_EVENTS = 10_000
 log = logging.getLogger("onceonly.adapter.events")
 
 
@@ -75,26 +82,97 @@ def _check_claims(claims: dict[str, object], event: DeliveredEvent) -> None:
 
 
 class _Receiver:
+    """Hands each delivered event to the handler until the handler has succeeded once.
+
+    An event id is kept in the store (the de-duplication register) only once the
+    handler has returned: a handler that raised leaves nothing behind, so the hub's
+    retry, which it makes for any answer but a ``2xx``, hands the event to it again,
+    after a restart too (decision 0062). Deliveries of one event id take turns in
+    this process, so that the handler never runs twice at once for one event; the
+    ids handled lately are remembered, so that a delivery that waited for its turn,
+    or a redelivery after a lost acknowledgement, is answered ``duplicate`` without
+    the handler. The store's register settles the rest: a redelivery of an event
+    handled before the process started is handled again (the handler must be
+    idempotent) and answered ``duplicate``.
+    """
+
     def __init__(
         self, *, verifier: RequestTokenVerifier, store: RecordStore, handler: EventHandler | None
     ) -> None:
         self._verifier, self._store, self._handler = verifier, store, handler
+        self._turns: dict[str, _Turn] = {}  # event ids being handled here, and their waiters
+        self._handled: OrderedDict[str, None] = OrderedDict()  # the latest, oldest first
 
     async def receive(self, request: Request) -> dict[str, str]:
         claims = await self._verifier.verify_claims(bearer_token(request))
-        try:
-            event = DeliveredEvent.model_validate(json.loads(await read_json_body(request)))
-        except (ValueError, ValidationError) as error:
-            raise InvalidRequest(f"the event is not valid: {type(error).__name__}") from error
+        event = _parse_event(await read_json_body(request))
         _check_claims(claims, event)
-        if not self._store.record_received_event(_received(event)):
+        async with self._turn(event.event_id):
+            if event.event_id in self._handled:
+                return {"status": "duplicate"}
+            if self._handler is not None:
+                await _hand_over(self._handler, event)
+            first = await anyio.to_thread.run_sync(
+                self._store.record_received_event, _received(event)
+            )
+            self._remember(event.event_id)
+        if not first:
             return {"status": "duplicate"}
-        if self._handler is not None:
-            outcome = self._handler(event)
-            if inspect.isawaitable(outcome):
-                await outcome
         log.info("event received", extra={"event_id": event.event_id, "item": event.item})
         return {"status": "received"}
+
+    @asynccontextmanager
+    async def _turn(self, event_id: str) -> AsyncIterator[None]:
+        """Hold the one turn of ``event_id`` in this process."""
+        turn = self._turns.setdefault(event_id, _Turn())
+        turn.holders += 1
+        try:
+            async with turn.lock:
+                yield
+        finally:
+            turn.holders -= 1
+            if turn.holders == 0:
+                del self._turns[event_id]
+
+    def _remember(self, event_id: str) -> None:
+        self._handled[event_id] = None
+        if len(self._handled) > REMEMBERED_EVENTS:
+            self._handled.popitem(last=False)
+
+
+@dataclass
+class _Turn:
+    lock: anyio.Lock = field(default_factory=anyio.Lock)
+    holders: int = 0  # the delivery that has the turn and those waiting for it
+
+
+async def _hand_over(handler: EventHandler, event: DeliveredEvent) -> None:
+    """Call ``handler``: a coroutine function on the event loop, any other callable in a
+    worker thread (it may block, as a sync `CallableSource` may), awaiting what it
+    returns if that is awaitable."""
+    outcome: Awaitable[None] | None
+    if inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(
+        type(handler).__call__  # an object whose __call__ is a coroutine function
+    ):
+        outcome = handler(event)
+    else:
+        outcome = await anyio.to_thread.run_sync(handler, event)
+    if inspect.isawaitable(outcome):
+        await outcome
+
+
+def _parse_event(body: bytes) -> DeliveredEvent:
+    """The delivered event of ``body``, a flat JSON object.
+
+    :raises InvalidRequest: not JSON, nested too deep to parse (its depth is bounded by
+        the parser's recursion limit), or not an event.
+    """
+    try:
+        return DeliveredEvent.model_validate(json.loads(body))
+    except RecursionError as error:
+        raise InvalidRequest("the event is not valid: its JSON is nested too deep") from error
+    except (ValueError, ValidationError) as error:
+        raise InvalidRequest(f"the event is not valid: {type(error).__name__}") from error
 
 
 def _received(event: DeliveredEvent) -> ReceivedEvent:
