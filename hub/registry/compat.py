@@ -40,7 +40,7 @@ from typing import Any, Literal, NamedTuple, get_args
 
 from onceonly.hub.kit.jcs import canonical_json
 from onceonly.hub.registry import validation
-from onceonly.hub.registry.schema_rules import pointer, resolve_ref
+from onceonly.hub.registry.schema_rules import MAX_SCHEMA_DEPTH, pointer, resolve_ref
 
 # The registry's compatibility modes (Confluent's names), spelled here only: the item
 # document's ``compatibility`` (registry.schemas) is this type, and what each mode checks
@@ -118,6 +118,10 @@ JUDGED = frozenset(
         "additionalProperties",
     }
 )
+# Bounds of one judgement (see _Judge): comparisons nested this deep, $ref hops
+# included, and this many pairs of subschemas compared.
+MAX_JUDGED_DEPTH = 2 * MAX_SCHEMA_DEPTH
+MAX_JUDGED_PAIRS = 20_000
 ALL_TYPES = frozenset({"null", "boolean", "object", "array", "string", "number"})
 _NUMERIC = frozenset({"integer", "number"})
 
@@ -144,14 +148,6 @@ class _Node:
 
 def _is_annotation(keyword: str) -> bool:
     return keyword in ANNOTATIONS or keyword.startswith("x-")
-
-
-def _same(a: Any, b: Any) -> bool:
-    """JSON equality (RFC 8785 bytes: ``1`` equals ``1.0``, ``true`` differs from ``1``)."""
-    try:
-        return canonical_json(a) == canonical_json(b)
-    except (TypeError, ValueError):
-        return False
 
 
 def _has_ref(schema: Any) -> bool:
@@ -224,6 +220,26 @@ class _Document:
 
     root: Any
     _enums: dict[int, frozenset[Any]] = field(default_factory=dict)
+    _canonical: dict[int, bytes | None] = field(default_factory=dict)
+    _refs: dict[int, bool] = field(default_factory=dict)
+
+    def canonical(self, schema: Any) -> bytes | None:
+        """A subschema's RFC 8785 bytes (JSON equality: ``1`` equals ``1.0``, ``true``
+        differs from ``1``), computed once per subschema of this document."""
+        key = id(schema)
+        if key not in self._canonical:
+            try:
+                self._canonical[key] = canonical_json(schema)
+            except (TypeError, ValueError):
+                self._canonical[key] = None
+        return self._canonical[key]
+
+    def has_ref(self, schema: Any) -> bool:
+        """Whether a subschema holds a ``$ref`` anywhere, computed once per subschema."""
+        key = id(schema)
+        if key not in self._refs:
+            self._refs[key] = _has_ref(schema)
+        return self._refs[key]
 
     def enum_keys(self, values: list[Any]) -> frozenset[Any]:
         """The JSON-equality keys of an enum of this document, computed once."""
@@ -342,9 +358,17 @@ def _object_ok(value: dict[str, Any], document: _Document, node: _Node) -> bool:
 
 @dataclass
 class _Judge:
+    """One judgement. Its work is bounded: the written nesting of a schema is limited
+    (``schema_rules.MAX_SCHEMA_DEPTH``), but ``$ref`` hops are not, so a legal chain of
+    definitions linked through ``properties``, or two recursive structures of coprime
+    periods, could take the comparison arbitrarily deep and wide. Past
+    :data:`MAX_JUDGED_DEPTH` nested comparisons or :data:`MAX_JUDGED_PAIRS` pairs of
+    subschemas it raises :class:`CannotJudge`, as for any construct it cannot judge."""
+
     a: _Document
     b: _Document
     assumed: set[tuple[Path, Path]] = field(default_factory=set)
+    depth: int = 0
 
     def problem(self, a: _Node, b: _Node, where: Path) -> str | None:
         """Why not every instance valid under ``a`` is valid under ``b`` (None: it is)."""
@@ -353,8 +377,10 @@ class _Judge:
             return None
         if (a.path, b.path) in self.assumed:
             return None  # coinduction: a recursive structure, already being judged
+        if len(self.assumed) >= MAX_JUDGED_PAIRS:
+            raise CannotJudge(f"more than {MAX_JUDGED_PAIRS} pairs of subschemas", where)
         self.assumed.add((a.path, b.path))
-        if _same(a.schema, b.schema) and not _has_ref(a.schema):
+        if self._unchanged(a, b):
             return None
         if _is_everything(self.b, b):
             return None
@@ -364,7 +390,22 @@ class _Judge:
             return _at(where, f"{A} allows any value here, {B} constrains it")
         _judged_keywords(a)
         _judged_keywords(b)
-        return self._compare(a, b, where)
+        if self.depth >= MAX_JUDGED_DEPTH:
+            raise CannotJudge(
+                f"nesting deeper than {MAX_JUDGED_DEPTH} levels ($ref followed)", where
+            )
+        self.depth += 1
+        try:
+            return self._compare(a, b, where)
+        finally:
+            self.depth -= 1
+
+    def _unchanged(self, a: _Node, b: _Node) -> bool:
+        """The same subschema on both sides, free of ``$ref`` (an unchanged part)."""
+        same = self.a.canonical(a.schema)
+        return (
+            same is not None and same == self.b.canonical(b.schema) and not self.a.has_ref(a.schema)
+        )
 
     def _compare(self, a: _Node, b: _Node, where: Path) -> str | None:
         finite = _finite_values(a.schema)
