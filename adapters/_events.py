@@ -1,10 +1,13 @@
-"""Change events on the department's side: receiving them from the hub.
+"""Change events on the department's side: receiving them from the hub, and publishing
+the store's changes to it.
 
 The hub delivers ``POST /v1/events`` at least once, signed with a hub key
 (``typ: onceonly-event+jwt``, audience = this department). The adapter checks the
-signature and claims, keeps each event id once (a redelivery is acknowledged but
-not handled twice) and hands new events to the department's handler, which may
-fetch the record again under its own grant. Events carry no record data.
+signature and claims and hands the event to the department's handler, which may
+fetch the record again under its own grant, until the handler has succeeded once:
+only then is the event id kept, and a redelivery acknowledged without the handler
+(decision 0062). Events carry no record data. The other way, `ChangePublisher`
+announces the store's changes to the hub.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import inspect
 import json
 import logging
+import random
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -31,6 +35,7 @@ from ._http import bearer_token, problem_response, went_away
 from ._http import read_body as read_json_body
 from ._reqtoken import RequestTokenVerifier, subject_digest
 from ._store import ReceivedEvent, RecordStore
+from .logs import withheld
 
 __all__ = [
     "EVENT_TOKEN_TYPE",
@@ -214,13 +219,22 @@ class ChangePublisher:
     order and forgets each one the hub accepted. Each change carries its own
     idempotency key, sent with every attempt: a change published again because the
     hub's answer was lost (or the adapter stopped before forgetting it) is the same
-    event at the hub, never a second one. While the hub cannot be reached
-    or refuses the client (not registered yet), changes wait and are tried again;
-    a change the hub refuses for good (an item this department does not own, say)
-    is dropped with a warning, so that it cannot block the ones behind it. When the
-    hub says how long to wait (``Retry-After`` on a ``503`` or ``429``), the next round
-    waits that long, if it is longer than ``interval``, but no longer than ``max_wait``
-    (`MAX_COME_BACK`), and says so in a warning.
+    event at the hub, never a second one. A change the hub refuses for good (an item
+    this department does not own, say) is dropped with a warning, so that it cannot
+    block the ones behind it.
+
+    While the hub cannot be reached, fails, or refuses the client (its key was
+    replaced at the hub, or it is not registered yet), changes wait and the rounds are
+    tried again ever less often: ``interval`` doubled after each failed round, with
+    jitter, up to `QUICK_CAP` seconds for a hub that is away or failing and up to
+    ``max_wait`` (`MAX_COME_BACK`) for a refusal that lasts (``401``: the client is
+    refused; ``429`` without ``Retry-After``), since each attempt then costs the hub a
+    refused ``token.issue`` audit entry. When the hub says how long to wait
+    (``Retry-After`` on a ``503`` or ``429``), the next round waits that long, if it is
+    longer than ``interval``, but no longer than ``max_wait``. Each new failure
+    (another error class, status or problem type) is logged once, naming them and the
+    wait, and publishing again after failures is logged once; never a subject or a
+    token (decision 0062).
     """
 
     def __init__(
@@ -230,36 +244,55 @@ class ChangePublisher:
         *,
         interval: float = 1.0,
         max_wait: float = MAX_COME_BACK,
+        jitter: Callable[[], float] = random.random,
     ) -> None:
         self._store, self._client, self._interval = store, client, interval
-        self._max_wait = max_wait
-        self._come_back: float | None = None  # the hub's Retry-After in the last round
+        self._max_wait, self._jitter = max_wait, jitter
+        self._stopped_by: OnceonlyError | None = None  # what ended the last round early
+        self._failing: _Failure | None = None  # the state of the rounds failing now
+        self._failed_rounds = 0  # rounds in a row that failed, whatever the state
 
     async def run(self) -> None:
         while True:
+            failure: Exception | None
             try:
                 await self.publish_pending()
-            except Exception:  # keep announcing whatever happened to one round
-                log.exception("publishing changes failed; will retry")
-            await anyio.sleep(self._next_wait())
+                failure = self._stopped_by
+            except Exception as error:  # the store, say: keep announcing in the next round
+                failure = error
+            await anyio.sleep(self._settle(failure))
 
-    def _next_wait(self) -> float:
-        """Seconds until the next round: ``interval``, or the hub's ``Retry-After`` when
-        it named one, up to ``max_wait``."""
-        if self._come_back is None:
+    def _settle(self, failure: Exception | None) -> float:
+        """Note how the round ended, logging a change of state; seconds to the next."""
+        if failure is None:
+            if self._failing is not None:
+                log.info(
+                    "publishing changes resumed after %d failed attempts (the last: %s)",
+                    self._failed_rounds,
+                    self._failing,
+                )
+            self._failing, self._failed_rounds = None, 0
             return self._interval
-        wait = max(self._interval, min(self._come_back, self._max_wait))
-        log.warning(
-            "the hub asked to come back in %.0f s; publishing changes again in %.0f s",
-            self._come_back,
-            wait,
+        self._failed_rounds += 1
+        wait, plan = wait_after(
+            failure,
+            failures=self._failed_rounds,
+            interval=self._interval,
+            max_wait=self._max_wait,
+            jitter=self._jitter,
         )
+        state = _Failure.of(failure)
+        if state != self._failing:
+            _log_failure(failure, state, wait=wait, plan=plan)
+        else:
+            log.debug("publishing changes failed again: %s; %s", state, plan)
+        self._failing = state
         return wait
 
     async def publish_pending(self, limit: int = 100) -> int:
         """Publish up to ``limit`` waiting changes; how many the hub accepted."""
         changes = await anyio.to_thread.run_sync(self._store.pending_changes, limit)
-        self._come_back = None
+        self._stopped_by = None
         settled: list[int] = []
         accepted = 0
         for change in changes:
@@ -274,9 +307,94 @@ class ChangePublisher:
             except (AccessDenied, NotFound, InvalidRequest) as refused:
                 log.warning("change dropped: %s", refused.problem_type, extra={"item": change.item})
             except OnceonlyError as unavailable:
-                self._come_back = unavailable.retry_after
-                break  # the hub is down or does not know us yet: try again later
+                self._stopped_by = unavailable
+                break  # the hub is down or refuses us: try again later
             settled.append(change.id)
         if settled:
             await anyio.to_thread.run_sync(self._store.forget_changes, settled)
         return accepted
+
+
+# A hub that is away or failing is tried again at least this often (seconds), so that
+# changes go out soon after it is back
+QUICK_CAP = 30.0
+# Refusals that asking again soon will not end: the hub refused the client itself (an
+# operator must register its key again), or asked for fewer requests without saying when
+_LASTING = frozenset({401, 429})
+
+
+def backoff(failures: int, *, base: float, cap: float, jitter: Callable[[], float]) -> float:
+    """Exponential backoff with jitter: ``base * 2^(failures-1)``, at most ``cap``, times
+    a random factor in [0.5, 1) (``jitter()`` in [0, 1)), so that many adapters whose
+    hub came back do not all try again in step."""
+    delay = min(cap, base * 2.0 ** min(max(failures - 1, 0), 64))  # 2.0**1100 overflows
+    return delay * (0.5 + jitter() / 2)
+
+
+def wait_after(
+    failure: Exception,
+    *,
+    failures: int,
+    interval: float,
+    max_wait: float,
+    jitter: Callable[[], float],
+) -> tuple[float, str]:
+    """Seconds until the change publisher's next round after ``failures`` failed rounds
+    in a row, the last ended by ``failure``; and that plan as its log line says it."""
+    come_back = failure.retry_after if isinstance(failure, OnceonlyError) else None
+    if come_back is not None:  # as the hub asked (decision 0053), within max_wait
+        wait = max(interval, min(come_back, max_wait))
+        again = f"publishing changes again in {_seconds(wait)} s"
+        return wait, f"the hub asked to come back in {_seconds(come_back)} s; {again}"
+    lasting = isinstance(failure, OnceonlyError) and failure.status in _LASTING
+    cap = max_wait if lasting else min(max_wait, QUICK_CAP)
+    wait = backoff(failures, base=interval, cap=cap, jitter=jitter)
+    plan = f"publishing changes again in {_seconds(wait)} s, then less often"
+    return wait, f"{plan}, at least every {_seconds(cap)} s, until it works"
+
+
+@dataclass(frozen=True)
+class _Failure:
+    """What a failed round met, as the log names it: never a subject or a token."""
+
+    kind: str  # the exception's class
+    status: int | None = None
+    problem_type: str | None = None
+
+    @classmethod
+    def of(cls, error: Exception) -> _Failure:
+        if isinstance(error, OnceonlyError):
+            return cls(type(error).__name__, error.status, error.problem_type)
+        return cls(type(error).__name__)
+
+    def __str__(self) -> str:
+        if self.status is None and self.problem_type is None:
+            return self.kind
+        return f"{self.kind}, status {self.status}, problem type {self.problem_type}"
+
+
+def _log_failure(error: Exception, state: _Failure, *, wait: float, plan: str) -> None:
+    """One line for a new state of failure: ERROR when the hub refused the client or the
+    error is unexpected (an operator must act), else WARNING."""
+    refused = isinstance(error, AuthenticationFailed)
+    expected = isinstance(error, OnceonlyError)
+    hint = " (the hub refused this adapter's client: check its key at the hub)" if refused else ""
+    log.log(
+        logging.WARNING if expected and not refused else logging.ERROR,
+        "publishing changes failed: %s%s; %s",
+        state,
+        hint,
+        plan,
+        exc_info=None if expected else withheld(error),
+        extra={
+            "error": state.kind,
+            "status": state.status,
+            "problem_type": state.problem_type,
+            "wait": round(wait, 1),
+        },
+    )
+
+
+def _seconds(value: float) -> str:
+    """``value`` seconds as a log line says them: whole from 10 on, else to a tenth."""
+    return f"{value:.0f}" if value >= 10 else f"{value:.1f}".removesuffix(".0")
