@@ -14,6 +14,7 @@ decision 0050), and each key once, whatever other members its ``jwk`` has.
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -90,7 +91,7 @@ class Proof:
 
     jkt: str
     jti: str
-    iat: int
+    iat: int  # rounded up: a NumericDate may have a fraction (RFC 7519 §2)
     nonce: str | None
 
 
@@ -148,7 +149,7 @@ def verify_proof(
     return Proof(
         jkt=kept.jkt,
         jti=claims["jti"],
-        iat=claims["iat"],
+        iat=math.ceil(claims["iat"]),
         nonce=nonce if isinstance(nonce, str) else None,
     )
 
@@ -276,7 +277,8 @@ def _check_claims(
     jti, iat = claims.get("jti"), claims.get("iat")
     if not isinstance(jti, str) or not 1 <= len(jti) <= 256:
         raise ProofError("the DPoP proof needs a jti of 1 to 256 characters")
-    if not isinstance(iat, int) or isinstance(iat, bool):
+    # a NumericDate, which may have a fraction (RFC 7519 §2, RFC 9449 §4.2): time.time()
+    if not isinstance(iat, int | float) or isinstance(iat, bool) or not math.isfinite(iat):
         raise ProofError("the DPoP proof needs a numeric iat")
     if claims.get("htm") != method:
         raise ProofError(f"the DPoP proof is for another method than {method}")

@@ -8,6 +8,7 @@ import base64
 import hashlib
 import hmac
 import json
+import math
 from typing import Any
 
 import pytest
@@ -97,6 +98,13 @@ def test_iat_at_the_edges_of_the_window_is_accepted(iat: int) -> None:
     assert verify(signed(claims(iat=iat))).iat == iat
 
 
+@pytest.mark.parametrize("iat", [NOW + 0.25, NOW - 0.75, float(NOW)], ids=str)
+def test_a_fractional_iat_is_a_numeric_date(iat: float) -> None:
+    """RFC 7519 §2: a NumericDate may have a fraction (a client that writes time.time());
+    the jti is remembered up to the next whole second after it."""
+    assert verify(signed(claims(iat=iat))).iat == math.ceil(iat)
+
+
 def _hs256(payload: dict[str, Any]) -> str:
     header = {"typ": "dpop+jwt", "alg": "HS256", "jwk": {"kty": "oct", "k": "c2VjcmV0"}}
     text = forged(header, payload).rsplit(".", 1)[0]
@@ -156,6 +164,7 @@ ATTACKS: list[tuple[str, Any, dict[str, Any], str]] = [
     ),
     ("htu relative", lambda: signed(claims(htu="/v1/items")), {}, "absolute URL"),
     ("from the future", lambda: signed(claims(iat=NOW + SKEW + 1)), {}, "in the future"),
+    ("a fraction in the future", lambda: signed(claims(iat=NOW + SKEW + 0.5)), {}, "future"),
     ("too old", lambda: signed(claims(iat=NOW - MAX_AGE - SKEW - 1)), {}, "too old"),
     ("ath missing", lambda: signed(claims(ath=None)), {}, "ath does not match"),
     ("ath of another token", lambda: signed(claims(ath=b64url_sha256("other"))), {}, "ath"),
