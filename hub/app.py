@@ -90,6 +90,9 @@ def create_app(
         lifespan=lifespan,
         docs_url=None,  # FastAPI's pages load from a CDN: ops.docs serves /docs and /redoc
         redoc_url=None,
+        # no 307 from /path/ to /path: its Location is built from the Host field, which
+        # a client chooses, and a client that follows it sends its body there
+        redirect_slashes=False,
     )
     _install_openapi(app)
     # the hot path first: Starlette tries routes in order, and every exchange would

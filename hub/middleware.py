@@ -28,6 +28,7 @@ from onceonly.hub.kit.problems import (
     InvalidRequest,
     PayloadTooLarge,
     RequestHeadersTooLarge,
+    UnsupportedContentEncoding,
     problem_response,
     render,
 )
@@ -91,9 +92,14 @@ class RequestContextMiddleware:
 
     def _refusal(self, scope: Scope) -> Response | None:
         """The answer to a request refused on its head alone, or None."""
-        if _header_bytes(scope) > MAX_HEADER_BYTES:
+        size, credentials, coded = _head(scope)
+        if size > MAX_HEADER_BYTES:
             detail = f"the request's header fields are larger than {MAX_HEADER_BYTES} bytes"
             return render(RequestHeadersTooLarge(detail))
+        if credentials > 1:  # a proxy reading the last and the hub the first would differ
+            return render(InvalidRequest("the request has more than one Authorization field"))
+        if coded:
+            return _coded_body()
         if url_has_nul(scope.get("path", ""), scope.get("query_string", b"")):
             return _nul_in_url()
         if _declared_length(scope) > self.max_body_bytes:
@@ -135,8 +141,29 @@ def _client_request_id(scope: Scope) -> str | None:
     return None
 
 
-def _header_bytes(scope: Scope) -> int:
-    return sum(len(name) + len(value) for name, value in scope.get("headers", []))
+def _head(scope: Scope) -> tuple[int, int, bool]:
+    """In one pass over the header fields: their size in bytes (names and values), how
+    many are Authorization, and whether any Content-Encoding names a coding."""
+    size, credentials, coded = 0, 0, False
+    for name, value in scope.get("headers", []):
+        size += len(name) + len(value)
+        if name == b"authorization":
+            credentials += 1
+        elif name == b"content-encoding":
+            coded = coded or bytes(value).strip().lower() not in (b"", b"identity")
+    return size, credentials, coded
+
+
+def _coded_body() -> Response:
+    """A content coding is refused, not read as if there were none (RFC 7694 §3: the
+    answer names the coding the hub takes)."""
+    return render(
+        UnsupportedContentEncoding(
+            "the hub reads request bodies without a content coding (Content-Encoding:"
+            " identity, or none)",
+            headers={"Accept-Encoding": "identity"},
+        )
+    )
 
 
 def _declared_length(scope: Scope) -> int:

@@ -64,6 +64,14 @@ class RequestHeadersTooLarge(HubError):
     title = "Request header fields too large"
 
 
+class UnsupportedContentEncoding(HubError):
+    """RFC 9110 §15.5.16: the body has a content coding the hub does not decode."""
+
+    status = 415
+    slug = "unsupported-content-encoding"
+    title = "Unsupported content encoding"
+
+
 class Unavailable(HubError):
     status = 503
     slug = "unavailable"

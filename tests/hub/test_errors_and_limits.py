@@ -187,6 +187,50 @@ def test_request_headers_over_the_limit_get_431_before_any_route(hub: RunningHub
     assert entry["request_id"] == audited.headers["x-request-id"]
 
 
+def test_two_authorization_fields_are_refused_before_any_route(hub: RunningHub) -> None:
+    """A proxy that reads the last Authorization field and a hub that reads the first
+    would see two different credentials: two are refused (RFC 6750 §3.1)."""
+    token = hub.keys.admin_token
+    one = httpx.get(f"{hub.url}/v1/admin/people", headers={"Authorization": f"Bearer {token}"})
+    assert one.status_code == 200
+    two = httpx.get(
+        f"{hub.url}/v1/admin/people",
+        headers=[("Authorization", f"Bearer {token}"), ("Authorization", "Bearer other")],
+    )
+    assert two.status_code == 400, two.text
+    assert problem_type(two) == "invalid-request"
+    assert "more than one Authorization" in two.json()["detail"]
+
+
+@pytest.mark.parametrize("coding", ["gzip", "deflate, identity", "br"])
+def test_a_body_with_a_content_coding_is_refused_not_read_as_plain(
+    hub: RunningHub, coding: str
+) -> None:
+    """A body sent as gzip, which is not, was read as plain JSON and answered 200."""
+    plain = {"grant_type": "client_credentials", "client_id": "nobody-adapter"}
+    refused = httpx.post(f"{hub.url}/oauth/token", data=plain, headers={"Content-Encoding": coding})
+    assert refused.status_code == 415, refused.text
+    assert problem_type(refused) == "unsupported-content-encoding"
+    assert refused.headers["accept-encoding"] == "identity"
+    identity = httpx.post(
+        f"{hub.url}/oauth/token", data=plain, headers={"Content-Encoding": "identity"}
+    )
+    assert identity.status_code == 401  # read, and refused for what it says
+
+
+@pytest.mark.parametrize("path", ["/v1/audit/checkpoint/", "/v1/items/x.y/records/query/"])
+def test_a_trailing_slash_is_not_found_not_redirected_to_the_host_field(
+    hub: RunningHub, path: str
+) -> None:
+    """Starlette redirected /path/ to /path (307, the method and body kept), with a
+    Location built from the Host field: a request with Host: evil.example was sent on
+    there, body and all."""
+    answer = httpx.post(f"{hub.url}{path}", json={}, headers={"Host": "evil.example"})
+    assert answer.status_code in (404, 405), answer.headers
+    assert "location" not in answer.headers
+    assert problem_type(answer) in ("not-found", "method-not-allowed")
+
+
 def raw_exchange(url: str, head: bytes) -> bytes:
     """Send ``head`` on a new connection; what came back before the server closed it
     (b"" if it reset the connection before answering)."""
