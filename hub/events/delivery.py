@@ -36,7 +36,7 @@ from onceonly.hub.events.repository import DueDelivery
 from onceonly.hub.events.tokens import mint_event_token
 from onceonly.hub.keys import HubKeys
 from onceonly.hub.kit.clock import SYSTEM_CLOCK, Clock, rfc3339_ms
-from onceonly.hub.kit.deadline import post_within
+from onceonly.hub.kit.deadline import base_url_problem, join_path, post_within
 from onceonly.hub.metrics import delivery_attempted
 
 log = logging.getLogger("onceonly.events")
@@ -83,9 +83,10 @@ def judge(
       the attempt is not counted and the delivery waits (:func:`postpone`);
     - after a call that was acknowledged: no further entry (the ``ok`` entry stands);
     - after a call that failed (any answer but ``2xx``, or none), or an attempt that
-      could not be made (no adapter registered: no call, so no ``ok`` entry), outcome
-      ``failed`` with reason ``delivery-failed``, or ``dead-letter`` when it was the
-      last attempt, committed together with the new state;
+      could not be made (no adapter registered, or its URL is no base URL: no call, so
+      no ``ok`` entry), outcome ``failed`` with reason ``delivery-failed``, or
+      ``dead-letter`` when it was the last attempt, committed together with the new
+      state;
     - a delivery whose subscriber holds no active grant any more: one entry, outcome
       ``refused``, reason ``no-grant`` (:data:`NO_GRANT`), and no call.
     """
@@ -225,8 +226,11 @@ class Deliverer:
         error: str | None
         if not delivery.adapter_url or delivery.subject is None:
             error = "the subscriber has no adapter registered"  # no call, so no ok entry
+        elif (refused := base_url_problem(delivery.adapter_url)) is not None:
+            error = f"the subscriber's adapter_url is refused: {refused}"  # registered before
         elif await self._audit_call(delivery):
-            error = await self._send(delivery, url=delivery.adapter_url, subject=delivery.subject)
+            url = join_path(delivery.adapter_url, "/v1/events")
+            error = await self._send(delivery, url=url, subject=delivery.subject)
         else:
             await self._settle(delivery, postpone(now=self._clock.now(), settings=self._settings))
             return
@@ -269,8 +273,8 @@ class Deliverer:
             )
 
     async def _send(self, delivery: DueDelivery, *, url: str, subject: str) -> str | None:
-        """POST the event to the subscriber's adapter at ``url``; None on success, else
-        why not."""
+        """POST the event to ``url`` (the subscriber adapter's ``/v1/events``); None on
+        success, else why not."""
         now = int(self._clock.time())
         token = mint_event_token(
             key=self._keys.signing,
@@ -295,7 +299,7 @@ class Deliverer:
         try:
             response = await post_within(
                 self._http,
-                f"{url.rstrip('/')}/v1/events",
+                url,
                 seconds=self._settings.owner_timeout,
                 json=body,
                 headers={"Authorization": f"Bearer {token}", "X-Request-Id": delivery.id},

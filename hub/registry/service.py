@@ -9,6 +9,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from onceonly.hub.audit.service import AuditScope
 from onceonly.hub.kit.clock import Clock, aware
+from onceonly.hub.kit.deadline import base_url_problem, local_host_problem
+from onceonly.hub.kit.problems import InvalidRequest
 from onceonly.hub.registry import compat, repository, schema_rules, validation
 from onceonly.hub.registry import jwks as jwks_rules
 from onceonly.hub.registry.exceptions import (
@@ -112,6 +114,23 @@ def _item_out(row: Item, latest: ItemVersion) -> ItemOut:
     )
 
 
+def _check_adapter_url(url: str, *, production: bool) -> None:
+    """An adapter URL is a base the hub joins its paths under (``/v1/events``,
+    ``/v1/items/{item}/records/query``): no query, fragment or user information. A
+    production hub calls adapters over HTTPS only, and never on its own machine or link
+    (loopback, link-local: cloud metadata); private networks are allowed (decision 0060)."""
+    if production and urlsplit(url).scheme != "https":
+        raise AdapterUrlNotHttps(
+            f"adapter_url {url!r} is not https://: a production hub calls"
+            " adapters over HTTPS only; put the adapter behind a TLS proxy"
+        )
+    problem = base_url_problem(url)
+    if problem is None and production:
+        problem = local_host_problem(url)
+    if problem is not None:
+        raise InvalidRequest(f"adapter_url {url!r} is refused: {problem}")
+
+
 async def put_department(
     session: AsyncSession,
     *,
@@ -123,11 +142,8 @@ async def put_department(
     """Register a department, or change it. With ``require_https`` (a production hub) its
     adapter URL must be https://: the hub sends subjects and records to it."""
     scope.note(department=department_id)
-    if require_https and body.adapter_url and urlsplit(body.adapter_url).scheme != "https":
-        raise AdapterUrlNotHttps(
-            f"adapter_url {body.adapter_url!r} is not https://: a production hub calls"
-            " adapters over HTTPS only; put the adapter behind a TLS proxy"
-        )
+    if body.adapter_url:
+        _check_adapter_url(body.adapter_url, production=require_https)
     row = await repository.get_department(session, department_id)
     if row is None:
         row = Department(id=department_id, name=body.name)
