@@ -14,6 +14,7 @@ from typing import Final, Literal
 
 from pydantic import ValidationError
 
+from onceonly.hub.console import views
 from onceonly.hub.console.views import N_, FieldError
 from onceonly.hub.kit.keyfiles import MissingKeyError
 from onceonly.hub.kit.problems import HubError
@@ -35,9 +36,8 @@ NOTICES: Final = {
 
 
 def notice(done: str) -> str | None:
-    """The success message a redirect asked for, or None (an unknown code shows none:
-    the page never echoes what the query says)."""
-    return NOTICES.get(done)
+    """The success message a redirect asked for (views.notice)."""
+    return views.notice(NOTICES, done)
 
 
 def is_department_id(candidate: str) -> bool:

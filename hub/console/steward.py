@@ -23,6 +23,7 @@ from onceonly.hub.access.purposes import purposes_for
 from onceonly.hub.access.schemas import (
     AccessRequestIn,
     ApproveIn,
+    GrantOut,
     RefuseIn,
     RevokeIn,
 )
@@ -32,7 +33,7 @@ from onceonly.hub.console import pages, rendering, views
 from onceonly.hub.console import steward_views as sv
 from onceonly.hub.console.dependencies import FormDep, SignedInDep, Visit
 from onceonly.hub.dependencies import HubDep, SessionDep, WriteSessionDep
-from onceonly.hub.kit.jsonbody import describe_errors, parse_json
+from onceonly.hub.kit.jsonbody import describe_errors
 from onceonly.hub.kit.problems import HubError, InvalidRequest
 from onceonly.hub.people.principal import Forbidden, Principal
 from onceonly.hub.registry import repository as registry_repository
@@ -40,7 +41,7 @@ from onceonly.hub.registry import schema_rules
 from onceonly.hub.registry import service as registry
 from onceonly.hub.registry.compat import MODE_CHECKS
 from onceonly.hub.registry.exceptions import UnknownItem
-from onceonly.hub.registry.schemas import ItemDocument, ItemOut, VersionDocument
+from onceonly.hub.registry.schemas import ItemOut, VersionDocument
 from onceonly.hub.runtime import Hub
 
 router = APIRouter(include_in_schema=False)
@@ -111,6 +112,25 @@ def _back(visit: Visit, location: str) -> Response:
     return pages.redirect(location, production=visit.production)
 
 
+def _purpose_titles(hub: Hub) -> dict[str, str]:
+    return {purpose.code: purpose.title for purpose in purposes_for(hub.settings).purposes}
+
+
+async def _names(session: AsyncSession, hub: Hub, item_id: str, version: int | None) -> sv.Names:
+    """The titles a request's or grant's page shows for its item, purpose and fields
+    (those of ``version``, else of the latest one)."""
+    purposes = _purpose_titles(hub)
+    try:
+        item = await registry.describe_item(session, item_id)
+        shown = await registry.describe_version(session, item_id, version or item.latest_version)
+    except HubError:
+        return sv.Names(purposes=purposes)
+    schema = shown.json_schema
+    rows = views.field_rows(schema, fields=registry.version_fields(schema), personal=[])
+    titles = {row.name: row.title for row in rows if row.title}
+    return sv.Names(item=item.title, purposes=purposes, fields=titles)
+
+
 # --- access requests: the inbox, the outbox and one request -------------------------
 
 
@@ -127,6 +147,7 @@ async def _box(request: Request, visit: Visit, session: AsyncSession, hub: Hub, 
         "steward/requests.html",
         box=box,
         requests=sv.waiting_first(found.requests),
+        names=sv.Names(purposes=_purpose_titles(hub)),
     )
 
 
@@ -164,6 +185,7 @@ async def _request_page(
     errors: list[views.FieldError] | None = None,
     detail: str = "",
     values: dict[str, str] | None = None,
+    done: str = "",
 ) -> Response:
     principal = _principal(visit)
     try:
@@ -191,16 +213,23 @@ async def _request_page(
         and _may(policy.require_consumer_steward, principal, found.consumer)
         and _may(policy.require_actor, principal),
         chosen=(values or {}).get("chosen", found.requested_fields),
+        names=await _names(session, hub, found.item, found.version),
+        notice=views.notice(sv.NOTICES, done) if not errors else None,
     )
 
 
 @router.get("/requests/{request_id}")
 async def request_page(
-    request: Request, request_id: str, visit: SignedInDep, session: SessionDep, hub: HubDep
+    request: Request,
+    request_id: str,
+    visit: SignedInDep,
+    session: SessionDep,
+    hub: HubDep,
+    done: str = "",
 ) -> Response:
     if not _is_row_id(request_id):
         return _not_found(request, visit)
-    return await _request_page(request, visit, session, hub, request_id)
+    return await _request_page(request, visit, session, hub, request_id, done=done)
 
 
 async def _decision_refused(
@@ -260,7 +289,7 @@ async def approve(
         return await _decision_refused(
             request, visit, session, hub, request_id, scope=scope, error=error, field="field-0"
         )
-    return _back(visit, f"/requests/{request_id}")
+    return _back(visit, f"/requests/{request_id}?done=approved")
 
 
 @router.post("/requests/{request_id}/refuse")
@@ -306,7 +335,7 @@ async def refuse(
             error=error,
             field="refuse-reason",
         )
-    return _back(visit, f"/requests/{request_id}")
+    return _back(visit, f"/requests/{request_id}?done=refused")
 
 
 @router.post("/requests/{request_id}/withdraw")
@@ -331,7 +360,7 @@ async def withdraw(
         return await _decision_refused(
             request, visit, session, hub, request_id, scope=scope, error=error, field="withdraw"
         )
-    return _back(visit, f"/requests/{request_id}")
+    return _back(visit, f"/requests/{request_id}?done=withdrawn")
 
 
 # --- asking for access: the consumer's side ---------------------------------------------
@@ -383,6 +412,7 @@ async def _ask_page(
         rows=rows,
         consumers=consumers,
         purposes=purposes_for(hub.settings).purposes,
+        names=sv.Names(fields={row.name: row.title for row in rows if row.title}),
         values=values or sv.RequestForm(consumer=consumers[0]),
         chosen=chosen if chosen is not None else [],
     )
@@ -468,7 +498,7 @@ async def ask(
             values=values,
             chosen=chosen,
         )
-    return _back(visit, f"/requests/{made.id}")
+    return _back(visit, f"/requests/{made.id}?done=request-sent")
 
 
 # --- grants ---------------------------------------------------------------------------
@@ -482,7 +512,32 @@ async def grants(
         return _forbidden(request, visit)
     found = await access.list_grants(session, principal=_principal(visit), clock=hub.clock)
     listed = sorted(found.grants, key=lambda g: (g.status != "active", g.item, g.consumer))
-    return _render(request, visit, "steward/grants.html", grants=listed)
+    names = sv.Names(purposes=_purpose_titles(hub))
+    return _render(request, visit, "steward/grants.html", grants=listed, names=names)
+
+
+async def _grant_and_revokes(
+    session: AsyncSession, hub: Hub, visit: Visit, grant_id: str
+) -> tuple[GrantOut, bool]:
+    """The grant as the person may see it (Forbidden, or a HubError when there is none
+    for them), and whether its page offers them revoking it."""
+    principal = _principal(visit)
+    grant = await access.get_grant(session, principal=principal, grant_id=grant_id, clock=hub.clock)
+    revokes = (
+        grant.status == "active"
+        and _may(policy.require_actor, principal)
+        and _may(
+            policy.require_grant_party, principal, consumer=grant.consumer, owner=grant.owner or ""
+        )
+    )
+    return grant, revokes
+
+
+async def _offers_revoking(session: AsyncSession, hub: Hub, visit: Visit, grant_id: str) -> bool:
+    try:
+        return (await _grant_and_revokes(session, hub, visit, grant_id))[1]
+    except HubError:
+        return False
 
 
 async def _grant_page(
@@ -496,23 +551,16 @@ async def _grant_page(
     errors: list[views.FieldError] | None = None,
     detail: str = "",
     reason: str = "",
+    done: str = "",
+    confirming: bool = False,
 ) -> Response:
-    principal = _principal(visit)
+    """The grant's page, or with ``confirming`` the question whether to revoke it."""
     try:
-        grant = await access.get_grant(
-            session, principal=principal, grant_id=grant_id, clock=hub.clock
-        )
+        grant, revokes = await _grant_and_revokes(session, hub, visit, grant_id)
     except Forbidden:
         return _forbidden(request, visit)
     except HubError:
         return _not_found(request, visit)
-    revokes = (
-        grant.status == "active"
-        and _may(policy.require_actor, principal)
-        and _may(
-            policy.require_grant_party, principal, consumer=grant.consumer, owner=grant.owner or ""
-        )
-    )
     return _render(
         request,
         visit,
@@ -523,16 +571,24 @@ async def _grant_page(
         grant=grant,
         revokes=revokes,
         reason=reason,
+        names=await _names(session, hub, grant.item, grant.version),
+        notice=views.notice(sv.NOTICES, done) if not errors else None,
+        confirming=confirming,
     )
 
 
 @router.get("/grants/{grant_id}")
 async def grant_page(
-    request: Request, grant_id: str, visit: SignedInDep, session: SessionDep, hub: HubDep
+    request: Request,
+    grant_id: str,
+    visit: SignedInDep,
+    session: SessionDep,
+    hub: HubDep,
+    done: str = "",
 ) -> Response:
     if not _is_row_id(grant_id):
         return _not_found(request, visit)
-    return await _grant_page(request, visit, session, hub, grant_id)
+    return await _grant_page(request, visit, session, hub, grant_id, done=done)
 
 
 @router.post("/grants/{grant_id}/revoke")
@@ -544,12 +600,24 @@ async def revoke(
     session: WriteSessionDep,
     hub: HubDep,
 ) -> Response:
+    """The grant page's form asks first (the reason shown, a "Yes" button); the
+    question's form, with ``confirm=yes``, revokes. A steward the page offers no
+    revoking to is answered by the service at once (refused and audited)."""
     scope = open_audit_scope(request, "grant.revoke", log=hub.audit_log)
     reason = form.get("reason", "").strip()
     errors = sv.reason_errors(reason, field="reason", required=True)
     if errors and _is_row_id(grant_id):
         return await _grant_page(
             request, visit, session, hub, grant_id, status=400, errors=errors, reason=reason
+        )
+    confirmed = form.get("confirm") == "yes"
+    if (
+        not confirmed
+        and _is_row_id(grant_id)
+        and await _offers_revoking(session, hub, visit, grant_id)
+    ):
+        return await _grant_page(
+            request, visit, session, hub, grant_id, reason=reason, confirming=True
         )
     try:
         await access.revoke(
@@ -574,7 +642,7 @@ async def revoke(
             detail=refused.detail,
             reason=reason,
         )
-    return _back(visit, f"/grants/{grant_id}")
+    return _back(visit, f"/grants/{grant_id}?done=revoked")
 
 
 def _actor(principal: Principal) -> registry.Actor:
@@ -582,16 +650,9 @@ def _actor(principal: Principal) -> registry.Actor:
     return registry.Actor(name=principal.name, departments=principal.steward_departments)
 
 
-def _schema_of(text: str, hub: Hub) -> dict[str, Any]:
-    """The pasted schema, parsed under the API's JSON limits (InvalidRequest if not)."""
-    parsed = parse_json(
-        text.encode(),
-        max_bytes=hub.settings.max_body_bytes,
-        max_depth=hub.settings.max_json_depth,
-    )
-    if not isinstance(parsed, dict):
-        raise InvalidRequest("the schema must be a JSON object")
-    return parsed
+def _limits(hub: Hub) -> dict[str, int]:
+    """The API's JSON limits, for a pasted schema (sv.schema_errors)."""
+    return {"max_bytes": hub.settings.max_body_bytes, "max_depth": hub.settings.max_json_depth}
 
 
 def _verdict_rows(schema: dict[str, Any]) -> list[views.FieldRow]:
@@ -600,29 +661,6 @@ def _verdict_rows(schema: dict[str, Any]) -> list[views.FieldRow]:
 
 
 # --- registering an item, and a new version --------------------------------------------
-
-
-def _item_document(form: dict[str, str], hub: Hub) -> ItemDocument:
-    """The register form as the API's document (InvalidRequest when it is not one)."""
-    data = {
-        "id": form.get("id", "").strip(),
-        "title": form.get("title", "").strip(),
-        "description": form.get("description", "").strip(),
-        "owner": form.get("owner", ""),
-        "sharing_class": form.get("sharing_class", ""),
-        "classification": form.get("classification", ""),
-        "legal_basis": {
-            "text": form.get("legal_basis", "").strip(),
-            "reference": form.get("legal_reference", "").strip(),
-        },
-        "tags": sv.tags_of(form.get("tags", "")),
-        "compatibility": form.get("compatibility", "BACKWARD"),
-        "schema": _schema_of(form.get("schema", ""), hub),
-    }
-    try:
-        return ItemDocument.model_validate(data)
-    except ValidationError as invalid:
-        raise InvalidRequest(describe_errors(invalid)) from None
 
 
 def _register_page(
@@ -634,6 +672,7 @@ def _register_page(
     detail: str = "",
     values: dict[str, str] | None = None,
     verdict: dict[str, Any] | None = None,
+    checking: bool = False,
 ) -> Response:
     owners = sorted(_principal(visit).stewards)
     if not owners:
@@ -649,6 +688,7 @@ def _register_page(
         owners=owners,
         modes=MODES,
         verdict=verdict,
+        checking=checking,
     )
 
 
@@ -666,8 +706,15 @@ async def register(
     values = {name: form.get(name, "") for name in sv.REGISTER_FIELDS}
     registering = form.get("action") == "register"
     scope = open_audit_scope(request, "registry.item.put", log=hub.audit_log)
+    document, errors = sv.item_document(form, **_limits(hub))
+    if document is None:
+        if registering:  # audited as the API audits a body it refuses
+            wrong = ", ".join(error.field for error in errors)
+            await _refused(session, scope, InvalidRequest(f"the form's {wrong} is not valid"))
+        return _register_page(
+            request, visit, status=400, values=values, errors=errors, checking=not registering
+        )
     try:
-        document = _item_document(form, hub)
         if await registry_repository.get_item(session, document.id) is not None:
             return _register_page(
                 request, visit, status=409, values=values, errors=[sv.ITEM_EXISTS]
@@ -685,7 +732,7 @@ async def register(
     except HubError as error:
         if registering:
             await _refused(session, scope, error)
-        refused = sv.refusal(error, field="schema")
+        refused = sv.refusal(error, field="schema", checking=not registering)
         return _register_page(
             request,
             visit,
@@ -693,6 +740,7 @@ async def register(
             values=values,
             errors=[refused.error],
             detail=refused.detail,
+            checking=not registering,
         )
     verdict = {"rows": _verdict_rows(document.json_schema), "waiting": sorted(waiting)}
     return _register_page(request, visit, values=values, verdict=verdict)
@@ -709,6 +757,7 @@ async def _version_page(
     detail: str = "",
     schema: str | None = None,
     verdict: dict[str, Any] | None = None,
+    checking: bool = False,
 ) -> Response:
     found = await _item_and_fields(session, item_id)
     if found is None:
@@ -729,6 +778,7 @@ async def _version_page(
         item=item,
         schema=schema,
         verdict=verdict,
+        checking=checking,
     )
 
 
@@ -754,8 +804,22 @@ async def add_version(
     registering = form.get("action") == "register"
     scope = open_audit_scope(request, "registry.item.version", log=hub.audit_log)
     actor = _actor(_principal(visit))
+    schema, errors = sv.schema_errors(text, **_limits(hub))
+    if errors:
+        if registering:
+            await _refused(session, scope, InvalidRequest("the schema is not valid JSON"))
+        return await _version_page(
+            request,
+            visit,
+            session,
+            item_id,
+            status=400,
+            errors=errors,
+            schema=text,
+            checking=not registering,
+        )
     try:
-        document = VersionDocument.model_validate({"schema": _schema_of(text, hub)})
+        document = VersionDocument.model_validate({"schema": schema})
         if registering:
             await registry.add_version(
                 session, item_id=_named_item(item_id), document=document, scope=scope, actor=actor
@@ -768,7 +832,7 @@ async def add_version(
         error = failure if isinstance(failure, HubError) else InvalidRequest(str(failure))
         if registering:
             await _refused(session, scope, error)
-        refused = sv.refusal(error, field="schema")
+        refused = sv.refusal(error, field="schema", checking=not registering)
         return await _version_page(
             request,
             visit,
@@ -778,6 +842,7 @@ async def add_version(
             errors=[refused.error],
             detail=refused.detail,
             schema=text,
+            checking=not registering,
         )
     verdict = {"version": number, "rows": _verdict_rows(document.json_schema)}
     return await _version_page(request, visit, session, item_id, schema=text, verdict=verdict)

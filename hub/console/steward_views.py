@@ -7,13 +7,19 @@ is the services' own (``access.workflow``, ``access.service``, ``registry.servic
 """
 
 import json
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final
 
+from pydantic import ValidationError
+
 from onceonly.hub.access.schemas import AccessRequestOut
 from onceonly.hub.console.views import N_, FieldError
+from onceonly.hub.kit.nul import body_nul
 from onceonly.hub.kit.problems import HubError
+from onceonly.hub.kit.untrusted_json import JsonTooDeep, UnsafeJson, load_json
+from onceonly.hub.registry.schemas import ItemDocument
 
 REASON_LIMIT: Final = 2000  # the API's (access.schemas: RefuseIn, RevokeIn, ApproveIn)
 FIELD_PREFIX: Final = "field-"
@@ -41,6 +47,8 @@ REFUSALS: Final = {
     "unknown-purpose": N_("Choose a purpose from the list"),
 }
 REFUSED: Final = N_("The hub refused this change")
+# A check ("Check", "Check compatibility") changes nothing: its refusal is a verdict.
+CHECK_REFUSED: Final = N_("The registry would refuse this. Nothing was changed.")
 
 
 @dataclass(frozen=True)
@@ -51,9 +59,11 @@ class Refusal:
     detail: str
 
 
-def refusal(error: HubError, *, field: str) -> Refusal:
-    """``error`` as the page's error summary, linked to ``field``."""
-    return Refusal(FieldError(field, REFUSALS.get(error.slug, REFUSED)), error.detail)
+def refusal(error: HubError, *, field: str, checking: bool = False) -> Refusal:
+    """``error`` as the page's error summary, linked to ``field``; ``checking``: the
+    refusal is the verdict of a check, which changed nothing."""
+    fallback = CHECK_REFUSED if checking else REFUSED
+    return Refusal(FieldError(field, REFUSALS.get(error.slug, fallback)), error.detail)
 
 
 def chosen_fields(form: dict[str, str], offered: list[str]) -> list[str]:
@@ -160,3 +170,147 @@ GRANT_STATUSES: Final = {
     "expired": N_("Expired"),
     "revoked": N_("Revoked"),
 }
+
+
+# What a page may be answered with after a change (post/redirect/get): ``?done=<code>``,
+# shown by views.notice.
+NOTICES: Final = {
+    "request-sent": N_("Your request is sent. The owner's stewards decide, by its deadline."),
+    "approved": N_("The request is approved: the department may use the ticked fields."),
+    "refused": N_("The request is refused. The department that asked reads your reason."),
+    "withdrawn": N_("The request is withdrawn."),
+    "revoked": N_("The grant is revoked. The department's next query is refused."),
+}
+
+
+@dataclass(frozen=True)
+class Names:
+    """The words a request's or grant's page shows for its codes, as the ask form and
+    the catalogue show them: the item's title, the purpose's title (from the purpose
+    list) and each field's title (from the item's schema). A code without a title is
+    shown as itself."""
+
+    item: str = ""
+    purposes: Mapping[str, str] = field(default_factory=dict)
+    fields: Mapping[str, str] = field(default_factory=dict)
+
+    def purpose_title(self, code: str) -> str:
+        return self.purposes.get(code, "")
+
+    def field_title(self, name: str) -> str:
+        return self.fields.get(name, "")
+
+
+# --- the register form and the version form: their fields, as the API's document ------
+
+SCHEMA_NOT_JSON_AT: Final = N_(
+    "The schema is not valid JSON: %(problem)s at line %(line)d, column %(column)d"
+)
+SCHEMA_NOT_JSON: Final = N_("The schema is not valid JSON: %(problem)s")
+
+
+def _schema_error(message: str, **values: str | int) -> FieldError:
+    return FieldError("schema", message, tuple(values.items()))
+
+
+def schema_errors(
+    text: str, *, max_bytes: int, max_depth: int
+) -> tuple[dict[str, Any], list[FieldError]]:
+    """The pasted schema, parsed under the API's JSON limits (``kit.jsonbody``'s: size,
+    NUL, depth, duplicate keys), or what is wrong with it in words for the schema field:
+    where, for text that is not JSON at all."""
+    if not text.strip():
+        return {}, [_schema_error(N_("Paste the item's JSON Schema"))]
+    raw = text.encode()
+    if len(raw) > max_bytes:
+        return {}, [
+            _schema_error(N_("The schema must be %(limit)d bytes or fewer"), limit=max_bytes)
+        ]
+    if body_nul(raw) is not None:
+        return {}, [_schema_error(N_("The schema must not contain the character U+0000"))]
+    try:
+        json.loads(text)  # only for where a syntax error is
+    except json.JSONDecodeError as error:
+        at: dict[str, str | int] = {
+            "problem": error.msg,
+            "line": error.lineno,
+            "column": error.colno,
+        }
+        return {}, [_schema_error(SCHEMA_NOT_JSON_AT, **at)]
+    except RecursionError:
+        pass  # too deep: load_json says so
+    try:
+        parsed = load_json(text, max_depth=max_depth)
+    except JsonTooDeep:
+        message = N_("The schema is nested deeper than %(depth)d levels")
+        return {}, [_schema_error(message, depth=max_depth)]
+    except UnsafeJson as error:  # a duplicate key
+        problem = str(error).removeprefix("not valid JSON: ")
+        return {}, [_schema_error(SCHEMA_NOT_JSON, problem=problem)]
+    if not isinstance(parsed, dict):
+        return {}, [_schema_error(N_("The schema must be a JSON object, in { and }"))]
+    return parsed, []
+
+
+# What to do about a member of the API's item document that the form got wrong; by the
+# member (its first place in pydantic's ``loc``), with the form's field it is typed in.
+_DOCUMENT_ERRORS: Final = {
+    "id": FieldError(
+        "id",
+        N_(
+            "Enter an item id of lower-case words joined by dots, like"
+            " person.residential-address (letters a to z, digits and hyphens)"
+        ),
+    ),
+    "title": FieldError("title", N_("Enter a title of 200 characters or fewer")),
+    "description": FieldError("description", N_("Use 4000 characters or fewer")),
+    "owner": FieldError("owner", N_("Choose the owner department from the list")),
+    "sharing_class": FieldError("sharing_class", N_("Choose how the item is shared")),
+    "classification": FieldError("classification", N_("Choose a classification")),
+    "legal_basis": FieldError("legal_basis", N_("Enter the legal basis, 2000 characters or fewer")),
+    "tags": FieldError("tags", N_("Enter 20 tags or fewer, each 64 characters or fewer")),
+    "compatibility": FieldError("compatibility", N_("Choose a compatibility mode")),
+}
+_REFERENCE_ERROR: Final = FieldError("legal_reference", N_("Use 500 characters or fewer"))
+
+
+def _document_errors(invalid: ValidationError) -> list[FieldError]:
+    """The form's fields that ``invalid`` names, each once, in the form's order."""
+    found: dict[str, FieldError] = {}
+    for error in invalid.errors(include_input=False):
+        place = [str(part) for part in error["loc"]]
+        if place[:2] == ["legal_basis", "reference"]:
+            found["legal_reference"] = _REFERENCE_ERROR
+        elif place and place[0] in _DOCUMENT_ERRORS:
+            found[_DOCUMENT_ERRORS[place[0]].field] = _DOCUMENT_ERRORS[place[0]]
+    return [found[name] for name in REGISTER_FIELDS if name in found]
+
+
+def item_document(
+    form: Mapping[str, str], *, max_bytes: int, max_depth: int
+) -> tuple[ItemDocument | None, list[FieldError]]:
+    """The register form as the API's document (``PUT /v1/admin/items/{id}``'s body), or
+    every field it gets wrong at once, the schema's problem last."""
+    schema, schema_problems = schema_errors(
+        form.get("schema", ""), max_bytes=max_bytes, max_depth=max_depth
+    )
+    data = {
+        "id": form.get("id", "").strip(),
+        "title": form.get("title", "").strip(),
+        "description": form.get("description", "").strip(),
+        "owner": form.get("owner", ""),
+        "sharing_class": form.get("sharing_class", ""),
+        "classification": form.get("classification", ""),
+        "legal_basis": {
+            "text": form.get("legal_basis", "").strip(),
+            "reference": form.get("legal_reference", "").strip(),
+        },
+        "tags": tags_of(form.get("tags", "")),
+        "compatibility": form.get("compatibility", "BACKWARD"),
+        "schema": schema,
+    }
+    try:
+        document = ItemDocument.model_validate(data)
+    except ValidationError as invalid:
+        return None, _document_errors(invalid) + schema_problems
+    return (None if schema_problems else document), schema_problems

@@ -6,6 +6,7 @@ Messages are English source strings, marked with :func:`N_` for extraction (Babe
 """
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -21,10 +22,19 @@ def N_(message: str) -> str:
 
 @dataclass(frozen=True)
 class FieldError:
-    """One entry of a form's error summary: the field's id and what to do."""
+    """One entry of a form's error summary: the field's id and what to do, with the
+    values its ``%(name)s`` placeholders take (filled in after it is translated)."""
 
     field: str
     message: str
+    values: tuple[tuple[str, str | int], ...] = ()
+
+
+def notice(notices: Mapping[str, str], done: str) -> str | None:
+    """The success message (one of ``notices``) a redirect after a change asked for with
+    ``?done=<code>``, or None: an unknown code shows none, and nothing of the query is
+    ever shown."""
+    return notices.get(done)
 
 
 @dataclass(frozen=True)

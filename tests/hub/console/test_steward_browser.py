@@ -21,6 +21,7 @@ from tests.hub.console.test_steward_pages import ask
 from tests.hub_testing import TEST_PASSWORD
 
 ITEM = "person.residential-address"
+GRANTED = "City or settlement (city), Street address (street)"  # titles, names beside them
 
 
 def _sign_in(watched: Watched, username: str, code: str = "") -> None:
@@ -49,9 +50,9 @@ def _ask(watched: Watched, purpose: str) -> str:
     for name in ("street", "city", "postal_code"):
         page.get_by_label(name).check()
     page.get_by_role("button", name="Send the request").click()
-    page.wait_for_url(re.compile(r".*/requests/[0-9a-f]{32}$"))
+    page.wait_for_url(re.compile(r".*/requests/[0-9a-f]{32}\?done=request-sent$"))
     watched.check()
-    made = _path(page)
+    made = _path(page).split("?")[0]
     for path in ("/outbox", "/grants"):
         page.goto(path)
         watched.check()
@@ -79,13 +80,18 @@ def test_a_request_approved_for_two_fields_then_the_grant_revoked(
     owner.check()
     page.get_by_label("postal_code").uncheck()
     page.get_by_role("button", name="Approve the ticked fields").click()
-    page.wait_for_url(f"**{request_path}")
-    assert page.locator("#granted-fields").inner_text() == "city, street"
+    page.wait_for_url(f"**{request_path}?done=approved")
+    assert page.locator("#notice").is_visible()  # the success banner
+    assert page.locator("#granted-fields").inner_text() == GRANTED
     owner.check()
     page.locator("#grant-link").click()
     owner.check()
     page.get_by_label("Reason for revoking").fill("The purpose ended")
     page.get_by_role("button", name="Revoke the grant").click()
+    page.wait_for_url("**/revoke")  # asked first, nothing changed yet
+    owner.check()
+    page.get_by_role("button", name="Yes, revoke the grant").click()
+    page.wait_for_url("**?done=revoked")
     assert "Revoked" in page.locator("#status").inner_text()
     owner.check()
     for path in ("/register", f"/catalogue/{ITEM}/versions/new", f"/catalogue/{ITEM}/lifecycle"):
@@ -123,7 +129,7 @@ def test_an_approval_with_the_keyboard_alone(
         assert page.evaluate("document.activeElement.id") == "approve"
         page.keyboard.press("Enter")
         page.wait_for_selector("#granted-fields")
-        assert page.locator("#granted-fields").inner_text() == "city, street"
+        assert page.locator("#granted-fields").inner_text() == GRANTED
         owner.check()
     finally:
         context.close()

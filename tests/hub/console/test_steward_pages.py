@@ -74,9 +74,15 @@ def ask(browser: httpx.Client, item: str, wanted: list[str], purpose: str) -> st
     }
     answer = post_served_form(browser, page.text, f"/catalogue/{item}/request", form)
     assert answer.status_code == 303, answer.text
-    found = re.fullmatch(r"/requests/([0-9a-f]{32})", answer.headers["location"])
+    found = re.fullmatch(r"/requests/([0-9a-f]{32})\?done=request-sent", answer.headers["location"])
     assert found is not None, answer.headers["location"]
     return found.group(1)
+
+
+def success_notice(html: str) -> str | None:
+    """The text of the page's success banner (macros.html, success), if it has one."""
+    found = re.search(r'role="alert".*?id="notice">(.*?)</p>', html, re.S)
+    return unescape(found.group(1)) if found else None
 
 
 def test_a_request_field_by_field_approved_for_two_fields_then_revoked(
@@ -86,8 +92,15 @@ def test_a_request_field_by_field_approved_for_two_fields_then_revoked(
         with added_audit_entries(world.hub, action="access.request") as asked:
             request_id = ask(tomas, ITEM, ["street", "city", "postal_code"], "tax-assessment")
         assert [(e["outcome"], e["department"], e["item"]) for e in asked] == [("ok", "tax", ITEM)]
-        mine = tomas.get(f"/requests/{request_id}")
+        mine = tomas.get(f"/requests/{request_id}?done=request-sent")
+        assert success_notice(mine.text) == (
+            "Your request is sent. The owner's stewards decide, by its deadline."
+        )
         assert "Waiting for a decision" in mine.text
+        # Titles, as the ask form and the catalogue show them, the codes beside them.
+        assert "Assessing taxes" in mine.text
+        assert '<h1 class="govuk-heading-l">tax asks for Residential address</h1>' in mine.text
+        assert re.search(r"Street address <span[^>]*>\(street\)</span>", mine.text)
         assert 'id="approve"' not in mine.text  # the consumer never decides
         assert 'id="withdraw"' in mine.text
         assert request_id in tomas.get("/outbox").text
@@ -108,10 +121,13 @@ def test_a_request_field_by_field_approved_for_two_fields_then_revoked(
             )
         assert (answer.status_code, answer.headers["location"]) == (
             303,
-            f"/requests/{request_id}",
+            f"/requests/{request_id}?done=approved",
         )
         assert [(e["outcome"], e["fields"]) for e in approved] == [("ok", ["city", "street"])]
-        decided = cecilia.get(f"/requests/{request_id}").text
+        decided = cecilia.get(answer.headers["location"]).text
+        assert success_notice(decided) == (
+            "The request is approved: the department may use the ticked fields."
+        )
         assert "Approved" in decided
         grant_id = re.search(r'href="/grants/([0-9a-f]{32})"', decided)
         assert grant_id is not None
@@ -121,14 +137,28 @@ def test_a_request_field_by_field_approved_for_two_fields_then_revoked(
         assert empty.status_code == 400
         assert 'class="govuk-error-summary"' in empty.text
         with added_audit_entries(world.hub, action="grant.revoke") as revoked:
-            answer = submit(
-                cecilia, grant_page, f"{grant_page}/revoke", {"reason": "The purpose ended"}
-            )
-        assert answer.status_code == 303
+            reason = {"reason": "The purpose ended"}
+            question = submit(cecilia, grant_page, f"{grant_page}/revoke", reason)
+            assert question.status_code == 200  # asked first: nothing changed yet
+            assert "Yes, revoke the grant" in question.text
+            assert "The purpose ended" in question.text
+            assert "Active" in cecilia.get(grant_page).text
+            assert revoked == []
+            confirm = {"csrf_token": csrf_token(question.text), **reason, "confirm": "yes"}
+            answer = post_served_form(cecilia, question.text, f"{grant_page}/revoke", confirm)
+        assert (answer.status_code, answer.headers["location"]) == (
+            303,
+            f"{grant_page}?done=revoked",
+        )
         assert [(e["outcome"], e["reason"]) for e in revoked] == [("ok", "The purpose ended")]
-        shown = cecilia.get(grant_page).text
+        shown = cecilia.get(answer.headers["location"]).text
+        assert success_notice(shown) == (
+            "The grant is revoked. The department's next query is refused."
+        )
         assert "Revoked" in shown
         assert 'id="revoke"' not in shown
+        assert "City or settlement" in shown  # the fields granted, by their titles
+        assert success_notice(cecilia.get(grant_page).text) is None  # only after the change
 
 
 def test_the_consumers_steward_cannot_approve_and_a_forged_post_is_refused_and_audited(
@@ -172,13 +202,29 @@ def test_refusing_needs_a_reason_and_the_asker_reads_it(world: ConsoleWorld) -> 
         assert '<a href="#refuse-reason">Enter the reason</a>' in empty.text
         with added_audit_entries(world.hub, action="access.refuse") as refused:
             answer = submit(cecilia, page, f"{page}/refuse", {"reason": "No legal basis"})
-        assert answer.status_code == 303
+        assert (answer.status_code, answer.headers["location"]) == (303, f"{page}?done=refused")
+        assert success_notice(cecilia.get(answer.headers["location"]).text) == (
+            "The request is refused. The department that asked reads your reason."
+        )
         assert [(e["outcome"], e["reason"]) for e in refused] == [("ok", "No legal basis")]
         again = submit(cecilia, page, f"{page}/refuse", {"reason": "twice"}, offered=False)
         assert again.status_code == 409  # decided already: the service says so
         assert "This request has been decided or withdrawn already" in again.text
     with world.signed_in(OTHER_STEWARD) as tomas:
         assert "No legal basis" in tomas.get(page).text
+
+
+def test_the_asker_withdraws_a_waiting_request_and_is_told_so(world: ConsoleWorld) -> None:
+    with world.signed_in(OTHER_STEWARD) as tomas:
+        request_id = ask(tomas, ITEM, ["country"], "pension-calculation")
+        page = f"/requests/{request_id}"
+        with added_audit_entries(world.hub, action="access.withdraw") as withdrawn:
+            answer = submit(tomas, page, f"{page}/withdraw", {})
+        assert (answer.status_code, answer.headers["location"]) == (303, f"{page}?done=withdrawn")
+        assert [e["outcome"] for e in withdrawn] == ["ok"]
+        shown = tomas.get(answer.headers["location"]).text
+        assert success_notice(shown) == "The request is withdrawn."
+        assert success_notice(tomas.get(f"{page}?done=<b>anything</b>").text) is None
 
 
 def test_an_overdue_request_stands_out_in_words(world: ConsoleWorld) -> None:
@@ -244,6 +290,51 @@ def test_registering_an_item_shows_the_verdict_first(world: ConsoleWorld) -> Non
         assert "not a steward" in other.text
 
 
+def error_summary(html: str) -> list[tuple[str, str]]:
+    """The page's error summary: (the field it links to, the message) for each entry."""
+    found = re.search(r'class="govuk-error-summary".*?</ul>', html, re.S)
+    assert found is not None, "the page has no error summary"
+    entries = re.findall(r'<li><a href="#([^"]+)">(.*?)</a></li>', found.group(0))
+    return [(field, unescape(message)) for field, message in entries]
+
+
+def test_the_register_form_names_every_mistake_at_once_in_a_stewards_words(
+    world: ConsoleWorld,
+) -> None:
+    form = {
+        "id": "person.Näme",
+        "title": "",
+        "owner": "civil-registry",
+        "sharing_class": "conditional",
+        "classification": "personal",
+        "legal_basis": "Test Act § 2",
+        "compatibility": "BACKWARD",
+        "schema": '{"type": "object" "properties": {}}',
+    }
+    with world.signed_in(STEWARD) as cecilia:
+        with added_audit_entries(world.hub, action="registry.item.put") as put:
+            checked = submit(cecilia, "/register", "/register", {**form, "action": "check"})
+            assert put == []  # a check changes nothing, and records nothing
+            made = submit(cecilia, "/register", "/register", {**form, "action": "register"})
+        assert checked.status_code == made.status_code == 400
+        summary = error_summary(checked.text)
+        assert [field for field, _ in summary] == ["id", "title", "schema"]
+        assert summary[2][1] == (
+            "The schema is not valid JSON: Expecting ',' delimiter at line 1, column 19"
+        )
+        assert not [message for _, message in summary if "body" in message]  # API wording
+        assert error_summary(made.text) == summary
+        assert "The hub refused this change" not in checked.text + made.text
+        assert [(e["outcome"], e["reason"]) for e in put] == [("refused", "invalid-request")]
+        valid = {**form, "id": "person.test-name", "title": "A name", "action": "check"}
+        duplicated = submit(
+            cecilia, "/register", "/register", {**valid, "schema": '{"a": 1, "a": 2}'}
+        )
+        assert error_summary(duplicated.text) == [
+            ("schema", "The schema is not valid JSON: duplicate key 'a'")
+        ]
+
+
 def shown_schema(html: str) -> str:
     found = re.search(r'id="schema"[^>]*>(.*?)</textarea>', html, re.S)
     assert found is not None
@@ -266,6 +357,7 @@ def test_a_new_version_is_judged_before_it_is_registered(world: ConsoleWorld) ->
             refused = submit(cecilia, page, page, check)
             assert refused.status_code == 409, refused.text
             assert "not compatible" in refused.text
+            assert "The registry's reason:" in refused.text  # a check's verdict
             good = submit(cecilia, page, page, {"schema": json.dumps(schema), "action": "check"})
             assert "Compatible: it would be version 2" in good.text, good.text
             made = submit(cecilia, page, page, {"schema": json.dumps(schema), "action": "register"})

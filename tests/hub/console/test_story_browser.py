@@ -268,9 +268,10 @@ def ask_for_three_fields(asker: Visitor, run: Run) -> str:
     for name in ASKED:
         page.get_by_label(name).check()
     page.get_by_role("button", name="Send the request").click()
-    page.wait_for_url(re.compile(r".*/requests/[0-9a-f]{32}$"))
+    page.wait_for_url(re.compile(r".*/requests/[0-9a-f]{32}\?done=request-sent$"))
+    assert page.locator("#notice").is_visible()  # the success banner
     asker.check()
-    return asker.path()
+    return asker.path().split("?")[0]
 
 
 def no_one_else_approves(world: StoryWorld, people: People, request_path: str) -> None:
@@ -316,7 +317,9 @@ def approve_two(owner: Visitor, request_path: str) -> str:
     page.get_by_label("waters").uncheck()
     page.get_by_role("button", name="Approve the ticked fields").click()
     page.locator("#granted-fields").wait_for()
-    assert page.locator("#granted-fields").inner_text() == ", ".join(GRANTED)
+    titles = {name: SCHEMA["properties"][name]["title"] for name in GRANTED}  # type: ignore[index]
+    shown = ", ".join(f"{titles[name]} ({name})" for name in GRANTED)
+    assert page.locator("#granted-fields").inner_text() == shown
     owner.check()
     grant_path = page.locator("#grant-link").get_attribute("href")
     assert grant_path is not None
@@ -384,7 +387,11 @@ def revoke(owner: Visitor, grant_path: str) -> None:
     owner.check()
     page.get_by_label("Reason for revoking").fill("The tax audit ended")
     page.get_by_role("button", name="Revoke the grant").click()
-    page.wait_for_url(f"**{grant_path}")
+    page.wait_for_url(f"**{grant_path}/revoke")  # asked first, the reason shown
+    assert page.locator("#reason-given").inner_text() == "The tax audit ended"
+    owner.check()
+    page.get_by_role("button", name="Yes, revoke the grant").click()
+    page.wait_for_url(f"**{grant_path}?done=revoked")
     assert "Revoked" in page.locator("#status").inner_text()
     owner.check()
 
