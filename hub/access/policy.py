@@ -10,9 +10,14 @@
 - A request is decided (approved or refused) by a signed-in person who stewards the
   owner department, who did not make the request and who does not steward the
   consumer department: no one approves a request on both sides.
+- A department receives an item's records, and change events about them, only while
+  the item is shared and it holds an active grant for it (:func:`sharing_refusal`,
+  the one rule of the exchange and of events).
 """
 
+from onceonly.hub.access.exceptions import NoGrant, NotShared
 from onceonly.hub.access.models import AccessRequest
+from onceonly.hub.kit.problems import HubError
 from onceonly.hub.people.principal import Forbidden, Principal
 
 _NO_ROLE = (
@@ -70,3 +75,25 @@ def require_grant_party(principal: Principal, *, consumer: str, owner: str) -> N
     """Revoking a grant: the owner's steward, or the consumer's (giving it up)."""
     if not (principal.stewards_department(owner) or principal.stewards_department(consumer)):
         raise Forbidden(f"only stewards of {owner!r} or {consumer!r} revoke this grant")
+
+
+def sharing_refusal(
+    *, item_id: str, sharing_class: str, granted: bool, department: str, purpose: str | None = None
+) -> HubError | None:
+    """Why ``department`` may not receive records of ``item_id`` (None: it may). A record
+    query (``purpose`` given: ``granted`` says whether a grant for it is active) and a
+    change event (no purpose: any active grant of the department) follow this one rule
+    (docs/access.md, docs/events.md, decision 0060):
+
+    - an item of sharing class ``none`` is never shared, whatever grants exist (it may
+      have been made unshareable after grants were made);
+    - otherwise deny by default: only an active grant entitles.
+    """
+    if sharing_class == "none":
+        return NotShared(f"data item {item_id!r} has sharing class 'none' and is never shared")
+    if not granted:
+        with_purpose = "" if purpose is None else f" with purpose {purpose!r}"
+        return NoGrant(
+            f"department {department!r} holds no active grant for {item_id!r}{with_purpose}"
+        )
+    return None

@@ -33,6 +33,7 @@ from onceonly.hub.config import Settings
 from onceonly.hub.db import write_connection
 from onceonly.hub.events import repository
 from onceonly.hub.events.repository import DueDelivery
+from onceonly.hub.events.service import entitlement_refusal
 from onceonly.hub.events.tokens import mint_event_token
 from onceonly.hub.keys import HubKeys
 from onceonly.hub.kit.clock import SYSTEM_CLOCK, Clock, rfc3339_ms
@@ -53,8 +54,22 @@ class Outcome:
     reason: str | None = None
 
 
-NO_GRANT = Outcome({"status": "cancelled", "last_error": "no active grant"}, "refused", "no-grant")
-"""A delivery whose subscriber lost its grant is cancelled without calling it."""
+def entitlement(delivery: DueDelivery) -> Outcome | None:
+    """None while the subscriber may still be told of the event; otherwise the
+    delivery's cancellation, without calling it, with a ``refused`` entry whose reason
+    is the record query's refusal (``no-grant``: no grant held without a break since the
+    event; ``item-not-shared``: the item's class is now ``none``; ``item-retired``).
+    Pure: the facts were read when the delivery was claimed."""
+    refusal = entitlement_refusal(
+        item_id=delivery.item_id,
+        lifecycle=delivery.lifecycle,
+        sharing_class=delivery.sharing_class,
+        granted=delivery.granted,
+        department=delivery.department_id,
+    )
+    if refusal is None:
+        return None
+    return Outcome({"status": "cancelled", "last_error": refusal.title}, "refused", refusal.slug)
 
 
 def backoff(attempts: int, *, base: float, cap: float, jitter: Callable[[], float]) -> float:
@@ -87,8 +102,8 @@ def judge(
       no ``ok`` entry), outcome ``failed`` with reason ``delivery-failed``, or
       ``dead-letter`` when it was the last attempt, committed together with the new
       state;
-    - a delivery whose subscriber holds no active grant any more: one entry, outcome
-      ``refused``, reason ``no-grant`` (:data:`NO_GRANT`), and no call.
+    - a delivery its subscriber is no longer entitled to (:func:`entitlement`): one
+      entry, outcome ``refused``, the refusal's reason, and no call.
     """
     if error is None:
         return Outcome({"status": "delivered", "delivered_at": now, "last_error": None}, None)
@@ -220,8 +235,9 @@ class Deliverer:
             await repository.release_leases(conn, tokens=tokens)
 
     async def _attempt(self, delivery: DueDelivery) -> None:
-        if not delivery.granted:
-            await self._settle(delivery, NO_GRANT)
+        cancelled = entitlement(delivery)
+        if cancelled is not None:
+            await self._settle(delivery, cancelled)
             return
         error: str | None
         if not delivery.adapter_url or delivery.subject is None:

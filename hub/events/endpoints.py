@@ -4,7 +4,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, BackgroundTasks, Depends, Header, Path, Query, Response
 
-from onceonly.hub.access.exceptions import NoGrant
+from onceonly.hub.access.exceptions import NoGrant, NotShared
 from onceonly.hub.audit.dependencies import CurrentAudit, audited
 from onceonly.hub.auth.dependencies import CurrentCaller
 from onceonly.hub.dependencies import ClockDep, DelivererDep, KeysDep, SessionDep, WriteSessionDep
@@ -84,7 +84,7 @@ async def publish(
 @router.put(
     "/{item_id}/subscription",
     response_model=SubscriptionOut,
-    responses=problems(UnknownItem, NoGrant),
+    responses=problems(UnknownItem, ItemRetired, NoGrant, NotShared),
     dependencies=[Depends(audited("event.subscribe"))],
 )
 async def subscribe(

@@ -11,40 +11,83 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from onceonly.hub.access.models import Grant
 from onceonly.hub.events.models import Delivery, Event, Subscription
-from onceonly.hub.registry.models import Department
+from onceonly.hub.registry.models import Department, Item
 
 _events = Event.__table__  # type: ignore[attr-defined]
 _deliveries = Delivery.__table__  # type: ignore[attr-defined]
 _subscriptions = Subscription.__table__  # type: ignore[attr-defined]
 _grants = Grant.__table__  # type: ignore[attr-defined]
 _departments = Department.__table__  # type: ignore[attr-defined]
+_items = Item.__table__  # type: ignore[attr-defined]
 
 
-def _active_grant_exists(department: Any, item: Any, now: datetime) -> Any:
-    return sa.exists().where(
-        _grants.c.consumer_id == department,
-        _grants.c.item_id == item,
-        _grants.c.status == "active",
-        _grants.c.valid_from <= now,
-        sa.or_(_grants.c.valid_until.is_(None), _grants.c.valid_until > now),
+def _covers(grants: Any, department: Any, item: Any, moment: Any) -> Any:
+    """A grant of ``department`` for ``item`` was in force at ``moment``: valid then,
+    and not revoked by then (a revoked grant's end is its ``revoked_at``)."""
+    return sa.and_(
+        grants.c.consumer_id == department,
+        grants.c.item_id == item,
+        grants.c.valid_from <= moment,
+        sa.or_(grants.c.valid_until.is_(None), grants.c.valid_until > moment),
+        sa.or_(grants.c.status == "active", grants.c.revoked_at > moment),
     )
 
 
-async def subscribers(session: AsyncSession, *, item_id: str, now: datetime) -> list[str]:
-    """Departments subscribed to ``item_id`` that hold an active grant for it now."""
+def _uncovered_end(end: str, department: Any, item: Any, since: Any, now: Any) -> Any:
+    """Some grant of the department for the item ended (its ``end`` column) after
+    ``since`` and by ``now``, at a moment when no grant of it was in force."""
+    ended, cover = _grants.alias("ended"), _grants.alias("cover")
+    moment = ended.c[end]
+    return sa.exists().where(
+        ended.c.consumer_id == department,
+        ended.c.item_id == item,
+        moment > since,
+        moment <= now,
+        ~sa.exists().where(_covers(cover, department, item, moment)),
+    )
+
+
+def _entitled_since(department: Any, item: Any, since: Any, now: datetime) -> Any:
+    """The department holds an active grant for the item now, and has held one without
+    a break since ``since``. A break can only begin where a grant ends (its
+    ``valid_until`` or ``revoked_at``), so only those moments are looked at: a
+    revocation followed by a later grant, for any purpose, is a break (decision 0060)."""
+    return sa.and_(
+        sa.exists().where(_covers(_grants, department, item, now)),
+        ~_uncovered_end("valid_until", department, item, since, now),
+        ~_uncovered_end("revoked_at", department, item, since, now),
+    )
+
+
+@dataclass(frozen=True)
+class Subscriber:
+    """A subscription to an item, and whether its department's grants have entitled it
+    without a break since it was made (its ``created_at``)."""
+
+    department: str
+    granted: bool
+
+
+async def subscribers(session: AsyncSession, *, item_id: str, now: datetime) -> list[Subscriber]:
+    """The departments subscribed to ``item_id``, each with whether its grant holds."""
+    granted = _entitled_since(
+        _subscriptions.c.department_id, item_id, _subscriptions.c.created_at, now
+    )
     query = (
-        sa.select(_subscriptions.c.department_id)
+        sa.select(_subscriptions.c.department_id.label("department"), granted.label("granted"))
         .where(_subscriptions.c.item_id == item_id)
-        .where(_active_grant_exists(_subscriptions.c.department_id, item_id, now))
         .order_by(_subscriptions.c.department_id)
     )
-    return list((await session.execute(query)).scalars())
+    rows = (await session.execute(query)).all()
+    return [Subscriber(department=row.department, granted=bool(row.granted)) for row in rows]
 
 
-async def has_active_grant(
-    session: AsyncSession, *, department: str, item_id: str, now: datetime
+async def entitled_since(
+    session: AsyncSession, *, department: str, item_id: str, since: datetime, now: datetime
 ) -> bool:
-    query = sa.select(_active_grant_exists(department, item_id, now))
+    """Whether ``department`` has held an active grant for ``item_id`` without a break
+    from ``since`` until ``now`` (``since`` = ``now``: whether it holds one now)."""
+    query = sa.select(_entitled_since(department, item_id, since, now))
     return bool((await session.execute(query)).scalar())
 
 
@@ -157,7 +200,9 @@ class DueDelivery:
     published_at: datetime
     department_id: str
     adapter_url: str | None
-    granted: bool
+    lifecycle: str  # the item's, now
+    sharing_class: str  # the item's, now
+    granted: bool  # the subscriber held a grant without a break since the event
 
 
 def _due_ids(now: datetime, limit: int, dialect: str) -> Any:
@@ -206,11 +251,14 @@ async def claim_due(
             _events.c.subject_pseudonym,
             _events.c.published_at,
             _departments.c.adapter_url,
-            _active_grant_exists(_deliveries.c.department_id, _events.c.item_id, now).label(
-                "granted"
-            ),
+            _items.c.lifecycle,
+            _items.c.sharing_class,
+            _entitled_since(
+                _deliveries.c.department_id, _events.c.item_id, _events.c.published_at, now
+            ).label("granted"),
         )
         .join(_events, _events.c.id == _deliveries.c.event_id)
+        .join(_items, _items.c.id == _events.c.item_id)
         .join(_departments, _departments.c.id == _deliveries.c.department_id)
         .where(_deliveries.c.id.in_(ids))
     )
@@ -286,9 +334,14 @@ async def requeue(
         return None
     row = (
         await session.execute(
-            sa.select(_deliveries.c.event_id, _deliveries.c.department_id).where(
-                _deliveries.c.id == delivery_id
+            sa.select(
+                _deliveries.c.event_id,
+                _deliveries.c.department_id,
+                _events.c.item_id,
+                _events.c.subject_pseudonym,
             )
+            .join(_events, _events.c.id == _deliveries.c.event_id)
+            .where(_deliveries.c.id == delivery_id)
         )
     ).first()
     return dict(row._asdict()) if row else None

@@ -1,4 +1,14 @@
-"""Event rules: only owners publish; only subscribers under an active grant receive."""
+"""Event rules: only owners publish; only subscribers the exchange would answer receive.
+
+A department is told of a change to an item's record only while it could query that
+record: the item is served (not retired), shared (its sharing class is not ``none``)
+and the department holds an active grant for it (:func:`entitlement_refusal`, on the
+exchange's own rule ``access.policy.sharing_refusal``). This is judged when it
+subscribes, when an event is published (which subscribers get a delivery) and again
+when each delivery is due (``onceonly.hub.events.delivery``). A subscription lasts as
+long as its department's grants for the item do, without a break: once the last one
+ends, a later grant does not bring it back (docs/events.md, decision 0060).
+"""
 
 from dataclasses import dataclass
 from typing import Any
@@ -6,7 +16,7 @@ from uuid import uuid4
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from onceonly.hub.access.exceptions import NoGrant
+from onceonly.hub.access.policy import sharing_refusal
 from onceonly.hub.audit import repository as audit_repository
 from onceonly.hub.audit.schemas import ReceiptOut
 from onceonly.hub.audit.service import AuditScope, Receipt
@@ -23,8 +33,22 @@ from onceonly.hub.events.schemas import (
     SubscriptionOut,
 )
 from onceonly.hub.keys import HubKeys
-from onceonly.hub.kit.clock import Clock
+from onceonly.hub.kit.clock import Clock, aware
+from onceonly.hub.kit.problems import HubError
 from onceonly.hub.registry import service as registry
+from onceonly.hub.registry.exceptions import ItemRetired
+
+
+def entitlement_refusal(
+    *, item_id: str, lifecycle: str, sharing_class: str, granted: bool, department: str
+) -> HubError | None:
+    """Why ``department`` may not be told of changes to ``item_id`` (None: it may): the
+    record query's refusals (``exchange.policy.admit``), for no particular purpose."""
+    if lifecycle == "retired":
+        return ItemRetired(f"data item {item_id!r} is retired and no longer served")
+    return sharing_refusal(
+        item_id=item_id, sharing_class=sharing_class, granted=granted, department=department
+    )
 
 
 @dataclass(frozen=True)
@@ -59,7 +83,18 @@ async def publish(
     if served.item.owner_id != caller.department:
         raise NotOwner(f"department {caller.department!r} does not own {item_id!r}")
     now = clock.now()
-    departments = await repository.subscribers(session, item_id=item_id, now=now)
+    departments = [
+        subscriber.department
+        for subscriber in await repository.subscribers(session, item_id=item_id, now=now)
+        if entitlement_refusal(
+            item_id=item_id,
+            lifecycle=served.item.lifecycle,
+            sharing_class=served.item.sharing_class,
+            granted=subscriber.granted,
+            department=subscriber.department,
+        )
+        is None
+    ]
     event_id = uuid4().hex
     row = {
         "id": event_id,
@@ -112,20 +147,34 @@ async def _earlier(
 async def subscribe(
     session: AsyncSession, *, caller: Caller, item_id: str, scope: AuditScope, clock: Clock
 ) -> SubscriptionOut:
-    """Subscribe the caller's department to changes of an item it holds a grant for."""
+    """Subscribe the caller's department to changes of an item it could query now. A
+    subscription that ended with its department's last grant (a break since it was
+    made) starts again from now."""
     scope.note(item=item_id)
-    await registry.item_for_exchange(session, item_id)
+    served = await registry.item_for_exchange(session, item_id)
     caller.require_scope(read_scope(item_id))
     now = clock.now()
-    if not await repository.has_active_grant(
-        session, department=caller.department, item_id=item_id, now=now
-    ):
-        raise NoGrant(f"department {caller.department!r} holds no active grant for {item_id!r}")
-    row = await repository.get_subscription(session, department=caller.department, item_id=item_id)
+    department = caller.department
+    refusal = entitlement_refusal(
+        item_id=item_id,
+        lifecycle=served.item.lifecycle,
+        sharing_class=served.item.sharing_class,
+        granted=await repository.entitled_since(
+            session, department=department, item_id=item_id, since=now, now=now
+        ),
+        department=department,
+    )
+    if refusal is not None:
+        raise refusal
+    row = await repository.get_subscription(session, department=department, item_id=item_id)
     if row is None:
-        row = Subscription(department_id=caller.department, item_id=item_id, created_at=now)
+        row = Subscription(department_id=department, item_id=item_id, created_at=now)
         repository.add(session, row)
-        await session.flush()
+    elif not await repository.entitled_since(
+        session, department=department, item_id=item_id, since=aware(row.created_at), now=now
+    ):
+        row.created_at = now
+    await session.flush()
     await scope.record_change(session)
     return SubscriptionOut(
         department=row.department_id, item=row.item_id, created_at=row.created_at
@@ -152,5 +201,10 @@ async def replay(
     requeued = await repository.requeue(session, delivery_id=delivery_id, now=clock.now())
     if requeued is None:
         raise DeliveryNotFound(f"there is no dead letter {delivery_id!r}")
-    scope.note(target=requeued["department_id"], event=requeued["event_id"])
+    scope.note(  # as the event's other entries: found by item and subject too
+        target=requeued["department_id"],
+        event=requeued["event_id"],
+        item=requeued["item_id"],
+        subject=requeued["subject_pseudonym"],
+    )
     await scope.record_change(session)

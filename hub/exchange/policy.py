@@ -5,7 +5,7 @@ caller learns nothing about an item or its grants before its own token and proof
 hold, and the first failing check is the one reported and audited.
 """
 
-from onceonly.hub.access.exceptions import NoGrant, NotShared
+from onceonly.hub.access.policy import sharing_refusal
 from onceonly.hub.auth.exceptions import InvalidDpopProof
 from onceonly.hub.auth.scopes import read_scope
 from onceonly.hub.auth.service import Caller, require_active_client
@@ -31,11 +31,13 @@ def admit(
     if item.lifecycle == "retired":
         raise ItemRetired(f"data item {item_id!r} is retired and no longer served")
     caller.require_scope(read_scope(item_id))
-    if item.sharing_class == "none":  # made unshareable after grants were made
-        raise NotShared(f"data item {item_id!r} has sharing class 'none' and is never shared")
-    if item.grant_id is None:
-        raise NoGrant(
-            f"department {caller.department!r} holds no active grant for {item_id!r}"
-            f" with purpose {purpose!r}"
-        )
+    refusal = sharing_refusal(  # the rule change events follow too
+        item_id=item_id,
+        sharing_class=item.sharing_class,
+        granted=item.grant_id is not None,
+        department=caller.department,
+        purpose=purpose,
+    )
+    if refusal is not None:
+        raise refusal
     return item

@@ -1,19 +1,23 @@
-"""The deliverer's pure decisions, as tables: retry delays, and what becomes of a
-delivery (and which audit entry is committed with it) after an attempt."""
+"""The deliverer's pure decisions, as tables: retry delays, what becomes of a delivery
+(and which audit entry is committed with it) after an attempt, and which deliveries
+are cancelled unsent because the subscriber could no longer query the record."""
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
 from onceonly.hub.config import Settings
-from onceonly.hub.events.delivery import Outcome, backoff, judge, postpone
+from onceonly.hub.events.delivery import Outcome, backoff, entitlement, judge, postpone
 from onceonly.hub.events.repository import DueDelivery
 
 NOW = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)
 SETTINGS = Settings(event_max_attempts=3, event_retry_base=1.0, event_retry_cap=10.0)
 
 
-def due(attempts: int) -> DueDelivery:
+def due(attempts: int, **facts: Any) -> DueDelivery:
+    """A delivery after ``attempts`` attempts, of an active, conditional item whose
+    subscriber holds its grant, unless ``facts`` say otherwise."""
     return DueDelivery(
         id="d1",
         lease_token="t1",
@@ -27,7 +31,7 @@ def due(attempts: int) -> DueDelivery:
         published_at=NOW,
         department_id="social-welfare",
         adapter_url="http://127.0.0.1:9",
-        granted=True,
+        **{"lifecycle": "active", "sharing_class": "conditional", "granted": True, **facts},
     )
 
 
@@ -107,3 +111,32 @@ def test_a_delivery_waiting_for_the_audit_log_is_not_counted_and_comes_back_soon
         "next_attempt_at": NOW + timedelta(seconds=SETTINGS.event_retry_base),
     }
     assert (outcome.audit_outcome, outcome.reason) == (None, None)
+
+
+def cancelled(reason: str, last_error: str) -> Outcome:
+    return Outcome({"status": "cancelled", "last_error": last_error}, "refused", reason)
+
+
+@pytest.mark.parametrize(
+    ("facts", "expected"),
+    [
+        ({}, None),  # sent
+        ({"lifecycle": "deprecated"}, None),  # still served, as by the exchange
+        ({"sharing_class": "unconditional"}, None),
+        ({"granted": False}, cancelled("no-grant", "No active grant")),
+        ({"sharing_class": "none"}, cancelled("item-not-shared", "Data item is not shared")),
+        (  # closed to 'none': refused whatever grants exist, as a record query is
+            {"sharing_class": "none", "granted": True},
+            cancelled("item-not-shared", "Data item is not shared"),
+        ),
+        ({"lifecycle": "retired"}, cancelled("item-retired", "Data item retired")),
+        (  # the exchange's order: a retired item is retired first
+            {"lifecycle": "retired", "sharing_class": "none", "granted": False},
+            cancelled("item-retired", "Data item retired"),
+        ),
+    ],
+)
+def test_a_delivery_is_sent_only_while_the_record_could_be_queried(
+    facts: dict[str, Any], expected: Outcome | None
+) -> None:
+    assert entitlement(due(1, **facts)) == expected

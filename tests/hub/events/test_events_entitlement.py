@@ -1,0 +1,209 @@
+"""Change events follow the record query's entitlement (decision 0060): a department
+is told of a change only while it could query the record. Judged when it subscribes,
+when an event is published and again when each delivery is due; a subscription ends
+with its department's last grant. Real hubs and adapters on loopback, on SQLite and
+PostgreSQL, on the worlds of test_events.py.
+"""
+
+import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from onceonly.adapters import OnceonlyError
+
+from tests.hub.events.test_events import (  # its worlds are in conftest.py
+    ADDRESS,
+    CONSUMER,
+    FAST_RETRIES,
+    SUBJECT,
+    EventWorld,
+    WorldMaker,
+    _point,
+    consumer_adapter,
+    the_delivery,
+)
+from tests.hub_testing import CATALOGUE, audit_entry_for, wait_until
+
+PATIENT = {**FAST_RETRIES, "event_max_attempts": 100}
+"""Retries every 0.2 s at most: no dead letter while a test waits (20 s)."""
+NOWHERE = "http://127.0.0.1:9"  # nothing listens there: a delivery waits, retried
+OTHER_PURPOSE = "housing-benefit"
+
+
+def deliveries(db: sa.Engine) -> int:
+    with db.connect() as conn:
+        return int(conn.execute(sa.text("SELECT count(*) FROM event_deliveries")).scalar_one())
+
+
+@contextmanager
+def held(db: sa.Engine) -> Iterator[None]:
+    """The world's only delivery, settled after a failed attempt, is not due while the
+    block runs (so the deliverer cannot look at it half-way through a change), and is
+    due at once after it."""
+    hold = sa.text(
+        "UPDATE event_deliveries SET next_attempt_at = :at"
+        " WHERE attempts > 0 AND lease_token IS NULL AND status = 'pending'"
+    )
+
+    def taken() -> bool:  # not while the deliverer holds its lease
+        with db.begin() as conn:
+            return bool(conn.execute(hold, {"at": datetime(2100, 1, 1, tzinfo=UTC)}).rowcount)
+
+    wait_until(taken, what="the delivery settled after a failed attempt")
+    yield
+    with db.begin() as conn:
+        conn.execute(
+            sa.text("UPDATE event_deliveries SET next_attempt_at = :at"),
+            {"at": datetime(2000, 1, 1, tzinfo=UTC)},
+        )
+
+
+@contextmanager
+def subscribed(event_world: WorldMaker, database_url: str, tmp_path: Path) -> Iterator[EventWorld]:
+    """A world whose consumer is subscribed to the address, its adapter listening."""
+    with event_world(database_url, tmp_path) as world, consumer_adapter(world, tmp_path) as url:
+        _point(world, url)
+        world.subscribe()
+        yield world
+
+
+def grant_id(world: EventWorld, purpose: str = "benefit-eligibility") -> str:
+    with world.hub.admin() as admin:
+        (grant,) = [g for g in admin.list_grants(consumer=CONSUMER) if g["purpose"] == purpose]
+    return str(grant["id"])
+
+
+def grant(world: EventWorld, purpose: str) -> None:
+    with world.hub.admin() as admin:
+        admin.create_grant(consumer=CONSUMER, item=ADDRESS, purpose=purpose, legal_basis="test")
+
+
+def revoke(world: EventWorld) -> None:
+    with world.hub.admin() as admin:
+        admin.revoke_grant(grant_id(world))
+
+
+def close_to_none(world: EventWorld) -> None:
+    document = json.loads((CATALOGUE / "items" / f"{ADDRESS}.json").read_text())
+    with world.hub.admin() as admin:
+        admin.put_item({**document, "sharing_class": "none"})
+
+
+def retire(world: EventWorld) -> None:
+    with world.hub.admin() as admin:
+        admin.retire_item(ADDRESS)
+
+
+def revoke_and_grant_another_purpose(world: EventWorld) -> None:
+    revoke(world)
+    grant(world, OTHER_PURPOSE)
+
+
+def test_an_item_closed_to_none_is_neither_delivered_nor_subscribed_to(
+    database_url: str, tmp_path: Path, event_world: WorldMaker, db: sa.Engine
+) -> None:
+    with subscribed(event_world, database_url, tmp_path) as world:
+        close_to_none(world)
+        world.publish()
+        assert deliveries(db) == 0  # nobody to tell: the publish made no delivery
+        with pytest.raises(OnceonlyError) as refused:
+            world.subscribe()
+        assert (refused.value.status, refused.value.problem_type) == (409, "item-not-shared")
+        entry = audit_entry_for(world.hub, refused.value, action="event.subscribe")
+        assert (entry["outcome"], entry["reason"]) == ("refused", "item-not-shared")
+        with world.hub.admin() as admin:  # as for record queries: the grant stays
+            assert [g["status"] for g in admin.list_grants(consumer=CONSUMER)] == ["active"]
+        assert world.received == []
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        (close_to_none, "item-not-shared"),
+        (retire, "item-retired"),
+        (revoke, "no-grant"),
+        (revoke_and_grant_another_purpose, "no-grant"),  # a break since the event
+    ],
+)
+def test_a_pending_delivery_the_subscriber_is_no_longer_entitled_to_is_cancelled(
+    database_url: str,
+    tmp_path: Path,
+    event_world: WorldMaker,
+    db: sa.Engine,
+    change: Callable[[EventWorld], None],
+    reason: str,
+) -> None:
+    with event_world(database_url, tmp_path, **PATIENT) as world:
+        _point(world, NOWHERE)  # the subscriber is down: the delivery waits
+        world.subscribe()
+        event_id = world.publish()
+        with consumer_adapter(world, tmp_path) as url:
+            with held(db):
+                change(world)
+                _point(world, url)  # the subscriber is back
+            wait_until(lambda: the_delivery(db)[0] != "pending", what="the delivery settled")
+        assert world.received == []
+        assert the_delivery(db)[0] == "cancelled"
+        last = world.entries("event.deliver")[-1]
+        assert (last["event"], last["outcome"], last["reason"]) == (event_id, "refused", reason)
+        with db.connect() as conn:  # nothing left to send: the raw subject is gone
+            assert conn.execute(sa.text("SELECT subject FROM events")).scalar() is None
+
+
+def test_a_subscription_ends_with_its_departments_last_grant(
+    database_url: str, tmp_path: Path, event_world: WorldMaker, db: sa.Engine
+) -> None:
+    with subscribed(event_world, database_url, tmp_path) as world:
+        revoke(world)
+        grant(world, OTHER_PURPOSE)  # a later grant, for another purpose
+        world.publish()
+        assert deliveries(db) == 0  # it does not bring the subscription back
+        world.subscribe()  # subscribing again does, under the new grant
+        event_id = world.publish()
+        wait_until(lambda: len(world.received) == 1)
+        assert (world.received[0].event_id, world.received[0].subject) == (event_id, SUBJECT)
+
+
+def test_a_subscription_lasts_while_its_grants_follow_one_another(
+    database_url: str, tmp_path: Path, event_world: WorldMaker
+) -> None:
+    """A renewal: the new grant is made before the old one ends, so there is no break."""
+    with subscribed(event_world, database_url, tmp_path) as world:
+        grant(world, OTHER_PURPOSE)
+        revoke(world)
+        event_id = world.publish()
+        wait_until(lambda: len(world.received) == 1)
+        assert world.received[0].event_id == event_id
+
+
+def test_a_retired_item_takes_no_subscription(
+    database_url: str, tmp_path: Path, event_world: WorldMaker
+) -> None:
+    with event_world(database_url, tmp_path) as world:
+        retire(world)
+        with pytest.raises(OnceonlyError) as retired:
+            world.subscribe()
+        assert (retired.value.status, retired.value.problem_type) == (410, "item-retired")
+
+
+def test_a_replay_is_found_by_item_and_subject_like_the_events_other_entries(
+    database_url: str, tmp_path: Path, event_world: WorldMaker
+) -> None:
+    with event_world(database_url, tmp_path, **FAST_RETRIES, event_max_attempts=2) as world:
+        _point(world, NOWHERE)
+        world.subscribe()
+        event_id = world.publish()
+        with world.hub.admin() as admin:
+            wait_until(lambda: len(admin.dead_letters()) == 1)
+            (dead,) = admin.dead_letters()
+            admin.replay_delivery(dead["id"])
+            found = admin.audit_entries(action="event.replay", item=ADDRESS, subject=SUBJECT)
+        (entry,) = [e["entry"] for e in found["entries"]]
+        assert (entry["event"], entry["target"], entry["item"]) == (event_id, CONSUMER, ADDRESS)
+        assert entry["subject"] == world.hub.keys.pseudonym(SUBJECT)
+        assert SUBJECT not in json.dumps(entry)
