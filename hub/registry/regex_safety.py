@@ -20,7 +20,9 @@ free of catastrophic backtracking, by a static walk over Python's own parse tree
   ``([0-9]{2})*``;
 - a quantifier that repeats more than once around an alternation whose
   branches can begin with the same character, or where a branch can be empty:
-  ``(a|a)*``, ``(a|ab)*``, ``(a|)+`` (``(cat|dog)*`` is fine);
+  ``(a|a)*``, ``(a|ab)*``, ``(a|)+``, and ``(\\w|\\d)+``, ``([ab]|[bc])*``, which
+  Python's parser merges into one character class (so they are read from the
+  pattern's text too); ``(cat|dog)*`` is fine;
 - two large quantifiers (unbounded, or above :data:`LARGE_REPEAT`) in one
   sequence that can consume the same characters, unless a mandatory element
   between them cannot be consumed by the first: ``\\d+\\d+``, ``.*a.*``,
@@ -287,6 +289,110 @@ def _check_tree(sequence: Sequence[tuple[Any, Any]]) -> None:
             _check_tree(child)
 
 
+# --- alternations as written ------------------------------------------------------------
+#
+# Python's parser rewrites an alternation whose branches are all single characters into
+# one character class: ``(\w|\d)`` becomes ``[\w\d]``, ``([ab]|[bc])`` and ``(a|b|a)``
+# become ``[abc]`` and ``[ab]`` (duplicates dropped), so the tree no longer shows the
+# choice that a backtracking engine makes between overlapping branches (``^(\w|\d)+$``
+# on 28 digits and a '!' takes ~25 s in V8). So the alternations are also read from the
+# pattern's own text, and their branches checked as the tree's are.
+
+_OPENERS = re.compile(r"\(\?(?::|=|!|<=|<!)|\(")  # the group kinds check_tree lets through
+_QUANTIFIER = re.compile(r"[*+?]|\{([0-9]*)(,?)([0-9]*)\}")
+
+
+@dataclass
+class _Group:
+    """A group as written: where its content starts, its top-level ``|`` and whether a
+    quantifier repeats it more than once."""
+
+    parent: "_Group | None"
+    start: int
+    bars: list[int]
+    repeated: bool = False
+
+    def under_repeat(self) -> bool:
+        group: _Group | None = self
+        while group is not None:
+            if group.repeated:
+                return True
+            group = group.parent
+        return False
+
+
+def _class_end(pattern: str, at: int) -> int:
+    """The index after the ``[...]`` that starts at ``at`` (a ``]`` first is a member)."""
+    i = at + 1
+    if pattern.startswith("^", i):
+        i += 1
+    if pattern.startswith("]", i):
+        i += 1
+    while i < len(pattern) and pattern[i] != "]":
+        i += 2 if pattern[i] == "\\" else 1
+    return i + 1
+
+
+def _repeats(pattern: str, at: int) -> bool:
+    """Whether a quantifier at ``at`` allows more than one repetition."""
+    found = _QUANTIFIER.match(pattern, at)
+    if found is None or found.group() == "?":
+        return False
+    if found.group() in ("*", "+"):
+        return True
+    low, comma, high = found.groups()
+    if not comma:
+        return bool(low) and int(low) > 1
+    return not high or int(high) > 1
+
+
+def _written_alternations(pattern: str) -> list[list[str]]:
+    """The branches, as written, of every alternation inside a repeated group."""
+    group = _Group(None, 0, [])
+    closed: list[tuple[_Group, int]] = []
+    i = 0
+    while i < len(pattern):
+        char = pattern[i]
+        if char == "\\":
+            i += 2
+            continue
+        if char == "[":
+            i = _class_end(pattern, i)
+            continue
+        if char == "(":
+            opener = _OPENERS.match(pattern, i)
+            assert opener is not None  # "(" itself always matches
+            group = _Group(group, opener.end(), [])
+            i = group.start
+            continue
+        if char == "|":
+            group.bars.append(i)
+        elif char == ")" and group.parent is not None:
+            group.repeated = _repeats(pattern, i + 1)
+            closed.append((group, i))
+            group = group.parent
+        i += 1
+    return [
+        [pattern[a + 1 : b] for a, b in zip([g.start - 1, *g.bars], [*g.bars, end], strict=True)]
+        for g, end in closed
+        if g.bars and g.under_repeat()
+    ]
+
+
+def _check_written_alternations(pattern: str) -> None:
+    """Each repeated alternation, its branches parsed one by one (so none is merged into
+    a class) and their common prefix taken out as Python's parser does, must have
+    disjoint branches that cannot match nothing: :func:`_check_branches_disjoint`."""
+    for written in _written_alternations(pattern):
+        try:
+            branches = [list(_parser.parse(branch)) for branch in written]
+        except (re.error, RecursionError, OverflowError):
+            raise UnsafePattern("a repeated alternation that cannot be analysed") from None
+        while all(branches) and all(b[0] == branches[0][0] for b in branches[1:]):
+            branches = [b[1:] for b in branches]
+        _check_branches_disjoint(branches)
+
+
 def _parse(pattern: str) -> Any:
     try:
         tree = _parser.parse(pattern)
@@ -308,4 +414,5 @@ def check_pattern(pattern: str) -> None:
     if tree.state.flags & ~_DEFAULT_FLAGS:
         raise UnsafePattern("inline flags like (?i) are not ECMA-262")
     _check_tree(list(tree))
+    _check_written_alternations(pattern)
     _check_adjacent(list(tree), ())
