@@ -20,6 +20,7 @@ from joserfc.jwk import ECKey
 from sqlalchemy.exc import OperationalError
 
 from onceonly.adapters import (
+    AsyncHubClient,
     AuthenticationFailed,
     HubUnavailable,
     RateLimited,
@@ -39,21 +40,22 @@ EVENTS_LOGGER = "onceonly.adapter.events"
 
 
 def run_publisher(
-    world: World,
+    client: Callable[[], AsyncHubClient],
     outbox: Path,
     *,
     until: Callable[[], bool],
     within: float,
     **options: float,
 ) -> RecordStore:
-    """Run a change publisher over an outbox of one change until ``until()`` holds (at
-    most ``within`` seconds), with the full factor of its jitter; the outbox."""
+    """Run a change publisher with ``client()`` over an outbox of one change until
+    ``until()`` holds (at most ``within`` seconds), with the full factor of its jitter;
+    the outbox."""
     store = RecordStore(outbox)
     store.put(ITEM, SUBJECT, dict(RECORD))
 
     async def scenario() -> None:
-        async with world.async_client(retries=0) as client:
-            publisher = ChangePublisher(store, client, jitter=lambda: 1.0, **options)
+        async with client() as hub_client:
+            publisher = ChangePublisher(store, hub_client, jitter=lambda: 1.0, **options)
             async with anyio.create_task_group() as group:
                 group.start_soon(publisher.run)
                 with anyio.fail_after(within):
@@ -63,6 +65,11 @@ def run_publisher(
 
     asyncio.run(scenario())
     return store
+
+
+def publishing_client(world: World) -> Callable[[], AsyncHubClient]:
+    """The adapter's client as it publishes: no repeats of its own (``retries=0``)."""
+    return lambda: world.async_client(retries=0)
 
 
 def lines(caplog: pytest.LogCaptureFixture, level: int) -> list[str]:
@@ -102,7 +109,7 @@ def test_a_refused_client_is_logged_once_and_asked_ever_less_often(
 
     with caplog.at_level(logging.DEBUG, logger=EVENTS_LOGGER):
         store = run_publisher(
-            world,
+            publishing_client(world),
             tmp_path / "outbox.db",
             until=lambda: time.monotonic() - started > 2.0,
             within=5.0,
@@ -140,7 +147,7 @@ def test_publishing_again_once_the_hub_takes_the_client_is_logged(
 
     with caplog.at_level(logging.INFO, logger=EVENTS_LOGGER):
         store = run_publisher(
-            world,
+            publishing_client(world),
             tmp_path / "outbox.db",
             until=registered_again_after_three_refusals,
             within=5.0,
@@ -166,7 +173,7 @@ def test_a_hub_that_asks_to_come_back_is_logged_once_per_state_and_waited_for(
 
     with caplog.at_level(logging.INFO, logger=EVENTS_LOGGER):
         store = run_publisher(
-            world,
+            publishing_client(world),
             tmp_path / "outbox.db",
             until=lambda: bool(lines(caplog, logging.INFO)),
             within=15.0,
