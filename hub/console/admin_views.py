@@ -235,17 +235,23 @@ class PersonForm:
                     )
                 ]
             return []
-        if credentials.password_problem(self.password, username=self.username) is not None:
-            return [
-                FieldError(
-                    "password",
-                    N_(
-                        "Enter a password of at least 12 characters that does not contain"
-                        " the username or repeat the same few characters"
-                    ),
-                )
-            ]
+        problem = credentials.password_problem(self.password, username=self.username)
+        if problem is not None:
+            return [FieldError("password", PASSWORD_PROBLEMS[problem])]
         return []
+
+
+# The rule a new password breaks (people.credentials, the service's own check), named.
+PASSWORD_PROBLEMS: Final = {
+    credentials.PasswordProblem.TOO_SHORT: N_("Enter a password of at least 12 characters"),
+    credentials.PasswordProblem.TOO_LONG: N_("Enter a password of 256 characters or fewer"),
+    credentials.PasswordProblem.CONTAINS_USERNAME: N_(
+        "Enter a password that does not contain the username"
+    ),
+    credentials.PasswordProblem.TOO_FEW_CHARACTERS: N_(
+        "Enter a password with more than 3 different characters: this one repeats the same few"
+    ),
+}
 
 
 def current_role(roles: list[tuple[str, str | None]]) -> tuple[str, tuple[str, ...]]:

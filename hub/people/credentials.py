@@ -20,6 +20,7 @@ import dataclasses
 import hmac
 import secrets
 import struct
+from enum import StrEnum
 from urllib.parse import quote
 
 from argon2 import PasswordHasher
@@ -29,6 +30,7 @@ from argon2.profiles import RFC_9106_LOW_MEMORY
 from onceonly.hub.kit import sealing
 
 MIN_PASSWORD_LENGTH = 12
+MAX_PASSWORD_LENGTH = 256
 _HASHER = PasswordHasher.from_parameters(RFC_9106_LOW_MEMORY)
 # Verified when the account does not exist, so that the answer takes as long. Made by
 # configure_password_hashing (the hub's start-up), not at import: every process that
@@ -75,16 +77,26 @@ def verify_password(stored: str | None, password: str) -> bool:
         return False
 
 
-def password_problem(password: str, *, username: str) -> str | None:
-    """Why a new password is not acceptable (NIST SP 800-63B §5.1.1.2), or None."""
+class PasswordProblem(StrEnum):
+    """The rule a new password breaks, as the API says it; a form names it in its own
+    words by the member (console/admin_views.py)."""
+
+    TOO_SHORT = f"a password needs at least {MIN_PASSWORD_LENGTH} characters"
+    TOO_LONG = f"a password may have at most {MAX_PASSWORD_LENGTH} characters"
+    CONTAINS_USERNAME = "a password must not contain the username"
+    TOO_FEW_CHARACTERS = "a password must not repeat the same few characters"
+
+
+def password_problem(password: str, *, username: str) -> PasswordProblem | None:
+    """The first rule a new password breaks (NIST SP 800-63B §5.1.1.2), or None."""
     if len(password) < MIN_PASSWORD_LENGTH:
-        return f"a password needs at least {MIN_PASSWORD_LENGTH} characters"
-    if len(password) > 256:
-        return "a password may have at most 256 characters"
+        return PasswordProblem.TOO_SHORT
+    if len(password) > MAX_PASSWORD_LENGTH:
+        return PasswordProblem.TOO_LONG
     if username.lower() in password.lower():
-        return "a password must not contain the username"
+        return PasswordProblem.CONTAINS_USERNAME
     if len(set(password)) < 4:
-        return "a password must not repeat the same few characters"
+        return PasswordProblem.TOO_FEW_CHARACTERS
     return None
 
 

@@ -264,6 +264,7 @@ def test_an_administrator_creates_a_person_sets_roles_and_disables_them(
         )
         assert weak.status_code == 400
         assert 'href="#password"' in weak.text
+        assert ">Enter a password that does not contain the username</a>" in weak.text  # that rule
         assert 'href="#departments"' in weak.text
         assert "maret12345678" not in weak.text  # a password is never shown again
         made = _post(

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from babel.messages.extract import extract_from_dir
 
-from onceonly.hub.console import assets, csrf, forms, language, pages, views
+from onceonly.hub.console import admin_views, assets, csrf, forms, language, pages, views
 
 CONSOLE = Path(__file__).resolve().parents[3] / "hub" / "console"
 
@@ -182,3 +182,22 @@ def test_no_font_or_image_of_the_gov_uk_brand_is_shipped_or_served() -> None:
         files("onceonly.hub.console").joinpath("assets", path).is_file()
         for path, _ in assets.ASSETS.values()
     )
+
+
+@pytest.mark.parametrize(
+    ("password", "message"),
+    [
+        ("short-1a", "Enter a password of at least 12 characters"),
+        ("my-maret-horse-battery", "Enter a password that does not contain the username"),
+        (
+            "abcabcabcabcabc",
+            "Enter a password with more than 3 different characters: this one repeats the same few",
+        ),
+    ],
+)
+def test_the_account_form_names_the_password_rule_that_failed(password: str, message: str) -> None:
+    form = admin_views.PersonForm(username="maret", display_name="M", password=password)
+    errors = form.body(new=True)
+    assert isinstance(errors, list)
+    (error,) = [e for e in errors if e.field == "password"]
+    assert error.message == message  # the one rule it breaks
