@@ -147,9 +147,11 @@ def open_note(note: str | bytes, verifier: Verifier) -> str:
 
     As Go's ``note.Open``: the note is UTF-8 without control characters but newlines,
     ends in a newline, and after its last blank line holds 1 to 100 signature lines,
-    every one of them well-formed. Lines of other keys are ignored; the first line of
-    the pinned key (same name and key ID) decides, and later ones are not consulted
-    (signed-note, "Verifying").
+    every one of them well-formed. Lines of other keys are ignored. Every line of the
+    pinned key (same name and key ID) is verified, and one that fails refuses the note
+    (signed-note, "Signatures": a known key's signature MUST be verified, and one that
+    fails SHOULD reject the whole note). Go's reader skips a known key's lines after its
+    first; this one is stricter there.
     """
     raw = _note_bytes(note)
     if len(raw) > MAX_NOTE_BYTES:
@@ -165,12 +167,17 @@ def open_note(note: str | bytes, verifier: Verifier) -> str:
     if len(lines) > MAX_SIGNATURES:
         raise NoteError(f"malformed note: more than {MAX_SIGNATURES} signatures")
     signatures = [_signature_line(number, line) for number, line in enumerate(lines, 1)]
-    for name, signature in signatures:
-        if name == verifier.name and signature[:4] == verifier.key_id:
-            if not verifier.accepts(text.encode(), signature[4:]):
-                raise NoteError(f"the signature by {name} does not verify: the note was altered")
-            return text
-    raise NoteError(f"the note is not signed by the pinned key {verifier.name}")
+    pinned = [
+        signature[4:]
+        for name, signature in signatures
+        if name == verifier.name and signature[:4] == verifier.key_id
+    ]
+    if not pinned:
+        raise NoteError(f"the note is not signed by the pinned key {verifier.name}")
+    signed = text.encode()
+    if not all(verifier.accepts(signed, signature) for signature in pinned):
+        raise NoteError(f"a signature by {verifier.name} does not verify: the note was altered")
+    return text
 
 
 def _note_bytes(note: str | bytes) -> bytes:
