@@ -98,8 +98,8 @@ def launched_browser() -> Iterator[Browser]:
 
 # axe-core's violations, each as its id and its nodes' selectors: only the violations
 # are gathered in full (resultTypes), and only they leave the page.
-_RUN_AXE = """tags => axe.run(document, {
-    runOnly: {type: 'tag', values: tags}, resultTypes: ['violations'],
+_RUN_AXE = """([kind, values]) => axe.run(document, {
+    runOnly: {type: kind, values: values}, resultTypes: ['violations'],
 }).then(results => results.violations.map(v => [v.id, v.nodes.map(n => n.target)]))"""
 # The focused element and the innermost hovered one, each as its path from the root
 # (their styles, GOV.UK's yellow focus for one, are what axe-core's contrast rule sees).
@@ -115,8 +115,10 @@ _checked: set[tuple[str, ...]] = set()
 _devtools: weakref.WeakKeyDictionary[Page, CDPSession] = weakref.WeakKeyDictionary()
 
 
-def axe_violations(page: Page) -> list[tuple[str, list[Any]]]:
-    """axe-core's violations on ``page`` as it is now (its id, and the nodes' selectors).
+def axe_violations(page: Page, *, rules: list[str] | None = None) -> list[tuple[str, list[Any]]]:
+    """axe-core's violations on ``page`` as it is now (its id, and the nodes' selectors):
+    of the WCAG A and AA rules (``AXE_TAGS``), or of ``rules`` alone (by their ids, such as
+    the best practice ``region``).
 
     The page's CSP refuses an injected script tag (add_script_tag's inline script is
     reported as a violation): axe-core is evaluated through the DevTools protocol
@@ -126,7 +128,8 @@ def axe_violations(page: Page) -> list[tuple[str, list[Any]]]:
             _devtools[page] = page.context.new_cdp_session(page)
         loaded = _devtools[page].send("Runtime.evaluate", {"expression": AXE_SOURCE})
         assert "exceptionDetails" not in loaded, loaded["exceptionDetails"]
-    found: list[list[Any]] = page.evaluate(_RUN_AXE, AXE_TAGS)
+    which = ["rule", rules] if rules else ["tag", AXE_TAGS]
+    found: list[list[Any]] = page.evaluate(_RUN_AXE, which)
     return [(rule, targets) for rule, targets in found]
 
 
@@ -290,3 +293,9 @@ def check_fits_windows(watched: Watched, *, widths: tuple[int, ...] = WINDOWS) -
         assert wide <= width, (page.url, f"{wide} px wide in a {width} px window")
         assert page.evaluate(_LOOSE_TABLES) == [], page.url
         watched.check()
+
+
+def check_landmarks(watched: Watched) -> None:
+    """Every part of the page is in a landmark (header, navigation, main, footer):
+    axe-core's best-practice rule ``region``, which the WCAG tags leave out."""
+    assert axe_violations(watched.page, rules=["region"]) == [], watched.page.url

@@ -3,7 +3,7 @@ axe-core (WCAG 2.2 A and AA: no violation, with JavaScript and without), with no
 report or failed load; a client disabled through its confirmation page, a
 form answered with its error summary, a person added."""
 
-from tests.hub.console.browsing import check_fits_windows
+from tests.hub.console.browsing import check_fits_windows, check_landmarks
 from tests.hub.console.console_world import ADMINISTRATOR, ConsoleWorld
 from tests.hub.console.test_console_browser import (  # the world and checks
     Browsing,
@@ -59,6 +59,7 @@ def test_every_administrators_page_has_no_accessibility_violation(
             check_fits_windows(watched)
         else:
             watched.check()
+        check_landmarks(watched)  # "Signed in as" and "Sign out" too
 
 
 def test_an_administrator_disables_a_client_through_its_confirmation_page(

@@ -201,3 +201,18 @@ def test_the_account_form_names_the_password_rule_that_failed(password: str, mes
     assert isinstance(errors, list)
     (error,) = [e for e in errors if e.field == "password"]
     assert error.message == message  # the one rule it breaks
+
+
+def test_a_page_of_another_service_names_itself_and_has_no_api_link() -> None:
+    """layout.html's blocks for the citizen's pages: service_name, service_home and
+    footer_links (the staff's API documentation link)."""
+    citizen = pages.environment("en").from_string(
+        '{% extends "layout.html" %}{% block title %}Your data{% endblock %}'
+        "{% block service_name %}Who used my data{% endblock %}"
+        "{% block service_home %}/citizen{% endblock %}{% block footer_links %}{% endblock %}"
+    )
+    html = citizen.render(language="en", languages={}, path="/citizen", navigation=[], visit=None)
+    assert "<title>Your data \N{EN DASH} Who used my data</title>" in html
+    assert 'href="/citizen" class="govuk-generic-header__homepage-link">Who used my data<' in html
+    assert "Onceonly console" not in html
+    assert 'href="/docs"' not in html

@@ -8,7 +8,7 @@ import re
 
 from playwright.sync_api import Browser, Page
 
-from tests.hub.console.browsing import check_fits_windows
+from tests.hub.console.browsing import check_fits_windows, check_landmarks
 from tests.hub.console.console_world import OTHER_STEWARD, STEWARD, ConsoleWorld
 from tests.hub.console.test_console_browser import (  # noqa: F401 (fixtures)
     Browsing,
@@ -146,5 +146,6 @@ def test_the_stewards_pages_fit_a_laptop_and_a_phone_their_tables_scrolling_alon
     for path in ("/catalogue", f"/catalogue/{ITEM}", "/inbox", "/outbox", "/grants"):
         owner.page.goto(path)
         check_fits_windows(owner)
+        check_landmarks(owner)
     owner.page.goto(f"/requests/{request_id}")
     check_fits_windows(owner)
