@@ -4,8 +4,10 @@ Each page calls the audit and report services the API's routes call, audited as 
 API audits them: a search is ``audit.query``, an export ``audit.export``, an entry's
 page ``audit.read``, the dashboard ``report.efficiency``; a refusal is audited under
 the same action. The log search is a POST (the person's identifier is personal data
-and goes in no URL), answered with its results directly: there is nothing to redirect
-to that would not carry the identifier, or keep it at the hub.
+and goes in no URL); the hub seals it into a cookie of the auditor's browser, bound to
+their sign-in for 30 minutes, and redirects to ``/audit?results=1``, which runs it
+(post/redirect/get: going back to the results, their pages and the entry page's way
+back work as GETs; each run is audited, decision 0058).
 """
 
 import base64
@@ -23,7 +25,7 @@ from onceonly.hub.audit.readers import AUDITOR
 from onceonly.hub.audit.request_scope import open_audit_scope
 from onceonly.hub.audit.schemas import CheckpointOut
 from onceonly.hub.audit.service import AuditScope
-from onceonly.hub.console import charts, dashboard, log_search, pages, rendering
+from onceonly.hub.console import charts, cookies, dashboard, log_search, pages, rendering
 from onceonly.hub.console.dependencies import FormDep, SignedInDep, Visit
 from onceonly.hub.dependencies import (
     CheckpointerDep,
@@ -33,6 +35,7 @@ from onceonly.hub.dependencies import (
     SessionDep,
 )
 from onceonly.hub.kit.problems import HubError, InvalidRequest
+from onceonly.hub.people import service as people
 from onceonly.hub.people.principal import Forbidden, Principal
 from onceonly.hub.reports import periods
 from onceonly.hub.reports import service as reports
@@ -40,6 +43,7 @@ from onceonly.hub.runtime import Hub
 
 router = APIRouter(include_in_schema=False)
 PAGE_SIZE = 50
+RESULTS = "/audit?results=1"
 CHECKPOINTS_PAGE = 50
 _EXPORT_TYPES = {"jsonl": "application/jsonl", "csv": "text/csv; charset=utf-8"}
 
@@ -77,12 +81,52 @@ def _refusal(check: Callable[[], None]) -> Forbidden | None:
 
 
 @router.get("/audit")
-async def search_page(request: Request, visit: SignedInDep, hub: HubDep) -> Response:
+async def search_page(
+    request: Request,
+    visit: SignedInDep,
+    session: ReadSessionDep,
+    hub: HubDep,
+    results: str = "",
+    pages: str = "",
+) -> Response:
+    """The search form; with ``results``, the search kept in the auditor's browser run
+    again for the page whose cursors ``pages`` lists: audited as ``GET
+    /v1/audit/entries`` each time (post/redirect/get, decision 0058)."""
     if (refused := _refusal(_principal(visit).require_auditor)) is not None:
         scope = _scope(request, visit, "route.refused", hub)
         scope.note(target="GET /audit")
         return await _refused(request, visit, scope, refused)
-    return _search_page(request, visit, search=log_search.LogSearch(), errors=[])
+    if not results:
+        return _search_page(request, visit, search=log_search.LogSearch(), errors=[])
+    wanted = _kept_search(request, visit, hub)
+    if wanted is None:  # older than 30 minutes, of another sign-in, or none
+        search = log_search.LogSearch()
+        return _search_page(request, visit, search=search, errors=[], notice="search-ended")
+    trail = log_search.trail_of(pages)
+    scope = _scope(request, visit, "audit.query", hub)
+    where = wanted.entry_filter(pseudonym=hub.keys.pseudonym)
+    cursor = trail[-1] if trail else None
+    found = await service.find(session, scope=scope, where=where, cursor=cursor, limit=PAGE_SIZE)
+    return _search_page(request, visit, search=wanted, errors=[], page=found, trail=trail)
+
+
+def _search_key(hub: Hub) -> bytes:
+    return hub.keys.root().derive(log_search.SEARCH_KEY_INFO)
+
+
+def _session_of(visit: Visit) -> str:
+    assert visit.session_token is not None
+    return people.token_hash(visit.session_token)
+
+
+def _kept_search(request: Request, visit: Visit, hub: Hub) -> log_search.LogSearch | None:
+    """The search the auditor's browser keeps (sealed), if it holds for this sign-in."""
+    sealed = cookies.read(
+        request, cookies.AUDIT_SEARCH, production=visit.production, max_length=4096
+    )
+    return log_search.open_search(
+        sealed, key=_search_key(hub), session=_session_of(visit), now=int(hub.clock.time())
+    )
 
 
 def _search_page(
@@ -92,8 +136,12 @@ def _search_page(
     search: log_search.LogSearch,
     errors: list[Any],
     page: Any = None,
+    trail: list[int] | None = None,
+    notice: str = "",
     status: int = 200,
 ) -> Response:
+    trail = trail or []
+    after = [*trail, page.next_cursor] if page is not None and page.next_cursor else None
     return rendering.render(
         request,
         visit,
@@ -102,28 +150,40 @@ def _search_page(
         errors=errors,
         search=search,
         page=page,
+        notice=notice,
+        here=log_search.trail_text(trail),
+        previous_pages=log_search.trail_text(trail[:-1]) if trail else None,
+        next_pages=".".join(str(cursor) for cursor in after) if after else None,
+        kept_minutes=log_search.SEARCH_SECONDS // 60,
         outcomes=log_search.OUTCOMES,
         actions=log_search.ACTIONS,
     )
 
 
 @router.post("/audit")
-async def search(
-    request: Request, visit: SignedInDep, form: FormDep, session: ReadSessionDep, hub: HubDep
-) -> Response:
-    """A search (or its next page): audited as the API's ``GET /v1/audit/entries``."""
-    scope = _scope(request, visit, "audit.query", hub)
+async def search(request: Request, visit: SignedInDep, form: FormDep, hub: HubDep) -> Response:
+    """A search: checked, sealed into the auditor's browser (``cookies.AUDIT_SEARCH``)
+    and shown by ``GET /audit?results=1``, which runs it (and is audited)."""
     if (refused := _refusal(_principal(visit).require_auditor)) is not None:
-        return await _refused(request, visit, scope, refused)
+        return await _refused(request, visit, _scope(request, visit, "audit.query", hub), refused)
     wanted = log_search.LogSearch.of(form)
     errors = wanted.errors()
-    cursor = log_search.cursor_of(form.get("cursor", ""))
     if errors:
+        scope = _scope(request, visit, "audit.query", hub)
         await scope.record_failure(InvalidRequest("the search form has errors"))
         return _search_page(request, visit, search=wanted, errors=errors, status=400)
-    where = wanted.entry_filter(pseudonym=hub.keys.pseudonym)
-    found = await service.find(session, scope=scope, where=where, cursor=cursor, limit=PAGE_SIZE)
-    return _search_page(request, visit, search=wanted, errors=[], page=found)
+    sealed = log_search.seal_search(
+        wanted, key=_search_key(hub), session=_session_of(visit), now=int(hub.clock.time())
+    )
+    response = pages.redirect(RESULTS, production=visit.production)
+    cookies.put(
+        response,
+        cookies.AUDIT_SEARCH,
+        sealed,
+        max_age=log_search.SEARCH_SECONDS,
+        production=visit.production,
+    )
+    return response
 
 
 @router.post("/audit/export")
@@ -165,6 +225,7 @@ async def entry_page(
     session: SessionDep,
     checkpointer: CheckpointerDep,
     hub: HubDep,
+    pages: str = "",
 ) -> Response:
     """The entry in words and its inclusion in the latest signed checkpoint, checked
     here: audited as the API's ``GET /v1/audit/entries/{index}`` (``audit.read``)."""
@@ -203,7 +264,17 @@ async def entry_page(
         ),
         verdict=verdict.value,
         interval=hub.settings.checkpoint_interval,
+        back=_back_to_results(request, visit, hub, pages=pages),
     )
+
+
+def _back_to_results(request: Request, visit: Visit, hub: Hub, *, pages: str) -> str | None:
+    """Where the entry page's back link goes: the results page it was opened from while
+    the search is kept (None: the empty search form)."""
+    if _kept_search(request, visit, hub) is None:
+        return None
+    trail = log_search.trail_text(log_search.trail_of(pages))
+    return RESULTS + (f"&pages={trail}" if trail else "")
 
 
 async def _latest_proof(

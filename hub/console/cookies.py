@@ -18,6 +18,11 @@ else. A login in progress with an OpenID Connect provider is the one ``SameSite=
 cookie that carries a secret (the sealed ``state``, ``nonce`` and PKCE verifier): the
 provider sends the browser back with a cross-site top-level GET, which a Strict
 cookie would not come with. It is sent only to its callback's path, for 10 minutes.
+
+An auditor's log search is kept between its pages in a cookie of its own,
+``SameSite=Strict`` and sealed by the hub (AES-256-GCM), bound to the sign-in that made
+it and good for 30 minutes (``log_search.seal_search``): the person's identifier it may
+hold goes in no address, and the browser cannot read it.
 """
 
 from typing import Final, Literal
@@ -30,6 +35,7 @@ PRE_SESSION: Final = "onceonly-console-pre"
 LANGUAGE: Final = "onceonly-language"
 CITIZEN: Final = "onceonly-citizen"
 OIDC_LOGIN: Final = "onceonly-oidc-login"
+AUDIT_SEARCH: Final = "onceonly-audit-search"  # an auditor's search, sealed (decision 0058)
 PRE_SESSION_SECONDS: Final = 3600
 ENDED_NOTICE_SECONDS: Final = 24 * 3600  # how long past its end a sign-in is told apart
 LANGUAGE_SECONDS: Final = 365 * 24 * 3600
@@ -39,9 +45,9 @@ def name(base: str, *, production: bool) -> str:
     return f"__Host-{base}" if production else base
 
 
-def read(request: Request, base: str, *, production: bool) -> str | None:
+def read(request: Request, base: str, *, production: bool, max_length: int = 200) -> str | None:
     value = request.cookies.get(name(base, production=production))
-    return value if value and len(value) <= 200 else None
+    return value if value and len(value) <= max_length else None
 
 
 def put(

@@ -158,6 +158,7 @@ async def sign_out(
     await people.sign_out(session, token=visit.session_token, scope=scope, clock=hub.clock)
     response = pages.redirect("/sign-in?signed_out=1", production=visit.production)
     cookies.remove(response, cookies.SESSION, production=visit.production)
+    cookies.remove(response, cookies.AUDIT_SEARCH, production=visit.production)
     return response
 
 

@@ -7,14 +7,18 @@ its pseudonym by the caller's ``pseudonym`` (``HubKeys.pseudonym``, as the API's
 ``/v1/audit/entries`` does). The limits are the API's (``audit.dependencies``).
 """
 
+import json
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
+from cryptography.exceptions import InvalidTag
+
 from onceonly.hub.audit.repository import EntryFilter
 from onceonly.hub.console.views import N_, FieldError
+from onceonly.hub.kit import sealing
 
 OUTCOMES: Final = {"ok": N_("Done"), "refused": N_("Refused"), "failed": N_("Failed")}
 _DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
@@ -102,6 +106,48 @@ class LogSearch:
             since=since,
             until=until,
         )
+
+
+# --- the search kept between its pages (decision 0058) --------------------------------
+
+SEARCH_KEY_INFO: Final = b"onceonly/v1/console-audit-search"  # HKDF info of its key
+SEARCH_SECONDS: Final = 30 * 60  # how long a search can be shown again
+MAX_TRAIL: Final = 100  # pages one can go back through
+
+
+def seal_search(search: LogSearch, *, key: bytes, session: str, now: int) -> str:
+    """The search, sealed (AES-256-GCM) for the auditor's browser to send back: only the
+    hub reads it, only for the sign-in ``session`` (a hash of its token) that made it,
+    and only for ``SEARCH_SECONDS``; the identifier goes in no address."""
+    payload = {"search": search.hidden(), "session": session, "exp": now + SEARCH_SECONDS}
+    return sealing.seal(key, json.dumps(payload).encode(), aad=SEARCH_KEY_INFO)
+
+
+def open_search(sealed: str | None, *, key: bytes, session: str, now: int) -> LogSearch | None:
+    """The search ``sealed`` holds, if the hub sealed it for ``session`` and it is not
+    older than ``SEARCH_SECONDS`` (None otherwise)."""
+    if not sealed or len(sealed) > 4096:
+        return None
+    try:
+        payload = json.loads(sealing.unseal(key, sealed, aad=SEARCH_KEY_INFO))
+        search = LogSearch.of(payload["search"])
+        fresh = payload["session"] == session and int(payload["exp"]) > now
+    except (ValueError, InvalidTag, KeyError, TypeError):
+        return None
+    return search if fresh and not search.errors() else None
+
+
+def trail_of(text: str) -> list[int]:
+    """The cursors of the pages shown so far, the current page's last (``12.57``: the
+    second page began at 12, this one at 57); [] for the first page or a malformed one."""
+    cursors = [cursor_of(part) for part in text.split(".")] if text else []
+    if len(cursors) > MAX_TRAIL or any(c is None for c in cursors):
+        return []
+    return [c for c in cursors if c is not None]
+
+
+def trail_text(trail: list[int]) -> str:
+    return ".".join(str(cursor) for cursor in trail)
 
 
 def cursor_of(text: str) -> int | None:

@@ -95,6 +95,36 @@ def test_the_auditor_finds_an_access_by_the_persons_identifier_and_sees_its_proo
     watched.check()
 
 
+def test_the_browsers_back_and_the_entry_pages_back_link_return_to_the_results(
+    browsing: Browsing,
+) -> None:
+    """The search is posted once and its results are a GET (post/redirect/get, the
+    search sealed in a cookie): going back asks for no form to be sent again."""
+    watched = browsing.page()
+    page = watched.page
+    _sign_in(page)
+    page.goto("/audit")
+    page.get_by_label("The person's identifier").fill(SUBJECT)
+    page.get_by_label("Action").fill("record.query")  # not the searches, each an entry too
+    page.get_by_role("button", name="Search", exact=True).click()
+    page.wait_for_url("**/audit?results=1")
+    assert SUBJECT not in page.url
+    shown = page.locator("#results tbody tr").count()
+    assert shown > 0
+    watched.check()
+    page.locator("#results a").first.click()
+    page.wait_for_url("**/audit/entries/*")
+    page.go_back()  # Chromium's Back: a GET, no "Confirm Form Resubmission"
+    page.wait_for_url("**/audit?results=1")
+    assert page.locator("#results tbody tr").count() == shown
+    assert page.get_by_label("The person's identifier").input_value() == SUBJECT
+    page.locator("#results a").first.click()
+    page.wait_for_url("**/audit/entries/*")
+    page.get_by_role("link", name="Back to the search results").click()
+    page.wait_for_url("**/audit?results=1")
+    assert page.locator("#results tbody tr").count() == shown
+
+
 # Each chart label's left edge, in the chart's own units (a label drawn from x < 0 has
 # lost its first letters off the chart's left edge).
 _LABEL_LEFTS = """() => [...document.querySelectorAll('svg.app-chart text[text-anchor=end]')]

@@ -73,12 +73,21 @@ def audit_world(
 
 
 def _search(client: httpx.Client, **fields: str) -> httpx.Response:
-    shown = client.get("/audit").text  # the form as served: post_served_form
-    return post_served_form(client, shown, "/audit", {"csrf_token": csrf_token(shown), **fields})
+    """The search as a browser sends it: the form as served (post_served_form), then the
+    results page the POST redirects to (or the POST's own answer when it refuses)."""
+    shown = client.get("/audit").text
+    form = {"csrf_token": csrf_token(shown), **fields}
+    answer = post_served_form(client, shown, "/audit", form)
+    if answer.status_code != 303:
+        return answer
+    assert answer.headers["location"] == auditor.RESULTS
+    return client.get(answer.headers["location"])
 
 
 def _entry_links(html: str) -> list[int]:
-    return [int(found) for found in re.findall(r'href="/audit/entries/(\d+)"', html)]
+    return [
+        int(found) for found in re.findall(r'href="/audit/entries/(\d+)(?:\?pages=[\d.]+)?"', html)
+    ]
 
 
 def test_an_auditor_finds_an_access_by_the_persons_identifier_which_goes_in_no_address(
@@ -142,22 +151,67 @@ def test_an_entry_that_does_not_exist_is_not_found_and_the_read_is_audited(
     assert [(r["outcome"], r["reason"]) for r in reads] == [("refused", "entry-not-found")] * 2
 
 
-def test_paging_sends_the_filters_again_in_the_form(
+def test_results_have_next_and_previous_pages_as_links_without_the_filters(
     audit_world: AuditWorld, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(auditor, "PAGE_SIZE", 2)
     with audit_world.signed_in(AUDITOR) as browser:
         first = _search(browser, action="person.sign-in")
         assert len(_entry_links(first.text)) == 2
-        cursor = re.search(r'name="cursor" value="(\d+)"', first.text)
-        assert cursor is not None
-        assert 'name="action" value="person.sign-in"' in first.text
-        token = csrf_token(first.text)
-        second = browser.post(
-            "/audit", data={"csrf_token": token, "action": "person.sign-in", "cursor": cursor[1]}
+        assert "Previous page" not in first.text
+        following = re.search(r'href="(/audit\?results=1&pages=\d+)" rel="next"', first.text)
+        assert following is not None
+        second = browser.get(following[1])
+        assert _entry_links(second.text)
+        assert min(_entry_links(second.text)) > max(_entry_links(first.text))
+        assert 'href="/audit?results=1" rel="prev"' in second.text
+        again = browser.get("/audit?results=1")  # the previous page: the first again
+        assert _entry_links(again.text) == _entry_links(first.text)
+        assert 'value="person.sign-in"' in again.text  # the form, filled in
+        assert "person.sign-in" not in following[1]  # the filters go in no address
+
+
+def test_the_entry_page_goes_back_to_its_results_and_each_showing_is_audited(
+    audit_world: AuditWorld,
+) -> None:
+    hub = audit_world.world.hub
+    with (
+        audit_world.signed_in(AUDITOR) as browser,
+        added_audit_entries(hub, action="audit.query") as queries,
+    ):
+        results = _search(browser, subject=SUBJECT, action="record.query")
+        sealed = browser.cookies["onceonly-audit-search"]
+        assert SUBJECT not in sealed
+        (index,) = _entry_links(results.text)
+        entry = browser.get(f"/audit/entries/{index}")
+        back = re.search(
+            r'<a href="([^"]+)" class="govuk-back-link" id="back-to-results">', entry.text
         )
-    assert _entry_links(second.text)
-    assert min(_entry_links(second.text)) > max(_entry_links(first.text))
+        assert back is not None
+        assert back[1] == "/audit?results=1"
+        shown_again = browser.get(back[1])  # a GET: no form to send again
+        assert _entry_links(shown_again.text) == [index]
+        assert "is itself an entry of the log" in shown_again.text
+        with audit_world.signed_in(AUDITOR) as other:  # another sign-in, the same cookie
+            other.cookies.set("onceonly-audit-search", sealed)
+            refused = other.get("/audit?results=1")
+            assert 'id="search-ended"' in refused.text
+            assert _entry_links(refused.text) == []
+            assert 'id="back-to-results"' not in other.get(f"/audit/entries/{index}").text
+    mine = [q for q in queries if q["person"] == AUDITOR]
+    assert len(mine) == 2  # the search shown, and shown again
+    pseudonym = hub.keys.pseudonym(SUBJECT)
+    assert all(q["subject"] == pseudonym for q in mine)
+
+
+def test_signing_out_removes_the_kept_search(audit_world: AuditWorld) -> None:
+    with audit_world.signed_in(AUDITOR) as browser:
+        _search(browser, subject=SUBJECT)
+        token = csrf_token(browser.get("/account").text)
+        answer = browser.post("/sign-out", data={"csrf_token": token})
+        removed = [c for c in answer.headers.get_list("set-cookie") if "audit-search" in c]
+        assert removed
+        assert "Max-Age=0" in removed[0]
 
 
 def test_a_search_form_with_errors_is_answered_with_an_error_summary(

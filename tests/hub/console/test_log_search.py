@@ -5,7 +5,16 @@ from datetime import UTC, datetime
 
 import pytest
 
-from onceonly.hub.console.log_search import LogSearch, cursor_of, entry_rows
+from onceonly.hub.console.log_search import (
+    SEARCH_SECONDS,
+    LogSearch,
+    cursor_of,
+    entry_rows,
+    open_search,
+    seal_search,
+    trail_of,
+    trail_text,
+)
 
 
 @pytest.mark.parametrize(
@@ -57,3 +66,29 @@ def test_every_member_of_an_entry_is_shown() -> None:
         ("fields", "street, city"),
         ("extra", "b: 1"),
     ]
+
+
+KEY = bytes(range(32))
+SEARCH = LogSearch(subject="49001011234", action="record.query")
+
+
+def test_a_kept_search_opens_only_for_its_sign_in_and_for_thirty_minutes() -> None:
+    sealed = seal_search(SEARCH, key=KEY, session="s1", now=1000)
+    assert "49001011234" not in sealed
+    assert "record.query" not in sealed
+    assert open_search(sealed, key=KEY, session="s1", now=1000 + SEARCH_SECONDS - 1) == SEARCH
+    assert open_search(sealed, key=KEY, session="s1", now=1000 + SEARCH_SECONDS) is None
+    assert open_search(sealed, key=KEY, session="s2", now=1000) is None  # another sign-in
+    assert open_search(sealed, key=bytes(32), session="s1", now=1000) is None  # another key
+    assert open_search(sealed[:-2] + "AA", key=KEY, session="s1", now=1000) is None
+    assert open_search("not sealed", key=KEY, session="s1", now=1000) is None
+    assert open_search(None, key=KEY, session="s1", now=1000) is None
+
+
+@pytest.mark.parametrize(
+    ("text", "trail"),
+    [("", []), ("12", [12]), ("12.57", [12, 57]), ("12.x", []), ("1." * 101 + "1", [])],
+)
+def test_the_pages_trail_is_cursors_or_nothing(text: str, trail: list[int]) -> None:
+    assert trail_of(text) == trail
+    assert trail_of(trail_text(trail)) == trail
