@@ -25,9 +25,8 @@ from onceonly.hub.exchange.schemas import RecordAnswer, RecordQuery, RecordRecei
 from onceonly.hub.keys import HubKeys
 from onceonly.hub.kit import base64url
 from onceonly.hub.kit.clock import Clock
-from onceonly.hub.registry import validation
+from onceonly.hub.registry import projection, validation
 from onceonly.hub.registry.exceptions import UnknownVersion
-from onceonly.hub.registry.projection import project_to_version
 
 
 @dataclass(frozen=True)
@@ -89,23 +88,23 @@ async def query_record(
         clock=clock,
     )
     _check(record, schema=facts.schema, fingerprint=facts.fingerprint, version=facts.version)
+    served = (facts.version, facts.schema, facts.fingerprint)
     if wanted is not None:
+        served = wanted
         version, schema, fingerprint = wanted
-        record = project_to_version(record, schema)
+        record = projection.project_to_version(record, schema)
         _check(record, schema=schema, fingerprint=fingerprint, version=version)
-    if facts.grant_version is not None and facts.grant_version != facts.version:
-        # the owner answered in a later version than the one the grant was decided on
+    if facts.grant_version is not None:
         record = await _as_granted(
-            record, item_id=facts.item_id, version=facts.grant_version, context=context
+            record, version=facts.grant_version, facts=facts, served=served, context=context
         )
-    served = wanted[0] if wanted is not None else facts.version
     delivered = minimize(record, facts.grant_fields)
     key = leaves.new_commitment_key()  # the consumer's alone: the hub forgets it
     commitment = leaves.commitment(key, delivered)
     receipt = await scope.record_success(fields=sorted(delivered), commitment=commitment)
     answer = RecordAnswer(
         item=item_id,
-        version=served,
+        version=served[0],
         record=delivered,
         receipt=RecordReceiptOut(
             **receipt.as_json(), commitment=commitment, commitment_key=base64url.encode(key)
@@ -199,15 +198,36 @@ async def _wanted_version(
 
 
 async def _as_granted(
-    record: dict[str, Any], *, item_id: str, version: int, context: ExchangeContext
+    record: dict[str, Any],
+    *,
+    version: int,
+    facts: repository.ExchangeFacts,
+    served: tuple[int, dict[str, Any], str],
+    context: ExchangeContext,
 ) -> dict[str, Any]:
     """The record cut down to what the version the grant was decided on describes, so
     that a later version never widens a grant, not even inside a granted field (a new
-    nested member, personal or not, needs a new grant)."""
-    found = await repository.version_schema(context.engine, item_id=item_id, version=version)
+    nested member, personal or not, needs a new grant), and so that what a grant
+    delivers does not depend on whether a later version exists (decision 0059).
+
+    When the record was checked against that very version (``served``: the version,
+    schema and fingerprint it was validated against), a projection that can change
+    nothing under the granted fields is skipped: that is known once per version and
+    fields (:func:`projection.strict_projection_is_identity`), so items whose objects
+    are closed pay nothing per query."""
+    if version == served[0]:
+        schema, fingerprint = served[1], served[2]
+        if projection.strict_projection_is_identity(
+            schema, fingerprint=fingerprint, fields=facts.grant_fields
+        ):
+            return record
+        return projection.project_to_version(record, schema, strict=True)
+    if version == facts.version:
+        return projection.project_to_version(record, facts.schema, strict=True)
+    found = await repository.version_schema(context.engine, item_id=facts.item_id, version=version)
     if found is None:  # versions are never deleted; a broken database is a 500
-        raise RuntimeError(f"item {item_id} has no version {version}")
-    return project_to_version(record, found[0], strict=True)
+        raise RuntimeError(f"item {facts.item_id} has no version {version}")
+    return projection.project_to_version(record, found[0], strict=True)
 
 
 def _check(

@@ -157,3 +157,63 @@ def _flatten(root: dict[str, Any], node: dict[str, Any]) -> Any:
 def _members(part: dict[str, Any], keyword: str) -> list[tuple[str, Any]]:
     found = part.get(keyword)
     return list(found.items()) if isinstance(found, dict) else []
+
+
+# --- when strict projection can change nothing ------------------------------------------
+
+_MAX_REMEMBERED = 4096
+_identity: dict[tuple[str, tuple[str, ...] | None], bool] = {}
+
+
+def strict_projection_is_identity(
+    schema: dict[str, Any], *, fingerprint: str, fields: list[str] | None
+) -> bool:
+    """Whether, for every record valid under ``schema``, ``project_to_version(record,
+    schema, strict=True)`` keeps all of the granted ``fields`` (``None``: all fields) as
+    they are, so that the exchange may skip it. Remembered per schema version
+    (``fingerprint``) and fields: the record query's hot path pays a lookup.
+
+    True when each granted field is a declared property (and, for all fields, the root
+    is closed) and every object schema the projection would reach under them declares
+    what it allows: ``additionalProperties: false`` (a valid record has no other
+    member) or a map (``additionalProperties`` a schema or ``true``, members kept), with
+    no ``patternProperties`` (matched by another engine than the validator's) and no
+    reference it cannot follow. An object that lists properties and says nothing of
+    ``additionalProperties`` is read as closed by strict projection: it may drop members
+    a valid record has, so the projection runs."""
+    key = (fingerprint, None if fields is None else tuple(fields))
+    known = _identity.get(key)
+    if known is None:
+        if len(_identity) >= _MAX_REMEMBERED:
+            _identity.clear()
+        known = _identity[key] = _identity_for(schema, fields)
+    return known
+
+
+def _identity_for(schema: dict[str, Any], fields: list[str] | None) -> bool:
+    properties = schema.get("properties")
+    names = properties if isinstance(properties, dict) else {}
+    if fields is None:
+        closed_root = schema.get("additionalProperties") is False
+        if not closed_root or schema.get("patternProperties"):
+            return False
+        fields = list(names)
+    seen: set[int] = set()
+    return all(name in names and _keeps_all(schema, names[name], seen) for name in fields)
+
+
+def _keeps_all(root: dict[str, Any], node: Any, seen: set[int]) -> bool:
+    """Whether strict projection keeps every member of any value valid under ``node``."""
+    node = _resolve(root, node)
+    if node is _DROP:
+        return False
+    if not isinstance(node, dict) or id(node) in seen:
+        return True  # a boolean schema keeps the value; a node seen is being checked
+    seen.add(id(node))
+    flat = _flatten(root, node)
+    if flat is _DROP or flat["patternProperties"]:
+        return False
+    if "additionalProperties" not in flat and flat["properties"]:
+        return False  # read as closed, though a valid record may have other members
+    subschemas = [*flat["properties"].values(), *([flat["items"]] if "items" in flat else [])]
+    return all(_keeps_all(root, subschema, seen) for subschema in subschemas)
