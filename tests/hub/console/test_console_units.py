@@ -216,3 +216,14 @@ def test_a_page_of_another_service_names_itself_and_has_no_api_link() -> None:
     assert 'href="/citizen" class="govuk-generic-header__homepage-link">Who used my data<' in html
     assert "Onceonly console" not in html
     assert 'href="/docs"' not in html
+
+
+def test_chinese_says_owner_department_and_names_the_fields_a_grant_allows() -> None:
+    chinese = language.translations("zh-Hans")
+    # 所有部门 reads "all departments"; the item's owner is 数据所有部门.
+    assert chinese.gettext("Owner department") == "数据所有部门"
+    assert chinese.gettext("Owner") == "数据所有部门"
+    # The grant page lists the fields it allows (steward/grant.html); "Fields" is the
+    # item page's count of fields (字段数).
+    assert chinese.gettext("Fields granted") == "授予的字段"
+    assert chinese.gettext("Fields") == "字段数"

@@ -158,6 +158,7 @@ def test_a_request_field_by_field_approved_for_two_fields_then_revoked(
         assert "Revoked" in shown
         assert 'id="revoke"' not in shown
         assert "City or settlement" in shown  # the fields granted, by their titles
+        assert '<dt class="govuk-summary-list__key">Fields granted</dt>' in shown
         assert success_notice(cecilia.get(grant_page).text) is None  # only after the change
 
 
