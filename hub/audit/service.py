@@ -425,8 +425,16 @@ EXPORT_COLUMNS = (
     "client_request_id",
     "event",
     "target",
+    "owner",
+    "owner_ms",
+    "query",  # as canonical JSON
+    "v",
+    "salt",
     "leaf_hash",
 )
+"""The CSV export's columns: the index, every member an entry may carry
+(``leaves.ENTRY_FIELDS``, its version ``v`` and ``salt``, and ``digest`` of version 1),
+and the leaf hash."""
 _EXPORT_PAGE = 1000
 
 
