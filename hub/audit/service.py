@@ -427,7 +427,7 @@ EXPORT_COLUMNS = (
     "target",
     "owner",
     "owner_ms",
-    "query",  # as canonical JSON
+    "query",  # as compact JSON, keys sorted
     "v",
     "salt",
     "leaf_hash",
