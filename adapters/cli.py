@@ -185,7 +185,7 @@ def _positive(text: str) -> int:
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from onceonly.adapters.serving import HeadWithBodyProtocol
+    from onceonly.adapters.serving import server_options
 
     config = _config(args)
     key = load_or_create_key(config.key_path)
@@ -210,7 +210,7 @@ def _serve(args: argparse.Namespace) -> int:
             host=config.listen_host,
             port=config.listen_port,
             log_config=None,
-            http=HeadWithBodyProtocol,
+            **server_options(),
         )
         return 0
     os.environ[_WORKER_CONFIG] = str(Path(args.config).resolve())
@@ -226,7 +226,7 @@ def _serve(args: argparse.Namespace) -> int:
         port=config.listen_port,
         workers=args.workers,
         log_config=None,
-        http=HeadWithBodyProtocol,
+        **server_options(),
     )
     return 0
 

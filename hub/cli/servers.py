@@ -27,12 +27,11 @@ from typing import Any
 import uvicorn
 from fastapi import FastAPI
 
-from onceonly.adapters.serving import HeadWithBodyProtocol
+from onceonly.adapters.serving import BoundedHeadProtocol
 from onceonly.hub.kit.problems import RequestHeadersTooLarge, render
 from onceonly.hub.middleware import MAX_HEADER_BYTES
 
 MAX_HEAD_BYTES = 2 * MAX_HEADER_BYTES
-_END_OF_HEAD = b"\r\n\r\n"
 
 
 def _head_too_large() -> bytes:
@@ -44,38 +43,15 @@ def _head_too_large() -> bytes:
     return b"\r\n".join([*head, b"connection: close", b"", bytes(response.body)])
 
 
-class BoundedHttpToolsProtocol(HeadWithBodyProtocol):
+class BoundedHttpToolsProtocol(BoundedHeadProtocol):
     """uvicorn's httptools protocol with a bound on each request head, writing each
-    answer's head with its body (as the adapters are served)."""
+    answer's head with its body (as the adapters are served): the adapters' protocol,
+    its 431 the hub's problem."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._head: int | None = 0  # bytes of the head read so far; None in a body
-        self._tail = b""  # the last bytes read, to find an end of head split in two
+    max_head_bytes = MAX_HEAD_BYTES
 
-    def data_received(self, data: bytes) -> None:
-        if self._head is not None:
-            window = self._tail + data
-            end = window.find(_END_OF_HEAD)
-            self._head += len(data) if end < 0 else max(0, end + 4 - len(self._tail))
-            self._tail = window[-3:]
-            if self._head > MAX_HEAD_BYTES:
-                self._refuse_head()
-                return
-        super().data_received(data)
-
-    def on_headers_complete(self) -> None:
-        self._head = None
-        super().on_headers_complete()
-
-    def on_message_complete(self) -> None:
-        self._head, self._tail = 0, b""
-        super().on_message_complete()
-
-    def _refuse_head(self) -> None:
-        if self.cycle is None or self.cycle.response_complete:  # no answer under way
-            self.transport.write(_head_too_large())
-        self.transport.close()
+    def head_too_large(self) -> bytes:
+        return _head_too_large()
 
 
 def server_options() -> dict[str, Any]:

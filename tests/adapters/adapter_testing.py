@@ -10,6 +10,10 @@ import hashlib
 import hmac
 import json
 import os
+import signal
+import socket
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -20,6 +24,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
+import httpx
 import rfc8785
 import uvicorn
 from fastapi import FastAPI, Request
@@ -263,3 +268,52 @@ def write_config(directory: Path, *, hub_url: str, items: tuple[str, ...] = (ITE
     lines += [f'[items."{item}"]\nsource = "store"' for item in items]
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def adapter_process(config: Path, *args: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """``onceonly adapter serve --config CONFIG ARGS`` in a process of its own, on a
+    free port (the file's ``listen`` is rewritten), once it answers ``/healthz``; yield
+    its base URL and the process (its stderr a pipe), stopped with SIGINT at the end."""
+    port = free_port()
+    text = config.read_text()
+    config.write_text(text.replace('listen = "127.0.0.1:0"', f'listen = "127.0.0.1:{port}"'))
+    command = [sys.executable, "-m", "onceonly.hub", "adapter", "serve", "--config", str(config)]
+    server = subprocess.Popen(
+        [*command, *args],
+        cwd=config.parent,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            if server.poll() is not None:
+                said = server.stderr.read().decode() if server.stderr else ""
+                raise RuntimeError(f"the adapter stopped: {said}")
+            try:
+                if httpx.get(f"{url}/healthz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("the adapter did not answer in 30 s")
+            time.sleep(0.1)
+        yield url, server
+    finally:
+        server.send_signal(signal.SIGINT)
+        try:
+            server.wait(timeout=20)
+        finally:
+            if server.poll() is None:
+                server.kill()
+            if server.stderr:
+                server.stderr.close()

@@ -1,0 +1,82 @@
+"""``onceonly adapter serve`` bounds each request head at 64 KiB, as the hub does
+(onceonly.adapters.serving.BoundedHeadProtocol): a larger one is answered 431 with a
+problem document before the rest of it is read, without any request token.
+
+uvicorn's httptools protocol kept the whole head in memory: a 50 MiB head was parsed,
+and ten 100 MiB heads took an adapter from 148 to 1117 MiB. Here the head is streamed
+and never finished, so only a bound can answer it."""
+
+import json
+import socket
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from onceonly.adapters.serving import MAX_HEAD_BYTES
+
+from tests.adapters.adapter_testing import HubDouble, adapter_process, write_config
+
+CHUNK = 16 * 1024
+
+
+@pytest.fixture(scope="module", params=["1", "2"], ids=["one process", "two workers"])
+def adapter(
+    request: pytest.FixtureRequest, hub_server: HubDouble, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    path = write_config(tmp_path_factory.mktemp("adapter"), hub_url=hub_server.url)
+    with adapter_process(path, "--workers", request.param) as (url, _):
+        yield url
+
+
+def unfinished_head(url: str, *, size: int, megabytes: int = 0) -> tuple[bytes, int]:
+    """Send the start of a head ``size`` bytes long, then (``megabytes``) stream more
+    of it until the server answers or closes, never ending the head; what came back
+    (b"" when the server reset the connection, its answer lost with it) and the bytes
+    sent in all."""
+    host, port = url.removeprefix("http://").split(":")
+    answer = b""
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: adapter\r\nX-Padding: " + b"a" * size)
+        sent = size
+        try:
+            sock.setblocking(False)
+            while sent < megabytes * 1024 * 1024:
+                try:
+                    answer += sock.recv(65536)
+                    break  # it answered, or closed (b"")
+                except BlockingIOError:
+                    pass
+                try:
+                    sent += sock.send(b"a" * CHUNK)
+                except BlockingIOError:
+                    pass
+            sock.settimeout(10)
+            while chunk := sock.recv(65536):
+                answer += chunk
+        except (BrokenPipeError, ConnectionResetError, TimeoutError):
+            pass
+    return answer, sent
+
+
+def test_a_head_over_64_kib_is_431_before_it_ends(adapter: str) -> None:
+    answer, _ = unfinished_head(adapter, size=MAX_HEAD_BYTES + 1024)
+
+    assert answer.startswith(b"HTTP/1.1 431 "), answer[:200]
+    problem = json.loads(answer.partition(b"\r\n\r\n")[2])
+    assert problem["type"] == "urn:onceonly:problem:request-header-fields-too-large"
+    assert problem["status"] == 431
+    assert httpx.get(f"{adapter}/healthz").status_code == 200  # and it goes on serving
+
+
+def test_a_head_of_50_mib_is_cut_off_near_the_bound(adapter: str) -> None:
+    answer, sent = unfinished_head(adapter, size=0, megabytes=50)
+
+    assert answer == b"" or answer.startswith(b"HTTP/1.1 431 ")
+    assert sent < 16 * 1024 * 1024  # the bound, and what the kernel's buffers held
+    assert httpx.get(f"{adapter}/healthz").status_code == 200
+
+
+def test_a_head_within_the_bound_is_answered(adapter: str) -> None:
+    fits = {"X-Padding": "a" * (MAX_HEAD_BYTES - 2048)}
+    assert httpx.get(f"{adapter}/healthz", headers=fits).status_code == 200
