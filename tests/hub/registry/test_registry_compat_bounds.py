@@ -7,12 +7,11 @@ never a 500. Pure tables, and the reviewer's case over HTTP on both databases.
 import time
 from typing import Any
 
-import httpx
 import pytest
 
 from onceonly.hub.registry import compat, schema_rules
 
-from tests.hub.registry.test_registry_refs import DRAFT, hub
+from tests.hub.registry.test_registry_refs import DRAFT, add_version, hub, item_document
 from tests.hub_testing import RunningHub, problem_type
 
 __all__ = ["hub"]  # the module-scoped hub of test_registry_refs
@@ -99,24 +98,8 @@ def test_too_many_pairs_of_subschemas_are_not_judged(monkeypatch: pytest.MonkeyP
 def test_the_reviewers_chain_is_422_over_http(hub: RunningHub) -> None:
     item = "test.ref-chain"
     with hub.admin() as admin:
-        admin.put_item(
-            {
-                "id": item,
-                "title": "x",
-                "owner": "civil-registry",
-                "sharing_class": "conditional",
-                "classification": "internal",
-                "legal_basis": {"text": "test"},
-                "compatibility": "BACKWARD",
-                "schema": chain(300),
-                "examples": [{}],
-            }
-        )
-        answer = httpx.post(
-            f"{hub.url}/v1/admin/items/{item}/versions",
-            json={"schema": chain(300, **NOTE), "examples": [{}]},
-            headers={"Authorization": f"Bearer {hub.keys.admin_token}"},
-        )
+        admin.put_item(item_document(item, chain(300), compatibility="BACKWARD", examples=[{}]))
+        answer = add_version(hub, item, chain(300, **NOTE), [{}])
         assert (answer.status_code, problem_type(answer)) == (422, "compatibility-not-judged")
         assert "nesting deeper than 64 levels" in answer.json()["detail"]
         assert admin.call("GET", f"/v1/items/{item}")["latest_version"] == 1

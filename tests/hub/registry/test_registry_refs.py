@@ -168,35 +168,43 @@ def hub(
         yield hub
 
 
+def item_document(item: str, schema: Json, *, compatibility: str, examples: list[Json]) -> Json:
+    """A conditional, internal item of the civil registry with ``schema`` as version 1."""
+    return {
+        "id": item,
+        "title": "x",
+        "owner": "civil-registry",
+        "sharing_class": "conditional",
+        "classification": "internal",
+        "legal_basis": {"text": "test"},
+        "compatibility": compatibility,
+        "schema": schema,
+        "examples": examples,
+    }
+
+
+def add_version(hub: RunningHub, item: str, schema: Json, examples: list[Json]) -> httpx.Response:
+    """The next version, with the break-glass token: the raw answer, refusals included."""
+    return httpx.post(
+        f"{hub.url}/v1/admin/items/{item}/versions",
+        json={"schema": schema, "examples": examples},
+        headers={"Authorization": f"Bearer {hub.keys.admin_token}"},
+    )
+
+
 def test_a_breaking_change_behind_a_percent_encoded_ref_is_refused(hub: RunningHub) -> None:
     """The reviewer's case: ``x`` turns from a string into an integer through
     ``#/$defs/a%25``; FULL_TRANSITIVE refuses it as it refuses the plain change."""
+    disguised = meant("a%25", "a%", ["a%25"], INTEGER, STRING)
+    plain = {**STRING_FIELD, "properties": {"x": INTEGER}}
     with hub.admin() as admin:
-        for n, v2 in enumerate(
-            [
-                meant("a%25", "a%", ["a%25"], INTEGER, STRING),
-                {**STRING_FIELD, "properties": {"x": INTEGER}},
-            ]
-        ):
+        for n, v2 in enumerate([disguised, plain]):
             item = f"test.pct-ref-{n}"
-            admin.put_item(
-                {
-                    "id": item,
-                    "title": "x",
-                    "owner": "civil-registry",
-                    "sharing_class": "conditional",
-                    "classification": "internal",
-                    "legal_basis": {"text": "test"},
-                    "compatibility": "FULL_TRANSITIVE",
-                    "schema": STRING_FIELD,
-                    "examples": [{"x": "abc"}],
-                }
+            v1 = item_document(
+                item, STRING_FIELD, compatibility="FULL_TRANSITIVE", examples=[{"x": "abc"}]
             )
-            answer = httpx.post(
-                f"{hub.url}/v1/admin/items/{item}/versions",
-                json={"schema": v2, "examples": [{"x": 5}]},
-                headers={"Authorization": f"Bearer {hub.keys.admin_token}"},
-            )
+            admin.put_item(v1)
+            answer = add_version(hub, item, v2, [{"x": 5}])
             assert (answer.status_code, problem_type(answer)) == (409, "incompatible-version")
             assert "/properties/x" in answer.json()["detail"]
             assert admin.call("GET", f"/v1/items/{item}")["latest_version"] == 1

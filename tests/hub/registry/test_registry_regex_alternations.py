@@ -11,7 +11,7 @@ import pytest
 
 from onceonly.hub.registry.regex_safety import UnsafePattern, check_pattern
 
-from tests.hub.registry.test_registry_refs import DRAFT, hub
+from tests.hub.registry.test_registry_refs import DRAFT, hub, item_document
 from tests.hub_testing import RunningHub, problem_type
 
 __all__ = ["hub"]  # the module-scoped hub of test_registry_refs
@@ -64,18 +64,12 @@ def test_the_reviewers_patterns_are_refused_over_http(hub: RunningHub, pattern: 
         "properties": {"code": {"type": "string", "pattern": pattern}},
         "additionalProperties": False,
     }
+    document = item_document(
+        "test.pattern", schema, compatibility="BACKWARD", examples=[{"code": "b"}]
+    )
     answer = httpx.put(
         f"{hub.url}/v1/admin/items/test.pattern",
-        json={
-            "id": "test.pattern",
-            "title": "x",
-            "owner": "civil-registry",
-            "sharing_class": "conditional",
-            "classification": "internal",
-            "legal_basis": {"text": "test"},
-            "schema": schema,
-            "examples": [{"code": "b"}],
-        },
+        json=document,
         headers={"Authorization": f"Bearer {hub.keys.admin_token}"},
     )
     assert (answer.status_code, problem_type(answer)) == (422, "invalid-schema")
