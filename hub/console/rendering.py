@@ -28,6 +28,7 @@ def render(
         visit=visit,
         path=page_path(request),
         navigation=views.navigation(visit.principal) if visit.principal else [],
+        who_may_use=views.who_may_use,
         **context,
     )
     if visit.new_pre_session is not None:

@@ -81,6 +81,49 @@ def navigation(principal: Principal) -> list[NavigationItem]:
     return [*pages, ACCOUNT] if principal.person_id is not None else pages
 
 
+# Who may use a page, by its path, as the page that refuses another role says it
+# (templates/macros.html, not_allowed); the first that matches. The rules themselves are
+# the API's (Principal.require_*, access.policy), checked where each page is served.
+_AUDIENCES: Final = (
+    (r"/audit(/|$)", N_("The audit log is for auditors.")),
+    (r"/efficiency$", N_("The efficiency dashboard is for auditors and administrators.")),
+    (r"/admin/", N_("The administration pages are for administrators.")),
+    (r"/(inbox|outbox)$", N_("A department's requests are for its data stewards.")),
+    (
+        r"/requests/",
+        N_(
+            "An access request is for the data stewards of the two departments it names,"
+            " and for auditors."
+        ),
+    ),
+    (
+        r"/grants/",
+        N_("A grant is for the data stewards of the two departments it names, and for auditors."),
+    ),
+    (r"/grants$", N_("A department's grants are for its data stewards.")),
+    (r"/register$", N_("Registering a data item is for data stewards.")),
+    (
+        r"/catalogue/[^/]+/request$",
+        N_("Asking for a data item is for the data stewards of the other departments."),
+    ),
+    (
+        r"/catalogue/[^/]+/",
+        N_("Changing a data item is for the data stewards of the department that owns it."),
+    ),
+)
+NOT_YOUR_ROLE: Final = N_("This page is for other roles than yours.")
+
+
+def who_may_use(path: str) -> str:
+    """Who may use the page at ``path`` (with or without its query), in words (an N_
+    message)."""
+    bare = path.split("?", 1)[0]
+    for pattern, audience in _AUDIENCES:
+        if re.match(pattern, bare):
+            return audience
+    return NOT_YOUR_ROLE
+
+
 def role_names(account: PersonOut) -> list[tuple[str, str | None]]:
     """The account's roles as (role, department or None), for the header and account page."""
     return [(role.role, role.department) for role in account.roles]

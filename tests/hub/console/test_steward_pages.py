@@ -412,3 +412,31 @@ def test_a_third_departments_steward_sees_no_request_and_cannot_approve_it(
         assert forged.status_code == 404
     with world.signed_in(STEWARD) as cecilia:
         assert "Waiting for a decision" in cecilia.get(f"/requests/{request_id}").text
+
+
+@pytest.mark.parametrize(
+    ("username", "path", "audience"),
+    [
+        (STEWARD, "/audit/entries/49", "The audit log is for auditors."),
+        (STEWARD, "/efficiency", "The efficiency dashboard is for auditors and administrators."),
+        (STEWARD, "/admin/people", "The administration pages are for administrators."),
+        (AUDITOR, "/inbox", "A department's requests are for its data stewards."),
+        (AUDITOR, "/register", "Registering a data item is for data stewards."),
+        (
+            OTHER_STEWARD,
+            f"/catalogue/{ITEM}/versions/new",
+            "Changing a data item is for the data stewards of the department that owns it.",
+        ),
+    ],
+)
+def test_every_page_a_role_cannot_use_says_so_the_same_way_naming_the_page(
+    world: ConsoleWorld, username: str, path: str, audience: str
+) -> None:
+    with world.signed_in(username) as browser:
+        answer = browser.get(path)
+    assert answer.status_code == 403
+    assert "<title>You cannot use this page" in answer.text
+    assert '<h1 class="govuk-heading-l">You cannot use this page</h1>' in answer.text
+    found = re.search(r'id="who-may-use">(.*?)</p>', answer.text, re.S)
+    assert found is not None
+    assert unescape(found.group(1)).startswith(audience)
