@@ -16,6 +16,7 @@ import os
 import re
 import time
 from typing import Any
+from urllib.parse import parse_qsl
 
 from prometheus_client import Counter, Histogram
 from starlette.requests import Request
@@ -48,6 +49,7 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 # Request header fields in total, names and values (docs/operations.md). The server
 # (onceonly.hub.cli.servers) refuses a request head twice this size before it is buffered.
 MAX_HEADER_BYTES = 32 * 1024
+_API_ROOT = "/v1/"
 
 
 class _BodyTooLarge(Exception):
@@ -102,6 +104,9 @@ class RequestContextMiddleware:
             return _coded_body()
         if url_has_nul(scope.get("path", ""), scope.get("query_string", b"")):
             return _nul_in_url()
+        repeated = _repeated_parameter(scope)
+        if repeated is not None:
+            return render(InvalidRequest(f"the query parameter {repeated!r} is given twice"))
         if _declared_length(scope) > self.max_body_bytes:
             return _too_large_response(self.max_body_bytes)
         return None
@@ -152,6 +157,25 @@ def _head(scope: Scope) -> tuple[int, int, bool]:
         elif name == b"content-encoding":
             coded = coded or bytes(value).strip().lower() not in (b"", b"identity")
     return size, credentials, coded
+
+
+def _repeated_parameter(scope: Scope) -> str | None:
+    """The first query parameter an API route is given more than once, if any: each
+    takes one value, and layers that read the first and the last would differ (the
+    console's pages are left to their forms)."""
+    query: bytes = scope.get("query_string", b"")
+    if not query:
+        return None
+    path: str = scope.get("path", "")
+    root: str = scope.get("root_path", "")
+    if not path.removeprefix(root).startswith(_API_ROOT):
+        return None
+    seen: set[str] = set()
+    for name, _ in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
+        if name in seen:
+            return name[:64]
+        seen.add(name)
+    return None
 
 
 def _coded_body() -> Response:

@@ -7,7 +7,7 @@ JSON string only. Times are :data:`Rfc3339`, in bodies and query strings alike: 
 RFC 3339 §5.6 ``date-time`` with an offset or ``Z``, never a number of seconds since
 1970 (which pydantic's lax mode would read ``0.5`` as). A query string carries only
 text, so its integers (and a path's) are :data:`QueryInt` (decimal digits, not
-``1.0``, ``+1``, ``1_000``) and its booleans :data:`QueryBool` (``true`` or ``false``).
+``1.0``, ``+1``, ``1_000``, ``01``) and its booleans :data:`QueryBool` (``true`` or ``false``).
 """
 
 import re
@@ -23,7 +23,7 @@ _DATE_TIME = re.compile(
     r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?"
     r"([Zz]|[+-][0-9]{2}:[0-9]{2})$"
 )
-_DECIMAL = re.compile(r"^[0-9]{1,20}$")
+_DECIMAL = re.compile(r"^(0|[1-9][0-9]{0,19})$")  # one spelling: no leading zeros
 
 
 def _rfc3339(value: object) -> object:
@@ -43,7 +43,7 @@ def _decimal(value: object) -> object:
     if isinstance(value, int) and not isinstance(value, bool):
         return value
     if not isinstance(value, str) or not _DECIMAL.match(value):
-        raise ValueError("must be an integer written in decimal digits")
+        raise ValueError("must be an integer written in decimal digits, without leading zeros")
     return int(value)
 
 
