@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import re
@@ -56,7 +57,9 @@ from ._reqtoken import (
     subject_digest,
     subject_problem,
 )
-from ._sources import RecordSource, SourceError, close_sources
+from ._rest import RestSource
+from ._sources import RecordSource, SourceError, StoreSource, close_sources, subject_free
+from ._sql import SqlSource
 from ._store import RecordStore, ServedEntry, timestamp
 from .logs import withheld
 
@@ -405,8 +408,9 @@ class _Provider:
         try:
             record = await source.fetch(item, subject)
         except SourceError as error:
-            logger.error("source for %s failed: %s", item, error.detail)
-            raise
+            told = _subject_free_error(error, source=source, subject=subject)
+            logger.error("source for %s failed: %s", item, told.detail)
+            raise told from None
         except Exception as error:
             logger.error("source for %s failed: %s", item, type(error).__name__)
             raise UpstreamError(
@@ -425,6 +429,24 @@ class _Provider:
                 f"the source's record does not match {item} v{version}: {problem}",
                 problem_type="source-invalid-record",
             )
+
+
+# Sources whose error details are this package's own texts, which never quote a subject
+_OWN_SOURCES = (SqlSource, RestSource, StoreSource)
+
+
+def _subject_free_error(error: SourceError, *, source: object, subject: str) -> SourceError:
+    """``error`` as it may be logged and answered: a department's own source (a Python
+    callable, a `RecordSource` of its own) words its message as it likes, and may quote
+    the subject, so only its type is told; the shipped sources' details are kept, any
+    subject in them blanked all the same."""
+    if isinstance(source, _OWN_SOURCES):
+        detail = subject_free(error.detail, subject)
+    else:
+        detail = f"the record source raised {type(error).__name__} (its message is withheld)"
+    told = copy.copy(error)
+    told.detail, told.args = detail, (detail,)
+    return told
 
 
 def _outcome(error: OnceonlyError | None) -> dict[str, Any]:
