@@ -157,6 +157,8 @@ def _search_page(
         kept_minutes=log_search.SEARCH_SECONDS // 60,
         outcomes=log_search.OUTCOMES,
         actions=log_search.ACTIONS,
+        reasons=log_search.REASONS,
+        entry_time=log_search.entry_time,
     )
 
 
@@ -255,6 +257,8 @@ async def entry_page(
         rows=log_search.entry_rows(found.entry),
         actions=log_search.ACTIONS,
         outcomes=log_search.OUTCOMES,
+        reasons=log_search.REASONS,
+        entry_time=log_search.entry_time,
         signed=signed,
         proof=[base64.b64encode(step).decode() for step in proof],
         signed_root=(

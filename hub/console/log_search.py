@@ -17,6 +17,7 @@ from typing import Any, Final
 from cryptography.exceptions import InvalidTag
 
 from onceonly.hub.audit.repository import EntryFilter
+from onceonly.hub.console.steward_views import when
 from onceonly.hub.console.views import N_, FieldError
 from onceonly.hub.kit import sealing
 
@@ -212,9 +213,124 @@ ACTIONS: Final = {
     "event.deliver": N_("A change event was delivered"),
     "event.replay": N_("A change event was replayed"),
     "person.sign-in": N_("A person signed in"),
+    "person.sign-in-code": N_("A person signed in with a one-time sign-in code"),
     "person.sign-out": N_("A person signed out"),
+    "person.put": N_("An account was added or changed"),
+    "person.password": N_("A person changed their password"),
+    "person.totp": N_("A person began setting up one-time codes"),
+    "person.totp-confirm": N_("A person confirmed their one-time codes"),
+    "citizen.sign-in": N_("A citizen signed in to their page"),
+    "citizen.sign-out": N_("A citizen signed out of their page"),
+    "registry.item.put": N_("A data item was registered or changed"),
+    "registry.item.version": N_("A new version of a data item was registered"),
+    "registry.item.deprecate": N_("A data item was deprecated"),
+    "registry.item.retire": N_("A data item was retired"),
+    "registry.department.put": N_("A department was added or changed"),
+    "registry.client.put": N_("An application was registered or changed"),
+    "registry.client.disable": N_("An application was disabled"),
+    "registry.client.enable": N_("An application was enabled again"),
+    "registry.change.approve": N_("A registry change was approved by a second person"),
+    "registry.change.refuse": N_("A registry change was refused by a second person"),
+    "client.keys.put": N_("An application replaced its keys"),
+    "event.subscribe": N_("A department subscribed to change events"),
+    "event.unsubscribe": N_("A department unsubscribed from change events"),
+    "console.form-refused": N_("A console form was refused"),
     "route.refused": N_("A request was refused"),
 }
+# The reason an entry gives, in words: the problem types of docs/problems.md (a refusal
+# or failure keeps its problem's slug) and the ways of signing in (a sign-in's reason).
+# The slug stays on the page beside the words, as the log has it.
+REASONS: Final = {
+    "password": N_("with a password"),
+    "totp": N_("with a password and a one-time code"),
+    "oidc": N_("with OpenID Connect"),
+    "not-revoked": N_("the token was not revoked (unknown, expired or another's)"),
+    "adapter-url-not-https": N_("the adapter address is not https"),
+    "audit-log-damaged": N_("the audit log is damaged"),
+    "audit-unavailable": N_("the audit log was unavailable"),
+    "citizen-identifier-missing": N_("the identity provider sent no identifier"),
+    "client-certificate-unregistered": N_("the application's certificate is not registered"),
+    "client-disabled": N_("the application is disabled"),
+    "client-not-authenticated": N_("the application was not authenticated"),
+    "client-not-found": N_("no such application"),
+    "client-signature-invalid": N_("the application's signature does not hold"),
+    "client-tokens-outstanding": N_("the application's earlier tokens are still alive"),
+    "client-unknown": N_("unknown application"),
+    "compatibility-not-judged": N_("the compatibility could not be judged"),
+    "database-unavailable": N_("the database was unavailable"),
+    "delivery-not-found": N_("no such delivery"),
+    "duplicate-request": N_("the same request is already waiting"),
+    "entry-not-found": N_("no such entry of the log"),
+    "forbidden": N_("not allowed for this role"),
+    "grant-not-active": N_("the grant is not active"),
+    "grant-not-found": N_("no such grant"),
+    "idempotency-key-reused": N_("the idempotency key was used for another event"),
+    "incompatible-version": N_("the version breaks the item's compatibility mode"),
+    "insufficient-scope": N_("the access token does not cover this"),
+    "internal-error": N_("an internal error"),
+    "invalid-dpop-proof": N_("the DPoP proof is not valid"),
+    "invalid-jwks": N_("the application's keys were refused"),
+    "invalid-request": N_("the request is not valid"),
+    "invalid-schema": N_("the schema was refused"),
+    "invalid-token": N_("the access token is missing or not valid"),
+    "invalid-tree-request": N_("no such tree size or proof"),
+    "item-not-shared": N_("the data item is not shared"),
+    "item-retired": N_("the data item is retired"),
+    "no-grant": N_("no active grant"),
+    "not-citizen-portal": N_("the application is not a citizen portal"),
+    "not-owner": N_("only the owner department may do this"),
+    "not-second-person": N_("a second person must decide this"),
+    "not-signed-in": N_("not signed in"),
+    "not-steward": N_("not a steward of the owner department"),
+    "oauth-invalid-client": N_("the application's authentication failed"),
+    "oauth-invalid-dpop-proof": N_("the DPoP proof is not valid"),
+    "oauth-invalid-request": N_("the token request is not valid"),
+    "oauth-invalid-scope": N_("the scope asked for is not valid"),
+    "oauth-slow-down": N_("too many token requests"),
+    "oauth-unsupported-grant-type": N_("unsupported grant type"),
+    "oauth-use-dpop-nonce": N_("a DPoP nonce is required"),
+    "oidc-account-disabled": N_("the account is disabled"),
+    "oidc-account-not-linked": N_("no account is linked to this identity"),
+    "oidc-code-invalid": N_("the sign-in code is not valid"),
+    "oidc-id-token-invalid": N_("the ID token is not valid"),
+    "oidc-not-configured": N_("OpenID Connect sign-in is not configured"),
+    "oidc-provider-refused": N_("the identity provider refused the sign-in"),
+    "oidc-provider-unavailable": N_("the identity provider did not answer properly"),
+    "oidc-state-invalid": N_("the sign-in took too long or was already used"),
+    "owner-invalid-response": N_("the owner's adapter answered invalid data"),
+    "owner-timeout": N_("the owner's adapter did not answer in time"),
+    "owner-unavailable": N_("the owner's adapter was unavailable"),
+    "payload-too-large": N_("the request was too large"),
+    "person-conflict": N_("a conflicting account change"),
+    "person-not-found": N_("no such person"),
+    "purposes-unavailable": N_("the purpose list was unavailable"),
+    "record-not-found": N_("the record was not found"),
+    "registry-change-not-found": N_("no such registry change"),
+    "registry-change-not-pending": N_("the registry change is no longer waiting"),
+    "registry-conflict": N_("it conflicts with the registry"),
+    "request-header-fields-too-large": N_("the request's headers were too large"),
+    "request-not-found": N_("no such access request"),
+    "request-not-pending": N_("the access request is no longer waiting"),
+    "sign-in-failed": N_("wrong username, password or code"),
+    "sign-in-throttled": N_("too many failed sign-ins"),
+    "unavailable": N_("the service was unavailable"),
+    "unknown-department": N_("unknown department"),
+    "unknown-item": N_("unknown data item"),
+    "unknown-purpose": N_("unknown purpose"),
+    "unknown-version": N_("unknown version of the item"),
+    "unsupported-content-encoding": N_("unsupported content encoding"),
+    "use-dpop-nonce": N_("a DPoP nonce is required"),
+}
+
+
+def entry_time(text: str) -> str:
+    """An entry's time as every page writes times (UTC, to the minute); the text itself
+    when it is not an RFC 3339 time."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return text
+    return when(moment.astimezone(UTC) if moment.tzinfo else moment)
 
 
 @dataclass(frozen=True)

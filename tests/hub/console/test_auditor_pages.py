@@ -128,6 +128,7 @@ def test_the_entry_page_shows_the_entry_in_words_and_its_proof_checked(
     assert found is not None
     assert int(found.group(1)) > audit_world.index
     assert "✓" in page
+    assert re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d UTC \(<span", page)  # the time, then as logged
     assert CONSUMER in page
     assert PURPOSE in page
     assert audit_world.world.hub.keys.pseudonym(SUBJECT) in page
@@ -202,6 +203,24 @@ def test_the_entry_page_goes_back_to_its_results_and_each_showing_is_audited(
     assert len(mine) == 2  # the search shown, and shown again
     pseudonym = hub.keys.pseudonym(SUBJECT)
     assert all(q["subject"] == pseudonym for q in mine)
+
+
+def test_results_write_times_as_other_pages_and_reasons_in_words_beside_their_slug(
+    audit_world: AuditWorld,
+) -> None:
+    with audit_world.signed_in(STEWARD) as steward:
+        assert steward.get("/audit").status_code == 403  # a refusal: route.refused, forbidden
+    with audit_world.signed_in(AUDITOR) as browser:
+        refused = _search(browser, action="route.refused", outcome="refused").text
+        signed_in = _search(browser, action="person.sign-in", outcome="ok").text
+    assert "Refused: not allowed for this role" in refused
+    assert '<span class="app-code">forbidden</span>' in refused
+    assert "Done: with a password" in signed_in
+    assert '<span class="app-code">password</span>' in signed_in
+    for page in (refused, signed_in):
+        results = page[page.index('id="results"') :]
+        assert re.search(r">\d{4}-\d\d-\d\d \d\d:\d\d UTC<", results)
+        assert not re.search(r"\d\d:\d\d:\d\d", results)  # no ISO time with seconds
 
 
 def test_signing_out_removes_the_kept_search(audit_world: AuditWorld) -> None:

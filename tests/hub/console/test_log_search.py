@@ -6,10 +6,13 @@ from datetime import UTC, datetime
 import pytest
 
 from onceonly.hub.console.log_search import (
+    ACTIONS,
+    REASONS,
     SEARCH_SECONDS,
     LogSearch,
     cursor_of,
     entry_rows,
+    entry_time,
     open_search,
     seal_search,
     trail_of,
@@ -92,3 +95,40 @@ def test_a_kept_search_opens_only_for_its_sign_in_and_for_thirty_minutes() -> No
 def test_the_pages_trail_is_cursors_or_nothing(text: str, trail: list[int]) -> None:
     assert trail_of(text) == trail
     assert trail_of(trail_text(trail)) == trail
+
+
+def _problem_types() -> set[str]:
+    import onceonly.hub.app  # noqa: F401  (every domain's errors defined)
+    from onceonly.hub.kit.problems import HubError
+
+    found, waiting = set(), [HubError]
+    while waiting:
+        for kind in waiting.pop().__subclasses__():
+            found.add(kind.slug)
+            waiting.append(kind)
+    return found
+
+
+def test_every_problem_type_has_words_as_a_reason() -> None:
+    """A refusal's entry keeps its problem's slug as its reason: the auditor reads words."""
+    assert _problem_types() - set(REASONS) == set()
+
+
+@pytest.mark.parametrize(
+    "action",
+    ["registry.department.put", "registry.client.disable", "person.put", "citizen.sign-out"],
+)
+def test_the_actions_an_administrator_or_a_citizen_takes_have_words(action: str) -> None:
+    assert action in ACTIONS
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("2026-12-07T07:07:04.267Z", "2026-12-07 07:07 UTC"),
+        ("2026-12-07T09:07:04+02:00", "2026-12-07 07:07 UTC"),
+        ("not a time", "not a time"),
+    ],
+)
+def test_an_entrys_time_is_written_as_every_page_writes_times(text: str, shown: str) -> None:
+    assert entry_time(text) == shown
