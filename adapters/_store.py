@@ -10,10 +10,13 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import logging
 import math
 import operator
+import os
 import secrets
 import shutil
+import stat
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -201,6 +204,54 @@ class _Row:
     error: str | None = None
 
 
+logger = logging.getLogger("adapters.store")
+
+# SQLite gives the files it creates beside a database (-wal, -shm, -journal) the
+# database file's own permissions: a database made 0600 keeps them all 0600.
+_SIDE_FILES = ("", "-wal", "-shm", "-journal")
+
+
+def _private_directory(directory: Path) -> None:
+    """Make ``directory`` (and any missing parents) if missing, itself 0700 whatever the
+    umask: the store holds records and the served-log, the key lives beside it."""
+    try:
+        directory.mkdir(parents=True, mode=0o700)
+    except FileExistsError:
+        return
+    os.chmod(directory, 0o700)
+
+
+def _private_file(path: Path) -> None:
+    """Create the database file 0600 whatever the umask, before SQLite opens it; of one
+    that exists, warn when its group or others may read it (it is not changed: the
+    operator may have a reason, and must see it)."""
+    try:
+        descriptor = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    except FileExistsError:
+        _warn_if_shared(path)
+        return
+    try:
+        os.fchmod(descriptor, 0o600)
+    finally:
+        os.close(descriptor)
+
+
+def _warn_if_shared(path: Path) -> None:
+    for side in _SIDE_FILES:
+        file = path.with_name(path.name + side)
+        try:
+            mode = stat.S_IMODE(file.stat().st_mode)
+        except OSError:
+            continue
+        if mode & 0o077:
+            logger.warning(
+                "%s is readable or writable by its group or others (mode %04o): it holds"
+                " records and the served-log; chmod 600 it",
+                file,
+                mode,
+            )
+
+
 def _tune(dbapi_connection: Any, _record: Any) -> None:
     # WAL: the provider's readers do not queue behind served-log writes; NORMAL
     # sync in WAL mode survives a crash of the process (not of the machine, for
@@ -223,7 +274,8 @@ class RecordStore:
 
     def __init__(self, path: str | Path) -> None:
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        _private_directory(path.parent)
+        _private_file(path)
         self._directory = path.resolve().parent  # where the file is, if it is a link
         self._engine = sa.create_engine(
             f"sqlite:///{path}", connect_args={"check_same_thread": False}, hide_parameters=True
