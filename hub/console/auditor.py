@@ -37,6 +37,7 @@ from onceonly.hub.dependencies import (
 from onceonly.hub.kit.problems import HubError, InvalidRequest
 from onceonly.hub.people import service as people
 from onceonly.hub.people.principal import Forbidden, Principal
+from onceonly.hub.registry import service as registry
 from onceonly.hub.reports import periods
 from onceonly.hub.reports import service as reports
 from onceonly.hub.runtime import Hub
@@ -97,17 +98,22 @@ async def search_page(
         scope.note(target="GET /audit")
         return await _refused(request, visit, scope, refused)
     if not results:
-        return _search_page(request, visit, search=log_search.LogSearch(), errors=[])
+        search = log_search.LogSearch()
+        return await _search_page(request, visit, session, search=search, errors=[])
     wanted = _kept_search(request, visit, hub)
     if wanted is None:  # older than 30 minutes, of another sign-in, or none
         search = log_search.LogSearch()
-        return _search_page(request, visit, search=search, errors=[], notice="search-ended")
+        return await _search_page(
+            request, visit, session, search=search, errors=[], notice="search-ended"
+        )
     trail = log_search.trail_of(pages)
     scope = _scope(request, visit, "audit.query", hub)
     where = wanted.entry_filter(pseudonym=hub.keys.pseudonym)
     cursor = trail[-1] if trail else None
     found = await service.find(session, scope=scope, where=where, cursor=cursor, limit=PAGE_SIZE)
-    return _search_page(request, visit, search=wanted, errors=[], page=found, trail=trail)
+    return await _search_page(
+        request, visit, session, search=wanted, errors=[], page=found, trail=trail
+    )
 
 
 def _search_key(hub: Hub) -> bytes:
@@ -129,9 +135,10 @@ def _kept_search(request: Request, visit: Visit, hub: Hub) -> log_search.LogSear
     )
 
 
-def _search_page(
+async def _search_page(
     request: Request,
     visit: Visit,
+    session: AsyncSession,
     *,
     search: log_search.LogSearch,
     errors: list[Any],
@@ -142,6 +149,8 @@ def _search_page(
 ) -> Response:
     trail = trail or []
     after = [*trail, page.next_cursor] if page is not None and page.next_cursor else None
+    departments = (await registry.list_departments(session)).departments
+    items = (await registry.list_items(session)).items
     return rendering.render(
         request,
         visit,
@@ -159,11 +168,18 @@ def _search_page(
         actions=log_search.ACTIONS,
         reasons=log_search.REASONS,
         entry_time=log_search.entry_time,
+        known={  # what the department, item and action fields suggest (any is accepted)
+            "department": [(d.id, d.name) for d in departments],
+            "item": [(item.id, item.title) for item in items],
+            "action": list(log_search.ACTIONS.items()),
+        },
     )
 
 
 @router.post("/audit")
-async def search(request: Request, visit: SignedInDep, form: FormDep, hub: HubDep) -> Response:
+async def search(
+    request: Request, visit: SignedInDep, form: FormDep, session: ReadSessionDep, hub: HubDep
+) -> Response:
     """A search: checked, sealed into the auditor's browser (``cookies.AUDIT_SEARCH``)
     and shown by ``GET /audit?results=1``, which runs it (and is audited)."""
     if (refused := _refusal(_principal(visit).require_auditor)) is not None:
@@ -173,7 +189,7 @@ async def search(request: Request, visit: SignedInDep, form: FormDep, hub: HubDe
     if errors:
         scope = _scope(request, visit, "audit.query", hub)
         await scope.record_failure(InvalidRequest("the search form has errors"))
-        return _search_page(request, visit, search=wanted, errors=errors, status=400)
+        return await _search_page(request, visit, session, search=wanted, errors=errors, status=400)
     sealed = log_search.seal_search(
         wanted, key=_search_key(hub), session=_session_of(visit), now=int(hub.clock.time())
     )
@@ -201,7 +217,10 @@ async def export(
     format = form.get("format", "")
     if errors or format not in _EXPORT_TYPES:
         await scope.record_failure(InvalidRequest("the export form has errors"))
-        return _search_page(request, visit, search=wanted, errors=errors, status=400)
+        async with sessions() as session:
+            return await _search_page(
+                request, visit, session, search=wanted, errors=errors, status=400
+            )
     where = wanted.entry_filter(pseudonym=hub.keys.pseudonym)
     await service.start_export(scope=scope, where=where, format=format)
     headers = {

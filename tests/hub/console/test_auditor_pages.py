@@ -223,6 +223,28 @@ def test_results_write_times_as_other_pages_and_reasons_in_words_beside_their_sl
         assert not re.search(r"\d\d:\d\d:\d\d", results)  # no ISO time with seconds
 
 
+def test_the_department_item_and_action_fields_suggest_known_values_and_take_any(
+    audit_world: AuditWorld,
+) -> None:
+    with audit_world.signed_in(AUDITOR) as browser:
+        form = browser.get("/audit").text
+        for name, value, words in (
+            ("department", CONSUMER, None),
+            ("item", ADDRESS, None),
+            ("action", "registry.department.put", "A department was added or changed"),
+        ):
+            assert f'id="{name}" name="{name}" type="text"' in form
+            assert f'list="{name}-values"' in form
+            values = re.search(rf'<datalist id="{name}-values">(.*?)</datalist>', form, re.S)
+            assert values is not None
+            assert f'<option value="{value}">' in values[1]
+            assert words is None or f'<option value="{value}">{words}</option>' in values[1]
+        typed = _search(browser, department="no-such-department", action="no.such-action")
+    assert typed.status_code == 200  # not one of the list, and still a search
+    assert "No entry matches" in typed.text
+    assert 'value="no-such-department"' in typed.text
+
+
 def test_signing_out_removes_the_kept_search(audit_world: AuditWorld) -> None:
     with audit_world.signed_in(AUDITOR) as browser:
         _search(browser, subject=SUBJECT)
