@@ -149,3 +149,27 @@ def test_the_stewards_pages_fit_a_laptop_and_a_phone_their_tables_scrolling_alon
         check_landmarks(owner)
     owner.page.goto(f"/requests/{request_id}")
     check_fits_windows(owner)
+
+
+def test_a_checked_register_form_lists_every_mistake_and_stays_accessible(
+    browsing: Browsing,  # noqa: F811
+    world: ConsoleWorld,  # noqa: F811
+) -> None:
+    owner = browsing.page()
+    _sign_in(owner, STEWARD, world.next_code())
+    page = owner.page
+    page.goto("/register")
+    page.get_by_label("Item id").fill("person.Näme")
+    page.get_by_label("JSON Schema").fill('{"type": "object" "properties": {}}')
+    page.get_by_role("button", name="Check", exact=True).click()
+    summary = page.locator(".govuk-error-summary")
+    summary.wait_for()
+    links = summary.locator("a")
+    assert [links.nth(i).get_attribute("href") for i in range(links.count())] == [
+        "#id",
+        "#title",
+        "#legal_basis",
+        "#schema",
+    ]
+    assert "at line 1, column 19" in page.locator("#schema-error").inner_text()
+    owner.check()
