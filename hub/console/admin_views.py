@@ -198,7 +198,9 @@ class PersonForm:
                 reset_totp=self.reset_totp,
             )
         except ValidationError as error:
-            return errors + _errors(error, _PERSON_MESSAGES, _PERSON_FALLBACK)
+            named = {found.field for found in errors}  # one error a field: the first
+            more = _errors(error, _PERSON_MESSAGES, _PERSON_FALLBACK)
+            return errors + [found for found in more if found.field not in named]
         return errors or body
 
     def _roles(self) -> list[RoleIn]:

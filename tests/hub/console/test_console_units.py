@@ -188,6 +188,7 @@ def test_no_font_or_image_of_the_gov_uk_brand_is_shipped_or_served() -> None:
     ("password", "message"),
     [
         ("short-1a", "Enter a password of at least 12 characters"),
+        ("x1" * 129, "Enter a password of 256 characters or fewer"),
         ("my-maret-horse-battery", "Enter a password that does not contain the username"),
         (
             "abcabcabcabcabc",
