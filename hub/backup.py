@@ -33,7 +33,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL, make_url
 
 from onceonly.hub.db import driver_message, probe_engine
-from onceonly.hub.keys import key_file_names
+from onceonly.hub.keys import REMADE_KEY_FILES, key_file_names
 
 SQLITE_FILE, PGDUMP_FILE, MANIFEST = "database.sqlite3", "database.pgdump", "manifest.json"
 _CONNECT_TIMEOUT = 10  # seconds to reach PostgreSQL before giving up
@@ -122,7 +122,9 @@ def _restore(source: Path, database_url: str, keys_dir: Path) -> Manifest:
             f"{url.get_backend_name()}"
         )
     # Everything that can refuse, before anything is written.
-    missing = _missing_keys(source / "keys")
+    # A key that guards nothing stored (REMADE_KEY_FILES) may be missing from a backup
+    # made before it existed: `onceonly keys init` makes it anew.
+    missing = [name for name in _missing_keys(source / "keys") if name not in REMADE_KEY_FILES]
     if missing:
         raise BackupError(f"the backup lacks the key files {', '.join(missing)}")
     _check_keys(source / "keys", keys_dir)

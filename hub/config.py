@@ -182,6 +182,11 @@ class Settings(BaseSettings):
     password_memory_kib: int = Field(
         default=65536, ge=64, le=4 * 1024 * 1024, description="argon2id memory (KiB) per hash"
     )
+    metrics_public: bool = Field(
+        default=False,
+        description="Serve /metrics without the bearer token of keys/metrics-token: only where"
+        " the network keeps everyone but Prometheus away from the hub's port (decision 0063)",
+    )
     break_glass_token: bool = Field(
         default=True,
         description="Accept the bootstrap administrator token (keys/admin-token) as the"

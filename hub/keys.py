@@ -8,6 +8,9 @@
   :class:`KeyLabel` each), rotated with ``onceonly keys rotate-derivation``; the root
   it replaced stays in ``derivation.key.previous`` (see ``onceonly.hub.kit.derivation``).
 - ``admin-token``: the bootstrap administrator's bearer secret (until people sign in).
+- ``metrics-token``: the bearer secret a Prometheus scrape of ``/metrics`` sends
+  (decision 0063); the only key that guards nothing stored, so a backup made before
+  it existed is restored without it (:data:`REMADE_KEY_FILES`).
 
 Derived keys never come from the pseudonym key: a pseudonym is published (in audit
 entries) for any subject a department asks about, so a key computed like a pseudonym
@@ -36,6 +39,7 @@ from onceonly.hub.kit import derivation, keyfiles
 from onceonly.hub.kit.clock import SYSTEM_CLOCK, Clock
 
 DERIVATION_FILE = "derivation.key"
+METRICS_TOKEN_FILE = "metrics-token"
 # Versions before decision 0017 sealed TOTP secrets under the pseudonym of this label.
 _LEGACY_TOTP_SEAL_LABEL = "onceonly totp-seal v1"
 
@@ -58,6 +62,7 @@ class HubKeys:
     pseudonym_secret: bytes
     admin_token: str
     derivation_root: derivation.RootFile
+    metrics_token: str
 
     @classmethod
     def load(
@@ -82,6 +87,7 @@ class HubKeys:
                 reload_interval=reload_interval,
                 clock=clock.monotonic,
             ),
+            metrics_token=keyfiles.random_token(keys_dir / METRICS_TOKEN_FILE, create=create),
         )
 
     @property
@@ -128,16 +134,26 @@ class HubKeys:
     def is_admin_token(self, presented: str) -> bool:
         return hmac.compare_digest(presented.encode(), self.admin_token.encode())
 
+    def is_metrics_token(self, presented: str) -> bool:
+        """Whether ``presented`` is ``keys/metrics-token`` (in constant time)."""
+        return hmac.compare_digest(presented.encode(), self.metrics_token.encode())
+
 
 FIXED_KEY_FILES = (
     "signing/state.json",
     "pseudonym.key",
     "derivation.key",
     "admin-token",
+    METRICS_TOKEN_FILE,
     "checkpoint.jwk",
 )
 """Under the key directory, what a production hub loads at start-up besides the signing
 keys the state names (``onceonly keys init`` makes them all)."""
+
+REMADE_KEY_FILES = frozenset({METRICS_TOKEN_FILE})
+"""Key files that nothing stored depends on: a backup that lacks one (it was made
+before the file existed) is restored all the same, and ``onceonly keys init`` (in
+development, the hub's start) makes it anew."""
 
 
 def key_file_names(directory: Path) -> list[str]:

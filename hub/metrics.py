@@ -6,7 +6,9 @@ callers send (decision 0027): item ids in the registry, department ids that exis
 purpose codes of the purpose list, reason slugs of the problem vocabulary, fixed
 outcome words. Anything else (an item id a client typed that is not registered, a
 refusal before the client is known) is :data:`UNKNOWN`, ``-``. Never a subject, a token
-or free text.
+or free text. Nor what the token endpoint keeps from its callers (decision 0063): its
+refusals (and introspection's and revocation's) name no consumer, and every reason why a
+client was not authenticated is counted as one, :data:`CLIENT_NOT_AUTHENTICATED`.
 
 :class:`LabelGuard` knows the registered values from one small read, made at start-up
 and again, in the background, when this process commits a change to the registry or
@@ -40,6 +42,15 @@ RECORD_QUERY = "record.query"
 # Reasons of audited failures that are not problem types: event deliveries (events.delivery).
 OTHER_REASONS = frozenset({"delivery-failed", "dead-letter"})
 _ACTION = re.compile(r"^[a-z][a-z0-9.-]{0,63}$")  # the code's own action names
+# The OAuth endpoints' actions. Many of their refusals are decided before the client
+# has authenticated (the client is only named), so they are counted under no consumer:
+# a department there would tell a reader of /metrics which client ids exist.
+OAUTH_ACTIONS = frozenset({"token.issue", "token.introspect", "token.revoke"})
+# The problem type (auth.exceptions.ClientNotAuthenticated) whose subclasses are the
+# audited reasons why a client was not authenticated: unknown, disabled, a signature
+# or certificate that does not match. The answer is one for all (401 invalid_client),
+# and so is the count: every one of them is counted under this reason (decision 0063).
+CLIENT_NOT_AUTHENTICATED = "client-not-authenticated"
 
 # When the request being served arrived (time.perf_counter), set by the middleware:
 # the time the hub adds to a record query is measured from there to its audit entry.
@@ -145,15 +156,27 @@ class Vocabulary:
     purposes: frozenset[str] = frozenset()
 
 
-def problem_slugs() -> frozenset[str]:
-    """The problem vocabulary: the slug of every HubError class defined so far."""
+def problem_slugs(root: type[HubError] = HubError) -> frozenset[str]:
+    """The problem vocabulary: the slug of ``root`` (every HubError class defined so
+    far, by default) and of its subclasses."""
     found: set[str] = set()
-    classes: list[type[HubError]] = [HubError]
+    classes: list[type[HubError]] = [root]
     while classes:
         cls = classes.pop()
         found.add(cls.slug)
         classes.extend(cls.__subclasses__())
     return frozenset(found)
+
+
+def hidden_client_reasons() -> frozenset[str]:
+    """The reasons counted as :data:`CLIENT_NOT_AUTHENTICATED`: its class's subclasses'."""
+    classes: list[type[HubError]] = [HubError]
+    while classes:
+        cls = classes.pop()
+        if cls.slug == CLIENT_NOT_AUTHENTICATED:
+            return problem_slugs(cls)
+        classes.extend(cls.__subclasses__())
+    return frozenset()
 
 
 STOP_SECONDS = 5.0
@@ -170,6 +193,7 @@ class LabelGuard:
         self._load, self._min_interval = load, min_interval
         self._known = Vocabulary()
         self._reasons = problem_slugs() | OTHER_REASONS
+        self._hidden = hidden_client_reasons()
         self._loaded_at = float("-inf")
         self._wanted = False
         self._stopped = False
@@ -203,6 +227,7 @@ class LabelGuard:
         self._loaded_at = time.monotonic()
         self._known = await self._load()
         self._reasons = problem_slugs() | OTHER_REASONS
+        self._hidden = hidden_client_reasons()
 
     def item(self, value: object) -> str:
         return self._checked(value, self._known.owners)
@@ -214,6 +239,10 @@ class LabelGuard:
         return self._checked(value, self._known.purposes)
 
     def reason(self, value: object) -> str:
+        """A registered reason; every reason why a client was not authenticated is
+        :data:`CLIENT_NOT_AUTHENTICATED` (the audit entry keeps which)."""
+        if isinstance(value, str) and value in self._hidden:
+            return CLIENT_NOT_AUTHENTICATED
         return self._checked(value, self._reasons)
 
     def owner_of(self, item: str) -> str:
@@ -279,6 +308,8 @@ class EntryMetrics:
         outcome = outcome if outcome in OUTCOMES else UNKNOWN
         item = self.guard.item(entry.get("item"))
         consumer = self.guard.department(entry.get("department"))
+        if action in OAUTH_ACTIONS and outcome != "ok":
+            consumer = UNKNOWN  # the client may only have been named (OAUTH_ACTIONS)
         if action == RECORD_QUERY:
             self._exchange(entry, item=item, consumer=consumer, outcome=outcome)
         if outcome != "ok":

@@ -43,6 +43,12 @@ class RunningHub:
     def admin(self) -> AdminClient:
         return AdminClient(self.url, self.keys.admin_token)
 
+    def metrics(self) -> httpx.Response:
+        """``GET /metrics`` as Prometheus scrapes it: with the hub's metrics token
+        (keys/metrics-token, decision 0063)."""
+        headers = {"Authorization": f"Bearer {self.keys.metrics_token}"}
+        return httpx.get(f"{self.url}/metrics", headers=headers, timeout=10)
+
 
 @contextmanager
 def running_hub(

@@ -1,16 +1,20 @@
 """Operators' routes: liveness, readiness, Prometheus metrics."""
 
-from fastapi import APIRouter, Response
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy import text
 
 from onceonly.hub.audit.checkpoints import Checkpointer
 from onceonly.hub.audit.service import AuditLog
+from onceonly.hub.auth.exceptions import InvalidToken
 from onceonly.hub.auth.jti_register import JtiRegister
 from onceonly.hub.dependencies import HubDep
 from onceonly.hub.kit.problems import Unavailable, problems
 from onceonly.hub.ops.metrics import exposition
+from onceonly.hub.ops.openapi import METRICS_SECURITY
 
 router = APIRouter(tags=["operations"])
 
@@ -51,8 +55,36 @@ def _check_checkpointer(checkpointer: Checkpointer) -> None:
         raise Unavailable("the audit checkpointer has not stored a checkpoint yet")
 
 
-@router.get("/metrics", response_class=PlainTextResponse)
-async def metrics(hub: HubDep) -> Response:
+def metrics_reader(request: Request, hub: HubDep) -> None:
+    """A scrape of ``/metrics`` sends ``Authorization: Bearer <keys/metrics-token>``
+    (compared in constant time), unless ``metrics_public`` is set (decision 0063): the
+    series say which departments exchange which items, for which purposes, and how
+    often. A refusal is not audited: it decides nothing about anyone's data, and an
+    audit entry per unauthenticated scrape would let anyone write to the log."""
+    if hub.settings.metrics_public:
+        return
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise InvalidToken(
+            "/metrics needs the hub's metrics token:"
+            " send Authorization: Bearer <keys/metrics-token>",
+            token_sent=False,
+        )
+    if not hub.keys.is_metrics_token(token):
+        raise InvalidToken("that is not the hub's metrics token (keys/metrics-token)")
+
+
+MetricsReader = Annotated[None, Depends(metrics_reader)]
+
+
+@router.get(
+    "/metrics",
+    response_class=PlainTextResponse,
+    responses=problems(InvalidToken),
+    openapi_extra={"security": METRICS_SECURITY},
+)
+async def metrics(_: MetricsReader, hub: HubDep) -> Response:
     # every series is listed in docs/operations.md ("Metrics"); no docstring: the
     # OpenAPI document stays as it was
     return Response(await exposition(hub), media_type=CONTENT_TYPE_LATEST)

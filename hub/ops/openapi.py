@@ -62,7 +62,7 @@ from onceonly.hub.people.principal import Forbidden
 SCHEMAS_REF = "#/components/schemas/"
 RESPONSES_REF = "#/components/responses/"
 HEADERS_REF = "#/components/headers/"
-MACHINE_SCHEME, SESSION_SCHEME = "machineClient", "personSession"
+MACHINE_SCHEME, SESSION_SCHEME, METRICS_SCHEME = "machineClient", "personSession", "metricsToken"
 TOKEN_PATH = "/oauth/token"
 
 SECURITY_SCHEMES: dict[str, Any] = {
@@ -97,11 +97,21 @@ SECURITY_SCHEMES: dict[str, Any] = {
             "Machine access tokens are never accepted here."
         ),
     },
+    METRICS_SCHEME: {
+        "type": "http",
+        "scheme": "bearer",
+        "description": (
+            "The operators' Prometheus: the hub's metrics token, `<data_dir>/keys/metrics-token` "
+            "(made by `onceonly keys init`), as `Authorization: Bearer <token>`. A hub "
+            "configured with `metrics_public = true` asks for none (decision 0063)."
+        ),
+    },
 }
 MACHINE: list[dict[str, list[str]]] = [{MACHINE_SCHEME: []}]
 PERSON: list[dict[str, list[str]]] = [{SESSION_SCHEME: []}]
 # The audit reads: anyone; with credentials, a department's client or an auditor.
 ANYONE_OR_SIGNED: list[dict[str, list[str]]] = [{}, *MACHINE, *PERSON]
+METRICS_SECURITY: list[dict[str, list[str]]] = [{METRICS_SCHEME: []}]
 
 # Every route: the middleware refuses a NUL in the URL, a body announced over the
 # limit and header fields over the limit before any route runs (docs/problems.md).

@@ -16,7 +16,6 @@ import threading
 import time
 from collections.abc import Iterator
 
-import httpx
 import pytest
 
 from onceonly.adapters import AsyncHubClient, HubClient, RateLimited, RecordResult, UpstreamError
@@ -114,7 +113,7 @@ def _throttled(world: World) -> float:
     """Token requests the hub refused 429 for a client's budget (the process's count)."""
     return sum(
         float(line.rsplit(" ", 1)[1])
-        for line in httpx.get(f"{world.hub.url}/metrics").text.splitlines()
+        for line in world.hub.metrics().text.splitlines()
         if line.startswith('onceonly_oauth_token_throttled_total{budget="client"')
     )
 

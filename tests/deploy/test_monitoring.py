@@ -166,6 +166,11 @@ def test_promtool_accepts_the_prometheus_configuration(promtool_path: Path, tmp_
         "onceonly-hub",
         "onceonly-adapter",
     }
+    token = tmp_path / "metrics-token"  # the hub's keys/metrics-token, where promtool finds it
+    token.write_text("a-token\n")
+    for job in config["scrape_configs"]:
+        if "authorization" in job:
+            job["authorization"]["credentials_file"] = str(token)
     copy = tmp_path / "prometheus.yml"
     copy.write_text(yaml.safe_dump(config))
 
@@ -173,6 +178,18 @@ def test_promtool_accepts_the_prometheus_configuration(promtool_path: Path, tmp_
 
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert f"SUCCESS: {len(_alerts())} rules found" in checked.stdout
+
+
+def test_the_hub_jobs_send_the_metrics_token_and_the_adapters_none() -> None:
+    """A hub answers /metrics only with keys/metrics-token (decision 0063)."""
+    config = yaml.safe_load(PROMETHEUS.read_text())
+    sent = {job["job_name"]: job.get("authorization") for job in config["scrape_configs"]}
+    hub = {"credentials_file": "/etc/prometheus/onceonly/metrics-token"}
+    assert sent == {
+        "onceonly-hub": hub,
+        "onceonly-hub-kubernetes": hub,
+        "onceonly-adapter": None,
+    }
 
 
 def test_the_hub_job_scrapes_the_replicas_nginx_balances_across() -> None:
@@ -373,7 +390,7 @@ def _make_traffic(world: World) -> None:
 
 
 def test_every_metric_the_alerts_and_dashboard_read_is_exported(world: World) -> None:
-    hub = httpx.get(f"{world.hub.url}/metrics", timeout=10)
+    hub = world.hub.metrics()
     assert hub.status_code == 200
     exported = _exported(hub.text)
     adapter = httpx.get(f"{world.owner_url}/metrics", timeout=10)
@@ -466,7 +483,7 @@ def test_the_shipped_nginx_does_not_serve_the_hubs_metrics(world: World, tmp_pat
         )
     try:
         _listening(placement.listen_port, nginx, tmp_path / "error.log")
-        direct = httpx.get(f"{world.hub.url}/metrics", timeout=10)
+        direct = world.hub.metrics()
         assert "onceonly_http_requests_total" in direct.text  # the replica itself serves it
         _assert_kept_in(placement.listen_port, "127.0.0.1", ca)
     finally:

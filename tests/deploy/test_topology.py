@@ -237,6 +237,7 @@ class Replica:
     name: str
     port: int
     log: IO[bytes]
+    metrics_token: str  # keys/metrics-token, which Prometheus sends (decision 0063)
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -274,7 +275,8 @@ class Replica:
 
     def answered(self) -> int:
         """Record queries this process answered 200: its /metrics, as Prometheus reads them."""
-        metrics = httpx.get(f"{self.url}/metrics", timeout=5).text
+        scraper = {"Authorization": f"Bearer {self.metrics_token}"}
+        metrics = httpx.get(f"{self.url}/metrics", headers=scraper, timeout=5).text
         return sum(
             int(float(line.rsplit(" ", 1)[1]))
             for line in metrics.splitlines()
@@ -422,9 +424,10 @@ def topology(
             name: stack.enter_context((tmp_path / f"{name}.log").open("ab"))
             for name in ("replica-a", "replica-b", *OWNERS, "nginx")
         }
+        scraper = (tmp_path / "hub" / "keys" / "metrics-token").read_text().strip()
         replicas = (
-            Replica("a", placement.replica_ports[0], logs["replica-a"]),
-            Replica("b", placement.replica_ports[1], logs["replica-b"]),
+            Replica("a", placement.replica_ports[0], logs["replica-a"], scraper),
+            Replica("b", placement.replica_ports[1], logs["replica-b"], scraper),
         )
         for replica in replicas:
             replica.start()

@@ -244,7 +244,7 @@ def test_a_hub_whose_postgresql_is_away_answers_503_and_serves_again_once_it_is_
     again = _query(world, access_token(world, DPOP))
     assert again.status_code == 200, again.text
     assert _grants(world.hub).status_code == 200
-    metrics = httpx.get(f"{world.hub.url}/metrics").text
+    metrics = world.hub.metrics().text
     assert (
         'onceonly_http_requests_total{method="POST",route="/v1/items/{item_id}/records/query",'
         'status="503"}' in metrics
@@ -299,7 +299,7 @@ def _database_refusals_counted(hub: RunningHub) -> float:
     series are the process's: every hub of the tests counts into them)."""
     return sum(
         float(line.rsplit(" ", 1)[1])
-        for line in httpx.get(f"{hub.url}/metrics").text.splitlines()
+        for line in hub.metrics().text.splitlines()
         if line.startswith('onceonly_refusals_total{action="test.database"')
         and 'reason="database-unavailable"' in line
     )

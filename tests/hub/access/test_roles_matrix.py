@@ -34,6 +34,7 @@ from tests.hub_testing import (
 NO_ID = "0" * 32
 PUBLIC = "public"
 MACHINE = "machine"
+SCRAPER = "the metrics token"  # keys/metrics-token, Prometheus's (decision 0063)
 ANY_PERSON = frozenset({"administrator", "auditor", "steward"})
 STEWARDS = frozenset({"steward"})
 AUDITORS = frozenset({"auditor"})
@@ -48,7 +49,7 @@ AUDITORS_AND_ADMINISTRATORS = frozenset({"auditor", "administrator"})
 ROUTES: dict[tuple[str, str], str | frozenset[str]] = {
     ("GET", "/healthz"): PUBLIC,
     ("GET", "/readyz"): PUBLIC,
-    ("GET", "/metrics"): PUBLIC,
+    ("GET", "/metrics"): SCRAPER,
     ("POST", "/oauth/token"): MACHINE,
     ("POST", "/oauth/introspect"): MACHINE,
     ("POST", "/oauth/revoke"): MACHINE,

@@ -454,7 +454,7 @@ def test_a_token_request_that_names_no_client_is_answered_and_not_audited(
 
 def unnamed_count(world: TokenWorld, endpoint: str) -> float:
     """The hub's count of OAuth requests that named no client, from /metrics."""
-    text = httpx.get(f"{world.hub.url}/metrics").text
+    text = world.hub.metrics().text
     line = f'onceonly_oauth_unnamed_requests_total{{endpoint="{endpoint}"}} '
     values = [float(row.removeprefix(line)) for row in text.splitlines() if row.startswith(line)]
     return values[0] if values else 0.0

@@ -128,7 +128,7 @@ def statuses(answers: list[httpx.Response]) -> list[int]:
 
 
 def throttled_count(world: LimitWorld, budget: str) -> float:
-    text = httpx.get(f"{world.hub.url}/metrics").text
+    text = world.hub.metrics().text
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             if sample.name == "onceonly_oauth_token_throttled_total" and sample.labels == {

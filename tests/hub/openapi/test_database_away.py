@@ -69,12 +69,17 @@ def _gets_without_path_parameters(document: dict[str, Any]) -> list[str]:
 def _answers_while_away(
     hub: RunningHub, proxy: ProxyThread, paths: list[str]
 ) -> dict[str, httpx.Response]:
-    """Each path's answer to the break-glass administrator, the database away."""
+    """Each path's answer to the break-glass administrator (``/metrics``: to the
+    operators' Prometheus, with the metrics token), the database away."""
     headers = {"Authorization": f"Bearer {hub.keys.admin_token}"}
+    scraper = {"Authorization": f"Bearer {hub.keys.metrics_token}"}
     proxy.away()
     try:
         with httpx.Client(base_url=hub.url, headers=headers, timeout=30) as client:
-            return {path: client.get(path) for path in paths}
+            return {
+                path: client.get(path, headers=scraper if path == "/metrics" else None)
+                for path in paths
+            }
     finally:
         proxy.back()
 

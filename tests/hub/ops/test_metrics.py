@@ -12,7 +12,6 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-import httpx
 import pytest
 from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.parser import text_string_to_metric_families
@@ -42,15 +41,15 @@ from tests.hub.exchange_world import (
     World,
     module_exchange_world,
 )
-from tests.hub_testing import DATABASES, problem_type, wait_until
+from tests.hub_testing import DATABASES, RunningHub, problem_type, wait_until
 
 Series = tuple[str, frozenset[tuple[str, str]]]
 DELIVERIES = "onceonly_event_deliveries_total"
 
 
-def scrape(url: str) -> dict[Series, float]:
+def scrape(hub: RunningHub) -> dict[Series, float]:
     """Every sample of ``/metrics``, by name and labels."""
-    response = httpx.get(f"{url}/metrics")
+    response = hub.metrics()
     assert response.status_code == 200
     samples: dict[Series, float] = {}
     for family in text_string_to_metric_families(response.text):
@@ -88,7 +87,7 @@ def _owner_down(world: World, adapter_url: str) -> None:
 
 
 def test_counts_exchanges_refusals_and_times_by_registered_labels(world: World) -> None:
-    before = scrape(world.hub.url)
+    before = scrape(world.hub)
     with world.client() as client:
         client.fetch(ADDRESS, SUBJECT, purpose=PURPOSE)  # ok
         with pytest.raises(AccessDenied):
@@ -99,7 +98,7 @@ def test_counts_exchanges_refusals_and_times_by_registered_labels(world: World) 
                 client.fetch(ADDRESS, SUBJECT, purpose=PURPOSE)  # the owner fails
         finally:
             _owner_down(world, world.owner_url)
-    after = scrape(world.hub.url)
+    after = scrape(world.hub)
 
     exchange = {"item": ADDRESS, "consumer": CONSUMER, "owner": OWNER, "purpose": PURPOSE}
     assert grown(before, after, "onceonly_exchanges_total", **exchange, outcome="ok") == 1
@@ -118,10 +117,10 @@ def test_counts_exchanges_refusals_and_times_by_registered_labels(world: World) 
 
 
 def test_a_refusal_before_the_client_is_known_has_no_consumer(world: World) -> None:
-    before = scrape(world.hub.url)
+    before = scrape(world.hub)
     response = query(world, ADDRESS, None)
     assert problem_type(response) == "invalid-token"
-    after = scrape(world.hub.url)
+    after = scrape(world.hub)
     refusal = {"action": "record.query", "reason": "invalid-token", "item": "-", "consumer": "-"}
     assert grown(before, after, "onceonly_refusals_total", **refusal) == 1
 
@@ -129,12 +128,12 @@ def test_a_refusal_before_the_client_is_known_has_no_consumer(world: World) -> N
 def test_unregistered_item_ids_add_no_series(world: World) -> None:
     token = token_for(world)
     assert problem_type(query(world, typed_item_id(), token)) == "unknown-item"
-    before = scrape(world.hub.url)
+    before = scrape(world.hub)
     typed = [typed_item_id() for _ in range(20)]
     for item in typed:
         assert problem_type(query(world, item, token)) == "unknown-item"
-    text = httpx.get(f"{world.hub.url}/metrics").text
-    after = scrape(world.hub.url)
+    text = world.hub.metrics().text
+    after = scrape(world.hub)
 
     assert not [item for item in typed if item in text]
     moving = {"onceonly_checkpoint_age_seconds"}  # may first appear meanwhile
@@ -153,7 +152,7 @@ def test_unregistered_item_ids_add_no_series(world: World) -> None:
 def test_audit_writer_and_log_are_read_at_scrape(world: World) -> None:
     with world.client() as client:
         receipt = client.fetch(ADDRESS, SUBJECT, purpose=PURPOSE).receipt
-    samples = scrape(world.hub.url)
+    samples = scrape(world.hub)
     assert value(samples, "onceonly_audit_writer_up") == 1
     assert value(samples, "onceonly_audit_queue_entries") == 0
     assert value(samples, "onceonly_audit_commit_lag_seconds") == 0
@@ -184,7 +183,7 @@ def decisions(database_url: str, tmp_path: Path, clock: ManualClock) -> Iterator
 
 
 def test_decision_times_and_pending_requests(decisions: AccessWorld, clock: ManualClock) -> None:
-    before = scrape(decisions.url)
+    before = scrape(decisions.world.hub)
     on_time = decisions.pending(purpose="benefit-eligibility")
     late = decisions.pending(purpose="housing-benefit")
     waiting = decisions.pending(purpose="child-benefit")
@@ -195,7 +194,7 @@ def test_decision_times_and_pending_requests(decisions: AccessWorld, clock: Manu
 
     clock.advance(1800)
     assert owner.act(on_time, "approve", {}).status_code == 200
-    samples = scrape(decisions.url)
+    samples = scrape(decisions.world.hub)
     assert value(samples, "onceonly_access_requests_pending", owner=OWNER) == 2
     assert value(samples, "onceonly_access_requests_overdue", owner=OWNER) == 0
     assert value(samples, "onceonly_access_requests_pending", owner=CONSUMER) == 0
@@ -203,7 +202,7 @@ def test_decision_times_and_pending_requests(decisions: AccessWorld, clock: Manu
     clock.advance((due - clock.now()).total_seconds() + 86400)  # a day after the deadline
     owner = Person(decisions.url, sign_in(decisions.url, "rita.registry"))  # days later
     assert owner.act(late, "refuse", {"reason": "not needed"}).status_code == 200, late
-    after = scrape(decisions.url)
+    after = scrape(decisions.world.hub)
 
     assert value(after, "onceonly_access_requests_pending", owner=OWNER) == 1  # `waiting`
     assert value(after, "onceonly_access_requests_overdue", owner=OWNER) == 1
@@ -262,7 +261,7 @@ def test_counts_delivery_attempts_retries_and_dead_letters(
     settings = {**FAST_RETRIES, "event_max_attempts": 3}
     labels = {"item": ADDRESS, "subscriber": CONSUMER}
     with event_world(database_url, tmp_path, **settings) as world:
-        before = scrape(world.hub.url)
+        before = scrape(world.hub)
         point_subscriber(world, "http://127.0.0.1:9")  # nothing listens there
         world.subscribe()
         world.publish()
@@ -274,8 +273,8 @@ def test_counts_delivery_attempts_retries_and_dead_letters(
                 admin.replay_delivery(dead["id"])
                 wait_until(lambda: len(world.received) == 1)
         delivered = {**labels, "outcome": "delivered"}  # counted once settled, just after
-        wait_until(lambda: grown(before, scrape(world.hub.url), DELIVERIES, **delivered) == 1)
-        after = scrape(world.hub.url)
+        wait_until(lambda: grown(before, scrape(world.hub), DELIVERIES, **delivered) == 1)
+        after = scrape(world.hub)
 
     assert grown(before, after, DELIVERIES, **labels, outcome="failed") == 3
     assert grown(before, after, "onceonly_event_retries_total", **labels) == 2

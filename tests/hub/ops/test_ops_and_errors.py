@@ -37,7 +37,7 @@ def test_health_readiness_and_metrics(shared_hub: RunningHub) -> None:
     hub = shared_hub
     assert httpx.get(f"{hub.url}/healthz").json() == {"status": "ok"}
     assert httpx.get(f"{hub.url}/readyz").json() == {"status": "ready"}
-    metrics = httpx.get(f"{hub.url}/metrics")
+    metrics = hub.metrics()
     assert metrics.status_code == 200
     assert "onceonly_http_requests_total" in metrics.text
 

@@ -266,7 +266,7 @@ def _play_requests(world: World, database_url: str, sam: str, rita: str, start: 
 
 
 def _scrape(world: World) -> str:
-    return httpx.get(f"{world.hub.url}/metrics").text
+    return world.hub.metrics().text
 
 
 @pytest.fixture(scope="module", params=DATABASES)
