@@ -52,7 +52,6 @@ from onceonly.hub.audit import leaves
 from onceonly.hub.cli.admin_client import AdminClient, AdminError
 from onceonly.hub.cli.common import catalogue_dir
 from onceonly.hub.cli.servers import loopback_socket, serve_in_thread, url_of
-from onceonly.hub.cli.session import break_glass_token
 from onceonly.hub.config import Settings
 from onceonly.hub.keys import HubKeys
 from onceonly.hub.kit import base64url, logs
@@ -65,6 +64,7 @@ IDENTITY, ADDRESS, INCOME = (
     "tax.annual-income-statement",
 )
 PURPOSE = "benefit-eligibility"
+DEMO_HUB_URL_FILE = "url"  # in the demo hub's data directory: the URL it serves at
 DEPARTMENT_ITEMS = {CIVIL: [IDENTITY, ADDRESS], TAX: [INCOME], WELFARE: []}
 # Social welfare names the address fields it needs (personal fields are granted only
 # when named); the civil registry approves them without the date of registration.
@@ -510,41 +510,31 @@ def _audit(
 
 
 def _admin_token(hub_url: str, root: Path, *, own_hub: bool) -> str:
-    """The break-glass token: the demo's own hub's; for a running hub (``--hub``), the
-    first that the hub accepts of $ONCEONLY_ADMIN_TOKEN, a kept demo hub's and the local
-    hub's (a finished demo leaves its token behind, which another hub refuses)."""
-    demo_token = root / "hub" / "keys" / "admin-token"
+    """The break-glass token: the demo's own hub's; for a running hub (``--hub``),
+    $ONCEONLY_ADMIN_TOKEN, else the token of the hub known to be at that URL: a kept
+    demo's (its data directory names its URL) or the local hub's (its issuer). A token
+    is never sent to a URL it is not known to belong to: a finished demo's, or the local
+    hub's for another address, would be refused there, or handed to whoever answers."""
+    demo_keys = root / "hub" / "keys"
     if own_hub:
-        return demo_token.read_text().strip()
-    candidates = {
-        "$ONCEONLY_ADMIN_TOKEN": os.environ.get("ONCEONLY_ADMIN_TOKEN"),
-        str(demo_token): demo_token.read_text().strip() if demo_token.is_file() else None,
-        "the local hub's keys/admin-token": break_glass_token(),
-    }
-    tried: dict[str, str] = {}  # token: where it was found
-    for source, token in candidates.items():
-        if not token or token in tried:
-            continue
-        if _accepted(hub_url, token):
-            return token
-        tried[token] = source
-    names = ", ".join(tried.values()) or "none found"
+        return (demo_keys / "admin-token").read_text().strip()
+    named = os.environ.get("ONCEONLY_ADMIN_TOKEN")
+    if named:
+        return named
+    wanted = hub_url.rstrip("/")
+    kept_url = root / "hub" / DEMO_HUB_URL_FILE
+    if kept_url.is_file() and kept_url.read_text().strip().rstrip("/") == wanted:
+        return (demo_keys / "admin-token").read_text().strip()
+    from onceonly.hub.cli.startup import load_settings
+
+    local = load_settings()
+    local_token = local.keys_dir / "admin-token"
+    if local.issuer.rstrip("/") == wanted and local_token.is_file():
+        return local_token.read_text().strip()
     raise SystemExit(
-        f"no break-glass token that {hub_url} accepts (tried: {names}): set"
-        " ONCEONLY_ADMIN_TOKEN to that hub's keys/admin-token"
+        f"no break-glass token is known to belong to {hub_url} (the local hub's issuer is"
+        f" {local.issuer}): set ONCEONLY_ADMIN_TOKEN to that hub's keys/admin-token"
     )
-
-
-def _accepted(hub_url: str, token: str) -> bool:
-    """Whether ``hub_url`` takes ``token`` as someone's (anything but 401)."""
-    try:
-        with AdminClient(hub_url, token) as admin:
-            admin.call("GET", "/v1/people/me")
-    except AdminError as refused:
-        return refused.status != 401
-    except httpx.HTTPError:
-        return True  # not known: the story's first step says what is wrong
-    return True
 
 
 def _wait_for_signal() -> None:
@@ -642,7 +632,9 @@ def _start_hub(stack: ExitStack, root: Path) -> str:
         password_memory_kib=64,
     )
     keys = HubKeys.load(settings.keys_dir, create=True)
-    return stack.enter_context(serve_in_thread(create_app(settings, keys=keys), sock))
+    url = stack.enter_context(serve_in_thread(create_app(settings, keys=keys), sock))
+    (settings.data_dir / DEMO_HUB_URL_FILE).write_text(url + "\n")  # whose token it is
+    return url
 
 
 def _summarize(story: Story, out: TextIO) -> None:

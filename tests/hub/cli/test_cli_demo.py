@@ -48,34 +48,46 @@ def hub(database_url: str, tmp_path: Path) -> Iterator[RunningHub]:
         yield running
 
 
-def test_demo_against_a_running_hub_takes_the_token_it_accepts(
+def test_demo_against_a_running_hub_takes_the_token_that_belongs_to_it(
     hub: RunningHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """``demo --hub``: a finished demo's token left in its data directory, or a stale
-    $ONCEONLY_ADMIN_TOKEN, is refused by another hub; the demo goes on to the next one
-    (before: it took the first it found, and every step was refused 401)."""
+    """``demo --hub``: a finished demo's token is left in its data directory with the
+    URL its hub served at; it is taken only for that URL. The local hub's token only for
+    the local hub's issuer (before: the demo's token was taken whatever the URL, and
+    every step was refused 401)."""
     stale = tmp_path / "demo"
     (stale / "hub" / "keys").mkdir(parents=True)
     (stale / "hub" / "keys" / "admin-token").write_text("a-finished-demos-token\n")
+    (stale / "hub" / demo.DEMO_HUB_URL_FILE).write_text("http://127.0.0.1:1\n")
     local = tmp_path / "local"
     (local / "keys").mkdir(parents=True)
     (local / "keys" / "admin-token").write_text(hub.keys.admin_token + "\n")
     monkeypatch.setenv("ONCEONLY_DATA_DIR", str(local))
+    monkeypatch.setenv("ONCEONLY_ISSUER", hub.url)
     monkeypatch.delenv("ONCEONLY_ADMIN_TOKEN", raising=False)
     assert demo._admin_token(hub.url, stale, own_hub=False) == hub.keys.admin_token
 
-    monkeypatch.setenv("ONCEONLY_ADMIN_TOKEN", "a-stale-token")
-    (stale / "hub" / "keys" / "admin-token").write_text(hub.keys.admin_token + "\n")
-    assert demo._admin_token(hub.url, stale, own_hub=False) == hub.keys.admin_token
+    (stale / "hub" / demo.DEMO_HUB_URL_FILE).write_text(hub.url + "\n")
+    assert demo._admin_token(hub.url, stale, own_hub=False) == "a-finished-demos-token"
+
+    monkeypatch.setenv("ONCEONLY_ADMIN_TOKEN", "named-by-the-operator")
+    assert demo._admin_token(hub.url, stale, own_hub=False) == "named-by-the-operator"
 
 
-def test_demo_against_a_running_hub_names_the_tokens_it_refused(
-    hub: RunningHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_demo_against_an_unknown_url_sends_no_token_and_says_what_to_set(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("ONCEONLY_DATA_DIR", str(tmp_path / "nothing-here"))
-    monkeypatch.setenv("ONCEONLY_ADMIN_TOKEN", "a-stale-token")
+    """A token goes only to the hub it belongs to: for any other --hub URL the demo stops
+    before sending one (a hostile review: probing sent every token found on the machine
+    to whatever answered 401)."""
+    local = tmp_path / "local"
+    (local / "keys").mkdir(parents=True)
+    (local / "keys" / "admin-token").write_text("the-local-hubs-token\n")
+    monkeypatch.setenv("ONCEONLY_DATA_DIR", str(local))
+    monkeypatch.setenv("ONCEONLY_ISSUER", "http://127.0.0.1:8000")
+    monkeypatch.delenv("ONCEONLY_ADMIN_TOKEN", raising=False)
     with pytest.raises(SystemExit) as refused:
-        demo._admin_token(hub.url, tmp_path / "no-demo", own_hub=False)
+        demo._admin_token("http://attacker.example:8000", tmp_path / "no-demo", own_hub=False)
     message = str(refused.value)
-    assert "tried: $ONCEONLY_ADMIN_TOKEN" in message
-    assert "a-stale-token" not in message  # a token is never printed
+    assert "set ONCEONLY_ADMIN_TOKEN" in message
+    assert "the-local-hubs-token" not in message
