@@ -175,6 +175,20 @@ class Settings(BaseSettings):
         description="Failed sign-ins from one address within the window",
     )
     sign_in_window: int = Field(default=900, ge=10, le=86400, description="Seconds")
+    password_checks_at_once: int = Field(
+        default=2,
+        ge=1,
+        le=64,
+        description="Password checks (argon2id) one hub process runs at once, on threads of"
+        " their own (decision 0063)",
+    )
+    password_checks_waiting: int = Field(
+        default=8,
+        ge=0,
+        le=1000,
+        description="Sign-ins (and password confirmations) that may wait for a password check"
+        " in one process; beyond, 429 sign-in-throttled (decision 0063)",
+    )
     # RFC 9106 §4, second recommended option (argon2id, t=3, m=64 MiB): production's floor.
     password_time_cost: int = Field(
         default=3, ge=1, le=20, description="argon2id passes over memory for a password hash"

@@ -10,7 +10,6 @@ revocation, metadata, and a client's own keys.
   department's tokens only.
 """
 
-import ipaddress
 import math
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -53,7 +52,7 @@ from onceonly.hub.keys import HubKeys, KeyLabel
 from onceonly.hub.kit.clock import Clock, aware, rfc3339_ms
 from onceonly.hub.kit.jws import peek_header_and_claims
 from onceonly.hub.kit.problems import HubError
-from onceonly.hub.kit.rate_limit import TokenBuckets
+from onceonly.hub.kit.rate_limit import IPV6_NETWORK_SHARES, TokenBuckets, ipv6_networks
 from onceonly.hub.metrics import TOKEN_REQUESTS_THROTTLED
 from onceonly.hub.registry import jwks as jwks_rules
 from onceonly.hub.registry import repository as registry
@@ -256,11 +255,6 @@ def dpop_nonce_header(settings: Settings, keys: HubKeys, *, clock: Clock) -> dic
 
 # One audited refusal per address in this many seconds; the metric counts every one.
 THROTTLE_AUDIT_EVERY = 60.0
-# An IPv6 source counts as its /64 (people.service.source_of: one host), and its /56
-# (a home or small site) and /48 (a site) have budgets of their own, these many times
-# an address's: a /48, which a tunnel broker hands out for free, has 16 times the
-# budget of one IPv4 address for its refused requests, not 65,536 times.
-IPV6_NETWORK_SHARES = {56: 4, 48: 16}
 _THROTTLED = {budget: TOKEN_REQUESTS_THROTTLED.labels(budget) for budget in ("client", "address")}
 
 
@@ -329,15 +323,8 @@ class TokenLimits:
         """The budgets a request from ``source`` (``people.service.source_of``) spends:
         its address's, and for an IPv6 /64 its /56's and its /48's."""
         budgets = [(self.refused, source, "this address")]
-        try:
-            network = ipaddress.ip_network(source)
-        except ValueError:
-            return budgets
-        if network.version == 6 and network.prefixlen == 64:
-            budgets += [
-                (buckets, str(network.supernet(new_prefix=prefix)), f"this address's /{prefix}")
-                for prefix, buckets in self.networks.items()
-            ]
+        for prefix, network in ipv6_networks(source):
+            budgets.append((self.networks[prefix], network, f"this address's /{prefix}"))
         return budgets
 
 

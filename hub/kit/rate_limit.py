@@ -17,6 +17,7 @@ lock: one event loop (or one thread) uses it. Time is given by the caller (``now
 seconds on a monotonic clock).
 """
 
+import ipaddress
 import math
 from collections import OrderedDict
 from collections.abc import Hashable
@@ -137,6 +138,27 @@ class TokenBuckets(Generic[K]):
             self._buckets.move_to_end(key)  # looked at later again, after the others
             soonest = min(soonest, missing / self._per_second)
         return soonest
+
+
+# An IPv6 source counts as its /64 (one host commonly holds a whole /64), and its /56
+# (a home or small site) and /48 (a site) have budgets of their own, these many times
+# a source's: a /48, which a tunnel broker hands out for free, has 16 times the budget
+# of one IPv4 address, not 65,536 times (decision 0051). The OAuth endpoints' budgets
+# and the sign-in throttle's counts (decision 0063) both use them.
+IPV6_NETWORK_SHARES = {56: 4, 48: 16}
+
+
+def ipv6_networks(source: str) -> list[tuple[int, str]]:
+    """The wider networks that have budgets of their own beside ``source``'s, by prefix
+    length (their shares: :data:`IPV6_NETWORK_SHARES`): for an IPv6 /64 (as
+    ``"2001:db8:1:2::/64"``), its /56 and its /48; for anything else, none."""
+    try:
+        network = ipaddress.ip_network(source)
+    except ValueError:
+        return []
+    if network.version != 6 or network.prefixlen != 64:
+        return []
+    return [(prefix, str(network.supernet(new_prefix=prefix))) for prefix in IPV6_NETWORK_SHARES]
 
 
 def retry_after(wait: float) -> int:

@@ -11,14 +11,22 @@ which root sealed them; :func:`reseal_totp_secrets` moves every one that another
 """
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import ipaddress
 import logging
 import math
+import os
 import secrets
+import sys
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from types import TracebackType
+from typing import Any, TypeVar
 
 from cryptography.exceptions import InvalidTag
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
@@ -30,6 +38,7 @@ from onceonly.hub.keys import HubKeys, KeyLabel
 from onceonly.hub.kit.clock import Clock, aware
 from onceonly.hub.kit.derivation import Root, UnknownRoot
 from onceonly.hub.kit.problems import InvalidRequest
+from onceonly.hub.kit.rate_limit import IPV6_NETWORK_SHARES, ipv6_networks
 from onceonly.hub.people import credentials, repository
 from onceonly.hub.people.exceptions import (
     PersonConflict,
@@ -105,6 +114,124 @@ def _person_out(person: Person, roles: list[PersonRole]) -> PersonOut:
     )
 
 
+# --- password checks (decision 0063) -----------------------------------------------
+
+T = TypeVar("T")
+# How long an attempt refused for want of a password check is asked to wait: a check
+# takes a fifth of a second, so the queue has moved on by then.
+BUSY_RETRY_AFTER = 1
+
+
+class PasswordChecks:
+    """The password hashing (argon2id: 64 MiB and a fifth of a second of CPU each) of
+    one hub process: at most ``at_once`` at a time, on threads of their own, so that a
+    flood of sign-ins neither takes the event loop's default threads (which others
+    share) nor the memory of a hash per attempt; and at most ``at_once + waiting``
+    attempts admitted at once (:meth:`admit`), beyond which an attempt is refused
+    ``429 sign-in-throttled`` at once, before it touches the database. Thread-safe: the
+    hubs of one process (tests) share it (:func:`password_checks`).
+    """
+
+    def __init__(self, *, at_once: int, waiting: int) -> None:
+        self._threads = ThreadPoolExecutor(
+            max_workers=at_once, thread_name_prefix="password", initializer=_yield_the_cpu
+        )
+        self._capacity = at_once + waiting
+        self._admitted = 0
+        self._lock = threading.Lock()
+
+    @property
+    def admitted(self) -> int:
+        return self._admitted
+
+    def admit(self) -> "PasswordCheck":
+        """An attempt may go on (counted, and its password checked in turn), or is
+        refused ``429 sign-in-throttled`` with ``Retry-After``: too many are admitted."""
+        with self._lock:
+            if self._admitted >= self._capacity:
+                raise SignInThrottled(
+                    "too many sign-ins are being checked at once;"
+                    f" try again in {BUSY_RETRY_AFTER} seconds",
+                    headers={"Retry-After": str(BUSY_RETRY_AFTER)},
+                )
+            self._admitted += 1
+        return PasswordCheck(self)
+
+    def release(self) -> None:
+        with self._lock:
+            self._admitted -= 1
+
+    async def run(self, function: Callable[..., T], *args: object) -> T:
+        """``function(*args)`` on the password threads (a hash to store: not admitted,
+        since only a signed-in person or an administrator makes one)."""
+        return await asyncio.wrap_future(self._threads.submit(function, *args))
+
+    def submit(self, function: Callable[..., T], *args: object) -> "Future[T]":
+        return self._threads.submit(function, *args)
+
+
+# The password threads' niceness: the CPU goes to the event loop (every other request)
+# first; a hash's own threads (argon2id's lanes) inherit it.
+PASSWORD_NICENESS = 10
+
+
+def _yield_the_cpu() -> None:
+    """Lower the calling thread's CPU priority (Linux: niceness is per thread); a sign-in
+    waits a little longer for a busy CPU, an exchange does not wait for sign-ins."""
+    if sys.platform == "linux":
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), PASSWORD_NICENESS)
+
+
+class PasswordCheck:
+    """One admitted attempt (a context manager). Its admission ends when the attempt
+    does, or, if its check is still running then (the request was cancelled), when the
+    check's thread is done with it: a cancelled request frees no thread early."""
+
+    def __init__(self, checks: PasswordChecks) -> None:
+        self._checks = checks
+        self._running: Future[Any] | None = None
+
+    async def verify(self, stored: str | None, password: str) -> bool:
+        return await self.run(credentials.verify_password, stored, password)
+
+    async def run(self, function: Callable[..., T], *args: object) -> T:
+        """``function(*args)`` on the password threads, for this attempt."""
+        self._running = running = self._checks.submit(function, *args)
+        return await asyncio.wrap_future(running)
+
+    def __enter__(self) -> "PasswordCheck":
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        running = self._running
+        if running is None or running.done():
+            self._checks.release()
+        else:
+            running.add_done_callback(lambda _: self._checks.release())
+
+
+_CHECKS: dict[tuple[int, int], PasswordChecks] = {}
+_CHECKS_LOCK = threading.Lock()
+
+
+def password_checks(settings: Settings) -> PasswordChecks:
+    """This process's :class:`PasswordChecks` for ``password_checks_at_once`` and
+    ``password_checks_waiting``: one per process (per pair of settings), whichever hub
+    of the process asks."""
+    bound = (settings.password_checks_at_once, settings.password_checks_waiting)
+    with _CHECKS_LOCK:
+        checks = _CHECKS.get(bound)
+        if checks is None:
+            checks = _CHECKS[bound] = PasswordChecks(at_once=bound[0], waiting=bound[1])
+        return checks
+
+
 # --- sign-in -----------------------------------------------------------------------
 
 
@@ -124,12 +251,14 @@ ACCOUNT_SOURCES = 10
 @dataclass(frozen=True)
 class Attempt:
     """One attempt, counted as a failure before its password is checked, under these
-    keys: the account from this source (``pair``), the source (``address``), and the
-    account (``account``, None when the source had used up its allowance already)."""
+    keys: the account from this source (``pair``), the source (``address``), the
+    account (``account``, None when the source had used up its allowance already), and
+    for an IPv6 source its /56 and /48 (``networks``)."""
 
     pair: str
     address: str
     account: str | None
+    networks: tuple[str, ...] = ()
 
 
 def throttle_wait(
@@ -149,7 +278,8 @@ def throttle_wait(
 
 def source_of(address: str) -> str:
     """The source the throttle counts: an IPv4 address, or an IPv6 address's /64 (one
-    host commonly holds a whole /64); anything else as it is."""
+    host commonly holds a whole /64); anything else as it is. An IPv6 /64's /56 and /48
+    are counted too (``kit.rate_limit.ipv6_networks``)."""
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:
@@ -160,12 +290,17 @@ def source_of(address: str) -> str:
 
 
 def _attempt_keys(keys: HubKeys, *, username: str, address: str) -> dict[str, str]:
+    """The keys of the counts an attempt is under, by kind: the kinds of
+    :func:`_allowances`, an IPv6 source's networks (``/56``, ``/48``) only for one."""
     source = source_of(address)
-    return {
+    named = {
         "pair": _failure_key(keys, "account-source", f"{username}\0{source}"),
         "account": _failure_key(keys, "account", username),
         "address": _failure_key(keys, "address", source),
     }
+    for prefix, network in ipv6_networks(source):
+        named[f"/{prefix}"] = _failure_key(keys, "network", network)
+    return named
 
 
 async def _count_attempt(
@@ -210,10 +345,15 @@ async def _count_attempt(
 
 
 def _allowances(settings: Settings) -> dict[str, int]:
+    """The free failures of each count; an IPv6 /56 and /48 have 4 and 16 times a
+    source's, for all their /64s together (as the OAuth endpoints' budgets, decision
+    0051): a /48 holder gets 16 sources' guesses, not 65,536."""
+    address = settings.sign_in_address_max_failures
     return {
         "pair": settings.sign_in_max_failures,
         "account": ACCOUNT_SOURCES * settings.sign_in_max_failures,
-        "address": settings.sign_in_address_max_failures,
+        "address": address,
+        **{f"/{prefix}": address * share for prefix, share in IPV6_NETWORK_SHARES.items()},
     }
 
 
@@ -225,14 +365,15 @@ def _longest_wait(
     now: datetime,
 ) -> int:
     """Seconds the attempt must wait: the longest that any of its counts asks."""
+    allowances = _allowances(settings)
     return max(
         throttle_wait(
-            *counts.get(named[kind], (0, None)),
-            allowance=allowance,
+            *counts.get(key, (0, None)),
+            allowance=allowances[kind],
             now=now,
             max_delay=settings.sign_in_window // 2,
         )
-        for kind, allowance in _allowances(settings).items()
+        for kind, key in named.items()
     )
 
 
@@ -246,11 +387,13 @@ def _attempt(
         pair=named["pair"],
         address=named["address"],
         account=named["account"] if within else None,
+        networks=tuple(key for kind, key in named.items() if kind.startswith("/")),
     )
 
 
 def _counted(attempt: Attempt) -> list[str]:
-    return [attempt.pair, attempt.address] + ([attempt.account] if attempt.account else [])
+    account = [attempt.account] if attempt.account else []
+    return [attempt.pair, attempt.address, *account, *attempt.networks]
 
 
 async def _take_back(conn: AsyncConnection, attempt: Attempt) -> None:
@@ -277,19 +420,21 @@ async def sign_in(
     Every attempt is counted as a failure (:func:`_count_attempt`, in a transaction of
     its own so that the refusal does not roll it back) before the password is checked,
     and a success takes its count back; failures are audited. An attempt that must
-    wait is answered 429 without looking at the password. The password hash is
-    checked off the event loop (argon2id takes a fifth of a second by design).
+    wait is answered 429 without looking at the password. So is one that finds too many
+    others admitted (:class:`PasswordChecks`), before anything else: it is not counted.
+    The password hash is checked on the password threads (argon2id takes a fifth of a
+    second and 64 MiB by design).
     """
     username = body.username.strip().lower()
-    attempt = await _count_attempt(
-        engine, keys=keys, settings=settings, username=username, address=address, clock=clock
-    )
-    async with sessions() as session:
-        person = await repository.person_by_username(session, username)
-    if person is not None:
-        scope.note(person=person.username)
-    stored = person.password_hash if person is not None else None
-    ok = await asyncio.to_thread(credentials.verify_password, stored, body.password)
+    with password_checks(settings).admit() as check:
+        attempt = await _count_attempt(
+            engine, keys=keys, settings=settings, username=username, address=address, clock=clock
+        )
+        async with sessions() as session:
+            person = await repository.person_by_username(session, username)
+        if person is not None:
+            scope.note(person=person.username)
+        ok = await check.verify(person.password_hash if person is not None else None, body.password)
     step = _second_factor(person, body.totp, keys=keys, clock=clock) if person is not None else None
     if person is None or not ok or person.status != "active" or step is False:
         raise SignInFailed("the username, password or one-time code is not right")
@@ -393,11 +538,17 @@ async def _verify_own_password(
     """
     if person.password_hash is None:
         raise PersonConflict("this account has no password; it signs in with OpenID Connect")
-    attempt = await _count_attempt(
-        engine, keys=keys, settings=settings, username=person.username, address=address, clock=clock
-    )
-    if not await asyncio.to_thread(credentials.verify_password, person.password_hash, password):
-        raise SignInFailed("the password is not right")
+    with password_checks(settings).admit() as check:
+        attempt = await _count_attempt(
+            engine,
+            keys=keys,
+            settings=settings,
+            username=person.username,
+            address=address,
+            clock=clock,
+        )
+        if not await check.verify(person.password_hash, password):
+            raise SignInFailed("the password is not right")
     return attempt
 
 
@@ -430,7 +581,7 @@ async def change_password(
         address=address,
         clock=clock,
     )
-    new_hash = await asyncio.to_thread(credentials.hash_password, body.new_password)
+    new_hash = await password_checks(settings).run(credentials.hash_password, body.new_password)
     async with sessions() as session:
         connection = await session.connection(execution_options={WRITE_OPTION: True})
         verified, person = person.password_hash, await _own_account(session, principal)
@@ -656,7 +807,9 @@ async def put_person(
         session.add(person)
     if body.password is not None:
         _require_good_password(body.password, username=username)
-        person.password_hash = await asyncio.to_thread(credentials.hash_password, body.password)
+        person.password_hash = await password_checks(settings).run(
+            credentials.hash_password, body.password
+        )
     if body.oidc_subject is not None:
         issuer = settings.oidc_issuer
         if issuer is None:

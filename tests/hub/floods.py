@@ -18,9 +18,15 @@ class Flood:
     bystander_waited: float  # seconds
 
 
-def flood(hub_url: str, send: Send, count: int) -> Flood:
+def flood(
+    hub_url: str,
+    send: Send,
+    count: int,
+    *,
+    bystander: Callable[[httpx.AsyncClient], Awaitable[httpx.Response]] | None = None,
+) -> Flood:
     """``send(http, n)`` for n in range(count), all at once; 0.2 s later, a bystander's
-    ``GET /v1/items``; then every answer."""
+    request (``bystander(http)``; by default ``GET /v1/items``); then every answer."""
 
     async def run() -> Flood:
         limits = httpx.Limits(max_connections=count + 10)
@@ -28,12 +34,10 @@ def flood(hub_url: str, send: Send, count: int) -> Flood:
             sent = [asyncio.ensure_future(send(http, n)) for n in range(count)]
             await asyncio.sleep(0.2)
             started = time.monotonic()
-            bystander = await http.get(f"{hub_url}/v1/items")
+            answer = await (bystander(http) if bystander else http.get(f"{hub_url}/v1/items"))
             waited = time.monotonic() - started
             answers = await asyncio.gather(*sent)
         codes = [answer.status_code for answer in answers]
-        return Flood(
-            {code: codes.count(code) for code in set(codes)}, bystander.status_code, waited
-        )
+        return Flood({code: codes.count(code) for code in set(codes)}, answer.status_code, waited)
 
     return asyncio.run(run())
