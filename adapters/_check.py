@@ -11,16 +11,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
 
 from ._config import AdapterConfig, ItemSettings
 from ._errors import ConfigError, NotFound, OnceonlyError
 from ._hubkeys import HubDirectory
 from ._keys import load_or_create_key
-from ._sources import ProbedSource, close_sources
+from ._sources import InvalidSourceRecord, ProbedSource, SourceMisconfigured, close_sources
 from ._store import RecordStore
 
-__all__ = ["CheckResult", "first_difference", "run_checks"]
+__all__ = ["CheckResult", "check_at_start", "first_difference", "run_checks"]
+
+# How long start-up waits for one source's probe before it goes on, with a warning
+_START_PROBE_SECONDS = 10.0
 
 
 @dataclass(frozen=True)
@@ -51,6 +55,68 @@ async def run_checks(config: AdapterConfig, *, http: httpx.AsyncClient) -> list[
             results.append(await _check_source(item, settings, store=store))
             results.append(await _check_schema(item, settings, directory=directory))
     return results
+
+
+async def check_at_start(config: AdapterConfig, *, http: httpx.AsyncClient) -> list[str]:
+    """What ``onceonly adapter serve`` checks before it serves (decision 0061), without
+    waiting on other systems: each source that can be probed is (an SQL query run with
+    a made-up subject, its mapped columns present; a REST system's base URL), and each
+    item is looked up in the hub's registry when the hub answers.
+
+    :returns: warnings, one per system that could not be reached (the adapter serves
+        anyway; ``/readyz`` answers 503 while they stay away).
+    :raises ConfigError: a mistake: a query the database refuses, a mapped column the
+        query does not return, an item the hub's registry does not know.
+    """
+    mistakes: list[str] = []
+    warnings: list[str] = []
+    with RecordStore(config.store_path) as store:
+        sources = config.open_sources(store=store)
+        try:
+            for item, source in sources.items():
+                if isinstance(source, ProbedSource):
+                    await _probe_at_start(item, source, mistakes=mistakes, warnings=warnings)
+        finally:
+            await close_sources(sources.values())
+    await _items_at_start(config, http=http, mistakes=mistakes, warnings=warnings)
+    if mistakes:
+        raise ConfigError("; ".join(mistakes))
+    return warnings
+
+
+async def _probe_at_start(
+    item: str, source: ProbedSource, *, mistakes: list[str], warnings: list[str]
+) -> None:
+    where = f'items."{item}"'
+    try:
+        with anyio.fail_after(_START_PROBE_SECONDS):
+            await source.probe(item)
+    except (SourceMisconfigured, InvalidSourceRecord) as error:
+        mistakes.append(f"{where}: {error.detail}")
+    except TimeoutError:
+        warnings.append(f"{where}: the source did not answer in {_START_PROBE_SECONDS:g} s")
+    except OnceonlyError as error:
+        warnings.append(f"{where}: {error.detail}")
+    except Exception as error:  # a department's own source may raise anything
+        warnings.append(f"{where}: the source's probe raised {type(error).__name__}")
+
+
+async def _items_at_start(
+    config: AdapterConfig, *, http: httpx.AsyncClient, mistakes: list[str], warnings: list[str]
+) -> None:
+    directory = HubDirectory(config.hub_url, http=http)
+    try:
+        await directory.issuer()
+    except OnceonlyError as error:
+        warnings.append(f"the hub {config.hub_url} cannot be reached ({error.detail})")
+        return
+    for item in config.items:
+        try:
+            await directory.latest_version(item)
+        except NotFound:
+            mistakes.append(f'items."{item}": the hub\'s registry has no such item')
+        except OnceonlyError as error:
+            warnings.append(f'items."{item}": not checked at the hub ({error.detail})')
 
 
 async def _check_hub(config: AdapterConfig, directory: HubDirectory) -> CheckResult:

@@ -4,6 +4,7 @@ the issuer (RFC 8414 metadata), the signing keys (JWKS) and item schemas."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable
 from typing import Any
@@ -24,6 +25,11 @@ _JWKS_REFRESH_INTERVAL = 2.0
 # Keys are refetched at this age in any case: a hub publishes a new signing key long
 # before it signs with it (docs/decisions/0010), so the adapter knows it in time.
 _JWKS_MAX_AGE = 60.0
+# Keys the hub could not confirm for this long are no longer trusted (decision 0061): a
+# key the hub withdrew must stop holding even while its JWKS cannot be fetched.
+JWKS_MAX_STALENESS = 24 * 3600.0
+
+logger = logging.getLogger("adapters.hubkeys")
 
 
 class HubDirectory:
@@ -45,7 +51,8 @@ class HubDirectory:
         self._clock = clock
         self._issuer: str | None = None
         self._keys: KeySet | None = None
-        self._keys_fetched_at = -_JWKS_REFRESH_INTERVAL
+        self._keys_fetched_at = -_JWKS_REFRESH_INTERVAL  # the last attempt
+        self._keys_confirmed_at = -JWKS_MAX_STALENESS  # the last JWKS read
         self._keys_lock = asyncio.Lock()
         self._validators: dict[tuple[str, int], RecordValidator] = {}
 
@@ -60,10 +67,19 @@ class HubDirectory:
 
     async def signing_key(self, kid: str) -> Key | None:
         """The hub key named ``kid``; the JWKS is refetched once if ``kid`` is unknown,
-        and whenever it is older than a minute (a stale copy serves if the hub is down)."""
+        and whenever it is older than a minute. While the hub cannot be reached, the
+        keys read last serve for `JWKS_MAX_STALENESS` (24 h) after that read, no longer.
+
+        :raises HubUnavailable: no keys could be had that are fresh enough.
+        """
         if self._keys is not None and self._clock() - self._keys_fetched_at >= _JWKS_MAX_AGE:
             async with self._keys_lock:
                 await self._refresh_keys_if_reachable()
+        if self._keys is not None and self._stale():
+            raise HubUnavailable(
+                f"the hub's keys were last read {self._age_hours():.0f} h ago, more than"
+                f" {JWKS_MAX_STALENESS / 3600:g} h, and cannot be read now"
+            )
         key = self._find(kid)
         if key is not None:
             return key
@@ -73,6 +89,29 @@ class HubDirectory:
                 await self._refresh_keys()
                 key = self._find(kid)
         return key
+
+    async def unreachable(self) -> str | None:
+        """Why the hub's issuer or keys cannot be had now (fresh enough to check its
+        tokens), or ``None``: what ``/readyz`` asks."""
+        try:
+            await self.issuer()
+            if self._keys is None or self._clock() - self._keys_fetched_at >= _JWKS_MAX_AGE:
+                async with self._keys_lock:
+                    if self._keys is None:
+                        await self._refresh_keys()
+                    else:
+                        await self._refresh_keys_if_reachable()
+        except HubUnavailable as error:
+            return error.detail
+        if self._stale():
+            return f"the hub's keys were last read {self._age_hours():.0f} h ago"
+        return None
+
+    def _stale(self) -> bool:
+        return self._clock() - self._keys_confirmed_at > JWKS_MAX_STALENESS
+
+    def _age_hours(self) -> float:
+        return (self._clock() - self._keys_confirmed_at) / 3600
 
     async def validator(self, item: str, version: int) -> RecordValidator:
         """The compiled schema of ``item`` at ``version``."""
@@ -108,8 +147,14 @@ class HubDirectory:
             return  # another task refreshed them while we waited for the lock
         try:
             await self._refresh_keys()
-        except HubUnavailable:
-            pass  # keep the keys we have; the next request tries again
+        except HubUnavailable as error:  # keep the keys we have; a later request tries again
+            logger.warning(
+                "the hub's keys could not be refetched (%s); using those read %.1f h ago,"
+                " for at most %g h after that read",
+                error.detail,
+                self._age_hours(),
+                JWKS_MAX_STALENESS / 3600,
+            )
 
     async def _refresh_keys(self) -> None:
         self._keys_fetched_at = self._clock()
@@ -118,6 +163,7 @@ class HubDirectory:
             self._keys = KeySet.import_key_set(body)  # type: ignore[arg-type]
         except (JoseError, KeyError, TypeError, ValueError) as error:
             raise HubUnavailable("the hub's JWKS cannot be read") from error
+        self._keys_confirmed_at = self._keys_fetched_at
 
     async def _get(self, path: str) -> dict[str, Any]:
         try:

@@ -398,7 +398,11 @@ class _Provider:
         return error
 
     async def readiness(self) -> list[str]:
-        return await readiness_problems(self._sources, self._store)
+        problems = await readiness_problems(self._sources, self._store)
+        hub = await self._directory.unreachable()
+        if hub is not None:
+            problems.append(f"the hub's keys cannot be had: {hub}")
+        return problems
 
     async def _fetch(self, item: str, subject: str) -> dict[str, Any]:
         source = self._sources.get(item)

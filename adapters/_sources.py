@@ -8,6 +8,7 @@ has a settings model (``StoreItem``, ``PythonItem``, ``SqlItem``, ``RestItem``) 
     UpstreamError
     └── SourceError              a source failed; the provider renders it as is
         ├── SourceUnavailable    503 source-unavailable: down, timed out, refused
+        │   └── SourceMisconfigured  it answers, but refuses what the settings ask
         └── InvalidSourceRecord  502 source-invalid-record: answered, but not one record
 """
 
@@ -35,6 +36,7 @@ __all__ = [
     "PythonItem",
     "RecordSource",
     "SourceError",
+    "SourceMisconfigured",
     "SourceUnavailable",
     "StoreItem",
     "StoreSource",
@@ -55,6 +57,12 @@ class SourceUnavailable(SourceError):
     default_status = 503
     default_problem_type = "source-unavailable"
     title = "Record source unavailable"
+
+
+class SourceMisconfigured(SourceUnavailable):
+    """The source answers, but refuses what the item's settings ask of it (an SQL query
+    the database cannot run): a mistake in the configuration, which stops
+    ``onceonly adapter serve`` at start-up. Answered 503 like any unavailable source."""
 
 
 class InvalidSourceRecord(SourceError):

@@ -23,8 +23,14 @@ import sqlalchemy as sa
 from pydantic import Field, field_validator, model_validator
 
 from ._errors import ConfigError
-from ._mapping import MISSING, ManyMapping, assemble, check_paths
-from ._sources import InvalidSourceRecord, ItemBase, RecordSource, SourceUnavailable
+from ._mapping import ManyMapping, assemble, check_paths
+from ._sources import (
+    InvalidSourceRecord,
+    ItemBase,
+    RecordSource,
+    SourceMisconfigured,
+    SourceUnavailable,
+)
 from ._store import RecordStore
 
 __all__ = ["SqlItem", "SqlSource"]
@@ -233,8 +239,20 @@ class SqlSource:
             return result.mappings().fetchmany(self._limit)
 
     def _result_columns(self) -> list[str]:
+        """The query's column names, run with a made-up subject. A database reached
+        that refuses the query (a syntax error, a missing table, no permission) is
+        `SourceMisconfigured`; one not reached, or lost meanwhile, is unavailable."""
         with self._engine.connect() as connection:
-            result = connection.execute(self._query, {"subject": _PROBE_SUBJECT})
+            try:
+                result = connection.execute(self._query, {"subject": _PROBE_SUBJECT})
+            except sa.exc.DBAPIError as error:
+                if error.connection_invalidated:
+                    raise
+                cause = error.orig or error
+                said = next(iter(str(cause).strip().splitlines()), "")
+                raise SourceMisconfigured(
+                    f"the database query failed ({type(cause).__name__}: {said})"
+                ) from error
             columns = list(result.keys())
             result.close()
             connection.rollback()
@@ -265,7 +283,9 @@ class SqlSource:
 
 def _reader(row: Row) -> Any:
     def read(column: str) -> object:
-        return _json_value(column, row[column]) if column in row else MISSING
+        if column not in row:  # a mistyped mapping, never a property left out
+            raise InvalidSourceRecord(f"the query has no column {column!r}")
+        return _json_value(column, row[column])
 
     return read
 

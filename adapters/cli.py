@@ -24,7 +24,7 @@ from typing import Any
 import httpx
 from pydantic import ValidationError
 
-from ._check import CheckResult, run_checks
+from ._check import CheckResult, check_at_start, run_checks
 from ._config import AdapterConfig, load_config
 from ._errors import ConfigError, ImportFailed, ImportReport, InvalidRequest, OnceonlyError
 from ._hubkeys import HubDirectory
@@ -193,6 +193,7 @@ def _serve(args: argparse.Namespace) -> int:
     configure_logs(as_json=as_json)
     app = None
     try:  # what checks the configuration before any worker starts
+        _check_at_start(config)
         if args.workers == 1:
             app = create_provider_app(config)
         else:
@@ -229,6 +230,20 @@ def _serve(args: argparse.Namespace) -> int:
         **server_options(),
     )
     return 0
+
+
+def _check_at_start(config: AdapterConfig) -> None:
+    """Stop at a mistake in the configuration (`check_at_start`); log a warning for
+    each system that cannot be reached now, and serve all the same (decision 0061)."""
+
+    async def check() -> list[str]:
+        async with httpx.AsyncClient(timeout=5.0) as http:
+            return await check_at_start(config, http=http)
+
+    for warning in asyncio.run(check()):
+        logging.getLogger("adapters.cli").warning(
+            "%s; serving all the same, /readyz answers 503 while it stays away", warning
+        )
 
 
 def worker_app() -> Any:

@@ -1,13 +1,14 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import httpx
 import pytest
 from joserfc.jwk import ECKey
 
 from onceonly.adapters import HubUnavailable, NotFound
-from onceonly.adapters._hubkeys import HubDirectory
+from onceonly.adapters._hubkeys import JWKS_MAX_STALENESS, HubDirectory
 
 from tests.adapters.adapter_testing import ITEM, HubDouble
 
@@ -75,7 +76,38 @@ def test_refetches_the_jwks_when_it_is_a_minute_old_and_keeps_it_if_the_hub_is_d
             known_in_time = await directory.signing_key(str(published_ahead.kid)) is not None
             down = HubDirectory("http://127.0.0.1:9", http=http, clock=clock)
             down._keys, down._keys_fetched_at = directory._keys, clock.now - 120
+            down._keys_confirmed_at = clock.now - 120  # read two minutes ago
             still_served = await down.signing_key(str(hub.keys[0].kid)) is not None
             return known_in_time, still_served
 
     assert asyncio.run(scenario()) == (True, True)
+
+
+def test_keys_the_hub_cannot_confirm_serve_24_hours_no_longer(
+    hub: HubDouble, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A key the hub withdrew must stop holding while its JWKS cannot be fetched: the
+    adapter kept the last keys it read with no time limit (decision 0061)."""
+    clock = Clock()
+    kid = str(hub.keys[0].kid)
+
+    async def scenario() -> tuple[bool, str | None]:
+        async with httpx.AsyncClient() as http:
+            directory = HubDirectory(hub.url, http=http, clock=clock)
+            await directory.signing_key(kid)
+            assert await directory.unreachable() is None
+            directory._hub_url = "http://127.0.0.1:9"  # the hub goes away
+            clock.now += JWKS_MAX_STALENESS - 60
+            served = await directory.signing_key(kid) is not None
+            clock.now += 120
+            with pytest.raises(HubUnavailable, match="more than 24 h"):
+                await directory.signing_key(kid)
+            return served, await directory.unreachable()
+
+    with caplog.at_level(logging.WARNING, logger="adapters.hubkeys"):
+        served, why = asyncio.run(scenario())
+
+    assert served
+    assert why is not None
+    assert why == "the hub's keys were last read 24 h ago"
+    assert any("could not be refetched" in r.getMessage() for r in caplog.records)
