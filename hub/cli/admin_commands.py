@@ -59,6 +59,8 @@ def _catalogue_import(args: argparse.Namespace) -> int:
 
     if args.directory is not None:
         directory = Path(args.directory)
+    elif Path("schemas").exists():  # an operator's own catalogue, even an incomplete one
+        directory = Path("schemas")
     else:
         directory = catalogue_dir()
         print(f"the starter catalogue: {directory}", file=sys.stderr)
@@ -214,8 +216,8 @@ def _register_catalogue(sub: Any) -> None:
     imported.add_argument(
         "directory",
         nargs="?",
-        help="default: ./schemas if it holds a catalogue, else the starter catalogue installed"
-        " with onceonly",
+        help="default: ./schemas if there is one, else the starter catalogue installed with"
+        " onceonly",
     )
     department = sub.add_parser("department", help="departments").add_subparsers(
         dest="dept_command", required=True

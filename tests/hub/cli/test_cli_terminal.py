@@ -106,3 +106,23 @@ def test_catalogue_import_outside_a_checkout_takes_the_installed_catalogue(
     assert done.stderr.startswith("the starter catalogue: "), done.stderr
     assert (Path(done.stderr.split(": ", 1)[1].strip()) / "departments.json").is_file()
     assert '"tax.annual-income-statement"' in done.stdout
+
+
+def test_catalogue_import_reads_an_incomplete_schemas_directory_never_the_starter_one(
+    hub: RunningHub, tmp_path: Path
+) -> None:
+    """A ./schemas of an operator's own, without departments.json, is an error to fix,
+    not a reason to register the demo's departments and items on a real hub."""
+    (tmp_path / "schemas" / "items").mkdir(parents=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "onceonly.hub", "catalogue", "import"],
+        cwd=tmp_path,
+        env=environment(hub, tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 1, done.stdout
+    assert "cannot read schemas/departments.json" in done.stderr, done.stderr
+    assert "starter catalogue" not in done.stderr
