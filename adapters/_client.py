@@ -749,16 +749,26 @@ class AsyncHubClient:
 
 def _stops_fetch_many(error: OnceonlyError) -> bool:
     """Whether ``error``, for one subject of a ``fetch_many``, means that the subjects not
-    sent yet are not sent: the hub asked the call to come back later, or could not be
-    reached (after the call's repeats)."""
-    return error.retry_after is not None or isinstance(error, HubUnavailable)
+    sent yet are not sent: the hub asked the call to come back later, could not be
+    reached (after the call's repeats), or refused the client itself (its token request:
+    every other subject's would be refused the same way)."""
+    return (
+        error.retry_after is not None or isinstance(error, HubUnavailable) or _client_refused(error)
+    )
+
+
+def _client_refused(error: OnceonlyError) -> bool:
+    """Whether ``error`` is the hub refusing the client itself (RFC 6749 §5.2)."""
+    return (error.problem_type or "").removeprefix("oauth-").replace("-", "_") in _CLIENT_REFUSED
 
 
 def _not_sent(refusal: OnceonlyError) -> OnceonlyError:
     """The error of a subject that a ``fetch_many`` did not send, after an earlier subject
     of the call met ``refusal`` (`_stops_fetch_many`): of the same class, status, problem
     type and ``retry_after``, with no request id."""
-    if refusal.retry_after is None:  # HubUnavailable
+    if _client_refused(refusal):
+        why = f"the hub refused this client for an earlier subject of this call ({refusal.detail})"
+    elif refusal.retry_after is None:  # HubUnavailable
         why = f"an earlier subject of this call found the hub unavailable ({refusal.detail})"
     else:
         why = (
@@ -772,8 +782,7 @@ def _repeats_now(error: OnceonlyError) -> bool:
     """Whether asking the hub for its metadata or a token again at once would only repeat
     ``error``: the hub refused the client (RFC 6749 §5.2), asked it to ask less often
     (``429``), is unavailable (``503``), or could not be reached."""
-    code = (error.problem_type or "").removeprefix("oauth-").replace("-", "_")
-    return error.status in (429, 503) or code in _CLIENT_REFUSED  # HubUnavailable is 503
+    return error.status in (429, 503) or _client_refused(error)  # HubUnavailable is 503
 
 
 def _shared_failure(failure: OnceonlyError, at: float, *, name: str) -> OnceonlyError:

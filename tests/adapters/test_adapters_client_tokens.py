@@ -142,3 +142,20 @@ def test_a_sync_call_whose_renewal_failed_gives_the_turn_back(hub: HubDouble) ->
 
     assert result.record == RECORD
     assert hub.token_requests == 2
+
+
+def test_fetch_many_of_a_client_the_hub_refuses_asks_one_token(hub: HubDouble) -> None:
+    """A sync fetch_many sends its subjects one after another, so each began after the
+    previous one's refused renewal and asked again: 20 subjects, 20 token requests, 20
+    refused token audit entries at the hub (a hostile review of decision 0057). The hub
+    refusing the client now stops the call, as a 503 past the budget does."""
+    stranger = ECKey.generate_key("P-256", auto_kid=True)  # not registered at the hub
+    subjects = [f"3800108{n:04d}" for n in range(20)]
+    with HubClient(hub.url, client_id=CLIENT_ID, key=stranger, timeout=30.0) as hub_client:
+        results = hub_client.fetch_many(ITEM, subjects, purpose=PURPOSE)
+
+    assert hub.token_requests == 1
+    assert all(isinstance(results[s], AuthenticationFailed) for s in subjects)
+    assert all(
+        results[s].detail.startswith("not sent: the hub refused this client") for s in subjects[1:]
+    )
