@@ -10,9 +10,10 @@ token, a consumer's free text.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 
 import anyio
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -20,11 +21,12 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from ._sources import ProbedSource, RecordSource
 from ._store import RecordStore
 
-__all__ = ["ProviderMetrics", "readiness_problems"]
+__all__ = ["ProviderMetrics", "SharedCheck", "readiness_problems"]
 
 UNKNOWN = "-"
 _SLUG = re.compile(r"^[a-z][a-z0-9-]{0,63}$")
 PROBE_SECONDS = 2.0  # a source that takes longer to answer a probe is not ready
+READINESS_KEPT_SECONDS = 5.0  # how long one readiness check answers /readyz
 
 
 class ProviderMetrics:
@@ -123,3 +125,38 @@ async def _probe(item: str, source: RecordSource) -> str | None:
     except Exception as error:  # a department's own source may raise anything
         return type(error).__name__
     return None
+
+
+class SharedCheck:
+    """The result of ``check``, shared by every caller while it runs and kept for
+    ``keep`` seconds after it ends: ``/readyz`` needs no token, so whoever reaches the
+    adapter could otherwise make it probe every source (a legacy system's API, with the
+    adapter's credentials) as often as they like. 300 calls sent 234 requests to a
+    legacy system before; now at most one check runs per ``keep`` seconds."""
+
+    def __init__(
+        self,
+        check: Callable[[], Awaitable[list[str]]],
+        *,
+        keep: float = READINESS_KEPT_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._check, self._keep, self._clock = check, keep, clock
+        self._kept: tuple[float, list[str]] | None = None  # (when it ended, result)
+        self._running: asyncio.Future[list[str]] | None = None
+
+    async def __call__(self) -> list[str]:
+        if self._kept is not None and self._clock() - self._kept[0] < self._keep:
+            return self._kept[1]
+        if self._running is None:
+            self._running = asyncio.ensure_future(self._run())
+        # shielded: a caller that goes away does not cancel the check the others await
+        return list(await asyncio.shield(self._running))
+
+    async def _run(self) -> list[str]:
+        try:
+            result = await self._check()
+            self._kept = (self._clock(), result)
+            return result
+        finally:
+            self._running = None

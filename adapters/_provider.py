@@ -49,7 +49,7 @@ from ._http import (
     went_away,
 )
 from ._hubkeys import HubDirectory
-from ._ops import ProviderMetrics, readiness_problems
+from ._ops import READINESS_KEPT_SECONDS, ProviderMetrics, SharedCheck, readiness_problems
 from ._reqtoken import (
     SUBJECT_RULE,
     RequestClaims,
@@ -154,6 +154,7 @@ def create_provider_app(
     sources: dict[str, RecordSource] | None = None,
     http_client: httpx.AsyncClient | None = None,
     on_event: EventHandler | None = None,
+    readiness_kept: float = READINESS_KEPT_SECONDS,
 ) -> FastAPI:
     """The provider service for ``config``'s department.
 
@@ -162,7 +163,8 @@ def create_provider_app(
     setting fails now, and closed with the app). ``http_client`` (owned by
     the caller) reaches the hub; by default the app makes and closes its own.
     ``on_event`` is called (once per event id) with each change event the hub
-    delivers to this department.
+    delivers to this department. ``/readyz`` answers one readiness check for
+    ``readiness_kept`` seconds (5), and concurrent calls share one check.
 
     Example::
 
@@ -186,6 +188,7 @@ def create_provider_app(
         directory=directory,
         verifier=verifier,
         metrics=ProviderMetrics(frozenset(served)),
+        readiness_kept=readiness_kept,
     )
 
     @asynccontextmanager
@@ -322,8 +325,10 @@ class _Provider:
         directory: HubDirectory,
         verifier: RequestTokenVerifier,
         metrics: ProviderMetrics,
+        readiness_kept: float,
     ) -> None:
         self.metrics = metrics
+        self.readiness = SharedCheck(self._readiness, keep=readiness_kept)
         self._sources = sources
         self._store = store
         self._directory = directory
@@ -397,7 +402,7 @@ class _Provider:
             _log_line(trail, logged=trail.spent is not None, error=error, **facts)
         return error
 
-    async def readiness(self) -> list[str]:
+    async def _readiness(self) -> list[str]:
         problems = await readiness_problems(self._sources, self._store)
         hub = await self._directory.unreachable()
         if hub is not None:

@@ -78,7 +78,7 @@ def adapter(tmp_path: Path, hub: HubDouble) -> Iterator[tuple[str, RecordStore, 
     with RecordStore(config.store_path) as store:
         store.put(ITEM, SUBJECT, RECORD)
         source = Switch(store)
-        with serve(create_provider_app(config, sources={ITEM: source})) as url:
+        with serve(create_provider_app(config, sources={ITEM: source}, readiness_kept=0)) as url:
             yield url, store, source
 
 
@@ -156,7 +156,9 @@ def test_not_ready_while_the_trail_stores_disk_is_full(hub: HubDouble, small_dis
     config = load_config(write_config(small_disk, hub_url=hub.url))
     with RecordStore(config.store_path) as store:
         store.put(ITEM, SUBJECT, RECORD)
-        with serve(create_provider_app(config, sources={ITEM: StoreSource(store)})) as url:
+        with serve(
+            create_provider_app(config, sources={ITEM: StoreSource(store)}, readiness_kept=0)
+        ) as url:
             assert httpx.get(f"{url}/readyz").status_code == 200
             filler = small_disk / "filler"
             with filler.open("wb") as out:
@@ -177,7 +179,7 @@ def test_not_ready_when_the_trail_stores_directory_is_gone(hub: HubDouble, tmp_p
     config = load_config(write_config(tmp_path, hub_url=hub.url))
     with RecordStore(config.store_path) as store:
         source = StoreSource(store)
-        with serve(create_provider_app(config, sources={ITEM: source})) as url:
+        with serve(create_provider_app(config, sources={ITEM: source}, readiness_kept=0)) as url:
             assert httpx.get(f"{url}/readyz").status_code == 200
             moved = config.store_path.parent.with_name("moved")
             config.store_path.parent.rename(moved)  # the volume unmounted, say
