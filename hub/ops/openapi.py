@@ -54,6 +54,7 @@ from onceonly.hub.kit.problems import (
     PayloadTooLarge,
     RequestHeadersTooLarge,
     Unavailable,
+    UnsupportedContentEncoding,
     problem_response_document,
 )
 from onceonly.hub.people.exceptions import NotSignedIn, SignInThrottled
@@ -113,11 +114,13 @@ PERSON: list[dict[str, list[str]]] = [{SESSION_SCHEME: []}]
 ANYONE_OR_SIGNED: list[dict[str, list[str]]] = [{}, *MACHINE, *PERSON]
 METRICS_SECURITY: list[dict[str, list[str]]] = [{METRICS_SCHEME: []}]
 
-# Every route: the middleware refuses a NUL in the URL, a body announced over the
-# limit and header fields over the limit before any route runs (docs/problems.md).
+# Every route: the middleware refuses a NUL in the URL (or a repeated query parameter,
+# or two Authorization fields), a body announced over the limit, a body with a content
+# coding and header fields over the limit before any route runs (docs/problems.md).
 _EVERY_ROUTE: tuple[type[HubError], ...] = (
     InvalidRequest,
     PayloadTooLarge,
+    UnsupportedContentEncoding,
     RequestHeadersTooLarge,
 )
 # A machine client's DPoP proof is spent in the single-use register, whose failed
@@ -160,6 +163,16 @@ RETRY_AFTER_HEADER: dict[str, Any] = {
         "`client-tokens-outstanding` answer."
     ),
     "schema": {"type": "integer", "minimum": 0, "examples": [DATABASE_RETRY_AFTER]},
+}
+
+
+ACCEPT_ENCODING = "Accept-Encoding"
+ACCEPT_ENCODING_HEADER: dict[str, Any] = {
+    "description": (
+        "The content codings the hub reads in a request body (RFC 7694 §3): `identity`"
+        " only; sent with `unsupported-content-encoding`."
+    ),
+    "schema": {"type": "string", "const": "identity"},
 }
 
 
@@ -240,11 +253,16 @@ def _from_outside(method: str, path: str) -> list[type[HubError]]:
 
 
 def _problem_document(slugs: list[str]) -> dict[str, Any]:
-    """A status's problem response; ``Retry-After`` declared where one of its problems
-    is answered with it."""
+    """A status's problem response; ``Retry-After`` (and ``Accept-Encoding``) declared
+    where one of its problems is answered with it."""
     document = problem_response_document(slugs)
+    headers = {}
     if RETRY_AFTER_PROBLEMS.intersection(slugs):
-        document["headers"] = {RETRY_AFTER: {"$ref": HEADERS_REF + RETRY_AFTER}}
+        headers[RETRY_AFTER] = {"$ref": HEADERS_REF + RETRY_AFTER}
+    if UnsupportedContentEncoding.slug in slugs:
+        headers[ACCEPT_ENCODING] = {"$ref": HEADERS_REF + ACCEPT_ENCODING}
+    if headers:
+        document["headers"] = headers
     return document
 
 
@@ -382,7 +400,7 @@ def _shared_components() -> dict[str, Any]:
         "responses": {
             name: _problem_document([slug]) for slug, name in sorted(SHARED_RESPONSES.items())
         },
-        "headers": {RETRY_AFTER: RETRY_AFTER_HEADER},
+        "headers": {RETRY_AFTER: RETRY_AFTER_HEADER, ACCEPT_ENCODING: ACCEPT_ENCODING_HEADER},
     }
 
 
