@@ -7,10 +7,12 @@ their sources (``_sources``, ``_sql``, ``_rest``) and are put together here.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -19,6 +21,7 @@ from pydantic import (
     Field,
     Tag,
     ValidationError,
+    ValidationInfo,
     field_validator,
 )
 
@@ -65,6 +68,10 @@ class AdapterConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     department: str = Field(pattern=_ID_PATTERN)
+    # Before hub_url: its validator reads it
+    allow_plain_http_hub: bool = False
+    """Accept an ``http://`` hub_url that is not on loopback (a test bed behind its own
+    encryption); request tokens, keys and records then cross the network in clear."""
     hub_url: str = Field(pattern=r"^https?://[^\s/]+(/\S*)?$")
     listen_host: str = "127.0.0.1"
     listen_port: int = Field(default=9100, ge=0, le=65535)
@@ -74,7 +81,12 @@ class AdapterConfig(BaseModel):
 
     @field_validator("hub_url")
     @classmethod
-    def _strip_trailing_slash(cls, value: str) -> str:
+    def _strip_trailing_slash(cls, value: str, info: ValidationInfo) -> str:
+        if not (_over_tls_or_loopback(value) or info.data.get("allow_plain_http_hub")):
+            raise ValueError(
+                "the hub is reached over https:// (plain http:// only on loopback,"
+                " or with allow_plain_http_hub = true)"
+            )
         return value.rstrip("/")
 
     @field_validator("items")
@@ -149,6 +161,20 @@ def _resolve_schema_files(items: object, *, base: Path) -> None:
     for settings in items.values() if isinstance(items, dict) else ():
         if isinstance(settings, dict) and isinstance(settings.get("schema_file"), str):
             settings["schema_file"] = (base / settings["schema_file"]).resolve()
+
+
+def _over_tls_or_loopback(url: str) -> bool:
+    """Whether ``url`` is ``https://``, or ``http://`` to this machine only."""
+    parts = urlsplit(url)
+    if parts.scheme == "https":
+        return True
+    host = parts.hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _valid_id(value: str) -> bool:

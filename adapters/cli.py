@@ -139,7 +139,10 @@ def _config(args: argparse.Namespace) -> AdapterConfig:
     try:
         return AdapterConfig.model_validate({**config.model_dump(), "hub_url": hub})
     except ValidationError as error:
-        raise ConfigError(f"--hub {hub}: not an http(s) URL") from error
+        raise ConfigError(
+            f"--hub {hub}: not an https:// URL (plain http:// only on loopback, or with"
+            " allow_plain_http_hub = true in the file)"
+        ) from error
 
 
 def _working(line: str | None) -> None:

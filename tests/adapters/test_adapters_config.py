@@ -32,7 +32,7 @@ def test_load_config_resolves_data_dir_against_the_config_file(tmp_path: Path) -
 
 def test_load_config_names_the_file_and_the_invalid_field(tmp_path: Path) -> None:
     path = tmp_path / "bad.toml"
-    path.write_text('department = "Civil Registry"\nhub_url = "http://h"\ndata_dir = "d"\n')
+    path.write_text('department = "Civil Registry"\nhub_url = "https://h"\ndata_dir = "d"\n')
 
     with pytest.raises(ConfigError, match=r"bad\.toml: department: String should match"):
         load_config(path)
@@ -41,7 +41,7 @@ def test_load_config_names_the_file_and_the_invalid_field(tmp_path: Path) -> Non
 def test_load_config_refuses_an_unknown_source_kind(tmp_path: Path) -> None:
     path = tmp_path / "bad.toml"
     path.write_text(
-        'department = "tax"\nhub_url = "http://h"\ndata_dir = "d"\n'
+        'department = "tax"\nhub_url = "https://h"\ndata_dir = "d"\n'
         '[items."person.identity"]\nsource = "ftp"\n'
     )
 
@@ -51,7 +51,7 @@ def test_load_config_refuses_an_unknown_source_kind(tmp_path: Path) -> None:
 
 def write(tmp_path: Path, table: str) -> Path:
     path = tmp_path / "dept.toml"
-    head = 'department = "tax"\nhub_url = "http://h"\ndata_dir = "d"\n[items."tax.debt"]\n'
+    head = 'department = "tax"\nhub_url = "https://h"\ndata_dir = "d"\n[items."tax.debt"]\n'
     path.write_text(head + table)
     return path
 
@@ -152,7 +152,7 @@ def test_the_shipped_department_configs_load(name: str) -> None:
 
 def test_load_config_refuses_listen_without_a_port(tmp_path: Path) -> None:
     path = tmp_path / "bad.toml"
-    path.write_text('department = "tax"\nhub_url = "http://h"\ndata_dir = "d"\nlisten = "x"\n')
+    path.write_text('department = "tax"\nhub_url = "https://h"\ndata_dir = "d"\nlisten = "x"\n')
 
     with pytest.raises(ConfigError, match="listen: expected 'host:port'"):
         load_config(path)
