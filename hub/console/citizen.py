@@ -10,7 +10,6 @@ session. Each look at the page is a ``citizen.query`` audit entry, as the API's
 citizen portal's is; the sign-in is ``citizen.sign-in``.
 """
 
-import hashlib
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Annotated
@@ -53,16 +52,17 @@ async def _citizen_of(request: Request, hub: HubDep) -> citizens.CitizenSession 
     citizen = citizens.session_of(sealed, keys=hub.keys, now=int(hub.clock.time()))
     if citizen is None or sealed is None:
         return None
+    used = auth_repository.used_table()
     async with hub.sessions() as session:
-        query = sa.select(auth_repository.revoked_clause(_revocation_id(sealed)))
-        signed_out = bool((await session.execute(query)).scalar())
+        query = sa.select(used.c.key).where(used.c.key == _spent_key(sealed, hub=hub))
+        signed_out = (await session.execute(query)).first() is not None
     return None if signed_out else citizen
 
 
-def _revocation_id(sealed: str) -> str:
-    """The id under which a citizen's sealed sign-in is revoked: a hash of the cookie's
-    value, in a namespace of its own beside access tokens' ``jti`` (decision 0058)."""
-    return hashlib.sha256(b"citizen-sign-in\x00" + sealed.encode()).hexdigest()
+def _spent_key(sealed: str, *, hub: Hub) -> str:
+    """The key under which signing out spends a citizen's sealed sign-in in the hub's
+    register of single-use identifiers (decision 0058), a kind of its own."""
+    return auth_repository.jti_key(kind="citizen-sign-in", issuer=hub.settings.issuer, jti=sealed)
 
 
 CitizenDep = Annotated[citizens.CitizenSession | None, Depends(_citizen_of)]
@@ -230,15 +230,11 @@ async def sign_out(request: Request, hub: HubDep, citizen: CitizenDep) -> Respon
 async def _end_at_the_hub(
     request: Request, hub: Hub, *, citizen: citizens.CitizenSession, sealed: str
 ) -> None:
-    """Refuse the sealed sign-in from now on, wherever a copy of it is, as a revoked
-    access token is refused until it expires (decision 0058); audited after, as the
-    API's revocation is (``auth.service.revoke``)."""
+    """Refuse the sealed sign-in from now on, wherever a copy of it is: spent in the
+    register of single-use identifiers (committed before the answer, purged once the
+    cookie would have expired anyway; decision 0058), then audited."""
     scope = open_audit_scope(request, "citizen.sign-out", log=hub.audit_log)
     scope.note(subject=citizen.pseudonym)
-    await auth_repository.revoke(
-        hub.engine,
-        jti=_revocation_id(sealed),
-        expires_at=datetime.fromtimestamp(citizen.expires, UTC),
-        now=hub.clock.now(),
-    )
+    expires_at = datetime.fromtimestamp(citizen.expires, UTC)
+    await hub.jti_register.spend(_spent_key(sealed, hub=hub), expires_at=expires_at)
     await scope.record_success()
