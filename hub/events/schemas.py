@@ -2,11 +2,11 @@
 
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel
 
 from onceonly.hub.audit.schemas import ReceiptOut
 from onceonly.hub.kit.clock import UtcDatetime
-from onceonly.hub.kit.strict import STRICT_INPUT
+from onceonly.hub.kit.strict import STRICT_INPUT, Subject
 
 # draft-ietf-httpapi-idempotency-key-header §2.1: an sf-string (RFC 8941 §3.3.3), here
 # of 1 to 128 characters that need no escape; the bare form (no quotes) is taken too.
@@ -22,7 +22,7 @@ def idempotency_key(header: str | None) -> str | None:
 class EventIn(BaseModel):
     model_config = STRICT_INPUT
 
-    subject: str = Field(min_length=1, max_length=256)
+    subject: Subject
     kind: Literal["changed", "deleted"]
 
 

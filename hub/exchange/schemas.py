@@ -1,27 +1,12 @@
 """Exchange API bodies (docs/protocol.md §3: a contract)."""
 
-from typing import Annotated, Any
+from typing import Any
 
-from pydantic import AfterValidator, BaseModel, Field
+from pydantic import BaseModel, Field
 
-from onceonly.adapters import SUBJECT_RULE, subject_problem
 from onceonly.hub.access.schemas import PURPOSE_PATTERN
 from onceonly.hub.audit.schemas import ReceiptOut
-from onceonly.hub.kit.strict import STRICT_INPUT
-
-
-def _a_subject(subject: str) -> str:
-    """``subject`` if it is a subject identifier (decision 0061): refused, not normalized."""
-    problem = subject_problem(subject)
-    if problem is not None:
-        raise ValueError(problem)
-    return subject
-
-
-Subject = Annotated[
-    str, Field(min_length=1, max_length=256, description=SUBJECT_RULE), AfterValidator(_a_subject)
-]
-"""A subject identifier as the hub takes it in a body (the adapters' rule, one copy)."""
+from onceonly.hub.kit.strict import STRICT_INPUT, Subject
 
 
 class RecordQuery(BaseModel):

@@ -14,7 +14,9 @@ import re
 from datetime import UTC, datetime
 from typing import Annotated
 
-from pydantic import AwareDatetime, BeforeValidator, ConfigDict
+from pydantic import AfterValidator, AwareDatetime, BeforeValidator, ConfigDict, Field
+
+from onceonly.adapters import SUBJECT_RULE, subject_problem
 
 STRICT_INPUT = ConfigDict(extra="forbid", strict=True)
 
@@ -58,3 +60,18 @@ def _true_or_false(value: object) -> object:
 Rfc3339 = Annotated[AwareDatetime, BeforeValidator(_rfc3339)]
 QueryInt = Annotated[int, BeforeValidator(_decimal)]
 QueryBool = Annotated[bool, BeforeValidator(_true_or_false)]
+
+
+def _a_subject(subject: str) -> str:
+    """``subject`` if it is a subject identifier (decision 0061): refused, not normalized."""
+    problem = subject_problem(subject)
+    if problem is not None:
+        raise ValueError(problem)
+    return subject
+
+
+Subject = Annotated[
+    str, Field(min_length=1, max_length=256, description=SUBJECT_RULE), AfterValidator(_a_subject)
+]
+"""A subject identifier as the hub takes it in a body (the adapters' rule, one copy): in a
+record query and in a change event, so that one person is one pseudonym in the log."""

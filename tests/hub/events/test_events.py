@@ -23,6 +23,7 @@ from onceonly.adapters import (
     AdapterConfig,
     DeliveredEvent,
     HubClient,
+    InvalidRequest,
     RecordStore,
     StoreItem,
     create_provider_app,
@@ -197,6 +198,22 @@ def test_only_the_owner_publishes(
         assert refused.value.problem_type == "insufficient-scope"
         (entry,) = world.entries("event.publish")
         assert entry["outcome"] == "refused"
+
+
+@pytest.mark.parametrize("subject", [SUBJECT + " ", "\t" + SUBJECT, "Mu\u0308ller"])
+def test_a_published_subject_follows_the_record_querys_rule(
+    database_url: str, tmp_path: Path, event_world: WorldMaker, subject: str
+) -> None:
+    """A padded, tabbed or non-NFC subject is refused at publish as at the record query
+    (decision 0061): before, the event was filed under the padded text's pseudonym and
+    missing from the subject's audit query (a hostile review)."""
+    with event_world(database_url, tmp_path) as world, world.owner() as owner:
+        with pytest.raises(InvalidRequest) as refused:
+            owner.publish(ADDRESS, subject)
+        assert refused.value.status == 400
+        assert "subject" in refused.value.detail
+        (entry,) = world.entries("event.publish")
+        assert (entry["outcome"], entry["reason"]) == ("refused", "invalid-request")
 
 
 def test_subscribing_needs_a_grant(
