@@ -31,6 +31,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from ._batches import Failed
 from ._errors import ImportFailed, ImportReport, RowError
+from ._reqtoken import subject_problem
 from ._validation import compile_validator, violation
 
 __all__ = ["RecordStore", "ServedEntry", "timestamp"]
@@ -586,6 +587,9 @@ def _check_row(row: _Row, first_row: dict[str, int]) -> str | None:
         return "subject is missing"
     if len(row.subject) > _MAX_SUBJECT:
         return f"subject is longer than {_MAX_SUBJECT} characters"
+    problem = subject_problem(row.subject)  # the hub would refuse to ask for it
+    if problem is not None:
+        return problem.removeprefix("the ")
     if row.subject in first_row:
         return f"subject repeats row {first_row[row.subject]}"
     first_row[row.subject] = row.row

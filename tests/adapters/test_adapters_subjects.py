@@ -23,13 +23,21 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from onceonly.adapters import RecordStore, SqlSource, base64url, create_provider_app, load_config
+from onceonly.adapters import (
+    ImportFailed,
+    RecordStore,
+    SqlSource,
+    base64url,
+    create_provider_app,
+    load_config,
+)
 from onceonly.adapters import subject_problem as problem_of
 
 from tests.adapters.adapter_testing import (
     CONSUMER,
     ITEM,
     PURPOSE,
+    SCHEMA,
     SUBJECT,
     HubDouble,
     serve,
@@ -163,3 +171,16 @@ def test_a_subject_the_rule_refuses_is_400_and_reads_nothing(
     with RecordStore(config.store_path) as store:
         (entry,) = store.served_entries()  # the token held: the refusal has its entry
     assert (entry.outcome, entry.reason) == ("refused", "invalid-request")
+
+
+@pytest.mark.parametrize("name", ["trailing space", "NUL", "NFD"])
+def test_an_import_refuses_a_subject_the_hub_would_never_ask_for(tmp_path: Path, name: str) -> None:
+    csv_file = tmp_path / "in.csv"
+    csv_file.write_text(f"subject,street,city\n{SUBJECT},Pikk 1,Tallinn\n{REFUSED[name]},A 1,B\n")
+
+    with RecordStore(tmp_path / "records.db") as store, pytest.raises(ImportFailed) as caught:
+        store.import_csv(ITEM, csv_file, SCHEMA)
+
+    (error,) = caught.value.report.errors
+    assert error.row == 3
+    assert error.message.startswith("subject ")
