@@ -12,10 +12,12 @@ from contextlib import contextmanager
 
 import httpx
 import pytest
+import sqlalchemy as sa
 
 from onceonly.adapters import AccessDenied
 from onceonly.hub.citizen import service as citizens
 from onceonly.hub.console import cookies
+from onceonly.hub.db import make_sync_engine
 from onceonly.hub.people import oidc
 
 from tests.hub.console.console_world import console_page_paths
@@ -329,6 +331,16 @@ def test_a_citizen_signs_out_with_the_form_only(world: World, citizen_provider: 
         assert "You have signed out." in browser.get(answer.headers["location"]).text
 
 
+def _facts_generation(world: World) -> int:
+    """The record queries' facts generation (decision 0038), as the database has it."""
+    engine = make_sync_engine(world.hub.settings.database_url)
+    try:
+        with engine.connect() as conn:
+            return int(conn.execute(sa.text("SELECT value FROM facts_generation")).scalar_one())
+    finally:
+        engine.dispose()
+
+
 def test_a_citizens_sign_out_ends_the_sign_in_at_the_hub(
     world: World, citizen_provider: Provider
 ) -> None:
@@ -344,8 +356,10 @@ def test_a_citizens_sign_out_ends_the_sign_in_at_the_hub(
         assert 'id="accesses"' in page.text or "No department has read" in page.text
         token = _CSRF.search(page.text)
         assert token is not None
+        generation = _facts_generation(world)
         answer = browser.post("/citizen/sign-out", data={"csrf_token": token.group(1)})
         assert answer.status_code == 303
+        assert _facts_generation(world) == generation  # no replica's facts cache emptied
     with httpx.Client(base_url=world.hub.url, cookies={cookies.CITIZEN: copied}) as replay:
         again = replay.get("/citizen")
         assert again.status_code == 200
