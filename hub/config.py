@@ -201,6 +201,12 @@ class Settings(BaseSettings):
         description="Serve /metrics without the bearer token of keys/metrics-token: only where"
         " the network keeps everyone but Prometheus away from the hub's port (decision 0063)",
     )
+    adapters_on_loopback: bool = Field(
+        default=False,
+        description="Let a production hub register adapter URLs on this machine's loopback"
+        " (127.0.0.0/8, ::1, localhost): for a hub and its adapters on one host, as in a"
+        " pilot or a test of the deployment. Link-local hosts stay refused (decision 0060)",
+    )
     break_glass_token: bool = Field(
         default=True,
         description="Accept the bootstrap administrator token (keys/admin-token) as the"

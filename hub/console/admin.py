@@ -226,6 +226,7 @@ async def _put_department(
             body=body,
             scope=admin.scope,
             require_https=hub.settings.is_production,
+            loopback_allowed=hub.settings.adapters_on_loopback,
         )
     except HubError as error:
         await admin.refused(session, error)

@@ -66,20 +66,22 @@ def _literal_address(host: str) -> IpAddress | None:
     return address
 
 
-def local_host_problem(url: str) -> str | None:
+def local_host_problem(url: str, *, loopback_allowed: bool = False) -> str | None:
     """Why ``url``'s host is this machine or its link (None: it is not, as far as its
     spelling tells): ``localhost`` and its subdomains (RFC 6761 §6.3), a loopback
     (127.0.0.0/8, ::1), unspecified (0.0.0.0, ::, which reach this machine) or
     link-local address (169.254.0.0/16, where cloud metadata services answer, and
     fe80::/10). Private networks (10.0.0.0/8, 192.168.0.0/16, fc00::/7...) are not
-    refused: departments' adapters live in them. A name is not resolved."""
+    refused: departments' adapters live in them. A name is not resolved. With
+    ``loopback_allowed`` (a hub and its adapters on one host), loopback and localhost
+    are not refused; unspecified and link-local addresses still are."""
     host = (urlsplit(url).hostname or "").rstrip(".")
-    if host == "localhost" or host.endswith(".localhost"):
+    if (host == "localhost" or host.endswith(".localhost")) and not loopback_allowed:
         return f"its host {host!r} is this machine"
     address = _literal_address(host)
     if address is None:
         return None
-    if address.is_loopback or address.is_unspecified:
+    if address.is_unspecified or (address.is_loopback and not loopback_allowed):
         return f"its host {host!r} is this machine (a loopback or unspecified address)"
     if address.is_link_local:
         return f"its host {host!r} is link-local (such as a cloud metadata service)"

@@ -186,6 +186,7 @@ async def put_department(
         body=body,
         scope=scope,
         require_https=settings.is_production,
+        loopback_allowed=settings.adapters_on_loopback,
     )
 
 

@@ -114,7 +114,7 @@ def _item_out(row: Item, latest: ItemVersion) -> ItemOut:
     )
 
 
-def _check_adapter_url(url: str, *, production: bool) -> None:
+def _check_adapter_url(url: str, *, production: bool, loopback_allowed: bool = False) -> None:
     """An adapter URL is a base the hub joins its paths under (``/v1/events``,
     ``/v1/items/{item}/records/query``): no query, fragment or user information. A
     production hub calls adapters over HTTPS only, and never on its own machine or link
@@ -126,7 +126,7 @@ def _check_adapter_url(url: str, *, production: bool) -> None:
         )
     problem = base_url_problem(url)
     if problem is None and production:
-        problem = local_host_problem(url)
+        problem = local_host_problem(url, loopback_allowed=loopback_allowed)
     if problem is not None:
         raise InvalidRequest(f"adapter_url {url!r} is refused: {problem}")
 
@@ -138,12 +138,15 @@ async def put_department(
     body: DepartmentIn,
     scope: AuditScope,
     require_https: bool,
+    loopback_allowed: bool = False,
 ) -> DepartmentOut:
     """Register a department, or change it. With ``require_https`` (a production hub) its
     adapter URL must be https://: the hub sends subjects and records to it."""
     scope.note(department=department_id)
     if body.adapter_url:
-        _check_adapter_url(body.adapter_url, production=require_https)
+        _check_adapter_url(
+            body.adapter_url, production=require_https, loopback_allowed=loopback_allowed
+        )
     row = await repository.get_department(session, department_id)
     if row is None:
         row = Department(id=department_id, name=body.name)

@@ -380,6 +380,7 @@ def _configure(
         monkeypatch.delenv(name)
     settings = {
         "ONCEONLY_MODE": "production",
+        "ONCEONLY_ADAPTERS_ON_LOOPBACK": "true",  # the owners' adapters are on 127.0.0.2-3
         "ONCEONLY_ISSUER": hub_url,
         "ONCEONLY_DATABASE_URL": database_url,
         "ONCEONLY_AUDIT_ORIGIN": AUDIT_ORIGIN,

@@ -119,7 +119,7 @@ def test_a_fresh_development_hub_is_ready_to_start(check: Check) -> None:
     assert (status, problems) == (0, [])
     assert out.splitlines() == [
         "ok settings: development mode, issuer http://127.0.0.1:8000",
-        "ok keys: 5 of the key files are created at the first start",
+        "ok keys: 6 of the key files are created at the first start",
         f"ok database: sqlite:///{Path(Settings().data_dir) / 'onceonly.db'}"
         " is created at the first start",
     ]
@@ -177,7 +177,7 @@ def test_key_files_missing_open_to_others_or_damaged(
         1,
         [
             f"key files missing in {keys}: signing/state.json, pseudonym.key,"
-            " derivation.key, admin-token, checkpoint.jwk: run `onceonly keys init`"
+            " derivation.key, admin-token, metrics-token, checkpoint.jwk: run `onceonly keys init`"
         ],
     )
     keys_init(monkeypatch, production)

@@ -88,6 +88,23 @@ def test_local_hosts_are_told_from_private_and_public_ones(url: str, local: bool
     assert (local_host_problem(url) is not None) is local
 
 
+@pytest.mark.parametrize(
+    ("url", "local"),
+    [
+        ("https://127.0.0.2:8443", False),
+        ("https://[::1]:8443", False),
+        ("https://localhost:8443", False),
+        ("https://0.0.0.0", True),  # no address to call: still refused
+        ("https://169.254.169.254/latest", True),  # metadata: still refused
+        ("https://[fe80::1]", True),
+    ],
+)
+def test_adapters_on_loopback_allows_loopback_only(url: str, local: bool) -> None:
+    """``adapters_on_loopback`` (a hub and its adapters on one host, as the deployment
+    test runs them) lets loopback and localhost through, never link-local."""
+    assert (local_host_problem(url, loopback_allowed=True) is not None) is local
+
+
 REFUSED = [
     "http://127.0.0.1:20893/internal/admin?op=x#",
     "http://adapter.social-welfare.example/adapter?",
