@@ -125,6 +125,21 @@ def test_the_browsers_back_and_the_entry_pages_back_link_return_to_the_results(
     assert page.locator("#results tbody tr").count() == shown
 
 
+def test_the_results_and_checkpoints_fit_a_laptop_and_a_phone_their_tables_scrolling_alone(
+    browsing: Browsing,
+) -> None:
+    watched = browsing.page()
+    page = watched.page
+    _sign_in(page)
+    page.goto("/audit")
+    page.get_by_role("button", name="Search", exact=True).click()
+    page.wait_for_url("**/audit?results=1")
+    check_fits_windows(watched)
+    page.set_viewport_size({"width": 1280, "height": 900})
+    page.goto("/checkpoints")
+    check_fits_windows(watched)
+
+
 # Each chart label's left edge, in the chart's own units (a label drawn from x < 0 has
 # lost its first letters off the chart's left edge).
 _LABEL_LEFTS = """() => [...document.querySelectorAll('svg.app-chart text[text-anchor=end]')]
