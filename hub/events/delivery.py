@@ -37,7 +37,7 @@ from onceonly.hub.events.service import entitlement_refusal
 from onceonly.hub.events.tokens import mint_event_token
 from onceonly.hub.keys import HubKeys
 from onceonly.hub.kit.clock import SYSTEM_CLOCK, Clock, rfc3339_ms
-from onceonly.hub.kit.deadline import base_url_problem, join_path, post_within
+from onceonly.hub.kit.deadline import call_problem, join_path, post_within
 from onceonly.hub.metrics import delivery_attempted
 
 log = logging.getLogger("onceonly.events")
@@ -242,7 +242,7 @@ class Deliverer:
         error: str | None
         if not delivery.adapter_url or delivery.subject is None:
             error = "the subscriber has no adapter registered"  # no call, so no ok entry
-        elif (refused := base_url_problem(delivery.adapter_url)) is not None:
+        elif (refused := self._call_problem(delivery.adapter_url)) is not None:
             error = f"the subscriber's adapter_url is refused: {refused}"  # registered before
         elif await self._audit_call(delivery):
             url = join_path(delivery.adapter_url, "/v1/events")
@@ -252,6 +252,14 @@ class Deliverer:
             return
         await self._settle(
             delivery, judge(delivery, error=error, now=self._clock.now(), settings=self._settings)
+        )
+
+    def _call_problem(self, url: str) -> str | None:
+        settings = self._settings
+        return call_problem(
+            url,
+            production=settings.is_production,
+            loopback_allowed=settings.adapters_on_loopback,
         )
 
     async def _audit_call(self, delivery: DueDelivery) -> bool:

@@ -25,6 +25,7 @@ from onceonly.hub.exchange.schemas import RecordAnswer, RecordQuery, RecordRecei
 from onceonly.hub.keys import HubKeys
 from onceonly.hub.kit import base64url
 from onceonly.hub.kit.clock import Clock
+from onceonly.hub.kit.deadline import call_problem
 from onceonly.hub.registry import projection, validation
 from onceonly.hub.registry.exceptions import UnknownVersion
 
@@ -252,6 +253,13 @@ async def _ask_owner(
 ) -> dict[str, object]:
     if not facts.adapter_url:
         raise OwnerUnavailable("the owner department has no adapter registered")
+    settings = context.settings
+    if call_problem(
+        facts.adapter_url,
+        production=settings.is_production,
+        loopback_allowed=settings.adapters_on_loopback,
+    ):  # stored before registration refused it (decision 0060)
+        raise OwnerUnavailable("the owner department's adapter URL is not one this hub calls")
     scope.note(owner=facts.owner)  # from here the owner is party to the query
     token = mint_request_token(
         key=context.keys.signing,

@@ -12,6 +12,7 @@ is this machine or its link (loopback, link-local such as cloud metadata service
 """
 
 import asyncio
+import functools
 import ipaddress
 import socket
 from collections.abc import Mapping
@@ -28,10 +29,14 @@ def base_url_problem(url: str) -> str | None:
     ``http``/``https`` URL with a host, and nothing after its path. A query or fragment
     (even an empty ``?`` or ``#``, RFC 3986 §3.4-3.5) would swallow the joined path
     (``.../admin?op=x#`` + ``/v1/events`` is still ``/admin``), and user information
-    (§3.2.1) puts a credential in every log that shows the URL."""
+    (§3.2.1) puts a credential in every log that shows the URL. It is ASCII: HTTP
+    clients turn other dots (U+3002, U+FF0E, U+FF61) into ``.``, so a host written with
+    them would escape :func:`local_host_problem`."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         return "it must be an absolute http:// or https:// URL with a host"
+    if not url.isascii():  # an HTTP client reads 127。0。0。1 (U+3002) as 127.0.0.1
+        return "it must be written in ASCII: a host name in its IDNA form (xn--...)"
     if "?" in url or "#" in url:
         return "it must not have a query ('?') or a fragment ('#'): paths are added to it"
     if "@" in parts.netloc:
@@ -86,6 +91,18 @@ def local_host_problem(url: str, *, loopback_allowed: bool = False) -> str | Non
     if address.is_link_local:
         return f"its host {host!r} is link-local (such as a cloud metadata service)"
     return None
+
+
+@functools.lru_cache(maxsize=1024)
+def call_problem(url: str, *, production: bool, loopback_allowed: bool) -> str | None:
+    """Why the hub must not call the adapter at ``url`` now (None: it may): a URL that is
+    no base, or, on a production hub, one on its own machine or link. Registration
+    refuses both, and this holds a URL stored before it did (read at every call, kept
+    per URL)."""
+    problem = base_url_problem(url)
+    if problem is None and production:
+        problem = local_host_problem(url, loopback_allowed=loopback_allowed)
+    return problem
 
 
 async def post_within(

@@ -14,7 +14,12 @@ import pytest
 import sqlalchemy as sa
 from fastapi import FastAPI, Request
 
-from onceonly.hub.kit.deadline import base_url_problem, join_path, local_host_problem
+from onceonly.hub.kit.deadline import (
+    base_url_problem,
+    call_problem,
+    join_path,
+    local_host_problem,
+)
 
 from tests.hub.events.test_events import (  # its worlds are in conftest.py
     CONSUMER,
@@ -103,6 +108,41 @@ def test_adapters_on_loopback_allows_loopback_only(url: str, local: bool) -> Non
     """``adapters_on_loopback`` (a hub and its adapters on one host, as the deployment
     test runs them) lets loopback and localhost through, never link-local."""
     assert (local_host_problem(url, loopback_allowed=True) is not None) is local
+
+
+OTHER_DOTS = [
+    "https://127\u30020\u30020\u30021:8443",  # IDEOGRAPHIC FULL STOP
+    "https://127\uff0e0\uff0e0\uff0e1:8443",  # FULLWIDTH FULL STOP
+    "https://169\uff61254\uff61169\uff61254/",  # HALFWIDTH IDEOGRAPHIC FULL STOP
+    "https://localhost\u3002:8443",
+]
+
+
+@pytest.mark.parametrize("url", OTHER_DOTS)
+def test_a_host_written_with_other_dots_is_no_base(url: str) -> None:
+    """HTTP clients read these dots as '.', so 127。0。0。1 was taken in production and
+    called as 127.0.0.1 (a hostile review): a base URL is ASCII."""
+    assert "ASCII" in (base_url_problem(url) or "")
+    assert call_problem(url, production=False, loopback_allowed=False) is not None
+
+
+@pytest.mark.parametrize(
+    ("url", "production", "loopback_allowed", "refused"),
+    [
+        ("https://127.0.0.1:8443", True, False, True),  # stored before the rule
+        ("https://127.0.0.1:8443", True, True, False),
+        ("https://169.254.169.254/", True, True, True),
+        ("http://127.0.0.1:8080", False, False, False),  # development calls loopback
+        ("https://10.20.30.40:8443/adapter", True, False, False),
+    ],
+)
+def test_a_url_is_judged_again_when_the_hub_would_call_it(
+    url: str, production: bool, loopback_allowed: bool, refused: bool
+) -> None:
+    """The record query and the deliverer ask call_problem before each call, so a URL
+    stored before registration refused it is never called."""
+    problem = call_problem(url, production=production, loopback_allowed=loopback_allowed)
+    assert (problem is not None) is refused
 
 
 REFUSED = [
@@ -194,6 +234,7 @@ def test_an_adapter_url_stored_before_the_rule_is_never_called(
         "https://localhost:8443",
         "https://169.254.169.254/latest",
         "https://[fe80::1]:8443",
+        *OTHER_DOTS,
     ],
 )
 def test_production_refuses_an_adapter_on_its_own_machine_or_link(
