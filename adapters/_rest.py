@@ -27,7 +27,9 @@ _ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
 _SECRET_HEADERS = {"authorization", "proxy-authorization", "cookie", "x-api-key"}
 # Failures after which the request surely did not reach the system's logic.
 _RETRIED = (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError)
-_DOTS = re.compile(r"\.+")
+# Characters that a proxy or server in front of the system may decode or read as a
+# path separator before it resolves dot segments (nginx decodes %2F, then resolves ..)
+_UNASKABLE_CHARACTERS = frozenset("/\\%")
 
 
 class RestItem(ItemBase):
@@ -124,10 +126,10 @@ def _from_environment(header_env: Mapping[str, str]) -> dict[str, str]:
 class RestSource:
     """Fetches a record from an HTTP system and maps its JSON answer.
 
-    ``{subject}`` in ``url`` is replaced by the percent-encoded subject (``/`` as
-    ``%2F``), and in the string values of a POST ``body`` by the subject itself; a
-    subject made only of dots, which would change the path, has no record and is not
-    asked for. Connection failures and
+    ``{subject}`` in ``url`` is replaced by the percent-encoded subject, and in the
+    string values of a POST ``body`` by the subject itself. A subject that could
+    change the path (`_unaskable`) has no record and is not asked for. Connection
+    failures and
     5xx answers are retried ``retries`` times, waiting ``backoff`` seconds, then
     twice that, and so on; a timeout is not retried (the system is slow, not down).
     404 means no record. ``fields`` maps property paths to RFC 6901 JSON pointers
@@ -166,10 +168,7 @@ class RestSource:
         )
 
     async def fetch(self, item: str, subject: str) -> Record | None:
-        if _DOTS.fullmatch(subject):
-            # As a path segment, "." and ".." name this folder and its parent, to httpx
-            # and to servers that decode %2E first: asked, the system would answer for
-            # another path, with the adapter's credentials. No subject is only dots.
+        if _unaskable(subject):
             return None
         response = await self._send(self._request(subject))
         if response.status_code == 404:
@@ -252,6 +251,23 @@ class RestSource:
             return resolve_pointer(answer, pointer)
 
         return assemble(self._fields, read, keep_nulls=self._keep_nulls)
+
+
+def _unaskable(subject: str) -> bool:
+    """Whether ``subject`` is never asked for: it holds ``/``, ``\\`` or ``%``, or is
+    empty or made only of dots (``.``, ``..``: then its one segment is a dot segment).
+
+    Percent-encoding keeps such a subject one segment only as far as the first
+    intermediary: nginx (``proxy_pass http://backend/api/;``) decodes ``%2F`` and then
+    resolves dot segments, some servers read ``\\`` as ``/`` or decode ``%`` twice, and
+    httpx itself resolves ``.`` and ``..``. Asked, the system would answer for another
+    path (``../admin`` → ``/api/v2/admin``) with the adapter's credentials; no subject
+    the system knows is written so, so it has no record there.
+
+    >>> _unaskable("../admin"), _unaskable(".."), _unaskable("a..b")
+    (True, True, False)
+    """
+    return bool(_UNASKABLE_CHARACTERS & set(subject)) or subject.strip(".") == ""
 
 
 def resolve_pointer(document: object, pointer: str) -> object:
