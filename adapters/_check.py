@@ -65,8 +65,11 @@ async def check_at_start(config: AdapterConfig, *, http: httpx.AsyncClient) -> l
 
     :returns: warnings, one per system that could not be reached (the adapter serves
         anyway; ``/readyz`` answers 503 while they stay away).
-    :raises ConfigError: a mistake: a query the database refuses, a mapped column the
-        query does not return, an item the hub's registry does not know.
+    :raises ConfigError: a mistake: a query the database refuses (its syntax, a table
+        or column it lacks, a permission), a mapped column the query does not return,
+        an item the hub's registry does not know. A query the database cancelled (a
+        statement or lock timeout), or one whose key the made-up subject does not fit
+        even as NULL (a data error), is a warning: nothing in the file is wrong.
     """
     mistakes: list[str] = []
     warnings: list[str] = []

@@ -39,6 +39,8 @@ Record = dict[str, Any]
 Row = sa.RowMapping
 
 _PROBE_SUBJECT = "onceonly-check"
+# SQLSTATEs of a query the database cancelled: query_canceled, lock_not_available
+_CANCELLED = frozenset({"57014", "55P03"})
 
 # libpq parameters that bound how long a worker thread waits on a PostgreSQL server that
 # answers nothing: the hub's own for its database (decision 0052 explains each value;
@@ -239,20 +241,31 @@ class SqlSource:
             return result.mappings().fetchmany(self._limit)
 
     def _result_columns(self) -> list[str]:
-        """The query's column names, run with a made-up subject. A database reached
-        that refuses the query (a syntax error, a missing table, no permission) is
-        `SourceMisconfigured`; one not reached, or lost meanwhile, is unavailable."""
-        with self._engine.connect() as connection:
+        """The query's column names, run with a made-up subject, or with NULL when that
+        subject does not fit the query's parameter (a number, date or UUID key: a data
+        error). A database reached that refuses the query (a syntax error, a missing
+        table, no permission) is `SourceMisconfigured`; one not reached, lost
+        meanwhile, that cancelled the query (a statement or lock timeout) or still
+        finds a data error, is unavailable: a warning at start-up, not a mistake."""
+        try:
             try:
-                result = connection.execute(self._query, {"subject": _PROBE_SUBJECT})
+                return self._columns_for(_PROBE_SUBJECT)
             except sa.exc.DBAPIError as error:
-                if error.connection_invalidated:
+                if not _data_error(error):
                     raise
-                cause = error.orig or error
-                said = next(iter(str(cause).strip().splitlines()), "")
-                raise SourceMisconfigured(
-                    f"the database query failed ({type(cause).__name__}: {said})"
-                ) from error
+            return self._columns_for(None)  # NULL fits a parameter of any type
+        except sa.exc.DBAPIError as error:
+            if error.connection_invalidated or _not_a_mistake(error):
+                raise
+            cause = error.orig or error
+            said = next(iter(str(cause).strip().splitlines()), "")
+            raise SourceMisconfigured(
+                f"the database query failed ({type(cause).__name__}: {said})"
+            ) from error
+
+    def _columns_for(self, subject: str | None) -> list[str]:
+        with self._engine.connect() as connection:
+            result = connection.execute(self._query, {"subject": subject})
             columns = list(result.keys())
             result.close()
             connection.rollback()
@@ -279,6 +292,27 @@ class SqlSource:
             raise SourceUnavailable(
                 f"the database query failed ({type(cause).__name__}{said})"
             ) from error
+
+
+def _sqlstate(error: sa.exc.DBAPIError) -> str:
+    """The SQLSTATE of a database's refusal, where its driver gives one (psycopg as
+    ``sqlstate``, psycopg2 as ``pgcode``), or ``""``."""
+    cause = error.orig
+    return str(getattr(cause, "sqlstate", None) or getattr(cause, "pgcode", None) or "")
+
+
+def _data_error(error: sa.exc.DBAPIError) -> bool:
+    """A value the query cannot take (SQLSTATE class 22: invalid_text_representation,
+    numeric_value_out_of_range...), which PEP 249 drivers raise as ``DataError``."""
+    return isinstance(error, sa.exc.DataError) or _sqlstate(error).startswith("22")
+
+
+def _not_a_mistake(error: sa.exc.DBAPIError) -> bool:
+    """A refusal that says nothing wrong of the configuration: a data error, or the
+    query cancelled (57014 query_canceled: a statement_timeout) or a lock not had
+    (55P03 lock_not_available, SQLite's SQLITE_BUSY: a migration holds the table)."""
+    busy = str(getattr(error.orig, "sqlite_errorname", "")).startswith("SQLITE_BUSY")
+    return _data_error(error) or _sqlstate(error) in _CANCELLED or busy
 
 
 def _reader(row: Row) -> Any:
