@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.requests import ClientDisconnect
 
 from ._client import AsyncHubClient
-from ._errors import AccessDenied, AuthenticationFailed, InvalidRequest, NotFound, OnceonlyError
+from ._errors import AuthenticationFailed, InvalidRequest, OnceonlyError
 from ._http import bearer_token, problem_response, went_away
 from ._http import read_body as read_json_body
 from ._reqtoken import RequestTokenVerifier, subject_digest
@@ -219,16 +219,19 @@ class ChangePublisher:
     order and forgets each one the hub accepted. Each change carries its own
     idempotency key, sent with every attempt: a change published again because the
     hub's answer was lost (or the adapter stopped before forgetting it) is the same
-    event at the hub, never a second one. A change the hub refuses for good (an item
-    this department does not own, say) is dropped with a warning, so that it cannot
-    block the ones behind it.
+    event at the hub, never a second one. A change the hub refuses for good is
+    dropped, logged as an ``ERROR``, so that it cannot block the ones behind it: only
+    when the hub's own answer to the publish request refuses that change
+    (`refused_for_good`), never for a refusal of the token request, an answer that is
+    not the hub's problem document (a proxy's page), or a ``401``.
 
     While the hub cannot be reached, fails, or refuses the client (its key was
     replaced at the hub, or it is not registered yet), changes wait and the rounds are
     tried again ever less often: ``interval`` doubled after each failed round, with
     jitter, up to `QUICK_CAP` seconds for a hub that is away or failing and up to
     ``max_wait`` (`MAX_COME_BACK`) for a refusal that lasts (``401``: the client is
-    refused; ``429`` without ``Retry-After``), since each attempt then costs the hub a
+    refused; the token endpoint refuses the DPoP proof, as when the adapter's clock is
+    off; ``429`` without ``Retry-After``), since each attempt then costs the hub a
     refused ``token.issue`` audit entry. When the hub says how long to wait
     (``Retry-After`` on a ``503`` or ``429``), the next round waits that long, if it is
     longer than ``interval``, but no longer than ``max_wait``. Each new failure
@@ -304,11 +307,11 @@ class ChangePublisher:
                     idempotency_key=change.idempotency_key,
                 )
                 accepted += 1
-            except (AccessDenied, NotFound, InvalidRequest) as refused:
-                log.warning("change dropped: %s", refused.problem_type, extra={"item": change.item})
-            except OnceonlyError as unavailable:
-                self._stopped_by = unavailable
-                break  # the hub is down or refuses us: try again later
+            except OnceonlyError as error:
+                if not refused_for_good(error):
+                    self._stopped_by = error
+                    break  # the hub is away, fails or refuses us: try again later
+                _log_dropped(error, item=change.item)
             settled.append(change.id)
         if settled:
             await anyio.to_thread.run_sync(self._store.forget_changes, settled)
@@ -321,6 +324,50 @@ QUICK_CAP = 30.0
 # Refusals that asking again soon will not end: the hub refused the client itself (an
 # operator must register its key again), or asked for fewer requests without saying when
 _LASTING = frozenset({401, 429})
+# The hub's refusals of a DPoP proof, at its token endpoint (400, RFC 9449 §5) or at the
+# publish route (401, §7.1): mostly a proof whose iat is off the hub's clock by more than
+# its clock_skew, which lasts until the adapter's host sets its clock right
+_PROOF_REFUSED = frozenset({"oauth-invalid-dpop-proof", "invalid-dpop-proof"})
+# The publish route's refusals of one change that no later attempt would end
+# (docs/events.md, docs/protocol.md §3), by status: the department does not own the item
+# (its token has no publish scope for it, or it is not the owner), the item is unknown,
+# not shared or retired, the change's subject is refused (padded, not NFC), or its
+# idempotency key names another event. The token endpoint's types (oauth-*, client-*) are
+# never among them
+_REFUSED_FOR_GOOD: dict[int, frozenset[str]] = {
+    400: frozenset({"invalid-request"}),
+    403: frozenset({"insufficient-scope", "not-owner"}),
+    404: frozenset({"unknown-item"}),
+    409: frozenset({"item-not-shared"}),
+    410: frozenset({"item-retired"}),
+    422: frozenset({"idempotency-key-reused"}),
+}
+
+
+def refused_for_good(error: OnceonlyError) -> bool:
+    """Whether ``error`` is the hub's problem answer to a publish that refuses that change
+    for good: a status and problem type of `_REFUSED_FOR_GOOD`, in an answer with the
+    hub's request id (every answer of the hub has one; a proxy's page has neither: its
+    404 is ``record-not-found`` only by the SDK's default). Anything else keeps the
+    change in the outbox: "nothing acknowledged is lost" (DESIGN.md)."""
+    if error.request_id is None or error.status is None:
+        return False
+    return error.problem_type in _REFUSED_FOR_GOOD.get(error.status, frozenset())
+
+
+def _log_dropped(error: OnceonlyError, *, item: str) -> None:
+    log.error(
+        "change dropped: the hub refused it for good: status %s, problem type %s",
+        error.status,
+        error.problem_type,
+        extra={"item": item, "status": error.status, "problem_type": error.problem_type},
+    )
+
+
+def _lasting(failure: Exception) -> bool:
+    if not isinstance(failure, OnceonlyError):
+        return False
+    return failure.status in _LASTING or failure.problem_type in _PROOF_REFUSED
 
 
 def backoff(failures: int, *, base: float, cap: float, jitter: Callable[[], float]) -> float:
@@ -346,8 +393,7 @@ def wait_after(
         wait = max(interval, min(come_back, max_wait))
         again = f"publishing changes again in {_seconds(wait)} s"
         return wait, f"the hub asked to come back in {_seconds(come_back)} s; {again}"
-    lasting = isinstance(failure, OnceonlyError) and failure.status in _LASTING
-    cap = max_wait if lasting else min(max_wait, QUICK_CAP)
+    cap = max_wait if _lasting(failure) else min(max_wait, QUICK_CAP)
     wait = backoff(failures, base=interval, cap=cap, jitter=jitter)
     plan = f"publishing changes again in {_seconds(wait)} s, then less often"
     return wait, f"{plan}, at least every {_seconds(cap)} s, until it works"
@@ -374,13 +420,12 @@ class _Failure:
 
 
 def _log_failure(error: Exception, state: _Failure, *, wait: float, plan: str) -> None:
-    """One line for a new state of failure: ERROR when the hub refused the client or the
-    error is unexpected (an operator must act), else WARNING."""
-    refused = isinstance(error, AuthenticationFailed)
+    """One line for a new state of failure: ERROR when the hub refused the client or its
+    DPoP proof, or the error is unexpected (an operator must act), else WARNING."""
     expected = isinstance(error, OnceonlyError)
-    hint = " (the hub refused this adapter's client: check its key at the hub)" if refused else ""
+    hint = _hint(error)
     log.log(
-        logging.WARNING if expected and not refused else logging.ERROR,
+        logging.WARNING if expected and not hint else logging.ERROR,
         "publishing changes failed: %s%s; %s",
         state,
         hint,
@@ -393,6 +438,18 @@ def _log_failure(error: Exception, state: _Failure, *, wait: float, plan: str) -
             "wait": round(wait, 1),
         },
     )
+
+
+def _hint(error: Exception) -> str:
+    """What an operator should look at, when the refusal is one they must end."""
+    if isinstance(error, OnceonlyError) and error.problem_type in _PROOF_REFUSED:
+        return (
+            " (the hub refused this adapter's DPoP proof: the adapter's clock may be off;"
+            " is its time kept by NTP?)"
+        )
+    if isinstance(error, AuthenticationFailed):
+        return " (the hub refused this adapter's client: check its key at the hub)"
+    return ""
 
 
 def _seconds(value: float) -> str:

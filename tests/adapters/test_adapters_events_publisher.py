@@ -23,6 +23,7 @@ from onceonly.adapters import (
     AsyncHubClient,
     AuthenticationFailed,
     HubUnavailable,
+    InvalidRequest,
     RateLimited,
     RecordStore,
     UpstreamError,
@@ -202,6 +203,12 @@ def test_a_hub_that_asks_to_come_back_is_logged_once_per_state_and_waited_for(
         # refused for good until an operator acts: up to max_wait
         (AuthenticationFailed("refused", problem_type="oauth-invalid-client"), 300.0, "300"),
         (RateLimited("slow down"), 300.0, "300"),  # a 429 that did not say when
+        # the token endpoint refused the DPoP proof: the adapter's clock is off, say
+        (
+            InvalidRequest("proof", status=400, problem_type="oauth-invalid-dpop-proof"),
+            300.0,
+            "300",
+        ),
         # away or failing: tried again at least every QUICK_CAP seconds
         (HubUnavailable("the hub could not be reached"), 30.0, "30"),
         (UpstreamError("failed", status=503), 30.0, "30"),
