@@ -37,6 +37,8 @@ class HubDirectory:
 
     Every method raises `HubUnavailable` when the hub cannot be reached or answers
     something unexpected, and `NotFound` when the hub says the item does not exist.
+    A hub that has no discovery document or JWKS (a 404 from a proxy in front of it,
+    a wrong path in ``hub_url``) is unavailable too: no item is unknown for that.
     """
 
     def __init__(
@@ -122,7 +124,9 @@ class HubDirectory:
         return cached
 
     async def schema(self, item: str, version: int) -> dict[str, Any]:
-        body = await self._get(f"/v1/items/{quote(item, safe='')}/versions/{version}")
+        body = await self._get(
+            f"/v1/items/{quote(item, safe='')}/versions/{version}", of_an_item=True
+        )
         schema = body.get("schema")
         if body.get("item") != item or body.get("version") != version:
             raise HubUnavailable(f"the hub answered another item or version than {item} v{version}")
@@ -131,7 +135,7 @@ class HubDirectory:
         return schema
 
     async def latest_version(self, item: str) -> int:
-        body = await self._get(f"/v1/items/{quote(item, safe='')}")
+        body = await self._get(f"/v1/items/{quote(item, safe='')}", of_an_item=True)
         version = body.get("latest_version")
         if not isinstance(version, int) or isinstance(version, bool):
             raise HubUnavailable(f"the hub's entry for {item} has no latest_version")
@@ -165,12 +169,15 @@ class HubDirectory:
             raise HubUnavailable("the hub's JWKS cannot be read") from error
         self._keys_confirmed_at = self._keys_fetched_at
 
-    async def _get(self, path: str) -> dict[str, Any]:
+    async def _get(self, path: str, *, of_an_item: bool = False) -> dict[str, Any]:
+        """The JSON object at ``path``. A 404 is `NotFound` (``unknown-item``) only for
+        ``of_an_item``: the hub's own documents are always there, so any answer but 200
+        to them, 404 too, means the hub cannot be had (`HubUnavailable`)."""
         try:
             response = await self._http.get(self._hub_url + path)
         except httpx.TransportError as error:
             raise HubUnavailable(f"cannot reach the hub: {type(error).__name__}") from error
-        if response.status_code == 404:
+        if response.status_code == 404 and of_an_item:
             raise NotFound(f"the hub has no {path}", problem_type="unknown-item")
         if response.status_code != 200:
             raise HubUnavailable(f"the hub answered {response.status_code} to GET {path}")
