@@ -156,9 +156,10 @@ async def add_failures(conn: AsyncConnection, *, keys: list[str], at: datetime) 
     )
 
 
-async def forget_failures(conn: AsyncConnection, *, key: str, take_back: list[str]) -> None:
-    """Forget every failure under ``key``, and one under each of ``take_back``."""
-    await conn.execute(sa.delete(_failures).where(_failures.c.key == key))
+async def forget_failures(conn: AsyncConnection, *, key: str | None, take_back: list[str]) -> None:
+    """Forget every failure under ``key`` (if any), and one under each of ``take_back``."""
+    if key is not None:
+        await conn.execute(sa.delete(_failures).where(_failures.c.key == key))
     await conn.execute(
         sa.update(_failures)
         .where(_failures.c.key.in_(take_back), _failures.c.failures > 0)
