@@ -330,7 +330,15 @@ class RecordStore:
         With ``announce`` (the default) the change is noted, in the same transaction,
         for the adapter to publish to the hub's subscribers; an initial load may
         pass ``announce=False``.
+
+        :raises ValueError: ``subject`` breaks the subject rule, as `import_records`
+            refuses it (`subject_problem`): the hub never asks for it, so the record
+            could not be served and its change would be refused. The message names the
+            rule, never the subject.
         """
+        problem = _subject_refusal(subject)
+        if problem is not None:
+            raise ValueError(f"not stored: the {problem}")
         with self._engine.begin() as connection:
             _upsert(connection, item, records=[(subject, record)], announce=announce)
 
@@ -583,17 +591,25 @@ class RecordStore:
 
 
 def _check_row(row: _Row, first_row: dict[str, int]) -> str | None:
-    if not row.subject:
-        return "subject is missing"
-    if len(row.subject) > _MAX_SUBJECT:
-        return f"subject is longer than {_MAX_SUBJECT} characters"
-    problem = subject_problem(row.subject)  # the hub would refuse to ask for it
+    subject = row.subject or ""
+    problem = _subject_refusal(subject)
     if problem is not None:
-        return problem.removeprefix("the ")
-    if row.subject in first_row:
-        return f"subject repeats row {first_row[row.subject]}"
-    first_row[row.subject] = row.row
+        return problem
+    if subject in first_row:
+        return f"subject repeats row {first_row[subject]}"
+    first_row[subject] = row.row
     return None
+
+
+def _subject_refusal(subject: str) -> str | None:
+    """Why the store refuses ``subject`` (``"subject is missing"``...), or ``None``:
+    the hub would never ask for it (`subject_problem`, and at most 256 characters)."""
+    if not subject:
+        return "subject is missing"
+    if len(subject) > _MAX_SUBJECT:
+        return f"subject is longer than {_MAX_SUBJECT} characters"
+    problem = subject_problem(subject)
+    return None if problem is None else problem.removeprefix("the ")
 
 
 def _parsed(stored: str) -> dict[str, Any] | Failed:
