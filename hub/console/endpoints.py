@@ -45,7 +45,7 @@ from onceonly.hub.db import WRITE_OPTION
 from onceonly.hub.dependencies import HubDep, SessionDep, WriteSessionDep
 from onceonly.hub.kit.problems import HubError, InvalidRequest
 from onceonly.hub.people import service as people
-from onceonly.hub.people.exceptions import SignInFailed, SignInThrottled
+from onceonly.hub.people.exceptions import SignInFailed, SignInsBusy, SignInThrottled
 from onceonly.hub.people.principal import Forbidden
 from onceonly.hub.people.schemas import SignInIn
 from onceonly.hub.registry import service as registry
@@ -119,11 +119,12 @@ async def sign_in(request: Request, visit: VisitDep, form: FormDep, hub: HubDep)
         )
     except (SignInFailed, SignInThrottled) as error:
         await _refused(scope, error)
-        message = (
-            views.N_("Too many failed sign-ins: wait a few minutes, then try again")
-            if isinstance(error, SignInThrottled)
-            else views.N_("The username, password or one-time code is not right")
-        )
+        if isinstance(error, SignInsBusy):  # the hub's load, not this person's failures
+            message = views.N_("The hub is busy checking other sign-ins: try again in a moment")
+        elif isinstance(error, SignInThrottled):
+            message = views.N_("Too many failed sign-ins: wait a few minutes, then try again")
+        else:
+            message = views.N_("The username, password or one-time code is not right")
         errors = [views.FieldError("username", message)]
         return oidc_sign_in.sign_in_form(
             request,

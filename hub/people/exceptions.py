@@ -24,6 +24,11 @@ class SignInThrottled(HubError):
     title = "Too many failed sign-ins"
 
 
+class SignInsBusy(SignInThrottled):
+    """Too many sign-ins are being checked at once (decision 0063): the same problem
+    type, but nothing this person did; they may try again in a second."""
+
+
 class PersonNotFound(HubError):
     status = 404
     slug = "person-not-found"

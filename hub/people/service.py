@@ -44,6 +44,7 @@ from onceonly.hub.people.exceptions import (
     PersonConflict,
     PersonNotFound,
     SignInFailed,
+    SignInsBusy,
     SignInThrottled,
 )
 from onceonly.hub.people.models import Person, PersonRole, PersonSession
@@ -149,7 +150,7 @@ class PasswordChecks:
         refused ``429 sign-in-throttled`` with ``Retry-After``: too many are admitted."""
         with self._lock:
             if self._admitted >= self._capacity:
-                raise SignInThrottled(
+                raise SignInsBusy(
                     "too many sign-ins are being checked at once;"
                     f" try again in {BUSY_RETRY_AFTER} seconds",
                     headers={"Retry-After": str(BUSY_RETRY_AFTER)},
@@ -404,7 +405,7 @@ async def _admitted(engine: AsyncEngine, attempt: Attempt, settings: Settings) -
     decision 0063: 40 throttled requests in flight from one address filled them)."""
     try:
         return password_checks(settings).admit()
-    except SignInThrottled:
+    except SignInsBusy:
         async with write_connection(engine) as conn:
             await repository.forget_failures(conn, key=None, take_back=_counted(attempt))
         raise

@@ -21,6 +21,8 @@ from onceonly.hub.config import Settings
 from onceonly.hub.console.cookies import ENDED_NOTICE_SECONDS
 from onceonly.hub.console.pages import CONTENT_SECURITY_POLICY
 from onceonly.hub.keys import HubKeys
+from onceonly.hub.people.exceptions import SignInsBusy
+from onceonly.hub.people.service import password_checks
 
 from tests.hub.console.console_world import (
     ADMINISTRATOR,
@@ -118,6 +120,30 @@ def test_a_steward_with_one_time_codes_needs_the_code_and_a_refusal_is_audited(
         ("refused", "sign-in-failed", STEWARD),
         ("ok", "totp", STEWARD),
     ]
+
+
+def test_a_sign_in_refused_because_the_hub_is_busy_says_so_not_that_it_failed(
+    world: ConsoleWorld,
+) -> None:
+    """Too many sign-ins being checked at once (decision 0063) is the hub's load, not
+    this person's failures: the page says to try again in a moment, where it said "Too
+    many failed sign-ins: wait a few minutes" (a hostile review)."""
+    checks = password_checks(world.hub.settings)
+    held = []
+    try:
+        while True:  # take every place of this process's bound
+            held.append(checks.admit())
+    except SignInsBusy:
+        pass
+    try:
+        with world.browser() as browser:
+            answer = sign_in(browser, STEWARD, TEST_PASSWORD, code=world.next_code())
+    finally:
+        for check in held:
+            check.__exit__(None, None, None)
+    assert answer.status_code == 429
+    assert "The hub is busy checking other sign-ins: try again in a moment" in answer.text
+    assert "Too many failed sign-ins" not in answer.text
 
 
 def test_an_empty_sign_in_form_is_answered_with_an_error_summary(world: ConsoleWorld) -> None:
