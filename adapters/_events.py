@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.requests import ClientDisconnect
 
 from ._client import AsyncHubClient
-from ._errors import AuthenticationFailed, InvalidRequest, OnceonlyError
+from ._errors import AuthenticationFailed, InvalidRequest, OnceonlyError, UpstreamError
 from ._http import bearer_token, problem_response, went_away
 from ._http import read_body as read_json_body
 from ._reqtoken import RequestTokenVerifier, subject_digest
@@ -54,6 +54,14 @@ MAX_COME_BACK = 300.0
 # acknowledgement, a retry after the hub's timeout) without the handler: the hub's
 # retries of one event come within its retry schedule, long before this many others
 REMEMBERED_EVENTS = 10_000
+# Worker threads of their own for plain (sync) handlers: one that blocks (a lock, a call
+# with no timeout) then holds these, never anyio's default threads, which the SQL and
+# sync Python sources, the record store and the record queries share
+HANDLER_THREADS = 4
+# Seconds a delivery waits for its turn (another delivery of its event is being handled)
+# or for a free handler thread before it is answered 503 handler-busy: the hub retries
+# later. Well under the hub's owner_timeout (5 s), so the handler may still run in it
+HANDLER_WAIT = 2.0
 log = logging.getLogger("onceonly.adapter.events")
 
 
@@ -107,6 +115,7 @@ class _Receiver:
         self._verifier, self._store, self._handler = verifier, store, handler
         self._turns: dict[str, _Turn] = {}  # event ids being handled here, and their waiters
         self._handled: OrderedDict[str, None] = OrderedDict()  # the latest, oldest first
+        self._threads: _HandlerThreads | None = None  # made on the event loop, when needed
 
     async def receive(self, request: Request) -> dict[str, str]:
         claims = await self._verifier.verify_claims(bearer_token(request))
@@ -116,7 +125,7 @@ class _Receiver:
             if event.event_id in self._handled:
                 return {"status": "duplicate"}
             if self._handler is not None:
-                await _hand_over(self._handler, event)
+                await _hand_over(self._handler, event, threads=self._handler_threads())
             first = await anyio.to_thread.run_sync(
                 self._store.record_received_event, _received(event)
             )
@@ -132,12 +141,20 @@ class _Receiver:
         turn = self._turns.setdefault(event_id, _Turn())
         turn.holders += 1
         try:
-            async with turn.lock:
+            await _within_wait(turn.lock.acquire(), "another delivery of this event is handled")
+            try:
                 yield
+            finally:
+                turn.lock.release()
         finally:
             turn.holders -= 1
             if turn.holders == 0:
                 del self._turns[event_id]
+
+    def _handler_threads(self) -> _HandlerThreads:
+        if self._threads is None:
+            self._threads = _HandlerThreads()
+        return self._threads
 
     def _remember(self, event_id: str) -> None:
         self._handled[event_id] = None
@@ -151,17 +168,61 @@ class _Turn:
     holders: int = 0  # the delivery that has the turn and those waiting for it
 
 
-async def _hand_over(handler: EventHandler, event: DeliveredEvent) -> None:
-    """Call ``handler``: a coroutine function on the event loop, any other callable in a
-    worker thread (it may block, as a sync `CallableSource` may), awaiting what it
+class _HandlerThreads:
+    """The `HANDLER_THREADS` worker threads of plain handlers, and the bounded wait for
+    one. ``slots`` is waited for (`HANDLER_WAIT` at most); ``threads``, as large, is the
+    limiter the run takes, which never makes it wait: a slot is held until the thread
+    has returned, since a run in a thread is not abandoned when its delivery goes."""
+
+    def __init__(self) -> None:
+        self.slots = anyio.CapacityLimiter(HANDLER_THREADS)
+        self.threads = anyio.CapacityLimiter(HANDLER_THREADS)
+
+    async def run(self, handler: EventHandler, event: DeliveredEvent) -> object:
+        borrower = object()
+        await _within_wait(
+            self.slots.acquire_on_behalf_of(borrower),
+            f"all {HANDLER_THREADS} threads of the event handler are busy",
+        )
+        try:
+            return await anyio.to_thread.run_sync(handler, event, limiter=self.threads)
+        finally:
+            self.slots.release_on_behalf_of(borrower)
+
+
+class _HandlerBusy(UpstreamError):
+    default_status = 503
+    default_problem_type = "handler-busy"
+    title = "Event handler busy"
+
+
+async def _within_wait(acquired: Awaitable[None], busy: str) -> None:
+    """Await ``acquired`` (a lock, a thread), `HANDLER_WAIT` seconds at most.
+
+    :raises _HandlerBusy: it took longer: the delivery is answered 503, and the hub
+        delivers it again later.
+    """
+    try:
+        with anyio.fail_after(HANDLER_WAIT):
+            await acquired
+    except TimeoutError:
+        log.warning("event delivery answered 503: %s", busy)
+        raise _HandlerBusy(f"{busy}: deliver it again later") from None
+
+
+async def _hand_over(
+    handler: EventHandler, event: DeliveredEvent, *, threads: _HandlerThreads
+) -> None:
+    """Call ``handler``: a coroutine function on the event loop, any other callable in one
+    of ``threads`` (it may block, as a sync `CallableSource` may), awaiting what it
     returns if that is awaitable."""
-    outcome: Awaitable[None] | None
+    outcome: object
     if inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(
         type(handler).__call__  # an object whose __call__ is a coroutine function
     ):
         outcome = handler(event)
     else:
-        outcome = await anyio.to_thread.run_sync(handler, event)
+        outcome = await threads.run(handler, event)
     if inspect.isawaitable(outcome):
         await outcome
 
