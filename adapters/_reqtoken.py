@@ -46,18 +46,25 @@ _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 SUBJECT_RULE = (
     "The identifier of whom the record is about: no white space at either end, no"
-    " control character, in Unicode normalization form C (NFC); refused, not normalized"
+    " control character, no invisible format character (Unicode category Cf: zero-width"
+    " space, byte order mark, bidirectional controls, soft hyphen), in Unicode"
+    " normalization form C (NFC); refused, not normalized"
 )
 
 
 def subject_problem(subject: str) -> str | None:
     """Why ``subject`` is not a subject identifier, or ``None`` when it is one
     (docs/protocol.md §3, decision 0061): no white space at either end, no control
-    character (NUL included) nor lone surrogate, and in Unicode normalization form C.
+    character (NUL included) nor lone surrogate, no format character (Unicode category
+    Cf: U+200B zero-width space, U+FEFF byte order mark, U+200E/F and U+202A-E and
+    U+2066-9 bidirectional controls, U+2060 word joiner, U+00AD soft hyphen) anywhere,
+    and in Unicode normalization form C.
 
     A subject is refused, never normalized: a database that ignores trailing spaces
     (``CHAR(11)`` on PostgreSQL) or folds forms would read one person's record for two
-    spellings, each filed under its own pseudonym. The reason never quotes the subject.
+    spellings, each filed under its own pseudonym. A format character is invisible: a
+    pasted or exported identifier carries it unseen, and a right-to-left override shows
+    one identifier as another. The reason never quotes the subject.
 
     >>> subject_problem("38001085718 ")
     'the subject has white space at its start or end'
@@ -66,6 +73,8 @@ def subject_problem(subject: str) -> str | None:
         return "the subject has white space at its start or end"
     if any(unicodedata.category(char) in _NOT_TEXT for char in subject):
         return "the subject holds a control character or a lone surrogate"
+    if any(unicodedata.category(char) == "Cf" for char in subject):
+        return "the subject holds an invisible format character (Unicode category Cf)"
     if not unicodedata.is_normalized("NFC", subject):
         return "the subject is not in Unicode normalization form C (NFC)"
     return None

@@ -1,5 +1,7 @@
 """A subject identifier is refused, never normalized (decision 0061): white space at
-either end, a control character (NUL too), a lone surrogate, or a form other than NFC.
+either end, a control character (NUL too), a lone surrogate, an invisible format
+character (Unicode category Cf: zero-width space, BOM, bidirectional controls), or a
+form other than NFC.
 
 The rule is one function (``subject_problem``); the provider refuses a query whose
 subject breaks it with 400 ``invalid-request`` before any source is asked. The docs'
@@ -62,6 +64,17 @@ REFUSED = {
     "lone surrogate": SUBJECT + "\ud800",
     "NFD": "Mu\u0308ller",  # u + combining diaeresis; NFC is "Müller"
     "compatibility-decomposed but not NFC": "\u212b",  # ANGSTROM SIGN, NFC is U+00C5
+    # Format characters (Unicode category Cf): invisible, carried by a paste or export
+    "zero-width space first": "\u200b" + SUBJECT,
+    "zero-width space last": SUBJECT + "\u200b",
+    "byte order mark": "\ufeff" + SUBJECT,
+    "left-to-right mark": SUBJECT + "\u200e",
+    "right-to-left mark": SUBJECT + "\u200f",
+    "right-to-left override": "\u202e" + SUBJECT[::-1],
+    "left-to-right embedding": "\u202a" + SUBJECT,
+    "first strong isolate": "\u2068" + SUBJECT + "\u2069",
+    "word joiner": SUBJECT[:5] + "\u2060" + SUBJECT[5:],
+    "soft hyphen": SUBJECT[:7] + "\u00ad" + SUBJECT[7:],
 }
 TAKEN = {
     "birth code": SUBJECT,
