@@ -98,6 +98,19 @@ class AdapterConfig(BaseModel):
         return value
 
     @property
+    def hub_in_clear(self) -> str | None:
+        """What ``allow_plain_http_hub`` risks with this ``hub_url``, or ``None`` when
+        the hub is reached over https:// or on loopback: ``serve`` logs it as a
+        WARNING at start, so that an exception meant for a test bed is not forgotten."""
+        if _over_tls_or_loopback(self.hub_url):
+            return None
+        return (
+            f"the hub {self.hub_url} is reached over plain http:// (allow_plain_http_hub):"
+            " request tokens are checked against keys fetched in clear, so anyone on the"
+            " path can forge them, and records cross the network unencrypted"
+        )
+
+    @property
     def key_path(self) -> Path:
         """The adapter client's private JWK (mode 0600)."""
         return self.data_dir / "client-key.jwk"

@@ -237,16 +237,18 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _check_at_start(config: AdapterConfig) -> None:
     """Stop at a mistake in the configuration (`check_at_start`); log a warning for
-    each system that cannot be reached now, and serve all the same (decision 0061)."""
+    each system that cannot be reached now, and serve all the same (decision 0061);
+    and one for a plain http:// hub off loopback (`AdapterConfig.hub_in_clear`)."""
+    log = logging.getLogger("adapters.cli")
+    if (risk := config.hub_in_clear) is not None:
+        log.warning("%s", risk)
 
     async def check() -> list[str]:
         async with httpx.AsyncClient(timeout=5.0) as http:
             return await check_at_start(config, http=http)
 
     for warning in asyncio.run(check()):
-        logging.getLogger("adapters.cli").warning(
-            "%s; serving all the same, /readyz answers 503 while it stays away", warning
-        )
+        log.warning("%s; serving all the same, /readyz answers 503 while it stays away", warning)
 
 
 def worker_app() -> Any:
