@@ -642,7 +642,9 @@ _EVENT_PROBLEMS: dict[int, tuple[str, tuple[str, ...]]] = {
     401: ("The hub's event token does not hold, was used before, or does not match the"
           " body", ("invalid-token",)),
     413: ("The body is over 64 KiB", ("payload-too-large",)),
-    503: ("The hub's keys could not be fetched to check the token", ("hub-unavailable",)),
+    503: ("The hub's keys could not be fetched to check the token, or the event's handler"
+          " has no thread free or is still handling it (deliver it again later)",
+          ("hub-unavailable", "handler-busy")),
 }  # fmt: skip
 
 _EVENT_ANSWER = {
