@@ -23,7 +23,7 @@ def project_to_version(
     object loses the members its subschema would refuse anyway: those that are
     neither in ``properties`` nor matched by ``patternProperties`` where
     ``additionalProperties`` is ``false``. Arrays are projected element by
-    element through ``items``; local ``$ref`` are followed.
+    element through ``prefixItems`` and ``items``; local ``$ref`` are followed.
 
     ``strict`` (cutting a record down to the version a grant was decided on): an
     object whose subschema lists ``properties`` or ``patternProperties`` and says
@@ -79,10 +79,22 @@ def _project(value: Any, root: dict[str, Any], node: Any, depth: int, strict: bo
             return _DROP
     if isinstance(value, dict):
         return _project_object(value, root, node, depth, strict)
-    if isinstance(value, list) and "items" in node:
-        elements = [_project(element, root, node["items"], depth - 1, strict) for element in value]
+    if isinstance(value, list) and ("items" in node or "prefixItems" in node):
+        elements = [
+            element if subschema is None else _project(element, root, subschema, depth - 1, strict)
+            for element, subschema in zip(value, _element_schemas(node, len(value)), strict=True)
+        ]
         return _DROP if any(element is _DROP for element in elements) else elements
     return value
+
+
+def _element_schemas(node: dict[str, Any], count: int) -> list[Any]:
+    """Each element's subschema (JSON Schema 2020-12 §10.3.1): ``prefixItems`` by
+    position, then ``items`` for the rest; None for an element neither names."""
+    prefix = node.get("prefixItems")
+    prefix = prefix if isinstance(prefix, list) else []
+    rest = node.get("items")
+    return [prefix[i] if i < len(prefix) else rest for i in range(count)]
 
 
 def _project_object(
@@ -121,6 +133,7 @@ def _flatten(root: dict[str, Any], node: dict[str, Any]) -> Any:
     properties: dict[str, Any] = {}
     patterns: dict[str, Any] = {}
     items: Any = None
+    prefix_items: Any = None
     is_map = False
     stack: list[Any] = [node]
     for _ in range(4 * MAX_SCHEMA_DEPTH):  # bounded: the registry refused $ref loops
@@ -140,6 +153,8 @@ def _flatten(root: dict[str, Any], node: dict[str, Any]) -> Any:
         is_map = is_map or (extra is not None and extra is not False)
         if items is None and "items" in part:
             items = part["items"]
+        if prefix_items is None and isinstance(part.get("prefixItems"), list):
+            prefix_items = part["prefixItems"]
         for keyword in _BRANCHES:
             branches = part.get(keyword)
             if isinstance(branches, list):
@@ -147,6 +162,8 @@ def _flatten(root: dict[str, Any], node: dict[str, Any]) -> Any:
     flat: dict[str, Any] = {"properties": properties, "patternProperties": patterns}
     if items is not None:
         flat["items"] = items
+    if prefix_items is not None:
+        flat["prefixItems"] = prefix_items
     if is_map:
         flat["additionalProperties"] = True
     elif node.get("additionalProperties") is False:
@@ -215,5 +232,9 @@ def _keeps_all(root: dict[str, Any], node: Any, seen: set[int]) -> bool:
         return False
     if "additionalProperties" not in flat and flat["properties"]:
         return False  # read as closed, though a valid record may have other members
-    subschemas = [*flat["properties"].values(), *([flat["items"]] if "items" in flat else [])]
+    subschemas = [
+        *flat["properties"].values(),
+        *([flat["items"]] if "items" in flat else []),
+        *flat.get("prefixItems", []),
+    ]
     return all(_keeps_all(root, subschema, seen) for subschema in subschemas)

@@ -97,7 +97,35 @@ IDENTITY_CASES = [
         id="allOf: read as closed by strict projection",
     ),
     pytest.param(_root({"a": {"$ref": "#/$defs/nothing"}}), ["a"], False, id="unresolvable"),
+    pytest.param(
+        _root({"a": {"type": "array", "prefixItems": [OPEN_ADDRESS]}}),
+        ["a"],
+        False,
+        id="an open object as a tuple's element",
+    ),
+    pytest.param(
+        _root({"a": {"type": "array", "prefixItems": [CLOSED_ADDRESS], "items": False}}),
+        ["a"],
+        True,
+        id="a closed tuple",
+    ),
 ]
+
+
+def test_a_tuples_open_element_is_cut_to_what_it_declares() -> None:
+    """prefixItems was not followed: an undeclared member of an open object in a tuple
+    was delivered (a hostile review of c00ca40), where the same object under items was
+    cut."""
+    for array in (
+        {"type": "array", "prefixItems": [OPEN_ADDRESS]},
+        {"type": "array", "prefixItems": [STREET], "items": OPEN_ADDRESS},
+    ):
+        schema = _root({"a": array})
+        first = {"street": "Pikk 1", "national_id": "38001085718"}
+        record = {"a": [first] if "items" not in array else ["x", first]}
+        projected = project_to_version(record, schema, strict=True)
+        assert "national_id" not in json.dumps(projected), projected
+        assert "Pikk 1" in json.dumps(projected)
 
 
 @pytest.mark.parametrize(("schema", "fields", "identity"), IDENTITY_CASES)
@@ -118,6 +146,7 @@ SAMPLES = [
     {"a": "x"},
     {"a": {"street": "Pikk 1"}},
     {"a": [{"street": "Pikk 1"}, {}]},
+    {"a": [{"street": "Pikk 1"}]},
     {"a": {"math": 5}},
     {"a": {"t": {"t": {}}}},
 ]
