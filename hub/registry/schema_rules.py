@@ -140,6 +140,7 @@ def check_schema(schema: dict[str, Any]) -> None:
         if isinstance(node, dict):
             _check_node(node, path, locations)
     _check_ref_loops(locations)
+    _check_marks_are_read(schema, locations)
     try:
         Draft202012Validator.check_schema(schema)
     except SchemaError as error:
@@ -310,6 +311,16 @@ def personal_fields(schema: dict[str, Any]) -> list[str]:
 
 def _holds_personal(start: Path, locations: dict[Path, Any]) -> bool:
     """Whether the subschema at ``start``, or one it reaches, is marked ``x-personal``."""
+    return any(
+        isinstance(locations.get(path), dict) and locations[path].get("x-personal") is True
+        for path in _reached(start, locations)
+    )
+
+
+def _reached(start: Path, locations: dict[Path, Any]) -> set[Path]:
+    """The paths of the subschema at ``start`` and of every one inside it or that a local
+    ``$ref`` among them leads to."""
+    reached: set[Path] = set()
     seen: set[Path] = set()
     stack = [start]
     while stack:
@@ -318,10 +329,27 @@ def _holds_personal(start: Path, locations: dict[Path, Any]) -> bool:
             continue
         seen.add(path)
         for inner, node in subschemas(locations[path], path):
-            if not isinstance(node, dict):
-                continue
-            if node.get("x-personal") is True:
-                return True
-            if "$ref" in node:
+            reached.add(inner)
+            if isinstance(node, dict) and "$ref" in node:
                 stack.append(ref_target(node["$ref"], inner, locations))
-    return False
+    return reached
+
+
+def _check_marks_are_read(schema: dict[str, Any], locations: dict[Path, Any]) -> None:
+    """An ``x-personal`` mark must be one that :func:`personal_fields` reads: on a root
+    property or inside one (directly or through a ``$ref``). Elsewhere (a root
+    ``allOf``, ``$ref`` or ``patternProperties``, a ``$defs`` entry no property uses)
+    it would mark nothing, and the item would read as holding no personal data (a
+    hostile review of decision 0059: one steward opened such an item alone)."""
+    properties = schema.get("properties")
+    names = properties if isinstance(properties, dict) else {}
+    read: set[Path] = set()
+    for name in names:
+        read |= _reached(("properties", name), locations)
+    for path, node in locations.items():
+        if isinstance(node, dict) and node.get("x-personal") is True and path not in read:
+            raise _refuse(
+                (*path, "x-personal"),
+                "marks no field: put x-personal on a property of the root's properties"
+                " (or inside one); grants and the two-person rule read it only there",
+            )

@@ -299,3 +299,44 @@ def test_strict_projection_keeps_only_what_the_granted_version_declares() -> Non
         "free": {"anything": 1},
     }
     assert project_to_version(record, granted) == record  # open objects allow the rest
+
+
+def _with_marks_at(where: str) -> Json:
+    marked = {"type": "string", "x-personal": True}
+    schema: Json = {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "type": "object",
+        "properties": {"name": {"type": "string"}},
+    }
+    if where == "allOf":
+        schema["allOf"] = [{"properties": {"name": marked}}]
+    elif where == "unused $defs":
+        schema["$defs"] = {"n": marked}
+    elif where == "patternProperties":
+        schema["patternProperties"] = {"^n": marked}
+    elif where == "root $ref":
+        schema["$defs"] = {"more": {"properties": {"name": marked}}}
+        schema["$ref"] = "#/$defs/more"
+    return schema
+
+
+@pytest.mark.parametrize("where", ["allOf", "unused $defs", "patternProperties", "root $ref"])
+def test_a_personal_mark_no_field_reaches_is_refused(where: str) -> None:
+    """personal_fields reads marks on and inside root properties only: one elsewhere
+    marked nothing, and the item read as holding no personal data, so one steward
+    could open it alone (a hostile review of decision 0059)."""
+    with pytest.raises(InvalidSchema) as refused:
+        check_schema(_with_marks_at(where))
+    assert "x-personal" in refused.value.detail
+    assert "marks no field" in refused.value.detail
+
+
+def test_a_mark_reached_from_a_field_through_a_ref_is_read() -> None:
+    schema: Json = {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "type": "object",
+        "properties": {"name": {"$ref": "#/$defs/n"}, "age": {"type": "integer"}},
+        "$defs": {"n": {"type": "string", "x-personal": True}},
+    }
+    check_schema(schema)
+    assert personal_fields(schema) == ["name"]
