@@ -71,8 +71,11 @@ def subject_problem(subject: str) -> str | None:
     """
     if subject != subject.strip():
         return "the subject has white space at its start or end"
+    if subject.isascii():  # the usual case, on the record query's path: one C pass
+        # ASCII has no format character, and is in every normalization form
+        return None if subject.isprintable() else _CONTROL
     if any(unicodedata.category(char) in _NOT_TEXT for char in subject):
-        return "the subject holds a control character or a lone surrogate"
+        return _CONTROL
     if any(unicodedata.category(char) == "Cf" for char in subject):
         return "the subject holds an invisible format character (Unicode category Cf)"
     if not unicodedata.is_normalized("NFC", subject):
@@ -82,6 +85,7 @@ def subject_problem(subject: str) -> str | None:
 
 # Unicode general categories of code points that are no part of an identifier's text
 _NOT_TEXT = frozenset({"Cc", "Cs"})
+_CONTROL = "the subject holds a control character or a lone surrogate"
 
 
 def subject_digest(subject: str) -> str:
