@@ -87,21 +87,26 @@ def test_a_pipe_gets_json_and_no_progress(hub: RunningHub, tmp_path: Path) -> No
     assert done.stdout.startswith('[\n  "building.permit"')
 
 
+def catalogue_import_in(directory: Path, hub: RunningHub) -> subprocess.CompletedProcess[str]:
+    """``onceonly catalogue import`` without a directory, run in ``directory``."""
+    return subprocess.run(
+        [sys.executable, "-m", "onceonly.hub", "catalogue", "import"],
+        cwd=directory,
+        env=environment(hub, directory),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
 def test_catalogue_import_outside_a_checkout_takes_the_installed_catalogue(
     hub: RunningHub, tmp_path: Path
 ) -> None:
     """Without a directory, and with no ./schemas where it runs (an operator's shell on
     a hub host), ``catalogue import`` imports the starter catalogue the package installs
     and says so (before: "cannot read schemas/departments.json")."""
-    done = subprocess.run(
-        [sys.executable, "-m", "onceonly.hub", "catalogue", "import"],
-        cwd=tmp_path,
-        env=environment(hub, tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = catalogue_import_in(tmp_path, hub)
     assert done.returncode == 0, done.stderr
     assert done.stderr.startswith("the starter catalogue: "), done.stderr
     assert (Path(done.stderr.split(": ", 1)[1].strip()) / "departments.json").is_file()
@@ -114,15 +119,7 @@ def test_catalogue_import_reads_an_incomplete_schemas_directory_never_the_starte
     """A ./schemas of an operator's own, without departments.json, is an error to fix,
     not a reason to register the demo's departments and items on a real hub."""
     (tmp_path / "schemas" / "items").mkdir(parents=True)
-    done = subprocess.run(
-        [sys.executable, "-m", "onceonly.hub", "catalogue", "import"],
-        cwd=tmp_path,
-        env=environment(hub, tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = catalogue_import_in(tmp_path, hub)
     assert done.returncode == 1, done.stdout
     assert "cannot read schemas/departments.json" in done.stderr, done.stderr
     assert "starter catalogue" not in done.stderr
