@@ -148,7 +148,7 @@ async def departments(
         visit,
         "admin/departments.html",
         departments=found,
-        notice=admin_views.notice(done),
+        notice=admin_views.notice(done, request.cookies),
     )
 
 
@@ -256,7 +256,7 @@ async def department_page(
         department=department,
         items=items,
         clients=owned_clients,
-        notice=admin_views.notice(done),
+        notice=admin_views.notice(done, request.cookies),
     )
 
 
@@ -306,7 +306,11 @@ async def client_list(
 ) -> Response:
     found = (await clients.list_clients(session, department=None)).clients
     return _render(
-        request, visit, "admin/clients.html", clients=found, notice=admin_views.notice(done)
+        request,
+        visit,
+        "admin/clients.html",
+        clients=found,
+        notice=admin_views.notice(done, request.cookies),
     )
 
 
@@ -332,7 +336,7 @@ async def client_page(
         "admin/client.html",
         client=client,
         errors=[],
-        notice=admin_views.notice(done),
+        notice=admin_views.notice(done, request.cookies),
     )
 
 
@@ -420,7 +424,11 @@ async def people_list(
 ) -> Response:
     found = (await people.list_people(session)).people
     return _render(
-        request, visit, "admin/people.html", people=found, notice=admin_views.notice(done)
+        request,
+        visit,
+        "admin/people.html",
+        people=found,
+        notice=admin_views.notice(done, request.cookies),
     )
 
 
@@ -451,7 +459,7 @@ async def person_page(
         person=person,
         own=_own(visit, person),
         errors=[],
-        notice=admin_views.notice(done),
+        notice=admin_views.notice(done, request.cookies),
     )
 
 
@@ -664,7 +672,7 @@ async def dead_letters(
         "admin/dead_letters.html",
         deliveries=found,
         limit=DEAD_LETTERS_SHOWN,
-        notice=admin_views.notice(done),
+        notice=admin_views.notice(done, request.cookies),
     )
 
 

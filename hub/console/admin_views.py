@@ -35,9 +35,9 @@ NOTICES: Final = {
 }
 
 
-def notice(done: str) -> str | None:
+def notice(done: str, cookies: Mapping[str, str]) -> str | None:
     """The success message a redirect asked for (views.notice)."""
-    return views.notice(NOTICES, done)
+    return views.notice(NOTICES, done, cookies)
 
 
 def is_department_id(candidate: str) -> bool:

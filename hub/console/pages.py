@@ -9,6 +9,7 @@ a Content-Security-Policy that allows nothing inline and nothing from elsewhere
 
 from functools import cache
 from typing import Any, Final
+from urllib.parse import parse_qsl
 
 import jinja2
 from fastapi.responses import HTMLResponse, RedirectResponse
@@ -87,10 +88,24 @@ def page(
 
 
 def redirect(location: str, *, production: bool) -> RedirectResponse:
-    """303 See Other: after a form's POST, the browser GETs ``location``."""
-    return RedirectResponse(
+    """303 See Other: after a form's POST, the browser GETs ``location``. A location that
+    asks for a success notice (``?done=<code>``) sets :data:`views.DONE_COOKIE` to its
+    code, so that only this browser is shown it (views.notice)."""
+    response = RedirectResponse(
         location, status_code=303, headers={**security_headers(production=production), **_NO_STORE}
     )
+    _, _, query = location.partition("?")
+    done = dict(parse_qsl(query)).get("done")
+    if done:
+        response.set_cookie(
+            views.DONE_COOKIE,
+            done,
+            max_age=views.DONE_SECONDS,
+            httponly=True,
+            samesite="strict",
+            secure=production,
+        )
+    return response
 
 
 def local_path(candidate: str | None, *, default: str) -> str:

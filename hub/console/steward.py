@@ -214,7 +214,7 @@ async def _request_page(
         and _may(policy.require_actor, principal),
         chosen=(values or {}).get("chosen", found.requested_fields),
         names=await _names(session, hub, found.item, found.version),
-        notice=views.notice(sv.NOTICES, done) if not errors else None,
+        notice=views.notice(sv.NOTICES, done, request.cookies) if not errors else None,
     )
 
 
@@ -572,7 +572,7 @@ async def _grant_page(
         revokes=revokes,
         reason=reason,
         names=await _names(session, hub, grant.item, grant.version),
-        notice=views.notice(sv.NOTICES, done) if not errors else None,
+        notice=views.notice(sv.NOTICES, done, request.cookies) if not errors else None,
         confirming=confirming,
     )
 

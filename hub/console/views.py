@@ -30,10 +30,19 @@ class FieldError:
     values: tuple[tuple[str, str | int], ...] = ()
 
 
-def notice(notices: Mapping[str, str], done: str) -> str | None:
+DONE_COOKIE = "onceonly-done"
+"""Set by the redirect after a change (pages.redirect) to the ``?done=`` code it asks
+for: a notice is shown only to the browser that made the change, never for a link."""
+DONE_SECONDS = 60
+
+
+def notice(notices: Mapping[str, str], done: str, cookies: Mapping[str, str]) -> str | None:
     """The success message (one of ``notices``) a redirect after a change asked for with
-    ``?done=<code>``, or None: an unknown code shows none, and nothing of the query is
-    ever shown."""
+    ``?done=<code>``, or None: an unknown code shows none, nothing of the query is ever
+    shown, and a code this browser's redirect did not set (:data:`DONE_COOKIE`: a link
+    someone sent) shows none, so the hub never announces a change that did not happen."""
+    if not done or cookies.get(DONE_COOKIE) != done:
+        return None
     return notices.get(done)
 
 

@@ -440,3 +440,19 @@ def test_every_page_a_role_cannot_use_says_so_the_same_way_naming_the_page(
     found = re.search(r'id="who-may-use">(.*?)</p>', answer.text, re.S)
     assert found is not None
     assert unescape(found.group(1)).startswith(audience)
+
+
+def test_a_link_with_done_shows_no_success_the_browser_did_not_cause(
+    world: ConsoleWorld,
+) -> None:
+    """?done= names a fixed message; without the cookie the change's own redirect sets,
+    a link someone sent made the hub announce a change that never happened (a hostile
+    review: 'Success: the account is disabled' on an active account)."""
+    with world.signed_in(OTHER_STEWARD) as tomas:
+        request_id = ask(tomas, ITEM, ["street"], "tax-assessment")
+        assert success_notice(tomas.get(f"/requests/{request_id}?done=request-sent").text)
+    with world.signed_in(STEWARD) as owner:
+        page = owner.get(f"/requests/{request_id}?done=approved")
+        assert page.status_code == 200
+        assert success_notice(page.text) is None  # before: "The request is approved ..."
+        assert "Waiting for a decision" in page.text
