@@ -36,8 +36,9 @@ from onceonly.hub.events.repository import DueDelivery
 from onceonly.hub.events.service import entitlement_refusal
 from onceonly.hub.events.tokens import mint_event_token
 from onceonly.hub.keys import HubKeys
+from onceonly.hub.kit.base_urls import call_problem, join_path
 from onceonly.hub.kit.clock import SYSTEM_CLOCK, Clock, rfc3339_ms
-from onceonly.hub.kit.deadline import call_problem, join_path, post_within
+from onceonly.hub.kit.deadline import post_within
 from onceonly.hub.metrics import delivery_attempted
 
 log = logging.getLogger("onceonly.events")

@@ -24,8 +24,8 @@ from onceonly.hub.exchange.request_tokens import mint_request_token
 from onceonly.hub.exchange.schemas import RecordAnswer, RecordQuery, RecordReceiptOut
 from onceonly.hub.keys import HubKeys
 from onceonly.hub.kit import base64url
+from onceonly.hub.kit.base_urls import call_problem
 from onceonly.hub.kit.clock import Clock
-from onceonly.hub.kit.deadline import call_problem
 from onceonly.hub.registry import projection, validation
 from onceonly.hub.registry.exceptions import UnknownVersion
 

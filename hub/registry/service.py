@@ -8,8 +8,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from onceonly.hub.audit.service import AuditScope
+from onceonly.hub.kit.base_urls import base_url_problem, local_host_problem
 from onceonly.hub.kit.clock import Clock, aware
-from onceonly.hub.kit.deadline import base_url_problem, local_host_problem
 from onceonly.hub.kit.problems import InvalidRequest
 from onceonly.hub.registry import compat, repository, schema_rules, validation
 from onceonly.hub.registry import jwks as jwks_rules

@@ -14,7 +14,7 @@ import pytest
 import sqlalchemy as sa
 from fastapi import FastAPI, Request
 
-from onceonly.hub.kit.deadline import (
+from onceonly.hub.kit.base_urls import (
     base_url_problem,
     call_problem,
     join_path,
