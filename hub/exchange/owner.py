@@ -1,6 +1,7 @@
 """Calling an owner's adapter over HTTPS (the hub's only outbound call on the hot path)."""
 
 import asyncio
+import functools
 import json
 import logging
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from onceonly.hub.exchange.exceptions import (
     OwnerUnavailable,
     RecordNotFound,
 )
+from onceonly.hub.kit.base_urls import join_path
 from onceonly.hub.kit.deadline import post_within
 from onceonly.hub.kit.http1 import Answer, Http1Pool
 from onceonly.hub.kit.keepalive import lean_posts
@@ -38,6 +40,13 @@ class OwnerCall:
     body: dict[str, Any]
 
 
+@functools.lru_cache(maxsize=1024)
+def _record_url(adapter_url: str, item: str) -> str:
+    """The record query's URL, joined under the adapter URL's own path as the deliverer
+    joins ``/v1/events`` (kit.base_urls.join_path; the caller has judged the base)."""
+    return join_path(adapter_url, f"/v1/items/{item}/records/query")
+
+
 async def fetch_record(
     client: httpx.AsyncClient, call: OwnerCall, *, timeout: float
 ) -> dict[str, Any]:
@@ -46,7 +55,7 @@ async def fetch_record(
     ``timeout`` is the whole call's deadline, reading the answer included. Through the
     hub's own transport the call goes below httpx (onceonly.hub.kit.http1); through any
     other (a proxy, a test's transport) as httpx sends it."""
-    url = f"{call.adapter_url.rstrip('/')}/v1/items/{call.item}/records/query"
+    url = _record_url(call.adapter_url, call.item)
     headers = {"Authorization": f"Bearer {call.token}", "X-Request-Id": call.request_id}
     posts = lean_posts(client, url)
     try:
