@@ -51,9 +51,9 @@ def sample_cpu(watched: Watched) -> dict[str, float | None]:
     return {name: what() if callable(what) else cpu_seconds(what) for name, what in watched.items()}
 
 
-def tree_cpu_seconds(pid: int) -> float | None:
-    """CPU time of ``pid`` and all its descendants alive now (a uvicorn supervisor and
-    its workers, nginx's master and worker), or None when ``pid`` is gone."""
+def tree_pids(pid: int) -> list[int]:
+    """``pid`` and all its descendants alive now (a uvicorn supervisor and its workers,
+    nginx's master and worker)."""
     parents: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -62,14 +62,37 @@ def tree_cpu_seconds(pid: int) -> float | None:
             except OSError:
                 continue
             parents.setdefault(int(fields[1]), []).append(int(entry.name))
-    total, stack = cpu_seconds(pid), list(parents.get(pid, []))
-    if total is None:
-        return None
+    found, stack = [pid], list(parents.get(pid, []))
     while stack:
         child = stack.pop()
-        total += cpu_seconds(child) or 0.0
+        found.append(child)
         stack += parents.get(child, [])
-    return total
+    return found
+
+
+def tree_cpu_seconds(pid: int) -> float | None:
+    """CPU time of ``pid`` and all its descendants alive now, or None when ``pid`` is
+    gone."""
+    pids = tree_pids(pid)
+    total = cpu_seconds(pids[0])
+    if total is None:
+        return None
+    return total + sum(cpu_seconds(child) or 0.0 for child in pids[1:])
+
+
+def pin_tree(pid: int, cpus: set[int]) -> None:
+    """Every thread of ``pid`` and its descendants on ``cpus`` only (Linux: a thread id
+    is a pid to ``sched_setaffinity``); threads and processes started later inherit it."""
+    for member in tree_pids(pid):
+        try:
+            threads = [int(task.name) for task in Path(f"/proc/{member}/task").iterdir()]
+        except FileNotFoundError:
+            continue  # a process that ended meanwhile
+        for thread in threads:
+            try:
+                os.sched_setaffinity(thread, cpus)
+            except ProcessLookupError:
+                continue  # a thread that ended meanwhile
 
 
 def cpu_seconds(pid: int) -> float | None:

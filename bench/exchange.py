@@ -73,6 +73,7 @@ from _processes import (
     hub_command,
     hub_environment,
     nginx_command,
+    pin_tree,
     postgres_cpu_seconds,
     prepare_hub,
     running,
@@ -120,6 +121,7 @@ class Options:
     paced_rate: float | None = None
     bearer: bool = False
     source: str = "worktree"
+    pin: bool = False
 
 
 @dataclass(frozen=True)
@@ -242,6 +244,9 @@ def world(options: Options, root: Path, *, hub_workers: int) -> Iterator[World]:
         sampler = None
         if database_url is not None:
             sampler = stack.enter_context(postgres_cpu_seconds(database_url))
+        if options.pin:
+            stack.callback(os.sched_setaffinity, 0, os.sched_getaffinity(0))
+            pin_sides(hub=hub.pid, owner=(adapter.pid, nginx.pid))
         yield World(
             hub=hub,
             adapter=adapter,
@@ -253,6 +258,19 @@ def world(options: Options, root: Path, *, hub_workers: int) -> Iterator[World]:
             audit_count=audit_counter(data_dir=data_dir, database_url=database_url),
             postgres_cpu=sampler,
         )
+
+
+def pin_sides(*, hub: int, owner: tuple[int, ...]) -> None:
+    """``--pin``: the hub's processes and threads on the first CPU; the owner's side
+    (adapter, nginx) and the consumer's (this process, so wrk and the Python generator
+    too) on the second. Each side then has a core of its own, as on separate hosts,
+    and the hub's latency is not its neighbours' CPU scheduling. PostgreSQL, started
+    before the bench, is not moved."""
+    first, second, *_ = sorted(os.sched_getaffinity(0))
+    pin_tree(hub, {first})
+    for pid in owner:
+        pin_tree(pid, {second})
+    os.sched_setaffinity(0, {second})
 
 
 # -- what the consumer sends ---------------------------------------------------------
@@ -966,7 +984,15 @@ def parse_options(argv: list[str] | None = None) -> Options:
         action="store_true",
         help="unbound Bearer tokens on a hub with require_dpop=false (the cost of DPoP)",
     )
+    parser.add_argument(
+        "--pin",
+        action="store_true",
+        help="the hub on one CPU, the adapter, nginx and the load generator on another"
+        " (each side as on its own host; needs 2 CPUs)",
+    )
     options = Options(**vars(parser.parse_args(argv)))
+    if options.pin and len(os.sched_getaffinity(0)) < 2:
+        parser.error("--pin needs 2 CPUs")
     if options.paced_rate is not None:
         if not (math.isfinite(options.paced_rate) and options.paced_rate > 0):
             parser.error("--paced-rate must be a number of requests/s above 0")

@@ -1,12 +1,14 @@
 """bench/exchange.py's pure parts: how many requests to pre-build, CPU per request,
 the audit check, ratios and the latency the hub adds; and nginx's configuration."""
 
+import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
-from _processes import nginx_config
+from _processes import nginx_config, pin_tree, tree_pids
 from exchange import (
     PathRound,
     added_latency,
@@ -114,3 +116,48 @@ def test_a_paced_rate_that_could_not_be_used_is_refused(arguments: list[str]) ->
 def test_a_paced_rate_is_kept() -> None:
     assert parse_options(["--paced-rate", "350"]).paced_rate == 350.0
     assert parse_options([]).paced_rate is None
+
+
+def test_pin_is_an_option() -> None:
+    assert parse_options(["--pin"]).pin is True
+    assert parse_options([]).pin is False
+
+
+# A parent with a thread of its own, and a child process: what `onceonly serve --workers
+# 2` is (a supervisor and its workers), each with threads (aiosqlite's, the executor's).
+_TREE = """
+import subprocess, sys, threading, time
+threading.Thread(target=time.sleep, args=(60,), daemon=True).start()
+child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+print(child.pid, flush=True)
+time.sleep(60)
+"""
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="pinning needs 2 CPUs")
+def test_pin_tree_moves_every_thread_of_every_descendant() -> None:
+    cpu = min(os.sched_getaffinity(0))
+    with subprocess.Popen(
+        [sys.executable, "-c", _TREE], stdout=subprocess.PIPE, text=True
+    ) as parent:
+        assert parent.stdout is not None
+        _pin_and_check(parent, cpu)
+
+
+def _pin_and_check(parent: subprocess.Popen[str], cpu: int) -> None:
+    try:
+        assert parent.stdout is not None
+        child = int(parent.stdout.readline())
+        assert set(tree_pids(parent.pid)) >= {parent.pid, child}
+        pin_tree(parent.pid, {cpu})
+        threads = [
+            int(task.name)
+            for pid in (parent.pid, child)
+            for task in Path(f"/proc/{pid}/task").iterdir()
+        ]
+        assert len(threads) >= 3  # the parent's two threads and the child's one
+        assert all(os.sched_getaffinity(thread) == {cpu} for thread in threads)
+    finally:
+        for pid in tree_pids(parent.pid)[::-1]:
+            os.kill(pid, 9)
+        parent.wait()
