@@ -54,6 +54,7 @@ class KeyLabel(Enum):
     SIGN_IN_FAILURES = b"onceonly/v1/sign-in-failures"
     CONSOLE_CSRF = b"onceonly/v1/console-csrf"
     CITIZEN_SESSION = b"onceonly/v1/citizen-session"
+    CONSOLE_AUDIT_SEARCH = b"onceonly/v1/console-audit-search"
 
 
 @dataclass(frozen=True)

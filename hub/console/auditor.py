@@ -34,6 +34,7 @@ from onceonly.hub.dependencies import (
     ReadSessionsDep,
     SessionDep,
 )
+from onceonly.hub.keys import KeyLabel
 from onceonly.hub.kit.problems import HubError, InvalidRequest
 from onceonly.hub.people import service as people
 from onceonly.hub.people.principal import Forbidden, Principal
@@ -117,7 +118,7 @@ async def search_page(
 
 
 def _search_key(hub: Hub) -> bytes:
-    return hub.keys.root().derive(log_search.SEARCH_KEY_INFO)
+    return hub.keys.derived(KeyLabel.CONSOLE_AUDIT_SEARCH)
 
 
 def _session_of(visit: Visit) -> str:

@@ -19,6 +19,7 @@ from cryptography.exceptions import InvalidTag
 from onceonly.hub.audit.repository import EntryFilter
 from onceonly.hub.console.steward_views import when
 from onceonly.hub.console.views import N_, FieldError
+from onceonly.hub.keys import KeyLabel
 from onceonly.hub.kit import sealing
 
 OUTCOMES: Final = {"ok": N_("Done"), "refused": N_("Refused"), "failed": N_("Failed")}
@@ -111,7 +112,6 @@ class LogSearch:
 
 # --- the search kept between its pages (decision 0058) --------------------------------
 
-SEARCH_KEY_INFO: Final = b"onceonly/v1/console-audit-search"  # HKDF info of its key
 SEARCH_SECONDS: Final = 30 * 60  # how long a search can be shown again
 MAX_TRAIL: Final = 100  # pages one can go back through
 
@@ -121,7 +121,7 @@ def seal_search(search: LogSearch, *, key: bytes, session: str, now: int) -> str
     hub reads it, only for the sign-in ``session`` (a hash of its token) that made it,
     and only for ``SEARCH_SECONDS``; the identifier goes in no address."""
     payload = {"search": search.hidden(), "session": session, "exp": now + SEARCH_SECONDS}
-    return sealing.seal(key, json.dumps(payload).encode(), aad=SEARCH_KEY_INFO)
+    return sealing.seal(key, json.dumps(payload).encode(), aad=KeyLabel.CONSOLE_AUDIT_SEARCH.value)
 
 
 def open_search(sealed: str | None, *, key: bytes, session: str, now: int) -> LogSearch | None:
@@ -130,7 +130,7 @@ def open_search(sealed: str | None, *, key: bytes, session: str, now: int) -> Lo
     if not sealed or len(sealed) > 4096:
         return None
     try:
-        payload = json.loads(sealing.unseal(key, sealed, aad=SEARCH_KEY_INFO))
+        payload = json.loads(sealing.unseal(key, sealed, aad=KeyLabel.CONSOLE_AUDIT_SEARCH.value))
         search = LogSearch.of(payload["search"])
         fresh = payload["session"] == session and int(payload["exp"]) > now
     except (ValueError, InvalidTag, KeyError, TypeError):
