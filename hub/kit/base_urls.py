@@ -8,6 +8,7 @@ services), and :func:`call_problem` judges a stored URL again before each call.
 
 import functools
 import ipaddress
+import re
 import socket
 from urllib.parse import urlsplit, urlunsplit
 
@@ -21,8 +22,12 @@ def base_url_problem(url: str) -> str | None:
     (``.../admin?op=x#`` + ``/v1/events`` is still ``/admin``), and user information
     (§3.2.1) puts a credential in every log that shows the URL. It is ASCII: HTTP
     clients turn other dots (U+3002, U+FF0E, U+FF61) into ``.``, so a host written with
-    them would escape :func:`local_host_problem`."""
-    parts = urlsplit(url)
+    them would escape :func:`local_host_problem`. Its host is a name, an IPv6 address
+    in brackets, or an IPv4 address as four decimal numbers (:func:`_host_problem`)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError as error:  # a bracketed host that is no address: [::ffff:127.1]
+        return f"it is not a URL ({error})"
     if parts.scheme not in ("http", "https") or not parts.hostname:
         return "it must be an absolute http:// or https:// URL with a host"
     if not url.isascii():  # an HTTP client reads 127。0。0。1 (U+3002) as 127.0.0.1
@@ -31,6 +36,36 @@ def base_url_problem(url: str) -> str | None:
         return "it must not have a query ('?') or a fragment ('#'): paths are added to it"
     if "@" in parts.netloc:
         return "it must not hold user information ('user@'): no credential goes in a URL"
+    return _host_problem(parts.hostname, bracketed=parts.netloc.startswith("["))
+
+
+# A part of a host that inet_aton, and so getaddrinfo, reads as a number (decimal,
+# octal with a leading 0, hex with 0x): 127.1, 0x7f.1, 0177.1, 2130706433 are 127.0.0.1.
+_NUMBER = re.compile(r"(?:0x[0-9a-f]*|[0-9]+)\Z")
+
+
+def _host_problem(host: str, *, bracketed: bool) -> str | None:
+    """Why ``host`` (lower case, as urlsplit gives it) is no host of a base URL. A host
+    whose last label is a number is an IPv4 address (as the WHATWG URL standard reads
+    it): it must be written as four decimal numbers, the one spelling that every
+    reader, :mod:`ipaddress` included, reads alike. Percent-encoding and IPv6 zones
+    (``%25eth0``) are refused: an adapter has a plain name or address."""
+    if "%" in host:
+        return f"its host {host!r} must not be percent-encoded or name a zone ('%')"
+    if bracketed:
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            return f"its host [{host}] must be an IPv6 address"
+        return None
+    if _NUMBER.match(host.removesuffix(".").rpartition(".")[2]):
+        try:
+            ipaddress.IPv4Address(host)
+        except ValueError:
+            return (
+                f"its host {host!r} is an IPv4 address written in another form than"
+                " four decimal numbers (a.b.c.d, no leading zeros, no trailing dot)"
+            )
     return None
 
 
@@ -48,7 +83,8 @@ def join_path(base: str, path: str) -> str:
 
 def _literal_address(host: str) -> IpAddress | None:
     """The address ``host`` is written as, in any form the resolver accepts for one
-    (``127.1``, ``0x7f.0.0.1``, ``2130706433`` are 127.0.0.1 to inet_aton)."""
+    (``127.1``, ``0x7f.0.0.1``, ``2130706433`` are 127.0.0.1 to inet_aton); an
+    IPv4-mapped IPv6 address (``::ffff:127.0.0.1``) is the IPv4 address it maps."""
     try:
         address = ipaddress.ip_address(host)
     except ValueError:
@@ -61,25 +97,71 @@ def _literal_address(host: str) -> IpAddress | None:
     return address
 
 
+_THIS_NETWORK = ipaddress.IPv4Network("0.0.0.0/8")  # RFC 1122 §3.2.1.3: "this host"
+_COMPATIBLE = ipaddress.IPv6Network("::/96")  # RFC 4291 §2.5.5.1, deprecated
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")  # RFC 6052 §2.1
+# RFC 8215: the IPv4 address sits where the site's translator's prefix length puts it
+# (RFC 6052 §2.2: /48 to /96), which the hub cannot know: the whole prefix is refused.
+_NAT64_LOCAL = ipaddress.IPv6Network("64:ff9b:1::/48")
+_V4 = 0xFFFFFFFF
+
+
+def _embedded(address: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    """The IPv4 addresses a packet to ``address`` is translated or tunnelled to: an
+    IPv4-compatible address (``::127.0.0.1``; not ``::`` or ``::1``), NAT64's
+    well-known prefix (64:ff9b::/96), 6to4 (2002::/16: its relay) and Teredo
+    (2001::/32: its server and its client)."""
+    if (address in _COMPATIBLE and int(address) > 1) or address in _NAT64:
+        return [ipaddress.IPv4Address(int(address) & _V4)]
+    if address.sixtofour is not None:
+        return [address.sixtofour]
+    if address.teredo is not None:
+        return list(address.teredo)
+    return []
+
+
+def _local_kind(address: IpAddress, *, loopback_allowed: bool) -> str | None:
+    """How ``address`` is this machine or its link, in words (None: it is not)."""
+    if address.is_unspecified or address in _THIS_NETWORK:
+        return "this machine (an unspecified address)"
+    if address.is_loopback and not loopback_allowed:
+        return "this machine (a loopback address)"
+    if address.is_link_local:
+        return "link-local (such as a cloud metadata service)"
+    return None
+
+
 def local_host_problem(url: str, *, loopback_allowed: bool = False) -> str | None:
     """Why ``url``'s host is this machine or its link (None: it is not, as far as its
     spelling tells): ``localhost`` and its subdomains (RFC 6761 §6.3), a loopback
-    (127.0.0.0/8, ::1), unspecified (0.0.0.0, ::, which reach this machine) or
+    (127.0.0.0/8, ::1), unspecified (0.0.0.0/8, ::, which reach this machine) or
     link-local address (169.254.0.0/16, where cloud metadata services answer, and
-    fe80::/10). Private networks (10.0.0.0/8, 192.168.0.0/16, fc00::/7...) are not
-    refused: departments' adapters live in them. A name is not resolved. With
+    fe80::/10), in any spelling the resolver reads as one (``127.1``, ``::ffff:127.0.0.1``),
+    or an IPv6 address that embeds such an IPv4 address for a translator or tunnel
+    (``::127.0.0.1``, ``64:ff9b::7f00:1``, ``2002:7f00:1::``, Teredo; decision 0067).
+    Private networks (10.0.0.0/8, 192.168.0.0/16, fc00::/7...) are not refused:
+    departments' adapters live in them. A name is not resolved. With
     ``loopback_allowed`` (a hub and its adapters on one host), loopback and localhost
-    are not refused; unspecified and link-local addresses still are."""
-    host = (urlsplit(url).hostname or "").rstrip(".")
+    are not refused; unspecified and link-local addresses, and local addresses behind
+    a translator or tunnel, still are."""
+    try:
+        host = (urlsplit(url).hostname or "").rstrip(".")
+    except ValueError:  # a bracketed host that is no address: no base URL either
+        return "its host is no address nor name"
     if (host == "localhost" or host.endswith(".localhost")) and not loopback_allowed:
         return f"its host {host!r} is this machine"
     address = _literal_address(host)
     if address is None:
         return None
-    if address.is_unspecified or (address.is_loopback and not loopback_allowed):
-        return f"its host {host!r} is this machine (a loopback or unspecified address)"
-    if address.is_link_local:
-        return f"its host {host!r} is link-local (such as a cloud metadata service)"
+    kind = _local_kind(address, loopback_allowed=loopback_allowed)
+    if kind is not None:
+        return f"its host {host!r} is {kind}"
+    if isinstance(address, ipaddress.IPv6Address):
+        if address in _NAT64_LOCAL:
+            return f"its host {host!r} is a local-use NAT64 address (64:ff9b:1::/48)"
+        for inner in _embedded(address):
+            if (kind := _local_kind(inner, loopback_allowed=False)) is not None:
+                return f"its host {host!r} embeds {inner}, which is {kind}"
     return None
 
 

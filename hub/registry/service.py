@@ -2,7 +2,6 @@
 
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -119,7 +118,8 @@ def _check_adapter_url(url: str, *, production: bool, loopback_allowed: bool = F
     ``/v1/items/{item}/records/query``): no query, fragment or user information. A
     production hub calls adapters over HTTPS only, and never on its own machine or link
     (loopback, link-local: cloud metadata); private networks are allowed (decision 0060)."""
-    if production and urlsplit(url).scheme != "https":
+    # not urlsplit: it raises on a bracketed host that is no address (base_url_problem says so)
+    if production and url.partition(":")[0].lower() != "https":
         raise AdapterUrlNotHttps(
             f"adapter_url {url!r} is not https://: a production hub calls"
             " adapters over HTTPS only; put the adapter behind a TLS proxy"
