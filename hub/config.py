@@ -189,6 +189,20 @@ class Settings(BaseSettings):
         description="Sign-ins (and password confirmations) that may wait for a password check"
         " in one process; beyond, 429 sign-in-throttled (decision 0063)",
     )
+    oidc_calls_at_once: int = Field(
+        default=4,
+        ge=1,
+        le=64,
+        description="OpenID Connect sign-ins one hub process lets talk to each provider at once"
+        " (the token endpoint, its keys; decision 0068)",
+    )
+    oidc_calls_waiting: int = Field(
+        default=16,
+        ge=0,
+        le=1000,
+        description="OpenID Connect sign-ins that may wait for their turn with a provider in"
+        " one process; beyond, 429 sign-in-throttled (decision 0068)",
+    )
     # RFC 9106 §4, second recommended option (argon2id, t=3, m=64 MiB): production's floor.
     password_time_cost: int = Field(
         default=3, ge=1, le=20, description="argon2id passes over memory for a password hash"

@@ -84,7 +84,13 @@ def _citizen_visit(visit: Visit, hub: Hub, citizen: citizens.CitizenSession | No
 
 
 def _start_page(
-    request: Request, visit: Visit, provider: oidc.Provider, *, status: int = 200, **context: object
+    request: Request,
+    visit: Visit,
+    provider: oidc.Provider,
+    *,
+    status: int = 200,
+    headers: dict[str, str] | None = None,
+    **context: object,
 ) -> Response:
     context = {"errors": [], "ended": False, "signed_out": False, **context}
     return rendering.render(
@@ -93,6 +99,7 @@ def _start_page(
         "citizen/sign_in.html",
         status=status,
         provider=oidc_sign_in.provider_name(provider),
+        headers=headers or {},
         **context,
     )
 
@@ -137,9 +144,11 @@ async def start(request: Request, visit: VisitDep, hub: HubDep) -> Response:
         return await oidc_sign_in.start_login(
             provider, hub=hub, callback=CALLBACK, production=visit.production
         )
-    except oidc.OidcProviderUnavailable as error:
+    except oidc_sign_in.START_REFUSALS as error:
         errors = [views.FieldError("sign-in", oidc_sign_in.refusal_message(error))]
-        return _start_page(request, seen, provider, status=error.status, errors=errors)
+        return _start_page(
+            request, seen, provider, status=error.status, errors=errors, headers=error.headers
+        )
 
 
 @router.get(CALLBACK)
@@ -164,7 +173,9 @@ async def callback(
         if not scope.recorded:
             await scope.record_failure(refused)
         errors = [views.FieldError("sign-in", oidc_sign_in.refusal_message(refused))]
-        response = _start_page(request, seen, provider, status=refused.status, errors=errors)
+        response = _start_page(
+            request, seen, provider, status=refused.status, errors=errors, headers=refused.headers
+        )
     else:
         response = rendering.render(request, seen, "signed_in.html", next=HOME)
         cookies.put(

@@ -22,6 +22,7 @@ from onceonly.hub.console.dependencies import Visit, VisitDep
 from onceonly.hub.dependencies import HubDep
 from onceonly.hub.kit.problems import HubError
 from onceonly.hub.people import oidc
+from onceonly.hub.people.exceptions import SignInsBusy
 from onceonly.hub.runtime import Hub
 
 router = APIRouter(include_in_schema=False)
@@ -44,7 +45,13 @@ REFUSALS = {
         "No account on this hub is linked to your identity. Ask an administrator to link it."
     ),
     oidc.OidcAccountDisabled: views.N_("Your account is disabled."),
+    # Too many sign-ins wait for the provider (decision 0068): what a password sign-in
+    # the hub has no place for is told (decision 0063).
+    SignInsBusy: views.N_("The hub is busy checking other sign-ins: try again in a moment"),
 }
+# What the start may answer instead of going to the provider (a discovery document it
+# must fetch: the provider failed, or too many sign-ins wait for it).
+START_REFUSALS = (oidc.OidcProviderUnavailable, SignInsBusy)
 REFUSAL_FIELD = "oidc-sign-in"
 
 
@@ -121,9 +128,11 @@ async def start(request: Request, visit: VisitDep, hub: HubDep) -> Response:
         return await start_login(
             hub.oidc_provider, hub=hub, callback=CALLBACK, production=visit.production
         )
-    except oidc.OidcProviderUnavailable as error:
+    except START_REFUSALS as error:
         errors = [views.FieldError(REFUSAL_FIELD, refusal_message(error))]
-        return sign_in_form(request, visit, hub, status=error.status, errors=errors)
+        return sign_in_form(
+            request, visit, hub, status=error.status, errors=errors, headers=error.headers
+        )
 
 
 @router.get(CALLBACK)
@@ -155,7 +164,9 @@ async def callback(
         if not scope.recorded:
             await scope.record_failure(refused)
         errors = [views.FieldError(REFUSAL_FIELD, refusal_message(refused))]
-        response = sign_in_form(request, visit, hub, status=refused.status, errors=errors)
+        response = sign_in_form(
+            request, visit, hub, status=refused.status, errors=errors, headers=refused.headers
+        )
     else:
         response = rendering.render(request, visit, "signed_in.html", next=HOME)
         cookies.put_session(

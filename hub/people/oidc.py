@@ -27,17 +27,21 @@ Errors (RFC 9457, audited on the callback and the code exchange)::
     ├── OidcAccountNotLinked      403  no account for this (issuer, sub)
     ├── OidcAccountDisabled       403  the account is disabled
     └── OidcCodeInvalid           400  one-time code tampered, expired or already used
+    SignInsBusy                   429  too many sign-ins wait for the provider (decision 0068)
 """
 
+import asyncio
 import hashlib
 import hmac
 import json
 import secrets
 import time
 import warnings
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Generic, TypeVar
 from urllib.parse import urlencode
 
 import httpx
@@ -61,6 +65,7 @@ from onceonly.hub.kit.single_use import SingleUseRegister
 from onceonly.hub.kit.strict import STRICT_INPUT
 from onceonly.hub.kit.untrusted_json import load_json
 from onceonly.hub.people import repository, service
+from onceonly.hub.people.exceptions import SignInsBusy
 from onceonly.hub.people.models import Person
 from onceonly.hub.people.schemas import SessionOut
 
@@ -78,8 +83,16 @@ LOGIN_LIFETIME = 600
 CODE_LIFETIME = 60
 METADATA_TTL = 300.0
 ID_TOKEN_ALGORITHMS = ("RS256", "ES256")
-_MIN_KEY_REFRESH = 10.0  # an unknown kid refetches the JWKS at most this often
+# The discovery document and the JWKS are asked for at most once in this many seconds,
+# whatever asks (an unknown kid, a failed fetch, many sign-ins at once): decision 0068.
+MIN_REFETCH = 10.0
+# All a sign-in asks of the provider (discovery, token endpoint, keys) within this many
+# seconds in all: httpx's timeout bounds each step, not a provider that drips its answer.
+PROVIDER_DEADLINE = 10.0
 _MAX_SEALED = 4096
+
+
+T = TypeVar("T")
 
 
 # --- errors ------------------------------------------------------------------------
@@ -251,10 +264,89 @@ class ProviderMetadata:
     jwks_uri: str
 
 
+class ProviderCalls:
+    """The sign-ins of one hub process that may talk to a provider at a time (decision
+    0068): at most ``at_once`` take their turn together, at most ``waiting`` more wait
+    for one; any other is refused at once ``429 sign-in-throttled`` with ``Retry-After``,
+    as a password sign-in is when the hub has no place to check it (decision 0063,
+    :class:`service.PasswordChecks`). A cancelled sign-in leaves its turn at once (its
+    request to the provider is cancelled with it). One event loop (the hub's) uses it."""
+
+    def __init__(self, *, at_once: int, waiting: int) -> None:
+        self._turns = asyncio.Semaphore(at_once)
+        self._capacity = at_once + waiting
+        self._admitted = 0
+
+    @property
+    def admitted(self) -> int:
+        return self._admitted
+
+    @asynccontextmanager
+    async def turn(self) -> AsyncIterator[None]:
+        if self._admitted >= self._capacity:
+            raise SignInsBusy(
+                "too many sign-ins are waiting for the identity provider;"
+                f" try again in {service.BUSY_RETRY_AFTER} seconds",
+                headers={"Retry-After": str(service.BUSY_RETRY_AFTER)},
+            )
+        self._admitted += 1
+        try:
+            async with self._turns:
+                yield
+        finally:
+            self._admitted -= 1
+
+
+class _Published(Generic[T]):
+    """A document the provider publishes (discovery, JWKS): kept ``ttl`` seconds,
+    fetched by one caller at a time (the others wait and take its result), and asked for
+    at most once in :data:`MIN_REFETCH` seconds whatever came of the last try: neither a
+    flood of sign-ins, nor ID tokens naming unknown keys, nor a provider that fails make
+    the hub ask more often."""
+
+    def __init__(self, what: str, *, ttl: float, monotonic: Callable[[], float]) -> None:
+        self._what = what
+        self._ttl = ttl
+        self._monotonic = monotonic
+        self._lock = asyncio.Lock()
+        self._kept: tuple[float, T] | None = None  # (fetched at, the document)
+        self._tried_at: float | None = None
+
+    def kept(self, *, within: float | None = None) -> T | None:
+        """The document if it was fetched less than ``within`` (default ``ttl``) s ago."""
+        if self._kept is None or self._monotonic() - self._kept[0] >= (within or self._ttl):
+            return None
+        return self._kept[1]
+
+    async def get(self, fetch: Callable[[], Awaitable[T]], *, within: float | None = None) -> T:
+        """The document fetched less than ``within`` seconds ago, or ``fetch()``ed now;
+        but within :data:`MIN_REFETCH` s of the last try, the one kept (if fetched less
+        than ``ttl`` ago) or :class:`OidcProviderUnavailable`, without asking."""
+        async with self._lock:
+            kept = self.kept(within=within)
+            if kept is not None:
+                return kept
+            now = self._monotonic()
+            if self._tried_at is not None and now - self._tried_at < MIN_REFETCH:
+                kept = self.kept()
+                if kept is not None:
+                    return kept
+                raise OidcProviderUnavailable(
+                    f"the provider's {self._what} could not be fetched moments ago; the hub"
+                    f" asks for it again at most every {MIN_REFETCH:g} s"
+                )
+            self._tried_at = now
+            document = await fetch()
+            self._kept = (now, document)
+            return document
+
+
 class Provider:
     """The configured provider. Its discovery document and JWKS are fetched with the
     hub's HTTP client and kept for ``ttl`` seconds; an ID token signed with a key id
-    the cached JWKS lacks refetches it (the provider rotated its keys)."""
+    the cached JWKS lacks refetches it (the provider rotated its keys), at most once in
+    :data:`MIN_REFETCH` seconds. What sign-ins ask of it is bounded (:attr:`calls`,
+    :meth:`within_deadline`: decision 0068)."""
 
     def __init__(
         self,
@@ -265,15 +357,22 @@ class Provider:
         http: httpx.AsyncClient,
         require_https: bool,
         ttl: float = METADATA_TTL,
+        at_once: int = 4,
+        waiting: int = 16,
+        deadline: float = PROVIDER_DEADLINE,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.issuer = issuer
         self.client_id = client_id
         self.client_secret = client_secret
+        self.calls = ProviderCalls(at_once=at_once, waiting=waiting)
+        self.deadline = deadline
         self._http = http
         self._require_https = require_https
-        self._ttl = ttl
-        self._metadata: tuple[float, ProviderMetadata] | None = None
-        self._keys: tuple[float, KeySet] | None = None
+        self._metadata: _Published[ProviderMetadata] = _Published(
+            "discovery document", ttl=ttl, monotonic=monotonic
+        )
+        self._keys: _Published[KeySet] = _Published("JWKS", ttl=ttl, monotonic=monotonic)
 
     @classmethod
     def from_settings(cls, settings: Settings, *, http: httpx.AsyncClient) -> "Provider":
@@ -287,12 +386,16 @@ class Provider:
             client_secret=settings.oidc_client_secret,
             http=http,
             require_https=settings.is_production,
+            at_once=settings.oidc_calls_at_once,
+            waiting=settings.oidc_calls_waiting,
         )
 
     @classmethod
     def for_citizens(cls, settings: Settings, *, http: httpx.AsyncClient) -> "Provider":
         """The citizens' provider (``citizen_oidc_*``): the person's identifier is a
-        claim of its ID tokens (decision 0032). No account is linked or made."""
+        claim of its ID tokens (decision 0032). No account is linked or made. Its
+        sign-ins are bounded apart from the staff's: a flood of citizens' callbacks
+        leaves the staff their turns."""
         if not settings.citizen_oidc_issuer or not settings.citizen_oidc_client_id:
             raise OidcNotConfigured(
                 "this hub has no OpenID Connect provider for citizens"
@@ -304,6 +407,8 @@ class Provider:
             client_secret=settings.citizen_oidc_client_secret,
             http=http,
             require_https=settings.is_production,
+            at_once=settings.oidc_calls_at_once,
+            waiting=settings.oidc_calls_waiting,
         )
 
     def oauth_client(self, *, redirect_uri: str) -> Any:
@@ -316,51 +421,63 @@ class Provider:
             scope="openid",
             redirect_uri=redirect_uri,
             code_challenge_method="S256",
-            timeout=10.0,
+            timeout=self.deadline,
             follow_redirects=False,
         )
 
+    @asynccontextmanager
+    async def within_deadline(self) -> AsyncIterator[None]:
+        """Whatever the block asks of the provider, answered within :attr:`deadline`
+        seconds in all, else :class:`OidcProviderUnavailable` (its requests cancelled)."""
+        try:
+            async with asyncio.timeout(self.deadline):
+                yield
+        except TimeoutError:
+            raise OidcProviderUnavailable(
+                f"the provider did not answer within {self.deadline:g} s"
+            ) from None
+
     async def metadata(self) -> ProviderMetadata:
-        if self._metadata is not None and self._metadata[0] > time.monotonic():
-            return self._metadata[1]
+        return await self._metadata.get(self._fetch_metadata)
+
+    async def metadata_in_turn(self) -> ProviderMetadata:
+        """The discovery document for a step not yet in a turn (the start): the one kept,
+        or fetched in a turn of :attr:`calls` and within the deadline."""
+        kept = self._metadata.kept()
+        if kept is not None:
+            return kept
+        async with self.calls.turn(), self.within_deadline():
+            return await self.metadata()
+
+    async def _fetch_metadata(self) -> ProviderMetadata:
         url = self.issuer.rstrip("/") + "/.well-known/openid-configuration"
         document = await self._get_json(url)
-        metadata = _metadata_from(document, issuer=self.issuer, require_https=self._require_https)
-        self._metadata = (time.monotonic() + self._ttl, metadata)
-        return metadata
+        return _metadata_from(document, issuer=self.issuer, require_https=self._require_https)
 
     async def key_for(self, kid: str | None) -> Key:
         """The provider's key with this id (or its only key when the token names none)."""
-        keys = await self._key_set(refresh=False)
+        keys = await self._keys.get(self._fetch_keys)
         try:
             return keys.get_by_kid(kid)
         except InvalidKeyIdError:
             pass
         try:
-            return (await self._key_set(refresh=True)).get_by_kid(kid)
+            return (await self._keys.get(self._fetch_keys, within=MIN_REFETCH)).get_by_kid(kid)
         except InvalidKeyIdError:
             raise OidcIdTokenInvalid(
                 "the ID token names a key the provider does not publish"
             ) from None
 
-    async def _key_set(self, *, refresh: bool) -> KeySet:
-        now = time.monotonic()
-        if self._keys is not None:
-            fetched_at, cached = self._keys
-            fresh_enough = now - fetched_at < (_MIN_KEY_REFRESH if refresh else self._ttl)
-            if fresh_enough:
-                return cached
+    async def _fetch_keys(self) -> KeySet:
         document = await self._get_json((await self.metadata()).jwks_uri)
         try:
-            keys = KeySet.import_key_set(document)  # type: ignore[arg-type]
+            return KeySet.import_key_set(document)  # type: ignore[arg-type]
         except (JoseError, ValueError, KeyError, TypeError):
             raise OidcProviderUnavailable("the provider's JWKS is not a valid key set") from None
-        self._keys = (now, keys)
-        return keys
 
     async def _get_json(self, url: str) -> dict[str, Any]:
         try:
-            response = await self._http.get(url, timeout=10.0)
+            response = await self._http.get(url, timeout=self.deadline)
             response.raise_for_status()
             document = load_json(response.content, max_depth=32)
         except (httpx.HTTPError, ValueError) as error:
@@ -502,7 +619,7 @@ async def start(
     """The provider's authorization URL and the sealed login for the cookie. The
     redirect URI is the API's callback unless another one (the console's) is given."""
     login = LoginState.new(cli_port=cli_port, cli_state=cli_state, now=int(clock.time()))
-    metadata = await provider.metadata()
+    metadata = await provider.metadata_in_turn()
     async with provider.oauth_client(redirect_uri=redirect_uri or callback_uri(settings)) as client:
         url, _ = client.create_authorization_url(
             metadata.authorization_endpoint,
@@ -569,18 +686,28 @@ async def verified_claims(
 ) -> tuple[dict[str, Any], LoginState]:
     """The steps of every callback, for people and citizens alike: the login of this
     browser, its ``state`` spent once, the code exchanged with the PKCE verifier, and
-    the ID token's claims once checked (signature, ``iss``, ``aud``, times, ``nonce``)."""
+    the ID token's claims once checked (signature, ``iss``, ``aud``, times, ``nonce``).
+
+    A callback this browser's login cookie does not hold is refused first, at the cost
+    of opening the cookie: no write, no request to the provider. The others wait for
+    a turn with the provider (``429 sign-in-throttled`` when too many wait) before the
+    state is spent, and the provider has :attr:`Provider.deadline` seconds in all for
+    the code and the keys (decision 0068)."""
     login = LoginState.open(cookie, state=query.state, keys=keys, now=int(clock.time()))
-    if not await jti_register.spend(
-        _spend_key("state", login.state), expires_at=_at(login.expires)
-    ):
-        raise OidcStateInvalid("this sign-in was already completed; start again")
-    if query.error is not None:
-        raise OidcProviderRefused(f"the provider refused the sign-in ({_safe(query.error)})")
-    if not query.code:
-        raise OidcProviderRefused("the provider sent back neither a code nor an error")
-    id_token = await _exchange(provider, redirect_uri=redirect_uri, login=login, code=query.code)
-    claims = await _verified_claims(provider, id_token, login=login, skew=skew, clock=clock)
+    async with provider.calls.turn():
+        if not await jti_register.spend(
+            _spend_key("state", login.state), expires_at=_at(login.expires)
+        ):
+            raise OidcStateInvalid("this sign-in was already completed; start again")
+        if query.error is not None:
+            raise OidcProviderRefused(f"the provider refused the sign-in ({_safe(query.error)})")
+        if not query.code:
+            raise OidcProviderRefused("the provider sent back neither a code nor an error")
+        async with provider.within_deadline():
+            id_token = await _exchange(
+                provider, redirect_uri=redirect_uri, login=login, code=query.code
+            )
+            claims = await _verified_claims(provider, id_token, login=login, skew=skew, clock=clock)
     return claims, login
 
 

@@ -25,6 +25,7 @@ from onceonly.hub.kit.jsonbody import json_body
 from onceonly.hub.kit.problems import Unavailable, problems
 from onceonly.hub.kit.strict import QueryInt
 from onceonly.hub.people import oidc
+from onceonly.hub.people.exceptions import SignInsBusy
 from onceonly.hub.people.schemas import SessionOut
 
 router = APIRouter(prefix="/v1/people/oidc", tags=["people"])
@@ -48,7 +49,8 @@ ProviderDep = Annotated[oidc.Provider, Depends(_provider)]
     "/start",
     status_code=302,
     response_class=RedirectResponse,
-    responses=problems(oidc.OidcNotConfigured, oidc.OidcProviderUnavailable),
+    # SignInsBusy: too many sign-ins wait for the provider (decision 0068)
+    responses=problems(oidc.OidcNotConfigured, oidc.OidcProviderUnavailable, SignInsBusy),
 )
 async def start(
     provider: ProviderDep,
@@ -87,6 +89,7 @@ async def start(
             oidc.OidcIdTokenInvalid,
             oidc.OidcAccountNotLinked,
             oidc.OidcAccountDisabled,
+            SignInsBusy,  # too many sign-ins wait for the provider (decision 0068)
             Unavailable,  # the single-use register (the sign-in's state)
         ),
     },

@@ -4,21 +4,25 @@ Discovery, a JWKS (an RSA key made by joserfc), an authorization endpoint that s
 the configured subject in at once (it checks the client, the redirect URI and the
 PKCE challenge, and passes ``state`` through), and a token endpoint that checks the
 client's credentials, the redirect URI and the PKCE verifier, and answers with an ID
-token carrying the nonce. ``Behaviour`` makes it misbehave on purpose.
+token carrying the nonce. ``Behaviour`` makes it misbehave on purpose. It counts the
+requests it is sent (``requests``, by path) and the most token requests it answered
+at once (``most_at_once``).
 """
 
+import asyncio
 import base64
 import hashlib
 import secrets
 import time
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, urlencode
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi.responses import JSONResponse, RedirectResponse, StreamingResponse
 from joserfc import jwt
 from joserfc.jwk import RSAKey
 
@@ -37,6 +41,11 @@ class Behaviour:
     audience: str | list[str] = CLIENT_ID
     lifetime: int = 300  # seconds from now to exp; negative: already expired
     foreign_key: bool = False  # sign with a key the JWKS does not hold (same kid)
+    kid: str | None = None  # sign with a key the JWKS does not hold, named this
+    token_delay: float = 0.0  # seconds the token endpoint takes to answer
+    token_drip: float | None = None  # answer the token request a byte every so many s
+    jwks_delay: float = 0.0  # seconds the JWKS takes to come
+    jwks_status: int = 200  # anything else: the JWKS endpoint fails so
     authorize_error: str | None = None  # answer the authorization with ?error=…
     token_error: str | None = None  # the token endpoint refuses with this error code
     claims: dict[str, Any] = field(default_factory=dict)  # more claims in the ID token
@@ -49,6 +58,13 @@ class Provider:
     key: RSAKey
     codes: dict[str, dict[str, Any]] = field(default_factory=dict)
     redirect_uris: set[str] = field(default_factory=set)
+    requests: Counter[str] = field(default_factory=Counter)  # by path
+    at_once: int = 0  # token requests being answered
+    most_at_once: int = 0
+
+    def reset_counts(self) -> None:
+        self.requests.clear()
+        self.most_at_once = 0
 
 
 def _s256(verifier: str) -> str:
@@ -72,14 +88,28 @@ def _id_token(provider: Provider, grant: dict[str, Any]) -> str:
         "nonce": behaviour.nonce if behaviour.nonce is not None else grant["nonce"],
         **behaviour.claims,
     }
-    key = provider.key
-    if behaviour.foreign_key:
-        key = RSAKey.generate_key(2048, parameters={"kid": provider.key.kid, "alg": "RS256"})
-    return jwt.encode({"alg": "RS256", "kid": provider.key.kid}, claims, key)
+    key, kid = provider.key, behaviour.kid or provider.key.kid
+    if behaviour.foreign_key or behaviour.kid is not None:
+        key = RSAKey.generate_key(2048, parameters={"kid": kid, "alg": "RS256"})
+    return jwt.encode({"alg": "RS256", "kid": kid}, claims, key)
+
+
+async def _dripped(every: float) -> AsyncIterator[bytes]:
+    """A JSON object that takes a minute to come, one byte at a time."""
+    yield b"{"
+    for _ in range(int(60 / every)):
+        await asyncio.sleep(every)
+        yield b" "
+    yield b"}"
 
 
 def _app(provider: Provider) -> FastAPI:
     app = FastAPI()
+
+    @app.middleware("http")
+    async def count(request: Request, call_next: Any) -> Any:
+        provider.requests[request.url.path] += 1
+        return await call_next(request)
 
     @app.get("/.well-known/openid-configuration")
     async def discovery() -> dict[str, Any]:
@@ -95,8 +125,10 @@ def _app(provider: Provider) -> FastAPI:
         }
 
     @app.get("/jwks")
-    async def jwks() -> dict[str, Any]:
-        return {"keys": [provider.key.as_dict(private=False)]}
+    async def jwks() -> JSONResponse:
+        await asyncio.sleep(provider.behaviour.jwks_delay)
+        body = {"keys": [provider.key.as_dict(private=False)]}
+        return JSONResponse(body, status_code=provider.behaviour.jwks_status)
 
     @app.get("/authorize", response_model=None)
     async def authorize(request: Request) -> JSONResponse | RedirectResponse:
@@ -119,7 +151,19 @@ def _app(provider: Provider) -> FastAPI:
         return RedirectResponse(f"{q['redirect_uri']}?{urlencode(answer)}", status_code=302)
 
     @app.post("/token", response_model=None)
-    async def token(request: Request) -> JSONResponse | dict[str, Any]:
+    async def token(request: Request) -> JSONResponse | StreamingResponse | dict[str, Any]:
+        provider.at_once += 1
+        provider.most_at_once = max(provider.most_at_once, provider.at_once)
+        try:
+            await asyncio.sleep(provider.behaviour.token_delay)
+            return await answer_token(request)
+        finally:
+            provider.at_once -= 1
+
+    async def answer_token(request: Request) -> JSONResponse | StreamingResponse | dict[str, Any]:
+        if provider.behaviour.token_drip is not None:
+            dripped = _dripped(provider.behaviour.token_drip)
+            return StreamingResponse(dripped, media_type="application/json")
         form = {k: v[0] for k, v in parse_qs((await request.body()).decode()).items()}
         expected = base64.b64encode(f"{CLIENT_ID}:{CLIENT_SECRET}".encode()).decode()
         if request.headers.get("authorization") != f"Basic {expected}":
