@@ -75,6 +75,10 @@ class AdapterConfig(BaseModel):
     hub_url: str = Field(pattern=r"^https?://[^\s/]+(/\S*)?$")
     listen_host: str = "127.0.0.1"
     listen_port: int = Field(default=9100, ge=0, le=65535)
+    head_timeout: float = Field(default=10.0, gt=0, le=300)
+    """Seconds a connection has to send a whole request head, from connecting (the
+    first) or from its first byte (a later one); then 408 and closed
+    (onceonly.adapters.serving.HEAD_TIMEOUT)."""
     data_dir: Path
     client_id: str | None = Field(default=None, min_length=1, max_length=256)
     items: dict[str, ItemSettings] = Field(default_factory=dict)

@@ -214,7 +214,7 @@ def _serve(args: argparse.Namespace) -> int:
             host=config.listen_host,
             port=config.listen_port,
             log_config=None,
-            **server_options(),
+            **server_options(head_timeout=config.head_timeout),
         )
         return 0
     os.environ[_WORKER_CONFIG] = str(Path(args.config).resolve())
@@ -230,7 +230,7 @@ def _serve(args: argparse.Namespace) -> int:
         port=config.listen_port,
         workers=args.workers,
         log_config=None,
-        **server_options(),
+        **server_options(head_timeout=config.head_timeout),
     )
     return 0
 

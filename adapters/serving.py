@@ -11,9 +11,17 @@ parsed whole. :class:`BoundedHeadProtocol` refuses one larger than
 :data:`MAX_HEAD_BYTES` before it is all in memory, with 431 (RFC 6585 §5), and
 :func:`server_options` are the settings that serve an adapter so (h11 bounded too).
 The hub's servers use the same bound (onceonly.hub.cli.servers).
+
+uvicorn starts its keep-alive timeout only after an answer: a client that connected
+and sent nothing, or sent a head a byte every few seconds (slowloris), held its
+connection for ever. :class:`BoundedHeadProtocol` also bounds a head in time: it must
+be whole within :data:`HEAD_TIMEOUT` seconds of connecting (the first) or of its first
+byte (a later one, the idle gap before it being uvicorn's keep-alive timeout), or the
+connection is closed, after a 408 if some of the head came (decision 0066).
 """
 
 import asyncio
+import functools
 import json
 from typing import Any
 
@@ -22,15 +30,20 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from ._errors import PROBLEM_PREFIX
 
 __all__ = [
+    "HEAD_TIMEOUT",
     "MAX_HEAD_BYTES",
     "BoundedHeadProtocol",
     "HeadWithBody",
     "HeadWithBodyProtocol",
     "server_options",
+    "with_head_timeout",
 ]
 
 MAX_HEAD_BYTES = 64 * 1024
 """The largest request head (request line and header fields) a server reads."""
+HEAD_TIMEOUT = 10.0
+"""Seconds a connection has to send a whole request head: from connecting for its
+first, from the head's first byte for each later one."""
 _END_OF_HEAD = b"\r\n\r\n"
 
 
@@ -92,34 +105,51 @@ class HeadWithBodyProtocol(HttpToolsProtocol):
 
 
 class BoundedHeadProtocol(HeadWithBodyProtocol):
-    """:class:`HeadWithBodyProtocol` with a bound on each request head: one that grows
-    past ``max_head_bytes`` is answered 431 by `head_too_large` (no app runs) and
-    the connection closed, before the rest of it is read."""
+    """:class:`HeadWithBodyProtocol` with a bound on each request head, in size and in
+    time (no app runs for a head refused, and the connection is closed):
+
+    - one that grows past ``max_head_bytes`` is answered 431 by `head_too_large`,
+      before the rest of it is read;
+    - one not whole within ``head_timeout`` seconds is answered 408 by
+      `head_timed_out` (RFC 9110 §15.5.9). The first head's time runs from connecting,
+      and a connection that sent nothing by then is closed without an answer; a later
+      head's runs from its first byte, the idle gap before it being uvicorn's
+      keep-alive timeout (``timeout_keep_alive``), which ends at any byte. One timer
+      a connection, armed for each head and cancelled when it is whole: a slow app or
+      a slow body is not bounded here.
+    """
 
     max_head_bytes = MAX_HEAD_BYTES
+    head_timeout = HEAD_TIMEOUT
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, head_timeout: float | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        if head_timeout is not None:
+            self.head_timeout = head_timeout
         self._head: int | None = 0  # bytes of the head read so far; None in a body
         self._tail = b""  # the last bytes read, to find an end of head split in two
+        self._head_begun = False  # a byte of the head came (then it is answered 408)
+        self._head_timer: asyncio.TimerHandle | None = None
 
     def head_too_large(self) -> bytes:
         """The whole 431 answer, an RFC 9457 problem written by the protocol itself."""
         detail = f"the request head is larger than {self.max_head_bytes} bytes"
-        problem = {
-            "type": PROBLEM_PREFIX + "request-header-fields-too-large",
-            "title": "Request header fields too large",
-            "status": 431,
-            "detail": detail,
-        }
-        body = json.dumps(problem, separators=(",", ":")).encode()
-        head = [
-            b"HTTP/1.1 431 Request Header Fields Too Large",
-            b"content-type: application/problem+json",
-            b"content-length: " + str(len(body)).encode(),
-            b"connection: close",
-        ]
-        return b"\r\n".join([*head, b"", body])
+        return _problem_answer(
+            431, "Request Header Fields Too Large", "request-header-fields-too-large", detail
+        )
+
+    def head_timed_out(self) -> bytes:
+        """The whole 408 answer, an RFC 9457 problem written by the protocol itself."""
+        detail = f"the request head was not whole within {self.head_timeout:g} seconds"
+        return _problem_answer(408, "Request Timeout", "request-timeout", detail)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)  # type: ignore[arg-type]
+        self._head_timer = self.loop.call_later(self.head_timeout, self._head_expired)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_head_timer()
+        super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
         if self._head is not None:
@@ -132,13 +162,36 @@ class BoundedHeadProtocol(HeadWithBodyProtocol):
                 return
         super().data_received(data)
 
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._head_begun = True
+        if self._head_timer is None:  # the first head's timer runs from connecting
+            self._head_timer = self.loop.call_later(self.head_timeout, self._head_expired)
+
     def on_headers_complete(self) -> None:
-        self._head = None
+        self._head, self._head_begun = None, False
+        self._cancel_head_timer()
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
         self._head, self._tail = 0, b""
         super().on_message_complete()
+
+    def _cancel_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_expired(self) -> None:
+        self._head_timer = None
+        if self.cycle is not None and not self.cycle.response_complete:
+            # A pipelined head is late while the answer before it is under way: that
+            # answer goes out whole, then the connection closes (as at a shutdown).
+            self.cycle.keep_alive = False
+            return
+        if self._head_begun:
+            self.transport.write(self.head_timed_out())
+        self.transport.close()
 
     def _refuse_head(self) -> None:
         if self.cycle is None or self.cycle.response_complete:  # no answer under way
@@ -146,7 +199,32 @@ class BoundedHeadProtocol(HeadWithBodyProtocol):
         self.transport.close()
 
 
-def server_options() -> dict[str, Any]:
-    """uvicorn settings that serve an adapter: heads bounded (h11's too, if chosen),
-    each answer's head written with its body."""
-    return {"http": BoundedHeadProtocol, "h11_max_incomplete_event_size": MAX_HEAD_BYTES}
+def _problem_answer(status: int, reason: str, slug: str, detail: str) -> bytes:
+    """A whole answer that closes its connection: an RFC 9457 problem."""
+    problem = {"type": PROBLEM_PREFIX + slug, "title": reason.capitalize(), "status": status}
+    body = json.dumps({**problem, "detail": detail}, separators=(",", ":")).encode()
+    head = [
+        f"HTTP/1.1 {status} {reason}".encode(),
+        b"content-type: application/problem+json",
+        b"content-length: " + str(len(body)).encode(),
+        b"connection: close",
+    ]
+    return b"\r\n".join([*head, b"", body])
+
+
+def with_head_timeout(protocol: type[BoundedHeadProtocol], head_timeout: float) -> Any:
+    """``protocol`` as uvicorn's ``http`` setting, its heads given ``head_timeout``
+    seconds: the class itself for its own, else a partial of it (which uvicorn's
+    worker processes unpickle, as they do the class)."""
+    if head_timeout == protocol.head_timeout:
+        return protocol
+    return functools.partial(protocol, head_timeout=head_timeout)
+
+
+def server_options(*, head_timeout: float = HEAD_TIMEOUT) -> dict[str, Any]:
+    """uvicorn settings that serve an adapter: heads bounded (h11's too, if chosen,
+    in size only), each answer's head written with its body."""
+    return {
+        "http": with_head_timeout(BoundedHeadProtocol, head_timeout),
+        "h11_max_incomplete_event_size": MAX_HEAD_BYTES,
+    }

@@ -58,6 +58,13 @@ class Settings(BaseSettings):
     clock_skew: int = Field(default=10, ge=0, le=60)
     owner_timeout: float = Field(default=5.0, gt=0, le=60)
     max_body_bytes: int = Field(default=64 * 1024, ge=1024, le=16 * 1024 * 1024)
+    head_timeout: float = Field(
+        default=10.0,  # onceonly.adapters.serving.HEAD_TIMEOUT
+        gt=0,
+        le=300,
+        description="Seconds a connection has to send a whole request head, from connecting"
+        " (the first) or from its first byte (a later one); then 408 and closed (decision 0066)",
+    )
     max_json_depth: int = Field(default=32, ge=4, le=256)
     audit_batch_size: int = Field(default=256, ge=1, le=10_000)
     audit_probe_interval: float = Field(

@@ -27,7 +27,8 @@ def _serve(args: argparse.Namespace) -> int:
     if "ONCEONLY_ISSUER" not in os.environ and not os.environ.get("ONCEONLY_CONFIG"):
         os.environ["ONCEONLY_ISSUER"] = f"http://{args.host}:{args.port}"
     try:
-        startup.ensure_startable(startup.load_settings())
+        settings = startup.load_settings()
+        startup.ensure_startable(settings)
     except StartupFailure as failure:
         raise StartupFailure([f"the hub cannot start: {failure}"]) from None
     uvicorn.run(
@@ -38,7 +39,7 @@ def _serve(args: argparse.Namespace) -> int:
         workers=args.workers,
         log_level="warning",
         proxy_headers=args.proxy_headers,
-        **server_options(),
+        **server_options(head_timeout=settings.head_timeout),
     )
     return 0
 

@@ -5,7 +5,8 @@ demo, tests). uvicorn's httptools protocol buffers a request head (request line 
 header fields) without any bound; :class:`BoundedHttpToolsProtocol` refuses one
 larger than :data:`MAX_HEAD_BYTES` before it is all in memory, with 431 (RFC 6585
 §5). The middleware's tighter limit (onceonly.hub.middleware.MAX_HEADER_BYTES) answers first,
-as a problem with the request id, for any head that fits under this one. It also
+as a problem with the request id, for any head that fits under this one. A head not
+whole within the ``head_timeout`` setting is answered 408 (decision 0066). It also
 writes each answer's head together with its body, as the adapters are served
 (onceonly.adapters.serving).
 
@@ -27,7 +28,7 @@ from typing import Any
 import uvicorn
 from fastapi import FastAPI
 
-from onceonly.adapters.serving import BoundedHeadProtocol
+from onceonly.adapters.serving import HEAD_TIMEOUT, BoundedHeadProtocol, with_head_timeout
 from onceonly.hub.kit.problems import RequestHeadersTooLarge, render
 from onceonly.hub.middleware import MAX_HEADER_BYTES
 
@@ -54,9 +55,13 @@ class BoundedHttpToolsProtocol(BoundedHeadProtocol):
         return _head_too_large()
 
 
-def server_options() -> dict[str, Any]:
-    """uvicorn settings of every hub server; h11 (if chosen) bounds its heads too."""
-    return {"http": BoundedHttpToolsProtocol, "h11_max_incomplete_event_size": MAX_HEAD_BYTES}
+def server_options(*, head_timeout: float = HEAD_TIMEOUT) -> dict[str, Any]:
+    """uvicorn settings of every hub server, each head whole within ``head_timeout``
+    seconds (the ``head_timeout`` setting); h11 (if chosen) bounds its heads' size too."""
+    return {
+        "http": with_head_timeout(BoundedHttpToolsProtocol, head_timeout),
+        "h11_max_incomplete_event_size": MAX_HEAD_BYTES,
+    }
 
 
 def loopback_socket(port: int = 0) -> socket.socket:
