@@ -135,13 +135,18 @@ class BoundedHeadProtocol(HeadWithBodyProtocol):
         """The whole 431 answer, an RFC 9457 problem written by the protocol itself."""
         detail = f"the request head is larger than {self.max_head_bytes} bytes"
         return _problem_answer(
-            431, "Request Header Fields Too Large", "request-header-fields-too-large", detail
+            status=431,
+            reason="Request Header Fields Too Large",
+            slug="request-header-fields-too-large",
+            detail=detail,
         )
 
     def head_timed_out(self) -> bytes:
         """The whole 408 answer, an RFC 9457 problem written by the protocol itself."""
         detail = f"the request head was not whole within {self.head_timeout:g} seconds"
-        return _problem_answer(408, "Request Timeout", "request-timeout", detail)
+        return _problem_answer(
+            status=408, reason="Request Timeout", slug="request-timeout", detail=detail
+        )
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)  # type: ignore[arg-type]
@@ -199,7 +204,7 @@ class BoundedHeadProtocol(HeadWithBodyProtocol):
         self.transport.close()
 
 
-def _problem_answer(status: int, reason: str, slug: str, detail: str) -> bytes:
+def _problem_answer(*, status: int, reason: str, slug: str, detail: str) -> bytes:
     """A whole answer that closes its connection: an RFC 9457 problem."""
     problem = {"type": PROBLEM_PREFIX + slug, "title": reason.capitalize(), "status": status}
     body = json.dumps({**problem, "detail": detail}, separators=(",", ":")).encode()
