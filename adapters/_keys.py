@@ -1,9 +1,11 @@
-"""The adapter client's signing key, kept as a private JWK on disk."""
+"""The adapter's keys on disk: the client's signing key, a private JWK, and the
+trail key (`load_or_create_secret`), 32 random bytes as hex."""
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -13,7 +15,13 @@ from joserfc.jwk import ECKey, OKPKey, RSAKey, import_key
 
 from ._errors import ConfigError
 
-__all__ = ["SigningKey", "algorithm_of", "load_or_create_key", "public_jwks"]
+__all__ = [
+    "SigningKey",
+    "algorithm_of",
+    "load_or_create_key",
+    "load_or_create_secret",
+    "public_jwks",
+]
 
 SigningKey = ECKey | OKPKey | RSAKey
 
@@ -32,6 +40,36 @@ def load_or_create_key(path: str | Path) -> ECKey:
     key = ECKey.generate_key("P-256", auto_kid=True)
     _write_private(path, json.dumps(key.as_dict(private=True)))
     return key
+
+
+def load_or_create_secret(path: str | Path) -> tuple[bytes, bool]:
+    """The 32-byte secret at ``path`` (64 hex digits), or a new random one written there
+    0600, never over a file that exists (two processes creating it at once keep the first
+    one's); ``True`` when it was created here.
+
+    :raises ConfigError: the file exists but does not hold 64 hex digits.
+    """
+    path = Path(path)
+    try:
+        return _read_secret(path), False
+    except FileNotFoundError:
+        pass
+    secret = secrets.token_bytes(32)
+    try:
+        _write_private(path, secret.hex() + "\n", replace=False)
+    except FileExistsError:
+        return _read_secret(path), False
+    return secret, True
+
+
+def _read_secret(path: Path) -> bytes:
+    text = path.read_text(encoding="ascii", errors="replace").strip()
+    if len(text) != 64:
+        raise ConfigError(f"{path}: expected 64 hex digits (a 32-byte secret)")
+    try:
+        return bytes.fromhex(text)
+    except ValueError as error:
+        raise ConfigError(f"{path}: expected 64 hex digits (a 32-byte secret)") from error
 
 
 def public_jwks(*keys: SigningKey) -> dict[str, Any]:
@@ -66,14 +104,20 @@ def _load(path: Path) -> ECKey:
     return key
 
 
-def _write_private(path: Path, text: str) -> None:
+def _write_private(path: Path, text: str, *, replace: bool = True) -> None:
+    """Write ``text`` to ``path`` mode 0600, whole or not at all; without ``replace``,
+    FileExistsError when ``path`` exists (a link, which never replaces)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=".key-")
     try:
         os.fchmod(descriptor, 0o600)
         with os.fdopen(descriptor, "w", encoding="utf-8") as file:
             file.write(text)
-        os.replace(temporary, path)
-    except BaseException:
+            file.flush()
+            os.fsync(file.fileno())
+        if replace:
+            os.replace(temporary, path)
+        else:
+            os.link(temporary, path)
+    finally:
         Path(temporary).unlink(missing_ok=True)
-        raise

@@ -90,7 +90,7 @@ _CONTROL = "the subject holds a control character or a lone surrogate"
 
 def subject_digest(subject: str) -> str:
     """base64url (no padding) of SHA-256 of the UTF-8 subject: the token's
-    ``subject_sha256`` claim, and what the served-log keeps instead of a subject."""
+    ``subject_sha256`` claim; the trail keeps it keyed (``_store.TrailKey``)."""
     digest = hashlib.sha256(subject.encode("utf-8")).digest()
     return base64url.encode(digest)
 

@@ -1,14 +1,20 @@
 """The adapter-local record store: SQLite through SQLAlchemy Core.
 
 The store holds the department's own records (subjects in the clear: it is the
-department's data) and the adapter's trail of what it served, which keeps only a
-SHA-256 of each subject and the pseudonym the hub's audit log keeps for it.
+department's data) and the adapter's trail of what it served, received and fetched,
+which keeps of each subject only the pseudonym the hub's audit log keeps for it and a
+keyed digest (`TrailKey`): HMAC-SHA-256, under a secret of this store's (``trail.key``
+beside it), of the subject's SHA-256 as request tokens carry it. The SHA-256 alone
+could be reversed by enumerating the few possible identifiers; the keyed digest cannot
+without the key (docs/decisions/0064-adapter-trail-keyed-subject-digest.md).
 """
 
 from __future__ import annotations
 
 import csv
 import dataclasses
+import hashlib
+import hmac
 import json
 import logging
 import math
@@ -20,6 +26,7 @@ import stat
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,12 +36,14 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from . import base64url
 from ._batches import Failed
 from ._errors import ImportFailed, ImportReport, RowError
-from ._reqtoken import subject_problem
+from ._keys import load_or_create_secret
+from ._reqtoken import subject_digest, subject_problem
 from ._validation import compile_validator, violation
 
-__all__ = ["RecordStore", "ServedEntry", "timestamp"]
+__all__ = ["TRAIL_KEY_FILE", "RecordStore", "ServedEntry", "TrailKey", "timestamp"]
 
 _GET_RECORD = "SELECT record FROM records WHERE item = ? AND subject = ?"
 _SPEND = "INSERT OR IGNORE INTO spent_tokens (jti, forget_after) VALUES (?, ?)"
@@ -66,7 +75,9 @@ _served = sa.Table(
     sa.Column("item", sa.String(128), nullable=False),
     sa.Column("consumer", sa.String(128)),
     sa.Column("purpose", sa.String(64)),
-    sa.Column("subject_sha256", sa.String(64)),
+    # The subject's keyed digest (TrailKey.digest), and the id of the key it is under:
+    # NULL in a row written before digests were keyed, which opening the store keys
+    sa.Column("subject_digest", sa.String(64)),
     sa.Column("outcome", sa.String(16), nullable=False),
     sa.Column("reason", sa.String(64)),
     # What was served, committed to under a key of this adapter's own
@@ -76,6 +87,7 @@ _served = sa.Table(
     # The pseudonym the hub's audit entry keeps for the subject, as its request token
     # said: what `onceonly adapter reconcile` compares with the entry's ``subject``
     sa.Column("subject_pseudonym", sa.String(64)),
+    sa.Column("subject_key", sa.String(16)),
 )
 
 # Request tokens this adapter accepted, by jti, until no token with that jti holds:
@@ -112,8 +124,9 @@ _received = sa.Table(
     sa.Column("item", sa.String(128), nullable=False),
     sa.Column("kind", sa.String(16), nullable=False),
     sa.Column("owner", sa.String(128), nullable=False),
-    sa.Column("subject_sha256", sa.String(64), nullable=False),
+    sa.Column("subject_digest", sa.String(64), nullable=False),  # as the served-log's
     sa.Column("received_at", sa.String(32), nullable=False),
+    sa.Column("subject_key", sa.String(16)),
 )
 
 # Receipts of records this department fetched through the hub: its side of the
@@ -126,20 +139,60 @@ _receipts = sa.Table(
     sa.Column("time", sa.String(32), nullable=False),
     sa.Column("item", sa.String(128), nullable=False),
     sa.Column("purpose", sa.String(64), nullable=False),
-    sa.Column("subject_sha256", sa.String(64), nullable=False),
+    sa.Column("subject_digest", sa.String(64), nullable=False),  # as the served-log's
     sa.Column("log_index", sa.Integer, nullable=False),
     sa.Column("leaf_hash", sa.String(64), nullable=False),
     # The audit entry's commitment to the record and the key the hub gave to open it
     sa.Column("commitment", sa.String(64)),
     sa.Column("commitment_key", sa.String(64)),
+    sa.Column("subject_key", sa.String(16)),
 )
 
+# The tables that keep a subject's digest, as ``subject_digest`` beside ``subject_key``
+_TRAIL_TABLES = (_served, _received, _receipts)
+# What stores written before digests were keyed call their ``subject_digest`` column
+_PLAIN_COLUMN = "subject_sha256"
+
 _MAX_SUBJECT = 256
-_SERVED_FIELDS = tuple(column.name for column in _served.c if column.name != "id")
-_INSERT_SERVED = (
-    f"INSERT INTO served ({', '.join(_SERVED_FIELDS)})"
-    f" VALUES ({', '.join('?' * len(_SERVED_FIELDS))})"
+# The served-log's columns that a ServedEntry's fields of the same name fill
+_SERVED_FIELDS = tuple(
+    column.name
+    for column in _served.c
+    if column.name not in ("id", "subject_digest", "subject_key")
 )
+_INSERT_SERVED = (
+    f"INSERT INTO served ({', '.join(_SERVED_FIELDS)}, subject_digest, subject_key)"
+    f" VALUES ({', '.join('?' * (len(_SERVED_FIELDS) + 2))})"
+)
+
+TRAIL_KEY_FILE = "trail.key"
+"""The trail key's file, beside the store's (in ``data_dir``, with ``client-key.jwk``)."""
+_KEY_ID_INPUT = b"onceonly adapter trail key id"
+
+
+class TrailKey:
+    """The secret under which the trail keeps subjects: ``digest`` is HMAC-SHA-256 of
+    the subject's SHA-256 (the request token's ``subject_sha256`` claim, its base64url
+    text), base64url. ``id`` names the key (an HMAC of a constant under it: it says
+    nothing of the key) and is kept beside each digest made under it.
+
+    Example::
+
+        key = TrailKey(bytes(32))
+        key.digest(subject_digest("38001085718"))  # what the trail keeps of that subject
+    """
+
+    def __init__(self, secret: bytes) -> None:
+        self._keyed = hmac.new(secret, digestmod=hashlib.sha256)  # copied for each digest
+        self.id = hmac.new(secret, _KEY_ID_INPUT, hashlib.sha256).hexdigest()[:16]
+
+    def __repr__(self) -> str:
+        return f"TrailKey(id={self.id!r})"  # never the secret
+
+    def digest(self, subject_sha256: str) -> str:
+        mac = self._keyed.copy()
+        mac.update(subject_sha256.encode("utf-8"))
+        return base64url.encode(mac.digest())
 
 
 @dataclass(frozen=True)
@@ -149,12 +202,13 @@ class ReceiptRow:
     request_id: str
     item: str
     purpose: str
-    subject_sha256: str
+    subject_sha256: str | None  # to record: the store keeps only its keyed digest
     index: int
     leaf_hash: str
     commitment: str | None = None
     commitment_key: str | None = None
     time: str | None = None  # when it was recorded here (RFC 3339, UTC); None: now
+    subject_digest: str | None = None  # as `RecordStore.receipts` reads it (TrailKey)
 
 
 @dataclass(frozen=True)
@@ -176,13 +230,18 @@ class ReceivedEvent:
     item: str
     kind: str
     owner: str
-    subject_sha256: str
+    subject_sha256: str | None  # to record: the store keeps only its keyed digest
     received_at: str
+    subject_digest: str | None = None  # as `RecordStore.received_events` reads it
 
 
 @dataclass(frozen=True)
 class ServedEntry:
-    """One line of the adapter's own trail: a request it answered or refused."""
+    """One line of the adapter's own trail: a request it answered or refused.
+
+    To record one, ``subject_sha256`` is the request token's claim; the store keeps
+    only its keyed digest, which `RecordStore.served_entries` gives as
+    ``subject_digest`` (and ``subject_sha256`` None)."""
 
     request_id: str | None
     time: str
@@ -195,6 +254,7 @@ class ServedEntry:
     commitment: str | None = None
     commitment_key: str | None = None
     subject_pseudonym: str | None = None
+    subject_digest: str | None = None
 
 
 @dataclass(frozen=True)
@@ -237,7 +297,7 @@ def _private_file(path: Path) -> None:
         os.close(descriptor)
 
 
-def _warn_if_shared(path: Path) -> None:
+def _warn_if_shared(path: Path, *, holds: str = "records and the served-log") -> None:
     for side in _SIDE_FILES:
         file = path.with_name(path.name + side)
         try:
@@ -247,9 +307,10 @@ def _warn_if_shared(path: Path) -> None:
         if mode & 0o077:
             logger.warning(
                 "%s is readable or writable by its group or others (mode %04o): it holds"
-                " records and the served-log; chmod 600 it",
+                " %s; chmod 600 it",
                 file,
                 mode,
+                holds,
             )
 
 
@@ -273,10 +334,25 @@ class RecordStore:
             store.get("person.identity", "38001085718")  # {"given_name": "Mari"}
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, trail_key: str | Path | None = None) -> None:
+        """Open (or create) the store at ``path``, and its trail key at ``trail_key``
+        (default: `TRAIL_KEY_FILE` beside it), created 0600 when missing.
+
+        A store written before digests were keyed has them keyed here, in one
+        transaction, each row once. Digests under another key than this one (the
+        key was lost, or replaced) stay as they are, told apart by their key's id;
+        opening logs a WARNING that says how many, at every start, since the trail
+        cannot find those subjects any more (decision 0064).
+
+        :raises ConfigError: the trail key's file does not hold a key.
+        """
         path = Path(path)
         _private_directory(path.parent)
         _private_file(path)
+        key_path = path.parent / TRAIL_KEY_FILE if trail_key is None else Path(trail_key)
+        secret, created = load_or_create_secret(key_path)
+        _warn_if_shared(key_path, holds="the trail's subject key")
+        self._trail_key = TrailKey(secret)
         self._directory = path.resolve().parent  # where the file is, if it is a link
         self._engine = sa.create_engine(
             f"sqlite:///{path}", connect_args={"check_same_thread": False}, hide_parameters=True
@@ -285,8 +361,32 @@ class RecordStore:
         self._purged_at = -math.inf  # time.monotonic() of the last purge of spent jtis
         self._purge_lock = threading.Lock()
         _metadata.create_all(self._engine)
+        _key_plain_digests(self._engine, self._trail_key)
         _add_missing_columns(self._engine)
         _key_earlier_changes(self._engine)
+        _warn_of_other_keys(self._engine, key=self._trail_key, path=key_path, created=created)
+
+    @property
+    def trail_key(self) -> TrailKey:
+        return self._trail_key
+
+    def trail_digest(self, subject: str) -> str:
+        """What the trail keeps of ``subject``: the one way to look a subject up in it
+        (``WHERE subject_digest = ? AND subject_key = ?``, with `TrailKey.id`)."""
+        return self._trail_key.digest(subject_digest(subject))
+
+    def served_about(self, subject: str) -> list[ServedEntry]:
+        """The trail's entries about ``subject``, oldest first; only those keyed under
+        this store's key (a WARNING at opening counts the others)."""
+        return self._served_where(
+            _served.c.subject_digest == self.trail_digest(subject),
+            _served.c.subject_key == self._trail_key.id,
+        )
+
+    def rows_under_other_keys(self) -> int:
+        """How many trail digests are keyed under another key than this store's (and
+        so cannot be found by subject)."""
+        return _count_under_other_keys(self._engine, self._trail_key)
 
     def check_writable(self, *, wait: float = 0.5) -> None:
         """Raise if the trail cannot be written now: takes SQLite's write lock (waiting at
@@ -395,32 +495,48 @@ class RecordStore:
         statement = sqlite_insert(_received).on_conflict_do_nothing(
             index_elements=[_received.c.event_id]
         )
+        values = self._keyed(dataclasses.asdict(event))
         with self._engine.begin() as connection:
-            result = connection.execute(statement, [dataclasses.asdict(event)])
+            result = connection.execute(statement, [values])
         return result.rowcount > 0
 
     def record_receipt(self, receipt: ReceiptRow) -> None:
-        values = dataclasses.asdict(receipt)
+        values = self._keyed(dataclasses.asdict(receipt))
         values["log_index"] = values.pop("index")
         values["time"] = receipt.time or timestamp()
         with self._engine.begin() as connection:
             connection.execute(sa.insert(_receipts).values(**values))
 
     def receipts(self) -> list[ReceiptRow]:
-        columns = [c for c in _receipts.c if c.name != "id"]
+        columns = [c for c in _receipts.c if c.name not in ("id", "subject_key")]
         with self._engine.connect() as connection:
             rows = connection.execute(sa.select(*columns).order_by(_receipts.c.id)).all()
         return [
             ReceiptRow(
-                **{("index" if k == "log_index" else k): v for k, v in row._asdict().items()}
+                subject_sha256=None,
+                **{("index" if k == "log_index" else k): v for k, v in row._asdict().items()},
             )
             for row in rows
         ]
 
     def received_events(self) -> list[ReceivedEvent]:
+        columns = [c for c in _received.c if c.name != "subject_key"]
+        query = sa.select(*columns).order_by(_received.c.received_at)
         with self._engine.connect() as connection:
-            rows = connection.execute(sa.select(_received).order_by(_received.c.received_at)).all()
-        return [ReceivedEvent(**row._asdict()) for row in rows]
+            rows = connection.execute(query).all()
+        return [ReceivedEvent(subject_sha256=None, **row._asdict()) for row in rows]
+
+    def _keyed(self, values: dict[str, Any]) -> dict[str, Any]:
+        """A trail row's ``values`` with its ``subject_sha256`` replaced by its keyed
+        digest and the key's id."""
+        plain = values.pop("subject_sha256")
+        values["subject_digest"], values["subject_key"] = self._digest_and_key(plain)
+        return values
+
+    def _digest_and_key(self, subject_sha256: str | None) -> tuple[str | None, str | None]:
+        if subject_sha256 is None:
+            return None, None
+        return self._trail_key.digest(subject_sha256), self._trail_key.id
 
     def count(self, item: str) -> int:
         query = sa.select(sa.func.count()).select_from(_records).where(_records.c.item == item)
@@ -500,9 +616,14 @@ class RecordStore:
     def record_served_many(self, entries: Sequence[ServedEntry]) -> list[None]:
         """Append ``entries`` to the trail in one transaction (a group commit: all or
         none); one ``None`` per entry, for `ThreadBatches`."""
+        rows = [self._served_row(entry) for entry in entries]
         with self._engine.begin() as connection:
-            connection.execute(sa.insert(_served), [dataclasses.asdict(e) for e in entries])
+            connection.exec_driver_sql(_INSERT_SERVED, rows)
         return [None] * len(entries)
+
+    def _served_row(self, entry: ServedEntry) -> tuple[Any, ...]:
+        """The ``_INSERT_SERVED`` parameters of ``entry``: its subject keyed."""
+        return (*_served_fields(entry), *self._digest_and_key(entry.subject_sha256))
 
     def spend_and_record(self, batch: Sequence[tuple[str, float, ServedEntry]]) -> list[bool]:
         """For each ``(jti, forget_after, entry)``: spend the request token's ``jti`` and
@@ -514,26 +635,20 @@ class RecordStore:
         its spent row may have been purged meanwhile). Spent jtis more than
         `PURGE_MARGIN` past their ``forget_after`` are deleted in the same commit, at
         most every `PURGE_EVERY` seconds."""
-        connection = self._engine.raw_connection()
-        try:
-            cursor = connection.cursor()
+        with _raw_transaction(self._engine) as cursor:
             now = time.time()
             fresh = [
                 after >= now and cursor.execute(_SPEND, (jti, after)).rowcount == 1
                 for jti, after, _ in batch
             ]
-            row = operator.attrgetter(*_SERVED_FIELDS)
-            entries = [row(entry) for (_, _, entry), ok in zip(batch, fresh, strict=True) if ok]
+            entries = [
+                self._served_row(entry)
+                for (_, _, entry), ok in zip(batch, fresh, strict=True)
+                if ok
+            ]
             cursor.executemany(_INSERT_SERVED, entries)
             if self._purge_due():
                 cursor.execute(_PURGE_SPENT, (now - PURGE_MARGIN,))
-            cursor.close()
-            connection.commit()
-        except BaseException:
-            connection.rollback()
-            raise
-        finally:
-            connection.close()
         return fresh
 
     def spent_tokens(self, *, now: float | None = None) -> list[tuple[str, float]]:
@@ -556,10 +671,14 @@ class RecordStore:
 
     def served_entries(self) -> list[ServedEntry]:
         """The whole trail, oldest first."""
-        columns = [column for column in _served.c if column.name != "id"]
+        return self._served_where()
+
+    def _served_where(self, *where: sa.ColumnElement[bool]) -> list[ServedEntry]:
+        columns = [column for column in _served.c if column.name not in ("id", "subject_key")]
+        query = sa.select(*columns).where(*where).order_by(_served.c.id)
         with self._engine.connect() as connection:
-            rows = connection.execute(sa.select(*columns).order_by(_served.c.id)).all()
-        return [ServedEntry(**row._asdict()) for row in rows]
+            rows = connection.execute(query).all()
+        return [ServedEntry(subject_sha256=None, **row._asdict()) for row in rows]
 
     def _row(self, item: str, subject: str) -> tuple[dict[str, Any], int] | None:
         query = sa.select(_records.c.record, _records.c.revision).where(*_key(item, subject))
@@ -588,6 +707,9 @@ class RecordStore:
         with self._engine.begin() as connection:
             _upsert(connection, item, records=list(accepted.items()), announce=announce)
         return ImportReport(imported=len(accepted))
+
+
+_served_fields = operator.attrgetter(*_SERVED_FIELDS)
 
 
 def _check_row(row: _Row, first_row: dict[str, int]) -> str | None:
@@ -801,3 +923,88 @@ def _key_earlier_changes(engine: sa.Engine) -> None:
             .where(_changes.c.idempotency_key.is_(None))
             .values(idempotency_key=sa.func.lower(sa.func.hex(sa.func.randomblob(16))))
         )
+
+
+def _key_plain_digests(engine: sa.Engine, key: TrailKey) -> None:
+    """Key the subject digests that a store written before they were keyed keeps plain
+    (its ``subject_sha256`` columns become ``subject_digest`` beside ``subject_key``):
+    each becomes ``key.digest`` of itself. One transaction, which takes SQLite's write
+    lock first, for every table: it is all done or none of it, and a row is keyed only
+    while its ``subject_key`` is NULL, which the same statement sets, so that no row is
+    ever keyed twice (by a second opening, or by another process opening it at once)."""
+    with _raw_transaction(engine, begin="BEGIN IMMEDIATE") as cursor:
+        for table in _TRAIL_TABLES:
+            _key_table(cursor, table.name, key)
+
+
+@contextmanager
+def _raw_transaction(engine: sa.Engine, *, begin: str | None = None) -> Iterator[Any]:
+    """The driver's own cursor, in one transaction (opened with ``begin``, if given):
+    committed when the block ends, rolled back if it raises."""
+    connection = engine.raw_connection()
+    try:
+        cursor = connection.cursor()
+        if begin is not None:
+            cursor.execute(begin)
+        yield cursor
+        cursor.close()
+        connection.commit()
+    except BaseException:
+        connection.rollback()
+        raise
+    finally:
+        connection.close()
+
+
+def _key_table(cursor: Any, table: str, key: TrailKey) -> None:
+    present = {row[1] for row in cursor.execute(f'PRAGMA table_info("{table}")')}
+    if _PLAIN_COLUMN in present and "subject_digest" not in present:
+        cursor.execute(f'ALTER TABLE "{table}" RENAME COLUMN {_PLAIN_COLUMN} TO subject_digest')
+    elif "subject_digest" not in present:
+        cursor.execute(f'ALTER TABLE "{table}" ADD COLUMN subject_digest VARCHAR(64)')
+    if "subject_key" not in present:
+        cursor.execute(f'ALTER TABLE "{table}" ADD COLUMN subject_key VARCHAR(16)')
+    plain = cursor.execute(
+        f'SELECT rowid, subject_digest FROM "{table}"'
+        " WHERE subject_key IS NULL AND subject_digest IS NOT NULL"
+    ).fetchall()
+    cursor.executemany(
+        f'UPDATE "{table}" SET subject_digest = ?, subject_key = ?'
+        " WHERE rowid = ? AND subject_key IS NULL",
+        [(key.digest(digest), key.id, rowid) for rowid, digest in plain],
+    )
+
+
+def _count_under_other_keys(engine: sa.Engine, key: TrailKey) -> int:
+    with engine.connect() as connection:
+        return sum(
+            int(
+                connection.execute(
+                    sa.select(sa.func.count())
+                    .select_from(table)
+                    .where(table.c.subject_key.is_not(None), table.c.subject_key != key.id)
+                ).scalar_one()
+            )
+            for table in _TRAIL_TABLES
+        )
+
+
+def _warn_of_other_keys(engine: sa.Engine, *, key: TrailKey, path: Path, created: bool) -> None:
+    """A WARNING, at every opening, while the trail keeps digests under a key that is not
+    ``path``'s: those subjects can no longer be found (decision 0064)."""
+    others = _count_under_other_keys(engine, key)
+    if not others:
+        return
+    cause = (
+        "was missing and a new one was made" if created else "is not the one they were made under"
+    )
+    logger.warning(
+        "%d trail row(s) keep their subject digest under another trail key than %s (key"
+        " %s), which %s: the trail cannot find their subjects any more. Stop the adapter"
+        " and restore the key from the backup taken with the store; rows keyed since"
+        " under this key are then the ones that cannot be found",
+        others,
+        path,
+        key.id,
+        cause,
+    )

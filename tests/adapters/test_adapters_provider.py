@@ -93,7 +93,8 @@ def test_served_log_records_the_request_without_the_subject(
     assert (ok.request_id, ok.item, ok.consumer, ok.purpose, ok.outcome) == (
         "req-1", ITEM, CONSUMER, PURPOSE, "ok",
     )  # fmt: skip
-    assert ok.subject_sha256 == sha256_b64url(SUBJECT)
+    assert ok.subject_digest == provider.store.trail_digest(SUBJECT)  # keyed (decision 0064)
+    assert sha256_b64url(SUBJECT) not in repr(provider.store.served_entries())
     assert (missing.outcome, missing.reason) == ("refused", "record-not-found")
     assert SUBJECT not in repr(provider.store.served_entries())
 
