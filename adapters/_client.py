@@ -28,10 +28,12 @@ of each asking in turn (`_Shared`); a call made after the failure asks again (de
 
 from __future__ import annotations
 
+import itertools
 import re
 import threading
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Generator, Iterable
 from dataclasses import dataclass
 from functools import partial
@@ -61,6 +63,9 @@ _ASSERTION_LIFETIME = 60
 _TOKEN_MARGIN = 30.0
 # What the hub takes inside the Idempotency-Key sf-string (docs/events.md)
 _IDEMPOTENCY_KEY = re.compile(r"[A-Za-z0-9._~:+/=-]{1,128}")
+# Items whose publish a session remembers being refused for want of the scope: forgetting
+# one costs one more token request for it, never a change (decision 0065)
+_SCOPE_REFUSALS_KEPT = 1024
 
 
 @dataclass(frozen=True)
@@ -165,6 +170,18 @@ class _Metadata:
     token_endpoint: str
 
 
+@dataclass(frozen=True)
+class _Token:
+    """An access token as the session keeps it: ``asked`` is the session's tick
+    (`_Session._ticks`) taken when it was asked for, so that a call can tell a token
+    asked for after something it saw (a refusal) from one asked for before."""
+
+    scheme: str
+    value: str
+    expires: float  # time.monotonic()
+    asked: int
+
+
 class _Session:
     """Discovery, token and query logic shared by both clients (no I/O here)."""
 
@@ -177,9 +194,11 @@ class _Session:
         self._dpop = dpop_key or DPoPKey.generate()
         self._nonce: str | None = None
         self._metadata: _Metadata | None = None
-        self._token: tuple[str, str] | None = None  # (scheme, token)
-        self._token_expires = 0.0
+        self._token: _Token | None = None
         self._discovery, self._renewal = _Shared(_DISCOVERY), _Shared(_RENEWAL)
+        self._ticks = itertools.count(1)  # orders token requests and scope refusals
+        # item -> the tick of the first refusal of its publish for want of the scope
+        self._scope_refusals: OrderedDict[str, int] = OrderedDict()
 
     def fetch_flow(
         self, item: str, subject: str, *, purpose: str, version: int | None = None
@@ -195,16 +214,39 @@ class _Session:
         """Announce that ``subject``'s record of ``item`` changed (docs/events.md). Every
         attempt carries the same ``Idempotency-Key`` (an sf-string, as in
         draft-ietf-httpapi-idempotency-key-header): the hub makes one event of them all,
-        answering ``202`` for the first and ``200`` with the same event for a repeat."""
+        answering ``202`` for the first and ``200`` with the same event for a repeat.
+
+        A token holds the ``publish:`` scopes of the items the department owned when it
+        was issued. When the hub refuses the publish for want of the scope, it is sent
+        once more with a token asked for after a refusal of ``item`` (renewed in the
+        client's turn, as any renewal), unless the token refused was already one
+        (`_scope_renewal`, decision 0065): never more than once per call."""
         url = f"{self._hub_url}/v1/items/{quote(item, safe='')}/events"
         body = {"subject": subject, "kind": kind}
         headers = {"Idempotency-Key": f'"{key}"'}
-        response = yield from self._resource_flow(
-            "POST", url, body, headers=headers, repeatable=True
-        )
+        send = partial(self._authorized_flow, "POST", url, body, headers=headers, repeatable=True)
+        response, token = yield from send()
+        if _scope_refused(response) and (after := self._scope_renewal(item, token)) is not None:
+            response, _ = yield from send(after=after)
         if response.status_code not in (200, 202):
             raise _problem_error(response)
         return _typed(response.json(), "event_id", str)
+
+    def _scope_renewal(self, item: str, token: _Token) -> int | None:
+        """After ``token`` was refused the scope to publish ``item``: the tick that a token
+        for the one retry must be asked for after; None if ``token`` was already asked
+        for after a refusal of ``item``. The hub found ``item`` registered when it
+        refused (it judges the item before the scope), and an item's owner never
+        changes, so a token asked for after any refusal of ``item`` holds its scope if,
+        and only if, the department owns it: the first refusal kept is the one to
+        renew after, which the publishes refused at once share."""
+        earlier = self._scope_refusals.get(item)
+        if earlier is not None:
+            return None if token.asked > earlier else earlier
+        refused = self._scope_refusals[item] = next(self._ticks)
+        if len(self._scope_refusals) > _SCOPE_REFUSALS_KEPT:
+            self._scope_refusals.popitem(last=False)
+        return refused
 
     def subscription_flow(self, item: str, *, subscribe: bool) -> _Flow[None]:
         url = f"{self._hub_url}/v1/items/{quote(item, safe='')}/subscription"
@@ -255,18 +297,32 @@ class _Session:
         headers: dict[str, str] | None = None,
     ) -> _Flow[httpx.Response]:
         """Get a token if needed, then send; on 401, drop the token and retry once."""
+        send = self._authorized_flow(method, url, body, repeatable=repeatable, headers=headers)
+        response, _ = yield from send
+        return response
+
+    def _authorized_flow(
+        self,
+        method: str,
+        url: str,
+        body: dict[str, Any] | None,
+        *,
+        repeatable: bool,
+        headers: dict[str, str] | None = None,
+        after: int = 0,
+    ) -> _Flow[tuple[httpx.Response, _Token]]:
+        """`_resource_flow` with a token asked for after the tick ``after``; the response
+        and the token that it answered."""
         metadata = yield from self._metadata_flow()
         for attempt in range(2):
-            scheme, token = yield from self._token_flow(metadata)
-            build = partial(
-                self._resource_request, method, url, body, scheme=scheme, token=token, extra=headers
-            )
+            token = yield from self._token_flow(metadata, after=after)
+            build = partial(self._resource_request, method, url, body, token=token, extra=headers)
             response = yield from self._with_nonce(_Step(build, repeatable=repeatable))
             if response.status_code != 401 or attempt == 1:
                 break
-            if self._token == (scheme, token):  # not one another call got meanwhile
+            if self._token == token:  # not one another call got meanwhile
                 self._token = None
-        return response
+        return response, token
 
     def _with_nonce(self, step: _Step) -> _Flow[httpx.Response]:
         """Send; if the hub asks for its DPoP nonce (RFC 9449 §8, §9), send once more."""
@@ -296,11 +352,13 @@ class _Session:
         self._metadata = _Metadata(issuer=issuer, token_endpoint=endpoint)
         return self._metadata
 
-    def _token_flow(self, metadata: _Metadata) -> _Flow[tuple[str, str]]:
-        """The cached token while it is valid; else a new one, asked for in the client's
-        turn, unless another call got one while this one waited for the turn."""
+    def _token_flow(self, metadata: _Metadata, *, after: int = 0) -> _Flow[_Token]:
+        """The cached token while it is valid (and was asked for after the tick
+        ``after``); else a new one, asked for in the client's turn, unless another call
+        got one while this one waited for the turn."""
+        cached = partial(self._valid_token, after=after)
         renew = partial(self._new_token_flow, metadata)
-        return (yield from self._in_turn(self._valid_token, self._renewal, renew))
+        return (yield from self._in_turn(cached, self._renewal, renew))
 
     def _in_turn(
         self, cached: Callable[[], T | None], shared: _Shared, ask: Callable[[], _Flow[T]]
@@ -319,16 +377,17 @@ class _Session:
         yield shared.give_turn
         return value
 
-    def _valid_token(self) -> tuple[str, str] | None:
-        if self._token is not None and time.monotonic() < self._token_expires:
-            return self._token
+    def _valid_token(self, *, after: int = 0) -> _Token | None:
+        token = self._token
+        if token is not None and time.monotonic() < token.expires and token.asked > after:
+            return token
         return None
 
-    def _new_token_flow(self, metadata: _Metadata) -> _Flow[tuple[str, str]]:
+    def _new_token_flow(self, metadata: _Metadata) -> _Flow[_Token]:
         """RFC 6749 §4.4 client credentials, authenticated per RFC 7523 §2.2, bound to
         the DPoP key (RFC 9449 §5). If the client's key changed while the request was
         on its way (a rotation), it is sent once more, signed with the new key."""
-        signed_with = self._key
+        asked, signed_with = next(self._ticks), self._key
         # Repeatable: each attempt is a new request, with a new assertion and proof
         step = _Step(lambda: self._token_request(metadata), repeatable=True)
         response = yield from self._with_nonce(step)
@@ -339,11 +398,9 @@ class _Session:
         if not isinstance(token, str) or not isinstance(lifetime, int):
             raise _protocol_error(response, "the token response lacks access_token or expires_in")
         scheme = "DPoP" if str(body.get("token_type", "")).lower() == "dpop" else "Bearer"
-        self._token, self._token_expires = (
-            (scheme, token),
-            time.monotonic() + lifetime - _TOKEN_MARGIN,
-        )
-        return scheme, token
+        expires = time.monotonic() + lifetime - _TOKEN_MARGIN
+        self._token = _Token(scheme=scheme, value=token, expires=expires, asked=asked)
+        return self._token
 
     def _token_request(self, metadata: _Metadata) -> httpx.Request:
         form = {
@@ -374,14 +431,13 @@ class _Session:
         url: str,
         body: dict[str, Any] | None,
         *,
-        scheme: str,
-        token: str,
+        token: _Token,
         extra: dict[str, str] | None,
     ) -> httpx.Request:
-        if scheme == "DPoP":
-            headers = self._dpop.headers(method, url, token, nonce=self._nonce)
+        if token.scheme == "DPoP":
+            headers = self._dpop.headers(method, url, token.value, nonce=self._nonce)
         else:
-            headers = {"Authorization": f"Bearer {token}"}
+            headers = {"Authorization": f"Bearer {token.value}"}
         return httpx.Request(method, url, json=body, headers={**(extra or {}), **headers})
 
 
@@ -479,7 +535,8 @@ class HubClient:
         ``A-Z a-z 0-9 . _ ~ : + / = -``; anything else is a ``ValueError``) gives the same
         event id and no second event; keep the key with the change until the hub
         accepted it. Without one, a key is made for this call, so that its own retries
-        never make two events."""
+        never make two events. A publish refused ``403 insufficient-scope`` (the token
+        predates the item) is sent once more with a new token (decision 0065)."""
         key = _idempotency_key(idempotency_key)
         return self._run(self._session.publish_flow(item, subject, kind=kind, key=key))
 
@@ -847,6 +904,14 @@ def _receipt_row(result: RecordResult, *, subject: str, purpose: str) -> Receipt
         leaf_hash=result.receipt.leaf_hash,
         commitment=result.receipt.commitment,
         commitment_key=result.receipt.commitment_key,
+    )
+
+
+def _scope_refused(response: httpx.Response) -> bool:
+    """RFC 6750 §3.1: the hub refused the request because the token lacks the scope it
+    needs (its ``403 insufficient-scope``)."""
+    return response.status_code == 403 and _problem_error(response).problem_type == (
+        "insufficient-scope"
     )
 
 

@@ -284,7 +284,12 @@ class ChangePublisher:
     dropped, logged as an ``ERROR``, so that it cannot block the ones behind it: only
     when the hub's own answer to the publish request refuses that change
     (`refused_for_good`), never for a refusal of the token request, an answer that is
-    not the hub's problem document (a proxy's page), or a ``401``.
+    not the hub's problem document (a proxy's page), or a ``401``. A token holds the
+    ``publish:`` scopes of the items the department owned when it was issued, so the
+    client answers ``403 insufficient-scope`` by sending the change once more with a
+    token asked for after a refusal of its item (`AsyncHubClient.publish`, decision
+    0065): a change to an item registered since the last token is published, and only
+    one that token is refused too is dropped.
 
     While the hub cannot be reached, fails, or refuses the client (its key was
     replaced at the hub, or it is not registered yet), changes wait and the rounds are
@@ -391,10 +396,11 @@ _LASTING = frozenset({401, 429})
 _PROOF_REFUSED = frozenset({"oauth-invalid-dpop-proof", "invalid-dpop-proof"})
 # The publish route's refusals of one change that no later attempt would end
 # (docs/events.md, docs/protocol.md §3), by status: the department does not own the item
-# (its token has no publish scope for it, or it is not the owner), the item is unknown,
-# not shared or retired, the change's subject is refused (padded, not NFC), or its
-# idempotency key names another event. The token endpoint's types (oauth-*, client-*) are
-# never among them
+# (its token has no publish scope for it: the client has already asked once more with a
+# token newer than a refusal of the item, decision 0065; or it is not the owner), the
+# item is unknown, not shared or retired, the change's subject is refused (padded, not
+# NFC), or its idempotency key names another event. The token endpoint's types (oauth-*,
+# client-*) are never among them
 _REFUSED_FOR_GOOD: dict[int, frozenset[str]] = {
     400: frozenset({"invalid-request"}),
     403: frozenset({"insufficient-scope", "not-owner"}),

@@ -138,6 +138,27 @@ def test_a_change_the_hub_refuses_for_good_is_dropped_with_an_error(
 
 
 @pytest.mark.parametrize(
+    ("answer", "asked"),
+    [
+        # the token may predate the item: one new token, one more publish (decision 0065)
+        (problem(403, "insufficient-scope"), [TOKEN, EVENTS, TOKEN, EVENTS]),
+        (problem(403, "not-owner"), [TOKEN, EVENTS]),
+        (problem(404, "unknown-item"), [TOKEN, EVENTS]),
+    ],
+    ids=["insufficient-scope", "not-owner", "unknown-item"],
+)
+def test_only_a_refused_scope_is_asked_again_with_a_new_token(
+    answer: Reply, asked: list[str], tmp_path: Path
+) -> None:
+    hub = Hub(publish=answer)
+    accepted, store = publish_once(hub, tmp_path / "outbox.db")
+
+    assert (accepted, store.pending_changes()) == (0, [])
+    store.close()
+    assert hub.paths[1:] == asked  # after discovery
+
+
+@pytest.mark.parametrize(
     "hub",
     [
         # the host's clock 20 s ahead of the hub's: its DPoP proof is refused (RFC 9449 §5)
