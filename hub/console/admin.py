@@ -123,7 +123,7 @@ Replay = Annotated[Administration, Depends(administering("event.replay"))]
 
 
 def _done(location: str, code: str, *, visit: Visit) -> Response:
-    return pages.redirect(f"{location}?done={code}", production=visit.production)
+    return pages.redirect(location, done=code, production=visit.production)
 
 
 def _not_found(request: Request, visit: Visit) -> Response:

@@ -9,7 +9,7 @@ a Content-Security-Policy that allows nothing inline and nothing from elsewhere
 
 from functools import cache
 from typing import Any, Final
-from urllib.parse import parse_qsl
+from urllib.parse import urlencode
 
 import jinja2
 from fastapi.responses import HTMLResponse, RedirectResponse
@@ -87,16 +87,18 @@ def page(
     )
 
 
-def redirect(location: str, *, production: bool) -> RedirectResponse:
-    """303 See Other: after a form's POST, the browser GETs ``location``. A location that
-    asks for a success notice (``?done=<code>``) sets :data:`views.DONE_COOKIE` to its
-    code, so that only this browser is shown it (views.notice)."""
+def redirect(location: str, *, production: bool, done: str | None = None) -> RedirectResponse:
+    """303 See Other: after a form's POST, the browser GETs ``location``. A change that
+    succeeded passes its notice's code as ``done``: the address gets ``?done=<code>`` and
+    :data:`views.DONE_COOKIE` is set to it, so that only this browser is shown it
+    (views.notice). A ``?done=`` already in ``location`` (a return address the visitor
+    was given, ``next=``) sets no cookie, so it shows nothing."""
+    if done is not None:
+        location = f"{location}?{urlencode({'done': done})}"
     response = RedirectResponse(
         location, status_code=303, headers={**security_headers(production=production), **_NO_STORE}
     )
-    _, _, query = location.partition("?")
-    done = dict(parse_qsl(query)).get("done")
-    if done:
+    if done is not None:
         response.set_cookie(
             views.DONE_COOKIE,
             done,

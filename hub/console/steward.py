@@ -108,8 +108,8 @@ def _named_item(item_id: str) -> str:
     return item_id
 
 
-def _back(visit: Visit, location: str) -> Response:
-    return pages.redirect(location, production=visit.production)
+def _back(visit: Visit, location: str, *, done: str | None = None) -> Response:
+    return pages.redirect(location, done=done, production=visit.production)
 
 
 def _purpose_titles(hub: Hub) -> dict[str, str]:
@@ -289,7 +289,7 @@ async def approve(
         return await _decision_refused(
             request, visit, session, hub, request_id, scope=scope, error=error, field="field-0"
         )
-    return _back(visit, f"/requests/{request_id}?done=approved")
+    return _back(visit, f"/requests/{request_id}", done="approved")
 
 
 @router.post("/requests/{request_id}/refuse")
@@ -335,7 +335,7 @@ async def refuse(
             error=error,
             field="refuse-reason",
         )
-    return _back(visit, f"/requests/{request_id}?done=refused")
+    return _back(visit, f"/requests/{request_id}", done="refused")
 
 
 @router.post("/requests/{request_id}/withdraw")
@@ -360,7 +360,7 @@ async def withdraw(
         return await _decision_refused(
             request, visit, session, hub, request_id, scope=scope, error=error, field="withdraw"
         )
-    return _back(visit, f"/requests/{request_id}?done=withdrawn")
+    return _back(visit, f"/requests/{request_id}", done="withdrawn")
 
 
 # --- asking for access: the consumer's side ---------------------------------------------
@@ -498,7 +498,7 @@ async def ask(
             values=values,
             chosen=chosen,
         )
-    return _back(visit, f"/requests/{made.id}?done=request-sent")
+    return _back(visit, f"/requests/{made.id}", done="request-sent")
 
 
 # --- grants ---------------------------------------------------------------------------
@@ -642,7 +642,7 @@ async def revoke(
             detail=refused.detail,
             reason=reason,
         )
-    return _back(visit, f"/grants/{grant_id}?done=revoked")
+    return _back(visit, f"/grants/{grant_id}", done="revoked")
 
 
 def _actor(principal: Principal) -> registry.Actor:

@@ -21,6 +21,7 @@ from tests.hub.console.console_world import (
     console_world,
     csrf_token,
     post_served_form,
+    sign_in,
 )
 from tests.hub_testing import DATABASES, TEST_PASSWORD, added_audit_entries, module_database
 
@@ -455,4 +456,26 @@ def test_a_link_with_done_shows_no_success_the_browser_did_not_cause(
         page = owner.get(f"/requests/{request_id}?done=approved")
         assert page.status_code == 200
         assert success_notice(page.text) is None  # before: "The request is approved ..."
+        assert "Waiting for a decision" in page.text
+
+
+def test_a_return_address_with_done_shows_no_success_after_signing_in_or_a_language_switch(
+    world: ConsoleWorld,
+) -> None:
+    """The return address (``next``) of the sign-in form and of the language switch is
+    the visitor's, so a ``?done=`` in it must not set the notice's cookie (a hostile
+    review of b3395dd: a link to ``/sign-in?next=/requests/7%3Fdone%3Dapproved`` made
+    the hub say "The request is approved" after the victim signed in)."""
+    with world.signed_in(OTHER_STEWARD) as tomas:
+        request_id = ask(tomas, ITEM, ["street"], "tax-audit")
+    spoofed = f"/requests/{request_id}?done=approved"
+    with world.browser() as owner:
+        signed = sign_in(owner, STEWARD, TEST_PASSWORD, code=world.next_code(), next_path=spoofed)
+        assert signed.status_code == 303
+        assert signed.headers["location"] == spoofed  # still a local path: it is followed
+        page = owner.get(spoofed)
+        assert success_notice(page.text) is None  # before: "The request is approved ..."
+        switched = owner.get("/language/en", params={"next": spoofed})
+        assert switched.status_code == 303
+        assert success_notice(owner.get(switched.headers["location"]).text) is None
         assert "Waiting for a decision" in page.text
