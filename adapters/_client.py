@@ -66,6 +66,10 @@ _IDEMPOTENCY_KEY = re.compile(r"[A-Za-z0-9._~:+/=-]{1,128}")
 # Items whose publish a session remembers being refused for want of the scope: forgetting
 # one costs one more token request for it, never a change (decision 0065)
 _SCOPE_REFUSALS_KEPT = 1024
+# A record query refused for want of the scope asks for a new token only if the refused
+# one is at least this old (seconds): a grant approved since then is in the new one, and
+# a query the department has no grant for costs one token request per interval at most
+_FETCH_SCOPE_RENEWAL_AGE = 10.0
 
 
 @dataclass(frozen=True)
@@ -180,6 +184,7 @@ class _Token:
     value: str
     expires: float  # time.monotonic()
     asked: int
+    got: float  # time.monotonic()
 
 
 class _Session:
@@ -207,7 +212,13 @@ class _Session:
         body: dict[str, Any] = {"subject": subject, "purpose": purpose}
         if version is not None:
             body["version"] = version
-        response = yield from self._resource_flow("POST", url, body, repeatable=True)  # a read
+        send = partial(self._authorized_flow, "POST", url, body, repeatable=True)  # a read
+        response, token = yield from send()
+        if _scope_refused(response) and time.monotonic() - token.got >= _FETCH_SCOPE_RENEWAL_AGE:
+            # A token holds the read: scopes of the grants active when it was issued: one
+            # asked for after it holds a grant approved since (decision 0065). Queries
+            # refused with the same token share that one new token.
+            response, _ = yield from send(after=token.asked)
         return _record_result(response)
 
     def publish_flow(self, item: str, subject: str, *, kind: str, key: str) -> _Flow[str]:
@@ -398,8 +409,9 @@ class _Session:
         if not isinstance(token, str) or not isinstance(lifetime, int):
             raise _protocol_error(response, "the token response lacks access_token or expires_in")
         scheme = "DPoP" if str(body.get("token_type", "")).lower() == "dpop" else "Bearer"
-        expires = time.monotonic() + lifetime - _TOKEN_MARGIN
-        self._token = _Token(scheme=scheme, value=token, expires=expires, asked=asked)
+        got = time.monotonic()
+        expires = got + lifetime - _TOKEN_MARGIN
+        self._token = _Token(scheme=scheme, value=token, expires=expires, asked=asked, got=got)
         return self._token
 
     def _token_request(self, metadata: _Metadata) -> httpx.Request:
