@@ -167,14 +167,22 @@ def postgres_connect_args(
     }
 
 
-def _make_folder_for(url: str) -> None:
-    """The folder of a SQLite database file, made if missing. Not for a database in
-    memory, nor for a ``file:`` URI (``?uri=true``), which SQLite resolves itself: its
-    text is no path, and would leave a ``file:`` folder in the working directory."""
+def _make_file_for(url: str) -> None:
+    """The folder of a SQLite database file and the file, each made if missing, for the
+    hub's user alone: the folder 0700, the file 0600 (empty: SQLite makes it a database),
+    whatever the process's umask. SQLite gives the file's mode to the ``-wal`` and
+    ``-shm`` files it makes beside it, and the database holds raw subjects of pending
+    events and the whole audit log's content. A folder or a file that is already there
+    is left as it is (the operator's). Not for a database in memory, nor for a
+    ``file:`` URI (``?uri=true``), which SQLite resolves itself: its text is no path,
+    and would leave a ``file:`` folder in the working directory."""
     parsed = make_url(url)
     path = parsed.database
-    if path and path != ":memory:" and parsed.query.get("uri") not in ("true", "1"):
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    if not path or path == ":memory:" or parsed.query.get("uri") in ("true", "1"):
+        return
+    Path(path).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
 
 
 def make_engine(
@@ -186,7 +194,7 @@ def make_engine(
     max_overflow = MAX_OVERFLOW if max_overflow is None else max_overflow
     if make_url(url).get_backend_name() == "sqlite":
         path = make_url(url).database
-        _make_folder_for(url)
+        _make_file_for(url)
         on_file = bool(path) and path != ":memory:"  # in memory: one static connection
         sized = {"pool_size": pool_size, "max_overflow": max_overflow} if on_file else {}
         engine = create_async_engine(
@@ -430,7 +438,7 @@ def make_sync_engine(url: str) -> sa.Engine:
         return sa.create_engine(
             sync_url(url), connect_args=postgres_connect_args(url), hide_parameters=True
         )
-    _make_folder_for(url)
+    _make_file_for(url)
     engine = sa.create_engine(sync_url(url), hide_parameters=True)
     event.listen(engine, "connect", _tune_sqlite)
     # _tune_sqlite stops the driver's own BEGIN: without this, engine.begin() on a

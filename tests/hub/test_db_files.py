@@ -1,0 +1,103 @@
+"""The hub's SQLite database is its user's alone (decision 0070): a data directory the
+hub makes is 0700, and the database file it makes 0600, whatever the umask of the
+process that starts it (``onceonly serve`` and ``onceonly demo`` set none; the systemd
+units do). SQLite gives its ``-wal`` and ``-shm`` files the database file's mode. What
+an operator made before is left as it is."""
+
+import os
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import sqlalchemy as sa
+
+from onceonly.hub.cli.servers import loopback_socket
+from onceonly.hub.db import make_sync_engine
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+@contextmanager
+def _serving(data_dir: Path) -> Iterator[str]:
+    """``onceonly serve`` (development: it migrates at start) on ``data_dir`` under the
+    usual umask, 022."""
+    with loopback_socket() as sock:
+        port = sock.getsockname()[1]
+    env = {
+        **os.environ,
+        "ONCEONLY_DATA_DIR": str(data_dir),
+        "ONCEONLY_LOG_LEVEL": "WARNING",
+        "ONCEONLY_PASSWORD_TIME_COST": "1",
+        "ONCEONLY_PASSWORD_MEMORY_KIB": "64",
+    }
+    env.pop("ONCEONLY_DATABASE_URL", None)
+    command = [sys.executable, "-m", "onceonly.hub", "serve", "--port", str(port)]
+    hub = subprocess.Popen(
+        ["sh", "-c", 'umask 022 && exec "$@"', "sh", *command],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while not _ready(url):
+            assert hub.poll() is None, "the hub exited at start-up"
+            assert time.monotonic() < deadline, "the hub did not start"
+            time.sleep(0.1)
+        yield url
+    finally:
+        hub.terminate()
+        hub.wait(30)
+
+
+def _ready(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/readyz").status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+def test_a_fresh_hub_makes_its_data_directory_and_database_for_its_user_alone(
+    tmp_path: Path,
+) -> None:
+    data_dir = tmp_path / "var"
+    with _serving(data_dir) as url:
+        refused = httpx.get(f"{url}/v1/audit/entries", params={"subject": "1"})
+        assert refused.status_code == 401  # and audited: a write
+        database = data_dir / "onceonly.db"
+        modes = {
+            path.name: _mode(path)
+            for path in (data_dir, database, *database.parent.glob("onceonly.db-*"))
+        }
+    assert modes == {
+        "var": 0o700,
+        "onceonly.db": 0o600,
+        "onceonly.db-wal": 0o600,
+        "onceonly.db-shm": 0o600,
+        "onceonly.db-writers": 0o600,  # the writers' gate (onceonly.hub.db): the file's mode
+    }
+
+
+def test_a_directory_and_a_database_file_made_before_keep_their_modes(tmp_path: Path) -> None:
+    data_dir = tmp_path / "var"
+    data_dir.mkdir(mode=0o750)
+    database = data_dir / "hub.db"
+    database.touch(mode=0o640)
+    data_dir.chmod(0o750)  # whatever the umask
+    database.chmod(0o640)
+    engine = make_sync_engine(f"sqlite:///{database}")
+    with engine.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE t (x)"))
+    engine.dispose()
+    assert (_mode(data_dir), _mode(database)) == (0o750, 0o640)
