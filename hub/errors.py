@@ -10,6 +10,11 @@ reached, or will not take work now) is no fault of the hub: it is answered 503
 ``database-unavailable`` with ``Retry-After`` and logged as one warning, without a
 traceback (decision 0049). The log line says how it is away, and the problem's detail
 whether the hub could not connect to it or lost it on the way.
+
+A client that closes its connection before its request's body is whole (Starlette's
+``ClientDisconnect``, from any route that reads a body) is no fault of the hub either:
+it is logged at INFO without a traceback, counted under status 499 (nginx's "client
+closed request"), and an audited request's entry is ``refused`` ``client-disconnected``.
 """
 
 import logging
@@ -23,6 +28,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from onceonly.hub.db import driver_code
 from onceonly.hub.kit.problems import (
@@ -87,6 +93,19 @@ def _postgresql_away(cause: psycopg.OperationalError, *, in_statement: bool) -> 
     return None
 
 
+class ClientDisconnected(HubError):
+    """The client closed its connection before the hub had read its request whole.
+
+    Its answer is never read: 499 is nginx's "client closed request", for the access
+    log and the metrics (``onceonly_http_requests_total{status="499"}``), which a 500
+    would have counted against the hub. Below 500, so an audited request's entry is
+    ``refused`` with this slug as its reason."""
+
+    status = 499
+    slug = "client-disconnected"
+    title = "Client closed the request"
+
+
 async def _audit_refusal(request: Request, error: HubError) -> JSONResponse:
     """Write the refusal to the audit log when the request is audited; no entry, no answer.
 
@@ -147,13 +166,22 @@ async def render_unexpected(request: Request, exc: Exception) -> JSONResponse:
     """The 500 for an exception that no handler took: one log record (with the
     traceback, and the request id), an audit entry when the request is audited, and
     a problem that tells nothing of the cause. An error that says the database is away
-    (:func:`database_away`) gets the 503 instead, and one warning without a traceback.
+    (:func:`database_away`) gets the 503 instead, and one warning without a traceback;
+    a client gone before its body was read, :class:`ClientDisconnected` and one INFO
+    record.
 
     onceonly.hub.middleware's middleware calls it and answers, so the connection stays open and
     nothing else prints the traceback; Starlette's own last resort (installed below,
     for a fault in the middleware itself) would re-raise, and the server would then
     print a second traceback and close the connection."""
     request_id = getattr(request.state, "request_id", None)
+    if isinstance(exc, ClientDisconnect):
+        log.info(
+            "the client disconnected before its request was read; counted as 499",
+            extra={"request_id": request_id},
+        )
+        detail = "the client closed the connection before its request was read"
+        return await _audit_refusal(request, ClientDisconnected(detail))
     away = database_away(exc)
     if away is not None:
         log.warning(
