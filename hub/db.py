@@ -66,6 +66,12 @@ WRITE_OPTION = "onceonly_write"
 BUSY_TIMEOUT_MS = 10_000  # how long a SQLite writer waits for the lock before it fails
 
 
+SECURE_DELETE = "secure_delete=ON"
+"""What SQLite frees (a deleted row, an erased raw subject, a page) is overwritten with
+zeros, not left in the file's free space (decision 0070; every connection of the hub's
+to a SQLite file sets it, onceonly.hub.loop_writes too)."""
+
+
 def _tune_sqlite(dbapi_connection: object, _record: object) -> None:
     # WAL lets readers proceed during the audit writer's commits; foreign keys are
     # off by default in SQLite; busy_timeout waits for a lock instead of failing.
@@ -77,6 +83,7 @@ def _tune_sqlite(dbapi_connection: object, _record: object) -> None:
         "synchronous=FULL",
         "foreign_keys=ON",
         f"busy_timeout={BUSY_TIMEOUT_MS}",
+        SECURE_DELETE,
     ):
         cursor.execute(f"PRAGMA {pragma}")
     cursor.close()
@@ -111,7 +118,7 @@ def _reset_sqlite(dbapi_connection: Any, record: Any, state: Any) -> None:
 # Connections kept open per process. A request holds one only for its short reads,
 # but the server runs many requests at once: with fewer kept than run, every request
 # past the pool's size opens and closes a connection of its own (on SQLite a new
-# driver thread and four PRAGMAs, on PostgreSQL a login), which cost more CPU than
+# driver thread and five PRAGMAs, on PostgreSQL a login), which cost more CPU than
 # the exchange's own reads.
 POOL_SIZE, MAX_OVERFLOW = 20, 20
 # The group-commit writers' own pool (the audit writer's and the single-use register's;

@@ -40,7 +40,13 @@ T = TypeVar("T")
 
 log = logging.getLogger("onceonly.db")
 
-_PRAGMAS = ("synchronous=NORMAL", "foreign_keys=ON", "busy_timeout=0", "wal_autocheckpoint=0")
+_PRAGMAS = (
+    "synchronous=NORMAL",
+    "foreign_keys=ON",
+    "busy_timeout=0",
+    "wal_autocheckpoint=0",
+    databases.SECURE_DELETE,  # as the pool's connections (onceonly.hub.db)
+)
 
 
 class LoopWriter:
