@@ -94,12 +94,15 @@ class RequestContextMiddleware:
 
     def _refusal(self, scope: Scope) -> Response | None:
         """The answer to a request refused on its head alone, or None."""
-        size, credentials, coded = _head(scope)
+        size, repeated, host, coded = _head(scope)
         if size > MAX_HEADER_BYTES:
             detail = f"the request's header fields are larger than {MAX_HEADER_BYTES} bytes"
             return render(RequestHeadersTooLarge(detail))
-        if credentials > 1:  # a proxy reading the last and the hub the first would differ
-            return render(InvalidRequest("the request has more than one Authorization field"))
+        if repeated is not None:  # a proxy reading the last and the hub the first would differ
+            return render(InvalidRequest(f"the request has more than one {repeated} field"))
+        if not host and scope.get("http_version") == "1.1":
+            detail = "the request has no Host field, which HTTP/1.1 requires (RFC 9112 §3.2)"
+            return render(InvalidRequest(detail))
         if coded:
             return _coded_body()
         if url_has_nul(scope.get("path", ""), scope.get("query_string", b"")):
@@ -146,17 +149,34 @@ def _client_request_id(scope: Scope) -> str | None:
     return None
 
 
-def _head(scope: Scope) -> tuple[int, int, bool]:
-    """In one pass over the header fields: their size in bytes (names and values), how
-    many are Authorization, and whether any Content-Encoding names a coding."""
-    size, credentials, coded = 0, 0, False
+# Fields a request carries at most once, by their names as the hub reads them and as
+# they are spelled: of two, a proxy could read the last and the hub the first. Two
+# Authorization fields would be two credentials (RFC 6750 §3.1); Idempotency-Key is one
+# sf-string (RFC 8941 §3.3.3), which two lines would join into a list; two Content-Type
+# fields, two readings of the body; two Host fields, two targets (RFC 9112 §3.2).
+_ONCE = {
+    b"authorization": "Authorization",
+    b"idempotency-key": "Idempotency-Key",
+    b"content-type": "Content-Type",
+    b"host": "Host",
+}
+
+
+def _head(scope: Scope) -> tuple[int, str | None, bool, bool]:
+    """In one pass over the header fields: their size in bytes (names and values), the
+    first of the fields in :data:`_ONCE` that is given twice, whether there is a Host
+    field, and whether any Content-Encoding names a coding."""
+    size, repeated, coded = 0, None, False
+    seen: set[bytes] = set()
     for name, value in scope.get("headers", []):
         size += len(name) + len(value)
-        if name == b"authorization":
-            credentials += 1
+        if name in _ONCE:
+            if name in seen and repeated is None:
+                repeated = _ONCE[name]
+            seen.add(name)
         elif name == b"content-encoding":
             coded = coded or bytes(value).strip().lower() not in (b"", b"identity")
-    return size, credentials, coded
+    return size, repeated, b"host" in seen, coded
 
 
 def _repeated_parameter(scope: Scope) -> str | None:

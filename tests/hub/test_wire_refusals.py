@@ -8,6 +8,7 @@ import logging
 import socket
 from collections.abc import Iterator
 
+import httpx
 import pytest
 
 from tests.hub_testing import (
@@ -15,6 +16,7 @@ from tests.hub_testing import (
     RunningHub,
     added_audit_entries,
     module_database,
+    problem_type,
     running_hub,
     wait_until,
 )
@@ -132,3 +134,55 @@ def test_an_audited_request_cut_short_is_refused_client_disconnected(hub: Runnin
         wait_until(lambda: requests_counted(hub, route=route, status="499") == counted + 1)
     (entry,) = entries
     assert (entry["outcome"], entry["reason"]) == ("refused", "client-disconnected")
+
+
+def answer_parts(answer: bytes) -> tuple[int, dict[str, str], bytes]:
+    """A raw answer's status code, header fields (lower-case names) and body."""
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    fields = dict(line.split(": ", 1) for line in lines)
+    return int(status_line.split()[1]), {k.lower(): v for k, v in fields.items()}, body
+
+
+@pytest.mark.parametrize(
+    ("path", "field", "values"),
+    [
+        ("/v1/items/person.identity/events", "Idempotency-Key", ('"k1"', '"k2"')),
+        ("/v1/people/sign-in", "Content-Type", ("application/json", "text/plain")),
+    ],
+)
+def test_a_single_valued_field_given_twice_is_refused_before_any_route(
+    hub: RunningHub, path: str, field: str, values: tuple[str, str]
+) -> None:
+    """Idempotency-Key is one RFC 8941 string: two lines join into '"k1", "k2"', and the
+    hub read the first. Two Content-Type fields are two readings of one body."""
+    body = b'{"username": "nobody", "password": "wrong"}'
+    once = httpx.post(f"{hub.url}{path}", content=body, headers=[(field, values[0])])
+    assert once.status_code == 401, once.text  # read, and refused for what it lacks
+    twice = httpx.post(
+        f"{hub.url}{path}", content=body, headers=[(field, values[0]), (field, values[1])]
+    )
+    assert twice.status_code == 400, twice.text
+    assert problem_type(twice) == "invalid-request"
+    assert f"more than one {field} field" in twice.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    "head",
+    [b"GET /healthz HTTP/1.1\r\n", b"GET /healthz HTTP/1.1\r\nHost: hub\r\nHost: evil.example\r\n"],
+    ids=["none", "two"],
+)
+def test_an_http11_request_without_one_host_field_is_refused(hub: RunningHub, head: bytes) -> None:
+    """RFC 9112 §3.2: a server answers 400 to an HTTP/1.1 request without a Host field,
+    or with more than one."""
+    status, fields, body = answer_parts(raw_exchange(hub, head + b"Connection: close\r\n\r\n"))
+    assert status == 400, body
+    assert fields["content-type"] == "application/problem+json"
+    assert b"urn:onceonly:problem:invalid-request" in body
+    assert b"Host field" in body
+
+
+def test_an_http10_request_needs_no_host_field(hub: RunningHub) -> None:
+    """Host is required of HTTP/1.1 requests only (RFC 9112 §3.2; RFC 1945 has none)."""
+    status, _, body = answer_parts(raw_exchange(hub, b"GET /healthz HTTP/1.0\r\n\r\n"))
+    assert status == 200, body
