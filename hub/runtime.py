@@ -36,6 +36,7 @@ from onceonly.hub.config import Settings
 from onceonly.hub.db import make_engine, session_factory, writers_engine
 from onceonly.hub.events.delivery import Deliverer
 from onceonly.hub.keys import HubKeys
+from onceonly.hub.kit.base_urls import peer_rule
 from onceonly.hub.kit.clock import Clock
 from onceonly.hub.kit.keepalive import KeepAliveTransport
 from onceonly.hub.kit.workers import start_all
@@ -116,9 +117,19 @@ async def running(settings: Settings, *, keys: HubKeys | None, clock: Clock) -> 
         tls = outgoing_tls(settings)
         http = await stack.enter_async_context(
             httpx.AsyncClient(
-                # the hot path's owner calls: idle connections taken in O(1) (kit.keepalive)
-                transport=KeepAliveTransport(verify=tls, max_connections=200),
-                limits=_HTTP_LIMITS,  # for proxies from the environment, as before
+                # the hot path's owner calls: idle connections taken in O(1) (kit.keepalive);
+                # adapter calls' connections judged by where they reached (decision 0071)
+                transport=KeepAliveTransport(
+                    verify=tls,
+                    max_connections=200,
+                    adapter_peers=peer_rule(
+                        production=settings.is_production,
+                        loopback_allowed=settings.adapters_on_loopback,
+                    ),
+                ),
+                # for mounted transports only: with its own transport, httpx takes no proxy
+                # from the environment (adapter calls are direct: decision 0071)
+                limits=_HTTP_LIMITS,
                 follow_redirects=False,
                 verify=tls,
             )

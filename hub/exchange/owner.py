@@ -54,7 +54,10 @@ async def fetch_record(
 
     ``timeout`` is the whole call's deadline, reading the answer included. Through the
     hub's own transport the call goes below httpx (onceonly.hub.kit.http1); through any
-    other (a proxy, a test's transport) as httpx sends it."""
+    other (a proxy, a test's transport) as httpx sends it. A connection that reached an
+    address a production hub does not talk to (its own machine or link, through the
+    adapter's name: decision 0071) is closed before any byte and fails as an owner that
+    cannot be reached (logged as ``AdapterAddressRefused``)."""
     url = _record_url(call.adapter_url, call.item)
     headers = {"Authorization": f"Bearer {call.token}", "X-Request-Id": call.request_id}
     posts = lean_posts(client, url)

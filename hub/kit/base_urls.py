@@ -4,12 +4,15 @@ A department's adapter URL is a base: :func:`base_url_problem` says whether a UR
 be one, :func:`join_path` joins a path under it, :func:`local_host_problem` names a base
 whose host is this machine or its link (loopback, link-local such as cloud metadata
 services), and :func:`call_problem` judges a stored URL again before each call.
+:func:`peer_rule` judges the address a direct adapter call's connection reached, before
+anything is sent on it (a name's address; decision 0071).
 """
 
 import functools
 import ipaddress
 import re
 import socket
+from collections.abc import Callable
 from urllib.parse import urlsplit, urlunsplit
 
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -153,16 +156,49 @@ def local_host_problem(url: str, *, loopback_allowed: bool = False) -> str | Non
     address = _literal_address(host)
     if address is None:
         return None
+    what = _address_problem(address, loopback_allowed=loopback_allowed)
+    return None if what is None else f"its host {host!r} {what}"
+
+
+def _address_problem(address: IpAddress, *, loopback_allowed: bool) -> str | None:
+    """How ``address`` is this machine or its link, as a predicate ("is ...", "embeds
+    ..."), by :func:`local_host_problem`'s rule (None: it is not)."""
     kind = _local_kind(address, loopback_allowed=loopback_allowed)
     if kind is not None:
-        return f"its host {host!r} is {kind}"
+        return f"is {kind}"
     if isinstance(address, ipaddress.IPv6Address):
         if address in _NAT64_LOCAL:
-            return f"its host {host!r} is a local-use NAT64 address (64:ff9b:1::/48)"
+            return "is a local-use NAT64 address (64:ff9b:1::/48)"
         for inner in _embedded(address):
             if (kind := _local_kind(inner, loopback_allowed=False)) is not None:
-                return f"its host {host!r} embeds {inner}, which is {kind}"
+                return f"embeds {inner}, which is {kind}"
     return None
+
+
+def peer_problem(peer: str, *, loopback_allowed: bool) -> str | None:
+    """Why a production hub must not talk to the adapter it is connected to at ``peer``
+    (the connected socket's ``getpeername()`` address, judged before any byte is sent;
+    decision 0071), by :func:`local_host_problem`'s rule: a name the spelling check let
+    through may resolve, or be rebound, to this machine or its link. An address that
+    does not parse is refused too."""
+    address = _literal_address(peer)
+    if address is None:
+        return f"the connected address {peer!r} is no IP address"
+    what = _address_problem(address, loopback_allowed=loopback_allowed)
+    return None if what is None else f"the connected address {peer} {what}"
+
+
+PeerRule = Callable[[str], str | None]
+"""Why the hub must not talk to a connected peer address (None: it may)."""
+
+
+def peer_rule(*, production: bool, loopback_allowed: bool) -> PeerRule | None:
+    """The rule a hub's direct adapter calls judge each new connection by
+    (:func:`peer_problem`): on a production hub only, as :func:`call_problem`'s spelling
+    check; None on a development hub (adapters on loopback are its normal case)."""
+    if not production:
+        return None
+    return functools.partial(peer_problem, loopback_allowed=loopback_allowed)
 
 
 @functools.lru_cache(maxsize=1024)

@@ -16,9 +16,16 @@ Failures are raised as httpx's exceptions of the same meaning (``ConnectError``,
 clients alike. There is no timeout here: the caller bounds the whole call (connect,
 send, the wait for a free connection, reading) with one deadline, which cancels the
 call and drops its connection.
+
+A pool given a peer rule (a production hub's, :func:`~onceonly.hub.kit.base_urls.peer_rule`)
+judges the address each new connection reached before it sends anything, TLS's first
+message included: TCP is connected without TLS, the socket's peer address judged, and
+TLS started on the same connection (decision 0071). A refused connection is closed at
+once and raised as :class:`AdapterAddressRefused`, a ``ConnectError``.
 """
 
 import asyncio
+import logging
 import ssl
 import time
 import zlib
@@ -30,8 +37,36 @@ from typing import cast
 import httptools
 import httpx
 
+from onceonly.hub.kit.base_urls import PeerRule
+
+log = logging.getLogger("onceonly.outbound")
+
 # A server that sends more header bytes than this is not an adapter answering a query.
 MAX_HEAD_BYTES = 64 * 1024
+
+
+class AdapterAddressRefused(httpx.ConnectError):
+    """A direct call to an adapter reached an address the hub does not talk to (its own
+    machine or link): closed before any byte was sent. An unreachable adapter, to the
+    caller; its class name is what the deliverer records and the exchange logs."""
+
+
+def judge_peer(rule: PeerRule, peer: object, *, host: str, port: int) -> None:
+    """Raise :class:`AdapterAddressRefused` (and log why, naming the adapter's host and
+    the address, never a subject or token) unless ``rule`` lets the hub talk to ``peer``,
+    a connected socket's ``getpeername()`` (an address tuple; None if it had none)."""
+    address = peer[0] if isinstance(peer, tuple) and peer and isinstance(peer[0], str) else None
+    problem = rule(address) if address is not None else "the connection has no peer address"
+    if problem is None:
+        return
+    log.warning(
+        "adapter-address-refused: the connection to %s port %d was closed before"
+        " anything was sent: %s (decision 0071)",
+        host,
+        port,
+        problem,
+    )
+    raise AdapterAddressRefused(f"adapter-address-refused: {problem}")
 
 
 class _NotOurs(Exception):
@@ -109,6 +144,11 @@ class _Connection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+
+    def upgraded(self, transport: asyncio.BaseTransport) -> None:
+        """TLS runs on the connection now (``loop.start_tls``, which does not call
+        :meth:`connection_made` again): write and close through its transport."""
+        self._transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
         if self._waiter is None or self._waiter.done():  # nothing asked: not HTTP as we know it
@@ -282,10 +322,12 @@ class Http1Pool:
         ssl_context: ssl.SSLContext,
         slots: asyncio.Semaphore,
         keepalive_expiry: float = 5.0,
+        peers: PeerRule | None = None,
     ) -> None:
         self._ssl = ssl_context
         self._slots = slots
         self._expiry = keepalive_expiry
+        self._peers = peers  # judges each new connection's peer address (decision 0071)
         self._targets: dict[str, _Target] = {}
         self._idle: dict[_Origin, deque[_Connection]] = {}
 
@@ -326,18 +368,31 @@ class Http1Pool:
         return await self._connect(origin)
 
     async def _connect(self, origin: _Origin) -> _Connection:
+        """A new connection: TCP, its peer judged (with a rule), then TLS for https."""
         loop = asyncio.get_running_loop()
-        tls = origin.scheme == "https"
         try:
-            _, connection = await loop.create_connection(
-                _Connection,
-                origin.host,
-                origin.port,
-                ssl=self._ssl if tls else None,
-                server_hostname=origin.host if tls else None,
+            transport, connection = await loop.create_connection(
+                _Connection, origin.host, origin.port
             )
-        except (OSError, ssl.SSLError) as error:
+        except OSError as error:
             raise httpx.ConnectError(str(error) or type(error).__name__) from error
+        try:
+            if self._peers is not None:
+                peer = transport.get_extra_info("peername")
+                judge_peer(self._peers, peer, host=origin.host, port=origin.port)
+            if origin.scheme == "https":
+                secure = await loop.start_tls(
+                    transport, connection, self._ssl, server_hostname=origin.host
+                )
+                if secure is None:  # typeshed allows it; the loop returns one or raises
+                    raise httpx.ConnectError("TLS could not be started")
+                connection.upgraded(secure)
+        except (OSError, ssl.SSLError) as error:
+            connection.abort()
+            raise httpx.ConnectError(str(error) or type(error).__name__) from error
+        except BaseException:  # refused, or cancelled by the caller's deadline
+            connection.abort()
+            raise
         return connection
 
     async def aclose(self) -> None:

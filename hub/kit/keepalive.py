@@ -10,18 +10,32 @@ recently used one, checks only that one (expired, or closed by the server), and 
 it back when its answer has been read. Connections are httpcore's own
 (``httpcore.AsyncHTTPConnection``), so HTTP, TLS and timeouts behave as with the
 default transport, and errors are raised as the same httpx exceptions.
+
+A request marked as a direct call to an adapter (the :data:`ADAPTER_CALL` extension,
+which :func:`onceonly.hub.kit.deadline.post_within` sets) goes over connections whose
+peer address was judged by the transport's ``adapter_peers`` rule when they were made,
+before TLS (a network backend's ``connect_tcp``; decision 0071); they are kept apart
+from the unjudged connections of other requests (the OpenID provider's). A transport
+mounted for a proxy ignores the mark (its peer is the proxy); httpx mounts none from
+the environment for a client given its own transport.
 """
 
 import asyncio
 import contextlib
 import ssl
 from collections import deque
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
 
 import httpcore
 import httpx
 
-from onceonly.hub.kit.http1 import Http1Pool
+from onceonly.hub.kit.base_urls import PeerRule
+from onceonly.hub.kit.http1 import Http1Pool, judge_peer
+
+# A request extension: this request is a direct call to a department's adapter, whose
+# connection's peer address the transport judges (decision 0071). Other transports
+# (httpcore's, a proxy's) ignore extensions they do not know.
+ADAPTER_CALL = "onceonly.adapter_call"
 
 # httpcore's errors as httpx raises them (the most specific first).
 _ERRORS: tuple[tuple[type[Exception], type[httpx.HTTPError]], ...] = (
@@ -42,11 +56,51 @@ _ERRORS: tuple[tuple[type[Exception], type[httpx.HTTPError]], ...] = (
 )
 
 
-_Key = tuple[bytes, bytes, int]
+_Key = tuple[bytes, bytes, int, bool]
 
 
-def _key(origin: httpcore.Origin) -> _Key:
-    return origin.scheme, origin.host, origin.port  # httpcore's Origin is not hashable
+def _key(origin: httpcore.Origin, judged: bool) -> _Key:
+    # httpcore's Origin is not hashable; a judged connection serves adapter calls only
+    return origin.scheme, origin.host, origin.port, judged
+
+
+class _JudgedBackend(httpcore.AsyncNetworkBackend):
+    """httpcore's own network backend, but a new TCP connection's peer address is judged
+    by ``rule`` before httpcore writes on it or starts TLS: one check per connection."""
+
+    def __init__(self, rule: PeerRule) -> None:
+        self._inner = httpcore.AnyIOBackend()  # httpcore's own under asyncio and uvloop
+        self._rule = rule
+
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        stream = await self._inner.connect_tcp(
+            host, port, timeout=timeout, local_address=local_address, socket_options=socket_options
+        )
+        try:
+            sock = stream.get_extra_info("socket")
+            judge_peer(self._rule, sock.getpeername() if sock else None, host=host, port=port)
+        except BaseException:
+            await stream.aclose()
+            raise
+        return stream
+
+    async def connect_unix_socket(
+        self,
+        path: str,
+        timeout: float | None = None,
+        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        raise httpcore.ConnectError("an adapter call goes over TCP")
+
+    async def sleep(self, seconds: float) -> None:
+        await self._inner.sleep(seconds)
 
 
 @contextlib.contextmanager
@@ -75,15 +129,22 @@ class KeepAliveTransport(httpx.AsyncBaseTransport):
         verify: ssl.SSLContext | bool = True,
         max_connections: int = 100,
         keepalive_expiry: float = 5.0,
+        adapter_peers: PeerRule | None = None,
     ) -> None:
         self._ssl = httpx.create_ssl_context(verify=verify)
         self._slots = asyncio.Semaphore(max_connections)
         self._expiry = keepalive_expiry
-        # per origin, oldest first; a connection is here only between two requests
+        # per origin and judged or not, oldest first; here only between two requests
         self._idle: dict[_Key, deque[httpcore.AsyncHTTPConnection]] = {}
-        # the hot path's POSTs, below httpx's models (kit.http1), within the same slots
+        # adapter calls' connections: peer addresses judged (None: a development hub's)
+        self._judged = None if adapter_peers is None else _JudgedBackend(adapter_peers)
+        # the hot path's POSTs to adapters, below httpx's models (kit.http1), within the
+        # same slots; every connection of theirs is judged
         self.posts = Http1Pool(
-            ssl_context=self._ssl, slots=self._slots, keepalive_expiry=keepalive_expiry
+            ssl_context=self._ssl,
+            slots=self._slots,
+            keepalive_expiry=keepalive_expiry,
+            peers=adapter_peers,
         )
         self.direct_urls: dict[str, bool] = {}  # by lean_posts: URLs that no proxy takes
 
@@ -102,9 +163,10 @@ class KeepAliveTransport(httpx.AsyncBaseTransport):
             extensions=request.extensions,
         )
         origin = target.url.origin
+        key = _key(origin, self._judged is not None and bool(request.extensions.get(ADAPTER_CALL)))
         await self._take_slot(request)
         try:
-            connection = await self._connection_for(origin)
+            connection = await self._connection_for(origin, key)
             with _as_httpx_errors():
                 answer = await connection.handle_async_request(target)
         except BaseException:
@@ -114,7 +176,7 @@ class KeepAliveTransport(httpx.AsyncBaseTransport):
         return httpx.Response(
             status_code=answer.status,
             headers=answer.headers,
-            stream=_Body(answer.stream, release=lambda: self._release(origin, connection)),
+            stream=_Body(answer.stream, release=lambda: self._release(key, connection)),
             extensions=answer.extensions,
         )
 
@@ -129,9 +191,12 @@ class KeepAliveTransport(httpx.AsyncBaseTransport):
         except TimeoutError:
             raise httpx.PoolTimeout("no connection slot became free in time") from None
 
-    async def _connection_for(self, origin: httpcore.Origin) -> httpcore.AsyncHTTPConnection:
-        """The most recently used idle connection that is still good, or a new one."""
-        idle = self._idle.get(_key(origin))
+    async def _connection_for(
+        self, origin: httpcore.Origin, key: _Key
+    ) -> httpcore.AsyncHTTPConnection:
+        """The most recently used idle connection that is still good, or a new one (its
+        peer judged when ``key`` is an adapter call's)."""
+        idle = self._idle.get(key)
         while idle and idle[0].has_expired():  # the oldest first: closed, not left open
             await idle.popleft().aclose()
         while idle:
@@ -140,13 +205,16 @@ class KeepAliveTransport(httpx.AsyncBaseTransport):
                 return connection
             await connection.aclose()  # expired, or the server closed it
         return httpcore.AsyncHTTPConnection(
-            origin, ssl_context=self._ssl, keepalive_expiry=self._expiry
+            origin,
+            ssl_context=self._ssl,
+            keepalive_expiry=self._expiry,
+            network_backend=self._judged if key[3] else None,
         )
 
-    def _release(self, origin: httpcore.Origin, connection: httpcore.AsyncHTTPConnection) -> None:
+    def _release(self, key: _Key, connection: httpcore.AsyncHTTPConnection) -> None:
         self._slots.release()
         if connection.is_idle():  # not closed by either side: it may serve another request
-            self._idle.setdefault(_key(origin), deque()).append(connection)
+            self._idle.setdefault(key, deque()).append(connection)
 
     async def aclose(self) -> None:
         await self.posts.aclose()
