@@ -152,15 +152,34 @@ async def department_entries(
     after: int | None,
     limit: int,
 ) -> list[AuditEntry]:
-    """Record queries a department made, or that were made of the items it ``owned``."""
-    query = select(AuditEntry).where(
-        col(AuditEntry.action) == "record.query",
-        sa.or_(col(AuditEntry.department) == department, col(AuditEntry.item).in_(owned)),
+    """The record queries whose content ``department`` may read (as
+    ``readers.Reader.may_read`` decides): those its clients made, and those of the items
+    it ``owned`` that its adapter was asked to answer (``owner``). Only those rows: a
+    query of its item refused before the hub called it is none of its business, not
+    even by its index (decision 0070), so a page's last row, the next cursor, is always
+    one it may read, however many rows it may not read lie between."""
+    dialect = (await session.connection()).dialect.name
+    own = sa.and_(
+        col(AuditEntry.department) == department,
+        col(AuditEntry.client).is_not(None),
+        _leaf_member(dialect, "person").is_(None),
     )
+    asked = sa.and_(col(AuditEntry.item).in_(owned), _leaf_member(dialect, "owner") == department)
+    query = select(AuditEntry).where(col(AuditEntry.action) == "record.query", sa.or_(own, asked))
     if after is not None:
         query = query.where(col(AuditEntry.idx) > after)
     query = query.order_by(col(AuditEntry.idx)).limit(limit)
     return list((await session.execute(query)).scalars())
+
+
+def _leaf_member(dialect: str, name: str) -> sa.ColumnElement[Any]:
+    """A top-level member of an entry read from its leaf (RFC 8785 JSON in UTF-8), NULL
+    when the entry has none: for a rule on a member without a column of its own, on
+    rows that indexed columns have already narrowed down."""
+    leaf = col(AuditEntry.leaf)
+    if dialect == "postgresql":
+        return sa.cast(sa.func.convert_from(leaf, "UTF8"), postgresql.JSONB)[name].astext
+    return sa.func.json_extract(sa.cast(leaf, sa.Text), f"$.{name}")
 
 
 async def find_entries(

@@ -502,13 +502,16 @@ def _page(
     rows: list[AuditEntry], limit: int, *, reader: Reader, readable_only: bool = False
 ) -> EntryPage:
     """A page from ``limit + 1`` rows read: the extra row only says that more follow.
-    ``readable_only``: leave out the rows whose content the reader may not see (the
-    cursor still moves past them)."""
+    ``readable_only``: leave out the rows whose content the reader may not see, and
+    never name one as the cursor (the rows were read for this reader: there are none
+    to leave out unless the query and the rule disagree, and then paging stops rather
+    than show where an unreadable entry is)."""
     page = rows[:limit]
     more = len(rows) > limit and bool(page)
     entries = [_entry_out(row, reader) for row in page]
     if readable_only:
         entries = [entry for entry in entries if entry.entry is not None]
+        more = more and bool(entries) and entries[-1].index == page[-1].idx
     return EntryPage(entries=entries, next_cursor=str(page[-1].idx) if more else None)
 
 

@@ -18,8 +18,9 @@ import httpx
 import pytest
 from joserfc.jwk import ECKey
 
-from onceonly.adapters import AccessDenied, HubClient, public_jwks
+from onceonly.adapters import AccessDenied, HubClient, NotFound, public_jwks
 from onceonly.hub.audit import leaves
+from onceonly.hub.audit.readers import Reader
 from onceonly.hub.audit.service import neutralize_formula
 from onceonly.hub.kit import base64url
 from onceonly.hub.kit.jcs import canonical_json
@@ -261,6 +262,41 @@ def test_department_entries_are_the_record_queries_that_name_the_department(
         assert story.other not in indexes or department == OTHER
         assert story.refused not in indexes or department == CONSUMER
         assert all("entry" in e for e in page["entries"])
+
+
+def _department_pages(client: HubClient, *, cursor: int) -> Iterator[dict[str, Any]]:
+    """``GET /v1/audit/department-entries`` one entry a page, from ``cursor`` on."""
+    after: str | None = str(cursor)
+    while after is not None:
+        params = {"limit": "1", "cursor": after}
+        page = client._run(client._session.get_flow("/v1/audit/department-entries", params))
+        yield page
+        after = page["next_cursor"]
+
+
+def test_a_departments_pages_never_show_where_an_entry_it_may_not_read_is(
+    story: Story,
+) -> None:
+    """The consumer's query of the owner's item that was refused before the hub called
+    the owner (``story.refused``) is not the owner's to see, not even as the cursor of
+    a page; paging one entry at a time still reaches every entry it may read."""
+    with pytest.raises(NotFound):  # the owner is asked: its entry names the owner
+        story.clients[CONSUMER].fetch(ADDRESS, "49912319991", purpose=PURPOSE)
+    reader = Reader(department=OWNER)
+    readable = [
+        index
+        for index, shown in _leaves(story, **story.auditor).items()
+        if index > story.delivered
+        and shown["entry"]["action"] == "record.query"
+        and reader.may_read(shown["entry"])
+    ]
+    pages = list(_department_pages(story.clients[OWNER], cursor=story.delivered))
+    cursors = [int(page["next_cursor"]) for page in pages if page["next_cursor"] is not None]
+    shown = [int(e["index"]) for page in pages for e in page["entries"]]
+    assert story.refused > story.delivered
+    assert story.refused not in cursors + shown
+    assert shown == readable != []
+    assert set(cursors) <= set(shown)
 
 
 def test_the_citizen_portal_reads_only_the_subjects_own_accesses(story: Story) -> None:
