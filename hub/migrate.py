@@ -18,6 +18,7 @@ finds the database current and does nothing.
 
 import functools
 import logging
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
@@ -56,7 +57,26 @@ def _current(connection: sa.Connection) -> frozenset[str]:
     return frozenset(MigrationContext.configure(connection).get_current_heads())
 
 
-def upgrade(url: str, revision: str = "heads") -> None:
+@dataclass(frozen=True)
+class Migrated:
+    """What :func:`upgrade` found and left: the revisions before and after (empty
+    before: a database with no schema yet). Equal when it had nothing to run."""
+
+    before: frozenset[str]
+    after: frozenset[str]
+
+    def __str__(self) -> str:
+        """``migrated from <rev or "empty"> to <rev>``, or ``already at <rev>``."""
+        if self.before == self.after:
+            return f"already at {_named(self.after)}"
+        return f"migrated from {_named(self.before)} to {_named(self.after)}"
+
+
+def _named(revisions: frozenset[str]) -> str:
+    return ", ".join(sorted(revisions)) or "empty"
+
+
+def upgrade(url: str, revision: str = "heads") -> Migrated:
     from alembic import command
 
     engine = make_sync_engine(url)
@@ -65,11 +85,13 @@ def upgrade(url: str, revision: str = "heads") -> None:
         with engine.connect().execution_options(**{WRITE_OPTION: True}) as connection:
             with connection.begin():
                 _wait_for_other_migrations(connection)
-                if revision == "heads" and _current(connection) == _heads():
-                    return  # already current: nothing to run
+                before = _current(connection)
+                if revision == "heads" and before == _heads():
+                    return Migrated(before, before)  # already current: nothing to run
                 config = _config()
                 config.attributes["connection"] = connection
                 command.upgrade(config, revision)
+                return Migrated(before, _current(connection))
     finally:
         engine.dispose()
 

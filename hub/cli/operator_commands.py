@@ -60,11 +60,11 @@ def _migrate(_: argparse.Namespace) -> int:
     from onceonly.hub.db import driver_message
 
     try:
-        migrate.upgrade(url)
+        migrated = migrate.upgrade(url)
     except (SQLAlchemyError, CommandError) as error:
         reason = startup.without_secrets(driver_message(error), url)
         raise StartupFailure([f"cannot migrate {startup.database_name(url)}: {reason}"]) from None
-    print(f"database is at the newest schema: {startup.database_name(url)}")
+    print(f"{startup.database_name(url)}: {migrated}")
     return 0
 
 

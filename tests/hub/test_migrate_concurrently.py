@@ -1,7 +1,8 @@
 """Two ``onceonly migrate`` started at once on a fresh database, each a process of its
 own: the second waits for the first (PostgreSQL: an advisory lock; SQLite: the write
 lock, taken at BEGIN), then finds nothing left to do. Both succeed, the schema is the
-models', and Alembic's version table names each head once."""
+models', and Alembic's version table names each head once. And what ``migrate`` says it
+did: from which revision to which, or nothing."""
 
 import os
 import subprocess
@@ -19,7 +20,9 @@ from alembic.script import ScriptDirectory
 from sqlmodel import SQLModel
 
 import onceonly.hub.models  # noqa: F401  (every table on SQLModel.metadata)
+from onceonly.hub.cli import main, startup
 from onceonly.hub.db import MIGRATIONS_DIR, make_sync_engine
+from onceonly.hub.migrate import upgrade
 
 from tests.hub_testing import database_name, postgres_admin
 
@@ -107,7 +110,7 @@ def test_two_migrations_at_once_on_a_fresh_postgres_both_succeed(
 ) -> None:
     ran = _migrate_twice_at_once(fresh_postgres, tmp_path)
     assert [status for status, _ in ran] == [0, 0], ran
-    assert all("database is at the newest schema" in output for _, output in ran), ran
+    _assert_one_migrated_and_one_found_it_done(ran)
     _assert_migrated_once(fresh_postgres)
 
 
@@ -115,5 +118,42 @@ def test_two_migrations_at_once_on_a_fresh_sqlite_file_both_succeed(tmp_path: Pa
     url = f"sqlite:///{tmp_path / 'fresh.db'}"
     ran = _migrate_twice_at_once(url, tmp_path)
     assert [status for status, _ in ran] == [0, 0], ran
-    assert all("database is at the newest schema" in output for _, output in ran), ran
+    _assert_one_migrated_and_one_found_it_done(ran)
     _assert_migrated_once(url)
+
+
+def _assert_one_migrated_and_one_found_it_done(ran: list[tuple[int, str]]) -> None:
+    (head,) = _heads()
+    said = sorted(output.splitlines()[-1].split(": ", 1)[1] for _, output in ran)
+    assert said == [f"already at {head}", f"migrated from empty to {head}"], ran
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def fresh_database(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'fresh.db'}"
+    return str(request.getfixturevalue("fresh_postgres"))
+
+
+def test_migrate_says_from_which_revision_to_which_or_that_there_was_nothing_to_do(
+    fresh_database: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It said "database is at the newest schema" on an empty database, after migrating
+    it, and when there was nothing to do (decision 0076)."""
+    (head,) = _heads()
+    monkeypatch.setenv("ONCEONLY_DATABASE_URL", fresh_database)
+    name = startup.database_name(fresh_database)
+    for said in [f"migrated from empty to {head}", f"already at {head}"]:
+        assert main(["migrate"]) == 0
+        assert capsys.readouterr().out == f"{name}: {said}\n"
+
+
+def test_migrate_names_the_revision_it_started_from(
+    fresh_database: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (head,) = _heads()
+    upgrade(fresh_database, "0007")
+    monkeypatch.setenv("ONCEONLY_DATABASE_URL", fresh_database)
+    assert main(["migrate"]) == 0
+    name = startup.database_name(fresh_database)
+    assert capsys.readouterr().out == f"{name}: migrated from 0007 to {head}\n"
