@@ -34,6 +34,7 @@ from sqlalchemy.engine import URL, make_url
 
 from onceonly.hub.db import driver_message, probe_engine
 from onceonly.hub.keys import REMADE_KEY_FILES, key_file_names
+from onceonly.hub.kit.keyfiles import make_folder, own_like_folder
 
 SQLITE_FILE, PGDUMP_FILE, MANIFEST = "database.sqlite3", "database.pgdump", "manifest.json"
 _CONNECT_TIMEOUT = 10  # seconds to reach PostgreSQL before giving up
@@ -271,7 +272,7 @@ def _copy_keys(source: Path, target: Path, *, only_missing: bool = False) -> Non
         destination = target / name
         if only_missing and destination.exists():
             continue
-        destination.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        make_folder(destination.parent)
         _write_private(destination, (source / name).read_bytes())
 
 
@@ -289,6 +290,7 @@ def _check_keys(backed_up: Path, keys_dir: Path) -> None:
 def _write_private(path: Path, content: bytes) -> None:
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(descriptor, "wb") as file:
+        own_like_folder(descriptor, path.parent)  # restored by root: the hub's, still
         file.write(content)
         file.flush()
         os.fsync(file.fileno())

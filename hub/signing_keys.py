@@ -1,7 +1,8 @@
 """The hub's signing keys and their rotation, shared by every replica through the keys
 directory.
 
-Layout (``<data_dir>/keys/signing/``, files mode 0600)::
+Layout (``<data_dir>/keys/signing/``, files mode 0600, owned like the folder even
+when written by root: ``onceonly.hub.kit.keyfiles``)::
 
     <kid>.jwk      an EC P-256 private JWK; kid = RFC 7638 thumbprint
     state.json     {"keys": [{"kid": ..., "active_from": <unix s>, "retire_at": <unix s> | null}]}
@@ -17,11 +18,8 @@ at once when a token names a kid it does not know.
 Decision: docs/decisions/0010-hub-signing-key-rotation.md.
 """
 
-import fcntl
 import json
 import math
-import os
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -30,6 +28,7 @@ from typing import Any, Protocol
 
 from joserfc.jwk import ECKey, KeySet
 
+from onceonly.hub.kit import keyfiles
 from onceonly.hub.kit.clock import SYSTEM_CLOCK, Clock
 from onceonly.hub.kit.keyfiles import MissingKeyError
 
@@ -127,34 +126,19 @@ def _retired(entry: KeyEntry, retire_at: int) -> KeyEntry:
 
 @contextmanager
 def _locked(directory: Path) -> Iterator[None]:
-    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-    descriptor = os.open(directory / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(descriptor, fcntl.LOCK_EX)
+    keyfiles.make_folder(directory)
+    with keyfiles.locked(directory / ".lock"):
         yield
-    finally:
-        os.close(descriptor)  # releases the lock
 
 
 def _write_key(directory: Path, key: ECKey) -> None:
-    _write_atomically(directory / f"{key.kid}.jwk", json.dumps(key.as_dict(private=True)))
+    text = json.dumps(key.as_dict(private=True))
+    keyfiles.replace_atomically(directory / f"{key.kid}.jwk", text.encode())
 
 
 def _write_state(directory: Path, entries: list[KeyEntry]) -> None:
     document = {"keys": [asdict(e) for e in entries]}
-    _write_atomically(directory / STATE_FILE, json.dumps(document, indent=2))
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    try:
-        os.fchmod(descriptor, 0o600)
-        with os.fdopen(descriptor, "w") as handle:
-            handle.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    keyfiles.replace_atomically(directory / STATE_FILE, json.dumps(document, indent=2).encode())
 
 
 def _remove_unlisted(directory: Path, kids: set[str]) -> None:

@@ -34,7 +34,7 @@ from onceonly.hub.audit.notes import Checkpoint, Signer
 from onceonly.hub.audit.schemas import CheckpointOut, CheckpointPage
 from onceonly.hub.config import AUDIT_ORIGIN_FILE
 from onceonly.hub.kit.clock import SYSTEM_CLOCK, Clock
-from onceonly.hub.kit.keyfiles import ed25519_key
+from onceonly.hub.kit.keyfiles import ed25519_key, own_like_folder
 from onceonly.hub.kit.problems import Unavailable
 
 log = logging.getLogger("onceonly.audit")
@@ -71,6 +71,7 @@ def _keep_origin(path: Path, origin: str) -> None:
             origin,
         )
     with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False) as temporary:
+        own_like_folder(temporary.fileno(), path.parent)  # run as root: the hub's, still
         temporary.write(origin + "\n")
     Path(temporary.name).replace(path)  # whole, even with several processes starting
 

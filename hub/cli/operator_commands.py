@@ -96,15 +96,21 @@ def _keys_rotate(args: argparse.Namespace) -> int:
     from onceonly.hub import signing_keys
     from onceonly.hub.cli import startup
     from onceonly.hub.keys import HubKeys
+    from onceonly.hub.kit import logs
 
     settings = startup.load_settings()
-    HubKeys.load(settings.keys_dir, create=not settings.is_production)
     margin = signing_keys.retire_margin(settings)
     delay = margin if args.activate_after is None else args.activate_after
-    now = int(time.time())
-    entry = signing_keys.rotate(
-        settings.keys_dir / "signing", activate_after=delay, retire_margin=margin, now=now
-    )
+    try:
+        HubKeys.load(settings.keys_dir, create=not settings.is_production)
+        entry = signing_keys.rotate(
+            settings.keys_dir / "signing",
+            activate_after=delay,
+            retire_margin=margin,
+            now=int(time.time()),
+        )
+    except (RuntimeError, OSError, ValueError) as error:  # a key missing, damaged, not ours
+        raise StartupFailure([f"not rotated: {logs.one_line(error)}"]) from None
     print(
         f"new signing key {entry.kid}: published now, signs from {entry.active_from} (+{delay} s)"
     )
@@ -135,7 +141,7 @@ def _keys_rotate_derivation(_: argparse.Namespace) -> int:
     try:
         keys = HubKeys.load(settings.keys_dir, create=not settings.is_production)
         resealed = asyncio.run(rotate(keys))
-    except RuntimeError as error:  # a key file missing, or the schema not current (production)
+    except (RuntimeError, OSError) as error:  # a key file missing or not ours, the schema behind
         print(f"not rotated: {error}", file=sys.stderr)
         return 1
     print(f"new derivation root {resealed.root_id}; the one it replaced is kept as previous")

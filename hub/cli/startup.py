@@ -242,7 +242,11 @@ def ensure_startable(settings: Settings) -> None:
 
 def _check_keys(settings: Settings) -> Checked:
     directory = settings.keys_dir
-    problems = [*_origin_problems(settings), *_mode_problems(directory)]
+    problems = [
+        *_origin_problems(settings),
+        *_mode_problems(directory),
+        *_owner_problems(directory),
+    ]
     from onceonly.hub.keys import key_file_names
 
     missing = [name for name in key_file_names(directory) if not (directory / name).is_file()]
@@ -284,6 +288,69 @@ def _mode_problems(directory: Path) -> list[str]:
     return problems
 
 
+def _owner_problems(directory: Path) -> list[str]:
+    """Run as root, who reads any file: every file and folder under ``directory`` that
+    its owner, the hub's user, cannot read (a key written as root by a version before
+    decision 0076, or copied in by root), which would stop every replica."""
+    if os.geteuid() != 0 or not directory.is_dir():
+        return []
+    owner = directory.stat()
+    if owner.st_uid == 0:
+        return []  # the hub runs as root
+    user = _user_name(owner.st_uid)
+    groups = _groups_of(owner.st_uid, owner.st_gid)
+    problems = []
+    for path in sorted([directory, *_folders(directory), *_files(directory)]):
+        info = path.stat()
+        if not _usable(info, uid=owner.st_uid, groups=groups):
+            what = "folder" if path.is_dir() else "key file"
+            problems.append(
+                f"{what} {path} is {_user_name(info.st_uid)}:{_group_name(info.st_gid)}"
+                f" (mode {stat.S_IMODE(info.st_mode):04o}): the hub's user {user}, owner of"
+                f" {directory}, cannot read it: chown {user}:{_group_name(owner.st_gid)} {path}"
+            )
+    return problems
+
+
+def _usable(info: os.stat_result, *, uid: int, groups: set[int]) -> bool:
+    """Whether ``uid`` (in ``groups``) may read the file, or enter the folder, ``info``."""
+    need = 0o111 if stat.S_ISDIR(info.st_mode) else 0o444
+    if info.st_uid == uid:
+        mask = 0o700
+    elif info.st_gid in groups:
+        mask = 0o070
+    else:
+        mask = 0o007
+    return bool(info.st_mode & need & mask)
+
+
+def _groups_of(uid: int, gid: int) -> set[int]:
+    import pwd
+
+    try:
+        return {gid, *os.getgrouplist(pwd.getpwuid(uid).pw_name, gid)}
+    except KeyError:  # a uid with no name (a container's): its folder's group only
+        return {gid}
+
+
+def _user_name(uid: int) -> str:
+    import pwd
+
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
+def _group_name(gid: int) -> str:
+    import grp
+
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return str(gid)
+
+
 def _too_open(mode: int) -> bool:
     """Others may use it, or its group may change it. A read-only file its group may
     read (0440) is accepted: a Kubernetes Secret mounted for the pod's fsGroup."""
@@ -295,13 +362,21 @@ def _too_open(mode: int) -> bool:
 def _files(directory: Path) -> Iterable[Path]:
     """The key files under ``directory``; hidden names (locks, temporary files, and the
     ``..data`` and ``..<time>`` folders a Kubernetes Secret mount keeps) left out."""
+    return (path for path in _visible(directory) if path.is_file())
+
+
+def _folders(directory: Path) -> Iterable[Path]:
+    """The folders under ``directory`` that hold key files (hidden ones left out)."""
+    return (path for path in _visible(directory) if path.is_dir())
+
+
+def _visible(directory: Path) -> Iterable[Path]:
     if not directory.is_dir():
         return []
     return (
         path
         for path in directory.rglob("*")
-        if path.is_file()
-        and not any(part.startswith(".") for part in path.relative_to(directory).parts)
+        if not any(part.startswith(".") for part in path.relative_to(directory).parts)
     )
 
 

@@ -4,6 +4,11 @@ A key that exists is never overwritten, except by :func:`rotate_secret`, which k
 the one it replaces. A key that is missing is created only when the caller allows it
 (development); in production an operator provisions keys with ``onceonly keys init``
 and a missing key stops the start-up.
+
+Run as root (``sudo onceonly keys rotate``), every file and folder made here gets the
+owner and group of the folder it is made in, before it is put in place: the hub reads
+its keys as its own user, and a key only root can read stops every replica
+(decision 0076).
 """
 
 import fcntl
@@ -22,10 +27,49 @@ class MissingKeyError(RuntimeError):
     """A key file that must exist does not."""
 
 
+class KeyOwnerError(RuntimeError):
+    """Run as root, a new key file cannot be given its folder's owner."""
+
+
+def own_like_folder(made: int | Path, folder: Path) -> None:
+    """Give ``made`` (a file descriptor or a path, just made in ``folder``) the owner and
+    group of ``folder`` when this process runs as root, which would otherwise own it;
+    :class:`KeyOwnerError` if it cannot (a file system that refuses root's chown)."""
+    if os.geteuid() != 0:
+        return
+    owner = os.stat(folder)
+    try:
+        os.chown(made, owner.st_uid, owner.st_gid)
+    except OSError as error:
+        raise KeyOwnerError(
+            f"cannot give a new file in {folder} to its owner (uid {owner.st_uid}, gid"
+            f" {owner.st_gid}): {error.strerror}; run the command as that user"
+        ) from None
+
+
+def make_folder(path: Path) -> None:
+    """``path`` and its missing parents, mode 0700, each owned like its parent."""
+    missing = []
+    while not path.exists():
+        missing.append(path)
+        path = path.parent
+    for folder in reversed(missing):
+        try:
+            folder.mkdir(mode=0o700)
+        except FileExistsError:
+            continue  # another process made it first
+        own_like_folder(folder, folder.parent)
+
+
 def _write_secret(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    make_folder(path.parent)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as handle:
+        try:
+            own_like_folder(handle.fileno(), path.parent)
+        except KeyOwnerError:
+            path.unlink(missing_ok=True)
+            raise
         handle.write(data)
 
 
@@ -73,27 +117,34 @@ def rotate_secret(path: Path, *, previous: Path, nbytes: int = 32) -> None:
     in ``previous``. Each file is replaced atomically (written, flushed to disk, then
     renamed), ``previous`` first: a crash in between leaves the old secret in both, never
     a secret lost. One rotation at a time (a lock file beside ``path``)."""
-    with _locked(path.with_name(f".{path.name}.lock")):
+    with locked(path.with_name(f".{path.name}.lock")):
         if not path.exists():
             raise MissingKeyError(f"key file {path} is missing; run `onceonly keys init`")
-        _replace_atomically(previous, path.read_bytes())
-        _replace_atomically(path, secrets.token_hex(nbytes).encode())
+        replace_atomically(previous, path.read_bytes())
+        replace_atomically(path, secrets.token_hex(nbytes).encode())
 
 
 @contextmanager
-def _locked(lock: Path) -> Iterator[None]:
+def locked(lock: Path) -> Iterator[None]:
+    """Hold an exclusive lock on the file ``lock`` (made, owned like its folder, if
+    missing) while the block runs: one writer at a time across processes."""
     descriptor = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
     try:
+        own_like_folder(descriptor, lock.parent)
         fcntl.flock(descriptor, fcntl.LOCK_EX)
         yield
     finally:
         os.close(descriptor)  # releases the lock
 
 
-def _replace_atomically(path: Path, data: bytes) -> None:
+def replace_atomically(path: Path, data: bytes) -> None:
+    """Write ``data`` to a new file (mode 0600, owned like its folder), flush it to disk
+    and rename it to ``path``: a reader sees the old file or the new one whole, and a
+    crash leaves one of them."""
     descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
     try:
         os.fchmod(descriptor, 0o600)
+        own_like_folder(descriptor, path.parent)
         with os.fdopen(descriptor, "wb") as handle:
             handle.write(data)
             handle.flush()

@@ -1,5 +1,6 @@
 """Operators' routes: liveness, readiness, Prometheus metrics."""
 
+from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, Response
@@ -12,6 +13,8 @@ from onceonly.hub.audit.service import AuditLog
 from onceonly.hub.auth.exceptions import InvalidToken
 from onceonly.hub.auth.jti_register import JtiRegister
 from onceonly.hub.dependencies import HubDep
+from onceonly.hub.keys import HubKeys
+from onceonly.hub.kit import logs
 from onceonly.hub.kit.problems import Unavailable, problems
 from onceonly.hub.ops.metrics import exposition
 from onceonly.hub.ops.openapi import METRICS_SECURITY
@@ -29,7 +32,8 @@ async def healthz() -> dict[str, str]:
 async def readyz(hub: HubDep) -> dict[str, str]:
     """The process can serve: the database answers, the audit writer and the
     single-use register run and can commit (their last commit, or probe, succeeded),
-    and the audit checkpointer signs (the log extends its latest checkpoint)."""
+    the audit checkpointer signs (the log extends its latest checkpoint), and the hub
+    reads the keys it signs and derives with."""
     try:
         async with hub.engine.connect() as conn:
             await conn.execute(text("SELECT 1"))
@@ -38,6 +42,7 @@ async def readyz(hub: HubDep) -> dict[str, str]:
     _check_writer(hub.audit_log, "the audit writer")
     _check_writer(hub.jti_register, "the single-use register")
     _check_checkpointer(hub.checkpointer)
+    _check_keys(hub.keys)
     return {"status": "ready"}
 
 
@@ -53,6 +58,25 @@ def _check_checkpointer(checkpointer: Checkpointer) -> None:
         raise Unavailable(f"the audit checkpointer refuses to sign: {checkpointer.alarm}")
     if not checkpointer.stored:
         raise Unavailable("the audit checkpointer has not stored a checkpoint yet")
+
+
+def _check_keys(keys: HubKeys) -> None:
+    """The signing keys (``signing/state.json`` and the keys it names) and the derivation
+    root load: a file another user wrote (``sudo onceonly keys rotate``) or one that has
+    not reached this host fails every token request and the JWKS until it does. Cheap:
+    the files are looked at (a stat) every few seconds, and read only when they changed.
+    The answer names the file under the key directory, not where that directory is."""
+    keys_dir = keys.ring.directory.parent
+    try:
+        keys.public_jwks()
+        keys.root()
+    except OSError as error:
+        name = Path(str(error.filename))
+        name = name.relative_to(keys_dir) if name.is_relative_to(keys_dir) else Path(name.name)
+        raise Unavailable(f"the hub cannot read its key file {name}: {error.strerror}") from None
+    except Exception as error:  # a damaged or missing file: any parser's error
+        reason = logs.one_line(error).replace(f"{keys_dir}/", "")
+        raise Unavailable(f"the hub's keys do not load: {reason}") from None
 
 
 def metrics_reader(request: Request, hub: HubDep) -> None:

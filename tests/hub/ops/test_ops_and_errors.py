@@ -11,9 +11,17 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
+from onceonly.hub import signing_keys
 from onceonly.hub.db import make_sync_engine
 
-from tests.hub_testing import DATABASES, RunningHub, module_database, problem_type, running_hub
+from tests.hub_testing import (
+    DATABASES,
+    RunningHub,
+    migrated_sqlite,
+    module_database,
+    problem_type,
+    running_hub,
+)
 
 
 @pytest.fixture
@@ -83,6 +91,45 @@ def _readyz_follows_the_audit_writer(hub: RunningHub, database_url: str) -> None
         _rename_table(database_url, "audit_entries_away", "audit_entries")
     assert _ready_within(hub.url, seconds=10)  # the writer's probe finds its table again
     assert httpx.get(f"{hub.url}/v1/audit/entries").status_code == 401  # audited again
+
+
+def test_readyz_is_not_ready_while_a_signing_key_cannot_be_read_and_ready_once_it_can(
+    sqlite_template: Path, tmp_path: Path
+) -> None:
+    """The state names a key this replica cannot read (not copied to this host yet; or
+    written by root, which this test, run as root, cannot be refused): every token
+    request and the JWKS fail, so the replica is not ready (decision 0076)."""
+    database_url = migrated_sqlite(sqlite_template, tmp_path)
+    with running_hub(database_url=database_url, data_dir=tmp_path) as hub:
+        assert httpx.get(f"{hub.url}/readyz").status_code == 200
+        signing = hub.settings.keys_dir / "signing"
+        new = signing_keys.rotate(
+            signing, activate_after=60, retire_margin=60, now=int(time.time())
+        )
+        key_file = signing / f"{new.kid}.jwk"
+        kept = key_file.read_bytes()
+        key_file.unlink()
+        detail = (
+            f"the hub cannot read its key file signing/{new.kid}.jwk: No such file or directory"
+        )
+        assert _readyz_says(hub.url, detail, within=10)  # replicas look every 5 s
+        assert httpx.get(f"{hub.url}/.well-known/jwks.json").status_code >= 500
+        key_file.write_bytes(kept)
+        assert _ready_within(hub.url, seconds=10)
+        published = httpx.get(f"{hub.url}/.well-known/jwks.json").json()["keys"]
+        assert new.kid in [key["kid"] for key in published]
+
+
+def _readyz_says(url: str, detail: str, *, within: float) -> bool:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        answer = httpx.get(f"{url}/readyz")
+        if answer.status_code == 503:
+            assert problem_type(answer) == "unavailable"
+            assert answer.json()["detail"] == detail
+            return True
+        time.sleep(0.05)
+    return False
 
 
 def test_every_response_carries_the_hubs_own_request_id(shared_hub: RunningHub) -> None:
