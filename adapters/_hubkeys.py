@@ -15,6 +15,7 @@ from joserfc.errors import JoseError
 from joserfc.jwk import Key, KeySet
 
 from ._errors import HubUnavailable, NotFound
+from ._retry import hub_unreachable
 from ._validation import RecordValidator
 
 __all__ = ["HubDirectory"]
@@ -176,7 +177,7 @@ class HubDirectory:
         try:
             response = await self._http.get(self._hub_url + path)
         except httpx.TransportError as error:
-            raise HubUnavailable(f"cannot reach the hub: {type(error).__name__}") from error
+            raise hub_unreachable(error) from error
         if response.status_code == 404 and of_an_item:
             raise NotFound(f"the hub has no {path}", problem_type="unknown-item")
         if response.status_code != 200:

@@ -11,6 +11,7 @@ own one-time retries (a DPoP nonce, a new token) cannot multiply the waits.
 from __future__ import annotations
 
 import re
+import ssl
 import time
 from datetime import UTC, datetime
 
@@ -18,7 +19,7 @@ import httpx
 
 from ._errors import HubUnavailable
 
-__all__ = ["BACKOFF", "Retries", "retry_after"]
+__all__ = ["BACKOFF", "Retries", "hub_unreachable", "retry_after"]
 
 BACKOFF = 0.1  # the first wait after a failure that names none; doubled each time
 # A Retry-After of more digits than this is years away: read as this many seconds
@@ -126,7 +127,27 @@ class Retries:
         that never got one, `HubUnavailable` (returned, not raised: the consumer SDK's
         flows raise it where they sent the request)."""
         if isinstance(outcome, httpx.TransportError):
-            error = HubUnavailable(f"cannot reach the hub: {type(outcome).__name__}")
+            error = hub_unreachable(outcome)
             error.__cause__ = outcome
             return error
         return outcome
+
+
+def hub_unreachable(error: httpx.TransportError) -> HubUnavailable:
+    """Why a request reached no hub, in one line: a hub certificate the adapter does
+    not trust (a private CA's) is said so, with the fix; any other fault by its kind."""
+    untrusted = _certificate_error(error)
+    if untrusted is None:
+        return HubUnavailable(f"cannot reach the hub: {type(error).__name__}")
+    return HubUnavailable(
+        f"the hub's TLS certificate is not trusted ({untrusted.verify_message}): give the"
+        " adapter the certificate authority that issued it, a PEM file, in SSL_CERT_FILE"
+    )
+
+
+def _certificate_error(error: BaseException | None) -> ssl.SSLCertVerificationError | None:
+    for _ in range(10):  # httpx wraps the ssl module's error in its own
+        if error is None or isinstance(error, ssl.SSLCertVerificationError):
+            return error
+        error = error.__cause__ or error.__context__
+    return None

@@ -6,9 +6,11 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+import trustme
 
 from onceonly.adapters import RecordStore, load_config
 from onceonly.adapters.cli import add_commands
+from onceonly.hub.cli.servers import ServerTLS, loopback_socket, serve_in_thread
 
 from tests.adapters.adapter_testing import ITEM, RECORD, SCHEMA, SUBJECT, HubDouble, write_config
 
@@ -178,6 +180,40 @@ def test_check_reports_each_failure_on_its_own_line_and_exits_1(
     assert lines[3].endswith("address.json differs from the hub's v1 at /required/1")
     assert lines[4].startswith("source x.unknown (rest): FAILED: cannot reach http://127.0.0.1:1/")
     assert lines[5] == "schema x.unknown: FAILED: the hub's registry has no such item"
+
+
+def test_check_says_the_hubs_certificate_is_not_trusted_and_how_to_trust_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A hub whose certificate comes from a private CA the adapter does not trust, on
+    real TLS on loopback: named as such, with the fix, which then works (decision 0076).
+    It said "cannot reach the hub: ConnectError", as for a hub that is away."""
+    ca = trustme.CA()
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    leaf = ca.issue_cert("127.0.0.1")
+    leaf.private_key_pem.write_to_path(str(tmp_path / "hub-key.pem"))
+    leaf.cert_chain_pems[0].write_to_path(str(tmp_path / "hub.pem"))
+    double = HubDouble()
+    tls = ServerTLS(tmp_path / "hub.pem", tmp_path / "hub-key.pem")
+    sock = loopback_socket()
+    double.url = f"https://127.0.0.1:{sock.getsockname()[1]}"
+    path = write_config(tmp_path, hub_url=double.url)
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+    with serve_in_thread(double.app(), sock, tls=tls):
+        assert run("check", "--config", str(path)) == 1
+        untrusted = capsys.readouterr().out.splitlines()[0]
+        monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "ca.pem"))
+        run("check", "--config", str(path))
+        trusted = capsys.readouterr().out.splitlines()[0]
+
+    assert untrusted.startswith(
+        f"hub {double.url}: FAILED: the hub's TLS certificate is not trusted (unable to get"
+    ), untrusted
+    assert untrusted.endswith(
+        "give the adapter the certificate authority that issued it, a PEM file, in SSL_CERT_FILE"
+    )
+    assert trusted == f"hub {double.url}: ok (issuer {double.url})"
 
 
 def test_check_reports_a_hub_that_does_not_answer(
