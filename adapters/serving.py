@@ -18,6 +18,10 @@ connection for ever. :class:`BoundedHeadProtocol` also bounds a head in time: it
 be whole within :data:`HEAD_TIMEOUT` seconds of connecting (the first) or of its first
 byte (a later one, the idle gap before it being uvicorn's keep-alive timeout), or the
 connection is closed, after a 408 if some of the head came (decision 0066).
+
+A request its parser cannot read (a malformed request line or header field, a bad
+chunk size) uvicorn answers with a plain-text 400; :class:`BoundedHeadProtocol`
+answers it with an RFC 9457 problem (``invalid-request``) and closes the connection.
 """
 
 import asyncio
@@ -31,6 +35,7 @@ from ._errors import PROBLEM_PREFIX
 
 __all__ = [
     "HEAD_TIMEOUT",
+    "MALFORMED_DETAIL",
     "MAX_HEAD_BYTES",
     "BoundedHeadProtocol",
     "HeadWithBody",
@@ -45,6 +50,7 @@ HEAD_TIMEOUT = 10.0
 """Seconds a connection has to send a whole request head: from connecting for its
 first, from the head's first byte for each later one."""
 _END_OF_HEAD = b"\r\n\r\n"
+MALFORMED_DETAIL = "the request is not well-formed HTTP/1.1 (RFC 9112)"
 
 
 class HeadWithBody:
@@ -147,6 +153,24 @@ class BoundedHeadProtocol(HeadWithBodyProtocol):
         return _problem_answer(
             status=408, reason="Request Timeout", slug="request-timeout", detail=detail
         )
+
+    def malformed(self) -> bytes:
+        """The whole 400 answer to a request the parser cannot read as HTTP/1.1 (RFC 9112),
+        an RFC 9457 problem written by the protocol itself (uvicorn's is plain text)."""
+        return _problem_answer(
+            status=400, reason="Bad Request", slug="invalid-request", detail=MALFORMED_DETAIL
+        )
+
+    def send_400_response(self, msg: str) -> None:
+        """uvicorn's answer to a request its parser refused: :meth:`malformed`, unless an
+        answer has begun (a pipelined request's parse fails while the answer before it is
+        under way: that answer is cut short, as uvicorn does); the connection is then
+        closed. A body refused while its app runs (a bad chunk) is answered so too, and
+        the app then reads that its client is gone."""
+        cycle = self.cycle
+        if cycle is None or cycle.response_complete or not cycle.response_started:
+            self.transport.write(self.malformed())
+        self.transport.close()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)  # type: ignore[arg-type]

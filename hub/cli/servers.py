@@ -6,7 +6,8 @@ header fields) without any bound; :class:`BoundedHttpToolsProtocol` refuses one
 larger than :data:`MAX_HEAD_BYTES` before it is all in memory, with 431 (RFC 6585
 §5). The middleware's tighter limit (onceonly.hub.middleware.MAX_HEADER_BYTES) answers first,
 as a problem with the request id, for any head that fits under this one. A head not
-whole within the ``head_timeout`` setting is answered 408 (decision 0066). It also
+whole within the ``head_timeout`` setting is answered 408 (decision 0066), and one the
+parser cannot read 400, as problems (uvicorn's own 400 is plain text). It also
 writes each answer's head together with its body, as the adapters are served
 (onceonly.adapters.serving).
 
@@ -28,18 +29,23 @@ from typing import Any
 import uvicorn
 from fastapi import FastAPI
 
-from onceonly.adapters.serving import HEAD_TIMEOUT, BoundedHeadProtocol, with_head_timeout
-from onceonly.hub.kit.problems import RequestHeadersTooLarge, render
+from onceonly.adapters.serving import (
+    HEAD_TIMEOUT,
+    MALFORMED_DETAIL,
+    BoundedHeadProtocol,
+    with_head_timeout,
+)
+from onceonly.hub.kit.problems import HubError, InvalidRequest, RequestHeadersTooLarge, render
 from onceonly.hub.middleware import MAX_HEADER_BYTES
 
 MAX_HEAD_BYTES = 2 * MAX_HEADER_BYTES
 
 
-def _head_too_large() -> bytes:
-    """The whole 431 answer, written by the protocol itself (no app has run)."""
-    detail = f"the request head is larger than {MAX_HEAD_BYTES} bytes"
-    response = render(RequestHeadersTooLarge(detail))
-    head = [b"HTTP/1.1 431 Request Header Fields Too Large"]
+def _whole_answer(error: HubError, status_line: bytes) -> bytes:
+    """The whole answer to ``error``, written by the protocol itself (no app answered),
+    on a connection it then closes."""
+    response = render(error)
+    head = [status_line]
     head += [name + b": " + value for name, value in response.raw_headers]
     return b"\r\n".join([*head, b"connection: close", b"", bytes(response.body)])
 
@@ -47,12 +53,17 @@ def _head_too_large() -> bytes:
 class BoundedHttpToolsProtocol(BoundedHeadProtocol):
     """uvicorn's httptools protocol with a bound on each request head, writing each
     answer's head with its body (as the adapters are served): the adapters' protocol,
-    its 431 the hub's problem."""
+    its 431 and its 400 the hub's problems."""
 
     max_head_bytes = MAX_HEAD_BYTES
 
     def head_too_large(self) -> bytes:
-        return _head_too_large()
+        detail = f"the request head is larger than {MAX_HEAD_BYTES} bytes"
+        status_line = b"HTTP/1.1 431 Request Header Fields Too Large"
+        return _whole_answer(RequestHeadersTooLarge(detail), status_line)
+
+    def malformed(self) -> bytes:
+        return _whole_answer(InvalidRequest(MALFORMED_DETAIL), b"HTTP/1.1 400 Bad Request")
 
 
 def server_options(*, head_timeout: float = HEAD_TIMEOUT) -> dict[str, Any]:

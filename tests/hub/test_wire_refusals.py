@@ -4,6 +4,7 @@ framing the server refuses, the OAuth endpoints' challenge, caching of personal 
 and forwarded addresses. Every test runs on SQLite and PostgreSQL.
 """
 
+import json
 import logging
 import socket
 from collections.abc import Iterator
@@ -186,3 +187,28 @@ def test_an_http10_request_needs_no_host_field(hub: RunningHub) -> None:
     """Host is required of HTTP/1.1 requests only (RFC 9112 §3.2; RFC 1945 has none)."""
     status, _, body = answer_parts(raw_exchange(hub, b"GET /healthz HTTP/1.0\r\n\r\n"))
     assert status == 200, body
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"GET /healthz HTTP/1.1\r\nHost: hub\r\nNo colon here\r\n\r\n",
+        b"GET /he lthz HTTP/1.1\r\nHost: hub\r\n\r\n",
+        b"POST /v1/people/sign-in HTTP/1.1\r\nHost: hub\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"zz\r\n",
+    ],
+    ids=["header-field", "request-line", "chunk-size"],
+)
+def test_a_request_the_server_cannot_parse_gets_a_problem(
+    hub: RunningHub, request_bytes: bytes
+) -> None:
+    """uvicorn answered 'Invalid HTTP request received.' as text/plain; every error the
+    hub answers is an RFC 9457 problem (docs/problems.md)."""
+    status, fields, body = answer_parts(raw_exchange(hub, request_bytes))
+    assert status == 400, body
+    assert fields["content-type"] == "application/problem+json"
+    assert fields["connection"] == "close"
+    problem = json.loads(body)
+    assert problem["type"] == "urn:onceonly:problem:invalid-request"
+    assert (problem["title"], problem["status"]) == ("Invalid request", 400)
+    assert "HTTP/1.1" in problem["detail"]
