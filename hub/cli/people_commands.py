@@ -9,6 +9,7 @@ import argparse
 import getpass
 import os
 import sys
+import warnings
 from typing import Any
 
 from onceonly.hub.cli.common import (
@@ -23,6 +24,9 @@ from onceonly.hub.cli.common import (
 )
 from onceonly.hub.cli.output import Shape, role_cell
 
+NO_TERMINAL = (
+    "no terminal to ask for the password on: give it on standard input with --password-stdin"
+)
 PERSON = Shape(cells={"roles": role_cell})
 PEOPLE = Shape(
     rows="people",
@@ -32,9 +36,19 @@ PEOPLE = Shape(
 
 
 def _read_password(args: argparse.Namespace, prompt: str) -> str:
+    """From standard input (``--password-stdin``), else asked on the terminal without
+    echo; with no terminal to ask on, a refusal that names ``--password-stdin`` (getpass
+    would read standard input with echo, or end in EOFError)."""
     if args.password_stdin:
         return sys.stdin.readline().rstrip("\n")
-    return getpass.getpass(prompt)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", getpass.GetPassWarning)
+            return getpass.getpass(prompt)
+    except getpass.GetPassWarning:
+        raise CommandFailed(NO_TERMINAL, status=1) from None
+    except EOFError:  # Ctrl-D at the prompt
+        raise CommandFailed("no password given", status=1) from None
 
 
 def _sign_in(args: argparse.Namespace, hub: Hub) -> dict[str, Any]:
@@ -45,7 +59,10 @@ def _sign_in(args: argparse.Namespace, hub: Hub) -> dict[str, Any]:
             return oidc_login(hub.url, tls=hub.tls)
         except TimeoutError as error:  # the browser's sign-in never came back
             raise CommandFailed(str(error), status=1) from None
-    username = args.username or input("username: ")
+    try:
+        username = args.username or input("username: ")
+    except EOFError:  # no terminal, or Ctrl-D
+        raise CommandFailed("no username given: name it with --username", status=1) from None
     body: dict[str, Any] = {"username": username, "password": _read_password(args, "password: ")}
     if args.totp:
         body["totp"] = args.totp

@@ -3,6 +3,8 @@
 import io
 import json
 import stat
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,7 +14,10 @@ from joserfc.jwk import ECKey
 
 from onceonly.adapters import public_jwks
 from onceonly.hub.cli import main
+from onceonly.hub.cli.admin_client import AdminError
+from onceonly.hub.cli.people_commands import NO_TERMINAL
 
+from tests.hub.cli.test_cli_terminal import environment
 from tests.hub_testing import RunningHub, migrated_sqlite, running_hub
 
 PASSWORD = "a long and careful passphrase"
@@ -147,6 +152,34 @@ def test_totp_enrol_asks_for_the_password(
     enrolment = json.loads(out)
     assert enrolment["otpauth_uri"].startswith("otpauth://totp/")
     assert f"secret={enrolment['secret']}" in enrolment["otpauth_uri"]
+
+
+def test_a_password_asked_with_no_terminal_is_a_refusal_that_names_password_stdin(
+    hub: RunningHub, tmp_path: Path
+) -> None:
+    """The real command in a session of its own (no controlling terminal), standard
+    input empty, as from a script or over ssh without a tty: it printed an EOFError
+    traceback; now one line, exit 1, and no person is changed."""
+    env = environment(hub, tmp_path)  # the break-glass token, nothing else
+    for argv, said in [
+        (["people", "put", "ada", "--role", "administrator", "--set-password"], NO_TERMINAL),
+        (["login"], "no username given: name it with --username"),
+        (["login", "--username", "ada"], NO_TERMINAL),
+    ]:
+        ran = subprocess.run(
+            [sys.executable, "-m", "onceonly.hub", *argv],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            env=env,
+            start_new_session=True,  # no /dev/tty to ask on
+            timeout=60,
+        )
+        assert (ran.returncode, ran.stderr) == (1, said + "\n"), argv
+        assert ran.stdout in ("", "username: "), argv  # input()'s prompt, then EOF
+    with hub.admin() as admin, pytest.raises(AdminError) as refused:
+        admin.call("GET", "/v1/admin/people/ada")
+    assert refused.value.status == 404
 
 
 def test_an_administrator_disables_and_enables_a_client(
