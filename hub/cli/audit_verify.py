@@ -59,6 +59,14 @@ class CannotVerify(Exception):
     """The verification could not be carried out: exit 2."""
 
 
+class CredentialRefused(CannotVerify):
+    """The hub refuses the credential sent (``status``: 401 or 403)."""
+
+    def __init__(self, message: str, *, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 @dataclass(frozen=True)
 class Seen:
     """A verified signed checkpoint and where it came from."""
@@ -203,10 +211,17 @@ def _evidence(earlier: Seen, current: Seen) -> str:
 def _check_full(client: "_Hub", checkpoint: Checkpoint, *, contents: bool, say: Say) -> None:
     size = checkpoint.size
     sample = proof_sample(size)
+    refused = contents and not client.reads_contents()
+    contents = contents and not refused
     downloaded = _check_entries(client, checkpoint, contents=contents, sample=sample)
     say(f"all {size} leaf hashes recomputed to the signed root")
     if contents:
         say(f"all {size} entries' contents match their leaf hashes")
+    elif refused:
+        say(
+            "entry contents not checked: the hub does not show them to the account signed in"
+            " (403), so leaf hashes only, as signed out; sign in as an auditor to check them too"
+        )
     else:
         say("entry contents not checked: sign in as an auditor to check them too")
     _check_proofs(client, checkpoint, downloaded)
@@ -400,13 +415,28 @@ class _Hub:
                 f" {response.status_code} {response.text[:300]}"
             )
         if response.status_code in (401, 403):
-            raise CannotVerify(
+            raise CredentialRefused(
                 f"the hub refuses this credential ({response.status_code} to {path}): sign in"
-                " again as an auditor, or verify without one (leaf hashes only)"
+                " again as an auditor, or verify without one (leaf hashes only)",
+                status=response.status_code,
             )
         if response.status_code != 200:
             raise CannotVerify(f"the hub answered {response.status_code} to {path}")
         return response
+
+    def reads_contents(self) -> bool:
+        """Whether the hub shows entries' content to the credential. One it refuses
+        (403: a person signed in who is not an auditor) is dropped: what ``--full``
+        reads after is public, as for a verifier signed out (docs/audit.md). A 401 (a
+        session expired or unknown) still stops the run: signing in again fixes it."""
+        try:
+            self._get("/v1/audit/leaves?start=0&limit=1")
+        except CredentialRefused as refused:
+            if refused.status != 403:
+                raise
+            del self._client.headers["Authorization"]
+            return False
+        return True
 
     def text(self, path: str) -> str:
         return self._get(path).text

@@ -36,6 +36,7 @@ from tests.hub_testing import (
     module_database,
     problem_type,
     running_hub,
+    signed_in,
     wait_until,
 )
 
@@ -230,6 +231,23 @@ def test_a_credential_that_is_no_auditors_cannot_check_contents(
     status, output = auditor.signed_in("oop_not-a-session").verify(hub, "--full")
     assert status == 2
     assert "the hub refuses this credential (401" in output
+
+
+def test_an_administrator_signed_in_verifies_the_leaf_hashes_as_if_signed_out(
+    hub: RunningHub, auditor: Auditor, verified: list[dict[str, Any]]
+) -> None:
+    """docs/audit.md: --full needs no account. Signed in as an administrator (whom the
+    hub refuses the content, 403), it exited 2: "sign in again as an auditor, or verify
+    without one". Now it checks what a signed-out verifier checks, and says so."""
+    token = signed_in(hub, "ada", {"role": "administrator"})["Authorization"].split()[1]
+    status, output = auditor.signed_in(token).verify(hub, "--full")
+    assert status == 0, output
+    assert "leaf hashes recomputed to the signed root" in output  # and the sign-in's
+    assert (
+        "entry contents not checked: the hub does not show them to the account signed in"
+        " (403), so leaf hashes only, as signed out" in output
+    )
+    assert "inclusion and consistency proofs of every entry and size" in output
 
 
 def test_an_entry_edited_in_place_is_detected(
