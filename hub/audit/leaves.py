@@ -11,12 +11,20 @@ Entries of version 2 (``"v": 2``) are private in content and public in shape:
 - a record delivered to a consumer is committed to as ``commitment``, an HMAC-SHA-256
   of its canonical JSON under a key made for that one exchange, which the hub hands to
   the consumer with the receipt and does not keep: only a holder of the key can test
-  a record against the commitment (see :func:`commitment`).
+  a record against the commitment (see :func:`commitment`);
+- an entry that a department may read although the department was not entitled to
+  the subject at that moment (a record query refused before the hub decided to call
+  the owner, an event delivery refused because the subscriber no longer may be told)
+  carries ``subject_commitment`` instead of ``subject`` (decision 0069): a department
+  cannot compute pseudonyms, so it cannot test one against the commitment, and a
+  refused request no longer turns an identifier into its pseudonym for whoever sent
+  it. The row still indexes the pseudonym (see :func:`indexed_subject`).
 
 Entries of version 1 (before salts) stay as they were written: the log is append-only.
 """
 
 import base64
+import hashlib
 import hmac
 import os
 from datetime import datetime
@@ -31,6 +39,10 @@ ENTRY_VERSION = 2
 SALT_BYTES = 16  # 128 bits
 COMMITMENT_KEY_BYTES = 32
 COMMITMENT_PREFIX = "hmac-sha256:"
+SUBJECT_COMMITMENT_PREFIX = "sha256:"
+# Not a member: the pseudonym a ``subject_commitment`` commits to, carried with the
+# entry to its row's indexed ``subject`` column and never into the leaf.
+_SEALED_SUBJECT = "_sealed_subject"
 # The members an entry may carry, in the order DESIGN.md lists them.
 ENTRY_FIELDS = (
     "client",
@@ -41,6 +53,7 @@ ENTRY_FIELDS = (
     "item",
     "version",
     "subject",
+    "subject_commitment",  # instead of ``subject`` where the reader was not entitled to it
     "purpose",
     "grant",
     "fields",
@@ -58,8 +71,18 @@ ENTRY_FIELDS = (
 _KNOWN_FIELDS = frozenset(ENTRY_FIELDS)
 
 
-def build_entry(*, time: datetime, action: str, outcome: str, **fields: Any) -> dict[str, Any]:
-    """The entry as a JSON object, salted; members without a value are left out."""
+def build_entry(
+    *,
+    time: datetime,
+    action: str,
+    outcome: str,
+    sealed_subject: str | None = None,
+    **fields: Any,
+) -> dict[str, Any]:
+    """The entry as a JSON object, salted; members without a value are left out.
+
+    ``sealed_subject``: a pseudonym that the leaf commits to as ``subject_commitment``
+    without showing it, unless the entry names its ``subject`` anyway (which wins)."""
     unknown = fields.keys() - _KNOWN_FIELDS
     if unknown:
         raise ValueError(f"unknown audit entry fields: {sorted(unknown)}")
@@ -67,11 +90,47 @@ def build_entry(*, time: datetime, action: str, outcome: str, **fields: Any) -> 
     entry["outcome"] = outcome
     entry.update({k: v for k, v in fields.items() if v is not None})
     entry["salt"] = base64url.encode(os.urandom(SALT_BYTES))
+    if sealed_subject is not None and "subject" not in entry:
+        entry["subject_commitment"] = subject_commitment(entry["salt"], sealed_subject)
+        entry[_SEALED_SUBJECT] = sealed_subject
     return entry
 
 
 def leaf_bytes(entry: dict[str, Any]) -> bytes:
+    """The leaf: the entry's members as RFC 8785 canonical JSON (a sealed subject is no
+    member)."""
+    if _SEALED_SUBJECT in entry:
+        entry = {name: value for name, value in entry.items() if name != _SEALED_SUBJECT}
     return canonical_json(entry)
+
+
+def indexed_subject(entry: dict[str, Any]) -> str | None:
+    """The pseudonym the entry's row indexes for the auditors' search by subject: its
+    ``subject``, or the one its ``subject_commitment`` commits to."""
+    subject = entry.get("subject", entry.get(_SEALED_SUBJECT))
+    return None if subject is None else str(subject)
+
+
+def subject_commitment(salt: str, pseudonym: str) -> str:
+    """``sha256:<base64url>``: SHA-256 of the entry's salt (its 16 bytes, decoded from
+    base64url) followed by the UTF-8 bytes of the pseudonym (64 hex digits). Only who
+    can compute pseudonyms (the hub's key) can test a person against it; the salt makes
+    the same person's commitments differ from entry to entry."""
+    digest = hashlib.sha256(base64url.decode(salt) + pseudonym.encode()).digest()
+    return SUBJECT_COMMITMENT_PREFIX + base64url.encode(digest)
+
+
+def commits_to(entry: dict[str, Any], pseudonym: str) -> bool:
+    """Whether ``entry``'s ``subject_commitment`` is that of ``pseudonym``."""
+    stated = entry.get("subject_commitment")
+    salt = entry.get("salt")
+    if not isinstance(stated, str) or not isinstance(salt, str):
+        return False
+    try:
+        expected = subject_commitment(salt, pseudonym)
+    except ValueError:  # a salt that is no base64url
+        return False
+    return hmac.compare_digest(stated, expected)
 
 
 def leaf_hash(leaf: bytes) -> bytes:

@@ -7,7 +7,10 @@ Its content (who, about whom, why) is personal data:
 - an **auditor** (a person with the auditor role) reads every entry;
 - a **department**, through a client with ``audit:read``, reads the entries that name
   it: what its own clients did, the events delivered to it, and the record queries
-  its adapter was asked to answer (see :meth:`Reader.may_read`);
+  its adapter was asked to answer (see :meth:`Reader.may_read`); of a request it was
+  not entitled to make (refused before the hub called the owner, a delivery refused
+  by the entitlement check) the entry holds only a commitment to the subject's
+  pseudonym, never the pseudonym (decision 0069, ``leaves.subject_commitment``);
 - the **citizen portal** reads a subject's own accesses through ``/v1/citizen``;
 - anyone else reads leaf hashes only.
 

@@ -27,6 +27,13 @@ class EntryOut(BaseModel):
     leaf_hash: str
     leaf: str | None = Field(default=None, exclude_if=_absent)
     entry: dict[str, Any] | None = Field(default=None, exclude_if=_absent)
+    committed_subject: str | None = Field(
+        default=None,
+        exclude_if=_absent,
+        description="For auditors, of an entry whose leaf holds subject_commitment instead"
+        " of subject: the pseudonym the hub indexes the entry by, which the commitment"
+        " lets them check (decision 0069)",
+    )
 
 
 class EntryPage(BaseModel):

@@ -235,7 +235,7 @@ def _values(entry: dict[str, Any], leaf: bytes) -> tuple[Any, ...]:
         entry.get("department"),
         entry.get("client"),
         entry.get("item"),
-        entry.get("subject"),
+        leaves.indexed_subject(entry),  # the pseudonym, whether the leaf shows or commits to it
     )
 
 
@@ -416,6 +416,8 @@ EXPORT_COLUMNS = (
     "item",
     "version",
     "subject",
+    "subject_commitment",
+    "committed_subject",  # not in the leaf: the pseudonym the index keeps for the commitment
     "purpose",
     "grant",
     "fields",
@@ -465,10 +467,13 @@ async def export_lines(
 
 def _export_line(row: AuditEntry, *, format: str) -> str:
     entry = json.loads(row.leaf)
+    record: dict[str, Any] = {"index": row.idx, "leaf_hash": leaves.b64(row.leaf_hash)}
+    if (committed := _committed_subject(row, entry)) is not None:
+        record["committed_subject"] = committed
     if format == "jsonl":
-        record = {"index": row.idx, "leaf_hash": leaves.b64(row.leaf_hash), "entry": entry}
+        record["entry"] = entry
         return json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n"
-    values = {**entry, "index": row.idx, "leaf_hash": leaves.b64(row.leaf_hash)}
+    values = {**entry, **record}
     cells = [_cell(values.get(column)) for column in EXPORT_COLUMNS]
     return _csv_line([neutralize_formula(cell) for cell in cells])
 
@@ -515,6 +520,12 @@ def _page(
     return EntryPage(entries=entries, next_cursor=str(page[-1].idx) if more else None)
 
 
+def _committed_subject(row: AuditEntry, entry: dict[str, Any]) -> str | None:
+    """For auditors: the pseudonym the row indexes for an entry whose leaf commits to its
+    subject instead of naming it (decision 0069), which they can check against it."""
+    return row.subject if "subject_commitment" in entry else None
+
+
 def _entry_out(row: AuditEntry, reader: Reader) -> EntryOut:
     leaf_hash = leaves.b64(row.leaf_hash)
     if reader.anonymous:
@@ -522,7 +533,14 @@ def _entry_out(row: AuditEntry, reader: Reader) -> EntryOut:
     entry = json.loads(row.leaf)
     if not reader.may_read(entry):
         return EntryOut(index=row.idx, leaf_hash=leaf_hash)
-    return EntryOut(index=row.idx, leaf_hash=leaf_hash, leaf=leaves.b64(row.leaf), entry=entry)
+    committed = _committed_subject(row, entry) if reader.auditor else None
+    return EntryOut(
+        index=row.idx,
+        leaf_hash=leaf_hash,
+        leaf=leaves.b64(row.leaf),
+        entry=entry,
+        committed_subject=committed,
+    )
 
 
 async def inclusion(session: AsyncSession, *, index: int, tree_size: int) -> ProofOut:

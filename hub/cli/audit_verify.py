@@ -12,7 +12,8 @@
    (RFC 9162 §2.1.3.2, §2.1.4.2): the inclusion proof of every entry and the
    consistency proof from every size, or of a random sample of them on a larger log,
    which the hub cannot know in advance. With an auditor's credential (``token``),
-   also check every entry's content against its leaf hash.
+   also check every entry's content against its leaf hash, and the subject the hub
+   indexes an entry by against the entry's ``subject_commitment`` (decision 0069).
 
 Exit status: 0 verified, 1 verification failed (evidence of tampering, or a hub that
 cannot prove what it signed: a proof it refuses with 4xx or 5xx), 2 the verification
@@ -36,7 +37,7 @@ from typing import Any
 
 import httpx
 
-from onceonly.hub.audit import merkle
+from onceonly.hub.audit import leaves, merkle
 from onceonly.hub.audit.notes import Checkpoint, NoteError, Verifier, open_checkpoint
 from onceonly.hub.cli.progress import Progress
 from onceonly.hub.kit.untrusted_json import load_json
@@ -365,6 +366,21 @@ def _check_content(item: dict[str, Any], *, index: int, stated: bytes) -> None:
         raise VerificationFailed(f"entry {index}: its content does not match its leaf hash")
     if decoded != item.get("entry"):
         raise VerificationFailed(f"entry {index}: the decoded entry is not its leaf")
+    _check_committed_subject(item, decoded, index=index)
+
+
+def _check_committed_subject(item: dict[str, Any], decoded: Any, *, index: int) -> None:
+    """An entry whose leaf commits to its subject (decision 0069) comes with the pseudonym
+    the hub's index keeps for it (``committed_subject``): the two must agree, or the
+    auditors' search by subject finds the wrong entries."""
+    if not isinstance(decoded, dict) or "subject_commitment" not in decoded:
+        return
+    committed = item.get("committed_subject")
+    if not isinstance(committed, str) or not leaves.commits_to(decoded, committed):
+        raise VerificationFailed(
+            f"entry {index}: the subject the hub indexes it by is not the one its leaf"
+            " commits to (subject_commitment)"
+        )
 
 
 def _save(path: Path, seen: Seen) -> None:

@@ -274,7 +274,7 @@ async def entry_page(
         visit,
         "auditor/entry.html",
         found=found,
-        rows=log_search.entry_rows(found.entry),
+        rows=log_search.entry_rows(found.entry, committed_subject=found.committed_subject),
         actions=log_search.ACTIONS,
         outcomes=log_search.OUTCOMES,
         reasons=log_search.REASONS,

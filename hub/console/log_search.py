@@ -176,6 +176,10 @@ ENTRY_LABELS: Final = {
     "item": N_("Data item"),
     "version": N_("Version"),
     "subject": N_("About whom (pseudonym)"),
+    "committed_subject": N_(
+        "About whom (pseudonym from the index: the entry holds its commitment)"
+    ),
+    "subject_commitment": N_("Commitment to the pseudonym"),
     "purpose": N_("Purpose"),
     "grant": N_("Grant"),
     "fields": N_("Fields concerned"),
@@ -350,9 +354,12 @@ def _text(value: Any) -> str:
     return str(value)
 
 
-def entry_rows(entry: Mapping[str, Any]) -> list[EntryRow]:
+def entry_rows(entry: Mapping[str, Any], *, committed_subject: str | None = None) -> list[EntryRow]:
     """Every member of ``entry`` (known ones first, in the page's order; any other after,
-    by its own name), so that nothing the leaf says is left off the page."""
+    by its own name), so that nothing the leaf says is left off the page; and, for an
+    entry that commits to its subject, the pseudonym the hub's index keeps for it."""
+    if committed_subject is not None:
+        entry = {**entry, "committed_subject": committed_subject}
     known = [name for name in ENTRY_LABELS if name in entry]
     others = sorted(name for name in entry if name not in ENTRY_LABELS)
     return [

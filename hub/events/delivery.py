@@ -346,6 +346,10 @@ async def _all_settled(attempts: Iterable[Awaitable[None]]) -> None:
 def _entry(
     delivery: DueDelivery, *, at: datetime, outcome: str, reason: str | None = None
 ) -> dict[str, Any]:
+    """The delivery's entry, which the subscriber reads. A refused one (the subscriber
+    may no longer be told, :func:`entitlement`) commits to the subject's pseudonym
+    without showing it (decision 0069)."""
+    refused = outcome == "refused"
     return leaves.build_entry(
         time=at,
         action="event.deliver",
@@ -353,7 +357,8 @@ def _entry(
         reason=reason,
         department=delivery.department_id,
         item=delivery.item_id,
-        subject=delivery.subject_pseudonym,
+        subject=None if refused else delivery.subject_pseudonym,
+        sealed_subject=delivery.subject_pseudonym if refused else None,
         event=delivery.event_id,
         request_id=delivery.id,
     )

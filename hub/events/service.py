@@ -77,11 +77,13 @@ async def publish(
     ``idempotency_key`` of an earlier one of the caller's department answers with that
     event and its receipt; it stores nothing and writes no entry (it decides nothing)."""
     pseudonym = keys.pseudonym(event.subject)
-    scope.note(item=item_id, subject=pseudonym)
+    # sealed until the caller is the owner: its entry is the caller's to read (decision 0069)
+    scope.note(item=item_id, sealed_subject=pseudonym)
     served = await registry.item_for_exchange(session, item_id)
     caller.require_scope(publish_scope(item_id))
     if served.item.owner_id != caller.department:
         raise NotOwner(f"department {caller.department!r} does not own {item_id!r}")
+    scope.note(subject=pseudonym)
     now = clock.now()
     departments = [
         subscriber.department

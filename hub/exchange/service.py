@@ -57,7 +57,9 @@ async def query_record(
     clock: Clock,
 ) -> ExchangeOutcome:
     pseudonym = context.keys.pseudonym(query.subject)
-    scope.note(item=item_id, subject=pseudonym, purpose=query.purpose)
+    # Sealed until the hub decides to call the owner: the caller reads its entry, and a
+    # refusal must not turn any identifier it sends into a pseudonym (decision 0069).
+    scope.note(item=item_id, sealed_subject=pseudonym, purpose=query.purpose)
     kept_as = repository.facts_key(
         item_id=item_id,
         client_id=caller.client_id,
@@ -260,7 +262,8 @@ async def _ask_owner(
         loopback_allowed=settings.adapters_on_loopback,
     ):  # stored before registration refused it (decision 0060)
         raise OwnerUnavailable("the owner department's adapter URL is not one this hub calls")
-    scope.note(owner=facts.owner)  # from here the owner is party to the query
+    # from here the owner is party to the query, and the consumer was admitted to ask
+    scope.note(owner=facts.owner, subject=pseudonym)
     token = mint_request_token(
         key=context.keys.signing,
         issuer=context.settings.issuer,

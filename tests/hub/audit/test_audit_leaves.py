@@ -2,6 +2,7 @@
 
 import hashlib
 import hmac
+import json
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -23,8 +24,6 @@ def _vectors() -> list[str]:
 @pytest.mark.skipif(not _vectors(), reason=f"RFC 8785 vectors not found at {JCS} (../shared)")
 @pytest.mark.parametrize("name", _vectors())
 def test_canonical_json_matches_the_rfc8785_vectors(name: str) -> None:
-    import json
-
     value = json.loads((JCS / "input" / name).read_text(encoding="utf-8"))
     expected = (JCS / "output" / name).read_bytes()
     assert canonical_json(value) == expected
@@ -75,3 +74,39 @@ def test_commitment_is_an_hmac_of_the_canonical_json_under_the_exchange_key() ->
     assert leaves.commitment(key, record) == "hmac-sha256:" + base64url.encode(mac)
     assert len(key) == 32
     assert leaves.commitment(leaves.new_commitment_key(), record) != leaves.commitment(key, record)
+
+
+PSEUDONYM = "a" * 64
+
+
+def _sealed(**fields: object) -> dict[str, object]:
+    return leaves.build_entry(
+        time=datetime(2026, 12, 7, tzinfo=UTC),
+        action="record.query",
+        outcome="refused",
+        sealed_subject=PSEUDONYM,
+        **fields,
+    )
+
+
+def test_a_sealed_subject_is_committed_to_in_the_leaf_and_indexed_in_the_row() -> None:
+    """Decision 0069: the leaf holds sha256:base64url(SHA-256(salt bytes ‖ pseudonym))."""
+    entry = _sealed()
+    leaf = leaves.leaf_bytes(entry)
+    assert PSEUDONYM.encode() not in leaf
+    digest = hashlib.sha256(base64url.decode(str(entry["salt"])) + PSEUDONYM.encode()).digest()
+    decoded = json.loads(leaf)
+    assert "subject" not in decoded
+    assert decoded["subject_commitment"] == "sha256:" + base64url.encode(digest)
+    assert leaves.indexed_subject(entry) == PSEUDONYM
+    assert leaves.commits_to(decoded, PSEUDONYM)
+    assert not leaves.commits_to(decoded, "b" * 64)
+    assert not leaves.commits_to({**decoded, "salt": "not base64url!"}, PSEUDONYM)
+
+
+def test_a_named_subject_wins_over_a_sealed_one() -> None:
+    entry = _sealed(subject=PSEUDONYM)
+    assert "subject_commitment" not in entry
+    decoded = leaves.leaf_bytes(entry)
+    assert b'"subject":"' + PSEUDONYM.encode() in decoded
+    assert leaves.indexed_subject(entry) == PSEUDONYM

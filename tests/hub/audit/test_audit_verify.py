@@ -277,6 +277,41 @@ def test_an_entry_whose_leaf_no_longer_matches_its_hash_is_named(
     assert "entry 3: its content does not match its leaf hash" in output
 
 
+def test_an_index_subject_changed_under_a_subject_commitment_is_detected(
+    hub: RunningHub, auditor: Auditor, database_url: str
+) -> None:
+    """Decision 0069: a leaf that commits to its subject instead of naming it leaves the
+    pseudonym to the row's indexed column; an auditor's ``--full`` checks one against
+    the other, so the column cannot be moved to another person unnoticed (the leaves,
+    their hashes and the signed root are untouched)."""
+    sealed = [
+        leaves.build_entry(
+            time=datetime.now(UTC),
+            action="record.query",
+            outcome="refused",
+            request_id=f"sealed{n}",
+            sealed_subject=hashlib.sha256(f"sealed{n}".encode()).hexdigest(),
+        )
+        for n in range(3)
+    ]
+    append(database_url, [_entry(0), *sealed])
+    wait_for_checkpoint(hub, 4)
+    assert all("subject" not in entry for entry in stored_entries(database_url)[1:])
+    status, output = auditor.signed_in(hub.keys.admin_token).verify(hub, "--full")
+    assert status == 0, output
+    execute(
+        database_url,
+        "UPDATE audit_entries SET subject = :other WHERE idx = 2",
+        other=hashlib.sha256(b"someone else").hexdigest(),
+    )
+    assert auditor.verify(hub, "--full")[0] == 0  # the public cannot tell
+    status, output = auditor.signed_in(hub.keys.admin_token).verify(hub, "--full")
+    assert status == 1, output
+    assert "entry 2: the subject the hub indexes it by is not the one its leaf" in output
+    execute(database_url, "UPDATE audit_entries SET subject = NULL WHERE idx = 2")
+    assert auditor.signed_in(hub.keys.admin_token).verify(hub, "--full")[0] == 1
+
+
 def test_an_edited_history_re_signed_by_the_operator_is_a_fork(
     hub: RunningHub, auditor: Auditor, verified: list[dict[str, Any]], database_url: str
 ) -> None:

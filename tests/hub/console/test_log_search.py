@@ -71,6 +71,20 @@ def test_every_member_of_an_entry_is_shown() -> None:
     ]
 
 
+def test_an_entry_that_commits_to_its_subject_shows_the_indexed_pseudonym_beside_it() -> None:
+    """Decision 0069: the auditor's page shows the pseudonym the index keeps, labelled as
+    coming from the index, next to the leaf's commitment."""
+    entry = {"action": "record.query", "subject_commitment": "sha256:abc"}
+    rows = entry_rows(entry, committed_subject="p" * 64)
+    assert [(row.name, row.value) for row in rows] == [
+        ("action", "record.query"),
+        ("committed_subject", "p" * 64),
+        ("subject_commitment", "sha256:abc"),
+    ]
+    assert "the entry holds its commitment" in rows[1].label
+    assert [row.name for row in entry_rows(entry)] == ["action", "subject_commitment"]
+
+
 KEY = bytes(range(32))
 SEARCH = LogSearch(subject="49001011234", action="record.query")
 

@@ -5,6 +5,7 @@ with its department's last grant. Real hubs and adapters on loopback, on SQLite 
 PostgreSQL, on the worlds of test_events.py.
 """
 
+import base64
 import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -15,6 +16,7 @@ import pytest
 import sqlalchemy as sa
 
 from onceonly.adapters import OnceonlyError
+from onceonly.hub.audit import leaves
 
 from tests.hub.events.test_events import (  # its worlds are in conftest.py
     ADDRESS,
@@ -27,7 +29,7 @@ from tests.hub.events.test_events import (  # its worlds are in conftest.py
     consumer_adapter,
     the_delivery,
 )
-from tests.hub_testing import CATALOGUE, audit_entry_for, wait_until
+from tests.hub_testing import CATALOGUE, audit_entries, audit_entry_for, wait_until
 
 PATIENT = {**FAST_RETRIES, "event_max_attempts": 100}
 """Retries every 0.2 s at most: no dead letter while a test waits (20 s)."""
@@ -153,6 +155,27 @@ def test_a_pending_delivery_the_subscriber_is_no_longer_entitled_to_is_cancelled
         assert (last["event"], last["outcome"], last["reason"]) == (event_id, "refused", reason)
         with db.connect() as conn:  # nothing left to send: the raw subject is gone
             assert conn.execute(sa.text("SELECT subject FROM events")).scalar() is None
+        refused_entry_names_no_subject(world, event_id)
+
+
+def refused_entry_names_no_subject(world: EventWorld, event_id: str) -> None:
+    """The subscriber reads its refused delivery's entry, which commits to the subject's
+    pseudonym without naming it (decision 0069); the attempts before, made while it was
+    entitled, name it; the auditors' search by subject finds them all."""
+    pseudonym = world.hub.keys.pseudonym(SUBJECT)
+    found = audit_entries(world.hub, action="event.deliver")
+    *attempts, refused = [e for e in found if e["entry"]["event"] == event_id]
+    assert attempts
+    assert all(e["entry"]["subject"] == pseudonym for e in attempts)
+    with world.consumer() as subscriber:
+        shown = subscriber.audit_entry(refused["index"])
+    assert shown["entry"]["outcome"] == "refused"
+    assert "subject" not in shown["entry"]
+    assert pseudonym.encode() not in base64.b64decode(shown["leaf"])
+    assert leaves.commits_to(shown["entry"], pseudonym)
+    with world.hub.admin() as admin:
+        searched = admin.audit_entries(action="event.deliver", subject=SUBJECT)["entries"]
+    assert refused["index"] in {e["index"] for e in searched}
 
 
 def test_a_subscription_ends_with_its_departments_last_grant(
