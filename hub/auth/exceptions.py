@@ -29,13 +29,26 @@ class InvalidTokenRequest(OAuthError):
     title = "Invalid token request"
 
 
+# The challenge of the OAuth endpoints' 401 (RFC 9110 §11.6.1: every 401 names one
+# applicable to the target). Clients authenticate there with private_key_jwt (or a TLS
+# client certificate), which no HTTP authentication scheme expresses: the challenge's
+# scheme is the method's registered name (RFC 7591 §2), never Basic or Bearer, which
+# the endpoints do not take (decision 0073).
+CLIENT_AUTHENTICATION_SCHEME = "private_key_jwt"
+
+
 class InvalidClient(OAuthError):
-    """Client authentication failed (RFC 6749 §5.2): 401."""
+    """Client authentication failed (RFC 6749 §5.2): 401, with a ``WWW-Authenticate``
+    challenge of :data:`CLIENT_AUTHENTICATION_SCHEME` (decision 0073)."""
 
     error = "invalid_client"
     status = 401
     slug = "oauth-invalid-client"
     title = "Client authentication failed"
+
+    def __init__(self, detail: str, *, headers: Mapping[str, str] | None = None) -> None:
+        header = challenge(CLIENT_AUTHENTICATION_SCHEME, error=self.error, detail=detail)
+        super().__init__(detail, headers={"WWW-Authenticate": header, **(headers or {})})
 
 
 # The one answer to every failure that could tell whether a client id exists.

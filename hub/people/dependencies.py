@@ -18,6 +18,9 @@ from onceonly.hub.people.exceptions import NotSignedIn
 from onceonly.hub.people.principal import Forbidden, Principal
 
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="onceonly-people"'}
+# RFC 6750 §3.1: a token that was sent and is not accepted is invalid_token (a request
+# without one gets the bare challenge).
+_INVALID_TOKEN = {"WWW-Authenticate": 'Bearer realm="onceonly-people", error="invalid_token"'}
 
 
 def bearer(request: Request) -> str | None:
@@ -50,7 +53,7 @@ async def current_principal(request: Request, session: SessionDep, hub: HubDep) 
             raise NotSignedIn(
                 "the break-glass token is turned off on this hub (break_glass_token = false):"
                 " sign in as a person (onceonly login)",
-                headers=_CHALLENGE,
+                headers=_INVALID_TOKEN,
             )
         principal = Principal.emergency()
         audit.note(client="administrator", person=principal.name)
@@ -59,7 +62,7 @@ async def current_principal(request: Request, session: SessionDep, hub: HubDep) 
     if principal_or_none is None:
         raise NotSignedIn(
             "the sign-in is not valid: it expired, was ended, or the account is disabled",
-            headers=_CHALLENGE,
+            headers=_INVALID_TOKEN,
         )
     audit.note(person=principal_or_none.name)
     # Only read: the session's connection goes back to the pool now, so that a route

@@ -212,3 +212,35 @@ def test_a_request_the_server_cannot_parse_gets_a_problem(
     assert problem["type"] == "urn:onceonly:problem:invalid-request"
     assert (problem["title"], problem["status"]) == ("Invalid request", 400)
     assert "HTTP/1.1" in problem["detail"]
+
+
+@pytest.mark.parametrize("endpoint", ["/oauth/token", "/oauth/introspect", "/oauth/revoke"])
+@pytest.mark.parametrize("authorization", [None, "Basic eDp5"], ids=["none", "basic"])
+def test_the_oauth_endpoints_401_carries_a_challenge(
+    hub: RunningHub, endpoint: str, authorization: str | None
+) -> None:
+    """RFC 9110 §11.6.1: every 401 carries WWW-Authenticate; RFC 6749 §5.2. The endpoints
+    take private_key_jwt only (or a TLS client certificate), never Basic: the challenge
+    names that method, not a scheme they would refuse (decision 0073)."""
+    form = {"grant_type": "client_credentials", "token": "x"}
+    headers = {"Authorization": authorization} if authorization else {}
+    answer = httpx.post(f"{hub.url}{endpoint}", data=form, headers=headers)
+    assert answer.status_code == 401, answer.text
+    assert answer.json()["error"] == "invalid_client"
+    challenge = answer.headers["www-authenticate"]
+    assert challenge.startswith('private_key_jwt realm="onceonly", error="invalid_client"')
+
+
+def test_a_people_route_names_a_token_it_refuses_invalid_token(hub: RunningHub) -> None:
+    """RFC 6750 §3.1: a token sent and refused is invalid_token; without one, the bare
+    challenge."""
+    refused = httpx.get(
+        f"{hub.url}/v1/admin/people", headers={"Authorization": "Bearer oop_not-a-sign-in"}
+    )
+    assert refused.status_code == 401
+    assert refused.headers["www-authenticate"] == (
+        'Bearer realm="onceonly-people", error="invalid_token"'
+    )
+    none = httpx.get(f"{hub.url}/v1/admin/people")
+    assert none.status_code == 401
+    assert none.headers["www-authenticate"] == 'Bearer realm="onceonly-people"'
