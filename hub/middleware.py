@@ -5,10 +5,12 @@ Pure ASGI (not BaseHTTPMiddleware) so that it adds no task per request and can
 stop an oversized body while it streams in.
 
 Request ids: the hub makes its own for every request (``X-Request-Id`` on the
-answer, ``request_id`` in the audit entry, sent on to an owner's adapter). A
-well-formed ``X-Request-Id`` from the client is kept beside it, as
-``client_request_id`` in the scope's state and the audit entry: a client's id is
-not unique, so it never names an entry.
+answer, ``request_id`` in the audit entry and the access log, sent on to an owner's
+adapter). A well-formed ``X-Request-Id`` from the client is held beside it, as
+``client_request_id`` in the scope's state, and goes into the audit entry only once
+the client has authenticated (onceonly.hub.audit.service.AuditScope, decision 0070):
+a client's id is not unique, so it never names an entry, and it is never echoed nor
+logged.
 """
 
 import logging

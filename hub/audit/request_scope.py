@@ -8,9 +8,15 @@ from onceonly.hub.audit.service import AuditLog, AuditScope
 
 def open_audit_scope(request: Request, action: str, *, log: AuditLog) -> AuditScope:
     """The request's audit scope for ``action``, written to ``log``: the hub's request id,
-    and the caller's own id beside it (onceonly.hub.middleware puts both in the request's
-    state)."""
-    scope = AuditScope(log=log, action=action, request_id=request.state.request_id)
-    scope.note(client_request_id=request.state.client_request_id)
-    request.state.audit = scope
+    and the caller's own id held beside it, which the entry keeps only once the client
+    has authenticated (``AuditScope.client_authenticated``; onceonly.hub.middleware puts
+    both in the request's state)."""
+    state = request.state
+    scope = AuditScope(
+        log=log,
+        action=action,
+        request_id=state.request_id,
+        client_request_id=state.client_request_id,
+    )
+    state.audit = scope
     return scope

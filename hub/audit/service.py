@@ -298,9 +298,19 @@ class AuditScope:
     request_id: str
     fields: dict[str, Any] = field(default_factory=dict)
     recorded: bool = False
+    client_request_id: str | None = None  # the caller's X-Request-Id, held back (below)
 
     def note(self, **fields: Any) -> None:
         self.fields.update(fields)
+
+    def client_authenticated(self) -> None:
+        """The request's client has proved who it is (its access token with its DPoP
+        proof or certificate; at the token endpoint its assertion or certificate): the
+        entry keeps the ``X-Request-Id`` it sent as ``client_request_id``, which its
+        department answers for. Until then the entry keeps nothing the caller chose:
+        anyone could write a name or an identifier into a log that erases nothing
+        (decision 0070)."""
+        self.note(client_request_id=self.client_request_id)
 
     async def record_success(self, **fields: Any) -> Receipt:
         """Audit a request that read only: through the group-commit writer."""

@@ -80,10 +80,13 @@ def caller_from_request(
         scheme=scheme,
     )
     if scheme == "DPoP":
-        return _with_proof(
+        caller = _with_proof(
             caller, request, claims=claims, token=token, settings=settings, keys=keys, clock=clock
         )
-    _check_bearer_binding(request, claims=claims, settings=settings)
+    else:
+        _check_bearer_binding(request, claims=claims, settings=settings)
+    if scope is not None:
+        scope.client_authenticated()
     return caller
 
 

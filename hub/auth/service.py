@@ -404,13 +404,16 @@ async def authenticate_client(
     the cause as its reason, and names the client when it is registered.
     """
     try:
-        return await _authenticate(
+        authenticated = await _authenticate(
             session, jtis=jtis, request=request, settings=settings, scope=scope, clock=clock
         )
     except ClientNotAuthenticated as refusal:
         if scope is not None:
             await scope.record_failure(refusal)
         raise refusal.answer() from None
+    if scope is not None:
+        scope.client_authenticated()
+    return authenticated
 
 
 async def _authenticate(

@@ -3,8 +3,6 @@ error is one JSON log record and a 500 problem on a connection that stays open;
 oversized request headers get 431; the hub's request ids are its own.
 """
 
-import csv
-import io
 import json
 import os
 import socket
@@ -13,7 +11,6 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -262,47 +259,19 @@ def test_eight_megabytes_of_headers_are_never_taken(hub: RunningHub) -> None:
     assert httpx.get(f"{hub.url}/healthz").status_code == 200  # and the server goes on
 
 
-def entries_with(hub: RunningHub, client_request_id: str) -> list[dict[str, Any]]:
-    with hub.admin() as admin:
-        page = admin.audit_entries(limit=1000)
-    return [
-        e["entry"]
-        for e in page["entries"]
-        if e["entry"].get("client_request_id") == client_request_id
-    ]
-
-
-def test_the_hub_makes_its_own_request_ids_and_keeps_the_clients_beside_them(
-    hub: RunningHub,
-) -> None:
+def test_the_hub_makes_its_own_request_ids(hub: RunningHub) -> None:
+    """Every answer carries an id the hub made, never the caller's; which caller's id an
+    entry keeps beside it is tests/hub/test_request_ids.py's (decision 0070)."""
     offered = {"X-Request-Id": "batch-7.retry_1"}
     answers = [httpx.post(f"{hub.url}/oauth/token", data=NAMED, headers=offered) for _ in range(2)]
     assert [answer.status_code for answer in answers] == [401, 401]  # no such client
     ours = [answer.headers["x-request-id"] for answer in answers]
     assert len(set(ours)) == 2
     assert "batch-7.retry_1" not in ours
-    entries = entries_with(hub, "batch-7.retry_1")
-    assert [entry["request_id"] for entry in entries] == ours
-
-    malformed = httpx.post(f"{hub.url}/oauth/token", data=NAMED, headers={"X-Request-Id": "a b"})
     with hub.admin() as admin:
         page = admin.audit_entries(limit=1000)
-    (entry,) = [
-        e["entry"]
-        for e in page["entries"]
-        if e["entry"]["request_id"] == malformed.headers["x-request-id"]
-    ]
-    assert "client_request_id" not in entry  # only a well-formed id is kept
-
-    export = httpx.get(
-        f"{hub.url}/v1/audit/export",
-        params={"format": "csv"},
-        headers={"Authorization": f"Bearer {hub.keys.admin_token}"},
-    )
-    rows = list(csv.DictReader(io.StringIO(export.text)))
-    assert [
-        row["request_id"] for row in rows if row["client_request_id"] == "batch-7.retry_1"
-    ] == ours
+    requests = {e["entry"]["request_id"] for e in page["entries"]}
+    assert set(ours) <= requests
 
 
 def test_a_chunked_body_over_the_limit_is_refused_and_audited(hub: RunningHub) -> None:
