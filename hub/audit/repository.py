@@ -178,7 +178,10 @@ def _leaf_member(dialect: str, name: str) -> sa.ColumnElement[Any]:
     rows that indexed columns have already narrowed down."""
     leaf = col(AuditEntry.leaf)
     if dialect == "postgresql":
-        return sa.cast(sa.func.convert_from(leaf, "UTF8"), postgresql.JSONB)[name].astext
+        member: sa.ColumnElement[Any] = sa.cast(
+            sa.func.convert_from(leaf, "UTF8"), postgresql.JSONB
+        )[name].astext
+        return member
     return sa.func.json_extract(sa.cast(leaf, sa.Text), f"$.{name}")
 
 
