@@ -26,6 +26,7 @@ from sqlmodel import col
 
 from onceonly.adapters import DPoPKey, OnceonlyError
 from onceonly.hub.app import create_app
+from onceonly.hub.audit import leaves
 from onceonly.hub.cli import main
 from onceonly.hub.cli.servers import loopback_socket, serve_in_thread
 from onceonly.hub.config import Settings
@@ -176,7 +177,8 @@ def test_no_derived_key_appears_in_what_a_query_about_its_label_publishes(
         assert keys.pseudonym(subject) in published
     assert len(queries) >= 2 * len(label_subjects())
     entry = audit_entry_for(world.hub, queries[-1], action="record.query")
-    assert entry["subject"] == keys.pseudonym(label_subjects()[-1])
+    # refused before the owner was asked: the leaf commits to the pseudonym (decision 0069)
+    assert leaves.commits_to(entry, keys.pseudonym(label_subjects()[-1]))
     for label, key in derived_keys(keys).items():
         for form in written_forms(key):
             assert form not in published, (label, form)
