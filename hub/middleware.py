@@ -52,6 +52,9 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 # (onceonly.hub.cli.servers) refuses a request head twice this size before it is buffered.
 MAX_HEADER_BYTES = 32 * 1024
 _API_ROOT = "/v1/"
+# On every answer: a client reads it as the type it is labelled, never sniffs another
+# (a problem or a record taken for HTML). As Starlette spells its fields, in lower case.
+_NOSNIFF = (b"x-content-type-options", b"nosniff")
 
 
 class _BodyTooLarge(Exception):
@@ -77,8 +80,10 @@ class RequestContextMiddleware:
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status["code"], status["sent"] = message["status"], True
-                message.setdefault("headers", [])
-                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
+                headers = [*message.get("headers", ()), (b"x-request-id", request_id.encode())]
+                if _NOSNIFF not in headers:  # (the console's pages and docs set it themselves)
+                    headers.append(_NOSNIFF)
+                message["headers"] = headers
             await send(message)
 
         try:

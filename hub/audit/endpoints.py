@@ -9,7 +9,7 @@ Every read of content, every query and every export is itself an audit entry.
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Path, Query
+from fastapi import APIRouter, Depends, Path, Query, Response
 from fastapi.responses import PlainTextResponse, StreamingResponse
 
 from onceonly.hub.audit import checkpoints, service
@@ -38,6 +38,9 @@ from onceonly.hub.people.dependencies import AuditorDep
 from onceonly.hub.registry import repository as registry
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
+# Entry content is personal data (who, about whom, why): no cache keeps an answer that
+# may hold it (RFC 9111 §5.2.2.5), the public shape included, which varies by caller.
+NO_STORE = {"Cache-Control": "no-store"}
 
 
 # Sizes and indexes stay within I-JSON's exact integers (RFC 7493 §2.2): they are
@@ -103,11 +106,13 @@ async def get_leaves(
     session: SessionDep,
     reader: AuditReaderDep,
     scope: ReadScope,
+    response: Response,
     start: Size = 0,
     limit: Limit = 1000,
 ) -> EntryPage:
     """Consecutive leaf hashes from ``start``, for monitors that recompute every root;
     with the content of the entries the caller is entitled to."""
+    response.headers.update(NO_STORE)
     return await service.entries_from(session, start=start, limit=limit, reader=reader, scope=scope)
 
 
@@ -121,8 +126,10 @@ async def get_entry(
     session: SessionDep,
     reader: AuditReaderDep,
     scope: ReadScope,
+    response: Response,
 ) -> EntryOut:
     """The entry's leaf hash; its leaf and content for a caller entitled to them."""
+    response.headers.update(NO_STORE)
     return await service.entry_at(session, index=index, reader=reader, scope=scope)
 
 
@@ -137,9 +144,11 @@ async def find_entries(
     _auditor: AuditorDep,
     scope: CurrentAudit,
     where: EntryFilterDep,
+    response: Response,
     cursor: Cursor = None,
     limit: Limit = 100,
 ) -> EntryPage:
+    response.headers.update(NO_STORE)
     return await service.find(session, scope=scope, where=where, cursor=cursor, limit=limit)
 
 
@@ -154,10 +163,12 @@ async def department_entries(
     session: SessionDep,
     caller: CurrentCaller,
     scope: CurrentAudit,
+    response: Response,
     cursor: Cursor = None,
     limit: Limit = 1000,
 ) -> EntryPage:
     """For a department's client: the record queries it made, and those made of its items."""
+    response.headers.update(NO_STORE)
     caller.require_scope(AUDIT_READ_SCOPE)
     return await service.department_entries(
         session,
@@ -197,5 +208,8 @@ async def export_entries(
     return StreamingResponse(
         lines,
         media_type=_EXPORT_TYPES[format],
-        headers={"Content-Disposition": f'attachment; filename="audit-entries.{format}"'},
+        headers={
+            "Content-Disposition": f'attachment; filename="audit-entries.{format}"',
+            **NO_STORE,
+        },
     )

@@ -2,7 +2,7 @@
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Response
 
 from onceonly.hub.audit.dependencies import CurrentAudit, audited
 from onceonly.hub.auth.dependencies import CurrentCaller
@@ -29,7 +29,9 @@ async def access_log(
     session: SessionDep,
     settings: SettingsDep,
     keys: KeysDep,
+    response: Response,
 ) -> AccessLog:
+    response.headers["Cache-Control"] = "no-store"  # whose data was used: personal data
     return await service.access_log(
         session, caller=caller, query=query, settings=settings, keys=keys, scope=scope
     )

@@ -76,6 +76,8 @@ async def query_record(
     outcome = await service.query_record(
         caller=caller, item_id=item_id, query=query, context=context, scope=scope, clock=clock
     )
+    # a record is personal data: no cache keeps it (RFC 9111 §5.2.2.5)
+    response.headers["Cache-Control"] = "no-store"
     if outcome.deprecated is not None:
         response.headers["Deprecation"] = outcome.deprecated  # RFC 9745 §2
     return outcome.answer
