@@ -47,24 +47,30 @@ _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 SUBJECT_RULE = (
     "The identifier of whom the record is about: no white space at either end, no"
     " control character, no invisible format character (Unicode category Cf: zero-width"
-    " space, byte order mark, bidirectional controls, soft hyphen), in Unicode"
-    " normalization form C (NFC); refused, not normalized"
+    " space, byte order mark, bidirectional controls, soft hyphen), no decimal digit"
+    " other than ASCII 0-9 (full-width, Arabic-Indic, Devanagari), in Unicode"
+    " normalization form C (NFC) and unchanged by compatibility normalization (NFKC:"
+    " no full-width form, superscript or ligature); refused, not normalized"
 )
 
 
 def subject_problem(subject: str) -> str | None:
     """Why ``subject`` is not a subject identifier, or ``None`` when it is one
-    (docs/protocol.md §3, decision 0061): no white space at either end, no control
-    character (NUL included) nor lone surrogate, no format character (Unicode category
-    Cf: U+200B zero-width space, U+FEFF byte order mark, U+200E/F and U+202A-E and
-    U+2066-9 bidirectional controls, U+2060 word joiner, U+00AD soft hyphen) anywhere,
-    and in Unicode normalization form C.
+    (docs/protocol.md §3, decisions 0061 and 0072): no white space at either end, no
+    control character (NUL included) nor lone surrogate, no format character (Unicode
+    category Cf: U+200B zero-width space, U+FEFF byte order mark, U+200E/F and
+    U+202A-E and U+2066-9 bidirectional controls, U+2060 word joiner, U+00AD soft
+    hyphen) anywhere, no decimal digit (category Nd) but ASCII 0-9, in Unicode
+    normalization form C, and unchanged by NFKC (no full-width form, superscript,
+    ligature or other compatibility character).
 
     A subject is refused, never normalized: a database that ignores trailing spaces
-    (``CHAR(11)`` on PostgreSQL) or folds forms would read one person's record for two
-    spellings, each filed under its own pseudonym. A format character is invisible: a
-    pasted or exported identifier carries it unseen, and a right-to-left override shows
-    one identifier as another. The reason never quotes the subject.
+    (``CHAR(11)`` on PostgreSQL) or folds forms, or a source that converts (Python's
+    ``int`` reads full-width and Arabic-Indic digits as ASCII ones), would read one
+    person's record for two spellings, each filed under its own pseudonym. A format
+    character is invisible: a pasted or exported identifier carries it unseen, and a
+    right-to-left override shows one identifier as another. The reason never quotes
+    the subject.
 
     >>> subject_problem("38001085718 ")
     'the subject has white space at its start or end'
@@ -72,14 +78,21 @@ def subject_problem(subject: str) -> str | None:
     if subject != subject.strip():
         return "the subject has white space at its start or end"
     if subject.isascii():  # the usual case, on the record query's path: one C pass
-        # ASCII has no format character, and is in every normalization form
+        # ASCII has no format character nor other digit, and is in every normalization form
         return None if subject.isprintable() else _CONTROL
     if any(unicodedata.category(char) in _NOT_TEXT for char in subject):
         return _CONTROL
     if any(unicodedata.category(char) == "Cf" for char in subject):
         return "the subject holds an invisible format character (Unicode category Cf)"
+    if any(char.isdecimal() and not char.isascii() for char in subject):  # category Nd
+        return "the subject holds a decimal digit other than ASCII 0-9"
     if not unicodedata.is_normalized("NFC", subject):
         return "the subject is not in Unicode normalization form C (NFC)"
+    if not unicodedata.is_normalized("NFKC", subject):
+        return (
+            "the subject holds a compatibility character (a full-width form, superscript"
+            " or ligature): it is not in Unicode normalization form KC (NFKC)"
+        )
     return None
 
 

@@ -15,7 +15,7 @@ from onceonly.hub.auth.principal import AuthPrincipal
 from onceonly.hub.auth.scopes import AUDIT_READ_SCOPE
 from onceonly.hub.dependencies import AuditLogDep, HubDep, KeysDep, SessionDep
 from onceonly.hub.kit.clock import as_utc
-from onceonly.hub.kit.strict import Rfc3339
+from onceonly.hub.kit.strict import Rfc3339, Subject
 
 
 def audited(action: str) -> Callable[..., Coroutine[Any, Any, AuditScope]]:
@@ -75,7 +75,7 @@ ReadScope = Annotated[AuditScope | None, Depends(_read_scope)]
 
 async def _entry_filter(
     keys: KeysDep,
-    subject: str | None = Query(default=None, max_length=256),
+    subject: Annotated[Subject | None, Query()] = None,
     department: str | None = Query(default=None, max_length=64),
     item: str | None = Query(default=None, max_length=128),
     action: str | None = Query(default=None, max_length=64),
@@ -84,7 +84,10 @@ async def _entry_filter(
     until: Annotated[Rfc3339 | None, Query(description="RFC 3339; before")] = None,
 ) -> EntryFilter:
     """The auditor's filter, shared by the query and the export. The subject is turned
-    into its pseudonym here, so the identifier goes no further than the query string."""
+    into its pseudonym here, so the identifier goes no further than the query string.
+    A subject the record query refuses (padded, not NFKC, ...) is refused here too (400,
+    decision 0072): searching it would answer "nobody read it" for the person's reads,
+    filed under the identifier's one spelling."""
     return EntryFilter(
         subject=keys.pseudonym(subject) if subject is not None else None,
         department=department,

@@ -3,7 +3,7 @@
 from pydantic import BaseModel, Field
 
 from onceonly.hub.kit.clock import UtcDatetime
-from onceonly.hub.kit.strict import STRICT_INPUT
+from onceonly.hub.kit.strict import STRICT_INPUT, Subject
 
 
 class AccessLogQuery(BaseModel):
@@ -11,7 +11,7 @@ class AccessLogQuery(BaseModel):
 
     model_config = STRICT_INPUT
 
-    subject: str = Field(min_length=1, max_length=256)
+    subject: Subject
     limit: int = Field(default=200, ge=1, le=1000)
 
 

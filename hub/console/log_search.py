@@ -16,6 +16,7 @@ from typing import Any, Final
 
 from cryptography.exceptions import InvalidTag
 
+from onceonly.adapters import subject_problem
 from onceonly.hub.audit.repository import EntryFilter
 from onceonly.hub.console.steward_views import when
 from onceonly.hub.console.views import N_, FieldError
@@ -27,6 +28,9 @@ _DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 _CODE = re.compile(r"[a-z0-9][a-z0-9._-]*")
 _LIMITS: Final = {"subject": 256, "department": 64, "item": 128, "action": 64}
 MAX_CURSOR: Final = 2**53 - 1
+_SUBJECT_SPELLING: Final = N_(
+    "Enter the identifier as it was issued, with the digits 0 to 9 and no invisible characters"
+)
 
 
 def _moment(text: str) -> datetime | None:
@@ -72,6 +76,9 @@ class LogSearch:
             for name, limit in _LIMITS.items()
             if len(getattr(self, name)) > limit
         ]
+        if len(self.subject) <= _LIMITS["subject"] and subject_problem(self.subject) is not None:
+            # the API's rule (decision 0072): no entry is filed under another spelling
+            found.append(FieldError("subject", _SUBJECT_SPELLING))
         for name in ("department", "item", "action"):
             value = getattr(self, name)
             if value and len(value) <= _LIMITS[name] and not _CODE.fullmatch(value):

@@ -1,14 +1,17 @@
 """A subject identifier is refused, never normalized (decision 0061): white space at
 either end, a control character (NUL too), a lone surrogate, an invisible format
-character (Unicode category Cf: zero-width space, BOM, bidirectional controls), or a
-form other than NFC.
+character (Unicode category Cf: zero-width space, BOM, bidirectional controls), a
+form other than NFC, a compatibility character that NFKC changes (full-width forms,
+superscripts, ligatures) or a decimal digit other than ASCII 0-9 (decision 0072).
 
 The rule is one function (``subject_problem``); the provider refuses a query whose
 subject breaks it with 400 ``invalid-request`` before any source is asked. The docs'
 own table keys addresses on ``CHAR(11)``, which PostgreSQL compares ignoring trailing
 spaces: without the rule ``"38001085718 "`` read the real person's record while the
 hub filed the query under the padded string's pseudonym, and a NUL made PostgreSQL
-fail (503). Both run against real SQLite and PostgreSQL, over HTTP on loopback.
+fail (503). Both run against real SQLite and PostgreSQL, over HTTP on loopback. A
+source that converts (``int(subject)``) read the real record for full-width or
+Arabic-Indic digits, under another pseudonym at the hub.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import pytest
 import sqlalchemy as sa
 
 from onceonly.adapters import (
+    CallableSource,
     ImportFailed,
     RecordStore,
     SqlSource,
@@ -45,6 +49,11 @@ from tests.adapters.adapter_testing import (
     serve,
     write_config,
 )
+
+# The same digits in other scripts: Python's int() reads each as the ASCII ones
+FULL_WIDTH = SUBJECT.translate({ord("0") + n: 0xFF10 + n for n in range(10)})
+ARABIC_INDIC = SUBJECT.translate({ord("0") + n: 0x0660 + n for n in range(10)})
+DEVANAGARI = SUBJECT.translate({ord("0") + n: 0x0966 + n for n in range(10)})
 
 POSTGRES = os.environ.get("ONCEONLY_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 
@@ -75,6 +84,15 @@ REFUSED = {
     "first strong isolate": "\u2068" + SUBJECT + "\u2069",
     "word joiner": SUBJECT[:5] + "\u2060" + SUBJECT[5:],
     "soft hyphen": SUBJECT[:7] + "\u00ad" + SUBJECT[7:],
+    # NFC, but not NFKC, or digits int() reads (decision 0072)
+    "full-width digits": FULL_WIDTH,
+    "one full-width digit": SUBJECT[:-1] + FULL_WIDTH[-1],
+    "Arabic-Indic digits": ARABIC_INDIC,
+    "Devanagari": DEVANAGARI,
+    "superscript two": SUBJECT[:-1] + "\u00b2",
+    "ligature fi": "\ufb01",  # LATIN SMALL LIGATURE FI is NFC, NFKC is "fi"
+    "full-width letters": "\uff21\uff22 123456",
+    "circled digit": "\u2460" + SUBJECT[1:],
 }
 TAKEN = {
     "birth code": SUBJECT,
@@ -82,7 +100,8 @@ TAKEN = {
     "NFC letters": "Müller",
     "inner space": "AB 123456",
     "dots": "..",
-    "NFKC-different but NFC": "\ufb01",  # LATIN SMALL LIGATURE FI is NFC
+    "Greek letters": "\u0391\u0392 123456",
+    "Cyrillic letters": "\u0416\u0443\u043a",
 }
 
 
@@ -168,7 +187,17 @@ def test_the_subject_itself_reads_its_record(provider: Provider) -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["trailing space", "leading space", "NUL", "NUL at the end", "NFD", "lone surrogate"]
+    "name",
+    [
+        "trailing space",
+        "leading space",
+        "NUL",
+        "NUL at the end",
+        "NFD",
+        "lone surrogate",
+        "full-width digits",
+        "Arabic-Indic digits",
+    ],
 )
 def test_a_subject_the_rule_refuses_is_400_and_reads_nothing(
     provider: Provider, name: str, tmp_path: Path, hub: HubDouble
@@ -186,7 +215,43 @@ def test_a_subject_the_rule_refuses_is_400_and_reads_nothing(
     assert (entry.outcome, entry.reason) == ("refused", "invalid-request")
 
 
-@pytest.mark.parametrize("name", ["trailing space", "NUL", "NFD"])
+@pytest.fixture
+def converting(tmp_path: Path, hub: HubDouble) -> Iterator[Provider]:
+    """A source that reads the subject as a number, as ``int()`` does: the register is
+    keyed on integers (a ``BIGINT`` column behind a function, say)."""
+    register = {int(SUBJECT): {"street": "Pikk 1", "city": "Tallinn"}}
+    source = CallableSource(lambda item, subject: register.get(int(subject)))
+    config = load_config(write_config(tmp_path, hub_url=hub.url))
+    app = create_provider_app(config, sources={ITEM: source})
+    with httpx.Client() as http, serve(app) as served:
+        yield Provider(url=served, http=http, hub=hub)
+
+
+def test_a_converting_source_reads_the_record_for_the_subject_itself(converting: Provider) -> None:
+    answer = converting.query(SUBJECT)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["record"]["city"] == "Tallinn"
+
+
+# Each is read by int() as SUBJECT
+CONVERTED = ["full-width digits", "one full-width digit", "Arabic-Indic digits", "Devanagari"]
+
+
+@pytest.mark.parametrize("name", CONVERTED)
+def test_digits_a_converting_source_would_read_are_refused_before_it_is_asked(
+    converting: Provider, name: str
+) -> None:
+    assert int(REFUSED[name]) == int(SUBJECT)  # what the source would have read
+
+    answer = converting.query(REFUSED[name])
+
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["type"] == "urn:onceonly:problem:invalid-request"
+    assert "decimal digit other than ASCII 0-9" in answer.json()["detail"]
+    assert "Tallinn" not in answer.text
+
+
+@pytest.mark.parametrize("name", ["trailing space", "NUL", "NFD", "full-width digits"])
 def test_an_import_refuses_a_subject_the_hub_would_never_ask_for(tmp_path: Path, name: str) -> None:
     csv_file = tmp_path / "in.csv"
     csv_file.write_text(f"subject,street,city\n{SUBJECT},Pikk 1,Tallinn\n{REFUSED[name]},A 1,B\n")

@@ -267,6 +267,31 @@ def test_a_search_form_with_errors_is_answered_with_an_error_summary(
     assert 'href="#outcome"' in answer.text
 
 
+@pytest.mark.parametrize(
+    "subject",
+    [
+        SUBJECT[:4] + "\u200b" + SUBJECT[4:],
+        SUBJECT.translate({ord("0") + n: 0xFF10 + n for n in range(10)}),
+    ],
+    ids=["zero-width space", "full-width digits"],
+)
+def test_an_identifier_the_api_refuses_is_a_field_error_and_audited(
+    audit_world: AuditWorld, subject: str
+) -> None:
+    """Decision 0072: before, the search ran under another pseudonym and found nothing."""
+    with (
+        audit_world.signed_in(AUDITOR) as browser,
+        added_audit_entries(audit_world.world.hub, action="audit.query") as queries,
+    ):
+        answer = _search(browser, subject=subject, action="record.query")
+    assert answer.status_code == 400
+    assert 'href="#subject"' in answer.text
+    assert "Enter the identifier as it was issued" in answer.text
+    assert _entry_links(answer.text) == []
+    mine = [q for q in queries if q["person"] == AUDITOR]
+    assert [(q["outcome"], q["reason"]) for q in mine] == [("refused", "invalid-request")]
+
+
 def test_a_search_without_its_csrf_token_is_refused(audit_world: AuditWorld) -> None:
     with audit_world.signed_in(AUDITOR) as browser:
         assert browser.post("/audit", data={"subject": SUBJECT}).status_code == 403

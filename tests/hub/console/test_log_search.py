@@ -25,6 +25,14 @@ from onceonly.hub.console.log_search import (
     [
         ({}, []),
         ({"subject": "x" * 257}, ["subject"]),
+        # the API's subject rule (decision 0072); white space at the ends is trimmed
+        ({"subject": " 38001085718 "}, []),
+        ({"subject": "3800\u200b1085718"}, ["subject"]),
+        ({"subject": "\u202e38001085718"}, ["subject"]),
+        ({"subject": "\uff13\uff18\uff10\uff10\uff11"}, ["subject"]),  # full-width 38001
+        ({"subject": "\u0663\u0668\u0660\u0660\u0661"}, ["subject"]),  # Arabic-Indic 38001
+        ({"subject": "Mu\u0308ller"}, ["subject"]),  # not NFC
+        ({"subject": "M\u00fcller"}, []),
         ({"department": "Tax Office"}, ["department"]),
         ({"item": "person.identity"}, []),
         ({"action": "record.query"}, []),

@@ -1,6 +1,8 @@
 """The hub refuses a record query whose subject is not a subject identifier (decision
 0061): white space at either end, a control character, or a form other than NFC is
-400 ``invalid-request``, before any adapter is asked, never normalized.
+400 ``invalid-request``, before any adapter is asked, never normalized; so are a
+compatibility form NFKC changes and a decimal digit other than ASCII 0-9 (decision
+0072), which an owner's source that converts (``int()``) reads as the ASCII subject.
 
 Without the rule the hub asked the owner's adapter for ``"38001085718 "`` and filed
 the entry under that string's pseudonym: on a ``CHAR(11)`` column in PostgreSQL the
@@ -22,6 +24,9 @@ REFUSED = {
     "leading tab": "\t" + SUBJECT,
     "NUL": SUBJECT + "\x00",
     "NFD": "Mu\u0308ller",
+    "full-width digits": SUBJECT.translate({ord("0") + n: 0xFF10 + n for n in range(10)}),
+    "Arabic-Indic digits": SUBJECT.translate({ord("0") + n: 0x0660 + n for n in range(10)}),
+    "superscript": SUBJECT[:-1] + "\u00b2",
 }
 
 
@@ -57,3 +62,5 @@ def test_the_contract_says_the_rule(world: World) -> None:
     document = httpx.get(f"{world.hub.url}/openapi.json").json()
     subject = document["components"]["schemas"]["RecordQuery"]["properties"]["subject"]
     assert "normalization form C" in subject["description"]
+    assert "(NFKC" in subject["description"]
+    assert "other than ASCII 0-9" in subject["description"]
