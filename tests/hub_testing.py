@@ -57,11 +57,14 @@ def running_hub(
     data_dir: Path,
     clock: Clock = SYSTEM_CLOCK,
     adjust: Callable[[FastAPI], None] | None = None,
+    proxy_headers: bool = False,
     **overrides: Any,
 ) -> Iterator[RunningHub]:
     """A hub served on loopback in a thread; ``clock`` is where it reads time (pass a
     ManualClock and advance it instead of sleeping); ``adjust`` is given the application
-    before it serves (a test's own middleware)."""
+    before it serves (a test's own middleware); ``proxy_headers`` makes it take a
+    client's address from ``X-Forwarded-For``, as behind a proxy (a test that plays
+    many sources)."""
     sock = loopback_socket()
     values: dict[str, Any] = {
         "data_dir": data_dir,
@@ -78,7 +81,7 @@ def running_hub(
     app = create_app(settings, keys=keys, clock=clock)
     if adjust is not None:
         adjust(app)
-    with serve_in_thread(app, sock) as url:
+    with serve_in_thread(app, sock, proxy_headers=proxy_headers) as url:
         yield RunningHub(url=url, settings=settings, keys=keys)
 
 

@@ -165,10 +165,16 @@ class PromptServer(uvicorn.Server):
 
 @contextmanager
 def serve_in_thread(
-    app: FastAPI, sock: socket.socket | None = None, *, tls: ServerTLS | None = None
+    app: FastAPI,
+    sock: socket.socket | None = None,
+    *,
+    tls: ServerTLS | None = None,
+    proxy_headers: bool = False,
 ) -> Iterator[str]:
     """Serve ``app`` until the block ends; yield its base URL once it accepts requests
-    (``https://`` with ``tls``)."""
+    (``https://`` with ``tls``). Clients' addresses are the connections' own, unless
+    ``proxy_headers`` trusts ``X-Forwarded-For`` from loopback (as ``onceonly serve
+    --proxy-headers`` does from its proxy): for tests that play many sources."""
     sock = sock or loopback_socket()
     config = uvicorn.Config(
         app,
@@ -176,6 +182,10 @@ def serve_in_thread(
         lifespan="on",
         ws="none",
         timeout_graceful_shutdown=2,
+        # As `onceonly serve` without --proxy-headers: no proxy stands in front, so an
+        # X-Forwarded-For from loopback is the client's word, never its address (else a
+        # client resets its sign-in throttle by changing it).
+        proxy_headers=proxy_headers,
         **server_options(),
         **(tls.options() if tls is not None else {}),
     )

@@ -244,3 +244,18 @@ def test_a_people_route_names_a_token_it_refuses_invalid_token(hub: RunningHub) 
     none = httpx.get(f"{hub.url}/v1/admin/people")
     assert none.status_code == 401
     assert none.headers["www-authenticate"] == 'Bearer realm="onceonly-people"'
+
+
+def test_the_demo_and_test_hub_does_not_take_its_clients_address_from_them(
+    hub: RunningHub,
+) -> None:
+    """serve_in_thread (the demo, tests) trusted X-Forwarded-For from loopback, which
+    `onceonly serve` does only with --proxy-headers: a new value was a new source, and
+    the sign-in throttle of an account from one source was reset by changing it."""
+    attempt = {"username": "throttled-target", "password": "wrong"}
+    url = f"{hub.url}/v1/people/sign-in"
+    for _ in range(hub.settings.sign_in_max_failures):
+        assert httpx.post(url, json=attempt).status_code == 401
+    assert httpx.post(url, json=attempt).status_code == 429
+    elsewhere = httpx.post(url, json=attempt, headers={"X-Forwarded-For": "203.0.113.7"})
+    assert elsewhere.status_code == 429, elsewhere.text

@@ -2,7 +2,7 @@
 roles, as a signed-in person (or an attacker guessing passwords) sees them.
 
 One hub per database serves the module. Every test signs in from an address of its
-own (``X-Forwarded-For``, which the hub's server trusts from loopback as a proxy's),
+own (``X-Forwarded-For``, which this hub's server trusts as a proxy's: proxy_headers),
 so that the per-address failure counts of one test never throttle another.
 Argon2id costs about a fifth of a second per hash: sign-ins are kept few.
 """
@@ -61,6 +61,7 @@ def hub(
         running_hub(
             database_url=module_database(request, tmp_path_factory),
             data_dir=tmp_path_factory.mktemp("hub"),
+            proxy_headers=True,  # each test plays sources of its own (X-Forwarded-For)
             session_lifetime=SESSION_LIFETIME,
             sign_in_max_failures=MAX_FAILURES,
             sign_in_address_max_failures=ADDRESS_MAX_FAILURES,

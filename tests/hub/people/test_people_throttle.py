@@ -94,6 +94,7 @@ def hub(
     with running_hub(
         database_url=module_database(request, tmp_path_factory),
         data_dir=tmp_path_factory.mktemp("hub"),
+        proxy_headers=True,  # each test plays sources of its own (X-Forwarded-For)
         sign_in_max_failures=ALLOWANCE,
         sign_in_address_max_failures=1000,
         sign_in_window=WINDOW,

@@ -115,6 +115,7 @@ def hub(
     with running_hub(
         database_url=module_database(request, tmp_path_factory, catalogued=True),
         data_dir=tmp_path_factory.mktemp("hub"),
+        proxy_headers=True,  # each test plays sources of its own (X-Forwarded-For)
         require_dpop=False,  # the bystander's token: the flood is the point, not the proof
         password_time_cost=3,  # production's argon2id cost: what an attacker makes a hub pay
         password_memory_kib=65536,
@@ -194,6 +195,7 @@ def cheap_hub(
     with running_hub(
         database_url=module_database(request, tmp_path_factory),
         data_dir=tmp_path_factory.mktemp("hub"),
+        proxy_headers=True,  # each test plays sources of its own (X-Forwarded-For)
         sign_in_address_max_failures=2,  # so a /56 allows 8 failures, a /48 32
     ) as running:
         yield running
@@ -240,6 +242,7 @@ def narrow_hub(
     with running_hub(
         database_url=module_database(request, tmp_path_factory),
         data_dir=tmp_path_factory.mktemp("hub"),
+        proxy_headers=True,  # each test plays sources of its own (X-Forwarded-For)
         sign_in_address_max_failures=2,
         password_checks_at_once=1,
         password_checks_waiting=0,
