@@ -5,7 +5,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field
 
-from onceonly.hub.kit.strict import STRICT_INPUT, Rfc3339
+from onceonly.hub.kit.strict import STRICT_INPUT, Rfc3339, Statement
 from onceonly.hub.registry.schemas import DEPARTMENT_ID_PATTERN, ITEM_ID_PATTERN
 
 PURPOSE_PATTERN = r"^[a-z0-9][a-z0-9.-]{0,63}$"
@@ -22,7 +22,7 @@ class GrantIn(BaseModel):
     consumer: str = Field(pattern=DEPARTMENT_ID_PATTERN)
     item: str = Field(pattern=ITEM_ID_PATTERN, max_length=128)
     purpose: str = Field(pattern=PURPOSE_PATTERN)
-    legal_basis: str = Field(min_length=1, max_length=2000)
+    legal_basis: Statement
     fields: list[str] | None = Field(default=None, max_length=200)
     valid_until: Rfc3339 | None = None
 
@@ -57,7 +57,7 @@ class GrantList(BaseModel):
 class RevokeIn(BaseModel):
     model_config = STRICT_INPUT
 
-    reason: str = Field(min_length=1, max_length=2000)
+    reason: Statement
 
 
 class AccessRequestIn(BaseModel):
@@ -72,8 +72,8 @@ class AccessRequestIn(BaseModel):
     consumer: str = Field(pattern=DEPARTMENT_ID_PATTERN)
     item: str = Field(pattern=ITEM_ID_PATTERN, max_length=128)
     purpose: str = Field(pattern=PURPOSE_PATTERN)
-    purpose_text: str = Field(min_length=1, max_length=2000)
-    legal_basis: str = Field(min_length=1, max_length=2000)
+    purpose_text: Statement
+    legal_basis: Statement
     fields: FieldList | Literal["all"] | None = None
     valid_until: Rfc3339 | None = None
 
@@ -86,7 +86,7 @@ class ApproveIn(BaseModel):
 
     fields: list[str] | None = Field(default=None, min_length=1, max_length=200)
     valid_until: Rfc3339 | None = None
-    reason: str | None = Field(default=None, min_length=1, max_length=2000)
+    reason: Statement | None = None
 
 
 class RenewIn(BaseModel):
@@ -94,14 +94,14 @@ class RenewIn(BaseModel):
 
     model_config = STRICT_INPUT
 
-    purpose_text: str | None = Field(default=None, min_length=1, max_length=2000)
+    purpose_text: Statement | None = None
     valid_until: Rfc3339 | None = None
 
 
 class RefuseIn(BaseModel):
     model_config = STRICT_INPUT
 
-    reason: str = Field(min_length=1, max_length=2000)
+    reason: Statement
 
 
 class Decision(BaseModel):

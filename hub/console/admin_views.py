@@ -76,6 +76,8 @@ _DEPARTMENT_MESSAGES: Final = {
     ("name", "string_too_long"): N_("Name must be 200 characters or fewer"),
     ("description", "string_too_long"): N_("Description must be 2000 characters or fewer"),
     ("adapter_url", "string_too_long"): N_("Adapter URL must be 500 characters or fewer"),
+    ("name", "value_error"): views.HIDDEN_CHARACTERS,
+    ("description", "value_error"): views.HIDDEN_CHARACTERS,
 }
 _DEPARTMENT_FALLBACK: Final = {
     "name": N_("Enter the department's name"),
@@ -138,6 +140,7 @@ _PERSON_MESSAGES: Final = {
     ("oidc_subject", "string_too_long"): N_(
         "OpenID Connect subject must be 255 characters or fewer"
     ),
+    ("display_name", "value_error"): views.HIDDEN_CHARACTERS,
 }
 _PERSON_FALLBACK: Final = {
     "display_name": N_("Name must be 200 characters or fewer"),

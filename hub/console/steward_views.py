@@ -15,9 +15,10 @@ from typing import Any, Final
 from pydantic import ValidationError
 
 from onceonly.hub.access.schemas import AccessRequestOut
-from onceonly.hub.console.views import N_, FieldError
+from onceonly.hub.console.views import HIDDEN_CHARACTERS, N_, FieldError
 from onceonly.hub.kit.nul import body_nul
 from onceonly.hub.kit.problems import HubError
+from onceonly.hub.kit.strict import display_text_problem
 from onceonly.hub.kit.untrusted_json import JsonTooDeep, UnsafeJson, load_json
 from onceonly.hub.registry.schemas import ItemDocument
 
@@ -78,6 +79,8 @@ def reason_errors(reason: str, *, field: str, required: bool) -> list[FieldError
         return [FieldError(field, N_("Enter the reason"))]
     if len(reason) > REASON_LIMIT:
         return [FieldError(field, N_("The reason must be 2000 characters or fewer"))]
+    if display_text_problem(reason, lines=True) is not None:
+        return [FieldError(field, HIDDEN_CHARACTERS)]
     return []
 
 
@@ -109,10 +112,14 @@ class RequestForm:
             found.append(FieldError("purpose_text", N_("Say why your department needs it")))
         elif len(self.purpose_text) > REASON_LIMIT:
             found.append(FieldError("purpose_text", N_("Use 2000 characters or fewer")))
+        elif display_text_problem(self.purpose_text, lines=True) is not None:
+            found.append(FieldError("purpose_text", HIDDEN_CHARACTERS))
         if not self.legal_basis:
             found.append(FieldError("legal_basis", N_("Enter the legal basis")))
         elif len(self.legal_basis) > REASON_LIMIT:
             found.append(FieldError("legal_basis", N_("Use 2000 characters or fewer")))
+        elif display_text_problem(self.legal_basis, lines=True) is not None:
+            found.append(FieldError("legal_basis", HIDDEN_CHARACTERS))
         if not fields:
             found.append(FieldError("field-0", N_("Choose at least one field")))
         return found
@@ -279,10 +286,13 @@ def _document_errors(invalid: ValidationError) -> list[FieldError]:
     found: dict[str, FieldError] = {}
     for error in invalid.errors(include_input=False):
         place = [str(part) for part in error["loc"]]
+        hidden = error["type"] == "value_error"  # the display-text rule (decision 0072)
         if place[:2] == ["legal_basis", "reference"]:
-            found["legal_reference"] = _REFERENCE_ERROR
+            reference = FieldError("legal_reference", HIDDEN_CHARACTERS)
+            found["legal_reference"] = reference if hidden else _REFERENCE_ERROR
         elif place and place[0] in _DOCUMENT_ERRORS:
-            found[_DOCUMENT_ERRORS[place[0]].field] = _DOCUMENT_ERRORS[place[0]]
+            known = _DOCUMENT_ERRORS[place[0]]
+            found[known.field] = FieldError(known.field, HIDDEN_CHARACTERS) if hidden else known
     return [found[name] for name in REGISTER_FIELDS if name in found]
 
 

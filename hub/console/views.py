@@ -30,6 +30,12 @@ class FieldError:
     values: tuple[tuple[str, str | int], ...] = ()
 
 
+# A field's text that the API's display-text rule refuses (onceonly.hub.kit.strict, 0072)
+HIDDEN_CHARACTERS: Final = N_(
+    "Remove the invisible characters, such as direction marks and zero-width spaces"
+)
+
+
 DONE_COOKIE = "onceonly-done"
 """Set by the redirect after a change (pages.redirect) to the ``?done=`` code it asks
 for: a notice is shown only to the browser that made the change, never for a link."""

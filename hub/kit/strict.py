@@ -11,6 +11,7 @@ text, so its integers (and a path's) are :data:`QueryInt` (decimal digits, not
 """
 
 import re
+import unicodedata
 from datetime import UTC, datetime
 from typing import Annotated
 
@@ -75,3 +76,87 @@ Subject = Annotated[
 ]
 """A subject identifier as the hub takes it in a body (the adapters' rule, one copy): in a
 record query and in a change event, so that one person is one pseudonym in the log."""
+
+
+# --- text that people read (decision 0072) ----------------------------------------------
+
+# Unicode TR9 explicit formatting characters and marks: each changes how the text around
+# it is shown ("Tax\u202eBoard" shows as "TaxdraoB"), and none is seen itself.
+_BIDI_CONTROLS = frozenset(
+    "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+)
+_ZERO_WIDTH = frozenset("\u200b\u200c\u200d\u2060\ufeff")
+_LINE_BREAKS = frozenset("\t\n\r")  # a text area's lines (a browser sends CR LF)
+# Unicode general categories that are no part of text shown to people: controls,
+# invisible format characters, lone surrogates
+_NOT_SHOWN = frozenset({"Cc", "Cf", "Cs"})
+
+DISPLAY_NAME_RULE = (
+    "Text shown to people, on one line: no control character, no bidirectional control"
+    " (U+061C, U+200E-F, U+202A-E, U+2066-9), no zero-width character (U+200B-D, U+2060,"
+    " U+FEFF), nor any other invisible format character (Unicode category Cf)"
+)
+DISPLAY_TEXT_RULE = (
+    "Text shown to people, lines allowed (tab, LF, CR): no other control character, no"
+    " bidirectional control (U+061C, U+200E-F, U+202A-E, U+2066-9), no zero-width"
+    " character (U+200B-D, U+2060, U+FEFF), nor any other invisible format character"
+    " (Unicode category Cf)"
+)
+
+
+def display_text_problem(text: str, *, lines: bool) -> str | None:
+    """Why ``text`` may not be shown to people as it is, or ``None`` (decision 0072): a
+    bidirectional control or a zero-width character (invisible, and one reorders what
+    follows it), any other control or format character, or a lone surrogate; with
+    ``lines``, tab, LF and CR are text. Refused, never removed. Never quotes ``text``.
+
+    >>> display_text_problem("Tax\\u202eBoard", lines=False)
+    'holds a bidirectional control character, which reorders the text shown'
+    """
+    if text.isprintable():  # the usual case: no Cc, Cf, Cs, in one C pass
+        return None
+    for char in text:
+        if char in _BIDI_CONTROLS:
+            return "holds a bidirectional control character, which reorders the text shown"
+        if char in _ZERO_WIDTH:
+            return "holds a zero-width character, which is not seen"
+        if lines and char in _LINE_BREAKS:
+            continue
+        if unicodedata.category(char) in _NOT_SHOWN:
+            return (
+                "holds a control character, an invisible format character or a lone surrogate"
+                if lines
+                else "holds a line break, a control character, an invisible format character"
+                " or a lone surrogate"
+            )
+    return None
+
+
+def _displayed(*, lines: bool) -> AfterValidator:
+    def check(text: str) -> str:
+        problem = display_text_problem(text, lines=lines)
+        if problem is not None:
+            raise ValueError(f"the text {problem}")
+        return text
+
+    return AfterValidator(check)
+
+
+_ONE_LINE = _displayed(lines=False)
+_LINES = _displayed(lines=True)
+
+DisplayName = Annotated[str, Field(description=DISPLAY_NAME_RULE), _ONE_LINE]
+"""A name or title people read on one line (a department's name, a person's, an item's
+title): :func:`display_text_problem` refuses what would hide or reorder text. Its
+length is the using field's."""
+
+DisplayText = Annotated[str, Field(description=DISPLAY_TEXT_RULE), _LINES]
+"""Free text people read, lines allowed (a description): as :data:`DisplayName`, with
+tab, LF and CR taken. Its length is the using field's."""
+
+Statement = Annotated[
+    str, Field(min_length=1, max_length=2000, description=DISPLAY_TEXT_RULE), _LINES
+]
+"""A reason, a purpose in words, a legal basis: 1 to 2000 characters of
+:data:`DisplayText`. (Its lengths are its own, checked before the rule: a field's own
+lengths on ``DisplayText | None`` would be checked after it, as a list's.)"""

@@ -5,7 +5,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, model_validator
 
-from onceonly.hub.kit.strict import STRICT_INPUT
+from onceonly.hub.kit.strict import STRICT_INPUT, DisplayName
 from onceonly.hub.registry.schemas import DEPARTMENT_ID_PATTERN
 
 USERNAME_PATTERN = r"^[a-z][a-z0-9._-]{1,63}$"
@@ -43,7 +43,7 @@ class PersonIn(BaseModel):
 
     model_config = STRICT_INPUT
 
-    display_name: str = Field(default="", max_length=200)
+    display_name: DisplayName = Field(default="", max_length=200)
     password: str | None = Field(default=None, min_length=1, max_length=256)
     oidc_subject: str | None = Field(default=None, min_length=1, max_length=255)
     roles: list[RoleIn] | None = Field(default=None, max_length=50)

@@ -7,7 +7,7 @@ from fastapi import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from onceonly.hub.kit.clock import UtcDatetime
-from onceonly.hub.kit.strict import STRICT_INPUT
+from onceonly.hub.kit.strict import STRICT_INPUT, DisplayName, DisplayText, Statement
 from onceonly.hub.registry.compat import Mode
 
 ITEM_ID_PATTERN = r"^[a-z][a-z0-9-]*(\.[a-z][a-z0-9-]*)+$"
@@ -29,8 +29,8 @@ class _Strict(BaseModel):
 
 
 class DepartmentIn(_Strict):
-    name: str = Field(min_length=1, max_length=200)
-    description: str = Field(default="", max_length=2000)
+    name: DisplayName = Field(min_length=1, max_length=200)
+    description: DisplayText = Field(default="", max_length=2000)
     adapter_url: str | None = Field(default=None, max_length=500, pattern=r"^https?://[^\s]+$")
 
 
@@ -62,22 +62,22 @@ class ClientList(BaseModel):
 
 
 class LegalBasis(_Strict):
-    text: str = Field(min_length=1, max_length=2000)
-    reference: str = Field(default="", max_length=500)
+    text: Statement
+    reference: DisplayName = Field(default="", max_length=500)
 
 
 class ItemDocument(_Strict):
     """A data item as a steward writes it: metadata, schema and examples."""
 
     id: str = Field(pattern=ITEM_ID_PATTERN, max_length=128)
-    title: str = Field(min_length=1, max_length=200)
-    description: str = Field(default="", max_length=4000)
+    title: DisplayName = Field(min_length=1, max_length=200)
+    description: DisplayText = Field(default="", max_length=4000)
     owner: str = Field(pattern=DEPARTMENT_ID_PATTERN)
     sharing_class: SharingClass
     classification: Classification
     legal_basis: LegalBasis
-    retention: str = Field(default="", max_length=32)
-    tags: list[str] = Field(default_factory=list, max_length=20)
+    retention: DisplayName = Field(default="", max_length=32)
+    tags: list[DisplayName] = Field(default_factory=list, max_length=20)
     compatibility: Mode = "BACKWARD"
     json_schema: dict[str, Any] = Field(alias="schema")
     examples: list[dict[str, Any]] = Field(default_factory=list, max_length=20)
@@ -167,8 +167,8 @@ class RegistryChangeList(BaseModel):
 
 
 class ApproveChangeIn(_Strict):
-    reason: str | None = Field(default=None, min_length=1, max_length=2000)
+    reason: Statement | None = None
 
 
 class RefuseChangeIn(_Strict):
-    reason: str = Field(min_length=1, max_length=2000)
+    reason: Statement

@@ -193,6 +193,35 @@ def test_an_administrator_adds_and_changes_a_department_audited_as_the_api(
     ]
 
 
+def test_a_name_with_an_invisible_character_is_a_field_error_in_words(world: ConsoleWorld) -> None:
+    """Decision 0072: the API refuses a bidirectional control or a zero-width character
+    in a name people read; the forms name the field and what to remove."""
+    hidden = "Remove the invisible characters, such as direction marks and zero-width spaces"
+    with world.signed_in(ADMINISTRATOR) as browser:
+        department = _post(
+            browser,
+            "/admin/new-department",
+            "/admin/new-department",
+            id="mirror-board",
+            name="Tax\u202eBoard",
+            description="Keeps\u200b nothing",
+        )
+        person = _post(
+            browser,
+            "/admin/new-person",
+            "/admin/new-person",
+            username="mirror",
+            display_name="Maret\u200bMets",
+            password=TEST_PASSWORD,
+            role="auditor",
+        )
+    assert department.status_code == 400
+    assert f'<a href="#name">{hidden}</a>' in department.text
+    assert f'<a href="#description">{hidden}</a>' in department.text
+    assert person.status_code == 400
+    assert f'<a href="#display_name">{hidden}</a>' in person.text
+
+
 def test_a_departments_page_shows_its_items_and_clients(world: ConsoleWorld) -> None:
     _client(world, "tax-office-page")
     with world.signed_in(ADMINISTRATOR) as browser:

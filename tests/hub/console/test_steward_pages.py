@@ -216,6 +216,43 @@ def test_refusing_needs_a_reason_and_the_asker_reads_it(world: ConsoleWorld) -> 
         assert "No legal basis" in tomas.get(page).text
 
 
+HIDDEN = "Remove the invisible characters, such as direction marks and zero-width spaces"
+
+
+def test_a_reason_or_purpose_with_an_invisible_character_is_a_field_error_not_a_failure(
+    world: ConsoleWorld,
+) -> None:
+    """Decision 0072: the API refuses a bidirectional control or a zero-width character
+    in text people read; the forms say so by the field (before: stored as typed)."""
+    with world.signed_in(OTHER_STEWARD) as tomas:
+        page = tomas.get(f"/catalogue/{ITEM}/request")
+        form = {
+            "csrf_token": csrf_token(page.text),
+            "purpose": "debt-collection",
+            "purpose_text": "Checking\u200b the address",
+            "legal_basis": "Taxation Act \u202e21 \u00a7",
+            "consumer": "tax",
+            **{name: value for value, name in fields_offered(page.text).items()},
+        }
+        answer = post_served_form(tomas, page.text, f"/catalogue/{ITEM}/request", form)
+        assert answer.status_code == 400, answer.text
+        assert f'<a href="#purpose_text">{HIDDEN}</a>' in answer.text
+        assert f'<a href="#legal_basis">{HIDDEN}</a>' in answer.text
+        request_id = ask(tomas, ITEM, ["postal_code"], "debt-collection")
+    with world.signed_in(STEWARD) as cecilia:
+        page = f"/requests/{request_id}"
+        ticked = {fields_offered(cecilia.get(page).text)["postal_code"]: "postal_code"}
+        for verb, field, form in (
+            ("refuse", "refuse-reason", {}),
+            ("approve", "approve-reason", ticked),
+        ):
+            answer = submit(cecilia, page, f"{page}/{verb}", {"reason": "No \u202ebasis", **form})
+            assert answer.status_code == 400, answer.text
+            assert f'<a href="#{field}">{HIDDEN}</a>' in answer.text
+        refused = submit(cecilia, page, f"{page}/refuse", {"reason": "No legal basis"})
+        assert refused.status_code == 303, refused.text
+
+
 def test_the_asker_withdraws_a_waiting_request_and_is_told_so(world: ConsoleWorld) -> None:
     with world.signed_in(OTHER_STEWARD) as tomas:
         request_id = ask(tomas, ITEM, ["country"], "pension-calculation")
@@ -334,6 +371,11 @@ def test_the_register_form_names_every_mistake_at_once_in_a_stewards_words(
         )
         assert error_summary(duplicated.text) == [
             ("schema", "The schema is not valid JSON: duplicate key 'a'")
+        ]
+        hidden = {**valid, "schema": "{}", "title": "A\u202ename", "tags": "a, b\u200b"}
+        assert error_summary(submit(cecilia, "/register", "/register", hidden).text) == [
+            ("title", HIDDEN),
+            ("tags", HIDDEN),
         ]
 
 
