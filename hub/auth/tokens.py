@@ -19,12 +19,12 @@ from joserfc.jwk import ECKey, Key, KeySet, OKPKey, RSAKey
 from onceonly.hub.auth.exceptions import ClientSignatureInvalid, InvalidClient, InvalidToken
 from onceonly.hub.kit.fair_lru import FairLru
 from onceonly.hub.kit.jws import peek_header_and_claims, safe_reason
-from onceonly.hub.registry.jwks import check_rsa_key
+from onceonly.hub.registry.jwks import ALGORITHMS, check_rsa_key
 
 # RFC 9864: "Ed25519" is the fully specified name; "EdDSA" stays accepted (deprecated).
 CLIENT_ALGORITHMS = ("ES256", "Ed25519", "EdDSA", "PS256")
 # The key type each algorithm verifies with (RFC 7518 §3.4, §3.5; RFC 8037 §3.1).
-_KEY_TYPES = {"ES256": "EC", "Ed25519": "OKP", "EdDSA": "OKP", "PS256": "RSA"}
+_KEY_TYPES = {alg: kty for kty, algs in ALGORITHMS.items() for alg in algs}
 ACCESS_TOKEN_TYPE = "at+jwt"
 MAX_ASSERTION_LIFETIME = 120
 _DECODE_ERRORS = (JoseError, ValueError, KeyError, TypeError)

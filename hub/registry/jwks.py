@@ -5,8 +5,25 @@ client assertion algorithms use (RFC 7518 §3.4/§3.5, RFC 8037): EC P-256, OKP
 Ed25519, RSA of 2048 to 4096 bits with the public exponent 65537. Each key's kid is its
 RFC 7638 thumbprint unless the client names it. The RSA rule holds for DPoP proofs'
 keys too (``auth.dpop``).
+
+The same rules hold whoever registers the keys: the client itself
+(``PUT /v1/clients/self/jwks``) or an administrator (``POST /v1/admin/clients``);
+docs/registry.md, "Client keys", lists them (decision 0075):
+
+- ``use``, if sent, is ``sig``; ``key_ops``, if sent, is ``["verify"]``; ``alg``, if
+  sent, is one the key verifies with (``ES256``; ``Ed25519`` or ``EdDSA``; ``PS256``).
+- No member that points elsewhere or carries a certificate (``x5u``, ``jku``, ``x5c``,
+  ``x5t``, ``x5t#S256``): the hub fetches nothing and checks no chain, so it refuses
+  them rather than store what it would never read. Other members are not stored.
+- A ``kid`` is 1 to 128 of ``A-Z a-z 0-9 . _ : -``: a kid is shown to people and
+  written in the log, where a confusable or invisible character would mislead.
+- Coordinates are the curve's full size (RFC 7518 §6.2.1.2, RFC 8037 §2); an EC point
+  is on P-256, and an Ed25519 point is a canonical encoding of a point of the curve
+  that is not of small order (of the 8 points whose order divides the cofactor, a
+  signature may verify under many messages).
 """
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -21,6 +38,20 @@ MAX_RSA_BITS = 4096
 # 65537 in the one spelling of RFC 7518 §2's Base64urlUInt (the fewest octets)
 RSA_EXPONENT = "AQAB"
 _PRIVATE_MEMBERS = {"d", "p", "q", "dp", "dq", "qi", "oth", "k"}
+# RFC 7517 §4.6-4.9 and RFC 7515 §4.1.2: keys or certificates found elsewhere
+_ELSEWHERE_MEMBERS = ("x5u", "jku", "x5c", "x5t", "x5t#S256")
+KID_RULE = "1 to 128 characters of A-Z, a-z, 0-9, '.', '_', ':' and '-'"
+_KID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+# The algorithms each key type verifies with (RFC 7518 §3.4, §3.5; RFC 8037 §3.1,
+# RFC 9864 §2.2): the client assertion's (``auth.tokens.CLIENT_ALGORITHMS``)
+ALGORITHMS = {"EC": ("ES256",), "OKP": ("Ed25519", "EdDSA"), "RSA": ("PS256",)}
+_COORDINATE_OCTETS = 32  # P-256's x and y, and Ed25519's x
+
+# Edwards25519 (RFC 8032 §5.1): -x^2 + y^2 = 1 + d x^2 y^2 over GF(p)
+_P = 2**255 - 19
+_D = (-121665 * pow(121666, -1, _P)) % _P
+_SQRT_MINUS_ONE = pow(2, (_P - 1) // 4, _P)
+_IDENTITY = (0, 1)
 
 
 def check_rsa_key(jwk: Mapping[str, Any]) -> None:
@@ -44,13 +75,89 @@ def check_rsa_key(jwk: Mapping[str, Any]) -> None:
         raise ValueError(f"RSA keys must have at most {MAX_RSA_BITS} bits")
 
 
+def _coordinate(jwk: Mapping[str, Any], member: str) -> bytes:
+    """A curve coordinate: unpadded base64url of exactly the curve's size."""
+    value = jwk.get(member)
+    if not isinstance(value, str):
+        raise ValueError(f"the key needs its coordinate {member}")
+    try:
+        octets = base64url.decode(value)
+    except ValueError as error:
+        raise ValueError(f"{member}: {error}") from None
+    if len(octets) != _COORDINATE_OCTETS:
+        raise ValueError(
+            f"{member} must be {_COORDINATE_OCTETS} octets (RFC 7518 §6.2.1.2, RFC 8037 §2),"
+            f" not {len(octets)}"
+        )
+    return octets
+
+
+def _edwards_point(encoded: bytes) -> tuple[int, int] | None:
+    """The point an Ed25519 public key encodes (RFC 8032 §5.1.3), or None if it
+    encodes none canonically."""
+    y = int.from_bytes(encoded, "little")
+    sign, y = y >> 255, y & ((1 << 255) - 1)
+    if y >= _P:
+        return None
+    x2 = (y * y - 1) * pow(_D * y * y + 1, -1, _P) % _P
+    x = pow(x2, (_P + 3) // 8, _P)
+    if (x * x - x2) % _P:
+        x = x * _SQRT_MINUS_ONE % _P
+    if (x * x - x2) % _P or (x == 0 and sign):
+        return None
+    return (_P - x if x & 1 != sign else x), y
+
+
+def _double(point: tuple[int, int]) -> tuple[int, int]:
+    x, y = point
+    t = _D * x * x * y * y % _P
+    return 2 * x * y * pow(1 + t, -1, _P) % _P, (y * y + x * x) * pow(1 - t, -1, _P) % _P
+
+
+def check_ed25519_point(encoded: bytes) -> None:
+    """ValueError unless ``encoded`` is a canonical Ed25519 point whose order is more
+    than 8: 8·P is the identity exactly for the 8 small-order points."""
+    point = _edwards_point(encoded)
+    if point is None:
+        raise ValueError("x is not a canonical encoding of a point of Ed25519")
+    for _ in range(3):
+        point = _double(point)
+    if point == _IDENTITY:
+        raise ValueError("x is a point of small order, which no signature should verify with")
+
+
+def _check_members(jwk: Mapping[str, Any], kty: str) -> None:
+    """The members beside the key itself: what it is for, and where else it is."""
+    elsewhere = [member for member in _ELSEWHERE_MEMBERS if member in jwk]
+    if elsewhere:
+        raise ValueError(
+            f"the hub neither fetches keys nor checks certificates: leave out {elsewhere[0]}"
+        )
+    if "use" in jwk and jwk["use"] != "sig":
+        raise ValueError('a client key is for signatures: use must be "sig" if sent')
+    if "key_ops" in jwk and jwk["key_ops"] != ["verify"]:
+        raise ValueError('a client public key verifies: key_ops must be ["verify"] if sent')
+    allowed = ALGORITHMS[kty]
+    if "alg" in jwk and jwk["alg"] not in allowed:
+        raise ValueError(f"an {kty} key's alg must be {' or '.join(allowed)} if sent")
+    kid = jwk.get("kid")
+    if "kid" in jwk and not (isinstance(kid, str) and _KID.fullmatch(kid)):
+        raise ValueError(f"kid must be {KID_RULE}")
+
+
 def _import(jwk: dict[str, Any]) -> ECKey | OKPKey | RSAKey:
     kty = jwk.get("kty")
     if kty == "EC" and jwk.get("crv") == "P-256":
-        return ECKey.import_key(jwk)
+        _check_members(jwk, kty)
+        for member in ("x", "y"):
+            _coordinate(jwk, member)
+        return ECKey.import_key(jwk)  # cryptography refuses a point not on the curve
     if kty == "OKP" and jwk.get("crv") == "Ed25519":
+        _check_members(jwk, kty)
+        check_ed25519_point(_coordinate(jwk, "x"))
         return OKPKey.import_key(jwk)
     if kty == "RSA":
+        _check_members(jwk, kty)
         check_rsa_key(jwk)
         return RSAKey.import_key(jwk)
     raise ValueError("only EC P-256, OKP Ed25519 and RSA keys are accepted")
@@ -70,7 +177,7 @@ def normalize_jwks(jwks: dict[str, Any]) -> dict[str, Any]:
         try:
             key = _import(jwk)
         except (ValueError, TypeError, KeyError) as error:
-            raise InvalidJwks(f"/keys/{position}: {error}") from None
+            raise InvalidJwks(f"/keys/{position}: {_reason(error)}") from None
         public = key.as_dict(private=False)
         public["kid"] = str(jwk.get("kid") or key.thumbprint())
         for member in ("alg", "use"):
@@ -81,6 +188,14 @@ def normalize_jwks(jwks: dict[str, Any]) -> dict[str, Any]:
     if len(set(kids)) != len(kids):
         raise InvalidJwks("two keys share one kid")
     return {"keys": normalized}
+
+
+def _reason(error: Exception) -> str:
+    """Why a key was refused, never empty (a library's error may carry no text)."""
+    text = str(error).strip()
+    if isinstance(error, KeyError) or not text:
+        return f"the key cannot be loaded ({type(error).__name__}: a member is missing or wrong)"
+    return text[:200]
 
 
 def key_set(jwks: dict[str, Any]) -> KeySet:

@@ -11,9 +11,10 @@ from typing import Any
 import httpx
 import pytest
 from joserfc import jwt
-from joserfc.jwk import ECKey
+from joserfc.jwk import ECKey, OKPKey
 
 from onceonly.adapters import AuthenticationFailed, DPoPKey, HubClient, public_jwks
+from onceonly.hub.cli.admin_client import AdminError
 
 from tests.hub.exchange_world import (
     ADDRESS,
@@ -255,6 +256,55 @@ def test_a_client_cannot_register_bad_keys(world: World, jwks: dict[str, Any]) -
     assert getattr(refused.value, "status", None) == 422
     with world.client() as client:  # the old key still works
         assert client.fetch(ADDRESS, SUBJECT, purpose=PURPOSE).record
+
+
+def _public(key: ECKey | OKPKey) -> dict[str, Any]:
+    return dict(key.as_dict(private=False))
+
+
+_EC = _public(ECKey.generate_key("P-256"))
+# Keys the hub answered 200 for before decision 0075, each with what the refusal says
+OVERSTATED_KEYS: dict[str, tuple[dict[str, Any], str]] = {
+    "use-enc": ({**_EC, "use": "enc"}, 'use must be "sig"'),
+    "hs256-on-an-ec-key": ({**_EC, "alg": "HS256"}, "alg must be ES256"),
+    "x5c-garbage": ({**_EC, "x5c": ["garbage"]}, "leave out x5c"),
+    "x5u-elsewhere": ({**_EC, "x5u": "https://evil.example/c.pem"}, "leave out x5u"),
+    "jku-elsewhere": ({**_EC, "jku": "https://evil.example/jwks.json"}, "leave out jku"),
+    "kid-5000-characters": ({**_EC, "kid": "k" * 5000}, "kid must be 1 to 128"),
+    "kid-confusable": ({**_EC, "kid": "k\u0131d"}, "kid must be 1 to 128"),
+    "ed25519-all-zero": (
+        {**_public(OKPKey.generate_key("Ed25519")), "x": "A" * 43},
+        "small order",
+    ),
+    "ec-x-truncated": ({**_EC, "x": str(_EC["x"])[:40]}, "x must be 32 octets"),
+}
+
+
+@pytest.mark.parametrize(("jwk", "says"), OVERSTATED_KEYS.values(), ids=OVERSTATED_KEYS.keys())
+def test_a_client_cannot_register_a_key_that_says_more_than_a_signing_key(
+    world: World, jwk: dict[str, Any], says: str
+) -> None:
+    dpop = DPoPKey.generate()
+    access = token(world, CONSUMER_CLIENT, world.consumer_key, dpop)
+    url = f"{world.hub.url}/v1/clients/self/jwks"
+    body = {"keys": [public_jwks(world.consumer_key)["keys"][0], jwk]}
+    response = httpx.put(url, json=body, headers=dpop.headers("PUT", url, access))
+    assert response.status_code == 422, response.text
+    assert problem_type(response) == "invalid-jwks"
+    assert response.json()["detail"].startswith("/keys/1: ")
+    assert says in response.json()["detail"]
+    with world.client() as client:  # the old key still works
+        assert client.fetch(ADDRESS, SUBJECT, purpose=PURPOSE).record
+
+
+@pytest.mark.parametrize(("jwk", "says"), OVERSTATED_KEYS.values(), ids=OVERSTATED_KEYS.keys())
+def test_an_administrator_cannot_register_them_either(
+    world: World, jwk: dict[str, Any], says: str
+) -> None:
+    with world.hub.admin() as admin, pytest.raises(AdminError) as refused:
+        admin.put_client("social-welfare-overstated", department=CONSUMER, jwks={"keys": [jwk]})
+    assert refused.value.status == 422
+    assert says in str(refused.value.problem.get("detail"))
 
 
 # --- server-provided nonces (RFC 9449 §8, §9) -------------------------------------------

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
-from joserfc.jwk import RSAKey
+from joserfc.jwk import ECKey, OKPKey, RSAKey
 
 from onceonly.hub.kit import base64url
 from onceonly.hub.registry.exceptions import InvalidJwks
@@ -79,3 +79,100 @@ def test_a_modulus_above_4096_bits_is_refused() -> None:
     large = uint((1 << 4096) + 1)  # 4097 bits
     with pytest.raises(InvalidJwks, match="/keys/0: RSA keys must have at most 4096 bits"):
         normalize_jwks(with_n(large))
+
+
+# --- what a key says besides itself, and its points (decision 0075) ---------------------
+
+EC = ECKey.generate_key("P-256").as_dict(private=False)
+ED = OKPKey.generate_key("Ed25519").as_dict(private=False)
+
+
+def _ed25519_small_order_points() -> list[str]:
+    """The 8 points of order 1, 2, 4 or 8 (libsodium's blocklist, canonical ones), and
+    the all-zero x (the point of order 4 with y = 0)."""
+    small = [
+        "0000000000000000000000000000000000000000000000000000000000000000",
+        "0100000000000000000000000000000000000000000000000000000000000000",
+        "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+        "0000000000000000000000000000000000000000000000000000000000000080",
+        "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05",
+        "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc85",
+        "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a",
+        "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac03fa",
+    ]
+    return [base64url.encode(bytes.fromhex(point)) for point in small]
+
+
+REFUSED: dict[str, tuple[dict[str, Any], str]] = {
+    "use-enc": ({**EC, "use": "enc"}, 'use must be "sig"'),
+    "hs256-on-an-ec-key": ({**EC, "alg": "HS256"}, "an EC key's alg must be ES256"),
+    "none-on-an-ec-key": ({**EC, "alg": "none"}, "an EC key's alg must be ES256"),
+    "eddsa-on-an-ec-key": ({**EC, "alg": "EdDSA"}, "an EC key's alg must be ES256"),
+    "es256-on-an-ed25519-key": ({**ED, "alg": "ES256"}, "alg must be Ed25519 or EdDSA"),
+    "rs256-on-an-rsa-key": ({**KEY, "alg": "RS256"}, "an RSA key's alg must be PS256"),
+    "key-ops-sign": ({**EC, "key_ops": ["sign"]}, 'key_ops must be ["verify"]'),
+    "x5c-garbage": ({**EC, "x5c": ["not a certificate"]}, "leave out x5c"),
+    "x5u-elsewhere": ({**EC, "x5u": "https://evil.example/cert.pem"}, "leave out x5u"),
+    "jku-elsewhere": ({**EC, "jku": "https://evil.example/jwks.json"}, "leave out jku"),
+    "x5t": ({**EC, "x5t#S256": "abc"}, "leave out x5t#S256"),
+    "kid-5000-characters": ({**EC, "kid": "k" * 5000}, "kid must be 1 to 128"),
+    "kid-confusable": ({**EC, "kid": "k\u0131d"}, "kid must be 1 to 128"),
+    "kid-with-a-space": ({**EC, "kid": "key 1"}, "kid must be 1 to 128"),
+    "kid-empty": ({**EC, "kid": ""}, "kid must be 1 to 128"),
+    "kid-a-number": ({**EC, "kid": 7}, "kid must be 1 to 128"),
+    "ec-x-truncated": ({**EC, "x": str(EC["x"])[:40]}, "x must be 32 octets"),
+    "ec-x-not-base64url": ({**EC, "x": str(EC["x"])[:42]}, "x: not unpadded base64url"),
+    "ec-x-missing": ({k: v for k, v in EC.items() if k != "x"}, "needs its coordinate x"),
+    "ec-not-on-the-curve": ({**EC, "y": base64url.encode(bytes(31) + b"\x01")}, "not on the"),
+    "ed25519-x-truncated": ({**ED, "x": base64url.encode(bytes(31))}, "x must be 32 octets"),
+    "ed25519-y-beyond-p": (
+        {**ED, "x": base64url.encode(b"\xff" * 31 + b"\x7f")},
+        "not a canonical encoding",
+    ),
+}
+
+
+@pytest.mark.parametrize(("jwk", "reason"), REFUSED.values(), ids=REFUSED.keys())
+def test_a_key_that_says_too_much_or_too_little_is_refused(
+    jwk: dict[str, Any], reason: str
+) -> None:
+    with pytest.raises(InvalidJwks) as refused:
+        normalize_jwks({"keys": [EC, jwk]})
+    assert refused.value.detail.startswith("/keys/1: ")
+    assert reason in refused.value.detail
+
+
+@pytest.mark.parametrize("x", _ed25519_small_order_points())
+def test_an_ed25519_point_of_small_order_is_refused(x: str) -> None:
+    with pytest.raises(InvalidJwks, match=r"small order|not a canonical encoding"):
+        normalize_jwks({"keys": [{**ED, "x": x}]})
+
+
+def test_no_refusal_of_a_key_is_left_without_a_reason() -> None:
+    """A library's error with no text (a truncated EC x, in joserfc) still says why."""
+    for jwk, _ in REFUSED.values():
+        with pytest.raises(InvalidJwks) as refused:
+            normalize_jwks({"keys": [jwk]})
+        assert len(refused.value.detail) > len("/keys/0: ") + 10, refused.value.detail
+
+
+ACCEPTED = {
+    "es256-sig": {**EC, "alg": "ES256", "use": "sig", "kid": "k1-social.welfare:2026_12"},
+    "ed25519": {**ED, "alg": "Ed25519", "key_ops": ["verify"]},
+    "eddsa": {**ED, "alg": "EdDSA"},
+    "ps256": {**KEY, "alg": "PS256", "kid": "r" * 128},
+}
+
+
+@pytest.mark.parametrize("jwk", ACCEPTED.values(), ids=ACCEPTED.keys())
+def test_a_signing_key_with_its_own_algorithm_is_registered(jwk: dict[str, Any]) -> None:
+    [registered] = normalize_jwks({"keys": [jwk]})["keys"]
+    assert {member: registered[member] for member in ("alg", "kid") if member in jwk} == {
+        member: jwk[member] for member in ("alg", "kid") if member in jwk
+    }
+
+
+def test_generated_ed25519_keys_are_never_of_small_order() -> None:
+    for _ in range(50):
+        jwk = OKPKey.generate_key("Ed25519").as_dict(private=False)
+        assert normalize_jwks({"keys": [jwk]})["keys"][0]["x"] == jwk["x"]
