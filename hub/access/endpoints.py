@@ -264,7 +264,12 @@ async def renew(
     response_model=GrantOut,
     status_code=201,
     responses=problems(
-        UnknownItem, UnknownDepartment, NotShared, UnknownPurpose, PurposesUnavailable
+        UnknownItem,
+        ItemRetired,  # registry.item_for_exchange refuses a retired item
+        UnknownDepartment,
+        NotShared,
+        UnknownPurpose,
+        PurposesUnavailable,
     ),
     dependencies=[Depends(audited("grant.create"))],
 )

@@ -32,7 +32,7 @@ from onceonly.hub.dependencies import (
     SessionDep,
 )
 from onceonly.hub.kit.problems import Unavailable, problems
-from onceonly.hub.kit.strict import QueryInt
+from onceonly.hub.kit.strict import DecimalDigits
 from onceonly.hub.ops.openapi import MACHINE_SCHEME
 from onceonly.hub.people.dependencies import AuditorDep
 from onceonly.hub.registry import repository as registry
@@ -47,11 +47,11 @@ NO_STORE = {"Cache-Control": "no-store"}
 # written into audit entries (what was asked), and RFC 8785 takes no larger one.
 MAX_SIZE = 2**53 - 1
 # Query parameters are strict (onceonly.hub.kit.strict): decimal integers, RFC 3339 times.
-Limit = Annotated[QueryInt, Query(ge=1, le=1000)]
-Size = Annotated[QueryInt, Query(ge=0, le=MAX_SIZE)]
+Limit = Annotated[int, Query(ge=1, le=1000), DecimalDigits]
+Size = Annotated[int, Query(ge=0, le=MAX_SIZE), DecimalDigits]
 NOTE_TYPE = "text/plain; charset=utf-8"
 # The index of the last entry of the previous page (``next_cursor``).
-Cursor = Annotated[QueryInt | None, Query(ge=0, le=MAX_SIZE)]
+Cursor = Annotated[int | None, Query(ge=0, le=MAX_SIZE), DecimalDigits]
 
 
 @router.get("/checkpoint", response_class=PlainTextResponse, responses=problems(Unavailable))
@@ -94,8 +94,8 @@ async def get_inclusion_proof(session: SessionDep, index: Size, tree_size: Size)
 )
 async def get_consistency_proof(
     session: SessionDep,
-    old_size: Annotated[QueryInt, Query(alias="from", ge=0, le=MAX_SIZE)],
-    new_size: Annotated[QueryInt, Query(alias="to", ge=0, le=MAX_SIZE)],
+    old_size: Annotated[int, Query(alias="from", ge=0, le=MAX_SIZE), DecimalDigits],
+    new_size: Annotated[int, Query(alias="to", ge=0, le=MAX_SIZE), DecimalDigits],
 ) -> ProofOut:
     """RFC 9162 §2.1.4: proof that the tree of size ``to`` extends the one of ``from``."""
     return await service.consistency(session, old_size=old_size, new_size=new_size)
@@ -122,7 +122,7 @@ async def get_leaves(
     responses=problems(EntryNotFound),
 )
 async def get_entry(
-    index: Annotated[QueryInt, Path(ge=0, le=MAX_SIZE)],
+    index: Annotated[int, Path(ge=0, le=MAX_SIZE), DecimalDigits],
     session: SessionDep,
     reader: AuditReaderDep,
     scope: ReadScope,

@@ -20,7 +20,7 @@ from onceonly.hub.events.schemas import (
 )
 from onceonly.hub.kit.jsonbody import json_body
 from onceonly.hub.kit.problems import problems
-from onceonly.hub.kit.strict import QueryInt
+from onceonly.hub.kit.strict import DecimalDigits
 from onceonly.hub.people.dependencies import AdministratorDep
 from onceonly.hub.registry.exceptions import ItemRetired, UnknownItem
 from onceonly.hub.registry.schemas import ItemId
@@ -117,7 +117,7 @@ async def deliveries(
     session: SessionDep,
     _: AdministratorDep,
     status: Literal["pending", "delivered", "dead", "cancelled"] = "dead",
-    limit: Annotated[QueryInt, Query(ge=1, le=1000)] = 100,
+    limit: Annotated[int, Query(ge=1, le=1000), DecimalDigits] = 100,
 ) -> DeliveryList:
     return await service.deliveries(session, status=status, limit=limit)
 

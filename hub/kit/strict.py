@@ -6,8 +6,9 @@ member takes a JSON integer only (not ``true``, ``"1"`` or ``1.0``), a string me
 JSON string only. Times are :data:`Rfc3339`, in bodies and query strings alike: an
 RFC 3339 §5.6 ``date-time`` with an offset or ``Z``, never a number of seconds since
 1970 (which pydantic's lax mode would read ``0.5`` as). A query string carries only
-text, so its integers (and a path's) are :data:`QueryInt` (decimal digits, not
-``1.0``, ``+1``, ``1_000``, ``01``) and its booleans :data:`QueryBool` (``true`` or ``false``).
+text, so its integers (and a path's) end in :data:`DecimalDigits` (decimal digits, not
+``1.0``, ``+1``, ``1_000``, ``01``) and its booleans are :data:`QueryBool` (``true`` or
+``false``).
 """
 
 import re
@@ -59,7 +60,13 @@ def _true_or_false(value: object) -> object:
 
 
 Rfc3339 = Annotated[AwareDatetime, BeforeValidator(_rfc3339)]
-QueryInt = Annotated[int, BeforeValidator(_decimal)]
+DecimalDigits = BeforeValidator(_decimal)
+"""An integer in a query string or a path in its one spelling (decimal digits, no leading
+zeros), as the last ``Annotated`` metadata, after the parameter's bounds:
+``Annotated[int, Query(ge=1, le=1000), DecimalDigits]``. Metadata apply in order, and
+a bound given after a validator would still be checked but published under pydantic's
+own names ``ge``/``le``, which JSON Schema does not know (pydantic issue 11576), not as
+``minimum``/``maximum``: tests/hub/openapi/test_openapi_document.py looks for them."""
 QueryBool = Annotated[bool, BeforeValidator(_true_or_false)]
 
 

@@ -23,7 +23,7 @@ from onceonly.hub.dependencies import (
 )
 from onceonly.hub.kit.jsonbody import json_body
 from onceonly.hub.kit.problems import Unavailable, problems
-from onceonly.hub.kit.strict import QueryInt
+from onceonly.hub.kit.strict import DecimalDigits
 from onceonly.hub.people import oidc
 from onceonly.hub.people.exceptions import SignInsBusy
 from onceonly.hub.people.schemas import SessionOut
@@ -57,7 +57,7 @@ async def start(
     settings: SettingsDep,
     keys: KeysDep,
     clock: ClockDep,
-    cli_port: Annotated[QueryInt | None, Query(ge=1024, le=65535)] = None,
+    cli_port: Annotated[int | None, Query(ge=1024, le=65535), DecimalDigits] = None,
     cli_state: Annotated[str | None, Query(pattern=r"^[A-Za-z0-9_-]{16,128}$")] = None,
 ) -> Response:
     url, sealed_login = await oidc.start(

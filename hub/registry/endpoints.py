@@ -17,7 +17,7 @@ from onceonly.hub.audit.dependencies import CurrentAudit, audited
 from onceonly.hub.dependencies import ClockDep, SessionDep, SettingsDep, WriteSessionDep
 from onceonly.hub.kit.jsonbody import json_body
 from onceonly.hub.kit.problems import problems
-from onceonly.hub.kit.strict import QueryInt
+from onceonly.hub.kit.strict import DecimalDigits
 from onceonly.hub.ops import openapi
 from onceonly.hub.people.dependencies import AdministratorDep, PrincipalDep, StewardDep
 from onceonly.hub.people.principal import Forbidden, Principal
@@ -121,7 +121,9 @@ async def list_versions(item_id: ItemId, session: SessionDep) -> VersionList:
     responses=problems(UnknownItem, UnknownVersion),
 )
 async def get_version(
-    item_id: ItemId, version: Annotated[QueryInt, Path(ge=1, le=1_000_000)], session: SessionDep
+    item_id: ItemId,
+    version: Annotated[int, Path(ge=1, le=1_000_000), DecimalDigits],
+    session: SessionDep,
 ) -> ItemVersionOut:
     return await service.describe_version(session, item_id, version)
 

@@ -110,3 +110,40 @@ def test_a_leaves_page_always_has_next_cursor(hub: RunningHub) -> None:
     page = httpx.get(f"{hub.url}/v1/audit/leaves", params={"start": 0, "limit": 1000}).json()
     assert "next_cursor" in page
     assert all(set(entry) == {"index", "leaf_hash"} for entry in page["entries"])
+
+
+def _keys_of_every_schema(node: Any, where: str = "#") -> list[tuple[str, str]]:
+    found = []
+    if isinstance(node, dict):
+        found += [(where, key) for key in node if key in ("ge", "le", "gt", "lt")]
+        for key, value in node.items():
+            found += _keys_of_every_schema(value, f"{where}/{key}")
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            found += _keys_of_every_schema(value, f"{where}/{index}")
+    return found
+
+
+def test_bounds_are_json_schema_keywords(document: dict[str, Any]) -> None:
+    """pydantic's names of the bounds (``ge``, ``le``, ``gt``, ``lt``) are no JSON Schema
+    keywords: a reader would see no bound at all (onceonly.hub.kit.strict.DecimalDigits)."""
+    assert _keys_of_every_schema(document) == []
+    limit = document["paths"]["/v1/audit/leaves"]["get"]["parameters"][1]
+    assert limit["name"] == "limit"
+    assert (limit["schema"]["minimum"], limit["schema"]["maximum"]) == (1, 1000)
+    cursor = document["paths"]["/v1/audit/entries"]["get"]["parameters"][0]["schema"]
+    assert cursor["anyOf"][0] == {"type": "integer", "minimum": 0, "maximum": 2**53 - 1}
+
+
+def test_a_grant_for_a_retired_item_is_a_declared_refusal(
+    hub: RunningHub, document: dict[str, Any]
+) -> None:
+    admin = {"Authorization": f"Bearer {hub.keys.admin_token}"}
+    item = "education.diploma"  # no other test here reads it
+    retired = httpx.post(f"{hub.url}/v1/admin/items/{item}/retire", headers=admin)
+    assert retired.status_code == 200, retired.text
+    grant = {"consumer": "tax", "item": item, "purpose": "statistics", "legal_basis": "Test"}
+    response = httpx.post(f"{hub.url}/v1/admin/grants", json=grant, headers=admin)
+    assert response.status_code == 410, response.text
+    declared = document["paths"]["/v1/admin/grants"]["post"]["responses"]["410"]
+    assert f"urn:onceonly:problem:{problem_type(response)}" in declared["x-problem-types"]
