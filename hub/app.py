@@ -29,7 +29,7 @@ from onceonly.hub.kit import heap, logs
 from onceonly.hub.kit.clock import SYSTEM_CLOCK, Clock
 from onceonly.hub.kit.jsonbody import LIMITS_STATE, JsonLimits
 from onceonly.hub.middleware import RequestContextMiddleware
-from onceonly.hub.ops import docs, openapi
+from onceonly.hub.ops import docs, http_contract, openapi
 from onceonly.hub.ops.endpoints import router as ops_router
 from onceonly.hub.people import credentials
 from onceonly.hub.people.dependencies import (
@@ -100,6 +100,10 @@ def create_app(
     app.include_router(exchange_router)
     docs.install(app)
     errors.install(app)
+    resources = http_contract.Resources(app)
+    # innermost: a HEAD reaches routing as the GET it asks for (the record query's fast
+    # path, a POST, never sees it)
+    app.add_middleware(http_contract.HeadAsGet, resources=resources)
     # record queries are answered inside the request context, before the framework's
     # routing (onceonly.hub.exchange.endpoints); the route stays for its contract
     app.add_middleware(ExchangeFastPath)
@@ -123,6 +127,8 @@ def create_app(
         people_admin_router,
     ):
         app.include_router(router)
+    http_contract.refuse_undeclared_queries(app)  # the API's routes, not the console's
+    http_contract.answer_every_method(app, resources)
     # the web console at / (docs/console.md) last: no path of it is also an API path, and
     # FastAPI prepares an included router's routes for each app at the first request that
     # is tried against them (~60 ms of CPU for the console's pages), so a hub that only
