@@ -5,6 +5,7 @@
 
 import json
 import shutil
+import socket
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -323,3 +324,18 @@ def wait_until(condition: Callable[[], object], *, within: float = 10.0, what: s
         assert time.monotonic() - started < within, f"timed out waiting for {what or condition}"
         time.sleep(0.02)
     return time.monotonic() - started
+
+
+def raw_exchange(url: str, head: bytes) -> bytes:
+    """Send ``head`` on a new connection; what came back before the server closed it
+    (b"" if it reset the connection before answering)."""
+    host, port = url.removeprefix("http://").split(":")
+    answer = b""
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        try:
+            sock.sendall(head)
+            while chunk := sock.recv(65536):
+                answer += chunk
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+    return answer

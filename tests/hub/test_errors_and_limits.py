@@ -5,7 +5,6 @@ oversized request headers get 431; the hub's request ids are its own.
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ from tests.hub_testing import (
     added_audit_entries,
     module_database,
     problem_type,
+    raw_exchange,
     running_hub,
 )
 
@@ -226,21 +226,6 @@ def test_a_trailing_slash_is_not_found_not_redirected_to_the_host_field(
     assert answer.status_code in (404, 405), answer.headers
     assert "location" not in answer.headers
     assert problem_type(answer) in ("not-found", "method-not-allowed")
-
-
-def raw_exchange(url: str, head: bytes) -> bytes:
-    """Send ``head`` on a new connection; what came back before the server closed it
-    (b"" if it reset the connection before answering)."""
-    host, port = url.removeprefix("http://").split(":")
-    answer = b""
-    with socket.create_connection((host, int(port)), timeout=10) as sock:
-        try:
-            sock.sendall(head)
-            while chunk := sock.recv(65536):
-                answer += chunk
-        except (BrokenPipeError, ConnectionResetError):
-            pass
-    return answer
 
 
 def test_a_head_far_over_the_limit_is_refused_by_the_server_itself(hub: RunningHub) -> None:

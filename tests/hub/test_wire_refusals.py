@@ -18,6 +18,7 @@ from tests.hub_testing import (
     added_audit_entries,
     module_database,
     problem_type,
+    raw_exchange,
     running_hub,
     wait_until,
 )
@@ -71,16 +72,6 @@ def send_and_leave(hub: RunningHub, data: bytes) -> None:
     """Send ``data`` on a new connection and close it without reading an answer."""
     with socket.create_connection(("127.0.0.1", port_of(hub)), timeout=10) as sock:
         sock.sendall(data)
-
-
-def raw_exchange(hub: RunningHub, data: bytes) -> bytes:
-    """Send ``data``; everything the server answered before it closed the connection."""
-    answer = b""
-    with socket.create_connection(("127.0.0.1", port_of(hub)), timeout=10) as sock:
-        sock.sendall(data)
-        while chunk := sock.recv(65536):
-            answer += chunk
-    return answer
 
 
 CUT_SHORT = {
@@ -176,7 +167,7 @@ def test_a_single_valued_field_given_twice_is_refused_before_any_route(
 def test_an_http11_request_without_one_host_field_is_refused(hub: RunningHub, head: bytes) -> None:
     """RFC 9112 §3.2: a server answers 400 to an HTTP/1.1 request without a Host field,
     or with more than one."""
-    status, fields, body = answer_parts(raw_exchange(hub, head + b"Connection: close\r\n\r\n"))
+    status, fields, body = answer_parts(raw_exchange(hub.url, head + b"Connection: close\r\n\r\n"))
     assert status == 400, body
     assert fields["content-type"] == "application/problem+json"
     assert b"urn:onceonly:problem:invalid-request" in body
@@ -185,7 +176,7 @@ def test_an_http11_request_without_one_host_field_is_refused(hub: RunningHub, he
 
 def test_an_http10_request_needs_no_host_field(hub: RunningHub) -> None:
     """Host is required of HTTP/1.1 requests only (RFC 9112 §3.2; RFC 1945 has none)."""
-    status, _, body = answer_parts(raw_exchange(hub, b"GET /healthz HTTP/1.0\r\n\r\n"))
+    status, _, body = answer_parts(raw_exchange(hub.url, b"GET /healthz HTTP/1.0\r\n\r\n"))
     assert status == 200, body
 
 
@@ -204,7 +195,7 @@ def test_a_request_the_server_cannot_parse_gets_a_problem(
 ) -> None:
     """uvicorn answered 'Invalid HTTP request received.' as text/plain; every error the
     hub answers is an RFC 9457 problem (docs/problems.md)."""
-    status, fields, body = answer_parts(raw_exchange(hub, request_bytes))
+    status, fields, body = answer_parts(raw_exchange(hub.url, request_bytes))
     assert status == 400, body
     assert fields["content-type"] == "application/problem+json"
     assert fields["connection"] == "close"
