@@ -15,7 +15,7 @@ import pytest
 from joserfc import jwt
 from joserfc.jwk import ECKey
 
-from onceonly.adapters import HubClient
+from onceonly.adapters import AccessDenied, HubClient
 from onceonly.hub.middleware import new_request_id
 
 from tests.hub_testing import DATABASES, RunningHub, added_audit_entries, granted_client_hub
@@ -116,7 +116,11 @@ def test_an_authenticated_clients_id_is_kept_beside_the_hubs(
         client._http.event_hooks["request"].append(_offering("batch-7.retry_1"))
         with added_audit_entries(hub, action="token.issue") as issued:
             client.audit_entry(0)  # a department's read of the log: audited
+        with pytest.raises(AccessDenied) as refused:  # no grant: refused, yet authenticated
+            client.fetch("person.residential-address", "38001085718", purpose="x-purpose")
     (token,) = issued
+    query = _entry(hub, str(refused.value.request_id))
+    assert (query["action"], query["client_request_id"]) == ("record.query", "batch-7.retry_1")
     assert (token["client"], token["client_request_id"]) == (CLIENT, "batch-7.retry_1")
     with hub.admin() as admin:
         page = admin.audit_entries(action="audit.read", limit=1000)
@@ -131,4 +135,4 @@ def test_an_authenticated_clients_id_is_kept_beside_the_hubs(
     )
     rows = list(csv.DictReader(io.StringIO(export.text)))
     kept = {row["request_id"] for row in rows if row["client_request_id"] == "batch-7.retry_1"}
-    assert kept == {token["request_id"], read["request_id"]}
+    assert kept == {token["request_id"], read["request_id"], query["request_id"]}
