@@ -89,6 +89,24 @@ class ClientSignatureInvalid(ClientNotAuthenticated):
     slug = "client-signature-invalid"
 
 
+class ClientAssertionUnreadable(ClientNotAuthenticated):
+    """The client assertion is no compact JWS (RFC 7515 §7.1) the hub can read. It is
+    judged before any client is read, so the answer tells nobody whether a client id
+    exists, and says what is wrong (decision 0075)."""
+
+    slug = "client-assertion-unreadable"
+
+    def answer(self) -> InvalidClient:
+        return InvalidClient(self.detail)
+
+
+class ClientAssertionAlgorithm(ClientAssertionUnreadable):
+    """The assertion's ``alg`` is none the hub verifies client assertions with
+    (``none``, ``HS256``...: RFC 8725 §3.1); judged, and answered, as an unreadable one."""
+
+    slug = "client-assertion-algorithm"
+
+
 class ClientCertificateUnregistered(ClientNotAuthenticated):
     """The TLS client certificate's key is not one of the client's (RFC 8705 §2.2)."""
 

@@ -11,6 +11,7 @@ revocation, metadata, and a client's own keys.
 """
 
 import math
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -24,6 +25,8 @@ from onceonly.hub.auth import callers, certificates, dpop, nonces, repository, t
 from onceonly.hub.auth.callers import Caller as Caller
 from onceonly.hub.auth.callers import require_active_client as require_active_client
 from onceonly.hub.auth.exceptions import (
+    ClientAssertionAlgorithm,
+    ClientAssertionUnreadable,
     ClientCertificateUnregistered,
     ClientNotAuthenticated,
     ClientNotFound,
@@ -41,6 +44,8 @@ from onceonly.hub.auth.exceptions import (
 )
 from onceonly.hub.auth.jti_register import JtiRegister
 from onceonly.hub.auth.schemas import (
+    TOKEN_FORM,
+    TOKEN_HOLDER_FORM,
     IntrospectionResponse,
     OwnClientOut,
     ServerMetadata,
@@ -63,6 +68,9 @@ from onceonly.hub.registry.service import client_out
 CLIENT_ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 SIGNING_ALGORITHMS = ["ES256", "Ed25519", "EdDSA", "PS256"]
 _MAX_FORM_BYTES = 16 * 1024
+# What the token, introspection and revocation endpoints read; anything else is ignored.
+FORM_PARAMETERS = frozenset(TOKEN_FORM["properties"]) | frozenset(TOKEN_HOLDER_FORM["properties"])
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 UNNAMED_REQUESTS = Counter(
     "onceonly_oauth_unnamed_requests_total",
     "OAuth endpoint requests that named no client (answered, not audited)",
@@ -87,17 +95,33 @@ class AuthenticatedClient:
 
 
 def parse_token_form(raw: bytes, content_type: str) -> dict[str, str]:
-    """RFC 6749 §3.2: form-encoded, and no parameter may be sent twice."""
+    """The parameters the OAuth endpoints read (RFC 6749 §3.2): form-encoded UTF-8, no
+    known parameter sent twice, and no control character in any value.
+
+    RFC 6749 §3.2 ignores a parameter it does not recognize, so an unknown one is left
+    out, however often it is sent. A control character (U+0000-U+001F, U+007F-U+009F)
+    is no part of any identifier, scope or token: a value holding one is refused here,
+    before anything reads it. A detail names only a known parameter, never what the
+    caller wrote (decision 0075).
+    """
     if content_type.split(";")[0].strip().lower() != "application/x-www-form-urlencoded":
         raise InvalidTokenRequest("the request must be application/x-www-form-urlencoded")
     if len(raw) > _MAX_FORM_BYTES:
         raise InvalidTokenRequest(f"the request is larger than {_MAX_FORM_BYTES} bytes")
     try:
-        pairs = parse_qsl(raw.decode(), keep_blank_values=True, strict_parsing=bool(raw))
+        pairs = parse_qsl(
+            raw.decode(), keep_blank_values=True, strict_parsing=bool(raw), errors="strict"
+        )
     except (UnicodeDecodeError, ValueError):
-        raise InvalidTokenRequest("the request is not a valid form") from None
+        raise InvalidTokenRequest("the request is not a valid form of UTF-8 text") from None
     form: dict[str, str] = {}
     for name, value in pairs:
+        known = name in FORM_PARAMETERS
+        if _CONTROL.search(value):
+            which = f"the parameter {name}" if known else "a parameter"
+            raise InvalidTokenRequest(f"{which} holds a control character")
+        if not known:
+            continue
         if name in form:
             raise InvalidTokenRequest(f"the parameter {name} is sent more than once")
         form[name] = value
@@ -150,8 +174,15 @@ async def issue_token(
     """The client credentials grant (RFC 6749 §4.4), sender-constrained; audited in
     ``scope`` (None: the request names no client, and is not audited); within the
     authenticated client's budget (``admission``, decision 0051)."""
-    _check_grant_type(request.form.get("grant_type"))
-    proof = _token_proof(request, settings=settings, keys=keys, clock=clock)
+    try:
+        _check_grant_type(request.form.get("grant_type"))
+        proof = _token_proof(request, settings=settings, keys=keys, clock=clock)
+    except HubError:
+        if scope is not None:  # the entry names the client if its assertion verifies
+            await _note_verified_client(
+                session, form=request.form, settings=settings, scope=scope, clock=clock
+            )
+        raise
     authenticated = await authenticate_client(
         session, jtis=jtis, request=request, settings=settings, scope=scope, clock=clock
     )
@@ -453,24 +484,17 @@ async def _private_key_jwt(
     if form.get("client_assertion_type") != CLIENT_ASSERTION_TYPE:
         raise InvalidClient("authenticate with private_key_jwt (client_assertion_type jwt-bearer)")
     assertion = form.get("client_assertion", "")
-    try:
-        header, unverified = peek_header_and_claims(assertion)
-    except ValueError as error:
-        raise InvalidClient(f"the client assertion is not a JWT: {error}") from None
-    client_id = unverified.get("sub")
-    if not isinstance(client_id, str) or form.get("client_id", client_id) != client_id:
-        raise InvalidClient("the assertion's sub must be the client id")
+    header, client_id = _read_assertion(assertion, form=form)
     row = await _registered_client(session, client_id, scope=scope)
     active = _active(row)
-    client_keys = jwks_rules.key_set(active.jwks) if active is not None else None
     try:
-        claims = tokens.verify_client_assertion(
+        claims = _verify_assertion(
             assertion,
+            header=header,
+            client=active,
             client_id=client_id,
-            client_keys=tokens.assertion_keys(client_keys, header),
-            issuer=settings.issuer,
-            now=int(clock.time()),
-            skew=settings.clock_skew,
+            settings=settings,
+            clock=clock,
         )
     except ClientSignatureInvalid as bad_signature:
         raise (bad_signature if active is not None else _inactive(row)) from None
@@ -481,6 +505,78 @@ async def _private_key_jwt(
     if not await jtis.spend(key, expires_at=expires):
         raise InvalidClient("the client assertion was used before (jti replay)")
     return active
+
+
+def _read_assertion(assertion: str, *, form: dict[str, str]) -> tuple[dict[str, Any], str]:
+    """The assertion's header and the client it names (its ``sub``), unverified; refused
+    with the precise reason (the audit entry's) before any client is read."""
+    try:
+        header, unverified = peek_header_and_claims(assertion)
+    except ValueError as error:
+        raise ClientAssertionUnreadable(f"the client assertion is not a JWT: {error}") from None
+    if header.get("alg") not in tokens.CLIENT_ALGORITHMS:
+        raise ClientAssertionAlgorithm(
+            f"the client assertion's alg must be one of {', '.join(tokens.CLIENT_ALGORITHMS)}"
+        )
+    client_id = unverified.get("sub")
+    if not isinstance(client_id, str) or form.get("client_id", client_id) != client_id:
+        raise InvalidClient("the assertion's sub must be the client id")
+    return header, client_id
+
+
+def _verify_assertion(
+    assertion: str,
+    *,
+    header: dict[str, Any],
+    client: Client | None,
+    client_id: str,
+    settings: Settings,
+    clock: Clock,
+) -> tokens.AssertionClaims:
+    """The assertion's claims if it verifies with ``client``'s keys (with a decoy's, and
+    never, when ``client`` is None); its jti is not spent here."""
+    client_keys = jwks_rules.key_set(client.jwks) if client is not None else None
+    return tokens.verify_client_assertion(
+        assertion,
+        client_id=client_id,
+        client_keys=tokens.assertion_keys(client_keys, header),
+        issuer=settings.issuer,
+        now=int(clock.time()),
+        skew=settings.clock_skew,
+    )
+
+
+async def _note_verified_client(
+    session: AsyncSession,
+    *,
+    form: dict[str, str],
+    settings: Settings,
+    scope: AuditScope,
+    clock: Clock,
+) -> None:
+    """Name the client in ``scope``'s entry if the request's client assertion verifies
+    (signature and claims; its jti unspent): for a refusal decided before the client
+    authenticated (a DPoP proof, the grant type). A claim that does not verify names
+    nobody (decision 0075)."""
+    if form.get("client_assertion_type") != CLIENT_ASSERTION_TYPE:
+        return
+    assertion = form.get("client_assertion", "")
+    try:
+        header, client_id = _read_assertion(assertion, form=form)
+        active = _active(await registry.get_client(session, client_id))
+        if active is None:
+            return
+        _verify_assertion(
+            assertion,
+            header=header,
+            client=active,
+            client_id=client_id,
+            settings=settings,
+            clock=clock,
+        )
+    except (ClientNotAuthenticated, InvalidClient):
+        return
+    scope.note(client=active.client_id, department=active.department_id)
 
 
 async def _self_signed_tls(

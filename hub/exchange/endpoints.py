@@ -22,10 +22,12 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from onceonly.hub import errors
 from onceonly.hub.access.exceptions import NoGrant, NotShared
-from onceonly.hub.audit.dependencies import CurrentAudit, audited
+from onceonly.hub.audit.dependencies import CurrentAudit
 from onceonly.hub.audit.request_scope import open_audit_scope
+from onceonly.hub.audit.service import AuditScope
 from onceonly.hub.auth.dependencies import TokenCaller, token_caller
 from onceonly.hub.auth.exceptions import InsufficientScope
+from onceonly.hub.dependencies import AuditLogDep
 from onceonly.hub.exchange import service
 from onceonly.hub.exchange.dependencies import exchange_context
 from onceonly.hub.exchange.exceptions import (
@@ -47,6 +49,18 @@ PATH = "/v1/items/{item_id}/records/query"
 _QUERY_BODY = json_body(RecordQuery)
 
 
+async def open_scope(request: Request, log: AuditLogDep) -> AuditScope:
+    """The record query's audit scope (as ``audit.dependencies.audited`` opens one),
+    naming the item when the path names a syntactically valid item id: so a refusal
+    of the caller or of the body is filed under the item it was about (decision 0075)."""
+    scope = open_audit_scope(request, ACTION, log=log)
+    try:
+        scope.note(item=_ITEM_ID.validate_python(request.path_params.get("item_id")))
+    except ValidationError:
+        pass  # no item: the path's text is nothing the log should keep
+    return scope
+
+
 @router.post(
     "/{item_id}/records/query",
     response_model=RecordAnswer,
@@ -62,7 +76,7 @@ _QUERY_BODY = json_body(RecordQuery)
         OwnerUnavailable,
         OwnerTimeout,
     ),
-    dependencies=[Depends(audited(ACTION))],
+    dependencies=[Depends(open_scope)],
 )
 async def query_record(
     item_id: ItemId,
@@ -140,7 +154,7 @@ async def _answer(request: Request, raw_item_id: str) -> Response:
     hub = hub_of(request.app)
     sub_response = Response()  # headers the dependencies and the route add
     sub_response.headers.raw.clear()  # (FastAPI's sub-response starts without any)
-    audit = open_audit_scope(request, ACTION, log=hub.audit_log)
+    audit = await open_scope(request, hub.audit_log)
     caller = await token_caller(request, sub_response, hub)
     query = await _QUERY_BODY(request)
     item_id = _path_item_id(raw_item_id)

@@ -317,10 +317,11 @@ def _nbf_null(world: TokenWorld) -> str:
 # are answered alike, but logged apart; a request naming no client is not logged.
 SIGNATURE = "client-signature-invalid"
 CLAIMS = "oauth-invalid-client"
+ALGORITHM = "client-assertion-algorithm"  # judged before any client is read (decision 0075)
 ASSERTION_ATTACKS: dict[str, tuple[Callable[[TokenWorld], str], str]] = {
-    "alg-none": (_alg_none, SIGNATURE),
-    "hs256-keyed-by-public-jwk-json": (_hmac_keyed_by(_public_jwk_json), SIGNATURE),
-    "hs256-keyed-by-public-pem": (_hmac_keyed_by(_public_pem), SIGNATURE),
+    "alg-none": (_alg_none, ALGORITHM),
+    "hs256-keyed-by-public-jwk-json": (_hmac_keyed_by(_public_jwk_json), ALGORITHM),
+    "hs256-keyed-by-public-pem": (_hmac_keyed_by(_public_pem), ALGORITHM),
     "other-key-same-kid": (_same_kid_other_key, SIGNATURE),
     "unknown-kid": (lambda world: assertion(world, header={"kid": "no-such-key"}), SIGNATURE),
     "attacker-key-by-jku": (_attacker_key_in_header("jku"), SIGNATURE),
@@ -502,6 +503,156 @@ def test_form_that_is_not_utf8_is_invalid_request(world: TokenWorld) -> None:
         headers={"Content-Type": "application/x-www-form-urlencoded"},
     )
     assert_token_refused(world, response, status=400, error="invalid_request", reason=NOT_AUDITED)
+
+
+def form_request(world: TokenWorld, pairs: list[tuple[str, str]]) -> httpx.Response:
+    """A token request of these form pairs, in order and repeated as given, with a proof."""
+    url = f"{world.hub.url}/oauth/token"
+    return httpx.post(
+        url,
+        content=str(httpx.QueryParams(pairs)),
+        headers={
+            "Content-Type": "application/x-www-form-urlencoded",
+            "DPoP": DPOP.proof("POST", url),
+        },
+    )
+
+
+CONTROL = "\u00f6v\u00e1m\u001a>HW"  # a name a fuzzer sent: with a control character
+
+
+@pytest.mark.parametrize("times", [1, 2, 3])
+def test_an_unknown_parameter_is_ignored_however_often_it_is_sent(
+    world: TokenWorld, times: int
+) -> None:
+    """RFC 6749 §3.2: the server ignores parameters it does not recognize."""
+    pairs = list(token_form(assertion(world)).items()) + [(CONTROL, "x")] * times
+    response = form_request(world, pairs)
+    assert response.status_code == 200, response.text
+
+
+def test_a_known_parameter_sent_twice_is_named_without_what_the_caller_wrote(
+    world: TokenWorld,
+) -> None:
+    pairs = [*token_form(assertion(world)).items(), (CONTROL, "1"), ("scope", "a"), ("scope", "b")]
+    response = form_request(world, pairs)
+    assert_token_refused(world, response, status=400, error="invalid_request", reason=NOT_AUDITED)
+    assert response.json()["detail"] == "the parameter scope is sent more than once"
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "detail"),
+    [
+        ("scope", f"read:{IDENTITY}\x00", "the parameter scope holds a control character"),
+        ("scope", f"read:{IDENTITY}\x1b[2J", "the parameter scope holds a control character"),
+        ("scope", f"read:{IDENTITY}\x85", "the parameter scope holds a control character"),
+        ("grant_type", "client_credentials\r\n", "the parameter grant_type holds a control"),
+        (CONTROL, "x\x00", "a parameter holds a control character"),
+    ],
+    ids=["nul-in-scope", "escape-in-scope", "c1-in-scope", "crlf-in-grant-type", "unknown"],
+)
+def test_a_control_character_in_any_value_is_refused_before_it_is_read(
+    world: TokenWorld, name: str, value: str, detail: str
+) -> None:
+    form = token_form(assertion(world))
+    pairs = [(n, v) for n, v in form.items() if n != name] + [(name, value)]
+    response = form_request(world, pairs)
+    assert_token_refused(world, response, status=400, error="invalid_request", reason=NOT_AUDITED)
+    assert response.json()["detail"].startswith(detail)
+    assert not any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in response.text)
+
+
+def test_a_form_whose_escapes_are_not_utf8_is_refused_not_replaced(world: TokenWorld) -> None:
+    pairs = [*token_form(assertion(world)).items()]
+    body = str(httpx.QueryParams(pairs)) + "&scope=read%3A%C3"
+    response = httpx.post(
+        f"{world.hub.url}/oauth/token",
+        content=body,
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert_token_refused(world, response, status=400, error="invalid_request", reason=NOT_AUDITED)
+
+
+# --- who a refusal is filed under (decision 0075) -------------------------------------------
+
+
+def _two_proofs(world: TokenWorld) -> list[tuple[str, str]]:
+    url = f"{world.hub.url}/oauth/token"
+    return [("DPoP", DPOP.proof("POST", url)), ("DPoP", DPOP.proof("POST", url))]
+
+
+def _proof_for_another_url(world: TokenWorld) -> list[tuple[str, str]]:
+    return [("DPoP", DPOP.proof("POST", f"{world.hub.url}/oauth/introspect"))]
+
+
+def refused_proof_entry(
+    world: TokenWorld, signed: str, proofs: list[tuple[str, str]]
+) -> dict[str, Any]:
+    """The audit entry of a token request with assertion ``signed`` whose ``DPoP``
+    headers (``proofs``) are refused ``invalid_dpop_proof``."""
+    response = httpx.post(
+        f"{world.hub.url}/oauth/token", data=token_form(signed), headers=httpx.Headers(proofs)
+    )
+    assert_token_refused(world, response, status=400, error="invalid_dpop_proof")
+    return audit_entry_for(world.hub, response, action="token.issue")
+
+
+@pytest.mark.parametrize("proofs", [_two_proofs, _proof_for_another_url], ids=["two", "wrong-htu"])
+def test_a_refused_proof_is_filed_under_the_client_whose_assertion_verifies(
+    world: TokenWorld, proofs: Callable[[TokenWorld], list[tuple[str, str]]]
+) -> None:
+    entry = refused_proof_entry(world, assertion(world), proofs(world))
+    assert (entry["client"], entry["department"]) == (CLIENT, DEPARTMENT)
+
+
+def test_an_unsupported_grant_is_filed_under_the_client_whose_assertion_verifies(
+    world: TokenWorld,
+) -> None:
+    response = ask_token(world, token_form(assertion(world), grant_type="password"))
+    assert_token_refused(world, response, status=400, error="unsupported_grant_type")
+    entry = audit_entry_for(world.hub, response, action="token.issue")
+    assert (entry["client"], entry["department"]) == (CLIENT, DEPARTMENT)
+
+
+@pytest.mark.parametrize(
+    "forged",
+    [_same_kid_other_key, _expired, lambda world: assertion(world, aud="https://other.example")],
+    ids=["other-key", "expired", "other-audience"],
+)
+def test_a_refused_proof_is_filed_under_nobody_when_the_assertion_does_not_verify(
+    world: TokenWorld, forged: Callable[[TokenWorld], str]
+) -> None:
+    entry = refused_proof_entry(world, forged(world), _two_proofs(world))
+    assert {"client", "department"}.isdisjoint(entry)
+
+
+def test_a_verified_assertion_with_a_refused_proof_stays_usable(world: TokenWorld) -> None:
+    """Noting the client spends nothing: the assertion's jti is spent only when a token
+    is issued with it."""
+    once = assertion(world)
+    refused_proof_entry(world, once, _two_proofs(world))
+    assert ask_token(world, token_form(once)).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("build", "reason", "says"),
+    [
+        (_alg_none, ALGORITHM, "alg must be one of ES256"),
+        (_hmac_keyed_by(_public_pem), ALGORITHM, "alg must be one of ES256"),
+        (lambda world: "a.b.c", "client-assertion-unreadable", "not a JWT"),
+        (lambda world: "not-a-jwt", "client-assertion-unreadable", "not a JWT"),
+    ],
+    ids=["alg-none", "hs256", "garbage", "not-a-jws"],
+)
+def test_an_assertion_refused_unread_has_its_precise_reason(
+    world: TokenWorld, build: Callable[[TokenWorld], str], reason: str, says: str
+) -> None:
+    """With ``client_id`` the request names a client, so its refusal is audited, with
+    why, and under no client: nothing in it was verified."""
+    response = ask_token(world, token_form(build(world), client_id=CLIENT))
+    assert_token_refused(world, response, status=401, error="invalid_client", reason=reason)
+    assert says in response.json()["detail"]
+    assert "client" not in audit_entry_for(world.hub, response, action="token.issue")
 
 
 # --- access tokens at a resource (RFC 6750, RFC 9068 §4) ------------------------------------

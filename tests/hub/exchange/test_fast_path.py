@@ -17,12 +17,19 @@ from fastapi import FastAPI, HTTPException
 from starlette.middleware import Middleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from onceonly.adapters import OnceonlyError
+from onceonly.adapters import DPoPKey, OnceonlyError
 from onceonly.hub.auth.dependencies import token_caller
 from onceonly.hub.exchange import endpoints
 from onceonly.hub.exchange.endpoints import ExchangeFastPath
 
-from tests.hub.exchange_world import ADDRESS, PURPOSE, SUBJECT, World, exchange_world
+from tests.hub.exchange_world import (
+    ADDRESS,
+    PURPOSE,
+    SUBJECT,
+    World,
+    access_token,
+    exchange_world,
+)
 from tests.hub_testing import DATABASES, audit_entry_for, module_database
 
 ROUTE_HEADER = "x-test-path"
@@ -174,3 +181,32 @@ def test_dependency_overrides_reach_record_queries(database_url: str, tmp_path: 
         apps[0].dependency_overrides.clear()
         assert _answer_of(overridden, past=False, query=QUERIES["answered"]).status_code == 200
         assert calls == ["override"]
+
+
+@pytest.mark.parametrize("past", [False, True], ids=["fast-path", "declared-route"])
+@pytest.mark.parametrize(
+    ("item", "body"),
+    [
+        (ADDRESS, b'{"subject": '),
+        (ADDRESS, b'{"purpose": "x"}'),
+        ("Not_An.Item", b'{"subject": '),
+        ("a" * 200 + ".b", b"[]"),
+    ],
+    ids=["not-json", "no-subject", "malformed-item", "too-long-item"],
+)
+def test_a_bad_body_is_filed_under_the_item_the_path_names(
+    world: World, past: bool, item: str, body: bytes
+) -> None:
+    """Decision 0075: a refusal of the body names the item, when the path names a
+    syntactically valid item id (the path's text otherwise: nothing to keep)."""
+    dpop = DPoPKey.generate()
+    token = access_token(world, dpop)
+    url = f"{world.hub.url}/v1/items/{item}/records/query"
+    headers = {**dpop.headers("POST", url, token), "Content-Type": "application/json"}
+    if past:
+        headers[ROUTE_HEADER] = "route"
+    answer = httpx.post(url, content=body, headers=headers)
+    assert answer.status_code in (400, 422), answer.text
+    entry = audit_entry_for(world.hub, answer, action="record.query")
+    assert entry["outcome"] == "refused"
+    assert entry.get("item") == (item if item == ADDRESS else None)
