@@ -47,6 +47,7 @@ from onceonly.hub.kit.after_commit import on_commit
 from onceonly.hub.kit.clock import SYSTEM_CLOCK, Clock, aware, rfc3339_ms
 from onceonly.hub.kit.group_commit import GroupCommit
 from onceonly.hub.kit.problems import HubError
+from onceonly.hub.kit.spreadsheet import neutralize_formula
 
 log = logging.getLogger("onceonly.audit")
 
@@ -496,15 +497,6 @@ def _cell(value: Any) -> str:
     if isinstance(value, dict):
         return json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
     return str(value)
-
-
-_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
-
-
-def neutralize_formula(cell: str) -> str:
-    """A cell that a spreadsheet would run as a formula gets a leading apostrophe
-    (OWASP, "CSV Injection"): free text in entries comes from callers."""
-    return "'" + cell if cell.startswith(_FORMULA_STARTS) else cell
 
 
 def _csv_line(cells: Sequence[str]) -> str:

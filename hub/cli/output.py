@@ -8,7 +8,10 @@
   the hub counts in seconds since the epoch is shown the same way; ``-`` is nothing.
 - ``csv``: one header line, then a line per row (RFC 4180), every member of the rows:
   an object member's own members become ``member.name`` columns, lists and deeper
-  objects are JSON in their cell, times are RFC 3339 as the hub wrote them (UTC).
+  objects are JSON in their cell, times are RFC 3339 as the hub wrote them (UTC). A
+  text cell (or column name) that a spreadsheet would run as a formula (``=``, ``+``,
+  ``-``, ``@``, tab, CR first) starts with an apostrophe, as in the hub's own CSV
+  exports (``kit.spreadsheet``).
 
 Standard output carries only data; what a person needs besides (more pages to ask
 for, nothing found) goes to standard error in table form.
@@ -23,6 +26,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TextIO
+
+from onceonly.hub.kit.spreadsheet import neutralize_formula
 
 FORMS = ("json", "csv", "table")
 _TIME = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})$")
@@ -123,9 +128,10 @@ def _columns(rows: Iterable[dict[str, Any]]) -> list[str]:
 
 def _write_csv(rows: Any, shape: Shape, out: TextIO) -> None:
     flat = [flatten(row, shape) for row in ([rows] if isinstance(rows, dict) else rows)]
-    writer = csv.writer(out, lineterminator="\n")
+    # RFC 4180 CRLF: a CR or LF inside a cell is then quoted, never a row of its own
+    writer = csv.writer(out, lineterminator="\r\n")
     columns = _columns(flat)
-    writer.writerow(columns)
+    writer.writerow([neutralize_formula(column) for column in columns])  # names come from data
     for row in flat:
         writer.writerow([_csv_cell(row.get(c), epoch=c in shape.epoch) for c in columns])
 
@@ -139,6 +145,8 @@ def _csv_cell(value: Any, *, epoch: bool) -> str:
         return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, str):  # text from callers: never a formula (a number is a number)
+        return neutralize_formula(value)
     return str(value)
 
 

@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from onceonly.hub.kit.clock import aware
+from onceonly.hub.kit.spreadsheet import neutralize_formula
 from onceonly.hub.reports import disclosure, periods, repository
 from onceonly.hub.reports.disclosure import Cell, Relation
 from onceonly.hub.reports.repository import ExchangeRow, RequestRow
@@ -436,10 +437,8 @@ _DECIMALS = {
     "on_time_share": 4,
     "decision_median_hours": 2,
 }
+# Titles and names come from stewards and administrators: a spreadsheet must not run them.
 _TEXT = ("id", "name", "owner")
-# A spreadsheet reads a cell starting with one of these as a formula (OWASP, "CSV
-# injection"); titles and names come from stewards and administrators.
-_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
 def _cell(column: str, value: Any) -> Any:
@@ -447,8 +446,8 @@ def _cell(column: str, value: Any) -> Any:
         return ""
     if column in _DECIMALS:
         return f"{value:.{_DECIMALS[column]}f}"
-    if column in _TEXT and isinstance(value, str) and value.startswith(_FORMULA_STARTS):
-        return "'" + value
+    if column in _TEXT and isinstance(value, str):
+        return neutralize_formula(value)
     return value
 
 

@@ -21,9 +21,9 @@ from joserfc.jwk import ECKey
 from onceonly.adapters import AccessDenied, HubClient, NotFound, public_jwks
 from onceonly.hub.audit import leaves
 from onceonly.hub.audit.readers import Reader
-from onceonly.hub.audit.service import neutralize_formula
 from onceonly.hub.kit import base64url
 from onceonly.hub.kit.jcs import canonical_json
+from onceonly.hub.kit.spreadsheet import neutralize_formula
 
 from tests.hub.exchange_world import (
     ADDRESS,

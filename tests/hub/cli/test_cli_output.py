@@ -146,3 +146,22 @@ def test_the_default_form_follows_the_terminal(
     chosen: str | None, stream: io.StringIO, form: str
 ) -> None:
     assert form_of(argparse.Namespace(output=chosen), stream) == form
+
+
+@pytest.mark.parametrize("cell", ["=1+1", "+1", "-1", "@SUM(A1)", "\t=1", "\r=1"])
+def test_csv_text_a_spreadsheet_would_run_starts_with_an_apostrophe(cell: str) -> None:
+    text = written([{"name": cell, cell: "x"}], "csv", Shape())
+    [row] = list(csv.DictReader(io.StringIO(text, newline="")))
+    assert row == {"'" + cell: "x", "name": "'" + cell}
+
+
+def test_csv_numbers_stay_numbers() -> None:
+    [row] = list(csv.DictReader(io.StringIO(written([{"n": -1, "f": -0.5}], "csv", Shape()))))
+    assert row == {"n": "-1", "f": "-0.5"}
+
+
+def test_csv_a_line_break_in_a_cell_starts_no_row() -> None:
+    """Unquoted, a CR would end the row in a spreadsheet, and ``=1+1`` would start one."""
+    text = written([{"name": "a\r=1+1", "note": "b\n@SUM(A1)"}], "csv", Shape())
+    [row] = list(csv.DictReader(io.StringIO(text, newline="")))
+    assert row == {"name": "a\r=1+1", "note": "b\n@SUM(A1)"}
