@@ -80,3 +80,21 @@ def test_a_head_of_50_mib_is_cut_off_near_the_bound(adapter: str) -> None:
 def test_a_head_within_the_bound_is_answered(adapter: str) -> None:
     fits = {"X-Padding": "a" * (MAX_HEAD_BYTES - 2048)}
     assert httpx.get(f"{adapter}/healthz", headers=fits).status_code == 200
+
+
+def test_a_request_it_cannot_parse_is_a_400_problem(adapter: str) -> None:
+    """uvicorn answered a malformed request 'Invalid HTTP request received.' as
+    text/plain; the adapter's errors are RFC 9457 problems (docs/problems.md)."""
+    host, port = adapter.removeprefix("http://").split(":")
+    answer = b""
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: adapter\r\nNo colon here\r\n\r\n")
+        while chunk := sock.recv(65536):
+            answer += chunk
+
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 "), answer[:200]
+    assert b"content-type: application/problem+json" in head
+    assert b"connection: close" in head
+    problem = json.loads(body)
+    assert (problem["type"], problem["status"]) == ("urn:onceonly:problem:invalid-request", 400)
