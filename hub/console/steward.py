@@ -280,7 +280,8 @@ async def approve(
             session,
             principal=_principal(visit),
             request_id=request_id,
-            body=ApproveIn(fields=asked or None, reason=reason or None),
+            # with errors, the id is no request's: the service refuses it, whatever the body
+            body=ApproveIn() if errors else ApproveIn(fields=asked or None, reason=reason or None),
             settings=hub.settings,
             scope=scope,
             clock=hub.clock,
@@ -320,7 +321,7 @@ async def refuse(
             session,
             principal=_principal(visit),
             request_id=request_id,
-            body=RefuseIn(reason=reason or "-"),
+            body=RefuseIn(reason="-" if errors else reason),  # errors: no request's id
             scope=scope,
             clock=hub.clock,
         )
@@ -624,7 +625,7 @@ async def revoke(
             session,
             principal=_principal(visit),
             grant_id=grant_id,
-            body=RevokeIn(reason=reason or "-"),
+            body=RevokeIn(reason="-" if errors else reason),  # errors: no grant's id
             scope=scope,
             clock=hub.clock,
         )

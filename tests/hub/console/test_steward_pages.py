@@ -521,3 +521,26 @@ def test_a_return_address_with_done_shows_no_success_after_signing_in_or_a_langu
         assert switched.status_code == 303
         assert success_notice(owner.get(switched.headers["location"]).text) is None
         assert "Waiting for a decision" in page.text
+
+
+@pytest.mark.parametrize(
+    ("action", "audited"),
+    [
+        ("/requests/not-a-request/approve", "access.approve"),
+        ("/requests/not-a-request/refuse", "access.refuse"),
+        ("/grants/not-a-grant/revoke", "grant.revoke"),
+    ],
+)
+def test_a_decision_on_no_request_with_a_reason_too_long_is_refused_not_a_500(
+    world: ConsoleWorld, action: str, audited: str
+) -> None:
+    """A form whose reason breaks the rule (here: 2,001 characters) for an id that is
+    no request's or grant's: the service refuses the id (404, audited), as it does with
+    a good reason; before, the body it was given could not be made (a 500)."""
+    with world.signed_in(STEWARD) as owner:
+        token = csrf_token(owner.get("/catalogue").text)
+        form = {"csrf_token": token, "reason": "x" * 2001, "confirm": "yes"}
+        with added_audit_entries(world.hub, action=audited) as entries:
+            answer = owner.post(action, data=form)
+        assert answer.status_code == 404, answer.text[:300]
+        assert [entry["outcome"] for entry in entries] == ["refused"]
