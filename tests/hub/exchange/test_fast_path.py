@@ -75,14 +75,17 @@ class _Recording(httpx.HTTPTransport):
     """Real HTTP; every answer kept, and the test's header on every request when
     ``past`` (the declared route)."""
 
-    def __init__(self, *, past: bool) -> None:
+    def __init__(self, *, past: bool, query_string: bytes = b"") -> None:
         super().__init__()
         self.past = past
+        self.query_string = query_string  # put on each record query (DPoP's htu has none)
         self.answers: list[httpx.Response] = []
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         if self.past:
             request.headers[ROUTE_HEADER] = "route"
+        if self.query_string and "/records/query" in request.url.path:
+            request.url = request.url.copy_with(query=self.query_string)
         response = super().handle_request(request)
         response.read()
         if "/records/query" in request.url.path:
@@ -112,8 +115,10 @@ QUERIES = {
 _VOLATILE_HEADERS = {"date", "x-request-id", "dpop-nonce", "content-length"}
 
 
-def _answer_of(world: World, *, past: bool, query: tuple[str, str, str]) -> httpx.Response:
-    transport = _Recording(past=past)
+def _answer_of(
+    world: World, *, past: bool, query: tuple[str, str, str], query_string: bytes = b""
+) -> httpx.Response:
+    transport = _Recording(past=past, query_string=query_string)
     item, subject, purpose = query
     with world.client(transport=transport) as client:
         try:
@@ -156,6 +161,20 @@ def test_the_fast_path_answers_as_the_declared_route(world: World, case: str) ->
     first, second = ({k: v for k, v in e.items() if k not in volatile} for e in entries)
     assert first == second
     assert (entries[0]["outcome"] == "ok") == (fast.status_code == 200)
+
+
+def test_a_query_string_is_refused_by_both_paths_alike(world: World) -> None:
+    """The record query takes no query parameter (decision 0074): the declared route's
+    check, and the fast path's own (before: the fast path answered 200)."""
+    answers = [
+        _answer_of(world, past=past, query=QUERIES["answered"], query_string=b"purpose=x")
+        for past in (False, True)
+    ]
+    assert [answer.status_code for answer in answers] == [400, 400]
+    assert _comparable(answers[0]) == _comparable(answers[1])
+    assert "'purpose' is not one this operation takes" in answers[0].json()["detail"]
+    entries = [audit_entry_for(world.hub, a, action="record.query") for a in answers]
+    assert [entry["outcome"] for entry in entries] == ["refused", "refused"]
 
 
 def test_dependency_overrides_reach_record_queries(database_url: str, tmp_path: Path) -> None:
