@@ -261,6 +261,7 @@ REASONS: Final = {
     "audit-unavailable": N_("the audit log was unavailable"),
     "citizen-identifier-missing": N_("the identity provider sent no identifier"),
     "client-certificate-unregistered": N_("the application's certificate is not registered"),
+    "client-disconnected": N_("the caller left before its request was read"),
     "client-assertion-algorithm": N_("the application signed with an algorithm not allowed"),
     "client-assertion-unreadable": N_("the application's credential could not be read"),
     "client-disabled": N_("the application is disabled"),
