@@ -61,7 +61,7 @@ ENTRY_FIELDS = (
     "reason",
     "time",
     "request_id",
-    "client_request_id",  # the X-Request-Id the client sent, if well-formed (not unique)
+    "client_request_id",  # an authenticated client's X-Request-Id, if well-formed (0070)
     "commitment",
     "query",  # what an auditor asked: every filter of a query or an export
     "event",  # the change event an entry is about (publish, delivery, replay)
