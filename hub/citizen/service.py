@@ -17,6 +17,7 @@ from typing import Any
 from cryptography.exceptions import InvalidTag
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from onceonly.adapters import subject_problem
 from onceonly.hub.access.exceptions import PurposesUnavailable, UnknownPurpose
 from onceonly.hub.access.purposes import purposes_for
 from onceonly.hub.audit import notes
@@ -93,6 +94,13 @@ def identifier_in(claims: dict[str, Any], *, claim: str) -> str:
     if not isinstance(identifier, str) or not 1 <= len(identifier) <= 256:
         raise CitizenIdentifierMissing(
             f"the ID token's {claim!r} claim is not an identifier (1 to 256 characters)"
+        )
+    # The subject rule (decision 0072): a spelling the record query refuses names no one
+    # in the log, and the page would say that nobody used the person's data.
+    problem = subject_problem(identifier)
+    if problem is not None:
+        raise CitizenIdentifierMissing(
+            f"the ID token's {claim!r} claim is not an identifier the hub takes: {problem}"
         )
     return identifier
 

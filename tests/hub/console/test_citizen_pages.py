@@ -319,6 +319,26 @@ def test_an_id_token_without_the_identifier_claim_is_refused(
     assert [e["reason"] for e in added] == ["citizen-identifier-missing"]
 
 
+FULL_WIDTH = "".join(chr(0xFF10 + int(digit)) for digit in "38001085718")
+
+
+@pytest.mark.parametrize("identifier", ["38001085718 ", FULL_WIDTH, "3800108\u200b5718"])
+def test_an_identifier_the_subject_rule_refuses_signs_no_one_in(
+    world: World, citizen_provider: Provider, identifier: str
+) -> None:
+    """The record query refuses such a spelling (decision 0072), so no access is filed
+    under it: a page for it would tell the person that nobody used their data."""
+    citizen_provider.behaviour.claims = {CLAIM: identifier}
+    with (
+        httpx.Client(base_url=world.hub.url) as browser,
+        added_audit_entries(world.hub, action="citizen.sign-in") as added,
+    ):
+        _, callback = through_provider(browser, "/citizen/sign-in")
+        assert browser.get(callback).status_code == 401
+        assert cookies.CITIZEN not in browser.cookies
+    assert [e["reason"] for e in added] == ["citizen-identifier-missing"]
+
+
 def test_a_citizen_signs_out_with_the_form_only(world: World, citizen_provider: Provider) -> None:
     with citizen_signed_in(world, citizen_provider, person(world)) as browser:
         page = browser.get("/citizen")
