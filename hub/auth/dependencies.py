@@ -17,6 +17,7 @@ from onceonly.hub.auth.principal import AuthPrincipal
 from onceonly.hub.config import Settings
 from onceonly.hub.dependencies import HubDep, SessionDep
 from onceonly.hub.keys import HubKeys
+from onceonly.hub.kit.asgi_scope import SENT_METHOD
 from onceonly.hub.kit.clock import Clock
 from onceonly.hub.people.dependencies import current_principal
 
@@ -28,7 +29,7 @@ def resource_request(request: Request, settings: Settings) -> ResourceRequest:
     return ResourceRequest(
         authorization=request.headers.get("authorization"),
         dpop_proofs=request.headers.getlist("dpop"),
-        method=request.method,
+        method=request.scope.get(SENT_METHOD, request.method),  # HEAD answered as GET
         url=settings.issuer.rstrip("/") + request.url.path,
         certificate=request.headers.get(header) if header else None,
     )

@@ -29,6 +29,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from onceonly.hub.kit.asgi_scope import SENT_METHOD
 from onceonly.hub.kit.problems import InvalidRequest
 
 API_ROOTS = ("/v1/", "/oauth/", "/.well-known/")
@@ -173,7 +174,7 @@ class HeadAsGet:
             await send(message)
 
         # a copy: the server reads the method of its own scope to send no body itself
-        as_get = {**scope, "method": "GET"}
+        as_get = {**scope, "method": "GET", SENT_METHOD: "HEAD"}  # htm: the sent method
         try:
             await self.app(as_get, receive, without_body)
         finally:

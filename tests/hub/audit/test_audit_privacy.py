@@ -18,7 +18,7 @@ import httpx
 import pytest
 from joserfc.jwk import ECKey
 
-from onceonly.adapters import AccessDenied, HubClient, NotFound, public_jwks
+from onceonly.adapters import AccessDenied, DPoPKey, HubClient, NotFound, public_jwks
 from onceonly.hub.audit import leaves
 from onceonly.hub.audit.readers import Reader
 from onceonly.hub.kit import base64url
@@ -33,6 +33,7 @@ from tests.hub.exchange_world import (
     PURPOSE,
     SUBJECT,
     World,
+    access_token,
     exchange_world,
 )
 from tests.hub_testing import DATABASES, module_database, signed_in, steward
@@ -467,3 +468,19 @@ def test_jsonl_export_lines_are_the_entries(story: Story) -> None:
     export = httpx.get(f"{story.url}/v1/audit/export?format=jsonl", headers=story.auditor)
     lines = [json.loads(line) for line in export.text.splitlines()]
     assert {line["index"] for line in lines} >= {story.delivered, story.refused, story.other}
+
+
+def test_a_department_reads_its_page_with_head_under_a_dpop_proof_for_head(story: Story) -> None:
+    """HEAD is answered as the GET it asks for (decision 0074), and a DPoP proof's
+    ``htm`` is the method the client sent (RFC 9449 §4.3): HEAD, not the GET the route
+    sees (before: refused 401 invalid_dpop_proof)."""
+    dpop = DPoPKey.generate()
+    token = access_token(story.world, dpop)
+    url = f"{story.url}/v1/audit/department-entries"
+    got = httpx.get(url, headers=dpop.headers("GET", url, token))
+    head = httpx.head(url, headers=dpop.headers("HEAD", url, token))
+    assert got.status_code == 200, got.text
+    assert (head.status_code, head.content) == (200, b"")
+    assert head.headers["content-length"] == got.headers["content-length"]
+    for_get = httpx.head(url, headers=dpop.headers("GET", url, token))
+    assert for_get.status_code == 401  # a proof for GET is not one for this HEAD
