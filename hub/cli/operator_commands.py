@@ -111,11 +111,17 @@ def _keys_rotate(args: argparse.Namespace) -> int:
         )
     except (RuntimeError, OSError, ValueError) as error:  # a key missing, damaged, not ours
         raise StartupFailure([f"not rotated: {logs.one_line(error)}"]) from None
-    print(
-        f"new signing key {entry.kid}: published now, signs from {entry.active_from} (+{delay} s)"
-    )
-    print(f"the key it replaces stays published until {entry.active_from + margin}")
+    signs_from, until = _utc(entry.active_from), _utc(entry.active_from + margin)
+    print(f"new signing key {entry.kid}: published now, signs from {signs_from} (+{delay} s)")
+    print(f"the key it replaces stays published until {until}")
     return 0
+
+
+def _utc(seconds: int) -> str:
+    """A moment as operators read it (RFC 3339, UTC): 2026-12-07T10:45:00Z."""
+    import time
+
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
 
 
 def _keys_rotate_derivation(_: argparse.Namespace) -> int:

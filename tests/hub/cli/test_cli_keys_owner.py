@@ -7,6 +7,7 @@ the new key became ``root:root 0600``, and every replica (user ``onceonly``) ans
 owner of the data directory, as ``onceonly`` owns ``/var/lib/onceonly``."""
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -53,7 +54,12 @@ def test_keys_init_rotate_and_rotate_derivation_as_root_leave_the_hubs_users_fil
         path.name for path in keys.iterdir()
     }
 
+    capsys.readouterr()
     assert main(["keys", "rotate", "--activate-after", "20"]) == 0
+    said = capsys.readouterr().out  # when, as the operator copies the key before it
+    moment = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ"
+    assert re.search(rf"signs from {moment} \(\+20 s\)\n", said), said
+    assert re.search(rf"stays published until {moment}\n", said), said
     assert len(list((keys / "signing").glob("*.jwk"))) == 2
     assert not_the_hubs(keys) == []
 
