@@ -454,12 +454,17 @@ def make_sync_engine(url: str) -> sa.Engine:
     return engine
 
 
-def probe_engine(url: str, *, connect_timeout: int) -> sa.Engine:
+def probe_engine(url: str, *, connect_timeout: int, make_file: bool = False) -> sa.Engine:
     """A sync engine to look at a database from a command (is it there, what does it
-    hold): no SQLite tuning, no folder created for a missing SQLite file, and a bound
-    on how long PostgreSQL may take to answer: ``connect_timeout`` and the engines'
-    keepalives, each unless the URL sets it."""
+    hold): no SQLite tuning, no folder created for a missing SQLite file unless
+    ``make_file`` (a command that is about to fill it, ``onceonly migrate``: then made
+    for the hub's user alone, as the engines make it, before SQLite would make it under
+    the umask; OSError when it cannot be), and a bound on how long PostgreSQL may take
+    to answer: ``connect_timeout`` and the engines' keepalives, each unless the URL
+    sets it."""
     if make_url(url).get_backend_name() == "sqlite":
+        if make_file:
+            _make_file_for(url)
         return sa.create_engine(sync_url(url), hide_parameters=True)
     defaults = {**POSTGRES_TIMEOUTS, "connect_timeout": str(connect_timeout)}
     options = postgres_connect_args(url, defaults)

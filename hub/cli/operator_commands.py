@@ -48,7 +48,9 @@ def _migrate(_: argparse.Namespace) -> int:
     from onceonly.hub.cli import startup
 
     url = startup.load_settings().resolved_database_url  # first: Alembic only if it loads
-    unreachable = startup.database_unreachable(url)
+    # a fresh data directory: the probe makes the folder 0700 and the file 0600, which
+    # SQLite would otherwise make under the umask (or fail to open without the folder)
+    unreachable = startup.database_unreachable(url, make_file=True)
     if unreachable:
         raise StartupFailure(
             [f"cannot reach the database {startup.database_name(url)}: {unreachable}"]

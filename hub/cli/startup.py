@@ -454,15 +454,17 @@ def _sqlite_file(url: str) -> Path:
     return Path(make_url(url).database or "")
 
 
-def database_unreachable(url: str) -> str | None:
-    """Why the database does not answer, or None when it does."""
+def database_unreachable(url: str, *, make_file: bool = False) -> str | None:
+    """Why the database does not answer, or None when it does. With ``make_file``
+    (``onceonly migrate``), a missing SQLite file and its folder are made first, for
+    the hub's user alone (onceonly.hub.db.probe_engine)."""
     import sqlalchemy as sa
 
     from onceonly.hub.db import driver_message, probe_engine
 
     try:
-        engine = probe_engine(url, connect_timeout=CONNECT_TIMEOUT)
-    except (sa.exc.ArgumentError, ValueError, ImportError) as error:
+        engine = probe_engine(url, connect_timeout=CONNECT_TIMEOUT, make_file=make_file)
+    except (sa.exc.ArgumentError, ValueError, ImportError, OSError) as error:
         return without_secrets(logs.one_line(error), url)
     try:
         with engine.connect() as connection:

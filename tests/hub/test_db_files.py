@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+import pytest
 import sqlalchemy as sa
 
 from onceonly.hub.cli.servers import loopback_socket
@@ -101,3 +102,55 @@ def test_a_directory_and_a_database_file_made_before_keep_their_modes(tmp_path: 
         conn.execute(sa.text("CREATE TABLE t (x)"))
     engine.dispose()
     assert (_mode(data_dir), _mode(database)) == (0o750, 0o640)
+
+
+def _onceonly(data_dir: Path, *command: str) -> subprocess.CompletedProcess[str]:
+    """``onceonly <command>`` on ``data_dir`` under the usual umask, 022."""
+    env = {**os.environ, "ONCEONLY_DATA_DIR": str(data_dir), "ONCEONLY_LOG_LEVEL": "WARNING"}
+    env.pop("ONCEONLY_DATABASE_URL", None)
+    return subprocess.run(
+        [
+            "sh",
+            "-c",
+            'umask 022 && exec "$@"',
+            "sh",
+            sys.executable,
+            "-m",
+            "onceonly.hub",
+            *command,
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize("before", [(), ("keys", "init")], ids=["migrate-alone", "after-keys-init"])
+def test_migrate_on_a_fresh_data_directory_makes_it_and_the_database_for_its_user_alone(
+    tmp_path: Path, before: tuple[str, ...]
+) -> None:
+    """docs/operations.md and deploy/README.md run ``migrate`` first on a fresh directory
+    (then ``keys init``); the order the other way round must give the same modes."""
+    data_dir = tmp_path / "var"
+    if before:
+        assert _onceonly(data_dir, *before).returncode == 0
+    migrated = _onceonly(data_dir, "migrate")
+    assert migrated.returncode == 0, migrated.stderr
+    database = data_dir / "onceonly.db"
+    engine = make_sync_engine(f"sqlite:///{database}")  # the -wal and -shm, as the hub opens it
+    with engine.connect() as conn:
+        conn.execute(sa.text("SELECT count(*) FROM audit_entries"))
+        modes = {
+            path.name: _mode(path)
+            for path in (data_dir, database, *database.parent.glob("onceonly.db-*"))
+        }
+    engine.dispose()
+    assert modes == {
+        "var": 0o700,
+        "onceonly.db": 0o600,
+        "onceonly.db-wal": 0o600,
+        "onceonly.db-shm": 0o600,
+    }
