@@ -6,7 +6,10 @@ which keeps of each subject only the pseudonym the hub's audit log keeps for it 
 keyed digest (`TrailKey`): HMAC-SHA-256, under a secret of this store's (``trail.key``
 beside it), of the subject's SHA-256 as request tokens carry it. The SHA-256 alone
 could be reversed by enumerating the few possible identifiers; the keyed digest cannot
-without the key (docs/decisions/0064-adapter-trail-keyed-subject-digest.md).
+without the key (docs/decisions/0064-adapter-trail-keyed-subject-digest.md). The
+one-time keys of the trail's commitments are sealed under the same secret (AES-GCM):
+in clear, beside the records, they would open each commitment against each record and
+so name the subject of every row (0064's follow-up).
 """
 
 from __future__ import annotations
@@ -22,10 +25,11 @@ import operator
 import os
 import secrets
 import shutil
+import sqlite3
 import stat
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -34,6 +38,8 @@ from types import TracebackType
 from typing import Any
 
 import sqlalchemy as sa
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from . import base64url
@@ -81,13 +87,15 @@ _served = sa.Table(
     sa.Column("outcome", sa.String(16), nullable=False),
     sa.Column("reason", sa.String(64)),
     # What was served, committed to under a key of this adapter's own
-    # (onceonly.adapters._commitment)
+    # (onceonly.adapters._commitment), the key sealed (TrailKey.seal) under the trail
+    # key whose id ``sealed_by`` holds: NULL in a row written before keys were sealed
     sa.Column("commitment", sa.String(64)),
-    sa.Column("commitment_key", sa.String(64)),
+    sa.Column("commitment_key", sa.String(128)),
     # The pseudonym the hub's audit entry keeps for the subject, as its request token
     # said: what `onceonly adapter reconcile` compares with the entry's ``subject``
     sa.Column("subject_pseudonym", sa.String(64)),
     sa.Column("subject_key", sa.String(16)),
+    sa.Column("sealed_by", sa.String(16)),
 )
 
 # Request tokens this adapter accepted, by jti, until no token with that jti holds:
@@ -142,39 +150,48 @@ _receipts = sa.Table(
     sa.Column("subject_digest", sa.String(64), nullable=False),  # as the served-log's
     sa.Column("log_index", sa.Integer, nullable=False),
     sa.Column("leaf_hash", sa.String(64), nullable=False),
-    # The audit entry's commitment to the record and the key the hub gave to open it
+    # The audit entry's commitment to the record and the key the hub gave to open it,
+    # sealed as the served-log's
     sa.Column("commitment", sa.String(64)),
-    sa.Column("commitment_key", sa.String(64)),
+    sa.Column("commitment_key", sa.String(128)),
     sa.Column("subject_key", sa.String(16)),
+    sa.Column("sealed_by", sa.String(16)),
 )
 
 # The tables that keep a subject's digest, as ``subject_digest`` beside ``subject_key``
 _TRAIL_TABLES = (_served, _received, _receipts)
+# The tables that keep a commitment's key, sealed, as ``commitment_key`` beside ``sealed_by``
+_SEALED_TABLES = (_served, _receipts)
+# The columns the store fills itself, from a row's subject_sha256 and commitment_key
+_COMPUTED = ("subject_digest", "subject_key", "commitment_key", "sealed_by")
 # What stores written before digests were keyed call their ``subject_digest`` column
 _PLAIN_COLUMN = "subject_sha256"
 
 _MAX_SUBJECT = 256
 # The served-log's columns that a ServedEntry's fields of the same name fill
-_SERVED_FIELDS = tuple(
-    column.name
-    for column in _served.c
-    if column.name not in ("id", "subject_digest", "subject_key")
-)
+_SERVED_FIELDS = tuple(column.name for column in _served.c if column.name not in ("id", *_COMPUTED))
 _INSERT_SERVED = (
-    f"INSERT INTO served ({', '.join(_SERVED_FIELDS)}, subject_digest, subject_key)"
-    f" VALUES ({', '.join('?' * (len(_SERVED_FIELDS) + 2))})"
+    f"INSERT INTO served ({', '.join((*_SERVED_FIELDS, *_COMPUTED))})"
+    f" VALUES ({', '.join('?' * (len(_SERVED_FIELDS) + len(_COMPUTED)))})"
 )
 
 TRAIL_KEY_FILE = "trail.key"
 """The trail key's file, beside the store's (in ``data_dir``, with ``client-key.jwk``)."""
 _KEY_ID_INPUT = b"onceonly adapter trail key id"
+_SEAL_KEY_INPUT = b"onceonly adapter trail commitment key seal"
+_NONCE = 12  # bytes: AES-GCM's 96-bit nonce, random for each seal
+# PRAGMA user_version of a store whose free space has been scrubbed (VACUUM) of what
+# earlier versions left there: scrubbed once, and again after a migration rewrote rows
+_SCRUBBED = 1
 
 
 class TrailKey:
     """The secret under which the trail keeps subjects: ``digest`` is HMAC-SHA-256 of
     the subject's SHA-256 (the request token's ``subject_sha256`` claim, its base64url
     text), base64url. ``id`` names the key (an HMAC of a constant under it: it says
-    nothing of the key) and is kept beside each digest made under it.
+    nothing of the key) and is kept beside each digest made under it. ``seal`` encrypts
+    a commitment's key (AES-256-GCM under another HMAC of a constant under it), bound
+    to the row it belongs to (``context``), which ``unseal`` opens.
 
     Example::
 
@@ -185,6 +202,7 @@ class TrailKey:
     def __init__(self, secret: bytes) -> None:
         self._keyed = hmac.new(secret, digestmod=hashlib.sha256)  # copied for each digest
         self.id = hmac.new(secret, _KEY_ID_INPUT, hashlib.sha256).hexdigest()[:16]
+        self._sealing = AESGCM(hmac.new(secret, _SEAL_KEY_INPUT, hashlib.sha256).digest())
 
     def __repr__(self) -> str:
         return f"TrailKey(id={self.id!r})"  # never the secret
@@ -193,6 +211,29 @@ class TrailKey:
         mac = self._keyed.copy()
         mac.update(subject_sha256.encode("utf-8"))
         return base64url.encode(mac.digest())
+
+    def seal(self, plain: str, *, context: str) -> str:
+        """``plain`` encrypted, base64url of nonce ‖ ciphertext ‖ tag; ``context`` (the
+        row's table and request id) is authenticated with it, not stored."""
+        nonce = os.urandom(_NONCE)
+        sealed = self._sealing.encrypt(nonce, plain.encode("utf-8"), context.encode("utf-8"))
+        return base64url.encode(nonce + sealed)
+
+    def unseal(self, sealed: str, *, context: str) -> str | None:
+        """What `seal` sealed with ``context`` under this key; None if it was not
+        (another key, another row, or altered)."""
+        try:
+            raw = base64url.decode(sealed)
+            plain = self._sealing.decrypt(raw[:_NONCE], raw[_NONCE:], context.encode("utf-8"))
+            return plain.decode("utf-8")
+        except (ValueError, InvalidTag):  # UnicodeDecodeError is a ValueError
+            return None
+
+
+def _seal_context(table: str, request_id: str | None) -> str:
+    """What a sealed commitment key is bound to: its table and request id, so that a
+    sealed key copied into another row does not open."""
+    return f"{table}\x00{request_id or ''}"
 
 
 @dataclass(frozen=True)
@@ -317,9 +358,13 @@ def _warn_if_shared(path: Path, *, holds: str = "records and the served-log") ->
 def _tune(dbapi_connection: Any, _record: Any) -> None:
     # WAL: the provider's readers do not queue behind served-log writes; NORMAL
     # sync in WAL mode survives a crash of the process (not of the machine, for
-    # the last commits), which is right for the adapter's own trail.
+    # the last commits), which is right for the adapter's own trail. secure_delete:
+    # the space a rewritten or deleted value took is zeroed, whatever the build's
+    # default (most builds: off), so that a value the store replaced (a plain digest
+    # it keyed, a key it sealed, a deleted record) does not stay in the file's free space.
     cursor = dbapi_connection.cursor()
-    for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "busy_timeout=10000"):
+    pragmas = ("journal_mode=WAL", "synchronous=NORMAL", "busy_timeout=10000", "secure_delete=ON")
+    for pragma in pragmas:
         cursor.execute(f"PRAGMA {pragma}")
     cursor.close()
 
@@ -338,11 +383,13 @@ class RecordStore:
         """Open (or create) the store at ``path``, and its trail key at ``trail_key``
         (default: `TRAIL_KEY_FILE` beside it), created 0600 when missing.
 
-        A store written before digests were keyed has them keyed here, in one
-        transaction, each row once. Digests under another key than this one (the
-        key was lost, or replaced) stay as they are, told apart by their key's id;
-        opening logs a WARNING that says how many, at every start, since the trail
-        cannot find those subjects any more (decision 0064).
+        A store written before digests were keyed, or commitment keys sealed, has
+        them keyed and sealed here, in one transaction, each row once; the file is then
+        scrubbed of the plain values (VACUUM, a WAL checkpoint). Digests under another
+        key than this one (the key was lost, or replaced) stay as they are, told apart
+        by their key's id; opening logs a WARNING that says how many, at every start,
+        since the trail cannot find those subjects any more (decision 0064); their
+        commitment keys, sealed under that key, read back as None.
 
         :raises ConfigError: the trail key's file does not hold a key.
         """
@@ -364,6 +411,7 @@ class RecordStore:
         _key_plain_digests(self._engine, self._trail_key)
         _add_missing_columns(self._engine)
         _key_earlier_changes(self._engine)
+        _scrub(self._engine)
         _warn_of_other_keys(self._engine, key=self._trail_key, path=key_path, created=created)
 
     @property
@@ -502,6 +550,9 @@ class RecordStore:
 
     def record_receipt(self, receipt: ReceiptRow) -> None:
         values = self._keyed(dataclasses.asdict(receipt))
+        values["commitment_key"], values["sealed_by"] = self._sealed(
+            receipt.commitment_key, table="receipts", request_id=receipt.request_id
+        )
         values["log_index"] = values.pop("index")
         values["time"] = receipt.time or timestamp()
         with self._engine.begin() as connection:
@@ -514,7 +565,10 @@ class RecordStore:
         return [
             ReceiptRow(
                 subject_sha256=None,
-                **{("index" if k == "log_index" else k): v for k, v in row._asdict().items()},
+                **{
+                    ("index" if k == "log_index" else k): v
+                    for k, v in self._unsealed(row._asdict(), table="receipts").items()
+                },
             )
             for row in rows
         ]
@@ -537,6 +591,28 @@ class RecordStore:
         if subject_sha256 is None:
             return None, None
         return self._trail_key.digest(subject_sha256), self._trail_key.id
+
+    def _sealed(
+        self, commitment_key: str | None, *, table: str, request_id: str | None
+    ) -> tuple[str | None, str | None]:
+        """A commitment key as the store keeps it: sealed, and the sealing key's id."""
+        if commitment_key is None:
+            return None, None
+        context = _seal_context(table, request_id)
+        return self._trail_key.seal(commitment_key, context=context), self._trail_key.id
+
+    def _unsealed(self, values: dict[str, Any], *, table: str) -> dict[str, Any]:
+        """A row's ``values`` with its ``commitment_key`` unsealed (None when it is
+        sealed under another key) and no ``sealed_by``. A key with no ``sealed_by`` was
+        written in clear by an earlier version since this store was opened: as it is."""
+        sealed_by, sealed = values.pop("sealed_by"), values["commitment_key"]
+        if sealed is not None and sealed_by is not None:
+            values["commitment_key"] = (
+                self._trail_key.unseal(sealed, context=_seal_context(table, values["request_id"]))
+                if sealed_by == self._trail_key.id
+                else None
+            )
+        return values
 
     def count(self, item: str) -> int:
         query = sa.select(sa.func.count()).select_from(_records).where(_records.c.item == item)
@@ -622,8 +698,10 @@ class RecordStore:
         return [None] * len(entries)
 
     def _served_row(self, entry: ServedEntry) -> tuple[Any, ...]:
-        """The ``_INSERT_SERVED`` parameters of ``entry``: its subject keyed."""
-        return (*_served_fields(entry), *self._digest_and_key(entry.subject_sha256))
+        """The ``_INSERT_SERVED`` parameters of ``entry``: its subject keyed, its
+        commitment key sealed."""
+        sealed = self._sealed(entry.commitment_key, table="served", request_id=entry.request_id)
+        return (*_served_fields(entry), *self._digest_and_key(entry.subject_sha256), *sealed)
 
     def spend_and_record(self, batch: Sequence[tuple[str, float, ServedEntry]]) -> list[bool]:
         """For each ``(jti, forget_after, entry)``: spend the request token's ``jti`` and
@@ -678,7 +756,10 @@ class RecordStore:
         query = sa.select(*columns).where(*where).order_by(_served.c.id)
         with self._engine.connect() as connection:
             rows = connection.execute(query).all()
-        return [ServedEntry(subject_sha256=None, **row._asdict()) for row in rows]
+        return [
+            ServedEntry(subject_sha256=None, **self._unsealed(row._asdict(), table="served"))
+            for row in rows
+        ]
 
     def _row(self, item: str, subject: str) -> tuple[dict[str, Any], int] | None:
         query = sa.select(_records.c.record, _records.c.revision).where(*_key(item, subject))
@@ -928,13 +1009,57 @@ def _key_earlier_changes(engine: sa.Engine) -> None:
 def _key_plain_digests(engine: sa.Engine, key: TrailKey) -> None:
     """Key the subject digests that a store written before they were keyed keeps plain
     (its ``subject_sha256`` columns become ``subject_digest`` beside ``subject_key``):
-    each becomes ``key.digest`` of itself. One transaction, which takes SQLite's write
-    lock first, for every table: it is all done or none of it, and a row is keyed only
-    while its ``subject_key`` is NULL, which the same statement sets, so that no row is
-    ever keyed twice (by a second opening, or by another process opening it at once)."""
+    each becomes ``key.digest`` of itself; and seal the commitment keys it keeps in
+    clear (``sealed_by`` NULL). One transaction, which takes SQLite's write lock first,
+    for every table: it is all done or none of it, and a row is keyed (sealed) only
+    while its ``subject_key`` (``sealed_by``) is NULL, which the same statement sets, so
+    that no row is ever keyed or sealed twice (by a second opening, or by another
+    process opening it at once). A rewrite unmarks the file as scrubbed, in the same
+    transaction, so that `_scrub` takes the plain values out of its free space."""
     with _raw_transaction(engine, begin="BEGIN IMMEDIATE") as cursor:
-        for table in _TRAIL_TABLES:
-            _key_table(cursor, table.name, key)
+        rewritten = sum(_key_table(cursor, table.name, key) for table in _TRAIL_TABLES)
+        rewritten += sum(_seal_table(cursor, table.name, key) for table in _SEALED_TABLES)
+        if rewritten:
+            cursor.execute("PRAGMA user_version=0")
+
+
+def _checkpoint(engine: sa.Engine) -> None:
+    """Copy the WAL into the database file and truncate it (the pages other processes
+    still read stay until they are done: the next checkpoint takes them)."""
+    connection = engine.raw_connection()
+    try:
+        connection.cursor().execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+    finally:
+        connection.close()
+
+
+def _scrub(engine: sa.Engine) -> None:
+    """Rebuild the file (VACUUM) and checkpoint its WAL into it, emptied, unless
+    ``PRAGMA user_version`` marks it scrubbed: plain values may rest in its free space,
+    where a version that did not set secure_delete left them (its own writes leave old
+    bytes where pages split; secure_delete zeroes only what this version frees). A
+    file keyed by 0064's first version was never marked; `_key_plain_digests` unmarks
+    one it rewrote rows of. An interruption before the mark only scrubs again; a scrub
+    that another process's lock prevents is left, with a WARNING, to the next opening."""
+    connection = engine.raw_connection()
+    try:
+        cursor = connection.cursor()
+        if cursor.execute("PRAGMA user_version").fetchone()[0] >= _SCRUBBED:
+            return
+        try:
+            cursor.execute("VACUUM")
+        except sqlite3.OperationalError as error:  # busy: another process is writing
+            logger.warning(
+                "the store could not be scrubbed of the plain values an earlier version"
+                " left in its free space (%s): the next opening tries again",
+                error,
+            )
+            return
+        cursor.execute(f"PRAGMA user_version={_SCRUBBED}")
+        connection.commit()
+    finally:
+        connection.close()
+    _checkpoint(engine)
 
 
 @contextmanager
@@ -956,7 +1081,7 @@ def _raw_transaction(engine: sa.Engine, *, begin: str | None = None) -> Iterator
         connection.close()
 
 
-def _key_table(cursor: Any, table: str, key: TrailKey) -> None:
+def _key_table(cursor: Any, table: str, key: TrailKey) -> int:
     present = {row[1] for row in cursor.execute(f'PRAGMA table_info("{table}")')}
     if _PLAIN_COLUMN in present and "subject_digest" not in present:
         cursor.execute(f'ALTER TABLE "{table}" RENAME COLUMN {_PLAIN_COLUMN} TO subject_digest')
@@ -964,15 +1089,49 @@ def _key_table(cursor: Any, table: str, key: TrailKey) -> None:
         cursor.execute(f'ALTER TABLE "{table}" ADD COLUMN subject_digest VARCHAR(64)')
     if "subject_key" not in present:
         cursor.execute(f'ALTER TABLE "{table}" ADD COLUMN subject_key VARCHAR(16)')
-    plain = cursor.execute(
-        f'SELECT rowid, subject_digest FROM "{table}"'
-        " WHERE subject_key IS NULL AND subject_digest IS NOT NULL"
+    return _rewrite_unmarked(
+        cursor, table, ("subject_digest", "subject_key"), key=key, rewrite=key.digest
+    )
+
+
+def _seal_table(cursor: Any, table: str, key: TrailKey) -> int:
+    present = {row[1] for row in cursor.execute(f'PRAGMA table_info("{table}")')}
+    if "commitment_key" not in present:  # older still: `_add_missing_columns` adds both
+        return 0
+    if "sealed_by" not in present:
+        cursor.execute(f'ALTER TABLE "{table}" ADD COLUMN sealed_by VARCHAR(16)')
+
+    def seal(request_id: str | None, plain: str) -> str:
+        return key.seal(plain, context=_seal_context(table, request_id))
+
+    return _rewrite_unmarked(
+        cursor, table, ("commitment_key", "sealed_by"), key=key, rewrite=seal, context="request_id"
+    )
+
+
+def _rewrite_unmarked(
+    cursor: Any,
+    table: str,
+    columns: tuple[str, str],
+    *,
+    key: TrailKey,
+    rewrite: Callable[..., str],
+    context: str | None = None,
+) -> int:
+    """Set each value of ``columns[0]`` in ``table`` whose marker (``columns[1]``) is
+    NULL to ``rewrite`` of it (given first the row's ``context`` column, if named), and
+    the marker to ``key.id``, in a statement that only a NULL marker matches: no row is
+    rewritten twice. How many rows were."""
+    column, marker = columns
+    reads = column if context is None else f"{context}, {column}"
+    unmarked = cursor.execute(
+        f'SELECT rowid, {reads} FROM "{table}" WHERE {marker} IS NULL AND {column} IS NOT NULL'
     ).fetchall()
     cursor.executemany(
-        f'UPDATE "{table}" SET subject_digest = ?, subject_key = ?'
-        " WHERE rowid = ? AND subject_key IS NULL",
-        [(key.digest(digest), key.id, rowid) for rowid, digest in plain],
+        f'UPDATE "{table}" SET {column} = ?, {marker} = ? WHERE rowid = ? AND {marker} IS NULL',
+        [(rewrite(*values), key.id, rowid) for rowid, *values in unmarked],
     )
+    return len(unmarked)
 
 
 def _count_under_other_keys(engine: sa.Engine, key: TrailKey) -> int:
