@@ -33,19 +33,10 @@ def _serving(data_dir: Path) -> Iterator[str]:
     usual umask, 022."""
     with loopback_socket() as sock:
         port = sock.getsockname()[1]
-    env = {
-        **os.environ,
-        "ONCEONLY_DATA_DIR": str(data_dir),
-        "ONCEONLY_LOG_LEVEL": "WARNING",
-        "ONCEONLY_PASSWORD_TIME_COST": "1",
-        "ONCEONLY_PASSWORD_MEMORY_KIB": "64",
-    }
-    env.pop("ONCEONLY_DATABASE_URL", None)
-    command = [sys.executable, "-m", "onceonly.hub", "serve", "--port", str(port)]
     hub = subprocess.Popen(
-        ["sh", "-c", 'umask 022 && exec "$@"', "sh", *command],
+        _under_umask_022("serve", "--port", str(port)),
         cwd=ROOT,
-        env=env,
+        env=_environment(data_dir),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -60,6 +51,33 @@ def _serving(data_dir: Path) -> Iterator[str]:
     finally:
         hub.terminate()
         hub.wait(30)
+
+
+def _under_umask_022(*command: str) -> list[str]:
+    """``onceonly <command>`` under the usual umask, 022."""
+    return [
+        "sh",
+        "-c",
+        'umask 022 && exec "$@"',
+        "sh",
+        sys.executable,
+        "-m",
+        "onceonly.hub",
+        *command,
+    ]
+
+
+def _environment(data_dir: Path) -> dict[str, str]:
+    """The hub's settings for a development hub on ``data_dir`` (its default SQLite file)."""
+    env = {
+        **os.environ,
+        "ONCEONLY_DATA_DIR": str(data_dir),
+        "ONCEONLY_LOG_LEVEL": "WARNING",
+        "ONCEONLY_PASSWORD_TIME_COST": "1",
+        "ONCEONLY_PASSWORD_MEMORY_KIB": "64",
+    }
+    env.pop("ONCEONLY_DATABASE_URL", None)
+    return env
 
 
 def _ready(url: str) -> bool:
@@ -106,21 +124,10 @@ def test_a_directory_and_a_database_file_made_before_keep_their_modes(tmp_path: 
 
 def _onceonly(data_dir: Path, *command: str) -> subprocess.CompletedProcess[str]:
     """``onceonly <command>`` on ``data_dir`` under the usual umask, 022."""
-    env = {**os.environ, "ONCEONLY_DATA_DIR": str(data_dir), "ONCEONLY_LOG_LEVEL": "WARNING"}
-    env.pop("ONCEONLY_DATABASE_URL", None)
     return subprocess.run(
-        [
-            "sh",
-            "-c",
-            'umask 022 && exec "$@"',
-            "sh",
-            sys.executable,
-            "-m",
-            "onceonly.hub",
-            *command,
-        ],
+        _under_umask_022(*command),
         cwd=ROOT,
-        env=env,
+        env=_environment(data_dir),
         capture_output=True,
         text=True,
         timeout=120,
