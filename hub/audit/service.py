@@ -300,18 +300,31 @@ class AuditScope:
     fields: dict[str, Any] = field(default_factory=dict)
     recorded: bool = False
     client_request_id: str | None = None  # the caller's X-Request-Id, held back (below)
+    held: dict[str, Any] = field(default_factory=dict)  # other text the caller chose (below)
+    authenticated: bool = False
 
     def note(self, **fields: Any) -> None:
         self.fields.update(fields)
 
+    def note_once_authenticated(self, **fields: Any) -> None:
+        """Note fields whose text the caller chose (the record query's path item),
+        now if the client has authenticated, else when it does (:meth:`client_authenticated`):
+        an anonymous refusal keeps none of them."""
+        if self.authenticated:
+            self.note(**fields)
+        else:
+            self.held.update(fields)
+
     def client_authenticated(self) -> None:
         """The request's client has proved who it is (its access token with its DPoP
         proof or certificate; at the token endpoint its assertion or certificate): the
-        entry keeps the ``X-Request-Id`` it sent as ``client_request_id``, which its
-        department answers for. Until then the entry keeps nothing the caller chose:
-        anyone could write a name or an identifier into a log that erases nothing
-        (decision 0070)."""
-        self.note(client_request_id=self.client_request_id)
+        entry keeps the ``X-Request-Id`` it sent as ``client_request_id``, and what was
+        held by :meth:`note_once_authenticated`, which its department answers for.
+        Until then the entry keeps nothing the caller chose: anyone could write a name
+        or an identifier into a log that erases nothing (decision 0070, and its
+        follow-up for the record query's path)."""
+        self.authenticated = True
+        self.note(client_request_id=self.client_request_id, **self.held)
 
     async def record_success(self, **fields: Any) -> Receipt:
         """Audit a request that read only: through the group-commit writer."""

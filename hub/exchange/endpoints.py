@@ -51,11 +51,15 @@ _QUERY_BODY = json_body(RecordQuery)
 
 async def open_scope(request: Request, log: AuditLogDep) -> AuditScope:
     """The record query's audit scope (as ``audit.dependencies.audited`` opens one),
-    naming the item when the path names a syntactically valid item id: so a refusal
-    of the caller or of the body is filed under the item it was about (decision 0075)."""
+    naming the item when the path names a syntactically valid item id and the client
+    authenticates: so a refusal of the body is filed under the item it was about
+    (decision 0075), and an anonymous caller writes no text of its own into the log
+    (decision 0070's follow-up: the path is the caller's text, as its request id is)."""
     scope = open_audit_scope(request, ACTION, log=log)
     try:
-        scope.note(item=_ITEM_ID.validate_python(request.path_params.get("item_id")))
+        scope.note_once_authenticated(
+            item=_ITEM_ID.validate_python(request.path_params.get("item_id"))
+        )
     except ValidationError:
         pass  # no item: the path's text is nothing the log should keep
     return scope

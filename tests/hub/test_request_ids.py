@@ -8,17 +8,27 @@ import json
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI
 from joserfc import jwt
 from joserfc.jwk import ECKey
 
 from onceonly.adapters import AccessDenied, HubClient
+from onceonly.hub.auth.dependencies import token_caller
 from onceonly.hub.middleware import new_request_id
 
-from tests.hub_testing import DATABASES, RunningHub, added_audit_entries, granted_client_hub
+from tests.hub_testing import (
+    DATABASES,
+    RunningHub,
+    added_audit_entries,
+    audit_entry_for,
+    granted_client_hub,
+    running_hub,
+)
 
 
 def test_a_request_id_is_a_random_uuid4_in_hex() -> None:
@@ -121,6 +131,7 @@ def test_an_authenticated_clients_id_is_kept_beside_the_hubs(
     (token,) = issued
     query = _entry(hub, str(refused.value.request_id))
     assert (query["action"], query["client_request_id"]) == ("record.query", "batch-7.retry_1")
+    assert query["item"] == "person.residential-address"  # the path's item: it authenticated
     assert (token["client"], token["client_request_id"]) == (CLIENT, "batch-7.retry_1")
     with hub.admin() as admin:
         page = admin.audit_entries(action="audit.read", limit=1000)
@@ -136,3 +147,44 @@ def test_an_authenticated_clients_id_is_kept_beside_the_hubs(
     rows = list(csv.DictReader(io.StringIO(export.text)))
     kept = {row["request_id"] for row in rows if row["client_request_id"] == "batch-7.retry_1"}
     assert kept == {token["request_id"], read["request_id"], query["request_id"]}
+
+
+# --- the record query's path item, the caller's text too (0070's follow-up) -------------
+
+PATH_ITEM = "citizen.jaan-tamm.born-a38001085718"  # an item id by its pattern, and personal
+
+
+def _through_the_declared_route(app: FastAPI) -> None:
+    """While the application has dependency overrides, the record query goes past the
+    fast path to the declared route (exchange.endpoints.ExchangeFastPath): an override
+    that changes nothing sends it there."""
+    app.dependency_overrides[token_caller] = token_caller
+
+
+@pytest.mark.parametrize("past", [False, True], ids=["fast-path", "declared-route"])
+def test_an_anonymous_record_query_leaves_no_item_of_its_own_in_the_log(
+    database_url: str, tmp_path: Path, past: bool
+) -> None:
+    """The path's item is noted once the client has authenticated, as its request id
+    is: before, a refusal without credentials (or with a token that does not hold)
+    kept whatever text matched the item pattern, up to 128 characters."""
+    adjust = _through_the_declared_route if past else None
+    with running_hub(database_url=database_url, data_dir=tmp_path, adjust=adjust) as hub:
+        longest = "a" * 64 + "." + "b" * 63
+        sent = {
+            PATH_ITEM: {},
+            longest: {},
+            f"{PATH_ITEM}-2": {"Authorization": "DPoP not-a-token"},
+        }
+        for item, credentials in sent.items():
+            answer = httpx.post(
+                f"{hub.url}/v1/items/{item}/records/query",
+                json={},
+                headers={"X-Request-Id": OFFERED, **credentials},
+            )
+            assert answer.status_code == 401, answer.text
+            entry = audit_entry_for(hub, answer, action="record.query")
+            assert entry["outcome"] == "refused"
+            assert "item" not in entry
+            assert "client_request_id" not in entry
+            assert item not in json.dumps(entry)
