@@ -34,6 +34,14 @@ class EntryOut(BaseModel):
         " of subject: the pseudonym the hub indexes the entry by, which the commitment"
         " lets them check (decision 0069)",
     )
+    indexed_subject: str | None = Field(
+        default=None,
+        exclude_if=_absent,
+        description="For auditors, of every entry the hub indexes by a pseudonym (its subject"
+        " or the one it commits to): that pseudonym, which the auditors' search by subject"
+        " and the citizen's page read; `onceonly audit verify --full` checks it against the"
+        " leaf (decision 0069's follow-up)",
+    )
 
 
 class EntryPage(BaseModel):

@@ -442,6 +442,7 @@ EXPORT_COLUMNS = (
     "subject",
     "subject_commitment",
     "committed_subject",  # not in the leaf: the pseudonym the index keeps for the commitment
+    "indexed_subject",  # not in the leaf: the pseudonym the index keeps, for every entry
     "purpose",
     "grant",
     "fields",
@@ -494,6 +495,8 @@ def _export_line(row: AuditEntry, *, format: str) -> str:
     record: dict[str, Any] = {"index": row.idx, "leaf_hash": leaves.b64(row.leaf_hash)}
     if (committed := _committed_subject(row, entry)) is not None:
         record["committed_subject"] = committed
+    if row.subject is not None:
+        record["indexed_subject"] = row.subject
     if format == "jsonl":
         record["entry"] = entry
         return json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n"
@@ -548,13 +551,15 @@ def _entry_out(row: AuditEntry, reader: Reader) -> EntryOut:
     entry = json.loads(row.leaf)
     if not reader.may_read(entry):
         return EntryOut(index=row.idx, leaf_hash=leaf_hash)
-    committed = _committed_subject(row, entry) if reader.auditor else None
+    if not reader.auditor:  # the index is the hub's: only auditors check it against the leaf
+        return EntryOut(index=row.idx, leaf_hash=leaf_hash, leaf=leaves.b64(row.leaf), entry=entry)
     return EntryOut(
         index=row.idx,
         leaf_hash=leaf_hash,
         leaf=leaves.b64(row.leaf),
         entry=entry,
-        committed_subject=committed,
+        committed_subject=_committed_subject(row, entry),
+        indexed_subject=row.subject,
     )
 
 

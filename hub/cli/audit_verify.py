@@ -13,7 +13,8 @@
    consistency proof from every size, or of a random sample of them on a larger log,
    which the hub cannot know in advance. With an auditor's credential (``token``),
    also check every entry's content against its leaf hash, and the subject the hub
-   indexes an entry by against the entry's ``subject_commitment`` (decision 0069).
+   indexes an entry by against the entry's ``subject`` or ``subject_commitment``
+   (decision 0069 and its follow-up).
 
 Exit status: 0 verified, 1 verification failed (evidence of tampering, or a hub that
 cannot prove what it signed: a proof it refuses with 4xx or 5xx), 2 the verification
@@ -366,21 +367,38 @@ def _check_content(item: dict[str, Any], *, index: int, stated: bytes) -> None:
         raise VerificationFailed(f"entry {index}: its content does not match its leaf hash")
     if decoded != item.get("entry"):
         raise VerificationFailed(f"entry {index}: the decoded entry is not its leaf")
-    _check_committed_subject(item, decoded, index=index)
+    if isinstance(decoded, dict):
+        _check_indexed_subject(item, decoded, index=index)
 
 
-def _check_committed_subject(item: dict[str, Any], decoded: Any, *, index: int) -> None:
-    """An entry whose leaf commits to its subject (decision 0069) comes with the pseudonym
-    the hub's index keeps for it (``committed_subject``): the two must agree, or the
-    auditors' search by subject finds the wrong entries."""
-    if not isinstance(decoded, dict) or "subject_commitment" not in decoded:
+def _check_indexed_subject(item: dict[str, Any], decoded: dict[str, Any], *, index: int) -> None:
+    """The pseudonym the hub's index keeps for the entry, which the auditors' search by
+    subject and the citizen's page read, must be the one its leaf commits to
+    (``subject_commitment``, shown as ``committed_subject``: decision 0069) or names
+    (``subject``, shown as ``indexed_subject``), and none when the leaf has neither: an
+    index moved to another person hides the entry from a search for its person, and
+    from that person's page, and shows it for someone it is not about."""
+    if "subject_commitment" in decoded:
+        committed = item.get("committed_subject")
+        if not isinstance(committed, str) or not leaves.commits_to(decoded, committed):
+            raise VerificationFailed(
+                f"entry {index}: the subject the hub indexes it by is not the one its leaf"
+                " commits to (subject_commitment)"
+            )
         return
-    committed = item.get("committed_subject")
-    if not isinstance(committed, str) or not leaves.commits_to(decoded, committed):
+    named, indexed = decoded.get("subject"), item.get("indexed_subject")
+    if named == indexed:
+        return
+    if named is None:
         raise VerificationFailed(
-            f"entry {index}: the subject the hub indexes it by is not the one its leaf"
-            " commits to (subject_commitment)"
+            f"entry {index}: the hub indexes it by a subject its leaf does not name: a search"
+            " by subject finds it for someone it is not about"
         )
+    raise VerificationFailed(
+        f"entry {index}: the subject the hub indexes it by (indexed_subject) is not the one"
+        " its leaf names (subject): a search by subject, and the person's page, miss it"
+        + ("" if indexed is not None else " (a hub older than this command shows none: update it)")
+    )
 
 
 def _save(path: Path, seen: Seen) -> None:

@@ -312,6 +312,39 @@ def test_an_index_subject_changed_under_a_subject_commitment_is_detected(
     assert auditor.signed_in(hub.keys.admin_token).verify(hub, "--full")[0] == 1
 
 
+@pytest.mark.parametrize("change", ["moved", "emptied", "added"])
+def test_an_index_subject_changed_under_a_named_subject_is_detected(
+    hub: RunningHub,
+    auditor: Auditor,
+    verified: list[dict[str, Any]],
+    database_url: str,
+    change: str,
+) -> None:
+    """0069's follow-up: the pseudonym the row indexes, which the auditors' search by
+    subject and the citizen's page read, is checked against the ``subject`` its leaf
+    names too (before, only against a ``subject_commitment``): moved to another person
+    or emptied, the entry no longer shows for its person; set on an entry that names
+    nobody, it shows for someone it is not about. The leaves, their hashes and the
+    signed root are untouched, so the public check cannot tell."""
+    session = signed_in(hub, "audra", {"role": "auditor"})  # its entries name nobody
+    as_auditor = auditor.signed_in(session["Authorization"].split()[1])
+    wait_until(lambda: stored_checkpoint_size(hub) > SIZE, what="the sign-in's checkpoint")
+    status, output = as_auditor.verify(hub, "--full")
+    assert status == 0, output  # a clean log
+    assert "subject" not in stored_entries(database_url)[SIZE]
+    moved = "the subject the hub indexes it by (indexed_subject) is not the one its leaf names"
+    index, value, named = {
+        "moved": (7, hashlib.sha256(b"someone else").hexdigest(), moved),
+        "emptied": (7, None, moved),
+        "added": (SIZE, verified[7]["subject"], "the hub indexes it by a subject its leaf does"),
+    }[change]
+    execute(database_url, f"UPDATE audit_entries SET subject = :v WHERE idx = {index}", v=value)
+    assert auditor.verify(hub, "--full")[0] == 0  # the public cannot tell
+    status, output = as_auditor.verify(hub, "--full")
+    assert status == 1, output
+    assert f"VERIFICATION FAILED: entry {index}: {named}" in output
+
+
 def test_an_edited_history_re_signed_by_the_operator_is_a_fork(
     hub: RunningHub, auditor: Auditor, verified: list[dict[str, Any]], database_url: str
 ) -> None:
