@@ -77,13 +77,14 @@ async def publish(
     ``idempotency_key`` of an earlier one of the caller's department answers with that
     event and its receipt; it stores nothing and writes no entry (it decides nothing)."""
     pseudonym = keys.pseudonym(event.subject)
-    # sealed until the caller is the owner: its entry is the caller's to read (decision 0069)
+    # Sealed, accepted or refused: the entry is the caller's to read, and the hub never
+    # checks that a subject is one of the owner's, so an owner publishing about any
+    # identifier would read its pseudonym (decision 0069 and its follow-up).
     scope.note(item=item_id, sealed_subject=pseudonym)
     served = await registry.item_for_exchange(session, item_id)
     caller.require_scope(publish_scope(item_id))
     if served.item.owner_id != caller.department:
         raise NotOwner(f"department {caller.department!r} does not own {item_id!r}")
-    scope.note(subject=pseudonym)
     now = clock.now()
     departments = [
         subscriber.department

@@ -3,9 +3,11 @@ about (decision 0069). A department reads its own entries; the entry of a reques
 refused before the hub decided to call the owner (a record query without a grant, a
 publish by a department that does not own the item) commits to the subject's
 pseudonym (``subject_commitment``) instead of naming it, so that a refused request no
-longer turns an identifier into its pseudonym for whoever sent it. The hub's index
-still keeps the pseudonym: the auditors' search by subject finds these entries, and
-shows them the pseudonym. Real hub on loopback, SQLite and PostgreSQL.
+longer turns an identifier into its pseudonym for whoever sent it. So does every
+publish, accepted too (0069's follow-up): the hub never checks that a subject is one
+of the owner's. The hub's index still keeps the pseudonym: the auditors' search by
+subject finds these entries, and shows them the pseudonym. Real hub on loopback,
+SQLite and PostgreSQL.
 """
 
 import base64
@@ -23,6 +25,7 @@ from onceonly.hub.kit import base64url
 
 from tests.hub.exchange_world import (
     ADDRESS,
+    OWNER,
     PURPOSE,
     SUBJECT,
     World,
@@ -34,6 +37,7 @@ from tests.hub_testing import DATABASES, request_id_of, signed_in
 OTHER = "tax"  # a department with no grant of anything
 OTHER_CLIENT = "tax-sealed-subjects"
 PROBED = "49002124277"  # an identifier the department has no business asking about
+OWNER_CLIENT = "civil-registry-sealed-subjects"  # a client of the address item's owner
 
 
 @dataclass
@@ -83,11 +87,15 @@ def _refused_query(story: Story, subject: str) -> int:
     return _index_of(story, refused.value, action="record.query")
 
 
-def _as_the_department_reads(story: Story, index: int) -> list[httpx.Response]:
-    """Entry ``index`` read by the other department's client through both routes that
-    show a department its entries' content, with raw HTTP."""
+def _as_the_department_reads(
+    story: Story, index: int, *, client: tuple[str, ECKey] | None = None
+) -> list[httpx.Response]:
+    """Entry ``index`` read by the other department's client (or ``client``: its id and
+    key) through both routes that show a department its entries' content, with raw
+    HTTP."""
     dpop = DPoPKey.generate()
-    token = access_token(story.world, dpop, client_id=OTHER_CLIENT, key=story.other_key)
+    client_id, key = client or (OTHER_CLIENT, story.other_key)
+    token = access_token(story.world, dpop, client_id=client_id, key=key)
     answers = []
     for path in (f"/v1/audit/entries/{index}", f"/v1/audit/leaves?start={index}&limit=1"):
         url = f"{story.url}{path}"
@@ -160,6 +168,7 @@ def test_an_admitted_query_still_names_its_subject(story: Story) -> None:
         f"{story.url}/v1/audit/entries/{result.receipt.index}", headers=story.auditor
     ).json()
     assert "committed_subject" not in auditors
+    assert auditors["indexed_subject"] == story.pseudonym(SUBJECT)  # what verify checks
 
 
 def test_a_refused_publish_shows_its_sender_no_pseudonym(story: Story) -> None:
@@ -176,3 +185,40 @@ def test_a_refused_publish_shows_its_sender_no_pseudonym(story: Story) -> None:
         assert entry["subject_commitment"] == _sha256_commitment(
             entry["salt"], story.pseudonym(PROBED)
         )
+
+
+def test_an_accepted_publish_shows_its_owner_no_pseudonym(story: Story) -> None:
+    """0069's follow-up: the hub never checks that a published subject is one of the
+    owner's, so an owner that published about made-up identifiers was answered 202
+    and read each one's pseudonym from its accepted entry. Every publish is sealed."""
+    key = ECKey.generate_key("P-256", auto_kid=True)
+    with story.world.hub.admin() as admin:
+        admin.put_client(OWNER_CLIENT, department=OWNER, jwks=public_jwks(key))
+    dpop = DPoPKey.generate()
+    token = access_token(story.world, dpop, client_id=OWNER_CLIENT, key=key)
+    url = f"{story.url}/v1/items/{ADDRESS}/events"
+    for made_up in ("95000000001", "95000000002", "95000000003"):
+        answer = httpx.post(
+            url,
+            json={"subject": made_up, "kind": "changed"},
+            headers=dpop.headers("POST", url, token),
+        )
+        assert answer.status_code == 202, answer.text
+        index, pseudonym = answer.json()["receipt"]["index"], story.pseudonym(made_up)
+        for read in _as_the_department_reads(story, index, client=(OWNER_CLIENT, key)):
+            entry, leaf = _shown_entry(read)
+            assert (entry["action"], entry["outcome"]) == ("event.publish", "ok")
+            assert (entry["department"], entry["client"]) == (OWNER, OWNER_CLIENT)
+            assert "subject" not in entry
+            assert pseudonym not in read.text
+            assert pseudonym.encode() not in leaf
+            assert entry["subject_commitment"] == _sha256_commitment(entry["salt"], pseudonym)
+        auditors = httpx.get(f"{story.url}/v1/audit/entries/{index}", headers=story.auditor)
+        assert auditors.json()["committed_subject"] == pseudonym
+        assert auditors.json()["indexed_subject"] == pseudonym
+        found = httpx.get(
+            f"{story.url}/v1/audit/entries",
+            params={"subject": made_up, "action": "event.publish", "limit": "1000"},
+            headers=story.auditor,
+        ).json()["entries"]
+        assert [e["index"] for e in found] == [index]

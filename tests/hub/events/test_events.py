@@ -30,6 +30,7 @@ from onceonly.adapters import (
     load_or_create_key,
     public_jwks,
 )
+from onceonly.hub.audit import leaves
 from onceonly.hub.db import make_sync_engine
 from onceonly.hub.events.tokens import mint_event_token
 
@@ -169,6 +170,12 @@ def test_subscriber_receives_a_signed_event_and_the_hub_audits_it(
         assert publish["event"] == deliver["event"] == event.event_id == event_id
         assert (deliver["department"], deliver["outcome"]) == (CONSUMER, "ok")
         assert SUBJECT not in str(publish) + str(deliver)
+        # the owner's entry commits to the pseudonym (0069's follow-up: the hub never
+        # checks that a subject is the owner's); the entitled subscriber's names it
+        pseudonym = world.hub.keys.pseudonym(SUBJECT)
+        assert "subject" not in publish
+        assert leaves.commits_to(publish, pseudonym)
+        assert deliver["subject"] == pseudonym
 
 
 def test_delivered_event_no_longer_keeps_the_raw_subject(
