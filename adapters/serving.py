@@ -123,6 +123,13 @@ class BoundedHeadProtocol(HeadWithBodyProtocol):
       keep-alive timeout (``timeout_keep_alive``), which ends at any byte. One timer
       a connection, armed for each head and cancelled when it is whole: a slow app or
       a slow body is not bounded here.
+
+    A chunked body's trailer fields (RFC 9112 §7.1.2) are read and dropped: uvicorn
+    appended them to the request's header fields, which the app had already been given
+    (RFC 9110 §6.5.1: a recipient must not merge them; a trailer ``Authorization`` was
+    read as the request's). What a message holds beside its body (chunk sizes and
+    trailers) is bounded as a head is, at ``max_head_bytes``: past it, the connection is
+    closed (431 if no answer has begun).
     """
 
     max_head_bytes = MAX_HEAD_BYTES
@@ -136,6 +143,7 @@ class BoundedHeadProtocol(HeadWithBodyProtocol):
         self._tail = b""  # the last bytes read, to find an end of head split in two
         self._head_begun = False  # a byte of the head came (then it is answered 408)
         self._head_timer: asyncio.TimerHandle | None = None
+        self._framing = 0  # bytes read in a message's body that were not body bytes
 
     def head_too_large(self) -> bytes:
         """The whole 431 answer, an RFC 9457 problem written by the protocol itself."""
@@ -184,12 +192,27 @@ class BoundedHeadProtocol(HeadWithBodyProtocol):
         if self._head is not None:
             window = self._tail + data
             end = window.find(_END_OF_HEAD)
-            self._head += len(data) if end < 0 else max(0, end + 4 - len(self._tail))
+            in_head = len(data) if end < 0 else max(0, end + 4 - len(self._tail))
+            self._head += in_head
             self._tail = window[-3:]
             if self._head > self.max_head_bytes:
                 self._refuse_head()
                 return
-        super().data_received(data)
+            self._framing += len(data) - in_head  # what follows the head, if it ended
+        else:
+            self._framing += len(data)
+        super().data_received(data)  # on_body takes the body's bytes off _framing
+        if self._framing > self.max_head_bytes:  # chunk sizes and trailers
+            self._refuse_head()
+
+    def on_body(self, body: bytes) -> None:
+        self._framing -= len(body)
+        super().on_body(body)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if self._head is None:  # a trailer field, after the body: dropped
+            return
+        super().on_header(name, value)
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
@@ -203,7 +226,7 @@ class BoundedHeadProtocol(HeadWithBodyProtocol):
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
-        self._head, self._tail = 0, b""
+        self._head, self._tail, self._framing = 0, b"", 0
         super().on_message_complete()
 
     def _cancel_head_timer(self) -> None:

@@ -8,12 +8,17 @@ and never finished, so only a bound can answer it."""
 
 import json
 import socket
+import threading
+import time
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
+import uvicorn
 
-from onceonly.adapters.serving import MAX_HEAD_BYTES
+from onceonly.adapters.serving import MAX_HEAD_BYTES, server_options
+from onceonly.hub.cli.servers import PromptServer
 
 from tests.adapters.adapter_testing import HubDouble, adapter_process, write_config
 
@@ -98,3 +103,81 @@ def test_a_request_it_cannot_parse_is_a_400_problem(adapter: str) -> None:
     assert b"connection: close" in head
     problem = json.loads(body)
     assert (problem["type"], problem["status"]) == ("urn:onceonly:problem:invalid-request", 400)
+
+
+async def _headers_seen(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """An ASGI app that reads the whole body, then answers the header fields it got."""
+    if scope["type"] != "http":
+        return
+    more = True
+    while more:
+        message = await receive()
+        more = message.get("more_body", False) and message["type"] == "http.request"
+    names = sorted(name.decode() for name, _ in scope["headers"])
+    body = json.dumps(names).encode()
+    length = [(b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": 200, "headers": length})
+    await send({"type": "http.response.body", "body": body})
+
+
+@pytest.fixture(scope="module")
+def reading() -> Iterator[tuple[str, int]]:
+    """The bounded protocol serving an app that reads each body before it answers."""
+    config = uvicorn.Config(
+        _headers_seen,
+        host="127.0.0.1",
+        port=0,
+        log_level="warning",
+        lifespan="off",
+        **server_options(),
+    )
+    server = PromptServer(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert thread.is_alive(), "the server stopped"
+        assert time.monotonic() < deadline, "the server did not start"
+        time.sleep(0.005)
+    yield "127.0.0.1", server.servers[0].sockets[0].getsockname()[1]
+    server.stop()
+    thread.join(timeout=5)
+
+
+_CHUNKED_HEAD = (
+    b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+)
+
+
+def test_a_trailer_field_is_not_read_as_a_header_field(reading: tuple[str, int]) -> None:
+    """RFC 9110 §6.5.1: trailer fields are not merged into the header section. uvicorn
+    appended them to the request's header fields: an ``Authorization`` trailer was read
+    as the request's credential (a hostile review: 200 from /v1/people/me)."""
+    with socket.create_connection(reading, timeout=10) as sock:
+        sock.sendall(_CHUNKED_HEAD + b"2\r\n{}\r\n0\r\nAuthorization: Bearer x\r\n\r\n")
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 200")
+    seen = json.loads(answer.split(b"\r\n\r\n", 1)[1])
+    assert "authorization" not in seen  # before: it was there
+    assert "transfer-encoding" in seen
+
+
+def test_trailers_are_bounded_as_a_head_is(reading: tuple[str, int]) -> None:
+    """Trailers streamed past MAX_HEAD_BYTES and never ended: the server closes the
+    connection, answering 431, as for a head that large; uvicorn kept them all and
+    waited for their end (100 MB of trailers grew a hub by 97 MB)."""
+    with socket.create_connection(reading, timeout=10) as sock:
+        sock.sendall(_CHUNKED_HEAD + b"2\r\n{}\r\n0\r\n")
+        line = b"X-Pad: " + b"a" * 1000 + b"\r\n"
+        answer = b""
+        try:
+            for _ in range(2 * MAX_HEAD_BYTES // len(line)):
+                sock.sendall(line)
+            sock.settimeout(5)
+            while chunk := sock.recv(65536):  # before: a timeout, the server still reading
+                answer += chunk
+        except (BrokenPipeError, ConnectionResetError):
+            return  # closed while we sent
+    assert answer == b"" or answer.startswith(b"HTTP/1.1 431"), answer[:80]
