@@ -161,8 +161,9 @@ async def _answer(request: Request, raw_item_id: str) -> Response:
     audit = await open_scope(request, hub.audit_log)
     caller = await token_caller(request, sub_response, hub)
     query = await _QUERY_BODY(request)
-    if request.scope["query_string"]:  # as ops.http_contract refuses it on the route
-        name = next(iter(request.query_params), "")
+    # as ops.http_contract refuses it on the route: a parameter, not the bare "?&"
+    query_string = request.scope["query_string"]
+    if query_string and (name := next(iter(request.query_params), None)) is not None:
         raise InvalidRequest(
             f"the query parameter {name[:64]!r} is not one this operation takes (it takes: none)"
         )

@@ -177,6 +177,19 @@ def test_a_query_string_is_refused_by_both_paths_alike(world: World) -> None:
     assert [entry["outcome"] for entry in entries] == ["refused", "refused"]
 
 
+@pytest.mark.parametrize(("query_string", "status"), [(b"&", 200), (b"=", 400)])
+def test_an_empty_query_is_judged_by_both_paths_alike(
+    world: World, query_string: bytes, status: int
+) -> None:
+    """``?&`` names no parameter (taken); ``?=`` names the empty one (refused): the fast
+    path reads the query as the route's check does (before: it refused ``?&``)."""
+    answers = [
+        _answer_of(world, past=past, query=QUERIES["answered"], query_string=query_string)
+        for past in (False, True)
+    ]
+    assert [answer.status_code for answer in answers] == [status, status]
+
+
 def test_dependency_overrides_reach_record_queries(database_url: str, tmp_path: Path) -> None:
     """An override of one of the route's dependencies is honoured: the fast path, which
     takes them by hand, steps aside while the application has overrides."""
