@@ -96,8 +96,10 @@ def check_fields(fields: list[str] | None, schema: dict[str, object]) -> None:
     properties = schema.get("properties")
     known = set(properties) if isinstance(properties, dict) else set()
     unknown = sorted(set(fields) - known)
-    if unknown:
-        raise InvalidRequest(f"fields not defined by the item's schema: {', '.join(unknown)}")
+    if unknown:  # quoted: a name's control characters are escaped, never echoed
+        named = ", ".join(repr(name[:64]) for name in unknown[:10])
+        more = f" and {len(unknown) - 10} more" if len(unknown) > 10 else ""
+        raise InvalidRequest(f"fields not defined by the item's schema: {named}{more}")
 
 
 async def create_grant(

@@ -236,6 +236,19 @@ def test_refuses_request_that_is_not_acceptable(
     assert problem_type(response) == slug, response.text
 
 
+def test_unknown_fields_are_named_quoted_without_their_control_characters(
+    aw: AccessWorld,
+) -> None:
+    """A hostile review: the detail echoed a name's control characters (a C1 CSI,
+    ``\\u009b``, starts a terminal escape sequence where the detail is printed)."""
+    response = person(aw, "sam.welfare").request(fields=["given_name", "x\u009b[31m", "y\u001e"])
+    assert problem_type(response) == "invalid-request", response.text
+    detail = response.json()["detail"]
+    assert not any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in detail), detail
+    assert "'x\\x9b[31m'" in detail
+    assert "'y\\x1e'" in detail
+
+
 def test_refuses_request_for_the_departments_own_item(aw: AccessWorld) -> None:
     response = person(aw, "bo.both").request(consumer=OWNER, purpose="statistics")
     assert response.status_code == 400
