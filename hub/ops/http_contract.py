@@ -5,7 +5,9 @@
   auditor's misspelt filter (``departmnt=tax``) would otherwise export the whole log,
   and the query's audit entry would not say what was asked. The check runs as the
   route's last dependency, as FastAPI checks the parameters it declares: after the
-  dependency that opens an audited route's scope, so the refusal is audited. Each
+  dependency that opens an audited route's scope, so the refusal is audited. On an
+  OAuth endpoint (``/oauth/``) the refusal is the endpoint's own ``invalid_request``
+  (``oauth-invalid-request``, with its ``error`` member: RFC 6749 §5.2). Each
   route's names are read once, from its dependencies, when the app is built. The
   OpenID Connect callback is left out: a provider adds parameters of its own to the
   redirect (``iss``, ``session_state``), which RFC 6749 §4.1.2 tells a client to ignore.
@@ -29,10 +31,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from onceonly.hub.auth.exceptions import InvalidTokenRequest
 from onceonly.hub.kit.asgi_scope import SENT_METHOD
 from onceonly.hub.kit.problems import InvalidRequest
 
 API_ROOTS = ("/v1/", "/oauth/", "/.well-known/")
+# Whose errors are OAuth's (RFC 6749 §5.2, RFC 7662 §2.3, RFC 7009 §2.2.1): with ``error``.
+_OAUTH_ROOT = "/oauth/"
 # The provider's redirect: RFC 6749 §4.1.2, "The client MUST ignore unrecognized
 # response parameters" (OpenID Connect providers add ``iss``, ``session_state``, ...).
 TAKES_ANY_QUERY = frozenset({"/v1/people/oidc/callback"})
@@ -54,13 +59,16 @@ def _undeclared(request: Request, declared: frozenset[str]) -> str | None:
     return next((name for name in request.query_params if name not in declared), None)
 
 
-def _refusal(declared: frozenset[str]) -> Callable[[Request], Coroutine[Any, Any, None]]:
+def _refusal(
+    declared: frozenset[str], *, oauth: bool
+) -> Callable[[Request], Coroutine[Any, Any, None]]:
     takes = ", ".join(sorted(declared)) or "none"
+    refused = InvalidTokenRequest if oauth else InvalidRequest
 
     async def refuse_undeclared(request: Request) -> None:
         name = _undeclared(request, declared)
         if name is not None:
-            raise InvalidRequest(
+            raise refused(
                 f"the query parameter {name[:_SHOWN_NAME]!r} is not one this operation"
                 f" takes (it takes: {takes})"
             )
@@ -78,7 +86,7 @@ def refuse_undeclared_queries(app: FastAPI) -> None:
         if not path.startswith(API_ROOTS) or path in TAKES_ANY_QUERY:
             continue
         dependant: Dependant = context.dependant
-        check = _refusal(frozenset(_query_names(dependant)))
+        check = _refusal(frozenset(_query_names(dependant)), oauth=path.startswith(_OAUTH_ROOT))
         dependant.dependencies.append(get_dependant(path=path, call=check))
 
 

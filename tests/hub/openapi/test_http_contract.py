@@ -14,9 +14,9 @@ from onceonly.hub.app import create_app
 from tests.hub_testing import RunningHub, audit_entry_for, problem_type
 
 
-def _refused(response: httpx.Response, name: str) -> str:
+def _refused(response: httpx.Response, name: str, *, slug: str = "invalid-request") -> str:
     assert response.status_code == 400, response.text
-    assert problem_type(response) == "invalid-request"
+    assert problem_type(response) == slug
     detail: str = response.json()["detail"]
     assert f"the query parameter {name!r} is not one" in detail
     return detail
@@ -43,9 +43,20 @@ def test_declared_parameters_are_taken(hub: RunningHub) -> None:
     assert proof.status_code != 400 or "is not one" not in proof.text
 
 
-def test_a_token_request_with_a_query_is_refused(hub: RunningHub) -> None:
-    response = httpx.post(f"{hub.url}/oauth/token?grant_type=client_credentials", data={})
-    _refused(response, "grant_type")
+@pytest.mark.parametrize("endpoint", ["/oauth/token", "/oauth/introspect", "/oauth/revoke"])
+@pytest.mark.parametrize("query", ["grant_type=client_credentials", "x=1"])
+def test_an_oauth_request_with_a_query_is_refused_as_oauth_refuses(
+    hub: RunningHub, endpoint: str, query: str
+) -> None:
+    """The OAuth endpoints' errors carry ``error`` (RFC 6749 §5.2, RFC 7662 §2.3, RFC 7009
+    §2.2.1, docs/protocol.md): an undeclared query parameter was answered with the API's
+    ``invalid-request``, which has none."""
+    form = {"grant_type": "client_credentials", "token": "x", "client_assertion": "x"}
+    response = httpx.post(f"{hub.url}{endpoint}?{query}", data=form)
+    _refused(response, query.split("=")[0], slug="oauth-invalid-request")
+    problem = response.json()
+    assert problem["error"] == "invalid_request"
+    assert problem["error_description"] == problem["detail"]
 
 
 def test_an_auditors_misspelt_filter_is_refused_and_audited(hub: RunningHub) -> None:
