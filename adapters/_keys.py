@@ -104,10 +104,21 @@ def _load(path: Path) -> ECKey:
     return key
 
 
+def private_directory(directory: Path) -> None:
+    """Make ``directory`` (and any missing parents) if missing, itself 0700 whatever the
+    umask: the data directory holds the keys, the records and the served-log. One
+    that exists is left as it is (the operator's)."""
+    try:
+        directory.mkdir(parents=True, mode=0o700)
+    except FileExistsError:
+        return
+    os.chmod(directory, 0o700)
+
+
 def _write_private(path: Path, text: str, *, replace: bool = True) -> None:
     """Write ``text`` to ``path`` mode 0600, whole or not at all; without ``replace``,
     FileExistsError when ``path`` exists (a link, which never replaces)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_directory(path.parent)
     descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=".key-")
     try:
         os.fchmod(descriptor, 0o600)

@@ -45,7 +45,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from . import base64url
 from ._batches import Failed
 from ._errors import ImportFailed, ImportReport, RowError
-from ._keys import load_or_create_secret
+from ._keys import load_or_create_secret, private_directory
 from ._reqtoken import subject_digest, subject_problem
 from ._validation import compile_validator, violation
 
@@ -313,16 +313,6 @@ logger = logging.getLogger("adapters.store")
 _SIDE_FILES = ("", "-wal", "-shm", "-journal")
 
 
-def _private_directory(directory: Path) -> None:
-    """Make ``directory`` (and any missing parents) if missing, itself 0700 whatever the
-    umask: the store holds records and the served-log, the key lives beside it."""
-    try:
-        directory.mkdir(parents=True, mode=0o700)
-    except FileExistsError:
-        return
-    os.chmod(directory, 0o700)
-
-
 def _private_file(path: Path) -> None:
     """Create the database file 0600 whatever the umask, before SQLite opens it; of one
     that exists, warn when its group or others may read it (it is not changed: the
@@ -394,7 +384,7 @@ class RecordStore:
         :raises ConfigError: the trail key's file does not hold a key.
         """
         path = Path(path)
-        _private_directory(path.parent)
+        private_directory(path.parent)
         _private_file(path)
         key_path = path.parent / TRAIL_KEY_FILE if trail_key is None else Path(trail_key)
         secret, created = load_or_create_secret(key_path)

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from onceonly.adapters import RecordStore
+from onceonly.adapters._keys import load_or_create_key
 
 ITEM = "tax.debt-status"
 
@@ -37,6 +38,14 @@ def test_a_new_store_is_private_whatever_the_umask(tmp_path: Path, umask: int) -
         assert all(file.exists() for file in files.values())  # WAL: all three while open
         assert {side: mode(file) for side, file in files.items()} == dict.fromkeys(files, 0o600)
     assert mode(path.parent) == 0o700
+
+
+def test_a_data_directory_the_client_key_makes_first_is_private(tmp_path: Path, umask: int) -> None:
+    """``onceonly adapter jwks`` (docs/adapters.md §3) makes the client key before the
+    store: the directory it made was 0755 (a newcomer's review)."""
+    key = tmp_path / "var" / "tax" / "client-key.jwk"
+    load_or_create_key(key)
+    assert (mode(key.parent), mode(key)) == (0o700, 0o600)
 
 
 def test_an_existing_directory_is_left_as_it_is(tmp_path: Path) -> None:
