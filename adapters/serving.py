@@ -22,9 +22,12 @@ connection is closed, after a 408 if some of the head came (decision 0066).
 A request its parser cannot read (a malformed request line or header field, a bad
 chunk size) uvicorn answers with a plain-text 400; :class:`BoundedHeadProtocol`
 answers it with an RFC 9457 problem (``invalid-request``) and closes the connection.
+A body refused so while its app reads it marks the request's scope
+(:data:`MALFORMED_BODY`), so the app can tell that answer from a client gone.
 """
 
 import asyncio
+import email.utils
 import functools
 import json
 from typing import Any
@@ -35,11 +38,13 @@ from ._errors import PROBLEM_PREFIX
 
 __all__ = [
     "HEAD_TIMEOUT",
+    "MALFORMED_BODY",
     "MALFORMED_DETAIL",
     "MAX_HEAD_BYTES",
     "BoundedHeadProtocol",
     "HeadWithBody",
     "HeadWithBodyProtocol",
+    "closing_fields",
     "server_options",
     "with_head_timeout",
 ]
@@ -51,6 +56,11 @@ HEAD_TIMEOUT = 10.0
 first, from the head's first byte for each later one."""
 _END_OF_HEAD = b"\r\n\r\n"
 MALFORMED_DETAIL = "the request is not well-formed HTTP/1.1 (RFC 9112)"
+MALFORMED_BODY = "onceonly.malformed_body"
+"""The key :class:`BoundedHeadProtocol` sets (to True) in a request's ``scope["state"]``
+when it answered 400 to a malformed body (a bad chunk) while the app read it: the app
+then reads that its client is gone, though the client was answered. The hub reads it as
+onceonly.hub.kit.asgi_scope.MALFORMED_BODY (the SDK never imports the hub)."""
 
 
 class HeadWithBody:
@@ -174,10 +184,13 @@ class BoundedHeadProtocol(HeadWithBodyProtocol):
         answer has begun (a pipelined request's parse fails while the answer before it is
         under way: that answer is cut short, as uvicorn does); the connection is then
         closed. A body refused while its app runs (a bad chunk) is answered so too, and
-        the app then reads that its client is gone."""
+        the app then reads that its client is gone: its scope's state says why
+        (:data:`MALFORMED_BODY`)."""
         cycle = self.cycle
         if cycle is None or cycle.response_complete or not cycle.response_started:
             self.transport.write(self.malformed())
+            if cycle is not None and self._head is None:  # in this cycle's body
+                cycle.scope.setdefault("state", {})[MALFORMED_BODY] = True
         self.transport.close()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -251,6 +264,18 @@ class BoundedHeadProtocol(HeadWithBodyProtocol):
         self.transport.close()
 
 
+def closing_fields() -> list[bytes]:
+    """The header fields that end the head of an answer the protocol writes itself (no
+    app answered, so no middleware added them): ``Date`` (RFC 9110 §6.6.1: an origin
+    server with a clock sends it on every 4xx), ``X-Content-Type-Options: nosniff`` (as
+    on every other answer) and ``Connection: close`` (the connection is then closed)."""
+    return [
+        b"date: " + email.utils.formatdate(usegmt=True).encode(),
+        b"x-content-type-options: nosniff",
+        b"connection: close",
+    ]
+
+
 def _problem_answer(*, status: int, reason: str, slug: str, detail: str) -> bytes:
     """A whole answer that closes its connection: an RFC 9457 problem."""
     problem = {"type": PROBLEM_PREFIX + slug, "title": reason.capitalize(), "status": status}
@@ -259,7 +284,7 @@ def _problem_answer(*, status: int, reason: str, slug: str, detail: str) -> byte
         f"HTTP/1.1 {status} {reason}".encode(),
         b"content-type: application/problem+json",
         b"content-length: " + str(len(body)).encode(),
-        b"connection: close",
+        *closing_fields(),
     ]
     return b"\r\n".join([*head, b"", body])
 

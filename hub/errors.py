@@ -15,6 +15,10 @@ A client that closes its connection before its request's body is whole (Starlett
 ``ClientDisconnect``, from any route that reads a body) is no fault of the hub either:
 it is logged at INFO without a traceback, counted under status 499 (nginx's "client
 closed request"), and an audited request's entry is ``refused`` ``client-disconnected``.
+Unless the server refused the body as malformed HTTP/1.1 (a bad chunk) and closed the
+connection itself: the client was answered 400 (by the server), so the request is
+logged and counted as that 400, and an audited request's entry is ``refused``
+``invalid-request``.
 """
 
 import logging
@@ -31,6 +35,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from onceonly.hub.db import driver_code
+from onceonly.hub.kit.asgi_scope import MALFORMED_BODY
 from onceonly.hub.kit.problems import (
     DatabaseUnavailable,
     HubError,
@@ -91,6 +96,9 @@ def _postgresql_away(cause: psycopg.OperationalError, *, in_statement: bool) -> 
     if sqlstate is not None and (sqlstate[:2] == "08" or sqlstate in _AWAY_SQLSTATES):
         return f"the server will not take work now ({code})"
     return None
+
+
+_MALFORMED_BODY_DETAIL = "the request's body is not well-formed HTTP/1.1 (RFC 9112)"
 
 
 class ClientDisconnected(HubError):
@@ -168,13 +176,22 @@ async def render_unexpected(request: Request, exc: Exception) -> JSONResponse:
     a problem that tells nothing of the cause. An error that says the database is away
     (:func:`database_away`) gets the 503 instead, and one warning without a traceback;
     a client gone before its body was read, :class:`ClientDisconnected` and one INFO
-    record.
+    record (a body the server refused as malformed, the 400 it answered, and one INFO
+    record).
 
     onceonly.hub.middleware's middleware calls it and answers, so the connection stays open and
     nothing else prints the traceback; Starlette's own last resort (installed below,
     for a fault in the middleware itself) would re-raise, and the server would then
     print a second traceback and close the connection."""
     request_id = getattr(request.state, "request_id", None)
+    if isinstance(exc, ClientDisconnect) and request.scope.get("state", {}).get(MALFORMED_BODY):
+        log.info(
+            "the request's body was not well-formed HTTP/1.1; the server answered 400",
+            extra={"request_id": request_id},
+        )
+        # Counted and audited as the answer the client got; the connection is closed,
+        # so the server drops this one (nothing more reaches the client).
+        return await _audit_refusal(request, InvalidRequest(_MALFORMED_BODY_DETAIL))
     if isinstance(exc, ClientDisconnect):
         log.info(
             "the client disconnected before its request was read; counted as 499",

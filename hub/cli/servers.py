@@ -33,6 +33,7 @@ from onceonly.adapters.serving import (
     HEAD_TIMEOUT,
     MALFORMED_DETAIL,
     BoundedHeadProtocol,
+    closing_fields,
     with_head_timeout,
 )
 from onceonly.hub.kit.problems import HubError, InvalidRequest, RequestHeadersTooLarge, render
@@ -43,11 +44,11 @@ MAX_HEAD_BYTES = 2 * MAX_HEADER_BYTES
 
 def _whole_answer(error: HubError, status_line: bytes) -> bytes:
     """The whole answer to ``error``, written by the protocol itself (no app answered),
-    on a connection it then closes."""
+    on a connection it then closes (with ``Date`` and ``nosniff``, as every answer)."""
     response = render(error)
     head = [status_line]
     head += [name + b": " + value for name, value in response.raw_headers]
-    return b"\r\n".join([*head, b"connection: close", b"", bytes(response.body)])
+    return b"\r\n".join([*head, *closing_fields(), b"", bytes(response.body)])
 
 
 class BoundedHttpToolsProtocol(BoundedHeadProtocol):

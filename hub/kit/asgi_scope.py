@@ -7,3 +7,10 @@ from typing import Final
 # answered as the GET it asks for (ops.http_contract.HeadAsGet). A DPoP proof's ``htm``
 # is the method the client sent (RFC 9449 §4.3), so it is judged against this one.
 SENT_METHOD: Final = "onceonly.sent_method"
+
+# A request whose body the server refused as malformed HTTP/1.1 (a bad chunk) while a
+# route read it: the server answered 400 itself and closed the connection, and the route
+# then read a ClientDisconnect. Set to True in ``scope["state"]`` by the server's protocol
+# (onceonly.adapters.serving.MALFORMED_BODY, the same key: the SDK never imports the hub);
+# onceonly.hub.errors then counts and audits the 400 the client got, not a 499.
+MALFORMED_BODY: Final = "onceonly.malformed_body"

@@ -10,6 +10,7 @@ of half a second; then ``onceonly adapter serve`` (one process and two workers) 
 ``onceonly serve`` given it as their setting."""
 
 import asyncio
+import email.utils
 import json
 import os
 import pickle
@@ -176,6 +177,32 @@ def test_a_head_trickled_past_the_deadline_is_408_and_closed(connection: socket.
     assert problem["type"] == "urn:onceonly:problem:request-timeout"
     assert (problem["status"], problem["title"]) == (408, "Request timeout")
     assert after < DEADLINE + 2
+
+
+SELF_WRITTEN = {
+    "400": b"GET / HTTP/1.1\r\nHost: adapter\r\nNo colon here\r\n\r\n",
+    "408": b"GET / HTTP/1.1\r\n",  # and nothing more, past the deadline
+    "431": b"GET / HTTP/1.1\r\nX-Padding: " + b"a" * (adapter_serving.MAX_HEAD_BYTES + 1024),
+}
+
+
+@pytest.mark.parametrize("status", list(SELF_WRITTEN))
+def test_an_answer_the_server_writes_itself_has_date_and_nosniff(
+    connection: socket.socket, status: str
+) -> None:
+    """RFC 9110 §6.6.1: an origin server with a clock sends Date on every 4xx; and every
+    answer says nosniff. The 400, 408 and 431 the protocol writes (no app, no
+    middleware) had neither (a hostile review of decision 0073)."""
+    connection.sendall(SELF_WRITTEN[status])
+    received, _ = closed_after(connection, time.monotonic())
+
+    head = received.partition(b"\r\n\r\n")[0].decode("latin-1").split("\r\n")
+    assert head[0].startswith(f"HTTP/1.1 {status} "), received[:200]
+    fields = dict(line.lower().split(": ", 1) for line in head[1:])
+    assert fields["x-content-type-options"] == "nosniff"
+    date = next(line.split(": ", 1)[1] for line in head[1:] if line.lower().startswith("date:"))
+    assert date.endswith(" GMT")  # IMF-fixdate
+    assert abs(email.utils.parsedate_to_datetime(date).timestamp() - time.time()) < 5
 
 
 def test_a_kept_alive_connection_serves_heads_after_idle_gaps_longer_than_the_deadline(

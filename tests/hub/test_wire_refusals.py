@@ -7,10 +7,14 @@ and forwarded addresses. Every test runs on SQLite and PostgreSQL.
 import json
 import logging
 import socket
+import time
 from collections.abc import Iterator
 
 import httpx
 import pytest
+
+from onceonly.adapters import serving
+from onceonly.hub.kit import asgi_scope
 
 from tests.hub_testing import (
     DATABASES,
@@ -126,6 +130,43 @@ def test_an_audited_request_cut_short_is_refused_client_disconnected(hub: Runnin
         wait_until(lambda: requests_counted(hub, route=route, status="499") == counted + 1)
     (entry,) = entries
     assert (entry["outcome"], entry["reason"]) == ("refused", "client-disconnected")
+
+
+def test_a_bad_chunk_mid_body_is_the_400_the_client_got_not_a_499(hub: RunningHub) -> None:
+    """The server answers a malformed chunk with its 400 problem and closes the
+    connection; the route reading the body then read a ClientDisconnect, and the request
+    was logged and counted as 499 and audited refused client-disconnected, though the
+    client had been answered (a hostile review of decision 0073)."""
+    route = "/v1/people/sign-in"
+    head = (
+        b"POST %s HTTP/1.1\r\nHost: hub\r\nContent-Type: application/json\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n" % route.encode()
+    )
+    gone = requests_counted(hub, route=route, status="499")
+    refused = requests_counted(hub, route=route, status="400")
+    with added_audit_entries(hub, action="person.sign-in") as entries:
+        with socket.create_connection(("127.0.0.1", port_of(hub)), timeout=10) as sock:
+            sock.sendall(head + b'5\r\n{"use\r\n')
+            time.sleep(0.2)  # the route is reading the body when the bad chunk comes
+            sock.sendall(b"zz\r\n")
+            answer = b""
+            while chunk := sock.recv(65536):
+                answer += chunk
+        wait_until(
+            lambda: requests_counted(hub, route=route, status="400") == refused + 1,
+            what="the request counted as 400",
+        )
+    status, _, body = answer_parts(answer)
+    assert status == 400, answer
+    assert json.loads(body)["type"] == "urn:onceonly:problem:invalid-request"
+    assert requests_counted(hub, route=route, status="499") == gone
+    (entry,) = entries
+    assert (entry["outcome"], entry["reason"]) == ("refused", "invalid-request")
+
+
+def test_the_server_and_the_hub_name_a_malformed_body_alike() -> None:
+    """The SDK's protocol sets the key the hub reads (the SDK cannot import the hub)."""
+    assert asgi_scope.MALFORMED_BODY == serving.MALFORMED_BODY
 
 
 def answer_parts(answer: bytes) -> tuple[int, dict[str, str], bytes]:
