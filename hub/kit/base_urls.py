@@ -123,6 +123,16 @@ def _embedded(address: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
     return []
 
 
+# Cloud instance metadata services outside link-local (169.254.169.254, where most
+# answer, is link-local already). They hand out the machine's credentials.
+_METADATA = frozenset(
+    {
+        ipaddress.IPv6Address("fd00:ec2::254"),  # Amazon EC2's IPv6 instance metadata (IMDS)
+        ipaddress.IPv4Address("100.100.100.200"),  # Alibaba Cloud ECS's instance metadata
+    }
+)
+
+
 def _local_kind(address: IpAddress, *, loopback_allowed: bool) -> str | None:
     """How ``address`` is this machine or its link, in words (None: it is not)."""
     if address.is_unspecified or address in _THIS_NETWORK:
@@ -131,6 +141,8 @@ def _local_kind(address: IpAddress, *, loopback_allowed: bool) -> str | None:
         return "this machine (a loopback address)"
     if address.is_link_local:
         return "link-local (such as a cloud metadata service)"
+    if address in _METADATA:
+        return "a cloud metadata service's address"
     return None
 
 
@@ -139,14 +151,15 @@ def local_host_problem(url: str, *, loopback_allowed: bool = False) -> str | Non
     spelling tells): ``localhost`` and its subdomains (RFC 6761 §6.3), a loopback
     (127.0.0.0/8, ::1), unspecified (0.0.0.0/8, ::, which reach this machine) or
     link-local address (169.254.0.0/16, where cloud metadata services answer, and
-    fe80::/10), in any spelling the resolver reads as one (``127.1``, ``::ffff:127.0.0.1``),
-    or an IPv6 address that embeds such an IPv4 address for a translator or tunnel
-    (``::127.0.0.1``, ``64:ff9b::7f00:1``, ``2002:7f00:1::``, Teredo; decision 0067).
-    Private networks (10.0.0.0/8, 192.168.0.0/16, fc00::/7...) are not refused:
-    departments' adapters live in them. A name is not resolved. With
+    fe80::/10), another cloud metadata service's address (``fd00:ec2::254``,
+    ``100.100.100.200``), in any spelling the resolver reads as one (``127.1``,
+    ``::ffff:127.0.0.1``), or an IPv6 address that embeds such an IPv4 address for a
+    translator or tunnel (``::127.0.0.1``, ``64:ff9b::7f00:1``, ``2002:7f00:1::``,
+    Teredo; decision 0067). Private networks (10.0.0.0/8, 192.168.0.0/16, fc00::/7...)
+    are not refused: departments' adapters live in them. A name is not resolved. With
     ``loopback_allowed`` (a hub and its adapters on one host), loopback and localhost
-    are not refused; unspecified and link-local addresses, and local addresses behind
-    a translator or tunnel, still are."""
+    are not refused; unspecified, link-local and metadata addresses, and local
+    addresses behind a translator or tunnel, still are."""
     try:
         host = (urlsplit(url).hostname or "").rstrip(".")
     except ValueError:  # a bracketed host that is no address: no base URL either
@@ -175,21 +188,33 @@ def _address_problem(address: IpAddress, *, loopback_allowed: bool) -> str | Non
     return None
 
 
-def peer_problem(peer: str, *, loopback_allowed: bool) -> str | None:
+def peer_problem(peer: str, local: str | None = None, *, loopback_allowed: bool) -> str | None:
     """Why a production hub must not talk to the adapter it is connected to at ``peer``
     (the connected socket's ``getpeername()`` address, judged before any byte is sent;
     decision 0071), by :func:`local_host_problem`'s rule: a name the spelling check let
-    through may resolve, or be rebound, to this machine or its link. An address that
+    through may resolve, or be rebound, to this machine or its link. ``local`` is the
+    socket's own address (``getsockname()``; None judges ``peer`` alone): a connection
+    whose two ends are one address is to this machine through one of its own
+    non-loopback addresses (its eth0's, which services listening on all interfaces
+    answer), refused unless ``loopback_allowed`` (a hub whose adapters are on its own
+    host may reach them by the host's address as well as by loopback). An address that
     does not parse is refused too."""
     address = _literal_address(peer)
     if address is None:
         return f"the connected address {peer!r} is no IP address"
     what = _address_problem(address, loopback_allowed=loopback_allowed)
+    if what is None and local is not None and not loopback_allowed:
+        own = _literal_address(local)
+        if own is None:
+            what = f"was reached from a local address {local!r} that is no IP address"
+        elif own == address:
+            what = "is this machine (the connection's own local address)"
     return None if what is None else f"the connected address {peer} {what}"
 
 
-PeerRule = Callable[[str], str | None]
-"""Why the hub must not talk to a connected peer address (None: it may)."""
+PeerRule = Callable[[str, str | None], str | None]
+"""Why the hub must not talk to a connected peer address, given the connection's local
+address (None: it may)."""
 
 
 def peer_rule(*, production: bool, loopback_allowed: bool) -> PeerRule | None:

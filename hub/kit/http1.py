@@ -51,12 +51,23 @@ class AdapterAddressRefused(httpx.ConnectError):
     caller; its class name is what the deliverer records and the exchange logs."""
 
 
-def judge_peer(rule: PeerRule, peer: object, *, host: str, port: int) -> None:
+def _host_of(name: object) -> str | None:
+    """The address in a socket's ``getpeername()``/``getsockname()`` tuple (None: none)."""
+    return name[0] if isinstance(name, tuple) and name and isinstance(name[0], str) else None
+
+
+def judge_peer(rule: PeerRule, peer: object, local: object, *, host: str, port: int) -> None:
     """Raise :class:`AdapterAddressRefused` (and log why, naming the adapter's host and
     the address, never a subject or token) unless ``rule`` lets the hub talk to ``peer``,
-    a connected socket's ``getpeername()`` (an address tuple; None if it had none)."""
-    address = peer[0] if isinstance(peer, tuple) and peer and isinstance(peer[0], str) else None
-    problem = rule(address) if address is not None else "the connection has no peer address"
+    a connected socket's ``getpeername()``, from ``local``, its ``getsockname()``
+    (address tuples; None if it had none: refused)."""
+    address, own = _host_of(peer), _host_of(local)
+    if address is None:
+        problem: str | None = "the connection has no peer address"
+    elif own is None:
+        problem = "the connection has no local address"
+    else:
+        problem = rule(address, own)
     if problem is None:
         return
     log.warning(
@@ -379,7 +390,8 @@ class Http1Pool:
         try:
             if self._peers is not None:
                 peer = transport.get_extra_info("peername")
-                judge_peer(self._peers, peer, host=origin.host, port=origin.port)
+                local = transport.get_extra_info("sockname")
+                judge_peer(self._peers, peer, local, host=origin.host, port=origin.port)
             if origin.scheme == "https":
                 secure = await loop.start_tls(
                     transport, connection, self._ssl, server_hostname=origin.host

@@ -85,7 +85,8 @@ class _JudgedBackend(httpcore.AsyncNetworkBackend):
         )
         try:
             sock = stream.get_extra_info("socket")
-            judge_peer(self._rule, sock.getpeername() if sock else None, host=host, port=port)
+            peer, local = (sock.getpeername(), sock.getsockname()) if sock else (None, None)
+            judge_peer(self._rule, peer, local, host=host, port=port)
         except BaseException:
             await stream.aclose()
             raise

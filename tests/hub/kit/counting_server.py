@@ -1,6 +1,8 @@
-"""A server on loopback that counts what reached it, and a name that resolves to
-loopback: for tests of the hub's connected-peer check (decision 0071)."""
+"""A server on loopback (or all interfaces) that counts what reached it, a name that
+resolves to loopback, and this machine's own address: for tests of the hub's
+connected-peer check (decision 0071)."""
 
+import ipaddress
 import socket
 import ssl
 import threading
@@ -20,17 +22,35 @@ def loopback_name() -> str:
     pytest.skip("no name in /etc/hosts resolves to 127.0.0.1 here (vm, runsc)")
 
 
-class CountingServer:
-    """A server on 127.0.0.1: counts connections and the bytes each first sent (TLS's
-    ClientHello is bytes too), then answers each request 200 ``{}``, over TLS with a
-    context."""
+def own_address(family: socket.AddressFamily) -> str:
+    """One of this machine's own non-loopback, non-link-local addresses of ``family``:
+    the source address its routes choose toward a documentation address (a UDP socket's
+    connect sends nothing)."""
+    target = "192.0.2.1" if family == socket.AF_INET else "2001:db8::1"
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as probe:
+            probe.connect((target, 9))
+            address: str = probe.getsockname()[0]
+    except OSError as error:
+        pytest.skip(f"this machine has no route for {family.name} ({error}): no own address")
+    parsed = ipaddress.ip_address(address)
+    if parsed.is_loopback or parsed.is_link_local or parsed.is_unspecified:
+        pytest.skip(f"this machine's {family.name} source address {address} is not its own")
+    return address
 
-    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
+
+class CountingServer:
+    """A server on 127.0.0.1 (or ``host``: ``0.0.0.0``, ``::``): counts connections and
+    the bytes each first sent (TLS's ClientHello is bytes too), then answers each request
+    200 ``{}``, over TLS with a context."""
+
+    def __init__(self, tls: ssl.SSLContext | None = None, host: str = "127.0.0.1") -> None:
         self.tls = tls
         self.connections = 0
         self.received = 0
         self.handled = 0  # connections whose handling ended
-        self._sock = socket.create_server(("127.0.0.1", 0))
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self._sock = socket.create_server((host, 0), family=family)
         self.port: int = self._sock.getsockname()[1]
         threading.Thread(target=self._accept, daemon=True).start()
 

@@ -8,6 +8,7 @@ kit.keepalive, kit.http1), on asyncio's loop and on uvloop.
 
 import asyncio
 import logging
+import socket
 import ssl
 from collections.abc import Callable, Coroutine, Iterator
 from typing import Any
@@ -22,7 +23,7 @@ from onceonly.hub.kit.deadline import post_within
 from onceonly.hub.kit.http1 import AdapterAddressRefused
 from onceonly.hub.kit.keepalive import KeepAliveTransport
 
-from tests.hub.kit.counting_server import CountingServer, loopback_name
+from tests.hub.kit.counting_server import CountingServer, loopback_name, own_address
 
 
 @pytest.fixture(scope="module")
@@ -206,7 +207,7 @@ def test_a_judged_connection_is_kept_and_reused_without_a_new_check(
     """One check per new connection: pooled connections are not judged again."""
     judged: list[str] = []
 
-    def rule(peer: str) -> str | None:
+    def rule(peer: str, local: str | None) -> str | None:
         judged.append(peer)
         return None
 
@@ -228,6 +229,72 @@ def test_a_judged_connection_is_kept_and_reused_without_a_new_check(
     assert run_on("asyncio", run()) == [200] * 6
     assert judged == ["127.0.0.1", "127.0.0.1"]  # one connection each client
     assert server.settled(2).connections == 2
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+@pytest.mark.parametrize("family", [socket.AF_INET, socket.AF_INET6], ids=["ipv4", "ipv6"])
+def test_this_machines_own_address_gets_no_byte(
+    family: socket.AddressFamily, loop: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A service listening on all interfaces (a database, an exporter, another replica)
+    is reached through the machine's own non-loopback address (eth0's, say 192.0.2.2 or
+    fd00::2): the connection's two ends are one address, so it is this machine, and
+    neither client sends a byte on it."""
+    caplog.set_level(logging.WARNING, logger="onceonly.outbound")
+    address = own_address(family)
+    server = CountingServer(host="0.0.0.0" if family == socket.AF_INET else "::")
+    try:
+        host = address if family == socket.AF_INET else f"[{address}]"
+        rule = peer_rule(production=True, loopback_allowed=False)
+        outcomes = run_on(loop, _calls(f"http://{host}:{server.port}", adapter_peers=rule))
+        assert [type(outcome) for outcome in outcomes] == [AdapterAddressRefused] * 2, outcomes
+        assert server.settled(2).connections == 2  # TCP reached it: judged after connect
+        assert server.received == 0
+        logged = [r.getMessage() for r in caplog.records if r.name == "onceonly.outbound"]
+        assert len(logged) == 2
+        assert all(address in m and "own local address" in m for m in logged), logged
+    finally:
+        server.close()
+
+
+@pytest.mark.parametrize("family", [socket.AF_INET, socket.AF_INET6], ids=["ipv4", "ipv6"])
+def test_adapters_on_loopback_lets_the_machines_own_address_through(
+    family: socket.AddressFamily,
+) -> None:
+    """A hub whose adapters run on its own host may reach them by the host's address
+    (or a name for it) as well as by loopback: adapters_on_loopback allows both."""
+    address = own_address(family)
+    server = CountingServer(host="0.0.0.0" if family == socket.AF_INET else "::")
+    try:
+        host = address if family == socket.AF_INET else f"[{address}]"
+        rule = peer_rule(production=True, loopback_allowed=True)
+        outcomes = run_on("asyncio", _calls(f"http://{host}:{server.port}", adapter_peers=rule))
+        assert outcomes == [200, 200]
+        assert server.received > 0
+    finally:
+        server.close()
+
+
+@pytest.mark.parametrize(
+    ("peer", "local", "loopback_allowed", "refused"),
+    [
+        ("192.0.2.2", "192.0.2.2", False, True),
+        ("fd00::2", "fd00::2", False, True),
+        ("::ffff:192.0.2.2", "192.0.2.2", False, True),  # one address, two spellings
+        ("192.0.2.2", "::ffff:192.0.2.2", False, True),
+        ("10.0.0.7", "not an address", False, True),
+        ("192.0.2.2", "192.0.2.2", True, False),
+        ("fd00::2", "fd00::2", True, False),
+        ("10.0.0.7", "10.0.0.5", False, False),  # a neighbour on the hub's network
+        ("fd00::7", "fd00::2", False, False),
+        ("10.0.0.7", None, False, False),  # the address alone
+    ],
+)
+def test_a_connection_to_this_machines_own_address_is_refused(
+    peer: str, local: str | None, loopback_allowed: bool, refused: bool
+) -> None:
+    problem = peer_problem(peer, local, loopback_allowed=loopback_allowed)
+    assert (problem is not None) is refused, problem
 
 
 @pytest.mark.parametrize(
@@ -257,6 +324,14 @@ def test_a_judged_connection_is_kept_and_reused_without_a_new_check(
         ("169.254.169.254", True, True),
         ("fe80::1%lo", True, True),
         ("::7f00:1", True, True),  # loopback behind a translator: never
+        ("fd00:ec2::254", False, True),  # Amazon EC2's IPv6 instance metadata
+        ("fd00:ec2::254", True, True),
+        ("100.100.100.200", False, True),  # Alibaba Cloud's instance metadata
+        ("100.100.100.200", True, True),
+        ("::ffff:100.100.100.200", False, True),
+        ("64:ff9b::6464:64c8", False, True),  # NAT64 of 100.100.100.200
+        ("100.100.100.201", False, False),
+        ("fd00:ec2::253", False, False),
     ],
 )
 def test_the_peer_rule_is_the_spelling_rule_for_addresses(

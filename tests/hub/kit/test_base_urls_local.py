@@ -208,6 +208,28 @@ def test_private_public_and_named_hosts_are_taken(host: str) -> None:
     assert call_problem(url, production=True, loopback_allowed=False) is None
 
 
+@pytest.mark.parametrize(
+    "host",
+    [
+        "[fd00:ec2::254]",  # Amazon EC2's IPv6 instance metadata
+        "[FD00:EC2:0::254]",
+        "100.100.100.200",  # Alibaba Cloud's instance metadata
+        "[::ffff:100.100.100.200]",
+        "[64:ff9b::6464:64c8]",  # NAT64 of 100.100.100.200
+        "[64:ff9b::100.100.100.200]",
+    ],
+)
+@pytest.mark.parametrize("loopback_allowed", [False, True])
+def test_a_cloud_metadata_address_outside_link_local_is_refused(
+    host: str, loopback_allowed: bool
+) -> None:
+    """Registration's spelling check refuses the metadata services that do not answer on
+    link-local, as link-local itself, with adapters_on_loopback too."""
+    url = f"http://{host}/adapter"
+    assert "metadata" in (local_host_problem(url, loopback_allowed=loopback_allowed) or "")
+    assert call_problem(url, production=True, loopback_allowed=loopback_allowed) is not None
+
+
 def test_loopback_itself_is_taken_with_adapters_on_loopback() -> None:
     for host in ("127.0.0.1", "127.0.0.2", "[::1]", "[::ffff:127.0.0.1]", "localhost"):
         assert call_problem(f"https://{host}:8443", production=True, loopback_allowed=True) is None
