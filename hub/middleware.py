@@ -52,6 +52,17 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 # (onceonly.hub.cli.servers) refuses a request head twice this size before it is buffered.
 MAX_HEADER_BYTES = 32 * 1024
 _API_ROOT = "/v1/"
+# A Host field's value (RFC 9112 §3.2: a server answers 400 to any other): RFC 3986's
+# ``host [ ":" port ]``, host an IP-literal (IPv6 or IPvFuture in brackets) or a reg-name
+# (an IPv4 address is one), possibly empty. Each character matches one way: linear.
+_HOST = re.compile(
+    rb"(?:\[(?:[0-9A-Fa-f:.]+|[vV][0-9A-Fa-f]+\.[A-Za-z0-9\-._~!$&'()*+,;=:]+)\]"
+    rb"|(?:[A-Za-z0-9\-._~!$&'()*+,;=]|%[0-9A-Fa-f]{2})*)"
+    rb"(?::[0-9]*)?"
+)
+# The versions the hub answers; the parser passes 2.0, and 0.9 for a request line
+# without a version, on an HTTP/1.1 connection.
+_VERSIONS = ("1.1", "1.0")
 # On every answer: a client reads it as the type it is labelled, never sniffs another
 # (a problem or a record taken for HTML). As Starlette spells its fields, in lower case.
 _NOSNIFF = (b"x-content-type-options", b"nosniff")
@@ -107,8 +118,17 @@ class RequestContextMiddleware:
             return render(RequestHeadersTooLarge(detail))
         if repeated is not None:  # a proxy reading the last and the hub the first would differ
             return render(InvalidRequest(f"the request has more than one {repeated} field"))
-        if not host and scope.get("http_version") == "1.1":
+        version = scope.get("http_version", "1.1")
+        if version not in _VERSIONS:
+            return _version_not_supported()
+        if host is None and version != "1.0":
             detail = "the request has no Host field, which HTTP/1.1 requires (RFC 9112 §3.2)"
+            return render(InvalidRequest(detail))
+        if host is not None and _HOST.fullmatch(host) is None:
+            detail = (
+                "the request's Host field is not a host and optional port"
+                " (RFC 9112 §3.2, RFC 3986 §3.2.2)"
+            )
             return render(InvalidRequest(detail))
         if coded:
             return _coded_body()
@@ -169,11 +189,11 @@ _ONCE = {
 }
 
 
-def _head(scope: Scope) -> tuple[int, str | None, bool, bool]:
+def _head(scope: Scope) -> tuple[int, str | None, bytes | None, bool]:
     """In one pass over the header fields: their size in bytes (names and values), the
-    first of the fields in :data:`_ONCE` that is given twice, whether there is a Host
-    field, and whether any Content-Encoding names a coding."""
-    size, repeated, coded = 0, None, False
+    first of the fields in :data:`_ONCE` that is given twice, the Host field's value
+    (None without one), and whether any Content-Encoding names a coding."""
+    size, repeated, host, coded = 0, None, None, False
     seen: set[bytes] = set()
     for name, value in scope.get("headers", []):
         size += len(name) + len(value)
@@ -181,9 +201,11 @@ def _head(scope: Scope) -> tuple[int, str | None, bool, bool]:
             if name in seen and repeated is None:
                 repeated = _ONCE[name]
             seen.add(name)
+            if name == b"host":
+                host = value
         elif name == b"content-encoding":
             coded = coded or bytes(value).strip().lower() not in (b"", b"identity")
-    return size, repeated, b"host" in seen, coded
+    return size, repeated, host, coded
 
 
 def _repeated_parameter(scope: Scope) -> str | None:
@@ -203,6 +225,16 @@ def _repeated_parameter(scope: Scope) -> str | None:
             return name[:64]
         seen.add(name)
     return None
+
+
+def _version_not_supported() -> Response:
+    """RFC 9110 §15.6.6: the request's HTTP version is not one the hub answers."""
+    return problem_response(
+        status=505,
+        slug="http-version-not-supported",
+        title="HTTP version not supported",
+        detail="the hub answers HTTP/1.1 and HTTP/1.0 requests only",
+    )
 
 
 def _coded_body() -> Response:

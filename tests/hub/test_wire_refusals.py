@@ -221,6 +221,44 @@ def test_an_http10_request_needs_no_host_field(hub: RunningHub) -> None:
     assert status == 200, body
 
 
+@pytest.mark.parametrize("version", ["1.1", "1.0"])
+@pytest.mark.parametrize("host", ["a b/c@d", "user@hub", "hub/x", "[::1", "hub:80:80", "hub:x"])
+def test_a_host_field_that_is_no_host_and_port_is_refused(
+    hub: RunningHub, version: str, host: str
+) -> None:
+    """RFC 9112 §3.2: a server MUST answer 400 to a request whose Host field has an
+    invalid value (RFC 3986 ``host [ ":" port ]``); ``Host: a b/c@d`` was answered 200."""
+    head = f"GET /healthz HTTP/{version}\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    status, fields, body = answer_parts(raw_exchange(hub.url, head.encode()))
+    assert status == 400, body
+    assert fields["content-type"] == "application/problem+json"
+    assert json.loads(body)["type"] == "urn:onceonly:problem:invalid-request"
+    assert b"Host field" in body
+
+
+@pytest.mark.parametrize(
+    "host", ["hub", "hub:8080", "127.0.0.1:1", "[::1]:80", "[v1.x]", "xn--bcher-kva.example", ""]
+)
+def test_a_host_field_that_is_a_host_and_port_is_taken(hub: RunningHub, host: str) -> None:
+    head = f"GET /healthz HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    status, _, body = answer_parts(raw_exchange(hub.url, head.encode()))
+    assert status == 200, body
+
+
+@pytest.mark.parametrize(
+    "request_line",
+    [b"GET /healthz HTTP/2.0\r\n", b"GET /healthz HTTP/2.0\r\nHost: hub\r\n", b"GET /healthz\r\n"],
+    ids=["2.0", "2.0-with-host", "no-version"],
+)
+def test_a_request_of_another_http_version_is_505(hub: RunningHub, request_line: bytes) -> None:
+    """The parser passes HTTP/2.0 (and 0.9 for a request line without a version) on an
+    HTTP/1.1 connection: it was answered 200, as HTTP/1.1, without a Host field."""
+    status, fields, body = answer_parts(raw_exchange(hub.url, request_line + b"\r\n"))
+    assert status == 505, body
+    assert fields["content-type"] == "application/problem+json"
+    assert json.loads(body)["type"] == "urn:onceonly:problem:http-version-not-supported"
+
+
 @pytest.mark.parametrize(
     "request_bytes",
     [
