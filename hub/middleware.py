@@ -66,6 +66,10 @@ _VERSIONS = ("1.1", "1.0")
 # On every answer: a client reads it as the type it is labelled, never sniffs another
 # (a problem or a record taken for HTML). As Starlette spells its fields, in lower case.
 _NOSNIFF = (b"x-content-type-options", b"nosniff")
+# On an API answer that says nothing of caching: every /v1 answer is the caller's own
+# (records, people, grants, the log's content, decisions about them), so none is kept
+# by a browser or a proxy (RFC 9111 §5.2.2.5); a route that may be cached says so.
+_NO_STORE = (b"cache-control", b"no-store")
 
 
 class _BodyTooLarge(Exception):
@@ -88,12 +92,16 @@ class RequestContextMiddleware:
         REQUEST_STARTED.set(started)  # this request's context only (onceonly.hub.metrics)
         status = {"code": 500, "sent": False}
 
+        api = scope["path"].startswith(_API_ROOT)
+
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status["code"], status["sent"] = message["status"], True
                 headers = [*message.get("headers", ()), (b"x-request-id", request_id.encode())]
                 if _NOSNIFF not in headers:  # (the console's pages and docs set it themselves)
                     headers.append(_NOSNIFF)
+                if api and not any(name == b"cache-control" for name, _ in headers):
+                    headers.append(_NO_STORE)
                 message["headers"] = headers
             await send(message)
 

@@ -86,3 +86,22 @@ def test_every_answer_is_nosniff_once(world: World, path: str) -> None:
 def test_the_console_keeps_its_own_nosniff_once(world: World) -> None:
     answer = httpx.get(f"{world.hub.url}/sign-in")
     assert answer.headers.get_list("x-content-type-options") == ["nosniff"]
+
+
+@pytest.mark.parametrize(
+    "path", ["/v1/admin/people", "/v1/people/me", "/v1/admin/grants", "/v1/items", "/v1/nothing"]
+)
+def test_every_api_answer_is_no_store_unless_its_route_says_otherwise(
+    world: World, path: str
+) -> None:
+    """Staff names and roles, grants, and every other /v1 answer are the caller's own:
+    an API answer without a Cache-Control of its route's is no-store (a hostile review:
+    /v1/admin/people and /v1/people/me had none)."""
+    admin = {"Authorization": f"Bearer {world.hub.keys.admin_token}"}
+    answer = httpx.get(f"{world.hub.url}{path}", headers=admin)
+    assert answer.headers.get_list("cache-control") == ["no-store"]
+
+
+def test_a_public_document_keeps_its_own_caching(world: World) -> None:
+    answer = httpx.get(f"{world.hub.url}/.well-known/jwks.json")
+    assert answer.headers.get_list("cache-control") == ["public, max-age=60"]
