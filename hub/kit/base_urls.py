@@ -129,6 +129,8 @@ _METADATA = frozenset(
     {
         ipaddress.IPv6Address("fd00:ec2::254"),  # Amazon EC2's IPv6 instance metadata (IMDS)
         ipaddress.IPv4Address("100.100.100.200"),  # Alibaba Cloud ECS's instance metadata
+        # Azure's WireServer (the VM agent's channel to the host, known to attacks on it)
+        ipaddress.IPv4Address("168.63.129.16"),
     }
 )
 
@@ -152,8 +154,8 @@ def local_host_problem(url: str, *, loopback_allowed: bool = False) -> str | Non
     (127.0.0.0/8, ::1), unspecified (0.0.0.0/8, ::, which reach this machine) or
     link-local address (169.254.0.0/16, where cloud metadata services answer, and
     fe80::/10), another cloud metadata service's address (``fd00:ec2::254``,
-    ``100.100.100.200``), in any spelling the resolver reads as one (``127.1``,
-    ``::ffff:127.0.0.1``), or an IPv6 address that embeds such an IPv4 address for a
+    ``100.100.100.200``, ``168.63.129.16``), in any spelling the resolver reads as one
+    (``127.1``, ``::ffff:127.0.0.1``), or an IPv6 address that embeds such an IPv4 address for a
     translator or tunnel (``::127.0.0.1``, ``64:ff9b::7f00:1``, ``2002:7f00:1::``,
     Teredo; decision 0067). Private networks (10.0.0.0/8, 192.168.0.0/16, fc00::/7...)
     are not refused: departments' adapters live in them. A name is not resolved. With

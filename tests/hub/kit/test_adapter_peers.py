@@ -330,6 +330,8 @@ def test_a_connection_to_this_machines_own_address_is_refused(
         ("100.100.100.200", True, True),
         ("::ffff:100.100.100.200", False, True),
         ("64:ff9b::6464:64c8", False, True),  # NAT64 of 100.100.100.200
+        ("168.63.129.16", False, True),  # Azure's WireServer
+        ("168.63.129.16", True, True),
         ("100.100.100.201", False, False),
         ("fd00:ec2::253", False, False),
     ],
