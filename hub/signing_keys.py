@@ -31,6 +31,7 @@ from joserfc.jwk import ECKey, KeySet
 from onceonly.hub.kit import keyfiles
 from onceonly.hub.kit.clock import SYSTEM_CLOCK, Clock
 from onceonly.hub.kit.keyfiles import MissingKeyError
+from onceonly.hub.kit.problems import Unavailable
 
 STATE_FILE = "state.json"
 _LEGACY_FILE = "signing.jwk"  # the single key of hubs before rotation existed
@@ -45,6 +46,17 @@ class KeyEntry:
 
     def published(self, now: float) -> bool:
         return self.retire_at is None or now < self.retire_at
+
+
+class KeysUnreadable(Unavailable):
+    """A serving hub cannot read a key file it must (one ``state.json`` names, not yet
+    copied to this host, or written by another user): 503, not the 500 of an error
+    nobody foresaw, for every call that signs or publishes until it can (decision
+    0076; ``/readyz`` says which file). ``error`` is what reading it raised."""
+
+    def __init__(self, error: OSError) -> None:
+        super().__init__("the hub cannot read its signing keys now; try again later")
+        self.error = error
 
 
 def read_state(directory: Path) -> list[KeyEntry]:
@@ -189,7 +201,7 @@ class SigningKeys:
             now = self._clock.monotonic()
             if now - self._forced_at >= _UNKNOWN_KID_RELOAD:
                 self._forced_at = now
-                self.reload()
+                self._reload_serving()
         return self._key_set
 
     def public_jwks(self) -> dict[str, Any]:
@@ -218,9 +230,16 @@ class SigningKeys:
 
     def _refresh(self) -> None:
         if self._clock.monotonic() >= self._next_check:
-            self.reload()
+            self._reload_serving()
         elif self._clock.time() >= self._valid_until:
             self._derive(self._clock.time())
+
+    def _reload_serving(self) -> None:
+        """:meth:`reload` while serving: a file it cannot read is :class:`KeysUnreadable`."""
+        try:
+            self.reload()
+        except OSError as error:
+            raise KeysUnreadable(error) from error
 
     def _derive(self, now: float) -> None:
         """The views valid at ``now``, and until when they stay valid."""

@@ -18,6 +18,7 @@ from onceonly.hub.kit import logs
 from onceonly.hub.kit.problems import Unavailable, problems
 from onceonly.hub.ops.metrics import exposition
 from onceonly.hub.ops.openapi import METRICS_SECURITY
+from onceonly.hub.signing_keys import KeysUnreadable
 
 router = APIRouter(tags=["operations"])
 
@@ -68,7 +69,10 @@ def _check_keys(keys: HubKeys) -> None:
     The answer names the file under the key directory, not where that directory is."""
     keys_dir = keys.ring.directory.parent
     try:
-        keys.public_jwks()
+        try:
+            keys.public_jwks()
+        except KeysUnreadable as unreadable:
+            raise unreadable.error from None
         keys.root()
     except OSError as error:
         name = Path(str(error.filename))
