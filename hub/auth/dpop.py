@@ -27,7 +27,7 @@ from joserfc.jwk import ECKey, OKPKey, RSAKey
 from onceonly.hub.kit import base64url, es256
 from onceonly.hub.kit.fair_lru import FairLru
 from onceonly.hub.kit.jws import MAX_JWT_BYTES, peek_header_and_claims
-from onceonly.hub.registry.jwks import check_rsa_key
+from onceonly.hub.registry.jwks import check_ed25519_point, check_rsa_key
 
 PROOF_TYPE = "dpop+jwt"
 ALGORITHMS = ("ES256", "Ed25519", "EdDSA", "PS256")
@@ -220,11 +220,13 @@ def _proof_jwk(header: dict[str, Any]) -> tuple[str, _KeyId]:
     kty, crv = _KEY_KINDS[header["alg"]]
     if jwk.get("kty") != kty or (crv is not None and jwk.get("crv") != crv):
         raise ProofError(f"alg {header['alg']} needs a {kty} {crv or ''} key".replace("  ", " "))
-    if kty == "RSA":
-        try:
+    try:
+        if kty == "RSA":
             check_rsa_key(jwk)
-        except ValueError as error:
-            raise ProofError(f"the DPoP proof's jwk is not a valid public key: {error}") from None
+        elif kty == "OKP":  # a small-order point verifies signatures nobody made
+            check_ed25519_point(base64url.decode(str(jwk.get("x", ""))))
+    except ValueError as error:
+        raise ProofError(f"the DPoP proof's jwk is not a valid public key: {error}") from None
     return _SORTED_JSON(jwk), _key_id(kty, jwk)
 
 

@@ -253,3 +253,38 @@ def test_a_forged_or_misused_proof_is_refused(
 ) -> None:
     with pytest.raises(ProofError, match=refusal):
         verify(make(), **request_changes)
+
+
+# The 8 points of Ed25519 whose order divides the cofactor, as RFC 8032 encodes them.
+_SMALL_ORDER = [
+    "0100000000000000000000000000000000000000000000000000000000000000",
+    "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+    "0000000000000000000000000000000000000000000000000000000000000000",
+    "0000000000000000000000000000000000000000000000000000000000000080",
+    "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a",
+    "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac03fa",
+    "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05",
+    "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc85",
+]
+
+
+@pytest.mark.parametrize("point", _SMALL_ORDER)
+def test_a_small_order_ed25519_key_is_refused_before_any_signature_is_checked(
+    point: str,
+) -> None:
+    """With a public key of small order, a signature (R, 0) with R of small order verifies
+    for about one message in eight, without any private key: a proof anyone could make
+    for a token bound to such a key. Every R is tried; none may pass."""
+    x = base64url.encode(bytes.fromhex(point))
+    header = {"typ": "dpop+jwt", "alg": "Ed25519", "jwk": {"kty": "OKP", "crv": "Ed25519", "x": x}}
+    refusals = set()
+    for r in _SMALL_ORDER:
+        for attempt in range(8):  # a new jti, a new message
+            proof = forged(header, claims(jti=f"j-{attempt}"), bytes.fromhex(r) + bytes(32))
+            with pytest.raises(ProofError) as refused:
+                verify(proof)
+            refusals.add(str(refused.value))
+    assert refusals == {
+        "the DPoP proof's jwk is not a valid public key: x is a point of small order,"
+        " which no signature should verify with"
+    }
