@@ -1013,14 +1013,16 @@ def _key_plain_digests(engine: sa.Engine, key: TrailKey) -> None:
             cursor.execute("PRAGMA user_version=0")
 
 
-def _checkpoint(engine: sa.Engine) -> None:
-    """Copy the WAL into the database file and truncate it (the pages other processes
-    still read stay until they are done: the next checkpoint takes them)."""
+def _checkpoint(engine: sa.Engine) -> bool:
+    """Copy the WAL into the database file and truncate it; whether all of it went in
+    (the pages another process still reads stay in the WAL until it is done: the next
+    checkpoint takes them)."""
     connection = engine.raw_connection()
     try:
-        connection.cursor().execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        busy, log, done = connection.cursor().execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
     finally:
         connection.close()
+    return bool(busy == 0 and log == done)
 
 
 def _scrub(engine: sa.Engine) -> None:
@@ -1039,17 +1041,26 @@ def _scrub(engine: sa.Engine) -> None:
         try:
             cursor.execute("VACUUM")
         except sqlite3.OperationalError as error:  # busy: another process is writing
-            logger.warning(
-                "the store could not be scrubbed of the plain values an earlier version"
-                " left in its free space (%s): the next opening tries again",
-                error,
-            )
+            _not_scrubbed(str(error))
             return
-        cursor.execute(f"PRAGMA user_version={_SCRUBBED}")
-        connection.commit()
     finally:
         connection.close()
-    _checkpoint(engine)
+    # The rebuilt pages are in the WAL until a checkpoint moves them into the file: a
+    # reader in another process (a reconcile, a backup, an old worker) holds them there.
+    # Marked only once the file itself is rebuilt, so that the next opening tries again.
+    if not _checkpoint(engine):
+        _not_scrubbed("another process is reading it")
+        return
+    with _raw_transaction(engine) as cursor:
+        cursor.execute(f"PRAGMA user_version={_SCRUBBED}")
+
+
+def _not_scrubbed(reason: str) -> None:
+    logger.warning(
+        "the store could not be scrubbed of the plain values an earlier version left in"
+        " its free space (%s): the next opening tries again",
+        reason,
+    )
 
 
 @contextmanager

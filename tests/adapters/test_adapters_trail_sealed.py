@@ -326,3 +326,33 @@ def test_deleted_records_leave_no_subject_in_the_file(tmp_path: Path) -> None:
         assert database.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0] == 0
     held = path.read_bytes()
     assert [subject for subject in subjects if subject.encode() in held] == []
+
+
+@pytest.mark.usefixtures("secure_delete_off_by_default")
+def test_an_upgrade_while_another_process_reads_is_scrubbed_at_the_next_opening(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A reader in another process (a reconcile, a backup, an old worker) holds the WAL:
+    the rebuilt file stays in it, so the file is not marked scrubbed and the next
+    opening finishes the job (a hostile review: the file was marked, and kept every
+    plain value for good)."""
+    path = tmp_path / "records.db"
+    claims = [sha256_b64url(f"{38001085718 + n}") for n in range(300)]
+    _old_store(path, claims)
+    with closing(sqlite3.connect(path)) as database:
+        database.execute("PRAGMA journal_mode=WAL")
+    reader = sqlite3.connect(path, isolation_level=None)
+    try:
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM served").fetchall()
+        with caplog.at_level("WARNING", logger="adapters.store"), RecordStore(path):
+            pass
+        assert rows(path, "PRAGMA user_version") == [(0,)]  # not marked: not done
+        assert any("another process is reading it" in r.getMessage() for r in caplog.records)
+    finally:
+        reader.close()
+    with RecordStore(path):
+        pass
+    assert rows(path, "PRAGMA user_version") == [(1,)]
+    held = path.read_bytes() + _wal(path)
+    assert [claim for claim in claims if claim.encode() in held] == []
