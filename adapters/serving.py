@@ -137,9 +137,10 @@ class BoundedHeadProtocol(HeadWithBodyProtocol):
     A chunked body's trailer fields (RFC 9112 §7.1.2) are read and dropped: uvicorn
     appended them to the request's header fields, which the app had already been given
     (RFC 9110 §6.5.1: a recipient must not merge them; a trailer ``Authorization`` was
-    read as the request's). What a message holds beside its body (chunk sizes and
-    trailers) is bounded as a head is, at ``max_head_bytes``: past it, the connection is
-    closed (431 if no answer has begun).
+    read as the request's). What a chunked body carries between its body bytes (a
+    chunk's size line, the trailers after the last chunk) is bounded as a head is, at
+    ``max_head_bytes``: past it, the message is refused 400 if its app has not answered
+    yet, and the connection closed.
     """
 
     max_head_bytes = MAX_HEAD_BYTES
@@ -153,7 +154,8 @@ class BoundedHeadProtocol(HeadWithBodyProtocol):
         self._tail = b""  # the last bytes read, to find an end of head split in two
         self._head_begun = False  # a byte of the head came (then it is answered 408)
         self._head_timer: asyncio.TimerHandle | None = None
-        self._framing = 0  # bytes read in a message's body that were not body bytes
+        self._framing = 0  # bytes read since the body's last byte (framing, trailers)
+        self._trailers = 0  # bytes of the trailer fields parsed (each counted whole)
 
     def head_too_large(self) -> bytes:
         """The whole 431 answer, an RFC 9457 problem written by the protocol itself."""
@@ -187,11 +189,33 @@ class BoundedHeadProtocol(HeadWithBodyProtocol):
         the app then reads that its client is gone: its scope's state says why
         (:data:`MALFORMED_BODY`)."""
         cycle = self.cycle
+        if cycle is not None and self._head is None:  # in this cycle's own body
+            self._refuse_body(self.malformed())
+            return
         if cycle is None or cycle.response_complete or not cycle.response_started:
             self.transport.write(self.malformed())
-            if cycle is not None and self._head is None:  # in this cycle's body
-                cycle.scope.setdefault("state", {})[MALFORMED_BODY] = True
         self.transport.close()
+
+    def _refuse_body(self, answer: bytes) -> None:
+        """Refuse the message whose body is being read: ``answer`` only if its app has
+        not begun its own (an app may answer before it reads the body: a second answer
+        to one request would be read as the next one's), its scope's state saying why
+        (:data:`MALFORMED_BODY`: the app then reads that its client is gone); closed."""
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_started:
+            self.transport.write(answer)
+            cycle.scope.setdefault("state", {})[MALFORMED_BODY] = True
+        self.transport.close()
+
+    def framing_too_large(self) -> bytes:
+        """The whole 400 answer to a chunked body whose chunk sizes and trailers, since
+        its last body byte, grew past ``max_head_bytes``."""
+        detail = (
+            f"the request's chunk framing and trailers are larger than {self.max_head_bytes} bytes"
+        )
+        return _problem_answer(
+            status=400, reason="Bad Request", slug="invalid-request", detail=detail
+        )
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)  # type: ignore[arg-type]
@@ -214,16 +238,25 @@ class BoundedHeadProtocol(HeadWithBodyProtocol):
             self._framing += len(data) - in_head  # what follows the head, if it ended
         else:
             self._framing += len(data)
-        super().data_received(data)  # on_body takes the body's bytes off _framing
-        if self._framing > self.max_head_bytes:  # chunk sizes and trailers
-            self._refuse_head()
+        super().data_received(data)  # on_body starts _framing again at each body byte
+        over = max(self._framing, self._trailers) > self.max_head_bytes
+        if over:  # chunk sizes and trailers since the last body byte, or the trailers
+            if self._head is None:
+                self._refuse_body(self.framing_too_large())
+            else:
+                self._refuse_head()
 
     def on_body(self, body: bytes) -> None:
-        self._framing -= len(body)
+        # What is bounded is what comes between body bytes (a chunk's size line, the
+        # trailers after the last), not their sum: a body in small chunks is legitimate
+        # (1-byte chunks cost 5 bytes each). Bytes after the last body byte of a read
+        # are not counted: the bound is exact to within one read.
+        self._framing = 0
         super().on_body(body)
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if self._head is None:  # a trailer field, after the body: dropped
+        if self._head is None:  # a trailer field, after the body: counted, dropped
+            self._trailers += len(name) + len(value) + 4
             return
         super().on_header(name, value)
 
@@ -239,7 +272,7 @@ class BoundedHeadProtocol(HeadWithBodyProtocol):
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
-        self._head, self._tail, self._framing = 0, b"", 0
+        self._head, self._tail, self._framing, self._trailers = 0, b"", 0, 0
         super().on_message_complete()
 
     def _cancel_head_timer(self) -> None:

@@ -106,8 +106,13 @@ def test_a_request_it_cannot_parse_is_a_400_problem(adapter: str) -> None:
 
 
 async def _headers_seen(scope: dict[str, Any], receive: Any, send: Any) -> None:
-    """An ASGI app that reads the whole body, then answers the header fields it got."""
+    """An ASGI app that reads the whole body, then answers the header fields it got;
+    on ``/early``, it answers 401 at once, before the body, as the hub's routes do."""
     if scope["type"] != "http":
+        return
+    if scope["path"] == "/early":
+        await send({"type": "http.response.start", "status": 401, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
         return
     more = True
     while more:
@@ -180,4 +185,47 @@ def test_trailers_are_bounded_as_a_head_is(reading: tuple[str, int]) -> None:
                 answer += chunk
         except (BrokenPipeError, ConnectionResetError):
             return  # closed while we sent
-    assert answer == b"" or answer.startswith(b"HTTP/1.1 431"), answer[:80]
+    assert answer == b"" or answer.startswith(b"HTTP/1.1 400"), answer[:80]
+    assert b"chunk framing and trailers are larger" in answer or answer == b""
+
+
+def test_a_body_in_one_byte_chunks_is_read_whole(reading: tuple[str, int]) -> None:
+    """1-byte chunks cost 5 bytes of framing each: a 14,000-byte body so sent was cut
+    off (no answer at all, the hub auditing its client as gone) when the framing was
+    summed over the whole body (a hostile review). What is bounded is what comes
+    between body bytes."""
+    body = b"{" + b" " * 13998 + b"}"
+    chunks = b"".join(b"1\r\n" + bytes([byte]) + b"\r\n" for byte in body) + b"0\r\n\r\n"
+    message = _CHUNKED_HEAD + chunks
+    with socket.create_connection(reading, timeout=10) as sock:
+        for start in range(0, len(message), 4096):  # as a client writes it: in pieces
+            sock.sendall(message[start : start + 4096])
+            time.sleep(0.002)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:80]
+
+
+def test_a_bad_chunk_after_an_early_answer_gets_no_second_answer(
+    reading: tuple[str, int],
+) -> None:
+    """An app may answer before it reads the body; a parse error later in that body
+    closes the connection, without a second answer to the same request (which a
+    client that pipelines would take for its next request's): a hostile review saw
+    401 then 400."""
+    with socket.create_connection(reading, timeout=10) as sock:
+        sock.sendall(
+            b"POST /early HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab"
+        )
+        time.sleep(0.3)
+        sock.sendall(b"c\r\nzz\r\n")  # a bad chunk end, after the early answer
+        sock.settimeout(2)
+        answer = b""
+        try:
+            while chunk := sock.recv(65536):
+                answer += chunk
+        except (ConnectionResetError, TimeoutError):
+            pass
+    assert answer.count(b"HTTP/1.1 ") == 1, answer
+    assert answer.startswith(b"HTTP/1.1 401")
