@@ -274,7 +274,11 @@ async def entry_page(
         visit,
         "auditor/entry.html",
         found=found,
-        rows=log_search.entry_rows(found.entry, committed_subject=found.committed_subject),
+        rows=log_search.entry_rows(
+            found.entry,
+            committed_subject=found.committed_subject,
+            indexed_subject=found.indexed_subject,
+        ),
         actions=log_search.ACTIONS,
         outcomes=log_search.OUTCOMES,
         reasons=log_search.REASONS,

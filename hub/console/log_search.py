@@ -186,6 +186,7 @@ ENTRY_LABELS: Final = {
     "committed_subject": N_(
         "About whom (pseudonym from the index: the entry holds its commitment)"
     ),
+    "indexed_subject": N_("Pseudonym the log's index files the entry under"),
     "subject_commitment": N_("Commitment to the pseudonym"),
     "purpose": N_("Purpose"),
     "grant": N_("Grant"),
@@ -364,12 +365,19 @@ def _text(value: Any) -> str:
     return str(value)
 
 
-def entry_rows(entry: Mapping[str, Any], *, committed_subject: str | None = None) -> list[EntryRow]:
+def entry_rows(
+    entry: Mapping[str, Any],
+    *,
+    committed_subject: str | None = None,
+    indexed_subject: str | None = None,
+) -> list[EntryRow]:
     """Every member of ``entry`` (known ones first, in the page's order; any other after,
-    by its own name), so that nothing the leaf says is left off the page; and, for an
-    entry that commits to its subject, the pseudonym the hub's index keeps for it."""
-    if committed_subject is not None:
-        entry = {**entry, "committed_subject": committed_subject}
+    by its own name), so that nothing the leaf says is left off the page; for an entry
+    that commits to its subject, the pseudonym the hub's index keeps for it; and, for
+    every entry that has one, the pseudonym the index files it under (the API's
+    ``indexed_subject``)."""
+    index_members = {"committed_subject": committed_subject, "indexed_subject": indexed_subject}
+    entry = {**entry, **{name: value for name, value in index_members.items() if value is not None}}
     known = [name for name in ENTRY_LABELS if name in entry]
     others = sorted(name for name in entry if name not in ENTRY_LABELS)
     return [

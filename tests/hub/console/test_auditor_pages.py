@@ -141,6 +141,26 @@ def test_the_entry_page_shows_the_entry_in_words_and_its_proof_checked(
     }
 
 
+def test_the_entry_page_shows_the_pseudonym_the_index_files_the_entry_under(
+    audit_world: AuditWorld,
+) -> None:
+    """The API's ``indexed_subject`` (decision 0069's follow-up), in its own row."""
+    with audit_world.signed_in(AUDITOR) as browser:
+        page = browser.get(f"/audit/entries/{audit_world.index}").text
+    pseudonym = audit_world.world.hub.keys.pseudonym(SUBJECT)
+    row = re.search(
+        r"<dt [^>]*>Pseudonym the log's index files the entry under</dt>\s*"
+        r'<dd [^>]*>\s*<span class="app-code">([^<]*)</span>',
+        page,
+    )
+    assert row is not None, page
+    assert row.group(1) == pseudonym
+    with audit_world.signed_in(AUDITOR) as browser:
+        browser.cookies.set("onceonly-language", "zh-Hans")
+        chinese = browser.get(f"/audit/entries/{audit_world.index}").text
+    assert "日志索引归档该条目所用的假名" in chinese
+
+
 def test_an_entry_that_does_not_exist_is_not_found_and_the_read_is_audited(
     audit_world: AuditWorld,
 ) -> None:
