@@ -187,9 +187,23 @@ def _make_file_for(url: str) -> None:
     path = parsed.database
     if not path or path == ":memory:" or parsed.query.get("uri") in ("true", "1"):
         return
-    Path(path).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    _private_folders(Path(path).parent)
     with contextlib.suppress(FileExistsError):
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
+
+
+def _private_folders(folder: Path) -> None:
+    """``folder`` and each missing folder above it, made 0700 (``mkdir -p`` gives the
+    missing parents the umask's mode: 0755 under 022, a review found); those there are
+    left as they are."""
+    missing = []
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    for made in reversed(missing):
+        with contextlib.suppress(FileExistsError):  # another process made it meanwhile
+            made.mkdir(mode=0o700)
+            os.chmod(made, 0o700)  # whatever the umask
 
 
 def make_engine(

@@ -161,3 +161,16 @@ def test_migrate_on_a_fresh_data_directory_makes_it_and_the_database_for_its_use
         "onceonly.db-wal": 0o600,
         "onceonly.db-shm": 0o600,
     }
+
+
+def test_migrate_makes_the_missing_folders_above_the_data_directory_private_too(
+    tmp_path: Path,
+) -> None:
+    """``mkdir -p`` gives missing parents the umask's mode (0755 under 022): a data
+    directory two folders down was 0700 under 0755 parents (a review)."""
+    data_dir = tmp_path / "srv" / "onceonly" / "var"
+    migrated = _onceonly(data_dir, "migrate")
+    assert migrated.returncode == 0, migrated.stderr
+    made = [tmp_path / "srv", tmp_path / "srv" / "onceonly", data_dir]
+    assert [_mode(folder) for folder in made] == [0o700, 0o700, 0o700]
+    assert _mode(data_dir / "onceonly.db") == 0o600
