@@ -152,7 +152,9 @@ def test_every_string_of_the_console_is_translated_into_simplified_chinese() -> 
         and not message.fuzzy
         and all(message.string if isinstance(message.string, tuple) else [message.string])
     }
-    assert _source_messages() - translated == set(), "run pybabel update (docs/console.md)"
+    assert _source_messages() - translated == set(), (
+        "run python tools/console_translations.py (docs/console.md)"
+    )
     chinese = language.translations("zh-Hans")
     assert chinese.gettext("Sign in") == "登录"
     assert chinese.ngettext("%(num)d data item", "%(num)d data items", 3) == "%(num)d 个数据项"
