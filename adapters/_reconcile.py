@@ -6,7 +6,8 @@ must agree with both: every record the hub logged as delivered from this
 department's items was served here, every record served here was logged by the
 hub, every receipt names an entry whose leaf hash matches, and every entry says
 what this department itself knows of the request: its item, purpose, consumer,
-subject (as the pseudonym the hub's request token named) and time. The leaf hash
+subject (as the pseudonym the hub's request token named, which the trail keeps keyed:
+the entry's is keyed the same way to compare them) and time. The leaf hash
 alone is not trusted: an entry's content is hashed again here. Any difference is
 reported; none is "fixed", since each is evidence for someone to look at.
 """
@@ -16,7 +17,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -68,9 +69,12 @@ def compare(
     owned_items: set[str],
     department: str | None = None,
     tolerance: timedelta = TIME_TOLERANCE,
+    key_pseudonym: Callable[[str], str] | None = None,
 ) -> list[Difference]:
     """The differences between the hub's entries and this adapter's records; each
     receipt's entry must name ``department`` (this adapter's) as the one that asked.
+    ``key_pseudonym`` makes of an entry's ``subject`` what ``served`` keeps of it
+    (the store's `TrailKey.pseudonym`); None: ``served`` keeps pseudonyms as they are.
     Pure."""
     logged = {e["entry"].get("request_id"): e for e in entries}
     served_ok = {s.request_id: s for s in served if s.outcome == "ok" and s.request_id}
@@ -93,7 +97,9 @@ def compare(
                 )
             )
         else:
-            differences.extend(_served_differences(entry, found, tolerance=tolerance))
+            differences.extend(
+                _served_differences(entry, found, tolerance=tolerance, key=key_pseudonym)
+            )
     differences.extend(
         _receipt_differences(receipts, logged, department=department, tolerance=tolerance)
     )
@@ -101,12 +107,20 @@ def compare(
 
 
 def _served_differences(
-    served: ServedEntry, found: dict[str, Any], *, tolerance: timedelta
+    served: ServedEntry,
+    found: dict[str, Any],
+    *,
+    tolerance: timedelta,
+    key: Callable[[str], str] | None,
 ) -> Iterator[Difference]:
-    """What the owner's trail knows of a request it served, against the hub's entry."""
+    """What the owner's trail knows of a request it served, against the hub's entry
+    (its ``subject`` made by ``key`` what the trail keeps of a pseudonym)."""
     rid = served.request_id or ""
     if _content_hash(found) not in (None, found["leaf_hash"]):
         yield _differs(rid, "leaf", f"entry {found['index']} does not hash to its leaf hash")
+    subject = found["entry"].get("subject")
+    if key is not None and isinstance(subject, str):
+        found = {**found, "entry": {**found["entry"], "subject": key(subject)}}
     known = {
         "item": served.item,
         "purpose": served.purpose,
@@ -211,8 +225,10 @@ def reconcile(
     owned_items: set[str],
     department: str | None = None,
     tolerance: timedelta = TIME_TOLERANCE,
+    key_pseudonym: Callable[[str], str] | None = None,
 ) -> list[Difference]:
-    """Fetch the hub's side and compare it with this adapter's (see `compare`)."""
+    """Fetch the hub's side and compare it with this adapter's (see `compare`: pass
+    the store's ``trail_key.pseudonym`` as ``key_pseudonym`` with its ``served``)."""
     return compare(
         entries=list(hub_entries(hub)),
         served=served,
@@ -220,4 +236,5 @@ def reconcile(
         owned_items=owned_items,
         department=department,
         tolerance=tolerance,
+        key_pseudonym=key_pseudonym,
     )

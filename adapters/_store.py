@@ -2,14 +2,17 @@
 
 The store holds the department's own records (subjects in the clear: it is the
 department's data) and the adapter's trail of what it served, received and fetched,
-which keeps of each subject only the pseudonym the hub's audit log keeps for it and a
-keyed digest (`TrailKey`): HMAC-SHA-256, under a secret of this store's (``trail.key``
-beside it), of the subject's SHA-256 as request tokens carry it. The SHA-256 alone
+which keeps of each subject only a keyed digest (`TrailKey`): HMAC-SHA-256, under a
+secret of this store's (``trail.key`` beside it), of the subject's SHA-256 as request
+tokens carry it, and the pseudonym the hub's audit log keeps for it, keyed the same
+way under another key derived from that secret (a department client learns
+pseudonyms of the subjects it asked about from its own audit entries: in clear, they
+would name a served row's subject to anyone holding a copy of the file). The SHA-256 alone
 could be reversed by enumerating the few possible identifiers; the keyed digest cannot
 without the key (docs/decisions/0064-adapter-trail-keyed-subject-digest.md). The
 one-time keys of the trail's commitments are sealed under the same secret (AES-GCM):
 in clear, beside the records, they would open each commitment against each record and
-so name the subject of every row (0064's follow-up).
+so name the subject of every row (0064's follow-ups).
 """
 
 from __future__ import annotations
@@ -92,10 +95,14 @@ _served = sa.Table(
     sa.Column("commitment", sa.String(64)),
     sa.Column("commitment_key", sa.String(128)),
     # The pseudonym the hub's audit entry keeps for the subject, as its request token
-    # said: what `onceonly adapter reconcile` compares with the entry's ``subject``
+    # said, keyed (TrailKey.pseudonym) under the trail key whose id ``pseudonym_key``
+    # holds: what `onceonly adapter reconcile` compares with the entry's ``subject``,
+    # keyed the same way. In clear (``pseudonym_key`` NULL) in a row written before
+    # pseudonyms were keyed, which opening the store keys
     sa.Column("subject_pseudonym", sa.String(64)),
     sa.Column("subject_key", sa.String(16)),
     sa.Column("sealed_by", sa.String(16)),
+    sa.Column("pseudonym_key", sa.String(16)),
 )
 
 # Request tokens this adapter accepted, by jti, until no token with that jti holds:
@@ -164,21 +171,27 @@ _TRAIL_TABLES = (_served, _received, _receipts)
 _SEALED_TABLES = (_served, _receipts)
 # The columns the store fills itself, from a row's subject_sha256 and commitment_key
 _COMPUTED = ("subject_digest", "subject_key", "commitment_key", "sealed_by")
+# And the served-log's, from a row's subject_pseudonym
+_PSEUDONYM_COLUMNS = ("subject_pseudonym", "pseudonym_key")
+_SERVED_COMPUTED = (*_COMPUTED, *_PSEUDONYM_COLUMNS)
 # What stores written before digests were keyed call their ``subject_digest`` column
 _PLAIN_COLUMN = "subject_sha256"
 
 _MAX_SUBJECT = 256
 # The served-log's columns that a ServedEntry's fields of the same name fill
-_SERVED_FIELDS = tuple(column.name for column in _served.c if column.name not in ("id", *_COMPUTED))
+_SERVED_FIELDS = tuple(
+    column.name for column in _served.c if column.name not in ("id", *_SERVED_COMPUTED)
+)
 _INSERT_SERVED = (
-    f"INSERT INTO served ({', '.join((*_SERVED_FIELDS, *_COMPUTED))})"
-    f" VALUES ({', '.join('?' * (len(_SERVED_FIELDS) + len(_COMPUTED)))})"
+    f"INSERT INTO served ({', '.join((*_SERVED_FIELDS, *_SERVED_COMPUTED))})"
+    f" VALUES ({', '.join('?' * (len(_SERVED_FIELDS) + len(_SERVED_COMPUTED)))})"
 )
 
 TRAIL_KEY_FILE = "trail.key"
 """The trail key's file, beside the store's (in ``data_dir``, with ``client-key.jwk``)."""
 _KEY_ID_INPUT = b"onceonly adapter trail key id"
 _SEAL_KEY_INPUT = b"onceonly adapter trail commitment key seal"
+_PSEUDONYM_KEY_INPUT = b"onceonly adapter trail pseudonym key"
 _NONCE = 12  # bytes: AES-GCM's 96-bit nonce, random for each seal
 # PRAGMA user_version of a store whose free space has been scrubbed (VACUUM) of what
 # earlier versions left there: scrubbed once, and again after a migration rewrote rows
@@ -191,7 +204,10 @@ class TrailKey:
     text), base64url. ``id`` names the key (an HMAC of a constant under it: it says
     nothing of the key) and is kept beside each digest made under it. ``seal`` encrypts
     a commitment's key (AES-256-GCM under another HMAC of a constant under it), bound
-    to the row it belongs to (``context``), which ``unseal`` opens.
+    to the row it belongs to (``context``), which ``unseal`` opens. ``pseudonym`` is
+    HMAC-SHA-256, under another HMAC of a constant under it, of the hub's pseudonym of
+    a subject, base64url: what the served-log keeps of it, and what reconcile makes of
+    the hub's entry's ``subject`` to compare the two.
 
     Example::
 
@@ -203,14 +219,17 @@ class TrailKey:
         self._keyed = hmac.new(secret, digestmod=hashlib.sha256)  # copied for each digest
         self.id = hmac.new(secret, _KEY_ID_INPUT, hashlib.sha256).hexdigest()[:16]
         self._sealing = AESGCM(hmac.new(secret, _SEAL_KEY_INPUT, hashlib.sha256).digest())
+        pseudonym_secret = hmac.new(secret, _PSEUDONYM_KEY_INPUT, hashlib.sha256).digest()
+        self._pseudonyms = hmac.new(pseudonym_secret, digestmod=hashlib.sha256)
 
     def __repr__(self) -> str:
         return f"TrailKey(id={self.id!r})"  # never the secret
 
     def digest(self, subject_sha256: str) -> str:
-        mac = self._keyed.copy()
-        mac.update(subject_sha256.encode("utf-8"))
-        return base64url.encode(mac.digest())
+        return _mac(self._keyed, subject_sha256)
+
+    def pseudonym(self, pseudonym: str) -> str:
+        return _mac(self._pseudonyms, pseudonym)
 
     def seal(self, plain: str, *, context: str) -> str:
         """``plain`` encrypted, base64url of nonce ‖ ciphertext ‖ tag; ``context`` (the
@@ -228,6 +247,12 @@ class TrailKey:
             return plain.decode("utf-8")
         except (ValueError, InvalidTag):  # UnicodeDecodeError is a ValueError
             return None
+
+
+def _mac(keyed: Any, text: str) -> str:
+    mac = keyed.copy()
+    mac.update(text.encode("utf-8"))
+    return base64url.encode(mac.digest())
 
 
 def _seal_context(table: str, request_id: str | None) -> str:
@@ -688,10 +713,17 @@ class RecordStore:
         return [None] * len(entries)
 
     def _served_row(self, entry: ServedEntry) -> tuple[Any, ...]:
-        """The ``_INSERT_SERVED`` parameters of ``entry``: its subject keyed, its
-        commitment key sealed."""
+        """The ``_INSERT_SERVED`` parameters of ``entry``: its subject and pseudonym
+        keyed, its commitment key sealed."""
         sealed = self._sealed(entry.commitment_key, table="served", request_id=entry.request_id)
-        return (*_served_fields(entry), *self._digest_and_key(entry.subject_sha256), *sealed)
+        digest = self._digest_and_key(entry.subject_sha256)
+        return (*_served_fields(entry), *digest, *sealed, *self._pseudonym(entry.subject_pseudonym))
+
+    def _pseudonym(self, pseudonym: str | None) -> tuple[str | None, str | None]:
+        """The hub's pseudonym as the served-log keeps it: keyed, and the key's id."""
+        if pseudonym is None:
+            return None, None
+        return self._trail_key.pseudonym(pseudonym), self._trail_key.id
 
     def spend_and_record(self, batch: Sequence[tuple[str, float, ServedEntry]]) -> list[bool]:
         """For each ``(jti, forget_after, entry)``: spend the request token's ``jti`` and
@@ -747,9 +779,24 @@ class RecordStore:
         with self._engine.connect() as connection:
             rows = connection.execute(query).all()
         return [
-            ServedEntry(subject_sha256=None, **self._unsealed(row._asdict(), table="served"))
+            ServedEntry(
+                subject_sha256=None,
+                **self._keyed_pseudonym(self._unsealed(row._asdict(), table="served")),
+            )
             for row in rows
         ]
+
+    def _keyed_pseudonym(self, values: dict[str, Any]) -> dict[str, Any]:
+        """A served row's ``values`` with its pseudonym as `TrailKey.pseudonym` under
+        this store's key makes it (None when it is keyed under another) and no
+        ``pseudonym_key``. A pseudonym with no ``pseudonym_key`` was written in clear by
+        an earlier version since this store was opened: keyed here."""
+        key_id, kept = values.pop("pseudonym_key"), values["subject_pseudonym"]
+        if kept is not None and key_id is None:
+            values["subject_pseudonym"] = self._trail_key.pseudonym(kept)
+        elif key_id is not None and key_id != self._trail_key.id:
+            values["subject_pseudonym"] = None
+        return values
 
     def _row(self, item: str, subject: str) -> tuple[dict[str, Any], int] | None:
         query = sa.select(_records.c.record, _records.c.revision).where(*_key(item, subject))
@@ -999,16 +1046,19 @@ def _key_earlier_changes(engine: sa.Engine) -> None:
 def _key_plain_digests(engine: sa.Engine, key: TrailKey) -> None:
     """Key the subject digests that a store written before they were keyed keeps plain
     (its ``subject_sha256`` columns become ``subject_digest`` beside ``subject_key``):
-    each becomes ``key.digest`` of itself; and seal the commitment keys it keeps in
-    clear (``sealed_by`` NULL). One transaction, which takes SQLite's write lock first,
-    for every table: it is all done or none of it, and a row is keyed (sealed) only
-    while its ``subject_key`` (``sealed_by``) is NULL, which the same statement sets, so
-    that no row is ever keyed or sealed twice (by a second opening, or by another
-    process opening it at once). A rewrite unmarks the file as scrubbed, in the same
-    transaction, so that `_scrub` takes the plain values out of its free space."""
+    each becomes ``key.digest`` of itself; seal the commitment keys it keeps in clear
+    (``sealed_by`` NULL); and key the hub's pseudonyms the served-log keeps in clear
+    (``pseudonym_key`` NULL: ``key.pseudonym``). One transaction, which takes SQLite's
+    write lock first, for every table: it is all done or none of it, and a row is keyed
+    (sealed) only while its marker (``subject_key``, ``sealed_by``, ``pseudonym_key``)
+    is NULL, which the same statement sets, so that no row is ever keyed or sealed
+    twice (by a second opening, or by another process opening it at once). A rewrite
+    unmarks the file as scrubbed, in the same transaction, so that `_scrub` takes the
+    plain values out of its free space."""
     with _raw_transaction(engine, begin="BEGIN IMMEDIATE") as cursor:
         rewritten = sum(_key_table(cursor, table.name, key) for table in _TRAIL_TABLES)
         rewritten += sum(_seal_table(cursor, table.name, key) for table in _SEALED_TABLES)
+        rewritten += _key_pseudonyms(cursor, key)
         if rewritten:
             cursor.execute("PRAGMA user_version=0")
 
@@ -1108,6 +1158,15 @@ def _seal_table(cursor: Any, table: str, key: TrailKey) -> int:
     return _rewrite_unmarked(
         cursor, table, ("commitment_key", "sealed_by"), key=key, rewrite=seal, context="request_id"
     )
+
+
+def _key_pseudonyms(cursor: Any, key: TrailKey) -> int:
+    present = {row[1] for row in cursor.execute('PRAGMA table_info("served")')}
+    if "subject_pseudonym" not in present:  # older still: `_add_missing_columns` adds both
+        return 0
+    if "pseudonym_key" not in present:
+        cursor.execute('ALTER TABLE "served" ADD COLUMN pseudonym_key VARCHAR(16)')
+    return _rewrite_unmarked(cursor, "served", _PSEUDONYM_COLUMNS, key=key, rewrite=key.pseudonym)
 
 
 def _rewrite_unmarked(

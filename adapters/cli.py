@@ -311,6 +311,7 @@ def _reconcile(args: argparse.Namespace) -> int:
             receipts=store.receipts(),
             owned_items=set(config.items),
             department=config.department,
+            key_pseudonym=store.trail_key.pseudonym,
         )
         served, receipts = len(store.served_entries()), len(store.receipts())
     for difference in differences:

@@ -128,12 +128,13 @@ def test_served_log_keeps_the_pseudonym_the_hubs_token_names(
     provider: Provider, hub: HubDouble
 ) -> None:
     """The hub's audit entry keeps a pseudonym of the subject; its request token says
-    which, and the trail keeps it for reconcile. A token from a hub before that claim
-    is still served, the trail then holding none."""
+    which, and the trail keeps it, keyed (decision 0064), for reconcile. A token from a
+    hub before that claim is still served, the trail then holding none."""
     pseudonym = "5f" * 32
     provider.query(hub.request_token(subject_pseudonym=pseudonym))
     provider.query(hub.request_token())
-    assert [e.subject_pseudonym for e in provider.store.served_entries()] == [pseudonym, None]
+    keyed = provider.store.trail_key.pseudonym(pseudonym)
+    assert [e.subject_pseudonym for e in provider.store.served_entries()] == [keyed, None]
     assert [e.outcome for e in provider.store.served_entries()] == ["ok", "ok"]
 
 

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from onceonly.adapters._reconcile import TIME_TOLERANCE, compare
-from onceonly.adapters._store import ReceiptRow, ServedEntry
+from onceonly.adapters._reconcile import TIME_TOLERANCE, Difference, compare
+from onceonly.adapters._store import ReceiptRow, ServedEntry, TrailKey
 
 ITEM, CONSUMER, OWNER = "person.residential-address", "social-welfare", "civil-registry"
 PSEUDONYM = "a1" * 32
@@ -148,3 +148,29 @@ def test_the_tolerance_is_a_minute_and_can_be_chosen() -> None:
     assert [(d.kind, d.member) for d in strict] == [("entry-differs", "time")]
     assert "more than 1 s apart" in strict[0].line()
     assert strict[0].line().startswith("entry-differs: request r1: time: entry 7 says")
+
+
+def test_a_keyed_trail_is_compared_with_the_entry_keyed_the_same_way() -> None:
+    """The owner's store keeps the hub's pseudonym keyed (decision 0064): reconcile
+    keys the entry's ``subject`` under the same key, and still tells another subject
+    apart, without naming either."""
+    key = TrailKey(bytes(range(32)))
+    keyed = _served(subject_pseudonym=key.pseudonym(PSEUDONYM))
+    other = _served(subject_pseudonym=key.pseudonym("b2" * 32))
+
+    def owner_side(served: ServedEntry) -> list[Difference]:
+        return compare(
+            entries=[_found()],
+            served=[served],
+            receipts=[],
+            owned_items={ITEM},
+            key_pseudonym=key.pseudonym,
+        )
+
+    assert owner_side(keyed) == []
+    (differs,) = owner_side(other)
+    assert (differs.kind, differs.member) == ("entry-differs", "subject")
+    assert PSEUDONYM not in differs.line()
+    assert "b2" * 32 not in differs.line()
+    # without the key, the keyed trail names another subject than every entry
+    assert _owner_side(_found(), keyed) == [("entry-differs", "subject")]

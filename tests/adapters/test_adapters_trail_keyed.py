@@ -244,6 +244,7 @@ def test_reconcile_finds_matches_and_mismatches_on_a_keyed_trail(tmp_path: Path)
             [served(SUBJECT, request_id="agrees"), served(OTHER, request_id="differs")]
         )
         trail = store.served_entries()
+        key_pseudonym = store.trail_key.pseudonym
 
     def entry(request_id: str, subject: str) -> dict[str, Any]:
         values = {"request_id": request_id, "item": ITEM, "purpose": PURPOSE}
@@ -252,7 +253,13 @@ def test_reconcile_finds_matches_and_mismatches_on_a_keyed_trail(tmp_path: Path)
 
     entries = [entry("agrees", PSEUDONYM), entry("differs", "b2" * 32)]
     # r1 and r2, migrated from the old store, are in the trail and not in the hub's log
-    differences = compare(entries=entries, served=trail, receipts=[], owned_items={ITEM})
+    differences = compare(
+        entries=entries,
+        served=trail,
+        receipts=[],
+        owned_items={ITEM},
+        key_pseudonym=key_pseudonym,
+    )
     assert sorted((d.kind, d.request_id, d.member) for d in differences) == [
         ("entry-differs", "differs", "subject"),
         ("served-not-logged", "r1", None),

@@ -55,6 +55,17 @@ def _opened_by_the_file_alone(path: Path) -> list[tuple[str, str]]:
     ]
 
 
+def query(url: str, subject: str, token: str) -> int:
+    """The status of the adapter's answer to the hub's query about ``subject`` over HTTP."""
+    body = {"subject": subject, "purpose": PURPOSE, "consumer": CONSUMER, "version": 1}
+    answer = httpx.post(
+        f"{url}/v1/items/{ITEM}/records/query",
+        json=body,
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    return answer.status_code
+
+
 @pytest.fixture
 def adapter(tmp_path: Path, hub: HubDouble) -> Iterator[tuple[str, Path]]:
     """An adapter serving ``ITEM`` for three subjects on loopback: its URL and data_dir."""
@@ -71,14 +82,7 @@ def test_a_copy_of_the_store_alone_links_no_served_row_to_a_subject(
 ) -> None:
     url, data_dir = adapter
     for subject in SUBJECTS:
-        body = {"subject": subject, "purpose": PURPOSE, "consumer": CONSUMER, "version": 1}
-        token = hub.request_token(subject, request_id=f"r-{subject}")
-        answer = httpx.post(
-            f"{url}/v1/items/{ITEM}/records/query",
-            json=body,
-            headers={"Authorization": f"Bearer {token}"},
-        )
-        assert answer.status_code == 200
+        assert query(url, subject, hub.request_token(subject, request_id=f"r-{subject}")) == 200
     store_path = data_dir / "records.db"
 
     assert _opened_by_the_file_alone(store_path) == []
@@ -356,3 +360,92 @@ def test_an_upgrade_while_another_process_reads_is_scrubbed_at_the_next_opening(
     assert rows(path, "PRAGMA user_version") == [(1,)]
     held = path.read_bytes() + _wal(path)
     assert [claim for claim in claims if claim.encode() in held] == []
+
+
+# --- the hub's pseudonym (0064's second follow-up) -------------------------------------
+
+PSEUDONYMS = {subject: f"{number:02x}" * 32 for number, subject in enumerate(SUBJECTS, 0x5A)}
+
+
+def test_a_served_query_leaves_the_hubs_pseudonym_nowhere_in_the_file(
+    adapter: tuple[str, Path], hub: HubDouble
+) -> None:
+    """A department client learns the pseudonyms of the subjects it asked about (its
+    own audit entries name them): kept in clear, each would name its served row's
+    subject to anyone holding a copy of records.db, whose records list the subjects."""
+    url, data_dir = adapter
+    for subject, pseudonym in PSEUDONYMS.items():
+        token = hub.request_token(subject, request_id=f"r-{subject}", subject_pseudonym=pseudonym)
+        assert query(url, subject, token) == 200
+    store_path = data_dir / "records.db"
+
+    held = store_path.read_bytes() + _wal(store_path)  # a copy taken while it serves
+    assert [p for p in PSEUDONYMS.values() if p.encode() in held] == []
+    with RecordStore(store_path) as store:
+        keyed = [e.subject_pseudonym for e in store.served_entries()]
+        assert keyed == [store.trail_key.pseudonym(p) for p in PSEUDONYMS.values()]
+
+
+def _store_with_plain_pseudonyms(path: Path) -> list[str]:
+    """A store as 0064's first follow-up left it: pseudonyms in clear, no
+    ``pseudonym_key``, written with secure_delete off. The pseudonyms, by row."""
+    with RecordStore(path):
+        pass
+    pseudonyms = [f"{n:064x}" for n in range(0xA0, 0xA0 + 200)]
+    with closing(sqlite3.connect(path)) as old, old:
+        old.execute("PRAGMA secure_delete=OFF")
+        old.execute("ALTER TABLE served DROP COLUMN pseudonym_key")
+        old.executemany(
+            "INSERT INTO served (request_id, time, item, outcome, subject_pseudonym)"
+            " VALUES (?, 't', ?, 'ok', ?)",
+            [(f"r{n}", ITEM, pseudonym) for n, pseudonym in enumerate(pseudonyms)],
+        )
+        old.execute("PRAGMA user_version=1")  # scrubbed, as that version marked it
+    with closing(sqlite3.connect(path)) as database:
+        database.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    return pseudonyms
+
+
+_PSEUDONYMS_KEPT = "SELECT request_id, subject_pseudonym, pseudonym_key FROM served ORDER BY id"
+
+
+@pytest.mark.usefixtures("secure_delete_off_by_default")
+def test_plain_pseudonyms_are_keyed_once_and_scrubbed_from_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "records.db"
+    pseudonyms = _store_with_plain_pseudonyms(path)
+    with RecordStore(path) as store:
+        first = rows(path, _PSEUDONYMS_KEPT)
+        key = store.trail_key
+    with RecordStore(path) as store:
+        assert rows(path, _PSEUDONYMS_KEPT) == first  # nothing keyed twice
+        read = [e.subject_pseudonym for e in store.served_entries()]
+    assert first == [(f"r{n}", key.pseudonym(p), key.id) for n, p in enumerate(pseudonyms)]
+    assert read == [key.pseudonym(p) for p in pseudonyms]
+    held = path.read_bytes() + _wal(path)
+    assert [p for p in pseudonyms if p.encode() in held] == []
+
+
+def test_an_interrupted_keying_leaves_every_pseudonym_as_it_was(tmp_path: Path) -> None:
+    path = tmp_path / "records.db"
+    pseudonyms = _store_with_plain_pseudonyms(path)
+    with closing(sqlite3.connect(path)) as database, database:
+        database.execute(
+            "CREATE TRIGGER interrupt BEFORE UPDATE ON served WHEN NEW.request_id = 'r150'"
+            " BEGIN SELECT RAISE(ABORT, 'interrupted'); END"
+        )
+
+    with pytest.raises(sqlite3.IntegrityError, match="interrupted"):
+        RecordStore(path)
+
+    kept = rows(path, "SELECT subject_pseudonym FROM served ORDER BY id")
+    assert [p for (p,) in kept] == pseudonyms
+    assert "pseudonym_key" not in [row[1] for row in rows(path, "PRAGMA table_info(served)")]
+
+
+def test_a_pseudonym_under_another_trail_key_reads_back_as_none(tmp_path: Path) -> None:
+    path = tmp_path / "records.db"
+    with RecordStore(path) as store:
+        store.record_served_many([_served("r1", subject_pseudonym="c3" * 32)])
+    (path.parent / TRAIL_KEY_FILE).unlink()
+    with RecordStore(path) as store:  # a new key: that pseudonym can no longer be compared
+        assert [e.subject_pseudonym for e in store.served_entries()] == [None]

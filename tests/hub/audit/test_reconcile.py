@@ -72,6 +72,7 @@ def _sides(world: World, trail: RecordStore) -> tuple[list[str], list[str]]:
             served=world.owner_store.served_entries(),
             receipts=[],
             owned_items={ADDRESS, IDENTITY},
+            key_pseudonym=world.owner_store.trail_key.pseudonym,
         )
         consumer_side = reconcile(
             hub=consumer, served=[], receipts=trail.receipts(), owned_items=set()
@@ -124,6 +125,7 @@ def _differences(world: World, trail: RecordStore) -> tuple[list[Kind], list[Kin
             served=world.owner_store.served_entries(),
             receipts=[],
             owned_items={ADDRESS, IDENTITY},
+            key_pseudonym=world.owner_store.trail_key.pseudonym,
         )
         consumer_side = reconcile(
             hub=consumer,
@@ -220,11 +222,14 @@ def test_each_member_a_side_knows_is_compared(
 
 
 def test_the_owners_trail_keeps_the_pseudonym_the_entry_keeps(world: World, tmp_path: Path) -> None:
+    """Keyed under the owner's trail key (decision 0064's second follow-up): a copy of
+    the owner's file does not link a row to a pseudonym a department learnt."""
     with RecordStore(tmp_path / "consumer.db") as trail:
         _exchange(world, trail)
     served = [s for s in world.owner_store.served_entries() if s.outcome == "ok"]
+    keyed = world.owner_store.trail_key.pseudonym
     assert [s.subject_pseudonym for s in served] == [
-        world.hub.keys.pseudonym(subject) for subject in SUBJECTS
+        keyed(world.hub.keys.pseudonym(subject)) for subject in SUBJECTS
     ]
 
 
