@@ -59,8 +59,8 @@ MALFORMED_DETAIL = "the request is not well-formed HTTP/1.1 (RFC 9112)"
 MALFORMED_BODY = "onceonly.malformed_body"
 """The key :class:`BoundedHeadProtocol` sets (to True) in a request's ``scope["state"]``
 when it answered 400 to a malformed body (a bad chunk) while the app read it: the app
-then reads that its client is gone, though the client was answered. The hub reads it as
-onceonly.hub.kit.asgi_scope.MALFORMED_BODY (the SDK never imports the hub)."""
+then reads that its client is gone, though the client was answered. The hub reads this
+key (onceonly.hub.kit.asgi_scope.MALFORMED_BODY is it)."""
 
 
 class HeadWithBody:

@@ -13,9 +13,6 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from onceonly.adapters import serving
-from onceonly.hub.kit import asgi_scope
-
 from tests.hub_testing import (
     DATABASES,
     RunningHub,
@@ -162,11 +159,6 @@ def test_a_bad_chunk_mid_body_is_the_400_the_client_got_not_a_499(hub: RunningHu
     assert requests_counted(hub, route=route, status="499") == gone
     (entry,) = entries
     assert (entry["outcome"], entry["reason"]) == ("refused", "invalid-request")
-
-
-def test_the_server_and_the_hub_name_a_malformed_body_alike() -> None:
-    """The SDK's protocol sets the key the hub reads (the SDK cannot import the hub)."""
-    assert asgi_scope.MALFORMED_BODY == serving.MALFORMED_BODY
 
 
 def answer_parts(answer: bytes) -> tuple[int, dict[str, str], bytes]:
