@@ -26,6 +26,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from onceonly.hub.errors import handled, render_unexpected
+from onceonly.hub.kit.asgi_scope import route_path
 from onceonly.hub.kit.nul import NUL_DETAIL, url_has_nul
 from onceonly.hub.kit.problems import (
     InvalidRequest,
@@ -223,9 +224,7 @@ def _repeated_parameter(scope: Scope) -> str | None:
     query: bytes = scope.get("query_string", b"")
     if not query:
         return None
-    path: str = scope.get("path", "")
-    root: str = scope.get("root_path", "")
-    if not path.removeprefix(root).startswith(_API_ROOT):
+    if not route_path(scope).startswith(_API_ROOT):
         return None
     seen: set[str] = set()
     for name, _ in parse_qsl(query.decode("latin-1"), keep_blank_values=True):

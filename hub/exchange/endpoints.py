@@ -37,6 +37,7 @@ from onceonly.hub.exchange.exceptions import (
     RecordNotFound,
 )
 from onceonly.hub.exchange.schemas import RecordAnswer, RecordQuery
+from onceonly.hub.kit.asgi_scope import route_path
 from onceonly.hub.kit.jsonbody import json_body
 from onceonly.hub.kit.problems import HubError, InvalidRequest, problems
 from onceonly.hub.registry.exceptions import ItemRetired, UnknownItem, UnknownVersion
@@ -123,7 +124,7 @@ class ExchangeFastPath:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         matched = (
-            _ROUTE_PATH.fullmatch(_route_path(scope))
+            _ROUTE_PATH.fullmatch(route_path(scope))
             if scope["type"] == "http" and scope["method"] == "POST"
             else None
         )
@@ -140,15 +141,6 @@ class ExchangeFastPath:
         except (HubError, RequestValidationError) as error:
             answer = await errors.handled(request, error)
         await answer(scope, receive, send)
-
-
-def _route_path(scope: Scope) -> str:
-    """The path the application's routes see (behind a ``root_path``, without it)."""
-    path: str = scope["path"]
-    root = scope.get("root_path", "")
-    if root and path.startswith(root + "/"):
-        return path[len(root) :]
-    return path
 
 
 async def _answer(request: Request, raw_item_id: str) -> Response:

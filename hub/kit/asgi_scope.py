@@ -3,6 +3,8 @@ them (ASGI lets a server or middleware add keys to a scope; these are namespaced
 
 from typing import Final
 
+from starlette.types import Scope
+
 from onceonly.adapters import serving
 
 # The request's method on the wire, when a middleware hands it on as another: a HEAD
@@ -17,3 +19,12 @@ SENT_METHOD: Final = "onceonly.sent_method"
 # client got, not a 499. One key, the protocol's (the hub may import the SDK; the SDK
 # never imports the hub).
 MALFORMED_BODY: Final = serving.MALFORMED_BODY
+
+
+def route_path(scope: Scope) -> str:
+    """The path the application's routes see (behind a ``root_path``, without it)."""
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    if root and path.startswith(root + "/"):
+        return path[len(root) :]
+    return path

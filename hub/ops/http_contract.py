@@ -32,7 +32,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from onceonly.hub.auth.exceptions import InvalidTokenRequest
-from onceonly.hub.kit.asgi_scope import SENT_METHOD
+from onceonly.hub.kit.asgi_scope import SENT_METHOD, route_path
 from onceonly.hub.kit.problems import InvalidRequest
 
 API_ROOTS = ("/v1/", "/oauth/", "/.well-known/")
@@ -90,15 +90,6 @@ def refuse_undeclared_queries(app: FastAPI) -> None:
         dependant.dependencies.append(get_dependant(path=path, call=check))
 
 
-def _route_path(scope: Scope) -> str:
-    """The path the routes see (behind a ``root_path``, without it)."""
-    path: str = scope["path"]
-    root: str = scope.get("root_path", "")
-    if root and path.startswith(root + "/"):
-        return path[len(root) :]
-    return path
-
-
 @dataclass(frozen=True)
 class _Resource:
     pattern: re.Pattern[str]
@@ -115,7 +106,7 @@ class Resources:
 
     def of(self, scope: Scope) -> _Resource | None:
         """The resource whose template matches the request's path, in routing's order."""
-        path = _route_path(scope)
+        path = route_path(scope)
         return next((r for r in self._resources() if r.pattern.match(path)), None)
 
     def _resources(self) -> list[_Resource]:
