@@ -174,11 +174,12 @@ class BoundedHeadProtocol(HeadWithBodyProtocol):
             status=408, reason="Request Timeout", slug="request-timeout", detail=detail
         )
 
-    def malformed(self) -> bytes:
+    def malformed(self, detail: str = MALFORMED_DETAIL) -> bytes:
         """The whole 400 answer to a request the parser cannot read as HTTP/1.1 (RFC 9112),
-        an RFC 9457 problem written by the protocol itself (uvicorn's is plain text)."""
+        or whose framing is past its bound, an RFC 9457 problem written by the protocol
+        itself (uvicorn's is plain text)."""
         return _problem_answer(
-            status=400, reason="Bad Request", slug="invalid-request", detail=MALFORMED_DETAIL
+            status=400, reason="Bad Request", slug="invalid-request", detail=detail
         )
 
     def send_400_response(self, msg: str) -> None:
@@ -190,32 +191,23 @@ class BoundedHeadProtocol(HeadWithBodyProtocol):
         (:data:`MALFORMED_BODY`)."""
         cycle = self.cycle
         if cycle is not None and self._head is None:  # in this cycle's own body
-            self._refuse_body(self.malformed())
+            self._refuse_body(MALFORMED_DETAIL)
             return
         if cycle is None or cycle.response_complete or not cycle.response_started:
             self.transport.write(self.malformed())
         self.transport.close()
 
-    def _refuse_body(self, answer: bytes) -> None:
-        """Refuse the message whose body is being read: ``answer`` only if its app has
-        not begun its own (an app may answer before it reads the body: a second answer
-        to one request would be read as the next one's), its scope's state saying why
-        (:data:`MALFORMED_BODY`: the app then reads that its client is gone); closed."""
+    def _refuse_body(self, detail: str) -> None:
+        """Refuse the message whose body is being read, 400 with ``detail``, only if its
+        app has not begun its own answer (an app may answer before it reads the body: a
+        second answer to one request would be read as the next one's); its scope's state
+        keeps ``detail`` (:data:`MALFORMED_BODY`: the app then reads that its client is
+        gone, and the hub audits what the client was told); closed."""
         cycle = self.cycle
         if cycle is not None and not cycle.response_started:
-            self.transport.write(answer)
-            cycle.scope.setdefault("state", {})[MALFORMED_BODY] = True
+            self.transport.write(self.malformed(detail))
+            cycle.scope.setdefault("state", {})[MALFORMED_BODY] = detail
         self.transport.close()
-
-    def framing_too_large(self) -> bytes:
-        """The whole 400 answer to a chunked body whose chunk sizes and trailers, since
-        its last body byte, grew past ``max_head_bytes``."""
-        detail = (
-            f"the request's chunk framing and trailers are larger than {self.max_head_bytes} bytes"
-        )
-        return _problem_answer(
-            status=400, reason="Bad Request", slug="invalid-request", detail=detail
-        )
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)  # type: ignore[arg-type]
@@ -242,7 +234,10 @@ class BoundedHeadProtocol(HeadWithBodyProtocol):
         over = max(self._framing, self._trailers) > self.max_head_bytes
         if over:  # chunk sizes and trailers since the last body byte, or the trailers
             if self._head is None:
-                self._refuse_body(self.framing_too_large())
+                self._refuse_body(
+                    f"the request's chunk framing and trailers are larger than"
+                    f" {self.max_head_bytes} bytes"
+                )
             else:
                 self._refuse_head()
 

@@ -184,14 +184,16 @@ async def render_unexpected(request: Request, exc: Exception) -> JSONResponse:
     for a fault in the middleware itself) would re-raise, and the server would then
     print a second traceback and close the connection."""
     request_id = getattr(request.state, "request_id", None)
-    if isinstance(exc, ClientDisconnect) and request.scope.get("state", {}).get(MALFORMED_BODY):
+    malformed = request.scope.get("state", {}).get(MALFORMED_BODY)
+    if isinstance(exc, ClientDisconnect) and malformed:
         log.info(
             "the request's body was not well-formed HTTP/1.1; the server answered 400",
             extra={"request_id": request_id},
         )
-        # Counted and audited as the answer the client got; the connection is closed,
-        # so the server drops this one (nothing more reaches the client).
-        return await _audit_refusal(request, InvalidRequest(_MALFORMED_BODY_DETAIL))
+        # Counted and audited as the answer the client got (the protocol keeps its
+        # detail); the connection is closed, so nothing more reaches the client.
+        detail = malformed if isinstance(malformed, str) else _MALFORMED_BODY_DETAIL
+        return await _audit_refusal(request, InvalidRequest(detail))
     if isinstance(exc, ClientDisconnect):
         log.info(
             "the client disconnected before its request was read; counted as 499",

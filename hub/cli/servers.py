@@ -63,8 +63,8 @@ class BoundedHttpToolsProtocol(BoundedHeadProtocol):
         status_line = b"HTTP/1.1 431 Request Header Fields Too Large"
         return _whole_answer(RequestHeadersTooLarge(detail), status_line)
 
-    def malformed(self) -> bytes:
-        return _whole_answer(InvalidRequest(MALFORMED_DETAIL), b"HTTP/1.1 400 Bad Request")
+    def malformed(self, detail: str = MALFORMED_DETAIL) -> bytes:
+        return _whole_answer(InvalidRequest(detail), b"HTTP/1.1 400 Bad Request")
 
 
 def server_options(*, head_timeout: float = HEAD_TIMEOUT) -> dict[str, Any]:
