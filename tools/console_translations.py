@@ -77,7 +77,7 @@ def group_of(path: str) -> str:
 def _extracted() -> Catalog:
     with tempfile.TemporaryDirectory() as folder, contextlib.chdir(ROOT):
         output = Path(folder) / "all.pot"
-        CommandLineInterface().run(
+        CommandLineInterface().run(  # type: ignore[no-untyped-call]
             [
                 "pybabel",
                 "--quiet",
