@@ -238,14 +238,20 @@ def test_the_56s_of_one_ipv6_48_share_its_count(cheap_hub: RunningHub) -> None:
 def narrow_hub(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[RunningHub]:
-    """One password check at a time and none waiting; a source throttled after 2."""
+    """One password check at a time and one waiting; a source throttled after 2.
+
+    One waiting place, for the honest person: the attacker's throttle wait (2 s)
+    ends once during the test, and that one attempt is counted and checked like any
+    other; with no place to wait in, the honest sign-in that found it running was
+    refused (CI, stop 32). Before the fix, the attacker's 30 requests in flight took
+    both places while their counts were written."""
     with running_hub(
         database_url=module_database(request, tmp_path_factory),
         data_dir=tmp_path_factory.mktemp("hub"),
         proxy_headers=True,  # each test plays sources of its own (X-Forwarded-For)
         sign_in_address_max_failures=2,
         password_checks_at_once=1,
-        password_checks_waiting=0,
+        password_checks_waiting=1,
     ) as running:
         yield running
 
