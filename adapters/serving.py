@@ -30,8 +30,10 @@ import asyncio
 import email.utils
 import functools
 import json
+import sys
 from typing import Any
 
+import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from ._errors import PROBLEM_PREFIX
@@ -56,6 +58,7 @@ HEAD_TIMEOUT = 10.0
 first, from the head's first byte for each later one."""
 _END_OF_HEAD = b"\r\n\r\n"
 MALFORMED_DETAIL = "the request is not well-formed HTTP/1.1 (RFC 9112)"
+UNKNOWN_METHOD_DETAIL = "the request's method is not one this server knows"
 MALFORMED_BODY = "onceonly.malformed_body"
 """The key :class:`BoundedHeadProtocol` sets (to True) in a request's ``scope["state"]``
 when it answered 400 to a malformed body (a bad chunk) while the app read it: the app
@@ -182,19 +185,34 @@ class BoundedHeadProtocol(HeadWithBodyProtocol):
             status=400, reason="Bad Request", slug="invalid-request", detail=detail
         )
 
+    def not_implemented(self) -> bytes:
+        """The whole 501 answer to a request whose method the parser does not know (RFC
+        9110 §9.1: "An origin server that receives a request method that is
+        unrecognized or not implemented SHOULD respond with the 501"), an RFC 9457
+        problem written by the protocol itself."""
+        return _problem_answer(
+            status=501,
+            reason="Not Implemented",
+            slug="method-not-implemented",
+            detail=UNKNOWN_METHOD_DETAIL,
+        )
+
     def send_400_response(self, msg: str) -> None:
-        """uvicorn's answer to a request its parser refused: :meth:`malformed`, unless an
-        answer has begun (a pipelined request's parse fails while the answer before it is
-        under way: that answer is cut short, as uvicorn does); the connection is then
-        closed. A body refused while its app runs (a bad chunk) is answered so too, and
-        the app then reads that its client is gone: its scope's state says why
+        """uvicorn's answer to a request its parser refused: :meth:`malformed`, or
+        :meth:`not_implemented` for a method the parser does not know (uvicorn calls this
+        while it handles the parser's error, which says which), unless an answer has
+        begun (a pipelined request's parse fails while the answer before it is under
+        way: that answer is cut short, as uvicorn does); the connection is then closed.
+        A body refused while its app runs (a bad chunk) is answered so too, and the app
+        then reads that its client is gone: its scope's state says why
         (:data:`MALFORMED_BODY`)."""
         cycle = self.cycle
         if cycle is not None and self._head is None:  # in this cycle's own body
             self._refuse_body(MALFORMED_DETAIL)
             return
         if cycle is None or cycle.response_complete or not cycle.response_started:
-            self.transport.write(self.malformed())
+            unknown = isinstance(sys.exc_info()[1], httptools.HttpParserInvalidMethodError)
+            self.transport.write(self.not_implemented() if unknown else self.malformed())
         self.transport.close()
 
     def _refuse_body(self, detail: str) -> None:

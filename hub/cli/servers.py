@@ -7,7 +7,8 @@ larger than :data:`MAX_HEAD_BYTES` before it is all in memory, with 431 (RFC 658
 §5). The middleware's tighter limit (onceonly.hub.middleware.MAX_HEADER_BYTES) answers first,
 as a problem with the request id, for any head that fits under this one. A head not
 whole within the ``head_timeout`` setting is answered 408 (decision 0066), and one the
-parser cannot read 400, as problems (uvicorn's own 400 is plain text). It also
+parser cannot read 400 (501 for a method it does not know), as problems (uvicorn's own
+400 is plain text). It also
 writes each answer's head together with its body, as the adapters are served
 (onceonly.adapters.serving).
 
@@ -32,11 +33,18 @@ from fastapi import FastAPI
 from onceonly.adapters.serving import (
     HEAD_TIMEOUT,
     MALFORMED_DETAIL,
+    UNKNOWN_METHOD_DETAIL,
     BoundedHeadProtocol,
     closing_fields,
     with_head_timeout,
 )
-from onceonly.hub.kit.problems import HubError, InvalidRequest, RequestHeadersTooLarge, render
+from onceonly.hub.kit.problems import (
+    HubError,
+    InvalidRequest,
+    MethodNotImplemented,
+    RequestHeadersTooLarge,
+    render,
+)
 from onceonly.hub.middleware import MAX_HEADER_BYTES
 
 MAX_HEAD_BYTES = 2 * MAX_HEADER_BYTES
@@ -54,7 +62,7 @@ def _whole_answer(error: HubError, status_line: bytes) -> bytes:
 class BoundedHttpToolsProtocol(BoundedHeadProtocol):
     """uvicorn's httptools protocol with a bound on each request head, writing each
     answer's head with its body (as the adapters are served): the adapters' protocol,
-    its 431 and its 400 the hub's problems."""
+    its 431, 400 and 501 the hub's problems."""
 
     max_head_bytes = MAX_HEAD_BYTES
 
@@ -65,6 +73,10 @@ class BoundedHttpToolsProtocol(BoundedHeadProtocol):
 
     def malformed(self, detail: str = MALFORMED_DETAIL) -> bytes:
         return _whole_answer(InvalidRequest(detail), b"HTTP/1.1 400 Bad Request")
+
+    def not_implemented(self) -> bytes:
+        error = MethodNotImplemented(UNKNOWN_METHOD_DETAIL)
+        return _whole_answer(error, b"HTTP/1.1 501 Not Implemented")
 
 
 def server_options(*, head_timeout: float = HEAD_TIMEOUT) -> dict[str, Any]:

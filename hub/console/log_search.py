@@ -312,6 +312,7 @@ REASONS: Final = {
     "oidc-provider-refused": N_("the identity provider refused the sign-in"),
     "oidc-provider-unavailable": N_("the identity provider did not answer properly"),
     "oidc-state-invalid": N_("the sign-in took too long or was already used"),
+    "method-not-implemented": N_("the request's method is not one the hub knows"),
     "owner-invalid-response": N_("the owner's adapter answered invalid data"),
     "owner-timeout": N_("the owner's adapter did not answer in time"),
     "owner-unavailable": N_("the owner's adapter was unavailable"),

@@ -64,6 +64,15 @@ class RequestHeadersTooLarge(HubError):
     title = "Request header fields too large"
 
 
+class MethodNotImplemented(HubError):
+    """RFC 9110 §15.6.2: the request's method is not one the hub knows (the server's
+    parser refuses it before any route: onceonly.hub.cli.servers)."""
+
+    status = 501
+    slug = "method-not-implemented"
+    title = "Method not implemented"
+
+
 class UnsupportedContentEncoding(HubError):
     """RFC 9110 §15.5.16: the body has a content coding the hub does not decode."""
 

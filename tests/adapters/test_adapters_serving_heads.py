@@ -87,15 +87,31 @@ def test_a_head_within_the_bound_is_answered(adapter: str) -> None:
     assert httpx.get(f"{adapter}/healthz", headers=fits).status_code == 200
 
 
-def test_a_request_it_cannot_parse_is_a_400_problem(adapter: str) -> None:
-    """uvicorn answered a malformed request 'Invalid HTTP request received.' as
-    text/plain; the adapter's errors are RFC 9457 problems (docs/problems.md)."""
+def _exchange(adapter: str, request: bytes) -> bytes:
+    """Send ``request`` on a new connection; all that comes back until it is closed."""
     host, port = adapter.removeprefix("http://").split(":")
     answer = b""
     with socket.create_connection((host, int(port)), timeout=10) as sock:
-        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: adapter\r\nNo colon here\r\n\r\n")
+        sock.sendall(request)
         while chunk := sock.recv(65536):
             answer += chunk
+    return answer
+
+
+def test_a_method_it_does_not_know_is_a_501_problem(adapter: str) -> None:
+    """RFC 9110 §15.6.2; it was 400 'not well-formed HTTP/1.1'."""
+    answer = _exchange(adapter, b"BREW /healthz HTTP/1.1\r\nHost: adapter\r\n\r\n")
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 501 "), answer[:200]
+    assert b"content-type: application/problem+json" in head
+    problem = json.loads(body)
+    assert problem["type"] == "urn:onceonly:problem:method-not-implemented"
+
+
+def test_a_request_it_cannot_parse_is_a_400_problem(adapter: str) -> None:
+    """uvicorn answered a malformed request 'Invalid HTTP request received.' as
+    text/plain; the adapter's errors are RFC 9457 problems (docs/problems.md)."""
+    answer = _exchange(adapter, b"GET /healthz HTTP/1.1\r\nHost: adapter\r\nNo colon here\r\n\r\n")
 
     head, _, body = answer.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 400 "), answer[:200]

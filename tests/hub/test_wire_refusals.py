@@ -276,6 +276,31 @@ def test_a_request_the_server_cannot_parse_gets_a_problem(
     assert "HTTP/1.1" in problem["detail"]
 
 
+@pytest.mark.parametrize("method", [b"FOO", b"BREW", b"get"])
+def test_a_method_the_server_does_not_know_is_501(hub: RunningHub, method: bytes) -> None:
+    """RFC 9110 §9.1 and §15.6.2: a method the server does not recognize should be
+    answered 501; it was 400 'not well-formed HTTP/1.1' (methods are case-sensitive,
+    so ``get`` is not ``GET``)."""
+    status, fields, body = answer_parts(
+        raw_exchange(hub.url, method + b" /healthz HTTP/1.1\r\nHost: hub\r\n\r\n")
+    )
+    assert status == 501, body
+    assert fields["content-type"] == "application/problem+json"
+    assert fields["connection"] == "close"
+    assert "date" in fields
+    problem = json.loads(body)
+    assert problem["type"] == "urn:onceonly:problem:method-not-implemented"
+    assert problem["status"] == 501
+
+
+def test_a_known_method_the_path_does_not_answer_stays_405(hub: RunningHub) -> None:
+    status, fields, _ = answer_parts(
+        raw_exchange(hub.url, b"PROPFIND /healthz HTTP/1.1\r\nHost: hub\r\n\r\n")
+    )
+    assert status == 405
+    assert "GET" in fields["allow"]
+
+
 @pytest.mark.parametrize("endpoint", ["/oauth/token", "/oauth/introspect", "/oauth/revoke"])
 @pytest.mark.parametrize("authorization", [None, "Basic eDp5"], ids=["none", "basic"])
 def test_the_oauth_endpoints_401_carries_a_challenge(
