@@ -34,9 +34,9 @@ BATCH_SIZE = 200
 """Entries a batch adds. Small: on SQLite a batch's write holds the database's write
 lock, which every exchange's audit entry waits for, and its sums have a row for each
 subject it names. 1,000 entries held it 15-36 ms on a busy hub, and after a busy
-half-minute the batches ran back to back: the latency the hub added at p99, at 300
-exchanges a second, was 40-57 ms, against 17 ms with no roll-up. With 200 it was
-17-23 ms (docs/performance.md, thirteenth round)."""
+half-minute the batches ran back to back: at 300 exchanges a second, with the hub on a
+core of its own, the latency it added at p99 (bench/exchange.py) was 35-48 ms; with
+200, 15-19 ms (docs/performance.md, thirteenth round)."""
 
 
 class _Raced(Exception):

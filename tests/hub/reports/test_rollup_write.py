@@ -111,7 +111,8 @@ async def test_the_workers_batches_are_small_and_a_catch_up_adds_them_all(
 ) -> None:
     """A batch adds at most 200 entries (``rollup.BATCH_SIZE``): on SQLite its write holds the
     lock every exchange's audit entry waits for, and a batch of 1,000 held it 15-36 ms
-    on a busy hub (the added p99 at 300 exchanges/s: 40-57 ms, 17-23 ms with 200)."""
+    on a busy hub (the added p99 at 300 exchanges/s, the hub on a core of its own:
+    35-48 ms, 15-19 ms with 200)."""
     engine = make_engine(database_url)
     try:
         logged = await _log_of(engine, 450)
