@@ -30,6 +30,7 @@ import asyncio
 import email.utils
 import functools
 import json
+import re
 import sys
 from typing import Any
 
@@ -59,6 +60,16 @@ first, from the head's first byte for each later one."""
 _END_OF_HEAD = b"\r\n\r\n"
 MALFORMED_DETAIL = "the request is not well-formed HTTP/1.1 (RFC 9112)"
 UNKNOWN_METHOD_DETAIL = "the request's method is not one this server knows"
+# What llhttp says of a request line whose method it does not know (httptools raises
+# HttpParserInvalidMethodError for the first, HttpParserError for the second: RTSP's
+# methods). It says the first of any bytes that start no method too (a TLS handshake on
+# the plain port, a body's bytes past its Content-Length), so the line is looked at too.
+_UNKNOWN_METHOD_ERRORS = frozenset(
+    {"Invalid method encountered", "Invalid method for HTTP/x.x request"}
+)
+# The start of a request line (RFC 9112 §3): a method token, one space, a target, one
+# space, and the version's name.
+_REQUEST_LINE = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+ [!-~]+ HTTP/")
 MALFORMED_BODY = "onceonly.malformed_body"
 """The key :class:`BoundedHeadProtocol` sets (to True) in a request's ``scope["state"]``
 when it answered 400 to a malformed body (a bad chunk) while the app read it: the app
@@ -159,6 +170,11 @@ class BoundedHeadProtocol(HeadWithBodyProtocol):
         self._head_timer: asyncio.TimerHandle | None = None
         self._framing = 0  # bytes read since the body's last byte (framing, trailers)
         self._trailers = 0  # bytes of the trailer fields parsed (each counted whole)
+        # Whether the read being parsed starts a request line of its own: no message under
+        # way, nor an answer (its method, if unknown, is then 501), and the cycle then.
+        self._read_starts_request = False
+        self._read_cycle: Any = None
+        self._unreadable = False  # the parser failed: nothing more is read or answered
 
     def head_too_large(self) -> bytes:
         """The whole 431 answer, an RFC 9457 problem written by the protocol itself."""
@@ -199,21 +215,41 @@ class BoundedHeadProtocol(HeadWithBodyProtocol):
 
     def send_400_response(self, msg: str) -> None:
         """uvicorn's answer to a request its parser refused: :meth:`malformed`, or
-        :meth:`not_implemented` for a method the parser does not know (uvicorn calls this
-        while it handles the parser's error, which says which), unless an answer has
-        begun (a pipelined request's parse fails while the answer before it is under
-        way: that answer is cut short, as uvicorn does); the connection is then closed.
-        A body refused while its app runs (a bad chunk) is answered so too, and the app
-        then reads that its client is gone: its scope's state says why
-        (:data:`MALFORMED_BODY`)."""
+        :meth:`not_implemented` for a well-formed request line whose method the parser
+        does not know (:meth:`_unknown_method`); the connection is then closed. A body
+        refused while its app runs (a bad chunk) is answered so too, and the app then
+        reads that its client is gone: its scope's state says why
+        (:data:`MALFORMED_BODY`).
+
+        A request that cannot be parsed while the answer before it is under way (it was
+        pipelined, or a body ran past its Content-Length) gets no answer of its own:
+        an answer now would be read as the earlier request's. Nothing more is read, the
+        earlier answer goes out whole, and the connection then closes (as for a late
+        pipelined head)."""
+        self._unreadable = True
         cycle = self.cycle
         if cycle is not None and self._head is None:  # in this cycle's own body
             self._refuse_body(MALFORMED_DETAIL)
             return
-        if cycle is None or cycle.response_complete or not cycle.response_started:
-            unknown = isinstance(sys.exc_info()[1], httptools.HttpParserInvalidMethodError)
-            self.transport.write(self.not_implemented() if unknown else self.malformed())
+        if cycle is not None and not cycle.response_complete:
+            cycle.keep_alive = False
+            self.transport.pause_reading()
+            return
+        unknown = self._unknown_method()
+        self.transport.write(self.not_implemented() if unknown else self.malformed())
         self.transport.close()
+
+    def _unknown_method(self) -> bool:
+        """Whether the parser's error (uvicorn calls :meth:`send_400_response` while it
+        handles it) is a method it does not know, at the start of a read that begins a
+        request line, with no message parsed from that read before it."""
+        error = sys.exc_info()[1]
+        return (
+            isinstance(error, httptools.HttpParserError)
+            and str(error) in _UNKNOWN_METHOD_ERRORS
+            and self._read_starts_request
+            and self.cycle is self._read_cycle
+        )
 
     def _refuse_body(self, detail: str) -> None:
         """Refuse the message whose body is being read, 400 with ``detail``, only if its
@@ -236,6 +272,14 @@ class BoundedHeadProtocol(HeadWithBodyProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        if self._unreadable:  # read again (flow control) after the parser failed: dropped
+            return
+        cycle = self.cycle
+        idle = cycle is None or cycle.response_complete
+        self._read_starts_request = (
+            idle and self._head == 0 and not self._head_begun and bool(_REQUEST_LINE.match(data))
+        )
+        self._read_cycle = cycle
         if self._head is not None:
             window = self._tail + data
             end = window.find(_END_OF_HEAD)
@@ -249,6 +293,8 @@ class BoundedHeadProtocol(HeadWithBodyProtocol):
         else:
             self._framing += len(data)
         super().data_received(data)  # on_body starts _framing again at each body byte
+        if self._unreadable or self.transport.is_closing():  # answered: no second answer
+            return
         over = max(self._framing, self._trailers) > self.max_head_bytes
         if over:  # chunk sizes and trailers since the last body byte, or the trailers
             if self._head is None:

@@ -276,11 +276,11 @@ def test_a_request_the_server_cannot_parse_gets_a_problem(
     assert "HTTP/1.1" in problem["detail"]
 
 
-@pytest.mark.parametrize("method", [b"FOO", b"BREW", b"get"])
+@pytest.mark.parametrize("method", [b"FOO", b"BREW", b"get", b"DESCRIBE"])
 def test_a_method_the_server_does_not_know_is_501(hub: RunningHub, method: bytes) -> None:
     """RFC 9110 §9.1 and §15.6.2: a method the server does not recognize should be
     answered 501; it was 400 'not well-formed HTTP/1.1' (methods are case-sensitive,
-    so ``get`` is not ``GET``)."""
+    so ``get`` is not ``GET``; ``DESCRIBE`` is RTSP's, which the parser names apart)."""
     status, fields, body = answer_parts(
         raw_exchange(hub.url, method + b" /healthz HTTP/1.1\r\nHost: hub\r\n\r\n")
     )
@@ -291,6 +291,61 @@ def test_a_method_the_server_does_not_know_is_501(hub: RunningHub, method: bytes
     problem = json.loads(body)
     assert problem["type"] == "urn:onceonly:problem:method-not-implemented"
     assert problem["status"] == 501
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [
+        b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",  # a TLS handshake on the plain port
+        b"SSH-2.0-OpenSSH_9.6\r\n",
+        b" GET /healthz HTTP/1.1\r\nHost: hub\r\n\r\n",
+        b"GET\t/healthz HTTP/1.1\r\nHost: hub\r\n\r\n",
+    ],
+    ids=["tls", "ssh", "leading-space", "tab"],
+)
+def test_bytes_that_start_no_request_line_are_400_not_501(hub: RunningHub, garbage: bytes) -> None:
+    """The parser says 'invalid method' of any bytes that start no method; only a
+    well-formed request line with a method it does not know is 501 (a hostile review
+    of decision 0077: these were told their method is not implemented)."""
+    status, _, body = answer_parts(raw_exchange(hub.url, garbage))
+    assert status == 400, body
+    assert json.loads(body)["type"] == "urn:onceonly:problem:invalid-request"
+
+
+def _status_lines(answer: bytes) -> list[bytes]:
+    return [line for line in answer.split(b"\r\n") if line.startswith(b"HTTP/1.1 ")]
+
+
+def test_a_request_that_cannot_be_read_after_another_leaves_that_ones_answer_alone(
+    hub: RunningHub,
+) -> None:
+    """Bytes past a body's Content-Length, or a pipelined request the parser cannot
+    read, while the answer before is under way: that answer goes out whole and alone,
+    then the connection closes. Before, the client got 501 (400 before decision 0077)
+    as the earlier request's answer, while its route ran and was audited."""
+    sign_in = b'{"username": "nobody", "password": "not-the-password-1"}'
+    overlong = (
+        b"POST /v1/people/sign-in HTTP/1.1\r\nHost: hub\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n%sTRAILING-BYTES" % (len(sign_in), sign_in)
+    )
+    pipelined = b"GET /healthz HTTP/1.1\r\nHost: hub\r\n\r\nFOO /healthz HTTP/1.1\r\n\r\n"
+    for request, expected in ((overlong, b"HTTP/1.1 401 "), (pipelined, b"HTTP/1.1 200 ")):
+        lines = _status_lines(raw_exchange(hub.url, request))
+        assert len(lines) == 1, lines
+        assert lines[0].startswith(expected), lines
+
+
+def test_an_unknown_method_after_a_kept_alive_answer_is_501(hub: RunningHub) -> None:
+    host, port = hub.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: hub\r\n\r\n")
+        first = sock.recv(65536)
+        assert first.startswith(b"HTTP/1.1 200 "), first
+        sock.sendall(b"FOO /healthz HTTP/1.1\r\nHost: hub\r\n\r\n")
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 501 "), answer
 
 
 def test_a_known_method_the_path_does_not_answer_stays_405(hub: RunningHub) -> None:
