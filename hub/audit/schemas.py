@@ -18,6 +18,21 @@ def _absent(value: object) -> bool:
     return value is None
 
 
+class IndexedOut(BaseModel):
+    """For auditors: the columns the hub's index keeps for an entry beside its subject
+    (``indexed_subject``), which the auditors' filters, the departments' pages and the
+    reports read instead of the leaf. Each is a copy of the leaf's member of the same
+    name (``null`` where the leaf has none), and ``onceonly audit verify --full`` checks
+    that it still is (decision 0078)."""
+
+    time: UtcDatetime
+    action: str
+    outcome: str
+    department: str | None
+    client: str | None
+    item: str | None
+
+
 class EntryOut(BaseModel):
     """One entry: its index and leaf hash for anyone; for a caller entitled to its
     content also the exact leaf bytes (base64) and the decoded entry (members left
@@ -41,6 +56,14 @@ class EntryOut(BaseModel):
         " or the one it commits to): that pseudonym, which the auditors' search by subject"
         " and the citizen's page read; `onceonly audit verify --full` checks it against the"
         " leaf (decision 0069's follow-up)",
+    )
+    indexed: IndexedOut | None = Field(
+        default=None,
+        exclude_if=_absent,
+        description="For auditors, of every entry: the other columns the hub indexes it by"
+        " (time, action, outcome, department, client, item), which the filters of"
+        " /v1/audit/entries and the departments' pages read; `onceonly audit verify --full`"
+        " checks each against the leaf (decision 0078)",
     )
 
 

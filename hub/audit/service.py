@@ -41,7 +41,7 @@ from onceonly.hub.audit.exceptions import AuditLogDamaged, AuditUnavailable, Ent
 from onceonly.hub.audit.models import AuditEntry
 from onceonly.hub.audit.readers import AUDITOR, Reader
 from onceonly.hub.audit.repository import EntryFilter
-from onceonly.hub.audit.schemas import EntryOut, EntryPage, ProofOut
+from onceonly.hub.audit.schemas import EntryOut, EntryPage, IndexedOut, ProofOut
 from onceonly.hub.db import write_connection
 from onceonly.hub.kit.after_commit import on_commit
 from onceonly.hub.kit.clock import SYSTEM_CLOCK, Clock, aware, rfc3339_ms
@@ -560,6 +560,14 @@ def _entry_out(row: AuditEntry, reader: Reader) -> EntryOut:
         entry=entry,
         committed_subject=_committed_subject(row, entry),
         indexed_subject=row.subject,
+        indexed=IndexedOut(
+            time=row.time,
+            action=row.action,
+            outcome=row.outcome,
+            department=row.department,
+            client=row.client,
+            item=row.item,
+        ),
     )
 
 

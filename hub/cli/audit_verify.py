@@ -369,6 +369,7 @@ def _check_content(item: dict[str, Any], *, index: int, stated: bytes) -> None:
         raise VerificationFailed(f"entry {index}: the decoded entry is not its leaf")
     if isinstance(decoded, dict):
         _check_indexed_subject(item, decoded, index=index)
+        _check_indexed_columns(item, decoded, index=index)
 
 
 def _check_indexed_subject(item: dict[str, Any], decoded: dict[str, Any], *, index: int) -> None:
@@ -399,6 +400,52 @@ def _check_indexed_subject(item: dict[str, Any], decoded: dict[str, Any], *, ind
         " its leaf names (subject): a search by subject, and the person's page, miss it"
         + ("" if indexed is not None else " (a hub older than this command shows none: update it)")
     )
+
+
+# The columns the hub indexes an entry by beside its subject, each a copy of the leaf's
+# member of the same name (onceonly.hub.audit.service._values; decision 0078).
+_INDEXED_MEMBERS = ("action", "outcome", "department", "client", "item")
+
+
+def _check_indexed_columns(item: dict[str, Any], decoded: dict[str, Any], *, index: int) -> None:
+    """The other columns of the hub's index (``indexed``: time, action, outcome,
+    department, client, item) must be the leaf's: the auditors' filters, the
+    departments' pages and the reports read them, so a changed one hides the entry from
+    a search that should find it, or from the department it names."""
+    indexed = item.get("indexed")
+    if not isinstance(indexed, dict):
+        raise VerificationFailed(
+            f"entry {index}: the hub shows no index columns (indexed) for it: a hub older"
+            " than this command shows none: update it"
+        )
+    for name in _INDEXED_MEMBERS:
+        if indexed.get(name) != decoded.get(name):
+            raise VerificationFailed(
+                f"entry {index}: the hub indexes it by {name} {_shown(indexed.get(name))},"
+                f" its leaf says {_shown(decoded.get(name))}: the auditors' filters and the"
+                " departments' pages read the index"
+            )
+    if _instant(indexed.get("time")) != _instant(decoded.get("time")):
+        raise VerificationFailed(
+            f"entry {index}: the hub indexes it at time {_shown(indexed.get('time'))}, its leaf"
+            f" says {_shown(decoded.get('time'))}: the auditors' filters by time read the index"
+        )
+
+
+def _instant(value: object) -> datetime | None:
+    """An RFC 3339 time as an instant (one without an offset read as UTC), else None."""
+    if not isinstance(value, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def _shown(value: object) -> str:
+    """A value for a message: quoted, escaped, at most 80 characters."""
+    return repr(value)[:80]
 
 
 def _save(path: Path, seen: Seen) -> None:

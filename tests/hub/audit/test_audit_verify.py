@@ -345,6 +345,43 @@ def test_an_index_subject_changed_under_a_named_subject_is_detected(
     assert f"VERIFICATION FAILED: entry {index}: {named}" in output
 
 
+@pytest.mark.parametrize(
+    ("column", "value", "named"),
+    [
+        ("action", "'record.publish'", "action 'record.publish', its leaf says 'record.query'"),
+        ("outcome", "'refused'", "outcome 'refused', its leaf says 'ok'"),
+        ("department", "'tax'", "department 'tax', its leaf says None"),
+        ("client", "'tax-adapter'", "client 'tax-adapter', its leaf says None"),
+        ("item", "'person.death'", "item 'person.death', its leaf says None"),
+        ("time", None, "the hub indexes it at time"),
+    ],
+)
+def test_an_index_column_changed_under_its_leaf_is_detected(
+    hub: RunningHub,
+    auditor: Auditor,
+    verified: list[dict[str, Any]],
+    database_url: str,
+    column: str,
+    value: str | None,
+    named: str,
+) -> None:
+    """Decision 0078: the columns the auditors' filters (``department=``, ``item=``,
+    ``action=``, ``outcome=``, ``since=``), the departments' pages and the reports read
+    are checked against the leaf as the subject is: changed, they hid the entry from a
+    search that should find it, and ``audit verify --full`` exited 0 (the leaves, their
+    hashes and the signed root are untouched)."""
+    if value is None:  # an hour later, in each database's own arithmetic
+        on_sqlite = database_url.startswith("sqlite")
+        value = "datetime(time, '+1 hour')" if on_sqlite else "time + interval '1 hour'"
+    execute(database_url, f"UPDATE audit_entries SET {column} = {value} WHERE idx = 7")
+    assert auditor.verify(hub, "--full")[0] == 0  # the public cannot tell
+    as_auditor = auditor.signed_in(hub.keys.admin_token)
+    status, output = as_auditor.verify(hub, "--full")
+    assert status == 1, output
+    assert "VERIFICATION FAILED: entry 7: " in output
+    assert named in output
+
+
 def test_an_edited_history_re_signed_by_the_operator_is_a_fork(
     hub: RunningHub, auditor: Auditor, verified: list[dict[str, Any]], database_url: str
 ) -> None:
