@@ -32,6 +32,7 @@ import functools
 import json
 import re
 import sys
+from collections import deque
 from typing import Any
 
 import httptools
@@ -222,22 +223,49 @@ class BoundedHeadProtocol(HeadWithBodyProtocol):
         (:data:`MALFORMED_BODY`).
 
         A request that cannot be parsed while the answer before it is under way (it was
-        pipelined, or a body ran past its Content-Length) gets no answer of its own:
-        an answer now would be read as the earlier request's. Nothing more is read, the
-        earlier answer goes out whole, and the connection then closes (as for a late
-        pipelined head)."""
-        self._unreadable = True
-        cycle = self.cycle
-        if cycle is not None and self._head is None:  # in this cycle's own body
-            self._refuse_body(MALFORMED_DETAIL)
+        pipelined, or a body ran past its Content-Length) gets no answer of its own
+        (:meth:`_finish_then_close`), as for a late pipelined head."""
+        if self._answers_before():
+            self._finish_then_close()
             return
-        if cycle is not None and not cycle.response_complete:
-            cycle.keep_alive = False
-            self.transport.pause_reading()
+        self._unreadable = True
+        if self.cycle is not None and self._head is None:  # its own body, while its app runs
+            self._refuse_body(MALFORMED_DETAIL)
             return
         unknown = self._unknown_method()
         self.transport.write(self.not_implemented() if unknown else self.malformed())
         self.transport.close()
+
+    def _answers_before(self) -> bool:
+        """Whether the message being read comes after a request not yet answered: a new
+        head while an answer is under way, or the body of a request queued behind one
+        (uvicorn runs pipelined requests one at a time, in order)."""
+        cycle = self.cycle
+        if cycle is None or cycle.response_complete:
+            return False
+        return self._head is not None or any(waiting is cycle for waiting, _ in self.pipeline)
+
+    def _finish_then_close(self) -> None:
+        """A message that cannot be read or taken, after requests not yet answered: it
+        gets no answer of its own (one now would be read as an earlier request's).
+        Nothing more is read; a queued request whose body this was never runs; the
+        requests before it are answered in order, and the connection then closes."""
+        self._unreadable = True
+        cycle = self.cycle
+        if self._head is None:  # a queued request's body
+            self.pipeline = deque(item for item in self.pipeline if item[0] is not cycle)
+        elif cycle is not None:  # the last request read closes the connection
+            cycle.keep_alive = False
+        self.transport.pause_reading()
+
+    def on_response_complete(self) -> None:
+        """uvicorn's: the next queued request starts, or the connection waits for one.
+        Once the parser has failed nothing more is read, so when no request is left to
+        answer the connection closes at once, not at the keep-alive timeout."""
+        idle = not self.pipeline
+        super().on_response_complete()
+        if self._unreadable and idle and not self.transport.is_closing():
+            self.transport.close()
 
     def _unknown_method(self) -> bool:
         """Whether the parser's error (uvicorn calls :meth:`send_400_response` while it
@@ -297,7 +325,9 @@ class BoundedHeadProtocol(HeadWithBodyProtocol):
             return
         over = max(self._framing, self._trailers) > self.max_head_bytes
         if over:  # chunk sizes and trailers since the last body byte, or the trailers
-            if self._head is None:
+            if self._answers_before():
+                self._finish_then_close()
+            elif self._head is None:
                 self._refuse_body(
                     f"the request's chunk framing and trailers are larger than"
                     f" {self.max_head_bytes} bytes"
@@ -351,8 +381,10 @@ class BoundedHeadProtocol(HeadWithBodyProtocol):
         self.transport.close()
 
     def _refuse_head(self) -> None:
-        if self.cycle is None or self.cycle.response_complete:  # no answer under way
-            self.transport.write(self.head_too_large())
+        if self._answers_before():
+            self._finish_then_close()
+            return
+        self.transport.write(self.head_too_large())
         self.transport.close()
 
 
