@@ -86,6 +86,47 @@ async def get_entries(session: AsyncSession, *, start: int, limit: int) -> list[
     return list((await session.execute(query)).scalars())
 
 
+# The index columns as the hub writes them on SQLite: text (or NULL where a column takes
+# none), and the time as 'YYYY-MM-DD HH:MM:SS.ffffff' in UTC. SQLite keeps whatever it is
+# given in any column (a BLOB in a TEXT column, a time in another spelling) and
+# compares it as stored, so a value stored otherwise can read back as the right one in
+# Python and still never match the filters and pages that compare it in SQL (decision
+# 0078's follow-up).
+_TIME_AS_WRITTEN = (
+    "[0-9]" * 4 + "-[0-9][0-9]-[0-9][0-9] [0-9][0-9]:[0-9][0-9]:[0-9][0-9].[0-9]" + ("[0-9]" * 5)
+)
+_SQLITE_STORED_OTHERWISE = sa.text(
+    "SELECT idx,"
+    " typeof(time) != 'text' OR time NOT GLOB :time_glob,"
+    " typeof(action) != 'text',"
+    " typeof(outcome) != 'text',"
+    " typeof(department) NOT IN ('text', 'null'),"
+    " typeof(client) NOT IN ('text', 'null'),"
+    " typeof(item) NOT IN ('text', 'null'),"
+    " typeof(subject) NOT IN ('text', 'null')"
+    " FROM audit_entries WHERE idx IN :indexes"
+).bindparams(sa.bindparam("indexes", expanding=True))
+INDEX_COLUMNS = ("time", "action", "outcome", "department", "client", "item", "subject")
+
+
+async def stored_otherwise(session: AsyncSession, indexes: Sequence[int]) -> dict[int, set[str]]:
+    """The index columns of the entries at ``indexes`` that are not stored as the hub
+    writes them, by entry (only those with any). Always none on PostgreSQL, whose
+    columns hold one type each and compare by value."""
+    conn = await session.connection()
+    if conn.dialect.name != "sqlite" or not indexes:
+        return {}
+    rows = await conn.execute(
+        _SQLITE_STORED_OTHERWISE, {"indexes": list(indexes), "time_glob": _TIME_AS_WRITTEN}
+    )
+    odd: dict[int, set[str]] = {}
+    for idx, *flags in rows:
+        columns = {name for name, flag in zip(INDEX_COLUMNS, flags, strict=True) if flag}
+        if columns:
+            odd[idx] = columns
+    return odd
+
+
 async def latest_checkpoint(conn: Executor) -> AuditCheckpoint | None:
     query = sa.select(_checkpoints).order_by(_checkpoints.c.tree_size.desc()).limit(1)
     row = (await conn.execute(query)).mappings().first()

@@ -18,14 +18,19 @@ def _absent(value: object) -> bool:
     return value is None
 
 
+STORED_OTHERWISE = "(not stored as the hub writes it)"
+
+
 class IndexedOut(BaseModel):
     """For auditors: the columns the hub's index keeps for an entry beside its subject
     (``indexed_subject``), which the auditors' filters, the departments' pages and the
     reports read instead of the leaf. Each is a copy of the leaf's member of the same
     name (``null`` where the leaf has none), and ``onceonly audit verify --full`` checks
-    that it still is (decision 0078)."""
+    that it still is (decision 0078). A value not stored as the hub writes it (SQLite
+    keeps any type in any column) is shown as :data:`STORED_OTHERWISE`, never as the
+    value it reads back as: the filters compare what is stored."""
 
-    time: UtcDatetime
+    time: str  # RFC 3339, UTC, as the hub shows every time
     action: str
     outcome: str
     department: str | None

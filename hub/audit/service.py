@@ -23,7 +23,7 @@ import logging
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
@@ -41,7 +41,7 @@ from onceonly.hub.audit.exceptions import AuditLogDamaged, AuditUnavailable, Ent
 from onceonly.hub.audit.models import AuditEntry
 from onceonly.hub.audit.readers import AUDITOR, Reader
 from onceonly.hub.audit.repository import EntryFilter
-from onceonly.hub.audit.schemas import EntryOut, EntryPage, IndexedOut, ProofOut
+from onceonly.hub.audit.schemas import STORED_OTHERWISE, EntryOut, EntryPage, IndexedOut, ProofOut
 from onceonly.hub.db import write_connection
 from onceonly.hub.kit.after_commit import on_commit
 from onceonly.hub.kit.clock import SYSTEM_CLOCK, Clock, aware, rfc3339_ms
@@ -370,7 +370,8 @@ async def entry_at(
     if row is None:
         raise EntryNotFound(f"the log has no entry {index}")
     await _record_read(scope, reader, {"index": index})
-    return _entry_out(row, reader)
+    odd = await _stored_otherwise(session, [row], reader)
+    return _entry_out(row, reader, odd.get(row.idx, set()))
 
 
 async def _record_read(scope: "AuditScope | None", reader: Reader, asked: dict[str, Any]) -> None:
@@ -407,7 +408,8 @@ async def find(
     scope.note(subject=where.subject, item=where.item)
     rows = await repository.find_entries(session, where=where, after=cursor, limit=limit + 1)
     await scope.record_success(query=_asked(where, cursor=cursor, limit=limit))
-    return _page(rows, limit, reader=AUDITOR)
+    odd = await _stored_otherwise(session, rows[:limit], AUDITOR)
+    return _page(rows, limit, reader=AUDITOR, odd=odd)
 
 
 async def department_entries(
@@ -522,7 +524,12 @@ def _csv_line(cells: Sequence[str]) -> str:
 
 
 def _page(
-    rows: list[AuditEntry], limit: int, *, reader: Reader, readable_only: bool = False
+    rows: list[AuditEntry],
+    limit: int,
+    *,
+    reader: Reader,
+    readable_only: bool = False,
+    odd: dict[int, set[str]] | None = None,
 ) -> EntryPage:
     """A page from ``limit + 1`` rows read: the extra row only says that more follow.
     ``readable_only``: leave out the rows whose content the reader may not see, and
@@ -531,7 +538,7 @@ def _page(
     than show where an unreadable entry is)."""
     page = rows[:limit]
     more = len(rows) > limit and bool(page)
-    entries = [_entry_out(row, reader) for row in page]
+    entries = [_entry_out(row, reader, (odd or {}).get(row.idx, set())) for row in page]
     if readable_only:
         entries = [entry for entry in entries if entry.entry is not None]
         more = more and bool(entries) and entries[-1].index == page[-1].idx
@@ -544,7 +551,27 @@ def _committed_subject(row: AuditEntry, entry: dict[str, Any]) -> str | None:
     return row.subject if "subject_commitment" in entry else None
 
 
-def _entry_out(row: AuditEntry, reader: Reader) -> EntryOut:
+async def _stored_otherwise(
+    session: AsyncSession, rows: Sequence[AuditEntry], reader: Reader
+) -> dict[int, set[str]]:
+    """For an auditor, who is shown the index: its columns not stored as the hub writes
+    them, by entry (repository.stored_otherwise)."""
+    if not reader.auditor:
+        return {}
+    return await repository.stored_otherwise(session, [row.idx for row in rows])
+
+
+def _indexed(value: str | None, name: str, odd: set[str] | None) -> str | None:
+    return STORED_OTHERWISE if odd and name in odd else value
+
+
+def _utc(moment: datetime) -> str:
+    """A stored time as RFC 3339 in UTC, to the microsecond (the column's precision: a
+    change under a millisecond moves an entry across a filter's bound too)."""
+    return aware(moment).astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _entry_out(row: AuditEntry, reader: Reader, odd: set[str] | None = None) -> EntryOut:
     leaf_hash = leaves.b64(row.leaf_hash)
     if reader.anonymous:
         return EntryOut(index=row.idx, leaf_hash=leaf_hash)
@@ -558,15 +585,15 @@ def _entry_out(row: AuditEntry, reader: Reader) -> EntryOut:
         leaf_hash=leaf_hash,
         leaf=leaves.b64(row.leaf),
         entry=entry,
-        committed_subject=_committed_subject(row, entry),
-        indexed_subject=row.subject,
+        committed_subject=_indexed(_committed_subject(row, entry), "subject", odd),
+        indexed_subject=_indexed(row.subject, "subject", odd),
         indexed=IndexedOut(
-            time=row.time,
-            action=row.action,
-            outcome=row.outcome,
-            department=row.department,
-            client=row.client,
-            item=row.item,
+            time=_indexed(_utc(row.time), "time", odd) or STORED_OTHERWISE,
+            action=_indexed(row.action, "action", odd) or "",
+            outcome=_indexed(row.outcome, "outcome", odd) or "",
+            department=_indexed(row.department, "department", odd),
+            client=_indexed(row.client, "client", odd),
+            item=_indexed(row.item, "item", odd),
         ),
     )
 
@@ -589,8 +616,9 @@ async def entries_from(
     rows = await repository.get_entries(session, start=start, limit=limit)
     await _record_read(scope, reader, {"start": start, "limit": limit})
     more = len(rows) == limit
+    odd = await _stored_otherwise(session, rows, reader)
     return EntryPage(
-        entries=[_entry_out(row, reader) for row in rows],
+        entries=[_entry_out(row, reader, odd.get(row.idx, set())) for row in rows],
         next_cursor=str(rows[-1].idx + 1) if more else None,
     )
 

@@ -382,6 +382,41 @@ def test_an_index_column_changed_under_its_leaf_is_detected(
     assert named in output
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+@pytest.mark.parametrize(
+    ("column", "value", "named"),
+    [
+        ("subject", "CAST(subject AS BLOB)", "(indexed_subject) is not the one"),
+        ("action", "CAST(action AS BLOB)", "action '(not stored as the hub writes it)'"),
+        ("outcome", "CAST(outcome AS BLOB)", "outcome '(not stored as the hub writes it)'"),
+        # the same instant, spelt with a 'T', and at +13:00
+        ("time", "strftime('%Y-%m-%dT%H:%M:%f', time)", "at time '(not stored as"),
+        ("time", "datetime(time, '+13 hours') || '+13:00'", "at time '(not stored as"),
+    ],
+    ids=["subject-blob", "action-blob", "outcome-blob", "time-T", "time-offset"],
+)
+def test_a_value_stored_otherwise_on_sqlite_is_detected(
+    hub: RunningHub,
+    auditor: Auditor,
+    verified: list[dict[str, Any]],
+    database_url: str,
+    column: str,
+    value: str,
+    named: str,
+) -> None:
+    """Decision 0078's follow-up (a hostile review): SQLite keeps any type in any column
+    and compares what is stored. The right bytes stored as a BLOB, or the same instant
+    in another spelling, read back as the right value, so ``indexed`` showed it and
+    ``--full`` exited 0, while ``action=``, ``since=``/``until=``, a search by subject
+    and a department's page no longer matched the entry."""
+    execute(database_url, f"UPDATE audit_entries SET {column} = {value} WHERE idx = 7")
+    assert auditor.verify(hub, "--full")[0] == 0  # the public cannot tell
+    status, output = auditor.signed_in(hub.keys.admin_token).verify(hub, "--full")
+    assert status == 1, output
+    assert "VERIFICATION FAILED: entry 7: " in output
+    assert named in output
+
+
 def test_an_edited_history_re_signed_by_the_operator_is_a_fork(
     hub: RunningHub, auditor: Auditor, verified: list[dict[str, Any]], database_url: str
 ) -> None:
