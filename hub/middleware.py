@@ -29,6 +29,7 @@ from onceonly.hub.errors import handled, render_unexpected
 from onceonly.hub.kit.asgi_scope import route_path
 from onceonly.hub.kit.nul import NUL_DETAIL, url_has_nul
 from onceonly.hub.kit.problems import (
+    HttpVersionNotSupported,
     InvalidRequest,
     PayloadTooLarge,
     RequestHeadersTooLarge,
@@ -236,12 +237,7 @@ def _repeated_parameter(scope: Scope) -> str | None:
 
 def _version_not_supported() -> Response:
     """RFC 9110 §15.6.6: the request's HTTP version is not one the hub answers."""
-    return problem_response(
-        status=505,
-        slug="http-version-not-supported",
-        title="HTTP version not supported",
-        detail="the hub answers HTTP/1.1 and HTTP/1.0 requests only",
-    )
+    return render(HttpVersionNotSupported("the hub answers HTTP/1.1 and HTTP/1.0 requests only"))
 
 
 def _coded_body() -> Response:

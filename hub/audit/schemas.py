@@ -27,8 +27,8 @@ class IndexedOut(BaseModel):
     reports read instead of the leaf. Each is a copy of the leaf's member of the same
     name (``null`` where the leaf has none), and ``onceonly audit verify --full`` checks
     that it still is (decision 0078). A value not stored as the hub writes it (SQLite
-    keeps any type in any column) is shown as :data:`STORED_OTHERWISE`, never as the
-    value it reads back as: the filters compare what is stored."""
+    keeps any type in any column) is shown as "(not stored as the hub writes it)",
+    never as the value it reads back as: the filters compare what is stored."""
 
     time: str  # RFC 3339, UTC, as the hub shows every time
     action: str

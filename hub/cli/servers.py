@@ -43,6 +43,7 @@ from onceonly.hub.kit.problems import (
     InvalidRequest,
     MethodNotImplemented,
     RequestHeadersTooLarge,
+    RequestTimeout,
     render,
 )
 from onceonly.hub.middleware import MAX_HEADER_BYTES
@@ -62,7 +63,7 @@ def _whole_answer(error: HubError, status_line: bytes) -> bytes:
 class BoundedHttpToolsProtocol(BoundedHeadProtocol):
     """uvicorn's httptools protocol with a bound on each request head, writing each
     answer's head with its body (as the adapters are served): the adapters' protocol,
-    its 431, 400 and 501 the hub's problems."""
+    its 431, 408, 400 and 501 the hub's problems."""
 
     max_head_bytes = MAX_HEAD_BYTES
 
@@ -77,6 +78,10 @@ class BoundedHttpToolsProtocol(BoundedHeadProtocol):
     def not_implemented(self) -> bytes:
         error = MethodNotImplemented(UNKNOWN_METHOD_DETAIL)
         return _whole_answer(error, b"HTTP/1.1 501 Not Implemented")
+
+    def head_timed_out(self) -> bytes:
+        detail = f"the request head was not whole within {self.head_timeout:g} seconds"
+        return _whole_answer(RequestTimeout(detail), b"HTTP/1.1 408 Request Timeout")
 
 
 def server_options(*, head_timeout: float = HEAD_TIMEOUT) -> dict[str, Any]:

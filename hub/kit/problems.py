@@ -64,6 +64,23 @@ class RequestHeadersTooLarge(HubError):
     title = "Request header fields too large"
 
 
+class RequestTimeout(HubError):
+    """RFC 9110 §15.5.9: the request head was not whole within ``head_timeout`` seconds
+    (decision 0066; written by the server itself: onceonly.hub.cli.servers)."""
+
+    status = 408
+    slug = "request-timeout"
+    title = "Request timeout"
+
+
+class HttpVersionNotSupported(HubError):
+    """RFC 9110 §15.6.6: the request's HTTP version is not one the hub answers."""
+
+    status = 505
+    slug = "http-version-not-supported"
+    title = "HTTP version not supported"
+
+
 class MethodNotImplemented(HubError):
     """RFC 9110 §15.6.2: the request's method is not one the hub knows (the server's
     parser refuses it before any route: onceonly.hub.cli.servers)."""

@@ -49,10 +49,13 @@ from onceonly.hub.kit.problems import (
     PROBLEM_TYPE_PREFIX,
     PROBLEM_TYPES_MEMBER,
     DatabaseUnavailable,
+    HttpVersionNotSupported,
     HubError,
     InvalidRequest,
+    MethodNotImplemented,
     PayloadTooLarge,
     RequestHeadersTooLarge,
+    RequestTimeout,
     Unavailable,
     UnsupportedContentEncoding,
     problem_response_document,
@@ -116,12 +119,17 @@ METRICS_SECURITY: list[dict[str, list[str]]] = [{METRICS_SCHEME: []}]
 
 # Every route: the middleware refuses a NUL in the URL (or a repeated query parameter,
 # or two Authorization fields), a body announced over the limit, a body with a content
-# coding and header fields over the limit before any route runs (docs/problems.md).
+# coding, header fields over the limit and an HTTP version other than 1.1 and 1.0
+# before any route runs; the server itself a head not whole in time and a method it
+# does not know (docs/problems.md).
 _EVERY_ROUTE: tuple[type[HubError], ...] = (
     InvalidRequest,
     PayloadTooLarge,
     UnsupportedContentEncoding,
     RequestHeadersTooLarge,
+    RequestTimeout,
+    HttpVersionNotSupported,
+    MethodNotImplemented,
 )
 # A machine client's DPoP proof is spent in the single-use register, whose failed
 # commit is answered 503 ``unavailable``.
@@ -143,7 +151,13 @@ WITHOUT_DATABASE: frozenset[tuple[str, str]] = frozenset(
     }
 )
 # A problem that is a status's only one on many routes: one shared response, referenced.
-SHARED_RESPONSES = {HubError.slug: "InternalError", DatabaseUnavailable.slug: "DatabaseUnavailable"}
+SHARED_RESPONSES = {
+    HubError.slug: "InternalError",
+    DatabaseUnavailable.slug: "DatabaseUnavailable",
+    RequestTimeout.slug: "RequestTimeout",
+    HttpVersionNotSupported.slug: "HttpVersionNotSupported",
+    MethodNotImplemented.slug: "MethodNotImplemented",
+}
 RETRY_AFTER = "Retry-After"
 # The problems the hub answers with ``Retry-After``: a status's response that lists one
 # of them declares the header.
