@@ -113,32 +113,37 @@ def _verify(args: argparse.Namespace) -> int:
 
 def _check_nodes(_: argparse.Namespace) -> int:
     """Read the hub's database (its settings) and recompute every stored subtree hash
-    of the audit log from the leaves; one line per bad entry or node."""
+    of the audit log from the leaves; on SQLite also the file's own integrity check and
+    the index columns' stored forms (decision 0078); one line per problem."""
     import asyncio
 
     from sqlalchemy.exc import SQLAlchemyError
 
-    from onceonly.hub.audit import tree
+    from onceonly.hub.audit import repository, tree
     from onceonly.hub.cli.startup import database_name, load_settings
     from onceonly.hub.db import make_engine, session_factory
 
     url = load_settings().resolved_database_url
 
-    async def check() -> tree.NodeCheck:
+    async def check() -> tuple[tree.NodeCheck, list[str]]:
         engine = make_engine(url)
         try:
-            return await tree.check_nodes(session_factory(engine), report=print)
+            nodes = await tree.check_nodes(session_factory(engine), report=print)
+            return nodes, await repository.sqlite_file_problems(engine)
         finally:
             await engine.dispose()
 
     try:
-        checked = asyncio.run(check())
+        checked, file_problems = asyncio.run(check())
     except SQLAlchemyError as error:
         reason = str(error).splitlines()[0]
         print(f"cannot check: the audit log in {database_name(url)}: {reason}", file=sys.stderr)
         return 2
-    if checked.damaged:
-        print(f"DAMAGED: {checked.damaged} problems in the stored audit log", file=sys.stderr)
+    for line in file_problems:
+        print(line)
+    damaged = checked.damaged + len(file_problems)
+    if damaged:
+        print(f"DAMAGED: {damaged} problems in the stored audit log", file=sys.stderr)
         return 1
     print(f"OK: {checked.nodes} stored subtree hashes recomputed from {checked.entries} entries")
     return 0

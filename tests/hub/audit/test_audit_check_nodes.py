@@ -4,6 +4,8 @@ the entries, on SQLite and PostgreSQL, and gets one line per bad entry or node.
 
 import asyncio
 import hashlib
+import sqlite3
+from contextlib import closing
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -148,3 +150,57 @@ def test_a_database_without_the_log_cannot_be_checked(
     status, _, err = _check_nodes(unreachable, tmp_path, capsys)
     assert status == 2
     assert "127.0.0.1:9/onceonly" in err
+
+
+def _sqlite_file(url: str) -> str:
+    return url.removeprefix("sqlite:///")
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_an_entry_left_out_of_an_index_by_hand_is_damage(
+    url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Decision 0078's follow-up (a hostile review): the subject index rebuilt as a
+    partial index without entry 7, then given its definition back (``writable_schema``),
+    hid that entry from the auditors' search by subject while every row and every node
+    stayed as the hub wrote it. SQLite's integrity check finds it; check-nodes runs it."""
+    database = _sqlite_file(url)
+    with closing(sqlite3.connect(database, isolation_level=None)) as con:
+        (sql,) = con.execute(
+            "SELECT sql FROM sqlite_schema WHERE name = 'ix_audit_subject'"
+        ).fetchone()
+        for definition in (sql + " WHERE idx != 7", sql):
+            con.execute("PRAGMA writable_schema = ON")
+            con.execute(
+                "UPDATE sqlite_schema SET sql = ? WHERE name = 'ix_audit_subject'", (definition,)
+            )
+            (version,) = con.execute("PRAGMA schema_version").fetchone()
+            con.execute(f"PRAGMA schema_version = {version + 1}")
+            con.execute("PRAGMA writable_schema = OFF")
+            if definition != sql:
+                with closing(sqlite3.connect(database, isolation_level=None)) as other:
+                    other.execute("REINDEX ix_audit_subject")
+    status, lines, err = _check_nodes(url, tmp_path, capsys)
+    assert status == 1, lines
+    assert any(
+        line.startswith("the database file: ") and "ix_audit_subject" in line for line in lines
+    )
+    assert "DAMAGED" in err
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_an_index_value_stored_otherwise_is_damage(
+    url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _execute(url, "UPDATE audit_entries SET action = CAST(action AS BLOB) WHERE idx = 7")
+    _execute(
+        url, "UPDATE audit_entries SET time = strftime('%Y-%m-%dT%H:%M:%f', time) WHERE idx = 9"
+    )
+    status, lines, _ = _check_nodes(url, tmp_path, capsys)
+    assert status == 1
+    assert lines == [
+        "entry 7: its index column(s) action not stored as the hub writes them"
+        " (the filters that compare them miss it)",
+        "entry 9: its index column(s) time not stored as the hub writes them"
+        " (the filters that compare them miss it)",
+    ]
