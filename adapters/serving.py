@@ -261,11 +261,17 @@ class BoundedHeadProtocol(HeadWithBodyProtocol):
     def on_response_complete(self) -> None:
         """uvicorn's: the next queued request starts, or the connection waits for one.
         Once the parser has failed nothing more is read, so when no request is left to
-        answer the connection closes at once, not at the keep-alive timeout."""
+        answer the connection closes at once, not at the keep-alive timeout. A head
+        already begun (it came with the request before) is not an idle connection: its
+        own deadline runs (``head_timeout``, then 408), not the keep-alive timeout,
+        which uvicorn arms here and which would close it unanswered first."""
         idle = not self.pipeline
         super().on_response_complete()
         if self._unreadable and idle and not self.transport.is_closing():
             self.transport.close()
+        elif idle and self._head_begun and self.timeout_keep_alive_task is not None:
+            self.timeout_keep_alive_task.cancel()
+            self.timeout_keep_alive_task = None
 
     def _unknown_method(self) -> bool:
         """Whether the parser's error (uvicorn calls :meth:`send_400_response` while it

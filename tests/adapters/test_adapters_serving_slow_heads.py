@@ -251,6 +251,46 @@ def test_a_late_pipelined_head_lets_the_answer_before_it_finish(
     assert SLOW_HANDLER * 0.8 < after < SLOW_HANDLER + 2
 
 
+@pytest.mark.parametrize("name", SERVERS)
+def test_a_head_begun_with_the_request_before_gets_its_408_not_the_keep_alive_close(
+    name: str,
+) -> None:
+    """A partial head sent with the request before it: once that one is answered, the
+    head's own deadline runs, not the keep-alive timeout uvicorn arms after an answer.
+    With the defaults (keep-alive 5 s, head 10 s) the connection was closed at 5 s with
+    no answer (a hostile review of decision 0077's follow-up); here the keep-alive is the
+    shorter too."""
+    config = uvicorn.Config(
+        app,
+        host="127.0.0.1",
+        port=0,
+        log_level="warning",
+        lifespan="off",
+        ws="none",
+        timeout_keep_alive=1,
+        timeout_graceful_shutdown=1,
+        **SERVERS[name](head_timeout=2.5),
+    )
+    server = PromptServer(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started and thread.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.005)
+    try:
+        address = server.servers[0].sockets[0].getsockname()[:2]
+        with socket.create_connection(address, timeout=10) as sock:
+            started = time.monotonic()
+            sock.sendall(GET + b"GET / HT")
+            assert answer(sock).startswith(b"HTTP/1.1 200 ")
+            received, after = closed_after(sock, started)
+    finally:
+        server.stop()
+        thread.join(timeout=5)
+    assert received.startswith(b"HTTP/1.1 408 "), received  # before: b"", closed at 1 s
+    assert after > 2
+
+
 def closed_silently(address: tuple[str, int]) -> float:
     """Connect, send nothing, and return when the server closed (seconds)."""
     with socket.create_connection(address, timeout=KEEP_ALIVE + 5) as sock:
