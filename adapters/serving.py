@@ -69,8 +69,9 @@ _UNKNOWN_METHOD_ERRORS = frozenset(
     {"Invalid method encountered", "Invalid method for HTTP/x.x request"}
 )
 # The start of a request line (RFC 9112 §3): a method token, one space, a target, one
-# space, and the version's name.
-_REQUEST_LINE = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+ [!-~]+ HTTP/")
+# space, and the version's name; after any empty lines, which a server ignores before a
+# request line (RFC 9112 §2.2) and the parser does too.
+_REQUEST_LINE = re.compile(rb"(?:\r?\n)*[!#$%&'*+.^_`|~0-9A-Za-z-]+ [!-~]+ HTTP/")
 MALFORMED_BODY = "onceonly.malformed_body"
 """The key :class:`BoundedHeadProtocol` sets (to True) in a request's ``scope["state"]``
 when it answered 400 to a malformed body (a bad chunk) while the app read it: the app

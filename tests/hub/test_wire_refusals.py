@@ -276,7 +276,7 @@ def test_a_request_the_server_cannot_parse_gets_a_problem(
     assert "HTTP/1.1" in problem["detail"]
 
 
-@pytest.mark.parametrize("method", [b"FOO", b"BREW", b"get", b"DESCRIBE"])
+@pytest.mark.parametrize("method", [b"FOO", b"BREW", b"get", b"DESCRIBE", b"\r\nFOO"])
 def test_a_method_the_server_does_not_know_is_501(hub: RunningHub, method: bytes) -> None:
     """RFC 9110 §9.1 and §15.6.2: a method the server does not recognize should be
     answered 501; it was 400 'not well-formed HTTP/1.1' (methods are case-sensitive,
