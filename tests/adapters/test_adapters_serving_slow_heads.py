@@ -10,6 +10,7 @@ of half a second; then ``onceonly adapter serve`` (one process and two workers) 
 ``onceonly serve`` given it as their setting."""
 
 import asyncio
+import contextlib
 import email.utils
 import json
 import os
@@ -59,8 +60,10 @@ SERVERS: dict[str, Callable[..., dict[str, Any]]] = {
 }
 
 
-@pytest.fixture(scope="module", params=SERVERS)
-def address(request: pytest.FixtureRequest) -> Iterator[tuple[str, int]]:
+@contextlib.contextmanager
+def serving(name: str, *, head_timeout: float, keep_alive: float) -> Iterator[tuple[str, int]]:
+    """``app`` served on loopback as the ``name`` protocol is (adapter or hub): its
+    address, until the block ends."""
     config = uvicorn.Config(
         app,
         host="127.0.0.1",
@@ -68,9 +71,9 @@ def address(request: pytest.FixtureRequest) -> Iterator[tuple[str, int]]:
         log_level="warning",
         lifespan="off",
         ws="none",
-        timeout_keep_alive=KEEP_ALIVE,
+        timeout_keep_alive=keep_alive,
         timeout_graceful_shutdown=1,
-        **SERVERS[request.param](head_timeout=DEADLINE),
+        **SERVERS[name](head_timeout=head_timeout),
     )
     server = PromptServer(config)
     thread = threading.Thread(target=server.run, daemon=True)
@@ -80,9 +83,17 @@ def address(request: pytest.FixtureRequest) -> Iterator[tuple[str, int]]:
         if not thread.is_alive() or time.monotonic() > deadline:
             raise RuntimeError("the server did not start")
         time.sleep(0.005)
-    yield server.servers[0].sockets[0].getsockname()[:2]
-    server.stop()
-    thread.join(timeout=5)
+    try:
+        yield server.servers[0].sockets[0].getsockname()[:2]
+    finally:
+        server.stop()
+        thread.join(timeout=5)
+
+
+@pytest.fixture(scope="module", params=SERVERS)
+def address(request: pytest.FixtureRequest) -> Iterator[tuple[str, int]]:
+    with serving(request.param, head_timeout=DEADLINE, keep_alive=KEEP_ALIVE) as address:
+        yield address
 
 
 @pytest.fixture
@@ -260,33 +271,14 @@ def test_a_head_begun_with_the_request_before_gets_its_408_not_the_keep_alive_cl
     With the defaults (keep-alive 5 s, head 10 s) the connection was closed at 5 s with
     no answer (a hostile review of decision 0077's follow-up); here the keep-alive is the
     shorter too."""
-    config = uvicorn.Config(
-        app,
-        host="127.0.0.1",
-        port=0,
-        log_level="warning",
-        lifespan="off",
-        ws="none",
-        timeout_keep_alive=1,
-        timeout_graceful_shutdown=1,
-        **SERVERS[name](head_timeout=2.5),
-    )
-    server = PromptServer(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started and thread.is_alive() and time.monotonic() < deadline:
-        time.sleep(0.005)
-    try:
-        address = server.servers[0].sockets[0].getsockname()[:2]
-        with socket.create_connection(address, timeout=10) as sock:
-            started = time.monotonic()
-            sock.sendall(GET + b"GET / HT")
-            assert answer(sock).startswith(b"HTTP/1.1 200 ")
-            received, after = closed_after(sock, started)
-    finally:
-        server.stop()
-        thread.join(timeout=5)
+    with (
+        serving(name, head_timeout=2.5, keep_alive=1) as address,
+        socket.create_connection(address, timeout=10) as sock,
+    ):
+        started = time.monotonic()
+        sock.sendall(GET + b"GET / HT")
+        assert answer(sock).startswith(b"HTTP/1.1 200 ")
+        received, after = closed_after(sock, started)
     assert received.startswith(b"HTTP/1.1 408 "), received  # before: b"", closed at 1 s
     assert after > 2
 
