@@ -23,7 +23,7 @@ import logging
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
@@ -44,7 +44,7 @@ from onceonly.hub.audit.repository import EntryFilter
 from onceonly.hub.audit.schemas import STORED_OTHERWISE, EntryOut, EntryPage, IndexedOut, ProofOut
 from onceonly.hub.db import write_connection
 from onceonly.hub.kit.after_commit import on_commit
-from onceonly.hub.kit.clock import SYSTEM_CLOCK, Clock, aware, rfc3339_ms
+from onceonly.hub.kit.clock import SYSTEM_CLOCK, Clock, as_utc, aware, rfc3339_ms
 from onceonly.hub.kit.group_commit import GroupCommit
 from onceonly.hub.kit.problems import HubError
 from onceonly.hub.kit.spreadsheet import neutralize_formula
@@ -568,7 +568,7 @@ def _indexed(value: str | None, name: str, odd: set[str] | None) -> str | None:
 def _utc(moment: datetime) -> str:
     """A stored time as RFC 3339 in UTC, to the microsecond (the column's precision: a
     change under a millisecond moves an entry across a filter's bound too)."""
-    return aware(moment).astimezone(UTC).isoformat().replace("+00:00", "Z")
+    return as_utc(moment).isoformat().replace("+00:00", "Z")
 
 
 def _entry_out(row: AuditEntry, reader: Reader, odd: set[str] | None = None) -> EntryOut:

@@ -41,6 +41,7 @@ import httpx
 from onceonly.hub.audit import leaves, merkle
 from onceonly.hub.audit.notes import Checkpoint, NoteError, Verifier, open_checkpoint
 from onceonly.hub.cli.progress import Progress
+from onceonly.hub.kit.clock import aware
 from onceonly.hub.kit.untrusted_json import load_json
 
 EXIT_OK, EXIT_FAILED, EXIT_CANNOT = 0, 1, 2
@@ -437,10 +438,9 @@ def _instant(value: object) -> datetime | None:
     if not isinstance(value, str):
         return None
     try:
-        moment = datetime.fromisoformat(value)
+        return aware(datetime.fromisoformat(value))
     except ValueError:
         return None
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def _shown(value: object) -> str:
