@@ -510,12 +510,46 @@ def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
 
 
 @asynccontextmanager
-async def write_connection(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
-    """A connection in a transaction that will write (on SQLite: BEGIN IMMEDIATE)."""
+async def write_connection(
+    engine: AsyncEngine, *, durable: bool = True
+) -> AsyncIterator[AsyncConnection]:
+    """A connection in a transaction that will write (on SQLite: BEGIN IMMEDIATE).
+
+    ``durable=False``: its commit does not wait for its own flush to disk, as
+    :func:`write_in_one_call`'s (decision 0043): for a write whose effect is answered
+    only after a flushed commit of the same store, which flushes it too (decision 0079).
+    """
     async with engine.connect() as conn:
         await conn.execution_options(**{WRITE_OPTION: True})
-        async with conn.begin():
-            yield conn
+        sqlite = conn.dialect.name == "sqlite"
+        if sqlite and not durable:  # outside a transaction: SQLite refuses it inside one
+            await _sqlite_pragma(conn, "synchronous=NORMAL")
+        try:
+            async with conn.begin():
+                if not durable and not sqlite:
+                    await conn.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
+                yield conn
+        finally:
+            if sqlite and not durable:
+                await _sqlite_durable_again(conn)
+
+
+async def _sqlite_pragma(conn: AsyncConnection, pragma: str) -> None:
+    """A PRAGMA on the sqlite3 connection itself, outside SQLAlchemy's transaction."""
+    raw = await conn.get_raw_connection()
+    cursor = await raw.driver_connection.execute(f"PRAGMA {pragma}")  # type: ignore[union-attr]
+    await cursor.close()
+
+
+async def _sqlite_durable_again(conn: AsyncConnection) -> None:
+    """``synchronous=FULL`` again before the connection goes back to the pool; a
+    connection that cannot be set back is not handed out again."""
+    try:
+        await _sqlite_pragma(conn, "synchronous=FULL")
+    except BaseException:
+        with contextlib.suppress(Exception):
+            await conn.invalidate()
+        raise
 
 
 class OneCallRead:

@@ -328,7 +328,7 @@ async def _count_attempt(
     """
     named = _attempt_keys(keys, username=username, address=address)
     now = clock.now()
-    async with write_connection(engine) as conn:
+    async with write_connection(engine, durable=False) as conn:
         await repository.lock_failures(conn)
         await repository.purge_failures(
             conn, before=now - timedelta(seconds=settings.sign_in_window)
@@ -406,7 +406,7 @@ async def _admitted(engine: AsyncEngine, attempt: Attempt, settings: Settings) -
     try:
         return password_checks(settings).admit()
     except SignInsBusy:
-        async with write_connection(engine) as conn:
+        async with write_connection(engine, durable=False) as conn:
             await repository.forget_failures(conn, key=None, take_back=_counted(attempt))
         raise
 

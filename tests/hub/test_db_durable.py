@@ -1,7 +1,8 @@
-"""``db.write_in_one_call(durable=False)``: the commit does not wait for its own flush
-(SQLite ``synchronous=NORMAL``, PostgreSQL ``synchronous_commit = off``) for that one
-transaction, and the connection is as it was for the next (decision 0043); and the
-single-use register asks for a flush when any spend of its batch does."""
+"""``db.write_in_one_call(durable=False)`` and ``db.write_connection(durable=False)``:
+the commit does not wait for its own flush (SQLite ``synchronous=NORMAL``, PostgreSQL
+``synchronous_commit = off``) for that one transaction, and the connection is as it was
+for the next (decisions 0043 and 0079); and the single-use register asks for a flush
+when any spend of its batch does."""
 
 import asyncio
 import sqlite3
@@ -14,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from onceonly.hub import db
 from onceonly.hub.auth.jti_register import JtiRegister
-from onceonly.hub.db import make_engine, write_in_one_call
+from onceonly.hub.db import make_engine, write_connection, write_in_one_call
 
 pytestmark = pytest.mark.anyio
 
@@ -53,6 +54,46 @@ async def test_only_the_one_transaction_skips_its_flush(database_url: str) -> No
         seen = [await _setting(engine, durable=durable) for durable in (True, False, True)]
         assert seen == [flushed, unflushed, flushed]
     finally:
+        await engine.dispose()
+
+
+async def _connection_setting(engine: AsyncEngine, *, durable: bool, fail: bool = False) -> str:
+    """The setting inside ``write_connection``, whose transaction also writes a row (and
+    then raises, when ``fail``)."""
+    sql = "PRAGMA synchronous" if engine.dialect.name == "sqlite" else "SHOW synchronous_commit"
+    async with write_connection(engine, durable=durable) as conn:
+        setting = (await conn.exec_driver_sql(sql)).scalar_one()
+        await conn.execute(sa.text("INSERT INTO written (n) VALUES (1)"))
+        if fail:
+            raise RuntimeError("the work failed")
+    names = {0: "off", 1: "normal", 2: "full", 3: "extra"}
+    return names[int(setting)] if engine.dialect.name == "sqlite" else str(setting)
+
+
+async def test_a_write_connection_skips_its_flush_for_its_own_transaction_only(
+    database_url: str,
+) -> None:
+    engine = make_engine(database_url, pool_size=1, max_overflow=0)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(sa.text("DROP TABLE IF EXISTS written"))
+            await conn.execute(sa.text("CREATE TABLE written (n INTEGER)"))
+            if engine.dialect.name == "postgresql":  # the test database itself says off
+                await conn.exec_driver_sql("SET synchronous_commit TO on")
+        flushed = "full" if engine.dialect.name == "sqlite" else "on"
+        unflushed = "normal" if engine.dialect.name == "sqlite" else "off"
+        # One connection (the pool holds one), used in turn: each sees what the one
+        # before left, a failed transaction's included.
+        seen = [await _connection_setting(engine, durable=durable) for durable in (True, False)]
+        with pytest.raises(RuntimeError, match="the work failed"):
+            await _connection_setting(engine, durable=False, fail=True)
+        seen.append(await _connection_setting(engine, durable=True))
+        assert seen == [flushed, unflushed, flushed]
+        async with engine.connect() as conn:  # committed, but the failed one's row
+            assert (await conn.execute(sa.text("SELECT count(*) FROM written"))).scalar() == 3
+    finally:
+        async with engine.begin() as conn:
+            await conn.execute(sa.text("DROP TABLE IF EXISTS written"))
         await engine.dispose()
 
 
