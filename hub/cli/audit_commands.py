@@ -114,7 +114,8 @@ def _verify(args: argparse.Namespace) -> int:
 def _check_nodes(_: argparse.Namespace) -> int:
     """Read the hub's database (its settings) and recompute every stored subtree hash
     of the audit log from the leaves; on SQLite also the file's own integrity check and
-    the index columns' stored forms (decision 0078); one line per problem."""
+    the index columns' stored forms (decision 0078); then the report's roll-ups against
+    the entries they sum (decision 0080); one line per problem."""
     import asyncio
 
     from sqlalchemy.exc import SQLAlchemyError
@@ -122,19 +123,21 @@ def _check_nodes(_: argparse.Namespace) -> int:
     from onceonly.hub.audit import repository, tree
     from onceonly.hub.cli.startup import database_name, load_settings
     from onceonly.hub.db import make_engine, session_factory
+    from onceonly.hub.reports import check as reports
 
     url = load_settings().resolved_database_url
 
-    async def check() -> tuple[tree.NodeCheck, list[str]]:
+    async def check() -> tuple[tree.NodeCheck, list[str], reports.RollupCheck]:
         engine = make_engine(url)
         try:
             nodes = await tree.check_nodes(session_factory(engine), report=print)
-            return nodes, await repository.sqlite_file_problems(engine)
+            file_problems = await repository.sqlite_file_problems(engine)
+            return nodes, file_problems, await reports.check_rollups(engine, report=print)
         finally:
             await engine.dispose()
 
     try:
-        checked, file_problems = asyncio.run(check())
+        checked, file_problems, rollups = asyncio.run(check())
     except SQLAlchemyError as error:
         reason = str(error).splitlines()[0]
         print(f"cannot check: the audit log in {database_name(url)}: {reason}", file=sys.stderr)
@@ -144,8 +147,16 @@ def _check_nodes(_: argparse.Namespace) -> int:
     damaged = checked.damaged + len(file_problems)
     if damaged:
         print(f"DAMAGED: {damaged} problems in the stored audit log", file=sys.stderr)
+    if rollups.wrong:
+        print(
+            f"WRONG: {rollups.wrong} report roll-up sums are not what the log's entries add"
+            " up to; 'onceonly report rebuild' adds them again from the log",
+            file=sys.stderr,
+        )
+    if damaged or rollups.wrong:
         return 1
     print(f"OK: {checked.nodes} stored subtree hashes recomputed from {checked.entries} entries")
+    print(f"OK: {rollups.sums} report roll-up sums added up again from {rollups.entries} entries")
     return 0
 
 
@@ -211,5 +222,6 @@ def register(sub: Any) -> None:
         "check-nodes",
         _check_nodes,
         "for operators, with the hub's settings: recompute every stored subtree hash of the"
-        " audit log from its entries (exit 0 sound, 1 damaged, 2 could not check)",
+        " audit log, and the report's roll-ups, from its entries (exit 0 sound, 1 damaged,"
+        " 2 could not check)",
     )

@@ -1,4 +1,5 @@
-"""``onceonly report efficiency``: the once-only efficiency report (docs/efficiency.md).
+"""``onceonly report efficiency``: the once-only efficiency report (docs/efficiency.md);
+``onceonly report rebuild``: its roll-ups added again from the audit log (operators).
 
 For auditors and administrators. ``-o table`` (on a terminal) prints the total and a
 table per items, owners and consumer departments, a withheld figure as ``withheld``;
@@ -11,7 +12,7 @@ import argparse
 import sys
 from typing import Any
 
-from onceonly.hub.cli.common import add_hub_command, hub_of, talking_to
+from onceonly.hub.cli.common import add_command, add_hub_command, hub_of, talking_to
 from onceonly.hub.cli.output import Shape, form_of, show
 
 ITEMS = Shape(
@@ -125,6 +126,42 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _rebuild(_: argparse.Namespace) -> int:
+    """Empty the roll-ups in the hub's database (its settings) and add the whole log
+    again, while the hub runs or not (decision 0080)."""
+    import asyncio
+
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from onceonly.hub.cli.startup import database_name, load_settings
+    from onceonly.hub.db import make_engine
+    from onceonly.hub.kit.clock import SYSTEM_CLOCK
+    from onceonly.hub.reports import check
+    from onceonly.hub.reports.rollup import Rollup
+
+    url = load_settings().resolved_database_url
+
+    async def rebuild() -> int:
+        engine = make_engine(url)
+        try:
+            await check.rebuild(engine)
+            rollup = Rollup(engine, interval=0, clock=SYSTEM_CLOCK)
+            while (progress := await rollup.catch_up()).behind:  # a replica's race: go on
+                pass
+            return progress.through
+        finally:
+            await engine.dispose()
+
+    try:
+        through = asyncio.run(rebuild())
+    except SQLAlchemyError as error:
+        reason = str(error).splitlines()[0]
+        print(f"cannot rebuild: the roll-ups in {database_name(url)}: {reason}", file=sys.stderr)
+        return 2
+    print(f"OK: the report's roll-ups added again from the log's {through} entries")
+    return 0
+
+
 def register(sub: Any) -> None:
     """Add ``onceonly report …`` to the top-level subcommands ``sub``."""
     report = sub.add_parser("report", help="reports of the hub's use").add_subparsers(
@@ -141,4 +178,12 @@ def register(sub: Any) -> None:
         "--period",
         help="2026-11 (a month), 2026-Q4 (a quarter) or 2026 (a year), UTC; default: this"
         " month (-o csv: last month)",
+    )
+    add_command(
+        report,
+        "rebuild",
+        _rebuild,
+        "for operators, with the hub's settings: empty the report's roll-ups and add every"
+        " entry of the audit log again (after 'onceonly audit check-nodes' found them wrong;"
+        " the hub may keep running)",
     )

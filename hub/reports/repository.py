@@ -1,6 +1,7 @@
 """All SQL of the efficiency report: the roll-ups, and what the report reads beside them."""
 
 import sqlite3
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -111,7 +112,9 @@ async def _upsert(
     await conn.execute(statement, rows)
 
 
-_EXCHANGE_KEYS = ("period", "item", "consumer", "purpose", "outcome", "reason", "reached")
+EXCHANGE_KEYS = ("period", "item", "consumer", "purpose", "outcome", "reason", "reached")
+OWNER_TIME_KEYS = ("period", "item", "ms")
+RECORD_KEYS = ("period", "item", "subject")
 
 
 @dataclass(frozen=True)
@@ -128,16 +131,16 @@ def _sums(sums: Tally) -> list[_Sums]:
     return [
         _Sums(
             _exchanges,
-            _EXCHANGE_KEYS,
+            EXCHANGE_KEYS,
             "queries",
             [
-                dict(zip(_EXCHANGE_KEYS, key, strict=True), queries=n)
+                dict(zip(EXCHANGE_KEYS, key, strict=True), queries=n)
                 for key, n in sums.exchanges.items()
             ],
         ),
         _Sums(
             _owner_times,
-            ("period", "item", "ms"),
+            OWNER_TIME_KEYS,
             "calls",
             [
                 {"period": period, "item": item, "ms": ms, "calls": n}
@@ -146,7 +149,7 @@ def _sums(sums: Tally) -> list[_Sums]:
         ),
         _Sums(
             _records,
-            ("period", "item", "subject"),
+            RECORD_KEYS,
             "uses",
             [
                 {"period": period, "item": item, "subject": subject, "uses": n}
@@ -154,6 +157,28 @@ def _sums(sums: Tally) -> list[_Sums]:
             ],
         ),
     ]
+
+
+async def stored_sums(conn: AsyncConnection) -> Tally:
+    """Every roll-up row, as the tally that would have added it."""
+    sums = Tally()
+    tables: tuple[tuple[Counter[Any], sa.Table, tuple[str, ...], str], ...] = (
+        (sums.exchanges, _exchanges, EXCHANGE_KEYS, "queries"),
+        (sums.owner_times, _owner_times, OWNER_TIME_KEYS, "calls"),
+        (sums.records, _records, RECORD_KEYS, "uses"),
+    )
+    for counter, table, keys, total in tables:
+        rows = await conn.execute(sa.select(*(table.c[k] for k in keys), table.c[total]))
+        for *key, n in rows:
+            named = zip(keys, key, strict=True)
+            counter[tuple(bool(v) if k == "reached" else v for k, v in named)] = int(n)
+    return sums
+
+
+async def empty(conn: AsyncConnection) -> None:
+    """No roll-up and no cursor: as a new database's (in the caller's transaction)."""
+    for table in (_cursor, _exchanges, _owner_times, _records):
+        await conn.execute(sa.delete(table))
 
 
 async def add(conn: AsyncConnection, sums: Tally) -> None:

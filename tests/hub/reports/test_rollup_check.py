@@ -1,0 +1,184 @@
+"""The report's roll-ups checked against the audit log (``onceonly audit check-nodes``)
+and rebuilt from it (``onceonly report rebuild``), on SQLite and PostgreSQL (decision
+0080): a sum changed, added or deleted by hand is one line each, entries the roll-up has
+not reached are not held against it, and a rebuild beside a running roll-up adds every
+entry once."""
+
+import asyncio
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from onceonly.hub.cli import main
+from onceonly.hub.db import make_engine, make_sync_engine
+from onceonly.hub.kit.clock import SYSTEM_CLOCK
+from onceonly.hub.reports import check, repository
+from onceonly.hub.reports.rollup import Rollup
+from onceonly.hub.reports.tally import tally
+
+from tests.hub.reports.test_rollup_write import _log_of, _stored
+
+ITEM = "person.residential-address"
+
+
+def _run(
+    args: list[str], url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> tuple[int, list[str], str]:
+    """A command with the hub's settings from the environment: its status, its lines on
+    standard output, and its standard error."""
+    capsys.readouterr()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("ONCEONLY_DATABASE_URL", url)
+        patch.setenv("ONCEONLY_DATA_DIR", str(tmp_path))
+        patch.delenv("ONCEONLY_CONFIG", raising=False)
+        status = main(args)
+    captured = capsys.readouterr()
+    return status, captured.out.splitlines(), captured.err
+
+
+def _rolled_up(url: str, count: int, *, batch_size: int = 200) -> list[bytes]:
+    """A log of ``count`` entries, all added to the roll-ups."""
+
+    async def run() -> list[bytes]:
+        engine = make_engine(url)
+        try:
+            logged = await _log_of(engine, count)
+            rollup = Rollup(engine, interval=3600, clock=SYSTEM_CLOCK, batch_size=batch_size)
+            assert (await rollup.catch_up()).behind == 0
+            return logged
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(run())
+
+
+def _execute(url: str, *statements: str) -> None:
+    engine = make_sync_engine(url)
+    with engine.begin() as conn:
+        for statement in statements:
+            assert conn.execute(sa.text(statement)).rowcount == 1, statement
+    engine.dispose()
+
+
+def _rollup_lines(lines: list[str]) -> list[str]:
+    return [line for line in lines if "roll-up" in line]
+
+
+def test_sound_roll_ups_check_out(
+    database_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    logged = _rolled_up(database_url, 60)
+    sums = tally(logged)
+    rows = len(sums.exchanges) + len(sums.owner_times) + len(sums.records)
+    assert rows > 20  # something to compare
+    _log_of_more(database_url, 9)  # entries the roll-up has not reached yet
+    status, lines, err = _run(["audit", "check-nodes"], database_url, tmp_path, capsys)
+    assert (status, err) == (0, "")
+    assert lines[-1] == f"OK: {rows} report roll-up sums added up again from 60 entries"
+
+
+def _log_of_more(url: str, count: int) -> None:
+    async def run() -> None:
+        engine = make_engine(url)
+        try:
+            await _log_of(engine, count)
+        finally:
+            await engine.dispose()
+
+    asyncio.run(run())
+
+
+def test_each_sum_changed_added_or_deleted_by_hand_is_one_line_and_a_rebuild_mends_them(
+    database_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    logged = _rolled_up(database_url, 60)
+    _execute(
+        database_url,
+        "UPDATE report_exchanges SET queries = queries + 5 WHERE period = '2026-12'"
+        f" AND item = '{ITEM}' AND outcome = 'ok'",
+        "DELETE FROM report_records WHERE period = '2026' AND item = 'person.death'"
+        f" AND subject = '{0:064x}'",
+        "INSERT INTO report_owner_times (period, item, ms, calls)"
+        f" VALUES ('2026-11', '{ITEM}', 4321, 2)",
+    )
+    status, lines, err = _run(["audit", "check-nodes"], database_url, tmp_path, capsys)
+    assert status == 1
+    expected = tally(logged)
+    changed = next(
+        key for key in expected.exchanges if key[:2] == ("2026-12", ITEM) and key[4] == "ok"
+    )
+    records = ("2026", "person.death", f"{0:064x}")
+    assert _rollup_lines(lines) == [
+        "report roll-up report_exchanges (period='2026-12' item='person.residential-address'"
+        " consumer='tax' purpose='tax-assessment' outcome='ok' reason='' reached=True):"
+        f" {expected.exchanges[changed] + 5} stored, the log's entries add up to"
+        f" {expected.exchanges[changed]}",
+        "report roll-up report_owner_times (period='2026-11' item='person.residential-address'"
+        " ms=4321): 2 stored, the log's entries add up to 0",
+        f"report roll-up report_records (period='2026' item='person.death' subject='{0:064x}'):"
+        f" 0 stored, the log's entries add up to {expected.records[records]}",
+    ]
+    assert "WRONG: 3 report roll-up sums" in err
+    assert "onceonly report rebuild" in err
+
+    status, lines, _ = _run(["report", "rebuild"], database_url, tmp_path, capsys)
+    assert (status, lines) == (
+        0,
+        ["OK: the report's roll-ups added again from the log's 60 entries"],
+    )
+    status, lines, _ = _run(["audit", "check-nodes"], database_url, tmp_path, capsys)
+    assert status == 0
+    assert _rollup_lines(lines)[0].startswith("OK: ")
+
+
+def test_a_rebuild_beside_a_running_roll_up_adds_every_entry_once(database_url: str) -> None:
+    logged = _rolled_up(database_url, 300, batch_size=300)
+
+    async def run() -> None:
+        engine = make_engine(database_url)
+        try:
+            # more entries, which a replica's roll-up adds in small batches meanwhile
+            logged.extend((await _log_of(engine, 300))[300:])
+            replica = Rollup(engine, interval=3600, clock=SYSTEM_CLOCK, batch_size=7)
+            ours = Rollup(engine, interval=3600, clock=SYSTEM_CLOCK, batch_size=11)
+
+            async def rebuild_then_catch_up() -> None:
+                await asyncio.sleep(0.01)  # the replica has begun
+                await check.rebuild(engine)
+                while (await ours.catch_up()).behind:
+                    pass
+
+            await asyncio.gather(replica.catch_up(), rebuild_then_catch_up())
+            while (await replica.catch_up()).behind:
+                pass
+            async with engine.connect() as conn:
+                assert await repository.cursor(conn) == 600
+            assert await _stored(engine) == tally(logged)
+            wrong: list[str] = []
+            assert (await check.check_rollups(engine, report=wrong.append)).wrong == 0
+        finally:
+            await engine.dispose()
+
+    asyncio.run(run())
+
+
+def test_roll_ups_beyond_the_log_are_wrong_not_a_crash(
+    database_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A cursor moved past the log by hand: the sums it claims are checked against the
+    entries there are, and the rebuild adds those."""
+    _rolled_up(database_url, 20)
+    _execute(database_url, "UPDATE report_cursor SET next_index = 25")
+    _execute(
+        database_url,
+        f"INSERT INTO report_owner_times (period, item, ms, calls) VALUES ('2027', '{ITEM}', 1, 1)",
+    )
+    status, lines, _ = _run(["audit", "check-nodes"], database_url, tmp_path, capsys)
+    assert status == 1
+    assert len(_rollup_lines(lines)) == 1
+    status, lines, _ = _run(["report", "rebuild"], database_url, tmp_path, capsys)
+    assert (status, lines) == (
+        0,
+        ["OK: the report's roll-ups added again from the log's 20 entries"],
+    )
