@@ -21,9 +21,11 @@ will rightly report a SHRINK or a FORK (docs/operations.md says how to avoid tha
 
 import json
 import os
+import re
 import shutil
 import sqlite3
 import subprocess
+import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
@@ -146,10 +148,27 @@ def _restore(source: Path, database_url: str, keys_dir: Path) -> Manifest:
             target.unlink(missing_ok=True)
             raise
     else:
-        restore = ["pg_restore", "--no-owner", "--no-privileges", "--exit-on-error"]
-        # one transaction: a restore that fails leaves the database as empty as it was
-        _run([*restore, "--single-transaction", str(source / PGDUMP_FILE)], url)
+        _pg_restore(source / PGDUMP_FILE, url)
     return manifest
+
+
+# An extension in the dump (pg_dump takes every one installed, and has no way to leave
+# them out before PostgreSQL 17): its entry and its comment's. The hub's schema needs
+# none; one an operator added (amcheck, for `onceonly audit check-nodes`) is created by a
+# superuser, and the hub's role restoring it would be refused and fail the restore.
+_EXTENSION_ENTRY = re.compile(r"^\d+; \d+ \d+ (EXTENSION|COMMENT - EXTENSION) ")
+
+
+def _pg_restore(dump: Path, url: URL) -> None:
+    """The dump's objects without its extensions, in one transaction: a restore that
+    fails leaves the database as empty as it was."""
+    listing = _run(["pg_restore", "--list", str(dump)], url)
+    kept = [line for line in listing.splitlines() if not _EXTENSION_ENTRY.match(line)]
+    with tempfile.TemporaryDirectory() as folder:
+        use_list = Path(folder) / "restore.list"
+        use_list.write_text("\n".join(kept) + "\n")
+        restore = ["pg_restore", "--no-owner", "--no-privileges", "--exit-on-error"]
+        _run([*restore, "--single-transaction", "--use-list", str(use_list), str(dump)], url)
 
 
 def read_manifest(source: Path) -> Manifest:
@@ -199,7 +218,9 @@ def _libpq(url: URL) -> tuple[str, dict[str, str]]:
     return plain.render_as_string(hide_password=False), env
 
 
-def _run(command: list[str], url: URL) -> None:
+def _run(command: list[str], url: URL) -> str:
+    """Run a PostgreSQL client tool on the database at ``url``: what it wrote to
+    standard output."""
     uri, env = _libpq(url)
     if shutil.which(command[0]) is None:
         raise BackupError(f"{command[0]} is not installed (Debian: apt install postgresql-client)")
@@ -218,6 +239,7 @@ def _run(command: list[str], url: URL) -> None:
         lines = done.stderr.strip().splitlines() or ["(no message)"]
         first_error = next((line for line in lines if "error:" in line), lines[-1])
         raise BackupError(f"{command[0]} failed (exit {done.returncode}): {first_error}")
+    return done.stdout
 
 
 def _count_entries(database_url: str) -> int:

@@ -145,6 +145,69 @@ async def sqlite_file_problems(engine: AsyncEngine) -> list[str]:
     return found
 
 
+@dataclass(frozen=True)
+class IndexCheck:
+    """What :func:`postgres_index_problems` found: one line per damaged index, or why
+    the indexes could not be checked (``unchecked``; then ``problems`` is empty)."""
+
+    problems: list[str]
+    unchecked: str | None = None
+    indexes: int = 0
+
+
+_AUDIT_TABLES = ("audit_entries", "audit_nodes", "audit_checkpoints")
+_BTREE_INDEXES = """
+SELECT c.oid, c.relname FROM pg_index i
+JOIN pg_class c ON c.oid = i.indexrelid
+JOIN pg_am a ON a.oid = c.relam
+WHERE a.amname = 'btree' AND i.indrelid IN ({tables})
+ORDER BY c.relname
+"""
+_AMCHECK_SCHEMA = """
+SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
+WHERE e.extname = 'amcheck'
+"""
+_NOT_INSTALLED = (
+    "the amcheck extension is not installed in this database (as a superuser: CREATE"
+    " EXTENSION amcheck; then, unless the hub's role is a superuser, GRANT EXECUTE ON"
+    " FUNCTION bt_index_check(regclass, boolean) TO it)"
+)
+
+
+async def postgres_index_problems(engine: AsyncEngine) -> IndexCheck:
+    """On PostgreSQL, PostgreSQL's own check of the audit log's B-tree indexes
+    (``amcheck``'s ``bt_index_check`` with ``heapallindexed``: every row of the table is
+    in the index, and the index is ordered; an index that lost a row hides that entry
+    from the filters that read it): one line per damaged index (none on SQLite, whose
+    file check is :func:`sqlite_file_problems`). Without the extension, or the right to
+    run it, nothing is checked and ``unchecked`` says why: the hub does not install an
+    extension into its database itself."""
+    if engine.dialect.name != "postgresql":
+        return IndexCheck(problems=[])
+    async with engine.connect() as conn:
+        schema = (await conn.execute(sa.text(_AMCHECK_SCHEMA))).scalar_one_or_none()
+        await conn.rollback()
+        if schema is None:
+            return IndexCheck(problems=[], unchecked=_NOT_INSTALLED)
+        check = conn.dialect.identifier_preparer.quote_schema(schema) + ".bt_index_check"
+        tables = ", ".join(f"to_regclass('{table}')" for table in _AUDIT_TABLES)
+        found = await conn.execute(sa.text(_BTREE_INDEXES.format(tables=tables)))
+        indexes = [(int(row[0]), str(row[1])) for row in found]
+        await conn.rollback()
+        problems = []
+        for oid, name in indexes:
+            try:
+                async with conn.begin():
+                    query = f"SELECT {check}(CAST(CAST(:oid AS oid) AS regclass), true)"
+                    await conn.execute(sa.text(query), {"oid": oid})
+            except sa.exc.DBAPIError as error:
+                if getattr(error.orig, "sqlstate", None) == "42501":  # insufficient privilege
+                    reason = str(error.orig).splitlines()[0]
+                    return IndexCheck(problems=[], unchecked=f"amcheck: {reason}")
+                problems.append(f"the index {name}: {str(error.orig).splitlines()[0]}")
+    return IndexCheck(problems=problems, indexes=len(indexes))
+
+
 def _odd(rows: Iterable[Any]) -> dict[int, set[str]]:
     """From rows of (idx, one flag per INDEX_COLUMNS): the flagged columns by entry."""
     odd: dict[int, set[str]] = {}

@@ -114,8 +114,9 @@ def _verify(args: argparse.Namespace) -> int:
 def _check_nodes(_: argparse.Namespace) -> int:
     """Read the hub's database (its settings) and recompute every stored subtree hash
     of the audit log from the leaves; on SQLite also the file's own integrity check and
-    the index columns' stored forms (decision 0078); then the report's roll-ups against
-    the entries they sum (decision 0080); one line per problem."""
+    the index columns' stored forms (decision 0078), on PostgreSQL amcheck's check of its
+    indexes when the extension is there; then the report's roll-ups against the entries
+    they sum (decision 0080); one line per problem."""
     import asyncio
 
     from sqlalchemy.exc import SQLAlchemyError
@@ -127,24 +128,32 @@ def _check_nodes(_: argparse.Namespace) -> int:
 
     url = load_settings().resolved_database_url
 
-    async def check() -> tuple[tree.NodeCheck, list[str], reports.RollupCheck]:
+    async def check() -> tuple[
+        tree.NodeCheck, list[str], repository.IndexCheck, reports.RollupCheck
+    ]:
         engine = make_engine(url)
         try:
             nodes = await tree.check_nodes(session_factory(engine), report=print)
             file_problems = await repository.sqlite_file_problems(engine)
-            return nodes, file_problems, await reports.check_rollups(engine, report=print)
+            indexes = await repository.postgres_index_problems(engine)
+            return nodes, file_problems, indexes, await reports.check_rollups(engine, report=print)
         finally:
             await engine.dispose()
 
     try:
-        checked, file_problems, rollups = asyncio.run(check())
+        checked, file_problems, indexes, rollups = asyncio.run(check())
     except SQLAlchemyError as error:
         reason = str(error).splitlines()[0]
         print(f"cannot check: the audit log in {database_name(url)}: {reason}", file=sys.stderr)
         return 2
-    for line in file_problems:
+    for line in file_problems + indexes.problems:
         print(line)
-    damaged = checked.damaged + len(file_problems)
+    if indexes.unchecked:
+        print(
+            f"NOT CHECKED: the audit log's PostgreSQL indexes: {indexes.unchecked}",
+            file=sys.stderr,
+        )
+    damaged = checked.damaged + len(file_problems) + len(indexes.problems)
     if damaged:
         print(f"DAMAGED: {damaged} problems in the stored audit log", file=sys.stderr)
     if rollups.wrong:
@@ -156,6 +165,8 @@ def _check_nodes(_: argparse.Namespace) -> int:
     if damaged or rollups.wrong:
         return 1
     print(f"OK: {checked.nodes} stored subtree hashes recomputed from {checked.entries} entries")
+    if indexes.indexes:
+        print(f"OK: {indexes.indexes} PostgreSQL indexes of the audit log checked by amcheck")
     print(f"OK: {rollups.sums} report roll-up sums added up again from {rollups.entries} entries")
     return 0
 

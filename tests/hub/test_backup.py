@@ -3,6 +3,7 @@ into an empty database, the restored hub serves a log that verifies, and an audi
 who saw a later checkpoint rightly reports the entries the backup could not hold."""
 
 import json
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -187,6 +188,54 @@ def test_a_failed_postgres_restore_leaves_the_database_empty(
     backup.backup(postgres_url, tmp_path / "hub" / "keys", tmp_path / "backup")
     with new_database("onceonly_restore") as target:
         _restore_over_a_type_in_the_way(tmp_path / "backup", target, tmp_path / "other" / "keys")
+
+
+def test_a_postgres_backup_with_an_operators_extension_restores_as_the_hubs_own_role(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    """amcheck, installed by a superuser for ``onceonly audit check-nodes``
+    (docs/operations.md), is in the dump: pg_dump takes every extension. The hub's role,
+    not a superuser, restores into an empty database it owns, as the docs have it; its
+    restore leaves the extension out instead of failing on it (before: pg_restore
+    failed, "permission denied to create extension")."""
+    from tests.hub_testing import postgres_admin
+
+    with running_hub(database_url=postgres_url, data_dir=tmp_path / "hub") as hub:
+        with hub.admin() as admin:
+            admin.import_catalogue(CATALOGUE)
+    engine = make_sync_engine(postgres_url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("CREATE EXTENSION amcheck"))
+    try:
+        backup.backup(postgres_url, tmp_path / "hub" / "keys", tmp_path / "backup")
+    finally:
+        with engine.begin() as conn:
+            conn.execute(sa.text("DROP EXTENSION amcheck"))
+        engine.dispose()
+    role = f"hub_{uuid.uuid4().hex[:8]}"
+    with postgres_admin(postgres_url) as conn:
+        conn.execute(sa.text(f"CREATE ROLE {role} LOGIN"))
+    try:
+        with new_database("onceonly_restore") as target:
+            superuser = make_sync_engine(target)
+            with superuser.begin() as conn:  # the docs' createdb --owner, as it comes
+                conn.execute(sa.text(f"ALTER DATABASE {target.rsplit('/', 1)[1]} OWNER TO {role}"))
+                conn.execute(sa.text(f"ALTER SCHEMA public OWNER TO {role}"))
+            superuser.dispose()
+            as_role = target.replace("postgresql://postgres@", f"postgresql://{role}@", 1)
+            assert as_role != target
+            backup.restore(tmp_path / "backup", as_role, tmp_path / "restored" / "keys")
+            restored = make_sync_engine(as_role)
+            with restored.connect() as conn:
+                assert conn.execute(sa.text("SELECT count(*) FROM audit_entries")).scalar()
+                extensions = set(
+                    conn.execute(sa.text("SELECT extname FROM pg_extension")).scalars()
+                )
+                assert "amcheck" not in extensions
+            restored.dispose()
+    finally:
+        with postgres_admin(postgres_url) as conn:
+            conn.execute(sa.text(f"DROP ROLE IF EXISTS {role}"))
 
 
 def _restore_over_a_type_in_the_way(saved: Path, target: str, keys: Path) -> None:

@@ -4,8 +4,11 @@ the entries, on SQLite and PostgreSQL, and gets one line per bad entry or node.
 
 import asyncio
 import hashlib
+import re
 import sqlite3
-from contextlib import closing
+import uuid
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -81,8 +84,15 @@ def url(database_url: str) -> str:
 def test_a_sound_log_checks_out(
     url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    status, lines, _ = _check_nodes(url, tmp_path, capsys)
+    status, lines, err = _check_nodes(url, tmp_path, capsys)
     assert status == 0
+    unchecked = (  # the test database has no amcheck (below, one that has it)
+        "NOT CHECKED: the audit log's PostgreSQL indexes: the amcheck extension is not"
+        " installed in this database (as a superuser: CREATE EXTENSION amcheck; then, unless"
+        " the hub's role is a superuser, GRANT EXECUTE ON FUNCTION"
+        " bt_index_check(regclass, boolean) TO it)\n"
+    )
+    assert err == (unchecked if url.startswith("postgresql") else "")
     assert lines == [
         f"OK: {NODES} stored subtree hashes recomputed from {SIZE} entries",
         "OK: 0 report roll-up sums added up again from 0 entries",  # none added yet
@@ -207,3 +217,68 @@ def test_an_index_value_stored_otherwise_is_damage(
         "entry 9: its index column(s) time not stored as the hub writes them"
         " (the filters that compare them miss it)",
     ]
+
+
+@contextmanager
+def _amcheck(url: str) -> Iterator[None]:
+    """The amcheck extension in the test's database, for the test only."""
+    _execute(url, "CREATE EXTENSION IF NOT EXISTS amcheck")
+    try:
+        yield
+    finally:
+        _execute(url, "DROP EXTENSION IF EXISTS amcheck")
+
+
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+def test_on_postgres_amcheck_checks_the_logs_indexes_when_it_is_there(
+    url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """As SQLite's integrity check (above): an index that lost a row hides that entry
+    from the filters. Here an index stopped taking rows (``indisready``, as a superuser)
+    while 10 more entries were appended."""
+    with _amcheck(url):
+        status, lines, _ = _check_nodes(url, tmp_path, capsys)
+        assert status == 0
+        checked = [line for line in lines if "PostgreSQL indexes" in line]
+        assert len(checked) == 1
+        assert re.fullmatch(
+            r"OK: \d+ PostgreSQL indexes of the audit log checked by amcheck", checked[0]
+        )
+
+        ready = (
+            "UPDATE pg_index SET indisready = {} WHERE indexrelid = 'ix_audit_subject'::regclass"
+        )
+        _execute(url, ready.format("false"))
+        _append(url, 10)
+        _execute(url, ready.format("true"))
+        status, lines, err = _check_nodes(url, tmp_path, capsys)
+    assert status == 1
+    damaged = [line for line in lines if line.startswith("the index ")]
+    assert len(damaged) == 1, lines
+    assert damaged[0].startswith("the index ix_audit_subject: heap tuple")
+    assert "lacks matching index tuple" in damaged[0]
+    assert "DAMAGED: 1 problems" in err
+
+
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+def test_on_postgres_a_role_that_may_not_run_amcheck_is_told_so_not_failed(
+    url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The hub's role, in production not a superuser, owns its tables but may not run
+    amcheck's functions until granted: the tree is still checked, the indexes are named
+    as not checked, and the exit status is the tree's."""
+    role = f"hub_{uuid.uuid4().hex[:8]}"
+    _execute(url, f"CREATE ROLE {role} LOGIN")
+    _execute(url, f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role}")
+    try:
+        with _amcheck(url):
+            as_role = url.replace("postgresql://postgres@", f"postgresql://{role}@", 1)
+            assert as_role != url, url
+            status, _, err = _check_nodes(as_role, tmp_path, capsys)
+    finally:
+        _execute(url, f"DROP OWNED BY {role}")
+        _execute(url, f"DROP ROLE {role}")
+    assert status == 0
+    assert err.startswith(
+        "NOT CHECKED: the audit log's PostgreSQL indexes: amcheck: permission denied"
+    )
