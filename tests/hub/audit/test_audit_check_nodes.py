@@ -249,9 +249,17 @@ def test_on_postgres_amcheck_checks_the_logs_indexes_when_it_is_there(
             "UPDATE pg_index SET indisready = {} WHERE indexrelid = 'ix_audit_subject'::regclass"
         )
         _execute(url, ready.format("false"))
-        _append(url, 10)
-        _execute(url, ready.format("true"))
-        status, lines, err = _check_nodes(url, tmp_path, capsys)
+        try:
+            _append(url, 10)
+        finally:
+            _execute(url, ready.format("true"))
+        try:
+            status, lines, err = _check_nodes(url, tmp_path, capsys)
+        finally:  # whole again, for the other tests of this process's database
+            engine = make_sync_engine(url)
+            with engine.begin() as conn:
+                conn.execute(sa.text("REINDEX INDEX ix_audit_subject"))
+            engine.dispose()
     assert status == 1
     damaged = [line for line in lines if line.startswith("the index ")]
     assert len(damaged) == 1, lines
