@@ -177,6 +177,7 @@ class BoundedHeadProtocol(HeadWithBodyProtocol):
         self._read_starts_request = False
         self._read_cycle: Any = None
         self._unreadable = False  # the parser failed: nothing more is read or answered
+        self._parsed = 0  # bytes of the head being parsed: its target and its fields
 
     def head_too_large(self) -> bytes:
         """The whole 431 answer, an RFC 9457 problem written by the protocol itself."""
@@ -225,7 +226,12 @@ class BoundedHeadProtocol(HeadWithBodyProtocol):
 
         A request that cannot be parsed while the answer before it is under way (it was
         pipelined, or a body ran past its Content-Length) gets no answer of its own
-        (:meth:`_finish_then_close`), as for a late pipelined head."""
+        (:meth:`_finish_then_close`), as for a late pipelined head; so too a head the
+        parser was stopped in for its size, which is otherwise 431."""
+        if self._parsed > self.max_head_bytes:  # stopped by _count_parsed: too large
+            self._unreadable = True
+            self._refuse_head()
+            return
         if self._answers_before():
             self._finish_then_close()
             return
@@ -350,14 +356,30 @@ class BoundedHeadProtocol(HeadWithBodyProtocol):
         self._framing = 0
         super().on_body(body)
 
+    def on_url(self, url: bytes) -> None:
+        self._count_parsed(len(url))
+        super().on_url(url)
+
     def on_header(self, name: bytes, value: bytes) -> None:
         if self._head is None:  # a trailer field, after the body: counted, dropped
             self._trailers += len(name) + len(value) + 4
             return
+        self._count_parsed(len(name) + len(value) + 4)
         super().on_header(name, value)
+
+    def _count_parsed(self, size: int) -> None:
+        """The head as the parser gives it, counted too: ``data_received`` counts the
+        bytes of a head from the read it starts in only when no message came before it
+        in that read (a helper's hostile review: a head pipelined in the same read as
+        the request before escaped the bound, up to a read's size). Past the bound the
+        parser is stopped, and :meth:`send_400_response` refuses it as too large."""
+        self._parsed += size
+        if self._parsed > self.max_head_bytes:
+            raise _HeadTooLarge
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        self._parsed = 0
         self._head_begun = True
         if self._head_timer is None:  # the first head's timer runs from connecting
             self._head_timer = self.loop.call_later(self.head_timeout, self._head_expired)
@@ -393,6 +415,11 @@ class BoundedHeadProtocol(HeadWithBodyProtocol):
             return
         self.transport.write(self.head_too_large())
         self.transport.close()
+
+
+class _HeadTooLarge(Exception):
+    """Raised in a parser callback: the head parsed so far is past the bound (the
+    parser raises ``HttpParserCallbackError`` from it)."""
 
 
 def closing_fields() -> list[bytes]:

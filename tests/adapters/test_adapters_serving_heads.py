@@ -245,3 +245,40 @@ def test_a_bad_chunk_after_an_early_answer_gets_no_second_answer(
             pass
     assert answer.count(b"HTTP/1.1 ") == 1, answer
     assert answer.startswith(b"HTTP/1.1 401")
+
+
+def _pipelined(reading: tuple[str, int], padding: int) -> bytes:
+    """A whole request, and behind it in the same send a head with ``padding`` bytes of
+    one field: all that comes back until the server closes (the second asks it to)."""
+    first = b"GET /one HTTP/1.1\r\nHost: x\r\n\r\n"
+    second = b"GET /two HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Pad: "
+    with socket.create_connection(reading, timeout=10) as sock:
+        sock.sendall(first + second + b"a" * padding + b"\r\n\r\n")
+        answer = b""
+        try:
+            while chunk := sock.recv(65536):
+                answer += chunk
+        except ConnectionResetError:
+            pass
+    return answer
+
+
+def test_a_head_pipelined_in_the_same_read_as_the_request_before_is_bounded_too(
+    reading: tuple[str, int],
+) -> None:
+    """The head's bytes were counted per read from a read's start only: a head that came
+    in the same read as a whole request before it was not counted, and one of up to a
+    read's size (256 KiB) was served (a hostile review, helper-136). It is now counted
+    as the parser reads it too: the request before is answered, the oversized one is
+    not (an answer now would be read as the first's), and the connection closes."""
+    answer = _pipelined(reading, 100 * 1024)
+    assert answer.startswith(b"HTTP/1.1 200 "), answer[:80]
+    assert answer.count(b"HTTP/1.1 ") == 1, answer[:400]  # before: a second 200
+
+
+def test_a_head_within_the_bound_pipelined_behind_another_is_answered(
+    reading: tuple[str, int],
+) -> None:
+    answer = _pipelined(reading, MAX_HEAD_BYTES - 1024)
+    assert answer.count(b"HTTP/1.1 200 ") == 2, answer[:400]
+    assert b'"x-pad"' in answer
