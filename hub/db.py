@@ -522,9 +522,10 @@ async def write_connection(
     async with engine.connect() as conn:
         await conn.execution_options(**{WRITE_OPTION: True})
         sqlite = conn.dialect.name == "sqlite"
-        if sqlite and not durable:  # outside a transaction: SQLite refuses it inside one
-            await _sqlite_pragma(conn, "synchronous=NORMAL")
         try:
+            if sqlite and not durable:  # outside a transaction: SQLite refuses it inside one
+                await _sqlite_pragma(conn, "synchronous=NORMAL")  # in the try: a cancelled
+                # await still runs on the driver's thread, and must be set back (a review)
             async with conn.begin():
                 if not durable and not sqlite:
                     await conn.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")

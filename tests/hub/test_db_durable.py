@@ -145,3 +145,34 @@ async def test_without_postgres_work_it_is_for_sqlite_only(database_url: str) ->
             assert await write_in_one_call(engine, sqlite_work=_sqlite_setting) == "full"
     finally:
         await engine.dispose()
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_a_write_connection_cancelled_while_it_skips_its_flush_is_flushed_again(
+    database_url: str,
+) -> None:
+    """A hostile review of decision 0079: a request cancelled while its connection was
+    being set to ``synchronous=NORMAL`` (aiosqlite's thread still runs it) left the
+    pooled connection so, and every later transaction on it unflushed."""
+    engine = make_engine(database_url, pool_size=1, max_overflow=0)
+    names = {0: "off", 1: "normal", 2: "full", 3: "extra"}
+
+    async def attempt() -> None:
+        async with write_connection(engine, durable=False) as conn:
+            await conn.execute(sa.text("SELECT 1"))
+
+    seen = []
+    try:
+        for turns in range(1, 12):  # cancelled at each of its awaits in turn
+            task = asyncio.create_task(attempt())
+            for _ in range(turns):
+                await asyncio.sleep(0)
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            await asyncio.sleep(0.01)  # what was queued on the driver's thread has run
+            async with engine.connect() as conn:  # the next user of the one connection
+                level = (await conn.exec_driver_sql("PRAGMA synchronous")).scalar_one()
+            seen.append(names[int(level)])
+    finally:
+        await engine.dispose()
+    assert seen == ["full"] * 11  # before: "normal" after some of them
