@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 from joserfc.jwk import ECKey
 
 from onceonly.adapters import (
@@ -142,6 +143,13 @@ def test_sigkill_during_a_burst_loses_no_answered_entry(database_url: str, tmp_p
                 key = http.get("/v1/audit/verifier-key").text.strip()
             verify = ["audit", "verify", "--hub", url, "--key", key, "--full"]
             assert main([*verify, "--state", str(tmp_path / "auditor.json")]) == 0
+            # and the operator's check of the stored log: its tree, each entry's index
+            # columns against its leaf (sealed subjects included), the report's roll-ups
+            with pytest.MonkeyPatch.context() as patch:
+                patch.setenv("ONCEONLY_DATABASE_URL", database_url)
+                patch.setenv("ONCEONLY_DATA_DIR", str(tmp_path / "hub"))
+                patch.delenv("ONCEONLY_CONFIG", raising=False)
+                assert main(["audit", "check-nodes"]) == 0
     finally:
         hub.kill()
         hub.wait(timeout=10)

@@ -26,13 +26,14 @@ Entries of version 1 (before salts) stay as they were written: the log is append
 import base64
 import hashlib
 import hmac
+import json
 import os
 from datetime import datetime
 from typing import Any
 
 from onceonly.hub.audit import merkle
 from onceonly.hub.kit import base64url
-from onceonly.hub.kit.clock import rfc3339_ms
+from onceonly.hub.kit.clock import as_utc, rfc3339_ms
 from onceonly.hub.kit.jcs import canonical_json
 
 ENTRY_VERSION = 2
@@ -109,6 +110,32 @@ def indexed_subject(entry: dict[str, Any]) -> str | None:
     ``subject``, or the one its ``subject_commitment`` commits to."""
     subject = entry.get("subject", entry.get(_SEALED_SUBJECT))
     return None if subject is None else str(subject)
+
+
+INDEXED_MEMBERS = ("action", "outcome", "department", "client", "item")
+"""The members an entry's row copies into index columns beside its time and subject
+(onceonly.hub.audit.service._values; decision 0078)."""
+
+
+def unlike_leaf(leaf: bytes, row: Any) -> list[str]:
+    """The index columns of an entry's ``row`` (``time``, ``subject`` and
+    :data:`INDEXED_MEMBERS`) that are not what its ``leaf`` gives: the auditors'
+    filters, the departments' pages, the citizen's page and the report's roll-ups read
+    them, not the leaf. A leaf that is no entry gives nothing to compare (the tree's
+    check names what is wrong with it)."""
+    try:  # a leaf is UTF-8 (RFC 8785): json.loads would first guess its encoding
+        entry = json.loads(leaf.decode("utf-8"))
+        time = as_utc(datetime.fromisoformat(entry["time"]))
+    except (ValueError, TypeError, KeyError):  # UnicodeDecodeError included
+        return []
+    if not isinstance(entry, dict):
+        return []
+    unlike = [] if as_utc(row.time) == time else ["time"]
+    unlike += [name for name in INDEXED_MEMBERS if getattr(row, name) != entry.get(name)]
+    if "subject_commitment" in entry:
+        committed = isinstance(row.subject, str) and commits_to(entry, row.subject)
+        return unlike if committed else [*unlike, "subject"]
+    return unlike if row.subject == entry.get("subject") else [*unlike, "subject"]
 
 
 def subject_commitment(salt: str, pseudonym: str) -> str:

@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
-from onceonly.hub.audit import merkle, repository
+from onceonly.hub.audit import leaves, merkle, repository
 from onceonly.hub.audit.exceptions import AuditLogDamaged, InvalidTreeRequest
 from onceonly.hub.audit.models import AuditEntry
 from onceonly.hub.audit.repository import Executor
@@ -218,6 +218,11 @@ class _Recomputed:
                 self.missing.append(index)
             elif merkle.hash_leaf(row.leaf) != row.leaf_hash:
                 problems.append(f"entry {index}: its leaf_hash is not the hash of its leaf")
+            elif unlike := leaves.unlike_leaf(row.leaf, row):
+                problems.append(
+                    f"entry {index}: its index column(s) {', '.join(unlike)} not what its leaf"
+                    " says (the filters, the pages and the report read them)"
+                )
             # The stored leaf hash, which the nodes were made of; a placeholder if missing.
             leaf_hash = bytes(merkle.HASH_SIZE) if row is None else row.leaf_hash
             for node, value in self.frontier.append(leaf_hash):

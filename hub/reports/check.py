@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from onceonly.hub.reports import repository
-from onceonly.hub.reports.tally import ACTION, Tally, tally
+from onceonly.hub.reports.tally import Tally, tally
 
 CHECK_PAGE = 5_000
 """Entries read and summed at a time."""
@@ -35,51 +35,56 @@ async def check_rollups(
 ) -> RollupCheck:
     """Compare every stored roll-up row with what the log's entries below the cursor
     add up to, in one snapshot of the database (the roll-up may run meanwhile), and
-    ``report`` each difference."""
+    ``report`` each difference: a row whose total is not the entries', one they do not
+    give (a total of 0 included: the roll-up never stores one), one they give that is
+    missing, and a cursor past the log's end (the roll-ups then claim entries that do
+    not exist, and would skip the ones appended up to it). Every leaf is read and
+    tallied by what it says, whatever the entry's ``action`` column holds."""
     async with engine.connect() as conn:
         if conn.dialect.name == "postgresql":  # one snapshot for every statement
             await conn.execution_options(isolation_level="REPEATABLE READ")
         async with conn.begin():
             through = await repository.cursor(conn)
+            size = await repository.log_size(conn)
             stored = await repository.stored_sums(conn)
             expected = Tally()
-            for start in range(0, through, page):
-                end = min(start + page, through)
-                expected.add(
-                    tally(await repository.leaves_between(conn, start, end, action=ACTION))
-                )
+            for start in range(0, min(through, size), page):
+                end = min(start + page, through, size)
+                expected.add(tally(await repository.leaves_between(conn, start, end, action=None)))
     wrong = 0
-    for table, keys, kept, summed in (
-        ("report_exchanges", repository.EXCHANGE_KEYS, stored.exchanges, expected.exchanges),
-        (
-            "report_owner_times",
-            repository.OWNER_TIME_KEYS,
-            stored.owner_times,
-            expected.owner_times,
-        ),
-        ("report_records", repository.RECORD_KEYS, stored.records, expected.records),
-    ):
-        for line in _differences(table, keys, kept, summed):
+    if through > size:
+        report(
+            f"report roll-up report_cursor: it says the roll-ups hold the log's first"
+            f" {through} entries, but the log has {size}"
+        )
+        wrong += 1
+    summed = repository.tallied(expected)
+    for table, keys in repository.TABLE_KEYS.items():
+        for line in _differences(table, keys, stored[table], summed[table]):
             report(line)
             wrong += 1
-    rows = len(stored.exchanges) + len(stored.owner_times) + len(stored.records)
-    return RollupCheck(entries=through, sums=rows, wrong=wrong)
+    rows = sum(len(table) for table in stored.values())
+    return RollupCheck(entries=min(through, size), sums=rows, wrong=wrong)
 
 
 def _differences(
     table: str,
     keys: tuple[str, ...],
-    stored: Mapping[tuple[Any, ...], int],
+    stored: Mapping[tuple[Any, ...], Any],
     summed: Mapping[tuple[Any, ...], int],
 ) -> list[str]:
+    """One line per key whose stored total is not the summed one, in key order; only
+    the differing keys are sorted."""
+    differing = [key for key, total in stored.items() if summed.get(key) != total]
+    differing += [key for key in summed if key not in stored]
     lines = []
-    for key in sorted(set(stored) | set(summed), key=repr):
-        if stored.get(key, 0) != summed.get(key, 0):
-            named = " ".join(f"{name}={value!r}" for name, value in zip(keys, key, strict=True))
-            lines.append(
-                f"report roll-up {table} ({named}): {stored.get(key, 0)} stored, "
-                f"the log's entries add up to {summed.get(key, 0)}"
-            )
+    for key in sorted(differing, key=repr):
+        named = " ".join(f"{name}={value!r}" for name, value in zip(keys, key, strict=True))
+        kept = f"{stored[key]!r} stored" if key in stored else "no row stored"
+        lines.append(
+            f"report roll-up {table} ({named}): {kept}, the log's entries add up to"
+            f" {summed.get(key, 0)}"
+        )
     return lines
 
 

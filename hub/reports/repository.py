@@ -1,7 +1,6 @@
 """All SQL of the efficiency report: the roll-ups, and what the report reads beside them."""
 
 import sqlite3
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -80,13 +79,14 @@ async def move_cursor(conn: AsyncConnection, *, start: int, end: int) -> bool:
 
 
 async def leaves_between(
-    conn: AsyncConnection, start: int, end: int, *, action: str
+    conn: AsyncConnection, start: int, end: int, *, action: str | None
 ) -> list[bytes]:
-    rows = await conn.execute(
-        sa.select(_entries.c.leaf)
-        .where(_entries.c.idx >= start, _entries.c.idx < end, _entries.c.action == action)
-        .order_by(_entries.c.idx)
-    )
+    """The leaves of entries ``[start, end)`` in log order: those whose ``action``
+    column is ``action``, or every one (None)."""
+    where = [_entries.c.idx >= start, _entries.c.idx < end]
+    if action is not None:
+        where.append(_entries.c.action == action)
+    rows = await conn.execute(sa.select(_entries.c.leaf).where(*where).order_by(_entries.c.idx))
     return [bytes(leaf) for (leaf,) in rows]
 
 
@@ -159,20 +159,49 @@ def _sums(sums: Tally) -> list[_Sums]:
     ]
 
 
-async def stored_sums(conn: AsyncConnection) -> Tally:
-    """Every roll-up row, as the tally that would have added it."""
-    sums = Tally()
-    tables: tuple[tuple[Counter[Any], sa.Table, tuple[str, ...], str], ...] = (
-        (sums.exchanges, _exchanges, EXCHANGE_KEYS, "queries"),
-        (sums.owner_times, _owner_times, OWNER_TIME_KEYS, "calls"),
-        (sums.records, _records, RECORD_KEYS, "uses"),
-    )
-    for counter, table, keys, total in tables:
-        rows = await conn.execute(sa.select(*(table.c[k] for k in keys), table.c[total]))
-        for *key, n in rows:
-            named = zip(keys, key, strict=True)
-            counter[tuple(bool(v) if k == "reached" else v for k, v in named)] = int(n)
-    return sums
+StoredSums = dict[str, dict[tuple[Any, ...], Any]]
+"""Each roll-up table's rows by name: key columns → total, as stored."""
+
+
+async def stored_sums(conn: AsyncConnection) -> StoredSums:
+    """Every roll-up row as stored: its key, and its total whatever it holds (on SQLite
+    a column may hold another type than declared). ``reached`` is read as stored, False
+    and True for 0 and 1 only: SQLite's own reading makes any other value True, which
+    would hide a second row of the same key. Two rows that still read as one key are
+    both kept, as a total no tally gives (``("two rows", a, b)``)."""
+    stored: StoredSums = {}
+    for part in _sums(Tally()):
+        columns = [
+            sa.type_coerce(part.table.c[k], sa.Integer) if k == "reached" else part.table.c[k]
+            for k in part.keys
+        ]
+        rows = await conn.execute(sa.select(*columns, part.table.c[part.total]))
+        table: dict[tuple[Any, ...], Any] = {}
+        for *values, total in rows:
+            named = zip(part.keys, values, strict=True)
+            key = tuple(_reached(v) if k == "reached" else v for k, v in named)
+            table[key] = ("two rows", table[key], total) if key in table else total
+        stored[part.table.name] = table
+    return stored
+
+
+def _reached(value: Any) -> Any:
+    return bool(value) if isinstance(value, int) and value in (0, 1) else value
+
+
+def tallied(sums: Tally) -> StoredSums:
+    """``sums`` as the rows :func:`add` would store: each table's by its name."""
+    return {
+        part.table.name: {tuple(row[k] for k in part.keys): row[part.total] for row in part.rows}
+        for part in _sums(sums)
+    }
+
+
+TABLE_KEYS = {
+    _exchanges.name: EXCHANGE_KEYS,
+    _owner_times.name: OWNER_TIME_KEYS,
+    _records.name: RECORD_KEYS,
+}
 
 
 async def empty(conn: AsyncConnection) -> None:

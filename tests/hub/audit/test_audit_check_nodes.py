@@ -212,6 +212,8 @@ def test_an_index_value_stored_otherwise_is_damage(
     status, lines, _ = _check_nodes(url, tmp_path, capsys)
     assert status == 1
     assert lines == [
+        "entry 7: its index column(s) action not what its leaf says (the filters, the pages"
+        " and the report read them)",  # bytes, not text
         "entry 7: its index column(s) action not stored as the hub writes them"
         " (the filters that compare them miss it)",
         "entry 9: its index column(s) time not stored as the hub writes them"
@@ -290,3 +292,22 @@ def test_on_postgres_a_role_that_may_not_run_amcheck_is_told_so_not_failed(
     assert err.startswith(
         "NOT CHECKED: the audit log's PostgreSQL indexes: amcheck: permission denied"
     )
+
+
+def test_an_index_column_changed_from_its_leaf_is_damage(
+    url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The index columns are copies of the leaf's members, which nothing but ``audit
+    verify --full`` (an auditor's) compared: a department or an action changed by hand
+    hid the entry from the filters, and from the report's roll-ups (helper-137, F3), while
+    check-nodes said the log was sound."""
+    _execute(url, "UPDATE audit_entries SET department = 'tax', action = 'x' WHERE idx = 7")
+    _execute(url, f"UPDATE audit_entries SET subject = '{0:064x}' WHERE idx = 120")
+    status, lines, err = _check_nodes(url, tmp_path, capsys)
+    assert status == 1
+    said = " not what its leaf says (the filters, the pages and the report read them)"
+    assert lines == [
+        f"entry 7: its index column(s) action, department{said}",
+        f"entry 120: its index column(s) subject{said}",
+    ]
+    assert "DAMAGED: 2 problems" in err

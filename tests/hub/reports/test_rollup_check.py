@@ -74,7 +74,9 @@ def test_sound_roll_ups_check_out(
     assert rows > 20  # something to compare
     _log_of_more(database_url, 9)  # entries the roll-up has not reached yet
     status, lines, err = _run(["audit", "check-nodes"], database_url, tmp_path, capsys)
-    assert (status, err) == (0, "")
+    assert status == 0
+    assert "WRONG" not in err
+    assert "cannot" not in err
     assert lines[-1] == f"OK: {rows} report roll-up sums added up again from 60 entries"
 
 
@@ -117,7 +119,7 @@ def test_each_sum_changed_added_or_deleted_by_hand_is_one_line_and_a_rebuild_men
         "report roll-up report_owner_times (period='2026-11' item='person.residential-address'"
         " ms=4321): 2 stored, the log's entries add up to 0",
         f"report roll-up report_records (period='2026' item='person.death' subject='{0:064x}'):"
-        f" 0 stored, the log's entries add up to {expected.records[records]}",
+        f" no row stored, the log's entries add up to {expected.records[records]}",
     ]
     assert "WRONG: 3 report roll-up sums" in err
     assert "onceonly report rebuild" in err
@@ -176,9 +178,93 @@ def test_roll_ups_beyond_the_log_are_wrong_not_a_crash(
     )
     status, lines, _ = _run(["audit", "check-nodes"], database_url, tmp_path, capsys)
     assert status == 1
-    assert len(_rollup_lines(lines)) == 1
+    assert _rollup_lines(lines)[0] == (  # before: passed, and the report looked caught up
+        "report roll-up report_cursor: it says the roll-ups hold the log's first 25 entries,"
+        " but the log has 20"
+    )
+    assert len(_rollup_lines(lines)) == 2
     status, lines, _ = _run(["report", "rebuild"], database_url, tmp_path, capsys)
     assert (status, lines) == (
         0,
         ["OK: the report's roll-ups added again from the log's 20 entries"],
     )
+
+
+def test_rows_a_tally_never_gives_are_wrong(
+    database_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A hostile review (helper-137): a row added with a total of 0 passed (it was
+    compared as a missing row) while the report counted it as a record served and a
+    consumer; a cursor set far past the log passed, and the check ran one query per
+    5,000 entries it claimed."""
+    _rolled_up(database_url, 20)
+    _execute(
+        database_url,
+        "INSERT INTO report_records (period, item, subject, uses)"
+        f" VALUES ('2026-12', '{ITEM}', 'forged', 0)",
+        "UPDATE report_cursor SET next_index = 1000000000000000",
+    )
+    status, lines, _ = _run(["audit", "check-nodes"], database_url, tmp_path, capsys)
+    assert status == 1
+    assert _rollup_lines(lines) == [
+        "report roll-up report_cursor: it says the roll-ups hold the log's first"
+        " 1000000000000000 entries, but the log has 20",
+        f"report roll-up report_records (period='2026-12' item='{ITEM}' subject='forged'):"
+        " 0 stored, the log's entries add up to 0",
+    ]
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_on_sqlite_a_total_or_a_flag_of_another_type_is_wrong_not_a_crash(
+    database_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """SQLite keeps what it is given: a copy of a row with ``reached = 2`` (read as
+    True by SQLAlchemy, so it replaced the real row and doubled the figures unseen) and
+    a total of ``'many'`` (int() raised, and the command died with a traceback)."""
+    _rolled_up(database_url, 20)
+    _execute(
+        database_url,
+        "INSERT INTO report_exchanges (period, item, consumer, purpose, outcome, reason,"
+        " reached, queries) SELECT period, item, consumer, purpose, outcome, reason, 2,"
+        " queries FROM report_exchanges WHERE reached = 1 AND outcome = 'ok'"
+        " AND period = '2026-12' AND item = 'person.death'",
+        "UPDATE report_records SET uses = 'many' WHERE (period, item, subject) IN"
+        " (SELECT period, item, subject FROM report_records LIMIT 1)",
+    )
+    status, lines, _ = _run(["audit", "check-nodes"], database_url, tmp_path, capsys)
+    assert status == 1
+    found = _rollup_lines(lines)
+    assert len(found) == 2, found
+    assert any("reached=2" in line and "the log's entries add up to 0" in line for line in found)
+    assert any("'many' stored" in line for line in found)
+
+
+def test_a_database_without_the_roll_ups_still_has_its_log_checked(
+    database_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A database from before the roll-ups (a restored old backup): the log's damage is
+    still reported (exit 1), and the roll-ups are named as not checked; with a sound
+    log the exit is 2, could not check (before: 2 with nothing said of the damage)."""
+    _rolled_up(database_url, 20)
+    rename = "ALTER TABLE {} RENAME TO {}"
+    _execute_ddl(database_url, rename.format("report_cursor", "report_cursor_away"))
+    try:
+        status, lines, err = _run(["audit", "check-nodes"], database_url, tmp_path, capsys)
+        assert status == 2
+        assert lines[0].startswith("OK: ")
+        assert "cannot check: the report's roll-ups in " in err
+        _execute(database_url, "DELETE FROM audit_nodes WHERE level = 1 AND idx = 0")
+        status, lines, err = _run(["audit", "check-nodes"], database_url, tmp_path, capsys)
+        assert status == 1
+        assert lines == ["the subtree (1, 0) of entries 0-1: missing"]
+        assert "cannot check: the report's roll-ups in " in err
+        assert "DAMAGED: 1 problems" in err
+    finally:  # back as migrated, for the next test's database
+        _execute_ddl(database_url, rename.format("report_cursor_away", "report_cursor"))
+
+
+def _execute_ddl(url: str, statement: str) -> None:
+    engine = make_sync_engine(url)
+    with engine.begin() as conn:
+        conn.execute(sa.text(statement))
+    engine.dispose()
