@@ -331,8 +331,18 @@ class AuditScope:
         return await self._recorded(self.log.append(self._entry("ok", fields)))
 
     async def record_change(self, session: AsyncSession, **fields: Any) -> Receipt:
-        """Audit a request that changed state: in the same transaction as the change."""
-        return await self._recorded(self.log.append_within(session, self._entry("ok", fields)))
+        """Audit a request that changed state: in the same transaction as the change.
+        The request counts as audited once that transaction commits: one that then fails
+        to commit, or is rolled back for a refusal, took its entry with it, and the
+        error handler writes the request's failure (a hostile review: a right password
+        whose commit failed was answered 500 with no entry at all)."""
+        receipt = await self._recorded(self.log.append_within(session, self._entry("ok", fields)))
+        self.recorded = False
+        on_commit(session, self._committed)
+        return receipt
+
+    def _committed(self) -> None:
+        self.recorded = True
 
     async def record_failure(self, error: HubError) -> Receipt:
         entry = self._entry(error.outcome, {"reason": error.slug})

@@ -732,3 +732,32 @@ def test_a_machine_clients_access_token_is_refused_on_person_routes(hub: Running
     assert (as_dpop.status_code, problem_type(as_dpop)) == (401, "not-signed-in")
     admin = httpx.get(f"{hub.url}/v1/admin/people", headers={"Authorization": f"Bearer {token}"})
     assert admin.status_code == 401
+
+
+def test_a_sign_in_whose_commit_fails_is_audited_as_failed(hub: RunningHub) -> None:
+    """A right password whose session and audit entry then fail to commit: the entry
+    went with the transaction, and the request counted as audited, so it was answered
+    500 with no entry at all (a hostile review, helper-137). Now the failure is written."""
+    username, password = person(hub)
+
+    def note_the_sign_in(session: Any, *_: Any) -> None:
+        if any(isinstance(new, PersonSession) for new in session.new):
+            session.info["signs in"] = True
+
+    def fail_its_commit(session: Any) -> None:  # after the flush and its audit entry
+        if session.info.pop("signs in", False):
+            raise RuntimeError("the disk is full")  # as a failing commit raises
+
+    listeners = [("before_flush", note_the_sign_in), ("before_commit", fail_its_commit)]
+    for name, listener in listeners:
+        sa.event.listen(sa.orm.Session, name, listener)
+    try:
+        answer = httpx.post(
+            f"{hub.url}/v1/people/sign-in", json={"username": username, "password": password}
+        )
+    finally:
+        for name, listener in listeners:
+            sa.event.remove(sa.orm.Session, name, listener)
+    assert answer.status_code == 500, answer.text
+    entry = audit_entry_for(hub, answer, action="person.sign-in")  # before: none
+    assert entry["outcome"] == "failed", entry
