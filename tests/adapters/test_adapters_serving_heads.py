@@ -21,6 +21,7 @@ from onceonly.adapters.serving import MAX_HEAD_BYTES, server_options
 from onceonly.hub.cli.servers import PromptServer
 
 from tests.adapters.adapter_testing import HubDouble, adapter_process, write_config
+from tests.adapters.test_adapters_serving_slow_heads import closed_after
 
 CHUNK = 16 * 1024
 
@@ -254,13 +255,7 @@ def _pipelined(reading: tuple[str, int], padding: int) -> bytes:
     second = b"GET /two HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Pad: "
     with socket.create_connection(reading, timeout=10) as sock:
         sock.sendall(first + second + b"a" * padding + b"\r\n\r\n")
-        answer = b""
-        try:
-            while chunk := sock.recv(65536):
-                answer += chunk
-        except ConnectionResetError:
-            pass
-    return answer
+        return closed_after(sock, time.monotonic())[0]
 
 
 def test_a_head_pipelined_in_the_same_read_as_the_request_before_is_bounded_too(
