@@ -171,7 +171,7 @@ def test_a_slow_plain_handler_does_not_hold_up_the_adapter(tmp_path: Path, hub: 
         assert delivery.result().json() == {"status": "received"}
 
     assert health.status_code == 200
-    assert took < 1.0
+    assert took < 2.0  # held by the handler it would time out (3 s); margin for a busy CI
 
 
 def test_an_event_body_nested_too_deep_is_refused_with_a_problem(
