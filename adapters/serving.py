@@ -364,7 +364,7 @@ class BoundedHeadProtocol(HeadWithBodyProtocol):
         if self._head is None:  # a trailer field, after the body: counted, dropped
             self._trailers += len(name) + len(value) + 4
             return
-        self._count_parsed(len(name) + len(value) + 4)
+        self._count_parsed(len(name) + len(value) + 3)  # at least "name:value\r\n"
         super().on_header(name, value)
 
     def _count_parsed(self, size: int) -> None:

@@ -160,10 +160,13 @@ _EXTENSION_ENTRY = re.compile(r"^\d+; \d+ \d+ (EXTENSION|COMMENT - EXTENSION) ")
 
 
 def _pg_restore(dump: Path, url: URL) -> None:
-    """The dump's objects without its extensions, in one transaction: a restore that
-    fails leaves the database as empty as it was."""
+    """The dump's objects, in one transaction: a restore that fails leaves the database
+    as empty as it was. A role that may not create extensions (not a superuser) restores
+    them all but the extensions; a superuser restores those too, and what depends on
+    them (an operator's index of another kind, helper-138)."""
     listing = _run(["pg_restore", "--list", str(dump)], url)
-    kept = [line for line in listing.splitlines() if not _EXTENSION_ENTRY.match(line)]
+    lines = listing.splitlines()
+    kept = lines if _superuser(url) else [e for e in lines if not _EXTENSION_ENTRY.match(e)]
     with tempfile.TemporaryDirectory() as folder:
         use_list = Path(folder) / "restore.list"
         use_list.write_text("\n".join(kept) + "\n")
@@ -240,6 +243,20 @@ def _run(command: list[str], url: URL) -> str:
         first_error = next((line for line in lines if "error:" in line), lines[-1])
         raise BackupError(f"{command[0]} failed (exit {done.returncode}): {first_error}")
     return done.stdout
+
+
+def _superuser(url: URL) -> bool:
+    engine = probe_engine(
+        url.render_as_string(hide_password=False), connect_timeout=_CONNECT_TIMEOUT
+    )
+    try:
+        with engine.connect() as conn:
+            query = sa.text("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
+            return bool(conn.execute(query).scalar())
+    except sa.exc.SQLAlchemyError as error:
+        raise BackupError(f"cannot read the database: {driver_message(error)}") from error
+    finally:
+        engine.dispose()
 
 
 def _count_entries(database_url: str) -> int:

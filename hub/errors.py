@@ -121,7 +121,7 @@ async def _audit_refusal(request: Request, error: HubError) -> JSONResponse:
     reason, and the answer stays the one that says so, with its ``Retry-After`` (the
     audit writer logs and counts its own failure)."""
     scope = getattr(request.state, "audit", None)
-    if scope is not None and not scope.recorded:
+    if scope is not None and scope.owes_failure(error):
         try:
             await scope.record_failure(error)
         except HubError as audit_error:

@@ -160,7 +160,7 @@ _BTREE_INDEXES = """
 SELECT c.oid, c.relname FROM pg_index i
 JOIN pg_class c ON c.oid = i.indexrelid
 JOIN pg_am a ON a.oid = c.relam
-WHERE a.amname = 'btree' AND i.indrelid IN ({tables})
+WHERE a.amname = 'btree' AND i.indisvalid AND i.indisready AND i.indrelid IN ({tables})
 ORDER BY c.relname
 """
 _AMCHECK_SCHEMA = """
@@ -174,14 +174,21 @@ _NOT_INSTALLED = (
 )
 
 
+# What amcheck raises for an index that is damaged (its rows or its order): PostgreSQL's
+# index_corrupted and data_corrupted. Any other error (a statement timeout, a cancel, a
+# lost connection, an invalid index, an amcheck too old for its function) checked
+# nothing, and says so: it is no finding about the log.
+_DAMAGE = frozenset({"XX002", "XX001"})
+
+
 async def postgres_index_problems(engine: AsyncEngine) -> IndexCheck:
-    """On PostgreSQL, PostgreSQL's own check of the audit log's B-tree indexes
+    """On PostgreSQL, PostgreSQL's own check of the audit log's valid B-tree indexes
     (``amcheck``'s ``bt_index_check`` with ``heapallindexed``: every row of the table is
     in the index, and the index is ordered; an index that lost a row hides that entry
     from the filters that read it): one line per damaged index (none on SQLite, whose
     file check is :func:`sqlite_file_problems`). Without the extension, or the right to
-    run it, nothing is checked and ``unchecked`` says why: the hub does not install an
-    extension into its database itself."""
+    run it, or when a check fails for another reason than damage, ``unchecked`` says
+    why: the hub does not install an extension into its database itself."""
     if engine.dialect.name != "postgresql":
         return IndexCheck(problems=[])
     async with engine.connect() as conn:
@@ -189,23 +196,30 @@ async def postgres_index_problems(engine: AsyncEngine) -> IndexCheck:
         await conn.rollback()
         if schema is None:
             return IndexCheck(problems=[], unchecked=_NOT_INSTALLED)
-        check = conn.dialect.identifier_preparer.quote_schema(schema) + ".bt_index_check"
         tables = ", ".join(f"to_regclass('{table}')" for table in _AUDIT_TABLES)
         found = await conn.execute(sa.text(_BTREE_INDEXES.format(tables=tables)))
         indexes = [(int(row[0]), str(row[1])) for row in found]
         await conn.rollback()
+        # amcheck's schema, whatever its name, as a value: on the search path of each
+        # check's transaction, after pg_catalog (where amcheck never is)
+        path = conn.dialect.identifier_preparer.quote_schema(schema)
         problems = []
         for oid, name in indexes:
             try:
                 async with conn.begin():
-                    query = f"SELECT {check}(CAST(CAST(:oid AS oid) AS regclass), true)"
-                    await conn.execute(sa.text(query), {"oid": oid})
+                    await conn.execute(_ON_PATH, {"path": path})
+                    await conn.execute(_BT_INDEX_CHECK, {"oid": oid})
             except sa.exc.DBAPIError as error:
-                if getattr(error.orig, "sqlstate", None) == "42501":  # insufficient privilege
-                    reason = str(error.orig).splitlines()[0]
-                    return IndexCheck(problems=[], unchecked=f"amcheck: {reason}")
-                problems.append(f"the index {name}: {str(error.orig).splitlines()[0]}")
+                reason = str(error.orig).splitlines()[0]
+                if getattr(error.orig, "sqlstate", None) in _DAMAGE:
+                    problems.append(f"the index {name}: {reason}")
+                    continue
+                return IndexCheck(problems=problems, unchecked=f"amcheck on {name}: {reason}")
     return IndexCheck(problems=problems, indexes=len(indexes))
+
+
+_ON_PATH = sa.text("SELECT set_config('search_path', :path, true)")
+_BT_INDEX_CHECK = sa.text("SELECT bt_index_check(CAST(CAST(:oid AS oid) AS regclass), true)")
 
 
 def _odd(rows: Iterable[Any]) -> dict[int, set[str]]:

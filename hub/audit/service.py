@@ -46,7 +46,7 @@ from onceonly.hub.db import write_connection
 from onceonly.hub.kit.after_commit import on_commit
 from onceonly.hub.kit.clock import SYSTEM_CLOCK, Clock, as_utc, aware, rfc3339_ms
 from onceonly.hub.kit.group_commit import GroupCommit
-from onceonly.hub.kit.problems import HubError
+from onceonly.hub.kit.problems import DatabaseUnavailable, HubError
 from onceonly.hub.kit.spreadsheet import neutralize_formula
 
 log = logging.getLogger("onceonly.audit")
@@ -302,6 +302,7 @@ class AuditScope:
     client_request_id: str | None = None  # the caller's X-Request-Id, held back (below)
     held: dict[str, Any] = field(default_factory=dict)  # other text the caller chose (below)
     authenticated: bool = False
+    change_pending: bool = False  # an entry written in a transaction not known committed
 
     def note(self, **fields: Any) -> None:
         self.fields.update(fields)
@@ -337,12 +338,22 @@ class AuditScope:
         error handler writes the request's failure (a hostile review: a right password
         whose commit failed was answered 500 with no entry at all)."""
         receipt = await self._recorded(self.log.append_within(session, self._entry("ok", fields)))
-        self.recorded = False
+        self.recorded, self.change_pending = False, True
         on_commit(session, self._committed)
         return receipt
 
     def _committed(self) -> None:
-        self.recorded = True
+        self.recorded, self.change_pending = True, False
+
+    def owes_failure(self, error: HubError) -> bool:
+        """Whether the request's failure is still to be written for ``error``: not when
+        its entry is written, nor when a change's transaction may have committed with its
+        entry though the hub cannot know (the database went away at the commit: its
+        answer lost, a failover): a failure beside a committed "ok" would be two
+        contradicting entries for one request (a hostile review, helper-138)."""
+        if self.recorded:
+            return False
+        return not (self.change_pending and isinstance(error, DatabaseUnavailable))
 
     async def record_failure(self, error: HubError) -> Receipt:
         entry = self._entry(error.outcome, {"reason": error.slug})

@@ -155,6 +155,10 @@ def _check_nodes(_: argparse.Namespace) -> int:
     except SQLAlchemyError as error:
         cannot("the audit log", error)
         return 2
+    except ValueError as error:  # a stored value the driver cannot read (SQLite keeps any)
+        where = database_name(url)
+        print(f"cannot check: the audit log in {where}: a stored value: {error}", file=sys.stderr)
+        return 2
     for line in file_problems + indexes.problems:
         print(line)
     if indexes.unchecked:

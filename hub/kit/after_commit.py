@@ -20,7 +20,9 @@ _CALLBACKS = "onceonly.after_commit"
 
 
 def on_commit(session: AsyncSession, callback: Callable[[], None]) -> None:
-    """Run ``callback`` after ``session``'s next commit; never if it rolls back."""
+    """Run ``callback`` after ``session``'s next commit; never if it rolls back. Not for
+    a session that uses savepoints (``begin_nested``): SQLAlchemy reports a released
+    savepoint as a commit and a rolled-back one as a rollback (none does, today)."""
     session.info.setdefault(_CALLBACKS, []).append(callback)
 
 

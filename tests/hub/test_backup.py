@@ -236,6 +236,15 @@ def test_a_postgres_backup_with_an_operators_extension_restores_as_the_hubs_own_
     finally:
         with postgres_admin(postgres_url) as conn:
             conn.execute(sa.text(f"DROP ROLE IF EXISTS {role}"))
+    # A superuser restores the extension too, and so what may depend on it (helper-138:
+    # an operator's index of an extension's kind failed the restore once it was left out)
+    with new_database("onceonly_restore") as target:
+        backup.restore(tmp_path / "backup", target, tmp_path / "restored-again" / "keys")
+        restored = make_sync_engine(target)
+        with restored.connect() as conn:
+            extensions = set(conn.execute(sa.text("SELECT extname FROM pg_extension")).scalars())
+        restored.dispose()
+        assert "amcheck" in extensions
 
 
 def _restore_over_a_type_in_the_way(saved: Path, target: str, keys: Path) -> None:

@@ -222,9 +222,10 @@ def test_an_index_value_stored_otherwise_is_damage(
 
 
 @contextmanager
-def _amcheck(url: str) -> Iterator[None]:
-    """The amcheck extension in the test's database, for the test only."""
-    _execute(url, "CREATE EXTENSION IF NOT EXISTS amcheck")
+def _amcheck(url: str, how: str = "") -> Iterator[None]:
+    """The amcheck extension in the test's database (``how``: CREATE EXTENSION's
+    options), for the test only."""
+    _execute(url, f"CREATE EXTENSION IF NOT EXISTS amcheck {how}")
     try:
         yield
     finally:
@@ -289,9 +290,8 @@ def test_on_postgres_a_role_that_may_not_run_amcheck_is_told_so_not_failed(
         _execute(url, f"DROP OWNED BY {role}")
         _execute(url, f"DROP ROLE {role}")
     assert status == 0
-    assert err.startswith(
-        "NOT CHECKED: the audit log's PostgreSQL indexes: amcheck: permission denied"
-    )
+    assert err.startswith("NOT CHECKED: the audit log's PostgreSQL indexes: amcheck on ")
+    assert "permission denied for function bt_index_check" in err
 
 
 def test_an_index_column_changed_from_its_leaf_is_damage(
@@ -311,3 +311,47 @@ def test_an_index_column_changed_from_its_leaf_is_damage(
         f"entry 120: its index column(s) subject{said}",
     ]
     assert "DAMAGED: 2 problems" in err
+
+
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+def test_on_postgres_amcheck_in_a_schema_of_any_name_is_found(
+    url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A schema name was pasted into the statement: ``chk :oid`` became a bind
+    parameter, and every index "damaged" (helper-138)."""
+    _execute(url, 'CREATE SCHEMA "chk \\:oid"')  # \\: for sa.text: the name is chk :oid
+    try:
+        with _amcheck(url, 'SCHEMA "chk \\:oid"'):
+            status, lines, err = _check_nodes(url, tmp_path, capsys)
+    finally:
+        _execute(url, 'DROP SCHEMA "chk \\:oid" CASCADE')
+    assert (status, err) == (0, "")
+    assert any(
+        line.endswith("PostgreSQL indexes of the audit log checked by amcheck") for line in lines
+    )
+
+
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+def test_on_postgres_an_amcheck_that_cannot_check_is_no_damage(
+    url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """amcheck 1.0 (left by an upgrade without ALTER EXTENSION ... UPDATE) has no
+    bt_index_check(regclass, boolean): each index was counted as damaged (helper-138;
+    so were a statement timeout, a cancel and a lost connection). It checked nothing, and
+    the command says so."""
+    with _amcheck(url, "VERSION '1.0'"):
+        status, lines, err = _check_nodes(url, tmp_path, capsys)
+    assert status == 0, lines
+    assert err.startswith("NOT CHECKED: the audit log's PostgreSQL indexes: amcheck on ")
+    assert "does not exist" in err
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_a_stored_value_that_cannot_be_read_cannot_be_checked_not_a_traceback(
+    url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _execute(url, "UPDATE audit_entries SET time = '2026-13-45 25:61:61.000000' WHERE idx = 3")
+    status, lines, err = _check_nodes(url, tmp_path, capsys)
+    assert (status, lines) == (2, [])
+    assert err.startswith("cannot check: the audit log in ")
+    assert "a stored value: month must be in 1..12" in err
