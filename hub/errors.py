@@ -215,6 +215,17 @@ async def render_unexpected(request: Request, exc: Exception) -> JSONResponse:
     return await _audit_refusal(request, error)
 
 
+def failure_of(exc: Exception) -> HubError:
+    """The problem an exception is answered and audited as, as :func:`render_unexpected`
+    makes it (for a failure audited under a scope of its own, not the request's)."""
+    if isinstance(exc, HubError):
+        return exc
+    away = database_away(exc)
+    if away is not None:
+        return _database_unavailable(away)
+    return HubError("the hub could not complete the request; it has been logged")
+
+
 def _database_unavailable(away: str) -> DatabaseUnavailable:
     """The 503 for the database away as ``away`` (:func:`database_away`) says: its
     detail tells a connection that could not be made, and whether the server did not

@@ -5,6 +5,7 @@ API's routes call, and renders a template (``pages.page``). POSTs answer with 30
 a page (post/redirect/get). Nothing here is in ``/openapi.json``.
 """
 
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from typing import cast
@@ -43,6 +44,7 @@ from onceonly.hub.console.exceptions import FormRefused, SignInNeeded
 from onceonly.hub.console.language import LANGUAGES
 from onceonly.hub.db import WRITE_OPTION
 from onceonly.hub.dependencies import HubDep, SessionDep, WriteSessionDep
+from onceonly.hub.errors import failure_of
 from onceonly.hub.kit.problems import HubError, InvalidRequest
 from onceonly.hub.people import service as people
 from onceonly.hub.people.exceptions import SignInFailed, SignInsBusy, SignInThrottled
@@ -260,14 +262,21 @@ async def asset(name: str, hub: HubDep) -> Response:
 async def _end_session(request: Request, hub: Hub, token: str, *, person: str) -> None:
     """End the sign-in the browser held before a new one (audited as a sign-out), so
     that a copy of the old cookie does not stay good."""
-    async with hub.sessions() as session:
-        await session.connection(execution_options={WRITE_OPTION: True})
-        scope = AuditScope(
-            log=hub.audit_log, action="person.sign-out", request_id=request.state.request_id
-        )
-        scope.note(person=person)
-        await people.sign_out(session, token=token, scope=scope, clock=hub.clock)
-        await session.commit()
+    scope = AuditScope(
+        log=hub.audit_log, action="person.sign-out", request_id=request.state.request_id
+    )
+    scope.note(person=person)
+    try:
+        async with hub.sessions() as session:
+            await session.connection(execution_options={WRITE_OPTION: True})
+            await people.sign_out(session, token=token, scope=scope, clock=hub.clock)
+            await session.commit()
+    except Exception as error:  # its own scope: the request's error handler audits the sign-in's
+        failure = failure_of(error)
+        if scope.owes_failure(failure):
+            with contextlib.suppress(HubError):  # the sign-in's answer says what went wrong
+                await scope.record_failure(failure)
+        raise
 
 
 async def _to_sign_in(request: Request, exc: Exception) -> Response:

@@ -201,6 +201,43 @@ def test_signing_in_again_ends_the_sign_in_before(world: ConsoleWorld) -> None:
         assert copy.get("/account").status_code == 303  # the old sign-in is over
 
 
+def test_signing_in_again_whose_sign_out_fails_audits_the_failed_sign_out(
+    world: ConsoleWorld,
+) -> None:
+    """The sign-out of the sign-in before is audited under a scope of its own, not the
+    request's: when its commit failed, the error handler audited nothing for it (a
+    hostile review, helper-138)."""
+    revoking: dict[str, bool] = {}
+
+    def saw_revoke(conn: object, cursor: object, statement: str, *_: object) -> None:
+        if statement.startswith("UPDATE person_sessions SET revoked_at"):
+            revoking["now"] = True
+
+    def fail_its_commit(session: object) -> None:
+        if revoking.pop("now", False):
+            raise RuntimeError("the disk is full")  # as a failing commit raises
+
+    listeners = [
+        (sa.engine.Engine, "before_cursor_execute", saw_revoke),
+        (sa.orm.Session, "before_commit", fail_its_commit),
+    ]
+    with world.signed_in(AUDITOR) as browser:
+        token = csrf_token(browser.get("/account").text)
+        form = {"csrf_token": token, "username": ADMINISTRATOR, "password": TEST_PASSWORD}
+        for target, name, listener in listeners:
+            sa.event.listen(target, name, listener)
+        try:
+            with added_audit_entries(world.hub, action="person.sign-out") as outs:
+                answer = browser.post("/sign-in", data={**form, "code": ""})
+        finally:
+            for target, name, listener in listeners:
+                sa.event.remove(target, name, listener)
+    assert answer.status_code == 500
+    assert [(entry["outcome"], entry.get("person")) for entry in outs] == [
+        ("failed", AUDITOR)  # before: none
+    ]
+
+
 def test_a_form_posted_without_a_sign_in_goes_to_sign_in_then_back_to_its_page(
     world: ConsoleWorld,
 ) -> None:
