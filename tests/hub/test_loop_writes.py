@@ -71,7 +71,7 @@ def test_a_lock_held_by_another_connection_is_not_waited_for(wal_file: Path) -> 
     try:
         started = time.monotonic()
         assert writer.try_write(lambda db: ran.append(True)) == (False, None)
-        assert time.monotonic() - started < 0.05  # at once: busy_timeout is 0 here
+        assert time.monotonic() - started < 0.5  # at once: busy_timeout is 0 here (a wait: the whole timeout)
         assert ran == []
         holder.execute("COMMIT")
         assert writer.try_write(lambda db: db.execute("INSERT INTO t VALUES (2)"))[0]
@@ -98,7 +98,7 @@ def test_a_gate_held_by_another_thread_is_not_waited_for(wal_file: Path) -> None
         assert held.wait(5)
         started = time.monotonic()
         assert writer.try_write(lambda db: db.execute("INSERT INTO t VALUES (3)")) == (False, None)
-        assert time.monotonic() - started < 0.05
+        assert time.monotonic() - started < 0.5  # at once (waiting: until released, 5 s)
         release.set()
         holder.join(5)
         assert writer.try_write(lambda db: db.execute("INSERT INTO t VALUES (3)"))[0]

@@ -170,7 +170,7 @@ def test_the_hub_validator_never_backtracks_even_on_a_hostile_record() -> None:
     validator = compile_schema({"type": "string", "pattern": "^(a+)+$"})
     started = time.perf_counter()
     assert not validator.is_valid("a" * 5000 + "!")
-    assert time.perf_counter() - started < 0.5
+    assert time.perf_counter() - started < 2  # backtracking: far longer than a test runs
 
 
 # --- projection onto an earlier version ---------------------------------------------------
