@@ -153,25 +153,51 @@ def _restore(source: Path, database_url: str, keys_dir: Path) -> Manifest:
 
 
 # An extension in the dump (pg_dump takes every one installed, and has no way to leave
-# them out before PostgreSQL 17): its entry and its comment's. The hub's schema needs
-# none; one an operator added (amcheck, for `onceonly audit check-nodes`) is created by a
-# superuser, and the hub's role restoring it would be refused and fail the restore.
-_EXTENSION_ENTRY = re.compile(r"^\d+; \d+ \d+ (EXTENSION|COMMENT - EXTENSION) ")
+# them out before PostgreSQL 17): its entry and its comment's, with its name. The hub's
+# schema needs none; one an operator added (amcheck, for `onceonly audit check-nodes`)
+# may be one the restoring role cannot create (only a superuser creates an untrusted
+# one), or the target server lacks, and creating it would fail the whole restore.
+_EXTENSION_ENTRY = re.compile(r"^\d+; \d+ \d+ (?:EXTENSION - |COMMENT - EXTENSION )(\S+)")
+
+# The extensions the connected role can create here: every one the server has for a
+# superuser, the trusted ones for a role that may create in the database.
+_CREATABLE = """
+SELECT DISTINCT name FROM pg_available_extension_versions
+WHERE (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)
+   OR (trusted AND has_database_privilege(current_database(), 'CREATE'))
+"""
 
 
 def _pg_restore(dump: Path, url: URL) -> None:
     """The dump's objects, in one transaction: a restore that fails leaves the database
-    as empty as it was. A role that may not create extensions (not a superuser) restores
-    them all but the extensions; a superuser restores those too, and what depends on
-    them (an operator's index of another kind, helper-138)."""
+    as empty as it was. An extension the restoring role cannot create on this server is
+    left out (the hub's role restoring a dump with amcheck; a server without contrib);
+    one it can create is restored, and what depends on it (an operator's index of an
+    extension's kind: helper-138)."""
     listing = _run(["pg_restore", "--list", str(dump)], url)
-    lines = listing.splitlines()
-    kept = lines if _superuser(url) else [e for e in lines if not _EXTENSION_ENTRY.match(e)]
+    creatable = _creatable_extensions(url)
+    kept = [
+        line
+        for line in listing.splitlines()
+        if (entry := _EXTENSION_ENTRY.match(line)) is None or entry.group(1) in creatable
+    ]
     with tempfile.TemporaryDirectory() as folder:
         use_list = Path(folder) / "restore.list"
         use_list.write_text("\n".join(kept) + "\n")
         restore = ["pg_restore", "--no-owner", "--no-privileges", "--exit-on-error"]
         _run([*restore, "--single-transaction", "--use-list", str(use_list), str(dump)], url)
+
+
+def _creatable_extensions(url: URL) -> set[str]:
+    database = url.render_as_string(hide_password=False)
+    engine = probe_engine(database, connect_timeout=_CONNECT_TIMEOUT)
+    try:
+        with engine.connect() as conn:
+            return {str(name) for name in conn.execute(sa.text(_CREATABLE)).scalars()}
+    except sa.exc.SQLAlchemyError as error:
+        raise BackupError(f"cannot read the database: {driver_message(error)}") from error
+    finally:
+        engine.dispose()
 
 
 def read_manifest(source: Path) -> Manifest:
@@ -243,20 +269,6 @@ def _run(command: list[str], url: URL) -> str:
         first_error = next((line for line in lines if "error:" in line), lines[-1])
         raise BackupError(f"{command[0]} failed (exit {done.returncode}): {first_error}")
     return done.stdout
-
-
-def _superuser(url: URL) -> bool:
-    engine = probe_engine(
-        url.render_as_string(hide_password=False), connect_timeout=_CONNECT_TIMEOUT
-    )
-    try:
-        with engine.connect() as conn:
-            query = sa.text("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
-            return bool(conn.execute(query).scalar())
-    except sa.exc.SQLAlchemyError as error:
-        raise BackupError(f"cannot read the database: {driver_message(error)}") from error
-    finally:
-        engine.dispose()
 
 
 def _count_entries(database_url: str) -> int:

@@ -151,8 +151,9 @@ class IndexCheck:
     the indexes could not be checked (``unchecked``; then ``problems`` is empty)."""
 
     problems: list[str]
-    unchecked: str | None = None
+    unchecked: str | None = None  # not installed, or not granted: the operator's choice
     indexes: int = 0
+    failed: str | None = None  # a check that could not run (a timeout, a lost connection)
 
 
 _AUDIT_TABLES = ("audit_entries", "audit_nodes", "audit_checkpoints")
@@ -176,9 +177,10 @@ _NOT_INSTALLED = (
 
 # What amcheck raises for an index that is damaged (its rows or its order): PostgreSQL's
 # index_corrupted and data_corrupted. Any other error (a statement timeout, a cancel, a
-# lost connection, an invalid index, an amcheck too old for its function) checked
-# nothing, and says so: it is no finding about the log.
+# lost connection, an amcheck too old for its function) checked nothing: no finding
+# about the log, but a check that could not be made (exit 2).
 _DAMAGE = frozenset({"XX002", "XX001"})
+_NO_RIGHT = "42501"  # insufficient_privilege: amcheck's functions are not granted
 
 
 async def postgres_index_problems(engine: AsyncEngine) -> IndexCheck:
@@ -187,8 +189,8 @@ async def postgres_index_problems(engine: AsyncEngine) -> IndexCheck:
     in the index, and the index is ordered; an index that lost a row hides that entry
     from the filters that read it): one line per damaged index (none on SQLite, whose
     file check is :func:`sqlite_file_problems`). Without the extension, or the right to
-    run it, or when a check fails for another reason than damage, ``unchecked`` says
-    why: the hub does not install an extension into its database itself."""
+    run it, ``unchecked`` says why (the hub does not install an extension into its
+    database itself); a check that fails for another reason than damage is ``failed``."""
     if engine.dialect.name != "postgresql":
         return IndexCheck(problems=[])
     async with engine.connect() as conn:
@@ -200,26 +202,26 @@ async def postgres_index_problems(engine: AsyncEngine) -> IndexCheck:
         found = await conn.execute(sa.text(_BTREE_INDEXES.format(tables=tables)))
         indexes = [(int(row[0]), str(row[1])) for row in found]
         await conn.rollback()
-        # amcheck's schema, whatever its name, as a value: on the search path of each
-        # check's transaction, after pg_catalog (where amcheck never is)
-        path = conn.dialect.identifier_preparer.quote_schema(schema)
+        # amcheck's function by its whole name: a search path could be redirected (a
+        # schema renamed "$user" means the role's own: helper-139); "%" escaped for
+        # psycopg's parameters, and no SQLAlchemy text to read a ":" as a parameter
+        check = conn.dialect.identifier_preparer.quote_schema(schema).replace("%", "%%")
+        statement = f"SELECT {check}.bt_index_check(%(oid)s::oid::regclass, true)"
         problems = []
         for oid, name in indexes:
             try:
                 async with conn.begin():
-                    await conn.execute(_ON_PATH, {"path": path})
-                    await conn.execute(_BT_INDEX_CHECK, {"oid": oid})
+                    await conn.exec_driver_sql(statement, {"oid": oid})
             except sa.exc.DBAPIError as error:
                 reason = str(error.orig).splitlines()[0]
-                if getattr(error.orig, "sqlstate", None) in _DAMAGE:
+                state = getattr(error.orig, "sqlstate", None)
+                if state in _DAMAGE:
                     problems.append(f"the index {name}: {reason}")
                     continue
-                return IndexCheck(problems=problems, unchecked=f"amcheck on {name}: {reason}")
+                if state == _NO_RIGHT:
+                    return IndexCheck(problems=problems, unchecked=f"amcheck on {name}: {reason}")
+                return IndexCheck(problems=problems, failed=f"amcheck on {name}: {reason}")
     return IndexCheck(problems=problems, indexes=len(indexes))
-
-
-_ON_PATH = sa.text("SELECT set_config('search_path', :path, true)")
-_BT_INDEX_CHECK = sa.text("SELECT bt_index_check(CAST(CAST(:oid AS oid) AS regclass), true)")
 
 
 def _odd(rows: Iterable[Any]) -> dict[int, set[str]]:

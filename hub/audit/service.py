@@ -43,7 +43,7 @@ from onceonly.hub.audit.readers import AUDITOR, Reader
 from onceonly.hub.audit.repository import EntryFilter
 from onceonly.hub.audit.schemas import STORED_OTHERWISE, EntryOut, EntryPage, IndexedOut, ProofOut
 from onceonly.hub.db import write_connection
-from onceonly.hub.kit.after_commit import on_commit
+from onceonly.hub.kit.after_commit import on_commit, on_commit_begun
 from onceonly.hub.kit.clock import SYSTEM_CLOCK, Clock, as_utc, aware, rfc3339_ms
 from onceonly.hub.kit.group_commit import GroupCommit
 from onceonly.hub.kit.problems import DatabaseUnavailable, HubError
@@ -302,7 +302,7 @@ class AuditScope:
     client_request_id: str | None = None  # the caller's X-Request-Id, held back (below)
     held: dict[str, Any] = field(default_factory=dict)  # other text the caller chose (below)
     authenticated: bool = False
-    change_pending: bool = False  # an entry written in a transaction not known committed
+    change_pending: bool = False  # a commit with this request's entry begun, not known done
 
     def note(self, **fields: Any) -> None:
         self.fields.update(fields)
@@ -338,9 +338,14 @@ class AuditScope:
         error handler writes the request's failure (a hostile review: a right password
         whose commit failed was answered 500 with no entry at all)."""
         receipt = await self._recorded(self.log.append_within(session, self._entry("ok", fields)))
-        self.recorded, self.change_pending = False, True
+        self.recorded = False
         on_commit(session, self._committed)
+        if (await session.connection()).dialect.name != "sqlite":  # SQLite's COMMIT is known
+            on_commit_begun(session, self._commit_begun)
         return receipt
+
+    def _commit_begun(self) -> None:
+        self.change_pending = True
 
     def _committed(self) -> None:
         self.recorded, self.change_pending = True, False
@@ -348,9 +353,11 @@ class AuditScope:
     def owes_failure(self, error: HubError) -> bool:
         """Whether the request's failure is still to be written for ``error``: not when
         its entry is written, nor when a change's transaction may have committed with its
-        entry though the hub cannot know (the database went away at the commit: its
-        answer lost, a failover): a failure beside a committed "ok" would be two
-        contradicting entries for one request (a hostile review, helper-138)."""
+        entry though the hub cannot know (on PostgreSQL, the database went away once its
+        commit had begun: the COMMIT's answer lost, a failover): a failure beside a
+        committed "ok" would be two contradicting entries for one request (a hostile
+        review, helper-138). The database away before the commit began is audited as
+        any failure (helper-139: one pooled connection cut, the database up)."""
         if self.recorded:
             return False
         return not (self.change_pending and isinstance(error, DatabaseUnavailable))

@@ -166,6 +166,11 @@ def _check_nodes(_: argparse.Namespace) -> int:
             f"NOT CHECKED: the audit log's PostgreSQL indexes: {indexes.unchecked}",
             file=sys.stderr,
         )
+    if indexes.failed:
+        print(
+            f"cannot check: the audit log's PostgreSQL indexes: {indexes.failed}",
+            file=sys.stderr,
+        )
     damaged = checked.damaged + len(file_problems) + len(indexes.problems)
     if damaged:
         print(f"DAMAGED: {damaged} problems in the stored audit log", file=sys.stderr)
@@ -180,7 +185,7 @@ def _check_nodes(_: argparse.Namespace) -> int:
     print(f"OK: {checked.nodes} stored subtree hashes recomputed from {checked.entries} entries")
     if indexes.indexes:
         print(f"OK: {indexes.indexes} PostgreSQL indexes of the audit log checked by amcheck")
-    if rollups is None:
+    if rollups is None or indexes.failed:
         return 2
     print(f"OK: {rollups.sums} report roll-up sums added up again from {rollups.entries} entries")
     return 0

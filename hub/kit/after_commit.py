@@ -26,6 +26,24 @@ def on_commit(session: AsyncSession, callback: Callable[[], None]) -> None:
     session.info.setdefault(_CALLBACKS, []).append(callback)
 
 
+_BEGUN = "onceonly.commit_begun"
+
+
+def on_commit_begun(session: AsyncSession, callback: Callable[[], None]) -> None:
+    """Run ``callback`` when ``session``'s next commit begins (SQLAlchemy's
+    ``before_commit``: before its last flush and its COMMIT); a rollback first drops it."""
+    session.info.setdefault(_BEGUN, []).append(callback)
+
+
+@event.listens_for(Session, "before_commit")
+def _commit_begins(session: Session) -> None:
+    for callback in session.info.pop(_BEGUN, ()):
+        try:
+            callback()
+        except Exception:
+            log.exception("a callback before commit failed")
+
+
 @event.listens_for(Session, "after_commit")
 def _committed(session: Session) -> None:
     for callback in session.info.pop(_CALLBACKS, ()):
@@ -38,3 +56,4 @@ def _committed(session: Session) -> None:
 @event.listens_for(Session, "after_rollback")
 def _rolled_back(session: Session) -> None:
     session.info.pop(_CALLBACKS, None)
+    session.info.pop(_BEGUN, None)

@@ -332,7 +332,7 @@ def test_on_postgres_amcheck_in_a_schema_of_any_name_is_found(
 
 
 @pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
-def test_on_postgres_an_amcheck_that_cannot_check_is_no_damage(
+def test_on_postgres_an_amcheck_that_cannot_check_is_no_damage_but_cannot_check(
     url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """amcheck 1.0 (left by an upgrade without ALTER EXTENSION ... UPDATE) has no
@@ -341,8 +341,9 @@ def test_on_postgres_an_amcheck_that_cannot_check_is_no_damage(
     the command says so."""
     with _amcheck(url, "VERSION '1.0'"):
         status, lines, err = _check_nodes(url, tmp_path, capsys)
-    assert status == 0, lines
-    assert err.startswith("NOT CHECKED: the audit log's PostgreSQL indexes: amcheck on ")
+    assert status == 2, lines  # could not check (helper-139: 0 told a monitor all was well)
+    assert "DAMAGED" not in err
+    assert err.startswith("cannot check: the audit log's PostgreSQL indexes: amcheck on ")
     assert "does not exist" in err
 
 
@@ -355,3 +356,34 @@ def test_a_stored_value_that_cannot_be_read_cannot_be_checked_not_a_traceback(
     assert (status, lines) == (2, [])
     assert err.startswith("cannot check: the audit log in ")
     assert "a stored value: month must be in 1..12" in err
+
+
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+def test_on_postgres_amchecks_function_is_called_by_its_whole_name(
+    url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Put on the search path, amcheck's schema renamed ``$user`` (which its owner may
+    do) meant the role's own schema, where a function of the same name answered for it:
+    every index "checked", nothing checked (helper-139)."""
+    _execute(url, "CREATE SCHEMA amx")
+    _execute(url, "CREATE SCHEMA IF NOT EXISTS postgres")  # the test's role's own
+    _execute(url, "CREATE TABLE postgres.called (n int)")
+    _execute(
+        url,
+        "CREATE FUNCTION postgres.bt_index_check(regclass, boolean) RETURNS void"
+        " LANGUAGE sql AS 'INSERT INTO postgres.called VALUES (1)'",
+    )
+    try:
+        with _amcheck(url, "SCHEMA amx"):
+            _execute(url, 'ALTER SCHEMA amx RENAME TO "$user"')
+            status, lines, _ = _check_nodes(url, tmp_path, capsys)
+        engine = make_sync_engine(url)
+        with engine.connect() as conn:
+            called = conn.execute(sa.text("SELECT count(*) FROM postgres.called")).scalar()
+        engine.dispose()
+    finally:
+        _execute(url, "DROP SCHEMA postgres CASCADE")
+        _execute(url, 'DROP SCHEMA IF EXISTS "$user" CASCADE')
+    assert called == 0  # before: once for each index
+    assert status == 0
+    assert any(line.endswith("checked by amcheck") for line in lines)

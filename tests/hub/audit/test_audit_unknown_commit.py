@@ -2,8 +2,9 @@
 connection cut after the server committed: a failover, a network cut). The request is
 answered 503 and its entry is the one its transaction committed, alone: the error
 handler, which cannot know the commit's outcome, writes no failure beside it (a hostile
-review, helper-138: "ok" and "failed" for one request). A commit that fails for a known
-reason is audited as failed (tests/hub/people/test_people.py)."""
+review, helper-138: "ok" and "failed" for one request). The connection cut before the
+commit began (helper-139) committed nothing: that failure is audited, as a commit that
+fails for a known reason is (tests/hub/people/test_people.py)."""
 
 import socket
 import threading
@@ -24,12 +25,14 @@ pytestmark = pytest.mark.postgres
 
 
 class _CommitAnswerLost:
-    """A loopback proxy to PostgreSQL that, once armed, forwards the COMMIT of a
-    transaction that inserted a person's session and then cuts the connection instead
-    of forwarding the server's answer."""
+    """A loopback proxy to PostgreSQL that, once armed, cuts the connection of a
+    transaction that inserted a person's session: after forwarding its COMMIT, instead
+    of the server's answer (``at_commit``), or at the read of the person's roles that
+    follows the sign-in's audit entry, which the server never receives."""
 
-    def __init__(self, upstream: tuple[str, int]) -> None:
+    def __init__(self, upstream: tuple[str, int], *, at_commit: bool) -> None:
         self.upstream = upstream
+        self.at_commit = at_commit
         self.armed = threading.Event()
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
@@ -53,6 +56,13 @@ class _CommitAnswerLost:
             while data := src.recv(65536):
                 if up and b"INSERT INTO person_sessions" in data:
                     state["session"] = True
+                    dst.sendall(data)
+                    continue
+                roles = b"person_roles" in data  # read after the audit entry is written
+                if up and state.get("session") and roles and not self.at_commit:
+                    if self.armed.is_set():
+                        self.armed.clear()
+                        break  # never sent: nothing committed
                 if up and state.get("session") and b"COMMIT" in data and self.armed.is_set():
                     self.armed.clear()
                     state["lose"] = True
@@ -78,18 +88,21 @@ def _closed(sock: socket.socket) -> None:
     sock.close()
 
 
-@pytest.fixture
-def proxied(postgres_url: str) -> Iterator[tuple[str, _CommitAnswerLost]]:
+@pytest.fixture(params=[True, False], ids=["at the commit", "before the commit"])
+def proxied(
+    postgres_url: str, request: pytest.FixtureRequest
+) -> Iterator[tuple[str, _CommitAnswerLost]]:
     empty_postgres(postgres_url)
     url = sa.engine.make_url(postgres_url)
-    proxy = _CommitAnswerLost((url.host or "127.0.0.1", url.port or 5432))
+    at = (url.host or "127.0.0.1", url.port or 5432)
+    proxy = _CommitAnswerLost(at, at_commit=request.param)
     try:
         yield str(url.set(port=proxy.port).render_as_string(hide_password=False)), proxy
     finally:
         proxy.close()
 
 
-def test_a_sign_in_whose_commit_answer_is_lost_has_one_entry(
+def test_a_sign_in_cut_off_from_its_database_has_the_entry_of_what_happened(
     proxied: tuple[str, _CommitAnswerLost], postgres_url: str, tmp_path: Path
 ) -> None:
     url, proxy = proxied
@@ -111,5 +124,9 @@ def test_a_sign_in_whose_commit_answer_is_lost_has_one_entry(
         outcomes = [row[0] for row in conn.execute(sa.text(query))]
         sessions = conn.execute(sa.text("SELECT count(*) FROM person_sessions")).scalar()
     engine.dispose()
-    assert sessions == 1  # it did commit
-    assert outcomes == ["ok"]  # before: ["ok", "failed"]
+    if proxy.at_commit:
+        assert sessions == 1  # it did commit
+        assert outcomes == ["ok"]  # before: ["ok", "failed"]
+    else:
+        assert sessions == 0  # nothing committed
+        assert outcomes == ["failed"]  # with the first rule (5472f6f): none
