@@ -94,7 +94,7 @@ class Administration:
     async def refused(self, session: AsyncSession, error: HubError) -> None:
         """Nothing of the change stays; the refusal is audited (as the API's handler does)."""
         await session.rollback()
-        if not self.scope.recorded:
+        if self.scope.owes_failure(error):
             await self.scope.record_failure(error)
 
 

@@ -60,7 +60,7 @@ def _scope(request: Request, visit: Visit, action: str, hub: Hub) -> AuditScope:
 
 async def _refused(request: Request, visit: Visit, scope: AuditScope, error: HubError) -> Response:
     """The refusal, audited under the page's action, and a page that says so."""
-    if not scope.recorded:
+    if scope.owes_failure(error):
         await scope.record_failure(error)
     return rendering.render(request, visit, "auditor/not_allowed.html", status=error.status)
 

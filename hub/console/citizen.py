@@ -170,7 +170,7 @@ async def callback(
             request, provider, hub=hub, scope=scope, query=(state, code, error)
         )
     except HubError as refused:
-        if not scope.recorded:
+        if scope.owes_failure(refused):
             await scope.record_failure(refused)
         errors = [views.FieldError("sign-in", oidc_sign_in.refusal_message(refused))]
         response = _start_page(

@@ -87,7 +87,7 @@ async def sign_in_page(
 async def _refused(scope: AuditScope, error: HubError) -> None:
     """Audit a refusal the console answers with a page (the API's error handler does
     the same for problem answers): no refusal goes unrecorded."""
-    if not scope.recorded:
+    if scope.owes_failure(error):
         await scope.record_failure(error)
 
 

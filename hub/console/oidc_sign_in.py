@@ -161,7 +161,7 @@ async def callback(
             redirect_uri=redirect_uri(hub, CALLBACK),
         )
     except HubError as refused:
-        if not scope.recorded:
+        if scope.owes_failure(refused):
             await scope.record_failure(refused)
         errors = [views.FieldError(REFUSAL_FIELD, refusal_message(refused))]
         response = sign_in_form(

@@ -95,7 +95,7 @@ async def _refused(session: AsyncSession, scope: AuditScope, error: HubError) ->
     """Undo what the refused change did, and audit the refusal (the API's error
     handler does the same for problem answers)."""
     await session.rollback()
-    if not scope.recorded:
+    if scope.owes_failure(error):
         await scope.record_failure(error)
 
 
