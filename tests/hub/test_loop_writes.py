@@ -71,7 +71,7 @@ def test_a_lock_held_by_another_connection_is_not_waited_for(wal_file: Path) -> 
     try:
         started = time.monotonic()
         assert writer.try_write(lambda db: ran.append(True)) == (False, None)
-        assert time.monotonic() - started < 0.5  # at once: busy_timeout is 0 here (a wait: the whole timeout)
+        assert time.monotonic() - started < 0.5  # at once: busy_timeout is 0 (a wait: all of it)
         assert ran == []
         holder.execute("COMMIT")
         assert writer.try_write(lambda db: db.execute("INSERT INTO t VALUES (2)"))[0]
