@@ -10,6 +10,7 @@ extra; schemathesis itself is installed once with ``--no-deps`` into
 import importlib
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from types import ModuleType
 
@@ -20,11 +21,25 @@ TARGET = Path(__file__).resolve().parents[3] / "build" / "test-tools" / f"schema
 def load() -> ModuleType:
     """The pinned schemathesis, installed into ``TARGET`` on first use."""
     if not (TARGET / "schemathesis").is_dir():
-        command = [sys.executable, "-m", "pip", "install", "-q", "--no-deps"]
-        command += ["--target", str(TARGET), f"schemathesis=={VERSION}"]
-        subprocess.run(command, check=True, timeout=300)
+        _install()
     if str(TARGET) not in sys.path:
         sys.path.insert(0, str(TARGET))
     module = importlib.import_module("schemathesis")
     assert module.SCHEMATHESIS_VERSION == VERSION, module.__file__
     return module
+
+
+def _install() -> None:
+    """Installed beside ``TARGET`` and renamed into place: each test process collects
+    this module, and two pip installs into one target at once failed CI (this stop's
+    fourth try: "Directory not empty"); only a complete tree may ever be at ``TARGET``."""
+    TARGET.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=TARGET.parent) as work:
+        installed = Path(work) / "installed"
+        command = [sys.executable, "-m", "pip", "install", "-q", "--no-deps"]
+        command += ["--target", str(installed), f"schemathesis=={VERSION}"]
+        subprocess.run(command, check=True, timeout=300)
+        try:
+            installed.rename(TARGET)
+        except OSError:  # another process put its complete tree there first
+            assert (TARGET / "schemathesis").is_dir(), "schemathesis: an incomplete tree"
