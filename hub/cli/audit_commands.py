@@ -185,10 +185,11 @@ def _check_nodes(_: argparse.Namespace) -> int:
     print(f"OK: {checked.nodes} stored subtree hashes recomputed from {checked.entries} entries")
     if indexes.indexes:
         print(f"OK: {indexes.indexes} PostgreSQL indexes of the audit log checked by amcheck")
-    if rollups is None or indexes.failed:
-        return 2
-    print(f"OK: {rollups.sums} report roll-up sums added up again from {rollups.entries} entries")
-    return 0
+    if rollups is not None:
+        print(
+            f"OK: {rollups.sums} report roll-up sums added up again from {rollups.entries} entries"
+        )
+    return 2 if rollups is None or indexes.failed else 0
 
 
 def _add_filters(parser: argparse.ArgumentParser) -> None:
