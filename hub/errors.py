@@ -209,15 +209,14 @@ async def render_unexpected(request: Request, exc: Exception) -> JSONResponse:
             DatabaseUnavailable.slug,
             extra={"request_id": request_id},
         )
-        return await _audit_refusal(request, _database_unavailable(away))
-    log.error("unexpected error", exc_info=exc, extra={"request_id": request_id})
-    error = HubError("the hub could not complete the request; it has been logged")
-    return await _audit_refusal(request, error)
+    else:
+        log.error("unexpected error", exc_info=exc, extra={"request_id": request_id})
+    return await _audit_refusal(request, failure_of(exc))
 
 
 def failure_of(exc: Exception) -> HubError:
-    """The problem an exception is answered and audited as, as :func:`render_unexpected`
-    makes it (for a failure audited under a scope of its own, not the request's)."""
+    """The problem an exception is answered and audited as (:func:`render_unexpected`'s;
+    also for a failure audited under a scope of its own, not the request's)."""
     if isinstance(exc, HubError):
         return exc
     away = database_away(exc)

@@ -403,11 +403,6 @@ def _check_indexed_subject(item: dict[str, Any], decoded: dict[str, Any], *, ind
     )
 
 
-# The columns the hub indexes an entry by beside its subject, each a copy of the leaf's
-# member of the same name (onceonly.hub.audit.service._values; decision 0078).
-_INDEXED_MEMBERS = ("action", "outcome", "department", "client", "item")
-
-
 def _check_indexed_columns(item: dict[str, Any], decoded: dict[str, Any], *, index: int) -> None:
     """The other columns of the hub's index (``indexed``: time, action, outcome,
     department, client, item) must be the leaf's: the auditors' filters, the
@@ -419,7 +414,7 @@ def _check_indexed_columns(item: dict[str, Any], decoded: dict[str, Any], *, ind
             f"entry {index}: the hub shows no index columns (indexed) for it: a hub older"
             " than this command shows none: update it"
         )
-    for name in _INDEXED_MEMBERS:
+    for name in leaves.INDEXED_MEMBERS:
         if indexed.get(name) != decoded.get(name):
             raise VerificationFailed(
                 f"entry {index}: the hub indexes it by {name} {_shown(indexed.get(name))},"

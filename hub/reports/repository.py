@@ -190,10 +190,12 @@ def _reached(value: Any) -> Any:
 
 
 def tallied(sums: Tally) -> StoredSums:
-    """``sums`` as the rows :func:`add` would store: each table's by its name."""
+    """``sums`` by table name, as :func:`stored_sums` reads them: a tally's keys are
+    its tables' key columns in order."""
     return {
-        part.table.name: {tuple(row[k] for k in part.keys): row[part.total] for row in part.rows}
-        for part in _sums(sums)
+        _exchanges.name: dict(sums.exchanges),
+        _owner_times.name: dict(sums.owner_times),
+        _records.name: dict(sums.records),
     }
 
 

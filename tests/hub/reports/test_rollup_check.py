@@ -53,11 +53,13 @@ def _rolled_up(url: str, count: int, *, batch_size: int = 200) -> list[bytes]:
     return asyncio.run(run())
 
 
-def _execute(url: str, *statements: str) -> None:
+def _execute(url: str, *statements: str, rows: int | None = 1) -> None:
+    """``statements`` in one transaction, each changing ``rows`` rows (None: DDL)."""
     engine = make_sync_engine(url)
     with engine.begin() as conn:
         for statement in statements:
-            assert conn.execute(sa.text(statement)).rowcount == 1, statement
+            changed = conn.execute(sa.text(statement)).rowcount
+            assert rows is None or changed == rows, statement
     engine.dispose()
 
 
@@ -252,7 +254,7 @@ def test_a_database_without_the_roll_ups_still_has_its_log_checked(
     log the exit is 2, could not check (before: 2 with nothing said of the damage)."""
     _rolled_up(database_url, 20)
     rename = "ALTER TABLE {} RENAME TO {}"
-    _execute_ddl(database_url, rename.format("report_cursor", "report_cursor_away"))
+    _execute(database_url, rename.format("report_cursor", "report_cursor_away"), rows=None)
     try:
         status, lines, err = _run(["audit", "check-nodes"], database_url, tmp_path, capsys)
         assert status == 2
@@ -265,11 +267,4 @@ def test_a_database_without_the_roll_ups_still_has_its_log_checked(
         assert "cannot check: the report's roll-ups in " in err
         assert "DAMAGED: 1 problems" in err
     finally:  # back as migrated, for the next test's database
-        _execute_ddl(database_url, rename.format("report_cursor_away", "report_cursor"))
-
-
-def _execute_ddl(url: str, statement: str) -> None:
-    engine = make_sync_engine(url)
-    with engine.begin() as conn:
-        conn.execute(sa.text(statement))
-    engine.dispose()
+        _execute(database_url, rename.format("report_cursor_away", "report_cursor"), rows=None)
