@@ -23,7 +23,10 @@ A request its parser cannot read (a malformed request line or header field, a ba
 chunk size) uvicorn answers with a plain-text 400; :class:`BoundedHeadProtocol`
 answers it with an RFC 9457 problem (``invalid-request``) and closes the connection.
 A body refused so while its app reads it marks the request's scope
-(:data:`MALFORMED_BODY`), so the app can tell that answer from a client gone.
+(:data:`MALFORMED_BODY`), so the app can tell that answer from a client gone. A
+method the parser does not know, and a body with a transfer coding other than
+chunked (``Transfer-Encoding: gzip, chunked``, which the parser reads as chunked and
+the coding left on), are answered 501 (RFC 9110 §9.1, RFC 9112 §6.1).
 """
 
 import asyncio
@@ -45,6 +48,7 @@ __all__ = [
     "MALFORMED_BODY",
     "MALFORMED_DETAIL",
     "MAX_HEAD_BYTES",
+    "UNKNOWN_CODING_DETAIL",
     "BoundedHeadProtocol",
     "HeadWithBody",
     "HeadWithBodyProtocol",
@@ -61,6 +65,9 @@ first, from the head's first byte for each later one."""
 _END_OF_HEAD = b"\r\n\r\n"
 MALFORMED_DETAIL = "the request is not well-formed HTTP/1.1 (RFC 9112)"
 UNKNOWN_METHOD_DETAIL = "the request's method is not one this server knows"
+UNKNOWN_CODING_DETAIL = (
+    "the request's body has a transfer coding this server does not decode: only chunked"
+)
 # What llhttp says of a request line whose method it does not know (httptools raises
 # HttpParserInvalidMethodError for the first, HttpParserError for the second: RTSP's
 # methods). It says the first of any bytes that start no method too (a TLS handshake on
@@ -178,6 +185,8 @@ class BoundedHeadProtocol(HeadWithBodyProtocol):
         self._read_cycle: Any = None
         self._unreadable = False  # the parser failed: nothing more is read or answered
         self._parsed = 0  # bytes of the head being parsed: its target and its fields
+        self._codings: list[bytes] = []  # the head's Transfer-Encoding field values
+        self._coding_refused = False  # a transfer coding but chunked: answered 501
 
     def head_too_large(self) -> bytes:
         """The whole 431 answer, an RFC 9457 problem written by the protocol itself."""
@@ -216,6 +225,18 @@ class BoundedHeadProtocol(HeadWithBodyProtocol):
             detail=UNKNOWN_METHOD_DETAIL,
         )
 
+    def coding_not_implemented(self) -> bytes:
+        """The whole 501 answer to a request whose body has a transfer coding other than
+        chunked (RFC 9112 §6.1: "A server that receives a request message with a
+        transfer coding it does not understand SHOULD respond with 501"), an RFC 9457
+        problem written by the protocol itself."""
+        return _problem_answer(
+            status=501,
+            reason="Not Implemented",
+            slug="transfer-coding-not-implemented",
+            detail=UNKNOWN_CODING_DETAIL,
+        )
+
     def send_400_response(self, msg: str) -> None:
         """uvicorn's answer to a request its parser refused: :meth:`malformed`, or
         :meth:`not_implemented` for a well-formed request line whose method the parser
@@ -236,6 +257,10 @@ class BoundedHeadProtocol(HeadWithBodyProtocol):
             self._finish_then_close()
             return
         self._unreadable = True
+        if self._coding_refused:  # stopped by on_headers_complete, before any app ran
+            self.transport.write(self.coding_not_implemented())
+            self.transport.close()
+            return
         if self.cycle is not None and self._head is None:  # its own body, while its app runs
             self._refuse_body(MALFORMED_DETAIL)
             return
@@ -365,6 +390,8 @@ class BoundedHeadProtocol(HeadWithBodyProtocol):
             self._trailers += len(name) + len(value) + 4
             return
         self._count_parsed(len(name) + len(value) + 3)  # at least "name:value\r\n"
+        if name.lower() == b"transfer-encoding":
+            self._codings.append(value)
         super().on_header(name, value)
 
     def _count_parsed(self, size: int) -> None:
@@ -380,11 +407,17 @@ class BoundedHeadProtocol(HeadWithBodyProtocol):
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._parsed = 0
+        self._codings = []
         self._head_begun = True
         if self._head_timer is None:  # the first head's timer runs from connecting
             self._head_timer = self.loop.call_later(self.head_timeout, self._head_expired)
 
     def on_headers_complete(self) -> None:
+        if self._codings and _other_codings(self._codings):
+            # Before the parser's own check, which comes after this callback and refuses
+            # (400) a list whose final coding is not chunked, as RFC 9112 §6.3 says.
+            self._coding_refused = True
+            raise _CodingNotImplemented
         self._head, self._head_begun = None, False
         self._cancel_head_timer()
         super().on_headers_complete()
@@ -420,6 +453,20 @@ class BoundedHeadProtocol(HeadWithBodyProtocol):
 class _HeadTooLarge(Exception):
     """Raised in a parser callback: the head parsed so far is past the bound (the
     parser raises ``HttpParserCallbackError`` from it)."""
+
+
+class _CodingNotImplemented(Exception):
+    """Raised in a parser callback: the body has a transfer coding but chunked."""
+
+
+def _other_codings(fields: list[bytes]) -> bool:
+    """Whether the Transfer-Encoding field values (RFC 9112 §6.1, a list, possibly
+    over several fields) end in chunked, as the parser takes them, and name another
+    coding before it (``gzip, chunked``; chunked is case-insensitive). A list that does
+    not end in chunked is left to the parser (400), as is chunked named twice."""
+    codings = [coding.strip(b" \t").lower() for field in fields for coding in field.split(b",")]
+    codings = [coding for coding in codings if coding]
+    return len(codings) > 1 and codings[-1] == b"chunked" and b"chunked" not in codings[:-1]
 
 
 def closing_fields() -> list[bytes]:

@@ -33,6 +33,7 @@ from fastapi import FastAPI
 from onceonly.adapters.serving import (
     HEAD_TIMEOUT,
     MALFORMED_DETAIL,
+    UNKNOWN_CODING_DETAIL,
     UNKNOWN_METHOD_DETAIL,
     BoundedHeadProtocol,
     closing_fields,
@@ -44,6 +45,7 @@ from onceonly.hub.kit.problems import (
     MethodNotImplemented,
     RequestHeadersTooLarge,
     RequestTimeout,
+    TransferCodingNotImplemented,
     render,
 )
 from onceonly.hub.middleware import MAX_HEADER_BYTES
@@ -63,7 +65,7 @@ def _whole_answer(error: HubError, status_line: bytes) -> bytes:
 class BoundedHttpToolsProtocol(BoundedHeadProtocol):
     """uvicorn's httptools protocol with a bound on each request head, writing each
     answer's head with its body (as the adapters are served): the adapters' protocol,
-    its 431, 408, 400 and 501 the hub's problems."""
+    its 431, 408, 400 and 501s the hub's problems."""
 
     max_head_bytes = MAX_HEAD_BYTES
 
@@ -77,6 +79,10 @@ class BoundedHttpToolsProtocol(BoundedHeadProtocol):
 
     def not_implemented(self) -> bytes:
         error = MethodNotImplemented(UNKNOWN_METHOD_DETAIL)
+        return _whole_answer(error, b"HTTP/1.1 501 Not Implemented")
+
+    def coding_not_implemented(self) -> bytes:
+        error = TransferCodingNotImplemented(UNKNOWN_CODING_DETAIL)
         return _whole_answer(error, b"HTTP/1.1 501 Not Implemented")
 
     def head_timed_out(self) -> bytes:

@@ -331,6 +331,9 @@ REASONS: Final = {
     "request-timeout": N_("the request did not arrive in time"),
     "sign-in-failed": N_("wrong username, password or code"),
     "sign-in-throttled": N_("too many failed sign-ins"),
+    "transfer-coding-not-implemented": N_(
+        "the request's transfer coding is not one the hub decodes"
+    ),
     "unavailable": N_("the service was unavailable"),
     "unknown-department": N_("unknown department"),
     "unknown-item": N_("unknown data item"),

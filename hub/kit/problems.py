@@ -90,6 +90,15 @@ class MethodNotImplemented(HubError):
     title = "Method not implemented"
 
 
+class TransferCodingNotImplemented(HubError):
+    """RFC 9112 §6.1: the body has a transfer coding the hub does not decode (any but
+    chunked; the server's parser refuses it before any route: onceonly.hub.cli.servers)."""
+
+    status = 501
+    slug = "transfer-coding-not-implemented"
+    title = "Transfer coding not implemented"
+
+
 class UnsupportedContentEncoding(HubError):
     """RFC 9110 §15.5.16: the body has a content coding the hub does not decode."""
 

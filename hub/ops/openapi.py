@@ -56,6 +56,7 @@ from onceonly.hub.kit.problems import (
     PayloadTooLarge,
     RequestHeadersTooLarge,
     RequestTimeout,
+    TransferCodingNotImplemented,
     Unavailable,
     UnsupportedContentEncoding,
     problem_response_document,
@@ -120,8 +121,8 @@ METRICS_SECURITY: list[dict[str, list[str]]] = [{METRICS_SCHEME: []}]
 # Every route: the middleware refuses a NUL in the URL (or a repeated query parameter,
 # or two Authorization fields), a body announced over the limit, a body with a content
 # coding, header fields over the limit and an HTTP version other than 1.1 and 1.0
-# before any route runs; the server itself a head not whole in time and a method it
-# does not know (docs/problems.md).
+# before any route runs; the server itself a head not whole in time, a method it does
+# not know and a transfer coding it does not decode (docs/problems.md).
 _EVERY_ROUTE: tuple[type[HubError], ...] = (
     InvalidRequest,
     PayloadTooLarge,
@@ -130,6 +131,7 @@ _EVERY_ROUTE: tuple[type[HubError], ...] = (
     RequestTimeout,
     HttpVersionNotSupported,
     MethodNotImplemented,
+    TransferCodingNotImplemented,
 )
 # A machine client's DPoP proof is spent in the single-use register, whose failed
 # commit is answered 503 ``unavailable``.
@@ -150,13 +152,14 @@ WITHOUT_DATABASE: frozenset[tuple[str, str]] = frozenset(
         ("GET", "/v1/people/oidc/start"),  # the provider's metadata, over HTTP
     }
 )
-# A problem that is a status's only one on many routes: one shared response, referenced.
+# The problems that are a status's only ones on many routes: one shared response each,
+# referenced.
 SHARED_RESPONSES = {
-    HubError.slug: "InternalError",
-    DatabaseUnavailable.slug: "DatabaseUnavailable",
-    RequestTimeout.slug: "RequestTimeout",
-    HttpVersionNotSupported.slug: "HttpVersionNotSupported",
-    MethodNotImplemented.slug: "MethodNotImplemented",
+    (HubError.slug,): "InternalError",
+    (DatabaseUnavailable.slug,): "DatabaseUnavailable",
+    (RequestTimeout.slug,): "RequestTimeout",
+    (HttpVersionNotSupported.slug,): "HttpVersionNotSupported",
+    (MethodNotImplemented.slug, TransferCodingNotImplemented.slug): "NotImplemented",
 }
 RETRY_AFTER = "Retry-After"
 # The problems the hub answers with ``Retry-After``: a status's response that lists one
@@ -281,10 +284,10 @@ def _problem_document(slugs: list[str]) -> dict[str, Any]:
 
 
 def _problem_response(slugs: list[str]) -> dict[str, Any]:
-    unique = sorted(set(slugs))
-    if len(unique) == 1 and unique[0] in SHARED_RESPONSES:
-        return {"$ref": RESPONSES_REF + SHARED_RESPONSES[unique[0]]}
-    return _problem_document(unique)
+    unique = tuple(sorted(set(slugs)))
+    if unique in SHARED_RESPONSES:
+        return {"$ref": RESPONSES_REF + SHARED_RESPONSES[unique]}
+    return _problem_document(list(unique))
 
 
 def _merge_problems(responses: dict[str, Any], refusals: list[type[HubError]]) -> None:
@@ -412,7 +415,8 @@ def _shared_components() -> dict[str, Any]:
     """``components.responses`` and ``components.headers`` of the shared problems."""
     return {
         "responses": {
-            name: _problem_document([slug]) for slug, name in sorted(SHARED_RESPONSES.items())
+            name: _problem_document(list(slugs))
+            for slugs, name in sorted(SHARED_RESPONSES.items(), key=lambda item: item[1])
         },
         "headers": {RETRY_AFTER: RETRY_AFTER_HEADER, ACCEPT_ENCODING: ACCEPT_ENCODING_HEADER},
     }

@@ -109,6 +109,20 @@ def test_a_method_it_does_not_know_is_a_501_problem(adapter: str) -> None:
     assert problem["type"] == "urn:onceonly:problem:method-not-implemented"
 
 
+def test_a_transfer_coding_it_does_not_decode_is_a_501_problem(adapter: str) -> None:
+    """RFC 9112 §6.1: ``gzip, chunked`` was read as chunked, the gzip coding ignored."""
+    request = (
+        b"POST /v1/items/x/records/query HTTP/1.1\r\nHost: adapter\r\n"
+        b"Transfer-Encoding: gzip, chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n"
+    )
+    head, _, body = _exchange(adapter, request).partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 501 "), head
+    assert b"content-type: application/problem+json" in head
+    problem = json.loads(body)
+    assert problem["type"] == "urn:onceonly:problem:transfer-coding-not-implemented"
+    assert problem["status"] == 501
+
+
 def test_a_request_it_cannot_parse_is_a_400_problem(adapter: str) -> None:
     """uvicorn answered a malformed request 'Invalid HTTP request received.' as
     text/plain; the adapter's errors are RFC 9457 problems (docs/problems.md)."""

@@ -356,6 +356,86 @@ def test_an_unknown_method_after_a_kept_alive_answer_is_501(hub: RunningHub) -> 
     assert answer.startswith(b"HTTP/1.1 501 "), answer
 
 
+_SIGN_IN_BODY = b'{"username": "nobody", "password": "not-the-password-1"}'
+
+
+def _chunked_sign_in(*codings: bytes) -> bytes:
+    """A sign-in whose body is chunked, with ``codings`` as its Transfer-Encoding
+    fields, one field each."""
+    fields = b"".join(b"Transfer-Encoding: %s\r\n" % coding for coding in codings)
+    return (
+        b"POST /v1/people/sign-in HTTP/1.1\r\nHost: hub\r\nContent-Type: application/json\r\n"
+        + fields
+        + b"\r\n%x\r\n%s\r\n0\r\n\r\n" % (len(_SIGN_IN_BODY), _SIGN_IN_BODY)
+    )
+
+
+@pytest.mark.parametrize(
+    "codings",
+    [(b"gzip, chunked",), (b"x-unknown,chunked",), (b"gzip", b"Chunked"), (b"identity, chunked",)],
+    ids=["gzip", "unknown", "two-fields", "identity"],
+)
+def test_a_transfer_coding_but_chunked_is_501_and_no_route_runs(
+    hub: RunningHub, codings: tuple[bytes, ...]
+) -> None:
+    """RFC 9112 §6.1: a server that receives a transfer coding it does not understand
+    SHOULD answer 501. The parser read ``gzip, chunked`` as chunked and left the gzip
+    coding on the body the route read: the sign-in ran, and was audited, on bytes its
+    client had not meant."""
+    with added_audit_entries(hub, action="person.sign-in") as entries:
+        status, fields, body = answer_parts(raw_exchange(hub.url, _chunked_sign_in(*codings)))
+    assert status == 501, body
+    assert fields["content-type"] == "application/problem+json"
+    assert fields["connection"] == "close"
+    assert "date" in fields
+    problem = json.loads(body)
+    assert problem["type"] == "urn:onceonly:problem:transfer-coding-not-implemented"
+    assert (problem["title"], problem["status"]) == ("Transfer coding not implemented", 501)
+    assert entries == []
+
+
+def test_a_chunked_body_alone_is_read_and_a_final_coding_but_chunked_is_400(
+    hub: RunningHub,
+) -> None:
+    """The 501 is only for a coding the body carries beneath chunked: chunked alone is
+    read (the sign-in runs: 401), and a list whose final coding is not chunked leaves
+    the body's length unknown, 400 (RFC 9112 §6.3)."""
+    with added_audit_entries(hub, action="person.sign-in") as entries:
+        status, _, body = answer_parts(raw_exchange(hub.url, _chunked_sign_in(b"chunked")))
+    assert status == 401, body
+    assert len(entries) == 1
+    for codings in ((b"gzip",), (b"chunked, gzip",), (b"chunked", b"chunked")):
+        status, _, body = answer_parts(raw_exchange(hub.url, _chunked_sign_in(*codings)))
+        assert status == 400, (codings, body)
+        assert json.loads(body)["type"] == "urn:onceonly:problem:invalid-request"
+
+
+def test_a_transfer_coding_after_a_kept_alive_answer_is_501(hub: RunningHub) -> None:
+    host, port = hub.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: hub\r\n\r\n")
+        first = sock.recv(65536)
+        assert first.startswith(b"HTTP/1.1 200 "), first
+        sock.sendall(_chunked_sign_in(b"gzip, chunked"))
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 501 "), answer
+    assert b"transfer-coding-not-implemented" in answer
+
+
+def test_a_transfer_coding_pipelined_behind_an_answer_leaves_that_answer_alone(
+    hub: RunningHub,
+) -> None:
+    """Pipelined in the same read as a request still being answered: that answer goes
+    out whole and alone, then the connection closes (as for the other requests the
+    server cannot take while an answer is under way)."""
+    request = b"GET /healthz HTTP/1.1\r\nHost: hub\r\n\r\n" + _chunked_sign_in(b"gzip, chunked")
+    lines = _status_lines(raw_exchange(hub.url, request))
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(b"HTTP/1.1 200 "), lines
+
+
 def test_a_known_method_the_path_does_not_answer_stays_405(hub: RunningHub) -> None:
     status, fields, _ = answer_parts(
         raw_exchange(hub.url, b"PROPFIND /healthz HTTP/1.1\r\nHost: hub\r\n\r\n")
