@@ -47,8 +47,10 @@ _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 SUBJECT_RULE = (
     "The identifier of whom the record is about: no white space at either end, no"
     " control character, no invisible format character (Unicode category Cf: zero-width"
-    " space, byte order mark, bidirectional controls, soft hyphen), no decimal digit"
-    " other than ASCII 0-9 (full-width, Arabic-Indic, Devanagari), in Unicode"
+    " space, byte order mark, bidirectional controls, soft hyphen), no other"
+    " default-ignorable character (variation selectors, combining grapheme joiner,"
+    " Hangul fillers), no unassigned, noncharacter or private-use code point, no decimal"
+    " digit other than ASCII 0-9 (full-width, Arabic-Indic, Devanagari), in Unicode"
     " normalization form C (NFC) and unchanged by compatibility normalization (NFKC:"
     " no full-width form, superscript or ligature); refused, not normalized"
 )
@@ -60,17 +62,24 @@ def subject_problem(subject: str) -> str | None:
     control character (NUL included) nor lone surrogate, no format character (Unicode
     category Cf: U+200B zero-width space, U+FEFF byte order mark, U+200E/F and
     U+202A-E and U+2066-9 bidirectional controls, U+2060 word joiner, U+00AD soft
-    hyphen) anywhere, no decimal digit (category Nd) but ASCII 0-9, in Unicode
-    normalization form C, and unchanged by NFKC (no full-width form, superscript,
-    ligature or other compatibility character).
+    hyphen) anywhere, nor any other default-ignorable code point (Unicode's
+    Default_Ignorable_Code_Point: variation selectors U+FE00-F, the combining grapheme
+    joiner U+034F, the Hangul fillers U+115F, U+1160, U+3164, U+FFA0, Mongolian free
+    variation selectors), no unassigned code point, noncharacter (U+FFFF, U+FDD0-EF;
+    category Cn) or private-use character (Co), no decimal digit (category Nd) but ASCII
+    0-9, in Unicode normalization form C, and unchanged by NFKC (no full-width form,
+    superscript, ligature or other compatibility character).
 
     A subject is refused, never normalized: a database that ignores trailing spaces
     (``CHAR(11)`` on PostgreSQL) or folds forms, or a source that converts (Python's
     ``int`` reads full-width and Arabic-Indic digits as ASCII ones), would read one
     person's record for two spellings, each filed under its own pseudonym. A format
     character is invisible: a pasted or exported identifier carries it unseen, and a
-    right-to-left override shows one identifier as another. The reason never quotes
-    the subject.
+    right-to-left override shows one identifier as another. A default-ignorable one is
+    invisible too, and a database that compares by collation (ICU's, MySQL's
+    ``*_unicode_ci``) may ignore it: one person's record read under two spellings. A
+    code point with no character assigned has no agreed meaning at all. The reason
+    never quotes the subject.
 
     >>> subject_problem("38001085718 ")
     'the subject has white space at its start or end'
@@ -84,6 +93,13 @@ def subject_problem(subject: str) -> str | None:
         return _CONTROL
     if any(unicodedata.category(char) == "Cf" for char in subject):
         return "the subject holds an invisible format character (Unicode category Cf)"
+    if _IGNORABLE.search(subject):
+        return (
+            "the subject holds a default-ignorable character (a variation selector, the"
+            " combining grapheme joiner, a Hangul filler), which is not seen"
+        )
+    if any(unicodedata.category(char) in _NOT_ASSIGNED for char in subject):
+        return "the subject holds an unassigned, noncharacter or private-use code point"
     if any(char.isdecimal() and not char.isascii() for char in subject):  # category Nd
         return "the subject holds a decimal digit other than ASCII 0-9"
     if not unicodedata.is_normalized("NFC", subject):
@@ -99,6 +115,15 @@ def subject_problem(subject: str) -> str | None:
 # Unicode general categories of code points that are no part of an identifier's text
 _NOT_TEXT = frozenset({"Cc", "Cs"})
 _CONTROL = "the subject holds a control character or a lone surrogate"
+# Unassigned (noncharacters included) and private use: no agreed character at all
+_NOT_ASSIGNED = frozenset({"Cn", "Co"})
+# Unicode's Default_Ignorable_Code_Point (DerivedCoreProperties.txt, Unicode 15.1; the
+# property is not in Python's unicodedata). Those in category Cf are refused before.
+_IGNORABLE = re.compile(
+    "[\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f"
+    "\u202a-\u202e\u2060-\u206f\u3164\ufe00-\ufe0f\ufeff\uffa0\ufff0-\ufff8"
+    "\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0000-\U000e0fff]"
+)
 
 
 def subject_digest(subject: str) -> str:

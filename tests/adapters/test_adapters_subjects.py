@@ -93,6 +93,23 @@ REFUSED = {
     "ligature fi": "\ufb01",  # LATIN SMALL LIGATURE FI is NFC, NFKC is "fi"
     "full-width letters": "\uff21\uff22 123456",
     "circled digit": "\u2460" + SUBJECT[1:],
+    # Default-ignorable code points not in Cf: invisible, and a collation may ignore them
+    "combining grapheme joiner": SUBJECT + "\u034f",
+    "variation selector 16": SUBJECT + "\ufe0f",
+    "variation selector 1": SUBJECT[:3] + "\ufe00" + SUBJECT[3:],
+    "Mongolian free variation selector": SUBJECT + "\u180b",
+    "Hangul choseong filler": SUBJECT + "\u115f",
+    "Hangul filler": SUBJECT + "\u3164",
+    "half-width Hangul filler": SUBJECT + "\uffa0",
+    "Khmer inherent vowel": SUBJECT + "\u17b4",
+    "variation selector 17": SUBJECT + "\U000e0100",
+    # No character assigned: noncharacters, unassigned, private use
+    "noncharacter U+FFFF": SUBJECT + "\uffff",
+    "noncharacter U+FDD0": SUBJECT + "\ufdd0",
+    "noncharacter U+1FFFE": SUBJECT + "\U0001fffe",
+    "unassigned": SUBJECT + "\u0378",
+    "private use": SUBJECT + "\ue000",
+    "supplementary private use": SUBJECT + "\U000f0000",
 }
 TAKEN = {
     "birth code": SUBJECT,
@@ -102,6 +119,8 @@ TAKEN = {
     "dots": "..",
     "Greek letters": "\u0391\u0392 123456",
     "Cyrillic letters": "\u0416\u0443\u043a",
+    "combining mark with no precomposed form": "Q\u0307 123",  # NFC, Mn kept
+    "Hangul syllables": "\ud55c\uad6d 123",
 }
 
 

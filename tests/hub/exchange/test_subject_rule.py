@@ -27,6 +27,11 @@ REFUSED = {
     "full-width digits": SUBJECT.translate({ord("0") + n: 0xFF10 + n for n in range(10)}),
     "Arabic-Indic digits": SUBJECT.translate({ord("0") + n: 0x0660 + n for n in range(10)}),
     "superscript": SUBJECT[:-1] + "\u00b2",
+    "variation selector": SUBJECT + "\ufe0f",
+    "combining grapheme joiner": SUBJECT + "\u034f",
+    "Hangul filler": SUBJECT + "\u3164",
+    "noncharacter": SUBJECT + "\uffff",
+    "private use": SUBJECT + "\ue000",
 }
 
 
