@@ -141,11 +141,21 @@ async def send_json(
     await send({"type": "http.response.body", "body": body})
 
 
+# The problem types that share their error class's title with another type, titled
+# as their own (RFC 9457 §3.1.3: a summary of the problem type)
+_TITLES = {
+    "payload-too-large": "Payload too large",
+    "unsupported-media-type": "Unsupported media type",
+    "not-acceptable": "Not acceptable",
+}
+
+
 def problem_response(error: OnceonlyError) -> JSONResponse:
     """Render ``error`` as an RFC 9457 problem document."""
     status = error.status or 500
     slug = error.problem_type or "error"
-    body = {"type": PROBLEM_PREFIX + slug, "title": error.title, "status": status}
+    title = _TITLES.get(slug, error.title)
+    body = {"type": PROBLEM_PREFIX + slug, "title": title, "status": status}
     body["detail"] = error.detail
     return JSONResponse(body, status_code=status, media_type="application/problem+json")
 

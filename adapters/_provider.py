@@ -7,6 +7,7 @@ import copy
 import json
 import logging
 import re
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -496,8 +497,10 @@ def _log_line(
 def _parse_body(body: bytes) -> _QueryBody:
     try:
         document = json.loads(body, object_pairs_hook=_refuse_duplicate_keys)
-    except (ValueError, RecursionError) as error:
+    except (json.JSONDecodeError, _DuplicateKey) as error:  # where, never the text
         raise InvalidRequest(f"the body is not a valid JSON document: {error}") from error
+    except (ValueError, RecursionError) as error:  # in its own words, not Python's
+        raise InvalidRequest(f"the body is not a valid JSON document: {_why(error)}") from error
     try:
         return _QueryBody.model_validate(document)
     except ValidationError as error:
@@ -508,11 +511,26 @@ def _parse_body(body: bytes) -> _QueryBody:
         raise InvalidRequest(f"the body is invalid: {fields}") from error
 
 
+class _DuplicateKey(ValueError):
+    pass
+
+
 def _refuse_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     document = dict(pairs)
     if len(document) != len(pairs):
-        raise ValueError("duplicate key")
+        raise _DuplicateKey("duplicate key")
     return document
+
+
+def _why(error: ValueError | RecursionError) -> str:
+    """What Python's own words say (its codec and the byte's position, its integer
+    digit limit and ``sys.set_int_max_str_digits()``), as a problem's detail may
+    (RFC 9457 §5: no implementation detail)."""
+    if isinstance(error, RecursionError):
+        return "it is nested too deeply"
+    if isinstance(error, UnicodeDecodeError):
+        return "it is not valid UTF-8 (RFC 8259 §8.1)"
+    return f"a number has more than {sys.get_int_max_str_digits()} digits"
 
 
 def _check_claims_match(claims: RequestClaims, *, item: str, query: _QueryBody) -> None:

@@ -4,14 +4,19 @@ are refused, never a RecursionError. No web framework here: the command line use
 """
 
 import json
+import sys
 from typing import Any
+
+
+class _DuplicateKey(ValueError):
+    pass
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     result: dict[str, Any] = {}
     for key, value in pairs:
         if key in result:
-            raise ValueError(f"duplicate key {key[:64]!r}")
+            raise _DuplicateKey(f"duplicate key {key[:64]!r}")
         result[key] = value
     return result
 
@@ -50,6 +55,10 @@ def _openings(raw: bytes | str) -> int:
     return raw.count(b"[") + raw.count(b"{")
 
 
+_NOT_UNICODE = "the text is not valid UTF-8 (RFC 8259 §8.1)"
+_TOO_MANY_DIGITS = f"a number has more than {sys.get_int_max_str_digits()} digits"
+
+
 class UnsafeJson(ValueError):
     """Not JSON, or JSON refused: nested deeper than allowed, or with a duplicate key."""
 
@@ -66,8 +75,12 @@ def load_json(raw: bytes | str, *, max_depth: int) -> Any:
         value = _DECODER.decode(_text(raw))
     except RecursionError:  # the C parser recurses: far too deep to finish
         raise JsonTooDeep(f"nested deeper than {max_depth} levels") from None
-    except (ValueError, UnicodeDecodeError) as error:
+    except (json.JSONDecodeError, _DuplicateKey) as error:  # where, never the text itself
         raise UnsafeJson(f"not valid JSON: {str(error)[:200]}") from None
+    except UnicodeDecodeError:  # Python's own words name its codec and the byte
+        raise UnsafeJson(f"not valid JSON: {_NOT_UNICODE}") from None
+    except ValueError:  # an integer past Python's digit limit; its words name sys's limit
+        raise UnsafeJson(f"not valid JSON: {_TOO_MANY_DIGITS}") from None
     if _openings(raw) >= max_depth and _depth(value) > max_depth:
         raise JsonTooDeep(f"nested deeper than {max_depth} levels")
     return value

@@ -268,10 +268,36 @@ def test_refuses_a_body_with_duplicate_keys(provider: Provider, hub: HubDouble) 
     assert_problem(response, 400, "invalid-request")
 
 
+@pytest.mark.parametrize(
+    ("content", "said"),
+    [
+        (b'{"version": ' + b"1" * 4301 + b"}", "a number has more than 4300 digits"),
+        (b'{"subject": "380\xff01085718"}', "not valid UTF-8"),
+        (b"[" * 5_000, "nested too deeply"),
+    ],
+    ids=["digits", "not-utf-8", "deep"],
+)
+def test_a_body_refused_says_why_in_its_own_words(
+    provider: Provider, hub: HubDouble, content: bytes, said: str
+) -> None:
+    """RFC 9457 §5: no implementation detail in a problem. Python's words named
+    ``sys.set_int_max_str_digits()``, its 'utf-8' codec and the byte's position."""
+    response = provider.http.post(
+        f"{provider.url}/v1/items/{ITEM}/records/query",
+        content=content,
+        headers={"Authorization": f"Bearer {hub.request_token()}", **JSON},
+    )
+    problem = assert_problem(response, 400, "invalid-request")
+    assert said in problem["detail"]
+    assert "sys." not in problem["detail"]
+    assert "codec" not in problem["detail"]
+
+
 def test_refuses_an_oversized_body(provider: Provider, hub: HubDouble) -> None:
     body = {"subject": "x" * 70_000, "purpose": PURPOSE, "consumer": CONSUMER, "version": 1}
 
-    assert_problem(provider.query(hub.request_token(), body), 413, "payload-too-large")
+    problem = assert_problem(provider.query(hub.request_token(), body), 413, "payload-too-large")
+    assert problem["title"] == "Payload too large"  # it was "Invalid request"
 
 
 def test_health_check_answers_ok(provider: Provider) -> None:

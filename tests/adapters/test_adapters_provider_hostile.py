@@ -242,6 +242,7 @@ def test_refuses_a_body_that_is_not_json_with_415(
 
     body = assert_problem(response, 415, "unsupported-media-type")
     assert "application/json" in body["detail"]
+    assert body["title"] == "Unsupported media type"
     assert provider.store.served_entries() == []
 
 
@@ -253,7 +254,7 @@ def test_refuses_an_accept_that_excludes_json_with_406(
 ) -> None:
     response = provider.query(hub.request_token(), Accept=accept)
 
-    assert_problem(response, 406, "not-acceptable")
+    assert assert_problem(response, 406, "not-acceptable")["title"] == "Not acceptable"
     assert provider.store.served_entries() == []
 
 

@@ -51,6 +51,27 @@ def test_load_json_refuses_what_it_cannot_take(raw: bytes, refusal: type[Excepti
         load_json(raw, max_depth=32)
 
 
+@pytest.mark.parametrize(
+    ("raw", "said"),
+    [
+        (b'{"n": ' + b"1" * 4301 + b"}", "a number has more than 4300 digits"),
+        (b'{"subject": "380\xff01085718"}', "not valid UTF-8"),
+        (b'{"a": 1, "a": 2}', "duplicate key 'a'"),
+        (b'{"a": ', "line 1 column 7"),
+    ],
+    ids=["digits", "not-utf-8", "duplicate-key", "where"],
+)
+def test_a_refusal_says_what_is_wrong_in_its_own_words(raw: bytes, said: str) -> None:
+    """RFC 9457 §5: a problem's detail shows no implementation detail. Python's own
+    messages named ``sys.set_int_max_str_digits()`` and the 'utf-8' codec with the
+    offending byte's position."""
+    with pytest.raises(UnsafeJson) as refused:
+        load_json(raw, max_depth=32)
+    assert said in str(refused.value)
+    assert "sys." not in str(refused.value)
+    assert "codec" not in str(refused.value)
+
+
 def test_load_json_takes_json_at_the_limit() -> None:
     assert isinstance(load_json(nested(32), max_depth=32), list)
     assert load_json(b'{"a": [1, {"b": null}]}', max_depth=4) == {"a": [1, {"b": None}]}
