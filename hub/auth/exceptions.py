@@ -19,8 +19,19 @@ class OAuthError(HubError):
     status = 400
 
     def __init__(self, detail: str, *, headers: Mapping[str, str] | None = None) -> None:
-        extra: dict[str, Any] = {"error": self.error, "error_description": detail}
+        extra: dict[str, Any] = {"error": self.error, "error_description": description(detail)}
         super().__init__(detail, headers=headers, extra=extra)
+
+
+def description(detail: str) -> str:
+    """``detail`` in the characters RFC 6749 §5.2 allows an ``error_description`` (and
+    RFC 6750 §3 a challenge's): printable ASCII but ``"`` and ``\\`` (``'`` and ``/``
+    instead), ``§`` written as "section ", any other character as ``?``. The problem's
+    ``detail`` keeps the text as it is."""
+    if detail.isascii() and '"' not in detail and "\\" not in detail and detail.isprintable():
+        return detail
+    text = detail.replace('"', "'").replace("\\", "/").replace("§", "section ")
+    return "".join(char if " " <= char <= "~" else "?" for char in text)
 
 
 class InvalidTokenRequest(OAuthError):
@@ -178,8 +189,7 @@ def challenge(scheme: str, *, error: str | None = None, detail: str = "") -> str
     if scheme == "DPoP":
         parts.append(f'algs="{" ".join(DPOP_ALGORITHMS)}"')
     if error:
-        quoted = detail.replace('"', "'").replace("\\", "/")
-        parts += [f'error="{error}"', f'error_description="{quoted}"']
+        parts += [f'error="{error}"', f'error_description="{description(detail)}"']
     return f"{scheme} " + ", ".join(parts)
 
 

@@ -260,13 +260,25 @@ async def _spend_token_proof(jtis: JtiRegister, proof: dpop.Proof, *, settings: 
         raise InvalidDpopProofGrant("the DPoP proof was used before (jti replay)")
 
 
+# RFC 6749 §3.3: scope = scope-token *( SP scope-token ), scope-token = 1*NQCHAR
+_SCOPE = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+(?: [\x21\x23-\x5b\x5d-\x7e]+)*")
+
+
 def _requested_scopes(requested: str | None, granted: frozenset[str]) -> frozenset[str]:
+    """The scopes asked for, all of them held; every held one when none is asked for.
+    A refusal never repeats what was asked (protocol.md §2.3): a scope is the caller's
+    text, and RFC 6749 §5.2 allows an ``error_description`` few of its characters."""
     if requested is None:
         return granted
-    wanted = frozenset(requested.split())
+    if not _SCOPE.fullmatch(requested):
+        raise InvalidScope(
+            "the scope is not scope tokens separated by single spaces (RFC 6749 §3.3):"
+            " none empty, each of printable ASCII but space, double quote and backslash"
+        )
+    wanted = frozenset(requested.split(" "))
     beyond = wanted - granted
     if beyond:
-        raise InvalidScope(f"the department holds no grant for: {' '.join(sorted(beyond))}")
+        raise InvalidScope(f"the department does not hold {len(beyond)} of the scopes asked for")
     return wanted
 
 

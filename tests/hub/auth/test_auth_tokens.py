@@ -232,6 +232,42 @@ def test_scope_beyond_the_departments_grants_is_invalid_scope(
 ) -> None:
     response = ask_token(world, token_form(assertion(world), scope=scope))
     assert_token_refused(world, response, status=400, error="invalid_scope")
+    assert "tax.debt-status" not in response.json()["error_description"]
+    assert NOT_SHARED not in response.json()["error_description"]
+
+
+@pytest.mark.parametrize(
+    "scope",
+    [
+        "",
+        " ",
+        f"read:{IDENTITY}  audit:read",
+        f" read:{IDENTITY}",
+        f"read:{IDENTITY} ",
+        'a"b',
+        "a\\b",
+        "audit:read \u00e9",
+    ],
+    ids=["empty", "space", "two-spaces", "leading", "trailing", "quote", "backslash", "non-ascii"],
+)
+def test_a_scope_that_is_not_scope_tokens_is_invalid_scope_and_not_repeated(
+    world: TokenWorld, scope: str
+) -> None:
+    """RFC 6749 §3.3: scope-token = 1*NQCHAR, one space between tokens. An empty scope
+    got a token that could do nothing, and the description repeated ``a"b``, which RFC
+    6749 §5.2 does not allow in it (helper-141)."""
+    response = ask_token(world, token_form(assertion(world), scope=scope))
+    assert_token_refused(world, response, status=400, error="invalid_scope")
+    description = response.json()["error_description"]
+    assert "RFC 6749 section 3.3" in description
+    assert "RFC 6749 §3.3" in response.json()["detail"]
+    assert all(0x20 <= ord(char) <= 0x7E and char not in '"\\' for char in description)
+
+
+def test_a_scope_token_repeated_is_asked_for_once(world: TokenWorld) -> None:
+    response = ask_token(world, token_form(assertion(world), scope="audit:read audit:read"))
+    assert response.status_code == 200, response.text
+    assert response.json()["scope"] == "audit:read"
 
 
 # --- client authentication (RFC 7523 §3) -----------------------------------------------
