@@ -185,8 +185,8 @@ def verify_consistency(
         return False
     if old_size == new_size:
         return not proof and old_root == new_root
-    if old_size == 0:
-        return not proof
+    if old_size == 0:  # every tree extends the empty one, whose root is known
+        return not proof and old_root == EMPTY_ROOT
     if not proof:
         return False
     path = list(proof)

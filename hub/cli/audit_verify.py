@@ -161,10 +161,12 @@ def _earlier(state_path: Path, compare: list[Path], verifier: Verifier) -> Itera
     """The state file's checkpoint, then every ``--compare`` file's (notes or state files)."""
     files = ([state_path] if state_path.exists() else []) + compare
     for path in files:
-        try:
-            text = path.read_text()
+        try:  # the file's bytes as UTF-8, line ends kept: a note is read as sent (no CR)
+            text = path.read_bytes().decode("utf-8")
         except OSError as error:
             raise CannotVerify(f"cannot read {path}: {error}") from error
+        except UnicodeDecodeError as error:
+            raise CannotVerify(f"{path} is not UTF-8 text") from error
         if text.lstrip().startswith("{"):
             try:
                 text = str(load_json(text, max_depth=_MAX_DEPTH).get("checkpoint", ""))
@@ -191,6 +193,13 @@ def _check_consistent(client: "_Hub", earlier: Seen, current: Seen) -> None:
             f"(the hub's and {earlier.source}): history was rewritten.\n"
             + _evidence(earlier, current)
         )
+    if old.size == 0:  # every tree extends the empty one: no proof to ask for
+        if old.root != merkle.EMPTY_ROOT:
+            raise VerificationFailed(
+                f"the checkpoint in {earlier.source} signs an empty log with a root that is"
+                " not the empty tree's (RFC 9162 §2.1.1)"
+            )
+        return
     if old.size == new.size:
         return
     proof = client.proof(f"/v1/audit/proof/consistency?from={old.size}&to={new.size}")

@@ -131,6 +131,22 @@ def test_trivial_consistency_needs_no_proof() -> None:
     )
 
 
+def test_the_empty_tree_extends_only_with_its_own_root() -> None:
+    """Every tree extends the empty one, whose root is SHA-256 of nothing (RFC 9162
+    §2.1.1): a signed size 0 with another root is no empty tree (it was taken)."""
+    root = ref.mth(LEAVES[:5])
+    empty = hashlib.sha256(b"").digest()
+    assert merkle.verify_consistency(
+        old_size=0, new_size=5, old_root=empty, new_root=root, proof=[]
+    )
+    assert not merkle.verify_consistency(
+        old_size=0, new_size=5, old_root=root, new_root=root, proof=[]
+    )
+    assert not merkle.verify_consistency(
+        old_size=0, new_size=5, old_root=empty, new_root=root, proof=[root]
+    )
+
+
 @pytest.mark.parametrize(("index", "size"), [(0, 0), (5, 5), (-1, 3)])
 def test_no_inclusion_ranges_outside_the_tree(index: int, size: int) -> None:
     with pytest.raises(ValueError, match="not in a tree"):

@@ -12,7 +12,7 @@ import base64
 import hashlib
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -731,6 +731,35 @@ def test_a_development_hub_keeps_its_origin_when_restarted_elsewhere(
         status, output = auditor.verify(moved, "--full")
     assert status == 0, output
     assert f"consistent with the checkpoint in {auditor.state} ({SIZE} entries)" in output
+
+
+@pytest.mark.parametrize(
+    ("change", "said"),
+    [
+        (lambda note: note.replace(b"\n", b"\r\n"), "holds no checkpoint signed by the pinned key"),
+        (lambda note: note + b"\xff", "is not UTF-8 text"),
+    ],
+    ids=["crlf", "not-utf-8"],
+)
+def test_a_compared_note_is_read_as_its_bytes(
+    three_entries: RunningHub,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    change: Callable[[bytes], bytes],
+    said: str,
+) -> None:
+    """C2SP signed-note: no control character but newline. A checkpoint from the hub
+    with CR LF line ends was refused, but the same note given with ``--compare`` was
+    taken: ``read_text`` turned CR LF into LF (helper-142)."""
+    note = httpx.get(f"{three_entries.url}/v1/audit/checkpoint").content
+    compared = tmp_path / "compared.txt"
+    compared.write_bytes(change(note))
+    auditor = Auditor(capsys, tmp_path / "auditor.json", verifier_key(three_entries))
+    status, output = auditor.verify(three_entries, "--compare", str(compared))
+    assert status == 2, output
+    assert said in output
+    compared.write_bytes(note)  # the note as sent is taken
+    assert auditor.verify(three_entries, "--compare", str(compared))[0] == 0
 
 
 def test_a_hostile_state_file_nested_deep_cannot_crash_the_verifier(
