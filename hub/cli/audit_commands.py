@@ -187,7 +187,8 @@ def _check_nodes(_: argparse.Namespace) -> int:
         print(f"OK: {indexes.indexes} PostgreSQL indexes of the audit log checked by amcheck")
     if rollups is not None:
         print(
-            f"OK: {rollups.sums} report roll-up sums added up again from {rollups.entries} entries"
+            f"OK: {rollups.sums} report roll-up sums added up again from the log's first"
+            f" {rollups.entries} entries, those the roll-ups hold (they add newer ones later)"
         )
     return 2 if rollups is None or indexes.failed else 0
 

@@ -10,6 +10,7 @@ the break-glass administrator token (``$ONCEONLY_ADMIN_TOKEN`` or the hub's
 
 import json
 import os
+import sys
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -97,6 +98,15 @@ def optional_credential(hub_url: str, *, break_glass: bool = True) -> str | None
         return token
     signed_in = stored(hub_url)
     if signed_in is not None:
+        if break_glass and os.environ.get("ONCEONLY_ADMIN_TOKEN"):
+            # Set on purpose, and passed over: say so, or a break-glass-only command's 403
+            # reads as if the token were refused.
+            print(
+                f"onceonly: using the sign-in of {signed_in.get('username', '?')} at"
+                f" {_key(hub_url)}, not ONCEONLY_ADMIN_TOKEN (a sign-in comes first):"
+                " run `onceonly logout`, or set ONCEONLY_TOKEN, to use the break-glass token",
+                file=sys.stderr,
+            )
         return str(signed_in["token"])
     return break_glass_token() if break_glass else None
 

@@ -99,6 +99,37 @@ def test_an_administrator_creates_a_steward_who_signs_in_and_out(
     assert "not signed in" in err
 
 
+def test_a_break_glass_token_set_while_signed_in_is_named_as_passed_over(
+    hub: RunningHub,
+    cli: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A sign-in comes before ONCEONLY_ADMIN_TOKEN (a person's commands are theirs). A
+    newcomer who set the token while signed in read only 'only the break-glass token
+    may do this', as if the token were refused (helper-140): the CLI says which it used."""
+    monkeypatch.setenv("ONCEONLY_ADMIN_TOKEN", hub.keys.admin_token)
+    status, _, err = run(
+        ["people", "put", "rein", "--role", "steward:tax", "--password-stdin"],
+        monkeypatch,
+        capsys,
+        stdin=PASSWORD + "\n",
+    )
+    assert status == 0, err
+    assert "ONCEONLY_ADMIN_TOKEN" not in err  # no sign-in: the token is what is used
+    monkeypatch.delenv("ONCEONLY_ADMIN_TOKEN")
+    status, _, err = run(
+        ["login", "--username", "rein", "--password-stdin"], monkeypatch, capsys, stdin=PASSWORD
+    )
+    assert status == 0, err
+    monkeypatch.setenv("ONCEONLY_ADMIN_TOKEN", hub.keys.admin_token)
+
+    status, out, err = run(["whoami"], monkeypatch, capsys)
+    assert (status, json.loads(out)["username"]) == (0, "rein")
+    assert f"using the sign-in of rein at {hub.url}, not ONCEONLY_ADMIN_TOKEN" in err
+    assert "onceonly logout" in err
+
+
 def test_a_wrong_password_is_refused_and_nothing_is_stored(
     hub: RunningHub,
     cli: Path,
