@@ -340,6 +340,7 @@ REASONS: Final = {
     "unknown-purpose": N_("unknown purpose"),
     "unknown-version": N_("unknown version of the item"),
     "unsupported-content-encoding": N_("unsupported content encoding"),
+    "unsupported-media-type": N_("the body was not JSON"),
     "use-dpop-nonce": N_("a DPoP nonce is required"),
 }
 

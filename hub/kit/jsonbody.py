@@ -16,7 +16,7 @@ from fastapi import Request
 from pydantic import BaseModel, ValidationError
 
 from onceonly.hub.kit.nul import body_nul
-from onceonly.hub.kit.problems import InvalidRequest, PayloadTooLarge
+from onceonly.hub.kit.problems import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
 from onceonly.hub.kit.untrusted_json import JsonTooDeep, UnsafeJson, load_json
 
 M = TypeVar("M", bound=BaseModel)
@@ -72,7 +72,7 @@ class JsonBody(Generic[M]):
     async def __call__(self, request: Request) -> M:
         media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if media_type != self.media_type:
-            raise InvalidRequest("the body must be application/json")
+            raise UnsupportedMediaType("the body must be application/json")
         limits: JsonLimits = getattr(request.state, LIMITS_STATE)
         raw = await request.body()
         data = parse_json(raw, max_bytes=limits.max_bytes, max_depth=limits.max_depth)

@@ -99,6 +99,15 @@ class TransferCodingNotImplemented(HubError):
     title = "Transfer coding not implemented"
 
 
+class UnsupportedMediaType(HubError):
+    """RFC 9110 §15.5.16: the body is not in the media type the operation reads
+    (``application/json``, :class:`onceonly.hub.kit.jsonbody.JsonBody`)."""
+
+    status = 415
+    slug = "unsupported-media-type"
+    title = "Unsupported media type"
+
+
 class UnsupportedContentEncoding(HubError):
     """RFC 9110 §15.5.16: the body has a content coding the hub does not decode."""
 

@@ -59,6 +59,7 @@ from onceonly.hub.kit.problems import (
     TransferCodingNotImplemented,
     Unavailable,
     UnsupportedContentEncoding,
+    UnsupportedMediaType,
     problem_response_document,
 )
 from onceonly.hub.people.exceptions import NotSignedIn, SignInThrottled
@@ -322,6 +323,7 @@ def _complete(
     refusals += _from_outside(method, route.path_format)
     body = _body_of(calls)
     if body is not None:
+        refusals.append(UnsupportedMediaType)  # a body in another media type
         operation["requestBody"] = {
             "required": True,
             "content": {body.media_type: {"schema": bodies[body.model]}},

@@ -548,14 +548,23 @@ def test_duplicate_json_keys_in_admin_bodies_are_400(
     assert "duplicate key" in response.json()["detail"]
 
 
-def test_admin_body_must_be_json(hub: RunningHub) -> None:
+@pytest.mark.parametrize(
+    "content_type", ["application/x-www-form-urlencoded", "text/plain", None, "application/jsonx"]
+)
+def test_admin_body_must_be_json(hub: RunningHub, content_type: str | None) -> None:
+    """RFC 9110 §15.5.16: a body in a media type the operation does not read is 415
+    (it was 400 invalid-request: helper-141), and it is not read."""
+    headers = admin_headers(hub)
+    if content_type is not None:
+        headers["Content-Type"] = content_type
     response = httpx.put(
         f"{hub.url}/v1/admin/departments/{unique('dept')}",
-        content=b"name=A",
-        headers={**admin_headers(hub), "Content-Type": "application/x-www-form-urlencoded"},
+        content=b'{"name": "A"}',
+        headers=headers,
     )
-    assert response.status_code == 400
-    assert problem_type(response) == "invalid-request"
+    assert response.status_code == 415, response.text
+    assert problem_type(response) == "unsupported-media-type"
+    assert response.json()["title"] == "Unsupported media type"
 
 
 def test_catalogue_import_of_a_missing_directory_names_the_path_not_the_hub(
