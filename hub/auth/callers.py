@@ -116,8 +116,10 @@ def _verify_token(
             now=int(clock.time()),
             skew=settings.clock_skew,
         )
-    except InvalidToken as error:
-        raise InvalidToken(error.detail, scheme=scheme) from None
+    except InvalidToken as error:  # where only DPoP is taken, the challenge names it
+        raise InvalidToken(
+            error.detail, scheme="DPoP" if settings.require_dpop else scheme
+        ) from None
 
 
 def _with_proof(

@@ -107,6 +107,7 @@ def _endpoint_request(
         url=settings.issuer.rstrip("/") + endpoint,
         dpop_proofs=request.headers.getlist("dpop"),
         certificate=request.headers.get(header) if header else None,
+        authorization="authorization" in request.headers,
     )
     if form.client_id is None:
         service.count_unnamed(endpoint)

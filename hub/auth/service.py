@@ -86,6 +86,7 @@ class EndpointRequest:
     url: str  # issuer + path: what a DPoP proof's htu must name
     dpop_proofs: list[str]
     certificate: str | None = None
+    authorization: bool = False  # an Authorization header field was sent
 
 
 @dataclass(frozen=True)
@@ -470,6 +471,11 @@ async def _authenticate(
 ) -> AuthenticatedClient:
     form = request.form
     if "client_assertion_type" in form or "client_assertion" in form:
+        if request.authorization:  # RFC 6749 §2.3: one method a request
+            raise InvalidTokenRequest(
+                "the request authenticates its client twice, with a client assertion and an"
+                " Authorization header (RFC 6749 section 2.3): send the assertion alone"
+            )
         client = await _private_key_jwt(
             session, jtis=jtis, form=form, settings=settings, scope=scope, clock=clock
         )

@@ -261,6 +261,16 @@ def test_dpop_bound_token_used_as_bearer_is_refused(world: World) -> None:
     assert_resource_refused(world, response, slug="invalid-token", error="invalid_token")
 
 
+@pytest.mark.parametrize("forged", ["a.b.c", "eyJhbGciOiJub25lIn0.eyJzdWIiOiJ4In0.", "not-a-jwt"])
+def test_a_token_that_does_not_verify_sent_as_bearer_gets_the_dpop_challenge(
+    world: World, forged: str
+) -> None:
+    """RFC 9449 §7.1: where only DPoP is taken, the challenge names DPoP; a token that
+    did not verify, sent as Bearer, was challenged ``Bearer`` (helper-141)."""
+    response = ask(world, {"Authorization": f"Bearer {forged}"})
+    assert_resource_refused(world, response, slug="invalid-token", error="invalid_token")
+
+
 def test_stolen_token_is_useless_without_its_key(world: World) -> None:
     token = bound_token(world)
     thief = DPoPKey.generate()

@@ -270,6 +270,19 @@ def test_a_scope_token_repeated_is_asked_for_once(world: TokenWorld) -> None:
     assert response.json()["scope"] == "audit:read"
 
 
+@pytest.mark.parametrize("authorization", ["Basic Y2xpZW50Ong=", "Bearer x", "DPoP x"])
+def test_an_assertion_and_an_authorization_header_are_two_methods_refused(
+    world: TokenWorld, authorization: str
+) -> None:
+    """RFC 6749 §2.3: a client MUST NOT use more than one authentication method in a
+    request. An assertion with Basic credentials beside it got a token (helper-141)."""
+    url = f"{world.hub.url}/oauth/token"
+    headers = {"DPoP": DPOP.proof("POST", url), "Authorization": authorization}
+    response = httpx.post(url, data=token_form(assertion(world)), headers=headers)
+    assert_token_refused(world, response, status=400, error="invalid_request")
+    assert "authenticates its client twice" in response.json()["detail"]
+
+
 # --- client authentication (RFC 7523 §3) -----------------------------------------------
 
 
