@@ -149,6 +149,14 @@ class Settings(BaseSettings):
         " process keeps (each); only a budget that has refilled is forgotten, and while none"
         " can be, a new source is refused",
     )
+    audit_subject_searches_per_hour: int = Field(
+        default=120,
+        ge=1,
+        le=1_000_000,
+        description="Searches of the audit log by subject (an identifier turned into its"
+        " pseudonym) one person may start in an hour, per hub process: the query's first"
+        " page, an export, the console's search; then 429 subject-searches-throttled",
+    )
     # --- the hub's own outgoing TLS: owners' adapters and subscribers (issue 15) ---
     adapter_ca_file: Path | None = Field(
         default=None,

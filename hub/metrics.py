@@ -136,6 +136,11 @@ EVENT_DEAD_LETTERS = Counter(
     ["item", "subscriber"],
 )
 AUDIT_ENTRIES = Counter("onceonly_audit_entries_total", "Audit entries this process committed", [])
+AUDIT_SUBJECT_SEARCHES_THROTTLED = Counter(
+    "onceonly_audit_subject_searches_throttled_total",
+    "Searches of the audit log by subject refused 429 for the person's hourly budget"
+    " (audit_subject_searches_per_hour)",
+)
 TOKEN_REQUESTS_THROTTLED = Counter(
     "onceonly_oauth_token_throttled_total",
     "Requests to the token, introspection and revocation endpoints refused 429 slow_down,"

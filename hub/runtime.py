@@ -29,7 +29,7 @@ from starlette.applications import Starlette
 from onceonly.hub.access.exceptions import PurposesUnavailable
 from onceonly.hub.access.purposes import purposes_for
 from onceonly.hub.audit.checkpoints import Checkpointer, load_signer
-from onceonly.hub.audit.service import AuditLog
+from onceonly.hub.audit.service import AuditLog, SubjectSearches
 from onceonly.hub.auth.jti_register import JtiRegister
 from onceonly.hub.auth.service import TokenLimits
 from onceonly.hub.config import Settings
@@ -64,6 +64,7 @@ class Hub:
     audit_log: AuditLog  # the group-commit audit writer
     jti_register: JtiRegister  # single-use jtis, group commit (issue 4)
     token_limits: TokenLimits  # the OAuth endpoints' rate limits (decision 0051)
+    subject_searches: SubjectSearches  # auditors' searches by subject (decision 0086)
     checkpointer: Checkpointer  # audit checkpoints (issue 6)
     deliverer: Deliverer
     metrics: EntryMetrics  # committed audit entries into metrics, with its label guard
@@ -201,6 +202,7 @@ def _assemble(
         audit_log=audit_log,
         jti_register=JtiRegister(writers, clock=clock),
         token_limits=TokenLimits(settings),
+        subject_searches=SubjectSearches(settings.audit_subject_searches_per_hour),
         checkpointer=Checkpointer(
             engine, signer=signer, interval=settings.checkpoint_interval, clock=clock
         ),

@@ -20,13 +20,19 @@ from onceonly.hub.audit.dependencies import (
     ReadScope,
     audited,
 )
-from onceonly.hub.audit.exceptions import AuditLogDamaged, EntryNotFound, InvalidTreeRequest
+from onceonly.hub.audit.exceptions import (
+    AuditLogDamaged,
+    EntryNotFound,
+    InvalidTreeRequest,
+    SubjectSearchesThrottled,
+)
 from onceonly.hub.audit.schemas import CheckpointPage, EntryOut, EntryPage, ProofOut
 from onceonly.hub.auth.dependencies import CurrentCaller
 from onceonly.hub.auth.exceptions import InsufficientScope
 from onceonly.hub.auth.scopes import AUDIT_READ_SCOPE
 from onceonly.hub.dependencies import (
     CheckpointerDep,
+    HubDep,
     ReadSessionDep,
     ReadSessionsDep,
     SessionDep,
@@ -136,19 +142,25 @@ async def get_entry(
 @router.get(
     "/entries",
     response_model=EntryPage,
-    responses=problems(Unavailable),  # the read replica, when one is configured
+    # the read replica, when one is configured; a person's searches by subject
+    responses=problems(Unavailable, SubjectSearchesThrottled),
     dependencies=[Depends(audited("audit.query"))],
 )
 async def find_entries(
     session: ReadSessionDep,
-    _auditor: AuditorDep,
+    auditor: AuditorDep,
     scope: CurrentAudit,
     where: EntryFilterDep,
     response: Response,
+    hub: HubDep,
     cursor: Cursor = None,
     limit: Limit = 100,
 ) -> EntryPage:
+    """The entries that match, oldest first. A search by ``subject`` counts against the
+    person's hourly budget when it starts (no ``cursor``; decision 0086)."""
     response.headers.update(NO_STORE)
+    if where.subject is not None and cursor is None:
+        hub.subject_searches.spend(auditor.name, now=hub.clock.monotonic())
     return await service.find(session, scope=scope, where=where, cursor=cursor, limit=limit)
 
 
@@ -191,18 +203,23 @@ _EXPORT_CONTENT = {
     "/export",
     responses={
         200: {"description": "every matching entry", "content": _EXPORT_CONTENT},
-        **problems(Unavailable),  # the read replica, when one is configured
+        # the read replica, when one is configured; a person's searches by subject
+        **problems(Unavailable, SubjectSearchesThrottled),
     },
     dependencies=[Depends(audited("audit.export"))],
 )
 async def export_entries(
-    _auditor: AuditorDep,
+    auditor: AuditorDep,
     scope: CurrentAudit,
     sessions: ReadSessionsDep,
     where: EntryFilterDep,
+    hub: HubDep,
     format: Literal["jsonl", "csv"] = "jsonl",
 ) -> StreamingResponse:
-    """Every matching entry as JSON Lines or CSV, streamed; the export is itself audited."""
+    """Every matching entry as JSON Lines or CSV, streamed; the export is itself audited.
+    An export by ``subject`` counts against the person's hourly budget (decision 0086)."""
+    if where.subject is not None:
+        hub.subject_searches.spend(auditor.name, now=hub.clock.monotonic())
     await service.start_export(scope=scope, where=where, format=format)
     lines = service.export_lines(sessions, where=where, format=format)
     return StreamingResponse(

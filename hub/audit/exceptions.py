@@ -1,4 +1,5 @@
 from onceonly.hub.kit.problems import HubError
+from onceonly.hub.kit.rate_limit import retry_after
 
 
 class AuditUnavailable(HubError):
@@ -7,6 +8,22 @@ class AuditUnavailable(HubError):
     status = 503
     slug = "audit-unavailable"
     title = "Audit log unavailable"
+
+
+class SubjectSearchesThrottled(HubError):
+    """An auditor searched the log by subject more often than the hub allows
+    (``audit_subject_searches_per_hour``, decision 0086): 429 with ``Retry-After``."""
+
+    status = 429
+    slug = "subject-searches-throttled"
+    title = "Too many searches by subject"
+
+    def __init__(self, *, wait: float, per_hour: int) -> None:
+        seconds = retry_after(wait)
+        super().__init__(
+            f"more than {per_hour} searches by subject in an hour; try again in {seconds} s",
+            headers={"Retry-After": str(seconds), "Cache-Control": "no-store"},
+        )
 
 
 class EntryNotFound(HubError):

@@ -37,7 +37,12 @@ from sqlalchemy.ext.asyncio import (
 from onceonly.hub import db, metrics
 from onceonly.hub.audit import inclusion as verdicts
 from onceonly.hub.audit import leaves, merkle, notes, repository, tree
-from onceonly.hub.audit.exceptions import AuditLogDamaged, AuditUnavailable, EntryNotFound
+from onceonly.hub.audit.exceptions import (
+    AuditLogDamaged,
+    AuditUnavailable,
+    EntryNotFound,
+    SubjectSearchesThrottled,
+)
 from onceonly.hub.audit.models import AuditEntry
 from onceonly.hub.audit.readers import AUDITOR, Reader
 from onceonly.hub.audit.repository import EntryFilter
@@ -47,6 +52,7 @@ from onceonly.hub.kit.after_commit import on_commit, on_commit_begun
 from onceonly.hub.kit.clock import SYSTEM_CLOCK, Clock, as_utc, aware, rfc3339_ms
 from onceonly.hub.kit.group_commit import GroupCommit
 from onceonly.hub.kit.problems import DatabaseUnavailable, HubError
+from onceonly.hub.kit.rate_limit import TokenBuckets
 from onceonly.hub.kit.spreadsheet import neutralize_formula
 
 log = logging.getLogger("onceonly.audit")
@@ -493,6 +499,48 @@ EXPORT_COLUMNS = (
 (``leaves.ENTRY_FIELDS``, its version ``v`` and ``salt``, and ``digest`` of version 1),
 and the leaf hash."""
 _EXPORT_PAGE = 1000
+
+
+# A person whose searches by subject were refused is logged at most this often (seconds)
+SUBJECT_SEARCHES_LOG_EVERY = 600.0
+# People whose budgets a process keeps (only a refilled one is forgotten)
+SUBJECT_SEARCHES_KEYS = 10_000
+
+
+class SubjectSearches:
+    """Each person's budget of searches of the log by subject, in one hub process
+    (decision 0086): ``per_hour`` at once, then one every ``3600 / per_hour`` seconds.
+
+    A search by subject turns an identifier into its pseudonym and shows whose records
+    were read: one by one, that is an auditor's work; by the thousand, it would map the
+    log's pseudonyms back to identifiers. Only a search's start is counted (the API's
+    first page, an export, the console's search run from its first page): its later
+    pages are the same search."""
+
+    def __init__(self, per_hour: int) -> None:
+        self.per_hour = per_hour
+        self._buckets: TokenBuckets[str] = TokenBuckets(
+            capacity=per_hour, per_second=per_hour / 3600, max_keys=SUBJECT_SEARCHES_KEYS
+        )
+
+    def spend(self, who: str, *, now: float) -> None:
+        """Take one of ``who``'s searches, or refuse (:class:`SubjectSearchesThrottled`)
+        taking nothing. A refusal is logged (the person, never the subject) once in
+        :data:`SUBJECT_SEARCHES_LOG_EVERY` seconds a person."""
+        wait = self._buckets.wait(who, now=now)
+        if wait > 0:
+            metrics.AUDIT_SUBJECT_SEARCHES_THROTTLED.inc()
+            if who in self._buckets and self._buckets.report_due(
+                who, now=now, every=SUBJECT_SEARCHES_LOG_EVERY
+            ):
+                log.warning(
+                    "%s has searched the audit log by subject more than %d times in an hour"
+                    " (audit_subject_searches_per_hour): further searches are refused",
+                    who,
+                    self.per_hour,
+                )
+            raise SubjectSearchesThrottled(wait=wait, per_hour=self.per_hour)
+        self._buckets.take(who, now=now)
 
 
 async def start_export(*, scope: AuditScope, where: EntryFilter, format: str) -> None:

@@ -20,7 +20,7 @@ from fastapi.responses import Response, StreamingResponse
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from onceonly.hub.audit import checkpoints, inclusion, service
-from onceonly.hub.audit.exceptions import EntryNotFound
+from onceonly.hub.audit.exceptions import EntryNotFound, SubjectSearchesThrottled
 from onceonly.hub.audit.readers import AUDITOR
 from onceonly.hub.audit.request_scope import open_audit_scope
 from onceonly.hub.audit.schemas import CheckpointOut
@@ -111,10 +111,51 @@ async def search_page(
     scope = _scope(request, visit, "audit.query", hub)
     where = wanted.entry_filter(pseudonym=hub.keys.pseudonym)
     cursor = trail[-1] if trail else None
+    if where.subject is not None and cursor is None:  # a search by subject starts
+        throttled = _subject_search(visit, hub)
+        if throttled is not None:
+            return await _throttled(request, visit, session, scope, wanted, throttled, hub)
     found = await service.find(session, scope=scope, where=where, cursor=cursor, limit=PAGE_SIZE)
     return await _search_page(
         request, visit, session, search=wanted, errors=[], page=found, trail=trail
     )
+
+
+def _subject_search(visit: Visit, hub: Hub) -> SubjectSearchesThrottled | None:
+    """Spend one of the person's searches by subject (decision 0086), or the refusal."""
+    try:
+        hub.subject_searches.spend(_principal(visit).name, now=hub.clock.monotonic())
+    except SubjectSearchesThrottled as refused:
+        return refused
+    return None
+
+
+async def _throttled(
+    request: Request,
+    visit: Visit,
+    session: AsyncSession,
+    scope: AuditScope,
+    search: log_search.LogSearch,
+    refused: SubjectSearchesThrottled,
+    hub: Hub,
+) -> Response:
+    """The search form again, saying when a search by subject may start again: 429,
+    with ``Retry-After``, audited as the API's refusal is."""
+    await scope.record_failure(refused)
+    seconds = int(refused.headers["Retry-After"])
+    response = await _search_page(
+        request,
+        visit,
+        session,
+        search=search,
+        errors=[],
+        notice="subject-searches-throttled",
+        status=429,
+        searches_per_hour=hub.subject_searches.per_hour,
+        wait_minutes=max(1, -(-seconds // 60)),
+    )
+    response.headers["Retry-After"] = str(seconds)
+    return response
 
 
 def _search_key(hub: Hub) -> bytes:
@@ -147,6 +188,7 @@ async def _search_page(
     trail: list[int] | None = None,
     notice: str = "",
     status: int = 200,
+    **context: Any,
 ) -> Response:
     trail = trail or []
     after = [*trail, page.next_cursor] if page is not None and page.next_cursor else None
@@ -174,6 +216,7 @@ async def _search_page(
             "item": [(item.id, item.title) for item in items],
             "action": list(log_search.ACTIONS.items()),
         },
+        **context,
     )
 
 
@@ -223,6 +266,9 @@ async def export(
                 request, visit, session, search=wanted, errors=errors, status=400
             )
     where = wanted.entry_filter(pseudonym=hub.keys.pseudonym)
+    if where.subject is not None and (throttled := _subject_search(visit, hub)) is not None:
+        async with sessions() as session:
+            return await _throttled(request, visit, session, scope, wanted, throttled, hub)
     await service.start_export(scope=scope, where=where, format=format)
     headers = {
         **pages.security_headers(production=visit.production),

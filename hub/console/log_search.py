@@ -331,6 +331,7 @@ REASONS: Final = {
     "request-timeout": N_("the request did not arrive in time"),
     "sign-in-failed": N_("wrong username, password or code"),
     "sign-in-throttled": N_("too many failed sign-ins"),
+    "subject-searches-throttled": N_("too many searches by subject in an hour"),
     "transfer-coding-not-implemented": N_(
         "the request's transfer coding is not one the hub decodes"
     ),

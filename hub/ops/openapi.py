@@ -33,7 +33,7 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from onceonly.hub.audit.exceptions import AuditUnavailable
+from onceonly.hub.audit.exceptions import AuditUnavailable, SubjectSearchesThrottled
 from onceonly.hub.auth.exceptions import (
     ClientTokensOutstanding,
     InsufficientScope,
@@ -172,6 +172,7 @@ RETRY_AFTER_PROBLEMS = frozenset(
         TokenRequestsThrottled,  # the OAuth endpoints' rate limits (decision 0051)
         SignInThrottled,
         ClientTokensOutstanding,
+        SubjectSearchesThrottled,  # an auditor's searches by subject (decision 0086)
     )
 )
 RETRY_AFTER_HEADER: dict[str, Any] = {
