@@ -117,9 +117,16 @@ def _verify_token(
             skew=settings.clock_skew,
         )
     except InvalidToken as error:  # where only DPoP is taken, the challenge names it
-        raise InvalidToken(
-            error.detail, scheme="DPoP" if settings.require_dpop else scheme
-        ) from None
+        raise InvalidToken(error.detail, scheme=_challenge_scheme(scheme, settings)) from None
+
+
+def _challenge_scheme(sent: str, settings: Settings) -> str:
+    """The scheme a refused token is challenged with: DPoP where the hub takes only
+    DPoP-bound tokens, else the one it was sent with (a hub that binds tokens to TLS
+    client certificates takes them as Bearer too, RFC 8705)."""
+    if settings.require_dpop and settings.tls_client_cert_header is None:
+        return "DPoP"
+    return sent
 
 
 def _with_proof(

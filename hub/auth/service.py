@@ -269,7 +269,7 @@ def _requested_scopes(requested: str | None, granted: frozenset[str]) -> frozens
     """The scopes asked for, all of them held; every held one when none is asked for.
     A refusal never repeats what was asked (protocol.md §2.3): a scope is the caller's
     text, and RFC 6749 §5.2 allows an ``error_description`` few of its characters."""
-    if requested is None:
+    if not requested:  # RFC 6749 §3.1: a parameter without a value is as if omitted
         return granted
     if not _SCOPE.fullmatch(requested):
         raise InvalidScope(

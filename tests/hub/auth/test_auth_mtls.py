@@ -120,6 +120,21 @@ def test_certificate_bound_token_is_useless_without_its_certificate(
     assert entry["reason"] == "invalid-token"
 
 
+def test_a_forged_token_sent_as_bearer_is_challenged_bearer_where_certificates_bind(
+    world: World, certificate_key: ec.EllipticCurvePrivateKey
+) -> None:
+    """Certificate-bound tokens are Bearer tokens (RFC 8705): a hub that binds them
+    challenges a token that does not verify with the scheme it came in, as it does one
+    shown with another certificate (helper-143: it said DPoP, which such a client
+    cannot use)."""
+    token = ask_token(world, self_signed(certificate_key)).json()["access_token"]
+    forged = token[:-4] + ("AAAA" if not token.endswith("AAAA") else "BBBB")
+    for presented in (forged, token):
+        response = query(world, presented, self_signed(certificate_key))
+        assert response.status_code == 401
+        assert response.headers["www-authenticate"].startswith("Bearer "), response.headers
+
+
 @pytest.mark.parametrize("certificate", ["unregistered-key", "garbage", "none"])
 def test_bad_certificate_is_invalid_client(
     world: World, certificate_key: ec.EllipticCurvePrivateKey, certificate: str

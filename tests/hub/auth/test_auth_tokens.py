@@ -239,7 +239,6 @@ def test_scope_beyond_the_departments_grants_is_invalid_scope(
 @pytest.mark.parametrize(
     "scope",
     [
-        "",
         " ",
         f"read:{IDENTITY}  audit:read",
         f" read:{IDENTITY}",
@@ -248,12 +247,12 @@ def test_scope_beyond_the_departments_grants_is_invalid_scope(
         "a\\b",
         "audit:read \u00e9",
     ],
-    ids=["empty", "space", "two-spaces", "leading", "trailing", "quote", "backslash", "non-ascii"],
+    ids=["space", "two-spaces", "leading", "trailing", "quote", "backslash", "non-ascii"],
 )
 def test_a_scope_that_is_not_scope_tokens_is_invalid_scope_and_not_repeated(
     world: TokenWorld, scope: str
 ) -> None:
-    """RFC 6749 §3.3: scope-token = 1*NQCHAR, one space between tokens. An empty scope
+    """RFC 6749 §3.3: scope-token = 1*NQCHAR, one space between tokens. A lone space
     got a token that could do nothing, and the description repeated ``a"b``, which RFC
     6749 §5.2 does not allow in it (helper-141)."""
     response = ask_token(world, token_form(assertion(world), scope=scope))
@@ -262,6 +261,18 @@ def test_a_scope_that_is_not_scope_tokens_is_invalid_scope_and_not_repeated(
     assert "RFC 6749 section 3.3" in description
     assert "RFC 6749 §3.3" in response.json()["detail"]
     assert all(0x20 <= ord(char) <= 0x7E and char not in '"\\' for char in description)
+
+
+def test_an_empty_scope_is_as_if_none_was_sent(world: TokenWorld) -> None:
+    """RFC 6749 §3.1: a parameter sent without a value is treated as omitted: every
+    scope the department holds (helper-143; it got a token with no scope, then 400)."""
+    response = ask_token(world, token_form(assertion(world), scope=""))
+    assert response.status_code == 200, response.text
+    assert set(response.json()["scope"].split()) == {
+        f"read:{ADDRESS}",
+        f"read:{IDENTITY}",
+        "audit:read",
+    }
 
 
 def test_a_scope_token_repeated_is_asked_for_once(world: TokenWorld) -> None:
