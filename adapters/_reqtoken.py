@@ -49,7 +49,8 @@ SUBJECT_RULE = (
     " control character, no invisible format character (Unicode category Cf: zero-width"
     " space, byte order mark, bidirectional controls, soft hyphen), no other"
     " default-ignorable character (variation selectors, combining grapheme joiner,"
-    " Hangul fillers), no unassigned, noncharacter or private-use code point, no decimal"
+    " Hangul fillers), no unassigned, noncharacter or private-use code point, no space"
+    " but U+0020 nor line or paragraph separator, no U+FFFD, no decimal"
     " digit other than ASCII 0-9 (full-width, Arabic-Indic, Devanagari), in Unicode"
     " normalization form C (NFC) and unchanged by compatibility normalization (NFKC:"
     " no full-width form, superscript or ligature); refused, not normalized"
@@ -66,7 +67,9 @@ def subject_problem(subject: str) -> str | None:
     Default_Ignorable_Code_Point: variation selectors U+FE00-F, the combining grapheme
     joiner U+034F, the Hangul fillers U+115F, U+1160, U+3164, U+FFA0, Mongolian free
     variation selectors), no unassigned code point, noncharacter (U+FFFF, U+FDD0-EF;
-    category Cn) or private-use character (Co), no decimal digit (category Nd) but ASCII
+    category Cn) or private-use character (Co), no space but U+0020 (Zs: U+1680 Ogham
+    space mark; the others NFKC changes) nor line or paragraph separator (Zl, Zp), no
+    U+FFFD replacement character, no decimal digit (category Nd) but ASCII
     0-9, in Unicode normalization form C, and unchanged by NFKC (no full-width form,
     superscript, ligature or other compatibility character).
 
@@ -100,6 +103,10 @@ def subject_problem(subject: str) -> str | None:
         )
     if any(unicodedata.category(char) in _NOT_ASSIGNED for char in subject):
         return "the subject holds an unassigned, noncharacter or private-use code point"
+    if any(unicodedata.category(char) in _SEPARATORS and char != " " for char in subject):
+        return "the subject holds a space other than U+0020, or a line or paragraph separator"
+    if "\ufffd" in subject:
+        return "the subject holds U+FFFD, which stands for bytes that were not text"
     if any(char.isdecimal() and not char.isascii() for char in subject):  # category Nd
         return "the subject holds a decimal digit other than ASCII 0-9"
     if not unicodedata.is_normalized("NFC", subject):
@@ -117,6 +124,8 @@ _NOT_TEXT = frozenset({"Cc", "Cs"})
 _CONTROL = "the subject holds a control character or a lone surrogate"
 # Unassigned (noncharacters included) and private use: no agreed character at all
 _NOT_ASSIGNED = frozenset({"Cn", "Co"})
+# Spaces (but U+0020, which NFKC gives most others as) and line and paragraph separators
+_SEPARATORS = frozenset({"Zs", "Zl", "Zp"})
 # Unicode's Default_Ignorable_Code_Point (DerivedCoreProperties.txt, Unicode 15.1; the
 # property is not in Python's unicodedata). Those in category Cf are refused before.
 _IGNORABLE = re.compile(

@@ -65,6 +65,10 @@ first, from the head's first byte for each later one."""
 _END_OF_HEAD = b"\r\n\r\n"
 MALFORMED_DETAIL = "the request is not well-formed HTTP/1.1 (RFC 9112)"
 UNKNOWN_METHOD_DETAIL = "the request's method is not one this server knows"
+_TE_IN_HTTP_1_0 = (
+    "an HTTP/1.0 request has no Transfer-Encoding (RFC 9112 §6.1): send HTTP/1.1, or a"
+    " Content-Length"
+)
 UNKNOWN_CODING_DETAIL = (
     "the request's body has a transfer coding this server does not decode: only chunked"
 )
@@ -187,6 +191,7 @@ class BoundedHeadProtocol(HeadWithBodyProtocol):
         self._parsed = 0  # bytes of the head being parsed: its target and its fields
         self._codings: list[bytes] = []  # the head's Transfer-Encoding field values
         self._coding_refused = False  # a transfer coding but chunked: answered 501
+        self._framing_refused = False  # HTTP/1.0 with Transfer-Encoding: answered 400
 
     def head_too_large(self) -> bytes:
         """The whole 431 answer, an RFC 9457 problem written by the protocol itself."""
@@ -223,6 +228,7 @@ class BoundedHeadProtocol(HeadWithBodyProtocol):
             reason="Not Implemented",
             slug="method-not-implemented",
             detail=UNKNOWN_METHOD_DETAIL,
+            title="Method not implemented",
         )
 
     def coding_not_implemented(self) -> bytes:
@@ -235,6 +241,7 @@ class BoundedHeadProtocol(HeadWithBodyProtocol):
             reason="Not Implemented",
             slug="transfer-coding-not-implemented",
             detail=UNKNOWN_CODING_DETAIL,
+            title="Transfer coding not implemented",
         )
 
     def send_400_response(self, msg: str) -> None:
@@ -259,6 +266,10 @@ class BoundedHeadProtocol(HeadWithBodyProtocol):
         self._unreadable = True
         if self._coding_refused:  # stopped by on_headers_complete, before any app ran
             self.transport.write(self.coding_not_implemented())
+            self.transport.close()
+            return
+        if self._framing_refused:  # so too
+            self.transport.write(self.malformed(_TE_IN_HTTP_1_0))
             self.transport.close()
             return
         if self.cycle is not None and self._head is None:  # its own body, while its app runs
@@ -413,6 +424,10 @@ class BoundedHeadProtocol(HeadWithBodyProtocol):
             self._head_timer = self.loop.call_later(self.head_timeout, self._head_expired)
 
     def on_headers_complete(self) -> None:
+        if self._codings and self.parser.get_http_version() == "1.0":
+            # RFC 9112 §6.1: an HTTP/1.0 message's Transfer-Encoding is faulty framing
+            self._framing_refused = True
+            raise _CodingNotImplemented
         if self._codings and _other_codings(self._codings):
             # Before the parser's own check, which comes after this callback and refuses
             # (400) a list whose final coding is not chunked, as RFC 9112 §6.3 says.
@@ -481,9 +496,16 @@ def closing_fields() -> list[bytes]:
     ]
 
 
-def _problem_answer(*, status: int, reason: str, slug: str, detail: str) -> bytes:
-    """A whole answer that closes its connection: an RFC 9457 problem."""
-    problem = {"type": PROBLEM_PREFIX + slug, "title": reason.capitalize(), "status": status}
+def _problem_answer(
+    *, status: int, reason: str, slug: str, detail: str, title: str | None = None
+) -> bytes:
+    """A whole answer that closes its connection: an RFC 9457 problem, titled
+    ``title`` (the reason phrase, capitalized, by default)."""
+    problem = {
+        "type": PROBLEM_PREFIX + slug,
+        "title": title or reason.capitalize(),
+        "status": status,
+    }
     body = json.dumps({**problem, "detail": detail}, separators=(",", ":")).encode()
     head = [
         f"HTTP/1.1 {status} {reason}".encode(),

@@ -4,6 +4,7 @@ are refused, never a RecursionError. No web framework here: the command line use
 """
 
 import json
+import re
 import sys
 from typing import Any
 
@@ -12,11 +13,17 @@ class _DuplicateKey(ValueError):
     pass
 
 
+# A key named in a refusal: a member's name as the hub's bodies have them. Any other
+# (digits, which an identifier would hold) is not repeated back.
+_KEY_NAME = re.compile(r"[A-Za-z_][A-Za-z_.-]{0,63}")
+
+
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     result: dict[str, Any] = {}
     for key, value in pairs:
         if key in result:
-            raise _DuplicateKey(f"duplicate key {key[:64]!r}")
+            named = f"duplicate key {key!r}" if _KEY_NAME.fullmatch(key) else "a duplicate key"
+            raise _DuplicateKey(named)
         result[key] = value
     return result
 

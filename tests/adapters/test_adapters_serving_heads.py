@@ -107,6 +107,7 @@ def test_a_method_it_does_not_know_is_a_501_problem(adapter: str) -> None:
     assert b"content-type: application/problem+json" in head
     problem = json.loads(body)
     assert problem["type"] == "urn:onceonly:problem:method-not-implemented"
+    assert problem["title"] == "Method not implemented"
 
 
 def test_a_transfer_coding_it_does_not_decode_is_a_501_problem(adapter: str) -> None:
@@ -121,6 +122,7 @@ def test_a_transfer_coding_it_does_not_decode_is_a_501_problem(adapter: str) -> 
     problem = json.loads(body)
     assert problem["type"] == "urn:onceonly:problem:transfer-coding-not-implemented"
     assert problem["status"] == 501
+    assert problem["title"] == "Transfer coding not implemented"  # each type its own
 
 
 def test_a_request_it_cannot_parse_is_a_400_problem(adapter: str) -> None:

@@ -110,6 +110,10 @@ REFUSED = {
     "unassigned": SUBJECT + "\u0378",
     "private use": SUBJECT + "\ue000",
     "supplementary private use": SUBJECT + "\U000f0000",
+    "line separator": SUBJECT[:3] + "\u2028" + SUBJECT[3:],
+    "paragraph separator": SUBJECT[:3] + "\u2029" + SUBJECT[3:],
+    "Ogham space mark": "AB\u1680123456",
+    "replacement character": SUBJECT[:3] + "\ufffd" + SUBJECT[3:],
 }
 TAKEN = {
     "birth code": SUBJECT,

@@ -410,6 +410,22 @@ def test_a_chunked_body_alone_is_read_and_a_final_coding_but_chunked_is_400(
         assert json.loads(body)["type"] == "urn:onceonly:problem:invalid-request"
 
 
+def test_an_http_1_0_request_with_a_transfer_encoding_is_400_and_no_route_runs(
+    hub: RunningHub,
+) -> None:
+    """RFC 9112 §6.1: a server that receives an HTTP/1.0 message with Transfer-Encoding
+    MUST treat its framing as faulty; it was read as chunked (helper-143)."""
+    request = _chunked_sign_in(b"chunked").replace(b" HTTP/1.1\r\n", b" HTTP/1.0\r\n", 1)
+    with added_audit_entries(hub, action="person.sign-in") as entries:
+        status, fields, body = answer_parts(raw_exchange(hub.url, request))
+    assert status == 400, body
+    assert fields["connection"] == "close"
+    problem = json.loads(body)
+    assert problem["type"] == "urn:onceonly:problem:invalid-request"
+    assert "HTTP/1.0" in problem["detail"]
+    assert entries == []
+
+
 def test_a_transfer_coding_after_a_kept_alive_answer_is_501(hub: RunningHub) -> None:
     host, port = hub.url.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port)), timeout=10) as sock:
