@@ -237,9 +237,13 @@ def test_machine_routes_refuse_a_persons_token(
                 "client_assertion": token,
                 "token": token,
             }
-            response = httpx.post(hub.url + path, data=form, headers=headers)
+            response = httpx.post(hub.url + path, data=form)
             assert response.status_code == 401, response.text
             assert problem_type(response) == "oauth-invalid-client"
+            # and beside the assertion, as a header: two methods (RFC 6749 §2.3)
+            response = httpx.post(hub.url + path, data=form, headers=headers)
+            assert response.status_code == 400, response.text
+            assert problem_type(response) == "oauth-invalid-request"
         else:
             response = call(hub, route, headers)
             assert response.status_code == 401, response.text
