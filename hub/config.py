@@ -153,9 +153,10 @@ class Settings(BaseSettings):
         default=120,
         ge=1,
         le=1_000_000,
-        description="Searches of the audit log by subject (an identifier turned into its"
-        " pseudonym) one person may start in an hour, per hub process: the query's first"
-        " page, an export, the console's search; then 429 subject-searches-throttled",
+        description="Different subjects (an identifier turned into its pseudonym) one"
+        " person may search the audit log by in an hour, per hub process: the query, an"
+        " export, the console's search, each subject once an hour whatever the page; then"
+        " 429 subject-searches-throttled",
     )
     # --- the hub's own outgoing TLS: owners' adapters and subscribers (issue 15) ---
     adapter_ca_file: Path | None = Field(

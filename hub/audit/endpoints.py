@@ -156,11 +156,11 @@ async def find_entries(
     cursor: Cursor = None,
     limit: Limit = 100,
 ) -> EntryPage:
-    """The entries that match, oldest first. A search by ``subject`` counts against the
-    person's hourly budget when it starts (no ``cursor``; decision 0086)."""
+    """The entries that match, oldest first. A ``subject`` counts against the person's
+    hourly budget of subjects, once an hour, whatever the page (decision 0086)."""
     response.headers.update(NO_STORE)
-    if where.subject is not None and cursor is None:
-        hub.subject_searches.spend(auditor.name, now=hub.clock.monotonic())
+    if where.subject is not None:
+        hub.subject_searches.spend(auditor.name, where.subject, now=hub.clock.monotonic())
     return await service.find(session, scope=scope, where=where, cursor=cursor, limit=limit)
 
 
@@ -217,9 +217,9 @@ async def export_entries(
     format: Literal["jsonl", "csv"] = "jsonl",
 ) -> StreamingResponse:
     """Every matching entry as JSON Lines or CSV, streamed; the export is itself audited.
-    An export by ``subject`` counts against the person's hourly budget (decision 0086)."""
+    A ``subject`` counts against the person's hourly budget of subjects (decision 0086)."""
     if where.subject is not None:
-        hub.subject_searches.spend(auditor.name, now=hub.clock.monotonic())
+        hub.subject_searches.spend(auditor.name, where.subject, now=hub.clock.monotonic())
     await service.start_export(scope=scope, where=where, format=format)
     lines = service.export_lines(sessions, where=where, format=format)
     return StreamingResponse(

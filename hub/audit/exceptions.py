@@ -21,7 +21,8 @@ class SubjectSearchesThrottled(HubError):
     def __init__(self, *, wait: float, per_hour: int) -> None:
         seconds = retry_after(wait)
         super().__init__(
-            f"more than {per_hour} searches by subject in an hour; try again in {seconds} s",
+            f"more than {per_hour} subjects searched in an hour; search another in"
+            f" {seconds} s (those searched in the last hour may be searched again)",
             headers={"Retry-After": str(seconds), "Cache-Control": "no-store"},
         )
 

@@ -21,6 +21,7 @@ import io
 import json
 import logging
 import sqlite3
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -508,25 +509,37 @@ SUBJECT_SEARCHES_KEYS = 10_000
 
 
 class SubjectSearches:
-    """Each person's budget of searches of the log by subject, in one hub process
-    (decision 0086): ``per_hour`` at once, then one every ``3600 / per_hour`` seconds.
+    """Each person's budget of subjects searched in the log, in one hub process
+    (decision 0086): ``per_hour`` different subjects at once, then one more every
+    ``3600 / per_hour`` seconds.
 
     A search by subject turns an identifier into its pseudonym and shows whose records
     were read: one by one, that is an auditor's work; by the thousand, it would map the
-    log's pseudonyms back to identifiers. Only a search's start is counted (the API's
-    first page, an export, the console's search run from its first page): its later
-    pages are the same search."""
+    log's pseudonyms back to identifiers. What is counted is each different subject a
+    person searches, once an hour: every page of its results (whatever cursor is sent),
+    its export, and searching it again within the hour after it was counted are free,
+    so neither a cursor nor a page trail can skip the count, and reading one person's
+    entries page by page costs one search."""
 
     def __init__(self, per_hour: int) -> None:
         self.per_hour = per_hour
         self._buckets: TokenBuckets[str] = TokenBuckets(
             capacity=per_hour, per_second=per_hour / 3600, max_keys=SUBJECT_SEARCHES_KEYS
         )
+        # who -> the pseudonyms counted for them in the last hour, oldest first
+        self._counted: dict[str, OrderedDict[str, float]] = {}
 
-    def spend(self, who: str, *, now: float) -> None:
-        """Take one of ``who``'s searches, or refuse (:class:`SubjectSearchesThrottled`)
-        taking nothing. A refusal is logged (the person, never the subject) once in
-        :data:`SUBJECT_SEARCHES_LOG_EVERY` seconds a person."""
+    def spend(self, who: str, subject: str, *, now: float) -> None:
+        """Count ``subject`` (a pseudonym) for ``who`` unless it was in the last hour, or
+        refuse (:class:`SubjectSearchesThrottled`) counting nothing. A refusal is logged
+        (the person, never the subject) once in :data:`SUBJECT_SEARCHES_LOG_EVERY`
+        seconds a person."""
+        counted = self._counted.get(who)
+        if counted is not None:
+            while counted and next(iter(counted.values())) <= now - 3600:
+                counted.popitem(last=False)
+            if subject in counted:
+                return
         wait = self._buckets.wait(who, now=now)
         if wait > 0:
             metrics.AUDIT_SUBJECT_SEARCHES_THROTTLED.inc()
@@ -534,13 +547,14 @@ class SubjectSearches:
                 who, now=now, every=SUBJECT_SEARCHES_LOG_EVERY
             ):
                 log.warning(
-                    "%s has searched the audit log by subject more than %d times in an hour"
-                    " (audit_subject_searches_per_hour): further searches are refused",
+                    "%s has searched the audit log by more than %d subjects in an hour"
+                    " (audit_subject_searches_per_hour): searches by others are refused",
                     who,
                     self.per_hour,
                 )
             raise SubjectSearchesThrottled(wait=wait, per_hour=self.per_hour)
         self._buckets.take(who, now=now)
+        self._counted.setdefault(who, OrderedDict())[subject] = now
 
 
 async def start_export(*, scope: AuditScope, where: EntryFilter, format: str) -> None:

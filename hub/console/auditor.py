@@ -111,8 +111,8 @@ async def search_page(
     scope = _scope(request, visit, "audit.query", hub)
     where = wanted.entry_filter(pseudonym=hub.keys.pseudonym)
     cursor = trail[-1] if trail else None
-    if where.subject is not None and cursor is None:  # a search by subject starts
-        throttled = _subject_search(visit, hub)
+    if where.subject is not None:  # counted once an hour a subject, whatever the page
+        throttled = _subject_search(visit, hub, where.subject)
         if throttled is not None:
             return await _throttled(request, visit, session, scope, wanted, throttled, hub)
     found = await service.find(session, scope=scope, where=where, cursor=cursor, limit=PAGE_SIZE)
@@ -121,10 +121,10 @@ async def search_page(
     )
 
 
-def _subject_search(visit: Visit, hub: Hub) -> SubjectSearchesThrottled | None:
-    """Spend one of the person's searches by subject (decision 0086), or the refusal."""
+def _subject_search(visit: Visit, hub: Hub, subject: str) -> SubjectSearchesThrottled | None:
+    """Count ``subject`` (a pseudonym) for the person (decision 0086), or the refusal."""
     try:
-        hub.subject_searches.spend(_principal(visit).name, now=hub.clock.monotonic())
+        hub.subject_searches.spend(_principal(visit).name, subject, now=hub.clock.monotonic())
     except SubjectSearchesThrottled as refused:
         return refused
     return None
@@ -266,7 +266,10 @@ async def export(
                 request, visit, session, search=wanted, errors=errors, status=400
             )
     where = wanted.entry_filter(pseudonym=hub.keys.pseudonym)
-    if where.subject is not None and (throttled := _subject_search(visit, hub)) is not None:
+    if (
+        where.subject is not None
+        and (throttled := _subject_search(visit, hub, where.subject)) is not None
+    ):
         async with sessions() as session:
             return await _throttled(request, visit, session, scope, wanted, throttled, hub)
     await service.start_export(scope=scope, where=where, format=format)

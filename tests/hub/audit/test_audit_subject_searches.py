@@ -1,10 +1,11 @@
 """An auditor's searches of the log by subject are limited per person and hour
-(decision 0086): ``audit_subject_searches_per_hour`` searches start at once, then one
-every 3600 / that many seconds; beyond, ``429 subject-searches-throttled`` with
-``Retry-After``, audited. Only a search's start counts (the first page, an export, the
-console's search); its later pages, and searches without a subject, do not. Without
-it, one auditor's script could turn every identifier of a population into its
-pseudonym and map the whole log back to people. Over HTTP, on SQLite and PostgreSQL."""
+(decision 0086): ``audit_subject_searches_per_hour`` different subjects at once, then
+one more every 3600 / that many seconds; beyond, ``429 subject-searches-throttled``
+with ``Retry-After``, audited. Each subject counts once an hour, whatever the page or
+the cursor (a cursor of 0 skipped the count: helper-144), its export and searching it
+again are free, and searches without a subject are not limited. Without it, one
+auditor's script could turn every identifier of a population into its pseudonym and
+map the whole log back to people. Over HTTP, on SQLite and PostgreSQL."""
 
 from collections.abc import Iterator
 
@@ -60,21 +61,25 @@ def test_a_person_starts_so_many_searches_by_subject_an_hour_and_is_then_refused
     assert refused.json()["title"] == "Too many searches by subject"
     wait = int(refused.headers["retry-after"])
     assert 0 < wait <= 3600 // PER_HOUR
-    assert f"more than {PER_HOUR} searches by subject in an hour" in refused.json()["detail"]
+    assert f"more than {PER_HOUR} subjects searched in an hour" in refused.json()["detail"]
     assert OTHERS[PER_HOUR] not in refused.text
     mine = [entry for entry in entries if entry.get("person") == "ilse"]
     assert [(e["outcome"], e["reason"]) for e in mine] == [
         ("refused", "subject-searches-throttled")
     ]
-    # an export by subject is a search too; a search without one is not limited
-    assert _search(world, ilse, "export", subject=OTHERS[0]).status_code == 429
+    # a cursor skips nothing, an export is a search, one without a subject is free
+    assert _search(world, ilse, subject=OTHERS[PER_HOUR], cursor="0").status_code == 429
+    assert _search(world, ilse, "export", subject=OTHERS[PER_HOUR]).status_code == 429
     assert _search(world, ilse, action="record.query").status_code == 200
+    # the subjects counted this hour may be searched, and exported, again
+    assert _search(world, ilse, subject=OTHERS[0]).status_code == 200
+    assert _search(world, ilse, "export", subject=OTHERS[1]).status_code == 200
     # each person has a budget of their own
     ott = signed_in(world.hub, "ott", {"role": "auditor"})
     assert _search(world, ott, subject=OTHERS[0]).status_code == 200
 
 
-def test_a_search_by_subject_counts_once_however_many_pages_it_has(world: World) -> None:
+def test_a_subject_counts_once_however_many_pages_and_searches_it_has(world: World) -> None:
     mari = signed_in(world.hub, "mari", {"role": "auditor"})
     first = _search(world, mari, subject=SUBJECT, action="record.query", limit="1")
     assert first.status_code == 200, first.text
@@ -84,13 +89,15 @@ def test_a_search_by_subject_counts_once_however_many_pages_it_has(world: World)
         assert _search(world, mari, subject=subject).status_code == 200
     assert _search(world, mari, subject=OTHERS[PER_HOUR]).status_code == 429
     pages = 1
-    while cursor is not None:  # the first search's pages are still read
+    while cursor is not None:  # the counted subject's pages are still read
         page = _search(
             world, mari, subject=SUBJECT, action="record.query", limit="1", cursor=str(cursor)
         )
         assert page.status_code == 200, page.text
         cursor, pages = page.json()["next_cursor"], pages + 1
     assert pages == 3
+    again = _search(world, mari, subject=SUBJECT, action="record.query", limit="1")
+    assert again.status_code == 200  # searched again from the start: counted already
 
 
 def _console_search(browser: httpx.Client, **fields: str) -> httpx.Response:
@@ -102,42 +109,54 @@ def _console_search(browser: httpx.Client, **fields: str) -> httpx.Response:
 
 
 def test_the_console_search_by_subject_is_limited_too(world: World) -> None:
-    """The console's search runs as the API's: its start counts, and its refusal is a
-    page that says when to search again (429, Retry-After), audited."""
+    """The console's search counts as the API's: each subject once an hour, whatever the
+    page, and its refusal is a page that says when to search again (429, Retry-After),
+    audited."""
     signed_in(world.hub, "kaja", {"role": "auditor"})  # made, with the test password
     with httpx.Client(base_url=world.hub.url) as browser:
         assert sign_in(browser, "kaja", TEST_PASSWORD).status_code == 303
         for subject in OTHERS[:PER_HOUR]:
             assert _console_search(browser, subject=subject).status_code == 200
+        for _ in range(3):  # reloads, and going back from an entry: the same subject
+            assert browser.get("/audit?results=1").status_code == 200
         with added_audit_entries(world.hub, action="audit.query") as entries:
             answer = _console_search(browser, subject=OTHERS[PER_HOUR])
         assert answer.status_code == 429, answer.text
+        # a page trail of its own skips nothing (helper-144: pages=0 did)
+        assert browser.get("/audit?results=1&pages=0").status_code == 429
         assert int(answer.headers["retry-after"]) > 0
         assert 'id="subject-searches-throttled"' in answer.text
-        assert f"searched by a person's identifier {PER_HOUR} times" in answer.text
+        assert f"identifiers of {PER_HOUR} different people in an hour" in answer.text
         assert OTHERS[PER_HOUR] not in answer.text.replace(f'value="{OTHERS[PER_HOUR]}"', "")
         mine = [entry for entry in entries if entry.get("person") == "kaja"]
         assert [(e["outcome"], e["reason"]) for e in mine] == [
             ("refused", "subject-searches-throttled")
         ]
         token = csrf_token(browser.get("/audit").text)  # an export by subject is a search
-        fields = {"csrf_token": token, "subject": OTHERS[0], "format": "csv"}
+        fields = {"csrf_token": token, "subject": OTHERS[PER_HOUR + 1], "format": "csv"}
         exported = browser.post("/audit/export", data=fields)
         assert exported.status_code == 429, exported.text
         assert 'id="subject-searches-throttled"' in exported.text
+        fields["subject"] = OTHERS[0]  # counted this hour: exported
+        assert browser.post("/audit/export", data=fields).status_code == 200
         assert _console_search(browser, action="record.query").status_code == 200
 
 
-def test_the_budget_refills_one_search_at_a_time() -> None:
+def test_the_budget_refills_one_subject_at_a_time() -> None:
     searches = SubjectSearches(per_hour=2)
-    searches.spend("a", now=0.0)
-    searches.spend("a", now=0.0)
+    searches.spend("a", "s1", now=0.0)
+    searches.spend("a", "s2", now=0.0)
+    searches.spend("a", "s1", now=10.0)  # counted already: free
     with pytest.raises(SubjectSearchesThrottled) as refused:
-        searches.spend("a", now=0.0)
+        searches.spend("a", "s3", now=0.0)
     assert refused.value.headers["Retry-After"] == "1800"
     with pytest.raises(SubjectSearchesThrottled):
-        searches.spend("a", now=1799.0)
-    searches.spend("a", now=1800.0)  # one back after 3600 / 2 seconds
+        searches.spend("a", "s3", now=1799.0)
+    searches.spend("a", "s3", now=1800.0)  # one back after 3600 / 2 seconds
     with pytest.raises(SubjectSearchesThrottled):
-        searches.spend("a", now=1800.0)
-    searches.spend("b", now=0.0)  # another person's budget is whole
+        searches.spend("a", "s4", now=1800.0)
+    searches.spend("b", "s1", now=0.0)  # another person's budget is whole
+    searches.spend("a", "s3", now=3000.0)  # counted at 1800: free until 5400
+    searches.spend("a", "s1", now=3600.0)  # counted at 0: an hour on, counted again,
+    with pytest.raises(SubjectSearchesThrottled):  # with the one search back since 1800
+        searches.spend("a", "s2", now=3600.0)  # so s2, counted at 0 too, waits
