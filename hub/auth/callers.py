@@ -67,7 +67,7 @@ def caller_from_request(
     clock: Clock,
 ) -> Caller:
     """The caller named by a valid, correctly presented access token; no I/O."""
-    default_scheme = "DPoP" if settings.require_dpop else "Bearer"
+    default_scheme = _challenge_scheme("Bearer", settings)
     scheme, token = _split_authorization(request.authorization, default_scheme)
     claims = _verify_token(token, scheme=scheme, settings=settings, keys=keys, clock=clock)
     if scope is not None:

@@ -20,7 +20,10 @@ class OAuthError(HubError):
 
     def __init__(self, detail: str, *, headers: Mapping[str, str] | None = None) -> None:
         extra: dict[str, Any] = {"error": self.error, "error_description": description(detail)}
-        super().__init__(detail, headers=headers, extra=extra)
+        # as the token answer itself (RFC 6749 §5.1): no cache keeps an OAuth answer
+        super().__init__(
+            detail, headers={"Cache-Control": "no-store", **(headers or {})}, extra=extra
+        )
 
 
 def description(detail: str) -> str:

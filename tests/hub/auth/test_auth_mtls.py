@@ -133,6 +133,12 @@ def test_a_forged_token_sent_as_bearer_is_challenged_bearer_where_certificates_b
         response = query(world, presented, self_signed(certificate_key))
         assert response.status_code == 401
         assert response.headers["www-authenticate"].startswith("Bearer "), response.headers
+    for authorization in (None, "Basic eDp5", "Bearer"):  # none, or none usable (helper-144)
+        headers = {"Authorization": authorization} if authorization else {}
+        url = f"{world.hub.url}/v1/items/{ADDRESS}/records/query"
+        response = httpx.post(url, json={"subject": SUBJECT, "purpose": PURPOSE}, headers=headers)
+        assert response.status_code == 401
+        assert response.headers["www-authenticate"].startswith("Bearer "), response.headers
 
 
 @pytest.mark.parametrize("certificate", ["unregistered-key", "garbage", "none"])

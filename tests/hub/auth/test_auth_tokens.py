@@ -172,6 +172,7 @@ def assert_token_refused(
     assert problem_type(response) == "oauth-" + error.replace("_", "-")
     assert response.json()["error"] == error
     assert response.json()["error_description"]
+    assert response.headers["cache-control"] == "no-store"  # as the token answer (helper-141)
     if reason == NOT_AUDITED:
         assert_not_audited(world, response)
         return
