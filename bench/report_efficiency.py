@@ -213,8 +213,7 @@ def _insert_sqlite(url: str, chunks: Iterator[list[tuple[Any, ...]]]) -> None:
     engine = make_sync_engine(url)
     table = AuditEntry.__table__  # type: ignore[attr-defined]
     for chunk in chunks:
-        with engine.begin() as conn:
-            conn.exec_driver_sql("BEGIN")  # the sync engine's driver is in autocommit mode
+        with engine.begin() as conn:  # the engine issues BEGIN itself (onceonly.hub.db)
             conn.execute(sa.insert(table), [dict(zip(COLUMNS, row, strict=True)) for row in chunk])
     engine.dispose()
 

@@ -1,7 +1,7 @@
 """All SQL of the efficiency report: the roll-ups, and what the report reads beside them."""
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -163,26 +163,43 @@ StoredSums = dict[str, dict[tuple[Any, ...], Any]]
 """Each roll-up table's rows by name: key columns → total, as stored."""
 
 
-async def stored_sums(conn: AsyncConnection) -> StoredSums:
-    """Every roll-up row as stored: its key, and its total whatever it holds (on SQLite
-    a column may hold another type than declared). ``reached`` is read as stored, False
-    and True for 0 and 1 only: SQLite's own reading makes any other value True, which
-    would hide a second row of the same key. Two rows that still read as one key are
-    both kept, as a total no tally gives (``("two rows", a, b)``)."""
+async def stored_sums(
+    conn: AsyncConnection,
+    *,
+    tables: Collection[str] | None = None,
+    keep: Callable[[tuple[Any, ...]], bool] | None = None,
+) -> StoredSums:
+    """The roll-up rows as stored (of ``tables``, by name; every table by default), those
+    whose key ``keep`` takes (all by default): its key, and its total whatever it holds
+    (on SQLite a column may hold another type than declared). ``reached`` is read as
+    stored, False and True for 0 and 1 only: SQLite's own reading makes any other value
+    True, which would hide a second row of the same key. Two rows that still read as one
+    key are both kept, as a total no tally gives (``("two rows", a, b)``). Rows are
+    streamed: only those kept are held."""
     stored: StoredSums = {}
     for part in _sums(Tally()):
+        if tables is not None and part.table.name not in tables:
+            continue
         columns = [
             sa.type_coerce(part.table.c[k], sa.Integer) if k == "reached" else part.table.c[k]
             for k in part.keys
         ]
-        rows = await conn.execute(sa.select(*columns, part.table.c[part.total]))
+        rows = await conn.stream(sa.select(*columns, part.table.c[part.total]))
         table: dict[tuple[Any, ...], Any] = {}
-        for *values, total in rows:
+        async for *values, total in rows:
             named = zip(part.keys, values, strict=True)
             key = tuple(_reached(v) if k == "reached" else v for k, v in named)
+            if keep is not None and not keep(key):
+                continue
             table[key] = ("two rows", table[key], total) if key in table else total
         stored[part.table.name] = table
     return stored
+
+
+async def record_rows(conn: AsyncConnection) -> int:
+    """How many rows ``report_records`` holds."""
+    found = await conn.execute(sa.select(sa.func.count()).select_from(_records))
+    return int(found.scalar_one())
 
 
 def _reached(value: Any) -> Any:

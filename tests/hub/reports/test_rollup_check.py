@@ -22,6 +22,16 @@ from tests.hub.reports.test_rollup_write import _log_of, _stored
 ITEM = "person.residential-address"
 
 
+@pytest.fixture(autouse=True, params=[None, 3], ids=["one-pass", "in-shares"])
+def record_budget(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> int:
+    """Every check here runs as it runs by default (one pass over the entries), and again
+    holding at most 3 records' sums a side (many passes, each over a share of the
+    subjects): the same lines either way."""
+    if request.param is not None:
+        monkeypatch.setattr(check, "RECORD_BUDGET", request.param)
+    return int(request.param or check.RECORD_BUDGET)
+
+
 def _run(
     args: list[str], url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> tuple[int, list[str], str]:
@@ -83,6 +93,38 @@ def test_sound_roll_ups_check_out(
         f"OK: {rows} report roll-up sums added up again from the log's first 60 entries,"
         " those the roll-ups hold (they add newer ones later)"
     )
+
+
+def test_a_check_in_shares_reads_the_entries_once_a_share_and_finds_the_same(
+    database_url: str,
+) -> None:
+    """With more distinct records than its budget, the check holds one share of them at a
+    time (its memory was about 2.5 KB a record served, all at once); with the stored
+    rows deleted it cannot know how many there are, and starts again in more shares
+    when a share holds more than twice its budget."""
+    logged = _rolled_up(database_url, 60)
+    records = len(tally(logged).records)
+    assert records > 12
+
+    async def checked(budget: int) -> tuple[check.RollupCheck, list[str]]:
+        engine = make_engine(database_url)
+        lines: list[str] = []
+        try:
+            return await check.check_rollups(engine, report=lines.append, budget=budget), lines
+        finally:
+            await engine.dispose()
+
+    whole, lines = asyncio.run(checked(10_000))
+    assert (whole.passes, whole.wrong, lines) == (1, 0, [])
+    shared, lines = asyncio.run(checked(3))
+    assert shared.passes >= records // 3
+    assert (shared.wrong, shared.sums, lines) == (0, whole.sums, [])
+
+    _execute(database_url, "DELETE FROM report_records", rows=records)
+    missing, lines = asyncio.run(checked(3))
+    assert missing.passes > 1  # from one share, doubled while a share held over 6
+    assert missing.wrong == records == len(lines)
+    assert all("no row stored" in line for line in lines)
 
 
 def _log_of_more(url: str, count: int) -> None:
