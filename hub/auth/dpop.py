@@ -15,6 +15,7 @@ decision 0050), and each key once, whatever other members its ``jwk`` has.
 import hashlib
 import json
 import math
+import re
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -103,7 +104,10 @@ def b64url_sha256(text: str) -> str:
 
 def normalize_url(url: str) -> str:
     """Scheme, host, port (default dropped) and path, as RFC 9449 §4.3 step 9 compares
-    them (RFC 3986 §6.2.2, §6.2.3 normalization); query and fragment ignored."""
+    them after RFC 3986 §6.2.2 and §6.2.3 normalization: case, percent-encoding (an
+    unreserved character decoded, the others' hex digits in upper case), dot segments
+    removed, an empty path as "/"; query and fragment ignored. A URL with user
+    information names no HTTP request's target (RFC 9110 §4.2.4): refused."""
     try:
         parts = urlsplit(url)
         port = parts.port
@@ -112,8 +116,48 @@ def normalize_url(url: str) -> str:
     scheme, host = parts.scheme.lower(), (parts.hostname or "").lower()
     if not scheme or not host:
         raise ProofError("htu must be an absolute URL")
+    if "@" in parts.netloc:
+        raise ProofError("htu must not carry user information (RFC 9110 §4.2.4)")
     authority = host if port in (None, _DEFAULT_PORTS.get(scheme)) else f"{host}:{port}"
-    return f"{scheme}://{authority}{parts.path or '/'}"
+    path = parts.path
+    if "%" in path or "." in path:  # else already normal (the usual case, one C pass)
+        path = _remove_dot_segments(_PERCENT.sub(_normal_percent, path))
+    return f"{scheme}://{authority}{path or '/'}"
+
+
+_PERCENT = re.compile(r"%([0-9A-Fa-f]{2})")
+_UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+
+
+def _normal_percent(found: re.Match[str]) -> str:
+    """RFC 3986 §6.2.2.1-2: an unreserved character decoded, any other upper case."""
+    char = chr(int(found.group(1), 16))
+    return char if char in _UNRESERVED else "%" + found.group(1).upper()
+
+
+def _remove_dot_segments(path: str) -> str:
+    """RFC 3986 §5.2.4, step by step."""
+    out: list[str] = []
+    while path:
+        if path.startswith("../"):
+            path = path[3:]
+        elif path.startswith("./"):
+            path = path[2:]
+        elif path.startswith("/./"):
+            path = path[2:]
+        elif path == "/.":
+            path = "/"
+        elif path.startswith("/../") or path == "/..":
+            path = "/" + path[4:]
+            if out:
+                out.pop()
+        elif path in (".", ".."):
+            path = ""
+        else:
+            end = path.find("/", 1)
+            segment, path = (path, "") if end < 0 else (path[:end], path[end:])
+            out.append(segment)
+    return "".join(out)
 
 
 def verify_proof(

@@ -82,8 +82,12 @@ def test_every_supported_algorithm_verifies(key: Any, alg: str) -> None:
     [
         (URL + "?page=2#top", URL),  # query and fragment are not compared (step 9)
         (URL, URL.replace("https://hub.example.gov", "HTTPS://Hub.Example.GOV:443")),
+        (URL, URL.replace("/records/", "/rec%6Frds/")),  # an unreserved one, encoded
+        (URL, URL.replace("/v1/", "/v1/x/../")),
+        (URL, URL.replace("/v1/", "/./v1/./")),
+        (URL.replace("query", "qu%2fery"), URL.replace("query", "qu%2Fery")),  # hex case
     ],
-    ids=["query-and-fragment", "case-and-default-port"],
+    ids=["query-and-fragment", "case-and-default-port", "percent", "dot-dot", "dot", "hex-case"],
 )
 def test_htu_is_compared_after_normalization(url: str, htu: str) -> None:
     assert verify(signed(claims(htu=htu)), url=url).jti == "j-1"
@@ -163,6 +167,19 @@ ATTACKS: list[tuple[str, Any, dict[str, Any], str]] = [
         "another URL",
     ),
     ("htu relative", lambda: signed(claims(htu="/v1/items")), {}, "absolute URL"),
+    (
+        "htu with user information",
+        lambda: signed(claims(htu=URL.replace("https://", "https://a:b@"))),
+        {},
+        "user information",
+    ),
+    (  # a reserved character encoded is another path (RFC 3986 §6.2.2.2)
+        "htu with a slash encoded",
+        lambda: signed(claims(htu=URL.replace("/records/", "/records%2F"))),
+        {},
+        "another URL",
+    ),
+    ("htu above the root", lambda: signed(claims(htu=URL + "/..")), {}, "another URL"),
     ("from the future", lambda: signed(claims(iat=NOW + SKEW + 1)), {}, "in the future"),
     ("a fraction in the future", lambda: signed(claims(iat=NOW + SKEW + 0.5)), {}, "future"),
     ("too old", lambda: signed(claims(iat=NOW - MAX_AGE - SKEW - 1)), {}, "too old"),
