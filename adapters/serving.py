@@ -77,12 +77,21 @@ UNKNOWN_CODING_DETAIL = (
 # methods). It says the first of any bytes that start no method too (a TLS handshake on
 # the plain port, a body's bytes past its Content-Length), so the line is looked at too.
 _UNKNOWN_METHOD_ERRORS = frozenset(
-    {"Invalid method encountered", "Invalid method for HTTP/x.x request"}
+    {
+        "Invalid method encountered",
+        "Invalid method for HTTP/x.x request",
+        "Expected space after method",  # a known one's name and more: GETX
+    }
 )
 # The start of a request line (RFC 9112 §3): a method token, one space, a target, one
 # space, and the version's name; after any empty lines, which a server ignores before a
 # request line (RFC 9112 §2.2) and the parser does too.
 _REQUEST_LINE = re.compile(rb"(?:\r?\n)*[!#$%&'*+.^_`|~0-9A-Za-z-]+ [!-~]+ HTTP/")
+# What a request line not yet whole may be: its method token, then its target, then a
+# beginning of "HTTP/" (after any empty lines, as above).
+_LINE_SO_FAR = re.compile(
+    rb"(?:\r?\n)*\r?[!#$%&'*+.^_`|~0-9A-Za-z-]+(?: [!-~]*(?: (?:H|HT|HTT|HTTP|HTTP/)?)?)?"
+)
 MALFORMED_BODY = "onceonly.malformed_body"
 """The key :class:`BoundedHeadProtocol` sets (to True) in a request's ``scope["state"]``
 when it answered 400 to a malformed body (a bad chunk) while the app read it: the app
@@ -185,8 +194,14 @@ class BoundedHeadProtocol(HeadWithBodyProtocol):
         self._trailers = 0  # bytes of the trailer fields parsed (each counted whole)
         # Whether the read being parsed starts a request line of its own: no message under
         # way, nor an answer (its method, if unknown, is then 501), and the cycle then.
-        self._read_starts_request = False
-        self._read_cycle: Any = None
+        # The request line of a head that began at the start of a read on an idle
+        # connection, as its bytes came (None: no such line under way), to tell an
+        # unknown method (501) from bytes that start no request line (400) when the
+        # line comes in pieces; the line's cycle then (none parsed from it since).
+        self._line: bytearray | None = None
+        self._line_cycle: Any = None
+        self._line_whole = False  # its end (LF) came, or the head's bound
+        self._pending = False  # an unknown method's line not yet whole: more is read
         self._unreadable = False  # the parser failed: nothing more is read or answered
         self._parsed = 0  # bytes of the head being parsed: its target and its fields
         self._codings: list[bytes] = []  # the head's Transfer-Encoding field values
@@ -275,8 +290,37 @@ class BoundedHeadProtocol(HeadWithBodyProtocol):
         if self.cycle is not None and self._head is None:  # its own body, while its app runs
             self._refuse_body(MALFORMED_DETAIL)
             return
-        unknown = self._unknown_method()
-        self.transport.write(self.not_implemented() if unknown else self.malformed())
+        if self._unknown_method():
+            assert self._line is not None
+            if not self._line_whole and _LINE_SO_FAR.fullmatch(self._line):
+                self._unreadable, self._pending = False, True  # its line's rest is read
+                return
+            self._answer_line()
+            return
+        self.transport.write(self.malformed())
+        self.transport.close()
+
+    def _take_line(self, data: bytes) -> None:
+        """Add to :attr:`_line` what ``data`` holds of it: up to its end (the first LF
+        after any empty lines before it), at most one byte past the head's bound."""
+        line = self._line
+        assert line is not None
+        start = 0 if line.strip(b"\r\n") else len(data) - len(data.lstrip(b"\r\n"))
+        end = data.find(b"\n", start)
+        self._line_whole = end >= 0 or len(line) + len(data) > self.max_head_bytes
+        line += data[: end + 1] if end >= 0 else data[: self.max_head_bytes + 1 - len(line)]
+
+    def _answer_line(self) -> None:
+        """501 to a whole request line whose method the parser does not know, 400 to
+        bytes that are no request line, 431 to a line past the head's bound; closed."""
+        line = bytes(self._line or b"")
+        self._unreadable, self._pending = True, False
+        if len(line) > self.max_head_bytes:
+            self.transport.write(self.head_too_large())
+        elif _REQUEST_LINE.match(line):
+            self.transport.write(self.not_implemented())
+        else:
+            self.transport.write(self.malformed())
         self.transport.close()
 
     def _answers_before(self) -> bool:
@@ -318,14 +362,15 @@ class BoundedHeadProtocol(HeadWithBodyProtocol):
 
     def _unknown_method(self) -> bool:
         """Whether the parser's error (uvicorn calls :meth:`send_400_response` while it
-        handles it) is a method it does not know, at the start of a read that begins a
-        request line, with no message parsed from that read before it."""
+        handles it) is about the method of a request line that began at the start of a
+        read on an idle connection, with no message parsed since (:attr:`_line`): the
+        line, whole or once whole, then tells 501 from 400 (:meth:`_answer_line`)."""
         error = sys.exc_info()[1]
         return (
             isinstance(error, httptools.HttpParserError)
             and str(error) in _UNKNOWN_METHOD_ERRORS
-            and self._read_starts_request
-            and self.cycle is self._read_cycle
+            and self._line is not None
+            and self.cycle is self._line_cycle
         )
 
     def _refuse_body(self, detail: str) -> None:
@@ -349,14 +394,19 @@ class BoundedHeadProtocol(HeadWithBodyProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        if self._pending:  # the rest of an unknown method's line: not parsed, kept
+            self._take_line(data)
+            line = self._line or b""
+            if self._line_whole or not _LINE_SO_FAR.fullmatch(line):
+                self._answer_line()
+            return
         if self._unreadable:  # read again (flow control) after the parser failed: dropped
             return
         cycle = self.cycle
-        idle = cycle is None or cycle.response_complete
-        self._read_starts_request = (
-            idle and self._head == 0 and not self._head_begun and bool(_REQUEST_LINE.match(data))
-        )
-        self._read_cycle = cycle
+        if (cycle is None or cycle.response_complete) and self._head == 0 and not self._head_begun:
+            self._line, self._line_cycle, self._line_whole = bytearray(), cycle, False
+        if self._line is not None and not self._line_whole:
+            self._take_line(data)
         if self._head is not None:
             window = self._tail + data
             end = window.find(_END_OF_HEAD)
@@ -424,6 +474,7 @@ class BoundedHeadProtocol(HeadWithBodyProtocol):
             self._head_timer = self.loop.call_later(self.head_timeout, self._head_expired)
 
     def on_headers_complete(self) -> None:
+        self._line = None  # a head was parsed: its method was known
         if self._codings and self.parser.get_http_version() == "1.0":
             # RFC 9112 §6.1: an HTTP/1.0 message's Transfer-Encoding is faulty framing
             self._framing_refused = True

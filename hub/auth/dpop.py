@@ -120,7 +120,7 @@ def normalize_url(url: str) -> str:
         raise ProofError("htu must not carry user information (RFC 9110 §4.2.4)")
     authority = host if port in (None, _DEFAULT_PORTS.get(scheme)) else f"{host}:{port}"
     path = parts.path
-    if "%" in path or "." in path:  # else already normal (the usual case, one C pass)
+    if "%" in path or "/." in path:  # else already normal (the usual case: two C passes)
         path = _remove_dot_segments(_PERCENT.sub(_normal_percent, path))
     return f"{scheme}://{authority}{path or '/'}"
 

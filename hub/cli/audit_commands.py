@@ -189,6 +189,7 @@ def _check_nodes(_: argparse.Namespace) -> int:
         print(
             f"OK: {rollups.sums} report roll-up sums added up again from the log's first"
             f" {rollups.entries} entries, those the roll-ups hold (they add newer ones later)"
+            + (f", in {rollups.passes} passes over them" if rollups.passes > 1 else "")
         )
     return 2 if rollups is None or indexes.failed else 0
 

@@ -338,3 +338,79 @@ def answers(url: str) -> bool:
         return httpx.get(url).status_code == 200
     except httpx.TransportError:
         return False
+
+
+def _status(received: bytes) -> bytes:
+    return received.split(b"\r\n", 1)[0]
+
+
+def _in_pieces(sock: socket.socket, *pieces: bytes) -> bytes:
+    """Send ``pieces`` as separate reads; what comes back until the server closes."""
+    for piece in pieces:
+        sock.sendall(piece)
+        time.sleep(0.05)
+    return closed_after(sock, time.monotonic())[0]
+
+
+@pytest.mark.parametrize(
+    "pieces",
+    [
+        (b"FO", b"O / HTTP/1.1\r\nHost: x\r\n\r\n"),
+        (b"DESCRIBE /", b" HTTP/1.1\r\nHost: x\r\n\r\n"),
+        (b"BREW / HT", b"TP/1.1\r\nHost: x\r\n\r\n"),
+        (b"\r\nFOO", b" / HTTP/1.1\r\nHost: x\r\n\r\n"),
+        (b"GETX / HTTP/1.1\r\nHost: x\r\n\r\n",),
+    ],
+    ids=["split-in-method", "split-after-target", "split-in-version", "empty-line", "getx"],
+)
+def test_an_unknown_method_is_501_however_its_line_comes(
+    connection: socket.socket, pieces: tuple[bytes, ...]
+) -> None:
+    """RFC 9110 §15.6.2: a request line split across reads got 400 'not well-formed'
+    when the parser failed before the line was whole (a known method's name with more,
+    GETX, did even whole). The server now reads the line's rest before it answers."""
+    assert _status(_in_pieces(connection, *pieces)) == b"HTTP/1.1 501 Not Implemented"
+
+
+@pytest.mark.parametrize(
+    "pieces",
+    [(b"FO", b"O\t/ HTTP/1.1\r\n\r\n"), (b"FO", b"O /x\r\n\r\n"), (b"FO", b"O /\x00\r\n")],
+    ids=["tab", "no-version", "nul"],
+)
+def test_a_split_line_that_is_no_request_line_is_400(
+    connection: socket.socket, pieces: tuple[bytes, ...]
+) -> None:
+    assert _status(_in_pieces(connection, *pieces)) == b"HTTP/1.1 400 Bad Request"
+
+
+def test_an_unknown_method_sent_a_byte_at_a_time_is_501(connection: socket.socket) -> None:
+    started = time.monotonic()
+    trickle(connection, b"BREW / HTTP/1.1\r\nHost: x\r\n\r\n", every=0.005)
+    received, _ = closed_after(connection, started)
+    assert _status(received) == b"HTTP/1.1 501 Not Implemented"
+
+
+def test_an_unknown_methods_line_never_finished_is_408_at_the_deadline(
+    connection: socket.socket,
+) -> None:
+    """The line's rest is waited for only as long as a head is (head_timeout)."""
+    started = time.monotonic()
+    connection.sendall(b"FOO /some")
+    received, after = closed_after(connection, started)
+    assert _status(received) == b"HTTP/1.1 408 Request Timeout"
+    assert after < DEADLINE + 2
+
+
+def test_an_unknown_method_split_after_a_kept_alive_answer_is_501(
+    connection: socket.socket,
+) -> None:
+    connection.sendall(GET)
+    assert answer(connection).startswith(b"HTTP/1.1 200 ")
+    assert _status(_in_pieces(connection, b"FO", b"O / HTTP/1.1\r\n\r\n")) == (
+        b"HTTP/1.1 501 Not Implemented"
+    )
+
+
+def test_an_unknown_methods_line_past_the_bound_is_431(connection: socket.socket) -> None:
+    received = _in_pieces(connection, b"FOO /", b"a" * (70 * 1024))
+    assert _status(received) == b"HTTP/1.1 431 Request Header Fields Too Large"
