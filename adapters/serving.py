@@ -87,6 +87,7 @@ _UNKNOWN_METHOD_ERRORS = frozenset(
 # space, and the version's name; after any empty lines, which a server ignores before a
 # request line (RFC 9112 §2.2) and the parser does too.
 _REQUEST_LINE = re.compile(rb"(?:\r?\n)*[!#$%&'*+.^_`|~0-9A-Za-z-]+ [!-~]+ HTTP/")
+_EMPTY_LINES = re.compile(rb"[\r\n]*")  # before a request line (RFC 9112 §2.2)
 # What a request line not yet whole may be: its method token, then its target, then a
 # beginning of "HTTP/" (after any empty lines, as above).
 _LINE_SO_FAR = re.compile(
@@ -305,7 +306,7 @@ class BoundedHeadProtocol(HeadWithBodyProtocol):
         after any empty lines before it), at most one byte past the head's bound."""
         line = self._line
         assert line is not None
-        start = 0 if line.strip(b"\r\n") else len(data) - len(data.lstrip(b"\r\n"))
+        start = 0 if line.strip(b"\r\n") else _EMPTY_LINES.match(data).end()  # type: ignore[union-attr]
         end = data.find(b"\n", start)
         self._line_whole = end >= 0 or len(line) + len(data) > self.max_head_bytes
         line += data[: end + 1] if end >= 0 else data[: self.max_head_bytes + 1 - len(line)]
