@@ -202,6 +202,7 @@ class BoundedHeadProtocol(HeadWithBodyProtocol):
         self._line: bytearray | None = None
         self._line_cycle: Any = None
         self._line_whole = False  # its end (LF) came, or the head's bound
+        self._line_begun = False  # a byte of it came, not only empty lines before it
         self._pending = False  # an unknown method's line not yet whole: more is read
         self._unreadable = False  # the parser failed: nothing more is read or answered
         self._parsed = 0  # bytes of the head being parsed: its target and its fields
@@ -306,7 +307,8 @@ class BoundedHeadProtocol(HeadWithBodyProtocol):
         after any empty lines before it), at most one byte past the head's bound."""
         line = self._line
         assert line is not None
-        start = 0 if line.strip(b"\r\n") else _EMPTY_LINES.match(data).end()  # type: ignore[union-attr]
+        start = 0 if self._line_begun else _EMPTY_LINES.match(data).end()  # type: ignore[union-attr]
+        self._line_begun = self._line_begun or start < len(data)
         end = data.find(b"\n", start)
         self._line_whole = end >= 0 or len(line) + len(data) > self.max_head_bytes
         line += data[: end + 1] if end >= 0 else data[: self.max_head_bytes + 1 - len(line)]
@@ -316,6 +318,7 @@ class BoundedHeadProtocol(HeadWithBodyProtocol):
         bytes that are no request line, 431 to a line past the head's bound; closed."""
         line = bytes(self._line or b"")
         self._unreadable, self._pending = True, False
+        self._cancel_head_timer()  # answered: no 408 after it
         if len(line) > self.max_head_bytes:
             self.transport.write(self.head_too_large())
         elif _REQUEST_LINE.match(line):
@@ -395,17 +398,17 @@ class BoundedHeadProtocol(HeadWithBodyProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        if self._pending:  # the rest of an unknown method's line: not parsed, kept
-            self._take_line(data)
-            line = self._line or b""
-            if self._line_whole or not _LINE_SO_FAR.fullmatch(line):
+        if self._pending:  # the rest of an unknown method's line: kept, not parsed, and
+            self._take_line(data)  # looked at once whole (each read costs its own bytes)
+            if self._line_whole:
                 self._answer_line()
             return
         if self._unreadable:  # read again (flow control) after the parser failed: dropped
             return
         cycle = self.cycle
         if (cycle is None or cycle.response_complete) and self._head == 0 and not self._head_begun:
-            self._line, self._line_cycle, self._line_whole = bytearray(), cycle, False
+            self._line, self._line_cycle = bytearray(), cycle
+            self._line_whole = self._line_begun = False
         if self._line is not None and not self._line_whole:
             self._take_line(data)
         if self._head is not None:
