@@ -207,8 +207,9 @@ class BoundedHeadProtocol(HeadWithBodyProtocol):
         self._unreadable = False  # the parser failed: nothing more is read or answered
         self._parsed = 0  # bytes of the head being parsed: its target and its fields
         self._codings: list[bytes] = []  # the head's Transfer-Encoding field values
-        self._coding_refused = False  # a transfer coding but chunked: answered 501
-        self._framing_refused = False  # HTTP/1.0 with Transfer-Encoding: answered 400
+        # The whole answer to a head whose framing on_headers_complete refused (a
+        # transfer coding but chunked: 501; HTTP/1.0 with Transfer-Encoding: 400)
+        self._framing_answer: bytes | None = None
 
     def head_too_large(self) -> bytes:
         """The whole 431 answer, an RFC 9457 problem written by the protocol itself."""
@@ -281,12 +282,8 @@ class BoundedHeadProtocol(HeadWithBodyProtocol):
             self._finish_then_close()
             return
         self._unreadable = True
-        if self._coding_refused:  # stopped by on_headers_complete, before any app ran
-            self.transport.write(self.coding_not_implemented())
-            self.transport.close()
-            return
-        if self._framing_refused:  # so too
-            self.transport.write(self.malformed(_TE_IN_HTTP_1_0))
+        if self._framing_answer is not None:  # stopped by on_headers_complete, no app ran
+            self.transport.write(self._framing_answer)
             self.transport.close()
             return
         if self.cycle is not None and self._head is None:  # its own body, while its app runs
@@ -481,13 +478,13 @@ class BoundedHeadProtocol(HeadWithBodyProtocol):
         self._line = None  # a head was parsed: its method was known
         if self._codings and self.parser.get_http_version() == "1.0":
             # RFC 9112 §6.1: an HTTP/1.0 message's Transfer-Encoding is faulty framing
-            self._framing_refused = True
-            raise _CodingNotImplemented
+            self._framing_answer = self.malformed(_TE_IN_HTTP_1_0)
+            raise _FramingRefused
         if self._codings and _other_codings(self._codings):
             # Before the parser's own check, which comes after this callback and refuses
             # (400) a list whose final coding is not chunked, as RFC 9112 §6.3 says.
-            self._coding_refused = True
-            raise _CodingNotImplemented
+            self._framing_answer = self.coding_not_implemented()
+            raise _FramingRefused
         self._head, self._head_begun = None, False
         self._cancel_head_timer()
         super().on_headers_complete()
@@ -525,8 +522,9 @@ class _HeadTooLarge(Exception):
     parser raises ``HttpParserCallbackError`` from it)."""
 
 
-class _CodingNotImplemented(Exception):
-    """Raised in a parser callback: the body has a transfer coding but chunked."""
+class _FramingRefused(Exception):
+    """Raised in a parser callback: the head's framing is refused (a transfer coding
+    but chunked, or Transfer-Encoding in HTTP/1.0); its answer is kept to be sent."""
 
 
 def _other_codings(fields: list[bytes]) -> bool:
