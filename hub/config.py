@@ -154,9 +154,9 @@ class Settings(BaseSettings):
         ge=1,
         le=1_000_000,
         description="Different subjects (an identifier turned into its pseudonym) one"
-        " person may search the audit log by in an hour, per hub process: the query, an"
-        " export, the console's search, each subject once an hour whatever the page; then"
-        " 429 subject-searches-throttled",
+        " person may search the audit log by in any hour, counted in the database for every"
+        " hub process and replica together: the query, an export, the console's search,"
+        " each subject once an hour whatever the page; then 429 subject-searches-throttled",
     )
     # --- the hub's own outgoing TLS: owners' adapters and subscribers (issue 15) ---
     adapter_ca_file: Path | None = Field(

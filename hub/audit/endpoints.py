@@ -160,7 +160,7 @@ async def find_entries(
     hourly budget of subjects, once an hour, whatever the page (decision 0086)."""
     response.headers.update(NO_STORE)
     if where.subject is not None:
-        hub.subject_searches.spend(auditor.name, where.subject, now=hub.clock.monotonic())
+        await hub.subject_searches.spend(hub.engine, auditor.name, where.subject, clock=hub.clock)
     return await service.find(session, scope=scope, where=where, cursor=cursor, limit=limit)
 
 
@@ -219,7 +219,7 @@ async def export_entries(
     """Every matching entry as JSON Lines or CSV, streamed; the export is itself audited.
     A ``subject`` counts against the person's hourly budget of subjects (decision 0086)."""
     if where.subject is not None:
-        hub.subject_searches.spend(auditor.name, where.subject, now=hub.clock.monotonic())
+        await hub.subject_searches.spend(hub.engine, auditor.name, where.subject, clock=hub.clock)
     await service.start_export(scope=scope, where=where, format=format)
     lines = service.export_lines(sessions, where=where, format=format)
     return StreamingResponse(

@@ -33,6 +33,19 @@ class AuditEntry(SQLModel, table=True):
     subject: str | None = Field(default=None, max_length=64)
 
 
+class AuditSubjectSearch(SQLModel, table=True):
+    """A subject a person searched the log by, counted against their hourly budget
+    (decision 0086): one row per person and subject, from the time it was counted;
+    rows older than an hour count for nothing and are deleted at the next count. In
+    the database, so that every process and replica of a hub counts the same budget."""
+
+    __tablename__ = "audit_subject_searches"
+
+    person: str = Field(primary_key=True, max_length=64)
+    subject: str = Field(primary_key=True, max_length=64)  # the pseudonym
+    counted_at: datetime = Field(sa_type=sa.DateTime(timezone=True), index=True)
+
+
 class AuditNode(SQLModel, table=True):
     """The hash of a perfect subtree of the log (RFC 9162 §2.1.1), for ``level`` ≥ 1.
 

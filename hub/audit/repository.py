@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 from sqlmodel import col, select
 
 from onceonly.hub.audit.merkle import Node
-from onceonly.hub.audit.models import AuditCheckpoint, AuditEntry, AuditNode
+from onceonly.hub.audit.models import AuditCheckpoint, AuditEntry, AuditNode, AuditSubjectSearch
 from onceonly.hub.db import (
     DriverInsert,
     UnnestInsert,
@@ -25,6 +25,7 @@ from onceonly.hub.db import (
 _table = AuditEntry.__table__  # type: ignore[attr-defined]
 _nodes = AuditNode.__table__  # type: ignore[attr-defined]
 _checkpoints = AuditCheckpoint.__table__  # type: ignore[attr-defined]
+_searches = AuditSubjectSearch.__table__  # type: ignore[attr-defined]
 
 Executor = AsyncConnection | AsyncSession
 # The advisory lock every appender on one PostgreSQL takes for its transaction (the
@@ -476,3 +477,29 @@ async def insert_pg(pg: Any, rows: Sequence[Sequence[Any]], nodes: Sequence[Sequ
     await cursor.execute(_UNNEST_ENTRIES.sql, _UNNEST_ENTRIES.params(rows))
     if nodes:
         await cursor.execute(_UNNEST_NODES.sql, _UNNEST_NODES.params(nodes))
+
+
+async def lock_subject_searches(conn: AsyncConnection) -> None:
+    """Serialize the check-and-count of searches by subject across processes sharing
+    one PostgreSQL (SQLite's BEGIN IMMEDIATE serializes writers itself)."""
+    if conn.dialect.name == "postgresql":
+        await conn.execute(sa.text("SELECT pg_advisory_xact_lock(8628)"))
+
+
+async def purge_subject_searches(conn: AsyncConnection, *, before: datetime) -> None:
+    """Subjects counted at or before ``before`` count for nothing: forgotten, for everyone."""
+    await conn.execute(sa.delete(_searches).where(_searches.c.counted_at <= before))
+
+
+async def subject_searches_of(conn: AsyncConnection, *, person: str) -> dict[str, datetime]:
+    """The subjects (pseudonyms) counted for ``person``, with when each was counted."""
+    query = sa.select(_searches.c.subject, _searches.c.counted_at).where(
+        _searches.c.person == person
+    )
+    return {row[0]: row[1] for row in (await conn.execute(query)).all()}
+
+
+async def add_subject_search(
+    conn: AsyncConnection, *, person: str, subject: str, at: datetime
+) -> None:
+    await conn.execute(sa.insert(_searches).values(person=person, subject=subject, counted_at=at))

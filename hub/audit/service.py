@@ -21,10 +21,9 @@ import io
 import json
 import logging
 import sqlite3
-from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
@@ -53,7 +52,6 @@ from onceonly.hub.kit.after_commit import on_commit, on_commit_begun
 from onceonly.hub.kit.clock import SYSTEM_CLOCK, Clock, as_utc, aware, rfc3339_ms
 from onceonly.hub.kit.group_commit import GroupCommit
 from onceonly.hub.kit.problems import DatabaseUnavailable, HubError
-from onceonly.hub.kit.rate_limit import TokenBuckets
 from onceonly.hub.kit.spreadsheet import neutralize_formula
 
 log = logging.getLogger("onceonly.audit")
@@ -504,14 +502,15 @@ _EXPORT_PAGE = 1000
 
 # A person whose searches by subject were refused is logged at most this often (seconds)
 SUBJECT_SEARCHES_LOG_EVERY = 600.0
-# People whose budgets a process keeps (only a refilled one is forgotten)
-SUBJECT_SEARCHES_KEYS = 10_000
+# People whose last refusal's log line a process remembers
+SUBJECT_SEARCHES_REPORTED = 10_000
+SEARCH_HOUR = timedelta(hours=1)
 
 
 class SubjectSearches:
-    """Each person's budget of subjects searched in the log, in one hub process
-    (decision 0086): ``per_hour`` different subjects at once, then one more every
-    ``3600 / per_hour`` seconds.
+    """Each person's budget of subjects searched in the log (decision 0086): at most
+    ``per_hour`` different subjects counted in any hour, in the database, so that
+    every process and replica of the hub counts the same budget.
 
     A search by subject turns an identifier into its pseudonym and shows whose records
     were read: one by one, that is an auditor's work; by the thousand, it would map the
@@ -523,38 +522,48 @@ class SubjectSearches:
 
     def __init__(self, per_hour: int) -> None:
         self.per_hour = per_hour
-        self._buckets: TokenBuckets[str] = TokenBuckets(
-            capacity=per_hour, per_second=per_hour / 3600, max_keys=SUBJECT_SEARCHES_KEYS
-        )
-        # who -> the pseudonyms counted for them in the last hour, oldest first
-        self._counted: dict[str, OrderedDict[str, float]] = {}
+        self._reported: dict[str, float] = {}  # who -> when a refusal was last logged
 
-    def spend(self, who: str, subject: str, *, now: float) -> None:
-        """Count ``subject`` (a pseudonym) for ``who`` unless it was in the last hour, or
-        refuse (:class:`SubjectSearchesThrottled`) counting nothing. A refusal is logged
-        (the person, never the subject) once in :data:`SUBJECT_SEARCHES_LOG_EVERY`
-        seconds a person."""
-        counted = self._counted.get(who)
-        if counted is not None:
-            while counted and next(iter(counted.values())) <= now - 3600:
-                counted.popitem(last=False)
+    async def spend(self, engine: AsyncEngine, who: str, subject: str, *, clock: Clock) -> None:
+        """Count ``subject`` (a pseudonym) for ``who`` unless it was counted in the last
+        hour, or refuse (:class:`SubjectSearchesThrottled`) counting nothing: one
+        serialized transaction, so that searches in several processes at once cannot all
+        pass the check before any of them is counted. A refusal is logged (the person,
+        never the subject) once in :data:`SUBJECT_SEARCHES_LOG_EVERY` seconds a person
+        and process. Its commit is not flushed of its own: the search's audit entry,
+        which comes after it in the same store, is (decision 0079)."""
+        now = clock.now()
+        async with write_connection(engine, durable=False) as conn:
+            await repository.lock_subject_searches(conn)
+            await repository.purge_subject_searches(conn, before=now - SEARCH_HOUR)
+            counted = await repository.subject_searches_of(conn, person=who)
             if subject in counted:
                 return
-        wait = self._buckets.wait(who, now=now)
-        if wait > 0:
-            metrics.AUDIT_SUBJECT_SEARCHES_THROTTLED.inc()
-            if who in self._buckets and self._buckets.report_due(
-                who, now=now, every=SUBJECT_SEARCHES_LOG_EVERY
-            ):
-                log.warning(
-                    "%s has searched the audit log by more than %d subjects in an hour"
-                    " (audit_subject_searches_per_hour): searches by others are refused",
-                    who,
-                    self.per_hour,
-                )
-            raise SubjectSearchesThrottled(wait=wait, per_hour=self.per_hour)
-        self._buckets.take(who, now=now)
-        self._counted.setdefault(who, OrderedDict())[subject] = now
+            if len(counted) < self.per_hour:
+                await repository.add_subject_search(conn, person=who, subject=subject, at=now)
+                return
+            # the budget is whole again a subject at a time, as the oldest are an hour old
+            oldest = min(aware(at) for at in counted.values())
+            wait = max(1.0, (oldest + SEARCH_HOUR - now).total_seconds())
+        metrics.AUDIT_SUBJECT_SEARCHES_THROTTLED.inc()
+        if self._report_due(who, now=clock.monotonic()):
+            log.warning(
+                "%s has searched the audit log by more than %d subjects in an hour"
+                " (audit_subject_searches_per_hour): searches by others are refused",
+                who,
+                self.per_hour,
+            )
+        raise SubjectSearchesThrottled(wait=wait, per_hour=self.per_hour)
+
+    def _report_due(self, who: str, *, now: float) -> bool:
+        last = self._reported.get(who)
+        if last is not None and now - last < SUBJECT_SEARCHES_LOG_EVERY:
+            return False
+        if len(self._reported) >= SUBJECT_SEARCHES_REPORTED:  # forget the oldest
+            del self._reported[next(iter(self._reported))]
+        self._reported.pop(who, None)
+        self._reported[who] = now
+        return True
 
 
 async def start_export(*, scope: AuditScope, where: EntryFilter, format: str) -> None:

@@ -112,7 +112,7 @@ async def search_page(
     where = wanted.entry_filter(pseudonym=hub.keys.pseudonym)
     cursor = trail[-1] if trail else None
     if where.subject is not None:  # counted once an hour a subject, whatever the page
-        throttled = _subject_search(visit, hub, where.subject)
+        throttled = await _subject_search(visit, hub, where.subject)
         if throttled is not None:
             return await _throttled(request, visit, session, scope, wanted, throttled, hub)
     found = await service.find(session, scope=scope, where=where, cursor=cursor, limit=PAGE_SIZE)
@@ -121,10 +121,12 @@ async def search_page(
     )
 
 
-def _subject_search(visit: Visit, hub: Hub, subject: str) -> SubjectSearchesThrottled | None:
+async def _subject_search(visit: Visit, hub: Hub, subject: str) -> SubjectSearchesThrottled | None:
     """Count ``subject`` (a pseudonym) for the person (decision 0086), or the refusal."""
     try:
-        hub.subject_searches.spend(_principal(visit).name, subject, now=hub.clock.monotonic())
+        await hub.subject_searches.spend(
+            hub.engine, _principal(visit).name, subject, clock=hub.clock
+        )
     except SubjectSearchesThrottled as refused:
         return refused
     return None
@@ -268,7 +270,7 @@ async def export(
     where = wanted.entry_filter(pseudonym=hub.keys.pseudonym)
     if (
         where.subject is not None
-        and (throttled := _subject_search(visit, hub, where.subject)) is not None
+        and (throttled := await _subject_search(visit, hub, where.subject)) is not None
     ):
         async with sessions() as session:
             return await _throttled(request, visit, session, scope, wanted, throttled, hub)
