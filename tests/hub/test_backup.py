@@ -15,7 +15,7 @@ from onceonly.hub import backup
 from onceonly.hub.cli import audit_verify, main
 from onceonly.hub.db import make_sync_engine
 
-from tests.hub_testing import CATALOGUE, RunningHub, running_hub, wait_until
+from tests.hub_testing import CATALOGUE, RunningHub, empty_postgres, running_hub, wait_until
 from tests.pg_cluster import new_database
 
 
@@ -182,6 +182,7 @@ def test_a_restore_refuses_a_damaged_or_partial_backup_before_writing(tmp_path: 
 def test_a_failed_postgres_restore_leaves_the_database_empty(
     tmp_path: Path, postgres_url: str
 ) -> None:
+    empty_postgres(postgres_url)  # an earlier test of the session may have left rows
     with running_hub(database_url=postgres_url, data_dir=tmp_path / "hub") as hub:
         with hub.admin() as admin:
             admin.import_catalogue(CATALOGUE)
@@ -200,6 +201,7 @@ def test_a_postgres_backup_with_an_operators_extension_restores_as_the_hubs_own_
     failed, "permission denied to create extension")."""
     from tests.hub_testing import postgres_admin
 
+    empty_postgres(postgres_url)  # an earlier test of the session may have left rows
     with running_hub(database_url=postgres_url, data_dir=tmp_path / "hub") as hub:
         with hub.admin() as admin:
             admin.import_catalogue(CATALOGUE)

@@ -12,7 +12,14 @@ from onceonly.hub.cli import startup
 from onceonly.hub.config import Settings
 from onceonly.hub.migrate import upgrade
 
-from tests.hub_testing import CATALOGUE, RunningHub, problem_type, running_hub, wait_until
+from tests.hub_testing import (
+    CATALOGUE,
+    RunningHub,
+    empty_postgres,
+    problem_type,
+    running_hub,
+    wait_until,
+)
 from tests.pg_cluster import primary_and_standby, wait_for_replay
 
 pytestmark = pytest.mark.postgres
@@ -97,6 +104,7 @@ def test_config_check_reaches_the_read_replica(tmp_path: Path, postgres_url: str
 def test_a_replica_that_does_not_answer_is_a_503_not_a_500(
     tmp_path: Path, postgres_url: str
 ) -> None:
+    empty_postgres(postgres_url)  # an earlier test of the session may have left its log
     missing = postgres_url.rsplit("/", 1)[0] + "/onceonly_no_such_replica"
     with running_hub(
         database_url=postgres_url, read_database_url=missing, data_dir=tmp_path / "hub"
