@@ -6,6 +6,7 @@ or the OpenID Connect sign-in). The break-glass token is accepted where
 a machine never gets a person's powers.
 """
 
+from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -17,6 +18,10 @@ from onceonly.hub.people import service
 from onceonly.hub.people.exceptions import NotSignedIn
 from onceonly.hub.people.principal import Forbidden, Principal
 
+# The action of a route that only reads: written when it is refused, and when the
+# break-glass token's read is answered (every use of that token is an entry).
+_REFUSED_READ = "route.refused"
+_BREAK_GLASS_READ = "route.read"
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="onceonly-people"'}
 # RFC 6750 §3.1: a token that was sent and is not accepted is invalid_token (a request
 # without one gets the bare challenge).
@@ -32,12 +37,13 @@ def bearer(request: Request) -> str | None:
 def _audit_scope(request: Request, log: AuditLog) -> AuditScope:
     """The request's audit scope. Routes that only read have none of their own; they get
     one that writes an entry only if the request is refused (every refusal is audited):
-    action ``route.refused``, the route in ``target``."""
+    action ``route.refused``, the route in ``target`` (and, for the break-glass token,
+    one when it is answered: :func:`_principal`)."""
     audit: AuditScope | None = getattr(request.state, "audit", None)
     if audit is None:
         route = request.scope.get("route")
         template = getattr(route, "path", request.url.path)
-        audit = open_audit_scope(request, "route.refused", log=log)
+        audit = open_audit_scope(request, _REFUSED_READ, log=log)
         audit.note(target=f"{request.method} {template}")
     return audit
 
@@ -73,6 +79,25 @@ async def current_principal(request: Request, session: SessionDep, hub: HubDep) 
     return principal_or_none
 
 
+async def _principal(
+    request: Request, principal: Annotated[Principal, Depends(current_principal)]
+) -> AsyncIterator[Principal]:
+    """The route's principal; a read the break-glass token made is written once answered.
+
+    Every use of the break-glass token is an audit entry (decision 0014, 0090). A route
+    with an action of its own writes it, answered or refused; one that only reads has
+    ``route.refused``, written only when refused: its answer to the token is written
+    here as ``route.read`` (the route in ``target``, ``person: "break-glass"``), after
+    the route has returned and before the answer is sent (``scope="function"``), so no
+    read is answered unwritten. A refusal raises through the ``yield`` and is written by
+    the error handler as ``route.refused``, as anyone's."""
+    yield principal
+    audit: AuditScope = request.state.audit
+    if principal.break_glass and audit.action == _REFUSED_READ and not audit.recorded:
+        audit.action = _BREAK_GLASS_READ
+        await audit.record_success()
+
+
 async def _administrator(principal: "PrincipalDep") -> Principal:
     principal.require_administrator()
     return principal
@@ -96,7 +121,7 @@ async def _break_glass(principal: "PrincipalDep") -> Principal:
     return principal
 
 
-PrincipalDep = Annotated[Principal, Depends(current_principal)]
+PrincipalDep = Annotated[Principal, Depends(_principal, scope="function")]
 AdministratorDep = Annotated[Principal, Depends(_administrator)]
 AuditorDep = Annotated[Principal, Depends(_auditor)]
 # Role checks that come before the body is read: a caller without the role learns

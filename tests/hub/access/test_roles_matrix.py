@@ -250,6 +250,45 @@ def test_machine_routes_refuse_a_persons_token(
             assert problem_type(response) == "invalid-token"
 
 
+PEOPLE_READS = [route for route, _ in PEOPLE_ROUTES if route[0] == "GET"]
+# Reads with an audited action of their own; every other read of a person's is written
+# as route.read when the break-glass token's is answered, route.refused when refused.
+READ_ACTIONS = {
+    "/v1/audit/entries": "audit.query",
+    "/v1/audit/export": "audit.export",
+    "/v1/reports/efficiency": "report.efficiency",
+    "/v1/reports/efficiency/export": "report.export",
+}
+
+
+@pytest.mark.parametrize("route", PEOPLE_READS, ids=route_id)
+def test_every_read_of_the_break_glass_token_is_audited(
+    hub: RunningHub, route: tuple[str, str]
+) -> None:
+    """Every use of the token is an entry (decision 0014), an answered read too
+    (decision 0090): before, a read answered 200 left none."""
+    response = call(hub, route, {"Authorization": f"Bearer {hub.keys.admin_token}"})
+    assert response.status_code != 401, response.text
+    refused = response.status_code >= 400
+    action = READ_ACTIONS.get(route[1], "route.refused" if refused else "route.read")
+    entry = audit_entry_for(hub, response, action=action)
+    assert entry["outcome"] == ("refused" if refused else "ok")
+    assert (entry["person"], entry["client"]) == ("break-glass", "administrator")
+    if action.startswith("route."):
+        assert entry["target"] == f"GET {route[1]}"
+
+
+def test_a_persons_answered_read_is_not_written(
+    hub: RunningHub, people: dict[str, dict[str, str]]
+) -> None:
+    """Only the break-glass token's reads are: a person's read of requests and grants is
+    the person's work, not an emergency."""
+    response = httpx.get(f"{hub.url}/v1/grants", headers=people["auditor"])
+    assert response.status_code == 200
+    with pytest.raises(AssertionError, match=r"no route\.read audit entry"):
+        audit_entry_for(hub, response, action="route.read")
+
+
 def test_the_break_glass_token_may_set_up_but_is_refused_when_turned_off(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
