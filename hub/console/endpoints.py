@@ -31,6 +31,7 @@ from onceonly.hub.console import (
     pages,
     rendering,
     steward,
+    steward_views,
     views,
 )
 from onceonly.hub.console.dependencies import (
@@ -222,7 +223,7 @@ async def catalogue(
 
 @router.get("/catalogue/{item_id}")
 async def item_page(
-    request: Request, item_id: str, visit: SignedInDep, session: SessionDep
+    request: Request, item_id: str, visit: SignedInDep, session: SessionDep, done: str = ""
 ) -> Response:
     if not views.is_item_id(item_id):
         return _page(request, visit, "not_found.html", status=404)
@@ -245,6 +246,7 @@ async def item_page(
         versions=sorted(versions.versions, key=lambda v: v.version, reverse=True),
         rows=rows,
         owned=visit.principal.stewards_department(item.owner),
+        notice=views.notice(steward_views.NOTICES, done, request.cookies),
     )
 
 

@@ -40,8 +40,8 @@ from onceonly.hub.registry import repository as registry_repository
 from onceonly.hub.registry import schema_rules
 from onceonly.hub.registry import service as registry
 from onceonly.hub.registry.compat import MODE_CHECKS
-from onceonly.hub.registry.exceptions import UnknownItem
-from onceonly.hub.registry.schemas import ItemOut, VersionDocument
+from onceonly.hub.registry.exceptions import NotSteward, UnknownItem
+from onceonly.hub.registry.schemas import ItemDocument, ItemOut, VersionDocument
 from onceonly.hub.runtime import Hub
 
 router = APIRouter(include_in_schema=False)
@@ -402,6 +402,10 @@ async def _ask_page(
     consumers = sorted(_principal(visit).stewards - {item.owner})
     if not consumers:
         return _forbidden(request, visit)
+    closed = sv.closed_to_requests(item)
+    if closed is not None:  # the service's refusal, whatever was typed: no form to fill in
+        refused = sv.refusal(closed, field="closed")
+        status, errors, detail = closed.status, [refused.error], refused.detail
     return _render(
         request,
         visit,
@@ -416,6 +420,7 @@ async def _ask_page(
         names=sv.Names(fields={row.name: row.title for row in rows if row.title}),
         values=values or sv.RequestForm(consumer=consumers[0]),
         chosen=chosen if chosen is not None else [],
+        closed=closed is not None,
     )
 
 
@@ -450,6 +455,12 @@ async def ask(
         consumers=sorted(_principal(visit).stewards),
         purposes=[p.code for p in purposes_for(hub.settings).purposes],
     )
+    closed = sv.closed_to_requests(found[0]) if found is not None else None
+    if errors and found is not None and closed is not None:
+        # a form from a page opened before the item closed: refused as the service would
+        scope.note(item=item_id)
+        await _refused(session, scope, closed)
+        return await _ask_page(request, visit, session, hub, item_id)
     if errors and found is not None:
         return await _ask_page(
             request,
@@ -715,6 +726,8 @@ async def register(
         return _register_page(
             request, visit, status=400, values=values, errors=errors, checking=not registering
         )
+    if not registering and (denied := await _check_refused(request, visit, session, hub, document)):
+        return _register_page(request, visit, status=403, values=values, **denied)
     try:
         if await registry_repository.get_item(session, document.id) is not None:
             return _register_page(
@@ -722,14 +735,15 @@ async def register(
             )
         waiting = registry.judge_new_item(document)
         if registering:
-            await registry.put_item(
+            made = await registry.put_item(
                 session,
                 item_id=document.id,
                 document=document,
                 scope=scope,
                 actor=_actor(_principal(visit)),
             )
-            return _back(visit, f"/catalogue/{document.id}")
+            done = "item-registered-waiting" if made.change else "item-registered"
+            return _back(visit, f"/catalogue/{document.id}", done=done)
     except HubError as error:
         if registering:
             await _refused(session, scope, error)
@@ -745,6 +759,29 @@ async def register(
         )
     verdict = {"rows": _verdict_rows(document.json_schema), "waiting": sorted(waiting)}
     return _register_page(request, visit, values=values, verdict=verdict)
+
+
+async def _check_refused(
+    request: Request, visit: Visit, session: AsyncSession, hub: Hub, document: ItemDocument
+) -> dict[str, Any] | None:
+    """A check is for the owner department's stewards, as registering is (the registry's
+    ``require_steward``): else the page's error and the hub's reason, the refusal
+    audited as a refused route (a check is no ``registry.item.put``: it changes
+    nothing)."""
+    try:
+        registry.require_steward(_actor(_principal(visit)), document.owner)
+    except NotSteward as error:
+        scope = open_audit_scope(request, "route.refused", log=hub.audit_log)
+        scope.note(
+            target="POST /register",
+            person=_principal(visit).name,
+            department=document.owner,
+            item=document.id,
+        )
+        await _refused(session, scope, error)
+        refused = sv.refusal(error, field="owner", checking=True)
+        return {"errors": [refused.error], "detail": refused.detail, "checking": True}
+    return None
 
 
 async def _version_page(
@@ -825,7 +862,7 @@ async def add_version(
             await registry.add_version(
                 session, item_id=_named_item(item_id), document=document, scope=scope, actor=actor
             )
-            return _back(visit, f"/catalogue/{item_id}")
+            return _back(visit, f"/catalogue/{item_id}", done="version-registered")
         number = await registry.judge_version(
             session, item_id=item_id, document=document, actor=actor
         )
@@ -852,23 +889,73 @@ async def add_version(
 # --- deprecating and retiring ----------------------------------------------------------
 
 
-@router.get("/catalogue/{item_id}/lifecycle")
-async def lifecycle_page(
-    request: Request, item_id: str, visit: SignedInDep, session: SessionDep
+async def _lifecycle_page(
+    request: Request,
+    visit: Visit,
+    session: AsyncSession,
+    item_id: str,
+    *,
+    status: int = 200,
+    errors: list[views.FieldError] | None = None,
+    detail: str = "",
+    confirming: str = "",
 ) -> Response:
+    """The lifecycle page, or with ``confirming`` (``deprecated``, ``retired``) the
+    question whether to make the item so, with what it means."""
     found = await _item_and_fields(session, item_id)
     if found is None:
         return _not_found(request, visit)
     if not _principal(visit).stewards_department(found[0].owner):
         return _forbidden(request, visit)
-    return _render(request, visit, "steward/lifecycle.html", item=found[0], errors=[], detail="")
+    return _render(
+        request,
+        visit,
+        "steward/lifecycle.html",
+        status=status,
+        item=found[0],
+        errors=errors or [],
+        detail=detail,
+        confirming=confirming,
+        offers=sv.offers_lifecycle,
+    )
+
+
+@router.get("/catalogue/{item_id}/lifecycle")
+async def lifecycle_page(
+    request: Request, item_id: str, visit: SignedInDep, session: SessionDep
+) -> Response:
+    return await _lifecycle_page(request, visit, session, item_id)
+
+
+async def _asks_first(session: AsyncSession, visit: Visit, item_id: str, lifecycle: str) -> bool:
+    """Whether a change the form did not confirm is asked about first: when the page
+    offers it to the person. Anything else (another department's steward, a form from a
+    stale page) goes to the registry at once, which refuses it or changes nothing."""
+    found = await _item_and_fields(session, item_id)
+    return (
+        found is not None
+        and _principal(visit).stewards_department(found[0].owner)
+        and sv.offers_lifecycle(found[0].lifecycle, lifecycle)
+    )
 
 
 async def _change_lifecycle(
-    request: Request, visit: Visit, session: AsyncSession, hub: Hub, item_id: str, lifecycle: str
+    request: Request,
+    visit: Visit,
+    session: AsyncSession,
+    hub: Hub,
+    item_id: str,
+    *,
+    lifecycle: str,
+    confirmed: bool,
 ) -> Response:
+    """The page's buttons ask first (what the change means, a "Yes" button); the
+    question's form, with ``confirm=yes``, changes the item. The API takes no reason for
+    a lifecycle change, so none is asked."""
     action = "deprecate" if lifecycle == "deprecated" else "retire"
     scope = open_audit_scope(request, f"registry.item.{action}", log=hub.audit_log)
+    if not confirmed and await _asks_first(session, visit, item_id, lifecycle):
+        return await _lifecycle_page(request, visit, session, item_id, confirming=lifecycle)
     try:
         await registry.change_lifecycle(
             session,
@@ -880,20 +967,17 @@ async def _change_lifecycle(
         )
     except HubError as error:
         await _refused(session, scope, error)
-        found = await _item_and_fields(session, item_id)
-        if found is None:
-            return _not_found(request, visit)
         refused = sv.refusal(error, field=action)
-        return _render(
+        return await _lifecycle_page(
             request,
             visit,
-            "steward/lifecycle.html",
+            session,
+            item_id,
             status=error.status,
-            item=found[0],
             errors=[refused.error],
             detail=refused.detail,
         )
-    return _back(visit, f"/catalogue/{item_id}")
+    return _back(visit, f"/catalogue/{item_id}", done=lifecycle)
 
 
 @router.post("/catalogue/{item_id}/deprecate")
@@ -901,11 +985,14 @@ async def deprecate(
     request: Request,
     item_id: str,
     visit: SignedInDep,
-    _: FormDep,
+    form: FormDep,
     session: WriteSessionDep,
     hub: HubDep,
 ) -> Response:
-    return await _change_lifecycle(request, visit, session, hub, item_id, "deprecated")
+    confirmed = form.get("confirm") == "yes"
+    return await _change_lifecycle(
+        request, visit, session, hub, item_id, lifecycle="deprecated", confirmed=confirmed
+    )
 
 
 @router.post("/catalogue/{item_id}/retire")
@@ -913,8 +1000,11 @@ async def retire(
     request: Request,
     item_id: str,
     visit: SignedInDep,
-    _: FormDep,
+    form: FormDep,
     session: WriteSessionDep,
     hub: HubDep,
 ) -> Response:
-    return await _change_lifecycle(request, visit, session, hub, item_id, "retired")
+    confirmed = form.get("confirm") == "yes"
+    return await _change_lifecycle(
+        request, visit, session, hub, item_id, lifecycle="retired", confirmed=confirmed
+    )

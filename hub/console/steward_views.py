@@ -14,13 +14,15 @@ from typing import Any, Final
 
 from pydantic import ValidationError
 
+from onceonly.hub.access.exceptions import NotShared
 from onceonly.hub.access.schemas import AccessRequestOut
 from onceonly.hub.console.views import HIDDEN_CHARACTERS, N_, FieldError
 from onceonly.hub.kit.nul import body_nul
 from onceonly.hub.kit.problems import HubError
 from onceonly.hub.kit.strict import display_text_problem
 from onceonly.hub.kit.untrusted_json import JsonTooDeep, UnsafeJson, load_json
-from onceonly.hub.registry.schemas import ItemDocument
+from onceonly.hub.registry.exceptions import ItemRetired
+from onceonly.hub.registry.schemas import ItemDocument, ItemOut
 
 REASON_LIMIT: Final = 2000  # the API's (access.schemas: RefuseIn, RevokeIn, ApproveIn)
 FIELD_PREFIX: Final = "field-"
@@ -187,7 +189,38 @@ NOTICES: Final = {
     "refused": N_("The request is refused. The department that asked reads your reason."),
     "withdrawn": N_("The request is withdrawn."),
     "revoked": N_("The grant is revoked. The department's next query is refused."),
+    "item-registered": N_("The item is registered: it is in the catalogue."),
+    "item-registered-waiting": N_(
+        "The item is registered: it is in the catalogue. It starts as shared after"
+        " approval; opening it to every department waits for an administrator's decision."
+    ),
+    "version-registered": N_("The new version is registered: it is the item's latest version."),
+    "deprecated": N_("The item is deprecated: it is still served, marked as deprecated."),
+    "retired": N_("The item is retired: every query for it is refused from now on."),
 }
+
+# The lifecycle changes the lifecycle page offers, by the state the item is in: the
+# registry's transitions (registry.service.change_lifecycle) less asking for the state
+# the item is in already, which changes nothing and so needs no confirmation.
+_LIFECYCLE_OFFERED: Final = {
+    "deprecated": frozenset({"active"}),
+    "retired": frozenset({"active", "deprecated"}),
+}
+
+
+def offers_lifecycle(now: str, wanted: str) -> bool:
+    """Whether the lifecycle page offers an item that is ``now`` to become ``wanted``."""
+    return now in _LIFECYCLE_OFFERED.get(wanted, frozenset())
+
+
+def closed_to_requests(item: ItemOut) -> HubError | None:
+    """Why no department may ask for ``item`` at all, as ``access.workflow`` refuses a
+    request for it (retired, then never shared); None: it may be asked for."""
+    if item.lifecycle == "retired":
+        return ItemRetired(f"data item {item.id!r} is retired and no longer served")
+    if item.sharing_class == "none":
+        return NotShared(f"data item {item.id!r} has sharing class 'none' and is never shared")
+    return None
 
 
 @dataclass(frozen=True)

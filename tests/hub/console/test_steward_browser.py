@@ -97,6 +97,11 @@ def test_a_request_approved_for_two_fields_then_the_grant_revoked(
     for path in ("/register", f"/catalogue/{ITEM}/versions/new", f"/catalogue/{ITEM}/lifecycle"):
         page.goto(path)
         owner.check()
+    for button, action in (("Deprecate the item", "deprecate"), ("Retire the item", "retire")):
+        page.goto(f"/catalogue/{ITEM}/lifecycle")
+        page.get_by_role("button", name=button).click()
+        page.wait_for_url(f"**/{action}")  # the question: nothing changes before its "Yes"
+        owner.check()
 
 
 def test_an_approval_with_the_keyboard_alone(

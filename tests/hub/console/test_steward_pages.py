@@ -317,9 +317,12 @@ def test_registering_an_item_shows_the_verdict_first(world: ConsoleWorld) -> Non
             made = submit(cecilia, "/register", "/register", {**form, "action": "register"})
             assert (made.status_code, made.headers["location"]) == (
                 303,
-                "/catalogue/civil.test-register",
+                "/catalogue/civil.test-register?done=item-registered",
             )
         assert [(e["outcome"], e["item"]) for e in put] == [("ok", "civil.test-register")]
+        shown = cecilia.get(made.headers["location"]).text
+        assert success_notice(shown) == "The item is registered: it is in the catalogue."
+        assert success_notice(cecilia.get("/catalogue/civil.test-register").text) is None
         again = submit(cecilia, "/register", "/register", {**form, "action": "check"})
         assert again.status_code == 409
     with world.signed_in(OTHER_STEWARD) as tomas:
@@ -407,12 +410,22 @@ def test_a_new_version_is_judged_before_it_is_registered(world: ConsoleWorld) ->
             made = submit(cecilia, page, page, {"schema": json.dumps(schema), "action": "register"})
             assert made.status_code == 303
         assert [(e["outcome"], e["version"]) for e in added] == [("ok", 2)]
-        assert "Fields of version 2" in cecilia.get(f"/catalogue/{item}").text
+        assert made.headers["location"] == f"/catalogue/{item}?done=version-registered"
+        shown = cecilia.get(made.headers["location"]).text
+        assert success_notice(shown) == (
+            "The new version is registered: it is the item's latest version."
+        )
+        assert "Fields of version 2" in shown
     with world.signed_in(OTHER_STEWARD) as tomas:
         assert tomas.get(page).status_code == 403
 
 
-def test_deprecating_then_retiring_an_item(world: ConsoleWorld) -> None:
+def test_deprecating_then_retiring_an_item_each_asked_first_saying_what_it_means(
+    world: ConsoleWorld,
+) -> None:
+    """Each change asks first, as revoking a grant does (a review: retiring, which
+    cannot be undone, was one click): nothing changes, and nothing is audited, until
+    the question's "Yes" (confirm=yes); then the item's page says what was done."""
     item = "person.death"
     page = f"/catalogue/{item}/lifecycle"
     with world.signed_in(OTHER_STEWARD) as tomas:
@@ -420,19 +433,149 @@ def test_deprecating_then_retiring_an_item(world: ConsoleWorld) -> None:
         shown = tomas.get(f"/catalogue/{item}")
         assert 'id="lifecycle-link"' not in shown.text
         token = csrf_token(shown.text)
-        forged = tomas.post(f"/catalogue/{item}/retire", data={"csrf_token": token})
-        assert forged.status_code == 403
+        with added_audit_entries(world.hub, action="registry.item.retire") as forged_entries:
+            forged = tomas.post(f"/catalogue/{item}/retire", data={"csrf_token": token})
+            assert forged.status_code == 403  # not asked: refused at once, and audited
+            confirmed = {"csrf_token": token, "confirm": "yes"}
+            assert tomas.post(f"/catalogue/{item}/retire", data=confirmed).status_code == 403
+        assert [(e["outcome"], e["reason"]) for e in forged_entries] == [
+            ("refused", "not-steward"),
+            ("refused", "not-steward"),
+        ]
     with world.signed_in(STEWARD) as cecilia:
         assert 'id="lifecycle-link"' in cecilia.get(f"/catalogue/{item}").text
         with added_audit_entries(world.hub, action="registry.item.deprecate") as deprecated:
-            assert submit(cecilia, page, f"/catalogue/{item}/deprecate", {}).status_code == 303
+            question = submit(cecilia, page, f"/catalogue/{item}/deprecate", {})
+            assert question.status_code == 200  # asked first: nothing changed yet
+            assert '<h1 class="govuk-heading-l">Deprecate Death registration?</h1>' in question.text
+            assert "Deprecating cannot be undone" in question.text
+            assert "the item is still served" in question.text
+            assert "Active" in cecilia.get(f"/catalogue/{item}").text
+            assert deprecated == []
+            confirm = {"csrf_token": csrf_token(question.text), "confirm": "yes"}
+            answer = post_served_form(
+                cecilia, question.text, f"/catalogue/{item}/deprecate", confirm
+            )
+        assert (answer.status_code, answer.headers["location"]) == (
+            303,
+            f"/catalogue/{item}?done=deprecated",
+        )
         assert [e["outcome"] for e in deprecated] == ["ok"]
-        assert "Deprecated" in cecilia.get(f"/catalogue/{item}").text
-        assert submit(cecilia, page, f"/catalogue/{item}/retire", {}).status_code == 303
-        assert "Retired" in cecilia.get(f"/catalogue/{item}").text
+        shown = cecilia.get(answer.headers["location"]).text
+        assert success_notice(shown) == (
+            "The item is deprecated: it is still served, marked as deprecated."
+        )
+        assert "Deprecated" in shown
+        with added_audit_entries(world.hub, action="registry.item.retire") as retired:
+            question = submit(cecilia, page, f"/catalogue/{item}/retire", {})
+            assert question.status_code == 200
+            assert '<h1 class="govuk-heading-l">Retire Death registration?</h1>' in question.text
+            assert "Retiring is final: it cannot be undone" in question.text
+            assert "every record query for the item is refused, under every grant" in question.text
+            assert "Deprecated" in cecilia.get(f"/catalogue/{item}").text
+            assert retired == []
+            confirm = {"csrf_token": csrf_token(question.text), "confirm": "yes"}
+            answer = post_served_form(cecilia, question.text, f"/catalogue/{item}/retire", confirm)
+        assert (answer.status_code, answer.headers["location"]) == (
+            303,
+            f"/catalogue/{item}?done=retired",
+        )
+        assert [e["outcome"] for e in retired] == ["ok"]
+        shown = cecilia.get(answer.headers["location"]).text
+        assert success_notice(shown) == (
+            "The item is retired: every query for it is refused from now on."
+        )
+        assert "Retired" in shown
         again = submit(cecilia, page, f"/catalogue/{item}/deprecate", {}, offered=False)
-        assert again.status_code == 409
+        assert again.status_code == 409  # a stale page's form: not asked, refused
         assert 'class="govuk-error-summary"' in again.text
+
+
+def test_a_retired_or_unshared_item_has_no_ask_form_and_its_refusal_is_the_same_page(
+    world: ConsoleWorld,
+) -> None:
+    """The ask page of an item no department may ask for answers as a request sent to
+    it is answered (a review: the GET showed the whole form, only its POST said 410):
+    the service's refusal, and no form. A form from a page opened before the item
+    closed is refused and audited."""
+    item = "civil.test-closed"
+    document = {
+        "id": item,
+        "title": "A closed item",
+        "owner": "civil-registry",
+        "sharing_class": "conditional",
+        "classification": "personal",
+        "legal_basis": {"text": "Test Act § 3"},
+        "schema": SCHEMA,
+    }
+    with world.hub.admin() as admin:
+        admin.call("PUT", f"/v1/admin/items/{item}", document)
+    with world.signed_in(OTHER_STEWARD) as tomas:
+        stale = tomas.get(f"/catalogue/{item}/request")
+        assert stale.status_code == 200
+        with world.hub.admin() as admin:
+            admin.call("POST", f"/v1/admin/items/{item}/retire")
+        shown = tomas.get(f"/catalogue/{item}/request")
+        assert shown.status_code == 410
+        assert f'action="/catalogue/{item}/request"' not in shown.text
+        assert error_summary(shown.text) == [("closed", "This item is retired")]
+        assert "No department can ask for access to this item" in shown.text
+        form = {
+            "csrf_token": csrf_token(stale.text),
+            "consumer": "tax",
+            "purpose": "tax-assessment",
+            "purpose_text": "Checking a vehicle",
+            "legal_basis": "Taxation Act § 12",
+            "field-0": "plate",
+        }
+        with added_audit_entries(world.hub, action="access.request") as asked:
+            sent = post_served_form(tomas, stale.text, f"/catalogue/{item}/request", form)
+            assert sent.status_code == 410
+            assert error_summary(sent.text) == error_summary(shown.text)
+            assert f'action="/catalogue/{item}/request"' not in sent.text
+            half = {**form, "purpose_text": ""}  # the form's own check comes after
+            assert tomas.post(f"/catalogue/{item}/request", data=half).status_code == 410
+        assert [(e["outcome"], e["reason"], e["item"]) for e in asked] == [
+            ("refused", "item-retired", item),
+            ("refused", "item-retired", item),
+        ]
+    with world.signed_in(STEWARD) as cecilia:
+        unshared = cecilia.get("/catalogue/tax.audit-risk-assessment/request")
+        assert unshared.status_code == 409
+        assert error_summary(unshared.text) == [("closed", "This item is not shared")]
+        assert 'action="/catalogue/tax.audit-risk-assessment/request"' not in unshared.text
+
+
+def test_checking_an_item_for_a_department_one_does_not_steward_is_refused_and_audited(
+    world: ConsoleWorld,
+) -> None:
+    """As registering it is (a review: the check said "The registry accepts this item"
+    for another department's owner, the registration then 403)."""
+    form = {
+        "id": "tax.not-mine",
+        "title": "Not mine",
+        "owner": "tax",
+        "sharing_class": "conditional",
+        "classification": "personal",
+        "legal_basis": "Test Act § 4",
+        "compatibility": "BACKWARD",
+        "schema": json.dumps(SCHEMA),
+        "action": "check",
+    }
+    with world.signed_in(STEWARD) as cecilia:
+        with added_audit_entries(world.hub, action="route.refused") as refusals:
+            checked = submit(cecilia, "/register", "/register", form)
+        assert checked.status_code == 403
+        assert "The registry accepts this item" not in checked.text
+        assert error_summary(checked.text) == [
+            ("owner", "You are not a steward of the department that owns this item")
+        ]
+        registered = submit(cecilia, "/register", "/register", {**form, "action": "register"})
+        assert registered.status_code == 403
+    assert [
+        (e["outcome"], e["reason"], e["target"], e["person"], e["department"], e["item"])
+        for e in refusals
+    ] == [("refused", "not-steward", "POST /register", STEWARD, "tax", "tax.not-mine")]
 
 
 def test_a_third_departments_steward_sees_no_request_and_cannot_approve_it(
