@@ -28,6 +28,9 @@ _DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 _CODE = re.compile(r"[a-z0-9][a-z0-9._-]*")
 _LIMITS: Final = {"subject": 256, "department": 64, "item": 128, "action": 64}
 MAX_CURSOR: Final = 2**53 - 1
+_MOMENT_EXPECTED: Final = N_(
+    "Enter a date like 2026-11-05, or a time with its offset like 2026-11-05T14:00:00Z"
+)
 _SUBJECT_SPELLING: Final = N_(
     "Enter the identifier as it was issued, with the digits 0 to 9 and no invisible characters"
 )
@@ -90,7 +93,7 @@ class LogSearch:
         since, until = self._range()
         for name, value, moment in (("since", self.since, since), ("until", self.until, until)):
             if value and moment is None:
-                found.append(FieldError(name, N_("Enter a date like 2026-11-05")))
+                found.append(FieldError(name, _MOMENT_EXPECTED))
         if since and until and until <= since:
             found.append(FieldError("until", N_("The end of the range must be after its start")))
         return found
@@ -386,8 +389,19 @@ def entry_rows(
     ``indexed_subject``)."""
     index_members = {"committed_subject": committed_subject, "indexed_subject": indexed_subject}
     entry = {**entry, **{name: value for name, value in index_members.items() if value is not None}}
+    labels = {**ENTRY_LABELS, **_labels_of(entry)}
     known = [name for name in ENTRY_LABELS if name in entry]
     others = sorted(name for name in entry if name not in ENTRY_LABELS)
-    return [
-        EntryRow(name, ENTRY_LABELS.get(name, ""), _text(entry[name])) for name in known + others
-    ]
+    return [EntryRow(name, labels.get(name, ""), _text(entry[name])) for name in known + others]
+
+
+# A sign-in that did not succeed names the account that was typed, not a person who
+# was shown to have acted: anyone may type another's username.
+_UNPROVEN_PERSON: Final = N_("Account named in the attempt")
+
+
+def _labels_of(entry: Mapping[str, Any]) -> dict[str, str]:
+    """The words for members whose meaning depends on the entry (else ENTRY_LABELS')."""
+    if entry.get("action") == "person.sign-in" and entry.get("outcome") != "ok":
+        return {"person": _UNPROVEN_PERSON}
+    return {}

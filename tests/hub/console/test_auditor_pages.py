@@ -193,6 +193,21 @@ def test_results_have_next_and_previous_pages_as_links_without_the_filters(
         assert "person.sign-in" not in following[1]  # the filters go in no address
 
 
+def test_the_results_page_is_titled_as_results_and_the_form_as_a_search(
+    audit_world: AuditWorld,
+) -> None:
+    """A review: the results had the empty form's <title> and <h1>."""
+    with audit_world.signed_in(AUDITOR) as browser:
+        form = browser.get("/audit").text
+        results = _search(browser, subject=SUBJECT, action="record.query").text
+    title = "<title>{} \u2013 Onceonly console</title>"
+    assert title.format("Search the audit log") in form
+    assert '<h1 class="govuk-heading-l">Search the audit log</h1>' in form
+    results_title = "Results: 1 entry on this page \u2013 Search the audit log"
+    assert title.format(results_title) in results
+    assert '<h1 class="govuk-heading-l">Results: 1 entry on this page</h1>' in results
+
+
 def test_the_entry_page_goes_back_to_its_results_and_each_showing_is_audited(
     audit_world: AuditWorld,
 ) -> None:

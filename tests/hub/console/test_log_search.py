@@ -93,6 +93,35 @@ def test_an_entry_that_commits_to_its_subject_shows_the_indexed_pseudonym_beside
     assert [row.name for row in entry_rows(entry)] == ["action", "subject_commitment"]
 
 
+@pytest.mark.parametrize(
+    ("action", "outcome", "label"),
+    [
+        ("person.sign-in", "refused", "Account named in the attempt"),
+        ("person.sign-in", "failed", "Account named in the attempt"),
+        ("person.sign-in", "ok", "Person who acted"),
+        ("person.put", "refused", "Person who acted"),
+    ],
+)
+def test_a_sign_in_that_did_not_succeed_names_the_account_typed_not_who_acted(
+    action: str, outcome: str, label: str
+) -> None:
+    """Anyone may type another's username (a review: a refused sign-in read "Person who
+    acted: walter")."""
+    entry = {"action": action, "outcome": outcome, "person": "walter"}
+    rows = {row.name: row.label for row in entry_rows(entry)}
+    assert rows["person"] == label
+
+
+def test_a_moment_the_form_cannot_read_is_answered_with_both_forms_it_takes() -> None:
+    """The hint offers a date or a time with its offset; so does the error."""
+    errors = LogSearch.of({"since": "2026-11-05T14:00:00", "until": "soon"}).errors()
+    expected = "Enter a date like 2026-11-05, or a time with its offset like 2026-11-05T14:00:00Z"
+    assert [(error.field, error.message) for error in errors] == [
+        ("since", expected),
+        ("until", expected),
+    ]
+
+
 KEY = bytes(range(32))
 SEARCH = LogSearch(subject="49001011234", action="record.query")
 
