@@ -103,7 +103,12 @@ async def query_record(
         )
     delivered = minimize(record, facts.grant_fields)
     key = leaves.new_commitment_key()  # the consumer's alone: the hub forgets it
-    commitment = leaves.commitment(key, delivered)
+    try:
+        commitment = leaves.commitment(key, delivered)
+    except ValueError:  # RFC 8785 has no form for it: a lone surrogate (helper-147)
+        raise OwnerInvalidResponse(
+            "the owner's record holds a string that is not text (a lone surrogate)"
+        ) from None
     receipt = await scope.record_success(fields=sorted(delivered), commitment=commitment)
     answer = RecordAnswer(
         item=item_id,
@@ -236,10 +241,11 @@ async def _as_granted(
 def _check(
     record: dict[str, Any], *, schema: dict[str, Any], fingerprint: str, version: int
 ) -> None:
-    errors = validation.record_errors(validation.validator_for(schema, fingerprint), record)
+    validator = validation.validator_for(schema, fingerprint)
+    errors = validation.record_errors(validator, record, in_schema=True)
     if errors:
         raise OwnerInvalidResponse(
-            f"the owner's record does not match version {version}: {errors[0]}"
+            f"the owner's record does not match version {version}, at the schema's {errors[0]}"
         )
 
 

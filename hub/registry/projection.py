@@ -7,10 +7,14 @@ the result against N. Projection only removes members: it never invents a value,
 so a record that lacks something N requires stays invalid under N and is refused.
 """
 
-import re
 from typing import Any
 
 from onceonly.hub.registry.schema_rules import MAX_SCHEMA_DEPTH, resolve_ref
+from onceonly.hub.registry.validation import Validator, compile_schema
+
+# Deeper than the deepest value an owner's answer may hold (exchange.owner's
+# MAX_ANSWER_DEPTH): a member nested deeper is dropped, never delivered unprojected.
+MAX_DEPTH = 64
 
 
 def project_to_version(
@@ -37,7 +41,7 @@ def project_to_version(
     properties = schema.get("properties")
     names = properties if isinstance(properties, dict) else {}
     projected = {
-        name: _project(value, schema, names[name], MAX_SCHEMA_DEPTH, strict)
+        name: _project(value, schema, names[name], MAX_DEPTH, strict)
         for name, value in record.items()
         if name in names
     }
@@ -71,70 +75,120 @@ def _project(value: Any, root: dict[str, Any], node: Any, depth: int, strict: bo
     node = _resolve(root, node)
     if node is _DROP:
         return _DROP
-    if depth <= 0 or not isinstance(node, dict):
-        return value
-    if strict:
-        node = _flatten(root, node)
-        if node is _DROP:
-            return _DROP
+    if not isinstance(node, dict):
+        return value  # a boolean schema: true keeps the value (false: no valid record)
+    if depth <= 0 and isinstance(value, dict | list):
+        return _DROP  # deeper than any owner's answer the hub takes: fails closed
+    parts = _parts(root, node) if strict else [node]
+    if parts is _DROP:
+        return _DROP
     if isinstance(value, dict):
-        return _project_object(value, root, node, depth, strict)
-    if isinstance(value, list) and ("items" in node or "prefixItems" in node):
-        elements = [
-            element if subschema is None else _project(element, root, subschema, depth - 1, strict)
-            for element, subschema in zip(value, _element_schemas(node, len(value)), strict=True)
-        ]
-        return _DROP if any(element is _DROP for element in elements) else elements
+        return _project_object(value, root, parts, depth, strict)
+    if isinstance(value, list):
+        return _project_array(value, root, parts, depth, strict)
     return value
 
 
-def _element_schemas(node: dict[str, Any], count: int) -> list[Any]:
-    """Each element's subschema (JSON Schema 2020-12 §10.3.1): ``prefixItems`` by
-    position, then ``items`` for the rest; None for an element neither names."""
-    prefix = node.get("prefixItems")
-    prefix = prefix if isinstance(prefix, list) else []
-    rest = node.get("items")
-    return [prefix[i] if i < len(prefix) else rest for i in range(count)]
+def _through(
+    value: Any, root: dict[str, Any], subschemas: list[Any], depth: int, strict: bool
+) -> Any:
+    """``value`` projected through each of ``subschemas`` in turn: what every one of
+    them keeps (a validator applies them all)."""
+    for subschema in subschemas:
+        value = _project(value, root, subschema, depth, strict)
+        if value is _DROP:
+            return _DROP
+    return value
+
+
+def _project_array(
+    value: list[Any], root: dict[str, Any], parts: list[Any], depth: int, strict: bool
+) -> Any:
+    """Each element through every subschema that applies to it (JSON Schema 2020-12
+    §10.3.1): ``prefixItems`` by position, then ``items`` for the rest; an element
+    that none names is kept as it is."""
+    elements = []
+    for index, element in enumerate(value):
+        applies = [
+            subschema
+            for part in parts
+            if isinstance(part, dict) and (subschema := _element_schema(part, index)) is not _NONE
+        ]
+        projected = _through(element, root, applies, depth - 1, strict)
+        if projected is _DROP:
+            return _DROP
+        elements.append(projected)
+    return elements
+
+
+_NONE: Any = object()  # no subschema names the element
+
+
+def _element_schema(part: dict[str, Any], index: int) -> Any:
+    prefix = part.get("prefixItems")
+    if isinstance(prefix, list) and index < len(prefix):
+        return prefix[index]
+    return part["items"] if "items" in part else _NONE
 
 
 def _project_object(
-    value: dict[str, Any], root: dict[str, Any], node: dict[str, Any], depth: int, strict: bool
+    value: dict[str, Any], root: dict[str, Any], parts: list[Any], depth: int, strict: bool
 ) -> dict[str, Any]:
-    properties = node.get("properties", {})
-    patterns = list(node.get("patternProperties", {}))
-    closed = node.get("additionalProperties") is False or (
-        strict
-        and "additionalProperties" not in node
-        and bool(node.get("properties") or node.get("patternProperties"))
-    )
+    """Each member through every subschema that applies to it, as a validator applies
+    them: in each part, ``properties`` of its name and every ``patternProperties``
+    pattern that matches it (with the validator's engine), else that part's
+    ``additionalProperties`` schema (a map's value). A member no part declares is kept
+    when a part allows other members (``additionalProperties: true``, a ``true``
+    part), dropped when a part closes the object (``additionalProperties: false``; in
+    ``strict``, a part that lists ``properties`` or ``patternProperties`` and says
+    nothing of ``additionalProperties``), else kept."""
     result = {}
     for name, member in value.items():
-        if name in properties:
-            projected = _project(member, root, properties[name], depth - 1, strict)
-            if projected is not _DROP:
-                result[name] = projected
-        elif closed and not any(re.search(p, name) for p in patterns):
-            continue
-        else:
+        applies: list[Any] = []
+        declared = allowed = closed = False
+        for part in parts:
+            if part is True:
+                allowed = True
+                continue
+            if not isinstance(part, dict):
+                continue
+            named = _members(part, "properties")
+            patterns = _members(part, "patternProperties")
+            extra = part.get("additionalProperties")
+            found = [subschema for key, subschema in named if key == name]
+            found += [subschema for pattern, subschema in patterns if _matches(pattern, name)]
+            if found:
+                applies += found
+                declared = True
+            elif isinstance(extra, dict):
+                applies.append(extra)
+                declared = True
+            elif extra is True:
+                allowed = True
+            if extra is False or (strict and extra is None and (named or patterns)):
+                closed = True
+        if not declared:
+            if closed and not allowed:
+                continue
             result[name] = member
+            continue
+        projected = _through(member, root, applies, depth - 1, strict)
+        if projected is not _DROP:
+            result[name] = projected
     return result
 
 
 _BRANCHES = ("allOf", "anyOf", "oneOf")
 
 
-def _flatten(root: dict[str, Any], node: dict[str, Any]) -> Any:
-    """For ``strict``: what ``node`` and the ``allOf``/``anyOf``/``oneOf`` branches it
-    reaches (``$ref`` followed) declare of an instance, as one subschema: every
-    property (the first subschema found for a name), every pattern, the first
-    ``items``; ``additionalProperties: true`` (a map, members kept) when any part
-    allows other members by schema or by ``true``; ``_DROP`` when a part cannot be
-    read (a reference that names nothing)."""
-    properties: dict[str, Any] = {}
-    patterns: dict[str, Any] = {}
-    items: Any = None
-    prefix_items: Any = None
-    is_map = False
+def _parts(root: dict[str, Any], node: dict[str, Any]) -> Any:
+    """For ``strict``: ``node`` and the ``allOf``/``anyOf``/``oneOf`` branches it
+    reaches (``$ref`` followed), each as it is (a boolean branch too); ``_DROP`` when one
+    cannot be read (a reference that names nothing). A member is projected through
+    what every part that names it says of it, so that a branch cannot keep what another
+    one cuts; for ``anyOf`` and ``oneOf``, of which a record needs to meet only one,
+    that may cut a member the branch it meets keeps: projection fails closed."""
+    parts: list[Any] = []
     stack: list[Any] = [node]
     for _ in range(4 * MAX_SCHEMA_DEPTH):  # bounded: the registry refused $ref loops
         if not stack:
@@ -142,38 +196,34 @@ def _flatten(root: dict[str, Any], node: dict[str, Any]) -> Any:
         part = _resolve(root, stack.pop())
         if part is _DROP:
             return _DROP
-        if not isinstance(part, dict):
-            is_map = is_map or part is True
-            continue
-        for name, subschema in _members(part, "properties"):
-            properties.setdefault(name, subschema)
-        for pattern, subschema in _members(part, "patternProperties"):
-            patterns.setdefault(pattern, subschema)
-        extra = part.get("additionalProperties")
-        is_map = is_map or (extra is not None and extra is not False)
-        if items is None and "items" in part:
-            items = part["items"]
-        if prefix_items is None and isinstance(part.get("prefixItems"), list):
-            prefix_items = part["prefixItems"]
-        for keyword in _BRANCHES:
-            branches = part.get(keyword)
-            if isinstance(branches, list):
-                stack.extend(reversed(branches))
-    flat: dict[str, Any] = {"properties": properties, "patternProperties": patterns}
-    if items is not None:
-        flat["items"] = items
-    if prefix_items is not None:
-        flat["prefixItems"] = prefix_items
-    if is_map:
-        flat["additionalProperties"] = True
-    elif node.get("additionalProperties") is False:
-        flat["additionalProperties"] = False
-    return flat
+        parts.append(part)
+        if isinstance(part, dict):
+            for keyword in _BRANCHES:
+                branches = part.get(keyword)
+                if isinstance(branches, list):
+                    stack.extend(reversed(branches))
+    return parts
 
 
 def _members(part: dict[str, Any], keyword: str) -> list[tuple[str, Any]]:
     found = part.get(keyword)
     return list(found.items()) if isinstance(found, dict) else []
+
+
+_patterns: dict[str, Validator] = {}
+
+
+def _matches(pattern: str, name: str) -> bool:
+    """Whether ``pattern`` matches the member name ``name`` as the hub's validator
+    matches it: its ECMA-262 reading, with the linear-time engine (an owner's record
+    chooses its member names: Python's backtracking ``re`` could be made to take
+    seconds by one, with the GIL held)."""
+    validator = _patterns.get(pattern)
+    if validator is None:
+        if len(_patterns) >= _MAX_REMEMBERED:
+            _patterns.clear()
+        validator = _patterns[pattern] = compile_schema({"type": "string", "pattern": pattern})
+    return bool(validator.is_valid(name))
 
 
 # --- when strict projection can change nothing ------------------------------------------
@@ -227,14 +277,31 @@ def _keeps_all(root: dict[str, Any], node: Any, seen: set[int]) -> bool:
     if not isinstance(node, dict) or id(node) in seen:
         return True  # a boolean schema keeps the value; a node seen is being checked
     seen.add(id(node))
-    flat = _flatten(root, node)
-    if flat is _DROP or flat["patternProperties"]:
+    parts = _parts(root, node)
+    if parts is _DROP:
         return False
-    if "additionalProperties" not in flat and flat["properties"]:
+    shapes = [part for part in parts if isinstance(part, dict)]
+    if any(_members(part, "patternProperties") for part in shapes):
+        return False
+    named = [subschema for part in shapes for _, subschema in _members(part, "properties")]
+    maps = [
+        part["additionalProperties"]
+        for part in shapes
+        if isinstance(part.get("additionalProperties"), dict)
+    ]
+    allows = (
+        maps or True in parts or any(part.get("additionalProperties") is True for part in shapes)
+    )
+    if named and not allows and node.get("additionalProperties") is not False:
         return False  # read as closed, though a valid record may have other members
     subschemas = [
-        *flat["properties"].values(),
-        *([flat["items"]] if "items" in flat else []),
-        *flat.get("prefixItems", []),
+        *named,
+        *maps,
+        *(part["items"] for part in shapes if "items" in part),
+        *(item for part in shapes for item in _list(part.get("prefixItems"))),
     ]
     return all(_keeps_all(root, subschema, seen) for subschema in subschemas)
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []

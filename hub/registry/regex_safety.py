@@ -267,6 +267,14 @@ def _check_adjacent(sequence: Sequence[tuple[Any, Any]], open_chars: Ranges) -> 
         elif name == "BRANCH":
             ends = [_check_adjacent(branch, open_chars) for branch in value[1]]
             open_chars = _normalize(r for end in ends for r in end)
+        elif name in ("MAX_REPEAT", "MIN_REPEAT"):
+            # A small repeat: what its body's own large quantifiers leave open counts
+            # too (helper-147: (?:a+)?a+ and (?:\d+){1}\d+ passed). A body repeated
+            # twice or more has no quantifier (_check_repeat), so one pass is enough;
+            # an optional body may also not run, leaving what was open before it.
+            low, _, body = value
+            end = _check_adjacent(body, open_chars)
+            open_chars = _normalize(open_chars + end) if low == 0 else end
         else:
             first = _first_of(name, value)
             if not first.nullable and not _overlap(open_chars, first.chars):

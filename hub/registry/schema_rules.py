@@ -123,8 +123,22 @@ def _depth(path: Path) -> int:
     return depth
 
 
+def check_text(value: Any, where: str) -> None:
+    """Raise InvalidSchema unless every string of ``value`` (keys too) is text: a lone
+    surrogate (``"\\ud800"``, which JSON's escapes can spell) has no UTF-8 form, so no
+    canonical form to fingerprint, and the validator refuses it (helper-147: a 500)."""
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidSchema(
+            f"{where}: holds a lone surrogate (an escape such as \\ud800 without its pair),"
+            " which is not text"
+        ) from None
+
+
 def check_schema(schema: dict[str, Any]) -> None:
     """Raise InvalidSchema (with a JSON pointer) unless the registry can accept ``schema``."""
+    check_text(schema, "/")
     if len(json.dumps(schema).encode()) > MAX_SCHEMA_BYTES:
         raise InvalidSchema(f"/: the schema is larger than {MAX_SCHEMA_BYTES} bytes")
     if schema.get("$schema") != DRAFT_2020_12:

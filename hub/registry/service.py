@@ -182,6 +182,7 @@ def _check_document(schema: dict[str, Any], examples: list[dict[str, Any]]) -> N
     schema_rules.check_schema(schema)
     validator = validation.validator_for(schema, validation.fingerprint(schema))
     for position, example in enumerate(examples):
+        schema_rules.check_text(example, f"/examples/{position}")
         errors = validation.record_errors(validator, example)
         if errors:
             raise InvalidSchema(f"/examples/{position} does not match the schema: {errors[0]}")

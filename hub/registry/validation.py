@@ -56,11 +56,19 @@ def validator_for(schema: dict[str, Any], schema_fingerprint: str) -> Validator:
     return validator
 
 
-def record_errors(validator: Validator, record: Any, *, limit: int = 5) -> list[str]:
-    """JSON pointers and the failed keyword of what is wrong (no values echoed)."""
+def record_errors(
+    validator: Validator, record: Any, *, limit: int = 5, in_schema: bool = False
+) -> list[str]:
+    """JSON pointers and the failed keyword of what is wrong (no values echoed).
+
+    ``in_schema``: the pointer into the schema (its keywords, which are published), not
+    into the record, whose member names are data too: a map keyed by national
+    identifiers names them in its own pointers (helper-147). For what leaves the hub
+    about a record it was not given, or goes to its log."""
     errors = []
     for error in validator.iter_errors(record):
-        where = "".join(f"/{p}" for p in error.instance_path) or "/"
+        path = error.schema_path if in_schema else error.instance_path
+        where = "".join(f"/{p}" for p in path) or "/"
         errors.append(f"{where}: fails '{error.kind.name}'")
         if len(errors) >= limit:
             break

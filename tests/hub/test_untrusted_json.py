@@ -3,6 +3,7 @@
 command line. Nesting 100,000 levels deep is refused with a clear error, never a
 RecursionError (a 500, or a traceback)."""
 
+import json
 import os
 import subprocess
 import sys
@@ -19,6 +20,7 @@ from onceonly.hub.kit.untrusted_json import JsonTooDeep, UnsafeJson, load_json
 
 from tests.hub.exchange_world import (
     ADDRESS,
+    ADDRESS_RECORD,
     OWNER,
     PURPOSE,
     SUBJECT,
@@ -113,6 +115,36 @@ def test_an_owner_answer_nested_100000_deep_is_an_invalid_response(world: World)
     assert failed.value.status == 502
     assert failed.value.problem_type == "owner-invalid-response"
     assert "nested deeper than" in str(failed.value)
+    assert (last["outcome"], last["reason"]) == ("failed", "owner-invalid-response")
+
+
+def surrogate_owner() -> FastAPI:
+    """An owner (no SDK) whose record's street is a lone surrogate, spelled as JSON's
+    escapes allow: valid JSON, a string under its schema, but not text."""
+    app = FastAPI()
+
+    @app.post("/v1/items/{item}/records/query")
+    async def answer(item: str) -> Response:
+        record = json.dumps({**ADDRESS_RECORD, "street": "Pikk \ud800"})
+        body = f'{{"item": "{item}", "version": 1, "record": {record}}}'
+        return Response(body.encode(), media_type="application/json")
+
+    return app
+
+
+def test_an_owner_record_with_a_lone_surrogate_is_an_invalid_response(world: World) -> None:
+    """helper-147: the record passed its schema, then its commitment (RFC 8785, which has
+    no form for a lone surrogate) raised: a 500. It is the owner's invalid answer."""
+    with serve(surrogate_owner()) as owner, world.hub.admin() as admin:
+        admin.put_department(OWNER, name="Civil Registry Office", adapter_url=owner)
+        try:
+            with world.client() as client, pytest.raises(UpstreamError) as failed:
+                client.fetch(ADDRESS, SUBJECT, purpose=PURPOSE)
+        finally:
+            admin.put_department(OWNER, name="Civil Registry Office", adapter_url=world.owner_url)
+    last = audit_entry_for(world.hub, failed.value, action="record.query")
+    assert failed.value.status == 502
+    assert failed.value.problem_type == "owner-invalid-response"
     assert (last["outcome"], last["reason"]) == ("failed", "owner-invalid-response")
 
 

@@ -4,6 +4,10 @@ exchange on each database."""
 
 from typing import Any
 
+import pytest
+
+from onceonly.adapters import UpstreamError
+
 from tests.hub.exchange.test_exchange_grant_properties import (
     DRAFT,
     Exchange,
@@ -48,3 +52,82 @@ def test_a_nested_personal_member_added_behind_a_percent_encoded_ref_is_not_deli
             result = fetch(exchange, item, version=version)
             assert result.record == {"address": {"street": "Main 1"}}, (ref, version)
             assert exchange.audit_entry(result.receipt.index)["fields"] == ["address"]
+
+
+def _closed(properties: dict[str, Json]) -> Json:
+    return _object(properties, additionalProperties=False)
+
+
+PERSON_V1 = _closed({"name": STREET})
+PERSON_V2 = _closed({"name": STREET, "national_id": NATIONAL_ID})
+
+
+def _root(properties: dict[str, Json], **more: Json) -> Json:
+    return {"$schema": DRAFT, **_closed(properties), **more}
+
+
+def test_a_member_added_later_inside_a_maps_values_is_not_delivered(
+    exchange: Exchange,
+) -> None:
+    """helper-147: a member a later version adds inside the values of a map
+    (``additionalProperties`` a schema) or of ``patternProperties`` was kept whole: the
+    consumer of a grant decided on the first version got the second's personal
+    identifier. Each value is now projected through its own schema."""
+    household = {"spouse": {"name": "Ann", "national_id": "49002124277"}}
+    for shape in (
+        lambda person: _object({}, additionalProperties=person),
+        lambda person: _object({}, patternProperties={"^[a-z]+$": person}),
+    ):
+        v1 = _root({"household": shape(PERSON_V1), "postcode": STREET})
+        v2 = _root({"household": shape(PERSON_V2), "postcode": STREET})
+        record = {"postcode": "10115", "household": household}
+        item = _register_nested(exchange, v1, v2, record, fields=["household"])
+        for version in (None, 1):
+            result = fetch(exchange, item, version=version)
+            assert result.record == {"household": {"spouse": {"name": "Ann"}}}, version
+
+
+def test_a_member_added_later_deep_in_a_recursive_field_is_not_delivered(
+    exchange: Exchange,
+) -> None:
+    """helper-147: below 32 levels strict projection gave a value back uncut (its depth
+    bound failed open), so a chain 41 deep delivered what the second version added at
+    its end. Every level an owner's answer may have is projected now."""
+    node = {"name": STREET, "parent": {"$ref": "#/$defs/node"}}
+    v1 = _root({"lineage": {"$ref": "#/$defs/node"}}, **{"$defs": {"node": _closed(node)}})
+    v2 = _root(
+        {"lineage": {"$ref": "#/$defs/node"}},
+        **{"$defs": {"node": _closed({**node, "national_id": NATIONAL_ID})}},
+    )
+    chain: Json = {"name": "x", "national_id": "49002124277"}
+    for _ in range(40):
+        chain = {"name": "x", "parent": chain}
+    item = _register_nested(exchange, v1, v2, {"lineage": chain}, fields=["lineage"])
+    delivered = fetch(exchange, item).record["lineage"]
+    depth = 0
+    while "parent" in delivered:
+        assert "national_id" not in delivered
+        delivered, depth = delivered["parent"], depth + 1
+    assert depth == 40
+    assert delivered == {"name": "x"}
+
+
+def test_a_record_that_fails_its_version_is_refused_without_naming_its_members(
+    exchange: Exchange,
+) -> None:
+    """helper-147: the 502's detail pointed into the record, whose member names are data:
+    a map keyed by national identifiers named one to a consumer granted only another
+    field. It points into the (published) schema now."""
+    number = _closed({"name": {"type": "integer"}})  # the second version's, not the first's
+
+    def version(person: Json) -> Json:
+        return _root({"dependants": _object({}, additionalProperties=person), "postcode": STREET})
+
+    record = {"postcode": "10115", "dependants": {"49002124277": {"name": 5}}}
+    item = _register_nested(exchange, version(PERSON_V1), version(number), record, ["postcode"])
+    assert fetch(exchange, item, version=2).record == {"postcode": "10115"}
+    with pytest.raises(UpstreamError) as failed:  # read as the first: fails its schema
+        fetch(exchange, item, version=1)
+    assert failed.value.status == 502
+    assert "49002124277" not in failed.value.detail
+    assert "/properties/dependants/additionalProperties" in failed.value.detail

@@ -279,6 +279,26 @@ def test_example_that_violates_the_schema_is_refused(hub: RunningHub) -> None:
     assert "42" not in response.json()["detail"]  # refusals never echo the data
 
 
+@pytest.mark.parametrize("where", ["schema", "example"])
+def test_a_lone_surrogate_in_a_schema_or_example_is_422(hub: RunningHub, where: str) -> None:
+    """helper-147: a property name or example value spelled ``"\\ud800"`` (valid JSON,
+    not text) passed the schema's checks and then failed its fingerprint: a 500."""
+    document = new_item()
+    if where == "schema":
+        document["schema"]["properties"]["KEY"] = {"type": "string"}
+    else:
+        document["examples"] = [{**document["examples"][0], "street": "KEY"}]
+    body = json.dumps(document).replace('"KEY"', '"\\ud800"')
+    response = httpx.put(
+        f"{hub.url}/v1/admin/items/{document['id']}",
+        content=body.encode(),
+        headers={**admin_headers(hub), "Content-Type": "application/json"},
+    )
+    assert_refused(hub, response, status=422, problem="invalid-schema", action="registry.item.put")
+    pointer = "/" if where == "schema" else "/examples/0"
+    assert response.json()["detail"].startswith(f"{pointer}: holds a lone surrogate")
+
+
 def test_local_refs_are_accepted(hub: RunningHub) -> None:
     document = with_schema(
         **{

@@ -131,6 +131,8 @@ SAFE_PATTERNS = [
     "^[a-z]+\\.[a-z]+$",
     "^[^@]+@[^@]+$",
     "^P(?!$)([0-9]+Y)?([0-9]+M)?$",
+    "^(?:[a-z]+)?[0-9]+$",  # an optional quantifier's characters, then others
+    "^([a-z]+-)?[a-z]+$",  # a separator inside the optional group closes it
 ]
 UNSAFE_PATTERNS = {
     "^(a+)+$": "contains another quantifier",
@@ -141,6 +143,11 @@ UNSAFE_PATTERNS = {
     "^([0-9]{2})*$": "contains another quantifier",
     "\\d+\\d+x": "two unbounded quantifiers",
     "^.*a.*$": "two unbounded quantifiers",
+    # helper-147: a large quantifier inside ?, {0,1} or {1} was not seen by the next
+    "^(?:a+)?a+$": "two unbounded quantifiers",
+    "^(a+)?(a+)?(a+)?$": "two unbounded quantifiers",
+    "^(?:[0-9]+){1}[0-9]+$": "two unbounded quantifiers",
+    "^(?:x|[0-9]+){0,1}[0-9]+$": "two unbounded quantifiers",
     "(?P<n>a)": "named groups",
     "(?i)a": "inline flags",
     "(?#note)a": "comments",
@@ -159,7 +166,7 @@ def test_safe_patterns_are_accepted(pattern: str) -> None:
     check_pattern(pattern)
 
 
-@pytest.mark.parametrize(("pattern", "reason"), UNSAFE_PATTERNS.items(), ids=range(18))
+@pytest.mark.parametrize(("pattern", "reason"), UNSAFE_PATTERNS.items(), ids=range(22))
 def test_unsafe_patterns_are_refused_with_the_reason(pattern: str, reason: str) -> None:
     with pytest.raises(UnsafePattern, match=re.escape(reason)):
         check_pattern(pattern)
