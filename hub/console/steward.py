@@ -91,6 +91,15 @@ def _steward_of_some(visit: Visit) -> bool:
     return principal.break_glass or bool(principal.stewards)
 
 
+def _scope(request: Request, visit: Visit, action: str, hub: Hub) -> AuditScope:
+    """The request's audit scope for ``action``, naming the signed-in person: the
+    registry's and the access workflow's services note what changed, not who asked
+    (the API's dependency notes the person; the console's changes had no person)."""
+    scope = open_audit_scope(request, action, log=hub.audit_log)
+    scope.note(person=_principal(visit).name)
+    return scope
+
+
 async def _refused(session: AsyncSession, scope: AuditScope, error: HubError) -> None:
     """Undo what the refused change did, and audit the refusal (the API's error
     handler does the same for problem answers)."""
@@ -266,7 +275,7 @@ async def approve(
     session: WriteSessionDep,
     hub: HubDep,
 ) -> Response:
-    scope = open_audit_scope(request, "access.approve", log=hub.audit_log)
+    scope = _scope(request, visit, "access.approve", hub)
     reason = form.get("reason", "").strip()
     asked = [value for name, value in form.items() if name.startswith(sv.FIELD_PREFIX)]
     errors = sv.approval_errors(fields=asked, reason=reason)
@@ -302,7 +311,7 @@ async def refuse(
     session: WriteSessionDep,
     hub: HubDep,
 ) -> Response:
-    scope = open_audit_scope(request, "access.refuse", log=hub.audit_log)
+    scope = _scope(request, visit, "access.refuse", hub)
     reason = form.get("reason", "").strip()
     errors = sv.reason_errors(reason, field="refuse-reason", required=True)
     if errors and _is_row_id(request_id):
@@ -348,7 +357,7 @@ async def withdraw(
     session: WriteSessionDep,
     hub: HubDep,
 ) -> Response:
-    scope = open_audit_scope(request, "access.withdraw", log=hub.audit_log)
+    scope = _scope(request, visit, "access.withdraw", hub)
     try:
         await workflow.withdraw(
             session,
@@ -440,7 +449,7 @@ async def ask(
     session: WriteSessionDep,
     hub: HubDep,
 ) -> Response:
-    scope = open_audit_scope(request, "access.request", log=hub.audit_log)
+    scope = _scope(request, visit, "access.request", hub)
     values = sv.RequestForm(
         consumer=form.get("consumer", ""),
         purpose=form.get("purpose", ""),
@@ -615,7 +624,7 @@ async def revoke(
     """The grant page's form asks first (the reason shown, a "Yes" button); the
     question's form, with ``confirm=yes``, revokes. A steward the page offers no
     revoking to is answered by the service at once (refused and audited)."""
-    scope = open_audit_scope(request, "grant.revoke", log=hub.audit_log)
+    scope = _scope(request, visit, "grant.revoke", hub)
     reason = form.get("reason", "").strip()
     errors = sv.reason_errors(reason, field="reason", required=True)
     if errors and _is_row_id(grant_id):
@@ -717,7 +726,7 @@ async def register(
     ``action=register``: the API's ``PUT /v1/admin/items/{id}`` for a new item."""
     values = {name: form.get(name, "") for name in sv.REGISTER_FIELDS}
     registering = form.get("action") == "register"
-    scope = open_audit_scope(request, "registry.item.put", log=hub.audit_log)
+    scope = _scope(request, visit, "registry.item.put", hub)
     document, errors = sv.item_document(form, **_limits(hub))
     if document is None:
         if registering:  # audited as the API audits a body it refuses
@@ -771,13 +780,8 @@ async def _check_refused(
     try:
         registry.require_steward(_actor(_principal(visit)), document.owner)
     except NotSteward as error:
-        scope = open_audit_scope(request, "route.refused", log=hub.audit_log)
-        scope.note(
-            target="POST /register",
-            person=_principal(visit).name,
-            department=document.owner,
-            item=document.id,
-        )
+        scope = _scope(request, visit, "route.refused", hub)
+        scope.note(target="POST /register", department=document.owner, item=document.id)
         await _refused(session, scope, error)
         refused = sv.refusal(error, field="owner", checking=True)
         return {"errors": [refused.error], "detail": refused.detail, "checking": True}
@@ -840,7 +844,7 @@ async def add_version(
     ``action=register``: the API's ``POST /v1/admin/items/{id}/versions``."""
     text = form.get("schema", "")
     registering = form.get("action") == "register"
-    scope = open_audit_scope(request, "registry.item.version", log=hub.audit_log)
+    scope = _scope(request, visit, "registry.item.version", hub)
     actor = _actor(_principal(visit))
     schema, errors = sv.schema_errors(text, **_limits(hub))
     if errors:
@@ -953,7 +957,7 @@ async def _change_lifecycle(
     question's form, with ``confirm=yes``, changes the item. The API takes no reason for
     a lifecycle change, so none is asked."""
     action = "deprecate" if lifecycle == "deprecated" else "retire"
-    scope = open_audit_scope(request, f"registry.item.{action}", log=hub.audit_log)
+    scope = _scope(request, visit, f"registry.item.{action}", hub)
     if not confirmed and await _asks_first(session, visit, item_id, lifecycle):
         return await _lifecycle_page(request, visit, session, item_id, confirming=lifecycle)
     try:

@@ -319,7 +319,10 @@ def test_registering_an_item_shows_the_verdict_first(world: ConsoleWorld) -> Non
                 303,
                 "/catalogue/civil.test-register?done=item-registered",
             )
-        assert [(e["outcome"], e["item"]) for e in put] == [("ok", "civil.test-register")]
+        # the person is named, as the API's entries name them (they were not)
+        assert [(e["outcome"], e["item"], e.get("person")) for e in put] == [
+            ("ok", "civil.test-register", STEWARD)
+        ]
         shown = cecilia.get(made.headers["location"]).text
         assert success_notice(shown) == "The item is registered: it is in the catalogue."
         assert success_notice(cecilia.get("/catalogue/civil.test-register").text) is None
@@ -409,7 +412,9 @@ def test_a_new_version_is_judged_before_it_is_registered(world: ConsoleWorld) ->
             assert "Compatible: it would be version 2" in good.text, good.text
             made = submit(cecilia, page, page, {"schema": json.dumps(schema), "action": "register"})
             assert made.status_code == 303
-        assert [(e["outcome"], e["version"]) for e in added] == [("ok", 2)]
+        assert [(e["outcome"], e["version"], e.get("person")) for e in added] == [
+            ("ok", 2, STEWARD)
+        ]
         assert made.headers["location"] == f"/catalogue/{item}?done=version-registered"
         shown = cecilia.get(made.headers["location"]).text
         assert success_notice(shown) == (
@@ -460,7 +465,7 @@ def test_deprecating_then_retiring_an_item_each_asked_first_saying_what_it_means
             303,
             f"/catalogue/{item}?done=deprecated",
         )
-        assert [e["outcome"] for e in deprecated] == ["ok"]
+        assert [(e["outcome"], e.get("person")) for e in deprecated] == [("ok", STEWARD)]
         shown = cecilia.get(answer.headers["location"]).text
         assert success_notice(shown) == (
             "The item is deprecated: it is still served, marked as deprecated."
@@ -480,7 +485,7 @@ def test_deprecating_then_retiring_an_item_each_asked_first_saying_what_it_means
             303,
             f"/catalogue/{item}?done=retired",
         )
-        assert [e["outcome"] for e in retired] == ["ok"]
+        assert [(e["outcome"], e.get("person")) for e in retired] == [("ok", STEWARD)]
         shown = cecilia.get(answer.headers["location"]).text
         assert success_notice(shown) == (
             "The item is retired: every query for it is refused from now on."
