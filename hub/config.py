@@ -28,7 +28,7 @@ from pydantic_settings import (
 
 CONFIG_ENV = "ONCEONLY_CONFIG"
 AUDIT_ORIGIN_FILE = "audit-origin"
-"""Under ``keys_dir``: the origin a development hub's audit log was first given."""
+"""Under ``keys_dir``: the origin the audit log was first given, which it keeps."""
 
 
 class Settings(BaseSettings):
@@ -398,8 +398,19 @@ class Settings(BaseSettings):
         ``audit_origin`` if set; production refuses to start without it. In development,
         the origin this data directory's log was first given (``<keys_dir>/audit-origin``,
         written by the checkpoint signer), else the issuer's host, without its port, and
-        path + ``/audit``.
+        path + ``/audit``. A set ``audit_origin`` that differs from the kept one is refused
+        in both modes (decision 0089): it would rename the log under every auditor's
+        pinned verifier key; ``onceonly keys init --change-audit-origin`` renames it.
         """
+        kept = self.kept_audit_origin
+        if self.audit_origin and kept is not None and self.audit_origin != kept:
+            raise RuntimeError(
+                f"audit_origin (ONCEONLY_AUDIT_ORIGIN) is {self.audit_origin} but the audit"
+                f" log is named {kept} ({self.keys_dir / AUDIT_ORIGIN_FILE}): the name never"
+                " changes, every auditor's pinned verifier key carries it; set it back, or"
+                " rename the log with `onceonly keys init --change-audit-origin`"
+                " (docs/operations.md)"
+            )
         if self.audit_origin:
             return self.audit_origin
         if self.is_production:
@@ -407,11 +418,17 @@ class Settings(BaseSettings):
                 "production needs audit_origin (ONCEONLY_AUDIT_ORIGIN): the audit log's"
                 " fixed name, which auditors pin, such as hub.example.gov/audit"
             )
-        kept = self.keys_dir / AUDIT_ORIGIN_FILE
-        if kept.is_file():
-            return kept.read_text(encoding="utf-8").strip()
+        if kept is not None:
+            return kept
         parts = urlsplit(self.issuer)
         return f"{parts.hostname}{parts.path.rstrip('/')}/audit"
+
+    @property
+    def kept_audit_origin(self) -> str | None:
+        """The audit log's name as kept in ``<keys_dir>/audit-origin`` since its
+        checkpoint key was made, or None before."""
+        kept = self.keys_dir / AUDIT_ORIGIN_FILE
+        return kept.read_text(encoding="utf-8").strip() if kept.is_file() else None
 
     @property
     def keys_dir(self) -> Path:

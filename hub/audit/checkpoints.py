@@ -16,7 +16,10 @@ problem once, until the tree extends that checkpoint again.
 Every round, the first and each later one, waits at most ``round_seconds``: a lock
 held on the checkpoints' table (an index being built, a migration, a stuck session)
 ends the round, which is logged and tried again at the next interval; it never stops
-the task nor holds it forever.
+the task nor holds it forever. A round that fails (the database away) is tried again
+at the next interval too: the first failure of a run is logged with its traceback,
+each later one as a WARNING line with the count, and the first round that succeeds
+again says so.
 """
 
 import asyncio
@@ -102,6 +105,7 @@ class Checkpointer:
         self._stopping = asyncio.Event()
         self._alarm: str | None = None
         self._stored = False
+        self._failures = 0  # rounds failed in a row (the database away, most often)
 
     @property
     def alarm(self) -> str | None:
@@ -203,8 +207,29 @@ class Checkpointer:
                 self._interval,
                 "" if self._stored else ", and not ready until one is stored",
             )
-        except Exception:  # a passing database fault must not stop the checkpoints
-            log.exception("audit checkpoint failed; retrying in %.1f s", self._interval)
+        except Exception as error:  # a passing database fault must not stop the checkpoints
+            self._failed(error)
+        else:
+            if self._failures:
+                log.warning(
+                    "audit checkpoints succeed again, after %d failed rounds", self._failures
+                )
+            self._failures = 0
+
+    def _failed(self, error: Exception) -> None:
+        """The first failed round of a run is logged with its traceback, each later one
+        as a line with the count, so that an outage's log stays small (a round a
+        second would otherwise write a traceback a second)."""
+        self._failures += 1
+        if self._failures == 1:
+            log.error("audit checkpoint failed; retrying in %.1f s", self._interval, exc_info=error)
+            return
+        log.warning(
+            "audit checkpoint failed again (%s), %d rounds in a row; retrying in %.1f s",
+            type(error).__name__,
+            self._failures,
+            self._interval,
+        )
 
     async def latest_note(self, session: AsyncSession) -> str:
         """The newest stored checkpoint; Unavailable while none is stored (the first

@@ -11,10 +11,13 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from onceonly.hub.cli.common import StartupFailure, add_command
 from onceonly.hub.cli.output import Shape, add_output_option, form_of, show
+
+if TYPE_CHECKING:
+    from onceonly.hub.config import Settings
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -31,6 +34,7 @@ def _serve(args: argparse.Namespace) -> int:
         startup.ensure_startable(settings)
     except StartupFailure as failure:
         raise StartupFailure([f"the hub cannot start: {failure}"]) from None
+    startup.warn_of_risky_settings(settings)
     uvicorn.run(
         "onceonly.hub.app:create_app_from_environment",
         factory=True,
@@ -70,8 +74,9 @@ def _migrate(_: argparse.Namespace) -> int:
     return 0
 
 
-def _keys_init(_: argparse.Namespace) -> int:
-    """Create every key the hub loads at start-up (what exists is kept, never replaced)."""
+def _keys_init(args: argparse.Namespace) -> int:
+    """Create every key the hub loads at start-up (what exists is kept, never replaced);
+    with ``--change-audit-origin``, rename the audit log after ``audit_origin``."""
     from onceonly.hub.cli import startup
 
     settings = startup.load_settings()  # first: the key modules only if it loads
@@ -80,15 +85,32 @@ def _keys_init(_: argparse.Namespace) -> int:
     from onceonly.hub.keys import HubKeys
     from onceonly.hub.kit import logs
 
+    renamed_from = settings.kept_audit_origin
     try:
-        origin = settings.resolved_audit_origin  # production: ONCEONLY_AUDIT_ORIGIN
+        origin = _origin_to_keep(settings, change=args.change_audit_origin)
         keys = HubKeys.load(settings.keys_dir, create=True)
         signer = load_signer(keys_dir=settings.keys_dir, origin=origin, create=True)
     except (RuntimeError, OSError, ValueError) as error:
         raise StartupFailure([f"no keys created: {logs.one_line(error)}"]) from None
     print(f"keys are in {settings.keys_dir} (signing key id {keys.kid})")
     print(f"audit log {origin}; verifier key for auditors: {signer.verifier}")
+    if renamed_from is not None and renamed_from != origin:
+        print(
+            f"the audit log was named {renamed_from}: copy {settings.keys_dir}/audit-origin"
+            " to every replica and restart them all; every auditor must pin the new"
+            " verifier key above, in place of the old one (docs/operations.md)"
+        )
     return 0
+
+
+def _origin_to_keep(settings: "Settings", *, change: bool) -> str:
+    """The origin ``keys init`` keeps: the resolved one (a change refused), or with
+    ``--change-audit-origin`` the configured ``audit_origin`` itself."""
+    if not change:
+        return settings.resolved_audit_origin  # production: ONCEONLY_AUDIT_ORIGIN
+    if not settings.audit_origin:
+        raise RuntimeError("--change-audit-origin needs the new name in ONCEONLY_AUDIT_ORIGIN")
+    return settings.audit_origin
 
 
 def _keys_rotate(args: argparse.Namespace) -> int:
@@ -181,16 +203,19 @@ def _config_check(_: argparse.Namespace) -> int:
     try:
         settings = startup.load_settings()
     except StartupFailure as failure:
-        problems, notes = failure.problems, []
+        problems, notes, risky = failure.problems, [], []
     else:
         checked = startup.check(settings)
         problems = checked.problems
         notes = [f"settings: {settings.mode} mode, issuer {settings.issuer}", *checked.notes]
+        risky = startup.risky_settings(settings)  # accepted: the operator decides
     for problem in problems:
         print(problem, file=sys.stderr)
     if problems:
         return 1
     print("\n".join(f"ok {note}" for note in notes))
+    for line in risky:
+        print(f"warning: {line}")
     for name in startup.unknown_variables():  # not refused: other tools may use the prefix
         print(f"note: {name} is not a setting of the hub; it is ignored")
     return 0
@@ -246,7 +271,13 @@ def register(sub: Any) -> None:
     keys = sub.add_parser("keys", help="the hub's keys").add_subparsers(
         dest="keys_command", required=True
     )
-    add_command(keys, "init", _keys_init, "create the hub's keys where missing (mode 0600)")
+    init = add_command(keys, "init", _keys_init, "create the hub's keys where missing (mode 0600)")
+    init.add_argument(
+        "--change-audit-origin",
+        action="store_true",
+        help="rename the audit log after ONCEONLY_AUDIT_ORIGIN: every auditor must then pin"
+        " the new verifier key (docs/operations.md)",
+    )
     rotate = add_command(
         keys, "rotate", _keys_rotate, "publish a new signing key; sign with it later"
     )

@@ -141,6 +141,37 @@ def check(settings: Settings) -> Checked:
     )
 
 
+def risky_settings(settings: Settings) -> list[str]:
+    """What production accepts but its operator must know is on, one line each:
+    ``config check`` prints them as warnings, ``serve`` logs them before it listens."""
+    if not settings.is_production:
+        return []
+    risky = []
+    if settings.break_glass_token:
+        risky.append(
+            "break_glass_token is on: whoever reads keys/admin-token (or ONCEONLY_TOKEN"
+            " set from it) is an administrator; turn it off"
+            " (ONCEONLY_BREAK_GLASS_TOKEN=false) once people administer the hub"
+        )
+    if settings.adapters_on_loopback:
+        risky.append(
+            "adapters_on_loopback is on: adapter URLs on this machine's loopback are"
+            " registered and queried; only for adapters on the hub's own host"
+        )
+    return risky
+
+
+def warn_of_risky_settings(settings: Settings) -> None:
+    """Log each of :func:`risky_settings` as a warning, in the hub's log format."""
+    import logging
+
+    risky = risky_settings(settings)
+    if risky:
+        logs.configure(level=settings.log_level, as_json=settings.log_json)
+    for line in risky:
+        logging.getLogger(LOGGER).warning("%s", line)
+
+
 DATA_KEYS = {
     "pseudonym.key": "audit_entries",  # every entry's subject pseudonym was made with it
     "checkpoint.jwk": "audit_checkpoints",  # auditors pinned the key of those signatures

@@ -8,6 +8,7 @@ only the values an operator must choose replaced. A test below checks that those
 documents still name these commands, so the docs and this test change together.
 """
 
+import json
 import os
 import re
 import signal
@@ -86,15 +87,16 @@ def _serving(env: dict[str, str]) -> tuple[subprocess.Popen[str], str]:
     return hub, url
 
 
-def _stop(hub: subprocess.Popen[str]) -> None:
+def _stop(hub: subprocess.Popen[str]) -> str:
     """As systemd stops a unit: SIGTERM, and a graceful exit (uvicorn shuts down, then
-    re-raises the signal it caught, so the status is the signal's)."""
+    re-raises the signal it caught, so the status is the signal's); what it logged."""
     hub.send_signal(signal.SIGTERM)
     assert hub.wait(timeout=30) in (0, -signal.SIGTERM)
     assert hub.stderr is not None
     errors = hub.stderr.read()
     hub.stderr.close()
     assert "Traceback" not in errors
+    return errors
 
 
 def test_from_an_empty_database_to_a_serving_hub_and_back_from_a_backup(
@@ -125,6 +127,8 @@ def test_from_an_empty_database_to_a_serving_hub_and_back_from_a_backup(
     checked = _onceonly(env, "config", "check")
     assert checked.returncode == 0, checked.stderr
     assert checked.stderr == ""
+    # hub.env.example leaves the break-glass token on: said, not refused
+    assert "warning: break_glass_token is on" in checked.stdout
 
     hub, url = _serving(env)
     try:
@@ -137,7 +141,9 @@ def test_from_an_empty_database_to_a_serving_hub_and_back_from_a_backup(
         assert again.stderr.count("\n") == 1
         assert "new directory" in again.stderr
     finally:
-        _stop(hub)
+        logged = _stop(hub)
+    warned = [json.loads(line) for line in logged.splitlines() if "break_glass_token" in line]
+    assert [line["level"] for line in warned] == ["warning"], logged
 
     # Restoring on another machine: a new database, an empty data directory.
     elsewhere = {

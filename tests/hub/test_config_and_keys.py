@@ -2,7 +2,9 @@
 
 import logging
 import os
+import re
 import stat
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -57,6 +59,25 @@ def test_settings_come_from_the_toml_file_and_the_environment_wins(
     monkeypatch.setenv("ONCEONLY_OWNER_TIMEOUT", "7")
     settings = Settings()
     assert (settings.issuer, settings.owner_timeout) == ("http://file.example", 7.0)
+
+
+HUB_TOML = Path(__file__).resolve().parents[2] / "config" / "hub.toml"
+
+
+def test_config_hub_toml_lists_every_setting_with_its_default(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """config/hub.toml is said to list every setting (README.md, docs/operations.md): a
+    value or, for one without a default worth writing, a commented ``# name = ...``;
+    twelve were missing."""
+    text = HUB_TOML.read_text()
+    listed = set(tomllib.loads(text)) | set(re.findall(r"^# ?([a-z_]+) = ", text, re.M))
+    assert set(Settings.model_fields) - listed == set()
+    for variable in [v for v in os.environ if v.upper().startswith("ONCEONLY_")]:
+        monkeypatch.delenv(variable)
+    defaults = Settings()
+    monkeypatch.setenv("ONCEONLY_CONFIG", str(HUB_TOML))
+    assert Settings() == defaults  # "Values shown are the defaults"
 
 
 def test_unknown_setting_in_the_file_is_refused(
@@ -142,17 +163,31 @@ def test_a_development_origin_ignores_the_port_and_is_kept_beside_the_key(
     assert str(again.verifier) == str(signer.verifier)
 
 
-def test_a_configured_origin_wins_and_is_kept(
+@pytest.mark.parametrize("mode", [{}, PRODUCTION], ids=["development", "production"])
+def test_a_configured_origin_other_than_the_kept_one_is_refused(
+    tmp_path: Path, mode: dict[str, object]
+) -> None:
+    """Decision 0089: a configured origin replaced the kept one, with a warning only."""
+    first = Settings(**mode, data_dir=tmp_path, audit_origin="hub.example.gov/audit")
+    load_signer(keys_dir=first.keys_dir, origin=first.resolved_audit_origin, create=True)
+    assert first.kept_audit_origin == "hub.example.gov/audit"
+    changed = Settings(**mode, data_dir=tmp_path, audit_origin="other.example/audit")
+    with pytest.raises(RuntimeError, match=r"is named hub\.example\.gov/audit") as refused:
+        changed.resolved_audit_origin  # noqa: B018
+    assert "keys init --change-audit-origin" in str(refused.value)
+    assert changed.kept_audit_origin == "hub.example.gov/audit"
+
+
+def test_a_renamed_log_warns_and_keeps_the_new_origin(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     derived = Settings(data_dir=tmp_path)
     load_signer(keys_dir=derived.keys_dir, origin=derived.resolved_audit_origin, create=True)
-    named = Settings(data_dir=tmp_path, audit_origin="hub.example.gov/audit")
     logger = logging.getLogger("onceonly")
     logger.addHandler(caplog.handler)
     try:
         with caplog.at_level(logging.WARNING, logger="onceonly"):
-            load_signer(keys_dir=named.keys_dir, origin=named.resolved_audit_origin, create=True)
+            load_signer(keys_dir=derived.keys_dir, origin="hub.example.gov/audit", create=True)
     finally:
         logger.removeHandler(caplog.handler)
     assert "auditors must pin the new verifier key" in caplog.text

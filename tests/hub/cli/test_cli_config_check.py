@@ -168,6 +168,27 @@ def test_a_provisioned_production_hub_passes(
 
 
 @pytest.mark.postgres
+def test_risky_production_settings_are_warned_of_not_refused(
+    check: Check, production: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """break_glass_token and adapters_on_loopback passed without a word (L5)."""
+    keys_init(monkeypatch, production)
+
+    def warnings(**settings: str) -> list[str]:
+        status, problems, out = check(**settings)
+        assert (status, problems) == (0, [])
+        return [line for line in out.splitlines() if line.startswith("warning: ")]
+
+    (glass,) = warnings(**production)  # the default: on
+    assert glass.startswith("warning: break_glass_token is on: ")
+    assert "ONCEONLY_BREAK_GLASS_TOKEN=false" in glass
+    (loopback,) = warnings(**production, break_glass_token="false", adapters_on_loopback="true")
+    assert loopback.startswith("warning: adapters_on_loopback is on: ")
+    assert warnings(**production, break_glass_token="false") == []
+    assert warnings(adapters_on_loopback="true") == []  # development: what it is for
+
+
+@pytest.mark.postgres
 def test_key_files_missing_open_to_others_or_damaged(
     check: Check, production: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

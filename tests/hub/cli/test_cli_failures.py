@@ -129,6 +129,44 @@ def test_keys_init_in_production_without_the_audit_origin(
     assert message.startswith("no keys created: production needs audit_origin")
 
 
+def test_a_changed_audit_origin_is_refused_until_keys_init_renames_the_log(
+    tmp_path: Path, production: dict[str, str]
+) -> None:
+    """The origin is kept in keys/audit-origin so that it never changes (decision 0089):
+    another ONCEONLY_AUDIT_ORIGIN passed `config check`, and `serve` signed under it."""
+    assert onceonly("keys", "init", cwd=tmp_path, env=production).status == 0
+    kept = Path(production["ONCEONLY_DATA_DIR"]) / "keys" / "audit-origin"
+    changed = {**production, "ONCEONLY_AUDIT_ORIGIN": "other.example/audit"}
+    refusal = "but the audit log is named hub.example.gov/audit"
+
+    checked = onceonly("config", "check", cwd=tmp_path, env=changed)
+    assert checked.status == 1
+    assert any(refusal in line for line in checked.err.splitlines()), checked.err
+    served = record(onceonly("serve", "--port", "0", cwd=tmp_path, env=changed))["message"]
+    assert served.startswith("the hub cannot start: audit_origin (ONCEONLY_AUDIT_ORIGIN) is")
+    assert refusal in served
+    assert "--change-audit-origin" in served
+    initialized = record(onceonly("keys", "init", cwd=tmp_path, env=changed))["message"]
+    assert initialized.startswith("no keys created: audit_origin")
+    assert kept.read_text() == "hub.example.gov/audit\n"
+
+    renamed = onceonly("keys", "init", "--change-audit-origin", cwd=tmp_path, env=changed)
+    assert renamed.status == 0, renamed.err
+    assert kept.read_text() == "other.example/audit\n"
+    assert "verifier key for auditors: other.example/audit+" in renamed.out
+    assert "every auditor must pin the new verifier key" in renamed.out
+    checked = onceonly("config", "check", cwd=tmp_path, env=changed)
+    assert not any("audit" in line for line in checked.err.splitlines()), checked.err
+
+
+def test_a_development_hub_refuses_a_changed_audit_origin_too(tmp_path: Path) -> None:
+    env = {"ONCEONLY_DATA_DIR": str(tmp_path / "data")}
+    assert onceonly("keys", "init", cwd=tmp_path, env=env).status == 0  # 127.0.0.1/audit
+    changed = {**env, "ONCEONLY_AUDIT_ORIGIN": "other.example/audit"}
+    served = record(onceonly("serve", "--port", "0", cwd=tmp_path, env=changed))["message"]
+    assert "but the audit log is named 127.0.0.1/audit" in served
+
+
 @pytest.mark.parametrize(
     "command",
     [
