@@ -241,6 +241,20 @@ def test_alert_unit_tests_pass(promtool_path: Path) -> None:
         ),
         (("max by (job) (changes(", "max by (job) (0 * changes("), "OnceonlyCheckpointStale"),
         (("> 0\n        for: 15m", ">= 0\n        for: 15m"), "OnceonlyAccessRequestsOverdue"),
+        (
+            (
+                'onceonly_exchanges_total{job="onceonly-hub", outcome="failed"}',
+                'onceonly_exchanges_total{outcome="failed"}',
+            ),
+            "OnceonlyOwnerDown",
+        ),
+        (
+            (
+                'onceonly_event_dead_letters_total{job="onceonly-hub"}',
+                "onceonly_event_dead_letters_total",
+            ),
+            "OnceonlyEventDeadLetters",
+        ),
         (('status="500"}', 'status=~"5.."}'), "OnceonlyHubErrors"),
     ],
 )
