@@ -8,6 +8,7 @@ API route's action before anything is judged (as ``audit.dependencies.audited``
 does); a refusal is rolled back, audited, and shown as the page's error summary.
 """
 
+import json
 import re
 from typing import Any
 
@@ -89,6 +90,22 @@ def _steward_of_some(visit: Visit) -> bool:
     """What the API's ``StewardDep`` asks: a steward of some department."""
     principal = _principal(visit)
     return principal.break_glass or bool(principal.stewards)
+
+
+# The register page's example: what the registry asks of a schema, one personal field
+SCHEMA_EXAMPLE = json.dumps(
+    {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["registration_number"],
+        "properties": {
+            "registration_number": {"type": "string", "pattern": "^[A-Z]{3}[0-9]{3}$"},
+            "owner_name": {"type": "string", "maxLength": 200, "x-personal": True},
+        },
+    },
+    indent=2,
+)
 
 
 def _scope(request: Request, visit: Visit, action: str, hub: Hub) -> AuditScope:
@@ -710,6 +727,7 @@ def _register_page(
         modes=MODES,
         verdict=verdict,
         checking=checking,
+        schema_example=SCHEMA_EXAMPLE,
     )
 
 

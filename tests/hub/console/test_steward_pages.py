@@ -290,6 +290,36 @@ SCHEMA = {
 }
 
 
+def test_the_register_page_says_what_a_schema_needs_with_an_example_that_passes(
+    world: ConsoleWorld,
+) -> None:
+    """An outside review (150, M3): the page asked for a raw JSON Schema and said nothing
+    of what the registry requires (Draft 2020-12's $schema, an object, personal marks),
+    so a first try was refused in JSON Schema's terms. The hint says it, and the example
+    it shows is one the registry accepts as it is."""
+    with world.signed_in(STEWARD) as cecilia:
+        page = cecilia.get("/register").text
+        hint = unescape(re.search(r'<div id="schema-hint"[^>]*>(.*?)</div>', page, re.S)[1])
+        assert '"$schema": "https://json-schema.org/draft/2020-12/schema"' in hint
+        assert '"x-personal": true' in hint
+        assert 'aria-describedby="schema-hint"' in page
+        example = unescape(re.search(r'<pre class="app-code">(.*?)</pre>', page, re.S)[1])
+        form = {
+            "id": "civil.example-schema",
+            "title": "From the example",
+            "owner": "civil-registry",
+            "sharing_class": "conditional",
+            "classification": "personal",
+            "legal_basis": "Test Act § 1",
+            "compatibility": "BACKWARD",
+            "schema": example,
+            "action": "check",
+        }
+        checked = submit(cecilia, "/register", "/register", form)
+        assert checked.status_code == 200, checked.text
+        assert "The registry accepts this item" in checked.text
+
+
 def test_registering_an_item_shows_the_verdict_first(world: ConsoleWorld) -> None:
     form = {
         "id": "civil.test-register",
