@@ -12,17 +12,79 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.orm import Mapped
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.visitors import InternalTraversal
 from sqlmodel import col, select
 
 from onceonly.hub.access.models import AccessRequest, Grant
 from onceonly.hub.registry.models import Item, ItemVersion
 
+Time = sa.ColumnElement[Any] | Mapped[Any]  # a grant's valid_from or valid_until
+Moment = sa.ColumnElement[Any] | datetime
+
+
+class _TimeComparison(sa.ColumnElement[bool]):
+    """``time > moment`` or ``time <= moment``, for a grant's ``valid_from`` and
+    ``valid_until`` (see :func:`after`)."""
+
+    inherit_cache = True
+    type = sa.Boolean()
+    _is_implicitly_boolean = True  # a comparison: never written as "(…) = 1" on SQLite
+    _traverse_internals = [  # noqa: RUF012 (SQLAlchemy's own declaration)
+        ("time", InternalTraversal.dp_clauseelement),
+        ("operator", InternalTraversal.dp_string),
+        ("moment", InternalTraversal.dp_clauseelement),
+    ]
+
+    def __init__(self, time: Time, operator: str, moment: Moment) -> None:
+        self.time = sa.type_coerce(time, sa.DateTime(timezone=True))
+        self.operator = operator
+        self.moment = (
+            moment
+            if isinstance(moment, sa.ColumnElement)
+            else sa.literal(moment, sa.DateTime(timezone=True))
+        )
+
+
+@compiles(_TimeComparison)
+def _compare_times(element: _TimeComparison, compiler: SQLCompiler, **kw: Any) -> str:
+    time, moment = element.time, element.moment
+    compared = time > moment if element.operator == ">" else time <= moment
+    return compiler.process(compared, **kw)
+
+
+@compiles(_TimeComparison, "sqlite")
+def _compare_times_on_sqlite(element: _TimeComparison, compiler: SQLCompiler, **kw: Any) -> str:
+    """SQLite keeps a time as the text it was given and compares text: a time written by
+    hand in another spelling ('2026-12-07T20:49:16Z', an offset) sorts after the hub's
+    ('2026-12-07 20:49:16.123456') all that day. So both are read as times, to the
+    millisecond (``julianday``: 'T', 'Z' and offsets understood), the text breaking a tie
+    (the hub's own spelling, to the microsecond, compares exactly). A text that is no time
+    compares as NULL: the grant is not active (docs/operations.md)."""
+    time = compiler.process(element.time, **kw)
+    moment = compiler.process(element.moment, **kw)
+    return f"((julianday({time}), {time}) {element.operator} (julianday({moment}), {moment}))"
+
+
+def after(time: Time, moment: Moment) -> sa.ColumnElement[bool]:
+    """``time > moment`` for a grant's times, on SQLite whatever the spelling of a time
+    written there by hand (``_compare_times_on_sqlite``). Every SQL that judges whether a
+    grant has started or ended compares with this or :func:`at_or_before`."""
+    return _TimeComparison(time, ">", moment)
+
+
+def at_or_before(time: Time, moment: Moment) -> sa.ColumnElement[bool]:
+    """``time <= moment``, as :func:`after` compares."""
+    return _TimeComparison(time, "<=", moment)
+
 
 def _active(now: datetime) -> list[sa.ColumnElement[bool]]:
     return [
         col(Grant.status) == "active",
-        col(Grant.valid_from) <= now,
-        sa.or_(col(Grant.valid_until).is_(None), col(Grant.valid_until) > now),
+        at_or_before(col(Grant.valid_from), now),
+        sa.or_(col(Grant.valid_until).is_(None), after(col(Grant.valid_until), now)),
     ]
 
 
@@ -94,10 +156,15 @@ async def list_grants(session: AsyncSession, where: GrantFilter) -> list[tuple[G
 async def revoke_grant(
     session: AsyncSession, *, grant_id: str, at: datetime, by: str, reason: str | None
 ) -> bool:
-    """Compare-and-set active → revoked; False if the grant was not active."""
+    """Compare-and-set active → revoked; False if the grant was not active at ``at``
+    (revoked, or its ``valid_until`` passed)."""
     statement = (
         sa.update(Grant)
-        .where(col(Grant.id) == grant_id, col(Grant.status) == "active")
+        .where(
+            col(Grant.id) == grant_id,
+            col(Grant.status) == "active",
+            sa.or_(col(Grant.valid_until).is_(None), after(col(Grant.valid_until), at)),
+        )
         .values(status="revoked", revoked_at=at, revoked_by=by, revoke_reason=reason)
         .execution_options(synchronize_session=False)
     )

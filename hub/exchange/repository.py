@@ -22,6 +22,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from onceonly.hub.access.models import Grant
+from onceonly.hub.access.repository import after, at_or_before
 from onceonly.hub.auth import repository as auth_repository
 from onceonly.hub.db import OneCallRead
 from onceonly.hub.kit.clock import aware
@@ -86,8 +87,8 @@ def _facts_query() -> Any:
         sa.select(_grants.c.id, _grants.c.fields, _grants.c.version, _grants.c.valid_until)
         .where(
             *matching,
-            _grants.c.valid_from <= now,
-            sa.or_(_grants.c.valid_until.is_(None), _grants.c.valid_until > now),
+            at_or_before(_grants.c.valid_from, now),
+            sa.or_(_grants.c.valid_until.is_(None), after(_grants.c.valid_until, now)),
         )
         .order_by(_grants.c.created_at)
         .limit(1)
@@ -97,7 +98,7 @@ def _facts_query() -> Any:
     # the chosen grant ends, or a matching grant starts (it may be older, or the only one).
     next_start = (
         sa.select(sa.func.min(_grants.c.valid_from))
-        .where(*matching, _grants.c.valid_from > now)
+        .where(*matching, after(_grants.c.valid_from, now))
         .scalar_subquery()
     )
     generation = sa.select(_generation.c.value).where(_generation.c.id == 1).scalar_subquery()
