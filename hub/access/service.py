@@ -200,19 +200,22 @@ async def revoke(
 ) -> GrantOut:
     """A steward's revocation, effective on the next request on every replica.
 
-    Compare-and-set: revoking a grant that is no longer active (twice, or two stewards
-    at once) is refused with ``grant-not-active``, naming who revoked it and when.
+    Compare-and-set: revoking a grant that is no longer active (twice, two stewards at
+    once, or once it has expired) is refused with ``grant-not-active``, naming who
+    revoked it and when, or when it ended.
     """
     policy.require_actor(principal)
     grant, owner = await visible_grant(session, principal, grant_id)
     _note_grant(scope, grant)
     policy.require_grant_party(principal, consumer=grant.consumer_id, owner=owner)
     now = clock.now()
+    if grant_status(grant, now) != "active":
+        raise GrantNotActive(_revoked_detail(grant, now))
     revoked = await repository.revoke_grant(
         session, grant_id=grant.id, at=now, by=principal.name, reason=body.reason
     )
     if not revoked:
-        raise GrantNotActive(_revoked_detail(grant))
+        raise GrantNotActive(_revoked_detail(grant, now))
     await scope.record_change(session, reason=body.reason)
     found = await repository.get_grant(session, grant_id)
     assert found is not None  # updated in this transaction
@@ -230,7 +233,9 @@ def _note_grant(scope: AuditScope, grant: Grant) -> None:
     )
 
 
-def _revoked_detail(grant: Grant) -> str:
+def _revoked_detail(grant: Grant, now: datetime) -> str:
+    if grant_status(grant, now) == "expired" and grant.valid_until is not None:
+        return f"grant {grant.id!r} expired at {aware(grant.valid_until).isoformat()}"
     if grant.revoked_at is None:
         return f"grant {grant.id!r} is no longer active"
     by = f" by {grant.revoked_by!r}" if grant.revoked_by else ""
@@ -245,7 +250,8 @@ async def revoke_with_break_glass(
     scope: AuditScope,
     clock: Clock,
 ) -> GrantOut:
-    """The break-glass revocation (``/v1/admin/grants``): revoking twice changes nothing."""
+    """The break-glass revocation (``/v1/admin/grants``): revoking twice, or a grant that
+    has expired, changes nothing (the grant is answered as it is)."""
     found = await repository.get_grant(session, grant_id)
     if found is None:
         raise GrantNotFound(f"there is no grant {grant_id!r}")

@@ -10,10 +10,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from pydantic import ValidationError
 
 from onceonly.hub.access.service import capped_until
 from onceonly.hub.config import Settings
+from onceonly.hub.db import make_sync_engine
 from onceonly.hub.migrate import upgrade
 
 from tests.hub.access_world import AccessWorld, access_world
@@ -205,6 +207,42 @@ def test_a_revoked_grant_is_not_renewed(aw: AccessWorld) -> None:
     sam.call("POST", f"/v1/grants/{first['grant']}/revoke", {"reason": "no longer needed"})
     response = sam.call("POST", f"/v1/grants/{first['grant']}/renew", {})
     assert (response.status_code, problem_type(response)) == (409, "grant-not-active")
+
+
+def end_by_hand(aw: AccessWorld, grant_id: str, end: datetime) -> None:
+    """Move a grant's end (as if it had been made long ago), in the hub's own form."""
+    engine = make_sync_engine(aw.database_url)
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text("UPDATE grants SET valid_until = :end WHERE id = :id"),
+            {"end": end, "id": grant_id},
+        )
+    engine.dispose()
+
+
+def test_an_expired_grant_is_not_revoked(aw: AccessWorld) -> None:
+    """Revoking a grant no longer active is grant-not-active (docs/access.md), an expired
+    one too: before, it answered 200 and rewrote it to revoked with a grant.revoke entry."""
+    grant_id = granted(aw, "vehicle-registration")["grant"]
+    ended = datetime.now(UTC) - timedelta(seconds=5)
+    end_by_hand(aw, grant_id, ended)
+    rita = aw.people["rita.registry"]
+    assert rita.call("GET", f"/v1/grants/{grant_id}").json()["status"] == "expired"
+    response = rita.call("POST", f"/v1/grants/{grant_id}/revoke", {"reason": "no longer needed"})
+    assert (response.status_code, problem_type(response)) == (409, "grant-not-active")
+    assert "expired at" in response.json()["detail"]
+    entry = audit_entry_for(aw.world.hub, response, action="grant.revoke")
+    assert (entry["outcome"], entry["reason"], entry["grant"]) == (
+        "refused",
+        "grant-not-active",
+        grant_id,
+    )
+    after = rita.call("GET", f"/v1/grants/{grant_id}").json()
+    assert (after["status"], after["revoked_by"], after["revoked_at"]) == ("expired", None, None)
+    # The break-glass route stays idempotent: the grant is answered as it is.
+    emergency = aw.break_glass().call("POST", f"/v1/admin/grants/{grant_id}/revoke")
+    assert emergency.status_code == 200, emergency.text
+    assert (emergency.json()["status"], emergency.json()["revoked_by"]) == ("expired", None)
 
 
 # --- grants from before ----------------------------------------------------------------
