@@ -82,6 +82,9 @@ EventHandler = Callable[[DeliveredEvent], Awaitable[None] | None]
 
 
 def _check_claims(claims: dict[str, object], event: DeliveredEvent) -> None:
+    """Every claim that binds the body matches it. ``published_at`` (the body's text, by
+    which receivers order events) is compared when the token has it: a hub older than
+    the claim signs none, and its deliveries are still taken."""
     expected = {
         "event_id": event.event_id,
         "item": event.item,
@@ -89,6 +92,8 @@ def _check_claims(claims: dict[str, object], event: DeliveredEvent) -> None:
         "sub": event.owner,
         "subject_sha256": subject_digest(event.subject),
     }
+    if "published_at" in claims:
+        expected["published_at"] = event.published_at
     for name, value in expected.items():
         if claims.get(name) != value:
             raise AuthenticationFailed(f"the event token's {name} does not match the body")

@@ -3,7 +3,10 @@
 Each hub process runs one :class:`Deliverer`. It leases due deliveries (on
 PostgreSQL with ``FOR UPDATE SKIP LOCKED``, so replicas take disjoint batches;
 a lease that expires because its process died is taken over), posts each event
-to the subscriber's adapter, and records the outcome under its lease. A
+to the subscriber's adapter, and records the outcome under its lease. Up to
+``event_batch_size`` attempts are under way at once, at most a quarter of them to one
+subscriber, so one that does not answer holds up no other (decision 0088); of an
+answer only the status is read. A
 delivery that keeps failing becomes a dead letter that operators can inspect
 and replay. Receivers de-duplicate by event id, since "at least once" means a
 retry after a lost acknowledgement delivers twice.
@@ -17,7 +20,8 @@ one delivery).
 import asyncio
 import logging
 import random
-from collections.abc import Awaitable, Callable, Iterable
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -32,13 +36,15 @@ from onceonly.hub.audit.service import AuditLog, append_rows
 from onceonly.hub.config import Settings
 from onceonly.hub.db import write_connection
 from onceonly.hub.events import repository
+from onceonly.hub.events.exceptions import NotSubscribed
 from onceonly.hub.events.repository import DueDelivery
 from onceonly.hub.events.service import entitlement_refusal
 from onceonly.hub.events.tokens import mint_event_token
 from onceonly.hub.keys import HubKeys
 from onceonly.hub.kit.base_urls import call_problem, join_path
 from onceonly.hub.kit.clock import SYSTEM_CLOCK, Clock, rfc3339_ms
-from onceonly.hub.kit.deadline import post_within
+from onceonly.hub.kit.deadline import post_for_status
+from onceonly.hub.kit.problems import HubError
 from onceonly.hub.metrics import delivery_attempted
 
 log = logging.getLogger("onceonly.events")
@@ -59,15 +65,19 @@ def entitlement(delivery: DueDelivery) -> Outcome | None:
     """None while the subscriber may still be told of the event; otherwise the
     delivery's cancellation, without calling it, with a ``refused`` entry whose reason
     is the record query's refusal (``no-grant``: no grant held without a break since the
-    event; ``item-not-shared``: the item's class is now ``none``; ``item-retired``).
-    Pure: the facts were read when the delivery was claimed."""
-    refusal = entitlement_refusal(
+    event; ``item-not-shared``: the item's class is now ``none``; ``item-retired``), or
+    else ``not-subscribed``: the department unsubscribed since the event was published
+    (a subscription made again since starts after it). Pure: the facts were read when
+    the delivery was claimed."""
+    refusal: HubError | None = entitlement_refusal(
         item_id=delivery.item_id,
         lifecycle=delivery.lifecycle,
         sharing_class=delivery.sharing_class,
         granted=delivery.granted,
         department=delivery.department_id,
     )
+    if refusal is None and not delivery.subscribed:
+        refusal = NotSubscribed(f"{delivery.department_id!r} unsubscribed from the item")
     if refusal is None:
         return None
     return Outcome({"status": "cancelled", "last_error": refusal.title}, "refused", refusal.slug)
@@ -133,6 +143,38 @@ def postpone(*, now: datetime, settings: Settings) -> Outcome:
     return Outcome(values, None)
 
 
+SUBSCRIBER_SHARE = 4
+"""A subscriber has at most a quarter of the deliverer's attempts under way (of
+``event_batch_size``; at least one): one that does not answer holds those until
+``owner_timeout``, never the others' (decision 0088)."""
+
+
+def subscriber_slots(batch_size: int) -> int:
+    """How many attempts to one subscriber may be under way at once. Pure."""
+    return max(1, batch_size // SUBSCRIBER_SHARE)
+
+
+def share_slots(
+    candidates: Iterable[tuple[str, str]],
+    *,
+    free: int,
+    busy: Mapping[str, int],
+    per_subscriber: int,
+) -> list[str]:
+    """The ids of the due ``candidates`` ((id, department), the longest due first) to
+    attempt now: at most ``free`` in all, and none that would give its department more
+    than ``per_subscriber`` attempts under way, with ``busy`` under way already. Pure."""
+    taken = Counter(busy)
+    chosen: list[str] = []
+    for delivery_id, department in candidates:
+        if len(chosen) >= free:
+            break
+        if taken[department] < per_subscriber:
+            taken[department] += 1
+            chosen.append(delivery_id)
+    return chosen
+
+
 class Deliverer:
     """The process's delivery loop. ``start()`` in the lifespan, ``stop()`` on shutdown."""
 
@@ -151,15 +193,16 @@ class Deliverer:
         self._settings, self._audit = settings, audit_log
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
-        self._held: set[str] = set()  # lease tokens of rounds not settled yet
+        # lease tokens of claims not settled yet, each with its deliveries under way
+        self._held: dict[str, int] = {}
         self._stopping = False
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="event-deliverer")
 
     async def stop(self) -> None:
-        """End the loop between rounds: the round under way finishes (its attempts are
-        bounded by ``owner_timeout``) and settles what it leased, so no database
+        """End the loop: the round under way leases no more, and its attempts under way
+        finish (each bounded by ``owner_timeout``) and settle what they leased, so no database
         operation is cut off half-way (a claim cancelled mid-transaction could leave
         its deliveries leased, or on PostgreSQL row-locked, and a restarted hub would
         wait for them). Only a round that does not finish in time is cancelled; what
@@ -204,32 +247,89 @@ class Deliverer:
                 self._wake.clear()
 
     async def deliver_due(self) -> int:
-        """One round: lease due deliveries, attempt each, record the outcomes."""
+        """One round: attempt due deliveries, at most ``event_batch_size`` at once and at
+        most :func:`subscriber_slots` of them to one subscriber, claiming more as attempts
+        end, until nothing that may be claimed is due and every attempt has settled (a
+        stopping deliverer claims no more). How many were attempted.
+
+        An attempt that failed (its outcome could not be recorded) or a claim that
+        failed ends the round: no more is claimed, the attempts under way settle, then
+        the failed ones' leases are given back (others may take them at once) and the
+        first failure is raised. Never the leases of attempts still under way."""
+        flight = _Flight()
+        async with asyncio.TaskGroup() as group:  # cancelled (stop): so are its attempts
+            while True:
+                if not self._stopping and flight.failure is None:
+                    for delivery in await self._claim(flight):
+                        flight.busy[delivery.department_id] += 1
+                        group.create_task(self._attempt_in(flight, delivery))
+                if not flight.under_way():
+                    break
+                try:  # an attempt that ends, or a publish here, wakes the round
+                    await asyncio.wait_for(self._wake.wait(), self._settings.event_poll_interval)
+                except TimeoutError:
+                    pass
+                self._wake.clear()
+        if flight.failure is not None:
+            await self._release(sorted(flight.failed))
+            for token in flight.failed:
+                self._held.pop(token, None)
+            raise flight.failure
+        return flight.attempted
+
+    async def _claim(self, flight: "_Flight") -> list[DueDelivery]:
+        """Lease the due deliveries the round has room for (none if none is due: a look
+        that takes no write lock). A failure is kept in ``flight``, the claim's lease
+        token with it (a claim cut off after its write may have leased some)."""
+        settings = self._settings
+        free = settings.event_batch_size - flight.under_way()
+        per_subscriber = subscriber_slots(settings.event_batch_size)
+        full = {d for d, busy in flight.busy.items() if busy >= per_subscriber}
         now = self._clock.now()
+        if free <= 0:
+            return []
         async with self._engine.connect() as reading:
-            if not await repository.any_due(reading, now=now):
-                return 0
-        lease = now + timedelta(seconds=self._settings.event_lease)
+            if not await repository.any_due(reading, now=now, excluded=full):
+                return []
         token = uuid4().hex
-        self._held.add(token)  # before the claim: a stop during it still gives it back
+        self._held[token] = 0  # before the claim: a stop during it still gives it back
         try:
             async with write_connection(self._engine) as conn:
-                due = await repository.claim_due(
-                    conn,
-                    now=now,
-                    lease_until=lease,
-                    token=token,
-                    limit=self._settings.event_batch_size,
+                candidates = await repository.due_candidates(
+                    conn, now=now, limit=free, excluded=full
                 )
-            await _all_settled(self._attempt(delivery) for delivery in due)
-        except asyncio.CancelledError:  # cut off by stop(): it gives the leases back
-            raise
-        except Exception:  # a failed round: others may take its deliveries at once
-            await self._release([token])
-            self._held.discard(token)
-            raise
-        self._held.discard(token)  # every delivery of the round is settled
-        return len(due)
+                chosen = share_slots(
+                    candidates, free=free, busy=flight.busy, per_subscriber=per_subscriber
+                )
+                lease = now + timedelta(seconds=settings.event_lease)
+                due = await repository.lease(
+                    conn, ids=chosen, now=now, lease_until=lease, token=token
+                )
+        except Exception as error:
+            flight.fail(error, token)
+            return []
+        if due:
+            self._held[token] = len(due)
+        else:
+            del self._held[token]
+        flight.attempted += len(due)
+        return due
+
+    async def _attempt_in(self, flight: "_Flight", delivery: DueDelivery) -> None:
+        """One attempt of the round, which wakes when it ends; its lease token is let go
+        once every delivery leased under it is settled."""
+        token = delivery.lease_token
+        try:
+            await self._attempt(delivery)
+        except Exception as error:  # its outcome was not recorded: given back at round end
+            flight.fail(error, token)
+        else:
+            self._held[token] -= 1
+            if self._held[token] == 0 and token not in flight.failed:
+                del self._held[token]
+        finally:  # cancelled too (stop): the lease stays held, for stop() to give back
+            flight.busy[delivery.department_id] -= 1
+            self._wake.set()
 
     async def _release(self, tokens: list[str]) -> None:
         async with write_connection(self._engine) as conn:
@@ -301,6 +401,7 @@ class Deliverer:
         """POST the event to ``url`` (the subscriber adapter's ``/v1/events``); None on
         success, else why not."""
         now = int(self._clock.time())
+        published_at = rfc3339_ms(delivery.published_at)  # the token's claim and the body's
         token = mint_event_token(
             key=self._keys.signing,
             issuer=self._settings.issuer,
@@ -310,6 +411,7 @@ class Deliverer:
             item=delivery.item_id,
             kind=delivery.kind,
             subject=subject,
+            published_at=published_at,
             now=now,
             lifetime=self._settings.request_token_lifetime,
         )
@@ -319,28 +421,39 @@ class Deliverer:
             "kind": delivery.kind,
             "subject": subject,
             "owner": delivery.owner_id,
-            "published_at": rfc3339_ms(delivery.published_at),
+            "published_at": published_at,
         }
         try:
-            response = await post_within(
+            status = await post_for_status(
                 self._http,
                 url,
                 seconds=self._settings.owner_timeout,
                 json=body,
                 headers={"Authorization": f"Bearer {token}", "X-Request-Id": delivery.id},
             )
-        except httpx.HTTPError as error:
+        except (httpx.HTTPError, httpx.InvalidURL) as error:  # InvalidURL is no HTTPError
             return f"{type(error).__name__}"
-        return None if 200 <= response.status_code < 300 else f"HTTP {response.status_code}"
+        # Only the status counts: a 2xx whose body is longer than post_for_status reads
+        # is an acknowledgement all the same (docs/events.md, "Delivery").
+        return None if 200 <= status < 300 else f"HTTP {status}"
 
 
-async def _all_settled(attempts: Iterable[Awaitable[None]]) -> None:
-    """Await every attempt, then raise the first failure: a failed round gives back its
-    leases, and must not give back those of attempts still under way."""
-    results = await asyncio.gather(*attempts, return_exceptions=True)
-    for result in results:
-        if isinstance(result, BaseException):
-            raise result
+class _Flight:
+    """A round's attempts under way: how many per subscriber, how many were claimed, and
+    the first failure with the lease tokens to give back at its end."""
+
+    def __init__(self) -> None:
+        self.busy: Counter[str] = Counter()  # attempts under way per subscriber department
+        self.attempted = 0
+        self.failure: Exception | None = None
+        self.failed: set[str] = set()
+
+    def under_way(self) -> int:
+        return sum(self.busy.values())
+
+    def fail(self, error: Exception, token: str) -> None:
+        self.failure = self.failure or error
+        self.failed.add(token)
 
 
 def _entry(

@@ -22,3 +22,13 @@ class IdempotencyKeyReused(HubError):
     status = 422
     slug = "idempotency-key-reused"
     title = "Idempotency key used for another event"
+
+
+class NotSubscribed(HubError):
+    """The department of a delivery unsubscribed from the item after the event was
+    published (or subscribed again since, which starts it anew): the delivery is
+    cancelled unsent, with this reason in its ``refused`` entry. Never an answer."""
+
+    status = 409
+    slug = "not-subscribed"
+    title = "Not subscribed"

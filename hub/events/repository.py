@@ -1,5 +1,6 @@
 """All SQL of change events: the outbox, deliveries, subscriptions."""
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -203,34 +204,60 @@ class DueDelivery:
     lifecycle: str  # the item's, now
     sharing_class: str  # the item's, now
     granted: bool  # the subscriber held a grant without a break since the event
+    subscribed: bool  # the subscriber is subscribed, since the event at the latest
 
 
-def _due_ids(now: datetime, limit: int, dialect: str) -> Any:
+def _due(now: datetime, limit: int, dialect: str, *, excluded: Collection[str] = ()) -> Any:
+    """Due deliveries not leased (ids and departments), the longest due first, but none
+    of the ``excluded`` departments'."""
     query = (
-        sa.select(_deliveries.c.id)
+        sa.select(_deliveries.c.id, _deliveries.c.department_id)
         .where(_deliveries.c.status == "pending", _deliveries.c.next_attempt_at <= now)
         .where(sa.or_(_deliveries.c.lease_until.is_(None), _deliveries.c.lease_until < now))
         .order_by(_deliveries.c.next_attempt_at)
         .limit(limit)
     )
+    if excluded:
+        query = query.where(_deliveries.c.department_id.not_in(sorted(excluded)))
     if dialect == "postgresql":  # replicas take disjoint batches without waiting
         query = query.with_for_update(skip_locked=True)
     return query
 
 
-async def any_due(conn: AsyncConnection, *, now: datetime) -> bool:
-    """Whether a delivery is due now, read without taking a lock: the deliverer looks
-    before it claims, so that an idle round (every ``event_poll_interval``) does not
-    take SQLite's write lock, which the exchange's group commits wait for."""
-    query = sa.select(_due_ids(now, 1, "").exists())
+async def any_due(conn: AsyncConnection, *, now: datetime, excluded: Collection[str] = ()) -> bool:
+    """Whether a delivery is due now (for a department not ``excluded``), read without
+    taking a lock: the deliverer looks before it claims, so that an idle round (every
+    ``event_poll_interval``) does not take SQLite's write lock, which the exchange's
+    group commits wait for."""
+    query = sa.select(_due(now, 1, "", excluded=excluded).exists())
     return bool((await conn.execute(query)).scalar())
 
 
-async def claim_due(
-    conn: AsyncConnection, *, now: datetime, lease_until: datetime, token: str, limit: int
+async def due_candidates(
+    conn: AsyncConnection, *, now: datetime, limit: int, excluded: Collection[str]
+) -> list[tuple[str, str]]:
+    """Up to ``limit`` due deliveries (id, department), none of the ``excluded``
+    departments', the longest due first; on PostgreSQL locked until the caller's write
+    transaction ends (others skip them), so that it may lease some of them."""
+    query = _due(now, limit, conn.dialect.name, excluded=excluded)
+    return [(row.id, row.department_id) for row in (await conn.execute(query)).all()]
+
+
+def _subscribed_since_event() -> Any:
+    """The delivery's department is subscribed to the event's item, by a subscription
+    made no later than the event (one made again after an unsubscription is later)."""
+    return sa.exists().where(
+        _subscriptions.c.department_id == _deliveries.c.department_id,
+        _subscriptions.c.item_id == _events.c.item_id,
+        _subscriptions.c.created_at <= _events.c.published_at,
+    )
+
+
+async def lease(
+    conn: AsyncConnection, *, ids: list[str], now: datetime, lease_until: datetime, token: str
 ) -> list[DueDelivery]:
-    """Lease up to ``limit`` due deliveries to this process (in the caller's write transaction)."""
-    ids = list((await conn.execute(_due_ids(now, limit, conn.dialect.name))).scalars())
+    """Lease the deliveries ``ids`` to this process (in the caller's write transaction,
+    which found them due), with the facts their attempt is judged by."""
     if not ids:
         return []
     await conn.execute(
@@ -256,6 +283,7 @@ async def claim_due(
             _entitled_since(
                 _deliveries.c.department_id, _events.c.item_id, _events.c.published_at, now
             ).label("granted"),
+            _subscribed_since_event().label("subscribed"),
         )
         .join(_events, _events.c.id == _deliveries.c.event_id)
         .join(_items, _items.c.id == _events.c.item_id)

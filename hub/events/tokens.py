@@ -1,7 +1,9 @@
 """The signature on an event delivery (docs/protocol.md §7). Pure: no I/O.
 
 Like the request token of an exchange, it binds the delivery: which event, for
-which department, about which item and kind, and the subject by its SHA-256 only.
+which department, about which item and kind, when it was published (``published_at``,
+the body's RFC 3339 text, by which receivers order events), and the subject by its
+SHA-256 only.
 """
 
 from joserfc.jwk import ECKey
@@ -21,6 +23,7 @@ def mint_event_token(
     item: str,
     kind: str,
     subject: str,
+    published_at: str,
     now: int,
     lifetime: int,
 ) -> str:
@@ -32,6 +35,7 @@ def mint_event_token(
         "item": item,
         "kind": kind,
         "subject_sha256": subject_sha256(subject),
+        "published_at": published_at,  # the body's text, compared as text by the adapter
     }
     # Every attempt gets its own jti: a retry must not look like a replay to the adapter.
     return sign_hub_token(key, typ=EVENT_TOKEN_TYPE, claims=claims, now=now, lifetime=lifetime)

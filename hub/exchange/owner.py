@@ -58,9 +58,13 @@ async def fetch_record(
     address a production hub does not talk to (its own machine or link, through the
     adapter's name: decision 0071) is closed before any byte and fails as an owner that
     cannot be reached (logged as ``AdapterAddressRefused``)."""
-    url = _record_url(call.adapter_url, call.item)
+    try:  # the caller judged the base (call_problem); a URL httpx refuses is no owner's
+        url = _record_url(call.adapter_url, call.item)
+        posts = lean_posts(client, url)
+    except (ValueError, httpx.InvalidURL):
+        log.warning("owner adapter URL cannot be called: refused as no base URL")
+        raise OwnerUnavailable("the owner department's adapter URL cannot be called") from None
     headers = {"Authorization": f"Bearer {call.token}", "X-Request-Id": call.request_id}
-    posts = lean_posts(client, url)
     try:
         if posts is None:
             response = await post_within(
@@ -75,7 +79,7 @@ async def fetch_record(
             answer = await _post(posts, url, headers=headers, body=call.body, timeout=timeout)
     except httpx.TimeoutException:
         raise OwnerTimeout(f"the owner's adapter did not answer within {timeout:g} s") from None
-    except httpx.HTTPError as error:
+    except (httpx.HTTPError, httpx.InvalidURL) as error:  # InvalidURL is no HTTPError
         log.warning("owner adapter unreachable: %s", type(error).__name__)
         raise OwnerUnavailable("the owner's adapter cannot be reached") from None
     return _read_answer(answer, item=call.item)

@@ -13,7 +13,9 @@ import ipaddress
 import re
 import socket
 from collections.abc import Callable
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import SplitResult, urlsplit, urlunsplit
+
+import httpx
 
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -25,8 +27,11 @@ def base_url_problem(url: str) -> str | None:
     (``.../admin?op=x#`` + ``/v1/events`` is still ``/admin``), and user information
     (§3.2.1) puts a credential in every log that shows the URL. It is ASCII: HTTP
     clients turn other dots (U+3002, U+FF0E, U+FF61) into ``.``, so a host written with
-    them would escape :func:`local_host_problem`. Its host is a name, an IPv6 address
-    in brackets, or an IPv4 address as four decimal numbers (:func:`_host_problem`)."""
+    them would escape :func:`local_host_problem`. It holds no space or control character,
+    its port is a number from 1 to 65535, and httpx accepts it (:func:`_port_problem`):
+    a URL the hub cannot call is refused when it is registered. Its host is a name, an
+    IPv6 address in brackets, or an IPv4 address as four decimal numbers
+    (:func:`_host_problem`)."""
     try:
         parts = urlsplit(url)
     except ValueError as error:  # a bracketed host that is no address: [::ffff:127.1]
@@ -35,11 +40,38 @@ def base_url_problem(url: str) -> str | None:
         return "it must be an absolute http:// or https:// URL with a host"
     if not url.isascii():  # an HTTP client reads 127。0。0。1 (U+3002) as 127.0.0.1
         return "it must be written in ASCII: a host name in its IDNA form (xn--...)"
+    if _UNPRINTABLE.search(url):  # urlsplit drops tab and line breaks; httpx refuses them
+        return "it must not hold a space or a control character (RFC 3986 §2 has none)"
     if "?" in url or "#" in url:
         return "it must not have a query ('?') or a fragment ('#'): paths are added to it"
     if "@" in parts.netloc:
         return "it must not hold user information ('user@'): no credential goes in a URL"
-    return _host_problem(parts.hostname, bracketed=parts.netloc.startswith("["))
+    return _port_problem(url, parts) or _host_problem(
+        parts.hostname, bracketed=parts.netloc.startswith("[")
+    )
+
+
+# RFC 3986 §2: a URL holds no space, no C0 control character and no DEL.
+_UNPRINTABLE = re.compile(r"[\x00-\x20\x7f]")
+
+
+def _port_problem(url: str, parts: SplitResult) -> str | None:
+    """Why the port of ``url`` (split as ``parts``) is none an HTTP client connects to
+    (None: it is one, or there is none): RFC 3986 §3.2.3's digits, from 1 to 65535. It
+    is read here so that a URL that cannot be called is refused when it is registered,
+    not at each call (httpx raises InvalidURL, no HTTPError, for ``:abc``); and the URL
+    must be one httpx itself accepts, which is how the hub calls it."""
+    try:
+        port = parts.port
+    except ValueError:  # not digits (":abc", ":+80"), or past 65535
+        return "its port must be a number from 1 to 65535"
+    if port == 0:  # an empty port (":") is the scheme's own (§3.2.3), as httpx reads it
+        return "its port must be a number from 1 to 65535"
+    try:
+        httpx.URL(url)
+    except httpx.InvalidURL as error:
+        return f"it is not a URL an HTTP client accepts ({error})"
+    return None
 
 
 # A part of a host that inet_aton, and so getaddrinfo, reads as a number (decimal,

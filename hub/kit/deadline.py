@@ -4,6 +4,8 @@ httpx's ``timeout`` bounds each step (connect, each write, each read), not the
 whole exchange: a server that sends its headers and then one byte a second never
 trips it, and the caller waits as long as the server likes. :func:`post_within`
 bounds connecting, sending, waiting and reading the whole body together.
+:func:`post_for_status` does the same for a call whose answer only counts by its
+status (an event delivery): it reads at most a few KiB of the body, never all of it.
 
 It is how the hub calls departments' adapters (record queries through httpx, event
 deliveries): each request is marked as an adapter call, so the hub's transport judges
@@ -46,3 +48,50 @@ async def post_within(
             )
     except TimeoutError:
         raise httpx.TimeoutException(f"no whole answer within {seconds:g} s") from None
+
+
+STATUS_BODY_BYTES = 4096
+"""How much of an answer :func:`post_for_status` reads by default: an acknowledgement's
+body (``{"status": "received"}``) and then some. A connection whose answer is longer
+is closed, not kept."""
+
+
+async def post_for_status(
+    client: httpx.AsyncClient,
+    url: str,
+    *,
+    seconds: float,
+    json: Any,
+    headers: Mapping[str, str],
+    limit: int = STATUS_BODY_BYTES,
+) -> int:
+    """POST ``json`` to ``url``, a department's adapter, as :func:`post_within` does (one
+    deadline, the peer rule), and return the answer's status. Only the status counts, so
+    the body is read as it came (no decompression) until it ends or passes ``limit``
+    bytes; the rest is never read: the connection is closed, not kept (httpcore closes
+    one whose answer was not read to its end). A small answer is read whole, so its
+    connection is kept for the next call.
+
+    Raise :class:`httpx.TimeoutException` when the deadline passes, and any other
+    :class:`httpx.HTTPError` as httpx does.
+    """
+    try:
+        async with (
+            asyncio.timeout(seconds),
+            client.stream(
+                "POST",
+                url,
+                json=json,
+                headers=headers,
+                timeout=seconds,
+                extensions={ADAPTER_CALL: True},
+            ) as response,
+        ):
+            read = 0
+            async for chunk in response.aiter_raw():  # each at most httpcore's read size
+                read += len(chunk)
+                if read > limit:
+                    break
+            return response.status_code
+    except TimeoutError:
+        raise httpx.TimeoutException(f"no answer within {seconds:g} s") from None

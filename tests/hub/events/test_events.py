@@ -385,12 +385,14 @@ def test_each_delivery_attempt_gets_its_own_jti() -> None:
         "item": ADDRESS,
         "kind": "changed",
         "subject": SUBJECT,
+        "published_at": "2027-01-15T08:00:00.000Z",
         "now": 1_800_000_000,
         "lifetime": 60,
     }
     first, second = (jwt.decode(mint_event_token(**values), key) for _ in range(2))
     assert first.claims["jti"] != second.claims["jti"]
     assert first.claims["iat"] == second.claims["iat"]
+    assert first.claims["published_at"] == values["published_at"]  # signed, as the body's
 
 
 # Fail closed: no audit entry, no delivery (docs/events.md, "Audit: no entry, no delivery").

@@ -42,6 +42,9 @@ BASE = "https://adapter.social-welfare.example:8443"
         (f"{BASE}/adapter", f"{BASE}/adapter/v1/events"),  # RFC 3986 §5.2 would drop it
         (f"{BASE}/adapter/", f"{BASE}/adapter/v1/events"),
         ("http://127.0.0.1:8080", "http://127.0.0.1:8080/v1/events"),
+        ("http://127.0.0.1:65535/", "http://127.0.0.1:65535/v1/events"),
+        ("http://127.0.0.1:/", "http://127.0.0.1:/v1/events"),  # empty: the scheme's port
+        ("http://[::1]:8080", "http://[::1]:8080/v1/events"),
     ],
 )
 def test_the_events_path_is_joined_under_the_adapters_own_path(base: str, url: str) -> None:
@@ -58,6 +61,17 @@ def test_the_events_path_is_joined_under_the_adapters_own_path(base: str, url: s
         "https://user:secret@adapter.social-welfare.example",
         "https:///adapter",
         "ftp://adapter.social-welfare.example",
+        # none httpx can call (InvalidURL, no HTTPError): refused, not met at each call
+        "http://127.0.0.1:abc/",
+        "http://[::1]:x/",
+        "http://127.0.0.1:+80/",
+        "http://127.0.0.1:0/",
+        "http://127.0.0.1:70000/",
+        f"{BASE}/a\x01b",
+        f"{BASE}/adapter\n",  # urlsplit drops line breaks and tabs without a word
+        f"{BASE}/ad\tapter",
+        f"{BASE}/ad apter",
+        "http://adapter\x7f.example/",
     ],
 )
 def test_a_url_with_anything_after_its_path_is_no_base(url: str) -> None:

@@ -8,7 +8,15 @@ from typing import Any
 import pytest
 
 from onceonly.hub.config import Settings
-from onceonly.hub.events.delivery import Outcome, backoff, entitlement, judge, postpone
+from onceonly.hub.events.delivery import (
+    Outcome,
+    backoff,
+    entitlement,
+    judge,
+    postpone,
+    share_slots,
+    subscriber_slots,
+)
 from onceonly.hub.events.repository import DueDelivery
 
 NOW = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)
@@ -31,7 +39,13 @@ def due(attempts: int, **facts: Any) -> DueDelivery:
         published_at=NOW,
         department_id="social-welfare",
         adapter_url="http://127.0.0.1:9",
-        **{"lifecycle": "active", "sharing_class": "conditional", "granted": True, **facts},
+        **{
+            "lifecycle": "active",
+            "sharing_class": "conditional",
+            "granted": True,
+            "subscribed": True,
+            **facts,
+        },
     )
 
 
@@ -134,9 +148,40 @@ def cancelled(reason: str, last_error: str) -> Outcome:
             {"lifecycle": "retired", "sharing_class": "none", "granted": False},
             cancelled("item-retired", "Data item retired"),
         ),
+        # the department unsubscribed since the event (or subscribed again since)
+        ({"subscribed": False}, cancelled("not-subscribed", "Not subscribed")),
+        (  # the record query's refusals first
+            {"subscribed": False, "granted": False},
+            cancelled("no-grant", "No active grant"),
+        ),
     ],
 )
 def test_a_delivery_is_sent_only_while_the_record_could_be_queried(
     facts: dict[str, Any], expected: Outcome | None
 ) -> None:
     assert entitlement(due(1, **facts)) == expected
+
+
+@pytest.mark.parametrize(("batch", "share"), [(1, 1), (3, 1), (8, 2), (50, 12), (1000, 250)])
+def test_a_subscriber_has_a_quarter_of_the_attempts_at_most(batch: int, share: int) -> None:
+    assert subscriber_slots(batch) == share
+
+
+DUE = [("a1", "a"), ("a2", "a"), ("a3", "a"), ("b1", "b"), ("a4", "a"), ("c1", "c")]
+
+
+@pytest.mark.parametrize(
+    ("free", "busy", "chosen"),
+    [
+        (8, {}, ["a1", "a2", "b1", "c1"]),  # a's third waits: it has its two
+        (8, {"a": 1}, ["a1", "b1", "c1"]),  # one of a's under way already
+        (8, {"a": 2}, ["b1", "c1"]),  # a hung subscriber holds its share, no more
+        (2, {}, ["a1", "a2"]),  # the longest due first, within the free slots
+        (0, {}, []),
+        (8, {"b": 2, "c": 2}, ["a1", "a2"]),
+    ],
+)
+def test_due_deliveries_share_the_free_slots_between_subscribers(
+    free: int, busy: dict[str, int], chosen: list[str]
+) -> None:
+    assert share_slots(DUE, free=free, busy=busy, per_subscriber=2) == chosen

@@ -106,6 +106,16 @@ def revoke_and_grant_another_purpose(world: EventWorld) -> None:
     grant(world, OTHER_PURPOSE)
 
 
+def unsubscribe(world: EventWorld) -> None:
+    with world.consumer() as consumer:
+        consumer.unsubscribe(ADDRESS)
+
+
+def unsubscribe_and_subscribe_again(world: EventWorld) -> None:
+    unsubscribe(world)
+    world.subscribe()  # a new subscription, from now: not to the event before it
+
+
 def test_an_item_closed_to_none_is_neither_delivered_nor_subscribed_to(
     database_url: str, tmp_path: Path, event_world: WorldMaker, db: sa.Engine
 ) -> None:
@@ -130,6 +140,8 @@ def test_an_item_closed_to_none_is_neither_delivered_nor_subscribed_to(
         (retire, "item-retired"),
         (revoke, "no-grant"),
         (revoke_and_grant_another_purpose, "no-grant"),  # a break since the event
+        (unsubscribe, "not-subscribed"),  # "stop telling me": events queued before too
+        (unsubscribe_and_subscribe_again, "not-subscribed"),
     ],
 )
 def test_a_pending_delivery_the_subscriber_is_no_longer_entitled_to_is_cancelled(
@@ -230,3 +242,29 @@ def test_a_replay_is_found_by_item_and_subject_like_the_events_other_entries(
         assert (entry["event"], entry["target"], entry["item"]) == (event_id, CONSUMER, ADDRESS)
         assert entry["subject"] == world.hub.keys.pseudonym(SUBJECT)
         assert SUBJECT not in json.dumps(entry)
+
+
+def test_a_dead_letter_replayed_after_its_subscriber_unsubscribed_is_cancelled(
+    database_url: str, tmp_path: Path, event_world: WorldMaker, db: sa.Engine
+) -> None:
+    settings = {**FAST_RETRIES, "event_max_attempts": 2}
+    with event_world(database_url, tmp_path, **settings) as world:
+        _point(world, NOWHERE)
+        world.subscribe()
+        event_id = world.publish()
+        wait_until(lambda: the_delivery(db)[0] == "dead", what="a dead letter")
+        unsubscribe(world)
+        with consumer_adapter(world, tmp_path) as url, world.hub.admin() as admin:
+            _point(world, url)  # the subscriber is back, but said stop
+            (dead,) = admin.dead_letters()
+            admin.replay_delivery(dead["id"])
+            wait_until(lambda: the_delivery(db)[0] == "cancelled", what="the replay judged")
+        assert world.received == []
+        last = world.entries("event.deliver")[-1]
+        assert (last["event"], last["outcome"], last["reason"]) == (
+            event_id,
+            "refused",
+            "not-subscribed",
+        )
+        with db.connect() as conn:  # cancelled: nothing left to send, the subject is gone
+            assert conn.execute(sa.text("SELECT subject FROM events")).scalar() is None
