@@ -127,6 +127,11 @@ def _check_adapter_url(url: str, *, production: bool, loopback_allowed: bool = F
     problem = base_url_problem(url)
     if problem is None and production:
         problem = local_host_problem(url, loopback_allowed=loopback_allowed)
+        if problem is not None and local_host_problem(url, loopback_allowed=True) is None:
+            problem += (  # the one refusal a setting lifts: say which (an operator's review)
+                "; a hub whose adapters run on its own host allows it with"
+                " adapters_on_loopback (ONCEONLY_ADAPTERS_ON_LOOPBACK=true)"
+            )
     if problem is not None:
         raise InvalidRequest(f"adapter_url {url!r} is refused: {problem}")
 

@@ -80,6 +80,23 @@ def test_production_refuses_an_http_adapter_url_and_keeps_the_department(
     assert stored_url(production_hub, department) == HTTPS_URL
 
 
+@pytest.mark.postgres
+def test_a_loopback_adapter_url_is_refused_naming_the_setting_that_allows_it(
+    production_hub: RunningHub,
+) -> None:
+    """An operator's review: the refusal said the host is this machine, not that
+    ONCEONLY_ADAPTERS_ON_LOOPBACK is how a hub whose adapters share its host allows it.
+    A link-local address (cloud metadata), which no setting allows, does not name it."""
+    department = f"registry-{uuid.uuid4().hex[:8]}"
+    refused = put_department(production_hub, department, "https://localhost:19443")
+    assert refused.status_code == 400, refused.text
+    assert "is this machine" in refused.json()["detail"]
+    assert "ONCEONLY_ADAPTERS_ON_LOOPBACK=true" in refused.json()["detail"]
+    metadata = put_department(production_hub, department, "https://169.254.169.254")
+    assert metadata.status_code == 400, metadata.text
+    assert "ONCEONLY_ADAPTERS_ON_LOOPBACK" not in metadata.json()["detail"]
+
+
 def test_development_takes_an_http_adapter_url(database_url: str, tmp_path: Path) -> None:
     with running_hub(database_url=database_url, data_dir=tmp_path) as hub:
         assert not hub.settings.is_production
