@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from onceonly.hub.access import policy, repository
 from onceonly.hub.access.exceptions import GrantNotActive, GrantNotFound, NoGrant, NotShared
 from onceonly.hub.access.models import Grant
+from onceonly.hub.access.purposes import purposes_for
 from onceonly.hub.access.schemas import GrantIn, GrantList, GrantOut, RevokeIn
 from onceonly.hub.audit.service import AuditScope
 from onceonly.hub.auth.scopes import AUDIT_READ_SCOPE, publish_scope, read_scope
@@ -108,6 +109,7 @@ async def create_grant(
     """A break-glass grant, for at most ``grant_max_days``. Asking again for the same
     active grant returns it (without ``valid_until``: whatever its end)."""
     scope.note(department=body.consumer, item=body.item, purpose=body.purpose)
+    purposes_for(settings).get(body.purpose)  # unknown-purpose, as an access request
     await registry.department(session, body.consumer)
     served = await registry.item_for_exchange(session, body.item)
     if served.item.sharing_class == "none":

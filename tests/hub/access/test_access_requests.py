@@ -689,3 +689,25 @@ def test_break_glass_grant_needs_a_time_with_its_offset(aw: AccessWorld, until: 
     assert response.status_code == 400, response.text
     assert problem_type(response) == "invalid-request"
     assert "valid_until" in response.json()["detail"]
+
+
+def test_break_glass_grant_names_a_purpose_on_the_list(aw: AccessWorld) -> None:
+    """As an access request does (unknown-purpose, 400): before, the break-glass grant
+    took any code and made a grant for it (201)."""
+    body = {
+        "consumer": CONSUMER,
+        "item": ADDRESS,
+        "purpose": "curiosity",
+        "legal_basis": "test",
+        "fields": ["country"],
+    }
+    response = aw.break_glass().call("POST", "/v1/admin/grants", body)
+    assert (response.status_code, problem_type(response)) == (400, "unknown-purpose")
+    entry = audit_entry_for(aw.world.hub, response, action="grant.create")
+    assert (entry["outcome"], entry["reason"], entry["purpose"]) == (
+        "refused",
+        "unknown-purpose",
+        "curiosity",
+    )
+    listed = aw.break_glass().call("GET", "/v1/admin/grants", consumer=CONSUMER).json()
+    assert [g for g in listed["grants"] if g["purpose"] == "curiosity"] == []
