@@ -251,6 +251,7 @@ ACTIONS: Final = {
     "event.unsubscribe": N_("A department unsubscribed from change events"),
     "console.form-refused": N_("A console form was refused"),
     "route.refused": N_("A request was refused"),
+    "route.read": N_("The break-glass token read a page of the hub"),
 }
 # The reason an entry gives, in words: the problem types of docs/problems.md (a refusal
 # or failure keeps its problem's slug) and the ways of signing in (a sign-in's reason).
@@ -297,6 +298,7 @@ REASONS: Final = {
     "no-grant": N_("no active grant"),
     "not-citizen-portal": N_("the application is not a citizen portal"),
     "not-owner": N_("only the owner department may do this"),
+    "not-subscribed": N_("the department is no longer subscribed"),
     "not-second-person": N_("a second person must decide this"),
     "not-signed-in": N_("not signed in"),
     "not-steward": N_("not a steward of the owner department"),
