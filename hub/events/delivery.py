@@ -233,12 +233,25 @@ class Deliverer:
         self._wake.set()
 
     async def _run(self) -> None:
+        failed = 0  # rounds failed in a row: an outage is logged whole once, then counted
         while not self._stopping:
             try:
                 handled = await self.deliver_due()
-            except Exception:
-                log.exception("event delivery round failed; retrying")
+            except Exception as error:
+                failed += 1
+                if failed == 1:
+                    log.exception("event delivery round failed; retrying")
+                else:
+                    log.warning(
+                        "event delivery round failed again (%s), %d rounds in a row; retrying",
+                        type(error).__name__,
+                        failed,
+                    )
                 handled = 0
+            else:
+                if failed:
+                    log.warning("event delivery rounds succeed again, after %d failed", failed)
+                failed = 0
             if handled == 0 and not self._stopping:
                 try:
                     await asyncio.wait_for(self._wake.wait(), self._settings.event_poll_interval)

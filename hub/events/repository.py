@@ -11,6 +11,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from onceonly.hub.access.models import Grant
+from onceonly.hub.access.repository import after, at_or_before
 from onceonly.hub.events.models import Delivery, Event, Subscription
 from onceonly.hub.registry.models import Department, Item
 
@@ -24,13 +25,15 @@ _items = Item.__table__  # type: ignore[attr-defined]
 
 def _covers(grants: Any, department: Any, item: Any, moment: Any) -> Any:
     """A grant of ``department`` for ``item`` was in force at ``moment``: valid then,
-    and not revoked by then (a revoked grant's end is its ``revoked_at``)."""
+    and not revoked by then (a revoked grant's end is its ``revoked_at``). Times are
+    compared as the record query's are (``access.repository.after``: on SQLite, a time
+    written by hand in another spelling is read as a time, not as text)."""
     return sa.and_(
         grants.c.consumer_id == department,
         grants.c.item_id == item,
-        grants.c.valid_from <= moment,
-        sa.or_(grants.c.valid_until.is_(None), grants.c.valid_until > moment),
-        sa.or_(grants.c.status == "active", grants.c.revoked_at > moment),
+        at_or_before(grants.c.valid_from, moment),
+        sa.or_(grants.c.valid_until.is_(None), after(grants.c.valid_until, moment)),
+        sa.or_(grants.c.status == "active", after(grants.c.revoked_at, moment)),
     )
 
 
@@ -42,8 +45,8 @@ def _uncovered_end(end: str, department: Any, item: Any, since: Any, now: Any) -
     return sa.exists().where(
         ended.c.consumer_id == department,
         ended.c.item_id == item,
-        moment > since,
-        moment <= now,
+        after(moment, since),
+        at_or_before(moment, now),
         ~sa.exists().where(_covers(cover, department, item, moment)),
     )
 

@@ -7,7 +7,9 @@ slept in SQLite's busy handler. Now a round with nothing due only reads.
 """
 
 import asyncio
+import logging
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
@@ -47,3 +49,48 @@ async def test_a_round_with_nothing_due_does_not_wait_for_the_write_lock(
         other.execute("ROLLBACK")
         other.close()
         await deliverer._engine.dispose()
+
+
+async def test_rounds_that_keep_failing_log_one_traceback_then_a_count(
+    sqlite_template: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An operator's review: with the database away, every round (two a second) logged
+    an ERROR with its whole traceback, about 100 MB an hour. Now the first failure has
+    its traceback, the later ones a line with the count, and the first round that
+    works again says so. The outage here: the deliveries' table is renamed away."""
+    url = migrated_sqlite(sqlite_template, tmp_path)
+    deliverer = Deliverer(
+        engine=make_engine(url),
+        http=cast(Any, None),
+        keys=cast(Any, None),
+        settings=Settings(event_poll_interval=0.05),
+        audit_log=cast(Any, None),
+    )
+    db = sqlite3.connect(tmp_path / "hub.db", isolation_level=None)
+
+    def lines(start: str) -> list[logging.LogRecord]:
+        return [r for r in caplog.records if r.getMessage().startswith(start)]
+
+    async def until(done: Callable[[], bool]) -> None:
+        while not done():
+            await asyncio.sleep(0.02)
+
+    try:
+        with caplog.at_level(logging.WARNING, logger="onceonly.events"):
+            db.execute("ALTER TABLE event_deliveries RENAME TO away")
+            await deliverer.start()
+            await asyncio.wait_for(
+                until(lambda: len(lines("event delivery round failed")) >= 4), 10
+            )
+            db.execute("ALTER TABLE away RENAME TO event_deliveries")
+            await asyncio.wait_for(until(lambda: bool(lines("event delivery rounds"))), 10)
+            await deliverer.stop()
+    finally:
+        db.close()
+        await deliverer._engine.dispose()
+    first, *later = lines("event delivery round failed")
+    assert (first.levelno, first.exc_info is not None) == (logging.ERROR, True)
+    assert {(r.levelno, r.exc_info) for r in later} == {(logging.WARNING, None)}
+    assert ", 2 rounds in a row;" in later[0].getMessage()
+    (back,) = lines("event delivery rounds")
+    assert back.getMessage().endswith(f"after {len(later) + 1} failed")

@@ -17,6 +17,7 @@ import sqlalchemy as sa
 
 from onceonly.adapters import OnceonlyError
 from onceonly.hub.audit import leaves
+from onceonly.hub.db import make_sync_engine
 
 from tests.hub.events.test_events import (  # its worlds are in conftest.py
     ADDRESS,
@@ -106,6 +107,21 @@ def revoke_and_grant_another_purpose(world: EventWorld) -> None:
     grant(world, OTHER_PURPOSE)
 
 
+def end_by_hand(world: EventWorld) -> None:
+    """The grant ended a minute ago, typed in the database's own shell: in sqlite3 as
+    ISO 8601 text with a 'T' and 'Z', which SQLite's text comparison sorted after the
+    hub's own spelling for the rest of the day (helper-149's F4, the events' side)."""
+    engine = make_sync_engine(world.hub.settings.database_url)
+    ended = (
+        "strftime('%Y-%m-%dT%H:%M:%SZ', 'now', '-1 minute')"
+        if engine.dialect.name == "sqlite"
+        else "now() - interval '1 minute'"
+    )
+    with engine.begin() as conn:
+        conn.execute(sa.text(f"UPDATE grants SET valid_until = {ended}"))
+    engine.dispose()
+
+
 def unsubscribe(world: EventWorld) -> None:
     with world.consumer() as consumer:
         consumer.unsubscribe(ADDRESS)
@@ -140,6 +156,7 @@ def test_an_item_closed_to_none_is_neither_delivered_nor_subscribed_to(
         (retire, "item-retired"),
         (revoke, "no-grant"),
         (revoke_and_grant_another_purpose, "no-grant"),  # a break since the event
+        (end_by_hand, "no-grant"),
         (unsubscribe, "not-subscribed"),  # "stop telling me": events queued before too
         (unsubscribe_and_subscribe_again, "not-subscribed"),
     ],
