@@ -5,6 +5,7 @@ the audit log with all that the steps had noted so far.
 """
 
 import asyncio
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +29,8 @@ from onceonly.hub.kit.base_urls import call_problem
 from onceonly.hub.kit.clock import Clock
 from onceonly.hub.registry import projection, validation
 from onceonly.hub.registry.exceptions import UnknownVersion
+
+log = logging.getLogger("onceonly.exchange")
 
 
 @dataclass(frozen=True)
@@ -222,27 +225,48 @@ async def _as_granted(
     schema and fingerprint it was validated against), a projection that can change
     nothing under the granted fields is skipped: that is known once per version and
     fields (:func:`projection.strict_projection_is_identity`), so items whose objects
-    are closed pay nothing per query."""
+    are closed pay nothing per query.
+
+    What projection keeps is then validated against that version: projection does not
+    read every keyword (``if``/``then``, ``not``, ``dependentSchemas``,
+    ``propertyNames``, ``contains``), and a field that still fails the version is not
+    delivered (decision 0087's follow-up)."""
     if version == served[0]:
         schema, fingerprint = served[1], served[2]
         if projection.strict_projection_is_identity(
             schema, fingerprint=fingerprint, fields=facts.grant_fields
         ):
             return record
-        return projection.project_to_version(record, schema, strict=True)
-    if version == facts.version:
-        return projection.project_to_version(record, facts.schema, strict=True)
-    found = await repository.version_schema(context.engine, item_id=facts.item_id, version=version)
-    if found is None:  # versions are never deleted; a broken database is a 500
-        raise RuntimeError(f"item {facts.item_id} has no version {version}")
-    return projection.project_to_version(record, found[0], strict=True)
+    elif version == facts.version:
+        schema, fingerprint = facts.schema, facts.fingerprint
+    else:
+        found = await repository.version_schema(
+            context.engine, item_id=facts.item_id, version=version
+        )
+        if found is None:  # versions are never deleted; a broken database is a 500
+            raise RuntimeError(f"item {facts.item_id} has no version {version}")
+        schema, fingerprint = found
+    projected = projection.project_to_version(record, schema, strict=True)
+    validator = validation.validator_for(schema, fingerprint)
+    failing = validation.failing_fields(validator, projected)
+    if failing:
+        log.warning(
+            "fields of %s that fail version %d, the grant's, are not delivered: %s",
+            facts.item_id,
+            version,
+            ", ".join(sorted(failing)),
+        )
+    return {name: value for name, value in projected.items() if name not in failing}
 
 
 def _check(
     record: dict[str, Any], *, schema: dict[str, Any], fingerprint: str, version: int
 ) -> None:
     validator = validation.validator_for(schema, fingerprint)
-    errors = validation.record_errors(validator, record, in_schema=True)
+    try:
+        errors = validation.record_errors(validator, record, in_schema=True)
+    except ValueError:  # a member name that is not text (a lone surrogate): no pointer
+        errors = ["/: a member's name is not text (a lone surrogate)"]
     if errors:
         raise OwnerInvalidResponse(
             f"the owner's record does not match version {version}, at the schema's {errors[0]}"

@@ -56,6 +56,16 @@ def validator_for(schema: dict[str, Any], schema_fingerprint: str) -> Validator:
     return validator
 
 
+def failing_fields(validator: Validator, record: dict[str, Any]) -> set[str]:
+    """The top-level members of ``record`` that something under them fails (an error
+    at the record itself, such as a missing required member, names none)."""
+    return {
+        str(error.instance_path[0])
+        for error in validator.iter_errors(record)
+        if len(error.instance_path) > 0
+    }
+
+
 def record_errors(
     validator: Validator, record: Any, *, limit: int = 5, in_schema: bool = False
 ) -> list[str]:

@@ -118,24 +118,28 @@ def test_an_owner_answer_nested_100000_deep_is_an_invalid_response(world: World)
     assert (last["outcome"], last["reason"]) == ("failed", "owner-invalid-response")
 
 
-def surrogate_owner() -> FastAPI:
-    """An owner (no SDK) whose record's street is a lone surrogate, spelled as JSON's
-    escapes allow: valid JSON, a string under its schema, but not text."""
+def surrogate_owner(record: dict[str, str]) -> FastAPI:
+    """An owner (no SDK) whose record holds a lone surrogate, spelled as JSON's escapes
+    allow: valid JSON, but not text."""
     app = FastAPI()
 
     @app.post("/v1/items/{item}/records/query")
     async def answer(item: str) -> Response:
-        record = json.dumps({**ADDRESS_RECORD, "street": "Pikk \ud800"})
-        body = f'{{"item": "{item}", "version": 1, "record": {record}}}'
+        served = json.dumps({**ADDRESS_RECORD, **record})
+        body = f'{{"item": "{item}", "version": 1, "record": {served}}}'
         return Response(body.encode(), media_type="application/json")
 
     return app
 
 
-def test_an_owner_record_with_a_lone_surrogate_is_an_invalid_response(world: World) -> None:
-    """helper-147: the record passed its schema, then its commitment (RFC 8785, which has
-    no form for a lone surrogate) raised: a 500. It is the owner's invalid answer."""
-    with serve(surrogate_owner()) as owner, world.hub.admin() as admin:
+@pytest.mark.parametrize("record", [{"street": "Pikk \ud800"}, {"x\ud800": "1"}])
+def test_an_owner_record_with_a_lone_surrogate_is_an_invalid_response(
+    world: World, record: dict[str, str]
+) -> None:
+    """helper-147: a value passed its schema, then its commitment (RFC 8785, which has
+    no form for a lone surrogate) raised: a 500. helper-156: a member's name made the
+    validator raise, a 500 too. Both are the owner's invalid answer."""
+    with serve(surrogate_owner(record)) as owner, world.hub.admin() as admin:
         admin.put_department(OWNER, name="Civil Registry Office", adapter_url=owner)
         try:
             with world.client() as client, pytest.raises(UpstreamError) as failed:

@@ -93,8 +93,8 @@ IDENTITY_CASES = [
     pytest.param(
         _root({"a": {"allOf": [CLOSED_ADDRESS, {"required": ["street"]}]}}),
         ["a"],
-        False,
-        id="allOf: read as closed by strict projection",
+        True,  # a branch closes it: a valid record has no other member (decision 0087)
+        id="allOf: closed by a branch",
     ),
     pytest.param(_root({"a": {"$ref": "#/$defs/nothing"}}), ["a"], False, id="unresolvable"),
     pytest.param(

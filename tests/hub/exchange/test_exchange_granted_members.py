@@ -131,3 +131,33 @@ def test_a_record_that_fails_its_version_is_refused_without_naming_its_members(
     assert failed.value.status == 502
     assert "49002124277" not in failed.value.detail
     assert "/properties/dependants/additionalProperties" in failed.value.detail
+
+
+def test_what_the_granted_version_refuses_is_not_delivered(exchange: Exchange) -> None:
+    """helper-156: a ``false`` member in the granted version (``ssn: false``, which
+    BACKWARD lets a later version turn into a personal string) was delivered whole; and
+    keywords projection does not read (``dependentSchemas`` here) let a member through
+    that the granted version refuses. What projection keeps is validated against the
+    granted version: a field that fails it is not delivered."""
+    address = _object({"street": STREET, "ssn": False})
+    v1 = _root({"address": address, "postcode": STREET})
+    v2 = _root({"address": _object({"street": STREET, "ssn": NATIONAL_ID}), "postcode": STREET})
+    record = {"postcode": "10115", "address": {"street": "Main 1", "ssn": "49002124277"}}
+    item = _register_nested(exchange, v1, v2, record, fields=["address", "postcode"])
+    assert fetch(exchange, item).record == {"postcode": "10115", "address": {"street": "Main 1"}}
+
+    # a map of strings, but with a street, no ssn: projection keeps ssn (the map's), the
+    # granted version refuses it, so the field is not delivered at all (fails closed)
+    closes = {"street": {"properties": {"ssn": False}}}
+    v1 = _root(
+        {
+            "address": _object({}, additionalProperties=STREET, dependentSchemas=closes),
+            "postcode": STREET,
+        }
+    )
+    v2 = _root({"address": _object({}, additionalProperties=STREET), "postcode": STREET})
+    record = {"postcode": "10115", "address": {"street": "Main 1", "ssn": "49002124277"}}
+    item = _register_nested(exchange, v1, v2, record, fields=["address", "postcode"])
+    result = fetch(exchange, item)
+    assert result.record == {"postcode": "10115"}
+    assert exchange.audit_entry(result.receipt.index)["fields"] == ["postcode"]
