@@ -20,29 +20,42 @@ the task nor holds it forever. A round that fails (the database away) is tried a
 at the next interval too: the first failure of a run is logged with its traceback,
 each later one as a WARNING line with the count, and the first round that succeeds
 again says so.
+
+A hub whose checkpoint key was rotated (``onceonly keys rotate-checkpoint``, decision
+0091) finds the latest stored checkpoint signed by the key it replaced until the log
+grows. Its first round that finds the log unchanged and sound adds the current key's
+signature to that checkpoint's note (a signed note may carry several signatures of one
+text: the origin, size and root stay as they are), so the checkpoint it hands out
+verifies under the new key at once, and still under the old one.
 """
 
 import asyncio
 import logging
 import tempfile
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
+import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from onceonly.hub.audit import leaves, repository, tree
 from onceonly.hub.audit.exceptions import AuditLogDamaged
 from onceonly.hub.audit.models import AuditCheckpoint
-from onceonly.hub.audit.notes import Checkpoint, Signer
+from onceonly.hub.audit.notes import Checkpoint, NoteError, Signer, Verifier
 from onceonly.hub.audit.schemas import CheckpointOut, CheckpointPage
 from onceonly.hub.config import AUDIT_ORIGIN_FILE
+from onceonly.hub.db import write_connection
 from onceonly.hub.kit.clock import SYSTEM_CLOCK, Clock
-from onceonly.hub.kit.keyfiles import ed25519_key, own_like_folder
+from onceonly.hub.kit.keyfiles import ed25519_key, own_like_folder, rotate_ed25519_key
 from onceonly.hub.kit.problems import Unavailable
 
 log = logging.getLogger("onceonly.audit")
 
 KEY_FILE = "checkpoint.jwk"
+RETIRED_FOLDER = "checkpoint-retired"
+"""Under the keys directory, the checkpoint keys a rotation replaced, one file each,
+named after the time of the rotation (UTC): ``20261207T104500Z.jwk``."""
 ROUND_SECONDS = 5.0
 """How long a checkpoint round may take: the hub's start waits at most this for its
 first round, and each later round ends after it (and is tried again)."""
@@ -60,6 +73,26 @@ def load_signer(*, keys_dir: Path, origin: str, create: bool) -> Signer:
     if create:
         _keep_origin(keys_dir / AUDIT_ORIGIN_FILE, origin)
     return Signer(origin, key.private_key)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class Rotated:
+    """A rotation of the checkpoint key: the new signer, the verifier key of the one it
+    replaced, and the file that keeps the replaced key."""
+
+    signer: Signer
+    retired: Verifier
+    kept: Path
+
+
+def rotate_signer(*, keys_dir: Path, origin: str, now: datetime) -> Rotated:
+    """A new Ed25519 key in ``<keys_dir>/checkpoint.jwk``; the one it replaces is kept
+    in ``<keys_dir>/checkpoint-retired/<now, UTC>.jwk`` (mode 0600, owned like the
+    folder). MissingKeyError without a key to replace."""
+    kept = keys_dir / RETIRED_FOLDER / f"{now.astimezone(UTC):%Y%m%dT%H%M%SZ}.jwk"
+    key, _ = rotate_ed25519_key(keys_dir / KEY_FILE, retired=kept)
+    retired = Signer(origin, ed25519_key(kept, create=False).private_key)  # type: ignore[arg-type]
+    return Rotated(Signer(origin, key.private_key), retired.verifier, kept)  # type: ignore[arg-type]
 
 
 def _keep_origin(path: Path, origin: str) -> None:
@@ -106,6 +139,7 @@ class Checkpointer:
         self._alarm: str | None = None
         self._stored = False
         self._failures = 0  # rounds failed in a row (the database away, most often)
+        self._cosign_pending = True  # until a round finds the latest checkpoint sound
 
     @property
     def alarm(self) -> str | None:
@@ -148,13 +182,44 @@ class Checkpointer:
             size = await tree.current_size(conn)
             problem, root = await self._check(conn, latest, size)
         self._raise_alarm(problem)
-        if problem is not None or (latest is not None and size <= latest.tree_size):
+        if problem is not None:
             return None
         assert root is not None
+        if latest is not None and size <= latest.tree_size:
+            if self._cosign_pending and root == latest.root:
+                await self._cosign(latest)
+            self._cosign_pending = False
+            return None
         current = _signed(self.signer, size, root, now=self._clock.now())
         await repository.store_checkpoint(self._engine, current)
         self._stored = True
+        self._cosign_pending = False
         return current
+
+    async def _cosign(self, latest: AuditCheckpoint) -> None:
+        """Add this key's signature to ``latest``, whose root the stored tree was just
+        found to have, when it lacks one (the key was rotated since it was signed): the
+        text signed is the one this key would sign for that tree, and the note keeps its
+        other signatures. A note that is not that text (another origin: the log was
+        renamed, decision 0089) is left as it is until the log grows."""
+        text = Checkpoint(self.signer.name, latest.tree_size, latest.root).text()
+        try:
+            note = self.signer.cosign(latest.note, text=text)
+        except NoteError as error:
+            log.warning(
+                "the latest audit checkpoint (%d entries) is not signed with the current"
+                " checkpoint key, and is left as it is until the log grows: %s",
+                latest.tree_size,
+                error,
+            )
+            return
+        if note != latest.note and await _replace_note(self._engine, latest, note):
+            log.warning(
+                "the latest audit checkpoint (%d entries) was signed with another key:"
+                " the current checkpoint key (%s) signed it too",
+                latest.tree_size,
+                self.signer.verifier.key_id.hex(),
+            )
 
     async def _check(
         self, conn: repository.Executor, latest: AuditCheckpoint | None, size: int
@@ -240,6 +305,19 @@ class Checkpointer:
             why = f": {self._alarm}" if self._alarm else ""
             raise Unavailable(f"no checkpoint of the audit log is stored yet{why}")
         return latest.note
+
+
+async def _replace_note(engine: AsyncEngine, latest: AuditCheckpoint, note: str) -> bool:
+    """Store ``note`` as ``latest``'s if no other process changed it first: whether it
+    was stored. The same size, root and time: only the signatures grow."""
+    table = AuditCheckpoint.__table__  # type: ignore[attr-defined]
+    statement = (
+        sa.update(table)
+        .where(table.c.tree_size == latest.tree_size, table.c.note == latest.note)
+        .values(note=note)
+    )
+    async with write_connection(engine) as conn:
+        return (await conn.execute(statement)).rowcount == 1
 
 
 async def history(session: AsyncSession, *, since_size: int, limit: int) -> CheckpointPage:

@@ -132,8 +132,28 @@ class Signer:
         """The signed note: text, blank line, one signature line."""
         check_text(text)
         signature = self.private_key.sign(text.encode())
+        return f"{text}\n{self._line(signature)}"
+
+    def cosign(self, note: str, *, text: str) -> str:
+        """``note`` with this key's signature of its text added, when its text is
+        ``text`` (what this signer would sign itself); unchanged when it already carries
+        a line of this key. The text and the other signatures stay as they are, so the
+        note still verifies under each key that signed it (signed-note: a note may carry
+        several signatures over one text). NoteError for a malformed note, another text,
+        or one that has all the signatures a note may have."""
+        check_text(text)
+        found, signatures = read_note(note)
+        if found != text:
+            raise NoteError("the note's text is not the one this key would sign")
+        if _signatures_of(self.verifier, signatures):
+            return note
+        if len(signatures) >= MAX_SIGNATURES:
+            raise NoteError(f"the note already has {MAX_SIGNATURES} signatures")
+        return note + self._line(self.private_key.sign(text.encode()))
+
+    def _line(self, signature: bytes) -> str:
         encoded = base64.b64encode(self.verifier.key_id + signature).decode()
-        return f"{text}\n{SIGNATURE_PREFIX}{self.name} {encoded}\n"
+        return f"{SIGNATURE_PREFIX}{self.name} {encoded}\n"
 
 
 def check_text(text: str) -> None:
@@ -153,6 +173,19 @@ def open_note(note: str | bytes, verifier: Verifier) -> str:
     fails SHOULD reject the whole note). Go's reader skips a known key's lines after its
     first; this one is stricter there.
     """
+    text, signatures = read_note(note)
+    pinned = _signatures_of(verifier, signatures)
+    if not pinned:
+        raise NoteError(f"the note is not signed by the pinned key {verifier.name}")
+    signed = text.encode()
+    if not all(verifier.accepts(signed, signature) for signature in pinned):
+        raise NoteError(f"a signature by {verifier.name} does not verify: the note was altered")
+    return text
+
+
+def read_note(note: str | bytes) -> tuple[str, list[tuple[str, bytes]]]:
+    """The text of a well-formed note and its signature lines (key name, key ID ‖
+    signature), none of them verified; NoteError for a note Go's ``note.Open`` refuses."""
     raw = _note_bytes(note)
     if len(raw) > MAX_NOTE_BYTES:
         raise NoteError("the note is too large")
@@ -166,18 +199,16 @@ def open_note(note: str | bytes, verifier: Verifier) -> str:
     lines = block[:-1].split("\n")
     if len(lines) > MAX_SIGNATURES:
         raise NoteError(f"malformed note: more than {MAX_SIGNATURES} signatures")
-    signatures = [_signature_line(number, line) for number, line in enumerate(lines, 1)]
-    pinned = [
+    return text, [_signature_line(number, line) for number, line in enumerate(lines, 1)]
+
+
+def _signatures_of(verifier: Verifier, signatures: list[tuple[str, bytes]]) -> list[bytes]:
+    """The signatures (without key ID) of the lines of ``verifier``'s key: same name and ID."""
+    return [
         signature[4:]
         for name, signature in signatures
         if name == verifier.name and signature[:4] == verifier.key_id
     ]
-    if not pinned:
-        raise NoteError(f"the note is not signed by the pinned key {verifier.name}")
-    signed = text.encode()
-    if not all(verifier.accepts(signed, signature) for signature in pinned):
-        raise NoteError(f"a signature by {verifier.name} does not verify: the note was altered")
-    return text
 
 
 def _note_bytes(note: str | bytes) -> bytes:

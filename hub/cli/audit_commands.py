@@ -103,6 +103,7 @@ def _verify(args: argparse.Namespace) -> int:
     return audit_verify.run(
         hub=hub.url,
         key=args.key,
+        previous_keys=args.previous_key,
         state_path=Path(args.state) if args.state else None,
         compare=[Path(p) for p in args.compare],
         full=args.full,
@@ -232,6 +233,14 @@ def register(sub: Any) -> None:
     )
     verify.add_argument(
         "--key", required=True, help="the pinned verifier key (GET /v1/audit/verifier-key)"
+    )
+    verify.add_argument(
+        "--previous-key",
+        action="append",
+        default=[],
+        metavar="KEY",
+        help="a verifier key the operators replaced (onceonly keys rotate-checkpoint): the"
+        " state file's and --compare checkpoints may be signed by it; repeatable",
     )
     verify.add_argument(
         "--state",

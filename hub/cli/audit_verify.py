@@ -5,7 +5,10 @@
 2. Compare it with the last checkpoint this auditor verified (the state file) and
    with checkpoints other auditors saw (``--compare``): same size and another
    root, a smaller size, or a failed consistency proof (RFC 9162 §2.1.4) is a fork
-   or a shrink, i.e. the log's history was changed.
+   or a shrink, i.e. the log's history was changed. These earlier checkpoints may be
+   signed by the pinned key or by a key it replaced (``previous_keys``: the operators
+   rotated the checkpoint key, decision 0091); the latest must be signed by the pinned
+   key.
 3. With ``--full``, download every leaf hash and recompute the root (RFC 9162
    §2.1.1): a changed, removed, reordered or inserted entry shows. Then check the
    proofs the hub serves against the signed root and the downloaded leaf hashes
@@ -100,6 +103,7 @@ def run(
     *,
     hub: str,
     key: str,
+    previous_keys: list[str] | None = None,
     state_path: Path | None = None,
     compare: list[Path] | None = None,
     full: bool = False,
@@ -109,9 +113,12 @@ def run(
 ) -> int:
     """Verify and report; the exit status for the command line. ``token``: an auditor's
     credential, with which ``full`` also checks each entry's content; ``tls``: whom to
-    trust and what to present (default: the usual certificate authorities)."""
+    trust and what to present (default: the usual certificate authorities);
+    ``previous_keys``: verifier keys the pinned one replaced, which may have signed the
+    earlier checkpoints (the state file's, ``compare``'s)."""
     try:
-        _verify(hub, key, state_path, compare or [], full, say, token, tls)
+        verifiers = _verifiers(key, previous_keys or [])
+        _verify(hub, verifiers, state_path, compare or [], full, say, token, tls)
     except VerificationFailed as failure:
         print(f"VERIFICATION FAILED: {failure}", file=sys.stderr)
         return EXIT_FAILED
@@ -121,9 +128,20 @@ def run(
     return EXIT_OK
 
 
+def _verifiers(key: str, previous_keys: list[str]) -> list[Verifier]:
+    """The pinned verifier, then the previous ones."""
+    verifiers = []
+    for option, text in [("--key", key), *(("--previous-key", k) for k in previous_keys)]:
+        try:
+            verifiers.append(Verifier.parse(text))
+        except NoteError as error:
+            raise CannotVerify(f"{option}: {error}") from error
+    return verifiers
+
+
 def _verify(
     hub: str,
-    key: str,
+    verifiers: list[Verifier],
     state_path: Path | None,
     compare: list[Path],
     full: bool,
@@ -131,15 +149,12 @@ def _verify(
     token: str | None,
     tls: ssl.SSLContext | None,
 ) -> None:
-    try:
-        verifier = Verifier.parse(key)
-    except NoteError as error:
-        raise CannotVerify(f"--key: {error}") from error
+    verifier = verifiers[0]
     state_path = state_path or default_state_path(verifier.name)
     with _Hub(hub, token=token, tls=tls) as client:
         current = _signed(client.text("/v1/audit/checkpoint"), verifier, source=f"hub {hub}")
         say(f"checkpoint of {verifier.name}: {current.checkpoint.size} entries, signature good")
-        for earlier in _earlier(state_path, compare, verifier):
+        for earlier in _earlier(state_path, compare, verifiers):
             _check_consistent(client, earlier, current)
             say(f"consistent with {earlier.source} ({earlier.checkpoint.size} entries)")
         if full:
@@ -157,7 +172,7 @@ def _signed(note: str, verifier: Verifier, *, source: str) -> Seen:
         ) from error
 
 
-def _earlier(state_path: Path, compare: list[Path], verifier: Verifier) -> Iterator[Seen]:
+def _earlier(state_path: Path, compare: list[Path], verifiers: list[Verifier]) -> Iterator[Seen]:
     """The state file's checkpoint, then every ``--compare`` file's (notes or state files)."""
     files = ([state_path] if state_path.exists() else []) + compare
     for path in files:
@@ -172,10 +187,24 @@ def _earlier(state_path: Path, compare: list[Path], verifier: Verifier) -> Itera
                 text = str(load_json(text, max_depth=_MAX_DEPTH).get("checkpoint", ""))
             except (ValueError, AttributeError) as error:
                 raise CannotVerify(f"{path} is not a state file or a checkpoint") from error
+        yield _opened(text, verifiers, path)
+
+
+def _opened(text: str, verifiers: list[Verifier], path: Path) -> Seen:
+    """The checkpoint in ``path``, signed by the pinned key or else by a previous one."""
+    for number, verifier in enumerate(verifiers):
         try:
-            yield Seen(open_checkpoint(text, verifier), text, f"the checkpoint in {path}")
-        except NoteError as error:
-            raise CannotVerify(f"{path} holds no checkpoint signed by the pinned key") from error
+            checkpoint = open_checkpoint(text, verifier)
+        except NoteError:
+            continue
+        by = (
+            ""
+            if number == 0
+            else f" (signed by the previous key {verifier.name}+{verifier.key_id.hex()})"
+        )
+        return Seen(checkpoint, text, f"the checkpoint in {path}{by}")
+    keys = "the pinned key" if len(verifiers) == 1 else "the pinned key or a previous key"
+    raise CannotVerify(f"{path} holds no checkpoint signed by {keys}")
 
 
 def _check_consistent(client: "_Hub", earlier: Seen, current: Seen) -> None:

@@ -185,6 +185,40 @@ def _keys_rotate_derivation(_: argparse.Namespace) -> int:
     return 0
 
 
+def _keys_rotate_checkpoint(_: argparse.Namespace) -> int:
+    """A new audit checkpoint key; the one it replaces is kept (docs/decisions/0091)."""
+    from datetime import UTC, datetime
+
+    from onceonly.hub.audit.checkpoints import KEY_FILE, load_signer, rotate_signer
+    from onceonly.hub.cli import startup
+    from onceonly.hub.kit import logs
+
+    settings = startup.load_settings()
+    directory = settings.keys_dir
+    try:
+        origin = settings.resolved_audit_origin  # a changed name refused (decision 0089)
+        load_signer(keys_dir=directory, origin=origin, create=not settings.is_production)
+        if not os.access(directory, os.W_OK | os.X_OK):
+            raise PermissionError(
+                f"{directory} is not writable by this user: run the command as the hub's"
+                " user where the keys are kept (a read-only mount, such as a Kubernetes"
+                " Secret's, is changed at its source)"
+            )
+        rotated = rotate_signer(keys_dir=directory, origin=origin, now=datetime.now(UTC))
+    except (RuntimeError, OSError, ValueError) as error:  # a key missing, damaged, not ours
+        raise StartupFailure([f"not rotated: {logs.one_line(error)}"]) from None
+    print(f"audit log {origin}; new verifier key for auditors: {rotated.signer.verifier}")
+    print(f"the key it replaces is kept in {rotated.kept} (verifier key {rotated.retired})")
+    print(
+        "next: restart every replica (each loads the key when it starts; copy"
+        f" {directory}/{KEY_FILE} to every host first if they do not share the keys"
+        " directory), then give every auditor the new verifier key the way the first was"
+        " published: they pin it, with the old one as --previous-key once"
+        " (docs/operations.md)"
+    )
+    return 0
+
+
 def _keys_show(args: argparse.Namespace) -> int:
     from onceonly.hub import signing_keys
     from onceonly.hub.cli import startup
@@ -292,6 +326,12 @@ def register(sub: Any) -> None:
         "rotate-derivation",
         _keys_rotate_derivation,
         "new root for derived keys; re-seal one-time-code secrets under it",
+    )
+    add_command(
+        keys,
+        "rotate-checkpoint",
+        _keys_rotate_checkpoint,
+        "new key for the audit log's checkpoints; the old one is kept, auditors pin the new",
     )
     add_output_option(
         add_command(keys, "show", _keys_show, "the signing keys and when each signs and retires")

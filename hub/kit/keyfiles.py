@@ -106,6 +106,24 @@ def ed25519_key(path: Path, *, create: bool) -> OKPKey:
     return OKPKey.import_key(json.loads(_read_or_create(path, create=create, make=make)))
 
 
+def rotate_ed25519_key(path: Path, *, retired: Path) -> tuple[OKPKey, Path]:
+    """Replace the Ed25519 key in ``path`` with a new one, keeping the one it replaces
+    as ``retired`` (which must not exist): the new key and where the old one is. The
+    old key is kept first, each file replaced atomically: a crash in between leaves the
+    old key in both, never a key lost. One rotation at a time (a lock file beside
+    ``path``)."""
+    with locked(path.with_name(f".{path.name}.lock")):
+        if not path.exists():
+            raise MissingKeyError(f"key file {path} is missing; run `onceonly keys init`")
+        if retired.exists():
+            raise FileExistsError(f"{retired} exists: a key was retired at the same second")
+        make_folder(retired.parent)
+        replace_atomically(retired, path.read_bytes())
+        key = OKPKey.generate_key("Ed25519", auto_kid=True)
+        replace_atomically(path, json.dumps(key.as_dict(private=True)).encode())
+    return key, retired
+
+
 def random_secret(path: Path, *, create: bool, nbytes: int = 32) -> bytes:
     """Load (or create) a random secret, stored hex-encoded."""
     raw = _read_or_create(path, create=create, make=lambda: secrets.token_hex(nbytes).encode())

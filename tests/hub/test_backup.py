@@ -304,3 +304,21 @@ def test_keys_init_refuses_new_keys_for_data_made_with_the_old_ones(
     (keys / "derivation.key").unlink()
     assert main(["keys", "init"]) == 0
     assert (keys / "derivation.key").exists()
+
+
+def test_a_rotated_checkpoint_key_is_backed_up_and_restored_with_the_other_keys(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The key a rotation replaced (keys/checkpoint-retired/, decision 0091) is a key file
+    like the others: a backup holds it and a restore puts it back."""
+    url, keys = _backed_up(tmp_path)
+    monkeypatch.setenv("ONCEONLY_DATA_DIR", str(tmp_path / "hub"))
+    monkeypatch.setenv("ONCEONLY_DATABASE_URL", url)
+    assert main(["keys", "rotate-checkpoint"]) == 0
+    (kept,) = (keys / "checkpoint-retired").iterdir()
+    assert f"kept in {kept}" in capsys.readouterr().out
+    backup.backup(url, keys, tmp_path / "rotated")
+    restored = tmp_path / "restored"
+    backup.restore(tmp_path / "rotated", f"sqlite:///{restored / 'hub.db'}", restored / "keys")
+    for name in ("checkpoint.jwk", f"checkpoint-retired/{kept.name}"):
+        assert (restored / "keys" / name).read_bytes() == (keys / name).read_bytes(), name

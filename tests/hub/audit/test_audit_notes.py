@@ -8,7 +8,7 @@ import base64
 import hashlib
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from onceonly.hub.audit import merkle
@@ -215,3 +215,62 @@ def test_every_signature_of_the_pinned_key_must_verify(where: str) -> None:
 def test_base64_is_read_as_strictly_as_go(encoded: str) -> None:
     with pytest.raises(NoteError):
         decode_base64(encoded)
+
+
+def _independently_signed_by(note: str, name: str, public: bytes) -> bool:
+    """C2SP signed-note read by hand: the text up to the last blank line, then any
+    signature line of the key (name, key ID) that verifies with cryptography."""
+    text, _, block = note.rpartition("\n\n")
+    key_id = hashlib.sha256(name.encode() + b"\n\x01" + public).digest()[:4]
+    for line in block.rstrip("\n").split("\n"):
+        dash, line_name, blob = line.split(" ")
+        raw = base64.b64decode(blob)
+        if dash == "\u2014" and line_name == name and raw[:4] == key_id:
+            Ed25519PublicKey.from_public_bytes(public).verify(raw[4:], (text + "\n").encode())
+            return True
+    return False
+
+
+def test_a_cosigned_checkpoint_opens_under_either_key() -> None:
+    """A rotated checkpoint key (decision 0091) signs the latest checkpoint too: the note
+    keeps its text and first signature, and verifies pinned to the old key or the new."""
+    old, new = (Signer("hub.example/audit", Ed25519PrivateKey.generate()) for _ in range(2))
+    checkpoint = Checkpoint("hub.example/audit", 7, hashlib.sha256(b"x").digest())
+    first = old.sign(checkpoint.text())
+    both = new.cosign(first, text=checkpoint.text())
+    assert both.startswith(first)
+    assert both.count("\n\u2014 ") == 2
+    for signer in (old, new):
+        assert open_checkpoint(both, signer.verifier) == checkpoint
+        public = signer.private_key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+        assert _independently_signed_by(both, "hub.example/audit", public)
+    assert new.cosign(both, text=checkpoint.text()) == both  # once per key
+    assert old.cosign(both, text=checkpoint.text()) == both
+
+
+def test_the_go_reference_note_still_opens_when_cosigned() -> None:
+    other = Signer("PeterNeumann", Ed25519PrivateKey.generate())
+    cosigned = other.cosign(GO_NOTE, text=GO_TEXT)
+    assert open_note(cosigned, Verifier.parse(GO_VKEY)) == GO_TEXT
+    assert open_note(cosigned, other.verifier) == GO_TEXT
+
+
+def test_a_key_cosigns_only_the_text_it_would_sign() -> None:
+    signer = Signer("hub.example/audit", Ed25519PrivateKey.generate())
+    checkpoint = Checkpoint("hub.example/audit", 7, hashlib.sha256(b"x").digest())
+    note = _go_signer().sign(checkpoint.text())
+    other = Checkpoint("hub.example/audit", 8, checkpoint.root)
+    with pytest.raises(NoteError, match="not the one this key would sign"):
+        signer.cosign(note, text=other.text())
+    with pytest.raises(NoteError, match="malformed note"):
+        signer.cosign(checkpoint.text(), text=checkpoint.text())
+    full = (
+        checkpoint.text()
+        + "\n"
+        + "".join(
+            Signer(f"k{n}", Ed25519PrivateKey.generate()).sign(checkpoint.text()).split("\n\n")[1]
+            for n in range(100)
+        )
+    )
+    with pytest.raises(NoteError, match="already has 100 signatures"):
+        signer.cosign(full, text=checkpoint.text())

@@ -1,0 +1,152 @@
+"""`onceonly keys rotate-checkpoint` (decision 0091): the audit log's checkpoint key is
+replaced, the old one kept; a hub started afterwards adds the new key's signature to
+the latest checkpoint, so an auditor who pins the new key verifies it at once (from a
+state file made before the rotation), and one who still pins the old key too; later
+checkpoints are signed by the new key only. On SQLite and PostgreSQL."""
+
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from onceonly.hub.audit.notes import NoteError, Verifier, open_checkpoint
+from onceonly.hub.cli import main
+
+from tests.hub.audit.test_audit_verify import (
+    CHECKPOINT_INTERVAL,
+    ORIGIN,
+    SIZE,
+    Auditor,
+    _entry,
+    append,
+    checkpoint_size,
+    verifier_key,
+    wait_for_checkpoint,
+)
+from tests.hub_testing import RunningHub, running_hub
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    return tmp_path / "hub"
+
+
+def _hub(database_url: str, data_dir: Path) -> "Iterator[RunningHub]":
+    return running_hub(  # type: ignore[no-any-return]
+        database_url=database_url,
+        data_dir=data_dir,
+        checkpoint_interval=CHECKPOINT_INTERVAL,
+        audit_origin=ORIGIN,
+    )
+
+
+@pytest.fixture
+def hub_env(database_url: str, data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The hub's settings, as the operator's shell has them for `onceonly keys ...`."""
+    monkeypatch.setenv("ONCEONLY_DATA_DIR", str(data_dir))
+    monkeypatch.setenv("ONCEONLY_DATABASE_URL", database_url)
+    monkeypatch.setenv("ONCEONLY_AUDIT_ORIGIN", ORIGIN)
+
+
+def _rotate(capsys: pytest.CaptureFixture[str]) -> tuple[str, str, Path]:
+    """Run the command: the new verifier key, the old one, and the kept key file."""
+    capsys.readouterr()
+    assert main(["keys", "rotate-checkpoint"]) == 0
+    out = capsys.readouterr().out
+    new = out.split("new verifier key for auditors: ", 1)[1].split("\n", 1)[0]
+    kept, _, old = out.split("the key it replaces is kept in ", 1)[1].partition(" (verifier key ")
+    assert "restart every replica" in out
+    return new, old.split(")", 1)[0], Path(kept)
+
+
+def _opens(note: str, key: str) -> bool:
+    try:
+        open_checkpoint(note, Verifier.parse(key))
+    except NoteError:
+        return False
+    return True
+
+
+@pytest.mark.usefixtures("hub_env")
+def test_a_rotated_checkpoint_key_is_pinned_by_auditors_without_a_fork(
+    database_url: str, data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with _hub(database_url, data_dir) as hub:
+        old_key = verifier_key(hub)
+        append(database_url, [_entry(n) for n in range(SIZE)])
+        wait_for_checkpoint(hub, SIZE)
+        before = Auditor(capsys, tmp_path / "auditor.json", old_key)
+        status, output = before.verify(hub)
+        assert status == 0, output
+    state_before_rotation = before.state.read_text()
+    keys = data_dir / "keys"
+    old_file = (keys / "checkpoint.jwk").read_bytes()
+
+    new_key, printed_old, kept = _rotate(capsys)
+
+    assert printed_old == old_key
+    assert new_key != old_key
+    assert Verifier.parse(new_key).name == ORIGIN
+    assert kept.parent == keys / "checkpoint-retired"
+    assert kept.read_bytes() == old_file  # the old key kept, as it was
+    assert stat.S_IMODE(kept.stat().st_mode) == 0o600
+    assert (keys / "checkpoint.jwk").read_bytes() != old_file
+    assert stat.S_IMODE((keys / "checkpoint.jwk").stat().st_mode) == 0o600
+    # keys init (and so the start) does not refuse: the checkpoint key is there
+    assert main(["keys", "init"]) == 0
+    assert f"verifier key for auditors: {new_key}" in capsys.readouterr().out
+    assert main(["config", "check"]) == 0, capsys.readouterr().err
+
+    with _hub(database_url, data_dir) as hub:
+        assert verifier_key(hub) == new_key
+        note = httpx.get(f"{hub.url}/v1/audit/checkpoint").text
+        assert checkpoint_size(hub) == SIZE  # the same checkpoint, the log has not grown
+        assert _opens(note, new_key)
+        assert _opens(note, old_key)  # cosigned, not re-signed
+        history = httpx.get(f"{hub.url}/v1/audit/checkpoints", params={"since_size": SIZE})
+        assert history.json()["checkpoints"][0]["note"] == note
+
+        # the auditor who pins the new key: their state continues, no SHRINK or FORK
+        pinned_new = Auditor(capsys, before.state, new_key)
+        status, output = pinned_new.verify(hub, "--full")
+        assert status == 2, output  # the state's checkpoint is the old key's alone...
+        assert "holds no checkpoint signed by the pinned key" in output
+        status, output = pinned_new.verify(hub, "--full", "--previous-key", old_key)
+        assert status == 0, output  # ...which the old key, named, vouches for
+        assert f"consistent with the checkpoint in {before.state} (signed by the previous key" in (
+            output
+        )
+        # an auditor who has not yet heard of the rotation still verifies the cosigned one
+        late = Auditor(capsys, tmp_path / "late.json", old_key)
+        late.state.write_text(state_before_rotation)
+        status, output = late.verify(hub)
+        assert status == 0, output
+
+        append(database_url, [_entry(n) for n in range(SIZE, SIZE + 5)])
+        wait_for_checkpoint(hub, SIZE + 5)
+        latest = httpx.get(f"{hub.url}/v1/audit/checkpoint").text
+        assert _opens(latest, new_key)
+        assert not _opens(latest, old_key)  # signed by the new key only
+        assert latest.count("\n\u2014 ") == 1
+        status, output = pinned_new.verify(hub, "--full")  # its state: the cosigned note
+        assert status == 0, output
+        status, output = late.verify(hub)
+        assert status == 1
+        assert "not validly signed by the pinned key" in output
+
+
+def test_a_production_rotation_needs_the_key_it_replaces(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("ONCEONLY_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("ONCEONLY_MODE", "production")
+    monkeypatch.setenv("ONCEONLY_ISSUER", "https://hub.example.gov")
+    monkeypatch.setenv("ONCEONLY_DATABASE_URL", "postgresql://hub@127.0.0.1:9/unused")
+    monkeypatch.setenv("ONCEONLY_AUDIT_ORIGIN", ORIGIN)
+    assert main(["keys", "rotate-checkpoint"]) == 1
+    err = capsys.readouterr().err
+    assert "not rotated:" in err
+    assert "checkpoint.jwk is missing" in err
+    assert not (tmp_path / "keys" / "checkpoint-retired").exists()
