@@ -247,6 +247,39 @@ SCHEMA_NOT_JSON_AT: Final = N_(
     "The schema is not valid JSON: %(problem)s at line %(line)d, column %(column)d"
 )
 SCHEMA_NOT_JSON: Final = N_("The schema is not valid JSON: %(problem)s")
+# Python's own words for what is wrong, in the console's (translated: an outside review
+# found them in English on the Chinese pages); another keeps SCHEMA_NOT_JSON_AT
+_JSON_PROBLEMS: Final = {
+    "Expecting value": N_(
+        "The schema is not valid JSON: a value is missing at line %(line)d, column %(column)d"
+    ),
+    "Expecting property name enclosed in double quotes": N_(
+        "The schema is not valid JSON: a name in double quotes is missing at line"
+        " %(line)d, column %(column)d"
+    ),
+    "Expecting ':' delimiter": N_(
+        "The schema is not valid JSON: a colon (:) is missing at line %(line)d, column %(column)d"
+    ),
+    "Expecting ',' delimiter": N_(
+        "The schema is not valid JSON: a comma (,) is missing at line %(line)d, column %(column)d"
+    ),
+    "Unterminated string starting at": N_(
+        "The schema is not valid JSON: the text in quotes that starts at line %(line)d,"
+        " column %(column)d has no closing quote"
+    ),
+    "Invalid control character at": N_(
+        "The schema is not valid JSON: a line break or other control character inside"
+        " quotes at line %(line)d, column %(column)d"
+    ),
+    "Extra data": N_(
+        "The schema is not valid JSON: there is more after its end, at line %(line)d,"
+        " column %(column)d"
+    ),
+    "Invalid \\escape": N_(
+        "The schema is not valid JSON: a backslash that starts no escape JSON knows at"
+        " line %(line)d, column %(column)d"
+    ),
+}
 
 
 def _schema_error(message: str, **values: str | int) -> FieldError:
@@ -271,6 +304,9 @@ def schema_errors(
     try:
         json.loads(text)  # only for where a syntax error is
     except json.JSONDecodeError as error:
+        known = _JSON_PROBLEMS.get(error.msg)
+        if known is not None:
+            return {}, [_schema_error(known, line=error.lineno, column=error.colno)]
         at: dict[str, str | int] = {
             "problem": error.msg,
             "line": error.lineno,

@@ -395,7 +395,7 @@ def test_the_register_form_names_every_mistake_at_once_in_a_stewards_words(
         summary = error_summary(checked.text)
         assert [field for field, _ in summary] == ["id", "title", "schema"]
         assert summary[2][1] == (
-            "The schema is not valid JSON: Expecting ',' delimiter at line 1, column 19"
+            "The schema is not valid JSON: a comma (,) is missing at line 1, column 19"
         )
         assert not [message for _, message in summary if "body" in message]  # API wording
         assert error_summary(made.text) == summary
@@ -408,6 +408,14 @@ def test_the_register_form_names_every_mistake_at_once_in_a_stewards_words(
         assert error_summary(duplicated.text) == [
             ("schema", "The schema is not valid JSON: duplicate key 'a'")
         ]
+        # in Chinese, what is wrong is said in Chinese too (an outside review: Python's
+        # English words were put into the Chinese sentence)
+        assert cecilia.get("/language/zh-Hans", params={"next": "/register"}).status_code == 303
+        chinese = submit(cecilia, "/register", "/register", {**form, "action": "check"})
+        assert error_summary(chinese.text)[2][1] == (
+            "架构不是有效的 JSON：第 1 行第 19 列缺少逗号（,）"  # noqa: RUF001
+        )
+        assert cecilia.get("/language/en", params={"next": "/register"}).status_code == 303
         hidden = {**valid, "schema": "{}", "title": "A\u202ename", "tags": "a, b\u200b"}
         assert error_summary(submit(cecilia, "/register", "/register", hidden).text) == [
             ("title", HIDDEN),
