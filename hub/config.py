@@ -341,6 +341,19 @@ class Settings(BaseSettings):
         return [item for item in re.split(r"[,\s]+", text) if item]
 
     @model_validator(mode="after")
+    def _lease_outlasts_a_delivery(self) -> "Settings":
+        # A delivery is leased for event_lease while it is sent (owner_timeout at most),
+        # and its outcome written: a shorter lease lets another replica claim it and
+        # send it too (helper-148's review).
+        if self.event_lease <= 2 * self.owner_timeout:
+            raise ValueError(
+                f"event_lease ({self.event_lease:g} s) must be more than twice owner_timeout"
+                f" ({self.owner_timeout:g} s): a delivery's lease must outlast its call, or"
+                " another hub process sends it too"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _client_certificate_whole(self) -> "Settings":
         if (self.adapter_client_cert_file is None) != (self.adapter_client_key_file is None):
             raise ValueError("adapter_client_cert_file and adapter_client_key_file go together")

@@ -192,3 +192,11 @@ def test_a_renamed_log_warns_and_keeps_the_new_origin(
         logger.removeHandler(caplog.handler)
     assert "auditors must pin the new verifier key" in caplog.text
     assert Settings(data_dir=tmp_path).resolved_audit_origin == "hub.example.gov/audit"
+
+
+def test_a_delivery_lease_shorter_than_its_call_is_refused() -> None:
+    """helper-148's review: event_lease under owner_timeout let a second hub process
+    claim a delivery still being sent, and send it again."""
+    with pytest.raises(ValidationError, match=r"event_lease .* must be more than twice"):
+        Settings(owner_timeout=20, event_lease=30)
+    assert Settings(owner_timeout=10, event_lease=30).event_lease == 30
