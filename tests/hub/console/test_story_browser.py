@@ -243,7 +243,8 @@ def register_the_item(owner: Visitor, run: Run) -> None:
     assert all(name in verdict for name in SCHEMA["properties"])  # type: ignore[attr-defined]
     owner.check()
     page.get_by_role("button", name="Register the item").click()
-    page.wait_for_url(f"**/catalogue/{run.item}")
+    # the item's page, with the registration's banner (or that opening it waits)
+    page.wait_for_url(re.compile(rf".*/catalogue/{re.escape(run.item)}\?done=item-registered"))
     assert page.get_by_role("heading", name=TITLE).is_visible()
     owner.check()
 
