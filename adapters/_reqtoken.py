@@ -35,6 +35,8 @@ __all__ = [
 REQUEST_TOKEN_TYPE = "onceonly-req+jwt"
 _SKEW = 10
 _MAX_LIFETIME = 120
+# The largest time claim read: 2^53 seconds, past which a float is no longer exact
+_LARGEST_TIME = 2**53
 _ES256 = JWSRegistry.algorithms["ES256"]
 _ES256_HALF = 32  # RFC 7518 §3.4: R and S, 32 octets each for P-256
 _ECDSA_SHA256 = ec.ECDSA(SHA256())
@@ -189,7 +191,7 @@ class RequestTokenVerifier:
 
     async def verify(self, token: str) -> RequestClaims:
         claims = await self.verify_claims(token)
-        return _request_claims(claims, forget_after=float(claims["exp"]) + _SKEW)
+        return _request_claims(claims, forget_after=_number(claims, "exp") + _SKEW)
 
     def remember(self, spent: Iterable[tuple[str, float]]) -> None:
         """Refuse each ``(jti, forget_after)`` in ``spent`` as already used (tokens spent
@@ -346,7 +348,13 @@ def _request_claims(claims: dict[str, Any], *, forget_after: float) -> RequestCl
 
 
 def _number(claims: dict[str, Any], name: str) -> float:
+    """The time claim ``name`` (RFC 7519 §2 NumericDate) as a float; one past what a
+    float holds exactly (2^53 seconds: beyond any real date, and an integer of 400
+    digits would overflow ``float``), or not finite (``1e400`` reads as infinity, and
+    Python's JSON reads ``NaN``), is refused like any other malformed claim."""
     value = claims.get(name)
     if not isinstance(value, int | float) or isinstance(value, bool):
         raise AuthenticationFailed(f"the request token needs a numeric {name}")
+    if not -_LARGEST_TIME <= value <= _LARGEST_TIME:  # False for NaN too
+        raise AuthenticationFailed(f"the request token's {name} is out of bounds")
     return float(value)

@@ -190,3 +190,18 @@ def test_an_event_body_nested_too_deep_is_refused_with_a_problem(
 
     body = assert_problem(response, 400, "invalid-request")
     assert "nested" in body["detail"]
+
+
+@pytest.mark.parametrize("claims", [{"exp": 10**400}, {"iat": -(10**400)}, {"exp": 2**53 + 1}])
+def test_an_event_token_with_a_time_no_float_holds_is_refused_401(
+    tmp_path: Path, hub: HubDouble, claims: dict[str, int]
+) -> None:
+    """A hub-signed event token whose exp or iat is an integer too large for a float
+    (it overflowed to a 500, review 161) is an invalid token, like any malformed claim."""
+    event = an_event()
+    headers = {"Authorization": f"Bearer {event_token(hub, event, **claims)}"}
+    with adapter(tmp_path, hub, lambda _: None) as url:
+        response = httpx.post(f"{url}/v1/events", json=event, headers=headers)
+
+    body = assert_problem(response, 401, "invalid-token")
+    assert "out of bounds" in body["detail"]

@@ -168,6 +168,24 @@ def test_refuses_a_token_without_a_valid_request_id(
     assert "request_id" in body["detail"]
 
 
+@pytest.mark.parametrize(
+    "claims",
+    [
+        {"exp": 10**400, "iat": 10**400 - 60},
+        {"exp": 10**400},
+        {"iat": -(10**400)},
+        {"exp": 2**53 + 1, "iat": 2**53 - 59},
+    ],
+)
+def test_refuses_a_token_whose_time_no_float_holds(
+    provider: Provider, hub: HubDouble, claims: dict[str, int]
+) -> None:
+    """Hub-signed, with an exp or iat of 400 digits: float() overflowed, a 500 (review
+    161). Times past 2^53 seconds are refused as malformed."""
+    body = assert_problem(provider.query(hub.request_token(**claims)), 401, "invalid-token")
+    assert "out of bounds" in body["detail"]
+
+
 # --- 3. a refusal before the token holds leaves no served-log entry --------------------
 
 

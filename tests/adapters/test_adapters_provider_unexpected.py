@@ -134,7 +134,8 @@ def test_a_fault_in_a_record_query_is_a_problem_in_process(
     assert_logged_once_without_secrets(caplog, token, trace_id=trace_id)
 
 
-def event_token(hub: HubDouble, event: dict[str, str]) -> str:
+def event_token(hub: HubDouble, event: dict[str, str], **extra: Any) -> str:
+    """The hub's event token for ``event``; ``extra`` claims replace its own."""
     now = int(time.time())
     claims = {
         "iss": hub.url,
@@ -147,6 +148,7 @@ def event_token(hub: HubDouble, event: dict[str, str]) -> str:
         "jti": uuid.uuid4().hex,
         "iat": now,
         "exp": now + 60,
+        **extra,
     }
     key = hub.keys[0]
     header = {"alg": "ES256", "kid": key.kid, "typ": "onceonly-event+jwt"}

@@ -227,3 +227,22 @@ def test_reads_each_tokens_own_header_past_the_kept_few(hub: HubDouble) -> None:
 
     assert all(isinstance(outcome, RequestClaims) for outcome in outcomes[:70])
     assert outcomes[70] == "the token must be ES256 onceonly-req+jwt"
+
+
+@pytest.mark.parametrize(
+    "claims",
+    [
+        {"exp": 10**400},
+        {"iat": -(10**400)},
+        {"exp": 2**53 + 1},
+        {"exp": float("inf")},
+        {"iat": float("nan")},
+    ],
+)
+def test_refuses_a_time_claim_past_what_a_float_holds_exactly(
+    hub: HubDouble, claims: dict[str, Any]
+) -> None:
+    """10**400 overflowed float() (a 500, review 161); infinity and NaN compare oddly."""
+    assert verify(hub, hub.request_token(**claims)) == [
+        f"the request token's {next(iter(claims))} is out of bounds"
+    ]
