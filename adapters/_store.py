@@ -26,6 +26,7 @@ import logging
 import math
 import operator
 import os
+import re
 import secrets
 import shutil
 import sqlite3
@@ -50,7 +51,7 @@ from ._batches import Failed
 from ._errors import ImportFailed, ImportReport, RowError
 from ._keys import load_or_create_secret, private_directory
 from ._reqtoken import subject_digest, subject_problem
-from ._validation import compile_validator, violation
+from ._validation import RecordValidator, canonical_problem
 
 __all__ = ["TRAIL_KEY_FILE", "RecordStore", "ServedEntry", "TrailKey", "timestamp"]
 
@@ -807,14 +808,14 @@ class RecordStore:
     def _import(
         self, item: str, rows: Iterable[_Row], schema: dict[str, Any], *, announce: bool
     ) -> ImportReport:
-        validator = compile_validator(schema)
+        validator = RecordValidator(schema)  # as the provider checks what it serves
         accepted: dict[str, dict[str, Any]] = {}
         first_row: dict[str, int] = {}
         errors: list[RowError] = []
         for row in rows:
             message = row.error or _check_row(row, first_row)
             if message is None and row.record is not None:
-                message = violation(validator, row.record)
+                message = validator.violation(row.record) or canonical_problem(row.record)
             if message is not None:
                 errors.append(RowError(row=row.row, subject=row.subject, message=message))
             elif row.subject is not None and row.record is not None:
@@ -915,18 +916,39 @@ def timestamp() -> str:
 
 
 def _csv_rows(path: Path, schema: dict[str, Any]) -> Iterator[_Row]:
-    with path.open(newline="", encoding="utf-8-sig") as file:
+    """Each row of the CSV file ``path`` as a record, or what is wrong with it. What
+    the csv module cannot read (a cell over its 128 KiB field limit, a line break in
+    an unquoted cell) ends the file there, with that row's error."""
+    with path.open(newline="", encoding="utf-8-sig", errors="surrogateescape") as file:
         reader = csv.DictReader(file)
-        header_error = _check_header(reader.fieldnames)
-        if header_error is not None:
-            yield _Row(row=1, subject=None, error=header_error)
-            return
-        types = {name: _declared_type(schema, name) for name in reader.fieldnames or []}
-        for number, cells in enumerate(reader, start=2):
-            yield _csv_row(number, cells, types=types)
+        number = 1  # the row being read: the header's, then each record's
+        try:
+            header_error = _check_header(reader.fieldnames)
+            if header_error is not None:
+                yield _Row(row=1, subject=None, error=header_error)
+                return
+            types = {name: _declared_type(schema, name) for name in reader.fieldnames or []}
+            number = 2
+            for cells in reader:
+                yield _csv_row(number, cells, types=types)
+                number += 1
+        except csv.Error as error:
+            yield _Row(row=number, subject=None, error=f"not CSV: {error}")
+
+
+def _not_text(*texts: str) -> bool:
+    """Whether any of ``texts``, read with ``surrogateescape``, held bytes that are not
+    UTF-8 (each such byte reads as a lone surrogate)."""
+    return any(not text.isascii() and _SURROGATE.search(text) for text in texts)
+
+
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+_NOT_UTF8 = "not UTF-8 text"
 
 
 def _check_header(columns: Sequence[str] | None) -> str | None:
+    if columns and _not_text(*columns):
+        return _NOT_UTF8
     if not columns or "subject" not in columns:
         return "the header has no 'subject' column"
     for column in columns:
@@ -939,6 +961,8 @@ def _check_header(columns: Sequence[str] | None) -> str | None:
 
 
 def _csv_row(number: int, cells: dict[str | Any, Any], *, types: dict[str, str | None]) -> _Row:
+    if _not_text(*(text for text in cells.values() if isinstance(text, str))):
+        return _Row(row=number, subject=None, error=_NOT_UTF8)
     subject = cells.pop("subject", None) or None
     if None in cells:
         return _Row(row=number, subject=subject, error="the row has more cells than the header")
@@ -998,17 +1022,53 @@ def _place(record: dict[str, Any], parts: list[str], value: object) -> None:
 
 
 def _jsonl_rows(path: Path) -> Iterator[_Row]:
-    with path.open(encoding="utf-8-sig") as file:
+    with path.open(encoding="utf-8-sig", errors="surrogateescape") as file:
         for number, line in enumerate(file, start=1):
             if line.strip():
                 yield _jsonl_row(number, line)
 
 
-def _jsonl_row(number: int, line: str) -> _Row:
+def json_document(text: str) -> Any:
+    """``text`` read as JSON (RFC 8259), as the hub and the provider read it.
+
+    :raises ValueError: it is not JSON, with a message that quotes none of it; Python's
+        ``NaN``, ``Infinity`` and ``-Infinity`` are not JSON; a number past a float's
+        range (``1e400``, which Python reads as infinity), one of more than 4300 digits
+        and an array or object nested past Python's recursion limit are refused too.
+    """
     try:
-        document = json.loads(line)
+        return json.loads(text, parse_constant=_no_constant, parse_float=_finite)
     except json.JSONDecodeError as error:
-        return _Row(row=number, subject=None, error=f"not JSON: {error.msg}")
+        raise ValueError(error.msg) from None
+    except RecursionError:
+        raise ValueError("nested too deep") from None
+    except ValueError as error:  # int() past sys.get_int_max_str_digits(), or a constant
+        constant = str(error) if isinstance(error, _Constant) else None
+        raise ValueError(constant or "a number has too many digits") from None
+
+
+class _Constant(ValueError):
+    pass
+
+
+def _no_constant(name: str) -> Any:
+    raise _Constant(f"{name} is not JSON")
+
+
+def _finite(text: str) -> float:
+    number = float(text)
+    if not math.isfinite(number):
+        raise _Constant("a number is beyond a float's range")
+    return number
+
+
+def _jsonl_row(number: int, line: str) -> _Row:
+    if _not_text(line):
+        return _Row(row=number, subject=None, error=_NOT_UTF8)
+    try:
+        document = json_document(line)
+    except ValueError as error:
+        return _Row(row=number, subject=None, error=f"not JSON: {error}")
     if not isinstance(document, dict) or set(document) != {"subject", "record"}:
         return _Row(row=number, subject=None, error="expected {'subject': ..., 'record': {...}}")
     subject, record = document["subject"], document["record"]

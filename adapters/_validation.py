@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import jsonschema_rs
+import rfc8785
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError, ValidationError, best_match
 from referencing import Registry
@@ -19,7 +20,7 @@ from referencing.exceptions import Unresolvable
 
 from ._errors import UpstreamError
 
-__all__ = ["RecordValidator", "compile_validator", "violation"]
+__all__ = ["RecordValidator", "canonical_problem", "compile_validator", "violation"]
 
 # Scalar schema values are safe to quote in a message: they come from the schema,
 # never from the record.
@@ -111,6 +112,22 @@ def _deeper_than(value: object, limit: int) -> bool:
             return True
         pending.extend((child, depth + 1) for child in children)
     return False
+
+
+def canonical_problem(record: Any) -> str | None:
+    """Why ``record`` has no RFC 8785 canonical JSON, or ``None``: the provider commits
+    to that form of every record it serves, and refuses one without it
+    (``source-invalid-record``): an integer beyond ±(2^53 - 1) (I-JSON, RFC 7493 §2.2),
+    NaN or an infinity, a string that is not Unicode text (a lone surrogate).
+    Quotes no value."""
+    try:
+        rfc8785.dumps(record)
+    except (ValueError, TypeError):  # rfc8785's CanonicalizationError is a ValueError
+        return (
+            "(record): has a value with no canonical JSON form (RFC 8785: an integer"
+            " beyond 2^53, NaN, Infinity, or text that is not Unicode)"
+        )
+    return None
 
 
 def violation(validator: Draft202012Validator, instance: object) -> str | None:

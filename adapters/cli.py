@@ -30,7 +30,7 @@ from ._errors import ConfigError, ImportFailed, ImportReport, InvalidRequest, On
 from ._hubkeys import HubDirectory
 from ._keys import load_or_create_key, public_jwks
 from ._provider import create_provider_app, open_and_close
-from ._store import RecordStore
+from ._store import RecordStore, json_document
 from .logs import ENVIRONMENT as LOG_JSON_ENVIRONMENT
 from .logs import configure_logs, json_logs_wanted
 
@@ -352,7 +352,7 @@ def _import(args: argparse.Namespace) -> int:
 def _put(args: argparse.Namespace) -> int:
     config = _config(args)
     try:
-        record = json.loads(args.record)
+        record = json_document(args.record)
     except ValueError as error:
         raise InvalidRequest(f"--record is not JSON: {error}") from error
     if not isinstance(record, dict):

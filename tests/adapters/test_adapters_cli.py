@@ -227,3 +227,91 @@ def test_check_reports_a_hub_that_does_not_answer(
     assert code == 1
     assert lines[0] == "hub http://127.0.0.1:1: FAILED: cannot reach the hub: ConnectError"
     assert lines[3].startswith(f"schema {ITEM}: FAILED: cannot reach the hub")
+
+
+# --- hostile files (review 161): a row's error and exit 1, never a traceback -----------
+
+_JSONL_LINE = '{"subject": "1", "record": {"street": "Pikk 1", "city": "T", "floor": %s}}'
+
+
+@pytest.mark.parametrize(
+    ("content", "told"),
+    [
+        ((_JSONL_LINE % ("1" * 5000)).encode(), "row 2: not JSON: a number has too many digits"),
+        ((_JSONL_LINE % ("[" * 5000 + "]" * 5000)).encode(), "row 2: not JSON: nested too deep"),
+        (b'{"subject": "1", "record": {"street": "P\xffikk", "city": "T"}}', "row 2: not UTF-8"),
+        ((_JSONL_LINE % "NaN").encode(), "row 2: not JSON: NaN is not JSON"),
+        ((_JSONL_LINE % "-Infinity").encode(), "row 2: not JSON: -Infinity is not JSON"),
+    ],
+    ids=["5000-digits", "5000-deep", "not-utf8", "nan", "infinity"],
+)
+def test_import_jsonl_refuses_a_hostile_line_as_a_row(
+    config_path: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    content: bytes,
+    told: str,
+) -> None:
+    jsonl = tmp_path / "in.jsonl"
+    jsonl.write_bytes(json.dumps({"subject": "2", "record": RECORD}).encode() + b"\n" + content)
+
+    code = run("import", "--config", str(config_path), "--item", ITEM, "--jsonl", str(jsonl))
+
+    err = capsys.readouterr().err
+    assert code == 1
+    assert told in err
+    assert "error: 1 row(s) refused; nothing imported" in err
+    assert stored(config_path, "2") is None
+
+
+@pytest.mark.parametrize(
+    ("content", "told"),
+    [
+        (b"subject,street,city\n1,Pikk 1,T\n2," + b"a" * 200_000 + b",T\n", "row 3: not CSV"),
+        (b"subject,street,city\n1,Pikk 1,T\n2,P\xffikk,T\n", "row 3: not UTF-8"),
+        (b"subject,str\xffeet,city\n1,Pikk 1,T\n", "row 1: not UTF-8"),
+        (b"subject,street,city,floor\n1,Pikk 1,T,9007199254740993\n", "row 2: (record): has a"),
+    ],
+    ids=["cell-over-128-kib", "not-utf8-cell", "not-utf8-header", "integer-past-2^53"],
+)
+def test_import_csv_refuses_a_hostile_row_as_a_row(
+    config_path: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    content: bytes,
+    told: str,
+) -> None:
+    csv_file = tmp_path / "in.csv"
+    csv_file.write_bytes(content)
+
+    code = run("import", "--config", str(config_path), "--item", ITEM, "--csv", str(csv_file))
+
+    err = capsys.readouterr().err
+    assert code == 1
+    assert told in err
+    assert stored(config_path, "1") is None
+
+
+@pytest.mark.parametrize(
+    ("record", "told"),
+    [
+        ('{"street": "P", "city": "T", "floor": 9007199254740993}', "no canonical JSON form"),
+        ('{"street": "P", "city": "T", "geo": {"lat": 1e400}}', "not JSON: a number is beyond"),
+        ('{"street": "P", "city": "T", "geo": {"lat": NaN}}', "--record is not JSON: NaN"),
+        ('{"street": "P", "city": "T", "geo": {"lat": Infinity}}', "not JSON: Infinity"),
+        ('{"street": "P", "city": "T", "geo": ' + "[" * 70 + "]" * 70 + "}", "deeper than 63"),
+    ],
+    ids=["integer-past-2^53", "1e400", "nan", "infinity", "70-deep"],
+)
+def test_put_refuses_what_serving_would_refuse(
+    config_path: Path, capsys: pytest.CaptureFixture[str], record: str, told: str
+) -> None:
+    """Such records were stored, and every query for the subject was then answered 502
+    (serving checks depth, jsonschema-rs and RFC 8785's canonical form)."""
+    code = run(
+        "put", "--config", str(config_path), "--item", ITEM, "--subject", "7", "--record", record
+    )
+
+    assert code == 1
+    assert told in capsys.readouterr().err
+    assert stored(config_path, "7") is None
