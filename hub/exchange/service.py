@@ -248,7 +248,15 @@ async def _as_granted(
         schema, fingerprint = found
     projected = projection.project_to_version(record, schema, strict=True)
     validator = validation.validator_for(schema, fingerprint)
-    failing = validation.failing_fields(validator, projected)
+    try:
+        failing = validation.failing_fields(validator, projected)
+    except ValueError:  # a string that is not text (a lone surrogate): helper-158
+        raise OwnerInvalidResponse("the owner's record holds a string that is not text") from None
+    if failing is None:
+        raise OwnerInvalidResponse(
+            f"the owner's record does not fit version {version}, the grant's, even cut down"
+            " to what it describes"
+        )
     if failing:
         log.warning(
             "fields of %s that fail version %d, the grant's, are not delivered: %s",

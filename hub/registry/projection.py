@@ -55,11 +55,7 @@ def project_to_version(
     registry stores no such schema), or through more than :data:`MAX_PARTS` parts, is
     dropped whole.
     """
-    parts = _expand(schema, [schema], strict)
-    if parts is _DROP:
-        return {}
-    # the record's own members at MAX_DEPTH, as deep as a field's value may go
-    return _project_object(record, schema, parts, MAX_DEPTH + 1, strict, top=True)
+    return _Reading(schema, strict).record(record)
 
 
 class _Unresolved:
@@ -68,68 +64,208 @@ class _Unresolved:
 
 # A member whose schema cannot be read is delivered not at all, never as it came.
 _DROP: Any = _Unresolved()
+_NONE: Any = object()  # no subschema names the element
 _BRANCHES = ("allOf", "anyOf", "oneOf")
 _SOME = ("anyOf", "oneOf")  # a record needs to meet only one of their branches
 
 
-def _expand(root: dict[str, Any], nodes: list[Any], strict: bool) -> Any:
-    """The parts ``nodes`` are read through: each node, each local ``$ref``'s target
-    beside the keywords next to it, and (``strict``) each ``allOf``/``anyOf``/``oneOf``
-    branch reached, each part once (by identity: a member that several parts name
-    reaches its schema once, not once per part, which is what keeps projection linear
-    in the record's depth). ``True`` for a ``true`` schema; ``_DROP`` for a ``false``
-    one that a value must meet (an ``anyOf``/``oneOf`` branch that is ``false`` is no
-    part), a reference that names nothing or loops, or more than :data:`MAX_PARTS`."""
-    parts: list[Any] = []
-    seen: set[int] = set()
-    stack: list[tuple[Any, frozenset[str]]] = [(node, frozenset()) for node in reversed(nodes)]
-    while stack:
-        node, refs = stack.pop()
-        if node is True:
-            if not any(part is True for part in parts):
-                parts.append(True)
-            continue
-        if not isinstance(node, dict):
-            return _DROP  # false, or not a schema: nothing valid, nothing kept
-        if id(node) in seen:
-            continue
-        seen.add(id(node))
-        if len(parts) >= MAX_PARTS:
+class _Parts:
+    """The parts one value is read through (see :meth:`_Reading.parts`), merged for
+    reading members: which parts' ``properties`` name a member, the parts with
+    patterns, the maps (a part whose ``additionalProperties`` is a schema), the parts
+    that close the object (``additionalProperties: false``), each built once per set
+    of parts, so that each member costs a lookup, not a walk over the parts."""
+
+    __slots__ = (
+        "allowed",
+        "closing",
+        "maps",
+        "named",
+        "parts",
+        "patterned",
+        "read_closed",
+        "shapes",
+    )
+
+    def __init__(self, parts: list[Any], strict: bool) -> None:
+        self.parts = parts
+        shapes = [part for part in parts if isinstance(part, dict)]
+        self.shapes = shapes
+        self.named: dict[str, list[tuple[int, Any]]] = {}
+        self.patterned: list[tuple[int, list[tuple[str, Any]]]] = []
+        self.maps: list[tuple[int, Any]] = []
+        self.closing: list[int] = []
+        self.allowed = any(part is True for part in parts)
+        self.read_closed = False
+        for index, part in enumerate(shapes):
+            properties = part.get("properties")
+            if isinstance(properties, dict):
+                for name, subschema in properties.items():
+                    self.named.setdefault(name, []).append((index, subschema))
+            patterns = part.get("patternProperties")
+            if isinstance(patterns, dict) and patterns:
+                self.patterned.append((index, list(patterns.items())))
+            extra = part.get("additionalProperties")
+            if isinstance(extra, dict):
+                self.maps.append((index, extra))
+            elif extra is True:
+                self.allowed = True
+            elif extra is False:
+                self.closing.append(index)
+            if strict and extra is None and (properties or patterns):
+                self.read_closed = True
+
+    def member(self, name: str) -> tuple[list[Any], bool, bool]:
+        """The subschemas that apply to a member ``name``, whether a part's
+        ``properties`` names it, and whether a part that closes the object does not name
+        it (so a valid record has no such member)."""
+        found = self.named.get(name, ())
+        applies = [subschema for _, subschema in found]
+        declaring = {index for index, _ in found}
+        for index, patterns in self.patterned:
+            if _any_matches(patterns, name):
+                matched = [schema for pattern, schema in patterns if _matches(pattern, name)]
+                if matched:
+                    applies += matched
+                    declaring.add(index)
+        applies += [extra for index, extra in self.maps if index not in declaring]
+        refused = any(index not in declaring for index in self.closing)
+        return applies, bool(found), refused
+
+
+class _Reading:
+    """One projection: the schema it reads, and what it learnt of the schema's parts
+    (each set of schemas is read once however many values meet it: the elements of an
+    array, the values of a map, the levels of a recursive schema)."""
+
+    def __init__(self, root: dict[str, Any], strict: bool) -> None:
+        self.root = root
+        self.strict = strict
+        self._known: dict[tuple[int, ...], Any] = {}
+
+    def record(self, record: dict[str, Any]) -> dict[str, Any]:
+        parts = self.parts([self.root])
+        if parts is _DROP:
+            return {}
+        # the record's own members at MAX_DEPTH, as deep as a field's value may go
+        return self._object(record, parts, MAX_DEPTH + 1, top=True)
+
+    def parts(self, nodes: list[Any]) -> Any:
+        """The parts ``nodes`` are read through (:class:`_Parts`): each node, each local
+        ``$ref``'s target beside the keywords next to it, and (``strict``) each
+        ``allOf``/``anyOf``/``oneOf`` branch reached, each part once, by identity.
+        ``_DROP`` for a ``false`` schema that a value must meet (an ``anyOf``/``oneOf``
+        branch that is ``false`` is no part), a reference that names nothing, or more
+        than :data:`MAX_PARTS` parts."""
+        key = tuple(id(node) for node in nodes)
+        known = self._known.get(key, _NONE)
+        if known is _NONE:
+            gathered = self._gather(nodes)
+            known = gathered if gathered is _DROP else _Parts(gathered, self.strict)
+            self._known[key] = known
+        return known
+
+    def _gather(self, nodes: list[Any]) -> Any:
+        parts: list[Any] = []
+        seen: set[int] = set()
+        stack = list(reversed(nodes))
+        while stack:
+            node = stack.pop()
+            if node is True:
+                if True not in parts:
+                    parts.append(True)
+                continue
+            if not isinstance(node, dict):
+                return _DROP  # false, or not a schema: nothing valid, nothing kept
+            if id(node) in seen:
+                continue  # read already (a reference loop ends here too)
+            seen.add(id(node))
+            if len(node) != 1 or "$ref" not in node:  # a bare reference is no part
+                if len(parts) >= MAX_PARTS:
+                    return _DROP
+                parts.append(node)
+            if "$ref" in node:
+                found = resolve_ref(self.root, node["$ref"])
+                if found is None:
+                    return _DROP
+                stack.append(found[1])
+            if self.strict:
+                for keyword in _BRANCHES:
+                    branches = node.get(keyword)
+                    if isinstance(branches, list):
+                        stack.extend(
+                            branch
+                            for branch in reversed(branches)
+                            if not (keyword in _SOME and branch is False)
+                        )
+        return parts
+
+    def value(self, value: Any, nodes: list[Any], depth: int) -> Any:
+        """``value`` through every schema of ``nodes`` at once (what all of them keep)."""
+        if not isinstance(value, dict | list):
+            if all(_plain(node, self.strict) for node in nodes):
+                return value  # no part to look for: a scalar is kept as it is
+            return _DROP if self.parts(nodes) is _DROP else value
+        if depth <= 0:
+            return _DROP  # deeper than any owner's answer the hub takes: fails closed
+        parts = self.parts(nodes)
+        if parts is _DROP:
             return _DROP
-        parts.append(node)
-        if "$ref" in node:
-            ref = node["$ref"]
-            found = resolve_ref(root, ref)
-            if found is None or not isinstance(ref, str) or ref in refs:
+        if isinstance(value, dict):
+            return self._object(value, parts, depth)
+        return self._array(value, parts, depth)
+
+    def _array(self, value: list[Any], parts: _Parts, depth: int) -> Any:
+        """Each element through every subschema that applies to it (JSON Schema 2020-12
+        §10.3.1): ``prefixItems`` by position, then ``items`` for the rest (the same for
+        every element past the prefix: found once); an element that none names is kept
+        as it is."""
+        prefix = max(
+            (
+                len(part["prefixItems"])
+                for part in parts.shapes
+                if isinstance(part.get("prefixItems"), list)
+            ),
+            default=0,
+        )
+        rest = [part["items"] for part in parts.shapes if "items" in part]
+        elements = []
+        for index, element in enumerate(value):
+            applies = (
+                [
+                    subschema
+                    for part in parts.shapes
+                    if (subschema := _element_schema(part, index)) is not _NONE
+                ]
+                if index < prefix
+                else rest
+            )
+            projected = self.value(element, applies, depth - 1)
+            if projected is _DROP:
                 return _DROP
-            stack.append((found[1], refs | {ref}))
-        if strict:
-            for keyword in _BRANCHES:
-                branches = node.get(keyword)
-                if isinstance(branches, list):
-                    stack.extend(
-                        (branch, refs)
-                        for branch in reversed(branches)
-                        if not (keyword in _SOME and branch is False)
-                    )
-    return parts
+            elements.append(projected)
+        return elements
 
-
-def _project(value: Any, root: dict[str, Any], nodes: list[Any], depth: int, strict: bool) -> Any:
-    """``value`` through every schema of ``nodes`` at once (what all of them keep)."""
-    if not isinstance(value, dict | list):
-        if all(_plain(node, strict) for node in nodes):
-            return value  # no part to look for: a scalar is kept as it is
-        parts = _expand(root, nodes, strict)
-        return _DROP if parts is _DROP else value
-    if depth <= 0:
-        return _DROP  # deeper than any owner's answer the hub takes: fails closed
-    parts = _expand(root, nodes, strict)
-    if parts is _DROP:
-        return _DROP
-    if isinstance(value, dict):
-        return _project_object(value, root, parts, depth, strict)
-    return _project_array(value, root, parts, depth, strict)
+    def _object(
+        self, value: dict[str, Any], parts: _Parts, depth: int, *, top: bool = False
+    ) -> dict[str, Any]:
+        """Each member through every subschema that applies to it (see
+        :func:`project_to_version`). ``top``: the record itself, whose members are kept
+        only where a part's ``properties`` names them."""
+        result = {}
+        for name, member in value.items():
+            applies, named, refused = parts.member(name)
+            if refused or (top and not named):
+                continue
+            if not applies:  # no part says anything of it
+                if parts.read_closed and not parts.allowed:
+                    continue
+                result[name] = member
+                continue
+            projected = self.value(member, applies, depth - 1)
+            if projected is not _DROP:
+                result[name] = projected
+        return result
 
 
 def _plain(node: Any, strict: bool) -> bool:
@@ -144,28 +280,6 @@ def _plain(node: Any, strict: bool) -> bool:
     )
 
 
-def _project_array(
-    value: list[Any], root: dict[str, Any], parts: list[Any], depth: int, strict: bool
-) -> Any:
-    """Each element through every subschema that applies to it (JSON Schema 2020-12
-    §10.3.1): ``prefixItems`` by position, then ``items`` for the rest; an element
-    that none names is kept as it is."""
-    shapes = [part for part in parts if isinstance(part, dict)]
-    elements = []
-    for index, element in enumerate(value):
-        applies = [
-            subschema for part in shapes if (subschema := _element_schema(part, index)) is not _NONE
-        ]
-        projected = _project(element, root, applies, depth - 1, strict)
-        if projected is _DROP:
-            return _DROP
-        elements.append(projected)
-    return elements
-
-
-_NONE: Any = object()  # no subschema names the element
-
-
 def _element_schema(part: dict[str, Any], index: int) -> Any:
     prefix = part.get("prefixItems")
     if isinstance(prefix, list) and index < len(prefix):
@@ -173,89 +287,11 @@ def _element_schema(part: dict[str, Any], index: int) -> Any:
     return part["items"] if "items" in part else _NONE
 
 
-def _project_object(
-    value: dict[str, Any],
-    root: dict[str, Any],
-    parts: list[Any],
-    depth: int,
-    strict: bool,
-    *,
-    top: bool = False,
-) -> dict[str, Any]:
-    """Each member through every subschema that applies to it (see
-    :func:`project_to_version`). ``top``: the record itself, whose members are kept only
-    where a part's ``properties`` names them."""
-    shapes = [_Shape.of(part) for part in parts if isinstance(part, dict)]
-    allowed = any(part is True for part in parts) or any(s.extra is True for s in shapes)
-    read_closed = strict and any(s.extra is None and s.names for s in shapes)
-    result = {}
-    for name, member in value.items():
-        applies: list[Any] = []
-        named = refused = False
-        for shape in shapes:
-            found = shape.applying(name)
-            if found:
-                applies += found
-                named = named or name in shape.properties
-            elif isinstance(shape.extra, dict):
-                applies.append(shape.extra)  # a map's value
-            elif shape.extra is False:
-                refused = True  # a part that closes the object names it not: invalid
-        if refused or (top and not named):
-            continue
-        if not applies:  # no part says anything of it
-            if read_closed and not allowed:
-                continue
-            result[name] = member
-            continue
-        projected = _project(member, root, applies, depth - 1, strict)
-        if projected is not _DROP:
-            result[name] = projected
-    return result
-
-
-class _Shape:
-    """What one object part says of members: its ``properties``, its patterns, its
-    ``additionalProperties`` (None when it says nothing), read once a part."""
-
-    __slots__ = ("extra", "names", "patterns", "properties")
-
-    def __init__(self, part: dict[str, Any]) -> None:
-        properties = part.get("properties")
-        self.properties: dict[str, Any] = properties if isinstance(properties, dict) else {}
-        patterns = part.get("patternProperties")
-        self.patterns: list[tuple[str, Any]] = (
-            list(patterns.items()) if isinstance(patterns, dict) else []
-        )
-        self.extra: Any = part.get("additionalProperties")
-        self.names = bool(self.properties or self.patterns)
-
-    _known: dict[int, tuple[dict[str, Any], "_Shape"]] = {}  # noqa: RUF012
-
-    @classmethod
-    def of(cls, part: dict[str, Any]) -> "_Shape":
-        known = cls._known.get(id(part))
-        if known is not None and known[0] is part:
-            return known[1]
-        if len(cls._known) >= _MAX_REMEMBERED:
-            cls._known.clear()
-        shape = cls(part)
-        cls._known[id(part)] = (part, shape)
-        return shape
-
-    def applying(self, name: str) -> list[Any]:
-        """The subschemas of ``properties`` and ``patternProperties`` for ``name``."""
-        found = [self.properties[name]] if name in self.properties else []
-        if self.patterns and _any_matches(self.patterns, name):
-            found += [schema for pattern, schema in self.patterns if _matches(pattern, name)]
-        return found
-
-
 # --- patterns, as the validator matches them -----------------------------------------------
 
 _MAX_REMEMBERED = 4096
 _patterns: dict[str, Validator] = {}
-_alternatives: dict[tuple[str, ...], Validator | None] = {}
+_alternatives: dict[tuple[str, ...], list[Validator]] = {}
 
 
 def _matches(pattern: str, name: str) -> bool:
@@ -267,29 +303,38 @@ def _matches(pattern: str, name: str) -> bool:
     if validator is None:
         if len(_patterns) >= _MAX_REMEMBERED:
             _patterns.clear()
-        validator = _patterns[pattern] = compile_schema({"type": "string", "pattern": pattern})
+        validator = _patterns[pattern] = _pattern_validator(pattern)
     return bool(validator.is_valid(name))
+
+
+def _pattern_validator(pattern: str) -> Validator:
+    return compile_schema({"type": "string", "pattern": pattern})
 
 
 def _any_matches(patterns: list[tuple[str, Any]], name: str) -> bool:
     """Whether any of ``patterns`` matches ``name``: one call of the validator's engine
-    for all of them (each name of a large record meets every pattern), else one a
-    pattern when they cannot be joined."""
+    for all of them (each name of a large record meets every pattern); where the
+    engine cannot take them joined (its size limit), joined in halves, and so on."""
     key = tuple(pattern for pattern, _ in patterns)
     if len(key) == 1:
         return _matches(key[0], name)
-    if key not in _alternatives:
+    joined = _alternatives.get(key)
+    if joined is None:
         if len(_alternatives) >= _MAX_REMEMBERED:
             _alternatives.clear()
-        joined = "|".join(f"(?:{pattern})" for pattern in key)
-        try:
-            _alternatives[key] = compile_schema({"type": "string", "pattern": joined})
-        except Exception:  # a pattern that does not join (the engine's size limit)
-            _alternatives[key] = None
-    either = _alternatives[key]
-    if either is None:
-        return any(_matches(pattern, name) for pattern in key)
-    return bool(either.is_valid(name))
+        joined = _alternatives[key] = _join(list(key))
+    return any(validator.is_valid(name) for validator in joined)
+
+
+def _join(patterns: list[str]) -> list[Validator]:
+    """Validators matching where any of ``patterns`` does: as few as the engine takes."""
+    if len(patterns) == 1:
+        return [_pattern_validator(patterns[0])]
+    try:
+        return [_pattern_validator("|".join(f"(?:{pattern})" for pattern in patterns))]
+    except Exception:  # the engine's size limit: each half joined on its own
+        half = len(patterns) // 2
+        return _join(patterns[:half]) + _join(patterns[half:])
 
 
 # --- when strict projection can change nothing ------------------------------------------
@@ -324,8 +369,8 @@ def strict_projection_is_identity(
 def _identity_for(schema: dict[str, Any], fields: list[str] | None) -> bool:
     properties = schema.get("properties")
     names = properties if isinstance(properties, dict) else {}
-    if any(keyword in schema for keyword in (*_BRANCHES, "$ref")):
-        return False  # the root's own branches: read through the projection
+    if any(keyword in schema for keyword in (*_BRANCHES, "$ref", "patternProperties")):
+        return False  # the root's own branches and patterns: read through the projection
     if fields is None:
         closed_root = schema.get("additionalProperties") is False
         if not closed_root or schema.get("patternProperties"):
@@ -339,6 +384,7 @@ def _identity_for(schema: dict[str, Any], fields: list[str] | None) -> bool:
 def _keeps_all(root: dict[str, Any], nodes: list[Any]) -> bool:
     """Whether strict projection keeps every member of any value valid under each of
     ``nodes`` (a walk, not a recursion: a long chain of references is no RecursionError)."""
+    reading = _Reading(root, strict=True)
     seen: set[int] = set()
     stack = list(nodes)
     while stack:
@@ -346,10 +392,10 @@ def _keeps_all(root: dict[str, Any], nodes: list[Any]) -> bool:
         if node is True or node is False or id(node) in seen:
             continue  # false: no valid value is there to keep
         seen.add(id(node))
-        parts = _expand(root, [node], strict=True)
-        if parts is _DROP:
+        read = reading.parts([node])
+        if read is _DROP:
             return False
-        for part in parts:
+        for part in read.parts:
             if part is True:
                 continue
             if any(keyword in part for keyword in _SOME) or part.get("patternProperties"):

@@ -410,12 +410,36 @@ def _parse(pattern: str) -> Any:
     return tree
 
 
+def _check_class_openings(pattern: str) -> None:
+    """Refuse ``[]`` and ``[^]`` written first in a class: ECMA-262 reads them as an
+    empty class (matches nothing) and any character, Python's and the hub's engine as
+    a class holding ``]`` (helper-158: the hub kept a member that an ECMA-262 reader of
+    the published schema believes closed out)."""
+    escaped = in_class = False
+    for index, char in enumerate(pattern):
+        if escaped:
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif in_class:
+            in_class = char != "]"
+        elif char == "[":
+            rest = pattern[index + 1 : index + 3]
+            if rest.startswith("]") or rest == "^]":
+                raise UnsafePattern(
+                    "a class that starts with ] ([] or [^]) is read differently by"
+                    " ECMA-262; escape it: [\\]...]"
+                )
+            in_class = True
+
+
 def check_pattern(pattern: str) -> None:
     """Raise :class:`UnsafePattern` unless ``pattern`` is safe to publish."""
     if len(pattern) > MAX_PATTERN_LENGTH:
         raise UnsafePattern(f"longer than {MAX_PATTERN_LENGTH} characters")
     if "(?#" in pattern:
         raise UnsafePattern("comments (?#...) are not ECMA-262")
+    _check_class_openings(pattern)
     tree = _parse(pattern)
     if tree.state.groupdict:
         raise UnsafePattern("named groups (?P<name>...) are not ECMA-262")

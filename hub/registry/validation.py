@@ -56,14 +56,24 @@ def validator_for(schema: dict[str, Any], schema_fingerprint: str) -> Validator:
     return validator
 
 
-def failing_fields(validator: Validator, record: dict[str, Any]) -> set[str]:
-    """The top-level members of ``record`` that something under them fails (an error
-    at the record itself, such as a missing required member, names none)."""
-    return {
-        str(error.instance_path[0])
-        for error in validator.iter_errors(record)
-        if len(error.instance_path) > 0
-    }
+# What a record itself may fail after members were cut from it, however its members
+# are: too few members, or one it requires missing. Any other failure at the record
+# itself (not, if/then/else, oneOf, dependentSchemas) names no member to cut.
+_COUNTS = frozenset({"required", "dependentRequired", "minProperties", "maxProperties"})
+
+
+def failing_fields(validator: Validator, record: dict[str, Any]) -> set[str] | None:
+    """The top-level members of ``record`` that something under them fails; None when
+    the record itself fails otherwise than by missing or too few members (helper-158:
+    a root ``not`` or ``oneOf`` refusing a nested member names the record, not the
+    member), so that no member can be said to be the one at fault."""
+    fields = set()
+    for error in validator.iter_errors(record):
+        if len(error.instance_path) > 0:
+            fields.add(str(error.instance_path[0]))
+        elif error.kind.name not in _COUNTS and error.kind.name != "propertyNames":
+            return None
+    return fields
 
 
 def record_errors(

@@ -161,3 +161,21 @@ def test_what_the_granted_version_refuses_is_not_delivered(exchange: Exchange) -
     result = fetch(exchange, item)
     assert result.record == {"postcode": "10115"}
     assert exchange.audit_entry(result.receipt.index)["fields"] == ["postcode"]
+
+
+def test_a_record_its_granted_version_refuses_as_a_whole_is_not_delivered(
+    exchange: Exchange,
+) -> None:
+    """helper-158: the granted version's root ``not`` forbade a member inside a granted
+    field; projection does not read ``not``, and its failure names the record, not a
+    field, so the field-level check let everything through. A record that fails its
+    granted version at the record itself is the owner's invalid answer (502)."""
+    forbidding = {"required": ["a"], "properties": {"a": {"required": ["ssn"]}}}
+    v1 = _root({"a": {"type": "object"}}, **{"not": forbidding})
+    v2 = _root({"a": _object({"street": STREET, "ssn": NATIONAL_ID})})
+    record = {"a": {"street": "Pikk 1", "ssn": "49002124277"}}
+    item = _register_nested(exchange, v1, v2, record, fields=["a"])
+    with pytest.raises(UpstreamError) as refused:
+        fetch(exchange, item)
+    assert refused.value.status == 502
+    assert "49002124277" not in refused.value.detail

@@ -36,7 +36,7 @@ DISJOINT_OR_NOT_REPEATED = [
     r"^\((\w|\d)\)+$",  # the parentheses are characters
     r"^[(|]+$",  # so are these, in a class
     r"^(a|[|b])+$",
-    r"^[]|(]+(a|b)+$",
+    r"^[\]|(]+(a|b)+$",  # ] escaped first in a class ([]... is refused: ECMA-262's [])
     r"^(cat|dog)*$",
     r"^(xa|xb)+$",
     r"^([A-Z]|[0-9])+$",

@@ -133,6 +133,8 @@ SAFE_PATTERNS = [
     "^P(?!$)([0-9]+Y)?([0-9]+M)?$",
     "^(?:[a-z]+)?[0-9]+$",  # an optional quantifier's characters, then others
     "^([a-z]+-)?[a-z]+$",  # a separator inside the optional group closes it
+    "^[\\]a]$",  # a ] escaped first in a class
+    "^[a\\[]+$",
 ]
 UNSAFE_PATTERNS = {
     "^(a+)+$": "contains another quantifier",
@@ -148,6 +150,9 @@ UNSAFE_PATTERNS = {
     "^(a+)?(a+)?(a+)?$": "two unbounded quantifiers",
     "^(?:[0-9]+){1}[0-9]+$": "two unbounded quantifiers",
     "^(?:x|[0-9]+){0,1}[0-9]+$": "two unbounded quantifiers",
+    # helper-158: ECMA-262 reads [] as an empty class and [^] as any character
+    "^[]a]$": "read differently by ECMA-262",
+    "^[^]a]$": "read differently by ECMA-262",
     "(?P<n>a)": "named groups",
     "(?i)a": "inline flags",
     "(?#note)a": "comments",
@@ -166,7 +171,7 @@ def test_safe_patterns_are_accepted(pattern: str) -> None:
     check_pattern(pattern)
 
 
-@pytest.mark.parametrize(("pattern", "reason"), UNSAFE_PATTERNS.items(), ids=range(22))
+@pytest.mark.parametrize(("pattern", "reason"), UNSAFE_PATTERNS.items(), ids=range(24))
 def test_unsafe_patterns_are_refused_with_the_reason(pattern: str, reason: str) -> None:
     with pytest.raises(UnsafePattern, match=re.escape(reason)):
         check_pattern(pattern)
