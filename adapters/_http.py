@@ -1,12 +1,16 @@
-"""HTTP pieces that the provider's and the event receiver's routes share."""
+"""HTTP pieces that the provider's and the event receiver's routes share, and the
+bounded read of what the systems the adapter calls answer (`fetch_bounded`)."""
 
 from __future__ import annotations
 
 import json
 import logging
 import re
+from dataclasses import dataclass
 from typing import Any
 
+import anyio
+import httpx
 from fastapi import Request
 from fastapi.responses import JSONResponse
 from starlette.requests import ClientDisconnect
@@ -51,6 +55,64 @@ async def receive_body(receive: Receive) -> bytes:
             )
         if not message.get("more_body", False):
             return bytes(body)
+
+
+@dataclass(frozen=True)
+class Answer:
+    """An HTTP answer read whole by `fetch_bounded`: its status and, for a 2xx, its
+    body (decoded as its ``Content-Encoding`` says; other answers' bodies are not read)."""
+
+    status_code: int
+    content: bytes
+
+    @property
+    def is_success(self) -> bool:
+        return 200 <= self.status_code < 300
+
+    def json(self) -> Any:
+        """The body as JSON (UTF-8, -16 or -32, RFC 8259 §8.1), as httpx's ``json()``.
+
+        :raises ValueError: not JSON (``RecursionError`` when nested too deep)."""
+        return json.loads(self.content)
+
+
+class AnswerTooLarge(Exception):
+    """An answer's body was longer than the bytes `fetch_bounded` was allowed to read."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"answer is larger than {limit} bytes")
+        self.limit = limit
+
+
+async def fetch_bounded(
+    http: httpx.AsyncClient, request: httpx.Request, *, deadline: float, max_bytes: int
+) -> Answer:
+    """Send ``request`` and read its whole answer within ``deadline`` seconds in all,
+    at most ``max_bytes`` of its body (as decoded: a compressed answer cannot swell
+    past it). httpx's own timeout bounds each read, not the answer: a system that
+    sends one byte a second, or an endless body, would hold the adapter (and its
+    memory) as long as it liked.
+
+    :raises TimeoutError: no whole answer within ``deadline``.
+    :raises AnswerTooLarge: a 2xx body longer than ``max_bytes``; nothing more is read.
+    :raises httpx.HTTPError: as ``send`` and reading the body raise.
+    """
+    with anyio.fail_after(deadline):
+        response = await http.send(request, stream=True)
+        try:
+            body = await _body(response, max_bytes=max_bytes) if response.is_success else b""
+        finally:
+            await response.aclose()
+    return Answer(status_code=response.status_code, content=body)
+
+
+async def _body(response: httpx.Response, *, max_bytes: int) -> bytes:
+    body = bytearray()
+    async for chunk in response.aiter_bytes():
+        body += chunk
+        if len(body) > max_bytes:
+            raise AnswerTooLarge(max_bytes)
+    return bytes(body)
 
 
 def went_away(log: logging.Logger, *, trace_id: str) -> InvalidRequest:

@@ -15,6 +15,7 @@ from joserfc.errors import JoseError
 from joserfc.jwk import Key, KeySet
 
 from ._errors import HubUnavailable, NotFound
+from ._http import AnswerTooLarge, fetch_bounded
 from ._retry import hub_unreachable
 from ._validation import RecordValidator
 
@@ -29,6 +30,15 @@ _JWKS_MAX_AGE = 60.0
 # Keys the hub could not confirm for this long are no longer trusted (decision 0061): a
 # key the hub withdrew must stop holding even while its JWKS cannot be fetched.
 JWKS_MAX_STALENESS = 24 * 3600.0
+# Each read of the hub is whole within this many seconds (the hub waits as long for an
+# adapter's answer, owner_timeout): the keys are read under a lock every query of an
+# unknown kid, or of keys a minute old, waits on, so a hub (or proxy) that trickles its
+# answer would hold them all. httpx's timeout bounds each read only.
+HUB_DEADLINE = 5.0
+# The longest answer read from the hub: a JWKS of a few EC keys is some hundred bytes
+# each; a schema, its metadata some KiB
+_MAX_JWKS_BYTES = 64 * 1024
+_MAX_DOCUMENT_BYTES = 4 * 2**20
 
 logger = logging.getLogger("adapters.hubkeys")
 
@@ -48,9 +58,11 @@ class HubDirectory:
         *,
         http: httpx.AsyncClient,
         clock: Callable[[], float] = time.monotonic,
+        deadline: float = HUB_DEADLINE,
     ) -> None:
         self._hub_url = hub_url.rstrip("/")
         self._http = http
+        self._deadline = deadline
         self._clock = clock
         self._issuer: str | None = None
         self._keys: KeySet | None = None
@@ -163,21 +175,35 @@ class HubDirectory:
 
     async def _refresh_keys(self) -> None:
         self._keys_fetched_at = self._clock()
-        body = await self._get("/.well-known/jwks.json")
+        body = await self._get("/.well-known/jwks.json", max_bytes=_MAX_JWKS_BYTES)
         try:
             self._keys = KeySet.import_key_set(body)  # type: ignore[arg-type]
         except (JoseError, KeyError, TypeError, ValueError) as error:
             raise HubUnavailable("the hub's JWKS cannot be read") from error
         self._keys_confirmed_at = self._keys_fetched_at
 
-    async def _get(self, path: str, *, of_an_item: bool = False) -> dict[str, Any]:
-        """The JSON object at ``path``. A 404 is `NotFound` (``unknown-item``) only for
+    async def _get(
+        self, path: str, *, of_an_item: bool = False, max_bytes: int = _MAX_DOCUMENT_BYTES
+    ) -> dict[str, Any]:
+        """The JSON object at ``path``, read whole within the directory's deadline and
+        at most ``max_bytes`` long. A 404 is `NotFound` (``unknown-item``) only for
         ``of_an_item``: the hub's own documents are always there, so any answer but 200
         to them, 404 too, means the hub cannot be had (`HubUnavailable`)."""
+        request = self._http.build_request("GET", self._hub_url + path)
         try:
-            response = await self._http.get(self._hub_url + path)
+            response = await fetch_bounded(
+                self._http, request, deadline=self._deadline, max_bytes=max_bytes
+            )
         except httpx.TransportError as error:
             raise hub_unreachable(error) from error
+        except TimeoutError:
+            raise HubUnavailable(
+                f"the hub did not answer GET {path} whole within {self._deadline:g} s"
+            ) from None
+        except AnswerTooLarge as error:
+            raise HubUnavailable(f"the hub's {error} (GET {path})") from None
+        except httpx.HTTPError as error:  # a body that does not decode as its encoding says
+            raise HubUnavailable(f"the hub's answer to GET {path} cannot be read") from error
         if response.status_code == 404 and of_an_item:
             raise NotFound(f"the hub has no {path}", problem_type="unknown-item")
         if response.status_code != 200:

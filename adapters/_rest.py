@@ -13,11 +13,12 @@ import httpx
 from pydantic import Field, field_validator, model_validator
 
 from ._errors import ConfigError
+from ._http import Answer, AnswerTooLarge, fetch_bounded
 from ._mapping import MISSING, assemble, check_paths
 from ._sources import InvalidSourceRecord, ItemBase, RecordSource, SourceUnavailable
 from ._store import RecordStore
 
-__all__ = ["RestItem", "RestSource", "resolve_pointer"]
+__all__ = ["MAX_ANSWER_BYTES", "RestItem", "RestSource", "resolve_pointer"]
 
 Record = dict[str, Any]
 
@@ -30,6 +31,8 @@ _RETRIED = (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError)
 # Characters that a proxy or server in front of the system may decode or read as a
 # path separator before it resolves dot segments (nginx decodes %2F, then resolves ..)
 _UNASKABLE_CHARACTERS = frozenset("/\\%")
+# The longest answer read by default (a record is some KiB; the hub takes 1 MiB)
+MAX_ANSWER_BYTES = 4 * 2**20
 
 
 class RestItem(ItemBase):
@@ -55,6 +58,7 @@ class RestItem(ItemBase):
     timeout: float = Field(default=5.0, gt=0, le=60)
     retries: int = Field(default=2, ge=0, le=5)
     backoff: float = Field(default=0.2, ge=0, le=10)
+    max_answer_bytes: int = Field(default=MAX_ANSWER_BYTES, gt=0, le=256 * 2**20)
     fields: dict[str, str] | None = None
     keep_nulls: bool = False
 
@@ -108,6 +112,7 @@ class RestItem(ItemBase):
             timeout=self.timeout,
             retries=self.retries,
             backoff=self.backoff,
+            max_answer_bytes=self.max_answer_bytes,
             fields=self.fields,
             keep_nulls=self.keep_nulls,
         )
@@ -132,9 +137,11 @@ class RestSource:
     failures and
     5xx answers are retried ``retries`` times, waiting ``backoff`` seconds, then
     twice that, and so on; a timeout is not retried (the system is slow, not down).
-    404 means no record. ``fields`` maps property paths to RFC 6901 JSON pointers
-    into the answer; a missing or null one leaves the property out (unless
-    ``keep_nulls``). Without ``fields`` the answer is the record as it is.
+    404 means no record. An answer whose body is longer than ``max_answer_bytes``
+    (decoded) is an invalid record, and read no further. ``fields`` maps property
+    paths to RFC 6901 JSON pointers into the answer; a missing or null one leaves the
+    property out (unless ``keep_nulls``). Without ``fields`` the answer is the record
+    as it is.
 
     Example::
 
@@ -155,12 +162,14 @@ class RestSource:
         timeout: float = 5.0,
         retries: int = 2,
         backoff: float = 0.2,
+        max_answer_bytes: int = MAX_ANSWER_BYTES,
         fields: Mapping[str, str] | None = None,
         keep_nulls: bool = False,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self._url, self._method, self._body = url, method, body
         self._retries, self._backoff = retries, backoff
+        self._max_answer_bytes = max_answer_bytes
         self._fields, self._keep_nulls = fields, keep_nulls
         self._timeout = timeout
         self._http = httpx.AsyncClient(
@@ -203,21 +212,23 @@ class RestSource:
         body = None if self._body is None else _substituted(self._body, subject)
         return self._http.build_request(self._method, url, json=body)
 
-    async def _send(self, request: httpx.Request) -> httpx.Response:
+    async def _send(self, request: httpx.Request) -> Answer:
         attempt = 0
         while True:
             outcome = await self._try(request)
-            if isinstance(outcome, httpx.Response):
+            if isinstance(outcome, Answer):
                 return outcome
             if attempt >= self._retries:
                 raise outcome
             await anyio.sleep(self._backoff * 2**attempt)
             attempt += 1
 
-    async def _try(self, request: httpx.Request) -> httpx.Response | SourceUnavailable:
-        """The response, or the retryable failure; other failures raise."""
+    async def _try(self, request: httpx.Request) -> Answer | SourceUnavailable:
+        """The answer, or the retryable failure; other failures raise."""
         try:
             response = await self._within_deadline(request)
+        except AnswerTooLarge as error:
+            raise InvalidSourceRecord(f"the system's {error}") from None
         except _RETRIED as error:
             return SourceUnavailable(f"cannot reach the system ({type(error).__name__})")
         except httpx.TimeoutException as error:
@@ -228,14 +239,13 @@ class RestSource:
             return SourceUnavailable(f"the system answered HTTP {response.status_code}")
         return response
 
-    async def _within_deadline(self, request: httpx.Request) -> httpx.Response:
-        """Send ``request`` and read the whole answer within ``timeout`` in all.
-
-        httpx's timeout bounds each read, not the whole answer: a system that sends
-        one byte a second would otherwise hold the adapter as long as it likes."""
+    async def _within_deadline(self, request: httpx.Request) -> Answer:
+        """Send ``request`` and read the whole answer within ``timeout`` in all, and at
+        most ``max_answer_bytes`` of it (`fetch_bounded`)."""
         try:
-            with anyio.fail_after(self._timeout):
-                return await self._http.send(request)
+            return await fetch_bounded(
+                self._http, request, deadline=self._timeout, max_bytes=self._max_answer_bytes
+            )
         except TimeoutError:
             raise httpx.TimeoutException(
                 f"no whole answer within {self._timeout:g} s", request=request

@@ -1,11 +1,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import time
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-from joserfc.jwk import ECKey
+from joserfc.jwk import ECKey, KeySet
 
 from onceonly.adapters import HubUnavailable, NotFound
 from onceonly.adapters._hubkeys import JWKS_MAX_STALENESS, HubDirectory
@@ -111,3 +114,61 @@ def test_keys_the_hub_cannot_confirm_serve_24_hours_no_longer(
     assert why is not None
     assert why == "the hub's keys were last read 24 h ago"
     assert any("could not be refetched" in r.getMessage() for r in caplog.records)
+
+
+def trickling_hub(hub: HubDouble, *, jwks: bytes | None = None) -> httpx.MockTransport:
+    """The hub's JWKS answered one byte every 0.1 s for 20 s (a hub or proxy that
+    trickles), or ``jwks`` at once; its metadata at once."""
+
+    async def trickle() -> AsyncIterator[bytes]:
+        for _ in range(200):
+            yield b" "
+            await asyncio.sleep(0.1)
+        yield json.dumps({"keys": [k.as_dict(private=False) for k in hub.keys]}).encode()
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/jwks.json"):
+            return httpx.Response(200, content=trickle() if jwks is None else jwks)
+        return httpx.Response(200, json={"issuer": hub.url})
+
+    return httpx.MockTransport(handler)
+
+
+def test_a_trickled_jwks_is_given_up_at_the_deadline_for_the_whole_answer(
+    hub: HubDouble,
+) -> None:
+    """httpx's timeout bounds each read only: every query waited on the keys' lock as
+    long as the hub trickled (review 161: 20 s)."""
+    clock = Clock()
+    kid = str(hub.keys[0].kid)
+
+    async def scenario() -> tuple[float, float, bool]:
+        async with httpx.AsyncClient(transport=trickling_hub(hub), timeout=5.0) as http:
+            directory = HubDirectory(hub.url, http=http, clock=clock, deadline=0.5)
+            started = time.monotonic()
+            with pytest.raises(HubUnavailable, match=r"whole within 0\.5 s"):
+                await directory.signing_key(kid)
+            first = time.monotonic() - started
+            directory._keys, directory._keys_confirmed_at = KeySet(list(hub.keys)), clock.now
+            clock.now += 61  # a minute old: refetched, trickled, kept
+            started = time.monotonic()
+            known = await directory.signing_key(kid) is not None
+            return first, time.monotonic() - started, known
+
+    first, refetch, known = asyncio.run(scenario())
+
+    assert first < 2
+    assert refetch < 2
+    assert known
+
+
+def test_a_jwks_over_64_kib_is_not_read(hub: HubDouble) -> None:
+    padded = {"keys": [k.as_dict(private=False) for k in hub.keys], "pad": "x" * 70_000}
+    transport = trickling_hub(hub, jwks=json.dumps(padded).encode())
+
+    async def scenario() -> None:
+        async with httpx.AsyncClient(transport=transport) as http:
+            await HubDirectory(hub.url, http=http).signing_key(str(hub.keys[0].kid))
+
+    with pytest.raises(HubUnavailable, match="larger than 65536 bytes"):
+        asyncio.run(scenario())

@@ -3,10 +3,14 @@
 Its ``timeout`` is a deadline for the whole answer, not per read: the system sends
 its headers at once, then one byte every tenth of the timeout, so each read is quick
 and httpx's timeout alone never fires. An answer nested 100,000 levels deep is an
-invalid record, not a RecursionError.
+invalid record, not a RecursionError. An answer longer than ``max_answer_bytes`` (4 MiB
+by default), endless or compressed, is an invalid record, read no further.
 """
 
+import gzip
+import time
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -14,7 +18,8 @@ import pytest
 from fastapi import FastAPI, Response
 from fastapi.responses import StreamingResponse
 
-from onceonly.adapters import InvalidSourceRecord, RestSource, SourceUnavailable
+from onceonly.adapters import InvalidSourceRecord, RecordStore, RestSource, SourceUnavailable
+from onceonly.adapters._rest import MAX_ANSWER_BYTES, RestItem
 
 from tests.adapters.adapter_testing import serve
 
@@ -37,6 +42,27 @@ def trickling() -> FastAPI:
     @app.get("/deep/{subject}")
     async def deep(subject: str) -> Response:
         return Response(b"[" * 100_000 + b"]" * 100_000, media_type="application/json")
+
+    @app.get("/endless/{subject}")
+    async def endless(subject: str) -> StreamingResponse:
+        async def chunks() -> AsyncIterator[bytes]:
+            yield b'{"street": "'
+            while True:
+                yield b"a" * 65536
+                await anyio.sleep(0)
+
+        return StreamingResponse(chunks(), media_type="application/json")
+
+    @app.get("/bomb/{subject}")
+    async def bomb(subject: str) -> Response:
+        # 64 MiB of text, some 64 KiB on the wire
+        text = b'{"street": "' + b"a" * 64 * 2**20 + b'"}'
+        headers = {"Content-Encoding": "gzip"}
+        return Response(gzip.compress(text), media_type="application/json", headers=headers)
+
+    @app.get("/record/{subject}")
+    async def record(subject: str) -> dict[str, str]:
+        return {"street": "a" * 2000, "city": "Tallinn"}
 
     @app.get("/{path:path}")
     async def anything(path: str) -> StreamingResponse:
@@ -78,3 +104,33 @@ async def test_an_answer_nested_100000_deep_is_an_invalid_record(system: str) ->
             await source.fetch("x.y", "38001085718")
     finally:
         await source.aclose()
+
+
+@pytest.mark.parametrize("path", ["endless", "bomb"])
+async def test_an_answer_past_max_answer_bytes_is_an_invalid_record(system: str, path: str) -> None:
+    """Before, the whole answer was read into memory (review 161: 150 MiB, read whole)."""
+    source = RestSource(f"{system}/{path}/{{subject}}", timeout=30)
+    started = time.monotonic()
+    try:
+        with pytest.raises(InvalidSourceRecord, match=f"larger than {MAX_ANSWER_BYTES} bytes"):
+            await source.fetch("x.y", "38001085718")
+    finally:
+        await source.aclose()
+    assert time.monotonic() - started < 10  # stopped reading, not timed out
+
+
+async def test_max_answer_bytes_is_the_items_setting(system: str, tmp_path: Path) -> None:
+    def item(**limit: int) -> RestItem:
+        return RestItem(source="rest", url=f"{system}/record/{{subject}}", **limit)
+
+    assert item().max_answer_bytes == MAX_ANSWER_BYTES
+    with RecordStore(tmp_path / "s.db") as store:
+        small, large = item(max_answer_bytes=1024).open(store=store), item().open(store=store)
+    try:
+        with pytest.raises(InvalidSourceRecord) as caught:
+            await small.fetch("x.y", "38001085718")
+        assert (caught.value.status, caught.value.problem_type) == (502, "source-invalid-record")
+        assert await large.fetch("x.y", "38001085718") == {"street": "a" * 2000, "city": "Tallinn"}
+    finally:
+        await small.aclose()
+        await large.aclose()
