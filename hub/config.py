@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -29,6 +29,22 @@ from pydantic_settings import (
 CONFIG_ENV = "ONCEONLY_CONFIG"
 AUDIT_ORIGIN_FILE = "audit-origin"
 """Under ``keys_dir``: the origin the audit log was first given, which it keeps."""
+
+
+def _printable_origin(origin: str) -> str:
+    """The audit log's origin is the first line of every signed checkpoint: a control
+    character (which a signed note may not hold, C2SP signed-note) would make every
+    checkpoint round fail, and the hub never ready."""
+    if any(ch < " " or "\x7f" <= ch <= "\x9f" for ch in origin):
+        raise ValueError(
+            "the audit log's origin may not contain control characters (it is the first"
+            " line of every signed checkpoint): use a name such as hub.example.gov/audit"
+        )
+    try:
+        origin.encode()
+    except UnicodeEncodeError:
+        raise ValueError("the audit log's origin is not valid UTF-8") from None
+    return origin
 
 
 class Settings(BaseSettings):
@@ -78,7 +94,7 @@ class Settings(BaseSettings):
     checkpoint_interval: float = Field(
         default=1.0, gt=0, le=3600, description="Seconds between signed audit checkpoints"
     )
-    audit_origin: str | None = Field(
+    audit_origin: Annotated[str, AfterValidator(_printable_origin)] | None = Field(
         default=None,
         pattern=r"^[^\s+]+$",
         description="The audit log's checkpoint origin, fixed for the log's life (auditors pin"
@@ -88,7 +104,7 @@ class Settings(BaseSettings):
     # --- end audit checkpoints ---
     # --- change events ---
     event_poll_interval: float = Field(default=0.5, gt=0, le=60)
-    event_batch_size: int = Field(default=50, ge=1, le=1000)
+    event_batch_size: int = Field(default=50, ge=4, le=1000)  # a subscriber: a quarter (0088)
     event_max_attempts: int = Field(default=10, ge=1, le=100)
     event_retry_base: float = Field(default=1.0, gt=0, le=3600)
     event_retry_cap: float = Field(default=300.0, gt=0, le=86400)

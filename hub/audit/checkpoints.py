@@ -27,6 +27,11 @@ grows. Its first round that finds the log unchanged and sound adds the current k
 signature to that checkpoint's note (a signed note may carry several signatures of one
 text: the origin, size and root stay as they are), so the checkpoint it hands out
 verifies under the new key at once, and still under the old one.
+
+Every round also checks that the latest stored checkpoint's note is signed by a key the
+hub knows (the current one or a retired one, under the log's name or a name it had) and
+says the row's size and root: a row changed in the database is neither cosigned nor
+extended, and raises the alarm like a tree that does not extend its checkpoint.
 """
 
 import asyncio
@@ -36,16 +41,22 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-import sqlalchemy as sa
+from joserfc.jwk import OKPKey
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from onceonly.hub.audit import leaves, repository, tree
 from onceonly.hub.audit.exceptions import AuditLogDamaged
 from onceonly.hub.audit.models import AuditCheckpoint
-from onceonly.hub.audit.notes import Checkpoint, NoteError, Signer, Verifier
+from onceonly.hub.audit.notes import (
+    Checkpoint,
+    NoteError,
+    Signer,
+    Verifier,
+    read_note,
+    signed_by,
+)
 from onceonly.hub.audit.schemas import CheckpointOut, CheckpointPage
 from onceonly.hub.config import AUDIT_ORIGIN_FILE
-from onceonly.hub.db import write_connection
 from onceonly.hub.kit.clock import SYSTEM_CLOCK, Clock
 from onceonly.hub.kit.keyfiles import ed25519_key, own_like_folder, rotate_ed25519_key
 from onceonly.hub.kit.problems import Unavailable
@@ -54,31 +65,75 @@ log = logging.getLogger("onceonly.audit")
 
 KEY_FILE = "checkpoint.jwk"
 RETIRED_FOLDER = "checkpoint-retired"
-"""Under the keys directory, the checkpoint keys a rotation replaced, one file each,
-named after the time of the rotation (UTC): ``20261207T104500Z.jwk``."""
+"""Under the keys directory, the verifier keys of the checkpoint keys a rotation
+replaced, one file each, named after the time of the rotation (UTC):
+``20261207T104500Z.vkey``, holding ``<origin>+<key id>+<public key>``. Public: the
+private key a rotation replaces is not kept (decision 0091, follow-up)."""
+RETIRED_SUFFIX = ".vkey"
 ROUND_SECONDS = 5.0
 """How long a checkpoint round may take: the hub's start waits at most this for its
 first round, and each later round ends after it (and is tried again)."""
 
 
-def load_signer(*, keys_dir: Path, origin: str, create: bool) -> Signer:
+class RetiredKeyInUse(RuntimeError):
+    """``checkpoint.jwk`` holds a key that a rotation retired."""
+
+
+def load_signer(
+    *, keys_dir: Path, origin: str, create: bool, refuse_retired: bool = True
+) -> Signer:
     """The checkpoint signer: the Ed25519 key in ``<keys_dir>/checkpoint.jwk``, named
-    after the log's origin (tlog-checkpoint: the key name SHOULD be the origin).
+    after the log's origin (tlog-checkpoint: the key name SHOULD be the origin), with the
+    verifier keys of the keys it replaced (``checkpoint-retired/*.vkey``).
 
     Where keys may be created (development), the origin is also kept beside the key
     (``audit-origin``), so that the log keeps its name when the hub is restarted on
     another address (Settings.resolved_audit_origin reads it back).
+
+    RetiredKeyInUse when the key is one a rotation retired (a backup from before the
+    rotation restored, a host not given the new key), unless ``refuse_retired`` is
+    false (the rotation itself, which may finish one that was interrupted).
     """
     key = ed25519_key(keys_dir / KEY_FILE, create=create)
     if create:
         _keep_origin(keys_dir / AUDIT_ORIGIN_FILE, origin)
-    return Signer(origin, key.private_key)  # type: ignore[arg-type]
+    retired = retired_keys(keys_dir)
+    signer = Signer(origin, key.private_key, retired=tuple(retired.values()))  # type: ignore[arg-type]
+    if refuse_retired:
+        _refuse_retired(signer, keys_dir=keys_dir, retired=retired)
+    return signer
+
+
+def retired_keys(keys_dir: Path) -> dict[Path, Verifier]:
+    """The verifier keys in ``<keys_dir>/checkpoint-retired/*.vkey``, oldest first;
+    NoteError naming a file that is not one."""
+    folder = keys_dir / RETIRED_FOLDER
+    found = {}
+    for path in sorted(folder.glob(f"*{RETIRED_SUFFIX}")) if folder.is_dir() else []:
+        try:
+            found[path] = Verifier.parse(path.read_text(encoding="utf-8"))
+        except (NoteError, UnicodeDecodeError) as error:
+            raise NoteError(f"{path} does not hold a verifier key: {error}") from error
+    return found
+
+
+def _refuse_retired(signer: Signer, *, keys_dir: Path, retired: dict[Path, Verifier]) -> None:
+    for path, verifier in retired.items():
+        if verifier.public_key == signer.verifier.public_key:
+            raise RetiredKeyInUse(
+                f"{keys_dir / KEY_FILE} is the checkpoint key that was retired in {path}:"
+                " a backup from before the rotation was restored, or this host was not"
+                " given the new key. Put the current checkpoint.jwk back (from another"
+                " replica or the newest backup); if it is lost, run `onceonly keys"
+                " rotate-checkpoint` again and publish the new verifier key"
+                " (docs/operations.md)"
+            )
 
 
 @dataclass(frozen=True)
 class Rotated:
     """A rotation of the checkpoint key: the new signer, the verifier key of the one it
-    replaced, and the file that keeps the replaced key."""
+    replaced, and the file that keeps that verifier key."""
 
     signer: Signer
     retired: Verifier
@@ -86,13 +141,19 @@ class Rotated:
 
 
 def rotate_signer(*, keys_dir: Path, origin: str, now: datetime) -> Rotated:
-    """A new Ed25519 key in ``<keys_dir>/checkpoint.jwk``; the one it replaces is kept
-    in ``<keys_dir>/checkpoint-retired/<now, UTC>.jwk`` (mode 0600, owned like the
-    folder). MissingKeyError without a key to replace."""
-    kept = keys_dir / RETIRED_FOLDER / f"{now.astimezone(UTC):%Y%m%dT%H%M%SZ}.jwk"
-    key, _ = rotate_ed25519_key(keys_dir / KEY_FILE, retired=kept)
-    retired = Signer(origin, ed25519_key(kept, create=False).private_key)  # type: ignore[arg-type]
-    return Rotated(Signer(origin, key.private_key), retired.verifier, kept)  # type: ignore[arg-type]
+    """A new Ed25519 key in ``<keys_dir>/checkpoint.jwk``; the verifier key of the one
+    it replaces is kept in ``<keys_dir>/checkpoint-retired/<now, UTC>.vkey``, and its
+    private key nowhere. MissingKeyError without a key to replace."""
+    kept = keys_dir / RETIRED_FOLDER / f"{now.astimezone(UTC):%Y%m%dT%H%M%SZ}{RETIRED_SUFFIX}"
+
+    def verifier_of(key: OKPKey) -> Verifier:
+        return Signer(origin, key.private_key).verifier  # type: ignore[arg-type]
+
+    key, old = rotate_ed25519_key(
+        keys_dir / KEY_FILE, retired=kept, keep=lambda old: f"{verifier_of(old)}\n".encode()
+    )
+    signer = Signer(origin, key.private_key, retired=tuple(retired_keys(keys_dir).values()))  # type: ignore[arg-type]
+    return Rotated(signer, verifier_of(old), kept)
 
 
 def _keep_origin(path: Path, origin: str) -> None:
@@ -180,7 +241,8 @@ class Checkpointer:
             latest = await repository.latest_checkpoint(conn)  # before the size: ≤ it
             self._stored = self._stored or latest is not None
             size = await tree.current_size(conn)
-            problem, root = await self._check(conn, latest, size)
+            problem = _unsigned(latest, self.signer)
+            problem, root = (problem, None) if problem else await self._check(conn, latest, size)
         self._raise_alarm(problem)
         if problem is not None:
             return None
@@ -213,7 +275,9 @@ class Checkpointer:
                 error,
             )
             return
-        if note != latest.note and await _replace_note(self._engine, latest, note):
+        if note != latest.note and await repository.replace_checkpoint_note(
+            self._engine, latest, note=note
+        ):
             log.warning(
                 "the latest audit checkpoint (%d entries) was signed with another key:"
                 " the current checkpoint key (%s) signed it too",
@@ -307,17 +371,32 @@ class Checkpointer:
         return latest.note
 
 
-async def _replace_note(engine: AsyncEngine, latest: AuditCheckpoint, note: str) -> bool:
-    """Store ``note`` as ``latest``'s if no other process changed it first: whether it
-    was stored. The same size, root and time: only the signatures grow."""
-    table = AuditCheckpoint.__table__  # type: ignore[attr-defined]
-    statement = (
-        sa.update(table)
-        .where(table.c.tree_size == latest.tree_size, table.c.note == latest.note)
-        .values(note=note)
+def _unsigned(latest: AuditCheckpoint | None, signer: Signer) -> str | None:
+    """Why ``latest`` is not a checkpoint this hub signed, if it is not: its note is
+    signed by none of the keys the hub knows (``signer``'s and those it replaced, under
+    the name the note gives the log: it may have been renamed, decision 0089), or it
+    says another tree than its row's. A row changed in the database is then never
+    cosigned, nor extended by a new checkpoint."""
+    if latest is None:
+        return None
+    try:
+        checkpoint = Checkpoint.parse(read_note(latest.note)[0])
+        keys = [signer.verifier, *signer.retired]
+        known = [Verifier.of(checkpoint.origin, key.public_key) for key in keys]
+    except NoteError:
+        checkpoint, known = None, []
+    if (
+        checkpoint is not None
+        and (checkpoint.size, checkpoint.root) == (latest.tree_size, latest.root)
+        and signed_by(latest.note, known) is not None
+    ):
+        return None
+    return (
+        f"the latest checkpoint ({latest.tree_size} entries) is not signed by the hub's"
+        " checkpoint key nor by a key it replaced, or does not say its row's size and root:"
+        " it was changed in the database (or this host lacks keys/checkpoint-retired/"
+        " from a rotation)"
     )
-    async with write_connection(engine) as conn:
-        return (await conn.execute(statement)).rowcount == 1
 
 
 async def history(session: AsyncSession, *, since_size: int, limit: int) -> CheckpointPage:

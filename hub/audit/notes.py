@@ -16,6 +16,7 @@ a note that Go refuses is refused here too, whatever signature it also carries.
 import base64
 import hashlib
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidSignature
@@ -119,10 +120,12 @@ class Verifier:
 
 @dataclass(frozen=True)
 class Signer:
-    """Signs note texts with an Ed25519 key under a key name."""
+    """Signs note texts with an Ed25519 key under a key name. ``retired``: the verifier
+    keys of the keys this one replaced (decision 0091), which signed earlier notes."""
 
     name: str
     private_key: Ed25519PrivateKey
+    retired: tuple[Verifier, ...] = ()
 
     @property
     def verifier(self) -> Verifier:
@@ -181,6 +184,18 @@ def open_note(note: str | bytes, verifier: Verifier) -> str:
     if not all(verifier.accepts(signed, signature) for signature in pinned):
         raise NoteError(f"a signature by {verifier.name} does not verify: the note was altered")
     return text
+
+
+def signed_by(note: str | bytes, verifiers: Sequence[Verifier]) -> Verifier | None:
+    """The first of ``verifiers`` whose key validly signed ``note`` (as
+    :func:`open_note` checks it), or None: a malformed note, or one none of them signed."""
+    for verifier in verifiers:
+        try:
+            open_note(note, verifier)
+        except NoteError:
+            continue
+        return verifier
+    return None
 
 
 def read_note(note: str | bytes) -> tuple[str, list[tuple[str, bytes]]]:

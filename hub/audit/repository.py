@@ -267,6 +267,24 @@ async def store_checkpoint(engine: AsyncEngine, checkpoint: AuditCheckpoint) -> 
     await write_in_one_call(engine, sqlite_work=store)
 
 
+async def replace_checkpoint_note(
+    engine: AsyncEngine, checkpoint: AuditCheckpoint, *, note: str
+) -> bool:
+    """Store ``note`` as ``checkpoint``'s if no other process changed it first (the
+    note read is the condition): whether it was stored. The size, root and time stay:
+    only a cosigned note's signatures grow (decision 0091)."""
+    statement = (
+        sa.update(_checkpoints)
+        .where(
+            _checkpoints.c.tree_size == checkpoint.tree_size,
+            _checkpoints.c.note == checkpoint.note,
+        )
+        .values(note=note)
+    )
+    async with write_connection(engine) as conn:
+        return (await conn.execute(statement)).rowcount == 1
+
+
 async def checkpoints_from(
     session: AsyncSession, *, since_size: int, limit: int
 ) -> list[AuditCheckpoint]:

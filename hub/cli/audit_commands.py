@@ -239,8 +239,11 @@ def register(sub: Any) -> None:
         action="append",
         default=[],
         metavar="KEY",
-        help="a verifier key the operators replaced (onceonly keys rotate-checkpoint): the"
-        " state file's and --compare checkpoints may be signed by it; repeatable",
+        help="a verifier key the operators replaced (onceonly keys rotate-checkpoint), or the"
+        " log's key under its former name (keys init --change-audit-origin): the state"
+        " file's checkpoints may be signed by it, --compare ones up to the last the hub"
+        " signed with it; without --state, the state file of its name is read too;"
+        " repeatable",
     )
     verify.add_argument(
         "--state",

@@ -7,8 +7,12 @@
    root, a smaller size, or a failed consistency proof (RFC 9162 §2.1.4) is a fork
    or a shrink, i.e. the log's history was changed. These earlier checkpoints may be
    signed by the pinned key or by a key it replaced (``previous_keys``: the operators
-   rotated the checkpoint key, decision 0091); the latest must be signed by the pinned
-   key.
+   rotated the checkpoint key, decision 0091, or renamed the log, decision 0089); the
+   latest must be signed by the pinned key. A ``--compare`` checkpoint signed only by a
+   previous key counts only up to the last checkpoint the hub's history shows signed by
+   that key (the rotation): past it, a leaked old key could sign anything, so it is no
+   evidence against the hub (exit 2). Without ``--state``, the state files of the
+   previous keys' names are read too: a log renamed keeps its history.
 3. With ``--full``, download every leaf hash and recompute the root (RFC 9162
    §2.1.1): a changed, removed, reordered or inserted entry shows. Then check the
    proofs the hub serves against the signed root and the downloaded leaf hashes
@@ -42,7 +46,7 @@ from typing import Any
 import httpx
 
 from onceonly.hub.audit import leaves, merkle
-from onceonly.hub.audit.notes import Checkpoint, NoteError, Verifier, open_checkpoint
+from onceonly.hub.audit.notes import Checkpoint, NoteError, Verifier, open_checkpoint, signed_by
 from onceonly.hub.cli.progress import Progress
 from onceonly.hub.kit.clock import aware
 from onceonly.hub.kit.untrusted_json import load_json
@@ -50,6 +54,9 @@ from onceonly.hub.kit.untrusted_json import load_json
 EXIT_OK, EXIT_FAILED, EXIT_CANNOT = 0, 1, 2
 _MAX_DEPTH = 64  # the hub's answers are read as untrusted: a hostile hub cannot crash this
 PAGE = 1000
+HISTORY_PAGES = 100
+"""How many pages of the hub's checkpoint history are read, at most, to find where a
+previous key stopped signing."""
 PROOF_SAMPLE = 256
 """``--full`` checks the proofs of every entry and size up to this many, else of this
 many chosen at random (the hub cannot tell which it will be asked for)."""
@@ -75,11 +82,21 @@ class CredentialRefused(CannotVerify):
 
 @dataclass(frozen=True)
 class Seen:
-    """A verified signed checkpoint and where it came from."""
+    """A verified signed checkpoint, where it came from, and the previous key that
+    signed it (None: the pinned key did). ``own``: the auditor's state file, a
+    checkpoint this command took from the hub itself."""
 
     checkpoint: Checkpoint
     note: str
     source: str
+    previous_key: Verifier | None = None
+    own: bool = False
+
+    @property
+    def signed_with(self) -> str:
+        if self.previous_key is None:
+            return "the pinned key"
+        return f"the previous key {self.previous_key}"
 
 
 @dataclass
@@ -150,17 +167,55 @@ def _verify(
     tls: ssl.SSLContext | None,
 ) -> None:
     verifier = verifiers[0]
+    states = _state_files(state_path, verifiers)
     state_path = state_path or default_state_path(verifier.name)
     with _Hub(hub, token=token, tls=tls) as client:
         current = _signed(client.text("/v1/audit/checkpoint"), verifier, source=f"hub {hub}")
         say(f"checkpoint of {verifier.name}: {current.checkpoint.size} entries, signature good")
-        for earlier in _earlier(state_path, compare, verifiers):
+        for earlier in _earlier(states, compare, verifiers):
+            if not earlier.own and earlier.previous_key is not None:
+                _check_before_rotation(client, earlier)
             _check_consistent(client, earlier, current)
-            say(f"consistent with {earlier.source} ({earlier.checkpoint.size} entries)")
+            by = "" if earlier.previous_key is None else f" (signed by {earlier.signed_with})"
+            say(f"consistent with {earlier.source}{by} ({earlier.checkpoint.size} entries)")
         if full:
             _check_full(client, current.checkpoint, contents=token is not None, say=say)
     _save(state_path, current)
     say(f"OK: the log is consistent with every checkpoint seen; state in {state_path}")
+
+
+def _state_files(state_path: Path | None, verifiers: list[Verifier]) -> list[Path]:
+    """The state files to read: ``--state``; else the pinned name's default one and
+    those of the previous keys' names (a renamed log: decision 0089), which exist.
+    Warns when the pinned name has none yet but another has: without the old one read,
+    a history changed at the rename would pass."""
+    if state_path is not None:
+        return [state_path] if state_path.exists() else []
+    own = default_state_path(verifiers[0].name)
+    others = {default_state_path(v.name) for v in verifiers[1:]} - {own}
+    found = [path for path in [own, *sorted(others)] if path.exists()]
+    if not own.exists():
+        _warn_new_state(own, found)
+    return found
+
+
+def _warn_new_state(own: Path, found: list[Path]) -> None:
+    if found:
+        names = ", ".join(str(path) for path in found)
+        print(
+            f"warning: no state file for this key's log name yet ({own}): continuing from"
+            f" the state of the name the previous key was given ({names})",
+            file=sys.stderr,
+        )
+        return
+    if own.parent.is_dir() and any(own.parent.glob("audit-*.json")):
+        print(
+            f"warning: no state file for this key's log name yet ({own}), but there are"
+            f" others in {own.parent}: if the operators renamed the log or replaced its"
+            " key, run again with --previous-key <the old verifier key>, or a history"
+            " changed at that moment is not seen",
+            file=sys.stderr,
+        )
 
 
 def _signed(note: str, verifier: Verifier, *, source: str) -> Seen:
@@ -172,10 +227,10 @@ def _signed(note: str, verifier: Verifier, *, source: str) -> Seen:
         ) from error
 
 
-def _earlier(state_path: Path, compare: list[Path], verifiers: list[Verifier]) -> Iterator[Seen]:
-    """The state file's checkpoint, then every ``--compare`` file's (notes or state files)."""
-    files = ([state_path] if state_path.exists() else []) + compare
-    for path in files:
+def _earlier(states: list[Path], compare: list[Path], verifiers: list[Verifier]) -> Iterator[Seen]:
+    """The state files' checkpoints, then every ``--compare`` file's (notes or state
+    files)."""
+    for path in [*states, *compare]:
         try:  # the file's bytes as UTF-8, line ends kept: a note is read as sent (no CR)
             text = path.read_bytes().decode("utf-8")
         except OSError as error:
@@ -187,24 +242,45 @@ def _earlier(state_path: Path, compare: list[Path], verifiers: list[Verifier]) -
                 text = str(load_json(text, max_depth=_MAX_DEPTH).get("checkpoint", ""))
             except (ValueError, AttributeError) as error:
                 raise CannotVerify(f"{path} is not a state file or a checkpoint") from error
-        yield _opened(text, verifiers, path)
+        yield _opened(text, verifiers, path, own=path in states)
 
 
-def _opened(text: str, verifiers: list[Verifier], path: Path) -> Seen:
+def _opened(text: str, verifiers: list[Verifier], path: Path, *, own: bool) -> Seen:
     """The checkpoint in ``path``, signed by the pinned key or else by a previous one."""
+    source = f"the checkpoint in {path}"
     for number, verifier in enumerate(verifiers):
         try:
             checkpoint = open_checkpoint(text, verifier)
         except NoteError:
             continue
-        by = (
-            ""
-            if number == 0
-            else f" (signed by the previous key {verifier.name}+{verifier.key_id.hex()})"
-        )
-        return Seen(checkpoint, text, f"the checkpoint in {path}{by}")
+        previous = None if number == 0 else verifier
+        return Seen(checkpoint, text, source, previous_key=previous, own=own)
     keys = "the pinned key" if len(verifiers) == 1 else "the pinned key or a previous key"
     raise CannotVerify(f"{path} holds no checkpoint signed by {keys}")
+
+
+def _check_before_rotation(client: "_Hub", earlier: Seen) -> None:
+    """A checkpoint that another auditor passed on, signed only by a previous key,
+    counts only if the hub's history shows a checkpoint at least as large signed by
+    that key (the cosigned one of decision 0091, or the last before the new key
+    signed): a retired key may have leaked, and then signs anything past that point."""
+    assert earlier.previous_key is not None
+    size, since = earlier.checkpoint.size, earlier.checkpoint.size
+    for _ in range(HISTORY_PAGES):
+        page = client.json(f"/v1/audit/checkpoints?since_size={since}&limit=1000")
+        notes = [item.get("note") for item in page.get("checkpoints") or []]
+        if any(isinstance(n, str) and signed_by(n, [earlier.previous_key]) for n in notes):
+            return
+        following = page.get("next_since_size")
+        if not isinstance(following, int) or following <= since:
+            break
+        since = following
+    raise CannotVerify(
+        f"{earlier.source} ({size} entries) is signed only by a retired key"
+        f" ({earlier.previous_key}), and the hub's history holds no checkpoint of that"
+        " size or larger signed by it: not evidence against the hub (whoever holds the"
+        " retired key may sign anything past the rotation)"
+    )
 
 
 def _check_consistent(client: "_Hub", earlier: Seen, current: Seen) -> None:
@@ -212,15 +288,15 @@ def _check_consistent(client: "_Hub", earlier: Seen, current: Seen) -> None:
     old, new = earlier.checkpoint, current.checkpoint
     if old.size > new.size:
         raise VerificationFailed(
-            f"SHRINK: the log now has {new.size} entries, but {earlier.source} has "
-            f"{old.size}, signed with the same key: entries were removed.\n"
-            + _evidence(earlier, current)
+            f"SHRINK: the log now has {new.size} entries, but {earlier.source} has"
+            f" {old.size}, signed with {earlier.signed_with} (the hub's with"
+            f" {current.signed_with}): entries were removed.\n" + _evidence(earlier, current)
         )
     if old.size == new.size and old.root != new.root:
         raise VerificationFailed(
-            f"FORK: two different logs of {new.size} entries are signed with the same key "
-            f"(the hub's and {earlier.source}): history was rewritten.\n"
-            + _evidence(earlier, current)
+            f"FORK: two different logs of {new.size} entries are signed, the hub's with"
+            f" {current.signed_with} and {earlier.source} with {earlier.signed_with}:"
+            " history was rewritten.\n" + _evidence(earlier, current)
         )
     if old.size == 0:  # every tree extends the empty one: no proof to ask for
         if old.root != merkle.EMPTY_ROOT:
@@ -237,8 +313,8 @@ def _check_consistent(client: "_Hub", earlier: Seen, current: Seen) -> None:
     ):
         raise VerificationFailed(
             f"FORK: the log of {new.size} entries does not extend {earlier.source} "
-            f"({old.size} entries): earlier entries were changed, removed or reordered.\n"
-            + _evidence(earlier, current)
+            f"({old.size} entries, signed with {earlier.signed_with}): earlier entries"
+            " were changed, removed or reordered.\n" + _evidence(earlier, current)
         )
 
 

@@ -17,6 +17,7 @@ from onceonly.hub.cli.common import StartupFailure, add_command
 from onceonly.hub.cli.output import Shape, add_output_option, form_of, show
 
 if TYPE_CHECKING:
+    from onceonly.hub.audit.notes import Signer
     from onceonly.hub.config import Settings
 
 
@@ -95,12 +96,28 @@ def _keys_init(args: argparse.Namespace) -> int:
     print(f"keys are in {settings.keys_dir} (signing key id {keys.kid})")
     print(f"audit log {origin}; verifier key for auditors: {signer.verifier}")
     if renamed_from is not None and renamed_from != origin:
-        print(
-            f"the audit log was named {renamed_from}: copy {settings.keys_dir}/audit-origin"
-            " to every replica and restart them all; every auditor must pin the new"
-            " verifier key above, in place of the old one (docs/operations.md)"
-        )
+        _say_renamed(signer, renamed_from=renamed_from, settings=settings)
     return 0
+
+
+def _say_renamed(signer: "Signer", *, renamed_from: str, settings: "Settings") -> None:
+    """What must follow a rename of the audit log (decision 0089 and its follow-up): the
+    one command each auditor runs, naming the old verifier key so that their state of
+    the old name is read (without it, a history rewritten at the rename passes)."""
+    from onceonly.hub.audit.notes import Verifier
+
+    old = Verifier.of(renamed_from, signer.verifier.public_key)
+    print(
+        f"the audit log was named {renamed_from}: copy {settings.keys_dir}/audit-origin to every"
+        " replica and restart them all. Then every auditor must pin the new verifier key"
+        " above, in place of the old one, and run once, naming the old one:\n"
+        f"  onceonly audit verify --hub {settings.issuer} --key {signer.verifier}"
+        f" --previous-key {old}\n"
+        "(it continues from their state file of the old name, and finds a history changed"
+        " at the rename). Until the log grows, the hub serves its latest checkpoint under"
+        " the old name, which the new key does not verify (exit 1): wait for the next"
+        ' entry (docs/operations.md, "Changing the audit log\'s name")'
+    )
 
 
 def _origin_to_keep(settings: "Settings", *, change: bool) -> str:
@@ -197,7 +214,12 @@ def _keys_rotate_checkpoint(_: argparse.Namespace) -> int:
     directory = settings.keys_dir
     try:
         origin = settings.resolved_audit_origin  # a changed name refused (decision 0089)
-        load_signer(keys_dir=directory, origin=origin, create=not settings.is_production)
+        load_signer(
+            keys_dir=directory,
+            origin=origin,
+            create=not settings.is_production,
+            refuse_retired=False,  # a key restored from an old backup is replaced too
+        )
         if not os.access(directory, os.W_OK | os.X_OK):
             raise PermissionError(
                 f"{directory} is not writable by this user: run the command as the hub's"
@@ -208,7 +230,10 @@ def _keys_rotate_checkpoint(_: argparse.Namespace) -> int:
     except (RuntimeError, OSError, ValueError) as error:  # a key missing, damaged, not ours
         raise StartupFailure([f"not rotated: {logs.one_line(error)}"]) from None
     print(f"audit log {origin}; new verifier key for auditors: {rotated.signer.verifier}")
-    print(f"the key it replaces is kept in {rotated.kept} (verifier key {rotated.retired})")
+    print(
+        f"the key it replaces is retired: its verifier key ({rotated.retired}) is kept in"
+        f" {rotated.kept}, its private key nowhere (old backups still hold it)"
+    )
     print(
         "next: restart every replica (each loads the key when it starts; copy"
         f" {directory}/{KEY_FILE} to every host first if they do not share the keys"

@@ -312,11 +312,25 @@ def _mode_problems(directory: Path) -> list[str]:
         except OSError as error:
             problems.append(f"key file {path} cannot be read: {error.strerror}")
             continue
-        if _too_open(mode) and path.name not in _NOT_KEYS:
+        if _too_open(mode) and _is_secret(path, directory):
             problems.append(
                 f"key file {path} is open to others (mode {stat.S_IMODE(mode):04o}): chmod 600"
             )
     return problems
+
+
+def _is_secret(path: Path, directory: Path) -> bool:
+    """Whether a key file under ``directory`` is secret: not ``audit-origin``, nor a
+    retired checkpoint key's verifier key (``checkpoint-retired/*.vkey``, decision
+    0091), which are public."""
+    return path.name not in _NOT_KEYS and not (_retired(path, directory) and path.suffix == ".vkey")
+
+
+def _retired(path: Path, directory: Path) -> bool:
+    """Whether ``path`` is in ``<directory>/checkpoint-retired/``."""
+    from onceonly.hub.audit.checkpoints import RETIRED_FOLDER
+
+    return path.relative_to(directory).parts[0] == RETIRED_FOLDER
 
 
 def _owner_problems(directory: Path) -> list[str]:
@@ -392,8 +406,13 @@ def _too_open(mode: int) -> bool:
 
 def _files(directory: Path) -> Iterable[Path]:
     """The key files under ``directory``; hidden names (locks, temporary files, and the
-    ``..data`` and ``..<time>`` folders a Kubernetes Secret mount keeps) left out."""
-    return (path for path in _visible(directory) if path.is_file())
+    ``..data`` and ``..<time>`` folders a Kubernetes Secret mount keeps) left out, and
+    in ``checkpoint-retired/`` whatever is not a key (a README an operator put there)."""
+    return (
+        path
+        for path in _visible(directory)
+        if path.is_file() and (not _retired(path, directory) or path.suffix in (".vkey", ".jwk"))
+    )
 
 
 def _folders(directory: Path) -> Iterable[Path]:

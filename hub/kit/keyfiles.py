@@ -106,22 +106,26 @@ def ed25519_key(path: Path, *, create: bool) -> OKPKey:
     return OKPKey.import_key(json.loads(_read_or_create(path, create=create, make=make)))
 
 
-def rotate_ed25519_key(path: Path, *, retired: Path) -> tuple[OKPKey, Path]:
-    """Replace the Ed25519 key in ``path`` with a new one, keeping the one it replaces
-    as ``retired`` (which must not exist): the new key and where the old one is. The
-    old key is kept first, each file replaced atomically: a crash in between leaves the
-    old key in both, never a key lost. One rotation at a time (a lock file beside
-    ``path``)."""
+def rotate_ed25519_key(
+    path: Path, *, retired: Path, keep: Callable[[OKPKey], bytes]
+) -> tuple[OKPKey, OKPKey]:
+    """Replace the Ed25519 key in ``path`` with a new one, writing to ``retired`` (which
+    must not exist) what ``keep`` makes of the one it replaces (its public part: the
+    private key is not kept anywhere): the new key and the old. The record of the old
+    key is written first, each file replaced atomically: a crash in between leaves the
+    old key in ``path`` and recorded in ``retired``, never a key lost (running the
+    rotation again finishes it). One rotation at a time (a lock file beside ``path``)."""
     with locked(path.with_name(f".{path.name}.lock")):
         if not path.exists():
             raise MissingKeyError(f"key file {path} is missing; run `onceonly keys init`")
         if retired.exists():
             raise FileExistsError(f"{retired} exists: a key was retired at the same second")
+        old = OKPKey.import_key(json.loads(path.read_bytes()))
         make_folder(retired.parent)
-        replace_atomically(retired, path.read_bytes())
+        replace_atomically(retired, keep(old))
         key = OKPKey.generate_key("Ed25519", auto_kid=True)
         replace_atomically(path, json.dumps(key.as_dict(private=True)).encode())
-    return key, retired
+    return key, old
 
 
 def random_secret(path: Path, *, create: bool, nbytes: int = 32) -> bytes:

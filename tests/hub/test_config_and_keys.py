@@ -200,3 +200,11 @@ def test_a_delivery_lease_shorter_than_its_call_is_refused() -> None:
     with pytest.raises(ValidationError, match=r"event_lease .* must be more than twice"):
         Settings(owner_timeout=20, event_lease=30)
     assert Settings(owner_timeout=10, event_lease=30).event_lease == 30
+
+
+@pytest.mark.parametrize("origin", ["hub.example.gov/\x01audit", "hub.example.gov/audit\x7f"])
+def test_an_audit_origin_with_a_control_character_is_refused(origin: str) -> None:
+    """It is the first line of every signed note, which may hold none: the hub would
+    start and never be ready (every checkpoint round failing)."""
+    with pytest.raises(ValidationError, match="may not contain control characters"):
+        Settings(audit_origin=origin)

@@ -4,14 +4,17 @@ the latest checkpoint, so an auditor who pins the new key verifies it at once (f
 state file made before the rotation), and one who still pins the old key too; later
 checkpoints are signed by the new key only. On SQLite and PostgreSQL."""
 
+import json
+import os
 import stat
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from onceonly.hub.audit.notes import NoteError, Verifier, open_checkpoint
+from onceonly.hub.audit.notes import Checkpoint, NoteError, Signer, Verifier, open_checkpoint
 from onceonly.hub.cli import main
 
 from tests.hub.audit.test_audit_verify import (
@@ -56,9 +59,10 @@ def _rotate(capsys: pytest.CaptureFixture[str]) -> tuple[str, str, Path]:
     assert main(["keys", "rotate-checkpoint"]) == 0
     out = capsys.readouterr().out
     new = out.split("new verifier key for auditors: ", 1)[1].split("\n", 1)[0]
-    kept, _, old = out.split("the key it replaces is kept in ", 1)[1].partition(" (verifier key ")
+    retired = out.split("the key it replaces is retired: its verifier key (", 1)[1]
+    old, _, kept = retired.partition(") is kept in ")
     assert "restart every replica" in out
-    return new, old.split(")", 1)[0], Path(kept)
+    return new, old, Path(kept.split(",", 1)[0])
 
 
 def _opens(note: str, key: str) -> bool:
@@ -90,8 +94,9 @@ def test_a_rotated_checkpoint_key_is_pinned_by_auditors_without_a_fork(
     assert new_key != old_key
     assert Verifier.parse(new_key).name == ORIGIN
     assert kept.parent == keys / "checkpoint-retired"
-    assert kept.read_bytes() == old_file  # the old key kept, as it was
-    assert stat.S_IMODE(kept.stat().st_mode) == 0o600
+    assert kept.read_text() == f"{old_key}\n"  # its verifier key, public...
+    assert list(kept.parent.iterdir()) == [kept]  # ...and its private key nowhere
+    assert json.loads(old_file)["d"] not in "".join(p.read_text() for p in keys.rglob("*.*"))
     assert (keys / "checkpoint.jwk").read_bytes() != old_file
     assert stat.S_IMODE((keys / "checkpoint.jwk").stat().st_mode) == 0o600
     # keys init (and so the start) does not refuse: the checkpoint key is there
@@ -150,3 +155,80 @@ def test_a_production_rotation_needs_the_key_it_replaces(
     assert "not rotated:" in err
     assert "checkpoint.jwk is missing" in err
     assert not (tmp_path / "keys" / "checkpoint-retired").exists()
+
+
+@pytest.fixture
+def rotated(
+    database_url: str, data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> tuple[str, str, Path, bytes]:
+    """A log of SIZE entries checkpointed, verified by an auditor (state file
+    ``auditor.json``), then the checkpoint key rotated: the new and old verifier keys,
+    the retired key's file, and the old private key file (what a thief kept)."""
+    with _hub(database_url, data_dir) as hub:
+        old_key = verifier_key(hub)
+        append(database_url, [_entry(n) for n in range(SIZE)])
+        wait_for_checkpoint(hub, SIZE)
+        status, output = Auditor(capsys, tmp_path / "auditor.json", old_key).verify(hub)
+        assert status == 0, output
+    old_file = (data_dir / "keys" / "checkpoint.jwk").read_bytes()
+    new_key, _, kept = _rotate(capsys)
+    return new_key, old_key, kept, old_file
+
+
+@pytest.mark.usefixtures("hub_env")
+def test_a_leaked_retired_key_is_no_evidence_past_the_rotation(
+    database_url: str,
+    data_dir: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    rotated: tuple[str, str, Path, bytes],
+) -> None:
+    """--previous-key vouches for a --compare checkpoint only up to the last one the hub
+    signed with that key: past it, one signed by a leaked old key is not a FORK or a
+    SHRINK of the hub's, and the messages say which key signed each side."""
+    new_key, old_key, _, old_file = rotated
+    thief = Signer(ORIGIN, Ed25519PrivateKey.from_private_bytes(_private(old_file)))
+    with _hub(database_url, data_dir) as hub:
+        auditor = Auditor(capsys, tmp_path / "auditor.json", new_key)
+        larger = tmp_path / "larger.note"
+        larger.write_text(thief.sign(Checkpoint(ORIGIN, SIZE + 1000, os.urandom(32)).text()))
+        status, output = auditor.verify(hub, "--previous-key", old_key, "--compare", str(larger))
+        assert status == 2, output
+        assert "is signed only by a retired key" in output
+        assert "not evidence against the hub" in output
+
+        same = tmp_path / "same.note"
+        same.write_text(thief.sign(Checkpoint(ORIGIN, SIZE, os.urandom(32)).text()))
+        status, output = auditor.verify(hub, "--previous-key", old_key, "--compare", str(same))
+        assert status == 1, output  # up to the rotation, the old key was the hub's word
+        assert "FORK" in output
+        assert "same key" not in output
+        assert f"the hub's with the pinned key and the checkpoint in {same} with the" in output
+        assert f"previous key {old_key}" in output
+
+
+def _private(jwk: bytes) -> bytes:
+    import base64
+
+    d = json.loads(jwk)["d"]
+    return base64.urlsafe_b64decode(d + "=" * (-len(d) % 4))
+
+
+@pytest.mark.usefixtures("hub_env")
+def test_a_retired_key_put_back_as_the_current_one_is_refused(
+    data_dir: Path,
+    capsys: pytest.CaptureFixture[str],
+    rotated: tuple[str, str, Path, bytes],
+) -> None:
+    """An old backup's checkpoint.jwk restored after a rotation would cosign the new
+    key's checkpoints with the old (perhaps leaked) key: config check (and so serve)
+    refuses it; a note beside the verifier keys is no key file to check."""
+    _, _, kept, old_file = rotated
+    (kept.parent / "README").write_text("retired checkpoint keys: public\n")
+    (kept.parent / "README").chmod(0o644)
+    capsys.readouterr()
+    assert main(["config", "check"]) == 0, capsys.readouterr().err
+    (data_dir / "keys" / "checkpoint.jwk").write_bytes(old_file)
+    assert main(["config", "check"]) == 1
+    err = capsys.readouterr().err
+    assert f"is the checkpoint key that was retired in {kept}" in err
