@@ -61,14 +61,14 @@ class Outcome:
     reason: str | None = None
 
 
-def entitlement(delivery: DueDelivery) -> Outcome | None:
+def entitlement(delivery: DueDelivery, *, skew: timedelta) -> Outcome | None:
     """None while the subscriber may still be told of the event; otherwise the
     delivery's cancellation, without calling it, with a ``refused`` entry whose reason
     is the record query's refusal (``no-grant``: no grant held without a break since the
     event; ``item-not-shared``: the item's class is now ``none``; ``item-retired``), or
-    else ``not-subscribed``: the department unsubscribed since the event was published
-    (a subscription made again since starts after it). Pure: the facts were read when
-    the delivery was claimed."""
+    else ``not-subscribed``: the department is not subscribed by a subscription made
+    before the event (:func:`subscribed_in_time`). Pure: the facts were read when the
+    delivery was claimed."""
     refusal: HubError | None = entitlement_refusal(
         item_id=delivery.item_id,
         lifecycle=delivery.lifecycle,
@@ -76,11 +76,22 @@ def entitlement(delivery: DueDelivery) -> Outcome | None:
         granted=delivery.granted,
         department=delivery.department_id,
     )
-    if refusal is None and not delivery.subscribed:
+    if refusal is None and not subscribed_in_time(delivery, skew=skew):
         refusal = NotSubscribed(f"{delivery.department_id!r} unsubscribed from the item")
     if refusal is None:
         return None
     return Outcome({"status": "cancelled", "last_error": refusal.title}, "refused", refusal.slug)
+
+
+def subscribed_in_time(delivery: DueDelivery, *, skew: timedelta) -> bool:
+    """Whether the delivery's department is subscribed by a subscription made before the
+    event was published, up to ``skew`` after it (the hub's ``clock_skew``): the
+    subscription's time is one hub process's clock, the event's another's, and an event
+    published just after a subscription, by a replica whose clock is behind, must not be
+    lost. A subscription made again later than that (after unsubscribing) does not bring
+    the event back. Pure."""
+    made = delivery.subscribed_at
+    return made is not None and made <= delivery.published_at + skew
 
 
 def backoff(attempts: int, *, base: float, cap: float, jitter: Callable[[], float]) -> float:
@@ -266,34 +277,66 @@ class Deliverer:
         stopping deliverer claims no more). How many were attempted.
 
         An attempt that failed (its outcome could not be recorded) or a claim that
-        failed ends the round: no more is claimed, the attempts under way settle, then
-        the failed ones' leases are given back (others may take them at once) and the
-        first failure is raised. Never the leases of attempts still under way."""
+        failed, its look for due deliveries included, ends the round: no more is
+        claimed, the attempts under way settle, then the first failure is raised. Never
+        are attempts under way cut off by a failure, nor their leases given back; when
+        the round ends, however it ends (failed, or cancelled by :meth:`stop`), the
+        leases of what it claimed and did not settle are given back (others may take
+        them at once)."""
         flight = _Flight()
-        async with asyncio.TaskGroup() as group:  # cancelled (stop): so are its attempts
-            while True:
-                if not self._stopping and flight.failure is None:
-                    for delivery in await self._claim(flight):
-                        flight.busy[delivery.department_id] += 1
-                        group.create_task(self._attempt_in(flight, delivery))
-                if not flight.under_way():
-                    break
-                try:  # an attempt that ends, or a publish here, wakes the round
-                    await asyncio.wait_for(self._wake.wait(), self._settings.event_poll_interval)
-                except TimeoutError:
-                    pass
-                self._wake.clear()
+        try:
+            async with asyncio.TaskGroup() as group:  # cancelled (stop): so are its attempts
+                while True:  # nothing here raises but a cancellation: failures go to flight
+                    if not self._stopping and flight.failure is None:
+                        for delivery in await self._claim(flight):
+                            flight.busy[delivery.department_id] += 1
+                            group.create_task(self._attempt_in(flight, delivery))
+                    if not flight.under_way():
+                        break
+                    try:  # an attempt that ends, or a publish here, wakes the round
+                        await asyncio.wait_for(
+                            self._wake.wait(), self._settings.event_poll_interval
+                        )
+                    except TimeoutError:
+                        pass
+                    self._wake.clear()
+        finally:
+            await self._give_back(flight)
         if flight.failure is not None:
-            await self._release(sorted(flight.failed))
-            for token in flight.failed:
-                self._held.pop(token, None)
             raise flight.failure
         return flight.attempted
 
+    async def _give_back(self, flight: "_Flight") -> None:
+        """Release the leases the round took and did not settle (a failed or cut-off
+        claim or attempt), and let their tokens go; bounded, as :meth:`stop` is. Ones that
+        cannot be given back are kept for :meth:`stop`, and taken over at lease end."""
+        unsettled = sorted(token for token in flight.tokens if token in self._held)
+        if not unsettled:
+            return
+        try:
+            await asyncio.wait_for(self._release(unsettled), STOP_MARGIN)
+        except Exception as error:
+            log.warning(
+                "could not give back %d leases (%s); taken at lease end",
+                len(unsettled),
+                type(error).__name__,
+            )
+            return
+        for token in unsettled:
+            del self._held[token]
+
     async def _claim(self, flight: "_Flight") -> list[DueDelivery]:
         """Lease the due deliveries the round has room for (none if none is due: a look
-        that takes no write lock). A failure is kept in ``flight``, the claim's lease
-        token with it (a claim cut off after its write may have leased some)."""
+        that takes no write lock). A failure, of the look or of the lease, is kept in
+        ``flight`` and nothing is leased: it never leaves the round's task group, which
+        would cut off every attempt under way."""
+        try:
+            return await self._lease_due(flight)
+        except Exception as error:
+            flight.fail(error)
+            return []
+
+    async def _lease_due(self, flight: "_Flight") -> list[DueDelivery]:
         settings = self._settings
         free = settings.event_batch_size - flight.under_way()
         per_subscriber = subscriber_slots(settings.event_batch_size)
@@ -305,22 +348,17 @@ class Deliverer:
             if not await repository.any_due(reading, now=now, excluded=full):
                 return []
         token = uuid4().hex
-        self._held[token] = 0  # before the claim: a stop during it still gives it back
-        try:
-            async with write_connection(self._engine) as conn:
-                candidates = await repository.due_candidates(
-                    conn, now=now, limit=free, excluded=full
-                )
-                chosen = share_slots(
-                    candidates, free=free, busy=flight.busy, per_subscriber=per_subscriber
-                )
-                lease = now + timedelta(seconds=settings.event_lease)
-                due = await repository.lease(
-                    conn, ids=chosen, now=now, lease_until=lease, token=token
-                )
-        except Exception as error:
-            flight.fail(error, token)
-            return []
+        # held before the write: a claim cut off after it may have leased some, which the
+        # round's end (or stop) gives back
+        self._held[token] = 0
+        flight.tokens.add(token)
+        async with write_connection(self._engine) as conn:
+            candidates = await repository.due_candidates(conn, now=now, limit=free, excluded=full)
+            chosen = share_slots(
+                candidates, free=free, busy=flight.busy, per_subscriber=per_subscriber
+            )
+            lease = now + timedelta(seconds=settings.event_lease)
+            due = await repository.lease(conn, ids=chosen, now=now, lease_until=lease, token=token)
         if due:
             self._held[token] = len(due)
         else:
@@ -329,18 +367,19 @@ class Deliverer:
         return due
 
     async def _attempt_in(self, flight: "_Flight", delivery: DueDelivery) -> None:
-        """One attempt of the round, which wakes when it ends; its lease token is let go
-        once every delivery leased under it is settled."""
+        """One attempt of the round, which wakes when it ends. Its lease token is let go
+        once every delivery leased under it is settled; one that failed or was cut off
+        keeps it held, for the round's end to give back."""
         token = delivery.lease_token
         try:
             await self._attempt(delivery)
-        except Exception as error:  # its outcome was not recorded: given back at round end
-            flight.fail(error, token)
+        except Exception as error:  # its outcome was not recorded
+            flight.fail(error)
         else:
             self._held[token] -= 1
-            if self._held[token] == 0 and token not in flight.failed:
+            if self._held[token] == 0:
                 del self._held[token]
-        finally:  # cancelled too (stop): the lease stays held, for stop() to give back
+        finally:
             flight.busy[delivery.department_id] -= 1
             self._wake.set()
 
@@ -349,7 +388,7 @@ class Deliverer:
             await repository.release_leases(conn, tokens=tokens)
 
     async def _attempt(self, delivery: DueDelivery) -> None:
-        cancelled = entitlement(delivery)
+        cancelled = entitlement(delivery, skew=timedelta(seconds=self._settings.clock_skew))
         if cancelled is not None:
             await self._settle(delivery, cancelled)
             return
@@ -452,21 +491,20 @@ class Deliverer:
 
 
 class _Flight:
-    """A round's attempts under way: how many per subscriber, how many were claimed, and
-    the first failure with the lease tokens to give back at its end."""
+    """A round's attempts under way: how many per subscriber, how many were claimed, the
+    lease tokens of its claims, and its first failure."""
 
     def __init__(self) -> None:
         self.busy: Counter[str] = Counter()  # attempts under way per subscriber department
         self.attempted = 0
+        self.tokens: set[str] = set()
         self.failure: Exception | None = None
-        self.failed: set[str] = set()
 
     def under_way(self) -> int:
         return sum(self.busy.values())
 
-    def fail(self, error: Exception, token: str) -> None:
+    def fail(self, error: Exception) -> None:
         self.failure = self.failure or error
-        self.failed.add(token)
 
 
 def _entry(

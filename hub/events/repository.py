@@ -207,7 +207,7 @@ class DueDelivery:
     lifecycle: str  # the item's, now
     sharing_class: str  # the item's, now
     granted: bool  # the subscriber held a grant without a break since the event
-    subscribed: bool  # the subscriber is subscribed, since the event at the latest
+    subscribed_at: datetime | None  # when the subscriber subscribed; None: it is not
 
 
 def _due(now: datetime, limit: int, dialect: str, *, excluded: Collection[str] = ()) -> Any:
@@ -246,13 +246,18 @@ async def due_candidates(
     return [(row.id, row.department_id) for row in (await conn.execute(query)).all()]
 
 
-def _subscribed_since_event() -> Any:
-    """The delivery's department is subscribed to the event's item, by a subscription
-    made no later than the event (one made again after an unsubscription is later)."""
-    return sa.exists().where(
-        _subscriptions.c.department_id == _deliveries.c.department_id,
-        _subscriptions.c.item_id == _events.c.item_id,
-        _subscriptions.c.created_at <= _events.c.published_at,
+def _subscribed_at() -> Any:
+    """When the delivery's department subscribed to the event's item, NULL if it is not
+    subscribed (a subscription made again after an unsubscription has its new time). The
+    deliverer judges it against the event's time (``delivery.entitlement``): the two
+    may come from two hub processes' clocks."""
+    return (
+        sa.select(_subscriptions.c.created_at)
+        .where(
+            _subscriptions.c.department_id == _deliveries.c.department_id,
+            _subscriptions.c.item_id == _events.c.item_id,
+        )
+        .scalar_subquery()
     )
 
 
@@ -286,7 +291,7 @@ async def lease(
             _entitled_since(
                 _deliveries.c.department_id, _events.c.item_id, _events.c.published_at, now
             ).label("granted"),
-            _subscribed_since_event().label("subscribed"),
+            _subscribed_at().label("subscribed_at"),
         )
         .join(_events, _events.c.id == _deliveries.c.event_id)
         .join(_items, _items.c.id == _events.c.item_id)

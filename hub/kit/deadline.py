@@ -5,7 +5,8 @@ whole exchange: a server that sends its headers and then one byte a second never
 trips it, and the caller waits as long as the server likes. :func:`post_within`
 bounds connecting, sending, waiting and reading the whole body together.
 :func:`post_for_status` does the same for a call whose answer only counts by its
-status (an event delivery): it reads at most a few KiB of the body, never all of it.
+status (an event delivery): it reads a few KiB of the body (and at most one piece of
+the transport's more), never all of it.
 
 It is how the hub calls departments' adapters (record queries through httpx, event
 deliveries): each request is marked as an adapter call, so the hub's transport judges
@@ -51,8 +52,9 @@ async def post_within(
 
 
 STATUS_BODY_BYTES = 4096
-"""How much of an answer :func:`post_for_status` reads by default: an acknowledgement's
-body (``{"status": "received"}``) and then some. A connection whose answer is longer
+"""Past how many bytes of an answer's body :func:`post_for_status` stops reading by
+default (an acknowledgement's body, ``{"status": "received"}``, and then some); the
+piece that passes it may bring up to 64 KiB more. A connection whose answer is longer
 is closed, not kept."""
 
 
@@ -67,10 +69,13 @@ async def post_for_status(
 ) -> int:
     """POST ``json`` to ``url``, a department's adapter, as :func:`post_within` does (one
     deadline, the peer rule), and return the answer's status. Only the status counts, so
-    the body is read as it came (no decompression) until it ends or passes ``limit``
-    bytes; the rest is never read: the connection is closed, not kept (httpcore closes
-    one whose answer was not read to its end). A small answer is read whole, so its
-    connection is kept for the next call.
+    the body is read as it came (no decompression), piece by piece as the transport reads
+    it, until it ends or the pieces read pass ``limit`` bytes. What is read is therefore
+    bounded by ``limit`` plus one piece, a read of the transport (at most 64 KiB in
+    httpcore; what the operating system has buffered for the socket comes on top), and
+    only one piece is held at a time; the rest is never read: the connection is closed,
+    not kept (httpcore closes one whose answer was not read to its end). A small answer
+    is read whole, so its connection is kept for the next call.
 
     Raise :class:`httpx.TimeoutException` when the deadline passes, and any other
     :class:`httpx.HTTPError` as httpx does.
@@ -88,7 +93,7 @@ async def post_for_status(
             ) as response,
         ):
             read = 0
-            async for chunk in response.aiter_raw():  # each at most httpcore's read size
+            async for chunk in response.aiter_raw():  # each one read: at most 64 KiB
                 read += len(chunk)
                 if read > limit:
                     break

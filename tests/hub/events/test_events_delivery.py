@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from onceonly.hub.config import Settings
 from onceonly.hub.events.delivery import (
@@ -21,6 +22,7 @@ from onceonly.hub.events.repository import DueDelivery
 
 NOW = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)
 SETTINGS = Settings(event_max_attempts=3, event_retry_base=1.0, event_retry_cap=10.0)
+SKEW = timedelta(seconds=10)  # the hub's clock_skew
 
 
 def due(attempts: int, **facts: Any) -> DueDelivery:
@@ -43,7 +45,7 @@ def due(attempts: int, **facts: Any) -> DueDelivery:
             "lifecycle": "active",
             "sharing_class": "conditional",
             "granted": True,
-            "subscribed": True,
+            "subscribed_at": NOW - timedelta(days=1),
             **facts,
         },
     )
@@ -148,23 +150,41 @@ def cancelled(reason: str, last_error: str) -> Outcome:
             {"lifecycle": "retired", "sharing_class": "none", "granted": False},
             cancelled("item-retired", "Data item retired"),
         ),
-        # the department unsubscribed since the event (or subscribed again since)
-        ({"subscribed": False}, cancelled("not-subscribed", "Not subscribed")),
+        # the department unsubscribed since the event
+        ({"subscribed_at": None}, cancelled("not-subscribed", "Not subscribed")),
         (  # the record query's refusals first
-            {"subscribed": False, "granted": False},
+            {"subscribed_at": None, "granted": False},
             cancelled("no-grant", "No active grant"),
+        ),
+        # subscribed when the event was published, by the clocks of the hub processes
+        # that took each (up to SKEW apart): told
+        ({"subscribed_at": NOW}, None),
+        ({"subscribed_at": NOW + SKEW}, None),
+        # subscribed (again) later than that: not told of an event from before
+        (
+            {"subscribed_at": NOW + SKEW + timedelta(milliseconds=1)},
+            cancelled("not-subscribed", "Not subscribed"),
         ),
     ],
 )
 def test_a_delivery_is_sent_only_while_the_record_could_be_queried(
     facts: dict[str, Any], expected: Outcome | None
 ) -> None:
-    assert entitlement(due(1, **facts)) == expected
+    assert entitlement(due(1, **facts), skew=SKEW) == expected
 
 
-@pytest.mark.parametrize(("batch", "share"), [(1, 1), (3, 1), (8, 2), (50, 12), (1000, 250)])
+@pytest.mark.parametrize(("batch", "share"), [(4, 1), (7, 1), (8, 2), (50, 12), (1000, 250)])
 def test_a_subscriber_has_a_quarter_of_the_attempts_at_most(batch: int, share: int) -> None:
     assert subscriber_slots(batch) == share
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_a_batch_too_small_to_share_is_refused_at_start(batch: int) -> None:
+    """Below 4, a subscriber's share (one attempt) is a third of the deliverer or more:
+    one subscriber that does not answer would hold up all the others (a hostile review)."""
+    with pytest.raises(ValidationError, match="event_batch_size"):
+        Settings(event_batch_size=batch)
+    assert Settings(event_batch_size=4).event_batch_size == 4
 
 
 DUE = [("a1", "a"), ("a2", "a"), ("a3", "a"), ("b1", "b"), ("a4", "a"), ("c1", "c")]

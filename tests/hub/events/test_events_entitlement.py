@@ -127,9 +127,26 @@ def unsubscribe(world: EventWorld) -> None:
         consumer.unsubscribe(ADDRESS)
 
 
+def move_subscription(db: sa.Engine, seconds: int) -> None:
+    """The subscription's time moved on by ``seconds``: as if it had been made later, or
+    by a hub process whose clock is ahead of the publishing one's."""
+    moved = (
+        f"strftime('%Y-%m-%d %H:%M:%f', created_at, '+{seconds} seconds')"
+        if db.dialect.name == "sqlite"
+        else f"created_at + interval '{seconds} seconds'"
+    )
+    with db.begin() as conn:
+        conn.execute(sa.text(f"UPDATE subscriptions SET created_at = {moved}"))
+
+
 def unsubscribe_and_subscribe_again(world: EventWorld) -> None:
+    """A new subscription, a minute after the event (more than the hub's clock_skew,
+    within which it would count as made by then): not to the event before it."""
     unsubscribe(world)
-    world.subscribe()  # a new subscription, from now: not to the event before it
+    world.subscribe()
+    engine = make_sync_engine(world.hub.settings.database_url)
+    move_subscription(engine, 60)
+    engine.dispose()
 
 
 def test_an_item_closed_to_none_is_neither_delivered_nor_subscribed_to(
@@ -185,6 +202,22 @@ def test_a_pending_delivery_the_subscriber_is_no_longer_entitled_to_is_cancelled
         with db.connect() as conn:  # nothing left to send: the raw subject is gone
             assert conn.execute(sa.text("SELECT subject FROM events")).scalar() is None
         refused_entry_names_no_subject(world, event_id)
+
+
+def test_an_event_published_by_a_clock_behind_the_subscriptions_is_delivered(
+    database_url: str, tmp_path: Path, event_world: WorldMaker, db: sa.Engine
+) -> None:
+    """The subscription's time is one hub process's clock, the event's another's: an
+    event published just after the subscription, by a replica whose clock is a few
+    seconds behind (within the hub's clock_skew), is the subscriber's. Before, it was
+    cancelled unsent, ``not-subscribed``: lost (a hostile review)."""
+    with subscribed(event_world, database_url, tmp_path) as world:
+        assert world.hub.settings.clock_skew == 10
+        move_subscription(db, 5)  # the subscribing process's clock, 5 s ahead
+        world.publish()
+        wait_until(lambda: the_delivery(db)[0] != "pending", what="the delivery settled")
+        assert the_delivery(db)[0] == "delivered"
+        assert len(world.received) == 1
 
 
 def refused_entry_names_no_subject(world: EventWorld, event_id: str) -> None:

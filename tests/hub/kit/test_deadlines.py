@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import sqlalchemy as sa
 from fastapi import FastAPI
@@ -22,6 +23,7 @@ from joserfc.jwk import ECKey
 
 from onceonly.adapters import HubClient, UpstreamError, public_jwks
 from onceonly.hub.db import make_sync_engine
+from onceonly.hub.kit.deadline import post_for_status
 
 from tests.hub.exchange_world import (
     ADDRESS,
@@ -123,3 +125,41 @@ def test_a_subscriber_trickling_its_acknowledgement_is_cut_off_at_owner_timeout(
     assert (status, last_error) == ("dead", "TimeoutException")
     outcomes = [(e["entry"]["outcome"], e["entry"].get("reason")) for e in entries]
     assert outcomes == [("ok", None), ("failed", "dead-letter")]
+
+
+class _Pieces(httpx.AsyncByteStream):
+    """An answer's body in ``count`` pieces of ``size`` bytes, as a transport hands them
+    over; ``pulled`` counts those taken."""
+
+    def __init__(self, size: int, count: int) -> None:
+        self.size, self.count, self.pulled = size, count, 0
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        for _ in range(self.count):
+            self.pulled += 1
+            yield b" " * self.size
+
+
+@pytest.mark.parametrize(
+    ("size", "pulled"),
+    [
+        (1024, 5),  # 4 KiB is not past the limit: the fifth piece is
+        (4096, 2),
+        (64 * 1024, 1),  # one piece of the transport's largest read (httpcore's 64 KiB)
+    ],
+)
+@pytest.mark.anyio
+async def test_an_answer_is_read_until_a_piece_passes_the_limit(size: int, pulled: int) -> None:
+    """What post_for_status bounds: the body is read piece by piece, as the transport
+    reads it, until the pieces pass ``limit`` (4 KiB): at most ``limit`` and one piece
+    (up to 64 KiB) more, one piece held at a time, never the rest (100 pieces here)."""
+    body = _Pieces(size, 100)
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, stream=body)
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(answer)) as client:
+        status = await post_for_status(
+            client, "http://adapter.test/v1/events", seconds=5.0, json={}, headers={}
+        )
+    assert (status, body.pulled) == (200, pulled)
