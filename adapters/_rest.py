@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from collections.abc import Mapping
+from contextvars import ContextVar
 from typing import Any, Literal
 from urllib.parse import quote, urlsplit
 
@@ -172,6 +174,7 @@ class RestSource:
         self._max_answer_bytes = max_answer_bytes
         self._fields, self._keep_nulls = fields, keep_nulls
         self._timeout = timeout
+        keep_subjects_out_of_httpx_logs()
         self._http = httpx.AsyncClient(
             headers=dict(headers or {}), timeout=timeout, transport=transport
         )
@@ -242,6 +245,7 @@ class RestSource:
     async def _within_deadline(self, request: httpx.Request) -> Answer:
         """Send ``request`` and read the whole answer within ``timeout`` in all, and at
         most ``max_answer_bytes`` of it (`fetch_bounded`)."""
+        sending = _SENDING.set(True)
         try:
             return await fetch_bounded(
                 self._http, request, deadline=self._timeout, max_bytes=self._max_answer_bytes
@@ -250,6 +254,8 @@ class RestSource:
             raise httpx.TimeoutException(
                 f"no whole answer within {self._timeout:g} s", request=request
             ) from None
+        finally:
+            _SENDING.reset(sending)
 
     def _record(self, answer: object) -> Record:
         if self._fields is None:
@@ -261,6 +267,57 @@ class RestSource:
             return resolve_pointer(answer, pointer)
 
         return assemble(self._fields, read, keep_nulls=self._keep_nulls)
+
+
+# Whether the current task is sending a RestSource's request (whose URL holds a subject)
+_SENDING: ContextVar[bool] = ContextVar("onceonly_rest_sending", default=False)
+# httpx logs each request's URL at INFO; httpcore, at DEBUG, the answer's header fields
+_HTTPX_LOGGER = "httpx"
+_HTTPCORE_LOGGERS = (
+    "httpcore.connection",
+    "httpcore.http11",
+    "httpcore.http2",
+    "httpcore.proxy",
+    "httpcore.socks",
+)
+
+
+class _WithoutSubjects(logging.Filter):
+    """What httpx and httpcore log of a RestSource's requests, whose URL (and the
+    system's answer's header fields: a ``Location`` may repeat it) can hold a subject:
+    httpx's line keeps the method, scheme, host, port and status, with the URL's path
+    and query withheld; a line of another shape, and httpcore's, are not logged. The
+    lines of every other client in the process (the host program's) pass as they are.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not _SENDING.get():
+            return True
+        args = record.args
+        if record.name != _HTTPX_LOGGER or not isinstance(args, tuple):
+            return False
+        if not any(isinstance(arg, httpx.URL) for arg in args):
+            return False
+        record.args = tuple(
+            _without_path(arg) if isinstance(arg, httpx.URL) else arg for arg in args
+        )
+        return True
+
+
+def _without_path(url: httpx.URL) -> str:
+    return f"{url.scheme}://{url.netloc.decode('ascii')}/(path withheld)"
+
+
+_FILTER = _WithoutSubjects()
+
+
+def keep_subjects_out_of_httpx_logs() -> None:
+    """Install, once, the filter on httpx's and httpcore's loggers that keeps the
+    REST source's subjects out of them (`_WithoutSubjects`), whatever the program
+    that embeds the adapter logs (``logging.basicConfig(level=logging.INFO)`` would
+    otherwise write each URL, subject and all)."""
+    for name in (_HTTPX_LOGGER, *_HTTPCORE_LOGGERS):
+        logging.getLogger(name).addFilter(_FILTER)  # no-op when it is there already
 
 
 def _unaskable(subject: str) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import socket
 import threading
 import time
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import httpx
 import pytest
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
@@ -301,3 +303,38 @@ async def test_probe_reports_the_base_url_answering(legacy: Legacy, rest: Any) -
 )
 def test_resolve_pointer_follows_rfc_6901(pointer: str, expected: object) -> None:
     assert resolve_pointer(ANSWER, pointer) == expected
+
+
+async def test_httpx_and_httpcore_log_no_subject_of_the_sources_requests(
+    legacy: Legacy, rest: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A program embedding the adapter that logs at INFO (or DEBUG) had each request's
+    URL, subject and all, written by httpx's logger (review 161). Its own clients'
+    lines are left as they are."""
+    caplog.set_level(logging.DEBUG)  # what logging.basicConfig(level=logging.DEBUG) gives
+    source = rest(f"{legacy.url}/people/{{subject}}/address", fields=FIELDS, retries=1)
+    failing = rest(f"{legacy.url}/flaky/{{subject}}", retries=1)
+    legacy.failures_left = 5
+
+    assert await source.fetch("x.y", SUBJECT) == MAPPED
+    assert await source.fetch("x.y", "49912319876") is None
+    with pytest.raises(SourceUnavailable):
+        await failing.fetch("x.y", SUBJECT)
+    async with httpx.AsyncClient() as own:  # the host program's own client
+        await own.get(f"{legacy.url}/people/{SUBJECT}/address")
+
+    lines = [(r.name, r.getMessage()) for r in caplog.records if r.name.startswith("http")]
+    holding = [line for line in lines if SUBJECT in line[1] or "49912319876" in line[1]]
+    assert holding == [
+        ("httpx", f'HTTP Request: GET {legacy.url}/people/{SUBJECT}/address "HTTP/1.1 200 OK"')
+    ]
+    withheld = [m for name, m in lines if name == "httpx" and "(path withheld)" in m]
+    assert withheld == [
+        f'HTTP Request: GET {legacy.url}/(path withheld) "HTTP/1.1 {status}"'
+        for status in (
+            "200 OK",
+            "404 Not Found",
+            "503 Service Unavailable",
+            "503 Service Unavailable",
+        )
+    ]
