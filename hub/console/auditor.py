@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from onceonly.hub.audit import checkpoints, inclusion, service
 from onceonly.hub.audit.exceptions import EntryNotFound, SubjectSearchesThrottled
+from onceonly.hub.audit.notes import Signer
 from onceonly.hub.audit.readers import AUDITOR
 from onceonly.hub.audit.request_scope import open_audit_scope
 from onceonly.hub.audit.schemas import CheckpointOut
@@ -385,10 +386,7 @@ async def checkpoint_history(
     newest = latest.checkpoint.size if latest is not None and latest.checkpoint else None
     bound = min(n for n in (wanted, newest, log_search.MAX_CURSOR) if n is not None)
     page = await checkpoint_page(session, up_to=bound)
-    rows = [
-        (row, inclusion.opened(row.note, verifier=verifier, signed_at=row.time))
-        for row in page.rows
-    ]
+    rows = [_opened(row, checkpointer.signer) for row in page.rows]
     return rendering.render(
         request,
         visit,
@@ -399,6 +397,22 @@ async def checkpoint_history(
         older=page.older,
         verifier=str(verifier),
     )
+
+
+def _opened(
+    row: CheckpointOut, signer: Signer
+) -> tuple[CheckpointOut, inclusion.SignedCheckpoint, str | None]:
+    """A stored checkpoint opened with the verifier key, else with the key it replaced
+    that signed it (its verifier key's text, shown: decision 0091; before, after a
+    rotation every earlier checkpoint read "Does not verify", as if altered)."""
+    opened = inclusion.opened(row.note, verifier=signer.verifier, signed_at=row.time)
+    if opened.checkpoint is not None:
+        return row, opened, None
+    for retired in signer.retired:
+        earlier = inclusion.opened(row.note, verifier=retired, signed_at=row.time)
+        if earlier.checkpoint is not None:
+            return row, earlier, str(retired)
+    return row, opened, None
 
 
 @dataclass(frozen=True)

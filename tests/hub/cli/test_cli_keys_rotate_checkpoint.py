@@ -28,7 +28,8 @@ from tests.hub.audit.test_audit_verify import (
     verifier_key,
     wait_for_checkpoint,
 )
-from tests.hub_testing import RunningHub, running_hub
+from tests.hub.console.console_world import sign_in
+from tests.hub_testing import TEST_PASSWORD, RunningHub, running_hub, signed_in
 
 
 @pytest.fixture
@@ -108,6 +109,12 @@ def test_a_rotated_checkpoint_key_is_pinned_by_auditors_without_a_fork(
         assert verifier_key(hub) == new_key
         note = httpx.get(f"{hub.url}/v1/audit/checkpoint").text
         assert checkpoint_size(hub) == SIZE  # the same checkpoint, the log has not grown
+        older_only = [  # what the old key alone signed: every checkpoint before SIZE
+            c
+            for c in httpx.get(f"{hub.url}/v1/audit/checkpoints").json()["checkpoints"]
+            if not _opens(c["note"], new_key)
+        ]
+        assert older_only
         assert _opens(note, new_key)
         assert _opens(note, old_key)  # cosigned, not re-signed
         history = httpx.get(f"{hub.url}/v1/audit/checkpoints", params={"since_size": SIZE})
@@ -140,6 +147,16 @@ def test_a_rotated_checkpoint_key_is_pinned_by_auditors_without_a_fork(
         status, output = late.verify(hub)
         assert status == 1
         assert "not validly signed by the pinned key" in output
+
+        # the auditors' console: the checkpoints the old key alone signed verify with it,
+        # named as such (they read "Does not verify", as if altered: review 159, F3)
+        signed_in(hub, "aurelia", {"role": "auditor"})
+        with httpx.Client(base_url=hub.url) as browser:
+            assert sign_in(browser, "aurelia", TEST_PASSWORD).status_code == 303
+            page = browser.get("/checkpoints").text
+        assert "Does not verify" not in page
+        assert page.count("Verified with the previous key") == len(older_only)
+        assert old_key in page
 
 
 def test_a_production_rotation_needs_the_key_it_replaces(
