@@ -237,11 +237,16 @@ def _note_grant(scope: AuditScope, grant: Grant) -> None:
 
 def _revoked_detail(grant: Grant, now: datetime) -> str:
     if grant_status(grant, now) == "expired" and grant.valid_until is not None:
-        return f"grant {grant.id!r} expired at {aware(grant.valid_until).isoformat()}"
+        return f"grant {grant.id!r} expired at {_shown(grant.valid_until)}"
     if grant.revoked_at is None:
         return f"grant {grant.id!r} is no longer active"
     by = f" by {grant.revoked_by!r}" if grant.revoked_by else ""
-    return f"grant {grant.id!r} was already revoked{by} at {aware(grant.revoked_at).isoformat()}"
+    return f"grant {grant.id!r} was already revoked{by} at {_shown(grant.revoked_at)}"
+
+
+def _shown(moment: datetime) -> str:
+    """A time as the grant's JSON shows it (UTC, ``Z``), not as ``isoformat`` does."""
+    return as_utc(moment).isoformat().replace("+00:00", "Z")
 
 
 async def revoke_with_break_glass(

@@ -231,6 +231,7 @@ def test_an_expired_grant_is_not_revoked(aw: AccessWorld) -> None:
     response = rita.call("POST", f"/v1/grants/{grant_id}/revoke", {"reason": "no longer needed"})
     assert (response.status_code, problem_type(response)) == (409, "grant-not-active")
     assert "expired at" in response.json()["detail"]
+    assert response.json()["detail"].endswith("Z")  # as the grant's JSON shows it
     entry = audit_entry_for(aw.world.hub, response, action="grant.revoke")
     assert (entry["outcome"], entry["reason"], entry["grant"]) == (
         "refused",
