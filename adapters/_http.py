@@ -60,7 +60,7 @@ async def receive_body(receive: Receive) -> bytes:
 @dataclass(frozen=True)
 class Answer:
     """An HTTP answer read whole by `fetch_bounded`: its status and, for a 2xx, its
-    body (decoded as its ``Content-Encoding`` says; other answers' bodies are not read)."""
+    body (with no content coding; other answers' bodies are not read)."""
 
     status_code: int
     content: bytes
@@ -76,7 +76,11 @@ class Answer:
         return json.loads(self.content)
 
 
-class AnswerTooLarge(Exception):
+class UnreadableAnswer(Exception):
+    """A 2xx answer that `fetch_bounded` refused to read whole."""
+
+
+class AnswerTooLarge(UnreadableAnswer):
     """An answer's body was longer than the bytes `fetch_bounded` was allowed to read."""
 
     def __init__(self, limit: int) -> None:
@@ -84,19 +88,34 @@ class AnswerTooLarge(Exception):
         self.limit = limit
 
 
+class AnswerEncoded(UnreadableAnswer):
+    """An answer came with a content coding (``gzip``...) though `fetch_bounded` asked
+    for none (``Accept-Encoding: identity``)."""
+
+    def __init__(self) -> None:
+        super().__init__("answer has a Content-Encoding other than identity, which was asked for")
+
+
 async def fetch_bounded(
     http: httpx.AsyncClient, request: httpx.Request, *, deadline: float, max_bytes: int
 ) -> Answer:
     """Send ``request`` and read its whole answer within ``deadline`` seconds in all,
-    at most ``max_bytes`` of its body (as decoded: a compressed answer cannot swell
-    past it). httpx's own timeout bounds each read, not the answer: a system that
-    sends one byte a second, or an endless body, would hold the adapter (and its
-    memory) as long as it liked.
+    at most ``max_bytes`` of its body. httpx's own timeout bounds each read, not the
+    answer: a system that sends one byte a second, or an endless body, would hold the
+    adapter (and its memory) as long as it liked.
+
+    The request asks for no content coding (``Accept-Encoding: identity``, replacing
+    any the request had) and a 2xx answer with one is refused unread: httpx decodes a
+    network chunk through every coding it names in one call, before any length can be
+    checked, so ``gzip, gzip`` turns some 600 bytes into hundreds of MiB (review 167).
+    The bytes counted are the bytes received.
 
     :raises TimeoutError: no whole answer within ``deadline``.
     :raises AnswerTooLarge: a 2xx body longer than ``max_bytes``; nothing more is read.
+    :raises AnswerEncoded: a 2xx answer with a ``Content-Encoding`` but ``identity``.
     :raises httpx.HTTPError: as ``send`` and reading the body raise.
     """
+    request.headers["Accept-Encoding"] = "identity"
     with anyio.fail_after(deadline):
         response = await http.send(request, stream=True)
         try:
@@ -107,8 +126,11 @@ async def fetch_bounded(
 
 
 async def _body(response: httpx.Response, *, max_bytes: int) -> bytes:
+    codings = response.headers.get_list("content-encoding", split_commas=True)
+    if any(coding.strip().lower() not in ("", "identity") for coding in codings):
+        raise AnswerEncoded()
     body = bytearray()
-    async for chunk in response.aiter_bytes():
+    async for chunk in response.aiter_bytes():  # with no coding, as received
         body += chunk
         if len(body) > max_bytes:
             raise AnswerTooLarge(max_bytes)

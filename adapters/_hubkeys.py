@@ -15,7 +15,7 @@ from joserfc.errors import JoseError
 from joserfc.jwk import Key, KeySet
 
 from ._errors import HubUnavailable, NotFound
-from ._http import AnswerTooLarge, fetch_bounded
+from ._http import UnreadableAnswer, fetch_bounded
 from ._retry import hub_unreachable
 from ._validation import RecordValidator
 
@@ -200,9 +200,9 @@ class HubDirectory:
             raise HubUnavailable(
                 f"the hub did not answer GET {path} whole within {self._deadline:g} s"
             ) from None
-        except AnswerTooLarge as error:
+        except UnreadableAnswer as error:
             raise HubUnavailable(f"the hub's {error} (GET {path})") from None
-        except httpx.HTTPError as error:  # a body that does not decode as its encoding says
+        except httpx.HTTPError as error:  # a body cut short, a broken chunked framing
             raise HubUnavailable(f"the hub's answer to GET {path} cannot be read") from error
         if response.status_code == 404 and of_an_item:
             raise NotFound(f"the hub has no {path}", problem_type="unknown-item")

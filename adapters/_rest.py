@@ -15,7 +15,7 @@ import httpx
 from pydantic import Field, field_validator, model_validator
 
 from ._errors import ConfigError
-from ._http import Answer, AnswerTooLarge, fetch_bounded
+from ._http import Answer, UnreadableAnswer, fetch_bounded
 from ._mapping import MISSING, assemble, check_paths
 from ._sources import InvalidSourceRecord, ItemBase, RecordSource, SourceUnavailable
 from ._store import RecordStore
@@ -230,7 +230,7 @@ class RestSource:
         """The answer, or the retryable failure; other failures raise."""
         try:
             response = await self._within_deadline(request)
-        except AnswerTooLarge as error:
+        except UnreadableAnswer as error:
             raise InvalidSourceRecord(f"the system's {error}") from None
         except _RETRIED as error:
             return SourceUnavailable(f"cannot reach the system ({type(error).__name__})")

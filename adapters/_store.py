@@ -51,7 +51,7 @@ from ._batches import Failed
 from ._errors import ImportFailed, ImportReport, RowError
 from ._keys import load_or_create_secret, private_directory
 from ._reqtoken import subject_digest, subject_problem
-from ._validation import RecordValidator, canonical_problem
+from ._validation import RecordValidator, answer_size_problem, canonical_problem
 
 __all__ = ["TRAIL_KEY_FILE", "RecordStore", "ServedEntry", "TrailKey", "timestamp"]
 
@@ -815,7 +815,11 @@ class RecordStore:
         for row in rows:
             message = row.error or _check_row(row, first_row)
             if message is None and row.record is not None:
-                message = validator.violation(row.record) or canonical_problem(row.record)
+                message = (
+                    validator.violation(row.record)
+                    or canonical_problem(row.record)
+                    or answer_size_problem(item, row.record)
+                )
             if message is not None:
                 errors.append(RowError(row=row.row, subject=row.subject, message=message))
             elif row.subject is not None and row.record is not None:
@@ -1033,11 +1037,14 @@ def json_document(text: str) -> Any:
 
     :raises ValueError: it is not JSON, with a message that quotes none of it; Python's
         ``NaN``, ``Infinity`` and ``-Infinity`` are not JSON; a number past a float's
-        range (``1e400``, which Python reads as infinity), one of more than 4300 digits
-        and an array or object nested past Python's recursion limit are refused too.
+        range (``1e400``, which Python reads as infinity), one of more than 4300 digits,
+        an object that repeats a name (Python keeps the last; the hub refuses it) and an
+        array or object nested past Python's recursion limit are refused too.
     """
     try:
-        return json.loads(text, parse_constant=_no_constant, parse_float=_finite)
+        return json.loads(
+            text, parse_constant=_no_constant, parse_float=_finite, object_pairs_hook=_unique
+        )
     except json.JSONDecodeError as error:
         raise ValueError(error.msg) from None
     except RecursionError:
@@ -1053,6 +1060,15 @@ class _Constant(ValueError):
 
 def _no_constant(name: str) -> Any:
     raise _Constant(f"{name} is not JSON")
+
+
+def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """An object's members, refused when a name repeats (the name is not quoted: it
+    may be anything the file holds)."""
+    members = dict(pairs)
+    if len(members) != len(pairs):
+        raise _Constant("an object repeats a member name")
+    return members
 
 
 def _finite(text: str) -> float:

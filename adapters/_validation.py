@@ -8,6 +8,7 @@ jsonschema-rs (`RecordValidator`), the validator the hub checks the same record 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from typing import Any
 
@@ -20,7 +21,14 @@ from referencing.exceptions import Unresolvable
 
 from ._errors import UpstreamError
 
-__all__ = ["RecordValidator", "canonical_problem", "compile_validator", "violation"]
+__all__ = [
+    "MAX_SERVED_ANSWER_BYTES",
+    "RecordValidator",
+    "answer_size_problem",
+    "canonical_problem",
+    "compile_validator",
+    "violation",
+]
 
 # Scalar schema values are safe to quote in a message: they come from the schema,
 # never from the record.
@@ -30,6 +38,14 @@ _QUOTABLE = (str, int, float, bool, type(None))
 # recursive schema's validator recurses as deep as the record (jsonschema-rs ends the
 # process past some 20,000 levels; Python's raises RecursionError).
 MAX_RECORD_DEPTH = 63
+# The longest answer to a record query the hub takes from an adapter: the hub's
+# onceonly.hub.exchange.owner.MAX_ANSWER_BYTES (which the adapter cannot import;
+# tests/adapters/test_adapters_store_answer_size.py checks they agree). Longer answers
+# the hub refuses, every time.
+MAX_SERVED_ANSWER_BYTES = 1024 * 1024
+# The widest version the served answer can name (the hub numbers versions from 1)
+_WIDEST_VERSION = 2**53 - 1
+_SERVED_JSON = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
 
 
 def compile_validator(schema: dict[str, Any]) -> Draft202012Validator:
@@ -128,6 +144,21 @@ def canonical_problem(record: Any) -> str | None:
             " beyond 2^53, NaN, Infinity, or text that is not Unicode)"
         )
     return None
+
+
+def answer_size_problem(item: str, record: dict[str, Any]) -> str | None:
+    """Why the hub would refuse the answer serving ``record`` of ``item`` as too large
+    (longer than `MAX_SERVED_ANSWER_BYTES`, in the bytes the provider sends it, with
+    the widest version), or ``None``. ``record`` must have a canonical form
+    (`canonical_problem`). Quotes no value."""
+    answer = {"item": item, "version": _WIDEST_VERSION, "record": record}
+    size = len(_SERVED_JSON.encode(answer).encode("utf-8"))
+    if size <= MAX_SERVED_ANSWER_BYTES:
+        return None
+    return (
+        f"(record): its answer would be {size} bytes; the hub refuses answers over"
+        f" {MAX_SERVED_ANSWER_BYTES}"
+    )
 
 
 def violation(validator: Draft202012Validator, instance: object) -> str | None:

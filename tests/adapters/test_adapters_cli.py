@@ -242,8 +242,28 @@ _JSONL_LINE = '{"subject": "1", "record": {"street": "Pikk 1", "city": "T", "flo
         (b'{"subject": "1", "record": {"street": "P\xffikk", "city": "T"}}', "row 2: not UTF-8"),
         ((_JSONL_LINE % "NaN").encode(), "row 2: not JSON: NaN is not JSON"),
         ((_JSONL_LINE % "-Infinity").encode(), "row 2: not JSON: -Infinity is not JSON"),
+        # review 167: the last of the names was stored; the hub refuses such an answer
+        ((_JSONL_LINE % '1, "floor": 2').encode(), "row 2: not JSON: an object repeats"),
+        (
+            b'{"subject": "1", "subject": "3", "record": {"street": "P", "city": "T"}}',
+            "row 2: not JSON: an object repeats a member name",
+        ),
+        # review 167: stored, and the hub refused every answer with it (over 1 MiB)
+        (
+            b'{"subject": "1", "record": {"street": "' + b"a" * 2**20 + b'", "city": "T"}}',
+            "row 2: (record): its answer would be",
+        ),
     ],
-    ids=["5000-digits", "5000-deep", "not-utf8", "nan", "infinity"],
+    ids=[
+        "5000-digits",
+        "5000-deep",
+        "not-utf8",
+        "nan",
+        "infinity",
+        "repeated-name",
+        "repeated-subject",
+        "answer-over-1-mib",
+    ],
 )
 def test_import_jsonl_refuses_a_hostile_line_as_a_row(
     config_path: Path,
@@ -300,8 +320,10 @@ def test_import_csv_refuses_a_hostile_row_as_a_row(
         ('{"street": "P", "city": "T", "geo": {"lat": NaN}}', "--record is not JSON: NaN"),
         ('{"street": "P", "city": "T", "geo": {"lat": Infinity}}', "not JSON: Infinity"),
         ('{"street": "P", "city": "T", "geo": ' + "[" * 70 + "]" * 70 + "}", "deeper than 63"),
+        ('{"street": "P", "city": "T", "city": "U"}', "--record is not JSON: an object repeats"),
+        ('{"street": "' + "ä" * 2**19 + '", "city": "T"}', "the hub refuses answers over"),
     ],
-    ids=["integer-past-2^53", "1e400", "nan", "infinity", "70-deep"],
+    ids=["integer-past-2^53", "1e400", "nan", "infinity", "70-deep", "repeated", "over-1-mib"],
 )
 def test_put_refuses_what_serving_would_refuse(
     config_path: Path, capsys: pytest.CaptureFixture[str], record: str, told: str

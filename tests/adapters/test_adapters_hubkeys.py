@@ -1,9 +1,11 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import logging
 import time
+import tracemalloc
 from collections.abc import AsyncIterator
 
 import httpx
@@ -172,3 +174,33 @@ def test_a_jwks_over_64_kib_is_not_read(hub: HubDouble) -> None:
 
     with pytest.raises(HubUnavailable, match="larger than 65536 bytes"):
         asyncio.run(scenario())
+
+
+def test_a_compressed_jwks_is_refused_unread_with_memory_bounded(hub: HubDouble) -> None:
+    """httpx decoded each network chunk through every coding before the 64 KiB cap was
+    checked: ``gzip, gzip`` swelled some 600 bytes to 64 MiB in one call (review 167).
+    The adapter asks for ``Accept-Encoding: identity`` and refuses any other coding."""
+    bomb = gzip.compress(gzip.compress(b" " * 64 * 2**20, 9), 9)
+    asked: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        asked.append(request.headers.get("Accept-Encoding", ""))
+        headers = {"Content-Encoding": "gzip, gzip", "Content-Type": "application/json"}
+        return httpx.Response(200, headers=headers, stream=httpx.ByteStream(bomb))
+
+    async def scenario() -> tuple[int, str]:
+        async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
+            directory = HubDirectory(hub.url, http=http)
+            tracemalloc.start()
+            try:
+                with pytest.raises(HubUnavailable) as caught:
+                    await directory.signing_key(str(hub.keys[0].kid))
+                return tracemalloc.get_traced_memory()[1], str(caught.value)
+            finally:
+                tracemalloc.stop()
+
+    peak, refusal = asyncio.run(scenario())
+
+    assert peak < 4 * 2**20, f"a 64 KiB cap allocated {peak / 2**20:.0f} MiB"
+    assert "Content-Encoding" in refusal
+    assert asked == ["identity"]

@@ -4,18 +4,21 @@ Its ``timeout`` is a deadline for the whole answer, not per read: the system sen
 its headers at once, then one byte every tenth of the timeout, so each read is quick
 and httpx's timeout alone never fires. An answer nested 100,000 levels deep is an
 invalid record, not a RecursionError. An answer longer than ``max_answer_bytes`` (4 MiB
-by default), endless or compressed, is an invalid record, read no further.
+by default) is an invalid record, read no further; so is an answer with a content
+coding, which the source asks not to be sent (``Accept-Encoding: identity``).
 """
 
 import gzip
+import json
 import time
+import tracemalloc
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
-from fastapi import FastAPI, Response
+from fastapi import FastAPI, Request, Response
 from fastapi.responses import StreamingResponse
 
 from onceonly.adapters import InvalidSourceRecord, RecordStore, RestSource, SourceUnavailable
@@ -28,6 +31,9 @@ pytestmark = pytest.mark.anyio
 TIMEOUT = 0.3  # the source's deadline for the whole answer
 TRICKLE = 6.0  # seconds the system takes to finish its (valid) answer
 STEP = TIMEOUT / 10  # between its bytes: no single read comes near the timeout
+
+
+_BOMB = gzip.compress(gzip.compress(b'{"street": "' + b"a" * 64 * 2**20 + b'"}', 9), 9)
 
 
 def trickling() -> FastAPI:
@@ -55,10 +61,20 @@ def trickling() -> FastAPI:
 
     @app.get("/bomb/{subject}")
     async def bomb(subject: str) -> Response:
-        # 64 MiB of text, some 64 KiB on the wire
-        text = b'{"street": "' + b"a" * 64 * 2**20 + b'"}'
-        headers = {"Content-Encoding": "gzip"}
-        return Response(gzip.compress(text), media_type="application/json", headers=headers)
+        # 64 MiB of text, some 600 bytes on the wire (review 167)
+        encoding = {"Content-Encoding": "gzip, gzip"}
+        return Response(_BOMB, media_type="application/json", headers=encoding)
+
+    @app.get("/coded/{subject}")
+    async def coded(subject: str) -> Response:
+        record = gzip.compress(b'{"street": "Pikk 1"}')
+        return Response(record, media_type="application/json", headers={"Content-Encoding": "gzip"})
+
+    @app.get("/identity/{subject}")
+    async def identity(subject: str, request: Request) -> Response:
+        asked = json.dumps({"asked": request.headers.get("accept-encoding")})
+        encoding = {"Content-Encoding": "identity"}
+        return Response(asked, media_type="application/json", headers=encoding)
 
     @app.get("/record/{subject}")
     async def record(subject: str) -> dict[str, str]:
@@ -106,10 +122,9 @@ async def test_an_answer_nested_100000_deep_is_an_invalid_record(system: str) ->
         await source.aclose()
 
 
-@pytest.mark.parametrize("path", ["endless", "bomb"])
-async def test_an_answer_past_max_answer_bytes_is_an_invalid_record(system: str, path: str) -> None:
+async def test_an_answer_past_max_answer_bytes_is_an_invalid_record(system: str) -> None:
     """Before, the whole answer was read into memory (review 161: 150 MiB, read whole)."""
-    source = RestSource(f"{system}/{path}/{{subject}}", timeout=30)
+    source = RestSource(f"{system}/endless/{{subject}}", timeout=30)
     started = time.monotonic()
     try:
         with pytest.raises(InvalidSourceRecord, match=f"larger than {MAX_ANSWER_BYTES} bytes"):
@@ -117,6 +132,35 @@ async def test_an_answer_past_max_answer_bytes_is_an_invalid_record(system: str,
     finally:
         await source.aclose()
     assert time.monotonic() - started < 10  # stopped reading, not timed out
+
+
+async def test_a_compressed_answer_is_refused_unread_with_memory_bounded(system: str) -> None:
+    """httpx decoded each network chunk through every coding before the length was
+    checked: ``gzip, gzip`` swelled some 600 bytes to 64 MiB in one call (review 167)."""
+    source = RestSource(f"{system}/bomb/{{subject}}", max_answer_bytes=1024, retries=0)
+    tracemalloc.start()
+    try:
+        with pytest.raises(InvalidSourceRecord) as caught:
+            await source.fetch("x.y", "38001085718")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+        await source.aclose()
+    assert peak < 4 * 2**20, f"a 1 KiB cap allocated {peak / 2**20:.0f} MiB"
+    assert "Content-Encoding" in str(caught.value)
+    assert (caught.value.status, caught.value.problem_type) == (502, "source-invalid-record")
+
+
+async def test_the_source_asks_for_no_content_coding_and_refuses_one(system: str) -> None:
+    coded = RestSource(f"{system}/coded/{{subject}}", retries=0)
+    identity = RestSource(f"{system}/identity/{{subject}}", retries=0)
+    try:
+        with pytest.raises(InvalidSourceRecord, match="Content-Encoding"):
+            await coded.fetch("x.y", "38001085718")
+        assert await identity.fetch("x.y", "38001085718") == {"asked": "identity"}
+    finally:
+        await coded.aclose()
+        await identity.aclose()
 
 
 async def test_max_answer_bytes_is_the_items_setting(system: str, tmp_path: Path) -> None:
