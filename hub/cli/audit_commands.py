@@ -238,12 +238,13 @@ def register(sub: Any) -> None:
         "--previous-key",
         action="append",
         default=[],
-        metavar="KEY",
+        metavar="KEY[@SIZE]",
         help="a verifier key the operators replaced (onceonly keys rotate-checkpoint), or the"
         " log's key under its former name (keys init --change-audit-origin): the state"
-        " file's checkpoints may be signed by it, --compare ones up to the last the hub"
-        " signed with it; without --state, the state file of its name is read too;"
-        " repeatable",
+        " file's checkpoints may be signed by it; --compare ones signed by a replaced key"
+        " alone count up to SIZE, the rotation's boundary the operators published with the"
+        " new key (without @SIZE they do not count: exit 2); without --state, the state file"
+        " of its name is read too; repeatable",
     )
     verify.add_argument(
         "--state",

@@ -9,10 +9,17 @@
    signed by the pinned key or by a key it replaced (``previous_keys``: the operators
    rotated the checkpoint key, decision 0091, or renamed the log, decision 0089); the
    latest must be signed by the pinned key. A ``--compare`` checkpoint signed only by a
-   previous key counts only up to the last checkpoint the hub's history shows signed by
-   that key (the rotation): past it, a leaked old key could sign anything, so it is no
-   evidence against the hub (exit 2). Without ``--state``, the state files of the
-   previous keys' names are read too: a log renamed keeps its history.
+   previous key counts only up to the rotation's boundary the operators published with
+   the new key (``--previous-key KEY@SIZE``, printed by ``keys rotate-checkpoint``):
+   past it, a leaked old key could sign anything, so it is no evidence against the hub
+   (exit 2); without ``@SIZE`` it is not counted either (exit 2, asking for the size).
+   The boundary is never read from the audited hub, which could withdraw it by
+   rewriting its history. A previous key whose public key is the pinned key's is the
+   hub's own key under the log's former name (decision 0089): no bound, what it signs
+   is the hub's word. The auditor's own state file (``--state`` or the default one) is
+   not bounded: this command took its checkpoint from the hub itself, and the file is
+   the auditor's own to keep. Without ``--state``, the state files of the previous
+   keys' names are read too: a log renamed keeps its history.
 3. With ``--full``, download every leaf hash and recompute the root (RFC 9162
    §2.1.1): a changed, removed, reordered or inserted entry shows. Then check the
    proofs the hub serves against the signed root and the downloaded leaf hashes
@@ -46,7 +53,7 @@ from typing import Any
 import httpx
 
 from onceonly.hub.audit import leaves, merkle
-from onceonly.hub.audit.notes import Checkpoint, NoteError, Verifier, open_checkpoint, signed_by
+from onceonly.hub.audit.notes import Checkpoint, NoteError, Verifier, open_checkpoint
 from onceonly.hub.cli.progress import Progress
 from onceonly.hub.kit.clock import aware
 from onceonly.hub.kit.untrusted_json import load_json
@@ -54,9 +61,6 @@ from onceonly.hub.kit.untrusted_json import load_json
 EXIT_OK, EXIT_FAILED, EXIT_CANNOT = 0, 1, 2
 _MAX_DEPTH = 64  # the hub's answers are read as untrusted: a hostile hub cannot crash this
 PAGE = 1000
-HISTORY_PAGES = 100
-"""How many pages of the hub's checkpoint history are read, at most, to find where a
-previous key stopped signing."""
 PROOF_SAMPLE = 256
 """``--full`` checks the proofs of every entry and size up to this many, else of this
 many chosen at random (the hub cannot tell which it will be asked for)."""
@@ -81,6 +85,18 @@ class CredentialRefused(CannotVerify):
 
 
 @dataclass(frozen=True)
+class PreviousKey:
+    """A ``--previous-key``: the verifier, the rotation's boundary (``KEY@SIZE``: the
+    largest checkpoint it signed as the hub's key, as the operators published it; None
+    when not given), and whether it is the pinned key's own public key under another
+    name (a renamed log, decision 0089: the hub still holds it)."""
+
+    verifier: Verifier
+    until: int | None
+    hubs_own: bool
+
+
+@dataclass(frozen=True)
 class Seen:
     """A verified signed checkpoint, where it came from, and the previous key that
     signed it (None: the pinned key did). ``own``: the auditor's state file, a
@@ -89,14 +105,19 @@ class Seen:
     checkpoint: Checkpoint
     note: str
     source: str
-    previous_key: Verifier | None = None
+    previous: PreviousKey | None = None
     own: bool = False
 
     @property
     def signed_with(self) -> str:
-        if self.previous_key is None:
+        if self.previous is None:
             return "the pinned key"
-        return f"the previous key {self.previous_key}"
+        if self.previous.hubs_own:
+            return (
+                f"the hub's own key under the log's former name ({self.previous.verifier}:"
+                " the pinned key's private key, which only the hub holds)"
+            )
+        return f"the previous key {self.previous.verifier}"
 
 
 @dataclass
@@ -134,8 +155,8 @@ def run(
     ``previous_keys``: verifier keys the pinned one replaced, which may have signed the
     earlier checkpoints (the state file's, ``compare``'s)."""
     try:
-        verifiers = _verifiers(key, previous_keys or [])
-        _verify(hub, verifiers, state_path, compare or [], full, say, token, tls)
+        pinned, previous = _verifiers(key, previous_keys or [])
+        _verify(hub, pinned, previous, state_path, compare or [], full, say, token, tls)
     except VerificationFailed as failure:
         print(f"VERIFICATION FAILED: {failure}", file=sys.stderr)
         return EXIT_FAILED
@@ -145,20 +166,39 @@ def run(
     return EXIT_OK
 
 
-def _verifiers(key: str, previous_keys: list[str]) -> list[Verifier]:
-    """The pinned verifier, then the previous ones."""
-    verifiers = []
-    for option, text in [("--key", key), *(("--previous-key", k) for k in previous_keys)]:
-        try:
-            verifiers.append(Verifier.parse(text))
-        except NoteError as error:
-            raise CannotVerify(f"{option}: {error}") from error
-    return verifiers
+def _verifiers(key: str, previous_keys: list[str]) -> tuple[Verifier, list[PreviousKey]]:
+    """The pinned verifier, and the previous ones (``KEY`` or ``KEY@SIZE``)."""
+    try:
+        pinned = Verifier.parse(key)
+    except NoteError as error:
+        raise CannotVerify(f"--key: {error}") from error
+    return pinned, [_previous_key(text, pinned) for text in previous_keys]
+
+
+def _previous_key(text: str, pinned: Verifier) -> PreviousKey:
+    """``KEY`` or ``KEY@SIZE``: a verifier key's base64 holds no ``@``, so one after its
+    last ``+`` starts the size."""
+    until = None
+    head, plus, tail = text.strip().rpartition("+")
+    if plus and "@" in tail:
+        tail, _, size = tail.partition("@")
+        if not size.isascii() or not size.isdigit() or len(size) > 19:
+            raise CannotVerify(
+                f"--previous-key: {size!r} after '@' is not a tree size (KEY@SIZE: the size"
+                " the operators published with the new key)"
+            )
+        until = int(size)
+    try:
+        verifier = Verifier.parse(head + plus + tail)
+    except NoteError as error:
+        raise CannotVerify(f"--previous-key: {error}") from error
+    return PreviousKey(verifier, until, hubs_own=verifier.public_key == pinned.public_key)
 
 
 def _verify(
     hub: str,
-    verifiers: list[Verifier],
+    verifier: Verifier,
+    previous: list[PreviousKey],
     state_path: Path | None,
     compare: list[Path],
     full: bool,
@@ -166,17 +206,16 @@ def _verify(
     token: str | None,
     tls: ssl.SSLContext | None,
 ) -> None:
-    verifier = verifiers[0]
+    verifiers = [verifier, *(p.verifier for p in previous)]
     states = _state_files(state_path, verifiers)
     state_path = state_path or default_state_path(verifier.name)
     with _Hub(hub, token=token, tls=tls) as client:
         current = _signed(client.text("/v1/audit/checkpoint"), verifier, source=f"hub {hub}")
         say(f"checkpoint of {verifier.name}: {current.checkpoint.size} entries, signature good")
-        for earlier in _earlier(states, compare, verifiers):
-            if not earlier.own and earlier.previous_key is not None:
-                _check_before_rotation(client, earlier)
+        for earlier in _earlier(states, compare, verifier, previous):
+            _check_before_rotation(earlier)
             _check_consistent(client, earlier, current)
-            by = "" if earlier.previous_key is None else f" (signed by {earlier.signed_with})"
+            by = "" if earlier.previous is None else f" (signed by {earlier.signed_with})"
             say(f"consistent with {earlier.source}{by} ({earlier.checkpoint.size} entries)")
         if full:
             _check_full(client, current.checkpoint, contents=token is not None, say=say)
@@ -227,7 +266,9 @@ def _signed(note: str, verifier: Verifier, *, source: str) -> Seen:
         ) from error
 
 
-def _earlier(states: list[Path], compare: list[Path], verifiers: list[Verifier]) -> Iterator[Seen]:
+def _earlier(
+    states: list[Path], compare: list[Path], pinned: Verifier, previous: list[PreviousKey]
+) -> Iterator[Seen]:
     """The state files' checkpoints, then every ``--compare`` file's (notes or state
     files)."""
     for path in [*states, *compare]:
@@ -242,45 +283,51 @@ def _earlier(states: list[Path], compare: list[Path], verifiers: list[Verifier])
                 text = str(load_json(text, max_depth=_MAX_DEPTH).get("checkpoint", ""))
             except (ValueError, AttributeError) as error:
                 raise CannotVerify(f"{path} is not a state file or a checkpoint") from error
-        yield _opened(text, verifiers, path, own=path in states)
+        yield _opened(text, pinned, previous, path, own=path in states)
 
 
-def _opened(text: str, verifiers: list[Verifier], path: Path, *, own: bool) -> Seen:
+def _opened(
+    text: str, pinned: Verifier, previous: list[PreviousKey], path: Path, *, own: bool
+) -> Seen:
     """The checkpoint in ``path``, signed by the pinned key or else by a previous one."""
     source = f"the checkpoint in {path}"
-    for number, verifier in enumerate(verifiers):
+    for key in [None, *previous]:
         try:
-            checkpoint = open_checkpoint(text, verifier)
+            checkpoint = open_checkpoint(text, pinned if key is None else key.verifier)
         except NoteError:
             continue
-        previous = None if number == 0 else verifier
-        return Seen(checkpoint, text, source, previous_key=previous, own=own)
-    keys = "the pinned key" if len(verifiers) == 1 else "the pinned key or a previous key"
+        return Seen(checkpoint, text, source, previous=key, own=own)
+    keys = "the pinned key" if not previous else "the pinned key or a previous key"
     raise CannotVerify(f"{path} holds no checkpoint signed by {keys}")
 
 
-def _check_before_rotation(client: "_Hub", earlier: Seen) -> None:
-    """A checkpoint that another auditor passed on, signed only by a previous key,
-    counts only if the hub's history shows a checkpoint at least as large signed by
-    that key (the cosigned one of decision 0091, or the last before the new key
-    signed): a retired key may have leaked, and then signs anything past that point."""
-    assert earlier.previous_key is not None
-    size, since = earlier.checkpoint.size, earlier.checkpoint.size
-    for _ in range(HISTORY_PAGES):
-        page = client.json(f"/v1/audit/checkpoints?since_size={since}&limit=1000")
-        notes = [item.get("note") for item in page.get("checkpoints") or []]
-        if any(isinstance(n, str) and signed_by(n, [earlier.previous_key]) for n in notes):
-            return
-        following = page.get("next_since_size")
-        if not isinstance(following, int) or following <= since:
-            break
-        since = following
-    raise CannotVerify(
-        f"{earlier.source} ({size} entries) is signed only by a retired key"
-        f" ({earlier.previous_key}), and the hub's history holds no checkpoint of that"
-        " size or larger signed by it: not evidence against the hub (whoever holds the"
-        " retired key may sign anything past the rotation)"
-    )
+def _check_before_rotation(earlier: Seen) -> None:
+    """A ``--compare`` checkpoint signed only by a retired key counts up to the
+    rotation's boundary the operators published with the new key (``KEY@SIZE``), never
+    past it: a retired key may have leaked, and whoever holds it may sign anything past
+    the rotation. The boundary is the auditor's, not the audited hub's (whose history
+    a rewrite could withdraw). No bound for the auditor's own state file, nor for the
+    hub's own key under the log's former name."""
+    key = earlier.previous
+    if earlier.own or key is None or key.hubs_own:
+        return
+    size = earlier.checkpoint.size
+    if key.until is None:
+        raise CannotVerify(
+            f"{earlier.source} ({size} entries) is signed only by a retired key"
+            f" ({key.verifier}), and no rotation boundary is given for it: run again with"
+            f" --previous-key {key.verifier}@SIZE, SIZE the boundary the operators published"
+            " with the new key (onceonly keys rotate-checkpoint prints it). Without it, this"
+            " checkpoint is not evidence against the hub (whoever holds the retired key may"
+            " sign anything past the rotation)"
+        )
+    if size > key.until:
+        raise CannotVerify(
+            f"{earlier.source} ({size} entries) is signed only by a retired key past its"
+            f" rotation ({key.verifier}, which signed the hub's checkpoints up to"
+            f" {key.until} entries): not evidence against the hub (whoever holds the retired"
+            " key may sign anything past the rotation)"
+        )
 
 
 def _check_consistent(client: "_Hub", earlier: Seen, current: Seen) -> None:
@@ -393,8 +440,10 @@ def _add_page(
     contents: bool,
 ) -> None:
     """The next page of leaf hashes, checked and added to ``frontier``."""
-    page = client.json(f"/v1/audit/leaves?start={frontier.size}&limit={PAGE}")
-    entries = page.get("entries") or []
+    path = f"/v1/audit/leaves?start={frontier.size}&limit={PAGE}"
+    entries = client.json(path).get("entries") or []
+    if not isinstance(entries, list):
+        raise CannotVerify(f"the hub's answer to {path} is malformed (entries is not a list)")
     if not entries:
         raise VerificationFailed(
             f"entry {frontier.size} is missing: the log has fewer entries than its "
@@ -452,7 +501,9 @@ def _check_consistency_proofs(
             )
 
 
-def _checked_leaf_hash(item: dict[str, Any], *, expected: int, contents: bool) -> bytes:
+def _checked_leaf_hash(item: object, *, expected: int, contents: bool) -> bytes:
+    if not isinstance(item, dict):
+        raise VerificationFailed(f"entry {expected} is malformed")
     index = item.get("index")
     if index != expected:
         raise VerificationFailed(f"entry {expected} is missing (the next entry is {index})")

@@ -234,14 +234,59 @@ def _keys_rotate_checkpoint(_: argparse.Namespace) -> int:
         f"the key it replaces is retired: its verifier key ({rotated.retired}) is kept in"
         f" {rotated.kept}, its private key nowhere (old backups still hold it)"
     )
+    boundary = _rotation_boundary(settings)
+    if isinstance(boundary, int):
+        print(
+            f"rotation boundary: {boundary} entries (the latest checkpoint); auditors name"
+            f" the old key as --previous-key {rotated.retired}@{boundary}"
+        )
+    else:
+        print(f"rotation boundary: unknown ({boundary})", file=sys.stderr)
     print(
         "next: restart every replica (each loads the key when it starts; copy"
         f" {directory}/{KEY_FILE} to every host first if they do not share the keys"
-        " directory), then give every auditor the new verifier key the way the first was"
-        " published: they pin it, with the old one as --previous-key once"
+        " directory), then publish to every auditor, the way the first key was published,"
+        " the new verifier key AND the rotation boundary: they pin the new key and name the"
+        " old one once as --previous-key OLD@SIZE; a checkpoint signed by the old key alone"
+        " counts as evidence up to SIZE entries, never past it. If a replica still ran on"
+        " the old key after this command, it may have signed larger checkpoints until its"
+        " restart: then SIZE is that of the checkpoint the hub cosigns when restarted (the"
+        " latest of GET /v1/audit/checkpoints whose note carries both keys' signatures)"
         " (docs/operations.md)"
     )
     return 0
+
+
+def _rotation_boundary(settings: "Settings") -> int | str:
+    """The size of the latest stored checkpoint, which the retired key signed last (the
+    rotation's boundary, decision 0091), or why it cannot be read."""
+    import asyncio
+
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from onceonly.hub.audit import repository
+    from onceonly.hub.cli import startup
+    from onceonly.hub.db import driver_message, make_engine
+    from onceonly.hub.kit import logs
+
+    url = settings.resolved_database_url
+
+    async def latest() -> int:
+        engine = make_engine(url)
+        try:
+            async with engine.connect() as conn:
+                checkpoint = await repository.latest_checkpoint(conn)
+        finally:
+            await engine.dispose()
+        return 0 if checkpoint is None else checkpoint.tree_size
+
+    try:
+        return asyncio.run(latest())
+    except SQLAlchemyError as error:
+        reason = startup.without_secrets(driver_message(error), url)
+        return f"cannot read the latest checkpoint: {' '.join(reason.split())}"
+    except (OSError, RuntimeError, ValueError) as error:
+        return f"cannot read the latest checkpoint: {logs.one_line(error)}"
 
 
 def _keys_show(args: argparse.Namespace) -> int:

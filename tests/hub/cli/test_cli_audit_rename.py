@@ -82,4 +82,4 @@ def test_a_history_rewritten_at_a_rename_is_a_fork_for_the_auditor_who_follows_t
         err = capsys.readouterr().err
         assert "continuing from the state of the name the previous key was given" in err
         assert "FORK" in err
-        assert f"signed with the previous key {old_key}" in err
+        assert f"signed with the hub's own key under the log's former name ({old_key}" in err

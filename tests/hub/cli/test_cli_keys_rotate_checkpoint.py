@@ -54,8 +54,9 @@ def hub_env(database_url: str, data_dir: Path, monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv("ONCEONLY_AUDIT_ORIGIN", ORIGIN)
 
 
-def _rotate(capsys: pytest.CaptureFixture[str]) -> tuple[str, str, Path]:
-    """Run the command: the new verifier key, the old one, and the kept key file."""
+def _rotate(capsys: pytest.CaptureFixture[str]) -> tuple[str, str, Path, str]:
+    """Run the command: the new verifier key, the old one, the kept key file, and what
+    auditors are told to pass (``OLD@SIZE``)."""
     capsys.readouterr()
     assert main(["keys", "rotate-checkpoint"]) == 0
     out = capsys.readouterr().out
@@ -63,7 +64,9 @@ def _rotate(capsys: pytest.CaptureFixture[str]) -> tuple[str, str, Path]:
     retired = out.split("the key it replaces is retired: its verifier key (", 1)[1]
     old, _, kept = retired.partition(") is kept in ")
     assert "restart every replica" in out
-    return new, old, Path(kept.split(",", 1)[0])
+    assert "the new verifier key AND the rotation boundary" in out
+    boundary = out.split("auditors name the old key as --previous-key ", 1)[1].split("\n")[0]
+    return new, old, Path(kept.split(",", 1)[0]), boundary
 
 
 def _opens(note: str, key: str) -> bool:
@@ -89,9 +92,10 @@ def test_a_rotated_checkpoint_key_is_pinned_by_auditors_without_a_fork(
     keys = data_dir / "keys"
     old_file = (keys / "checkpoint.jwk").read_bytes()
 
-    new_key, printed_old, kept = _rotate(capsys)
+    new_key, printed_old, kept, boundary = _rotate(capsys)
 
     assert printed_old == old_key
+    assert boundary == f"{old_key}@{SIZE}"  # the latest checkpoint's size, to publish
     assert new_key != old_key
     assert Verifier.parse(new_key).name == ORIGIN
     assert kept.parent == keys / "checkpoint-retired"
@@ -188,7 +192,8 @@ def rotated(
         status, output = Auditor(capsys, tmp_path / "auditor.json", old_key).verify(hub)
         assert status == 0, output
     old_file = (data_dir / "keys" / "checkpoint.jwk").read_bytes()
-    new_key, _, kept = _rotate(capsys)
+    new_key, _, kept, boundary = _rotate(capsys)
+    assert boundary == f"{old_key}@{SIZE}"
     return new_key, old_key, kept, old_file
 
 
@@ -204,19 +209,28 @@ def test_a_leaked_retired_key_is_no_evidence_past_the_rotation(
     signed with that key: past it, one signed by a leaked old key is not a FORK or a
     SHRINK of the hub's, and the messages say which key signed each side."""
     new_key, old_key, _, old_file = rotated
+    at = f"{old_key}@{SIZE}"  # what keys rotate-checkpoint printed (the fixture checks)
     thief = Signer(ORIGIN, Ed25519PrivateKey.from_private_bytes(_private(old_file)))
     with _hub(database_url, data_dir) as hub:
         auditor = Auditor(capsys, tmp_path / "auditor.json", new_key)
         larger = tmp_path / "larger.note"
         larger.write_text(thief.sign(Checkpoint(ORIGIN, SIZE + 1000, os.urandom(32)).text()))
-        status, output = auditor.verify(hub, "--previous-key", old_key, "--compare", str(larger))
+        status, output = auditor.verify(hub, "--previous-key", at, "--compare", str(larger))
         assert status == 2, output
-        assert "is signed only by a retired key" in output
+        assert "is signed only by a retired key past its rotation" in output
         assert "not evidence against the hub" in output
+        # past the boundary, even when the hub's history were to show the old key there
+        status, output = auditor.verify(
+            hub, "--previous-key", f"{old_key}@{SIZE + 999}", "--compare", str(larger)
+        )
+        assert status == 2, output
 
         same = tmp_path / "same.note"
         same.write_text(thief.sign(Checkpoint(ORIGIN, SIZE, os.urandom(32)).text()))
         status, output = auditor.verify(hub, "--previous-key", old_key, "--compare", str(same))
+        assert status == 2, output  # no boundary given: not counted, the size asked for
+        assert f"--previous-key {old_key}@SIZE" in output
+        status, output = auditor.verify(hub, "--previous-key", at, "--compare", str(same))
         assert status == 1, output  # up to the rotation, the old key was the hub's word
         assert "FORK" in output
         assert "same key" not in output
