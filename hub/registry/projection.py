@@ -15,6 +15,7 @@ therefore validates what strict projection keeps against the granted version too
 (``exchange.service``): a field that still fails it is not delivered.
 """
 
+from collections.abc import Iterator
 from typing import Any
 
 from onceonly.hub.registry.schema_rules import MAX_SCHEMA_DEPTH, resolve_ref
@@ -58,6 +59,16 @@ def project_to_version(
     return _Reading(schema, strict).record(record)
 
 
+# Subschema reads one projection may make (a member or an element read through n
+# subschemas counts n): half a second of the event loop at most. A common record
+# makes a few thousand.
+WORK_BUDGET = 1_000_000
+
+
+class TooCostly(ValueError):
+    """The record would take too long to cut down to the version: not delivered."""
+
+
 class _Unresolved:
     """What a schema the projection cannot read resolves to."""
 
@@ -74,28 +85,41 @@ class _Parts:
     reading members: which parts' ``properties`` name a member, the parts with
     patterns, the maps (a part whose ``additionalProperties`` is a schema), the parts
     that close the object (``additionalProperties: false``), each built once per set
-    of parts, so that each member costs a lookup, not a walk over the parts."""
+    of parts, so that each member costs a lookup, not a walk over the parts.
+
+    A part reached only through an ``anyOf``/``oneOf`` branch, ``then``, ``else`` or
+    ``dependentSchemas`` is *optional*: a record need not meet it, so it declares
+    members but its ``additionalProperties: false`` cuts only members no part declares
+    (the branches of a union of closed objects cut each other's members otherwise:
+    helper-166). What is kept is then checked against the version (the exchange)."""
 
     __slots__ = (
         "allowed",
+        "by_pattern",
         "closing",
+        "loose",
         "maps",
         "named",
         "parts",
         "patterned",
+        "patterns",
         "read_closed",
         "shapes",
+        "undeclared",
+        "undeclared_parts",
+        "undeclared_plain",
     )
 
-    def __init__(self, parts: list[Any], strict: bool) -> None:
+    def __init__(self, parts: list[Any], optional: set[int], strict: bool) -> None:
         self.parts = parts
         shapes = [part for part in parts if isinstance(part, dict)]
         self.shapes = shapes
         self.named: dict[str, list[tuple[int, Any]]] = {}
         self.patterned: list[tuple[int, list[tuple[str, Any]]]] = []
         self.maps: list[tuple[int, Any]] = []
-        self.closing: list[int] = []
-        self.allowed = any(part is True for part in parts)
+        self.closing: list[int] = []  # parts a record must meet that close the object
+        self.loose = False  # an optional part closes the object
+        self.allowed = False  # a part says additionalProperties: true
         self.read_closed = False
         for index, part in enumerate(shapes):
             properties = part.get("properties")
@@ -111,26 +135,42 @@ class _Parts:
             elif extra is True:
                 self.allowed = True
             elif extra is False:
-                self.closing.append(index)
+                if id(part) in optional:
+                    self.loose = True
+                else:
+                    self.closing.append(index)
             if strict and extra is None and (properties or patterns):
                 self.read_closed = True
+        # every part's patterns, tried together first (one call for a name none matches);
+        # each distinct pattern tried once a name, whatever the parts that hold it
+        self.patterns = [pair for _, pairs in self.patterned for pair in pairs]
+        self.by_pattern: dict[str, list[tuple[int, Any]]] = {}
+        for index, pairs in self.patterned:
+            for pattern, subschema in pairs:
+                self.by_pattern.setdefault(pattern, []).append((index, subschema))
+        # what applies to a name no part names and no pattern matches: the same for all
+        self.undeclared = [extra for _, extra in self.maps]
+        self.undeclared_parts: Any = None  # their parts, read once (see _Reading._object)
+        self.undeclared_plain = all(_plain(node, strict) for node in self.undeclared)
 
     def member(self, name: str) -> tuple[list[Any], bool, bool]:
         """The subschemas that apply to a member ``name``, whether a part's
-        ``properties`` names it, and whether a part that closes the object does not name
-        it (so a valid record has no such member)."""
-        found = self.named.get(name, ())
-        applies = [subschema for _, subschema in found]
-        declaring = {index for index, _ in found}
-        for index, patterns in self.patterned:
-            if _any_matches(patterns, name):
-                matched = [schema for pattern, schema in patterns if _matches(pattern, name)]
-                if matched:
-                    applies += matched
-                    declaring.add(index)
+        ``properties`` names it, and whether a part the record must meet closes the
+        object without naming it (so a valid record has no such member)."""
+        found = self.named.get(name)
+        matched = bool(self.patterns) and _any_matches(self.patterns, name)
+        if found is None and not matched:
+            return self.undeclared, False, bool(self.closing)
+        applies = [subschema for _, subschema in found or ()]
+        declaring = {index for index, _ in found or ()}
+        if matched:
+            for pattern, holders in self.by_pattern.items():
+                if _matches(pattern, name):
+                    applies += [subschema for _, subschema in holders]
+                    declaring.update(index for index, _ in holders)
         applies += [extra for index, extra in self.maps if index not in declaring]
         refused = any(index not in declaring for index in self.closing)
-        return applies, bool(found), refused
+        return applies, found is not None, refused
 
 
 class _Reading:
@@ -142,6 +182,15 @@ class _Reading:
         self.root = root
         self.strict = strict
         self._known: dict[tuple[int, ...], Any] = {}
+        self._work = 0
+
+    def _spend(self, units: int) -> None:
+        """Count the subschemas members and elements are read through: past
+        :data:`WORK_BUDGET`, :class:`TooCostly` (a record and schema made to hold the
+        hub's event loop: helper-166's 126 parts by 90,000 members took 11 s)."""
+        self._work += units
+        if self._work > WORK_BUDGET:
+            raise TooCostly(f"cutting the record down took more than {WORK_BUDGET} reads")
 
     def record(self, record: dict[str, Any]) -> dict[str, Any]:
         parts = self.parts([self.root])
@@ -152,53 +201,52 @@ class _Reading:
 
     def parts(self, nodes: list[Any]) -> Any:
         """The parts ``nodes`` are read through (:class:`_Parts`): each node, each local
-        ``$ref``'s target beside the keywords next to it, and (``strict``) each
-        ``allOf``/``anyOf``/``oneOf`` branch reached, each part once, by identity.
-        ``_DROP`` for a ``false`` schema that a value must meet (an ``anyOf``/``oneOf``
-        branch that is ``false`` is no part), a reference that names nothing, or more
-        than :data:`MAX_PARTS` parts."""
+        ``$ref``'s target beside the keywords next to it, and (``strict``) each branch
+        reached (``allOf``; optional: ``anyOf``, ``oneOf``, ``then``, ``else``,
+        ``dependentSchemas``), each part once, by identity. ``_DROP`` for a ``false``
+        schema that a value must meet (an optional one is no part), a reference that
+        names nothing, or more than :data:`MAX_PARTS` parts."""
         key = tuple(id(node) for node in nodes)
         known = self._known.get(key, _NONE)
         if known is _NONE:
-            gathered = self._gather(nodes)
-            known = gathered if gathered is _DROP else _Parts(gathered, self.strict)
+            known = self._gather(nodes)
             self._known[key] = known
         return known
 
     def _gather(self, nodes: list[Any]) -> Any:
         parts: list[Any] = []
+        optional: set[int] = set()
         seen: set[int] = set()
-        stack = list(reversed(nodes))
+        stack = [(node, False) for node in reversed(nodes)]
         while stack:
-            node = stack.pop()
+            node, maybe = stack.pop()
             if node is True:
                 if True not in parts:
                     parts.append(True)
                 continue
             if not isinstance(node, dict):
+                if maybe:
+                    continue  # a false branch a record need not meet: no part
                 return _DROP  # false, or not a schema: nothing valid, nothing kept
             if id(node) in seen:
+                if not maybe:
+                    optional.discard(id(node))  # reached as a part the record must meet
                 continue  # read already (a reference loop ends here too)
             seen.add(id(node))
             if len(node) != 1 or "$ref" not in node:  # a bare reference is no part
                 if len(parts) >= MAX_PARTS:
                     return _DROP
                 parts.append(node)
+                if maybe:
+                    optional.add(id(node))
             if "$ref" in node:
                 found = resolve_ref(self.root, node["$ref"])
                 if found is None:
                     return _DROP
-                stack.append(found[1])
+                stack.append((found[1], maybe))
             if self.strict:
-                for keyword in _BRANCHES:
-                    branches = node.get(keyword)
-                    if isinstance(branches, list):
-                        stack.extend(
-                            branch
-                            for branch in reversed(branches)
-                            if not (keyword in _SOME and branch is False)
-                        )
-        return parts
+                stack.extend(reversed(list(_branches(node, maybe))))
+        return _Parts(parts, optional, self.strict)
 
     def value(self, value: Any, nodes: list[Any], depth: int) -> Any:
         """``value`` through every schema of ``nodes`` at once (what all of them keep)."""
@@ -206,11 +254,11 @@ class _Reading:
             if all(_plain(node, self.strict) for node in nodes):
                 return value  # no part to look for: a scalar is kept as it is
             return _DROP if self.parts(nodes) is _DROP else value
-        if depth <= 0:
+        return self._through(value, self.parts(nodes), depth)
+
+    def _through(self, value: Any, parts: Any, depth: int) -> Any:
+        if depth <= 0 or parts is _DROP:
             return _DROP  # deeper than any owner's answer the hub takes: fails closed
-        parts = self.parts(nodes)
-        if parts is _DROP:
-            return _DROP
         if isinstance(value, dict):
             return self._object(value, parts, depth)
         return self._array(value, parts, depth)
@@ -218,8 +266,9 @@ class _Reading:
     def _array(self, value: list[Any], parts: _Parts, depth: int) -> Any:
         """Each element through every subschema that applies to it (JSON Schema 2020-12
         §10.3.1): ``prefixItems`` by position, then ``items`` for the rest (the same for
-        every element past the prefix: found once); an element that none names is kept
-        as it is."""
+        every element past the prefix: read once); an element that none names is kept
+        as it is, except in ``strict``, where a tuple (``prefixItems``) that says nothing
+        of the rest is read as closed, as an object is."""
         prefix = max(
             (
                 len(part["prefixItems"])
@@ -229,18 +278,31 @@ class _Reading:
             default=0,
         )
         rest = [part["items"] for part in parts.shapes if "items" in part]
+        if self.strict and prefix and not rest:
+            value = value[:prefix]  # a later version's elements past the tuple: cut
+        rest_plain = all(_plain(node, self.strict) for node in rest)
+        rest_parts: Any = _NONE
         elements = []
         for index, element in enumerate(value):
-            applies = (
-                [
+            if index < prefix:
+                applies = [
                     subschema
                     for part in parts.shapes
                     if (subschema := _element_schema(part, index)) is not _NONE
                 ]
-                if index < prefix
-                else rest
-            )
-            projected = self.value(element, applies, depth - 1)
+                self._spend(len(applies))
+                projected = self.value(element, applies, depth - 1)
+            elif not isinstance(element, dict | list) and rest_plain:
+                self._spend(1)  # read once for all: the element is kept as it is
+                projected = element
+            else:
+                self._spend(len(rest))
+                if rest_parts is _NONE:
+                    rest_parts = self.parts(rest)
+                if isinstance(element, dict | list):
+                    projected = self._through(element, rest_parts, depth - 1)
+                else:
+                    projected = _DROP if rest_parts is _DROP else element
             if projected is _DROP:
                 return _DROP
             elements.append(projected)
@@ -253,19 +315,51 @@ class _Reading:
         :func:`project_to_version`). ``top``: the record itself, whose members are kept
         only where a part's ``properties`` names them."""
         result = {}
+        closed = (parts.read_closed or parts.loose) and not parts.allowed
         for name, member in value.items():
             applies, named, refused = parts.member(name)
             if refused or (top and not named):
                 continue
             if not applies:  # no part says anything of it
-                if parts.read_closed and not parts.allowed:
-                    continue
-                result[name] = member
+                if not closed:
+                    result[name] = member
                 continue
-            projected = self.value(member, applies, depth - 1)
+            if applies is parts.undeclared:  # a map's values: their schemas read once
+                if not isinstance(member, dict | list) and parts.undeclared_plain:
+                    self._spend(1)
+                    result[name] = member
+                    continue
+            self._spend(len(applies))
+            if applies is parts.undeclared:
+                if parts.undeclared_parts is None:
+                    parts.undeclared_parts = self.parts(applies)
+                if isinstance(member, dict | list):
+                    projected = self._through(member, parts.undeclared_parts, depth - 1)
+                else:
+                    projected = _DROP if parts.undeclared_parts is _DROP else member
+            else:
+                projected = self.value(member, applies, depth - 1)
             if projected is not _DROP:
                 result[name] = projected
         return result
+
+
+def _branches(node: dict[str, Any], maybe: bool) -> Iterator[tuple[Any, bool]]:
+    """The subschemas strict projection reads beside ``node``'s own keywords, each with
+    whether a record need not meet it: ``allOf`` (as ``node`` itself), and ``anyOf``,
+    ``oneOf``, ``then``, ``else`` and each ``dependentSchemas`` value (optional)."""
+    for keyword in _BRANCHES:
+        branches = node.get(keyword)
+        if isinstance(branches, list):
+            for branch in branches:
+                yield branch, maybe or keyword in _SOME
+    for keyword in ("then", "else"):
+        if keyword in node:
+            yield node[keyword], True
+    dependent = node.get("dependentSchemas")
+    if isinstance(dependent, dict):
+        for subschema in dependent.values():
+            yield subschema, True
 
 
 def _plain(node: Any, strict: bool) -> bool:
@@ -403,6 +497,10 @@ def _keeps_all(root: dict[str, Any], nodes: list[Any]) -> bool:
             extra = part.get("additionalProperties")
             if extra is None and part.get("properties"):
                 return False  # read as closed, though a valid record may have other members
+            if "prefixItems" in part and "items" not in part:
+                return False  # a tuple read as closed, though a valid one may be longer
+            if any(keyword in part for keyword in ("then", "else", "dependentSchemas")):
+                return False  # what they declare is read as optional parts: projection runs
             properties = part.get("properties")
             stack += properties.values() if isinstance(properties, dict) else []
             if isinstance(extra, dict):

@@ -146,12 +146,13 @@ def test_what_the_granted_version_refuses_is_not_delivered(exchange: Exchange) -
     item = _register_nested(exchange, v1, v2, record, fields=["address", "postcode"])
     assert fetch(exchange, item).record == {"postcode": "10115", "address": {"street": "Main 1"}}
 
-    # a map of strings, but with a street, no ssn: projection keeps ssn (the map's), the
-    # granted version refuses it, so the field is not delivered at all (fails closed)
-    closes = {"street": {"properties": {"ssn": False}}}
+    # a map of strings, but never an ssn (a `not`, which projection does not read):
+    # projection keeps ssn (the map's), the granted version refuses it, so the field is
+    # not delivered at all (fails closed)
+    never = {"required": ["ssn"]}
     v1 = _root(
         {
-            "address": _object({}, additionalProperties=STREET, dependentSchemas=closes),
+            "address": _object({}, additionalProperties=STREET, **{"not": never}),
             "postcode": STREET,
         }
     )
@@ -179,3 +180,16 @@ def test_a_record_its_granted_version_refuses_as_a_whole_is_not_delivered(
         fetch(exchange, item)
     assert refused.value.status == 502
     assert "49002124277" not in refused.value.detail
+
+
+def test_asking_for_the_granted_version_reads_it_as_the_grant_does(exchange: Exchange) -> None:
+    """helper-166: with the grant's field closed inside an ``allOf`` branch, a query
+    without ``version`` delivered the field cut down, and one asking for the grant's
+    version (the same version) was a 502: its lenient reading kept what the branch
+    closes, and the check then refused it."""
+    v1 = _root({"a": {"allOf": [PERSON_V1]}})
+    v2 = _root({"a": {"allOf": [PERSON_V2]}})
+    record = {"a": {"name": "Ann", "national_id": "49002124277"}}
+    item = _register_nested(exchange, v1, v2, record, fields=["a"])
+    for version in (None, 1):
+        assert fetch(exchange, item, version=version).record == {"a": {"name": "Ann"}}

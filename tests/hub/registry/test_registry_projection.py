@@ -6,8 +6,10 @@ same over the wire."""
 
 from typing import Any
 
+import pytest
+
 from onceonly.hub.exchange.owner import MAX_ANSWER_DEPTH
-from onceonly.hub.registry import projection
+from onceonly.hub.registry import projection, validation
 from onceonly.hub.registry.projection import (
     MAX_DEPTH,
     MAX_PARTS,
@@ -242,3 +244,117 @@ def test_the_identity_skip_reads_the_roots_patterns() -> None:
     assert not strict_projection_is_identity(schema, fingerprint="root-patterns", fields=["a"])
     record = {"a": {"street": "Pikk 1", "ssn": "49002124277"}}
     assert project_to_version(record, schema, strict=True) == {"a": {"street": "Pikk 1"}}
+
+
+# --- helper-166's review of the third version --------------------------------------------
+
+
+def test_a_tuple_that_says_nothing_of_the_rest_is_read_as_closed() -> None:
+    """``prefixItems`` without ``items`` in the granted version: the elements a later
+    version adds after the tuple were delivered (and the identity skip said so)."""
+    schema = _root({"a": {"type": "array", "prefixItems": [{"type": "string"}]}})
+    kept = project_to_version({"a": ["x", {"nin": "49002124277"}]}, schema, strict=True)
+    assert kept == {"a": ["x"]}
+    assert not strict_projection_is_identity(schema, fingerprint="tuple", fields=None)
+
+
+def test_a_union_of_closed_objects_keeps_the_members_of_its_branches() -> None:
+    """``oneOf`` of two closed objects (the usual tagged union): each branch's
+    ``additionalProperties: false`` cut the other's members, so a person lost its name
+    and the field its validity. A branch a record need not meet cuts only members no
+    part declares."""
+
+    def closed(**properties: Json) -> Json:
+        return {"type": "object", "additionalProperties": False, "properties": properties}
+
+    person = closed(kind={"const": "person"}, name={"type": "string"})
+    org = closed(kind={"const": "org"}, regno={"type": "string"})
+    schema = _root({"a": {"oneOf": [person, org]}})
+    record = {"a": {"kind": "person", "name": "Ann", "ssn": "49002124277"}}
+    assert project_to_version(record, schema, strict=True) == {
+        "a": {"kind": "person", "name": "Ann"}
+    }
+
+
+def test_members_declared_in_then_or_dependent_schemas_are_kept() -> None:
+    """An open object read as closed dropped what ``then`` or ``dependentSchemas``
+    declare (they were not read)."""
+    school = {
+        "type": "object",
+        "properties": {"kind": {"type": "string"}},
+        "if": {"properties": {"kind": {"const": "child"}}},
+        "then": {"properties": {"school": {"type": "string"}}},
+    }
+    married = {
+        "type": "object",
+        "properties": {"married": {"type": "boolean"}},
+        "dependentSchemas": {"married": {"properties": {"spouse": {"type": "string"}}}},
+    }
+    schema = _root({"a": school, "b": married})
+    record = {
+        "a": {"kind": "child", "school": "Pikk", "ssn": "1"},
+        "b": {"married": True, "spouse": "Ann", "ssn": "1"},
+    }
+    assert project_to_version(record, schema, strict=True) == {
+        "a": {"kind": "child", "school": "Pikk"},
+        "b": {"married": True, "spouse": "Ann"},
+    }
+
+
+def test_a_false_branch_a_record_need_not_meet_is_no_part() -> None:
+    schema = {
+        **_root({"a": {"anyOf": [{"$ref": "#/$defs/no"}, {"type": "object"}]}}),
+        "$defs": {"no": False},
+    }
+    assert project_to_version({"a": {"b": 1}}, schema, strict=True) == {"a": {"b": 1}}
+
+
+def test_the_fields_a_large_wrong_record_fails_are_found_one_error_at_a_time() -> None:
+    """jsonschema-rs builds every error before giving the first: 240,000 wrong elements
+    held the event loop for seconds (helper-166). The fields are found with the first
+    error each time; all errors are asked for only when the first is at the record."""
+
+    class Counting:
+        def __init__(self, validator: Any) -> None:
+            self.validator, self.walks = validator, 0
+
+        def is_valid(self, record: Any) -> bool:
+            return bool(self.validator.is_valid(record))
+
+        def validate(self, record: Any) -> None:
+            self.validator.validate(record)
+
+        def iter_errors(self, record: Any) -> Any:
+            self.walks += 1
+            return self.validator.iter_errors(record)
+
+    schema = _root(
+        {
+            "a": {"type": "array", "items": {"type": "integer"}},
+            "b": {"type": "string"},
+            "c": {"type": "string"},
+        }
+    )
+    validator = Counting(validation.compile_schema(schema))
+    record = {"a": ["x"] * 1000, "b": 5, "c": "ok"}
+    assert validation.failing_fields(validator, record) == {"a", "b"}  # type: ignore[arg-type]
+    assert validator.walks == 0
+    assert validation.failing_fields(validator, {"c": "ok"}) == set()  # type: ignore[arg-type]
+
+
+def test_a_record_too_costly_to_cut_down_is_refused_not_cut_for_seconds() -> None:
+    """126 ``allOf`` branches that each match every member name, and 90,000 members:
+    11 s with the event loop held (helper-166). Past a budget of reads the projection
+    stops (the exchange answers 502); a map through the same 126 branches' values is
+    read once for all its members and stays within it."""
+    closing = [
+        {"patternProperties": {"": {"type": "integer"}}, "additionalProperties": False}
+        for _ in range(126)
+    ]
+    schema = _root({"a": {"type": "object", "allOf": closing}})
+    members = {f"k{i}": i for i in range(projection.WORK_BUDGET // 126 + 1)}
+    with pytest.raises(projection.TooCostly):
+        project_to_version({"a": members}, schema, strict=True)
+    maps = [{"additionalProperties": {"type": "integer"}} for _ in range(126)]
+    schema = _root({"a": {"type": "object", "allOf": maps}})
+    assert project_to_version({"a": members}, schema, strict=True) == {"a": members}
