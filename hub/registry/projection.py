@@ -278,7 +278,7 @@ class _Reading:
             default=0,
         )
         rest = [part["items"] for part in parts.shapes if "items" in part]
-        if self.strict and prefix and not rest:
+        if self.strict and prefix and (not rest or False in rest):
             value = value[:prefix]  # a later version's elements past the tuple: cut
         rest_plain = all(_plain(node, self.strict) for node in rest)
         rest_parts: Any = _NONE

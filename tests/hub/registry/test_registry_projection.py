@@ -256,6 +256,9 @@ def test_a_tuple_that_says_nothing_of_the_rest_is_read_as_closed() -> None:
     kept = project_to_version({"a": ["x", {"nin": "49002124277"}]}, schema, strict=True)
     assert kept == {"a": ["x"]}
     assert not strict_projection_is_identity(schema, fingerprint="tuple", fields=None)
+    schema["properties"]["a"]["items"] = False  # says no more: cut there, not dropped whole
+    kept = project_to_version({"a": ["x", {"nin": "49002124277"}]}, schema, strict=True)
+    assert kept == {"a": ["x"]}
 
 
 def test_a_union_of_closed_objects_keeps_the_members_of_its_branches() -> None:
