@@ -87,11 +87,11 @@ class _Parts:
     that close the object (``additionalProperties: false``), each built once per set
     of parts, so that each member costs a lookup, not a walk over the parts.
 
-    A part reached only through an ``anyOf``/``oneOf`` branch, ``then``, ``else`` or
-    ``dependentSchemas`` is *optional*: a record need not meet it, so it declares
-    members but its ``additionalProperties: false`` cuts only members no part declares
-    (the branches of a union of closed objects cut each other's members otherwise:
-    helper-166). What is kept is then checked against the version (the exchange)."""
+    A part reached only through an ``anyOf``/``oneOf`` branch is *optional*: a record
+    need not meet it, so it declares members but its ``additionalProperties: false``
+    cuts only members no part declares (the branches of a union of closed objects cut
+    each other's members otherwise: helper-166). What is kept is then checked against
+    the version (the exchange)."""
 
     __slots__ = (
         "allowed",
@@ -105,6 +105,7 @@ class _Parts:
         "patterns",
         "read_closed",
         "shapes",
+        "tries",
         "undeclared",
         "undeclared_parts",
         "undeclared_plain",
@@ -152,6 +153,7 @@ class _Parts:
         self.undeclared = [extra for _, extra in self.maps]
         self.undeclared_parts: Any = None  # their parts, read once (see _Reading._object)
         self.undeclared_plain = all(_plain(node, strict) for node in self.undeclared)
+        self.tries = 0  # patterns tried one by one for names that matched one
 
     def member(self, name: str) -> tuple[list[Any], bool, bool]:
         """The subschemas that apply to a member ``name``, whether a part's
@@ -164,6 +166,7 @@ class _Parts:
         applies = [subschema for _, subschema in found or ()]
         declaring = {index for index, _ in found or ()}
         if matched:
+            self.tries += len(self.by_pattern)  # counted against the budget (helper-170)
             for pattern, holders in self.by_pattern.items():
                 if _matches(pattern, name):
                     applies += [subschema for _, subschema in holders]
@@ -202,8 +205,8 @@ class _Reading:
     def parts(self, nodes: list[Any]) -> Any:
         """The parts ``nodes`` are read through (:class:`_Parts`): each node, each local
         ``$ref``'s target beside the keywords next to it, and (``strict``) each branch
-        reached (``allOf``; optional: ``anyOf``, ``oneOf``, ``then``, ``else``,
-        ``dependentSchemas``), each part once, by identity. ``_DROP`` for a ``false``
+        reached (``allOf``; optional: ``anyOf``, ``oneOf``), each part once, by
+        identity. ``_DROP`` for a ``false``
         schema that a value must meet (an optional one is no part), a reference that
         names nothing, or more than :data:`MAX_PARTS` parts."""
         key = tuple(id(node) for node in nodes)
@@ -317,7 +320,9 @@ class _Reading:
         result = {}
         closed = (parts.read_closed or parts.loose) and not parts.allowed
         for name, member in value.items():
+            tried = parts.tries
             applies, named, refused = parts.member(name)
+            self._spend(parts.tries - tried)
             if refused or (top and not named):
                 continue
             if not applies:  # no part says anything of it
@@ -346,20 +351,16 @@ class _Reading:
 
 def _branches(node: dict[str, Any], maybe: bool) -> Iterator[tuple[Any, bool]]:
     """The subschemas strict projection reads beside ``node``'s own keywords, each with
-    whether a record need not meet it: ``allOf`` (as ``node`` itself), and ``anyOf``,
-    ``oneOf``, ``then``, ``else`` and each ``dependentSchemas`` value (optional)."""
+    whether a record need not meet it: ``allOf`` (as ``node`` itself), and ``anyOf``
+    and ``oneOf`` (optional)."""
     for keyword in _BRANCHES:
         branches = node.get(keyword)
         if isinstance(branches, list):
             for branch in branches:
                 yield branch, maybe or keyword in _SOME
-    for keyword in ("then", "else"):
-        if keyword in node:
-            yield node[keyword], True
-    dependent = node.get("dependentSchemas")
-    if isinstance(dependent, dict):
-        for subschema in dependent.values():
-            yield subschema, True
+    # then, else and dependentSchemas are not read: what they declare holds only when
+    # their condition does, which projection does not judge (helper-170: a member only
+    # `then` declared was kept when `if` failed); such members are cut as undeclared
 
 
 def _plain(node: Any, strict: bool) -> bool:

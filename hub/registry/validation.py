@@ -60,6 +60,9 @@ def validator_for(schema: dict[str, Any], schema_fingerprint: str) -> Validator:
 # are: too few members, or one it requires missing. Any other failure at the record
 # itself (not, if/then/else, oneOf, dependentSchemas) names no member to cut.
 _COUNTS = frozenset({"required", "dependentRequired", "minProperties", "maxProperties"})
+# Rounds of first errors before every error is asked for: each validates the whole rest
+# (2,700 failing fields beside a large valid one took 4.3 s one by one: helper-170)
+_FIRST_ERRORS = 16
 
 
 def failing_fields(validator: Validator, record: dict[str, Any]) -> set[str] | None:
@@ -77,7 +80,9 @@ def failing_fields(validator: Validator, record: dict[str, Any]) -> set[str] | N
         return set()
     fields: set[str] = set()
     rest = dict(record)
-    while rest:
+    for _ in range(_FIRST_ERRORS):  # each round validates what is left: bounded
+        if not rest:
+            break
         try:
             validator.validate(rest)
         except jsonschema_rs.ValidationError as first:
