@@ -81,16 +81,34 @@ def test_load_json_takes_json_at_the_limit() -> None:
     assert load_json(b'{"a": [1, {"b": null}]}', max_depth=4) == {"a": [1, {"b": None}]}
 
 
-def deep_owner() -> FastAPI:
+def raw_owner(record: bytes) -> FastAPI:
+    """An owner without the SDK, answering every query with ``record`` (JSON text) as it is."""
     app = FastAPI()
 
     @app.post("/v1/items/{item}/records/query")
     async def answer(item: str) -> Response:
-        record = b'{"street": ' + nested(DEEP) + b"}"
         body = b'{"item": "' + item.encode() + b'", "version": 1, "record": ' + record + b"}"
         return Response(body, media_type="application/json")
 
     return app
+
+
+def refused_with_this_owner(world: World, owner_app: FastAPI) -> UpstreamError:
+    """The consumer's query answered through ``owner_app`` in place of the owner's
+    adapter (put back after): its refusal, checked to be the owner's invalid answer, 502,
+    audited so."""
+    with serve(owner_app) as owner, world.hub.admin() as admin:
+        admin.put_department(OWNER, name="Civil Registry Office", adapter_url=owner)
+        try:
+            with world.client() as client, pytest.raises(UpstreamError) as failed:
+                client.fetch(ADDRESS, SUBJECT, purpose=PURPOSE)
+        finally:
+            admin.put_department(OWNER, name="Civil Registry Office", adapter_url=world.owner_url)
+    last = audit_entry_for(world.hub, failed.value, action="record.query")
+    assert failed.value.status == 502
+    assert failed.value.problem_type == "owner-invalid-response"
+    assert (last["outcome"], last["reason"]) == ("failed", "owner-invalid-response")
+    return failed.value
 
 
 @pytest.fixture(scope="module", params=DATABASES)
@@ -104,32 +122,8 @@ def world(
 
 
 def test_an_owner_answer_nested_100000_deep_is_an_invalid_response(world: World) -> None:
-    with serve(deep_owner()) as owner, world.hub.admin() as admin:
-        admin.put_department(OWNER, name="Civil Registry Office", adapter_url=owner)
-        try:
-            with world.client() as client, pytest.raises(UpstreamError) as failed:
-                client.fetch(ADDRESS, SUBJECT, purpose=PURPOSE)
-        finally:
-            admin.put_department(OWNER, name="Civil Registry Office", adapter_url=world.owner_url)
-    last = audit_entry_for(world.hub, failed.value, action="record.query")
-    assert failed.value.status == 502
-    assert failed.value.problem_type == "owner-invalid-response"
-    assert "nested deeper than" in str(failed.value)
-    assert (last["outcome"], last["reason"]) == ("failed", "owner-invalid-response")
-
-
-def surrogate_owner(record: dict[str, str]) -> FastAPI:
-    """An owner (no SDK) whose record holds a lone surrogate, spelled as JSON's escapes
-    allow: valid JSON, but not text."""
-    app = FastAPI()
-
-    @app.post("/v1/items/{item}/records/query")
-    async def answer(item: str) -> Response:
-        served = json.dumps({**ADDRESS_RECORD, **record})
-        body = f'{{"item": "{item}", "version": 1, "record": {served}}}'
-        return Response(body.encode(), media_type="application/json")
-
-    return app
+    refused = refused_with_this_owner(world, raw_owner(b'{"street": ' + nested(DEEP) + b"}"))
+    assert "nested deeper than" in str(refused)
 
 
 @pytest.mark.parametrize("record", [{"street": "Pikk \ud800"}, {"x\ud800": "1"}])
@@ -138,18 +132,9 @@ def test_an_owner_record_with_a_lone_surrogate_is_an_invalid_response(
 ) -> None:
     """helper-147: a value passed its schema, then its commitment (RFC 8785, which has
     no form for a lone surrogate) raised: a 500. helper-156: a member's name made the
-    validator raise, a 500 too. Both are the owner's invalid answer."""
-    with serve(surrogate_owner(record)) as owner, world.hub.admin() as admin:
-        admin.put_department(OWNER, name="Civil Registry Office", adapter_url=owner)
-        try:
-            with world.client() as client, pytest.raises(UpstreamError) as failed:
-                client.fetch(ADDRESS, SUBJECT, purpose=PURPOSE)
-        finally:
-            admin.put_department(OWNER, name="Civil Registry Office", adapter_url=world.owner_url)
-    last = audit_entry_for(world.hub, failed.value, action="record.query")
-    assert failed.value.status == 502
-    assert failed.value.problem_type == "owner-invalid-response"
-    assert (last["outcome"], last["reason"]) == ("failed", "owner-invalid-response")
+    validator raise, a 500 too. Both are the owner's invalid answer. (Spelled as JSON's
+    escapes allow: valid JSON, but not text.)"""
+    refused_with_this_owner(world, raw_owner(json.dumps({**ADDRESS_RECORD, **record}).encode()))
 
 
 def onceonly(*args: str) -> subprocess.CompletedProcess[str]:

@@ -311,24 +311,28 @@ def test_a_false_branch_a_record_need_not_meet_is_no_part() -> None:
     assert project_to_version({"a": {"b": 1}}, schema, strict=True) == {"a": {"b": 1}}
 
 
+class Counting:
+    """A validator that counts how often it is asked for the first error and for all."""
+
+    def __init__(self, validator: Any) -> None:
+        self.validator, self.firsts, self.walks = validator, 0, 0
+
+    def is_valid(self, record: Any) -> bool:
+        return bool(self.validator.is_valid(record))
+
+    def validate(self, record: Any) -> None:
+        self.firsts += 1
+        self.validator.validate(record)
+
+    def iter_errors(self, record: Any) -> Any:
+        self.walks += 1
+        return self.validator.iter_errors(record)
+
+
 def test_the_fields_a_large_wrong_record_fails_are_found_one_error_at_a_time() -> None:
     """jsonschema-rs builds every error before giving the first: 240,000 wrong elements
     held the event loop for seconds (helper-166). The fields are found with the first
     error each time; all errors are asked for only when the first is at the record."""
-
-    class Counting:
-        def __init__(self, validator: Any) -> None:
-            self.validator, self.walks = validator, 0
-
-        def is_valid(self, record: Any) -> bool:
-            return bool(self.validator.is_valid(record))
-
-        def validate(self, record: Any) -> None:
-            self.validator.validate(record)
-
-        def iter_errors(self, record: Any) -> Any:
-            self.walks += 1
-            return self.validator.iter_errors(record)
 
     schema = _root(
         {
@@ -376,25 +380,8 @@ def test_the_first_error_rounds_are_bounded() -> None:
     """Each round of first errors validates the whole rest: 2,700 failing fields beside
     a large valid one took 4.3 s (helper-170). After a few rounds, every error is asked
     for at once; the fields found are the same."""
-    calls = 0
-
-    class Counting:
-        def __init__(self, validator: Any) -> None:
-            self.validator = validator
-
-        def is_valid(self, record: Any) -> bool:
-            return bool(self.validator.is_valid(record))
-
-        def validate(self, record: Any) -> None:
-            nonlocal calls
-            calls += 1
-            self.validator.validate(record)
-
-        def iter_errors(self, record: Any) -> Any:
-            return self.validator.iter_errors(record)
-
     schema = _root({f"f{i}": {"enum": [0]} for i in range(40)})
     validator = Counting(validation.compile_schema(schema))
     record = {f"f{i}": 1 for i in range(40)}
     assert validation.failing_fields(validator, record) == set(record)  # type: ignore[arg-type]
-    assert calls <= 16
+    assert validator.firsts <= 16
