@@ -32,6 +32,7 @@ import trustme
 import yaml
 
 from onceonly.adapters import load_config
+from onceonly.hub.audit import checkpoints
 from onceonly.hub.cli import build_parser
 from onceonly.hub.config import Settings
 from onceonly.hub.keys import HubKeys, key_file_names
@@ -43,6 +44,7 @@ K8S = ROOT / "deploy" / "k8s"
 KUSTOMIZATIONS = {"base": K8S / "base", "production": K8S / "overlays" / "production"}
 PLACEHOLDER = "REPLACE"
 README = ROOT / "deploy" / "README.md"
+ORIGIN = "exchange.example.gov/audit"  # the README's
 
 Document = dict[str, Any]
 
@@ -519,10 +521,15 @@ def _run_with_dry_run_kubectl(block: str, directory: Path) -> list[tuple[str, Do
     shim.parent.mkdir()
     made = directory / "made"
     made.mkdir()
+    # replace, apply and rollout need a cluster: what they would be given is kept
     shim.write_text(
         "#!/bin/sh\n"
         f'n=$(find "{made}" -name "*.cmd" | wc -l)\n'
         f'printf "%s\\n" "$*" > "{made}/$n.cmd"\n'
+        'case " $* " in\n'
+        f'  *" replace "*|*" apply "*) exec cat > "{made}/$n.yaml" ;;\n'
+        f'  *" rollout "*) exec printf "{{}}\\n" > "{made}/$n.yaml" ;;\n'
+        "esac\n"
         f'exec "{kubectl}" "$@" --dry-run=client -o yaml > "{made}/$n.yaml"\n'
     )
     shim.chmod(shim.stat().st_mode | stat.S_IXUSR)
@@ -545,13 +552,66 @@ def _run_with_dry_run_kubectl(block: str, directory: Path) -> list[tuple[str, Do
     ]
 
 
+def _mounted_as_the_hub_pod(
+    production: list[Document], secrets: dict[str, Document], root: Path
+) -> Path:
+    """The Secrets' files where the hub's pod mounts them (an optional Secret that was
+    not made mounts an empty folder); the keys directory."""
+    template = one(production, "Deployment", "onceonly-hub")["spec"]["template"]
+    volumes = {v["name"]: v["secret"] for v in template["spec"]["volumes"] if "secret" in v}
+    data_dir = Path(hub_settings(production)["ONCEONLY_DATA_DIR"])
+    for mount in container(template, "hub")["volumeMounts"]:
+        if mount["name"] in volumes:
+            directory = root / Path(mount["mountPath"]).relative_to(data_dir)
+            directory.mkdir(parents=True, exist_ok=True)
+            source = volumes[mount["name"]]
+            if source["secretName"] not in secrets:
+                assert source.get("optional") is True, source
+                continue
+            for name, value in secrets[source["secretName"]]["data"].items():
+                (directory / name).write_bytes(base64.b64decode(value))
+    return root / "keys"
+
+
+def test_the_readme_rotates_the_checkpoint_key_into_what_the_pods_mount(
+    production: list[Document], tmp_path: Path
+) -> None:
+    """The README's keys, then its checkpoint-key rotation, run as written: the pods
+    mount the new key and the retired one's verifier key, and a hub loads them (it
+    opens checkpoints the old key signed, and does not refuse the new key)."""
+    blocks = sh_blocks(kubernetes_section())
+    (made_keys,) = [b for b in blocks if "keys init" in b]
+    (rotation,) = [b for b in blocks if "keys rotate-checkpoint" in b]
+    first, then = tmp_path / "first", tmp_path / "then"  # each run's kubectl, one work/
+    (first / "work").mkdir(parents=True)
+    then.mkdir()
+    (then / "work").symlink_to(first / "work")
+    made_first = _run_with_dry_run_kubectl(made_keys, first)
+    keys_dir = first / "work" / "hub-keys" / "keys"
+    before = checkpoints.load_signer(keys_dir=keys_dir, origin=ORIGIN, create=False).verifier
+    made = _run_with_dry_run_kubectl(rotation, then)
+
+    secrets = {obj["metadata"]["name"]: obj for _, obj in made if obj.get("kind") == "Secret"}
+    assert set(secrets) == {"onceonly-hub-keys", "onceonly-hub-checkpoint-retired"}
+    assert [command for command, _ in made if "rollout restart" in command]
+    retired = secrets["onceonly-hub-checkpoint-retired"]["data"]
+    assert len(retired) == 1
+    assert next(iter(retired)).endswith(checkpoints.RETIRED_SUFFIX)
+    kept = {obj["metadata"]["name"]: obj for _, obj in made_first if obj["kind"] == "Secret"}
+    mounted = _mounted_as_the_hub_pod(production, kept | secrets, tmp_path / "mounted")
+    signer = checkpoints.load_signer(keys_dir=mounted, origin=ORIGIN, create=False)
+    assert signer.verifier.public_key != before.public_key
+    assert [key.public_key for key in signer.retired] == [before.public_key]
+    HubKeys.load(mounted, create=False)
+
+
 def test_the_readme_makes_the_key_secrets_from_exactly_the_key_files(
     production: list[Document], tmp_path: Path
 ) -> None:
     """The README's commands, run on the files `onceonly keys init` makes (and a lock
     file a rotation leaves): the Secrets hold every key the hub loads and no lock file,
     and a hub loads its keys from them as the pods mount them."""
-    (block,) = [b for b in sh_blocks(kubernetes_section()) if "onceonly-hub-keys" in b]
+    (block,) = [b for b in sh_blocks(kubernetes_section()) if "keys init" in b]
     work = tmp_path / "work"
     (work / "hub-keys" / "keys").mkdir(parents=True)
     (work / "hub-keys" / "keys" / ".derivation.key.lock").touch()  # a rotation's
@@ -565,19 +625,7 @@ def test_the_readme_makes_the_key_secrets_from_exactly_the_key_files(
     for secret in secrets.values():
         assert not [name for name in secret["data"] if name.startswith(".")], secret["data"]
 
-    # as the hub's pod mounts them: keys/ and keys/signing/
-    template = one(production, "Deployment", "onceonly-hub")["spec"]["template"]
-    volumes = {v["name"]: v for v in template["spec"]["volumes"] if "secret" in v}
-    mounted = tmp_path / "mounted"
-    data_dir = Path(hub_settings(production)["ONCEONLY_DATA_DIR"])
-    for mount in container(template, "hub")["volumeMounts"]:
-        if mount["name"] in volumes:
-            directory = mounted / Path(mount["mountPath"]).relative_to(data_dir)
-            directory.mkdir(parents=True, exist_ok=True)
-            secret = secrets[volumes[mount["name"]]["secret"]["secretName"]]
-            for name, value in secret["data"].items():
-                (directory / name).write_bytes(base64.b64decode(value))
-    keys_dir = mounted / "keys"
+    keys_dir = _mounted_as_the_hub_pod(production, secrets, tmp_path / "mounted")
     expected = set(key_file_names(work / "hub-keys" / "keys")) | {"audit-origin"}
     got = {str(p.relative_to(keys_dir)) for p in keys_dir.rglob("*") if p.is_file()}
     assert got == expected
