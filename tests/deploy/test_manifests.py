@@ -521,16 +521,22 @@ def _run_with_dry_run_kubectl(block: str, directory: Path) -> list[tuple[str, Do
     shim.parent.mkdir()
     made = directory / "made"
     made.mkdir()
-    # replace, apply and rollout need a cluster: what they would be given is kept
+    # A command's number is taken under a lock (a pipeline's commands start together);
+    # replace, apply and rollout need a cluster: what they would be given is kept; the
+    # others' output also goes on, as kubectl's would, to the pipe.
     shim.write_text(
         "#!/bin/sh\n"
+        f'exec 9>"{made}/.lock"\n'
+        "flock 9\n"
         f'n=$(find "{made}" -name "*.cmd" | wc -l)\n'
         f'printf "%s\\n" "$*" > "{made}/$n.cmd"\n'
+        "flock -u 9\n"
         'case " $* " in\n'
         f'  *" replace "*|*" apply "*) exec cat > "{made}/$n.yaml" ;;\n'
         f'  *" rollout "*) exec printf "{{}}\\n" > "{made}/$n.yaml" ;;\n'
         "esac\n"
-        f'exec "{kubectl}" "$@" --dry-run=client -o yaml > "{made}/$n.yaml"\n'
+        f'"{kubectl}" "$@" --dry-run=client -o yaml > "{made}/$n.yaml" || exit\n'
+        f'exec cat "{made}/$n.yaml"\n'
     )
     shim.chmod(shim.stat().st_mode | stat.S_IXUSR)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ONCEONLY_", "KUBECONFIG"))}
