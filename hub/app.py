@@ -22,7 +22,7 @@ from onceonly.hub.config import Settings
 from onceonly.hub.console import endpoints as console
 from onceonly.hub.events.endpoints import admin as events_admin_router
 from onceonly.hub.events.endpoints import router as events_router
-from onceonly.hub.exchange.endpoints import ExchangeFastPath
+from onceonly.hub.exchange.endpoints import ExchangeFastPath, audits_before_reading
 from onceonly.hub.exchange.endpoints import router as exchange_router
 from onceonly.hub.keys import HubKeys
 from onceonly.hub.kit import heap, logs
@@ -107,7 +107,11 @@ def create_app(
     # record queries are answered inside the request context, before the framework's
     # routing (onceonly.hub.exchange.endpoints); the route stays for its contract
     app.add_middleware(ExchangeFastPath)
-    app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        RequestContextMiddleware,
+        max_body_bytes=settings.max_body_bytes,
+        audited_first=audits_before_reading,
+    )
     for router in (
         ops_router,
         auth_router,

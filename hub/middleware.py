@@ -17,6 +17,7 @@ import logging
 import os
 import re
 import time
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -72,6 +73,7 @@ _NOSNIFF = (b"x-content-type-options", b"nosniff")
 # (records, people, grants, the log's content, decisions about them), so none is kept
 # by a browser or a proxy (RFC 9111 §5.2.2.5); a route that may be cached says so.
 _NO_STORE = (b"cache-control", b"no-store")
+_OAUTH_ROOT = "/oauth/"
 
 
 class _BodyTooLarge(Exception):
@@ -79,9 +81,21 @@ class _BodyTooLarge(Exception):
 
 
 class RequestContextMiddleware:
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
+    """``audited_first``: whether a request's route opens its audit scope before it
+    reads the body (the record query's fast path): a body declared larger than the
+    limit is then refused at its first read, as one that streams past it, so that the
+    refusal is that scope's entry; any other is refused on its head."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        max_body_bytes: int,
+        audited_first: Callable[[Scope], bool] = lambda scope: False,
+    ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.audited_first = audited_first
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -112,8 +126,14 @@ class RequestContextMiddleware:
             if refusal is not None:
                 await refusal(scope, receive, send_with_id)
                 return
-            await self.app(scope, self._limited(receive), send_with_id)
-        except _BodyTooLarge:  # a body that streamed past the limit (no Content-Length)
+            too_large = _declared_length(scope) > self.max_body_bytes
+            if too_large and not self.audited_first(scope):
+                await render(_payload_too_large(scope, self.max_body_bytes))(
+                    scope, receive, send_with_id
+                )
+                return
+            await self.app(scope, self._limited(receive, too_large=too_large), send_with_id)
+        except _BodyTooLarge:  # streamed past the limit, or declared so on an audited route
             await _too_large(scope, receive, send_with_id, self.max_body_bytes)
         except Exception as error:
             await _unexpected(scope, receive, send_with_id, error, answered=bool(status["sent"]))
@@ -147,15 +167,17 @@ class RequestContextMiddleware:
         repeated = _repeated_parameter(scope)
         if repeated is not None:
             return render(InvalidRequest(f"the query parameter {repeated!r} is given twice"))
-        if _declared_length(scope) > self.max_body_bytes:
-            return _too_large_response(self.max_body_bytes)
         return None
 
-    def _limited(self, receive: Receive) -> Receive:
+    def _limited(self, receive: Receive, *, too_large: bool) -> Receive:
+        """``receive``, refusing a body past the limit; one declared past it at the
+        first read, before a byte of it is read."""
         seen = 0
 
         async def limited() -> Message:
             nonlocal seen
+            if too_large:
+                raise _BodyTooLarge
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
@@ -262,20 +284,25 @@ def _declared_length(scope: Scope) -> int:
     return 0
 
 
-def _too_large_response(limit: int) -> Response:
-    return problem_response(
-        status=413,
-        slug="payload-too-large",
-        title="Payload too large",
-        detail=f"the body is larger than {limit} bytes",
+def _payload_too_large(scope: Scope, limit: int) -> PayloadTooLarge:
+    """The 413; at the OAuth endpoints with their error members and ``no-store``, as
+    every answer there (RFC 6749 §5.1, §5.2; docs/protocol.md)."""
+    detail = f"the body is larger than {limit} bytes"
+    if not route_path(scope).startswith(_OAUTH_ROOT):
+        return PayloadTooLarge(detail)
+    return PayloadTooLarge(
+        detail,
+        headers={"Cache-Control": "no-store"},
+        extra={"error": "invalid_request", "error_description": detail},
     )
 
 
 async def _too_large(scope: Scope, receive: Receive, send: Send, limit: int) -> None:
-    """The 413 for a body found too large while it was read: by then an audited route
-    has opened its audit scope, and the refusal is its entry (onceonly.hub.errors)."""
+    """The 413 for a body found too large while it was read (or at its first read, for
+    one declared so on a route that audits first): by then an audited route has opened
+    its audit scope, and the refusal is its entry (onceonly.hub.errors)."""
     request = Request(scope, receive)
-    response = await handled(request, PayloadTooLarge(f"the body is larger than {limit} bytes"))
+    response = await handled(request, _payload_too_large(scope, limit))
     await response(scope, receive, send)
 
 

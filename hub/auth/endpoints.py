@@ -14,7 +14,7 @@ from onceonly.hub.access import service as access
 from onceonly.hub.audit.dependencies import CurrentAudit, audited
 from onceonly.hub.audit.exceptions import AuditUnavailable
 from onceonly.hub.audit.request_scope import open_audit_scope
-from onceonly.hub.audit.service import AuditLog, AuditScope
+from onceonly.hub.audit.service import AuditScope
 from onceonly.hub.auth import service
 from onceonly.hub.auth.dependencies import CurrentCaller
 from onceonly.hub.auth.exceptions import (
@@ -39,7 +39,6 @@ from onceonly.hub.auth.schemas import (
     TokenResponse,
     form_body,
 )
-from onceonly.hub.config import Settings
 from onceonly.hub.dependencies import (
     ClockDep,
     HubDep,
@@ -78,28 +77,43 @@ class _Form:
 
 
 async def _read_form(request: Request) -> _Form:
+    """The form; one that cannot be read as a whole keeps what can be read of it, to
+    name the client its refusal is about (``service.readable_part``)."""
+    raw, content_type = await request.body(), request.headers.get("content-type", "")
     try:
-        fields = service.parse_token_form(
-            await request.body(), request.headers.get("content-type", "")
-        )
+        fields = service.parse_token_form(raw, content_type)
     except InvalidTokenRequest as unreadable:
-        return _Form(fields={}, client_id=None, unreadable=unreadable)
+        part = service.readable_part(raw, content_type)
+        return _Form(fields=part, client_id=service.named_client(part), unreadable=unreadable)
     return _Form(fields=fields, client_id=service.named_client(fields))
 
 
-def _endpoint_request(
-    request: Request, settings: Settings, form: _Form, *, action: str, log: AuditLog
+async def _endpoint_request(
+    request: Request,
+    session: SessionDep,
+    hub: HubDep,
+    clock: ClockDep,
+    form: _Form,
+    *,
+    action: str,
 ) -> tuple[service.EndpointRequest, AuditScope | None]:
     """The request as the OAuth endpoints read it, and its audit scope.
 
     A request that names no client (no ``client_id``, no client assertion that names
-    one), or whose form cannot be read, is a decision about nobody: it is answered as
-    any other and counted, but not audited (no scope). Every request that names a
-    client is audited, whatever its answer.
+    one) is a decision about nobody: it is answered as any other and counted, but not
+    audited (no scope). Every request that names a client is audited, whatever its
+    answer, a form that cannot be read too (refused here): its entry names the client
+    when the assertion in what can be read of it verifies.
     """
-    endpoint = request.url.path
+    endpoint, settings = request.url.path, hub.settings
     if form.unreadable is not None:
-        service.count_unnamed(endpoint)
+        if form.client_id is None:
+            service.count_unnamed(endpoint)
+            raise form.unreadable
+        scope = open_audit_scope(request, action, log=hub.audit_log)
+        await service.note_verified_client(
+            session, form=form.fields, settings=settings, scope=scope, clock=clock
+        )
         raise form.unreadable
     header = settings.tls_client_cert_header
     endpoint_request = service.EndpointRequest(
@@ -112,7 +126,7 @@ def _endpoint_request(
     if form.client_id is None:
         service.count_unnamed(endpoint)
         return endpoint_request, None
-    return endpoint_request, open_audit_scope(request, action, log=log)
+    return endpoint_request, open_audit_scope(request, action, log=hub.audit_log)
 
 
 @asynccontextmanager
@@ -175,8 +189,8 @@ async def token(
     settings, keys, action = hub.settings, hub.keys, "token.issue"
     form = await _read_form(request)
     async with _limited(request, session, hub, clock, form=form, action=action) as admission:
-        endpoint_request, scope = _endpoint_request(
-            request, settings, form, action=action, log=hub.audit_log
+        endpoint_request, scope = await _endpoint_request(
+            request, session, hub, clock, form, action=action
         )
         answer = await service.issue_token(
             session,
@@ -213,8 +227,8 @@ async def introspect(
     action = "token.introspect"
     form = await _read_form(request)
     async with _limited(request, session, hub, clock, form=form, action=action):
-        endpoint_request, scope = _endpoint_request(
-            request, hub.settings, form, action=action, log=hub.audit_log
+        endpoint_request, scope = await _endpoint_request(
+            request, session, hub, clock, form, action=action
         )
         answer = await service.introspect(
             session,
@@ -246,8 +260,8 @@ async def revoke(request: Request, session: SessionDep, hub: HubDep, clock: Cloc
     action = "token.revoke"
     form = await _read_form(request)
     async with _limited(request, session, hub, clock, form=form, action=action):
-        endpoint_request, scope = _endpoint_request(
-            request, hub.settings, form, action=action, log=hub.audit_log
+        endpoint_request, scope = await _endpoint_request(
+            request, session, hub, clock, form, action=action
         )
         await service.revoke(
             session,

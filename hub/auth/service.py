@@ -129,6 +129,21 @@ def parse_token_form(raw: bytes, content_type: str) -> dict[str, str]:
     return form
 
 
+def readable_part(raw: bytes, content_type: str) -> dict[str, str]:
+    """Of a form that :func:`parse_token_form` refuses (too large, a parameter twice, a
+    control character in a value, not UTF-8), the parameters it can still read: the
+    first value of each known one that holds no control character. Only to name the
+    client in the refusal's audit entry when its assertion verifies (``note_verified_
+    client``); the request is refused whatever this finds."""
+    if content_type.split(";")[0].strip().lower() != "application/x-www-form-urlencoded":
+        return {}
+    form: dict[str, str] = {}
+    for name, value in parse_qsl(raw.decode(errors="replace"), keep_blank_values=True):
+        if name in FORM_PARAMETERS and name not in form and not _CONTROL.search(value):
+            form[name] = value
+    return form
+
+
 def named_client(form: dict[str, str]) -> str | None:
     """The client a request names: its ``client_id``, or the (unverified) ``sub`` or
     ``iss`` of its client assertion; None if it names none."""
@@ -180,7 +195,7 @@ async def issue_token(
         proof = _token_proof(request, settings=settings, keys=keys, clock=clock)
     except HubError:
         if scope is not None:  # the entry names the client if its assertion verifies
-            await _note_verified_client(
+            await note_verified_client(
                 session, form=request.form, settings=settings, scope=scope, clock=clock
             )
         raise
@@ -472,6 +487,10 @@ async def _authenticate(
     form = request.form
     if "client_assertion_type" in form or "client_assertion" in form:
         if request.authorization:  # RFC 6749 §2.3: one method a request
+            if scope is not None:  # the entry names the client if its assertion verifies
+                await note_verified_client(
+                    session, form=form, settings=settings, scope=scope, clock=clock
+                )
             raise InvalidTokenRequest(
                 "the request authenticates its client twice, with a client assertion and an"
                 " Authorization header (RFC 6749 section 2.3): send the assertion alone"
@@ -564,7 +583,7 @@ def _verify_assertion(
     )
 
 
-async def _note_verified_client(
+async def note_verified_client(
     session: AsyncSession,
     *,
     form: dict[str, str],

@@ -113,6 +113,13 @@ _ITEM_ID: TypeAdapter[str] = TypeAdapter(
 _ANSWER: TypeAdapter[RecordAnswer] = TypeAdapter(RecordAnswer)
 
 
+def audits_before_reading(scope: Scope) -> bool:
+    """Whether the fast path answers this request: it opens the audit scope before it
+    reads the body (onceonly.hub.middleware refuses a body declared too large there at
+    its first read, so that the refusal is audited)."""
+    return scope["method"] == "POST" and _ROUTE_PATH.fullmatch(route_path(scope)) is not None
+
+
 class ExchangeFastPath:
     """ASGI middleware inside the hub's request context (request id, size limits,
     access log, metrics, the 500): record queries are answered here, everything else

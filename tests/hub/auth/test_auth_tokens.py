@@ -194,6 +194,15 @@ def assert_not_audited(world: TokenWorld, response: httpx.Response) -> None:
                 return
 
 
+def assert_refused_for(
+    world: TokenWorld, response: httpx.Response, *, client: str | None, status: int = 400
+) -> None:
+    """An ``invalid_request`` refusal, audited; its entry names ``client`` (None: nobody)."""
+    assert_token_refused(world, response, status=status, error="invalid_request")
+    entry = audit_entry_for(world.hub, response, action="token.issue")
+    assert entry.get("client") == client, entry
+
+
 # --- a good assertion ----------------------------------------------------------------
 
 
@@ -291,7 +300,7 @@ def test_an_assertion_and_an_authorization_header_are_two_methods_refused(
     url = f"{world.hub.url}/oauth/token"
     headers = {"DPoP": DPOP.proof("POST", url), "Authorization": authorization}
     response = httpx.post(url, data=token_form(assertion(world)), headers=headers)
-    assert_token_refused(world, response, status=400, error="invalid_request")
+    assert_refused_for(world, response, client=CLIENT)  # its assertion verifies (helper-172)
     assert "authenticates its client twice" in response.json()["detail"]
 
 
@@ -543,7 +552,7 @@ def test_parameter_sent_twice_is_invalid_request(world: TokenWorld) -> None:
         content=str(form),
         headers={"Content-Type": "application/x-www-form-urlencoded"},
     )
-    assert_token_refused(world, response, status=400, error="invalid_request", reason=NOT_AUDITED)
+    assert_refused_for(world, response, client=CLIENT)  # its assertion verifies: named
     assert "more than once" in response.json()["error_description"]
 
 
@@ -554,7 +563,8 @@ def test_json_body_is_invalid_request(world: TokenWorld) -> None:
 
 def test_oversized_form_is_invalid_request(world: TokenWorld) -> None:
     response = ask_token(world, token_form(assertion(world), padding="p" * 20_000))
-    assert_token_refused(world, response, status=400, error="invalid_request", reason=NOT_AUDITED)
+    assert_refused_for(world, response, client=CLIENT)  # its assertion verifies: named
+    assert response.json()["detail"] == "the request is larger than 16384 bytes"
 
 
 def test_form_that_is_not_utf8_is_invalid_request(world: TokenWorld) -> None:
@@ -597,8 +607,34 @@ def test_a_known_parameter_sent_twice_is_named_without_what_the_caller_wrote(
 ) -> None:
     pairs = [*token_form(assertion(world)).items(), (CONTROL, "1"), ("scope", "a"), ("scope", "b")]
     response = form_request(world, pairs)
-    assert_token_refused(world, response, status=400, error="invalid_request", reason=NOT_AUDITED)
+    assert_refused_for(world, response, client=CLIENT)  # its assertion verifies: named
     assert response.json()["detail"] == "the parameter scope is sent more than once"
+
+
+def test_an_unreadable_form_whose_assertion_does_not_verify_names_nobody(
+    world: TokenWorld,
+) -> None:
+    """A review (helper-172): a request that names a client is audited whatever its answer,
+    but one whose form could not be read wholly (a parameter twice, a form over its
+    limit) left no entry (the tests above). What can be read of it names the client only
+    when the assertion there verifies; this one is audited, naming nobody."""
+    forged = token_form(assertion(world, key=ECKey.generate_key("P-256")))
+    unverified = form_request(world, [*forged.items(), ("scope", "a"), ("scope", "b")])
+    assert_refused_for(world, unverified, client=None)
+
+
+def test_a_body_over_the_hubs_limit_is_an_oauth_error_not_read(world: TokenWorld) -> None:
+    """The 413 of a body declared too large carries RFC 6749's error members and
+    ``no-store``, as every answer of the token endpoint; nothing is read to name a
+    client, so nothing is audited."""
+    limit = world.hub.settings.max_body_bytes
+    response = form_request(world, [*token_form(assertion(world)).items(), ("pad", "x" * limit)])
+    assert response.status_code == 413
+    assert problem_type(response) == "payload-too-large"
+    assert response.json()["error"] == "invalid_request"
+    assert response.json()["error_description"] == f"the body is larger than {limit} bytes"
+    assert response.headers["cache-control"] == "no-store"
+    assert_not_audited(world, response)
 
 
 @pytest.mark.parametrize(
@@ -618,7 +654,7 @@ def test_a_control_character_in_any_value_is_refused_before_it_is_read(
     form = token_form(assertion(world))
     pairs = [(n, v) for n, v in form.items() if n != name] + [(name, value)]
     response = form_request(world, pairs)
-    assert_token_refused(world, response, status=400, error="invalid_request", reason=NOT_AUDITED)
+    assert_refused_for(world, response, client=CLIENT)  # its assertion verifies: named
     assert response.json()["detail"].startswith(detail)
     assert not any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in response.text)
 
@@ -631,7 +667,7 @@ def test_a_form_whose_escapes_are_not_utf8_is_refused_not_replaced(world: TokenW
         content=body,
         headers={"Content-Type": "application/x-www-form-urlencoded"},
     )
-    assert_token_refused(world, response, status=400, error="invalid_request", reason=NOT_AUDITED)
+    assert_refused_for(world, response, client=CLIENT)  # its assertion verifies: named
 
 
 # --- who a refusal is filed under (decision 0075) -------------------------------------------

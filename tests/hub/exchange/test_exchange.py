@@ -309,6 +309,22 @@ def test_malformed_bodies_get_problem_responses(world: World, body: bytes, statu
     assert response.headers["content-type"].startswith("application/problem+json")
 
 
+def test_a_body_declared_over_the_limit_is_refused_and_audited(world: World) -> None:
+    """A review (helper-172): the record query's 413 is one of its audited refusals, but
+    a body declared too large was refused on its head, before the audit scope opened,
+    and left no entry. The caller is authenticated first; not a byte of the body is read."""
+    limit = world.hub.settings.max_body_bytes
+    body = b'{"subject": "' + b"x" * limit + b'", "purpose": "p"}'
+    url = f"{world.hub.url}/v1/items/{ADDRESS}/records/query"
+    headers = DPOP.headers("POST", url, token_for(world)) | {"Content-Type": "application/json"}
+    response = httpx.post(url, content=body, headers=headers)
+    assert response.status_code == 413
+    assert problem_type(response) == "payload-too-large"
+    entry = query_entry(world, response)
+    assert (entry["outcome"], entry["reason"]) == ("refused", "payload-too-large")
+    assert entry["client"] == CONSUMER_CLIENT
+
+
 def test_unknown_client_cannot_get_a_token(world: World) -> None:
     stranger = HubClient(world.hub.url, client_id="nobody", key=world.consumer_key, retries=0)
     with stranger, pytest.raises(AuthenticationFailed) as refused:

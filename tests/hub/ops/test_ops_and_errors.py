@@ -164,14 +164,23 @@ def test_bad_requests_get_problem_json(
 
 
 def test_oversized_body_is_refused_before_it_is_read(shared_hub: RunningHub) -> None:
+    """On its head, before any route; the record query authenticates its caller first,
+    so that the refusal is audited (tests/hub/exchange), and reads nothing either."""
     hub = shared_hub
-    response = httpx.post(
-        f"{hub.url}/v1/items/person.identity/records/query",
-        content=b"x" * (hub.settings.max_body_bytes + 1),
+    too_large = b"x" * (hub.settings.max_body_bytes + 1)
+    response = httpx.put(
+        f"{hub.url}/v1/admin/departments/oversized",
+        content=too_large,
         headers={"Content-Type": "application/json"},
     )
     assert response.status_code == 413
     assert problem_type(response) == "payload-too-large"
+    anonymous = httpx.post(
+        f"{hub.url}/v1/items/person.identity/records/query",
+        content=too_large,
+        headers={"Content-Type": "application/json"},
+    )
+    assert anonymous.status_code == 401
 
 
 def test_audit_query_needs_an_auditor_and_is_itself_audited(hub: RunningHub) -> None:
