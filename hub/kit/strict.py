@@ -27,7 +27,13 @@ _DATE_TIME = re.compile(
     r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?"
     r"([Zz]|[+-][0-9]{2}:[0-9]{2})$"
 )
-_DECIMAL = re.compile(r"^(0|[1-9][0-9]{0,19})$")  # one spelling: no leading zeros
+_DECIMAL = re.compile(r"0|[1-9][0-9]*")  # one spelling: no leading zeros
+# A number of more digits is read as _HUGE, which is larger than any bound an integer
+# parameter has (the largest, 2^53 - 1, has 16 digits), so that its bound refuses it with
+# its own words ("less than or equal to ..."); digits of any length are matched (in one
+# linear pass) and never parsed, as int() of thousands of digits is quadratic.
+_MAX_PARSED_DIGITS = 64
+_HUGE = 10**_MAX_PARSED_DIGITS
 
 
 def _rfc3339(value: object) -> object:
@@ -44,11 +50,13 @@ def _rfc3339(value: object) -> object:
 
 
 def _decimal(value: object) -> object:
+    """An integer, from its one decimal spelling; one of more than 64 digits as _HUGE,
+    for the parameter's bound to refuse."""
     if isinstance(value, int) and not isinstance(value, bool):
         return value
-    if not isinstance(value, str) or not _DECIMAL.match(value):
+    if not isinstance(value, str) or not _DECIMAL.fullmatch(value):
         raise ValueError("must be an integer written in decimal digits, without leading zeros")
-    return int(value)
+    return int(value) if len(value) <= _MAX_PARSED_DIGITS else _HUGE
 
 
 def _true_or_false(value: object) -> object:
