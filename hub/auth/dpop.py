@@ -22,13 +22,21 @@ from urllib.parse import urlsplit
 
 from cryptography.hazmat.primitives.asymmetric import ec
 from joserfc import jws
-from joserfc.errors import JoseError
+from joserfc.errors import (
+    InvalidHeaderValueError,
+    JoseError,
+    MissingCritHeaderError,
+    UnsupportedHeaderError,
+    UnsupportedKeyAlgorithmError,
+    UnsupportedKeyOperationError,
+    UnsupportedKeyUseError,
+)
 from joserfc.jwk import ECKey, OKPKey, RSAKey
 
 from onceonly.hub.kit import base64url, es256
 from onceonly.hub.kit.fair_lru import FairLru
-from onceonly.hub.kit.jws import MAX_JWT_BYTES, peek_header_and_claims
-from onceonly.hub.registry.jwks import check_ed25519_point, check_rsa_key
+from onceonly.hub.kit.jws import MAX_JWT_BYTES, peek_header_and_claims, safe_reason
+from onceonly.hub.registry.jwks import check_public_key
 
 PROOF_TYPE = "dpop+jwt"
 ALGORITHMS = ("ES256", "Ed25519", "EdDSA", "PS256")
@@ -181,8 +189,7 @@ def verify_proof(
     if kept is not None and kept.jwk != jwk:
         kept = None  # its other members (use, alg, key_ops) are checked as written
     key = kept.key if kept is not None else _import_public(jwk)
-    if not _signature_holds(proof, header, key):
-        raise ProofError("the DPoP proof's signature does not verify with its jwk")
+    _check_signature(proof, header, key)
     _check_claims(claims, method=method, url=url, now=now, max_age=max_age, skew=skew)
     _check_ath(claims, access_token)
     if kept is None:
@@ -203,8 +210,8 @@ def _peek(proof: str) -> tuple[dict[str, Any], dict[str, Any]]:
         raise ProofError(f"the DPoP proof is longer than {MAX_JWT_BYTES} bytes")
     try:
         header, claims = peek_header_and_claims(proof, registry=_REGISTRY)
-    except (ValueError, TypeError, UnicodeError):
-        raise ProofError("the DPoP proof is not a compact JWS") from None
+    except (ValueError, TypeError, UnicodeError) as error:  # peek's reasons quote no text
+        raise ProofError(f"the DPoP proof cannot be read: {safe_reason(error)}") from None
     if str(header.get("typ", "")).lower() != PROOF_TYPE:
         raise ProofError(f"the DPoP proof's typ must be {PROOF_TYPE}")
     if header.get("alg") not in ALGORITHMS:
@@ -212,39 +219,62 @@ def _peek(proof: str) -> tuple[dict[str, Any], dict[str, Any]]:
     return header, claims
 
 
-def _signature_holds(proof: str, header: dict[str, Any], key: ProofKey) -> bool:
-    """The proof's signature by ``key``. ES256, the common case, is checked straight
-    through ``cryptography`` after the header checks joserfc would make (RFC 7515
-    §4.1.11 ``crit`` among them); a header with ``crit`` or ``b64`` (RFC 7797), and
-    every other algorithm, goes through joserfc whole."""
-    if header["alg"] == "ES256" and "crit" not in header and "b64" not in header:
-        try:
+def _check_signature(proof: str, header: dict[str, Any], key: ProofKey) -> None:
+    """The proof's signature by ``key``, or ProofError with the reason. ES256, the common
+    case, is checked straight through ``cryptography`` after the header checks joserfc
+    would make (RFC 7515 §4.1.11 ``crit`` among them); a header with ``crit`` or ``b64``
+    (RFC 7797), and every other algorithm, goes through joserfc whole."""
+    try:
+        if header["alg"] == "ES256" and "crit" not in header and "b64" not in header:
             _REGISTRY.check_header(header)
-        except (JoseError, ValueError, TypeError):
-            return False
-        verifier = _ec_verifier(key)
-        return verifier is not None and es256.holds(verifier, proof)
-    try:
-        jws.deserialize_compact(proof, key, registry=_REGISTRY)
-    except (JoseError, ValueError, TypeError):
-        return False
-    return True
+            holds = es256.holds(_ec_verifier(key), proof)
+        else:
+            jws.deserialize_compact(proof, key, registry=_REGISTRY)
+            holds = True
+    except (JoseError, ValueError, TypeError) as error:
+        raise ProofError(_why_not(error, header)) from None
+    if not holds:
+        raise ProofError(_BAD_SIGNATURE)
 
 
-def _ec_verifier(key: ProofKey) -> ec.EllipticCurvePublicKey | None:
+_BAD_SIGNATURE = "the DPoP proof's signature does not verify with its jwk"
+_REFUSED = "the hub does not verify a DPoP proof"
+# Why joserfc would not check a signature, in words (its codes are its own)
+_KEY_REFUSALS: dict[type[JoseError], str] = {
+    UnsupportedKeyOperationError: "whose key_ops do not include verify (RFC 7517 §4.3)",
+    UnsupportedKeyUseError: 'whose use is not "sig" (RFC 7517 §4.2)',
+    UnsupportedKeyAlgorithmError: "whose alg is not the proof's alg (RFC 7517 §4.4)",
+}
+
+
+def _why_not(error: Exception, header: dict[str, Any]) -> str:
+    """The reason a proof's signature was not checked, or did not verify."""
+    for kind, reason in _KEY_REFUSALS.items():
+        if isinstance(error, kind):
+            return f"{_REFUSED} with a jwk {reason}"
+    if isinstance(error, MissingCritHeaderError):
+        return f"{_REFUSED} whose crit names a parameter its header lacks (RFC 7515 §4.1.11)"
+    if isinstance(error, UnsupportedHeaderError) and "crit" in header:
+        return f"{_REFUSED} whose crit names an extension it does not understand (RFC 7515 §4.1.11)"
+    if isinstance(error, UnsupportedHeaderError):
+        return f"{_REFUSED} whose header holds a parameter it does not support"
+    if isinstance(error, InvalidHeaderValueError):
+        return f"{_REFUSED} whose header holds a parameter with a value it may not have"
+    return _BAD_SIGNATURE
+
+
+def _ec_verifier(key: ProofKey) -> ec.EllipticCurvePublicKey:
     """The P-256 public key of an ES256 proof's jwk, once joserfc's own checks of the key
-    for ES256 hold (its ``use``, ``alg`` and ``key_ops`` among them); None if not."""
+    for ES256 hold (its ``use``, ``alg`` and ``key_ops`` among them): JoseError if not,
+    ValueError if it is no P-256 key."""
     if not isinstance(key, ECKey):
-        return None
-    try:
-        _ES256.check_key(key)
-        public = key.get_op_key("verify")
-    except (JoseError, ValueError, TypeError):
-        return None
+        raise ValueError("an ES256 proof needs an EC key")
+    _ES256.check_key(key)
+    public = key.get_op_key("verify")
     if not isinstance(public, ec.EllipticCurvePublicKey) or not isinstance(
         public.curve, ec.SECP256R1
     ):
-        return None
+        raise ValueError("an ES256 proof needs a P-256 key")
     return public
 
 
@@ -252,10 +282,13 @@ def _proof_jwk(header: dict[str, Any]) -> tuple[str, _KeyId]:
     """The text of the proof's public ``jwk`` (members sorted), of the kind its alg needs,
     and the key it names (``_KeyId``, what its thumbprint is made of).
 
-    An RSA key is one the hub verifies with (``registry.jwks.check_rsa_key``: ``e`` is
-    65537, ``n`` has 2048 to 4096 bits), read on its members before it is imported or
-    any signature is checked: a large ``e`` made each check of a proof that anyone
-    can send cost milliseconds (decision 0009)."""
+    The key is read on its members before it is imported or any signature is checked
+    (``registry.jwks.check_public_key``, as for registered keys): an RSA key is one the
+    hub verifies with (``e`` is 65537, ``n`` has 2048 to 4096 bits: a large ``e`` made
+    each check of a proof that anyone can send cost milliseconds, decision 0009), and
+    each member is in its one spelling (RFC 7518 §6.2.1.2, §6.3.1.1; RFC 8037 §2), so
+    that a key has one thumbprint and one kept entry, and a token bound to it is bound
+    whichever proof the client sends."""
     jwk = header.get("jwk")
     if not isinstance(jwk, dict):
         raise ProofError("the DPoP proof has no jwk header")
@@ -264,14 +297,12 @@ def _proof_jwk(header: dict[str, Any]) -> tuple[str, _KeyId]:
     kty, crv = _KEY_KINDS[header["alg"]]
     if jwk.get("kty") != kty or (crv is not None and jwk.get("crv") != crv):
         raise ProofError(f"alg {header['alg']} needs a {kty} {crv or ''} key".replace("  ", " "))
+    key_id = _key_id(kty, jwk)
     try:
-        if kty == "RSA":
-            check_rsa_key(jwk)
-        elif kty == "OKP":  # a small-order point verifies signatures nobody made
-            check_ed25519_point(base64url.decode(str(jwk.get("x", ""))))
+        check_public_key(jwk)
     except ValueError as error:
         raise ProofError(f"the DPoP proof's jwk is not a valid public key: {error}") from None
-    return _SORTED_JSON(jwk), _key_id(kty, jwk)
+    return _SORTED_JSON(jwk), key_id
 
 
 def _key_id(kty: str, jwk: dict[str, Any]) -> _KeyId:

@@ -186,13 +186,18 @@ class ClientTokensOutstanding(HubError):
 DPOP_ALGORITHMS = ("ES256", "Ed25519", "EdDSA", "PS256")
 
 
-def challenge(scheme: str, *, error: str | None = None, detail: str = "") -> str:
-    """An RFC 6750 §3 / RFC 9449 §7.1 ``WWW-Authenticate`` challenge."""
+def challenge(
+    scheme: str, *, error: str | None = None, detail: str = "", scope: str | None = None
+) -> str:
+    """An RFC 6750 §3 / RFC 9449 §7.1 ``WWW-Authenticate`` challenge: every DPoP one
+    names the algorithms the hub takes (``algs``); ``scope``, the one a request needs."""
     parts = ['realm="onceonly"']
     if scheme == "DPoP":
         parts.append(f'algs="{" ".join(DPOP_ALGORITHMS)}"')
     if error:
         parts += [f'error="{error}"', f'error_description="{description(detail)}"']
+    if scope is not None:
+        parts.append(f'scope="{scope}"')
     return f"{scheme} " + ", ".join(parts)
 
 
@@ -266,11 +271,6 @@ class InsufficientScope(HubError):
     title = "Insufficient scope"
 
     def __init__(self, scope: str, *, scheme: str = "Bearer") -> None:
-        super().__init__(
-            f"the access token does not carry the scope {scope}",
-            headers={
-                "WWW-Authenticate": (
-                    f'{scheme} realm="onceonly", error="insufficient_scope", scope="{scope}"'
-                )
-            },
-        )
+        detail = f"the access token does not carry the scope {scope}"
+        header = challenge(scheme, error="insufficient_scope", detail=detail, scope=scope)
+        super().__init__(detail, headers={"WWW-Authenticate": header})

@@ -13,7 +13,7 @@ from typing import Any
 from uuid import uuid4
 
 from joserfc import jwt
-from joserfc.errors import JoseError
+from joserfc.errors import BadSignatureError, JoseError
 from joserfc.jwk import ECKey, Key, KeySet, OKPKey, RSAKey
 
 from onceonly.hub.auth.exceptions import ClientSignatureInvalid, InvalidClient, InvalidToken
@@ -53,10 +53,14 @@ class AssertionClaims:
     expires_at: int
 
 
+# What _expect's kinds are, in words: its integers are times (exp, iat)
+_KIND_NAMES: dict[type, str] = {int: "an integer number of seconds", str: "a string"}
+
+
 def _expect(claims: dict[str, Any], name: str, kind: type) -> Any:
     value = claims.get(name)
     if not isinstance(value, kind) or isinstance(value, bool):
-        raise ValueError(f"claim {name} is missing or not a {kind.__name__}")
+        raise ValueError(f"claim {name} is missing or not {_KIND_NAMES[kind]}")
     return value
 
 
@@ -136,6 +140,9 @@ def verify_client_assertion(
     """
     try:
         claims = jwt.decode(assertion, client_keys, algorithms=list(CLIENT_ALGORITHMS)).claims
+    except BadSignatureError:
+        detail = "the client assertion's signature does not verify with the client's keys"
+        raise ClientSignatureInvalid(detail) from None
     except _DECODE_ERRORS as error:
         detail = f"the client assertion does not verify: {safe_reason(error)}"
         raise ClientSignatureInvalid(detail) from None
@@ -230,6 +237,8 @@ def verify_access_token(
             jkt=_optional_string(cnf, "jkt"),
             x5t=_optional_string(cnf, "x5t#S256"),
         )
+    except BadSignatureError:
+        raise InvalidToken("the access token is not valid: its signature does not verify") from None
     except _DECODE_ERRORS as error:
         raise InvalidToken(f"the access token is not valid: {safe_reason(error)}") from None
     _check_lifetime(result, now=now, skew=skew)

@@ -17,10 +17,11 @@ docs/registry.md, "Client keys", lists them (decision 0075):
   them rather than store what it would never read. Other members are not stored.
 - A ``kid`` is 1 to 128 of ``A-Z a-z 0-9 . _ : -``: a kid is shown to people and
   written in the log, where a confusable or invisible character would mislead.
-- Coordinates are the curve's full size (RFC 7518 §6.2.1.2, RFC 8037 §2); an EC point
-  is on P-256, and an Ed25519 point is a canonical encoding of a point of the curve
-  that is not of small order (of the 8 points whose order divides the cofactor, a
-  signature may verify under many messages).
+- Each key has one spelling (:func:`check_public_key`), so one thumbprint: coordinates
+  are the curve's full size (RFC 7518 §6.2.1.2, RFC 8037 §2), and an RSA modulus has no
+  leading zero octet (§6.3.1.1). An EC point is on P-256, and an Ed25519 point is a
+  canonical encoding of a point of the curve that is not of small order (of the 8
+  points whose order divides the cofactor, a signature may verify under many messages).
 """
 
 import re
@@ -145,20 +146,39 @@ def _check_members(jwk: Mapping[str, Any], kty: str) -> None:
         raise ValueError(f"kid must be {KID_RULE}")
 
 
+def check_public_key(jwk: Mapping[str, Any]) -> None:
+    """The key's own members, of a key whose ``kty`` (and ``crv``) the caller checked, in
+    their one spelling, so that a key has one RFC 7638 thumbprint: an EC P-256 ``x`` and
+    ``y`` and an Ed25519 ``x`` of exactly 32 octets, the Ed25519 point canonical and not
+    of small order; an RSA key as :func:`check_rsa_key` says, its ``n`` without a
+    leading zero octet. ValueError with the member and the rule if not. Registered keys
+    and DPoP proofs' keys alike. (A key registered before the rule on ``n`` is still
+    used: ``auth.tokens`` asks only :func:`check_rsa_key` of it.)"""
+    kty = jwk.get("kty")
+    if kty == "EC":
+        for member in ("x", "y"):
+            _coordinate(jwk, member)
+    elif kty == "OKP":
+        check_ed25519_point(_coordinate(jwk, "x"))
+    elif kty == "RSA":
+        check_rsa_key(jwk)
+        if base64url.decode(jwk["n"])[0] == 0:  # RFC 7518 §2 Base64urlUInt
+            raise ValueError("n must be written without a leading zero octet (RFC 7518 §6.3.1.1)")
+
+
 def _import(jwk: dict[str, Any]) -> ECKey | OKPKey | RSAKey:
     kty = jwk.get("kty")
     if kty == "EC" and jwk.get("crv") == "P-256":
         _check_members(jwk, kty)
-        for member in ("x", "y"):
-            _coordinate(jwk, member)
+        check_public_key(jwk)
         return ECKey.import_key(jwk)  # cryptography refuses a point not on the curve
     if kty == "OKP" and jwk.get("crv") == "Ed25519":
         _check_members(jwk, kty)
-        check_ed25519_point(_coordinate(jwk, "x"))
+        check_public_key(jwk)
         return OKPKey.import_key(jwk)
     if kty == "RSA":
         _check_members(jwk, kty)
-        check_rsa_key(jwk)
+        check_public_key(jwk)
         return RSAKey.import_key(jwk)
     raise ValueError("only EC P-256, OKP Ed25519 and RSA keys are accepted")
 
