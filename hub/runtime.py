@@ -204,7 +204,11 @@ def _assemble(
         token_limits=TokenLimits(settings),
         subject_searches=SubjectSearches(settings.audit_subject_searches_per_hour),
         checkpointer=Checkpointer(
-            engine, signer=signer, interval=settings.checkpoint_interval, clock=clock
+            engine,
+            signer=signer,
+            interval=settings.checkpoint_interval,
+            clock=clock,
+            keys_dir=settings.keys_dir,
         ),
         deliverer=Deliverer(
             engine=engine,

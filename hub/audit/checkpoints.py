@@ -32,6 +32,14 @@ Every round also checks that the latest stored checkpoint's note is signed by a 
 hub knows (the current one or a retired one, under the log's name or a name it had) and
 says the row's size and root: a row changed in the database is neither cosigned nor
 extended, and raises the alarm like a tree that does not extend its checkpoint.
+
+A replica still running when another one was rotated or restarted (decision 0093) meets
+a latest checkpoint that carries the signature of a key it does not know. It then reads
+its keys directory again (at most once every ``RELOAD_SECONDS``): if the keys there
+account for that checkpoint, and the current one is not retired, it signs with the
+current one from then on, knowing the one it had as retired, as a restart would. If
+they do not, the alarm stands. A process that has read its own key among the retired
+ones signs nothing more until it finds the current one.
 """
 
 import asyncio
@@ -41,6 +49,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from joserfc.errors import JoseError
 from joserfc.jwk import OKPKey
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
@@ -52,13 +62,19 @@ from onceonly.hub.audit.notes import (
     NoteError,
     Signer,
     Verifier,
+    key_id,
     read_note,
     signed_by,
 )
 from onceonly.hub.audit.schemas import CheckpointOut, CheckpointPage
 from onceonly.hub.config import AUDIT_ORIGIN_FILE
 from onceonly.hub.kit.clock import SYSTEM_CLOCK, Clock
-from onceonly.hub.kit.keyfiles import ed25519_key, own_like_folder, rotate_ed25519_key
+from onceonly.hub.kit.keyfiles import (
+    MissingKeyError,
+    ed25519_key,
+    own_like_folder,
+    rotate_ed25519_key,
+)
 from onceonly.hub.kit.problems import Unavailable
 
 log = logging.getLogger("onceonly.audit")
@@ -73,6 +89,11 @@ RETIRED_SUFFIX = ".vkey"
 ROUND_SECONDS = 5.0
 """How long a checkpoint round may take: the hub's start waits at most this for its
 first round, and each later round ends after it (and is tried again)."""
+RELOAD_SECONDS = 10.0
+"""At most how often a checkpointer reads its keys directory again while the latest
+checkpoint carries the signature of a key it does not know (decision 0093): a key that
+reaches the host late (a Kubernetes Secret is updated in the pods within a minute or
+two) is found this long after, and a real alarm reads the disk no more often."""
 
 
 class RetiredKeyInUse(RuntimeError):
@@ -130,6 +151,19 @@ def _refuse_retired(signer: Signer, *, keys_dir: Path, retired: dict[Path, Verif
             )
 
 
+def _reread_signer(keys_dir: Path, *, origin: str) -> Signer | None:
+    """The signer the keys directory holds now, with its retired keys, or None while it
+    holds none that can be read (``keys rotate-checkpoint`` replacing a file, a Secret
+    being updated, a file that is not a key): no new key yet. Never refused as retired
+    here: the caller decides."""
+    try:
+        signer = load_signer(keys_dir=keys_dir, origin=origin, create=False, refuse_retired=False)
+    except (OSError, ValueError, TypeError, KeyError, MissingKeyError, JoseError) as error:
+        log.debug("the checkpoint keys in %s cannot be read yet: %s", keys_dir, error)
+        return None
+    return signer if isinstance(signer.private_key, Ed25519PrivateKey) else None
+
+
 @dataclass(frozen=True)
 class Rotated:
     """A rotation of the checkpoint key: the new signer, the verifier key of the one it
@@ -173,6 +207,25 @@ def _keep_origin(path: Path, origin: str) -> None:
     Path(temporary.name).replace(path)  # whole, even with several processes starting
 
 
+def _with_retired(signer: Signer, *retired: Verifier) -> Signer:
+    """``signer`` also knowing ``retired`` as retired keys, each once, never its own."""
+    own = signer.verifier.public_key
+    known: dict[bytes, Verifier] = {}
+    for verifier in (*signer.retired, *retired):
+        if verifier.public_key != own:
+            known.setdefault(verifier.public_key, verifier)
+    return Signer(signer.name, signer.private_key, retired=tuple(known.values()))
+
+
+@dataclass(frozen=True)
+class Alarm:
+    """Why the checkpointer signs nothing: ``kind`` names the problem (logged once while
+    it lasts), ``text`` says it as of the latest round (``/readyz``)."""
+
+    kind: str
+    text: str
+
+
 def _signed(signer: Signer, size: int, root: bytes, *, now: datetime) -> AuditCheckpoint:
     note = signer.sign(Checkpoint(signer.name, size, root).text())
     return AuditCheckpoint(tree_size=size, root=root, note=note, time=now)
@@ -189,15 +242,21 @@ class Checkpointer:
         interval: float,
         clock: Clock = SYSTEM_CLOCK,
         round_seconds: float = ROUND_SECONDS,
+        keys_dir: Path | None = None,
     ) -> None:
+        """``keys_dir``: where ``signer`` was loaded from, read again when another
+        process rotated the key (decision 0093); None: never read again."""
         self.signer = signer
+        self._keys_dir = keys_dir
+        self._reread_at: float | None = None  # monotonic time of the last reading
+        self._retired_in_use: str | None = None  # our key, read among the retired ones
         self._engine = engine
         self._clock = clock
         self._interval = interval
         self._round_seconds = round_seconds
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
-        self._alarm: str | None = None
+        self._alarm: Alarm | None = None
         self._stored = False
         self._failures = 0  # rounds failed in a row (the database away, most often)
         self._cosign_pending = True  # until a round finds the latest checkpoint sound
@@ -206,7 +265,7 @@ class Checkpointer:
     def alarm(self) -> str | None:
         """Why the task refuses to sign (the log does not extend its latest checkpoint),
         or None: what ``/readyz`` reports."""
-        return self._alarm
+        return None if self._alarm is None else self._alarm.text
 
     @property
     def stored(self) -> bool:
@@ -241,7 +300,8 @@ class Checkpointer:
             latest = await repository.latest_checkpoint(conn)  # before the size: ≤ it
             self._stored = self._stored or latest is not None
             size = await tree.current_size(conn)
-            problem = _unsigned(latest, self.signer)
+            self._adopt_rotated_key(latest)
+            problem = self._refusal(latest)
             problem, root = (problem, None) if problem else await self._check(conn, latest, size)
         self._raise_alarm(problem)
         if problem is not None:
@@ -285,12 +345,72 @@ class Checkpointer:
                 self.signer.verifier.key_id.hex(),
             )
 
+    def _adopt_rotated_key(self, latest: AuditCheckpoint | None) -> None:
+        """When ``latest`` carries the signature of a key this process does not know,
+        read the keys directory again (at most once every ``RELOAD_SECONDS``) and sign
+        with the key found there if the keys there account for ``latest`` (another
+        process was rotated or restarted) and it is not retired; the key this process
+        had becomes a retired one, in memory if the rotation did not keep it on disk."""
+        if self._keys_dir is None or latest is None or not _foreign(latest.note, self.signer):
+            return
+        now = self._clock.monotonic()
+        if self._reread_at is not None and now - self._reread_at < RELOAD_SECONDS:
+            return
+        self._reread_at = now
+        disk = _reread_signer(self._keys_dir, origin=self.signer.name)
+        if disk is None:
+            return
+        mine, new = self.signer.verifier, disk.verifier
+        retired = {verifier.public_key for verifier in disk.retired}
+        if mine.public_key in retired:
+            self._retired_in_use = (
+                f"the checkpoint key this process signs with ({mine.key_id.hex()}) is retired"
+                f" in {self._keys_dir / RETIRED_FOLDER}/, and {self._keys_dir / KEY_FILE}"
+                " does not account for the latest checkpoint: this process signs nothing"
+                " more; give this host the current checkpoint.jwk (docs/operations.md)"
+            )
+        if new.public_key in retired:
+            return  # a restored old backup: load_signer would refuse it too
+        candidate = _with_retired(disk, *self.signer.retired, mine)
+        if _unsigned(latest, candidate) is not None:
+            return
+        self._retired_in_use = None
+        if new != mine or candidate.retired != self.signer.retired:
+            self._adopt(candidate, latest)
+
+    def _adopt(self, signer: Signer, latest: AuditCheckpoint) -> None:
+        old = self.signer.verifier
+        self.signer = signer
+        self._cosign_pending = True  # as a replica started on this key would
+        if signer.verifier == old:
+            log.info(
+                "the audit checkpoint key's retired keys were read again: the latest"
+                " checkpoint (%d entries) is signed by one of them",
+                latest.tree_size,
+            )
+            return
+        log.info(
+            "the audit checkpoint key was rotated: this process signs with the current"
+            " checkpoint key (%s) from now on; the key it signed with (%s) is a retired one",
+            signer.verifier.key_id.hex(),
+            old.key_id.hex(),
+        )
+
+    def _refusal(self, latest: AuditCheckpoint | None) -> Alarm | None:
+        """Why no key of this process may sign after ``latest``, if none may."""
+        if self._retired_in_use is not None:
+            return Alarm("retired-key", self._retired_in_use)
+        problem = _unsigned(latest, self.signer)
+        return None if problem is None else Alarm("unsigned", problem)
+
     async def _check(
         self, conn: repository.Executor, latest: AuditCheckpoint | None, size: int
-    ) -> tuple[str | None, bytes | None]:
+    ) -> tuple[Alarm | None, bytes | None]:
         """The problem that forbids signing, if any, and the root of ``size``."""
         if latest is not None and size < latest.tree_size:
-            return f"the log has fewer entries than its checkpoint of {latest.tree_size}", None
+            return Alarm(
+                "shrunk", f"the log has fewer entries than its checkpoint of {latest.tree_size}"
+            ), None
         try:
             root = await tree.root_at(conn, size)
             if latest is None or await tree.extends(
@@ -298,17 +418,21 @@ class Checkpointer:
             ):
                 return None, root
         except AuditLogDamaged as damage:
-            return f"the stored tree is damaged: {damage.detail}", None
-        return (
+            return Alarm("damaged", f"the stored tree is damaged: {damage.detail}"), None
+        return Alarm(
+            "not-extended",
             f"the stored tree does not extend the checkpoint of {latest.tree_size} entries: a"
-            " stored entry or subtree hash was changed (onceonly audit check-nodes finds it)"
+            " stored entry or subtree hash was changed (onceonly audit check-nodes finds it)",
         ), None
 
-    def _raise_alarm(self, problem: str | None) -> None:
-        """Log once per distinct problem, and once when it is over."""
-        if problem != self._alarm:
+    def _raise_alarm(self, problem: Alarm | None) -> None:
+        """Log once per problem, and once when it is over: not again when only its text
+        changes (another replica signing larger checkpoints, which this one cannot
+        account for), for ``/readyz`` says the latest."""
+        kind = None if problem is None else problem.kind
+        if self._alarm is None or kind != self._alarm.kind:
             if problem is not None:
-                log.error("audit checkpoints stopped, nothing is signed: %s", problem)
+                log.error("audit checkpoints stopped, nothing is signed: %s", problem.text)
             elif self._alarm is not None:
                 log.warning("audit checkpoints resumed: the log extends its checkpoint again")
         self._alarm = problem
@@ -366,7 +490,7 @@ class Checkpointer:
         that is not stored would be a promise no later round is held to."""
         latest = await repository.latest_checkpoint(session)
         if latest is None:
-            why = f": {self._alarm}" if self._alarm else ""
+            why = f": {self._alarm.text}" if self._alarm else ""
             raise Unavailable(f"no checkpoint of the audit log is stored yet{why}")
         return latest.note
 
@@ -395,8 +519,24 @@ def _unsigned(latest: AuditCheckpoint | None, signer: Signer) -> str | None:
         f"the latest checkpoint ({latest.tree_size} entries) is not signed by the hub's"
         " checkpoint key nor by a key it replaced, or does not say its row's size and root:"
         " it was changed in the database (or this host lacks keys/checkpoint-retired/"
-        " from a rotation)"
+        " from a rotation, or the new keys/checkpoint.jwk: the keys directory, read again,"
+        " does not account for it)"
     )
+
+
+def _foreign(note: str, signer: Signer) -> bool:
+    """Whether ``note`` carries a signature line of a key ``signer`` does not know (its
+    own or a retired one, under the name the note gives the log): the sign that another
+    process signs with another key. False for a malformed note, which no key accounts
+    for."""
+    try:
+        text, lines = read_note(note)
+        origin = Checkpoint.parse(text).origin
+    except NoteError:
+        return False
+    keys = (signer.verifier, *signer.retired)
+    known = {(origin, key_id(origin, key.public_key)) for key in keys}
+    return any((name, signature[:4]) not in known for name, signature in lines)
 
 
 async def history(session: AsyncSession, *, since_size: int, limit: int) -> CheckpointPage:
