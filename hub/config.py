@@ -174,6 +174,16 @@ class Settings(BaseSettings):
         " hub process and replica together: the query, an export, the console's search,"
         " each subject once an hour whatever the page; then 429 subject-searches-throttled",
     )
+    audit_unnamed_refusals_per_minute: int = Field(
+        default=300,
+        ge=0,
+        le=1_000_000,
+        description="Refusals that name nobody (an anonymous request, a token or sign-in"
+        " that did not hold) each source address (an IPv6 /64) may have written to the"
+        " audit log a minute, per process, after a burst of twice that; past it they are"
+        " counted (onceonly_audit_unnamed_refusals_unlogged_total), and one a minute is"
+        " written; 0: every one is written",
+    )
     # --- the hub's own outgoing TLS: owners' adapters and subscribers (issue 15) ---
     adapter_ca_file: Path | None = Field(
         default=None,

@@ -101,6 +101,12 @@ HUB_ADDED = Histogram(
     ["item"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
 )
+AUDIT_UNNAMED_REFUSALS_UNLOGGED = Counter(
+    "onceonly_audit_unnamed_refusals_unlogged_total",
+    "Refusals that named nobody (no client, person or department) past their source's"
+    " budget (audit_unnamed_refusals_per_minute): counted here, not written to the log",
+    ["action"],
+)
 COMMIT_WAIT = Histogram(
     "onceonly_commit_wait_seconds",
     "Time a request waited for its group commit, submitted to answered, by writer",

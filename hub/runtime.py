@@ -181,6 +181,7 @@ def _assemble(
         probe_interval=settings.audit_probe_interval,
         clock=clock,
         on_committed=metrics.committed,
+        unnamed_refusals_per_minute=settings.audit_unnamed_refusals_per_minute,
     )
     signer = load_signer(
         keys_dir=settings.keys_dir,

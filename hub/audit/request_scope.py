@@ -4,6 +4,7 @@ audits: onceonly.hub.audit.dependencies and onceonly.hub.people.dependencies).""
 from starlette.requests import Request
 
 from onceonly.hub.audit.service import AuditLog, AuditScope
+from onceonly.hub.kit.rate_limit import source_of
 
 
 def open_audit_scope(request: Request, action: str, *, log: AuditLog) -> AuditScope:
@@ -17,6 +18,7 @@ def open_audit_scope(request: Request, action: str, *, log: AuditLog) -> AuditSc
         action=action,
         request_id=state.request_id,
         client_request_id=state.client_request_id,
+        source=source_of(request.client.host) if request.client else None,
     )
     state.audit = scope
     return scope

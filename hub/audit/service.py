@@ -52,9 +52,15 @@ from onceonly.hub.kit.after_commit import on_commit, on_commit_begun
 from onceonly.hub.kit.clock import SYSTEM_CLOCK, Clock, as_utc, aware, rfc3339_ms
 from onceonly.hub.kit.group_commit import GroupCommit
 from onceonly.hub.kit.problems import DatabaseUnavailable, HubError
+from onceonly.hub.kit.rate_limit import TokenBuckets
 from onceonly.hub.kit.spreadsheet import neutralize_formula
 
 log = logging.getLogger("onceonly.audit")
+
+# Sources whose budget of refusals that name nobody a process keeps (decision 0094), and
+# how often one past its budget is still written (the others are counted).
+UNNAMED_REFUSAL_SOURCES = 10_000
+UNNAMED_REFUSAL_REPORT_EVERY = 60.0
 
 _RACE_RETRIES = 5
 
@@ -81,10 +87,21 @@ class AuditLog:
         probe_interval: float = 1.0,
         clock: Clock = SYSTEM_CLOCK,
         on_committed: Callable[[dict[str, Any]], None] = lambda entry: None,
+        unnamed_refusals_per_minute: int = 0,
     ) -> None:
         self._engine = engine
         self.clock = clock  # the time of every entry written through a scope
         self.on_committed = on_committed  # called with each entry once committed (metrics)
+        # refusals that name nobody, logged within a budget per source (decision 0094)
+        self._unnamed: TokenBuckets[str] | None = (
+            TokenBuckets(
+                capacity=2 * unnamed_refusals_per_minute,
+                per_second=unnamed_refusals_per_minute / 60,
+                max_keys=UNNAMED_REFUSAL_SOURCES,
+            )
+            if unnamed_refusals_per_minute > 0
+            else None
+        )
         self._writer: GroupCommit[tuple[dict[str, Any], bytes], Receipt] = GroupCommit(
             self._write_with_retry,
             name="audit-writer",
@@ -104,6 +121,22 @@ class AuditLog:
     def healthy(self) -> bool:
         """Running, and its last commit (or probe since) succeeded: what /readyz reports."""
         return self._writer.healthy
+
+    def logs_unnamed_refusal(self, source: str | None, *, action: str) -> bool:
+        """Whether a refusal that names nobody, from ``source``, is written (decision
+        0094): within the source's budget, or the first past it in a minute; the others
+        are counted in ``onceonly_audit_unnamed_refusals_unlogged_total``."""
+        budget = self._unnamed
+        if budget is None:
+            return True
+        key, now = source or "unknown", self.clock.monotonic()
+        if budget.wait(key, now=now) == 0.0:
+            budget.take(key, now=now)
+            return True
+        if budget.report_due(key, now=now, every=UNNAMED_REFUSAL_REPORT_EVERY):
+            return True
+        metrics.AUDIT_UNNAMED_REFUSALS_UNLOGGED.labels(action).inc()
+        return False
 
     @property
     def writer(self) -> GroupCommit[tuple[dict[str, Any], bytes], Receipt]:
@@ -308,6 +341,7 @@ class AuditScope:
     held: dict[str, Any] = field(default_factory=dict)  # other text the caller chose (below)
     authenticated: bool = False
     change_pending: bool = False  # a commit with this request's entry begun, not known done
+    source: str | None = None  # the caller's address as budgets count it (kit.rate_limit)
 
     def note(self, **fields: Any) -> None:
         self.fields.update(fields)
@@ -367,9 +401,27 @@ class AuditScope:
             return False
         return not (self.change_pending and isinstance(error, DatabaseUnavailable))
 
-    async def record_failure(self, error: HubError) -> Receipt:
+    async def record_failure(self, error: HubError) -> Receipt | None:
+        """Audit the request's refusal (or failure). One that names nobody (no client,
+        person or department: an anonymous request, a token or sign-in that did not
+        hold) is written within its source's budget (decision 0094); past it, None: it is
+        counted, not written, and counts as recorded."""
+        if self._names_nobody() and not self.log.logs_unnamed_refusal(
+            self.source, action=self.action
+        ):
+            self.recorded = True
+            return None
         entry = self._entry(error.outcome, {"reason": error.slug})
         return await self._recorded(self.log.append(entry))
+
+    def _names_nobody(self) -> bool:
+        fields = self.fields
+        return not (
+            self.authenticated
+            or fields.get("client")
+            or fields.get("person")
+            or fields.get("department")
+        )
 
     def _entry(self, outcome: str, fields: dict[str, Any]) -> dict[str, Any]:
         self.recorded = True

@@ -49,8 +49,8 @@ from onceonly.hub.dependencies import (
 )
 from onceonly.hub.kit.jsonbody import json_body
 from onceonly.hub.kit.problems import Unavailable, problems
+from onceonly.hub.kit.rate_limit import source_of
 from onceonly.hub.people.dependencies import AdministratorDep
-from onceonly.hub.people.service import source_of
 from onceonly.hub.registry.exceptions import InvalidJwks
 from onceonly.hub.registry.schemas import (
     CLIENT_ID_PATTERN,

@@ -379,7 +379,7 @@ class TokenLimits:
         return TokenAdmission(limits=self, spent=spent)
 
     def _address_budgets(self, source: str) -> list[tuple[TokenBuckets[str], str, str]]:
-        """The budgets a request from ``source`` (``people.service.source_of``) spends:
+        """The budgets a request from ``source`` (``kit.rate_limit.source_of``) spends:
         its address's, and for an IPv6 /64 its /56's and its /48's."""
         budgets = [(self.refused, source, "this address")]
         for prefix, network in ipv6_networks(source):

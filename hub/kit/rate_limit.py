@@ -140,6 +140,19 @@ class TokenBuckets(Generic[K]):
         return soonest
 
 
+def source_of(address: str) -> str:
+    """The source a budget counts: an IPv4 address, or an IPv6 address's /64 (one host
+    commonly holds a whole /64); anything else as it is. An IPv6 /64's /56 and /48 are
+    counted too where a budget says so (:func:`ipv6_networks`)."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is None:
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) else ip)
+
+
 # An IPv6 source counts as its /64 (one host commonly holds a whole /64), and its /56
 # (a home or small site) and /48 (a site) have budgets of their own, these many times
 # a source's: a /48, which a tunnel broker hands out for free, has 16 times the budget

@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
-import ipaddress
 import logging
 import math
 import os
@@ -38,7 +37,7 @@ from onceonly.hub.keys import HubKeys, KeyLabel
 from onceonly.hub.kit.clock import Clock, aware
 from onceonly.hub.kit.derivation import Root, UnknownRoot
 from onceonly.hub.kit.problems import InvalidRequest
-from onceonly.hub.kit.rate_limit import IPV6_NETWORK_SHARES, ipv6_networks
+from onceonly.hub.kit.rate_limit import IPV6_NETWORK_SHARES, ipv6_networks, source_of
 from onceonly.hub.people import credentials, repository
 from onceonly.hub.people.exceptions import (
     PersonConflict,
@@ -275,19 +274,6 @@ def throttle_wait(
         return 0
     delay = min(max_delay, 1 << min(failures - allowance + 1, 30))
     return max(0, math.ceil((aware(last) - now).total_seconds() + delay))
-
-
-def source_of(address: str) -> str:
-    """The source the throttle counts: an IPv4 address, or an IPv6 address's /64 (one
-    host commonly holds a whole /64); anything else as it is. An IPv6 /64's /56 and /48
-    are counted too (``kit.rate_limit.ipv6_networks``)."""
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return address
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is None:
-        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
-    return str(ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) else ip)
 
 
 def _attempt_keys(keys: HubKeys, *, username: str, address: str) -> dict[str, str]:
