@@ -347,10 +347,17 @@ class Checkpointer:
 
     def _adopt_rotated_key(self, latest: AuditCheckpoint | None) -> None:
         """When ``latest`` carries the signature of a key this process does not know,
-        read the keys directory again (at most once every ``RELOAD_SECONDS``) and sign
-        with the key found there if the keys there account for ``latest`` (another
-        process was rotated or restarted) and it is not retired; the key this process
-        had becomes a retired one, in memory if the rotation did not keep it on disk."""
+        read the keys directory again (at most once every ``RELOAD_SECONDS``), and sign
+        with the key found there if it is a new current key (not this process's, not
+        retired) that signed ``latest`` itself (another process was rotated or
+        restarted); the key this process had becomes a retired one, in memory if the
+        rotation did not keep it on disk, beside the retired keys read with the new one.
+
+        Nothing else read at run time counts: a verifier key that appears in
+        ``checkpoint-retired/`` while ``checkpoint.jwk`` is unchanged, or that signed
+        ``latest`` in place of the new key, is not taken (a review, helper-178: a planted
+        public file and a row written to the database silenced the alarm and had the hub
+        cosign the row); the process reads it at its next start, as before decision 0093."""
         if self._keys_dir is None or latest is None or not _foreign(latest.note, self.signer):
             return
         now = self._clock.monotonic()
@@ -362,33 +369,28 @@ class Checkpointer:
             return
         mine, new = self.signer.verifier, disk.verifier
         retired = {verifier.public_key for verifier in disk.retired}
-        if mine.public_key in retired:
-            self._retired_in_use = (
-                f"the checkpoint key this process signs with ({mine.key_id.hex()}) is retired"
-                f" in {self._keys_dir / RETIRED_FOLDER}/, and {self._keys_dir / KEY_FILE}"
-                " does not account for the latest checkpoint: this process signs nothing"
-                " more; give this host the current checkpoint.jwk (docs/operations.md)"
-            )
-        if new.public_key in retired:
-            return  # a restored old backup: load_signer would refuse it too
-        candidate = _with_retired(disk, *self.signer.retired, mine)
-        if _unsigned(latest, candidate) is not None:
+        adoptable = (
+            new.public_key != mine.public_key  # else no new key here: the alarm stands
+            and new.public_key not in retired  # a restored old backup: load_signer refuses it
+            and _unsigned(latest, Signer(disk.name, disk.private_key)) is None
+        )
+        if not adoptable:
+            if mine.public_key in retired:
+                self._retired_in_use = (
+                    f"the checkpoint key this process signs with ({mine.key_id.hex()}) is"
+                    f" retired in {self._keys_dir / RETIRED_FOLDER}/, and"
+                    f" {self._keys_dir / KEY_FILE} did not sign the latest checkpoint: this"
+                    " process signs nothing more; give this host the current checkpoint.jwk"
+                    " (docs/operations.md)"
+                )
             return
         self._retired_in_use = None
-        if new != mine or candidate.retired != self.signer.retired:
-            self._adopt(candidate, latest)
+        self._adopt(_with_retired(disk, *self.signer.retired, mine), latest)
 
     def _adopt(self, signer: Signer, latest: AuditCheckpoint) -> None:
         old = self.signer.verifier
         self.signer = signer
         self._cosign_pending = True  # as a replica started on this key would
-        if signer.verifier == old:
-            log.info(
-                "the audit checkpoint key's retired keys were read again: the latest"
-                " checkpoint (%d entries) is signed by one of them",
-                latest.tree_size,
-            )
-            return
         log.info(
             "the audit checkpoint key was rotated: this process signs with the current"
             " checkpoint key (%s) from now on; the key it signed with (%s) is a retired one",
@@ -401,7 +403,12 @@ class Checkpointer:
         if self._retired_in_use is not None:
             return Alarm("retired-key", self._retired_in_use)
         problem = _unsigned(latest, self.signer)
-        return None if problem is None else Alarm("unsigned", problem)
+        if problem is None:
+            return None
+        # one line per set of unknown keys, not per size: a row signed by yet another
+        # key while this process waits for a rotated one is logged (helper-178)
+        unknown = None if latest is None else _unknown_keys(latest.note, self.signer)
+        return Alarm(f"unsigned {unknown}", problem)
 
     async def _check(
         self, conn: repository.Executor, latest: AuditCheckpoint | None, size: int
@@ -529,14 +536,23 @@ def _foreign(note: str, signer: Signer) -> bool:
     own or a retired one, under the name the note gives the log): the sign that another
     process signs with another key. False for a malformed note, which no key accounts
     for."""
+    unknown = _unknown_keys(note, signer)
+    return unknown is not None and unknown != ""
+
+
+def _unknown_keys(note: str, signer: Signer) -> str | None:
+    """The names and key ids (hex) of ``note``'s signature lines that no key ``signer``
+    knows signed, sorted and joined; None for a malformed note."""
     try:
         text, lines = read_note(note)
         origin = Checkpoint.parse(text).origin
     except NoteError:
-        return False
+        return None
     keys = (signer.verifier, *signer.retired)
     known = {(origin, key_id(origin, key.public_key)) for key in keys}
-    return any((name, signature[:4]) not in known for name, signature in lines)
+    unknown = {f"{name}+{signature[:4].hex()}" for name, signature in lines}
+    unknown -= {f"{name}+{kid.hex()}" for name, kid in known}
+    return " ".join(sorted(unknown))
 
 
 async def history(session: AsyncSession, *, since_size: int, limit: int) -> CheckpointPage:

@@ -267,6 +267,71 @@ async def test_the_alarm_is_logged_once_for_several_tree_sizes(
     assert _sizes(database_url) == [3, 5, 7, 9, 11]
 
 
+@pytest.mark.anyio
+async def test_a_verifier_key_planted_beside_a_forged_row_is_not_taken(
+    database_url: str,
+    tmp_path: Path,
+    hub_log: pytest.LogCaptureFixture,  # noqa: F811  # the fixture imported above
+) -> None:
+    """A review (helper-178): whoever can write a checkpoint row and drop a public file
+    in checkpoint-retired/ (whose Secret holds "public keys only") silenced the alarm
+    within 10 s, and the hub's key cosigned the forged row. A verifier key read at run
+    time counts only with a new current key that signed the latest checkpoint itself."""
+    clock = ManualClock()
+    async with _checkpointer(database_url, tmp_path, interval=3600, clock=clock) as (
+        engine,
+        replica,
+    ):
+        await _append(engine, 3)
+        await replica.checkpoint()
+        mine = replica.signer.verifier
+        attacker = load_signer(keys_dir=tmp_path / "attacker", origin=ORIGIN, create=True)
+        await _append(engine, 2)
+        await _sign_as(engine, attacker)
+        await replica.checkpoint()
+        assert replica.alarm is not None
+        (tmp_path / RETIRED_FOLDER).mkdir(exist_ok=True)
+        (tmp_path / RETIRED_FOLDER / "20991231T235959Z.vkey").write_text(f"{attacker.verifier}\n")
+        clock.advance(RELOAD_SECONDS + 1)
+        await replica.checkpoint()
+        assert replica.alarm is not None
+        assert replica.signer.verifier == mine
+        latest = await _latest(engine)
+        assert signed_by(latest.note, [mine]) is None  # never cosigned
+    assert _sizes(database_url) == [3, 5]
+    assert "audit checkpoints resumed" not in hub_log.text
+
+
+@pytest.mark.anyio
+async def test_a_forged_row_while_a_replica_waits_for_a_rotated_key_is_logged(
+    database_url: str,
+    tmp_path: Path,
+    hub_log: pytest.LogCaptureFixture,  # noqa: F811  # the fixture imported above
+) -> None:
+    """A review (helper-178): the alarm, logged once per kind, hid a row signed by yet
+    another key while this replica waited for the rotated one. One line per set of
+    unknown keys: the wait, then the forgery."""
+    mine, theirs = tmp_path / "a", tmp_path / "b"
+    async with _checkpointer(database_url, mine, interval=3600) as (engine, replica):
+        await _append(engine, 3)
+        await replica.checkpoint()
+        shutil.copytree(mine, theirs)
+        _rotate(theirs)  # the other replica's keys are new; this one's not yet
+        await _append(engine, 2)
+        await _sign_as(engine, load_signer(keys_dir=theirs, origin=ORIGIN, create=False))
+        await replica.checkpoint()
+        await _append(engine, 2)
+        await _sign_as(engine, load_signer(keys_dir=theirs, origin=ORIGIN, create=False))
+        await replica.checkpoint()
+        assert len(_stopped(hub_log)) == 1  # the wait, once
+        forger = load_signer(keys_dir=tmp_path / "forger", origin=ORIGIN, create=True)
+        await _append(engine, 2)
+        await _sign_as(engine, forger)
+        await replica.checkpoint()
+    assert len(_stopped(hub_log)) == 2
+    assert replica.alarm is not None
+
+
 def test_a_served_replica_stays_ready_after_another_restarts_on_the_rotated_key(
     database_url: str, tmp_path: Path
 ) -> None:
