@@ -35,7 +35,7 @@ from onceonly.hub.events import service as events
 from onceonly.hub.events.exceptions import DeliveryNotFound
 from onceonly.hub.kit.problems import HubError, InvalidRequest
 from onceonly.hub.people import service as people
-from onceonly.hub.people.exceptions import PersonNotFound
+from onceonly.hub.people.exceptions import OidcSubjectTaken, PersonNotFound
 from onceonly.hub.people.principal import Forbidden, Principal
 from onceonly.hub.people.schemas import PersonIn, PersonOut
 from onceonly.hub.registry import service as registry
@@ -534,12 +534,21 @@ async def _put_person(
         await _apply(admin, session, hub, username=form.username, body=body)
     except HubError as error:
         await admin.refused(session, error)
-        field = "departments" if error.slug == "unknown-department" else "username"
-        errors = [admin_views.refusal(error, field=field)]
+        errors = [_person_refusal(error)]
         return await _person_form(
             request, admin.visit, session, hub, form, new=new, errors=errors, status=error.status
         )
     return _done(f"/admin/people/{form.username}", "person-saved", visit=admin.visit)
+
+
+def _person_refusal(error: HubError) -> FieldError:
+    """The service's refusal of an account, next to the field it is about."""
+    if isinstance(error, OidcSubjectTaken):  # never says which account holds it
+        return FieldError(
+            "oidc_subject", N_("This OpenID Connect subject is already linked to another account")
+        )
+    field = "departments" if error.slug == "unknown-department" else "username"
+    return admin_views.refusal(error, field=field)
 
 
 async def _apply(

@@ -39,3 +39,8 @@ class PersonConflict(HubError):
     status = 409
     slug = "person-conflict"
     title = "Conflicting account change"
+
+
+class OidcSubjectTaken(PersonConflict):
+    """The OpenID Connect subject is linked to another account already: one (issuer,
+    subject) pair signs in one account. The problem never names that account."""

@@ -28,6 +28,7 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from cryptography.exceptions import InvalidTag
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
 from onceonly.hub.audit.service import AuditScope
@@ -40,6 +41,7 @@ from onceonly.hub.kit.problems import InvalidRequest
 from onceonly.hub.kit.rate_limit import IPV6_NETWORK_SHARES, ipv6_networks, source_of
 from onceonly.hub.people import credentials, repository
 from onceonly.hub.people.exceptions import (
+    OidcSubjectTaken,
     PersonConflict,
     PersonNotFound,
     SignInFailed,
@@ -769,6 +771,19 @@ def _check_roles(roles: list[RoleIn]) -> None:
         )
 
 
+async def _require_free_subject(
+    session: AsyncSession, subject: str, *, person: Person | None, settings: Settings
+) -> None:
+    """An (issuer, subject) pair signs in one account: linking it to a second one is a
+    conflict, told without naming the account that holds it."""
+    issuer = settings.oidc_issuer
+    if issuer is None:
+        raise InvalidRequest("the hub has no OpenID Connect provider configured (oidc_issuer)")
+    holder = await repository.person_by_oidc(session, issuer=issuer, subject=subject)
+    if holder is not None and (person is None or holder.id != person.id):
+        raise OidcSubjectTaken("this OpenID Connect subject is already linked to another account")
+
+
 async def put_person(
     session: AsyncSession,
     *,
@@ -789,6 +804,8 @@ async def put_person(
     person = await repository.person_by_username(session, username)
     if person is not None and person.id == principal.person_id:
         raise Forbidden("administrators do not change their own account; another one does")
+    if body.oidc_subject is not None:
+        await _require_free_subject(session, body.oidc_subject, person=person, settings=settings)
     # A new credential, set by an administrator, ends whatever sessions the old ones
     # opened (a password reset after a leak, a lost or stolen device, an account linked
     # to another OpenID Connect subject).
@@ -812,16 +829,21 @@ async def put_person(
         person.password_hash = await password_checks(settings).run(
             credentials.hash_password, body.password
         )
-    if body.oidc_subject is not None:
-        issuer = settings.oidc_issuer
-        if issuer is None:
-            raise InvalidRequest("the hub has no OpenID Connect provider configured (oidc_issuer)")
-        person.oidc_issuer, person.oidc_subject = issuer, body.oidc_subject
+    if body.oidc_subject is not None and settings.oidc_issuer is not None:
+        person.oidc_issuer, person.oidc_subject = settings.oidc_issuer, body.oidc_subject
     if body.reset_totp:
         person.totp_secret = person.totp_confirmed_at = person.totp_last_step = None
     person.display_name = body.display_name or person.display_name
     person.status = body.status or person.status or "active"
-    await session.flush()
+    try:
+        await session.flush()
+    except IntegrityError:  # the database's own guard (uq_people_oidc_identity, username)
+        if body.oidc_subject is None:
+            raise
+        raise OidcSubjectTaken(
+            "this OpenID Connect subject is already linked to another account, or this"
+            " account was changed at the same moment"
+        ) from None
     if body.roles is None:
         roles = await repository.roles_of(session, person.id)
     else:
