@@ -452,8 +452,9 @@ def database_name(url: str) -> str:
 
     try:
         parsed = make_url(url)
-        # no password, and no query either: a password may hide there too (?password=)
-        shown = parsed.set(password=None, query={}).render_as_string(hide_password=True)
+        # no password, and no query value that may be one (?password=, ?sslkey=)
+        query = {name: value for name, value in parsed.query.items() if not _secret(name)}
+        shown = parsed.set(password=None, query=query).render_as_string(hide_password=True)
         return without_secrets(shown, url)
     except (ArgumentError, ValueError):
         return "the configured database (database_url does not parse)"
@@ -462,23 +463,47 @@ def database_name(url: str) -> str:
 def without_secrets(message: str, url: str) -> str:
     """``message`` with ``url``'s password blanked, also the parts of one holding an
     unescaped ``@`` (a driver's error may quote the host it parsed out of it), and
-    query values that carry a secret (``?password=``, ``sslpassword``, ``sslkey``...)."""
-    _, _, rest = url.partition("://")
-    authority = rest.split("/", 1)[0].split("?", 1)[0]
-    secrets: set[str] = set()
-    if "@" in authority:
-        userinfo = authority.rsplit("@", 1)[0]
-        password = userinfo.partition(":")[2]
-        secrets.update([password, *password.split("@")])
-        secrets.update(authority.split(":", 1)[1].rsplit("@", 1)[0].split("@")[1:])
-    _, _, query = rest.partition("?")
-    for pair in query.split("&"):
-        name, _, value = pair.partition("=")
-        if any(word in name.lower() for word in ("pass", "secret", "key", "token")):
-            secrets.add(value)
+    query values that carry a secret (``?password=``, ``sslpassword``, ``sslkey``...).
+    Any URL will do, one with no user, no password, no port or no host, or one that
+    does not parse at all."""
+    secrets = _written_password(url)
+    secrets.update(_parsed_secrets(url))
     for secret in sorted((s for s in secrets if len(s) >= 3), key=len, reverse=True):
         message = message.replace(secret, "***")
     return message
+
+
+def _parsed_secrets(url: str) -> set[str]:
+    """The password and secret query values as SQLAlchemy reads them (decoded), and as
+    written (percent-encoded); nothing when the URL does not parse."""
+    from urllib.parse import quote
+
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        return set()
+    values = [parsed.password] if parsed.password else []
+    for name, value in parsed.query.items():
+        if _secret(name):
+            values += [value] if isinstance(value, str) else list(value)
+    return {form for value in values for form in (str(value), quote(str(value), safe=""))}
+
+
+def _secret(name: str) -> bool:
+    """Whether a URL's query parameter ``name`` may hold a secret."""
+    return any(word in name.lower() for word in ("pass", "secret", "key", "token"))
+
+
+def _written_password(url: str) -> set[str]:
+    """The password as the operator meant it when it holds an unescaped ``@`` (up to the
+    last ``@`` of the authority, which a parser cuts at the first), and its pieces."""
+    authority = url.partition("://")[2].split("/", 1)[0].split("?", 1)[0]
+    userinfo, at, _ = authority.rpartition("@")
+    password = userinfo.partition(":")[2] if at else ""
+    return {password, *password.split("@")} if password else set()
 
 
 def _check_database(settings: Settings) -> Checked:

@@ -1,0 +1,104 @@
+"""Every database URL an operator writes is named in messages without its password, and
+never stops a command with a traceback: a user with no port, a Unix socket, no user,
+an IPv6 host, a password with ``@`` or ``:`` (escaped or not), a URL that does not parse
+(an operator's review: ``postgresql://postgres@127.0.0.1/db`` crashed every check)."""
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from onceonly.hub.cli import main, startup
+
+Run = Callable[..., tuple[int, str, str]]
+
+
+@pytest.fixture
+def run(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> Run:
+    """``onceonly ARGS`` with ``ONCEONLY_*`` = the keyword arguments only."""
+
+    def command(*args: str, **settings: str) -> tuple[int, str, str]:
+        for variable in [v for v in os.environ if v.upper().startswith("ONCEONLY_")]:
+            monkeypatch.delenv(variable)
+        monkeypatch.setenv("ONCEONLY_DATA_DIR", str(tmp_path / "data"))
+        for name, value in settings.items():
+            monkeypatch.setenv(f"ONCEONLY_{name.upper()}", value)
+        status = main(list(args))
+        captured = capsys.readouterr()
+        return status, captured.out, captured.err
+
+    return command
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql://postgres@127.0.0.1/db", "postgresql://postgres@127.0.0.1/db"),
+        (
+            "postgresql://onceonly@/onceonly?host=/run/postgresql",
+            "postgresql://onceonly@/onceonly?host=%2Frun%2Fpostgresql",
+        ),
+        ("postgresql://127.0.0.1/db", "postgresql://127.0.0.1/db"),
+        ("postgresql://u:SECRETPW@[::1]:5432/db", "postgresql://u:***@[::1]:5432/db"),
+        ("postgresql://u:SEC%40RET%3APW@h:5432/db", "postgresql://u:***@h:5432/db"),
+        (
+            "postgresql://onceonly:SECRETPW@db.internal:5432/onceonly?connect_timeout=10",
+            "postgresql://onceonly:***@db.internal:5432/onceonly?connect_timeout=10",
+        ),
+        (
+            "postgresql://u@h/db?password=SECRETPW&sslmode=require",
+            "postgresql://u@h/db?sslmode=require",
+        ),
+        ("postgresql+psycopg://adapter:SECRETPW@db.internal/registry", None),
+        ("mysql://x@host/db", "mysql://x@host/db"),
+        ("sqlite:////var/lib/onceonly/onceonly.db", "sqlite:////var/lib/onceonly/onceonly.db"),
+        ("not a url", "the configured database (database_url does not parse)"),
+        ("postgresql://u:SECRET@PW@h/db", None),
+    ],
+)
+def test_every_url_form_is_named_without_its_password(url: str, shown: str | None) -> None:
+    name = startup.database_name(url)
+    if shown is not None:
+        assert name == shown
+    for message in (name, startup.without_secrets(f"failed at {url} ({url.upper()})", url)):
+        assert "SECRET" not in message
+        assert "SEC%40RET" not in message
+
+
+def test_a_decoded_password_is_hidden_too() -> None:
+    url = "postgresql://u:SEC%40RET%3APW@h:5432/db"
+    assert startup.without_secrets("password SEC@RET:PW refused", url) == "password *** refused"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://postgres@127.0.0.1:9/db",
+        "postgresql://postgres@[::1]:9/db",
+        "postgresql://u:SECRET%40PW@127.0.0.1:9/db",
+        "mysql://x@host/db",
+        "not a url",
+    ],
+)
+def test_an_unreachable_database_of_any_form_is_one_line(run: Run, url: str) -> None:
+    for command in (("config", "check"), ("migrate",)):
+        status, _, err = run(*command, database_url=url)
+        assert status == 1, err
+        assert len(err.splitlines()) == 1, err
+        assert "Traceback" not in err
+        assert "SECRET" not in err
+
+
+@pytest.mark.postgres
+def test_a_user_without_a_port_reaches_the_database(run: Run, postgres_url: str) -> None:
+    """The review's URL: a user, no password, no port."""
+    url = postgres_url.replace(":5432/", "/")
+    assert "@" in url
+    assert ":5432" not in url
+    status, out, err = run("config", "check", database_url=url)
+    assert (status, err) == (0, "")
+    assert f"ok database: {url}, schema at the newest revision" in out.splitlines()
+    status, out, err = run("migrate", database_url=url)
+    assert (status, err) == (0, "")
+    assert out.startswith(f"{url}: already at ")
