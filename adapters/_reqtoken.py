@@ -296,9 +296,18 @@ def _segments(token: str) -> tuple[str, str, str]:
     return parts[0], parts[1], parts[2]
 
 
+def _once_each(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object whose members are each named once: json.loads keeps the last of
+    two, another reader the first (RFC 8259 §4, RFC 7515 §4)."""
+    value = dict(pairs)
+    if len(value) != len(pairs):
+        raise ValueError("a member is named twice")
+    return value
+
+
 def _json_object(part: str, name: str) -> dict[str, Any]:
     try:
-        value = json.loads(base64url.decode(part).decode("utf-8"))
+        value = json.loads(base64url.decode(part).decode("utf-8"), object_pairs_hook=_once_each)
     except (ValueError, RecursionError) as error:  # UnicodeDecodeError is a ValueError
         raise AuthenticationFailed(f"the request token's {name} is not JSON") from error
     if not isinstance(value, dict):

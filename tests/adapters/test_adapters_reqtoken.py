@@ -49,10 +49,16 @@ def verify(hub: HubDouble, *tokens: str) -> list[RequestClaims | str]:
 def resigned(hub: HubDouble, token: str, **header: Any) -> str:
     """``token`` with its header changed and signed again by the hub's key (by hand:
     joserfc refuses to write some of the headers these tests need)."""
+    values = {"alg": "ES256", "kid": hub.keys[0].kid, "typ": "onceonly-req+jwt", **header}
+    return resigned_as_written(hub, token, json.dumps(values))
+
+
+def resigned_as_written(hub: HubDouble, token: str, header: str) -> str:
+    """``token`` with the header ``header`` as written (a member twice, say), signed
+    again by the hub's key."""
     _, payload, _ = token.split(".")
     key = hub.keys[0]
-    values = {"alg": "ES256", "kid": key.kid, "typ": "onceonly-req+jwt", **header}
-    signed = f"{b64(json.dumps(values).encode())}.{payload}"
+    signed = f"{b64(header.encode())}.{payload}"
     der = key.get_op_key("sign").sign(signed.encode(), ec.ECDSA(SHA256()))
     r, s = decode_dss_signature(der)
     return f"{signed}.{b64(r.to_bytes(32) + s.to_bytes(32))}"
@@ -157,6 +163,28 @@ def test_refuses_an_unencoded_payload_header_even_without_crit(hub: HubDouble) -
     token = resigned(hub, hub.request_token(), b64=False)
 
     assert verify(hub, token) == ["the request token names critical extensions"]
+
+
+def test_refuses_a_member_named_twice_in_the_header_or_the_claims(hub: HubDouble) -> None:
+    """As the hub refuses it in every JWS it receives (a review, helper-178): a reader
+    that keeps the first of two members would read another token than one that keeps
+    the last, and json.loads keeps the last."""
+    token = hub.request_token()
+    kid = hub.keys[0].kid
+    twice_alg = f'{{"alg": "none", "alg": "ES256", "kid": "{kid}", "typ": "onceonly-req+jwt"}}'
+    header, payload, _ = token.split(".")
+    claims = base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)).decode()
+    twice_sub = claims[:-1] + ', "sub": "someone-else"}'
+
+    assert verify(hub, resigned_as_written(hub, token, twice_alg)) == [
+        "the request token's header is not JSON"
+    ]
+    again = resigned_as_written(
+        hub,
+        f"{header}.{b64(twice_sub.encode())}.x",
+        json.dumps({"alg": "ES256", "kid": kid, "typ": "onceonly-req+jwt"}),
+    )
+    assert verify(hub, again) == ["the request token's payload is not JSON"]
 
 
 def test_a_token_signed_again_by_the_hub_key_holds(hub: HubDouble) -> None:
