@@ -21,6 +21,7 @@ from fastapi import APIRouter, BackgroundTasks, Depends, FastAPI, Request
 from fastapi.responses import Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from onceonly.adapters import subject_problem
 from onceonly.hub import signing_keys
 from onceonly.hub.audit.request_scope import open_audit_scope
 from onceonly.hub.audit.service import AuditScope
@@ -541,6 +542,22 @@ async def _put_person(
     return _done(f"/admin/people/{form.username}", "person-saved", visit=admin.visit)
 
 
+def _person_body(form: PersonForm, *, new: bool) -> PersonIn | list[FieldError]:
+    """The form's body, or what to correct; a subject the identifier rule refuses (the
+    API's, decision 0072) is named in words, not as a length."""
+    body = form.body(new=new)
+    if isinstance(body, list) and subject_problem(form.oidc_subject) is not None:
+        spelling = FieldError("oidc_subject", _SUBJECT_SPELLING)
+        body = [spelling if found.field == "oidc_subject" else found for found in body]
+    return body
+
+
+_SUBJECT_SPELLING = N_(
+    "Enter the subject exactly as the provider sends it, without invisible characters (such"
+    " as direction marks and zero-width spaces) or full-width forms"
+)
+
+
 def _person_refusal(error: HubError) -> FieldError:
     """The service's refusal of an account, next to the field it is about."""
     if isinstance(error, OidcSubjectTaken):  # never says which account holds it
@@ -570,7 +587,7 @@ async def create_person(
     request: Request, admin: PutPerson, form: FormDep, session: WriteSessionDep, hub: HubDep
 ) -> Response:
     typed = PersonForm.of(form)
-    body = typed.body(new=True)
+    body = _person_body(typed, new=True)
     if not isinstance(body, list) and await _person_or_none(session, typed.username):
         body = [FieldError("username", N_("An account with this username exists: edit it"))]
     return await _put_person(request, admin, session, hub, form=typed, body=body, new=True)
@@ -590,7 +607,7 @@ async def edit_person(
         return _not_found(request, admin.visit)
     typed = PersonForm.of(form, username=username)
     return await _put_person(
-        request, admin, session, hub, form=typed, body=typed.body(new=False), new=False
+        request, admin, session, hub, form=typed, body=_person_body(typed, new=False), new=False
     )
 
 

@@ -1,10 +1,11 @@
 """People API bodies."""
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import AfterValidator, BaseModel, Field, model_validator
 
+from onceonly.adapters import subject_problem
 from onceonly.hub.kit.strict import STRICT_INPUT, DisplayName
 from onceonly.hub.registry.schemas import DEPARTMENT_ID_PATTERN
 
@@ -16,6 +17,31 @@ USERNAME_PATTERN = r"^[a-z][a-z0-9._-]{1,63}$"
 # token. "system" and "administrator" (the break-glass token's audited client name)
 # are kept back too.
 RESERVED_USERNAMES = frozenset({"hub", "break-glass", "system", "administrator"})
+
+
+OIDC_SUBJECT_RULE = (
+    "The provider's subject (sub) for this person, spelt as the hub takes an identifier"
+    " (decisions 0061 and 0072): no white space at either end, no control, invisible format"
+    " (zero-width, bidirectional control), default-ignorable, unassigned or private-use"
+    " character, no space other than U+0020, no decimal digit other than ASCII 0-9, in"
+    " Unicode normalization form C and unchanged by NFKC; refused, not normalized"
+)
+
+
+def _an_identifier(subject: str) -> str:
+    """``subject`` if it is spelt as an identifier (the subject rule: one spelling, nothing
+    unseen); the reason never quotes it."""
+    problem = subject_problem(subject)
+    if problem is not None:
+        raise ValueError(problem)
+    return subject
+
+
+OidcSubject = Annotated[
+    str,
+    Field(min_length=1, max_length=255, description=OIDC_SUBJECT_RULE),
+    AfterValidator(_an_identifier),
+]
 
 
 class RoleIn(BaseModel):
@@ -45,7 +71,7 @@ class PersonIn(BaseModel):
 
     display_name: DisplayName = Field(default="", max_length=200)
     password: str | None = Field(default=None, min_length=1, max_length=256)
-    oidc_subject: str | None = Field(default=None, min_length=1, max_length=255)
+    oidc_subject: OidcSubject | None = None
     roles: list[RoleIn] | None = Field(default=None, max_length=50)
     status: Literal["active", "disabled"] | None = None
     reset_totp: bool = Field(
