@@ -26,6 +26,7 @@ import shutil
 import sqlite3
 import subprocess
 import tempfile
+from contextlib import closing
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
@@ -63,7 +64,7 @@ def backup(database_url: str, keys_dir: Path, destination: Path) -> Manifest:
     new directory ``destination`` (made here: an existing one is never used)."""
     try:
         return _backup(database_url, keys_dir, destination)
-    except (OSError, ValueError) as error:  # a path, a permission, a URL that won't parse
+    except (OSError, ValueError, sqlite3.Error) as error:  # a path, a URL, a damaged file
         raise BackupError(f"{type(error).__name__}: {error}") from error
 
 
@@ -112,7 +113,7 @@ def restore(source: Path, database_url: str, keys_dir: Path) -> Manifest:
     earlier version is brought up to date), then start the hub."""
     try:
         return _restore(source, database_url, keys_dir)
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, sqlite3.Error) as error:
         raise BackupError(f"{type(error).__name__}: {error}") from error
 
 
@@ -137,6 +138,7 @@ def _restore(source: Path, database_url: str, keys_dir: Path) -> Manifest:
             raise BackupError(f"{target} exists; restore into a new database file")
     elif _has_tables(database_url):
         raise BackupError("the target database is not empty; restore into a new database")
+    _check_entries(source, manifest)
     # The keys first: if the database then fails, running restore again finds the same
     # keys in place and an empty database, and goes on.
     _copy_keys(source / "keys", keys_dir, only_missing=True)
@@ -150,6 +152,63 @@ def _restore(source: Path, database_url: str, keys_dir: Path) -> Manifest:
     else:
         _pg_restore(source / PGDUMP_FILE, url)
     return manifest
+
+
+def _check_entries(source: Path, manifest: Manifest) -> None:
+    """The backup's database reads through and holds at least the audit entries its
+    manifest counted when the backup was taken: an empty, truncated or other file in
+    its place is refused before anything is written, not found out after ``migrate``
+    made a new, empty hub on the old keys (an operator's review)."""
+    if manifest.database == "sqlite":
+        held = _sound_sqlite_entries(source / SQLITE_FILE)
+    else:
+        held = _dumped_entries(source / PGDUMP_FILE)
+    if held < manifest.audit_entries_at_least:
+        raise BackupError(
+            f"the backup's database holds {held} audit entries, its manifest says at least"
+            f" {manifest.audit_entries_at_least}: it is damaged or not this backup's"
+        )
+
+
+def _sound_sqlite_entries(path: Path) -> int:
+    """The audit entries of the SQLite database at ``path``, once SQLite found its pages
+    sound (``quick_check``: every page read, without matching indexes to tables)."""
+    if not path.is_file():
+        raise BackupError(f"no database file at {path}")
+    try:
+        with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as database:
+            problems = [str(row[0]) for row in database.execute("PRAGMA quick_check")]
+            if problems != ["ok"]:
+                raise BackupError(f"{path} is damaged: {problems[0]}")
+            return int(database.execute("SELECT count(*) FROM audit_entries").fetchone()[0])
+    except sqlite3.Error as error:
+        raise BackupError(f"{path} is not a sound hub database: {error}") from error
+
+
+def _dumped_entries(dump: Path) -> int:
+    """The rows of ``audit_entries`` in the pg_dump archive ``dump``, read through from
+    the file without connecting anywhere: a damaged archive fails here. COPY's text
+    format is one line a row (a newline in a value is written as ``\\n``)."""
+    _installed("pg_restore")
+    command = ["pg_restore", "--data-only", "--table=audit_entries", "--file=-", str(dump)]
+    with (
+        tempfile.TemporaryFile() as errors,
+        subprocess.Popen(command, stdout=subprocess.PIPE, stderr=errors) as tool,
+    ):
+        rows, copying = 0, False
+        for line in tool.stdout or ():
+            if copying and line == b"\\.\n":
+                copying = False
+            elif copying:
+                rows += 1
+            elif line.startswith(b"COPY "):
+                copying = True
+        code = tool.wait()  # stdout is at its end: the tool is done
+        errors.seek(0)
+        said = errors.read().decode(errors="replace")
+    if code != 0:
+        raise BackupError(f"pg_restore failed (exit {code}): {_first_error(said)}")
+    return rows
 
 
 # An extension in the dump (pg_dump takes every one installed, and has no way to leave
@@ -251,8 +310,7 @@ def _run(command: list[str], url: URL) -> str:
     """Run a PostgreSQL client tool on the database at ``url``: what it wrote to
     standard output."""
     uri, env = _libpq(url)
-    if shutil.which(command[0]) is None:
-        raise BackupError(f"{command[0]} is not installed (Debian: apt install postgresql-client)")
+    _installed(command[0])
     try:
         done = subprocess.run(
             [*command, "--dbname", uri],
@@ -265,10 +323,21 @@ def _run(command: list[str], url: URL) -> str:
     except subprocess.TimeoutExpired as error:
         raise BackupError(f"{command[0]} did not finish in {_TOOL_TIMEOUT:.0f} s") from error
     if done.returncode != 0:
-        lines = done.stderr.strip().splitlines() or ["(no message)"]
-        first_error = next((line for line in lines if "error:" in line), lines[-1])
-        raise BackupError(f"{command[0]} failed (exit {done.returncode}): {first_error}")
+        raise BackupError(
+            f"{command[0]} failed (exit {done.returncode}): {_first_error(done.stderr)}"
+        )
     return done.stdout
+
+
+def _installed(tool: str) -> None:
+    if shutil.which(tool) is None:
+        raise BackupError(f"{tool} is not installed (Debian: apt install postgresql-client)")
+
+
+def _first_error(stderr: str) -> str:
+    """The line of a PostgreSQL client tool's standard error that says what failed."""
+    lines = stderr.strip().splitlines() or ["(no message)"]
+    return next((line for line in lines if "error:" in line), lines[-1])
 
 
 def _count_entries(database_url: str) -> int:

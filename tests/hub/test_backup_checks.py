@@ -1,0 +1,159 @@
+"""What ``onceonly restore`` and ``onceonly backup`` refuse before they write (an
+operator's review of the CLI contract): a backup whose database is empty, damaged or
+holds fewer audit entries than its manifest says; a backup directory inside the data
+directory; a restore that would rename the audit log or lacks its database file. Each
+is one line on standard error, exit 1, and nothing in place where the hub reads."""
+
+import json
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from onceonly.hub import backup
+from onceonly.hub.cli import main
+from onceonly.hub.db import make_sync_engine
+
+from tests.hub_testing import CATALOGUE, empty_postgres, running_hub
+from tests.pg_cluster import new_database
+
+
+@pytest.fixture
+def sqlite_backup(tmp_path: Path) -> Path:
+    """A backup of a SQLite hub whose log holds entries (the catalogue's import)."""
+    url = f"sqlite:///{tmp_path / 'hub.db'}"
+    with running_hub(database_url=url, data_dir=tmp_path / "hub") as hub:
+        with hub.admin() as admin:
+            admin.import_catalogue(CATALOGUE)
+    made = backup.backup(url, tmp_path / "hub" / "keys", tmp_path / "backup")
+    assert made.audit_entries_at_least > 0
+    return tmp_path / "backup"
+
+
+@pytest.fixture
+def elsewhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The settings of another machine's hub, with nothing in its data directory yet:
+    where the CLI restores (``ONCEONLY_DATA_DIR`` only, the database its default)."""
+    data_dir = tmp_path / "new" / "var"
+    monkeypatch.setenv("ONCEONLY_DATA_DIR", str(data_dir))
+    monkeypatch.delenv("ONCEONLY_DATABASE_URL", raising=False)
+    monkeypatch.delenv("ONCEONLY_AUDIT_ORIGIN", raising=False)
+    return data_dir
+
+
+def _refused(args: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    """The one line a refused command wrote (exit 1, nothing on standard output)."""
+    capsys.readouterr()
+    assert main(args) == 1
+    said = capsys.readouterr()
+    lines = said.err.strip().splitlines()
+    assert len(lines) == 1, said.err
+    assert "Traceback" not in said.err
+    assert said.out == ""
+    return lines[0]
+
+
+def _nothing_in(data_dir: Path) -> None:
+    assert not data_dir.exists() or list(data_dir.rglob("*")) == []
+
+
+@pytest.mark.parametrize(
+    ("damage", "said"),
+    [
+        (lambda path: path.write_bytes(b""), "no such table: audit_entries"),
+        (lambda path: os.truncate(path, path.stat().st_size // 2), "database.sqlite3"),
+        (lambda path: path.write_bytes(os.urandom(300_000)), "file is not a database"),
+    ],
+    ids=["empty", "truncated", "random-bytes"],
+)
+def test_a_restore_refuses_a_sqlite_backup_whose_database_is_empty_or_damaged(
+    sqlite_backup: Path,
+    elsewhere: Path,
+    capsys: pytest.CaptureFixture[str],
+    damage: Callable[[Path], object],
+    said: str,
+) -> None:
+    damage(sqlite_backup / backup.SQLITE_FILE)
+    line = _refused(["restore", str(sqlite_backup)], capsys)
+    assert "nothing restored: " in line
+    assert said in line
+    _nothing_in(elsewhere)
+
+
+def test_a_restore_refuses_a_sqlite_database_with_fewer_entries_than_its_manifest(
+    sqlite_backup: Path, elsewhere: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    manifest = json.loads((sqlite_backup / backup.MANIFEST).read_text())
+    held = manifest["audit_entries_at_least"]
+    claimed = {**manifest, "audit_entries_at_least": held + 5}
+    (sqlite_backup / backup.MANIFEST).write_text(json.dumps(claimed))
+    line = _refused(["restore", str(sqlite_backup)], capsys)
+    assert f"holds {held} audit entries, its manifest says at least {held + 5}" in line
+    _nothing_in(elsewhere)
+
+
+def test_a_sound_sqlite_backup_still_restores_through_the_cli(
+    sqlite_backup: Path, elsewhere: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["restore", str(sqlite_backup)]) == 0
+    assert "restored the backup" in capsys.readouterr().out
+    assert (elsewhere / "onceonly.db").is_file()
+
+
+@pytest.fixture
+def postgres_backup(tmp_path: Path, postgres_url: str) -> Path:
+    empty_postgres(postgres_url)  # an earlier test of the session may have left rows
+    with running_hub(database_url=postgres_url, data_dir=tmp_path / "hub") as hub:
+        with hub.admin() as admin:
+            admin.import_catalogue(CATALOGUE)
+    made = backup.backup(postgres_url, tmp_path / "hub" / "keys", tmp_path / "backup")
+    assert made.audit_entries_at_least > 0
+    return tmp_path / "backup"
+
+
+@pytest.fixture
+def empty_postgres_target(elsewhere: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    with new_database("onceonly_restore") as url:
+        monkeypatch.setenv("ONCEONLY_DATABASE_URL", url)
+        yield url
+
+
+def _tables(url: str) -> list[str]:
+    engine = make_sync_engine(url)
+    try:
+        with engine.connect() as conn:
+            return sa.inspect(conn).get_table_names()
+    finally:
+        engine.dispose()
+
+
+def test_a_restore_refuses_a_postgres_dump_with_fewer_entries_than_its_manifest(
+    postgres_backup: Path,
+    empty_postgres_target: str,
+    elsewhere: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    manifest = json.loads((postgres_backup / backup.MANIFEST).read_text())
+    held = manifest["audit_entries_at_least"]
+    claimed = {**manifest, "audit_entries_at_least": held + 5}
+    (postgres_backup / backup.MANIFEST).write_text(json.dumps(claimed))
+    line = _refused(["restore", str(postgres_backup)], capsys)
+    assert f"holds {held} audit entries, its manifest says at least {held + 5}" in line
+    assert _tables(empty_postgres_target) == []
+    _nothing_in(elsewhere)
+
+
+def test_a_restore_refuses_a_truncated_postgres_dump_before_writing(
+    postgres_backup: Path,
+    empty_postgres_target: str,
+    elsewhere: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    dump = postgres_backup / backup.PGDUMP_FILE
+    os.truncate(dump, dump.stat().st_size * 3 // 4)
+    line = _refused(["restore", str(postgres_backup)], capsys)
+    assert "pg_restore failed" in line
+    assert _tables(empty_postgres_target) == []
+    _nothing_in(elsewhere)
