@@ -59,13 +59,29 @@ class Manifest:
         return json.dumps(self.__dict__, indent=2) + "\n"
 
 
-def backup(database_url: str, keys_dir: Path, destination: Path) -> Manifest:
+def backup(
+    database_url: str, keys_dir: Path, destination: Path, *, data_dir: Path | None = None
+) -> Manifest:
     """Write a backup of the database at ``database_url`` and of ``keys_dir`` into the
-    new directory ``destination`` (made here: an existing one is never used)."""
+    new directory ``destination`` (made here: an existing one is never used), which is
+    not inside ``keys_dir`` nor inside the hub's ``data_dir``."""
     try:
+        _refuse_inside(destination, data_dir=data_dir, keys_dir=keys_dir)
         return _backup(database_url, keys_dir, destination)
     except (OSError, ValueError, sqlite3.Error) as error:  # a path, a URL, a damaged file
         raise BackupError(f"{type(error).__name__}: {error}") from error
+
+
+def _refuse_inside(destination: Path, *, data_dir: Path | None, keys_dir: Path) -> None:
+    """A backup in the key directory would be copied by every later backup, and taken
+    for key files by a restore; one elsewhere in the data directory is not apart from
+    what it saves. Symbolic links are followed: where the files would land counts."""
+    landing = destination.resolve()
+    for name, folder in (("data directory", data_dir), ("key directory", keys_dir)):
+        if folder is not None and landing.is_relative_to(folder.resolve()):
+            raise BackupError(
+                f"{destination} is inside the {name} {folder}; put backups apart from it"
+            )
 
 
 def _backup(database_url: str, keys_dir: Path, destination: Path) -> Manifest:

@@ -332,7 +332,12 @@ def _backup(args: argparse.Namespace) -> int:
 
     settings = startup.load_settings()
     try:
-        made = backup.backup(settings.resolved_database_url, settings.keys_dir, args.directory)
+        made = backup.backup(
+            settings.resolved_database_url,
+            settings.keys_dir,
+            args.directory,
+            data_dir=settings.data_dir,
+        )
     except backup.BackupError as error:
         raise StartupFailure([f"no backup made: {error}"]) from None
     print(

@@ -157,3 +157,26 @@ def test_a_restore_refuses_a_truncated_postgres_dump_before_writing(
     assert "pg_restore failed" in line
     assert _tables(empty_postgres_target) == []
     _nothing_in(elsewhere)
+
+
+def test_a_backup_refuses_a_directory_inside_the_data_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Inside the keys, a later backup would copy the backup (and a restore take its
+    files for keys); anywhere in the data directory, it is not apart from what it
+    saves. A symbolic link that leads there is resolved."""
+    data_dir = tmp_path / "var"
+    url = f"sqlite:///{data_dir / 'onceonly.db'}"
+    with running_hub(database_url=url, data_dir=data_dir):
+        pass
+    monkeypatch.setenv("ONCEONLY_DATA_DIR", str(data_dir))
+    monkeypatch.delenv("ONCEONLY_DATABASE_URL", raising=False)
+    (tmp_path / "link").symlink_to(data_dir / "keys")
+    before = sorted(data_dir.rglob("*"))
+    for inside in (data_dir / "keys" / "bk", data_dir / "backups" / "bk", tmp_path / "link" / "bk"):
+        line = _refused(["backup", str(inside)], capsys)
+        assert "no backup made: " in line
+        assert f"is inside the data directory {data_dir}" in line
+        assert not inside.exists()
+    assert sorted(data_dir.rglob("*")) == before
+    assert main(["backup", str(tmp_path / "elsewhere")]) == 0
