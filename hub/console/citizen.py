@@ -142,7 +142,11 @@ async def start(request: Request, visit: VisitDep, hub: HubDep) -> Response:
         return rendering.render(request, seen, "not_found.html", status=404)
     try:
         return await oidc_sign_in.start_login(
-            provider, hub=hub, callback=CALLBACK, production=visit.production
+            provider,
+            hub=hub,
+            callback=CALLBACK,
+            cookie=cookies.CITIZEN_LOGIN,
+            production=visit.production,
         )
     except oidc_sign_in.START_REFUSALS as error:
         errors = [views.FieldError("sign-in", oidc_sign_in.refusal_message(error))]
@@ -185,7 +189,7 @@ async def callback(
             max_age=hub.settings.citizen_session_lifetime,
             production=visit.production,
         )
-    cookies.remove_login(response, callback=CALLBACK, production=visit.production)
+    cookies.remove_login(response, cookies.CITIZEN_LOGIN, production=visit.production)
     return response
 
 
@@ -201,7 +205,9 @@ async def _signed_in(
     state, code, error = query
     claims, _ = await oidc.verified_claims(
         provider,
-        cookie=cookies.read_login(request, production=hub.settings.is_production),
+        cookie=cookies.read_login(
+            request, cookies.CITIZEN_LOGIN, production=hub.settings.is_production
+        ),
         query=oidc.CallbackQuery(state=state, code=code, error=error),
         jti_register=hub.jti_register,
         keys=hub.keys,

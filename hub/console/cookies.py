@@ -17,7 +17,12 @@ own, ``SameSite=Strict`` too: staff pages never read it, citizen pages read noth
 else. A login in progress with an OpenID Connect provider is the one ``SameSite=Lax``
 cookie that carries a secret (the sealed ``state``, ``nonce`` and PKCE verifier): the
 provider sends the browser back with a cross-site top-level GET, which a Strict
-cookie would not come with. It is sent only to its callback's path, for 10 minutes.
+cookie would not come with. It lasts 10 minutes, and is a ``__Host-`` cookie with
+``Path=/`` in production like the others: a cookie limited to its callback's path could
+only be ``__Secure-``, which a sibling host (``evil.example.gov``) may set for
+``Domain=example.gov`` and that path, signing the victim in with the attacker's login
+(login CSRF). The staff's login and the citizen's have a cookie each, so that one
+begun in the same browser does not replace the other.
 
 An auditor's log search is kept between its pages in a cookie of its own,
 ``SameSite=Strict`` and sealed by the hub (AES-256-GCM), bound to the sign-in that made
@@ -34,7 +39,8 @@ SESSION: Final = "onceonly-console"
 PRE_SESSION: Final = "onceonly-console-pre"
 LANGUAGE: Final = "onceonly-language"
 CITIZEN: Final = "onceonly-citizen"
-OIDC_LOGIN: Final = "onceonly-oidc-login"
+OIDC_LOGIN: Final = "onceonly-oidc-login"  # a staff's login with the provider
+CITIZEN_LOGIN: Final = "onceonly-citizen-login"  # a citizen's, with the citizens' provider
 AUDIT_SEARCH: Final = "onceonly-audit-search"  # an auditor's search, sealed (decision 0058)
 PRE_SESSION_SECONDS: Final = 3600
 ENDED_NOTICE_SECONDS: Final = 24 * 3600  # how long past its end a sign-in is told apart
@@ -86,34 +92,22 @@ def remove(response: Response, base: str, *, production: bool) -> None:
     )
 
 
-def login_name(*, production: bool) -> str:
-    """``__Secure-`` rather than ``__Host-`` in production: the cookie's path is its
-    callback's, and ``__Host-`` requires ``Path=/``."""
-    return f"__Secure-{OIDC_LOGIN}" if production else OIDC_LOGIN
+def put_login(response: Response, base: str, value: str, *, max_age: int, production: bool) -> None:
+    """A login in progress (``OIDC_LOGIN`` or ``CITIZEN_LOGIN``): ``SameSite=Lax``, since the
+    provider's redirect back is a top-level cross-site GET; ``__Host-`` and ``Path=/`` in
+    production, so that no other host can set it (see the module's docstring)."""
+    put(response, base, value, max_age=max_age, production=production, same_site="lax")
 
 
-def put_login(
-    response: Response, value: str, *, callback: str, max_age: int, production: bool
-) -> None:
-    response.set_cookie(
-        login_name(production=production),
-        value,
-        max_age=max_age,
-        path=callback,
-        secure=production,
-        httponly=True,
-        samesite="lax",  # the provider's redirect back is a top-level cross-site GET
-    )
+def read_login(request: Request, base: str, *, production: bool) -> str | None:
+    """The sealed login, as sent (``people.oidc`` opens it and bounds what it reads)."""
+    return request.cookies.get(name(base, production=production))
 
 
-def read_login(request: Request, *, production: bool) -> str | None:
-    return request.cookies.get(login_name(production=production))
-
-
-def remove_login(response: Response, *, callback: str, production: bool) -> None:
+def remove_login(response: Response, base: str, *, production: bool) -> None:
     response.delete_cookie(
-        login_name(production=production),
-        path=callback,
+        name(base, production=production),
+        path="/",
         secure=production,
         httponly=True,
         samesite="lax",

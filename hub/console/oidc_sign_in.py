@@ -100,9 +100,10 @@ def sign_in_form(
 
 
 async def start_login(
-    provider: oidc.Provider, *, hub: Hub, callback: str, production: bool
+    provider: oidc.Provider, *, hub: Hub, callback: str, cookie: str, production: bool
 ) -> Response:
-    """302 to the provider, with the sealed login in a cookie only ``callback`` gets."""
+    """302 to the provider, with the sealed login in the login cookie ``cookie``
+    (``cookies.OIDC_LOGIN`` or ``cookies.CITIZEN_LOGIN``) that ``callback`` opens."""
     url, sealed = await oidc.start(
         provider,
         keys=hub.keys,
@@ -114,9 +115,7 @@ async def start_login(
     )
     headers = {**pages.security_headers(production=production), "Cache-Control": "no-store"}
     response = RedirectResponse(url, status_code=302, headers=headers)
-    cookies.put_login(
-        response, sealed, callback=callback, max_age=oidc.LOGIN_LIFETIME, production=production
-    )
+    cookies.put_login(response, cookie, sealed, max_age=oidc.LOGIN_LIFETIME, production=production)
     return response
 
 
@@ -126,7 +125,11 @@ async def start(request: Request, visit: VisitDep, hub: HubDep) -> Response:
         return rendering.render(request, visit, "not_found.html", status=404)
     try:
         return await start_login(
-            hub.oidc_provider, hub=hub, callback=CALLBACK, production=visit.production
+            hub.oidc_provider,
+            hub=hub,
+            callback=CALLBACK,
+            cookie=cookies.OIDC_LOGIN,
+            production=visit.production,
         )
     except START_REFUSALS as error:
         errors = [views.FieldError(REFUSAL_FIELD, refusal_message(error))]
@@ -150,7 +153,7 @@ async def callback(
     try:
         signed = await oidc.finish(
             hub.oidc_provider,
-            cookie=cookies.read_login(request, production=visit.production),
+            cookie=cookies.read_login(request, cookies.OIDC_LOGIN, production=visit.production),
             query=oidc.CallbackQuery(state=state, code=code, error=error),
             sessions=hub.sessions,
             jti_register=hub.jti_register,
@@ -176,5 +179,5 @@ async def callback(
             production=visit.production,
         )
         cookies.remove(response, cookies.PRE_SESSION, production=visit.production)
-    cookies.remove_login(response, callback=CALLBACK, production=visit.production)
+    cookies.remove_login(response, cookies.OIDC_LOGIN, production=visit.production)
     return response

@@ -87,6 +87,11 @@ def _cookie_headers(response: httpx.Response) -> dict[str, str]:
     return {line.split("=", 1)[0]: line for line in response.headers.get_list("set-cookie")}
 
 
+def _attributes(set_cookie: str) -> set[str]:
+    """A Set-Cookie line's attributes (after its name and value)."""
+    return {part.strip() for part in set_cookie.split(";")[1:]}
+
+
 def through_provider(browser: httpx.Client, start: str) -> tuple[httpx.Response, str]:
     """Start a sign-in and pass the provider: the start's answer and the callback URL."""
     started = browser.get(start)
@@ -118,10 +123,9 @@ def test_staff_sign_in_with_the_provider_starts_a_console_session(world: World) 
         assert 'href="/sign-in/oidc"' in page.text
         assert "Sign in with 127.0.0.1" in page.text
         started, callback = through_provider(browser, "/sign-in/oidc")
-        login = _cookie_headers(started)[cookies.OIDC_LOGIN]
-        assert "HttpOnly" in login
-        assert "SameSite=lax" in login
-        assert "Path=/sign-in/oidc/callback" in login
+        login = _attributes(_cookie_headers(started)[cookies.OIDC_LOGIN])
+        assert {"HttpOnly", "SameSite=lax", "Path=/", "Max-Age=600"} <= login
+        assert not any(part.startswith("Domain") for part in login)  # __Host- in production
         answer = browser.get(callback)
         assert answer.status_code == 200, answer.text
         assert 'http-equiv="refresh" content="0; url=/catalogue"' in answer.text
@@ -227,7 +231,10 @@ def test_the_citizens_cookie_is_strict_http_only_and_short(
     citizen_provider.behaviour.claims = {CLAIM: person(world)}
     with httpx.Client(base_url=world.hub.url) as browser:
         started, callback = through_provider(browser, "/citizen/sign-in")
-        assert "Path=/citizen/sign-in/callback" in _cookie_headers(started)[cookies.OIDC_LOGIN]
+        login = _attributes(_cookie_headers(started)[cookies.CITIZEN_LOGIN])
+        assert {"HttpOnly", "SameSite=lax", "Path=/", "Max-Age=600"} <= login
+        assert not any(part.startswith("Domain") for part in login)
+        assert cookies.OIDC_LOGIN not in browser.cookies  # the staff's login is its own
         answer = browser.get(callback)
     sealed = _cookie_headers(answer)[cookies.CITIZEN]
     assert "HttpOnly" in sealed
@@ -291,10 +298,10 @@ def test_a_callback_replayed_with_its_cookie_is_refused(
     citizen_provider.behaviour.claims = {CLAIM: person(world)}
     with httpx.Client(base_url=world.hub.url) as browser:
         _, callback = through_provider(browser, "/citizen/sign-in")
-        login = browser.cookies[cookies.OIDC_LOGIN]
+        login = browser.cookies[cookies.CITIZEN_LOGIN]
         assert browser.get(callback).status_code == 200
     with httpx.Client(base_url=world.hub.url) as attacker:
-        attacker.cookies.set(cookies.OIDC_LOGIN, login, path="/citizen/sign-in/callback")
+        attacker.cookies.set(cookies.CITIZEN_LOGIN, login, path="/")
         replayed = attacker.get(callback)
         assert replayed.status_code == 400
         assert "took too long, or was already used" in replayed.text
