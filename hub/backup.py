@@ -35,6 +35,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, make_url
 
+from onceonly.hub.config import AUDIT_ORIGIN_FILE
 from onceonly.hub.db import driver_message, probe_engine
 from onceonly.hub.keys import REMADE_KEY_FILES, key_file_names
 from onceonly.hub.kit.keyfiles import make_folder, own_like_folder
@@ -45,7 +46,13 @@ _TOOL_TIMEOUT = 3600.0  # a large database takes a while; a hung tool does not h
 
 
 class BackupError(Exception):
-    """The backup or restore could not be done; the message says why, in one line."""
+    """The backup or restore could not be done; the message says why, in one line.
+    ``keys_in_place``: a restore had put the backup's keys in place when its database
+    failed (the database is as empty as before; running it again goes on)."""
+
+    def __init__(self, message: str, *, keys_in_place: bool = False) -> None:
+        super().__init__(message)
+        self.keys_in_place = keys_in_place
 
 
 @dataclass(frozen=True)
@@ -123,17 +130,22 @@ def _backup(database_url: str, keys_dir: Path, destination: Path) -> Manifest:
     return manifest
 
 
-def restore(source: Path, database_url: str, keys_dir: Path) -> Manifest:
+def restore(
+    source: Path, database_url: str, keys_dir: Path, *, audit_origin: str | None = None
+) -> Manifest:
     """Restore the backup in ``source`` into the empty database at ``database_url`` and
-    put its keys into ``keys_dir``. Run ``onceonly migrate`` afterwards (a backup of an
-    earlier version is brought up to date), then start the hub."""
+    put its keys into ``keys_dir``; ``audit_origin``, when set, must be the backup's log
+    name. Run ``onceonly migrate`` afterwards (a backup of an earlier version is brought
+    up to date), then start the hub."""
     try:
-        return _restore(source, database_url, keys_dir)
+        return _restore(source, database_url, keys_dir, audit_origin=audit_origin)
     except (OSError, ValueError, sqlite3.Error) as error:
         raise BackupError(f"{type(error).__name__}: {error}") from error
 
 
-def _restore(source: Path, database_url: str, keys_dir: Path) -> Manifest:
+def _restore(
+    source: Path, database_url: str, keys_dir: Path, *, audit_origin: str | None
+) -> Manifest:
     manifest = read_manifest(source)
     url = make_url(database_url)
     if url.get_backend_name() != manifest.database:
@@ -142,11 +154,15 @@ def _restore(source: Path, database_url: str, keys_dir: Path) -> Manifest:
             f"{url.get_backend_name()}"
         )
     # Everything that can refuse, before anything is written.
+    dumped = SQLITE_FILE if manifest.database == "sqlite" else PGDUMP_FILE
+    if not (source / dumped).is_file():
+        raise BackupError(f"the backup lacks {dumped}: {source} is not a whole backup")
     # A key that guards nothing stored (REMADE_KEY_FILES) may be missing from a backup
     # made before it existed: `onceonly keys init` makes it anew.
     missing = [name for name in _missing_keys(source / "keys") if name not in REMADE_KEY_FILES]
     if missing:
         raise BackupError(f"the backup lacks the key files {', '.join(missing)}")
+    _check_origin(source / "keys", audit_origin)
     _check_keys(source / "keys", keys_dir)
     if manifest.database == "sqlite":
         target = _sqlite_path(url)
@@ -158,16 +174,45 @@ def _restore(source: Path, database_url: str, keys_dir: Path) -> Manifest:
     # The keys first: if the database then fails, running restore again finds the same
     # keys in place and an empty database, and goes on.
     _copy_keys(source / "keys", keys_dir, only_missing=True)
-    if manifest.database == "sqlite":
-        target.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            _sqlite_backup(source / SQLITE_FILE, target)
-        except BaseException:
-            target.unlink(missing_ok=True)
-            raise
-    else:
-        _pg_restore(source / PGDUMP_FILE, url)
+    try:
+        _restore_database(source, manifest, database_url)
+    except BackupError as error:
+        error.keys_in_place = True
+        raise
+    except (OSError, sqlite3.Error) as error:
+        reason = f"{type(error).__name__}: {error}"
+        raise BackupError(reason, keys_in_place=True) from error
     return manifest
+
+
+def _restore_database(source: Path, manifest: Manifest, database_url: str) -> None:
+    if manifest.database == "postgresql":
+        _pg_restore(source / PGDUMP_FILE, make_url(database_url))
+        return
+    # The missing folders 0700 and the file 0600, as `onceonly migrate` makes them.
+    probe_engine(database_url, connect_timeout=_CONNECT_TIMEOUT, make_file=True).dispose()
+    target = _sqlite_path(make_url(database_url))
+    try:
+        _sqlite_backup(source / SQLITE_FILE, target)
+    except BaseException:
+        target.unlink(missing_ok=True)
+        raise
+
+
+def _check_origin(backed_up: Path, configured: str | None) -> None:
+    """The log's name is the backup's (decision 0089): every auditor's verifier key
+    carries it, and a hub configured with another refuses to start."""
+    kept = backed_up / AUDIT_ORIGIN_FILE
+    if configured is None or not kept.is_file():
+        return
+    name = kept.read_text(encoding="utf-8").strip()
+    if name != configured:
+        raise BackupError(
+            f"ONCEONLY_AUDIT_ORIGIN is {configured} but the backup's audit log is named"
+            f" {name}: restore with it set to {name}; to rename the log deliberately,"
+            " set the new name afterwards and run `onceonly keys init --change-audit-origin`"
+            ' (docs/operations.md, "Changing the audit log\'s name")'
+        )
 
 
 def _check_entries(source: Path, manifest: Manifest) -> None:

@@ -354,9 +354,22 @@ def _restore(args: argparse.Namespace) -> int:
 
     settings = startup.load_settings()
     try:
-        made = backup.restore(args.directory, settings.resolved_database_url, settings.keys_dir)
+        made = backup.restore(
+            args.directory,
+            settings.resolved_database_url,
+            settings.keys_dir,
+            audit_origin=settings.audit_origin,
+        )
     except backup.BackupError as error:
-        raise StartupFailure([f"nothing restored: {error}"]) from None
+        if not error.keys_in_place:
+            raise StartupFailure([f"nothing restored: {error}"]) from None
+        raise StartupFailure(
+            [
+                f"the database was not restored: {error}; the backup's keys are in"
+                f" {settings.keys_dir}, the database is as empty as before: run restore"
+                " again once that is fixed"
+            ]
+        ) from None
     target = startup.database_name(settings.resolved_database_url)
     print(
         f"restored the backup of {made.taken_at} into {target} and {settings.keys_dir};"

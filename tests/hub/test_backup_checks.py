@@ -14,6 +14,7 @@ import sqlalchemy as sa
 
 from onceonly.hub import backup
 from onceonly.hub.cli import main
+from onceonly.hub.config import AUDIT_ORIGIN_FILE
 from onceonly.hub.db import make_sync_engine
 
 from tests.hub_testing import CATALOGUE, empty_postgres, running_hub
@@ -180,3 +181,78 @@ def test_a_backup_refuses_a_directory_inside_the_data_directory(
         assert not inside.exists()
     assert sorted(data_dir.rglob("*")) == before
     assert main(["backup", str(tmp_path / "elsewhere")]) == 0
+
+
+def test_a_restore_refuses_to_rename_the_audit_log_before_writing(
+    sqlite_backup: Path,
+    elsewhere: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The backup's keys/audit-origin is the log's name, which every auditor's verifier
+    key carries: a restore under another ONCEONLY_AUDIT_ORIGIN would end in a hub that
+    config check refuses (decision 0089); the restore says so first."""
+    kept = (sqlite_backup / "keys" / AUDIT_ORIGIN_FILE).read_text().strip()
+    monkeypatch.setenv("ONCEONLY_AUDIT_ORIGIN", "other.example/audit")
+    line = _refused(["restore", str(sqlite_backup)], capsys)
+    assert "ONCEONLY_AUDIT_ORIGIN is other.example/audit" in line
+    assert f"the backup's audit log is named {kept}" in line
+    assert "onceonly keys init --change-audit-origin" in line
+    _nothing_in(elsewhere)
+    monkeypatch.setenv("ONCEONLY_AUDIT_ORIGIN", kept)
+    assert main(["restore", str(sqlite_backup)]) == 0
+
+
+def test_a_restore_refuses_a_backup_without_its_database_file_before_writing(
+    sqlite_backup: Path, elsewhere: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (sqlite_backup / backup.SQLITE_FILE).unlink()
+    line = _refused(["restore", str(sqlite_backup)], capsys)
+    assert f"the backup lacks {backup.SQLITE_FILE}" in line
+    _nothing_in(elsewhere)
+
+
+def test_a_restore_refuses_a_postgres_backup_without_its_dump_before_writing(
+    postgres_backup: Path,
+    empty_postgres_target: str,
+    elsewhere: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    (postgres_backup / backup.PGDUMP_FILE).unlink()
+    line = _refused(["restore", str(postgres_backup)], capsys)
+    assert f"nothing restored: the backup lacks {backup.PGDUMP_FILE}" in line
+    _nothing_in(elsewhere)
+
+
+def test_a_failed_postgres_restore_says_the_keys_are_in_place(
+    postgres_backup: Path,
+    empty_postgres_target: str,
+    elsewhere: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Not "nothing restored" once the keys were put in place: the docs' way on."""
+    engine = make_sync_engine(empty_postgres_target)
+    with engine.begin() as conn:  # no table, but in the way of one the dump makes
+        conn.execute(sa.text("CREATE TYPE audit_entries AS (x int)"))
+    engine.dispose()
+    line = _refused(["restore", str(postgres_backup)], capsys)
+    assert "nothing restored" not in line
+    assert "the database was not restored: pg_restore failed" in line
+    assert f"the backup's keys are in {elsewhere / 'keys'}" in line
+    assert (elsewhere / "keys" / "pseudonym.key").is_file()
+
+
+def test_a_restore_makes_the_missing_folders_of_a_sqlite_database_private(
+    sqlite_backup: Path, elsewhere: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As ``migrate`` makes them (0700, the file 0600), whatever the umask."""
+    target = elsewhere.parent / "databases" / "hub" / "onceonly.db"
+    monkeypatch.setenv("ONCEONLY_DATABASE_URL", f"sqlite:///{target}")
+    umask = os.umask(0o022)
+    try:
+        assert main(["restore", str(sqlite_backup)]) == 0
+    finally:
+        os.umask(umask)
+    for folder in (target.parent, target.parent.parent):
+        assert folder.stat().st_mode & 0o777 == 0o700, folder
+    assert target.stat().st_mode & 0o777 == 0o600
