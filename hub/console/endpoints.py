@@ -14,6 +14,7 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import Response
 from fastapi.routing import APIRoute, iter_route_contexts
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.routing import Match
@@ -313,7 +314,11 @@ async def _form_refused(request: Request, exc: Exception) -> Response:
     hub = hub_of(request.app)
     production = hub.settings.is_production
     scope = open_audit_scope(request, "console.form-refused", log=hub.audit_log)
-    scope.note(target=request.url.path[:200])
+    template = getattr(request.scope.get("route"), "path", None)  # the route matched
+    scope.note(target=template or request.url.path[:200])
+    person = await _signed_in_person(request, hub)
+    if person is not None:
+        scope.note(person=person)
     refusal: HubError = (
         InvalidRequest("the form does not parse")
         if exc.status == 400
@@ -332,6 +337,22 @@ async def _form_refused(request: Request, exc: Exception) -> Response:
         path=request.url.path,
         navigation=[],
     )
+
+
+async def _signed_in_person(request: Request, hub: Hub) -> str | None:
+    """Who is signed in in the browser that sent a refused form, if its sign-in cookie
+    names a live session: read only, as every request checks it (the session is not
+    extended or replaced). A database that cannot say leaves the refusal unnamed."""
+    token = cookies.read(request, cookies.SESSION, production=hub.settings.is_production)
+    if token is None:
+        return None
+    try:
+        async with hub.sessions() as session:
+            principal = await people.principal_for_token(session, token, clock=hub.clock)
+    except SQLAlchemyError:
+        log.warning("the person of a refused console form could not be read")
+        return None
+    return principal.name if principal is not None and principal.person_id else None
 
 
 _Handler = Callable[[Request, Exception], Awaitable[Response]]

@@ -1,0 +1,66 @@
+"""A console form refused for its CSRF token (``console.form-refused``), over HTTP on
+SQLite and PostgreSQL: the entry names the person whose live sign-in sent it (read
+only: the sign-in is not extended or replaced) and the route's template as target, not
+the address as typed. Before, it named nobody and kept the raw path (up to 200
+characters, whatever ids were in it)."""
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.hub.console.console_world import (
+    AUDITOR,
+    STEWARD,
+    ConsoleWorld,
+    console_world,
+    csrf_token,
+)
+from tests.hub_testing import DATABASES, added_audit_entries, module_database
+
+
+@pytest.fixture(scope="module", params=DATABASES)
+def world(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ConsoleWorld]:
+    with console_world(
+        database_url=module_database(request, tmp_path_factory),
+        data_dir=tmp_path_factory.mktemp("hub"),
+    ) as built:
+        yield built
+
+
+def test_a_signed_in_persons_refused_form_names_them_and_the_route(world: ConsoleWorld) -> None:
+    request_id = "f" * 32
+    with (
+        world.signed_in(STEWARD) as browser,
+        added_audit_entries(world.hub, action="console.form-refused") as added,
+    ):
+        session = browser.cookies["onceonly-console"]
+        answer = browser.post(f"/requests/{request_id}/approve", data={"reason": "x"})
+        assert answer.status_code == 403
+        assert "set-cookie" not in answer.headers  # the sign-in is neither extended nor replaced
+        assert browser.cookies["onceonly-console"] == session
+        assert browser.get("/account").status_code == 200  # and still signed in
+    assert [(e["outcome"], e["reason"], e.get("person"), e["target"]) for e in added] == [
+        ("refused", "forbidden", STEWARD, "/requests/{request_id}/approve")
+    ]
+
+
+def test_a_form_without_a_live_sign_in_names_nobody(world: ConsoleWorld) -> None:
+    with world.signed_in(AUDITOR) as signed_out:
+        token = csrf_token(signed_out.get("/account").text)
+        assert signed_out.post("/sign-out", data={"csrf_token": token}).status_code == 303
+        ended = signed_out.cookies.get("onceonly-console") or "oop_" + "e" * 43
+    with (
+        world.browser() as stranger,
+        world.browser() as after_sign_out,
+        added_audit_entries(world.hub, action="console.form-refused") as added,
+    ):
+        assert stranger.post("/sign-in", data={"csrf_token": "forged"}).status_code == 403
+        after_sign_out.cookies.set("onceonly-console", ended)
+        refused = after_sign_out.post("/sign-in", data={"csrf_token": "forged"})
+        assert refused.status_code == 403
+    assert [(e.get("person"), e["target"]) for e in added] == [
+        (None, "/sign-in"),
+        (None, "/sign-in"),
+    ]
