@@ -193,7 +193,7 @@ def _restore_database(source: Path, manifest: Manifest, database_url: str) -> No
     probe_engine(database_url, connect_timeout=_CONNECT_TIMEOUT, make_file=True).dispose()
     target = _sqlite_path(make_url(database_url))
     try:
-        _sqlite_backup(source / SQLITE_FILE, target)
+        _sqlite_backup(source / SQLITE_FILE, target, unchanging=True)
     except BaseException:
         target.unlink(missing_ok=True)
         raise
@@ -231,13 +231,22 @@ def _check_entries(source: Path, manifest: Manifest) -> None:
         )
 
 
+def _read_only(path: Path, *, unchanging: bool) -> str:
+    """The URI that opens ``path`` read-only. A backup's database does not change while
+    it is read: opened ``immutable``, SQLite neither makes nor needs -wal and -shm files
+    beside it (a copy in WAL mode did, so a backup on read-only media could not be
+    restored, and one on writable media was changed by its restore)."""
+    uri = f"{path.resolve().as_uri()}?mode=ro"
+    return f"{uri}&immutable=1" if unchanging else uri
+
+
 def _sound_sqlite_entries(path: Path) -> int:
     """The audit entries of the SQLite database at ``path``, once SQLite found its pages
     sound (``quick_check``: every page read, without matching indexes to tables)."""
     if not path.is_file():
         raise BackupError(f"no database file at {path}")
     try:
-        with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as database:
+        with closing(sqlite3.connect(_read_only(path, unchanging=True), uri=True)) as database:
             problems = [str(row[0]) for row in database.execute("PRAGMA quick_check")]
             if problems != ["ok"]:
                 raise BackupError(f"{path} is damaged: {problems[0]}")
@@ -343,12 +352,14 @@ def _sqlite_path(url: URL) -> Path:
     return Path(url.database)
 
 
-def _sqlite_backup(source: Path, target: Path) -> None:
+def _sqlite_backup(source: Path, target: Path, *, unchanging: bool = False) -> None:
+    """Copy ``source`` to ``target``: a live database while writers go on, or (when
+    ``unchanging``) a backup's, read as it is (:func:`_read_only`)."""
     if not source.is_file():
         raise BackupError(f"no database file at {source}")
     # The online backup API copies a consistent state while writers go on (WAL).
     with (
-        sqlite3.connect(f"file:{source}?mode=ro", uri=True) as origin,
+        sqlite3.connect(_read_only(source, unchanging=unchanging), uri=True) as origin,
         sqlite3.connect(target) as copy,
     ):
         origin.backup(copy)

@@ -98,9 +98,12 @@ def test_a_restore_refuses_a_sqlite_database_with_fewer_entries_than_its_manifes
 def test_a_sound_sqlite_backup_still_restores_through_the_cli(
     sqlite_backup: Path, elsewhere: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    before = sorted(path.name for path in sqlite_backup.rglob("*"))
     assert main(["restore", str(sqlite_backup)]) == 0
     assert "restored the backup" in capsys.readouterr().out
     assert (elsewhere / "onceonly.db").is_file()
+    # read as it is: no -wal or -shm made beside it (read-only media would refuse them)
+    assert sorted(path.name for path in sqlite_backup.rglob("*")) == before
 
 
 @pytest.fixture
