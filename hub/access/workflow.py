@@ -358,8 +358,8 @@ async def _not_pending(session: AsyncSession, row: AccessRequest) -> RequestNotP
 async def _pending(
     session: AsyncSession, principal: Principal, request_id: str, scope: AuditScope
 ) -> AccessRequest:
+    scope.note(target=request_id)  # first: a role that may not act is refused with it
     policy.require_actor(principal)
-    scope.note(target=request_id)
     row = await _visible_request(session, principal, request_id)
     _note(scope, row)
     return row
