@@ -20,6 +20,7 @@ from onceonly.hub.kit.problems import problems
 from onceonly.hub.people import service
 from onceonly.hub.people.dependencies import AdministratorDep, PrincipalDep, bearer
 from onceonly.hub.people.exceptions import (
+    OidcSubjectTaken,
     PersonConflict,
     PersonNotFound,
     SignInFailed,
@@ -199,7 +200,12 @@ async def get_person(username: Username, _: AdministratorDep, session: SessionDe
     return await service.get_person(session, username)
 
 
-@admin.put("/{username}", response_model=PersonOut, dependencies=[Depends(audited("person.put"))])
+@admin.put(
+    "/{username}",
+    response_model=PersonOut,
+    responses=problems(OidcSubjectTaken),  # the subject is another account's
+    dependencies=[Depends(audited("person.put"))],
+)
 async def put_person(
     username: Username,
     principal: AdministratorDep,
