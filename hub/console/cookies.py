@@ -18,7 +18,8 @@ else. A login in progress with an OpenID Connect provider is the one ``SameSite=
 cookie that carries a secret (the sealed ``state``, ``nonce`` and PKCE verifier): the
 provider sends the browser back with a cross-site top-level GET, which a Strict
 cookie would not come with. It lasts 10 minutes, and is a ``__Host-`` cookie with
-``Path=/`` in production like the others: a cookie limited to its callback's path could
+``Path=/`` in production like the others (and so is the API's own, ``API_LOGIN``, for
+``onceonly login --oidc``): a cookie limited to its callback's path could
 only be ``__Secure-``, which a sibling host (``evil.example.gov``) may set for
 ``Domain=example.gov`` and that path, signing the victim in with the attacker's login
 (login CSRF). The staff's login and the citizen's have a cookie each, so that one
@@ -41,6 +42,9 @@ LANGUAGE: Final = "onceonly-language"
 CITIZEN: Final = "onceonly-citizen"
 OIDC_LOGIN: Final = "onceonly-oidc-login"  # a staff's login with the provider
 CITIZEN_LOGIN: Final = "onceonly-citizen-login"  # a citizen's, with the citizens' provider
+# A login begun at the API's /v1/people/oidc/start (the CLI's, or a token page's): the
+# same rule as the console's two (people.oidc_endpoints), a cookie of its own.
+API_LOGIN: Final = "onceonly-api-login"
 AUDIT_SEARCH: Final = "onceonly-audit-search"  # an auditor's search, sealed (decision 0058)
 PRE_SESSION_SECONDS: Final = 3600
 ENDED_NOTICE_SECONDS: Final = 24 * 3600  # how long past its end a sign-in is told apart
@@ -93,9 +97,10 @@ def remove(response: Response, base: str, *, production: bool) -> None:
 
 
 def put_login(response: Response, base: str, value: str, *, max_age: int, production: bool) -> None:
-    """A login in progress (``OIDC_LOGIN`` or ``CITIZEN_LOGIN``): ``SameSite=Lax``, since the
-    provider's redirect back is a top-level cross-site GET; ``__Host-`` and ``Path=/`` in
-    production, so that no other host can set it (see the module's docstring)."""
+    """A login in progress (``OIDC_LOGIN``, ``CITIZEN_LOGIN`` or ``API_LOGIN``):
+    ``SameSite=Lax``, since the provider's redirect back is a top-level cross-site GET;
+    ``__Host-`` and ``Path=/`` in production, so that no other host can set it (see the
+    module's docstring)."""
     put(response, base, value, max_age=max_age, production=production, same_site="lax")
 
 

@@ -4,7 +4,8 @@ flow (OpenID Connect Core 1.0 §3.1) with PKCE (RFC 7636, S256), ``state`` and `
 Where each piece of state lives, so that any replica can serve any step:
 
 1. :func:`start`: a fresh ``state``, ``nonce`` and PKCE verifier are sealed (AES-256-GCM,
-   10 minutes) into a cookie that only the callback receives; the browser goes to the
+   10 minutes) into the login cookie (``console.cookies.put_login``: ``__Host-`` and
+   ``Path=/`` in production, so no sibling host can set it); the browser goes to the
    provider. No table: the cookie is the login's memory, and binds it to the browser
    that started it (a callback URL sent to someone else finds no cookie).
 2. :func:`finish`: the cookie opens, its ``state`` equals the query's and is spent in
@@ -78,7 +79,6 @@ with warnings.catch_warnings():
     )
 
 CALLBACK_PATH = "/v1/people/oidc/callback"
-LOGIN_COOKIE = "onceonly_oidc_login"
 LOGIN_LIFETIME = 600
 CODE_LIFETIME = 60
 METADATA_TTL = 300.0

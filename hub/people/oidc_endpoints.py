@@ -13,6 +13,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 
 from onceonly.hub.audit.dependencies import CurrentAudit, audited
+from onceonly.hub.console import cookies
 from onceonly.hub.dependencies import (
     ClockDep,
     HubDep,
@@ -64,14 +65,14 @@ async def start(
         provider, keys=keys, settings=settings, cli_port=cli_port, cli_state=cli_state, clock=clock
     )
     response = RedirectResponse(url, status_code=302, headers=_NO_STORE)
-    response.set_cookie(
-        oidc.LOGIN_COOKIE,
+    # The console's rule for a login in progress (__Host- and Path=/ in production, so
+    # that no sibling host can set it: decision 0068), under a name of its own.
+    cookies.put_login(
+        response,
+        cookies.API_LOGIN,
         sealed_login,
         max_age=oidc.LOGIN_LIFETIME,
-        path=oidc.CALLBACK_PATH,
-        secure=settings.issuer.startswith("https://"),
-        httponly=True,
-        samesite="lax",  # the provider's redirect back is a top-level cross-site GET
+        production=settings.is_production,
     )
     return response
 
@@ -110,7 +111,7 @@ async def callback(
 ) -> Response:
     signed_in = await oidc.finish(
         provider,
-        cookie=request.cookies.get(oidc.LOGIN_COOKIE),
+        cookie=cookies.read_login(request, cookies.API_LOGIN, production=settings.is_production),
         query=oidc.CallbackQuery(state=state, code=code, error=error),
         sessions=sessions,
         jti_register=jti_register,
@@ -125,7 +126,7 @@ async def callback(
     else:
         page = _token_page(signed_in.session)
         response = HTMLResponse(page, headers={**_NO_STORE, **_PAGE_POLICY})
-    response.delete_cookie(oidc.LOGIN_COOKIE, path=oidc.CALLBACK_PATH)
+    cookies.remove_login(response, cookies.API_LOGIN, production=settings.is_production)
     return response
 
 

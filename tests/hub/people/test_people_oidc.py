@@ -21,6 +21,7 @@ import pytest
 from onceonly.hub.cli import main
 from onceonly.hub.cli.admin_client import AdminError
 from onceonly.hub.cli.oidc_login import oidc_login
+from onceonly.hub.console import cookies
 from onceonly.hub.people import oidc
 from onceonly.hub.people.schemas import PersonOut, SessionOut
 
@@ -101,7 +102,7 @@ def callback_url(client: httpx.Client, hub: RunningHub, *, cli_port: int | None 
 
 
 def login_cookie(client: httpx.Client) -> str:
-    value = client.cookies.get(oidc.LOGIN_COOKIE)
+    value = client.cookies.get(cookies.API_LOGIN)
     assert value is not None
     return value
 
@@ -138,7 +139,7 @@ def assert_refused(
 def test_browser_sign_in_shows_a_token_that_works(hub: RunningHub) -> None:
     with browser() as client:
         page = client.get(f"{hub.url}/v1/people/oidc/start")
-        assert oidc.LOGIN_COOKIE not in client.cookies  # the callback cleared it
+        assert cookies.API_LOGIN not in client.cookies  # the callback cleared it
     assert page.status_code == 200, page.text
     assert page.headers["cache-control"] == "no-store"
     assert page.headers["content-type"].startswith("text/html")
@@ -161,7 +162,9 @@ def test_authorization_request_uses_pkce_state_and_nonce(hub: RunningHub) -> Non
     assert started.headers["cache-control"] == "no-store"
     cookie = started.headers["set-cookie"].lower()
     assert "httponly" in cookie
-    assert "path=/v1/people/oidc/callback" in cookie
+    assert cookie.startswith(f"{cookies.API_LOGIN}=")  # development: no __Host- prefix
+    assert "path=/;" in cookie  # as __Host- requires in production (decision 0068)
+    assert "domain" not in cookie
     assert "samesite=lax" in cookie
 
 
@@ -356,7 +359,7 @@ def test_refuses_a_tampered_login_cookie(hub: RunningHub) -> None:
         cookie = login_cookie(client)
         forged = cookie[:20] + ("A" if cookie[20] != "A" else "B") + cookie[21:]
         client.cookies.clear()
-        refused = client.get(url, headers={"Cookie": f"{oidc.LOGIN_COOKIE}={forged}"})
+        refused = client.get(url, headers={"Cookie": f"{cookies.API_LOGIN}={forged}"})
     assert_refused(hub, refused, slug="oidc-state-invalid", status=400, action="person.sign-in")
 
 
@@ -375,7 +378,7 @@ def test_refuses_an_expired_login(hub: RunningHub) -> None:
     refused = httpx.get(
         f"{hub.url}/v1/people/oidc/callback",
         params={"state": "s", "code": "c"},
-        headers={"Cookie": f"{oidc.LOGIN_COOKIE}={login.seal(hub.keys)}"},
+        headers={"Cookie": f"{cookies.API_LOGIN}={login.seal(hub.keys)}"},
     )
     assert_refused(hub, refused, slug="oidc-state-invalid", status=400, action="person.sign-in")
     assert "longer than" in refused.json()["detail"]
@@ -384,7 +387,7 @@ def test_refuses_an_expired_login(hub: RunningHub) -> None:
 def test_refuses_a_callback_replayed_with_its_cookie(hub: RunningHub) -> None:
     with browser() as client:
         url = callback_url(client, hub)
-        headers = {"Cookie": f"{oidc.LOGIN_COOKIE}={login_cookie(client)}"}
+        headers = {"Cookie": f"{cookies.API_LOGIN}={login_cookie(client)}"}
         client.cookies.clear()
         assert client.get(url, headers=headers).status_code == 200
         refused = client.get(url, headers=headers)
