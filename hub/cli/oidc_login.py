@@ -1,11 +1,12 @@
 """``onceonly login --oidc``: sign in through the hub's OpenID Connect provider.
 
-The browser does the sign-in; the CLI listens on a loopback port (RFC 8252 §7.3) for
-the hub's redirect with a one-time code, and trades the code for the session at
-``POST /v1/people/oidc/token``. The redirect must carry the random ``cli_state`` the
-CLI started with (RFC 8252 §8.9): a page that sends the browser to the listener with
-a code of its own is ignored. The session token never appears in a URL, and
-neither the code nor the token is printed.
+The browser does the sign-in, and the person confirms there, on the hub's page, that
+the command line on this computer signs in (decision 0095); the CLI listens on a
+loopback port (RFC 8252 §7.3) for the hub's redirect with a one-time code, and trades
+the code for the session at ``POST /v1/people/oidc/token``. The redirect must carry
+the random ``cli_state`` the CLI started with (RFC 8252 §8.9): a page that sends the
+browser to the listener with a code of its own is ignored. The session token never
+appears in a URL, and neither the code nor the token is printed.
 """
 
 import hmac
@@ -102,7 +103,11 @@ def oidc_login(
         listener.start()
         try:
             url = f"{hub}/v1/people/oidc/start?cli_port={catcher.port}&cli_state={catcher.state}"
-            print(f"Opening the browser to sign in; if it does not open, visit:\n  {url}")
+            print(
+                "Opening the browser to sign in, then confirm there that the command line"
+                f" on this computer (port {catcher.port}) signs in; if it does not open,"
+                f" visit:\n  {url}"
+            )
             open_browser(url)
             if not catcher.received.wait(timeout):
                 raise TimeoutError(f"no sign-in came back within {timeout:g} seconds")

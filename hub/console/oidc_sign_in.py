@@ -8,6 +8,16 @@ callback starts a console session exactly as a password does: the session cookie
 (``SameSite=Strict``) and a page that goes on to the catalogue. The page, not a
 redirect: a browser does not send a Strict cookie on a redirect chain that began at
 another site (the provider), so the next page is reached from the hub's own page.
+
+The command line's sign-in (``onceonly login --oidc``, the API's flow) comes back here
+too, to :data:`CLI_CONFIRM`: the person confirms that the command line on this
+computer signs in before its one-time code goes to the loopback port (decision 0095).
+Any web page can send a browser through a sign-in at a provider where the person is
+signed in already; without this page, the code went to whoever listened on the port
+that page chose. The form's token is the waiting sign-in's own (sealed in the API's
+login cookie), not the console's CSRF binding: the visitor's console session cookie is
+Strict, so it is missing from the page reached from the provider and present on the
+form's POST, and a token bound to it would not hold.
 """
 
 from typing import Annotated
@@ -17,7 +27,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import RedirectResponse, Response
 
 from onceonly.hub.audit.request_scope import open_audit_scope
-from onceonly.hub.console import cookies, pages, rendering, views
+from onceonly.hub.console import cookies, forms, pages, rendering, views
 from onceonly.hub.console.dependencies import Visit, VisitDep
 from onceonly.hub.dependencies import HubDep
 from onceonly.hub.kit.problems import HubError
@@ -28,6 +38,7 @@ from onceonly.hub.runtime import Hub
 router = APIRouter(include_in_schema=False)
 START = "/sign-in/oidc"
 CALLBACK = "/sign-in/oidc/callback"
+CLI_CONFIRM = "/sign-in/oidc/command-line"  # the person confirms a CLI's sign-in
 HOME = views.CATALOGUE.href
 QueryValue = Annotated[str | None, Query(max_length=2048)]
 
@@ -171,6 +182,8 @@ async def callback(
             request, visit, hub, status=refused.status, errors=errors, headers=refused.headers
         )
     else:
+        if not isinstance(signed, oidc.SignedIn):  # a CLI's login is the API's cookie's
+            raise AssertionError("a command-line login came to the console's callback")
         response = rendering.render(request, visit, "signed_in.html", next=HOME)
         cookies.put_session(
             response,
@@ -180,4 +193,47 @@ async def callback(
         )
         cookies.remove(response, cookies.PRE_SESSION, production=visit.production)
     cookies.remove_login(response, cookies.OIDC_LOGIN, production=visit.production)
+    return response
+
+
+@router.get(CLI_CONFIRM)
+async def cli_confirmation(request: Request, visit: VisitDep, hub: HubDep) -> Response:
+    """ "Sign in the command line on this computer?": the form, or why there is none."""
+    sealed = cookies.read_login(request, cookies.API_LOGIN, production=visit.production)
+    try:
+        pending = oidc.CliConfirmation.open(sealed, keys=hub.keys, now=int(hub.clock.time()))
+    except oidc.OidcConfirmationRefused:
+        return rendering.render(request, visit, "cli_sign_in.html", status=400, pending=None)
+    return rendering.render(request, visit, "cli_sign_in.html", pending=pending)
+
+
+@router.post(CLI_CONFIRM)
+async def confirm_cli(request: Request, visit: VisitDep, hub: HubDep) -> Response:
+    """The person's yes: the one-time code goes to the CLI's loopback listener, from a
+    page (a redirect after a form to another origin is what ``form-action 'self'``
+    forbids). Audited ``person.sign-in``, its refusal too."""
+    scope = open_audit_scope(request, "person.sign-in", log=hub.audit_log)
+    try:
+        form = forms.fields(request.headers.get("content-type"), await request.body())
+    except forms.MalformedForm:
+        form = {}
+    try:
+        loopback = await oidc.confirm(
+            cookies.read_login(request, cookies.API_LOGIN, production=visit.production),
+            presented=form.get("csrf_token"),
+            sessions=hub.sessions,
+            jti_register=hub.jti_register,
+            keys=hub.keys,
+            settings=hub.settings,
+            scope=scope,
+            clock=hub.clock,
+        )
+    except HubError as refused:
+        if scope.owes_failure(refused):
+            await scope.record_failure(refused)
+        return rendering.render(
+            request, visit, "cli_sign_in.html", status=refused.status, pending=None, refused=True
+        )
+    response = rendering.render(request, visit, "cli_sign_in.html", pending=None, loopback=loopback)
+    cookies.remove_login(response, cookies.API_LOGIN, production=visit.production)
     return response

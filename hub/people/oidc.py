@@ -13,9 +13,13 @@ Where each piece of state lives, so that any replica can serve any step:
    exchanged with Authlib's client; the ID token is checked against the provider's
    JWKS (§3.1.3.7); the (issuer, ``sub``) pair must belong to a registered, active
    person (no accounts are made here); a hub session starts (``method = "oidc"``).
-3. For the CLI (a loopback redirect, RFC 8252 §7.3) the session is sealed into a
-   one-time code that lives 60 seconds and whose ``jti`` is spent when :func:`redeem`
-   trades it: the session token itself never appears in a URL.
+3. For the CLI (a loopback redirect, RFC 8252 §7.3) no session starts at the callback:
+   the person confirms it first, on a hub page (:class:`CliConfirmation`, decision
+   0095), since any web page can send a browser through a sign-in at a provider where
+   the person is signed in already, with the port of whoever listens on this computer.
+   :func:`confirm` then starts the session and seals it into a one-time code that
+   lives 60 seconds and whose ``jti`` is spent when :func:`redeem` trades it: the
+   session token itself never appears in a URL.
 
 Errors (RFC 9457, audited on the callback and the code exchange)::
 
@@ -27,6 +31,7 @@ Errors (RFC 9457, audited on the callback and the code exchange)::
     ├── OidcIdTokenInvalid        401  signature, alg, iss, aud, exp, iat or nonce wrong
     ├── OidcAccountNotLinked      403  no account for this (issuer, sub)
     ├── OidcAccountDisabled       403  the account is disabled
+    ├── OidcConfirmationRefused   403  a CLI sign-in's confirmation without its token
     └── OidcCodeInvalid           400  one-time code tampered, expired or already used
     SignInsBusy                   429  too many sign-ins wait for the provider (decision 0068)
 """
@@ -81,6 +86,7 @@ with warnings.catch_warnings():
 CALLBACK_PATH = "/v1/people/oidc/callback"
 LOGIN_LIFETIME = 600
 CODE_LIFETIME = 60
+CONFIRM_LIFETIME = 300  # how long a command-line sign-in waits for the person's yes
 METADATA_TTL = 300.0
 ID_TOKEN_ALGORITHMS = ("RS256", "ES256")
 # The discovery document and the JWKS are asked for at most once in this many seconds,
@@ -140,6 +146,12 @@ class OidcAccountDisabled(HubError):
     title = "Account disabled"
 
 
+class OidcConfirmationRefused(HubError):
+    status = 403
+    slug = "oidc-confirmation-refused"
+    title = "Command-line sign-in not confirmed"
+
+
 class OidcCodeInvalid(HubError):
     status = 400
     slug = "oidc-code-invalid"
@@ -155,19 +167,29 @@ class OidcCodeIn(BaseModel):
 # --- sealed values (the login cookie, the one-time code) ------------------------------
 
 
-def _seal(keys: HubKeys, label: KeyLabel, payload: dict[str, Any]) -> str:
-    """Sealed (onceonly.hub.kit.sealing) under the key derived for ``label``, which is
-    also the associated data. A rotation of the derivation root ends what it sealed."""
+# The associated data of a CLI sign-in waiting for its confirmation, sealed under the
+# login's key: a login cookie never opens as a confirmation, nor the reverse.
+_CONFIRMATION = b"/cli-confirmation"
+
+
+def _seal(keys: HubKeys, label: KeyLabel, payload: dict[str, Any], *, kind: bytes = b"") -> str:
+    """Sealed (onceonly.hub.kit.sealing) under the key derived for ``label``, which (with
+    ``kind``) is also the associated data. A rotation of the derivation root ends what
+    it sealed."""
     plain = json.dumps(payload, separators=(",", ":")).encode()
-    return sealing.seal(keys.derived(label), plain, aad=label.value)
+    return sealing.seal(keys.derived(label), plain, aad=label.value + kind)
 
 
-def _unseal(keys: HubKeys, label: KeyLabel, sealed: str) -> dict[str, Any] | None:
-    """The payload, or None for anything that was not sealed by this hub for ``label``."""
+def _unseal(
+    keys: HubKeys, label: KeyLabel, sealed: str, *, kind: bytes = b""
+) -> dict[str, Any] | None:
+    """The payload, or None for anything that was not sealed by this hub for ``label``
+    and ``kind``."""
     if len(sealed) > _MAX_SEALED:
         return None
     try:
-        payload = json.loads(sealing.unseal(keys.derived(label), sealed, aad=label.value))
+        plain = sealing.unseal(keys.derived(label), sealed, aad=label.value + kind)
+        payload = json.loads(plain)
     except (ValueError, InvalidTag):
         return None
     return payload if isinstance(payload, dict) else None
@@ -239,6 +261,67 @@ class LoginState:
         if login.expires <= now:
             raise OidcStateInvalid(f"the sign-in took longer than {LOGIN_LIFETIME} s; start again")
         return login
+
+
+@dataclass(frozen=True, kw_only=True)
+class CliConfirmation:
+    """A command-line sign-in that the callback checked, waiting for the person to say
+    yes on the hub's page (decision 0095). Sealed into the login cookie in place of the
+    login; ``token`` is the page's form token: only the page the hub showed this browser
+    holds it, and another site can neither read that page nor frame it."""
+
+    person: str
+    cli_port: int
+    cli_state: str | None
+    token: str
+    expires: int
+
+    @classmethod
+    def new(cls, *, person: str, login: LoginState, now: int) -> "CliConfirmation":
+        assert login.cli_port is not None
+        return cls(
+            person=person,
+            cli_port=login.cli_port,
+            cli_state=login.cli_state,
+            token=secrets.token_urlsafe(32),
+            expires=now + CONFIRM_LIFETIME,
+        )
+
+    def seal(self, keys: HubKeys) -> str:
+        payload = {
+            "person": self.person,
+            "cli_port": self.cli_port,
+            "cli_state": self.cli_state,
+            "token": self.token,
+            "exp": self.expires,
+        }
+        return _seal(keys, KeyLabel.OIDC_LOGIN, payload, kind=_CONFIRMATION)
+
+    @classmethod
+    def open(cls, sealed: str | None, *, keys: HubKeys, now: int) -> "CliConfirmation":
+        """The sign-in this browser's cookie holds, if it waits still."""
+        payload = _unseal(keys, KeyLabel.OIDC_LOGIN, sealed, kind=_CONFIRMATION) if sealed else None
+        if payload is None:
+            raise OidcConfirmationRefused(
+                "no command-line sign-in waits for a confirmation in this browser"
+            )
+        pending = cls(
+            person=str(payload["person"]),
+            cli_port=int(payload["cli_port"]),
+            cli_state=payload["cli_state"],
+            token=str(payload["token"]),
+            expires=int(payload["exp"]),
+        )
+        if pending.expires <= now:
+            raise OidcConfirmationRefused(
+                f"the command-line sign-in waited longer than {CONFIRM_LIFETIME} s; start again"
+            )
+        return pending
+
+    def loopback(self, code: str) -> str:
+        """The CLI's listener, with the code and the CLI's own state (RFC 8252 §8.9)."""
+        query = {"code": code, **({"state": self.cli_state} if self.cli_state else {})}
+        return f"http://127.0.0.1:{self.cli_port}/callback?{urlencode(query)}"
 
 
 def one_time_code(session: SessionOut, *, keys: HubKeys, now: int) -> str:
@@ -603,7 +686,6 @@ class CallbackQuery:
 @dataclass(frozen=True)
 class SignedIn:
     session: SessionOut
-    cli_redirect: str | None  # the CLI's loopback URL with a one-time code, or None
 
 
 async def start(
@@ -642,9 +724,11 @@ async def finish(
     scope: AuditScope,
     clock: Clock,
     redirect_uri: str | None = None,
-) -> SignedIn:
+) -> SignedIn | CliConfirmation:
     """The callback: check the login, exchange the code, check the ID token, start a
-    session for the linked person. Every refusal raises (and is audited)."""
+    session for the linked person; for a command-line login, no session yet but the
+    sign-in that waits for the person's confirmation (:func:`confirm`). Every refusal
+    raises (and is audited)."""
     claims, login = await verified_claims(
         provider,
         cookie=cookie,
@@ -658,19 +742,61 @@ async def finish(
     person = await _linked_person(
         sessions, issuer=provider.issuer, subject=str(claims["sub"]), scope=scope
     )
+    if login.cli_port is not None:
+        return CliConfirmation.new(person=person.username, login=login, now=int(clock.time()))
+    return SignedIn(
+        await _start_session(sessions, person=person, settings=settings, scope=scope, clock=clock)
+    )
+
+
+async def confirm(
+    sealed: str | None,
+    *,
+    presented: str | None,
+    sessions: async_sessionmaker[AsyncSession],
+    jti_register: SingleUseRegister,
+    keys: HubKeys,
+    settings: Settings,
+    scope: AuditScope,
+    clock: Clock,
+) -> str:
+    """The person said yes to a command-line sign-in: the CLI's loopback URL with a
+    one-time code for a new session. Refused (:class:`OidcConfirmationRefused`) unless
+    this browser's cookie holds a sign-in that waits, ``presented`` is its token, and it
+    was not confirmed before; the account must still be active."""
+    pending = CliConfirmation.open(sealed, keys=keys, now=int(clock.time()))
+    scope.note(person=pending.person)
+    if not hmac.compare_digest((presented or "").encode(), pending.token.encode()):
+        raise OidcConfirmationRefused("the form is not the one the hub showed for this sign-in")
+    if not await jti_register.spend(
+        _spend_key("confirm", pending.token), expires_at=_at(pending.expires)
+    ):
+        raise OidcConfirmationRefused("this command-line sign-in was already confirmed")
+    async with sessions() as session:
+        person = await repository.person_by_username(session, pending.person)
+    if person is None:
+        raise OidcAccountNotLinked("the account of this sign-in is gone")
+    if person.status != "active":
+        raise OidcAccountDisabled("the account is disabled")
+    out = await _start_session(sessions, person=person, settings=settings, scope=scope, clock=clock)
+    return pending.loopback(one_time_code(out, keys=keys, now=int(clock.time())))
+
+
+async def _start_session(
+    sessions: async_sessionmaker[AsyncSession],
+    *,
+    person: Person,
+    settings: Settings,
+    scope: AuditScope,
+    clock: Clock,
+) -> SessionOut:
     async with sessions() as session:
         await session.connection(execution_options={WRITE_OPTION: True})
         out = await service.start_session(
             session, person=person, method="oidc", settings=settings, scope=scope, clock=clock
         )
         await session.commit()
-    if login.cli_port is None:
-        return SignedIn(session=out, cli_redirect=None)
-    now = int(clock.time())
-    query_string = urlencode({"code": one_time_code(out, keys=keys, now=now)})
-    if login.cli_state is not None:
-        query_string += "&" + urlencode({"state": login.cli_state})
-    return SignedIn(out, f"http://127.0.0.1:{login.cli_port}/callback?{query_string}")
+    return out
 
 
 async def verified_claims(

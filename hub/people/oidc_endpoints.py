@@ -1,9 +1,10 @@
 """People's sign-in with an OpenID Connect provider (``/v1/people/oidc``).
 
 ``GET /start`` sends the browser to the provider, ``GET /callback`` brings it back
-(a page with the session token, or, for the CLI, a redirect to its loopback listener
-with a one-time code and the CLI's own ``cli_state``), and ``POST /token`` trades that
-code for the session.
+(a page with the session token, or, for the CLI, to the console's page where the person
+confirms that the command line on this computer signs in: decision 0095), and ``POST
+/token`` trades the one-time code that the confirmation sends to the CLI's loopback
+listener for the session.
 """
 
 from html import escape
@@ -13,7 +14,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 
 from onceonly.hub.audit.dependencies import CurrentAudit, audited
-from onceonly.hub.console import cookies
+from onceonly.hub.console import cookies, oidc_sign_in
 from onceonly.hub.dependencies import (
     ClockDep,
     HubDep,
@@ -81,7 +82,10 @@ async def start(
     "/callback",
     response_class=HTMLResponse,
     responses={
-        302: {"description": "to the CLI's loopback listener, with a one-time code"},
+        303: {
+            "description": "a command-line sign-in: to the page where the person confirms"
+            " it, which then sends a one-time code to the CLI's loopback listener"
+        },
         **problems(
             oidc.OidcNotConfigured,
             oidc.OidcStateInvalid,
@@ -109,9 +113,10 @@ async def callback(
     code: QueryValue = None,
     error: QueryValue = None,
 ) -> Response:
+    production = settings.is_production
     signed_in = await oidc.finish(
         provider,
-        cookie=cookies.read_login(request, cookies.API_LOGIN, production=settings.is_production),
+        cookie=cookies.read_login(request, cookies.API_LOGIN, production=production),
         query=oidc.CallbackQuery(state=state, code=code, error=error),
         sessions=sessions,
         jti_register=jti_register,
@@ -120,13 +125,20 @@ async def callback(
         scope=scope,
         clock=clock,
     )
-    response: Response
-    if signed_in.cli_redirect is not None:
-        response = RedirectResponse(signed_in.cli_redirect, status_code=302, headers=_NO_STORE)
-    else:
-        page = _token_page(signed_in.session)
-        response = HTMLResponse(page, headers={**_NO_STORE, **_PAGE_POLICY})
-    cookies.remove_login(response, cookies.API_LOGIN, production=settings.is_production)
+    if isinstance(signed_in, oidc.CliConfirmation):
+        # The sign-in waits for the person's yes, in place of the login in the cookie.
+        waiting = RedirectResponse(oidc_sign_in.CLI_CONFIRM, status_code=303, headers=_NO_STORE)
+        cookies.put_login(
+            waiting,
+            cookies.API_LOGIN,
+            signed_in.seal(keys),
+            max_age=oidc.CONFIRM_LIFETIME,
+            production=production,
+        )
+        return waiting
+    page = _token_page(signed_in.session)
+    response = HTMLResponse(page, headers={**_NO_STORE, **_PAGE_POLICY})
+    cookies.remove_login(response, cookies.API_LOGIN, production=production)
     return response
 
 

@@ -352,6 +352,10 @@ CITIZEN = "citizen"
 CONSOLE_OIDC_ROUTES: dict[tuple[str, str], str] = {
     ("GET", "/sign-in/oidc"): PUBLIC,
     ("GET", "/sign-in/oidc/callback"): PUBLIC,
+    # A command-line sign-in's confirmation (decision 0095): the waiting sign-in's own
+    # cookie and form token are its gate, not a session.
+    ("GET", "/sign-in/oidc/command-line"): PUBLIC,
+    ("POST", "/sign-in/oidc/command-line"): PUBLIC,
     ("GET", "/citizen/sign-in"): PUBLIC,
     ("GET", "/citizen/sign-in/callback"): PUBLIC,
     ("GET", "/citizen"): CITIZEN,

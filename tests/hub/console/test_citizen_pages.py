@@ -427,7 +427,11 @@ def test_a_signed_out_visitor_reaches_no_console_page_but_a_sign_in_page(
             if path.startswith("/citizen/sign-in"):
                 continue  # the citizen's sign-in goes to the provider, which signs one in
             answer = browser.get(path)
-            if path.startswith("/citizen"):  # signed out: the citizen's way in only
+            if path == "/sign-in/oidc/command-line":  # decision 0095: nothing waits here
+                assert answer.status_code == 400, answer.text
+                assert "No command-line sign-in is waiting" in answer.text
+                assert 'id="confirm"' not in answer.text
+            elif path.startswith("/citizen"):  # signed out: the citizen's way in only
                 assert 'href="/citizen/sign-in"' in answer.text, path
                 assert 'id="accesses"' not in answer.text, path
             else:  # /sign-in/oidc comes back to its callback: the sign-in page

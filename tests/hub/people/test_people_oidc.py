@@ -107,12 +107,54 @@ def login_cookie(client: httpx.Client) -> str:
     return value
 
 
+CONFIRMATION_PAGE = "/sign-in/oidc/command-line"
+_FORM_TOKEN = re.compile(r'name="csrf_token" value="([^"]+)"')
+_LOOPBACK = re.compile(r'<a id="continue" class="govuk-link" href="([^"]+)"')
+
+
+def form_token(page: httpx.Response) -> str:
+    """The token of the confirmation page's form."""
+    assert urlsplit(str(page.url)).path == CONFIRMATION_PAGE, page.url
+    found = _FORM_TOKEN.search(page.text)
+    assert found is not None, page.text
+    return html.unescape(found.group(1))
+
+
+def confirm(client: httpx.Client, page: httpx.Response) -> httpx.Response:
+    """The person's yes on the confirmation page ``page``: the page that hands the
+    sign-in on to the CLI (it is not followed)."""
+    released = client.post(str(page.url), data={"csrf_token": form_token(page)})
+    assert released.status_code == 200, released.text
+    return released
+
+
+def loopback_of(released: httpx.Response) -> str:
+    """Where the page after the person's yes sends the browser (a link, and a refresh)."""
+    found = _LOOPBACK.search(released.text)
+    assert found is not None, released.text
+    return html.unescape(found.group(1))
+
+
+def sign_in_cli(url: str, visited: list[str] | None = None) -> httpx.Response:
+    """The browser's part of ``onceonly login --oidc``: the start URL through the
+    provider to the hub's confirmation page, the person's yes, and the CLI's listener."""
+    with browser() as client:
+        page = client.get(url)
+        released = confirm(client, page)
+        done = client.get(loopback_of(released))
+    if visited is not None:
+        visited.extend(str(r.url) for r in [*page.history, page, released, done])
+    return done
+
+
 def one_time_code(hub: RunningHub) -> str:
-    """A CLI sign-in up to the redirect to the CLI's loopback listener: its code."""
+    """A CLI sign-in up to the hand-over to the CLI's loopback listener: its code."""
     with browser() as client:
         back = client.get(callback_url(client, hub, cli_port=CLI_PORT), follow_redirects=False)
-    assert back.status_code == 302, back.text
-    location = urlsplit(back.headers["location"])
+        assert back.status_code == 303, back.text
+        assert back.headers["location"] == CONFIRMATION_PAGE
+        released = confirm(client, client.get(f"{hub.url}{CONFIRMATION_PAGE}"))
+    location = urlsplit(loopback_of(released))
     assert (location.hostname, location.port, location.path) == ("127.0.0.1", CLI_PORT, "/callback")
     query = parse_qs(location.query)
     assert query["state"] == [CLI_STATE]
@@ -174,9 +216,7 @@ def test_cli_signs_in_through_the_browser(
     visited: list[str] = []
 
     def open_browser(url: str) -> None:
-        with browser() as client:
-            done = client.get(url)
-        visited.extend(str(r.url) for r in [*done.history, done])
+        done = sign_in_cli(url, visited)
         assert done.status_code == 200
         assert "Signed in" in done.text
 
@@ -205,8 +245,7 @@ def test_onceonly_login_oidc_keeps_the_sign_in(
 
     def follow(url: str) -> None:
         opened.append(url)
-        with browser() as client:
-            assert client.get(url).status_code == 200
+        assert sign_in_cli(url).status_code == 200
 
     # The standard library's own extension point: the browser that webbrowser.open uses.
     webbrowser.register(TEST_BROWSER, None, _Browser(follow), preferred=True)
@@ -246,8 +285,7 @@ def test_cli_ignores_a_code_without_its_state(hub: RunningHub) -> None:
         port = parse_qs(urlsplit(url).query)["cli_port"][0]
         forged = httpx.get(f"http://127.0.0.1:{port}/callback", params={"code": planted})
         assert forged.status_code == 404
-        with browser() as client:
-            assert client.get(url).status_code == 200
+        assert sign_in_cli(url).status_code == 200
 
     signed_in = oidc_login(hub.url, open_browser=open_browser, timeout=30, poll_interval=POLL)
     assert me(hub, signed_in["token"]).status_code == 200
