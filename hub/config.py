@@ -332,7 +332,10 @@ class Settings(BaseSettings):
         le=3600,
         description="Seconds between the efficiency report's roll-ups of new audit entries",
     )
-    log_level: str = "INFO"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
+        default="INFO",
+        description="DEBUG, INFO, WARNING, ERROR or CRITICAL (in any case)",
+    )
     log_json: bool = True
 
     @classmethod
@@ -351,6 +354,12 @@ class Settings(BaseSettings):
                 raise ValueError(f"{CONFIG_ENV}={config_file}: no such file")
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config_file))
         return tuple(sources)
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _level_in_capitals(cls, value: Any) -> Any:
+        """``info`` is ``INFO``, as Python's logging reads a level."""
+        return value.upper() if isinstance(value, str) else value
 
     @field_validator("citizen_portal_clients", "holidays", mode="before")
     @classmethod

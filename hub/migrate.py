@@ -51,6 +51,33 @@ def _heads() -> frozenset[str]:
     return frozenset(ScriptDirectory.from_config(_config()).get_heads())
 
 
+@functools.cache
+def _known() -> frozenset[str]:
+    """Every revision that this code's migration scripts hold."""
+    from alembic.script import ScriptDirectory
+
+    return frozenset(
+        script.revision for script in ScriptDirectory.from_config(_config()).walk_revisions()
+    )
+
+
+class NewerDatabase(RuntimeError):
+    """The database is at a revision this code does not know: a newer version of
+    onceonly migrated it. Nothing migrates it back; the code is upgraded instead."""
+
+    def __init__(self, revisions: frozenset[str]) -> None:
+        super().__init__(
+            f"the database is at revision {_named(revisions)}, newer than this version of"
+            " onceonly knows: upgrade onceonly to the version that migrated it"
+        )
+
+
+def _refuse_newer(revisions: frozenset[str]) -> None:
+    unknown = revisions - _known()
+    if unknown:
+        raise NewerDatabase(unknown)
+
+
 def _current(connection: sa.Connection) -> frozenset[str]:
     from alembic.runtime.migration import MigrationContext
 
@@ -86,6 +113,7 @@ def upgrade(url: str, revision: str = "heads") -> Migrated:
             with connection.begin():
                 _wait_for_other_migrations(connection)
                 before = _current(connection)
+                _refuse_newer(before)
                 if revision == "heads" and before == _heads():
                     return Migrated(before, before)  # already current: nothing to run
                 config = _config()
@@ -110,10 +138,13 @@ def _wait_for_other_migrations(connection: sa.Connection) -> None:
 
 
 def is_current(url: str) -> bool:
-    """Whether the database is at the newest revision that this code knows."""
+    """Whether the database is at the newest revision that this code knows;
+    :class:`NewerDatabase` when it is at one this code does not know."""
     engine = make_sync_engine(url)
     try:
         with engine.connect() as connection:
-            return _current(connection) == _heads()
+            current = _current(connection)
     finally:
         engine.dispose()
+    _refuse_newer(current)
+    return current == _heads()

@@ -68,6 +68,8 @@ def _migrate(_: argparse.Namespace) -> int:
 
     try:
         migrated = migrate.upgrade(url)
+    except migrate.NewerDatabase as error:
+        raise StartupFailure([f"cannot migrate {startup.database_name(url)}: {error}"]) from None
     except (SQLAlchemyError, CommandError) as error:
         reason = startup.without_secrets(driver_message(error), url)
         raise StartupFailure([f"cannot migrate {startup.database_name(url)}: {reason}"]) from None

@@ -129,7 +129,11 @@ def report(failure: StartupFailure) -> int:
 
 def check(settings: Settings) -> Checked:
     """Everything ``serve`` needs, checked without changing anything."""
+    folder = _check_data_dir(settings)
+    if folder.problems:  # nothing under it can be checked
+        return folder
     parts = [
+        _check_purposes(settings),
         _check_keys(settings),
         _check_outgoing_tls(settings),
         _check_database(settings),
@@ -229,6 +233,26 @@ def _has_rows(url: str, table: str) -> bool:
         engine.dispose()
 
 
+def _check_data_dir(settings: Settings) -> Checked:
+    """``data_dir`` is a folder, or nothing yet (development makes it)."""
+    for folder in (settings.data_dir, settings.keys_dir):
+        if folder.exists() and not folder.is_dir():
+            return Checked([f"data_dir: {folder} is not a directory"], [])
+    return Checked([], [])
+
+
+def _check_purposes(settings: Settings) -> Checked:
+    """The purpose list loads (without it every record query and request is refused)."""
+    from onceonly.hub.access.exceptions import PurposesUnavailable
+    from onceonly.hub.access.purposes import purposes_for
+
+    try:
+        purposes_for(settings)
+    except PurposesUnavailable as error:
+        return Checked([" ".join(error.detail.split())], [])
+    return Checked([], [])
+
+
 def _check_outgoing_tls(settings: Settings) -> Checked:
     """The CA file and client certificate the hub uses towards adapters load."""
     if settings.adapter_ca_file is None and settings.adapter_client_cert_file is None:
@@ -253,7 +277,10 @@ def _check_read_replica(settings: Settings) -> Checked:
     unreachable = database_unreachable(url)
     if unreachable:
         return Checked([f"cannot reach the read replica {name}: {unreachable}"], [])
-    if not _is_current(url):
+    newer, current = _schema_of(url)
+    if newer:
+        return Checked([f"the read replica {name}: {newer}"], [])
+    if not current:
         return Checked(
             [
                 f"the read replica {name} is not at the newest schema: is it a replica of the"
@@ -516,7 +543,13 @@ def _check_database(settings: Settings) -> Checked:
     unreachable = database_unreachable(url)
     if unreachable:
         return Checked([f"cannot reach the database {name}: {unreachable}"], [])
-    if _is_current(url):
+    read_only = _read_only(url)
+    if read_only:
+        return Checked([f"the database {name} {read_only}"], [])
+    newer, current = _schema_of(url)
+    if newer:
+        return Checked([f"{name}: {newer}"], [])
+    if current:
         return Checked([], [f"database: {name}, schema at the newest revision"])
     if settings.should_migrate:
         return Checked([], [f"database: {name}, migrated to the newest schema at start-up"])
@@ -551,7 +584,41 @@ def database_unreachable(url: str, *, make_file: bool = False) -> str | None:
     return None
 
 
-def _is_current(url: str) -> bool:
+def _schema_of(url: str) -> tuple[str | None, bool]:
+    """Why the database's schema is newer than this code's (or None), and whether it
+    is the newest this code knows."""
     from onceonly.hub import migrate
 
-    return migrate.is_current(url)
+    try:
+        return None, migrate.is_current(url)
+    except migrate.NewerDatabase as error:
+        return str(error), False
+
+
+def _read_only(url: str) -> str | None:
+    """Why the hub could write nothing to the database (a PostgreSQL standby, or a
+    primary whose transactions are read-only by default), or None when it can. Asked
+    as a write is: in a transaction's default mode."""
+    import sqlalchemy as sa
+
+    from onceonly.hub.db import probe_engine
+
+    if not url.startswith("postgresql"):
+        return None
+    engine = probe_engine(url, connect_timeout=CONNECT_TIMEOUT)
+    try:
+        with engine.connect() as connection:
+            recovery = connection.execute(sa.text("SELECT pg_is_in_recovery()")).scalar()
+            flag = connection.execute(sa.text("SHOW transaction_read_only")).scalar()
+    except sa.exc.SQLAlchemyError:
+        return None  # it answered a moment ago; the schema check says what is wrong
+    finally:
+        engine.dispose()
+    if recovery:
+        return "is a standby (read-only): point database_url at the primary"
+    if flag == "on":
+        return (
+            "is read-only (default_transaction_read_only is on): every write would fail;"
+            " point database_url at the primary, or turn the setting off for the hub's user"
+        )
+    return None

@@ -3,32 +3,11 @@ never stops a command with a traceback: a user with no port, a Unix socket, no u
 an IPv6 host, a password with ``@`` or ``:`` (escaped or not), a URL that does not parse
 (an operator's review: ``postgresql://postgres@127.0.0.1/db`` crashed every check)."""
 
-import os
-from collections.abc import Callable
-from pathlib import Path
-
 import pytest
 
-from onceonly.hub.cli import main, startup
+from onceonly.hub.cli import startup
 
-Run = Callable[..., tuple[int, str, str]]
-
-
-@pytest.fixture
-def run(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> Run:
-    """``onceonly ARGS`` with ``ONCEONLY_*`` = the keyword arguments only."""
-
-    def command(*args: str, **settings: str) -> tuple[int, str, str]:
-        for variable in [v for v in os.environ if v.upper().startswith("ONCEONLY_")]:
-            monkeypatch.delenv(variable)
-        monkeypatch.setenv("ONCEONLY_DATA_DIR", str(tmp_path / "data"))
-        for name, value in settings.items():
-            monkeypatch.setenv(f"ONCEONLY_{name.upper()}", value)
-        status = main(list(args))
-        captured = capsys.readouterr()
-        return status, captured.out, captured.err
-
-    return command
+from tests.hub.cli.conftest import Onceonly
 
 
 @pytest.mark.parametrize(
@@ -81,9 +60,9 @@ def test_a_decoded_password_is_hidden_too() -> None:
         "not a url",
     ],
 )
-def test_an_unreachable_database_of_any_form_is_one_line(run: Run, url: str) -> None:
+def test_an_unreachable_database_of_any_form_is_one_line(onceonly: Onceonly, url: str) -> None:
     for command in (("config", "check"), ("migrate",)):
-        status, _, err = run(*command, database_url=url)
+        status, _, err = onceonly(*command, database_url=url)
         assert status == 1, err
         assert len(err.splitlines()) == 1, err
         assert "Traceback" not in err
@@ -91,14 +70,14 @@ def test_an_unreachable_database_of_any_form_is_one_line(run: Run, url: str) -> 
 
 
 @pytest.mark.postgres
-def test_a_user_without_a_port_reaches_the_database(run: Run, postgres_url: str) -> None:
+def test_a_user_without_a_port_reaches_the_database(onceonly: Onceonly, postgres_url: str) -> None:
     """The review's URL: a user, no password, no port."""
     url = postgres_url.replace(":5432/", "/")
     assert "@" in url
     assert ":5432" not in url
-    status, out, err = run("config", "check", database_url=url)
+    status, out, err = onceonly("config", "check", database_url=url)
     assert (status, err) == (0, "")
     assert f"ok database: {url}, schema at the newest revision" in out.splitlines()
-    status, out, err = run("migrate", database_url=url)
+    status, out, err = onceonly("migrate", database_url=url)
     assert (status, err) == (0, "")
     assert out.startswith(f"{url}: already at ")
