@@ -179,40 +179,47 @@ def warn_of_risky_settings(settings: Settings) -> None:
 DATA_KEYS = {
     "pseudonym.key": "audit_entries",  # every entry's subject pseudonym was made with it
     "checkpoint.jwk": "audit_checkpoints",  # auditors pinned the key of those signatures
+    # one-time-code secrets sealed under a derivation root (people.credentials, "v2.")
+    "derivation.key": "people WHERE totp_secret LIKE 'v2.%'",
 }
-"""Keys that stored data depends on, with the table whose rows would no longer match a
-new key. (``derivation.key`` is not here: an upgrade from before decision 0017 makes it
-on an existing database, and what it seals is re-sealed by ``keys rotate-derivation``.)"""
+"""Keys that stored data depends on, with the rows that would no longer match a new key.
+(An upgrade from before decision 0017 makes ``derivation.key`` beside secrets sealed the
+older way, which it re-seals: only secrets sealed under a root count.)"""
 
 
 def refuse_new_keys_for_old_data(settings: Settings) -> None:
     """StartupFailure when a key the data depends on is missing but the database already
     holds that data: a new key would split every subject's history or fork the signed
     log. Such a key comes back from a backup."""
+    problem = _old_data_without_keys(settings)
+    if problem:
+        raise StartupFailure([problem])
+
+
+def _old_data_without_keys(settings: Settings) -> str | None:
+    """What :func:`refuse_new_keys_for_old_data` refuses, as one line, or None."""
     missing = [
         name
-        for name, table in DATA_KEYS.items()
+        for name, rows in DATA_KEYS.items()
         if not (settings.keys_dir / name).exists()
-        and _has_rows(settings.resolved_database_url, table)
+        and _has_rows(settings.resolved_database_url, rows)
     ]
-    if missing:
-        keys, verb, it = (
-            (missing[0], "is", "it")
-            if len(missing) == 1
-            else (" and ".join(missing), "are", "them")
-        )
-        raise StartupFailure(
-            [
-                f"no keys created: {keys} {verb} missing from {settings.keys_dir}"
-                f" but the database holds what {it} made: restore {it} from the backup"
-                " (onceonly restore); new keys would not match the data"
-            ]
-        )
+    if not missing:
+        return None
+    keys, verb, it = (
+        (missing[0], "is", "it") if len(missing) == 1 else (" and ".join(missing), "are", "they")
+    )
+    made = "it" if len(missing) == 1 else "them"
+    return (
+        f"no keys created: {keys} {verb} missing from {settings.keys_dir}"
+        f" but the database holds what {it} made: restore {made} from the backup"
+        " (onceonly restore); new keys would not match the data"
+    )
 
 
-def _has_rows(url: str, table: str) -> bool:
-    """Whether the database answers and ``table`` has a row (False when it does not
-    answer or has no such table yet: there is no data to protect)."""
+def _has_rows(url: str, rows: str) -> bool:
+    """Whether the database answers and holds one of ``rows`` (a table, and a condition)
+    (False when it does not answer or has no such table yet: no data to protect)."""
     import sqlalchemy as sa
 
     from onceonly.hub.db import probe_engine
@@ -225,7 +232,7 @@ def _has_rows(url: str, table: str) -> bool:
         return False
     try:
         with engine.connect() as connection:
-            row = connection.execute(sa.text(f"SELECT 1 FROM {table} LIMIT 1")).first()
+            row = connection.execute(sa.text(f"SELECT 1 FROM {rows} LIMIT 1")).first()
         return row is not None
     except sa.exc.SQLAlchemyError:
         return False
@@ -309,6 +316,9 @@ def _check_keys(settings: Settings) -> Checked:
 
     missing = [name for name in key_file_names(directory) if not (directory / name).is_file()]
     if missing and not settings.is_production:
+        old_data = _old_data_without_keys(settings)  # what keys init refuses too
+        if old_data:
+            return Checked([*problems, old_data], [])
         note = f"keys: {len(missing)} of the key files are created at the first start"
         return Checked(problems, [note])
     if missing:
