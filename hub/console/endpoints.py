@@ -9,7 +9,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from typing import cast
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import Response
@@ -343,6 +343,8 @@ async def _signed_in_person(request: Request, hub: Hub) -> str | None:
     """Who is signed in in the browser that sent a refused form, if its sign-in cookie
     names a live session: read only, as every request checks it (the session is not
     extended or replaced). A database that cannot say leaves the refusal unnamed."""
+    if not _from_the_hubs_own_pages(request, hub):
+        return None
     token = cookies.read(request, cookies.SESSION, production=hub.settings.is_production)
     if token is None:
         return None
@@ -353,6 +355,24 @@ async def _signed_in_person(request: Request, hub: Hub) -> str | None:
         log.warning("the person of a refused console form could not be read")
         return None
     return principal.name if principal is not None and principal.person_id else None
+
+
+def _from_the_hubs_own_pages(request: Request, hub: Hub) -> bool:
+    """Whether a form was sent from the hub's own pages, as far as the browser says
+    (Fetch Metadata's ``Sec-Fetch-Site``, else ``Origin``): a page on a sibling host
+    (evil.example.gov) gets the session cookie too (SameSite counts the site, not the
+    origin), and its forms, refused for their CSRF token, are not the signed-in
+    person's acts: naming them would put entries in the person's name past the budget
+    of refusals that name nobody (a review, helper-184; decision 0094). A request that
+    says neither (an older browser, a script) is taken as the cookie says."""
+    fetched_from = request.headers.get("sec-fetch-site")
+    if fetched_from is not None:
+        return fetched_from in ("same-origin", "none")
+    origin = request.headers.get("origin")
+    if origin is None:
+        return True
+    issuer = urlsplit(hub.settings.issuer)
+    return origin.lower() == f"{issuer.scheme}://{issuer.netloc}".lower()
 
 
 _Handler = Callable[[Request, Exception], Awaitable[Response]]

@@ -174,6 +174,10 @@ async def callback(
             clock=hub.clock,
             redirect_uri=redirect_uri(hub, CALLBACK),
         )
+        if not isinstance(signed, oidc.SignedIn):  # the API's login cookie, planted here
+            raise oidc.OidcStateInvalid(
+                "this sign-in was begun for the command line, not the console: start again"
+            )
     except HubError as refused:
         if scope.owes_failure(refused):
             await scope.record_failure(refused)
@@ -182,8 +186,6 @@ async def callback(
             request, visit, hub, status=refused.status, errors=errors, headers=refused.headers
         )
     else:
-        if not isinstance(signed, oidc.SignedIn):  # a CLI's login is the API's cookie's
-            raise AssertionError("a command-line login came to the console's callback")
         response = rendering.render(request, visit, "signed_in.html", next=HOME)
         cookies.put_session(
             response,

@@ -298,8 +298,17 @@ class CliConfirmation:
         return _seal(keys, KeyLabel.OIDC_LOGIN, payload, kind=_CONFIRMATION)
 
     @classmethod
-    def open(cls, sealed: str | None, *, keys: HubKeys, now: int) -> "CliConfirmation":
-        """The sign-in this browser's cookie holds, if it waits still."""
+    def open(
+        cls,
+        sealed: str | None,
+        *,
+        keys: HubKeys,
+        now: int,
+        scope: AuditScope | None = None,
+    ) -> "CliConfirmation":
+        """The sign-in this browser's cookie holds, if it waits still; ``scope``'s entry
+        names its person, whether it waits still or not (an expired one is refused
+        naming who it was for)."""
         payload = _unseal(keys, KeyLabel.OIDC_LOGIN, sealed, kind=_CONFIRMATION) if sealed else None
         if payload is None:
             raise OidcConfirmationRefused(
@@ -312,6 +321,8 @@ class CliConfirmation:
             token=str(payload["token"]),
             expires=int(payload["exp"]),
         )
+        if scope is not None:
+            scope.note(person=pending.person)
         if pending.expires <= now:
             raise OidcConfirmationRefused(
                 f"the command-line sign-in waited longer than {CONFIRM_LIFETIME} s; start again"
@@ -764,8 +775,7 @@ async def confirm(
     one-time code for a new session. Refused (:class:`OidcConfirmationRefused`) unless
     this browser's cookie holds a sign-in that waits, ``presented`` is its token, and it
     was not confirmed before; the account must still be active."""
-    pending = CliConfirmation.open(sealed, keys=keys, now=int(clock.time()))
-    scope.note(person=pending.person)
+    pending = CliConfirmation.open(sealed, keys=keys, now=int(clock.time()), scope=scope)
     if not hmac.compare_digest((presented or "").encode(), pending.token.encode()):
         raise OidcConfirmationRefused("the form is not the one the hub showed for this sign-in")
     if not await jti_register.spend(

@@ -64,3 +64,35 @@ def test_a_form_without_a_live_sign_in_names_nobody(world: ConsoleWorld) -> None
         (None, "/sign-in"),
         (None, "/sign-in"),
     ]
+
+
+@pytest.mark.parametrize(
+    "sent_from",
+    [
+        {"Sec-Fetch-Site": "same-site"},
+        {"Sec-Fetch-Site": "cross-site"},
+        {"Origin": "https://evil.example.gov"},
+    ],
+    ids=["sibling-fetch-metadata", "cross-site-fetch-metadata", "other-origin"],
+)
+def test_a_form_another_sites_page_sent_names_nobody(
+    world: ConsoleWorld, sent_from: dict[str, str]
+) -> None:
+    """A review (helper-184): a page on a sibling host gets the session cookie too
+    (SameSite counts the site), so its forms, refused for their CSRF token, were filed
+    in the signed-in person's name, past the budget of refusals that name nobody. The
+    browser says where a form came from; one from another origin is not the person's."""
+    with (
+        world.signed_in(STEWARD) as browser,
+        added_audit_entries(world.hub, action="console.form-refused") as added,
+    ):
+        form = {"reason": "x"}
+        answer = browser.post("/requests/" + "f" * 32 + "/approve", data=form, headers=sent_from)
+        assert answer.status_code == 403
+        own = browser.post(
+            "/requests/" + "f" * 32 + "/approve",
+            data=form,
+            headers={"Sec-Fetch-Site": "same-origin"},
+        )
+        assert own.status_code == 403
+    assert [e.get("person") for e in added] == [None, STEWARD]

@@ -10,6 +10,7 @@ whoever listens there."""
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -18,6 +19,7 @@ import httpx
 
 from onceonly.hub.cli.oidc_login import oidc_login
 from onceonly.hub.console import cookies
+from onceonly.hub.people import oidc
 
 from tests.hub.people import test_people_oidc
 from tests.hub.people.test_people_oidc import (
@@ -148,3 +150,54 @@ def test_onceonly_login_signs_in_once_the_person_confirms(hub: RunningHub) -> No
     signed_in = oidc_login(hub.url, open_browser=open_browser, timeout=30, poll_interval=POLL)
     assert me(hub, signed_in["token"]).json()["username"] == "alice"
     assert any(urlsplit(url).path == CONFIRMATION_PAGE for url in confirmed)
+
+
+def test_a_command_line_login_brought_to_the_consoles_callback_is_refused(
+    hub: RunningHub, provider: Any
+) -> None:
+    """A review (helper-184): the API's login cookie, sent under the console's name to
+    the console's callback with a code the provider issued for it (one client id, both
+    callbacks registered), was opened there, and the console answered 500 (an
+    AssertionError). It is a refusal of the sign-in, audited, and no session starts."""
+    console_callback = f"{hub.url}/sign-in/oidc/callback"
+    provider.redirect_uris.add(console_callback)
+    with browser() as attacker:
+        attacker.follow_redirects = False
+        start = attacker.get(
+            f"{hub.url}/v1/people/oidc/start", params={"cli_port": 1024, "cli_state": "B" * 16}
+        )
+        api_cookie = next(c.value for c in attacker.cookies.jar if "api-login" in c.name)
+        authorize = urlsplit(start.headers["location"])
+        query = {k: v[0] for k, v in parse_qs(authorize.query).items()}
+        query["redirect_uri"] = console_callback
+        to_callback = httpx.get(authorize._replace(query="").geturl(), params=query)
+        callback = to_callback.headers["location"]
+        assert callback.startswith(console_callback)
+        with added_audit_entries(hub, action="person.sign-in") as entries:
+            answer = httpx.get(
+                callback,
+                cookies={cookies.OIDC_LOGIN: api_cookie},
+                headers={"Accept": "text/html"},
+            )
+    assert answer.status_code == 400, answer.text[:300]
+    assert "onceonly-console=" not in answer.headers.get("set-cookie", "")  # no session
+    assert [(e["outcome"], e["reason"]) for e in entries] == [("refused", "oidc-state-invalid")]
+
+
+def test_an_expired_confirmation_is_refused_naming_whom_it_was_for(hub: RunningHub) -> None:
+    """A review (helper-184): the refusal of a confirmation that waited too long named
+    nobody, though its cookie says whose sign-in it was."""
+    with listening() as listener, browser() as client:
+        page = started_by_a_page(client, hub, listener.port)
+        token = form_token(page)
+        sealed = next(c.value for c in client.cookies.jar if "api-login" in c.name)
+    pending = oidc.CliConfirmation.open(sealed, keys=hub.keys, now=0)
+    late = replace(pending, expires=1).seal(hub.keys)
+    with added_audit_entries(hub, action="person.sign-in") as refused:
+        answer = httpx.post(
+            str(page.url),
+            data={"csrf_token": token},
+            cookies={cookies.API_LOGIN: late},
+        )
+    assert answer.status_code == 403
+    assert [((e["outcome"], e["reason"]), e.get("person")) for e in refused] == [(REFUSED, "alice")]
