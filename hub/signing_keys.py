@@ -59,12 +59,33 @@ class KeysUnreadable(Unavailable):
         self.error = error
 
 
+LAST_MOMENT = 253_402_300_799
+"""9999-12-31T23:59:59Z: a moment in ``state.json`` past it is no moment (a delay of
+10^20 seconds written by a version that took any number)."""
+
+
 def read_state(directory: Path) -> list[KeyEntry]:
+    """The keys ``state.json`` lists; ValueError naming the file when it cannot be used
+    (not JSON, not the shape above, a moment before 1970 or after 9999)."""
     path = directory / STATE_FILE
     if not path.exists():
         return []
-    document = json.loads(path.read_text())
-    return [KeyEntry(**entry) for entry in document["keys"]]
+    try:
+        document = json.loads(path.read_text())
+        return [_entry(entry) for entry in document["keys"]]
+    except (ValueError, TypeError, KeyError) as error:
+        reason = " ".join(str(error).split()) or type(error).__name__
+        raise ValueError(f"{path} cannot be used: {reason}") from None
+
+
+def _entry(entry: dict[str, object]) -> KeyEntry:
+    made = KeyEntry(**entry)  # type: ignore[arg-type]  # checked below
+    moments = [made.active_from, *([] if made.retire_at is None else [made.retire_at])]
+    if not isinstance(made.kid, str) or not all(
+        type(moment) is int and 0 <= moment <= LAST_MOMENT for moment in moments
+    ):
+        raise ValueError(f"key {made.kid!r}: active_from and retire_at must be moments")
+    return made
 
 
 def signing_entry(entries: list[KeyEntry], now: float) -> KeyEntry:

@@ -160,6 +160,24 @@ def _keys_rotate(args: argparse.Namespace) -> int:
     return 0
 
 
+MAX_ACTIVATE_AFTER = 30 * 24 * 3600
+"""The longest ``keys rotate --activate-after``: a key published a month before it
+signs is a rotation planned, not one under way."""
+
+
+def _delay(text: str) -> int:
+    """``--activate-after``: whole seconds, 0 to :data:`MAX_ACTIVATE_AFTER`."""
+    try:
+        seconds = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number of seconds: {text!r}") from None
+    if not 0 <= seconds <= MAX_ACTIVATE_AFTER:
+        raise argparse.ArgumentTypeError(
+            f"{text} is not between 0 and {MAX_ACTIVATE_AFTER} seconds (30 days)"
+        )
+    return seconds
+
+
 def _utc(seconds: int) -> str:
     """A moment as operators read it (RFC 3339, UTC): 2026-12-07T10:45:00Z."""
     import time
@@ -294,8 +312,12 @@ def _rotation_boundary(settings: "Settings") -> int | str:
 def _keys_show(args: argparse.Namespace) -> int:
     from onceonly.hub import signing_keys
     from onceonly.hub.cli import startup
+    from onceonly.hub.kit import logs
 
-    entries = signing_keys.read_state(startup.load_settings().keys_dir / "signing")
+    try:
+        entries = signing_keys.read_state(startup.load_settings().keys_dir / "signing")
+    except (OSError, ValueError) as error:
+        raise StartupFailure([f"cannot show the keys: {logs.one_line(error)}"]) from None
     shape = Shape(rows="keys", epoch=frozenset({"active_from", "retire_at"}))
     answer = {"keys": [entry.__dict__ for entry in entries]}
     show(answer, form=form_of(args), shape=shape)
@@ -407,9 +429,10 @@ def register(sub: Any) -> None:
     )
     rotate.add_argument(
         "--activate-after",
-        type=int,
+        type=_delay,
         metavar="SECONDS",
-        help="delay before the new key signs (default: token lifetimes + clock skew + reload)",
+        help="delay before the new key signs, 0 to 2592000 (30 days) (default: token"
+        " lifetimes + clock skew + reload)",
     )
     add_command(
         keys,
