@@ -124,11 +124,15 @@ def _check_nodes(_: argparse.Namespace) -> int:
     from sqlalchemy.exc import SQLAlchemyError
 
     from onceonly.hub.audit import repository, tree
-    from onceonly.hub.cli.startup import database_name, load_settings
+    from onceonly.hub.cli.startup import database_name, load_settings, missing_database
     from onceonly.hub.db import make_engine, session_factory
     from onceonly.hub.reports import check as reports
 
     url = load_settings().resolved_database_url
+    missing = missing_database(url)  # a check writes nothing: not even an empty file
+    if missing:
+        print(f"cannot check: the audit log in {database_name(url)}: {missing}", file=sys.stderr)
+        return 2
 
     def cannot(what: str, error: SQLAlchemyError) -> None:
         reason = str(error).splitlines()[0]

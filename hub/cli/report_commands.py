@@ -133,13 +133,18 @@ def _rebuild(_: argparse.Namespace) -> int:
 
     from sqlalchemy.exc import SQLAlchemyError
 
-    from onceonly.hub.cli.startup import database_name, load_settings
+    from onceonly.hub.cli.startup import database_name, load_settings, missing_database
     from onceonly.hub.db import make_engine
     from onceonly.hub.kit.clock import SYSTEM_CLOCK
     from onceonly.hub.reports import check
     from onceonly.hub.reports.rollup import Rollup
 
     url = load_settings().resolved_database_url
+    missing = missing_database(url)  # a new, empty database has nothing to rebuild from
+    if missing:
+        where = database_name(url)
+        print(f"cannot rebuild: the roll-ups in {where}: {missing}", file=sys.stderr)
+        return 2
 
     async def rebuild() -> int:
         engine = make_engine(url)

@@ -566,6 +566,30 @@ def _check_database(settings: Settings) -> Checked:
     return Checked([f"the database schema of {name} is not the newest: run `onceonly migrate`"], [])
 
 
+def missing_database(url: str) -> str | None:
+    """Why a command that only reads or repairs the database cannot open it without
+    making it (a SQLite file that does not exist, or a file where its folder should
+    be), or None. Opening a missing SQLite file would make it, and its folder."""
+    if not url.startswith("sqlite") or _sqlite_database(url) in ("", ":memory:"):
+        return None
+    path = _sqlite_file(url)
+    if path.is_file():
+        return None
+    for folder in reversed(path.parents):
+        if folder.exists() and not folder.is_dir():
+            return f"{folder} is not a directory (data_dir?)"
+    if path.exists():
+        return f"{path} is not a database file"
+    return "no such file: set ONCEONLY_DATA_DIR (or ONCEONLY_DATABASE_URL) to the hub's"
+
+
+def _sqlite_database(url: str) -> str:
+    """The database part of ``url`` (a SQLite file's path), empty when none."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).database or ""
+
+
 def _sqlite_file(url: str) -> Path:
     from sqlalchemy.engine import make_url
 

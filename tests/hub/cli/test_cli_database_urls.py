@@ -8,6 +8,7 @@ import pytest
 from onceonly.hub.cli import startup
 
 from tests.hub.cli.conftest import Onceonly
+from tests.hub_testing import module_database
 
 
 @pytest.mark.parametrize(
@@ -69,10 +70,15 @@ def test_an_unreachable_database_of_any_form_is_one_line(onceonly: Onceonly, url
         assert "SECRET" not in err
 
 
-@pytest.mark.postgres
-def test_a_user_without_a_port_reaches_the_database(onceonly: Onceonly, postgres_url: str) -> None:
+@pytest.fixture(params=[pytest.param("postgres", marks=pytest.mark.postgres)])
+def own_postgres(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A migrated PostgreSQL database of this test's own."""
+    return module_database(request, tmp_path_factory)
+
+
+def test_a_user_without_a_port_reaches_the_database(onceonly: Onceonly, own_postgres: str) -> None:
     """The review's URL: a user, no password, no port."""
-    url = postgres_url.replace(":5432/", "/")
+    url = own_postgres.replace(":5432/", "/")
     assert "@" in url
     assert ":5432" not in url
     status, out, err = onceonly("config", "check", database_url=url)
