@@ -142,10 +142,11 @@ def _keys_rotate(args: argparse.Namespace) -> int:
     from onceonly.hub.kit import logs
 
     settings = startup.load_settings()
+    _refuse_no_keys(settings)
     margin = signing_keys.retire_margin(settings)
     delay = margin if args.activate_after is None else args.activate_after
     try:
-        HubKeys.load(settings.keys_dir, create=not settings.is_production)
+        HubKeys.load(settings.keys_dir, create=False)
         entry = signing_keys.rotate(
             settings.keys_dir / "signing",
             activate_after=delay,
@@ -178,6 +179,22 @@ def _delay(text: str) -> int:
     return seconds
 
 
+def _refuse_no_keys(settings: "Settings") -> None:
+    """StartupFailure when the keys directory holds no signing keys: a rotation or a
+    listing there is a wrong data directory, not a hub (which a development start
+    would fill with a whole new key set)."""
+    from onceonly.hub.signing_keys import STATE_FILE
+
+    legacy = settings.keys_dir / "signing.jwk"  # before rotation: adopted by the first load
+    if not (settings.keys_dir / "signing" / STATE_FILE).exists() and not legacy.exists():
+        raise StartupFailure(
+            [
+                f"no keys in {settings.keys_dir}: run `onceonly keys init` first, or set"
+                " ONCEONLY_DATA_DIR to the hub's"
+            ]
+        )
+
+
 def _utc(seconds: int) -> str:
     """A moment as operators read it (RFC 3339, UTC): 2026-12-07T10:45:00Z."""
     import time
@@ -196,6 +213,7 @@ def _keys_rotate_derivation(_: argparse.Namespace) -> int:
     from onceonly.hub.people import service
 
     settings = startup.load_settings()
+    _refuse_no_keys(settings)
 
     async def rotate(keys: HubKeys) -> "service.Resealed":
         await prepare_database(settings)
@@ -206,7 +224,7 @@ def _keys_rotate_derivation(_: argparse.Namespace) -> int:
             await engine.dispose()
 
     try:
-        keys = HubKeys.load(settings.keys_dir, create=not settings.is_production)
+        keys = HubKeys.load(settings.keys_dir, create=False)
         resealed = asyncio.run(rotate(keys))
     except (RuntimeError, OSError) as error:  # a key file missing or not ours, the schema behind
         print(f"not rotated: {error}", file=sys.stderr)
@@ -237,7 +255,7 @@ def _keys_rotate_checkpoint(_: argparse.Namespace) -> int:
         load_signer(
             keys_dir=directory,
             origin=origin,
-            create=not settings.is_production,
+            create=False,
             refuse_retired=False,  # a key restored from an old backup is replaced too
         )
         if not os.access(directory, os.W_OK | os.X_OK):
@@ -314,8 +332,10 @@ def _keys_show(args: argparse.Namespace) -> int:
     from onceonly.hub.cli import startup
     from onceonly.hub.kit import logs
 
+    settings = startup.load_settings()
+    _refuse_no_keys(settings)
     try:
-        entries = signing_keys.read_state(startup.load_settings().keys_dir / "signing")
+        entries = signing_keys.read_state(settings.keys_dir / "signing")
     except (OSError, ValueError) as error:
         raise StartupFailure([f"cannot show the keys: {logs.one_line(error)}"]) from None
     shape = Shape(rows="keys", epoch=frozenset({"active_from", "retire_at"}))
