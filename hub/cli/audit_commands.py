@@ -234,6 +234,7 @@ def register(sub: Any) -> None:
         _verify,
         "verify the audit log with its public key: signature, no fork or shrink, entries"
         " (exit 0 verified, 1 tampering detected, 2 could not verify)",
+        output=False,  # a verdict in words and the exit status: no data to format
     )
     verify.add_argument(
         "--key", required=True, help="the pinned verifier key (GET /v1/audit/verifier-key)"
