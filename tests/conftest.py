@@ -9,6 +9,7 @@ PostgreSQL runs skip, with the reason, when no server answers; in CI (``CI=true`
 they fail instead, so a missing database can never pass unnoticed.
 """
 
+import logging
 import os
 import sqlite3
 import ssl
@@ -41,6 +42,32 @@ POSTGRES_ADMIN_URL = os.environ.get(
 def pytest_configure(config: pytest.Config) -> None:
     _lazy_ca_store()
     pool_guard.install()
+
+
+# The loggers the hub's and the adapter's start-up configure (hub/kit/logs.py,
+# adapters/logs.py): a test that runs a command in this process (`main(["serve", ...])`,
+# `config check`) sets their handlers and ``propagate = False``, and every later test in
+# the process whose caplog waits for their records saw none (an order-dependent failure
+# in CI). Each test finds them as the one before it did.
+_CONFIGURED_LOGGERS = (
+    "onceonly",
+    "adapters",
+    "onceonly.adapter",
+    "uvicorn",
+    "uvicorn.error",
+    "uvicorn.access",
+)
+
+
+@pytest.fixture(autouse=True)
+def _loggers_as_they_were() -> Iterator[None]:
+    loggers = [logging.getLogger(name) for name in _CONFIGURED_LOGGERS]
+    saved = [(lg.handlers[:], lg.filters[:], lg.level, lg.propagate) for lg in loggers]
+    yield
+    for logger, (handlers, filters, level, propagate) in zip(loggers, saved, strict=True):
+        logger.handlers[:], logger.filters[:] = handlers, filters
+        logger.setLevel(level)
+        logger.propagate = propagate
 
 
 @pytest.fixture(autouse=True)

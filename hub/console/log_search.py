@@ -312,6 +312,9 @@ REASONS: Final = {
     "oidc-account-disabled": N_("the account is disabled"),
     "oidc-account-not-linked": N_("no account is linked to this identity"),
     "oidc-code-invalid": N_("the sign-in code is not valid"),
+    "oidc-confirmation-refused": N_(
+        "the command-line sign-in was not confirmed in the browser that began it"
+    ),
     "oidc-id-token-invalid": N_("the ID token is not valid"),
     "oidc-not-configured": N_("OpenID Connect sign-in is not configured"),
     "oidc-provider-refused": N_("the identity provider refused the sign-in"),
