@@ -14,6 +14,17 @@ the format of the hub's logs).
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse's parser, but a usage error exits 1 ("a local file or option that
+    cannot be used", decision 0023), not argparse's 2, which the command keeps for
+    "the hub cannot be reached". Its subcommands' parsers are of this class too."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(1, f"{self.prog}: error: {message}\n")
 
 
 def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
@@ -33,7 +44,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         report_commands,
     )
 
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="onceonly", description=__doc__.splitlines()[0].replace("``", "") if __doc__ else None
     )
     parser.add_argument("--version", action=common.ShowVersion)

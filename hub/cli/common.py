@@ -172,10 +172,28 @@ def hub_url(args: argparse.Namespace) -> str:
     """``--hub``, else ``$ONCEONLY_HUB_URL``, else the issuer of the hub's settings."""
     explicit = getattr(args, "hub", None) or os.environ.get("ONCEONLY_HUB_URL")
     if explicit:
-        return str(explicit)
+        return _http_url(str(explicit))
     from onceonly.hub.cli.startup import load_settings
 
     return load_settings().issuer
+
+
+def _http_url(url: str) -> str:
+    """``url`` when it is an http(s) URL with a host; else exit 1 (an option that
+    cannot be used, not a hub that cannot be reached)."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        usable = parts.scheme in ("http", "https") and bool(parts.hostname)
+    except ValueError:  # a malformed IPv6 host, a port that is no number
+        usable = False
+    if not usable:
+        raise CommandFailed(
+            "--hub (or ONCEONLY_HUB_URL) is not an http:// or https:// URL with a host",
+            status=1,
+        )
+    return url
 
 
 def _option(args: argparse.Namespace, name: str) -> str | None:
