@@ -180,14 +180,14 @@ def _delay(text: str) -> int:
 
 
 def _port(text: str) -> int:
-    """``serve --port``: a TCP port, 1 to 65535 (uvicorn would take 99999 modulo 65536
-    and advertise 99999)."""
+    """``serve --port``: a TCP port, 1 to 65535, or 0 for any free one (uvicorn would
+    take 99999 modulo 65536 and advertise 99999)."""
     try:
         port = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
-    if not 1 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"{text} is not a port (1 to 65535)")
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{text} is not a port (1 to 65535, or 0: any free one)")
     return port
 
 
@@ -440,7 +440,9 @@ def register(sub: Any) -> None:
         sub, "serve", _serve, "run the hub (settings from ONCEONLY_* and $ONCEONLY_CONFIG)"
     )
     serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=_port, default=8000, help="1 to 65535 (default: 8000)")
+    serve.add_argument(
+        "--port", type=_port, default=8000, help="1 to 65535, 0: any free port (default: 8000)"
+    )
     serve.add_argument("--workers", type=int, default=1)
     serve.add_argument(
         "--proxy-headers", action="store_true", help="trust X-Forwarded-* from the proxy"
