@@ -84,8 +84,8 @@ def _written(target: Path | None) -> Iterator[IO[bytes]]:
         sys.stdout.buffer.flush()
         return
     partial = target.with_name(f".{target.name}.partial")
-    try:
-        file = partial.open("wb")
+    try:  # the hub's own users' reads of personal data: for this user alone
+        file = os.fdopen(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb")
     except OSError as error:
         raise CommandFailed(f"cannot write {target}: {error.strerror}", status=1) from None
     try:
