@@ -350,9 +350,14 @@ class Settings(BaseSettings):
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
         config_file = os.environ.get(CONFIG_ENV)
         if config_file:
+            if Path(config_file).is_dir():
+                raise ValueError(f"{CONFIG_ENV}={config_file}: a directory, not a TOML file")
             if not Path(config_file).is_file():
                 raise ValueError(f"{CONFIG_ENV}={config_file}: no such file")
-            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config_file))
+            try:
+                sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config_file))
+            except ValueError as error:  # tomllib.TOMLDecodeError: it names no file
+                raise ValueError(f"{CONFIG_ENV}={config_file}: not TOML: {error}") from None
         return tuple(sources)
 
     @field_validator("log_level", mode="before")
