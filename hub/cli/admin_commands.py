@@ -277,7 +277,10 @@ def _register_grants(sub: Any) -> None:
     create.add_argument("--item", required=True)
     create.add_argument("--purpose", required=True)
     create.add_argument("--legal-basis", required=True)
-    create.add_argument("--fields", help="comma-separated top-level fields (default: all)")
+    create.add_argument(
+        "--fields",
+        help="comma-separated top-level fields (default: every field of the current version)",
+    )
     create.add_argument("--valid-until", help="RFC 3339 time")
     listing = add_hub_command(grants, "list", _grant_list, "list grants")
     listing.add_argument("--consumer")
