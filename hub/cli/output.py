@@ -130,7 +130,10 @@ def _write_csv(rows: Any, shape: Shape, out: TextIO) -> None:
     flat = [flatten(row, shape) for row in ([rows] if isinstance(rows, dict) else rows)]
     # RFC 4180 CRLF: a CR or LF inside a cell is then quoted, never a row of its own
     writer = csv.writer(out, lineterminator="\r\n")
-    columns = _columns(flat)
+    # no rows: the columns a table of them shows, else nothing (an empty line is no header)
+    columns = _columns(flat) or list(shape.columns)
+    if not columns:
+        return
     writer.writerow([neutralize_formula(column) for column in columns])  # names come from data
     for row in flat:
         writer.writerow([_csv_cell(row.get(c), epoch=c in shape.epoch) for c in columns])

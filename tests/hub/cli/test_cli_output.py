@@ -165,3 +165,17 @@ def test_csv_a_line_break_in_a_cell_starts_no_row() -> None:
     text = written([{"name": "a\r=1+1", "note": "b\n@SUM(A1)"}], "csv", Shape())
     [row] = list(csv.DictReader(io.StringIO(text, newline="")))
     assert row == {"name": "a\r=1+1", "note": "b\n@SUM(A1)"}
+
+
+def test_csv_of_no_rows_is_the_header_of_their_columns_or_nothing() -> None:
+    """An operator's review: an empty list printed a bare CRLF, no header at all."""
+    listed, nothing = io.StringIO(), io.StringIO()
+    show(
+        {"clients": []},
+        form="csv",
+        shape=Shape(rows="clients", columns=("id", "department")),
+        out=listed,
+    )
+    show([], form="csv", out=nothing)
+    assert listed.getvalue() == "id,department\r\n"
+    assert nothing.getvalue() == ""
