@@ -136,7 +136,7 @@ def test_workers_must_be_a_positive_number(tmp_path: Path, hub: HubDouble) -> No
     path = write_config(tmp_path, hub_url=hub.url)
     command = [sys.executable, "-m", "onceonly.hub", "adapter", "serve", "--config", str(path)]
     refused = subprocess.run([*command, "--workers", "0"], capture_output=True, text=True)
-    assert refused.returncode == 2
+    assert refused.returncode == 1  # a usage error, as every onceonly command's (README)
     assert "--workers: must be at least 1" in refused.stderr
 
 

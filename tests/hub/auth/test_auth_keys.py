@@ -85,6 +85,8 @@ def test_keys_rotate_command_uses_the_default_delay(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("ONCEONLY_DATA_DIR", str(tmp_path))
+    assert main(["keys", "init"]) == 0  # a rotation makes no keys (a9b2caf)
+    capsys.readouterr()
     assert main(["keys", "rotate"]) == 0
     first, new = signing_keys.read_state(tmp_path / "keys" / "signing")
     delay = 300 + 60 + 10 + 5  # access + request token lifetimes + skew + reload
