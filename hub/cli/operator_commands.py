@@ -26,7 +26,7 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from onceonly.hub.cli import startup
-    from onceonly.hub.cli.servers import server_options
+    from onceonly.hub.cli.servers import cannot_listen, server_options
 
     if "ONCEONLY_ISSUER" not in os.environ and not os.environ.get("ONCEONLY_CONFIG"):
         os.environ["ONCEONLY_ISSUER"] = f"http://{args.host}:{args.port}"
@@ -35,6 +35,11 @@ def _serve(args: argparse.Namespace) -> int:
         startup.ensure_startable(settings)
     except StartupFailure as failure:
         raise StartupFailure([f"the hub cannot start: {failure}"]) from None
+    busy = cannot_listen(args.host, args.port)
+    if busy is not None:
+        raise StartupFailure(
+            [f"the hub cannot start: it cannot listen on {args.host}:{args.port}: {busy}"]
+        )
     startup.warn_of_risky_settings(settings)
     uvicorn.run(
         "onceonly.hub.app:create_app_from_environment",

@@ -107,6 +107,24 @@ def loopback_socket(port: int = 0) -> socket.socket:
     return sock
 
 
+def cannot_listen(host: str, port: int) -> str | None:
+    """Why a server could not listen on ``host``:``port`` now (the address in use, not
+    this machine's, not allowed), or None. The socket is closed at once: uvicorn binds
+    its own, but only after the application's start-up, so a port in use was found
+    after the hub had logged that it was ready."""
+    try:
+        family, kind, protocol, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        with socket.socket(family, kind, protocol) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn
+            probe.bind(address)
+            probe.listen()
+    except OSError as error:
+        return error.strerror or str(error)
+    return None
+
+
 def url_of(sock: socket.socket, *, scheme: str = "http") -> str:
     return f"{scheme}://127.0.0.1:{sock.getsockname()[1]}"
 

@@ -4,6 +4,7 @@ review of the CLI contract): a data directory that is a file, an unknown log lev
 database migrated by a newer onceonly, a purpose list that does not exist, a database
 that takes no writes (a standby by mistake)."""
 
+import socket
 from pathlib import Path
 
 import pytest
@@ -109,3 +110,14 @@ def test_a_database_that_takes_no_writes(
     assert f"the database {url} is read-only (default_transaction_read_only is on)" in one_line(
         status, err
     )
+
+
+def test_a_port_in_use_is_refused_before_the_hub_starts(onceonly: Onceonly) -> None:
+    """An operator's review: with the port taken, serve logged "hub ready" (the
+    application's start-up runs before uvicorn binds), then failed on the bind in
+    uvicorn's own words. Now one line first, and nothing starts."""
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        status, out, err = onceonly("serve", "--host", "127.0.0.1", "--port", str(port))
+    assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in one_line(status, err)
+    assert "hub ready" not in out + err
