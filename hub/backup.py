@@ -260,19 +260,22 @@ def _dumped_entries(dump: Path) -> int:
     the file without connecting anywhere: a damaged archive fails here. COPY's text
     format is one line a row (a newline in a value is written as ``\\n``)."""
     _installed("pg_restore")
-    command = ["pg_restore", "--data-only", "--table=audit_entries", "--file=-", str(dump)]
+    # every table's data, not only audit_entries': the archive is read to its end, so a
+    # copy cut short after that table is refused here too, before a key is written
+    command = ["pg_restore", "--data-only", "--file=-", str(dump)]
     with (
         tempfile.TemporaryFile() as errors,
         subprocess.Popen(command, stdout=subprocess.PIPE, stderr=errors) as tool,
     ):
-        rows, copying = 0, False
+        rows, copying, counted = 0, False, False
         for line in tool.stdout or ():
             if copying and line == b"\\.\n":
                 copying = False
             elif copying:
-                rows += 1
+                rows += counted
             elif line.startswith(b"COPY "):
                 copying = True
+                counted = line.split(b" ", 2)[1] in (b"public.audit_entries", b"audit_entries")
         code = tool.wait()  # stdout is at its end: the tool is done
         errors.seek(0)
         said = errors.read().decode(errors="replace")
@@ -419,7 +422,7 @@ def _count_entries(database_url: str) -> int:
         if not path.is_file():
             raise BackupError(f"no database file at {path}")
         try:
-            with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as database:
+            with sqlite3.connect(_read_only(path, unchanging=False), uri=True) as database:
                 count = database.execute("SELECT count(*) FROM audit_entries").fetchone()[0]
             database.close()
             return int(count)

@@ -363,8 +363,13 @@ class Settings(BaseSettings):
     @field_validator("log_level", mode="before")
     @classmethod
     def _level_in_capitals(cls, value: Any) -> Any:
-        """``info`` is ``INFO``, as Python's logging reads a level."""
-        return value.upper() if isinstance(value, str) else value
+        """``info`` is ``INFO``, as Python's logging reads a level; its other names,
+        ``WARN`` and ``FATAL``, are ``WARNING`` and ``CRITICAL`` (helper-185: a setting
+        Python's logging took was refused once the level became a closed list)."""
+        if not isinstance(value, str):
+            return value
+        level = value.strip().upper()
+        return {"WARN": "WARNING", "FATAL": "CRITICAL"}.get(level, level)
 
     @field_validator("citizen_portal_clients", "holidays", mode="before")
     @classmethod

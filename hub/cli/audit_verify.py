@@ -266,6 +266,10 @@ def _signed(note: str, verifier: Verifier, *, source: str) -> Seen:
         ) from error
 
 
+_MAX_STATE_BYTES = 1 << 20
+"""A state file or a checkpoint is a few hundred bytes; what is larger is refused unread."""
+
+
 def _earlier(
     states: list[Path], compare: list[Path], pinned: Verifier, previous: list[PreviousKey]
 ) -> Iterator[Seen]:
@@ -273,7 +277,14 @@ def _earlier(
     files)."""
     for path in [*states, *compare]:
         try:  # the file's bytes as UTF-8, line ends kept: a note is read as sent (no CR)
-            text = path.read_bytes().decode("utf-8")
+            with path.open("rb") as file:
+                raw = file.read(_MAX_STATE_BYTES + 1)
+            if len(raw) > _MAX_STATE_BYTES:  # /dev/zero filled memory (an operator's review)
+                raise CannotVerify(
+                    f"{path} is larger than {_MAX_STATE_BYTES} bytes: not a state file"
+                    " or a checkpoint"
+                )
+            text = raw.decode("utf-8")
         except OSError as error:
             raise CannotVerify(f"cannot read {path}: {error}") from error
         except UnicodeDecodeError as error:

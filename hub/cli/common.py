@@ -186,6 +186,7 @@ def _http_url(url: str) -> str:
     try:
         parts = urlsplit(url)
         usable = parts.scheme in ("http", "https") and bool(parts.hostname)
+        parts.port  # noqa: B018  # raises on a port that is no number (urlsplit does not)
     except ValueError:  # a malformed IPv6 host, a port that is no number
         usable = False
     if not usable:

@@ -771,3 +771,14 @@ def test_a_hostile_state_file_nested_deep_cannot_crash_the_verifier(
     assert status == 2
     assert "is not a state file or a checkpoint" in output
     assert "RecursionError" not in output
+
+
+def test_a_compared_file_without_end_is_refused_unread(
+    three_entries: RunningHub, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """An operator's review (helper-185): ``--compare /dev/zero`` read until memory ran
+    out (a MemoryError traceback under a ulimit)."""
+    auditor = Auditor(capsys, tmp_path / "auditor.json", verifier_key(three_entries))
+    status, output = auditor.verify(three_entries, "--compare", "/dev/zero")
+    assert status == 2, output
+    assert "/dev/zero is larger than 1048576 bytes" in output

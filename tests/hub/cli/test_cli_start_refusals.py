@@ -50,9 +50,16 @@ def test_an_unknown_log_level(onceonly: Onceonly, command: tuple[str]) -> None:
     assert "LOUD" not in err
 
 
-def test_a_log_level_in_small_letters_is_read(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("ONCEONLY_LOG_LEVEL", "warning")
-    assert Settings().log_level == "WARNING"
+@pytest.mark.parametrize(
+    ("given", "level"), [("warning", "WARNING"), ("warn", "WARNING"), ("Fatal", "CRITICAL")]
+)
+def test_a_log_level_is_read_as_pythons_logging_reads_it(
+    monkeypatch: pytest.MonkeyPatch, given: str, level: str
+) -> None:
+    """In any case, and by logging's other names (helper-185: WARN, which logging takes,
+    was refused once the level became a closed list)."""
+    monkeypatch.setenv("ONCEONLY_LOG_LEVEL", given)
+    assert Settings().log_level == level
 
 
 @pytest.mark.parametrize("command", CHECKS)

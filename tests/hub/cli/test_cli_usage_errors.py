@@ -28,7 +28,9 @@ def test_a_usage_error_exits_1(
     assert "error: " in err.splitlines()[-1]
 
 
-@pytest.mark.parametrize("url", ["ftp://x", "not a url", "http://", "https://[::1"])
+@pytest.mark.parametrize(
+    "url", ["ftp://x", "not a url", "http://", "https://[::1", "https://hub.example:notaport"]
+)
 @pytest.mark.parametrize(
     "argv",
     [
