@@ -24,7 +24,7 @@ from pydantic import TypeAdapter, ValidationError
 from pydantic_core import ErrorDetails
 
 from onceonly.hub.cli.common import StartupFailure
-from onceonly.hub.config import CONFIG_ENV, Settings
+from onceonly.hub.config import AUDIT_ORIGIN_FILE, CONFIG_ENV, Settings
 from onceonly.hub.kit import logs
 from onceonly.hub.kit.keyfiles import MissingKeyError
 
@@ -220,24 +220,37 @@ def _old_data_without_keys(settings: Settings) -> str | None:
 def _has_rows(url: str, rows: str) -> bool:
     """Whether the database answers and holds one of ``rows`` (a table, and a condition)
     (False when it does not answer or has no such table yet: no data to protect)."""
+    return _first_value(url, f"SELECT 1 FROM {rows} LIMIT 1") is not None
+
+
+def _first_value(url: str, query: str) -> object | None:
+    """The first column of ``query``'s first row, or None when the database does not
+    answer, has no such table yet, or no such row."""
     import sqlalchemy as sa
 
     from onceonly.hub.db import probe_engine
 
     if url.startswith("sqlite") and not _sqlite_file(url).exists():
-        return False
+        return None
     try:
         engine = probe_engine(url, connect_timeout=CONNECT_TIMEOUT)
     except (sa.exc.ArgumentError, ValueError, ImportError):
-        return False
+        return None
     try:
         with engine.connect() as connection:
-            row = connection.execute(sa.text(f"SELECT 1 FROM {rows} LIMIT 1")).first()
-        return row is not None
+            row = connection.execute(sa.text(query)).first()
+        return None if row is None else row[0]
     except sa.exc.SQLAlchemyError:
-        return False
+        return None
     finally:
         engine.dispose()
+
+
+def _logged_origin(url: str) -> str | None:
+    """The name the audit log's latest checkpoint gives it (its note's first line), or
+    None before the first checkpoint."""
+    note = _first_value(url, "SELECT note FROM audit_checkpoints ORDER BY tree_size DESC LIMIT 1")
+    return note.split("\n", 1)[0] if isinstance(note, str) else None
 
 
 def _check_data_dir(settings: Settings) -> Checked:
@@ -331,10 +344,23 @@ def _check_keys(settings: Settings) -> Checked:
 
 def _origin_problems(settings: Settings) -> list[str]:
     try:
-        settings.resolved_audit_origin  # noqa: B018 (production: ONCEONLY_AUDIT_ORIGIN)
+        origin = settings.resolved_audit_origin
     except (RuntimeError, OSError) as error:
         return [logs.one_line(error)]
-    return []
+    if settings.kept_audit_origin is not None:
+        return []
+    # keys/audit-origin missing (deleted, or a backup from before it was kept): the log's
+    # name is then what its checkpoints say, and a setting or issuer that differs would
+    # rename it silently (helper-185, decision 0089)
+    logged = _logged_origin(settings.resolved_database_url)
+    if logged is None or logged == origin:
+        return []
+    return [
+        f"the audit log is named {logged} (its latest checkpoint) but this hub would name"
+        f" it {origin}, and {settings.keys_dir / AUDIT_ORIGIN_FILE} is missing: set"
+        f" audit_origin (ONCEONLY_AUDIT_ORIGIN) to {logged}, or rename the log with"
+        " `onceonly keys init --change-audit-origin` (docs/operations.md)"
+    ]
 
 
 def _mode_problems(directory: Path) -> list[str]:

@@ -22,6 +22,11 @@ def onceonly(
     def command(*args: str, **settings: str) -> tuple[int, str, str]:
         for variable in [v for v in os.environ if v.upper().startswith("ONCEONLY_")]:
             monkeypatch.delenv(variable)
+        # serve sets ONCEONLY_ISSUER from --host and --port when it is unset: undone after
+        # the test (monkeypatch undoes only what it touched: set, then removed), or a later
+        # test in this process read that issuer
+        monkeypatch.setenv("ONCEONLY_ISSUER", "")
+        monkeypatch.delenv("ONCEONLY_ISSUER")
         monkeypatch.setenv("ONCEONLY_DATA_DIR", str(tmp_path / "data"))
         for name, value in settings.items():
             monkeypatch.setenv(f"ONCEONLY_{name.upper()}", value)

@@ -11,9 +11,12 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 
 from onceonly.hub.cli.servers import loopback_socket
+
+from tests.hub_testing import running_hub, wait_until
 
 
 @dataclass(frozen=True)
@@ -191,3 +194,33 @@ def test_version_is_the_installed_distribution(tmp_path: Path) -> None:
 
     ran = onceonly("--version", cwd=tmp_path, env={})
     assert (ran.status, ran.out.strip()) == (0, f"onceonly {version('onceonly')}")
+
+
+def test_a_log_whose_origin_file_is_gone_keeps_the_name_its_checkpoints_give_it(
+    tmp_path: Path,
+) -> None:
+    """A review (helper-185): with keys/audit-origin deleted (or a backup from before it
+    was kept restored), another ONCEONLY_AUDIT_ORIGIN or issuer passed config check and
+    serve signed the log under the new name, past every auditor's pinned key."""
+    data = tmp_path / "data"
+    with running_hub(
+        database_url=f"sqlite:///{data / 'onceonly.db'}", data_dir=data, checkpoint_interval=0.1
+    ) as hub:
+        assert httpx.get(f"{hub.url}/v1/audit/entries").status_code == 401  # an entry
+        wait_until(lambda: httpx.get(f"{hub.url}/v1/audit/checkpoint").text.count("\n") > 3)
+        named = httpx.get(f"{hub.url}/v1/audit/checkpoint").text.split("\n", 1)[0]
+    (data / "keys" / "audit-origin").unlink()
+    env = {"ONCEONLY_DATA_DIR": str(data)}
+    changed = {**env, "ONCEONLY_AUDIT_ORIGIN": "other.example/audit"}
+    checked = onceonly("config", "check", cwd=tmp_path, env=changed)
+    assert checked.status == 1
+    refusal = f"the audit log is named {named} (its latest checkpoint)"
+    assert any(refusal in line for line in checked.err.splitlines()), checked.err
+    served = record(onceonly("serve", "--port", "0", cwd=tmp_path, env=changed))["message"]
+    assert refusal in served
+    assert (
+        onceonly(
+            "config", "check", cwd=tmp_path, env={**env, "ONCEONLY_AUDIT_ORIGIN": named}
+        ).status
+        == 0
+    )
