@@ -16,7 +16,8 @@ import pytest
 
 from onceonly.adapters import subject_problem
 
-from tests.hub.oidc_provider import CLIENT_ID, CLIENT_SECRET, Provider, running_provider
+from tests.hub.oidc_provider import CLIENT_ID, CLIENT_SECRET, Provider
+from tests.hub.people import test_people_oidc
 from tests.hub_testing import (
     DATABASES,
     RunningHub,
@@ -26,11 +27,7 @@ from tests.hub_testing import (
     running_hub,
 )
 
-
-@pytest.fixture(scope="module")
-def provider() -> Iterator[Provider]:
-    with running_provider() as running:
-        yield running
+provider = test_people_oidc.provider  # its provider, for this module's hubs too
 
 
 @pytest.fixture(scope="module", params=DATABASES)
